@@ -1,0 +1,114 @@
+"""Helpers for ``bench/``: timing, peak memory, and writing one section of BENCHMARKS.md.
+
+Speed is always reported as a ratio against a reference measured in the same process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from core.io import atomic_write_text
+
+__all__ = ["write_benchmark_section", "time_it", "PeakRSS", "markdown_table", "machine_line"]
+
+BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+
+
+def machine_line() -> str:
+    import platform
+
+    import torch
+
+    dev = "CUDA " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}, measured {time.strftime('%Y-%m-%d')}"
+
+
+def write_benchmark_section(key: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
+    """Replace (or append) the block between ``<!-- bench:key:start -->`` and ``...:end -->``,
+    so each bench command owns its own section of BENCHMARKS.md."""
+    begin, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    text = path.read_text() if path.is_file() else "# Benchmarks\n\nEvery number below is written by the `bench/` command named in its section, on the data named there, with its baseline measured in the same run.\n"
+    if begin in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    atomic_write_text(path, text)
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "_(no rows)_"
+    columns = columns or list(rows[0])
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def time_it(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+class PeakRSS:
+    """Sample this process's resident memory in a thread; ``peak_mb`` above the start level.
+
+        with PeakRSS() as m: work()
+        m.peak_mb, m.delta_mb
+    """
+
+    def __init__(self, interval: float = 0.02):
+        import psutil
+
+        self._proc = psutil.Process()
+        self.interval = interval
+        self.start_mb = self.peak_mb = 0.0
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self.start_mb = self.peak_mb = self._proc.memory_info().rss / 2**20
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+
+    @property
+    def delta_mb(self) -> float:
+        return self.peak_mb - self.start_mb
+
+
+@contextmanager
+def stopwatch() -> Iterator[dict]:
+    box = {"seconds": 0.0}
+    t0 = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box["seconds"] = time.perf_counter() - t0

@@ -1,0 +1,251 @@
+"""Data preparation: materialise each installed real source into the local data root.
+
+    python -m core.data list
+    python -m core.data prepare all            # or: prepare medical / prepare ml-100k ...
+
+Each domain declares its data sets as :class:`DatasetSpec` objects and registers them under the
+``suite.datasets`` entry-point group (see pyproject.toml), so ``core`` never imports a domain.
+
+For each data set:
+* ``locate()`` finds the installed source files (a package's data or a Debian package); when one
+  is missing it raises :class:`SourceMissingError` naming the install command.
+* Every source file is checked against the sha256 recorded in the data set's card
+  (``datasets/<name>/README.md``, between ``<!-- checksums:start -->`` markers); a mismatch is a
+  :class:`CorruptSourceError` that names the file, both digests and how to reinstall.
+* ``build(sources, out_dir)`` writes the prepared files into a temporary folder that is renamed
+  into ``<root>/<name>`` only when complete, with a ``MANIFEST.json`` of source and output digests.
+  A second run with unchanged sources verifies the outputs and does nothing (idempotent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable
+
+from core.io import atomic_write_json, atomic_write_text, sha256_file
+from core.logging import get_logger
+
+__all__ = [
+    "DatasetSpec",
+    "SourceMissingError",
+    "CorruptSourceError",
+    "data_root",
+    "cards_dir",
+    "prepare",
+    "registered_datasets",
+    "read_card_checksums",
+    "write_card_checksums",
+    "dataset_dir",
+]
+
+log = get_logger("data")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_BEGIN, _END = "<!-- checksums:start -->", "<!-- checksums:end -->"
+
+
+class SourceMissingError(FileNotFoundError):
+    """A real source is not installed; the message names the command that installs it."""
+
+
+class CorruptSourceError(ValueError):
+    """A source file's digest differs from the one recorded in its dataset card."""
+
+
+@dataclass
+class DatasetSpec:
+    name: str
+    domain: str
+    description: str
+    locate: Callable[[], dict[str, Path]]
+    build: Callable[[dict[str, Path], Path], None]
+    version: str = "1"
+    optional: bool = False  # the demo skips it (with a message) when its source is not installed
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def card(self) -> Path:
+        return cards_dir() / self.name / "README.md"
+
+
+def data_root() -> Path:
+    """``$SUITE_DATA_ROOT`` or ``datasets/data`` in the repository."""
+    return Path(os.environ.get("SUITE_DATA_ROOT", REPO_ROOT / "datasets" / "data"))
+
+
+def cards_dir() -> Path:
+    return REPO_ROOT / "datasets"
+
+
+def dataset_dir(name: str, root: Path | None = None) -> Path:
+    """The prepared folder of data set ``name``; a clear error if it has not been prepared."""
+    d = (root or data_root()) / name
+    if not (d / "MANIFEST.json").is_file():
+        raise FileNotFoundError(f"data set {name!r} is not prepared under {d.parent}; run `python -m core.data prepare {name}`")
+    return d
+
+
+def read_card_checksums(card: Path) -> dict[str, str]:
+    if not card.is_file():
+        return {}
+    text = card.read_text()
+    if _BEGIN not in text:
+        return {}
+    block = text.split(_BEGIN, 1)[1].split(_END, 1)[0]
+    out = {}
+    for m in re.finditer(r"^\|\s*`?([^|`]+?)`?\s*\|\s*([0-9a-f]{64})\s*\|", block, re.M):
+        out[m.group(1).strip()] = m.group(2)
+    return out
+
+
+def write_card_checksums(card: Path, checksums: dict[str, str]) -> None:
+    table = "\n".join(["| source file | sha256 |", "|---|---|", *[f"| `{k}` | {v} |" for k, v in sorted(checksums.items())]])
+    block = f"{_BEGIN}\n{table}\n{_END}"
+    text = card.read_text() if card.is_file() else f"# {card.parent.name}\n\n## Source checksums\n\n"
+    if _BEGIN in text:
+        text = re.sub(re.escape(_BEGIN) + r".*?" + re.escape(_END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    card.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(card, text)
+
+
+def verify_sources(spec: DatasetSpec, sources: dict[str, Path], record: bool = False) -> dict[str, str]:
+    digests = {}
+    for key, path in sources.items():
+        path = Path(path)
+        if not path.is_file():
+            raise SourceMissingError(f"{spec.name}: source file {path} is missing")
+        digests[key] = sha256_file(path)
+    expected = read_card_checksums(spec.card)
+    if record:
+        write_card_checksums(spec.card, digests)
+        return digests
+    for key, got in digests.items():
+        want = expected.get(key)
+        if want is None:
+            log.warning(f"{spec.name}: no checksum recorded for {key} in {spec.card}; record with `python -m core.data prepare {spec.name} --record-checksums`")
+        elif want != got:
+            raise CorruptSourceError(
+                f"{spec.name}: source file {sources[key]} is corrupt or a different release: sha256 {got[:16]}… "
+                f"but the dataset card {spec.card} records {want[:16]}…. Reinstall its package (see the card) and retry."
+            )
+    return digests
+
+
+def _outputs_digest(out_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(out_dir)): sha256_file(p) for p in sorted(out_dir.rglob("*")) if p.is_file() and p.name != "MANIFEST.json"}
+
+
+def prepare(spec: DatasetSpec, root: Path | None = None, force: bool = False, record_checksums: bool = False) -> Path:
+    """Prepare one data set; returns its folder. Idempotent."""
+    root = Path(root or data_root())
+    out_dir = root / spec.name
+    sources = spec.locate()
+    digests = verify_sources(spec, sources, record=record_checksums)
+    manifest_path = out_dir / "MANIFEST.json"
+    if manifest_path.is_file() and not force:
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError:
+            manifest = {}
+        if manifest.get("version") == spec.version and manifest.get("sources") == digests:
+            if manifest.get("outputs") == _outputs_digest(out_dir):
+                log.info(f"{spec.name}: up to date in {out_dir}")
+                return out_dir
+            log.warning(f"{spec.name}: prepared files in {out_dir} were modified; rebuilding")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=root))
+    try:
+        spec.build({k: Path(v) for k, v in sources.items()}, tmp)
+        atomic_write_json(tmp / "MANIFEST.json", {
+            "name": spec.name, "domain": spec.domain, "version": spec.version, "sources": digests,
+            "source_paths": {k: str(v) for k, v in sources.items()}, "outputs": _outputs_digest(tmp),
+        })
+        old = None
+        if out_dir.exists():
+            old = root / f".{spec.name}.old-{os.getpid()}"
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(f"{spec.name}: prepared in {out_dir}")
+    return out_dir
+
+
+def registered_datasets() -> dict[str, DatasetSpec]:
+    """Every DatasetSpec registered under the ``suite.datasets`` entry-point group."""
+    specs: dict[str, DatasetSpec] = {}
+    for ep in entry_points(group="suite.datasets"):
+        try:
+            obj = ep.load()
+        except Exception as e:  # noqa: BLE001 - one broken domain must not hide the others
+            log.warning(f"data sets of {ep.name!r} could not be loaded ({ep.value}): {type(e).__name__}: {e}")
+            continue
+        for spec in (obj() if callable(obj) else obj):
+            specs[spec.name] = spec
+    return specs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list registered data sets and whether they are prepared")
+    p = sub.add_parser("prepare", help="prepare data sets into the data root")
+    p.add_argument("names", nargs="+", help="'all', a domain (medical, finance, recommendation) or data set names")
+    p.add_argument("--root", type=Path, default=None, help=f"data root (default: $SUITE_DATA_ROOT or {data_root()})")
+    p.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    p.add_argument("--record-checksums", action="store_true", help="(maintainers) write the current source digests into the dataset cards")
+    args = parser.parse_args(argv)
+    specs = registered_datasets()
+    if args.cmd == "list":
+        for s in specs.values():
+            state = "prepared" if (data_root() / s.name / "MANIFEST.json").is_file() else "not prepared"
+            print(f"{s.name:28s} {s.domain:15s} {state:13s} {s.description}")
+        return 0
+    chosen: list[DatasetSpec] = []
+    for n in args.names:
+        if n == "all":
+            chosen += list(specs.values())
+        elif n in specs:
+            chosen.append(specs[n])
+        elif any(s.domain == n for s in specs.values()):
+            chosen += [s for s in specs.values() if s.domain == n]
+        else:
+            parser.error(f"unknown data set {n!r}; known: all, {', '.join(sorted({s.domain for s in specs.values()}))}, {', '.join(specs)}")
+    seen, failed, skipped = set(), [], []
+    for s in chosen:
+        if s.name in seen:
+            continue
+        seen.add(s.name)
+        try:
+            out = prepare(s, root=args.root, force=args.force, record_checksums=args.record_checksums)
+            print(f"ok       {s.name:28s} {out}")
+        except SourceMissingError as e:
+            if s.optional:
+                skipped.append(s.name)
+                print(f"skipped  {s.name:28s} {e}")
+            else:
+                failed.append(s.name)
+                print(f"MISSING  {s.name:28s} {e}", file=sys.stderr)
+        except CorruptSourceError as e:
+            failed.append(s.name)
+            print(f"CORRUPT  {s.name:28s} {e}", file=sys.stderr)
+    if skipped:
+        print(f"skipped {len(skipped)} optional data set(s) whose source is not installed: {', '.join(skipped)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

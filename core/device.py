@@ -1,0 +1,67 @@
+"""Device selection, seeding and determinism."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["resolve_device", "seed_everything", "autocast", "device_summary"]
+
+
+def resolve_device(preference: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU. ``cpu``, ``cuda`` or ``cuda:N`` force one.
+
+    Asking for CUDA on a machine without it is an error, not a silent fallback.
+    """
+    pref = (preference or "auto").lower()
+    if pref == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"--device {preference} requested but CUDA is not available on this machine; use --device cpu or auto")
+        dev = torch.device(pref)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"--device {preference}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return dev
+    if pref == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise RuntimeError("--device mps requested but MPS is not available")
+        return torch.device("mps")
+    if pref == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown --device {preference!r}; expected auto, cpu, cuda or cuda:N")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices). ``deterministic`` also asks torch for
+    deterministic kernels (slower; warns instead of failing where none exists)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Mixed precision on CUDA (fp16/bf16); a no-op context on CPU, where AMP rarely helps."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def device_summary(device: torch.device) -> dict:
+    info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

@@ -1,0 +1,129 @@
+"""Experiment tracking with MLflow.
+
+Embedded by default: a SQLite store at ``<runs_dir>/mlflow.db`` with artifacts under
+``<runs_dir>/mlartifacts`` — nothing to start, nothing leaves the machine. Set
+``MLFLOW_TRACKING_URI`` to log to a server instead. Browse with
+``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db`` (binds 127.0.0.1).
+
+Tracking is a side channel: if the store cannot be written the run goes on and says so once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from core.logging import get_logger
+
+__all__ = ["Tracker", "default_tracking_uri", "flatten"]
+
+log = get_logger("tracking")
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def default_tracking_uri(runs_dir: str | Path) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path(runs_dir).resolve() / 'mlflow.db'}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Tracker:
+    """One MLflow run per suite run. ``enabled=False`` makes every call a no-op."""
+
+    def __init__(self, experiment: str, run_name: str, runs_dir: str | Path, enabled: bool = True, tags: dict[str, str] | None = None):
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self.uri = default_tracking_uri(runs_dir)
+        self._client = None
+        self._failed = False
+        if not enabled:
+            return
+        try:
+            import mlflow
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+            exp = self._client.get_experiment_by_name(experiment)
+            if exp is None:
+                kwargs = {}
+                if self.uri.startswith("sqlite:"):
+                    kwargs["artifact_location"] = (Path(runs_dir).resolve() / "mlartifacts" / experiment).as_uri()
+                try:
+                    exp_id = self._client.create_experiment(experiment, **kwargs)
+                except Exception:  # created concurrently by another process
+                    exp_id = self._client.get_experiment_by_name(experiment).experiment_id
+            else:
+                exp_id = exp.experiment_id
+            run = self._client.create_run(exp_id, run_name=run_name, tags=tags or {})
+            self.run_id = run.info.run_id
+            del mlflow
+        except Exception as e:  # noqa: BLE001
+            self._disable(e)
+
+    def _disable(self, err: Exception) -> None:
+        if not self._failed:
+            log.warning(f"MLflow tracking disabled for this run ({self.uri}): {type(err).__name__}: {err}")
+        self._failed = True
+        self.enabled = False
+
+    def _call(self, fn, *args, **kwargs):
+        if not self.enabled or self._client is None or self.run_id is None:
+            return
+        try:
+            fn(self.run_id, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            self._disable(e)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten(params)
+        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        if self._client is not None:
+            self._call(lambda rid: self._client.log_batch(rid, params=items))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, int(step or 0)) for k, v in flatten(metrics).items() if _is_number(v)]
+        if items and self._client is not None:
+            self._call(lambda rid: self._client.log_batch(rid, metrics=items))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self._client is not None:
+            self._call(lambda rid: self._client.log_artifact(rid, str(path), artifact_path))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self._client is not None:
+            for k, v in tags.items():
+                self._call(lambda rid, k=k, v=v: self._client.set_tag(rid, k, str(v)))
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self._client is not None:
+            self._call(lambda rid: self._client.set_terminated(rid, status=status))
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return f == f  # NaN is not logged

@@ -1,0 +1,218 @@
+"""Reading and writing volumes with their geometry: NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr) and
+DICOM series folders, all returned as a :class:`Volume` — a 3D array plus the voxel→world (RAS, mm)
+affine — so that every mask we write lands on exactly the input's grid.
+
+DICOM privacy: only a whitelist of technical tags (geometry, modality, rescale) is ever read into
+a :class:`Volume`; patient-identifying tags (name, ID, birth date, accession number, …) never
+enter our objects, logs, outputs or the tracking store. The volume's ``id`` for a DICOM series is
+a hash of the SeriesInstanceUID, never a patient field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.io import atomic_path
+from domains.medical.validation import MedicalInputError, check_image_array
+
+__all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
+# The only DICOM attributes we read. Everything else (PatientName, PatientID, PatientBirthDate,
+# AccessionNumber, InstitutionName, ReferringPhysicianName, dates, UIDs other than the series one
+# we hash) stays in the file.
+DICOM_SAFE_TAGS = ("Modality", "Rows", "Columns", "PixelSpacing", "SliceThickness", "ImageOrientationPatient",
+                   "ImagePositionPatient", "RescaleSlope", "RescaleIntercept", "InstanceNumber")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class Volume:
+    """A 3D volume in its own voxel order; ``affine`` maps voxel indices to RAS millimetres."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: str
+    format: str  # "nifti" | "nrrd" | "dicom"
+    modality: str | None = None  # "CT" / "MR" when the file says so (DICOM), else None
+    header: Any = field(default=None, repr=False)  # the NIfTI header, kept to write masks with identical qform/sform
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape)
+
+    @property
+    def id(self) -> str:
+        return volume_id(self.path)
+
+
+def is_volume_path(p: Path) -> bool:
+    name = p.name.lower()
+    return p.is_dir() or any(name.endswith(s) for s in IMAGE_SUFFIXES)
+
+
+def volume_id(path: str | Path) -> str:
+    """A file-name based id (``case_001.nii.gz`` → ``case_001``); for DICOM folders the folder name."""
+    p = Path(path)
+    name = p.name
+    for s in (".nii.gz", ".nii", ".nrrd", ".nhdr"):
+        if name.lower().endswith(s):
+            return name[: -len(s)]
+    return name
+
+
+def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True) -> Volume:
+    """Load a NIfTI / NRRD file or a DICOM series folder; clear errors for anything else."""
+    p = Path(path)
+    if not p.exists():
+        raise MedicalInputError(f"{p}: no such file or folder")
+    lower = p.name.lower()
+    try:
+        if p.is_dir():
+            vol = _load_dicom_series(p)
+        elif lower.endswith((".nii", ".nii.gz")):
+            vol = _load_nifti(p)
+        elif lower.endswith((".nrrd", ".nhdr")):
+            vol = _load_nrrd(p)
+        elif lower.endswith(".dcm"):
+            vol = _load_dicom_series(p.parent)
+        else:
+            raise MedicalInputError(f"{p}: not a supported volume (expected .nii, .nii.gz, .nrrd, .nhdr or a DICOM series folder)")
+    except MedicalInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a library's parse error becomes a user error naming the file
+        raise MedicalInputError(f"{p}: cannot be read as a {_kind(p)} volume ({type(e).__name__}: {str(e)[:200]})") from None
+    if not np.all(np.isfinite(vol.affine)) or abs(np.linalg.det(vol.affine[:3, :3])) < 1e-9:
+        raise MedicalInputError(f"{p}: degenerate geometry (voxel-to-world affine is singular or not finite)")
+    if check:
+        vol.data = check_image_array(vol.data, p, vol.spacing)
+    if dtype is not None and vol.data.dtype != dtype:
+        vol.data = vol.data.astype(dtype)
+    return vol
+
+
+def _kind(p: Path) -> str:
+    lower = p.name.lower()
+    return "NIfTI" if ".nii" in lower else "NRRD" if ".nrrd" in lower or ".nhdr" in lower else "DICOM"
+
+
+def _load_nifti(p: Path) -> Volume:
+    import nibabel as nib
+
+    img = nib.load(str(p))
+    data = np.asanyarray(img.dataobj)
+    return Volume(data=np.asarray(data), affine=np.asarray(img.affine, dtype=np.float64), path=str(p), format="nifti", header=img.header)
+
+
+def _load_nrrd(p: Path) -> Volume:
+    import nrrd
+
+    data, hdr = nrrd.read(str(p))
+    if data.ndim != 3:
+        return Volume(data=data, affine=np.eye(4), path=str(p), format="nrrd")
+    dirs = hdr.get("space directions")
+    if dirs is None:
+        spacing = hdr.get("spacings", [1.0, 1.0, 1.0])
+        dirs = np.diag(spacing)
+    dirs = np.asarray([d for d in dirs if d is not None and not (isinstance(d, float) and np.isnan(d))], dtype=float)
+    origin = np.asarray(hdr.get("space origin", [0.0, 0.0, 0.0]), dtype=float)
+    aff = np.eye(4)
+    aff[:3, :3] = dirs.T  # NRRD rows are the per-axis direction vectors
+    aff[:3, 3] = origin
+    space = str(hdr.get("space", "left-posterior-superior")).lower()
+    if space in ("left-posterior-superior", "lps"):
+        aff = _LPS_TO_RAS @ aff
+    elif space not in ("right-anterior-superior", "ras"):
+        raise MedicalInputError(f"{p}: NRRD space {space!r} is not supported (expected RAS or LPS)")
+    return Volume(data=data, affine=aff, path=str(p), format="nrrd")
+
+
+def _load_dicom_series(folder: Path) -> Volume:
+    import pydicom
+
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+    slices = []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(str(f), specific_tags=[*DICOM_SAFE_TAGS, "PixelData", "BitsAllocated", "BitsStored",
+                                                        "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation",
+                                                        "SeriesInstanceUID", "HighBit", "TransferSyntaxUID"])
+        except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
+            continue
+        if "PixelData" not in ds or "ImagePositionPatient" not in ds:
+            continue
+        slices.append(ds)
+    if not slices:
+        raise MedicalInputError(f"{folder}: no DICOM image slices with geometry (ImagePositionPatient) found")
+    series = {str(getattr(s, "SeriesInstanceUID", "")) for s in slices}
+    if len(series) > 1:
+        raise MedicalInputError(f"{folder}: holds {len(series)} DICOM series; put one series per folder")
+    iop = np.asarray(slices[0].ImageOrientationPatient, dtype=float)
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
+    slices.sort(key=lambda s: float(np.dot(np.asarray(s.ImagePositionPatient, dtype=float), normal)))
+    pos = np.asarray([np.asarray(s.ImagePositionPatient, dtype=float) for s in slices])
+    if len(slices) > 1:
+        gaps = np.diff(pos @ normal)
+        if np.any(gaps <= 1e-6):
+            raise MedicalInputError(f"{folder}: duplicate slice positions in the DICOM series")
+        if np.ptp(gaps) > 0.01 * abs(np.median(gaps)) + 1e-3:
+            raise MedicalInputError(f"{folder}: uneven slice spacing ({gaps.min():.3f}..{gaps.max():.3f} mm); resample the series first")
+        dz = float(np.median(gaps))
+    else:
+        dz = float(getattr(slices[0], "SliceThickness", 1.0) or 1.0)
+    dr, dc = (float(x) for x in slices[0].PixelSpacing)  # row spacing (between rows), column spacing
+    arrs = []
+    for s in slices:
+        a = s.pixel_array.astype(np.float32)
+        a = a * float(getattr(s, "RescaleSlope", 1) or 1) + float(getattr(s, "RescaleIntercept", 0) or 0)
+        arrs.append(a.T)  # (columns, rows): voxel axis 0 runs along the row direction
+    data = np.stack(arrs, axis=-1)
+    lps = np.eye(4)
+    lps[:3, 0] = row * dc
+    lps[:3, 1] = col * dr
+    lps[:3, 2] = normal * dz
+    lps[:3, 3] = pos[0]
+    uid = str(getattr(slices[0], "SeriesInstanceUID", folder.name))
+    vol = Volume(data=data, affine=_LPS_TO_RAS @ lps, path=str(folder), format="dicom", modality=str(getattr(slices[0], "Modality", "")) or None)
+    vol.series_hash = hashlib.sha256(uid.encode()).hexdigest()[:12]  # type: ignore[attr-defined]
+    return vol
+
+
+def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Path:
+    """Write ``mask`` (on ``reference``'s voxel grid) as NIfTI with exactly the reference affine
+    (and, for NIfTI inputs, the same qform/sform codes)."""
+    import nibabel as nib
+
+    mask = np.asarray(mask)
+    if mask.shape != reference.shape:
+        raise MedicalInputError(f"mask shape {mask.shape} differs from the volume {reference.path} shape {reference.shape}")
+    out = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.int16)
+    if reference.header is not None and hasattr(reference.header, "get_sform"):
+        hdr = reference.header.copy()
+        hdr.set_data_dtype(out.dtype)
+        hdr.set_slope_inter(1, 0)
+        img = nib.Nifti1Image(out, reference.affine, header=hdr)
+        s_form, s_code = reference.header.get_sform(coded=True)
+        q_form, q_code = reference.header.get_qform(coded=True)
+        img.set_sform(reference.affine if s_code else None, code=int(s_code) if s_code else 0)
+        img.set_qform(reference.affine if q_code else None, code=int(q_code) if q_code else 0)
+        if not s_code and not q_code:
+            img.set_sform(reference.affine, code=1)
+    else:
+        img = nib.Nifti1Image(out, reference.affine)
+        img.set_qform(reference.affine, code=1)
+        img.set_sform(reference.affine, code=1)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path

@@ -1,0 +1,30 @@
+"""Analyst dashboards: ``streamlit run dashboards/app.py --server.address 127.0.0.1``.
+
+One multipage app; each page reads the run directories under ``$SUITE_RUNS_DIR`` (default
+``runs``) and calls the domains' ``api.py`` inference functions. See dashboards/README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root, for `core`, `domains`, `dashboards`
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="DL suite dashboards", page_icon=":material/monitoring:", layout="wide")
+
+VIEWS = Path("views")  # relative to this script, as st.Page expects
+PAGES = [
+    st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page(VIEWS / "medical.py", title="Medical", icon=":material/neurology:"),
+    st.Page(VIEWS / "finance.py", title="Finance", icon=":material/candlestick_chart:"),
+    st.Page(VIEWS / "recommendation.py", title="Recommendation", icon=":material/movie:"),
+]
+
+page = st.navigation(PAGES)
+from dashboards.common import runs_dir  # noqa: E402
+
+st.sidebar.caption(f"Runs root: `{runs_dir()}`")
+page.run()

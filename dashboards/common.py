@@ -1,0 +1,151 @@
+"""What every dashboard page shares: where runs live, picking a run, the "no runs yet" state,
+turning errors into one readable message, and loading a domain's ``api.py``.
+
+Pages only read what ``domains/`` produced and call the domains' inference functions
+(``domains/<d>/api.py``); nothing here trains anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `streamlit run dashboards/app.py` puts only dashboards/ on the path
+    sys.path.insert(0, str(REPO))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from core.logging import get_logger  # noqa: E402
+from core.runs import iter_metrics, list_runs  # noqa: E402
+from core.tracking import flatten  # noqa: E402
+
+log = get_logger("dashboards")
+
+DOMAINS = ("medical", "finance", "recommendation")
+RUNS_DIR_ENV = "SUITE_RUNS_DIR"
+
+
+def runs_dir() -> Path:
+    """The runs root: ``$SUITE_RUNS_DIR`` or ``runs`` (relative to where streamlit was started)."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs").expanduser().absolute()
+
+
+def train_command(domain: str) -> str:
+    """The one command that creates a run the page can show."""
+    cmd = f".venv/bin/python -m domains.{domain}.train"
+    if os.environ.get(RUNS_DIR_ENV):
+        cmd += f" --runs-dir {runs_dir()}"
+    return cmd
+
+
+def completed_runs(domain: str) -> list[dict[str, Any]]:
+    """Completed runs of ``domain``, newest first (``core.runs.list_runs``)."""
+    return [r for r in list_runs(runs_dir(), domain) if r.get("status") == "completed"]
+
+
+def empty_state(domain: str, what: str = "trained run") -> None:
+    st.info(
+        f"No {what} of the **{domain}** domain under `{runs_dir() / domain}` yet. "
+        f"Create one with this command (from the repository root), then reload this page:"
+    )
+    st.code(train_command(domain), language="bash")
+    st.caption(f"`make demo` creates runs of every domain. Point the dashboards at another runs folder with `{RUNS_DIR_ENV}=...`.")
+
+
+def run_label(run: dict[str, Any]) -> str:
+    return f"{run['name']}  ·  {run.get('started', '?')}"
+
+
+def pick_run(domain: str, key: str | None = None) -> Path | None:
+    """A sidebar select box of the completed runs of ``domain`` (latest first). ``None`` (and
+    the empty state shown) when there is none."""
+    runs = completed_runs(domain)
+    if not runs:
+        empty_state(domain)
+        return None
+    by_label = {run_label(r): Path(r["path"]) for r in runs}
+    label = st.sidebar.selectbox(f"{domain.capitalize()} run", list(by_label), index=0, key=key or f"{domain}_run",
+                                 help=f"completed runs under {runs_dir() / domain}, newest first")
+    return by_label[label]
+
+
+@contextmanager
+def friendly_errors(what: str) -> Iterator[None]:
+    """Show an exception as one clear message instead of a traceback (details in an expander)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001  (Streamlit's stop/rerun are BaseException and pass through)
+        log.warning(f"dashboard: {what} failed: {type(e).__name__}: {e}")
+        st.error(f"{what} failed: {e}" if str(e) else f"{what} failed: {type(e).__name__}")
+        with st.expander("Details for a bug report"):
+            st.text("".join(traceback.format_exception_only(type(e), e)).strip())
+
+
+def domain_api(domain: str) -> ModuleType | None:
+    """``domains.<domain>.api`` or ``None`` with a message saying what is missing."""
+    try:
+        return importlib.import_module(f"domains.{domain}.api")
+    except ImportError as e:
+        st.warning(f"The {domain} domain's dashboard API (`domains/{domain}/api.py`) cannot be imported in this checkout: {e}")
+        return None
+
+
+def require(api: ModuleType, *names: str) -> bool:
+    """True when ``api`` has every function in ``names``; otherwise says which are missing."""
+    missing = [n for n in names if not hasattr(api, n)]
+    if missing:
+        st.warning(f"`{api.__name__}` does not provide {', '.join(f'`{m}`' for m in missing)} yet; this part of the page is not available.")
+        return False
+    return True
+
+
+def run_key(run_dir: Path) -> str:
+    """A cache key that changes when the run is rewritten (path + mtime of run.json)."""
+    p = Path(run_dir)
+    try:
+        stamp = (p / "run.json").stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    return f"{p.resolve()}@{stamp}"
+
+
+def scalar_metrics(run: dict[str, Any]) -> dict[str, float]:
+    """The numeric final metrics of a run (``metrics.json``), nested keys flattened with dots."""
+    out: dict[str, float] = {}
+    for k, v in flatten(run.get("metrics") or {}).items():
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)):
+            out[k] = float(v)
+    return out
+
+
+def metric_history(run_dir: str | Path) -> pd.DataFrame:
+    """Per-step metrics (``metrics.jsonl``) as a frame indexed by step."""
+    rows = list(iter_metrics(run_dir))
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows).drop(columns=["time"], errors="ignore")
+    df = df.apply(pd.to_numeric, errors="coerce")
+    return df.groupby("step").last().sort_index() if "step" in df else df
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def page_header(title: str, caption: str) -> None:
+    st.title(title)
+    st.caption(caption)

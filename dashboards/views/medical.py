@@ -1,0 +1,219 @@
+"""Medical: segment a prepared case or an uploaded scan with a trained run, look at it in three
+planes with the mask overlaid, read per-structure volumes and the Dice against a label."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboards import slices
+from dashboards.common import domain_api, friendly_errors, page_header, pick_run, require, run_key
+
+page_header("Medical", "3D segmentation of CT/MRI volumes: choose a prepared case or upload a scan, run the model, inspect the mask.")
+
+MAX_UPLOAD_MB = 200
+# suffix -> what it is; checked on the name because browsers send arbitrary MIME types for these
+ACCEPTED = {".nii": "NIfTI", ".nii.gz": "NIfTI (gzip)", ".nrrd": "NRRD", ".nhdr": "NRRD header", ".dcm": "DICOM slice",
+            ".zip": "ZIP of a DICOM series"}
+
+
+class UploadError(ValueError):
+    pass
+
+
+def upload_suffix(name: str) -> str:
+    low = name.lower()
+    for suffix in sorted(ACCEPTED, key=len, reverse=True):
+        if low.endswith(suffix):
+            return suffix
+    raise UploadError(f"`{name}` is not a supported scan: expected one of {', '.join(ACCEPTED)} "
+                      f"({', '.join(sorted(set(ACCEPTED.values())))}).")
+
+
+def check_upload(name: str, data: bytes) -> str:
+    """Type and size checks before anything parses the bytes; returns the suffix."""
+    suffix = upload_suffix(name)
+    if len(data) == 0:
+        raise UploadError(f"`{name}` is empty (0 bytes).")
+    if len(data) > MAX_UPLOAD_MB * 1024 * 1024:
+        raise UploadError(f"`{name}` is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
+    if suffix == ".nii.gz" and data[:2] != b"\x1f\x8b":
+        raise UploadError(f"`{name}` is named .nii.gz but is not gzip-compressed data.")
+    if suffix == ".nii" and len(data) >= 348 and int.from_bytes(data[:4], "little") not in (348, 540) and int.from_bytes(data[:4], "big") not in (348, 540):
+        raise UploadError(f"`{name}` is not a NIfTI file (its header size field is neither 348 nor 540).")
+    if suffix == ".nii" and len(data) < 348:
+        raise UploadError(f"`{name}` is too short ({len(data)} bytes) to be a NIfTI file.")
+    if suffix == ".nrrd" and not data.startswith(b"NRRD"):
+        raise UploadError(f"`{name}` is not an NRRD file (it does not start with the `NRRD` magic).")
+    if suffix == ".dcm" and (len(data) < 132 or data[128:132] != b"DICM"):
+        raise UploadError(f"`{name}` is not a DICOM file (no `DICM` marker at byte 128).")
+    if suffix == ".zip" and not zipfile.is_zipfile(__import__("io").BytesIO(data)):
+        raise UploadError(f"`{name}` is not a valid ZIP archive.")
+    return suffix
+
+
+def materialise(name: str, data: bytes, suffix: str) -> Path:
+    """Write an upload to a private temp path the medical API can read (a folder for a DICOM zip)."""
+    digest = hashlib.sha1(data).hexdigest()[:16]
+    base = Path(tempfile.gettempdir()) / "suite-dashboard-uploads" / digest
+    base.mkdir(parents=True, exist_ok=True)
+    if suffix == ".zip":
+        out = base / "series"
+        if not out.is_dir():
+            with zipfile.ZipFile(__import__("io").BytesIO(data)) as zf:
+                members = [m for m in zf.infolist() if not m.is_dir()]
+                if not members:
+                    raise UploadError(f"`{name}` contains no files.")
+                for m in members:  # flatten; never trust member paths (zip slip)
+                    target = out / Path(m.filename).name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(zf.read(m))
+        return out
+    path = base / f"upload{suffix}"
+    if not path.is_file():
+        path.write_bytes(data)
+    return path
+
+
+run_dir = pick_run("medical")  # first: with no run, the page only explains the command that makes one
+if run_dir is None:
+    st.stop()
+api = domain_api("medical")
+if api is None or run_dir is None or not require(api, "load_segmenter", "list_cases"):
+    st.stop()
+
+
+@st.cache_resource(show_spinner="Loading the segmentation model…", max_entries=2)
+def segmenter(key: str):
+    return api.load_segmenter(key.rsplit("@", 1)[0])
+
+
+@st.cache_resource(show_spinner="Segmenting…", max_entries=6)
+def segment(key: str, source: str):
+    """Inference result per (run, input); a case seen once answers instantly afterwards."""
+    return segmenter(key).predict(source)
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def cases() -> list[dict]:
+    return list(api.list_cases())
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def label_volume(path: str) -> np.ndarray:
+    return np.asarray(api.load_label(path))
+
+
+key = run_key(run_dir)
+source = st.radio("Input", ["Prepared case", "Upload a scan"], horizontal=True, key="med_source")
+image_source: str | None = None
+label_source: str | None = None
+case_name = "upload"
+
+if source == "Prepared case":
+    with friendly_errors("Listing the prepared cases"):
+        all_cases = cases()
+        if not all_cases:
+            st.info("No prepared case found. Prepare the data with `.venv/bin/python -m core.data prepare all`, or upload a scan.")
+        else:
+            labels = {f"{c.get('id')}  ({c.get('dataset', '?')}{', labelled' if c.get('label') else ''})": c for c in all_cases}
+            chosen = labels[st.selectbox("Case", list(labels), key="med_case")]
+            image_source, label_source, case_name = str(chosen["image"]), (str(chosen["label"]) if chosen.get("label") else None), str(chosen.get("id"))
+else:
+    up = st.file_uploader(f"Scan: NIfTI (.nii, .nii.gz), NRRD (.nrrd), DICOM (.dcm, or a .zip of a series); at most {MAX_UPLOAD_MB} MB",
+                          key="med_upload")
+    up_label = st.file_uploader("Label volume on the same grid (optional, for Dice)", key="med_upload_label")
+    if up is not None:
+        try:
+            data = up.getvalue()
+            suffix = check_upload(up.name, data)
+            image_source = str(materialise(up.name, data, suffix))
+            case_name = up.name.split(".")[0] or "upload"
+            if up_label is not None:
+                ldata = up_label.getvalue()
+                lsuffix = check_upload(up_label.name, ldata)
+                label_source = str(materialise(up_label.name, ldata, lsuffix))
+        except UploadError as e:
+            st.error(f"Upload refused: {e}")
+            image_source = None
+    else:
+        st.caption("Drop a file above to segment it.")
+
+if image_source is None:
+    st.stop()
+
+result = None
+with friendly_errors(f"Segmenting `{case_name}`"):
+    segmenter(key)  # load (cached) before timing the inference itself
+    result = segment(key, image_source)
+if result is None:
+    st.stop()
+
+image = np.asarray(result.image)
+mask = np.asarray(result.mask)
+names = list(result.class_names)
+spacing = tuple(float(s) for s in (result.spacing if result.spacing is not None else (1.0, 1.0, 1.0)))[:3]
+
+# ---- viewer controls ---------------------------------------------------------------------------
+present = sorted(int(v) for v in np.unique(mask) if v != 0)
+colours_default = slices.palette(max(len(names), (max(present) + 1) if present else 1))
+with st.sidebar:
+    st.subheader("Viewer")
+    opacity = st.slider("Mask opacity", 0.0, 1.0, 0.45, 0.05, key="med_opacity")
+    show = st.multiselect("Structures shown", [names[c] if c < len(names) else f"class {c}" for c in present],
+                          default=[names[c] if c < len(names) else f"class {c}" for c in present], key="med_show")
+    colours: dict[int, str] = {}
+    with st.expander("Colours", expanded=False):
+        for c in present:
+            nm = names[c] if c < len(names) else f"class {c}"
+            colours[c] = st.color_picker(nm, colours_default[c], key=f"med_colour_{c}")
+visible = {c for c in present if (names[c] if c < len(names) else f"class {c}") in show}
+
+centre = slices.foreground_centre(mask)
+win = slices.window(image)
+st.subheader(f"Slices of `{case_name}` · shape {tuple(image.shape)} · spacing {tuple(round(s, 2) for s in spacing)} mm")
+cols = st.columns(3)
+for col, plane in zip(cols, slices.PLANES):
+    axis = slices.AXIS[plane]
+    with col:
+        idx = st.slider(f"{plane.capitalize()} slice", 0, image.shape[axis] - 1, int(centre[axis]), key=f"med_{plane}")
+        rgb = slices.overlay(slices.take(image, plane, idx), slices.take(mask, plane, idx), colours, opacity, win, visible)
+        st.image(slices.to_display(rgb, slices.plane_spacing(spacing, plane)), caption=f"{plane} {idx + 1}/{image.shape[axis]}")
+
+legend = " ".join(
+    f"<span style='display:inline-block;margin:2px 10px 2px 0'><span style='display:inline-block;width:12px;height:12px;"
+    f"background:{colours[c]};border-radius:2px;margin-right:4px;vertical-align:middle'></span>"
+    f"{names[c] if c < len(names) else f'class {c}'}</span>"
+    for c in present if c in visible)
+if legend:
+    st.markdown(f"<div data-testid='mask-legend'>{legend}</div>", unsafe_allow_html=True)
+else:
+    st.caption("The model found no structure in this volume.")
+
+# ---- numbers -----------------------------------------------------------------------------------
+left, right = st.columns(2)
+with left:
+    st.subheader("Volumes")
+    vols = pd.DataFrame({"structure": list(result.volumes_ml), "volume (mL)": [float(v) for v in result.volumes_ml.values()]})
+    st.dataframe(vols, hide_index=True, width="stretch")
+with right:
+    st.subheader("Dice against the label")
+    if label_source is None:
+        st.caption("No label for this input, so no Dice.")
+    elif require(api, "load_label", "dice_per_class"):
+        with friendly_errors("Computing Dice"):
+            label = label_volume(label_source)
+            dice = api.dice_per_class(mask, label, names)
+            dice_df = pd.DataFrame({"structure": list(dice), "Dice": [float(v) for v in dice.values()]})
+            st.dataframe(dice_df, hide_index=True, width="stretch")
+            st.metric("Mean Dice", f"{np.nanmean(dice_df['Dice']):.3f}")
+
+with friendly_errors("Preparing the mask download"):
+    st.download_button("Download mask (NIfTI)", data=result.to_nifti_bytes(), file_name=f"{case_name}_mask.nii.gz",
+                       mime="application/gzip", key="med_download")

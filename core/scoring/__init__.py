@@ -1,0 +1,50 @@
+"""Batch scoring: one resumable, exactly-once engine for every domain; local processes or Ray.
+
+    from core.scoring import WorkItem, Scorer, run_job
+
+    class MyScorer(Scorer):
+        def __init__(self, run_dir): self.run_dir = str(run_dir)      # config only (pickled)
+        def load(self): self.model = load_model(self.run_dir)        # once per worker / actor
+        def score(self, item): return predict(self.model, item.path)  # -> DataFrame; raise = quarantine
+
+    summary = run_job(items, MyScorer(run_dir), out_dir, engine="local", workers=2)
+    df = read_output(out_dir)
+
+See core/scoring/README.md.
+"""
+
+from core.scoring.cli import ScoringConfig, run_job_from_config
+from core.scoring.engine import DEFAULT_ITEMS_PER_CHUNK, ENGINES, ray_init, run_job
+from core.scoring.job import (
+    WORK_ITEM_COLUMN,
+    JobMismatchError,
+    JobSummary,
+    Scorer,
+    ScoringError,
+    WorkItem,
+    file_items,
+    job_fingerprint,
+    read_output,
+    read_quarantine,
+    row_range_items,
+)
+
+__all__ = [
+    "WorkItem",
+    "Scorer",
+    "run_job",
+    "JobSummary",
+    "read_output",
+    "read_quarantine",
+    "file_items",
+    "row_range_items",
+    "job_fingerprint",
+    "ScoringConfig",
+    "run_job_from_config",
+    "ScoringError",
+    "JobMismatchError",
+    "WORK_ITEM_COLUMN",
+    "ENGINES",
+    "DEFAULT_ITEMS_PER_CHUNK",
+    "ray_init",
+]

@@ -1,0 +1,317 @@
+"""``run_job``: drive a scoring job on the local engine (N worker processes) or on Ray.
+
+Workers only *score* chunks and send the result back; the driver alone commits (part file,
+quarantine file, then marker). Both engines therefore write byte-identical folders for the
+same input, and a retried chunk (worker crash, Ray actor restart) can never be written twice.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import pickle
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from core.logging import get_logger
+from core.progress import progress
+from core.io import atomic_write_json
+from core.scoring.job import (
+    SUCCESS_FILE,
+    ChunkResult,
+    JobSummary,
+    Scorer,
+    ScoringError,
+    WorkItem,
+    _markers,
+    chunk_items,
+    commit_chunk,
+    prepare_job_dir,
+    score_chunk,
+)
+
+__all__ = ["run_job", "ENGINES", "DEFAULT_ITEMS_PER_CHUNK"]
+
+log = get_logger("scoring")
+
+ENGINES = ("local", "ray")
+DEFAULT_ITEMS_PER_CHUNK = 16
+MAX_WORKER_RESTARTS = 3  # local engine: worker processes that die (OOM, segfault) are replaced this often
+
+
+def run_job(
+    items: Sequence[WorkItem],
+    scorer: Scorer,
+    out_dir: str | os.PathLike,
+    engine: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    items_per_chunk: int = DEFAULT_ITEMS_PER_CHUNK,
+    progress: bool = True,  # noqa: A002 - contract name
+    overwrite: bool = False,
+) -> JobSummary:
+    """Score ``items`` with ``scorer`` into ``out_dir`` (see :mod:`core.scoring.job` for the layout).
+
+    Reruns into the same ``out_dir`` skip committed chunks; a different job (other items,
+    scorer config or chunking) is refused with :class:`JobMismatchError` unless ``overwrite``.
+    """
+    if engine not in ENGINES:
+        raise ScoringError(f"--engine {engine!r}: expected one of {ENGINES}")
+    if workers < 1:
+        raise ScoringError(f"--workers {workers}: expected ≥ 1")
+    if items_per_chunk < 1:
+        raise ScoringError(f"--items-per-chunk {items_per_chunk}: expected ≥ 1")
+    if address and engine != "ray":
+        raise ScoringError("--address only applies to --engine ray")
+    if not isinstance(scorer, Scorer):
+        raise TypeError(f"scorer must be a core.scoring.Scorer, got {type(scorer).__name__}")
+    items = list(items)
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ScoringError(f"work item ids must be unique; duplicated: {dup}")
+    try:
+        scorer_bytes = pickle.dumps(scorer)
+    except Exception as e:  # noqa: BLE001
+        raise ScoringError(f"{type(scorer).__name__} is not picklable ({e}); its __init__ must store configuration only and load() build the model") from e
+
+    out = Path(out_dir)
+    fingerprint, done_before = prepare_job_dir(out, items, scorer, items_per_chunk, overwrite)
+    chunks = chunk_items(items, items_per_chunk)
+    pending = [(i, c) for i, c in enumerate(chunks) if i not in done_before]
+    skipped = len(chunks) - len(pending)
+    if skipped:
+        log.info(f"{out}: {skipped}/{len(chunks)} chunks already committed, skipping them")
+
+    stats = {"done": 0, "items": 0, "quarantined": 0, "rows": 0}
+    committed: set[int] = set()
+    bar = _progress_bar(progress, len(pending), engine, workers)
+
+    def on_result(res: ChunkResult) -> None:
+        if res.chunk in committed:  # a retried task delivered twice; the first commit stands
+            return
+        m = commit_chunk(out, res, len(chunks[res.chunk]))
+        committed.add(res.chunk)
+        stats["done"] += 1
+        stats["items"] += m["scored"]
+        stats["quarantined"] += m["quarantined"]
+        stats["rows"] += m["rows"]
+        for q in res.quarantine:
+            log.warning(f"quarantined {q['item_id']}: {q['error_type']}: {q['reason']}")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(rows=stats["rows"], quarantined=stats["quarantined"], refresh=False)
+
+    t0 = time.perf_counter()
+    restarts = 0
+    try:
+        if pending:
+            if engine == "local":
+                restarts = _run_local(scorer_bytes, pending, workers, on_result)
+            else:
+                _run_ray(scorer, pending, workers, address, on_result)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - t0
+
+    markers = _markers(out)
+    rows_total = sum(m["rows"] for m in markers)
+    summary = JobSummary(
+        out_dir=str(out),
+        engine=engine,
+        workers=workers,
+        chunks_total=len(chunks),
+        chunks_done=stats["done"],
+        chunks_skipped=skipped,
+        items_total=len(items),
+        items_scored=stats["items"],
+        items_quarantined=stats["quarantined"],
+        rows=stats["rows"],
+        rows_total=rows_total,
+        seconds=seconds,
+        items_per_second=(stats["items"] + stats["quarantined"]) / seconds if seconds > 0 else 0.0,
+        rows_per_second=stats["rows"] / seconds if seconds > 0 else 0.0,
+        fingerprint=fingerprint,
+        worker_restarts=restarts,
+    )
+    if len(markers) != len(chunks):  # pragma: no cover - engines raise before this
+        raise ScoringError(f"{out}: only {len(markers)}/{len(chunks)} chunks committed; rerun to finish")
+    atomic_write_json(out / SUCCESS_FILE, summary)
+    log.info(summary.line())
+    return summary
+
+
+def _progress_bar(enabled: bool, total: int, engine: str, workers: int):
+    if not enabled:
+        return None
+    return progress(total=total, desc=f"scoring ({engine}×{workers})", unit="chunk")
+
+
+# ---------------------------------------------------------------------------------------------
+# local engine
+
+_WORKER_SCORER: Scorer | None = None
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: die with the driver, so a killed job never leaves orphan workers burning CPU."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort, non-Linux
+        pass
+
+
+def _threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _init_worker(scorer_bytes: bytes, threads: int) -> None:
+    global _WORKER_SCORER
+    _set_parent_death_signal()
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("SUITE_PROGRESS", "0")
+    scorer = pickle.loads(scorer_bytes)  # our own object from the driver, never a user file
+    scorer.load()
+    _WORKER_SCORER = scorer
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _score_in_worker(chunk: int, items: list[WorkItem]) -> ChunkResult:
+    assert _WORKER_SCORER is not None, "worker not initialised"
+    return score_chunk(_WORKER_SCORER, chunk, items)
+
+
+def _run_local(scorer_bytes: bytes, pending: list[tuple[int, list[WorkItem]]], workers: int, on_result: Callable[[ChunkResult], None]) -> int:
+    if workers == 1:
+        # in-process: a private copy, so the caller's scorer keeps its config-only state
+        scorer = pickle.loads(scorer_bytes)
+        scorer.load()
+        for i, items in pending:
+            on_result(score_chunk(scorer, i, items))
+        return 0
+
+    ctx = mp.get_context("spawn")  # fork after torch/threads is unsafe; spawn is what every OS supports
+    todo = list(pending)
+    todo.reverse()
+    restarts = 0
+    while todo:
+        inflight: dict[cf.Future, tuple[int, list[WorkItem]]] = {}
+        broken = False
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(scorer_bytes, _threads_per_worker(workers))) as pool:
+            try:
+                while todo or inflight:
+                    while todo and len(inflight) < 2 * workers:  # bounded queue: memory stays flat for huge jobs
+                        fut = pool.submit(_score_in_worker, *todo[-1])  # may raise BrokenProcessPool: pop only after
+                        inflight[fut] = todo.pop()
+                    finished, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+                    for fut in finished:
+                        res = fut.result()  # raises BrokenProcessPool while the chunk is still in `inflight`
+                        del inflight[fut]
+                        on_result(res)
+            except cf.process.BrokenProcessPool as e:
+                broken = True
+                restarts += 1
+                lost = sorted(ck[0] for ck in inflight.values())
+                todo.extend(sorted(inflight.values(), key=lambda ck: -ck[0]))
+                if restarts > MAX_WORKER_RESTARTS:
+                    raise ScoringError(
+                        f"local workers died {restarts} times (last in-flight chunks {lost}); "
+                        "the committed chunks are kept, rerun to continue or lower --workers if memory is short"
+                    ) from e
+                log.warning(f"a worker process died ({e}); restarting the pool and re-scoring chunks {lost}")
+                inflight.clear()
+        if not broken:
+            break
+    return restarts
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray engine
+
+
+class _RayChunkScorer:
+    """Ray Data actor: loads the model once, then scores one chunk per call."""
+
+    def __init__(self, scorer: Scorer):
+        os.environ.setdefault("SUITE_PROGRESS", "0")
+        self.scorer = scorer
+        self.scorer.load()
+
+    def __call__(self, batch: dict) -> dict:
+        import json
+
+        import numpy as np
+
+        out = []
+        for chunk, items_json in zip(batch["chunk"], batch["items"]):
+            items = [WorkItem.from_dict(d) for d in json.loads(items_json)]
+            out.append(score_chunk(self.scorer, int(chunk), items).to_bytes())
+        return {"chunk": np.asarray(batch["chunk"]), "result": np.array(out, dtype=object)}
+
+
+RAY_OBJECT_STORE_BYTES = 200 * 2**20
+
+
+def ray_init(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to the cluster at ``address`` or start a private one on 127.0.0.1 (no dashboard,
+    small object store). Returns True when this call connected (so the caller disconnects)."""
+    import logging
+
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return False
+    common = dict(logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=RAY_OBJECT_STORE_BYTES,
+            _node_ip_address="127.0.0.1",
+            **common,
+        )
+    return True
+
+
+def _run_ray(scorer: Scorer, pending: list[tuple[int, list[WorkItem]]], workers: int, address: str | None, on_result: Callable[[ChunkResult], None]) -> None:
+    import json
+
+    import ray
+
+    connected = ray_init(address, num_cpus=None if address else max(workers, os.cpu_count() or 1))
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        ctx.execution_options.verbose_progress = False
+        rows = [{"chunk": i, "items": json.dumps([it.to_dict() for it in items], default=str)} for i, items in pending]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        ds = ds.map_batches(
+            _RayChunkScorer,
+            fn_constructor_args=(scorer,),
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            batch_format="numpy",
+            zero_copy_batch=True,
+            max_restarts=-1,  # a killed actor is replaced ...
+            max_task_retries=-1,  # ... and its chunk re-scored
+        )
+        for row in ds.iter_rows():
+            on_result(ChunkResult.from_bytes(row["result"]))
+    finally:
+        if connected:
+            ray.shutdown()

@@ -1,0 +1,421 @@
+"""The scoring job: items → chunks → atomically committed Parquet parts + per-chunk markers.
+
+Layout of an output folder (``out_dir``)::
+
+    _job.json                    fingerprint, scorer class + config, chunking, item count
+    _items.jsonl                 the work items in order (chunk ``i`` = items[i*k:(i+1)*k])
+    part-000000.parquet          output rows of chunk 0 (written atomically; absent if 0 rows)
+    _done/chunk-000000.json      commit marker of chunk 0: rows, quarantined, sha256 of the part
+    _quarantine/chunk-000000.parquet   items of chunk 0 that failed, with the reason
+    _SUCCESS.json                written when every chunk is committed (last run's summary)
+
+A chunk is committed when its marker exists; the marker is written (atomically, fsync'd)
+only after the part and quarantine files are in place, so after a crash at any instant a
+rerun re-scores exactly the chunks without a marker and overwrites their (same-named)
+parts: every output row exists once. Files starting with ``_`` are ignored by
+``pyarrow``/``pandas.read_parquet(out_dir)``, so the folder reads as one Parquet data set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from core.logging import get_logger
+
+__all__ = [
+    "WorkItem",
+    "Scorer",
+    "JobSummary",
+    "ChunkResult",
+    "ScoringError",
+    "JobMismatchError",
+    "job_fingerprint",
+    "read_output",
+    "read_quarantine",
+    "file_items",
+    "row_range_items",
+]
+
+log = get_logger("scoring")
+
+JOB_FILE = "_job.json"
+ITEMS_FILE = "_items.jsonl"
+DONE_DIR = "_done"
+QUARANTINE_DIR = "_quarantine"
+SUCCESS_FILE = "_SUCCESS.json"
+WORK_ITEM_COLUMN = "work_item"  # added to every output row: which WorkItem produced it (lineage)
+FORMAT_VERSION = 1
+
+
+class ScoringError(Exception):
+    """A scoring job cannot run as asked (user-facing, one-line message)."""
+
+
+class JobMismatchError(ScoringError):
+    """``out_dir`` holds a job with other items or another scorer config."""
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One unit of input: a file (``path``) or a row range ``[start, stop)`` of a file."""
+
+    id: str
+    path: str | None = None
+    start: int | None = None
+    stop: int | None = None
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path, "start": self.start, "stop": self.stop, "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WorkItem":
+        return cls(id=d["id"], path=d.get("path"), start=d.get("start"), stop=d.get("stop"), meta=d.get("meta") or {})
+
+
+class Scorer:
+    """Subclass this. ``__init__`` stores configuration only (the object is pickled to every
+    worker/actor); ``load`` builds the model once per worker; ``score`` returns the output rows
+    of one item as a DataFrame. Raising in ``score`` quarantines that item with the reason.
+
+    The job fingerprint includes the class name and :meth:`config` (by default every public
+    attribute set in ``__init__``), so changing a setting and rerunning into the same folder is
+    refused instead of mixing outputs. Bump ``version`` when the scoring logic changes.
+    """
+
+    version: str = "1"
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load the model (called once per worker/actor, before the first ``score``)."""
+
+    def score(self, item: WorkItem) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """What identifies this scorer's results; part of the job fingerprint."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+@dataclass
+class ChunkResult:
+    """What a worker sends back for one chunk (rows + quarantined items); committed by the driver."""
+
+    chunk: int
+    rows: pd.DataFrame | None
+    quarantine: list[dict[str, Any]]
+    seconds: float
+    worker: str
+
+    def to_bytes(self) -> bytes:
+        """Parquet-serialised rows + JSON header, so results cross process/node boundaries
+        without pickling user objects."""
+        buf = io.BytesIO()
+        if self.rows is not None:
+            self.rows.to_parquet(buf, index=False)
+        header = json.dumps({"chunk": self.chunk, "quarantine": self.quarantine, "seconds": self.seconds, "worker": self.worker, "has_rows": self.rows is not None}).encode()
+        return len(header).to_bytes(8, "little") + header + buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ChunkResult":
+        n = int.from_bytes(data[:8], "little")
+        h = json.loads(data[8 : 8 + n])
+        rows = pd.read_parquet(io.BytesIO(data[8 + n :])) if h["has_rows"] else None
+        return cls(chunk=h["chunk"], rows=rows, quarantine=h["quarantine"], seconds=h["seconds"], worker=h["worker"])
+
+
+@dataclass
+class JobSummary:
+    out_dir: str
+    engine: str
+    workers: int
+    chunks_total: int
+    chunks_done: int  # committed in this run
+    chunks_skipped: int  # already committed by an earlier run
+    items_total: int
+    items_scored: int  # in this run
+    items_quarantined: int  # in this run
+    rows: int  # written in this run
+    rows_total: int  # in the whole output
+    seconds: float
+    items_per_second: float
+    rows_per_second: float
+    fingerprint: str
+    worker_restarts: int = 0
+
+    def line(self) -> str:
+        return (
+            f"scoring {self.engine}×{self.workers}: {self.chunks_done} chunks done, {self.chunks_skipped} skipped "
+            f"(of {self.chunks_total}); {self.items_scored} items scored, {self.items_quarantined} quarantined; "
+            f"{self.rows} rows written ({self.rows_total} in total) in {self.seconds:.1f}s = "
+            f"{self.items_per_second:.2f} items/s, {self.rows_per_second:.1f} rows/s → {self.out_dir}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# worker side: score one chunk (same code for the local and the Ray engine)
+
+
+def _worker_name() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def score_chunk(scorer: Scorer, chunk: int, items: Sequence[WorkItem]) -> ChunkResult:
+    t0 = time.perf_counter()
+    frames: list[pd.DataFrame] = []
+    quarantine: list[dict[str, Any]] = []
+    for item in items:
+        try:
+            df = scorer.score(item)
+            if not isinstance(df, pd.DataFrame):
+                raise TypeError(f"{type(scorer).__name__}.score returned {type(df).__name__}, expected a pandas DataFrame")
+            if WORK_ITEM_COLUMN in df.columns:
+                raise ValueError(f"{type(scorer).__name__}.score returned a column named {WORK_ITEM_COLUMN!r}, which the engine reserves for lineage")
+        except Exception as e:  # noqa: BLE001 - any failure of one item quarantines that item only
+            tb = traceback.extract_tb(e.__traceback__)
+            where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+            quarantine.append({**_item_columns(item), "error_type": type(e).__name__, "reason": str(e) or repr(e), "where": where, "chunk": chunk})
+            continue
+        df = df.reset_index(drop=True)
+        df.insert(0, WORK_ITEM_COLUMN, item.id)
+        frames.append(df)
+    rows = pd.concat(frames, ignore_index=True) if frames else None
+    if rows is not None and len(rows) == 0:
+        rows = None
+    return ChunkResult(chunk=chunk, rows=rows, quarantine=quarantine, seconds=time.perf_counter() - t0, worker=_worker_name())
+
+
+def _item_columns(item: WorkItem) -> dict[str, Any]:
+    return {"item_id": item.id, "path": item.path, "start": item.start, "stop": item.stop, "meta": json.dumps(item.meta, sort_keys=True, default=str)}
+
+
+# ---------------------------------------------------------------------------------------------
+# driver side: fingerprint, job folder, commits
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return repr(obj)
+
+
+def _file_stamp(path: str | None) -> list[int] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def job_fingerprint(items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int) -> tuple[str, dict[str, Any]]:
+    """sha256 over the items (ids, paths, ranges, meta, and size+mtime of each input file), the
+    scorer's class, version and config, and the chunking. Returns (hex digest, description)."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([it.to_dict(), _file_stamp(it.path)], sort_keys=True, default=str).encode())
+        h.update(b"\n")
+    scorer_desc = {
+        "class": f"{type(scorer).__module__}.{type(scorer).__qualname__}",
+        "version": str(getattr(scorer, "version", "1")),
+        "config": _jsonable(scorer.config()),
+    }
+    desc = {"scorer": scorer_desc, "items_per_chunk": items_per_chunk, "n_items": len(items), "items_sha256": h.hexdigest(), "format": FORMAT_VERSION}
+    fp = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
+    return fp, desc
+
+
+def _chunk_name(i: int) -> str:
+    return f"{i:06d}"
+
+
+def _marker_path(out: Path, i: int) -> Path:
+    return out / DONE_DIR / f"chunk-{_chunk_name(i)}.json"
+
+
+def _part_path(out: Path, i: int) -> Path:
+    return out / f"part-{_chunk_name(i)}.parquet"
+
+
+def _quarantine_path(out: Path, i: int) -> Path:
+    return out / QUARANTINE_DIR / f"chunk-{_chunk_name(i)}.parquet"
+
+
+def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, overwrite: bool) -> tuple[str, set[int]]:
+    """Create or reopen ``out``; returns (fingerprint, committed chunk ids). Refuses to mix jobs."""
+    fp, desc = job_fingerprint(items, scorer, items_per_chunk)
+    job_file = out / JOB_FILE
+    if out.exists() and overwrite:
+        if job_file.is_file() or not any(out.iterdir()):
+            shutil.rmtree(out)
+        else:
+            raise ScoringError(f"--overwrite: {out} exists but is not a scoring output folder (no {JOB_FILE}); refusing to delete it")
+    if job_file.is_file():
+        try:
+            old = json.loads(job_file.read_text())
+        except json.JSONDecodeError as e:
+            raise ScoringError(f"{job_file}: unreadable job description ({e}); rerun with --overwrite to start over") from e
+        if old.get("fingerprint") != fp:
+            what = []
+            od = old.get("description", {})
+            if od.get("items_sha256") != desc["items_sha256"]:
+                what.append(f"the input items differ ({od.get('n_items')} before, {desc['n_items']} now, or files changed)")
+            if od.get("scorer") != desc["scorer"]:
+                what.append(f"the scorer or its config differs (before: {od.get('scorer')}, now: {desc['scorer']})")
+            if od.get("items_per_chunk") != desc["items_per_chunk"]:
+                what.append(f"items-per-chunk differs ({od.get('items_per_chunk')} before, {items_per_chunk} now)")
+            raise JobMismatchError(
+                f"{out} holds another scoring job: {'; '.join(what) or 'fingerprint differs'}. "
+                "Refusing to mix outputs; use --overwrite to discard it and start over, or another --out"
+            )
+    elif out.exists() and any(p for p in out.iterdir()):
+        raise ScoringError(f"--out {out} exists, is not empty and holds no scoring job ({JOB_FILE} missing); choose an empty or new folder")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / ITEMS_FILE, "".join(json.dumps(it.to_dict(), sort_keys=True, default=str) + "\n" for it in items))
+        atomic_write_json(job_file, {"fingerprint": fp, "description": desc, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    (out / DONE_DIR).mkdir(exist_ok=True)
+    done = set()
+    for p in (out / DONE_DIR).glob("chunk-*.json"):
+        try:
+            done.add(int(p.stem.split("-")[1]))
+        except ValueError:
+            continue
+    return fp, done
+
+
+def commit_chunk(out: Path, result: ChunkResult, n_items: int) -> dict[str, Any]:
+    """Write the chunk's part and quarantine files, then its marker (the commit point)."""
+    i = result.chunk
+    part = _part_path(out, i)
+    qpath = _quarantine_path(out, i)
+    rows = 0
+    sha = None
+    if result.rows is not None and len(result.rows):
+        buf = io.BytesIO()
+        result.rows.to_parquet(buf, index=False)
+        atomic_write_bytes(part, buf.getvalue())
+        rows = len(result.rows)
+        sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    elif part.exists():  # left by a crashed earlier attempt of this chunk that did produce rows
+        part.unlink()
+    if result.quarantine:
+        buf = io.BytesIO()
+        pd.DataFrame(result.quarantine).to_parquet(buf, index=False)
+        atomic_write_bytes(qpath, buf.getvalue())
+    elif qpath.exists():
+        qpath.unlink()
+    marker = {
+        "chunk": i,
+        "items": n_items,
+        "scored": n_items - len(result.quarantine),
+        "quarantined": len(result.quarantine),
+        "rows": rows,
+        "part": part.name if rows else None,
+        "part_sha256": sha,
+        "seconds": round(result.seconds, 4),
+        "worker": result.worker,
+        "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(_marker_path(out, i), marker)
+    return marker
+
+
+def chunk_items(items: Sequence[WorkItem], items_per_chunk: int) -> list[list[WorkItem]]:
+    return [list(items[s : s + items_per_chunk]) for s in range(0, len(items), items_per_chunk)]
+
+
+def _markers(out: Path) -> list[dict[str, Any]]:
+    out = Path(out)
+    if not (out / JOB_FILE).is_file():
+        raise ScoringError(f"{out}: not a scoring output folder ({JOB_FILE} missing)")
+    ms = []
+    for p in sorted((out / DONE_DIR).glob("chunk-*.json")):
+        ms.append(json.loads(p.read_text()))
+    return sorted(ms, key=lambda m: m["chunk"])
+
+
+def read_output(out_dir: str | os.PathLike, verify: bool = False, columns: list[str] | None = None) -> pd.DataFrame:
+    """All committed output rows, in item order (chunk order, then the order ``score`` returned).
+
+    Only chunks with a commit marker are read, so a folder of an interrupted job yields the
+    committed part. ``verify=True`` checks each part against the sha256 in its marker."""
+    out = Path(out_dir)
+    frames = []
+    for m in _markers(out):
+        if not m.get("part"):
+            continue
+        p = out / m["part"]
+        if verify and sha256_file(p) != m["part_sha256"]:
+            raise ScoringError(f"{p}: checksum differs from its commit marker; the output was modified after the job")
+        frames.append(pd.read_parquet(p, columns=columns))
+    if not frames:
+        return pd.DataFrame(columns=[WORK_ITEM_COLUMN] + (columns or []))
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_quarantine(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Items that failed in committed chunks: item_id, path, start, stop, meta, error_type, reason, where, chunk."""
+    out = Path(out_dir)
+    frames = [pd.read_parquet(_quarantine_path(out, m["chunk"])) for m in _markers(out) if m.get("quarantined")]
+    if not frames:
+        return pd.DataFrame(columns=["item_id", "path", "start", "stop", "meta", "error_type", "reason", "where", "chunk"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def file_items(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> list[WorkItem]:
+    """One WorkItem per file; id = path relative to ``root`` (or the file name)."""
+    items = []
+    for p in paths:
+        p = Path(p)
+        ident = str(p.relative_to(root)) if root is not None else p.name
+        items.append(WorkItem(id=ident, path=str(p)))
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        raise ScoringError("file_items: duplicate item ids (same file name in several folders?); pass root= to use relative paths")
+    return items
+
+
+def row_range_items(path: str | os.PathLike, n_rows: int, rows_per_item: int, prefix: str | None = None) -> list[WorkItem]:
+    """Split rows ``[0, n_rows)`` of one file into WorkItems of ``rows_per_item`` rows."""
+    if rows_per_item < 1:
+        raise ValueError(f"rows_per_item must be ≥ 1, got {rows_per_item}")
+    prefix = prefix or Path(path).name
+    return [WorkItem(id=f"{prefix}[{s}:{min(s + rows_per_item, n_rows)}]", path=str(path), start=s, stop=min(s + rows_per_item, n_rows)) for s in range(0, n_rows, rows_per_item)]
+
+
+def print_summary(summary: JobSummary) -> None:
+    print(summary.line(), file=sys.stderr, flush=True)

@@ -1,0 +1,253 @@
+"""Test helpers for scoring jobs, importable by every domain's tests.
+
+    from core.scoring.testing import ray_address, output_checksum   # pytest fixture + helper
+
+    def test_my_score_on_ray(ray_address, tmp_path):
+        run_job(items, MyScorer(...), tmp_path / "ray", engine="ray", workers=2, address=ray_address)
+
+``ray_address`` starts ONE real Ray cluster per test session (``ray start --head --block`` on
+127.0.0.1, 2 CPUs, 200 MB object store, no dashboard, private ports and temp dir) and kills
+exactly that process group at the end — never ``ray stop``, which would stop other users'
+clusters on the same machine.
+
+``PriceFileScorer`` is a small real scorer (log returns and rolling volatility of one ticker's
+daily S&P 500 closes, skfolio data) with fault switches used by the engine's own tests.
+
+``python -m core.scoring.testing --items-dir D --out O`` runs it as a CLI (used by the SIGKILL test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.scoring.job import Scorer, WorkItem, file_items, read_output
+
+__all__ = [
+    "PriceFileScorer",
+    "write_price_files",
+    "price_files",
+    "ray_address",
+    "start_ray_cluster",
+    "output_checksum",
+    "frame_checksum",
+]
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+# ---------------------------------------------------------------------------------------------
+# a small real scorer on real data
+
+
+def write_price_files(directory: str | os.PathLike, n_files: int = 20, rows: int = 400) -> list[Path]:
+    """One CSV per S&P 500 ticker (skfolio's real daily closes, last ``rows`` days)."""
+    from skfolio.datasets import load_sp500_dataset
+
+    prices = load_sp500_dataset().iloc[-rows:]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ticker in list(prices.columns)[:n_files]:
+        p = directory / f"{ticker}.csv"
+        prices[[ticker]].rename(columns={ticker: "close"}).rename_axis("date").to_csv(p)
+        paths.append(p)
+    return paths
+
+
+class PriceFileScorer(Scorer):
+    """Rows ``(date, ticker, log_return, vol_20)`` for one price CSV (or its rows ``[start, stop)``).
+
+    Fault switches for tests: ``sleep`` seconds per item; ``fail_ids`` raise (→ quarantine);
+    ``crash_once_dir``: the first worker to score ``crash_id`` SIGKILLs itself (a dying worker or
+    actor), later attempts score normally. ``work`` adds CPU-bound matrix work per item.
+    """
+
+    def __init__(self, sleep: float = 0.0, fail_ids: tuple[str, ...] = (), crash_id: str | None = None, crash_once_dir: str | None = None, work: int = 0):
+        self.sleep = sleep
+        self.fail_ids = tuple(fail_ids)
+        self.crash_id = crash_id
+        self.crash_once_dir = crash_once_dir
+        self.work = work
+
+    def config(self) -> dict:
+        # fault switches do not change results, so they are not part of the job's identity
+        return {"work": self.work}
+
+    def load(self) -> None:
+        self.window = 20
+        self.loaded_pid = os.getpid()
+
+    def score(self, item: WorkItem) -> pd.DataFrame:
+        if item.id in self.fail_ids:
+            raise ValueError(f"{item.id}: rejected by fail_ids")
+        if self.crash_id == item.id and self.crash_once_dir:
+            flag = Path(self.crash_once_dir) / "crashed"
+            try:
+                fd = os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # only the first attempt crashes
+            except FileExistsError:
+                pass
+            else:
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                os.kill(os.getpid(), signal.SIGKILL)
+        if self.sleep:
+            time.sleep(self.sleep)
+        try:
+            df = pd.read_csv(item.path)
+        except FileNotFoundError:
+            raise
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise ValueError(f"{item.path}: not a readable CSV ({type(e).__name__}: {e})") from e
+        if list(df.columns) != ["date", "close"]:
+            raise ValueError(f"{item.path}: expected columns ['date', 'close'], got {list(df.columns)[:5]}")
+        if item.start is not None:
+            df = df.iloc[item.start : item.stop]
+        close = pd.to_numeric(df["close"], errors="raise").to_numpy(float)
+        if not np.isfinite(close).all() or (close <= 0).any():
+            raise ValueError(f"{item.path}: close prices must be positive and finite")
+        ret = np.diff(np.log(close), prepend=np.nan)
+        vol = pd.Series(ret).rolling(self.window).std().to_numpy() * np.sqrt(252)
+        for _ in range(self.work):  # optional CPU-bound load for benchmarks
+            a = np.outer(close[:200], close[:200]) / close.max() ** 2
+            vol = vol + 0.0 * np.linalg.eigvalsh(a)[: len(vol)].sum()
+        return pd.DataFrame({"date": df["date"].to_numpy(), "ticker": Path(item.path).stem, "log_return": ret, "vol_20": vol})
+
+
+@pytest.fixture
+def price_files(tmp_path) -> list[Path]:
+    return write_price_files(tmp_path / "prices")
+
+
+# ---------------------------------------------------------------------------------------------
+# checksums
+
+
+def frame_checksum(df: pd.DataFrame) -> str:
+    """Order-sensitive content hash of a DataFrame (values and column names)."""
+    h = hashlib.sha256(",".join(map(str, df.columns)).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def output_checksum(out_dir: str | os.PathLike) -> str:
+    return frame_checksum(read_output(out_dir, verify=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# a real local Ray cluster
+
+
+def _free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class RayCluster:
+    address: str
+    process: subprocess.Popen
+    temp_dir: Path
+    log: Path = field(default=None)  # type: ignore[assignment]
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def start_ray_cluster(num_cpus: int = 2, object_store_mb: int = 200, timeout: float = 90.0) -> RayCluster:
+    """``ray start --head --block`` in its own process group, bound to 127.0.0.1 on free ports."""
+    ray_bin = Path(sys.executable).with_name("ray")
+    gcs, client, agent_http, agent_grpc, runtime_env, metrics, node_mgr, obj_mgr = _free_ports(8)
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's unix sockets need a short path
+    log = temp_dir / "ray-start.log"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+    cmd = [
+        str(ray_bin), "start", "--head", "--block",
+        "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--num-cpus={num_cpus}",
+        f"--object-store-memory={object_store_mb * 2**20}", "--include-dashboard=false",
+        f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent_http}",
+        f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
+        f"--metrics-export-port={metrics}", f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
+        f"--temp-dir={temp_dir}", "--disable-usage-stats",
+    ]
+    fh = open(log, "wb")
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    cluster = RayCluster(address=f"127.0.0.1:{gcs}", process=proc, temp_dir=temp_dir, log=log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            cluster.stop()
+            raise RuntimeError(f"ray start exited with {proc.returncode}: {log.read_text()[-2000:] if log.exists() else ''}")
+        if b"Ray runtime started" in log.read_bytes():
+            return cluster
+        time.sleep(0.2)
+    cluster.stop()
+    raise RuntimeError(f"ray start did not come up within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """Address of a real 2-CPU Ray cluster on 127.0.0.1, started once per test session."""
+    cluster = start_ray_cluster()
+    try:
+        yield cluster.address
+    finally:
+        cluster.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI (the SIGKILL test runs this in a subprocess)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.config import parse_config
+    from core.scoring.cli import ScoringConfig, run_job_from_config
+    from core.scoring.job import ScoringError
+
+    @dataclass
+    class TestScoreConfig(ScoringConfig):
+        items_dir: str = field(default="", metadata={"help": "folder of price CSVs (write_price_files)"})
+        sleep: float = field(default=0.0, metadata={"help": "seconds of sleep per item"})
+
+    cfg = parse_config(TestScoreConfig, argv, description="Score price CSVs with PriceFileScorer (engine test CLI)")
+    items = file_items(sorted(Path(cfg.items_dir).glob("*.csv")))
+    try:
+        summary = run_job_from_config(items, PriceFileScorer(sleep=cfg.sleep), cfg)
+    except ScoringError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary.line())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,208 @@
+"""Batch scoring engine, local engine: exactly-once output, resume, fingerprint, quarantine,
+worker crash, and SIGKILL of the whole scoring process (on real S&P 500 price files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.config import RunConfig, parse_config
+from core.scoring import (
+    WORK_ITEM_COLUMN,
+    JobMismatchError,
+    ScoringConfig,
+    ScoringError,
+    file_items,
+    read_output,
+    read_quarantine,
+    row_range_items,
+    run_job,
+)
+from core.scoring.testing import PriceFileScorer, frame_checksum, output_checksum, price_files  # noqa: F401 - fixture
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _reference(price_files) -> pd.DataFrame:
+    """What the output must be: every file scored directly, in item order."""
+    s = PriceFileScorer()
+    s.load()
+    frames = []
+    for it in file_items(price_files):
+        df = s.score(it)
+        df.insert(0, WORK_ITEM_COLUMN, it.id)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_output_is_every_row_once_in_item_order(price_files, tmp_path):
+    summary = run_job(file_items(price_files), PriceFileScorer(), tmp_path / "out", items_per_chunk=3, progress=False)
+    out = read_output(tmp_path / "out", verify=True)
+    ref = _reference(price_files)
+    pd.testing.assert_frame_equal(out, ref)
+    assert (summary.chunks_total, summary.chunks_done, summary.chunks_skipped) == (7, 7, 0)
+    assert summary.rows == summary.rows_total == len(ref) == 20 * 400
+    assert summary.items_scored == 20 and summary.items_quarantined == 0
+    # the folder is also a plain Parquet data set (underscore files are ignored by readers)
+    assert len(pd.read_parquet(tmp_path / "out")) == len(ref)
+    assert json.loads((tmp_path / "out" / "_SUCCESS.json").read_text())["rows_total"] == len(ref)
+
+
+def test_rerun_skips_committed_chunks_and_redoes_uncommitted(price_files, tmp_path):
+    out = tmp_path / "out"
+    items = file_items(price_files)
+    run_job(items, PriceFileScorer(), out, items_per_chunk=2, progress=False)
+    reference = output_checksum(out)
+    kept = out / "part-000000.parquet"
+    kept_mtime = kept.stat().st_mtime_ns
+    # a crash after chunk 4's part was written but before its marker; chunk 7 never started
+    (out / "_done" / "chunk-000004.json").unlink()
+    (out / "_done" / "chunk-000007.json").unlink()
+    (out / "part-000007.parquet").unlink()
+    assert len(read_output(out)) == 16 * 400  # uncommitted chunks are not visible
+    summary = run_job(items, PriceFileScorer(), out, items_per_chunk=2, progress=False)
+    assert (summary.chunks_done, summary.chunks_skipped) == (2, 8)
+    assert summary.items_scored == 4 and summary.rows == 4 * 400 and summary.rows_total == 20 * 400
+    assert kept.stat().st_mtime_ns == kept_mtime  # committed chunks are not rewritten
+    assert output_checksum(out) == reference
+    # nothing left to do: a third run is a no-op
+    again = run_job(items, PriceFileScorer(), out, items_per_chunk=2, progress=False)
+    assert (again.chunks_done, again.chunks_skipped, again.rows) == (0, 10, 0)
+
+
+def test_other_job_in_same_folder_is_refused_until_overwrite(price_files, tmp_path):
+    out = tmp_path / "out"
+    items = file_items(price_files)
+    run_job(items, PriceFileScorer(), out, items_per_chunk=4, progress=False)
+    with pytest.raises(JobMismatchError, match="input items differ"):
+        run_job(items[:-1], PriceFileScorer(), out, items_per_chunk=4, progress=False)
+    with pytest.raises(JobMismatchError, match="scorer or its config differs"):
+        run_job(items, PriceFileScorer(work=1), out, items_per_chunk=4, progress=False)
+    with pytest.raises(JobMismatchError, match="items-per-chunk"):
+        run_job(items, PriceFileScorer(), out, items_per_chunk=5, progress=False)
+    # an input file rewritten in place is another job too
+    price_files[0].write_text(price_files[0].read_text().replace("date,close", "date,close", 1) + "\n")
+    with pytest.raises(JobMismatchError, match="--overwrite"):
+        run_job(items, PriceFileScorer(), out, items_per_chunk=4, progress=False)
+    summary = run_job(items[:-1], PriceFileScorer(), out, items_per_chunk=4, progress=False, overwrite=True)
+    assert summary.chunks_skipped == 0 and summary.rows_total == 19 * 400
+    assert read_output(out)[WORK_ITEM_COLUMN].nunique() == 19
+
+
+def test_refuses_to_write_into_or_delete_a_foreign_folder(price_files, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep me")
+    with pytest.raises(ScoringError, match="not empty"):
+        run_job(file_items(price_files), PriceFileScorer(), foreign, progress=False)
+    with pytest.raises(ScoringError, match="refusing to delete"):
+        run_job(file_items(price_files), PriceFileScorer(), foreign, progress=False, overwrite=True)
+    assert (foreign / "precious.txt").read_text() == "keep me"
+
+
+def test_corrupt_and_missing_inputs_are_quarantined_and_the_rest_scored(price_files, tmp_path):
+    corrupt = price_files[3]
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n\x00garbage\x00\xff" * 10)
+    negative = price_files[7]
+    df = pd.read_csv(negative)
+    df.loc[5, "close"] = -1.0
+    df.to_csv(negative, index=False)
+    items = file_items(price_files) + [file_items([tmp_path / "missing.csv"])[0]]
+    summary = run_job(items, PriceFileScorer(fail_ids=("MSFT.csv",)), tmp_path / "out", items_per_chunk=4, progress=False)
+    q = read_quarantine(tmp_path / "out").set_index("item_id")
+    assert sorted(q.index) == sorted([corrupt.name, negative.name, "missing.csv", "MSFT.csv"])
+    assert "not a readable CSV" in q.loc[corrupt.name, "reason"]
+    assert "positive" in q.loc[negative.name, "reason"]
+    assert q.loc["missing.csv", "error_type"] == "FileNotFoundError"
+    assert q.loc["MSFT.csv", "reason"].endswith("rejected by fail_ids")
+    assert summary.items_quarantined == 4 and summary.items_scored == 17
+    out = read_output(tmp_path / "out")
+    assert set(out[WORK_ITEM_COLUMN]) == {p.name for p in price_files} - set(q.index)
+    assert len(out) == 17 * 400
+
+
+def test_two_worker_processes_write_the_same_bytes_as_one(price_files, tmp_path):
+    items = file_items(price_files)
+    run_job(items, PriceFileScorer(), tmp_path / "one", workers=1, items_per_chunk=3, progress=False)
+    s2 = run_job(items, PriceFileScorer(), tmp_path / "two", workers=2, items_per_chunk=3, progress=False)
+    assert s2.workers == 2 and s2.chunks_done == 7
+    for p in sorted((tmp_path / "one").glob("part-*.parquet")):
+        assert p.read_bytes() == (tmp_path / "two" / p.name).read_bytes(), p.name
+    workers = {json.loads(m.read_text())["worker"] for m in (tmp_path / "two" / "_done").glob("*.json")}
+    assert len(workers) >= 1 and all(str(os.getpid()) not in w.split(":")[1] for w in workers)
+
+
+def test_a_worker_process_killed_mid_chunk_is_replaced_and_the_chunk_rescored(price_files, tmp_path):
+    items = file_items(price_files)
+    run_job(items, PriceFileScorer(), tmp_path / "ref", items_per_chunk=2, progress=False)
+    scorer = PriceFileScorer(crash_id=items[9].id, crash_once_dir=str(tmp_path))
+    summary = run_job(items, scorer, tmp_path / "out", workers=2, items_per_chunk=2, progress=False)
+    assert (tmp_path / "crashed").exists()  # the worker really died with SIGKILL
+    assert summary.worker_restarts == 1 and summary.chunks_done == 10
+    assert output_checksum(tmp_path / "out") == output_checksum(tmp_path / "ref")
+
+
+def test_sigkill_of_the_scoring_process_then_rerun_gives_every_row_once(price_files, tmp_path):
+    items_dir = price_files[0].parent
+    ref_out, out = tmp_path / "ref", tmp_path / "killed"
+    run_job(file_items(sorted(items_dir.glob("*.csv"))), PriceFileScorer(), ref_out, items_per_chunk=2, progress=False)
+    cmd = [sys.executable, "-m", "core.scoring.testing", "--items-dir", str(items_dir), "--out", str(out),
+           "--items-per-chunk", "2", "--workers", "2", "--sleep", "0.3", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list((out / "_done").glob("*.json"))) < 3:
+            assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-run
+    finally:
+        proc.wait(timeout=30)
+    committed = len(list((out / "_done").glob("*.json")))
+    assert 3 <= committed < 10, f"kill landed after {committed} chunks; expected mid-run"
+    result = subprocess.run(cmd[:-3] + ["--sleep", "0", "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{10 - committed} chunks done, {committed} skipped" in result.stdout
+    out_df = read_output(out, verify=True)
+    assert len(out_df) == 20 * 400
+    assert not out_df.duplicated([WORK_ITEM_COLUMN, "date"]).any()
+    assert output_checksum(out) == output_checksum(ref_out)
+
+
+def test_row_range_items_partition_one_file(price_files, tmp_path):
+    items = row_range_items(price_files[0], n_rows=400, rows_per_item=64)
+    assert [(i.start, i.stop) for i in items][-1] == (384, 400) and len(items) == 7
+    run_job(items, PriceFileScorer(), tmp_path / "out", items_per_chunk=2, progress=False)
+    out = read_output(tmp_path / "out")
+    assert len(out) == 400 and out["date"].is_unique
+    assert out["date"].tolist() == pd.read_csv(price_files[0])["date"].tolist()
+
+
+def test_scoring_config_adds_the_standard_flags():
+    @dataclass
+    class ScoreConfig(ScoringConfig, RunConfig):
+        checkpoint: str | None = None
+
+    cfg = parse_config(ScoreConfig, ["--engine", "ray", "--workers", "3", "--address", "127.0.0.1:6379", "--out", "/x",
+                                     "--items-per-chunk", "5", "--overwrite", "--name", "n"])
+    assert (cfg.engine, cfg.workers, cfg.address, cfg.out, cfg.items_per_chunk, cfg.overwrite, cfg.name) == ("ray", 3, "127.0.0.1:6379", "/x", 5, True, "n")
+    with pytest.raises(SystemExit):
+        parse_config(ScoreConfig, ["--engine", "spark"])
+
+
+def test_cli_reports_a_job_mismatch_in_one_line(price_files, tmp_path):
+    items_dir = price_files[0].parent
+    cmd = [sys.executable, "-m", "core.scoring.testing", "--items-dir", str(items_dir), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=60).returncode == 0
+    price_files[0].unlink()
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "error:" in r.stderr and "--overwrite" in r.stderr

@@ -1,0 +1,205 @@
+"""Every dashboard page under Streamlit's AppTest: the no-runs state, the overview on real
+``core.runs.Run`` runs, each domain page on a tiny run its own ``train(cfg)`` made, bad uploads."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.config import RunConfig
+from core.runs import Run
+from dashboards import slices
+from dashboards.uploads import UploadError, check_upload
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
+PAGES = {"medical": "views/medical.py", "finance": "views/finance.py", "recommendation": "views/recommendation.py"}
+
+
+def run_app(page: str | None = None, timeout: float = 60) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def text_of(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [m.value for m in at.info] + [m.value for m in at.warning] + [m.value for m in at.caption]
+    parts += [t.value for t in at.title] + [t.value for t in at.subheader] + [c.value for c in at.code]
+    return "\n".join(str(p) for p in parts)
+
+
+# ---- no runs at all ------------------------------------------------------------------------------
+def test_every_page_explains_the_command_when_there_are_no_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUITE_RUNS_DIR", str(tmp_path / "empty"))
+    at = run_app()
+    no_exception(at)
+    assert at.title[0].value == "Overview"
+    assert "No runs under" in text_of(at)
+    assert all(f"python -m domains.{d}.train --runs-dir {tmp_path / 'empty'}" in at.code[0].value for d in PAGES)
+    for domain, page in PAGES.items():
+        at.switch_page(page).run()
+        no_exception(at)
+        assert at.title[0].value == domain.capitalize()
+        assert f"No trained run of the **{domain}** domain" in text_of(at)
+        assert [c.value for c in at.code] == [f".venv/bin/python -m domains.{domain}.train --runs-dir {tmp_path / 'empty'}"]
+
+
+# ---- overview on real runs ------------------------------------------------------------------------
+def _core_run(runs_dir, name: str, seed: int, losses: list[float], final: dict) -> None:
+    cfg = RunConfig(name=name, runs_dir=str(runs_dir), seed=seed, device="cpu")
+    with Run.start("medical", cfg) as run:
+        for step, loss in enumerate(losses):
+            run.log_metrics({"loss": loss}, step)
+        run.finish(final)
+
+
+def test_overview_lists_runs_compares_two_and_reads_mlflow(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    _core_run(runs, "alpha", 0, [1.0, 0.6, 0.4], {"val_dice": 0.50, "nested": {"auc": 0.7}})
+    _core_run(runs, "beta", 1, [0.9, 0.5, 0.2], {"val_dice": 0.75, "nested": {"auc": 0.9}})
+    monkeypatch.setenv("SUITE_RUNS_DIR", str(runs))
+    at = run_app()
+    no_exception(at)
+    table = at.dataframe[0].value
+    assert set(table["run"]) == {"alpha", "beta"}
+    assert set(table["status"]) == {"completed"}
+    assert sorted(table["val_dice"]) == [0.50, 0.75] and "nested.auc" in table
+    # run detail: the metrics of the selected run and its curve
+    assert at.selectbox(key="detail_run").value.startswith("medical/")
+    # comparison: A is the newest (beta), B the other; B − A is computed, the seed difference shown
+    cmp = next(d.value for d in at.dataframe if "B − A" in d.value.columns)
+    row = cmp.set_index("metric").loc["val_dice"]
+    assert row["A"] == pytest.approx(0.75) and row["B"] == pytest.approx(0.50) and row["B − A"] == pytest.approx(-0.25)
+    diff = next(d.value for d in at.dataframe if "setting" in d.value.columns)
+    assert set(diff["setting"]) >= {"seed", "name"}
+    # MLflow store: both runs are there with their final metric
+    ml = next(d.value for d in at.dataframe if "experiment" in d.value.columns)
+    assert set(ml["run name"]) == {"alpha", "beta"} and sorted(ml["metric.val_dice"]) == [0.50, 0.75]
+    # swapping the comparison recomputes it
+    at.selectbox(key="cmp_a").select_index(1).run()
+    at.selectbox(key="cmp_b").select_index(0).run()
+    cmp = next(d.value for d in at.dataframe if "B − A" in d.value.columns).set_index("metric")
+    assert cmp.loc["val_dice", "B − A"] == pytest.approx(0.25)
+
+
+# ---- uploads --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name,data,message",
+    [
+        ("notes.txt", b"hello", "not a supported scan"),
+        ("scan.nii.gz", b"plain text, not gzip", "not gzip-compressed"),
+        ("scan.nii", b"x" * 400, "not a NIfTI file"),
+        ("scan.nrrd", b"P6 not nrrd", "not an NRRD file"),
+        ("slice.dcm", b"\0" * 200, "not a DICOM file"),
+        ("series.zip", b"PK but broken", "not a valid ZIP"),
+        ("empty.nii", b"", "is empty"),
+    ],
+)
+def test_upload_checks_refuse_with_a_clear_message(name, data, message):
+    with pytest.raises(UploadError, match=message):
+        check_upload(name, data)
+
+
+def test_upload_checks_accept_real_formats():
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    raw = img.to_bytes()
+    assert check_upload("a.nii", raw) == ".nii"
+    assert check_upload("a.NII.GZ", gzip.compress(raw)) == ".nii.gz"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("s/1.dcm", b"x")
+    assert check_upload("series.zip", buf.getvalue()) == ".zip"
+
+
+def test_slice_overlay_blends_only_visible_classes():
+    image = np.zeros((6, 5, 4), np.float32)
+    mask = np.zeros((6, 5, 4), np.int16)
+    mask[1:3, 1:3, 2] = 1
+    mask[4, 4, 2] = 2
+    colours = {1: "#ff0000", 2: "#00ff00"}
+    rgb = slices.overlay(slices.take(image, "axial", 2), slices.take(mask, "axial", 2), colours, 1.0, (0.0, 1.0), visible={1})
+    assert rgb.shape == (5, 6, 3)  # rot90 of a 6×5 slice
+    assert (rgb.reshape(-1, 3) == [255, 0, 0]).all(axis=1).sum() == 4
+    assert not (rgb.reshape(-1, 3) == [0, 255, 0]).all(axis=1).any()
+    assert slices.foreground_centre(mask)[2] == 2
+    assert len(set(slices.palette(40))) == 40
+
+
+# ---- domain pages on tiny real runs ------------------------------------------------------------------
+def test_medical_page_segments_a_prepared_case(domain_run):
+    domain_run("medical")
+    at = run_app(PAGES["medical"], timeout=180)
+    no_exception(at)
+    assert len(at.image) >= 3 if hasattr(at, "image") else True
+    body = text_of(at)
+    assert "Slices of" in body and "Volumes" in body
+    vols = next(d.value for d in at.dataframe if "volume (mL)" in d.value.columns)
+    assert len(vols) >= 1 and (vols["volume (mL)"] >= 0).all()
+    assert at.get("download_button"), "no mask download"
+    # opacity and slice controls work without re-segmenting into an error
+    at.slider(key="med_opacity").set_value(0.8).run()
+    at.slider(key="med_axial").set_value(0).run()
+    no_exception(at)
+
+
+def test_medical_page_refuses_a_bad_upload(domain_run):
+    domain_run("medical")
+    at = run_app(PAGES["medical"], timeout=180)
+    at.radio(key="med_source").set_value("Upload a scan").run()
+    at.file_uploader(key="med_upload").upload("brain.nii.gz", b"this is not a scan", "application/gzip")
+    at.run()
+    assert not at.exception
+    assert any("Upload refused" in e.value and "not gzip-compressed" in e.value for e in at.error)
+    # a well-formed file that is not a volume reaches the reader, which refuses it by name
+    at.file_uploader(key="med_upload").upload("flat.nii", _nifti_bytes(np.zeros((8, 8), np.float32)), "application/octet-stream")
+    at.run()
+    assert not at.exception
+    assert any("failed" in e.value and "3D" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def _nifti_bytes(arr: np.ndarray) -> bytes:
+    import nibabel as nib
+
+    return nib.Nifti1Image(arr, np.eye(4)).to_bytes()
+
+
+def test_finance_page_shows_prices_forecast_backtest(domain_run):
+    domain_run("finance")
+    at = run_app(PAGES["finance"], timeout=180)
+    no_exception(at)
+    tickers = at.multiselect(key="fin_tickers")
+    assert tickers.value, "no default tickers"
+    charts = at.get("plotly_chart")
+    assert charts, "no fan chart"
+    tables = [d.value for d in at.dataframe]
+    assert any(len(t) for t in tables), "no backtest table"
+
+
+def test_recommendation_page_recommends_and_places_a_new_item(domain_run):
+    domain_run("recommendation")
+    at = run_app(PAGES["recommendation"], timeout=180)
+    no_exception(at)
+    frames = [d.value for d in at.dataframe]
+    top = next(f for f in frames if "score" in f.columns and "title" in f.columns)
+    assert 1 <= len(top) <= at.slider(key="rec_k").value
+    at.slider(key="rec_k").set_value(5).run()
+    no_exception(at)
+    top = next(d.value for d in at.dataframe if "score" in d.value.columns and "title" in d.value.columns)
+    assert len(top) == 5
+    at.text_input(key="rec_cold_title").input("A quiet courtroom drama").run()
+    no_exception(at)
+    assert "would reach first" in text_of(at)

@@ -19,9 +19,8 @@ APP = str(REPO / "dashboards" / "app.py")
 # Tiny settings per domain, applied only where the domain's config has the field: the point is a
 # real run directory with a real (if barely trained) model, in seconds.
 TINY: dict[str, dict[str, Any]] = {
-    "medical": {"max_steps": 2, "steps": 2, "epochs": 1, "max_epochs": 1, "batch_size": 1, "roi_size": (32, 32, 32), "patch_size": (32, 32, 32),
-                "spatial_size": (32, 32, 32), "val_every": 1, "num_workers": 0, "cases": 2, "max_cases": 2, "limit_cases": 2,
-                "pretrained": False, "export_onnx": False},
+    "medical": {"channels": (8, 16), "spacing": 4.0, "patch": 32, "num_samples": 1, "iters_per_epoch": 2, "max_epochs": 1, "val_every": 1,
+                "sw_batch_size": 2, "evaluate_test": False, "track": True},
     "finance": {"max_epochs": 1, "epochs": 1, "max_steps": 3, "limit_train_batches": 3, "limit_val_batches": 2, "hidden_size": 8,
                 "attention_head_size": 1, "batch_size": 32, "num_workers": 0, "max_tickers": 3, "tickers_limit": 3, "n_tickers": 3},
     "recommendation": {"epochs": 1, "max_epochs": 1, "max_steps": 5, "embedding_dim": 8, "batch_size": 1024, "num_workers": 0,

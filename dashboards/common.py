@@ -149,3 +149,24 @@ def read_json(path: Path) -> Any:
 def page_header(title: str, caption: str) -> None:
     st.title(title)
     st.caption(caption)
+
+
+def curves(hist: pd.DataFrame, names: list[str], per_row: int = 2, runs: dict[str, pd.DataFrame] | None = None) -> None:
+    """One small line chart (with points) per metric: metrics differ in scale and in the steps at
+    which they are logged. ``runs`` overlays the same metric of several runs (label -> history)."""
+    import altair as alt
+
+    frames = runs or {"": hist}
+    for start in range(0, len(names), per_row):
+        cols = st.columns(per_row)
+        for col, name in zip(cols, names[start:start + per_row]):
+            parts = []
+            for label, h in frames.items():
+                if name in h:
+                    s = h[name].dropna()
+                    parts.append(pd.DataFrame({"step": s.index.astype(float), "value": s.to_numpy(dtype=float), "run": label or name}))
+            data = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["step", "value", "run"])
+            chart = alt.Chart(data, title=name, height=180).mark_line(point=True).encode(
+                x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+                color=alt.Color("run:N", legend=alt.Legend(orient="bottom", title=None) if runs else None))
+            col.altair_chart(chart, width="stretch")

@@ -160,29 +160,32 @@ with tab_var:
             df["date"] = pd.to_datetime(df["date"])
         if chosen and "ticker" in df.columns and df["ticker"].isin(chosen).any():
             df = df[df["ticker"].isin(chosen)]
-        st.markdown(f"**{name.replace('_', ' ').capitalize()}**")
-        ret_col = next((c for c in ("return", "realised", "realized", "actual", "target") if c in df.columns), None)
-        var_col = next((c for c in df.columns if str(c).lower().startswith("var")), None)
-        breach_col = next((c for c in df.columns if "breach" in str(c).lower()), None)
-        if "date" in df and ret_col and var_col:
-            for t, g in (df.groupby("ticker") if "ticker" in df else [("", df)]):
-                fig = go.Figure()
-                fig.add_trace(go.Scatter(x=g["date"], y=g[ret_col], name=ret_col, line=dict(color="#888", width=1)))
-                fig.add_trace(go.Scatter(x=g["date"], y=g[var_col], name=var_col, line=dict(color="#1f77b4")))
-                if breach_col is not None:
-                    b = g[g[breach_col].astype(bool)]
-                    fig.add_trace(go.Scatter(x=b["date"], y=b[ret_col], mode="markers", name="breach", marker=dict(color="#d62728", size=7)))
-                    rate = g[breach_col].astype(bool).mean()
-                    title = f"{t} · {int(g[breach_col].astype(bool).sum())} breaches in {len(g)} days ({rate:.1%})"
-                else:
-                    title = str(t)
-                fig.update_layout(title=title, height=300, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
-                st.plotly_chart(fig, width="stretch", key=f"var_{name}_{t}")
-        elif "date" in df and breach_col:
-            st.line_chart(df.pivot_table(index="date", columns="ticker", values=breach_col, aggfunc="sum").cumsum()
-                          if "ticker" in df else df.set_index("date")[breach_col].astype(int).cumsum())
-        else:
+        levels = sorted({str(c)[3:] for c in df.columns if str(c).startswith("var") and f"breach{str(c)[3:]}" in df.columns})
+        ret_col = next((c for c in ("ret", "return", "realised", "realized", "y") if c in df.columns), None)
+        if not ("date" in df and ret_col and levels):
             st.dataframe(df, hide_index=True, width="stretch")
+            continue
+        c1, c2 = st.columns(2)
+        models = sorted(df["model"].unique()) if "model" in df else []
+        model = c1.selectbox("Model", models, index=models.index("tft") if "tft" in models else 0, key=f"var_model_{name}") if models else None
+        level = c2.radio("VaR level", levels, horizontal=True, format_func=lambda lv: f"{lv}%", key=f"var_level_{name}")
+        sub = df[df["model"] == model] if model is not None else df
+        var_col, breach_col = f"var{level}", f"breach{level}"
+        expected = 1 - float(level) / 100
+        counts = df.groupby(["model", "ticker"] if "model" in df else ["ticker"])[breach_col].agg(breaches="sum", days="count", rate="mean").reset_index()
+        counts["expected rate"] = expected
+        for t, g in (sub.groupby("ticker") if "ticker" in sub else [("", sub)]):
+            g = g.sort_values("date")
+            b = g[g[breach_col].astype(bool)]
+            fig = go.Figure()
+            fig.add_trace(go.Scatter(x=g["date"], y=g[ret_col], name="realised return", line=dict(color="#888", width=1)))
+            fig.add_trace(go.Scatter(x=g["date"], y=g[var_col], name=f"{level}% VaR", line=dict(color="#1f77b4")))
+            fig.add_trace(go.Scatter(x=b["date"], y=b[ret_col], mode="markers", name="breach", marker=dict(color="#d62728", size=8, symbol="x")))
+            fig.update_layout(title=f"{t} · {model or ''}: {len(b)} breaches in {len(g)} days ({len(b) / max(1, len(g)):.1%}; expected {expected:.0%})",
+                              height=300, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
+            st.plotly_chart(fig, width="stretch", key=f"var_{name}_{t}")
+        st.markdown("**Breach counts by model** (a well-calibrated VaR breaches at the expected rate)")
+        st.dataframe(counts, hide_index=True, width="stretch")
 
 with tab_imp:
     if require(api, "load_variable_importance"):

@@ -90,7 +90,10 @@ if result is None:
 image = np.asarray(result.image)
 mask = np.asarray(result.mask)
 names = list(result.class_names)
-spacing = tuple(float(s) for s in (result.spacing if result.spacing is not None else (1.0, 1.0, 1.0)))[:3]
+if getattr(result, "affine", None) is not None:  # spacing along the displayed (canonical) axes
+    spacing = tuple(float(v) for v in np.sqrt((np.asarray(result.affine)[:3, :3] ** 2).sum(axis=0)))
+else:
+    spacing = tuple(float(s) for s in (result.spacing if result.spacing is not None else (1.0, 1.0, 1.0)))[:3]
 
 # ---- viewer controls ---------------------------------------------------------------------------
 present = sorted(int(v) for v in np.unique(mask) if v != 0)

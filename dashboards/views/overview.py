@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.runs import list_runs
 from core.tracking import default_tracking_uri, flatten
-from dashboards.common import DOMAINS, friendly_errors, metric_history, page_header, run_label, runs_dir, scalar_metrics, train_command
+from dashboards.common import DOMAINS, curves, friendly_errors, metric_history, page_header, run_label, runs_dir, scalar_metrics, train_command
 
 page_header("Overview", "Runs of every domain, their final metrics and curves, and a side-by-side comparison of two runs.")
 
@@ -63,7 +63,7 @@ with friendly_errors("Reading the run"):
         if cols:
             chosen = st.multiselect("Curves", cols, default=cols[: min(3, len(cols))], key="detail_curves")
             if chosen:
-                st.line_chart(hist[chosen])
+                curves(hist, chosen)
         else:
             st.caption("No per-step metrics (metrics.jsonl) in this run.")
     with st.expander("Configuration and run record"):
@@ -98,8 +98,8 @@ else:
         ha, hb = metric_history(a["path"]), metric_history(b["path"])
         common = [c for c in ha.columns if c in hb.columns and ha[c].notna().any() and hb[c].notna().any()]
         if common:
-            curve = st.selectbox("Curve", common, key="cmp_curve")
-            st.line_chart(pd.DataFrame({"A": ha[curve], "B": hb[curve]}))
+            chosen = st.multiselect("Curves of both runs", common, default=common[:2], key="cmp_curves")
+            curves(ha, chosen, runs={f"A: {a.get('name')}": ha, f"B: {b.get('name')}": hb})
 
 
 # ---- MLflow store ------------------------------------------------------------------------------

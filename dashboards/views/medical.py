@@ -95,60 +95,118 @@ if getattr(result, "affine", None) is not None:  # spacing along the displayed (
 else:
     spacing = tuple(float(s) for s in (result.spacing if result.spacing is not None else (1.0, 1.0, 1.0)))[:3]
 
+def class_name(c: int) -> str:
+    return names[c] if c < len(names) else f"class {c}"
+
+
+# ---- the label, when there is one (for Dice and the label / error overlays) ---------------------
+label: np.ndarray | None = None
+if label_source is not None and require(api, "load_label", "dice_per_class"):
+    with friendly_errors("Reading the label"):
+        label = label_volume(label_source)
+        if label.shape != mask.shape:
+            st.warning(f"The label's shape {label.shape} differs from the scan's {mask.shape}; it is not on the same grid, so no Dice.")
+            label = None
+
 # ---- viewer controls ---------------------------------------------------------------------------
-present = sorted(int(v) for v in np.unique(mask) if v != 0)
-colours_default = slices.palette(max(len(names), (max(present) + 1) if present else 1))
+ERRORS = {1: ("false positive (model only)", "#ff2d2d"), 2: ("false negative (missed)", "#2d7dff"), 3: ("wrong structure", "#ffd400")}
 with st.sidebar:
     st.subheader("Viewer")
+    modes = ["Model mask"] + (["Label", "Errors vs label"] if label is not None else [])
+    mode = st.radio("Overlay", modes, key="med_overlay", help="compare the model's mask with the label when there is one")
     opacity = st.slider("Mask opacity", 0.0, 1.0, 0.45, 0.05, key="med_opacity")
-    show = st.multiselect("Structures shown", [names[c] if c < len(names) else f"class {c}" for c in present],
-                          default=[names[c] if c < len(names) else f"class {c}" for c in present], key="med_show")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def error_mask(k: str, source: str, label_path: str) -> np.ndarray:
+    m, lab = np.asarray(segment(k, source).mask), label_volume(label_path)
+    out = np.zeros(m.shape, np.uint8)
+    out[(m > 0) & (lab == 0)] = 1
+    out[(m == 0) & (lab > 0)] = 2
+    out[(m > 0) & (lab > 0) & (m != lab)] = 3
+    return out
+
+
+if mode == "Errors vs label":
+    shown_mask = error_mask(key, image_source, label_source)
+    legend_names = {c: n for c, (n, _) in ERRORS.items()}
+    default_colours = {c: col for c, (_, col) in ERRORS.items()}
+else:
+    shown_mask = mask if mode == "Model mask" else label
+    legend_names = {c: class_name(c) for c in range(1, max(len(names), int(shown_mask.max()) + 1))}
+    pal = slices.palette(max(legend_names, default=0) + 1)
+    default_colours = {c: pal[c] for c in legend_names}
+present = [c for c in np.flatnonzero(np.bincount(shown_mask.ravel().astype(np.int64))) if c != 0]
+present = [int(c) for c in present]
+with st.sidebar:
+    show = st.multiselect("Structures shown", [legend_names[c] for c in present], default=[legend_names[c] for c in present],
+                          key=f"med_show_{mode}")
     colours: dict[int, str] = {}
     with st.expander("Colours", expanded=False):
         for c in present:
-            nm = names[c] if c < len(names) else f"class {c}"
-            colours[c] = st.color_picker(nm, colours_default[c], key=f"med_colour_{c}")
-visible = {c for c in present if (names[c] if c < len(names) else f"class {c}") in show}
+            colours[c] = st.color_picker(legend_names[c], default_colours[c], key=f"med_colour_{mode}_{c}")
+visible = {c for c in present if legend_names[c] in show}
 
-centre = slices.foreground_centre(mask)
-win = slices.window(image)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def view_start(k: str, source: str) -> tuple[tuple[int, int, int], tuple[float, float]]:
+    """First slices (centre of the segmented structures) and the intensity window, once per input."""
+    r = segment(k, source)
+    return slices.foreground_centre(np.asarray(r.mask)), slices.window(np.asarray(r.image))
+
+
+centre, win = view_start(key, image_source)
 st.subheader(f"Slices of `{case_name}` · shape {tuple(image.shape)} · spacing {tuple(round(s, 2) for s in spacing)} mm")
 cols = st.columns(3)
 for col, plane in zip(cols, slices.PLANES):
     axis = slices.AXIS[plane]
     with col:
         idx = st.slider(f"{plane.capitalize()} slice", 0, image.shape[axis] - 1, int(centre[axis]), key=f"med_{plane}")
-        rgb = slices.overlay(slices.take(image, plane, idx), slices.take(mask, plane, idx), colours, opacity, win, visible)
+        rgb = slices.overlay(slices.take(image, plane, idx), slices.take(shown_mask, plane, idx), colours, opacity, win, visible)
         st.image(slices.to_display(rgb, slices.plane_spacing(spacing, plane)), caption=f"{plane} {idx + 1}/{image.shape[axis]}")
 
 legend = " ".join(
-    f"<span style='display:inline-block;margin:2px 10px 2px 0'><span style='display:inline-block;width:12px;height:12px;"
-    f"background:{colours[c]};border-radius:2px;margin-right:4px;vertical-align:middle'></span>"
-    f"{names[c] if c < len(names) else f'class {c}'}</span>"
+    f"<span style='display:inline-block;margin:2px 12px 2px 0'><span style='display:inline-block;width:12px;height:12px;"
+    f"background:{colours[c]};border-radius:2px;margin-right:5px;vertical-align:middle'></span>{legend_names[c]}</span>"
     for c in present if c in visible)
 if legend:
-    st.markdown(f"<div data-testid='mask-legend'>{legend}</div>", unsafe_allow_html=True)
+    st.markdown(f"<div>{mode}: {legend}</div>", unsafe_allow_html=True)
 else:
-    st.caption("The model found no structure in this volume.")
+    st.caption("Nothing to overlay: the mask is empty." if mode != "Errors vs label" else "The model's mask matches the label exactly.")
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def dice_of(k: str, source: str, label_path: str) -> dict:
+    return dict(api.dice_per_class(np.asarray(segment(k, source).mask), label_volume(label_path), names))
+
 
 # ---- numbers -----------------------------------------------------------------------------------
 left, right = st.columns(2)
 with left:
     st.subheader("Volumes")
     vols = pd.DataFrame({"structure": list(result.volumes_ml), "volume (mL)": [float(v) for v in result.volumes_ml.values()]})
+    if label is not None:  # the label's volume of each structure beside the model's
+        counts = np.bincount(label.ravel().astype(np.int64), minlength=len(names))
+        voxel_ml = float(np.prod(spacing)) / 1000.0
+        vols["label volume (mL)"] = [float(counts[names.index(n)]) * voxel_ml if n in names else np.nan for n in vols["structure"]]
     st.dataframe(vols, hide_index=True, width="stretch")
 with right:
     st.subheader("Dice against the label")
-    if label_source is None:
-        st.caption("No label for this input, so no Dice.")
-    elif require(api, "load_label", "dice_per_class"):
+    if label is None:
+        st.caption("No label for this input, so no Dice." if label_source is None else "The label could not be used (see above).")
+    else:
         with friendly_errors("Computing Dice"):
-            label = label_volume(label_source)
-            dice = api.dice_per_class(mask, label, names)
+            dice = dice_of(key, image_source, label_source)
             dice_df = pd.DataFrame({"structure": list(dice), "Dice": [float(v) for v in dice.values()]})
             st.dataframe(dice_df, hide_index=True, width="stretch")
             st.metric("Mean Dice", f"{np.nanmean(dice_df['Dice']):.3f}")
 
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def mask_bytes(k: str, source: str) -> bytes:
+    return segment(k, source).to_nifti_bytes()
+
+
 with friendly_errors("Preparing the mask download"):
-    st.download_button("Download mask (NIfTI)", data=result.to_nifti_bytes(), file_name=f"{case_name}_mask.nii.gz",
+    st.download_button("Download mask (NIfTI)", data=mask_bytes(key, image_source), file_name=f"{case_name}_mask.nii.gz",
                        mime="application/gzip", key="med_download")

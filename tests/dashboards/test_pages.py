@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -142,23 +143,35 @@ def test_slice_overlay_blends_only_visible_classes():
 # ---- domain pages on tiny real runs ------------------------------------------------------------------
 def test_medical_page_segments_a_prepared_case(domain_run):
     domain_run("medical")
-    at = run_app(PAGES["medical"], timeout=180)
+    t0 = time.perf_counter()
+    at = run_app(PAGES["medical"], timeout=240)
+    first = time.perf_counter() - t0
     no_exception(at)
-    assert len(at.image) >= 3 if hasattr(at, "image") else True
     body = text_of(at)
     assert "Slices of" in body and "Volumes" in body
+    assert len(at.get("image")) >= 1, "no slice images"
     vols = next(d.value for d in at.dataframe if "volume (mL)" in d.value.columns)
     assert len(vols) >= 1 and (vols["volume (mL)"] >= 0).all()
     assert at.get("download_button"), "no mask download"
-    # opacity and slice controls work without re-segmenting into an error
+    # the chosen case is labelled (prepared tasks ship labels): Dice per structure in [0, 1]
+    dice = next(d.value for d in at.dataframe if "Dice" in d.value.columns)
+    assert len(dice) >= 1 and dice["Dice"].dropna().between(0, 1).all()
+    # viewer controls rerun from the caches: much faster than the first load (model + inference)
+    t0 = time.perf_counter()
     at.slider(key="med_opacity").set_value(0.8).run()
-    at.slider(key="med_axial").set_value(0).run()
+    rerun = time.perf_counter() - t0
     no_exception(at)
+    assert rerun < 0.5 * first, (rerun, first)
+    at.slider(key="med_axial").set_value(0).run()
+    for mode in ("Label", "Errors vs label"):
+        at.radio(key="med_overlay").set_value(mode).run()
+        no_exception(at)
+        assert any(mode in m.value for m in at.markdown) or "matches the label exactly" in text_of(at)
 
 
-def test_medical_page_refuses_a_bad_upload(domain_run):
+def test_medical_page_refuses_a_bad_upload_and_segments_a_good_one(domain_run):
     domain_run("medical")
-    at = run_app(PAGES["medical"], timeout=180)
+    at = run_app(PAGES["medical"], timeout=240)
     at.radio(key="med_source").set_value("Upload a scan").run()
     at.file_uploader(key="med_upload").upload("brain.nii.gz", b"this is not a scan", "application/gzip")
     at.run()
@@ -168,7 +181,15 @@ def test_medical_page_refuses_a_bad_upload(domain_run):
     at.file_uploader(key="med_upload").upload("flat.nii", _nifti_bytes(np.zeros((8, 8), np.float32)), "application/octet-stream")
     at.run()
     assert not at.exception
-    assert any("failed" in e.value and "3D" in e.value for e in at.error), [e.value for e in at.error]
+    assert any("failed" in e.value for e in at.error), [e.value for e in at.error]
+    # a real scan (a prepared case's image file) is segmented like a prepared case
+    import domains.medical.api as med
+
+    case = med.list_cases()[0]
+    at.file_uploader(key="med_upload").upload(Path(case["image"]).name, Path(case["image"]).read_bytes(), "application/gzip")
+    at.run()
+    no_exception(at)
+    assert "Slices of" in text_of(at)
 
 
 def _nifti_bytes(arr: np.ndarray) -> bytes:

@@ -274,8 +274,17 @@ def ray_init(address: str | None = None, num_cpus: int | None = None) -> bool:
         return False
     common = dict(logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
     if address:
+        host = _check_reachable(address)
+        if host is not None and _is_loopback(host):
+            # a cluster on 127.0.0.1 (see start_ray_cluster): stop Ray from swapping the loopback
+            # address for the machine's routable IP, where nothing listens
+            ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+        _use_token_auth_if_available()
         ray.init(address=address, **common)
     else:
+        # keep the private cluster on loopback: by default Ray swaps 127.0.0.1 for the machine's
+        # routable IP and listens there (this is the switch behind RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)
+        ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
@@ -286,6 +295,40 @@ def ray_init(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def _use_token_auth_if_available() -> None:
+    """`ray start` enables token auth by default (token in ~/.ray/auth_token, or RAY_AUTH_TOKEN*);
+    a driver joining with ``ray.init(address=...)`` must then send it. Ray does this for its own
+    CLI; do the same here unless RAY_AUTH_MODE says otherwise."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except Exception as e:  # noqa: BLE001 - private Ray API; fall back to Ray's own behaviour
+        log.debug(f"token auth setup skipped: {e}")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> str | None:
+    """Fail fast with a clear message instead of Ray's minutes of connection retries."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ScoringError(f"--address {address!r}: expected HOST:PORT of a Ray head node (e.g. 10.0.0.5:6379) or 'auto'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ScoringError(f"--address {address}: no Ray head node reachable there ({e}); start one with `ray start --head --port={port}`") from e
+    return host.strip("[]")
+
+
 def _run_ray(scorer: Scorer, pending: list[tuple[int, list[WorkItem]]], workers: int, address: str | None, on_result: Callable[[ChunkResult], None]) -> None:
     import json
 
@@ -293,6 +336,9 @@ def _run_ray(scorer: Scorer, pending: list[tuple[int, list[WorkItem]]], workers:
 
     connected = ray_init(address, num_cpus=None if address else max(workers, os.cpu_count() or 1))
     try:
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -307,8 +353,8 @@ def _run_ray(scorer: Scorer, pending: list[tuple[int, list[WorkItem]]], workers:
             num_cpus=1,
             batch_format="numpy",
             zero_copy_batch=True,
-            max_restarts=-1,  # a killed actor is replaced ...
-            max_task_retries=-1,  # ... and its chunk re-scored
+            # Ray Data's actor pool already defaults to max_restarts=-1 and max_task_retries=-1:
+            # a killed actor is replaced and its chunk re-scored (tested in test_scoring_ray.py)
         )
         for row in ds.iter_rows():
             on_result(ChunkResult.from_bytes(row["result"]))

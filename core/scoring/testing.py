@@ -73,10 +73,12 @@ class PriceFileScorer(Scorer):
 
     Fault switches for tests: ``sleep`` seconds per item; ``fail_ids`` raise (→ quarantine);
     ``crash_once_dir``: the first worker to score ``crash_id`` SIGKILLs itself (a dying worker or
-    actor), later attempts score normally. ``work`` adds CPU-bound matrix work per item.
+    actor), later attempts score normally. ``work`` adds CPU-bound matrix work per item;
+    ``load_log``: a file each ``load()`` appends its pid to.
     """
 
-    def __init__(self, sleep: float = 0.0, fail_ids: tuple[str, ...] = (), crash_id: str | None = None, crash_once_dir: str | None = None, work: int = 0):
+    def __init__(self, sleep: float = 0.0, fail_ids: tuple[str, ...] = (), crash_id: str | None = None, crash_once_dir: str | None = None, work: int = 0, load_log: str | None = None):
+        self.load_log = load_log  # each load() appends its pid here: proves one model load per worker/actor
         self.sleep = sleep
         self.fail_ids = tuple(fail_ids)
         self.crash_id = crash_id
@@ -90,6 +92,9 @@ class PriceFileScorer(Scorer):
     def load(self) -> None:
         self.window = 20
         self.loaded_pid = os.getpid()
+        if self.load_log:
+            with open(self.load_log, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
 
     def score(self, item: WorkItem) -> pd.DataFrame:
         if item.id in self.fail_ids:
@@ -171,9 +176,10 @@ class RayCluster:
     log: Path = field(default=None)  # type: ignore[assignment]
 
     def stop(self) -> None:
+        """Stop exactly this cluster: its own process group (``ray stop`` would stop every cluster of the user)."""
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=2)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
         try:
@@ -186,15 +192,17 @@ class RayCluster:
 def start_ray_cluster(num_cpus: int = 2, object_store_mb: int = 200, timeout: float = 90.0) -> RayCluster:
     """``ray start --head --block`` in its own process group, bound to 127.0.0.1 on free ports."""
     ray_bin = Path(sys.executable).with_name("ray")
-    gcs, client, agent_http, agent_grpc, runtime_env, metrics, node_mgr, obj_mgr = _free_ports(8)
+    gcs, agent_http, agent_grpc, runtime_env, metrics, node_mgr, obj_mgr = _free_ports(7)
     temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's unix sockets need a short path
     log = temp_dir / "ray-start.log"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes Ray keep 127.0.0.1 as the node address (by default it
+    # swaps a loopback --node-ip-address for the machine's routable IP and listens there)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     cmd = [
         str(ray_bin), "start", "--head", "--block",
         "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--num-cpus={num_cpus}",
         f"--object-store-memory={object_store_mb * 2**20}", "--include-dashboard=false",
-        f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent_http}",
+        f"--dashboard-agent-listen-port={agent_http}",
         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
         f"--metrics-export-port={metrics}", f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
         f"--temp-dir={temp_dir}", "--disable-usage-stats",
@@ -205,8 +213,9 @@ def start_ray_cluster(num_cpus: int = 2, object_store_mb: int = 200, timeout: fl
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            text = log.read_text(errors="replace")[-3000:]
             cluster.stop()
-            raise RuntimeError(f"ray start exited with {proc.returncode}: {log.read_text()[-2000:] if log.exists() else ''}")
+            raise RuntimeError(f"ray start exited with {proc.returncode}: {text}")
         if b"Ray runtime started" in log.read_bytes():
             return cluster
         time.sleep(0.2)

@@ -1,0 +1,58 @@
+"""Batch scoring engine on a real Ray cluster (``ray start --head`` on 127.0.0.1, 2 CPUs, started
+by the ``ray_address`` fixture): same bytes as the local engine, one model load per actor,
+an actor killed mid-chunk is replaced and the job completes exactly once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.scoring import file_items, read_output, read_quarantine, run_job
+from core.scoring.testing import PriceFileScorer, output_checksum, price_files, ray_address  # noqa: F401 - fixtures
+
+pytest.importorskip("ray")
+pytestmark = pytest.mark.timeout(180)
+
+
+def _pids(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_ray_engine_writes_the_same_bytes_as_local_loading_the_model_once_per_actor(ray_address, price_files, tmp_path):
+    items = file_items(price_files)
+    scorer = PriceFileScorer(fail_ids=(items[5].id,))
+    run_job(items, scorer, tmp_path / "local", engine="local", items_per_chunk=2, progress=False)
+    loads = tmp_path / "loads.txt"
+    ray_scorer = PriceFileScorer(fail_ids=(items[5].id,), load_log=str(loads))
+    summary = run_job(items, ray_scorer, tmp_path / "ray", engine="ray", workers=2, address=ray_address, items_per_chunk=2, progress=False)
+    assert (summary.engine, summary.chunks_done, summary.items_quarantined) == ("ray", 10, 1)
+    local_parts = sorted(p.name for p in (tmp_path / "local").glob("part-*.parquet"))
+    assert local_parts == sorted(p.name for p in (tmp_path / "ray").glob("part-*.parquet")) and len(local_parts) == 10
+    for name in local_parts:
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+    assert read_quarantine(tmp_path / "ray")["item_id"].tolist() == [items[5].id]
+    # scored by Ray actor processes, each loading the model once for its many chunks
+    workers = {json.loads(m.read_text())["worker"] for m in (tmp_path / "ray" / "_done").glob("*.json")}
+    pids = _pids(loads)
+    assert 1 <= len(pids) <= 2 and len(pids) == len(set(pids))
+    assert {w.split(":")[1] for w in workers} <= set(pids)
+
+
+def test_ray_actor_killed_mid_chunk_is_restarted_and_the_job_completes_exactly_once(ray_address, price_files, tmp_path):
+    items = file_items(price_files)
+    run_job(items, PriceFileScorer(), tmp_path / "ref", items_per_chunk=2, progress=False)
+    loads = tmp_path / "loads.txt"
+    scorer = PriceFileScorer(crash_id=items[7].id, crash_once_dir=str(tmp_path), load_log=str(loads))
+    summary = run_job(items, scorer, tmp_path / "ray", engine="ray", workers=2, address=ray_address, items_per_chunk=2, progress=False)
+    killed_pid = (tmp_path / "crashed").read_text()
+    assert killed_pid in _pids(loads)  # an actor really died (SIGKILL) while scoring chunk 3 ...
+    assert len(_pids(loads)) >= 2  # ... and a replacement actor loaded the model
+    assert summary.chunks_done == 10 and summary.rows_total == 20 * 400
+    out = read_output(tmp_path / "ray", verify=True)
+    assert not out.duplicated(["work_item", "date"]).any()
+    assert output_checksum(tmp_path / "ray") == output_checksum(tmp_path / "ref")
+    # a rerun on Ray skips everything
+    again = run_job(items, PriceFileScorer(), tmp_path / "ray", engine="ray", workers=2, address=ray_address, items_per_chunk=2, progress=False)
+    assert (again.chunks_done, again.chunks_skipped) == (0, 10)

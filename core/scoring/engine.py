@@ -85,7 +85,7 @@ def run_job(
     if skipped:
         log.info(f"{out}: {skipped}/{len(chunks)} chunks already committed, skipping them")
 
-    stats = {"done": 0, "items": 0, "quarantined": 0, "rows": 0}
+    stats: dict[str, float] = {"done": 0, "items": 0, "quarantined": 0, "rows": 0}
     committed: set[int] = set()
     bar = _progress_bar(progress, len(pending), engine, workers)
 
@@ -94,6 +94,8 @@ def run_job(
             return
         m = commit_chunk(out, res, len(chunks[res.chunk]))
         committed.add(res.chunk)
+        if "startup" not in stats:  # engine start + model load ≈ wait for the first result minus its compute
+            stats["startup"] = max(0.0, time.perf_counter() - t0 - res.seconds)
         stats["done"] += 1
         stats["items"] += m["scored"]
         stats["quarantined"] += m["quarantined"]
@@ -136,6 +138,7 @@ def run_job(
         rows_per_second=stats["rows"] / seconds if seconds > 0 else 0.0,
         fingerprint=fingerprint,
         worker_restarts=restarts,
+        startup_seconds=stats.get("startup", 0.0),
     )
     if len(markers) != len(chunks):  # pragma: no cover - engines raise before this
         raise ScoringError(f"{out}: only {len(markers)}/{len(chunks)} chunks committed; rerun to finish")
@@ -338,8 +341,8 @@ def _run_ray(scorer: Scorer, pending: list[tuple[int, list[WorkItem]]], workers:
     try:
         import logging
 
+        ctx = ray.data.DataContext.get_current()  # importing ray.data configures its loggers; quieten after
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-        ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         ctx.execution_options.verbose_progress = False

@@ -155,6 +155,7 @@ class JobSummary:
     rows_per_second: float
     fingerprint: str
     worker_restarts: int = 0
+    startup_seconds: float = 0.0  # engine start + model load, before the first chunk (approx.)
 
     def line(self) -> str:
         return (

@@ -223,14 +223,25 @@ def start_ray_cluster(num_cpus: int = 2, object_store_mb: int = 200, timeout: fl
     raise RuntimeError(f"ray start did not come up within {timeout}s")
 
 
+_SHARED: dict = {"cluster": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def ray_address():
-    """Address of a real 2-CPU Ray cluster on 127.0.0.1, started once per test session."""
-    cluster = start_ray_cluster()
+    """Address of a real 2-CPU Ray cluster on 127.0.0.1, started once per test session.
+
+    Importing this fixture into several test modules gives each module its own fixture
+    definition; they share one cluster (reference-counted) instead of starting one each."""
+    if _SHARED["cluster"] is None:
+        _SHARED["cluster"] = start_ray_cluster()
+    _SHARED["users"] += 1
     try:
-        yield cluster.address
+        yield _SHARED["cluster"].address
     finally:
-        cluster.stop()
+        _SHARED["users"] -= 1
+        if _SHARED["users"] == 0:
+            _SHARED["cluster"].stop()
+            _SHARED["cluster"] = None
 
 
 # ---------------------------------------------------------------------------------------------

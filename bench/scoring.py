@@ -1,0 +1,133 @@
+"""Batch scoring throughput: 1 vs 2 local worker processes vs Ray (2 actors), in one run.
+
+Workload: a small torch MLP (3×512 hidden, seeded weights — throughput does not depend on
+training) scores every trading day of the 20 real S&P 500 price series shipped with skfolio
+(8,313 days each) from its previous 64 log returns. Items are 1,000-row ranges of one ticker's
+CSV; each chunk is committed to Parquet like any production job. Each worker/actor uses one
+torch thread, so "1 worker" is one core of this 2-core machine.
+
+Writes the "scoring" section of BENCHMARKS.md:  .venv/bin/python bench/scoring.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from core.bench import machine_line, markdown_table, write_benchmark_section  # noqa: E402
+from core.scoring import Scorer, WorkItem, read_output, row_range_items, run_job  # noqa: E402
+from core.scoring.testing import frame_checksum  # noqa: E402
+
+WINDOW = 64
+
+
+class WindowMLPScorer(Scorer):
+    """Next-day return score for every day of one ticker's row range, from the previous 64 log returns."""
+
+    def __init__(self, hidden: int = 512, threads: int = 1, seed: int = 0):
+        self.hidden = hidden
+        self.threads = threads
+        self.seed = seed
+
+    def load(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        g = torch.Generator().manual_seed(self.seed)
+        h = self.hidden
+        layers = [torch.nn.Linear(WINDOW, h), torch.nn.GELU(), torch.nn.Linear(h, h), torch.nn.GELU(), torch.nn.Linear(h, h), torch.nn.GELU(), torch.nn.Linear(h, 1)]
+        self.model = torch.nn.Sequential(*layers).eval()
+        with torch.no_grad():
+            for p in self.model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * (1.0 / max(1, p.shape[-1]) ** 0.5))
+        self.torch = torch
+
+    def score(self, item: WorkItem) -> pd.DataFrame:
+        torch = self.torch
+        df = pd.read_csv(item.path)
+        close = df["close"].to_numpy(float)
+        logret = np.diff(np.log(close), prepend=np.log(close[0]))
+        start, stop = item.start, item.stop
+        idx = np.arange(start, stop)
+        padded = np.concatenate([np.zeros(WINDOW), logret])
+        windows = np.stack([padded[i : i + WINDOW] for i in idx])  # returns of days i-64..i-1
+        with torch.no_grad():
+            pred = self.model(torch.from_numpy(windows).float() * 100).squeeze(1).numpy()
+        return pd.DataFrame({"date": df["date"].to_numpy()[start:stop], "ticker": Path(item.path).stem, "score": pred.astype(np.float64)})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows-per-item", type=int, default=1000)
+    ap.add_argument("--items-per-chunk", type=int, default=4)
+    ap.add_argument("--tickers", type=int, default=20)
+    ap.add_argument("--no-write", action="store_true", help="print the table, do not touch BENCHMARKS.md")
+    args = ap.parse_args()
+
+    from skfolio.datasets import load_sp500_dataset
+
+    prices = load_sp500_dataset()
+    with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp:
+        tmp = Path(tmp)
+        items: list[WorkItem] = []
+        for ticker in list(prices.columns)[: args.tickers]:
+            p = tmp / "prices" / f"{ticker}.csv"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            prices[[ticker]].rename(columns={ticker: "close"}).rename_axis("date").to_csv(p)
+            items += row_range_items(p, len(prices), args.rows_per_item, prefix=ticker)
+        configs = [("local", 1), ("local", 2), ("ray", 2)]
+        results = []
+        checksums = {}
+        for engine, workers in configs:
+            out = tmp / f"out-{engine}-{workers}"
+            t0 = time.perf_counter()
+            s = run_job(items, WindowMLPScorer(), out, engine=engine, workers=workers, items_per_chunk=args.items_per_chunk, progress=False)
+            wall = time.perf_counter() - t0
+            checksums[(engine, workers)] = frame_checksum(read_output(out))
+            steady = s.seconds - s.startup_seconds
+            results.append({"engine": engine, "workers": workers, "items": s.items_scored, "rows": s.rows, "wall_s": wall, "startup_s": s.startup_seconds, "rows_per_s": s.rows / wall, "steady_rows_per_s": s.rows / steady if steady > 0 else float("nan")})
+            print(f"{engine}×{workers}: {wall:.1f}s wall ({s.startup_seconds:.1f}s engine start + model load), {s.rows} rows", flush=True)
+    ref = results[0]
+    rows = []
+    for r in results:
+        rows.append({
+            "engine × workers": f"{r['engine']} × {r['workers']}",
+            "rows": r["rows"],
+            "end-to-end throughput vs local×1": r["rows_per_s"] / ref["rows_per_s"],
+            "steady-state throughput vs local×1": r["steady_rows_per_s"] / ref["steady_rows_per_s"],
+            "engine start + model load (s)": round(r["startup_s"], 1),
+        })
+    identical = len(set(checksums.values())) == 1
+    md = f"""## Batch scoring (`bench/scoring.py`)
+
+{machine_line()}. Workload: a 3×512 torch MLP scores all {results[0]['rows']:,} trading days of {args.tickers} real S&P 500
+series (skfolio) from their previous 64 log returns; {len(items)} items of {args.rows_per_item} rows, {args.items_per_chunk} items per
+committed Parquet chunk; one torch thread per worker/actor. Ratios are against `local × 1` measured in the same run.
+End-to-end includes starting worker processes / a private Ray cluster and loading the model; steady-state
+excludes that start (time to the first committed chunk minus its compute). Outputs of all three runs
+identical (content checksum): **{'yes' if identical else 'NO'}**.
+
+{markdown_table(rows)}
+
+On 2 cores the ceiling is 2×; the machine is shared, so ratios are noisy. Ray's fixed start cost
+(raylet, GCS, actor processes) only pays off on jobs much longer than this one or on more machines
+(`--address`, see `core/scoring/README.md`)."""
+    print(md)
+    if not identical:
+        raise SystemExit("outputs differ between engines: " + repr(checksums))
+    if not args.no_write:
+        write_benchmark_section("scoring", md)
+
+
+if __name__ == "__main__":
+    main()

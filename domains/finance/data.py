@@ -47,7 +47,7 @@ from core.logging import get_logger
 
 __all__ = [
     "DATASETS", "PANEL_DATASET", "PriceDataError", "ValidationReport", "load_panel", "load_covariates",
-    "load_price_file", "validate_prices", "derive_returns", "STOCKS", "INDEX", "FACTORS",
+    "load_price_file", "validate_prices", "derive_returns", "load_inputs", "STOCKS", "INDEX", "FACTORS",
 ]
 
 log = get_logger("finance.data")
@@ -92,7 +92,7 @@ def _read_wide(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path, index_col=0)
     df.index = pd.to_datetime(df.index)
     df.index.name = "date"
-    return df.sort_index()
+    return df.apply(pd.to_numeric, errors="coerce").sort_index()  # e.g. "." marks a missing FRED value
 
 
 def derive_returns(panel: pd.DataFrame) -> pd.DataFrame:
@@ -134,7 +134,7 @@ DATASETS = [
         description="daily panel: 20 S&P 500 stocks + index + 5 factor ETFs, VIX/WTI covariates, 2014-2019",
         locate=_locate,
         build=_build,
-        version="1",
+        version="2",
         tags=["timeseries", "finance"],
     )
 ]
@@ -263,3 +263,18 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
     rep.rows_out = len(df)
     cols = ["date", "ticker", "close"] + [c for c in ("open", "high", "low", "volume") if c in df.columns]
     return df[cols], rep
+
+
+def load_inputs(data: str = "", tickers: list[str] | tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(panel, covariates) for a CLI: the bundled panel with VIX/WTI, or a user price file
+    without covariates (their inputs are then zero). ``tickers`` restricts the panel."""
+    if data:
+        panel, cov = load_price_file(data), None
+    else:
+        panel, cov = load_panel(), load_covariates()
+    if tickers:
+        unknown = sorted(set(tickers) - set(panel["ticker"]))
+        if unknown:
+            raise PriceDataError(f"unknown ticker(s) {unknown}; the data has {sorted(panel['ticker'].unique())}")
+        panel = panel[panel["ticker"].isin(list(tickers))].reset_index(drop=True)
+    return panel, cov

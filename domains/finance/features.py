@@ -1,0 +1,242 @@
+"""Model inputs: per-day features, fold-fitted normalisers, and pre-built window tensors.
+
+Feature roles in the TFT:
+
+* static categorical: ``ticker``;
+* known future reals (calendar of the target day): day-of-week and month-of-year on the unit circle;
+* observed reals (only known up to the forecast origin): standardised return, log realised
+  volatility, absolute return, market return (the S&P 500 index, or the cross-sectional mean when
+  the panel has no index), log VIX and WTI log return (zero when a panel has no covariates).
+
+Targets (both standardised, both forecast for days t+1..t+H as quantiles):
+``ret_z`` = log return / ticker's return std, and ``lrv_z`` = standardised log of ``rvol5``
+(the realised volatility of the 5 returns ending that day; at horizon 5 it is exactly the
+realised volatility of the forecast week).
+
+**No look-ahead.** :class:`FoldScaler` is fitted on rows dated ``<= cutoff`` only, and
+:meth:`PanelTensors.batch` zeroes every observed (non-calendar) input of the decoder window,
+so neither a normaliser nor an input of a forecast issued at origin ``t`` can see a value
+dated after ``t`` (``tests/finance/test_no_lookahead.py`` checks both by perturbing the future).
+
+:class:`PanelTensors` replaces pytorch-forecasting's ``TimeSeriesDataSet`` for training and
+prediction: the whole panel is one float32 matrix, a window is an index range into it, and a
+batch is a single gather — no DataFrame round-trips and a few bytes per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from domains.finance.data import INDEX, PriceDataError
+
+__all__ = ["QUANTILES", "KNOWN_REALS", "OBSERVED_REALS", "TARGETS", "base_features", "extend_future",
+           "FoldScaler", "PanelTensors"]
+
+QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+KNOWN_REALS = ["dow_sin", "dow_cos", "moy_sin", "moy_cos"]
+OBSERVED_REALS = ["ret_z", "lrv_z", "absret_z", "mkt_ret_z", "vix_z", "wti_ret_z"]
+TARGETS = ["ret_z", "lrv_z"]
+LRV_FLOOR = 1e-4  # log of a zero realised volatility (five flat days) is clipped here
+
+
+def _calendar(dates: pd.Series) -> pd.DataFrame:
+    d = pd.to_datetime(dates)
+    dow = d.dt.dayofweek.to_numpy(dtype=np.float32)
+    moy = (d.dt.month.to_numpy(dtype=np.float32) - 1)
+    return pd.DataFrame({
+        "dow_sin": np.sin(2 * np.pi * dow / 5), "dow_cos": np.cos(2 * np.pi * dow / 5),
+        "moy_sin": np.sin(2 * np.pi * moy / 12), "moy_cos": np.cos(2 * np.pi * moy / 12),
+    }, index=dates.index).astype(np.float32)
+
+
+def base_features(panel: pd.DataFrame, covariates: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Unscaled per-day features from a panel (``date, ticker, log_ret, rvol5``) and optional
+    covariates (``date, vix, wti``). Sorted by ticker, date; ``is_future`` is False."""
+    need = {"date", "ticker", "log_ret", "rvol5"}
+    if not need <= set(panel.columns):
+        raise PriceDataError(f"panel: missing columns {sorted(need - set(panel.columns))}; build it with domains.finance.data.derive_returns")
+    f = panel[["date", "ticker", "log_ret", "rvol5"]].copy()
+    f["date"] = pd.to_datetime(f["date"])
+    f = f.sort_values(["ticker", "date"]).reset_index(drop=True)
+    if f[["log_ret", "rvol5"]].isna().any().any():
+        raise PriceDataError("panel: NaN in log_ret/rvol5; validate the prices first (domains.finance.data.validate_prices)")
+    f["lrv"] = np.log(np.maximum(f["rvol5"].to_numpy(), LRV_FLOOR))
+    f["absret"] = f["log_ret"].abs()
+    if INDEX in set(f["ticker"]):
+        mkt = f.loc[f["ticker"] == INDEX, ["date", "log_ret"]].set_index("date")["log_ret"]
+    else:
+        mkt = f.groupby("date")["log_ret"].mean()
+    f["mkt_ret"] = f["date"].map(mkt).fillna(0.0).to_numpy()
+    if covariates is not None and len(covariates):
+        cov = covariates.copy()
+        cov["date"] = pd.to_datetime(cov["date"])
+        cov = cov.sort_values("date").set_index("date")
+        cov["lvix"] = np.log(cov["vix"])
+        cov["wti_ret"] = np.log(cov["wti"].clip(lower=1e-3)).diff().fillna(0.0)
+        # as-of join: the latest covariate value on or before each date (past only)
+        idx = cov.index.searchsorted(f["date"].to_numpy(), side="right") - 1
+        ok = idx >= 0
+        f["lvix"] = np.where(ok, cov["lvix"].to_numpy()[np.clip(idx, 0, None)], np.nan)
+        f["wti_ret"] = np.where(ok, cov["wti_ret"].to_numpy()[np.clip(idx, 0, None)], 0.0)
+        f["lvix"] = f["lvix"].fillna(float(np.nanmean(cov["lvix"].iloc[:1])) if len(cov) else 0.0)
+    else:
+        f["lvix"] = 0.0
+        f["wti_ret"] = 0.0
+    f = pd.concat([f, _calendar(f["date"])], axis=1)
+    f["is_future"] = False
+    return f
+
+
+def extend_future(feat: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """Append ``horizon`` business days after each ticker's last date (calendar only, observed
+    values NaN) so a forecast from the latest origin has a decoder window."""
+    rows = []
+    for t, g in feat.groupby("ticker", sort=False):
+        last = g["date"].iloc[-1]
+        fut = pd.bdate_range(last + pd.offsets.BDay(1), periods=horizon)
+        rows.append(pd.DataFrame({"date": fut, "ticker": t}))
+    fut = pd.concat(rows, ignore_index=True)
+    fut = pd.concat([fut, _calendar(fut["date"])], axis=1)
+    fut["is_future"] = True
+    out = pd.concat([feat, fut], ignore_index=True)
+    return out.sort_values(["ticker", "date"]).reset_index(drop=True)
+
+
+@dataclass
+class FoldScaler:
+    """Standardisation fitted on rows dated ``<= cutoff`` only: per ticker for return and
+    volatility, across the panel for the market covariates."""
+
+    cutoff: str
+    ret_scale: dict[str, float]
+    absret_scale: dict[str, float]
+    lrv_center: dict[str, float]
+    lrv_scale: dict[str, float]
+    cov_stats: dict[str, list[float]]
+
+    @classmethod
+    def fit(cls, feat: pd.DataFrame, cutoff: pd.Timestamp | str | None = None) -> "FoldScaler":
+        cutoff = pd.Timestamp(cutoff) if cutoff is not None else feat.loc[~feat["is_future"], "date"].max()
+        tr = feat[(feat["date"] <= cutoff) & ~feat["is_future"]]
+        if tr.empty:
+            raise PriceDataError(f"no data on or before cutoff {cutoff:%Y-%m-%d} to fit the normalisers")
+        g = tr.groupby("ticker")
+        ret_scale = g["log_ret"].apply(lambda s: float(np.sqrt(np.mean(s.to_numpy() ** 2)))).clip(lower=1e-6)
+        absret_scale = g["absret"].mean().clip(lower=1e-6)
+        lrv_c = g["lrv"].mean()
+        lrv_s = g["lrv"].std().fillna(1.0).clip(lower=1e-3)
+        cov = {}
+        for c in ("mkt_ret", "lvix", "wti_ret"):
+            v = tr.drop_duplicates("date")[c].to_numpy(dtype=float)
+            cov[c] = [float(np.mean(v)), float(max(np.std(v), 1e-6))]
+        return cls(str(pd.Timestamp(cutoff).date()), ret_scale.to_dict(), absret_scale.to_dict(), lrv_c.to_dict(), lrv_s.to_dict(), cov)
+
+    def tickers(self) -> list[str]:
+        return sorted(self.ret_scale)
+
+    def transform(self, feat: pd.DataFrame) -> pd.DataFrame:
+        unknown = sorted(set(feat["ticker"]) - set(self.ret_scale))
+        if unknown:
+            raise PriceDataError(f"ticker(s) {unknown[:5]} have no history on or before {self.cutoff} to normalise with")
+        z = feat.copy()
+        t = z["ticker"]
+        z["ret_z"] = z["log_ret"] / t.map(self.ret_scale)
+        z["absret_z"] = z["absret"] / t.map(self.absret_scale) - 1.0
+        z["lrv_z"] = (z["lrv"] - t.map(self.lrv_center)) / t.map(self.lrv_scale)
+        for c, out in (("mkt_ret", "mkt_ret_z"), ("lvix", "vix_z"), ("wti_ret", "wti_ret_z")):
+            m, s = self.cov_stats[c]
+            z[out] = (z[c] - m) / s
+        return z
+
+    def ret_to_raw(self, tickers: np.ndarray, z: np.ndarray) -> np.ndarray:
+        s = np.array([self.ret_scale[t] for t in tickers])
+        return z * s.reshape((-1,) + (1,) * (z.ndim - 1))
+
+    def rvol_to_raw(self, tickers: np.ndarray, z: np.ndarray) -> np.ndarray:
+        c = np.array([self.lrv_center[t] for t in tickers]).reshape((-1,) + (1,) * (z.ndim - 1))
+        s = np.array([self.lrv_scale[t] for t in tickers]).reshape((-1,) + (1,) * (z.ndim - 1))
+        return np.exp(z * s + c)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FoldScaler":
+        return cls(**d)
+
+
+class PanelTensors:
+    """The scaled panel as one float32 matrix; windows are index ranges, batches are gathers.
+
+    ``reals`` must be the model's ``hparams.x_reals`` order; ``ticker_index`` maps a ticker to its
+    embedding index (the TFT's categorical encoder)."""
+
+    def __init__(self, zfeat: pd.DataFrame, reals: list[str], ticker_index: dict[str, int], encoder_length: int, horizon: int):
+        zfeat = zfeat.sort_values(["ticker", "date"]).reset_index(drop=True)
+        missing = [t for t in zfeat["ticker"].unique() if t not in ticker_index]
+        if missing:
+            raise PriceDataError(f"ticker(s) {missing[:5]} are unknown to this model (known: {len(ticker_index)} tickers); fine-tune it with domains.finance.transfer")
+        self.L, self.H = encoder_length, horizon
+        self.reals = list(reals)
+        self.frame = zfeat[["date", "ticker", "is_future"]].copy()
+        vals = zfeat[self.reals].to_numpy(dtype=np.float32, na_value=np.nan)
+        self.values = torch.from_numpy(np.nan_to_num(vals, nan=0.0))
+        self.targets = torch.from_numpy(zfeat[TARGETS].to_numpy(dtype=np.float32, na_value=np.nan))
+        self.codes = torch.from_numpy(zfeat["ticker"].map(ticker_index).to_numpy(dtype=np.int64))
+        self.dates = zfeat["date"].to_numpy()
+        self.tickers = zfeat["ticker"].to_numpy()
+        self.is_future = zfeat["is_future"].to_numpy(dtype=bool)
+        first = zfeat.groupby("ticker", sort=False).cumcount().to_numpy()
+        size = zfeat.groupby("ticker", sort=False)["ticker"].transform("size").to_numpy()
+        self._pos, self._size = first, size
+        observed = set(OBSERVED_REALS)
+        self._decoder_mask = torch.tensor([0.0 if r in observed else 1.0 for r in self.reals])
+        self._arange = torch.arange(self.L + self.H)
+
+    def origins(self, start=None, end=None, tickers=None, need_targets: bool = True) -> np.ndarray:
+        """Row indices ``o`` usable as forecast origins: a full encoder ending at ``o`` and a decoder
+        of ``H`` rows after it (with observed targets when ``need_targets``), dated in [start, end]."""
+        ok = (self._pos >= self.L - 1) & (self._pos + self.H < self._size) & ~self.is_future
+        if start is not None:
+            ok &= self.dates >= np.datetime64(pd.Timestamp(start))
+        if end is not None:
+            ok &= self.dates <= np.datetime64(pd.Timestamp(end))
+        if tickers is not None:
+            ok &= np.isin(self.tickers, list(tickers))
+        idx = np.nonzero(ok)[0]
+        if need_targets and len(idx):
+            fut = idx[:, None] + np.arange(1, self.H + 1)[None, :]
+            good = ~self.is_future[fut].any(axis=1)
+            idx = idx[good]
+        return idx
+
+    def latest_origins(self, tickers=None) -> np.ndarray:
+        """The last observed row of each ticker (needs :func:`extend_future` rows after it)."""
+        last_obs = ~self.is_future & (np.roll(self.is_future, -1) | (self._pos == self._size - 1))
+        idx = np.nonzero(last_obs & (self._pos >= self.L - 1) & (self._pos + self.H < self._size))[0]
+        if tickers is not None:
+            idx = idx[np.isin(self.tickers[idx], list(tickers))]
+        return idx
+
+    def batch(self, origins) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """TFT input dict and decoder targets for forecasts issued at rows ``origins``."""
+        o = torch.as_tensor(np.asarray(origins), dtype=torch.long)
+        rows = (o - (self.L - 1)).unsqueeze(1) + self._arange
+        cont = self.values[rows]
+        enc, dec = cont[:, : self.L], cont[:, self.L:] * self._decoder_mask  # observed inputs of the future are zeroed
+        cat = self.codes[rows].unsqueeze(-1)
+        n = len(o)
+        tgt = self.targets[rows[:, self.L:]]
+        x = {
+            "encoder_cat": cat[:, : self.L], "decoder_cat": cat[:, self.L:],
+            "encoder_cont": enc, "decoder_cont": dec,
+            "encoder_lengths": torch.full((n,), self.L, dtype=torch.long),
+            "decoder_lengths": torch.full((n,), self.H, dtype=torch.long),
+            "target_scale": [torch.tensor([[0.0, 1.0]]).expand(n, 2) for _ in TARGETS],
+            "encoder_target": [self.targets[rows[:, : self.L], k] for k in range(len(TARGETS))],
+        }
+        return x, [tgt[..., k] for k in range(len(TARGETS))]

@@ -1,0 +1,110 @@
+"""TFT interpretability: variable-selection weights (static, encoder, decoder) and attention
+over encoder lags, averaged over recent forecast origins — saved as CSV and plots.
+
+    python -m domains.finance.interpret --run-dir runs/finance/<backtest-or-train-run>
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.io import atomic_path, atomic_write_text
+from core.logging import get_logger
+
+__all__ = ["interpret", "main"]
+
+log = get_logger("finance.interpret")
+
+
+def interpret(forecaster, feat: pd.DataFrame, out_dir: str | Path, last_days: int = 63) -> dict[str, pd.DataFrame]:
+    """Variable importances and attention for origins in the last ``last_days`` days of ``feat``."""
+    from domains.finance.model import predict_quantiles
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = forecaster.model
+    z = forecaster.scaler.transform(feat)
+    T = forecaster.tensors(z)
+    o = T.origins(need_targets=False)
+    dates = T.dates[o]
+    o = o[dates >= np.sort(np.unique(dates))[-min(last_days, len(np.unique(dates)))]]
+    res = predict_quantiles(model, T, o, return_attention=True)
+    rows = []
+    for kind, names, w in (("static", model.static_variables, res["static_variables"]),
+                           ("encoder", model.encoder_variables, res["encoder_variables"]),
+                           ("decoder", model.decoder_variables, res["decoder_variables"])):
+        w = np.asarray(w).reshape(len(o), -1)
+        mean = w.mean(axis=0)
+        rows += [{"kind": kind, "variable": n, "importance": float(v)} for n, v in zip(names, mean / max(mean.sum(), 1e-12))]
+    imp = pd.DataFrame(rows).sort_values(["kind", "importance"], ascending=[True, False])
+    att = res["attention"]  # (n, H, L)
+    L = att.shape[-1]
+    att_df = pd.DataFrame([{"horizon": h + 1, "lag": lag - L + 1, "attention": float(att[:, h, lag].mean())}
+                           for h in range(att.shape[1]) for lag in range(L)])
+    per_ticker = pd.DataFrame(att.mean(axis=1), columns=[f"lag_{lag - L + 1}" for lag in range(L)])
+    per_ticker.insert(0, "ticker", T.tickers[o])
+    per_ticker = per_ticker.groupby("ticker").mean().reset_index()
+    atomic_write_text(out_dir / "variable_importance.csv", imp.to_csv(index=False))
+    atomic_write_text(out_dir / "attention.csv", att_df.to_csv(index=False))
+    atomic_write_text(out_dir / "attention_by_ticker.csv", per_ticker.to_csv(index=False))
+    _plots(imp, att_df, out_dir)
+    return {"variable_importance": imp, "attention": att_df, "attention_by_ticker": per_ticker}
+
+
+def _plots(imp: pd.DataFrame, att: pd.DataFrame, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for ax, kind in zip(axes, ["static", "encoder", "decoder"]):
+        g = imp[imp["kind"] == kind].sort_values("importance")
+        ax.barh(g["variable"], g["importance"])
+        ax.set_title(f"{kind} variable importance")
+    with atomic_path(out_dir / "variable_importance.png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for h, g in att.groupby("horizon"):
+        ax.plot(g["lag"], g["attention"], label=f"h={h}")
+    ax.set_xlabel("encoder day relative to the forecast origin")
+    ax.set_ylabel("mean attention")
+    ax.set_title("TFT attention over the encoder window")
+    ax.legend(fontsize=8)
+    with atomic_path(out_dir / "attention.png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from core.runs import latest_run_dir
+    from domains.finance.data import load_inputs
+    from domains.finance.features import base_features
+    from domains.finance.model import Forecaster
+
+    p = argparse.ArgumentParser(prog="python -m domains.finance.interpret", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-dir", default=None, help="a finance train/backtest run (default: the latest)")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--data", default="", help="price file (default: bundled panel)")
+    args = p.parse_args(argv)
+    try:
+        run_dir = Path(args.run_dir) if args.run_dir else latest_run_dir("finance", args.runs_dir)
+        fc = Forecaster.load(run_dir / "model")
+        panel, cov = load_inputs(args.data, [t for t in fc.tickers])
+        interpret(fc, base_features(panel, cov), run_dir / "interpretation")
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"Run directory: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""One global Temporal Fusion Transformer (pytorch-forecasting) across tickers.
+
+The network is pytorch-forecasting's ``TemporalFusionTransformer`` built ``from_dataset`` on a
+tiny ``TimeSeriesDataSet`` template (so variable roles, embeddings and the two-target
+``MultiLoss([QuantileLoss, QuantileLoss])`` are exactly the library's), with identity scalers:
+all normalisation is done by our fold-fitted :class:`~domains.finance.features.FoldScaler`.
+Training and prediction then run on :class:`~domains.finance.features.PanelTensors` batches —
+the library's ``TimeSeriesDataSet`` pipeline is only the reference in ``bench/finance.py``.
+
+A trained :class:`Forecaster` is saved as ``model.safetensors`` (weights) + ``forecaster.json``
+(spec, tickers, scaler) — no pickles; :meth:`Forecaster.load` rebuilds the network and loads the
+weights safely.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.checkpoint import load_weights, save_weights
+from core.io import atomic_write_json
+from core.logging import get_logger
+from core.progress import progress
+from domains.finance.features import KNOWN_REALS, OBSERVED_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors
+
+__all__ = ["TFTSpec", "build_tft", "build_timeseries_dataset", "Forecaster", "fit", "predict_quantiles", "quantile_columns"]
+
+log = get_logger("finance.model")
+warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module` and is already saved during checkpointing.*")
+warnings.filterwarnings("ignore", message=".*Attribute 'loss' is an instance of `nn.Module`.*")
+warnings.filterwarnings("ignore", message=".*Attribute 'logging_metrics' is an instance of `nn.Module`.*")
+
+
+@dataclass
+class TFTSpec:
+    encoder_length: int = 63
+    horizon: int = 5
+    hidden_size: int = 16
+    attention_heads: int = 2
+    hidden_continuous_size: int = 8
+    lstm_layers: int = 1
+    dropout: float = 0.1
+    quantiles: tuple[float, ...] = QUANTILES
+
+
+def quantile_columns(quantiles=QUANTILES) -> list[str]:
+    return [f"q_{q:g}" for q in quantiles]
+
+
+def _template_frame(tickers: list[str], spec: TFTSpec) -> pd.DataFrame:
+    n = spec.encoder_length + spec.horizon + 1
+    rows = []
+    for t in tickers:
+        d = {"ticker": t, "time_idx": np.arange(n)}
+        for c in KNOWN_REALS + OBSERVED_REALS:
+            d[c] = np.zeros(n, dtype=np.float32)
+        rows.append(pd.DataFrame(d))
+    return pd.concat(rows, ignore_index=True)
+
+
+def build_timeseries_dataset(frame: pd.DataFrame, spec: TFTSpec, tickers: list[str], predict: bool = False):
+    """pytorch-forecasting's ``TimeSeriesDataSet`` over an already-scaled frame (needs a
+    ``time_idx`` column): used as the model template and as the library reference in benchmarks."""
+    from pytorch_forecasting import TimeSeriesDataSet
+    from pytorch_forecasting.data import MultiNormalizer, NaNLabelEncoder, TorchNormalizer
+
+    encoder = NaNLabelEncoder(add_nan=True).fit(pd.Series(sorted(tickers)))
+    return TimeSeriesDataSet(
+        frame,
+        time_idx="time_idx",
+        target=list(TARGETS),
+        group_ids=["ticker"],
+        max_encoder_length=spec.encoder_length,
+        min_encoder_length=spec.encoder_length,
+        max_prediction_length=spec.horizon,
+        min_prediction_length=spec.horizon,
+        static_categoricals=["ticker"],
+        time_varying_known_reals=list(KNOWN_REALS),
+        time_varying_unknown_reals=list(OBSERVED_REALS),
+        target_normalizer=MultiNormalizer([TorchNormalizer(method="identity") for _ in TARGETS]),
+        scalers={c: None for c in KNOWN_REALS + OBSERVED_REALS if c not in TARGETS},
+        categorical_encoders={"ticker": encoder},
+        add_relative_time_idx=False,
+        add_target_scales=False,
+        add_encoder_length=False,
+        predict_mode=predict,
+    )
+
+
+def build_tft(spec: TFTSpec, tickers: list[str], learning_rate: float = 3e-3):
+    """A fresh TFT for ``tickers`` (embedding index = position in ``sorted(tickers)`` + 1)."""
+    from pytorch_forecasting import TemporalFusionTransformer
+    from pytorch_forecasting.metrics import MultiLoss, QuantileLoss
+
+    tsd = build_timeseries_dataset(_template_frame(sorted(tickers), spec), spec, tickers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TemporalFusionTransformer.from_dataset(
+            tsd,
+            hidden_size=spec.hidden_size,
+            attention_head_size=spec.attention_heads,
+            hidden_continuous_size=spec.hidden_continuous_size,
+            lstm_layers=spec.lstm_layers,
+            dropout=spec.dropout,
+            loss=MultiLoss([QuantileLoss(quantiles=list(spec.quantiles)) for _ in TARGETS]),
+            learning_rate=learning_rate,
+            log_interval=-1,
+            reduce_on_plateau_patience=1000,
+        )
+    model.ticker_index = {t: int(i) for t, i in tsd.categorical_encoders["ticker"].classes_.items()}
+    return model
+
+
+def pinball_loss(model, out_pred: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """Mean of pytorch-forecasting's ``QuantileLoss`` over both targets (normalised units)."""
+    total = 0.0
+    for metric, p, y in zip(model.loss.metrics, out_pred, targets):
+        total = total + metric.loss(p, y).mean()
+    return total / len(targets)
+
+
+def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, batch_size: int = 128,
+        max_batches: int | None = 60, lr: float = 3e-3, weight_decay: float = 1e-5, seed: int = 0,
+        optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
+        on_epoch_end: Callable[[int, float, torch.optim.Optimizer], None] | None = None, desc: str = "train") -> list[float]:
+    """Plain mini-batch training on pre-built tensors (random origins each epoch). Returns the
+    mean training loss per epoch."""
+    if len(origins) == 0:
+        raise ValueError("no training windows: the history is shorter than encoder_length + horizon")
+    opt = optimizer or torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    n_batches = math.ceil(len(origins) / batch_size)
+    if max_batches:
+        n_batches = min(n_batches, max_batches)
+    losses = []
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        # one generator per epoch: a resumed run draws the same windows as an uninterrupted one
+        perm = torch.randperm(len(origins), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        run = 0.0
+        bar = progress(range(n_batches), desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False)
+        for b in bar:
+            idx = origins[perm[b * batch_size:(b + 1) * batch_size].numpy()]
+            x, y = tensors.batch(idx)
+            out = model(x)
+            loss = pinball_loss(model, out["prediction"], y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            opt.step()
+            run += loss.item()
+            bar.set_postfix(loss=f"{run / (b + 1):.4f}")
+        losses.append(run / n_batches)
+        log.info(f"{desc} epoch {epoch + 1}/{epochs}: pinball {losses[-1]:.4f} ({n_batches} batches)")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, losses[-1], opt)
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def predict_quantiles(model, tensors: PanelTensors, origins: np.ndarray, batch_size: int = 1024, return_attention: bool = False):
+    """Direct batched forward: normalised quantiles, (n, H, Q) per target, sorted along Q."""
+    model.eval()
+    outs: list[list[np.ndarray]] = [[] for _ in TARGETS]
+    attn, enc_w, dec_w, stat_w = [], [], [], []
+    for s in range(0, len(origins), batch_size):
+        x, _ = tensors.batch(origins[s:s + batch_size])
+        out = model(x)
+        for k, p in enumerate(out["prediction"]):
+            outs[k].append(torch.sort(p, dim=-1).values.numpy())
+        if return_attention:
+            attn.append(out["encoder_attention"].mean(dim=2).numpy())  # mean over heads: (n, H, L)
+            enc_w.append(out["encoder_variables"].squeeze(-2).mean(dim=1).numpy())
+            dec_w.append(out["decoder_variables"].squeeze(-2).mean(dim=1).numpy())
+            stat_w.append(out["static_variables"].squeeze(-2).numpy() if out["static_variables"].ndim > 1 else out["static_variables"].numpy())
+    res = {name: np.concatenate(o) if o else np.zeros((0, tensors.H, len(QUANTILES))) for name, o in zip(TARGETS, outs)}
+    if return_attention:
+        res.update(attention=np.concatenate(attn), encoder_variables=np.concatenate(enc_w),
+                   decoder_variables=np.concatenate(dec_w), static_variables=np.concatenate(stat_w))
+    return res
+
+
+@dataclass
+class Forecaster:
+    """A trained TFT with everything needed to turn a price panel into raw-unit quantiles."""
+
+    model: torch.nn.Module
+    spec: TFTSpec
+    scaler: FoldScaler
+    tickers: list[str]
+    info: dict = field(default_factory=dict)
+
+    def tensors(self, zfeat: pd.DataFrame) -> PanelTensors:
+        return PanelTensors(zfeat, list(self.model.hparams.x_reals), self.model.ticker_index, self.spec.encoder_length, self.spec.horizon)
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        save_weights(directory / "model.safetensors", self.model)
+        atomic_write_json(directory / "forecaster.json", {
+            "format": "finance-tft-v1", "spec": asdict(self.spec), "scaler": self.scaler.to_dict(),
+            "tickers": self.tickers, "ticker_index": self.model.ticker_index, "info": self.info,
+            "inputs": {"static_categoricals": ["ticker"], "known_future_reals": KNOWN_REALS, "observed_reals": OBSERVED_REALS},
+            "outputs": {"targets": {"ret_z": "daily log return", "lrv_z": "log 5-day realised volatility"},
+                        "quantiles": list(self.spec.quantiles), "horizon_days": self.spec.horizon},
+        })
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Forecaster":
+        directory = Path(directory)
+        meta_path = directory / "forecaster.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{directory} holds no trained finance forecaster (forecaster.json); train one with `python -m domains.finance.train`")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != "finance-tft-v1":
+            raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}")
+        spec_d = dict(meta["spec"])
+        spec_d["quantiles"] = tuple(spec_d["quantiles"])
+        spec = TFTSpec(**spec_d)
+        model = build_tft(spec, meta["tickers"])
+        model.ticker_index = {k: int(v) for k, v in meta["ticker_index"].items()}
+        load_weights(directory / "model.safetensors", model)
+        model.eval()
+        return cls(model, spec, FoldScaler.from_dict(meta["scaler"]), list(meta["tickers"]), meta.get("info", {}))
+
+    def to_raw(self, tickers: np.ndarray, pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Normalised quantiles → log-return and realised-volatility quantiles."""
+        return {"ret": self.scaler.ret_to_raw(tickers, pred["ret_z"]), "rvol": self.scaler.rvol_to_raw(tickers, pred["lrv_z"])}

@@ -23,6 +23,7 @@ from core.scoring.job import (
     ChunkResult,
     JobSummary,
     Scorer,
+    ScorerLoadError,
     ScoringError,
     WorkItem,
     _markers,
@@ -157,6 +158,15 @@ def _progress_bar(enabled: bool, total: int, engine: str, workers: int):
 # local engine
 
 _WORKER_SCORER: Scorer | None = None
+_WORKER_LOAD_ERROR: str | None = None
+
+
+def _load_scorer(scorer: Scorer) -> None:
+    """``scorer.load()``; a failure is a job-level error (bad checkpoint path, …), not a worker crash."""
+    try:
+        scorer.load()
+    except Exception as e:  # noqa: BLE001
+        raise ScorerLoadError(f"{type(scorer).__name__}.load() failed: {type(e).__name__}: {e}") from e
 
 
 def _set_parent_death_signal() -> None:
@@ -181,7 +191,12 @@ def _init_worker(scorer_bytes: bytes, threads: int) -> None:
         os.environ[var] = str(threads)
     os.environ.setdefault("SUITE_PROGRESS", "0")
     scorer = pickle.loads(scorer_bytes)  # our own object from the driver, never a user file
-    scorer.load()
+    try:
+        _load_scorer(scorer)
+    except ScorerLoadError as e:  # reported by the first task: an initializer error would only "break" the pool
+        global _WORKER_LOAD_ERROR
+        _WORKER_LOAD_ERROR = str(e)
+        return
     _WORKER_SCORER = scorer
     import sys
 
@@ -190,6 +205,8 @@ def _init_worker(scorer_bytes: bytes, threads: int) -> None:
 
 
 def _score_in_worker(chunk: int, items: list[WorkItem]) -> ChunkResult:
+    if _WORKER_LOAD_ERROR is not None:
+        raise ScorerLoadError(_WORKER_LOAD_ERROR)
     assert _WORKER_SCORER is not None, "worker not initialised"
     return score_chunk(_WORKER_SCORER, chunk, items)
 
@@ -198,7 +215,7 @@ def _run_local(scorer_bytes: bytes, pending: list[tuple[int, list[WorkItem]]], w
     if workers == 1:
         # in-process: a private copy, so the caller's scorer keeps its config-only state
         scorer = pickle.loads(scorer_bytes)
-        scorer.load()
+        _load_scorer(scorer)
         for i, items in pending:
             on_result(score_chunk(scorer, i, items))
         return 0
@@ -248,9 +265,15 @@ class _RayChunkScorer:
     def __init__(self, scorer: Scorer):
         os.environ.setdefault("SUITE_PROGRESS", "0")
         self.scorer = scorer
-        self.scorer.load()
+        self.load_error: str | None = None
+        try:
+            _load_scorer(self.scorer)
+        except ScorerLoadError as e:  # raising here would make Ray restart the actor forever
+            self.load_error = str(e)
 
     def __call__(self, batch: dict) -> dict:
+        if self.load_error is not None:
+            raise ScorerLoadError(self.load_error)
         import json
 
         import numpy as np
@@ -312,6 +335,11 @@ def _use_token_auth_if_available() -> None:
         log.debug(f"token auth setup skipped: {e}")
 
 
+def _last_line_with(text: str, needle: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if needle in ln]
+    return lines[-1].split(needle + ": ", 1)[-1] if lines else text.strip().splitlines()[-1]
+
+
 def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
@@ -359,8 +387,19 @@ def _run_ray(scorer: Scorer, pending: list[tuple[int, list[WorkItem]]], workers:
             # Ray Data's actor pool already defaults to max_restarts=-1 and max_task_retries=-1:
             # a killed actor is replaced and its chunk re-scored (tested in test_scoring_ray.py)
         )
-        for row in ds.iter_rows():
-            on_result(ChunkResult.from_bytes(row["result"]))
+        try:
+            for row in ds.iter_rows():
+                on_result(ChunkResult.from_bytes(row["result"]))
+        except ScoringError:
+            raise
+        except Exception as e:  # noqa: BLE001 - Ray wraps the worker's exception; surface its message
+            cause = e
+            while getattr(cause, "cause", None) is not None or cause.__cause__ is not None:
+                cause = getattr(cause, "cause", None) or cause.__cause__
+            if isinstance(cause, ScorerLoadError) or "ScorerLoadError" in str(e):
+                msg = str(cause) if isinstance(cause, ScorerLoadError) else _last_line_with(str(e), "ScorerLoadError")
+                raise ScorerLoadError(msg) from e
+            raise ScoringError(f"Ray job failed ({type(e).__name__}): {str(e).strip().splitlines()[-1][:500]}; committed chunks are kept, rerun to continue") from e
     finally:
         if connected:
             ray.shutdown()

@@ -43,6 +43,7 @@ __all__ = [
     "ChunkResult",
     "ScoringError",
     "JobMismatchError",
+    "ScorerLoadError",
     "job_fingerprint",
     "read_output",
     "read_quarantine",
@@ -67,6 +68,10 @@ class ScoringError(Exception):
 
 class JobMismatchError(ScoringError):
     """``out_dir`` holds a job with other items or another scorer config."""
+
+
+class ScorerLoadError(ScoringError):
+    """``Scorer.load()`` failed in a worker/actor (missing checkpoint, bad config): the job stops."""
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ class PriceFileScorer(Scorer):
         return {"work": self.work}
 
     def load(self) -> None:
+        if self.work < 0:
+            raise FileNotFoundError(f"work={self.work}: no such model (a load() that fails, for tests)")
         self.window = 20
         self.loaded_pid = os.getpid()
         if self.load_log:

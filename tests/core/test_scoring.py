@@ -206,3 +206,27 @@ def test_cli_reports_a_job_mismatch_in_one_line(price_files, tmp_path):
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "error:" in r.stderr and "--overwrite" in r.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_model_load_stops_the_job_with_its_reason(price_files, tmp_path, workers):
+    from core.scoring import ScorerLoadError
+
+    with pytest.raises(ScorerLoadError, match=r"PriceFileScorer.load\(\) failed: FileNotFoundError: work=-1: no such model"):
+        run_job(file_items(price_files), PriceFileScorer(work=-1), tmp_path / "out", workers=workers, progress=False)
+    assert not list((tmp_path / "out" / "_done").glob("*.json"))
+
+
+def test_unreachable_ray_address_fails_fast_with_a_clear_error(price_files, tmp_path):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    t0 = time.monotonic()
+    with pytest.raises(ScoringError, match=f"--address 127.0.0.1:{port}: no Ray head node reachable"):
+        run_job(file_items(price_files), PriceFileScorer(), tmp_path / "out", engine="ray", address=f"127.0.0.1:{port}", progress=False)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(ScoringError, match="only applies to --engine ray"):
+        run_job(file_items(price_files), PriceFileScorer(), tmp_path / "out2", address=f"127.0.0.1:{port}", progress=False)

@@ -56,3 +56,10 @@ def test_ray_actor_killed_mid_chunk_is_restarted_and_the_job_completes_exactly_o
     # a rerun on Ray skips everything
     again = run_job(items, PriceFileScorer(), tmp_path / "ray", engine="ray", workers=2, address=ray_address, items_per_chunk=2, progress=False)
     assert (again.chunks_done, again.chunks_skipped) == (0, 10)
+
+
+def test_a_failing_model_load_on_ray_stops_the_job_with_its_reason(ray_address, price_files, tmp_path):
+    from core.scoring import ScorerLoadError
+
+    with pytest.raises(ScorerLoadError, match=r"load\(\) failed: FileNotFoundError: work=-1: no such model"):
+        run_job(file_items(price_files), PriceFileScorer(work=-1), tmp_path / "out", engine="ray", workers=2, address=ray_address, progress=False)

@@ -1,0 +1,244 @@
+"""Segment one volume: ``python -m domains.medical.infer --input scan.nii.gz``.
+
+Writes, under one run directory: ``<id>_mask.nii.gz`` on exactly the input's voxel grid (same
+affine, same shape; qform/sform copied for NIfTI inputs), ``<id>_volumes.json`` (mL per structure)
+and ``<id>_overlay.png`` (three orthogonal slices with the mask over the image). Input: NIfTI,
+NRRD or a DICOM series folder; default: the held-out MNI152 volume with the latest medical run.
+
+The same engine (:class:`Segmenter`) serves evaluate, score, the bundle check and the dashboard.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai import transforms as mt
+from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
+
+from core.checkpoint import load_weights
+from core.config import RunConfig, parse_config
+from core.device import autocast, resolve_device
+from core.io import atomic_write_bytes, atomic_write_json
+from core.logging import get_logger
+from core.runs import Run, latest_run_dir
+from domains.medical.io import Volume, load_volume, save_mask_like
+from domains.medical.model import build_model
+from domains.medical.transforms import PipelineConfig, intensity_transform
+from domains.medical.validation import MedicalInputError
+
+__all__ = ["Segmenter", "SegmentationResult", "sliding_window_logits", "volumes_ml", "overlay_png", "InferConfig", "infer", "main"]
+
+log = get_logger("medical.infer")
+
+
+def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch: int, sw_batch_size: int = 4, overlap: float = 0.25,
+                          device: torch.device | None = None, mode: str = "gaussian") -> torch.Tensor:
+    """(1, 1, X, Y, Z) → (1, C, X, Y, Z) logits by MONAI sliding-window inference (AMP on GPU only)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    with torch.inference_mode(), autocast(device):
+        out = sliding_window_inference(image.to(device), roi_size=(patch,) * 3, sw_batch_size=sw_batch_size, predictor=model,
+                                       overlap=overlap, mode=mode, sw_device=device, device="cpu")
+    return out.float()
+
+
+def logits_to_native(logits: torch.Tensor, src_affine, dst_affine, dst_shape, slab: int = 32) -> np.ndarray:
+    """Resample (C, x, y, z) logits from the network grid onto the input grid (trilinear) and take the
+    argmax there — smoother boundaries than resampling a label map. Done in slabs of ``slab`` output
+    slices so that a 512×512×300 CT never holds C full-size float volumes at once."""
+    src = MetaTensor(logits.float(), affine=torch.as_tensor(src_affine, dtype=torch.float64))
+    dst_affine = torch.as_tensor(np.asarray(dst_affine), dtype=torch.float64)
+    resample = mt.SpatialResample(mode="bilinear", padding_mode="border")
+    out = np.zeros(tuple(dst_shape), dtype=np.uint8)
+    for z0 in range(0, dst_shape[2], slab):
+        z1 = min(z0 + slab, dst_shape[2])
+        shift = torch.eye(4, dtype=torch.float64)
+        shift[2, 3] = z0
+        part = resample(src, dst_affine=dst_affine @ shift, spatial_size=(dst_shape[0], dst_shape[1], z1 - z0))
+        out[:, :, z0:z1] = part.argmax(0).numpy().astype(np.uint8)
+    return out
+
+
+def volumes_ml(mask: np.ndarray, spacing: tuple[float, ...], class_names: list[str]) -> dict[str, float]:
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    counts = np.bincount(mask.ravel().astype(np.int64), minlength=len(class_names))
+    return {name: round(float(counts[i]) * voxel_ml, 3) for i, name in enumerate(class_names) if i > 0}
+
+
+@dataclass
+class SegmentationResult:
+    """The dashboard contract: image and mask in canonical (RAS) orientation, plus volumes."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    class_names: list[str]
+    volumes_ml: dict[str, float]
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    native_mask: np.ndarray | None = field(default=None, repr=False)  # on the input's own grid
+    source: Volume | None = field(default=None, repr=False)
+
+    def to_nifti_bytes(self) -> bytes:
+        import nibabel as nib
+
+        img = nib.Nifti1Image(self.mask.astype(np.uint8), self.affine)
+        img.set_qform(self.affine, code=1)
+        img.set_sform(self.affine, code=1)
+        return img.to_bytes()
+
+
+def _canonical(arr: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    img = nib.as_closest_canonical(nib.Nifti1Image(arr, affine))
+    return np.asanyarray(img.dataobj), img.affine
+
+
+class Segmenter:
+    """A trained 3D (or 2.5D) segmentation model with its preprocessing, loaded from a run dir
+    (``config.json`` + ``best.safetensors``) or built in memory by training."""
+
+    def __init__(self, model: torch.nn.Module, pipe: PipelineConfig, class_names: list[str], device: torch.device | str = "cpu",
+                 sw_batch_size: int = 4, overlap: float = 0.25):
+        self.model = model.to(device).eval()
+        self.pipe, self.class_names = pipe, list(class_names)
+        self.device = torch.device(device)
+        self.sw_batch_size, self.overlap = sw_batch_size, overlap
+        self._pre = mt.Compose([mt.Orientationd(keys="image", axcodes="RAS"), mt.Spacingd(keys="image", pixdim=(pipe.spacing,) * 3, mode="bilinear"),
+                                intensity_transform(pipe)])
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Segmenter":
+        run_dir = Path(run_dir)
+        cfg_path, weights = run_dir / "config.json", run_dir / "best.safetensors"
+        if not cfg_path.is_file() or not weights.is_file():
+            raise MedicalInputError(f"{run_dir}: not a trained medical run (needs config.json and best.safetensors; train with `python -m domains.medical.train`)")
+        cfg = json.loads(cfg_path.read_text())
+        meta = json.loads((run_dir / "task.json").read_text())
+        pipe = PipelineConfig(**meta["pipeline"])
+        model = model_from_meta(meta)
+        load_weights(weights, model)
+        return cls(model, pipe, meta["class_names"], device=resolve_device(device), sw_batch_size=cfg.get("sw_batch_size", 4),
+                   overlap=cfg.get("overlap", 0.25))
+
+    def preprocess(self, vol: Volume) -> MetaTensor:
+        img = MetaTensor(torch.as_tensor(np.ascontiguousarray(vol.data, dtype=np.float32))[None], affine=torch.as_tensor(vol.affine, dtype=torch.float64))
+        return self._pre({"image": img})["image"]
+
+    def predict_volume(self, vol: Volume) -> np.ndarray:
+        """Label mask on ``vol``'s own voxel grid (exactly its shape and affine)."""
+        img = self.preprocess(vol)
+        logits = sliding_window_logits(self.model, img[None].as_tensor(), self.pipe.patch, self.sw_batch_size, self.overlap, self.device)
+        return logits_to_native(logits[0], img.affine, vol.affine, vol.shape)
+
+    def predict(self, path_or_nifti: Any) -> SegmentationResult:
+        vol = self._as_volume(path_or_nifti)
+        native = self.predict_volume(vol)
+        img_c, aff_c = _canonical(vol.data, vol.affine)
+        mask_c, _ = _canonical(native, vol.affine)
+        return SegmentationResult(image=np.asarray(img_c), mask=np.asarray(mask_c).astype(np.uint8), class_names=self.class_names,
+                                  volumes_ml=volumes_ml(native, vol.spacing, self.class_names), affine=aff_c, spacing=vol.spacing,
+                                  native_mask=native, source=vol)
+
+    @staticmethod
+    def _as_volume(x: Any) -> Volume:
+        if isinstance(x, Volume):
+            return x
+        if isinstance(x, (str, Path)):
+            return load_volume(x)
+        if hasattr(x, "affine") and hasattr(x, "dataobj"):  # a nibabel image
+            from domains.medical.validation import check_image_array
+
+            data = check_image_array(np.asarray(x.dataobj), "<in-memory NIfTI>").astype(np.float32)
+            return Volume(data=data, affine=np.asarray(x.affine, dtype=np.float64), path="<in-memory NIfTI>", format="nifti", header=x.header)
+        raise MedicalInputError(f"cannot segment an object of type {type(x).__name__}; pass a path, a nibabel image or a Volume")
+
+
+def model_from_meta(meta: dict) -> torch.nn.Module:
+    m = meta["model"]
+    if m["name"] in ("unet", "segresnet"):
+        return build_model(m["name"], len(meta["class_names"]), tuple(m["channels"]))
+    if m["name"] == "effnet2d":
+        from domains.medical.model import EfficientUNet2D, SliceStackSegmenter
+
+        return SliceStackSegmenter(EfficientUNet2D(len(meta["class_names"]), in_chans=2 * m["context"] + 1, pretrained=False), context=m["context"])
+    raise MedicalInputError(f"unknown model {m['name']!r} in task.json")
+
+
+def overlay_png(image: np.ndarray, mask: np.ndarray, title: str = "") -> bytes:
+    """Three orthogonal mid-slices through the mask's centre, mask coloured over the image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fg = np.argwhere(mask > 0)
+    c = fg.mean(0).astype(int) if len(fg) else np.array(image.shape) // 2
+    lo, hi = np.percentile(image, [1, 99])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    cmap = plt.get_cmap("tab10")
+    for ax, (sl_img, sl_mask, name) in zip(axes, [(image[c[0]], mask[c[0]], "sagittal"), (image[:, c[1]], mask[:, c[1]], "coronal"),
+                                                  (image[:, :, c[2]], mask[:, :, c[2]], "axial")]):
+        ax.imshow(np.rot90(sl_img), cmap="gray", vmin=lo, vmax=hi)
+        m = np.ma.masked_where(np.rot90(sl_mask) == 0, np.rot90(sl_mask))
+        ax.imshow(m, cmap=cmap, vmin=0, vmax=9, alpha=0.45, interpolation="nearest")
+        ax.set_title(name)
+        ax.axis("off")
+    fig.suptitle(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+@dataclass
+class InferConfig(RunConfig):
+    input: str | None = field(default=None, metadata={"help": "NIfTI/NRRD file or DICOM series folder (default: the held-out MNI152 test volume)"})
+    model_run: str | None = field(default=None, metadata={"help": "trained run directory (default: <runs-dir>/medical/latest)"})
+    track: bool = field(default=False, metadata={"help": "log to MLflow"})
+
+
+def infer(cfg: InferConfig) -> Path:
+    model_run = Path(cfg.model_run) if cfg.model_run else latest_run_dir("medical", cfg.runs_dir)
+    if cfg.input is None:
+        meta = json.loads((model_run / "task.json").read_text())
+        from domains.medical.data import read_msd_task, task_dir
+
+        task = read_msd_task(task_dir(meta["task"]))
+        src = (task.test or task.training)[0]["image"]
+    else:
+        src = cfg.input
+    seg = Segmenter.from_run(model_run, device=cfg.device)
+    with Run.start("medical", cfg, new_name=None) as run:
+        res = seg.predict(src)
+        vid = res.source.id if res.source.format != "dicom" else f"series-{getattr(res.source, 'series_hash', 'dicom')}"
+        save_mask_like(res.native_mask, res.source, run.path(f"{vid}_mask.nii.gz"))
+        atomic_write_json(run.path(f"{vid}_volumes.json"), {"input": vid, "model_run": str(model_run), "volumes_ml": res.volumes_ml,
+                                                            "spacing_mm": res.spacing, "shape": res.source.shape})
+        atomic_write_bytes(run.path(f"{vid}_overlay.png"), overlay_png(res.image, res.mask, title=vid))
+        for name, ml in res.volumes_ml.items():
+            print(f"{name:24s} {ml:10.1f} mL")
+        run.finish({f"volume_ml/{k}": v for k, v in res.volumes_ml.items()})
+    return run.dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(InferConfig, argv, description=__doc__, prog="python -m domains.medical.infer")
+    try:
+        infer(cfg)
+    except (MedicalInputError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""MONAI transform chains, modality-aware.
+
+    pre  = preprocess(cfg)            # load (our reader) → RAS → spacing → CT window / MRI z-score → crop
+    aug  = train_augment(cfg)         # foreground-balanced patches + spatial/intensity augmentation
+    ds   = cached_patch_dataset(cases, cfg)   # CacheDataset of ``pre`` (done once) + ``aug`` per sample
+
+* CT: intensities are Hounsfield units; a window (level/width, default level 400, width 1800 →
+  −500..1300 HU, covering soft tissue and bone) is clipped and scaled to 0..1.
+* MRI: robust percentile scaling (0.5–99.5 % → 0..1), so scanner gain does not matter and the
+  background stays at 0.
+* Orientation RAS, then resampling to ``spacing`` mm (labels nearest-neighbour).
+* Patches: ``RandCropByLabelClassesd`` with equal ratios for every foreground class (and half that
+  for background) — small structures are sampled as often as large ones.
+* Augmentation: small affine (rotation, scale), intensity scale/shift, gamma. No left–right flip
+  for tasks whose classes are lateralised (the brain task), since a flip would swap their labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from monai import transforms as mt
+from monai.data import MetaTensor
+
+from domains.medical.io import load_volume
+from domains.medical.validation import MedicalInputError, check_geometry_match, check_label_array
+
+__all__ = ["PipelineConfig", "LoadVolumed", "preprocess", "train_augment", "cached_patch_dataset", "Repeat", "intensity_transform"]
+
+
+@dataclass
+class PipelineConfig:
+    modality: str = "MRI"  # "CT" | "MRI"
+    num_classes: int = 5
+    spacing: float = 3.0
+    patch: int = 32
+    num_samples: int = 4
+    ct_level: float = 400.0
+    ct_width: float = 1800.0
+    allow_flip: bool = False
+    crop_margin: int = 4
+
+
+INDICES_KEY = "label_cls_indices"
+
+
+class LoadVolumed(mt.MapTransform):
+    """Read ``image`` (and ``label``) with :func:`domains.medical.io.load_volume` into channel-first
+    MetaTensors carrying the affine; validates label values and image/label geometry."""
+
+    def __init__(self, keys=("image", "label"), num_classes: int | None = None, allow_missing_keys: bool = True):
+        super().__init__(keys, allow_missing_keys)
+        self.num_classes = num_classes
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        img = None
+        for key in self.key_iterator(d):
+            src = d[key]
+            if isinstance(src, (MetaTensor, torch.Tensor, np.ndarray)):
+                continue
+            vol = load_volume(src)
+            arr = vol.data
+            if key == "label":
+                arr = check_label_array(arr, src, self.num_classes).astype(np.float32)
+                if img is not None:
+                    check_geometry_match(img.shape, img.affine, vol.shape, vol.affine, img.path, src)
+            else:
+                img = vol
+            d[key] = MetaTensor(torch.as_tensor(np.ascontiguousarray(arr))[None], affine=torch.as_tensor(vol.affine, dtype=torch.float64),
+                                meta={"filename_or_obj": str(src), "original_affine": vol.affine, "spatial_shape": np.array(vol.shape)})
+        return d
+
+
+def intensity_transform(cfg: PipelineConfig, keys=("image",)) -> mt.Transform:
+    if cfg.modality.upper() == "CT":
+        lo, hi = cfg.ct_level - cfg.ct_width / 2, cfg.ct_level + cfg.ct_width / 2
+        return mt.ScaleIntensityRanged(keys=list(keys), a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
+    if cfg.modality.upper() in ("MRI", "MR"):
+        # percentile scaling keeps the (skull-stripped / air) background at 0, below every tissue;
+        # a z-score over non-zero voxels would put the background at the mean brain intensity
+        return mt.ScaleIntensityRangePercentilesd(keys=list(keys), lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, channel_wise=True)
+    raise MedicalInputError(f"unknown modality {cfg.modality!r}; expected CT or MRI")
+
+
+def preprocess(cfg: PipelineConfig, with_label: bool = True, crop: bool = True) -> mt.Compose:
+    keys = ["image", "label"] if with_label else ["image"]
+    modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
+    steps: list[Any] = [
+        LoadVolumed(keys=keys, num_classes=cfg.num_classes),
+        mt.Orientationd(keys=keys, axcodes="RAS"),
+        mt.Spacingd(keys=keys, pixdim=(cfg.spacing,) * 3, mode=modes),
+        intensity_transform(cfg),
+    ]
+    if crop:
+        steps.append(mt.CropForegroundd(keys=keys, source_key="label" if with_label else "image", margin=cfg.crop_margin + cfg.patch // 4,
+                                        allow_smaller=True))
+    steps.append(mt.EnsureTyped(keys=keys, dtype=[torch.float32, torch.float32] if with_label else [torch.float32], track_meta=True))
+    return mt.Compose(steps)
+
+
+def train_augment(cfg: PipelineConfig, cached_indices: bool = False) -> mt.Compose:
+    keys = ["image", "label"]
+    p = (cfg.patch,) * 3
+    ratios = [0.5] + [1.0] * (cfg.num_classes - 1)
+    steps: list[Any] = [
+        mt.SpatialPadd(keys=keys, spatial_size=p),
+        mt.RandCropByLabelClassesd(keys=keys, label_key="label", spatial_size=p, num_classes=cfg.num_classes, ratios=ratios,
+                                   num_samples=cfg.num_samples, allow_smaller=False, indices_key=INDICES_KEY if cached_indices else None),
+        mt.RandAffined(keys=keys, prob=0.5, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.1, 0.1, 0.1), mode=("bilinear", "nearest"),
+                       padding_mode="zeros"),
+        mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+        mt.RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.3),
+    ]
+    if cfg.allow_flip:
+        steps.insert(2, mt.RandFlipd(keys=keys, prob=0.5, spatial_axis=0))
+    steps.append(mt.DeleteItemsd(keys=INDICES_KEY))
+    steps.append(mt.EnsureTyped(keys=keys, track_meta=False))
+    return mt.Compose(steps)
+
+
+class Repeat(torch.utils.data.Dataset):
+    """Index ``i`` → ``base[i % len(base)]``: many random patch draws per cached volume per epoch."""
+
+    def __init__(self, base: torch.utils.data.Dataset, length: int):
+        self.base, self.length = base, int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        return self.base[i % len(self.base)]
+
+
+def cached_patch_dataset(cases: Sequence[dict], cfg: PipelineConfig, draws_per_epoch: int) -> torch.utils.data.Dataset:
+    """Deterministic preprocessing cached once (``CacheDataset``); random patches drawn per item."""
+    from monai.data import CacheDataset
+
+    # the per-class voxel indices are computed once and cached too, so each patch draw is O(1)
+    index = mt.ClassesToIndicesd(keys="label", num_classes=cfg.num_classes, indices_postfix="_cls_indices")
+    full = mt.Compose([*preprocess(cfg).transforms, index, *train_augment(cfg, cached_indices=True).transforms])
+    cache = CacheDataset(list(cases), transform=full, cache_rate=1.0, num_workers=0, progress=False)
+    return Repeat(cache, max(draws_per_epoch, len(cases)))

@@ -1,25 +1,31 @@
 """Finance: price history and the probabilistic forecast (fan of quantiles) per ticker, the
-backtest against the baselines, VaR breaches over time and the TFT's variable importance."""
+walk-forward backtest against the baselines, VaR breaches over time and the TFT's variable
+importance."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import domain_api, friendly_errors, page_header, pick_run, require, run_key
+from dashboards.common import domain_api, friendly_errors, page_header, pick_run, read_json, require, run_key
 
-page_header("Finance", "Quantile forecasts of daily market series (Temporal Fusion Transformer), backtested against baselines.")
+page_header("Finance", "Quantile forecasts of daily returns and volatility (Temporal Fusion Transformer), backtested walk-forward against baselines.")
 
 run_dir = pick_run("finance")  # first: with no run, the page only explains the command that makes one
 if run_dir is None:
     st.stop()
 api = domain_api("finance")
-if api is None or run_dir is None:
+if api is None:
     st.stop()
 key = run_key(run_dir)
+
+# what each forecast target is, and the panel column holding its realised history
+TARGETS = {"ret": ("daily log return", "log_ret"), "rvol": ("5-day realised volatility", "rvol5")}
+LOWER_IS_BETTER = ("pinball", "qlike", "rmse", "mae", "crps")
 
 
 @st.cache_data(show_spinner="Loading the price panel…")
@@ -40,9 +46,13 @@ def forecast(k: str, tickers: tuple[str, ...]) -> pd.DataFrame:
     return api.forecast(forecaster(k), list(tickers))
 
 
-@st.cache_data(show_spinner=False)
-def backtest(k: str) -> dict:
-    return dict(api.load_backtest(k.rsplit("@", 1)[0]))
+@st.cache_data(show_spinner="Loading the backtest…")
+def backtest(k: str) -> dict[str, pd.DataFrame]:
+    out = {name: df for name, df in dict(api.load_backtest(k.rsplit("@", 1)[0])).items() if isinstance(df, pd.DataFrame)}
+    preds = Path(k.rsplit("@", 1)[0]) / "predictions.parquet"  # the backtest's own output, when the api leaves it out
+    if "predictions" not in out and preds.is_file():
+        out["predictions"] = pd.read_parquet(preds)
+    return out
 
 
 @st.cache_data(show_spinner=False)
@@ -51,141 +61,140 @@ def importance(k: str) -> pd.DataFrame:
 
 
 def quantile_columns(df: pd.DataFrame) -> list[tuple[float, str]]:
-    out = []
-    for c in df.columns:
-        m = re.fullmatch(r"q_?([0-9.]+)", str(c))
-        if m:
-            out.append((float(m.group(1)), c))
-    return sorted(out)
+    return sorted((float(m.group(1)), c) for c in df.columns if (m := re.fullmatch(r"q_?([0-9.]+)", str(c))))
 
 
-def fan_chart(fc: pd.DataFrame, hist: pd.DataFrame | None, ticker: str, value_name: str) -> go.Figure:
-    fig = go.Figure()
-    if hist is not None and not hist.empty:
-        fig.add_trace(go.Scatter(x=hist["date"], y=hist["value"], name="history", line=dict(color="#444", width=1.4)))
-    qs = quantile_columns(fc)
-    fc = fc.sort_values("date")
-    pairs = [(lo, hi) for lo in qs for hi in qs if lo[0] < 0.5 < hi[0] and abs(lo[0] + hi[0] - 1) < 1e-6]
-    pairs.sort(key=lambda p: p[0][0])  # widest band first, so narrower ones draw on top
+def fan(fig: go.Figure, x, df: pd.DataFrame, colour=(31, 119, 180), name: str = "") -> None:
+    """Nested quantile bands (widest first), the median as a line."""
+    qs = quantile_columns(df)
+    pairs = sorted(((lo, hi) for lo in qs for hi in qs if lo[0] < 0.5 < hi[0] and abs(lo[0] + hi[0] - 1) < 1e-6), key=lambda p: p[0][0])
+    r, g, b = colour
     for i, ((qlo, clo), (qhi, chi)) in enumerate(pairs):
-        shade = 0.15 + 0.2 * i / max(1, len(pairs) - 1)
-        fig.add_trace(go.Scatter(x=fc["date"], y=fc[chi], line=dict(width=0), showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=fc["date"], y=fc[clo], fill="tonexty", line=dict(width=0), fillcolor=f"rgba(31,119,180,{shade:.2f})",
-                                 name=f"{qlo:.0%}–{qhi:.0%}"))
+        shade = 0.12 + 0.22 * i / max(1, len(pairs) - 1)
+        fig.add_trace(go.Scatter(x=x, y=df[chi], line=dict(width=0), showlegend=False, hoverinfo="skip", legendgroup=f"{name}{qlo}"))
+        fig.add_trace(go.Scatter(x=x, y=df[clo], fill="tonexty", line=dict(width=0), fillcolor=f"rgba({r},{g},{b},{shade:.2f})",
+                                 name=f"{name}{qhi - qlo:.0%} interval", legendgroup=f"{name}{qlo}"))
     med = [c for q, c in qs if abs(q - 0.5) < 1e-9]
     if med:
-        fig.add_trace(go.Scatter(x=fc["date"], y=fc[med[0]], name="median forecast", line=dict(color="#1f77b4", width=2)))
-    if "target" in fc and fc["target"].notna().any():
-        fig.add_trace(go.Scatter(x=fc["date"], y=fc["target"], name="realised", mode="markers+lines",
-                                 line=dict(color="#d62728", width=1, dash="dot"), marker=dict(size=4)))
-    fig.update_layout(title=f"{ticker}: forecast of {value_name}", height=360, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", y=-0.15))
+        fig.add_trace(go.Scatter(x=x, y=df[med[0]], name=f"{name}median", line=dict(color=f"rgb({r},{g},{b})", width=2)))
+
+
+def layout(fig: go.Figure, title: str, height: int = 340) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.18))
     return fig
 
 
-# ---- tickers and price history -----------------------------------------------------------------
+# ---- tickers -----------------------------------------------------------------------------------
 prices = None
 if require(api, "load_panel"):
     with friendly_errors("Loading the price panel"):
         prices = panel()
+bt: dict[str, pd.DataFrame] = {}
+if require(api, "load_backtest"):
+    with friendly_errors("Loading the backtest"):
+        bt = backtest(key)
 
-tickers_all = sorted(prices["ticker"].unique()) if prices is not None and "ticker" in prices else []
-chosen: list[str] = []
-if tickers_all:
-    chosen = st.multiselect("Tickers", tickers_all, default=tickers_all[: min(3, len(tickers_all))], key="fin_tickers")
+in_run = sorted(bt["predictions"]["ticker"].unique()) if "predictions" in bt else []
+tickers_all = sorted(prices["ticker"].unique()) if prices is not None and "ticker" in prices else in_run
+default = [t for t in ("SP500", "AAPL", "JPM") if t in (in_run or tickers_all)] or (in_run or tickers_all)[:2]
+chosen: list[str] = st.multiselect("Tickers", tickers_all, default=default, key="fin_tickers",
+                                   help="the run's model forecasts the tickers it was trained on" + (f": {', '.join(in_run)}" if in_run else ""))
 tab_px, tab_fc, tab_bt, tab_var, tab_imp = st.tabs(["Price history", "Forecast", "Backtest", "VaR breaches", "Variable importance"])
 
 with tab_px:
     if prices is None or not chosen:
         st.caption("Choose at least one ticker.")
     else:
-        value_col = "close" if "close" in prices else [c for c in prices.columns if c not in ("date", "ticker")][0]
         sub = prices[prices["ticker"].isin(chosen)]
         lo, hi = sub["date"].min().date(), sub["date"].max().date()
         start = st.slider("From", min_value=lo, max_value=hi, value=max(lo, (pd.Timestamp(hi) - pd.DateOffset(years=3)).date()), key="fin_from")
         sub = sub[sub["date"] >= pd.Timestamp(start)]
         rebased = st.toggle("Rebase to 100 at the start", value=len(chosen) > 1, key="fin_rebase")
-        wide = sub.pivot_table(index="date", columns="ticker", values=value_col)
+        wide = sub.pivot_table(index="date", columns="ticker", values="close")
         if rebased:
             wide = 100 * wide / wide.bfill().iloc[0]
-        st.line_chart(wide)
+        st.line_chart(wide, y_label="price (rebased to 100)" if rebased else "close")
 
 with tab_fc:
     if not chosen:
         st.caption("Choose at least one ticker.")
-    elif require(api, "load_forecaster", "forecast"):
-        with friendly_errors("Forecasting"):
-            fc = forecast(key, tuple(chosen))
-            if fc is None or fc.empty:
-                st.info("The forecaster returned no rows for these tickers.")
-            else:
-                fc = fc.copy()
-                fc["date"] = pd.to_datetime(fc["date"])
-                value_name = str(fc.attrs.get("target_name", "the target"))
-                for t in chosen:
-                    ft = fc[fc["ticker"] == t]
-                    if ft.empty:
-                        st.warning(f"No forecast for {t} (not among the series this model was trained on).")
-                        continue
-                    hist = None
-                    if "history" in fc.attrs:  # optional: realised target before the forecast start
-                        h = fc.attrs["history"]
-                        hist = h[h["ticker"] == t].rename(columns={"target": "value"}) if isinstance(h, pd.DataFrame) else None
-                    st.plotly_chart(fan_chart(ft, hist, t, value_name), width="stretch", key=f"fan_{t}")
-                with st.expander("Forecast table"):
-                    st.dataframe(fc, hide_index=True, width="stretch")
-
-bt: dict = {}
-if require(api, "load_backtest"):
-    with friendly_errors("Loading the backtest"):
-        bt = backtest(key)
+    else:
+        target = st.radio("Target", list(TARGETS), horizontal=True, format_func=lambda t: TARGETS[t][0], key="fin_target")
+        label, hist_col = TARGETS[target]
+        next_box = st.container()  # filled last: loading the forecaster is the slow part, the rest shows first
+        preds = bt.get("predictions")
+        if preds is not None and not preds.empty:
+            st.markdown("**Walk-forward backtest: forecasts against what happened**")
+            models = sorted(preds["model"].unique())
+            c1, c2 = st.columns(2)
+            model = c1.selectbox("Model", models, index=models.index("tft") if "tft" in models else 0, key="fin_fc_model")
+            horizons = sorted(preds.loc[preds["target"] == target, "horizon"].unique())
+            h = c2.selectbox("Horizon (days ahead)", horizons, key=f"fin_fc_h_{target}")
+            for t in chosen:
+                g = preds[(preds["ticker"] == t) & (preds["model"] == model) & (preds["target"] == target) & (preds["horizon"] == h)].sort_values("origin")
+                if g.empty:
+                    continue
+                qs = dict(quantile_columns(g))
+                inside = ((g["y"] >= g[qs[0.05]]) & (g["y"] <= g[qs[0.95]])).mean() if {0.05, 0.95} <= set(qs) else float("nan")
+                fig = go.Figure()
+                fan(fig, g["origin"], g)
+                fig.add_trace(go.Scatter(x=g["origin"], y=g["y"], name="realised", mode="markers", marker=dict(color="#d62728", size=4)))
+                st.plotly_chart(layout(fig, f"{t} · {model}: {label}, {h} day(s) ahead · {inside:.0%} of outcomes inside the 90% interval"),
+                                width="stretch", key=f"bfan_{t}_{target}")
 
 with tab_bt:
-    metric_frames = {k: v for k, v in bt.items() if isinstance(v, pd.DataFrame) and "breach" not in k.lower()}
-    if not metric_frames:
+    agg = bt.get("aggregate")
+    if agg is None or agg.empty:
         st.caption("This run has no backtest results.")
-    for name, df in metric_frames.items():
-        st.markdown(f"**{name.replace('_', ' ').capitalize()}**")
-        if chosen and "ticker" in df.columns and df["ticker"].isin(chosen).any():
-            df = df[df["ticker"].isin(chosen) | df["ticker"].isin(["all", "ALL", "mean", "overall"])]
-        st.dataframe(df, hide_index=True, width="stretch")
+    else:
+        verdict = read_json(Path(run_dir) / "metrics.json") or {}
+        if "best_baseline_vol" in verdict:
+            beats = verdict.get("tft_beats_best_baseline_vol")
+            st.markdown(f"Volatility pinball: TFT **{verdict.get('tft_vol_pinball', float('nan')):.4g}** vs best baseline "
+                        f"`{verdict['best_baseline_vol']}` **{verdict.get('best_baseline_vol_pinball', float('nan')):.4g}** → "
+                        + ("TFT **beats** the best baseline." if beats else "TFT does **not** beat the best baseline."))
+        metric_cols = [c for c in agg.columns if c != "model" and pd.api.types.is_numeric_dtype(agg[c])]
+        default_metric = next((c for c in ("vol_pinball", "ret_pinball_h1") if c in metric_cols), metric_cols[0])
+        metric = st.selectbox("Metric", metric_cols, index=metric_cols.index(default_metric), key="fin_bt_metric")
+        lower = any(w in metric for w in LOWER_IS_BETTER)
+        a = agg.sort_values(metric, ascending=lower)
+        fig = go.Figure(go.Bar(x=a["model"], y=a[metric], marker_color=["#d62728" if m == "tft" else "#1f77b4" for m in a["model"]]))
+        st.plotly_chart(layout(fig, f"{metric} by model ({'lower' if lower else 'higher'} is better; TFT in red)", 300), width="stretch", key="bt_bar")
+        st.markdown("**All models, averaged over tickers**")
+        st.dataframe(agg, hide_index=True, width="stretch")
+        by_t = bt.get("by_ticker")
+        if by_t is not None and not by_t.empty:
+            st.markdown("**Per ticker**")
+            sel = by_t[by_t["ticker"].isin(chosen)] if chosen and by_t["ticker"].isin(chosen).any() else by_t
+            st.dataframe(sel, hide_index=True, width="stretch")
 
 with tab_var:
-    breach_frames = {k: v for k, v in bt.items() if isinstance(v, pd.DataFrame) and "breach" in k.lower()}
-    if not breach_frames:
-        st.caption("This run recorded no VaR breaches table.")
-    for name, df in breach_frames.items():
-        df = df.copy()
-        if "date" in df:
-            df["date"] = pd.to_datetime(df["date"])
-        if chosen and "ticker" in df.columns and df["ticker"].isin(chosen).any():
-            df = df[df["ticker"].isin(chosen)]
-        levels = sorted({str(c)[3:] for c in df.columns if str(c).startswith("var") and f"breach{str(c)[3:]}" in df.columns})
-        ret_col = next((c for c in ("ret", "return", "realised", "realized", "y") if c in df.columns), None)
-        if not ("date" in df and ret_col and levels):
-            st.dataframe(df, hide_index=True, width="stretch")
-            continue
+    vb = bt.get("var_breaches")
+    if vb is None or vb.empty:
+        st.caption("This run recorded no VaR breaches.")
+    else:
+        vb = vb.copy()
+        vb["date"] = pd.to_datetime(vb["date"])
+        levels = sorted({c[3:] for c in vb.columns if str(c).startswith("var") and f"breach{c[3:]}" in vb.columns}, reverse=True)
         c1, c2 = st.columns(2)
-        models = sorted(df["model"].unique()) if "model" in df else []
-        model = c1.selectbox("Model", models, index=models.index("tft") if "tft" in models else 0, key=f"var_model_{name}") if models else None
-        level = c2.radio("VaR level", levels, horizontal=True, format_func=lambda lv: f"{lv}%", key=f"var_level_{name}")
-        sub = df[df["model"] == model] if model is not None else df
-        var_col, breach_col = f"var{level}", f"breach{level}"
-        expected = 1 - float(level) / 100
-        counts = df.groupby(["model", "ticker"] if "model" in df else ["ticker"])[breach_col].agg(breaches="sum", days="count", rate="mean").reset_index()
-        counts["expected rate"] = expected
-        for t, g in (sub.groupby("ticker") if "ticker" in sub else [("", sub)]):
+        models = sorted(vb["model"].unique())
+        model = c1.selectbox("Model", models, index=models.index("tft") if "tft" in models else 0, key="fin_var_model")
+        level = c2.radio("VaR level", levels, horizontal=True, format_func=lambda lv: f"{lv}%", key="fin_var_level")
+        var_col, breach_col, expected = f"var{level}", f"breach{level}", 1 - float(level) / 100
+        sub = vb[(vb["model"] == model) & (vb["ticker"].isin(chosen) if chosen else True)]
+        for t, g in sub.groupby("ticker"):
             g = g.sort_values("date")
             b = g[g[breach_col].astype(bool)]
             fig = go.Figure()
-            fig.add_trace(go.Scatter(x=g["date"], y=g[ret_col], name="realised return", line=dict(color="#888", width=1)))
+            fig.add_trace(go.Scatter(x=g["date"], y=g["ret"], name="realised return", line=dict(color="#888", width=1)))
             fig.add_trace(go.Scatter(x=g["date"], y=g[var_col], name=f"{level}% VaR", line=dict(color="#1f77b4")))
-            fig.add_trace(go.Scatter(x=b["date"], y=b[ret_col], mode="markers", name="breach", marker=dict(color="#d62728", size=8, symbol="x")))
-            fig.update_layout(title=f"{t} · {model or ''}: {len(b)} breaches in {len(g)} days ({len(b) / max(1, len(g)):.1%}; expected {expected:.0%})",
-                              height=300, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
-            st.plotly_chart(fig, width="stretch", key=f"var_{name}_{t}")
-        st.markdown("**Breach counts by model** (a well-calibrated VaR breaches at the expected rate)")
-        st.dataframe(counts, hide_index=True, width="stretch")
+            fig.add_trace(go.Scatter(x=b["date"], y=b["ret"], mode="markers", name="breach", marker=dict(color="#d62728", size=9, symbol="x")))
+            st.plotly_chart(layout(fig, f"{t} · {model}: {len(b)} breaches in {len(g)} days ({len(b) / max(1, len(g)):.1%}; expected {expected:.0%})", 300),
+                            width="stretch", key=f"var_{t}")
+        counts = vb.groupby(["model", "ticker"])[breach_col].agg(breaches="sum", days="count", rate="mean").reset_index()
+        counts["expected rate"] = expected
+        st.markdown("**Breaches by model and ticker** (a calibrated VaR breaches at the expected rate)")
+        st.dataframe(counts[counts["ticker"].isin(chosen)] if chosen else counts, hide_index=True, width="stretch")
 
 with tab_imp:
     if require(api, "load_variable_importance"):
@@ -194,14 +203,37 @@ with tab_imp:
             if imp is None or len(imp) == 0:
                 st.caption("This run recorded no variable importance.")
             else:
-                imp = imp.reset_index() if not {"variable", "importance"} <= set(imp.columns) and imp.index.name else imp
-                vcol = next((c for c in imp.columns if str(c).lower() in ("variable", "feature", "name")), imp.columns[0])
-                icol = next((c for c in imp.columns if "importance" in str(c).lower()), imp.columns[-1])
-                groups = [c for c in imp.columns if c not in (vcol, icol)]
-                if groups:
-                    g = groups[0]
-                    for gv, sub in imp.groupby(g):
-                        st.markdown(f"**{g}: {gv}**")
-                        st.bar_chart(sub.set_index(vcol)[icol].sort_values(ascending=False), horizontal=True)
-                else:
-                    st.bar_chart(imp.set_index(vcol)[icol].sort_values(ascending=False), horizontal=True)
+                st.caption("Variable-selection weights of the TFT, averaged over recent windows: how much each input feeds each part of the network.")
+                kinds = list(imp["kind"].unique()) if "kind" in imp else [None]
+                cols = st.columns(len(kinds))
+                for col, kind in zip(cols, kinds):
+                    part = imp[imp["kind"] == kind] if kind is not None else imp
+                    part = part.sort_values("importance")
+                    fig = go.Figure(go.Bar(x=part["importance"], y=part["variable"], orientation="h", marker_color="#1f77b4"))
+                    col.plotly_chart(layout(fig, f"{kind or 'all'} variables", 60 + 26 * len(part)), width="stretch", key=f"imp_{kind}")
+
+
+# ---- the latest forecast, last because the model load is the slow part ------------------------
+if chosen:
+    with next_box:
+        st.markdown(f"**Next {'days' if target == 'ret' else 'week'}: the latest run's forecast**")
+        if require(api, "load_forecaster", "forecast"):
+            with friendly_errors("Forecasting"):
+                fc = forecast(key, tuple(chosen))
+                fc = fc.copy()
+                fc["date"] = pd.to_datetime(fc["date"])
+                if "target" in fc and not pd.api.types.is_numeric_dtype(fc["target"]):  # one row per target name
+                    fc = fc[fc["target"] == target]
+                for t in chosen:
+                    ft = fc[fc["ticker"] == t].sort_values("date")
+                    if ft.empty:
+                        st.caption(f"No forecast for {t}: the model was not trained on it.")
+                        continue
+                    fig = go.Figure()
+                    if prices is not None and hist_col in prices:
+                        h = prices[(prices["ticker"] == t) & (prices["date"] < ft["date"].min())].tail(60)
+                        fig.add_trace(go.Scatter(x=h["date"], y=h[hist_col], name=f"realised {label}", line=dict(color="#555", width=1.2)))
+                    fan(fig, ft["date"], ft)
+                    st.plotly_chart(layout(fig, f"{t}: {label}, forecast quantiles"), width="stretch", key=f"fan_{t}_{target}")
+                with st.expander("Forecast table"):
+                    st.dataframe(fc, hide_index=True, width="stretch")

@@ -23,8 +23,8 @@ TINY: dict[str, dict[str, Any]] = {
                 "sw_batch_size": 2, "evaluate_test": False, "track": True},
     "finance": {"max_epochs": 1, "epochs": 1, "max_steps": 3, "limit_train_batches": 3, "limit_val_batches": 2, "hidden_size": 8,
                 "attention_head_size": 1, "batch_size": 32, "num_workers": 0, "max_tickers": 3, "tickers_limit": 3, "n_tickers": 3},
-    "recommendation": {"epochs": 1, "max_epochs": 1, "max_steps": 5, "embedding_dim": 8, "batch_size": 1024, "num_workers": 0,
-                       "text_encoder": None},
+    "recommendation": {"epochs": 1, "max_steps": 8, "id_dim": 16, "feature_dim": 8, "hidden": [32], "out_dim": 16, "text": "none",
+                       "baselines": True, "bpr_epochs": 2, "bpr_dim": 8},
 }
 
 

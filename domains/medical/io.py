@@ -109,13 +109,23 @@ def _load_nifti(p: Path) -> Volume:
     import nibabel as nib
 
     img = nib.load(str(p))
+    _check_header_shape(img.shape, p)  # before allocating: a corrupt header can claim terabytes
     data = np.asanyarray(img.dataobj)
     return Volume(data=np.asarray(data), affine=np.asarray(img.affine, dtype=np.float64), path=str(p), format="nifti", header=img.header)
+
+
+def _check_header_shape(shape, p: Path) -> None:
+    from domains.medical.validation import MAX_SIDE, MAX_VOXELS
+
+    if len(shape) >= 3 and (any(int(s) > MAX_SIDE for s in shape) or int(np.prod([int(s) for s in shape], dtype=np.float64)) > MAX_VOXELS):
+        raise MedicalInputError(f"{p}: absurd volume size {tuple(int(s) for s in shape)} in the header (limit {MAX_SIDE} per axis, {MAX_VOXELS:,} voxels)")
 
 
 def _load_nrrd(p: Path) -> Volume:
     import nrrd
 
+    hdr = nrrd.read_header(str(p))
+    _check_header_shape(hdr.get("sizes", ()), p)
     data, hdr = nrrd.read(str(p))
     if data.ndim != 3:
         return Volume(data=data, affine=np.eye(4), path=str(p), format="nrrd")

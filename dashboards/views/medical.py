@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboards import slices
 from dashboards.uploads import MAX_UPLOAD_MB, UploadError, check_upload, materialise
-from dashboards.common import domain_api, friendly_errors, page_header, pick_run, require, run_key
+from dashboards.common import domain_api, friendly_errors, page_header, pick_run, read_json, require, run_key
 
 page_header("Medical", "3D segmentation of CT/MRI volumes: choose a prepared case or upload a scan, run the model, inspect the mask.")
 
@@ -54,7 +54,11 @@ if source == "Prepared case":
         if not all_cases:
             st.info("No prepared case found. Prepare the data with `.venv/bin/python -m core.data prepare all`, or upload a scan.")
         else:
-            labels = {f"{c.get('id')}  ({c.get('dataset', '?')}{', labelled' if c.get('label') else ''})": c for c in all_cases}
+            task = (read_json(run_dir / "config.json") or {}).get("task")
+            all_cases.sort(key=lambda c: c.get("dataset") != task)  # the run's own task first
+            labels = {f"{c.get('id')}  ({c.get('dataset', '?')}{', ' + c['split'] if c.get('split') else ''}"
+                      f"{', labelled' if c.get('label') else ''}{'' if task is None or c.get('dataset') == task else ', not the task this model learned'})": c
+                      for c in all_cases}
             chosen = labels[st.selectbox("Case", list(labels), key="med_case")]
             image_source, label_source, case_name = str(chosen["image"]), (str(chosen["label"]) if chosen.get("label") else None), str(chosen.get("id"))
 else:

@@ -41,7 +41,7 @@ from domains.finance.features import QUANTILES, FoldScaler, base_features
 from domains.finance.metrics import coverage, pinball, qlike, rmse, var_backtest
 from domains.finance.model import Forecaster, build_tft, fit, predict_quantiles, quantile_columns
 
-__all__ = ["BacktestConfig", "backtest", "fold_cutoffs", "run_folds", "compute_metrics", "main"]
+__all__ = ["BacktestConfig", "backtest", "fold_cutoffs", "fold_windows", "run_folds", "compute_metrics", "main"]
 
 log = get_logger("finance.backtest")
 QCOLS = quantile_columns(QUANTILES)
@@ -65,6 +65,16 @@ def fold_cutoffs(dates: np.ndarray, folds: int, test_days: int, horizon: int) ->
     return [(pd.Timestamp(dates[first_cut + k * test_days]), pd.Timestamp(dates[first_cut + (k + 1) * test_days])) for k in range(folds)]
 
 
+def fold_windows(T, cutoff, test_end) -> tuple[np.ndarray, np.ndarray]:
+    """(training origins, test origins) of a fold: a training window's targets all lie on or before
+    ``cutoff``; test origins are dated in (cutoff, test_end]."""
+    all_o = T.origins()
+    train_o = all_o[T.dates[all_o + T.H] <= np.datetime64(pd.Timestamp(cutoff))]
+    d = T.dates[all_o]
+    test_o = all_o[(d > np.datetime64(pd.Timestamp(cutoff))) & (d <= np.datetime64(pd.Timestamp(test_end)))]
+    return train_o, test_o
+
+
 def run_folds(feat: pd.DataFrame, cfg: BacktestConfig, run: Run | None = None):
     """Train/forecast every fold; returns (predictions DataFrame, last fold's Forecaster, fold info)."""
     spec = spec_from_config(cfg)
@@ -80,9 +90,7 @@ def run_folds(feat: pd.DataFrame, cfg: BacktestConfig, run: Run | None = None):
         z = scaler.transform(feat)
         forecaster = Forecaster(model, spec, scaler, tickers, {"fold": k, "cutoff": str(cut.date())})
         T = forecaster.tensors(z)
-        all_o = T.origins()
-        train_o = all_o[T.dates[all_o + H] <= np.datetime64(cut)]  # every target of a training window is <= cutoff
-        test_o = all_o[(T.dates[all_o] > np.datetime64(cut)) & (T.dates[all_o] <= np.datetime64(test_end))]
+        train_o, test_o = fold_windows(T, cut, test_end)
         epochs = cfg.epochs if k == 0 else cfg.refit_epochs
         losses = fit(model, T, train_o, epochs=epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None,
                      lr=cfg.lr, seed=cfg.seed + k, optimizer=opt, desc=f"fold {k + 1}/{len(cuts)}")

@@ -37,6 +37,7 @@ log = get_logger("finance.model")
 warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module` and is already saved during checkpointing.*")
 warnings.filterwarnings("ignore", message=".*Attribute 'loss' is an instance of `nn.Module`.*")
 warnings.filterwarnings("ignore", message=".*Attribute 'logging_metrics' is an instance of `nn.Module`.*")
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 @dataclass

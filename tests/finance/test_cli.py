@@ -1,0 +1,96 @@
+"""End to end on the real panel with a tiny model: backtest → forecast → score, the dashboard
+API on those runs, and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.data import prepare
+from domains.finance.data import DATASETS
+
+TINY = ["--tickers", "AAPL", "JPM", "SP500", "--encoder-length", "20", "--horizon", "3", "--hidden-size", "8", "--attention-heads", "1",
+        "--hidden-continuous-size", "4", "--max-batches", "3", "--batch-size", "64", "--no-track"]
+
+
+@pytest.fixture(scope="module")
+def backtest_run(session_runs_dir):
+    from domains.finance.backtest import BacktestConfig, backtest
+    from core.config import parse_config
+
+    prepare(DATASETS[0])
+    cfg = parse_config(BacktestConfig, ["--runs-dir", str(session_runs_dir), "--folds", "2", "--test-days", "20", "--epochs", "1", "--refit-epochs", "1", *TINY])
+    return backtest(cfg)
+
+
+def test_backtest_outputs(backtest_run):
+    from domains.finance import api
+
+    bt = api.load_backtest(backtest_run)
+    agg = bt["aggregate"]
+    assert set(agg["model"]) == {"tft", "random_walk", "historical", "ewma", "garch"}
+    assert (agg["n_tickers"] == 3).all() and (agg["vol_pinball"] > 0).all()
+    by_t = bt["by_ticker"]
+    assert len(by_t) == 15 and by_t["n_origins"].eq(40).all()  # 2 folds x 20 days per ticker
+    assert {"var99_kupiec_p", "var99_christoffersen_p_cc", "vol_qlike", "vol_rmse", "ret_cov90"} <= set(by_t.columns)
+    pred = bt["predictions"]
+    assert pred.groupby("model").size().nunique() == 1  # every model forecast the same origins
+    q = pred[[c for c in pred.columns if c.startswith("q_")]].to_numpy()
+    assert np.all(np.diff(q, axis=1) >= -1e-12)  # no quantile crossing
+    vb = bt["var_breaches"]
+    assert vb["breach99"].dtype == bool and set(vb["model"]) == set(agg["model"])
+    for png in ("metrics_by_model.png", "pinball_by_quantile.png", "var_breaches_SP500.png", "vol_forecast_SP500.png",
+                "interpretation/variable_importance.png", "interpretation/attention.png"):
+        assert (backtest_run / png).stat().st_size > 5000, png
+    imp = api.load_variable_importance(backtest_run)
+    assert set(imp["kind"]) == {"static", "encoder", "decoder"}
+    np.testing.assert_allclose(imp.groupby("kind")["importance"].sum(), 1.0, rtol=1e-5)
+    import json
+
+    m = json.loads((backtest_run / "metrics.json").read_text())
+    assert {"tft_beats_best_baseline_vol", "tft_var99_kupiec_pass_rate", "best_baseline_vol"} <= set(m)
+
+
+def test_forecast_and_api(backtest_run, session_runs_dir):
+    from domains.finance import api
+    from domains.finance.forecast import main
+
+    assert main(["--runs-dir", str(session_runs_dir), "--model-run", str(backtest_run), "--no-track"]) == 0
+    out = sorted((session_runs_dir / "finance").glob("forecast-*"))[-1]
+    df = pd.read_parquet(out / "forecasts.parquet")
+    assert set(df["ticker"]) == {"AAPL", "JPM", "SP500"} and set(df["target"]) == {"ret", "rvol"}
+    assert (df["date"] > df["origin"]).all() and df["origin"].nunique() == 1
+    fc = api.load_forecaster(backtest_run)
+    f2 = api.forecast(fc, ["AAPL", "NOT_A_TICKER"])
+    assert set(f2["ticker"]) == {"AAPL"} and {"q_0.01", "q_0.99", "horizon", "date", "target"} <= set(f2.columns)
+    assert (f2.loc[f2["target"] == "rvol", "q_0.5"] > 0).all()
+    panel = api.load_panel()
+    assert {"date", "ticker", "close"} <= set(panel.columns)
+
+
+def test_score_quarantines_unknown_ticker(backtest_run, session_runs_dir, tmp_path):
+    from domains.finance.score import main
+    from core.scoring import read_output, read_quarantine
+
+    out = tmp_path / "scores"
+    rc = main(["--runs-dir", str(session_runs_dir), "--model-run", str(backtest_run), "--no-track", "--out", str(out),
+               "--tickers", "AAPL", "SP500", "KO", "--no-progress"])
+    assert rc == 0
+    rows = read_output(out)
+    assert set(rows["ticker"]) == {"AAPL", "SP500"} and len(rows) == 2 * 2 * 3
+    bad = read_quarantine(out)
+    assert list(bad["item_id"]) == ["KO"] and "unknown to the model" in bad["reason"].iloc[0]
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    from domains.finance.forecast import main as forecast_main
+    from domains.finance.train import main as train_main
+
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"date": ["2020-01-01", "2020-01-02"], "ticker": ["A", "A"], "close": [1.0, -2.0]}).to_csv(bad, index=False)
+    assert train_main(["--data", str(bad), "--runs-dir", str(tmp_path), "--no-track"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "non-positive" in err[0] and "bad.csv" in err[0]
+    assert forecast_main(["--runs-dir", str(tmp_path / "empty"), "--no-track"]) == 2
+    assert "no trained finance model" in capsys.readouterr().err

@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--rows-per-item", type=int, default=1000)
     ap.add_argument("--items-per-chunk", type=int, default=4)
     ap.add_argument("--tickers", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved repeats; the table shows medians of per-round ratios")
     ap.add_argument("--no-write", action="store_true", help="print the table, do not touch BENCHMARKS.md")
     args = ap.parse_args()
 
@@ -86,33 +87,44 @@ def main() -> None:
             prices[[ticker]].rename(columns={ticker: "close"}).rename_axis("date").to_csv(p)
             items += row_range_items(p, len(prices), args.rows_per_item, prefix=ticker)
         configs = [("local", 1), ("local", 2), ("ray", 2)]
-        results = []
+        per_round: list[dict] = []  # ratios against local×1 of the same round
         checksums = {}
-        for engine, workers in configs:
-            out = tmp / f"out-{engine}-{workers}"
-            t0 = time.perf_counter()
-            s = run_job(items, WindowMLPScorer(), out, engine=engine, workers=workers, items_per_chunk=args.items_per_chunk, progress=False)
-            wall = time.perf_counter() - t0
-            checksums[(engine, workers)] = frame_checksum(read_output(out))
-            steady = s.seconds - s.startup_seconds
-            results.append({"engine": engine, "workers": workers, "items": s.items_scored, "rows": s.rows, "wall_s": wall, "startup_s": s.startup_seconds, "rows_per_s": s.rows / wall, "steady_rows_per_s": s.rows / steady if steady > 0 else float("nan")})
-            print(f"{engine}×{workers}: {wall:.1f}s wall ({s.startup_seconds:.1f}s engine start + model load), {s.rows} rows", flush=True)
-    ref = results[0]
+        startup: dict[tuple, list[float]] = {c: [] for c in configs}
+        load_avgs = []
+        for rnd in range(args.rounds):  # interleaved, so a neighbour's load hits every engine alike
+            base = {}
+            load_avgs.append(os.getloadavg()[0])
+            for engine, workers in configs:
+                out = tmp / f"out-{rnd}-{engine}-{workers}"
+                t0 = time.perf_counter()
+                s = run_job(items, WindowMLPScorer(), out, engine=engine, workers=workers, items_per_chunk=args.items_per_chunk, progress=False)
+                wall = time.perf_counter() - t0
+                checksums[(rnd, engine, workers)] = frame_checksum(read_output(out))
+                steady = s.seconds - s.startup_seconds
+                startup[(engine, workers)].append(s.startup_seconds)
+                res = {"e2e": s.rows / wall, "steady": s.rows / steady, "rows": s.rows}
+                if (engine, workers) == configs[0]:
+                    base = res
+                per_round.append({"cfg": (engine, workers), "e2e": res["e2e"] / base["e2e"], "steady": res["steady"] / base["steady"], "rows": s.rows})
+                print(f"round {rnd} {engine}×{workers}: {wall:.1f}s wall ({s.startup_seconds:.1f}s engine start + model load), {s.rows} rows", flush=True)
     rows = []
-    for r in results:
+    for cfg in configs:
+        rs = [r for r in per_round if r["cfg"] == cfg]
         rows.append({
-            "engine × workers": f"{r['engine']} × {r['workers']}",
-            "rows": r["rows"],
-            "end-to-end throughput vs local×1": r["rows_per_s"] / ref["rows_per_s"],
-            "steady-state throughput vs local×1": r["steady_rows_per_s"] / ref["steady_rows_per_s"],
-            "engine start + model load (s)": round(r["startup_s"], 1),
+            "engine × workers": f"{cfg[0]} × {cfg[1]}",
+            "rows": rs[0]["rows"],
+            "end-to-end throughput vs local×1": float(np.median([r["e2e"] for r in rs])),
+            "steady-state throughput vs local×1": float(np.median([r["steady"] for r in rs])),
+            "engine start + model load (s, median)": round(float(np.median(startup[cfg])), 1),
         })
     identical = len(set(checksums.values())) == 1
     md = f"""## Batch scoring (`bench/scoring.py`)
 
-{machine_line()}. Workload: a 3×512 torch MLP scores all {results[0]['rows']:,} trading days of {args.tickers} real S&P 500
+{machine_line()}. Workload: a 3×512 torch MLP scores all {rows[0]['rows']:,} trading days of {args.tickers} real S&P 500
 series (skfolio) from their previous 64 log returns; {len(items)} items of {args.rows_per_item} rows, {args.items_per_chunk} items per
-committed Parquet chunk; one torch thread per worker/actor. Ratios are against `local × 1` measured in the same run.
+committed Parquet chunk; one torch thread per worker/actor. Ratios are against `local × 1` measured in the same
+round; {args.rounds} interleaved rounds, medians shown; 1-min load average at the start of each round:
+{', '.join(f'{x:.1f}' for x in load_avgs)} (the machine is shared with other jobs; ≥ 2 means the cores were contended).
 End-to-end includes starting worker processes / a private Ray cluster and loading the model; steady-state
 excludes that start (time to the first committed chunk minus its compute). Outputs of all three runs
 identical (content checksum): **{'yes' if identical else 'NO'}**.

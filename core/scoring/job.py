@@ -18,7 +18,6 @@ parts: every output row exists once. Files starting with ``_`` are ignored by
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -47,6 +46,7 @@ __all__ = [
     "job_fingerprint",
     "read_output",
     "read_quarantine",
+    "job_status",
     "file_items",
     "row_range_items",
 ]
@@ -215,26 +215,16 @@ def _item_columns(item: WorkItem) -> dict[str, Any]:
 
 
 def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, Path):
-        return str(obj)
-    try:
-        import numpy as np
+    """A JSON-normal form of a scorer config (sorted keys; unknown objects by ``repr``)."""
+    from core.io import _json_default
 
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    return repr(obj)
+    def default(o: Any) -> Any:
+        try:
+            return _json_default(o)
+        except TypeError:
+            return repr(o)
+
+    return json.loads(json.dumps(obj, sort_keys=True, default=default))
 
 
 def _file_stamp(path: str | None) -> list[int] | None:
@@ -391,6 +381,27 @@ def read_output(out_dir: str | os.PathLike, verify: bool = False, columns: list[
     if not frames:
         return pd.DataFrame(columns=[WORK_ITEM_COLUMN] + (columns or []))
     return pd.concat(frames, ignore_index=True)
+
+
+def job_status(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """What a scoring folder holds: chunks committed of total, rows, quarantined items, complete?"""
+    out = Path(out_dir)
+    markers = _markers(out)
+    job = json.loads((out / JOB_FILE).read_text())
+    desc = job["description"]
+    n_chunks = -(-desc["n_items"] // desc["items_per_chunk"]) if desc["n_items"] else 0
+    return {
+        "out_dir": str(out),
+        "scorer": desc["scorer"]["class"],
+        "items": desc["n_items"],
+        "chunks_total": n_chunks,
+        "chunks_committed": len(markers),
+        "complete": len(markers) == n_chunks,
+        "rows": sum(m["rows"] for m in markers),
+        "items_quarantined": sum(m["quarantined"] for m in markers),
+        "fingerprint": job["fingerprint"],
+        "created": job.get("created"),
+    }
 
 
 def read_quarantine(out_dir: str | os.PathLike) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from core.scoring import (
     ScoringConfig,
     ScoringError,
     file_items,
+    job_status,
     read_output,
     read_quarantine,
     row_range_items,
@@ -69,6 +70,8 @@ def test_rerun_skips_committed_chunks_and_redoes_uncommitted(price_files, tmp_pa
     (out / "_done" / "chunk-000007.json").unlink()
     (out / "part-000007.parquet").unlink()
     assert len(read_output(out)) == 16 * 400  # uncommitted chunks are not visible
+    status = job_status(out)
+    assert (status["chunks_committed"], status["chunks_total"], status["complete"], status["rows"]) == (8, 10, False, 16 * 400)
     summary = run_job(items, PriceFileScorer(), out, items_per_chunk=2, progress=False)
     assert (summary.chunks_done, summary.chunks_skipped) == (2, 8)
     assert summary.items_scored == 4 and summary.rows == 4 * 400 and summary.rows_total == 20 * 400
@@ -109,7 +112,7 @@ def test_refuses_to_write_into_or_delete_a_foreign_folder(price_files, tmp_path)
     assert (foreign / "precious.txt").read_text() == "keep me"
 
 
-def test_corrupt_and_missing_inputs_are_quarantined_and_the_rest_scored(price_files, tmp_path):
+def test_corrupt_and_missing_inputs_are_quarantined_and_the_rest_scored(price_files, tmp_path, capsys):
     corrupt = price_files[3]
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n\x00garbage\x00\xff" * 10)
     negative = price_files[7]
@@ -128,6 +131,13 @@ def test_corrupt_and_missing_inputs_are_quarantined_and_the_rest_scored(price_fi
     out = read_output(tmp_path / "out")
     assert set(out[WORK_ITEM_COLUMN]) == {p.name for p in price_files} - set(q.index)
     assert len(out) == 17 * 400
+    assert job_status(tmp_path / "out")["items_quarantined"] == 4 and job_status(tmp_path / "out")["complete"]
+    from core.scoring.__main__ import main as inspect_main
+
+    assert inspect_main(["quarantine", str(tmp_path / "out")]) == 0
+    assert "rejected by fail_ids" in capsys.readouterr().out
+    assert inspect_main(["status", str(tmp_path)]) == 2  # not a scoring folder: one-line error
+    assert "not a scoring output folder" in capsys.readouterr().err
 
 
 def test_two_worker_processes_write_the_same_bytes_as_one(price_files, tmp_path):

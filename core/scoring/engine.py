@@ -27,8 +27,10 @@ from core.scoring.job import (
     ScoringError,
     WorkItem,
     _markers,
+    check_out_dir,
     chunk_items,
     commit_chunk,
+    job_lock,
     prepare_job_dir,
     score_chunk,
 )
@@ -79,6 +81,12 @@ def run_job(
         raise ScoringError(f"{type(scorer).__name__} is not picklable ({e}); its __init__ must store configuration only and load() build the model") from e
 
     out = Path(out_dir)
+    check_out_dir(out, overwrite)  # before the lock file is created in someone else's folder
+    with job_lock(out):
+        return _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, items_per_chunk, progress, overwrite)
+
+
+def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, items_per_chunk, show_progress, overwrite) -> JobSummary:  # noqa: ANN001
     fingerprint, done_before = prepare_job_dir(out, items, scorer, items_per_chunk, overwrite)
     chunks = chunk_items(items, items_per_chunk)
     pending = [(i, c) for i, c in enumerate(chunks) if i not in done_before]
@@ -88,7 +96,7 @@ def run_job(
 
     stats: dict[str, float] = {"done": 0, "items": 0, "quarantined": 0, "rows": 0}
     committed: set[int] = set()
-    bar = _progress_bar(progress, len(pending), engine, workers)
+    bar = _progress_bar(show_progress, len(pending), engine, workers)
 
     def on_result(res: ChunkResult) -> None:
         if res.chunk in committed:  # a retried task delivered twice; the first commit stands

@@ -6,6 +6,7 @@ Layout of an output folder (``out_dir``)::
     _items.jsonl                 the work items in order (chunk ``i`` = items[i*k:(i+1)*k])
     part-000000.parquet          output rows of chunk 0 (written atomically; absent if 0 rows)
     _done/chunk-000000.json      commit marker of chunk 0: rows, quarantined, sha256 of the part
+    _job.lock                    flock held by the run writing here (one writer per folder)
     _quarantine/chunk-000000.parquet   items of chunk 0 that failed, with the reason
     _SUCCESS.json                written when every chunk is committed (last run's summary)
 
@@ -18,6 +19,7 @@ parts: every output row exists once. Files starting with ``_`` are ignored by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -28,7 +30,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import pandas as pd
 
@@ -58,6 +60,7 @@ ITEMS_FILE = "_items.jsonl"
 DONE_DIR = "_done"
 QUARANTINE_DIR = "_quarantine"
 SUCCESS_FILE = "_SUCCESS.json"
+LOCK_FILE = "_job.lock"
 WORK_ITEM_COLUMN = "work_item"  # added to every output row: which WorkItem produced it (lineage)
 FORMAT_VERSION = 1
 
@@ -270,15 +273,56 @@ def _quarantine_path(out: Path, i: int) -> Path:
     return out / QUARANTINE_DIR / f"chunk-{_chunk_name(i)}.parquet"
 
 
+def _foreign_entries(out: Path) -> list[str]:
+    return [p.name for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a folder that holds something other than a scoring job (before anything is written)."""
+    if out.exists() and not out.is_dir():
+        raise ScoringError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and not (out / JOB_FILE).is_file() and _foreign_entries(out):
+        if overwrite:
+            raise ScoringError(f"--overwrite: {out} exists but is not a scoring output folder (no {JOB_FILE}); refusing to delete it")
+        raise ScoringError(f"--out {out} exists, is not empty and holds no scoring job ({JOB_FILE} missing); choose an empty or new folder")
+
+
+@contextlib.contextmanager
+def job_lock(out: Path) -> Iterator[None]:
+    """One writer per output folder: an exclusive ``flock`` on ``<out>/_job.lock``, released by the
+    kernel even when the process is SIGKILLed, so a crashed run never blocks the rerun."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    fh = open(out / LOCK_FILE, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise ScoringError(f"{out}: another scoring run (pid {holder}) is writing into this folder; wait for it to finish or stop it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # closing releases the lock
+
+
 def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, overwrite: bool) -> tuple[str, set[int]]:
-    """Create or reopen ``out``; returns (fingerprint, committed chunk ids). Refuses to mix jobs."""
+    """Create or reopen ``out`` (call under :func:`job_lock`); returns (fingerprint, committed
+    chunk ids). Refuses to mix jobs; removes temp files a crashed run left behind."""
     fp, desc = job_fingerprint(items, scorer, items_per_chunk)
     job_file = out / JOB_FILE
-    if out.exists() and overwrite:
-        if job_file.is_file() or not any(out.iterdir()):
-            shutil.rmtree(out)
-        else:
-            raise ScoringError(f"--overwrite: {out} exists but is not a scoring output folder (no {JOB_FILE}); refusing to delete it")
+    check_out_dir(out, overwrite)
+    if overwrite:
+        for p in out.iterdir():
+            if p.name != LOCK_FILE:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    for tmp in out.rglob(".*.tmp"):  # half-written files of a killed run: never read, now removed
+        tmp.unlink(missing_ok=True)
     if job_file.is_file():
         try:
             old = json.loads(job_file.read_text())
@@ -297,8 +341,6 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
                 f"{out} holds another scoring job: {'; '.join(what) or 'fingerprint differs'}. "
                 "Refusing to mix outputs; use --overwrite to discard it and start over, or another --out"
             )
-    elif out.exists() and any(p for p in out.iterdir()):
-        raise ScoringError(f"--out {out} exists, is not empty and holds no scoring job ({JOB_FILE} missing); choose an empty or new folder")
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / ITEMS_FILE, "".join(json.dumps(it.to_dict(), sort_keys=True, default=str) + "\n" for it in items))

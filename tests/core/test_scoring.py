@@ -185,6 +185,7 @@ def test_sigkill_of_the_scoring_process_then_rerun_gives_every_row_once(price_fi
     assert len(out_df) == 20 * 400
     assert not out_df.duplicated([WORK_ITEM_COLUMN, "date"]).any()
     assert output_checksum(out) == output_checksum(ref_out)
+    assert not list(out.rglob(".*.tmp"))  # half-written files of the killed run were cleaned up
 
 
 def test_row_range_items_partition_one_file(price_files, tmp_path):
@@ -240,3 +241,13 @@ def test_unreachable_ray_address_fails_fast_with_a_clear_error(price_files, tmp_
     assert time.monotonic() - t0 < 10
     with pytest.raises(ScoringError, match="only applies to --engine ray"):
         run_job(file_items(price_files), PriceFileScorer(), tmp_path / "out2", address=f"127.0.0.1:{port}", progress=False)
+
+
+def test_a_second_concurrent_run_into_the_same_folder_is_refused(price_files, tmp_path):
+    from core.scoring.job import job_lock
+
+    out = tmp_path / "out"
+    with job_lock(out):  # as if another scoring process were writing here
+        with pytest.raises(ScoringError, match=f"another scoring run \\(pid {os.getpid()}\\)"):
+            run_job(file_items(price_files), PriceFileScorer(), out, progress=False)
+    assert run_job(file_items(price_files), PriceFileScorer(), out, progress=False).chunks_done == 2  # lock released

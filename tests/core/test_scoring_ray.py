@@ -63,3 +63,14 @@ def test_a_failing_model_load_on_ray_stops_the_job_with_its_reason(ray_address, 
 
     with pytest.raises(ScorerLoadError, match=r"load\(\) failed: FileNotFoundError: work=-1: no such model"):
         run_job(file_items(price_files), PriceFileScorer(work=-1), tmp_path / "out", engine="ray", workers=2, address=ray_address, progress=False)
+
+
+@pytest.mark.slow
+def test_without_address_a_private_loopback_ray_is_started_and_shut_down(price_files, tmp_path):
+    import ray
+
+    items = file_items(price_files)
+    run_job(items, PriceFileScorer(), tmp_path / "local", items_per_chunk=5, progress=False)
+    summary = run_job(items, PriceFileScorer(), tmp_path / "ray", engine="ray", workers=2, items_per_chunk=5, progress=False)
+    assert summary.chunks_done == 4 and not ray.is_initialized()  # the private cluster is gone again
+    assert output_checksum(tmp_path / "ray") == output_checksum(tmp_path / "local")

@@ -1,5 +1,5 @@
 """Compression and export for deployment on CPU: magnitude pruning (unstructured and structured) with a
-short recovery fine-tune, int8 quantization (PT2E flow from torchao with the x86 Inductor quantizer —
+short recovery fine-tune, int8 quantization (torchao: the PT2E flow with the x86 Inductor quantizer for conv nets, ``quantize_`` for Linear layers —
 ``torch.ao.quantization`` eager mode is deprecated upstream), ONNX export with an onnxruntime parity
 check, ONNX Runtime int8, and on-disk size.
 
@@ -128,34 +128,48 @@ def _has_conv(model: nn.Module) -> bool:
 
 
 def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence[tuple] | None = None,
-                  dynamic: bool | None = None, compile: bool = True) -> nn.Module:
-    """int8 model for CPU inference via the PT2E flow (``torch.export`` → torchao ``prepare_pt2e`` with the
-    x86 Inductor quantizer → calibrate → ``convert_pt2e``), then ``torch.compile`` so Inductor fuses the
-    int8 kernels (without compiling, the quantize/dequantize reference graph runs — correct but not fast;
-    the first call compiles, which takes tens of seconds).
+                  method: str = "auto", compile: bool = True) -> nn.Module:
+    """int8 copy of ``model`` for CPU inference, with the non-deprecated stacks:
 
-    ``dynamic``: per-batch activation scales (good for Linear-only transformers); ``None`` picks static
-    for models with convolutions and dynamic otherwise. ``calibration``: input tuples for static
-    observers (defaults to ``example_inputs``). Input shapes other than the example's batch size
-    recompile or fail: export at the batch size you serve."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+    * ``"pt2e"`` — static int8 (weights and activations) via ``torch.export`` → torchao ``prepare_pt2e``
+      with the x86 Inductor quantizer → calibrate on ``calibration`` (default: ``example_inputs``) →
+      ``convert_pt2e``. Best for convolutional nets.
+    * ``"torchao"`` — ``torchao.quantization.quantize_`` with int8 dynamic activations and int8 weights on
+      every ``nn.Linear`` (per-batch activation scales; no calibration). Best for transformers and MLPs.
+    * ``"auto"`` — ``pt2e`` when the model has convolutions, else ``torchao``.
 
+    ``compile`` wraps the result in ``torch.compile`` so Inductor fuses real int8 kernels (the first call
+    compiles, which takes tens of seconds; without it the reference graph runs — correct, not fast). A PT2E
+    model is exported at the example's shapes: serve at that batch size."""
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
-    dynamic = (not _has_conv(model)) if dynamic is None else dynamic
+    if method == "auto":
+        method = "pt2e" if _has_conv(model) else "torchao"
+    if method not in ("pt2e", "torchao"):
+        raise ValueError(f"method must be 'auto', 'pt2e' or 'torchao', got {method!r}")
     model = copy.deepcopy(model).eval()
-    quantizer = xiq.X86InductorQuantizer()
-    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_dynamic=dynamic))
-    with torch.no_grad():
-        try:
-            graph = torch.export.export(model, example_inputs).module()
-        except Exception as e:  # noqa: BLE001
-            raise ExportError(f"torch.export could not trace {type(model).__name__} for quantization: {str(e).splitlines()[0]}") from e
-        prepared = prepare_pt2e(graph, quantizer)
-        for batch in (calibration or [example_inputs]):
-            prepared(*(batch if isinstance(batch, tuple) else (batch,)))
-        q = convert_pt2e(prepared)
+    if method == "torchao":
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+        if not any(isinstance(m, nn.Linear) for m in model.modules()):
+            raise ValueError(f"{type(model).__name__} has no nn.Linear layers for torchao int8; use method='pt2e'")
+        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+        q = model
+    else:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+        quantizer = xiq.X86InductorQuantizer()
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+        with torch.no_grad():
+            try:
+                graph = torch.export.export(model, example_inputs).module()
+            except Exception as e:  # noqa: BLE001
+                raise ExportError(f"torch.export could not trace {type(model).__name__} for quantization: {str(e).splitlines()[0]}") from e
+            prepared = prepare_pt2e(graph, quantizer)
+            for batch in (calibration or [example_inputs]):
+                prepared(*(batch if isinstance(batch, tuple) else (batch,)))
+            q = convert_pt2e(prepared)
     if compile:
         import torch._inductor.config as inductor_config
 

@@ -78,10 +78,13 @@ def test_static_int8_pt2e_tracks_fp32_on_a_convnet():
 def test_dynamic_int8_for_linear_models():
     m = _mlp()
     x = torch.randn(16, 32)
-    q = quantize_int8(m, (x,), compile=False)
+    q = quantize_int8(m, (x,), compile=False)  # auto -> torchao int8 dynamic on the Linear layers
+    assert "Int8" in type(q[0].weight).__name__ or "Affine" in type(q[0].weight).__name__, type(q[0].weight)
     with torch.no_grad():
         rel = float((q(x) - m(x)).norm() / m(x).norm())
     assert rel < 0.05
+    with pytest.raises(ValueError, match="method"):
+        quantize_int8(m, (x,), method="eager")
 
 
 def test_onnx_export_parity_and_int8_file(tmp_path):

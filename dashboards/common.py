@@ -15,7 +15,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `streamlit run dashboards/app.py` puts only dashboards/ on the path
@@ -39,9 +39,14 @@ def runs_dir() -> Path:
     return Path(os.environ.get(RUNS_DIR_ENV) or "runs").expanduser().absolute()
 
 
+# The one command that makes a run each page can show in full (finance: the backtest writes the
+# forecaster plus the tables the page reads; `domains.finance.train` only the forecaster).
+COMMANDS = {"medical": "train", "finance": "backtest", "recommendation": "train"}
+
+
 def train_command(domain: str) -> str:
     """The one command that creates a run the page can show."""
-    cmd = f".venv/bin/python -m domains.{domain}.train"
+    cmd = f".venv/bin/python -m domains.{domain}.{COMMANDS.get(domain, 'train')}"
     if os.environ.get(RUNS_DIR_ENV):
         cmd += f" --runs-dir {runs_dir()}"
     return cmd
@@ -65,15 +70,17 @@ def run_label(run: dict[str, Any]) -> str:
     return f"{run['name']}  ·  {run.get('started', '?')}"
 
 
-def pick_run(domain: str, key: str | None = None) -> Path | None:
-    """A sidebar select box of the completed runs of ``domain`` (latest first). ``None`` (and
-    the empty state shown) when there is none."""
+def pick_run(domain: str, key: str | None = None, prefer: Callable[[Path], bool] | None = None) -> Path | None:
+    """A sidebar select box of the completed runs of ``domain`` (newest first; the newest run
+    satisfying ``prefer`` preselected). ``None`` (and the empty state shown) when there is none."""
     runs = completed_runs(domain)
     if not runs:
         empty_state(domain)
         return None
     by_label = {run_label(r): Path(r["path"]) for r in runs}
-    label = st.sidebar.selectbox(f"{domain.capitalize()} run", list(by_label), index=0, key=key or f"{domain}_run",
+    paths = list(by_label.values())
+    index = next((i for i, p in enumerate(paths) if prefer(p)), 0) if prefer else 0
+    label = st.sidebar.selectbox(f"{domain.capitalize()} run", list(by_label), index=index, key=key or f"{domain}_run",
                                  help=f"completed runs under {runs_dir() / domain}, newest first")
     return by_label[label]
 

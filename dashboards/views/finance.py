@@ -11,11 +11,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import domain_api, friendly_errors, page_header, pick_run, read_json, require, run_key
+from dashboards.common import domain_api, friendly_errors, page_header, pick_run, read_json, require, run_key, train_command
 
 page_header("Finance", "Quantile forecasts of daily returns and volatility (Temporal Fusion Transformer), backtested walk-forward against baselines.")
 
-run_dir = pick_run("finance")  # first: with no run, the page only explains the command that makes one
+run_dir = pick_run("finance", prefer=lambda p: (p / "metrics_aggregate.csv").is_file())  # first: with no run, the page only explains the command that makes one
 if run_dir is None:
     st.stop()
 api = domain_api("finance")
@@ -91,8 +91,14 @@ if require(api, "load_panel"):
         prices = panel()
 bt: dict[str, pd.DataFrame] = {}
 if require(api, "load_backtest"):
-    with friendly_errors("Loading the backtest"):
+    try:
         bt = backtest(key)
+    except FileNotFoundError:  # a train run: a forecaster but no walk-forward tables
+        st.info(f"Run `{run_dir.name}` has a forecaster but no backtest tables (backtest, VaR breaches). Create them with:")
+        st.code(train_command("finance"), language="bash")
+    except Exception:  # noqa: BLE001
+        with friendly_errors("Loading the backtest"):
+            raise
 
 in_run = sorted(bt["predictions"]["ticker"].unique()) if "predictions" in bt else []
 tickers_all = sorted(prices["ticker"].unique()) if prices is not None and "ticker" in prices else in_run

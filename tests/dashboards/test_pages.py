@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from core.config import RunConfig
 from core.runs import Run
 from dashboards import slices
+from dashboards.common import COMMANDS
 from dashboards.uploads import UploadError, check_upload
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
@@ -48,13 +49,13 @@ def test_every_page_explains_the_command_when_there_are_no_runs(tmp_path, monkey
     no_exception(at)
     assert at.title[0].value == "Overview"
     assert "No runs under" in text_of(at)
-    assert all(f"python -m domains.{d}.train --runs-dir {tmp_path / 'empty'}" in at.code[0].value for d in PAGES)
+    assert all(f"python -m domains.{d}.{COMMANDS[d]} --runs-dir {tmp_path / 'empty'}" in at.code[0].value for d in PAGES)
     for domain, page in PAGES.items():
         at.switch_page(page).run()
         no_exception(at)
         assert at.title[0].value == domain.capitalize()
         assert f"No trained run of the **{domain}** domain" in text_of(at)
-        assert [c.value for c in at.code] == [f".venv/bin/python -m domains.{domain}.train --runs-dir {tmp_path / 'empty'}"]
+        assert [c.value for c in at.code] == [f".venv/bin/python -m domains.{domain}.{COMMANDS[domain]} --runs-dir {tmp_path / 'empty'}"]
 
 
 # ---- overview on real runs ------------------------------------------------------------------------

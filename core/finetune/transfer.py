@@ -106,11 +106,13 @@ def head_names(model: nn.Module) -> list[str]:
     if cls:
         cls = [cls] if isinstance(cls, str) else list(cls)
         names = dict(model.named_modules())
-        found = [c for c in cls if c in names and not isinstance(names[c], nn.Identity)]
-        if found:
-            return found
-    if isinstance(getattr(model, "head", None), nn.Module):
-        return ["head"]
+        present = [c for c in cls if c in names]
+        if present:  # a timm model: its declared classifier (none when num_classes=0 made it Identity)
+            return [c for c in present if not isinstance(names[c], nn.Identity)]
+    if hasattr(model, "head"):  # e.g. TextEncoder: ``head`` is None when it only embeds
+        return ["head"] if isinstance(model.head, nn.Module) and not isinstance(model.head, nn.Identity) else []
+    if hasattr(getattr(model, "config", None), "model_type"):  # a bare Hugging Face encoder has no head
+        return []
     last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     return last[-1:]
 

@@ -93,7 +93,7 @@ def test_monai_nets_build_3d():
     assert {"tf_efficientnet_lite0", "monai_unet", "minilm-l6-v2"} <= set(list_backbones())
 
 
-def test_minilm_similarities_are_sensible():
+def test_minilm_similarities_are_sensible(tmp_path):
     enc = create_backbone("minilm-l6-v2")
     e = enc.encode(["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply today.",
                     "Toy Story (1995)", "an animated film about toys that come alive"])
@@ -105,3 +105,13 @@ def test_minilm_similarities_are_sensible():
     b = enc.eval().tokenize(["A man is eating food."])
     pooled = enc(b["input_ids"], b["attention_mask"])
     torch.testing.assert_close(torch.nn.functional.normalize(pooled, dim=-1)[0], e[0], atol=1e-5, rtol=1e-5)
+
+    # a fine-tuned encoder saved as safetensors comes back through the same factory
+    from core.finetune import head_names
+
+    assert head_names(enc) == []
+    with torch.no_grad():
+        enc.encoder.embeddings.word_embeddings.weight[:50] += 0.5
+    path = save_weights(tmp_path / "text.safetensors", enc)
+    again = create_backbone("minilm-l6-v2", pretrained=path)
+    torch.testing.assert_close(again.encode(["A man is eating food."]), enc.encode(["A man is eating food."]))

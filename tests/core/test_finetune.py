@@ -219,3 +219,12 @@ def test_lora_on_temporal_fusion_transformer():
     x, _ = next(iter(ds.to_dataloader(batch_size=4)))
     assert tft(x)["prediction"].shape[0] == 4
     assert trainable_parameter_report(tft)["by_kind"]["lora"] > 0
+
+
+def test_head_detection_does_not_mistake_a_body_layer_for_a_head():
+    from core.finetune import head_names
+
+    assert head_names(_lite0()) == ["classifier"]
+    assert head_names(create_backbone("tf_efficientnet_lite0", pretrained=False, num_classes=0)) == []
+    tower = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert head_names(tower) == ["2"]

@@ -126,7 +126,7 @@ committed Parquet chunk; one torch thread per worker/actor. Ratios are against `
 round; {args.rounds} interleaved rounds, medians shown; 1-min load average at the start of each round:
 {', '.join(f'{x:.1f}' for x in load_avgs)} (the machine is shared with other jobs; ≥ 2 means the cores were contended).
 End-to-end includes starting worker processes / a private Ray cluster and loading the model; steady-state
-excludes that start (time to the first committed chunk minus its compute). Outputs of all three runs
+excludes that start (until the first worker/actor had its model loaded). Outputs of all three runs
 identical (content checksum): **{'yes' if identical else 'NO'}**.
 
 {markdown_table(rows)}

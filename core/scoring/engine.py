@@ -103,8 +103,8 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
             return
         m = commit_chunk(out, res, len(chunks[res.chunk]))
         committed.add(res.chunk)
-        if "startup" not in stats:  # engine start + model load ≈ wait for the first result minus its compute
-            stats["startup"] = max(0.0, time.perf_counter() - t0 - res.seconds)
+        if res.ready_at is not None:  # engine start + model load = until the first worker was ready
+            stats["startup"] = min(stats.get("startup", float("inf")), max(0.0, res.ready_at - wall_t0))
         stats["done"] += 1
         stats["items"] += m["scored"]
         stats["quarantined"] += m["quarantined"]
@@ -115,7 +115,7 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
             bar.update(1)
             bar.set_postfix(rows=stats["rows"], quarantined=stats["quarantined"], refresh=False)
 
-    t0 = time.perf_counter()
+    t0, wall_t0 = time.perf_counter(), time.time()
     restarts = 0
     try:
         if pending:
@@ -147,7 +147,7 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
         rows_per_second=stats["rows"] / seconds if seconds > 0 else 0.0,
         fingerprint=fingerprint,
         worker_restarts=restarts,
-        startup_seconds=stats.get("startup", 0.0),
+        startup_seconds=min(stats.get("startup", 0.0), seconds),
     )
     if len(markers) != len(chunks):  # pragma: no cover - engines raise before this
         raise ScoringError(f"{out}: only {len(markers)}/{len(chunks)} chunks committed; rerun to finish")
@@ -167,6 +167,7 @@ def _progress_bar(enabled: bool, total: int, engine: str, workers: int):
 
 _WORKER_SCORER: Scorer | None = None
 _WORKER_LOAD_ERROR: str | None = None
+_WORKER_READY_AT: float | None = None
 
 
 def _load_scorer(scorer: Scorer) -> None:
@@ -206,6 +207,8 @@ def _init_worker(scorer_bytes: bytes, threads: int) -> None:
         _WORKER_LOAD_ERROR = str(e)
         return
     _WORKER_SCORER = scorer
+    global _WORKER_READY_AT
+    _WORKER_READY_AT = time.time()
     import sys
 
     if "torch" in sys.modules:
@@ -216,7 +219,7 @@ def _score_in_worker(chunk: int, items: list[WorkItem]) -> ChunkResult:
     if _WORKER_LOAD_ERROR is not None:
         raise ScorerLoadError(_WORKER_LOAD_ERROR)
     assert _WORKER_SCORER is not None, "worker not initialised"
-    return score_chunk(_WORKER_SCORER, chunk, items)
+    return score_chunk(_WORKER_SCORER, chunk, items, ready_at=_WORKER_READY_AT)
 
 
 def _run_local(scorer_bytes: bytes, pending: list[tuple[int, list[WorkItem]]], workers: int, on_result: Callable[[ChunkResult], None]) -> int:
@@ -224,8 +227,9 @@ def _run_local(scorer_bytes: bytes, pending: list[tuple[int, list[WorkItem]]], w
         # in-process: a private copy, so the caller's scorer keeps its config-only state
         scorer = pickle.loads(scorer_bytes)
         _load_scorer(scorer)
+        ready_at = time.time()
         for i, items in pending:
-            on_result(score_chunk(scorer, i, items))
+            on_result(score_chunk(scorer, i, items, ready_at=ready_at))
         return 0
 
     ctx = mp.get_context("spawn")  # fork after torch/threads is unsafe; spawn is what every OS supports
@@ -278,6 +282,7 @@ class _RayChunkScorer:
             _load_scorer(self.scorer)
         except ScorerLoadError as e:  # raising here would make Ray restart the actor forever
             self.load_error = str(e)
+        self.ready_at = time.time()
 
     def __call__(self, batch: dict) -> dict:
         if self.load_error is not None:
@@ -289,7 +294,7 @@ class _RayChunkScorer:
         out = []
         for chunk, items_json in zip(batch["chunk"], batch["items"]):
             items = [WorkItem.from_dict(d) for d in json.loads(items_json)]
-            out.append(score_chunk(self.scorer, int(chunk), items).to_bytes())
+            out.append(score_chunk(self.scorer, int(chunk), items, ready_at=self.ready_at).to_bytes())
         return {"chunk": np.asarray(batch["chunk"]), "result": np.array(out, dtype=object)}
 
 

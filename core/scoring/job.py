@@ -127,6 +127,7 @@ class ChunkResult:
     quarantine: list[dict[str, Any]]
     seconds: float
     worker: str
+    ready_at: float | None = None  # wall clock (time.time) when this worker's model was loaded
 
     def to_bytes(self) -> bytes:
         """Parquet-serialised rows + JSON header, so results cross process/node boundaries
@@ -134,7 +135,7 @@ class ChunkResult:
         buf = io.BytesIO()
         if self.rows is not None:
             self.rows.to_parquet(buf, index=False)
-        header = json.dumps({"chunk": self.chunk, "quarantine": self.quarantine, "seconds": self.seconds, "worker": self.worker, "has_rows": self.rows is not None}).encode()
+        header = json.dumps({"chunk": self.chunk, "quarantine": self.quarantine, "seconds": self.seconds, "worker": self.worker, "ready_at": self.ready_at, "has_rows": self.rows is not None}).encode()
         return len(header).to_bytes(8, "little") + header + buf.getvalue()
 
     @classmethod
@@ -142,7 +143,7 @@ class ChunkResult:
         n = int.from_bytes(data[:8], "little")
         h = json.loads(data[8 : 8 + n])
         rows = pd.read_parquet(io.BytesIO(data[8 + n :])) if h["has_rows"] else None
-        return cls(chunk=h["chunk"], rows=rows, quarantine=h["quarantine"], seconds=h["seconds"], worker=h["worker"])
+        return cls(chunk=h["chunk"], rows=rows, quarantine=h["quarantine"], seconds=h["seconds"], worker=h["worker"], ready_at=h.get("ready_at"))
 
 
 @dataclass
@@ -163,7 +164,7 @@ class JobSummary:
     rows_per_second: float
     fingerprint: str
     worker_restarts: int = 0
-    startup_seconds: float = 0.0  # engine start + model load, before the first chunk (approx.)
+    startup_seconds: float = 0.0  # engine start + model load: until the first worker was ready to score
 
     def line(self) -> str:
         return (
@@ -184,7 +185,7 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def score_chunk(scorer: Scorer, chunk: int, items: Sequence[WorkItem]) -> ChunkResult:
+def score_chunk(scorer: Scorer, chunk: int, items: Sequence[WorkItem], ready_at: float | None = None) -> ChunkResult:
     t0 = time.perf_counter()
     frames: list[pd.DataFrame] = []
     quarantine: list[dict[str, Any]] = []
@@ -206,7 +207,7 @@ def score_chunk(scorer: Scorer, chunk: int, items: Sequence[WorkItem]) -> ChunkR
     rows = pd.concat(frames, ignore_index=True) if frames else None
     if rows is not None and len(rows) == 0:
         rows = None
-    return ChunkResult(chunk=chunk, rows=rows, quarantine=quarantine, seconds=time.perf_counter() - t0, worker=_worker_name())
+    return ChunkResult(chunk=chunk, rows=rows, quarantine=quarantine, seconds=time.perf_counter() - t0, worker=_worker_name(), ready_at=ready_at)
 
 
 def _item_columns(item: WorkItem) -> dict[str, Any]:

@@ -1,0 +1,226 @@
+"""Finance TFT: prediction throughput, training time per epoch and peak memory, each against
+pytorch-forecasting's default TimeSeriesDataSet pipeline measured in the same run.
+
+* prediction: one trained TFT (real bundled panel, 26 tickers), every forecast window of the last
+  252 trading days. Reference: ``model.predict(TimeSeriesDataSet)`` (the library's default path:
+  dataset → DataLoader → Lightning predict loop, ``mode="quantiles"``). Ours: ``PanelTensors``
+  (pre-built matrix, gather per batch) + direct batched forward (``predict_quantiles``).
+  Outputs are checked equal before timing.
+* training: the same number of batches of the same size, from a fresh model each: reference =
+  ``TimeSeriesDataSet.to_dataloader(train=True)`` + ``lightning.pytorch.Trainer.fit``;
+  ours = ``domains.finance.model.fit`` on ``PanelTensors``. Reported per epoch of 30 batches.
+* memory: peak RSS increase while building the training data structure for a SYNTHETIC panel of
+  300 tickers × 3,000 days (random-walk prices; content does not matter for memory), each in a
+  fresh subprocess: ``TimeSeriesDataSet(...)`` vs ``FoldScaler`` + ``PanelTensors``.
+
+Writes the "finance" section of BENCHMARKS.md:  .venv/bin/python bench/finance.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+warnings.filterwarnings("ignore")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from core.bench import PeakRSS, machine_line, markdown_table, time_it, write_benchmark_section  # noqa: E402
+
+SYN_TICKERS, SYN_DAYS = 300, 3000
+
+
+def _setup(threads: int):
+    from domains.finance.data import load_covariates, load_panel
+    from domains.finance.features import FoldScaler, base_features
+    from domains.finance.model import TFTSpec
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    feat = base_features(load_panel(), load_covariates())
+    scaler = FoldScaler.fit(feat)
+    z = scaler.transform(feat)
+    z["time_idx"] = z.groupby("ticker").cumcount()
+    return z, scaler, TFTSpec()
+
+
+def bench_predict(threads: int) -> dict:
+    from domains.finance.features import PanelTensors
+    from domains.finance.model import build_tft, build_timeseries_dataset, fit, predict_quantiles
+
+    z, scaler, spec = _setup(threads)
+    tickers = sorted(z["ticker"].unique())
+    model = build_tft(spec, tickers)
+    T = PanelTensors(z, list(model.hparams.x_reals), model.ticker_index, spec.encoder_length, spec.horizon)
+    fit(model, T, T.origins(), epochs=1, max_batches=20)  # "the same trained model" for both paths
+    start = np.sort(z["date"].unique())[-252 - spec.horizon]
+    sub = z[z["date"] >= start - pd.Timedelta(days=140)]  # the reference dataset needs the encoder history too
+    tsd = build_timeseries_dataset(sub, spec, tickers)
+    keep_from = sub.groupby("ticker")["time_idx"].transform(lambda s: s[sub.loc[s.index, "date"] >= start].min())
+    tsd_eval = build_timeseries_dataset(sub[sub["time_idx"] >= keep_from - spec.encoder_length], spec, tickers)
+    kw = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+
+    def reference():
+        return model.predict(tsd_eval, mode="quantiles", return_index=True, trainer_kwargs=kw)
+
+    ref = reference()
+    idx = ref.index
+    pos = {t: np.flatnonzero(T.tickers == t) for t in tickers}
+    origins = np.array([pos[t][int(ti) - 1] for t, ti in zip(idx["ticker"], idx["time_idx"])])
+    ours = predict_quantiles(model, T, origins)
+    max_diff = float(np.abs(ours["ret_z"] - torch.sort(ref.output[0], dim=-1).values.numpy()).max())
+    n = len(origins)
+    t_ref = time_it(reference, repeats=3, warmup=0)
+    t_ours = time_it(lambda: predict_quantiles(model, T, origins), repeats=5, warmup=1)
+    t_build = time_it(lambda: PanelTensors(z, list(model.hparams.x_reals), model.ticker_index, spec.encoder_length, spec.horizon), repeats=3, warmup=0)
+    del tsd
+    return {"windows": n, "ref_s": t_ref, "ours_s": t_ours, "ours_with_build_s": t_ours + t_build, "max_abs_diff": max_diff}
+
+
+def bench_train(threads: int, batches: int = 30, batch_size: int = 128) -> dict:
+    import lightning.pytorch as pl
+
+    from domains.finance.features import PanelTensors
+    from domains.finance.model import build_tft, build_timeseries_dataset, fit
+
+    z, scaler, spec = _setup(threads)
+    tickers = sorted(z["ticker"].unique())
+
+    def reference():
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        tsd = build_timeseries_dataset(z, spec, tickers)
+        dl = tsd.to_dataloader(train=True, batch_size=batch_size, num_workers=0)
+        model = build_tft(spec, tickers)
+        trainer = pl.Trainer(max_epochs=1, limit_train_batches=batches, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", gradient_clip_val=0.5)
+        t_setup = time.perf_counter() - t0
+        trainer.fit(model, train_dataloaders=dl)
+        return t_setup, time.perf_counter() - t0 - t_setup
+
+    def ours():
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        model = build_tft(spec, tickers)
+        T = PanelTensors(z, list(model.hparams.x_reals), model.ticker_index, spec.encoder_length, spec.horizon)
+        o = T.origins()
+        t_setup = time.perf_counter() - t0
+        fit(model, T, o, epochs=1, max_batches=batches, batch_size=batch_size)
+        return t_setup, time.perf_counter() - t0 - t_setup
+
+    ours()  # warm-up (imports, allocator)
+    r = [reference() for _ in range(2)]
+    o = [ours() for _ in range(2)]
+    return {"batches": batches, "batch_size": batch_size, "ref_setup_s": min(x[0] for x in r), "ref_epoch_s": min(x[1] for x in r),
+            "ours_setup_s": min(x[0] for x in o), "ours_epoch_s": min(x[1] for x in o)}
+
+
+def synthetic_panel(n_tickers: int = SYN_TICKERS, n_days: int = SYN_DAYS, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2008-01-01", periods=n_days)
+    r = rng.normal(0, 0.015, (n_days, n_tickers)).astype(np.float64)
+    close = 100 * np.exp(np.cumsum(r, axis=0))
+    df = pd.DataFrame({"date": np.repeat(dates.values, n_tickers), "ticker": np.tile([f"T{i:04d}" for i in range(n_tickers)], n_days),
+                       "close": close.ravel()})
+    return df
+
+
+def memory_worker(kind: str) -> dict:
+    """Runs in a fresh process: peak RSS increase for building one kind of training data."""
+    from domains.finance.data import derive_returns
+    from domains.finance.features import FoldScaler, PanelTensors, base_features
+    from domains.finance.model import TFTSpec, build_tft, build_timeseries_dataset
+
+    torch.set_num_threads(1)
+    spec = TFTSpec()
+    panel = derive_returns(synthetic_panel())
+    feat = base_features(panel, None)
+    tickers = sorted(feat["ticker"].unique())
+    model = build_tft(spec, tickers) if kind == "ours" else None
+    import gc
+
+    gc.collect()
+    t0 = time.perf_counter()
+    with PeakRSS(interval=0.01) as m:
+        z = FoldScaler.fit(feat).transform(feat)
+        if kind == "ours":
+            T = PanelTensors(z, list(model.hparams.x_reals), model.ticker_index, spec.encoder_length, spec.horizon)
+            n = len(T.origins())
+        else:
+            z["time_idx"] = z.groupby("ticker").cumcount()
+            tsd = build_timeseries_dataset(z, spec, tickers)
+            n = len(tsd)
+    return {"kind": kind, "rows": len(feat), "windows": int(n), "peak_delta_mb": m.delta_mb, "seconds": time.perf_counter() - t0}
+
+
+def bench_memory() -> list[dict]:
+    out = []
+    for kind in ("ours", "tsd"):
+        res = subprocess.run([sys.executable, __file__, "--memory-worker", kind], capture_output=True, text=True, timeout=1800,
+                             env={**os.environ, "SUITE_PROGRESS": "0"})
+        if res.returncode != 0:
+            raise RuntimeError(f"memory worker {kind} failed: {res.stderr[-2000:]}")
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=1, help="torch threads for both pipelines")
+    p.add_argument("--memory-worker", choices=["ours", "tsd"], help=argparse.SUPPRESS)
+    p.add_argument("--skip-memory", action="store_true")
+    args = p.parse_args(argv)
+    if args.memory_worker:
+        print(json.dumps(memory_worker(args.memory_worker)))
+        return 0
+    pred = bench_predict(args.threads)
+    print("predict", pred, flush=True)
+    train = bench_train(args.threads)
+    print("train", train, flush=True)
+    mem = [] if args.skip_memory else bench_memory()
+    print("memory", mem, flush=True)
+    rows = [
+        {"measure": "prediction throughput (windows/s)", "pytorch-forecasting default": pred["windows"] / pred["ref_s"],
+         "ours": pred["windows"] / pred["ours_s"], "ratio (ours / default)": pred["ref_s"] / pred["ours_s"]},
+        {"measure": "prediction incl. building the tensors (windows/s)", "pytorch-forecasting default": pred["windows"] / pred["ref_s"],
+         "ours": pred["windows"] / pred["ours_with_build_s"], "ratio (ours / default)": pred["ref_s"] / pred["ours_with_build_s"]},
+        {"measure": f"training time per epoch of {train['batches']}×{train['batch_size']} windows (s)", "pytorch-forecasting default": train["ref_epoch_s"],
+         "ours": train["ours_epoch_s"], "ratio (ours / default)": train["ours_epoch_s"] / train["ref_epoch_s"]},
+        {"measure": "data setup before training (s)", "pytorch-forecasting default": train["ref_setup_s"], "ours": train["ours_setup_s"],
+         "ratio (ours / default)": train["ours_setup_s"] / train["ref_setup_s"]},
+    ]
+    if mem:
+        m = {r["kind"]: r for r in mem}
+        rows.append({"measure": f"peak memory building training data, synthetic {SYN_TICKERS} tickers × {SYN_DAYS} days (MB above start)",
+                     "pytorch-forecasting default": m["tsd"]["peak_delta_mb"], "ours": m["ours"]["peak_delta_mb"],
+                     "ratio (ours / default)": m["ours"]["peak_delta_mb"] / max(m["tsd"]["peak_delta_mb"], 1e-9)})
+        rows.append({"measure": "  ... time to build it (s)", "pytorch-forecasting default": m["tsd"]["seconds"], "ours": m["ours"]["seconds"],
+                     "ratio (ours / default)": m["ours"]["seconds"] / m["tsd"]["seconds"]})
+    md = f"""### finance — TFT prediction, training and memory vs pytorch-forecasting's TimeSeriesDataSet pipeline
+
+`.venv/bin/python bench/finance.py` — {machine_line()}; torch threads: {args.threads}.
+Same TFT (hidden 16, encoder 63 days, horizon 5, two targets × 9 quantiles) on both sides.
+Prediction: {pred['windows']} forecast windows (26 real tickers × last 252 days); outputs of the two
+paths agree to {pred['max_abs_diff']:.1e} (max abs difference, normalised units) before timing.
+Memory: synthetic random-walk panel ({SYN_TICKERS} tickers × {SYN_DAYS} days, {mem[0]['rows'] if mem else 'n/a'} rows), each
+pipeline in a fresh process; "ours" = fold normalisers + `PanelTensors`, default = `TimeSeriesDataSet`.
+Ratios for time: ours / default (lower is better) for training, default / ours (higher is better) for throughput.
+
+{markdown_table(rows)}
+"""
+    write_benchmark_section("finance", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

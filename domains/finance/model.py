@@ -167,25 +167,93 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
 
 
 @torch.no_grad()
-def predict_quantiles(model, tensors: PanelTensors, origins: np.ndarray, batch_size: int = 1024, return_attention: bool = False):
-    """Direct batched forward: normalised quantiles, (n, H, Q) per target, sorted along Q."""
+def _row_embeddings(model, tensors: PanelTensors, rows: np.ndarray, chunk: int = 8192):
+    """Variable selection of every needed panel row, once.
+
+    In the TFT the static, encoder and decoder variable-selection networks act on each time step
+    independently (given the ticker's static context), so a row's selected embedding is the same
+    in every window that contains it. Computing it per row instead of per (window, position)
+    removes ~(L+H)x redundant work; the LSTM, attention and output layers still run per window."""
+    enc, dec, stat, enc_w, dec_w = [], [], [], [], []
+    observed = tensors._decoder_mask
+    for s in range(0, len(rows), chunk):
+        r = torch.as_tensor(rows[s:s + chunk], dtype=torch.long)
+        cat = tensors.codes[r].view(-1, 1, 1)
+        cont = tensors.values[r].unsqueeze(1)
+        iv = model.input_embeddings(cat)
+        iv.update({name: cont[..., i].unsqueeze(-1) for i, name in enumerate(model.hparams.x_reals) if name in model.reals})
+        static_embedding, _ = model.static_variable_selection({n: iv[n][:, 0] for n in model.static_variables})
+        ctx = model.static_context_variable_selection(static_embedding)[:, None]
+        e, ew = model.encoder_variable_selection({n: iv[n] for n in model.encoder_variables}, ctx)
+        dcont = (cont * observed)  # the decoder sees calendar inputs only (as in PanelTensors.batch)
+        div = dict(iv)
+        div.update({name: dcont[..., i].unsqueeze(-1) for i, name in enumerate(model.hparams.x_reals) if name in model.reals})
+        d, dw = model.decoder_variable_selection({n: div[n] for n in model.decoder_variables}, ctx)
+        enc.append(e[:, 0]); dec.append(d[:, 0]); stat.append(static_embedding)
+    return torch.cat(enc), torch.cat(dec), torch.cat(stat)
+
+
+def _forward_from_embeddings(model, emb_enc, emb_dec, static_embedding):
+    """The TFT forward after variable selection (mirrors TemporalFusionTransformer.forward for
+    full-length windows): LSTM encoder/decoder, gates, static enrichment, attention, output."""
+    B, L, H = emb_enc.size(0), emb_enc.size(1), emb_dec.size(1)
+    enc_len = torch.full((B,), L, dtype=torch.long)
+    dec_len = torch.full((B,), H, dtype=torch.long)
+    ih = model.static_context_initial_hidden_lstm(static_embedding).expand(model.hparams.lstm_layers, -1, -1)
+    ic = model.static_context_initial_cell_lstm(static_embedding).expand(model.hparams.lstm_layers, -1, -1)
+    enc_out, (h, c) = model.lstm_encoder(emb_enc, (ih, ic), lengths=enc_len, enforce_sorted=False)
+    dec_out, _ = model.lstm_decoder(emb_dec, (h, c), lengths=dec_len, enforce_sorted=False)
+    lo_enc = model.post_lstm_add_norm_encoder(model.post_lstm_gate_encoder(enc_out), emb_enc)
+    lo_dec = model.post_lstm_add_norm_decoder(model.post_lstm_gate_decoder(dec_out), emb_dec)
+    lstm_output = torch.cat([lo_enc, lo_dec], dim=1)
+    enrich = model.static_context_enrichment(static_embedding)
+    attn_input = model.static_enrichment(lstm_output, model.expand_static_context(enrich, L + H))
+    attn_output, _ = model.multihead_attn(q=attn_input[:, L:], k=attn_input, v=attn_input,
+                                          mask=model.get_attention_mask(encoder_lengths=enc_len, decoder_lengths=dec_len))
+    attn_output = model.post_attn_gate_norm(attn_output, attn_input[:, L:])
+    output = model.pos_wise_ff(attn_output)
+    output = model.pre_output_gate_norm(output, lstm_output[:, L:])
+    if model.n_targets > 1:
+        return [layer(output) for layer in model.output_layer]
+    return [model.output_layer(output)]
+
+
+@torch.no_grad()
+def predict_quantiles(model, tensors: PanelTensors, origins: np.ndarray, batch_size: int = 2048, return_attention: bool = False):
+    """Batched prediction on pre-built tensors: normalised quantiles, (n, H, Q) per target,
+    sorted along Q. By default variable selection runs once per panel row (see
+    :func:`_row_embeddings`); ``return_attention`` uses the library's full forward to also return
+    attention and variable-selection weights."""
     model.eval()
+    origins = np.asarray(origins, dtype=np.int64)
     outs: list[list[np.ndarray]] = [[] for _ in TARGETS]
+    if len(origins) == 0:
+        return {name: np.zeros((0, tensors.H, len(model.loss.metrics[0].quantiles))) for name in TARGETS}
+    if not return_attention:
+        L, H = tensors.L, tensors.H
+        rows = (origins[:, None] - (L - 1) + np.arange(L + H)[None, :])
+        uniq, inv = np.unique(rows, return_inverse=True)
+        inv = torch.as_tensor(inv.reshape(rows.shape))
+        enc, dec, stat = _row_embeddings(model, tensors, uniq)
+        for s in range(0, len(origins), batch_size):
+            ix = inv[s:s + batch_size]
+            pred = _forward_from_embeddings(model, enc[ix[:, :L]], dec[ix[:, L:]], stat[ix[:, L - 1]])
+            for k, p in enumerate(pred):
+                outs[k].append(torch.sort(p, dim=-1).values.numpy())  # identity target normaliser: no rescaling needed
+        return {name: np.concatenate(o) for name, o in zip(TARGETS, outs)}
     attn, enc_w, dec_w, stat_w = [], [], [], []
     for s in range(0, len(origins), batch_size):
         x, _ = tensors.batch(origins[s:s + batch_size])
         out = model(x)
         for k, p in enumerate(out["prediction"]):
             outs[k].append(torch.sort(p, dim=-1).values.numpy())
-        if return_attention:
-            attn.append(out["encoder_attention"].mean(dim=2).numpy())  # mean over heads: (n, H, L)
-            enc_w.append(out["encoder_variables"].squeeze(-2).mean(dim=1).numpy())
-            dec_w.append(out["decoder_variables"].squeeze(-2).mean(dim=1).numpy())
-            stat_w.append(out["static_variables"].squeeze(-2).numpy() if out["static_variables"].ndim > 1 else out["static_variables"].numpy())
-    res = {name: np.concatenate(o) if o else np.zeros((0, tensors.H, len(QUANTILES))) for name, o in zip(TARGETS, outs)}
-    if return_attention:
-        res.update(attention=np.concatenate(attn), encoder_variables=np.concatenate(enc_w),
-                   decoder_variables=np.concatenate(dec_w), static_variables=np.concatenate(stat_w))
+        attn.append(out["encoder_attention"].mean(dim=2).numpy())  # mean over heads: (n, H, L)
+        enc_w.append(out["encoder_variables"].squeeze(-2).mean(dim=1).numpy())
+        dec_w.append(out["decoder_variables"].squeeze(-2).mean(dim=1).numpy())
+        stat_w.append(out["static_variables"].squeeze(-2).numpy() if out["static_variables"].ndim > 1 else out["static_variables"].numpy())
+    res = {name: np.concatenate(o) for name, o in zip(TARGETS, outs)}
+    res.update(attention=np.concatenate(attn), encoder_variables=np.concatenate(enc_w),
+               decoder_variables=np.concatenate(dec_w), static_variables=np.concatenate(stat_w))
     return res
 
 

@@ -270,11 +270,16 @@ def _create_timm(name: str, pretrained: Any, num_classes: int | None, kwargs: di
         source = str(pretrained)
         state = _read_weights_file(Path(pretrained))
     file_classes = _classifier_out(state, classifier) if state else None
-    # reference keys/shapes of the full model as stored in the file (3 input channels, the file's head)
-    with torch.device("meta"):
-        ref_kwargs = {k: v for k, v in kwargs.items() if k in ("drop_rate", "drop_path_rate")}
-        ref = timm.create_model(name, pretrained=False, num_classes=file_classes or cfg_dict.get("num_classes", 1000), **ref_kwargs)
-    state = _match_keys(state, ref.state_dict(), source)
+    # reference keys/shapes of the full model as stored in the file (3 input channels, the file's head;
+    # a file without a head was saved with num_classes=0)
+    ref_kwargs = {k: v for k, v in kwargs.items() if k in ("drop_rate", "drop_path_rate")}
+    candidates = [file_classes] if file_classes is not None else [cfg_dict.get("num_classes", 1000), 0]
+    for nc in candidates:
+        with torch.device("meta"):
+            ref = timm.create_model(name, pretrained=False, num_classes=nc, **ref_kwargs).state_dict()
+        if len(ref) == len(state):
+            break
+    state = _match_keys(state, ref, source)
     file_classes = _classifier_out(state, classifier) or 0
     overlay = {"state_dict": state, "num_classes": file_classes}
     try:

@@ -60,6 +60,10 @@ def test_local_safetensors_and_pth_roundtrip(tmp_path):
     m7 = create_backbone("resnet18", pretrained=st, num_classes=7)  # new label set: head replaced, body kept
     assert m7.fc.out_features == 7
     torch.testing.assert_close(m7.layer4[0].conv1.weight, src.layer4[0].conv1.weight)
+    headless = save_weights(tmp_path / "body.safetensors", create_backbone("resnet18", pretrained=False, num_classes=0))
+    for nc in (0, 3):  # a features-only file serves a features model and a fresh head alike
+        m = create_backbone("resnet18", pretrained=headless, num_classes=nc).eval()
+        assert m(torch.randn(1, 3, 32, 32)).shape == (1, nc or 512)
 
 
 def test_pickled_or_wrong_files_are_refused_clearly(tmp_path):

@@ -35,15 +35,34 @@ def dice_per_class(mask: np.ndarray, label: np.ndarray, class_names: list[str]) 
 
 
 def hd95_per_class(mask: np.ndarray, label: np.ndarray, class_names: list[str], spacing) -> dict[str, float]:
-    """95th-percentile Hausdorff distance in mm (MONAI's implementation), per foreground class."""
-    import torch
-    from monai.metrics import compute_hausdorff_distance
+    """95th-percentile Hausdorff distance in mm per foreground class, defined as MONAI's
+    ``compute_hausdorff_distance(percentile=95)`` (max of the two directed 95th percentiles of
+    surface-to-surface distances), but computed inside each class's bounding box — tens of times
+    faster on a full-resolution volume. NaN when the class is absent from either mask, inf when
+    it is present in only one."""
+    from scipy import ndimage
 
-    n = len(class_names)
-    p = torch.nn.functional.one_hot(torch.as_tensor(mask, dtype=torch.long), n).permute(3, 0, 1, 2)[None]
-    t = torch.nn.functional.one_hot(torch.as_tensor(label, dtype=torch.long), n).permute(3, 0, 1, 2)[None]
-    hd = compute_hausdorff_distance(p, t, include_background=False, percentile=95, spacing=[float(s) for s in spacing])[0]
-    return {class_names[i + 1]: float(v) for i, v in enumerate(hd.tolist())}
+    sp = np.asarray([float(s) for s in spacing])
+    out = {}
+    for i, name in enumerate(class_names):
+        if i == 0:
+            continue
+        p, t = mask == i, label == i
+        if not p.any() and not t.any():
+            out[name] = float("nan")
+            continue
+        if not p.any() or not t.any():
+            out[name] = float("inf")
+            continue
+        idx = np.argwhere(p | t)
+        lo, hi = np.maximum(idx.min(0) - 2, 0), idx.max(0) + 3
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        pb, tb = np.pad(p[box], 1), np.pad(t[box], 1)
+        ps, ts = pb & ~ndimage.binary_erosion(pb), tb & ~ndimage.binary_erosion(tb)
+        d_to_t = ndimage.distance_transform_edt(~ts, sampling=sp)
+        d_to_p = ndimage.distance_transform_edt(~ps, sampling=sp)
+        out[name] = float(max(np.percentile(d_to_t[ps], 95), np.percentile(d_to_p[ts], 95)))
+    return out
 
 
 def evaluate_segmenter(seg, cases: list[dict], hd95: bool = True) -> dict:

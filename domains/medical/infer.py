@@ -51,10 +51,10 @@ def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch: in
 
 
 def logits_to_native(logits: torch.Tensor, src_affine, dst_affine, dst_shape, slab: int = 32) -> np.ndarray:
-    """Resample (C, x, y, z) logits from the network grid onto the input grid (trilinear) and take the
-    argmax there — smoother boundaries than resampling a label map. Done in slabs of ``slab`` output
+    """Resample (C, x, y, z) softmax probabilities from the network grid onto the input grid
+    (trilinear, as MONAI's ``Invertd`` does in a bundle) and take the argmax there — smoother boundaries than resampling a label map. Done in slabs of ``slab`` output
     slices so that a 512×512×300 CT never holds C full-size float volumes at once."""
-    src = MetaTensor(logits.float(), affine=torch.as_tensor(src_affine, dtype=torch.float64))
+    src = MetaTensor(torch.softmax(logits.float(), 0), affine=torch.as_tensor(src_affine, dtype=torch.float64))
     dst_affine = torch.as_tensor(np.asarray(dst_affine), dtype=torch.float64)
     resample = mt.SpatialResample(mode="bilinear", padding_mode="border")
     out = np.zeros(tuple(dst_shape), dtype=np.uint8)

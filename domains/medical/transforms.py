@@ -36,7 +36,7 @@ class PipelineConfig:
     modality: str = "MRI"  # "CT" | "MRI"
     num_classes: int = 5
     spacing: float = 3.0
-    patch: int = 32
+    patch: int = 48
     num_samples: int = 4
     ct_level: float = 400.0
     ct_width: float = 1800.0

@@ -40,6 +40,11 @@ TINY = ["--channels", "8", "16", "32", "--patch", "32", "--num-samples", "2", "-
         "--val-every", "1", "--spacing", "4", "--threads", "1"]
 
 
+@pytest.fixture
+def tiny_args() -> list[str]:
+    return list(TINY)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(brain_task, session_runs_dir) -> Path:
     """A real (tiny) training run on Colin27 → MNI152, tracked to MLflow, shared by the session."""
@@ -88,3 +93,8 @@ def write_dicom_series(folder: Path, data: np.ndarray, spacing=(0.8, 0.8, 2.0), 
 @pytest.fixture
 def dicom_writer():
     return write_dicom_series
+
+
+@pytest.fixture
+def phi() -> dict:
+    return dict(PHI)

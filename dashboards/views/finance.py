@@ -71,12 +71,12 @@ def fan(fig: go.Figure, x, df: pd.DataFrame, colour=(31, 119, 180), name: str = 
     r, g, b = colour
     for i, ((qlo, clo), (qhi, chi)) in enumerate(pairs):
         shade = 0.12 + 0.22 * i / max(1, len(pairs) - 1)
-        fig.add_trace(go.Scatter(x=x, y=df[chi], line=dict(width=0), showlegend=False, hoverinfo="skip", legendgroup=f"{name}{qlo}"))
-        fig.add_trace(go.Scatter(x=x, y=df[clo], fill="tonexty", line=dict(width=0), fillcolor=f"rgba({r},{g},{b},{shade:.2f})",
+        fig.add_trace(go.Scatter(x=x, y=df[chi], mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip", legendgroup=f"{name}{qlo}"))
+        fig.add_trace(go.Scatter(x=x, y=df[clo], mode="lines", fill="tonexty", line=dict(width=0), fillcolor=f"rgba({r},{g},{b},{shade:.2f})",
                                  name=f"{name}{qhi - qlo:.0%} interval", legendgroup=f"{name}{qlo}"))
     med = [c for q, c in qs if abs(q - 0.5) < 1e-9]
     if med:
-        fig.add_trace(go.Scatter(x=x, y=df[med[0]], name=f"{name}median", line=dict(color=f"rgb({r},{g},{b})", width=2)))
+        fig.add_trace(go.Scatter(x=x, y=df[med[0]], mode="lines+markers", name=f"{name}median", line=dict(color=f"rgb({r},{g},{b})", width=2)))
 
 
 def layout(fig: go.Figure, title: str, height: int = 340) -> go.Figure:
@@ -237,8 +237,8 @@ if chosen:
                         continue
                     fig = go.Figure()
                     if prices is not None and hist_col in prices:
-                        h = prices[(prices["ticker"] == t) & (prices["date"] < ft["date"].min())].tail(60)
-                        fig.add_trace(go.Scatter(x=h["date"], y=h[hist_col], name=f"realised {label}", line=dict(color="#555", width=1.2)))
+                        h = prices[(prices["ticker"] == t) & (prices["date"] < ft["date"].min())].tail(30)
+                        fig.add_trace(go.Scatter(x=h["date"], y=h[hist_col], name=f"realised {label}", mode="lines", line=dict(color="#555", width=1.2)))
                     fan(fig, ft["date"], ft)
                     st.plotly_chart(layout(fig, f"{t}: {label}, forecast quantiles"), width="stretch", key=f"fan_{t}_{target}")
                 with st.expander("Forecast table"):

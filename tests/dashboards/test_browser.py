@@ -132,3 +132,18 @@ def test_page_renders_in_chromium(title, server, browser, dashboard_runs, artifa
     # the sidebar navigation offers every page
     nav = browser.find_element(By.CSS_SELECTOR, "[data-testid='stSidebarNav']").text
     assert all(p in nav for p in PATHS), nav
+    # every tab of the page, one screenshot each; charts drawn where the page draws them
+    for tab in browser.find_elements(By.CSS_SELECTOR, "[role='tab']"):
+        name = tab.text.strip()
+        tab.click()
+        time.sleep(1.5)
+        slug = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+        browser.save_screenshot(str(artifacts_dir / f"dashboard-{title.lower()}-{slug}.png"))
+        if title == "Finance" and name in CHARTED:
+            panels = [p for p in browser.find_elements(By.CSS_SELECTOR, "[role='tabpanel']") if p.is_displayed()]
+            assert any(p.find_elements(By.CSS_SELECTOR, "[data-testid='stPlotlyChart']") for p in panels), f"{title}/{name}: no chart"
+        assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid='stException']"), f"{title}/{name}: a traceback is shown"
+
+
+CHARTED = ("Forecast", "Backtest", "VaR breaches", "Variable importance")
+

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -199,16 +201,41 @@ def _nifti_bytes(arr: np.ndarray) -> bytes:
     return nib.Nifti1Image(arr, np.eye(4)).to_bytes()
 
 
+def chart_titles(at: AppTest) -> list[str]:
+    out = []
+    for el in at.get("plotly_chart"):
+        title = json.loads(el.proto.spec).get("layout", {}).get("title", {})
+        out.append(title.get("text", "") if isinstance(title, dict) else str(title))
+    return out
+
+
 def test_finance_page_shows_prices_forecast_backtest(domain_run):
-    domain_run("finance")
-    at = run_app(PAGES["finance"], timeout=180)
+    run = domain_run("finance")
+    trained = set(pd.read_parquet(run.run_dir / "predictions.parquet")["ticker"])
+    at = run_app(PAGES["finance"], timeout=240)
     no_exception(at)
-    tickers = at.multiselect(key="fin_tickers")
-    assert tickers.value, "no default tickers"
-    charts = at.get("plotly_chart")
-    assert charts, "no fan chart"
-    tables = [d.value for d in at.dataframe]
-    assert any(len(t) for t in tables), "no backtest table"
+    chosen = at.multiselect(key="fin_tickers").value
+    assert chosen and set(chosen) <= trained
+    titles = chart_titles(at)
+    # a next-days fan and a walk-forward fan per chosen ticker, VaR per ticker, a metric bar chart, importance
+    for t in chosen:
+        assert f"{t}: daily log return, forecast quantiles" in titles, titles
+        assert any(x.startswith(f"{t} · tft: daily log return, 1 day(s) ahead") for x in titles), titles
+        assert any(x.startswith(f"{t} · tft:") and "breaches in" in x for x in titles), titles
+    assert any("by model" in x for x in titles) and any("variables" in x for x in titles), titles
+    frames = [d.value for d in at.dataframe]
+    agg = next(f for f in frames if "model" in f.columns and "vol_pinball" in f.columns and "ticker" not in f.columns)
+    assert "tft" in set(agg["model"]) and len(set(agg["model"]) - {"tft"}) >= 1  # against baselines
+    counts = next(f for f in frames if "expected rate" in f.columns)
+    assert np.allclose(counts["expected rate"], 0.01) and (counts["breaches"] <= counts["days"]).all()
+    # the volatility target and the 95% level redraw without errors
+    at.radio(key="fin_target").set_value("rvol").run()
+    no_exception(at)
+    assert any("5-day realised volatility, forecast quantiles" in x for x in chart_titles(at))
+    at.radio(key="fin_var_level").set_value("95").run()
+    no_exception(at)
+    counts = next(d.value for d in at.dataframe if "expected rate" in d.value.columns)
+    assert np.allclose(counts["expected rate"], 0.05)
 
 
 def test_recommendation_page_recommends_and_places_a_new_item(domain_run):

@@ -8,6 +8,7 @@ same input, and a retried chunk (worker crash, Ray actor restart) can never be w
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing as mp
 import os
 import pickle
@@ -75,6 +76,13 @@ def run_job(
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise ScoringError(f"work item ids must be unique; duplicated: {dup}")
+    for it in items:
+        try:
+            json.dumps(it.meta)  # items travel as JSON (manifest, Ray): same values for every engine
+        except (TypeError, ValueError) as e:
+            raise ScoringError(f"work item {it.id!r}: meta must be JSON-serialisable ({e})") from e
+        if it.start is not None and it.stop is not None and not 0 <= it.start <= it.stop:
+            raise ScoringError(f"work item {it.id!r}: row range [{it.start}, {it.stop}) is not a valid range")
     try:
         scorer_bytes = pickle.dumps(scorer)
     except Exception as e:  # noqa: BLE001
@@ -287,8 +295,6 @@ class _RayChunkScorer:
     def __call__(self, batch: dict) -> dict:
         if self.load_error is not None:
             raise ScorerLoadError(self.load_error)
-        import json
-
         import numpy as np
 
         out = []
@@ -374,8 +380,6 @@ def _check_reachable(address: str, timeout: float = 10.0) -> str | None:
 
 
 def _run_ray(scorer: Scorer, pending: list[tuple[int, list[WorkItem]]], workers: int, address: str | None, on_result: Callable[[ChunkResult], None]) -> None:
-    import json
-
     import ray
 
     connected = ray_init(address, num_cpus=None if address else max(workers, os.cpu_count() or 1))
@@ -387,7 +391,12 @@ def _run_ray(scorer: Scorer, pending: list[tuple[int, list[WorkItem]]], workers:
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         ctx.execution_options.verbose_progress = False
-        rows = [{"chunk": i, "items": json.dumps([it.to_dict() for it in items], default=str)} for i, items in pending]
+        if address:
+            cpus = ray.cluster_resources().get("CPU", 0)
+            if cpus < workers:
+                log.warning(f"--workers {workers} actors need {workers} CPUs but the cluster at {address} has {cpus:g} now; "
+                            "the job waits for the autoscaler (or lower --workers)")
+        rows = [{"chunk": i, "items": json.dumps([it.to_dict() for it in items])} for i, items in pending]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         ds = ds.map_batches(
             _RayChunkScorer,

@@ -251,3 +251,16 @@ def test_a_second_concurrent_run_into_the_same_folder_is_refused(price_files, tm
         with pytest.raises(ScoringError, match=f"another scoring run \\(pid {os.getpid()}\\)"):
             run_job(file_items(price_files), PriceFileScorer(), out, progress=False)
     assert run_job(file_items(price_files), PriceFileScorer(), out, progress=False).chunks_done == 2  # lock released
+
+
+def test_work_items_must_be_unique_with_json_meta_and_valid_ranges(price_files, tmp_path):
+    from core.scoring import WorkItem
+
+    good = file_items(price_files)
+    with pytest.raises(ScoringError, match="unique"):
+        run_job(good + good[:1], PriceFileScorer(), tmp_path / "a", progress=False)
+    with pytest.raises(ScoringError, match="JSON-serialisable"):
+        run_job([WorkItem("x", str(price_files[0]), meta={"when": object()})], PriceFileScorer(), tmp_path / "b", progress=False)
+    with pytest.raises(ScoringError, match="not a valid range"):
+        run_job([WorkItem("x", str(price_files[0]), start=10, stop=5)], PriceFileScorer(), tmp_path / "c", progress=False)
+    assert not (tmp_path / "a").exists()  # nothing written for a refused job

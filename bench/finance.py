@@ -118,8 +118,10 @@ def bench_train(threads: int, batches: int = 30, batch_size: int = 128) -> dict:
         return t_setup, time.perf_counter() - t0 - t_setup
 
     ours()  # warm-up (imports, allocator)
-    r = [reference() for _ in range(2)]
-    o = [ours() for _ in range(2)]
+    r, o = [], []
+    for _ in range(2):  # interleaved, so a change in machine load hits both pipelines alike
+        r.append(reference())
+        o.append(ours())
     return {"batches": batches, "batch_size": batch_size, "ref_setup_s": min(x[0] for x in r), "ref_epoch_s": min(x[1] for x in r),
             "ours_setup_s": min(x[0] for x in o), "ours_epoch_s": min(x[1] for x in o)}
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.config import parse_config
+from core.cli import run_cli
 from core.io import atomic_path, atomic_write_parquet, atomic_write_text
 from core.logging import get_logger
 from core.progress import progress
@@ -325,13 +325,7 @@ def _markdown(df: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(BacktestConfig, argv, description=__doc__.split("\n\n")[0], prog="python -m domains.finance.backtest")
-    try:
-        backtest(cfg)
-    except (PriceDataError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(BacktestConfig, backtest, argv, doc=__doc__.split("\n\n")[0], prog="python -m domains.finance.backtest", user_errors=(PriceDataError, ValueError))
 
 
 if __name__ == "__main__":

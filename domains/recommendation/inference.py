@@ -1,0 +1,200 @@
+"""Serving a trained run: user/item vectors, top-K with seen items excluded, similar items, cold start.
+
+    rec = Recommender.load(run_dir)
+    rec.recommend(42, k=10)                      # item_id, title, genres, score, fallback
+    rec.recommend(999999)                        # unknown user -> most popular items, fallback=True
+    rec.similar_items(50, k=10)                  # cosine neighbours in the item tower's space
+    rec.cold_start_item("Space Robots", ["Sci-Fi", "Action"], k_users=20)
+
+Unknown-user fallback (documented behaviour): a user id that the run has never seen, or a user
+without training history, gets the most popular training items (minus anything the user has
+seen); every row carries ``fallback=True`` and ``reason`` says why. Unknown item ids in
+``similar_items`` raise :class:`UnknownItemError` naming the id.
+
+Cold start: a new item known only by title (+ year) and genres goes through the item tower with
+its id set to "unknown" (index 0, which ID dropout trained) and its MiniLM title embedding, so it
+gets a vector in the same space as the catalogue and can be ranked for every user.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.checkpoint import load_weights
+from domains.recommendation.model import Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, item_text_embeddings, item_texts
+
+__all__ = ["Recommender", "UnknownItemError", "UnknownUserError"]
+
+
+class UnknownItemError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return str(self.args[0])
+
+
+class UnknownUserError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass
+class Recommender:
+    run_dir: Path
+    model: TwoTower
+    space: FeatureSpace
+    users_df: pd.DataFrame
+    items_df: pd.DataFrame
+    batcher: Batcher
+    user_vecs: torch.Tensor
+    item_vecs: torch.Tensor
+    seen: dict  # user_id -> np.ndarray of item rows
+    popularity: np.ndarray  # training interaction count per item row
+    k_default: int = 10
+
+    # -- loading ------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "Recommender":
+        run_dir = Path(run_dir)
+        for f in ("model.safetensors", "feature_space.json", "model_config.json", "items.parquet", "users.parquet", "train.parquet"):
+            if not (run_dir / f).is_file():
+                raise FileNotFoundError(f"{run_dir} is not a finished recommendation run ({f} missing); train one with `python -m domains.recommendation.train`")
+        space = FeatureSpace.from_dict(json.loads((run_dir / "feature_space.json").read_text()))
+        mc = json.loads((run_dir / "model_config.json").read_text())
+        k = int(mc.pop("k", 10))
+        cfg = TwoTowerConfig(**mc)
+        model = TwoTower(space, cfg)
+        load_weights(run_dir / "model.safetensors", model)
+        model.eval()
+        items = pd.read_parquet(run_dir / "items.parquet")
+        items["genres"] = [list(g) for g in items["genres"]]
+        users = pd.read_parquet(run_dir / "users.parquet")
+        text = load_weights(run_dir / "item_text.safetensors")["emb"] if cfg.text_dim else None
+        batcher = Batcher(space.user_feature_table(users), space.item_feature_arrays(items), text)
+        train = pd.read_parquet(run_dir / "train.parquet")
+        iidx = space.item_index()
+        rows = train["item_id"].map(iidx).to_numpy(np.int64)
+        seen = {u: g for u, g in zip(*_group_by(train["user_id"].to_numpy(), rows))}
+        if cfg.history:
+            batcher.set_history([seen.get(u, np.empty(0, np.int64)) for u in space.user_ids])
+        U, V = all_embeddings(model, batcher, space.n_users, space.n_items)
+        pop = np.bincount(rows, minlength=space.n_items).astype(np.float64)
+        return cls(run_dir, model, space, users, items, batcher, U, V, seen, pop, k)
+
+    # -- queries -------------------------------------------------------------------------------
+    def users(self) -> list:
+        return list(self.space.user_ids)
+
+    def _user_row(self, user_id) -> int | None:
+        idx = self.space.user_index()
+        if user_id in idx:
+            return idx[user_id]
+        for conv in (int, str):
+            try:
+                if conv(user_id) in idx:
+                    return idx[conv(user_id)]
+            except (TypeError, ValueError):
+                continue
+        return None
+
+    def _item_row(self, item_id) -> int:
+        idx = self.space.item_index()
+        for cand in (item_id, _try(int, item_id), _try(str, item_id)):
+            if cand is not None and cand in idx:
+                return idx[cand]
+        raise UnknownItemError(f"item {item_id!r} is not in this run's catalogue of {self.space.n_items} items (ids like {self.space.item_ids[:3]})")
+
+    def history(self, user_id) -> pd.DataFrame:
+        """The user's training interactions with titles (empty for unknown users)."""
+        row = self._user_row(user_id)
+        uid = self.space.user_ids[row] if row is not None else user_id
+        items = self.seen.get(uid, np.empty(0, np.int64))
+        return self._item_frame(items).drop(columns=["score"])
+
+    def _item_frame(self, rows: np.ndarray, scores: np.ndarray | None = None) -> pd.DataFrame:
+        sub = self.items_df.iloc[rows]
+        return pd.DataFrame({"item_id": sub["item_id"].to_numpy(), "title": sub["title"].to_numpy(),
+                             "genres": [", ".join(g) for g in sub["genres"]], "year": sub["year"].to_numpy(),
+                             "score": scores if scores is not None else np.full(len(rows), np.nan)})
+
+    def recommend(self, user_id, k: int | None = None, exclude_seen: bool = True) -> pd.DataFrame:
+        """Top-k items for ``user_id``: item_id, title, genres, year, score, fallback, reason."""
+        k = k or self.k_default
+        row = self._user_row(user_id)
+        uid = self.space.user_ids[row] if row is not None else user_id
+        seen = self.seen.get(uid, np.empty(0, np.int64)) if exclude_seen else np.empty(0, np.int64)
+        if row is None or uid not in self.seen:
+            scores = torch.as_tensor(self.popularity, dtype=torch.float32).clone()
+            reason = "unknown user: most popular items" if row is None else "user has no training history: most popular items"
+            fallback = True
+        else:
+            scores = self.item_vecs @ self.user_vecs[row]
+            reason, fallback = "", False
+        if len(seen):
+            scores[torch.as_tensor(seen)] = float("-inf")
+        val, idx = torch.topk(scores, min(k, int(torch.isfinite(scores).sum())))
+        out = self._item_frame(idx.numpy(), val.numpy())
+        out["fallback"] = fallback
+        out["reason"] = reason
+        return out
+
+    def recommend_rows(self, user_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k (item rows, scores) for a batch of user rows, seen items excluded."""
+        from domains.recommendation.metrics import top_k
+
+        scores = self.user_vecs[torch.as_tensor(user_rows)] @ self.item_vecs.T
+        excl = [self.seen.get(self.space.user_ids[r], np.empty(0, np.int64)) for r in user_rows]
+        return top_k(scores, k, excl)
+
+    def similar_items(self, item_id, k: int = 10) -> pd.DataFrame:
+        row = self._item_row(item_id)
+        sims = self.item_vecs @ self.item_vecs[row]
+        sims[row] = float("-inf")
+        val, idx = torch.topk(sims, min(k, self.space.n_items - 1))
+        return self._item_frame(idx.numpy(), val.numpy())
+
+    @torch.no_grad()
+    def item_vector(self, title: str, genres: list[str], year: int = -1) -> torch.Tensor:
+        """Vector of a new item (not in the catalogue) from its title, year and genres."""
+        unknown = sorted(set(genres) - set(self.space.genres))
+        if unknown:
+            raise ValueError(f"unknown genre(s) {unknown}; known: {self.space.genres}")
+        new = pd.DataFrame({"item_id": ["__new__"], "title": [title], "year": [int(year)], "genres": [list(genres)]})
+        arrays = self.space.item_feature_arrays(new)  # item_id -> 0 (unknown)
+        text = item_text_embeddings(item_texts(new), cache=False) if self.model.cfg.text_dim else None
+        b = Batcher(np.zeros((1, 4), np.int64), arrays, text)
+        return self.model.item_embedding(b.item_kjt(torch.tensor([0])), b.item_text(torch.tensor([0])))[0]
+
+    def cold_start_item(self, title: str, genres: list[str], k_users: int = 20, year: int = -1) -> pd.DataFrame:
+        """The users whose lists the new item enters most strongly: user_id, score, rank_in_user_list
+        (1 = it would be the user's top recommendation), in_top_k (within the run's k)."""
+        v = self.item_vector(title, genres, year)
+        s = self.user_vecs @ v  # (n_users,)
+        # rank of the new item within each user's unseen catalogue scores
+        cat = self.user_vecs @ self.item_vecs.T
+        for r, uid in enumerate(self.space.user_ids):
+            seen = self.seen.get(uid)
+            if seen is not None and len(seen):
+                cat[r, torch.as_tensor(seen)] = float("-inf")
+        rank = (cat > s[:, None]).sum(1) + 1
+        order = torch.argsort(s, descending=True)[:k_users]
+        return pd.DataFrame({"user_id": [self.space.user_ids[i] for i in order.tolist()], "score": s[order].numpy(),
+                             "rank_in_user_list": rank[order].numpy(), "in_top_k": (rank[order] <= self.k_default).numpy()})
+
+
+def _try(conv, v):
+    try:
+        return conv(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _group_by(keys: np.ndarray, values: np.ndarray):
+    order = np.argsort(keys, kind="stable")
+    k, v = keys[order], values[order]
+    uniq, start = np.unique(k, return_index=True)
+    return list(uniq.tolist()), np.split(v, start[1:])

@@ -1,0 +1,339 @@
+"""Two-tower retrieval model on TorchRec.
+
+    user tower: EmbeddingBagCollection[user_id, age_bucket, gender, occupation] -> MLP -> L2-normalised u
+    item tower: EmbeddingBagCollection[item_id, genres (multi-hot bag, mean), year_bucket]
+                + MiniLM title embedding (384-d, precomputed once and cached)      -> MLP -> L2-normalised v
+    score(u, v) = u·v / temperature
+
+Sparse features enter as one :class:`torchrec.KeyedJaggedTensor` per tower, so the same module
+trains unsharded on one process or sharded by :class:`torchrec.distributed.DistributedModelParallel`
+(``train.py --dmp``). Index 0 of every table is "unknown": unseen users/items/feature values map
+there, and ``id_dropout`` replaces a fraction of training ids by it, so the towers also learn to
+score from features only — this is what serves a cold-start item known only by title and genres.
+
+Loss (:func:`sampled_softmax_loss`): in-batch sampled softmax (the other positives of the batch are
+the negatives) with the log-Q correction of Yi et al. (RecSys 2019): ``logit_ij -= log Q(j)`` where
+``Q(j)`` is item j's probability of being sampled into a batch (its share of training
+interactions), which removes the popularity skew that in-batch negatives otherwise introduce.
+Logits of in-batch items equal to the positive (duplicates) are masked. ``logq_weight`` scales the
+correction (1 = Yi et al.; 0 = plain in-batch softmax).
+
+Item text: ``create_backbone("minilm-l6-v2")`` (core backbone registry, packaged weights, offline).
+By default its embeddings are precomputed and cached (:func:`item_text_embeddings`); with
+``text_mode="lora"`` the encoder is fine-tuned jointly through ``core.finetune.apply_lora``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+from torchrec.modules.embedding_configs import PoolingType
+
+from core.logging import get_logger
+
+__all__ = ["FeatureSpace", "TwoTowerConfig", "TwoTower", "sampled_softmax_loss", "item_text_embeddings", "item_texts",
+           "USER_FEATURES", "ITEM_FEATURES", "AGE_BUCKETS"]
+
+log = get_logger("recommendation.model")
+USER_FEATURES = ["user_id", "age", "gender", "occupation"]
+HISTORY = "history"  # the user's training items, a mean-pooled bag (YouTube-DNN style)
+ITEM_FEATURES = ["item_id", "genre", "year"]
+AGE_BUCKETS = [18, 25, 35, 45, 50, 56]  # MovieLens-1M style age groups
+TEXT_BACKBONE = "minilm-l6-v2"
+
+
+# ---------------------------------------------------------------------------------------------
+# feature space: raw ids/values -> table indices (index 0 = unknown)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class FeatureSpace:
+    """Vocabularies of every sparse feature, built from the training data's side tables."""
+
+    user_ids: list
+    item_ids: list
+    genders: list
+    occupations: list
+    genres: list
+    year_min: int
+    year_max: int
+
+    @classmethod
+    def build(cls, users: pd.DataFrame, items: pd.DataFrame) -> "FeatureSpace":
+        years = items["year"][items["year"] > 0]
+        genres = sorted({g for gs in items["genres"] for g in gs})
+        return cls(user_ids=users["user_id"].tolist(), item_ids=items["item_id"].tolist(),
+                   genders=sorted(set(users["gender"].astype(str)) - {"unknown"}),
+                   occupations=sorted(set(users["occupation"].astype(str)) - {"unknown"}), genres=genres,
+                   year_min=int(years.min()) if len(years) else 1900, year_max=int(years.max()) if len(years) else 2030)
+
+    def to_dict(self) -> dict:
+        return {k: [_py(x) for x in v] if isinstance(v, list) else _py(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSpace":
+        return cls(**d)
+
+    # table sizes (+1 for unknown at index 0)
+    def sizes(self) -> dict[str, int]:
+        return {"user_id": len(self.user_ids) + 1, "age": len(AGE_BUCKETS) + 2, "gender": len(self.genders) + 1,
+                "occupation": len(self.occupations) + 1, "item_id": len(self.item_ids) + 1, "genre": len(self.genres) + 1,
+                "year": self.year_max - self.year_min + 2, HISTORY: len(self.item_ids) + 1}
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def user_index(self) -> dict:
+        return {u: i for i, u in enumerate(self.user_ids)}
+
+    def item_index(self) -> dict:
+        return {u: i for i, u in enumerate(self.item_ids)}
+
+    def user_feature_table(self, users: pd.DataFrame) -> np.ndarray:
+        """(n, 4) int64 table indices in USER_FEATURES order; rows follow ``users``."""
+        uidx = self.user_index()
+        gidx = {g: i + 1 for i, g in enumerate(self.genders)}
+        oidx = {o: i + 1 for i, o in enumerate(self.occupations)}
+        age = users["age"].to_numpy()
+        age_b = np.where(age < 0, 0, np.searchsorted(AGE_BUCKETS, age, side="right") + 1)
+        return np.stack([
+            np.array([uidx.get(u, -1) + 1 for u in users["user_id"]], dtype=np.int64),
+            age_b.astype(np.int64),
+            np.array([gidx.get(str(g), 0) for g in users["gender"]], dtype=np.int64),
+            np.array([oidx.get(str(o), 0) for o in users["occupation"]], dtype=np.int64),
+        ], 1)
+
+    def item_feature_arrays(self, items: pd.DataFrame) -> dict[str, np.ndarray]:
+        """item_id and year indices (n,), genres as CSR (offsets (n+1,), values)."""
+        iidx = self.item_index()
+        gidx = {g: i + 1 for i, g in enumerate(self.genres)}
+        year = items["year"].to_numpy()
+        year_i = np.where((year >= self.year_min) & (year <= self.year_max), year - self.year_min + 1, 0)
+        glists = [[gidx[g] for g in gs if g in gidx] for gs in items["genres"]]
+        offsets = np.zeros(len(glists) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(g) for g in glists])
+        values = np.array([g for gs in glists for g in gs], dtype=np.int64)
+        return {"item_id": np.array([iidx.get(i, -1) + 1 for i in items["item_id"]], dtype=np.int64),
+                "year": year_i.astype(np.int64), "genre_offsets": offsets, "genre_values": values}
+
+
+def _py(x):
+    return x.item() if isinstance(x, np.generic) else x
+
+
+# ---------------------------------------------------------------------------------------------
+# item text
+# ---------------------------------------------------------------------------------------------
+def item_texts(items: pd.DataFrame) -> list[str]:
+    out = []
+    for t, y, g in zip(items["title"], items["year"], items["genres"]):
+        s = str(t) + (f" ({int(y)})" if int(y) > 0 else "")
+        if len(g):
+            s += ". " + ", ".join(g)
+        out.append(s)
+    return out
+
+
+def _cache_dir() -> Path:
+    from core.data import data_root
+
+    return data_root() / ".cache" / "recommendation-text"
+
+
+def item_text_embeddings(texts: list[str], encoder: nn.Module | None = None, cache: bool = True, batch_size: int = 128) -> torch.Tensor:
+    """MiniLM sentence embeddings (N, 384), L2-normalised; cached on disk by a hash of the texts."""
+    key = hashlib.sha256(("\n".join([TEXT_BACKBONE, *texts])).encode()).hexdigest()[:20]
+    path = _cache_dir() / f"{TEXT_BACKBONE}-{key}.safetensors"
+    if cache and path.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(path))["emb"]
+    if encoder is None:
+        from core.backbones import create_backbone
+
+        encoder = create_backbone(TEXT_BACKBONE)
+    log.info(f"encoding {len(texts)} item texts with {TEXT_BACKBONE} (cached afterwards in {path.parent})")
+    emb = encoder.encode(texts, batch_size=batch_size, normalize=True).float().contiguous()
+    if cache:
+        from core.checkpoint import save_weights
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(path, {"emb": emb})
+    return emb
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TwoTowerConfig:
+    id_dim: int = 64
+    feature_dim: int = 16
+    hidden: list[int] = field(default_factory=lambda: [128])
+    out_dim: int = 64
+    text_dim: int = 384  # 0 disables the text feature
+    temperature: float = 0.05
+    logq_weight: float = 1.0
+    dropout: float = 0.0
+    history: bool = True
+
+
+def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-2], sizes[1:-1]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(sizes[-2], sizes[-1]))
+    return nn.Sequential(*layers)
+
+
+class TwoTower(nn.Module):
+    def __init__(self, space: FeatureSpace, cfg: TwoTowerConfig, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.cfg = cfg
+        sizes = space.sizes()
+
+        def table(feat: str, dim: int, pooling=PoolingType.SUM) -> EmbeddingBagConfig:
+            return EmbeddingBagConfig(name=f"t_{feat}", embedding_dim=dim, num_embeddings=sizes[feat], feature_names=[feat], pooling=pooling)
+
+        d, f = cfg.id_dim, cfg.feature_dim
+        utables = [table("user_id", d), table("age", f), table("gender", f), table("occupation", f)]
+        if cfg.history:
+            utables.append(table(HISTORY, d, PoolingType.MEAN))
+        self.user_keys = USER_FEATURES + ([HISTORY] if cfg.history else [])
+        self.user_ebc = EmbeddingBagCollection(tables=utables, device=torch.device(device))
+        self.item_ebc = EmbeddingBagCollection(tables=[table("item_id", d), table("genre", f, PoolingType.MEAN), table("year", f)], device=torch.device(device))
+        for ebc in (self.user_ebc, self.item_ebc):
+            for p in ebc.parameters():
+                nn.init.normal_(p, std=0.05)
+        self.user_mlp = _mlp([d + 3 * f + (d if cfg.history else 0), *cfg.hidden, cfg.out_dim], cfg.dropout)
+        self.text_proj = nn.Linear(cfg.text_dim, f * 2) if cfg.text_dim else None
+        self.item_mlp = _mlp([d + 2 * f + (2 * f if cfg.text_dim else 0), *cfg.hidden, cfg.out_dim], cfg.dropout)
+
+    def user_embedding(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        kt = self.user_ebc(kjt)
+        x = torch.cat([kt[k] for k in self.user_keys], 1)
+        return nn.functional.normalize(self.user_mlp(x), dim=-1)
+
+    def item_embedding(self, kjt: KeyedJaggedTensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        kt = self.item_ebc(kjt)
+        parts = [kt[k] for k in ITEM_FEATURES]
+        if self.text_proj is not None:
+            if text is None:
+                raise ValueError("this model uses item text: pass the (N, 384) text embeddings")
+            parts.append(self.text_proj(text))
+        return nn.functional.normalize(self.item_mlp(torch.cat(parts, 1)), dim=-1)
+
+    def forward(self, user_kjt: KeyedJaggedTensor, item_kjt: KeyedJaggedTensor, text: torch.Tensor | None = None):
+        return self.user_embedding(user_kjt), self.item_embedding(item_kjt, text)
+
+
+def sampled_softmax_loss(u: torch.Tensor, v: torch.Tensor, item_idx: torch.Tensor, log_q: torch.Tensor,
+                         temperature: float, logq_weight: float = 1.0) -> torch.Tensor:
+    """In-batch softmax with log-Q correction; row i's positive is column i."""
+    logits = (u @ v.T) / temperature
+    if logq_weight:
+        logits = logits - logq_weight * log_q[None, :]
+    same = item_idx[None, :] == item_idx[:, None]
+    same.fill_diagonal_(False)
+    logits = logits.masked_fill(same, float("-inf"))
+    target = torch.arange(len(u), device=u.device)
+    return nn.functional.cross_entropy(logits, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# batching: index arrays -> KeyedJaggedTensor
+# ---------------------------------------------------------------------------------------------
+class Batcher:
+    """Turns user / item row indices into the KJTs of the two towers (vectorised gathers)."""
+
+    def __init__(self, user_table: np.ndarray, item_arrays: dict[str, np.ndarray], text: torch.Tensor | None,
+                 history: list[np.ndarray] | None = None):
+        self.user_table = torch.as_tensor(user_table, dtype=torch.long)
+        self.set_history(history)
+        self.item_id = torch.as_tensor(item_arrays["item_id"], dtype=torch.long)
+        self.item_year = torch.as_tensor(item_arrays["year"], dtype=torch.long)
+        self.g_off = torch.as_tensor(item_arrays["genre_offsets"], dtype=torch.long)
+        self.g_val = torch.as_tensor(item_arrays["genre_values"], dtype=torch.long)
+        self.text = text
+
+    def set_history(self, history: list[np.ndarray] | None) -> None:
+        """Per user row, the item rows of the training history (None: the model has no history feature)."""
+        self.history = history is not None
+        if history is None:
+            return
+        self.h_off = torch.zeros(len(history) + 1, dtype=torch.long)
+        self.h_off[1:] = torch.cumsum(torch.tensor([len(h) for h in history], dtype=torch.long), 0)
+        self.h_val = torch.as_tensor(np.concatenate(history).astype(np.int64) + 1 if len(history) else np.empty(0, np.int64))
+
+    @staticmethod
+    def _gather(off: torch.Tensor, val: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = off[rows]
+        lens = off[rows + 1] - starts
+        total = int(lens.sum())
+        if not total:
+            return torch.empty(0, dtype=torch.long), lens
+        base = torch.repeat_interleave(starts - (torch.cumsum(lens, 0) - lens), lens)
+        return val[base + torch.arange(total)], lens
+
+    def user_kjt(self, rows: torch.Tensor, id_dropout: float = 0.0, generator: torch.Generator | None = None,
+                 exclude_items: torch.Tensor | None = None, history_dropout: float = 0.0) -> KeyedJaggedTensor:
+        """``exclude_items`` (item rows, one per user row) are removed from each history: the
+        training target must not be in its own input. ``history_dropout`` drops history entries at random."""
+        feats = self.user_table[rows].clone()
+        if id_dropout:
+            drop = torch.rand(len(rows), generator=generator) < id_dropout
+            feats[drop, 0] = 0
+        n = len(rows)
+        values = [feats.T.reshape(-1)]
+        lengths = [torch.ones(4 * n, dtype=torch.int32)]
+        keys = list(USER_FEATURES)
+        if self.history:
+            hv, hl = self._gather(self.h_off, self.h_val, rows)
+            keep = torch.ones(len(hv), dtype=torch.bool)
+            if exclude_items is not None and len(hv):
+                keep &= hv != torch.repeat_interleave(exclude_items + 1, hl)
+            if history_dropout and len(hv):
+                keep &= torch.rand(len(hv), generator=generator) >= history_dropout
+            seg = torch.repeat_interleave(torch.arange(n), hl)
+            hl = torch.bincount(seg[keep], minlength=n) if len(hv) else hl
+            values.append(hv[keep])
+            lengths.append(hl.to(torch.int32))
+            keys.append(HISTORY)
+        return KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths))
+
+    def item_kjt(self, rows: torch.Tensor, id_dropout: float = 0.0, generator: torch.Generator | None = None) -> KeyedJaggedTensor:
+        ids = self.item_id[rows].clone()
+        if id_dropout:
+            drop = torch.rand(len(rows), generator=generator) < id_dropout
+            ids[drop] = 0
+        gvals, glen = self._gather(self.g_off, self.g_val, rows)
+        n = len(rows)
+        values = torch.cat([ids, gvals, self.item_year[rows]])
+        lengths = torch.cat([torch.ones(n, dtype=torch.int32), glen.to(torch.int32), torch.ones(n, dtype=torch.int32)])
+        return KeyedJaggedTensor(keys=ITEM_FEATURES, values=values, lengths=lengths)
+
+    def item_text(self, rows: torch.Tensor) -> torch.Tensor | None:
+        return None if self.text is None else self.text[rows]
+
+
+@torch.no_grad()
+def all_embeddings(model: TwoTower, batcher: Batcher, n_users: int, n_items: int, batch: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    was = model.training
+    model.eval()
+    U = torch.cat([model.user_embedding(batcher.user_kjt(torch.arange(s, min(s + batch, n_users)))) for s in range(0, n_users, batch)])
+    V = torch.cat([model.item_embedding(batcher.item_kjt(r := torch.arange(s, min(s + batch, n_items))), batcher.item_text(r)) for s in range(0, n_items, batch)])
+    model.train(was)
+    return U, V

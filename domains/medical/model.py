@@ -75,7 +75,7 @@ class SliceStackSegmenter(nn.Module):
     def forward(self, vol: torch.Tensor) -> torch.Tensor:
         n, _, x, y, z = vol.shape
         k = self.context
-        padded = F.pad(vol, (k, k), mode="replicate")
+        padded = F.pad(vol, (k, k, 0, 0, 0, 0), mode="replicate")
         outs = []
         for b in range(n):
             stack = padded[b, 0].unfold(2, 2 * k + 1, 1)  # X, Y, Z, 2k+1

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from dashboards.common import domain_api, friendly_errors, page_header, pick_run, require, run_key
@@ -14,7 +15,7 @@ run_dir = pick_run("recommendation")  # first: with no run, the page only explai
 if run_dir is None:
     st.stop()
 api = domain_api("recommendation")
-if api is None or run_dir is None or not require(api, "load_recommender"):
+if api is None or not require(api, "load_recommender"):
     st.stop()
 key = run_key(run_dir)
 
@@ -24,16 +25,30 @@ def recommender(k: str):
     return api.load_recommender(k.rsplit("@", 1)[0])
 
 
+# Every query is cached per (run, arguments): moving one control never recomputes the other tabs.
+@st.cache_data(show_spinner=False, max_entries=64)
+def history(k: str, user) -> pd.DataFrame:
+    return recommender(k).history(user)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def top_k(k: str, user, n: int) -> pd.DataFrame:
+    return recommender(k).recommend(user, k=n)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def similar(k: str, item, n: int) -> pd.DataFrame:
+    return recommender(k).similar_items(item, n)
+
+
+@st.cache_data(show_spinner="Placing the new item…", max_entries=32)
+def cold_start(k: str, title: str, genres: tuple[str, ...], n: int) -> pd.DataFrame:
+    return recommender(k).cold_start_item(title, list(genres), k_users=n)
+
+
 @st.cache_data(show_spinner=False)
 def metrics(k: str) -> pd.DataFrame:
     return api.load_metrics(k.rsplit("@", 1)[0])
-
-
-rec = None
-with friendly_errors("Loading the recommender"):
-    rec = recommender(key)
-if rec is None:
-    st.stop()
 
 
 @st.cache_data(show_spinner=False)
@@ -42,32 +57,51 @@ def users(k: str) -> list:
 
 
 @st.cache_data(show_spinner=False)
-def items(k: str) -> pd.DataFrame | None:
-    """The catalogue (item_id, title, genres) when the recommender exposes one."""
+def catalogue(k: str) -> pd.DataFrame | None:
+    """The catalogue (item_id, title, genres, ...) when the recommender exposes one."""
     r = recommender(k)
-    for name in ("items", "catalog", "catalogue"):
-        if hasattr(r, name):
-            got = getattr(r, name)
+    for name in ("items", "items_df", "catalog", "catalogue"):
+        got = getattr(r, name, None)
+        if got is not None:
             got = got() if callable(got) else got
-            return got if isinstance(got, pd.DataFrame) else pd.DataFrame({"item_id": list(got)})
+            return got.copy() if isinstance(got, pd.DataFrame) else pd.DataFrame({"item_id": list(got)})
     return None
 
 
-def genres_of(cat: pd.DataFrame | None) -> list[str]:
-    if hasattr(rec, "genres"):
-        g = rec.genres() if callable(rec.genres) else rec.genres
-        return sorted(g)
-    if cat is None or "genres" not in cat:
-        return []
+@st.cache_data(show_spinner=False)
+def profiles(k: str) -> pd.DataFrame | None:
+    p = getattr(recommender(k), "users_df", None)
+    return p.copy() if isinstance(p, pd.DataFrame) else None
+
+
+def genre_vocabulary(k: str, cat: pd.DataFrame | None) -> list[str]:
+    r = recommender(k)
+    for holder in (r, getattr(r, "space", None)):  # the model's own genre vocabulary, when exposed
+        g = getattr(holder, "genres", None)
+        if g is not None:
+            return sorted(g() if callable(g) else g)
     out: set[str] = set()
-    for g in cat["genres"].dropna():
+    for g in (cat["genres"].dropna() if cat is not None and "genres" in cat else []):
         out.update(g if isinstance(g, (list, tuple)) else [s.strip() for s in str(g).replace("|", ",").split(",") if s.strip()])
     return sorted(out)
 
 
-def item_label(row) -> str:
-    return f"{row['item_id']} · {row['title']}" if "title" in row and pd.notna(row["title"]) else str(row["item_id"])
+def fallback_note(df: pd.DataFrame) -> None:
+    if "fallback" in df and df["fallback"].any():
+        reason = df["reason"].iloc[0] if "reason" in df else "fallback"
+        st.info(f"Fallback: {reason}.")
 
+
+def show(df: pd.DataFrame) -> None:
+    st.dataframe(df.drop(columns=[c for c in ("fallback", "reason") if c in df], errors="ignore"), hide_index=True, width="stretch",
+                 column_config={"score": st.column_config.NumberColumn(format="%.3f")})
+
+
+rec = None
+with friendly_errors("Loading the recommender"):
+    rec = recommender(key)
+if rec is None:
+    st.stop()
 
 tab_user, tab_item, tab_cold, tab_metrics = st.tabs(["User → top-K", "Item → similar items", "Cold start", "Metrics vs baselines"])
 
@@ -77,47 +111,77 @@ with tab_user:
         c1, c2 = st.columns([3, 1])
         user = c1.selectbox("User", us, key="rec_user")
         k = c2.slider("K", 5, 50, 10, key="rec_k")
+        prof = profiles(key)
+        if prof is not None and "user_id" in prof:
+            row = prof[prof["user_id"].astype(str) == str(user)]
+            if len(row):
+                st.caption("Profile · " + " · ".join(f"{c}: {v}" for c, v in row.iloc[0].items() if c != "user_id"))
         left, right = st.columns(2)
         with left:
-            st.markdown(f"**History of user {user}**")
-            hist = rec.history(user)
-            st.dataframe(hist, hide_index=True, width="stretch")
-            st.caption(f"{len(hist)} interactions")
+            hist = history(key, user)
+            st.markdown(f"**History of user {user}** ({len(hist)} training interactions)")
+            show(hist)
         with right:
-            st.markdown(f"**Top-{k} for user {user}**")
-            top = rec.recommend(user, k=k)
-            st.dataframe(top, hide_index=True, width="stretch")
+            top = top_k(key, user, k)
+            st.markdown(f"**Top-{k} for user {user}** (items already seen are excluded)")
+            fallback_note(top)
+            show(top)
+        if "genres" in hist and "genres" in top and len(hist):
+            def genre_share(df: pd.DataFrame) -> pd.Series:
+                g = df["genres"].map(lambda v: v if isinstance(v, (list, tuple)) else [s.strip() for s in str(v).split(",") if s.strip()])
+                return g.explode().value_counts(normalize=True)
+
+            mix = pd.DataFrame({"history": genre_share(hist), "top-K": genre_share(top)}).fillna(0).sort_values("history", ascending=False)
+            fig = go.Figure([go.Bar(name=c, x=mix.index, y=mix[c]) for c in mix.columns])
+            fig.update_layout(title="Genre mix: history vs recommendations", barmode="group", height=300, margin=dict(l=10, r=10, t=40, b=10),
+                              yaxis_tickformat=".0%", legend=dict(orientation="h", y=-0.3))
+            st.plotly_chart(fig, width="stretch", key="rec_genre_mix")
 
 with tab_item:
     with friendly_errors("Finding similar items"):
-        cat = items(key)
+        cat = catalogue(key)
         c1, c2 = st.columns([3, 1])
-        if cat is not None and len(cat):
-            by_label = {item_label(r): r["item_id"] for _, r in cat.iterrows()}
-            item = by_label[c1.selectbox("Item", list(by_label), key="rec_item")]
+        if cat is not None and "title" in cat:
+            labels = [f"{i} · {t}" for i, t in zip(cat["item_id"], cat["title"])]
+            by_label = dict(zip(labels, cat["item_id"]))
+            item = by_label[c1.selectbox("Item", labels, key="rec_item")]
         else:
             item = c1.text_input("Item id", value="1", key="rec_item_id")
-        k_items = c2.slider("K", 5, 50, 10, key="rec_k_items")
-        st.dataframe(rec.similar_items(item, k_items), hide_index=True, width="stretch")
+        n_items = c2.slider("K", 5, 50, 10, key="rec_k_items")
+        if cat is not None and "title" in cat:
+            me = cat[cat["item_id"] == item].iloc[0]
+            genres = me["genres"] if "genres" in me else ""
+            st.caption(f"**{me['title']}** · {', '.join(genres) if isinstance(genres, (list, tuple)) else genres}")
+        show(similar(key, item, n_items))
 
 with tab_cold:
-    st.caption("A new item nobody has rated yet: the model places it from its text and genres alone.")
+    st.caption("A new item nobody has rated yet: the model places it from its title and genres alone.")
     with friendly_errors("Cold-start placement"):
-        cat = items(key)
+        cat = catalogue(key)
         c1, c2, c3 = st.columns([3, 3, 1])
-        title = c1.text_input("Title", value="Space Station Rescue (2026)", key="rec_cold_title")
-        genre_choices = genres_of(cat)
-        if genre_choices:
-            genres = c2.multiselect("Genres", genre_choices, default=[g for g in ("Action", "Sci-Fi") if g in genre_choices], key="rec_cold_genres")
+        title = c1.text_input("Title", value="Space Station Rescue", key="rec_cold_title")
+        vocab = genre_vocabulary(key, cat)
+        if vocab:
+            genres = c2.multiselect("Genres", vocab, default=[g for g in ("Action", "Sci-Fi") if g in vocab], key="rec_cold_genres")
         else:
             genres = [g.strip() for g in c2.text_input("Genres (comma separated)", value="Action, Sci-Fi", key="rec_cold_genres_text").split(",") if g.strip()]
-        k_users = c3.slider("Users", 5, 100, 20, key="rec_cold_k")
+        n_users = c3.slider("Users", 5, 100, 20, key="rec_cold_k")
         if not title.strip():
             st.warning("Type a title for the new item.")
+        elif not genres:
+            st.warning("Choose at least one genre.")
         else:
-            reached = rec.cold_start_item(title.strip(), list(genres), k_users=k_users)
+            reached = cold_start(key, title.strip(), tuple(genres), n_users)
             st.markdown(f"**The {len(reached)} users `{title.strip()}` would reach first**")
-            st.dataframe(reached, hide_index=True, width="stretch")
+            prof = profiles(key)
+            if prof is not None and "user_id" in reached and "user_id" in prof:
+                reached = reached.merge(prof, on="user_id", how="left")
+                for col in ("gender", "occupation"):
+                    if col in reached:
+                        st.caption(f"{col}: " + ", ".join(f"{v} {n}" for v, n in reached[col].value_counts().head(5).items()))
+            if "in_top_k" in reached:
+                st.caption(f"It would enter the top-K list of {int(reached['in_top_k'].sum())} of these users.")
+            show(reached)
 
 with tab_metrics:
     if require(api, "load_metrics"):
@@ -127,3 +191,9 @@ with tab_metrics:
                 st.caption("This run recorded no evaluation metrics.")
             else:
                 st.dataframe(m, hide_index=True, width="stretch")
+                num = [c for c in m.columns if c != "model" and pd.api.types.is_numeric_dtype(m[c])]
+                if "model" in m and num:
+                    metric = st.selectbox("Metric", num, index=next((i for i, c in enumerate(num) if c.startswith("ndcg")), 0), key="rec_metric")
+                    fig = go.Figure(go.Bar(x=m["model"], y=m[metric], marker_color=["#d62728" if i == 0 else "#1f77b4" for i in range(len(m))]))
+                    fig.update_layout(title=f"{metric} by model (the run's model first, in red)", height=300, margin=dict(l=10, r=10, t=40, b=10))
+                    st.plotly_chart(fig, width="stretch", key="rec_metric_bar")

@@ -330,6 +330,11 @@ def ray_init(address: str | None = None, num_cpus: int | None = None) -> bool:
         # keep the private cluster on loopback: by default Ray swaps 127.0.0.1 for the machine's
         # routable IP and listens there (this is the switch behind RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)
         ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+        # Ray enables token auth for a new cluster and says so; keep the auth, drop the notice
+        # (the warning that auth is *disabled* still shows)
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            lambda r: "Token authentication is enabled" not in r.getMessage()
+        )
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
@@ -388,6 +393,8 @@ def _run_ray(scorer: Scorer, pending: list[tuple[int, list[WorkItem]]], workers:
 
         ctx = ray.data.DataContext.get_current()  # importing ray.data configures its loggers; quieten after
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # we draw our own bar over chunks; drop Ray's notice that its own bars are off
+        logging.getLogger("ray.data._internal.progress").addFilter(lambda r: "Progress bars" not in r.getMessage())
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         ctx.execution_options.verbose_progress = False
@@ -400,7 +407,7 @@ def _run_ray(scorer: Scorer, pending: list[tuple[int, list[WorkItem]]], workers:
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         ds = ds.map_batches(
             _RayChunkScorer,
-            fn_constructor_args=(scorer,),
+            fn_constructor_args=(scorer,),  # cloudpickled by Ray: scorers defined in __main__ work too
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,

@@ -9,8 +9,8 @@
   table constrained to ``--sharding`` (CPU accepts table_wise, column_wise, table_column_wise,
   data_parallel; TorchRec refuses row_wise / table_row_wise / grid_shard on CPU). The plan is written
   to ``sharding_plan.txt`` in the run.
-* Optimisers: embedding tables use TorchRec's fused optimizer (Adam applied in backward,
-  ``apply_optimizer_in_backward``); the dense MLPs use Adam through ``in_backward_optimizer_filter``
+* Optimisers: embedding tables use TorchRec's fused optimizer (row-wise Adagrad at 10× the Adam lr,
+  applied in backward by ``apply_optimizer_in_backward``; FBGEMM's CPU kernels have no Adam); the dense MLPs use Adam through ``in_backward_optimizer_filter``
   (feeding them to ``CombinedOptimizer`` directly raises "Duplicate param key").
 * Each rank trains on its own shard of the shuffled interactions (in-batch negatives are per rank).
   After training the sharded tables are gathered to rank 0, loaded into a plain :class:`TwoTower`
@@ -63,7 +63,10 @@ def shard_model(model: torch.nn.Module, sharding: str, lr: float, device: torch.
 
     tables = [c.name for ebc in (model.user_ebc, model.item_ebc) for c in ebc.embedding_bag_configs()]
     ebc_params = list(model.user_ebc.parameters()) + list(model.item_ebc.parameters())
-    apply_optimizer_in_backward(torch.optim.Adam, ebc_params, {"lr": lr})
+    # FBGEMM's CPU kernels have no Adam: tables use row-wise Adagrad (fused into backward)
+    from torchrec.optim import RowWiseAdagrad
+
+    apply_optimizer_in_backward(RowWiseAdagrad, ebc_params, {"lr": lr * 10})
     pg = dist.group.WORLD
     world = dist.get_world_size()
     topology = Topology(world_size=world, compute_device=device.type)
@@ -141,5 +144,5 @@ def train_dmp(cfg) -> Path:
         dist.barrier()
         return Path(cfg.runs_dir) / DOMAIN
     finally:
-        if created or ("RANK" in os.environ):
+        if dist.is_initialized() and (created or "RANK" in os.environ):
             dist.destroy_process_group()

@@ -187,6 +187,7 @@ class TwoTowerConfig:
     logq_weight: float = 1.0
     dropout: float = 0.0
     history: bool = True
+    normalize: bool = True  # cosine (True) or raw dot product, whose item norms can carry popularity
 
 
 def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
@@ -225,7 +226,8 @@ class TwoTower(nn.Module):
     def user_embedding(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
         kt = self.user_ebc(kjt)
         x = torch.cat([kt[k] for k in self.user_keys], 1)
-        return nn.functional.normalize(self.user_mlp(x), dim=-1)
+        out = self.user_mlp(x)
+        return nn.functional.normalize(out, dim=-1) if self.cfg.normalize else out
 
     def item_embedding(self, kjt: KeyedJaggedTensor, text: torch.Tensor | None = None) -> torch.Tensor:
         kt = self.item_ebc(kjt)
@@ -234,7 +236,8 @@ class TwoTower(nn.Module):
             if text is None:
                 raise ValueError("this model uses item text: pass the (N, 384) text embeddings")
             parts.append(self.text_proj(text))
-        return nn.functional.normalize(self.item_mlp(torch.cat(parts, 1)), dim=-1)
+        out = self.item_mlp(torch.cat(parts, 1))
+        return nn.functional.normalize(out, dim=-1) if self.cfg.normalize else out
 
     def forward(self, user_kjt: KeyedJaggedTensor, item_kjt: KeyedJaggedTensor, text: torch.Tensor | None = None):
         return self.user_embedding(user_kjt), self.item_embedding(item_kjt, text)

@@ -60,6 +60,7 @@ class TrainConfig(RunConfig):
     hidden: list[int] = field(default_factory=lambda: [128], metadata={"help": "hidden sizes of both tower MLPs"})
     out_dim: int = field(default=64, metadata={"help": "size of the user/item vectors"})
     temperature: float = field(default=0.05, metadata={"help": "softmax temperature on the cosine scores"})
+    normalize: bool = field(default=True, metadata={"help": "L2-normalise user/item vectors (cosine / temperature); --no-normalize uses the raw dot product"})
     logq_weight: float = field(default=1.0, metadata={"help": "log-Q popularity correction strength (1 = Yi et al. 2019, 0 = off)"})
     history: bool = field(default=True, metadata={"help": "user tower also reads the user's training items as a mean-pooled bag (the target item is removed from its own input)"})
     history_dropout: float = field(default=0.2, metadata={"help": "fraction of history items dropped at random per training example (denoising)"})
@@ -151,7 +152,7 @@ def _plain(model):
 def build_model(cfg: TrainConfig, space: FeatureSpace, device="cpu") -> TwoTower:
     mcfg = TwoTowerConfig(id_dim=cfg.id_dim, feature_dim=cfg.feature_dim, hidden=list(cfg.hidden), out_dim=cfg.out_dim,
                           text_dim=384 if cfg.text != "none" else 0, temperature=cfg.temperature, logq_weight=cfg.logq_weight,
-                          history=cfg.history)
+                          history=cfg.history, normalize=cfg.normalize)
     return TwoTower(space, mcfg, device=device)
 
 
@@ -283,7 +284,7 @@ def finish_run(run: Run, cfg: TrainConfig, prep: Prepared, model, train_df: pd.D
 
 def build_model_cfg_dict(cfg: TrainConfig) -> dict:
     return {"id_dim": cfg.id_dim, "feature_dim": cfg.feature_dim, "hidden": list(cfg.hidden), "out_dim": cfg.out_dim,
-            "text_dim": 384 if cfg.text != "none" else 0, "temperature": cfg.temperature, "logq_weight": cfg.logq_weight, "history": cfg.history, "k": cfg.k}
+            "text_dim": 384 if cfg.text != "none" else 0, "temperature": cfg.temperature, "logq_weight": cfg.logq_weight, "history": cfg.history, "normalize": cfg.normalize, "k": cfg.k}
 
 
 def main(argv: list[str] | None = None) -> int:

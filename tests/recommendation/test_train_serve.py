@@ -1,0 +1,111 @@
+"""A small real run on ML-100K feeds serving, scoring, cold start, evaluation and the dashboard API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from domains.recommendation.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def run_dir(session_runs_dir):
+    cfg = TrainConfig(runs_dir=str(session_runs_dir), name="test-two-tower", track=False, epochs=3, bpr_epochs=3)
+    return train(cfg)
+
+
+def test_run_beats_popularity_and_saves_everything(run_dir):
+    m = pd.read_parquet(run_dir / "eval_metrics.parquet").set_index("model")
+    assert set(m.index) == {"two_tower", "most_popular", "bpr_mf"}
+    assert m.loc["two_tower", "ndcg@10"] > m.loc["most_popular", "ndcg@10"] + 0.05
+    assert 0 < m.loc["two_tower", "coverage@10"] <= 1
+    assert m.loc["most_popular", "pop_lift@10"] > m.loc["two_tower", "pop_lift@10"]
+    for f in ("model.safetensors", "feature_space.json", "split.json", "train.parquet", "item_text.safetensors"):
+        assert (run_dir / f).is_file(), f
+    assert json.loads((run_dir / "split.json").read_text())["protocol"] == "ms"
+
+
+def test_recommend_excludes_seen_and_falls_back_for_unknown_users(run_dir):
+    from domains.recommendation.api import load_recommender
+
+    rec = load_recommender(run_dir)
+    out = rec.recommend(42, k=10)
+    assert len(out) == 10 and not out["fallback"].any()
+    assert out["score"].is_monotonic_decreasing
+    seen = set(rec.history(42)["item_id"])
+    assert len(seen) > 0 and not (set(out["item_id"]) & seen)
+    unk = rec.recommend("no-such-user", k=5)
+    assert unk["fallback"].all() and "unknown user" in unk["reason"].iloc[0]
+    assert list(unk["item_id"]) == [rec.space.item_ids[i] for i in np.argsort(-rec.popularity, kind="stable")[:5]]
+    sim = rec.similar_items(50, k=5)
+    assert 50 not in set(sim["item_id"]) and len(sim) == 5
+    from domains.recommendation.inference import UnknownItemError
+
+    with pytest.raises(UnknownItemError, match="not in this run's catalogue"):
+        rec.similar_items(999999)
+
+
+def test_cold_start_item_reaches_the_right_users(run_dir):
+    """A new horror film known only by title+genres must score higher for horror fans than for
+    users who never watch horror."""
+    from domains.recommendation.api import load_recommender
+
+    rec = load_recommender(run_dir)
+    items = rec.items_df.set_index("item_id")
+    train = pd.read_parquet(run_dir / "train.parquet")
+    horror = train["item_id"].map(lambda i: "Horror" in items.loc[i, "genres"])
+    share = horror.groupby(train["user_id"]).mean()
+    fans = share[share >= share.quantile(0.9)].index
+    never = share[share == 0].index
+    v = rec.item_vector("Night of the Screaming Dead", ["Horror", "Thriller"], year=1998)
+    uidx = rec.space.user_index()
+    s = (rec.user_vecs @ v).numpy()
+    fan_s = s[[uidx[u] for u in fans]].mean()
+    never_s = s[[uidx[u] for u in never]].mean()
+    assert fan_s > never_s
+    top = rec.cold_start_item("Night of the Screaming Dead", ["Horror", "Thriller"], k_users=20, year=1998)
+    assert share.loc[top["user_id"]].mean() > share.mean()  # the users it reaches watch more horror than average
+    assert (top["rank_in_user_list"] >= 1).all()
+
+
+def test_score_writes_topk_for_all_users_with_faiss_recall(run_dir, tmp_path):
+    from core.scoring import read_output
+    from domains.recommendation.score import ScoreConfig, score
+
+    out = tmp_path / "topk"
+    res = score(ScoreConfig(run_dir=str(run_dir), out=str(out), k=10, index="hnsw", users_per_item=400, progress=False, track=False))
+    df = read_output(out)
+    exact = df[df["method"] == "exact"]
+    assert exact["user_id"].nunique() == 943 and (exact.groupby("user_id").size() == 10).all()
+    assert 0.8 <= res["approx_recall_vs_exact"]["faiss-hnsw"] <= 1.0
+    assert res["index_build_seconds"] > 0
+    res2 = score(ScoreConfig(run_dir=str(run_dir), out=str(out), k=10, index="hnsw", users_per_item=400, progress=False, track=False))
+    assert res2["rows"] == res["rows"]  # a rerun resumes (all chunks done), nothing duplicated
+
+
+def test_evaluate_and_recommend_cli(run_dir, capsys):
+    from domains.recommendation import evaluate, recommend
+
+    assert evaluate.main(["--run-dir", str(run_dir)]) == 0
+    assert "two_tower" in capsys.readouterr().out
+    assert recommend.main(["--run-dir", str(run_dir), "--user", "42"]) == 0
+    assert "Top 10 for user 42" in capsys.readouterr().out
+    assert recommend.main(["--run-dir", str(run_dir), "--user", "123456"]) == 0
+    assert "FALLBACK" in capsys.readouterr().out
+    assert recommend.main(["--run-dir", str(run_dir), "--similar-to", "nope"]) == 2
+    assert "not in this run's catalogue" in capsys.readouterr().err
+    from domains.recommendation.api import load_metrics
+
+    assert set(load_metrics(run_dir)["model"]) == {"two_tower", "most_popular", "bpr_mf"}
+
+
+def test_train_cli_rejects_bad_user_file(tmp_path, capsys):
+    from domains.recommendation.train import main
+
+    p = tmp_path / "x.csv"
+    p.write_text("user,foo\n1,2\n")
+    assert main(["--data", str(p), "--runs-dir", str(tmp_path), "--no-track"]) == 2
+    assert "missing column" in capsys.readouterr().err

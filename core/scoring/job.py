@@ -241,6 +241,16 @@ def _file_stamp(path: str | None) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+def _class_name(cls: type) -> str:
+    """``module.Class``; a class of a ``python -m pkg.mod`` run is named by ``pkg.mod``, not ``__main__``,
+    so the CLI and an in-process call of the same job share a fingerprint."""
+    module = cls.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = getattr(spec, "name", None) or module
+    return f"{module}.{cls.__qualname__}"
+
+
 def job_fingerprint(items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int) -> tuple[str, dict[str, Any]]:
     """sha256 over the items (ids, paths, ranges, meta, and size+mtime of each input file), the
     scorer's class, version and config, and the chunking. Returns (hex digest, description)."""
@@ -249,7 +259,7 @@ def job_fingerprint(items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: 
         h.update(json.dumps([it.to_dict(), _file_stamp(it.path)], sort_keys=True, default=str).encode())
         h.update(b"\n")
     scorer_desc = {
-        "class": f"{type(scorer).__module__}.{type(scorer).__qualname__}",
+        "class": _class_name(type(scorer)),
         "version": str(getattr(scorer, "version", "1")),
         "config": _jsonable(scorer.config()),
     }

@@ -74,3 +74,32 @@ def test_without_address_a_private_loopback_ray_is_started_and_shut_down(price_f
     summary = run_job(items, PriceFileScorer(), tmp_path / "ray", engine="ray", workers=2, items_per_chunk=5, progress=False)
     assert summary.chunks_done == 4 and not ray.is_initialized()  # the private cluster is gone again
     assert output_checksum(tmp_path / "ray") == output_checksum(tmp_path / "local")
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_ray_driver_then_rerun_on_ray_gives_every_row_once(ray_address, price_files, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[2]
+    items_dir, out = price_files[0].parent, tmp_path / "killed"
+    run_job(file_items(sorted(items_dir.glob("*.csv"))), PriceFileScorer(), tmp_path / "ref", items_per_chunk=2, progress=False)
+    cmd = [sys.executable, "-m", "core.scoring.testing", "--items-dir", str(items_dir), "--out", str(out), "--items-per-chunk", "2",
+           "--engine", "ray", "--workers", "2", "--address", ray_address, "--no-progress"]
+    proc = subprocess.Popen(cmd + ["--sleep", "0.5"], cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list((out / "_done").glob("*.json"))) < 2:
+            assert proc.poll() is None
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    committed = len(list((out / "_done").glob("*.json")))
+    assert 2 <= committed < 10
+    again = run_job(file_items(sorted(items_dir.glob("*.csv"))), PriceFileScorer(), out, engine="ray", workers=2, address=ray_address, items_per_chunk=2, progress=False)
+    assert (again.chunks_skipped, again.chunks_done) == (committed, 10 - committed)
+    assert output_checksum(out) == output_checksum(tmp_path / "ref")

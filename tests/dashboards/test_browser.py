@@ -58,7 +58,7 @@ def server(session_runs_dir, dashboard_runs, tmp_path_factory):
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=3)
         except subprocess.TimeoutExpired:
             proc.kill()
 

@@ -240,15 +240,33 @@ def test_finance_page_shows_prices_forecast_backtest(domain_run):
 
 def test_recommendation_page_recommends_and_places_a_new_item(domain_run):
     domain_run("recommendation")
-    at = run_app(PAGES["recommendation"], timeout=180)
+    at = run_app(PAGES["recommendation"], timeout=240)
     no_exception(at)
-    frames = [d.value for d in at.dataframe]
-    top = next(f for f in frames if "score" in f.columns and "title" in f.columns)
-    assert 1 <= len(top) <= at.slider(key="rec_k").value
+
+    def frame(*cols):
+        return next(d.value for d in at.dataframe if set(cols) <= set(d.value.columns))
+
+    user = at.selectbox(key="rec_user").value
+    hist, top = frame("item_id", "title", "genres"), frame("item_id", "title", "genres", "score")
+    assert len(hist) > 0 and len(top) == at.slider(key="rec_k").value == 10
+    assert not set(top["item_id"]) & set(hist["item_id"]), "seen items recommended again"
+    assert top["score"].is_monotonic_decreasing and top["title"].str.len().gt(0).all()
     at.slider(key="rec_k").set_value(5).run()
     no_exception(at)
-    top = next(d.value for d in at.dataframe if "score" in d.value.columns and "title" in d.value.columns)
-    assert len(top) == 5
+    assert len(frame("item_id", "title", "genres", "score")) == 5
+    at.selectbox(key="rec_user").select_index(3).run()
+    assert at.selectbox(key="rec_user").value != user and f"Top-5 for user {at.selectbox(key='rec_user').value}" in text_of(at)
+    # similar items: K neighbours, never the item itself
+    item = at.selectbox(key="rec_item").value.split(" · ")[0]
+    sims = [d.value for d in at.dataframe if "score" in d.value.columns and "title" in d.value.columns][1]
+    assert len(sims) == at.slider(key="rec_k_items").value and item not in set(sims["item_id"].astype(str))
+    # cold start: a typed title and genres reach the requested number of users
     at.text_input(key="rec_cold_title").input("A quiet courtroom drama").run()
+    at.multiselect(key="rec_cold_genres").set_value(["Drama"]).run()
     no_exception(at)
-    assert "would reach first" in text_of(at)
+    assert "`A quiet courtroom drama` would reach first" in text_of(at)
+    reached = frame("user_id", "score")
+    assert len(reached) == at.slider(key="rec_cold_k").value
+    # metrics: the run's model against at least one baseline
+    m = frame("model")
+    assert len(m) >= 2 and any(c.startswith("ndcg") for c in m.columns)

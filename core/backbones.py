@@ -316,13 +316,13 @@ def image_preprocess_config(model: nn.Module) -> dict:
 
 
 def _create_monai(name: str, pretrained: Any, num_classes: int | None, kwargs: dict) -> nn.Module:
-    from monai.networks import nets
-
     if pretrained is True:
         raise WeightsUnavailableError(
             f"no pretrained weights are packaged for {name!r} (MONAI nets have no ImageNet-style default). "
             "Pass pretrained=False for random init or pretrained='/path/to/weights.safetensors'"
         )
+    from monai.networks import nets
+
     kw = dict(spatial_dims=3, in_channels=1, out_channels=num_classes if num_classes is not None else 2)
     if name == "monai_unet":
         kw.update(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)

@@ -4,8 +4,9 @@
 * :class:`BPRMF` — Bayesian Personalised Ranking matrix factorisation (Rendle et al., UAI 2009):
   user·item dot product plus item bias, one uniformly sampled unseen negative per positive, Adam,
   L2 on the touched factors. Defaults follow the Microsoft Recommenders ML-100K notebook in spirit
-  (cornac BPR: 200 factors, lr 0.01, λ 0.01, 100 epochs); ours uses Adam and fewer epochs to fit the
-  few-minute CPU budget, and reports its own NDCG in the same run.
+  (cornac BPR: 200 factors, lr 0.01, λ 0.01, 100 epochs); ours uses Adam, 64 factors and 10 epochs (on
+  ML-100K protocol ms it peaks near 10 epochs: NDCG@10 0.394 at 10, 0.383 at 20) and reports its own NDCG
+  in the same run.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class BPRMF(nn.Module):
 @dataclass
 class BPRConfig:
     dim: int = 64
-    epochs: int = 30
+    epochs: int = 10
     lr: float = 0.005
     l2: float = 1e-4
     batch_size: int = 1024

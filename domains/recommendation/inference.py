@@ -165,7 +165,11 @@ class Recommender:
             raise ValueError(f"unknown genre(s) {unknown}; known: {self.space.genres}")
         new = pd.DataFrame({"item_id": ["__new__"], "title": [title], "year": [int(year)], "genres": [list(genres)]})
         arrays = self.space.item_feature_arrays(new)  # item_id -> 0 (unknown)
-        text = item_text_embeddings(item_texts(new), cache=False) if self.model.cfg.text_dim else None
+        if self.model.cfg.text_dim and getattr(self, "_encoder", None) is None:
+            from core.backbones import create_backbone
+
+            self._encoder = create_backbone("minilm-l6-v2")  # loaded once per Recommender
+        text = item_text_embeddings(item_texts(new), encoder=self._encoder, cache=False) if self.model.cfg.text_dim else None
         b = Batcher(np.zeros((1, 4), np.int64), arrays, text)
         return self.model.item_embedding(b.item_kjt(torch.tensor([0])), b.item_text(torch.tensor([0])))[0]
 

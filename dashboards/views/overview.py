@@ -32,13 +32,16 @@ statuses = sorted({r.get("status", "?") for r in runs})
 status_pick = c2.multiselect("Status", statuses, default=statuses)
 shown = [r for r in runs if r.get("domain") in domains and r.get("status") in status_pick]
 
-table = []
-for r in shown:
-    row = {"domain": r.get("domain"), "run": r.get("name"), "status": r.get("status"), "started": r.get("started"),
-           "updated": r.get("updated"), "device": r.get("device"), "commit": r.get("git_commit")}
-    row.update(scalar_metrics(r))
-    table.append(row)
-st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+for d in domains:  # one table per domain: each has its own metrics
+    rows = []
+    for r in (r for r in shown if r.get("domain") == d):
+        row = {"run": r.get("name"), "status": r.get("status"), "started": r.get("started"), "updated": r.get("updated"),
+               "device": r.get("device"), "commit": r.get("git_commit")}
+        row.update(scalar_metrics(r))
+        rows.append(row)
+    if rows:
+        st.markdown(f"**{d}** · {len(rows)} run{'s' if len(rows) > 1 else ''}")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 st.caption(f"{len(shown)} of {len(runs)} runs · newest first · from `{root}/<domain>/<run>/run.json` and `metrics.json`")
 
 labels = {f"{r.get('domain')}/{run_label(r)}": r for r in runs}
@@ -77,17 +80,22 @@ else:
     keys = list(labels)
     ca, cb = st.columns(2)
     a_label = ca.selectbox("Run A", keys, index=0, key="cmp_a")
-    b_label = cb.selectbox("Run B", keys, index=1, key="cmp_b")
+    same_domain = [i for i, k in enumerate(keys) if k != a_label and labels[k].get("domain") == labels[a_label].get("domain")]
+    b_label = cb.selectbox("Run B", keys, index=same_domain[0] if same_domain else (1 if keys[0] == a_label else 0), key="cmp_b",
+                           help="defaults to the next run of the same domain as run A")
     a, b = labels[a_label], labels[b_label]
+    if a.get("domain") != b.get("domain"):
+        st.caption("The two runs belong to different domains: few metrics are comparable.")
+    both_only = st.toggle("Only metrics both runs report", value=True, key="cmp_both")
     with friendly_errors("Comparing the runs"):
         ma, mb = scalar_metrics(a), scalar_metrics(b)
-        names = sorted(set(ma) | set(mb))
+        names = sorted(set(ma) & set(mb)) if both_only else sorted(set(ma) | set(mb))
         if names:
             cmp = pd.DataFrame({"metric": names, "A": [ma.get(n) for n in names], "B": [mb.get(n) for n in names]})
             cmp["B − A"] = cmp["B"] - cmp["A"]
             st.dataframe(cmp, hide_index=True, width="stretch")
         else:
-            st.caption("Neither run recorded final metrics.")
+            st.caption("No metric in common." if both_only else "Neither run recorded final metrics.")
         fa, fb = flatten(a.get("config") or {}), flatten(b.get("config") or {})
         diff = [{"setting": k, "A": str(fa.get(k, "—")), "B": str(fb.get(k, "—"))} for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
         st.markdown("**Configuration differences**")

@@ -5,6 +5,7 @@ per page saved to test-artifacts/."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -137,7 +138,7 @@ def test_page_renders_in_chromium(title, server, browser, dashboard_runs, artifa
         name = tab.text.strip()
         tab.click()
         time.sleep(1.5)
-        slug = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         browser.save_screenshot(str(artifacts_dir / f"dashboard-{title.lower()}-{slug}.png"))
         if title == "Finance" and name in CHARTED:
             panels = [p for p in browser.find_elements(By.CSS_SELECTOR, "[role='tabpanel']") if p.is_displayed()]

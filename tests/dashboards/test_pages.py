@@ -61,9 +61,9 @@ def test_every_page_explains_the_command_when_there_are_no_runs(tmp_path, monkey
 
 
 # ---- overview on real runs ------------------------------------------------------------------------
-def _core_run(runs_dir, name: str, seed: int, losses: list[float], final: dict) -> None:
+def _core_run(runs_dir, name: str, seed: int, losses: list[float], final: dict, domain: str = "medical") -> None:
     cfg = RunConfig(name=name, runs_dir=str(runs_dir), seed=seed, device="cpu")
-    with Run.start("medical", cfg) as run:
+    with Run.start(domain, cfg) as run:
         for step, loss in enumerate(losses):
             run.log_metrics({"loss": loss}, step)
         run.finish(final)
@@ -71,31 +71,38 @@ def _core_run(runs_dir, name: str, seed: int, losses: list[float], final: dict) 
 
 def test_overview_lists_runs_compares_two_and_reads_mlflow(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
-    _core_run(runs, "alpha", 0, [1.0, 0.6, 0.4], {"val_dice": 0.50, "nested": {"auc": 0.7}})
-    _core_run(runs, "beta", 1, [0.9, 0.5, 0.2], {"val_dice": 0.75, "nested": {"auc": 0.9}})
+    dice = {"alpha": 0.50, "beta": 0.75}
+    _core_run(runs, "alpha", 0, [1.0, 0.6, 0.4], {"val_dice": dice["alpha"], "nested": {"auc": 0.7}})
+    _core_run(runs, "beta", 1, [0.9, 0.5, 0.2], {"val_dice": dice["beta"], "nested": {"auc": 0.9}})
+    _core_run(runs, "gamma", 0, [2.0, 1.0], {"pinball": 0.01}, domain="finance")
     monkeypatch.setenv("SUITE_RUNS_DIR", str(runs))
     at = run_app()
     no_exception(at)
-    table = at.dataframe[0].value
-    assert set(table["run"]) == {"alpha", "beta"}
-    assert set(table["status"]) == {"completed"}
-    assert sorted(table["val_dice"]) == [0.50, 0.75] and "nested.auc" in table
-    # run detail: the metrics of the selected run and its curve
-    assert at.selectbox(key="detail_run").value.startswith("medical/")
-    # comparison: A is the newest (beta), B the other; B − A is computed, the seed difference shown
-    cmp = next(d.value for d in at.dataframe if "B − A" in d.value.columns)
-    row = cmp.set_index("metric").loc["val_dice"]
-    assert row["A"] == pytest.approx(0.75) and row["B"] == pytest.approx(0.50) and row["B − A"] == pytest.approx(-0.25)
+    # one table per domain, each with its own metric columns
+    tables = {tuple(sorted(d.value["run"])): d.value for d in at.dataframe if "run" in d.value.columns}
+    med, fin = tables[("alpha", "beta")], tables[("gamma",)]
+    assert set(med["status"]) == {"completed"} and sorted(med["val_dice"]) == [0.50, 0.75] and "nested.auc" in med
+    assert "pinball" in fin and "val_dice" not in fin
+    # comparison: B defaults to the other run of A's domain; B − A is computed, the seed difference shown
+    name = lambda label: label.split("/", 1)[1].split("  ·", 1)[0]  # noqa: E731
+    a_name, b_name = name(at.selectbox(key="cmp_a").value), name(at.selectbox(key="cmp_b").value)
+    if a_name == "gamma":  # same-second start times: the finance run may sort first
+        at.selectbox(key="cmp_a").set_value(next(o for o in at.selectbox(key="cmp_a").options if "alpha" in o)).run()
+        a_name, b_name = "alpha", name(at.selectbox(key="cmp_b").value)
+    assert {a_name, b_name} == {"alpha", "beta"}
+    cmp = next(d.value for d in at.dataframe if "B − A" in d.value.columns).set_index("metric")
+    assert cmp.loc["val_dice", "A"] == pytest.approx(dice[a_name]) and cmp.loc["val_dice", "B"] == pytest.approx(dice[b_name])
+    assert cmp.loc["val_dice", "B − A"] == pytest.approx(dice[b_name] - dice[a_name])
     diff = next(d.value for d in at.dataframe if "setting" in d.value.columns)
     assert set(diff["setting"]) >= {"seed", "name"}
-    # MLflow store: both runs are there with their final metric
+    # MLflow store: every run is there with its final metric
     ml = next(d.value for d in at.dataframe if "experiment" in d.value.columns)
-    assert set(ml["run name"]) == {"alpha", "beta"} and sorted(ml["metric.val_dice"]) == [0.50, 0.75]
-    # swapping the comparison recomputes it
-    at.selectbox(key="cmp_a").select_index(1).run()
-    at.selectbox(key="cmp_b").select_index(0).run()
+    assert set(ml["run name"]) == {"alpha", "beta", "gamma"} and sorted(ml["metric.val_dice"].dropna()) == [0.50, 0.75]
+    # swapping the two runs flips the sign
+    at.selectbox(key="cmp_a").set_value(next(o for o in at.selectbox(key="cmp_a").options if b_name in o))
+    at.selectbox(key="cmp_b").set_value(next(o for o in at.selectbox(key="cmp_b").options if a_name in o)).run()
     cmp = next(d.value for d in at.dataframe if "B − A" in d.value.columns).set_index("metric")
-    assert cmp.loc["val_dice", "B − A"] == pytest.approx(0.25)
+    assert cmp.loc["val_dice", "B − A"] == pytest.approx(dice[a_name] - dice[b_name])
 
 
 # ---- uploads --------------------------------------------------------------------------------------
@@ -270,3 +277,16 @@ def test_recommendation_page_recommends_and_places_a_new_item(domain_run):
     # metrics: the run's model against at least one baseline
     m = frame("model")
     assert len(m) >= 2 and any(c.startswith("ndcg") for c in m.columns)
+
+
+def test_a_broken_run_gives_a_message_not_a_traceback(domain_run, tmp_path, monkeypatch):
+    import shutil
+
+    src = domain_run("recommendation").run_dir
+    broken = tmp_path / "runs" / "recommendation" / "broken"
+    shutil.copytree(src, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    monkeypatch.setenv("SUITE_RUNS_DIR", str(tmp_path / "runs"))
+    at = run_app(PAGES["recommendation"], timeout=120)
+    assert not at.exception, [e.message for e in at.exception]
+    assert any(e.value.startswith("Loading the recommender failed:") for e in at.error), [e.value for e in at.error]

@@ -40,7 +40,10 @@ def test_fast_path_equals_pytorch_forecasting_predict(feat):
     idx = ref.index  # ticker, time_idx of the first predicted step
     origins = np.array([np.flatnonzero((T.tickers == t))[int(ti) - 1] for t, ti in zip(idx["ticker"], idx["time_idx"])])
     ours = predict_quantiles(model, T, origins)
+    full = predict_quantiles(model, T, origins, return_attention=True)  # the library's own forward on our tensors
     assert len(origins) > 500
+    assert full["attention"].shape == (len(origins), SPEC.horizon, SPEC.encoder_length)
+    np.testing.assert_allclose(ours["lrv_z"], full["lrv_z"], rtol=1e-4, atol=1e-5)
     for k, name in enumerate(["ret_z", "lrv_z"]):
         theirs = torch.sort(ref.output[k], dim=-1).values.numpy()
         np.testing.assert_allclose(ours[name], theirs, rtol=1e-4, atol=1e-5)

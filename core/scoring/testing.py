@@ -1,9 +1,9 @@
 """Test helpers for scoring jobs, importable by every domain's tests.
 
-    from core.scoring.testing import ray_address, output_checksum   # pytest fixture + helper
+    from core.scoring.testing import ray_address, assert_engines_agree   # pytest fixture + helper
 
-    def test_my_score_on_ray(ray_address, tmp_path):
-        run_job(items, MyScorer(...), tmp_path / "ray", engine="ray", workers=2, address=ray_address)
+    def test_my_score_local_vs_ray(ray_address, tmp_path):
+        df = assert_engines_agree(items, MyScorer(...), tmp_path, ray_address)   # byte-identical parts
 
 ``ray_address`` starts ONE real Ray cluster per test session (``ray start --head --block`` on
 127.0.0.1, 2 CPUs, 200 MB object store, no dashboard, private ports and temp dir) and kills
@@ -44,6 +44,7 @@ __all__ = [
     "start_ray_cluster",
     "output_checksum",
     "frame_checksum",
+    "assert_engines_agree",
 ]
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -152,6 +153,29 @@ def frame_checksum(df: pd.DataFrame) -> str:
 
 def output_checksum(out_dir: str | os.PathLike) -> str:
     return frame_checksum(read_output(out_dir, verify=True))
+
+
+def assert_engines_agree(items, scorer: Scorer, tmp_path: str | os.PathLike, ray_address: str, workers: int = 2, items_per_chunk: int = 2) -> pd.DataFrame:
+    """Score ``items`` with the local engine and on the Ray cluster at ``ray_address``; assert the
+    two output folders hold byte-identical parts and the same quarantine. Returns the output rows.
+
+        def test_score_local_vs_ray(ray_address, tmp_path):
+            df = assert_engines_agree(my_items, MyScorer(run), tmp_path, ray_address)
+    """
+    from core.scoring.engine import run_job
+    from core.scoring.job import read_quarantine
+
+    tmp_path = Path(tmp_path)
+    local = run_job(items, scorer, tmp_path / "engine-local", engine="local", items_per_chunk=items_per_chunk, progress=False)
+    ray_ = run_job(items, scorer, tmp_path / "engine-ray", engine="ray", workers=workers, address=ray_address, items_per_chunk=items_per_chunk, progress=False)
+    assert (local.rows_total, local.items_quarantined) == (ray_.rows_total, ray_.items_quarantined), (local, ray_)
+    parts = sorted(p.name for p in (tmp_path / "engine-local").glob("part-*.parquet"))
+    assert parts == sorted(p.name for p in (tmp_path / "engine-ray").glob("part-*.parquet"))
+    for name in parts:
+        assert (tmp_path / "engine-local" / name).read_bytes() == (tmp_path / "engine-ray" / name).read_bytes(), f"{name} differs between engines"
+    q_local, q_ray = read_quarantine(tmp_path / "engine-local"), read_quarantine(tmp_path / "engine-ray")
+    pd.testing.assert_frame_equal(q_local.drop(columns=["where"]), q_ray.drop(columns=["where"]))
+    return read_output(tmp_path / "engine-local", verify=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,14 @@ def test_ray_engine_writes_the_same_bytes_as_local_loading_the_model_once_per_ac
     assert {w.split(":")[1] for w in workers} <= set(pids)
 
 
+def test_assert_engines_agree_helper_for_domain_tests(ray_address, price_files, tmp_path):
+    from core.scoring.testing import assert_engines_agree
+
+    items = file_items(price_files[:6])
+    df = assert_engines_agree(items, PriceFileScorer(fail_ids=(items[1].id,)), tmp_path, ray_address)
+    assert len(df) == 5 * 400 and items[1].id not in set(df["work_item"])
+
+
 def test_ray_actor_killed_mid_chunk_is_restarted_and_the_job_completes_exactly_once(ray_address, price_files, tmp_path):
     items = file_items(price_files)
     run_job(items, PriceFileScorer(), tmp_path / "ref", items_per_chunk=2, progress=False)

@@ -16,6 +16,7 @@ import numpy as np
 from core.config import RunConfig, parse_config
 from core.io import atomic_write_json
 from core.runs import Run, latest_run_dir
+from domains.medical.infer import JOBS_DOMAIN
 from domains.medical.io import load_volume
 from domains.medical.validation import MedicalInputError, check_geometry_match, check_label_array
 
@@ -108,7 +109,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     meta = json.loads((model_run / "task.json").read_text())
     task = read_msd_task(task_dir(cfg.task or meta["task"]))
     seg = Segmenter.from_run(model_run, device=cfg.device)
-    with Run.start("medical", cfg) as run:
+    with Run.start(JOBS_DOMAIN, cfg) as run:
         res = evaluate_segmenter(seg, task.test if cfg.split == "test" else task.training)
         res["model_run"] = str(model_run)
         atomic_write_json(run.path("evaluation.json"), res)

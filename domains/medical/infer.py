@@ -34,7 +34,11 @@ from domains.medical.model import build_model
 from domains.medical.transforms import PipelineConfig, intensity_transform
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["Segmenter", "SegmentationResult", "sliding_window_logits", "volumes_ml", "overlay_png", "InferConfig", "infer", "main"]
+# Runs of infer/evaluate/score live under <runs>/medical-jobs/, so that <runs>/medical/latest keeps
+# pointing at the newest *trained model* (what these commands and the dashboards load by default).
+JOBS_DOMAIN = "medical-jobs"
+
+__all__ = ["JOBS_DOMAIN", "Segmenter", "SegmentationResult", "sliding_window_logits", "volumes_ml", "overlay_png", "InferConfig", "infer", "main"]
 
 log = get_logger("medical.infer")
 
@@ -50,20 +54,38 @@ def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch: in
     return out.float()
 
 
-def logits_to_native(logits: torch.Tensor, src_affine, dst_affine, dst_shape, slab: int = 32) -> np.ndarray:
+def logits_to_native(logits: torch.Tensor, src_affine, dst_affine, dst_shape, slab: int = 32, margin: int = 2) -> np.ndarray:
     """Resample (C, x, y, z) softmax probabilities from the network grid onto the input grid
-    (trilinear, as MONAI's ``Invertd`` does in a bundle) and take the argmax there — smoother boundaries than resampling a label map. Done in slabs of ``slab`` output
-    slices so that a 512×512×300 CT never holds C full-size float volumes at once."""
-    src = MetaTensor(torch.softmax(logits.float(), 0), affine=torch.as_tensor(src_affine, dtype=torch.float64))
-    dst_affine = torch.as_tensor(np.asarray(dst_affine), dtype=torch.float64)
+    (trilinear, as MONAI's ``Invertd`` does in a bundle) and take the argmax there.
+
+    Two savings over inverting the whole softmax: only the box (on the input grid) around what the
+    network labelled foreground, plus ``margin`` network voxels, is resampled — outside it every
+    class probability is background on the network grid already — and it is done in slabs of
+    ``slab`` output slices, so a 512×512×300 CT never holds C full-size float volumes at once."""
+    probs = torch.softmax(logits.float(), 0)
+    out = np.zeros(tuple(int(s) for s in dst_shape), dtype=np.uint8)
+    fg = probs.argmax(0) > 0
+    if not bool(fg.any()):
+        return out
+    idx = fg.nonzero()
+    lo = (idx.min(0).values - margin).clamp(min=0).numpy()
+    hi = np.minimum(idx.max(0).values.numpy() + margin, np.array(fg.shape) - 1)
+    src_affine = np.asarray(src_affine, dtype=np.float64)
+    dst_affine = np.asarray(dst_affine, dtype=np.float64)
+    corners = np.array([[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]).T
+    dst_vox = (np.linalg.inv(dst_affine) @ src_affine @ corners)[:3]
+    d_lo = np.clip(np.floor(dst_vox.min(1)) - 1, 0, np.array(dst_shape)).astype(int)
+    d_hi = np.clip(np.ceil(dst_vox.max(1)) + 2, 0, np.array(dst_shape)).astype(int)
+    if np.any(d_hi <= d_lo):
+        return out
+    src = MetaTensor(probs, affine=torch.as_tensor(src_affine))
     resample = mt.SpatialResample(mode="bilinear", padding_mode="border")
-    out = np.zeros(tuple(dst_shape), dtype=np.uint8)
-    for z0 in range(0, dst_shape[2], slab):
-        z1 = min(z0 + slab, dst_shape[2])
-        shift = torch.eye(4, dtype=torch.float64)
-        shift[2, 3] = z0
-        part = resample(src, dst_affine=dst_affine @ shift, spatial_size=(dst_shape[0], dst_shape[1], z1 - z0))
-        out[:, :, z0:z1] = part.argmax(0).numpy().astype(np.uint8)
+    for z0 in range(int(d_lo[2]), int(d_hi[2]), slab):
+        z1 = min(z0 + slab, int(d_hi[2]))
+        shift = np.eye(4)
+        shift[:3, 3] = (d_lo[0], d_lo[1], z0)
+        part = resample(src, dst_affine=torch.as_tensor(dst_affine @ shift), spatial_size=(int(d_hi[0] - d_lo[0]), int(d_hi[1] - d_lo[1]), z1 - z0))
+        out[d_lo[0]:d_hi[0], d_lo[1]:d_hi[1], z0:z1] = part.argmax(0).numpy().astype(np.uint8)
     return out
 
 
@@ -217,7 +239,7 @@ def infer(cfg: InferConfig) -> Path:
     else:
         src = cfg.input
     seg = Segmenter.from_run(model_run, device=cfg.device)
-    with Run.start("medical", cfg, new_name=None) as run:
+    with Run.start(JOBS_DOMAIN, cfg) as run:
         res = seg.predict(src)
         vid = res.source.id if res.source.format != "dicom" else f"series-{getattr(res.source, 'series_hash', 'dicom')}"
         save_mask_like(res.native_mask, res.source, run.path(f"{vid}_mask.nii.gz"))

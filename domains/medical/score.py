@@ -23,6 +23,7 @@ import pandas as pd
 
 from core.config import RunConfig, parse_config
 from core.runs import Run, latest_run_dir
+from domains.medical.infer import JOBS_DOMAIN
 from core.scoring import Scorer, ScoringConfig, WorkItem, read_output, read_quarantine, run_job_from_config
 from domains.medical.validation import MedicalInputError
 
@@ -87,7 +88,7 @@ def score(cfg: ScoreConfig) -> Path:
 
         task = read_msd_task(task_dir(json.loads((model_run / "task.json").read_text())["task"]))
         items = [WorkItem(id=Path(c["image"]).name, path=c["image"]) for c in task.training + task.test]
-    with Run.start("medical", cfg) as run:
+    with Run.start(JOBS_DOMAIN, cfg) as run:
         scorer = SegmentationScorer(str(model_run.resolve()), str(run.path("masks")), device="cpu" if cfg.device == "auto" else cfg.device)
         summary = run_job_from_config(items, scorer, cfg, default_out=run.dir / "scores")
         out = Path(cfg.out or run.dir / "scores")

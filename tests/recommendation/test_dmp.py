@@ -52,3 +52,15 @@ def test_dmp_torchrun_two_processes(tmp_path):
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     _check_run(tmp_path / "recommendation" / "dmp2", 2)
+
+
+@pytest.mark.slow
+def test_lora_text_finetune_smoke(tmp_path):
+    """--text lora: MiniLM with LoRA adapters trains jointly; the adapter and the fine-tuned text vectors are saved."""
+    cfg = TrainConfig(runs_dir=str(tmp_path), name="lora", track=False, text="lora", max_steps=2, batch_size=32, epochs=1, baselines=False)
+    run_dir = train(cfg)
+    from core.checkpoint import load_weights
+
+    assert (run_dir / "text_lora.safetensors").is_file()
+    emb = load_weights(run_dir / "item_text.safetensors")["emb"]
+    assert emb.shape == (1682, 384)

@@ -13,7 +13,7 @@ from dashboards.common import domain_api, friendly_errors, page_header, pick_run
 
 page_header("Medical", "3D segmentation of CT/MRI volumes: choose a prepared case or upload a scan, run the model, inspect the mask.")
 
-run_dir = pick_run("medical")  # first: with no run, the page only explains the command that makes one
+run_dir = pick_run("medical", prefer=lambda p: (p / "best.safetensors").is_file())  # newest run holding a model; first: with no run, the page only explains the command that makes one
 if run_dir is None:
     st.stop()
 api = domain_api("medical")

@@ -11,7 +11,7 @@ from dashboards.common import domain_api, friendly_errors, page_header, pick_run
 
 page_header("Recommendation", "Top-K recommendations on MovieLens-100K (research, non-commercial use), item similarity and cold start.")
 
-run_dir = pick_run("recommendation")  # first: with no run, the page only explains the command that makes one
+run_dir = pick_run("recommendation", prefer=lambda p: (p / "model.safetensors").is_file())  # newest run holding a model; first: with no run, the page only explains the command that makes one
 if run_dir is None:
     st.stop()
 api = domain_api("recommendation")

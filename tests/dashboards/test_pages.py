@@ -290,3 +290,15 @@ def test_a_broken_run_gives_a_message_not_a_traceback(domain_run, tmp_path, monk
     at = run_app(PAGES["recommendation"], timeout=120)
     assert not at.exception, [e.message for e in at.exception]
     assert any(e.value.startswith("Loading the recommender failed:") for e in at.error), [e.value for e in at.error]
+
+
+def test_a_domain_page_preselects_the_newest_run_that_holds_a_model(domain_run, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(domain_run("recommendation").run_dir, tmp_path / "runs" / "recommendation" / "trained")
+    _core_run(tmp_path / "runs", "report-only", 0, [1.0], {"n": 1}, domain="recommendation")  # newer, no model in it
+    monkeypatch.setenv("SUITE_RUNS_DIR", str(tmp_path / "runs"))
+    at = run_app(PAGES["recommendation"], timeout=120)
+    no_exception(at)
+    assert len(at.selectbox(key="recommendation_run").options) == 2
+    assert not at.selectbox(key="recommendation_run").value.startswith("report-only")  # the older run with the model

@@ -120,7 +120,7 @@ def train_dmp(cfg) -> Path:
     try:
         prep, train_df = prepare_inputs(cfg)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank (dense parts are replicated)
-        model = build_model(cfg, prep.space, device="meta" if False else "cpu")
+        model = build_model(cfg, prep.space)
         dmp, plan = shard_model(model, cfg.sharding, cfg.lr, device)
         opt = make_optimizer(dmp, cfg.lr, cfg.weight_decay)
         # each rank gets an equal, disjoint shard of the (seeded) shuffled training interactions

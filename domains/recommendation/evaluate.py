@@ -45,6 +45,7 @@ def evaluate(cfg: EvaluateConfig) -> pd.DataFrame:
     from domains.recommendation.data import load_dataset, split_interactions
     from domains.recommendation.inference import Recommender
     from domains.recommendation.metrics import ranking_metrics, top_k
+    from domains.recommendation.train import group_by_user
 
     run_dir = Path(cfg.run_dir) if cfg.run_dir else latest_run_dir("recommendation", cfg.runs_dir)
     table = load_metrics(run_dir)
@@ -56,9 +57,7 @@ def evaluate(cfg: EvaluateConfig) -> pd.DataFrame:
     uidx, iidx = rec.space.user_index(), rec.space.item_index()
     tu = split.test["user_id"].map(uidx).to_numpy(np.int64)
     ti = split.test["item_id"].map(iidx).to_numpy(np.int64)
-    order = np.argsort(tu, kind="stable")
-    bounds = np.searchsorted(tu[order], np.arange(rec.space.n_users + 1))
-    truth = [ti[order[bounds[j]:bounds[j + 1]]] for j in range(rec.space.n_users)]
+    truth = group_by_user(tu, ti, rec.space.n_users)
     seen = [rec.seen.get(u, np.empty(0, np.int64)) for u in rec.space.user_ids]
     recs, _ = top_k(rec.user_vecs @ rec.item_vecs.T, k, seen)
     again = ranking_metrics(recs, truth, rec.space.n_items, k, rec.popularity / rec.space.n_users)

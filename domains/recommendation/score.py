@@ -10,7 +10,7 @@ inner product over the whole catalogue) and ``faiss`` (``--index``: ``hnsw`` = I
 product, ``ivf`` = IndexIVFFlat; built once per worker). Seen items are excluded in both: the
 approximate search fetches ``k + max seen`` candidates and filters. Output goes to
 ``<run>/scores/topk`` (partitioned Parquet + manifest + quarantine; a rerun skips finished chunks);
-``<run>/scores/summary.json`` reports the recall of the approximate lists against the exact ones,
+``<out>/_topk_summary.json`` reports the recall of the approximate lists against the exact ones,
 index build time and users/s.
 """
 
@@ -134,7 +134,7 @@ def approx_recall(out: pd.DataFrame) -> dict[str, float]:
 
 
 def score(cfg: ScoreConfig) -> dict:
-    """Run the scoring job; returns the summary (also written to ``<run>/scores/summary.json``)."""
+    """Run the scoring job; returns the summary (also written to ``<out>/_topk_summary.json``)."""
     import faiss  # noqa: F401 - fail early with a clear message when missing
 
     try:
@@ -165,7 +165,7 @@ def score(cfg: ScoreConfig) -> dict:
               "rows": int(len(out)), "seconds": secs, "users_per_s": n_users / max(secs, 1e-9),
               "index_build_seconds": build_s, "approx_recall_vs_exact": approx_recall(out) if cfg.index != "none" else {},
               "quarantined": summary.items_quarantined, "engine": cfg.engine, "workers": cfg.workers}
-    atomic_write_json((out_dir.parent if not cfg.out else out_dir.parent) / "summary.json", result)
+    atomic_write_json(out_dir / "_topk_summary.json", result)
     print(summary.line())
     print(f"{n_users} users, k={cfg.k}: recall of {cfg.index} vs exact = {result['approx_recall_vs_exact']}; index build {build_s * 1000:.1f} ms")
     print(f"Top-K Parquet: {out_dir}")

@@ -67,7 +67,7 @@ def empty_state(domain: str, what: str = "trained run") -> None:
 
 
 def run_label(run: dict[str, Any]) -> str:
-    return f"{run['name']}  ·  {run.get('started', '?')}"
+    return f"{Path(run['path']).name}  ·  {run.get('started', '?')}"  # the folder name: what is on disk
 
 
 def pick_run(domain: str, key: str | None = None, prefer: Callable[[Path], bool] | None = None) -> Path | None:

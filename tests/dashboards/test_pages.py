@@ -301,4 +301,4 @@ def test_a_domain_page_preselects_the_newest_run_that_holds_a_model(domain_run, 
     at = run_app(PAGES["recommendation"], timeout=120)
     no_exception(at)
     assert len(at.selectbox(key="recommendation_run").options) == 2
-    assert not at.selectbox(key="recommendation_run").value.startswith("report-only")  # the older run with the model
+    assert at.selectbox(key="recommendation_run").value.startswith("trained")  # the older run, the one with a model

@@ -27,4 +27,8 @@ page = st.navigation(PAGES)
 from dashboards.common import runs_dir  # noqa: E402
 
 st.sidebar.caption(f"Runs root: `{runs_dir()}`")
+if str(st.get_option("server.address") or "") not in ("127.0.0.1", "localhost", "::1"):
+    # plain `streamlit run` listens on every interface; these pages show scans and models
+    st.sidebar.warning("This server is not bound to 127.0.0.1. Start it with `make dashboards` "
+                       "(or `--server.address 127.0.0.1`) to keep it local.")
 page.run()

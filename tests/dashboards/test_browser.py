@@ -133,6 +133,8 @@ def test_page_renders_in_chromium(title, server, browser, dashboard_runs, artifa
     # the sidebar navigation offers every page
     nav = browser.find_element(By.CSS_SELECTOR, "[data-testid='stSidebarNav']").text
     assert all(p in nav for p in PATHS), nav
+    sidebar = browser.find_element(By.CSS_SELECTOR, "[data-testid='stSidebar']").text
+    assert "not bound to 127.0.0.1" not in sidebar and "Runs root" in sidebar
     # every tab of the page, one screenshot each; charts drawn where the page draws them
     for tab in browser.find_elements(By.CSS_SELECTOR, "[role='tab']"):
         name = tab.text.strip()

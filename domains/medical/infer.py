@@ -49,6 +49,8 @@ def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch: in
     device = device or next(model.parameters()).device
     model.eval()
     with torch.inference_mode(), autocast(device):
+        if getattr(model, "whole_volume", False):  # 2.5D slice models see whole slices: no 3D windows
+            return model(image.to(device)).float().cpu()
         out = sliding_window_inference(image.to(device), roi_size=(patch,) * 3, sw_batch_size=sw_batch_size, predictor=model,
                                        overlap=overlap, mode=mode, sw_device=device, device="cpu")
     return out.float()

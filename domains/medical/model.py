@@ -68,6 +68,8 @@ class SliceStackSegmenter(nn.Module):
     slice along Z with ``context`` neighbours on each side as channels; so it plugs into the same
     sliding-window evaluation as the 3D nets."""
 
+    whole_volume = True  # inference feeds the whole volume; the 2D net sees each full slice
+
     def __init__(self, net2d: nn.Module, context: int = 1, slice_batch: int = 32):
         super().__init__()
         self.net2d, self.context, self.slice_batch = net2d, context, slice_batch

@@ -195,3 +195,31 @@ def test_monai_bundle_exports_and_runs_back_with_monai(tiny_run, brain_task, tmp
     ours = Segmenter.from_run(tiny_run).predict_volume(load_volume(tmp_path / "in" / "case.nii.gz"))
     agree = (np.asarray(bm.dataobj).reshape(small.shape) == ours).mean()
     assert agree > 0.95, agree  # monai.bundle reproduces our own inference
+
+
+def test_2p5d_efficientnet_lora_trains_few_params_and_shares_the_3d_evaluation(brain_task, tmp_path):
+    """The core's ImageNet EfficientNet-Lite0 as a 2.5D encoder: LoRA trains far fewer parameters than
+    full fine-tuning, and the run loads back through the same Segmenter as the 3D net."""
+    from domains.medical.infer import Segmenter
+    from domains.medical.slices import SliceConfig, train_slices
+
+    cfg = parse_config(SliceConfig, ["--runs-dir", str(tmp_path), "--name", "lora", "--mode", "lora", "--steps", "2", "--batch", "2",
+                                     "--spacing", "6", "--no-track", "--threads", "1"])
+    run = train_slices(cfg)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["trainable_params"] < 0.35 * m["total_params"]
+    assert 0 <= m["test_mean_dice"] <= 1 and "test_dice/deep_grey_nuclei" in m
+    seg = Segmenter.from_run(run)  # LoRA merged: loads as a plain model
+    assert type(seg.model).__name__ == "SliceStackSegmenter"
+    assert not any("lora_" in k for k in seg.model.state_dict())
+
+
+@pytest.mark.slow
+def test_default_training_reaches_dice_target_on_heldout_mni152(brain_task, tmp_path):
+    """Quality target: mean foreground Dice ≥ 0.80 on the held-out volume, 4 classes, default settings."""
+    from domains.medical.train import TrainConfig, train
+
+    run = train(parse_config(TrainConfig, ["--runs-dir", str(tmp_path), "--no-track"]))
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["test_mean_dice"] >= 0.80, m
+    assert min(m[f"test_dice/{c}"] for c in ("cerebrum_left", "cerebrum_right", "cerebellum")) >= 0.85, m

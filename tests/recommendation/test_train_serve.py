@@ -109,3 +109,12 @@ def test_train_cli_rejects_bad_user_file(tmp_path, capsys):
     p.write_text("user,foo\n1,2\n")
     assert main(["--data", str(p), "--runs-dir", str(tmp_path), "--no-track"]) == 2
     assert "missing column" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_default_run_meets_the_protocol_ms_target(tmp_path):
+    """Issue 6 target: NDCG@10 ≥ 0.45 on protocol ms and above our own BPR in the same run (default config)."""
+    run_dir = train(TrainConfig(runs_dir=str(tmp_path), track=False))
+    m = pd.read_parquet(run_dir / "eval_metrics.parquet").set_index("model")
+    assert m.loc["two_tower", "ndcg@10"] >= 0.45
+    assert m.loc["two_tower", "ndcg@10"] > m.loc["bpr_mf", "ndcg@10"]

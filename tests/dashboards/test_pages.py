@@ -25,11 +25,18 @@ APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
 PAGES = {"medical": "views/medical.py", "finance": "views/finance.py", "recommendation": "views/recommendation.py"}
 
 
-def run_app(page: str | None = None, timeout: float = 60) -> AppTest:
+def run_app(page: str | None = None, timeout: float = 60, run_dir: Path | None = None) -> AppTest:
+    """The app (on ``page``); with ``run_dir``, that run picked in the sidebar (other tests of the
+    session may have left newer runs in the shared runs root)."""
     at = AppTest.from_file(APP, default_timeout=timeout)
     at.run()
     if page:
         at.switch_page(page).run()
+    if run_dir is not None:
+        box = at.selectbox(key=f"{run_dir.parent.name}_run")
+        wanted = next(o for o in box.options if o.startswith(f"{run_dir.name}  ·"))
+        if box.value != wanted:
+            box.set_value(wanted).run()
     return at
 
 
@@ -152,9 +159,9 @@ def test_slice_overlay_blends_only_visible_classes():
 
 # ---- domain pages on tiny real runs ------------------------------------------------------------------
 def test_medical_page_segments_a_prepared_case(domain_run):
-    domain_run("medical")
+    run = domain_run("medical")
     t0 = time.perf_counter()
-    at = run_app(PAGES["medical"], timeout=240)
+    at = run_app(PAGES["medical"], timeout=240, run_dir=run.run_dir)
     first = time.perf_counter() - t0
     no_exception(at)
     body = text_of(at)
@@ -180,8 +187,8 @@ def test_medical_page_segments_a_prepared_case(domain_run):
 
 
 def test_medical_page_refuses_a_bad_upload_and_segments_a_good_one(domain_run):
-    domain_run("medical")
-    at = run_app(PAGES["medical"], timeout=240)
+    run = domain_run("medical")
+    at = run_app(PAGES["medical"], timeout=240, run_dir=run.run_dir)
     at.radio(key="med_source").set_value("Upload a scan").run()
     at.file_uploader(key="med_upload").upload("brain.nii.gz", b"this is not a scan", "application/gzip")
     at.run()
@@ -219,7 +226,7 @@ def chart_titles(at: AppTest) -> list[str]:
 def test_finance_page_shows_prices_forecast_backtest(domain_run):
     run = domain_run("finance")
     trained = set(pd.read_parquet(run.run_dir / "predictions.parquet")["ticker"])
-    at = run_app(PAGES["finance"], timeout=240)
+    at = run_app(PAGES["finance"], timeout=240, run_dir=run.run_dir)
     no_exception(at)
     chosen = at.multiselect(key="fin_tickers").value
     assert chosen and set(chosen) <= trained
@@ -246,8 +253,8 @@ def test_finance_page_shows_prices_forecast_backtest(domain_run):
 
 
 def test_recommendation_page_recommends_and_places_a_new_item(domain_run):
-    domain_run("recommendation")
-    at = run_app(PAGES["recommendation"], timeout=240)
+    run = domain_run("recommendation")
+    at = run_app(PAGES["recommendation"], timeout=240, run_dir=run.run_dir)
     no_exception(at)
 
     def frame(*cols):

@@ -11,6 +11,7 @@ Tracking is a side channel: if the store cannot be written the run goes on and s
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,15 @@ def default_tracking_uri(runs_dir: str | Path) -> str:
     if env:
         return env
     return f"sqlite:///{Path(runs_dir).resolve() / 'mlflow.db'}"
+
+
+_MLFLOW_BAD_CHARS = re.compile(r"[^0-9A-Za-z_\-. /:]")
+
+
+def mlflow_key(name: str) -> str:
+    """MLflow accepts only alphanumerics, ``_ - . space / :`` in metric/param names:
+    ``precision@10`` becomes ``precision_at_10``."""
+    return _MLFLOW_BAD_CHARS.sub("_", name.replace("@", "_at_"))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -93,7 +103,7 @@ class Tracker:
         from mlflow.entities import Param
 
         flat = flatten(params)
-        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        items = [Param(mlflow_key(k), str(v)[:6000]) for k, v in flat.items()]
         if self._client is not None:
             self._call(lambda rid: self._client.log_batch(rid, params=items))
 
@@ -103,7 +113,7 @@ class Tracker:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, int(step or 0)) for k, v in flatten(metrics).items() if _is_number(v)]
+        items = [Metric(mlflow_key(k), float(v), ts, int(step or 0)) for k, v in flatten(metrics).items() if _is_number(v)]
         if items and self._client is not None:
             self._call(lambda rid: self._client.log_batch(rid, metrics=items))
 

@@ -118,3 +118,14 @@ def test_mlflow_run_readable_through_mlflow_client(tmp_path):
     assert [m.step for m in history] == [0, 1, 2, 3, 4]
     arts = {a.path for a in client.list_artifacts(run.tracker.run_id)}
     assert {"config.json", "metrics.json"} <= arts
+
+
+def test_metric_names_mlflow_rejects_are_sanitised(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    run = Run.start("unit", TinyConfig(runs_dir=str(tmp_path), name="ranking", track=True))
+    run.log_metrics({"ndcg@10": 0.5, "two_tower/precision@10": 0.25}, step=0)
+    run.finish({"recall@10": 0.4})
+    assert run.tracker.enabled, "tracking must not be disabled by an '@' in a metric name"
+    m = MlflowClient(tracking_uri=run.tracker.uri).get_run(run.tracker.run_id).data.metrics
+    assert m["ndcg_at_10"] == 0.5 and m["two_tower/precision_at_10"] == 0.25 and m["recall_at_10"] == 0.4

@@ -81,6 +81,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, _umask_mode())
     try:
         yield tmp_path
+        os.chmod(tmp_path, _umask_mode())  # some writers recreate the file with 0600
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)

@@ -299,7 +299,7 @@ def task_lobes(b: Budget, tmp: Path) -> list[Row]:
     del lora
 
     bit = apply_bitfit(make(True))
-    bit, ep_b, m_b, rep_b, _ = run("BitFit", bit, 1e-2)
+    bit, ep_b, m_b, rep_b, _ = run("BitFit", bit, 3e-3)
     ad_b = save_adapter(bit, tmp / "lobes_bitfit.safetensors")
     rows.append(Row("A lobes", "BitFit (biases + head)", rep_b["trainable"], rep_b["total"], ep_b, m_b, ad_b.stat().st_size, None))
     del bit
@@ -409,17 +409,25 @@ def task_genres(b: Budget, tmp: Path) -> list[Row]:
         log(f"  {name}: macro-AUC {m:.3f}, {ep:.1f} s/epoch, trainable {rep['trainable']}")
         return ep, m, rep
 
+    head_lr = 3e-3  # the freshly initialised head learns at the same rate in every variant
     full = make()
-    ep_f, m_f, rep_f = run("full FT", full, torch.optim.AdamW(discriminative_param_groups(full, lr=1e-3, decay=0.5, weight_decay=0.01)))
+    groups = discriminative_param_groups(full, lr=1e-4, decay=0.8, weight_decay=0.01)
+    top = max(g["depth"] for g in groups)
+    for grp in groups:
+        if grp["depth"] == top:
+            grp["lr"] = head_lr
+    ep_f, m_f, rep_f = run("full FT", full, torch.optim.AdamW(groups))
     x_lat = (ids[:32], mask[:32])
     lat_f = latency(full, x_lat, b.latency_repeats)
-    rows.append(Row("B genres", "full FT (layer-wise LRs)", rep_f["trainable"], rep_f["total"], ep_f, m_f, model_size_bytes(full), lat_f))
+    rows.append(Row("B genres", "full FT (layer-wise LRs 1e-4·0.8^k, head 3e-3)", rep_f["trainable"], rep_f["total"], ep_f, m_f, model_size_bytes(full), lat_f))
 
-    lora = apply_lora(make(), target_modules=["query", "key", "value", "dense"], r=8, alpha=16)
-    ep_l, m_l, rep_l = run("LoRA r=8", lora, torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=3e-3))
+    lora = apply_lora(make(), target_modules=["query", "value"], r=8, alpha=16)
+    lora_params = [p for n, p in lora.named_parameters() if p.requires_grad and not n.startswith("head")]
+    ep_l, m_l, rep_l = run("LoRA r=8", lora, torch.optim.AdamW([{"params": lora_params, "lr": 5e-4},
+                                                                 {"params": list(lora.head.parameters()), "lr": head_lr}]))
     ad = save_adapter(lora, tmp / "genres_lora.safetensors")
     merge_lora(lora)
-    rows.append(Row("B genres", "LoRA r=8 (q,k,v,dense), merged", rep_l["trainable"], rep_l["base_total"], ep_l, m_l, ad.stat().st_size,
+    rows.append(Row("B genres", "LoRA r=8 (query, value), merged", rep_l["trainable"], rep_l["base_total"], ep_l, m_l, ad.stat().st_size,
                     latency(lora, x_lat, b.latency_repeats), note="adapter file size; latency after merge"))
     del lora
 
@@ -481,7 +489,21 @@ def render(rows: list[Row], b: Budget, quick: bool, seconds: float) -> str:
     )
     if quick:
         head += "\n**Quick smoke run: tiny data, one epoch, int8 not compiled — numbers are not meaningful.**\n"
-    return head + "\n" + markdown_table(out_rows) + "\n\n### Targets\n" + "\n".join(f"- {v}" for v in verdicts) + "\n"
+    return head + "\n" + markdown_table(out_rows) + "\n\n### Targets\n" + "\n".join(f"- {v}" for v in verdicts) + "\n" + NOTES
+
+
+NOTES = """
+### Notes
+- int8 rows compare a compiled int8 model with the eager fp32 model (what the target asks). Part of the gain is
+  the compiler, not int8: the parity-checked ONNX Runtime fp32 row is the graph-optimised fp32 reference.
+- ONNX Runtime *dynamic* int8 quantizes convolutions to `ConvInteger`, which has no fast fused CPU kernel:
+  slower than ORT fp32 on the CNN (task A), 2× faster on the transformer (task B). For CNNs use the PT2E row.
+- Students start from random init (no small pretrained CNN ships offline) and see the same 512 patches;
+  on task A that is far from enough to absorb the teacher's ImageNet features. Task B's student starts
+  from a PCA of the teacher's token embeddings.
+- Task A is one subject (Colin27), so the metric measures generalisation across hemispheres, not subjects.
+  Task B predicts genres from a title and year only: a weak signal, so absolute AUCs are modest.
+"""
 
 
 def targets(task: str, rs: list[Row]) -> list[str]:
@@ -494,7 +516,7 @@ def targets(task: str, rs: list[Row]) -> list[str]:
         keep = lora.metric / ref.metric
         ok = frac <= 0.05 and keep >= 0.98
         out.append(f"{task} LoRA: {100 * frac:.2f}% of parameters trained (target ≤ 5%), {100 * keep:.1f}% of full-FT metric (target ≥ 98%) — "
-                   + ("**met**" if ok else "**missed**" + (": LoRA's low-rank update cannot match full fine-tuning in this step budget" if keep < 0.98 else "")))
+                   + ("**met**" if ok else "**missed**"))
     q = next((r for r in rs if r.variant.startswith("int8 ")), None)
     if q and q.latency_s and q.metric == q.metric:
         speed = ref.latency_s / q.latency_s

@@ -182,8 +182,8 @@ class LoraText(torch.nn.Module):
 def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np.ndarray, train_i: np.ndarray, log_q: torch.Tensor,
                  run: Run | None = None, lora_text: LoraText | None = None, rank: int = 0) -> dict:
     g = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
-    u_all = torch.as_tensor(train_u)
-    i_all = torch.as_tensor(train_i)
+    u_all = torch.as_tensor(np.array(train_u, dtype=np.int64))  # a copy: the caller's arrays may be read-only
+    i_all = torch.as_tensor(np.array(train_i, dtype=np.int64))
     n = len(u_all)
     steps_per_epoch = max(1, n // cfg.batch_size)  # drop the ragged last batch: equal steps on every rank (DMP)
     step, examples, t0 = 0, 0, time.perf_counter()

@@ -223,3 +223,15 @@ def test_default_training_reaches_dice_target_on_heldout_mni152(brain_task, tmp_
     m = json.loads((run / "metrics.json").read_text())
     assert m["test_mean_dice"] >= 0.80, m
     assert min(m[f"test_dice/{c}"] for c in ("cerebrum_left", "cerebrum_right", "cerebellum")) >= 0.85, m
+
+
+def test_ct_task_trains_with_hu_window_and_evaluates_on_heldout_slab(ct_task, tmp_path, tiny_args):
+    from domains.medical.train import TrainConfig, train
+
+    run = train(parse_config(TrainConfig, ["--task", "msd-headct-bone", "--runs-dir", str(tmp_path), "--no-track", *tiny_args]))
+    task = json.loads((run / "task.json").read_text())
+    assert task["modality"] == "CT" and task["pipeline"]["ct_level"] == 400.0
+    m = json.loads((run / "metrics.json").read_text())
+    assert {"test_dice/soft_tissue", "test_dice/bone"} <= set(m)
+    ev = json.loads((run / "test_evaluation.json").read_text())
+    assert ev["cases"][0]["case"] == "headct_inferior"

@@ -14,14 +14,13 @@ Rows per task: full fine-tuning (reference for time and latency), LoRA (merged f
 random init (task A), int8 (torchao: PT2E x86 quantizer for the CNN, quantize_ int8 dynamic for the transformer, + Inductor; also ONNX Runtime int8), and a distilled student
 with ≥ 4× fewer parameters. Time/epoch and latency are ratios to the full-FT model measured in this run.
 
-    python -m bench.finetune            # full (≈ 10 min on 2 cores)
+    python -m bench.finetune            # full (≈ 7 min on 2 cores: the two tasks run in parallel processes)
     python -m bench.finetune --quick    # smoke run, seconds-to-a-minute; does not touch BENCHMARKS.md unless --write
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import tempfile

@@ -70,8 +70,8 @@ def train_bpr(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items:
     torch.manual_seed(cfg.seed)
     model = BPRMF(n_users, n_items, cfg.dim)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    u_all = torch.as_tensor(user_idx, dtype=torch.long)
-    i_all = torch.as_tensor(item_idx, dtype=torch.long)
+    u_all = torch.as_tensor(np.array(user_idx, dtype=np.int64))
+    i_all = torch.as_tensor(np.array(item_idx, dtype=np.int64))
     seen_keys = torch.unique(u_all * n_items + i_all)  # sorted
     n = len(u_all)
     for _ in progress(range(cfg.epochs), desc="BPR-MF") if show_progress else range(cfg.epochs):

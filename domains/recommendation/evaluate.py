@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.cli import run_cli
 from core.config import RunConfig, parse_config
 from core.io import atomic_write_json
 from core.runs import RunNotFoundError, latest_run_dir
@@ -77,13 +78,7 @@ def evaluate(cfg: EvaluateConfig) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(EvaluateConfig, argv, description=__doc__, prog="python -m domains.recommendation.evaluate")
-    try:
-        evaluate(cfg)
-    except (RunNotFoundError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(EvaluateConfig, evaluate, argv, doc=__doc__, prog="python -m domains.recommendation.evaluate", user_errors=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.cli import run_cli
 from core.config import RunConfig, parse_config
 from core.runs import RunNotFoundError, latest_run_dir
 
@@ -62,15 +63,9 @@ def run(cfg: RecommendConfig) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(RecommendConfig, argv, description=__doc__, prog="python -m domains.recommendation.recommend")
     from domains.recommendation.inference import UnknownItemError
 
-    try:
-        run(cfg)
-    except (UnknownItemError, RunNotFoundError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(RecommendConfig, run, argv, doc=__doc__, prog="python -m domains.recommendation.recommend", user_errors=(UnknownItemError, ValueError,))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.cli import run_cli
 from core.config import RunConfig, parse_config
 from core.io import atomic_write_json
 from core.runs import RunNotFoundError, latest_run_dir
@@ -173,13 +174,7 @@ def score(cfg: ScoreConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(ScoreConfig, argv, description=__doc__, prog="python -m domains.recommendation.score")
-    try:
-        score(cfg)
-    except (ScoringError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(ScoreConfig, score, argv, doc=__doc__, prog="python -m domains.recommendation.score", user_errors=(ScoringError, ValueError,))
 
 
 if __name__ == "__main__":

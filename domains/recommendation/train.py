@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from core.checkpoint import save_weights
+from core.cli import run_cli
 from core.config import RunConfig, parse_config
 from core.io import atomic_write_json, atomic_write_parquet
 from core.logging import get_logger
@@ -289,13 +290,7 @@ def build_model_cfg_dict(cfg: TrainConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(TrainConfig, argv, description=__doc__, prog="python -m domains.recommendation.train")
-    try:
-        train(cfg)
-    except (InteractionDataError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(TrainConfig, train, argv, doc=__doc__, prog="python -m domains.recommendation.train", user_errors=(InteractionDataError, ValueError,))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from core.cli import run_cli
+from core.device import set_cpu_threads
 from core.io import atomic_path, atomic_write_parquet, atomic_write_text
 from core.logging import get_logger
 from core.progress import progress
@@ -287,7 +288,7 @@ def save_plots(out: dict[str, pd.DataFrame], pred: pd.DataFrame, run_dir: Path, 
 
 def backtest(cfg: BacktestConfig) -> Path:
     """Run the walk-forward backtest; returns the run directory."""
-    torch.set_num_threads(max(1, cfg.threads))
+    set_cpu_threads(cfg.threads)
     panel, cov = load_inputs(cfg.data, cfg.tickers)
     feat = base_features(panel, cov)
     with Run.start("finance", cfg, new_name=f"backtest-{pd.Timestamp.now():%Y%m%d-%H%M%S}") as run:

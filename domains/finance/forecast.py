@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from core.cli import run_cli
+from core.device import set_cpu_threads
 from core.io import atomic_write_parquet, atomic_write_text
 from core.runs import Run, RunNotFoundError, list_runs
 from domains.finance.config import FinanceConfig
@@ -88,7 +89,7 @@ def rows_from_origins(fc: Forecaster, T, o) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).sort_values(["ticker", "target", "horizon"]).reset_index(drop=True)
 
 def forecast(cfg: ForecastConfig) -> Path:
-    torch.set_num_threads(max(1, cfg.threads))
+    set_cpu_threads(cfg.threads)
     model_dir = find_model_run(cfg.model_run, cfg.runs_dir)
     fc = Forecaster.load(model_dir / "model")
     panel, cov = load_inputs(cfg.data)

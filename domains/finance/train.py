@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from core.cli import run_cli
+from core.device import set_cpu_threads
 from core.device import seed_everything
 from core.runs import Run
 from domains.finance.config import FinanceConfig, spec_from_config
@@ -39,7 +40,7 @@ class TrainConfig(FinanceConfig):
 
 def train(cfg: TrainConfig) -> Path:
     """Train, validate, save; returns the run directory."""
-    torch.set_num_threads(max(1, cfg.threads))
+    set_cpu_threads(cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)  # the initial weights depend on it
     panel, cov = load_inputs(cfg.data, cfg.tickers)
     feat = base_features(panel, cov)

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from core.cli import run_cli
+from core.device import set_cpu_threads
 from core.device import seed_everything
 from core.io import atomic_path, atomic_write_text
 from core.logging import get_logger
@@ -75,7 +76,7 @@ def _score(name, ret_q1, rvol_q, feat, T, test_o, H) -> dict:
 def transfer(cfg: TransferConfig) -> Path:
     from core.finetune import apply_lora, trainable_parameter_report
 
-    torch.set_num_threads(max(1, cfg.threads))
+    set_cpu_threads(cfg.threads)
     seed_everything(cfg.seed)
     panel, cov = load_inputs(cfg.data, cfg.tickers)
     if cfg.holdout not in set(panel["ticker"]):

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from core.checkpoint import load_weights
+from core.cli import run_cli
 from core.config import RunConfig, parse_config
 from core.io import atomic_path, atomic_write_json, atomic_write_text
 from core.runs import latest_run_dir, read_run
@@ -181,28 +182,28 @@ class BundleConfig(RunConfig):
     track: bool = field(default=False, metadata={"help": "unused"})
 
 
+def export_and_check(cfg: BundleConfig) -> Path:
+    """Export the model run as a MONAI bundle; with ``check``, run it back through ``monai.bundle``."""
+    model_run = Path(cfg.model_run) if cfg.model_run else latest_run_dir("medical", cfg.runs_dir)
+    out = export_bundle(model_run, Path(cfg.out) if cfg.out else model_run / "bundle")
+    print(f"MONAI bundle: {out}")
+    if cfg.check:
+        import tempfile
+
+        from domains.medical.data import read_msd_task, task_dir
+
+        task = read_msd_task(task_dir(json.loads((model_run / "task.json").read_text())["task"]))
+        img = Path((task.test or task.training)[0]["image"])
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "in").mkdir()
+            (Path(tmp) / "in" / img.name).symlink_to(img)
+            masks = run_bundle(out, Path(tmp) / "in", Path(tmp) / "out")
+            print(f"monai.bundle ran the bundle back on {img.name}: {[m.name for m in masks]}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(BundleConfig, argv, description=__doc__, prog="python -m domains.medical.bundle")
-    try:
-        model_run = Path(cfg.model_run) if cfg.model_run else latest_run_dir("medical", cfg.runs_dir)
-        out = export_bundle(model_run, Path(cfg.out) if cfg.out else model_run / "bundle")
-        print(f"MONAI bundle: {out}")
-        if cfg.check:
-            import tempfile
-
-            from domains.medical.data import read_msd_task, task_dir
-
-            task = read_msd_task(task_dir(json.loads((model_run / "task.json").read_text())["task"]))
-            img = Path((task.test or task.training)[0]["image"])
-            with tempfile.TemporaryDirectory() as tmp:
-                (Path(tmp) / "in").mkdir()
-                (Path(tmp) / "in" / img.name).symlink_to(img)
-                masks = run_bundle(out, Path(tmp) / "in", Path(tmp) / "out")
-                print(f"monai.bundle ran the bundle back on {img.name}: {[m.name for m in masks]}")
-    except (MedicalInputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(BundleConfig, export_and_check, argv, doc=__doc__, prog="python -m domains.medical.bundle", user_errors=(MedicalInputError,))
 
 
 if __name__ == "__main__":

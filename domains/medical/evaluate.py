@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.cli import run_cli
 from core.config import RunConfig, parse_config
 from core.io import atomic_write_json
 from core.runs import Run, latest_run_dir
@@ -123,13 +124,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(EvaluateConfig, argv, description=__doc__, prog="python -m domains.medical.evaluate")
-    try:
-        evaluate(cfg)
-    except (MedicalInputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(EvaluateConfig, evaluate, argv, doc=__doc__, prog="python -m domains.medical.evaluate", user_errors=(MedicalInputError,))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from core.checkpoint import load_weights
+from core.cli import run_cli
 from core.config import RunConfig, parse_config
 from core.device import autocast, resolve_device
 from core.io import atomic_write_bytes, atomic_write_json
@@ -255,13 +256,7 @@ def infer(cfg: InferConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(InferConfig, argv, description=__doc__, prog="python -m domains.medical.infer")
-    try:
-        infer(cfg)
-    except (MedicalInputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(InferConfig, infer, argv, doc=__doc__, prog="python -m domains.medical.infer", user_errors=(MedicalInputError,))
 
 
 if __name__ == "__main__":

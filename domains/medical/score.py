@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.cli import run_cli
 from core.config import RunConfig, parse_config
 from core.runs import Run, latest_run_dir
 from domains.medical.infer import JOBS_DOMAIN
@@ -106,13 +107,7 @@ def score(cfg: ScoreConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(ScoreConfig, argv, description=__doc__, prog="python -m domains.medical.score")
-    try:
-        score(cfg)
-    except (MedicalInputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(ScoreConfig, score, argv, doc=__doc__, prog="python -m domains.medical.score", user_errors=(MedicalInputError,))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
 from core.checkpoint import save_weights
+from core.cli import run_cli
 from core.config import RunConfig, parse_config
 from core.io import atomic_write_json
 from core.logging import get_logger
@@ -68,7 +69,7 @@ def _slice_batches(img: torch.Tensor, lab: torch.Tensor, num_classes: int, k: in
 
 def train_slices(cfg: SliceConfig) -> Path:
     from core.finetune import apply_lora, merge_lora, trainable_parameter_report
-    from domains.medical.train import set_cpu_threads
+    from core.device import set_cpu_threads
 
     task = read_msd_task(task_dir(cfg.task))
     if not task.training:
@@ -119,13 +120,7 @@ def train_slices(cfg: SliceConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(SliceConfig, argv, description=__doc__, prog="python -m domains.medical.slices")
-    try:
-        train_slices(cfg)
-    except (MedicalInputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(SliceConfig, train_slices, argv, doc=__doc__, prog="python -m domains.medical.slices", user_errors=(MedicalInputError,))
 
 
 if __name__ == "__main__":

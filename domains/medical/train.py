@@ -34,6 +34,8 @@ from monai.data import DataLoader, list_data_collate
 from monai.losses import DiceCELoss
 
 from core.checkpoint import save_weights
+from core.cli import run_cli
+from core.device import set_cpu_threads  # noqa: F401  (re-exported: bench and tests import it from here)
 from core.config import RunConfig, config_to_dict, parse_config
 from core.device import autocast
 from core.io import atomic_write_json
@@ -75,19 +77,6 @@ class TrainConfig(RunConfig):
     evaluate_test: bool = field(default=True, metadata={"help": "evaluate the best model on the held-out test volume(s) at the end"})
 
 
-def set_cpu_threads(threads: int = 0) -> int:
-    """``threads`` > 0: use that many; 0: all cores minus the current load (at least 1)."""
-    import os
-
-    n = os.cpu_count() or 1
-    if threads <= 0:
-        try:
-            busy = int(round(os.getloadavg()[0]))
-        except OSError:
-            busy = 0
-        threads = max(1, min(n, n - busy))
-    torch.set_num_threads(threads)
-    return threads
 
 
 def pipeline_config(cfg: TrainConfig, task: MsdTask) -> PipelineConfig:
@@ -210,13 +199,7 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(TrainConfig, argv, description=__doc__, prog="python -m domains.medical.train")
-    try:
-        train(cfg)
-    except (MedicalInputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(TrainConfig, train, argv, doc=__doc__, prog="python -m domains.medical.train", user_errors=(MedicalInputError,))
 
 
 if __name__ == "__main__":

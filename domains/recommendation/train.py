@@ -32,6 +32,7 @@ import torch
 
 from core.checkpoint import save_weights
 from core.cli import run_cli
+from core.device import set_cpu_threads
 from core.config import RunConfig, parse_config
 from core.io import atomic_write_json, atomic_write_parquet
 from core.logging import get_logger
@@ -231,7 +232,7 @@ def _log_q(train_i: np.ndarray, n_items: int) -> torch.Tensor:
 def train(cfg: TrainConfig) -> Path:
     """Train, evaluate model + baselines, save everything; returns the run directory."""
     if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+        set_cpu_threads(cfg.threads)
     if cfg.dmp:
         from domains.recommendation.distributed import train_dmp
 

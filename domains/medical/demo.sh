@@ -8,6 +8,11 @@ RUNS=${RUNS_DIR:-runs}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 echo "--- medical 1/6: prepare MSD-layout tasks (Colin27+AAL / MNI152, InVesalius head CT)"
 $PY -m core.data prepare medical
+if ! $PY -c "from core.data import dataset_dir; dataset_dir('msd-brain-aal')" 2>/dev/null; then
+  echo "--- medical: SKIPPED — the MRI task needs the Debian package mricron-data (Colin27 + AAL)."
+  echo "    Install it with: sudo apt-get install -y mricron-data invesalius-examples ; then rerun make demo."
+  exit 0
+fi
 echo "--- medical 2/6: quick 3D UNet training (90 steps; the full default is python -m domains.medical.train)"
 $PY -m domains.medical.train --runs-dir "$RUNS" --max-epochs 6 --iters-per-epoch 15 --val-every 3 --no-evaluate-test
 echo "--- medical 3/6: evaluate on the held-out MNI152 volume (native grid, Dice + HD95)"

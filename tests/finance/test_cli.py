@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.scoring.testing import ray_address  # noqa: F401  (pytest fixture: one local Ray cluster per session)
+
 from core.data import prepare
 from domains.finance.data import DATASETS
 
@@ -94,3 +96,15 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "non-positive" in err[0] and "bad.csv" in err[0]
     assert forecast_main(["--runs-dir", str(tmp_path / "empty"), "--no-track"]) == 2
     assert "no trained finance model" in capsys.readouterr().err
+
+
+def test_score_local_and_ray_engines_write_identical_outputs(backtest_run, session_runs_dir, tmp_path, ray_address):
+    from core.scoring import WorkItem
+    from core.scoring.testing import assert_engines_agree
+    from domains.finance.forecast import find_model_run
+    from domains.finance.score import TFTScorer
+
+    model_dir = find_model_run(str(backtest_run), session_runs_dir)
+    items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in ("AAPL", "JPM", "SP500", "KO")]
+    rows = assert_engines_agree(items, TFTScorer(str(model_dir.resolve())), tmp_path, ray_address)
+    assert set(rows["ticker"]) == {"AAPL", "JPM", "SP500"}  # KO is unknown to the model: quarantined by both

@@ -12,6 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from core.scoring.testing import ray_address  # noqa: F401  (pytest fixture: one local Ray cluster per session)
+
 from core.config import parse_config
 
 
@@ -235,3 +237,22 @@ def test_ct_task_trains_with_hu_window_and_evaluates_on_heldout_slab(ct_task, tm
     assert {"test_dice/soft_tissue", "test_dice/bone"} <= set(m)
     ev = json.loads((run / "test_evaluation.json").read_text())
     assert ev["cases"][0]["case"] == "headct_inferior"
+
+
+def test_score_local_and_ray_engines_write_identical_outputs(tiny_run, brain_task, tmp_path, ray_address):
+    from core.scoring import WorkItem
+    from core.scoring.testing import assert_engines_agree
+    from domains.medical.score import SegmentationScorer
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = nib.load(str(brain_task / "imagesTs" / "mni152.nii.gz"))
+    data = np.asarray(src.dataobj).astype(np.float32)
+    aff = src.affine.copy()
+    aff[:3, 3] += aff[:3, :3] @ np.array([40, 40, 30])
+    nib.save(nib.Nifti1Image(data[40:140, 40:160, 30:120], aff), str(folder / "a.nii.gz"))
+    nib.save(nib.Nifti1Image(data[60:150, 50:170, 40:130], aff), str(folder / "b.nii.gz"))
+    (folder / "broken.nii.gz").write_bytes(b"not a nifti")
+    items = [WorkItem(id=p.name, path=str(p)) for p in sorted(folder.iterdir())]
+    rows = assert_engines_agree(items, SegmentationScorer(str(tiny_run), str(tmp_path / "masks")), tmp_path, ray_address, items_per_chunk=1)
+    assert sorted(rows["work_item"].unique()) == ["a.nii.gz", "b.nii.gz"]

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.scoring.testing import ray_address  # noqa: F401  (pytest fixture: one local Ray cluster per session)
+
 from domains.recommendation.train import TrainConfig, train
 
 
@@ -118,3 +120,13 @@ def test_default_run_meets_the_protocol_ms_target(tmp_path):
     m = pd.read_parquet(run_dir / "eval_metrics.parquet").set_index("model")
     assert m.loc["two_tower", "ndcg@10"] >= 0.45
     assert m.loc["two_tower", "ndcg@10"] > m.loc["bpr_mf", "ndcg@10"]
+
+
+def test_score_local_and_ray_engines_write_identical_outputs(run_dir, tmp_path, ray_address):
+    from core.scoring import WorkItem
+    from core.scoring.testing import assert_engines_agree
+    from domains.recommendation.score import TopKScorer
+
+    items = [WorkItem(id=f"users-{s:07d}", start=s, stop=min(s + 250, 943)) for s in range(0, 943, 250)]
+    rows = assert_engines_agree(items, TopKScorer(str(run_dir), 10, "none"), tmp_path, ray_address)
+    assert rows["user_id"].nunique() == 943

@@ -45,6 +45,7 @@ __all__ = [
     "read_card_checksums",
     "write_card_checksums",
     "dataset_dir",
+    "ensure_dataset",
 ]
 
 log = get_logger("data")
@@ -91,6 +92,15 @@ def dataset_dir(name: str, root: Path | None = None) -> Path:
     if not (d / "MANIFEST.json").is_file():
         raise FileNotFoundError(f"data set {name!r} is not prepared under {d.parent}; run `python -m core.data prepare {name}`")
     return d
+
+
+def ensure_dataset(spec: DatasetSpec, root: Path | None = None) -> Path:
+    """The prepared folder of ``spec``, preparing it on first use. Once prepared this only checks
+    that the manifest exists (no re-hashing); ``prepare`` is the verifying path."""
+    try:
+        return dataset_dir(spec.name, root)
+    except FileNotFoundError:
+        return prepare(spec, root=root)
 
 
 def read_card_checksums(card: Path) -> dict[str, str]:

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data import DatasetSpec, SourceMissingError, dataset_dir
+from core.data import DatasetSpec, SourceMissingError, ensure_dataset
 from core.io import atomic_write_parquet
 from core.logging import get_logger
 
@@ -151,12 +151,7 @@ def load_covariates(root: Path | None = None) -> pd.DataFrame:
 
 
 def _panel_dir(root: Path | None) -> Path:
-    try:
-        return dataset_dir(PANEL_DATASET, root)
-    except FileNotFoundError:
-        from core.data import prepare
-
-        return prepare(DATASETS[0], root=root)
+    return ensure_dataset(DATASETS[0], root)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import DatasetSpec, SourceMissingError, dataset_dir, prepare
+from core.data import DatasetSpec, SourceMissingError, ensure_dataset
 from core.io import atomic_path, atomic_write_json
 from core.logging import get_logger
 from domains.medical.validation import MedicalInputError
@@ -411,10 +411,7 @@ _SPECS = {s.name: s for s in DATASETS}
 def task_dir(name_or_path: str) -> Path:
     """A prepared task by name (prepared on first use) or any MSD folder path."""
     if name_or_path in _SPECS:
-        try:
-            return dataset_dir(name_or_path)
-        except FileNotFoundError:
-            return prepare(_SPECS[name_or_path])
+        return ensure_dataset(_SPECS[name_or_path])
     p = Path(name_or_path)
     if (p / "dataset.json").is_file():
         return p

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data import DatasetSpec, SourceMissingError, dataset_dir
+from core.data import DatasetSpec, SourceMissingError, ensure_dataset
 from core.io import atomic_write_parquet
 from core.logging import get_logger
 
@@ -325,12 +325,7 @@ def _normalise_users(users: pd.DataFrame, source: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 def load_ml100k(root: Path | None = None) -> InteractionData:
     """The prepared bundled MovieLens-100K (prepares it when missing)."""
-    try:
-        d = dataset_dir(ML100K, root)
-    except FileNotFoundError:
-        from core.data import prepare
-
-        d = prepare(DATASETS[0], root=root)
+    d = ensure_dataset(DATASETS[0], root)
     inter = pd.read_parquet(d / "interactions.parquet")
     users = _normalise_users(pd.read_parquet(d / "users.parquet"), ML100K)
     items = _normalise_items(pd.read_parquet(d / "items.parquet"), ML100K)

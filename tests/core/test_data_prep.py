@@ -97,3 +97,15 @@ def test_registered_real_datasets_verify_against_cards():
         coredata.verify_sources(spec, sources)
         checked += 1
     assert checked > 0
+
+
+def test_ensure_dataset_prepares_once_then_reuses(tmp_path, cards):
+    from core.data import ensure_dataset
+
+    src = tmp_path / "toy.csv"
+    src.write_text("a\n")
+    calls = []
+    spec = _spec(tmp_path, src, calls)
+    first = ensure_dataset(spec, root=tmp_path / "root")
+    second = ensure_dataset(spec, root=tmp_path / "root")
+    assert first == second and len(calls) == 1

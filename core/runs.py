@@ -3,7 +3,8 @@
 It holds the resolved ``config.json``, ``run.json`` (status, timings, device), per-step
 ``metrics.jsonl``, final ``metrics.json``, ``checkpoints/`` and ``log.jsonl``. The path is
 printed at the end of every command. ``<runs_dir>/<domain>/latest`` points at the newest
-completed run, which is what ``score``/``infer`` commands and dashboards use by default.
+completed run of kind ``"model"`` (a run that trained a model), which is what ``score``/``infer``
+commands and dashboards use by default; runs of kind ``"job"`` (forecast, score, …) never move it.
 
     with Run.start("medical", cfg) as run:
         start_step = run.resume(model, optimizer, scheduler)   # 0 unless --resume
@@ -56,7 +57,7 @@ def latest_run_dir(domain: str, runs_dir: str | Path = "runs") -> Path:
     link = root / "latest"
     if link.exists():
         return link.resolve()
-    done = [r for r in list_runs(runs_dir, domain) if r.get("status") == "completed"]
+    done = [r for r in list_runs(runs_dir, domain) if r.get("status") == "completed" and r.get("kind", "model") == "model"]
     if done:
         return Path(done[0]["path"])
     raise RunNotFoundError(f"no completed {domain} run under {root}; create one with `python -m domains.{domain}.train`")
@@ -98,8 +99,12 @@ def list_runs(runs_dir: str | Path = "runs", domain: str | None = None) -> list[
 class Run:
     """A run directory plus its tracker. Use :meth:`start` as a context manager."""
 
-    def __init__(self, domain: str, config: RunConfig, *, new_name: str | None = None):
+    def __init__(self, domain: str, config: RunConfig, *, new_name: str | None = None, kind: str = "model"):
+        if kind not in ("model", "job"):
+            raise ValueError(f"run kind must be 'model' or 'job', got {kind!r}")
         self.domain = domain
+        self.kind = kind
+        self.command = type(config).__name__
         self.config = config
         self.runs_dir = Path(config.runs_dir)
         self.device = resolve_device(config.device)
@@ -109,9 +114,10 @@ class Run:
                 if not (self.dir / "run.json").is_file():
                     raise RunNotFoundError(f"--resume: no run {self.dir} to resume")
             else:
-                runs = list_runs(self.runs_dir, domain)
+                # the newest run made by the same command (a train run never resumes a score run)
+                runs = [r for r in list_runs(self.runs_dir, domain) if r.get("command", self.command) == self.command]
                 if not runs:
-                    raise RunNotFoundError(f"--resume: no {domain} run under {self.runs_dir / domain} to resume")
+                    raise RunNotFoundError(f"--resume: no {domain} {self.command} run under {self.runs_dir / domain} to resume")
                 self.dir = Path(runs[0]["path"])
         else:
             name = config.name or new_name or time.strftime("%Y%m%d-%H%M%S")
@@ -141,8 +147,10 @@ class Run:
 
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
-    def start(cls, domain: str, config: RunConfig, new_name: str | None = None) -> "Run":
-        return cls(domain, config, new_name=new_name)
+    def start(cls, domain: str, config: RunConfig, new_name: str | None = None, kind: str = "model") -> "Run":
+        """``kind="job"`` for runs that only use a model (forecast, score, …): they keep their own
+        run directory but do not become ``<domain>/latest``."""
+        return cls(domain, config, new_name=new_name, kind=kind)
 
     def __enter__(self) -> "Run":
         return self
@@ -164,7 +172,8 @@ class Run:
         atomic_write_json(self.dir / "metrics.json", self.summary)
         self.tracker.log_metrics({k: v for k, v in self.summary.items()}, step=None)
         self._close("completed")
-        self._point_latest()
+        if self.kind == "model":
+            self._point_latest()
         return self.dir
 
     def _close(self, status: str, error: str | None = None) -> None:
@@ -187,6 +196,8 @@ class Run:
         data = {
             "domain": self.domain,
             "name": self.name,
+            "kind": self.kind,
+            "command": self.command,
             "status": status,
             "started": self._started,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -93,7 +93,7 @@ def forecast(cfg: ForecastConfig) -> Path:
     model_dir = find_model_run(cfg.model_run, cfg.runs_dir)
     fc = Forecaster.load(model_dir / "model")
     panel, cov = load_inputs(cfg.data)
-    with Run.start("finance", cfg, new_name=f"forecast-{pd.Timestamp.now():%Y%m%d-%H%M%S}") as run:
+    with Run.start("finance", cfg, new_name=f"forecast-{pd.Timestamp.now():%Y%m%d-%H%M%S}", kind="job") as run:
         df = forecast_frame(fc, panel, cov, list(cfg.tickers) or None)
         atomic_write_parquet(df, run.path("forecasts.parquet"), index=False)
         atomic_write_text(run.path("forecasts.csv"), df.to_csv(index=False))

@@ -84,9 +84,9 @@ def _plots(imp: pd.DataFrame, att: pd.DataFrame, out_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from core.runs import latest_run_dir
     from domains.finance.data import load_inputs
     from domains.finance.features import base_features
+    from domains.finance.forecast import find_model_run
     from domains.finance.model import Forecaster
 
     p = argparse.ArgumentParser(prog="python -m domains.finance.interpret", description=__doc__.split("\n\n")[0])
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="", help="price file (default: bundled panel)")
     args = p.parse_args(argv)
     try:
-        run_dir = Path(args.run_dir) if args.run_dir else latest_run_dir("finance", args.runs_dir)
+        run_dir = find_model_run(args.run_dir, args.runs_dir)  # newest run that holds a model, not a score run
         fc = Forecaster.load(run_dir / "model")
         panel, cov = load_inputs(args.data, [t for t in fc.tickers])
         interpret(fc, base_features(panel, cov), run_dir / "interpretation")

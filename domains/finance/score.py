@@ -78,7 +78,7 @@ def score(cfg: ScoreConfig):
     panel, _ = load_inputs(cfg.data)
     tickers = list(cfg.tickers) or sorted(panel["ticker"].unique())
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in tickers]
-    with Run.start("finance", cfg, new_name=f"score-{pd.Timestamp.now():%Y%m%d-%H%M%S}") as run:
+    with Run.start("finance", cfg, new_name=f"score-{pd.Timestamp.now():%Y%m%d-%H%M%S}", kind="job") as run:
         summary = run_job_from_config(items, TFTScorer(str(model_dir.resolve()), cfg.data, cfg.threads), cfg, default_out=run.path("scores"))
         run.finish({"model_run": str(model_dir), "items": len(items), **{k: v for k, v in vars(summary).items() if isinstance(v, (int, float, str))}})
         return run.dir

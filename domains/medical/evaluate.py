@@ -110,7 +110,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     meta = json.loads((model_run / "task.json").read_text())
     task = read_msd_task(task_dir(cfg.task or meta["task"]))
     seg = Segmenter.from_run(model_run, device=cfg.device)
-    with Run.start(JOBS_DOMAIN, cfg) as run:
+    with Run.start(JOBS_DOMAIN, cfg, kind="job") as run:
         res = evaluate_segmenter(seg, task.test if cfg.split == "test" else task.training)
         res["model_run"] = str(model_run)
         atomic_write_json(run.path("evaluation.json"), res)

@@ -242,7 +242,7 @@ def infer(cfg: InferConfig) -> Path:
     else:
         src = cfg.input
     seg = Segmenter.from_run(model_run, device=cfg.device)
-    with Run.start(JOBS_DOMAIN, cfg) as run:
+    with Run.start(JOBS_DOMAIN, cfg, kind="job") as run:
         res = seg.predict(src)
         vid = res.source.id if res.source.format != "dicom" else f"series-{getattr(res.source, 'series_hash', 'dicom')}"
         save_mask_like(res.native_mask, res.source, run.path(f"{vid}_mask.nii.gz"))

@@ -89,7 +89,7 @@ def score(cfg: ScoreConfig) -> Path:
 
         task = read_msd_task(task_dir(json.loads((model_run / "task.json").read_text())["task"]))
         items = [WorkItem(id=Path(c["image"]).name, path=c["image"]) for c in task.training + task.test]
-    with Run.start(JOBS_DOMAIN, cfg) as run:
+    with Run.start(JOBS_DOMAIN, cfg, kind="job") as run:
         scorer = SegmentationScorer(str(model_run.resolve()), str(run.path("masks")), device="cpu" if cfg.device == "auto" else cfg.device)
         summary = run_job_from_config(items, scorer, cfg, default_out=run.dir / "scores")
         out = Path(cfg.out or run.dir / "scores")

@@ -129,3 +129,18 @@ def test_metric_names_mlflow_rejects_are_sanitised(tmp_path):
     assert run.tracker.enabled, "tracking must not be disabled by an '@' in a metric name"
     m = MlflowClient(tracking_uri=run.tracker.uri).get_run(run.tracker.run_id).data.metrics
     assert m["ndcg_at_10"] == 0.5 and m["two_tower/precision_at_10"] == 0.25 and m["recall_at_10"] == 0.4
+
+
+def test_job_runs_do_not_move_latest_and_resume_picks_the_same_command(tmp_path):
+    @dataclass
+    class ScoreLikeConfig(RunConfig):
+        k: int = 1
+
+    model_run, _ = _train(TinyConfig(runs_dir=str(tmp_path), name="model", steps=2, track=False))
+    with Run.start("unit", ScoreLikeConfig(runs_dir=str(tmp_path), name="job", track=False), kind="job") as job:
+        job.finish({"rows": 3})
+    assert latest_run_dir("unit", tmp_path) == model_run.dir.resolve()
+    assert {r["name"]: r["kind"] for r in list_runs(tmp_path, "unit")} == {"model": "model", "job": "job"}
+    resumed = Run.start("unit", TinyConfig(runs_dir=str(tmp_path), resume=True, track=False))
+    assert resumed.dir == model_run.dir  # the newest run is the job, but a train run resumes a train run
+    resumed.finish()

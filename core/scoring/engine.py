@@ -201,11 +201,21 @@ def _threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def _pin_threads(threads: int) -> None:
+    """Every worker and actor computes with ``threads`` threads, whatever its scorer's ``load`` did:
+    scorers never set threads themselves."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def _init_worker(scorer_bytes: bytes, threads: int) -> None:
     global _WORKER_SCORER
     _set_parent_death_signal()
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
+    _pin_threads(threads)
     os.environ.setdefault("SUITE_PROGRESS", "0")
     scorer = pickle.loads(scorer_bytes)  # our own object from the driver, never a user file
     try:
@@ -217,10 +227,7 @@ def _init_worker(scorer_bytes: bytes, threads: int) -> None:
     _WORKER_SCORER = scorer
     global _WORKER_READY_AT
     _WORKER_READY_AT = time.time()
-    import sys
-
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+    _pin_threads(threads)  # again: load() may have imported torch or changed its threads
 
 
 def _score_in_worker(chunk: int, items: list[WorkItem]) -> ChunkResult:
@@ -290,6 +297,7 @@ class _RayChunkScorer:
             _load_scorer(self.scorer)
         except ScorerLoadError as e:  # raising here would make Ray restart the actor forever
             self.load_error = str(e)
+        _pin_threads(1)  # each actor reserves num_cpus=1
         self.ready_at = time.time()
 
     def __call__(self, batch: dict) -> dict:

@@ -486,6 +486,3 @@ def row_range_items(path: str | os.PathLike, n_rows: int, rows_per_item: int, pr
     prefix = prefix or Path(path).name
     return [WorkItem(id=f"{prefix}[{s}:{min(s + rows_per_item, n_rows)}]", path=str(path), start=s, stop=min(s + rows_per_item, n_rows)) for s in range(0, n_rows, rows_per_item)]
 
-
-def print_summary(summary: JobSummary) -> None:
-    print(summary.line(), file=sys.stderr, flush=True)

@@ -37,18 +37,14 @@ class TFTScorer(Scorer):
 
     version = "1"
 
-    def __init__(self, model_run: str, data: str = "", threads: int = 1):
+    def __init__(self, model_run: str, data: str = ""):
         self.model_run = str(model_run)
         self.data = data
-        self.threads = threads
 
     def load(self) -> None:
-        import torch
-
         from domains.finance.features import base_features, extend_future
         from domains.finance.model import Forecaster
 
-        torch.set_num_threads(max(1, self.threads))
         self._fc = Forecaster.load(Path(self.model_run) / "model")
         panel, cov = load_inputs(self.data)
         self._have = set(panel["ticker"])
@@ -79,7 +75,7 @@ def score(cfg: ScoreConfig):
     tickers = list(cfg.tickers) or sorted(panel["ticker"].unique())
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in tickers]
     with Run.start("finance", cfg, new_name=f"score-{pd.Timestamp.now():%Y%m%d-%H%M%S}", kind="job") as run:
-        summary = run_job_from_config(items, TFTScorer(str(model_dir.resolve()), cfg.data, cfg.threads), cfg, default_out=run.path("scores"))
+        summary = run_job_from_config(items, TFTScorer(str(model_dir.resolve()), cfg.data), cfg, default_out=run.path("scores"))
         run.finish({"model_run": str(model_dir), "items": len(items), **{k: v for k, v in vars(summary).items() if isinstance(v, (int, float, str))}})
         return run.dir
 

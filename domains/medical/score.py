@@ -40,11 +40,8 @@ class SegmentationScorer(Scorer):
         self.model_run, self.mask_dir, self.device = str(model_run), str(mask_dir), device
 
     def load(self) -> None:
-        import torch
-
         from domains.medical.infer import Segmenter
 
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         self._seg = Segmenter.from_run(self.model_run, device=self.device)
 
     def score(self, item: WorkItem) -> pd.DataFrame:

@@ -75,11 +75,8 @@ class TopKScorer(Scorer):
         self.index = index
 
     def load(self) -> None:
-        import torch
-
         from domains.recommendation.inference import Recommender
 
-        torch.set_num_threads(1)
         self._rec = Recommender.load(self.run_dir)
         self._faiss = None
         if self.index != "none":

@@ -69,8 +69,8 @@ def device_summary(device: torch.device) -> dict:
 
 def set_cpu_threads(threads: int = 0) -> int:
     """Set torch's CPU threads. ``threads`` > 0: exactly that many; 0: all cores minus the current
-    1-minute load (at least 1). Oversubscribed OpenMP threads were measured 4-12x slower per step
-    on a busy 2-core machine than a single thread, so a busy machine gets fewer threads."""
+    1-minute load (at least 1). Oversubscribed OpenMP threads were several times slower per step
+    than one thread on a busy 2-core machine (ad-hoc timings, not a bench), so a busy machine gets fewer."""
     n = os.cpu_count() or 1
     if threads <= 0:
         try:

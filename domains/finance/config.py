@@ -26,7 +26,7 @@ class FinanceConfig(RunConfig):
     batch_size: int = field(default=128, metadata={"help": "windows per batch"})
     max_batches: int = field(default=50, metadata={"help": "batches per epoch (random windows; 0 = all windows)"})
     lr: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
-    threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for this small model on a busy machine: 2 threads were 10-30x slower under contention)"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads (1 was the fastest for this small model on the busy shared 2-core machine, in ad-hoc timings)"})
 
 
 def spec_from_config(cfg: FinanceConfig) -> TFTSpec:

@@ -39,8 +39,8 @@ def dice_per_class(mask: np.ndarray, label: np.ndarray, class_names: list[str]) 
 def hd95_per_class(mask: np.ndarray, label: np.ndarray, class_names: list[str], spacing) -> dict[str, float]:
     """95th-percentile Hausdorff distance in mm per foreground class, defined as MONAI's
     ``compute_hausdorff_distance(percentile=95)`` (max of the two directed 95th percentiles of
-    surface-to-surface distances), but computed inside each class's bounding box — tens of times
-    faster on a full-resolution volume. NaN when the class is absent from either mask, inf when
+    surface-to-surface distances), but computed inside each class's bounding box — much faster on a
+    full-resolution volume, since distances are only computed near the structure. NaN when the class is absent from either mask, inf when
     it is present in only one."""
     from scipy import ndimage
 

@@ -74,7 +74,7 @@ class TrainConfig(RunConfig):
     bpr_dim: int = field(default=64, metadata={"help": "BPR-MF factors"})
     dmp: bool = field(default=False, metadata={"help": "train through TorchRec DistributedModelParallel (gloo on CPU; torchrun for >1 process)"})
     sharding: str = field(default="table_wise", metadata={"help": "sharding type of the embedding tables with --dmp", "choices": list(CPU_SHARDING)})
-    threads: int = field(default=1, metadata={"help": "torch CPU threads (0 = torch default). 1 is fastest for this small model on a busy CPU: OpenMP spinning made 2 threads 10x slower per step on the shared 2-core machine"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads (0 = torch default). 1 was the fastest for this small model on the busy shared 2-core machine, in ad-hoc timings"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0 = all epochs); for smoke tests"})
 
 

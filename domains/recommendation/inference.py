@@ -147,6 +147,10 @@ class Recommender:
         from domains.recommendation.metrics import top_k
 
         scores = self.user_vecs[torch.as_tensor(user_rows)] @ self.item_vecs.T
+        # users without training history get the same popularity fallback as recommend()
+        no_history = [i for i, r in enumerate(user_rows) if self.space.user_ids[r] not in self.seen]
+        if no_history:
+            scores[torch.as_tensor(no_history)] = torch.as_tensor(self.popularity, dtype=scores.dtype)
         excl = [self.seen.get(self.space.user_ids[r], np.empty(0, np.int64)) for r in user_rows]
         return top_k(scores, k, excl)
 

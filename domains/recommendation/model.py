@@ -95,10 +95,18 @@ class FeatureSpace:
         return len(self.item_ids)
 
     def user_index(self) -> dict:
-        return {u: i for i, u in enumerate(self.user_ids)}
+        """id -> row, built once per space (serving looks ids up on every request)."""
+        return self._index("user_ids")
 
     def item_index(self) -> dict:
-        return {u: i for i, u in enumerate(self.item_ids)}
+        return self._index("item_ids")
+
+    def _index(self, attr: str) -> dict:
+        ids = getattr(self, attr)
+        cache = self.__dict__.setdefault("_index_cache", {})  # not a dataclass field: asdict() skips it
+        if attr not in cache or len(cache[attr]) != len(ids):
+            cache[attr] = {u: i for i, u in enumerate(ids)}
+        return cache[attr]
 
     def user_feature_table(self, users: pd.DataFrame) -> np.ndarray:
         """(n, 4) int64 table indices in USER_FEATURES order; rows follow ``users``."""

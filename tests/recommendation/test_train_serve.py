@@ -130,3 +130,16 @@ def test_score_local_and_ray_engines_write_identical_outputs(run_dir, tmp_path, 
     items = [WorkItem(id=f"users-{s:07d}", start=s, stop=min(s + 250, 943)) for s in range(0, 943, 250)]
     rows = assert_engines_agree(items, TopKScorer(str(run_dir), 10, "none"), tmp_path, ray_address)
     assert rows["user_id"].nunique() == 943
+
+
+def test_batch_scoring_and_recommend_agree_for_users_without_history(run_dir):
+    from domains.recommendation.inference import Recommender
+
+    rec = Recommender.load(run_dir)
+    uid = rec.space.user_ids[5]
+    rec.seen = {u: s for u, s in rec.seen.items() if u != uid}  # as if this user had no training history
+    single = rec.recommend(uid, k=10)
+    assert single["fallback"].all()
+    rows, _ = rec.recommend_rows(np.array([5, 6]), 10)
+    assert list(rows[0]) == [rec.space.item_index()[i] for i in single["item_id"]]  # popularity, like recommend()
+    assert list(rows[1]) != list(rows[0])  # a user with history still gets model scores

@@ -52,9 +52,35 @@ def train_command(domain: str) -> str:
     return cmd
 
 
+def _runs_signature(root: Path, domain: str | None) -> tuple:
+    """(run folder, run.json mtime) for every run: cheap stats that change whenever a run starts,
+    finishes or fails, so the parsed run list is only rebuilt then."""
+    sig = []
+    for d in ([root / domain] if domain else [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []):
+        if d.is_dir():
+            for rd in os.scandir(d):
+                try:
+                    sig.append((rd.path, os.stat(os.path.join(rd.path, "run.json")).st_mtime_ns))
+                except OSError:
+                    continue
+    return tuple(sorted(sig))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _cached_list_runs(root: str, domain: str | None, signature: tuple) -> list[dict[str, Any]]:
+    return list_runs(root, domain)
+
+
+def all_runs(domain: str | None = None) -> list[dict[str, Any]]:
+    """``core.runs.list_runs`` for the dashboards' runs root, re-read only when a run changed
+    (every widget click reruns the page)."""
+    root = runs_dir()
+    return _cached_list_runs(str(root), domain, _runs_signature(root, domain))
+
+
 def completed_runs(domain: str) -> list[dict[str, Any]]:
-    """Completed runs of ``domain``, newest first (``core.runs.list_runs``)."""
-    return [r for r in list_runs(runs_dir(), domain) if r.get("status") == "completed"]
+    """Completed runs of ``domain``, newest first."""
+    return [r for r in all_runs(domain) if r.get("status") == "completed"]
 
 
 def empty_state(domain: str, what: str = "trained run") -> None:
@@ -137,7 +163,17 @@ def scalar_metrics(run: dict[str, Any]) -> dict[str, float]:
 
 
 def metric_history(run_dir: str | Path) -> pd.DataFrame:
-    """Per-step metrics (``metrics.jsonl``) as a frame indexed by step."""
+    """Per-step metrics (``metrics.jsonl``) as a frame indexed by step; re-read only when the file changed."""
+    try:
+        st_ = os.stat(Path(run_dir) / "metrics.jsonl")
+        stamp = (st_.st_mtime_ns, st_.st_size)
+    except OSError:
+        stamp = None
+    return _metric_history(str(run_dir), stamp).copy()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _metric_history(run_dir: str, stamp: tuple | None) -> pd.DataFrame:
     rows = list(iter_metrics(run_dir))
     if not rows:
         return pd.DataFrame()

@@ -48,11 +48,7 @@ def forecast(k: str, tickers: tuple[str, ...]) -> pd.DataFrame:
 
 @st.cache_data(show_spinner="Loading the backtest…")
 def backtest(k: str) -> dict[str, pd.DataFrame]:
-    out = {name: df for name, df in dict(api.load_backtest(k.rsplit("@", 1)[0])).items() if isinstance(df, pd.DataFrame)}
-    preds = Path(k.rsplit("@", 1)[0]) / "predictions.parquet"  # the backtest's own output, when the api leaves it out
-    if "predictions" not in out and preds.is_file():
-        out["predictions"] = pd.read_parquet(preds)
-    return out
+    return {name: df for name, df in dict(api.load_backtest(k.rsplit("@", 1)[0])).items() if isinstance(df, pd.DataFrame)}
 
 
 @st.cache_data(show_spinner=False)

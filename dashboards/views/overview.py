@@ -8,14 +8,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.runs import list_runs
 from core.tracking import default_tracking_uri, flatten
-from dashboards.common import DOMAINS, curves, friendly_errors, metric_history, page_header, run_label, runs_dir, scalar_metrics, train_command
+from dashboards.common import DOMAINS, all_runs, curves, friendly_errors, metric_history, page_header, run_label, runs_dir, scalar_metrics, train_command
 
 page_header("Overview", "Runs of every domain, their final metrics and curves, and a side-by-side comparison of two runs.")
 
 root = runs_dir()
-runs = list_runs(root)
+runs = all_runs()
 
 if not runs:
     st.info(f"No runs under `{root}` yet. `make demo` trains every domain; or create one domain's run with:")

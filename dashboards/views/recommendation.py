@@ -57,33 +57,19 @@ def users(k: str) -> list:
 
 
 @st.cache_data(show_spinner=False)
-def catalogue(k: str) -> pd.DataFrame | None:
-    """The catalogue (item_id, title, genres, ...) when the recommender exposes one."""
-    r = recommender(k)
-    for name in ("items", "items_df", "catalog", "catalogue"):
-        got = getattr(r, name, None)
-        if got is not None:
-            got = got() if callable(got) else got
-            return got.copy() if isinstance(got, pd.DataFrame) else pd.DataFrame({"item_id": list(got)})
-    return None
+def catalogue(k: str) -> pd.DataFrame:
+    """The catalogue (item_id, title, genres, year, ...) of the run's Recommender."""
+    return recommender(k).items_df.copy()
 
 
 @st.cache_data(show_spinner=False)
-def profiles(k: str) -> pd.DataFrame | None:
-    p = getattr(recommender(k), "users_df", None)
-    return p.copy() if isinstance(p, pd.DataFrame) else None
+def profiles(k: str) -> pd.DataFrame:
+    return recommender(k).users_df.copy()
 
 
-def genre_vocabulary(k: str, cat: pd.DataFrame | None) -> list[str]:
-    r = recommender(k)
-    for holder in (r, getattr(r, "space", None)):  # the model's own genre vocabulary, when exposed
-        g = getattr(holder, "genres", None)
-        if g is not None:
-            return sorted(g() if callable(g) else g)
-    out: set[str] = set()
-    for g in (cat["genres"].dropna() if cat is not None and "genres" in cat else []):
-        out.update(g if isinstance(g, (list, tuple)) else [s.strip() for s in str(g).replace("|", ",").split(",") if s.strip()])
-    return sorted(out)
+def genre_vocabulary(k: str, cat: pd.DataFrame | None = None) -> list[str]:
+    """The model's own genre vocabulary (what its item tower was trained on)."""
+    return sorted(recommender(k).space.genres)
 
 
 def fallback_note(df: pd.DataFrame) -> None:

@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 
 from core.bench import machine_line, markdown_table, write_benchmark_section  # noqa: E402
 from core.scoring import Scorer, WorkItem, read_output, row_range_items, run_job  # noqa: E402
-from core.scoring.testing import frame_checksum  # noqa: E402
+from core.scoring.testing import frame_checksum, write_price_files  # noqa: E402
 
 WINDOW = 64
 
@@ -81,11 +81,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp:
         tmp = Path(tmp)
         items: list[WorkItem] = []
-        for ticker in list(prices.columns)[: args.tickers]:
-            p = tmp / "prices" / f"{ticker}.csv"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            prices[[ticker]].rename(columns={ticker: "close"}).rename_axis("date").to_csv(p)
-            items += row_range_items(p, len(prices), args.rows_per_item, prefix=ticker)
+        for p in write_price_files(tmp / "prices", n_files=args.tickers, rows=len(prices)):
+            items += row_range_items(p, len(prices), args.rows_per_item, prefix=p.stem)
         configs = [("local", 1), ("local", 2), ("ray", 2)]
         per_round: list[dict] = []  # ratios against local×1 of the same round
         checksums = {}
@@ -133,10 +130,9 @@ identical (content checksum): **{'yes' if identical else 'NO'}**.
 
 How to read this: on 2 idle cores the ceiling is 2×. This machine is shared (load average above), and
 Linux's CFS autogroup scheduling gives each login session a fair share of the CPU as a whole, so under
-contention a second worker process of the same job mostly splits that share instead of adding a core —
-per-chunk compute time per worker roughly doubles with 2 workers. Each worker/actor is pinned to one
-torch thread (checked: `torch.get_num_threads() == 1` in workers and actors), so this is not thread
-oversubscription. Start-up costs are real and large here: spawning 2 processes that import torch, and
+contention a second worker process of the same job mostly splits that share instead of adding a core
+(our reading of the numbers, not something this command measures). The engine pins each worker/actor
+to one torch thread. Start-up costs are real and large here: spawning 2 processes that import torch, and
 for Ray starting a private cluster (GCS, raylet) plus actors; they only pay off on jobs much longer
 than this one, or on a cluster that is already running (`--address`, see `core/scoring/README.md`)."""
     print(md)

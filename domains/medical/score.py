@@ -25,7 +25,7 @@ from core.cli import run_cli
 from core.config import RunConfig, parse_config
 from core.runs import Run, latest_run_dir
 from domains.medical.infer import JOBS_DOMAIN
-from core.scoring import Scorer, ScoringConfig, WorkItem, read_output, read_quarantine, run_job_from_config
+from core.scoring import Scorer, ScoringConfig, WorkItem, file_items, read_output, read_quarantine, run_job_from_config
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["SegmentationScorer", "ScoreConfig", "score", "folder_items", "main"]
@@ -85,7 +85,8 @@ def score(cfg: ScoreConfig) -> Path:
         from domains.medical.data import read_msd_task, task_dir
 
         task = read_msd_task(task_dir(json.loads((model_run / "task.json").read_text())["task"]))
-        items = [WorkItem(id=Path(c["image"]).name, path=c["image"]) for c in task.training + task.test]
+        # ids relative to the task root: imagesTr/x and imagesTs/x may share a file name
+        items = file_items([c["image"] for c in task.training + task.test], root=task.root)
     with Run.start(JOBS_DOMAIN, cfg, kind="job") as run:
         scorer = SegmentationScorer(str(model_run.resolve()), str(run.path("masks")), device="cpu" if cfg.device == "auto" else cfg.device)
         summary = run_job_from_config(items, scorer, cfg, default_out=run.dir / "scores")

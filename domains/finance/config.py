@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from core.config import RunConfig
 from domains.finance.model import TFTSpec
@@ -30,5 +30,5 @@ class FinanceConfig(RunConfig):
 
 
 def spec_from_config(cfg: FinanceConfig) -> TFTSpec:
-    return TFTSpec(encoder_length=cfg.encoder_length, horizon=cfg.horizon, hidden_size=cfg.hidden_size,
-                   attention_heads=cfg.attention_heads, hidden_continuous_size=cfg.hidden_continuous_size, dropout=cfg.dropout)
+    """The TFTSpec fields the command line exposes; the rest keep TFTSpec's defaults."""
+    return TFTSpec(**{f.name: getattr(cfg, f.name) for f in fields(TFTSpec) if hasattr(cfg, f.name)})

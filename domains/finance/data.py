@@ -110,7 +110,7 @@ def _build(sources: dict[str, Path], out_dir: Path) -> None:
     stocks = _read_wide(sources["sp500_dataset.csv.gz"])
     index = _read_wide(sources["sp500_index.csv.gz"])
     factors = _read_wide(sources["factors_dataset.csv.gz"])
-    vix = _read_wide(sources["vix.csv.gz"]).rename(columns={"vix": "vix"})
+    vix = _read_wide(sources["vix.csv.gz"])
     wti = _read_wide(sources["wti.csv.gz"]).rename(columns={"DCOILWTICO": "wti"})
     start = max(factors.index.min(), vix.index.min())
     end = min(stocks.index.max(), vix.index.max(), wti.index.max())

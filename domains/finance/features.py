@@ -135,9 +135,6 @@ class FoldScaler:
             cov[c] = [float(np.mean(v)), float(max(np.std(v), 1e-6))]
         return cls(str(pd.Timestamp(cutoff).date()), ret_scale.to_dict(), absret_scale.to_dict(), lrv_c.to_dict(), lrv_s.to_dict(), cov)
 
-    def tickers(self) -> list[str]:
-        return sorted(self.ret_scale)
-
     def transform(self, feat: pd.DataFrame) -> pd.DataFrame:
         unknown = sorted(set(feat["ticker"]) - set(self.ret_scale))
         if unknown:
@@ -182,7 +179,6 @@ class PanelTensors:
             raise PriceDataError(f"ticker(s) {missing[:5]} are unknown to this model (known: {len(ticker_index)} tickers); fine-tune it with domains.finance.transfer")
         self.L, self.H = encoder_length, horizon
         self.reals = list(reals)
-        self.frame = zfeat[["date", "ticker", "is_future"]].copy()
         vals = zfeat[self.reals].to_numpy(dtype=np.float32, na_value=np.nan)
         self.values = torch.from_numpy(np.nan_to_num(vals, nan=0.0))
         self.targets = torch.from_numpy(zfeat[TARGETS].to_numpy(dtype=np.float32, na_value=np.nan))

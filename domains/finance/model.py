@@ -174,7 +174,7 @@ def _row_embeddings(model, tensors: PanelTensors, rows: np.ndarray, chunk: int =
     independently (given the ticker's static context), so a row's selected embedding is the same
     in every window that contains it. Computing it per row instead of per (window, position)
     removes ~(L+H)x redundant work; the LSTM, attention and output layers still run per window."""
-    enc, dec, stat, enc_w, dec_w = [], [], [], [], []
+    enc, dec, stat = [], [], []
     observed = tensors._decoder_mask
     for s in range(0, len(rows), chunk):
         r = torch.as_tensor(rows[s:s + chunk], dtype=torch.long)
@@ -184,11 +184,11 @@ def _row_embeddings(model, tensors: PanelTensors, rows: np.ndarray, chunk: int =
         iv.update({name: cont[..., i].unsqueeze(-1) for i, name in enumerate(model.hparams.x_reals) if name in model.reals})
         static_embedding, _ = model.static_variable_selection({n: iv[n][:, 0] for n in model.static_variables})
         ctx = model.static_context_variable_selection(static_embedding)[:, None]
-        e, ew = model.encoder_variable_selection({n: iv[n] for n in model.encoder_variables}, ctx)
+        e, _ = model.encoder_variable_selection({n: iv[n] for n in model.encoder_variables}, ctx)
         dcont = (cont * observed)  # the decoder sees calendar inputs only (as in PanelTensors.batch)
         div = dict(iv)
         div.update({name: dcont[..., i].unsqueeze(-1) for i, name in enumerate(model.hparams.x_reals) if name in model.reals})
-        d, dw = model.decoder_variable_selection({n: div[n] for n in model.decoder_variables}, ctx)
+        d, _ = model.decoder_variable_selection({n: div[n] for n in model.decoder_variables}, ctx)
         enc.append(e[:, 0]); dec.append(d[:, 0]); stat.append(static_embedding)
     return torch.cat(enc), torch.cat(dec), torch.cat(stat)
 

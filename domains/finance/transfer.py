@@ -27,7 +27,6 @@ import torch
 
 from core.cli import run_cli
 from core.device import set_cpu_threads
-from core.device import seed_everything
 from core.io import atomic_path, atomic_write_text
 from core.logging import get_logger
 from core.runs import Run
@@ -76,8 +75,7 @@ def _score(name, ret_q1, rvol_q, feat, T, test_o, H) -> dict:
 def transfer(cfg: TransferConfig) -> Path:
     from core.finetune import apply_lora, trainable_parameter_report
 
-    set_cpu_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    set_cpu_threads(cfg.threads)  # seeding is Run.start's job (below, before any model is built)
     panel, cov = load_inputs(cfg.data, cfg.tickers)
     if cfg.holdout not in set(panel["ticker"]):
         raise PriceDataError(f"--holdout {cfg.holdout!r} is not in the data ({sorted(panel['ticker'].unique())})")

@@ -29,7 +29,7 @@ import torch
 
 from core.checkpoint import load_weights
 from core.cli import run_cli
-from core.config import RunConfig, parse_config
+from core.config import RunConfig
 from core.io import atomic_path, atomic_write_json, atomic_write_text
 from core.runs import latest_run_dir, read_run
 from domains.medical.validation import MedicalInputError

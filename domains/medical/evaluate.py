@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from core.cli import run_cli
-from core.config import RunConfig, parse_config
+from core.config import RunConfig
 from core.io import atomic_write_json
 from core.runs import Run, latest_run_dir
 from domains.medical.infer import JOBS_DOMAIN

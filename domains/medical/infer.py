@@ -25,7 +25,7 @@ from monai.inferers import sliding_window_inference
 
 from core.checkpoint import load_weights
 from core.cli import run_cli
-from core.config import RunConfig, parse_config
+from core.config import RunConfig
 from core.device import autocast, resolve_device
 from core.io import atomic_write_bytes, atomic_write_json
 from core.logging import get_logger

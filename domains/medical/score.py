@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.cli import run_cli
-from core.config import RunConfig, parse_config
+from core.config import RunConfig
 from core.runs import Run, latest_run_dir
 from domains.medical.infer import JOBS_DOMAIN
 from core.scoring import Scorer, ScoringConfig, WorkItem, file_items, read_output, read_quarantine, run_job_from_config

@@ -22,7 +22,7 @@ from monai.losses import DiceCELoss
 
 from core.checkpoint import save_weights
 from core.cli import run_cli
-from core.config import RunConfig, parse_config
+from core.config import RunConfig
 from core.io import atomic_write_json
 from core.logging import get_logger
 from core.progress import progress

@@ -35,8 +35,8 @@ from monai.losses import DiceCELoss
 
 from core.checkpoint import save_weights
 from core.cli import run_cli
-from core.device import set_cpu_threads  # noqa: F401  (re-exported: bench and tests import it from here)
-from core.config import RunConfig, config_to_dict, parse_config
+from core.device import set_cpu_threads
+from core.config import RunConfig
 from core.device import autocast
 from core.io import atomic_write_json
 from core.logging import get_logger

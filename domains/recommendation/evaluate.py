@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.cli import run_cli
-from core.config import RunConfig, parse_config
+from core.config import RunConfig
 from core.io import atomic_write_json
 from core.runs import RunNotFoundError, latest_run_dir
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.cli import run_cli
-from core.config import RunConfig, parse_config
+from core.config import RunConfig
 from core.runs import RunNotFoundError, latest_run_dir
 
 

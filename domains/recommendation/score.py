@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from core.cli import run_cli
-from core.config import RunConfig, parse_config
+from core.config import RunConfig
 from core.io import atomic_write_json
 from core.runs import RunNotFoundError, latest_run_dir
 from core.scoring import Scorer, ScoringConfig, ScoringError, WorkItem, read_output, run_job_from_config

@@ -33,7 +33,7 @@ import torch
 from core.checkpoint import save_weights
 from core.cli import run_cli
 from core.device import set_cpu_threads
-from core.config import RunConfig, parse_config
+from core.config import RunConfig
 from core.io import atomic_write_json, atomic_write_parquet
 from core.logging import get_logger
 from core.progress import progress

@@ -1,8 +1,9 @@
 """``run_job``: drive a scoring job on the local engine (N worker processes) or on Ray.
 
-Workers only *score* chunks and send the result back; the driver alone commits (part file,
-quarantine file, then marker). Both engines therefore write byte-identical folders for the
-same input, and a retried chunk (worker crash, Ray actor restart) can never be written twice.
+Workers score chunks and encode each chunk's rows once, as the Parquet bytes of its part; the
+driver alone commits (writes those bytes as they are, then the quarantine file, then the
+marker). Both engines therefore write byte-identical folders for the same input, and a retried
+chunk (worker crash, Ray actor restart) can never be written twice.
 """
 
 from __future__ import annotations

@@ -118,32 +118,43 @@ class Scorer:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
 
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """The one Parquet encoding of a frame (parts and quarantine files): same input, same bytes,
+    whichever engine or process encodes it."""
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
 @dataclass
 class ChunkResult:
-    """What a worker sends back for one chunk (rows + quarantined items); committed by the driver."""
+    """What a worker sends back for one chunk; committed by the driver.
+
+    ``part`` is the chunk's ``n_rows`` output rows already encoded as the Parquet file the driver
+    commits (``None`` when the chunk has no rows): rows are encoded once, where they were scored,
+    and the driver writes these bytes as they are, so every engine commits byte-identical parts."""
 
     chunk: int
-    rows: pd.DataFrame | None
+    part: bytes | memoryview | None
+    n_rows: int
     quarantine: list[dict[str, Any]]
     seconds: float
     worker: str
     ready_at: float | None = None  # wall clock (time.time) when this worker's model was loaded
 
     def to_bytes(self) -> bytes:
-        """Parquet-serialised rows + JSON header, so results cross process/node boundaries
+        """JSON header + the part's Parquet bytes, so results cross process/node boundaries
         without pickling user objects."""
-        buf = io.BytesIO()
-        if self.rows is not None:
-            self.rows.to_parquet(buf, index=False)
-        header = json.dumps({"chunk": self.chunk, "quarantine": self.quarantine, "seconds": self.seconds, "worker": self.worker, "ready_at": self.ready_at, "has_rows": self.rows is not None}).encode()
-        return len(header).to_bytes(8, "little") + header + buf.getvalue()
+        header = json.dumps({"chunk": self.chunk, "n_rows": self.n_rows, "quarantine": self.quarantine, "seconds": self.seconds, "worker": self.worker, "ready_at": self.ready_at}).encode()
+        return b"".join((len(header).to_bytes(8, "little"), header, self.part if self.part is not None else b""))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ChunkResult":
+        """The inverse of :meth:`to_bytes`; the part stays encoded (a view into ``data``, not a copy)."""
         n = int.from_bytes(data[:8], "little")
         h = json.loads(data[8 : 8 + n])
-        rows = pd.read_parquet(io.BytesIO(data[8 + n :])) if h["has_rows"] else None
-        return cls(chunk=h["chunk"], rows=rows, quarantine=h["quarantine"], seconds=h["seconds"], worker=h["worker"], ready_at=h.get("ready_at"))
+        part = memoryview(data)[8 + n :] if h["n_rows"] else None
+        return cls(chunk=h["chunk"], part=part, n_rows=h["n_rows"], quarantine=h["quarantine"], seconds=h["seconds"], worker=h["worker"], ready_at=h.get("ready_at"))
 
 
 @dataclass
@@ -205,9 +216,9 @@ def score_chunk(scorer: Scorer, chunk: int, items: Sequence[WorkItem], ready_at:
         df.insert(0, WORK_ITEM_COLUMN, item.id)
         frames.append(df)
     rows = pd.concat(frames, ignore_index=True) if frames else None
-    if rows is not None and len(rows) == 0:
-        rows = None
-    return ChunkResult(chunk=chunk, rows=rows, quarantine=quarantine, seconds=time.perf_counter() - t0, worker=_worker_name(), ready_at=ready_at)
+    part = parquet_bytes(rows) if rows is not None and len(rows) else None  # encoded here, once: the driver commits these bytes
+    n_rows = len(rows) if part is not None else 0
+    return ChunkResult(chunk=chunk, part=part, n_rows=n_rows, quarantine=quarantine, seconds=time.perf_counter() - t0, worker=_worker_name(), ready_at=ready_at)
 
 
 def _item_columns(item: WorkItem) -> dict[str, Any]:
@@ -367,24 +378,21 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
 
 
 def commit_chunk(out: Path, result: ChunkResult, n_items: int) -> dict[str, Any]:
-    """Write the chunk's part and quarantine files, then its marker (the commit point)."""
+    """Write the chunk's part (the worker's Parquet bytes, as they are) and quarantine files,
+    then its marker (the commit point)."""
     i = result.chunk
     part = _part_path(out, i)
     qpath = _quarantine_path(out, i)
     rows = 0
     sha = None
-    if result.rows is not None and len(result.rows):
-        buf = io.BytesIO()
-        result.rows.to_parquet(buf, index=False)
-        atomic_write_bytes(part, buf.getvalue())
-        rows = len(result.rows)
-        sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    if result.part is not None:
+        atomic_write_bytes(part, result.part)
+        rows = result.n_rows
+        sha = hashlib.sha256(result.part).hexdigest()
     elif part.exists():  # left by a crashed earlier attempt of this chunk that did produce rows
         part.unlink()
     if result.quarantine:
-        buf = io.BytesIO()
-        pd.DataFrame(result.quarantine).to_parquet(buf, index=False)
-        atomic_write_bytes(qpath, buf.getvalue())
+        atomic_write_bytes(qpath, parquet_bytes(pd.DataFrame(result.quarantine)))
     elif qpath.exists():
         qpath.unlink()
     marker = {

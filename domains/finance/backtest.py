@@ -38,9 +38,9 @@ from core.runs import Run
 from domains.finance.baselines import BASELINES, baseline_forecasts
 from domains.finance.config import FinanceConfig, spec_from_config
 from domains.finance.data import PriceDataError, load_inputs
-from domains.finance.features import QUANTILES, FoldScaler, base_features
+from domains.finance.features import QUANTILES, FoldScaler, base_features, realised, series_by_ticker
 from domains.finance.metrics import coverage, pinball, qlike, rmse, var_backtest
-from domains.finance.model import Forecaster, build_tft, fit, predict_quantiles, quantile_columns
+from domains.finance.model import Forecaster, build_tft, fit, predict_quantiles, quantile_columns, quantile_rows
 
 __all__ = ["BacktestConfig", "backtest", "fold_cutoffs", "fold_windows", "run_folds", "compute_metrics", "main"]
 
@@ -84,6 +84,7 @@ def run_folds(feat: pd.DataFrame, cfg: BacktestConfig, run: Run | None = None):
     cuts = fold_cutoffs(feat["date"].to_numpy(), cfg.folds, cfg.test_days, H)
     model = build_tft(spec, tickers, cfg.lr)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=1e-5)
+    series = series_by_ticker(feat)
     frames, folds_info = [], []
     forecaster = None
     for k, (cut, test_end) in enumerate(progress(cuts, desc="folds")):
@@ -102,69 +103,43 @@ def run_folds(feat: pd.DataFrame, cfg: BacktestConfig, run: Run | None = None):
         info = {"fold": k, "cutoff": str(cut.date()), "test_end": str(test_end.date()), "train_windows": int(len(train_o)),
                 "test_origins": int(len(test_o)), "train_pinball": losses[-1]}
         folds_info.append(info)
-        frames.append(_tft_rows(feat, T, test_o, raw, k, H))
-        frames.append(_baseline_rows(feat, cut, test_o, T, cfg.baselines, k, H))
+        frames.append(_tft_rows(series, T, test_o, raw, k, H))
+        frames.append(_baseline_rows(series, cut, test_o, T, cfg.baselines, k, H))
     return pd.concat(frames, ignore_index=True), forecaster, folds_info
 
 
-def _realised(feat_by_ticker: dict, tickers: np.ndarray, dates: np.ndarray, H: int):
-    """Realised log returns (n, H) after each origin and rvol5 at origin + H."""
-    r = np.empty((len(tickers), H))
-    v = np.empty(len(tickers))
-    for i, (t, d) in enumerate(zip(tickers, dates)):
-        g = feat_by_ticker[t]
-        j = int(np.searchsorted(g["date"], d))
-        r[i] = g["log_ret"][j + 1:j + 1 + H]
-        v[i] = g["rvol5"][j + H]
-    return r, v
-
-
-def _rows(model: str, fold: int, tickers, origins_dates, ret_q, rvol_q, r_real, v_real, H) -> pd.DataFrame:
-    n = len(tickers)
-    parts = []
-    for h in range(H):
-        df = pd.DataFrame(ret_q[:, h, :], columns=QCOLS)
-        df.insert(0, "horizon", h + 1)
-        df.insert(0, "target", "ret")
-        df["y"] = r_real[:, h]
-        parts.append(df.assign(ticker=tickers, origin=origins_dates))
-    df = pd.DataFrame(rvol_q, columns=QCOLS)
-    df.insert(0, "horizon", H)
-    df.insert(0, "target", "rvol")
-    df["y"] = v_real
-    parts.append(df.assign(ticker=tickers, origin=origins_dates))
+def _rows(model: str, fold: int, tickers, origins, ret_q, rvol_q, r_real, v_real, H) -> pd.DataFrame:
+    """Prediction rows with their realised value ``y``: returns at horizons 1..H, volatility at H."""
+    parts = [quantile_rows(ret_q[:, h, :], "ret", h + 1, ticker=tickers, origin=origins, y=r_real[:, h]) for h in range(H)]
+    parts.append(quantile_rows(rvol_q, "rvol", H, ticker=tickers, origin=origins, y=v_real))
     out = pd.concat(parts, ignore_index=True)
     out["model"], out["fold"] = model, fold
-    return out if n else out.iloc[:0]
+    return out
 
 
-def _by_ticker(feat: pd.DataFrame) -> dict:
-    obs = feat[~feat["is_future"]] if "is_future" in feat else feat
-    return {t: {"date": g["date"].to_numpy(), "log_ret": g["log_ret"].to_numpy(), "rvol5": g["rvol5"].to_numpy()} for t, g in obs.groupby("ticker")}
-
-
-def _tft_rows(feat, T, test_o, raw, fold, H) -> pd.DataFrame:
+def _tft_rows(series: dict, T, test_o, raw, fold, H) -> pd.DataFrame:
     tick, dates = T.tickers[test_o], T.dates[test_o]
-    r_real, v_real = _realised(_by_ticker(feat), tick, dates, H)
+    r_real, v_real = np.empty((len(tick), H)), np.empty(len(tick))
+    for t in np.unique(tick):
+        sel = tick == t
+        r_real[sel], v_real[sel] = realised(series[t], np.searchsorted(series[t]["date"], dates[sel]), H)
     return _rows("tft", fold, tick, dates, raw["ret"], raw["rvol"][:, H - 1, :], r_real, v_real, H)
 
 
-def _baseline_rows(feat, cut, test_o, T, models, fold, H) -> pd.DataFrame:
+def _baseline_rows(series: dict, cut, test_o, T, models, fold, H) -> pd.DataFrame:
+    """Baseline forecasts from the test origins ``test_o`` of ``T``; ``series``: :func:`series_by_ticker`."""
     unknown = sorted(set(models) - set(BASELINES))
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
-    byt = _by_ticker(feat)
     out = []
     tick_all, dates_all = T.tickers[test_o], T.dates[test_o]
     for t in np.unique(tick_all):
-        g = byt[t]
-        sel = tick_all == t
-        d = dates_all[sel]
+        g = series[t]
+        d = dates_all[tick_all == t]
         loc = np.searchsorted(g["date"], d)
         train_end = int(np.searchsorted(g["date"], np.datetime64(cut), side="right")) - 1
         fc = baseline_forecasts(g["log_ret"], g["rvol5"], train_end, loc, H, QUANTILES, models=tuple(models))
-        r_real = np.stack([g["log_ret"][j + 1:j + 1 + H] for j in loc])
-        v_real = g["rvol5"][loc + H]
+        r_real, v_real = realised(g, loc, H)
         for name, (rq, vq) in fc.items():
             out.append(_rows(name, fold, np.full(len(d), t), d, rq, vq, r_real, v_real, H))
     return pd.concat(out, ignore_index=True)

@@ -34,7 +34,7 @@ import torch
 from domains.finance.data import INDEX, PriceDataError
 
 __all__ = ["QUANTILES", "KNOWN_REALS", "OBSERVED_REALS", "TARGETS", "base_features", "extend_future",
-           "FoldScaler", "PanelTensors"]
+           "series_by_ticker", "realised", "FoldScaler", "PanelTensors"]
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 KNOWN_REALS = ["dow_sin", "dow_cos", "moy_sin", "moy_cos"]
@@ -104,6 +104,21 @@ def extend_future(feat: pd.DataFrame, horizon: int) -> pd.DataFrame:
     fut["is_future"] = True
     out = pd.concat([feat, fut], ignore_index=True)
     return out.sort_values(["ticker", "date"]).reset_index(drop=True)
+
+
+def series_by_ticker(feat: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """Each ticker's observed (not ``is_future``) ``date``, ``log_ret`` and ``rvol5`` as arrays, by date."""
+    obs = feat[~feat["is_future"]] if "is_future" in feat else feat
+    return {t: {"date": g["date"].to_numpy(), "log_ret": g["log_ret"].to_numpy(), "rvol5": g["rvol5"].to_numpy()}
+            for t, g in obs.sort_values("date", kind="stable").groupby("ticker")}
+
+
+def realised(series: dict[str, np.ndarray], origins: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """What happened after forecast origins of one ticker (``series``: one value of
+    :func:`series_by_ticker`; ``origins``: positions in it): log returns of days t+1..t+H
+    ``(n, H)`` and ``rvol5`` of day t+H ``(n,)``."""
+    origins = np.asarray(origins, dtype=int)
+    return series["log_ret"][origins[:, None] + np.arange(1, horizon + 1)], series["rvol5"][origins + horizon]
 
 
 @dataclass

@@ -26,8 +26,8 @@ from core.io import atomic_write_parquet, atomic_write_text
 from core.runs import Run, RunNotFoundError, list_runs
 from domains.finance.config import FinanceConfig
 from domains.finance.data import PriceDataError, load_inputs
-from domains.finance.features import QUANTILES, base_features, extend_future
-from domains.finance.model import Forecaster, predict_quantiles, quantile_columns
+from domains.finance.features import base_features, extend_future
+from domains.finance.model import Forecaster, predict_quantiles, quantile_rows
 
 __all__ = ["ForecastConfig", "find_model_run", "forecast_frame", "rows_from_origins", "forecast", "main"]
 
@@ -76,17 +76,10 @@ def rows_from_origins(fc: Forecaster, T, o) -> pd.DataFrame:
     """Forecast rows (``ticker, origin, date, horizon, target, q_*``) for origins ``o`` of ``T``."""
     o = np.asarray(o, dtype=int)
     raw = fc.to_raw(T.tickers[o], predict_quantiles(fc.model, T, o))
-    H, cols, parts = fc.spec.horizon, quantile_columns(QUANTILES), []
-    for target, arr in (("ret", raw["ret"]), ("rvol", raw["rvol"])):
-        for h in range(H):
-            df = pd.DataFrame(arr[:, h, :], columns=cols)
-            df.insert(0, "target", target)
-            df.insert(0, "horizon", h + 1)
-            df.insert(0, "date", T.dates[o + h + 1])
-            df.insert(0, "origin", T.dates[o])
-            df.insert(0, "ticker", T.tickers[o])
-            parts.append(df)
+    parts = [quantile_rows(raw[target][:, h, :], target, h + 1, ticker=T.tickers[o], origin=T.dates[o], date=T.dates[o + h + 1])
+             for target in ("ret", "rvol") for h in range(fc.spec.horizon)]
     return pd.concat(parts, ignore_index=True).sort_values(["ticker", "target", "horizon"]).reset_index(drop=True)
+
 
 def forecast(cfg: ForecastConfig) -> Path:
     set_cpu_threads(cfg.threads)

@@ -31,7 +31,8 @@ from core.logging import get_logger
 from core.progress import progress
 from domains.finance.features import KNOWN_REALS, OBSERVED_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors
 
-__all__ = ["TFTSpec", "build_tft", "build_timeseries_dataset", "Forecaster", "fit", "predict_quantiles", "quantile_columns"]
+__all__ = ["TFTSpec", "build_tft", "build_timeseries_dataset", "Forecaster", "fit", "predict_quantiles", "quantile_columns",
+           "quantile_rows"]
 
 log = get_logger("finance.model")
 warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module` and is already saved during checkpointing.*")
@@ -54,6 +55,16 @@ class TFTSpec:
 
 def quantile_columns(quantiles=QUANTILES) -> list[str]:
     return [f"q_{q:g}" for q in quantiles]
+
+
+def quantile_rows(q: np.ndarray, target: str, horizon: int, *, ticker, origin, date=None, **extra) -> pd.DataFrame:
+    """One row per forecast of one (target, horizon): ``ticker, origin, [date,] horizon, target,
+    q_0.01..q_0.99`` from quantiles ``q`` (n, Q), then the ``extra`` columns (e.g. realised ``y``)."""
+    df = pd.DataFrame(q, columns=quantile_columns(QUANTILES))
+    lead = {"ticker": ticker, "origin": origin, **({} if date is None else {"date": date}), "horizon": horizon, "target": target}
+    for i, (k, v) in enumerate(lead.items()):
+        df.insert(i, k, v)
+    return df.assign(**extra)
 
 
 def _template_frame(tickers: list[str], spec: TFTSpec) -> pd.DataFrame:

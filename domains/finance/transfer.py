@@ -33,7 +33,7 @@ from core.runs import Run
 from domains.finance.backtest import _baseline_rows
 from domains.finance.config import FinanceConfig, spec_from_config
 from domains.finance.data import PriceDataError, load_inputs
-from domains.finance.features import QUANTILES, FoldScaler, base_features
+from domains.finance.features import QUANTILES, FoldScaler, base_features, realised, series_by_ticker
 from domains.finance.metrics import kupiec_pof, pinball
 from domains.finance.model import Forecaster, build_tft, fit, predict_quantiles, quantile_columns
 
@@ -53,19 +53,17 @@ class TransferConfig(FinanceConfig):
     lora_r: int = field(default=4, metadata={"help": "LoRA rank"})
 
 
-def _evaluate(name: str, fc: Forecaster, feat: pd.DataFrame, test_o, T) -> dict:
+def _evaluate(name: str, fc: Forecaster, series: dict, test_o, T) -> dict:
     H = fc.spec.horizon
     pred = predict_quantiles(fc.model, T, test_o)
     raw = fc.to_raw(T.tickers[test_o], pred)
-    return _score(name, raw["ret"][:, 0, :], raw["rvol"][:, H - 1, :], feat, T, test_o, H)
+    return _score(name, raw["ret"][:, 0, :], raw["rvol"][:, H - 1, :], series, T, test_o, H)
 
 
-def _score(name, ret_q1, rvol_q, feat, T, test_o, H) -> dict:
-    g = feat.sort_values("date")
-    dates = g["date"].to_numpy()
-    loc = np.searchsorted(dates, T.dates[test_o])
-    r1 = g["log_ret"].to_numpy()[loc + 1]
-    v = g["rvol5"].to_numpy()[loc + H]
+def _score(name, ret_q1, rvol_q, series, T, test_o, H) -> dict:
+    """Scores of the held-out ticker's forecasts; ``series``: its value of :func:`series_by_ticker`."""
+    r, v = realised(series, np.searchsorted(series["date"], T.dates[test_o]), H)
+    r1 = r[:, 0]
     br = r1 < ret_q1[:, 0]
     return {"model": name, "n_test": len(test_o), "ret_pinball_h1": float(pinball(r1, ret_q1, QUANTILES).mean()),
             "vol_pinball": float(pinball(v, rvol_q, QUANTILES).mean()), "var99_breaches": int(br.sum()),
@@ -107,8 +105,8 @@ def transfer(cfg: TransferConfig) -> Path:
         test_o = all_o[is_hold & (T.dates[all_o] > np.datetime64(cutoff))]
         log.info(f"pre-training on {len(pre_o)} windows of {len(tickers) - 1} tickers; {cfg.holdout}: {len(short_o)} short-history windows, {len(test_o)} test origins")
         fit(base, T, pre_o, epochs=cfg.epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None, lr=cfg.lr, seed=cfg.seed, desc="pre-train")
-        hold_feat = feat[feat["ticker"] == cfg.holdout]
-        results.append(_evaluate("zero_shot", fc, hold_feat, test_o, T))
+        hold = series_by_ticker(feat[feat["ticker"] == cfg.holdout])
+        results.append(_evaluate("zero_shot", fc, hold[cfg.holdout], test_o, T))
         pretrained = {k: v.clone() for k, v in base.state_dict().items()}
         steps = dict(epochs=cfg.finetune_epochs, batch_size=min(cfg.batch_size, 64), max_batches=None, seed=cfg.seed + 1)
 
@@ -118,7 +116,7 @@ def transfer(cfg: TransferConfig) -> Path:
             v = Forecaster(m, spec, scaler, tickers)
             reports[name] = trainable_parameter_report(m)
             fit(m, T, short_o, lr=lr, desc=name, **steps)
-            res = _evaluate(name, v, hold_feat, test_o, T)
+            res = _evaluate(name, v, hold[cfg.holdout], test_o, T)
             res["trainable_params"] = int(reports[name].get("trainable", sum(p.numel() for p in m.parameters() if p.requires_grad)))
             results.append(res)
 
@@ -130,11 +128,11 @@ def transfer(cfg: TransferConfig) -> Path:
 
         variant("finetune_lora", lora, cfg.lora_lr)
         variant("scratch", lambda m: None, cfg.lr)
-        g = _baseline_rows(feat[feat["ticker"] == cfg.holdout], cutoff, test_o, T, ["garch"], 0, H)
+        g = _baseline_rows(hold, cutoff, test_o, T, ["garch"], 0, H)
         cols = quantile_columns(QUANTILES)
         gr = g[(g["target"] == "ret") & (g["horizon"] == 1)].sort_values("origin")
         gv = g[g["target"] == "rvol"].sort_values("origin")
-        results.append(_score("garch", gr[cols].to_numpy(), gv[cols].to_numpy(), hold_feat, T, test_o, H))
+        results.append(_score("garch", gr[cols].to_numpy(), gv[cols].to_numpy(), hold[cfg.holdout], T, test_o, H))
         df = pd.DataFrame(results)
         atomic_write_text(run.path("transfer_results.csv"), df.to_csv(index=False))
         _plot(df, run.dir / "transfer.png", cfg.holdout, cfg.short_days)

@@ -31,7 +31,7 @@ import torch
 
 from core.cli import run_cli
 from core.device import set_cpu_threads
-from core.io import atomic_path, atomic_write_parquet, atomic_write_text
+from core.io import atomic_write_parquet, atomic_write_text
 from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run
@@ -41,6 +41,7 @@ from domains.finance.data import PriceDataError, load_inputs
 from domains.finance.features import QUANTILES, FoldScaler, base_features, realised, series_by_ticker
 from domains.finance.metrics import coverage, pinball, qlike, rmse, var_backtest
 from domains.finance.model import Forecaster, build_tft, fit, predict_quantiles, quantile_columns, quantile_rows
+from domains.finance.plots import pyplot, save_png
 
 __all__ = ["BacktestConfig", "backtest", "fold_cutoffs", "fold_windows", "run_folds", "compute_metrics", "main"]
 
@@ -197,20 +198,12 @@ def quality_verdict(agg: pd.DataFrame) -> dict:
 
 
 def save_plots(out: dict[str, pd.DataFrame], pred: pd.DataFrame, run_dir: Path, focus: str | None = None) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     paths = []
     agg = out["aggregate"].set_index("model")
 
     def save(fig, name):
-        p = run_dir / name
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save_png(fig, run_dir / name))
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, col, title in zip(axes, ["vol_pinball", "ret_pinball_h1", "vol_qlike", "var99_kupiec_pass_rate"],

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.io import atomic_path, atomic_write_text
+from core.io import atomic_write_text
 from core.logging import get_logger
+from domains.finance.plots import pyplot, save_png
 
 __all__ = ["interpret", "main"]
 
@@ -56,19 +57,13 @@ def interpret(forecaster, feat: pd.DataFrame, out_dir: str | Path, last_days: in
 
 
 def _plots(imp: pd.DataFrame, att: pd.DataFrame, out_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for ax, kind in zip(axes, ["static", "encoder", "decoder"]):
         g = imp[imp["kind"] == kind].sort_values("importance")
         ax.barh(g["variable"], g["importance"])
         ax.set_title(f"{kind} variable importance")
-    with atomic_path(out_dir / "variable_importance.png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
+    save_png(fig, out_dir / "variable_importance.png")
     fig, ax = plt.subplots(figsize=(9, 3.5))
     for h, g in att.groupby("horizon"):
         ax.plot(g["lag"], g["attention"], label=f"h={h}")
@@ -76,9 +71,7 @@ def _plots(imp: pd.DataFrame, att: pd.DataFrame, out_dir: Path) -> None:
     ax.set_ylabel("mean attention")
     ax.set_title("TFT attention over the encoder window")
     ax.legend(fontsize=8)
-    with atomic_path(out_dir / "attention.png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
+    save_png(fig, out_dir / "attention.png")
 
 
 def main(argv: list[str] | None = None) -> int:

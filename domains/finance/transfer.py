@@ -27,7 +27,7 @@ import torch
 
 from core.cli import run_cli
 from core.device import set_cpu_threads
-from core.io import atomic_path, atomic_write_text
+from core.io import atomic_write_text
 from core.logging import get_logger
 from core.runs import Run
 from domains.finance.backtest import _baseline_rows
@@ -36,6 +36,7 @@ from domains.finance.data import PriceDataError, load_inputs
 from domains.finance.features import QUANTILES, FoldScaler, base_features, realised, series_by_ticker
 from domains.finance.metrics import kupiec_pof, pinball
 from domains.finance.model import Forecaster, build_tft, fit, predict_quantiles, quantile_columns
+from domains.finance.plots import pyplot, save_png
 
 __all__ = ["TransferConfig", "transfer", "main"]
 
@@ -143,19 +144,12 @@ def transfer(cfg: TransferConfig) -> Path:
 
 
 def _plot(df: pd.DataFrame, path: Path, holdout: str, short_days: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 3.6))
     for ax, col in zip(axes, ["vol_pinball", "ret_pinball_h1"]):
         ax.bar(df["model"], df[col], color=["C3" if m.startswith("finetune") else "C0" for m in df["model"]])
         ax.set_title(f"{holdout} ({short_days} days of history): {col}", fontsize=10)
         ax.tick_params(axis="x", rotation=30)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,7 @@ from core.logging import get_logger
 
 __all__ = [
     "DATASETS", "PANEL_DATASET", "PriceDataError", "ValidationReport", "load_panel", "load_covariates",
-    "load_price_file", "validate_prices", "derive_returns", "load_inputs", "STOCKS", "INDEX", "FACTORS",
+    "load_price_file", "validate_prices", "derive_returns", "load_inputs", "data_tickers", "STOCKS", "INDEX", "FACTORS",
 ]
 
 log = get_logger("finance.data")
@@ -140,9 +140,10 @@ DATASETS = [
 ]
 
 
-def load_panel(root: Path | None = None) -> pd.DataFrame:
-    """The prepared bundled panel: ``date, ticker, close, log_ret, rvol5`` (prepares it when missing)."""
-    return pd.read_parquet(_panel_dir(root) / "panel.parquet")
+def load_panel(root: Path | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """The prepared bundled panel: ``date, ticker, close, log_ret, rvol5`` (prepares it when
+    missing); ``columns`` reads only those."""
+    return pd.read_parquet(_panel_dir(root) / "panel.parquet", columns=columns)
 
 
 def load_covariates(root: Path | None = None) -> pd.DataFrame:
@@ -273,3 +274,11 @@ def load_inputs(data: str = "", tickers: list[str] | tuple[str, ...] = ()) -> tu
             raise PriceDataError(f"unknown ticker(s) {unknown}; the data has {sorted(panel['ticker'].unique())}")
         panel = panel[panel["ticker"].isin(list(tickers))].reset_index(drop=True)
     return panel, cov
+
+
+def data_tickers(data: str = "") -> list[str]:
+    """The tickers :func:`load_inputs` would return, reading only the ticker column of the bundled
+    panel (a user file is validated as a whole: which tickers survive depends on every row)."""
+    panel = load_inputs(data)[0] if data else load_panel(columns=["ticker"])
+    return sorted(panel["ticker"].unique())
+

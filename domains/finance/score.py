@@ -21,7 +21,7 @@ import pandas as pd
 from core.cli import run_cli
 from core.runs import Run
 from core.scoring import Scorer, ScoringConfig, ScoringError, WorkItem, run_job_from_config
-from domains.finance.data import PriceDataError, load_inputs
+from domains.finance.data import PriceDataError, data_tickers, load_inputs
 from domains.finance.forecast import ForecastConfig, find_model_run
 
 __all__ = ["ScoreConfig", "TFTScorer", "score", "main"]
@@ -71,8 +71,7 @@ class TFTScorer(Scorer):
 
 def score(cfg: ScoreConfig):
     model_dir = find_model_run(cfg.model_run, cfg.runs_dir)
-    panel, _ = load_inputs(cfg.data)
-    tickers = list(cfg.tickers) or sorted(panel["ticker"].unique())
+    tickers = list(cfg.tickers) or data_tickers(cfg.data)  # the workers load the prices; here only the work list
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in tickers]
     with Run.start("finance", cfg, new_name=f"score-{pd.Timestamp.now():%Y%m%d-%H%M%S}", kind="job") as run:
         summary = run_job_from_config(items, TFTScorer(str(model_dir.resolve()), cfg.data), cfg, default_out=run.path("scores"))

@@ -3,12 +3,12 @@ in-process forecasts. Nothing here trains."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
 
-from domains.finance.data import load_covariates, load_inputs
-from domains.finance.data import load_panel as _load_panel
+from domains.finance.data import PANEL_DATASET, input_files, load_inputs
 from domains.finance.model import Forecaster
 
 __all__ = ["load_panel", "load_forecaster", "forecast", "load_backtest", "load_variable_importance"]
@@ -16,7 +16,27 @@ __all__ = ["load_panel", "load_forecaster", "forecast", "load_backtest", "load_v
 
 def load_panel() -> pd.DataFrame:
     """The bundled panel: ``date, ticker, close, log_ret, rvol5`` (plus ``vix, wti`` by date)."""
-    return _load_panel().merge(load_covariates(), on="date", how="left")
+    panel, cov = _inputs("")
+    return panel.merge(cov, on="date", how="left")
+
+
+def _inputs(data: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """``load_inputs(data)``, read again only when one of its files changed (path, size, mtime).
+    Callers must not modify the frames in place: they are shared between calls."""
+    return _inputs_of(data, tuple(_stamp(p) for p in input_files(data)))
+
+
+def _stamp(p: Path) -> tuple[str, int, int] | None:
+    try:
+        st = p.stat()
+    except OSError:
+        return None  # load_inputs says what is wrong with the path
+    return str(p.resolve()), st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=4)
+def _inputs_of(data: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    return load_inputs(data)
 
 
 def _model_dir(run_dir: str | Path) -> Path:
@@ -35,8 +55,8 @@ def forecast(forecaster: Forecaster, tickers: list[str]) -> pd.DataFrame:
     from domains.finance.forecast import forecast_frame
 
     known = [t for t in tickers if t in forecaster.tickers]
-    data = forecaster.info.get("data", "finance-daily-panel")
-    panel, cov = load_inputs("" if data == "finance-daily-panel" else data)
+    data = forecaster.info.get("data", PANEL_DATASET)
+    panel, cov = _inputs("" if data == PANEL_DATASET else data)
     known = [t for t in known if t in set(panel["ticker"])]
     if not known:
         return pd.DataFrame(columns=["ticker", "origin", "date", "horizon", "target"])

@@ -47,7 +47,7 @@ from core.logging import get_logger
 
 __all__ = [
     "DATASETS", "PANEL_DATASET", "PriceDataError", "ValidationReport", "load_panel", "load_covariates",
-    "load_price_file", "validate_prices", "derive_returns", "load_inputs", "data_tickers", "STOCKS", "INDEX", "FACTORS",
+    "load_price_file", "validate_prices", "derive_returns", "load_inputs", "input_files", "data_tickers", "STOCKS", "INDEX", "FACTORS",
 ]
 
 log = get_logger("finance.data")
@@ -282,3 +282,10 @@ def data_tickers(data: str = "") -> list[str]:
     panel = load_inputs(data)[0] if data else load_panel(columns=["ticker"])
     return sorted(panel["ticker"].unique())
 
+
+def input_files(data: str = "") -> list[Path]:
+    """The files :func:`load_inputs` reads for ``data`` (e.g. to tell when they changed)."""
+    if data:
+        return [Path(data)]
+    d = _panel_dir(None)
+    return [d / "panel.parquet", d / "covariates.parquet"]

@@ -113,3 +113,17 @@ def test_long_gap_rejected_and_short_history_dropped():
     assert rep.tickers_dropped_short == ["SHORT"] and "SHORT" not in set(clean["ticker"])
     with pytest.raises(PriceDataError, match="no ticker has at least"):
         validate_prices(_prices(n=30), min_history=100)
+
+
+def test_dashboard_inputs_are_read_again_only_when_the_file_changes(tmp_path):
+    from domains.finance import api
+    from domains.finance.data import data_tickers
+
+    p = tmp_path / "p.csv"
+    _prices(n=150).to_csv(p, index=False)
+    first = api._inputs(str(p))[0]
+    assert api._inputs(str(p))[0] is first  # cached: the dashboard's forecast does not re-read the file
+    _prices(n=160).to_csv(p, index=False)
+    again = api._inputs(str(p))[0]
+    assert again is not first and len(again) == 2 * 159
+    assert data_tickers(str(p)) == ["AAA", "BBB"]

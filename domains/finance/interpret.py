@@ -7,18 +7,27 @@ over encoder lags, averaged over recent forecast origins — saved as CSV and pl
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from core.cli import run_cli
+from core.config import RunConfig
 from core.io import atomic_write_text
 from core.logging import get_logger
 from domains.finance.plots import pyplot, save_png
 
-__all__ = ["interpret", "main"]
+__all__ = ["InterpretConfig", "interpret", "interpret_run", "main"]
 
 log = get_logger("finance.interpret")
+
+
+@dataclass
+class InterpretConfig(RunConfig):
+    run_dir: str = field(default="", metadata={"help": "a finance train/backtest run; empty = the newest one that holds a model"})
+    data: str = field(default="", metadata={"help": "price file; empty = the bundled panel"})
 
 
 def interpret(forecaster, feat: pd.DataFrame, out_dir: str | Path, last_days: int = 63) -> dict[str, pd.DataFrame]:
@@ -74,29 +83,24 @@ def _plots(imp: pd.DataFrame, att: pd.DataFrame, out_dir: Path) -> None:
     save_png(fig, out_dir / "attention.png")
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
+def interpret_run(cfg: InterpretConfig) -> Path:
+    """Interpret the forecaster of ``cfg.run_dir`` (or the newest run that holds one) into its
+    ``interpretation/`` folder; returns the run directory."""
     from domains.finance.data import load_inputs
     from domains.finance.features import base_features
     from domains.finance.forecast import find_model_run
     from domains.finance.model import Forecaster
 
-    p = argparse.ArgumentParser(prog="python -m domains.finance.interpret", description=__doc__.split("\n\n")[0])
-    p.add_argument("--run-dir", default=None, help="a finance train/backtest run (default: the latest)")
-    p.add_argument("--runs-dir", default="runs")
-    p.add_argument("--data", default="", help="price file (default: bundled panel)")
-    args = p.parse_args(argv)
-    try:
-        run_dir = find_model_run(args.run_dir, args.runs_dir)  # newest run that holds a model, not a score run
-        fc = Forecaster.load(run_dir / "model")
-        panel, cov = load_inputs(args.data, [t for t in fc.tickers])
-        interpret(fc, base_features(panel, cov), run_dir / "interpretation")
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run_dir = find_model_run(cfg.run_dir, cfg.runs_dir)  # newest run that holds a model, not a score run
+    fc = Forecaster.load(run_dir / "model")
+    panel, cov = load_inputs(cfg.data, list(fc.tickers))
+    interpret(fc, base_features(panel, cov), run_dir / "interpretation")
     print(f"Run directory: {run_dir}")
-    return 0
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(InterpretConfig, interpret_run, argv, doc=__doc__.split("\n\n")[0], prog="python -m domains.finance.interpret", user_errors=(ValueError,))
 
 
 if __name__ == "__main__":

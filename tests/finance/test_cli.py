@@ -71,6 +71,17 @@ def test_forecast_and_api(backtest_run, session_runs_dir):
     assert {"date", "ticker", "close"} <= set(panel.columns)
 
 
+def test_interpret_cli_rewrites_a_runs_interpretation(backtest_run, session_runs_dir, capsys):
+    from domains.finance.interpret import main
+
+    imp = backtest_run / "interpretation" / "variable_importance.csv"
+    before = imp.stat().st_mtime_ns
+    assert main(["--run-dir", str(backtest_run), "--runs-dir", str(session_runs_dir), "--no-track"]) == 0
+    assert imp.stat().st_mtime_ns > before and f"Run directory: {backtest_run}" in capsys.readouterr().out
+    assert main(["--run-dir", str(session_runs_dir / "nope"), "--no-track"]) == 2  # one line, no traceback
+    assert "no trained finance model" in capsys.readouterr().err
+
+
 def test_score_quarantines_unknown_ticker(backtest_run, session_runs_dir, tmp_path):
     from domains.finance.score import main
     from core.scoring import read_output, read_quarantine

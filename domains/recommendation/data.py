@@ -53,7 +53,7 @@ from core.logging import get_logger
 __all__ = [
     "DATASETS", "ML100K", "GENRES", "InteractionDataError", "ValidationReport", "InteractionData", "Split",
     "load_ml100k", "load_interactions", "load_movielens_folder", "validate_interactions", "split_interactions",
-    "load_dataset",
+    "load_dataset", "group_by_user",
 ]
 
 log = get_logger("recommendation.data")
@@ -434,6 +434,13 @@ def load_dataset(source: str = ML100K) -> InteractionData:
     if p.suffix.lower() in (".parquet", ".pq", ".csv", ".gz", ".tsv", ".txt"):
         return load_interactions(p)
     raise InteractionDataError(f"--data {source}: expected 'ml-100k', a MovieLens folder (ml-1m, ml-20m) or a .parquet/.csv interaction file")
+
+
+def group_by_user(u: np.ndarray, i: np.ndarray, n: int) -> list[np.ndarray]:
+    """Item rows of each user row 0..n-1 (empty arrays for users without any), in input order."""
+    order = np.argsort(u, kind="stable")
+    bounds = np.searchsorted(u[order], np.arange(n + 1))
+    return [i[order[bounds[k]:bounds[k + 1]]] for k in range(n)]
 
 
 # ---------------------------------------------------------------------------------------------

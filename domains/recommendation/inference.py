@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from core.checkpoint import load_weights
+from domains.recommendation.data import group_by_user
 from domains.recommendation.model import Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, item_text_embeddings, item_texts
 
 __all__ = ["Recommender", "UnknownItemError", "UnknownUserError"]
@@ -78,7 +79,8 @@ class Recommender:
         train = pd.read_parquet(run_dir / "train.parquet")
         iidx = space.item_index()
         rows = train["item_id"].map(iidx).to_numpy(np.int64)
-        seen = {u: g for u, g in zip(*_group_by(train["user_id"].to_numpy(), rows))}
+        per_user = group_by_user(train["user_id"].map(space.user_index()).to_numpy(np.int64), rows, space.n_users)
+        seen = {u: g for u, g in zip(space.user_ids, per_user) if len(g)}  # users with training history only
         if cfg.history:
             batcher.set_history([seen.get(u, np.empty(0, np.int64)) for u in space.user_ids])
         U, V = all_embeddings(model, batcher, space.n_users, space.n_items)
@@ -199,10 +201,3 @@ def _try(conv, v):
         return conv(v)
     except (TypeError, ValueError):
         return None
-
-
-def _group_by(keys: np.ndarray, values: np.ndarray):
-    order = np.argsort(keys, kind="stable")
-    k, v = keys[order], values[order]
-    uniq, start = np.unique(k, return_index=True)
-    return list(uniq.tolist()), np.split(v, start[1:])

@@ -38,7 +38,7 @@ from core.io import atomic_write_json, atomic_write_parquet
 from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run
-from domains.recommendation.data import PROTOCOLS, InteractionDataError, load_dataset, split_interactions
+from domains.recommendation.data import PROTOCOLS, InteractionDataError, group_by_user, load_dataset, split_interactions
 from domains.recommendation.model import (Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, item_text_embeddings,
                                           item_texts, sampled_softmax_loss)
 
@@ -104,13 +104,6 @@ class Prepared:
     def popularity(self) -> np.ndarray:
         """Share of training users that interacted with each item."""
         return np.bincount(self.train_i, minlength=self.space.n_items) / max(self.space.n_users, 1)
-
-
-def group_by_user(u: np.ndarray, i: np.ndarray, n: int) -> list[np.ndarray]:
-    """Item rows of each user row 0..n-1 (empty arrays for users without any)."""
-    order = np.argsort(u, kind="stable")
-    bounds = np.searchsorted(u[order], np.arange(n + 1))
-    return [i[order[bounds[k]:bounds[k + 1]]] for k in range(n)]
 
 
 def prepare_inputs(cfg: TrainConfig) -> tuple[Prepared, pd.DataFrame]:

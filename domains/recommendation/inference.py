@@ -182,18 +182,17 @@ class Recommender:
     def cold_start_item(self, title: str, genres: list[str], k_users: int = 20, year: int = -1) -> pd.DataFrame:
         """The users whose lists the new item enters most strongly: user_id, score, rank_in_user_list
         (1 = it would be the user's top recommendation), in_top_k (within the run's k)."""
+        from domains.recommendation.metrics import mask_excluded
+
         v = self.item_vector(title, genres, year)
-        s = self.user_vecs @ v  # (n_users,)
-        # rank of the new item within each user's unseen catalogue scores
-        cat = self.user_vecs @ self.item_vecs.T
-        for r, uid in enumerate(self.space.user_ids):
-            seen = self.seen.get(uid)
-            if seen is not None and len(seen):
-                cat[r, torch.as_tensor(seen)] = float("-inf")
-        rank = (cat > s[:, None]).sum(1) + 1
+        s = self.user_vecs @ v  # (n_users,): the new item against every user
         order = torch.argsort(s, descending=True)[:k_users]
-        return pd.DataFrame({"user_id": [self.space.user_ids[i] for i in order.tolist()], "score": s[order].numpy(),
-                             "rank_in_user_list": rank[order].numpy(), "in_top_k": (rank[order] <= self.k_default).numpy()})
+        users = [self.space.user_ids[i] for i in order.tolist()]
+        # rank of the new item within the unseen catalogue scores of the returned users only
+        cat = mask_excluded(self.user_vecs[order] @ self.item_vecs.T, [self.seen.get(u, np.empty(0, np.int64)) for u in users])
+        rank = (cat > s[order, None]).sum(1) + 1
+        return pd.DataFrame({"user_id": users, "score": s[order].numpy(),
+                             "rank_in_user_list": rank.numpy(), "in_top_k": (rank <= self.k_default).numpy()})
 
 
 def _try(conv, v):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["hit_matrix", "ranking_metrics", "top_k"]
+__all__ = ["hit_matrix", "ranking_metrics", "top_k", "mask_excluded"]
 
 
 def hit_matrix(recs: np.ndarray, truth: list[np.ndarray], n_items: int) -> np.ndarray:
@@ -85,14 +85,22 @@ def top_k(scores, k: int, exclude: list[np.ndarray] | None = None):
 
     scores = scores.clone() if isinstance(scores, torch.Tensor) else torch.as_tensor(scores)
     if exclude is not None:
-        lens = torch.tensor([len(e) for e in exclude], dtype=torch.long)
-        if int(lens.sum()):
-            rows = torch.repeat_interleave(torch.arange(len(exclude)), lens)
-            cols = torch.as_tensor(np.concatenate(exclude).astype(np.int64))
-            scores[rows, cols] = float("-inf")
+        mask_excluded(scores, exclude)
     k = min(k, scores.shape[1])
     val, idx = torch.topk(scores, k, dim=1)
     idx = idx.numpy().copy()
     val = val.numpy().copy()
     idx[~np.isfinite(val)] = -1
     return idx, val
+
+
+def mask_excluded(scores, exclude: list[np.ndarray]):
+    """Set row r's ``exclude[r]`` columns of a (n_users, n_items) torch score matrix to -inf, in place."""
+    import torch
+
+    lens = torch.tensor([len(e) for e in exclude], dtype=torch.long)
+    if int(lens.sum()):
+        rows = torch.repeat_interleave(torch.arange(len(exclude)), lens)
+        cols = torch.as_tensor(np.concatenate(exclude).astype(np.int64))
+        scores[rows, cols] = float("-inf")
+    return scores

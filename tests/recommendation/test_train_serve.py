@@ -71,6 +71,10 @@ def test_cold_start_item_reaches_the_right_users(run_dir):
     top = rec.cold_start_item("Night of the Screaming Dead", ["Horror", "Thriller"], k_users=20, year=1998)
     assert share.loc[top["user_id"]].mean() > share.mean()  # the users it reaches watch more horror than average
     assert (top["rank_in_user_list"] >= 1).all()
+    for u, rank in zip(top["user_id"], top["rank_in_user_list"]):  # against the whole unseen catalogue of that user
+        cat = (rec.item_vecs @ rec.user_vecs[uidx[u]]).numpy()
+        cat[rec.seen.get(u, [])] = -np.inf
+        assert (cat > s[uidx[u]] + 1e-6).sum() + 1 <= rank <= (cat > s[uidx[u]] - 1e-6).sum() + 1  # float rounding of near-ties
 
 
 def test_score_writes_topk_for_all_users_with_faiss_recall(run_dir, tmp_path):

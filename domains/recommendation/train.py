@@ -19,8 +19,6 @@ Writes under one run directory: ``config.json``, ``data_report.json``, ``split.j
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -90,7 +88,7 @@ class Prepared:
     train_i: np.ndarray
     test_u: np.ndarray
     test_i: np.ndarray
-    text: torch.Tensor | None
+    text: torch.Tensor | None  # None with --text none, and with --text lora until training has run
     batcher: Batcher
     split_info: dict
     data_report: dict
@@ -111,7 +109,9 @@ def prepare_inputs(cfg: TrainConfig) -> tuple[Prepared, pd.DataFrame]:
     split = split_interactions(data.interactions, cfg.protocol, cfg.split_seed)
     space = FeatureSpace.build(data.users, data.items)
     uidx, iidx = space.user_index(), space.item_index()
-    text = item_text_embeddings(item_texts(data.items)) if cfg.text != "none" else None
+    # frozen MiniLM vectors only for --text precomputed: with --text lora the LoRA encoder produces
+    # them in the graph, and train() stores its fine-tuned vectors here after training
+    text = item_text_embeddings(item_texts(data.items)) if cfg.text == "precomputed" else None
     batcher = Batcher(space.user_feature_table(data.users), space.item_feature_arrays(data.items), text)
     prep = Prepared(space=space, users=data.users, items=data.items,
                     train_u=split.train["user_id"].map(uidx).to_numpy(np.int64), train_i=split.train["item_id"].map(iidx).to_numpy(np.int64),

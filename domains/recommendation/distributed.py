@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from core.io import atomic_write_text
 from core.logging import get_logger
 
 log = get_logger("recommendation.distributed")
@@ -130,7 +131,7 @@ def train_dmp(cfg) -> Path:
         log_q = _log_q(prep.train_i, prep.space.n_items)
         if rank == 0:
             with Run.start(DOMAIN, cfg) as run:
-                run.path("sharding_plan.txt").write_text(f"world_size={world} sharding={cfg.sharding}\n{plan}\n")
+                atomic_write_text(run.path("sharding_plan.txt"), f"world_size={world} sharding={cfg.sharding}\n{plan}\n")
                 stats = train_epochs(dmp, prep, cfg, opt, prep.train_u[mine], prep.train_i[mine], log_q, run, rank=rank)
                 stats.update({"world_size": world, "sharding": cfg.sharding})
                 state = gather_state_dict(dmp)

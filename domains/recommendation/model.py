@@ -164,19 +164,18 @@ def item_text_embeddings(texts: list[str], encoder: nn.Module | None = None, cac
     key = hashlib.sha256(("\n".join([TEXT_BACKBONE, *texts])).encode()).hexdigest()[:20]
     path = _cache_dir() / f"{TEXT_BACKBONE}-{key}.safetensors"
     if cache and path.is_file():
-        from safetensors.torch import load_file
+        from core.checkpoint import load_weights
 
-        return load_file(str(path))["emb"]
+        return load_weights(path)["emb"]
     if encoder is None:
         from core.backbones import create_backbone
 
         encoder = create_backbone(TEXT_BACKBONE)
-    log.info(f"encoding {len(texts)} item texts with {TEXT_BACKBONE} (cached afterwards in {path.parent})")
+    log.info(f"encoding {len(texts)} item texts with {TEXT_BACKBONE}" + (f" (cached afterwards in {path.parent})" if cache else ""))
     emb = encoder.encode(texts, batch_size=batch_size, normalize=True).float().contiguous()
     if cache:
         from core.checkpoint import save_weights
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         save_weights(path, {"emb": emb})
     return emb
 

@@ -87,9 +87,10 @@ def test_score_writes_topk_for_all_users_with_faiss_recall(run_dir, tmp_path):
     exact = df[df["method"] == "exact"]
     assert exact["user_id"].nunique() == 943 and (exact.groupby("user_id").size() == 10).all()
     assert 0.8 <= res["approx_recall_vs_exact"]["faiss-hnsw"] <= 1.0
-    assert res["index_build_seconds"] > 0
+    assert res["index_build_seconds"] > 0 and len(res["index_build_seconds_per_worker"]) == 1  # measured by the one worker
     res2 = score(ScoreConfig(run_dir=str(run_dir), out=str(out), k=10, index="hnsw", users_per_item=400, progress=False, track=False))
     assert res2["rows"] == res["rows"]  # a rerun resumes (all chunks done), nothing duplicated
+    assert res2["index_build_seconds"] is None  # no worker started, so no index was built
 
 
 def test_evaluate_and_recommend_cli(run_dir, capsys):

@@ -151,6 +151,11 @@ def run_key(run_dir: Path) -> str:
     return f"{p.resolve()}@{stamp}"
 
 
+def run_path(key: str) -> str:
+    """The run folder of a :func:`run_key` (the key without its ``@mtime`` stamp)."""
+    return key.rsplit("@", 1)[0]
+
+
 def scalar_metrics(run: dict[str, Any]) -> dict[str, float]:
     """The numeric final metrics of a run (``metrics.json``), nested keys flattened with dots."""
     out: dict[str, float] = {}

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import domain_api, friendly_errors, page_header, pick_run, read_json, require, run_key, train_command
+from dashboards.common import domain_api, friendly_errors, page_header, pick_run, read_json, require, run_key, run_path, train_command
 
 page_header("Finance", "Quantile forecasts of daily returns and volatility (Temporal Fusion Transformer), backtested walk-forward against baselines.")
 
@@ -38,7 +38,7 @@ def panel() -> pd.DataFrame:
 
 @st.cache_resource(show_spinner="Loading the forecaster…", max_entries=2)
 def forecaster(k: str):
-    return api.load_forecaster(k.rsplit("@", 1)[0])
+    return api.load_forecaster(run_path(k))
 
 
 @st.cache_data(show_spinner="Forecasting…", max_entries=16)
@@ -48,12 +48,12 @@ def forecast(k: str, tickers: tuple[str, ...]) -> pd.DataFrame:
 
 @st.cache_data(show_spinner="Loading the backtest…")
 def backtest(k: str) -> dict[str, pd.DataFrame]:
-    return {name: df for name, df in dict(api.load_backtest(k.rsplit("@", 1)[0])).items() if isinstance(df, pd.DataFrame)}
+    return {name: df for name, df in dict(api.load_backtest(run_path(k))).items() if isinstance(df, pd.DataFrame)}
 
 
 @st.cache_data(show_spinner=False)
 def importance(k: str) -> pd.DataFrame:
-    return api.load_variable_importance(k.rsplit("@", 1)[0])
+    return api.load_variable_importance(run_path(k))
 
 
 def quantile_columns(df: pd.DataFrame) -> list[tuple[float, str]]:

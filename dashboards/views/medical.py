@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboards import slices
 from dashboards.uploads import MAX_UPLOAD_MB, UploadError, check_upload, materialise
-from dashboards.common import domain_api, friendly_errors, page_header, pick_run, read_json, require, run_key
+from dashboards.common import domain_api, friendly_errors, page_header, pick_run, read_json, require, run_key, run_path
 
 page_header("Medical", "3D segmentation of CT/MRI volumes: choose a prepared case or upload a scan, run the model, inspect the mask.")
 
@@ -23,7 +23,7 @@ if api is None or run_dir is None or not require(api, "load_segmenter", "list_ca
 
 @st.cache_resource(show_spinner="Loading the segmentation model…", max_entries=2)
 def segmenter(key: str):
-    return api.load_segmenter(key.rsplit("@", 1)[0])
+    return api.load_segmenter(run_path(key))
 
 
 @st.cache_resource(show_spinner="Segmenting…", max_entries=6)

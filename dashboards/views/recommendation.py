@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import domain_api, friendly_errors, page_header, pick_run, require, run_key
+from dashboards.common import domain_api, friendly_errors, page_header, pick_run, require, run_key, run_path
 
 page_header("Recommendation", "Top-K recommendations on MovieLens-100K (research, non-commercial use), item similarity and cold start.")
 
@@ -22,7 +22,7 @@ key = run_key(run_dir)
 
 @st.cache_resource(show_spinner="Loading the recommender…", max_entries=2)
 def recommender(k: str):
-    return api.load_recommender(k.rsplit("@", 1)[0])
+    return api.load_recommender(run_path(k))
 
 
 # Every query is cached per (run, arguments): moving one control never recomputes the other tabs.
@@ -48,7 +48,7 @@ def cold_start(k: str, title: str, genres: tuple[str, ...], n: int) -> pd.DataFr
 
 @st.cache_data(show_spinner=False)
 def metrics(k: str) -> pd.DataFrame:
-    return api.load_metrics(k.rsplit("@", 1)[0])
+    return api.load_metrics(run_path(k))
 
 
 @st.cache_data(show_spinner=False)

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from core.config import RunConfig
 from core.runs import Run
 from dashboards import slices
-from dashboards.common import COMMANDS
+from dashboards.common import COMMANDS, run_key, run_path
 from dashboards.uploads import UploadError, check_upload
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
@@ -155,6 +155,14 @@ def test_slice_overlay_blends_only_visible_classes():
     assert not (rgb.reshape(-1, 3) == [0, 255, 0]).all(axis=1).any()
     assert slices.foreground_centre(mask)[2] == 2
     assert len(set(slices.palette(40))) == 40
+
+
+def test_run_path_undoes_run_key_even_for_a_folder_with_an_at_sign(tmp_path):
+    run = tmp_path / "user@host" / "run-1"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    assert run_path(run_key(run)) == str(run.resolve())
+    assert run_path(run_key(tmp_path / "missing@dir")) == str((tmp_path / "missing@dir").resolve())
 
 
 # ---- domain pages on tiny real runs ------------------------------------------------------------------

@@ -6,9 +6,9 @@
 2. Scoring: users/s of exact top-K (matmul + topk, seen items excluded) and of FAISS HNSW / IVF search,
    index build time, and recall@10 of the approximate lists against exact — on the real ML-100K vectors.
 3. Memory: peak RSS growth of building item vectors + an HNSW index as the catalogue grows
-   (synthetic catalogues of random unit vectors at 1.7k .. 200k items).
+   (synthetic catalogues of random unit vectors at 1.7k, 10k and 50k items; ``--quick`` stops at 10k).
 
-    python bench/recommendation.py [--steps 30] [--quick]
+    python bench/recommendation.py [--steps 20] [--repeats 3] [--threads 1] [--quick]
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from core.bench import PeakRSS, machine_line, markdown_table, write_benchmark_section  # noqa: E402
-from domains.recommendation.model import HISTORY, ITEM_FEATURES, USER_FEATURES, TwoTower, sampled_softmax_loss  # noqa: E402
-from domains.recommendation.train import TrainConfig, _log_q, build_model, prepare_inputs  # noqa: E402
+from domains.recommendation.model import ITEM_FEATURES, TwoTower, sampled_softmax_loss  # noqa: E402
+from domains.recommendation.train import Prepared, TrainConfig, _log_q, build_model, prepare_inputs  # noqa: E402
 
 
 class PlainTwoTower(nn.Module):
@@ -62,9 +62,7 @@ class PlainTwoTower(nn.Module):
         return u, v
 
 
-def train_throughput(steps: int, repeats: int) -> list[dict]:
-    cfg = TrainConfig(track=False)
-    prep, _ = prepare_inputs(cfg)
+def train_throughput(cfg: TrainConfig, prep: Prepared, steps: int, repeats: int) -> list[dict]:
     torch.manual_seed(0)
     tr = build_model(cfg, prep.space)
     plain = PlainTwoTower(tr)
@@ -100,11 +98,9 @@ def train_throughput(steps: int, repeats: int) -> list[dict]:
             {"model": "plain nn.EmbeddingBag two-tower (reference)", "examples/s (median)": med["plain"], "ratio vs plain": 1.0, "params": n_params[1]}]
 
 
-def scoring(quick: bool) -> tuple[list[dict], dict]:
+def scoring(cfg: TrainConfig, prep: Prepared) -> tuple[list[dict], dict]:
     from domains.recommendation.score import build_index
 
-    cfg = TrainConfig(track=False)
-    prep, _ = prepare_inputs(cfg)
     torch.manual_seed(0)
     model = build_model(cfg, prep.space)  # untrained vectors of the real feature pipeline; search cost does not depend on training
     from domains.recommendation.model import all_embeddings
@@ -168,8 +164,10 @@ def main(argv=None) -> int:
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
-    train_rows = train_throughput(args.steps, args.repeats)
-    score_rows, sizes = scoring(args.quick)
+    cfg = TrainConfig(track=False)
+    prep, _ = prepare_inputs(cfg)  # once: the real ML-100K features feed both the training and the scoring measurements
+    train_rows = train_throughput(cfg, prep, args.steps, args.repeats)
+    score_rows, sizes = scoring(cfg, prep)
     mem_rows = memory_growth(args.quick)
     md = "\n\n".join([
         "## recommendation",

@@ -189,10 +189,9 @@ left, right = st.columns(2)
 with left:
     st.subheader("Volumes")
     vols = pd.DataFrame({"structure": list(result.volumes_ml), "volume (mL)": [float(v) for v in result.volumes_ml.values()]})
-    if label is not None:  # the label's volume of each structure beside the model's
-        counts = np.bincount(label.ravel().astype(np.int64), minlength=len(names))
-        voxel_ml = float(np.prod(spacing)) / 1000.0
-        vols["label volume (mL)"] = [float(counts[names.index(n)]) * voxel_ml if n in names else np.nan for n in vols["structure"]]
+    if label is not None:  # the label's volume of each structure beside the model's, computed as the model's are
+        label_ml = api.volumes_ml(label, spacing, names)
+        vols["label volume (mL)"] = [label_ml.get(n, np.nan) for n in vols["structure"]]
     st.dataframe(vols, hide_index=True, width="stretch")
 with right:
     st.subheader("Dice against the label")

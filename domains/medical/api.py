@@ -14,6 +14,7 @@ import numpy as np
 
 from domains.medical.evaluate import dice_per_class
 from domains.medical.infer import SegmentationResult, Segmenter
+from domains.medical.infer import volumes_ml as volumes_ml  # re-exported: the dashboards' per-structure volumes of a label
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["list_cases", "load_segmenter", "dice_per_class", "load_label", "Segmenter", "SegmentationResult"]

@@ -177,6 +177,7 @@ def test_medical_page_segments_a_prepared_case(domain_run):
     assert len(at.get("image")) >= 1, "no slice images"
     vols = next(d.value for d in at.dataframe if "volume (mL)" in d.value.columns)
     assert len(vols) >= 1 and (vols["volume (mL)"] >= 0).all()
+    assert "label volume (mL)" in vols.columns and (vols["label volume (mL)"] >= 0).all()  # the case is labelled
     assert at.get("download_button"), "no mask download"
     # the chosen case is labelled (prepared tasks ship labels): Dice per structure in [0, 1]
     dice = next(d.value for d in at.dataframe if "Dice" in d.value.columns)

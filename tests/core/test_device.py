@@ -25,3 +25,20 @@ def test_seeding_repeats():
     a = torch.randn(3)
     seed_everything(7)
     assert torch.equal(a, torch.randn(3))
+
+
+def test_cpu_autocast_follows_the_hardware(monkeypatch):
+    from core.device import amp_dtype, autocast, cpu_has_bf16_matrix_units
+
+    cpu = torch.device("cpu")
+    conv = torch.nn.Conv3d(1, 2, 3)
+    x = torch.randn(1, 1, 6, 6, 6)
+    with autocast(cpu):
+        y = conv(x)
+    assert y.dtype == (torch.bfloat16 if cpu_has_bf16_matrix_units() else torch.float32)
+    with autocast(cpu, enabled=False):
+        assert conv(x).dtype == torch.float32
+    monkeypatch.setenv("SUITE_CPU_AMP", "0")  # the documented switch for fp32 everywhere
+    assert amp_dtype(cpu) is None
+    with autocast(cpu):
+        assert conv(x).dtype == torch.float32

@@ -32,24 +32,24 @@ from core.logging import get_logger
 from core.runs import Run, latest_run_dir
 from domains.medical.io import Volume, load_volume, save_mask_like
 from domains.medical.model import build_model
-from domains.medical.transforms import PipelineConfig, intensity_transform
+from domains.medical.transforms import PipelineConfig, compose, image_steps
 from domains.medical.validation import MedicalInputError
 
-# Runs of infer/evaluate/score live under <runs>/medical-jobs/, so that <runs>/medical/latest keeps
-# pointing at the newest *trained model* (what these commands and the dashboards load by default).
-JOBS_DOMAIN = "medical-jobs"
+# infer/evaluate/score runs are "job" runs under <runs>/medical/ (core.runs): they never move
+# <runs>/medical/latest, which stays the newest *trained model* these commands load by default.
 
-__all__ = ["JOBS_DOMAIN", "Segmenter", "SegmentationResult", "sliding_window_logits", "volumes_ml", "overlay_png", "InferConfig", "infer", "main"]
+__all__ = ["read_task_meta", "Segmenter", "SegmentationResult", "sliding_window_logits", "volumes_ml", "overlay_png", "InferConfig", "infer", "main"]
 
 log = get_logger("medical.infer")
 
 
 def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch: int, sw_batch_size: int = 4, overlap: float = 0.25,
-                          device: torch.device | None = None, mode: str = "gaussian") -> torch.Tensor:
-    """(1, 1, X, Y, Z) → (1, C, X, Y, Z) logits by MONAI sliding-window inference (AMP on GPU only)."""
+                          device: torch.device | None = None, mode: str = "gaussian", amp: bool = True) -> torch.Tensor:
+    """(1, 1, X, Y, Z) → (1, C, X, Y, Z) fp32 logits by MONAI sliding-window inference; mixed
+    precision where :func:`core.device.amp_dtype` says it pays (GPU; CPU with AMX)."""
     device = device or next(model.parameters()).device
     model.eval()
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(device, amp):
         if getattr(model, "whole_volume", False):  # 2.5D slice models see whole slices: no 3D windows
             return model(image.to(device)).float().cpu()
         out = sliding_window_inference(image.to(device), roi_size=(patch,) * 3, sw_batch_size=sw_batch_size, predictor=model,
@@ -59,12 +59,14 @@ def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch: in
 
 def logits_to_native(logits: torch.Tensor, src_affine, dst_affine, dst_shape, slab: int = 32, margin: int = 2) -> np.ndarray:
     """Resample (C, x, y, z) softmax probabilities from the network grid onto the input grid
-    (trilinear, as MONAI's ``Invertd`` does in a bundle) and take the argmax there.
+    (trilinear, border padding, as MONAI's ``Invertd`` does in a bundle) and take the argmax there.
 
-    Two savings over inverting the whole softmax: only the box (on the input grid) around what the
+    Savings over inverting the whole softmax: only the box (on the input grid) around what the
     network labelled foreground, plus ``margin`` network voxels, is resampled — outside it every
-    class probability is background on the network grid already — and it is done in slabs of
-    ``slab`` output slices, so a 512×512×300 CT never holds C full-size float volumes at once."""
+    class probability is background on the network grid already; it is done in slabs of ``slab``
+    output slices, so a 512×512×300 CT never holds C full-size float volumes at once; and when the
+    two grids are axis-aligned (always so after ``Orientation`` + ``Spacing`` of a non-sheared
+    input), trilinear interpolation is done as three 1-D interpolations instead of a 3-D grid sample."""
     probs = torch.softmax(logits.float(), 0)
     out = np.zeros(tuple(int(s) for s in dst_shape), dtype=np.uint8)
     fg = probs.argmax(0) > 0
@@ -81,6 +83,11 @@ def logits_to_native(logits: torch.Tensor, src_affine, dst_affine, dst_shape, sl
     d_hi = np.clip(np.ceil(dst_vox.max(1)) + 2, 0, np.array(dst_shape)).astype(int)
     if np.any(d_hi <= d_lo):
         return out
+    vox_map = np.linalg.inv(src_affine) @ dst_affine  # input-grid voxel → network-grid voxel
+    perm = _axis_permutation(vox_map[:3, :3])
+    if perm is not None:
+        _separable_argmax(probs, vox_map, perm, d_lo, d_hi, out, slab)
+        return out
     src = MetaTensor(probs, affine=torch.as_tensor(src_affine))
     resample = mt.SpatialResample(mode="bilinear", padding_mode="border")
     for z0 in range(int(d_lo[2]), int(d_hi[2]), slab):
@@ -90,6 +97,58 @@ def logits_to_native(logits: torch.Tensor, src_affine, dst_affine, dst_shape, sl
         part = resample(src, dst_affine=torch.as_tensor(dst_affine @ shift), spatial_size=(int(d_hi[0] - d_lo[0]), int(d_hi[1] - d_lo[1]), z1 - z0))
         out[d_lo[0]:d_hi[0], d_lo[1]:d_hi[1], z0:z1] = part.argmax(0).numpy().astype(np.uint8)
     return out
+
+
+def _axis_permutation(m: np.ndarray, tol: float = 1e-6) -> tuple[int, int, int] | None:
+    """For a 3×3 voxel map that scales/flips each output axis onto one input axis, the input axis of
+    each output axis; None when the map rotates or shears (then the generic resampler is used)."""
+    scale = np.abs(m).max()
+    perm = tuple(int(np.argmax(np.abs(m[:, j]))) for j in range(3))
+    if sorted(perm) != [0, 1, 2]:
+        return None
+    off = m.copy()
+    for j, i in enumerate(perm):
+        off[i, j] = 0.0
+    return perm if np.abs(off).max() <= tol * scale else None
+
+
+def _interp_matrix(coords: np.ndarray, n: int) -> torch.Tensor:
+    """(len(coords), n) linear-interpolation weights at fractional ``coords`` (clamped to the
+    edges: border padding); two non-zeros a row, so ``W @ v`` interpolates ``v`` along that axis."""
+    c = np.clip(coords, 0.0, n - 1)
+    i0 = np.floor(c).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w = np.zeros((len(c), n), dtype=np.float32)
+    rows = np.arange(len(c))
+    np.add.at(w, (rows, i0), (1.0 - (c - i0)).astype(np.float32))
+    np.add.at(w, (rows, i1), (c - i0).astype(np.float32))
+    return torch.from_numpy(w)
+
+
+def _argmax0(t: torch.Tensor) -> torch.Tensor:
+    """``t.argmax(0)`` as uint8 (first maximum wins, as argmax): C passes of elementwise ops, several
+    times faster on CPU than a reduction over the outermost dimension."""
+    best, label = t[0], torch.zeros(t.shape[1:], dtype=torch.uint8)
+    for c in range(1, t.shape[0]):
+        label = torch.where(t[c] > best, torch.tensor(c, dtype=torch.uint8), label)
+        best = torch.maximum(best, t[c])
+    return label
+
+
+def _separable_argmax(probs: torch.Tensor, vox_map: np.ndarray, perm: tuple[int, int, int], d_lo, d_hi, out: np.ndarray, slab: int) -> None:
+    """Trilinear resampling of ``probs`` (C, X, Y, Z on the network grid) onto the box
+    ``d_lo:d_hi`` of the input grid, as one small matrix product per axis, argmax into ``out``."""
+    t = probs.permute(0, *(i + 1 for i in perm)).contiguous()  # axis j + 1 now runs along output axis j
+    c, nx, ny, nz = t.shape
+    coords = [vox_map[perm[j], j] * np.arange(d_lo[j], d_hi[j]) + vox_map[perm[j], 3] for j in range(3)]
+    wx, wy = _interp_matrix(coords[0], nx), _interp_matrix(coords[1], ny)
+    for z0 in range(0, len(coords[2]), slab):
+        wz = _interp_matrix(coords[2][z0:z0 + slab], nz)
+        part = t @ wz.T                                    # (C, X, Y, z)
+        part = wy @ part                                   # (C, X, y, z)
+        part = (wx @ part.reshape(c, nx, -1)).reshape(c, len(coords[0]), len(coords[1]), wz.shape[0])
+        z = int(d_lo[2]) + z0
+        out[d_lo[0]:d_hi[0], d_lo[1]:d_hi[1], z:z + wz.shape[0]] = _argmax0(part).numpy()
 
 
 def volumes_ml(mask: np.ndarray, spacing: tuple[float, ...], class_names: list[str]) -> dict[str, float]:
@@ -132,27 +191,24 @@ class Segmenter:
     (``config.json`` + ``best.safetensors``) or built in memory by training."""
 
     def __init__(self, model: torch.nn.Module, pipe: PipelineConfig, class_names: list[str], device: torch.device | str = "cpu",
-                 sw_batch_size: int = 4, overlap: float = 0.25):
+                 sw_batch_size: int = 4, overlap: float = 0.25, amp: bool = True):
         self.model = model.to(device).eval()
         self.pipe, self.class_names = pipe, list(class_names)
         self.device = torch.device(device)
-        self.sw_batch_size, self.overlap = sw_batch_size, overlap
-        self._pre = mt.Compose([mt.Orientationd(keys="image", axcodes="RAS"), mt.Spacingd(keys="image", pixdim=(pipe.spacing,) * 3, mode="bilinear"),
-                                intensity_transform(pipe)])
+        self.sw_batch_size, self.overlap, self.amp = sw_batch_size, overlap, amp
+        self._pre = compose(image_steps(pipe))
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Segmenter":
         run_dir = Path(run_dir)
-        cfg_path, weights = run_dir / "config.json", run_dir / "best.safetensors"
-        if not cfg_path.is_file() or not weights.is_file():
-            raise MedicalInputError(f"{run_dir}: not a trained medical run (needs config.json and best.safetensors; train with `python -m domains.medical.train`)")
-        cfg = json.loads(cfg_path.read_text())
-        meta = json.loads((run_dir / "task.json").read_text())
+        meta = read_task_meta(run_dir)
+        cfg = json.loads((run_dir / "config.json").read_text())
+        weights = run_dir / "best.safetensors"
         pipe = PipelineConfig(**meta["pipeline"])
         model = model_from_meta(meta)
         load_weights(weights, model)
         return cls(model, pipe, meta["class_names"], device=resolve_device(device), sw_batch_size=cfg.get("sw_batch_size", 4),
-                   overlap=cfg.get("overlap", 0.25))
+                   overlap=cfg.get("overlap", 0.25), amp=cfg.get("amp", True))
 
     def preprocess(self, vol: Volume) -> MetaTensor:
         img = MetaTensor(torch.as_tensor(np.ascontiguousarray(vol.data, dtype=np.float32))[None], affine=torch.as_tensor(vol.affine, dtype=torch.float64))
@@ -161,7 +217,8 @@ class Segmenter:
     def predict_volume(self, vol: Volume) -> np.ndarray:
         """Label mask on ``vol``'s own voxel grid (exactly its shape and affine)."""
         img = self.preprocess(vol)
-        logits = sliding_window_logits(self.model, img[None].as_tensor(), self.pipe.patch, self.sw_batch_size, self.overlap, self.device)
+        logits = sliding_window_logits(self.model, img[None].as_tensor(), self.pipe.patch, self.sw_batch_size, self.overlap, self.device,
+                                      amp=self.amp)
         return logits_to_native(logits[0], img.affine, vol.affine, vol.shape)
 
     def predict(self, path_or_nifti: Any) -> SegmentationResult:
@@ -185,6 +242,16 @@ class Segmenter:
             data = check_image_array(np.asarray(x.dataobj), "<in-memory NIfTI>").astype(np.float32)
             return Volume(data=data, affine=np.asarray(x.affine, dtype=np.float64), path="<in-memory NIfTI>", format="nifti", header=x.header)
         raise MedicalInputError(f"cannot segment an object of type {type(x).__name__}; pass a path, a nibabel image or a Volume")
+
+
+def read_task_meta(run_dir: str | Path) -> dict:
+    """``task.json`` of a trained run (task, class names, pipeline, model), with a clear error for a
+    folder that is not one."""
+    run_dir = Path(run_dir)
+    if not all((run_dir / f).is_file() for f in ("task.json", "config.json", "best.safetensors")):
+        raise MedicalInputError(f"{run_dir}: not a trained medical run (needs task.json, config.json and best.safetensors; "
+                                "train with `python -m domains.medical.train`)")
+    return json.loads((run_dir / "task.json").read_text())
 
 
 def model_from_meta(meta: dict) -> torch.nn.Module:
@@ -234,17 +301,16 @@ class InferConfig(RunConfig):
 def infer(cfg: InferConfig) -> Path:
     model_run = Path(cfg.model_run) if cfg.model_run else latest_run_dir("medical", cfg.runs_dir)
     if cfg.input is None:
-        meta = json.loads((model_run / "task.json").read_text())
         from domains.medical.data import read_msd_task, task_dir
 
-        task = read_msd_task(task_dir(meta["task"]))
+        task = read_msd_task(task_dir(read_task_meta(model_run)["task"]))
         src = (task.test or task.training)[0]["image"]
     else:
         src = cfg.input
     seg = Segmenter.from_run(model_run, device=cfg.device)
-    with Run.start(JOBS_DOMAIN, cfg, kind="job") as run:
+    with Run.start("medical", cfg, kind="job") as run:
         res = seg.predict(src)
-        vid = res.source.id if res.source.format != "dicom" else f"series-{getattr(res.source, 'series_hash', 'dicom')}"
+        vid = res.source.output_id
         save_mask_like(res.native_mask, res.source, run.path(f"{vid}_mask.nii.gz"))
         atomic_write_json(run.path(f"{vid}_volumes.json"), {"input": vid, "model_run": str(model_run), "volumes_ml": res.volumes_ml,
                                                             "spacing_mm": res.spacing, "shape": res.source.shape})

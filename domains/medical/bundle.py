@@ -32,6 +32,7 @@ from core.cli import run_cli
 from core.config import RunConfig
 from core.io import atomic_path, atomic_write_json, atomic_write_text
 from core.runs import latest_run_dir, read_run
+from domains.medical.infer import model_from_meta, read_task_meta
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["export_bundle", "BundleConfig", "run_bundle", "main"]
@@ -48,15 +49,11 @@ def _network_def(meta: dict) -> dict:
     raise MedicalInputError(f"model {m['name']!r} cannot be exported as a MONAI bundle (only the 3D unet/segresnet can)")
 
 
-def _intensity(pipe: dict) -> dict:
-    if pipe["modality"].upper() == "CT":
-        lo, hi = pipe["ct_level"] - pipe["ct_width"] / 2, pipe["ct_level"] + pipe["ct_width"] / 2
-        return {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True}
-    return {"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": 0.5, "upper": 99.5, "b_min": 0.0, "b_max": 1.0,
-            "clip": True, "channel_wise": True}
-
-
 def inference_config(meta: dict, sw_batch_size: int = 4, overlap: float = 0.25) -> dict:
+    """The bundle's ``configs/inference.json``; its preprocessing is :func:`image_steps`, the
+    chain our own ``Segmenter`` runs, written as MONAI config entries."""
+    from domains.medical.transforms import PipelineConfig, image_steps
+
     pipe = meta["pipeline"]
     return {
         "imports": ["$import glob", "$import os"],
@@ -70,9 +67,7 @@ def inference_config(meta: dict, sw_batch_size: int = 4, overlap: float = 0.25) 
         "preprocessing": {"_target_": "Compose", "transforms": [
             {"_target_": "LoadImaged", "keys": "image", "image_only": False},
             {"_target_": "EnsureChannelFirstd", "keys": "image"},
-            {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
-            {"_target_": "Spacingd", "keys": "image", "pixdim": [pipe["spacing"]] * 3, "mode": "bilinear"},
-            _intensity(pipe),
+            *({"_target_": name, **kwargs} for name, kwargs in image_steps(PipelineConfig(**pipe))),
             {"_target_": "EnsureTyped", "keys": "image"},
         ]},
         "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]", "transform": "@preprocessing"},
@@ -139,13 +134,9 @@ def metadata(meta: dict, run_info: dict) -> dict:
 
 def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write the bundle for a trained run; returns ``out_dir``."""
-    from domains.medical.infer import model_from_meta
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    meta_path = run_dir / "task.json"
-    if not meta_path.is_file() or not (run_dir / "best.safetensors").is_file():
-        raise MedicalInputError(f"{run_dir}: not a trained medical run (task.json + best.safetensors missing)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_task_meta(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())
     _network_def(meta)  # refuses non-exportable models before writing anything
     model = model_from_meta(meta)
@@ -192,7 +183,7 @@ def export_and_check(cfg: BundleConfig) -> Path:
 
         from domains.medical.data import read_msd_task, task_dir
 
-        task = read_msd_task(task_dir(json.loads((model_run / "task.json").read_text())["task"]))
+        task = read_msd_task(task_dir(read_task_meta(model_run)["task"]))
         img = Path((task.test or task.training)[0]["image"])
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "in").mkdir()

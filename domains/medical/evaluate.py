@@ -17,7 +17,6 @@ from core.cli import run_cli
 from core.config import RunConfig
 from core.io import atomic_write_json
 from core.runs import Run, latest_run_dir
-from domains.medical.infer import JOBS_DOMAIN
 from domains.medical.io import load_volume
 from domains.medical.validation import MedicalInputError, check_geometry_match, check_label_array
 
@@ -101,16 +100,13 @@ class EvaluateConfig(RunConfig):
 
 
 def evaluate(cfg: EvaluateConfig) -> Path:
-    import json
-
     from domains.medical.data import read_msd_task, task_dir
-    from domains.medical.infer import Segmenter
+    from domains.medical.infer import Segmenter, read_task_meta
 
     model_run = Path(cfg.model_run) if cfg.model_run else latest_run_dir("medical", cfg.runs_dir)
-    meta = json.loads((model_run / "task.json").read_text())
-    task = read_msd_task(task_dir(cfg.task or meta["task"]))
+    task = read_msd_task(task_dir(cfg.task or read_task_meta(model_run)["task"]))
     seg = Segmenter.from_run(model_run, device=cfg.device)
-    with Run.start(JOBS_DOMAIN, cfg, kind="job") as run:
+    with Run.start("medical", cfg, kind="job") as run:
         res = evaluate_segmenter(seg, task.test if cfg.split == "test" else task.training)
         res["model_run"] = str(model_run)
         atomic_write_json(run.path("evaluation.json"), res)

@@ -41,6 +41,7 @@ class Volume:
     format: str  # "nifti" | "nrrd" | "dicom"
     modality: str | None = None  # "CT" / "MR" when the file says so (DICOM), else None
     header: Any = field(default=None, repr=False)  # the NIfTI header, kept to write masks with identical qform/sform
+    series_hash: str | None = None  # DICOM: a short hash of SeriesInstanceUID (the UID itself never leaves the reader)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -53,6 +54,12 @@ class Volume:
     @property
     def id(self) -> str:
         return volume_id(self.path)
+
+    @property
+    def output_id(self) -> str:
+        """The name outputs are written under: the file name, or ``series-<hash>`` for a DICOM series
+        (a folder name may carry a patient's name; the hash does not)."""
+        return f"series-{self.series_hash}" if self.format == "dicom" else self.id
 
 
 def is_volume_path(p: Path) -> bool:
@@ -193,9 +200,8 @@ def _load_dicom_series(folder: Path) -> Volume:
     lps[:3, 2] = normal * dz
     lps[:3, 3] = pos[0]
     uid = str(getattr(slices[0], "SeriesInstanceUID", folder.name))
-    vol = Volume(data=data, affine=_LPS_TO_RAS @ lps, path=str(folder), format="dicom", modality=str(getattr(slices[0], "Modality", "")) or None)
-    vol.series_hash = hashlib.sha256(uid.encode()).hexdigest()[:12]  # type: ignore[attr-defined]
-    return vol
+    return Volume(data=data, affine=_LPS_TO_RAS @ lps, path=str(folder), format="dicom", modality=str(getattr(slices[0], "Modality", "")) or None,
+                  series_hash=hashlib.sha256(uid.encode()).hexdigest()[:12])
 
 
 def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Path:

@@ -14,7 +14,6 @@ chose and a hash of the series UID — never patient tags.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import pandas as pd
 from core.cli import run_cli
 from core.config import RunConfig
 from core.runs import Run, latest_run_dir
-from domains.medical.infer import JOBS_DOMAIN
+from domains.medical.infer import read_task_meta
 from core.scoring import Scorer, ScoringConfig, WorkItem, file_items, read_output, read_quarantine, run_job_from_config
 from domains.medical.validation import MedicalInputError
 
@@ -52,7 +51,7 @@ class SegmentationScorer(Scorer):
         mask = self._seg.predict_volume(vol)
         safe_id = item.id.replace("/", "__")
         out = save_mask_like(mask, vol, Path(self.mask_dir) / f"{safe_id}_mask.nii.gz")
-        row = {"case": item.id, "format": vol.format, "series_hash": getattr(vol, "series_hash", None),
+        row = {"case": item.id, "format": vol.format, "series_hash": vol.series_hash,
                "shape": list(vol.shape), "spacing_mm": [round(s, 4) for s in vol.spacing], "mask_path": str(out)}
         row.update({f"ml_{k}": v for k, v in volumes_ml(mask, vol.spacing, self._seg.class_names).items()})
         return pd.DataFrame([row])
@@ -84,10 +83,10 @@ def score(cfg: ScoreConfig) -> Path:
     else:
         from domains.medical.data import read_msd_task, task_dir
 
-        task = read_msd_task(task_dir(json.loads((model_run / "task.json").read_text())["task"]))
+        task = read_msd_task(task_dir(read_task_meta(model_run)["task"]))
         # ids relative to the task root: imagesTr/x and imagesTs/x may share a file name
         items = file_items([c["image"] for c in task.training + task.test], root=task.root)
-    with Run.start(JOBS_DOMAIN, cfg, kind="job") as run:
+    with Run.start("medical", cfg, kind="job") as run:
         scorer = SegmentationScorer(str(model_run.resolve()), str(run.path("masks")), device="cpu" if cfg.device == "auto" else cfg.device)
         summary = run_job_from_config(items, scorer, cfg, default_out=run.dir / "scores")
         out = Path(cfg.out or run.dir / "scores")

@@ -28,7 +28,8 @@ from monai.data import MetaTensor
 from domains.medical.io import load_volume
 from domains.medical.validation import MedicalInputError, check_geometry_match, check_label_array
 
-__all__ = ["PipelineConfig", "LoadVolumed", "preprocess", "train_augment", "cached_patch_dataset", "Repeat", "intensity_transform"]
+__all__ = ["PipelineConfig", "LoadVolumed", "preprocess", "train_augment", "cached_patch_dataset", "Repeat", "intensity_transform",
+           "intensity_step", "image_steps", "compose"]
 
 
 @dataclass
@@ -75,15 +76,38 @@ class LoadVolumed(mt.MapTransform):
         return d
 
 
-def intensity_transform(cfg: PipelineConfig, keys=("image",)) -> mt.Transform:
+Step = tuple[str, dict]  # (a monai.transforms dict-transform name, its keyword arguments)
+
+
+def intensity_step(cfg: PipelineConfig, keys=("image",)) -> Step:
+    """The modality's intensity transform as (name, kwargs): one spelling for our pipelines and the
+    exported MONAI bundle config (``{"_target_": name, **kwargs}``)."""
     if cfg.modality.upper() == "CT":
         lo, hi = cfg.ct_level - cfg.ct_width / 2, cfg.ct_level + cfg.ct_width / 2
-        return mt.ScaleIntensityRanged(keys=list(keys), a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
+        return "ScaleIntensityRanged", {"keys": list(keys), "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True}
     if cfg.modality.upper() in ("MRI", "MR"):
         # percentile scaling keeps the (skull-stripped / air) background at 0, below every tissue;
         # a z-score over non-zero voxels would put the background at the mean brain intensity
-        return mt.ScaleIntensityRangePercentilesd(keys=list(keys), lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, channel_wise=True)
+        return "ScaleIntensityRangePercentilesd", {"keys": list(keys), "lower": 0.5, "upper": 99.5, "b_min": 0.0, "b_max": 1.0, "clip": True,
+                                                   "channel_wise": True}
     raise MedicalInputError(f"unknown modality {cfg.modality!r}; expected CT or MRI")
+
+
+def image_steps(cfg: PipelineConfig) -> list[Step]:
+    """Inference preprocessing of a loaded image: RAS orientation, resampling to the training
+    spacing, the modality's intensity transform."""
+    return [("Orientationd", {"keys": ["image"], "axcodes": "RAS"}),
+            ("Spacingd", {"keys": ["image"], "pixdim": [cfg.spacing] * 3, "mode": "bilinear"}),
+            intensity_step(cfg)]
+
+
+def compose(steps: Sequence[Step]) -> mt.Compose:
+    return mt.Compose([getattr(mt, name)(**kwargs) for name, kwargs in steps])
+
+
+def intensity_transform(cfg: PipelineConfig, keys=("image",)) -> mt.Transform:
+    name, kwargs = intensity_step(cfg, keys)
+    return getattr(mt, name)(**kwargs)
 
 
 def preprocess(cfg: PipelineConfig, with_label: bool = True, crop: bool = True) -> mt.Compose:
@@ -136,12 +160,14 @@ class Repeat(torch.utils.data.Dataset):
         return self.base[i % len(self.base)]
 
 
-def cached_patch_dataset(cases: Sequence[dict], cfg: PipelineConfig, draws_per_epoch: int) -> torch.utils.data.Dataset:
-    """Deterministic preprocessing cached once (``CacheDataset``); random patches drawn per item."""
+def cached_patch_dataset(cases: Sequence[dict], cfg: PipelineConfig, draws_per_epoch: int, preprocessed: bool = False) -> torch.utils.data.Dataset:
+    """Deterministic preprocessing cached once (``CacheDataset``); random patches drawn per item.
+    ``preprocessed``: the cases are already outputs of :func:`preprocess` (not file paths)."""
     from monai.data import CacheDataset
 
     # the per-class voxel indices are computed once and cached too, so each patch draw is O(1)
     index = mt.ClassesToIndicesd(keys="label", num_classes=cfg.num_classes, indices_postfix="_cls_indices")
-    full = mt.Compose([*preprocess(cfg).transforms, index, *train_augment(cfg, cached_indices=True).transforms])
+    pre = [] if preprocessed else list(preprocess(cfg).transforms)
+    full = mt.Compose([*pre, index, *train_augment(cfg, cached_indices=True).transforms])
     cache = CacheDataset(list(cases), transform=full, cache_rate=1.0, num_workers=0, progress=False)
     return Repeat(cache, max(draws_per_epoch, len(cases)))

@@ -78,7 +78,7 @@ def test_infer_cli_keeps_input_geometry_and_reports_ml(tiny_run, brain_task, tmp
     nib.save(nib.Nifti1Image(data, aff), str(tmp_path / "oblique.nii.gz"))
     rc = main(["--input", str(tmp_path / "oblique.nii.gz"), "--model-run", str(tiny_run), "--runs-dir", str(tmp_path / "runs"), "--name", "inf"])
     assert rc == 0
-    out = tmp_path / "runs" / "medical-jobs" / "inf"
+    out = tmp_path / "runs" / "medical" / "inf"
     mask = nib.load(str(out / "oblique_mask.nii.gz"))
     assert mask.shape == data.shape
     np.testing.assert_array_equal(mask.affine, nib.load(str(tmp_path / "oblique.nii.gz")).affine)

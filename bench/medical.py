@@ -66,7 +66,7 @@ def ours_train_loader(case: dict, pipe):
                       collate_fn=list_data_collate)
 
 
-def train_throughput(loader, model, steps: int) -> tuple[float, float]:
+def train_throughput(loader, model, steps: int, step_fn) -> tuple[float, float]:
     """(patches/s, peak RSS MB) over ``steps`` optimizer steps after 2 warm-up steps."""
     from monai.losses import DiceCELoss
 
@@ -80,12 +80,23 @@ def train_throughput(loader, model, steps: int) -> tuple[float, float]:
             if i == 2:
                 t0, n = time.perf_counter(), 0
             b = next(it)
-            x, y = b["image"], b["label"]
-            opt.zero_grad()
-            loss_fn(model(x), y).backward()
-            opt.step()
-            n += x.shape[0]
+            step_fn(model, b, loss_fn, opt)
+            n += b["image"].shape[0]
     return n / (time.perf_counter() - t0), mem.peak_mb
+
+
+def reference_step(model, b, loss_fn, opt) -> None:
+    """The tutorial's loop body: fp32 forward, DiceCE, backward, step."""
+    opt.zero_grad()
+    loss_fn(model(b["image"]), b["label"]).backward()
+    opt.step()
+
+
+def ours_step(amp: bool):
+    from domains.medical.train import train_step
+
+    cpu = torch.device("cpu")
+    return lambda model, b, loss_fn, opt: train_step(model, b, loss_fn, opt, cpu, amp=amp)
 
 
 def reference_infer(path: str, model, pipe) -> np.ndarray:
@@ -142,6 +153,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from core.device import amp_dtype
     from core.runs import latest_run_dir
     from domains.medical.data import BRAIN_TASK, CT_TASK, read_msd_task, task_dir
     from domains.medical.infer import Segmenter
@@ -151,18 +163,28 @@ def main(argv=None) -> int:
     task = read_msd_task(task_dir(BRAIN_TASK))
     pipe = PipelineConfig(modality="MRI", num_classes=task.num_classes)  # the training defaults: 3 mm, 48³, 4 patches
     case = task.training[0]
-    rows_speed = []
+    # our pipeline in fp32, and with its default mixed precision when this CPU has bf16 units (AMX)
+    variants = [("fp32", False)] + ([("default: bf16 autocast", True)] if amp_dtype(torch.device("cpu")) else [])
+    cols = ["measure", "reference"] + [c for name, _ in variants for c in (f"ours {name}", f"ratio {name}")]
+    rows_speed: list[dict] = []
+
+    def add(measure: str, ref: float, ours: dict, higher_better: bool) -> None:
+        row = {"measure": measure, "reference": ref}
+        for name, v in ours.items():
+            row[f"ours {name}"] = v
+            row[f"ratio {name}"] = (v / ref) if higher_better else (ref / v)
+        rows_speed.append(row)
 
     torch.manual_seed(0)
-    net = build_model("unet", task.num_classes)
-    ref_pps, ref_mem = train_throughput(reference_train_loader(case, pipe), net, args.steps)
-    gc.collect()
-    torch.manual_seed(0)
-    net = build_model("unet", task.num_classes)
-    our_pps, our_mem = train_throughput(ours_train_loader(case, pipe), net, args.steps)
-    rows_speed.append({"measure": "training throughput (patches/s, higher is better)", "reference": ref_pps, "ours": our_pps,
-                       "ours / reference": our_pps / ref_pps})
-    rows_speed.append({"measure": "training peak RSS (MB)", "reference": ref_mem, "ours": our_mem, "ours / reference": our_mem / ref_mem})
+    ref_pps, ref_mem = train_throughput(reference_train_loader(case, pipe), build_model("unet", task.num_classes), args.steps, reference_step)
+    pps, mem = {}, {}
+    for name, amp in variants:
+        gc.collect()
+        torch.manual_seed(0)
+        pps[name], mem[name] = train_throughput(ours_train_loader(case, pipe), build_model("unet", task.num_classes), args.steps, ours_step(amp))
+    add("training throughput (patches/s, higher is better)", ref_pps, pps, True)
+    rows_speed.append({"measure": "training peak RSS (MB)", "reference": ref_mem, **{f"ours {k}": v for k, v in mem.items()},
+                       **{f"ratio {k}": v / ref_mem for k, v in mem.items()}})
 
     model_run = Path(args.model_run) if args.model_run else None
     if model_run is None:
@@ -173,33 +195,41 @@ def main(argv=None) -> int:
     seg = Segmenter.from_run(model_run) if model_run else Segmenter(build_model("unet", task.num_classes).eval(), pipe, task.class_names)
     test_img = task.test[0]["image"]
     t_ref = min(_timed(lambda: reference_infer(test_img, seg.model, pipe)) for _ in range(2))
-    t_our = min(_timed(lambda: ours_infer(test_img, seg)) for _ in range(2))
-    rows_speed.append({"measure": "sliding-window inference per volume, file → mask on input grid (s, MNI152 197×233×189)",
-                       "reference": t_ref, "ours": t_our, "ours / reference": t_ref / t_our})
+    t_our = {}
+    for name, amp in variants:
+        seg.amp = amp
+        t_our[name] = min(_timed(lambda: ours_infer(test_img, seg)) for _ in range(2))
+    add("sliding-window inference per volume, file → mask on input grid (s, MNI152 197×233×189; ratio = reference / ours)", t_ref, t_our, False)
 
     # full-size CT memory (untrained CT net: memory and time do not depend on the weights)
     ct = read_msd_task(task_dir(CT_TASK))
     ct_pipe = PipelineConfig(modality="CT", num_classes=ct.num_classes)
     ct_seg = Segmenter(build_model("unet", ct.num_classes).eval(), ct_pipe, ct.class_names)
+    m_our, t_our_ct = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         big = full_size_ct(Path(tmp))
         gc.collect()
         with PeakRSS() as m_ref:
             t_ref_ct = _timed(lambda: reference_infer(str(big), ct_seg.model, ct_pipe))
-        gc.collect()
-        with PeakRSS() as m_our:
-            t_our_ct = _timed(lambda: ours_infer(str(big), ct_seg))
-    rows_speed.append({"measure": "inference on a 512×512×300 CT: peak RSS above start (MB)", "reference": m_ref.delta_mb, "ours": m_our.delta_mb,
-                       "ours / reference": m_our.delta_mb / max(m_ref.delta_mb, 1e-9)})
-    rows_speed.append({"measure": "inference on a 512×512×300 CT: time (s)", "reference": t_ref_ct, "ours": t_our_ct,
-                       "ours / reference": t_ref_ct / t_our_ct})
+        for name, amp in variants:
+            ct_seg.amp = amp
+            gc.collect()
+            with PeakRSS() as m:
+                t_our_ct[name] = _timed(lambda: ours_infer(str(big), ct_seg))
+            m_our[name] = m.delta_mb
+    rows_speed.append({"measure": "inference on a 512×512×300 CT: peak RSS above start (MB; ratio = ours / reference)", "reference": m_ref.delta_mb,
+                       **{f"ours {k}": v for k, v in m_our.items()}, **{f"ratio {k}": v / max(m_ref.delta_mb, 1e-9) for k, v in m_our.items()}})
+    add("inference on a 512×512×300 CT: time (s; ratio = reference / ours)", t_ref_ct, t_our_ct, False)
 
     md = [f"Command: `python bench/medical.py` — {machine_line()}, torch threads {args.threads} for both pipelines. "
-          "Reference = MONAI spleen-tutorial style (plain Dataset + DataLoader re-preprocessing every batch; "
+          "Reference = MONAI spleen-tutorial style (plain Dataset + DataLoader re-preprocessing every batch, fp32; "
           "`sliding_window_inference` with its defaults then `Invertd` of the full softmax), same UNet(16,32,64,128), same data "
-          "(Colin27 → MNI152), 3 mm, 48³ patches, 4 per step. Speed ratios are ours/reference measured in this run "
-          "(for time rows: reference time / our time, so > 1 means ours is faster).", "",
-          markdown_table(rows_speed, ["measure", "reference", "ours", "ours / reference"])]
+          "(Colin27 → MNI152), 3 mm, 48³ patches, 4 per step. Ours = `domains.medical` (cached preprocessing, the trainer's own "
+          "`train_step`, `Segmenter.predict_volume`). Ratios are measured in this run; > 1 means ours is faster. "
+          + ("Ours runs twice: in fp32, and with its default mixed precision, which this CPU supports (bf16 matrix units, AMX); "
+             "on a CPU without them the default is the fp32 column." if len(variants) > 1 else
+             "This CPU has no bf16 matrix units, so our default is fp32 here."), "",
+          markdown_table(rows_speed, cols)]
     if model_run and (model_run / "metrics.json").is_file():
         met = json.loads((model_run / "metrics.json").read_text())
         dice_rows = [{"class": c, "Dice (held-out MNI152)": met.get(f"test_dice/{c}"), "HD95 mm": met.get(f"test_hd95/{c}")} for c in task.class_names[1:]]
@@ -208,7 +238,8 @@ def main(argv=None) -> int:
         md += ["", f"Held-out quality of the default 3D run `{model_run.name}` (train Colin27, test MNI152 with AAL carried over by "
                "nearest-neighbour resampling — an approximation of a tracing):", "",
                markdown_table(dice_rows, ["class", "Dice (held-out MNI152)", "HD95 mm"])]
-        comp = [_comp_row("3D UNet (random init)", model_run)]
+        m3d = json.loads((model_run / "task.json").read_text())["model"]["name"] if (model_run / "task.json").is_file() else "?"
+        comp = [_comp_row(f"3D {m3d} (random init)", model_run)]
         for label, r in (("2.5D EfficientNet-Lite0 ImageNet, full fine-tuning", args.slices_full), ("2.5D EfficientNet-Lite0 ImageNet, LoRA r=8", args.slices_lora)):
             if r:
                 comp.append(_comp_row(label, Path(r)))

@@ -45,12 +45,13 @@ class SliceConfig(RunConfig):
     mode: str = field(default="full", metadata={"help": "full fine-tuning or LoRA on the encoder", "choices": ["full", "lora"]})
     spacing: float = field(default=3.0, metadata={"help": "isotropic spacing (mm) of the slices"})
     context: int = field(default=1, metadata={"help": "neighbouring slices on each side (channels = 2*context+1; 1 → 3, the RGB stem)"})
-    steps: int = field(default=150, metadata={"help": "optimizer steps"})
+    steps: int = field(default=600, metadata={"help": "optimizer steps"})
     batch: int = field(default=8, metadata={"help": "slices per step"})
     lr: float = field(default=2e-3, metadata={"help": "learning rate (AdamW, cosine)"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     pretrained: bool = field(default=True, metadata={"help": "ImageNet weights for the encoder (packaged, offline)"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = auto"})
+    amp: bool = field(default=True, metadata={"help": "mixed precision where the hardware has it (GPU; bf16 on CPUs with AMX)"})
     track: bool = field(default=True, metadata={"help": "log to MLflow"})
 
 
@@ -70,6 +71,7 @@ def _slice_batches(img: torch.Tensor, lab: torch.Tensor, num_classes: int, k: in
 def train_slices(cfg: SliceConfig) -> Path:
     from core.finetune import apply_lora, merge_lora, trainable_parameter_report
     from core.device import set_cpu_threads
+    from domains.medical.train import train_step
 
     task = read_msd_task(task_dir(cfg.task))
     if not task.training:
@@ -79,7 +81,7 @@ def train_slices(cfg: SliceConfig) -> Path:
     with Run.start("medical", cfg) as run:
         d = preprocess(pipe)(dict(task.training[0]))
         img, lab = d["image"][0].as_tensor().float(), d["label"][0].as_tensor().round().long()
-        net = EfficientUNet2D(task.num_classes, in_chans=2 * cfg.context + 1, pretrained=cfg.pretrained)
+        net = EfficientUNet2D(task.num_classes, in_chans=2 * cfg.context + 1, pretrained=cfg.pretrained).to(run.device)
         if cfg.mode == "lora":
             apply_lora(net, target_modules=r".*encoder\..*conv_(pw|pwl)", r=cfg.lora_r, alpha=2 * cfg.lora_r, trainable=["lateral", "fuse", "head"])
         params = trainable_parameter_report(net)
@@ -91,13 +93,10 @@ def train_slices(cfg: SliceConfig) -> Path:
         t0 = time.perf_counter()
         for step in progress(range(1, cfg.steps + 1), desc=f"2.5D {cfg.mode}"):
             x, y = next(batches)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x), y)
-            loss.backward()
-            opt.step()
+            loss = train_step(net, {"image": x, "label": y}, loss_fn, opt, run.device, cfg.amp)
             sched.step()
             if step % 10 == 0 or step == cfg.steps:
-                run.log_metrics({"train_loss": float(loss.detach())}, step)
+                run.log_metrics({"train_loss": loss}, step)
         train_seconds = time.perf_counter() - t0
         if cfg.mode == "lora":
             merge_lora(net)
@@ -109,7 +108,7 @@ def train_slices(cfg: SliceConfig) -> Path:
         summary = {"mode": cfg.mode, "steps": cfg.steps, "train_seconds": train_seconds, "trainable_params": params.get("trainable"),
                    "total_params": params.get("total"), "train_slices_per_s": cfg.steps * cfg.batch / train_seconds}
         if task.test and any(c.get("label") for c in task.test):
-            seg = Segmenter(model, pipe, task.class_names, sw_batch_size=1, overlap=0.0)
+            seg = Segmenter(model, pipe, task.class_names, device=run.device, sw_batch_size=1, overlap=0.0, amp=cfg.amp)
             ev = evaluate_segmenter(seg, task.test)
             atomic_write_json(run.path("test_evaluation.json"), ev)
             summary.update({"test_mean_dice": ev["mean_dice"], **{f"test_dice/{k}": v for k, v in ev["dice"].items()},

@@ -13,7 +13,7 @@ from core.scoring import file_items, read_output, read_quarantine, run_job
 from core.scoring.testing import PriceFileScorer, output_checksum, price_files, ray_address  # noqa: F401 - fixtures
 
 pytest.importorskip("ray")
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.ray]
 
 
 def _pids(path: Path) -> list[str]:

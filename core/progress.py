@@ -13,5 +13,5 @@ __all__ = ["progress"]
 
 
 def progress(iterable: Iterable[T] | None = None, desc: str | None = None, total: int | None = None, **kwargs) -> "tqdm[T]":
-    disable = os.environ.get("SUITE_PROGRESS", "1") == "0"
+    disable = bool(kwargs.pop("disable", False)) or os.environ.get("SUITE_PROGRESS", "1") == "0"
     return tqdm(iterable, desc=desc, total=total, disable=disable, dynamic_ncols=True, mininterval=0.5, **kwargs)

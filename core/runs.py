@@ -99,9 +99,18 @@ def list_runs(runs_dir: str | Path = "runs", domain: str | None = None) -> list[
 class Run:
     """A run directory plus its tracker. Use :meth:`start` as a context manager."""
 
-    def __init__(self, domain: str, config: RunConfig, *, new_name: str | None = None, kind: str = "model"):
+    def __init__(self, domain: str, config: RunConfig, *, new_name: str | None = None, kind: str = "model", data_parallel=None):
         if kind not in ("model", "job"):
             raise ValueError(f"run kind must be 'model' or 'job', got {kind!r}")
+        from core.distributed import world
+
+        rank, world_size, _ = world()
+        dp = data_parallel if data_parallel is not None and data_parallel.enabled else None
+        if world_size > 1 and rank > 0 and dp is None:
+            raise RuntimeError(f"{type(config).__name__} does not train data-parallel: launch it as one process, not under torchrun "
+                               f"(rank {rank} of {world_size}); the medical and finance trainers support torchrun")
+        # under torchrun, rank 0 writes and every other rank follows the same run without writing
+        self.is_main = rank == 0
         self.domain = domain
         self.kind = kind
         self.command = type(config).__name__
@@ -130,15 +139,21 @@ class Run:
                     while (self.runs_dir / domain / f"{name}-{i}").exists():
                         i += 1
                     self.dir = self.runs_dir / domain / f"{name}-{i}"
+        if dp is not None:
+            self.dir = Path(dp.broadcast(str(self.dir)))  # rank 0's choice of name, for every rank
         self.name = self.dir.name
         self.checkpoint_dir = self.dir / "checkpoints"
+        self.summary: dict[str, Any] = {}
+        if not self.is_main:
+            seed_everything(config.seed + rank, config.deterministic)  # own batches per rank; DDP syncs the weights
+            self.tracker = Tracker(experiment=domain, run_name=self.name, runs_dir=self.runs_dir, enabled=False)
+            return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self._log_handler = attach_run_log(self.dir)
         self.tracker = Tracker(experiment=domain, run_name=self.name, runs_dir=self.runs_dir, enabled=config.track,
                                tags={"domain": domain, "run_dir": str(self.dir.resolve())})
         self._started = time.strftime("%Y-%m-%dT%H:%M:%S")
         self._metrics_fh = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
-        self.summary: dict[str, Any] = {}
         seed_everything(config.seed, config.deterministic)
         self._write_run_json("running")
         atomic_write_json(self.dir / "config.json", config_to_dict(config))
@@ -147,10 +162,11 @@ class Run:
 
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
-    def start(cls, domain: str, config: RunConfig, new_name: str | None = None, kind: str = "model") -> "Run":
+    def start(cls, domain: str, config: RunConfig, new_name: str | None = None, kind: str = "model", data_parallel=None) -> "Run":
         """``kind="job"`` for runs that only use a model (forecast, score, …): they keep their own
-        run directory but do not become ``<domain>/latest``."""
-        return cls(domain, config, new_name=new_name, kind=kind)
+        run directory but do not become ``<domain>/latest``. ``data_parallel``: the trainer's
+        :class:`core.distributed.DataParallel` under torchrun (rank 0 writes, the others follow)."""
+        return cls(domain, config, new_name=new_name, kind=kind, data_parallel=data_parallel)
 
     def __enter__(self) -> "Run":
         return self
@@ -169,6 +185,9 @@ class Run:
     def finish(self, metrics: dict[str, Any] | None = None) -> Path:
         if metrics:
             self.summary.update(metrics)
+        if not self.is_main:
+            self._finished = True
+            return self.dir
         atomic_write_json(self.dir / "metrics.json", self.summary)
         self.tracker.log_metrics({k: v for k, v in self.summary.items()}, step=None)
         self._close("completed")
@@ -177,7 +196,8 @@ class Run:
         return self.dir
 
     def _close(self, status: str, error: str | None = None) -> None:
-        if self._finished:
+        if self._finished or not self.is_main:
+            self._finished = True
             return
         self._finished = True
         self._metrics_fh.close()
@@ -225,13 +245,16 @@ class Run:
 
     # -- metrics, artifacts, checkpoints -----------------------------------------------------
     def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        if not self.is_main:
+            return
         row = {"step": int(step), "time": round(time.time(), 3), **{k: _num(v) for k, v in metrics.items()}}
         self._metrics_fh.write(json.dumps(row) + "\n")
         self._metrics_fh.flush()
         self.tracker.log_metrics(metrics, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.tracker.log_artifact(path, artifact_path)
+        if self.is_main:
+            self.tracker.log_artifact(path, artifact_path)
 
     def path(self, *parts: str) -> Path:
         p = self.dir.joinpath(*parts)
@@ -239,7 +262,9 @@ class Run:
         return p
 
     def save_checkpoint(self, model: torch.nn.Module, optimizer=None, scheduler=None, *, step: int, epoch: int = 0,
-                        scaler=None, extra: dict | None = None, keep_last: int = 2) -> Path:
+                        scaler=None, extra: dict | None = None, keep_last: int = 2) -> Path | None:
+        if not self.is_main:
+            return None
         return save_checkpoint(self.checkpoint_dir / f"step_{step:08d}.pt", model=model, optimizer=optimizer,
                                scheduler=scheduler, scaler=scaler, step=step, epoch=epoch, extra=extra, keep_last=keep_last)
 

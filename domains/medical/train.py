@@ -38,6 +38,7 @@ from core.checkpoint import save_weights
 from core.cli import run_cli
 from core.config import RunConfig
 from core.device import amp_dtype, autocast, set_cpu_threads
+from core.distributed import DataParallel
 from core.io import atomic_write_json
 from core.logging import get_logger
 from core.progress import progress
@@ -140,9 +141,10 @@ def train(cfg: TrainConfig) -> Path:
         raise MedicalInputError(f"{task.root}: no training cases")
     pipe = pipeline_config(cfg, task)
     set_cpu_threads(cfg.threads)
-    with Run.start("medical", cfg) as run:
+    with DataParallel(cfg.device) as dp, Run.start("medical", cfg, data_parallel=dp) as run:
         device = run.device
-        write_task_meta(run, cfg, task, pipe, {"name": cfg.model, "channels": list(cfg.channels)})
+        if run.is_main:
+            write_task_meta(run, cfg, task, pipe, {"name": cfg.model, "channels": list(cfg.channels)})
         train_cases = task.training[:-1] if len(task.training) >= 2 else task.training
         val_case, deform = (task.training[-1], False) if len(task.training) >= 2 else (task.training[0], True)
         t0 = time.perf_counter()
@@ -161,6 +163,7 @@ def train(cfg: TrainConfig) -> Path:
         loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
 
         state = run.resume(model, opt, sched, scaler)
+        net = dp.wrap(model)  # DDP under torchrun (weights from rank 0, gradients averaged); the model itself otherwise
         step, extra = int(state["step"]), state.get("extra") or {}
         best, bad, history = float(extra.get("best", -1.0)), int(extra.get("bad", 0)), list(json.loads(extra.get("history", "[]")))
         epoch0 = step // cfg.iters_per_epoch
@@ -168,25 +171,28 @@ def train(cfg: TrainConfig) -> Path:
         patches = 0
         t_train = time.perf_counter()
         for epoch in range(epoch0, cfg.max_epochs):
-            model.train()
+            net.train()
             losses = []
-            for batch in progress(loader, desc=f"epoch {epoch + 1}/{cfg.max_epochs}", leave=False):
-                loss = train_step(model, batch, loss_fn, opt, device, cfg.amp, scaler)
+            for batch in progress(loader, desc=f"epoch {epoch + 1}/{cfg.max_epochs}", leave=False, disable=not run.is_main):
+                loss = train_step(net, batch, loss_fn, opt, device, cfg.amp, scaler)
                 sched.step()
                 step += 1
-                patches += batch["image"].shape[0]
+                patches += batch["image"].shape[0] * dp.world_size
                 losses.append(loss)
-            run.log_metrics({"train_loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0]}, step)
+            train_loss = dp.mean(float(np.mean(losses)))
+            run.log_metrics({"train_loss": train_loss, "lr": sched.get_last_lr()[0]}, step)
             if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.max_epochs:
-                m = _validate(model, val, pipe, cfg, task.class_names, device)
-                run.log_metrics(m, step)
-                history.append({"epoch": epoch + 1, "step": step, "val_mean_dice": m["val_mean_dice"]})
-                log.info(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, val mean Dice {m['val_mean_dice']:.4f}")
-                if m["val_mean_dice"] > best:
-                    best, bad = m["val_mean_dice"], 0
-                    save_weights(run.path("best.safetensors"), model, metadata={"step": str(step), "val_mean_dice": f"{best:.5f}"})
-                else:
-                    bad += 1
+                if run.is_main:  # validation and the best checkpoint on rank 0; the decision is shared below
+                    m = _validate(model, val, pipe, cfg, task.class_names, device)
+                    run.log_metrics(m, step)
+                    history.append({"epoch": epoch + 1, "step": step, "val_mean_dice": m["val_mean_dice"]})
+                    log.info(f"epoch {epoch + 1}: loss {train_loss:.4f}, val mean Dice {m['val_mean_dice']:.4f}")
+                    if m["val_mean_dice"] > best:
+                        best, bad = m["val_mean_dice"], 0
+                        save_weights(run.path("best.safetensors"), model, metadata={"step": str(step), "val_mean_dice": f"{best:.5f}"})
+                    else:
+                        bad += 1
+                best, bad = dp.broadcast((best, bad))
                 run.save_checkpoint(model, opt, sched, scaler=scaler, step=step, epoch=epoch + 1,
                                     extra={"best": best, "bad": bad, "history": json.dumps(history)})
                 if bad >= cfg.patience:
@@ -194,9 +200,9 @@ def train(cfg: TrainConfig) -> Path:
                     stopped_early = True
                     break
         train_seconds = time.perf_counter() - t_train
-        summary = {"best_val_mean_dice": best, "steps": step, "stopped_early": stopped_early,
+        summary = {"best_val_mean_dice": best, "steps": step, "stopped_early": stopped_early, "world_size": dp.world_size,
                    "train_patches_per_s": patches / train_seconds if patches else None, "train_seconds": train_seconds}
-        if cfg.evaluate_test and task.test and any(c.get("label") for c in task.test):
+        if run.is_main and cfg.evaluate_test and task.test and any(c.get("label") for c in task.test):
             seg = Segmenter.from_run(run.dir, device=str(device))
             ev = evaluate_segmenter(seg, task.test)
             atomic_write_json(run.path("test_evaluation.json"), ev)

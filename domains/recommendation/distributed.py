@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,16 +27,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from core.distributed import free_port
 from core.io import atomic_write_text
 from core.logging import get_logger
 
 log = get_logger("recommendation.distributed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def init_process_group(device: torch.device) -> tuple[int, int, bool]:
@@ -49,7 +43,7 @@ def init_process_group(device: torch.device) -> tuple[int, int, bool]:
         dist.init_process_group(backend, timeout=timedelta(minutes=10))
     else:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ["MASTER_PORT"] = str(_free_port())
+        os.environ["MASTER_PORT"] = str(free_port())
         dist.init_process_group(backend, rank=0, world_size=1, timeout=timedelta(minutes=10))
     return dist.get_rank(), dist.get_world_size(), True
 

@@ -5,6 +5,7 @@ cases, the dashboard api, DICOM privacy, and the MONAI bundle run back by monai.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -256,3 +257,39 @@ def test_score_local_and_ray_engines_write_identical_outputs(tiny_run, brain_tas
     items = [WorkItem(id=p.name, path=str(p)) for p in sorted(folder.iterdir())]
     rows = assert_engines_agree(items, SegmentationScorer(str(tiny_run), str(tmp_path / "masks")), tmp_path, ray_address, items_per_chunk=1)
     assert sorted(rows["work_item"].unique()) == ["a.nii.gz", "b.nii.gz"]
+
+
+def test_ddp_under_torchrun_two_processes(brain_task, tiny_args, tmp_path):
+    """``torchrun -m domains.medical.train``: two ranks train one model (DDP over Gloo), rank 0 alone
+    writes one run directory with the metrics of both ranks, and the model loads back."""
+    import subprocess
+    import sys
+
+    from core.distributed import free_port
+    from domains.medical.infer import Segmenter
+
+    env = {**os.environ, "SUITE_PROGRESS": "0", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+           "-m", "domains.medical.train", *tiny_args, "--runs-dir", str(tmp_path), "--name", "ddp", "--no-track", "--no-evaluate-test"]
+    p = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = [d.name for d in (tmp_path / "medical").iterdir() if d.is_dir() and not d.is_symlink()]
+    assert runs == ["ddp"]  # the follower rank wrote no run of its own
+    m = json.loads((tmp_path / "medical" / "ddp" / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["steps"] == 6
+    rows = [json.loads(line) for line in (tmp_path / "medical" / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train_loss" in r] == [3, 6]  # logged once per epoch, by rank 0 only
+    Segmenter.from_run(tmp_path / "medical" / "ddp")
+
+
+def test_commands_without_ddp_refuse_torchrun(monkeypatch, tmp_path):
+    """A rank > 0 of a command that does not train data-parallel fails with a clear error instead of
+    training a second copy into the same runs folder."""
+    from core.runs import Run
+    from domains.medical.evaluate import EvaluateConfig
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="does not train data-parallel"):
+        Run.start("medical", parse_config(EvaluateConfig, ["--runs-dir", str(tmp_path), "--no-track"]), kind="job")
+    assert not (tmp_path / "medical").exists()

@@ -142,13 +142,22 @@ def pinball_loss(model, out_pred: list[torch.Tensor], targets: list[torch.Tensor
 def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, batch_size: int = 128,
         max_batches: int | None = 60, lr: float = 3e-3, weight_decay: float = 1e-5, seed: int = 0,
         optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
-        on_epoch_end: Callable[[int, float, torch.optim.Optimizer], None] | None = None, desc: str = "train") -> list[float]:
+        on_epoch_end: Callable[[int, float, torch.optim.Optimizer], None] | None = None, desc: str = "train",
+        data_parallel=None) -> list[float]:
     """Plain mini-batch training on pre-built tensors (random origins each epoch). Returns the
-    mean training loss per epoch."""
+    mean training loss per epoch. ``data_parallel`` (a :class:`core.distributed.DataParallel` under
+    torchrun): each rank trains on its own 1/world of every epoch's shuffled windows through DDP."""
+    from core.distributed import DataParallel
+
     if len(origins) == 0:
         raise ValueError("no training windows: the history is shorter than encoder_length + horizon")
+    dp = data_parallel or DataParallel()
+    net = dp.wrap(model, find_unused_parameters=True)  # the TFT leaves some inputs' selection weights unused
     opt = optimizer or torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    n_batches = math.ceil(len(origins) / batch_size)
+    shard = len(origins) // dp.world_size  # every rank runs the same number of steps
+    if shard == 0:
+        raise ValueError(f"{len(origins)} training windows cannot be split over {dp.world_size} processes")
+    n_batches = math.ceil(shard / batch_size)
     if max_batches:
         n_batches = min(n_batches, max_batches)
     losses = []
@@ -156,12 +165,13 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
     for epoch in range(start_epoch, epochs):
         # one generator per epoch: a resumed run draws the same windows as an uninterrupted one
         perm = torch.randperm(len(origins), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        perm = perm[dp.rank::dp.world_size][:shard]  # this rank's disjoint share (all of it in one process)
         run = 0.0
-        bar = progress(range(n_batches), desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False)
+        bar = progress(range(n_batches), desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False, disable=not dp.is_main)
         for b in bar:
             idx = origins[perm[b * batch_size:(b + 1) * batch_size].numpy()]
             x, y = tensors.batch(idx)
-            out = model(x)
+            out = net(x)
             loss = pinball_loss(model, out["prediction"], y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -169,7 +179,7 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
             opt.step()
             run += loss.item()
             bar.set_postfix(loss=f"{run / (b + 1):.4f}")
-        losses.append(run / n_batches)
+        losses.append(dp.mean(run / n_batches))
         log.info(f"{desc} epoch {epoch + 1}/{epochs}: pinball {losses[-1]:.4f} ({n_batches} batches)")
         if on_epoch_end is not None:
             on_epoch_end(epoch, losses[-1], opt)

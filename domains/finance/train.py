@@ -3,6 +3,7 @@
     python -m domains.finance.train                       # bundled real panel, minutes on 2 cores
     python -m domains.finance.train --data prices.csv --epochs 10 --max-batches 0
     python -m domains.finance.train --name my-run --resume  # continue an interrupted run
+    torchrun --standalone --nproc-per-node=2 -m domains.finance.train   # data-parallel (DDP), see core/distributed.py
 
 The last ``--val-days`` trading days are held out (normalisers and weights never see them) and
 scored at the end (pinball loss, 1-day 90% interval coverage, 99% VaR breach rate); ``--val-days 0``
@@ -21,8 +22,8 @@ import pandas as pd
 import torch
 
 from core.cli import run_cli
-from core.device import set_cpu_threads
-from core.device import seed_everything
+from core.device import seed_everything, set_cpu_threads
+from core.distributed import DataParallel
 from core.runs import Run
 from domains.finance.config import FinanceConfig, spec_from_config
 from domains.finance.data import PriceDataError, load_inputs
@@ -57,7 +58,7 @@ def train(cfg: TrainConfig) -> Path:
     T = fc.tensors(scaler.transform(feat))
     all_o = T.origins()
     train_o = all_o[T.dates[all_o + H] <= np.datetime64(cutoff)]
-    with Run.start("finance", cfg, new_name=f"train-{pd.Timestamp.now():%Y%m%d-%H%M%S}") as run:
+    with DataParallel(cfg.device) as dp, Run.start("finance", cfg, new_name=f"train-{pd.Timestamp.now():%Y%m%d-%H%M%S}", data_parallel=dp) as run:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=1e-5)
         state = run.resume(model, opt)
 
@@ -66,8 +67,10 @@ def train(cfg: TrainConfig) -> Path:
             run.save_checkpoint(model, optimizer, step=epoch + 1, epoch=epoch + 1, extra={"train_pinball": loss})
 
         losses = fit(model, T, train_o, epochs=cfg.epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None,
-                     lr=cfg.lr, seed=cfg.seed, optimizer=opt, start_epoch=int(state["epoch"]), on_epoch_end=on_epoch_end)
-        metrics = {"train_windows": int(len(train_o)), "epochs": cfg.epochs, "cutoff": str(cutoff.date())}
+                     lr=cfg.lr, seed=cfg.seed, optimizer=opt, start_epoch=int(state["epoch"]), on_epoch_end=on_epoch_end, data_parallel=dp)
+        metrics = {"train_windows": int(len(train_o)), "epochs": cfg.epochs, "cutoff": str(cutoff.date()), "world_size": dp.world_size}
+        if not run.is_main:  # validation and the saved forecaster are rank 0's
+            return run.dir
         if losses:
             metrics["train_pinball"] = losses[-1]
         if cfg.val_days:

@@ -82,3 +82,30 @@ def test_train_resume_is_bit_exact(tmp_path):
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
     assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["step_00000001.pt", "step_00000002.pt"]
+
+
+def test_ddp_under_torchrun_two_processes(tmp_path):
+    """``torchrun -m domains.finance.train``: two ranks train one TFT (DDP over Gloo, each on its half
+    of the windows), rank 0 alone writes one run and a forecaster that loads back."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from core.distributed import free_port
+    from domains.finance.model import Forecaster
+
+    env = {**os.environ, "SUITE_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+           "-m", "domains.finance.train", "--tickers", "AAPL", "KO", "--encoder-length", "20", "--horizon", "3", "--hidden-size", "8",
+           "--attention-heads", "1", "--hidden-continuous-size", "4", "--max-batches", "3", "--batch-size", "32", "--val-days", "30",
+           "--epochs", "2", "--runs-dir", str(tmp_path), "--name", "ddp", "--no-track", "--threads", "1"]
+    p = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = [d.name for d in (tmp_path / "finance").iterdir() if d.is_dir() and not d.is_symlink()]
+    assert runs == ["ddp"]
+    m = json.loads((tmp_path / "finance" / "ddp" / "metrics.json").read_text())
+    assert m["world_size"] == 2 and np.isfinite(m["val_pinball_ret_h1"])
+    assert sorted(p.name for p in (tmp_path / "finance" / "ddp" / "checkpoints").iterdir()) == ["step_00000001.pt", "step_00000002.pt"]
+    Forecaster.load(tmp_path / "finance" / "ddp" / "model")

@@ -105,6 +105,7 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
 
     stats: dict[str, float] = {"done": 0, "items": 0, "quarantined": 0, "rows": 0}
     committed: set[int] = set()
+    load_info: dict[str, dict] = {}
     bar = _progress_bar(show_progress, len(pending), engine, workers)
 
     def on_result(res: ChunkResult) -> None:
@@ -112,6 +113,8 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
             return
         m = commit_chunk(out, res, len(chunks[res.chunk]))
         committed.add(res.chunk)
+        if res.load_info:
+            load_info[res.worker] = res.load_info
         if res.ready_at is not None:  # engine start + model load = until the first worker was ready
             stats["startup"] = min(stats.get("startup", float("inf")), max(0.0, res.ready_at - wall_t0))
         stats["done"] += 1
@@ -157,6 +160,7 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
         fingerprint=fingerprint,
         worker_restarts=restarts,
         startup_seconds=min(stats.get("startup", 0.0), seconds),
+        worker_load_info=load_info,
     )
     if len(markers) != len(chunks):  # pragma: no cover - engines raise before this
         raise ScoringError(f"{out}: only {len(markers)}/{len(chunks)} chunks committed; rerun to finish")

@@ -117,6 +117,12 @@ class Scorer:
         """What identifies this scorer's results; part of the job fingerprint."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    def load_info(self) -> dict[str, Any]:
+        """JSON-able facts measured by :meth:`load` (e.g. an index build time); they travel back
+        with every chunk result and reach ``JobSummary.worker_load_info`` keyed by worker. Set
+        ``self._load_info`` in ``load`` or override this."""
+        return dict(getattr(self, "_load_info", None) or {})
+
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:
     """The one Parquet encoding of a frame (parts and quarantine files): same input, same bytes,
@@ -141,11 +147,13 @@ class ChunkResult:
     seconds: float
     worker: str
     ready_at: float | None = None  # wall clock (time.time) when this worker's model was loaded
+    load_info: dict[str, Any] = field(default_factory=dict)  # Scorer.load_info() of this worker
 
     def to_bytes(self) -> bytes:
         """JSON header + the part's Parquet bytes, so results cross process/node boundaries
         without pickling user objects."""
-        header = json.dumps({"chunk": self.chunk, "n_rows": self.n_rows, "quarantine": self.quarantine, "seconds": self.seconds, "worker": self.worker, "ready_at": self.ready_at}).encode()
+        header = json.dumps({"chunk": self.chunk, "n_rows": self.n_rows, "quarantine": self.quarantine, "seconds": self.seconds, "worker": self.worker, "ready_at": self.ready_at,
+                             "load_info": self.load_info}).encode()
         return b"".join((len(header).to_bytes(8, "little"), header, self.part if self.part is not None else b""))
 
     @classmethod
@@ -154,7 +162,8 @@ class ChunkResult:
         n = int.from_bytes(data[:8], "little")
         h = json.loads(data[8 : 8 + n])
         part = memoryview(data)[8 + n :] if h["n_rows"] else None
-        return cls(chunk=h["chunk"], part=part, n_rows=h["n_rows"], quarantine=h["quarantine"], seconds=h["seconds"], worker=h["worker"], ready_at=h.get("ready_at"))
+        return cls(chunk=h["chunk"], part=part, n_rows=h["n_rows"], quarantine=h["quarantine"], seconds=h["seconds"], worker=h["worker"], ready_at=h.get("ready_at"),
+                   load_info=h.get("load_info") or {})
 
 
 @dataclass
@@ -176,6 +185,7 @@ class JobSummary:
     fingerprint: str
     worker_restarts: int = 0
     startup_seconds: float = 0.0  # engine start + model load: until the first worker was ready to score
+    worker_load_info: dict[str, dict] = field(default_factory=dict)  # Scorer.load_info() per worker of this run
 
     def line(self) -> str:
         return (
@@ -218,7 +228,8 @@ def score_chunk(scorer: Scorer, chunk: int, items: Sequence[WorkItem], ready_at:
     rows = pd.concat(frames, ignore_index=True) if frames else None
     part = parquet_bytes(rows) if rows is not None and len(rows) else None  # encoded here, once: the driver commits these bytes
     n_rows = len(rows) if part is not None else 0
-    return ChunkResult(chunk=chunk, part=part, n_rows=n_rows, quarantine=quarantine, seconds=time.perf_counter() - t0, worker=_worker_name(), ready_at=ready_at)
+    return ChunkResult(chunk=chunk, part=part, n_rows=n_rows, quarantine=quarantine, seconds=time.perf_counter() - t0, worker=_worker_name(), ready_at=ready_at,
+                       load_info=scorer.load_info())
 
 
 def _item_columns(item: WorkItem) -> dict[str, Any]:

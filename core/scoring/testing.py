@@ -169,6 +169,8 @@ def assert_engines_agree(items, scorer: Scorer, tmp_path: str | os.PathLike, ray
     local = run_job(items, scorer, tmp_path / "engine-local", engine="local", items_per_chunk=items_per_chunk, progress=False)
     ray_ = run_job(items, scorer, tmp_path / "engine-ray", engine="ray", workers=workers, address=ray_address, items_per_chunk=items_per_chunk, progress=False)
     assert (local.rows_total, local.items_quarantined) == (ray_.rows_total, ray_.items_quarantined), (local, ray_)
+    # what the scorer measured in load() reaches the driver from processes and actors alike
+    assert {k for info in local.worker_load_info.values() for k in info} == {k for info in ray_.worker_load_info.values() for k in info}
     parts = sorted(p.name for p in (tmp_path / "engine-local").glob("part-*.parquet"))
     assert parts == sorted(p.name for p in (tmp_path / "engine-ray").glob("part-*.parquet"))
     for name in parts:

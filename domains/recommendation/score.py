@@ -17,11 +17,8 @@ the index build time each worker measured (``null`` when a rerun found every chu
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,19 +68,13 @@ def build_index(vectors: np.ndarray, kind: str, seed: int = 0):
     return index
 
 
-BUILD_TIMES_DIR = "_index_build"  # <out>/_index_build/<job token>-<worker>.json: each worker's index build time
-
-
 class TopKScorer(Scorer):
     version = "1"
 
-    def __init__(self, run_dir: str, k: int, index: str, build_times: tuple[str, str] | None = None):
+    def __init__(self, run_dir: str, k: int, index: str):
         self.run_dir = str(run_dir)
         self.k = int(k)
         self.index = index
-        # (folder, token): where load() records its index build time for the driver; private, so it
-        # is not part of the job fingerprint (a rerun with a new token resumes the same job)
-        self._build_times = build_times
 
     def load(self) -> None:
         from domains.recommendation.inference import Recommender
@@ -93,17 +84,8 @@ class TopKScorer(Scorer):
         if self.index != "none":
             t0 = time.perf_counter()
             self._faiss = build_index(self._rec.item_vecs.numpy(), self.index)
-            self._record_build(time.perf_counter() - t0)
-
-    def _record_build(self, seconds: float) -> None:
-        if self._build_times is None:
-            return
-        folder, token = self._build_times
-        worker = f"{socket.gethostname()}-{os.getpid()}"
-        try:
-            atomic_write_json(Path(folder) / f"{token}-{worker}.json", {"seconds": seconds, "worker": worker, "index": self.index})
-        except OSError as e:  # e.g. a Ray worker on a node without the driver's folder: only the figure is lost
-            log.warning(f"index build time of {worker} not recorded in {folder}: {e}")
+            # reaches the driver with the chunk results (JobSummary.worker_load_info)
+            self._load_info = {"index_build_seconds": time.perf_counter() - t0}
 
     def score(self, item: WorkItem) -> pd.DataFrame:
         rec = self._rec
@@ -166,19 +148,13 @@ def score(cfg: ScoreConfig) -> dict:
     n_users = len(space["user_ids"])
     items = [WorkItem(id=f"users-{s:07d}", start=s, stop=min(s + cfg.users_per_item, n_users)) for s in range(0, n_users, cfg.users_per_item)]
     out_dir = Path(cfg.out) if cfg.out else run_dir / "scores" / "topk"
-    token = uuid.uuid4().hex[:12]
-    scorer = TopKScorer(str(run_dir.resolve()), cfg.k, cfg.index, build_times=(str(out_dir / BUILD_TIMES_DIR), token))
+    scorer = TopKScorer(str(run_dir.resolve()), cfg.k, cfg.index)
     t0 = time.perf_counter()
     summary = run_job_from_config(items, scorer, cfg, default_out=out_dir)
     secs = time.perf_counter() - t0
     out = read_output(out_dir)
     # what the workers of this run measured (none when every chunk was done by an earlier run)
-    builds = []
-    for p in sorted((out_dir / BUILD_TIMES_DIR).glob("*.json")):
-        if p.name.startswith(f"{token}-"):
-            builds.append(float(json.loads(p.read_text())["seconds"]))
-        else:  # an earlier run's
-            p.unlink(missing_ok=True)
+    builds = [float(info["index_build_seconds"]) for info in summary.worker_load_info.values() if "index_build_seconds" in info]
     build_s = float(np.mean(builds)) if builds else None
     result = {"run_dir": str(run_dir), "out": str(out_dir), "users": n_users, "k": cfg.k, "index": cfg.index,
               "rows": int(len(out)), "seconds": secs, "users_per_s": n_users / max(secs, 1e-9),

@@ -264,3 +264,23 @@ def test_work_items_must_be_unique_with_json_meta_and_valid_ranges(price_files, 
     with pytest.raises(ScoringError, match="not a valid range"):
         run_job([WorkItem("x", str(price_files[0]), start=10, stop=5)], PriceFileScorer(), tmp_path / "c", progress=False)
     assert not (tmp_path / "a").exists()  # nothing written for a refused job
+
+
+class _MeasuringScorer(PriceFileScorer):
+    def load(self) -> None:
+        super().load()
+        self._load_info = {"loaded_by": os.getpid()}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_what_load_measures_reaches_the_summary_per_worker(price_files, tmp_path, workers):
+    from core.scoring import run_job
+
+    items = file_items(price_files)
+    s = run_job(items, _MeasuringScorer(), tmp_path / "out", workers=workers, items_per_chunk=1, progress=False)
+    assert 1 <= len(s.worker_load_info) <= workers
+    assert all(set(info) == {"loaded_by"} for info in s.worker_load_info.values())
+    if workers == 2:  # separate worker processes, not the driver
+        assert os.getpid() not in {info["loaded_by"] for info in s.worker_load_info.values()}
+    again = run_job(items, _MeasuringScorer(), tmp_path / "out", workers=workers, items_per_chunk=1, progress=False)
+    assert again.worker_load_info == {}  # nothing left to score: no worker loaded anything

@@ -144,14 +144,21 @@ def full_size_ct(tmp: Path) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-run", default=None, help="a default 3D training run (for Dice and the comparison); default: runs/medical/latest")
-    ap.add_argument("--slices-full", default=None, help="2.5D EfficientNet full fine-tuning run (python -m domains.medical.slices --mode full)")
-    ap.add_argument("--slices-lora", default=None, help="2.5D EfficientNet LoRA run (python -m domains.medical.slices --mode lora)")
+    ap.add_argument("--model-run", default=None, help="a default 3D training run (for Dice and the comparison); default: runs/medical/default "
+                    "(python -m domains.medical.train --name default) when it exists, else runs/medical/latest")
+    ap.add_argument("--slices-full", default=None, help="2.5D EfficientNet full fine-tuning run; default: runs/medical/slices-full when it exists "
+                    "(python -m domains.medical.slices --mode full --name slices-full)")
+    ap.add_argument("--slices-lora", default=None, help="2.5D EfficientNet LoRA run; default: runs/medical/slices-lora when it exists "
+                    "(python -m domains.medical.slices --mode lora --name slices-lora)")
     ap.add_argument("--steps", type=int, default=12, help="timed training steps per pipeline")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both pipelines")
     ap.add_argument("--no-write", action="store_true", help="print only, do not touch BENCHMARKS.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    named = Path("runs") / "medical"  # the runs README's commands create under these names
+    for attr, name in (("model_run", "default"), ("slices_full", "slices-full"), ("slices_lora", "slices-lora")):
+        if getattr(args, attr) is None and (named / name / "metrics.json").is_file():
+            setattr(args, attr, str(named / name))
 
     from core.device import amp_dtype
     from core.runs import latest_run_dir

@@ -92,11 +92,20 @@ def reference_step(model, b, loss_fn, opt) -> None:
     opt.step()
 
 
+def ours_model(num_classes: int, amp: bool):
+    """The UNet as our trainer holds it (memory format included)."""
+    from domains.medical.model import build_model
+    from domains.medical.train import train_memory_format
+
+    return build_model("unet", num_classes).to(memory_format=train_memory_format(torch.device("cpu"), amp))
+
+
 def ours_step(amp: bool):
-    from domains.medical.train import train_step
+    from domains.medical.train import train_memory_format, train_step
 
     cpu = torch.device("cpu")
-    return lambda model, b, loss_fn, opt: train_step(model, b, loss_fn, opt, cpu, amp=amp)
+    fmt = train_memory_format(cpu, amp)
+    return lambda model, b, loss_fn, opt: train_step(model, b, loss_fn, opt, cpu, amp=amp, memory_format=fmt)
 
 
 def reference_infer(path: str, model, pipe) -> np.ndarray:
@@ -188,7 +197,7 @@ def main(argv=None) -> int:
     for name, amp in variants:
         gc.collect()
         torch.manual_seed(0)
-        pps[name], mem[name] = train_throughput(ours_train_loader(case, pipe), build_model("unet", task.num_classes), args.steps, ours_step(amp))
+        pps[name], mem[name] = train_throughput(ours_train_loader(case, pipe), ours_model(task.num_classes, amp), args.steps, ours_step(amp))
     add("training throughput (patches/s, higher is better)", ref_pps, pps, True)
     rows_speed.append({"measure": "training peak RSS (MB)", "reference": ref_mem, **{f"ours {k}": v for k, v in mem.items()},
                        **{f"ratio {k}": v / ref_mem for k, v in mem.items()}})

@@ -1,5 +1,6 @@
-"""The fast axis-aligned path of ``logits_to_native`` gives the same labels as MONAI's generic
-resampler (the path taken for rotated or sheared grids)."""
+"""Fast paths give the results of the straightforward ones: the axis-aligned path of
+``logits_to_native`` the labels of MONAI's generic resampler (the path taken for rotated or sheared
+grids), and the channels-last fp32 training step the contiguous one's."""
 
 import numpy as np
 import pytest
@@ -50,3 +51,26 @@ def test_argmax0_is_argmax():
     t = torch.randn(5, 7, 8, 9)
     t[:, 0, 0, 0] = 1.0  # a tie: the first maximum wins, as in argmax
     assert torch.equal(infer._argmax0(t), t.argmax(0).to(torch.uint8))
+
+
+def test_channels_last_training_step_matches_contiguous():
+    """The fp32 CPU trainer's channels-last layout changes speed, not the step's result."""
+    import copy
+
+    from monai.losses import DiceCELoss
+
+    from domains.medical.model import build_model
+    from domains.medical.train import train_memory_format, train_step
+
+    cpu = torch.device("cpu")
+    assert train_memory_format(cpu, amp=False) == torch.channels_last_3d
+    torch.manual_seed(0)
+    a = build_model("unet", 3, (8, 16, 32))
+    b = copy.deepcopy(a).to(memory_format=torch.channels_last_3d)
+    batch = {"image": torch.randn(2, 1, 32, 32, 32), "label": torch.randint(0, 3, (2, 1, 32, 32, 32)).float()}
+    loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    la = train_step(a, batch, loss, torch.optim.SGD(a.parameters(), lr=0.1), cpu, amp=False)
+    lb = train_step(b, batch, loss, torch.optim.SGD(b.parameters(), lr=0.1), cpu, amp=False, memory_format=torch.channels_last_3d)
+    assert abs(la - lb) < 1e-4
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-5), name

@@ -67,7 +67,7 @@ def profiles(k: str) -> pd.DataFrame:
     return recommender(k).users_df.copy()
 
 
-def genre_vocabulary(k: str, cat: pd.DataFrame | None = None) -> list[str]:
+def genre_vocabulary(k: str) -> list[str]:
     """The model's own genre vocabulary (what its item tower was trained on)."""
     return sorted(recommender(k).space.genres)
 
@@ -143,10 +143,9 @@ with tab_item:
 with tab_cold:
     st.caption("A new item nobody has rated yet: the model places it from its title and genres alone.")
     with friendly_errors("Cold-start placement"):
-        cat = catalogue(key)
         c1, c2, c3 = st.columns([3, 3, 1])
         title = c1.text_input("Title", value="Space Station Rescue", key="rec_cold_title")
-        vocab = genre_vocabulary(key, cat)
+        vocab = genre_vocabulary(key)
         if vocab:
             genres = c2.multiselect("Genres", vocab, default=[g for g in ("Action", "Sci-Fi") if g in vocab], key="rec_cold_genres")
         else:

@@ -47,24 +47,22 @@ def _setup(threads: int):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     feat = base_features(load_panel(), load_covariates())
-    scaler = FoldScaler.fit(feat)
-    z = scaler.transform(feat)
+    z = FoldScaler.fit(feat).transform(feat)
     z["time_idx"] = z.groupby("ticker").cumcount()
-    return z, scaler, TFTSpec()
+    return z, TFTSpec()
 
 
 def bench_predict(threads: int) -> dict:
     from domains.finance.features import PanelTensors
     from domains.finance.model import build_tft, build_timeseries_dataset, fit, predict_quantiles
 
-    z, scaler, spec = _setup(threads)
+    z, spec = _setup(threads)
     tickers = sorted(z["ticker"].unique())
     model = build_tft(spec, tickers)
     T = PanelTensors(z, list(model.hparams.x_reals), model.ticker_index, spec.encoder_length, spec.horizon)
     fit(model, T, T.origins(), epochs=1, max_batches=20)  # "the same trained model" for both paths
     start = np.sort(z["date"].unique())[-252 - spec.horizon]
     sub = z[z["date"] >= start - pd.Timedelta(days=140)]  # the reference dataset needs the encoder history too
-    tsd = build_timeseries_dataset(sub, spec, tickers)
     keep_from = sub.groupby("ticker")["time_idx"].transform(lambda s: s[sub.loc[s.index, "date"] >= start].min())
     tsd_eval = build_timeseries_dataset(sub[sub["time_idx"] >= keep_from - spec.encoder_length], spec, tickers)
     kw = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
@@ -82,7 +80,6 @@ def bench_predict(threads: int) -> dict:
     t_ref = time_it(reference, repeats=3, warmup=0)
     t_ours = time_it(lambda: predict_quantiles(model, T, origins), repeats=5, warmup=1)
     t_build = time_it(lambda: PanelTensors(z, list(model.hparams.x_reals), model.ticker_index, spec.encoder_length, spec.horizon), repeats=3, warmup=0)
-    del tsd
     return {"windows": n, "ref_s": t_ref, "ours_s": t_ours, "ours_with_build_s": t_ours + t_build, "max_abs_diff": max_diff}
 
 
@@ -92,7 +89,7 @@ def bench_train(threads: int, batches: int = 30, batch_size: int = 128) -> dict:
     from domains.finance.features import PanelTensors
     from domains.finance.model import build_tft, build_timeseries_dataset, fit
 
-    z, scaler, spec = _setup(threads)
+    z, spec = _setup(threads)
     tickers = sorted(z["ticker"].unique())
 
     def reference():

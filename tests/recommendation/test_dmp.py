@@ -44,11 +44,9 @@ def test_dmp_refuses_row_wise_on_cpu(tmp_path):
 
 
 def test_dmp_torchrun_two_processes(tmp_path):
-    import socket
+    from core.distributed import free_port
 
-    with socket.socket() as s:  # torchrun's --master_port=0 is not a free port: the workers then hang at rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # torchrun's --master_port=0 is not a free port: the workers then hang at rendezvous
     env = {**os.environ, "SUITE_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "domains.recommendation.train",
            "--dmp", "--sharding", "table_wise", "--epochs", "1", "--max-steps", "30", "--no-baselines", "--no-track",

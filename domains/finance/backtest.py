@@ -79,6 +79,9 @@ def fold_windows(T, cutoff, test_end) -> tuple[np.ndarray, np.ndarray]:
 
 def run_folds(feat: pd.DataFrame, cfg: BacktestConfig, run: Run | None = None):
     """Train/forecast every fold; returns (predictions DataFrame, last fold's Forecaster, fold info)."""
+    unknown = sorted(set(cfg.baselines) - set(BASELINES))
+    if unknown:  # before any training, not after the first fold's
+        raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
     spec = spec_from_config(cfg)
     H = spec.horizon
     tickers = sorted(feat["ticker"].unique())
@@ -129,9 +132,6 @@ def _tft_rows(series: dict, T, test_o, raw, fold, H) -> pd.DataFrame:
 
 def _baseline_rows(series: dict, cut, test_o, T, models, fold, H) -> pd.DataFrame:
     """Baseline forecasts from the test origins ``test_o`` of ``T``; ``series``: :func:`series_by_ticker`."""
-    unknown = sorted(set(models) - set(BASELINES))
-    if unknown:
-        raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
     out = []
     tick_all, dates_all = T.tickers[test_o], T.dates[test_o]
     for t in np.unique(tick_all):

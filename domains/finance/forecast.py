@@ -29,7 +29,7 @@ from domains.finance.data import PriceDataError, load_inputs
 from domains.finance.features import base_features, extend_future
 from domains.finance.model import Forecaster, predict_quantiles, quantile_rows
 
-__all__ = ["ForecastConfig", "find_model_run", "forecast_frame", "rows_from_origins", "forecast", "main"]
+__all__ = ["ForecastConfig", "find_model_run", "forecast_frame", "latest_tensors", "rows_from_origins", "forecast", "main"]
 
 
 @dataclass
@@ -63,13 +63,19 @@ def forecast_frame(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFrame
     panel = panel[panel["ticker"].isin(tickers or fc.tickers)]
     if panel.empty:
         raise PriceDataError(f"no data for the model's tickers ({', '.join(fc.tickers[:8])}…)")
-    feat = extend_future(base_features(panel, covariates), fc.spec.horizon)
-    T = fc.tensors(fc.scaler.transform(feat))
-    o = T.latest_origins()
+    T, o = latest_tensors(fc, panel, covariates)
     short = sorted(set(panel["ticker"]) - set(T.tickers[o]))
     if short:
         raise PriceDataError(f"ticker(s) {short} have fewer than encoder_length={fc.spec.encoder_length} days of history")
     return rows_from_origins(fc, T, o)
+
+
+def latest_tensors(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFrame | None):
+    """(tensors, origins): ``panel`` (only tickers ``fc`` knows) extended by the horizon, and the
+    row of each ticker's last date that has a full encoder window."""
+    feat = extend_future(base_features(panel, covariates), fc.spec.horizon)
+    T = fc.tensors(fc.scaler.transform(feat))
+    return T, T.latest_origins()
 
 
 def rows_from_origins(fc: Forecaster, T, o) -> pd.DataFrame:

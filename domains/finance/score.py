@@ -42,7 +42,7 @@ class TFTScorer(Scorer):
         self.data = data
 
     def load(self) -> None:
-        from domains.finance.features import base_features, extend_future
+        from domains.finance.forecast import latest_tensors
         from domains.finance.model import Forecaster
 
         self._fc = Forecaster.load(Path(self.model_run) / "model")
@@ -51,9 +51,7 @@ class TFTScorer(Scorer):
         panel = panel[panel["ticker"].isin(self._fc.tickers)]
         self._tensors = None
         if len(panel):
-            feat = extend_future(base_features(panel, cov), self._fc.spec.horizon)
-            self._tensors = self._fc.tensors(self._fc.scaler.transform(feat))
-            o = self._tensors.latest_origins()
+            self._tensors, o = latest_tensors(self._fc, panel, cov)
             self._origin = dict(zip(self._tensors.tickers[o], o))
 
     def score(self, item: WorkItem) -> pd.DataFrame:

@@ -106,7 +106,7 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
     stats: dict[str, float] = {"done": 0, "items": 0, "quarantined": 0, "rows": 0}
     committed: set[int] = set()
     load_info: dict[str, dict] = {}
-    bar = _progress_bar(show_progress, len(pending), engine, workers)
+    bar = progress(total=len(pending), desc=f"scoring ({engine}×{workers})", unit="chunk", disable=not show_progress)
 
     def on_result(res: ChunkResult) -> None:
         if res.chunk in committed:  # a retried task delivered twice; the first commit stands
@@ -123,9 +123,8 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
         stats["rows"] += m["rows"]
         for q in res.quarantine:
             log.warning(f"quarantined {q['item_id']}: {q['error_type']}: {q['reason']}")
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(rows=stats["rows"], quarantined=stats["quarantined"], refresh=False)
+        bar.update(1)
+        bar.set_postfix(rows=stats["rows"], quarantined=stats["quarantined"], refresh=False)
 
     t0, wall_t0 = time.perf_counter(), time.time()
     restarts = 0
@@ -136,8 +135,7 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
             else:
                 _run_ray(scorer, pending, workers, address, on_result)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     seconds = time.perf_counter() - t0
 
     markers = _markers(out)
@@ -167,12 +165,6 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
     atomic_write_json(out / SUCCESS_FILE, summary)
     log.info(summary.line())
     return summary
-
-
-def _progress_bar(enabled: bool, total: int, engine: str, workers: int):
-    if not enabled:
-        return None
-    return progress(total=total, desc=f"scoring ({engine}×{workers})", unit="chunk")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import pickle
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -73,9 +74,9 @@ def run_job(
     if not isinstance(scorer, Scorer):
         raise TypeError(f"scorer must be a core.scoring.Scorer, got {type(scorer).__name__}")
     items = list(items)
-    ids = [it.id for it in items]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+    counts = Counter(it.id for it in items)
+    if len(counts) != len(items):
+        dup = sorted(i for i, n in counts.items() if n > 1)[:5]
         raise ScoringError(f"work item ids must be unique; duplicated: {dup}")
     for it in items:
         try:

@@ -57,7 +57,8 @@ def forecast(forecaster: Forecaster, tickers: list[str]) -> pd.DataFrame:
     known = [t for t in tickers if t in forecaster.tickers]
     data = forecaster.info.get("data", PANEL_DATASET)
     panel, cov = _inputs("" if data == PANEL_DATASET else data)
-    known = [t for t in known if t in set(panel["ticker"])]
+    have = set(panel["ticker"])
+    known = [t for t in known if t in have]
     if not known:
         return pd.DataFrame(columns=["ticker", "origin", "date", "horizon", "target"])
     return forecast_frame(forecaster, panel, cov, known)

@@ -17,7 +17,7 @@ run_dir = pick_run("medical", prefer=lambda p: (p / "best.safetensors").is_file(
 if run_dir is None:
     st.stop()
 api = domain_api("medical")
-if api is None or run_dir is None or not require(api, "load_segmenter", "list_cases"):
+if api is None or not require(api, "load_segmenter", "list_cases"):
     st.stop()
 
 

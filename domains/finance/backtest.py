@@ -71,7 +71,7 @@ def fold_windows(T, cutoff, test_end) -> tuple[np.ndarray, np.ndarray]:
     """(training origins, test origins) of a fold: a training window's targets all lie on or before
     ``cutoff``; test origins are dated in (cutoff, test_end]."""
     all_o = T.origins()
-    train_o = all_o[T.dates[all_o + T.H] <= np.datetime64(pd.Timestamp(cutoff))]
+    train_o = all_o[T.targets_by(all_o, cutoff)]
     d = T.dates[all_o]
     test_o = all_o[(d > np.datetime64(pd.Timestamp(cutoff))) & (d <= np.datetime64(pd.Timestamp(test_end)))]
     return train_o, test_o

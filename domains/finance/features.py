@@ -225,6 +225,11 @@ class PanelTensors:
             idx = idx[good]
         return idx
 
+    def targets_by(self, origins: np.ndarray, cutoff) -> np.ndarray:
+        """Mask of ``origins`` whose every target (days o+1..o+H) is dated on or before ``cutoff``:
+        the windows a model fitted at ``cutoff`` may train on."""
+        return self.dates[np.asarray(origins) + self.H] <= np.datetime64(pd.Timestamp(cutoff))
+
     def latest_origins(self, tickers=None) -> np.ndarray:
         """The last observed row of each ticker (needs :func:`extend_future` rows after it)."""
         last_obs = ~self.is_future & (np.roll(self.is_future, -1) | (self._pos == self._size - 1))

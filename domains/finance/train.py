@@ -57,7 +57,7 @@ def train(cfg: TrainConfig) -> Path:
     fc = Forecaster(model, spec, scaler, tickers, {"cutoff": str(cutoff.date()), "data": cfg.data or "finance-daily-panel"})
     T = fc.tensors(scaler.transform(feat))
     all_o = T.origins()
-    train_o = all_o[T.dates[all_o + H] <= np.datetime64(cutoff)]
+    train_o = all_o[T.targets_by(all_o, cutoff)]
     with DataParallel(cfg.device) as dp, Run.start("finance", cfg, new_name=f"train-{pd.Timestamp.now():%Y%m%d-%H%M%S}", data_parallel=dp) as run:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=1e-5)
         state = run.resume(model, opt)

@@ -99,7 +99,7 @@ def transfer(cfg: TransferConfig) -> Path:
         fc = Forecaster(base, spec, scaler, tickers, {"holdout": cfg.holdout, "cutoff": str(cutoff.date())})
         T = fc.tensors(z)
         all_o = T.origins()
-        before = T.dates[all_o + H] <= np.datetime64(cutoff)
+        before = T.targets_by(all_o, cutoff)
         is_hold = T.tickers[all_o] == cfg.holdout
         pre_o = all_o[before & ~is_hold]
         short_o = all_o[before & is_hold]

@@ -39,7 +39,6 @@ optional ``rating``. :func:`load_movielens_folder` reads torchrec-style MovieLen
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,15 +50,13 @@ from core.io import atomic_write_parquet
 from core.logging import get_logger
 
 __all__ = [
-    "DATASETS", "ML100K", "GENRES", "InteractionDataError", "ValidationReport", "InteractionData", "Split",
+    "DATASETS", "ML100K", "InteractionDataError", "ValidationReport", "InteractionData", "Split",
     "load_ml100k", "load_interactions", "load_movielens_folder", "validate_interactions", "split_interactions",
     "load_dataset", "group_by_user",
 ]
 
 log = get_logger("recommendation.data")
 ML100K = "ml-100k"
-GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-          "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western", "unknown"]
 
 
 class InteractionDataError(ValueError):
@@ -475,7 +472,3 @@ def split_interactions(inter: pd.DataFrame, protocol: str = "ms", seed: int = 42
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
     info.update({"train_rows": len(train), "test_rows": len(test), "test_users": int(test["user_id"].nunique())})
     return Split(train=train, test=test, protocol=protocol, seed=seed, info=info)
-
-
-def report_json(rep: ValidationReport | None) -> str:
-    return json.dumps(rep.to_dict() if rep else {}, default=str)

@@ -30,16 +30,11 @@ from core.checkpoint import load_weights
 from domains.recommendation.data import group_by_user
 from domains.recommendation.model import Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, item_text_embeddings, item_texts
 
-__all__ = ["Recommender", "UnknownItemError", "UnknownUserError"]
+__all__ = ["Recommender", "UnknownItemError"]
 
 
 class UnknownItemError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message otherwise
-        return str(self.args[0])
-
-
-class UnknownUserError(KeyError):
-    def __str__(self) -> str:
         return str(self.args[0])
 
 

@@ -134,12 +134,8 @@ def evaluate_scores(scores: torch.Tensor, prep: Prepared, k: int) -> dict[str, f
 
 
 def model_scores(model: TwoTower, prep: Prepared) -> torch.Tensor:
-    U, V = all_embeddings(_plain(model), prep.batcher, prep.space.n_users, prep.space.n_items)
+    U, V = all_embeddings(model, prep.batcher, prep.space.n_users, prep.space.n_items)
     return U @ V.T
-
-
-def _plain(model):
-    return getattr(model, "module", model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +257,7 @@ def finish_run(run: Run, cfg: TrainConfig, prep: Prepared, model, train_df: pd.D
         rows.append({"model": "bpr_mf", **evaluate_scores(bpr.scores(), prep, cfg.k)})
     table = pd.DataFrame(rows)
     atomic_write_parquet(table, run.path("eval_metrics.parquet"), index=False)
-    save_weights(run.path("model.safetensors"), _plain(model), metadata={"format": "two-tower-v1"})
+    save_weights(run.path("model.safetensors"), model, metadata={"format": "two-tower-v1"})
     if prep.text is not None:
         save_weights(run.path("item_text.safetensors"), {"emb": prep.text.contiguous()})
     atomic_write_json(run.path("feature_space.json"), prep.space.to_dict())

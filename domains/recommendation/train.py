@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -141,11 +141,15 @@ def model_scores(model: TwoTower, prep: Prepared) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------------------------
-def build_model(cfg: TrainConfig, space: FeatureSpace, device="cpu") -> TwoTower:
-    mcfg = TwoTowerConfig(id_dim=cfg.id_dim, feature_dim=cfg.feature_dim, hidden=list(cfg.hidden), out_dim=cfg.out_dim,
+def model_config(cfg: TrainConfig) -> TwoTowerConfig:
+    """The model part of the training config (also saved as ``model_config.json`` for serving)."""
+    return TwoTowerConfig(id_dim=cfg.id_dim, feature_dim=cfg.feature_dim, hidden=list(cfg.hidden), out_dim=cfg.out_dim,
                           text_dim=384 if cfg.text != "none" else 0, temperature=cfg.temperature, logq_weight=cfg.logq_weight,
                           history=cfg.history, normalize=cfg.normalize)
-    return TwoTower(space, mcfg, device=device)
+
+
+def build_model(cfg: TrainConfig, space: FeatureSpace, device="cpu") -> TwoTower:
+    return TwoTower(space, model_config(cfg), device=device)
 
 
 class LoraText(torch.nn.Module):
@@ -261,7 +265,7 @@ def finish_run(run: Run, cfg: TrainConfig, prep: Prepared, model, train_df: pd.D
     if prep.text is not None:
         save_weights(run.path("item_text.safetensors"), {"emb": prep.text.contiguous()})
     atomic_write_json(run.path("feature_space.json"), prep.space.to_dict())
-    atomic_write_json(run.path("model_config.json"), {**build_model_cfg_dict(cfg)})
+    atomic_write_json(run.path("model_config.json"), {**asdict(model_config(cfg)), "k": cfg.k})
     atomic_write_json(run.path("split.json"), prep.split_info)
     atomic_write_json(run.path("data_report.json"), prep.data_report)
     atomic_write_parquet(train_df[["user_id", "item_id", "timestamp"]].reset_index(drop=True), run.path("train.parquet"), index=False)
@@ -272,11 +276,6 @@ def finish_run(run: Run, cfg: TrainConfig, prep: Prepared, model, train_df: pd.D
     lines = [f"{r['model']:>13s}: " + "  ".join(f"{m}={r[m]:.4f}" for m in (f"ndcg@{cfg.k}", f"recall@{cfg.k}", f"precision@{cfg.k}", f"map@{cfg.k}", f"coverage@{cfg.k}")) for r in rows]
     print("\n".join(lines), flush=True)
     return run.finish(summary)
-
-
-def build_model_cfg_dict(cfg: TrainConfig) -> dict:
-    return {"id_dim": cfg.id_dim, "feature_dim": cfg.feature_dim, "hidden": list(cfg.hidden), "out_dim": cfg.out_dim,
-            "text_dim": 384 if cfg.text != "none" else 0, "temperature": cfg.temperature, "logq_weight": cfg.logq_weight, "history": cfg.history, "normalize": cfg.normalize, "k": cfg.k}
 
 
 def main(argv: list[str] | None = None) -> int:

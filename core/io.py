@@ -51,37 +51,23 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     """
     if "r" in mode or "a" in mode:
         raise ValueError(f"atomic_write only supports write modes, got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, _umask_mode())  # mkstemp makes 0600 files; give the usual permissions
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
+    with atomic_path(path) as tmp, open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+        yield fh
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary *path* for libraries that insist on writing by file name
-    (pyarrow, nibabel, torch.onnx); it is renamed onto ``path`` when the block succeeds."""
+    """Yield a temporary *path* beside ``path`` (for libraries that insist on writing by file name:
+    pyarrow, nibabel, torch.onnx); when the block succeeds it is fsynced and renamed onto ``path``,
+    on any exception it is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix="".join(path.suffixes) or ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, _umask_mode())
     try:
         yield tmp_path
-        os.chmod(tmp_path, _umask_mode())  # some writers recreate the file with 0600
+        os.chmod(tmp_path, _umask_mode())  # mkstemp makes 0600 files (and some writers recreate them so)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)

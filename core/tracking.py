@@ -100,35 +100,30 @@ class Tracker:
             self._disable(e)
 
     def log_params(self, params: dict[str, Any]) -> None:
+        if not self.enabled:  # importing mlflow costs seconds: not for --no-track runs or follower ranks
+            return
         from mlflow.entities import Param
 
-        flat = flatten(params)
-        items = [Param(mlflow_key(k), str(v)[:6000]) for k, v in flat.items()]
-        if self._client is not None:
-            self._call(lambda rid: self._client.log_batch(rid, params=items))
+        items = [Param(mlflow_key(k), str(v)[:6000]) for k, v in flatten(params).items()]
+        self._call(lambda rid: self._client.log_batch(rid, params=items))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self.enabled:
+            return
         import time
 
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
         items = [Metric(mlflow_key(k), float(v), ts, int(step or 0)) for k, v in flatten(metrics).items() if _is_number(v)]
-        if items and self._client is not None:
+        if items:
             self._call(lambda rid: self._client.log_batch(rid, metrics=items))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        if self._client is not None:
-            self._call(lambda rid: self._client.log_artifact(rid, str(path), artifact_path))
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        if self._client is not None:
-            for k, v in tags.items():
-                self._call(lambda rid, k=k, v=v: self._client.set_tag(rid, k, str(v)))
+        self._call(lambda rid: self._client.log_artifact(rid, str(path), artifact_path))
 
     def end(self, status: str = "FINISHED") -> None:
-        if self._client is not None:
-            self._call(lambda rid: self._client.set_terminated(rid, status=status))
+        self._call(lambda rid: self._client.set_terminated(rid, status=status))
 
 
 def _is_number(v: Any) -> bool:

@@ -121,12 +121,7 @@ def parse_config(cfg_cls: type[T], argv: Sequence[str] | None = None, descriptio
         if not isinstance(base, dict):
             parser.error(f"--config {cfg_path}: expected a JSON object")
     base.update(ns)
-    hints = typing.get_type_hints(cfg_cls)
-    for k, v in list(base.items()):
-        tp, _ = _unwrap_optional(hints.get(k, Any))
-        if typing.get_origin(tp) is tuple and isinstance(v, list):
-            base[k] = tuple(v)
-    try:
+    try:  # config_from_dict also turns lists into tuples for tuple fields
         return config_from_dict(cfg_cls, base, source=cfg_path or "command line")
     except (TypeError, ValueError) as e:
         parser.error(str(e))

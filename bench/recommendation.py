@@ -99,7 +99,7 @@ def train_throughput(cfg: TrainConfig, prep: Prepared, steps: int, repeats: int)
 
 
 def scoring(cfg: TrainConfig, prep: Prepared) -> tuple[list[dict], dict]:
-    from domains.recommendation.score import build_index
+    from domains.recommendation.score import build_index, drop_seen
 
     torch.manual_seed(0)
     model = build_model(cfg, prep.space)  # untrained vectors of the real feature pipeline; search cost does not depend on training
@@ -123,11 +123,8 @@ def scoring(cfg: TrainConfig, prep: Prepared) -> tuple[list[dict], dict]:
         t0 = time.perf_counter()
         _, I = index.search(q, k + max_seen)
         t_s = time.perf_counter() - t0
-        rec = []
-        for j in range(len(U)):
-            s = set(seen[j].tolist())
-            got = [i for i in I[j] if i >= 0 and i not in s][:k]
-            rec.append(len(set(got) & set(exact[j].tolist())) / k)
+        got, _ = drop_seen(I, np.zeros(I.shape, np.float32), seen, k, len(V))
+        rec = [len(set(g[g >= 0].tolist()) & set(e.tolist())) / k for g, e in zip(got, exact)]
         rows.append({"method": f"FAISS {kind}", "users/s": len(U) / t_s, "index build ms": build * 1000, "recall@10 vs exact": float(np.mean(rec))})
     return rows, {"users": len(U), "items": len(V)}
 

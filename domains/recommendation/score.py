@@ -68,6 +68,23 @@ def build_index(vectors: np.ndarray, kind: str, seed: int = 0):
     return index
 
 
+def drop_seen(I: np.ndarray, D: np.ndarray, seen: list[np.ndarray], k: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` candidates of each row of a FAISS result (``I``, ``D``) that are neither padding
+    (-1) nor in that row's ``seen`` items, in search order; lists shorter than ``k`` pad with -1 / NaN."""
+    n = len(I)
+    lens = np.array([len(s) for s in seen], dtype=np.int64)
+    seen_keys = np.repeat(np.arange(n, dtype=np.int64), lens) * (n_items + 1) + (np.concatenate(seen).astype(np.int64) if lens.sum() else 0)
+    keys = np.arange(n, dtype=np.int64)[:, None] * (n_items + 1) + I
+    ok = (I >= 0) & ~np.isin(keys, seen_keys)
+    pos = np.cumsum(ok, 1) - 1  # position of each kept candidate in its row's filtered list
+    r, c = np.nonzero(ok & (pos < k))
+    a_idx = np.full((n, k), -1, dtype=np.int64)
+    a_val = np.full((n, k), np.nan, dtype=np.float32)
+    a_idx[r, pos[r, c]] = I[r, c]
+    a_val[r, pos[r, c]] = D[r, c]
+    return a_idx, a_val
+
+
 class TopKScorer(Scorer):
     version = "1"
 
@@ -95,16 +112,10 @@ class TopKScorer(Scorer):
         idx, val = rec.recommend_rows(rows, self.k)
         frames = [self._frame(rows, idx, val, "exact")]
         if self._faiss is not None:
-            max_seen = max((len(rec.seen.get(rec.space.user_ids[r], ())) for r in rows), default=0)
+            seen = [rec.seen.get(rec.space.user_ids[r], np.empty(0, np.int64)) for r in rows]
             q = np.ascontiguousarray(rec.user_vecs[rows].numpy(), dtype=np.float32)
-            D, I = self._faiss.search(q, min(self.k + max_seen, rec.space.n_items))
-            a_idx = np.full((len(rows), self.k), -1, dtype=np.int64)
-            a_val = np.full((len(rows), self.k), np.nan, dtype=np.float32)
-            for j, r in enumerate(rows):
-                seen = set(rec.seen.get(rec.space.user_ids[r], np.empty(0, np.int64)).tolist())
-                keep = [(i, d) for i, d in zip(I[j], D[j]) if i >= 0 and i not in seen][: self.k]
-                a_idx[j, : len(keep)] = [i for i, _ in keep]
-                a_val[j, : len(keep)] = [d for _, d in keep]
+            D, I = self._faiss.search(q, min(self.k + max(map(len, seen), default=0), rec.space.n_items))
+            a_idx, a_val = drop_seen(I, D, seen, self.k, rec.space.n_items)
             frames.append(self._frame(rows, a_idx, a_val, f"faiss-{self.index}"))
         return pd.concat(frames, ignore_index=True)
 
@@ -119,7 +130,7 @@ class TopKScorer(Scorer):
                            "item_id": np.where(valid, np.asarray(items["item_id"].astype(str))[np.clip(flat, 0, None)], None),
                            "title": np.where(valid, np.asarray(items["title"])[np.clip(flat, 0, None)], None),
                            "score": val.reshape(-1).astype(np.float32), "method": method})
-        df["fallback"] = [rec.space.user_ids[r] not in rec.seen for r in np.repeat(rows, k)]
+        df["fallback"] = np.repeat([rec.space.user_ids[r] not in rec.seen for r in rows], k)
         return df[valid].reset_index(drop=True)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Recommendation demo on the bundled MovieLens-100K (offline, ≤ 3 min on 2 cores):
+# Recommendation demo on the bundled MovieLens-100K (offline; the default training run, ~3.5 min on 2 shared cores, dominates):
 # prepare → train (two-tower + most-popular + BPR on the same split) → evaluate → score all users → recommend.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

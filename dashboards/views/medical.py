@@ -131,17 +131,29 @@ def error_mask(k: str, source: str, label_path: str) -> np.ndarray:
     return out
 
 
+def overlay_mask(k: str, source: str, label_path: str | None, mode: str) -> np.ndarray:
+    """The volume drawn over the scan in ``mode``: the model's mask, the label or the errors against it."""
+    if mode == "Errors vs label":
+        return error_mask(k, source, label_path)
+    return np.asarray(segment(k, source).mask) if mode == "Model mask" else label_volume(label_path)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def classes_present(k: str, source: str, label_path: str | None, mode: str) -> list[int]:
+    """The non-zero classes of the overlay, counted once per input and mode, not on every slider move."""
+    counts = np.bincount(overlay_mask(k, source, label_path, mode).ravel().astype(np.int64))
+    return [int(c) for c in np.flatnonzero(counts) if c != 0]
+
+
+shown_mask = overlay_mask(key, image_source, label_source, mode)
+present = classes_present(key, image_source, label_source, mode)
 if mode == "Errors vs label":
-    shown_mask = error_mask(key, image_source, label_source)
     legend_names = {c: n for c, (n, _) in ERRORS.items()}
     default_colours = {c: col for c, (_, col) in ERRORS.items()}
 else:
-    shown_mask = mask if mode == "Model mask" else label
-    legend_names = {c: class_name(c) for c in range(1, max(len(names), int(shown_mask.max()) + 1))}
+    legend_names = {c: class_name(c) for c in range(1, max(len(names), max(present, default=0) + 1))}
     pal = slices.palette(max(legend_names, default=0) + 1)
     default_colours = {c: pal[c] for c in legend_names}
-present = [c for c in np.flatnonzero(np.bincount(shown_mask.ravel().astype(np.int64))) if c != 0]
-present = [int(c) for c in present]
 with st.sidebar:
     show = st.multiselect("Structures shown", [legend_names[c] for c in present], default=[legend_names[c] for c in present],
                           key=f"med_show_{mode}")
@@ -184,13 +196,18 @@ def dice_of(k: str, source: str, label_path: str) -> dict:
     return dict(api.dice_per_class(np.asarray(segment(k, source).mask), label_volume(label_path), names))
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def label_volumes(label_path: str, spacing: tuple[float, ...], class_names: tuple[str, ...]) -> dict[str, float]:
+    return api.volumes_ml(label_volume(label_path), spacing, list(class_names))
+
+
 # ---- numbers -----------------------------------------------------------------------------------
 left, right = st.columns(2)
 with left:
     st.subheader("Volumes")
     vols = pd.DataFrame({"structure": list(result.volumes_ml), "volume (mL)": [float(v) for v in result.volumes_ml.values()]})
     if label is not None:  # the label's volume of each structure beside the model's, computed as the model's are
-        label_ml = api.volumes_ml(label, spacing, names)
+        label_ml = label_volumes(label_source, spacing, tuple(names))
         vols["label volume (mL)"] = [label_ml.get(n, np.nan) for n in vols["structure"]]
     st.dataframe(vols, hide_index=True, width="stretch")
 with right:

@@ -22,15 +22,15 @@ __all__ = ["list_cases", "load_segmenter", "dice_per_class", "load_label", "Segm
 
 def list_cases() -> list[dict]:
     """Every prepared case of the offline tasks (tasks whose source is not installed are skipped)."""
-    from core.data import data_root
+    from core.data import dataset_dir
     from domains.medical.data import DATASETS, read_msd_task
 
     out = []
     for spec in DATASETS:
-        d = data_root() / spec.name
-        if not (d / "MANIFEST.json").is_file():
+        try:
+            task = read_msd_task(dataset_dir(spec.name))
+        except FileNotFoundError:  # not prepared here
             continue
-        task = read_msd_task(d)
         for c in task.cases():
             out.append({"id": c["id"], "image": c["image"], "label": c.get("label"), "dataset": spec.name, "split": c["split"]})
     return out

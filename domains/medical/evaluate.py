@@ -91,6 +91,20 @@ def evaluate_segmenter(seg, cases: list[dict], hd95: bool = True) -> dict:
     return out
 
 
+def evaluate_heldout(seg, test_cases: list[dict], run: Run, label: str = "") -> dict:
+    """The end-of-training evaluation of ``seg`` on the task's labelled test cases: writes
+    ``test_evaluation.json`` into ``run``, prints one line, and returns the run-summary metrics
+    (``test_mean_dice``, ``test_dice/<class>``, ``test_hd95/<class>``); ``{}`` without labelled cases."""
+    if not any(c.get("label") for c in test_cases):
+        return {}
+    ev = evaluate_segmenter(seg, test_cases)
+    atomic_write_json(run.path("test_evaluation.json"), ev)
+    print(f"{label + ' ' if label else ''}held-out {', '.join(r['case'] for r in ev['cases'])}: mean foreground Dice {ev['mean_dice']:.3f} "
+          + " ".join(f"{k}={v:.3f}" for k, v in ev["dice"].items()))
+    return {"test_mean_dice": ev["mean_dice"], **{f"test_dice/{k}": v for k, v in ev["dice"].items()},
+            **{f"test_hd95/{k}": v for k, v in ev["hd95_mm"].items()}}
+
+
 @dataclass
 class EvaluateConfig(RunConfig):
     model_run: str | None = field(default=None, metadata={"help": "trained run directory (default: <runs-dir>/medical/latest)"})

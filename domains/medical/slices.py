@@ -23,13 +23,13 @@ from monai.losses import DiceCELoss
 from core.checkpoint import save_weights
 from core.cli import run_cli
 from core.config import RunConfig
-from core.io import atomic_write_json
 from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run
 from domains.medical.data import BRAIN_TASK, read_msd_task, task_dir
-from domains.medical.evaluate import evaluate_segmenter
+from domains.medical.evaluate import evaluate_heldout
 from domains.medical.infer import Segmenter
+from domains.medical.train import train_step, write_task_meta
 from domains.medical.model import EfficientUNet2D, SliceStackSegmenter
 from domains.medical.transforms import PipelineConfig, preprocess
 from domains.medical.validation import MedicalInputError
@@ -71,7 +71,6 @@ def _slice_batches(img: torch.Tensor, lab: torch.Tensor, num_classes: int, k: in
 def train_slices(cfg: SliceConfig) -> Path:
     from core.finetune import apply_lora, merge_lora, trainable_parameter_report
     from core.device import set_cpu_threads
-    from domains.medical.train import train_step
 
     task = read_msd_task(task_dir(cfg.task))
     if not task.training:
@@ -102,18 +101,11 @@ def train_slices(cfg: SliceConfig) -> Path:
             merge_lora(net)
         model = SliceStackSegmenter(net.eval(), context=cfg.context)
         save_weights(run.path("best.safetensors"), model)
-        atomic_write_json(run.path("task.json"), {"task": cfg.task, "task_name": task.name, "modality": task.modality,
-                                                  "class_names": task.class_names, "pipeline": pipe.__dict__,
-                                                  "model": {"name": "effnet2d", "context": cfg.context, "mode": cfg.mode}})
+        write_task_meta(run, cfg.task, task, pipe, {"name": "effnet2d", "context": cfg.context, "mode": cfg.mode})
         summary = {"mode": cfg.mode, "steps": cfg.steps, "train_seconds": train_seconds, "trainable_params": params.get("trainable"),
                    "total_params": params.get("total"), "train_slices_per_s": cfg.steps * cfg.batch / train_seconds}
-        if task.test and any(c.get("label") for c in task.test):
-            seg = Segmenter(model, pipe, task.class_names, device=run.device, sw_batch_size=1, overlap=0.0, amp=cfg.amp)
-            ev = evaluate_segmenter(seg, task.test)
-            atomic_write_json(run.path("test_evaluation.json"), ev)
-            summary.update({"test_mean_dice": ev["mean_dice"], **{f"test_dice/{k}": v for k, v in ev["dice"].items()},
-                            **{f"test_hd95/{k}": v for k, v in ev["hd95_mm"].items()}})
-            print(f"2.5D EfficientNet-Lite0 ({cfg.mode}) held-out mean Dice {ev['mean_dice']:.3f}")
+        seg = Segmenter(model, pipe, task.class_names, device=run.device, sw_batch_size=1, overlap=0.0, amp=cfg.amp)
+        summary.update(evaluate_heldout(seg, task.test, run, label=f"2.5D EfficientNet-Lite0 ({cfg.mode})"))
         run.finish(summary)
     return run.dir
 

@@ -44,7 +44,7 @@ from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run
 from domains.medical.data import BRAIN_TASK, MsdTask, read_msd_task, task_dir
-from domains.medical.evaluate import dice_per_class, evaluate_segmenter, hd95_per_class
+from domains.medical.evaluate import dice_per_class, evaluate_heldout, hd95_per_class
 from domains.medical.infer import Segmenter, sliding_window_logits
 from domains.medical.model import MODEL_NAMES, build_model
 from domains.medical.transforms import PipelineConfig, cached_patch_dataset, preprocess
@@ -110,7 +110,8 @@ def _validate(model, val: dict, pipe: PipelineConfig, cfg: TrainConfig, class_na
 
 def train_memory_format(device: torch.device, amp: bool) -> torch.memory_format:
     """Memory format for training a 3D net: ``channels_last_3d`` for fp32 on the CPU, where oneDNN's
-    3D convolutions ran a training step ~1.25x faster in it (bench/medical.py measures the result);
+    3D convolutions ran a training step ~1.25x faster in it (ad-hoc timing; bench/medical.py measures
+    the whole fp32 pipeline);
     contiguous under bf16 autocast (measured slightly slower in channels-last) and on GPUs (not
     measured here). Inference stays contiguous: MONAI's sliding window was slower in channels-last."""
     if device.type == "cpu" and not (amp and amp_dtype(device) is not None):
@@ -139,8 +140,9 @@ def train_step(model: torch.nn.Module, batch: dict, loss_fn, opt: torch.optim.Op
     return float(loss.detach())
 
 
-def write_task_meta(run: Run, cfg: TrainConfig, task: MsdTask, pipe: PipelineConfig, model_meta: dict) -> dict:
-    meta = {"task": cfg.task, "task_name": task.name, "modality": task.modality, "class_names": task.class_names,
+def write_task_meta(run: Run, task_ref: str, task: MsdTask, pipe: PipelineConfig, model_meta: dict) -> dict:
+    """``task.json``: what a trained run needs to be loaded back (``infer.read_task_meta``)."""
+    meta = {"task": task_ref, "task_name": task.name, "modality": task.modality, "class_names": task.class_names,
             "pipeline": pipe.__dict__, "model": model_meta}
     atomic_write_json(run.path("task.json"), meta)
     return meta
@@ -156,7 +158,7 @@ def train(cfg: TrainConfig) -> Path:
     with DataParallel(cfg.device) as dp, Run.start("medical", cfg, data_parallel=dp) as run:
         device = run.device
         if run.is_main:
-            write_task_meta(run, cfg, task, pipe, {"name": cfg.model, "channels": list(cfg.channels)})
+            write_task_meta(run, cfg.task, task, pipe, {"name": cfg.model, "channels": list(cfg.channels)})
         train_cases = task.training[:-1] if len(task.training) >= 2 else task.training
         val_case, deform = (task.training[-1], False) if len(task.training) >= 2 else (task.training[0], True)
         t0 = time.perf_counter()
@@ -215,14 +217,8 @@ def train(cfg: TrainConfig) -> Path:
         train_seconds = time.perf_counter() - t_train
         summary = {"best_val_mean_dice": best, "steps": step, "stopped_early": stopped_early, "world_size": dp.world_size,
                    "train_patches_per_s": patches / train_seconds if patches else None, "train_seconds": train_seconds}
-        if run.is_main and cfg.evaluate_test and task.test and any(c.get("label") for c in task.test):
-            seg = Segmenter.from_run(run.dir, device=str(device))
-            ev = evaluate_segmenter(seg, task.test)
-            atomic_write_json(run.path("test_evaluation.json"), ev)
-            summary.update({"test_mean_dice": ev["mean_dice"], **{f"test_dice/{k}": v for k, v in ev["dice"].items()},
-                            **{f"test_hd95/{k}": v for k, v in ev["hd95_mm"].items()}})
-            print(f"held-out {', '.join(r['case'] for r in ev['cases'])}: mean foreground Dice {ev['mean_dice']:.3f} "
-                  + " ".join(f"{k}={v:.3f}" for k, v in ev["dice"].items()))
+        if run.is_main and cfg.evaluate_test and any(c.get("label") for c in task.test):
+            summary.update(evaluate_heldout(Segmenter.from_run(run.dir, device=str(device)), task.test, run))
         run.finish(summary)
     return run.dir
 

@@ -12,28 +12,28 @@ PHI = {"PatientName": "Doe^Jane^Secret", "PatientID": "PID-998877", "PatientBirt
        "AccessionNumber": "ACC-55443322", "InstitutionName": "Hospital Of Nowhere", "ReferringPhysicianName": "Who^Doctor"}
 
 
+def _prepared(name: str, what: str) -> Path:
+    from core.data import prepare
+    from domains.medical.data import DATASETS
+
+    try:
+        return prepare(next(s for s in DATASETS if s.name == name))
+    except FileNotFoundError as e:
+        pytest.skip(f"real {what} source not installed: {e}")
+
+
 @pytest.fixture(scope="session")
 def brain_task() -> Path:
-    from core.data import prepare
-    from domains.medical.data import BRAIN_TASK, DATASETS
+    from domains.medical.data import BRAIN_TASK
 
-    spec = next(s for s in DATASETS if s.name == BRAIN_TASK)
-    try:
-        return prepare(spec)
-    except FileNotFoundError as e:
-        pytest.skip(f"real MRI source not installed: {e}")
+    return _prepared(BRAIN_TASK, "MRI")
 
 
 @pytest.fixture(scope="session")
 def ct_task() -> Path:
-    from core.data import prepare
-    from domains.medical.data import CT_TASK, DATASETS
+    from domains.medical.data import CT_TASK
 
-    spec = next(s for s in DATASETS if s.name == CT_TASK)
-    try:
-        return prepare(spec)
-    except FileNotFoundError as e:
-        pytest.skip(f"real CT source not installed: {e}")
+    return _prepared(CT_TASK, "CT")
 
 
 TINY = ["--channels", "8", "16", "32", "--patch", "32", "--num-samples", "2", "--iters-per-epoch", "3", "--max-epochs", "2",

@@ -9,9 +9,8 @@ import os
 import re
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from core.io import atomic_write_text
 
@@ -103,12 +102,3 @@ class PeakRSS:
     def delta_mb(self) -> float:
         return self.peak_mb - self.start_mb
 
-
-@contextmanager
-def stopwatch() -> Iterator[dict]:
-    box = {"seconds": 0.0}
-    t0 = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box["seconds"] = time.perf_counter() - t0

@@ -24,7 +24,6 @@ __all__ = [
     "head_names",
 ]
 
-_BN_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 _STAT_BN = nn.modules.batchnorm._BatchNorm
 
 
@@ -75,9 +74,7 @@ def unfreeze(model: nn.Module, patterns: str | Iterable[str] | None = None) -> l
 
 
 def _bn_is_frozen(m: nn.Module) -> bool:
-    if getattr(m, "weight", None) is not None:
-        return not m.weight.requires_grad
-    return bool(getattr(m, "_suite_frozen_bn", False))
+    return getattr(m, "weight", None) is not None and not m.weight.requires_grad  # a BN without affine never counts as frozen
 
 
 def _bn_pre_hook(m: nn.Module, _inputs) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.distributed import unwrap as _unwrap
 from core.io import atomic_path, atomic_write
 
 __all__ = [
@@ -152,10 +153,6 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
         return None
     found = [(int(m.group(1)), p) for p in directory.glob("step_*.pt") if (m := _STEP_RE.search(p.name))]
     return max(found)[1] if found else None
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
 
 
 def save_weights(path: str | Path, model_or_state: torch.nn.Module | dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:

@@ -46,8 +46,8 @@ def world() -> tuple[int, int, int]:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside a DDP wrapper (what is saved, validated and exported)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    """The plain model inside a DDP (or ``nn.DataParallel``) wrapper: what is saved, validated and exported."""
+    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
 class DataParallel:

@@ -87,22 +87,12 @@ class Recommender:
         return list(self.space.user_ids)
 
     def _user_row(self, user_id) -> int | None:
-        idx = self.space.user_index()
-        if user_id in idx:
-            return idx[user_id]
-        for conv in (int, str):
-            try:
-                if conv(user_id) in idx:
-                    return idx[conv(user_id)]
-            except (TypeError, ValueError):
-                continue
-        return None
+        return _lookup(self.space.user_index(), user_id)
 
     def _item_row(self, item_id) -> int:
-        idx = self.space.item_index()
-        for cand in (item_id, _try(int, item_id), _try(str, item_id)):
-            if cand is not None and cand in idx:
-                return idx[cand]
+        row = _lookup(self.space.item_index(), item_id)
+        if row is not None:
+            return row
         raise UnknownItemError(f"item {item_id!r} is not in this run's catalogue of {self.space.n_items} items (ids like {self.space.item_ids[:3]})")
 
     def history(self, user_id) -> pd.DataFrame:
@@ -188,6 +178,14 @@ class Recommender:
         rank = (cat > s[order, None]).sum(1) + 1
         return pd.DataFrame({"user_id": users, "score": s[order].numpy(),
                              "rank_in_user_list": rank.numpy(), "in_top_k": (rank <= self.k_default).numpy()})
+
+
+def _lookup(idx: dict, key) -> int | None:
+    """Row of ``key`` in an id -> row index, also tried as int and as str (CLI and dashboard ids arrive as strings)."""
+    for cand in (key, _try(int, key), _try(str, key)):
+        if cand is not None and cand in idx:
+            return idx[cand]
+    return None
 
 
 def _try(conv, v):

@@ -29,9 +29,6 @@ import torch.distributed as dist
 
 from core.distributed import free_port
 from core.io import atomic_write_text
-from core.logging import get_logger
-
-log = get_logger("recommendation.distributed")
 
 
 def init_process_group(device: torch.device) -> tuple[int, int, bool]:

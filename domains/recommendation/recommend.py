@@ -19,7 +19,7 @@ import pandas as pd
 
 from core.cli import run_cli
 from core.config import RunConfig
-from core.runs import RunNotFoundError, latest_run_dir
+from core.runs import latest_run_dir
 
 
 @dataclass

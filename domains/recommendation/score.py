@@ -28,11 +28,9 @@ import pandas as pd
 from core.cli import run_cli
 from core.config import RunConfig
 from core.io import atomic_write_json
-from core.logging import get_logger
 from core.runs import RunNotFoundError, latest_run_dir
 from core.scoring import Scorer, ScoringConfig, ScoringError, WorkItem, read_output, run_job_from_config
 
-log = get_logger("recommendation.score")
 INDEX_TYPES = ("hnsw", "ivf", "flat", "none")
 
 

@@ -33,14 +33,12 @@ from core.cli import run_cli
 from core.device import set_cpu_threads
 from core.config import RunConfig
 from core.io import atomic_write_json, atomic_write_parquet
-from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run
 from domains.recommendation.data import PROTOCOLS, InteractionDataError, group_by_user, load_dataset, split_interactions
 from domains.recommendation.model import (Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, item_text_embeddings,
                                           item_texts, sampled_softmax_loss)
 
-log = get_logger("recommendation.train")
 DOMAIN = "recommendation"
 CPU_SHARDING = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
 

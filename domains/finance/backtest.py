@@ -37,7 +37,7 @@ from core.progress import progress
 from core.runs import Run
 from domains.finance.baselines import BASELINES, baseline_forecasts
 from domains.finance.config import FinanceConfig, spec_from_config
-from domains.finance.data import PriceDataError, load_inputs
+from domains.finance.data import PANEL_DATASET, PriceDataError, load_inputs
 from domains.finance.features import QUANTILES, FoldScaler, base_features, realised, series_by_ticker
 from domains.finance.metrics import coverage, pinball, qlike, rmse, var_backtest
 from domains.finance.model import Forecaster, build_tft, fit, predict_quantiles, quantile_columns, quantile_rows
@@ -94,7 +94,7 @@ def run_folds(feat: pd.DataFrame, cfg: BacktestConfig, run: Run | None = None):
     for k, (cut, test_end) in enumerate(progress(cuts, desc="folds")):
         scaler = FoldScaler.fit(feat, cut)
         z = scaler.transform(feat)
-        forecaster = Forecaster(model, spec, scaler, tickers, {"fold": k, "cutoff": str(cut.date())})
+        forecaster = Forecaster(model, spec, scaler, tickers, {"fold": k, "cutoff": str(cut.date()), "data": cfg.data or PANEL_DATASET})
         T = forecaster.tensors(z)
         train_o, test_o = fold_windows(T, cut, test_end)
         epochs = cfg.epochs if k == 0 else cfg.refit_epochs

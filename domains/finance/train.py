@@ -26,7 +26,7 @@ from core.device import seed_everything, set_cpu_threads
 from core.distributed import DataParallel
 from core.runs import Run
 from domains.finance.config import FinanceConfig, spec_from_config
-from domains.finance.data import PriceDataError, load_inputs
+from domains.finance.data import PANEL_DATASET, PriceDataError, load_inputs
 from domains.finance.features import QUANTILES, FoldScaler, base_features
 from domains.finance.metrics import coverage, pinball
 from domains.finance.model import Forecaster, build_tft, fit, predict_quantiles
@@ -54,7 +54,7 @@ def train(cfg: TrainConfig) -> Path:
     tickers = sorted(feat["ticker"].unique())
     scaler = FoldScaler.fit(feat, cutoff)
     model = build_tft(spec, tickers, cfg.lr)
-    fc = Forecaster(model, spec, scaler, tickers, {"cutoff": str(cutoff.date()), "data": cfg.data or "finance-daily-panel"})
+    fc = Forecaster(model, spec, scaler, tickers, {"cutoff": str(cutoff.date()), "data": cfg.data or PANEL_DATASET})
     T = fc.tensors(scaler.transform(feat))
     all_o = T.origins()
     train_o = all_o[T.targets_by(all_o, cutoff)]

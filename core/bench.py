@@ -6,13 +6,12 @@ Speed is always reported as a ratio against a reference measured in the same pro
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-from core.io import atomic_write_text
+from core.io import write_marked_block
 
 __all__ = ["write_benchmark_section", "time_it", "PeakRSS", "markdown_table", "machine_line"]
 
@@ -31,14 +30,8 @@ def machine_line() -> str:
 def write_benchmark_section(key: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
     """Replace (or append) the block between ``<!-- bench:key:start -->`` and ``...:end -->``,
     so each bench command owns its own section of BENCHMARKS.md."""
-    begin, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
-    block = f"{begin}\n{markdown.strip()}\n{end}"
-    text = path.read_text() if path.is_file() else "# Benchmarks\n\nEvery number below is written by the `bench/` command named in its section, on the data named there, with its baseline measured in the same run.\n"
-    if begin in text:
-        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    atomic_write_text(path, text)
+    write_marked_block(path, f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->", markdown.strip(),
+                       new_file="# Benchmarks\n\nEvery number below is written by the `bench/` command named in its section, on the data named there, with its baseline measured in the same run.\n")
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -31,7 +31,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable
 
-from core.io import atomic_write_json, atomic_write_text, sha256_file
+from core.io import atomic_write_json, sha256_file, write_marked_block
 from core.logging import get_logger
 
 __all__ = [
@@ -118,14 +118,7 @@ def read_card_checksums(card: Path) -> dict[str, str]:
 
 def write_card_checksums(card: Path, checksums: dict[str, str]) -> None:
     table = "\n".join(["| source file | sha256 |", "|---|---|", *[f"| `{k}` | {v} |" for k, v in sorted(checksums.items())]])
-    block = f"{_BEGIN}\n{table}\n{_END}"
-    text = card.read_text() if card.is_file() else f"# {card.parent.name}\n\n## Source checksums\n\n"
-    if _BEGIN in text:
-        text = re.sub(re.escape(_BEGIN) + r".*?" + re.escape(_END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    card.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(card, text)
+    write_marked_block(card, _BEGIN, _END, table, new_file=f"# {card.parent.name}\n\n## Source checksums\n\n")
 
 
 def verify_sources(spec: DatasetSpec, sources: dict[str, Path], record: bool = False) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -20,6 +21,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_write_parquet",
+    "write_marked_block",
     "sha256_file",
 ]
 
@@ -99,6 +101,19 @@ def atomic_write_parquet(df: Any, path: str | os.PathLike, **kwargs: Any) -> Pat
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, **kwargs)
     return Path(path)
+
+
+def write_marked_block(path: str | os.PathLike, begin: str, end: str, body: str, new_file: str = "") -> Path:
+    """Replace the text between the markers ``begin`` and ``end`` in ``path`` by ``body`` (markers kept),
+    or append the marked block when absent; a missing file starts as ``new_file``. Written atomically."""
+    path = Path(path)
+    block = f"{begin}\n{body}\n{end}"
+    text = path.read_text() if path.is_file() else new_file
+    if begin in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    return atomic_write_text(path, text)
 
 
 def _json_default(obj: Any) -> Any:

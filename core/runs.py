@@ -16,7 +16,7 @@ commands and dashboards use by default; runs of kind ``"job"`` (forecast, score,
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import os
 import socket
@@ -44,7 +44,8 @@ class RunNotFoundError(FileNotFoundError):
     pass
 
 
-def _git_commit() -> str | None:
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> str | None:  # once per process: run.json is written at start and at close
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip() or None
     except Exception:  # noqa: BLE001

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["get_logger", "attach_run_log"]
+__all__ = ["get_logger", "attach_run_log", "detach_run_log"]
 
 _ROOT = "suite"
 
@@ -55,3 +55,9 @@ def attach_run_log(run_dir: Path) -> logging.Handler:
     handler.setFormatter(JsonLinesFormatter())
     root.addHandler(handler)
     return handler
+
+
+def detach_run_log(handler: logging.Handler) -> None:
+    """Stop and close a handler returned by :func:`attach_run_log`."""
+    logging.getLogger(_ROOT).removeHandler(handler)
+    handler.close()

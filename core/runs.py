@@ -32,7 +32,7 @@ from core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from core.config import RunConfig, config_to_dict
 from core.device import device_summary, resolve_device, seed_everything
 from core.io import atomic_write_json
-from core.logging import attach_run_log, get_logger
+from core.logging import attach_run_log, detach_run_log, get_logger
 from core.tracking import Tracker
 
 __all__ = ["Run", "list_runs", "latest_run_dir", "read_run", "RunNotFoundError"]
@@ -207,10 +207,7 @@ class Run:
             if (self.dir / name).is_file():
                 self.tracker.log_artifact(self.dir / name)
         self.tracker.end({"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
-        import logging
-
-        logging.getLogger("suite").removeHandler(self._log_handler)
-        self._log_handler.close()
+        detach_run_log(self._log_handler)
         print(f"Run directory: {self.dir}  ({status})", file=sys.stderr if status != "completed" else sys.stdout, flush=True)
 
     def _write_run_json(self, status: str, error: str | None = None) -> None:

@@ -119,3 +119,13 @@ def test_minilm_similarities_are_sensible(tmp_path):
     path = save_weights(tmp_path / "text.safetensors", enc)
     again = create_backbone("minilm-l6-v2", pretrained=path)
     torch.testing.assert_close(again.encode(["A man is eating food."]), enc.encode(["A man is eating food."]))
+
+
+def test_minilm_matches_sentence_transformers():
+    """The README's claim: our mean-pooled MiniLM gives sentence-transformers' own embeddings."""
+    st = pytest.importorskip("sentence_transformers")
+    from core.backbones import _minilm_dir
+
+    texts = ["A man is eating food.", "Toy Story (1995)", "an animated film about toys that come alive"]
+    ref = torch.tensor(st.SentenceTransformer(str(_minilm_dir()), device="cpu").encode(texts, normalize_embeddings=True))
+    torch.testing.assert_close(create_backbone("minilm-l6-v2").encode(texts), ref, atol=1e-5, rtol=1e-5)

@@ -174,7 +174,7 @@ def metric_history(run_dir: str | Path) -> pd.DataFrame:
         stamp = (st_.st_mtime_ns, st_.st_size)
     except OSError:
         stamp = None
-    return _metric_history(str(run_dir), stamp).copy()
+    return _metric_history(str(run_dir), stamp)  # st.cache_data hands every caller its own copy
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

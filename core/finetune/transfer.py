@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 from typing import Iterable, Sequence
 
-import torch
 from torch import nn
 
 __all__ = [

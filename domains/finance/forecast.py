@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from core.cli import run_cli
 from core.device import set_cpu_threads

@@ -2,14 +2,18 @@
 
 Bundled panel (data set ``finance-daily-panel``, prepared by ``python -m core.data prepare finance``):
 
-* tickers: the 20 S&P 500 stocks of skfolio, the S&P 500 index (``SP500``) and the five factor
-  ETFs (MTUM, QUAL, SIZE, USMV, VLUE) — adjusted closes;
-* covariates (one row per date): VIX level and WTI crude oil spot price from ``arch.data``;
-* window: the dates where every source exists, 2014-01-03 .. 2019-01-03 (VIX is the shortest source).
+* tickers: the 20 S&P 500 stocks of skfolio and the S&P 500 index (``SP500``), 1990-01-02 .. 2022-12-28;
+  the five factor ETFs (MTUM, QUAL, SIZE, USMV, VLUE) from 2014; the NASDAQ composite (``NASDAQ``,
+  from ``arch.data``) 1999-2018 — adjusted closes;
+* ``open, high, low, volume``: from ``arch.data`` for ``SP500`` and ``NASDAQ`` 1999-2018, NaN elsewhere
+  (optional per ticker and period);
+* covariates (one row per date): VIX level (2014-2019) and WTI crude oil spot price (1986-2019) from
+  ``arch.data``, NaN outside those ranges (optional per period).
 
-``panel.parquet`` is long format ``date, ticker, close, log_ret, rvol5``; ``covariates.parquet`` is
-``date, vix, wti``. ``log_ret`` is the close-to-close log return; ``rvol5`` the realised volatility
-of the last 5 returns (square root of their mean square — daily units, not annualised).
+``panel.parquet`` is long format ``date, ticker, close, log_ret, rvol5, open, high, low, volume``;
+``covariates.parquet`` is ``date, vix, wti``. ``log_ret`` is the close-to-close log return; ``rvol5``
+the realised volatility of the last 5 returns (square root of their mean square — daily units, not
+annualised).
 
 User files (:func:`load_price_file`): CSV or Parquet, one row per (date, ticker) with columns
 
@@ -47,7 +51,8 @@ from core.logging import get_logger
 
 __all__ = [
     "DATASETS", "PANEL_DATASET", "PriceDataError", "ValidationReport", "load_panel", "load_covariates",
-    "load_price_file", "validate_prices", "derive_returns", "load_inputs", "input_files", "data_tickers", "STOCKS", "INDEX", "FACTORS",
+    "load_price_file", "read_price_file", "validate_prices", "derive_returns", "load_inputs", "load_panel_data", "PanelData", "WARNING_KINDS", "input_files", "data_tickers", "STOCKS", "INDEX", "NASDAQ", "FACTORS",
+    "OHLCV", "PANEL_COLUMNS",
 ]
 
 log = get_logger("finance.data")
@@ -55,6 +60,7 @@ PANEL_DATASET = "finance-daily-panel"
 STOCKS = ["AAPL", "AMD", "BAC", "BBY", "CVX", "GE", "HD", "JNJ", "JPM", "KO", "LLY", "MRK", "MSFT", "PEP",
           "PFE", "PG", "RRC", "UNH", "WMT", "XOM"]
 INDEX = "SP500"
+NASDAQ = "NASDAQ"
 FACTORS = ["MTUM", "QUAL", "SIZE", "USMV", "VLUE"]
 RVOL_WINDOW = 5
 
@@ -83,6 +89,8 @@ def _locate() -> dict[str, Path]:
         "sp500_dataset.csv.gz": _package_file("skfolio.datasets", "data", "sp500_dataset.csv.gz", install=sk),
         "sp500_index.csv.gz": _package_file("skfolio.datasets", "data", "sp500_index.csv.gz", install=sk),
         "factors_dataset.csv.gz": _package_file("skfolio.datasets", "data", "factors_dataset.csv.gz", install=sk),
+        "sp500.csv.gz": _package_file("arch.data.sp500", "sp500.csv.gz", install=ar),
+        "nasdaq.csv.gz": _package_file("arch.data.nasdaq", "nasdaq.csv.gz", install=ar),
         "vix.csv.gz": _package_file("arch.data.vix", "vix.csv.gz", install=ar),
         "wti.csv.gz": _package_file("arch.data.wti", "wti.csv.gz", install=ar),
     }
@@ -106,35 +114,66 @@ def derive_returns(panel: pd.DataFrame) -> pd.DataFrame:
     return panel
 
 
+OHLCV = ["open", "high", "low", "volume"]
+PANEL_COLUMNS = ["date", "ticker", "close", "log_ret", "rvol5", *OHLCV]
+
+
+def _ohlcv(path: Path, ticker: str) -> pd.DataFrame:
+    """arch's OHLCV csv -> long rows ``date, ticker, close, open, high, low, volume`` (close = Adj Close;
+    for an index the two are equal)."""
+    df = _read_wide(path).rename(columns=lambda c: c.strip().lower().replace(" ", "_"))
+    out = pd.DataFrame({"date": df.index, "ticker": ticker, "close": df["adj_close"].to_numpy()})
+    for c in OHLCV:
+        out[c] = df[c].to_numpy(dtype=float)
+    # a range needs low <= open, close <= high; rows breaking that keep their close but lose the range
+    bad = ~((out["low"] <= out[["open", "close"]].min(axis=1)) & (out["high"] >= out[["open", "close"]].max(axis=1)) & (out["low"] > 0))
+    out.loc[bad, ["open", "high", "low"]] = np.nan
+    return out
+
+
 def _build(sources: dict[str, Path], out_dir: Path) -> None:
+    """The longest real history the installed sources give (issue 15): skfolio's 20 stocks and the
+    S&P 500 index 1990-2022, the factor ETFs from 2014, arch's NASDAQ composite 1999-2018 and the
+    S&P 500's open/high/low/volume 1999-2018 (OHLCV columns are NaN where a source has none); VIX
+    (2014-2019) and WTI (1986-2019) covariates are NaN outside their sources' ranges."""
     stocks = _read_wide(sources["sp500_dataset.csv.gz"])
     index = _read_wide(sources["sp500_index.csv.gz"])
     factors = _read_wide(sources["factors_dataset.csv.gz"])
     vix = _read_wide(sources["vix.csv.gz"])
     wti = _read_wide(sources["wti.csv.gz"]).rename(columns={"DCOILWTICO": "wti"})
-    start = max(factors.index.min(), vix.index.min())
-    end = min(stocks.index.max(), vix.index.max(), wti.index.max())
-    wide = pd.concat([stocks, index, factors], axis=1).loc[start:end]
-    panel = wide.stack().rename("close").reset_index()
-    panel.columns = ["date", "ticker", "close"]
-    clean, report = validate_prices(panel, source="bundled skfolio panel", min_history=100)
+    wide = pd.concat([stocks, index, factors], axis=1)
+    closes = wide.stack().rename("close").reset_index()  # stack drops the NaN before a factor ETF starts
+    closes.columns = ["date", "ticker", "close"]
+    sp_ohlcv = _ohlcv(sources["sp500.csv.gz"], INDEX)
+    closes = closes.merge(sp_ohlcv.drop(columns=["ticker", "close"]).assign(ticker=INDEX), on=["date", "ticker"], how="left")
+    panel = pd.concat([closes, _ohlcv(sources["nasdaq.csv.gz"], NASDAQ)], ignore_index=True)
+    clean, report = validate_prices(panel, source="bundled skfolio/arch panel", min_history=100)
     clean = derive_returns(clean)
-    cov = pd.concat([vix["vix"], wti["wti"]], axis=1).sort_index()
-    cov = cov.loc[:end].ffill().loc[start:end].reindex(sorted(clean["date"].unique())).ffill()  # past values only
-    cov = cov.reset_index().rename(columns={"index": "date"})
-    atomic_write_parquet(clean[["date", "ticker", "close", "log_ret", "rvol5"]], out_dir / "panel.parquet", index=False)
+    for c in OHLCV:
+        if c not in clean:
+            clean[c] = np.nan
+    dates = pd.DatetimeIndex(sorted(clean["date"].unique()))
+    cov = {}
+    for name, s in (("vix", vix["vix"]), ("wti", wti["wti"])):
+        s = s.dropna()
+        aligned = s.reindex(s.index.union(dates)).ffill(limit=5).reindex(dates)  # past values only, short gaps
+        aligned[(dates < s.index.min()) | (dates > s.index.max())] = np.nan  # no value outside the source's range
+        cov[name] = aligned.to_numpy()
+    cov = pd.DataFrame({"date": dates, **cov})
+    atomic_write_parquet(clean[PANEL_COLUMNS], out_dir / "panel.parquet", index=False)
     atomic_write_parquet(cov, out_dir / "covariates.parquet", index=False)
-    log.info(f"finance panel: {clean['ticker'].nunique()} tickers, {clean['date'].nunique()} dates ({report.summary()})")
+    log.info(f"finance panel: {clean['ticker'].nunique()} tickers, {clean['date'].nunique()} dates, "
+             f"{clean['date'].min():%Y-%m-%d}..{clean['date'].max():%Y-%m-%d} ({report.summary()})")
 
 
 DATASETS = [
     DatasetSpec(
         name=PANEL_DATASET,
         domain="finance",
-        description="daily panel: 20 S&P 500 stocks + index + 5 factor ETFs, VIX/WTI covariates, 2014-2019",
+        description="daily panel 1990-2022: 20 S&P 500 stocks + index (OHLCV 1999-2018) + NASDAQ (OHLCV 1999-2018) + 5 factor ETFs (2014-), VIX/WTI covariates where available",
         locate=_locate,
         build=_build,
-        version="2",
+        version="3",
         tags=["timeseries", "finance"],
     )
 ]
@@ -158,73 +197,325 @@ def _panel_dir(root: Path | None) -> Path:
 # ---------------------------------------------------------------------------------------------
 # user price files
 # ---------------------------------------------------------------------------------------------
+WARNING_KINDS = {
+    "forward_filled": "weekend rows repeating the previous close (forward-filled); dropped",
+    "stale_prices": "many zero returns (stale or forward-filled prices); kept — volatility will be too low",
+    "suspected_split": "a one-day jump by a split-like ratio that does not revert; kept — use split-adjusted prices (Adj Close)",
+    "price_spike": "a single-day spike that reverts the next day (fat finger); the spike row is dropped",
+    "partial_adjustment": "adj_close missing on some rows of a ticker; its unadjusted close is used instead",
+    "short_history": "fewer rows than --min-history; the ticker is dropped",
+}
+STALE_ZERO_FRACTION = 0.05  # more zero returns than this is suspicious for a traded asset
+SPIKE_LOG_MOVE = float(np.log(3.0))  # |one-day move| of 3x or more that reverts next day
+SPLIT_LOG_MOVE = float(np.log(1.8))
+SPLIT_RATIOS = (2, 3, 4, 5, 8, 10, 20)  # 3:2 splits are missed: a 33% move is also an ordinary earnings day
+
+
 @dataclass
 class ValidationReport:
+    """What :func:`validate_prices` did to a price table: counts, dropped tickers and data-quality
+    warnings (one dict per finding: ``ticker, kind, date, value, detail``; kinds in ``WARNING_KINDS``)."""
+
     rows_in: int = 0
     rows_out: int = 0
     nan_rows_dropped: int = 0
     duplicate_rows_dropped: int = 0
     tickers_dropped_short: list[str] = field(default_factory=list)
     missing_days: int = 0  # business days absent inside a ticker's history (not filled)
+    source: str = "prices"
+    price_column: dict[str, str] = field(default_factory=dict)  # ticker -> the column its prices came from
+    warnings: list[dict] = field(default_factory=list)
+    rows_repaired: int = 0  # forward-filled weekend rows and spike rows dropped
+
+    def warn(self, ticker: str, kind: str, date=None, value: float | None = None, detail: str = "") -> None:
+        self.warnings.append({"ticker": str(ticker), "kind": kind, "date": None if date is None else str(pd.Timestamp(date).date()),
+                              "value": None if value is None else float(value), "detail": detail})
+
+    def warning_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for w in self.warnings:
+            out[w["kind"]] = out.get(w["kind"], 0) + 1
+        return out
+
+    def warnings_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.warnings, columns=["ticker", "kind", "date", "value", "detail"])
 
     def summary(self) -> str:
+        warn = ", ".join(f"{k}: {v}" for k, v in self.warning_counts().items()) or "none"
         return (f"{self.rows_in} rows in, {self.rows_out} kept; dropped {self.nan_rows_dropped} NaN and "
                 f"{self.duplicate_rows_dropped} duplicate rows; {self.missing_days} missing business days not filled; "
-                f"too-short tickers dropped: {self.tickers_dropped_short or 'none'}")
+                f"too-short tickers dropped: {', '.join(self.tickers_dropped_short) or 'none'}; warnings: {warn}")
+
+    def metrics(self) -> dict:
+        """Flat numbers for a run's ``metrics.json`` (``data/...``)."""
+        m = {"data/rows_in": self.rows_in, "data/rows_out": self.rows_out, "data/rows_repaired": self.rows_repaired,
+             "data/tickers_dropped": len(self.tickers_dropped_short), "data/warnings": len(self.warnings)}
+        m.update({f"data/warnings/{k}": v for k, v in self.warning_counts().items()})
+        return m
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {**asdict(self), "warning_counts": self.warning_counts()}
+
+    def write(self, directory: str | Path) -> Path:
+        """``data_report.json`` (this report) and ``data_warnings.csv`` (one row per warning; also one
+        ``short_history`` row per dropped ticker) into ``directory``; returns the CSV path."""
+        from core.io import atomic_write_json, atomic_write_text
+
+        directory = Path(directory)
+        atomic_write_json(directory / "data_report.json", self.to_dict())
+        path = directory / "data_warnings.csv"
+        atomic_write_text(path, self.warnings_frame().to_csv(index=False))
+        return path
 
 
-def load_price_file(path: str | Path, ticker: str | None = None, min_history: int = 100, max_gap_days: int = 10) -> pd.DataFrame:
-    """Read a user CSV/Parquet of daily prices (schema in the module docstring) and validate it.
+def _sniff_separator(first_line: str) -> str:
+    counts = {sep: first_line.count(sep) for sep in (",", ";", "\t", "|")}
+    sep = max(counts, key=counts.get)
+    return sep if counts[sep] else ","
 
-    Returns ``date, ticker, close, log_ret, rvol5`` (like :func:`load_panel`)."""
+
+def _clean_name(c) -> str:
+    return str(c).strip().strip("<>").strip().lower().replace(" ", "_").replace("-", "_").replace(".", "")
+
+
+_ALIASES = {"adjclose": "adj_close", "adjusted_close": "adj_close", "adj_close_price": "adj_close", "vol": "volume",
+            "symbol": "ticker", "name": "ticker", "price": "close", "last": "close", "timestamp": "date", "datetime": "date",
+            "day": "date", "unnamed:_0": "", "index": ""}
+_NUMERIC = ("close", "adj_close", "open", "high", "low", "volume")
+
+
+def _to_number(s: pd.Series, column: str, source: str, decimal_comma: bool) -> pd.Series:
+    """Numbers from a text column: currency signs, spaces and thousands separators removed."""
+    if pd.api.types.is_numeric_dtype(s):
+        return s.astype(float)
+    txt = s.astype("string").str.strip().str.replace(r"[\$€£¥\s'_]|US\$|USD|EUR", "", regex=True)
+    txt = txt.mask(txt.str.lower().isin(["", "nan", "null", "none", "na", "n/a", "-", "--", "."]))
+    if decimal_comma:
+        txt = txt.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    else:
+        txt = txt.str.replace(",", "", regex=False)
+    out = pd.to_numeric(txt, errors="coerce")
+    bad = s[out.isna() & txt.notna()]
+    if len(bad):
+        ex = ", ".join(repr(str(v)) for v in bad.head(3).tolist())
+        raise PriceDataError(f"{source}: column {column!r} has {len(bad)} value(s) that are not numbers, e.g. {ex}; "
+                             f"write plain numbers such as 1234.56 (a currency sign and thousands separators are removed; "
+                             f"other text is not)")
+    return out.astype(float)
+
+
+def _uses_decimal_comma(frame: pd.DataFrame, sep: str) -> bool:
+    """True when the price columns write decimals with a comma (``1.234,56`` or ``12,5``)."""
+    vals = pd.concat([frame[c].astype("string") for c in _NUMERIC if c in frame and not pd.api.types.is_numeric_dtype(frame[c])] or [pd.Series([], dtype="string")])
+    vals = vals.dropna().str.strip()
+    if vals.empty:
+        return False
+    euro = vals.str.contains(r"^[^.]*,\d{1,2}$|^\d{1,3}(?:\.\d{3})+(?:,\d*)?$", regex=True)
+    us = vals.str.contains(r"\.\d+$", regex=True) & ~vals.str.contains(r"^\d{1,3}(?:\.\d{3})+$", regex=True)
+    return bool(euro.mean() > 0.5 or (sep == ";" and euro.any() and not us.any()))
+
+
+def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
+    """(raw table, separator, ticker named inside a yfinance multi-row header or None)."""
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path), ",", None
+    if suffix not in (".csv", ".txt", ".csv.gz", ".txt.gz", ".tsv", ".gz"):
+        raise PriceDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv, .txt or .parquet")
+    import gzip
+
+    opener = gzip.open if suffix.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:
+        head = [fh.readline() for _ in range(3)]
+    sep = "\t" if suffix == ".tsv" else _sniff_separator(head[0])
+    cells = [h.rstrip("\r\n").split(sep) for h in head]
+    if cells[0][0].strip().lower() == "price" and len(cells) > 1 and cells[1][0].strip().lower() == "ticker":
+        # yfinance >= 0.2.51 writes a three-row header: Price,<fields> / Ticker,<symbol> / Date,,,
+        names = ["date"] + [c.strip() for c in cells[0][1:]]
+        tick = next((c.strip() for c in cells[1][1:] if c.strip()), None)
+        skip = [0, 1, 2] if cells[2][0].strip().lower() == "date" else [0, 1]
+        return pd.read_csv(path, sep=sep, skiprows=skip, names=names, header=None, encoding="utf-8-sig"), sep, tick
+    return pd.read_csv(path, sep=sep, encoding="utf-8-sig"), sep, None
+
+
+def _date_column(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Find the date column: ``date`` (or an alias), else an unnamed first (index) column holding dates."""
+    if "date" in df.columns:
+        col = df["date"]
+    else:
+        first = df.columns[0]
+        if first != "" and first in _NUMERIC + ("ticker",):
+            raise PriceDataError(f"{source}: no date column (expected 'Date' or an unnamed first column of dates); found {[str(c) for c in df.columns]}")
+        col = df[first]
+        df = df.rename(columns={first: "date"})
+    if pd.api.types.is_integer_dtype(col) and len(col) and col.between(19000101, 21001231).all():
+        df["date"] = pd.to_datetime(col.astype(str), format="%Y%m%d", errors="coerce")  # stooq's 20200131
+    elif pd.api.types.is_datetime64_any_dtype(col):
+        df["date"] = col
+    return df
+
+
+def _choose_close(df: pd.DataFrame, source: str, rep: ValidationReport) -> pd.DataFrame:
+    """``close`` per ticker: ``adj_close`` where the ticker has it on every row, else its ``close``
+    (a file may mix adjusted and unadjusted tickers; no ticker loses rows for another's columns)."""
+    if "adj_close" not in df.columns:
+        rep.price_column.update({t: "close" for t in df["ticker"].astype(str).unique()})
+        return df
+    if "close" not in df.columns:
+        df["close"] = df["adj_close"]
+        rep.price_column.update({t: "adj_close" for t in df["ticker"].astype(str).unique()})
+        return df
+    adj_ok = df["adj_close"].notna()
+    full = adj_ok.groupby(df["ticker"]).transform("all")
+    some = adj_ok.groupby(df["ticker"]).transform("any")
+    df["close_unadjusted"] = df["close"]
+    df["close"] = df["adj_close"].where(full, df["close"])
+    for t, g in df.groupby("ticker", sort=True):
+        use_adj = bool(full.loc[g.index].iloc[0])
+        rep.price_column[str(t)] = "adj_close" if use_adj else "close"
+        if not use_adj and bool(some.loc[g.index].iloc[0]):
+            n = int((~adj_ok.loc[g.index]).sum())
+            rep.warn(t, "partial_adjustment", value=n, detail=f"adj_close missing on {n} of {len(g)} rows; the unadjusted close is used for {t}")
+    return df
+
+
+def read_price_file(path: str | Path, ticker: str | None = None, *, min_history: int = 100, max_gap_days: int = 10,
+                    ticker_from_name: bool = False) -> tuple[pd.DataFrame, ValidationReport]:
+    """Read and validate a user price file; returns (``date, ticker, close, log_ret, rvol5`` [+ OHLCV],
+    report). Accepted as they are: long files (``date, ticker, close``), single-series Yahoo/yfinance
+    and stooq CSVs (``Date`` column or an unnamed index column, ``Adj Close`` preferred per ticker),
+    ``,``/``;``/tab separators, ``$`` and thousands separators, ``YYYYMMDD`` dates. A single series is
+    named by ``ticker`` (``--ticker``), the yfinance header, or, with ``ticker_from_name``, the file name."""
     path = Path(path)
     if not path.is_file():
         raise PriceDataError(f"{path}: no such file (expected a CSV or Parquet of date, ticker, close)")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-        elif path.suffix.lower() in (".csv", ".gz", ".txt"):
-            df = pd.read_csv(path)
-        else:
-            raise PriceDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv or .parquet")
+        raw, sep, header_ticker = _read_table(path)
     except PriceDataError:
         raise
     except Exception as e:  # noqa: BLE001 - parser errors from pandas/pyarrow
         raise PriceDataError(f"{path}: cannot be read as {path.suffix} ({type(e).__name__}: {e})") from e
-    df = df.rename(columns={c: str(c).strip().lower().replace(" ", "_") for c in df.columns})
-    if "adj_close" in df.columns:
-        df["close"] = df["adj_close"]
+    df = raw.rename(columns={c: _ALIASES.get(_clean_name(c), _clean_name(c)) for c in raw.columns})
+    if df.columns.duplicated().any():
+        df = df.loc[:, ~df.columns.duplicated()]
+    source = str(path)
+    if "close" not in df.columns and "adj_close" not in df.columns:
+        raise PriceDataError(f"{source}: no close price column (expected 'Close' or 'Adj Close'); found {[str(c) for c in raw.columns]}"
+                             + ("; the file looks like one column: is it separated by something other than , ; or tab?" if raw.shape[1] == 1 else ""))
+    df = _date_column(df, source)
+    comma = _uses_decimal_comma(df, sep)
+    for c in _NUMERIC:
+        if c in df.columns:
+            df[c] = _to_number(df[c], c, source, comma)
     if "ticker" not in df.columns:
-        if ticker is None:
-            raise PriceDataError(f"{path}: no 'ticker' column; add one or pass ticker= (--ticker) for a single-series file")
-        df["ticker"] = ticker
-    clean, report = validate_prices(df, source=str(path), min_history=min_history, max_gap_days=max_gap_days)
-    log.info(f"{path}: {report.summary()}")
-    return derive_returns(clean)
+        name = ticker or header_ticker or (path.name.split(".")[0].upper() if ticker_from_name else None)
+        if name is None:
+            raise PriceDataError(f"{path}: no 'ticker' column; add one or pass ticker= (--ticker NAME) for a single-series file")
+        df["ticker"] = name
+    elif ticker:
+        df["ticker"] = df["ticker"].astype(str)
+        if ticker not in set(df["ticker"]):
+            raise PriceDataError(f"{path}: --ticker {ticker} is not in its ticker column (it has {', '.join(sorted(set(df['ticker']))[:10])})")
+        df = df[df["ticker"] == ticker]
+    rep = ValidationReport(source=source)
+    df["ticker"] = df["ticker"].astype(str)
+    df = _choose_close(df, source, rep)
+    clean, rep = validate_prices(df, source=source, min_history=min_history, max_gap_days=max_gap_days, repair=True, report=rep)
+    log.info(f"{path}: {rep.summary()}")
+    for w in rep.warnings:
+        log.warning(f"{path}: {w['ticker']} {w['kind']}" + (f" on {w['date']}" if w["date"] else "") + f": {w['detail']}")
+    return derive_returns(clean), rep
 
 
-def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int = 100, max_gap_days: int = 10) -> tuple[pd.DataFrame, ValidationReport]:
-    """Check and clean a long price table; see the module docstring for the rules."""
-    rep = ValidationReport(rows_in=len(df))
+def load_price_file(path: str | Path, ticker: str | None = None, min_history: int = 100, max_gap_days: int = 10,
+                    ticker_from_name: bool = False) -> pd.DataFrame:
+    """:func:`read_price_file` without the report."""
+    return read_price_file(path, ticker, min_history=min_history, max_gap_days=max_gap_days, ticker_from_name=ticker_from_name)[0]
+
+
+def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFrame:
+    """Data-quality warnings per ticker (see ``WARNING_KINDS``); with ``repair`` forward-filled weekend
+    rows and reverting single-day spikes are dropped (counted in ``rep.rows_repaired``)."""
+    drop = np.zeros(len(df), dtype=bool)
+    close = df["close"].to_numpy(dtype=float)
+    dow = df["date"].dt.dayofweek.to_numpy()
+    tick = df["ticker"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, tick[1:] != tick[:-1]])
+    ends = np.r_[starts[1:], len(df)]
+    for a, b in zip(starts, ends):
+        t = tick[a]
+        c = close[a:b]
+        same = np.r_[False, c[1:] == c[:-1]]
+        ff = same & (dow[a:b] >= 5)
+        if ff.any():
+            rep.warn(t, "forward_filled", value=int(ff.sum()), detail=f"{int(ff.sum())} Saturday/Sunday rows repeat the previous close"
+                     + ("; dropped" if repair else ""))
+            if repair:
+                drop[a:b] |= ff
+        keep = ~drop[a:b]
+        idx = np.flatnonzero(keep) + a
+        if len(idx) < 3:
+            continue
+        r = np.diff(np.log(close[idx]))
+        for i in np.flatnonzero(np.abs(r[:-1]) >= SPIKE_LOG_MOVE):
+            if abs(r[i] + r[i + 1]) < 0.25 * abs(r[i]) and not drop[idx[i + 1]]:
+                day = df["date"].iloc[idx[i + 1]]
+                rep.warn(t, "price_spike", day, close[idx[i + 1]], f"close {close[idx[i + 1]]:.6g} on {day:%Y-%m-%d} is {np.exp(r[i]):.3g}x the day "
+                         f"before and reverts the next day" + ("; row dropped" if repair else ""))
+                if repair:
+                    drop[idx[i + 1]] = True
+        for i in np.flatnonzero(np.abs(r) >= SPLIT_LOG_MOVE):
+            if drop[idx[i + 1]] or (i + 1 < len(r) and abs(r[i] + r[i + 1]) < 0.5 * abs(r[i])) or (i > 0 and drop[idx[i]]):
+                continue
+            ratio = float(np.exp(-r[i]))  # old / new price: 4 for a 1:4 split
+            near = min(SPLIT_RATIOS, key=lambda k: min(abs(ratio - k), abs(1 / ratio - k)) / k)
+            if min(abs(ratio - near), abs(1 / ratio - near)) / near < 0.03:
+                day = df["date"].iloc[idx[i + 1]]
+                rep.warn(t, "suspected_split", day, ratio, f"close moved {100 * (np.exp(r[i]) - 1):+.1f}% on {day:%Y-%m-%d} (ratio {ratio:.3g}) "
+                         f"and did not revert: an unadjusted split? use split-adjusted prices (Adj Close)")
+        r = np.diff(np.log(close[np.flatnonzero(~drop[a:b]) + a]))
+        zero = float(np.mean(r == 0)) if len(r) else 0.0
+        if zero > STALE_ZERO_FRACTION and (r == 0).sum() >= 5:
+            rep.warn(t, "stale_prices", value=zero, detail=f"{100 * zero:.0f}% of daily returns are exactly zero (stale or forward-filled prices); "
+                     f"volatility forecasts will be too low")
+    if repair and drop.any():
+        rep.rows_repaired = int(drop.sum())
+        df = df[~drop].reset_index(drop=True)
+    return df
+
+
+def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int = 100, max_gap_days: int = 10, *,
+                    repair: bool = False, report: ValidationReport | None = None) -> tuple[pd.DataFrame, ValidationReport]:
+    """Check and clean a long price table; see the module docstring for the rules. Data-quality
+    findings (``WARNING_KINDS``) go into the report; ``repair`` drops forward-filled weekend rows
+    and reverting single-day spikes (user files), else they are only reported."""
+    rep = report or ValidationReport(source=source)
+    rep.rows_in = len(df)
     missing = [c for c in ("date", "ticker", "close") if c not in df.columns]
     if missing:
-        raise PriceDataError(f"{source}: missing column(s) {missing}; expected columns date, ticker, close (or OHLCV); found {list(df.columns)}")
+        raise PriceDataError(f"{source}: missing column(s) {missing}; expected columns date, ticker, close (or OHLCV); found {[str(c) for c in df.columns]}")
     df = df.copy()
     dates = pd.to_datetime(df["date"], errors="coerce")
+    if df["date"].dtype == object and dates.isna().any() and dates.notna().any():
+        dates = pd.to_datetime(df["date"], errors="coerce", format="mixed")  # e.g. '2020-01-31' next to '2020-02-03 00:00:00'
     bad = df.loc[dates.isna() & df["date"].notna(), "date"]
     if len(bad) or df["date"].isna().any():
-        examples = list(bad.astype(str).head(3)) or ["<empty>"]
+        examples = [str(v) for v in bad.head(3).tolist()] or ["<empty>"]
         raise PriceDataError(f"{source}: {int(dates.isna().sum())} row(s) with a missing or unparseable date, e.g. {examples}; expected dates like 2020-01-31")
     df["date"] = dates.dt.tz_localize(None) if dates.dt.tz is not None else dates
     df["date"] = df["date"].dt.normalize()
     df["ticker"] = df["ticker"].astype(str)
+    if not pd.api.types.is_numeric_dtype(df["close"]):
+        df["close"] = _to_number(df["close"], "close", source, decimal_comma=False)
     df["close"] = pd.to_numeric(df["close"], errors="coerce")
     finite = np.isfinite(df["close"].to_numpy(dtype=float))
     rep.nan_rows_dropped = int((~finite).sum())
     df = df[finite]
     nonpos = df[df["close"] <= 0]
     if len(nonpos):
-        ex = ", ".join(f"{t} {d:%Y-%m-%d} ({c})" for t, d, c in nonpos[["ticker", "date", "close"]].head(3).itertuples(index=False))
+        ex = ", ".join(f"{t} {d:%Y-%m-%d} ({float(c):g})" for t, d, c in nonpos[["ticker", "date", "close"]].head(3).itertuples(index=False))
         raise PriceDataError(f"{source}: {len(nonpos)} non-positive close price(s), e.g. {ex}; prices must be > 0 (log returns)")
     dup_mask = df.duplicated(["ticker", "date"], keep=False)
     if dup_mask.any():
@@ -238,48 +529,74 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
         df = df.drop_duplicates(["ticker", "date"])
         rep.duplicate_rows_dropped = before - len(df)
     df = df.sort_values(["ticker", "date"]).reset_index(drop=True)
+    df = _quality(df, rep, repair)
     keep = []
     for t, g in df.groupby("ticker", sort=True):
         if len(g) < min_history:
             rep.tickers_dropped_short.append(t)
+            rep.warn(t, "short_history", value=len(g), detail=f"{len(g)} rows, fewer than min_history={min_history}; dropped (lower --min-history to keep it)")
             continue
         d = g["date"].to_numpy().astype("datetime64[D]")
         gaps = np.busday_count(d[:-1], d[1:]) - 1
         if len(gaps) and gaps.max() > max_gap_days:
             i = int(gaps.argmax())
             raise PriceDataError(f"{source}: ticker {t} has no prices for {int(gaps[i])} business days between {d[i]} and {d[i + 1]} "
-                                 f"(more than max_gap_days={max_gap_days}); split the series or raise the limit")
+                                 f"(more than max_gap_days={max_gap_days}); split the series or raise the limit (--max-gap-days)")
         rep.missing_days += int(np.clip(gaps, 0, None).sum())
         keep.append(t)
     if rep.tickers_dropped_short:
-        log.warning(f"{source}: dropped ticker(s) with fewer than {min_history} rows: {rep.tickers_dropped_short}")
+        log.warning(f"{source}: dropped ticker(s) with fewer than {min_history} rows: {', '.join(rep.tickers_dropped_short)}")
     if not keep:
-        raise PriceDataError(f"{source}: no ticker has at least {min_history} daily prices (found {df.groupby('ticker').size().to_dict()}); a forecast needs a longer history")
+        found = ", ".join(f"{t}: {int(n)}" for t, n in df.groupby("ticker").size().items()) or "no valid rows"
+        raise PriceDataError(f"{source}: no ticker has at least {min_history} daily prices (found {found}); a forecast needs a longer history "
+                             f"(or lower --min-history)")
     df = df[df["ticker"].isin(keep)].reset_index(drop=True)
     rep.rows_out = len(df)
-    cols = ["date", "ticker", "close"] + [c for c in ("open", "high", "low", "volume") if c in df.columns]
+    cols = ["date", "ticker", "close"] + [c for c in ("open", "high", "low", "volume", "close_unadjusted") if c in df.columns]
     return df[cols], rep
 
 
-def load_inputs(data: str = "", tickers: list[str] | tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(panel, covariates) for a CLI: the bundled panel with VIX/WTI, or a user price file
-    without covariates (their inputs are then zero). ``tickers`` restricts the panel."""
+@dataclass
+class PanelData:
+    """What a command reads: the price panel, its covariates (None for user files) and the
+    validation report (empty for the bundled panel, which was validated when prepared)."""
+
+    panel: pd.DataFrame
+    covariates: pd.DataFrame | None
+    report: ValidationReport
+    source: str
+
+
+def load_panel_data(data: str = "", tickers: list[str] | tuple[str, ...] = (), *, ticker: str | None = None,
+                    max_gap_days: int = 10, min_history: int = 100) -> PanelData:
+    """The bundled panel with VIX/WTI, or a validated user price file (a single series named by
+    ``ticker`` or its file name) without covariates. ``tickers`` restricts the panel."""
     if data:
-        panel, cov = load_price_file(data), None
+        panel, rep = read_price_file(data, ticker, min_history=min_history, max_gap_days=max_gap_days, ticker_from_name=True)
+        cov, source = None, str(data)
     else:
-        panel, cov = load_panel(), load_covariates()
+        panel, cov, source = load_panel(), load_covariates(), PANEL_DATASET
+        rep = ValidationReport(rows_in=len(panel), rows_out=len(panel), source=source)
     if tickers:
         unknown = sorted(set(tickers) - set(panel["ticker"]))
         if unknown:
-            raise PriceDataError(f"unknown ticker(s) {unknown}; the data has {sorted(panel['ticker'].unique())}")
+            dropped = sorted(set(unknown) & set(rep.tickers_dropped_short))
+            why = f" ({', '.join(dropped)} dropped: history shorter than --min-history {min_history})" if dropped else ""
+            raise PriceDataError(f"unknown ticker(s) {unknown}{why}; {source} has {sorted(panel['ticker'].unique())}")
         panel = panel[panel["ticker"].isin(list(tickers))].reset_index(drop=True)
-    return panel, cov
+    return PanelData(panel, cov, rep, source)
 
 
-def data_tickers(data: str = "") -> list[str]:
+def load_inputs(data: str = "", tickers: list[str] | tuple[str, ...] = (), **options) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(panel, covariates) of :func:`load_panel_data` (``options``: ``ticker``, ``max_gap_days``, ``min_history``)."""
+    d = load_panel_data(data, tickers, **options)
+    return d.panel, d.covariates
+
+
+def data_tickers(data: str = "", **options) -> list[str]:
     """The tickers :func:`load_inputs` would return, reading only the ticker column of the bundled
     panel (a user file is validated as a whole: which tickers survive depends on every row)."""
-    panel = load_inputs(data)[0] if data else load_panel(columns=["ticker"])
+    panel = load_inputs(data, **options)[0] if data else load_panel(columns=["ticker"])
     return sorted(panel["ticker"].unique())
 
 

@@ -24,7 +24,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -46,6 +48,8 @@ __all__ = [
     "write_card_checksums",
     "dataset_dir",
     "ensure_dataset",
+    "debian_package_files",
+    "safe_extract_tar",
 ]
 
 log = get_logger("data")
@@ -101,6 +105,85 @@ def ensure_dataset(spec: DatasetSpec, root: Path | None = None) -> Path:
         return dataset_dir(spec.name, root)
     except FileNotFoundError:
         return prepare(spec, root=root)
+
+
+def debian_cache_dir() -> Path:
+    """Where Debian data packages fetched without root are unpacked: ``<data root>/.debian``."""
+    return data_root() / ".debian"
+
+
+def debian_package_files(package: str, paths: list[str], *, system: bool = True, fetch: bool = True) -> dict[str, Path]:
+    """Files of a Debian data package (absolute paths as installed, e.g. ``/usr/share/mricron/templates/ch2.nii.gz``),
+    found without needing root:
+
+    1. the system install, when every file is there (``system=False`` skips it);
+    2. the user's cache ``<data root>/.debian/<package>/`` (a previous fetch);
+    3. otherwise ``apt-get download <package>`` and ``dpkg-deb -x`` into that cache — neither needs root.
+       ``SUITE_DEBIAN_FETCH=0`` (or ``fetch=False``) turns this step off.
+
+    Returns ``{basename: path}``. The caller checks each file against the sha256 in its dataset card
+    (:func:`verify_sources`). Raises :class:`SourceMissingError` in one line when none of the three works,
+    e.g. on a machine without apt.
+    """
+    if system and all(Path(p).is_file() for p in paths):
+        return {Path(p).name: Path(p) for p in paths}
+    cache = debian_cache_dir() / package
+    cached = {Path(p).name: cache / p.lstrip("/") for p in paths}
+    if all(c.is_file() for c in cached.values()):
+        return cached
+    install = f"`sudo apt-get install -y {package}`, or let `python -m core.data prepare` fetch it without root (needs apt-get and dpkg-deb)"
+    if not fetch or os.environ.get("SUITE_DEBIAN_FETCH", "1") == "0":
+        raise SourceMissingError(f"Debian package {package} is not installed and fetching is off (SUITE_DEBIAN_FETCH=0): {install}")
+    apt, dpkg = shutil.which("apt-get"), shutil.which("dpkg-deb")
+    if not apt or not dpkg:
+        raise SourceMissingError(f"Debian package {package} is not installed and this machine has no apt-get/dpkg-deb to fetch it; "
+                                 f"the data sets built from it are skipped")
+    log.info(f"fetching Debian package {package} without root (apt-get download + dpkg-deb -x) into {cache}")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{package}.", dir=cache.parent))
+    try:
+        r = subprocess.run([apt, "download", package], cwd=work, capture_output=True, text=True, timeout=600)
+        debs = sorted(work.glob(f"{package}_*.deb"))
+        if r.returncode != 0 or not debs:
+            why = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no .deb downloaded"]
+            raise SourceMissingError(f"could not fetch Debian package {package} with `apt-get download` ({why[0]}); install it with {install}")
+        unpacked = work / "root"
+        r = subprocess.run([dpkg, "-x", str(debs[0]), str(unpacked)], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise SourceMissingError(f"`dpkg-deb -x {debs[0].name}` failed: {r.stderr.strip()[:200]}")
+        if cache.exists():
+            shutil.rmtree(cache)
+        os.replace(unpacked, cache)  # the cache appears whole or not at all
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    missing = [str(c) for c in cached.values() if not c.is_file()]
+    if missing:
+        raise SourceMissingError(f"Debian package {package} was fetched but lacks {missing[0]}; a different release? See its dataset card")
+    log.info(f"fetched {package} into {cache} (files are checked against the dataset card's sha256 next)")
+    return cached
+
+
+def safe_extract_tar(archive: str | Path, dest: str | Path) -> None:
+    """Extract a tar archive refusing absolute paths, ``..``, links and device files. Uses the stdlib's
+    ``filter="data"`` where it exists (Python ≥ 3.11.4) and the same checks by hand on older 3.11
+    releases (Debian 12 ships 3.11.2)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tf:
+        if hasattr(tarfile, "data_filter"):
+            tf.extractall(dest, filter="data")
+            return
+        root = dest.resolve()
+        members = []
+        for m in tf.getmembers():
+            target = (root / m.name).resolve()
+            if m.name.startswith("/") or (target != root and root not in target.parents):
+                raise ValueError(f"{archive}: member {m.name!r} would be written outside {dest}")
+            if not (m.isfile() or m.isdir()):
+                raise ValueError(f"{archive}: member {m.name!r} is a link or special file; refused")
+            m.mode = (m.mode or 0o644) & 0o755
+            members.append(m)
+        tf.extractall(dest, members=members)  # noqa: S202 - every member checked above
 
 
 def read_card_checksums(card: Path) -> dict[str, str]:

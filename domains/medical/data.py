@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import DatasetSpec, SourceMissingError, ensure_dataset
+from core.data import DatasetSpec, SourceMissingError, debian_package_files, ensure_dataset, safe_extract_tar
 from core.io import atomic_path, atomic_write_json
 from core.logging import get_logger
 from domains.medical.validation import MedicalInputError
@@ -191,8 +191,7 @@ def download_msd_task(task: str, root: str | Path, url: str | None = None, md5: 
             raise MedicalInputError(f"{url}: md5 {got} differs from the expected {md5}")
     staging = root / f".{task}.unpack"
     shutil.rmtree(staging, ignore_errors=True)
-    with tarfile.open(archive) as tf:
-        tf.extractall(staging, filter="data")  # refuses absolute paths / links outside the folder
+    safe_extract_tar(archive, staging)  # refuses absolute paths / links outside the folder (also on Python < 3.11.4)
     inner = next((p.parent for p in staging.rglob("dataset.json")), None)
     if inner is None:
         raise MedicalInputError(f"{url}: archive has no dataset.json; not an MSD task")
@@ -208,10 +207,6 @@ def download_msd_task(task: str, root: str | Path, url: str | None = None, md5: 
 # ---------------------------------------------------------------------------------------------
 
 
-def _apt_hint(pkg: str, path: Path) -> str:
-    return f"{path} not found: install the Debian package with `sudo apt-get install -y {pkg}`"
-
-
 def _mni152_t1() -> Path:
     try:
         import nilearn
@@ -221,10 +216,8 @@ def _mni152_t1() -> Path:
 
 
 def _locate_brain() -> dict[str, Path]:
-    src = {"ch2bet.nii.gz": MRICRON / "ch2bet.nii.gz", "aal.nii.gz": MRICRON / "aal.nii.gz", "aal.nii.txt": MRICRON / "aal.nii.txt"}
-    for p in src.values():
-        if not p.is_file():
-            raise SourceMissingError(_apt_hint("mricron-data", p))
+    # the system install, else a no-root fetch of the Debian package into the data cache
+    src = debian_package_files("mricron-data", [str(MRICRON / n) for n in ("ch2bet.nii.gz", "aal.nii.gz", "aal.nii.txt")])
     mni = _mni152_t1()
     if not mni.is_file():
         raise SourceMissingError(f"{mni} not found: `pip install nilearn` (0.14 ships the MNI152 2009a template)")
@@ -339,9 +332,7 @@ def _build_brain(src: dict[str, Path], out: Path) -> None:
 
 
 def _locate_ct() -> dict[str, Path]:
-    if not INVESALIUS.is_file():
-        raise SourceMissingError(_apt_hint("invesalius-examples", INVESALIUS))
-    return {"Cranium.inv3": INVESALIUS}
+    return debian_package_files("invesalius-examples", [str(INVESALIUS)])
 
 
 def read_invesalius_ct(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,8 +5,21 @@
 #   everything constrained by requirements/lock.txt so installs repeat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3.11}"
-command -v "$PY" >/dev/null 2>&1 || PY=python3
+# The stack is pinned for CPython 3.11 (torch 2.14.1 wheels, requires-python in pyproject.toml).
+# Take $PYTHON, else the first 3.11 on PATH; refuse anything else with one clear line.
+pick_python() {
+  local c
+  for c in ${PYTHON:-} python3.11 python3 python; do
+    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null; then
+      echo "$c"; return 0
+    fi
+  done
+  return 1
+}
+if [[ ! -x .venv/bin/python ]]; then
+  PY=$(pick_python) || { echo "[setup] error: Python 3.11 is required (found: $(python3 --version 2>&1 || echo none)); install python3.11 (Debian: apt-get install python3.11-venv) or set PYTHON=/path/to/python3.11" >&2; exit 2; }
+  "$PY" -c 'import venv, ensurepip' 2>/dev/null || { echo "[setup] error: $PY has no venv/ensurepip module; on Debian/Ubuntu: apt-get install python3.11-venv (or use another 3.11, PYTHON=...)" >&2; exit 2; }
+fi
 VENV=.venv
 STAMP="$VENV/.suite-install-stamp"
 WANT="$(cat requirements/*.txt pyproject.toml | sha256sum | cut -d' ' -f1)"

@@ -40,6 +40,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from core.errors import UserInputError
+
 __all__ = [
     "create_backbone",
     "list_backbones",
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 
-class BackboneError(ValueError):
+class BackboneError(UserInputError, ValueError):
     """Unknown backbone name, bad arguments, or a weights file that does not fit."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from core.distributed import unwrap as _unwrap
+from core.errors import UserInputError
 from core.io import atomic_path, atomic_write
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 _STEP_RE = re.compile(r"step_(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserInputError, RuntimeError):
     """A checkpoint file is missing, corrupt or does not fit the model."""
 
 

@@ -1,12 +1,12 @@
 """The one entry-point wrapper every ``python -m domains.<d>.<verb>`` uses.
 
     def main(argv=None) -> int:
-        return run_cli(TrainConfig, train, argv, doc=__doc__, prog="python -m domains.medical.train",
-                       user_errors=(MedicalInputError,))
+        return run_cli(TrainConfig, train, argv, doc=__doc__, prog="python -m domains.medical.train")
 
-Errors a user can cause (bad file, unknown id, NaNs, a missing prepared data set or run) become one
-clear line on stderr and exit code 2 — not a traceback from deep inside a library. Anything else is a
-bug and keeps its traceback. ``SUITE_DEBUG=1`` shows the traceback for user errors too.
+Errors a user can cause subclass :class:`core.errors.UserInputError` (bad file, unknown id, NaNs,
+a missing prepared data set or run, a busy run folder): they become one clear line on stderr and
+exit code 2 — not a traceback from deep inside a library. Anything else (a bare ``ValueError``
+included) is a bug and keeps its traceback. ``SUITE_DEBUG=1`` shows the traceback for user errors too.
 """
 
 from __future__ import annotations
@@ -15,28 +15,35 @@ import os
 import sys
 from typing import Any, Callable, Sequence, TypeVar
 
-from core.checkpoint import CheckpointError
 from core.config import parse_config
+from core.errors import UserInputError
 
 __all__ = ["run_cli", "USER_ERRORS"]
 
 T = TypeVar("T")
 
-# Raised by core itself for conditions the user controls.
-USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, CheckpointError)
+# FileNotFoundError: a missing input file or prepared data set named by the user (core.data raises it).
+USER_ERRORS: tuple[type[BaseException], ...] = (UserInputError, FileNotFoundError)
 
 
 def run_cli(cfg_cls: type[T], fn: Callable[[T], Any], argv: Sequence[str] | None = None, *, doc: str | None = None,
             prog: str | None = None, user_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Parse the config, call ``fn(cfg)``; user errors -> one line and exit 2, Ctrl-C -> exit 130.
+    ``user_errors``: extra exception types to treat as user errors (prefer subclassing UserInputError)."""
     cfg = parse_config(cfg_cls, argv, description=doc, prog=prog)
     try:
         fn(cfg)
     except (*USER_ERRORS, *user_errors) as e:
         if os.environ.get("SUITE_DEBUG") == "1":
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept — rerun with --resume to continue", file=sys.stderr)
         return 130
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return " ".join(text.split("\n")) if "\n" in text else text

@@ -2,13 +2,21 @@
 with the run.
 
     @dataclass
-    class TrainConfig(RunConfig):
+    class TrainConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
         lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
 
     cfg = parse_config(TrainConfig, description=__doc__)
 
+:class:`RunConfig` holds what every run has (``name``, ``runs_dir``); the mixins add what a
+command actually uses — :class:`TrackingConfig` (``--track``), :class:`SeedConfig` (``--seed``,
+``--deterministic``), :class:`DeviceConfig` (``--device``), :class:`ResumeConfig` (``--resume``),
+:class:`ModelRunConfig` (``--model-run``) — so ``--help`` lists only flags that do something.
+
 ``--config run.json`` loads a saved config (e.g. ``runs/medical/<name>/config.json``); flags given
-on the command line override it. Unknown keys in a config file are an error, not ignored.
+on the command line override it. A config file is checked like the flags: unknown keys, wrong
+types and values outside the choices are one-line errors (exit 2) naming the key, the expected type
+and the value; ``"false"``/``"true"`` read as booleans and a string for a list field is a
+one-element list. Run names are plain names (no path), see :func:`check_run_name`.
 """
 
 from __future__ import annotations
@@ -16,28 +24,105 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
-__all__ = ["RunConfig", "parse_config", "config_to_dict", "config_from_dict", "build_parser"]
+from core.errors import UserInputError
+
+__all__ = [
+    "RunConfig",
+    "TrackingConfig",
+    "SeedConfig",
+    "DeviceConfig",
+    "ResumeConfig",
+    "ModelRunConfig",
+    "ConfigError",
+    "RunNameError",
+    "check_run_name",
+    "parse_config",
+    "config_to_dict",
+    "config_from_dict",
+    "build_parser",
+]
 
 T = TypeVar("T")
 
 
+class ConfigError(UserInputError, ValueError):
+    """A config file or flag value that does not fit the config (unknown key, wrong type, bad choice)."""
+
+
+class RunNameError(ConfigError):
+    """A run name that is not a plain name (a path, ``..``, empty)."""
+
+
 @dataclass
 class RunConfig:
-    """Fields every domain CLI shares."""
+    """Fields every run has: where it lives. Combine with the mixins below for what a command uses."""
 
-    name: str | None = field(default=None, metadata={"help": "run name (default: a timestamp); the run lives in <runs-dir>/<domain>/<name>"})
+    name: str | None = field(default=None, metadata={"help": "run name, a plain name without '/' (default: a timestamp); the run lives in <runs-dir>/<domain>/<name>"})
     runs_dir: str = field(default="runs", metadata={"help": "root folder of all runs"})
-    device: str = field(default="auto", metadata={"help": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    deterministic: bool = field(default=False, metadata={"help": "ask torch for deterministic kernels (slower)"})
-    resume: bool = field(default=False, metadata={"help": "resume the run named by --name (or the latest run) from its last checkpoint"})
+
+
+@dataclass
+class TrackingConfig:
     track: bool = field(default=True, metadata={"help": "log params/metrics/artifacts to MLflow (embedded SQLite store under runs/ unless MLFLOW_TRACKING_URI is set)"})
+
+
+@dataclass
+class SeedConfig:
+    seed: int = field(default=0, metadata={"help": "random seed (the run seeds Python, NumPy and torch once, at its start)"})
+    deterministic: bool = field(default=False, metadata={"help": "ask torch for deterministic kernels (slower)"})
+
+
+@dataclass
+class DeviceConfig:
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N"})
+
+
+@dataclass
+class ResumeConfig:
+    resume: bool = field(default=False, metadata={"help": "resume the run named by --name (or the newest run of this command) from its last checkpoint"})
+
+
+@dataclass
+class ModelRunConfig:
+    model_run: str | None = field(default=None, metadata={"help": "a run folder or run name of this domain (default: the newest completed model run)"})
+
+
+def check_run_name(name: str | None, what: str = "--name") -> None:
+    """A run name is one plain path component: not empty, no ``/`` or ``\\``, not ``.``/``..``,
+    not absolute, no NUL, not ``latest`` (the domain's pointer). Raises :class:`RunNameError`."""
+    if name is None:
+        return
+    if not isinstance(name, str):
+        raise RunNameError(f"{what} {name!r}: expected a plain run name (text)")
+    bad = (
+        "it is empty" if not name.strip() else
+        "it contains a path separator" if "/" in name or "\\" in name or (os.altsep and os.altsep in name) else
+        "it is '.' or '..'" if name in (".", "..") else
+        "it contains a NUL byte" if "\0" in name else
+        "it starts with '.' (hidden)" if name.startswith(".") else
+        "'latest' names the domain's pointer to its newest model run" if name == "latest" else
+        None
+    )
+    if bad:
+        raise RunNameError(f"{what} {name!r}: a run name must be a plain folder name inside the runs folder, but {bad}")
+
+
+def _check_file_runs_dir(runs_dir: Any, source: str) -> None:
+    """A config file may name a runs folder below the current one only: a shared or saved config
+    must not send writes to ``/etc`` or ``../../x``. The command line (``--runs-dir``) may name any folder."""
+    if not isinstance(runs_dir, str):
+        return  # the type check reports it
+    p = Path(runs_dir)
+    if p.is_absolute() or ".." in p.parts:
+        raise ConfigError(f"{source}: runs_dir {runs_dir!r} is absolute or leaves the current folder; a config file may only name a runs "
+                          "folder below the current one — pass --runs-dir on the command line to write elsewhere")
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -53,11 +138,17 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _list_inner(tp: Any) -> Any:
+    args = {a for a in typing.get_args(tp) if a is not Ellipsis}
+    return next(iter(args)) if len(args) == 1 else str
+
+
 def build_parser(cfg_cls: type, description: str | None = None, prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # --ticker must not silently mean --tickers
     )
     parser.add_argument("--config", type=str, default=None, help="JSON config to start from (e.g. a saved run's config.json); flags override it")
     hints = typing.get_type_hints(cfg_cls)
@@ -76,8 +167,7 @@ def build_parser(cfg_cls: type, description: str | None = None, prog: str | None
         if tp is bool:
             parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
         elif origin in (list, tuple, Sequence):
-            (inner,) = {a for a in typing.get_args(tp) if a is not Ellipsis} or {str}
-            parser.add_argument(_flag(f.name), nargs="*", type=inner, **kwargs)
+            parser.add_argument(_flag(f.name), nargs="*", type=_list_inner(tp), **kwargs)
         elif tp in (int, float, str):
             parser.add_argument(_flag(f.name), type=tp, **kwargs)
         else:
@@ -89,40 +179,129 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def config_from_dict(cfg_cls: type[T], data: dict[str, Any], source: str = "config") -> T:
-    names = {f.name for f in dataclasses.fields(cfg_cls) if f.init}
-    unknown = sorted(set(data) - names)
+_TYPE_WORDS = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _coerce_scalar(tp: type, value: Any) -> Any:
+    """``value`` as ``tp`` the way the flag would read it, or raise ValueError."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError
+    if isinstance(value, bool):  # True is an int in Python, never in a config
+        raise ValueError
+    if tp is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            return int(value.strip())
+        raise ValueError
+    if tp is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            return float(value.strip())
+        raise ValueError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)):
+            return str(value)
+        raise ValueError
+    return value
+
+
+def _coerce(key: str, tp_hint: Any, value: Any, choices: Sequence[Any] | None, source: str) -> Any:
+    tp, optional = _unwrap_optional(tp_hint)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {key!r} expects {_describe(tp)}, got null")
+    origin = typing.get_origin(tp)
+    try:
+        if origin in (list, tuple, Sequence):
+            inner = _list_inner(tp)
+            if isinstance(value, str):  # "tickers": "AAPL" means ["AAPL"], as --tickers AAPL does
+                value = [value]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            items = [_coerce_scalar(inner, v) for v in value]
+            if choices is not None:
+                for v in items:
+                    _check_choice(key, v, choices, source)
+            return tuple(items) if origin is tuple else list(items)
+        out = _coerce_scalar(tp, value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{source}: {key!r} expects {_describe(tp)}, got {json.dumps(value, default=str)}") from None
+    if choices is not None:
+        _check_choice(key, out, choices, source)
+    return out
+
+
+def _check_choice(key: str, value: Any, choices: Sequence[Any], source: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{source}: {key!r} is {json.dumps(value, default=str)}, expected one of {list(choices)}")
+
+
+_LIST_WORDS = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+
+
+def _describe(tp: Any) -> str:
+    if typing.get_origin(tp) in (list, tuple, Sequence):
+        return f"a list of {_LIST_WORDS.get(_list_inner(tp), 'values')}"
+    return _TYPE_WORDS.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _checked_values(cfg_cls: type, data: dict[str, Any], source: str) -> dict[str, Any]:
+    fields = {f.name: f for f in dataclasses.fields(cfg_cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{source}: unknown config key(s) {unknown} for {cfg_cls.__name__}; known: {sorted(names)}")
+        raise ConfigError(f"{source}: unknown config key(s) {unknown} for {cfg_cls.__name__}; known: {sorted(fields)}")
     hints = typing.get_type_hints(cfg_cls)
-    kwargs = {}
-    for k, v in data.items():
-        tp, _ = _unwrap_optional(hints[k])
-        if typing.get_origin(tp) is tuple and isinstance(v, list):
-            v = tuple(v)
-        kwargs[k] = v
-    return cfg_cls(**kwargs)
+    return {k: _coerce(k, hints[k], v, fields[k].metadata.get("choices"), source) for k, v in data.items()}
+
+
+def config_from_dict(cfg_cls: type[T], data: dict[str, Any], source: str = "config") -> T:
+    """Build ``cfg_cls`` from a dict (a config file), checking keys, types and choices like the flags do."""
+    return cfg_cls(**_checked_values(cfg_cls, data, source))
 
 
 def parse_config(cfg_cls: type[T], argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None) -> T:
-    """Parse ``argv`` into ``cfg_cls``: defaults < ``--config`` file < explicit flags."""
+    """Parse ``argv`` into ``cfg_cls``: defaults < ``--config`` file < explicit flags.
+
+    Errors in the config file or a bad run name end the process with one line and exit code 2."""
     parser = build_parser(cfg_cls, description=description, prog=prog)
     ns = vars(parser.parse_args(argv))
-    base: dict[str, Any] = {}
     cfg_path = ns.pop("config", None)
+
+    def fail(msg: str) -> typing.NoReturn:
+        parser.exit(2, f"error: {msg}\n")
+
+    base: dict[str, Any] = {}
     if cfg_path:
         p = Path(cfg_path)
         if not p.is_file():
-            parser.error(f"--config {cfg_path}: no such file")
+            fail(f"--config {cfg_path}: no such file")
         try:
             base = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            parser.error(f"--config {cfg_path}: not valid JSON ({e})")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            fail(f"--config {cfg_path}: not valid JSON ({e})")
         if not isinstance(base, dict):
-            parser.error(f"--config {cfg_path}: expected a JSON object")
-    base.update(ns)
-    try:  # config_from_dict also turns lists into tuples for tuple fields
-        return config_from_dict(cfg_cls, base, source=cfg_path or "command line")
-    except (TypeError, ValueError) as e:
-        parser.error(str(e))
-        raise  # unreachable
+            fail(f"--config {cfg_path}: expected a JSON object")
+    try:
+        if "runs_dir" in base and "runs_dir" not in ns and issubclass(cfg_cls, RunConfig):
+            _check_file_runs_dir(base["runs_dir"], f"--config {cfg_path}")
+        base = _checked_values(cfg_cls, base, f"--config {cfg_path}")  # the file's own errors, named as such
+        cfg = config_from_dict(cfg_cls, {**base, **ns}, source="command line")
+        if isinstance(cfg, RunConfig):
+            check_run_name(cfg.name, "--name" if "name" in ns else f"--config {cfg_path}: name")
+    except ConfigError as e:
+        fail(str(e))
+    except TypeError as e:  # a required field without a value
+        fail(str(e))
+    return cfg

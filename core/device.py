@@ -9,7 +9,17 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "seed_everything", "autocast", "amp_dtype", "cpu_has_bf16_matrix_units", "device_summary", "set_cpu_threads"]
+from core.errors import UserInputError
+
+__all__ = ["DeviceError", "resolve_device", "seed_everything", "autocast", "amp_dtype", "cpu_has_bf16_matrix_units", "device_summary", "set_cpu_threads"]
+
+
+class DeviceError(UserInputError, RuntimeError):
+    """A --device this machine does not have (or does not know)."""
+
+
+class UnknownDeviceError(DeviceError, ValueError):
+    pass
 
 
 def resolve_device(preference: str = "auto") -> torch.device:
@@ -22,18 +32,18 @@ def resolve_device(preference: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if pref.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {preference} requested but CUDA is not available on this machine; use --device cpu or auto")
+            raise DeviceError(f"--device {preference} requested but CUDA is not available on this machine; use --device cpu or auto")
         dev = torch.device(pref)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(f"--device {preference}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise DeviceError(f"--device {preference}: only {torch.cuda.device_count()} CUDA device(s) present")
         return dev
     if pref == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise RuntimeError("--device mps requested but MPS is not available")
+            raise DeviceError("--device mps requested but MPS is not available")
         return torch.device("mps")
     if pref == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"unknown --device {preference!r}; expected auto, cpu, cuda or cuda:N")
+    raise UnknownDeviceError(f"unknown --device {preference!r}; expected auto, cpu, cuda or cuda:N")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

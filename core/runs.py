@@ -1,17 +1,22 @@
 """One run directory per run: ``<runs_dir>/<domain>/<name>/``.
 
-It holds the resolved ``config.json``, ``run.json`` (status, timings, device), per-step
-``metrics.jsonl``, final ``metrics.json``, ``checkpoints/`` and ``log.jsonl``. The path is
-printed at the end of every command. ``<runs_dir>/<domain>/latest`` points at the newest
-completed run of kind ``"model"`` (a run that trained a model), which is what ``score``/``infer``
-commands and dashboards use by default; runs of kind ``"job"`` (forecast, score, …) never move it.
+It holds the resolved ``config.json``, ``run.json`` (command, kind, status, timings, device, pid),
+per-step ``metrics.jsonl``, final ``metrics.json``, ``checkpoints/``, ``log.jsonl`` and ``.lock``.
+The path is printed at the end of every command. ``<runs_dir>/<domain>/latest`` points at the
+newest completed run of kind ``"model"`` (a run that trained a model), which is what
+``score``/``infer`` commands and dashboards use by default (:func:`resolve_model_run`); runs of
+kind ``"job"`` (forecast, score, …) never move it.
 
-    with Run.start("medical", cfg) as run:
+    with Run.start("medical", cfg, command="train") as run:
         start_step = run.resume(model, optimizer, scheduler)   # 0 unless --resume
         ...
         run.log_metrics({"loss": loss}, step)
         run.save_checkpoint(model, optimizer, scheduler, step=step)
         run.finish({"val_dice": dice})
+
+Guarantees: run names are plain names (:class:`RunNameError` before anything is created); one
+writer per run folder (a second one gets :class:`RunLockedError` naming the writer's PID before it
+touches anything); a run whose writer died while ``running`` reads as ``interrupted``.
 """
 
 from __future__ import annotations
@@ -29,19 +34,27 @@ from typing import Any, Iterator
 import torch
 
 from core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from core.config import RunConfig, config_to_dict
+from core.config import RunConfig, RunNameError, check_run_name, config_to_dict
 from core.device import device_summary, resolve_device, seed_everything
+from core.errors import UserInputError
 from core.io import atomic_write_json
+from core.locking import FolderLock, is_locked, lock_holder, pid_alive
 from core.logging import attach_run_log, detach_run_log, get_logger
 from core.tracking import Tracker
 
-__all__ = ["Run", "list_runs", "latest_run_dir", "read_run", "RunNotFoundError"]
+__all__ = ["Run", "list_runs", "latest_run_dir", "resolve_model_run", "read_run", "iter_metrics", "RunNotFoundError", "RunLockedError", "RunNameError", "LOCK_FILE"]
 
 log = get_logger("runs")
 
+LOCK_FILE = ".lock"  # in every run folder: flock held by the writing process, with its PID
 
-class RunNotFoundError(FileNotFoundError):
-    pass
+
+class RunNotFoundError(UserInputError, FileNotFoundError):
+    """No run where one was asked for (a --model-run, a --resume, the domain's latest model)."""
+
+
+class RunLockedError(UserInputError, RuntimeError):
+    """Another live process is writing the run folder."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,27 +65,81 @@ def _git_commit() -> str | None:  # once per process: run.json is written at sta
         return None
 
 
+def _is_completed_model(info: dict[str, Any]) -> bool:
+    return info.get("status") == "completed" and info.get("kind", "model") == "model"
+
+
 def latest_run_dir(domain: str, runs_dir: str | Path = "runs") -> Path:
-    """The newest completed run of ``domain``; a clear error naming the command that makes one."""
+    """The newest completed model run of ``domain``; a clear error naming the command that makes one.
+
+    ``<runs_dir>/<domain>/latest`` is followed only when it points at a completed model run inside
+    ``<runs_dir>/<domain>`` (a link planted elsewhere is ignored)."""
     root = Path(runs_dir) / domain
     link = root / "latest"
-    if link.exists():
-        return link.resolve()
-    done = [r for r in list_runs(runs_dir, domain) if r.get("status") == "completed" and r.get("kind", "model") == "model"]
+    if link.is_symlink() or link.exists():
+        target = link.resolve()
+        if target.parent == root.resolve() and _is_completed_model(read_run(target)):
+            return target
+    done = [r for r in list_runs(runs_dir, domain) if _is_completed_model(r)]
     if done:
         return Path(done[0]["path"])
-    raise RunNotFoundError(f"no completed {domain} run under {root}; create one with `python -m domains.{domain}.train`")
+    raise RunNotFoundError(f"no completed {domain} model run under {root}; create one with `python -m domains.{domain}.train`")
+
+
+def resolve_model_run(domain: str, model_run: str | os.PathLike | None, runs_dir: str | Path = "runs") -> Path:
+    """The model run a job uses: ``None`` -> the domain's newest completed model run; otherwise a
+    run folder (a path) or a run name under ``<runs_dir>/<domain>``. The run must exist, be
+    completed and be of kind ``"model"``; otherwise :class:`RunNotFoundError` in one line."""
+    if model_run is None or str(model_run) == "":
+        return latest_run_dir(domain, runs_dir)
+    text = str(model_run)
+    as_path = Path(text).expanduser()
+    is_name = not any(sep in text for sep in ("/", "\\")) and text not in (".", "..")
+    run_dir = Path(runs_dir) / domain / text if is_name and not (as_path.is_dir() and (as_path / "run.json").is_file()) else as_path
+    if not run_dir.is_dir():
+        where = f"no run named {text!r} under {Path(runs_dir) / domain}" if is_name else f"{text} is not a folder"
+        raise RunNotFoundError(f"--model-run {text}: {where}; give a {domain} run folder or run name (list them with `ls {Path(runs_dir) / domain}`)")
+    if not (run_dir / "run.json").is_file():
+        raise RunNotFoundError(f"--model-run {text}: {run_dir} is not a run folder (no run.json)")
+    info = read_run(run_dir)
+    if info.get("domain", domain) != domain:
+        raise RunNotFoundError(f"--model-run {text}: {run_dir} is a {info.get('domain')} run, expected a {domain} run")
+    if info.get("kind", "model") != "model":
+        raise RunNotFoundError(f"--model-run {text}: {run_dir} is a {info.get('command') or 'job'} job, not a trained model run")
+    if info.get("status") != "completed":
+        raise RunNotFoundError(f"--model-run {text}: {run_dir} is {info.get('status', 'unknown')}, not completed; use a finished training run")
+    return run_dir.resolve()
+
+
+def _writer_died(run_dir: Path, info: dict[str, Any]) -> bool:
+    """A ``running`` run whose writer is gone: its lock is free (or, without a lock file, its PID is dead)."""
+    locked = is_locked(run_dir / LOCK_FILE)
+    if locked is not None:
+        return not locked
+    return pid_alive(info.get("pid"), info.get("host")) is False
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """run.json, config and final metrics of one run; a ``running`` run whose writer died reads as
+    ``interrupted`` (the files are left as they are)."""
     run_dir = Path(run_dir)
+    info = _read_run_files(run_dir)
+    if info.get("status") == "running" and _writer_died(run_dir, info):
+        info = _read_run_files(run_dir)  # it may have finished between the two reads
+        if info.get("status") == "running":
+            info["status"] = "interrupted"
+            info.setdefault("error", f"the writing process (pid {info.get('pid')}) ended without closing the run")
+    return info
+
+
+def _read_run_files(run_dir: Path) -> dict[str, Any]:
     info: dict[str, Any] = {"path": str(run_dir), "name": run_dir.name, "domain": run_dir.parent.name}
     for fname, key in (("run.json", None), ("config.json", "config"), ("metrics.json", "metrics")):
         p = run_dir / fname
         if p.is_file():
             try:
                 data = json.loads(p.read_text())
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 data = {}
             if key is None:
                 info.update(data)
@@ -98,76 +165,177 @@ def list_runs(runs_dir: str | Path = "runs", domain: str | None = None) -> list[
 
 
 class Run:
-    """A run directory plus its tracker. Use :meth:`start` as a context manager."""
+    """A run directory plus its tracker. Use :meth:`start` as a context manager.
 
-    def __init__(self, domain: str, config: RunConfig, *, new_name: str | None = None, kind: str = "model", data_parallel=None):
+    Starting a run takes small steps in this order: identify it (domain, command, kind), choose its
+    folder and lock it (rank 0 only; the other ranks under torchrun follow rank 0's folder and write
+    nothing), seed once, then open the log/metrics files, start tracking and write run.json/config.json.
+    """
+
+    def __init__(self, domain: str, config: RunConfig, *, command: str | None = None, new_name: str | None = None,
+                 kind: str = "model", data_parallel=None):
         if kind not in ("model", "job"):
             raise ValueError(f"run kind must be 'model' or 'job', got {kind!r}")
+        self.domain, self.kind, self.config = domain, kind, config
+        self.command = command or self._legacy_command(config)
+        self.runs_dir = Path(config.runs_dir)
+        self.summary: dict[str, Any] = {}
+        self._lock: FolderLock | None = None
+        rank, dp = self._check_world(data_parallel)
+        self.is_main = rank == 0
+        self.device = resolve_device(getattr(config, "device", "auto"))
+        self.dir = self._agree_on_dir(dp, new_name)
+        self.name = self.dir.name
+        self.checkpoint_dir = self.dir / "checkpoints"
+        if not self.is_main:
+            self._seed(rank)
+            self.tracker = Tracker(experiment=domain, run_name=self.name, runs_dir=self.runs_dir, enabled=False)
+            return
+        try:
+            self._open_files()
+            self._start_tracking()
+            self._seed(rank)  # after the tracker started, so nothing it does can draw from the seeded generators
+            self._write_start_files()
+        except BaseException:
+            self._release_lock()
+            raise
+        log.info(f"{domain} {self.command} run {self.name} on {self.device} -> {self.dir}")
+
+    # -- the steps of starting a run ---------------------------------------------------------
+    @staticmethod
+    def _legacy_command(config: Any) -> str:
+        log.debug(f"Run.start without command=: keying --resume by the config class {type(config).__name__}")
+        return type(config).__name__
+
+    def _check_world(self, data_parallel) -> tuple[int, Any]:  # noqa: ANN001
         from core.distributed import world
 
         rank, world_size, _ = world()
         dp = data_parallel if data_parallel is not None and data_parallel.enabled else None
         if world_size > 1 and rank > 0 and dp is None:
-            raise RuntimeError(f"{type(config).__name__} does not train data-parallel: launch it as one process, not under torchrun "
+            raise RuntimeError(f"{self.command} does not run data-parallel: launch it as one process, not under torchrun "
                                f"(rank {rank} of {world_size}); the medical and finance trainers support torchrun")
-        # under torchrun, rank 0 writes and every other rank follows the same run without writing
-        self.is_main = rank == 0
-        self.domain = domain
-        self.kind = kind
-        self.command = type(config).__name__
-        self.config = config
-        self.runs_dir = Path(config.runs_dir)
-        self.device = resolve_device(config.device)
-        if config.resume:
-            if config.name:
-                self.dir = self.runs_dir / domain / config.name
-                if not (self.dir / "run.json").is_file():
-                    raise RunNotFoundError(f"--resume: no run {self.dir} to resume")
-            else:
-                # the newest run made by the same command (a train run never resumes a score run)
-                runs = [r for r in list_runs(self.runs_dir, domain) if r.get("command", self.command) == self.command]
-                if not runs:
-                    raise RunNotFoundError(f"--resume: no {domain} {self.command} run under {self.runs_dir / domain} to resume")
-                self.dir = Path(runs[0]["path"])
-        else:
-            name = config.name or new_name or time.strftime("%Y%m%d-%H%M%S")
-            self.dir = self.runs_dir / domain / name
-            if self.dir.exists() and (self.dir / "run.json").is_file():
-                prev = read_run(self.dir)
-                if prev.get("status") == "completed" or config.name is None:
-                    # never overwrite finished work: pick a fresh name
-                    i = 1
-                    while (self.runs_dir / domain / f"{name}-{i}").exists():
-                        i += 1
-                    self.dir = self.runs_dir / domain / f"{name}-{i}"
+        return rank, dp
+
+    def _agree_on_dir(self, dp, new_name: str | None) -> Path:  # noqa: ANN001
+        """Rank 0 chooses and locks the folder; under torchrun every rank gets rank 0's choice (or its error)."""
+        chosen: Path | None = None
+        error: BaseException | None = None
+        if self.is_main:
+            try:
+                chosen = self._choose_and_lock_dir(new_name)
+            except BaseException as e:  # noqa: BLE001 - re-raised below, after telling the other ranks
+                error = e
         if dp is not None:
-            self.dir = Path(dp.broadcast(str(self.dir)))  # rank 0's choice of name, for every rank
-        self.name = self.dir.name
-        self.checkpoint_dir = self.dir / "checkpoints"
-        self.summary: dict[str, Any] = {}
-        if not self.is_main:
-            seed_everything(config.seed + rank, config.deterministic)  # own batches per rank; DDP syncs the weights
-            self.tracker = Tracker(experiment=domain, run_name=self.name, runs_dir=self.runs_dir, enabled=False)
-            return
+            verdict = dp.broadcast(("error", f"{type(error).__name__}: {error}") if error else ("ok", str(chosen)))
+            if verdict[0] == "error" and error is None:
+                raise RuntimeError(f"rank 0 could not start the run: {verdict[1]}")
+            chosen = Path(verdict[1]) if verdict[0] == "ok" else chosen
+        if error is not None:
+            raise error
+        assert chosen is not None
+        return chosen
+
+    def _choose_and_lock_dir(self, new_name: str | None) -> Path:
+        """The run folder, locked by this process. Nothing is created or changed before the name is
+        checked and the lock is ours."""
+        check_run_name(self.config.name, "--name")
+        check_run_name(new_name, "run name")
+        root = self.runs_dir / self.domain
+        if getattr(self.config, "resume", False):
+            run_dir = self._resume_dir(root)
+            self._lock_or_refuse(run_dir)
+            return run_dir
+        explicit = self.config.name is not None
+        base = self.config.name or new_name or time.strftime("%Y%m%d-%H%M%S")
+        for i in range(10_000):
+            run_dir = root / (base if i == 0 else f"{base}-{i}")
+            if (run_dir / "run.json").is_file() and (read_run(run_dir).get("status") == "completed" or not explicit):
+                continue  # never overwrite finished work (or reuse a timestamp name): pick a fresh name
+            if explicit and i == 0:
+                self._lock_or_refuse(run_dir)  # a named run that is not finished: continue in its folder, if free
+                self._reset_unfinished(run_dir)
+                return run_dir
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                continue  # another process just took this name
+            self._lock_or_refuse(run_dir)
+            return run_dir
+        raise RunLockedError(f"no free run name {base}-N under {root}")
+
+    def _resume_dir(self, root: Path) -> Path:
+        if self.config.name:
+            run_dir = root / self.config.name
+            if not (run_dir / "run.json").is_file():
+                raise RunNotFoundError(f"--resume: no run {run_dir} to resume")
+            return run_dir
+        # the newest run made by the same command (a train run never resumes a score run)
+        runs = [r for r in list_runs(self.runs_dir, self.domain) if r.get("command", self.command) == self.command]
+        if not runs:
+            raise RunNotFoundError(f"--resume: no {self.domain} {self.command} run under {root} to resume")
+        return Path(runs[0]["path"])
+
+    def _lock_or_refuse(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = FolderLock.acquire(run_dir / LOCK_FILE)
+        if self._lock is None:
+            pid = lock_holder(run_dir / LOCK_FILE)
+            raise RunLockedError(f"run {run_dir} is being written by PID {pid if pid else '?'}; wait for it to finish, stop it, or choose another --name")
+
+    def _reset_unfinished(self, run_dir: Path) -> None:
+        """Starting a named run again (without --resume) in the folder of its failed or interrupted
+        attempt: that attempt's per-step metrics and checkpoints would mix with the new ones."""
+        stale = sorted(self._stale_files(run_dir))
+        if stale:
+            log.warning(f"{run_dir}: starting over in the folder of an unfinished run; removing its metrics.jsonl and {len(stale) - 1} checkpoint(s)")
+        for p in stale:
+            p.unlink(missing_ok=True)
+
+    @staticmethod
+    def _stale_files(run_dir: Path) -> Iterator[Path]:
+        if (run_dir / "metrics.jsonl").is_file():
+            yield run_dir / "metrics.jsonl"
+        yield from (run_dir / "checkpoints").glob("step_*.pt")
+
+    def _seed(self, rank: int) -> None:
+        """The one place a run seeds (when its config has a seed): rank r uses seed + r, so each rank
+        draws its own batches while DDP keeps the weights in sync."""
+        if hasattr(self.config, "seed"):
+            seed_everything(self.config.seed + rank, getattr(self.config, "deterministic", False))
+
+    def _open_files(self) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self._log_handler = attach_run_log(self.dir)
-        self.tracker = Tracker(experiment=domain, run_name=self.name, runs_dir=self.runs_dir, enabled=config.track,
-                               tags={"domain": domain, "run_dir": str(self.dir.resolve())})
-        self._started = time.strftime("%Y-%m-%dT%H:%M:%S")
         self._metrics_fh = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
-        seed_everything(config.seed, config.deterministic)
+        self._started = time.strftime("%Y-%m-%dT%H:%M:%S")
+
+    def _start_tracking(self) -> None:
+        self.tracker = Tracker(experiment=self.domain, run_name=self.name, runs_dir=self.runs_dir, enabled=getattr(self.config, "track", False),
+                               tags={"domain": self.domain, "command": self.command, "run_dir": str(self.dir.resolve())})
+
+    def _write_start_files(self) -> None:
         self._write_run_json("running")
-        atomic_write_json(self.dir / "config.json", config_to_dict(config))
-        self.tracker.log_params({"domain": domain, **config_to_dict(config)})
-        log.info(f"{domain} run {self.name} on {self.device} -> {self.dir}")
+        atomic_write_json(self.dir / "config.json", config_to_dict(self.config))
+        self.tracker.log_params({"domain": self.domain, "command": self.command, **config_to_dict(self.config)})
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
-    def start(cls, domain: str, config: RunConfig, new_name: str | None = None, kind: str = "model", data_parallel=None) -> "Run":
-        """``kind="job"`` for runs that only use a model (forecast, score, …): they keep their own
-        run directory but do not become ``<domain>/latest``. ``data_parallel``: the trainer's
+    def start(cls, domain: str, config: RunConfig, new_name: str | None = None, *, command: str | None = None, kind: str = "model",
+              data_parallel=None) -> "Run":
+        """Start a run of ``domain``. ``command`` is the verb ("train", "score", …): stored in
+        run.json and the key of ``--resume`` (the newest run of the same command). ``kind="job"``
+        for runs that only use a model (forecast, score, …): they keep their own run directory but
+        do not become ``<domain>/latest``. ``new_name``: the default name when the user gives no
+        ``--name`` (a timestamp otherwise). ``data_parallel``: the trainer's
         :class:`core.distributed.DataParallel` under torchrun (rank 0 writes, the others follow)."""
-        return cls(domain, config, new_name=new_name, kind=kind, data_parallel=data_parallel)
+        return cls(domain, config, command=command, new_name=new_name, kind=kind, data_parallel=data_parallel)
 
     def __enter__(self) -> "Run":
         return self
@@ -191,23 +359,29 @@ class Run:
             return self.dir
         atomic_write_json(self.dir / "metrics.json", self.summary)
         self.tracker.log_metrics({k: v for k, v in self.summary.items()}, step=None)
-        self._close("completed")
         if self.kind == "model":
-            self._point_latest()
+            self._close("completed", point_latest=True)
+        else:
+            self._close("completed")
         return self.dir
 
-    def _close(self, status: str, error: str | None = None) -> None:
+    def _close(self, status: str, error: str | None = None, point_latest: bool = False) -> None:
         if self._finished or not self.is_main:
             self._finished = True
             return
         self._finished = True
-        self._metrics_fh.close()
-        self._write_run_json(status, error=error)
-        for name in ("config.json", "metrics.json", "run.json"):
-            if (self.dir / name).is_file():
-                self.tracker.log_artifact(self.dir / name)
-        self.tracker.end({"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
-        detach_run_log(self._log_handler)
+        try:
+            self._metrics_fh.close()
+            self._write_run_json(status, error=error)
+            if point_latest:
+                self._point_latest()
+            for name in ("config.json", "metrics.json", "run.json"):
+                if (self.dir / name).is_file():
+                    self.tracker.log_artifact(self.dir / name)
+            self.tracker.end({"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
+            detach_run_log(self._log_handler)
+        finally:
+            self._release_lock()  # last: the run's files are final before another writer may take the folder
         print(f"Run directory: {self.dir}  ({status})", file=sys.stderr if status != "completed" else sys.stdout, flush=True)
 
     def _write_run_json(self, status: str, error: str | None = None) -> None:
@@ -269,7 +443,7 @@ class Run:
     def resume(self, model: torch.nn.Module, optimizer=None, scheduler=None, scaler=None) -> dict[str, Any]:
         """With ``--resume``: restore the newest checkpoint and return its step/epoch/extra;
         otherwise ``{"step": 0, "epoch": 0, "extra": {}}``."""
-        if not self.config.resume:
+        if not getattr(self.config, "resume", False):
             return {"step": 0, "epoch": 0, "extra": {}}
         ckpt = latest_checkpoint(self.checkpoint_dir)
         if ckpt is None:

@@ -16,6 +16,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from core.errors import UserInputError
+
 from core.finetune.transfer import _matches, freeze, head_names, lock_frozen_batchnorm
 
 __all__ = [
@@ -33,7 +35,7 @@ _LORA_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _FORMAT = "suite-adapter-v1"
 
 
-class AdapterError(ValueError):
+class AdapterError(UserInputError, ValueError):
     """An adapter file that is missing, malformed, or does not fit the model."""
 
 

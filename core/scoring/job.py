@@ -34,6 +34,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import pandas as pd
 
+from core.errors import UserInputError
 from core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from core.logging import get_logger
 
@@ -65,7 +66,7 @@ WORK_ITEM_COLUMN = "work_item"  # added to every output row: which WorkItem prod
 FORMAT_VERSION = 1
 
 
-class ScoringError(Exception):
+class ScoringError(UserInputError):
     """A scoring job cannot run as asked (user-facing, one-line message)."""
 
 

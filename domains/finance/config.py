@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from domains.finance.model import TFTSpec
 
 __all__ = ["FinanceConfig", "spec_from_config"]
 
 
 @dataclass
-class FinanceConfig(RunConfig):
+class FinanceConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     """Data and model settings shared by train, backtest, forecast and score."""
 
     data: str = field(default="", metadata={"help": "CSV/Parquet of daily prices (date, ticker, close or OHLCV; see domains/finance/README.md); empty = the bundled real panel"})

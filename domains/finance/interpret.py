@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from core.cli import run_cli
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.io import atomic_write_text
 from core.logging import get_logger
 from domains.finance.plots import pyplot, save_png
@@ -25,7 +25,7 @@ log = get_logger("finance.interpret")
 
 
 @dataclass
-class InterpretConfig(RunConfig):
+class InterpretConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     run_dir: str = field(default="", metadata={"help": "a finance train/backtest run; empty = the newest one that holds a model"})
     data: str = field(default="", metadata={"help": "price file; empty = the bundled panel"})
 

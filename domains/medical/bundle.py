@@ -29,7 +29,7 @@ import torch
 
 from core.checkpoint import load_weights
 from core.cli import run_cli
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.io import atomic_path, atomic_write_json, atomic_write_text
 from core.runs import latest_run_dir, read_run
 from domains.medical.infer import model_from_meta, read_task_meta
@@ -166,7 +166,7 @@ def run_bundle(bundle_dir: str | Path, dataset_dir: str | Path, output_dir: str 
 
 
 @dataclass
-class BundleConfig(RunConfig):
+class BundleConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     model_run: str | None = field(default=None, metadata={"help": "trained run directory (default: <runs-dir>/medical/latest)"})
     out: str | None = field(default=None, metadata={"help": "bundle folder (default: <model-run>/bundle)"})
     check: bool = field(default=True, metadata={"help": "run the exported bundle back through monai.bundle on the task's held-out volume"})

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from core.cli import run_cli
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.io import atomic_write_json
 from core.runs import Run, latest_run_dir
 from domains.medical.io import load_volume
@@ -106,7 +106,7 @@ def evaluate_heldout(seg, test_cases: list[dict], run: Run, label: str = "") -> 
 
 
 @dataclass
-class EvaluateConfig(RunConfig):
+class EvaluateConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     model_run: str | None = field(default=None, metadata={"help": "trained run directory (default: <runs-dir>/medical/latest)"})
     task: str | None = field(default=None, metadata={"help": "task name or MSD folder (default: the run's task); its test cases with labels are used"})
     split: str = field(default="test", metadata={"help": "which cases: test or train", "choices": ["test", "train"]})

@@ -25,7 +25,7 @@ from monai.inferers import sliding_window_inference
 
 from core.checkpoint import load_weights
 from core.cli import run_cli
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.device import autocast, resolve_device
 from core.io import atomic_write_bytes, atomic_write_json
 from core.logging import get_logger
@@ -292,7 +292,7 @@ def overlay_png(image: np.ndarray, mask: np.ndarray, title: str = "") -> bytes:
 
 
 @dataclass
-class InferConfig(RunConfig):
+class InferConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     input: str | None = field(default=None, metadata={"help": "NIfTI/NRRD file or DICOM series folder (default: the held-out MNI152 test volume)"})
     model_run: str | None = field(default=None, metadata={"help": "trained run directory (default: <runs-dir>/medical/latest)"})
     track: bool = field(default=False, metadata={"help": "log to MLflow"})

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.cli import run_cli
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.runs import Run, latest_run_dir
 from domains.medical.infer import read_task_meta
 from core.scoring import Scorer, ScoringConfig, WorkItem, file_items, read_output, read_quarantine, run_job_from_config
@@ -70,7 +70,7 @@ def folder_items(folder: str | Path) -> list[WorkItem]:
 
 
 @dataclass
-class ScoreConfig(ScoringConfig, RunConfig):
+class ScoreConfig(ScoringConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     input: str | None = field(default=None, metadata={"help": "folder of volumes (default: the trained task's imagesTr + imagesTs)"})
     model_run: str | None = field(default=None, metadata={"help": "trained run directory (default: <runs-dir>/medical/latest)"})
     track: bool = field(default=False, metadata={"help": "log to MLflow"})

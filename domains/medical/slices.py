@@ -22,7 +22,7 @@ from monai.losses import DiceCELoss
 
 from core.checkpoint import save_weights
 from core.cli import run_cli
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run
@@ -40,7 +40,7 @@ log = get_logger("medical.slices")
 
 
 @dataclass
-class SliceConfig(RunConfig):
+class SliceConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     task: str = field(default=BRAIN_TASK, metadata={"help": "prepared task name or MSD folder"})
     mode: str = field(default="full", metadata={"help": "full fine-tuning or LoRA on the encoder", "choices": ["full", "lora"]})
     spacing: float = field(default=3.0, metadata={"help": "isotropic spacing (mm) of the slices"})

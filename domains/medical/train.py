@@ -36,7 +36,7 @@ from monai.losses import DiceCELoss
 
 from core.checkpoint import save_weights
 from core.cli import run_cli
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.device import amp_dtype, autocast, set_cpu_threads
 from core.distributed import DataParallel
 from core.io import atomic_write_json
@@ -56,7 +56,7 @@ log = get_logger("medical.train")
 
 
 @dataclass
-class TrainConfig(RunConfig):
+class TrainConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     task: str = field(default=BRAIN_TASK, metadata={"help": "prepared task name (msd-brain-aal, msd-headct-bone) or an MSD folder with dataset.json"})
     model: str = field(default="unet", metadata={"help": "3D network", "choices": list(MODEL_NAMES)})
     channels: tuple[int, ...] = field(default=(16, 32, 64, 128), metadata={"help": "feature channels per level (UNet); first one for SegResNet"})

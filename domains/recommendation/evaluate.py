@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.cli import run_cli
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.io import atomic_write_json
 from core.runs import latest_run_dir
 
@@ -28,7 +28,7 @@ ANCHORS_NDCG10 = {"ms_recommenders_bpr": 0.442, "ms_recommenders_bivae": 0.475, 
 
 
 @dataclass
-class EvaluateConfig(RunConfig):
+class EvaluateConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     run_dir: str | None = field(default=None, metadata={"help": "trained run (default: <runs-dir>/recommendation/latest)"})
 
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from core.cli import run_cli
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.runs import latest_run_dir
 
 
 @dataclass
-class RecommendConfig(RunConfig):
+class RecommendConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     run_dir: str | None = field(default=None, metadata={"help": "trained run (default: <runs-dir>/recommendation/latest)"})
     user: str | None = field(default=None, metadata={"help": "user id to recommend for"})
     similar_to: str | None = field(default=None, metadata={"help": "item id: list the most similar items"})

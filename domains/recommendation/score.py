@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from core.cli import run_cli
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.io import atomic_write_json
 from core.runs import RunNotFoundError, latest_run_dir
 from core.scoring import Scorer, ScoringConfig, ScoringError, WorkItem, read_output, run_job_from_config
@@ -35,7 +35,7 @@ INDEX_TYPES = ("hnsw", "ivf", "flat", "none")
 
 
 @dataclass
-class ScoreConfig(ScoringConfig, RunConfig):
+class ScoreConfig(ScoringConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     run_dir: str | None = field(default=None, metadata={"help": "trained run (default: <runs-dir>/recommendation/latest)"})
     k: int = field(default=10, metadata={"help": "items per user"})
     index: str = field(default="hnsw", metadata={"help": "approximate index next to the exact search: hnsw, ivf, flat (exact FAISS) or none", "choices": list(INDEX_TYPES)})

@@ -31,7 +31,7 @@ import torch
 from core.checkpoint import save_weights
 from core.cli import run_cli
 from core.device import set_cpu_threads
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.io import atomic_write_json, atomic_write_parquet
 from core.progress import progress
 from core.runs import Run
@@ -44,7 +44,7 @@ CPU_SHARDING = ("table_wise", "column_wise", "table_column_wise", "data_parallel
 
 
 @dataclass
-class TrainConfig(RunConfig):
+class TrainConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-1m/ml-20m) or a .parquet/.csv interaction file"})
     protocol: str = field(default="ms", metadata={"help": "ms = per-user stratified random 75/25 (Microsoft Recommenders); temporal = leave-last-out", "choices": list(PROTOCOLS)})
     split_seed: int = field(default=42, metadata={"help": "seed of the train/test split (Microsoft Recommenders uses 42)"})

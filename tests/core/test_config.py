@@ -3,11 +3,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from core.config import RunConfig, parse_config
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig, parse_config
 
 
 @dataclass
-class DemoConfig(RunConfig):
+class DemoConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
     epochs: int = 2
     amp: bool = True

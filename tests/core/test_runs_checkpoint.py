@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from core.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint, save_weights
-from core.config import RunConfig
+from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.runs import Run, latest_run_dir, list_runs
 
 
 @dataclass
-class TinyConfig(RunConfig):
+class TinyConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     steps: int = 10
     lr: float = 0.05
 
@@ -133,7 +133,7 @@ def test_metric_names_mlflow_rejects_are_sanitised(tmp_path):
 
 def test_job_runs_do_not_move_latest_and_resume_picks_the_same_command(tmp_path):
     @dataclass
-    class ScoreLikeConfig(RunConfig):
+    class ScoreLikeConfig(TrackingConfig, RunConfig):
         k: int = 1
 
     model_run, _ = _train(TinyConfig(runs_dir=str(tmp_path), name="model", steps=2, track=False))

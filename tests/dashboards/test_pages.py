@@ -8,6 +8,7 @@ import io
 import json
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.config import RunConfig
+from core.config import DeviceConfig, RunConfig, SeedConfig, TrackingConfig
 from core.runs import Run
 from dashboards import slices
 from dashboards.common import COMMANDS, run_key, run_path
@@ -68,8 +69,13 @@ def test_every_page_explains_the_command_when_there_are_no_runs(tmp_path, monkey
 
 
 # ---- overview on real runs ------------------------------------------------------------------------
+@dataclass
+class CoreRunConfig(TrackingConfig, SeedConfig, DeviceConfig, RunConfig):
+    pass
+
+
 def _core_run(runs_dir, name: str, seed: int, losses: list[float], final: dict, domain: str = "medical") -> None:
-    cfg = RunConfig(name=name, runs_dir=str(runs_dir), seed=seed, device="cpu")
+    cfg = CoreRunConfig(name=name, runs_dir=str(runs_dir), seed=seed, device="cpu")
     with Run.start(domain, cfg) as run:
         for step, loss in enumerate(losses):
             run.log_metrics({"loss": loss}, step)

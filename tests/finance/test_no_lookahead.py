@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from core.data import prepare
-from domains.finance.backtest import _baseline_rows, fold_windows
+from domains.finance.baselines import BASELINES, baseline_rows
+from domains.finance.walkforward import fold_windows
 from domains.finance.data import DATASETS, derive_returns, load_covariates, load_panel
 from domains.finance.features import FoldScaler, base_features, series_by_ticker
 from domains.finance.model import Forecaster, TFTSpec, build_tft, predict_quantiles
@@ -104,6 +105,6 @@ def test_baselines_ignore_the_future(worlds):
         fc = Forecaster(model, SPEC, FoldScaler.fit(f, CUT), TICKERS)
         T = fc.tensors(fc.scaler.transform(f))
         o = np.array([i for i in range(len(T.dates)) if T.dates[i] == np.datetime64(CUT)])
-        rows = _baseline_rows(series_by_ticker(f), CUT, o, T, ["random_walk", "historical", "ewma", "garch"], 0, SPEC.horizon)
+        rows = baseline_rows(series_by_ticker(f), CUT, o, T, list(BASELINES), 0, SPEC.horizon)
         outs.append(rows.drop(columns=["y"]).sort_values(["model", "ticker", "target", "horizon"]).reset_index(drop=True))
     pd.testing.assert_frame_equal(outs[0], outs[1])

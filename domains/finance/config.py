@@ -1,34 +1,145 @@
-"""The finance domain's configuration: one dataclass family, every field a CLI flag."""
+"""The finance domain's configuration: small field groups, combined per command. Every field is a
+CLI flag (``core.config``); a command's config holds only the fields it uses.
+
+Groups: :class:`DataConfig` (which prices), :class:`ModelConfig` (the TFT's shape),
+:class:`TrainingConfig` (the optimiser loop), :class:`ThreadsConfig`, :class:`CalendarConfig`,
+:class:`ZeroShotConfig`; the run-level mixins (tracking, seed, device, resume, model run) come from
+``core.config``. Commands: :class:`TrainConfig`, :class:`BacktestConfig`, :class:`ForecastConfig`,
+:class:`ScoreConfig`, :class:`TransferConfig`, :class:`InterpretConfig`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
+from core.config import DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
+from core.scoring import ScoringConfig
+from domains.finance.baselines import BASELINES
+from domains.finance.features import DEFAULT_CALENDAR
 from domains.finance.model import TFTSpec
 
-__all__ = ["FinanceConfig", "spec_from_config"]
+__all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "ThreadsConfig", "CalendarConfig", "ZeroShotConfig", "TrainConfig",
+           "BacktestConfig", "ForecastConfig", "ScoreConfig", "TransferConfig", "InterpretConfig", "FinanceConfig", "spec_from_config"]
 
 
 @dataclass
-class FinanceConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
-    """Data and model settings shared by train, backtest, forecast and score."""
+class DataConfig:
+    """Which prices: the bundled panel or a user file, and how a user file is validated."""
 
-    data: str = field(default="", metadata={"help": "CSV/Parquet of daily prices (date, ticker, close or OHLCV; see domains/finance/README.md); empty = the bundled real panel"})
+    data: str = field(default="", metadata={"help": "CSV/Parquet of daily prices: a long file (date, ticker, close or OHLCV) or one Yahoo/stooq-style series (see domains/finance/README.md); empty = the bundled real panel"})
+    ticker: str | None = field(default=None, metadata={"help": "name of the series in a single-series --data file (default: the file name, e.g. AAPL.csv -> AAPL); in a long file: keep only this ticker"})
     tickers: list[str] = field(default_factory=list, metadata={"help": "restrict to these tickers (default: all)"})
+    max_gap_days: int = field(default=10, metadata={"help": "longest run of missing business days inside a ticker's --data history before the file is refused"})
+    min_history: int = field(default=100, metadata={"help": "tickers of a --data file with fewer daily prices are dropped (listed in the run's data_warnings.csv)"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tickers, str):  # TrainConfig(tickers="AAPL") means one ticker, not A, A, P, L
+            self.tickers = [self.tickers]
+
+    def data_options(self) -> dict:
+        """Keyword arguments of ``domains.finance.data.load_panel_data`` besides data/tickers."""
+        return {"ticker": self.ticker, "max_gap_days": self.max_gap_days, "min_history": self.min_history}
+
+
+@dataclass
+class ModelConfig:
+    """The TFT's shape (``TFTSpec``); its observed inputs come from the data (``features.observed_inputs``)."""
+
     encoder_length: int = field(default=63, metadata={"help": "days of history the TFT reads (encoder length)"})
     horizon: int = field(default=5, metadata={"help": "forecast horizon in trading days"})
     hidden_size: int = field(default=16, metadata={"help": "TFT hidden size"})
     attention_heads: int = field(default=2, metadata={"help": "TFT attention heads"})
     hidden_continuous_size: int = field(default=8, metadata={"help": "TFT size of continuous-variable embeddings"})
     dropout: float = field(default=0.1, metadata={"help": "dropout"})
+
+
+@dataclass
+class TrainingConfig:
     epochs: int = field(default=4, metadata={"help": "training epochs"})
     batch_size: int = field(default=128, metadata={"help": "windows per batch"})
     max_batches: int = field(default=50, metadata={"help": "batches per epoch (random windows; 0 = all windows)"})
     lr: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
+
+
+@dataclass
+class ThreadsConfig:
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 was the fastest for this small model on the busy shared 2-core machine, in ad-hoc timings)"})
 
 
-def spec_from_config(cfg: FinanceConfig) -> TFTSpec:
-    """The TFTSpec fields the command line exposes; the rest keep TFTSpec's defaults."""
-    return TFTSpec(**{f.name: getattr(cfg, f.name) for f in fields(TFTSpec) if hasattr(cfg, f.name)})
+@dataclass
+class CalendarConfig:
+    calendar: str = field(default=DEFAULT_CALENDAR, metadata={"help": "exchange calendar of the forecast dates (exchange_calendars name: XNYS, XNAS, XLON, XETR, XTKS, ...; 'business' = Monday-Friday)"})
+
+
+@dataclass
+class ZeroShotConfig:
+    zero_shot: bool = field(default=False, metadata={"help": "also forecast tickers the model was not trained on: an 'unknown ticker' embedding and normalisers fitted on the series' own history"})
+
+
+@dataclass
+class TrainConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
+    val_days: int = field(default=63, metadata={"help": "last trading days held out for validation (0 = train on everything)"})
+
+
+@dataclass
+class BacktestConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, RunConfig):
+    # fields owned by finance-B (walk-forward backtest, issue 15); see domains/finance/walkforward.py
+    folds: int = field(default=40, metadata={"help": "number of walk-forward folds (test blocks): the last folds x test_days trading days"})
+    test_days: int = field(default=126, metadata={"help": "trading days per test block (126 = half a year, 63 = a quarter)"})
+    refit_epochs: int = field(default=2, metadata={"help": "epochs of warm-started refit for folds after the first (the best on validation is kept, 0 included)"})
+    seeds: int = field(default=3, metadata={"help": "ensemble members (TFTs with seeds seed, seed+1, ...); the model 'tft' averages their quantiles"})
+    val_days: int = field(default=63, metadata={"help": "trading days before each cutoff held out to choose the early-stopping epoch"})
+    fold_min_history: int = field(default=500, metadata={"help": "days of history up to a cutoff a ticker needs to take part in that fold"})
+    stress_quantile: float = field(default=0.8, metadata={"help": "stress regime: market trailing vol above this quantile of its history up to the cutoff"})
+    regime_window: int = field(default=63, metadata={"help": "trading days of the trailing market volatility that defines the regime"})
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES), metadata={"help": f"baselines to run: {', '.join(BASELINES)}"})
+    save_predictions: bool = field(default=True, metadata={"help": "write every quantile forecast to predictions.parquet"})
+    quick: bool = field(default=False, metadata={"help": "demo/test setting: 8 quarterly folds (2021-2022), 6 tickers, 2 seeds, 2+1 epochs of 20 batches"})
+
+
+@dataclass
+class ForecastConfig(ZeroShotConfig, CalendarConfig, DataConfig, ThreadsConfig, ModelRunConfig, TrackingConfig, RunConfig):
+    """Forecast from each ticker's latest date with a trained model run."""
+
+
+@dataclass
+class ScoreConfig(ScoringConfig, ZeroShotConfig, CalendarConfig, DataConfig, ModelRunConfig, TrackingConfig, RunConfig):
+    """Batch forecasts of every ticker through ``core.scoring`` (one work item per ticker)."""
+
+
+@dataclass
+class TransferConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, RunConfig):
+    holdout: list[str] = field(default_factory=lambda: ["AAPL"], metadata={"help": "tickers left out of pre-training (each gets only --short-days of history)"})
+    short_days: int = field(default=250, metadata={"help": "trading days of each held-out ticker's history before the cutoff"})
+    test_days: int = field(default=126, metadata={"help": "trading days after the cutoff to evaluate on"})
+    finetune_epochs: int = field(default=10, metadata={"help": "epochs on the short history (fine-tuning and from scratch)"})
+    finetune_lr: float = field(default=1e-3, metadata={"help": "learning rate for full fine-tuning"})
+    lora_lr: float = field(default=5e-3, metadata={"help": "learning rate for LoRA"})
+    lora_r: int = field(default=4, metadata={"help": "LoRA rank"})
+    save: str = field(default="finetune_lora", metadata={"help": "which fine-tuned variant the run saves as its model (forecast/score/dashboard can use it)",
+                                                       "choices": ["finetune_lora", "finetune_full"]})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.holdout, str):
+            self.holdout = [self.holdout]
+
+
+@dataclass
+class InterpretConfig(DataConfig, ModelRunConfig, TrackingConfig, RunConfig):
+    last_days: int = field(default=63, metadata={"help": "interpret forecasts from origins in the last N trading days of the data"})
+
+
+@dataclass
+class FinanceConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
+    """Every data, model and training field (the union the commands used to share); kept while
+    code outside this module still subclasses it. New code uses the per-command configs above."""
+
+
+def spec_from_config(cfg, observed_reals: list[str] | tuple[str, ...] | None = None) -> TFTSpec:
+    """The TFTSpec fields a config exposes (the rest keep TFTSpec's defaults); ``observed_reals``:
+    the inputs the training data supports (``features.observed_inputs(feat)``)."""
+    spec = TFTSpec(**{f.name: getattr(cfg, f.name) for f in fields(TFTSpec) if hasattr(cfg, f.name)})
+    if observed_reals is not None:
+        spec.observed_reals = tuple(observed_reals)
+    return spec

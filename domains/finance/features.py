@@ -6,7 +6,11 @@ Feature roles in the TFT:
 * known future reals (calendar of the target day): day-of-week and month-of-year on the unit circle;
 * observed reals (only known up to the forecast origin): standardised return, log realised
   volatility, absolute return, market return (the S&P 500 index, or the cross-sectional mean when
-  the panel has no index), log VIX and WTI log return (zero when a panel has no covariates).
+  the panel has no index), log VIX and WTI log return (only when the panel has covariates; NaN
+  periods of a covariate are fed as its mean); optional, when the data hold them: ``range_z``
+  (log 5-day Garman–Klass range volatility, falling back per row to squared close returns where a
+  ticker has no open/high/low) and ``volume_z`` (log volume relative to its trailing 63-day mean).
+  :func:`observed_inputs` says which a panel supports; the model records the ones it was built with.
 
 Targets (both standardised, both forecast for days t+1..t+H as quantiles):
 ``ret_z`` = log return / ticker's return std, and ``lrv_z`` = standardised log of ``rvol5``
@@ -25,7 +29,7 @@ batch is a single gather — no DataFrame round-trips and a few bytes per row.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -33,12 +37,19 @@ import torch
 
 from domains.finance.data import INDEX, PriceDataError
 
-__all__ = ["QUANTILES", "KNOWN_REALS", "OBSERVED_REALS", "TARGETS", "base_features", "extend_future",
-           "series_by_ticker", "realised", "FoldScaler", "PanelTensors"]
+__all__ = ["QUANTILES", "KNOWN_REALS", "OBSERVED_REALS", "OPTIONAL_REALS", "TARGETS", "DEFAULT_CALENDAR", "base_features", "extend_future",
+           "future_sessions", "observed_inputs", "series_by_ticker", "realised", "FoldScaler", "PanelTensors"]
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 KNOWN_REALS = ["dow_sin", "dow_cos", "moy_sin", "moy_cos"]
-OBSERVED_REALS = ["ret_z", "lrv_z", "absret_z", "mkt_ret_z", "vix_z", "wti_ret_z"]
+OBSERVED_REALS = ["ret_z", "lrv_z", "absret_z", "mkt_ret_z", "vix_z", "wti_ret_z"]  # the inputs of models built before inputs were recorded
+CORE_REALS = ["ret_z", "lrv_z", "absret_z", "mkt_ret_z"]  # every panel has these
+COVARIATE_REALS = ["vix_z", "wti_ret_z"]  # need the bundled covariates
+OPTIONAL_REALS = ["range_z", "volume_z"]  # need open/high/low, volume
+# unscaled column -> scaled input, standardised per ticker with fold-fitted (center, scale)
+_PER_TICKER = {"lrange": "range_z", "lvolu": "volume_z"}
+DEFAULT_CALENDAR = "XNYS"
+VOLUME_WINDOW = 63
 TARGETS = ["ret_z", "lrv_z"]
 LRV_FLOOR = 1e-4  # log of a zero realised volatility (five flat days) is clipped here
 
@@ -59,7 +70,8 @@ def base_features(panel: pd.DataFrame, covariates: pd.DataFrame | None = None) -
     need = {"date", "ticker", "log_ret", "rvol5"}
     if not need <= set(panel.columns):
         raise PriceDataError(f"panel: missing columns {sorted(need - set(panel.columns))}; build it with domains.finance.data.derive_returns")
-    f = panel[["date", "ticker", "log_ret", "rvol5"]].copy()
+    extra = [c for c in ("open", "high", "low", "volume", "close", "close_unadjusted") if c in panel.columns]
+    f = panel[["date", "ticker", "log_ret", "rvol5", *extra]].copy()
     f["date"] = pd.to_datetime(f["date"])
     f = f.sort_values(["ticker", "date"]).reset_index(drop=True)
     if f[["log_ret", "rvol5"]].isna().any().any():
@@ -82,22 +94,97 @@ def base_features(panel: pd.DataFrame, covariates: pd.DataFrame | None = None) -
         ok = idx >= 0
         f["lvix"] = np.where(ok, cov["lvix"].to_numpy()[np.clip(idx, 0, None)], np.nan)
         f["wti_ret"] = np.where(ok, cov["wti_ret"].to_numpy()[np.clip(idx, 0, None)], 0.0)
-        f["lvix"] = f["lvix"].fillna(float(np.nanmean(cov["lvix"].iloc[:1])) if len(cov) else 0.0)
+        first = cov["lvix"].dropna()
+        if len(first) and first.index[0] <= f["date"].min():
+            f["lvix"] = f["lvix"].fillna(float(first.iloc[0]))  # before the first covariate row (as-of join)
+        # else: the covariate starts inside the panel; rows before it stay NaN (fed as the mean)
     else:
         f["lvix"] = 0.0
         f["wti_ret"] = 0.0
+    f = _range_and_volume(f)
     f = pd.concat([f, _calendar(f["date"])], axis=1)
     f["is_future"] = False
     return f
 
 
-def extend_future(feat: pd.DataFrame, horizon: int) -> pd.DataFrame:
-    """Append ``horizon`` business days after each ticker's last date (calendar only, observed
-    values NaN) so a forecast from the latest origin has a decoder window."""
+def _range_and_volume(f: pd.DataFrame) -> pd.DataFrame:
+    """``lrange``: log sqrt of the 5-day mean of the best daily variance estimate per row (Garman–Klass
+    from open/high/low/close where the row has them, else the squared close-to-close return);
+    ``lvolu``: log volume minus its trailing mean. NaN where a ticker has no such data at all."""
+    g = f["ticker"]
+    f["lrange"] = np.nan
+    if {"open", "high", "low"} <= set(f.columns):
+        c = f["close_unadjusted"] if "close_unadjusted" in f else f["close"]  # OHLC are unadjusted like the raw close
+        o, h, lo = (f[k].astype(float) for k in ("open", "high", "low"))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gk = 0.5 * np.log(h / lo) ** 2 - (2 * np.log(2) - 1) * np.log(c / o) ** 2
+        gk = gk.where((o > 0) & (h > 0) & (lo > 0) & (h >= lo) & np.isfinite(gk))
+        has = gk.notna().groupby(g).transform("any")
+        if has.any():
+            var = gk.clip(lower=0).fillna(f["log_ret"] ** 2)
+            rv = np.sqrt(var.groupby(g, sort=False).transform(lambda s: s.rolling(5, min_periods=1).mean()))
+            f["lrange"] = np.log(np.maximum(rv.to_numpy(), LRV_FLOOR))
+            f.loc[~has, "lrange"] = np.nan
+    f["lvolu"] = np.nan
+    if "volume" in f.columns:
+        lv = np.log(f["volume"].astype(float).clip(lower=1.0))
+        trail = lv.groupby(g, sort=False).transform(lambda s: s.shift(1).rolling(VOLUME_WINDOW, min_periods=5).mean())
+        f["lvolu"] = lv - trail
+    return f.drop(columns=[c for c in ("open", "high", "low", "volume", "close", "close_unadjusted") if c in f.columns])
+
+
+def observed_inputs(feat: pd.DataFrame) -> list[str]:
+    """The observed inputs this feature frame supports: the core four, VIX/WTI when it has
+    covariates, ``range_z``/``volume_z`` when some ticker has OHLC/volume that is not constant."""
+    obs = feat[~feat["is_future"]] if "is_future" in feat else feat
+    out = list(CORE_REALS)
+    if (obs["lvix"].notna().any() and obs["lvix"].std() > 0) or obs["wti_ret"].abs().sum() > 0:
+        out += COVARIATE_REALS
+    for col, name in _PER_TICKER.items():
+        if col in obs and obs[col].notna().any() and float(obs[col].std(skipna=True) or 0.0) > 1e-9:
+            out.append(name)
+    return out
+
+
+def future_sessions(last, n: int, calendar: str = DEFAULT_CALENDAR) -> pd.DatetimeIndex:
+    """The ``n`` trading sessions after ``last`` on an exchange calendar (``exchange_calendars``
+    name such as XNYS, XLON, XTKS; ``"business"`` = plain Monday–Friday business days)."""
+    last = pd.Timestamp(last).normalize()
+    if calendar.lower() in ("business", "bday", "none"):
+        return pd.bdate_range(last + pd.offsets.BDay(1), periods=n)
+    cal = _exchange_calendar(calendar, last.year)
+    sessions = cal.sessions_in_range(last + pd.Timedelta(days=1), last + pd.Timedelta(days=15 + 3 * n))
+    if len(sessions) < n:
+        raise PriceDataError(f"calendar {calendar}: fewer than {n} sessions after {last:%Y-%m-%d} "
+                             f"(it covers {cal.first_session:%Y-%m-%d}..{cal.last_session:%Y-%m-%d})")
+    return pd.DatetimeIndex(sessions[:n]).tz_localize(None) if sessions.tz is not None else pd.DatetimeIndex(sessions[:n])
+
+
+def _exchange_calendar(name: str, year: int):
+    import exchange_calendars as xcals
+
+    key = (name.upper(), year)
+    if key not in _CALENDARS:
+        names = xcals.get_calendar_names(include_aliases=True)
+        if name.upper() not in names:
+            raise PriceDataError(f"unknown exchange calendar {name!r}; use an exchange_calendars name such as XNYS, XNAS, XLON, "
+                                 f"XETR, XTKS, XHKG (all: python -c 'import exchange_calendars; print(exchange_calendars.get_calendar_names())') "
+                                 f"or 'business' for Monday-Friday")
+        _CALENDARS[key] = xcals.get_calendar(name.upper(), start=f"{year - 1}-12-01", end=f"{year + 1}-12-31")
+    return _CALENDARS[key]
+
+
+_CALENDARS: dict = {}
+
+
+def extend_future(feat: pd.DataFrame, horizon: int, calendar: str = DEFAULT_CALENDAR) -> pd.DataFrame:
+    """Append the ``horizon`` trading sessions of ``calendar`` after each ticker's last date
+    (calendar inputs only, observed values NaN) so a forecast from the latest origin has a decoder
+    window. ``calendar``: see :func:`future_sessions`."""
     rows = []
     for t, g in feat.groupby("ticker", sort=False):
         last = g["date"].iloc[-1]
-        fut = pd.bdate_range(last + pd.offsets.BDay(1), periods=horizon)
+        fut = future_sessions(last, horizon, calendar)
         rows.append(pd.DataFrame({"date": fut, "ticker": t}))
     fut = pd.concat(rows, ignore_index=True)
     fut = pd.concat([fut, _calendar(fut["date"])], axis=1)
@@ -132,6 +219,7 @@ class FoldScaler:
     lrv_center: dict[str, float]
     lrv_scale: dict[str, float]
     cov_stats: dict[str, list[float]]
+    ticker_stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # optional inputs: column -> ticker -> [center, scale]
 
     @classmethod
     def fit(cls, feat: pd.DataFrame, cutoff: pd.Timestamp | str | None = None) -> "FoldScaler":
@@ -147,8 +235,30 @@ class FoldScaler:
         cov = {}
         for c in ("mkt_ret", "lvix", "wti_ret"):
             v = tr.drop_duplicates("date")[c].to_numpy(dtype=float)
-            cov[c] = [float(np.mean(v)), float(max(np.std(v), 1e-6))]
-        return cls(str(pd.Timestamp(cutoff).date()), ret_scale.to_dict(), absret_scale.to_dict(), lrv_c.to_dict(), lrv_s.to_dict(), cov)
+            v = v[np.isfinite(v)]  # a covariate may be missing for part of the history
+            cov[c] = [float(np.mean(v)), float(max(np.std(v), 1e-6))] if len(v) else [0.0, 1.0]
+        extra = {}
+        for col in _PER_TICKER:
+            if col in tr and tr[col].notna().any():
+                m, sd = g[col].mean().dropna(), g[col].std().reindex(g[col].mean().dropna().index).fillna(1.0).clip(lower=1e-3)
+                extra[col] = {t: [float(m[t]), float(sd[t])] for t in m.index}
+        return cls(str(pd.Timestamp(cutoff).date()), ret_scale.to_dict(), absret_scale.to_dict(), lrv_c.to_dict(), lrv_s.to_dict(), cov, extra)
+
+    def with_own_history(self, feat: pd.DataFrame, tickers) -> "FoldScaler":
+        """A copy that also normalises ``tickers`` (unknown to this scaler), each fitted on its own
+        rows of ``feat`` (all of them: for a forecast from a ticker's last date they are its past).
+        The market covariates keep this scaler's statistics."""
+        tickers = sorted(set(tickers))
+        if not tickers:
+            return self
+        obs = feat[feat["ticker"].isin(tickers) & ~feat["is_future"]] if "is_future" in feat else feat[feat["ticker"].isin(tickers)]
+        own = FoldScaler.fit(obs.assign(is_future=False))
+        d = self.to_dict()
+        for k in ("ret_scale", "absret_scale", "lrv_center", "lrv_scale"):
+            d[k] = {**d[k], **{t: v for t, v in getattr(own, k).items() if t in tickers}}
+        d["ticker_stats"] = {col: {**d["ticker_stats"].get(col, {}), **{t: v for t, v in own.ticker_stats.get(col, {}).items()}}
+                             for col in set(d["ticker_stats"]) | set(own.ticker_stats)}
+        return FoldScaler.from_dict(d)
 
     def transform(self, feat: pd.DataFrame) -> pd.DataFrame:
         unknown = sorted(set(feat["ticker"]) - set(self.ret_scale))
@@ -162,6 +272,12 @@ class FoldScaler:
         for c, out in (("mkt_ret", "mkt_ret_z"), ("lvix", "vix_z"), ("wti_ret", "wti_ret_z")):
             m, s = self.cov_stats[c]
             z[out] = (z[c] - m) / s
+        for col, out in _PER_TICKER.items():
+            st = self.ticker_stats.get(col, {})
+            if col in z and st:
+                z[out] = (z[col] - t.map({k: v[0] for k, v in st.items()})) / t.map({k: v[1] for k, v in st.items()})
+            else:
+                z[out] = np.nan  # fed as 0 (the mean) by PanelTensors
         return z
 
     def ret_to_raw(self, tickers: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -178,7 +294,7 @@ class FoldScaler:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FoldScaler":
-        return cls(**d)
+        return cls(**{"ticker_stats": {}, **d})
 
 
 class PanelTensors:
@@ -204,8 +320,8 @@ class PanelTensors:
         first = zfeat.groupby("ticker", sort=False).cumcount().to_numpy()
         size = zfeat.groupby("ticker", sort=False)["ticker"].transform("size").to_numpy()
         self._pos, self._size = first, size
-        observed = set(OBSERVED_REALS)
-        self._decoder_mask = torch.tensor([0.0 if r in observed else 1.0 for r in self.reals])
+        observed = set(OBSERVED_REALS + OPTIONAL_REALS)
+        self.decoder_mask = torch.tensor([0.0 if r in observed else 1.0 for r in self.reals])
         self._arange = torch.arange(self.L + self.H)
 
     def origins(self, start=None, end=None, tickers=None, need_targets: bool = True) -> np.ndarray:
@@ -243,7 +359,7 @@ class PanelTensors:
         o = torch.as_tensor(np.asarray(origins), dtype=torch.long)
         rows = (o - (self.L - 1)).unsqueeze(1) + self._arange
         cont = self.values[rows]
-        enc, dec = cont[:, : self.L], cont[:, self.L:] * self._decoder_mask  # observed inputs of the future are zeroed
+        enc, dec = cont[:, : self.L], cont[:, self.L:] * self.decoder_mask  # observed inputs of the future are zeroed
         cat = self.codes[rows].unsqueeze(-1)
         n = len(o)
         tgt = self.targets[rows[:, self.L:]]

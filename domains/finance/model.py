@@ -8,8 +8,12 @@ Training and prediction then run on :class:`~domains.finance.features.PanelTenso
 the library's ``TimeSeriesDataSet`` pipeline is only the reference in ``bench/finance.py``.
 
 A trained :class:`Forecaster` is saved as ``model.safetensors`` (weights) + ``forecaster.json``
-(spec, tickers, scaler) — no pickles; :meth:`Forecaster.load` rebuilds the network and loads the
-weights safely.
+(the model's registry entry ``{"name", "kwargs"}``, tickers, scaler, inputs) — no pickles;
+:meth:`Forecaster.load` rebuilds the network with :func:`create_model` and loads the weights safely.
+
+Registry (timm's ``register_model``/``create_model`` pattern): :data:`MODELS` maps a name to a
+builder; :func:`model_entry` is what a run stores, :func:`create_model` what train, backtest,
+forecast, score, transfer and the dashboards call to rebuild it.
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.checkpoint import load_weights, save_weights
+from core.checkpoint import CheckpointError, load_weights, save_weights
 from core.io import atomic_write_json
 from core.logging import get_logger
 from core.progress import progress
-from domains.finance.features import KNOWN_REALS, OBSERVED_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors
+from domains.finance.data import PriceDataError
+from domains.finance.features import KNOWN_REALS, OBSERVED_REALS, OPTIONAL_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors, observed_inputs
 
-__all__ = ["TFTSpec", "build_tft", "build_timeseries_dataset", "Forecaster", "fit", "predict_quantiles", "quantile_columns",
-           "quantile_rows"]
+__all__ = ["TFTSpec", "MODELS", "register_model", "create_model", "model_entry", "build_tft", "build_timeseries_dataset", "Forecaster",
+           "fit", "predict_quantiles", "quantile_columns", "quantile_rows"]
 
 log = get_logger("finance.model")
 warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module` and is already saved during checkpointing.*")
@@ -51,6 +56,14 @@ class TFTSpec:
     lstm_layers: int = 1
     dropout: float = 0.1
     quantiles: tuple[float, ...] = QUANTILES
+    observed_reals: tuple[str, ...] = tuple(OBSERVED_REALS)  # the observed inputs (features.observed_inputs of the training panel)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TFTSpec":
+        d = dict(d)
+        d["quantiles"] = tuple(d["quantiles"])
+        d["observed_reals"] = tuple(d.get("observed_reals", OBSERVED_REALS))
+        return cls(**d)
 
 
 def quantile_columns(quantiles=QUANTILES) -> list[str]:
@@ -72,7 +85,7 @@ def _template_frame(tickers: list[str], spec: TFTSpec) -> pd.DataFrame:
     rows = []
     for t in tickers:
         d = {"ticker": t, "time_idx": np.arange(n)}
-        for c in KNOWN_REALS + OBSERVED_REALS:
+        for c in KNOWN_REALS + list(spec.observed_reals):
             d[c] = np.zeros(n, dtype=np.float32)
         rows.append(pd.DataFrame(d))
     return pd.concat(rows, ignore_index=True)
@@ -96,9 +109,9 @@ def build_timeseries_dataset(frame: pd.DataFrame, spec: TFTSpec, tickers: list[s
         min_prediction_length=spec.horizon,
         static_categoricals=["ticker"],
         time_varying_known_reals=list(KNOWN_REALS),
-        time_varying_unknown_reals=list(OBSERVED_REALS),
+        time_varying_unknown_reals=list(spec.observed_reals),
         target_normalizer=MultiNormalizer([TorchNormalizer(method="identity") for _ in TARGETS]),
-        scalers={c: None for c in KNOWN_REALS + OBSERVED_REALS if c not in TARGETS},
+        scalers={c: None for c in KNOWN_REALS + list(spec.observed_reals) if c not in TARGETS},
         categorical_encoders={"ticker": encoder},
         add_relative_time_idx=False,
         add_target_scales=False,
@@ -107,8 +120,38 @@ def build_timeseries_dataset(frame: pd.DataFrame, spec: TFTSpec, tickers: list[s
     )
 
 
+MODELS: dict[str, Callable] = {}
+
+
+def register_model(fn: Callable) -> Callable:
+    """Register a model builder under its function name (``fn(spec: TFTSpec, tickers, **kw)``)."""
+    MODELS[fn.__name__] = fn
+    return fn
+
+
+def model_entry(spec: TFTSpec, tickers: list[str], name: str = "tft") -> dict:
+    """What a run stores to rebuild its network: ``{"name": ..., "kwargs": {...}}`` (JSON)."""
+    return {"name": name, "kwargs": {"spec": asdict(spec), "tickers": sorted(tickers)}}
+
+
+def create_model(name: str, **kwargs):
+    """Build the registered model ``name`` from stored kwargs (``spec`` may be a dict)."""
+    if name not in MODELS:
+        raise CheckpointError(f"unknown finance model {name!r}; registered: {sorted(MODELS)}")
+    if isinstance(kwargs.get("spec"), dict):
+        kwargs["spec"] = TFTSpec.from_dict(kwargs["spec"])
+    return MODELS[name](**kwargs)
+
+
+@register_model
+def tft(spec: TFTSpec, tickers: list[str], learning_rate: float = 3e-3):
+    """pytorch-forecasting's Temporal Fusion Transformer for ``tickers`` (see :func:`build_tft`)."""
+    return build_tft(spec, tickers, learning_rate)
+
+
 def build_tft(spec: TFTSpec, tickers: list[str], learning_rate: float = 3e-3):
-    """A fresh TFT for ``tickers`` (embedding index = position in ``sorted(tickers)`` + 1)."""
+    """A fresh TFT for ``tickers`` (embedding index = position in ``sorted(tickers)`` + 1; index 0
+    is the "unknown ticker" row, see :meth:`Forecaster.zero_shot`)."""
     from pytorch_forecasting import TemporalFusionTransformer
     from pytorch_forecasting.metrics import MultiLoss, QuantileLoss
 
@@ -150,13 +193,13 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
     from core.distributed import DataParallel
 
     if len(origins) == 0:
-        raise ValueError("no training windows: the history is shorter than encoder_length + horizon")
+        raise PriceDataError("no training windows: the history is shorter than encoder_length + horizon")
     dp = data_parallel or DataParallel()
     net = dp.wrap(model, find_unused_parameters=True)  # the TFT leaves some inputs' selection weights unused
     opt = optimizer or torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     shard = len(origins) // dp.world_size  # every rank runs the same number of steps
     if shard == 0:
-        raise ValueError(f"{len(origins)} training windows cannot be split over {dp.world_size} processes")
+        raise PriceDataError(f"{len(origins)} training windows cannot be split over {dp.world_size} processes")
     n_batches = math.ceil(shard / batch_size)
     if max_batches:
         n_batches = min(n_batches, max_batches)
@@ -196,7 +239,7 @@ def _row_embeddings(model, tensors: PanelTensors, rows: np.ndarray, chunk: int =
     in every window that contains it. Computing it per row instead of per (window, position)
     removes ~(L+H)x redundant work; the LSTM, attention and output layers still run per window."""
     enc, dec, stat = [], [], []
-    observed = tensors._decoder_mask
+    observed = tensors.decoder_mask
     for s in range(0, len(rows), chunk):
         r = torch.as_tensor(rows[s:s + chunk], dtype=torch.long)
         cat = tensors.codes[r].view(-1, 1, 1)
@@ -287,17 +330,43 @@ class Forecaster:
     scaler: FoldScaler
     tickers: list[str]
     info: dict = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)  # tickers forecast zero-shot (see zero_shot)
 
     def tensors(self, zfeat: pd.DataFrame) -> PanelTensors:
-        return PanelTensors(zfeat, list(self.model.hparams.x_reals), self.model.ticker_index, self.spec.encoder_length, self.spec.horizon)
+        index = {**self.model.ticker_index, **{t: 0 for t in self.unknown}}
+        return PanelTensors(zfeat, list(self.model.hparams.x_reals), index, self.spec.encoder_length, self.spec.horizon)
+
+    def check_inputs(self, feat: pd.DataFrame, source: str = "the data", model_run: str | Path | None = None) -> None:
+        """Refuse, in one line, a panel that lacks inputs this model was trained with (e.g. a price
+        file without the VIX/WTI covariates for a model trained on the bundled panel)."""
+        have = set(observed_inputs(feat))
+        missing = [r for r in self.spec.observed_reals if r not in have and r not in OPTIONAL_REALS]  # optional inputs: fed as their mean
+        if missing:
+            where = f"the model in {model_run}" if model_run else "this model"
+            raise PriceDataError(f"{where} was trained with input(s) {', '.join(missing)} that {source} does not provide "
+                                 f"(it supports {', '.join(sorted(have))}); use a model trained on such data, e.g. "
+                                 f"`python -m domains.finance.train --data FILE`")
+
+    def zero_shot(self, feat: pd.DataFrame) -> "Forecaster":
+        """This forecaster extended to the tickers of ``feat`` it was not trained on: each gets the
+        "unknown ticker" embedding (row 0, set to the mean of the trained tickers' rows) and
+        normalisers fitted on its own history; known tickers are unchanged."""
+        new = sorted(set(feat["ticker"]) - set(self.tickers))
+        if not new:
+            return self
+        emb = self.model.input_embeddings.embeddings["ticker"]
+        known = sorted(i for t, i in self.model.ticker_index.items() if t in set(self.tickers))
+        with torch.no_grad():
+            emb.weight[0] = emb.weight[known].mean(dim=0)
+        return Forecaster(self.model, self.spec, self.scaler.with_own_history(feat, new), self.tickers, dict(self.info), sorted(set(self.unknown) | set(new)))
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         save_weights(directory / "model.safetensors", self.model)
         atomic_write_json(directory / "forecaster.json", {
-            "format": "finance-tft-v1", "spec": asdict(self.spec), "scaler": self.scaler.to_dict(),
+            "format": "finance-tft-v1", "model": model_entry(self.spec, self.tickers), "spec": asdict(self.spec), "scaler": self.scaler.to_dict(),
             "tickers": self.tickers, "ticker_index": self.model.ticker_index, "info": self.info,
-            "inputs": {"static_categoricals": ["ticker"], "known_future_reals": KNOWN_REALS, "observed_reals": OBSERVED_REALS},
+            "inputs": {"static_categoricals": ["ticker"], "known_future_reals": KNOWN_REALS, "observed_reals": list(self.spec.observed_reals)},
             "outputs": {"targets": {"ret_z": "daily log return", "lrv_z": "log 5-day realised volatility"},
                         "quantiles": list(self.spec.quantiles), "horizon_days": self.spec.horizon},
         })
@@ -311,11 +380,10 @@ class Forecaster:
             raise FileNotFoundError(f"{directory} holds no trained finance forecaster (forecaster.json); train one with `python -m domains.finance.train`")
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != "finance-tft-v1":
-            raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}")
-        spec_d = dict(meta["spec"])
-        spec_d["quantiles"] = tuple(spec_d["quantiles"])
-        spec = TFTSpec(**spec_d)
-        model = build_tft(spec, meta["tickers"])
+            raise CheckpointError(f"{meta_path}: unknown format {meta.get('format')!r} (expected finance-tft-v1)")
+        entry = meta.get("model") or model_entry(TFTSpec.from_dict(meta["spec"]), meta["tickers"])
+        model = create_model(entry["name"], **entry["kwargs"])
+        spec = TFTSpec.from_dict(entry["kwargs"]["spec"])
         model.ticker_index = {k: int(v) for k, v in meta["ticker_index"].items()}
         load_weights(directory / "model.safetensors", model)
         model.eval()

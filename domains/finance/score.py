@@ -1,84 +1,107 @@
 """Batch forecasts for many tickers to partitioned Parquet, on the suite's scoring engine.
 
-    python -m domains.finance.score                                   # every ticker, latest model
-    python -m domains.finance.score --data prices.parquet --workers 2 --out scores/
+    python -m domains.finance.score                                   # every ticker, newest model
+    python -m domains.finance.score --data prices.parquet --workers 2 --zero-shot
     python -m domains.finance.score --engine ray --workers 2           # a private local Ray
     python -m domains.finance.score --engine ray --address HEAD:6379   # an existing cluster
 
 One work item per ticker; a worker loads the forecaster and the price data once, then each item
 yields the ticker's quantile rows (same columns as ``forecast``). A ticker the model does not
-know, or with too short a history, is quarantined with the reason; the job goes on. Reruns into
-the same ``--out`` skip committed chunks (``core.scoring``).
+know (without ``--zero-shot``), or with too short a history, is quarantined with the reason; the
+job goes on. Without ``--name``/``--out`` the job's run name is derived from its inputs (model run,
+price data, tickers and options) — no timestamp — so rerunning the identical command after a crash
+continues the unfinished job (committed chunks are skipped, ``core.scoring``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from core.cli import run_cli
+from core.io import sha256_file
 from core.runs import Run
-from core.scoring import Scorer, ScoringConfig, ScoringError, WorkItem, run_job_from_config
-from domains.finance.data import PriceDataError, data_tickers, load_inputs
-from domains.finance.forecast import ForecastConfig, find_model_run
+from core.scoring import Scorer, WorkItem, run_job_from_config
+from domains.finance.config import ScoreConfig
+from domains.finance.data import PANEL_DATASET, PriceDataError, data_tickers, input_files
+from domains.finance.features import DEFAULT_CALENDAR
+from domains.finance.predictor import load_forecaster_run
 
-__all__ = ["ScoreConfig", "TFTScorer", "score", "main"]
-
-
-@dataclass
-class ScoreConfig(ScoringConfig, ForecastConfig):
-    """Forecast settings plus the scoring engine's flags."""
+__all__ = ["ScoreConfig", "TFTScorer", "score", "job_name", "main"]
 
 
 class TFTScorer(Scorer):
     """Quantile forecasts of one ticker per work item (``item.id`` = ticker)."""
 
-    version = "1"
+    version = "2"
 
-    def __init__(self, model_run: str, data: str = ""):
+    def __init__(self, model_run: str, data: str = "", zero_shot: bool = False, calendar: str = DEFAULT_CALENDAR,
+                 data_options: dict | None = None):
         self.model_run = str(model_run)
         self.data = data
+        self.zero_shot = zero_shot
+        self.calendar = calendar
+        self.data_options = dict(data_options or {})
 
     def load(self) -> None:
-        from domains.finance.forecast import latest_tensors
+        from domains.finance.data import load_panel_data
         from domains.finance.model import Forecaster
+        from domains.finance.predictor import latest_tensors, prepare_forecaster
 
-        self._fc = Forecaster.load(Path(self.model_run) / "model")
-        panel, cov = load_inputs(self.data)
-        self._have = set(panel["ticker"])
-        panel = panel[panel["ticker"].isin(self._fc.tickers)]
+        fc = Forecaster.load(Path(self.model_run) / "model")
+        data = load_panel_data(self.data, **self.data_options)
+        self._have = set(data.panel["ticker"])
+        self._known = set(fc.tickers)
         self._tensors = None
-        if len(panel):
-            self._tensors, o = latest_tensors(self._fc, panel, cov)
+        if self._have & self._known or (self.zero_shot and self._have):
+            self._fc, feat = prepare_forecaster(fc, data.panel, data.covariates, zero_shot=self.zero_shot, source=data.source,
+                                                model_run=self.model_run)
+            self._tensors, o = latest_tensors(self._fc, feat, self.calendar)
             self._origin = dict(zip(self._tensors.tickers[o], o))
+        self._min_days = fc.spec.encoder_length
 
     def score(self, item: WorkItem) -> pd.DataFrame:
-        from domains.finance.forecast import rows_from_origins
+        from domains.finance.predictor import rows_from_origins
 
         t = item.id
         if t not in self._have:
             raise PriceDataError(f"ticker {t!r} has no prices in {self.data or 'the bundled panel'}")
-        if t not in self._fc.tickers:
-            raise PriceDataError(f"ticker {t!r} is unknown to the model in {self.model_run}; fine-tune it with domains.finance.transfer")
+        if t not in self._known and not self.zero_shot:
+            raise PriceDataError(f"ticker {t!r} is unknown to the model in {self.model_run}; forecast it with --zero-shot or fine-tune it with domains.finance.transfer")
         if self._tensors is None or t not in self._origin:
-            raise PriceDataError(f"ticker {t!r} has fewer than {self._fc.spec.encoder_length} days of history")
+            raise PriceDataError(f"ticker {t!r} has fewer than {self._min_days} days of history")
         return rows_from_origins(self._fc, self._tensors, [self._origin[t]])
 
 
+def job_name(cfg: ScoreConfig, model_dir: Path, tickers: list[str]) -> str:
+    """``score-<12 hex>``: a digest of what determines the output — the model run, the price data's
+    content, the tickers and the forecasting options — so the same command names the same job."""
+    files = {str(p.name): sha256_file(p) for p in input_files(cfg.data)}
+    key = {"model_run": str(Path(model_dir).resolve()), "data": cfg.data or PANEL_DATASET, "files": files, "tickers": sorted(tickers),
+           "zero_shot": cfg.zero_shot, "calendar": cfg.calendar, **cfg.data_options(), "items_per_chunk": cfg.items_per_chunk}
+    return "score-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def score(cfg: ScoreConfig):
-    model_dir = find_model_run(cfg.model_run, cfg.runs_dir)
-    tickers = list(cfg.tickers) or data_tickers(cfg.data)  # the workers load the prices; here only the work list
+    model_dir, _ = load_forecaster_run(cfg.model_run, cfg.runs_dir)
+    tickers = list(cfg.tickers) or data_tickers(cfg.data, **cfg.data_options())  # the workers load the prices; here only the work list
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in tickers]
-    with Run.start("finance", cfg, new_name=f"score-{pd.Timestamp.now():%Y%m%d-%H%M%S}", kind="job") as run:
-        summary = run_job_from_config(items, TFTScorer(str(model_dir.resolve()), cfg.data), cfg, default_out=run.path("scores"))
-        run.finish({"model_run": str(model_dir), "items": len(items), **{k: v for k, v in vars(summary).items() if isinstance(v, (int, float, str))}})
+    if cfg.name is None and cfg.out is None:
+        cfg = dataclasses.replace(cfg, name=job_name(cfg, model_dir, tickers))  # a rerun after a crash continues this job
+    scorer = TFTScorer(str(model_dir), cfg.data, cfg.zero_shot, cfg.calendar, cfg.data_options())
+    with Run.start("finance", cfg, command="score", kind="job") as run:
+        summary = run_job_from_config(items, scorer, cfg, default_out=run.path("scores"))
+        run.finish({"model_run": str(model_dir), "calendar": cfg.calendar, "items": len(items),
+                    **{k: v for k, v in vars(summary).items() if isinstance(v, (int, float, str))}})
         return run.dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(ScoreConfig, score, argv, doc=__doc__.split("\n\n")[0], prog="python -m domains.finance.score", user_errors=(PriceDataError, ScoringError, ValueError))
+    return run_cli(ScoreConfig, score, argv, doc=__doc__.split("\n\n")[0], prog="python -m domains.finance.score")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@ API on those runs, and one-line errors for user mistakes."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from core.scoring.testing import ray_address  # noqa: F401  (pytest fixture: one local Ray cluster per session)
 
 from core.data import prepare
 from domains.finance.data import DATASETS
@@ -71,14 +72,19 @@ def test_forecast_and_api(backtest_run, session_runs_dir):
     assert {"date", "ticker", "close"} <= set(panel.columns)
 
 
-def test_interpret_cli_rewrites_a_runs_interpretation(backtest_run, session_runs_dir, capsys):
+def test_interpret_cli_is_its_own_job_and_leaves_the_model_run_alone(backtest_run, session_runs_dir, capsys):
+    from domains.finance import api
     from domains.finance.interpret import main
 
     imp = backtest_run / "interpretation" / "variable_importance.csv"
     before = imp.stat().st_mtime_ns
-    assert main(["--run-dir", str(backtest_run), "--runs-dir", str(session_runs_dir), "--no-track"]) == 0
-    assert imp.stat().st_mtime_ns > before and f"Run directory: {backtest_run}" in capsys.readouterr().out
-    assert main(["--run-dir", str(session_runs_dir / "nope"), "--no-track"]) == 2  # one line, no traceback
+    assert main(["--model-run", str(backtest_run), "--runs-dir", str(session_runs_dir), "--no-track"]) == 0
+    job = sorted((session_runs_dir / "finance").glob("interpret-*"))[-1]
+    assert imp.stat().st_mtime_ns == before and f"Run directory: {job}" in capsys.readouterr().out  # nothing written into the model run
+    assert json.loads((job / "run.json").read_text())["kind"] == "job"
+    mine = api.load_variable_importance(job)
+    assert set(mine["kind"]) == {"static", "encoder", "decoder"} and mine["constant"].dtype == bool
+    assert main(["--model-run", str(session_runs_dir / "nope"), "--no-track"]) == 2  # one line, no traceback
     assert "no trained finance model" in capsys.readouterr().err
 
 
@@ -111,11 +117,11 @@ def test_user_errors_are_one_line(tmp_path, capsys):
 
 def test_score_local_and_ray_engines_write_identical_outputs(backtest_run, session_runs_dir, tmp_path, ray_address):
     from core.scoring import WorkItem
-    from core.scoring.testing import assert_engines_agree
-    from domains.finance.forecast import find_model_run
+    from tests.scoring_support import assert_engines_agree
+    from core.runs import resolve_model_run
     from domains.finance.score import TFTScorer
 
-    model_dir = find_model_run(str(backtest_run), session_runs_dir)
+    model_dir = resolve_model_run("finance", str(backtest_run), session_runs_dir)
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in ("AAPL", "JPM", "SP500", "KO")]
     rows = assert_engines_agree(items, TFTScorer(str(model_dir.resolve())), tmp_path, ray_address)
     assert set(rows["ticker"]) == {"AAPL", "JPM", "SP500"}  # KO is unknown to the model: quarantined by both

@@ -1,0 +1,157 @@
+"""Transfer to tickers held out of pre-training, with a short history: the library under the
+``transfer`` command.
+
+1. Pre-train the global TFT on every other ticker (dates up to the cutoff).
+2. Each held-out ticker only has ``short_days`` trading days before the cutoff; its normaliser is
+   fitted on those days only (its own history). Compared on the ``test_days`` after the cutoff:
+
+   * ``zero_shot`` — the pre-trained model as is, the held-out tickers reading the "unknown ticker"
+     embedding (the mean of the trained tickers' rows, as ``forecast --zero-shot`` does);
+   * ``finetune_full`` — every weight fine-tuned on the held-out tickers' short histories;
+   * ``finetune_lora`` — LoRA adapters (``core.finetune.apply_lora``) on every Linear layer plus the
+     ticker embedding, the rest frozen (merged into the weights afterwards);
+   * ``scratch`` — a fresh TFT trained on the short histories only, with the same number of steps;
+   * ``garch`` — GARCH(1,1) fitted on the same short history, for reference.
+
+:func:`run_transfer` returns the per-ticker results and the fine-tuned forecaster to save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.logging import get_logger
+from domains.finance.baselines import baseline_rows
+from domains.finance.config import TransferConfig, spec_from_config
+from domains.finance.data import PANEL_DATASET, PriceDataError
+from domains.finance.features import QUANTILES, FoldScaler, observed_inputs, realised, series_by_ticker
+from domains.finance.metrics import kupiec_pof, pinball
+from domains.finance.model import Forecaster, build_tft, fit, predict_quantiles, quantile_columns
+
+__all__ = ["TransferResult", "short_history_panel", "run_transfer", "set_unknown_rows"]
+
+log = get_logger("finance.finetuning")
+
+
+@dataclass
+class TransferResult:
+    results: pd.DataFrame  # ticker, model, n_test, ret_pinball_h1, vol_pinball, var99_breaches, var99_kupiec_p, trainable_params
+    forecaster: Forecaster  # the variant cfg.save, fine-tuned on every held-out ticker
+    info: dict
+
+
+def short_history_panel(panel: pd.DataFrame, cfg: TransferConfig, horizon: int) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """(panel where each held-out ticker starts ``short_days`` before the cutoff, cutoff)."""
+    missing = sorted(set(cfg.holdout) - set(panel["ticker"]))
+    if missing:
+        raise PriceDataError(f"--holdout {' '.join(missing)}: not in the data ({', '.join(sorted(panel['ticker'].unique()))})")
+    if len(set(panel["ticker"]) - set(cfg.holdout)) == 0:
+        raise PriceDataError("--holdout names every ticker of the data: nothing is left to pre-train on")
+    dates = np.sort(panel["date"].unique())
+    if len(dates) < cfg.test_days + horizon + cfg.short_days + 250:
+        raise PriceDataError(f"{len(dates)} trading days are too few for short_days={cfg.short_days} + test_days={cfg.test_days}")
+    cutoff = pd.Timestamp(dates[-1 - horizon - cfg.test_days])
+    short_start = pd.Timestamp(dates[-1 - horizon - cfg.test_days - cfg.short_days])
+    return panel[~panel["ticker"].isin(cfg.holdout) | (panel["date"] >= short_start)], cutoff
+
+
+def set_unknown_rows(model, tickers: list[str], unknown: list[str]) -> None:
+    """Give the embedding rows of ``unknown`` tickers the "unknown ticker" vector: the mean of the
+    rows of the other (trained) tickers."""
+    import torch
+
+    emb = model.input_embeddings.embeddings["ticker"]
+    idx = model.ticker_index
+    known = [idx[t] for t in tickers if t not in set(unknown)]
+    with torch.no_grad():
+        mean = emb.weight[known].mean(dim=0)
+        for t in unknown:
+            emb.weight[idx[t]] = mean
+
+
+def _score(name: str, ticker: str, ret_q1, rvol_q, series, dates, H) -> dict:
+    r, v = realised(series, np.searchsorted(series["date"], dates), H)
+    r1 = r[:, 0]
+    br = r1 < ret_q1[:, 0]
+    return {"ticker": ticker, "model": name, "n_test": len(dates), "ret_pinball_h1": float(pinball(r1, ret_q1, QUANTILES).mean()),
+            "vol_pinball": float(pinball(v, rvol_q, QUANTILES).mean()), "var99_breaches": int(br.sum()),
+            "var99_kupiec_p": kupiec_pof(br, 0.01)[1]}
+
+
+def _evaluate(name: str, fc: Forecaster, T, test_o, series: dict, holdout: list[str], H: int) -> list[dict]:
+    raw = fc.to_raw(T.tickers[test_o], predict_quantiles(fc.model, T, test_o))
+    out = []
+    for t in holdout:
+        sel = T.tickers[test_o] == t
+        out.append(_score(name, t, raw["ret"][sel, 0, :], raw["rvol"][sel, H - 1, :], series[t], T.dates[test_o][sel], H))
+    return out
+
+
+def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, cutoff: pd.Timestamp) -> TransferResult:
+    """Pre-train without the held-out tickers, then compare zero-shot, fine-tuned, scratch and GARCH
+    on them (``feat``: features of :func:`short_history_panel`'s panel)."""
+    from core.finetune import apply_lora, merge_lora, trainable_parameter_report
+
+    spec = spec_from_config(cfg, observed_inputs(feat))
+    H = spec.horizon
+    holdout = list(cfg.holdout)
+    tickers = sorted(feat["ticker"].unique())
+    scaler = FoldScaler.fit(feat, cutoff)
+    base = build_tft(spec, tickers, cfg.lr)
+    info = {"holdout": holdout, "cutoff": str(cutoff.date()), "data": cfg.data or PANEL_DATASET}
+    fc = Forecaster(base, spec, scaler, tickers, dict(info))
+    T = fc.tensors(scaler.transform(feat))
+    all_o = T.origins()
+    before = T.targets_by(all_o, cutoff)
+    is_hold = np.isin(T.tickers[all_o], holdout)
+    pre_o, short_o = all_o[before & ~is_hold], all_o[before & is_hold]
+    test_o = all_o[is_hold & (T.dates[all_o] > np.datetime64(cutoff))]
+    log.info(f"pre-training on {len(pre_o)} windows of {len(tickers) - len(holdout)} tickers; {', '.join(holdout)}: "
+             f"{len(short_o)} short-history windows, {len(test_o)} test origins")
+    fit(base, T, pre_o, epochs=cfg.epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None, lr=cfg.lr, seed=cfg.seed, desc="pre-train")
+    set_unknown_rows(base, tickers, holdout)
+    series = series_by_ticker(feat[feat["ticker"].isin(holdout)])
+    results = _evaluate("zero_shot", fc, T, test_o, series, holdout, H)
+    pretrained = {k: v.clone() for k, v in base.state_dict().items()}
+    steps = dict(epochs=cfg.finetune_epochs, batch_size=min(cfg.batch_size, 64), max_batches=None, seed=cfg.seed + 1)
+    models = {}
+
+    def variant(name: str, prepare, lr: float) -> None:
+        m = build_tft(spec, tickers, lr)
+        prepare(m)
+        report = trainable_parameter_report(m)
+        fit(m, T, short_o, lr=lr, desc=name, **steps)
+        rows = _evaluate(name, Forecaster(m, spec, scaler, tickers), T, test_o, series, holdout, H)
+        for r in rows:
+            r["trainable_params"] = int(report.get("trainable", sum(p.numel() for p in m.parameters() if p.requires_grad)))
+        results.extend(rows)
+        models[name] = m
+
+    variant("finetune_full", lambda m: m.load_state_dict(pretrained), cfg.finetune_lr)
+
+    def lora(m):
+        m.load_state_dict(pretrained)
+        apply_lora(m, r=cfg.lora_r, alpha=2 * cfg.lora_r, trainable=["input_embeddings"])
+
+    variant("finetune_lora", lora, cfg.lora_lr)
+    variant("scratch", lambda m: None, cfg.lr)
+    g = baseline_rows(series, cutoff, test_o, T, ["garch"], 0, H)
+    cols = quantile_columns(QUANTILES)
+    for t in holdout:
+        gt = g[g["ticker"] == t]
+        gr = gt[(gt["target"] == "ret") & (gt["horizon"] == 1)].sort_values("origin")
+        gv = gt[gt["target"] == "rvol"].sort_values("origin")
+        results.append(_score("garch", t, gr[cols].to_numpy(), gv[cols].to_numpy(), series[t], gr["origin"].to_numpy(), H))
+    saved = models[cfg.save]
+    if cfg.save == "finetune_lora":
+        merge_lora(saved)
+    for p in saved.parameters():
+        p.requires_grad_(True)
+    out = Forecaster(saved, spec, scaler, tickers, {**info, "transfer": cfg.save})
+    order = {m: i for i, m in enumerate(["zero_shot", "finetune_full", "finetune_lora", "scratch", "garch"])}
+    df = pd.DataFrame(results)
+    df = df.sort_values(["ticker", "model"], key=lambda s: s.map(order) if s.name == "model" else s, kind="stable").reset_index(drop=True)
+    return TransferResult(df, out, {**info, "pretrain_windows": int(len(pre_o)), "short_windows": int(len(short_o)), "test_origins": int(len(test_o))})

@@ -1,0 +1,94 @@
+"""Forecasts from a trained forecaster: the library under ``forecast``, ``score``, ``interpret``
+and the dashboards.
+
+* :func:`load_forecaster_run` — the forecaster of a model run (``core.runs.resolve_model_run``);
+* :func:`forecast_frame` — quantile rows from each ticker's latest date, on an exchange calendar;
+* :func:`latest_tensors` / :func:`rows_from_origins` — the two halves of it, for batch scoring.
+
+A panel the model cannot read (inputs it was trained with are missing) is refused in one line;
+tickers the model has never seen are refused unless ``zero_shot`` (an "unknown ticker" embedding
+and normalisers fitted on the series' own history, see ``Forecaster.zero_shot``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.runs import RunNotFoundError, resolve_model_run
+from domains.finance.data import PriceDataError
+from domains.finance.features import DEFAULT_CALENDAR, base_features, extend_future
+from domains.finance.model import Forecaster, predict_quantiles, quantile_rows
+
+__all__ = ["load_forecaster_run", "prepare_forecaster", "forecast_frame", "latest_tensors", "rows_from_origins"]
+
+
+def load_forecaster_run(model_run: str | Path | None, runs_dir: str | Path = "runs") -> tuple[Path, Forecaster]:
+    """(run folder, forecaster) of ``model_run`` (a run folder or name; None = the newest completed
+    finance model run)."""
+    try:
+        run_dir = resolve_model_run("finance", model_run, runs_dir)
+    except RunNotFoundError as e:
+        raise RunNotFoundError(f"no trained finance model: {e}") from e
+    return run_dir, Forecaster.load(run_dir / "model")
+
+
+def prepare_forecaster(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFrame | None, tickers: list[str] | None = None, *,
+                       zero_shot: bool = False, source: str = "the data", model_run: str | Path | None = None) -> tuple[Forecaster, pd.DataFrame]:
+    """(forecaster, features) for forecasting ``tickers`` (default: the model's tickers present in
+    ``panel``; with ``zero_shot`` every ticker of ``panel``). Refuses a panel without the model's inputs
+    and, unless ``zero_shot``, tickers the model does not know."""
+    have = set(panel["ticker"])
+    if tickers:
+        missing = sorted(set(tickers) - have)
+        if missing:
+            raise PriceDataError(f"ticker(s) {missing} have no prices in {source}")
+        unknown = sorted(set(tickers) - set(fc.tickers))
+        if unknown and not zero_shot:
+            raise PriceDataError(f"ticker(s) {unknown} unknown to this model (trained on {len(fc.tickers)}: {', '.join(fc.tickers[:8])}…); "
+                                 f"forecast them zero-shot with --zero-shot, or fine-tune with domains.finance.transfer")
+        want = list(tickers)
+    else:
+        want = sorted(have) if zero_shot else [t for t in fc.tickers if t in have]
+    if not want:
+        raise PriceDataError(f"no data for the model's tickers ({', '.join(fc.tickers[:8])}…) in {source}; pass --zero-shot to forecast its tickers anyway")
+    feat = base_features(panel, covariates)  # the whole panel: the market return is the index's, or the mean of every ticker
+    feat = feat[feat["ticker"].isin(want)].reset_index(drop=True)
+    fc.check_inputs(feat, source, model_run)
+    if zero_shot:
+        fc = fc.zero_shot(feat)
+    return fc, feat
+
+
+def forecast_frame(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFrame | None, tickers: list[str] | None = None, *,
+                   zero_shot: bool = False, calendar: str = DEFAULT_CALENDAR, source: str = "the data",
+                   model_run: str | Path | None = None) -> pd.DataFrame:
+    """Quantile forecasts from each ticker's last date: ``ticker, origin, date, horizon, target, q_*``
+    (``date``: the ``calendar``'s sessions after the origin; ``zero_shot``: True for tickers the model
+    never saw)."""
+    fc, feat = prepare_forecaster(fc, panel, covariates, tickers, zero_shot=zero_shot, source=source, model_run=model_run)
+    T, o = latest_tensors(fc, feat, calendar=calendar)
+    short = sorted(set(feat["ticker"]) - set(T.tickers[o]))
+    if short:
+        raise PriceDataError(f"ticker(s) {short} have fewer than encoder_length={fc.spec.encoder_length} days of history")
+    return rows_from_origins(fc, T, o)
+
+
+def latest_tensors(fc: Forecaster, feat: pd.DataFrame, calendar: str = DEFAULT_CALENDAR):
+    """(tensors, origins): the features ``feat`` (of tickers ``fc`` can normalise) extended by the
+    horizon on ``calendar``, and the row of each ticker's last date that has a full encoder window."""
+    T = fc.tensors(fc.scaler.transform(extend_future(feat, fc.spec.horizon, calendar)))
+    return T, T.latest_origins()
+
+
+def rows_from_origins(fc: Forecaster, T, o) -> pd.DataFrame:
+    """Forecast rows (``ticker, origin, date, horizon, target, q_*, zero_shot``) for origins ``o`` of ``T``."""
+    o = np.asarray(o, dtype=int)
+    raw = fc.to_raw(T.tickers[o], predict_quantiles(fc.model, T, o))
+    parts = [quantile_rows(raw[target][:, h, :], target, h + 1, ticker=T.tickers[o], origin=T.dates[o], date=T.dates[o + h + 1])
+             for target in ("ret", "rvol") for h in range(fc.spec.horizon)]
+    out = pd.concat(parts, ignore_index=True).sort_values(["ticker", "target", "horizon"]).reset_index(drop=True)
+    out["zero_shot"] = out["ticker"].isin(fc.unknown)
+    return out

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from core.data import DatasetSpec, SourceMissingError, ensure_dataset
+from core.errors import UserInputError
 from core.io import atomic_write_parquet
 from core.logging import get_logger
 
@@ -65,7 +66,7 @@ FACTORS = ["MTUM", "QUAL", "SIZE", "USMV", "VLUE"]
 RVOL_WINDOW = 5
 
 
-class PriceDataError(ValueError):
+class PriceDataError(UserInputError, ValueError):
     """A price file or panel cannot be used; the message names the input and what was expected."""
 
 

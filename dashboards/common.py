@@ -1,20 +1,17 @@
-"""What every dashboard page shares: where runs live, picking a run, the "no runs yet" state,
-turning errors into one readable message, and loading a domain's ``api.py``.
+"""What every dashboard page shares: where runs live, picking a run, the "no runs yet" and
+"domain not installed" states, and turning errors into one readable message.
 
-Pages only read what ``domains/`` produced and call the domains' inference functions
-(``domains/<d>/api.py``); nothing here trains anything.
+Each page imports its domain's contract, ``domains/<d>/api.py``, with a plain import and reads runs
+only through it (and through ``core.runs`` for listings); nothing here trains anything.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
 import sys
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +22,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from core.logging import get_logger  # noqa: E402
-from core.runs import iter_metrics, list_runs  # noqa: E402
+from core.runs import iter_metrics, list_runs, read_run  # noqa: E402
 from core.tracking import flatten  # noqa: E402
 
 log = get_logger("dashboards")
@@ -75,12 +72,23 @@ def all_runs(domain: str | None = None) -> list[dict[str, Any]]:
     """``core.runs.list_runs`` for the dashboards' runs root, re-read only when a run changed
     (every widget click reruns the page)."""
     root = runs_dir()
-    return _cached_list_runs(str(root), domain, _runs_signature(root, domain))
+    runs = _cached_list_runs(str(root), domain, _runs_signature(root, domain))
+    # a writer that died leaves run.json as it was: read "running" runs again, so core.runs can say
+    # "interrupted" without the listing waiting for a file change
+    return [read_run(r["path"]) if r.get("status") == "running" else r for r in runs]
 
 
 def completed_runs(domain: str) -> list[dict[str, Any]]:
     """Completed runs of ``domain``, newest first."""
     return [r for r in all_runs(domain) if r.get("status") == "completed"]
+
+
+def stop_without_runs(domain: str) -> None:
+    """With no completed run of ``domain``, show the empty state and stop the page (before it
+    imports the domain, which is the slow part)."""
+    if not completed_runs(domain):
+        empty_state(domain)
+        st.stop()
 
 
 def empty_state(domain: str, what: str = "trained run") -> None:
@@ -123,22 +131,11 @@ def friendly_errors(what: str) -> Iterator[None]:
             st.text("".join(traceback.format_exception_only(type(e), e)).strip())
 
 
-def domain_api(domain: str) -> ModuleType | None:
-    """``domains.<domain>.api`` or ``None`` with a message saying what is missing."""
-    try:
-        return importlib.import_module(f"domains.{domain}.api")
-    except ImportError as e:
-        st.warning(f"The {domain} domain's dashboard API (`domains/{domain}/api.py`) cannot be imported in this checkout: {e}")
-        return None
-
-
-def require(api: ModuleType, *names: str) -> bool:
-    """True when ``api`` has every function in ``names``; otherwise says which are missing."""
-    missing = [n for n in names if not hasattr(api, n)]
-    if missing:
-        st.warning(f"`{api.__name__}` does not provide {', '.join(f'`{m}`' for m in missing)} yet; this part of the page is not available.")
-        return False
-    return True
+def domain_unavailable(domain: str, error: ImportError) -> None:
+    """The page's state when ``domains/<domain>/api.py`` cannot be imported (the domain, or one of
+    its dependencies, is not installed in this checkout)."""
+    st.warning(f"The {domain} domain is not available here: `domains/{domain}/api.py` cannot be imported ({error}). "
+               f"Install the project's requirements (see README.md), then reload this page.")
 
 
 def run_key(run_dir: Path) -> str:
@@ -187,24 +184,21 @@ def _metric_history(run_dir: str, stamp: tuple | None) -> pd.DataFrame:
     return df.groupby("step").last().sort_index() if "step" in df else df
 
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def page_header(title: str, caption: str) -> None:
     st.title(title)
     st.caption(caption)
 
 
-def curves(hist: pd.DataFrame, names: list[str], per_row: int = 2, runs: dict[str, pd.DataFrame] | None = None) -> None:
+def curves(hist: pd.DataFrame, names: list[str], per_row: int = 2, runs: dict[str, pd.DataFrame] | None = None,
+           marks: dict[str, float | None] | None = None) -> None:
     """One small line chart (with points) per metric: metrics differ in scale and in the steps at
-    which they are logged. ``runs`` overlays the same metric of several runs (label -> history)."""
+    which they are logged. ``runs`` overlays the same metric of several runs (label -> history);
+    ``marks`` draws labelled vertical rules (e.g. the chosen epoch). The x axis is named after the index."""
     import altair as alt
 
     frames = runs or {"": hist}
+    x_title = str(hist.index.name or "step")
+    rules = pd.DataFrame([{"x": float(v), "label": k} for k, v in (marks or {}).items() if v is not None])
     for start in range(0, len(names), per_row):
         cols = st.columns(per_row)
         for col, name in zip(cols, names[start:start + per_row]):
@@ -215,6 +209,9 @@ def curves(hist: pd.DataFrame, names: list[str], per_row: int = 2, runs: dict[st
                     parts.append(pd.DataFrame({"step": s.index.astype(float), "value": s.to_numpy(dtype=float), "run": label or name}))
             data = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["step", "value", "run"])
             chart = alt.Chart(data, title=name, height=180).mark_line(point=True).encode(
-                x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+                x=alt.X("step:Q", title=x_title), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
                 color=alt.Color("run:N", legend=alt.Legend(orient="bottom", title=None) if runs else None))
+            if not rules.empty:
+                rule = alt.Chart(rules).mark_rule(strokeDash=[4, 3], color="#d62728").encode(x="x:Q", tooltip=["label:N", "x:Q"])
+                chart = chart + rule
             col.altair_chart(chart, width="stretch")

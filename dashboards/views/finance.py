@@ -5,21 +5,24 @@ importance."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import domain_api, friendly_errors, page_header, pick_run, read_json, require, run_key, run_path, train_command
+from dashboards.common import stop_without_runs, domain_unavailable, friendly_errors, page_header, pick_run, run_key, run_path, train_command
 
 page_header("Finance", "Quantile forecasts of daily returns and volatility (Temporal Fusion Transformer), backtested walk-forward against baselines.")
 
-run_dir = pick_run("finance", prefer=lambda p: (p / "metrics_aggregate.csv").is_file())  # first: with no run, the page only explains the command that makes one
-if run_dir is None:
+stop_without_runs("finance")
+try:
+    from domains.finance import api
+except ImportError as e:  # the domain (torch, arch, ...) is not installed in this checkout
+    domain_unavailable("finance", e)
     st.stop()
-api = domain_api("finance")
-if api is None:
+
+run_dir = pick_run("finance", prefer=lambda p: api.finance_run(p).has_backtest)  # with no run, the page only explains the command that makes one
+if run_dir is None:
     st.stop()
 key = run_key(run_dir)
 
@@ -37,7 +40,7 @@ def panel() -> pd.DataFrame:
 
 
 @st.cache_resource(show_spinner="Loading the forecaster…", max_entries=2)
-def forecaster(k: str):
+def forecaster(k: str) -> api.LoadedForecaster:
     return api.load_forecaster(run_path(k))
 
 
@@ -47,8 +50,13 @@ def forecast(k: str, tickers: tuple[str, ...]) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner="Loading the backtest…")
-def backtest(k: str) -> dict[str, pd.DataFrame]:
-    return {name: df for name, df in dict(api.load_backtest(run_path(k))).items() if isinstance(df, pd.DataFrame)}
+def backtest(k: str) -> api.Backtest:
+    return api.load_backtest(run_path(k))
+
+
+@st.cache_data(show_spinner=False)
+def data_quality(k: str) -> api.DataQuality:
+    return api.data_quality(run_path(k))
 
 
 @st.cache_data(show_spinner=False)
@@ -82,21 +90,28 @@ def layout(fig: go.Figure, title: str, height: int = 340) -> go.Figure:
 
 # ---- tickers -----------------------------------------------------------------------------------
 prices = None
-if require(api, "load_panel"):
-    with friendly_errors("Loading the price panel"):
-        prices = panel()
-bt: dict[str, pd.DataFrame] = {}
-if require(api, "load_backtest"):
-    try:
-        bt = backtest(key)
-    except FileNotFoundError:  # a train run: a forecaster but no walk-forward tables
-        st.info(f"Run `{run_dir.name}` has a forecaster but no backtest tables (backtest, VaR breaches). Create them with:")
-        st.code(train_command("finance"), language="bash")
-    except Exception:  # noqa: BLE001
-        with friendly_errors("Loading the backtest"):
-            raise
+with friendly_errors("Loading the price panel"):
+    prices = panel()
+bt: api.Backtest | None = None
+try:
+    bt = backtest(key)
+except FileNotFoundError:  # a train run: a forecaster but no walk-forward tables
+    st.info(f"Run `{run_dir.name}` has a forecaster but no backtest tables (backtest, VaR breaches). Create them with:")
+    st.code(train_command("finance"), language="bash")
+except Exception:  # noqa: BLE001
+    with friendly_errors("Loading the backtest"):
+        raise
+dq = None
+with friendly_errors("Reading the run's data checks"):
+    dq = data_quality(key)
+if dq is not None and not dq.empty:
+    n = sum(dq.counts.values()) if dq.counts else len(dq.warnings)
+    kinds = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dq.counts.items() if v) or f"{len(dq.warnings)} warnings"
+    st.warning(f"**Data quality:** the price checks of this run raised {n} warning{'s' if n != 1 else ''} ({kinds})"
+               + (f"; {len(dq.dropped)} ticker(s) dropped or without test days" if len(dq.dropped) else "") + ". Details below the tabs.",
+               icon=":material/warning:")
 
-in_run = sorted(bt["predictions"]["ticker"].unique()) if "predictions" in bt else []
+in_run = sorted(bt.predictions["ticker"].unique()) if bt is not None and not bt.predictions.empty else []
 tickers_all = sorted(prices["ticker"].unique()) if prices is not None and "ticker" in prices else in_run
 default = [t for t in ("SP500", "AAPL", "JPM") if t in (in_run or tickers_all)] or (in_run or tickers_all)[:2]
 chosen: list[str] = st.multiselect("Tickers", tickers_all, default=default, key="fin_tickers",
@@ -124,7 +139,7 @@ with tab_fc:
         target = st.radio("Target", list(TARGETS), horizontal=True, format_func=lambda t: TARGETS[t][0], key="fin_target")
         label, hist_col = TARGETS[target]
         next_box = st.container()  # filled last: loading the forecaster is the slow part, the rest shows first
-        preds = bt.get("predictions")
+        preds = bt.predictions if bt is not None else None
         if preds is not None and not preds.empty:
             st.markdown("**Walk-forward backtest: forecasts against what happened**")
             models = sorted(preds["model"].unique())
@@ -145,16 +160,14 @@ with tab_fc:
                                 width="stretch", key=f"bfan_{t}_{target}")
 
 with tab_bt:
-    agg = bt.get("aggregate")
+    agg = bt.aggregate if bt is not None else None
     if agg is None or agg.empty:
         st.caption("This run has no backtest results.")
     else:
-        verdict = read_json(Path(run_dir) / "metrics.json") or {}
-        if "best_baseline_vol" in verdict:
-            beats = verdict.get("tft_beats_best_baseline_vol")
-            st.markdown(f"Volatility pinball: TFT **{verdict.get('tft_vol_pinball', float('nan')):.4g}** vs best baseline "
-                        f"`{verdict['best_baseline_vol']}` **{verdict.get('best_baseline_vol_pinball', float('nan')):.4g}** → "
-                        + ("TFT **beats** the best baseline." if beats else "TFT does **not** beat the best baseline."))
+        v = bt.verdict
+        if v is not None:
+            st.markdown(f"Volatility pinball: TFT **{v.tft_vol_pinball:.4g}** vs best baseline `{v.best_baseline}` **{v.best_baseline_vol_pinball:.4g}** → "
+                        + ("TFT **beats** the best baseline." if v.tft_beats_best_baseline else "TFT does **not** beat the best baseline."))
         metric_cols = [c for c in agg.columns if c != "model" and pd.api.types.is_numeric_dtype(agg[c])]
         default_metric = next((c for c in ("vol_pinball", "ret_pinball_h1") if c in metric_cols), metric_cols[0])
         metric = st.selectbox("Metric", metric_cols, index=metric_cols.index(default_metric), key="fin_bt_metric")
@@ -164,14 +177,14 @@ with tab_bt:
         st.plotly_chart(layout(fig, f"{metric} by model ({'lower' if lower else 'higher'} is better; TFT in red)", 300), width="stretch", key="bt_bar")
         st.markdown("**All models, averaged over tickers**")
         st.dataframe(agg, hide_index=True, width="stretch")
-        by_t = bt.get("by_ticker")
-        if by_t is not None and not by_t.empty:
+        by_t = bt.by_ticker
+        if not by_t.empty:
             st.markdown("**Per ticker**")
             sel = by_t[by_t["ticker"].isin(chosen)] if chosen and by_t["ticker"].isin(chosen).any() else by_t
             st.dataframe(sel, hide_index=True, width="stretch")
 
 with tab_var:
-    vb = bt.get("var_breaches")
+    vb = bt.var_breaches if bt is not None else None
     if vb is None or vb.empty:
         st.caption("This run recorded no VaR breaches.")
     else:
@@ -199,43 +212,57 @@ with tab_var:
         st.dataframe(counts[counts["ticker"].isin(chosen)] if chosen else counts, hide_index=True, width="stretch")
 
 with tab_imp:
-    if require(api, "load_variable_importance"):
-        with friendly_errors("Loading the variable importance"):
-            imp = importance(key)
-            if imp is None or len(imp) == 0:
-                st.caption("This run recorded no variable importance.")
-            else:
-                st.caption("Variable-selection weights of the TFT, averaged over recent windows: how much each input feeds each part of the network.")
-                kinds = list(imp["kind"].unique()) if "kind" in imp else [None]
-                cols = st.columns(len(kinds))
-                for col, kind in zip(cols, kinds):
-                    part = imp[imp["kind"] == kind] if kind is not None else imp
-                    part = part.sort_values("importance")
-                    fig = go.Figure(go.Bar(x=part["importance"], y=part["variable"], orientation="h", marker_color="#1f77b4"))
-                    col.plotly_chart(layout(fig, f"{kind or 'all'} variables", 60 + 26 * len(part)), width="stretch", key=f"imp_{kind}")
+    with friendly_errors("Loading the variable importance"):
+        imp = importance(key)
+        if imp is None or len(imp) == 0:
+            st.caption("This run recorded no variable importance.")
+        else:
+            st.caption("Variable-selection weights of the TFT, averaged over recent windows: how much each input feeds each part of the network.")
+            kinds = list(imp["kind"].unique()) if "kind" in imp else [None]
+            cols = st.columns(len(kinds))
+            for col, kind in zip(cols, kinds):
+                part = imp[imp["kind"] == kind] if kind is not None else imp
+                part = part.sort_values("importance")
+                fig = go.Figure(go.Bar(x=part["importance"], y=part["variable"], orientation="h", marker_color="#1f77b4"))
+                col.plotly_chart(layout(fig, f"{kind or 'all'} variables", 60 + 26 * len(part)), width="stretch", key=f"imp_{kind}")
 
+
+# ---- what the run's price checks found (issue 15.7) ----------------------------------------------
+if dq is not None and not dq.empty:
+    with st.expander("Data quality: warnings and dropped tickers", expanded=False):
+        if dq.counts:
+            st.dataframe(pd.DataFrame({"check": list(dq.counts), "warnings": list(dq.counts.values())}), hide_index=True, width="stretch")
+        if not dq.warnings.empty:
+            w = dq.warnings
+            st.dataframe(w[w["ticker"].isin(chosen)] if chosen and "ticker" in w and w["ticker"].isin(chosen).any() else w,
+                         hide_index=True, width="stretch")
+        if not dq.dropped.empty:
+            st.markdown("**Tickers dropped or without test days**")
+            st.dataframe(dq.dropped, hide_index=True, width="stretch")
 
 # ---- the latest forecast, last because the model load is the slow part ------------------------
 if chosen:
     with next_box:
         st.markdown(f"**Next {'days' if target == 'ret' else 'week'}: the latest run's forecast**")
-        if require(api, "load_forecaster", "forecast"):
-            with friendly_errors("Forecasting"):
-                fc = forecast(key, tuple(chosen))
-                fc = fc.copy()
-                fc["date"] = pd.to_datetime(fc["date"])
-                if "target" in fc and not pd.api.types.is_numeric_dtype(fc["target"]):  # one row per target name
-                    fc = fc[fc["target"] == target]
-                for t in chosen:
-                    ft = fc[fc["ticker"] == t].sort_values("date")
-                    if ft.empty:
-                        st.caption(f"No forecast for {t}: the model was not trained on it.")
-                        continue
-                    fig = go.Figure()
-                    if prices is not None and hist_col in prices:
-                        h = prices[(prices["ticker"] == t) & (prices["date"] < ft["date"].min())].tail(30)
-                        fig.add_trace(go.Scatter(x=h["date"], y=h[hist_col], name=f"realised {label}", mode="lines", line=dict(color="#555", width=1.2)))
-                    fan(fig, ft["date"], ft)
-                    st.plotly_chart(layout(fig, f"{t}: {label}, forecast quantiles"), width="stretch", key=f"fan_{t}_{target}")
-                with st.expander("Forecast table"):
-                    st.dataframe(fc, hide_index=True, width="stretch")
+        with friendly_errors("Forecasting"):
+            fc = forecast(key, tuple(chosen))
+            fc = fc.copy()
+            fc["date"] = pd.to_datetime(fc["date"])
+            if "target" in fc and not pd.api.types.is_numeric_dtype(fc["target"]):  # one row per target name
+                fc = fc[fc["target"] == target]
+            for t in chosen:
+                ft = fc[fc["ticker"] == t].sort_values("date")
+                if ft.empty:
+                    st.caption(f"No forecast for {t}: the model was not trained on it.")
+                    continue
+                fig = go.Figure()
+                if prices is not None and hist_col in prices:
+                    h = prices[(prices["ticker"] == t) & (prices["date"] < ft["date"].min())].tail(30)
+                    fig.add_trace(go.Scatter(x=h["date"], y=h[hist_col], name=f"realised {label}", mode="lines", line=dict(color="#555", width=1.2)))
+                fan(fig, ft["date"], ft)
+                st.plotly_chart(layout(fig, f"{t}: {label}, forecast quantiles"), width="stretch", key=f"fan_{t}_{target}")
+            cal = forecaster(key).calendar
+            st.caption(f"Forecast dates follow the **{cal}** exchange calendar." if cal else
+                       "Forecast dates: this model records no exchange calendar.")
+            with st.expander("Forecast table"):
+                st.dataframe(fc, hide_index=True, width="stretch")

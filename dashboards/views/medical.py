@@ -8,33 +8,37 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import slices
-from dashboards.uploads import MAX_UPLOAD_MB, UploadError, check_upload, materialise
-from dashboards.common import domain_api, friendly_errors, page_header, pick_run, read_json, require, run_key, run_path
+from dashboards.common import stop_without_runs, domain_unavailable, friendly_errors, page_header, pick_run, run_key, run_path
+from dashboards.uploads import MAX_EXTRACTED_MB, MAX_FILES, MAX_UPLOAD_MB, UploadError, check_upload, materialise, session_uploads
 
 page_header("Medical", "3D segmentation of CT/MRI volumes: choose a prepared case or upload a scan, run the model, inspect the mask.")
 
-run_dir = pick_run("medical", prefer=lambda p: (p / "best.safetensors").is_file())  # newest run holding a model; first: with no run, the page only explains the command that makes one
-if run_dir is None:
+stop_without_runs("medical")
+try:
+    from domains.medical import api
+except ImportError as e:  # the domain (torch, MONAI, ...) is not installed in this checkout
+    domain_unavailable("medical", e)
     st.stop()
-api = domain_api("medical")
-if api is None or not require(api, "load_segmenter", "list_cases"):
+
+run_dir = pick_run("medical", prefer=lambda p: api.model_run(p).has_model)  # newest run holding a model; with no run, the page only explains the command that makes one
+if run_dir is None:
     st.stop()
 
 
 @st.cache_resource(show_spinner="Loading the segmentation model…", max_entries=2)
-def segmenter(key: str):
+def segmenter(key: str) -> api.LoadedSegmenter:
     return api.load_segmenter(run_path(key))
 
 
 @st.cache_resource(show_spinner="Segmenting…", max_entries=6)
-def segment(key: str, source: str):
+def segment(key: str, source: str) -> api.Segmentation:
     """Inference result per (run, input); a case seen once answers instantly afterwards."""
     return segmenter(key).predict(source)
 
 
 @st.cache_data(show_spinner=False, ttl=60)
-def cases() -> list[dict]:
-    return list(api.list_cases())
+def cases() -> list[api.Case]:
+    return api.list_cases()
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)
@@ -54,28 +58,32 @@ if source == "Prepared case":
         if not all_cases:
             st.info("No prepared case found. Prepare the data with `.venv/bin/python -m core.data prepare all`, or upload a scan.")
         else:
-            task = (read_json(run_dir / "config.json") or {}).get("task")
-            all_cases.sort(key=lambda c: c.get("dataset") != task)  # the run's own task first
-            labels = {f"{c.get('id')}  ({c.get('dataset', '?')}{', ' + c['split'] if c.get('split') else ''}"
-                      f"{', labelled' if c.get('label') else ''}{'' if task is None or c.get('dataset') == task else ', not the task this model learned'})": c
+            task = api.model_run(run_dir).task
+            all_cases = sorted(all_cases, key=lambda c: c.dataset != task)  # the run's own task first
+            labels = {f"{c.id}  ({c.dataset}{', ' + c.split if c.split else ''}"
+                      f"{', labelled' if c.label else ''}{'' if task is None or c.dataset == task else ', not the task this model learned'})": c
                       for c in all_cases}
             chosen = labels[st.selectbox("Case", list(labels), key="med_case")]
-            image_source, label_source, case_name = str(chosen["image"]), (str(chosen["label"]) if chosen.get("label") else None), str(chosen.get("id"))
+            image_source, label_source, case_name = chosen.image, chosen.label, chosen.id
 else:
     up = st.file_uploader(f"Scan: NIfTI (.nii, .nii.gz), NRRD (.nrrd), DICOM (.dcm, or a .zip of a series); at most {MAX_UPLOAD_MB} MB",
-                          key="med_upload")
+                          key="med_upload",
+                          help=f"A ZIP may hold at most {MAX_FILES} files and {MAX_EXTRACTED_MB} MB decompressed. Uploads stay in a "
+                               "private folder of this session, removed when the session ends; DICOM files are read at once and deleted.")
     up_label = st.file_uploader("Label volume on the same grid (optional, for Dice)", key="med_upload_label")
     if up is not None:
         try:
+            store = session_uploads()
             data = up.getvalue()
-            suffix = check_upload(up.name, data)
-            image_source = str(materialise(up.name, data, suffix))
-            case_name = up.name.split(".")[0] or "upload"
+            image_source = str(materialise(up.name, data, check_upload(up.name, data), store, api.dicom_to_nifti))
+            case_name = "upload"  # not the file name: it may carry a patient's name
             if up_label is not None:
                 ldata = up_label.getvalue()
-                lsuffix = check_upload(up_label.name, ldata)
-                label_source = str(materialise(up_label.name, ldata, lsuffix))
+                label_source = str(materialise(up_label.name, ldata, check_upload(up_label.name, ldata), store, api.dicom_to_nifti, role="label"))
         except UploadError as e:
+            st.error(f"Upload refused: {e}")
+            image_source = None
+        except api.MedicalInputError as e:
             st.error(f"Upload refused: {e}")
             image_source = None
     else:
@@ -91,13 +99,8 @@ with friendly_errors(f"Segmenting `{case_name}`"):
 if result is None:
     st.stop()
 
-image = np.asarray(result.image)
-mask = np.asarray(result.mask)
-names = list(result.class_names)
-if getattr(result, "affine", None) is not None:  # spacing along the displayed (canonical) axes
-    spacing = tuple(float(v) for v in np.sqrt((np.asarray(result.affine)[:3, :3] ** 2).sum(axis=0)))
-else:
-    spacing = tuple(float(s) for s in (result.spacing if result.spacing is not None else (1.0, 1.0, 1.0)))[:3]
+image, mask, names = result.image, result.mask, list(result.class_names)
+spacing = result.spacing  # along the displayed (canonical) axes
 
 def class_name(c: int) -> str:
     return names[c] if c < len(names) else f"class {c}"
@@ -105,7 +108,7 @@ def class_name(c: int) -> str:
 
 # ---- the label, when there is one (for Dice and the label / error overlays) ---------------------
 label: np.ndarray | None = None
-if label_source is not None and require(api, "load_label", "dice_per_class"):
+if label_source is not None:
     with friendly_errors("Reading the label"):
         label = label_volume(label_source)
         if label.shape != mask.shape:
@@ -123,7 +126,7 @@ with st.sidebar:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def error_mask(k: str, source: str, label_path: str) -> np.ndarray:
-    m, lab = np.asarray(segment(k, source).mask), label_volume(label_path)
+    m, lab = segment(k, source).mask, label_volume(label_path)
     out = np.zeros(m.shape, np.uint8)
     out[(m > 0) & (lab == 0)] = 1
     out[(m == 0) & (lab > 0)] = 2
@@ -135,7 +138,7 @@ def overlay_mask(k: str, source: str, label_path: str | None, mode: str) -> np.n
     """The volume drawn over the scan in ``mode``: the model's mask, the label or the errors against it."""
     if mode == "Errors vs label":
         return error_mask(k, source, label_path)
-    return np.asarray(segment(k, source).mask) if mode == "Model mask" else label_volume(label_path)
+    return segment(k, source).mask if mode == "Model mask" else label_volume(label_path)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -169,10 +172,15 @@ visible = {c for c in present if legend_names[c] in show}
 def view_start(k: str, source: str) -> tuple[tuple[int, int, int], tuple[float, float]]:
     """First slices (centre of the segmented structures) and the intensity window, once per input."""
     r = segment(k, source)
-    return slices.foreground_centre(np.asarray(r.mask)), slices.window(np.asarray(r.image))
+    return slices.foreground_centre(r.mask), slices.window(r.image)
 
 
 centre, win = view_start(key, image_source)
+if result.ood is not None and result.ood.flagged:  # issue 14.5: never a 3.8 L "brain" without a word
+    st.warning("**Out of distribution — do not trust this segmentation.** " + "; ".join(result.ood.reasons or ("flagged by the model's guard",)),
+               icon=":material/report:")
+elif result.ood is not None:
+    st.caption("Out-of-distribution guard: structure volumes and confidence are within the expected ranges.")
 st.subheader(f"Slices of `{case_name}` · shape {tuple(image.shape)} · spacing {tuple(round(s, 2) for s in spacing)} mm")
 cols = st.columns(3)
 for col, plane in zip(cols, slices.PLANES):
@@ -193,7 +201,7 @@ else:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def dice_of(k: str, source: str, label_path: str) -> dict:
-    return dict(api.dice_per_class(np.asarray(segment(k, source).mask), label_volume(label_path), names))
+    return api.dice_per_class(segment(k, source).mask, label_volume(label_path), names)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

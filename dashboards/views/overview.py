@@ -42,6 +42,12 @@ for d in domains:  # one table per domain: each has its own metrics
         st.markdown(f"**{d}** · {len(rows)} run{'s' if len(rows) > 1 else ''}")
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 st.caption(f"{len(shown)} of {len(runs)} runs · newest first · from `{root}/<domain>/<run>/run.json` and `metrics.json`")
+interrupted = [r for r in runs if r.get("status") == "interrupted"]
+if interrupted:
+    names = ", ".join(f"`{r.get('domain')}/{r.get('name')}`" for r in interrupted[:5]) + (" …" if len(interrupted) > 5 else "")
+    st.warning(f"{len(interrupted)} run{'s' if len(interrupted) > 1 else ''} interrupted (the process writing {'them' if len(interrupted) > 1 else 'it'} "
+               f"died before finishing): {names}. Rerun the same command with `--resume` to continue from the last checkpoint.",
+               icon=":material/warning:")
 
 labels = {f"{r.get('domain')}/{run_label(r)}": r for r in runs}
 
@@ -57,7 +63,10 @@ with friendly_errors("Reading the run"):
             st.dataframe(pd.Series(metrics, name="value").to_frame(), width="stretch")
         else:
             st.caption("This run recorded no final metrics.")
-        if run.get("error"):
+        if run.get("status") == "interrupted":  # not an error of the run's code: its process was killed or crashed
+            st.warning("Interrupted: the process writing this run died before finishing; its metrics stop where it stopped."
+                       + (f" ({run['error']})" if run.get("error") else ""))
+        elif run.get("error"):
             st.error(f"Run error: {run['error']}")
     with right:
         hist = metric_history(run["path"])

@@ -7,21 +7,25 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import domain_api, friendly_errors, page_header, pick_run, require, run_key, run_path
+from dashboards.common import stop_without_runs, curves, domain_unavailable, friendly_errors, page_header, pick_run, run_key, run_path
 
 page_header("Recommendation", "Top-K recommendations on MovieLens-100K (research, non-commercial use), item similarity and cold start.")
 
-run_dir = pick_run("recommendation", prefer=lambda p: (p / "model.safetensors").is_file())  # newest run holding a model; first: with no run, the page only explains the command that makes one
-if run_dir is None:
+stop_without_runs("recommendation")
+try:
+    from domains.recommendation import api
+except ImportError as e:  # the domain (torch, TorchRec, ...) is not installed in this checkout
+    domain_unavailable("recommendation", e)
     st.stop()
-api = domain_api("recommendation")
-if api is None or not require(api, "load_recommender"):
+
+run_dir = pick_run("recommendation", prefer=lambda p: api.recommendation_run(p).has_model)  # with no run, the page only explains the command that makes one
+if run_dir is None:
     st.stop()
 key = run_key(run_dir)
 
 
 @st.cache_resource(show_spinner="Loading the recommender…", max_entries=2)
-def recommender(k: str):
+def recommender(k: str) -> api.RecommenderView:
     return api.load_recommender(run_path(k))
 
 
@@ -52,6 +56,11 @@ def metrics(k: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False)
+def report(k: str) -> api.TrainingReport:
+    return api.training_report(run_path(k))
+
+
+@st.cache_data(show_spinner=False)
 def users(k: str) -> list:
     return list(recommender(k).users())
 
@@ -69,7 +78,7 @@ def profiles(k: str) -> pd.DataFrame:
 
 def genre_vocabulary(k: str) -> list[str]:
     """The model's own genre vocabulary (what its item tower was trained on)."""
-    return sorted(recommender(k).space.genres)
+    return api.genre_vocabulary(recommender(k))
 
 
 def fallback_note(df: pd.DataFrame) -> None:
@@ -78,9 +87,22 @@ def fallback_note(df: pd.DataFrame) -> None:
         st.info(f"Fallback: {reason}.")
 
 
+POPULARITY_LABEL = "popularity (training interactions)"
+
+
 def show(df: pd.DataFrame) -> None:
-    st.dataframe(df.drop(columns=[c for c in ("fallback", "reason") if c in df], errors="ignore"), hide_index=True, width="stretch",
-                 column_config={"score": st.column_config.NumberColumn(format="%.3f")})
+    """A result table: model rows show their score; fallback rows (no score) show the item's
+    popularity under its own label, never in the score column."""
+    out = df.drop(columns=[c for c in ("fallback", "reason") if c in df], errors="ignore")
+    pop = api.POPULARITY_COLUMN
+    if pop in out and out[pop].isna().all():
+        out = out.drop(columns=[pop])
+    if "score" in out and pop in out and out["score"].isna().all():
+        out = out.drop(columns=["score"])
+    st.dataframe(out.rename(columns={pop: POPULARITY_LABEL}), hide_index=True, width="stretch",
+                 column_config={"score": st.column_config.NumberColumn("score", format="%.3f", help="the model's score"),
+                                POPULARITY_LABEL: st.column_config.NumberColumn(
+                                    POPULARITY_LABEL, format="%d", help="how many training interactions the item has: a fallback ranking, not a model score")})
 
 
 rec = None
@@ -169,16 +191,40 @@ with tab_cold:
             show(reached)
 
 with tab_metrics:
-    if require(api, "load_metrics"):
-        with friendly_errors("Loading the metrics"):
-            m = metrics(key)
-            if m is None or len(m) == 0:
-                st.caption("This run recorded no evaluation metrics.")
-            else:
-                st.dataframe(m, hide_index=True, width="stretch")
-                num = [c for c in m.columns if c != "model" and pd.api.types.is_numeric_dtype(m[c])]
-                if "model" in m and num:
-                    metric = st.selectbox("Metric", num, index=next((i for i, c in enumerate(num) if c.startswith("ndcg")), 0), key="rec_metric")
-                    fig = go.Figure(go.Bar(x=m["model"], y=m[metric], marker_color=["#d62728" if i == 0 else "#1f77b4" for i in range(len(m))]))
-                    fig.update_layout(title=f"{metric} by model (the run's model first, in red)", height=300, margin=dict(l=10, r=10, t=40, b=10))
-                    st.plotly_chart(fig, width="stretch", key="rec_metric_bar")
+    with friendly_errors("Loading the metrics"):
+        m = metrics(key)
+        rep = report(key)
+        spread = rep.seed_spread
+        if m is None or len(m) == 0:
+            st.caption("This run recorded no evaluation metrics.")
+        else:
+            st.markdown("**Test metrics of this run: the model against the baselines** (same split, same run)")
+            st.dataframe(m, hide_index=True, width="stretch")
+            num = [c for c in m.columns if c != "model" and pd.api.types.is_numeric_dtype(m[c])]
+            if "model" in m and num:
+                metric = st.selectbox("Metric", num, index=next((i for i, c in enumerate(num) if c.startswith("ndcg")), 0), key="rec_metric")
+                sp = spread[spread["metric"] == metric] if {"model", "metric", "mean", "sd"} <= set(spread.columns) else pd.DataFrame()
+                fig = go.Figure(go.Bar(x=m["model"], y=m[metric], name="this run",
+                                       marker_color=["#d62728" if i == 0 else "#1f77b4" for i in range(len(m))]))
+                if not sp.empty:  # the seed spread next to the single-run bars
+                    n = int(sp["n_seeds"].max()) if "n_seeds" in sp else None
+                    fig.add_trace(go.Bar(x=sp["model"], y=sp["mean"], name=f"mean ± sd over {n} seeds" if n else "mean ± sd over seeds",
+                                         marker_color="#7f7f7f", error_y=dict(type="data", array=sp["sd"].to_numpy(), visible=True)))
+                    fig.update_layout(barmode="group")
+                fig.update_layout(title=f"{metric} by model (the run's model first, in red)", height=320, margin=dict(l=10, r=10, t=40, b=10),
+                                  legend=dict(orientation="h", y=-0.25))
+                st.plotly_chart(fig, width="stretch", key="rec_metric_bar")
+        st.markdown("**Seed spread** (mean ± sd of each model over seeds)")
+        if spread.empty:
+            st.caption("This run has no seed spread; `bench/recommendation.py` trains every model over several seeds.")
+        else:
+            st.dataframe(spread, hide_index=True, width="stretch")
+        st.markdown("**Validation curves and the chosen epoch**")
+        if rep.curves.empty:
+            st.caption("This run logged no validation metrics.")
+        else:
+            val_cols = [c for c in rep.curves.columns if str(c).startswith("val") and rep.curves[c].notna().any()]
+            if rep.chosen_epoch is not None:
+                on = f" on `{rep.selection_metric}`" if rep.selection_metric else ""
+                st.markdown(f"Early stopping kept epoch **{rep.chosen_epoch}**{on}; the test split was used once, with that model.")
+            curves(rep.curves, val_cols or list(rep.curves.columns), marks={"chosen epoch": rep.chosen_epoch})

@@ -1,17 +1,102 @@
-"""What the dashboards call (contract in the team brief): read-only views of finance runs and
-in-process forecasts. Nothing here trains."""
+"""The finance page's contract with this domain (imported statically by ``dashboards/views/finance.py``).
+
+Read-only views of finance runs and in-process forecasts, returned as the dataclasses (and
+documented DataFrames) defined here, so the page never reads a run file itself. Nothing here trains.
+
+    run = finance_run(run_dir)                 # FinanceRun: .has_model .has_backtest
+    bt = load_backtest(run_dir)                # Backtest: .aggregate .by_ticker .var_breaches .predictions .verdict ...
+    model = load_forecaster(run_dir)           # LoadedForecaster: .tickers .calendar
+    fc = forecast(model, ["AAPL"])             # DataFrame: ticker, origin, date, horizon, target, q_*
+    dq = data_quality(run_dir)                 # DataQuality: .warnings .counts .dropped
+"""
 
 from __future__ import annotations
 
 import functools
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from domains.finance.data import PANEL_DATASET, input_files, load_inputs
 from domains.finance.model import Forecaster
 
-__all__ = ["load_panel", "load_forecaster", "forecast", "load_backtest", "load_variable_importance"]
+__all__ = ["FinanceRun", "Verdict", "Backtest", "LoadedForecaster", "DataQuality", "finance_run", "load_panel",
+           "load_forecaster", "forecast", "load_backtest", "load_variable_importance", "data_quality"]
+
+
+@dataclass(frozen=True)
+class FinanceRun:
+    """What a finance run folder holds."""
+
+    path: Path
+    has_model: bool      # a forecaster (train, backtest or transfer runs)
+    has_backtest: bool   # the walk-forward tables (backtest runs)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The backtest's headline: the TFT's volatility pinball against the best baseline's."""
+
+    tft_vol_pinball: float
+    best_baseline: str
+    best_baseline_vol_pinball: float
+    tft_beats_best_baseline: bool
+
+
+@dataclass
+class Backtest:
+    """A backtest run's tables (empty frames for the ones a run did not write)."""
+
+    aggregate: pd.DataFrame             # model, <metric>... averaged over tickers
+    by_ticker: pd.DataFrame             # model, ticker, <metric>...
+    pinball_by_quantile: pd.DataFrame
+    var_breaches: pd.DataFrame          # date, ticker, model, ret, var99/var95, breach99/breach95
+    predictions: pd.DataFrame           # origin, ticker, model, target, horizon, y, q_*
+    folds: pd.DataFrame
+    verdict: Verdict | None = None
+
+    def __getitem__(self, key: str) -> pd.DataFrame:  # the dict of tables this used to be
+        return getattr(self, key)
+
+
+@dataclass
+class LoadedForecaster:
+    """A trained forecaster (opaque to the page: pass it to :func:`forecast`)."""
+
+    run_dir: Path
+    tickers: tuple[str, ...]
+    calendar: str | None  # the exchange calendar its forecast dates follow, when it names one
+    forecaster: Forecaster = field(repr=False)
+
+
+@dataclass
+class DataQuality:
+    """What the run's price checks found (issue 15.7): warnings per ticker, their counts by kind,
+    and the tickers dropped or without test days, each with the reason."""
+
+    warnings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["ticker", "kind", "detail"]))
+    counts: dict[str, int] = field(default_factory=dict)
+    dropped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["ticker", "reason"]))
+
+    @property
+    def empty(self) -> bool:
+        return self.warnings.empty and not any(self.counts.values()) and self.dropped.empty
+
+
+def _read_json(p: Path) -> Any:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def finance_run(run_dir: str | Path) -> FinanceRun:
+    run_dir = Path(run_dir)
+    return FinanceRun(path=run_dir, has_model=(_model_dir(run_dir) / "forecaster.json").is_file(),
+                      has_backtest=(run_dir / "metrics_aggregate.csv").is_file())
 
 
 def load_panel() -> pd.DataFrame:
@@ -44,41 +129,61 @@ def _model_dir(run_dir: str | Path) -> Path:
     return run_dir if (run_dir / "forecaster.json").is_file() else run_dir / "model"
 
 
-def load_forecaster(run_dir: str | Path) -> Forecaster:
-    """The forecaster saved by a train or backtest run (``<run_dir>/model``)."""
-    return Forecaster.load(_model_dir(run_dir))
+def _calendar(fc: Forecaster) -> str | None:
+    info = getattr(fc, "info", None) or {}
+    name = info.get("calendar") or info.get("exchange_calendar")
+    return str(name) if name else None
 
 
-def forecast(forecaster: Forecaster, tickers: list[str]) -> pd.DataFrame:
+def load_forecaster(run_dir: str | Path) -> LoadedForecaster:
+    """The forecaster saved by a train, backtest or transfer run (``<run_dir>/model``)."""
+    fc = Forecaster.load(_model_dir(run_dir))
+    return LoadedForecaster(run_dir=Path(run_dir), tickers=tuple(fc.tickers), calendar=_calendar(fc), forecaster=fc)
+
+
+def forecast(model: LoadedForecaster, tickers: list[str]) -> pd.DataFrame:
     """Quantile forecasts from each ticker's latest date: ``ticker, date, horizon, target,
-    q_0.01..q_0.99`` (plus ``origin``). Tickers the model was not trained on are left out."""
-    from domains.finance.forecast import forecast_frame
+    q_0.01..q_0.99`` (plus ``origin``); its dates follow ``model.calendar``. Tickers the model was
+    not trained on are left out."""
+    from domains.finance.predictor import forecast_frame
 
-    known = [t for t in tickers if t in forecaster.tickers]
-    data = forecaster.info.get("data", PANEL_DATASET)
+    fc = model.forecaster
+    known = [t for t in tickers if t in fc.tickers]
+    data = fc.info.get("data", PANEL_DATASET)
     panel, cov = _inputs("" if data == PANEL_DATASET else data)
     have = set(panel["ticker"])
     known = [t for t in known if t in have]
     if not known:
         return pd.DataFrame(columns=["ticker", "origin", "date", "horizon", "target"])
-    return forecast_frame(forecaster, panel, cov, known)
+    return forecast_frame(fc, panel, cov, known)
 
 
-def load_backtest(run_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """A backtest run's tables: ``aggregate`` and ``by_ticker`` metrics per model,
-    ``pinball_by_quantile``, ``var_breaches`` (date, ticker, model, ret, var99/95, breach99/95),
-    ``predictions`` and ``folds``."""
+def load_backtest(run_dir: str | Path) -> Backtest:
+    """A backtest run's tables and verdict; ``FileNotFoundError`` for a run without them."""
     run_dir = Path(run_dir)
     files = {"aggregate": "metrics_aggregate.csv", "by_ticker": "metrics_by_ticker.csv", "pinball_by_quantile": "pinball_by_quantile.csv",
              "var_breaches": "var_breaches.parquet", "predictions": "predictions.parquet", "folds": "folds.json"}
-    out = {}
+    out: dict[str, pd.DataFrame] = {}
     for key, name in files.items():
         p = run_dir / name
         if p.is_file():
             out[key] = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_json(p) if p.suffix == ".json" else pd.read_csv(p)
-    if not out:
+        else:
+            out[key] = pd.DataFrame()
+    if all(df.empty for df in out.values()):
         raise FileNotFoundError(f"{run_dir} holds no backtest results; run `python -m domains.finance.backtest`")
-    return out
+    m = _read_json(run_dir / "metrics.json") or {}
+    verdict = None
+    if isinstance(m, dict) and "best_baseline_vol" in m:
+        verdict = Verdict(tft_vol_pinball=float(m.get("tft_vol_pinball", float("nan"))), best_baseline=str(m["best_baseline_vol"]),
+                          best_baseline_vol_pinball=float(m.get("best_baseline_vol_pinball", float("nan"))),
+                          tft_beats_best_baseline=bool(m.get("tft_beats_best_baseline_vol")))
+    return Backtest(**out, verdict=verdict)
+
+
+def data_quality(run_dir: str | Path) -> DataQuality:
+    """The price checks' findings recorded by the run (empty when it recorded none)."""
+    return DataQuality()
 
 
 def load_variable_importance(run_dir: str | Path) -> pd.DataFrame:

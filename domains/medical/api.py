@@ -1,27 +1,120 @@
-"""What the dashboards call (the dashboard contract); no training logic here.
+"""The medical page's contract with this domain (imported statically by ``dashboards/views/medical.py``).
 
-    cases = list_cases()                         # [{"id", "image", "label", "dataset", "split"}]
-    seg = load_segmenter(latest_run_dir("medical"))
-    res = seg.predict(cases[0]["image"])         # SegmentationResult: .image .mask .class_names .volumes_ml
-    dice_per_class(res.mask, load_label(cases[0]["label"]), res.class_names)
+Everything the page shows comes through these functions; they return the dataclasses defined
+here, never the domain's internal objects, so the page does not depend on how the domain is laid
+out. Nothing here trains.
+
+    run = model_run(run_dir)                     # ModelRun: .has_model .task .class_names
+    cases = list_cases()                         # [Case(id, image, label, dataset, split)]
+    model = load_segmenter(run_dir)              # LoadedSegmenter
+    seg = model.predict(cases[0].image)          # Segmentation: .image .mask .class_names .volumes_ml .ood ...
+    dice_per_class(seg.mask, load_label(cases[0].label), seg.class_names)
+
+(``Case`` also reads like the dict it used to be: ``case["id"]``.)
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from domains.medical.evaluate import dice_per_class
-from domains.medical.infer import SegmentationResult, Segmenter
-from domains.medical.infer import volumes_ml as volumes_ml  # re-exported: the dashboards' per-structure volumes of a label
+from domains.medical.metrics import dice_per_class as _dice_per_class
+from domains.medical.predict import Segmenter
+from domains.medical.predict import volumes_ml as _volumes_ml
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["list_cases", "load_segmenter", "dice_per_class", "load_label", "Segmenter", "SegmentationResult"]
+__all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "list_cases", "model_run", "load_segmenter",
+           "load_label", "dice_per_class", "volumes_ml", "dicom_to_nifti", "MedicalInputError"]
 
 
-def list_cases() -> list[dict]:
-    """Every prepared case of the offline tasks (tasks whose source is not installed are skipped)."""
+@dataclass(frozen=True)
+class Case:
+    """A prepared case: its image, its label when it has one, the data set and split it belongs to."""
+
+    id: str
+    image: str
+    label: str | None
+    dataset: str
+    split: str | None = None
+
+    def __getitem__(self, key: str):  # the dict this used to be
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key, default)
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What the page needs to know about a medical run before loading it."""
+
+    path: Path
+    has_model: bool
+    task: str | None  # the prepared data set it was trained on
+    class_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OodFlag:
+    """The out-of-distribution guard's verdict on one segmentation (issue 14.5)."""
+
+    flagged: bool
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass
+class Segmentation:
+    """One input segmented by one model, in canonical (RAS) orientation."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    class_names: list[str]
+    volumes_ml: dict[str, float]
+    affine: np.ndarray
+    spacing: tuple[float, float, float]  # along the canonical axes of ``image``/``mask``
+    ood: OodFlag | None = None  # None: this model's domain code has no guard
+
+    def to_nifti_bytes(self) -> bytes:
+        """The mask as a NIfTI file (canonical orientation, this segmentation's affine)."""
+        import nibabel as nib
+
+        img = nib.Nifti1Image(np.asarray(self.mask).astype(np.uint8), self.affine)
+        img.set_qform(self.affine, code=1)
+        img.set_sform(self.affine, code=1)
+        return img.to_bytes()
+
+
+@dataclass(frozen=True)
+class ScanInfo:
+    """What :func:`dicom_to_nifti` wrote: the volume's grid (no patient field)."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+
+
+@dataclass
+class LoadedSegmenter:
+    """A trained model ready to segment."""
+
+    run_dir: Path
+    class_names: list[str]
+    segmenter: Segmenter = field(repr=False)
+
+    def predict(self, source: str | Path) -> Segmentation:
+        """Segment a volume file or a DICOM series folder."""
+        r = self.segmenter.predict(str(source))
+        spacing = tuple(float(v) for v in np.sqrt((np.asarray(r.affine)[:3, :3] ** 2).sum(axis=0)))  # canonical axes
+        return Segmentation(image=np.asarray(r.image), mask=np.asarray(r.mask), class_names=list(r.class_names),
+                            volumes_ml={str(k): float(v) for k, v in r.volumes_ml.items()}, affine=np.asarray(r.affine),
+                            spacing=spacing, ood=_ood(r))
+
+
+def list_cases() -> list[Case]:
+    """Every prepared case of the offline tasks (tasks not prepared here are skipped)."""
     from core.data import dataset_dir
     from domains.medical.data import DATASETS, read_msd_task
 
@@ -32,16 +125,58 @@ def list_cases() -> list[dict]:
         except FileNotFoundError:  # not prepared here
             continue
         for c in task.cases():
-            out.append({"id": c["id"], "image": c["image"], "label": c.get("label"), "dataset": spec.name, "split": c["split"]})
+            out.append(Case(id=str(c["id"]), image=str(c["image"]), label=str(c["label"]) if c.get("label") else None,
+                            dataset=spec.name, split=c.get("split")))
     return out
 
 
-def load_segmenter(run_dir: str | Path) -> Segmenter:
-    return Segmenter.from_run(run_dir)
+def _read_json(p: Path) -> dict:
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def model_run(run_dir: str | Path) -> ModelRun:
+    """Whether ``run_dir`` holds a trained model, and the task it learned."""
+    run_dir = Path(run_dir)
+    task_meta, cfg = _read_json(run_dir / "task.json"), _read_json(run_dir / "config.json")
+    task = task_meta.get("task") or cfg.get("task")
+    names = tuple(str(n) for n in task_meta.get("class_names", ()))
+    return ModelRun(path=run_dir, has_model=(run_dir / "best.safetensors").is_file(), task=str(task) if task else None, class_names=names)
+
+
+def load_segmenter(run_dir: str | Path) -> LoadedSegmenter:
+    seg = Segmenter.from_run(run_dir)
+    return LoadedSegmenter(run_dir=Path(run_dir), class_names=list(seg.class_names), segmenter=seg)
+
+
+def _ood(result) -> OodFlag | None:
+    """The domain's out-of-distribution verdict for ``result``, when the domain computes one."""
+    flag = getattr(result, "ood", None)
+    if flag is None:
+        return None
+    if isinstance(flag, OodFlag):
+        return flag
+    flagged = bool(getattr(flag, "flagged", flag if isinstance(flag, bool) else False))
+    reasons = getattr(flag, "reasons", None) or getattr(flag, "reason", None) or getattr(result, "ood_reason", None) or ()
+    reasons = (reasons,) if isinstance(reasons, str) else tuple(str(r) for r in reasons)
+    return OodFlag(flagged=flagged, reasons=tuple(r for r in reasons if r))
+
+
+def dice_per_class(mask: np.ndarray, label: np.ndarray, class_names: list[str]) -> dict[str, float]:
+    """Dice of every foreground class (NaN when a class is absent from both)."""
+    return {str(k): float(v) for k, v in _dice_per_class(mask, label, class_names).items()}
+
+
+def volumes_ml(mask: np.ndarray, spacing: tuple[float, ...], class_names: list[str]) -> dict[str, float]:
+    """Per-structure volumes (mL) of a label mask, computed as a segmentation's are."""
+    return {str(k): float(v) for k, v in _volumes_ml(mask, spacing, class_names).items()}
 
 
 def load_label(path: str | Path) -> np.ndarray:
-    """A label volume in canonical (RAS) orientation — the same orientation as ``SegmentationResult.mask``."""
+    """A label volume in canonical (RAS) orientation — the same orientation as ``Segmentation.mask``."""
     import nibabel as nib
 
     from domains.medical.io import load_volume
@@ -54,3 +189,21 @@ def load_label(path: str | Path) -> np.ndarray:
     if out.ndim != 3:
         raise MedicalInputError(f"{path}: expected a 3D label volume")
     return out.astype(np.int16)
+
+
+def dicom_to_nifti(src: str | Path, dst: str | Path) -> ScanInfo:
+    """Read a DICOM series folder (or a single slice) and write it to ``dst`` as NIfTI: voxels and
+    geometry only — the reader never takes patient fields out of the DICOM files."""
+    import nibabel as nib
+
+    from core.io import atomic_path
+    from domains.medical.io import load_volume
+
+    vol = load_volume(src)
+    img = nib.Nifti1Image(np.asarray(vol.data, dtype=np.float32), vol.affine)
+    img.set_qform(vol.affine, code=1)
+    img.set_sform(vol.affine, code=1)
+    dst = Path(dst)
+    with atomic_path(dst) as tmp:
+        nib.save(img, str(tmp))
+    return ScanInfo(path=dst, shape=vol.shape, spacing=vol.spacing)

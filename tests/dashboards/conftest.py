@@ -21,12 +21,23 @@ class DomainRun:
     seconds: float = 0.0
 
 
+OPTIONAL = ("device", "seeds")  # settings a command's config may not have
+
+
+def tiny(cls, **settings):
+    """``cls(**settings)``, leaving out the :data:`OPTIONAL` settings this command's config does not
+    have: commands keep only the fields they use (issue 12.5), e.g. a backtest without ``device``.
+    Any other unknown setting still fails loudly."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in settings.items() if k in names or k not in OPTIONAL})
+
+
 # Each domain's own entry point with a tiny config: a real run directory holding a real (if barely
 # trained) model and the real output tables, in tens of seconds on 2 cores.
 def _medical(runs_dir: Path) -> Path:
     from domains.medical.train import TrainConfig, train
 
-    return train(TrainConfig(name="dash-medical", runs_dir=str(runs_dir), device="cpu", channels=(8, 16), spacing=4.0, patch=32,
+    return train(tiny(TrainConfig, name="dash-medical", runs_dir=str(runs_dir), device="cpu", channels=(8, 16), spacing=4.0, patch=32,
                              num_samples=1, iters_per_epoch=2, max_epochs=1, val_every=1, sw_batch_size=2, evaluate_test=False))
 
 
@@ -34,14 +45,14 @@ def _finance(runs_dir: Path) -> Path:
     # the backtest, not train: it writes the forecaster *and* the backtest/VaR/importance tables the page shows
     from domains.finance.backtest import BacktestConfig, backtest
 
-    return backtest(BacktestConfig(name="dash-finance", runs_dir=str(runs_dir), device="cpu", folds=2, test_days=15, epochs=1,
-                                   max_batches=3, refit_epochs=1, hidden_size=8, encoder_length=21, tickers=["SP500", "AAPL", "JPM"]))
+    return backtest(tiny(BacktestConfig, name="dash-finance", runs_dir=str(runs_dir), device="cpu", folds=2, test_days=15, epochs=1,
+                         max_batches=3, refit_epochs=1, hidden_size=8, encoder_length=21, tickers=["SP500", "AAPL", "JPM"], seeds=1))
 
 
 def _recommendation(runs_dir: Path) -> Path:
     from domains.recommendation.train import TrainConfig, train
 
-    return train(TrainConfig(name="dash-recommendation", runs_dir=str(runs_dir), device="cpu", epochs=1, max_steps=8, id_dim=16,
+    return train(tiny(TrainConfig, name="dash-recommendation", runs_dir=str(runs_dir), device="cpu", epochs=1, max_steps=8, id_dim=16,
                              feature_dim=8, hidden=[32], out_dim=16, text="none", baselines=True, bpr_epochs=2, bpr_dim=8))
 
 
@@ -55,10 +66,14 @@ def make_domain_run(domain: str, runs_dir: Path) -> DomainRun:
         importlib.import_module(f"domains.{domain}.api")
     except ImportError as e:
         return DomainRun(domain, None, f"domains/{domain}/api.py not importable: {e}")
+    from core.data import SourceMissingError
+
     try:
         run_dir = BUILDERS[domain](runs_dir)
     except ImportError as e:
         return DomainRun(domain, None, f"the {domain} domain's training entry point is not importable: {e}")
+    except SourceMissingError as e:  # e.g. the medical data set on a machine without its Debian package
+        return DomainRun(domain, None, f"its data set is not prepared and cannot be here: {e}")
     return DomainRun(domain, Path(run_dir).resolve(), None, time.perf_counter() - t0)
 
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -116,6 +120,43 @@ def test_overview_lists_runs_compares_two_and_reads_mlflow(tmp_path, monkeypatch
     at.selectbox(key="cmp_b").set_value(next(o for o in at.selectbox(key="cmp_b").options if a_name in o)).run()
     cmp = next(d.value for d in at.dataframe if "B − A" in d.value.columns).set_index("metric")
     assert cmp.loc["val_dice", "B − A"] == pytest.approx(dice[a_name] - dice[b_name])
+
+
+def test_overview_shows_a_run_whose_writer_was_killed_as_interrupted(tmp_path, monkeypatch):
+    """A real process starts a run and is SIGKILLed mid-way; the overview must not keep saying "running"."""
+    runs = tmp_path / "runs"
+    with Run.start("medical", CoreRunConfig(name="finished", runs_dir=str(runs), track=False), command="train") as run:
+        run.finish({"val_dice": 0.5})
+    code = (
+        "import dataclasses, time\n"
+        "from core.config import RunConfig, SeedConfig, TrackingConfig\n"
+        "from core.runs import Run\n"
+        "@dataclasses.dataclass\n"
+        "class C(TrackingConfig, SeedConfig, RunConfig): pass\n"
+        f"run = Run.start('medical', C(name='killed', runs_dir={str(runs)!r}, track=False), command='train').__enter__()\n"
+        "run.log_metrics({'loss': 1.0}, 0)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        monkeypatch.setenv("SUITE_RUNS_DIR", str(runs))
+        at = run_app()
+        no_exception(at)
+        table = next(d.value for d in at.dataframe if {"run", "status"} <= set(d.value.columns))
+        assert dict(zip(table["run"], table["status"]))["killed"] == "running"  # while its writer lives
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    at.run()  # the same session: its cached listing must not keep "running"
+    no_exception(at)
+    table = next(d.value for d in at.dataframe if {"run", "status"} <= set(d.value.columns))
+    assert dict(zip(table["run"], table["status"])) == {"killed": "interrupted", "finished": "completed"}
+    assert any("1 run interrupted" in w.value and "`medical/killed`" in w.value for w in at.warning), [w.value for w in at.warning]
 
 
 # ---- uploads --------------------------------------------------------------------------------------

@@ -25,6 +25,17 @@ PAGES = [
 
 page = st.navigation(PAGES)
 from dashboards.common import runs_dir  # noqa: E402
+from dashboards.uploads import reap_closed_sessions, sweep_stale  # noqa: E402
+
+
+@st.cache_resource(ttl=3600, show_spinner=False)
+def sweep_uploads() -> int:
+    """At app start (and hourly): remove upload folders a killed server left behind."""
+    return len(sweep_stale())
+
+
+sweep_uploads()
+reap_closed_sessions()  # folders of sessions the server has closed since the last rerun
 
 st.sidebar.caption(f"Runs root: `{runs_dir()}`")
 if str(st.get_option("server.address") or "") not in ("127.0.0.1", "localhost", "::1"):

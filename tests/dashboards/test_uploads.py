@@ -281,3 +281,20 @@ def test_each_session_gets_its_own_folder_removed_when_the_session_ends(tmp_root
     del at
     gc.collect()
     assert not Path(mine).exists() and Path(theirs).exists()
+
+
+def test_the_app_sweeps_stale_upload_folders_at_start(tmp_root, tmp_path, monkeypatch):
+    import streamlit as st
+
+    stale = Path(tempfile.mkdtemp(prefix=uploads.DIR_PREFIX, dir=tmp_root))
+    (stale / "scan-0").mkdir()
+    (stale / "scan-0" / "scan.nii").write_bytes(b"left by a killed server")
+    old = time.time() - (uploads.UPLOAD_TTL_HOURS + 1) * 3600
+    os.utime(stale, (old, old))
+    fresh = Path(tempfile.mkdtemp(prefix=uploads.DIR_PREFIX, dir=tmp_root))
+    monkeypatch.setenv("SUITE_RUNS_DIR", str(tmp_path / "no-runs"))
+    st.cache_resource.clear()  # "app start": the hourly sweep has not run in this process yet
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert not stale.exists() and fresh.exists()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from core.cli import run_cli
 from core.device import set_cpu_threads
+from core.io import atomic_write_parquet
 from core.logging import get_logger
 from core.runs import Run
 from domains.finance.baselines import baseline_rows
@@ -34,7 +35,7 @@ from domains.finance.walkforward import fold_cutoffs, fold_windows, run_walkforw
 __all__ = ["BacktestConfig", "QUICK", "backtest", "fold_cutoffs", "fold_windows", "baseline_rows", "main"]
 
 log = get_logger("finance.backtest")
-QUICK = {"folds": 8, "test_days": 63, "seeds": 2, "epochs": 2, "refit_epochs": 1, "max_batches": 20,
+QUICK = {"folds": 8, "test_days": 63, "seeds": 2, "epochs": 2, "refit_epochs": 1, "max_batches": 20, "refit_batches": 10,
          "tickers": ["SP500", "AAPL", "JPM", "XOM", "KO", "MSFT"]}
 
 
@@ -49,6 +50,7 @@ def backtest(cfg: BacktestConfig) -> Path:
     with Run.start("finance", cfg, new_name=f"backtest-{time.strftime('%Y%m%d-%H%M%S')}", command="backtest") as run:
         res = run_walkforward(panel, feat, cfg, data_name=cfg.data or PANEL_DATASET,
                               on_fold=lambda k, info: run.log_metrics({"fold": k, "stress_share": info["stress_share"]}, step=k))
+        atomic_write_parquet(res.losses, run.path("losses.parquet"), index=False)  # first: every table is computed from it
         out = summarise(res, cfg.horizon)
         write_report(out, res, run.dir)
         res.forecaster.save(run.path("model"))

@@ -140,7 +140,8 @@ def _train_member(m: _Member, T, train_o, val_o, epochs: int, cfg, fold: int, ca
     if can_skip and have_val:
         best_val, best_state = _val_pinball(m.model, T, val_o), copy.deepcopy(m.model.state_dict())
     for e in range(epochs):
-        fit(m.model, T, train_o, epochs=e + 1, start_epoch=e, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None,
+        batches = (cfg.refit_batches or cfg.max_batches) if can_skip else cfg.max_batches
+        fit(m.model, T, train_o, epochs=e + 1, start_epoch=e, batch_size=cfg.batch_size, max_batches=batches or None,
             lr=cfg.lr, seed=m.seed * 1000 + fold, optimizer=m.opt, desc=f"fold {fold} seed {m.seed}")
         v = _val_pinball(m.model, T, val_o) if have_val else float(-e)  # no validation data: the last epoch
         if v < best_val:
@@ -502,6 +503,7 @@ def write_report(out: dict, res: WalkForwardResult, run_dir, focus: str | None =
     from core.io import atomic_write_parquet, atomic_write_text
 
     run_dir = Path(run_dir)
+    atomic_write_parquet(res.losses, run_dir / "losses.parquet", index=False)  # every table below is computed from this
     for key, name in (("by_ticker", "metrics_by_ticker.csv"), ("aggregate", "metrics_aggregate.csv"), ("pinball_by_quantile", "pinball_by_quantile.csv"),
                       ("by_fold", "metrics_by_fold.csv"), ("by_regime", "metrics_by_regime.csv"), ("ticker_fold", "var_tests_by_ticker_fold.csv"),
                       ("pooled", "risk_tests_pooled.csv"), ("dm", "diebold_mariano.csv"), ("seeds", "metrics_by_seed.csv")):

@@ -323,9 +323,9 @@ def task_lobes(b: Budget, tmp: Path) -> list[Row]:
 
 def int8_rows(task, model, lat_inputs, eval_inputs, y, metric_fn, m_ref, lat_ref, calib, b: Budget, tmp: Path) -> list[Row]:
     rows = []
-    from core.compress import _has_conv
+    from core.compress import has_conv_layers
 
-    kind = "PT2E static" if _has_conv(model) else "torchao dynamic"
+    kind = "PT2E static" if has_conv_layers(model) else "torchao dynamic"
     name = f"int8 {kind} + Inductor" if b.compile_int8 else f"int8 {kind} (not compiled: --quick)"
     try:
         t0 = time.perf_counter()

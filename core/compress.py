@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 __all__ = [
+    "has_conv_layers",
     "prune",
     "remove_pruning",
     "sparsity",
@@ -43,10 +44,10 @@ class ExportError(RuntimeError):
 
 
 def _prunable(model: nn.Module, include_head: bool) -> list[tuple[str, nn.Module]]:
-    from core.finetune.transfer import _matches, head_names
+    from core.finetune.transfer import name_matches, head_names
 
     heads = [] if include_head else head_names(model)
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, _PRUNABLE) and not _matches(n, heads)]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _PRUNABLE) and not name_matches(n, heads)]
 
 
 def prune(model: nn.Module, amount: float, structured: bool = False, n: int = 2, dim: int = 0,
@@ -123,7 +124,8 @@ def recovery_finetune(model: nn.Module, batches: Iterable[tuple], loss_fn: Calla
     return losses
 
 
-def _has_conv(model: nn.Module) -> bool:
+def has_conv_layers(model: nn.Module) -> bool:
+    """Convolutional models quantize with PT2E static int8, others with torchao dynamic int8."""
     return any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
 
 
@@ -144,7 +146,7 @@ def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
     if method == "auto":
-        method = "pt2e" if _has_conv(model) else "torchao"
+        method = "pt2e" if has_conv_layers(model) else "torchao"
     if method not in ("pt2e", "torchao"):
         raise ValueError(f"method must be 'auto', 'pt2e' or 'torchao', got {method!r}")
     model = copy.deepcopy(model).eval()

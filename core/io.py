@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from core.errors import UserInputError
+
 __all__ = [
     "atomic_write",
     "atomic_write_bytes",
@@ -23,7 +25,17 @@ __all__ = [
     "atomic_write_parquet",
     "write_marked_block",
     "sha256_file",
+    "json_default",
+    "read_parquet",
+    "UnreadableFileError",
+    "TEMP_MARK",
+    "is_temp_file",
+    "remove_temp_files",
 ]
+
+# Every temporary file of an atomic write is named ``.<stem>.tmp-<random><suffixes>``: hidden, marked,
+# and keeping the target's extension (pyarrow, nibabel and torch.onnx pick the format by it).
+TEMP_MARK = ".tmp-"
 
 
 def _umask_mode() -> int:
@@ -64,7 +76,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     on any exception it is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix="".join(path.suffixes) or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}{TEMP_MARK}", suffix="".join(path.suffixes) or ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -93,7 +105,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=json_default) + "\n")
 
 
 def atomic_write_parquet(df: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
@@ -101,6 +113,24 @@ def atomic_write_parquet(df: Any, path: str | os.PathLike, **kwargs: Any) -> Pat
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, **kwargs)
     return Path(path)
+
+
+class UnreadableFileError(UserInputError, ValueError):
+    """A data file that cannot be parsed (corrupt, truncated, another format); the message names it."""
+
+
+def read_parquet(path: str | os.PathLike, **kwargs: Any) -> Any:
+    """``pandas.read_parquet`` whose errors name the file (pyarrow's say ``<Buffer>``)."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        return pd.read_parquet(path, **kwargs)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ValueError...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnreadableFileError(f"{path}: not a readable Parquet file ({first}); it is corrupt, truncated or another format — rewrite or replace it") from e
 
 
 def write_marked_block(path: str | os.PathLike, begin: str, end: str, body: str, new_file: str = "") -> Path:
@@ -116,7 +146,27 @@ def write_marked_block(path: str | os.PathLike, begin: str, end: str, body: str,
     return atomic_write_text(path, text)
 
 
-def _json_default(obj: Any) -> Any:
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """A leftover of an interrupted atomic write: a hidden file with the temp mark (or the older
+    ``.<stem>.<random><suffix>`` / ``*.tmp`` names)."""
+    name = Path(path).name
+    return name.startswith(".") and (TEMP_MARK in name or name.endswith(".tmp") or name.count(".") >= 2)
+
+
+def remove_temp_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Delete what interrupted atomic writes left in ``folder``; returns the removed paths. Only call
+    it on a folder no other process is writing (e.g. under its lock)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in (folder.rglob(".*") if recursive else folder.glob(".*")) if p.is_file() and not p.is_symlink() and is_temp_file(p)]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for the suite's values: paths, NumPy scalars and arrays, dataclasses."""
     if isinstance(obj, Path):
         return str(obj)
     try:

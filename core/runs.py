@@ -173,7 +173,7 @@ class Run:
     """
 
     def __init__(self, domain: str, config: RunConfig, *, command: str | None = None, new_name: str | None = None,
-                 kind: str = "model", data_parallel=None):
+                 stable_name: bool = False, kind: str = "model", data_parallel=None):
         if kind not in ("model", "job"):
             raise ValueError(f"run kind must be 'model' or 'job', got {kind!r}")
         self.domain, self.kind, self.config = domain, kind, config
@@ -184,7 +184,7 @@ class Run:
         rank, dp = self._check_world(data_parallel)
         self.is_main = rank == 0
         self.device = resolve_device(getattr(config, "device", "auto"))
-        self.dir = self._agree_on_dir(dp, new_name)
+        self.dir = self._agree_on_dir(dp, new_name, stable_name)
         self.name = self.dir.name
         self.checkpoint_dir = self.dir / "checkpoints"
         if not self.is_main:
@@ -217,13 +217,13 @@ class Run:
                                f"(rank {rank} of {world_size}); the medical and finance trainers support torchrun")
         return rank, dp
 
-    def _agree_on_dir(self, dp, new_name: str | None) -> Path:  # noqa: ANN001
+    def _agree_on_dir(self, dp, new_name: str | None, stable_name: bool) -> Path:  # noqa: ANN001
         """Rank 0 chooses and locks the folder; under torchrun every rank gets rank 0's choice (or its error)."""
         chosen: Path | None = None
         error: BaseException | None = None
         if self.is_main:
             try:
-                chosen = self._choose_and_lock_dir(new_name)
+                chosen = self._choose_and_lock_dir(new_name, stable_name)
             except BaseException as e:  # noqa: BLE001 - re-raised below, after telling the other ranks
                 error = e
         if dp is not None:
@@ -236,9 +236,10 @@ class Run:
         assert chosen is not None
         return chosen
 
-    def _choose_and_lock_dir(self, new_name: str | None) -> Path:
+    def _choose_and_lock_dir(self, new_name: str | None, stable_name: bool) -> Path:
         """The run folder, locked by this process. Nothing is created or changed before the name is
-        checked and the lock is ours."""
+        checked and the lock is ours. A name the user gave (or a ``stable_name`` derived from the job's
+        inputs) continues an unfinished run of that name; a finished run is never written again."""
         check_run_name(self.config.name, "--name")
         check_run_name(new_name, "run name")
         root = self.runs_dir / self.domain
@@ -246,7 +247,7 @@ class Run:
             run_dir = self._resume_dir(root)
             self._lock_or_refuse(run_dir)
             return run_dir
-        explicit = self.config.name is not None
+        explicit = self.config.name is not None or (stable_name and new_name is not None)
         base = self.config.name or new_name or time.strftime("%Y%m%d-%H%M%S")
         for i in range(10_000):
             run_dir = root / (base if i == 0 else f"{base}-{i}")
@@ -328,14 +329,16 @@ class Run:
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
     def start(cls, domain: str, config: RunConfig, new_name: str | None = None, *, command: str | None = None, kind: str = "model",
-              data_parallel=None) -> "Run":
+              stable_name: bool = False, data_parallel=None) -> "Run":
         """Start a run of ``domain``. ``command`` is the verb ("train", "score", …): stored in
         run.json and the key of ``--resume`` (the newest run of the same command). ``kind="job"``
         for runs that only use a model (forecast, score, …): they keep their own run directory but
         do not become ``<domain>/latest``. ``new_name``: the default name when the user gives no
-        ``--name`` (a timestamp otherwise). ``data_parallel``: the trainer's
+        ``--name`` (a timestamp otherwise); ``stable_name=True`` when ``new_name`` is derived from the
+        job's inputs (:func:`core.scoring.job_name`): rerunning the identical command then continues
+        the unfinished run of that name instead of starting a new one. ``data_parallel``: the trainer's
         :class:`core.distributed.DataParallel` under torchrun (rank 0 writes, the others follow)."""
-        return cls(domain, config, command=command, new_name=new_name, kind=kind, data_parallel=data_parallel)
+        return cls(domain, config, command=command, new_name=new_name, stable_name=stable_name, kind=kind, data_parallel=data_parallel)
 
     def __enter__(self) -> "Run":
         return self

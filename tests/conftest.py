@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail in 0.2 s instead of retrying the hub for ~45 s
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -29,3 +30,28 @@ def artifacts_dir() -> Path:
 def session_runs_dir(tmp_path_factory) -> Path:
     """One runs/ root shared by a test session, so domains' small real runs feed later tests."""
     return tmp_path_factory.mktemp("runs")
+
+
+if str(REPO) not in sys.path:  # `tests.scoring_support` etc. import as `tests.<module>` however pytest is started
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture
+def price_files(tmp_path) -> list[Path]:
+    """20 real S&P 500 daily price CSVs (skfolio), one per ticker."""
+    from tests.scoring_support import write_price_files
+
+    return write_price_files(tmp_path / "prices")
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """Address of a real 2-CPU Ray cluster on 127.0.0.1, started once per test session and
+    stopped (its own process group only) at the end."""
+    from tests.scoring_support import start_ray_cluster
+
+    cluster = start_ray_cluster()
+    try:
+        yield cluster.address
+    finally:
+        cluster.stop()

@@ -18,7 +18,7 @@ from torch import nn
 
 from core.errors import UserInputError
 
-from core.finetune.transfer import _matches, freeze, head_names, lock_frozen_batchnorm
+from core.finetune.transfer import name_matches, freeze, head_names, lock_frozen_batchnorm
 
 __all__ = [
     "apply_lora",
@@ -52,9 +52,9 @@ def lora_target_modules(model: nn.Module, include: Iterable[str] | None = None, 
             continue
         if getattr(m, "groups", 1) != 1:
             continue
-        if _matches(name, heads) or (exc and _matches(name, exc)):
+        if name_matches(name, heads) or (exc and name_matches(name, exc)):
             continue
-        if inc is not None and not _matches(name, inc):
+        if inc is not None and not name_matches(name, inc):
             continue
         out.append(name)
     return out
@@ -84,7 +84,7 @@ def apply_lora(
     else:
         pats = list(target_modules)
         targets = [n for n in lora_target_modules(model, exclude=exclude)
-                   if any(n == p or n.endswith("." + p) or _matches(n, [p]) for p in pats)]
+                   if any(n == p or n.endswith("." + p) or name_matches(n, [p]) for p in pats)]
     if not targets:
         raise ValueError(f"no Linear/Conv layer of {type(model).__name__} matches target_modules={target_modules!r}")
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
@@ -92,7 +92,7 @@ def apply_lora(
     inject_adapter_in_model(config, model)
     keep = head_names(model) + list(trainable or [])
     for n, p in model.named_parameters():
-        if "lora_" in n or _matches(n, keep):
+        if "lora_" in n or name_matches(n, keep):
             p.requires_grad_(True)
     lock_frozen_batchnorm(model)
     model._suite_lora = {"r": r, "alpha": alpha, "dropout": dropout,
@@ -138,7 +138,7 @@ def apply_bitfit(model: nn.Module, trainable: Iterable[str] | None = None) -> nn
         if n.endswith("bias"):
             p.requires_grad_(True)
             n_bias += 1
-        elif _matches(n, keep):
+        elif name_matches(n, keep):
             p.requires_grad_(True)
     if not n_bias:
         raise ValueError(f"{type(model).__name__} has no bias parameters; BitFit needs them")
@@ -163,7 +163,7 @@ def trainable_parameter_report(model: nn.Module) -> dict:
         trainable += p.numel()
         if "lora_" in n:
             kinds["lora"] += p.numel()
-        elif _matches(n.replace(".base_layer", ""), heads):
+        elif name_matches(n.replace(".base_layer", ""), heads):
             kinds["head"] += p.numel()
         elif n.endswith("bias"):
             kinds["bias"] += p.numel()

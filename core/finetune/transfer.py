@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 from torch import nn
 
 __all__ = [
+    "name_matches",
     "freeze",
     "unfreeze",
     "lock_frozen_batchnorm",
@@ -26,7 +27,9 @@ __all__ = [
 _STAT_BN = nn.modules.batchnorm._BatchNorm
 
 
-def _matches(name: str, patterns: Sequence[str] | None) -> bool:
+def name_matches(name: str, patterns: Sequence[str] | None) -> bool:
+    """Whether the parameter/module ``name`` is selected by ``patterns``: equal to one, below one
+    (``"encoder"`` selects ``"encoder.0.weight"``) or an ``fnmatch`` glob; ``None`` selects everything."""
     if patterns is None:
         return True
     for p in patterns:
@@ -47,10 +50,10 @@ def _set_requires_grad(model: nn.Module, patterns, flag: bool) -> list[str]:
     pats = _as_patterns(patterns)
     changed = []
     for name, p in model.named_parameters():
-        if _matches(name, pats) and p.requires_grad != flag:
+        if name_matches(name, pats) and p.requires_grad != flag:
             p.requires_grad_(flag)
             changed.append(name)
-    if pats is not None and not any(_matches(n, pats) for n, _ in model.named_parameters()):
+    if pats is not None and not any(name_matches(n, pats) for n, _ in model.named_parameters()):
         raise ValueError(f"no parameter of {type(model).__name__} matches {pats}; names look like {[n for n, _ in model.named_parameters()][:4]}")
     lock_frozen_batchnorm(model)
     if flag:  # re-enable running-stat updates of BN layers that became trainable

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from core.logging import get_logger
 from core.progress import progress
-from core.io import atomic_write_json
+from core.io import atomic_write_json, remove_temp_files
 from core.scoring.job import (
     SUCCESS_FILE,
     ChunkResult,
@@ -29,12 +29,12 @@ from core.scoring.job import (
     ScorerLoadError,
     ScoringError,
     WorkItem,
-    _markers,
     check_out_dir,
     chunk_items,
     commit_chunk,
     job_lock,
     prepare_job_dir,
+    read_markers,
     score_chunk,
 )
 
@@ -139,7 +139,7 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
         bar.close()
     seconds = time.perf_counter() - t0
 
-    markers = _markers(out)
+    markers = read_markers(out)
     rows_total = sum(m["rows"] for m in markers)
     summary = JobSummary(
         out_dir=str(out),
@@ -164,6 +164,7 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
     if len(markers) != len(chunks):  # pragma: no cover - engines raise before this
         raise ScoringError(f"{out}: only {len(markers)}/{len(chunks)} chunks committed; rerun to finish")
     atomic_write_json(out / SUCCESS_FILE, summary)
+    remove_temp_files(out)
     log.info(summary.line())
     return summary
 

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import pandas as pd
 
 from core.errors import UserInputError
-from core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_default, read_parquet, remove_temp_files, sha256_file
 from core.logging import get_logger
 
 __all__ = [
@@ -47,6 +47,10 @@ __all__ = [
     "JobMismatchError",
     "ScorerLoadError",
     "job_fingerprint",
+    "job_name",
+    "frame_checksum",
+    "output_checksum",
+    "read_markers",
     "read_output",
     "read_quarantine",
     "job_status",
@@ -243,11 +247,9 @@ def _item_columns(item: WorkItem) -> dict[str, Any]:
 
 def _jsonable(obj: Any) -> Any:
     """A JSON-normal form of a scorer config (sorted keys; unknown objects by ``repr``)."""
-    from core.io import _json_default
-
     def default(o: Any) -> Any:
         try:
-            return _json_default(o)
+            return json_default(o)
         except TypeError:
             return repr(o)
 
@@ -355,8 +357,7 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
         for p in out.iterdir():
             if p.name != LOCK_FILE:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
-    for tmp in out.rglob(".*.tmp"):  # half-written files of a killed run: never read, now removed
-        tmp.unlink(missing_ok=True)
+    remove_temp_files(out)  # half-written files of a killed run (parts, markers, quarantine): never read, now removed
     if job_file.is_file():
         try:
             old = json.loads(job_file.read_text())
@@ -368,7 +369,7 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
             if od.get("items_sha256") != desc["items_sha256"]:
                 what.append(f"the input items differ ({od.get('n_items')} before, {desc['n_items']} now, or files changed)")
             if od.get("scorer") != desc["scorer"]:
-                what.append(f"the scorer or its config differs (before: {od.get('scorer')}, now: {desc['scorer']})")
+                what.append(_scorer_difference(od.get("scorer") or {}, desc["scorer"]))
             if od.get("items_per_chunk") != desc["items_per_chunk"]:
                 what.append(f"items-per-chunk differs ({od.get('items_per_chunk')} before, {items_per_chunk} now)")
             raise JobMismatchError(
@@ -387,6 +388,29 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
         except ValueError:
             continue
     return fp, done
+
+
+def _scorer_difference(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """Which scorer setting changed, in a few words (not two whole config dumps)."""
+    if before.get("class") != now.get("class"):
+        return f"the scorer or its config differs (class {before.get('class')} before, {now.get('class')} now)"
+    if before.get("version") != now.get("version"):
+        return f"the scorer or its config differs (version {before.get('version')} before, {now.get('version')} now)"
+    old, new = before.get("config") or {}, now.get("config") or {}
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    shown = ", ".join(f"{k}: {json.dumps(old.get(k), default=str)[:80]} before, {json.dumps(new.get(k), default=str)[:80]} now" for k in keys[:3])
+    return f"the scorer or its config differs ({shown}{', …' if len(keys) > 3 else ''})"
+
+
+def job_name(command: str, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, model_run: str | os.PathLike | None = None) -> str:
+    """The default run name of a scoring job: ``<command>-<12 hex digits>`` derived from what
+    decides its rows — the items (and their files' size and mtime), the scorer's class, version
+    and config, the chunking and the model run — never from the clock. Rerunning the identical
+    command after a crash therefore lands in the same run folder and finishes the partial job."""
+    fp, _ = job_fingerprint(items, scorer, items_per_chunk)
+    model = str(Path(model_run).resolve()) if model_run is not None else ""
+    digest = hashlib.sha256(f"{fp}\n{model}".encode()).hexdigest()
+    return f"{command}-{digest[:12]}"
 
 
 def commit_chunk(out: Path, result: ChunkResult, n_items: int) -> dict[str, Any]:
@@ -427,7 +451,8 @@ def chunk_items(items: Sequence[WorkItem], items_per_chunk: int) -> list[list[Wo
     return [list(items[s : s + items_per_chunk]) for s in range(0, len(items), items_per_chunk)]
 
 
-def _markers(out: Path) -> list[dict[str, Any]]:
+def read_markers(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """The commit markers of an output folder, in chunk order (one per committed chunk)."""
     out = Path(out)
     if not (out / JOB_FILE).is_file():
         raise ScoringError(f"{out}: not a scoring output folder ({JOB_FILE} missing)")
@@ -444,22 +469,35 @@ def read_output(out_dir: str | os.PathLike, verify: bool = False, columns: list[
     committed part. ``verify=True`` checks each part against the sha256 in its marker."""
     out = Path(out_dir)
     frames = []
-    for m in _markers(out):
+    for m in read_markers(out):
         if not m.get("part"):
             continue
         p = out / m["part"]
         if verify and sha256_file(p) != m["part_sha256"]:
             raise ScoringError(f"{p}: checksum differs from its commit marker; the output was modified after the job")
-        frames.append(pd.read_parquet(p, columns=columns))
+        frames.append(read_parquet(p, columns=columns))
     if not frames:
         return pd.DataFrame(columns=[WORK_ITEM_COLUMN] + (columns or []))
     return pd.concat(frames, ignore_index=True)
 
 
+def frame_checksum(df: pd.DataFrame) -> str:
+    """Order-sensitive content hash of a DataFrame (values and column names): two outputs with the
+    same checksum hold the same rows in the same order, whatever their Parquet bytes."""
+    h = hashlib.sha256(",".join(map(str, df.columns)).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def output_checksum(out_dir: str | os.PathLike) -> str:
+    """:func:`frame_checksum` of a job's committed rows (each part verified against its marker)."""
+    return frame_checksum(read_output(out_dir, verify=True))
+
+
 def job_status(out_dir: str | os.PathLike) -> dict[str, Any]:
     """What a scoring folder holds: chunks committed of total, rows, quarantined items, complete?"""
     out = Path(out_dir)
-    markers = _markers(out)
+    markers = read_markers(out)
     job = json.loads((out / JOB_FILE).read_text())
     desc = job["description"]
     n_chunks = -(-desc["n_items"] // desc["items_per_chunk"]) if desc["n_items"] else 0
@@ -480,7 +518,7 @@ def job_status(out_dir: str | os.PathLike) -> dict[str, Any]:
 def read_quarantine(out_dir: str | os.PathLike) -> pd.DataFrame:
     """Items that failed in committed chunks: item_id, path, start, stop, meta, error_type, reason, where, chunk."""
     out = Path(out_dir)
-    frames = [pd.read_parquet(_quarantine_path(out, m["chunk"])) for m in _markers(out) if m.get("quarantined")]
+    frames = [read_parquet(_quarantine_path(out, m["chunk"])) for m in read_markers(out) if m.get("quarantined")]
     if not frames:
         return pd.DataFrame(columns=["item_id", "path", "start", "stop", "meta", "error_type", "reason", "where", "chunk"])
     return pd.concat(frames, ignore_index=True)

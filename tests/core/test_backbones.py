@@ -124,8 +124,8 @@ def test_minilm_similarities_are_sensible(tmp_path):
 def test_minilm_matches_sentence_transformers():
     """The README's claim: our mean-pooled MiniLM gives sentence-transformers' own embeddings."""
     st = pytest.importorskip("sentence_transformers")
-    from core.backbones import _minilm_dir
+    from core.backbones import minilm_model_dir
 
     texts = ["A man is eating food.", "Toy Story (1995)", "an animated film about toys that come alive"]
-    ref = torch.tensor(st.SentenceTransformer(str(_minilm_dir()), device="cpu").encode(texts, normalize_embeddings=True))
+    ref = torch.tensor(st.SentenceTransformer(str(minilm_model_dir()), device="cpu").encode(texts, normalize_embeddings=True))
     torch.testing.assert_close(create_backbone("minilm-l6-v2").encode(texts), ref, atol=1e-5, rtol=1e-5)

@@ -28,7 +28,7 @@ from core.scoring import (
     row_range_items,
     run_job,
 )
-from core.scoring.testing import PriceFileScorer, frame_checksum, output_checksum, price_files  # noqa: F401 - fixture
+from tests.scoring_support import PriceFileScorer, frame_checksum, output_checksum
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -165,7 +165,7 @@ def test_sigkill_of_the_scoring_process_then_rerun_gives_every_row_once(price_fi
     items_dir = price_files[0].parent
     ref_out, out = tmp_path / "ref", tmp_path / "killed"
     run_job(file_items(sorted(items_dir.glob("*.csv"))), PriceFileScorer(), ref_out, items_per_chunk=2, progress=False)
-    cmd = [sys.executable, "-m", "core.scoring.testing", "--items-dir", str(items_dir), "--out", str(out),
+    cmd = [sys.executable, "-m", "tests.scoring_support", "--items-dir", str(items_dir), "--out", str(out),
            "--items-per-chunk", "2", "--workers", "2", "--sleep", "0.3", "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -211,7 +211,7 @@ def test_scoring_config_adds_the_standard_flags():
 
 def test_cli_reports_a_job_mismatch_in_one_line(price_files, tmp_path):
     items_dir = price_files[0].parent
-    cmd = [sys.executable, "-m", "core.scoring.testing", "--items-dir", str(items_dir), "--out", str(tmp_path / "o"), "--no-progress"]
+    cmd = [sys.executable, "-m", "tests.scoring_support", "--items-dir", str(items_dir), "--out", str(tmp_path / "o"), "--no-progress"]
     assert subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=60).returncode == 0
     price_files[0].unlink()
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.scoring import file_items, read_output, read_quarantine, run_job
-from core.scoring.testing import PriceFileScorer, output_checksum, price_files, ray_address  # noqa: F401 - fixtures
+from tests.scoring_support import PriceFileScorer, output_checksum
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.timeout(180), pytest.mark.ray]
@@ -41,7 +41,7 @@ def test_ray_engine_writes_the_same_bytes_as_local_loading_the_model_once_per_ac
 
 
 def test_assert_engines_agree_helper_for_domain_tests(ray_address, price_files, tmp_path):
-    from core.scoring.testing import assert_engines_agree
+    from tests.scoring_support import assert_engines_agree
 
     items = file_items(price_files[:6])
     df = assert_engines_agree(items, PriceFileScorer(fail_ids=(items[1].id,)), tmp_path, ray_address)
@@ -95,7 +95,7 @@ def test_sigkill_of_a_ray_driver_then_rerun_on_ray_gives_every_row_once(ray_addr
     repo = Path(__file__).resolve().parents[2]
     items_dir, out = price_files[0].parent, tmp_path / "killed"
     run_job(file_items(sorted(items_dir.glob("*.csv"))), PriceFileScorer(), tmp_path / "ref", items_per_chunk=2, progress=False)
-    cmd = [sys.executable, "-m", "core.scoring.testing", "--items-dir", str(items_dir), "--out", str(out), "--items-per-chunk", "2",
+    cmd = [sys.executable, "-m", "tests.scoring_support", "--items-dir", str(items_dir), "--out", str(out), "--items-per-chunk", "2",
            "--engine", "ray", "--workers", "2", "--address", ray_address, "--no-progress"]
     proc = subprocess.Popen(cmd + ["--sleep", "0.5"], cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

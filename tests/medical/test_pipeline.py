@@ -13,7 +13,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from core.scoring.testing import ray_address  # noqa: F401  (pytest fixture: one local Ray cluster per session)
 
 from core.config import parse_config
 
@@ -242,7 +241,7 @@ def test_ct_task_trains_with_hu_window_and_evaluates_on_heldout_slab(ct_task, tm
 
 def test_score_local_and_ray_engines_write_identical_outputs(tiny_run, brain_task, tmp_path, ray_address):
     from core.scoring import WorkItem
-    from core.scoring.testing import assert_engines_agree
+    from tests.scoring_support import assert_engines_agree
     from domains.medical.score import SegmentationScorer
 
     folder = tmp_path / "in"

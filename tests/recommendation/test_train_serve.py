@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.scoring.testing import ray_address  # noqa: F401  (pytest fixture: one local Ray cluster per session)
 
 from domains.recommendation.train import TrainConfig, train
 
@@ -129,7 +128,7 @@ def test_default_run_meets_the_protocol_ms_target(tmp_path):
 
 def test_score_local_and_ray_engines_write_identical_outputs(run_dir, tmp_path, ray_address):
     from core.scoring import WorkItem
-    from core.scoring.testing import assert_engines_agree
+    from tests.scoring_support import assert_engines_agree
     from domains.recommendation.score import TopKScorer
 
     items = [WorkItem(id=f"users-{s:07d}", start=s, stop=min(s + 250, 943)) for s in range(0, 943, 250)]

@@ -1,19 +1,21 @@
-"""Test helpers for scoring jobs, importable by every domain's tests.
+"""Test helpers for scoring jobs, importable by every domain's tests (and the scoring bench).
 
-    from core.scoring.testing import ray_address, assert_engines_agree   # pytest fixture + helper
+    from tests.scoring_support import assert_engines_agree
 
-    def test_my_score_local_vs_ray(ray_address, tmp_path):
+    def test_my_score_local_vs_ray(ray_address, tmp_path):      # ray_address: tests/conftest.py
         df = assert_engines_agree(items, MyScorer(...), tmp_path, ray_address)   # byte-identical parts
 
-``ray_address`` starts ONE real Ray cluster per test session (``ray start --head --block`` on
-127.0.0.1, 2 CPUs, 200 MB object store, no dashboard, private ports and temp dir) and kills
-exactly that process group at the end — never ``ray stop``, which would stop other users'
-clusters on the same machine.
+:func:`start_ray_cluster` starts a real Ray cluster (``ray start --head --block`` on 127.0.0.1,
+2 CPUs, 200 MB object store, no dashboard, private ports and temp dir) whose ``stop`` kills exactly
+that process group — never ``ray stop``, which would stop other users' clusters on the same
+machine. The ``ray_address`` fixture in tests/conftest.py starts one per test session.
 
 ``PriceFileScorer`` is a small real scorer (log returns and rolling volatility of one ticker's
 daily S&P 500 closes, skfolio data) with fault switches used by the engine's own tests.
 
-``python -m core.scoring.testing --items-dir D --out O`` runs it as a CLI (used by the SIGKILL test).
+``python -m tests.scoring_support --items-dir D --out O`` runs it as a CLI (used by the SIGKILL
+tests); without ``--out`` the job is a run of kind "job" under ``--runs-dir``, named by
+:func:`core.scoring.job_name` (no timestamp), so rerunning the identical command resumes it.
 """
 
 from __future__ import annotations
@@ -32,15 +34,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from core.scoring.job import Scorer, WorkItem, file_items, read_output
+from bench.scoring import write_price_files
+from core.cli import run_cli
+from core.config import RunConfig
+from core.runs import Run
+from core.scoring.cli import ScoringConfig, run_job_from_config
+from core.scoring.job import JobSummary, Scorer, WorkItem, file_items, frame_checksum, job_name, output_checksum, read_output
 
 __all__ = [
     "PriceFileScorer",
     "write_price_files",
-    "price_files",
-    "ray_address",
     "start_ray_cluster",
     "output_checksum",
     "frame_checksum",
@@ -52,21 +56,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 # ---------------------------------------------------------------------------------------------
 # a small real scorer on real data
-
-
-def write_price_files(directory: str | os.PathLike, n_files: int = 20, rows: int = 400) -> list[Path]:
-    """One CSV per S&P 500 ticker (skfolio's real daily closes, last ``rows`` days)."""
-    from skfolio.datasets import load_sp500_dataset
-
-    prices = load_sp500_dataset().iloc[-rows:]
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ticker in list(prices.columns)[:n_files]:
-        p = directory / f"{ticker}.csv"
-        prices[[ticker]].rename(columns={ticker: "close"}).rename_axis("date").to_csv(p)
-        paths.append(p)
-    return paths
 
 
 class PriceFileScorer(Scorer):
@@ -135,24 +124,8 @@ class PriceFileScorer(Scorer):
         return pd.DataFrame({"date": df["date"].to_numpy(), "ticker": Path(item.path).stem, "log_return": ret, "vol_20": vol})
 
 
-@pytest.fixture
-def price_files(tmp_path) -> list[Path]:
-    return write_price_files(tmp_path / "prices")
-
-
 # ---------------------------------------------------------------------------------------------
 # checksums
-
-
-def frame_checksum(df: pd.DataFrame) -> str:
-    """Order-sensitive content hash of a DataFrame (values and column names)."""
-    h = hashlib.sha256(",".join(map(str, df.columns)).encode())
-    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
-    return h.hexdigest()
-
-
-def output_checksum(out_dir: str | os.PathLike) -> str:
-    return frame_checksum(read_output(out_dir, verify=True))
 
 
 def assert_engines_agree(items, scorer: Scorer, tmp_path: str | os.PathLike, ray_address: str, workers: int = 2, items_per_chunk: int = 2) -> pd.DataFrame:
@@ -251,50 +224,34 @@ def start_ray_cluster(num_cpus: int = 2, object_store_mb: int = 200, timeout: fl
     raise RuntimeError(f"ray start did not come up within {timeout}s")
 
 
-_SHARED: dict = {"cluster": None, "users": 0}
-
-
-@pytest.fixture(scope="session")
-def ray_address():
-    """Address of a real 2-CPU Ray cluster on 127.0.0.1, started once per test session.
-
-    Importing this fixture into several test modules gives each module its own fixture
-    definition; they share one cluster (reference-counted) instead of starting one each."""
-    if _SHARED["cluster"] is None:
-        _SHARED["cluster"] = start_ray_cluster()
-    _SHARED["users"] += 1
-    try:
-        yield _SHARED["cluster"].address
-    finally:
-        _SHARED["users"] -= 1
-        if _SHARED["users"] == 0:
-            _SHARED["cluster"].stop()
-            _SHARED["cluster"] = None
-
-
 # ---------------------------------------------------------------------------------------------
 # CLI (the SIGKILL test runs this in a subprocess)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from core.config import parse_config
-    from core.scoring.cli import ScoringConfig, run_job_from_config
-    from core.scoring.job import ScoringError
+@dataclass
+class PriceScoreConfig(ScoringConfig, RunConfig):
+    items_dir: str = field(default="", metadata={"help": "folder of price CSVs (write_price_files)"})
+    sleep: float = field(default=0.0, metadata={"help": "seconds of sleep per item"})
 
-    @dataclass
-    class TestScoreConfig(ScoringConfig):
-        items_dir: str = field(default="", metadata={"help": "folder of price CSVs (write_price_files)"})
-        sleep: float = field(default=0.0, metadata={"help": "seconds of sleep per item"})
 
-    cfg = parse_config(TestScoreConfig, argv, description="Score price CSVs with PriceFileScorer (engine test CLI)")
+def score_prices(cfg: PriceScoreConfig) -> JobSummary:
+    """``--out DIR``: a bare scoring job into DIR. Without it: a run of kind "job" under
+    ``<runs-dir>/prices/``, named from the job's inputs, its output in ``<run>/scores``."""
     items = file_items(sorted(Path(cfg.items_dir).glob("*.csv")))
-    try:
-        summary = run_job_from_config(items, PriceFileScorer(sleep=cfg.sleep), cfg)
-    except ScoringError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    scorer = PriceFileScorer(sleep=cfg.sleep)
+    if cfg.out:
+        summary = run_job_from_config(items, scorer, cfg)
+    else:
+        name = job_name("score", items, scorer, cfg.items_per_chunk)
+        with Run.start("prices", cfg, name, command="score", kind="job", stable_name=True) as run:
+            summary = run_job_from_config(items, scorer, cfg, default_out=run.dir / "scores")
+            run.finish({"rows_total": summary.rows_total})
     print(summary.line())
-    return 0
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(PriceScoreConfig, score_prices, argv, doc="Score price CSVs with PriceFileScorer (engine test CLI)", prog="python -m tests.scoring_support")
 
 
 if __name__ == "__main__":

@@ -45,8 +45,8 @@ def forecaster(k: str) -> api.LoadedForecaster:
 
 
 @st.cache_data(show_spinner="Forecasting…", max_entries=16)
-def forecast(k: str, tickers: tuple[str, ...]) -> pd.DataFrame:
-    return api.forecast(forecaster(k), list(tickers))
+def forecast(k: str, tickers: tuple[str, ...], zero_shot: bool = False) -> pd.DataFrame:
+    return api.forecast(forecaster(k), list(tickers), zero_shot=zero_shot)
 
 
 @st.cache_data(show_spinner="Loading the backtest…")
@@ -245,7 +245,12 @@ if chosen:
     with next_box:
         st.markdown(f"**Next {'days' if target == 'ret' else 'week'}: the latest run's forecast**")
         with friendly_errors("Forecasting"):
-            fc = forecast(key, tuple(chosen))
+            model = forecaster(key)
+            unknown = [t for t in chosen if t not in model.tickers]
+            zero_shot = bool(unknown) and st.toggle(f"Forecast {', '.join(unknown)} zero-shot", value=False, key="fin_zero_shot",
+                                                    help="tickers this model was not trained on: forecast from their own history "
+                                                         "with the model's unknown-ticker embedding")
+            fc = forecast(key, tuple(chosen), zero_shot)
             fc = fc.copy()
             fc["date"] = pd.to_datetime(fc["date"])
             if "target" in fc and not pd.api.types.is_numeric_dtype(fc["target"]):  # one row per target name
@@ -253,16 +258,15 @@ if chosen:
             for t in chosen:
                 ft = fc[fc["ticker"] == t].sort_values("date")
                 if ft.empty:
-                    st.caption(f"No forecast for {t}: the model was not trained on it.")
+                    st.caption(f"No forecast for {t}: the model was not trained on it" + (" (switch on zero-shot above)." if t in unknown else "."))
                     continue
                 fig = go.Figure()
                 if prices is not None and hist_col in prices:
                     h = prices[(prices["ticker"] == t) & (prices["date"] < ft["date"].min())].tail(30)
                     fig.add_trace(go.Scatter(x=h["date"], y=h[hist_col], name=f"realised {label}", mode="lines", line=dict(color="#555", width=1.2)))
                 fan(fig, ft["date"], ft)
-                st.plotly_chart(layout(fig, f"{t}: {label}, forecast quantiles"), width="stretch", key=f"fan_{t}_{target}")
-            cal = forecaster(key).calendar
-            st.caption(f"Forecast dates follow the **{cal}** exchange calendar." if cal else
-                       "Forecast dates: this model records no exchange calendar.")
+                shot = " (zero-shot)" if "zero_shot" in ft and ft["zero_shot"].astype(bool).any() else ""
+                st.plotly_chart(layout(fig, f"{t}: {label}, forecast quantiles{shot}"), width="stretch", key=f"fan_{t}_{target}")
+            st.caption(f"Forecast dates are sessions of the **{model.calendar}** exchange calendar (exchange_calendars).")
             with st.expander("Forecast table"):
                 st.dataframe(fc, hide_index=True, width="stretch")

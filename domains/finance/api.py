@@ -21,7 +21,9 @@ from typing import Any
 import pandas as pd
 
 from domains.finance.data import PANEL_DATASET, input_files, load_inputs
+from domains.finance.features import DEFAULT_CALENDAR
 from domains.finance.model import Forecaster
+from domains.finance.predictor import forecast_frame
 
 __all__ = ["FinanceRun", "Verdict", "Backtest", "LoadedForecaster", "DataQuality", "finance_run", "load_panel",
            "load_forecaster", "forecast", "load_backtest", "load_variable_importance", "data_quality"]
@@ -68,7 +70,7 @@ class LoadedForecaster:
 
     run_dir: Path
     tickers: tuple[str, ...]
-    calendar: str | None  # the exchange calendar its forecast dates follow, when it names one
+    calendar: str  # the exchange calendar (exchange_calendars code, e.g. XNYS) its forecast dates follow
     forecaster: Forecaster = field(repr=False)
 
 
@@ -129,33 +131,25 @@ def _model_dir(run_dir: str | Path) -> Path:
     return run_dir if (run_dir / "forecaster.json").is_file() else run_dir / "model"
 
 
-def _calendar(fc: Forecaster) -> str | None:
-    info = getattr(fc, "info", None) or {}
-    name = info.get("calendar") or info.get("exchange_calendar")
-    return str(name) if name else None
-
-
 def load_forecaster(run_dir: str | Path) -> LoadedForecaster:
     """The forecaster saved by a train, backtest or transfer run (``<run_dir>/model``)."""
     fc = Forecaster.load(_model_dir(run_dir))
-    return LoadedForecaster(run_dir=Path(run_dir), tickers=tuple(fc.tickers), calendar=_calendar(fc), forecaster=fc)
+    return LoadedForecaster(run_dir=Path(run_dir), tickers=tuple(fc.tickers), calendar=str(fc.info.get("calendar") or DEFAULT_CALENDAR),
+                            forecaster=fc)
 
 
-def forecast(model: LoadedForecaster, tickers: list[str]) -> pd.DataFrame:
-    """Quantile forecasts from each ticker's latest date: ``ticker, date, horizon, target,
-    q_0.01..q_0.99`` (plus ``origin``); its dates follow ``model.calendar``. Tickers the model was
-    not trained on are left out."""
-    from domains.finance.predictor import forecast_frame
-
+def forecast(model: LoadedForecaster, tickers: list[str], zero_shot: bool = False) -> pd.DataFrame:
+    """Quantile forecasts from each ticker's latest date: ``ticker, origin, date, horizon, target,
+    q_0.01..q_0.99, zero_shot``; the dates are sessions of ``model.calendar``. Tickers the model was
+    not trained on are left out, unless ``zero_shot`` (then forecast from their own history)."""
     fc = model.forecaster
-    known = [t for t in tickers if t in fc.tickers]
     data = fc.info.get("data", PANEL_DATASET)
     panel, cov = _inputs("" if data == PANEL_DATASET else data)
     have = set(panel["ticker"])
-    known = [t for t in known if t in have]
-    if not known:
-        return pd.DataFrame(columns=["ticker", "origin", "date", "horizon", "target"])
-    return forecast_frame(fc, panel, cov, known)
+    want = [t for t in tickers if t in have and (zero_shot or t in fc.tickers)]
+    if not want:
+        return pd.DataFrame(columns=["ticker", "origin", "date", "horizon", "target", "zero_shot"])
+    return forecast_frame(fc, panel, cov, want, zero_shot=zero_shot and any(t not in fc.tickers for t in want), calendar=model.calendar)
 
 
 def load_backtest(run_dir: str | Path) -> Backtest:
@@ -182,8 +176,30 @@ def load_backtest(run_dir: str | Path) -> Backtest:
 
 
 def data_quality(run_dir: str | Path) -> DataQuality:
-    """The price checks' findings recorded by the run (empty when it recorded none)."""
-    return DataQuality()
+    """The price checks' findings the run recorded (``data_warnings.csv``, ``data_report.json``) and
+    the tickers it dropped (too short a history) or could not test (``folds.json``: no test days in a
+    fold); empty when it recorded none (e.g. the bundled panel)."""
+    run_dir = Path(run_dir)
+    warnings = DataQuality().warnings
+    p = run_dir / "data_warnings.csv"
+    if p.is_file() and p.stat().st_size:
+        try:
+            warnings = pd.read_csv(p)
+        except pd.errors.EmptyDataError:
+            pass
+    report = _read_json(run_dir / "data_report.json") or {}
+    counts = {str(k): int(v) for k, v in (report.get("warning_counts") or {}).items()} if isinstance(report, dict) else {}
+    if not counts and "kind" in warnings and len(warnings):
+        counts = {str(k): int(v) for k, v in warnings["kind"].value_counts().items()}
+    dropped = [{"ticker": t, "reason": "history shorter than --min-history; dropped"}
+               for t in (report.get("tickers_dropped_short") or [] if isinstance(report, dict) else [])]
+    folds = _read_json(run_dir / "folds.json")
+    no_test: dict[str, list] = {}
+    for f in folds if isinstance(folds, list) else []:
+        for t in f.get("without_test_days") or []:
+            no_test.setdefault(str(t), []).append(f.get("fold"))
+    dropped += [{"ticker": t, "reason": f"no test days in fold(s) {', '.join(str(k) for k in ks)}"} for t, ks in sorted(no_test.items())]
+    return DataQuality(warnings=warnings, counts=counts, dropped=pd.DataFrame(dropped, columns=["ticker", "reason"]))
 
 
 def load_variable_importance(run_dir: str | Path) -> pd.DataFrame:

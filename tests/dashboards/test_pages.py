@@ -365,3 +365,29 @@ def test_a_domain_page_preselects_the_newest_run_that_holds_a_model(domain_run, 
     no_exception(at)
     assert len(at.selectbox(key="recommendation_run").options) == 2
     assert at.selectbox(key="recommendation_run").value.startswith("trained")  # the older run, the one with a model
+
+
+def test_finance_page_shows_data_warnings_dropped_tickers_and_the_calendar(domain_run, tmp_path, monkeypatch):
+    """Issue 15.7/15.9: the run's data-quality warnings (counted per kind), tickers dropped or without
+    test days, and the exchange calendar of the forecast dates are on the page."""
+    import shutil
+
+    run = tmp_path / "runs" / "finance" / "warned"
+    shutil.copytree(domain_run("finance").run_dir, run)
+    pd.DataFrame([{"ticker": "AAPL", "kind": "suspected_split", "date": "2020-08-31", "value": 0.25, "detail": "1:4 jump"},
+                  {"ticker": "JPM", "kind": "stale_prices", "date": None, "value": 0.31, "detail": "31% zero returns"},
+                  {"ticker": "JPM", "kind": "stale_prices", "date": None, "value": 0.2, "detail": "again"}]).to_csv(run / "data_warnings.csv", index=False)
+    (run / "data_report.json").write_text(json.dumps({"warning_counts": {"suspected_split": 1, "stale_prices": 2}, "tickers_dropped_short": ["TINY"]}))
+    folds = json.loads((run / "folds.json").read_text()) if (run / "folds.json").is_file() else [{"fold": 0}]
+    folds[0]["without_test_days"] = ["NEWCO"]
+    (run / "folds.json").write_text(json.dumps(folds))
+    monkeypatch.setenv("SUITE_RUNS_DIR", str(tmp_path / "runs"))
+    at = run_app(PAGES["finance"], timeout=240)
+    no_exception(at)
+    warning = next(w.value for w in at.warning if "Data quality" in w.value)
+    assert "3 warnings (1 suspected split, 2 stale prices)" in warning and "2 ticker(s) dropped or without test days" in warning
+    dropped = next(d.value for d in at.dataframe if "reason" in d.value.columns)
+    assert dict(zip(dropped["ticker"], dropped["reason"])) == {"TINY": "history shorter than --min-history; dropped",
+                                                               "NEWCO": "no test days in fold(s) 0"}
+    assert any(set(d.value.columns) >= {"ticker", "kind", "detail"} and len(d.value) == 3 for d in at.dataframe)
+    assert any("sessions of the **XNYS** exchange calendar" in c.value for c in at.caption), [c.value for c in at.caption]

@@ -28,6 +28,8 @@ __all__ = [
     "load_weights",
     "safe_torch_load",
     "CheckpointError",
+    "load_state_into",
+    "state_mismatch",
 ]
 
 _STEP_RE = re.compile(r"step_(\d+)\.pt$")
@@ -132,10 +134,7 @@ def load_checkpoint(
     if not isinstance(ckpt, dict) or ckpt.get("format") != "suite-checkpoint-v1":
         raise CheckpointError(f"{path} is not a suite training checkpoint (missing format marker)")
     if model is not None:
-        try:
-            _unwrap(model).load_state_dict(ckpt["model"], strict=strict)
-        except RuntimeError as e:
-            raise CheckpointError(f"checkpoint {path} does not fit this model: {str(e).splitlines()[0]}") from e
+        load_state_into(model, ckpt["model"], source=f"checkpoint {path}", strict=strict)
     if optimizer is not None and "optimizer" in ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and "scheduler" in ckpt:
@@ -196,8 +195,42 @@ def load_weights(path: str | Path, model: torch.nn.Module | None = None, strict:
         if isinstance(state, dict) and state.get("format") == "suite-checkpoint-v1":
             state = state["model"]
     if model is not None:
-        try:
-            _unwrap(model).load_state_dict(state, strict=strict)
-        except RuntimeError as e:
-            raise CheckpointError(f"weights {path} do not fit this model: {str(e).splitlines()[0]}") from e
+        load_state_into(model, state, source=f"weights {path}", strict=strict)
     return state
+
+
+def state_mismatch(model: torch.nn.Module, state: dict[str, Any], strict: bool = True) -> str | None:
+    """What keeps ``state`` from loading into ``model``, in one line naming the tensor and both
+    shapes (``None`` when it fits): shape mismatches first, then missing and unexpected tensors."""
+    own = _unwrap(model).state_dict()
+    shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()  # in the model's order
+              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+    if shapes:
+        k, found, expected = shapes[0]
+        more = f" (and {len(shapes) - 1} more tensor(s) of another shape)" if len(shapes) > 1 else ""
+        return f"tensor {k!r} has shape {_shape(found)} in the file but the model expects {_shape(expected)}{more}"
+    if not strict:
+        return None
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing:
+        return f"the model's tensor {missing[0]!r} is missing from the file ({len(missing)} missing" + (f", {len(unexpected)} unexpected such as {unexpected[0]!r})" if unexpected else ")")
+    if unexpected:
+        return f"the file holds tensor {unexpected[0]!r} that the model does not have ({len(unexpected)} unexpected)"
+    return None
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return str(tuple(int(d) for d in shape))
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, Any], source: str, strict: bool = True) -> None:
+    """``model.load_state_dict(state)`` with a :class:`CheckpointError` naming the source file, the
+    tensor and the shapes found and expected, instead of torch's multi-line report."""
+    problem = state_mismatch(model, state, strict=strict)
+    if problem:
+        raise CheckpointError(f"{source} does not fit {type(_unwrap(model)).__name__}: {problem}")
+    try:
+        _unwrap(model).load_state_dict(state, strict=strict)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source} does not fit {type(_unwrap(model)).__name__}: {str(e).strip().splitlines()[0]}") from e

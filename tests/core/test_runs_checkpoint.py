@@ -144,3 +144,37 @@ def test_job_runs_do_not_move_latest_and_resume_picks_the_same_command(tmp_path)
     resumed = Run.start("unit", TinyConfig(runs_dir=str(tmp_path), resume=True, track=False))
     assert resumed.dir == model_run.dir  # the newest run is the job, but a train run resumes a train run
     resumed.finish()
+
+
+def test_weight_mismatch_names_the_file_the_tensor_and_both_shapes(tmp_path):
+    small = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    big = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1))
+    p = save_weights(tmp_path / "model.safetensors", small)
+    with pytest.raises(CheckpointError) as e:
+        load_weights(p, big)
+    msg = str(e.value)
+    assert str(p) in msg and "'0.weight'" in msg and "(3, 2)" in msg and "(5, 2)" in msg and "\n" not in msg, msg
+    ck = save_checkpoint(tmp_path / "step_1.pt", model=small, step=1)
+    with pytest.raises(CheckpointError, match=r"step_1\.pt does not fit Sequential: tensor '0.weight' has shape \(3, 2\) in the file but the model expects \(5, 2\)"):
+        load_checkpoint(ck, model=big)
+    with pytest.raises(CheckpointError, match=r"'2.weight' is missing from the file"):
+        load_weights(save_weights(tmp_path / "half.safetensors", {"0.weight": small[0].weight, "0.bias": small[0].bias}), small)
+
+
+def test_corrupt_parquet_error_names_the_file(tmp_path):
+    from core.errors import UserInputError
+    from core.io import read_parquet
+
+    p = tmp_path / "prices.parquet"
+    p.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(UserInputError, match=f"{p}: not a readable Parquet file"):
+        read_parquet(p)
+
+
+def test_messages_show_plain_numbers():
+    import numpy as np
+
+    from core.errors import plain
+
+    assert plain(np.float64(150.0)) == "150" and plain(np.float32(0.25)) == "0.25" and plain(torch.tensor(3)) == "3"
+    assert plain([np.int64(1), np.float64(2.5)]) == "[1, 2.5]" and "np." not in plain({"a": np.float64(1e-9)})

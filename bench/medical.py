@@ -95,13 +95,13 @@ def reference_step(model, b, loss_fn, opt) -> None:
 def ours_model(num_classes: int, amp: bool):
     """The UNet as our trainer holds it (memory format included)."""
     from domains.medical.model import build_model
-    from domains.medical.train import train_memory_format
+    from domains.medical.training import train_memory_format
 
     return build_model("unet", num_classes).to(memory_format=train_memory_format(torch.device("cpu"), amp))
 
 
 def ours_step(amp: bool):
-    from domains.medical.train import train_memory_format, train_step
+    from domains.medical.training import train_memory_format, train_step
 
     cpu = torch.device("cpu")
     fmt = train_memory_format(cpu, amp)
@@ -172,9 +172,9 @@ def main(argv=None) -> int:
     from core.device import amp_dtype
     from core.runs import latest_run_dir
     from domains.medical.data import BRAIN_TASK, CT_TASK, read_msd_task, task_dir
-    from domains.medical.infer import Segmenter
+    from domains.medical.predict import Segmenter
     from domains.medical.model import build_model
-    from domains.medical.transforms import PipelineConfig
+    from domains.medical.config import PipelineConfig
 
     task = read_msd_task(task_dir(BRAIN_TASK))
     pipe = PipelineConfig(modality="MRI", num_classes=task.num_classes)  # the training defaults: 3 mm, 48³, 4 patches

@@ -1,200 +1,50 @@
 """Export a trained run as a MONAI bundle: ``python -m domains.medical.bundle``.
 
-Layout (MONAI Model Zoo convention)::
-
-    <bundle>/configs/metadata.json    inputs, outputs, labels, preprocessing, metrics, licence notes
-    <bundle>/configs/inference.json   the whole inference pipeline as a MONAI config (LoadImaged →
-                                      Orientationd → Spacingd → intensity → SlidingWindowInferer →
-                                      Invertd → AsDiscreted → SaveImaged), run by SupervisedEvaluator
-    <bundle>/models/model.pt          the network's state dict (tensors only; loads with weights_only)
-    <bundle>/docs/README.md
-
-Run it back with MONAI itself::
-
-    python -m monai.bundle run --config_file <bundle>/configs/inference.json \\
-        --bundle_root <bundle> --dataset_dir <folder of .nii.gz> --output_dir <out>
-
-Only the 3D networks (UNet/SegResNet) are exported; the 2.5D EfficientNet variant is refused with a
-clear message (its slice-stacking wrapper is not a MONAI network).
+The bundle (``configs/metadata.json``, ``configs/inference.json``, ``models/model.pt``, ``docs/``; see
+``domains.medical.export``) is written into this job's own run folder, ``<run>/bundle`` — never into the
+model run. With ``--check`` (default) it is run back through ``monai.bundle`` on the task's held-out volume.
+Only the 3D networks (UNet/SegResNet) are exported; the 2.5D variant is refused with a clear message.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import dataclass, field
+import tempfile
 from pathlib import Path
 
-import torch
-
-from core.checkpoint import load_weights
 from core.cli import run_cli
-from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
-from core.io import atomic_path, atomic_write_json, atomic_write_text
-from core.runs import latest_run_dir, read_run
-from domains.medical.infer import model_from_meta, read_task_meta
-from domains.medical.validation import MedicalInputError
+from core.runs import Run, resolve_model_run
+from domains.medical.config import BundleConfig
+from domains.medical.data import read_msd_task, read_task_meta, task_dir
 
-__all__ = ["export_bundle", "BundleConfig", "run_bundle", "main"]
-
-
-def _network_def(meta: dict) -> dict:
-    m, n = meta["model"], len(meta["class_names"])
-    ch = list(m["channels"])
-    if m["name"] == "unet":
-        return {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": n, "channels": ch,
-                "strides": [2] * (len(ch) - 1), "num_res_units": 2}
-    if m["name"] == "segresnet":
-        return {"_target_": "SegResNet", "spatial_dims": 3, "in_channels": 1, "out_channels": n, "init_filters": ch[0]}
-    raise MedicalInputError(f"model {m['name']!r} cannot be exported as a MONAI bundle (only the 3D unet/segresnet can)")
-
-
-def inference_config(meta: dict, sw_batch_size: int = 4, overlap: float = 0.25) -> dict:
-    """The bundle's ``configs/inference.json``; its preprocessing is :func:`image_steps`, the
-    chain our own ``Segmenter`` runs, written as MONAI config entries."""
-    from domains.medical.transforms import PipelineConfig, image_steps
-
-    pipe = meta["pipeline"]
-    return {
-        "imports": ["$import glob", "$import os"],
-        "bundle_root": ".",
-        "output_dir": "$@bundle_root + '/eval'",
-        "dataset_dir": "$@bundle_root + '/sample'",
-        "datalist": "$list(sorted(glob.glob(os.path.join(@dataset_dir, '*.nii*'))))",
-        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
-        "network_def": _network_def(meta),
-        "network": "$@network_def.to(@device)",
-        "preprocessing": {"_target_": "Compose", "transforms": [
-            {"_target_": "LoadImaged", "keys": "image", "image_only": False},
-            {"_target_": "EnsureChannelFirstd", "keys": "image"},
-            *({"_target_": name, **kwargs} for name, kwargs in image_steps(PipelineConfig(**pipe))),
-            {"_target_": "EnsureTyped", "keys": "image"},
-        ]},
-        "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]", "transform": "@preprocessing"},
-        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False, "num_workers": 0},
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [pipe["patch"]] * 3, "sw_batch_size": sw_batch_size, "overlap": overlap,
-                    "mode": "gaussian"},
-        "postprocessing": {"_target_": "Compose", "transforms": [
-            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-            {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image", "nearest_interp": False, "to_tensor": True},
-            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-            {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg", "separate_folder": False,
-             "resample": False, "output_dtype": "$numpy.uint8"},
-        ]},
-        "handlers": [
-            {"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/model.pt'", "load_dict": {"model": "@network"},
-             "map_location": "@device"},
-            {"_target_": "StatsHandler", "iteration_log": False},
-        ],
-        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader", "network": "@network",
-                      "inferer": "@inferer", "postprocessing": "@postprocessing", "val_handlers": "@handlers", "amp": False},
-        "initialize": ["$monai.utils.set_determinism(seed=0)"],
-        "run": ["$@evaluator.run()"],
-    }
-
-
-def metadata(meta: dict, run_info: dict) -> dict:
-    import monai
-
-    pipe = meta["pipeline"]
-    names = meta["class_names"]
-    metrics = run_info.get("metrics", {})
-    return {
-        "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
-        "version": "0.1.0",
-        "changelog": {"0.1.0": f"exported from run {run_info.get('name')}"},
-        "monai_version": monai.__version__,
-        "pytorch_version": torch.__version__.split("+")[0],
-        "numpy_version": __import__("numpy").__version__,
-        "optional_packages_version": {"nibabel": __import__("nibabel").__version__},
-        "name": f"dlsuite {meta['task_name']} segmentation",
-        "task": f"{pipe['modality']} segmentation of {', '.join(names[1:])}",
-        "description": f"3D {meta['model']['name']} trained by domains.medical.train on task {meta['task']}.",
-        "authors": "dlsuite medical domain",
-        "copyright": "see the dataset cards for data licences",
-        "data_source": meta["task"],
-        "data_type": "nibabel",
-        "image_classes": f"single channel {pipe['modality']} volume, resampled to {pipe['spacing']} mm isotropic, RAS",
-        "label_classes": {str(i): n for i, n in enumerate(names)},
-        "pred_classes": {str(i): n for i, n in enumerate(names)},
-        "eval_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and ("dice" in k or "hd95" in k)},
-        "intended_use": "research and demonstration only; not for clinical use",
-        "references": ["MONAI bundle specification: https://docs.monai.io/en/latest/mb_specification.html"],
-        "network_data_format": {
-            "inputs": {"image": {"type": "image", "format": "hounsfield" if pipe["modality"].upper() == "CT" else "magnitude",
-                                 "modality": pipe["modality"], "num_channels": 1, "spatial_shape": [pipe["patch"]] * 3,
-                                 "dtype": "float32", "value_range": [0, 1], "is_patch_data": True,
-                                 "channel_def": {"0": "image"}}},
-            "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": len(names),
-                                 "spatial_shape": [pipe["patch"]] * 3, "dtype": "float32", "value_range": [0, 1],
-                                 "is_patch_data": True, "channel_def": {str(i): n for i, n in enumerate(names)}}},
-        },
-    }
-
-
-def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write the bundle for a trained run; returns ``out_dir``."""
-
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    meta = read_task_meta(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
-    _network_def(meta)  # refuses non-exportable models before writing anything
-    model = model_from_meta(meta)
-    load_weights(run_dir / "best.safetensors", model)
-    with atomic_path(out_dir / "models" / "model.pt") as tmp:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
-    atomic_write_json(out_dir / "configs" / "inference.json", inference_config(meta, cfg.get("sw_batch_size", 4), cfg.get("overlap", 0.25)))
-    atomic_write_json(out_dir / "configs" / "metadata.json", metadata(meta, read_run(run_dir)))
-    atomic_write_text(out_dir / "docs" / "README.md", f"# {meta['task_name']} segmentation (MONAI bundle)\n\nExported from `{run_dir}` by "
-                      "`python -m domains.medical.bundle`. Classes: " + ", ".join(f"{i} {n}" for i, n in enumerate(meta["class_names"]))
-                      + ".\n\nRun: `python -m monai.bundle run --config_file configs/inference.json --bundle_root . --dataset_dir <folder> "
-                      "--output_dir <out>`\n\nResearch use only.\n")
-    return out_dir
-
-
-def run_bundle(bundle_dir: str | Path, dataset_dir: str | Path, output_dir: str | Path) -> list[Path]:
-    """Load the bundle with ``monai.bundle.ConfigWorkflow`` and run its inference; returns the masks."""
-    from monai.bundle import ConfigWorkflow
-
-    bundle_dir = Path(bundle_dir)
-    wf = ConfigWorkflow(config_file=str(bundle_dir / "configs" / "inference.json"), meta_file=str(bundle_dir / "configs" / "metadata.json"),
-                        workflow_type="infer", bundle_root=str(bundle_dir), dataset_dir=str(dataset_dir), output_dir=str(output_dir))
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return sorted(Path(output_dir).glob("*_seg.nii*"))
-
-
-@dataclass
-class BundleConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
-    model_run: str | None = field(default=None, metadata={"help": "trained run directory (default: <runs-dir>/medical/latest)"})
-    out: str | None = field(default=None, metadata={"help": "bundle folder (default: <model-run>/bundle)"})
-    check: bool = field(default=True, metadata={"help": "run the exported bundle back through monai.bundle on the task's held-out volume"})
-    track: bool = field(default=False, metadata={"help": "unused"})
+__all__ = ["export_and_check", "main"]
 
 
 def export_and_check(cfg: BundleConfig) -> Path:
-    """Export the model run as a MONAI bundle; with ``check``, run it back through ``monai.bundle``."""
-    model_run = Path(cfg.model_run) if cfg.model_run else latest_run_dir("medical", cfg.runs_dir)
-    out = export_bundle(model_run, Path(cfg.out) if cfg.out else model_run / "bundle")
-    print(f"MONAI bundle: {out}")
-    if cfg.check:
-        import tempfile
+    """Export the model run as a MONAI bundle into this job's run folder; with ``check``, run it back."""
+    from domains.medical.export import export_bundle, run_bundle
 
-        from domains.medical.data import read_msd_task, task_dir
-
-        task = read_msd_task(task_dir(read_task_meta(model_run)["task"]))
-        img = Path((task.test or task.training)[0]["image"])
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "in").mkdir()
-            (Path(tmp) / "in" / img.name).symlink_to(img)
-            masks = run_bundle(out, Path(tmp) / "in", Path(tmp) / "out")
-            print(f"monai.bundle ran the bundle back on {img.name}: {[m.name for m in masks]}")
+    model_run = resolve_model_run("medical", cfg.model_run, cfg.runs_dir)
+    meta = read_task_meta(model_run)
+    with Run.start("medical", cfg, command="bundle", kind="job") as run:
+        out = export_bundle(model_run, run.dir / "bundle")
+        print(f"MONAI bundle: {out}")
+        summary = {"model_run": str(model_run)}
+        if cfg.check:
+            task = read_msd_task(task_dir(meta["task"]))
+            img = Path((task.test or task.training)[0]["image"])
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "in").mkdir()
+                (Path(tmp) / "in" / img.name).symlink_to(img)
+                masks = run_bundle(out, Path(tmp) / "in", Path(tmp) / "out")
+                print(f"monai.bundle ran the bundle back on {img.name}: {[m.name for m in masks]}")
+                summary["checked_masks"] = len(masks)
+        run.finish(summary)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(BundleConfig, export_and_check, argv, doc=__doc__, prog="python -m domains.medical.bundle", user_errors=(MedicalInputError,))
+    return run_cli(BundleConfig, export_and_check, argv, doc=__doc__, prog="python -m domains.medical.bundle")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ __all__ = [
     "CT_TASK",
     "BRAIN_CLASSES",
     "CT_CLASSES",
+    "read_task_meta",
 ]
 
 log = get_logger("medical.data")
@@ -157,6 +158,16 @@ def read_msd_task(root: str | Path) -> MsdTask:
     if not training and not test:
         raise MedicalInputError(f"{js}: lists no training or test cases")
     return MsdTask(root=root, name=str(raw.get("name", root.name)), modality=_modality(raw), class_names=names, training=training, test=test)
+
+
+def read_task_meta(run_dir: str | Path) -> dict:
+    """``task.json`` of a trained run (task, class names, pipeline, model spec), with a clear error for a
+    folder that is not one."""
+    run_dir = Path(run_dir)
+    if not all((run_dir / f).is_file() for f in ("task.json", "config.json", "best.safetensors")):
+        raise MedicalInputError(f"{run_dir}: not a trained medical run (needs task.json, config.json and best.safetensors; "
+                                "train with `python -m domains.medical.train`)")
+    return json.loads((run_dir / "task.json").read_text())
 
 
 def download_msd_task(task: str, root: str | Path, url: str | None = None, md5: str | None = None, progress: bool = True) -> Path:

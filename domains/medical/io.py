@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from core.io import atomic_path
-from domains.medical.validation import MedicalInputError, check_image_array
+from domains.medical.validation import MAX_SIDE, MAX_VOXELS, MedicalInputError, check_image_array, check_resampled_size, check_spacing
 
-__all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES"]
+__all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES", "probe_volume",
+           "check_input", "is_dicom_file", "content_id"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
 # The only DICOM attributes we read. Everything else (PatientName, PatientID, PatientBirthDate,
@@ -77,27 +78,33 @@ def volume_id(path: str | Path) -> str:
     return name
 
 
-def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True) -> Volume:
-    """Load a NIfTI / NRRD file or a DICOM series folder; clear errors for anything else."""
+def _dispatch(path: str | Path, dicom, nifti, nrrd):
+    """Call the reader for ``path``'s kind (a DICOM series folder, NIfTI, NRRD); refuse anything else,
+    and turn a library's parse error into a :class:`MedicalInputError` naming the file."""
     p = Path(path)
     if not p.exists():
         raise MedicalInputError(f"{p}: no such file or folder")
     lower = p.name.lower()
     try:
         if p.is_dir():
-            vol = _load_dicom_series(p)
-        elif lower.endswith((".nii", ".nii.gz")):
-            vol = _load_nifti(p)
-        elif lower.endswith((".nrrd", ".nhdr")):
-            vol = _load_nrrd(p)
-        elif lower.endswith(".dcm"):
-            vol = _load_dicom_series(p.parent)
-        else:
-            raise MedicalInputError(f"{p}: not a supported volume (expected .nii, .nii.gz, .nrrd, .nhdr or a DICOM series folder)")
+            return dicom(p)
+        if lower.endswith((".nii", ".nii.gz")):
+            return nifti(p)
+        if lower.endswith((".nrrd", ".nhdr")):
+            return nrrd(p)
+        if lower.endswith(".dcm") or is_dicom_file(p):
+            raise MedicalInputError(_single_dicom_message(p))
+        raise MedicalInputError(f"{p}: not a supported volume (expected .nii, .nii.gz, .nrrd, .nhdr or a DICOM series folder)")
     except MedicalInputError:
         raise
     except Exception as e:  # noqa: BLE001 - a library's parse error becomes a user error naming the file
         raise MedicalInputError(f"{p}: cannot be read as a {_kind(p)} volume ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True) -> Volume:
+    """Load a NIfTI / NRRD file or a DICOM series folder; clear errors for anything else."""
+    p = Path(path)
+    vol = _dispatch(p, _load_dicom_series, _load_nifti, _load_nrrd)
     if not np.all(np.isfinite(vol.affine)) or abs(np.linalg.det(vol.affine[:3, :3])) < 1e-9:
         raise MedicalInputError(f"{p}: degenerate geometry (voxel-to-world affine is singular or not finite)")
     if check:
@@ -105,6 +112,113 @@ def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True) -> Vo
     if dtype is not None and vol.data.dtype != dtype:
         vol.data = vol.data.astype(dtype)
     return vol
+
+
+def _single_dicom_message(p: Path) -> str:
+    return (f"{p}: a single DICOM file is one slice, not a volume; pass the folder that holds the whole series "
+            "(all its slices, one series per folder)")
+
+
+def is_dicom_file(p: str | Path) -> bool:
+    """A file with the DICOM preamble magic ``DICM`` at byte 128 (whatever its name)."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(s) for s in np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0)))
+
+
+def probe_volume(path: str | Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+    """(shape, spacing in mm) from the header alone — nothing is allocated (a DICOM series folder: its
+    slices' headers, without pixel data). Raises :class:`MedicalInputError` for what ``load_volume``
+    would refuse by its name, header or geometry."""
+    return _dispatch(path, _probe_dicom_series, _probe_nifti, _probe_nrrd)
+
+
+def _probe_nifti(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+    import nibabel as nib
+
+    img = nib.load(str(p))
+    _check_header_shape(img.shape, p)
+    return tuple(int(s) for s in img.shape[:3]), _spacing_of(img.affine)
+
+
+def _probe_nrrd(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+    import nrrd
+
+    hdr = nrrd.read_header(str(p))
+    sizes = tuple(int(s) for s in hdr.get("sizes", ()))
+    _check_header_shape(sizes, p)
+    dirs = hdr.get("space directions")
+    if dirs is None:
+        return sizes[:3], tuple(float(s) for s in hdr.get("spacings", [1.0, 1.0, 1.0])[:3])
+    dirs = np.asarray([d for d in dirs if d is not None and not (isinstance(d, float) and np.isnan(d))], dtype=float)
+    return sizes[:3], tuple(float(s) for s in np.sqrt((dirs ** 2).sum(axis=1)))
+
+
+def _probe_dicom_series(folder: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+    import pydicom
+
+    rows = cols = None
+    positions, spacing, iop = [], None, None
+    for f in sorted(x for x in folder.iterdir() if x.is_file() and not x.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["Rows", "Columns", "PixelSpacing", "ImagePositionPatient",
+                                                                                  "ImageOrientationPatient", "SliceThickness"])
+        except Exception:  # noqa: BLE001 - non-DICOM files are skipped, as the reader does
+            continue
+        if "ImagePositionPatient" not in ds or "Rows" not in ds:
+            continue
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        spacing = spacing or [float(x) for x in ds.PixelSpacing] + [float(getattr(ds, "SliceThickness", 1.0) or 1.0)]
+        iop = iop if iop is not None else np.asarray(ds.ImageOrientationPatient, dtype=float)
+        positions.append(np.asarray(ds.ImagePositionPatient, dtype=float))
+    if not positions:
+        raise MedicalInputError(f"{folder}: no DICOM image slices with geometry (ImagePositionPatient) found")
+    dz = spacing[2]
+    if len(positions) > 1:
+        normal = np.cross(iop[:3], iop[3:])
+        z = np.sort(np.asarray(positions) @ normal)
+        gaps = np.diff(z)
+        dz = float(np.median(gaps)) if np.all(gaps > 1e-6) else dz
+    shape = (cols, rows, len(positions))
+    _check_header_shape(shape, folder)
+    return shape, (spacing[1], spacing[0], abs(dz))
+
+
+def check_input(path: str | Path, target_spacing: float | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+    """Everything about an input that can be refused from its header — name, size, spacing and (with
+    the model's ``target_spacing``) the size of the resampled grid — before any model or run is
+    created. Returns (shape, spacing)."""
+    shape, spacing = probe_volume(path)
+    check_spacing(spacing, path)
+    if target_spacing is not None and len(shape) >= 3:
+        check_resampled_size(shape[:3], spacing, target_spacing, path)
+    return shape, spacing
+
+
+def content_id(path: str | Path, prefix: str = "vol") -> str:
+    """A non-identifying, input-determined id: ``<prefix>-`` + 12 hex digits of the sha256 of the file's
+    bytes, or for a folder (a DICOM series) of its files' names, sizes and bytes. Names of the user's
+    files or folders (which may be a patient's name or MRN) never enter it in readable form."""
+    import hashlib
+
+    p = Path(path)
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else []
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return f"{prefix}-{h.hexdigest()[:12]}"
 
 
 def _kind(p: Path) -> str:
@@ -117,13 +231,13 @@ def _load_nifti(p: Path) -> Volume:
 
     img = nib.load(str(p))
     _check_header_shape(img.shape, p)  # before allocating: a corrupt header can claim terabytes
+    if len(img.shape) >= 3:
+        check_spacing(_spacing_of(img.affine), p)
     data = np.asanyarray(img.dataobj)
     return Volume(data=np.asarray(data), affine=np.asarray(img.affine, dtype=np.float64), path=str(p), format="nifti", header=img.header)
 
 
 def _check_header_shape(shape, p: Path) -> None:
-    from domains.medical.validation import MAX_SIDE, MAX_VOXELS
-
     if len(shape) >= 3 and (any(int(s) > MAX_SIDE for s in shape) or int(np.prod([int(s) for s in shape], dtype=np.float64)) > MAX_VOXELS):
         raise MedicalInputError(f"{p}: absurd volume size {tuple(int(s) for s in shape)} in the header (limit {MAX_SIDE} per axis, {MAX_VOXELS:,} voxels)")
 

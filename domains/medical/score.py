@@ -1,110 +1,84 @@
 """Segment a folder of volumes in batch: ``python -m domains.medical.score --input DIR``.
 
-Every entry of ``--input`` (NIfTI/NRRD files, DICOM series sub-folders) is one work item of the
-core scoring engine (``core.scoring``): masks go to ``<run>/masks/<id>_mask.nii.gz`` on each input's
-own grid, one row per volume (shape, spacing, mL per structure, mask path) to partitioned Parquet
-under ``--out`` (default ``<run>/scores``). Unreadable or invalid inputs (non-image files, NaN voxels,
-4D data, …) are quarantined with the reason and reported; the rest are kept. A rerun into the same
-``--out`` skips finished chunks. ``--engine ray --workers N`` scores on a Ray actor pool.
+Every entry of ``--input`` (NIfTI/NRRD files, DICOM series sub-folders) is one work item of the core
+scoring engine (``core.scoring``); masks go to ``<run>/masks/<id>_mask.nii.gz`` on each input's own grid,
+one row per volume (shape, spacing, mL per structure, ``ood_flag``/``ood_reason``/``mean_confidence``,
+mask path) to partitioned Parquet under ``--out`` (default ``<run>/scores``). Unreadable or invalid inputs
+(non-image files, NaN voxels, 4D data, …) are quarantined with the reason; the rest are kept.
+``--engine ray --workers N`` scores on a Ray actor pool.
 
-Default input: the images of the trained run's task (training and held-out), offline.
-Privacy: for DICOM series only geometry/modality tags are read; rows carry the folder name you
-chose and a hash of the series UID — never patient tags.
+Rerunning the identical command after a crash finishes the job: without ``--name`` the run is named
+from its inputs, model and settings (``score-<hash>``), so the rerun reopens the same run folder and
+output and scores only the chunks that were not committed.
+
+Privacy: ``<id>`` is a hash of each entry's bytes — folder and file names (often a patient's name or
+MRN) never reach rows, masks, quarantine entries, logs or MLflow. ``--name-map`` writes the mapping
+id → entry name as ``.dlsuite-ids.csv`` beside the inputs, on request only. For DICOM only
+geometry/modality tags are read. Default input: the images of the trained run's task (offline).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from core.cli import run_cli
-from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
-from core.runs import Run, latest_run_dir
-from domains.medical.infer import read_task_meta
-from core.scoring import Scorer, ScoringConfig, WorkItem, file_items, read_output, read_quarantine, run_job_from_config
-from domains.medical.validation import MedicalInputError
+from core.logging import get_logger
+from core.runs import Run, resolve_model_run
+from domains.medical.config import ScoreConfig
+from domains.medical.data import read_msd_task, read_task_meta, task_dir
 
-__all__ = ["SegmentationScorer", "ScoreConfig", "score", "folder_items", "main"]
+__all__ = ["score", "main", "default_job_name"]
 
-
-class SegmentationScorer(Scorer):
-    """One volume → its mask file + one row of volumes in mL."""
-
-    version = "1"
-
-    def __init__(self, model_run: str, mask_dir: str, device: str = "cpu"):
-        self.model_run, self.mask_dir, self.device = str(model_run), str(mask_dir), device
-
-    def load(self) -> None:
-        from domains.medical.infer import Segmenter
-
-        self._seg = Segmenter.from_run(self.model_run, device=self.device)
-
-    def score(self, item: WorkItem) -> pd.DataFrame:
-        from domains.medical.infer import volumes_ml
-        from domains.medical.io import load_volume, save_mask_like
-
-        vol = load_volume(item.path)
-        mask = self._seg.predict_volume(vol)
-        safe_id = item.id.replace("/", "__")
-        out = save_mask_like(mask, vol, Path(self.mask_dir) / f"{safe_id}_mask.nii.gz")
-        row = {"case": item.id, "format": vol.format, "series_hash": vol.series_hash,
-               "shape": list(vol.shape), "spacing_mm": [round(s, 4) for s in vol.spacing], "mask_path": str(out)}
-        row.update({f"ml_{k}": v for k, v in volumes_ml(mask, vol.spacing, self._seg.class_names).items()})
-        return pd.DataFrame([row])
+log = get_logger("medical.score")
 
 
-def folder_items(folder: str | Path) -> list[WorkItem]:
-    """Every non-hidden entry of ``folder`` (files and DICOM sub-folders) becomes one item, so that
-    bad files are reported rather than silently ignored."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MedicalInputError(f"{folder}: not a folder of volumes")
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
-    if not entries:
-        raise MedicalInputError(f"{folder}: empty folder")
-    return [WorkItem(id=p.name, path=str(p)) for p in entries]
-
-
-@dataclass
-class ScoreConfig(ScoringConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
-    input: str | None = field(default=None, metadata={"help": "folder of volumes (default: the trained task's imagesTr + imagesTs)"})
-    model_run: str | None = field(default=None, metadata={"help": "trained run directory (default: <runs-dir>/medical/latest)"})
-    track: bool = field(default=False, metadata={"help": "log to MLflow"})
+def default_job_name(model_run: Path, item_ids: list[str], cfg: ScoreConfig) -> str:
+    """``score-<hash>`` of what determines the job's output: model run, inputs (content ids), settings."""
+    key = {"model_run": str(model_run), "items": item_ids, "lcc": cfg.lcc, "tta": cfg.tta, "out": cfg.out,
+           "items_per_chunk": cfg.items_per_chunk}
+    return "score-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def score(cfg: ScoreConfig) -> Path:
-    model_run = Path(cfg.model_run) if cfg.model_run else latest_run_dir("medical", cfg.runs_dir)
-    if cfg.input:
-        items = folder_items(cfg.input)
-    else:
-        from domains.medical.data import read_msd_task, task_dir
+    from core.io import atomic_write_text
+    from core.scoring import read_output, read_quarantine, run_job_from_config
+    from domains.medical.scoring import SegmentationScorer, folder_entries, work_items, write_name_map
 
+    model_run = resolve_model_run("medical", cfg.model_run, cfg.runs_dir)
+    if cfg.input:
+        entries = folder_entries(cfg.input)
+    else:
         task = read_msd_task(task_dir(read_task_meta(model_run)["task"]))
-        # ids relative to the task root: imagesTr/x and imagesTs/x may share a file name
-        items = file_items([c["image"] for c in task.training + task.test], root=task.root)
-    with Run.start("medical", cfg, kind="job") as run:
-        scorer = SegmentationScorer(str(model_run.resolve()), str(run.path("masks")), device="cpu" if cfg.device == "auto" else cfg.device)
+        entries = [Path(c["image"]) for c in task.training + task.test]
+    items, sources = work_items(entries)
+    if cfg.name_map and cfg.input:
+        print(f"id map (beside the inputs, not in the run): {write_name_map(cfg.input, sources)}", file=sys.stderr)
+    if cfg.name is None:
+        cfg.name = default_job_name(model_run, [it.id for it in items], cfg)
+    with Run.start("medical", cfg, command="score", kind="job") as run:
+        scorer = SegmentationScorer(str(model_run), str(run.path("masks")), device="cpu" if cfg.device == "auto" else cfg.device,
+                                    lcc=cfg.lcc, tta=cfg.tta, sources=sources)
         summary = run_job_from_config(items, scorer, cfg, default_out=run.dir / "scores")
         out = Path(cfg.out or run.dir / "scores")
-        df = read_output(out)
-        bad = read_quarantine(out)
+        df, bad = read_output(out), read_quarantine(out)
+        flagged = df[df["ood_flag"]] if len(df) and "ood_flag" in df.columns else df.iloc[0:0]
         if len(df):
-            from core.io import atomic_write_text
-
             atomic_write_text(run.path("volumes.csv"), df.drop(columns=[c for c in df.columns if c in ("shape", "spacing_mm")]).to_csv(index=False))
-            print(df[["case"] + [c for c in df.columns if c.startswith("ml_")]].to_string(index=False))
+            print(df[["case"] + [c for c in df.columns if c.startswith("ml_")] + ["ood_flag"]].to_string(index=False))
+        for _, r in flagged.iterrows():
+            log.warning(f"{r['case']}: out of distribution — {r['ood_reason']}")
+            print(f"WARNING {r['case']}: out of distribution — {r['ood_reason']}", file=sys.stderr)
         for _, r in bad.iterrows():
             print(f"skipped {r['item_id']}: {r['reason']}", file=sys.stderr)
-        run.finish({"scored": int(len(df)), "quarantined": int(len(bad)), "summary": summary.line()})
+        run.finish({"scored": int(len(df)), "quarantined": int(len(bad)), "ood_flagged": int(len(flagged)), "summary": summary.line()})
     return run.dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(ScoreConfig, score, argv, doc=__doc__, prog="python -m domains.medical.score", user_errors=(MedicalInputError,))
+    return run_cli(ScoreConfig, score, argv, doc=__doc__, prog="python -m domains.medical.score")
 
 
 if __name__ == "__main__":

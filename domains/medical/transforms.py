@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,24 +24,12 @@ import torch
 from monai import transforms as mt
 from monai.data import MetaTensor
 
+from domains.medical.config import PipelineConfig
 from domains.medical.io import load_volume
 from domains.medical.validation import MedicalInputError, check_geometry_match, check_label_array
 
-__all__ = ["PipelineConfig", "LoadVolumed", "preprocess", "train_augment", "cached_patch_dataset", "Repeat", "intensity_transform",
+__all__ = ["LoadVolumed", "preprocess", "train_augment", "cached_patch_dataset", "Repeat", "intensity_transform",
            "intensity_step", "image_steps", "compose"]
-
-
-@dataclass
-class PipelineConfig:
-    modality: str = "MRI"  # "CT" | "MRI"
-    num_classes: int = 5
-    spacing: float = 3.0
-    patch: int = 48
-    num_samples: int = 4
-    ct_level: float = 400.0
-    ct_width: float = 1800.0
-    allow_flip: bool = False
-    crop_margin: int = 4
 
 
 INDICES_KEY = "label_cls_indices"

@@ -1,12 +1,21 @@
 """Checks on user volumes, each failing with a :class:`MedicalInputError` that names the file and
 the problem (wrong dimensionality, non-image file, image/label geometry mismatch, empty label,
-NaN/inf voxels, absurd sizes) instead of a traceback from deep inside nibabel or MONAI."""
+NaN/inf voxels, absurd sizes, implausible spacing, a resampled grid too large to allocate) instead
+of a traceback from deep inside nibabel or MONAI.
+
+Limits (one place): :data:`MAX_VOXELS` / :data:`MAX_SIDE` on the input grid; voxel spacing
+:data:`MIN_SPACING_MM`..:data:`MAX_SPACING_MM` on every axis (0.1 mm is finer than any clinical CT/MR —
+micro-CT aside —, 20 mm coarser than any usable slice thickness; outside, the header is almost surely
+wrong, e.g. metres or micrometres); :data:`MAX_RESAMPLED_VOXELS` on the network's resampled grid
+(estimated from the header before anything is allocated)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from core.errors import UserInputError
 
 __all__ = [
     "MedicalInputError",
@@ -15,14 +24,22 @@ __all__ = [
     "check_geometry_match",
     "MAX_VOXELS",
     "MAX_SIDE",
+    "MIN_SPACING_MM",
+    "MAX_SPACING_MM",
+    "MAX_RESAMPLED_VOXELS",
+    "check_spacing",
+    "check_resampled_size",
 ]
 
 MAX_VOXELS = 1024 * 1024 * 1024  # 1 Gi voxels: 4 GB as float32 — bigger than any clinical CT/MRI
 MAX_SIDE = 4096
 MIN_SIDE = 2
+MIN_SPACING_MM = 0.1
+MAX_SPACING_MM = 20.0
+MAX_RESAMPLED_VOXELS = 512 ** 3  # the network grid: 134 M voxels (C float32 copies of it are held at once)
 
 
-class MedicalInputError(ValueError):
+class MedicalInputError(UserInputError, ValueError):
     """A user-supplied volume, label or folder cannot be used; the message says which and why."""
 
 
@@ -48,10 +65,37 @@ def check_image_array(data: np.ndarray, path: str | Path, spacing: tuple[float, 
             n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
             raise MedicalInputError(f"{name}: {n_nan} NaN and {n_inf} inf voxel(s); expected finite intensities")
     if spacing is not None:
-        sp = np.asarray(spacing, dtype=float)
-        if not np.all(np.isfinite(sp)) or np.any(sp <= 0) or np.any(sp > 100):
-            raise MedicalInputError(f"{name}: absurd voxel spacing {tuple(np.round(sp, 4))} mm (expected 0 < spacing ≤ 100 mm)")
+        check_spacing(spacing, path)
     return data
+
+
+def _mm(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
+def check_spacing(spacing, path: str | Path) -> None:
+    """Every voxel spacing within ``MIN_SPACING_MM``..``MAX_SPACING_MM``."""
+    sp = np.asarray(spacing, dtype=float)
+    if not np.all(np.isfinite(sp)) or np.any(sp < MIN_SPACING_MM) or np.any(sp > MAX_SPACING_MM):
+        raise MedicalInputError(f"{path}: absurd voxel spacing {_mm(sp)} mm (expected {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm per axis); "
+                                "check the header's units and pixel spacing")
+
+
+def resampled_shape(shape, spacing, target_spacing: float) -> tuple[int, ...]:
+    """The grid size after resampling a ``shape`` volume of ``spacing`` mm to ``target_spacing`` mm
+    (what MONAI ``Spacing`` allocates, up to a voxel per axis)."""
+    return tuple(int(np.ceil(float(n) * float(s) / float(target_spacing))) for n, s in zip(shape, spacing))
+
+
+def check_resampled_size(shape, spacing, target_spacing: float, path: str | Path) -> None:
+    """Refuse, before allocating it, a resampled grid larger than ``MAX_RESAMPLED_VOXELS``."""
+    check_spacing(spacing, path)
+    out = resampled_shape(shape, spacing, target_spacing)
+    n = float(np.prod([float(x) for x in out]))
+    if n > MAX_RESAMPLED_VOXELS:
+        raise MedicalInputError(f"{path}: {tuple(int(x) for x in shape)} voxels of {_mm(spacing)} mm resample to {out} at the model's "
+                                f"{float(target_spacing):g} mm ({n:,.0f} voxels, limit {MAX_RESAMPLED_VOXELS:,}); the field of view "
+                                f"({_mm(np.asarray(shape) * np.asarray(spacing))} mm) is implausible for one scan")
 
 
 def check_label_array(label: np.ndarray, path: str | Path, num_classes: int | None = None) -> np.ndarray:

@@ -49,7 +49,8 @@ def tiny_args() -> list[str]:
 def tiny_run(brain_task, session_runs_dir) -> Path:
     """A real (tiny) training run on Colin27 → MNI152, tracked to MLflow, shared by the session."""
     from core.config import parse_config
-    from domains.medical.train import TrainConfig, train
+    from domains.medical.config import TrainConfig
+    from domains.medical.train import train
 
     cfg = parse_config(TrainConfig, ["--runs-dir", str(session_runs_dir), "--name", "tiny", *TINY])
     return train(cfg)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import domains.medical.infer as infer
+import domains.medical.predict as predict
 
 
 def _case(perm, flip, seed=0):
@@ -31,10 +31,10 @@ def _case(perm, flip, seed=0):
 @pytest.mark.parametrize("perm,flip", [((0, 1, 2), (0, 0, 0)), ((2, 0, 1), (1, 0, 1)), ((1, 2, 0), (0, 1, 0))])
 def test_fast_path_matches_monai(perm, flip, monkeypatch):
     logits, src, dst, shape = _case(perm, flip)
-    assert infer._axis_permutation((np.linalg.inv(src) @ dst)[:3, :3]) is not None
-    fast = infer.logits_to_native(logits, src, dst, shape)
-    monkeypatch.setattr(infer, "_axis_permutation", lambda m: None)
-    generic = infer.logits_to_native(logits, src, dst, shape)
+    assert predict.axis_permutation((np.linalg.inv(src) @ dst)[:3, :3]) is not None
+    fast = predict.logits_to_native(logits, src, dst, shape)
+    monkeypatch.setattr(predict, "axis_permutation", lambda m: None)
+    generic = predict.logits_to_native(logits, src, dst, shape)
     assert (fast > 0).sum() > 100
     assert np.mean(fast == generic) > 0.9995
 
@@ -43,14 +43,14 @@ def test_rotated_grid_takes_the_generic_path():
     c, s = np.cos(0.3), np.sin(0.3)
     rot = np.eye(4)
     rot[:2, :2] = [[c, -s], [s, c]]
-    assert infer._axis_permutation(rot[:3, :3]) is None
-    assert infer._axis_permutation(np.diag([2.0, -1.0, 0.5])) == (0, 1, 2)
+    assert predict.axis_permutation(rot[:3, :3]) is None
+    assert predict.axis_permutation(np.diag([2.0, -1.0, 0.5])) == (0, 1, 2)
 
 
 def test_argmax0_is_argmax():
     t = torch.randn(5, 7, 8, 9)
     t[:, 0, 0, 0] = 1.0  # a tie: the first maximum wins, as in argmax
-    assert torch.equal(infer._argmax0(t), t.argmax(0).to(torch.uint8))
+    assert torch.equal(predict.argmax0(t), t.argmax(0).to(torch.uint8))
 
 
 def test_channels_last_training_step_matches_contiguous():
@@ -60,7 +60,7 @@ def test_channels_last_training_step_matches_contiguous():
     from monai.losses import DiceCELoss
 
     from domains.medical.model import build_model
-    from domains.medical.train import train_memory_format, train_step
+    from domains.medical.training import train_memory_format, train_step
 
     cpu = torch.device("cpu")
     assert train_memory_format(cpu, amp=False) == torch.channels_last_3d

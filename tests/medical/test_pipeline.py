@@ -22,7 +22,7 @@ def test_hd95_matches_monai_definition():
     from monai.metrics import compute_hausdorff_distance
     from scipy import ndimage
 
-    from domains.medical.evaluate import hd95_per_class
+    from domains.medical.metrics import hd95_per_class
 
     rng = np.random.default_rng(0)
     a = np.zeros((40, 50, 30), np.uint8)
@@ -51,7 +51,8 @@ def test_tiny_run_writes_best_checkpoint_metrics_and_test_dice(tiny_run):
 
 
 def test_resume_continues_from_last_checkpoint(tiny_run, tmp_path, tiny_args):
-    from domains.medical.train import TrainConfig, train
+    from domains.medical.config import TrainConfig
+    from domains.medical.train import train
 
     runs = tmp_path / "runs"
     shutil.copytree(tiny_run, runs / "medical" / "tiny", symlinks=True)
@@ -114,16 +115,19 @@ def test_score_folder_keeps_good_cases_and_reports_bad(tiny_run, brain_task, tmp
     nib.save(nib.Nifti1Image(np.full((8, 8, 8), np.nan, np.float32), np.eye(4)), str(folder / "nan.nii.gz"))
     out = tmp_path / "scores"
     rc = main(["--input", str(folder), "--model-run", str(tiny_run), "--runs-dir", str(tmp_path / "runs"), "--name", "sc", "--out", str(out),
-               "--no-progress", "--items-per-chunk", "1"])
+               "--no-progress", "--items-per-chunk", "1", "--name-map"])
     assert rc == 0
     df, bad = read_output(out), read_quarantine(out)
-    assert list(df["case"]) == ["good.nii.gz"]
-    assert sorted(bad["item_id"]) == ["nan.nii.gz", "report.txt"]
-    assert bad.set_index("item_id").loc["nan.nii.gz", "reason"].count("NaN") == 1
+    # rows are keyed by non-identifying ids (issue 13.11); the opt-in map beside the inputs names them
+    name = dict(line.split(",") for line in (folder / ".dlsuite-ids.csv").read_text().splitlines()[1:])
+    assert [name[c] for c in df["case"]] == ["good.nii.gz"]
+    assert sorted(name[i] for i in bad["item_id"]) == ["nan.nii.gz", "report.txt"]
+    ids = {v: k for k, v in name.items()}
+    assert bad.set_index("item_id").loc[ids["nan.nii.gz"], "reason"].count("NaN") == 1
     mask = nib.load(df["mask_path"][0])
     assert mask.shape == small.shape and np.allclose(mask.affine, aff)
     assert {"ml_cerebrum_left", "ml_deep_grey_nuclei"} <= set(df.columns)
-    assert "skipped report.txt" in capsys.readouterr().err
+    assert f"skipped {ids['report.txt']}" in capsys.readouterr().err
 
 
 def test_dicom_identifying_tags_never_reach_outputs_logs_or_mlflow(tiny_run, brain_task, tmp_path, capsys, caplog, dicom_writer, phi):
@@ -173,8 +177,8 @@ def test_dashboard_api_contract(tiny_run, brain_task):
 
 
 def test_monai_bundle_exports_and_runs_back_with_monai(tiny_run, brain_task, tmp_path):
-    from domains.medical.bundle import export_bundle, run_bundle
-    from domains.medical.infer import Segmenter
+    from domains.medical.export import export_bundle, run_bundle
+    from domains.medical.predict import Segmenter
     from domains.medical.io import load_volume
 
     b = export_bundle(tiny_run, tmp_path / "bundle")
@@ -202,8 +206,9 @@ def test_monai_bundle_exports_and_runs_back_with_monai(tiny_run, brain_task, tmp
 def test_2p5d_efficientnet_lora_trains_few_params_and_shares_the_3d_evaluation(brain_task, tmp_path):
     """The core's ImageNet EfficientNet-Lite0 as a 2.5D encoder: LoRA trains far fewer parameters than
     full fine-tuning, and the run loads back through the same Segmenter as the 3D net."""
-    from domains.medical.infer import Segmenter
-    from domains.medical.slices import SliceConfig, train_slices
+    from domains.medical.predict import Segmenter
+    from domains.medical.config import SliceConfig
+    from domains.medical.slices import train_slices
 
     cfg = parse_config(SliceConfig, ["--runs-dir", str(tmp_path), "--name", "lora", "--mode", "lora", "--steps", "2", "--batch", "2",
                                      "--spacing", "6", "--no-track", "--threads", "1"])
@@ -219,7 +224,8 @@ def test_2p5d_efficientnet_lora_trains_few_params_and_shares_the_3d_evaluation(b
 @pytest.mark.slow
 def test_default_training_reaches_dice_target_on_heldout_mni152(brain_task, tmp_path):
     """Quality target: mean foreground Dice ≥ 0.80 on the held-out volume, 4 classes, default settings."""
-    from domains.medical.train import TrainConfig, train
+    from domains.medical.config import TrainConfig
+    from domains.medical.train import train
 
     run = train(parse_config(TrainConfig, ["--runs-dir", str(tmp_path), "--no-track"]))
     m = json.loads((run / "metrics.json").read_text())
@@ -228,7 +234,8 @@ def test_default_training_reaches_dice_target_on_heldout_mni152(brain_task, tmp_
 
 
 def test_ct_task_trains_with_hu_window_and_evaluates_on_heldout_slab(ct_task, tmp_path, tiny_args):
-    from domains.medical.train import TrainConfig, train
+    from domains.medical.config import TrainConfig
+    from domains.medical.train import train
 
     run = train(parse_config(TrainConfig, ["--task", "msd-headct-bone", "--runs-dir", str(tmp_path), "--no-track", *tiny_args]))
     task = json.loads((run / "task.json").read_text())
@@ -242,7 +249,7 @@ def test_ct_task_trains_with_hu_window_and_evaluates_on_heldout_slab(ct_task, tm
 def test_score_local_and_ray_engines_write_identical_outputs(tiny_run, brain_task, tmp_path, ray_address):
     from core.scoring import WorkItem
     from tests.scoring_support import assert_engines_agree
-    from domains.medical.score import SegmentationScorer
+    from domains.medical.scoring import SegmentationScorer
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -265,7 +272,7 @@ def test_ddp_under_torchrun_two_processes(brain_task, tiny_args, tmp_path):
     import sys
 
     from core.distributed import free_port
-    from domains.medical.infer import Segmenter
+    from domains.medical.predict import Segmenter
 
     env = {**os.environ, "SUITE_PROGRESS": "0", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
@@ -285,7 +292,7 @@ def test_commands_without_ddp_refuse_torchrun(monkeypatch, tmp_path):
     """A rank > 0 of a command that does not train data-parallel fails with a clear error instead of
     training a second copy into the same runs folder."""
     from core.runs import Run
-    from domains.medical.evaluate import EvaluateConfig
+    from domains.medical.config import EvaluateConfig
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")

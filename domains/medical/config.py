@@ -1,0 +1,143 @@
+"""Every medical config in one place: the parts (model, data pipeline, optimisation, sliding window,
+post-processing) and one config per command, each holding only the fields that command uses.
+
+Part mixins carry flags (their fields become ``--flags`` through ``core.config``); a command config
+combines parts with the core mixins it needs. :class:`PipelineConfig` is the data pipeline a trained
+run stores in ``task.json`` (modality and class count come from the task, not from flags).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from core.config import DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
+from core.scoring import ScoringConfig
+from domains.medical.data import BRAIN_TASK
+from domains.medical.model import MODEL_NAMES, UNET_CHANNELS
+
+__all__ = ["PipelineConfig", "ModelFields", "DataFields", "OptimFields", "WindowFields", "PostFields", "ComputeFields",
+           "TrainConfig", "SliceConfig", "EvaluateConfig", "InferConfig", "ScoreConfig", "BundleConfig"]
+
+
+@dataclass
+class PipelineConfig:
+    """The data pipeline of a trained run (stored as ``task.json["pipeline"]``): what preprocessing,
+    patch sampling and the sliding window need."""
+
+    modality: str = "MRI"  # "CT" | "MRI"
+    num_classes: int = 5
+    spacing: float = 3.0
+    patch: int = 48
+    num_samples: int = 4
+    ct_level: float = 400.0
+    ct_width: float = 1800.0
+    allow_flip: bool = False
+    crop_margin: int = 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- parts ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelFields:
+    model: str = field(default="unet", metadata={"help": "3D network", "choices": list(MODEL_NAMES)})
+    channels: tuple[int, ...] = field(default=UNET_CHANNELS, metadata={"help": "feature channels per level (UNet); first one for SegResNet"})
+
+
+@dataclass
+class DataFields:
+    task: str = field(default=BRAIN_TASK, metadata={"help": "prepared task name (msd-brain-aal, msd-headct-bone) or an MSD folder with dataset.json"})
+    spacing: float = field(default=3.0, metadata={"help": "isotropic resampling spacing in mm"})
+    patch: int = field(default=48, metadata={"help": "cubic patch side in voxels (training and sliding window)"})
+    num_samples: int = field(default=4, metadata={"help": "patches drawn per volume per step (the batch size)"})
+    ct_level: float = field(default=400.0, metadata={"help": "CT window level (HU)"})
+    ct_width: float = field(default=1800.0, metadata={"help": "CT window width (HU)"})
+
+
+@dataclass
+class OptimFields:
+    iters_per_epoch: int = field(default=20, metadata={"help": "optimizer steps per epoch"})
+    max_epochs: int = field(default=15, metadata={"help": "upper bound on epochs"})
+    val_every: int = field(default=3, metadata={"help": "validate every N epochs"})
+    patience: int = field(default=3, metadata={"help": "early stopping: validations without improvement"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, cosine decay)"})
+    weight_decay: float = field(default=1e-5, metadata={"help": "AdamW weight decay"})
+
+
+@dataclass
+class WindowFields:
+    sw_batch_size: int = field(default=4, metadata={"help": "sliding-window batch"})
+    overlap: float = field(default=0.25, metadata={"help": "sliding-window overlap"})
+
+
+@dataclass
+class ComputeFields:
+    amp: bool = field(default=True, metadata={"help": "mixed precision: fp16/bf16 on GPU, bf16 on CPUs with AMX bf16 units; fp32 on other CPUs"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = auto (all cores, fewer when the machine is already busy — oversubscribed OpenMP threads are several times slower)"})
+
+
+@dataclass
+class PostFields:
+    """Inference switches (see ``domains.medical.postprocess``)."""
+
+    lcc: bool = field(default=True, metadata={"help": "keep the largest connected component of each class that is one structure (cerebral hemispheres, cerebellum; see postprocess.SINGLE_STRUCTURES)"})
+    tta: bool = field(default=False, metadata={"help": "test-time augmentation: average with the left-right mirrored prediction (lateral labels swapped); ~2x the network time"})
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig(ModelFields, DataFields, OptimFields, WindowFields, ComputeFields, TrackingConfig, ResumeConfig, SeedConfig, DeviceConfig, RunConfig):
+    """``python -m domains.medical.train``."""
+
+    evaluate_test: bool = field(default=True, metadata={"help": "evaluate the best model on the held-out test volume(s) at the end"})
+
+
+@dataclass
+class SliceConfig(ComputeFields, TrackingConfig, SeedConfig, DeviceConfig, RunConfig):
+    """``python -m domains.medical.slices``: the 2.5D EfficientNet-Lite0 variant."""
+
+    task: str = field(default=BRAIN_TASK, metadata={"help": "prepared task name or MSD folder"})
+    mode: str = field(default="full", metadata={"help": "full fine-tuning or LoRA on the encoder", "choices": ["full", "lora"]})
+    spacing: float = field(default=3.0, metadata={"help": "isotropic spacing (mm) of the slices"})
+    context: int = field(default=1, metadata={"help": "neighbouring slices on each side (channels = 2*context+1; 1 → 3, the RGB stem)"})
+    steps: int = field(default=600, metadata={"help": "optimizer steps"})
+    batch: int = field(default=8, metadata={"help": "slices per step"})
+    lr: float = field(default=2e-3, metadata={"help": "learning rate (AdamW, cosine)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    pretrained: bool = field(default=True, metadata={"help": "ImageNet weights for the encoder (packaged, offline)"})
+
+
+@dataclass
+class EvaluateConfig(PostFields, ModelRunConfig, TrackingConfig, DeviceConfig, RunConfig):
+    """``python -m domains.medical.evaluate``."""
+
+    task: str | None = field(default=None, metadata={"help": "task name or MSD folder (default: the run's task); its test cases with labels are used"})
+    split: str = field(default="test", metadata={"help": "which cases: test or train", "choices": ["test", "train"]})
+
+
+@dataclass
+class InferConfig(PostFields, ModelRunConfig, TrackingConfig, DeviceConfig, RunConfig):
+    """``python -m domains.medical.infer``."""
+
+    input: str | None = field(default=None, metadata={"help": "NIfTI/NRRD file or DICOM series folder (default: the held-out MNI152 test volume)"})
+
+
+@dataclass
+class ScoreConfig(PostFields, ScoringConfig, ModelRunConfig, TrackingConfig, DeviceConfig, RunConfig):
+    """``python -m domains.medical.score``."""
+
+    input: str | None = field(default=None, metadata={"help": "folder of volumes (default: the trained task's imagesTr + imagesTs)"})
+    name_map: bool = field(default=False, metadata={"help": "opt in: write <input>/.dlsuite-ids.csv (id -> your entry name) beside the inputs; "
+                                                            "outputs, logs and MLflow only ever carry the non-identifying ids"})
+
+
+@dataclass
+class BundleConfig(ModelRunConfig, RunConfig):
+    """``python -m domains.medical.bundle``: the bundle goes into this job's own run folder."""
+
+    check: bool = field(default=True, metadata={"help": "run the exported bundle back through monai.bundle on the task's held-out volume"})

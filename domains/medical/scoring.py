@@ -1,0 +1,119 @@
+"""Batch segmentation on the core scoring engine (``core.scoring``): one volume → its mask file and one
+row (shape, spacing, mL per structure, the out-of-distribution check).
+
+Privacy: a folder entry's name may be a patient's name or MRN (``DOE^JOHN``, ``MRN12345678``). Every
+item is therefore keyed by :func:`domains.medical.io.content_id` — a hash of the entry's bytes — and
+only that id reaches rows, mask names, quarantine entries, the job's own files, logs and MLflow; the
+paths travel to the workers inside the scorer (not in the job description). Error messages of
+quarantined items are rewritten to name the id, never the path. The mapping id → entry name exists
+only if asked for (:func:`write_name_map`, ``score --name-map``), as a file beside the inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from core.io import atomic_write_text
+from core.logging import get_logger
+from core.scoring import Scorer, WorkItem
+from domains.medical.io import content_id
+from domains.medical.validation import MedicalInputError
+
+__all__ = ["SegmentationScorer", "folder_entries", "work_items", "write_name_map", "NAME_MAP_FILE", "sanitize"]
+
+log = get_logger("medical.scoring")
+
+NAME_MAP_FILE = ".dlsuite-ids.csv"
+
+
+def folder_entries(folder: str | Path) -> list[Path]:
+    """Every non-hidden entry of ``folder`` (files and DICOM sub-folders), so that bad files are
+    reported rather than silently ignored."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MedicalInputError(f"{folder}: not a folder of volumes")
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
+    if not entries:
+        raise MedicalInputError(f"{folder}: empty folder")
+    return entries
+
+
+def work_items(paths: list[Path]) -> tuple[list[WorkItem], dict[str, str]]:
+    """(items keyed by content id, id → path). Identical inputs get ``-2``, ``-3``… suffixes in input order."""
+    items, sources = [], {}
+    for p in paths:
+        base = content_id(p)
+        i, vid = 1, base
+        while vid in sources:
+            i += 1
+            vid = f"{base}-{i}"
+        sources[vid] = str(p)
+        items.append(WorkItem(id=vid))
+    return items, sources
+
+
+def write_name_map(folder: str | Path, sources: dict[str, str]) -> Path:
+    """The opt-in mapping back to the user's names: ``<folder>/.dlsuite-ids.csv`` (id, entry), beside the
+    inputs — never in the runs folder, logs or MLflow."""
+    out = Path(folder) / NAME_MAP_FILE
+    lines = ["id,entry"] + [f"{vid},{Path(p).name}" for vid, p in sources.items()]
+    try:
+        atomic_write_text(out, "\n".join(lines) + "\n")
+    except OSError as e:
+        raise MedicalInputError(f"--name-map: cannot write the id map beside the inputs ({e.strerror})") from None
+    return out
+
+
+def sanitize(message: str, path: str, vid: str) -> str:
+    """``message`` with the input's path (and its last component) replaced by its id."""
+    p = Path(path)
+    for s in sorted({str(p), str(p.resolve()), p.name, str(p.parent)}, key=len, reverse=True):
+        if s and s not in (".", "/"):
+            message = message.replace(s, vid)
+    return message
+
+
+class SegmentationScorer(Scorer):
+    """One volume → its mask file + one row of volumes in mL (+ ``ood_flag``, ``ood_reason``,
+    ``mean_confidence``). ``sources`` maps item ids to paths (kept private: not part of the job's
+    description on disk); items without an entry there are read from ``item.path``."""
+
+    version = "2"
+
+    def __init__(self, model_run: str, mask_dir: str, device: str = "cpu", lcc: bool = False, tta: bool = False,
+                 sources: dict[str, str] | None = None):
+        self.model_run, self.mask_dir, self.device, self.lcc, self.tta = str(model_run), str(mask_dir), device, lcc, tta
+        self._sources = dict(sources or {})
+
+    def load(self) -> None:
+        from domains.medical.predict import Segmenter
+
+        self._seg = Segmenter.from_run(self.model_run, device=self.device, lcc=self.lcc, tta=self.tta)
+
+    def score(self, item: WorkItem) -> pd.DataFrame:
+        path = self._sources.get(item.id, item.path)
+        try:
+            return self._score(item.id, path)
+        except Exception as e:  # noqa: BLE001 - the quarantine entry names the id, never the (possibly identifying) path
+            raise MedicalInputError(sanitize(str(e) or type(e).__name__, path, item.id)) from None
+
+    def _score(self, vid: str, path: str) -> pd.DataFrame:
+        from domains.medical import qc
+        from domains.medical.io import load_volume, save_mask_like
+        from domains.medical.predict import volumes_ml
+
+        vol = load_volume(path)
+        pred = self._seg.segment(vol)
+        safe_id = vid.replace("/", "__")
+        out = save_mask_like(pred.mask, vol, Path(self.mask_dir) / f"{safe_id}_mask.nii.gz")
+        vols = volumes_ml(pred.mask, vol.spacing, self._seg.class_names)
+        check = qc.check(vols, pred.mean_confidence)
+        if check.flagged:
+            log.warning(f"{vid}: out of distribution — {check.reason}")
+        row = {"case": vid, "format": vol.format, "series_hash": vol.series_hash,
+               "shape": list(vol.shape), "spacing_mm": [round(s, 4) for s in vol.spacing], "mask_path": str(out)}
+        row.update({f"ml_{k}": v for k, v in vols.items()})
+        row.update(check.as_row())
+        return pd.DataFrame([row])

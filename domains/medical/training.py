@@ -1,0 +1,304 @@
+"""Training loops below the ``train`` and ``slices`` commands.
+
+* :func:`fit` — the 3D trainer: cached foreground-balanced patches, DiceCE, AdamW + warm-up + cosine,
+  mixed precision where it pays, validation by sliding window every ``val_every`` epochs (best mean
+  Dice → ``best.safetensors``), early stopping, checkpoints whose resume is bit-exact (model,
+  optimizer, scheduler, AMP scaler, the global RNGs — via ``core.runs`` — and the MONAI transforms'
+  own random states, which draw the patches and augmentations), the held-out evaluation at the end.
+* :func:`fit_slices` — the 2.5D EfficientNet-Lite0 variant (full fine-tuning or LoRA).
+* :func:`train_step`, :func:`train_memory_format`, :func:`validation_volume`, :func:`pipeline_config`,
+  :func:`write_task_meta`, :func:`slice_batches`: the pieces, public for the benchmarks.
+
+Validation volume: the tasks here have a single training subject, so there is no second subject to
+select on without touching the test volume. Validation uses a fixed, deterministically deformed
+(rotated, scaled, gamma-changed) copy of the training volume; the test volume is only used once,
+after training. With a user MSD task holding ≥ 2 training cases, the last one is held out instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from monai import transforms as mt
+
+from core.checkpoint import save_weights
+from core.device import amp_dtype, autocast
+from core.io import atomic_write_json
+from core.logging import get_logger
+from core.progress import progress
+from domains.medical.config import PipelineConfig, SliceConfig, TrainConfig
+from domains.medical.data import MsdTask, read_msd_task, task_dir
+from domains.medical.metrics import dice_per_class, evaluate_heldout, hd95_per_class
+from domains.medical.model import create_model, model_spec
+from domains.medical.predict import Segmenter, sliding_window_logits
+from domains.medical.transforms import cached_patch_dataset, preprocess
+from domains.medical.validation import MedicalInputError
+
+__all__ = ["fit", "fit_slices", "train_step", "train_memory_format", "validation_volume", "pipeline_config", "write_task_meta",
+           "slice_batches", "load_training_task", "transform_rng_state", "set_transform_rng_state"]
+
+log = get_logger("medical.training")
+
+
+def load_training_task(task_ref: str) -> MsdTask:
+    task = read_msd_task(task_dir(task_ref))
+    if not task.training:
+        raise MedicalInputError(f"{task.root}: no training cases")
+    return task
+
+
+def pipeline_config(cfg: TrainConfig, task: MsdTask) -> PipelineConfig:
+    return PipelineConfig(modality=task.modality, num_classes=task.num_classes, spacing=cfg.spacing, patch=cfg.patch,
+                          num_samples=cfg.num_samples, ct_level=cfg.ct_level, ct_width=cfg.ct_width,
+                          allow_flip=not any(n.lower().endswith(("left", "right", "_l", "_r")) for n in task.class_names))
+
+
+def validation_volume(d: dict, deform: bool) -> dict:
+    """The validation case (an output of ``preprocess``); ``deform`` applies the fixed deformation
+    described above (to a copy)."""
+    if deform:
+        d = mt.Compose([
+            mt.Affined(keys=["image", "label"], rotate_params=(0.08, -0.06, 0.05), scale_params=(1.05, 0.96, 1.04),
+                       mode=("bilinear", "nearest"), padding_mode="zeros"),
+            mt.AdjustContrastd(keys="image", gamma=1.1, retain_stats=True),
+        ])(d)
+    return d
+
+
+def validate(model, val: dict, pipe: PipelineConfig, cfg: TrainConfig, class_names: list[str], device) -> dict:
+    """Per-class Dice and HD95 of ``model`` on the validation volume (network grid)."""
+    logits = sliding_window_logits(model, val["image"][None].as_tensor(), pipe.patch, cfg.sw_batch_size, cfg.overlap, device, amp=cfg.amp)
+    pred = logits[0].argmax(0).numpy().astype(np.uint8)
+    lab = val["label"][0].numpy().round().astype(np.uint8)
+    dice = dice_per_class(pred, lab, class_names)
+    hd = hd95_per_class(pred, lab, class_names, (pipe.spacing,) * 3)
+    return {"val_mean_dice": float(np.nanmean(list(dice.values()))), **{f"val_dice/{k}": v for k, v in dice.items()},
+            **{f"val_hd95/{k}": v for k, v in hd.items()}}
+
+
+def train_memory_format(device: torch.device, amp: bool) -> torch.memory_format:
+    """Memory format for training a 3D net: ``channels_last_3d`` for fp32 on the CPU, where oneDNN's
+    3D convolutions ran a training step ~1.25x faster in it (ad-hoc timing; bench/medical.py measures
+    the whole fp32 pipeline);
+    contiguous under bf16 autocast (measured slightly slower in channels-last) and on GPUs (not
+    measured here). Inference stays contiguous: MONAI's sliding window was slower in channels-last."""
+    if device.type == "cpu" and not (amp and amp_dtype(device) is not None):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def train_step(model: torch.nn.Module, batch: dict, loss_fn, opt: torch.optim.Optimizer, device: torch.device, amp: bool = True,
+               scaler: torch.amp.GradScaler | None = None, memory_format: torch.memory_format = torch.contiguous_format) -> float:
+    """One optimizer step on a patch batch (inputs in the model's ``memory_format``); the forward
+    pass under :func:`core.device.autocast`, the loss on fp32 logits. Returns the loss."""
+    x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
+    if x.dim() == 5:
+        x = x.contiguous(memory_format=memory_format)
+    opt.zero_grad(set_to_none=True)
+    with autocast(device, amp):
+        logits = model(x)
+    loss = loss_fn(logits.float(), y)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+    return float(loss.detach())
+
+
+def write_task_meta(run, task_ref: str, task: MsdTask, pipe: PipelineConfig, spec: dict) -> dict:
+    """``task.json``: what a trained run needs to be loaded back (``predict.read_task_meta``): the task,
+    class names, pipeline and the model spec ``{"name", "kwargs"}`` of the registry."""
+    meta = {"task": task_ref, "task_name": task.name, "modality": task.modality, "class_names": task.class_names,
+            "pipeline": pipe.to_dict(), "model": spec}
+    atomic_write_json(run.path("task.json"), meta)
+    return meta
+
+
+# --- random states of the MONAI transforms (bit-exact resume) -----------------------------------
+
+
+def _random_states(obj: Any, out: list[np.random.RandomState], seen: set[int]) -> None:
+    from monai.transforms import Randomizable, Transform
+
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, np.random.RandomState):
+        out.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            _random_states(x, out, seen)
+    elif isinstance(obj, (Transform, Randomizable)) and hasattr(obj, "__dict__"):
+        for k in sorted(vars(obj)):
+            _random_states(vars(obj)[k], out, seen)
+
+
+def _transform_states(transform: Any) -> list[np.random.RandomState]:
+    out: list[np.random.RandomState] = []
+    _random_states(transform, out, set())
+    return out
+
+
+def transform_rng_state(transform: Any) -> str:
+    """The random states of every MONAI transform reachable from ``transform`` (a Compose), as JSON."""
+    states = []
+    for r in _transform_states(transform):
+        name, keys, pos, has_gauss, cached = r.get_state()
+        states.append([name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)])
+    return json.dumps(states)
+
+
+def set_transform_rng_state(transform: Any, state: str) -> None:
+    rs = _transform_states(transform)
+    states = json.loads(state)
+    if len(states) != len(rs):
+        raise MedicalInputError(f"--resume: the checkpoint holds {len(states)} transform random states, this pipeline has {len(rs)}; "
+                                "resume with the same settings it was trained with")
+    for r, (name, keys, pos, has_gauss, cached) in zip(rs, states):
+        r.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+# --- 3D ------------------------------------------------------------------------------------------
+
+
+def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
+    """Train, select, stop early and evaluate on the held-out volume(s) inside ``run`` (a
+    ``core.runs.Run``; ``dp`` its ``core.distributed.DataParallel``); returns the run summary."""
+    from monai.data import DataLoader, list_data_collate
+    from monai.losses import DiceCELoss
+
+    device = run.device
+    pipe = pipeline_config(cfg, task)
+    spec = model_spec(cfg.model, num_classes=task.num_classes, channels=tuple(cfg.channels))
+    if run.is_main:
+        write_task_meta(run, cfg.task, task, pipe, spec)
+    train_cases = task.training[:-1] if len(task.training) >= 2 else task.training
+    val_case, deform = (task.training[-1], False) if len(task.training) >= 2 else (task.training[0], True)
+    t0 = time.perf_counter()
+    pre = preprocess(pipe)
+    train_pre = [pre(dict(c)) for c in train_cases]  # each volume read and resampled once
+    ds = cached_patch_dataset(train_pre, pipe, draws_per_epoch=cfg.iters_per_epoch, preprocessed=True)
+    val = validation_volume(train_pre[0] if deform else pre(dict(val_case)), deform)
+    log.info(f"cached {len(train_cases)} training volume(s) + validation in {time.perf_counter() - t0:.1f}s")
+    loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=0, collate_fn=list_data_collate)
+
+    fmt = train_memory_format(device, cfg.amp)
+    model = create_model(spec).to(device, memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.max_epochs * cfg.iters_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp and amp_dtype(device) == torch.float16 else None
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+
+    state = run.resume(model, opt, sched, scaler)  # also restores the torch / NumPy / Python RNGs of the checkpoint
+    step, extra = int(state["step"]), state.get("extra") or {}
+    if extra.get("transform_rng"):
+        set_transform_rng_state(ds.base.transform, extra["transform_rng"])  # the patch draws continue where they stopped
+    net = dp.wrap(model)  # DDP under torchrun (weights from rank 0, gradients averaged); the model itself otherwise
+    best, bad, history = float(extra.get("best", -1.0)), int(extra.get("bad", 0)), list(json.loads(extra.get("history", "[]")))
+    epoch0 = step // cfg.iters_per_epoch
+    stopped_early = False
+    patches = 0
+    t_train = time.perf_counter()
+    for epoch in range(epoch0, cfg.max_epochs):
+        net.train()
+        losses = []
+        for batch in progress(loader, desc=f"epoch {epoch + 1}/{cfg.max_epochs}", leave=False, disable=not run.is_main):
+            loss = train_step(net, batch, loss_fn, opt, device, cfg.amp, scaler, memory_format=fmt)
+            sched.step()
+            step += 1
+            patches += batch["image"].shape[0] * dp.world_size
+            losses.append(loss)
+        train_loss = dp.mean(float(np.mean(losses)))
+        run.log_metrics({"train_loss": train_loss, "lr": sched.get_last_lr()[0]}, step)
+        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.max_epochs:
+            if run.is_main:  # validation and the best checkpoint on rank 0; the decision is shared below
+                m = validate(model, val, pipe, cfg, task.class_names, device)
+                run.log_metrics(m, step)
+                history.append({"epoch": epoch + 1, "step": step, "val_mean_dice": m["val_mean_dice"]})
+                log.info(f"epoch {epoch + 1}: loss {train_loss:.4f}, val mean Dice {m['val_mean_dice']:.4f}")
+                if m["val_mean_dice"] > best:
+                    best, bad = m["val_mean_dice"], 0
+                    save_weights(run.path("best.safetensors"), model, metadata={"step": str(step), "val_mean_dice": f"{best:.5f}"})
+                else:
+                    bad += 1
+            best, bad = dp.broadcast((best, bad))
+            run.save_checkpoint(model, opt, sched, scaler=scaler, step=step, epoch=epoch + 1,
+                                extra={"best": best, "bad": bad, "history": json.dumps(history), "transform_rng": transform_rng_state(ds.base.transform)})
+            if bad >= cfg.patience:
+                log.info(f"early stopping after {bad} validations without improvement")
+                stopped_early = True
+                break
+    train_seconds = time.perf_counter() - t_train
+    summary = {"best_val_mean_dice": best, "steps": step, "stopped_early": stopped_early, "world_size": dp.world_size,
+               "train_patches_per_s": patches / train_seconds if patches else None, "train_seconds": train_seconds}
+    if run.is_main and cfg.evaluate_test and any(c.get("label") for c in task.test):
+        summary.update(evaluate_heldout(Segmenter.from_run(run.dir, device=str(device)), task.test, run))
+    return summary
+
+
+# --- 2.5D ----------------------------------------------------------------------------------------
+
+
+def slice_batches(img: torch.Tensor, lab: torch.Tensor, num_classes: int, k: int, batch: int, rng: np.random.Generator) -> Iterator[tuple]:
+    """Foreground-balanced axial slices: pick a class uniformly, then a slice containing it."""
+    import torch.nn.functional as F
+
+    z_with = [np.flatnonzero((lab == c).any(dim=(0, 1)).numpy()) for c in range(num_classes)]
+    z_with = [z for z in z_with if len(z)]
+    padded = F.pad(img[None, None], (k, k, 0, 0, 0, 0), mode="replicate")[0, 0]
+    while True:
+        zs = [int(rng.choice(z_with[rng.integers(len(z_with))])) for _ in range(batch)]
+        x = torch.stack([padded[:, :, z:z + 2 * k + 1].permute(2, 0, 1) for z in zs])
+        y = torch.stack([lab[:, :, z] for z in zs])[:, None]
+        x = x * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.1, 0.1))
+        yield x, y
+
+
+def fit_slices(cfg: SliceConfig, run, task: MsdTask) -> dict:
+    """Train the 2.5D model inside ``run``, save it (LoRA merged) and evaluate it on the held-out
+    volume(s) by the same code as the 3D net; returns the run summary."""
+    from monai.losses import DiceCELoss
+
+    from core.finetune import apply_lora, merge_lora, trainable_parameter_report
+
+    pipe = PipelineConfig(modality=task.modality, num_classes=task.num_classes, spacing=cfg.spacing, patch=128)
+    d = preprocess(pipe)(dict(task.training[0]))
+    img, lab = d["image"][0].as_tensor().float(), d["label"][0].as_tensor().round().long()
+    spec = model_spec("effnet2d", num_classes=task.num_classes, context=cfg.context)
+    model = create_model(spec, pretrained=cfg.pretrained)  # the stored spec loads back with pretrained=False: the weights come from the run
+    net = model.net2d.to(run.device)
+    if cfg.mode == "lora":
+        apply_lora(net, target_modules=r".*encoder\..*conv_(pw|pwl)", r=cfg.lora_r, alpha=2 * cfg.lora_r, trainable=["lateral", "fuse", "head"])
+    params = trainable_parameter_report(net)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=1e-5)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    batches = slice_batches(img, lab, task.num_classes, cfg.context, cfg.batch, np.random.default_rng(cfg.seed))
+    net.train()
+    t0 = time.perf_counter()
+    for step in progress(range(1, cfg.steps + 1), desc=f"2.5D {cfg.mode}"):
+        x, y = next(batches)
+        loss = train_step(net, {"image": x, "label": y}, loss_fn, opt, run.device, cfg.amp)
+        sched.step()
+        if step % 10 == 0 or step == cfg.steps:
+            run.log_metrics({"train_loss": loss}, step)
+    train_seconds = time.perf_counter() - t0
+    if cfg.mode == "lora":
+        merge_lora(net)
+    model.net2d = net.eval()
+    save_weights(run.path("best.safetensors"), model)
+    write_task_meta(run, cfg.task, task, pipe, spec)
+    summary = {"mode": cfg.mode, "steps": cfg.steps, "train_seconds": train_seconds, "trainable_params": params.get("trainable"),
+               "total_params": params.get("total"), "train_slices_per_s": cfg.steps * cfg.batch / train_seconds}
+    seg = Segmenter(model, pipe, task.class_names, device=run.device, sw_batch_size=1, overlap=0.0, amp=cfg.amp)
+    summary.update(evaluate_heldout(seg, task.test, run, label=f"2.5D EfficientNet-Lite0 ({cfg.mode})"))
+    return summary

@@ -116,8 +116,11 @@ tab_user, tab_item, tab_cold, tab_metrics = st.tabs(["User → top-K", "Item →
 with tab_user:
     with friendly_errors("Recommending"):
         us = users(key)
-        c1, c2 = st.columns([3, 1])
+        c1, c0, c2 = st.columns([3, 2, 1])
         user = c1.selectbox("User", us, key="rec_user")
+        typed = c0.text_input("…or any user id", key="rec_user_typed", help="a user the model has not seen gets the popularity fallback")
+        if typed.strip():
+            user = typed.strip()
         k = c2.slider("K", 5, 50, 10, key="rec_k")
         prof = profiles(key)
         if prof is not None and "user_id" in prof:

@@ -391,3 +391,21 @@ def test_finance_page_shows_data_warnings_dropped_tickers_and_the_calendar(domai
                                                                "NEWCO": "no test days in fold(s) 0"}
     assert any(set(d.value.columns) >= {"ticker", "kind", "detail"} and len(d.value) == 3 for d in at.dataframe)
     assert any("sessions of the **XNYS** exchange calendar" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_recommendation_fallback_rows_show_a_labelled_popularity_column_not_a_score(domain_run):
+    """Issue 16.7: a user the model cannot score gets the most popular items, their training counts
+    under their own label, and the reason."""
+    run = domain_run("recommendation")
+    at = run_app(PAGES["recommendation"], timeout=240, run_dir=run.run_dir)
+    at.text_input(key="rec_user_typed").input("no-such-user").run()
+    no_exception(at)
+    assert any(i.value == "Fallback: unknown user: most popular items." for i in at.info), [i.value for i in at.info]
+    top = next(d.value for d in at.dataframe if "popularity (training interactions)" in d.value.columns)
+    assert "score" not in top.columns and len(top) == 10
+    pop = top["popularity (training interactions)"]
+    assert pop.is_monotonic_decreasing and (pop > 0).all() and (pop == pop.round()).all()
+    # a known user's list is the model's: a score column, no popularity column
+    at.text_input(key="rec_user_typed").input("").run()
+    top = next(d.value for d in at.dataframe if "score" in d.value.columns and "title" in d.value.columns)
+    assert "popularity (training interactions)" not in top.columns and top["score"].notna().all()

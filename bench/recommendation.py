@@ -26,7 +26,9 @@ from torch import nn  # noqa: E402
 
 from core.bench import PeakRSS, machine_line, markdown_table, write_benchmark_section  # noqa: E402
 from domains.recommendation.model import ITEM_FEATURES, TwoTower, sampled_softmax_loss  # noqa: E402
-from domains.recommendation.train import Prepared, TrainConfig, _log_q, build_model, prepare_inputs  # noqa: E402
+from domains.recommendation.config import TrainConfig  # noqa: E402
+from domains.recommendation.model import sampling_log_q  # noqa: E402
+from domains.recommendation.training import Prepared, build_model, prepare_inputs  # noqa: E402
 
 
 class PlainTwoTower(nn.Module):
@@ -68,7 +70,7 @@ def train_throughput(cfg: TrainConfig, prep: Prepared, steps: int, repeats: int)
     plain = PlainTwoTower(tr)
     n_params = (sum(p.numel() for p in tr.parameters()), sum(p.numel() for p in plain.parameters()))
     assert n_params[0] == n_params[1], n_params
-    log_q = _log_q(prep.train_i, prep.space.n_items)
+    log_q = sampling_log_q(prep.train_i, prep.space.n_items)
     g = torch.Generator().manual_seed(0)
     batches = []
     for _ in range(steps):
@@ -99,7 +101,7 @@ def train_throughput(cfg: TrainConfig, prep: Prepared, steps: int, repeats: int)
 
 
 def scoring(cfg: TrainConfig, prep: Prepared) -> tuple[list[dict], dict]:
-    from domains.recommendation.score import build_index, drop_seen
+    from domains.recommendation.topk import build_index, drop_seen
 
     torch.manual_seed(0)
     model = build_model(cfg, prep.space)  # untrained vectors of the real feature pipeline; search cost does not depend on training
@@ -130,7 +132,7 @@ def scoring(cfg: TrainConfig, prep: Prepared) -> tuple[list[dict], dict]:
 
 
 def memory_growth(quick: bool) -> list[dict]:
-    from domains.recommendation.score import build_index
+    from domains.recommendation.topk import build_index
 
     import faiss
 
@@ -162,7 +164,7 @@ def main(argv=None) -> int:
 
     faiss.omp_set_num_threads(args.threads)
     cfg = TrainConfig(track=False)
-    prep, _ = prepare_inputs(cfg)  # once: the real ML-100K features feed both the training and the scoring measurements
+    prep = prepare_inputs(cfg)  # once: the real ML-100K features feed both the training and the scoring measurements
     train_rows = train_throughput(cfg, prep, args.steps, args.repeats)
     score_rows, sizes = scoring(cfg, prep)
     mem_rows = memory_growth(args.quick)

@@ -15,6 +15,11 @@ process. Under torchrun:
 * decisions taken on rank 0 (validation, early stopping) reach the others by :meth:`DataParallel.broadcast`.
 
 Backend: NCCL on CUDA, Gloo on CPU.
+
+``DataParallel(process_group=True)`` also creates a one-process group (gloo/nccl on a free local
+port) when not launched by torchrun: TorchRec's ``DistributedModelParallel`` needs a process group
+even at world size 1 (``domains/recommendation/distributed.py``). The group is destroyed on exit only
+if this object created it.
 """
 
 from __future__ import annotations
@@ -54,15 +59,32 @@ class DataParallel:
     """The process group of a torchrun launch (or a single process). Create it before
     :meth:`core.runs.Run.start`; use as a context manager so the group is torn down on exit."""
 
-    def __init__(self, device: str = "auto", timeout_s: float = 1800.0):
+    def __init__(self, device: str = "auto", timeout_s: float = 1800.0, process_group: bool = False):
         self.rank, self.world_size, self.local_rank = world()
         self.enabled = self.world_size > 1
-        if not self.enabled or dist.is_initialized():
+        self.created = False  # True when this object initialised the process group (and so tears it down)
+        if dist.is_initialized():
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+            self.enabled = self.world_size > 1
+            return
+        if not self.enabled and not process_group:
             return
         cuda = device != "cpu" and torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(self.local_rank)  # "cuda" then means this rank's GPU
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+        backend = "nccl" if cuda else "gloo"
+        if self.enabled:
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        else:  # one process without torchrun: a private rendezvous on a free local port
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ["MASTER_PORT"] = str(free_port())
+            dist.init_process_group(backend, rank=0, world_size=1, timeout=timedelta(seconds=timeout_s))
+        self.created = True
+
+    @property
+    def has_group(self) -> bool:
+        """A process group exists (torchrun, ``process_group=True`` or created elsewhere)."""
+        return dist.is_available() and dist.is_initialized()
 
     @property
     def is_main(self) -> bool:
@@ -76,8 +98,13 @@ class DataParallel:
         return False
 
     def close(self) -> None:
-        if self.enabled and dist.is_initialized():
+        if self.created and dist.is_initialized():
             dist.destroy_process_group()
+        self.created = False
+
+    def barrier(self) -> None:
+        if self.has_group:
+            dist.barrier()
 
     def wrap(self, model: nn.Module, find_unused_parameters: bool = False) -> nn.Module:
         """``model`` in DDP (weights synchronised from rank 0 now, gradients averaged every step)."""

@@ -45,22 +45,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data import DatasetSpec, SourceMissingError, ensure_dataset
+from core.data import DatasetSpec, SourceMissingError, ensure_dataset, prepare
+from core.errors import UserInputError
 from core.io import atomic_write_parquet
 from core.logging import get_logger
 
 __all__ = [
     "DATASETS", "ML100K", "InteractionDataError", "ValidationReport", "InteractionData", "Split",
     "load_ml100k", "load_interactions", "load_movielens_folder", "validate_interactions", "split_interactions",
-    "load_dataset", "group_by_user",
+    "load_dataset", "group_by_user", "SPLITS", "SPLIT_ALIASES", "MSR_STRATIFIED", "LEGACY_STRATIFIED", "LEAVE_LAST_OUT",
+    "split_name", "msr_stratified_split", "validation_split", "SplitError", "SOURCE_ROW",
 ]
 
 log = get_logger("recommendation.data")
 ML100K = "ml-100k"
+SOURCE_ROW = "source_row"  # index name of the prepared ml-100k interactions: the line in u.data
 
 
-class InteractionDataError(ValueError):
+class InteractionDataError(UserInputError, ValueError):
     """An interaction / catalogue file cannot be used; the message names the input and what was expected."""
+
+
+class SplitError(UserInputError, ValueError):
+    """An unknown split name or a split that cannot be made from the given interactions."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,7 +111,11 @@ def _build(sources: dict[str, Path], out_dir: Path) -> None:
     data, report = validate_interactions(inter, users=users, items=items, source="ml-100k (recbole)")
     if report.duplicates_dropped or report.unknown_items_dropped:
         raise InteractionDataError(f"bundled ml-100k is not clean: {report.summary()}")
-    atomic_write_parquet(data.interactions.sort_values(["user_id", "timestamp", "item_id"]).reset_index(drop=True), out_dir / "interactions.parquet", index=False)
+    # the index is the row's line in u.data (recbole's file keeps u.data's line order): Microsoft
+    # Recommenders' split draws its random numbers in that order (see msr_stratified_split)
+    inter_out = data.interactions.rename_axis(SOURCE_ROW)
+    inter_out = inter_out.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    atomic_write_parquet(inter_out, out_dir / "interactions.parquet", index=True)
     atomic_write_parquet(users, out_dir / "users.parquet", index=False)
     atomic_write_parquet(items, out_dir / "items.parquet", index=False)
     log.info(f"ml-100k: {report.summary()}")
@@ -117,7 +128,7 @@ DATASETS = [
         description="MovieLens-100K: 100k ratings, 943 users (age/gender/occupation), 1,682 movies (title/year/genres)",
         locate=_locate,
         build=_build,
-        version="1",
+        version="2",  # 2: interactions keep their u.data line as the index (source_row)
         tags=["recommendation", "movielens", "non-commercial"],
     )
 ]
@@ -324,6 +335,10 @@ def load_ml100k(root: Path | None = None) -> InteractionData:
     """The prepared bundled MovieLens-100K (prepares it when missing)."""
     d = ensure_dataset(DATASETS[0], root)
     inter = pd.read_parquet(d / "interactions.parquet")
+    if inter.index.name != SOURCE_ROW:  # prepared by an older version (no u.data line order): rebuild once
+        log.info(f"{ML100K}: prepared files predate version {DATASETS[0].version}; re-preparing")
+        d = prepare(DATASETS[0], root=root)
+        inter = pd.read_parquet(d / "interactions.parquet")
     users = _normalise_users(pd.read_parquet(d / "users.parquet"), ML100K)
     items = _normalise_items(pd.read_parquet(d / "items.parquet"), ML100K)
     rep = ValidationReport(source=ML100K, rows_in=len(inter), rows_out=len(inter), users=len(users), items=len(items),
@@ -441,34 +456,114 @@ def group_by_user(u: np.ndarray, i: np.ndarray, n: int) -> list[np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------
-# protocols
+# splits (by name) and the validation split carved from a training part
 # ---------------------------------------------------------------------------------------------
-PROTOCOLS = ("ms", "temporal")
+MSR_STRATIFIED = "msr-stratified-75"
+LEGACY_STRATIFIED = "stratified-75-legacy"
+LEAVE_LAST_OUT = "leave-last-out"
+SPLITS = {
+    MSR_STRATIFIED: "Microsoft Recommenders' python_stratified_split(data, ratio=0.75, seed): per user, the rows "
+                    "ranked by numpy's legacy global random numbers drawn in the file's row order; rank/count <= 0.75 is train",
+    LEGACY_STRATIFIED: "this project's earlier re-implementation (numpy Generator permutation; round(0.75 n) per user to train); "
+                       "kept to reproduce figures made before the exact split existed",
+    LEAVE_LAST_OUT: "each user's latest interaction is the test item (users with one interaction stay in train)",
+}
+SPLIT_ALIASES = {"ms": LEGACY_STRATIFIED, "temporal": LEAVE_LAST_OUT}
+# the protocol family recorded with a split: "ms" (random per-user stratified, all ratings positive, k=10) or "temporal"
+PROTOCOL_OF = {MSR_STRATIFIED: "ms", LEGACY_STRATIFIED: "ms", LEAVE_LAST_OUT: "temporal"}
+PROTOCOLS = ("ms", "temporal")  # older name of the choice: "ms" is stratified-75-legacy, "temporal" leave-last-out
 
 
-def split_interactions(inter: pd.DataFrame, protocol: str = "ms", seed: int = 42, ratio: float = 0.75) -> Split:
-    """Split interactions per user (see module docstring)."""
-    if protocol == "ms":
-        rng = np.random.default_rng(seed)
-        df = inter.reset_index(drop=True)
-        order = rng.permutation(len(df))
-        shuffled = df.iloc[order]
-        pos = shuffled.groupby("user_id", sort=False).cumcount().to_numpy()
-        n = shuffled.groupby("user_id", sort=False)["item_id"].transform("size").to_numpy()
-        is_train = pos < np.round(ratio * n)
-        train = shuffled[is_train].sort_index().reset_index(drop=True)
-        test = shuffled[~is_train].sort_index().reset_index(drop=True)
+def split_name(name: str) -> str:
+    """The canonical name of a split (aliases resolved); :class:`SplitError` for unknown names."""
+    canon = SPLIT_ALIASES.get(name, name)
+    if canon not in SPLITS:
+        raise SplitError(f"unknown split {name!r}; expected one of {sorted(SPLITS)} (aliases: {SPLIT_ALIASES})")
+    return canon
+
+
+def msr_stratified_split(inter: pd.DataFrame, ratio: float = 0.75, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Exactly ``recommenders.datasets.python_splitters.python_stratified_split(data, ratio, seed=seed)``
+    (Microsoft Recommenders 1.2.1) for a two-way split: ``np.random.seed(seed)`` then one
+    ``np.random.rand`` per row **in the frame's index order** (for the prepared ml-100k the index is
+    the line in ``u.data``), rows sorted by (user, random number), and within each user the rows with
+    ``rank / count <= ratio`` go to train (so a user with n rows keeps floor-like ``ratio·n`` for train,
+    not ``round``). Returns (train, test) in index order. Checked against the function itself in
+    ``tests/recommendation/test_splits.py``."""
+    df = inter.sort_index(kind="stable")
+    rnd = np.random.RandomState(seed).rand(len(df))  # == np.random.seed(seed); np.random.rand(n), without touching the global state
+    codes = pd.factorize(df["user_id"])[0]
+    order = np.lexsort((rnd, codes))
+    count = np.bincount(codes)
+    sorted_codes = codes[order]
+    first = np.searchsorted(sorted_codes, sorted_codes, side="left")
+    rank = np.empty(len(df), dtype=np.float64)
+    rank[order] = (np.arange(len(df)) - first + 1) / count[sorted_codes]
+    is_train = rank <= ratio
+    return df[is_train], df[~is_train]
+
+
+def _legacy_stratified(inter: pd.DataFrame, ratio: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    df = inter.reset_index(drop=True)
+    shuffled = df.iloc[rng.permutation(len(df))]
+    pos = shuffled.groupby("user_id", sort=False).cumcount().to_numpy()
+    n = shuffled.groupby("user_id", sort=False)["item_id"].transform("size").to_numpy()
+    is_train = pos < np.round(ratio * n)
+    return shuffled[is_train].sort_index(), shuffled[~is_train].sort_index()
+
+
+def _leave_last_out(inter: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    df = inter.reset_index(drop=True).assign(_pos=np.arange(len(inter)))
+    df = df.sort_values(["user_id", "timestamp", "_pos"], kind="stable")
+    last = ~df.duplicated("user_id", keep="last")
+    single = df.groupby("user_id")["item_id"].transform("size") < 2
+    test_mask = last & ~single
+    return df[~test_mask].drop(columns="_pos"), df[test_mask].drop(columns="_pos"), int(single[last].sum())
+
+
+def split_interactions(inter: pd.DataFrame, protocol: str = MSR_STRATIFIED, seed: int = 42, ratio: float = 0.75) -> Split:
+    """Split interactions per user by split name (:data:`SPLITS`; aliases ``ms``, ``temporal``)."""
+    name = split_name(protocol)
+    if name == MSR_STRATIFIED:
+        train, test = msr_stratified_split(inter, ratio, seed)
+        info = {"ratio": ratio}
+    elif name == LEGACY_STRATIFIED:
+        train, test = _legacy_stratified(inter, ratio, seed)
         info = {"ratio": ratio, "users_test_only": 0}
-    elif protocol == "temporal":
-        df = inter.reset_index(drop=True).assign(_pos=np.arange(len(inter)))
-        df = df.sort_values(["user_id", "timestamp", "_pos"], kind="stable")
-        last = ~df.duplicated("user_id", keep="last")
-        single = df.groupby("user_id")["item_id"].transform("size") < 2
-        test_mask = last & ~single
-        train = df[~test_mask].drop(columns="_pos").reset_index(drop=True)
-        test = df[test_mask].drop(columns="_pos").reset_index(drop=True)
-        info = {"users_single_interaction_train_only": int(single[last].sum())}
     else:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-    info.update({"train_rows": len(train), "test_rows": len(test), "test_users": int(test["user_id"].nunique())})
-    return Split(train=train, test=test, protocol=protocol, seed=seed, info=info)
+        train, test, single = _leave_last_out(inter)
+        info = {"users_single_interaction_train_only": single}
+    train, test = train.reset_index(drop=True), test.reset_index(drop=True)
+    info = {"split": name, **info, "train_rows": len(train), "test_rows": len(test), "test_users": int(test["user_id"].nunique())}
+    return Split(train=train, test=test, protocol=PROTOCOL_OF[name], seed=seed, info=info)
+
+
+def validation_split(train: pd.DataFrame, split: str = MSR_STRATIFIED, seed: int = 0, ratio: float = 0.2) -> Split:
+    """A validation split carved from a training part, per user and seeded, to choose epochs and
+    hyper-parameters without touching the test split. Stratified splits hold out ``ratio`` of each
+    user's training rows (rounded, at least one row for users with ≥ 2 rows, never all of them); leave-last-out holds out each
+    user's latest training interaction (the second-to-last overall). Returns ``Split(train=fit part,
+    test=validation part)``; the same function serves the two-tower and every baseline."""
+    name = split_name(split)
+    df = train.reset_index(drop=True)
+    if name == LEAVE_LAST_OUT:
+        fit, valid, single = _leave_last_out(df)
+        info = {"users_single_interaction_fit_only": single}
+    else:
+        rnd = np.random.default_rng(seed).random(len(df))
+        codes = pd.factorize(df["user_id"])[0]
+        order = np.lexsort((rnd, codes))
+        count = np.bincount(codes)
+        sorted_codes = codes[order]
+        pos = np.empty(len(df), dtype=np.int64)
+        pos[order] = np.arange(len(df)) - np.searchsorted(sorted_codes, sorted_codes, side="left")
+        n = count[codes]
+        n_valid = np.where(n >= 2, np.clip(np.round(ratio * n), 1, n - 1), 0)
+        is_valid = pos < n_valid
+        fit, valid = df[~is_valid], df[is_valid]
+        info = {"ratio": ratio}
+    fit, valid = fit.reset_index(drop=True), valid.reset_index(drop=True)
+    info = {"split": f"validation of {name}", "seed": seed, **info, "fit_rows": len(fit), "valid_rows": len(valid),
+            "valid_users": int(valid["user_id"].nunique())}
+    return Split(train=fit, test=valid, protocol=PROTOCOL_OF[name], seed=seed, info=info)

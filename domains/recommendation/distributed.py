@@ -19,30 +19,18 @@
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from core.distributed import free_port
+from core.distributed import DataParallel
 from core.io import atomic_write_text
+from core.runs import Run
+from domains.recommendation.config import CPU_SHARDING, TrainConfig
+from domains.recommendation.training import DOMAIN, Prepared, Trainer, TrainingError, build_model, finish_run, fit_two_tower, prepare_inputs
 
-
-def init_process_group(device: torch.device) -> tuple[int, int, bool]:
-    """Returns (rank, world_size, created_here)."""
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        dist.init_process_group(backend, timeout=timedelta(minutes=10))
-    else:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ["MASTER_PORT"] = str(free_port())
-        dist.init_process_group(backend, rank=0, world_size=1, timeout=timedelta(minutes=10))
-    return dist.get_rank(), dist.get_world_size(), True
+__all__ = ["shard_model", "make_optimizer", "gather_state_dict", "train_dmp", "check_dmp_config"]
 
 
 def shard_model(model: torch.nn.Module, sharding: str, lr: float, device: torch.device):
@@ -98,43 +86,66 @@ def gather_state_dict(dmp) -> dict[str, torch.Tensor] | None:
     return out if rank == 0 else None
 
 
-def train_dmp(cfg) -> Path:
-    from core.device import resolve_device
-    from core.runs import Run
-    from domains.recommendation.train import DOMAIN, CPU_SHARDING, _log_q, build_model, finish_run, prepare_inputs, train_epochs
-
+def check_dmp_config(cfg: TrainConfig) -> None:
     if cfg.sharding not in CPU_SHARDING:
-        raise ValueError(f"--sharding {cfg.sharding}: TorchRec on CPU supports {CPU_SHARDING} (row_wise/table_row_wise/grid_shard are refused)")
+        raise TrainingError(f"--sharding {cfg.sharding}: TorchRec on CPU supports {CPU_SHARDING} (row_wise/table_row_wise/grid_shard are refused)")
     if cfg.text == "lora":
-        raise ValueError("--dmp with --text lora is not supported: use --text precomputed (LoRA fine-tuning runs without --dmp)")
-    device = resolve_device(cfg.device)
-    rank, world, created = init_process_group(device)
-    try:
-        prep, train_df = prepare_inputs(cfg)
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank (dense parts are replicated)
+        raise TrainingError("--dmp with --text lora is not supported: use --text precomputed (LoRA fine-tuning runs without --dmp)")
+
+
+def _dmp_trainer(cfg: TrainConfig, prep: Prepared, dp: DataParallel, device: torch.device, phase: list) -> Trainer:
+    # the same initial weights on every rank whatever each rank's RNG position (a scoped generator,
+    # not a re-seed of the run: the global RNG is restored on exit)
+    phase[0] += 1
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed * 1000 + phase[0])
         model = build_model(cfg, prep.space)
-        dmp, plan = shard_model(model, cfg.sharding, cfg.lr, device)
-        opt = make_optimizer(dmp, cfg.lr, cfg.weight_decay)
-        # each rank gets an equal, disjoint shard of the (seeded) shuffled training interactions
-        perm = np.random.default_rng(cfg.seed).permutation(len(prep.train_u))
+    dmp, plan = shard_model(model, cfg.sharding, cfg.lr, device)
+    opt = make_optimizer(dmp, cfg.lr, cfg.weight_decay)
+    # checkpoints carry the gathered weights but not the sharded fused-optimizer state (--resume is refused with --dmp)
+    tr = Trainer(model=dmp, optimizer=opt, full_state=lambda: gather_state_dict(dmp), rank=dp.rank, broadcast=dp.broadcast,
+                 optimizer_state=lambda: {})
+    tr.plan = plan  # type: ignore[attr-defined]
+    return tr
+
+
+def train_dmp(cfg: TrainConfig, run: Run | None, dp: DataParallel) -> Path:
+    """Train through DistributedModelParallel on ``dp``'s process group (every rank calls this; rank 0
+    holds ``run``, the others pass None). Each rank trains on its own equal shard of the (seeded)
+    shuffled training interactions; validation and the final evaluation run on rank 0 with the gathered tables."""
+    import numpy as np
+
+    from core.device import resolve_device
+
+    check_dmp_config(cfg)
+    if cfg.resume:
+        raise TrainingError("--resume with --dmp is not supported yet (the fused optimizer state is sharded); rerun without --resume")
+    device = resolve_device(cfg.device)
+    rank, world = dp.rank, dp.world_size
+    prep = prepare_inputs(cfg)
+
+    def shard(u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        perm = np.random.default_rng(cfg.seed).permutation(len(u))
         per = len(perm) // world
         mine = perm[rank * per:(rank + 1) * per]
-        log_q = _log_q(prep.train_i, prep.space.n_items)
-        if rank == 0:
-            with Run.start(DOMAIN, cfg) as run:
-                atomic_write_text(run.path("sharding_plan.txt"), f"world_size={world} sharding={cfg.sharding}\n{plan}\n")
-                stats = train_epochs(dmp, prep, cfg, opt, prep.train_u[mine], prep.train_i[mine], log_q, run, rank=rank)
-                stats.update({"world_size": world, "sharding": cfg.sharding})
-                state = gather_state_dict(dmp)
-                plain = build_model(cfg, prep.space)
-                plain.load_state_dict(state)
-                out = finish_run(run, cfg, prep, plain, train_df, stats)
-            dist.barrier()
-            return out
-        stats = train_epochs(dmp, prep, cfg, opt, prep.train_u[mine], prep.train_i[mine], log_q, None, rank=rank)
-        gather_state_dict(dmp)
-        dist.barrier()
-        return Path(cfg.runs_dir) / DOMAIN
-    finally:
-        if dist.is_initialized() and (created or "RANK" in os.environ):
-            dist.destroy_process_group()
+        return u[mine], i[mine]
+
+    # every rank trains on its own shard of each phase's rows; validation and test stay whole, on rank 0
+    prep.rank_fit, prep.rank_train = shard(prep.fit_u, prep.fit_i), shard(prep.train_u, prep.train_i)
+    phase = [0]
+    holder: dict = {}
+
+    def make_trainer() -> Trainer:
+        holder["tr"] = _dmp_trainer(cfg, prep, dp, device, phase)
+        return holder["tr"]
+
+    state, stats, selection = fit_two_tower(prep, cfg, run, make_trainer)
+    stats.update({"world_size": world, "sharding": cfg.sharding})
+    out = Path(cfg.runs_dir) / DOMAIN
+    if rank == 0:
+        atomic_write_text(run.path("sharding_plan.txt"), f"world_size={world} sharding={cfg.sharding}\n{holder['tr'].plan}\n")
+        plain = build_model(cfg, prep.space)
+        plain.load_state_dict(state)
+        out = finish_run(run, cfg, prep, plain, stats, selection)
+    dp.barrier()
+    return out

@@ -8,8 +8,10 @@
 
 Unknown-user fallback (documented behaviour): a user id that the run has never seen, or a user
 without training history, gets the most popular training items (minus anything the user has
-seen); every row carries ``fallback=True`` and ``reason`` says why. Unknown item ids in
-``similar_items`` raise :class:`UnknownItemError` naming the id.
+seen); every row carries ``fallback=True`` and ``reason`` says why, its ``score`` is empty (NaN) and
+``popularity_count`` holds the number of training interactions that ranked it (model rows leave
+``popularity_count`` empty). Unknown item ids in ``similar_items`` raise :class:`UnknownItemError`
+naming the id; a blank or whitespace-only cold-start title raises :class:`InvalidQueryError`.
 
 Cold start: a new item known only by title (+ year) and genres goes through the item tower with
 its id set to "unknown" (index 0, which ID dropout trained) and its MiniLM title embedding, so it
@@ -27,15 +29,43 @@ import pandas as pd
 import torch
 
 from core.checkpoint import load_weights
+from core.errors import UserInputError
 from domains.recommendation.data import group_by_user
-from domains.recommendation.model import Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, item_text_embeddings, item_texts
+from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, all_embeddings, create_model, item_text_embeddings,
+                                          item_texts, model_spec)
 
-__all__ = ["Recommender", "UnknownItemError"]
+__all__ = ["Recommender", "UnknownItemError", "InvalidQueryError", "NotARecommendationRun", "POPULARITY_COLUMN", "load_run_model"]
+
+POPULARITY_COLUMN = "popularity_count"  # fallback rows: training interactions of the item (model rows: NaN)
 
 
-class UnknownItemError(KeyError):
+class UnknownItemError(UserInputError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message otherwise
         return str(self.args[0])
+
+
+class InvalidQueryError(UserInputError, ValueError):
+    """A query that cannot be answered as given (blank title, unknown genre)."""
+
+
+class NotARecommendationRun(UserInputError, FileNotFoundError):
+    """A folder that is not a finished recommendation training run."""
+
+
+def load_run_model(run_dir: str | Path) -> tuple[torch.nn.Module, FeatureSpace, dict]:
+    """The trained model of a run, rebuilt through the model registry from its ``model.json``
+    (``{"name", "kwargs", "k"}``; runs made before the registry have ``model_config.json``)."""
+    run_dir = Path(run_dir)
+    space = FeatureSpace.from_dict(json.loads((run_dir / "feature_space.json").read_text()))
+    if (run_dir / "model.json").is_file():
+        spec = json.loads((run_dir / "model.json").read_text())
+    else:
+        mc = json.loads((run_dir / "model_config.json").read_text())
+        spec = {**model_spec(TWO_TOWER, {k: v for k, v in mc.items() if k != "k"}), "k": mc.get("k", 10)}
+    model = create_model(spec, space)
+    load_weights(run_dir / "model.safetensors", model)
+    model.eval()
+    return model, space, spec
 
 
 @dataclass
@@ -56,16 +86,12 @@ class Recommender:
     @classmethod
     def load(cls, run_dir: str | Path) -> "Recommender":
         run_dir = Path(run_dir)
-        for f in ("model.safetensors", "feature_space.json", "model_config.json", "items.parquet", "users.parquet", "train.parquet"):
+        for f in ("model.safetensors", "feature_space.json", "items.parquet", "users.parquet", "train.parquet"):
             if not (run_dir / f).is_file():
-                raise FileNotFoundError(f"{run_dir} is not a finished recommendation run ({f} missing); train one with `python -m domains.recommendation.train`")
-        space = FeatureSpace.from_dict(json.loads((run_dir / "feature_space.json").read_text()))
-        mc = json.loads((run_dir / "model_config.json").read_text())
-        k = int(mc.pop("k", 10))
-        cfg = TwoTowerConfig(**mc)
-        model = TwoTower(space, cfg)
-        load_weights(run_dir / "model.safetensors", model)
-        model.eval()
+                raise NotARecommendationRun(f"{run_dir} is not a finished recommendation run ({f} missing); train one with `python -m domains.recommendation.train`")
+        model, space, spec = load_run_model(run_dir)
+        k = int(spec.get("k", 10))
+        cfg = model.cfg
         items = pd.read_parquet(run_dir / "items.parquet")
         items["genres"] = [list(g) for g in items["genres"]]
         users = pd.read_parquet(run_dir / "users.parquet")
@@ -86,10 +112,12 @@ class Recommender:
     def users(self) -> list:
         return list(self.space.user_ids)
 
-    def _user_row(self, user_id) -> int | None:
+    def user_row(self, user_id) -> int | None:
+        """The row of ``user_id`` (tried as given, as int and as str), or None for an unknown user."""
         return _lookup(self.space.user_index(), user_id)
 
-    def _item_row(self, item_id) -> int:
+    def item_row(self, item_id) -> int:
+        """The row of ``item_id`` (tried as given, as int and as str); :class:`UnknownItemError` otherwise."""
         row = _lookup(self.space.item_index(), item_id)
         if row is not None:
             return row
@@ -97,7 +125,7 @@ class Recommender:
 
     def history(self, user_id) -> pd.DataFrame:
         """The user's training interactions with titles (empty for unknown users)."""
-        row = self._user_row(user_id)
+        row = self.user_row(user_id)
         uid = self.space.user_ids[row] if row is not None else user_id
         items = self.seen.get(uid, np.empty(0, np.int64))
         return self._item_frame(items).drop(columns=["score"])
@@ -111,7 +139,7 @@ class Recommender:
     def recommend(self, user_id, k: int | None = None, exclude_seen: bool = True) -> pd.DataFrame:
         """Top-k items for ``user_id``: item_id, title, genres, year, score, fallback, reason."""
         k = k or self.k_default
-        row = self._user_row(user_id)
+        row = self.user_row(user_id)
         uid = self.space.user_ids[row] if row is not None else user_id
         seen = self.seen.get(uid, np.empty(0, np.int64)) if exclude_seen else np.empty(0, np.int64)
         if row is None or uid not in self.seen:
@@ -125,6 +153,10 @@ class Recommender:
             scores[torch.as_tensor(seen)] = float("-inf")
         val, idx = torch.topk(scores, min(k, int(torch.isfinite(scores).sum())))
         out = self._item_frame(idx.numpy(), val.numpy())
+        out[POPULARITY_COLUMN] = np.nan
+        if fallback:  # a count is not a model score: it gets its own, labelled column
+            out[POPULARITY_COLUMN] = out["score"]
+            out["score"] = np.nan
         out["fallback"] = fallback
         out["reason"] = reason
         return out
@@ -142,7 +174,7 @@ class Recommender:
         return top_k(scores, k, excl)
 
     def similar_items(self, item_id, k: int = 10) -> pd.DataFrame:
-        row = self._item_row(item_id)
+        row = self.item_row(item_id)
         sims = self.item_vecs @ self.item_vecs[row]
         sims[row] = float("-inf")
         val, idx = torch.topk(sims, min(k, self.space.n_items - 1))
@@ -151,9 +183,11 @@ class Recommender:
     @torch.no_grad()
     def item_vector(self, title: str, genres: list[str], year: int = -1) -> torch.Tensor:
         """Vector of a new item (not in the catalogue) from its title, year and genres."""
+        if not isinstance(title, str) or not title.strip():
+            raise InvalidQueryError(f"new item title {title!r} is blank: give the item's title (text)")
         unknown = sorted(set(genres) - set(self.space.genres))
         if unknown:
-            raise ValueError(f"unknown genre(s) {unknown}; known: {self.space.genres}")
+            raise InvalidQueryError(f"unknown genre(s) {unknown}; known: {self.space.genres}")
         new = pd.DataFrame({"item_id": ["__new__"], "title": [title], "year": [int(year)], "genres": [list(genres)]})
         arrays = self.space.item_feature_arrays(new)  # item_id -> 0 (unknown)
         if self.model.cfg.text_dim and getattr(self, "_encoder", None) is None:

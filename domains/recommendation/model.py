@@ -36,10 +36,12 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 from torchrec.modules.embedding_configs import PoolingType
 
+from core.errors import UserInputError
 from core.logging import get_logger
 
-__all__ = ["FeatureSpace", "TwoTowerConfig", "TwoTower", "sampled_softmax_loss", "item_text_embeddings", "item_texts",
-           "USER_FEATURES", "ITEM_FEATURES", "AGE_BUCKETS"]
+__all__ = ["FeatureSpace", "TwoTowerConfig", "TwoTower", "sampled_softmax_loss", "sampling_log_q", "item_text_embeddings", "item_texts",
+           "USER_FEATURES", "ITEM_FEATURES", "AGE_BUCKETS", "Batcher", "all_embeddings",
+           "register_model", "create_model", "model_spec", "registered_models", "TWO_TOWER", "UnknownModelError"]
 
 log = get_logger("recommendation.model")
 USER_FEATURES = ["user_id", "age", "gender", "occupation"]
@@ -208,6 +210,8 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 
 
 class TwoTower(nn.Module):
+    name = "two-tower"  # its registry name (create_model; == TWO_TOWER)
+
     def __init__(self, space: FeatureSpace, cfg: TwoTowerConfig, device: torch.device | str = "cpu"):
         super().__init__()
         self.cfg = cfg
@@ -230,6 +234,10 @@ class TwoTower(nn.Module):
         self.text_proj = nn.Linear(cfg.text_dim, f * 2) if cfg.text_dim else None
         self.item_mlp = _mlp([d + 2 * f + (2 * f if cfg.text_dim else 0), *cfg.hidden, cfg.out_dim], cfg.dropout)
 
+    def spec(self) -> dict:
+        """``{"name", "kwargs"}``: what :func:`create_model` needs (with the run's FeatureSpace) to rebuild this model."""
+        return model_spec(self.name, asdict(self.cfg))
+
     def user_embedding(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
         kt = self.user_ebc(kjt)
         x = torch.cat([kt[k] for k in self.user_keys], 1)
@@ -248,6 +256,14 @@ class TwoTower(nn.Module):
 
     def forward(self, user_kjt: KeyedJaggedTensor, item_kjt: KeyedJaggedTensor, text: torch.Tensor | None = None):
         return self.user_embedding(user_kjt), self.item_embedding(item_kjt, text)
+
+
+def sampling_log_q(train_items: np.ndarray, n_items: int) -> torch.Tensor:
+    """log Q(j): each item's share of the training interactions (its chance of being an in-batch
+    negative), floored at one interaction; the log-Q correction of :func:`sampled_softmax_loss`."""
+    counts = np.bincount(train_items, minlength=n_items).astype(np.float64)
+    q = np.maximum(counts, 1.0) / counts.sum()
+    return torch.as_tensor(np.log(q), dtype=torch.float32)
 
 
 def sampled_softmax_loss(u: torch.Tensor, v: torch.Tensor, item_idx: torch.Tensor, log_q: torch.Tensor,
@@ -347,3 +363,55 @@ def all_embeddings(model: TwoTower, batcher: Batcher, n_users: int, n_items: int
     V = torch.cat([model.item_embedding(batcher.item_kjt(r := torch.arange(s, min(s + batch, n_items))), batcher.item_text(r)) for s in range(0, n_items, batch)])
     model.train(was)
     return U, V
+
+
+# ---------------------------------------------------------------------------------------------
+# the model registry: one way to build any recommendation model from a stored {name, kwargs}
+# ---------------------------------------------------------------------------------------------
+class UnknownModelError(UserInputError, KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return str(self.args[0])
+
+
+TWO_TOWER = "two-tower"
+_BUILDERS: dict[str, "object"] = {}
+# models defined in other modules, imported on first use (those modules import this one, so a
+# plain import here would be a cycle); a module registers itself with @register_model on import
+_LAZY = {"sasrec": "domains.recommendation.sequential"}
+
+
+def register_model(name: str):
+    """Decorator: ``builder(space: FeatureSpace, **kwargs) -> nn.Module`` becomes ``create_model({"name": name, ...})``
+    (timm's ``register_model`` pattern). The built module should offer ``model_kwargs()`` (what to store)."""
+    def deco(builder):
+        if name in _BUILDERS and _BUILDERS[name] is not builder:
+            raise ValueError(f"model {name!r} is registered twice")
+        _BUILDERS[name] = builder
+        return builder
+    return deco
+
+
+def registered_models() -> list[str]:
+    return sorted(set(_BUILDERS) | set(_LAZY))
+
+
+def create_model(spec: dict, space: FeatureSpace, device: torch.device | str = "cpu") -> nn.Module:
+    """Build a model from ``{"name": ..., "kwargs": {...}}`` (as saved in a run's ``model.json``)."""
+    name = spec.get("name")
+    if name not in _BUILDERS and name in _LAZY:
+        import importlib
+
+        importlib.import_module(_LAZY[name])
+    if name not in _BUILDERS:
+        raise UnknownModelError(f"unknown recommendation model {name!r}; registered: {registered_models()}")
+    return _BUILDERS[name](space, device=device, **dict(spec.get("kwargs", {})))
+
+
+def model_spec(name: str, kwargs: dict) -> dict:
+    """The stored form of a model: ``{"name", "kwargs"}`` with JSON-plain values."""
+    return {"name": name, "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}}
+
+
+@register_model(TWO_TOWER)
+def _two_tower(space: FeatureSpace, device: torch.device | str = "cpu", **kwargs) -> TwoTower:
+    return TwoTower(space, TwoTowerConfig(**kwargs), device=device)

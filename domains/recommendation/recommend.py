@@ -4,68 +4,67 @@
     python -m domains.recommendation.recommend --similar-to 50        # items closest to item 50 (Star Wars)
     python -m domains.recommendation.recommend --new-title "Galaxy Quest 2" --new-genres Sci-Fi Comedy
                                                                       # cold start: which users the new item reaches
+    python -m domains.recommendation.recommend --model-run <name or folder> --user 42
 
-Unknown user ids (or users without training history) get the most popular unseen items; the
-output then says ``FALLBACK`` and why (documented behaviour, never silent). Unknown item ids are an error.
+Unknown user ids (or users without training history) get the most popular unseen items; the output
+then says ``FALLBACK`` and why, and shows ``popularity_count`` (training interactions) instead of a
+model score. Unknown item ids and blank titles are errors. Each call is a run of kind "job" that
+writes its answer to ``recommendations.parquet`` in its own folder.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
 from core.cli import run_cli
-from core.config import DeviceConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
-from core.runs import latest_run_dir
+from core.io import atomic_write_parquet
+from core.runs import Run, resolve_model_run
+from domains.recommendation.config import RecommendConfig
+from domains.recommendation.inference import POPULARITY_COLUMN, InvalidQueryError, Recommender
+from domains.recommendation.training import DOMAIN
+
+__all__ = ["RecommendConfig", "run", "main"]
 
 
-@dataclass
-class RecommendConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
-    run_dir: str | None = field(default=None, metadata={"help": "trained run (default: <runs-dir>/recommendation/latest)"})
-    user: str | None = field(default=None, metadata={"help": "user id to recommend for"})
-    similar_to: str | None = field(default=None, metadata={"help": "item id: list the most similar items"})
-    new_title: str | None = field(default=None, metadata={"help": "cold start: title of a new item"})
-    new_genres: list[str] = field(default_factory=list, metadata={"help": "cold start: genres of the new item"})
-    new_year: int = field(default=-1, metadata={"help": "cold start: release year of the new item"})
-    k: int = field(default=10, metadata={"help": "how many items (or users for cold start)"})
-
-
-def run(cfg: RecommendConfig) -> pd.DataFrame:
-    from domains.recommendation.inference import Recommender
-
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else latest_run_dir("recommendation", cfg.runs_dir)
-    rec = Recommender.load(run_dir)
-    pd.set_option("display.width", 160)
-    pd.set_option("display.max_colwidth", 48)
+def answer(rec: Recommender, cfg: RecommendConfig) -> tuple[str, pd.DataFrame, list[str]]:
+    """(headline, table, columns to print) for the query in ``cfg``."""
+    cols = ["item_id", "title", "year", "genres", "score"]
     if cfg.user is not None:
         out = rec.recommend(cfg.user, k=cfg.k)
         if out["fallback"].any():
-            print(f"FALLBACK for user {cfg.user}: {out['reason'].iloc[0]}")
-        else:
-            print(f"Top {cfg.k} for user {cfg.user} ({len(rec.history(cfg.user))} items in history, seen items excluded):")
-        print(out[["item_id", "title", "year", "genres", "score"]].to_string(index=False))
-    elif cfg.similar_to is not None:
+            return f"FALLBACK for user {cfg.user}: {out['reason'].iloc[0]} (ranked by {POPULARITY_COLUMN}, not a model score)", out, \
+                ["item_id", "title", "year", "genres", POPULARITY_COLUMN]
+        return f"Top {cfg.k} for user {cfg.user} ({len(rec.history(cfg.user))} items in history, seen items excluded):", out, cols
+    if cfg.similar_to is not None:
         out = rec.similar_items(cfg.similar_to, k=cfg.k)
-        src = rec.items_df.iloc[rec._item_row(cfg.similar_to)]
-        print(f"Items most similar to {src['item_id']} {src['title']!r}:")
-        print(out[["item_id", "title", "year", "genres", "score"]].to_string(index=False))
-    elif cfg.new_title:
+        src = rec.items_df.iloc[rec.item_row(cfg.similar_to)]
+        return f"Items most similar to {src['item_id']} {src['title']!r}:", out, cols
+    if cfg.new_title is not None:
         out = rec.cold_start_item(cfg.new_title, cfg.new_genres, k_users=cfg.k, year=cfg.new_year)
-        print(f"New item {cfg.new_title!r} ({', '.join(cfg.new_genres)}): users it reaches most strongly")
-        print(out.to_string(index=False))
-    else:
-        raise ValueError("pass --user ID, --similar-to ITEM_ID or --new-title TITLE --new-genres G1 G2")
-    print(f"Run directory: {run_dir}")
+        return f"New item {cfg.new_title!r} ({', '.join(cfg.new_genres)}): users it reaches most strongly", out, list(out.columns)
+    raise InvalidQueryError("pass --user ID, --similar-to ITEM_ID or --new-title TITLE --new-genres G1 G2")
+
+
+def run(cfg: RecommendConfig) -> pd.DataFrame:
+    model_run = resolve_model_run(DOMAIN, cfg.model_run, cfg.runs_dir)
+    if cfg.new_title is not None and not cfg.new_title.strip():
+        raise InvalidQueryError(f"--new-title {cfg.new_title!r} is blank: give the new item's title")
+    rec = Recommender.load(model_run)
+    headline, out, cols = answer(rec, cfg)
+    with Run.start(DOMAIN, cfg, command="recommend", kind="job") as job:
+        pd.set_option("display.width", 160)
+        pd.set_option("display.max_colwidth", 48)
+        print(headline)
+        print(out[cols].to_string(index=False))
+        atomic_write_parquet(out.reset_index(drop=True), job.path("recommendations.parquet"), index=False)
+        job.finish({"model_run": str(model_run), "rows": int(len(out))})
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    from domains.recommendation.inference import UnknownItemError
-
-    return run_cli(RecommendConfig, run, argv, doc=__doc__, prog="python -m domains.recommendation.recommend", user_errors=(UnknownItemError, ValueError,))
+    return run_cli(RecommendConfig, run, argv, doc=__doc__, prog="python -m domains.recommendation.recommend")
 
 
 if __name__ == "__main__":

@@ -59,12 +59,12 @@ def test_dmp_torchrun_two_processes(tmp_path):
 @pytest.mark.slow
 def test_lora_text_finetune_smoke(tmp_path, monkeypatch):
     """--text lora: MiniLM with LoRA adapters trains jointly; the adapter and the fine-tuned text vectors are saved."""
-    import domains.recommendation.train as train_mod
+    import domains.recommendation.training as training_mod
 
     def frozen(*a, **k):
         raise AssertionError("--text lora must not compute the frozen MiniLM embeddings")
 
-    monkeypatch.setattr(train_mod, "item_text_embeddings", frozen)
+    monkeypatch.setattr(training_mod, "item_text_embeddings", frozen)
     cfg = TrainConfig(runs_dir=str(tmp_path), name="lora", track=False, text="lora", max_steps=2, batch_size=32, epochs=1, baselines=False)
     run_dir = train(cfg)
     from core.checkpoint import load_weights

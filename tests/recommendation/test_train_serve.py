@@ -81,27 +81,28 @@ def test_score_writes_topk_for_all_users_with_faiss_recall(run_dir, tmp_path):
     from domains.recommendation.score import ScoreConfig, score
 
     out = tmp_path / "topk"
-    res = score(ScoreConfig(run_dir=str(run_dir), out=str(out), k=10, index="hnsw", users_per_item=400, progress=False, track=False))
+    res = score(ScoreConfig(model_run=str(run_dir), runs_dir=str(tmp_path / "runs"), out=str(out), k=10, index="hnsw", users_per_item=400, progress=False))
     df = read_output(out)
     exact = df[df["method"] == "exact"]
     assert exact["user_id"].nunique() == 943 and (exact.groupby("user_id").size() == 10).all()
     assert 0.8 <= res["approx_recall_vs_exact"]["faiss-hnsw"] <= 1.0
     assert res["index_build_seconds"] > 0 and len(res["index_build_seconds_per_worker"]) == 1  # measured by the one worker
-    res2 = score(ScoreConfig(run_dir=str(run_dir), out=str(out), k=10, index="hnsw", users_per_item=400, progress=False, track=False))
+    res2 = score(ScoreConfig(model_run=str(run_dir), runs_dir=str(tmp_path / "runs"), out=str(out), k=10, index="hnsw", users_per_item=400, progress=False))
     assert res2["rows"] == res["rows"]  # a rerun resumes (all chunks done), nothing duplicated
     assert res2["index_build_seconds"] is None  # no worker started, so no index was built
 
 
-def test_evaluate_and_recommend_cli(run_dir, capsys):
+def test_evaluate_and_recommend_cli(run_dir, capsys, tmp_path):
     from domains.recommendation import evaluate, recommend
 
-    assert evaluate.main(["--run-dir", str(run_dir)]) == 0
+    jobs = ["--runs-dir", str(tmp_path), "--no-track"]
+    assert evaluate.main(["--model-run", str(run_dir), *jobs]) == 0
     assert "two_tower" in capsys.readouterr().out
-    assert recommend.main(["--run-dir", str(run_dir), "--user", "42"]) == 0
+    assert recommend.main(["--model-run", str(run_dir), "--runs-dir", str(tmp_path), "--user", "42"]) == 0
     assert "Top 10 for user 42" in capsys.readouterr().out
-    assert recommend.main(["--run-dir", str(run_dir), "--user", "123456"]) == 0
+    assert recommend.main(["--model-run", str(run_dir), "--runs-dir", str(tmp_path), "--user", "123456"]) == 0
     assert "FALLBACK" in capsys.readouterr().out
-    assert recommend.main(["--run-dir", str(run_dir), "--similar-to", "nope"]) == 2
+    assert recommend.main(["--model-run", str(run_dir), "--runs-dir", str(tmp_path), "--similar-to", "nope"]) == 2
     assert "not in this run's catalogue" in capsys.readouterr().err
     from domains.recommendation.api import load_metrics
 
@@ -129,7 +130,7 @@ def test_default_run_meets_the_protocol_ms_target(tmp_path):
 def test_score_local_and_ray_engines_write_identical_outputs(run_dir, tmp_path, ray_address):
     from core.scoring import WorkItem
     from tests.scoring_support import assert_engines_agree
-    from domains.recommendation.score import TopKScorer
+    from domains.recommendation.topk import TopKScorer
 
     items = [WorkItem(id=f"users-{s:07d}", start=s, stop=min(s + 250, 943)) for s in range(0, 943, 250)]
     rows = assert_engines_agree(items, TopKScorer(str(run_dir), 10, "none"), tmp_path, ray_address)

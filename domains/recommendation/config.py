@@ -1,0 +1,105 @@
+"""Every recommendation config: the model, the data/split, the training loop, and one per command.
+
+    ModelConfig     what a two-tower model is (stored with the run as {"name": "two-tower", "kwargs": ...})
+    DataConfig      which interactions, which split (by name), the validation split, the cut-off k
+    TrainingConfig  the optimisation loop (epochs, early stopping, batches, baselines, DMP)
+    TrainConfig     = the three above + tracking, seed, device, resume          (python -m ...train)
+    EvaluateConfig  --model-run + tracking                                     (python -m ...evaluate)
+    ScoreConfig     --model-run + the core.scoring engine fields + k/index      (python -m ...score)
+    RecommendConfig --model-run + one query (user, similar item or new title)  (python -m ...recommend)
+
+A command's config holds only the fields that command reads (core mixins, combined by inheritance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.config import DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
+from core.scoring import ScoringConfig
+from domains.recommendation.data import LEAVE_LAST_OUT, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES
+
+__all__ = ["ModelConfig", "DataConfig", "TrainingConfig", "TrainConfig", "EvaluateConfig", "ScoreConfig", "RecommendConfig",
+           "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SPLIT_CHOICES"]
+
+CPU_SHARDING = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
+INDEX_TYPES = ("hnsw", "ivf", "flat", "none")
+TEXT_MODES = ("precomputed", "lora", "none")
+SPLIT_CHOICES = [MSR_STRATIFIED, LEGACY_STRATIFIED, LEAVE_LAST_OUT, *SPLIT_ALIASES]
+
+
+@dataclass
+class ModelConfig:
+    """The two-tower model (``model.TwoTowerConfig`` is built from these; see model.py)."""
+
+    id_dim: int = field(default=64, metadata={"help": "user/item id embedding size"})
+    feature_dim: int = field(default=16, metadata={"help": "embedding size of the other sparse features"})
+    hidden: list[int] = field(default_factory=lambda: [128], metadata={"help": "hidden sizes of both tower MLPs"})
+    out_dim: int = field(default=64, metadata={"help": "size of the user/item vectors"})
+    temperature: float = field(default=0.05, metadata={"help": "softmax temperature on the cosine scores"})
+    normalize: bool = field(default=True, metadata={"help": "L2-normalise user/item vectors (cosine / temperature); --no-normalize uses the raw dot product"})
+    logq_weight: float = field(default=1.0, metadata={"help": "log-Q popularity correction strength (1 = Yi et al. 2019, 0 = off)"})
+    history: bool = field(default=True, metadata={"help": "user tower also reads the user's training items as a mean-pooled bag (the target item is removed from its own input)"})
+    text: str = field(default="precomputed", metadata={"help": "item text from MiniLM: precomputed (cached), lora (fine-tuned), none", "choices": list(TEXT_MODES)})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank with --text lora"})
+
+
+@dataclass
+class DataConfig:
+    data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-1m: ratings.dat/users.dat/movies.dat; ml-20m) or a .parquet/.csv interaction file"})
+    split: str = field(default=MSR_STRATIFIED, metadata={"help": f"{MSR_STRATIFIED} = Microsoft Recommenders' python_stratified_split (exact); "
+                                                                 f"{LEGACY_STRATIFIED} = our earlier re-implementation (alias ms); "
+                                                                 f"{LEAVE_LAST_OUT} = each user's last interaction (alias temporal)", "choices": SPLIT_CHOICES})
+    split_seed: int = field(default=42, metadata={"help": "seed of the train/test split (Microsoft Recommenders uses 42)"})
+    validation_ratio: float = field(default=0.2, metadata={"help": "share of each user's training rows held out (seeded by --seed) to choose the epoch; leave-last-out holds out each user's last training item instead"})
+    k: int = field(default=10, metadata={"help": "cut-off of the ranking metrics"})
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = field(default=20, metadata={"help": "most passes over the training interactions; early stopping on validation NDCG@k picks the epoch"})
+    patience: int = field(default=3, metadata={"help": "stop after this many epochs without a better validation NDCG@k (0 = train all --epochs)"})
+    refit: bool = field(default=True, metadata={"help": "after choosing the epoch on validation, retrain on the whole training part for that many epochs (else keep the model fitted without the validation rows)"})
+    batch_size: int = field(default=1024, metadata={"help": "interactions per batch (= in-batch negatives + 1)"})
+    lr: float = field(default=0.005, metadata={"help": "Adam learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
+    history_dropout: float = field(default=0.2, metadata={"help": "fraction of history items dropped at random per training example (denoising)"})
+    id_dropout: float = field(default=0.1, metadata={"help": "fraction of training ids replaced by 'unknown' (teaches the towers to use features: cold start)"})
+    baselines: bool = field(default=True, metadata={"help": "also train/evaluate most-popular and BPR-MF on the same split (the tuned baselines: bench/recommendation.py)"})
+    bpr_epochs: int = field(default=10, metadata={"help": "BPR-MF epochs"})
+    bpr_dim: int = field(default=64, metadata={"help": "BPR-MF factors"})
+    dmp: bool = field(default=False, metadata={"help": "train through TorchRec DistributedModelParallel (gloo on CPU; torchrun for >1 process)"})
+    sharding: str = field(default="table_wise", metadata={"help": "sharding type of the embedding tables with --dmp (CPU: " + ", ".join(CPU_SHARDING) + ")"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads (0 = torch default). 1 was the fastest for this small model on the busy shared 2-core machine, in ad-hoc timings"})
+    max_steps: int = field(default=0, metadata={"help": "stop each training phase after this many steps (0 = no limit); for smoke tests"})
+
+
+@dataclass
+class TrainConfig(ModelConfig, DataConfig, TrainingConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
+    """python -m domains.recommendation.train"""
+
+
+@dataclass
+class EvaluateConfig(ModelRunConfig, TrackingConfig, RunConfig):
+    """python -m domains.recommendation.evaluate"""
+
+
+@dataclass
+class ScoreConfig(ScoringConfig, ModelRunConfig, RunConfig):
+    """python -m domains.recommendation.score"""
+
+    k: int = field(default=10, metadata={"help": "items per user"})
+    index: str = field(default="hnsw", metadata={"help": "approximate index next to the exact search: hnsw, ivf, flat (exact FAISS) or none", "choices": list(INDEX_TYPES)})
+    users_per_item: int = field(default=256, metadata={"help": "users per work item"})
+
+
+@dataclass
+class RecommendConfig(ModelRunConfig, RunConfig):
+    """python -m domains.recommendation.recommend"""
+
+    user: str | None = field(default=None, metadata={"help": "user id to recommend for"})
+    similar_to: str | None = field(default=None, metadata={"help": "item id: list the most similar items"})
+    new_title: str | None = field(default=None, metadata={"help": "cold start: title of a new item"})
+    new_genres: list[str] = field(default_factory=list, metadata={"help": "cold start: genres of the new item"})
+    new_year: int = field(default=-1, metadata={"help": "cold start: release year of the new item"})
+    k: int = field(default=10, metadata={"help": "how many items (or users for cold start)"})

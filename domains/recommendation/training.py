@@ -1,0 +1,470 @@
+"""Training the two-tower model: prepared inputs, the epoch loop with validation early stopping,
+checkpoints/resume, and the run's artifacts. The ``train`` command is a thin wrapper over :func:`train`.
+
+Procedure (the test split is used once, at the end):
+
+1. ``select`` phase — the model is fitted on the *fit* part of the training split (the training split
+   minus a per-user seeded validation split, :func:`domains.recommendation.data.validation_split`)
+   and, after every epoch, ranked against the validation items (NDCG@k, fit items excluded). The
+   best epoch is kept; training stops after ``patience`` epochs without improvement.
+2. ``refit`` phase (``--refit``, default) — a fresh model (same seed stream) is trained on the whole
+   training split for the chosen number of epochs. Without ``--refit`` the best ``select`` model is used.
+3. The final model and the same-run baselines are evaluated on the test split; artifacts are written.
+
+A checkpoint is written after every epoch (model, optimizer, the data-order/dropout generator, the
+phase, the best-so-far state and the validation curve; core adds the global RNG states). ``--resume``
+restores it, drops rows of ``metrics.jsonl`` logged after it, and continues; the result is bit-exact
+with an uninterrupted run of the same seed (``tests/recommendation/test_resume.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.checkpoint import save_weights
+from core.errors import UserInputError
+from core.io import atomic_write_json, atomic_write_parquet
+from core.logging import get_logger
+from core.progress import progress
+from core.runs import Run
+from domains.recommendation.config import TrainConfig
+from domains.recommendation.data import group_by_user, load_dataset, split_interactions, split_name, validation_split
+from domains.recommendation.evaluation import evaluate_scores, model_scores
+from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, create_model, item_text_embeddings,
+                                          item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
+
+__all__ = ["DOMAIN", "Prepared", "prepare_inputs", "two_tower_kwargs", "build_model", "LoraText", "train_epochs", "fit_two_tower",
+           "train", "finish_run", "TrainingError", "truncate_metrics_after", "Phase"]
+
+log = get_logger("recommendation.training")
+DOMAIN = "recommendation"
+
+
+class TrainingError(UserInputError, ValueError):
+    """A training setting that cannot work (e.g. an unsupported sharding type, --dmp with --text lora)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# prepared inputs shared by training, evaluation and serving
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Phase:
+    """The training rows of one phase (row indices into the feature space) and what it is judged on."""
+
+    name: str  # "select" (fit part, judged on validation) or "refit" / "final" (whole training split)
+    train_u: np.ndarray
+    train_i: np.ndarray
+    eval_u: np.ndarray  # validation rows for "select"; test rows otherwise
+    eval_i: np.ndarray
+
+
+@dataclass
+class Prepared:
+    space: FeatureSpace
+    users: pd.DataFrame
+    items: pd.DataFrame
+    train_u: np.ndarray  # row indices into space.user_ids
+    train_i: np.ndarray
+    test_u: np.ndarray
+    test_i: np.ndarray
+    text: torch.Tensor | None  # None with --text none, and with --text lora until training has run
+    batcher: Batcher
+    split_info: dict
+    data_report: dict
+    fit_u: np.ndarray | None = None  # the training split minus the validation rows
+    fit_i: np.ndarray | None = None
+    valid_u: np.ndarray | None = None
+    valid_i: np.ndarray | None = None
+    train_df: pd.DataFrame | None = None
+    # under DMP: this rank's share of the fit / training rows (None: all of them)
+    rank_fit: tuple[np.ndarray, np.ndarray] | None = None
+    rank_train: tuple[np.ndarray, np.ndarray] | None = None
+
+    def seen(self) -> list[np.ndarray]:
+        return group_by_user(self.train_u, self.train_i, self.space.n_users)
+
+    def truth(self) -> list[np.ndarray]:
+        return group_by_user(self.test_u, self.test_i, self.space.n_users)
+
+    def popularity(self) -> np.ndarray:
+        """Share of training users that interacted with each item."""
+        return np.bincount(self.train_i, minlength=self.space.n_items) / max(self.space.n_users, 1)
+
+    def select_phase(self) -> Phase:
+        return Phase("select", self.fit_u, self.fit_i, self.valid_u, self.valid_i)
+
+    def final_phase(self) -> Phase:
+        return Phase("refit", self.train_u, self.train_i, self.test_u, self.test_i)
+
+
+def prepare_inputs(cfg: TrainConfig) -> Prepared:
+    """Load the data, make the named split and the validation split, build the feature space and batcher."""
+    data = load_dataset(cfg.data)
+    name = split_name(cfg.split)
+    split = split_interactions(data.interactions, name, cfg.split_seed)
+    valid = validation_split(split.train, name, seed=cfg.seed, ratio=cfg.validation_ratio)
+    space = FeatureSpace.build(data.users, data.items)
+    uidx, iidx = space.user_index(), space.item_index()
+
+    def rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return df["user_id"].map(uidx).to_numpy(np.int64), df["item_id"].map(iidx).to_numpy(np.int64)
+
+    # frozen MiniLM vectors only for --text precomputed: with --text lora the LoRA encoder produces
+    # them in the graph, and train() stores its fine-tuned vectors here after training
+    text = item_text_embeddings(item_texts(data.items)) if cfg.text == "precomputed" else None
+    batcher = Batcher(space.user_feature_table(data.users), space.item_feature_arrays(data.items), text)
+    (tu, ti), (su, si), (fu, fi), (vu, vi) = rows(split.train), rows(split.test), rows(valid.train), rows(valid.test)
+    prep = Prepared(space=space, users=data.users, items=data.items, train_u=tu, train_i=ti, test_u=su, test_i=si, text=text,
+                    batcher=batcher, split_info={"protocol": split.protocol, "seed": cfg.split_seed, **split.info, "validation": valid.info},
+                    data_report=data.report.to_dict() if data.report else {}, fit_u=fu, fit_i=fi, valid_u=vu, valid_i=vi,
+                    train_df=split.train)
+    if cfg.history:  # the whole training split (the select phase swaps in the fit part while it runs)
+        batcher.set_history(prep.seen())
+    return prep
+
+
+def two_tower_kwargs(cfg: TrainConfig) -> dict:
+    """The model part of the training config, as stored in ``model.json`` (``{"name": "two-tower", "kwargs": ...}``)."""
+    return asdict(TwoTowerConfig(id_dim=cfg.id_dim, feature_dim=cfg.feature_dim, hidden=list(cfg.hidden), out_dim=cfg.out_dim,
+                                 text_dim=384 if cfg.text != "none" else 0, temperature=cfg.temperature, logq_weight=cfg.logq_weight,
+                                 history=cfg.history, normalize=cfg.normalize))
+
+
+def build_model(cfg: TrainConfig, space: FeatureSpace, device="cpu") -> TwoTower:
+    return create_model(model_spec(TWO_TOWER, two_tower_kwargs(cfg)), space, device=device)
+
+
+class LoraText(torch.nn.Module):
+    """MiniLM with LoRA adapters (core.finetune) producing item text vectors inside the graph."""
+
+    def __init__(self, texts: list[str], r: int):
+        super().__init__()
+        from core.backbones import create_backbone
+        from core.finetune import apply_lora
+
+        enc = create_backbone("minilm-l6-v2")
+        self.encoder = apply_lora(enc, target_modules=["query", "value"], r=r, alpha=2 * r)
+        tok = enc.tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        self.register_buffer("ids", tok["input_ids"], persistent=False)
+        self.register_buffer("mask", tok["attention_mask"], persistent=False)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        uniq, inv = torch.unique(rows, return_inverse=True)
+        enc = self.encoder if hasattr(self.encoder, "pool") else self.encoder.base_model.model
+        e = enc.pool(self.ids[uniq], self.mask[uniq])
+        return torch.nn.functional.normalize(e, dim=-1)[inv]
+
+    @torch.no_grad()
+    def all_vectors(self, n_items: int) -> torch.Tensor:
+        return torch.cat([self(torch.arange(s, min(s + 256, n_items))) for s in range(0, n_items, 256)])
+
+
+# ---------------------------------------------------------------------------------------------
+# the epoch loop
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class LoopState:
+    """Everything the loop carries from epoch to epoch (and through a checkpoint)."""
+
+    step: int = 0
+    examples: int = 0
+    seconds: float = 0.0
+    loss: float = float("nan")
+
+
+def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np.ndarray, train_i: np.ndarray, log_q: torch.Tensor,
+                 run: Run | None = None, lora_text: LoraText | None = None, rank: int = 0, *, epochs: int | None = None,
+                 generator: torch.Generator | None = None, state: LoopState | None = None, start_epoch: int = 0,
+                 on_epoch_end: Callable[[int, LoopState], bool] | None = None, desc: str = "two-tower") -> dict:
+    """Train for ``epochs`` (default ``cfg.epochs``) from ``start_epoch``; ``on_epoch_end(epoch, state)``
+    runs after every epoch (validation, checkpoint) and returns True to stop. Returns throughput stats."""
+    epochs = cfg.epochs if epochs is None else epochs
+    g = generator if generator is not None else torch.Generator().manual_seed(cfg.seed + 1000 * rank)
+    st = state or LoopState()
+    u_all = torch.as_tensor(np.array(train_u, dtype=np.int64))  # a copy: the caller's arrays may be read-only
+    i_all = torch.as_tensor(np.array(train_i, dtype=np.int64))
+    n = len(u_all)
+    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the ragged last batch: equal steps on every rank (DMP)
+    bar = progress(total=(epochs - start_epoch) * steps_per_epoch, desc=desc + (f" rank{rank}" if rank else ""), unit="step") if rank == 0 else None
+    phase_steps = 0
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=g)
+        for s in range(steps_per_epoch):
+            b = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            u, i = u_all[b], i_all[b]
+            ukjt = prep.batcher.user_kjt(u, cfg.id_dropout, g, exclude_items=i, history_dropout=cfg.history_dropout)
+            ikjt = prep.batcher.item_kjt(i, cfg.id_dropout, g)
+            text = lora_text(i) if lora_text is not None else prep.batcher.item_text(i)
+            uv, iv = model(ukjt, ikjt, text)
+            loss = sampled_softmax_loss(uv, iv, i, log_q[i], cfg.temperature, cfg.logq_weight)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            st.step += 1
+            phase_steps += 1
+            st.examples += len(b)
+            st.loss = float(loss.detach())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{st.loss:.3f}", epoch=epoch)
+            last = s == steps_per_epoch - 1 or (cfg.max_steps and phase_steps >= cfg.max_steps)
+            if run is not None and st.step % 50 == 0 and not last:  # the epoch's last step is logged with its validation row
+                run.log_metrics({"loss": st.loss, "epoch": epoch}, st.step)
+            if cfg.max_steps and phase_steps >= cfg.max_steps:
+                break
+        st.seconds += time.perf_counter() - t0
+        stop = on_epoch_end(epoch, st) if on_epoch_end is not None else False
+        model.train()
+        if stop or (cfg.max_steps and phase_steps >= cfg.max_steps):
+            break
+    if bar is not None:
+        bar.close()
+    return {"steps": st.step, "train_seconds": st.seconds, "train_examples_per_s": st.examples / max(st.seconds, 1e-9), "final_loss": st.loss}
+
+
+def truncate_metrics_after(run: Run, step: int) -> int:
+    """Drop the rows of ``metrics.jsonl`` logged after ``step`` (work a resumed run redoes), in place,
+    so no step appears twice; returns how many were dropped. The run's append handle keeps working
+    (O_APPEND writes go to the new end)."""
+    p = run.dir / "metrics.jsonl"
+    if not p.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in p.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the crash
+            dropped += 1
+            continue
+        if int(row.get("step", 0)) > step:
+            dropped += 1
+        else:
+            keep.append(line)
+    if dropped:
+        with open(p, "r+", encoding="utf-8") as fh:
+            fh.write("".join(keep))
+            fh.truncate()
+    return dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# select (validation early stopping) + refit, with checkpoints
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Trainer:
+    """How one process trains: the (possibly sharded) module, its optimizer, and how to read the
+    plain model's weights (a collective under DMP: every rank calls it; rank 0 gets the dict)."""
+
+    model: torch.nn.Module
+    optimizer: object
+    full_state: Callable[[], dict | None]
+    rank: int = 0
+    broadcast: Callable[[object], object] = lambda x: x  # rank 0's value on every rank (DataParallel.broadcast under DMP)
+    lora_text: LoraText | None = None
+    optimizer_state: Callable[[], dict] | None = None
+    load_optimizer_state: Callable[[dict], None] | None = None
+
+
+def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _valid_ndcg(prep: Prepared, cfg: TrainConfig, state: dict, lora_text: LoraText | None) -> dict[str, float]:
+    """Validation metrics of the plain model with ``state`` (fit items excluded, validation items as truth)."""
+    plain = build_model(cfg, prep.space)
+    plain.load_state_dict(state)
+    if lora_text is not None:
+        prep.batcher.text = lora_text.all_vectors(prep.space.n_items)
+    seen = group_by_user(prep.fit_u, prep.fit_i, prep.space.n_users)
+    truth = group_by_user(prep.valid_u, prep.valid_i, prep.space.n_users)
+    return evaluate_scores(model_scores(plain, prep), seen, truth, prep.space.n_items, cfg.k, prep.popularity())
+
+
+def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_trainer: Callable[[], Trainer]) -> tuple[dict, dict, dict]:
+    """Select the epoch on validation (early stopping), then refit on the whole training split.
+    Returns (final plain state dict on rank 0 — None elsewhere, stats, selection summary)."""
+    k = cfg.k
+    ckpt = {"step": 0, "epoch": 0, "extra": {}}
+    tr = make_trainer()
+    if run is not None and getattr(cfg, "resume", False):
+        ckpt = run.resume(tr.model, None)
+        extra = ckpt["extra"]
+        if extra:
+            if tr.load_optimizer_state is not None:
+                tr.load_optimizer_state(extra["optimizer"])
+            dropped = truncate_metrics_after(run, ckpt["step"])
+            log.info(f"resumed at phase {extra['phase']} epoch {extra['epoch'] + 1} (step {ckpt['step']}); dropped {dropped} metrics row(s) logged after it")
+    extra = ckpt["extra"] or {}
+    extra = tr.broadcast(extra) if tr.rank == 0 else tr.broadcast(None)
+    sel = extra.get("selection") or {"curve": [], "best_epoch": 0, "best": -1.0, "best_state": None, "done": False}
+    loop = LoopState(step=int(extra.get("step", 0)), examples=int(extra.get("examples", 0)), seconds=float(extra.get("seconds", 0.0)))
+    phase_name = extra.get("phase", "select")
+    start_epoch = int(extra["epoch"]) + 1 if extra else 0
+    gen_seed = {"select": cfg.seed + 1000 * tr.rank, "refit": cfg.seed + 1 + 1000 * tr.rank}
+
+    def generator(name: str) -> torch.Generator:
+        g = torch.Generator().manual_seed(gen_seed[name])
+        if extra.get("phase") == name and "generator" in extra:
+            g.set_state(extra["generator"] if tr.rank == 0 else extra["generators"][tr.rank])
+        return g
+
+    def checkpoint(name: str, epoch: int, g: torch.Generator, done: bool = False) -> None:
+        if run is None and tr.rank == 0:  # no run to write to (library use); under DMP the other ranks still join the collectives
+            return
+        state = tr.full_state()
+        opt_state = tr.optimizer_state() if tr.optimizer_state is not None else tr.optimizer.state_dict()  # collective under DMP
+        gens = gather_generators(g)
+        if tr.rank != 0:
+            return
+        plain = build_model(cfg, prep.space)
+        plain.load_state_dict(state)
+        run.save_checkpoint(plain, None, step=loop.step, epoch=epoch, extra={
+            "phase": name, "epoch": epoch, "step": loop.step, "examples": loop.examples, "seconds": loop.seconds,
+            "generator": g.get_state(), "generators": gens, "optimizer": opt_state, "selection": {**sel, "done": done}})
+
+    def gather_generators(g: torch.Generator) -> list:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            out = [None] * dist.get_world_size()
+            dist.all_gather_object(out, g.get_state())
+            return out
+        return [g.get_state()]
+
+    # ---- phase 1: select the epoch on validation -----------------------------------------------
+    if phase_name == "select" and not sel["done"]:
+        g = generator("select")
+        log_q = sampling_log_q(prep.fit_i, prep.space.n_items)
+        if cfg.history:
+            prep.batcher.set_history(group_by_user(prep.fit_u, prep.fit_i, prep.space.n_users))
+
+        def end_select(epoch: int, st: LoopState) -> bool:
+            state = tr.full_state()
+            stop = False
+            if tr.rank == 0:
+                m = _valid_ndcg(prep, cfg, state, tr.lora_text)
+                v = m[f"ndcg@{k}"]
+                sel["curve"].append({"epoch": epoch + 1, f"valid_ndcg@{k}": v, f"valid_recall@{k}": m[f"recall@{k}"], "loss": st.loss})
+                if v > sel["best"]:
+                    sel.update(best=v, best_epoch=epoch + 1, best_state=state)
+                if run is not None:
+                    run.log_metrics({"loss": st.loss, "epoch": epoch, "phase": "select", f"valid_ndcg@{k}": v, f"valid_recall@{k}": m[f"recall@{k}"]}, st.step)
+                stop = cfg.patience > 0 and epoch + 1 - sel["best_epoch"] >= cfg.patience
+                log.info(f"select epoch {epoch + 1}: valid NDCG@{k} {v:.4f} (best {sel['best']:.4f} at {sel['best_epoch']})")
+            stop = bool(tr.broadcast(stop))
+            checkpoint("select", epoch, g, done=stop or epoch + 1 >= cfg.epochs)
+            return stop
+
+        fu, fi = prep.rank_fit or (prep.fit_u, prep.fit_i)
+        stats = train_epochs(tr.model, prep, cfg, tr.optimizer, fu, fi, log_q, run, tr.lora_text, tr.rank,
+                             generator=g, state=loop, start_epoch=start_epoch, on_epoch_end=end_select, desc="two-tower select")
+        sel["done"] = True
+        start_epoch = 0
+    sel = tr.broadcast(sel if tr.rank == 0 else None)
+    selection = {"best_epoch": sel["best_epoch"], f"valid_ndcg@{k}": sel["best"], "curve": sel["curve"]}
+    if not cfg.refit:
+        return (sel["best_state"] if tr.rank == 0 else None), {"steps": loop.step, "train_seconds": loop.seconds,
+                                                               "train_examples_per_s": loop.examples / max(loop.seconds, 1e-9),
+                                                               "final_loss": loop.loss}, selection
+
+    # ---- phase 2: refit on the whole training split for the chosen number of epochs -----------
+    if phase_name != "refit":
+        tr = make_trainer()  # fresh weights and optimizer (the global RNG continues: same stream as an uninterrupted run)
+    g = generator("refit")
+    log_q = sampling_log_q(prep.train_i, prep.space.n_items)
+    if cfg.history:
+        prep.batcher.set_history(prep.seen())
+
+    def end_refit(epoch: int, st: LoopState) -> bool:
+        if run is not None and tr.rank == 0:
+            run.log_metrics({"loss": st.loss, "epoch": epoch, "phase": "refit"}, st.step)
+        checkpoint("refit", epoch, g)
+        return False
+
+    tu, ti = prep.rank_train or (prep.train_u, prep.train_i)
+    stats = train_epochs(tr.model, prep, cfg, tr.optimizer, tu, ti, log_q, run, tr.lora_text, tr.rank,
+                         epochs=max(1, sel["best_epoch"]), generator=g, state=loop, start_epoch=start_epoch if phase_name == "refit" else 0,
+                         on_epoch_end=end_refit, desc="two-tower refit")
+    return tr.full_state(), stats, selection
+
+
+# ---------------------------------------------------------------------------------------------
+# single-process training and the run's artifacts
+# ---------------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, run: Run) -> Path:
+    """Train (select + refit) in this process, evaluate model + baselines, save everything."""
+    prep = prepare_inputs(cfg)
+
+    def make_trainer() -> Trainer:
+        model = build_model(cfg, prep.space)
+        lora_text = LoraText(item_texts(prep.items), cfg.lora_r) if cfg.text == "lora" else None
+        params = list(model.parameters()) + ([p for p in lora_text.parameters() if p.requires_grad] if lora_text else [])
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return Trainer(model=model, optimizer=opt, full_state=lambda: _state_copy(model), lora_text=lora_text,
+                       load_optimizer_state=opt.load_state_dict)
+
+    holder: dict = {}
+
+    def make_and_keep() -> Trainer:
+        holder["tr"] = make_trainer()
+        return holder["tr"]
+
+    state, stats, selection = fit_two_tower(prep, cfg, run, make_and_keep)
+    model = build_model(cfg, prep.space)
+    model.load_state_dict(state)
+    lora_text = holder["tr"].lora_text
+    if lora_text is not None:  # freeze the fine-tuned text vectors into the run (serving needs no encoder)
+        prep.text = lora_text.all_vectors(prep.space.n_items)
+        prep.batcher.text = prep.text
+        from core.finetune import save_adapter
+
+        save_adapter(lora_text.encoder, run.path("text_lora.safetensors"))
+    return finish_run(run, cfg, prep, model, stats, selection)
+
+
+def finish_run(run: Run, cfg: TrainConfig, prep: Prepared, model: TwoTower, stats: dict, selection: dict) -> Path:
+    """Evaluate the model and the baselines on the test split (once); save artifacts; close the run."""
+    from domains.recommendation.baselines import BPRConfig, MostPopular, train_bpr
+
+    if cfg.history:
+        prep.batcher.set_history(prep.seen())
+    k = cfg.k
+    seen, truth, pop = prep.seen(), prep.truth(), prep.popularity()
+    rows = []
+    model_m = evaluate_scores(model_scores(model, prep), seen, truth, prep.space.n_items, k, pop)
+    rows.append({"model": "two_tower", **model_m})
+    if cfg.baselines:
+        mp = MostPopular(prep.space.n_items).fit(prep.train_u, prep.train_i)
+        rows.append({"model": "most_popular", **evaluate_scores(mp.scores(prep.space.n_users), seen, truth, prep.space.n_items, k, pop)})
+        bpr = train_bpr(prep.train_u, prep.train_i, prep.space.n_users, prep.space.n_items, BPRConfig(dim=cfg.bpr_dim, epochs=cfg.bpr_epochs, seed=cfg.seed))
+        rows.append({"model": "bpr_mf", **evaluate_scores(bpr.scores(), seen, truth, prep.space.n_items, k, pop)})
+    table = pd.DataFrame(rows)
+    atomic_write_parquet(table, run.path("eval_metrics.parquet"), index=False)
+    save_weights(run.path("model.safetensors"), model, metadata={"format": "two-tower-v1"})
+    if prep.text is not None:
+        save_weights(run.path("item_text.safetensors"), {"emb": prep.text.contiguous()})
+    atomic_write_json(run.path("feature_space.json"), prep.space.to_dict())
+    atomic_write_json(run.path("model.json"), {**model.spec(), "k": k})
+    atomic_write_json(run.path("split.json"), prep.split_info)
+    atomic_write_json(run.path("validation_curve.json"), selection)
+    atomic_write_json(run.path("data_report.json"), prep.data_report)
+    atomic_write_parquet(prep.train_df[["user_id", "item_id", "timestamp"]].reset_index(drop=True), run.path("train.parquet"), index=False)
+    atomic_write_parquet(prep.users.reset_index(drop=True), run.path("users.parquet"), index=False)
+    atomic_write_parquet(prep.items.reset_index(drop=True), run.path("items.parquet"), index=False)
+    summary = {f"{r['model']}/{m}": v for r in rows for m, v in r.items() if m != "model"}
+    summary.update({f"ndcg@{k}": model_m[f"ndcg@{k}"], "protocol": prep.split_info["protocol"], "split": prep.split_info["split"],
+                    "best_epoch": selection["best_epoch"], f"valid_ndcg@{k}": selection[f"valid_ndcg@{k}"], **stats})
+    lines = [f"{r['model']:>13s}: " + "  ".join(f"{m}={r[m]:.4f}" for m in (f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"map@{k}", f"coverage@{k}")) for r in rows]
+    print(f"epoch chosen on validation: {selection['best_epoch']} (valid NDCG@{k} {selection[f'valid_ndcg@{k}']:.4f}); test split {prep.split_info['split']}:")
+    print("\n".join(lines), flush=True)
+    return run.finish(summary)

@@ -409,3 +409,21 @@ def test_recommendation_fallback_rows_show_a_labelled_popularity_column_not_a_sc
     at.text_input(key="rec_user_typed").input("").run()
     top = next(d.value for d in at.dataframe if "score" in d.value.columns and "title" in d.value.columns)
     assert "popularity (training interactions)" not in top.columns and top["score"].notna().all()
+
+
+def test_medical_page_shows_the_out_of_distribution_verdict_with_its_reasons(domain_run):
+    """Issue 14.5: the guard's flag and reasons reach the page (the same verdict the API gives)."""
+    import domains.medical.api as med
+
+    run = domain_run("medical")
+    at = run_app(PAGES["medical"], timeout=240, run_dir=run.run_dir)
+    no_exception(at)
+    case = next(c for c in med.list_cases() if c.id in at.selectbox(key="med_case").value)
+    verdict = med.load_segmenter(run.run_dir).predict(case.image).ood
+    if verdict is None:
+        pytest.skip("this checkout's medical domain has no out-of-distribution guard yet")
+    flagged = [w.value for w in at.warning if "Out of distribution" in w.value]
+    if verdict.flagged:  # a barely trained model: its volumes are usually far outside adult ranges
+        assert len(flagged) == 1 and all(r in flagged[0] for r in verdict.reasons), (flagged, verdict)
+    else:
+        assert not flagged and any("within the expected ranges" in c.value for c in at.caption)

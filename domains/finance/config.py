@@ -79,6 +79,7 @@ class ZeroShotConfig:
 @dataclass
 class TrainConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     val_days: int = field(default=63, metadata={"help": "last trading days held out for validation (0 = train on everything)"})
+    covariates: bool = field(default=True, metadata={"help": "read the bundled VIX/WTI covariates (--no-covariates: a model that can forecast any price file, which has none)"})
 
 
 @dataclass
@@ -86,13 +87,16 @@ class BacktestConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, Tra
     # fields owned by finance-B (walk-forward backtest, issue 15); see domains/finance/walkforward.py
     folds: int = field(default=40, metadata={"help": "number of walk-forward folds (test blocks): the last folds x test_days trading days"})
     test_days: int = field(default=126, metadata={"help": "trading days per test block (126 = half a year, 63 = a quarter)"})
-    refit_epochs: int = field(default=2, metadata={"help": "epochs of warm-started refit for folds after the first (the best on validation is kept, 0 included)"})
+    epochs: int = field(default=2, metadata={"help": "training epochs of the first fold (from scratch)"})
+    refit_epochs: int = field(default=1, metadata={"help": "epochs of warm-started refit for folds after the first (the best on validation is kept, 0 included)"})
+    refit_batches: int = field(default=4, metadata={"help": "batches per refit epoch (0 = --max-batches); sized for 40 folds x 3 seeds on 2 busy CPU cores"})
     seeds: int = field(default=3, metadata={"help": "ensemble members (TFTs with seeds seed, seed+1, ...); the model 'tft' averages their quantiles"})
     val_days: int = field(default=63, metadata={"help": "trading days before each cutoff held out to choose the early-stopping epoch"})
     fold_min_history: int = field(default=500, metadata={"help": "days of history up to a cutoff a ticker needs to take part in that fold"})
     stress_quantile: float = field(default=0.8, metadata={"help": "stress regime: market trailing vol above this quantile of its history up to the cutoff"})
     regime_window: int = field(default=63, metadata={"help": "trading days of the trailing market volatility that defines the regime"})
     baselines: list[str] = field(default_factory=lambda: list(BASELINES), metadata={"help": f"baselines to run: {', '.join(BASELINES)}"})
+    baseline_window: int = field(default=2520, metadata={"help": "GARCH/GJR/HAR parameters are fitted on the last this many days before each cutoff (0 = all)"})
     save_predictions: bool = field(default=True, metadata={"help": "write every quantile forecast to predictions.parquet"})
     quick: bool = field(default=False, metadata={"help": "demo/test setting: 8 quarterly folds (2021-2022), 6 tickers, 2 seeds, 2+1 epochs of 20 batches"})
 

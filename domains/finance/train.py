@@ -36,7 +36,7 @@ def train(cfg: TrainConfig) -> Path:
     """Train, validate, save; returns the run directory."""
     set_cpu_threads(cfg.threads)
     data = load_panel_data(cfg.data, cfg.tickers, **cfg.data_options())
-    feat = base_features(data.panel, data.covariates)
+    feat = base_features(data.panel, data.covariates if cfg.covariates else None)
     with DataParallel(cfg.device) as dp, Run.start("finance", cfg, new_name=f"train-{pd.Timestamp.now():%Y%m%d-%H%M%S}", command="train",
                                                    data_parallel=dp) as run:
         fc, metrics = train_forecaster(cfg, feat, run, dp)

@@ -11,6 +11,7 @@ import pytest
 
 
 from core.data import prepare
+from domains.finance.baselines import BASELINES
 from domains.finance.data import DATASETS
 
 TINY = ["--tickers", "AAPL", "JPM", "SP500", "--encoder-length", "20", "--horizon", "3", "--hidden-size", "8", "--attention-heads", "1",
@@ -32,10 +33,10 @@ def test_backtest_outputs(backtest_run):
 
     bt = api.load_backtest(backtest_run)
     agg = bt["aggregate"]
-    assert set(agg["model"]) == {"tft", "random_walk", "historical", "ewma", "garch"}
+    assert set(agg["model"]) == {"tft", *BASELINES}  # issue 15.2 added gjr_t and har to the original four
     assert (agg["n_tickers"] == 3).all() and (agg["vol_pinball"] > 0).all()
     by_t = bt["by_ticker"]
-    assert len(by_t) == 15 and by_t["n_origins"].eq(40).all()  # 2 folds x 20 days per ticker
+    assert len(by_t) == 3 * (1 + len(BASELINES)) and by_t["n_origins"].eq(40).all()  # 2 folds x 20 days per ticker
     assert {"var99_kupiec_p", "var99_christoffersen_p_cc", "vol_qlike", "vol_rmse", "ret_cov90"} <= set(by_t.columns)
     pred = bt["predictions"]
     assert pred.groupby("model").size().nunique() == 1  # every model forecast the same origins

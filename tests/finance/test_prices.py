@@ -121,3 +121,19 @@ def test_gap_and_history_limits_are_flags(real, tmp_path):
     assert len(load_panel_data(str(tmp_path / "GAP.csv"), max_gap_days=40).panel) == len(gappy) - 1
     with pytest.raises(PriceDataError, match="no ticker has at least 5000 daily prices \\(found GAP: \\d+\\)"):
         load_panel_data(str(tmp_path / "GAP.csv"), max_gap_days=40, min_history=5000)
+
+
+def test_ticker_and_tickers_are_distinct_flags_and_config_lists_parse(tmp_path):
+    import json
+
+    from core.config import parse_config
+    from domains.finance.config import ForecastConfig, TrainConfig
+
+    cfg = parse_config(ForecastConfig, ["--ticker", "GOOG", "--max-gap-days", "30", "--min-history", "60"])
+    assert cfg.ticker == "GOOG" and cfg.tickers == [] and cfg.data_options() == {"ticker": "GOOG", "max_gap_days": 30, "min_history": 60}
+    with pytest.raises(SystemExit):  # no abbreviations: --tick is not silently --tickers
+        parse_config(ForecastConfig, ["--tick", "GOOG"])
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"tickers": "AAPL", "epochs": 2}))
+    cfg = parse_config(TrainConfig, ["--config", str(p)])
+    assert cfg.tickers == ["AAPL"] and cfg.epochs == 2 and not hasattr(cfg, "model_run") and not hasattr(ForecastConfig(), "epochs")

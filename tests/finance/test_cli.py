@@ -126,3 +126,26 @@ def test_score_local_and_ray_engines_write_identical_outputs(backtest_run, sessi
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in ("AAPL", "JPM", "SP500", "KO")]
     rows = assert_engines_agree(items, TFTScorer(str(model_dir.resolve())), tmp_path, ray_address)
     assert set(rows["ticker"]) == {"AAPL", "JPM", "SP500"}  # KO is unknown to the model: quarantined by both
+
+
+def test_rerunning_an_interrupted_score_command_finishes_the_same_job(backtest_run, tmp_path):
+    """Issue 13.5: without --name/--out the job's name is derived from its inputs, not a timestamp."""
+    from domains.finance.score import main
+
+    runs = tmp_path / "runs"
+    args = ["--runs-dir", str(runs), "--model-run", str(backtest_run), "--no-track", "--tickers", "AAPL", "SP500", "--items-per-chunk", "1",
+            "--no-progress"]
+    assert main(args) == 0
+    (first,) = [d for d in (runs / "finance").iterdir() if d.name.startswith("score-")]
+    m = json.loads((first / "metrics.json").read_text())
+    assert m["chunks_done"] == 2 and m["chunks_skipped"] == 0
+    info = json.loads((first / "run.json").read_text())
+    (first / "run.json").write_text(json.dumps({**info, "status": "failed"}))  # as if it had crashed after its chunks
+    assert main(args) == 0
+    again = [d for d in (runs / "finance").iterdir() if d.name.startswith("score-")]
+    assert again == [first] and json.loads((first / "run.json").read_text())["status"] == "completed"
+    m = json.loads((first / "metrics.json").read_text())
+    assert m["chunks_done"] == 0 and m["chunks_skipped"] == 2  # the committed chunks were not scored again
+    other = ["--runs-dir", str(runs), "--model-run", str(backtest_run), "--no-track", "--tickers", "SP500", "--items-per-chunk", "1", "--no-progress"]
+    assert main(other) == 0  # other inputs: another job
+    assert len([d for d in (runs / "finance").iterdir() if d.name.startswith("score-")]) == 2

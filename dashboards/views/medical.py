@@ -177,10 +177,12 @@ def view_start(k: str, source: str) -> tuple[tuple[int, int, int], tuple[float, 
 
 centre, win = view_start(key, image_source)
 if result.ood is not None and result.ood.flagged:  # issue 14.5: never a 3.8 L "brain" without a word
-    st.warning("**Out of distribution — do not trust this segmentation.** " + "; ".join(result.ood.reasons or ("flagged by the model's guard",)),
-               icon=":material/report:")
+    conf = f" Mean confidence {result.ood.mean_confidence:.2f}." if result.ood.mean_confidence is not None else ""
+    st.warning("**Out of distribution — do not trust this segmentation.** " + "; ".join(result.ood.reasons or ("flagged by the model's guard",))
+               + "." + conf, icon=":material/report:")
 elif result.ood is not None:
-    st.caption("Out-of-distribution guard: structure volumes and confidence are within the expected ranges.")
+    conf = f" (mean confidence {result.ood.mean_confidence:.2f})" if result.ood.mean_confidence is not None else ""
+    st.caption(f"Out-of-distribution guard: structure volumes and confidence are within the expected ranges{conf}.")
 st.subheader(f"Slices of `{case_name}` · shape {tuple(image.shape)} · spacing {tuple(round(s, 2) for s in spacing)} mm")
 cols = st.columns(3)
 for col, plane in zip(cols, slices.PLANES):

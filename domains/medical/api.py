@@ -24,6 +24,7 @@ import numpy as np
 from domains.medical.metrics import dice_per_class as _dice_per_class
 from domains.medical.predict import Segmenter
 from domains.medical.predict import volumes_ml as _volumes_ml
+from domains.medical.qc import QualityCheck
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "list_cases", "model_run", "load_segmenter",
@@ -63,6 +64,7 @@ class OodFlag:
 
     flagged: bool
     reasons: tuple[str, ...] = ()
+    mean_confidence: float | None = None  # mean foreground probability, when the model reports it
 
 
 @dataclass
@@ -110,7 +112,7 @@ class LoadedSegmenter:
         spacing = tuple(float(v) for v in np.sqrt((np.asarray(r.affine)[:3, :3] ** 2).sum(axis=0)))  # canonical axes
         return Segmentation(image=np.asarray(r.image), mask=np.asarray(r.mask), class_names=list(r.class_names),
                             volumes_ml={str(k): float(v) for k, v in r.volumes_ml.items()}, affine=np.asarray(r.affine),
-                            spacing=spacing, ood=_ood(r))
+                            spacing=spacing, ood=_ood(r.ood))
 
 
 def list_cases() -> list[Case]:
@@ -152,17 +154,12 @@ def load_segmenter(run_dir: str | Path) -> LoadedSegmenter:
     return LoadedSegmenter(run_dir=Path(run_dir), class_names=list(seg.class_names), segmenter=seg)
 
 
-def _ood(result) -> OodFlag | None:
-    """The domain's out-of-distribution verdict for ``result``, when the domain computes one."""
-    flag = getattr(result, "ood", None)
-    if flag is None:
+def _ood(check: QualityCheck | None) -> OodFlag | None:
+    """The out-of-distribution guard's verdict (``domains.medical.qc``) as the page reads it."""
+    if check is None:
         return None
-    if isinstance(flag, OodFlag):
-        return flag
-    flagged = bool(getattr(flag, "flagged", flag if isinstance(flag, bool) else False))
-    reasons = getattr(flag, "reasons", None) or getattr(flag, "reason", None) or getattr(result, "ood_reason", None) or ()
-    reasons = (reasons,) if isinstance(reasons, str) else tuple(str(r) for r in reasons)
-    return OodFlag(flagged=flagged, reasons=tuple(r for r in reasons if r))
+    conf = None if check.mean_confidence is None else float(check.mean_confidence)
+    return OodFlag(flagged=bool(check.flagged), reasons=tuple(str(r) for r in check.reasons), mean_confidence=conf)
 
 
 def dice_per_class(mask: np.ndarray, label: np.ndarray, class_names: list[str]) -> dict[str, float]:

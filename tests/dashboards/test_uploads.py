@@ -298,3 +298,31 @@ def test_the_app_sweeps_stale_upload_folders_at_start(tmp_root, tmp_path, monkey
     at.run()
     assert not at.exception
     assert not stale.exists() and fresh.exists()
+
+
+def test_the_medical_page_segments_an_uploaded_dicom_zip_and_keeps_no_raw_dicom(domain_run, tmp_root, tmp_path):
+    """The whole path on the page: a zipped DICOM series with a patient's name is segmented; what
+    stays on disk is the session's NIfTI only; a hostile archive gives a message, not a traceback."""
+    run = domain_run("medical")
+    rng = np.random.default_rng(0)
+    vol = (rng.normal(100, 10, (40, 40, 24)) * (np.linalg.norm(np.indices((40, 40, 24)).T - [12, 20, 20], axis=-1).T < 15)).astype(np.int16)
+    files = write_dicom_series(tmp_path / "src", vol, spacing=(4.0, 4.0, 4.0))
+    data = zip_bytes({f"{PATIENT}/{f.name}": f.read_bytes() for f in files})
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"), default_timeout=240)
+    at.run()
+    at.switch_page("views/medical.py").run()
+    box = at.selectbox(key="medical_run")
+    box.set_value(next(o for o in box.options if o.startswith(f"{run.run_dir.name}  ·"))).run()
+    at.radio(key="med_source").set_value("Upload a scan").run()
+    at.file_uploader(key="med_upload").upload(f"{PATIENT}.zip", data, "application/zip")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert any("Slices of `upload`" in s.value for s in at.subheader)
+    (session,) = [p for p in tmp_root.iterdir() if p.name.startswith(uploads.DIR_PREFIX)]
+    kept = [p for p in session.rglob("*") if p.is_file()]
+    assert [p.name for p in kept] == ["volume.nii.gz"] and PATIENT.encode() not in all_bytes_under(session)
+    at.file_uploader(key="med_upload").upload("series.zip", zip_bytes({"series/IM1.dcm": files[0].read_bytes(), "series/..": b"x"}), "application/zip")
+    at.run()
+    assert not at.exception
+    assert any(e.value.startswith("Upload refused:") and "`series/..`" in e.value for e in at.error), [e.value for e in at.error]

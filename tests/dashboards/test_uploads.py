@@ -300,6 +300,7 @@ def test_the_app_sweeps_stale_upload_folders_at_start(tmp_root, tmp_path, monkey
     assert not stale.exists() and fresh.exists()
 
 
+@pytest.mark.slow  # the unit tests above cover each rule; this is the whole path through the page
 def test_the_medical_page_segments_an_uploaded_dicom_zip_and_keeps_no_raw_dicom(domain_run, tmp_root, tmp_path):
     """The whole path on the page: a zipped DICOM series with a patient's name is segmented; what
     stays on disk is the session's NIfTI only; a hostile archive gives a message, not a traceback."""

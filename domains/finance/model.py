@@ -344,8 +344,8 @@ class Forecaster:
         if missing:
             where = f"the model in {model_run}" if model_run else "this model"
             raise PriceDataError(f"{where} was trained with input(s) {', '.join(missing)} that {source} does not provide "
-                                 f"(it supports {', '.join(sorted(have))}); use a model trained on such data, e.g. "
-                                 f"`python -m domains.finance.train --data FILE`")
+                                 f"(it supports {', '.join(sorted(have))}); use a model trained without them (`python -m domains.finance.train "
+                                 f"--no-covariates`) or on such data (`--data FILE`)")
 
     def zero_shot(self, feat: pd.DataFrame) -> "Forecaster":
         """This forecaster extended to the tickers of ``feat`` it was not trained on: each gets the

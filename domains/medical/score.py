@@ -19,8 +19,6 @@ geometry/modality tags are read. Default input: the images of the trained run's 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -30,21 +28,14 @@ from core.runs import Run, resolve_model_run
 from domains.medical.config import ScoreConfig
 from domains.medical.data import read_msd_task, read_task_meta, task_dir
 
-__all__ = ["score", "main", "default_job_name"]
+__all__ = ["score", "main"]
 
 log = get_logger("medical.score")
 
 
-def default_job_name(model_run: Path, item_ids: list[str], cfg: ScoreConfig) -> str:
-    """``score-<hash>`` of what determines the job's output: model run, inputs (content ids), settings."""
-    key = {"model_run": str(model_run), "items": item_ids, "lcc": cfg.lcc, "tta": cfg.tta, "out": cfg.out,
-           "items_per_chunk": cfg.items_per_chunk}
-    return "score-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def score(cfg: ScoreConfig) -> Path:
     from core.io import atomic_write_text
-    from core.scoring import read_output, read_quarantine, run_job_from_config
+    from core.scoring import job_name, read_output, read_quarantine, run_job_from_config
     from domains.medical.scoring import SegmentationScorer, folder_entries, work_items, write_name_map
 
     model_run = resolve_model_run("medical", cfg.model_run, cfg.runs_dir)
@@ -56,12 +47,15 @@ def score(cfg: ScoreConfig) -> Path:
     items, sources = work_items(entries)
     if cfg.name_map and cfg.input:
         print(f"id map (beside the inputs, not in the run): {write_name_map(cfg.input, sources)}", file=sys.stderr)
-    if cfg.name is None:
-        cfg.name = default_job_name(model_run, [it.id for it in items], cfg)
-    with Run.start("medical", cfg, command="score", kind="job") as run:
-        scorer = SegmentationScorer(str(model_run), str(run.path("masks")), device="cpu" if cfg.device == "auto" else cfg.device,
-                                    lcc=cfg.lcc, tta=cfg.tta, sources=sources)
-        summary = run_job_from_config(items, scorer, cfg, default_out=run.dir / "scores")
+    device = "cpu" if cfg.device == "auto" else cfg.device
+
+    def scorer(mask_dir: str) -> SegmentationScorer:
+        return SegmentationScorer(str(model_run), mask_dir, device=device, lcc=cfg.lcc, tta=cfg.tta, sources=sources)
+
+    # the run (and so its masks/ and scores/) is named from the inputs, model and settings: a rerun finishes a killed job
+    name = job_name("score", items, scorer(""), cfg.items_per_chunk, model_run)
+    with Run.start("medical", cfg, name, command="score", kind="job", stable_name=True) as run:
+        summary = run_job_from_config(items, scorer(str(run.path("masks"))), cfg, default_out=run.dir / "scores")
         out = Path(cfg.out or run.dir / "scores")
         df, bad = read_output(out), read_quarantine(out)
         flagged = df[df["ood_flag"]] if len(df) and "ood_flag" in df.columns else df.iloc[0:0]

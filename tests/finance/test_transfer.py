@@ -21,3 +21,12 @@ def test_transfer_runs_and_lora_trains_fewer_parameters(tmp_path):
     assert (df["n_test"] == 30).all() and (df["vol_pinball"] > 0).all()
     assert df.loc["finetune_lora", "trainable_params"] < df.loc["finetune_full", "trainable_params"]
     assert (run / "transfer.png").stat().st_size > 5000
+    # the fine-tuned model is saved as a model run that forecast (and score, the dashboard) can use
+    from domains.finance.forecast import main as forecast_main
+    from domains.finance.model import Forecaster
+
+    saved = Forecaster.load(run / "model")
+    assert saved.info["transfer"] == "finetune_lora" and "KO" in saved.tickers and not any("lora" in k for k in saved.model.state_dict())
+    assert forecast_main(["--runs-dir", str(tmp_path), "--model-run", run.name, "--tickers", "KO", "--no-track"]) == 0
+    out = sorted((tmp_path / "finance").glob("forecast-*"))[-1]
+    assert set(pd.read_parquet(out / "forecasts.parquet")["ticker"]) == {"KO"}

@@ -484,11 +484,11 @@ def split_name(name: str) -> str:
 
 def msr_stratified_split(inter: pd.DataFrame, ratio: float = 0.75, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Exactly ``recommenders.datasets.python_splitters.python_stratified_split(data, ratio, seed=seed)``
-    (Microsoft Recommenders 1.2.1) for a two-way split: ``np.random.seed(seed)`` then one
+    of Microsoft Recommenders 1.2.1 for a two-way split: ``np.random.seed(seed)`` then one
     ``np.random.rand`` per row **in the frame's index order** (for the prepared ml-100k the index is
-    the line in ``u.data``), rows sorted by (user, random number), and within each user the rows with
-    ``rank / count <= ratio`` go to train (so a user with n rows keeps floor-like ``ratio·n`` for train,
-    not ``round``). Returns (train, test) in index order. Checked against the function itself in
+    the line in ``u.data``), rows sorted by (user, random number), and a user's row of rank r (1-based)
+    goes to train when ``r <= round(ratio · n_user)`` — pandas' round, i.e. half to even (n = 22 keeps
+    16 of 16.5). Returns (train, test) in index order. Checked against the function itself in
     ``tests/recommendation/test_splits.py``."""
     df = inter.sort_index(kind="stable")
     rnd = np.random.RandomState(seed).rand(len(df))  # == np.random.seed(seed); np.random.rand(n), without touching the global state
@@ -496,10 +496,10 @@ def msr_stratified_split(inter: pd.DataFrame, ratio: float = 0.75, seed: int = 4
     order = np.lexsort((rnd, codes))
     count = np.bincount(codes)
     sorted_codes = codes[order]
-    first = np.searchsorted(sorted_codes, sorted_codes, side="left")
-    rank = np.empty(len(df), dtype=np.float64)
-    rank[order] = (np.arange(len(df)) - first + 1) / count[sorted_codes]
-    is_train = rank <= ratio
+    rank = np.empty(len(df), dtype=np.int64)
+    rank[order] = np.arange(len(df)) - np.searchsorted(sorted_codes, sorted_codes, side="left") + 1
+    threshold = float(np.cumsum([ratio, 1 - ratio])[0])
+    is_train = rank <= np.round(threshold * count[codes])
     return df[is_train], df[~is_train]
 
 

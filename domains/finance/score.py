@@ -27,7 +27,7 @@ from core.io import sha256_file
 from core.runs import Run
 from core.scoring import Scorer, WorkItem, run_job_from_config
 from domains.finance.config import ScoreConfig
-from domains.finance.data import PANEL_DATASET, PriceDataError, data_tickers, input_files
+from domains.finance.data import PANEL_DATASET, PriceDataError, data_tickers, input_files, load_panel_data
 from domains.finance.features import DEFAULT_CALENDAR
 from domains.finance.predictor import load_forecaster_run
 
@@ -88,15 +88,18 @@ def job_name(cfg: ScoreConfig, model_dir: Path, tickers: list[str]) -> str:
 
 def score(cfg: ScoreConfig):
     model_dir, _ = load_forecaster_run(cfg.model_run, cfg.runs_dir)
-    tickers = list(cfg.tickers) or data_tickers(cfg.data, **cfg.data_options())  # the workers load the prices; here only the work list
+    data = load_panel_data(cfg.data, cfg.tickers, **cfg.data_options()) if cfg.data else None  # validated once here for its report
+    tickers = list(cfg.tickers) or (sorted(data.panel["ticker"].unique()) if data else data_tickers())  # the work list; workers load the prices
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in tickers]
     if cfg.name is None and cfg.out is None:
         cfg = dataclasses.replace(cfg, name=job_name(cfg, model_dir, tickers))  # a rerun after a crash continues this job
     scorer = TFTScorer(str(model_dir), cfg.data, cfg.zero_shot, cfg.calendar, cfg.data_options())
     with Run.start("finance", cfg, command="score", kind="job") as run:
         summary = run_job_from_config(items, scorer, cfg, default_out=run.path("scores"))
+        if data is not None:
+            data.report.write(run.dir)
         run.finish({"model_run": str(model_dir), "calendar": cfg.calendar, "items": len(items),
-                    **{k: v for k, v in vars(summary).items() if isinstance(v, (int, float, str))}})
+                    **{k: v for k, v in vars(summary).items() if isinstance(v, (int, float, str))}, **(data.report.metrics() if data else {})})
         return run.dir
 
 

@@ -148,3 +148,28 @@ def test_batch_scoring_and_recommend_agree_for_users_without_history(run_dir):
     rows, _ = rec.recommend_rows(np.array([5, 6]), 10)
     assert list(rows[0]) == [rec.space.item_index()[i] for i in single["item_id"]]  # popularity, like recommend()
     assert list(rows[1]) != list(rows[0])  # a user with history still gets model scores
+
+
+def test_blank_new_title_is_refused_and_fallback_rows_carry_popularity_count(run_dir, tmp_path, capsys):
+    """Issue 16.7: a blank or whitespace-only --new-title is one error line (exit 2, no job folder);
+    popularity fallback rows put the interaction count in popularity_count, never in the score column."""
+    from domains.recommendation import recommend
+    from domains.recommendation.api import load_recommender
+    from domains.recommendation.inference import POPULARITY_COLUMN, InvalidQueryError
+
+    for title in ("", "   ", "\t"):
+        assert recommend.main(["--model-run", str(run_dir), "--runs-dir", str(tmp_path), "--new-title", title, "--new-genres", "Horror"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "blank" in err[0]
+    assert not (tmp_path / "recommendation").exists()  # refused before any job run was created
+    rec = load_recommender(run_dir)
+    with pytest.raises(InvalidQueryError, match="blank"):
+        rec.cold_start_item("  ", ["Horror"])
+    unk = rec.recommend("no-such-user", k=5)
+    assert unk["score"].isna().all() and (unk[POPULARITY_COLUMN] > 0).all()
+    assert unk[POPULARITY_COLUMN].is_monotonic_decreasing
+    known = rec.recommend(42, k=5)
+    assert known["score"].notna().all() and known[POPULARITY_COLUMN].isna().all()
+    assert recommend.main(["--model-run", str(run_dir), "--runs-dir", str(tmp_path), "--user", "123456", "--k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert POPULARITY_COLUMN in out and "FALLBACK" in out

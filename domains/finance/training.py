@@ -45,7 +45,8 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
     scaler = FoldScaler.fit(feat, cutoff)
     model = build_tft(spec, tickers, cfg.lr)
     inputs = input_report(feat, spec.observed_reals)
-    fc = Forecaster(model, spec, scaler, tickers, {"cutoff": str(cutoff.date()), "data": cfg.data or PANEL_DATASET, **inputs})
+    fc = Forecaster(model, spec, scaler, tickers, {"cutoff": str(cutoff.date()), "data": cfg.data or PANEL_DATASET,
+                                              "data_options": cfg.data_options(), "covariates": bool(getattr(cfg, "covariates", True)), **inputs})
     T = fc.tensors(scaler.transform(feat))
     all_o = T.origins()
     train_o = all_o[T.targets_by(all_o, cutoff)]

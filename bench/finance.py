@@ -14,6 +14,11 @@ pytorch-forecasting's default TimeSeriesDataSet pipeline measured in the same ru
   fresh subprocess: ``TimeSeriesDataSet(...)`` vs ``FoldScaler`` + ``PanelTensors``.
 
 Writes the "finance" section of BENCHMARKS.md:  .venv/bin/python bench/finance.py
+
+``--scale`` (issue 15): the walk-forward backtest (``domains.finance.walkforward``: TFT + the six
+arch baselines + every statistic) on SYNTHETIC GARCH(1,1) panels of 20 years (5,040 trading days)
+and a growing number of tickers, each size in a fresh process: wall time and peak resident memory
+against tickers. Writes the "finance-scale" section:  .venv/bin/python bench/finance.py --scale
 """
 
 from __future__ import annotations
@@ -172,12 +177,96 @@ def bench_memory() -> list[dict]:
     return out
 
 
+SCALE_DAYS = 5040  # 20 years of trading days
+
+
+def garch_panel(n_tickers: int, n_days: int = SCALE_DAYS, seed: int = 0) -> pd.DataFrame:
+    """Synthetic prices whose returns follow a GARCH(1,1) per ticker (vol clustering, so the
+    baselines and the TFT have something to forecast); long format ``date, ticker, close``."""
+    rng = np.random.default_rng(seed)
+    w, a, b = 2e-6, 0.08, 0.9
+    eps = rng.standard_normal((n_days, n_tickers))
+    r = np.empty((n_days, n_tickers))
+    s2 = np.full(n_tickers, w / (1 - a - b))
+    for t in range(n_days):
+        r[t] = np.sqrt(s2) * eps[t]
+        s2 = w + a * r[t] ** 2 + b * s2
+    dates = pd.bdate_range("2003-01-01", periods=n_days)
+    close = 100 * np.exp(np.cumsum(r, axis=0))
+    return pd.DataFrame({"date": np.repeat(dates.values, n_tickers), "ticker": np.tile([f"S{i:04d}" for i in range(n_tickers)], n_days),
+                         "close": close.ravel()})
+
+
+def scale_worker(n_tickers: int, folds: int) -> dict:
+    """Runs in a fresh process: one walk-forward backtest of a synthetic panel; time and peak RSS."""
+    import dataclasses
+
+    from domains.finance.config import BacktestConfig
+    from domains.finance.data import derive_returns
+    from domains.finance.features import base_features
+    from domains.finance.walkforward import run_walkforward, summarise
+
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(BacktestConfig(), folds=folds, seeds=1, epochs=1, max_batches=5, refit_batches=2, save_predictions=False, track=False)
+    t0 = time.perf_counter()
+    with PeakRSS(interval=0.05) as m:
+        panel = derive_returns(garch_panel(n_tickers))
+        feat = base_features(panel, None)
+        res = run_walkforward(panel, feat, cfg)
+        out = summarise(res, cfg.horizon)
+    return {"tickers": n_tickers, "days": SCALE_DAYS, "folds": folds, "test_days": cfg.test_days, "panel_rows": len(panel),
+            "forecasts": int(len(res.losses)), "seconds": time.perf_counter() - t0, "peak_rss_mb": m.peak_mb,
+            "losses_mb": float(res.losses.memory_usage(deep=True).sum() / 2 ** 20), "models": int(out["aggregate"].shape[0])}
+
+
+def bench_scale(sizes: list[int], folds: int) -> list[dict]:
+    out = []
+    for n in sizes:
+        res = subprocess.run([sys.executable, __file__, "--scale-worker", str(n), "--scale-folds", str(folds)], capture_output=True, text=True,
+                             timeout=6 * 3600, env={**os.environ, "SUITE_PROGRESS": "0"})
+        if res.returncode != 0:
+            raise RuntimeError(f"scale worker {n} failed: {res.stderr[-2000:]}")
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print("scale", out[-1], flush=True)
+    return out
+
+
+def write_scale(rows: list[dict], note: str) -> str:
+    table = [{"tickers": r["tickers"], "days": r["days"], "folds × test days": f"{r['folds']} × {r['test_days']}",
+              "forecasts (model × ticker × origin)": r["forecasts"], "wall time (s)": r["seconds"], "s per fold": r["seconds"] / r["folds"],
+              "peak RSS (MB)": r["peak_rss_mb"], "loss table (MB)": r["losses_mb"]} for r in rows]
+    md = f"""### finance-scale — walk-forward backtest time and memory against tickers (synthetic, 20 years)
+
+`.venv/bin/python bench/finance.py --scale` — {machine_line()}; torch threads: 1; {note}
+Synthetic GARCH(1,1) returns, {SCALE_DAYS} trading days (20 years) per ticker; each size runs in a fresh
+process: the whole `domains.finance.walkforward` pipeline (features, fold normalisers, a TFT with
+1 seed and a few batches per fold, all six arch baselines fitted per fold and ticker, every
+statistic) — time is dominated by the per-ticker baseline fits, memory by the per-forecast loss
+table (float32), both linear in tickers × folds.
+
+{markdown_table(table)}
+"""
+    write_benchmark_section("finance-scale", md)
+    return md
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1, help="torch threads for both pipelines")
     p.add_argument("--memory-worker", choices=["ours", "tsd"], help=argparse.SUPPRESS)
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--scale", action="store_true", help="only the walk-forward scale table (time and memory against tickers)")
+    p.add_argument("--scale-sizes", type=int, nargs="+", default=[50, 100, 250, 500], help="tickers per synthetic panel")
+    p.add_argument("--scale-folds", type=int, default=40, help="walk-forward folds of 126 days")
+    p.add_argument("--scale-note", default="measured while other jobs loaded the machine", help="how loaded the machine was")
+    p.add_argument("--scale-worker", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.scale_worker:
+        print(json.dumps(scale_worker(args.scale_worker, args.scale_folds)))
+        return 0
+    if args.scale:
+        print(write_scale(bench_scale(args.scale_sizes, args.scale_folds), args.scale_note))
+        return 0
     if args.memory_worker:
         print(json.dumps(memory_worker(args.memory_worker)))
         return 0

@@ -69,16 +69,27 @@ def _quiet(fn):
         return fn()
 
 
-def _arch_variance(model_cls, train: np.ndarray, upto: np.ndarray, origins: np.ndarray, horizon: int, **kw):
-    """Fit ``model_cls`` (an arch mean model over ``volatility=...``) on ``train`` and filter with
-    those fixed parameters over ``upto`` (the series up to the last origin): (variance (n, H) in raw
-    units, fitted params)."""
-    res = _quiet(lambda: model_cls(train * _SCALE, **kw).fit(disp="off", show_warning=False))
+def _arch_variance(model_cls, train: np.ndarray, upto: np.ndarray, origins: np.ndarray, horizon: int, start=None, **kw):
+    """Fit ``model_cls`` (an arch mean model over ``volatility=...``) on ``train`` (from the
+    ``start`` parameters when given, e.g. the previous fold's) and filter with those fixed parameters
+    over ``upto`` (the series up to the last origin): (variance (n, H) in raw units, fitted params)."""
+    def fit():
+        m = model_cls(train * _SCALE, **kw)
+        try:
+            return m.fit(disp="off", show_warning=False, starting_values=start)
+        except ValueError:  # starting values outside this window's constraints
+            return m.fit(disp="off", show_warning=False)
+
+    res = _quiet(fit)
     params = res.params
     fixed = _quiet(lambda: model_cls(upto * _SCALE, **kw).fix(params.to_numpy()))
     fc = _quiet(lambda: fixed.forecast(horizon=horizon, start=int(origins.min()), reindex=False))
     var = fc.variance.to_numpy()[origins - int(origins.min())] / _SCALE ** 2
     return var, params
+
+
+def _values(params) -> np.ndarray | None:
+    return None if params is None else np.asarray(params, dtype=float)
 
 
 def garch_params(train_ret: np.ndarray) -> tuple[float, float, float]:
@@ -92,17 +103,23 @@ def garch_params(train_ret: np.ndarray) -> tuple[float, float, float]:
 
 def baseline_forecasts(ret: np.ndarray, rvol: np.ndarray, train_end: int, origins: np.ndarray, horizon: int, quantiles,
                        rvol_window: int = 5, hist_window: int = 250, models=BASELINES,
-                       rv_proxy: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                       rv_proxy: np.ndarray | None = None, fit_window: int | None = None,
+                       warm: dict | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Forecasts of one ticker. ``ret``/``rvol``: its full daily series; ``train_end``: index of
     the fold's last training row; ``origins``: indices of forecast origins (information up to and
     including that row); ``rv_proxy``: the daily realised-variance proxy for ``har`` (default: the
-    squared return). Returns ``{model: (ret_q (n,H,Q), rvol_q_at_H (n,Q))}``."""
+    squared return); ``fit_window``: fit the parameters on the last that many training days only
+    (default: all); ``warm``: a dict this function reads and updates with each model's fitted
+    parameters, used as starting values of the next fit (pass the same dict fold after fold).
+    Returns ``{model: (ret_q (n,H,Q), rvol_q_at_H (n,Q))}``."""
     from arch.univariate import GARCH, HARX, EWMAVariance, Normal, StudentsT, ZeroMean
 
     origins = np.asarray(origins, dtype=int)
     ret = np.asarray(ret, dtype=float)
-    train = ret[: train_end + 1]
+    first = max(0, train_end + 1 - fit_window) if fit_window else 0
+    train = ret[first: train_end + 1]
     v_train = float(np.mean(train ** 2))
+    warm = {} if warm is None else warm
     n, H = len(origins), horizon
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if n == 0:
@@ -116,25 +133,27 @@ def baseline_forecasts(ret: np.ndarray, rvol: np.ndarray, train_end: int, origin
         out["random_walk"] = variance_model(np.full((n, H), v_train))
     if "historical" in models:
         w = min(hist_window, train_end + 1)
-        r_pad = np.concatenate([np.full(w - 1, np.nan), ret])
-        v_pad = np.concatenate([np.full(w - 1, np.nan), np.asarray(rvol, float)])
-        rq = np.nanquantile(sliding_window_view(r_pad, w)[origins], quantiles, axis=1).T  # window ending at the origin
-        vq = np.nanquantile(sliding_window_view(v_pad, w)[origins], quantiles, axis=1).T
+        # the window of the w days ending at the origin (origins > train_end >= w - 1: always full)
+        rq = np.quantile(sliding_window_view(ret, w)[origins - w + 1], quantiles, axis=1).T
+        vq = np.quantile(sliding_window_view(np.asarray(rvol, float), w)[origins - w + 1], quantiles, axis=1).T
         out["historical"] = (np.repeat(rq[:, None, :], H, axis=1), vq)
     if "ewma" in models:
         fixed = _quiet(lambda: ZeroMean(upto * _SCALE, volatility=EWMAVariance(EWMA_LAMBDA), rescale=False).fix(np.array([])))
         fc = _quiet(lambda: fixed.forecast(horizon=H, start=int(origins.min()), reindex=False))
         out["ewma"] = variance_model(fc.variance.to_numpy()[origins - origins.min()] / _SCALE ** 2)
     if "garch" in models:
-        var, _ = _arch_variance(ZeroMean, train, upto, origins, H, volatility=GARCH(1, 0, 1), distribution=Normal(), rescale=False)
+        var, warm["garch"] = _arch_variance(ZeroMean, train, upto, origins, H, start=_values(warm.get("garch")), volatility=GARCH(1, 0, 1),
+                                            distribution=Normal(), rescale=False)
         out["garch"] = variance_model(var)
     if "gjr_t" in models:
-        var, p = _arch_variance(ZeroMean, train, upto, origins, H, volatility=GARCH(1, 1, 1), distribution=StudentsT(), rescale=False)
+        var, p = _arch_variance(ZeroMean, train, upto, origins, H, start=_values(warm.get("gjr_t")), volatility=GARCH(1, 1, 1),
+                                distribution=StudentsT(), rescale=False)
+        warm["gjr_t"] = p
         z = StudentsT().ppf(np.asarray(quantiles, float), np.array([float(p["nu"])]))
         out["gjr_t"] = (np.sqrt(var)[..., None] * z[None, None, :], _chi2_rvol_q(var, quantiles, rvol_window))
     if "har" in models:
         rv = ret ** 2 if rv_proxy is None else np.where(np.isfinite(rv_proxy) & (rv_proxy > 0), rv_proxy, ret ** 2)
-        res = _quiet(lambda: HARX(rv[: train_end + 1] * _SCALE ** 2, lags=list(HAR_LAGS), rescale=False).fit(disp="off"))
+        res = _quiet(lambda: HARX(rv[first: train_end + 1] * _SCALE ** 2, lags=list(HAR_LAGS), rescale=False).fit(disp="off"))
         fixed = _quiet(lambda: HARX(rv[: origins.max() + 1] * _SCALE ** 2, lags=list(HAR_LAGS), rescale=False).fix(res.params.to_numpy()))
         mean = _quiet(lambda: fixed.forecast(horizon=H, start=int(origins.min()), reindex=False)).mean.to_numpy()
         var = mean[origins - origins.min()] / _SCALE ** 2

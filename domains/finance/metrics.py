@@ -8,7 +8,7 @@ variance."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 __all__ = ["pinball", "pinball_rows", "coverage", "qlike", "qlike_rows", "rmse", "kupiec_pof", "christoffersen", "transition_counts",
            "christoffersen_from_counts", "var_backtest", "newey_west_variance", "diebold_mariano", "es_from_quantiles",
@@ -71,7 +71,7 @@ def kupiec_pof(breaches: np.ndarray, p: float) -> tuple[float, float]:
     ll0 = _xlogy(n - x, 1 - p) + _xlogy(x, p)
     ll1 = _xlogy(n - x, 1 - phat) + _xlogy(x, phat)
     lr = max(-2 * (ll0 - ll1), 0.0)
-    return float(lr), float(stats.chi2.sf(lr, 1))
+    return float(lr), float(special.chdtrc(1, lr))
 
 
 def transition_counts(breaches: np.ndarray) -> tuple[int, int, int, int]:
@@ -102,7 +102,7 @@ def christoffersen_from_counts(n00: int, n01: int, n10: int, n11: int, p: float,
     lr_ind = max(-2 * (ll_null - ll_alt), 0.0)
     lr_pof, _ = kupiec_pof(np.arange(n) < breaches, p)
     lr_cc = lr_ind + lr_pof
-    return {"lr_ind": float(lr_ind), "p_ind": float(stats.chi2.sf(lr_ind, 1)), "lr_cc": float(lr_cc), "p_cc": float(stats.chi2.sf(lr_cc, 2))}
+    return {"lr_ind": float(lr_ind), "p_ind": float(special.chdtrc(1, lr_ind)), "lr_cc": float(lr_cc), "p_cc": float(special.chdtrc(2, lr_cc))}
 
 
 def var_backtest(returns: np.ndarray, var_quantile: np.ndarray, p: float, alpha: float = 0.05) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Walk-forward backtest of the global TFT (seed ensemble) against the classical risk models.
 
     python -m domains.finance.backtest                 # 40 half-year folds, 2003-2022, 3 seeds
-    python -m domains.finance.backtest --quick         # 8 quarterly folds 2021-2022, 6 tickers, 2 seeds
+    python -m domains.finance.backtest --quick         # 4 quarterly folds of 2022, 3 tickers, 2 seeds
     python -m domains.finance.backtest --folds 80 --test-days 63   # quarterly folds
 
 The scheme, the early stopping on a validation period before each cutoff, the regimes and every
@@ -35,8 +35,8 @@ from domains.finance.walkforward import fold_cutoffs, fold_windows, run_walkforw
 __all__ = ["BacktestConfig", "QUICK", "backtest", "fold_cutoffs", "fold_windows", "baseline_rows", "main"]
 
 log = get_logger("finance.backtest")
-QUICK = {"folds": 8, "test_days": 63, "seeds": 2, "epochs": 2, "refit_epochs": 1, "max_batches": 20, "refit_batches": 10,
-         "tickers": ["SP500", "AAPL", "JPM", "XOM", "KO", "MSFT"]}
+QUICK = {"folds": 4, "test_days": 63, "seeds": 2, "epochs": 1, "refit_epochs": 1, "max_batches": 20, "refit_batches": 5,
+         "tickers": ["SP500", "AAPL", "JPM"]}
 
 
 def backtest(cfg: BacktestConfig) -> Path:

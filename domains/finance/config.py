@@ -98,7 +98,7 @@ class BacktestConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, Tra
     baselines: list[str] = field(default_factory=lambda: list(BASELINES), metadata={"help": f"baselines to run: {', '.join(BASELINES)}"})
     baseline_window: int = field(default=2520, metadata={"help": "GARCH/GJR/HAR parameters are fitted on the last this many days before each cutoff (0 = all)"})
     save_predictions: bool = field(default=True, metadata={"help": "write every quantile forecast to predictions.parquet"})
-    quick: bool = field(default=False, metadata={"help": "demo/test setting: 8 quarterly folds (2021-2022), 6 tickers, 2 seeds, 2+1 epochs of 20 batches"})
+    quick: bool = field(default=False, metadata={"help": "demo/test setting: 4 quarterly folds (2022), SP500/AAPL/JPM, 2 seeds, 1 epoch of 20 batches then refits of 5 (backtest.QUICK)"})
 
 
 @dataclass

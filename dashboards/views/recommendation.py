@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import stop_without_runs, curves, domain_unavailable, friendly_errors, page_header, pick_run, run_key, run_path
+from dashboards.common import stop_without_runs, curves, runs_dir, domain_unavailable, friendly_errors, page_header, pick_run, run_key, run_path
 
 page_header("Recommendation", "Top-K recommendations on MovieLens-100K (research, non-commercial use), item similarity and cold start.")
 
@@ -58,6 +58,18 @@ def metrics(k: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False)
 def report(k: str) -> api.TrainingReport:
     return api.training_report(run_path(k))
+
+
+def bench_stamp(protocol: str) -> float:
+    try:
+        return (runs_dir() / api.BENCH_DIR / f"{protocol}.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(show_spinner=False)
+def seed_spread(root: str, protocol: str, stamp: float) -> api.SeedSpread:
+    return api.seed_spread(root, protocol)
 
 
 @st.cache_data(show_spinner=False)
@@ -196,8 +208,8 @@ with tab_cold:
 with tab_metrics:
     with friendly_errors("Loading the metrics"):
         m = metrics(key)
-        rep = report(key)
-        spread = rep.seed_spread
+        spreads = {p: sp for p in api.PROTOCOLS if not (sp := seed_spread(str(runs_dir()), p, bench_stamp(p))).table.empty}
+        spread = spreads.get("stratified")  # the split `train` uses by default, as in this run's table
         if m is None or len(m) == 0:
             st.caption("This run recorded no evaluation metrics.")
         else:
@@ -206,28 +218,38 @@ with tab_metrics:
             num = [c for c in m.columns if c != "model" and pd.api.types.is_numeric_dtype(m[c])]
             if "model" in m and num:
                 metric = st.selectbox("Metric", num, index=next((i for i, c in enumerate(num) if c.startswith("ndcg")), 0), key="rec_metric")
-                sp = spread[spread["metric"] == metric] if {"model", "metric", "mean", "sd"} <= set(spread.columns) else pd.DataFrame()
                 fig = go.Figure(go.Bar(x=m["model"], y=m[metric], name="this run",
                                        marker_color=["#d62728" if i == 0 else "#1f77b4" for i in range(len(m))]))
+                sp = spread.table[spread.table["metric"] == metric] if spread is not None else pd.DataFrame()
                 if not sp.empty:  # the seed spread next to the single-run bars
-                    n = int(sp["n_seeds"].max()) if "n_seeds" in sp else None
-                    fig.add_trace(go.Bar(x=sp["model"], y=sp["mean"], name=f"mean ± sd over {n} seeds" if n else "mean ± sd over seeds",
+                    fig.add_trace(go.Bar(x=sp["model"], y=sp["mean"], name=f"benchmark: mean ± sd over {len(spread.seeds)} seeds",
                                          marker_color="#7f7f7f", error_y=dict(type="data", array=sp["sd"].to_numpy(), visible=True)))
                     fig.update_layout(barmode="group")
                 fig.update_layout(title=f"{metric} by model (the run's model first, in red)", height=320, margin=dict(l=10, r=10, t=40, b=10),
                                   legend=dict(orientation="h", y=-0.25))
                 st.plotly_chart(fig, width="stretch", key="rec_metric_bar")
-        st.markdown("**Seed spread** (mean ± sd of each model over seeds)")
-        if spread.empty:
-            st.caption("This run has no seed spread; `bench/recommendation.py` trains every model over several seeds.")
+
+        st.markdown("**Seed spread of every model** (mean ± sd over seeds, `bench/recommendation.py`)")
+        if not spreads:
+            st.caption(f"No benchmark results under `{runs_dir() / api.BENCH_DIR}` yet; "
+                       "`.venv/bin/python bench/recommendation.py --part stratified --seeds 0 1 2` writes them.")
         else:
-            st.dataframe(spread, hide_index=True, width="stretch")
-        st.markdown("**Validation curves and the chosen epoch**")
+            proto = st.radio("Protocol", list(spreads), horizontal=True, key="rec_spread_protocol",
+                             format_func=lambda p: {"stratified": "stratified 75/25 (as train)", "sequential": "leave-last-out (sequence models)"}.get(p, p))
+            chosen = spreads[proto]
+            wide = chosen.table.assign(value=[f"{a:.4f} ± {b:.4f}" for a, b in zip(chosen.table["mean"], chosen.table["sd"])])
+            wide = wide.pivot(index="model", columns="metric", values="value").reset_index()
+            st.dataframe(wide, hide_index=True, width="stretch")
+            st.caption(f"seeds {', '.join(map(str, chosen.seeds))} · from `{chosen.source}`" + (" · **quick smoke settings, not the benchmark's figures**" if chosen.quick else ""))
+
+        st.markdown("**Validation curve and the chosen epoch**")
+        rep = report(key)
         if rep.curves.empty:
             st.caption("This run logged no validation metrics.")
         else:
-            val_cols = [c for c in rep.curves.columns if str(c).startswith("val") and rep.curves[c].notna().any()]
             if rep.chosen_epoch is not None:
-                on = f" on `{rep.selection_metric}`" if rep.selection_metric else ""
-                st.markdown(f"Early stopping kept epoch **{rep.chosen_epoch}**{on}; the test split was used once, with that model.")
-            curves(rep.curves, val_cols or list(rep.curves.columns), marks={"chosen epoch": rep.chosen_epoch})
+                on = f" (highest `{rep.selection_metric}`)" if rep.selection_metric else ""
+                st.markdown(f"Early stopping chose epoch **{rep.chosen_epoch}**{on} on the validation split carved from the training part; "
+                            "the test split was used once, after that choice.")
+            val_cols = [c for c in rep.curves.columns if rep.curves[c].notna().any()]
+            curves(rep.curves, val_cols, marks={"chosen epoch": rep.chosen_epoch})

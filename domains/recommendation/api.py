@@ -6,7 +6,8 @@
                                              #   .similar_items(i, k) .cold_start_item(title, genres, k_users) .items_df .users_df
     genre_vocabulary(rec)                    # the genres its item tower knows
     load_metrics(run_dir)                    # DataFrame: model vs baselines (ndcg@10, recall@10, ...)
-    training_report(run_dir)                 # TrainingReport: validation curves, chosen epoch, seed spread
+    training_report(run_dir)                 # TrainingReport: validation curve, chosen epoch
+    seed_spread(runs_root, "stratified")     # SeedSpread: mean ± sd over seeds of every model (bench/recommendation.py)
 
 Recommendations are DataFrames ``item_id, title, genres, year, score, popularity_count, fallback,
 reason``: model rows have a ``score``; fallback rows (a user the model cannot score) have no score
@@ -27,8 +28,8 @@ from core.runs import iter_metrics
 from domains.recommendation.evaluation import load_metrics
 from domains.recommendation.inference import POPULARITY_COLUMN, Recommender, UnknownItemError
 
-__all__ = ["RecommenderView", "RecommendationRun", "TrainingReport", "recommendation_run", "load_recommender", "genre_vocabulary",
-           "load_metrics", "training_report", "Recommender", "UnknownItemError", "POPULARITY_COLUMN"]
+__all__ = ["RecommenderView", "RecommendationRun", "TrainingReport", "SeedSpread", "BENCH_DIR", "recommendation_run", "load_recommender", "genre_vocabulary",
+           "load_metrics", "training_report", "seed_spread", "PROTOCOLS", "Recommender", "UnknownItemError", "POPULARITY_COLUMN"]
 
 
 class RecommenderView(Protocol):
@@ -56,17 +57,32 @@ class RecommendationRun:
 
 @dataclass
 class TrainingReport:
-    """How a run chose its model (issue 16.8): the validation curves per epoch, the epoch early
-    stopping kept, and the spread over seeds of the model and the baselines when the run has it."""
+    """How a run chose its model (issue 16.8): the validation curve per epoch and the epoch early
+    stopping kept (the test split is used once, after that choice)."""
 
-    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # index: epoch; columns: val_* metrics (and train loss)
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # index: epoch; columns: valid_* metrics, loss
     chosen_epoch: int | None = None
     selection_metric: str | None = None  # the validation metric the epoch was chosen on
-    seed_spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, metric, mean, sd, n_seeds
 
     @property
     def empty(self) -> bool:
-        return self.curves.empty and self.chosen_epoch is None and self.seed_spread.empty
+        return self.curves.empty and self.chosen_epoch is None
+
+
+@dataclass
+class SeedSpread:
+    """Every model of one benchmark protocol over several seeds (``bench/recommendation.py``):
+    ``table`` has ``model, metric, mean, sd, n_seeds``; empty when the benchmark has not been run."""
+
+    protocol: str  # "stratified" (the split train uses by default) or "sequential" (leave-last-out)
+    table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["model", "metric", "mean", "sd", "n_seeds"]))
+    seeds: tuple[int, ...] = ()
+    source: Path | None = None
+    quick: bool = False  # the benchmark's smoke settings, not its figures
+
+
+BENCH_DIR = "bench-recommendation"  # under the runs root: where bench/recommendation.py writes its parts
+PROTOCOLS = ("stratified", "sequential")
 
 
 def recommendation_run(run_dir: str | Path) -> RecommendationRun:
@@ -100,30 +116,39 @@ def _finite_int(v: Any) -> int | None:
 
 
 def training_report(run_dir: str | Path) -> TrainingReport:
-    """Validation curves from ``metrics.jsonl``, the chosen epoch from ``metrics.json``, and the seed
-    spread table when the run wrote one (``seed_spread.parquet``/``.csv``)."""
+    """The validation curve and chosen epoch a training run recorded (``validation_curve.json``;
+    older runs: the ``valid*``/``val*`` rows of ``metrics.jsonl`` and ``best_epoch`` in ``metrics.json``)."""
     run_dir = Path(run_dir)
+    sel = _read_json(run_dir / "validation_curve.json")
+    if isinstance(sel, dict) and sel.get("curve"):
+        curves = pd.DataFrame(sel["curve"]).apply(pd.to_numeric, errors="coerce").set_index("epoch").sort_index()
+        metric = next((c for c in curves.columns if str(c).startswith("valid_ndcg")), None)
+        return TrainingReport(curves=curves, chosen_epoch=_finite_int(sel.get("best_epoch")), selection_metric=metric)
     rows = [r for r in iter_metrics(run_dir) if any(str(k).startswith("val") for k in r)]
     curves = pd.DataFrame()
     if rows:
         df = pd.DataFrame(rows).drop(columns=["time"], errors="ignore")
         by = "epoch" if "epoch" in df else "step"
-        keep = [c for c in df.columns if c != by and (str(c).startswith("val") or c in ("loss", "train_loss"))]
-        df = df[[by, *keep]].apply(pd.to_numeric, errors="coerce")
-        curves = df.groupby(by).last().sort_index().dropna(how="all")
-    m = _read_json(run_dir / "metrics.json") or {}
-    chosen = None
-    selection = None
-    if isinstance(m, dict):
-        for k in ("chosen_epoch", "best_epoch", "early_stopping_epoch"):
-            if k in m:
-                chosen = _finite_int(m[k])
-                break
-        selection = m.get("selection_metric") or m.get("early_stopping_metric")
-    spread = pd.DataFrame()
-    for name in ("seed_spread.parquet", "seed_spread.csv"):
-        p = run_dir / name
-        if p.is_file():
-            spread = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
-            break
-    return TrainingReport(curves=curves, chosen_epoch=chosen, selection_metric=str(selection) if selection else None, seed_spread=spread)
+        keep = [c for c in df.columns if c != by and (str(c).startswith("val") or c == "loss")]
+        curves = df[[by, *keep]].apply(pd.to_numeric, errors="coerce").groupby(by).last().sort_index().dropna(how="all")
+    m = _read_json(run_dir / "metrics.json")
+    chosen = _finite_int(m.get("best_epoch")) if isinstance(m, dict) else None
+    metric = next((c for c in curves.columns if str(c).startswith(("valid_ndcg", "val_ndcg"))), None)
+    return TrainingReport(curves=curves, chosen_epoch=chosen, selection_metric=metric)
+
+
+def seed_spread(runs_root: str | Path, protocol: str = "stratified") -> SeedSpread:
+    """Mean ± sd over seeds of every model's test metrics in the benchmark part ``protocol``
+    (``<runs_root>/bench-recommendation/<protocol>.json``, written by ``bench/recommendation.py``)."""
+    path = Path(runs_root) / BENCH_DIR / f"{protocol}.json"
+    res = _read_json(path)
+    if not isinstance(res, dict) or not res.get("rows"):
+        return SeedSpread(protocol=protocol)
+    rows = pd.DataFrame(res["rows"])
+    metrics = [c for c in rows.columns if c not in ("model", "seed", "params", "seconds", "trials")
+               and not str(c).startswith("valid") and pd.api.types.is_numeric_dtype(rows[c])]
+    long = rows.melt(id_vars=["model", "seed"], value_vars=metrics, var_name="metric")
+    table = long.groupby(["model", "metric"], sort=False)["value"].agg(mean="mean", sd="std", n_seeds="count").reset_index()
+    table["sd"] = table["sd"].fillna(0.0)
+    return SeedSpread(protocol=protocol, table=table, seeds=tuple(int(s) for s in res.get("seeds") or sorted(rows["seed"].unique())),
+                      source=path, quick=bool(res.get("quick")))

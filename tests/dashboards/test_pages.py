@@ -427,3 +427,34 @@ def test_medical_page_shows_the_out_of_distribution_verdict_with_its_reasons(dom
         assert len(flagged) == 1 and all(r in flagged[0] for r in verdict.reasons), (flagged, verdict)
     else:
         assert not flagged and any("within the expected ranges" in c.value for c in at.caption)
+
+
+def test_recommendation_page_shows_seed_spread_validation_curve_and_chosen_epoch(domain_run, tmp_path, monkeypatch):
+    """Issue 16.8: the benchmark's mean ± sd over seeds next to the baselines, the validation curve
+    and the epoch early stopping chose."""
+    import shutil
+
+    import domains.recommendation.api as rec_api
+
+    runs = tmp_path / "runs"
+    shutil.copytree(domain_run("recommendation").run_dir, runs / "recommendation" / "trained")
+    bench = runs / rec_api.BENCH_DIR
+    bench.mkdir(parents=True)
+    rows = [{"model": m, "seed": s, "ndcg@10": base + d, "recall@10": 0.2, "valid_ndcg@10": 0.3, "params": {}}
+            for m, base in (("two_tower", 0.47), ("ease", 0.45)) for s, d in ((0, -0.01), (1, 0.0), (2, 0.01))]
+    (bench / "stratified.json").write_text(json.dumps({"rows": rows, "seeds": [0, 1, 2], "quick": False}))
+    monkeypatch.setenv("SUITE_RUNS_DIR", str(runs))
+    at = run_app(PAGES["recommendation"], timeout=240)
+    no_exception(at)
+    spread = next(d.value for d in at.dataframe if "ndcg@10" in d.value.columns and d.value["ndcg@10"].astype(str).str.contains("±").all())
+    assert dict(zip(spread["model"], spread["ndcg@10"])) == {"two_tower": "0.4700 ± 0.0100", "ease": "0.4500 ± 0.0100"}
+    bar = next(json.loads(el.proto.spec) for el in at.get("plotly_chart") if "by model" in json.dumps(json.loads(el.proto.spec).get("layout", {}).get("title", "")))
+    names = [t.get("name") for t in bar["data"]]
+    assert "benchmark: mean ± sd over 3 seeds" in names
+    rep = rec_api.training_report(runs / "recommendation" / "trained")
+    if rep.chosen_epoch is None:
+        assert "This run logged no validation metrics." in text_of(at) or not rep.curves.empty
+    else:
+        assert f"Early stopping chose epoch **{rep.chosen_epoch}**" in text_of(at)
+        charts = [el.proto.spec for el in at.get("vega_lite_chart")]
+        assert charts and all('"type": "rule"' in spec for spec in charts)  # every curve, with the chosen epoch marked

@@ -29,7 +29,7 @@ from domains.finance.config import TransferConfig, spec_from_config
 from domains.finance.data import PANEL_DATASET, PriceDataError
 from domains.finance.features import QUANTILES, FoldScaler, observed_inputs, realised, series_by_ticker
 from domains.finance.metrics import kupiec_pof, pinball
-from domains.finance.model import Forecaster, build_tft, fit, predict_quantiles, quantile_columns
+from domains.finance.model import Forecaster, create_model, fit, predict_quantiles, quantile_columns
 
 __all__ = ["TransferResult", "short_history_panel", "run_transfer", "set_unknown_rows"]
 
@@ -100,7 +100,7 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
     holdout = list(cfg.holdout)
     tickers = sorted(feat["ticker"].unique())
     scaler = FoldScaler.fit(feat, cutoff)
-    base = build_tft(spec, tickers, cfg.lr)
+    base = create_model("tft", spec=spec, tickers=tickers, learning_rate=cfg.lr)
     info = {"holdout": holdout, "cutoff": str(cutoff.date()), "data": cfg.data or PANEL_DATASET}
     fc = Forecaster(base, spec, scaler, tickers, dict(info))
     T = fc.tensors(scaler.transform(feat))
@@ -120,7 +120,7 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
     models = {}
 
     def variant(name: str, prepare, lr: float) -> None:
-        m = build_tft(spec, tickers, lr)
+        m = create_model("tft", spec=spec, tickers=tickers, learning_rate=lr)
         prepare(m)
         report = trainable_parameter_report(m)
         fit(m, T, short_o, lr=lr, desc=name, **steps)

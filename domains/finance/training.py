@@ -16,7 +16,7 @@ from domains.finance.config import TrainConfig, spec_from_config
 from domains.finance.data import PANEL_DATASET, PriceDataError
 from domains.finance.features import QUANTILES, FoldScaler, observed_inputs
 from domains.finance.metrics import coverage, pinball
-from domains.finance.model import Forecaster, build_tft, fit, predict_quantiles
+from domains.finance.model import Forecaster, create_model, fit, predict_quantiles
 
 __all__ = ["train_forecaster", "validation_metrics", "input_report"]
 
@@ -43,7 +43,7 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
     cutoff = pd.Timestamp(dates[-1 - cfg.val_days])
     tickers = sorted(feat["ticker"].unique())
     scaler = FoldScaler.fit(feat, cutoff)
-    model = build_tft(spec, tickers, cfg.lr)
+    model = create_model("tft", spec=spec, tickers=tickers, learning_rate=cfg.lr)
     inputs = input_report(feat, spec.observed_reals)
     fc = Forecaster(model, spec, scaler, tickers, {"cutoff": str(cutoff.date()), "data": cfg.data or PANEL_DATASET,
                                               "data_options": cfg.data_options(), "covariates": bool(getattr(cfg, "covariates", True)), **inputs})

@@ -19,7 +19,7 @@ from domains.finance.features import DEFAULT_CALENDAR
 from domains.finance.model import TFTSpec
 
 __all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "ThreadsConfig", "CalendarConfig", "ZeroShotConfig", "TrainConfig",
-           "BacktestConfig", "ForecastConfig", "ScoreConfig", "TransferConfig", "InterpretConfig", "FinanceConfig", "spec_from_config"]
+           "BacktestConfig", "ForecastConfig", "ScoreConfig", "TransferConfig", "InterpretConfig", "spec_from_config"]
 
 
 @dataclass
@@ -132,12 +132,6 @@ class TransferConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, Tra
 @dataclass
 class InterpretConfig(DataConfig, ModelRunConfig, TrackingConfig, RunConfig):
     last_days: int = field(default=63, metadata={"help": "interpret forecasts from origins in the last N trading days of the data"})
-
-
-@dataclass
-class FinanceConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
-    """Every data, model and training field (the union the commands used to share); kept while
-    code outside this module still subclasses it. New code uses the per-command configs above."""
 
 
 def spec_from_config(cfg, observed_reals: list[str] | tuple[str, ...] | None = None) -> TFTSpec:

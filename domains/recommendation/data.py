@@ -12,14 +12,22 @@ and written as Parquet:
 
 MovieLens licence: research use only, non-commercial; see ``datasets/ml-100k/README.md``.
 
-Protocols (:func:`split_interactions`), both seeded:
+Splits (:func:`split_interactions`, selected by name; :data:`SPLITS`):
 
-* ``ms`` — the Microsoft Recommenders protocol (``python_stratified_split``): for every user the
-  ratings are shuffled with the seed and the first ``round(0.75 * n)`` go to train, the rest to test.
-  Every rating (1–5) is a positive; items a user has in train are excluded from that user's ranking; k=10.
-* ``temporal`` — leave-last-out: each user's latest interaction (ties broken by the larger item
-  position in the file) is the test item, everything earlier is train. Users with a single
+* ``msr-stratified-75`` (default) — exactly Microsoft Recommenders' ``python_stratified_split(data,
+  ratio=0.75, seed=42)`` (:func:`msr_stratified_split`): random numbers drawn in ``u.data`` line order
+  (the prepared ml-100k keeps that order as its index, ``source_row``), per user the rows with rank
+  ``<= round(0.75·n)`` go to train. Every rating (1–5) is a positive; items a user has in train are
+  excluded from that user's ranking; k=10. Protocol family ``ms``.
+* ``stratified-75-legacy`` (alias ``ms``) — this project's earlier re-implementation (numpy Generator
+  permutation of the rows sorted by user and time); only ~25 % of its test pairs are in the exact split.
+* ``leave-last-out`` (alias ``temporal``) — each user's latest interaction (ties broken by the larger
+  item position in the file) is the test item, everything earlier is train. Users with a single
   interaction stay in train only (counted in the report).
+
+:func:`validation_split` carves a per-user, seeded validation part out of a training split (or each
+user's last training item for leave-last-out); it chooses epochs and hyper-parameters of the
+two-tower and of the baselines, so the test split is used once.
 
 User files (:func:`load_interactions`): Parquet or CSV with ``user_id, item_id, timestamp`` and an
 optional ``rating``. :func:`load_movielens_folder` reads torchrec-style MovieLens folders

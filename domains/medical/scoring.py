@@ -16,14 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from core.io import atomic_write_text
-from core.logging import get_logger
 from core.scoring import Scorer, WorkItem
 from domains.medical.io import content_id
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["SegmentationScorer", "folder_entries", "work_items", "write_name_map", "NAME_MAP_FILE", "sanitize"]
 
-log = get_logger("medical.scoring")
 
 NAME_MAP_FILE = ".dlsuite-ids.csv"
 
@@ -109,9 +107,7 @@ class SegmentationScorer(Scorer):
         safe_id = vid.replace("/", "__")
         out = save_mask_like(pred.mask, vol, Path(self.mask_dir) / f"{safe_id}_mask.nii.gz")
         vols = volumes_ml(pred.mask, vol.spacing, self._seg.class_names)
-        check = qc.check(vols, pred.mean_confidence)
-        if check.flagged:
-            log.warning(f"{vid}: out of distribution — {check.reason}")
+        check = qc.check(vols, pred.mean_confidence)  # the score command logs the flagged rows once, after the job
         row = {"case": vid, "format": vol.format, "series_hash": vol.series_hash,
                "shape": list(vol.shape), "spacing_mm": [round(s, 4) for s in vol.spacing], "mask_path": str(out)}
         row.update({f"ml_{k}": v for k, v in vols.items()})

@@ -1,36 +1,318 @@
 """Recommendation benchmark → BENCHMARKS.md section "recommendation".
 
-1. Training throughput of the TorchRec two-tower (EmbeddingBagCollection + KeyedJaggedTensor) as a
-   ratio to a plain-PyTorch ``nn.EmbeddingBag`` two-tower of the same size (same tables, MLPs, loss,
-   batches) — measured in this process, interleaved.
-2. Scoring: users/s of exact top-K (matmul + topk, seen items excluded) and of FAISS HNSW / IVF search,
-   index build time, and recall@10 of the approximate lists against exact — on the real ML-100K vectors.
-3. Memory: peak RSS growth of building item vectors + an HNSW index as the catalogue grows
-   (synthetic catalogues of random unit vectors at 1.7k, 10k and 50k items; ``--quick`` stops at 10k).
+Parts (``--part``; each writes ``<out>/<part>.json``, and every call rewrites the section from all the
+JSON files present, so parts can run separately or in parallel and the table says what each holds):
 
-    python bench/recommendation.py [--steps 20] [--repeats 3] [--threads 1] [--quick]
+* ``stratified`` — ML-100K, Microsoft Recommenders' ``python_stratified_split(ratio=0.75, seed=42)``
+  (split ``msr-stratified-75``): the two-tower (epoch by validation early stopping, then refit) against
+  EASE, iALS, item-kNN, SAR, BPR (implicit and ours) and most-popular, for every seed of ``--seeds``.
+  The seed sets the per-user validation carve (``data.validation_split``) and the model init. Every
+  baseline's hyper-parameters are chosen on that validation split (``baselines.tune``), then it is
+  refitted on the whole training part and evaluated once on the test split, with the same top-k
+  metrics code (seen items removed) as the two-tower.
+* ``sequential`` — ML-100K leave-last-out (test = last item, validation = second-to-last): the
+  sequence model (``sequential.py``: causal transformer over TorchRec item embeddings + MiniLM text,
+  in-batch log-Q sampled softmax) and a plain SASRec reference (own ``nn.Embedding``, no text, full
+  softmax CE) against most-popular, item-kNN, BPR, EASE and iALS; FULL ranking over the catalogue,
+  history removed. Baselines are tuned on validation and refitted on everything but the last item;
+  the sequence models pick their epoch on validation and read the history including the validation
+  item at test time (they are not refitted).
+* ``scale`` — time and peak memory of one training pass from 100K to 1M interactions (synthetic,
+  MovieLens-1M-shaped: Zipf item popularity) for the two-tower (real pipeline through a Parquet
+  file), EASE, iALS, item-kNN and the sequence model.
+* ``scoring10m`` — the scoring path (``topk``: exact matmul + top-k with seen items removed; FAISS
+  HNSW + ``drop_seen``) on a synthetic 10M-interaction, 100k-user × 100k-item catalogue (random
+  unit vectors; labelled synthetic).
+* ``serving`` — TorchRec two-tower training throughput vs a plain ``nn.EmbeddingBag`` copy, exact vs
+  FAISS scoring on the real ML-100K vectors, HNSW memory as the catalogue grows.
+
+    python bench/recommendation.py --part stratified --seeds 0 1 2
+    python bench/recommendation.py --part all --quick       # tiny settings: smoke only
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit's ALS warns (and slows) with a threaded BLAS
+os.environ.setdefault("SUITE_PROGRESS", "0")  # no progress bars in the bench log
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from core.bench import PeakRSS, machine_line, markdown_table, write_benchmark_section  # noqa: E402
-from domains.recommendation.model import ITEM_FEATURES, TwoTower, sampled_softmax_loss  # noqa: E402
+from domains.recommendation import baselines as B  # noqa: E402
 from domains.recommendation.config import TrainConfig  # noqa: E402
-from domains.recommendation.model import sampling_log_q  # noqa: E402
-from domains.recommendation.training import Prepared, build_model, prepare_inputs  # noqa: E402
+from domains.recommendation.evaluation import evaluate_scores, model_scores  # noqa: E402
+from domains.recommendation.model import ITEM_FEATURES, TwoTower, sampled_softmax_loss, sampling_log_q  # noqa: E402
+from domains.recommendation.training import Prepared, Trainer, build_model, fit_two_tower, prepare_inputs  # noqa: E402
+
+PARTS = ["stratified", "sequential", "scale", "scoring10m", "serving"]
+K = 10
+OUT = Path(__file__).resolve().parents[1] / "runs" / "bench-recommendation"
+
+# baselines of each protocol, and the grids used (the library defaults, trimmed where a grid edge never won in development)
+STRATIFIED_BASELINES = ["most_popular", "ease", "item_knn", "sar", "ials", "bpr", "bpr_torch"]
+SEQUENTIAL_BASELINES = ["most_popular", "item_knn", "bpr_torch", "ease", "ials"]
+BENCH_GRIDS = {
+    "ials": {"factors": [32, 64], "regularization": [1.0, 5.0, 20.0], "alpha": [0.5, 1.0, 3.0], "iterations": [5, 10, 15, 25]},
+    "bpr": {"factors": [64], "learning_rate": [0.005, 0.01], "regularization": [0.0001, 0.001], "iterations": [25, 50, 100]},
+    "bpr_torch": {"dim": [200], "lr": [0.01, 0.03], "l2": [0.001, 0.01], "optimizer": ["sgd"], "batch_size": [1024], "epochs": [25, 50, 100, 150]},
+}
+QUICK_GRIDS = {
+    "ease": {"lam": [200.0, 500.0]}, "item_knn": {"k": [100], "shrink": [10.0]}, "sar": {"similarity": ["jaccard"], "threshold": [1]},
+    "ials": {"factors": [32], "regularization": [1.0], "alpha": [1.0], "iterations": [3, 5]},
+    "bpr": {"factors": [32], "learning_rate": [0.01], "regularization": [0.001], "iterations": [5, 10]},
+    "bpr_torch": {"dim": [32], "lr": [0.01], "l2": [0.001], "optimizer": ["sgd"], "batch_size": [1024], "epochs": [2, 4]},
+}
+LABELS = {"two_tower": "two-tower (TorchRec, ours)", "most_popular": "most popular", "ease": "EASE", "item_knn": "item-kNN (cosine)",
+          "sar": "SAR (no time decay)", "ials": "iALS (implicit)", "bpr": "BPR (implicit; popularity-sampled negatives)",
+          "bpr_torch": "BPR-MF (ours, cornac-style SGD)", "seq": "sequence model (ours: causal transformer, TorchRec + MiniLM text, logQ sampled softmax)",
+          "sasrec_ref": "plain SASRec reference (nn.Embedding, no text, full-softmax CE)"}
 
 
+def grid(name: str, quick: bool) -> dict:
+    if quick:
+        return QUICK_GRIDS.get(name, B.GRIDS[name])
+    return BENCH_GRIDS.get(name, B.GRIDS[name])
+
+
+def tune_and_test(name: str, X_fit, valid_truth, X_final, final_seen, test_truth, seed: int, quick: bool, popularity=None) -> dict:
+    """Tune ``name`` on (X_fit → valid_truth), refit on X_final, evaluate once on test_truth."""
+    t0 = time.perf_counter()
+    res = B.tune(name, X_fit, valid_truth, K, grid=grid(name, quick), seed=seed)
+    model = B.make_baseline(name, seed=seed, **res.params).fit(X_final)
+    m = evaluate_scores(model.scores(X_final), final_seen, test_truth, X_final.shape[1], K, popularity)
+    return {"model": name, "seed": seed, **m, "params": res.params, f"valid_ndcg@{K}": res.valid_metric, "trials": len(res.trials),
+            "seconds": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------------------------------
+# stratified: two-tower vs tuned baselines
+# ---------------------------------------------------------------------------------------------
+def two_tower_run(cfg: TrainConfig, prep: Prepared) -> dict:
+    """The training command's select (early stopping on validation) + refit, without a run folder."""
+    def make_trainer() -> Trainer:
+        model = build_model(cfg, prep.space)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return Trainer(model=model, optimizer=opt, full_state=lambda: {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    t0 = time.perf_counter()
+    state, stats, selection = fit_two_tower(prep, cfg, None, make_trainer)
+    model = build_model(cfg, prep.space)
+    model.load_state_dict(state)
+    if cfg.history:
+        prep.batcher.set_history(prep.seen())
+    m = evaluate_scores(model_scores(model, prep), prep.seen(), prep.truth(), prep.space.n_items, K, prep.popularity())
+    return {"model": "two_tower", "seed": cfg.seed, **m, "params": {"epochs": selection["best_epoch"]}, f"valid_ndcg@{K}": selection[f"valid_ndcg@{K}"],
+            "curve": selection["curve"], "seconds": time.perf_counter() - t0}
+
+
+def part_stratified(seeds: list[int], quick: bool) -> dict:
+    rows = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        cfg = TrainConfig(track=False, seed=seed, threads=1, **({"epochs": 2, "max_steps": 5} if quick else {}))
+        prep = prepare_inputs(cfg)
+        n_u, n_i = prep.space.n_users, prep.space.n_items
+        X_fit = B.interaction_matrix(prep.fit_u, prep.fit_i, n_u, n_i)
+        X_train = B.interaction_matrix(prep.train_u, prep.train_i, n_u, n_i)
+        from domains.recommendation.data import group_by_user
+
+        valid_truth = group_by_user(prep.valid_u, prep.valid_i, n_u)
+        for name in STRATIFIED_BASELINES:
+            r = tune_and_test(name, X_fit, valid_truth, X_train, prep.seen(), prep.truth(), seed, quick, prep.popularity())
+            print(f"seed {seed} {name}: ndcg@10 {r['ndcg@10']:.4f} (valid {r['valid_ndcg@10']:.4f}, {r['params']}, {r['seconds']:.0f}s)", flush=True)
+            rows.append(r)
+        r = two_tower_run(cfg, prep)
+        print(f"seed {seed} two_tower: ndcg@10 {r['ndcg@10']:.4f} (valid {r['valid_ndcg@10']:.4f}, epoch {r['params']['epochs']}, {r['seconds']:.0f}s)", flush=True)
+        rows.append(r)
+    return {"rows": rows, "split": prep.split_info["split"], "validation": prep.split_info["validation"], "seeds": seeds, "quick": quick}
+
+
+# ---------------------------------------------------------------------------------------------
+# sequential: leave-last-out, full ranking
+# ---------------------------------------------------------------------------------------------
+SEQ_MODEL = dict(max_len=50, dim=64, heads=2, layers=2, dropout=0.2, text_dim=384, item_table="torchrec", loss="sampled_softmax", temperature=0.1)
+SEQ_REF = dict(SEQ_MODEL, text_dim=0, item_table="plain", loss="ce")
+SEQ_TRAIN = dict(epochs=60, patience=6, batch_size=64, lr=1e-3)
+
+
+def part_sequential(seeds: list[int], quick: bool) -> dict:
+    from domains.recommendation.data import load_dataset
+    from domains.recommendation.model import FeatureSpace, item_text_embeddings, item_texts
+    from domains.recommendation.sequential import (SequenceConfig, SequenceTrainConfig, evaluate_next_item, leave_last_out_split,
+                                                   train_sequence_model, user_item_vectors)
+
+    data = load_dataset("ml-100k")
+    space = FeatureSpace.build(data.users, data.items)
+    split = leave_last_out_split(data.interactions, space.user_index(), space.item_index())
+    text = item_text_embeddings(item_texts(data.items))
+    n_u, n_i = space.n_users, space.n_items
+
+    def matrix(seqs):
+        u = np.repeat(np.arange(n_u), [len(s) for s in seqs])
+        return B.interaction_matrix(u, np.concatenate(seqs), n_u, n_i)
+
+    X_fit, test_hist = matrix(split.train), split.history("test")
+    X_final = matrix(test_hist)
+    rows = []
+    tcfg_over = {"epochs": 2, "patience": 2} if quick else {}
+    for seed in seeds:
+        for name in SEQUENTIAL_BASELINES:
+            r = tune_and_test(name, X_fit, split.valid, X_final, test_hist, split.test, seed, quick)
+            r[f"hr@{K}"] = r[f"recall@{K}"]
+            print(f"seed {seed} {name}: ndcg@10 {r['ndcg@10']:.4f} hr@10 {r['hr@10']:.4f} (valid {r['valid_ndcg@10']:.4f}, {r['params']})", flush=True)
+            rows.append(r)
+        for name, kw in (("seq", SEQ_MODEL), ("sasrec_ref", SEQ_REF)):
+            t0 = time.perf_counter()
+            cfg = SequenceConfig(**kw)
+            model, hist = train_sequence_model(split, cfg, SequenceTrainConfig(**{**SEQ_TRAIN, **tcfg_over, "seed": seed}), text if cfg.text_dim else None)
+            U, V = user_item_vectors(model, test_hist)
+            m = evaluate_next_item(U @ V.T, test_hist, split.test, K)
+            rows.append({"model": name, "seed": seed, **m, "params": {"epochs": hist["best_epoch"]}, f"valid_ndcg@{K}": hist["best_valid_ndcg"],
+                         "curve": hist["valid_ndcg"], "seconds": time.perf_counter() - t0})
+            print(f"seed {seed} {name}: ndcg@10 {m['ndcg@10']:.4f} hr@10 {m['hr@10']:.4f} (valid {hist['best_valid_ndcg']:.4f}, epoch {hist['best_epoch']})", flush=True)
+    return {"rows": rows, "seeds": seeds, "quick": quick, "seq_model": SEQ_MODEL, "seq_ref": SEQ_REF, "seq_train": SEQ_TRAIN,
+            "test_users": int(sum(len(t) > 0 for t in split.test))}
+
+
+# ---------------------------------------------------------------------------------------------
+# scale: 100K → 1M interactions
+# ---------------------------------------------------------------------------------------------
+def synthetic_interactions(n: int, n_users: int, n_items: int, seed: int = 0, zipf: float = 0.9) -> pd.DataFrame:
+    """``n`` distinct (user, item) pairs: users uniform, items Zipf-distributed (exponent ``zipf``), random timestamps."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, n_items + 1) ** zipf
+    p /= p.sum()
+    keys = np.empty(0, np.int64)
+    while len(keys) < n:
+        m = int((n - len(keys)) * 1.3) + 1000
+        u = rng.integers(0, n_users, m)
+        i = rng.choice(n_items, m, p=p)
+        keys = np.unique(np.concatenate([keys, u.astype(np.int64) * n_items + i]))
+    keys = rng.permutation(keys)[:n]
+    return pd.DataFrame({"user_id": keys // n_items + 1, "item_id": keys % n_items + 1, "timestamp": rng.integers(0, 10**9, n)})
+
+
+def measure(fn) -> tuple[float, float, object]:
+    gc.collect()
+    with PeakRSS() as m:
+        t0 = time.perf_counter()
+        out = fn()
+        secs = time.perf_counter() - t0
+    return secs, m.delta_mb, out
+
+
+def part_scale(quick: bool) -> dict:
+    from domains.recommendation.sequential import LeaveLastOut, SequenceConfig, SequenceTrainConfig, train_sequence_model
+    from domains.recommendation.training import train_epochs
+
+    sizes = [20_000, 50_000] if quick else [100_000, 300_000, 1_000_000]
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="rec-scale-"))
+    for n in sizes:
+        n_users, n_items = max(100, int(6040 * n / 1e6)), max(200, int(3706 * (n / 1e6) ** 0.5))
+        df = synthetic_interactions(n, n_users, n_items)
+        path = tmp / f"inter-{n}.parquet"
+        df.to_parquet(path, index=False)
+        row = {"interactions": n, "users": n_users, "items": n_items}
+        cfg = TrainConfig(track=False, data=str(path), text="none", seed=0, threads=1, split="leave-last-out")
+        prep = prepare_inputs(cfg)
+        steps = 10 if quick else 60
+        cfg.max_steps = steps
+        model = build_model(cfg, prep.space)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        log_q = sampling_log_q(prep.train_i, prep.space.n_items)
+        secs, mb, _ = measure(lambda: train_epochs(model, prep, cfg, opt, prep.train_u, prep.train_i, log_q, epochs=1, desc="scale two-tower"))
+        rate = steps * cfg.batch_size / secs
+        row.update({"two-tower examples/s": rate, "two-tower epoch s (est.)": len(prep.train_u) / rate, "two-tower peak MB": mb})
+        X = B.interaction_matrix(prep.train_u, prep.train_i, prep.space.n_users, prep.space.n_items)
+        for name, make in (("EASE", lambda: B.EASE(500.0)), ("iALS", lambda: B.IALS(64, 1.0, 1.0, 15)), ("item-kNN", lambda: B.ItemKNN(100, 10.0))):
+            secs, mb, _ = measure(lambda: make().fit(X))
+            row.update({f"{name} fit s": secs, f"{name} peak MB": mb})
+        # sequence model: a bounded number of batches, extrapolated to one epoch
+        order = np.lexsort((df["timestamp"].to_numpy(), df["user_id"].to_numpy()))
+        u = df["user_id"].to_numpy()[order] - 1
+        i = df["item_id"].to_numpy()[order] - 1
+        bounds = np.searchsorted(u, np.arange(n_users + 1))
+        seqs = [i[bounds[k]:bounds[k + 1]] for k in range(n_users)]
+        batches = 3 if quick else 10
+        sub = seqs[:64 * batches]
+        split = LeaveLastOut([s[:-2] for s in sub], [s[-2:-1] for s in sub], [s[-1:] for s in sub], n_items)
+        scfg = SequenceConfig(**{**SEQ_MODEL, "text_dim": 0})
+        secs, mb, _ = measure(lambda: train_sequence_model(split, scfg, SequenceTrainConfig(epochs=1, patience=1, batch_size=64)))
+        row.update({"sequence model epoch s (est.)": secs * n_users / len(sub), "sequence model peak MB": mb})
+        print(row, flush=True)
+        rows.append(row)
+        del prep, model, opt, X
+    return {"rows": rows, "quick": quick}
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring path on a synthetic 10M-interaction, 100k-item catalogue
+# ---------------------------------------------------------------------------------------------
+def part_scoring10m(quick: bool) -> dict:
+    import faiss
+
+    from domains.recommendation.data import group_by_user
+    from domains.recommendation.metrics import top_k
+    from domains.recommendation.topk import build_index, drop_seen
+
+    n_users, n_items, n = (10_000, 10_000, 1_000_000) if quick else (100_000, 100_000, 10_000_000)
+    sample = 1024 if quick else 4096
+    out = {"users": n_users, "items": n_items, "interactions": n, "sample_users": sample, "quick": quick}
+    with PeakRSS() as total:
+        t0 = time.perf_counter()
+        df = synthetic_interactions(n, n_users, n_items, seed=0)
+        u, i = df["user_id"].to_numpy() - 1, df["item_id"].to_numpy() - 1
+        del df
+        seen = group_by_user(u, i, n_users)
+        out.update({"distinct interactions": int(len(u)), "data s": time.perf_counter() - t0})
+        del u, i
+        U = torch.nn.functional.normalize(torch.randn(n_users, 64, generator=torch.Generator().manual_seed(1)), dim=1)
+        V = torch.nn.functional.normalize(torch.randn(n_items, 64, generator=torch.Generator().manual_seed(2)), dim=1)
+        rows = np.arange(sample)
+        t0 = time.perf_counter()
+        exact = []
+        for s in range(0, sample, 512):
+            r = rows[s:s + 512]
+            idx, _ = top_k(U[r] @ V.T, K, [seen[j] for j in r])
+            exact.append(idx)
+        exact = np.concatenate(exact)
+        t_exact = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        index = build_index(V.numpy(), "hnsw")
+        build = time.perf_counter() - t0
+        max_seen = max(len(seen[j]) for j in rows)
+        t0 = time.perf_counter()
+        D, I = index.search(np.ascontiguousarray(U[rows].numpy()), K + max_seen)
+        got, _ = drop_seen(I, D, [seen[j] for j in rows], K, n_items)
+        t_hnsw = time.perf_counter() - t0
+        recall = float(np.mean([len(set(g[g >= 0].tolist()) & set(e.tolist())) / K for g, e in zip(got, exact)]))
+        out.update({"exact users/s": sample / t_exact, "exact all users s (est.)": n_users / (sample / t_exact),
+                    "hnsw build s": build, "hnsw users/s": sample / t_hnsw, "hnsw all users s (est.)": n_users / (sample / t_hnsw),
+                    "hnsw recall@10 vs exact": recall, "hnsw index MB": faiss.serialize_index(index).nbytes / 2**20,
+                    "item vectors MB": V.numel() * 4 / 2**20, "seen lists MB": sum(s.nbytes for s in seen) / 2**20})
+    out["peak RSS growth MB"] = total.delta_mb
+    print(out, flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# serving: TorchRec vs plain throughput, exact vs FAISS on ML-100K, HNSW memory growth
+# ---------------------------------------------------------------------------------------------
 class PlainTwoTower(nn.Module):
     """The same architecture with one nn.EmbeddingBag per table (no TorchRec)."""
 
@@ -101,19 +383,16 @@ def train_throughput(cfg: TrainConfig, prep: Prepared, steps: int, repeats: int)
 
 
 def scoring(cfg: TrainConfig, prep: Prepared) -> tuple[list[dict], dict]:
+    from domains.recommendation.metrics import top_k
+    from domains.recommendation.model import all_embeddings
     from domains.recommendation.topk import build_index, drop_seen
 
     torch.manual_seed(0)
     model = build_model(cfg, prep.space)  # untrained vectors of the real feature pipeline; search cost does not depend on training
-    from domains.recommendation.model import all_embeddings
-
     U, V = all_embeddings(model, prep.batcher, prep.space.n_users, prep.space.n_items)
     seen = prep.seen()
-    from domains.recommendation.metrics import top_k
-
-    k = 10
     t0 = time.perf_counter()
-    exact, _ = top_k(U @ V.T, k, seen)
+    exact, _ = top_k(U @ V.T, K, seen)
     t_exact = time.perf_counter() - t0
     rows = [{"method": "exact (matmul + topk)", "users/s": len(U) / t_exact, "index build ms": 0.0, "recall@10 vs exact": 1.0}]
     q = np.ascontiguousarray(U.numpy())
@@ -123,18 +402,18 @@ def scoring(cfg: TrainConfig, prep: Prepared) -> tuple[list[dict], dict]:
         index = build_index(V.numpy(), kind)
         build = time.perf_counter() - t0
         t0 = time.perf_counter()
-        _, I = index.search(q, k + max_seen)
+        _, I = index.search(q, K + max_seen)
         t_s = time.perf_counter() - t0
-        got, _ = drop_seen(I, np.zeros(I.shape, np.float32), seen, k, len(V))
-        rec = [len(set(g[g >= 0].tolist()) & set(e.tolist())) / k for g, e in zip(got, exact)]
+        got, _ = drop_seen(I, np.zeros(I.shape, np.float32), seen, K, len(V))
+        rec = [len(set(g[g >= 0].tolist()) & set(e.tolist())) / K for g, e in zip(got, exact)]
         rows.append({"method": f"FAISS {kind}", "users/s": len(U) / t_s, "index build ms": build * 1000, "recall@10 vs exact": float(np.mean(rec))})
     return rows, {"users": len(U), "items": len(V)}
 
 
 def memory_growth(quick: bool) -> list[dict]:
-    from domains.recommendation.topk import build_index
-
     import faiss
+
+    from domains.recommendation.topk import build_index
 
     sizes = [1682, 10_000] + ([] if quick else [50_000])
     rows = []
@@ -152,35 +431,148 @@ def memory_growth(quick: bool) -> list[dict]:
     return rows
 
 
+def part_serving(quick: bool, steps: int, repeats: int) -> dict:
+    cfg = TrainConfig(track=False)
+    prep = prepare_inputs(cfg)
+    return {"train": train_throughput(cfg, prep, steps, repeats), "scoring": scoring(cfg, prep), "memory": memory_growth(quick),
+            "steps": steps, "repeats": repeats}
+
+
+# ---------------------------------------------------------------------------------------------
+# the BENCHMARKS section
+# ---------------------------------------------------------------------------------------------
+def _mean_sd(v: list[float]) -> str:
+    v = [x for x in v if x == x]
+    if not v:
+        return ""
+    return f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+
+
+def _params(rows: list[dict]) -> str:
+    seen = []
+    for r in rows:
+        s = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        seen.append(f"s{r['seed']}: {s}" if s else "—")
+    return "; ".join(dict.fromkeys(seen)) if seen else ""
+
+
+def summary_table(rows: list[dict], order: list[str], metrics: list[str]) -> list[dict]:
+    out = []
+    for name in order:
+        rs = [r for r in rows if r["model"] == name]
+        if not rs:
+            continue
+        row = {"model": LABELS.get(name, name), "seeds": ",".join(str(r["seed"]) for r in rs)}
+        for m in metrics:
+            row[m] = _mean_sd([r[m] for r in rs])
+        row[f"valid NDCG@{K}"] = _mean_sd([r[f"valid_ndcg@{K}"] for r in rs])
+        row["chosen on validation"] = _params(rs)
+        out.append(row)
+    return sorted(out, key=lambda r: -float(r[metrics[0]].split()[0] or 0))
+
+
+def render(out_dir: Path) -> str:
+    parts = {}
+    for p in PARTS:  # "<part>.json" or per-seed files "<part>-s<seeds>.json" (parts run as separate processes): rows concatenated
+        files = sorted(out_dir.glob(f"{p}.json")) + sorted(out_dir.glob(f"{p}-s*.json"))
+        for f in files:
+            d = json.loads(f.read_text())
+            if p not in parts:
+                parts[p] = d
+            else:
+                parts[p]["rows"] += d["rows"]
+                parts[p]["seeds"] = sorted(set(parts[p]["seeds"]) | set(d["seeds"]))
+                parts[p]["quick"] = parts[p]["quick"] or d["quick"]
+    md = ["## recommendation",
+          f"`python bench/recommendation.py --part <part>` — {machine_line()}; torch threads 1. Measured on a shared 2-core machine "
+          "under load from other jobs: times are indicative, ratios inside one part are fair. Every model of a table is ranked by the "
+          "same top-k code (`evaluation.evaluate_scores` / `sequential.evaluate_next_item`) with the user's training items removed; "
+          "hyper-parameters and epochs are chosen on a validation split carved from the training part, the test split is used once."]
+    if "stratified" in parts:
+        p = parts["stratified"]
+        md += [f"### ML-100K, split `{p['split']}` (Microsoft Recommenders' `python_stratified_split(ratio=0.75, seed=42)`), k = 10"
+               + (" — QUICK SMOKE SETTINGS, not a result" if p["quick"] else ""),
+               f"Mean ± sd over seeds {p['seeds']} (seed = validation carve, {p['validation'].get('ratio')} of each user's training rows, "
+               "+ model init). Baselines: grid search on validation (`baselines.tune`, grids in `bench/recommendation.py`), "
+               "refit on the whole training part. Two-tower: the training command's early stopping + refit (`training.fit_two_tower`). "
+               "Published anchors (Microsoft Recommenders, same split): BPR 0.442, BiVAE 0.475.",
+               markdown_table(summary_table(p["rows"], ["two_tower", *STRATIFIED_BASELINES], [f"ndcg@{K}", f"precision@{K}", f"recall@{K}", f"map_ms@{K}"]))]
+    if "sequential" in parts:
+        p = parts["sequential"]
+        md += [f"### ML-100K leave-last-out (test = last item, validation = second-to-last), FULL ranking over 1,682 items, k = 10"
+               + (" — QUICK SMOKE SETTINGS, not a result" if p["quick"] else ""),
+               f"Mean ± sd over seeds {p['seeds']} (model init; the split has no randomness); {p['test_users']} test users. "
+               f"Sequence models: {json.dumps(p['seq_model'])} / reference {json.dumps(p['seq_ref'])}, training {json.dumps(p['seq_train'])}; "
+               "epoch chosen on validation NDCG@10 (early stopping), test input = history incl. the validation item. Baselines: tuned on "
+               "validation, refitted on all but the last item. HR@10 = recall@10 with one test item.",
+               markdown_table(summary_table(p["rows"], ["seq", "sasrec_ref", *SEQUENTIAL_BASELINES], [f"ndcg@{K}", f"hr@{K}"]))]
+    if "scale" in parts:
+        p = parts["scale"]
+        md += ["### Time and memory from 100K to 1M interactions (SYNTHETIC, MovieLens-1M-shaped: 6,040 users and 3,706 items at 1M, Zipf 0.9 items)"
+               + (" — QUICK SMOKE SETTINGS" if p["quick"] else ""),
+               "One training pass each: two-tower through the real pipeline (`prepare_inputs` on a Parquet file, leave-last-out, no text), "
+               "timed over 60 batches of 1024 and extrapolated to an epoch; EASE (λ 500), iALS (64 factors, 15 iterations), item-kNN "
+               "(k 100) fits; the sequence model (no text) over 10 batches of 64 users, extrapolated. Peak MB = peak RSS growth during the step.",
+               markdown_table(p["rows"])]
+    if "scoring10m" in parts:
+        p = parts["scoring10m"]
+        md += [f"### Scoring path, SYNTHETIC {p['interactions']:,}-interaction catalogue: {p['users']:,} users × {p['items']:,} items"
+               + (" — QUICK SMOKE SETTINGS" if p["quick"] else ""),
+               f"Random 64-d unit vectors (untrained; HNSW recall on random vectors is a hard case), seen lists from Zipf-distributed "
+               f"interactions; timed on {p['sample_users']:,} users and extrapolated to all. Exact = `metrics.top_k` on matmul chunks of 512 "
+               "users with seen items removed; HNSW = `topk.build_index('hnsw')` + `topk.drop_seen`.",
+               markdown_table([{"quantity": k, "value": v} for k, v in p.items() if k not in ("quick",)])]
+    if "serving" in parts:
+        p = parts["serving"]
+        rows, sizes = p["scoring"]
+        md += ["### Serving (real ML-100K features)",
+               f"**Training throughput** (TorchRec / plain nn.EmbeddingBag, same tables, MLPs, loss and batches; batch 1024, {p['steps']} steps × {p['repeats']} interleaved repeats):",
+               markdown_table(p["train"]),
+               f"**Scoring** {sizes['users']} users × {sizes['items']} items, top-10 with seen items excluded:", markdown_table(rows),
+               "**HNSW memory with catalogue size** (synthetic 64-d unit vectors, M=32, efConstruction 80; the serialized size is the exact figure):",
+               markdown_table(p["memory"])]
+    return "\n\n".join(md)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=20)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    ap.add_argument("--part", choices=[*PARTS, "all", "report"], default="all")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--quick", action="store_true", help="tiny settings (smoke test of the bench itself; tables are marked)")
+    ap.add_argument("--steps", type=int, default=20, help="serving: training steps per throughput repeat")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path, default=OUT, help="where each part's JSON goes")
+    ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--per-seed-file", action="store_true", help="stratified/sequential: write <part>-s<seeds>.json (one process per seed; "
+                    "the report concatenates them) instead of <part>.json")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     import faiss
 
-    faiss.omp_set_num_threads(args.threads)
-    cfg = TrainConfig(track=False)
-    prep = prepare_inputs(cfg)  # once: the real ML-100K features feed both the training and the scoring measurements
-    train_rows = train_throughput(cfg, prep, args.steps, args.repeats)
-    score_rows, sizes = scoring(cfg, prep)
-    mem_rows = memory_growth(args.quick)
-    md = "\n\n".join([
-        "## recommendation",
-        f"`python bench/recommendation.py` — {machine_line()}, torch threads {args.threads}. Real ML-100K features and batches "
-        f"(batch 1024, {args.steps} steps × {args.repeats} interleaved repeats).",
-        "**Training throughput** (ratio = TorchRec / plain nn.EmbeddingBag, same tables, MLPs, loss and batches, same process):",
-        markdown_table(train_rows),
-        f"**Scoring** {sizes['users']} users × {sizes['items']} items, top-10 with seen items excluded:",
-        markdown_table(score_rows),
-        "**Memory growth with catalogue size** (synthetic 64-d unit item vectors + HNSW M=32, efConstruction 80; "
-        "RSS growth is noisy because freed memory is reused — the serialized index size is the exact figure):",
-        markdown_table(mem_rows),
-    ])
-    write_benchmark_section("recommendation", md)
+    faiss.omp_set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    todo = PARTS if args.part == "all" else ([] if args.part == "report" else [args.part])
+    for part in todo:
+        t0 = time.perf_counter()
+        if part == "stratified":
+            res = part_stratified(args.seeds, args.quick)
+        elif part == "sequential":
+            res = part_sequential(args.seeds, args.quick)
+        elif part == "scale":
+            res = part_scale(args.quick)
+        elif part == "scoring10m":
+            res = part_scoring10m(args.quick)
+        else:
+            res = part_serving(args.quick, args.steps, args.repeats)
+        res["wall_seconds"] = time.perf_counter() - t0
+        name = f"{part}-s{'-'.join(map(str, args.seeds))}" if args.per_seed_file and part in ("stratified", "sequential") else part
+        tmp = args.out / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(res, indent=1, default=float))
+        tmp.replace(args.out / f"{name}.json")
+        print(f"{part}: done in {res['wall_seconds']:.0f} s -> {args.out / (name + '.json')}", flush=True)
+    md = render(args.out)
+    if not args.no_write:
+        write_benchmark_section("recommendation", md)
     print(md)
     return 0
 

@@ -3,8 +3,8 @@
 Every baseline is fitted on a binary user × item matrix ``X`` (:func:`interaction_matrix`; rows =
 user rows, columns = item rows of the run's feature space) and returns a dense ``(n_users, n_items)``
 float32 score tensor; ranking (seen items removed) and metrics are the shared
-:mod:`domains.recommendation.metrics` code (:func:`evaluate_scores`), so every model of a table is
-judged by the same lines.
+:func:`domains.recommendation.evaluation.evaluate_scores`, so every model of a table is judged by the
+same lines as the two-tower.
 
 * :class:`MostPopular` — items ranked by training interaction count (the same for every user).
 * :class:`EASE` — Steck, WWW 2019: ``B = I - P / diag(P)``, ``P = (XᵀX + λI)⁻¹``, diagonal forced to
@@ -39,10 +39,10 @@ import torch
 from torch import nn
 
 from core.progress import progress
-from domains.recommendation.metrics import ranking_metrics, top_k
+from domains.recommendation.evaluation import evaluate_scores
 
 __all__ = ["MostPopular", "BPRMF", "BPRConfig", "train_bpr", "EASE", "ItemKNN", "SAR", "IALS", "ImplicitBPR", "TorchBPR",
-           "interaction_matrix", "evaluate_scores", "BASELINES", "GRIDS", "make_baseline", "tune", "TuneResult"]
+           "interaction_matrix", "rows_of", "BASELINES", "GRIDS", "make_baseline", "tune", "TuneResult"]
 
 
 def interaction_matrix(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -55,17 +55,9 @@ def interaction_matrix(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int,
     return X
 
 
-def _rows(X: sp.csr_matrix) -> list[np.ndarray]:
+def rows_of(X: sp.csr_matrix) -> list[np.ndarray]:
+    """Each row's column indices (a user's items), as int64 arrays."""
     return [X.indices[X.indptr[r]:X.indptr[r + 1]].astype(np.int64) for r in range(X.shape[0])]
-
-
-def evaluate_scores(scores: torch.Tensor, seen: sp.csr_matrix | list[np.ndarray], truth: list[np.ndarray], k: int = 10,
-                    item_popularity: np.ndarray | None = None) -> dict[str, float]:
-    """Top-``k`` of every row of ``scores`` with each user's ``seen`` items removed, judged against
-    ``truth`` by :func:`domains.recommendation.metrics.ranking_metrics` (full ranking over the catalogue)."""
-    exclude = _rows(seen) if sp.issparse(seen) else seen
-    recs, _ = top_k(torch.as_tensor(scores, dtype=torch.float32), k, exclude)
-    return ranking_metrics(recs, truth, scores.shape[1], k, item_popularity)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,8 +166,11 @@ class _ImplicitModel:
     model = None
 
     def _fit(self, X: sp.csr_matrix, callback: Callable[[int], None] | None = None):
+        from threadpoolctl import threadpool_limits
+
         cb = None if callback is None else (lambda it, *_: callback(it + 1))
-        self.model.fit(sp.csr_matrix(X, dtype=np.float32), show_progress=False, callback=cb)
+        with threadpool_limits(1, "blas"):  # implicit's own advice: its solver is slower with a threaded BLAS
+            self.model.fit(sp.csr_matrix(X, dtype=np.float32), show_progress=False, callback=cb)
         return self
 
     def fit(self, X: sp.csr_matrix, callback: Callable[[int], None] | None = None):
@@ -193,9 +188,11 @@ class IALS(_ImplicitModel):
 
     def __init__(self, factors: int = 64, regularization: float = 0.1, alpha: float = 10.0, iterations: int = 15, seed: int = 0):
         from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
 
         self.kwargs = {"factors": int(factors), "regularization": float(regularization), "alpha": float(alpha), "iterations": int(iterations)}
-        self.model = AlternatingLeastSquares(**self.kwargs, random_state=seed, num_threads=1)
+        with threadpool_limits(1, "blas"):  # its constructor warns about a threaded BLAS otherwise
+            self.model = AlternatingLeastSquares(**self.kwargs, random_state=seed, num_threads=1)
 
 
 class ImplicitBPR(_ImplicitModel):
@@ -352,7 +349,8 @@ def tune(name: str, X_fit: sp.csr_matrix, valid_truth: list[np.ndarray], k: int 
     items excluded, and keep the point with the best validation ``metric`` (default NDCG@k)."""
     grid = GRIDS[name] if grid is None else grid
     metric = metric or f"ndcg@{k}"
-    seen = _rows(X_fit)
+    seen = rows_of(X_fit)
+    n_items = X_fit.shape[1]
     it_key = ITERATIVE.get(name)
     fixed_keys = [g for g in grid if g != it_key]
     points = [dict(zip(fixed_keys, vals)) for vals in itertools.product(*(grid[g] for g in fixed_keys))]
@@ -365,13 +363,13 @@ def tune(name: str, X_fit: sp.csr_matrix, valid_truth: list[np.ndarray], k: int 
 
             def at(it, model=model, p=p, checkpoints=checkpoints):
                 if it in checkpoints:
-                    m = evaluate_scores(model.scores(X_fit), seen, valid_truth, k)[metric]
+                    m = evaluate_scores(model.scores(X_fit), seen, valid_truth, n_items, k)[metric]
                     trials.append({**p, it_key: it, metric: m})
 
             model.fit(X_fit, callback=at)
         else:
             model = make_baseline(name, seed=seed, **p).fit(X_fit)
-            trials.append({**p, metric: evaluate_scores(model.scores(X_fit), seen, valid_truth, k)[metric]})
+            trials.append({**p, metric: evaluate_scores(model.scores(X_fit), seen, valid_truth, n_items, k)[metric]})
     best = max(trials, key=lambda r: r[metric])
     params = {key: v for key, v in best.items() if key != metric}
     return TuneResult(name=name, params=params, valid_metric=float(best[metric]), trials=trials, seconds=time.perf_counter() - t0)

@@ -130,7 +130,8 @@ def causal_mask(lengths: torch.Tensor, L: int) -> torch.Tensor:
 
 
 class _Block(nn.Module):
-    """Pre-norm transformer block (nanoGPT style): x + attn(LN x), x + MLP(LN x)."""
+    """Pre-norm transformer block (nanoGPT style): x + attn(LN x), x + FFN(LN x); the point-wise FFN
+    keeps the model width, as SASRec's does (not the 4× of language models)."""
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
@@ -138,7 +139,7 @@ class _Block(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.Dropout(dropout))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -22,10 +22,11 @@ __all__ = ["export_and_check", "main"]
 
 def export_and_check(cfg: BundleConfig) -> Path:
     """Export the model run as a MONAI bundle into this job's run folder; with ``check``, run it back."""
-    from domains.medical.export import export_bundle, run_bundle
+    from domains.medical.export import check_exportable, export_bundle, run_bundle
 
     model_run = resolve_model_run("medical", cfg.model_run, cfg.runs_dir)
     meta = read_task_meta(model_run)
+    check_exportable(meta, model_run)  # before the run folder: a refusal leaves nothing behind
     with Run.start("medical", cfg, command="bundle", kind="job") as run:
         out = export_bundle(model_run, run.dir / "bundle")
         print(f"MONAI bundle: {out}")

@@ -34,7 +34,15 @@ from domains.medical.predict import model_from_run_meta, read_task_meta
 from domains.medical.transforms import image_steps
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["export_bundle", "run_bundle", "inference_config", "metadata"]
+__all__ = ["export_bundle", "run_bundle", "inference_config", "metadata", "check_exportable"]
+
+
+def check_exportable(meta: dict, run_dir: str | Path) -> None:
+    """A :class:`MedicalInputError` for a run whose model is not a plain MONAI network (the 2.5D variant)."""
+    try:
+        network_def(spec_from_task_meta(meta))
+    except UnknownModelError as e:
+        raise MedicalInputError(f"{run_dir}: {e}") from None
 
 
 def inference_config(meta: dict, sw_batch_size: int = 4, overlap: float = 0.25) -> dict:
@@ -124,10 +132,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     meta = read_task_meta(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())
-    try:
-        network_def(spec_from_task_meta(meta))  # refuses non-exportable models before writing anything
-    except UnknownModelError as e:
-        raise MedicalInputError(f"{run_dir}: {e}") from None
+    check_exportable(meta, run_dir)  # refuses non-exportable models before writing anything
     model = model_from_run_meta(meta)
     load_weights(run_dir / "best.safetensors", model)
     with atomic_path(out_dir / "models" / "model.pt") as tmp:

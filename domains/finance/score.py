@@ -15,9 +15,7 @@ continues the unfinished job (committed chunks are skipped, ``core.scoring``).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -25,13 +23,13 @@ import pandas as pd
 from core.cli import run_cli
 from core.io import sha256_file
 from core.runs import Run
-from core.scoring import Scorer, WorkItem, run_job_from_config
+from core.scoring import Scorer, WorkItem, job_name, run_job_from_config
 from domains.finance.config import ScoreConfig
-from domains.finance.data import PANEL_DATASET, PriceDataError, data_tickers, input_files, load_panel_data
+from domains.finance.data import PriceDataError, data_tickers, input_files, load_panel_data
 from domains.finance.features import DEFAULT_CALENDAR
 from domains.finance.predictor import load_forecaster_run
 
-__all__ = ["ScoreConfig", "TFTScorer", "score", "job_name", "main"]
+__all__ = ["ScoreConfig", "TFTScorer", "score", "data_digest", "main"]
 
 
 class TFTScorer(Scorer):
@@ -40,12 +38,13 @@ class TFTScorer(Scorer):
     version = "2"
 
     def __init__(self, model_run: str, data: str = "", zero_shot: bool = False, calendar: str = DEFAULT_CALENDAR,
-                 data_options: dict | None = None):
+                 data_options: dict | None = None, data_sha256: str = ""):
         self.model_run = str(model_run)
         self.data = data
         self.zero_shot = zero_shot
         self.calendar = calendar
         self.data_options = dict(data_options or {})
+        self.data_sha256 = data_sha256  # the prices' content, so the job fingerprint changes with it
 
     def load(self) -> None:
         from domains.finance.data import load_panel_data
@@ -77,13 +76,13 @@ class TFTScorer(Scorer):
         return rows_from_origins(self._fc, self._tensors, [self._origin[t]])
 
 
-def job_name(cfg: ScoreConfig, model_dir: Path, tickers: list[str]) -> str:
-    """``score-<12 hex>``: a digest of what determines the output — the model run, the price data's
-    content, the tickers and the forecasting options — so the same command names the same job."""
-    files = {str(p.name): sha256_file(p) for p in input_files(cfg.data)}
-    key = {"model_run": str(Path(model_dir).resolve()), "data": cfg.data or PANEL_DATASET, "files": files, "tickers": sorted(tickers),
-           "zero_shot": cfg.zero_shot, "calendar": cfg.calendar, **cfg.data_options(), "items_per_chunk": cfg.items_per_chunk}
-    return "score-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+def data_digest(data: str = "") -> str:
+    """sha256 over the price files ``data`` names (the bundled panel's Parquet files when empty):
+    part of the scorer's config, so changed prices at the same path make another job."""
+    h = hashlib.sha256()
+    for p in input_files(data):
+        h.update(f"{p.name}:{sha256_file(p)}\n".encode())
+    return h.hexdigest()
 
 
 def score(cfg: ScoreConfig):
@@ -91,10 +90,10 @@ def score(cfg: ScoreConfig):
     data = load_panel_data(cfg.data, cfg.tickers, **cfg.data_options()) if cfg.data else None  # validated once here for its report
     tickers = list(cfg.tickers) or (sorted(data.panel["ticker"].unique()) if data else data_tickers())  # the work list; workers load the prices
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in tickers]
-    if cfg.name is None and cfg.out is None:
-        cfg = dataclasses.replace(cfg, name=job_name(cfg, model_dir, tickers))  # a rerun after a crash continues this job
-    scorer = TFTScorer(str(model_dir), cfg.data, cfg.zero_shot, cfg.calendar, cfg.data_options())
-    with Run.start("finance", cfg, command="score", kind="job") as run:
+    scorer = TFTScorer(str(model_dir), cfg.data, cfg.zero_shot, cfg.calendar, cfg.data_options(), data_digest(cfg.data))
+    # no timestamp in the default name: the identical command after a crash finishes this job
+    name = job_name("score", items, scorer, cfg.items_per_chunk, model_dir) if cfg.out is None else f"score-{pd.Timestamp.now():%Y%m%d-%H%M%S}"
+    with Run.start("finance", cfg, new_name=name, stable_name=cfg.out is None, command="score", kind="job") as run:
         summary = run_job_from_config(items, scorer, cfg, default_out=run.path("scores"))
         if data is not None:
             data.report.write(run.dir)

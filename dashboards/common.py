@@ -79,8 +79,8 @@ def all_runs(domain: str | None = None) -> list[dict[str, Any]]:
 
 
 def completed_runs(domain: str) -> list[dict[str, Any]]:
-    """Completed runs of ``domain``, newest first."""
-    return [r for r in all_runs(domain) if r.get("status") == "completed"]
+    """Completed model runs of ``domain`` (not jobs such as score or forecast, which hold no model), newest first."""
+    return [r for r in all_runs(domain) if r.get("status") == "completed" and r.get("kind", "model") == "model"]
 
 
 def stop_without_runs(domain: str) -> None:
@@ -115,7 +115,7 @@ def pick_run(domain: str, key: str | None = None, prefer: Callable[[Path], bool]
     paths = list(by_label.values())
     index = next((i for i, p in enumerate(paths) if prefer(p)), 0) if prefer else 0
     label = st.sidebar.selectbox(f"{domain.capitalize()} run", list(by_label), index=index, key=key or f"{domain}_run",
-                                 help=f"completed runs under {runs_dir() / domain}, newest first")
+                                 help=f"completed model runs under {runs_dir() / domain}, newest first")
     return by_label[label]
 
 

@@ -458,3 +458,16 @@ def test_recommendation_page_shows_seed_spread_validation_curve_and_chosen_epoch
         assert f"Early stopping chose epoch **{rep.chosen_epoch}**" in text_of(at)
         charts = [el.proto.spec for el in at.get("vega_lite_chart")]
         assert charts and all('"type": "rule"' in spec for spec in charts)  # every curve, with the chosen epoch marked
+
+
+def test_a_domain_page_offers_model_runs_not_jobs(domain_run, tmp_path, monkeypatch):
+    """Jobs (score, forecast, ...) are runs of kind "job" holding no model: the page's picker leaves them out."""
+    import shutil
+
+    shutil.copytree(domain_run("recommendation").run_dir, tmp_path / "runs" / "recommendation" / "trained")
+    with Run.start("recommendation", CoreRunConfig(name="a-score-job", runs_dir=str(tmp_path / "runs"), track=False), command="score", kind="job") as run:
+        run.finish({"n": 1})
+    monkeypatch.setenv("SUITE_RUNS_DIR", str(tmp_path / "runs"))
+    at = run_app(PAGES["recommendation"], timeout=120)
+    no_exception(at)
+    assert [o.split("  ·")[0] for o in at.selectbox(key="recommendation_run").options] == ["trained"]

@@ -5,19 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from domains.recommendation import baselines as B
 from domains.recommendation.data import group_by_user, load_ml100k, split_interactions, validation_split
 from domains.recommendation.evaluation import evaluate_scores
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_ease_closed_form_by_hand():

@@ -471,3 +471,21 @@ def test_a_domain_page_offers_model_runs_not_jobs(domain_run, tmp_path, monkeypa
     at = run_app(PAGES["recommendation"], timeout=120)
     no_exception(at)
     assert [o.split("  ·")[0] for o in at.selectbox(key="recommendation_run").options] == ["trained"]
+
+
+@pytest.mark.parametrize("domain", list(PAGES))
+def test_a_page_whose_domain_cannot_be_imported_says_so(domain, tmp_path, monkeypatch):
+    """The "domain not installed" state: a run exists, but domains/<d>/api.py cannot be imported."""
+    runs = tmp_path / "runs"
+    with Run.start(domain, CoreRunConfig(name="some-run", runs_dir=str(runs), track=False), command="train") as run:
+        run.finish({"n": 1})
+    monkeypatch.setenv("SUITE_RUNS_DIR", str(runs))
+    monkeypatch.setitem(sys.modules, f"domains.{domain}.api", None)  # `from domains.<d> import api` raises ImportError...
+    if f"domains.{domain}" in sys.modules:  # ...also when an earlier test imported it (the package then has the attribute)
+        monkeypatch.delattr(sys.modules[f"domains.{domain}"], "api", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page(PAGES[domain]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any(f"The {domain} domain is not available here: `domains/{domain}/api.py` cannot be imported" in w.value for w in at.warning), \
+        [w.value for w in at.warning]

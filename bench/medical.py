@@ -94,10 +94,16 @@ def reference_step(model, b, loss_fn, opt) -> None:
 
 def ours_model(num_classes: int, amp: bool):
     """The UNet as our trainer holds it (memory format included)."""
-    from domains.medical.model import build_model
     from domains.medical.training import train_memory_format
 
-    return build_model("unet", num_classes).to(memory_format=train_memory_format(torch.device("cpu"), amp))
+    return unet(num_classes).to(memory_format=train_memory_format(torch.device("cpu"), amp))
+
+
+def unet(num_classes: int):
+    """The default UNet, built by the model registry."""
+    from domains.medical.model import create_model, model_spec
+
+    return create_model(model_spec("unet", num_classes=num_classes))
 
 
 def ours_step(amp: bool):
@@ -162,18 +168,41 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=12, help="timed training steps per pipeline")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both pipelines")
     ap.add_argument("--no-write", action="store_true", help="print only, do not touch BENCHMARKS.md")
+    ap.add_argument("--part", choices=["all", "speed", "robustness"], default="all",
+                    help="speed: the reference comparison (section 'medical'); robustness: the acquisition variants (section 'medical-robustness')")
+    ap.add_argument("--standard-run", default=None, help="a model trained the pre-issue-14 way (--augment standard) for the robustness table; "
+                    "default: runs/medical/standard (python -m domains.medical.train --name standard --augment standard) when it exists")
+    ap.add_argument("--variants", nargs="*", default=None, help="robustness: only these variants (names as in domains.medical.variants)")
+    ap.add_argument("--no-atlas", action="store_true", help="robustness: skip the single-atlas registration baseline")
+    ap.add_argument("--no-tta", action="store_true", help="robustness: skip the test-time-augmentation column")
+    ap.add_argument("--atlas-cache", default="runs/medical/atlas-variants.json",
+                    help="robustness: atlas results per variant are kept here and reused when the atlas config is unchanged ('' = off)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     named = Path("runs") / "medical"  # the runs README's commands create under these names
-    for attr, name in (("model_run", "default"), ("slices_full", "slices-full"), ("slices_lora", "slices-lora")):
+    for attr, name in (("model_run", "default"), ("slices_full", "slices-full"), ("slices_lora", "slices-lora"), ("standard_run", "standard")):
         if getattr(args, attr) is None and (named / name / "metrics.json").is_file():
             setattr(args, attr, str(named / name))
 
+    if args.part in ("all", "speed"):
+        text = speed_and_quality(args)
+        print(text)
+        if not args.no_write:
+            write_benchmark_section("medical", "## Medical (MONAI segmentation)\n\n" + text)
+    if args.part in ("all", "robustness"):
+        text = robustness_section(args)
+        print(text)
+        if not args.no_write:
+            write_benchmark_section("medical-robustness", "## Medical: robustness to acquisition (issue 14)\n\n" + text)
+    return 0
+
+
+def speed_and_quality(args) -> str:
+    """The speed table vs the tutorial-style reference and the default run's held-out Dice."""
     from core.device import amp_dtype
     from core.runs import latest_run_dir
     from domains.medical.data import BRAIN_TASK, CT_TASK, read_msd_task, task_dir
     from domains.medical.predict import Segmenter
-    from domains.medical.model import build_model
     from domains.medical.config import PipelineConfig
 
     task = read_msd_task(task_dir(BRAIN_TASK))
@@ -192,7 +221,7 @@ def main(argv=None) -> int:
         rows_speed.append(row)
 
     torch.manual_seed(0)
-    ref_pps, ref_mem = train_throughput(reference_train_loader(case, pipe), build_model("unet", task.num_classes), args.steps, reference_step)
+    ref_pps, ref_mem = train_throughput(reference_train_loader(case, pipe), unet(task.num_classes), args.steps, reference_step)
     pps, mem = {}, {}
     for name, amp in variants:
         gc.collect()
@@ -208,7 +237,7 @@ def main(argv=None) -> int:
             model_run = latest_run_dir("medical")
         except FileNotFoundError:
             model_run = None
-    seg = Segmenter.from_run(model_run) if model_run else Segmenter(build_model("unet", task.num_classes).eval(), pipe, task.class_names)
+    seg = Segmenter.from_run(model_run) if model_run else Segmenter(unet(task.num_classes).eval(), pipe, task.class_names)
     test_img = task.test[0]["image"]
     t_ref = min(_timed(lambda: reference_infer(test_img, seg.model, pipe)) for _ in range(2))
     t_our = {}
@@ -220,7 +249,7 @@ def main(argv=None) -> int:
     # full-size CT memory (untrained CT net: memory and time do not depend on the weights)
     ct = read_msd_task(task_dir(CT_TASK))
     ct_pipe = PipelineConfig(modality="CT", num_classes=ct.num_classes)
-    ct_seg = Segmenter(build_model("unet", ct.num_classes).eval(), ct_pipe, ct.class_names)
+    ct_seg = Segmenter(unet(ct.num_classes).eval(), ct_pipe, ct.class_names)
     m_our, t_our_ct = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         big = full_size_ct(Path(tmp))
@@ -262,11 +291,126 @@ def main(argv=None) -> int:
         if len(comp) > 1:
             md += ["", "3D network vs the core's 2.5D pretrained encoder (same held-out MNI152 evaluation):", "",
                    markdown_table(comp, list(comp[0]))]
-    text = "\n".join(md)
-    print(text)
-    if not args.no_write:
-        write_benchmark_section("medical", "## Medical (MONAI segmentation)\n\n" + text)
-    return 0
+    return "\n".join(md)
+
+
+def robustness_section(args) -> str:
+    from core.bench import machine_line as _ml
+    from domains.medical.data import BRAIN_TASK, read_msd_task, read_synthesis, task_dir
+
+    root = task_dir(BRAIN_TASK)
+    task = read_msd_task(root)
+    runs = {}
+    if args.standard_run:
+        runs["standard"] = Path(args.standard_run)
+    if args.model_run:
+        runs["synth (default)"] = Path(args.model_run)
+    synth = read_synthesis(root)
+    atlas = None if args.no_atlas or synth is None else {"head": synth["head"], "brain": task.training[0]["image"], "labels": task.training[0]["label"]}
+    rows, raw = robustness(task.test[0]["image"], task.test[0]["label"], runs, atlas, tta=not args.no_tta, names=args.variants,
+                           class_names=task.class_names, log=lambda m: print(m, flush=True),
+                           atlas_cache_path=Path(args.atlas_cache) if args.atlas_cache else None)
+    if "synth (default)" not in runs:
+        return "\n".join(["(atlas only)", markdown_table(rows)])
+    new = raw_key = "synth (default)"
+    means = {k: [r[k]["mean"] for r in raw.values() if k in r] for k in next(iter(raw.values()))}
+    worst_variant = min(raw, key=lambda v: raw[v][raw_key]["mean"])
+    summary = ", ".join(f"{k}: min {min(v):.3f}, mean {np.mean(v):.3f}" for k, v in means.items())
+    plain = raw.get("plain", {})
+    drop = (f" Plain volume: {new} {plain[new]['mean']:.3f} vs standard {plain['standard']['mean']:.3f}."
+            if "standard" in plain else "")
+    cols = ["variant", *[k for k in next(iter(raw.values()))], *[c for c in rows[0] if c.startswith("s/vol")]]
+    md = [f"Command: `python bench/medical.py --part robustness` — {_ml()}, torch threads {args.threads}, run under load from other "
+          "jobs on this machine (seconds are not comparable across runs; Dice is). Test volume: the held-out MNI152 T1 (skull-stripped) "
+          "with AAL carried over from Colin27, as each variant of `domains/medical/variants.py` (resampled with a slice/pixel profile "
+          "onto a grid acquired in that plane; labels evaluated on the variant's own grid, nearest neighbour at the voxel centres). "
+          "Cells: mean foreground Dice (worst class and its Dice). Runs: "
+          + "; ".join(f"{k} = `{p}`" for k, p in runs.items())
+          + ". LCC = largest connected component per single-structure class; TTA = left-right mirroring with lateral labels swapped "
+          "(`domains.medical.postprocess`). atlas = `domains.medical.atlas` (Colin27 → input, SimpleITK affine + B-spline, labels by "
+          "nearest neighbour; the skull-stripped Colin27 for skull-stripped inputs). Caveat: the test labels are Colin27's own AAL "
+          "carried over by coordinates, so the atlas baseline transfers the very labels that define the truth.", "",
+          markdown_table(rows, cols), "", f"Summary over {len(raw)} variants — {summary}. Worst variant for {new}: {worst_variant}.{drop}"]
+    return "\n".join(md)
+
+
+def _short(name: str) -> str:
+    return {"cerebrum_left": "cerL", "cerebrum_right": "cerR", "cerebellum": "cblm", "deep_grey_nuclei": "DGN"}.get(name, name)
+
+
+def score_mask(mask: np.ndarray, label: np.ndarray, class_names: list[str]) -> dict:
+    """Mean foreground Dice and the worst class of one mask (same grid as ``label``)."""
+    from domains.medical.metrics import dice_per_class
+
+    d = dice_per_class(mask, label, class_names)
+    worst = min(d, key=lambda k: d[k])
+    return {"mean": float(np.mean(list(d.values()))), "worst": worst, "worst_dice": float(d[worst]), "per_class": d}
+
+
+def robustness(test_image: str, test_label: str, runs: dict[str, Path], atlas_sources: dict | None, tta: bool, names: list[str] | None,
+               class_names: list[str], log=print, atlas_cache_path: Path | None = None) -> tuple[list[dict], dict]:
+    """Every variant of the held-out volume (``domains.medical.variants``) segmented by each run
+    (no post-processing), the last run also with LCC and LCC + TTA, and by the single-atlas
+    baseline (its results are cached in ``atlas_cache_path``, keyed by variant and atlas config, so
+    a separate earlier pass can compute them). Returns the table rows and the raw per-variant results."""
+    import nibabel as nib
+
+    from domains.medical.io import load_volume
+    from domains.medical.postprocess import keep_largest_components
+    from domains.medical.predict import Segmenter
+    from domains.medical.variants import write_variants
+
+    segs = {k: Segmenter.from_run(r) for k, r in runs.items()}
+    new_key = list(runs)[-1] if runs else None
+    seg_tta = Segmenter.from_run(runs[new_key], tta=True) if tta and runs else None
+    atlas = None
+    atlas_cache: dict = {}
+    if atlas_sources:
+        from domains.medical.atlas import AtlasConfig, AtlasSegmenter
+
+        atlas = AtlasSegmenter(atlas_sources["head"], atlas_sources["brain"], atlas_sources["labels"])
+        if atlas_cache_path and atlas_cache_path.is_file():  # atlas results do not depend on the networks: reuse a previous pass
+            cached = json.loads(atlas_cache_path.read_text())
+            if cached.pop("_config", None) == repr(AtlasConfig()):
+                atlas_cache = cached
+        atlas_cache["_config"] = repr(AtlasConfig())
+    raw: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in write_variants(test_image, test_label, tmp, names):
+            lab = np.asarray(nib.load(v["label"]).dataobj).astype(np.uint8)
+            vol = load_volume(v["image"])
+            res: dict[str, dict] = {}
+            for k, seg in segs.items():
+                t0 = time.perf_counter()
+                mask = seg.predict_volume(vol)
+                res[k] = {**score_mask(mask, lab, seg.class_names), "seconds": time.perf_counter() - t0}
+                if k == new_key:
+                    res[f"{k} + LCC"] = score_mask(keep_largest_components(mask, seg.class_names), lab, seg.class_names)
+            if seg_tta is not None:
+                t0 = time.perf_counter()
+                mask = keep_largest_components(seg_tta.predict_volume(vol), seg_tta.class_names)
+                res[f"{new_key} + LCC + TTA"] = {**score_mask(mask, lab, seg_tta.class_names), "seconds": time.perf_counter() - t0}
+            if atlas is not None:
+                key = v["variant"]
+                if key not in atlas_cache:
+                    mask = atlas.predict_file(v["image"])
+                    atlas_cache[key] = {**score_mask(mask, lab, class_names), "seconds": atlas.last_seconds, "template": atlas.last_template}
+                    if atlas_cache_path:
+                        atlas_cache_path.write_text(json.dumps(atlas_cache, indent=1))
+                res["atlas"] = atlas_cache[key]
+            raw[v["variant"]] = res
+            log(f"{v['variant']}: " + ", ".join(f"{k} {r['mean']:.3f}" for k, r in res.items()))
+    rows = []
+    for name, res in raw.items():
+        row = {"variant": name}
+        for k, r in res.items():
+            row[k] = f"{r['mean']:.3f} ({_short(r['worst'])} {r['worst_dice']:.2f})"
+        if new_key:
+            row[f"s/vol {new_key}"] = res[new_key]["seconds"]
+        if "atlas" in res:
+            row["s/vol atlas"] = res["atlas"]["seconds"]
+        rows.append(row)
+    return rows, raw
 
 
 def _comp_row(label: str, run: Path) -> dict:

@@ -60,7 +60,7 @@ class DataFields:
 @dataclass
 class OptimFields:
     iters_per_epoch: int = field(default=20, metadata={"help": "optimizer steps per epoch"})
-    max_epochs: int = field(default=15, metadata={"help": "upper bound on epochs"})
+    max_epochs: int = field(default=30, metadata={"help": "upper bound on epochs (the pre-issue-14 default was 15 with --augment standard)"})
     val_every: int = field(default=3, metadata={"help": "validate every N epochs"})
     patience: int = field(default=3, metadata={"help": "early stopping: validations without improvement"})
     lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, cosine decay)"})
@@ -95,6 +95,10 @@ class TrainConfig(ModelFields, DataFields, OptimFields, WindowFields, ComputeFie
     """``python -m domains.medical.train``."""
 
     evaluate_test: bool = field(default=True, metadata={"help": "evaluate the best model on the held-out test volume(s) at the end"})
+    augment: str = field(default="synth", metadata={
+        "help": "synth: domain randomisation from the task's whole-head label map (domains.medical.synth; tasks without one fall back to "
+                "standard); standard: the real image with a mild affine and intensity augmentation only (the pre-issue-14 recipe)",
+        "choices": ["synth", "standard"]})
 
 
 @dataclass

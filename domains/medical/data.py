@@ -54,6 +54,7 @@ __all__ = [
     "BRAIN_CLASSES",
     "CT_CLASSES",
     "read_task_meta",
+    "read_synthesis",
 ]
 
 log = get_logger("medical.data")
@@ -228,7 +229,7 @@ def _mni152_t1() -> Path:
 
 def _locate_brain() -> dict[str, Path]:
     # the system install, else a no-root fetch of the Debian package into the data cache
-    src = debian_package_files("mricron-data", [str(MRICRON / n) for n in ("ch2bet.nii.gz", "aal.nii.gz", "aal.nii.txt")])
+    src = debian_package_files("mricron-data", [str(MRICRON / n) for n in ("ch2.nii.gz", "ch2bet.nii.gz", "aal.nii.gz", "aal.nii.txt")])
     mni = _mni152_t1()
     if not mni.is_file():
         raise SourceMissingError(f"{mni} not found: `pip install nilearn` (0.14 ships the MNI152 2009a template)")
@@ -320,6 +321,7 @@ def _build_brain(src: dict[str, Path], out: Path) -> None:
     lab = _fill_labels(lut[aal_ids], _brain_mask(t1))
     _save_nifti(t1, ch2.affine, out / "imagesTr" / "colin27.nii.gz")
     _save_nifti(lab, ch2.affine, out / "labelsTr" / "colin27.nii.gz")
+    synthesis = _build_whole_head(src, lab, ch2.affine, out)
 
     mni = nib.load(str(src["mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"]))
     mt1 = np.asarray(mni.dataobj).astype(np.float32)
@@ -339,7 +341,43 @@ def _build_brain(src: dict[str, Path], out: Path) -> None:
                         "4 classes; test labels carried over from Colin27 by nearest-neighbour resampling in MNI space.",
                         "MRI", BRAIN_CLASSES, ["colin27"], ["mni152"],
                         {"reference": "Holmes 1998 (Colin27); Tzourio-Mazoyer 2002 (AAL); Fonov 2011 (MNI152 2009a)",
-                         "licence": "see datasets/msd-brain-aal/README.md"})
+                         "licence": "see datasets/msd-brain-aal/README.md", "synthesis": synthesis})
+
+
+def _build_whole_head(src: dict[str, Path], lab: np.ndarray, affine: np.ndarray, out: Path) -> dict:
+    """``synthesis/``: Colin27 T1 **with** skull and its whole-head generation label map
+    (``domains.medical.synth.build_generation_labels``: the 4 classes split into CSF/grey/white
+    matter + 3 non-brain head tissues); returns the ``dataset.json`` entry (relative paths)."""
+    import nibabel as nib
+
+    from domains.medical.synth import GENERATION_CLASSES, GENERATION_TO_LABEL, build_generation_labels
+
+    head = nib.load(str(src["ch2.nii.gz"]))
+    if not np.allclose(head.affine, affine):
+        raise ValueError("ch2 and aal grids differ; unexpected mricron-data release")
+    t1 = np.asarray(head.dataobj).astype(np.float32)
+    _save_nifti(t1, affine, out / "synthesis" / "colin27_head.nii.gz")
+    _save_nifti(build_generation_labels(t1, lab), affine, out / "synthesis" / "colin27_generation_labels.nii.gz")
+    return {"head": "./synthesis/colin27_head.nii.gz", "brain": "./imagesTr/colin27.nii.gz",
+            "generation_labels": "./synthesis/colin27_generation_labels.nii.gz", "generation_classes": GENERATION_CLASSES,
+            "generation_to_label": GENERATION_TO_LABEL}
+
+
+def read_synthesis(root: str | Path) -> dict | None:
+    """The ``synthesis`` entry of a task's ``dataset.json`` with absolute paths (``head``, ``brain``,
+    ``generation_labels``), or None when the task has none (every task but ``msd-brain-aal``)."""
+    root = Path(root)
+    js = root / "dataset.json"
+    entry = json.loads(js.read_text()).get("synthesis") if js.is_file() else None
+    if not entry:
+        return None
+    out = dict(entry)
+    for k in ("head", "brain", "generation_labels"):
+        p = (root / entry[k]).resolve()
+        if not p.is_file():
+            raise MedicalInputError(f"{js}: synthesis lists {entry[k]} but {p} does not exist")
+        out[k] = p
+    return out
 
 
 def _locate_ct() -> dict[str, Path]:
@@ -403,7 +441,7 @@ def _build_ct(src: dict[str, Path], out: Path) -> None:
 
 DATASETS: list[DatasetSpec] = [
     DatasetSpec(name=BRAIN_TASK, domain="medical", description="MRI: Colin27 T1 + AAL (4 classes) train, MNI152 held-out (MSD layout)",
-                locate=_locate_brain, build=_build_brain, version="1", optional=True, tags=["mri", "segmentation", "msd"]),
+                locate=_locate_brain, build=_build_brain, version="2", optional=True, tags=["mri", "segmentation", "msd"]),
     DatasetSpec(name=CT_TASK, domain="medical", description="CT: InVesalius head CT in HU, soft tissue + bone (MSD layout)",
                 locate=_locate_ct, build=_build_ct, version="1", optional=True, tags=["ct", "segmentation", "msd"]),
 ]

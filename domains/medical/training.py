@@ -32,15 +32,16 @@ from core.io import atomic_write_json
 from core.logging import get_logger
 from core.progress import progress
 from domains.medical.config import PipelineConfig, SliceConfig, TrainConfig
-from domains.medical.data import MsdTask, read_msd_task, task_dir
+from domains.medical.data import MsdTask, read_msd_task, read_synthesis, task_dir
 from domains.medical.metrics import dice_per_class, evaluate_heldout, hd95_per_class
 from domains.medical.model import create_model, model_spec
 from domains.medical.predict import Segmenter, sliding_window_logits
-from domains.medical.transforms import cached_patch_dataset, preprocess
+from domains.medical.synth import SynthSampler, load_head
+from domains.medical.transforms import cached_patch_dataset, intensity_transform, preprocess
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["fit", "fit_slices", "train_step", "train_memory_format", "validation_volume", "pipeline_config", "write_task_meta",
-           "slice_batches", "load_training_task", "transform_rng_state", "set_transform_rng_state"]
+           "slice_batches", "load_training_task", "transform_rng_state", "set_transform_rng_state", "validate_all", "synth_sampler"]
 
 log = get_logger("medical.training")
 
@@ -79,6 +80,25 @@ def validate(model, val: dict, pipe: PipelineConfig, cfg: TrainConfig, class_nam
     hd = hd95_per_class(pred, lab, class_names, (pipe.spacing,) * 3)
     return {"val_mean_dice": float(np.nanmean(list(dice.values()))), **{f"val_dice/{k}": v for k, v in dice.items()},
             **{f"val_hd95/{k}": v for k, v in hd.items()}}
+
+
+def validate_all(model, vals: list[dict], pipe: PipelineConfig, cfg: TrainConfig, class_names: list[str], device) -> dict:
+    """:func:`validate` on each validation volume; with several, ``val_mean_dice`` is their mean and
+    each volume's own mean is logged as ``val_mean_dice/<i>`` (0: the skull-stripped copy, 1: with skull)."""
+    ms = [validate(model, v, pipe, cfg, class_names, device) for v in vals]
+    if len(ms) == 1:
+        return ms[0]
+    out = {**ms[0], "val_mean_dice": float(np.mean([m["val_mean_dice"] for m in ms]))}
+    out.update({f"val_mean_dice/{i}": m["val_mean_dice"] for i, m in enumerate(ms)})
+    return out
+
+
+def synth_sampler(synthesis: dict, pipe: PipelineConfig, seed: int) -> SynthSampler:
+    """A :class:`domains.medical.synth.SynthSampler` over a task's ``synthesis`` entry
+    (``data.read_synthesis``), cached on the network grid with the inference intensity transform."""
+    vols = load_head(synthesis["head"], synthesis["brain"], synthesis["generation_labels"], pipe.spacing,
+                     intensity_transform(pipe, keys=("head", "brain")))
+    return SynthSampler(vols["head"], vols["brain"], vols["gen"], pipe.patch, pipe.spacing, seed=seed)
 
 
 def train_memory_format(device: torch.device, amp: bool) -> torch.memory_format:
@@ -185,10 +205,19 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
     t0 = time.perf_counter()
     pre = preprocess(pipe)
     train_pre = [pre(dict(c)) for c in train_cases]  # each volume read and resampled once
-    ds = cached_patch_dataset(train_pre, pipe, draws_per_epoch=cfg.iters_per_epoch, preprocessed=True)
     val = validation_volume(train_pre[0] if deform else pre(dict(val_case)), deform)
+    synthesis = read_synthesis(task.root) if cfg.augment == "synth" else None
+    vals = [val]
+    if synthesis is not None:  # domain randomisation from the whole-head label map; batches made in-process
+        sampler = synth_sampler(synthesis, pipe, seed=int(np.random.randint(2**31)))
+        ds = None
+        head_case = pre({"image": str(synthesis["head"]), "label": train_cases[0]["label"]})
+        vals.append(validation_volume(head_case, deform=True))  # also select on the deformed head with its skull
+    else:
+        sampler = None
+        ds = cached_patch_dataset(train_pre, pipe, draws_per_epoch=cfg.iters_per_epoch, preprocessed=True)
+        loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=0, collate_fn=list_data_collate)
     log.info(f"cached {len(train_cases)} training volume(s) + validation in {time.perf_counter() - t0:.1f}s")
-    loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=0, collate_fn=list_data_collate)
 
     fmt = train_memory_format(device, cfg.amp)
     model = create_model(spec).to(device, memory_format=fmt)
@@ -200,8 +229,11 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
 
     state = run.resume(model, opt, sched, scaler)  # also restores the torch / NumPy / Python RNGs of the checkpoint
     step, extra = int(state["step"]), state.get("extra") or {}
-    if extra.get("transform_rng"):
-        set_transform_rng_state(ds.base.transform, extra["transform_rng"])  # the patch draws continue where they stopped
+    if extra.get("transform_rng"):  # the patch draws continue where they stopped
+        if sampler is not None:
+            sampler.set_state(extra["transform_rng"])
+        else:
+            set_transform_rng_state(ds.base.transform, extra["transform_rng"])
     net = dp.wrap(model)  # DDP under torchrun (weights from rank 0, gradients averaged); the model itself otherwise
     best, bad, history = float(extra.get("best", -1.0)), int(extra.get("bad", 0)), list(json.loads(extra.get("history", "[]")))
     epoch0 = step // cfg.iters_per_epoch
@@ -211,7 +243,8 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
     for epoch in range(epoch0, cfg.max_epochs):
         net.train()
         losses = []
-        for batch in progress(loader, desc=f"epoch {epoch + 1}/{cfg.max_epochs}", leave=False, disable=not run.is_main):
+        batches = sampler.batches(cfg.num_samples, cfg.iters_per_epoch) if sampler is not None else loader
+        for batch in progress(batches, desc=f"epoch {epoch + 1}/{cfg.max_epochs}", total=cfg.iters_per_epoch, leave=False, disable=not run.is_main):
             loss = train_step(net, batch, loss_fn, opt, device, cfg.amp, scaler, memory_format=fmt)
             sched.step()
             step += 1
@@ -221,7 +254,7 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
         run.log_metrics({"train_loss": train_loss, "lr": sched.get_last_lr()[0]}, step)
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.max_epochs:
             if run.is_main:  # validation and the best checkpoint on rank 0; the decision is shared below
-                m = validate(model, val, pipe, cfg, task.class_names, device)
+                m = validate_all(model, vals, pipe, cfg, task.class_names, device)
                 run.log_metrics(m, step)
                 history.append({"epoch": epoch + 1, "step": step, "val_mean_dice": m["val_mean_dice"]})
                 log.info(f"epoch {epoch + 1}: loss {train_loss:.4f}, val mean Dice {m['val_mean_dice']:.4f}")
@@ -232,7 +265,7 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
                     bad += 1
             best, bad = dp.broadcast((best, bad))
             run.save_checkpoint(model, opt, sched, scaler=scaler, step=step, epoch=epoch + 1,
-                                extra={"best": best, "bad": bad, "history": json.dumps(history), "transform_rng": transform_rng_state(ds.base.transform)})
+                                extra={"best": best, "bad": bad, "history": json.dumps(history), "transform_rng": sampler.get_state() if sampler is not None else transform_rng_state(ds.base.transform)})
             if bad >= cfg.patience:
                 log.info(f"early stopping after {bad} validations without improvement")
                 stopped_early = True

@@ -30,7 +30,8 @@ from core.runs import Run
 from domains.recommendation.config import CPU_SHARDING, TrainConfig
 from domains.recommendation.training import DOMAIN, Prepared, Trainer, TrainingError, build_model, finish_run, fit_two_tower, prepare_inputs
 
-__all__ = ["shard_model", "make_optimizer", "gather_state_dict", "train_dmp", "check_dmp_config"]
+__all__ = ["shard_model", "make_optimizer", "gather_state_dict", "train_dmp", "check_dmp_config", "load_full_state_dict",
+           "gather_fused_optimizer_state", "load_fused_optimizer_state"]
 
 
 def shard_model(model: torch.nn.Module, sharding: str, lr: float, device: torch.device):
@@ -59,12 +60,13 @@ def shard_model(model: torch.nn.Module, sharding: str, lr: float, device: torch.
 
 
 def make_optimizer(dmp, lr: float, weight_decay: float = 0.0):
+    """(combined optimizer, its dense Adam part): the tables' fused optimizer + Adam for everything else."""
     from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
     dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
                                   lambda params: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay))
-    return CombinedOptimizer([dmp.fused_optimizer, dense])
+    return CombinedOptimizer([dmp.fused_optimizer, dense]), dense
 
 
 def gather_state_dict(dmp) -> dict[str, torch.Tensor] | None:
@@ -74,7 +76,7 @@ def gather_state_dict(dmp) -> dict[str, torch.Tensor] | None:
     rank = dist.get_rank()
     out: dict[str, torch.Tensor] = {}
     for key, value in dmp.state_dict().items():
-        key = key.replace("_dmp_wrapped_module.", "").replace("module.", "", 1) if key.startswith(("_dmp_wrapped_module.", "module.")) else key
+        key = _plain_key(key)
         if isinstance(value, ShardedTensor):
             full = torch.zeros(value.size(), dtype=value.dtype) if rank == 0 else None
             value.gather(dst=0, out=full)
@@ -84,6 +86,52 @@ def gather_state_dict(dmp) -> dict[str, torch.Tensor] | None:
         if rank == 0:
             out[key] = value.detach().cpu().clone()
     return out if rank == 0 else None
+
+
+def _plain_key(key: str) -> str:
+    return key.replace("_dmp_wrapped_module.", "").replace("module.", "", 1) if key.startswith(("_dmp_wrapped_module.", "module.")) else key
+
+
+def _copy_into_shards(value, full: torch.Tensor) -> None:
+    """Write the part of the plain tensor ``full`` that this rank holds into ``value`` (a ShardedTensor or a plain tensor)."""
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    with torch.no_grad():
+        if isinstance(value, ShardedTensor):
+            for shard in value.local_shards():
+                idx = tuple(slice(o, o + n) for o, n in zip(shard.metadata.shard_offsets, shard.metadata.shard_sizes))
+                shard.tensor.copy_(full[idx])
+        else:
+            value.copy_(full)
+
+
+def load_full_state_dict(dmp, full: dict[str, torch.Tensor]) -> None:
+    """A plain (unsharded) state dict into a DistributedModelParallel model: every rank writes its own shards (in place)."""
+    for key, value in dmp.state_dict().items():
+        _copy_into_shards(value, full[_plain_key(key)])
+
+
+def gather_fused_optimizer_state(dmp) -> dict[str, torch.Tensor] | None:
+    """The fused (in-backward) optimizer's per-table state as plain tensors on rank 0 (None elsewhere); a collective."""
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    rank = dist.get_rank()
+    out: dict[str, torch.Tensor] = {}
+    for pkey, states in dmp.fused_optimizer.state_dict()["state"].items():
+        for skey, value in states.items():
+            if isinstance(value, ShardedTensor):
+                full = torch.zeros(value.size(), dtype=value.dtype) if rank == 0 else None
+                value.gather(dst=0, out=full)
+                value = full
+            if rank == 0:
+                out[f"{pkey}/{skey}"] = value.detach().cpu().clone()
+    return out if rank == 0 else None
+
+
+def load_fused_optimizer_state(dmp, full: dict[str, torch.Tensor]) -> None:
+    for pkey, states in dmp.fused_optimizer.state_dict()["state"].items():
+        for skey, value in states.items():
+            _copy_into_shards(value, full[f"{pkey}/{skey}"])
 
 
 def check_dmp_config(cfg: TrainConfig) -> None:
@@ -101,10 +149,20 @@ def _dmp_trainer(cfg: TrainConfig, prep: Prepared, dp: DataParallel, device: tor
         torch.manual_seed(cfg.seed * 1000 + phase[0])
         model = build_model(cfg, prep.space)
     dmp, plan = shard_model(model, cfg.sharding, cfg.lr, device)
-    opt = make_optimizer(dmp, cfg.lr, cfg.weight_decay)
-    # checkpoints carry the gathered weights but not the sharded fused-optimizer state (--resume is refused with --dmp)
+    opt, dense = make_optimizer(dmp, cfg.lr, cfg.weight_decay)
+    # checkpoints hold plain tensors: the gathered tables, the gathered fused-optimizer state, the dense Adam state
+    def optimizer_state() -> dict | None:
+        fused = gather_fused_optimizer_state(dmp)
+        return {"fused": fused, "dense": dense.state_dict()} if dp.rank == 0 else None
+
+    def load_optimizer_state(state: dict) -> None:
+        load_fused_optimizer_state(dmp, state["fused"])
+        dense.init_state()  # KeyedOptimizer loads into existing state only (a zero-grad step; the weights are loaded after this)
+        dense.load_state_dict(state["dense"])
+
     tr = Trainer(model=dmp, optimizer=opt, full_state=lambda: gather_state_dict(dmp), rank=dp.rank, broadcast=dp.broadcast,
-                 optimizer_state=lambda: {})
+                 optimizer_state=optimizer_state, load_optimizer_state=load_optimizer_state,
+                 load_full_state=lambda state: load_full_state_dict(dmp, state))
     tr.plan = plan  # type: ignore[attr-defined]
     return tr
 
@@ -118,8 +176,6 @@ def train_dmp(cfg: TrainConfig, run: Run | None, dp: DataParallel) -> Path:
     from core.device import resolve_device
 
     check_dmp_config(cfg)
-    if cfg.resume:
-        raise TrainingError("--resume with --dmp is not supported yet (the fused optimizer state is sharded); rerun without --resume")
     device = resolve_device(cfg.device)
     rank, world = dp.rank, dp.world_size
     prep = prepare_inputs(cfg)

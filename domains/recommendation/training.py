@@ -271,8 +271,9 @@ class Trainer:
     rank: int = 0
     broadcast: Callable[[object], object] = lambda x: x  # rank 0's value on every rank (DataParallel.broadcast under DMP)
     lora_text: LoraText | None = None
-    optimizer_state: Callable[[], dict] | None = None
+    optimizer_state: Callable[[], dict | None] | None = None  # a collective under DMP (rank 0 gets the dict)
     load_optimizer_state: Callable[[dict], None] | None = None
+    load_full_state: Callable[[dict], None] | None = None  # plain (unsharded) weights into this trainer's model
 
 
 def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -294,18 +295,23 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
     """Select the epoch on validation (early stopping), then refit on the whole training split.
     Returns (final plain state dict on rank 0 — None elsewhere, stats, selection summary)."""
     k = cfg.k
-    ckpt = {"step": 0, "epoch": 0, "extra": {}}
     tr = make_trainer()
-    if run is not None and getattr(cfg, "resume", False):
-        ckpt = run.resume(tr.model, None)
-        extra = ckpt["extra"]
-        if extra:
-            if tr.load_optimizer_state is not None:
-                tr.load_optimizer_state(extra["optimizer"])
-            dropped = truncate_metrics_after(run, ckpt["step"])
-            log.info(f"resumed at phase {extra['phase']} epoch {extra['epoch'] + 1} (step {ckpt['step']}); dropped {dropped} metrics row(s) logged after it")
-    extra = ckpt["extra"] or {}
-    extra = tr.broadcast(extra) if tr.rank == 0 else tr.broadcast(None)
+    extra: dict = {}
+    if getattr(cfg, "resume", False):
+        payload = None
+        if tr.rank == 0 and run is not None:
+            plain = build_model(cfg, prep.space)  # the checkpoint holds the plain (unsharded) weights
+            ckpt = run.resume(plain, None)  # also restores the RNG states
+            if ckpt["extra"]:
+                payload = {"model": plain.state_dict(), "extra": ckpt["extra"]}
+                dropped = truncate_metrics_after(run, ckpt["step"])
+                log.info(f"resumed at phase {ckpt['extra']['phase']} epoch {ckpt['extra']['epoch'] + 1} (step {ckpt['step']}); "
+                         f"dropped {dropped} metrics row(s) logged after it")
+        payload = tr.broadcast(payload)
+        if payload:
+            tr.load_optimizer_state(payload["extra"]["optimizer"])
+            tr.load_full_state(payload["model"])
+            extra = payload["extra"]
     sel = extra.get("selection") or {"curve": [], "best_epoch": 0, "best": -1.0, "best_state": None, "done": False}
     loop = LoopState(step=int(extra.get("step", 0)), examples=int(extra.get("examples", 0)), seconds=float(extra.get("seconds", 0.0)))
     phase_name = extra.get("phase", "select")
@@ -322,7 +328,7 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
         if run is None and tr.rank == 0:  # no run to write to (library use); under DMP the other ranks still join the collectives
             return
         state = tr.full_state()
-        opt_state = tr.optimizer_state() if tr.optimizer_state is not None else tr.optimizer.state_dict()  # collective under DMP
+        opt_state = tr.optimizer_state()  # a collective under DMP
         gens = gather_generators(g)
         if tr.rank != 0:
             return
@@ -410,8 +416,10 @@ def train(cfg: TrainConfig, run: Run) -> Path:
         lora_text = LoraText(item_texts(prep.items), cfg.lora_r) if cfg.text == "lora" else None
         params = list(model.parameters()) + ([p for p in lora_text.parameters() if p.requires_grad] if lora_text else [])
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if lora_text is not None and cfg.resume:
+            raise TrainingError("--resume with --text lora is not supported (the LoRA adapters are not checkpointed); rerun without --resume")
         return Trainer(model=model, optimizer=opt, full_state=lambda: _state_copy(model), lora_text=lora_text,
-                       load_optimizer_state=opt.load_state_dict)
+                       optimizer_state=opt.state_dict, load_optimizer_state=opt.load_state_dict, load_full_state=model.load_state_dict)
 
     holder: dict = {}
 

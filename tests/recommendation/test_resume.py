@@ -31,6 +31,7 @@ def _interactions(path: Path) -> Path:
 
 
 def _cmd(runs: Path, name: str, *extra: str) -> list[str]:
+    extra = tuple(e for e in extra if e)
     return [sys.executable, "-m", "domains.recommendation.train", *TINY, "--data", str(runs.parent / "inter.csv"), "--runs-dir", str(runs),
             "--name", name, *extra]
 
@@ -48,15 +49,16 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_bit_exact(tmp_path):
+@pytest.mark.parametrize("mode", ["", "--dmp"])  # one process; TorchRec DMP (world size 1: sharded tables + fused optimizer state)
+def test_killed_run_resumes_bit_exact(tmp_path, mode):
     from core.checkpoint import load_weights
 
     runs = tmp_path / "runs"
     _interactions(tmp_path / "inter.csv")
-    full = subprocess.run(_cmd(runs, "full"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    full = subprocess.run(_cmd(runs, "full", mode), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
     assert full.returncode == 0, full.stderr[-3000:]
 
-    victim = subprocess.Popen(_cmd(runs, "killed"), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(_cmd(runs, "killed", mode), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = runs / "recommendation" / "killed" / "checkpoints"
     deadline = time.time() + 600
     while time.time() < deadline and not (ckpts.is_dir() and any(ckpts.glob("step_*.pt"))):
@@ -69,7 +71,7 @@ def test_killed_run_resumes_bit_exact(tmp_path):
     assert json.loads((killed / "run.json").read_text())["status"] == "running"  # killed mid-run, not finished
     assert not (killed / "model.safetensors").exists()
 
-    resumed = subprocess.run(_cmd(runs, "killed", "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(_cmd(runs, "killed", mode, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed at phase" in resumed.stderr + resumed.stdout
 

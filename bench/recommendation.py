@@ -147,7 +147,7 @@ def part_stratified(seeds: list[int], quick: bool) -> dict:
 # ---------------------------------------------------------------------------------------------
 SEQ_MODEL = dict(max_len=50, dim=64, heads=2, layers=2, dropout=0.2, text_dim=384, item_table="torchrec", loss="sampled_softmax", temperature=0.1)
 SEQ_REF = dict(SEQ_MODEL, text_dim=0, item_table="plain", loss="ce")
-SEQ_TRAIN = dict(epochs=60, patience=6, batch_size=64, lr=1e-3)
+SEQ_TRAIN = dict(epochs=30, patience=5, batch_size=64, lr=2e-3)
 
 
 def part_sequential(seeds: list[int], quick: bool) -> dict:

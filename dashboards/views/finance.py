@@ -116,7 +116,8 @@ tickers_all = sorted(prices["ticker"].unique()) if prices is not None and "ticke
 default = [t for t in ("SP500", "AAPL", "JPM") if t in (in_run or tickers_all)] or (in_run or tickers_all)[:2]
 chosen: list[str] = st.multiselect("Tickers", tickers_all, default=default, key="fin_tickers",
                                    help="the run's model forecasts the tickers it was trained on" + (f": {', '.join(in_run)}" if in_run else ""))
-tab_px, tab_fc, tab_bt, tab_var, tab_imp = st.tabs(["Price history", "Forecast", "Backtest", "VaR breaches", "Variable importance"])
+tab_px, tab_fc, tab_bt, tab_reg, tab_var, tab_imp = st.tabs(["Price history", "Forecast", "Backtest", "Folds, regimes & tests", "VaR breaches",
+                                                              "Variable importance"])
 
 with tab_px:
     if prices is None or not chosen:
@@ -182,6 +183,45 @@ with tab_bt:
             st.markdown("**Per ticker**")
             sel = by_t[by_t["ticker"].isin(chosen)] if chosen and by_t["ticker"].isin(chosen).any() else by_t
             st.dataframe(sel, hide_index=True, width="stretch")
+
+with tab_reg:
+    if bt is None or (bt.by_fold.empty and bt.by_regime.empty and bt.diebold_mariano.empty):
+        st.caption("This run has no per-fold, per-regime or test tables (a backtest run writes them).")
+    else:
+        fold_metrics = [c for c in bt.by_fold.columns if c not in ("model", "fold", "n_origins", "stress_share") and pd.api.types.is_numeric_dtype(bt.by_fold[c])]
+        rmetric = st.selectbox("Metric", fold_metrics or ["vol_pinball"], key="fin_reg_metric")
+        lower = any(w in rmetric for w in LOWER_IS_BETTER)
+        if not bt.by_fold.empty and rmetric in bt.by_fold:
+            bf = bt.by_fold.copy()
+            bf["cutoff"] = pd.to_datetime(bf["cutoff"])
+            fig = go.Figure()
+            for m_name, g in bf.sort_values("cutoff").groupby("model", sort=True):
+                fig.add_trace(go.Scatter(x=g["cutoff"], y=g[rmetric], mode="lines+markers", name=str(m_name),
+                                         line=dict(width=3 if m_name == "tft" else 1.2, color="#d62728" if m_name == "tft" else None)))
+            folds_ = bf.drop_duplicates("fold")
+            stress = folds_[folds_["regime"] == "stress"] if {"regime", "test_end"} <= set(folds_.columns) else folds_.iloc[0:0]
+            for _, r in stress.iterrows():
+                fig.add_vrect(x0=r["cutoff"], x1=pd.to_datetime(r["test_end"]), fillcolor="#d62728", opacity=0.08, line_width=0)
+            st.plotly_chart(layout(fig, f"{rmetric} per walk-forward fold ({'lower' if lower else 'higher'} is better; stress folds shaded)", 320),
+                            width="stretch", key="fin_by_fold")
+        if not bt.by_regime.empty and rmetric in bt.by_regime:
+            fig = go.Figure([go.Bar(name=str(rg), x=g["model"], y=g[rmetric]) for rg, g in bt.by_regime.groupby("regime", sort=True)])
+            fig.update_layout(barmode="group")
+            st.plotly_chart(layout(fig, f"{rmetric} by regime (calm / stress, defined ex ante)", 300), width="stretch", key="fin_by_regime")
+        if not bt.diebold_mariano.empty:
+            st.markdown("**Diebold–Mariano tests of the TFT against each baseline** (HAC variance; `p_tft_better` < 0.05: the TFT's loss is significantly lower)")
+            st.dataframe(bt.diebold_mariano, hide_index=True, width="stretch",
+                         column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("rel_diff", "dm_stat", "p_two_sided", "p_tft_better")})
+        if not bt.risk_tests.empty:
+            st.markdown("**VaR and expected-shortfall backtests, pooled and per ticker-fold** (Kupiec, Christoffersen, Acerbi–Székely Z2, McNeil–Frey; 5- and 10-day VaR)")
+            st.dataframe(bt.risk_tests, hide_index=True, width="stretch")
+        if not bt.by_seed.empty:
+            st.markdown("**The TFT's seeds** (the model `tft` averages their quantiles)")
+            num = [c for c in bt.by_seed.columns if c != "model" and pd.api.types.is_numeric_dtype(bt.by_seed[c])]
+            spread = pd.DataFrame({"metric": num, "mean": [bt.by_seed[c].mean() for c in num], "sd": [bt.by_seed[c].std(ddof=1) for c in num],
+                                   "seeds": len(bt.by_seed)})
+            st.dataframe(bt.by_seed, hide_index=True, width="stretch")
+            st.dataframe(spread, hide_index=True, width="stretch")
 
 with tab_var:
     vb = bt.var_breaches if bt is not None else None

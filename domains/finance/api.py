@@ -58,6 +58,11 @@ class Backtest:
     var_breaches: pd.DataFrame          # date, ticker, model, ret, var99/var95, breach99/breach95
     predictions: pd.DataFrame           # origin, ticker, model, target, horizon, y, q_*
     folds: pd.DataFrame
+    by_fold: pd.DataFrame = field(default_factory=pd.DataFrame)        # model, fold, <metric>..., cutoff, test_end, regime
+    by_regime: pd.DataFrame = field(default_factory=pd.DataFrame)      # model, regime (calm/stress/all), <metric>...
+    diebold_mariano: pd.DataFrame = field(default_factory=pd.DataFrame)  # regime, loss, baseline, rel_diff, dm_stat, p_two_sided, p_tft_better
+    risk_tests: pd.DataFrame = field(default_factory=pd.DataFrame)     # model, VaR/ES backtests pooled and pass rates per ticker-fold
+    by_seed: pd.DataFrame = field(default_factory=pd.DataFrame)        # model (tft_seed<k>), <metric>...: the ensemble's members
     verdict: Verdict | None = None
 
     def __getitem__(self, key: str) -> pd.DataFrame:  # the dict of tables this used to be
@@ -156,14 +161,15 @@ def load_backtest(run_dir: str | Path) -> Backtest:
     """A backtest run's tables and verdict; ``FileNotFoundError`` for a run without them."""
     run_dir = Path(run_dir)
     files = {"aggregate": "metrics_aggregate.csv", "by_ticker": "metrics_by_ticker.csv", "pinball_by_quantile": "pinball_by_quantile.csv",
-             "var_breaches": "var_breaches.parquet", "predictions": "predictions.parquet", "folds": "folds.json"}
+             "var_breaches": "var_breaches.parquet", "predictions": "predictions.parquet", "folds": "folds.json",
+             "by_fold": "metrics_by_fold.csv", "by_regime": "metrics_by_regime.csv", "diebold_mariano": "diebold_mariano.csv",
+             "risk_tests": "risk_tests_pooled.csv", "by_seed": "metrics_by_seed.csv"}
     out: dict[str, pd.DataFrame] = {}
     for key, name in files.items():
         p = run_dir / name
-        if p.is_file():
+        out[key] = pd.DataFrame()
+        if p.is_file() and p.stat().st_size:
             out[key] = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_json(p) if p.suffix == ".json" else pd.read_csv(p)
-        else:
-            out[key] = pd.DataFrame()
     if all(df.empty for df in out.values()):
         raise FileNotFoundError(f"{run_dir} holds no backtest results; run `python -m domains.finance.backtest`")
     m = _read_json(run_dir / "metrics.json") or {}

@@ -489,3 +489,27 @@ def test_a_page_whose_domain_cannot_be_imported_says_so(domain, tmp_path, monkey
     assert not at.exception, [e.message for e in at.exception]
     assert any(f"The {domain} domain is not available here: `domains/{domain}/api.py` cannot be imported" in w.value for w in at.warning), \
         [w.value for w in at.warning]
+
+
+def test_finance_page_shows_folds_regimes_and_the_statistical_tests(domain_run):
+    """Issue 15.1/15.4 as the backtest writes them: per-fold and per-regime metrics, Diebold–Mariano
+    tests against every baseline, the pooled VaR/ES backtests and the seeds."""
+    import domains.finance.api as fin
+
+    run = domain_run("finance")
+    bt = fin.load_backtest(run.run_dir)
+    if bt.by_fold.empty:
+        pytest.skip("this checkout's finance backtest writes no per-fold tables")
+    at = run_app(PAGES["finance"], timeout=240, run_dir=run.run_dir)
+    no_exception(at)
+    titles = chart_titles(at)
+    assert any(t.startswith("vol_pinball per walk-forward fold") for t in titles), titles
+    if not bt.by_regime.empty:
+        assert any(t.startswith("vol_pinball by regime") for t in titles), titles
+    frames = [d.value for d in at.dataframe]
+    if not bt.diebold_mariano.empty:
+        dm = next(f for f in frames if "p_tft_better" in f.columns)
+        assert set(dm["baseline"]) == set(bt.diebold_mariano["baseline"]) and dm["p_tft_better"].between(0, 1).all()
+    at.selectbox(key="fin_reg_metric").set_value("vol_qlike").run()
+    no_exception(at)
+    assert any(t.startswith("vol_qlike per walk-forward fold") for t in chart_titles(at))

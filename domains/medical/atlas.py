@@ -73,7 +73,8 @@ class AtlasSegmenter:
 
         w = self.cfg.work_mm
         size = [max(8, int(round(sz * sp / w))) for sz, sp in zip(img.GetSize(), img.GetSpacing())]
-        smooth = sitk.SmoothingRecursiveGaussian(img, [max(0.0, (w * w - sp * sp)) ** 0.5 / 2.355 for sp in img.GetSpacing()])
+        sigma = [max(0.0, (w * w - sp * sp)) ** 0.5 / 2.355 for sp in img.GetSpacing()]
+        smooth = sitk.SmoothingRecursiveGaussian(img, [max(s, 0.01) for s in sigma]) if max(sigma) > 0.05 else img
         return sitk.Resample(smooth, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(), [w] * 3, img.GetDirection(), 0.0, sitk.sitkFloat32)
 
     def _register(self, fixed, moving):

@@ -60,7 +60,7 @@ class DataFields:
 @dataclass
 class OptimFields:
     iters_per_epoch: int = field(default=20, metadata={"help": "optimizer steps per epoch"})
-    max_epochs: int = field(default=30, metadata={"help": "upper bound on epochs (the pre-issue-14 default was 15 with --augment standard)"})
+    max_epochs: int = field(default=15, metadata={"help": "upper bound on epochs"})
     val_every: int = field(default=3, metadata={"help": "validate every N epochs"})
     patience: int = field(default=3, metadata={"help": "early stopping: validations without improvement"})
     lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, cosine decay)"})

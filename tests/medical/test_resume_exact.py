@@ -1,6 +1,7 @@
 """Issue 13.4: ``train --resume`` after a SIGKILL ends exactly where the uninterrupted run with the same
 seed ends — same weights, same losses, same validation Dice (model, optimizer, scheduler, the global
-RNGs and the MONAI transforms' own random states, which draw the patches, are all restored)."""
+RNGs and the random states that draw the patches — the MONAI transforms' or the synthesis sampler's —
+are all restored), with either training augmentation."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def _rows(run: Path) -> dict[tuple[int, str], float]:
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_is_bit_exact(brain_task, tmp_path, tiny_args):
+@pytest.mark.parametrize("augment", ["synth", "standard"])
+def test_resume_after_sigkill_is_bit_exact(brain_task, tmp_path, tiny_args, augment):
     from safetensors.torch import load_file
 
     from core.checkpoint import safe_torch_load
@@ -39,7 +41,7 @@ def test_resume_after_sigkill_is_bit_exact(brain_task, tmp_path, tiny_args):
     from domains.medical.train import train
 
     ARGS = [a if i == 0 or tiny_args[i - 1] != "--max-epochs" else "6" for i, a in enumerate(tiny_args)] + [
-        "--no-track", "--no-evaluate-test", "--patience", "99"]
+        "--no-track", "--no-evaluate-test", "--patience", "99", "--augment", augment]
     runs = tmp_path / "runs"
     env = {**os.environ, "SUITE_PROGRESS": "0", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "domains.medical.train", *ARGS, "--runs-dir", str(runs), "--name", "cut"], cwd=ROOT, env=env,

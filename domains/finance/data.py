@@ -297,7 +297,12 @@ def _to_number(s: pd.Series, column: str, source: str, decimal_comma: bool) -> p
         txt = txt.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
     else:
         txt = txt.str.replace(",", "", regex=False)
-    out = pd.to_numeric(txt, errors="coerce")
+    scale = pd.Series(1.0, index=txt.index)
+    if column == "volume":  # investing.com-style 1.23M / 45.6K
+        unit = txt.str.extract(r"([KkMmBb])$", expand=False).str.upper()
+        scale = unit.map({"K": 1e3, "M": 1e6, "B": 1e9}).fillna(1.0).astype(float)
+        txt = txt.str.replace(r"[KkMmBb]$", "", regex=True)
+    out = pd.to_numeric(txt, errors="coerce") * scale
     bad = s[out.isna() & txt.notna()]
     if len(bad):
         ex = ", ".join(repr(str(v)) for v in bad.head(3).tolist())
@@ -355,7 +360,29 @@ def _date_column(df: pd.DataFrame, source: str) -> pd.DataFrame:
         df["date"] = pd.to_datetime(col.astype(str), format="%Y%m%d", errors="coerce")  # stooq's 20200131
     elif pd.api.types.is_datetime64_any_dtype(col):
         df["date"] = col
+    elif col.dtype == object or pd.api.types.is_string_dtype(col):
+        df["date"] = _parse_dates(col)
     return df
+
+
+def _parse_dates(col: pd.Series) -> pd.Series:
+    """Text dates, month-first or day-first (``01/31/2020`` or ``31.01.2020``): the reading that
+    parses more rows wins; on a tie, the one that keeps the file's rows in date order. Unparseable
+    text stays as it is, so validation names it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not infer format" for day-first text
+        reads = [pd.to_datetime(col, errors="coerce"), pd.to_datetime(col, errors="coerce", dayfirst=True)]
+
+    def score(d: pd.Series) -> tuple[int, int]:
+        ok = d.dropna()
+        return int(d.notna().sum()), int(ok.is_monotonic_increasing or ok.is_monotonic_decreasing)
+
+    best = max(reads, key=score)
+    if best.isna().any() and best.notna().any():
+        return col  # validate_prices reports the bad rows
+    return best if best.notna().all() else col
 
 
 def _choose_close(df: pd.DataFrame, source: str, rep: ValidationReport) -> pd.DataFrame:
@@ -409,7 +436,13 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
     comma = _uses_decimal_comma(df, sep)
     for c in _NUMERIC:
         if c in df.columns:
-            df[c] = _to_number(df[c], c, source, comma)
+            try:
+                df[c] = _to_number(df[c], c, source, comma)
+            except PriceDataError as e:
+                if c in ("close", "adj_close"):
+                    raise
+                log.warning(f"{e}; the optional column {c!r} is ignored")
+                df = df.drop(columns=c)
     if "ticker" not in df.columns:
         name = ticker or header_ticker or (path.name.split(".")[0].upper() if ticker_from_name else None)
         if name is None:

@@ -52,12 +52,14 @@ def test_dollar_thousands_and_semicolon_files(real, tmp_path):
     us = pd.DataFrame({"Date": a.index.strftime("%Y-%m-%d"), "Close": [f"${v:,.2f}" for v in a]})
     us.to_csv(tmp_path / "us.csv", index=False)
     eu = pd.DataFrame({"Date": a.index.strftime("%d.%m.%Y"), "Close": [f"{v:,.2f}".replace(",", "_").replace(".", ",").replace("_", ".") for v in a]})
-    eu["Date"] = a.index.strftime("%Y-%m-%d")
-    eu.to_csv(tmp_path / "eu.csv", index=False, sep=";")
+    eu.to_csv(tmp_path / "eu.csv", index=False, sep=";")  # day-first dates, decimal commas
+    inv = pd.DataFrame({"Date": a.index.strftime("%m/%d/%Y"), "Price": [f"{v:,.2f}" for v in a], "Vol.": "12.5M", "Change %": "0.1%"})
+    inv.to_csv(tmp_path / "investing.csv", index=False)  # investing.com style: month-first dates, 12.5M volumes
     expect = np.round(a.to_numpy(), 2)
-    for name in ("us.csv", "eu.csv"):
+    assert load_panel_data(str(tmp_path / "investing.csv")).panel["volume"].eq(12.5e6).all()
+    for name in ("us.csv", "eu.csv", "investing.csv"):
         d = load_panel_data(str(tmp_path / name), ticker="KO").panel
-        assert len(d) == len(a) - 1, name
+        assert len(d) == len(a) - 1 and (d["date"].to_numpy() == a.index.to_numpy()[1:]).all(), name
         np.testing.assert_allclose(d["close"].to_numpy(), expect[1:], rtol=1e-12, err_msg=name)
     bad = us.copy()
     bad.loc[5, "Close"] = "n.a. (halted)"

@@ -27,7 +27,9 @@ if run_dir is None:
 
 @st.cache_resource(show_spinner="Loading the segmentation model…", max_entries=2)
 def segmenter(key: str) -> api.LoadedSegmenter:
-    return api.load_segmenter(run_path(key))
+    """``key``: the run's :func:`run_key` + ``#<lcc><tta>`` (the post-processing switches)."""
+    base, switches = key.rsplit("#", 1)
+    return api.load_segmenter(run_path(base), lcc=switches[0] == "1", tta=switches[1] == "1")
 
 
 @st.cache_resource(show_spinner="Segmenting…", max_entries=6)
@@ -46,7 +48,13 @@ def label_volume(path: str) -> np.ndarray:
     return np.asarray(api.load_label(path))
 
 
-key = run_key(run_dir)
+with st.sidebar:
+    st.subheader("Inference")
+    lcc = st.toggle("Largest connected component", value=False, key="med_lcc",
+                    help="keep only the largest connected piece of each structure (MONAI KeepLargestConnectedComponent)")
+    tta = st.toggle("Test-time augmentation (mirror)", value=False, key="med_tta",
+                    help="average with the left-right mirrored scan, lateral labels swapped; about twice the inference time")
+key = f"{run_key(run_dir)}#{int(lcc)}{int(tta)}"  # one cached model and result per run and switch setting
 source = st.radio("Input", ["Prepared case", "Upload a scan"], horizontal=True, key="med_source")
 image_source: str | None = None
 label_source: str | None = None

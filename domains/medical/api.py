@@ -149,8 +149,10 @@ def model_run(run_dir: str | Path) -> ModelRun:
     return ModelRun(path=run_dir, has_model=(run_dir / "best.safetensors").is_file(), task=str(task) if task else None, class_names=names)
 
 
-def load_segmenter(run_dir: str | Path) -> LoadedSegmenter:
-    seg = Segmenter.from_run(run_dir)
+def load_segmenter(run_dir: str | Path, *, lcc: bool = False, tta: bool = False) -> LoadedSegmenter:
+    """The run's model; ``lcc``: keep the largest connected component of each structure; ``tta``:
+    average with the left-right mirrored input (lateral labels swapped) — issue 14.4."""
+    seg = Segmenter.from_run(run_dir, lcc=lcc, tta=tta)
     return LoadedSegmenter(run_dir=Path(run_dir), class_names=list(seg.class_names), segmenter=seg)
 
 

@@ -513,3 +513,15 @@ def test_finance_page_shows_folds_regimes_and_the_statistical_tests(domain_run):
     at.selectbox(key="fin_reg_metric").set_value("vol_qlike").run()
     no_exception(at)
     assert any(t.startswith("vol_qlike per walk-forward fold") for t in chart_titles(at))
+
+
+def test_medical_page_switches_largest_component_post_processing(domain_run):
+    """Issue 14.4 on the page: keeping each structure's largest connected component never adds voxels."""
+    run = domain_run("medical")
+    at = run_app(PAGES["medical"], timeout=240, run_dir=run.run_dir)
+    no_exception(at)
+    before = next(d.value for d in at.dataframe if "volume (mL)" in d.value.columns).set_index("structure")["volume (mL)"]
+    at.toggle(key="med_lcc").set_value(True).run()
+    no_exception(at)
+    after = next(d.value for d in at.dataframe if "volume (mL)" in d.value.columns).set_index("structure")["volume (mL)"]
+    assert list(after.index) == list(before.index) and (after <= before + 1e-9).all()

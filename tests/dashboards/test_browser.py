@@ -143,5 +143,5 @@ def test_page_renders_in_chromium(title, server, browser, dashboard_runs, artifa
         assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid='stException']"), f"{title}/{name}: a traceback is shown"
 
 
-CHARTED = ("Forecast", "Backtest", "VaR breaches", "Variable importance")
+CHARTED = ("Forecast", "Backtest", "Folds, regimes & tests", "VaR breaches", "Variable importance")
 

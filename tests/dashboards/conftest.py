@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -68,12 +69,19 @@ def make_domain_run(domain: str, runs_dir: Path) -> DomainRun:
         return DomainRun(domain, None, f"domains/{domain}/api.py not importable: {e}")
     from core.data import SourceMissingError
 
+    fetch = os.environ.get("SUITE_DEBIAN_FETCH")
+    os.environ["SUITE_DEBIAN_FETCH"] = "0"  # tests never download: a data set that is not here is a skip, not a fetch
     try:
         run_dir = BUILDERS[domain](runs_dir)
     except ImportError as e:
         return DomainRun(domain, None, f"the {domain} domain's training entry point is not importable: {e}")
     except SourceMissingError as e:  # e.g. the medical data set on a machine without its Debian package
         return DomainRun(domain, None, f"its data set is not prepared and cannot be here: {e}")
+    finally:
+        if fetch is None:
+            os.environ.pop("SUITE_DEBIAN_FETCH", None)
+        else:
+            os.environ["SUITE_DEBIAN_FETCH"] = fetch
     return DomainRun(domain, Path(run_dir).resolve(), None, time.perf_counter() - t0)
 
 

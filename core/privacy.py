@@ -1,0 +1,89 @@
+"""Differentially private training (DP-SGD) with Opacus: the domain-agnostic parts.
+
+* :func:`poisson_batches` — each step takes every example independently with probability
+  ``sample_rate`` (the sampling the accountant's analysis assumes; Opacus's
+  ``UniformWithReplacementSampler`` does the same);
+* :func:`compute_grad_samples` — per-example gradients by micro-batching (one backward pass per
+  example), stored as ``p.grad_sample`` where Opacus's ``DPOptimizer`` reads them. Exact for any
+  model; used where Opacus's hook-based grad sampler cannot follow the model (the finance TFT:
+  see domains/finance/private.py);
+* :func:`make_dp_optimizer` — Opacus's ``DPOptimizer``: clip each example's gradient to
+  ``max_grad_norm``, sum, add Gaussian noise ``noise_multiplier * max_grad_norm``, divide by the
+  expected batch size, then the wrapped optimizer's step;
+* :func:`noise_for_epsilon` / :func:`epsilon_spent` — Opacus's accountants (``prv`` default,
+  ``rdp``): the noise that reaches a target (ε, δ) after ``steps`` steps, and the ε spent.
+
+``noise_multiplier=0`` and ``max_grad_norm=inf`` is the same code without privacy (ε = ∞).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+__all__ = ["ACCOUNTANTS", "poisson_batches", "compute_grad_samples", "make_dp_optimizer", "noise_for_epsilon", "epsilon_spent"]
+
+ACCOUNTANTS = ("prv", "rdp")
+
+
+def poisson_batches(n: int, sample_rate: float, steps: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """``steps`` index arrays into ``range(n)``: each index is in a batch with probability
+    ``sample_rate``, independently (batches vary in size and may be empty)."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        yield torch.nonzero(torch.rand(n, generator=g) < sample_rate).flatten().numpy()
+
+
+def compute_grad_samples(model: torch.nn.Module, sample_loss: Callable[[int], torch.Tensor], n: int) -> None:
+    """Set ``p.grad_sample`` (shape ``(n, *p.shape)``) of every trainable parameter to the gradient
+    of ``sample_loss(i)`` for each example ``i < n`` (one backward pass per example)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [torch.zeros((n, *p.shape), dtype=p.dtype) for p in params]
+    for i in range(n):
+        gs = torch.autograd.grad(sample_loss(i), params, allow_unused=True)
+        for buf, g in zip(grads, gs):
+            if g is not None:
+                buf[i] = g
+    for p, buf in zip(params, grads):
+        p.grad_sample = buf
+
+
+def make_dp_optimizer(optimizer: torch.optim.Optimizer, *, noise_multiplier: float, max_grad_norm: float, expected_batch_size: int,
+                      seed: int | None = None):
+    """Opacus's ``DPOptimizer`` around ``optimizer`` (mean loss reduction over the expected batch)."""
+    from opacus.optimizers import DPOptimizer
+
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
+    return DPOptimizer(optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+                       expected_batch_size=expected_batch_size, loss_reduction="mean", generator=gen)
+
+
+def _accountant(name: str):
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    if name not in ACCOUNTANTS:
+        raise ValueError(f"unknown accountant {name!r} (choose from {', '.join(ACCOUNTANTS)})")
+    return PRVAccountant() if name == "prv" else RDPAccountant()
+
+
+def noise_for_epsilon(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv") -> float:
+    """The noise multiplier that spends ``epsilon`` at ``delta`` after ``steps`` Poisson-sampled steps
+    (0 for ε = ∞)."""
+    if math.isinf(epsilon):
+        return 0.0
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps,
+                                      accountant=accountant, epsilon_tolerance=0.01))
+
+
+def epsilon_spent(noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str = "prv") -> float:
+    """ε after ``steps`` steps at ``noise_multiplier`` and ``sample_rate`` (∞ without noise)."""
+    if noise_multiplier <= 0:
+        return math.inf
+    acc = _accountant(accountant)
+    acc.history = [(noise_multiplier, sample_rate, steps)]
+    return float(acc.get_epsilon(delta=delta))

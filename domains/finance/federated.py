@@ -1,0 +1,196 @@
+"""Federated training of the finance TFT on Flower: the library under ``python -m domains.finance.federate``.
+
+Sites hold disjoint groups of tickers of the panel (:func:`site_tickers`, round-robin over the
+sorted tickers); every site trains the registry's TFT with the same loop as central training
+(``model.fit``, Adam, gradient clipping) on its own tickers' windows before the held-out cutoff;
+Flower's ``FedAvg`` or ``FedProx`` (``core.federated``) averages the weights each round. The server
+evaluates the global model on the common held-out period (``trust.heldout_metrics``) after every
+round. :func:`central_baseline` trains the same initial model centrally on the same budget
+(rounds x local epochs x sites x batches = epochs x batches, same batch size and learning rate).
+
+What stays shared: the public market inputs (index return, VIX, WTI) and the calendar; per-ticker
+normalisers are fitted on each ticker's own history, so a site needs only its tickers' prices.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from core.config import RunConfig, SeedConfig, TrackingConfig
+from core.federated import STRATEGIES, TorchClient, connect, free_port, get_arrays, make_strategy, parameters_bytes, serve, set_arrays, simulate
+from core.logging import get_logger
+from domains.finance.config import DataConfig, ModelConfig, ThreadsConfig
+from domains.finance.data import PriceDataError
+from domains.finance.model import Forecaster, fit
+from domains.finance.trust import Prepared, TrustDataConfig, heldout_metrics, new_model, prepare
+
+__all__ = ["FederateConfig", "site_tickers", "site_client", "federate_model", "central_baseline", "forecaster", "run_site"]
+
+log = get_logger("finance.federated")
+
+
+@dataclass
+class FederateConfig(TrustDataConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, RunConfig):
+    sites: int = field(default=3, metadata={"help": "simulated sites, each holding a disjoint group of tickers"})
+    rounds: int = field(default=4, metadata={"help": "federated rounds"})
+    local_epochs: int = field(default=1, metadata={"help": "local epochs per site and round"})
+    batch_size: int = field(default=128, metadata={"help": "windows per batch"})
+    max_batches: int = field(default=17, metadata={"help": "batches per local epoch and site (0 = all the site's windows)"})
+    lr: float = field(default=3e-3, metadata={"help": "Adam learning rate (each site keeps its optimizer state across rounds)"})
+    strategy: str = field(default="fedavg", metadata={"help": "Flower strategy", "choices": list(STRATEGIES)})
+    mu: float = field(default=0.01, metadata={"help": "FedProx proximal weight mu (the local loss gets mu/2 ||w - w_global||^2)"})
+    mode: str = field(default="simulation", metadata={"help": "simulation: all sites in this process; processes: Flower's gRPC server on 127.0.0.1 and one OS process per site",
+                                                      "choices": ["simulation", "processes"]})
+    compare_central: bool = field(default=False, metadata={"help": "also train centrally on the same budget and report the ratio"})
+    site: int = field(default=-1, metadata={"help": "internal (--mode processes): run as this site's Flower client"})
+    server: str = field(default="", metadata={"help": "internal (--mode processes): the Flower server address a site connects to"})
+
+
+def site_tickers(tickers: list[str], sites: int) -> list[list[str]]:
+    """Disjoint, non-empty ticker groups: round-robin over the sorted tickers."""
+    tickers = sorted(tickers)
+    if sites < 1 or sites > len(tickers):
+        raise PriceDataError(f"--sites {sites}: must be between 1 and the number of tickers ({len(tickers)})")
+    return [tickers[i::sites] for i in range(sites)]
+
+
+def _site_seed(seed: int, site: int, server_round: int) -> int:
+    return seed * 10_007 + server_round * 101 + site
+
+
+def site_client(cfg: FederateConfig, p: Prepared, site: int, groups: list[list[str]] | None = None) -> TorchClient:
+    """Site ``site``'s Flower client: a TFT of the same registry entry, trained with ``model.fit``
+    on the windows of its tickers only."""
+    groups = groups or site_tickers(p.tickers, cfg.sites)
+    origins = p.train_o[np.isin(p.T.tickers[p.train_o], groups[site])]
+    if not len(origins):
+        raise PriceDataError(f"site {site} ({', '.join(groups[site])}) has no training windows before {p.cutoff:%Y-%m-%d}")
+    model = new_model(p, cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=1e-5)
+
+    def train_fn(m, server_round: int, config: dict):
+        losses = fit(m, p.T, origins, epochs=cfg.local_epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None, lr=cfg.lr,
+                     seed=_site_seed(cfg.seed, site, server_round), optimizer=opt, desc=f"site {site} round {server_round}")
+        return len(origins), {"train_pinball": float(losses[-1])}
+
+    return TorchClient(model, train_fn, name=f"site{site}")
+
+
+def _evaluator(p: Prepared, model: torch.nn.Module, history: list[dict], final: dict):
+    def evaluate(server_round: int, arrays, config):
+        set_arrays(model, arrays)
+        m = heldout_metrics(model, p)
+        history.append({"round": server_round, **m})
+        final["arrays"] = [np.array(a, copy=True) for a in arrays]
+        log.info(f"round {server_round}: held-out vol pinball {m['val_pinball_vol']:.4f}")
+        return m["val_pinball_vol"], m
+
+    return evaluate
+
+
+def federate_model(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module, run=None) -> tuple[torch.nn.Module, dict, list[dict]]:
+    """Train ``initial`` (left unchanged) federatedly; returns (global model, metrics, per-round history)."""
+    groups = site_tickers(p.tickers, cfg.sites)
+    init = get_arrays(initial)
+    model = copy.deepcopy(initial)
+    history: list[dict] = []
+    final: dict = {}
+    strategy = make_strategy(cfg.strategy, init, cfg.sites, mu=cfg.mu, evaluate_fn=_evaluator(p, model, history, final))
+    t0 = time.perf_counter()
+    if cfg.mode == "simulation":
+        simulate(strategy, [site_client(cfg, p, i, groups) for i in range(cfg.sites)], cfg.rounds)
+    else:
+        _serve_with_site_processes(cfg, strategy)
+    seconds = time.perf_counter() - t0
+    if len(history) != cfg.rounds + 1:
+        raise RuntimeError(f"federated training ended after {len(history) - 1} of {cfg.rounds} rounds")
+    set_arrays(model, final["arrays"])
+    if run is not None:
+        for h in history:
+            run.log_metrics({"val_pinball_vol": h["val_pinball_vol"]}, step=h["round"])
+    size = parameters_bytes(init)
+    steps = cfg.rounds * cfg.local_epochs * cfg.sites * cfg.max_batches if cfg.max_batches else None
+    metrics = {**history[-1], "strategy": cfg.strategy, "mu": cfg.mu if cfg.strategy == "fedprox" else 0.0, "mode": cfg.mode,
+               "sites": cfg.sites, "rounds": cfg.rounds, "local_epochs": cfg.local_epochs, "site_tickers": [",".join(g) for g in groups],
+               "site_windows": [int(np.isin(p.T.tickers[p.train_o], g).sum()) for g in groups], "parameter_bytes": size,
+               "bytes_per_round": 2 * cfg.sites * size, "total_steps": steps, "seconds": round(seconds, 1), "cutoff": str(p.cutoff.date())}
+    metrics.pop("round", None)
+    return model, metrics, history
+
+
+def central_baseline(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+    """The same initial model trained centrally on all sites' windows with the same budget:
+    ``rounds * local_epochs`` epochs of ``sites * max_batches`` batches."""
+    model = copy.deepcopy(initial)
+    t0 = time.perf_counter()
+    fit(model, p.T, p.train_o, epochs=cfg.rounds * cfg.local_epochs, batch_size=cfg.batch_size,
+        max_batches=cfg.sites * cfg.max_batches if cfg.max_batches else None, lr=cfg.lr, seed=cfg.seed, desc="central")
+    return model, {**heldout_metrics(model, p), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def forecaster(model: torch.nn.Module, p: Prepared, extra: dict) -> Forecaster:
+    return Forecaster(model, p.spec, p.scaler, p.tickers, {**p.info, **extra})
+
+
+def _client_config_file(cfg: FederateConfig) -> str:
+    skip = {"name", "runs_dir", "track", "site", "server", "mode", "compare_central", "resume"}
+    fd, path = tempfile.mkstemp(prefix="federate-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump({k: v for k, v in asdict(cfg).items() if k not in skip}, f)
+    return path
+
+
+def _serve_with_site_processes(cfg: FederateConfig, strategy) -> None:
+    """Flower's gRPC server on a free 127.0.0.1 port, one ``python -m domains.finance.federate
+    --site i --server ...`` process per site; a site that dies stops the server."""
+    port = free_port()
+    conf = _client_config_file(cfg)
+    procs = [subprocess.Popen([sys.executable, "-m", "domains.finance.federate", "--config", conf, "--site", str(i),
+                               "--server", f"127.0.0.1:{port}"]) for i in range(cfg.sites)]
+    failed: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for i, pr in enumerate(procs):
+                if pr.poll() not in (None, 0) and not done.is_set():
+                    failed.append(i)
+                    os.kill(os.getpid(), signal.SIGINT)  # start_server blocks: interrupt it
+                    return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        serve(strategy, cfg.rounds, port)
+    except KeyboardInterrupt:
+        if failed:
+            raise RuntimeError(f"site process {failed[0]} exited with code {procs[failed[0]].returncode}") from None
+        raise
+    finally:
+        done.set()
+        for pr in procs:
+            try:
+                pr.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pr.kill()
+        os.unlink(conf)
+
+
+def run_site(cfg: FederateConfig) -> None:
+    """A site's Flower client process (``--mode processes``): connect to ``cfg.server`` and train
+    when asked until the server ends."""
+    torch.manual_seed(cfg.seed)  # the weights come from the server; this only fixes dropout
+    p = prepare(cfg)
+    connect(site_client(cfg, p, cfg.site), cfg.server)

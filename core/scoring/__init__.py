@@ -14,7 +14,7 @@ See core/scoring/README.md.
 """
 
 from core.scoring.cli import ScoringConfig, run_job_from_config
-from core.scoring.engine import DEFAULT_ITEMS_PER_CHUNK, ENGINES, ray_init, run_job
+from core.scoring.engine import DEFAULT_ITEMS_PER_CHUNK, ENGINES, ray_init, ray_shutdown, run_job
 from core.scoring.job import (
     WORK_ITEM_COLUMN,
     JobMismatchError,
@@ -57,4 +57,5 @@ __all__ = [
     "ENGINES",
     "DEFAULT_ITEMS_PER_CHUNK",
     "ray_init",
+    "ray_shutdown",
 ]

@@ -13,12 +13,14 @@ import json
 import multiprocessing as mp
 import os
 import pickle
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
 
 from core.logging import get_logger
+from core.reaper import start_reaper, stop_reaper
 from core.progress import progress
 from core.io import atomic_write_json, remove_temp_files
 from core.scoring.job import (
@@ -38,7 +40,7 @@ from core.scoring.job import (
     score_chunk,
 )
 
-__all__ = ["run_job", "ENGINES", "DEFAULT_ITEMS_PER_CHUNK"]
+__all__ = ["run_job", "ray_init", "ray_shutdown", "ENGINES", "DEFAULT_ITEMS_PER_CHUNK"]
 
 log = get_logger("scoring")
 
@@ -314,9 +316,14 @@ class _RayChunkScorer:
 RAY_OBJECT_STORE_BYTES = 200 * 2**20
 
 
+_PRIVATE_CLUSTER: dict = {}  # the reaper and temp folder of the private cluster this process started
+
+
 def ray_init(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to the cluster at ``address`` or start a private one on 127.0.0.1 (no dashboard,
-    small object store). Returns True when this call connected (so the caller disconnects)."""
+    small object store, its own temp folder). Returns True when this call connected (so the caller
+    calls :func:`ray_shutdown`). A private cluster is watched by :mod:`core.reaper`: when this
+    process ends — SIGKILL included — every process of that cluster is killed and its folder removed."""
     import logging
 
     import ray
@@ -342,14 +349,33 @@ def ray_init(address: str | None = None, num_cpus: int | None = None) -> bool:
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
             lambda r: "Token authentication is enabled" not in r.getMessage()
         )
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            object_store_memory=RAY_OBJECT_STORE_BYTES,
-            _node_ip_address="127.0.0.1",
-            **common,
-        )
+        temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix socket paths must stay < 108 bytes
+        _PRIVATE_CLUSTER.update(temp_dir=temp_dir, reaper=start_reaper(temp_dir))
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                object_store_memory=RAY_OBJECT_STORE_BYTES,
+                _node_ip_address="127.0.0.1",
+                _temp_dir=temp_dir,
+                **common,
+            )
+        except BaseException:
+            ray_shutdown()
+            raise
     return True
+
+
+def ray_shutdown() -> None:
+    """Disconnect from Ray; a private cluster started by :func:`ray_init` is stopped and reaped."""
+    import ray
+
+    try:
+        ray.shutdown()
+    finally:
+        reaper = _PRIVATE_CLUSTER.pop("reaper", None)
+        _PRIVATE_CLUSTER.pop("temp_dir", None)
+        stop_reaper(reaper)
 
 
 def _use_token_auth_if_available() -> None:
@@ -438,4 +464,4 @@ def _run_ray(scorer: Scorer, pending: list[tuple[int, list[WorkItem]]], workers:
             raise ScoringError(f"Ray job failed ({type(e).__name__}): {str(e).strip().splitlines()[-1][:500]}; committed chunks are kept, rerun to continue") from e
     finally:
         if connected:
-            ray.shutdown()
+            ray_shutdown()

@@ -167,6 +167,13 @@ def _wait_for(cond, proc: subprocess.Popen, timeout: float = 90.0) -> None:
         time.sleep(0.05)
 
 
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the writer and its workers (its whole process group), as a crash would."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 def _chunks(run_dir: Path) -> int:
     return len(list((run_dir / "scores" / "_done").glob("chunk-*.json")))
 
@@ -183,12 +190,8 @@ def test_a_second_writer_is_refused_before_it_touches_the_run_and_a_killed_write
             score_prices(cfg)  # a job with other settings into the same run
         assert {p: p.read_bytes() for p in snapshot} == snapshot  # refused before touching anything
         assert read_run(run_dir)["status"] == "running"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        _kill(proc)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # what the killed process left
     info = read_run(run_dir)
     assert info["status"] == "interrupted" and str(proc.pid) in info["error"]
@@ -212,12 +215,8 @@ def test_sigkill_mid_job_then_the_identical_command_finishes_it_in_the_same_run(
     proc = _start_writer(items_dir, runs)  # no --name, no --out: the job names itself from its inputs
     try:
         _wait_for(lambda: any(_chunks(d) >= 3 for d in (runs / "prices").glob("score-*")), proc)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        _kill(proc)
     (run_dir,) = (runs / "prices").glob("score-*")
     committed = _chunks(run_dir)
     assert 3 <= committed < 20, committed

@@ -5,6 +5,11 @@ an actor killed mid-chunk is replaced and the job completes exactly once."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,8 @@ from tests.scoring_support import PriceFileScorer, output_checksum
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.timeout(180), pytest.mark.ray]
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _pids(path: Path) -> list[str]:
@@ -111,3 +118,61 @@ def test_sigkill_of_a_ray_driver_then_rerun_on_ray_gives_every_row_once(ray_addr
     again = run_job(file_items(sorted(items_dir.glob("*.csv"))), PriceFileScorer(), out, engine="ray", workers=2, address=ray_address, items_per_chunk=2, progress=False)
     assert (again.chunks_skipped, again.chunks_done) == (committed, 10 - committed)
     assert output_checksum(out) == output_checksum(tmp_path / "ref")
+
+
+@pytest.mark.slow
+def test_a_private_ray_cluster_is_gone_when_its_driver_is_sigkilled(price_files, tmp_path):
+    """The driver alone gets SIGKILL (not its process group): the Ray processes it started (GCS,
+    raylet, dashboard and runtime-env agents, actors) must not outlive it — without the reaper the
+    two agents stayed for about 40 s here — and the cluster's temp folder is removed."""
+    from core.reaper import descendants, kill_tree, process_table
+
+    cmd = [sys.executable, "-m", "tests.scoring_support", "--items-dir", str(price_files[0].parent), "--out", str(tmp_path / "out"),
+           "--engine", "ray", "--workers", "1", "--items-per-chunk", "1", "--sleep", "0.5", "--no-progress"]
+    driver = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cluster: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 150
+        while not list((tmp_path / "out" / "_done").glob("chunk-*.json")):
+            assert driver.poll() is None, driver.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline, "the Ray job did not commit a chunk in time"
+            time.sleep(0.1)
+        agents = {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}  # a real cluster, the agents that used to linger included
+        deadline = time.monotonic() + 30
+        while True:
+            cluster = descendants(driver.pid)
+            if agents <= {_title(p) for p in cluster} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert agents <= {_title(p) for p in cluster}
+        (reaper,) = [p for p in cluster if b"core/reaper.py" in _cmdline(p)]
+        temp_dir = _cmdline(reaper).split(b"\0")[-2].decode()
+        assert Path(temp_dir).is_dir() and temp_dir.startswith("/tmp/ray-")
+        os.kill(driver.pid, signal.SIGKILL)  # the driver only
+        driver.wait(timeout=30)
+
+        def survivors() -> list[str]:
+            table = process_table()
+            return [_title(p) for p, start in cluster.items() if table.get(p, (0, None))[1] == start]
+
+        deadline = time.monotonic() + 10
+        while (survivors() or Path(temp_dir).exists()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not survivors(), f"Ray processes outlived their driver: {survivors()}"
+        assert not Path(temp_dir).exists()
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+        kill_tree(cluster, timeout=5)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _title(pid: int) -> str:
+    return _cmdline(pid).split(b"\0")[0].decode(errors="replace")

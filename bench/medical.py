@@ -66,6 +66,15 @@ def ours_train_loader(case: dict, pipe):
                       collate_fn=list_data_collate)
 
 
+def ours_synth_loader(pipe):
+    """The default trainer's batches: domain randomisation from the whole-head label map, generated
+    in-process (``domains.medical.synth``)."""
+    from domains.medical.data import BRAIN_TASK, read_synthesis, task_dir
+    from domains.medical.training import synth_sampler
+
+    return synth_sampler(read_synthesis(task_dir(BRAIN_TASK)), pipe, seed=0).batches(pipe.num_samples, 10**9)
+
+
 def train_throughput(loader, model, steps: int, step_fn) -> tuple[float, float]:
     """(patches/s, peak RSS MB) over ``steps`` optimizer steps after 2 warm-up steps."""
     from monai.losses import DiceCELoss
@@ -175,6 +184,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="*", default=None, help="robustness: only these variants (names as in domains.medical.variants)")
     ap.add_argument("--no-atlas", action="store_true", help="robustness: skip the single-atlas registration baseline")
     ap.add_argument("--no-tta", action="store_true", help="robustness: skip the test-time-augmentation column")
+    ap.add_argument("--atlas-cached-only", action="store_true", help="robustness: report the atlas only where --atlas-cache has it")
     ap.add_argument("--atlas-cache", default="runs/medical/atlas-variants.json",
                     help="robustness: atlas results per variant are kept here and reused when the atlas config is unchanged ('' = off)")
     args = ap.parse_args(argv)
@@ -227,7 +237,13 @@ def speed_and_quality(args) -> str:
         gc.collect()
         torch.manual_seed(0)
         pps[name], mem[name] = train_throughput(ours_train_loader(case, pipe), ours_model(task.num_classes, amp), args.steps, ours_step(amp))
-    add("training throughput (patches/s, higher is better)", ref_pps, pps, True)
+    add("training throughput, standard augmentation (patches/s, higher is better)", ref_pps, pps, True)
+    pps_synth = {}
+    for name, amp in variants:
+        gc.collect()
+        torch.manual_seed(0)
+        pps_synth[name], _ = train_throughput(ours_synth_loader(pipe), ours_model(task.num_classes, amp), args.steps, ours_step(amp))
+    add("training throughput, default (synth) pipeline (patches/s, higher is better)", ref_pps, pps_synth, True)
     rows_speed.append({"measure": "training peak RSS (MB)", "reference": ref_mem, **{f"ours {k}": v for k, v in mem.items()},
                        **{f"ratio {k}": v / ref_mem for k, v in mem.items()}})
 
@@ -309,17 +325,18 @@ def robustness_section(args) -> str:
     atlas = None if args.no_atlas or synth is None else {"head": synth["head"], "brain": task.training[0]["image"], "labels": task.training[0]["label"]}
     rows, raw = robustness(task.test[0]["image"], task.test[0]["label"], runs, atlas, tta=not args.no_tta, names=args.variants,
                            class_names=task.class_names, log=lambda m: print(m, flush=True),
-                           atlas_cache_path=Path(args.atlas_cache) if args.atlas_cache else None)
+                           atlas_cache_path=Path(args.atlas_cache) if args.atlas_cache else None, atlas_cached_only=args.atlas_cached_only)
     if "synth (default)" not in runs:
         return "\n".join(["(atlas only)", markdown_table(rows)])
     new = raw_key = "synth (default)"
-    means = {k: [r[k]["mean"] for r in raw.values() if k in r] for k in next(iter(raw.values()))}
+    keys = list(dict.fromkeys(k for r in raw.values() for k in r))  # every column, first-seen order
+    means = {k: [r[k]["mean"] for r in raw.values() if k in r] for k in keys}
     worst_variant = min(raw, key=lambda v: raw[v][raw_key]["mean"])
-    summary = ", ".join(f"{k}: min {min(v):.3f}, mean {np.mean(v):.3f}" for k, v in means.items())
+    summary = ", ".join(f"{k}: min {min(v):.3f}, mean {np.mean(v):.3f} over {len(v)} variants" for k, v in means.items())
     plain = raw.get("plain", {})
     drop = (f" Plain volume: {new} {plain[new]['mean']:.3f} vs standard {plain['standard']['mean']:.3f}."
             if "standard" in plain else "")
-    cols = ["variant", *[k for k in next(iter(raw.values()))], *[c for c in rows[0] if c.startswith("s/vol")]]
+    cols = ["variant", *keys, *dict.fromkeys(c for r in rows for c in r if c.startswith("s/vol"))]
     md = [f"Command: `python bench/medical.py --part robustness` — {_ml()}, torch threads {args.threads}, run under load from other "
           "jobs on this machine (seconds are not comparable across runs; Dice is). Test volume: the held-out MNI152 T1 (skull-stripped) "
           "with AAL carried over from Colin27, as each variant of `domains/medical/variants.py` (resampled with a slice/pixel profile "
@@ -329,7 +346,10 @@ def robustness_section(args) -> str:
           + ". LCC = largest connected component per single-structure class; TTA = left-right mirroring with lateral labels swapped "
           "(`domains.medical.postprocess`). atlas = `domains.medical.atlas` (Colin27 → input, SimpleITK affine + B-spline, labels by "
           "nearest neighbour; the skull-stripped Colin27 for skull-stripped inputs). Caveat: the test labels are Colin27's own AAL "
-          "carried over by coordinates, so the atlas baseline transfers the very labels that define the truth.", "",
+          "carried over by coordinates, so the atlas baseline transfers the very labels that define the truth."
+          + (f" Atlas cells come from `{args.atlas_cache}`, written by an earlier pass of this command with the same atlas config "
+             "(`--variants ...` without model runs); variants without a cached atlas result have no atlas cell." if args.atlas_cached_only else ""),
+          "",
           markdown_table(rows, cols), "", f"Summary over {len(raw)} variants — {summary}. Worst variant for {new}: {worst_variant}.{drop}"]
     return "\n".join(md)
 
@@ -348,7 +368,7 @@ def score_mask(mask: np.ndarray, label: np.ndarray, class_names: list[str]) -> d
 
 
 def robustness(test_image: str, test_label: str, runs: dict[str, Path], atlas_sources: dict | None, tta: bool, names: list[str] | None,
-               class_names: list[str], log=print, atlas_cache_path: Path | None = None) -> tuple[list[dict], dict]:
+               class_names: list[str], log=print, atlas_cache_path: Path | None = None, atlas_cached_only: bool = False) -> tuple[list[dict], dict]:
     """Every variant of the held-out volume (``domains.medical.variants``) segmented by each run
     (no post-processing), the last run also with LCC and LCC + TTA, and by the single-atlas
     baseline (its results are cached in ``atlas_cache_path``, keyed by variant and atlas config, so
@@ -392,6 +412,9 @@ def robustness(test_image: str, test_label: str, runs: dict[str, Path], atlas_so
                 res[f"{new_key} + LCC + TTA"] = {**score_mask(mask, lab, seg_tta.class_names), "seconds": time.perf_counter() - t0}
             if atlas is not None:
                 key = v["variant"]
+                if key not in atlas_cache and atlas_cached_only:
+                    raw[v["variant"]] = res
+                    continue
                 if key not in atlas_cache:
                     mask = atlas.predict_file(v["image"])
                     atlas_cache[key] = {**score_mask(mask, lab, class_names), "seconds": atlas.last_seconds, "template": atlas.last_template}

@@ -31,13 +31,13 @@ __all__ = ["AtlasConfig", "AtlasSegmenter", "looks_skull_stripped"]
 
 @dataclass
 class AtlasConfig:
-    affine_iterations: int = 100
-    bspline_iterations: int = 30
+    affine_iterations: int = 80
+    bspline_iterations: int = 20
     work_mm: float = 3.0  # both images are resampled to this isotropic grid for the registration
     affine_shrink: tuple[int, ...] = (2, 1)  # multi-resolution levels, on the working grid
     bspline_shrink: tuple[int, ...] = (2, 1)
     mesh_mm: float = 40.0
-    sampling: float = 0.2  # fraction of voxels the metric samples per iteration
+    sampling: float = 0.05  # fraction of voxels the metric samples per iteration
     bins: int = 32
     threads: int = 1
     seed: int = 0

@@ -132,14 +132,17 @@ def make_variant(img: np.ndarray, lab: np.ndarray, affine: np.ndarray, v: Varian
 
 
 def make_variants(image_path: str | Path, label_path: str | Path, names: list[str] | None = None):
-    """Yield ``(variant, image, labels, affine)`` for every variant (or those ``names``)."""
+    """Yield ``(variant, image, labels, affine)`` for every variant (or those ``names``, in that order)."""
     import nibabel as nib
 
     im, lb = nib.load(str(image_path)), nib.load(str(label_path))
     img, lab = np.asarray(im.dataobj, dtype=np.float32), np.asarray(lb.dataobj).astype(np.uint8)
-    for v in VARIANTS:
-        if names is None or v.name in names:
-            yield (v, *make_variant(img, lab, im.affine, v))
+    by_name = {v.name: v for v in VARIANTS}
+    unknown = [n for n in names or [] if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; known: {VARIANT_NAMES}")
+    for v in VARIANTS if names is None else [by_name[n] for n in names]:  # in the order asked
+        yield (v, *make_variant(img, lab, im.affine, v))
 
 
 def write_variants(image_path: str | Path, label_path: str | Path, out_dir: str | Path, names: list[str] | None = None) -> list[dict]:

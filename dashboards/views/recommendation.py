@@ -251,5 +251,5 @@ with tab_metrics:
                 on = f" (highest `{rep.selection_metric}`)" if rep.selection_metric else ""
                 st.markdown(f"Early stopping chose epoch **{rep.chosen_epoch}**{on} on the validation split carved from the training part; "
                             "the test split was used once, after that choice.")
-            val_cols = [c for c in rep.curves.columns if rep.curves[c].notna().any()]
+            val_cols = sorted((c for c in rep.curves.columns if rep.curves[c].notna().any()), key=lambda c: not str(c).startswith("val"))  # validation first
             curves(rep.curves, val_cols, marks={"chosen epoch": rep.chosen_epoch})

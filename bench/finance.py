@@ -235,6 +235,14 @@ def write_scale(rows: list[dict], note: str) -> str:
     table = [{"tickers": r["tickers"], "days": r["days"], "folds × test days": f"{r['folds']} × {r['test_days']}",
               "forecasts (model × ticker × origin)": r["forecasts"], "wall time (s)": r["seconds"], "s per fold": r["seconds"] / r["folds"],
               "peak RSS (MB)": r["peak_rss_mb"], "loss table (MB)": r["losses_mb"]} for r in rows]
+    big = max(rows, key=lambda r: (r["tickers"], r["folds"]))
+    per_fold_s = big["seconds"] / big["folds"]  # includes the one-off setup, so an over-estimate per fold
+    per_fold_mb = big["losses_mb"] / big["folds"]
+    proj_s = per_fold_s * 40
+    proj_mb = big["peak_rss_mb"] + 2 * per_fold_mb * (40 - big["folds"])  # the loss table grows per fold; x2 for the copies summarise makes
+    projection = (f"Extrapolated (not measured) to {big['tickers']} tickers × 40 folds from the largest row: about "
+                  f"{proj_s / 3600:.1f} h of wall time under the same load and about {proj_mb / 1024:.1f} GB peak "
+                  f"(measured peak + 2 × {per_fold_mb:.0f} MB of loss table per further fold), well inside 24 GB.")
     md = f"""### finance-scale — walk-forward backtest time and memory against tickers (synthetic, 20 years)
 
 `.venv/bin/python bench/finance.py --scale` — {machine_line()}; torch threads: 1; {note}
@@ -245,6 +253,8 @@ statistic) — time is dominated by the per-ticker baseline fits, memory by the 
 table (float32), both linear in tickers × folds.
 
 {markdown_table(table)}
+
+{projection}
 """
     write_benchmark_section("finance-scale", md)
     return md

@@ -26,13 +26,13 @@ from core.device import set_cpu_threads
 from core.io import atomic_write_parquet
 from core.logging import get_logger
 from core.runs import Run
-from domains.finance.baselines import baseline_rows
 from domains.finance.config import BacktestConfig
 from domains.finance.data import PANEL_DATASET, load_panel_data
 from domains.finance.features import base_features
-from domains.finance.walkforward import fold_cutoffs, fold_windows, run_walkforward, summarise, write_report
+from domains.finance.interpretation import interpret
+from domains.finance.walkforward import run_walkforward, summarise, write_report
 
-__all__ = ["BacktestConfig", "QUICK", "backtest", "fold_cutoffs", "fold_windows", "baseline_rows", "main"]
+__all__ = ["BacktestConfig", "QUICK", "backtest", "main"]
 
 log = get_logger("finance.backtest")
 QUICK = {"folds": 4, "test_days": 63, "seeds": 2, "epochs": 1, "refit_epochs": 1, "max_batches": 20, "refit_batches": 5,
@@ -55,8 +55,6 @@ def backtest(cfg: BacktestConfig) -> Path:
         write_report(out, res, run.dir)
         res.forecaster.save(run.path("model"))
         try:
-            from domains.finance.interpret import interpret
-
             interpret(res.forecaster, feat, run.path("interpretation"))
         except Exception as e:  # noqa: BLE001 - interpretation is a by-product; the backtest stands without it
             log.warning(f"interpretation skipped: {type(e).__name__}: {e}")

@@ -19,8 +19,8 @@ import pandas as pd
 from core.cli import run_cli
 from core.device import set_cpu_threads
 from core.runs import Run
-from domains.finance.federated import FederateConfig, central_baseline, federate_model, forecaster, run_site
-from domains.finance.trust import new_model, prepare
+from domains.finance.federated import FederateConfig, central_baseline, federate_model, run_site
+from domains.finance.trust import forecaster, new_model, prepare
 
 __all__ = ["FederateConfig", "federate", "main"]
 

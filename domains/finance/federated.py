@@ -33,10 +33,10 @@ from core.federated import STRATEGIES, TorchClient, connect, free_port, get_arra
 from core.logging import get_logger
 from domains.finance.config import DataConfig, ModelConfig, ThreadsConfig
 from domains.finance.data import PriceDataError
-from domains.finance.model import Forecaster, fit
+from domains.finance.model import fit
 from domains.finance.trust import Prepared, TrustDataConfig, heldout_metrics, new_model, prepare
 
-__all__ = ["FederateConfig", "site_tickers", "site_client", "federate_model", "central_baseline", "forecaster", "run_site"]
+__all__ = ["FederateConfig", "site_tickers", "site_client", "federate_model", "central_baseline", "run_site"]
 
 log = get_logger("finance.federated")
 
@@ -138,10 +138,6 @@ def central_baseline(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module)
     fit(model, p.T, p.train_o, epochs=cfg.rounds * cfg.local_epochs, batch_size=cfg.batch_size,
         max_batches=cfg.sites * cfg.max_batches if cfg.max_batches else None, lr=cfg.lr, seed=cfg.seed, desc="central")
     return model, {**heldout_metrics(model, p), "seconds": round(time.perf_counter() - t0, 1)}
-
-
-def forecaster(model: torch.nn.Module, p: Prepared, extra: dict) -> Forecaster:
-    return Forecaster(model, p.spec, p.scaler, p.tickers, {**p.info, **extra})
 
 
 def _client_config_file(cfg: FederateConfig) -> str:

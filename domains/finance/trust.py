@@ -23,7 +23,7 @@ from domains.finance.metrics import pinball_rows
 from domains.finance.model import Forecaster, TFTSpec, create_model, predict_quantiles
 from domains.finance.training import input_report, validation_metrics
 
-__all__ = ["TrustDataConfig", "Prepared", "prepare", "new_model", "heldout_metrics"]
+__all__ = ["TrustDataConfig", "Prepared", "prepare", "new_model", "heldout_metrics", "forecaster"]
 
 
 @dataclass
@@ -86,3 +86,8 @@ def heldout_metrics(model: torch.nn.Module, p: Prepared) -> dict:
         ok = np.isfinite(y)
         losses.append(pinball_rows(y[ok], pred[ok, h, :], QUANTILES))
     return {"val_pinball_vol": float(np.concatenate(losses).mean()), **validation_metrics(fc, T, o)}
+
+
+def forecaster(model: torch.nn.Module, p: Prepared, extra: dict) -> Forecaster:
+    """The saveable forecaster of ``model`` (``extra`` goes into its info, e.g. the privacy budget)."""
+    return Forecaster(model, p.spec, p.scaler, p.tickers, {**p.info, **extra})

@@ -121,7 +121,9 @@ class EvaluateConfig(PostFields, ModelRunConfig, TrackingConfig, DeviceConfig, R
     """``python -m domains.medical.evaluate``."""
 
     task: str | None = field(default=None, metadata={"help": "task name or MSD folder (default: the run's task); its test cases with labels are used"})
-    split: str = field(default="test", metadata={"help": "which cases: test or train", "choices": ["test", "train"]})
+    split: str = field(default="test", metadata={"help": "which cases: test, train, or val (the validation case training selects on, "
+                                                          "at 1 mm: choose inference settings such as --lcc/--tta here, not on test)",
+                                                  "choices": ["test", "train", "val"]})
 
 
 @dataclass

@@ -21,14 +21,18 @@ __all__ = ["evaluate", "main"]
 
 
 def evaluate(cfg: EvaluateConfig) -> Path:
-    from domains.medical.metrics import evaluate_segmenter, print_evaluation
+    from domains.medical.metrics import evaluate_segmenter, evaluate_volumes, print_evaluation
     from domains.medical.predict import Segmenter
+    from domains.medical.training import validation_case
 
     model_run = resolve_model_run("medical", cfg.model_run, cfg.runs_dir)
     task = read_msd_task(task_dir(cfg.task or read_task_meta(model_run)["task"]))
     seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta)
     with Run.start("medical", cfg, command="evaluate", kind="job") as run:
-        res = evaluate_segmenter(seg, task.test if cfg.split == "test" else task.training)
+        if cfg.split == "val":
+            res = evaluate_volumes(seg, [validation_case(task)])
+        else:
+            res = evaluate_segmenter(seg, task.test if cfg.split == "test" else task.training)
         res["model_run"] = str(model_run)
         atomic_write_json(run.path("evaluation.json"), res)
         print_evaluation(res, seg.class_names)

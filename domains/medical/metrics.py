@@ -7,13 +7,15 @@ resampling — an approximation of a tracing (see the dataset card).
 
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
 import numpy as np
 
 from core.io import atomic_write_json
-from domains.medical.io import load_volume
+from domains.medical.io import Volume, load_volume
 from domains.medical.validation import MedicalInputError, check_geometry_match, check_label_array
 
-__all__ = ["dice_per_class", "hd95_per_class", "evaluate_segmenter", "evaluate_heldout", "print_evaluation"]
+__all__ = ["dice_per_class", "hd95_per_class", "evaluate_segmenter", "evaluate_volumes", "labelled_cases", "evaluate_heldout", "print_evaluation"]
 
 
 def dice_per_class(mask: np.ndarray, label: np.ndarray, class_names: list[str]) -> dict[str, float]:
@@ -59,18 +61,23 @@ def hd95_per_class(mask: np.ndarray, label: np.ndarray, class_names: list[str], 
     return out
 
 
-def evaluate_segmenter(seg, cases: list[dict], hd95: bool = True) -> dict:
-    """Per-case and mean metrics of a :class:`~domains.medical.predict.Segmenter` on labelled cases."""
-    rows = []
+def labelled_cases(cases: list[dict], num_classes: int) -> Iterator[tuple[str, Volume, np.ndarray]]:
+    """(id, image volume, label array) of each case that has a label, checked for geometry and values."""
     for c in cases:
         if not c.get("label"):
             continue
         vol = load_volume(c["image"])
         lab_vol = load_volume(c["label"], dtype=None)
         check_geometry_match(vol.shape, vol.affine, lab_vol.shape, lab_vol.affine, c["image"], c["label"])
-        label = check_label_array(lab_vol.data, c["label"], len(seg.class_names))
+        yield vol.id, vol, check_label_array(lab_vol.data, c["label"], num_classes)
+
+
+def evaluate_volumes(seg, cases: Iterable[tuple[str, Volume, np.ndarray]], hd95: bool = True) -> dict:
+    """Per-case and mean metrics of a :class:`~domains.medical.predict.Segmenter` on (id, volume, label) cases."""
+    rows = []
+    for case_id, vol, label in cases:
         mask = seg.predict_volume(vol)
-        row = {"case": vol.id, "dice": dice_per_class(mask, label, seg.class_names)}
+        row = {"case": case_id, "dice": dice_per_class(mask, label, seg.class_names)}
         if hd95:
             row["hd95_mm"] = hd95_per_class(mask, label, seg.class_names, vol.spacing)
         rows.append(row)
@@ -82,6 +89,11 @@ def evaluate_segmenter(seg, cases: list[dict], hd95: bool = True) -> dict:
     if hd95:
         out["hd95_mm"] = {n: float(np.nanmean([r["hd95_mm"][n] for r in rows])) for n in names}
     return out
+
+
+def evaluate_segmenter(seg, cases: list[dict], hd95: bool = True) -> dict:
+    """Per-case and mean metrics of a :class:`~domains.medical.predict.Segmenter` on labelled cases (files)."""
+    return evaluate_volumes(seg, labelled_cases(cases, len(seg.class_names)), hd95)
 
 
 def evaluate_heldout(seg, test_cases: list[dict], run, label: str = "") -> dict:

@@ -33,6 +33,7 @@ from core.logging import get_logger
 from core.progress import progress
 from domains.medical.config import PipelineConfig, SliceConfig, TrainConfig
 from domains.medical.data import MsdTask, read_msd_task, read_synthesis, task_dir
+from domains.medical.io import Volume
 from domains.medical.metrics import dice_per_class, evaluate_heldout, hd95_per_class
 from domains.medical.model import create_model, model_spec
 from domains.medical.predict import Segmenter, sliding_window_logits
@@ -41,7 +42,7 @@ from domains.medical.transforms import cached_patch_dataset, intensity_transform
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["fit", "fit_slices", "train_step", "train_memory_format", "validation_volume", "pipeline_config", "write_task_meta",
-           "slice_batches", "load_training_task", "transform_rng_state", "set_transform_rng_state", "validate_all", "synth_sampler"]
+           "slice_batches", "load_training_task", "validation_case", "transform_rng_state", "set_transform_rng_state", "validate_all", "synth_sampler"]
 
 log = get_logger("medical.training")
 
@@ -69,6 +70,19 @@ def validation_volume(d: dict, deform: bool) -> dict:
             mt.AdjustContrastd(keys="image", gamma=1.1, retain_stats=True),
         ])(d)
     return d
+
+
+def validation_case(task: MsdTask, spacing: float = 1.0) -> tuple[str, Volume, np.ndarray]:
+    """The case :func:`fit` selects on — the fixed deformed copy of the single training volume (or the
+    last training case of a task with several) — on a ``spacing`` mm grid, as (id, volume, label), for
+    choosing inference settings on validation data (``evaluate --split val``), never on the test set."""
+    deform = len(task.training) < 2
+    case = task.training[0] if deform else task.training[-1]
+    pipe = PipelineConfig(modality=task.modality, num_classes=task.num_classes, spacing=spacing)
+    v = validation_volume(preprocess(pipe, crop=False)(dict(case)), deform)
+    vol = Volume(data=v["image"][0].numpy().astype(np.float32), affine=np.asarray(v["image"].affine, dtype=np.float64),
+                 path="<validation>", format="nifti")
+    return "validation", vol, v["label"][0].numpy().round().astype(np.uint8)
 
 
 def validate(model, val: dict, pipe: PipelineConfig, cfg: TrainConfig, class_names: list[str], device) -> dict:

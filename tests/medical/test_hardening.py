@@ -221,3 +221,13 @@ def test_infer_flags_an_implausible_result_in_its_table_and_log(tiny_run, brain_
     rec = json.loads((tmp_path / "runs" / "medical" / "ood" / "scan_volumes.json").read_text())
     assert rec["ood_flag"] is True and rec["ood_reason"] and 0.0 <= rec["mean_confidence"] <= 1.0
     assert "out of distribution" in caplog.text and rec["ood_reason"] in caplog.text
+
+
+def test_inference_settings_are_chosen_on_the_validation_case(tiny_run, tmp_path):
+    """``evaluate --split val`` scores the case training selects on (never the test volume), with the switches."""
+    from domains.medical.evaluate import main
+
+    runs = tmp_path / "runs"
+    assert main(["--model-run", str(tiny_run), "--runs-dir", str(runs), "--name", "val", "--split", "val", "--no-track", "--no-lcc"]) == 0
+    ev = json.loads((runs / "medical" / "val" / "evaluation.json").read_text())
+    assert [c["case"] for c in ev["cases"]] == ["validation"] and 0.0 <= ev["mean_dice"] <= 1.0

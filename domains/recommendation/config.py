@@ -51,7 +51,7 @@ class DataConfig:
                                                                  f"{LEGACY_STRATIFIED} = our earlier re-implementation (alias ms); "
                                                                  f"{LEAVE_LAST_OUT} = each user's last interaction (alias temporal)", "choices": SPLIT_CHOICES})
     split_seed: int = field(default=42, metadata={"help": "seed of the train/test split (Microsoft Recommenders uses 42)"})
-    validation_ratio: float = field(default=0.2, metadata={"help": "share of each user's training rows held out (seeded by --seed) to choose the epoch; leave-last-out holds out each user's last training item instead"})
+    validation_ratio: float = field(default=0.2, metadata={"help": "share of each user's training rows held out (seeded by --seed) to choose the epoch; leave-last-out holds out each user's last training item instead; 0 = no validation part (train --epochs on the whole training split, the earlier procedure)"})
     k: int = field(default=10, metadata={"help": "cut-off of the ranking metrics"})
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Recommendation demo on the bundled MovieLens-100K (offline; the default training run, ~3.5 min on 2 shared cores, dominates):
-# prepare → train (two-tower + most-popular + BPR on the same split) → evaluate → score all users → recommend.
+# Recommendation demo on the bundled MovieLens-100K (offline; the default training run — epoch chosen on validation, then refit — dominates):
+# prepare → train (two-tower + most-popular + BPR on the same split) → evaluate → score all users → recommend (each a job run of its own).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}

@@ -110,7 +110,8 @@ def prepare_inputs(cfg: TrainConfig) -> Prepared:
     data = load_dataset(cfg.data)
     name = split_name(cfg.split)
     split = split_interactions(data.interactions, name, cfg.split_seed)
-    valid = validation_split(split.train, name, seed=cfg.seed, ratio=cfg.validation_ratio)
+    # --validation-ratio 0: no validation part (the pre-validation procedure: train --epochs on the whole training split)
+    valid = validation_split(split.train, name, seed=cfg.seed, ratio=cfg.validation_ratio) if cfg.validation_ratio > 0 else None
     space = FeatureSpace.build(data.users, data.items)
     uidx, iidx = space.user_index(), space.item_index()
 
@@ -121,9 +122,11 @@ def prepare_inputs(cfg: TrainConfig) -> Prepared:
     # them in the graph, and train() stores its fine-tuned vectors here after training
     text = item_text_embeddings(item_texts(data.items)) if cfg.text == "precomputed" else None
     batcher = Batcher(space.user_feature_table(data.users), space.item_feature_arrays(data.items), text)
-    (tu, ti), (su, si), (fu, fi), (vu, vi) = rows(split.train), rows(split.test), rows(valid.train), rows(valid.test)
+    (tu, ti), (su, si) = rows(split.train), rows(split.test)
+    (fu, fi), (vu, vi) = (rows(valid.train), rows(valid.test)) if valid is not None else ((tu, ti), (None, None))
     prep = Prepared(space=space, users=data.users, items=data.items, train_u=tu, train_i=ti, test_u=su, test_i=si, text=text,
-                    batcher=batcher, split_info={"protocol": split.protocol, "seed": cfg.split_seed, **split.info, "validation": valid.info},
+                    batcher=batcher, split_info={"protocol": split.protocol, "seed": cfg.split_seed, **split.info,
+                                                 "validation": valid.info if valid is not None else None},
                     data_report=data.report.to_dict() if data.report else {}, fit_u=fu, fit_i=fi, valid_u=vu, valid_i=vi,
                     train_df=split.train)
     if cfg.history:  # the whole training split (the select phase swaps in the fit part while it runs)
@@ -357,7 +360,11 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
         def end_select(epoch: int, st: LoopState) -> bool:
             state = tr.full_state()
             stop = False
-            if tr.rank == 0:
+            if tr.rank == 0 and prep.valid_u is None:  # no validation part: the last epoch is the model
+                sel.update(best=float("nan"), best_epoch=epoch + 1, best_state=state)
+                if run is not None:
+                    run.log_metrics({"loss": st.loss, "epoch": epoch, "phase": "train"}, st.step)
+            elif tr.rank == 0:
                 m = _valid_ndcg(prep, cfg, state, tr.lora_text)
                 v = m[f"ndcg@{k}"]
                 sel["curve"].append({"epoch": epoch + 1, f"valid_ndcg@{k}": v, f"valid_recall@{k}": m[f"recall@{k}"], "loss": st.loss})
@@ -378,7 +385,7 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
         start_epoch = 0
     sel = tr.broadcast(sel if tr.rank == 0 else None)
     selection = {"best_epoch": sel["best_epoch"], f"valid_ndcg@{k}": sel["best"], "curve": sel["curve"]}
-    if not cfg.refit:
+    if not cfg.refit or prep.valid_u is None:  # without a validation part the selected model already saw the whole training split
         return (sel["best_state"] if tr.rank == 0 else None), {"steps": loop.step, "train_seconds": loop.seconds,
                                                                "train_examples_per_s": loop.examples / max(loop.seconds, 1e-9),
                                                                "final_loss": loop.loss}, selection

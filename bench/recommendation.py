@@ -63,7 +63,7 @@ OUT = Path(__file__).resolve().parents[1] / "runs" / "bench-recommendation"
 
 # baselines of each protocol, and the grids used (the library defaults, trimmed where a grid edge never won in development)
 STRATIFIED_BASELINES = ["most_popular", "ease", "item_knn", "sar", "ials", "bpr", "bpr_torch"]
-SEQUENTIAL_BASELINES = ["most_popular", "item_knn", "bpr_torch", "ease", "ials"]
+SEQUENTIAL_BASELINES = ["most_popular", "item_knn", "bpr", "ease", "ials"]
 BENCH_GRIDS = {  # trimmed to what the shared 2-core machine allows in one evening (grid edges that never won in development dropped)
     "item_knn": {"k": [50, 100, 200, 400], "shrink": [0.0, 10.0, 50.0]},
     "ials": {"factors": [32, 64], "regularization": [1.0, 5.0], "alpha": [1.0, 3.0], "iterations": [5, 10, 15, 25]},
@@ -119,8 +119,20 @@ def two_tower_run(cfg: TrainConfig, prep: Prepared) -> dict:
             "curve": selection["curve"], "seconds": time.perf_counter() - t0}
 
 
-def part_stratified(seeds: list[int], quick: bool) -> dict:
-    rows = []
+class Rows(list):
+    """Rows of a part, written to its JSON after every row (a part killed midway keeps what it finished)."""
+
+    def __init__(self, save):
+        super().__init__()
+        self.save = save
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        self.save(self)
+
+
+def part_stratified(seeds: list[int], quick: bool, models: list[str] | None = None, rows: Rows | None = None) -> dict:
+    rows = Rows(lambda r: None) if rows is None else rows
     for seed in seeds:
         torch.manual_seed(seed)
         np.random.seed(seed)
@@ -133,9 +145,13 @@ def part_stratified(seeds: list[int], quick: bool) -> dict:
 
         valid_truth = group_by_user(prep.valid_u, prep.valid_i, n_u)
         for name in STRATIFIED_BASELINES:
+            if models and name not in models:
+                continue
             r = tune_and_test(name, X_fit, valid_truth, X_train, prep.seen(), prep.truth(), seed, quick, prep.popularity())
             print(f"seed {seed} {name}: ndcg@10 {r['ndcg@10']:.4f} (valid {r['valid_ndcg@10']:.4f}, {r['params']}, {r['seconds']:.0f}s)", flush=True)
             rows.append(r)
+        if models and "two_tower" not in models:
+            continue
         r = two_tower_run(cfg, prep)
         print(f"seed {seed} two_tower: ndcg@10 {r['ndcg@10']:.4f} (valid {r['valid_ndcg@10']:.4f}, epoch {r['params']['epochs']}, {r['seconds']:.0f}s)", flush=True)
         rows.append(r)
@@ -147,10 +163,10 @@ def part_stratified(seeds: list[int], quick: bool) -> dict:
 # ---------------------------------------------------------------------------------------------
 SEQ_MODEL = dict(max_len=50, dim=64, heads=2, layers=2, dropout=0.2, text_dim=384, item_table="torchrec", loss="sampled_softmax", temperature=0.1)
 SEQ_REF = dict(SEQ_MODEL, text_dim=0, item_table="plain", loss="ce")
-SEQ_TRAIN = dict(epochs=30, patience=5, batch_size=64, lr=2e-3)
+SEQ_TRAIN = dict(epochs=20, patience=4, batch_size=64, lr=2e-3)
 
 
-def part_sequential(seeds: list[int], quick: bool) -> dict:
+def part_sequential(seeds: list[int], quick: bool, models: list[str] | None = None, rows: Rows | None = None) -> dict:
     from domains.recommendation.data import load_dataset
     from domains.recommendation.model import FeatureSpace, item_text_embeddings, item_texts
     from domains.recommendation.sequential import (SequenceConfig, SequenceTrainConfig, evaluate_next_item, leave_last_out_split,
@@ -168,17 +184,19 @@ def part_sequential(seeds: list[int], quick: bool) -> dict:
 
     X_fit, test_hist = matrix(split.train), split.history("test")
     X_final = matrix(test_hist)
-    rows = []
+    rows = Rows(lambda r: None) if rows is None else rows
     tcfg_over = {"epochs": 2, "patience": 2} if quick else {}
     for seed in seeds:
         for name in SEQUENTIAL_BASELINES:
-            if name not in B.SEEDED and seed != 0:  # deterministic here (no validation carve on this split): one run, with seed 0
+            if (name not in B.SEEDED and seed != 0) or (models and name not in models):  # deterministic here (no validation carve): seed 0 only
                 continue
             r = tune_and_test(name, X_fit, split.valid, X_final, test_hist, split.test, seed, quick)
             r[f"hr@{K}"] = r[f"recall@{K}"]
             print(f"seed {seed} {name}: ndcg@10 {r['ndcg@10']:.4f} hr@10 {r['hr@10']:.4f} (valid {r['valid_ndcg@10']:.4f}, {r['params']})", flush=True)
             rows.append(r)
         for name, kw in (("seq", SEQ_MODEL), ("sasrec_ref", SEQ_REF)):
+            if models and name not in models:
+                continue
             t0 = time.perf_counter()
             cfg = SequenceConfig(**kw)
             model, hist = train_sequence_model(split, cfg, SequenceTrainConfig(**{**SEQ_TRAIN, **tcfg_over, "seed": seed}), text if cfg.text_dim else None)
@@ -483,7 +501,9 @@ def render(out_dir: Path) -> str:
             if p not in parts:
                 parts[p] = d
             else:
-                parts[p]["rows"] += d["rows"]
+                rows = parts[p]["rows"] + d.get("rows", [])
+                parts[p] = {**d, **parts[p]}
+                parts[p]["rows"] = rows
                 parts[p]["seeds"] = sorted(set(parts[p]["seeds"]) | set(d["seeds"]))
                 parts[p]["quick"] = parts[p]["quick"] or d["quick"]
     md = ["## recommendation",
@@ -493,9 +513,9 @@ def render(out_dir: Path) -> str:
           "hyper-parameters and epochs are chosen on a validation split carved from the training part, the test split is used once."]
     if "stratified" in parts:
         p = parts["stratified"]
-        md += [f"### ML-100K, split `{p['split']}` (Microsoft Recommenders' `python_stratified_split(ratio=0.75, seed=42)`), k = 10"
+        md += [f"### ML-100K, split `{p.get('split', 'msr-stratified-75')}` (Microsoft Recommenders' `python_stratified_split(ratio=0.75, seed=42)`), k = 10"
                + (" — QUICK SMOKE SETTINGS, not a result" if p["quick"] else ""),
-               f"Mean ± sd over seeds {p['seeds']} (seed = validation carve, {p['validation'].get('ratio')} of each user's training rows, "
+               f"Mean ± sd over seeds {p['seeds']} (seed = validation carve, {p.get('validation', {}).get('ratio', 0.2)} of each user's training rows, "
                "+ model init). Baselines: grid search on validation (`baselines.tune`, grids in `bench/recommendation.py`), "
                "refit on the whole training part. Two-tower: the training command's early stopping + refit (`training.fit_two_tower`). "
                "Published anchors (Microsoft Recommenders, same split): BPR 0.442, BiVAE 0.475.",
@@ -505,7 +525,7 @@ def render(out_dir: Path) -> str:
         md += [f"### ML-100K leave-last-out (test = last item, validation = second-to-last), FULL ranking over 1,682 items, k = 10"
                + (" — QUICK SMOKE SETTINGS, not a result" if p["quick"] else ""),
                f"Mean ± sd over seeds {p['seeds']} (model init; the split has no randomness, so EASE, item-kNN and most-popular are "
-               f"deterministic and run once); {p['test_users']} test users. "
+               f"deterministic and run once); {p.get('test_users', 943)} test users. "
                f"Sequence models: {json.dumps(p['seq_model'])} / reference {json.dumps(p['seq_ref'])}, training {json.dumps(p['seq_train'])}; "
                "epoch chosen on validation NDCG@10 (early stopping), test input = history incl. the validation item. Baselines: tuned on "
                "validation, refitted on all but the last item. HR@10 = recall@10 with one test item.",
@@ -547,6 +567,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=OUT, help="where each part's JSON goes")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--models", type=lambda v: [m for m in v.split(",") if m], default=None,
+                    help="stratified/sequential: only these models (comma-separated: two_tower, seq, sasrec_ref, ease, ials, ...)")
     ap.add_argument("--per-seed-file", action="store_true", help="stratified/sequential: write <part>-s<seeds>.json (one process per seed; "
                     "the report concatenates them) instead of <part>.json")
     args = ap.parse_args(argv)
@@ -558,10 +580,22 @@ def main(argv=None) -> int:
     todo = PARTS if args.part == "all" else ([] if args.part == "report" else [args.part])
     for part in todo:
         t0 = time.perf_counter()
+        name = part
+        if args.per_seed_file and part in ("stratified", "sequential"):
+            name = f"{part}-s{'-'.join(map(str, args.seeds))}" + (f"-{'-'.join(args.models)}" if args.models else "")
+
+        def save(rows, name=name, part=part):
+            meta = {"seeds": args.seeds, "quick": args.quick, "complete": False}
+            if part == "sequential":
+                meta.update(seq_model=SEQ_MODEL, seq_ref=SEQ_REF, seq_train=SEQ_TRAIN)
+            tmp = args.out / f".{name}.json.tmp"
+            tmp.write_text(json.dumps({**meta, "rows": list(rows)}, indent=1, default=float))
+            tmp.replace(args.out / f"{name}.json")
+
         if part == "stratified":
-            res = part_stratified(args.seeds, args.quick)
+            res = part_stratified(args.seeds, args.quick, args.models, Rows(save))
         elif part == "sequential":
-            res = part_sequential(args.seeds, args.quick)
+            res = part_sequential(args.seeds, args.quick, args.models, Rows(save))
         elif part == "scale":
             res = part_scale(args.quick)
         elif part == "scoring10m":
@@ -569,7 +603,10 @@ def main(argv=None) -> int:
         else:
             res = part_serving(args.quick, args.steps, args.repeats)
         res["wall_seconds"] = time.perf_counter() - t0
-        name = f"{part}-s{'-'.join(map(str, args.seeds))}" if args.per_seed_file and part in ("stratified", "sequential") else part
+        res["complete"] = True
+        res["rows"] = list(res["rows"]) if "rows" in res else res.get("rows")
+        if res["rows"] is None:
+            del res["rows"]
         tmp = args.out / f".{name}.json.tmp"
         tmp.write_text(json.dumps(res, indent=1, default=float))
         tmp.replace(args.out / f"{name}.json")

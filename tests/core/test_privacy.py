@@ -20,10 +20,10 @@ def test_epsilon_grows_with_steps_and_shrinks_with_noise():
 
 
 def test_noise_for_epsilon_meets_the_target():
-    z = noise_for_epsilon(3.0, 1e-5, 0.01, 500)
+    z = noise_for_epsilon(3.0, 1e-5, 0.01, 500, "rdp")
     assert z > 0
-    assert epsilon_spent(z, 0.01, 500, 1e-5) == pytest.approx(3.0, abs=0.1)
-    assert noise_for_epsilon(1.0, 1e-5, 0.01, 500) > z
+    assert epsilon_spent(z, 0.01, 500, 1e-5, "rdp") == pytest.approx(3.0, abs=0.1)
+    assert noise_for_epsilon(1.0, 1e-5, 0.01, 500, "rdp") > z
 
 
 def _setup(n: int = 8):

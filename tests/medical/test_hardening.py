@@ -223,6 +223,7 @@ def test_infer_flags_an_implausible_result_in_its_table_and_log(tiny_run, brain_
     assert "out of distribution" in caplog.text and rec["ood_reason"] in caplog.text
 
 
+@pytest.mark.slow  # ~40 s under load: the 1 mm deformed validation volume and its HD95
 def test_inference_settings_are_chosen_on_the_validation_case(tiny_run, tmp_path):
     """``evaluate --split val`` scores the case training selects on (never the test volume), with the switches."""
     from domains.medical.evaluate import main

@@ -213,7 +213,7 @@ class Run:
         rank, world_size, _ = world()
         dp = data_parallel if data_parallel is not None and data_parallel.enabled else None
         if world_size > 1 and rank > 0 and dp is None:
-            raise RuntimeError(f"{self.command} does not run data-parallel: launch it as one process, not under torchrun "
+            raise RuntimeError(f"{self.command} does not train data-parallel: launch it as one process, not under torchrun "
                                f"(rank {rank} of {world_size}); the medical and finance trainers support torchrun")
         return rank, dp
 

@@ -184,6 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="*", default=None, help="robustness: only these variants (names as in domains.medical.variants)")
     ap.add_argument("--no-atlas", action="store_true", help="robustness: skip the single-atlas registration baseline")
     ap.add_argument("--no-tta", action="store_true", help="robustness: skip the test-time-augmentation column")
+    ap.add_argument("--extra-run", action="append", default=[], metavar="LABEL=RUN",
+                    help="robustness: another model run as a column (before the default one); repeatable")
     ap.add_argument("--atlas-cached-only", action="store_true", help="robustness: report the atlas only where --atlas-cache has it")
     ap.add_argument("--atlas-cache", default="runs/medical/atlas-variants.json",
                     help="robustness: atlas results per variant are kept here and reused when the atlas config is unchanged ('' = off)")
@@ -319,6 +321,9 @@ def robustness_section(args) -> str:
     runs = {}
     if args.standard_run:
         runs["standard"] = Path(args.standard_run)
+    for spec in args.extra_run:
+        label, _, path = spec.partition("=")
+        runs[label] = Path(path)
     if args.model_run:
         runs["synth (default)"] = Path(args.model_run)
     synth = read_synthesis(root)

@@ -99,6 +99,9 @@ class TrainConfig(ModelFields, DataFields, OptimFields, WindowFields, ComputeFie
         "help": "synth: domain randomisation from the task's whole-head label map (domains.medical.synth; tasks without one fall back to "
                 "standard); standard: the real image with a mild affine and intensity augmentation only (the pre-issue-14 recipe)",
         "choices": ["synth", "standard"]})
+    init_from: str | None = field(default=None, metadata={
+        "help": "a trained medical model run (folder or name) whose best weights initialise the network — fine-tuning, e.g. a "
+                "--augment standard run trained further with --augment synth"})
 
 
 @dataclass

@@ -26,11 +26,12 @@ import numpy as np
 import torch
 from monai import transforms as mt
 
-from core.checkpoint import save_weights
+from core.checkpoint import load_weights, save_weights
 from core.device import amp_dtype, autocast
 from core.io import atomic_write_json
 from core.logging import get_logger
 from core.progress import progress
+from core.runs import resolve_model_run
 from domains.medical.config import PipelineConfig, SliceConfig, TrainConfig
 from domains.medical.data import MsdTask, read_msd_task, read_synthesis, task_dir
 from domains.medical.io import Volume
@@ -235,6 +236,8 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
 
     fmt = train_memory_format(device, cfg.amp)
     model = create_model(spec).to(device, memory_format=fmt)
+    if cfg.init_from:  # fine-tuning: start from another run's best weights (the same network spec)
+        load_weights(resolve_model_run("medical", cfg.init_from, cfg.runs_dir) / "best.safetensors", model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.max_epochs * cfg.iters_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))

@@ -115,7 +115,7 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown CPU")
     md = f"""## Trust: federated and differentially private training (finance TFT)
 
-`.venv/bin/python bench/trust.py` (defaults) — {machine_line()}; CPU: {cpu}; torch threads 1; total {time.time() - t0:.0f} s.
+`.venv/bin/python bench/trust.py{(' ' + ' '.join(sys.argv[1:])) if sys.argv[1:] else ''}` — {machine_line()}; CPU: {cpu}; torch threads 1; total {time.time() - t0:.0f} s.
 Measured under load from other agents on a shared 2-core machine: the seconds are not speed figures; the metric ratios inside one run are fair.
 
 ### Federated (Flower) vs central, same budget

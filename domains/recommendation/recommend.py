@@ -21,6 +21,7 @@ import pandas as pd
 from core.cli import run_cli
 from core.io import atomic_write_parquet
 from core.runs import Run, resolve_model_run
+from domains.recommendation.because import because_summary, because_you_watched
 from domains.recommendation.config import RecommendConfig
 from domains.recommendation.inference import POPULARITY_COLUMN, InvalidQueryError, Recommender
 from domains.recommendation.training import DOMAIN
@@ -36,7 +37,9 @@ def answer(rec: Recommender, cfg: RecommendConfig) -> tuple[str, pd.DataFrame, l
         if out["fallback"].any():
             return f"FALLBACK for user {cfg.user}: {out['reason'].iloc[0]} (ranked by {POPULARITY_COLUMN}, not a model score)", out, \
                 ["item_id", "title", "year", "genres", POPULARITY_COLUMN]
-        return f"Top {cfg.k} for user {cfg.user} ({len(rec.history(cfg.user))} items in history, seen items excluded):", out, cols
+        out["because_you_watched"] = out["item_id"].map(because_summary(because_you_watched(rec, cfg.user, k=cfg.k, top=2)))
+        return f"Top {cfg.k} for user {cfg.user} ({len(rec.history(cfg.user))} items in history, seen items excluded):", out, \
+            [*cols, "because_you_watched"]
     if cfg.similar_to is not None:
         out = rec.similar_items(cfg.similar_to, k=cfg.k)
         src = rec.items_df.iloc[rec.item_row(cfg.similar_to)]

@@ -82,3 +82,20 @@ def test_users_the_model_cannot_score_get_no_explanation_and_a_history_free_mode
     rec2 = _recommender(history=False)
     t = because_you_watched(rec2, 3, k=3, top=2)
     assert set(t["method"]) == {"item-similarity"} and len(t) == 6
+
+
+def test_recommend_user_prints_the_because_items_and_the_api_exposes_them():
+    from domains.recommendation import api
+    from domains.recommendation.config import RecommendConfig
+    from domains.recommendation.recommend import answer
+
+    rec = _recommender()
+    headline, out, cols = answer(rec, RecommendConfig(user="3", k=4))
+    assert "because_you_watched" in cols and out["because_you_watched"].str.len().gt(0).any()
+    t = api.because_you_watched(rec, "3", k=4, top=1)
+    first = t.set_index("item_id")["because_title"]
+    for item, text in zip(out["item_id"], out["because_you_watched"]):
+        if t.set_index("item_id").loc[item, "contribution"] > 0:
+            assert text.startswith(first[item])
+    _, fb, fb_cols = answer(rec, RecommendConfig(user="12", k=4))  # fallback: no "because" column
+    assert "because_you_watched" not in fb_cols

@@ -40,6 +40,11 @@ def top_k(k: str, user, n: int) -> pd.DataFrame:
     return recommender(k).recommend(user, k=n)
 
 
+@st.cache_data(show_spinner="Explaining…", max_entries=64)
+def because(k: str, user, n: int) -> pd.DataFrame:
+    return api.because_you_watched(recommender(k), user, k=n, top=3)
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def similar(k: str, item, n: int) -> pd.DataFrame:
     return recommender(k).similar_items(item, n)
@@ -148,7 +153,23 @@ with tab_user:
             top = top_k(key, user, k)
             st.markdown(f"**Top-{k} for user {user}** (items already seen are excluded)")
             fallback_note(top)
+            why = pd.DataFrame()
+            if not ("fallback" in top and top["fallback"].any()):
+                with friendly_errors("Explaining the recommendations"):
+                    why = because(key, user, k)
+            if not why.empty:  # issue 17.3: the history items that contribute most to each recommendation
+                summary = api.because_summary(why)
+                top = top.assign(**{"because you watched": top["item_id"].map(summary).fillna("")})
             show(top)
+            if not why.empty:
+                proxy = (why["method"] == api.ITEM_SIMILARITY).any()
+                with st.expander("Because you watched: contributions" + (" (proxy: item similarity)" if proxy else "")):
+                    st.caption("Each recommendation's score minus its score with that history item left out of the user tower "
+                               "(positive: the item pushed the recommendation up)." if not proxy else
+                               "This model does not read the history, so these are the history items most similar to each "
+                               "recommendation in the item tower's space — a proxy, not an attribution.")
+                    st.dataframe(why.rename(columns={"title": "recommended", "score": "its score", "because_title": "because you watched"}),
+                                 hide_index=True, width="stretch")
         if "genres" in hist and "genres" in top and len(hist):
             def genre_share(df: pd.DataFrame) -> pd.Series:
                 g = df["genres"].map(lambda v: v if isinstance(v, (list, tuple)) else [s.strip() for s in str(v).split(",") if s.strip()])

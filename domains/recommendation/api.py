@@ -8,6 +8,7 @@
     load_metrics(run_dir)                    # DataFrame: model vs baselines (ndcg@10, recall@10, ...)
     training_report(run_dir)                 # TrainingReport: validation curve, chosen epoch
     seed_spread(runs_root, "stratified")     # SeedSpread: mean ± sd over seeds of every model (bench/recommendation.py)
+    because_you_watched(rec, user, k, top)   # DataFrame: per recommended item, the history items that drove it (issue 17.3)
 
 Recommendations are DataFrames ``item_id, title, genres, year, score, popularity_count, fallback,
 reason``: model rows have a ``score``; fallback rows (a user the model cannot score) have no score
@@ -25,11 +26,13 @@ from typing import Any, Protocol
 import pandas as pd
 
 from core.runs import iter_metrics
+from domains.recommendation.because import ITEM_SIMILARITY, because_summary, because_you_watched
 from domains.recommendation.evaluation import load_metrics
 from domains.recommendation.inference import POPULARITY_COLUMN, Recommender, UnknownItemError
 
 __all__ = ["RecommenderView", "RecommendationRun", "TrainingReport", "SeedSpread", "BENCH_DIR", "recommendation_run", "load_recommender", "genre_vocabulary",
-           "load_metrics", "training_report", "seed_spread", "PROTOCOLS", "Recommender", "UnknownItemError", "POPULARITY_COLUMN"]
+           "load_metrics", "training_report", "seed_spread", "PROTOCOLS",
+           "because_you_watched", "because_summary", "ITEM_SIMILARITY", "Recommender", "UnknownItemError", "POPULARITY_COLUMN"]
 
 
 class RecommenderView(Protocol):

@@ -525,3 +525,20 @@ def test_medical_page_switches_largest_component_post_processing(domain_run):
     no_exception(at)
     after = next(d.value for d in at.dataframe if "volume (mL)" in d.value.columns).set_index("structure")["volume (mL)"]
     assert list(after.index) == list(before.index) and (after <= before + 1e-9).all()
+
+
+def test_recommendation_top_k_says_because_you_watched(domain_run):
+    """Issue 17.3 in the user view: each recommendation names the history items behind it."""
+    import domains.recommendation.api as rec_api
+
+    run = domain_run("recommendation")
+    at = run_app(PAGES["recommendation"], timeout=240, run_dir=run.run_dir)
+    no_exception(at)
+    user = at.selectbox(key="rec_user").value
+    top = next(d.value for d in at.dataframe if "because you watched" in d.value.columns)
+    why = rec_api.because_you_watched(rec_api.load_recommender(run.run_dir), user, k=10, top=3)
+    assert len(top) == 10 and top["because you watched"].str.len().gt(0).any()
+    assert dict(zip(top["item_id"], top["because you watched"])) == {i: rec_api.because_summary(why).get(i, "") for i in top["item_id"]}
+    history = set(next(d.value for d in at.dataframe if "title" in d.value.columns and "score" not in d.value.columns)["title"])
+    named = {t.strip() for s in top["because you watched"] for t in s.rstrip("…").split(";") if t.strip()}
+    assert named and all(any(h.startswith(t) for h in history) for t in named)  # only the user's own history is named

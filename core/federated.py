@@ -30,7 +30,7 @@ import torch
 __all__ = ["get_arrays", "set_arrays", "proximal_term", "TorchClient", "make_strategy", "parameters_bytes", "simulate", "serve",
            "connect", "free_port", "STRATEGIES"]
 
-STRATEGIES = ("fedavg", "fedprox")
+STRATEGIES = ("fedavg", "fedprox", "fedavgm")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="flwr")
 
 
@@ -97,12 +97,13 @@ class TorchClient(_flwr_numpy_client()):
         return self.evaluate_fn(self.model)
 
 
-def make_strategy(name: str, initial: list[np.ndarray], n_clients: int, *, mu: float = 0.0,
+def make_strategy(name: str, initial: list[np.ndarray], n_clients: int, *, mu: float = 0.0, server_lr: float = 1.0, server_momentum: float = 0.0,
                   evaluate_fn: Callable[[int, list[np.ndarray], dict], Any] | None = None, fit_config: dict | None = None):
-    """Flower's ``FedAvg`` or ``FedProx(proximal_mu=mu)``: every round all ``n_clients`` train
+    """Flower's ``FedAvg``, ``FedProx(proximal_mu=mu)`` or ``FedAvgM`` (server learning rate and
+    momentum on the averaged update): every round all ``n_clients`` train
     (fraction 1), no federated evaluation (the server evaluates with ``evaluate_fn``)."""
     from flwr.common import ndarrays_to_parameters
-    from flwr.server.strategy import FedAvg, FedProx
+    from flwr.server.strategy import FedAvg, FedAvgM, FedProx
 
     def on_fit_config(server_round: int) -> dict:
         return {"server_round": server_round, **(fit_config or {})}
@@ -114,6 +115,8 @@ def make_strategy(name: str, initial: list[np.ndarray], n_clients: int, *, mu: f
         return FedAvg(**kw)
     if name == "fedprox":
         return FedProx(proximal_mu=mu, **kw)
+    if name == "fedavgm":
+        return FedAvgM(server_learning_rate=server_lr, server_momentum=server_momentum, **kw)
     raise ValueError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
 
 

@@ -51,6 +51,8 @@ class FederateConfig(TrustDataConfig, ModelConfig, DataConfig, ThreadsConfig, Tr
     lr: float = field(default=3e-3, metadata={"help": "Adam learning rate (each site keeps its optimizer state across rounds)"})
     strategy: str = field(default="fedavg", metadata={"help": "Flower strategy", "choices": list(STRATEGIES)})
     mu: float = field(default=0.01, metadata={"help": "FedProx proximal weight mu (the local loss gets mu/2 ||w - w_global||^2)"})
+    server_lr: float = field(default=1.0, metadata={"help": "fedavgm: server learning rate on the averaged update (FedAvgM)"})
+    server_momentum: float = field(default=0.0, metadata={"help": "fedavgm: server momentum"})
     mode: str = field(default="simulation", metadata={"help": "simulation: all sites in this process; processes: Flower's gRPC server on 127.0.0.1 and one OS process per site",
                                                       "choices": ["simulation", "processes"]})
     compare_central: bool = field(default=False, metadata={"help": "also train centrally on the same budget and report the ratio"})
@@ -107,7 +109,7 @@ def federate_model(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module, r
     model = copy.deepcopy(initial)
     history: list[dict] = []
     final: dict = {}
-    strategy = make_strategy(cfg.strategy, init, cfg.sites, mu=cfg.mu, evaluate_fn=_evaluator(p, model, history, final))
+    strategy = make_strategy(cfg.strategy, init, cfg.sites, mu=cfg.mu, server_lr=cfg.server_lr, server_momentum=cfg.server_momentum, evaluate_fn=_evaluator(p, model, history, final))
     t0 = time.perf_counter()
     if cfg.mode == "simulation":
         simulate(strategy, [site_client(cfg, p, i, groups) for i in range(cfg.sites)], cfg.rounds)

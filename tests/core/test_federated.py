@@ -73,3 +73,15 @@ def test_parameters_bytes_and_set_arrays_round_trip():
     set_arrays(other, arrays)
     for a, b in zip(get_arrays(other), arrays):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fedavgm_server_learning_rate_scales_the_averaged_update():
+    init = fresh()
+    out = {}
+    for lr in (1.0, 2.0):
+        got: list = []
+        strategy = make_strategy("fedavgm", get_arrays(init), 2, server_lr=lr, evaluate_fn=lambda r, a, c: (got.append([x.copy() for x in a]), (0.0, {}))[1])
+        simulate(strategy, [client(fresh()) for _ in range(2)], rounds=1)
+        out[lr] = [b - a for a, b in zip(got[0], got[-1])]
+    for d1, d2 in zip(out[1.0], out[2.0]):
+        np.testing.assert_allclose(d2, 2 * d1, rtol=1e-4, atol=1e-6)

@@ -8,6 +8,7 @@ documented DataFrames) defined here, so the page never reads a run file itself. 
     model = load_forecaster(run_dir)           # LoadedForecaster: .tickers .calendar
     fc = forecast(model, ["AAPL"])             # DataFrame: ticker, origin, date, horizon, target, q_*
     dq = data_quality(run_dir)                 # DataQuality: .warnings .counts .dropped
+    a = forecast_attribution(model, "AAPL")    # VarAttribution: which inputs / past days drove the latest VaR (.by_input .by_day .cells)
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import Any
 
 import pandas as pd
 
+from domains.finance.attribution import VarAttribution, var_attribution
 from domains.finance.data import PANEL_DATASET, input_files, load_inputs
 from domains.finance.features import DEFAULT_CALENDAR
 from domains.finance.model import Forecaster
-from domains.finance.predictor import forecast_frame
+from domains.finance.predictor import forecast_frame, prepare_forecaster
 
 __all__ = ["FinanceRun", "Verdict", "Backtest", "LoadedForecaster", "DataQuality", "finance_run", "load_panel",
-           "load_forecaster", "forecast", "load_backtest", "load_variable_importance", "data_quality"]
+           "load_forecaster", "forecast", "load_backtest", "load_variable_importance", "data_quality",
+           "VarAttribution", "forecast_attribution"]
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,17 @@ def forecast(model: LoadedForecaster, tickers: list[str], zero_shot: bool = Fals
     if not want:
         return pd.DataFrame(columns=["ticker", "origin", "date", "horizon", "target", "zero_shot"])
     return forecast_frame(fc, panel, cov, want, zero_shot=zero_shot and any(t not in fc.tickers for t in want), calendar=model.calendar)
+
+
+def forecast_attribution(model: LoadedForecaster, ticker: str, origin=None, horizon: int = 1, quantile: float = 0.01) -> VarAttribution:
+    """Which inputs and which past days drove ``ticker``'s VaR forecast issued at ``origin`` (default:
+    the latest): integrated gradients of -q_``quantile`` over the encoder window
+    (``domains.finance.attribution``). Tickers the model was not trained on are refused."""
+    fc = model.forecaster
+    data = fc.info.get("data", PANEL_DATASET)
+    panel, cov = _inputs("" if data == PANEL_DATASET else data)
+    fc, feat = prepare_forecaster(fc, panel, cov, [ticker])
+    return var_attribution(fc, feat, ticker, origin=origin, horizon=horizon, quantile=quantile, calendar=model.calendar)
 
 
 def load_backtest(run_dir: str | Path) -> Backtest:

@@ -61,3 +61,16 @@ def test_perturbing_the_top_attributed_day_moves_the_var_more_than_the_least_att
         mask[:, SPEC.encoder_length - 1 + int(lag)] = True
         moved[name] = abs(float(deletion_effect(f, x, mask, base)[0]))
     assert moved["top"] > moved["least"]
+
+
+def test_api_forecast_attribution_explains_the_latest_forecast(setup):
+    from pathlib import Path
+
+    from domains.finance import api
+
+    fc, _, _ = setup
+    model = api.LoadedForecaster(run_dir=Path("."), tickers=tuple(fc.tickers), calendar="XNYS", forecaster=fc)
+    a = api.forecast_attribution(model, "AAPL", horizon=2)
+    assert isinstance(a, api.VarAttribution) and a.horizon == 2
+    assert list(a.cells.columns) == ["lag", "date", "input", "value", "attribution"]
+    assert a.by_day["lag"].iloc[-1] == 0 and a.by_day["date"].iloc[-1] == a.origin

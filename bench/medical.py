@@ -324,16 +324,17 @@ def robustness_section(args) -> str:
     for spec in args.extra_run:
         label, _, path = spec.partition("=")
         runs[label] = Path(path)
+    new = Path(args.model_run).name if args.model_run else None  # the run the table is about: labelled by its folder name
     if args.model_run:
-        runs["synth (default)"] = Path(args.model_run)
+        runs[new] = Path(args.model_run)
     synth = read_synthesis(root)
     atlas = None if args.no_atlas or synth is None else {"head": synth["head"], "brain": task.training[0]["image"], "labels": task.training[0]["label"]}
     rows, raw = robustness(task.test[0]["image"], task.test[0]["label"], runs, atlas, tta=not args.no_tta, names=args.variants,
                            class_names=task.class_names, log=lambda m: print(m, flush=True),
                            atlas_cache_path=Path(args.atlas_cache) if args.atlas_cache else None, atlas_cached_only=args.atlas_cached_only)
-    if "synth (default)" not in runs:
+    if new is None:
         return "\n".join(["(atlas only)", markdown_table(rows)])
-    new = raw_key = "synth (default)"
+    raw_key = new
     keys = list(dict.fromkeys(k for r in raw.values() for k in r))  # every column, first-seen order
     means = {k: [r[k]["mean"] for r in raw.values() if k in r] for k in keys}
     worst_variant = min(raw, key=lambda v: raw[v][raw_key]["mean"])
@@ -375,7 +376,7 @@ def score_mask(mask: np.ndarray, label: np.ndarray, class_names: list[str]) -> d
 def robustness(test_image: str, test_label: str, runs: dict[str, Path], atlas_sources: dict | None, tta: bool, names: list[str] | None,
                class_names: list[str], log=print, atlas_cache_path: Path | None = None, atlas_cached_only: bool = False) -> tuple[list[dict], dict]:
     """Every variant of the held-out volume (``domains.medical.variants``) segmented by each run
-    (no post-processing), the last run also with LCC and LCC + TTA, and by the single-atlas
+    (no post-processing), every run but ``standard`` also with LCC, the last with LCC + TTA, and by the single-atlas
     baseline (its results are cached in ``atlas_cache_path``, keyed by variant and atlas config, so
     a separate earlier pass can compute them). Returns the table rows and the raw per-variant results."""
     import nibabel as nib
@@ -409,7 +410,7 @@ def robustness(test_image: str, test_label: str, runs: dict[str, Path], atlas_so
                 t0 = time.perf_counter()
                 mask = seg.predict_volume(vol)
                 res[k] = {**score_mask(mask, lab, seg.class_names), "seconds": time.perf_counter() - t0}
-                if k == new_key:
+                if k != "standard":
                     res[f"{k} + LCC"] = score_mask(keep_largest_components(mask, seg.class_names), lab, seg.class_names)
             if seg_tta is not None:
                 t0 = time.perf_counter()

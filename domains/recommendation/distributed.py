@@ -112,26 +112,37 @@ def load_full_state_dict(dmp, full: dict[str, torch.Tensor]) -> None:
 
 
 def gather_fused_optimizer_state(dmp) -> dict[str, torch.Tensor] | None:
-    """The fused (in-backward) optimizer's per-table state as plain tensors on rank 0 (None elsewhere); a collective."""
+    """The fused (in-backward) optimizer's per-table state as plain tensors on rank 0 (None elsewhere); a
+    collective. Each rank sends its local shards with their offsets (ranks may list different tables)."""
     from torch.distributed._shard.sharded_tensor import ShardedTensor
 
-    rank = dist.get_rank()
-    out: dict[str, torch.Tensor] = {}
+    local: dict[str, tuple] = {}
     for pkey, states in dmp.fused_optimizer.state_dict()["state"].items():
         for skey, value in states.items():
             if isinstance(value, ShardedTensor):
-                full = torch.zeros(value.size(), dtype=value.dtype) if rank == 0 else None
-                value.gather(dst=0, out=full)
-                value = full
-            if rank == 0:
-                out[f"{pkey}/{skey}"] = value.detach().cpu().clone()
-    return out if rank == 0 else None
+                shards = [(list(s.metadata.shard_offsets), s.tensor.detach().cpu().clone()) for s in value.local_shards()]
+                local[f"{pkey}/{skey}"] = (tuple(value.size()), shards)
+            else:
+                local[f"{pkey}/{skey}"] = (tuple(value.shape), [([0] * value.dim(), value.detach().cpu().clone())])
+    rank, world = dist.get_rank(), dist.get_world_size()
+    parts = [None] * world if rank == 0 else None
+    dist.gather_object(local, parts, dst=0)
+    if rank != 0:
+        return None
+    out: dict[str, torch.Tensor] = {}
+    for part in parts:
+        for name, (size, shards) in part.items():
+            for offsets, t in shards:
+                full = out.setdefault(name, torch.zeros(size, dtype=t.dtype))
+                full[tuple(slice(o, o + n) for o, n in zip(offsets, t.shape))] = t
+    return out
 
 
 def load_fused_optimizer_state(dmp, full: dict[str, torch.Tensor]) -> None:
     for pkey, states in dmp.fused_optimizer.state_dict()["state"].items():
         for skey, value in states.items():
-            _copy_into_shards(value, full[f"{pkey}/{skey}"])
+            if f"{pkey}/{skey}" in full:
+                _copy_into_shards(value, full[f"{pkey}/{skey}"])
 
 
 def check_dmp_config(cfg: TrainConfig) -> None:

@@ -249,8 +249,8 @@ def write_scale(rows: list[dict], note: str) -> str:
 Synthetic GARCH(1,1) returns, {SCALE_DAYS} trading days (20 years) per ticker; each size runs in a fresh
 process: the whole `domains.finance.walkforward` pipeline (features, fold normalisers, a TFT with
 1 seed and a few batches per fold, all six arch baselines fitted per fold and ticker, every
-statistic) — time is dominated by the per-ticker baseline fits, memory by the per-forecast loss
-table (float32), both linear in tickers × folds.
+statistic). In a cProfile of 10 tickers × 2 folds, 61 % of the walk-forward time was the per-ticker
+arch baseline fits; memory beyond the panel grows with the per-forecast loss table (float32).
 
 {markdown_table(table)}
 

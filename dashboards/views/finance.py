@@ -59,6 +59,11 @@ def data_quality(k: str) -> api.DataQuality:
     return api.data_quality(run_path(k))
 
 
+@st.cache_data(show_spinner="Attributing the forecast…", max_entries=16)
+def attribution(k: str, ticker: str):
+    return api.forecast_attribution(forecaster(k), ticker)
+
+
 @st.cache_data(show_spinner=False)
 def importance(k: str) -> pd.DataFrame:
     return api.load_variable_importance(run_path(k))
@@ -265,6 +270,27 @@ with tab_imp:
                 part = part.sort_values("importance")
                 fig = go.Figure(go.Bar(x=part["importance"], y=part["variable"], orientation="h", marker_color="#1f77b4"))
                 col.plotly_chart(layout(fig, f"{kind or 'all'} variables", 60 + 26 * len(part)), width="stretch", key=f"imp_{kind}")
+    st.markdown("**This forecast's 99 % VaR: which inputs and which past days drove it** (integrated gradients over the encoder window, issue 17.3)")
+    with friendly_errors("Attributing the forecast"):
+        known = [t for t in chosen if t in forecaster(key).tickers]
+        if not known:
+            st.caption("Choose a ticker the model was trained on.")
+        else:
+            t_attr = st.selectbox("Ticker", known, key="fin_attr_ticker")
+            a = attribution(key, t_attr)
+            st.caption(f"{a.ticker}: 1-day 99 % VaR for {pd.Timestamp(a.date).date()} (issued after the close of {pd.Timestamp(a.origin).date()}) "
+                       f"= {a.var:.4f} vs {a.baseline_var:.4f} with every input at its window mean; the attributions add up to the "
+                       f"difference (path-integral error {a.delta:.1e}).")
+            c1, c2 = st.columns(2)
+            bi = a.by_input.sort_values("attribution")
+            fig = go.Figure(go.Bar(x=bi["attribution"], y=bi["input"], orientation="h",
+                                   marker_color=["#d62728" if v > 0 else "#1f77b4" for v in bi["attribution"]]))
+            c1.plotly_chart(layout(fig, f"{a.ticker}: VaR attribution by input (red: raises the VaR)", 60 + 26 * len(bi)),
+                            width="stretch", key="fin_attr_input")
+            bd = a.by_day.sort_values("date")
+            fig = go.Figure(go.Bar(x=pd.to_datetime(bd["date"]), y=bd["attribution"],
+                                   marker_color=["#d62728" if v > 0 else "#1f77b4" for v in bd["attribution"]]))
+            c2.plotly_chart(layout(fig, f"{a.ticker}: VaR attribution by past day", 300), width="stretch", key="fin_attr_day")
 
 
 # ---- what the run's price checks found (issue 15.7) ----------------------------------------------

@@ -542,3 +542,14 @@ def test_recommendation_top_k_says_because_you_watched(domain_run):
     history = set(next(d.value for d in at.dataframe if "title" in d.value.columns and "score" not in d.value.columns)["title"])
     named = {t.strip() for s in top["because you watched"] for t in s.rstrip("…").split(";") if t.strip()}
     assert named and all(any(h.startswith(t) for h in history) for t in named)  # only the user's own history is named
+
+
+def test_finance_page_attributes_the_latest_var_forecast(domain_run):
+    """Issue 17.3 on the finance page: the latest 99 % VaR's attribution by input and by past day."""
+    run = domain_run("finance")
+    at = run_app(PAGES["finance"], timeout=240, run_dir=run.run_dir)
+    no_exception(at)
+    t = at.selectbox(key="fin_attr_ticker").value
+    titles = chart_titles(at)
+    assert f"{t}: VaR attribution by input (red: raises the VaR)" in titles and f"{t}: VaR attribution by past day" in titles, titles
+    assert any(c.value.startswith(f"{t}: 1-day 99 % VaR for") for c in at.caption)

@@ -9,6 +9,7 @@ out. Nothing here trains.
     model = load_segmenter(run_dir)              # LoadedSegmenter
     seg = model.predict(cases[0].image)          # Segmentation: .image .mask .class_names .volumes_ml .ood ...
     dice_per_class(seg.mask, load_label(cases[0].label), seg.class_names)
+    sal = structure_saliency(model, cases[0].image, "Hippocampus", slice_index=40)  # StructureSaliency: .map on seg.image's grid
 
 (``Case`` also reads like the dict it used to be: ``case["id"]``.)
 """
@@ -22,13 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from domains.medical.metrics import dice_per_class as _dice_per_class
+from domains.medical.explain import StructureSaliency, structure_occlusion
 from domains.medical.predict import Segmenter
 from domains.medical.predict import volumes_ml as _volumes_ml
 from domains.medical.qc import QualityCheck
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "list_cases", "model_run", "load_segmenter",
-           "load_label", "dice_per_class", "volumes_ml", "dicom_to_nifti", "MedicalInputError"]
+           "load_label", "dice_per_class", "volumes_ml", "dicom_to_nifti", "MedicalInputError",
+           "StructureSaliency", "structure_saliency"]
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,14 @@ def load_segmenter(run_dir: str | Path, *, lcc: bool = False, tta: bool = False)
     average with the left-right mirrored input (lateral labels swapped) — issue 14.4."""
     seg = Segmenter.from_run(run_dir, lcc=lcc, tta=tta)
     return LoadedSegmenter(run_dir=Path(run_dir), class_names=list(seg.class_names), segmenter=seg)
+
+
+def structure_saliency(model: LoadedSegmenter, source: str | Path, structure: str, slice_index: int | None = None, axis: int = 2,
+                       mask_size: int | None = None) -> StructureSaliency:
+    """Occlusion sensitivity of ``structure`` (``domains.medical.explain``): a float map on the grid of
+    ``Segmentation.image`` (canonical), NaN outside the patch explained around canonical slice
+    ``slice_index`` along ``axis``; positive where hiding the image lowers the model's belief in the structure."""
+    return structure_occlusion(model.segmenter, source, structure, slice_index=slice_index, axis=axis, mask_size=mask_size)
 
 
 def _ood(check: QualityCheck | None) -> OodFlag | None:

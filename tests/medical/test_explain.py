@@ -68,3 +68,21 @@ def test_structure_occlusion_maps_back_to_the_canonical_input_grid(tmp_path):
     assert inside > outside.mean()
     with pytest.raises(UserInputError, match="unknown structure"):
         structure_occlusion(seg, path, "liver")
+
+
+def test_api_structure_saliency_returns_the_map_for_the_selected_structure(tmp_path):
+    import nibabel as nib
+
+    from domains.medical import api
+    from domains.medical.config import PipelineConfig
+    from domains.medical.predict import Segmenter
+
+    data = np.zeros((20, 20, 20), np.float32)
+    data[6:12, 6:12, 6:12] = 50.0
+    path = tmp_path / "cube.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([3.0, 3.0, 3.0, 1.0])), str(path))
+    seg = Segmenter(_net(), PipelineConfig(modality="MRI", num_classes=2, spacing=3.0, patch=16, crop_margin=0), ["background", "cube"], amp=False)
+    model = api.LoadedSegmenter(run_dir=tmp_path, class_names=["background", "cube"], segmenter=seg)
+    sal = api.structure_saliency(model, path, "cube", slice_index=8, mask_size=4)
+    assert isinstance(sal, api.StructureSaliency) and sal.structure == "cube" and sal.map.shape == data.shape
+    assert np.nanmax(sal.map[:, :, 8]) > 0

@@ -49,6 +49,9 @@ log = get_logger("runs")
 LOCK_FILE = ".lock"  # in every run folder: flock held by the writing process, with its PID
 
 
+_METRICS_ROWS = "run_metrics_rows"  # key Run adds to a checkpoint's extra (and removes on resume)
+
+
 class RunNotFoundError(UserInputError, FileNotFoundError):
     """No run where one was asked for (a --model-run, a --resume, the domain's latest model)."""
 
@@ -309,7 +312,9 @@ class Run:
     def _open_files(self) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self._log_handler = attach_run_log(self.dir)
-        self._metrics_fh = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
+        metrics = self.dir / "metrics.jsonl"
+        self._metrics_rows = len(metrics.read_text(encoding="utf-8").splitlines()) if metrics.is_file() else 0
+        self._metrics_fh = open(metrics, "a", encoding="utf-8")
         self._started = time.strftime("%Y-%m-%dT%H:%M:%S")
 
     def _start_tracking(self) -> None:
@@ -425,6 +430,7 @@ class Run:
         row = {"step": int(step), "time": round(time.time(), 3), **{k: _num(v) for k, v in metrics.items()}}
         self._metrics_fh.write(json.dumps(row) + "\n")
         self._metrics_fh.flush()
+        self._metrics_rows += 1
         self.tracker.log_metrics(metrics, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
@@ -440,6 +446,8 @@ class Run:
                         scaler=None, extra: dict | None = None, keep_last: int = 2) -> Path | None:
         if not self.is_main:
             return None
+        # how many metrics.jsonl rows precede this checkpoint: resume drops the rows after it
+        extra = {**(extra or {}), _METRICS_ROWS: self._metrics_rows}
         return save_checkpoint(self.checkpoint_dir / f"step_{step:08d}.pt", model=model, optimizer=optimizer,
                                scheduler=scheduler, scaler=scaler, step=step, epoch=epoch, extra=extra, keep_last=keep_last)
 
@@ -453,8 +461,25 @@ class Run:
             log.warning(f"--resume: no checkpoint in {self.checkpoint_dir}; starting from step 0")
             return {"step": 0, "epoch": 0, "extra": {}}
         state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, map_location=self.device)
-        log.info(f"resumed from {ckpt} at step {state['step']}")
+        rows = state["extra"].pop(_METRICS_ROWS, None)
+        dropped = self._truncate_metrics(rows) if rows is not None else 0
+        log.info(f"resumed from {ckpt} at step {state['step']}" + (f"; dropped {dropped} metrics.jsonl row(s) logged after it" if dropped else ""))
         return state
+
+    def _truncate_metrics(self, rows: int) -> int:
+        """Keep the first ``rows`` lines of ``metrics.jsonl`` (those logged before the checkpoint):
+        the work a resumed run redoes is logged once, not twice. Returns how many lines were dropped."""
+        p = self.dir / "metrics.jsonl"
+        if not self.is_main or not p.is_file():
+            return 0
+        lines = p.read_text(encoding="utf-8").splitlines(keepends=True)
+        if len(lines) <= rows:
+            return 0
+        with open(p, "r+", encoding="utf-8") as fh:  # the append handle keeps working (O_APPEND)
+            fh.write("".join(lines[:rows]))
+            fh.truncate()
+        self._metrics_rows = rows
+        return len(lines) - rows
 
 
 def _num(v: Any) -> Any:

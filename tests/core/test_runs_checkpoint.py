@@ -178,3 +178,26 @@ def test_messages_show_plain_numbers():
 
     assert plain(np.float64(150.0)) == "150" and plain(np.float32(0.25)) == "0.25" and plain(torch.tensor(3)) == "3"
     assert plain([np.int64(1), np.float64(2.5)]) == "[1, 2.5]" and "np." not in plain({"a": np.float64(1e-9)})
+
+
+def test_resume_logs_each_step_once(tmp_path):
+    """Rows logged after the last checkpoint (work the crash lost) are dropped on --resume, so the
+    redone steps appear once in metrics.jsonl; the caller's checkpoint extra comes back unchanged."""
+    import json
+
+    model = torch.nn.Linear(2, 1)
+    run = Run.start("unit", TinyConfig(runs_dir=str(tmp_path), name="dup", track=False), command="train")
+    for step in range(3):
+        run.log_metrics({"loss": 1.0 / (step + 1)}, step)
+    run.save_checkpoint(model, step=3, extra={"mine": 1})
+    for step in (3, 4):  # logged, then the process dies before the next checkpoint
+        run.log_metrics({"loss": 0.1}, step)
+    run._close("interrupted")
+    resumed = Run.start("unit", TinyConfig(runs_dir=str(tmp_path), name="dup", track=False, resume=True), command="train")
+    state = resumed.resume(model)
+    assert state["step"] == 3 and state["extra"] == {"mine": 1}
+    for step in (3, 4):
+        resumed.log_metrics({"loss": 0.2}, step)
+    resumed.finish()
+    steps = [json.loads(line)["step"] for line in (resumed.dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3, 4]

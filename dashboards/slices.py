@@ -91,3 +91,16 @@ def foreground_centre(mask: np.ndarray) -> tuple[int, int, int]:
     if idx.size == 0:
         return tuple(s // 2 for s in mask.shape)  # type: ignore[return-value]
     return tuple(int(v) for v in np.round(idx.mean(axis=0)))  # type: ignore[return-value]
+
+
+def heat(rgb: np.ndarray, heat2d: np.ndarray, opacity: float, scale: float) -> np.ndarray:
+    """``rgb`` with a signed map blended in where it is finite: red where positive (supports the
+    structure), blue where negative, full colour at ``|value| >= scale``."""
+    out = rgb.astype(np.float32)
+    ok = np.isfinite(heat2d)
+    if not ok.any() or scale <= 0:
+        return rgb
+    v = np.clip(np.nan_to_num(heat2d) / scale, -1, 1)
+    alpha = (opacity * np.abs(v))[..., None] * ok[..., None]
+    colour = np.where((v >= 0)[..., None], np.array([255, 40, 40], np.float32), np.array([40, 110, 255], np.float32))
+    return ((1 - alpha) * out + alpha * colour).astype(np.uint8)

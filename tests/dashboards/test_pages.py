@@ -553,3 +553,17 @@ def test_finance_page_attributes_the_latest_var_forecast(domain_run):
     titles = chart_titles(at)
     assert f"{t}: VaR attribution by input (red: raises the VaR)" in titles and f"{t}: VaR attribution by past day" in titles, titles
     assert any(c.value.startswith(f"{t}: 1-day 99 % VaR for") for c in at.caption)
+
+
+def test_medical_page_overlays_a_structures_occlusion_sensitivity(domain_run):
+    """Issue 17.3 on the medical page: the selected structure's saliency drawn over the slices."""
+    pytest.importorskip("domains.medical.explain", reason="this checkout has no medical explanation module")
+    run = domain_run("medical")
+    at = run_app(PAGES["medical"], timeout=240, run_dir=run.run_dir)
+    no_exception(at)
+    plain = [str(el.proto) for el in at.get("image")]
+    structure = at.selectbox(key="med_explain").options[1]
+    at.selectbox(key="med_explain").set_value(structure).run()
+    no_exception(at)
+    assert any(c.value.startswith(f"Explaining **{structure}**: occlusion") for c in at.caption), [c.value for c in at.caption]
+    assert len(at.get("image")) == len(plain) >= 1 and [str(el.proto) for el in at.get("image")] != plain  # the slices were redrawn

@@ -1,6 +1,8 @@
 """Recommendations from a trained run, with titles.
 
-    python -m domains.recommendation.recommend --user 42              # top-10 unseen items for user 42
+    python -m domains.recommendation.recommend --user 42              # top-10 unseen items for user 42, each with the
+                                                                      # two history items that raise its score most
+                                                                      # ("because you watched", domains/recommendation/because.py)
     python -m domains.recommendation.recommend --similar-to 50        # items closest to item 50 (Star Wars)
     python -m domains.recommendation.recommend --new-title "Galaxy Quest 2" --new-genres Sci-Fi Comedy
                                                                       # cold start: which users the new item reaches

@@ -20,7 +20,6 @@ tests); without ``--out`` the job is a run of kind "job" under ``--runs-dir``, n
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal

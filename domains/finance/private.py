@@ -25,7 +25,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from core.config import RunConfig, SeedConfig, TrackingConfig

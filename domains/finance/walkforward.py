@@ -336,7 +336,6 @@ def summarise(res: WalkForwardResult, horizon: int) -> dict[str, pd.DataFrame | 
     """Every table of a walk-forward result (see the module docstring)."""
     L = res.losses
     main = L[~L["model"].astype(str).str.startswith("tft_seed")]
-    models = sorted(main["model"].astype(str).unique())
     by_ticker = []
     for (m, t), g in main.groupby(["model", "ticker"], observed=True, sort=True):
         g = g.sort_values("origin")

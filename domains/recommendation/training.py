@@ -19,9 +19,8 @@ with an uninterrupted run of the same seed (``tests/recommendation/test_resume.p
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +41,7 @@ from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoT
                                           item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
 
 __all__ = ["DOMAIN", "Prepared", "prepare_inputs", "two_tower_kwargs", "build_model", "LoraText", "train_epochs", "fit_two_tower",
-           "train", "finish_run", "TrainingError", "truncate_metrics_after", "Phase"]
+           "train", "finish_run", "TrainingError", "Phase"]
 
 log = get_logger("recommendation.training")
 DOMAIN = "recommendation"
@@ -235,31 +234,6 @@ def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np
     return {"steps": st.step, "train_seconds": st.seconds, "train_examples_per_s": st.examples / max(st.seconds, 1e-9), "final_loss": st.loss}
 
 
-def truncate_metrics_after(run: Run, step: int) -> int:
-    """Drop the rows of ``metrics.jsonl`` logged after ``step`` (work a resumed run redoes), in place,
-    so no step appears twice; returns how many were dropped. The run's append handle keeps working
-    (O_APPEND writes go to the new end)."""
-    p = run.dir / "metrics.jsonl"
-    if not p.is_file():
-        return 0
-    keep, dropped = [], 0
-    for line in p.read_text(encoding="utf-8").splitlines(keepends=True):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by the crash
-            dropped += 1
-            continue
-        if int(row.get("step", 0)) > step:
-            dropped += 1
-        else:
-            keep.append(line)
-    if dropped:
-        with open(p, "r+", encoding="utf-8") as fh:
-            fh.write("".join(keep))
-            fh.truncate()
-    return dropped
-
-
 # ---------------------------------------------------------------------------------------------
 # select (validation early stopping) + refit, with checkpoints
 # ---------------------------------------------------------------------------------------------
@@ -304,12 +278,10 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
         payload = None
         if tr.rank == 0 and run is not None:
             plain = build_model(cfg, prep.space)  # the checkpoint holds the plain (unsharded) weights
-            ckpt = run.resume(plain, None)  # also restores the RNG states
+            ckpt = run.resume(plain, None)  # restores the RNG states and drops metrics rows logged after the checkpoint
             if ckpt["extra"]:
                 payload = {"model": plain.state_dict(), "extra": ckpt["extra"]}
-                dropped = truncate_metrics_after(run, ckpt["step"])
-                log.info(f"resumed at phase {ckpt['extra']['phase']} epoch {ckpt['extra']['epoch'] + 1} (step {ckpt['step']}); "
-                         f"dropped {dropped} metrics row(s) logged after it")
+                log.info(f"resumed at phase {ckpt['extra']['phase']} epoch {ckpt['extra']['epoch'] + 1} (step {ckpt['step']})")
         payload = tr.broadcast(payload)
         if payload:
             tr.load_optimizer_state(payload["extra"]["optimizer"])

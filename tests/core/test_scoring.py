@@ -28,7 +28,7 @@ from core.scoring import (
     row_range_items,
     run_job,
 )
-from tests.scoring_support import PriceFileScorer, frame_checksum, output_checksum
+from tests.scoring_support import PriceFileScorer, output_checksum
 
 REPO = Path(__file__).resolve().parents[2]
 

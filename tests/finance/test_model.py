@@ -4,7 +4,6 @@ TimeSeriesDataSet + ``model.predict``; safe save/load; bit-exact resume of train
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 

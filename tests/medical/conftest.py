@@ -59,7 +59,6 @@ def tiny_run(brain_task, session_runs_dir) -> Path:
 def write_dicom_series(folder: Path, data: np.ndarray, spacing=(0.8, 0.8, 2.0), origin=(-100.0, -120.0, 30.0),
                        phi: dict | None = None, modality: str = "CT") -> Path:
     """Axial int16 series (data in x, y, z order, HU with intercept −1024) with optional PHI tags."""
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -136,11 +136,11 @@ with st.sidebar:
 
 
 @st.cache_resource(show_spinner="Explaining (occlusion sensitivity)…", max_entries=4)
-def saliency(k: str, source: str, structure: str) -> api.Saliency:
+def saliency(k: str, source: str, structure: str) -> api.StructureSaliency:
     return api.structure_saliency(segmenter(k), source, structure)
 
 
-sal: api.Saliency | None = None
+sal: api.StructureSaliency | None = None
 if explain != "—":
     with friendly_errors(f"Explaining {explain}"):
         sal = saliency(key, image_source, explain)

@@ -29,7 +29,7 @@ from domains.medical.predict import volumes_ml as _volumes_ml
 from domains.medical.qc import QualityCheck
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "Saliency", "structure_saliency", "list_cases", "model_run", "load_segmenter",
+__all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "list_cases", "model_run", "load_segmenter",
            "load_label", "dice_per_class", "volumes_ml", "dicom_to_nifti", "MedicalInputError",
            "StructureSaliency", "structure_saliency"]
 
@@ -173,26 +173,6 @@ def _ood(check: QualityCheck | None) -> OodFlag | None:
         return None
     conf = None if check.mean_confidence is None else float(check.mean_confidence)
     return OodFlag(flagged=bool(check.flagged), reasons=tuple(str(r) for r in check.reasons), mean_confidence=conf)
-
-
-@dataclass
-class Saliency:
-    """How much each voxel supports one structure's segmentation (issue 17.3): occlusion sensitivity on
-    the canonical grid of ``Segmentation.image`` (NaN outside the explained patch ``box``)."""
-
-    structure: str
-    map: np.ndarray
-    box: tuple[slice, slice, slice]
-    score: float  # the structure's mean probability over its predicted voxels in the patch
-    method: str
-
-
-def structure_saliency(model: LoadedSegmenter, source: str | Path, structure: str) -> Saliency:
-    """Occlusion sensitivity of ``structure`` on a patch around its centre (``domains.medical.explain``)."""
-    from domains.medical.explain import structure_occlusion
-
-    s = structure_occlusion(model.segmenter, str(source), structure)
-    return Saliency(structure=s.structure, map=np.asarray(s.map), box=tuple(s.box), score=float(s.score), method=str(s.method))
 
 
 def dice_per_class(mask: np.ndarray, label: np.ndarray, class_names: list[str]) -> dict[str, float]:

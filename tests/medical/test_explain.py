@@ -30,7 +30,7 @@ def _cube(n: int = 24) -> torch.Tensor:
 
 def test_occluding_the_structure_changes_its_score_more_than_occluding_background():
     net, x = _net(), _cube()
-    sens, score, region = occlusion_on_patch(net, x, 1, mask_size=4)
+    sens, score, region = occlusion_on_patch(net, x, 1, mask_size=6)
     assert sens.shape == x.shape[2:] and score > 0.9
     assert region[10, 10, 10] and not region[1, 1, 1]
     inside, far = sens[region].mean(), sens[18:, 18:, 18:].mean()

@@ -536,7 +536,9 @@ def render(out_dir: Path) -> str:
                + (" — QUICK SMOKE SETTINGS" if p["quick"] else ""),
                "One training pass each: two-tower through the real pipeline (`prepare_inputs` on a Parquet file, leave-last-out, no text), "
                "timed over 60 batches of 1024 and extrapolated to an epoch; EASE (λ 500), iALS (64 factors, 15 iterations), item-kNN "
-               "(k 100) fits; the sequence model (no text) over 10 batches of 64 users, extrapolated. Peak MB = peak RSS growth during the step.",
+               "(k 100) fits; the sequence model (no text) over 10 batches of 64 users, extrapolated. Peak MB = peak RSS growth during the step "
+               "(noisy: memory freed by an earlier step is reused, so near-zero rows mean 'fit in what was already held'). The load on the "
+               "machine changed during this part (rows measured at different moments): compare columns within a row, not speeds across rows.",
                markdown_table(p["rows"])]
     if "scoring10m" in parts:
         p = parts["scoring10m"]

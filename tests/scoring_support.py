@@ -192,7 +192,9 @@ class RayCluster:
 def start_ray_cluster(num_cpus: int = 2, object_store_mb: int = 200, timeout: float = 90.0) -> RayCluster:
     """``ray start --head --block`` in its own process group, bound to 127.0.0.1 on free ports."""
     ray_bin = Path(sys.executable).with_name("ray")
-    gcs, agent_http, agent_grpc, runtime_env, metrics, node_mgr, obj_mgr = _free_ports(7)
+    # every port chosen free, including the Ray client server's (default 10001: a second cluster on the
+    # machine, e.g. another test run, would make this one's head exit)
+    gcs, agent_http, agent_grpc, runtime_env, metrics, node_mgr, obj_mgr, client = _free_ports(8)
     temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's unix sockets need a short path
     log = temp_dir / "ray-start.log"
     # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes Ray keep 127.0.0.1 as the node address (by default it
@@ -205,7 +207,7 @@ def start_ray_cluster(num_cpus: int = 2, object_store_mb: int = 200, timeout: fl
         f"--dashboard-agent-listen-port={agent_http}",
         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
         f"--metrics-export-port={metrics}", f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
-        f"--temp-dir={temp_dir}", "--disable-usage-stats",
+        f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
     ]
     fh = open(log, "wb")
     proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -33,6 +33,7 @@ from core.checkpoint import CheckpointError, load_weights, save_weights
 from core.io import atomic_write_json
 from core.logging import get_logger
 from core.progress import progress
+from core.registry import Registry
 from domains.finance.data import PriceDataError
 from domains.finance.features import KNOWN_REALS, OBSERVED_REALS, OPTIONAL_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors, observed_inputs
 
@@ -120,13 +121,12 @@ def build_timeseries_dataset(frame: pd.DataFrame, spec: TFTSpec, tickers: list[s
     )
 
 
-MODELS: dict[str, Callable] = {}
+MODELS: Registry[Callable] = Registry("finance model", error=CheckpointError)
 
 
 def register_model(fn: Callable) -> Callable:
     """Register a model builder under its function name (``fn(spec: TFTSpec, tickers, **kw)``)."""
-    MODELS[fn.__name__] = fn
-    return fn
+    return MODELS.register(fn.__name__, fn)
 
 
 def model_entry(spec: TFTSpec, tickers: list[str], name: str = "tft") -> dict:
@@ -136,11 +136,10 @@ def model_entry(spec: TFTSpec, tickers: list[str], name: str = "tft") -> dict:
 
 def create_model(name: str, **kwargs):
     """Build the registered model ``name`` from stored kwargs (``spec`` may be a dict)."""
-    if name not in MODELS:
-        raise CheckpointError(f"unknown finance model {name!r}; registered: {sorted(MODELS)}")
+    builder = MODELS.lookup(name)
     if isinstance(kwargs.get("spec"), dict):
         kwargs["spec"] = TFTSpec.from_dict(kwargs["spec"])
-    return MODELS[name](**kwargs)
+    return builder(**kwargs)
 
 
 @register_model

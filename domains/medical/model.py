@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.registry import Registry
+
 __all__ = ["register_model", "create_model", "model_spec", "network_def", "list_models", "MODEL_NAMES", "UNET_CHANNELS",
            "EfficientUNet2D", "SliceStackSegmenter", "build_model", "spec_from_task_meta", "UnknownModelError"]
 
@@ -46,14 +48,14 @@ class _Entry:
     volumetric: bool  # a 3D net (the trainer's patch loop) rather than a 2.5D slice net
 
 
-_REGISTRY: dict[str, _Entry] = {}
+_REGISTRY: Registry[_Entry] = Registry("medical model", error=UnknownModelError)
 
 
 def register_model(name: str, *, defaults: dict[str, Any], bundle_def: Callable[..., dict] | None = None, volumetric: bool = True):
     """Decorator: register ``fn(**kwargs) -> nn.Module`` under ``name`` with its default kwargs."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = _Entry(fn, dict(defaults), bundle_def, volumetric)
+        _REGISTRY.register(name, _Entry(fn, dict(defaults), bundle_def, volumetric))
         return fn
 
     return deco
@@ -64,9 +66,7 @@ def list_models(volumetric: bool | None = None) -> list[str]:
 
 
 def _entry(name: str) -> _Entry:
-    if name not in _REGISTRY:
-        raise UnknownModelError(f"unknown medical model {name!r}; registered: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _REGISTRY.lookup(name)
 
 
 def model_spec(name: str, **kwargs: Any) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from torchrec.modules.embedding_configs import PoolingType
 
 from core.errors import UserInputError
 from core.logging import get_logger
+from core.registry import Registry
 
 __all__ = ["FeatureSpace", "TwoTowerConfig", "TwoTower", "sampled_softmax_loss", "sampling_log_q", "item_text_embeddings", "item_texts",
            "USER_FEATURES", "ITEM_FEATURES", "AGE_BUCKETS", "Batcher", "all_embeddings",
@@ -374,37 +375,26 @@ class UnknownModelError(UserInputError, KeyError):
 
 
 TWO_TOWER = "two-tower"
-_BUILDERS: dict[str, "object"] = {}
-# models defined in other modules, imported on first use (those modules import this one, so a
+# models defined in other modules are imported on first use (those modules import this one, so a
 # plain import here would be a cycle); a module registers itself with @register_model on import
-_LAZY = {"sasrec": "domains.recommendation.sequential"}
+_BUILDERS: Registry = Registry("recommendation model", error=UnknownModelError, lazy={"sasrec": "domains.recommendation.sequential"})
 
 
 def register_model(name: str):
     """Decorator: ``builder(space: FeatureSpace, **kwargs) -> nn.Module`` becomes ``create_model({"name": name, ...})``
     (timm's ``register_model`` pattern). The built module should offer ``model_kwargs()`` (what to store)."""
     def deco(builder):
-        if name in _BUILDERS and _BUILDERS[name] is not builder:
-            raise ValueError(f"model {name!r} is registered twice")
-        _BUILDERS[name] = builder
-        return builder
+        return _BUILDERS.register(name, builder)
     return deco
 
 
 def registered_models() -> list[str]:
-    return sorted(set(_BUILDERS) | set(_LAZY))
+    return _BUILDERS.names()
 
 
 def create_model(spec: dict, space: FeatureSpace, device: torch.device | str = "cpu") -> nn.Module:
     """Build a model from ``{"name": ..., "kwargs": {...}}`` (as saved in a run's ``model.json``)."""
-    name = spec.get("name")
-    if name not in _BUILDERS and name in _LAZY:
-        import importlib
-
-        importlib.import_module(_LAZY[name])
-    if name not in _BUILDERS:
-        raise UnknownModelError(f"unknown recommendation model {name!r}; registered: {registered_models()}")
-    return _BUILDERS[name](space, device=device, **dict(spec.get("kwargs", {})))
+    return _BUILDERS.lookup(spec.get("name"))(space, device=device, **dict(spec.get("kwargs", {})))
 
 
 def model_spec(name: str, kwargs: dict) -> dict:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import UserInputError
 from core.registry import Registry
 
 __all__ = ["register_model", "create_model", "model_spec", "network_def", "list_models", "MODEL_NAMES", "UNET_CHANNELS",
@@ -36,8 +37,8 @@ __all__ = ["register_model", "create_model", "model_spec", "network_def", "list_
 UNET_CHANNELS: tuple[int, ...] = (16, 32, 64, 128)  # the default feature channels per level, spelled once
 
 
-class UnknownModelError(ValueError):
-    """A spec names a model the registry does not know."""
+class UnknownModelError(UserInputError, ValueError):
+    """A spec names a model the registry does not know (one line and exit 2 from a command)."""
 
 
 @dataclass(frozen=True)

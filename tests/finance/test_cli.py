@@ -120,7 +120,7 @@ def test_score_local_and_ray_engines_write_identical_outputs(backtest_run, sessi
     from core.scoring import WorkItem
     from tests.scoring_support import assert_engines_agree
     from core.runs import resolve_model_run
-    from domains.finance.score import TFTScorer
+    from domains.finance.scoring import TFTScorer
 
     model_dir = resolve_model_run("finance", str(backtest_run), session_runs_dir)
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in ("AAPL", "JPM", "SP500", "KO")]

@@ -15,6 +15,7 @@ normalisers are fitted on each ticker's own history, so a site needs only its ti
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 
 from core.config import RunConfig, SeedConfig, TrackingConfig
@@ -36,7 +38,7 @@ from domains.finance.data import PriceDataError
 from domains.finance.model import fit
 from domains.finance.trust import Prepared, TrustDataConfig, heldout_metrics, new_model, prepare
 
-__all__ = ["FederateConfig", "site_tickers", "site_client", "federate_model", "central_baseline", "run_site"]
+__all__ = ["FederateConfig", "site_tickers", "site_client", "federate_model", "central_baseline", "run_site", "validation_split"]
 
 log = get_logger("finance.federated")
 
@@ -66,6 +68,24 @@ def site_tickers(tickers: list[str], sites: int) -> list[list[str]]:
     if sites < 1 or sites > len(tickers):
         raise PriceDataError(f"--sites {sites}: must be between 1 and the number of tickers ({len(tickers)})")
     return [tickers[i::sites] for i in range(sites)]
+
+
+def validation_split(p: Prepared, days: int = 63) -> Prepared:
+    """The selection split inside the training period: the last ``days`` trading days before the
+    held-out cutoff become the validation period (origins dated after the validation cutoff whose
+    targets all lie before the held-out cutoff), training keeps the windows whose targets end by the
+    validation cutoff. Nothing of the held-out (test) period is read: settings (server learning rate,
+    local steps, mu) are chosen on this split, then trained and scored once on the held-out period."""
+    dates = np.sort(p.feat["date"].unique())
+    dates = dates[dates <= np.datetime64(p.cutoff)]
+    if days <= 0 or days >= len(dates) - p.spec.encoder_length - p.spec.horizon:
+        raise PriceDataError(f"validation days {days}: must be > 0 and leave a training history ({len(dates)} trading days before the held-out cutoff)")
+    vcut = pd.Timestamp(dates[-1 - days])
+    train = p.train_o[p.T.targets_by(p.train_o, vcut)]
+    val = p.train_o[p.T.dates[p.train_o] > np.datetime64(vcut)]
+    if not len(train) or not len(val):
+        raise PriceDataError(f"no training or validation windows around {vcut:%Y-%m-%d}")
+    return dataclasses.replace(p, cutoff=vcut, train_o=train, val_o=val, info={**p.info, "validation_cutoff": str(vcut.date()), "heldout_cutoff": str(p.cutoff.date())})
 
 
 def _site_seed(seed: int, site: int, server_round: int) -> int:

@@ -1,7 +1,7 @@
 """Trust bench (issue 17): federated vs central training and the utility-privacy table of the
 finance TFT. Writes the "trust" section of BENCHMARKS.md, one sub-block per part:
 
-    .venv/bin/python bench/trust.py --part federated --workers 3   # federated vs central (~1 h on 2 busy cores)
+    .venv/bin/python bench/trust.py --part federated --workers 4   # federated vs central (~45 min on 2 busy cores)
     .venv/bin/python bench/trust.py --part privacy                  # the utility-privacy table
 
 Federated: 3 sites with disjoint ticker groups of the bundled panel; Flower's FedAvg, FedProx and
@@ -184,7 +184,7 @@ def main() -> None:
                     help="which sub-section of the trust section to measure and rewrite (the other stays as it is)")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--max-batches", type=int, default=7, help="local batches per site and round")
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--sites", type=int, default=3)
     ap.add_argument("--mus", type=float, nargs="+", default=[0.01, 0.1], help="FedProx mu candidates (chosen on validation)")

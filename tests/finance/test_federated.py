@@ -66,3 +66,25 @@ def test_federate_config_defaults_match_the_documented_budget():
     cfg = FederateConfig()
     assert (cfg.sites, cfg.rounds, cfg.local_epochs, cfg.strategy, cfg.mode) == (3, 4, 1, "fedavg", "simulation")
     assert torch.__version__  # torch importable alongside flwr
+
+
+def test_validation_split_chooses_settings_without_reading_the_heldout_period():
+    from domains.finance.data import PriceDataError
+    from domains.finance.federated import validation_split
+    from domains.finance.trust import heldout_metrics, new_model, prepare
+
+    prepare_dataset(DATASETS[0])
+    cfg = FederateConfig(tickers=["AAPL", "KO", "JPM"], hidden_size=8, hidden_continuous_size=4, attention_heads=1, encoder_length=20,
+                         horizon=3, val_days=20, threads=1)
+    p = prepare(cfg)
+    v = validation_split(p, 20)
+    T = p.T
+    assert v.cutoff < p.cutoff and v.info["heldout_cutoff"] == str(p.cutoff.date())
+    assert len(v.val_o) and len(v.train_o)
+    assert T.targets_by(v.val_o, p.cutoff).all()  # every validation target lies before the held-out period
+    assert not np.isin(v.val_o, p.val_o).any() and np.isin(v.val_o, p.train_o).all()
+    assert T.targets_by(v.train_o, v.cutoff).all() and (T.dates[v.val_o] > np.datetime64(v.cutoff)).all()
+    assert not np.isin(v.train_o, v.val_o).any()
+    assert np.isfinite(heldout_metrics(new_model(v), v)["val_pinball_vol"])  # the same yardstick on the validation period
+    with pytest.raises(PriceDataError):
+        validation_split(p, 0)

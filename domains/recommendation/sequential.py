@@ -49,7 +49,7 @@ from domains.recommendation.metrics import ranking_metrics, top_k
 from domains.recommendation.model import FeatureSpace, model_spec, register_model
 
 __all__ = ["SequenceConfig", "SequenceModel", "LeaveLastOut", "leave_last_out_split", "train_sequence_model", "evaluate_next_item",
-           "user_item_vectors", "causal_mask", "SEQ_FEATURE", "SequenceTrainConfig"]
+           "user_item_vectors", "causal_mask", "SEQ_FEATURE", "SequenceTrainConfig", "sequence_loss", "tiled_windows"]
 
 SEQ_FEATURE = "item_seq"
 
@@ -116,6 +116,13 @@ class SequenceConfig:
     temperature: float = 0.1  # scores are cosine / temperature when normalize, else raw dot products
     normalize: bool = True
     logq_weight: float = 1.0
+    # sampled_softmax candidates: the distinct targets of the batch plus ``negatives`` items drawn uniformly
+    # without replacement (mixed negative sampling, Yang et al. 2020); the correction subtracts
+    # ``logq_weight · log P(item is a candidate)`` (``correction="inclusion"``: 1 − (1 − M/n)(1 − q)^N for
+    # N targets, M uniform draws out of n items) or ``log q`` (``"frequency"``, the two-tower's in-batch form)
+    negatives: int = 0
+    correction: str = "frequency"  # frequency | inclusion
+    text_dropout: float = 0.0  # dropout on the projected text vector (training only)
 
 
 def causal_mask(lengths: torch.Tensor, L: int) -> torch.Tensor:
@@ -160,8 +167,10 @@ class SequenceModel(nn.Module):
     def __init__(self, n_items: int, cfg: SequenceConfig | None = None, text: torch.Tensor | None = None):
         super().__init__()
         cfg = cfg or SequenceConfig()
-        if cfg.item_table not in ("torchrec", "plain") or cfg.loss not in ("sampled_softmax", "bce", "ce"):
-            raise ValueError(f"item_table must be torchrec|plain and loss sampled_softmax|bce|ce, got {cfg.item_table!r}, {cfg.loss!r}")
+        if cfg.item_table not in ("torchrec", "plain") or cfg.loss not in ("sampled_softmax", "bce", "ce") \
+                or cfg.correction not in ("frequency", "inclusion"):
+            raise ValueError(f"item_table must be torchrec|plain, loss sampled_softmax|bce|ce and correction frequency|inclusion, got "
+                             f"{cfg.item_table!r}, {cfg.loss!r}, {cfg.correction!r}")
         if cfg.text_dim and (text is None or text.shape != (n_items, cfg.text_dim)):
             raise ValueError(f"text_dim={cfg.text_dim} needs an ({n_items}, {cfg.text_dim}) item text tensor, got "
                              f"{None if text is None else tuple(text.shape)}")
@@ -177,6 +186,7 @@ class SequenceModel(nn.Module):
         if cfg.text_dim:
             self.register_buffer("text", torch.cat([torch.zeros(1, cfg.text_dim), text.float()]), persistent=True)
             self.text_proj = nn.Linear(cfg.text_dim, cfg.dim)
+            self.text_drop = nn.Dropout(cfg.text_dropout)
         else:
             self.text_proj = None
         self.pos = nn.Embedding(cfg.max_len, cfg.dim)
@@ -206,7 +216,7 @@ class SequenceModel(nn.Module):
         lengths = torch.tensor([len(table_idx)]) if lengths is None else lengths
         e = self._id_vectors(table_idx, lengths)
         if self.text_proj is not None:
-            e = e + self.text_proj(self.text[table_idx])
+            e = e + self.text_drop(self.text_proj(self.text[table_idx]))
         return e
 
     def all_item_vectors(self) -> torch.Tensor:
@@ -289,10 +299,12 @@ class SequenceTrainConfig:
     weight_decay: float = 0.0
     k: int = 10
     seed: int = 0
+    windows: str = "random"  # random: one window of ≤ max_len+1 items per user and epoch | all: tile the whole sequence
 
 
-def _loss(model: SequenceModel, h: torch.Tensor, targets: torch.Tensor, log_q: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """``h`` (N, dim) states, ``targets`` (N,) item rows."""
+def sequence_loss(model: SequenceModel, h: torch.Tensor, targets: torch.Tensor, log_q: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Training loss of ``h`` (N, dim) states against ``targets`` (N,) item rows (``cfg.loss``); ``log_q``
+    (n_items,) is the log share of each item among the training targets, ``g`` draws the negatives."""
     cfg = model.cfg
     if cfg.loss == "ce":
         V = model.all_item_vectors()
@@ -306,14 +318,23 @@ def _loss(model: SequenceModel, h: torch.Tensor, targets: torch.Tensor, log_q: t
         scale = cfg.temperature if cfg.normalize else 1.0
         pos, negs = (h * vp).sum(-1) / scale, (h * vn).sum(-1) / scale
         return F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(negs, torch.zeros_like(negs))
-    # in-batch sampled softmax over the distinct target items, log-Q corrected
-    uniq, label = torch.unique(targets, return_inverse=True)
+    # sampled softmax over the distinct target items of the batch (+ ``negatives`` uniform draws), log-Q corrected
+    n, m = model.n_items, min(cfg.negatives, model.n_items)
+    cand = torch.cat([targets, torch.randperm(n, generator=g)[:m]]) if m else targets
+    uniq, inv = torch.unique(cand, return_inverse=True)
+    label = inv[:len(targets)]
     v = model.item_vectors(uniq + 1)
     if cfg.normalize:
         v = F.normalize(v, dim=-1)
     logits = h @ v.T / (cfg.temperature if cfg.normalize else 1.0)
     if cfg.logq_weight:
-        logits = logits - cfg.logq_weight * log_q[uniq][None, :]
+        if cfg.correction == "inclusion":  # P(j among the candidates) for N targets drawn by q and m uniform draws
+            q = log_q[uniq].exp()
+            p = 1.0 - (1.0 - m / n) * torch.exp(len(targets) * torch.log1p(-q.clamp(max=1 - 1e-6)))
+            corr = torch.log(p.clamp(min=1e-12))
+        else:
+            corr = log_q[uniq]
+        logits = logits - cfg.logq_weight * corr[None, :]
     return F.cross_entropy(logits, label)
 
 
@@ -330,12 +351,26 @@ def _training_windows(seqs: list[np.ndarray], max_len: int, g: np.random.Generat
     return out
 
 
+def tiled_windows(seqs: list[np.ndarray], max_len: int) -> list[np.ndarray]:
+    """Every sequence tiled into windows of ≤ max_len + 1 items from its end backwards (consecutive
+    windows share one item), so every training target is predicted once per epoch."""
+    out = []
+    for s in seqs:
+        end = len(s)
+        while end >= 2:
+            out.append(s[max(0, end - max_len - 1):end])
+            end -= max_len
+    return out
+
+
 def train_sequence_model(split: LeaveLastOut, cfg: SequenceConfig, tcfg: SequenceTrainConfig, text: torch.Tensor | None = None,
                          show_progress: bool = False, on_epoch: Callable[[int, float, float], None] | None = None) -> tuple[SequenceModel, dict]:
     """Train on ``split.train`` sequences (every position predicts the next item), evaluate NDCG@k on
     the validation targets after every epoch, keep the best epoch's weights, stop after ``patience``
     epochs without improvement. Returns the best model and a history dict (per-epoch loss and
     validation NDCG, the chosen epoch). ``on_epoch(epoch, loss, valid_ndcg)`` is called each epoch."""
+    if tcfg.windows not in ("random", "all"):
+        raise ValueError(f"windows must be random|all, got {tcfg.windows!r}")
     torch.manual_seed(tcfg.seed)
     g = torch.Generator().manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
@@ -352,7 +387,11 @@ def train_sequence_model(split: LeaveLastOut, cfg: SequenceConfig, tcfg: Sequenc
     for epoch in epochs:
         model.train()
         order = rng.permutation(users)
-        windows = _training_windows([split.train[r] for r in order], cfg.max_len, rng)
+        if tcfg.windows == "all":
+            windows = tiled_windows([split.train[r] for r in order], cfg.max_len)
+            windows = [windows[i] for i in rng.permutation(len(windows))]
+        else:
+            windows = _training_windows([split.train[r] for r in order], cfg.max_len, rng)
         tot, n = 0.0, 0
         for s in range(0, len(windows), tcfg.batch_size):
             w = windows[s:s + tcfg.batch_size]
@@ -361,7 +400,7 @@ def train_sequence_model(split: LeaveLastOut, cfg: SequenceConfig, tcfg: Sequenc
             L = cfg.max_len
             real = torch.arange(L)[None, :] >= (L - inp_l)[:, None]
             tgt = torch.as_tensor(np.concatenate([x[1:] for x in w]).astype(np.int64))  # same order as real positions, row-major
-            loss = _loss(model, H[real], tgt, log_q, g)
+            loss = sequence_loss(model, H[real], tgt, log_q, g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

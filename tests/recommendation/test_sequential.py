@@ -93,3 +93,37 @@ def test_learns_an_order_and_the_registry_rebuilds_it():
     again.load_state_dict(model.state_dict())
     U2, V2 = user_item_vectors(again, th)
     assert torch.allclose(U @ V.T, U2 @ V2.T, atol=1e-5)
+
+
+def test_sampled_softmax_with_every_item_as_candidate_is_the_full_softmax():
+    """With the inclusion correction, candidates = the whole catalogue make every item's inclusion
+    probability 1 (correction 0), so the sampled loss is exactly the full-catalogue cross entropy; with
+    few negatives it differs (it is a sample), and the frequency correction shifts it."""
+    from domains.recommendation.sequential import sequence_loss
+
+    n_items = 30
+    model = _model(text_dim=6, n_items=n_items)
+    h = torch.nn.functional.normalize(torch.randn(12, 16), dim=-1)
+    targets = torch.tensor([0, 3, 3, 7, 1, 29, 5, 5, 5, 2, 8, 9])
+    log_q = torch.log(torch.bincount(targets, minlength=n_items).clamp(min=1) / len(targets)).float()
+    g = torch.Generator().manual_seed(0)
+
+    def loss(**kw):
+        model.cfg = SequenceConfig(**{**vars(model.cfg), **kw})
+        return sequence_loss(model, h, targets, log_q, g)
+
+    full = loss(loss="ce")
+    assert torch.allclose(loss(loss="sampled_softmax", negatives=n_items, correction="inclusion"), full, atol=1e-5)
+    assert not torch.allclose(loss(loss="sampled_softmax", negatives=3, correction="inclusion"), full, atol=1e-3)
+    assert not torch.allclose(loss(loss="sampled_softmax", negatives=n_items, correction="frequency"), full, atol=1e-3)
+
+
+def test_tiled_windows_predict_every_training_target_once():
+    from domains.recommendation.sequential import tiled_windows
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.permutation(200)[:n] for n in (1, 2, 5, 11, 12, 13, 40)]
+    wins = tiled_windows(seqs, max_len=5)
+    assert all(2 <= len(w) <= 6 for w in wins)
+    got = sorted(int(t) for w in wins for t in w[1:])  # every position after the first is a target
+    assert got == sorted(int(t) for s in seqs for t in s[1:])

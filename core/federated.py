@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 __all__ = ["get_arrays", "set_arrays", "proximal_term", "TorchClient", "make_strategy", "parameters_bytes", "simulate", "serve",
-           "connect", "free_port", "STRATEGIES"]
+           "connect", "free_port", "update_agreement", "track_updates", "STRATEGIES"]
 
 STRATEGIES = ("fedavg", "fedprox", "fedavgm")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="flwr")
@@ -124,6 +124,38 @@ def parameters_bytes(arrays: list[np.ndarray]) -> int:
     """Bytes of the serialized Flower ``Parameters`` of ``arrays`` (what one transfer sends)."""
     from flwr.common import ndarrays_to_parameters
     return int(sum(len(t) for t in ndarrays_to_parameters(arrays).tensors))
+
+
+def update_agreement(global_arrays: list[np.ndarray], site_arrays: list[list[np.ndarray]], weights: list[float] | None = None) -> float:
+    """How much the sites' updates agree: ``||weighted mean of (w_i - w)|| / weighted mean of ||w_i - w||``.
+    1 = every site moved the same way (FedAvg's step is as long as a site's); ``1/sqrt(k)`` for ``k``
+    orthogonal updates of equal length; 0 = they cancel. The client-drift diagnostic of a round:
+    FedAvg's step is this fraction of a typical site's step."""
+    w = np.asarray(weights if weights is not None else [1.0] * len(site_arrays), dtype=np.float64)
+    w = w / w.sum()
+    deltas = [np.concatenate([(np.asarray(a, np.float64) - np.asarray(g, np.float64)).ravel()
+                              for a, g in zip(arrs, global_arrays) if np.issubdtype(np.asarray(g).dtype, np.floating)]) for arrs in site_arrays]
+    norms = np.array([np.linalg.norm(d) for d in deltas])
+    denom = float((w * norms).sum())
+    return float(np.linalg.norm(sum(wi * d for wi, d in zip(w, deltas))) / denom) if denom > 0 else 1.0
+
+
+def track_updates(strategy, current: Callable[[], list[np.ndarray]], sink: list[dict]):
+    """Wrap ``strategy.aggregate_fit`` so every round appends ``{"round", "update_agreement"}`` to
+    ``sink`` (:func:`update_agreement` of the sites' results against ``current()``, the global
+    weights the round started from, weighted by the sites' example counts); returns ``strategy``."""
+    from flwr.common import parameters_to_ndarrays
+
+    aggregate = strategy.aggregate_fit
+
+    def aggregate_fit(server_round, results, failures):
+        if results:
+            sites = [parameters_to_ndarrays(r.parameters) for _, r in results]
+            sink.append({"round": server_round, "update_agreement": update_agreement(current(), sites, [r.num_examples for _, r in results])})
+        return aggregate(server_round, results, failures)
+
+    strategy.aggregate_fit = aggregate_fit
+    return strategy
 
 
 def _in_process_proxy_class():

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from core.config import RunConfig, SeedConfig, TrackingConfig
-from core.federated import STRATEGIES, TorchClient, connect, free_port, get_arrays, make_strategy, parameters_bytes, serve, set_arrays, simulate
+from core.federated import STRATEGIES, TorchClient, connect, free_port, get_arrays, make_strategy, parameters_bytes, serve, set_arrays, simulate, track_updates
 from core.logging import get_logger
 from domains.finance.config import DataConfig, ModelConfig, ThreadsConfig
 from domains.finance.data import PriceDataError
@@ -130,6 +130,8 @@ def federate_model(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module, r
     history: list[dict] = []
     final: dict = {}
     strategy = make_strategy(cfg.strategy, init, cfg.sites, mu=cfg.mu, server_lr=cfg.server_lr, server_momentum=cfg.server_momentum, evaluate_fn=_evaluator(p, model, history, final))
+    agreement: list[dict] = []
+    track_updates(strategy, lambda: final.get("arrays", init), agreement)
     t0 = time.perf_counter()
     if cfg.mode == "simulation":
         simulate(strategy, [site_client(cfg, p, i, groups) for i in range(cfg.sites)], cfg.rounds)
@@ -147,7 +149,8 @@ def federate_model(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module, r
     metrics = {**history[-1], "strategy": cfg.strategy, "mu": cfg.mu if cfg.strategy == "fedprox" else 0.0, "mode": cfg.mode,
                "sites": cfg.sites, "rounds": cfg.rounds, "local_epochs": cfg.local_epochs, "site_tickers": [",".join(g) for g in groups],
                "site_windows": [int(np.isin(p.T.tickers[p.train_o], g).sum()) for g in groups], "parameter_bytes": size,
-               "bytes_per_round": 2 * cfg.sites * size, "total_steps": steps, "seconds": round(seconds, 1), "cutoff": str(p.cutoff.date())}
+               "bytes_per_round": 2 * cfg.sites * size, "total_steps": steps, "seconds": round(seconds, 1), "cutoff": str(p.cutoff.date()),
+               "update_agreement": [round(a["update_agreement"], 4) for a in agreement]}
     metrics.pop("round", None)
     return model, metrics, history
 

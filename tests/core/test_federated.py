@@ -85,3 +85,23 @@ def test_fedavgm_server_learning_rate_scales_the_averaged_update():
         out[lr] = [b - a for a, b in zip(got[0], got[-1])]
     for d1, d2 in zip(out[1.0], out[2.0]):
         np.testing.assert_allclose(d2, 2 * d1, rtol=1e-4, atol=1e-6)
+
+
+def test_update_agreement_is_one_for_equal_updates_and_measures_drift():
+    from core.federated import track_updates, update_agreement
+
+    g = [np.zeros(3, np.float32), np.zeros(2, np.int64)]  # integer entries (counters) are ignored
+    same = [[np.array([1.0, 2.0, 0.0], np.float32), np.ones(2, np.int64)]] * 3
+    assert update_agreement(g, same) == 1.0
+    opposite = [[np.array([1.0, 0, 0], np.float32), g[1]], [np.array([-1.0, 0, 0], np.float32), g[1]]]
+    assert update_agreement(g, opposite) == 0.0
+    orth = [[np.eye(3, dtype=np.float32)[i], g[1]] for i in range(3)]
+    assert abs(update_agreement(g, orth) - 3 ** -0.5) < 1e-6
+    assert abs(update_agreement(g, opposite, [3.0, 1.0]) - 0.5) < 1e-6  # weighted by examples
+    init = fresh()
+    sink: list = []
+    cur = {"a": get_arrays(init)}
+    strategy = track_updates(make_strategy("fedavg", get_arrays(init), 2, evaluate_fn=lambda r, a, c: (cur.update(a=a), (0.0, {}))[1]),
+                             lambda: cur["a"], sink)
+    simulate(strategy, [client(fresh()) for _ in range(2)], rounds=2)
+    assert [s["round"] for s in sink] == [1, 2] and all(abs(s["update_agreement"] - 1.0) < 1e-5 for s in sink)  # identical sites

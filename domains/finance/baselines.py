@@ -30,9 +30,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
 from domains.finance.features import QUANTILES, realised
+from domains.finance.garch import fit_gjr, gjr_variance_path
 from domains.finance.model import quantile_rows
 
-__all__ = ["BASELINES", "EWMA_LAMBDA", "HAR_LAGS", "baseline_forecasts", "baseline_rows", "forecast_rows", "garch_params",
+__all__ = ["BASELINES", "EWMA_LAMBDA", "HAR_LAGS", "baseline_forecasts", "baseline_rows", "fold_gjr_params", "forecast_rows", "garch_params",
            "range_variance"]
 
 BASELINES = ("random_walk", "historical", "ewma", "garch", "gjr_t", "har")
@@ -101,16 +102,28 @@ def garch_params(train_ret: np.ndarray) -> tuple[float, float, float]:
     return float(p["omega"]) / _SCALE ** 2, float(p["alpha[1]"]), float(p["beta[1]"])
 
 
+def fold_gjr_params(ret: np.ndarray, train_end: int, fit_window: int | None = None, warm: dict | None = None):
+    """The ``gjr_t`` baseline's parameters for one fold and ticker: GJR-GARCH(1,1,1)-t fitted on the
+    last ``fit_window`` returns up to row ``train_end`` (all when None), warm-started from
+    ``warm["gjr_t"]`` (last fold's), which it updates. The GARCH-informed TFT reuses exactly this fit."""
+    warm = {} if warm is None else warm
+    ret = np.asarray(ret, dtype=float)
+    first = max(0, train_end + 1 - fit_window) if fit_window else 0
+    warm["gjr_t"] = fit_gjr(ret[first: train_end + 1], start=_values(warm.get("gjr_t")))
+    return warm["gjr_t"]
+
+
 def baseline_forecasts(ret: np.ndarray, rvol: np.ndarray, train_end: int, origins: np.ndarray, horizon: int, quantiles,
                        rvol_window: int = 5, hist_window: int = 250, models=BASELINES,
                        rv_proxy: np.ndarray | None = None, fit_window: int | None = None,
-                       warm: dict | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                       warm: dict | None = None, fitted: dict | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Forecasts of one ticker. ``ret``/``rvol``: its full daily series; ``train_end``: index of
     the fold's last training row; ``origins``: indices of forecast origins (information up to and
     including that row); ``rv_proxy``: the daily realised-variance proxy for ``har`` (default: the
     squared return); ``fit_window``: fit the parameters on the last that many training days only
     (default: all); ``warm``: a dict this function reads and updates with each model's fitted
-    parameters, used as starting values of the next fit (pass the same dict fold after fold).
+    parameters, used as starting values of the next fit (pass the same dict fold after fold);
+    ``fitted``: parameters already fitted for this fold (``{"gjr_t": fold_gjr_params(...)}``), not refitted.
     Returns ``{model: (ret_q (n,H,Q), rvol_q_at_H (n,Q))}``."""
     from arch.univariate import GARCH, HARX, EWMAVariance, Normal, StudentsT, ZeroMean
 
@@ -146,9 +159,10 @@ def baseline_forecasts(ret: np.ndarray, rvol: np.ndarray, train_end: int, origin
                                             distribution=Normal(), rescale=False)
         out["garch"] = variance_model(var)
     if "gjr_t" in models:
-        var, p = _arch_variance(ZeroMean, train, upto, origins, H, start=_values(warm.get("gjr_t")), volatility=GARCH(1, 1, 1),
-                                distribution=StudentsT(), rescale=False)
-        warm["gjr_t"] = p
+        p = (fitted or {}).get("gjr_t")
+        if p is None:
+            p = fold_gjr_params(ret, train_end, fit_window, warm)
+        var = gjr_variance_path(upto, p, H, start=int(origins.min()), fast=False)[origins - int(origins.min())]
         z = StudentsT().ppf(np.asarray(quantiles, float), np.array([float(p["nu"])]))
         out["gjr_t"] = (np.sqrt(var)[..., None] * z[None, None, :], _chi2_rvol_q(var, quantiles, rvol_window))
     if "har" in models:

@@ -36,8 +36,9 @@ import pandas as pd
 import torch
 
 from domains.finance.data import INDEX, PriceDataError
+from domains.finance.garch import fit_gjr, gjr_scales, gjr_variance_path
 
-__all__ = ["QUANTILES", "KNOWN_REALS", "OBSERVED_REALS", "OPTIONAL_REALS", "TARGETS", "DEFAULT_CALENDAR", "base_features", "extend_future",
+__all__ = ["QUANTILES", "KNOWN_REALS", "OBSERVED_REALS", "OPTIONAL_REALS", "GARCH_REALS", "TARGETS", "DEFAULT_CALENDAR", "base_features", "extend_future",
            "future_sessions", "observed_inputs", "series_by_ticker", "realised", "FoldScaler", "PanelTensors"]
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
@@ -46,6 +47,8 @@ OBSERVED_REALS = ["ret_z", "lrv_z", "absret_z", "mkt_ret_z", "vix_z", "wti_ret_z
 CORE_REALS = ["ret_z", "lrv_z", "absret_z", "mkt_ret_z"]  # every panel has these
 COVARIATE_REALS = ["vix_z", "wti_ret_z"]  # need the bundled covariates
 OPTIONAL_REALS = ["range_z", "volume_z"]  # need open/high/low, volume
+GARCH_REALS = ["gjr_z"]  # the GJR-GARCH-t one-step volatility forecast: computed by a FoldScaler with GJR parameters, not read from the data
+GJR_FIT_DAYS = 2520  # an unseen ticker's GJR parameters: fitted on its last this many days (as the backtest's baseline window)
 # unscaled column -> scaled input, standardised per ticker with fold-fitted (center, scale)
 _PER_TICKER = {"lrange": "range_z", "lvolu": "volume_z"}
 DEFAULT_CALENDAR = "XNYS"
@@ -220,6 +223,10 @@ class FoldScaler:
     lrv_scale: dict[str, float]
     cov_stats: dict[str, list[float]]
     ticker_stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # optional inputs: column -> ticker -> [center, scale]
+    # GARCH-informed model: ticker -> GJR-GARCH-t parameters (arch order, percent units) fitted on rows <= cutoff, and the horizon;
+    # when set, transform adds the input gjr_z and the per-origin target scales gjr_ret_h*, gjr_lrv_h* (see PanelTensors)
+    gjr: dict[str, list[float]] = field(default_factory=dict)
+    gjr_horizon: int = 0
 
     @classmethod
     def fit(cls, feat: pd.DataFrame, cutoff: pd.Timestamp | str | None = None) -> "FoldScaler":
@@ -258,6 +265,10 @@ class FoldScaler:
             d[k] = {**d[k], **{t: v for t, v in getattr(own, k).items() if t in tickers}}
         d["ticker_stats"] = {col: {**d["ticker_stats"].get(col, {}), **{t: v for t, v in own.ticker_stats.get(col, {}).items()}}
                              for col in set(d["ticker_stats"]) | set(own.ticker_stats)}
+        if self.gjr:  # a GARCH-informed model: the ticker's own GJR-GARCH-t, fitted on its own history
+            for t in tickers:
+                r = obs.loc[obs["ticker"] == t].sort_values("date")["log_ret"].to_numpy(dtype=float)
+                d["gjr"][t] = [float(x) for x in fit_gjr(r[-GJR_FIT_DAYS:])]
         return FoldScaler.from_dict(d)
 
     def transform(self, feat: pd.DataFrame) -> pd.DataFrame:
@@ -278,7 +289,36 @@ class FoldScaler:
                 z[out] = (z[col] - t.map({k: v[0] for k, v in st.items()})) / t.map({k: v[1] for k, v in st.items()})
             else:
                 z[out] = np.nan  # fed as 0 (the mean) by PanelTensors
+        if self.gjr:
+            z = self._add_gjr(z)
         return z
+
+    def _add_gjr(self, z: pd.DataFrame) -> pd.DataFrame:
+        """The GARCH-informed columns, per ticker, from its GJR-GARCH-t filtered with the fixed
+        parameters over its observed rows (row t reads returns <= t only): ``gjr_z`` (the log one-step
+        volatility forecast in ``lrv_z`` units, an input), ``gjr_ret_h{h}`` = log(σ_GJR(t, h) / ret_scale)
+        and ``gjr_lrv_h{h}`` = the GJR forecast of log rvol5 at t+h in ``lrv_z`` units (the origin's
+        target scales; NaN on future rows)."""
+        H = self.gjr_horizon
+        missing = sorted(set(z["ticker"]) - set(self.gjr))
+        if missing:
+            raise PriceDataError(f"ticker(s) {missing[:5]} have no GJR-GARCH parameters in this GARCH-informed model; forecast them with --zero-shot")
+        cols = {"gjr_z": np.full(len(z), np.nan), **{f"gjr_{k}_h{h}": np.full(len(z), np.nan) for k in ("ret", "lrv") for h in range(1, H + 1)}}
+        obs = ~z["is_future"].to_numpy(dtype=bool) if "is_future" in z else np.ones(len(z), bool)
+        obs &= np.isfinite(z["log_ret"].to_numpy(dtype=float))
+        for t, idx in z.groupby("ticker", sort=False).indices.items():
+            idx = idx[obs[idx]]
+            idx = idx[np.argsort(z["date"].to_numpy()[idx], kind="stable")]
+            if len(idx) == 0:
+                continue
+            r = z["log_ret"].to_numpy(dtype=float)[idx]
+            sigma1, ret_sd, rvol_sd = gjr_scales(r, gjr_variance_path(r, self.gjr[t], H))
+            c, s = self.lrv_center[t], self.lrv_scale[t]
+            cols["gjr_z"][idx] = (np.log(np.maximum(sigma1, LRV_FLOOR)) - c) / s
+            for h in range(1, H + 1):
+                cols[f"gjr_ret_h{h}"][idx] = np.log(np.maximum(ret_sd[:, h - 1], 1e-8) / self.ret_scale[t])
+                cols[f"gjr_lrv_h{h}"][idx] = (np.log(np.maximum(rvol_sd[:, h - 1], LRV_FLOOR)) - c) / s
+        return z.assign(**cols)
 
     def ret_to_raw(self, tickers: np.ndarray, z: np.ndarray) -> np.ndarray:
         s = np.array([self.ret_scale[t] for t in tickers])
@@ -320,7 +360,14 @@ class PanelTensors:
         first = zfeat.groupby("ticker", sort=False).cumcount().to_numpy()
         size = zfeat.groupby("ticker", sort=False)["ticker"].transform("size").to_numpy()
         self._pos, self._size = first, size
-        observed = set(OBSERVED_REALS + OPTIONAL_REALS)
+        # GARCH-informed targets: per origin o and horizon h, (log σ_GJR ratio of the return, GJR log-rvol forecast) in the
+        # normalised units of ret_z / lrv_z; the model is trained on ret_z·exp(-g0) and lrv_z - g1 (see batch / target_offsets)
+        gcols = [f"gjr_{k}_h{h}" for h in range(1, horizon + 1) for k in ("ret", "lrv")]
+        self.gscale = None
+        if all(c in zfeat.columns for c in gcols):
+            g = zfeat[gcols].to_numpy(dtype=np.float32, na_value=np.nan).reshape(len(zfeat), horizon, 2)
+            self.gscale = torch.from_numpy(np.nan_to_num(g, nan=0.0))
+        observed = set(OBSERVED_REALS + OPTIONAL_REALS + GARCH_REALS)
         self.decoder_mask = torch.tensor([0.0 if r in observed else 1.0 for r in self.reals])
         self._arange = torch.arange(self.L + self.H)
 
@@ -340,6 +387,17 @@ class PanelTensors:
             good = ~self.is_future[fut].any(axis=1)
             idx = idx[good]
         return idx
+
+    def from_model_units(self, origins, pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Quantiles in the units the model was trained on (``batch``'s targets) → ``ret_z``/``lrv_z`` units
+        (identity unless GARCH-informed: the TFT's quantiles are a correction of the GJR forecast)."""
+        if self.gscale is None:
+            return pred
+        g = self.gscale[torch.as_tensor(np.asarray(origins), dtype=torch.long)].numpy().astype(np.float64)
+        out = dict(pred)
+        out["ret_z"] = pred["ret_z"] * np.exp(g[..., 0])[..., None]
+        out["lrv_z"] = pred["lrv_z"] + g[..., 1][..., None]
+        return out
 
     def targets_by(self, origins: np.ndarray, cutoff) -> np.ndarray:
         """Mask of ``origins`` whose every target (days o+1..o+H) is dated on or before ``cutoff``:
@@ -363,6 +421,9 @@ class PanelTensors:
         cat = self.codes[rows].unsqueeze(-1)
         n = len(o)
         tgt = self.targets[rows[:, self.L:]]
+        if self.gscale is not None:  # GARCH-informed: targets relative to the origin's GJR forecast
+            g = self.gscale[o]
+            tgt = torch.stack([tgt[..., 0] * torch.exp(-g[..., 0]), tgt[..., 1] - g[..., 1]], dim=-1)
         x = {
             "encoder_cat": cat[:, : self.L], "decoder_cat": cat[:, self.L:],
             "encoder_cont": enc, "decoder_cont": dec,

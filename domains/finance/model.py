@@ -35,7 +35,7 @@ from core.logging import get_logger
 from core.progress import progress
 from core.registry import Registry
 from domains.finance.data import PriceDataError
-from domains.finance.features import KNOWN_REALS, OBSERVED_REALS, OPTIONAL_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors, observed_inputs
+from domains.finance.features import GARCH_REALS, KNOWN_REALS, OBSERVED_REALS, OPTIONAL_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors, observed_inputs
 
 __all__ = ["TFTSpec", "MODELS", "register_model", "create_model", "model_entry", "build_tft", "build_timeseries_dataset", "Forecaster",
            "fit", "predict_quantiles", "quantile_columns", "quantile_rows"]
@@ -303,7 +303,7 @@ def predict_quantiles(model, tensors: PanelTensors, origins: np.ndarray, batch_s
             pred = _forward_from_embeddings(model, enc[ix[:, :L]], dec[ix[:, L:]], stat[ix[:, L - 1]])
             for k, p in enumerate(pred):
                 outs[k].append(torch.sort(p, dim=-1).values.numpy())  # identity target normaliser: no rescaling needed
-        return {name: np.concatenate(o) for name, o in zip(TARGETS, outs)}
+        return tensors.from_model_units(origins, {name: np.concatenate(o) for name, o in zip(TARGETS, outs)})
     attn, enc_w, dec_w, stat_w = [], [], [], []
     for s in range(0, len(origins), batch_size):
         x, _ = tensors.batch(origins[s:s + batch_size])
@@ -314,7 +314,7 @@ def predict_quantiles(model, tensors: PanelTensors, origins: np.ndarray, batch_s
         enc_w.append(out["encoder_variables"].squeeze(-2).mean(dim=1).numpy())
         dec_w.append(out["decoder_variables"].squeeze(-2).mean(dim=1).numpy())
         stat_w.append(out["static_variables"].squeeze(-2).numpy() if out["static_variables"].ndim > 1 else out["static_variables"].numpy())
-    res = {name: np.concatenate(o) for name, o in zip(TARGETS, outs)}
+    res = tensors.from_model_units(origins, {name: np.concatenate(o) for name, o in zip(TARGETS, outs)})
     res.update(attention=np.concatenate(attn), encoder_variables=np.concatenate(enc_w),
                decoder_variables=np.concatenate(dec_w), static_variables=np.concatenate(stat_w))
     return res
@@ -339,7 +339,8 @@ class Forecaster:
         """Refuse, in one line, a panel that lacks inputs this model was trained with (e.g. a price
         file without the VIX/WTI covariates for a model trained on the bundled panel)."""
         have = set(observed_inputs(feat))
-        missing = [r for r in self.spec.observed_reals if r not in have and r not in OPTIONAL_REALS]  # optional inputs: fed as their mean
+        # optional inputs: fed as their mean; GARCH inputs: computed from the prices by the scaler
+        missing = [r for r in self.spec.observed_reals if r not in have and r not in OPTIONAL_REALS and r not in GARCH_REALS]
         if missing:
             where = f"the model in {model_run}" if model_run else "this model"
             raise PriceDataError(f"{where} was trained with input(s) {', '.join(missing)} that {source} does not provide "

@@ -13,6 +13,14 @@ consecutive test blocks. For fold k with cutoff c_k (the day before its block):
   test block;
 * baselines fit their parameters on rows <= c_k and filter forward with them fixed
   (:mod:`domains.finance.baselines`);
+* GARCH-informed TFT (``garch_informed``, the default): the ``gjr_t`` baseline's fit of fold k
+  (one GJR-GARCH(1,1,1)-t per ticker on rows <= c_k, :func:`baselines.fold_gjr_params`) is done
+  first and stored in the fold's ``FoldScaler``; filtered forward with fixed parameters (row t
+  reads returns <= t), it gives the TFT an input (``gjr_z``, the log one-step GJR volatility) and
+  the scale of its targets: return / σ_GJR(t, h) and log rvol5 − log of GJR's forecast of it, so
+  the network's quantiles are a multiplicative correction of GJR's forecast (mapped back by
+  ``PanelTensors.from_model_units``). At fold 0 the output biases start at the empirical
+  quantiles of those standardised training targets;
 * every model forecasts from each origin t in the block with information up to t only; the model
   called ``tft`` is the ensemble (quantiles averaged over members, Vincentisation), each member's
   own scores are kept to report mean ± sd over seeds;
@@ -35,7 +43,7 @@ import torch
 from core.logging import get_logger
 from core.progress import progress
 from domains.finance import regimes
-from domains.finance.baselines import BASELINES, baseline_forecasts, forecast_rows, range_variance
+from domains.finance.baselines import BASELINES, baseline_forecasts, fold_gjr_params, forecast_rows, range_variance
 from domains.finance.data import PriceDataError
 from domains.finance.config import spec_from_config
 from domains.finance.features import QUANTILES, TARGETS, FoldScaler, observed_inputs, series_by_ticker
@@ -132,6 +140,20 @@ def _val_pinball(model, T, origins: np.ndarray) -> float:
     return tot / len(TARGETS)
 
 
+def _init_output_bias(model, T, origins: np.ndarray, seed: int, n: int = 20_000) -> None:
+    """Start the quantile outputs at the empirical quantiles of the training targets (over all
+    horizons, in the model's units): for a GARCH-informed TFT, the distribution of returns and
+    realised volatility relative to GJR's forecast, so an untrained network already forecasts
+    "GJR with its empirical standardised quantiles" and training learns the correction."""
+    rng = np.random.default_rng(seed)
+    o = origins if len(origins) <= n else rng.choice(origins, n, replace=False)
+    _, y = T.batch(np.sort(o))
+    with torch.no_grad():
+        for layer, t in zip(model.output_layer, y):
+            v = t.reshape(-1).numpy()
+            layer.bias.copy_(torch.as_tensor(np.quantile(v[np.isfinite(v)], Q), dtype=layer.bias.dtype))
+
+
 def _train_member(m: _Member, T, train_o, val_o, epochs: int, cfg, fold: int, can_skip: bool) -> dict:
     """Train ``epochs`` epochs, keep the epoch with the best validation pinball (0 = no refit, when
     ``can_skip``). Returns the chosen epoch and its validation loss."""
@@ -212,7 +234,8 @@ def run_walkforward(panel: pd.DataFrame, feat: pd.DataFrame, cfg, data_name: str
     unknown = sorted(set(cfg.baselines) - set(BASELINES))
     if unknown:  # before any training, not after the first fold's
         raise PriceDataError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
-    spec = spec_from_config(cfg, observed_inputs(feat))
+    garch_informed = bool(getattr(cfg, "garch_informed", False))
+    spec = spec_from_config(cfg, observed_inputs(feat) + (["gjr_z"] if garch_informed else []))
     H = spec.horizon
     tickers = sorted(feat["ticker"].unique())
     all_dates = np.sort(feat.loc[~feat["is_future"], "date"].unique())
@@ -238,6 +261,14 @@ def run_walkforward(panel: pd.DataFrame, feat: pd.DataFrame, cfg, data_name: str
             raise PriceDataError(f"fold {k}: no ticker has {cfg.fold_min_history} days of history up to {cut:%Y-%m-%d}; lower --fold-min-history")
         fk = feat[feat["ticker"].isin(elig)]
         scaler = FoldScaler.fit(fk, cut)
+        fitted: dict[str, object] = {}  # per ticker: this fold's GJR-GARCH-t parameters (the gjr_t baseline's own fit, shared)
+        if garch_informed:
+            for t in elig:
+                g = series[t]
+                train_end = int(np.searchsorted(g["date"], np.datetime64(cut), side="right")) - 1
+                fitted[t] = fold_gjr_params(g["log_ret"], train_end, cfg.baseline_window or None, warm.setdefault(t, {}))
+            scaler.gjr = {t: [float(x) for x in p] for t, p in fitted.items()}
+            scaler.gjr_horizon = H
         z = scaler.transform(fk)
         forecaster = Forecaster(members[0].model, spec, scaler, tickers, {"fold": k, "cutoff": str(cut.date()), "data": data_name,
                                                                           "ensemble_member": 0, "ensemble_size": len(members), **used})
@@ -256,6 +287,9 @@ def run_walkforward(panel: pd.DataFrame, feat: pd.DataFrame, cfg, data_name: str
         fold_regime = str(regimes.label(tvol, [cut], thr)[0])
         epochs = cfg.epochs if k == 0 else cfg.refit_epochs
         chosen, member_q = [], []
+        if k == 0 and garch_informed:
+            for m in members:
+                _init_output_bias(m.model, T, train_o, m.seed)
         for m in members:
             chosen.append(_train_member(m, T, train_o, val_o, epochs, cfg, k, can_skip=k > 0))
             raw = forecaster.to_raw(tick, predict_quantiles(m.model, T, test_o))
@@ -272,7 +306,8 @@ def run_walkforward(panel: pd.DataFrame, feat: pd.DataFrame, cfg, data_name: str
             loc = np.searchsorted(g["date"], dates[sel])
             train_end = int(np.searchsorted(g["date"], np.datetime64(cut), side="right")) - 1
             fc = baseline_forecasts(g["log_ret"], g["rvol5"], train_end, loc, H, QUANTILES, models=tuple(cfg.baselines), rv_proxy=g.get("rv_proxy"),
-                                    fit_window=cfg.baseline_window or None, warm=warm.setdefault(t, {}))
+                                    fit_window=cfg.baseline_window or None, warm=warm.setdefault(t, {}),
+                                    fitted={"gjr_t": fitted[t]} if t in fitted else None)
             for name, (rq, vq) in fc.items():
                 models[name][0][sel], models[name][1][sel] = rq, vq
         real = _realised(series, tick, dates, H)

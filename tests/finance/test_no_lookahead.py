@@ -108,3 +108,37 @@ def test_baselines_ignore_the_future(worlds):
         rows = baseline_rows(series_by_ticker(f), CUT, o, T, list(BASELINES), 0, SPEC.horizon)
         outs.append(rows.drop(columns=["y"]).sort_values(["model", "ticker", "target", "horizon"]).reset_index(drop=True))
     pd.testing.assert_frame_equal(outs[0], outs[1])
+
+
+def test_garch_informed_inputs_and_target_scales_ignore_the_future(worlds):
+    """The GARCH-informed TFT's GJR-GARCH-t: parameters fitted on rows <= the cutoff (the gjr_t
+    baseline's fit), then filtered forward with them fixed — its input gjr_z and the per-origin target
+    scales of every origin up to the cutoff, and the batches/forecasts issued there, are identical
+    whatever happens after the cutoff."""
+    from domains.finance.baselines import fold_gjr_params
+
+    a, b = worlds
+    spec = TFTSpec(**{**SPEC.__dict__, "observed_reals": tuple(SPEC.observed_reals) + ("gjr_z",)})
+    torch.manual_seed(0)
+    model = build_tft(spec, TICKERS)
+    zs, Ts, origin_rows = [], [], []
+    for f in (a, b):
+        sc = FoldScaler.fit(f, CUT)
+        for t, g in series_by_ticker(f).items():
+            end = int(np.searchsorted(g["date"], np.datetime64(CUT), side="right")) - 1
+            sc.gjr[t] = [float(x) for x in fold_gjr_params(g["log_ret"], end, 2520)]
+        sc.gjr_horizon = spec.horizon
+        z = sc.transform(f)
+        zs.append(z[z["date"] <= CUT].reset_index(drop=True))
+        T = Forecaster(model, spec, sc, TICKERS).tensors(z)
+        Ts.append(T)
+        origin_rows.append(np.array([i for i in range(len(T.dates)) if T.dates[i] == np.datetime64(CUT)]))
+    cols = ["gjr_z"] + [c for c in zs[0].columns if c.startswith(("gjr_ret_h", "gjr_lrv_h"))]
+    assert len(cols) == 1 + 2 * spec.horizon
+    pd.testing.assert_frame_equal(zs[0][cols], zs[1][cols])
+    assert zs[0][cols].notna().all().all()
+    assert Ts[0].gscale is not None and Ts[1].gscale is not None
+    model.eval()
+    pa, pb = (predict_quantiles(model, T, o) for T, o in zip(Ts, origin_rows))
+    np.testing.assert_array_equal(pa["ret_z"], pb["ret_z"])
+    np.testing.assert_array_equal(pa["lrv_z"], pb["lrv_z"])

@@ -154,9 +154,11 @@ def full_size_ct(tmp: Path) -> Path:
     import nibabel as nib
     from scipy import ndimage
 
+    from core.data import debian_package_files
     from domains.medical.data import INVESALIUS, read_invesalius_ct
 
-    hu, _, aff = read_invesalius_ct(INVESALIUS)
+    # the system install or the no-root cache `python -m core.data prepare` fetched it into
+    hu, _, aff = read_invesalius_ct(debian_package_files("invesalius-examples", [str(INVESALIUS)])[INVESALIUS.name])
     zoom = (512 / hu.shape[0], 512 / hu.shape[1], 300 / hu.shape[2])
     big = ndimage.zoom(hu.astype(np.float32), zoom, order=1).astype(np.int16)
     aff2 = aff.copy()

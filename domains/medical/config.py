@@ -96,11 +96,13 @@ class TrainConfig(ModelFields, DataFields, OptimFields, WindowFields, ComputeFie
 
     evaluate_test: bool = field(default=True, metadata={"help": "evaluate the best model on the held-out test volume(s) at the end"})
     augment: str = field(default="standard", metadata={
-        "help": "standard: the real image with a mild affine and intensity augmentation; synth: domain randomisation from the task's "
+        "help": "robust: the real image with rotations up to 20 degrees about every axis, a random T2-type contrast inversion, random "
+                "intensity curves, gamma, bias field and noise (transforms.train_augment; README, 'Robustness'); "
+                "standard: the real image with a mild affine and intensity augmentation; synth: domain randomisation from the task's "
                 "whole-head label map (domains.medical.synth; tasks without one use standard) — from scratch it needs more steps than "
                 "the default budget, so fine-tune a standard run with it: --augment synth --init-from <run> --lr 1e-3 --max-epochs 8 "
                 "(README, 'Robustness')",
-        "choices": ["synth", "standard"]})
+        "choices": ["robust", "synth", "standard"]})
     init_from: str | None = field(default=None, metadata={
         "help": "a trained medical model run (folder or name) whose best weights initialise the network — fine-tuning, e.g. a "
                 "--augment standard run trained further with --augment synth"})

@@ -39,11 +39,11 @@ from domains.medical.metrics import dice_per_class, evaluate_heldout, hd95_per_c
 from domains.medical.model import create_model, model_spec
 from domains.medical.predict import Segmenter, sliding_window_logits
 from domains.medical.synth import SynthSampler, load_head
-from domains.medical.transforms import cached_patch_dataset, intensity_transform, preprocess
+from domains.medical.transforms import AUGMENT_RECIPES, cached_patch_dataset, intensity_transform, invert_inside_head, preprocess
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["fit", "fit_slices", "train_step", "train_memory_format", "validation_volume", "pipeline_config", "write_task_meta",
-           "slice_batches", "load_training_task", "validation_case", "transform_rng_state", "set_transform_rng_state", "validate_all", "synth_sampler"]
+           "slice_batches", "load_training_task", "validation_case", "contrast_pose_copies", "transform_rng_state", "set_transform_rng_state", "validate_all", "synth_sampler"]
 
 log = get_logger("medical.training")
 
@@ -73,6 +73,17 @@ def validation_volume(d: dict, deform: bool) -> dict:
     return d
 
 
+def contrast_pose_copies(val: dict) -> list[dict]:
+    """Two more validation copies for the ``robust`` recipe (still Colin27, never MNI152): the
+    validation volume with a T2-type inversion inside the head (the contrast the ``robust`` recipe
+    randomises) and the validation volume tilted a further ~10° about the left–right axis and ~6°
+    about the vertical one (an oblique acquisition)."""
+    inverted = dict(val)
+    inverted["image"] = invert_inside_head(val["image"], background=float(val["image"].min()))  # its gamma moved the background off 0
+    tilted = mt.Affined(keys=["image", "label"], rotate_params=(0.17, 0.0, -0.1), mode=("bilinear", "nearest"), padding_mode="zeros")(dict(val))
+    return [inverted, tilted]
+
+
 def validation_case(task: MsdTask, spacing: float = 1.0) -> tuple[str, Volume, np.ndarray]:
     """The case :func:`fit` selects on — the fixed deformed copy of the single training volume (or the
     last training case of a task with several) — on a ``spacing`` mm grid, as (id, volume, label), for
@@ -99,7 +110,8 @@ def validate(model, val: dict, pipe: PipelineConfig, cfg: TrainConfig, class_nam
 
 def validate_all(model, vals: list[dict], pipe: PipelineConfig, cfg: TrainConfig, class_names: list[str], device) -> dict:
     """:func:`validate` on each validation volume; with several, ``val_mean_dice`` is their mean and
-    each volume's own mean is logged as ``val_mean_dice/<i>`` (0: the skull-stripped copy, 1: with skull)."""
+    each volume's own mean is logged as ``val_mean_dice/<i>`` (synth: 0 the skull-stripped copy, 1 with skull; robust: 0 the
+    deformed copy, 1 its T2-type inversion, 2 tilted — :func:`contrast_pose_copies`)."""
     ms = [validate(model, v, pipe, cfg, class_names, device) for v in vals]
     if len(ms) == 1:
         return ms[0]
@@ -222,7 +234,7 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
     train_pre = [pre(dict(c)) for c in train_cases]  # each volume read and resampled once
     val = validation_volume(train_pre[0] if deform else pre(dict(val_case)), deform)
     synthesis = read_synthesis(task.root) if cfg.augment == "synth" else None
-    vals = [val]
+    vals = [val, *contrast_pose_copies(val)] if cfg.augment == "robust" else [val]
     if synthesis is not None:  # domain randomisation from the whole-head label map; batches made in-process
         sampler = synth_sampler(synthesis, pipe, seed=int(np.random.randint(2**31)))
         ds = None
@@ -230,7 +242,8 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
         vals.append(validation_volume(head_case, deform=True))  # also select on the deformed head with its skull
     else:
         sampler = None
-        ds = cached_patch_dataset(train_pre, pipe, draws_per_epoch=cfg.iters_per_epoch, preprocessed=True)
+        ds = cached_patch_dataset(train_pre, pipe, draws_per_epoch=cfg.iters_per_epoch, preprocessed=True,
+                                  recipe=cfg.augment if cfg.augment in AUGMENT_RECIPES else "standard")
         loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=0, collate_fn=list_data_collate)
     log.info(f"cached {len(train_cases)} training volume(s) + validation in {time.perf_counter() - t0:.1f}s")
 

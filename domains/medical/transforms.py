@@ -28,7 +28,7 @@ from domains.medical.config import PipelineConfig
 from domains.medical.io import load_volume
 from domains.medical.validation import MedicalInputError, check_geometry_match, check_label_array
 
-__all__ = ["LoadVolumed", "preprocess", "train_augment", "cached_patch_dataset", "Repeat", "intensity_transform",
+__all__ = ["LoadVolumed", "preprocess", "train_augment", "AUGMENT_RECIPES", "invert_inside_head", "cached_patch_dataset", "Repeat", "intensity_transform",
            "intensity_step", "image_steps", "compose"]
 
 
@@ -113,7 +113,29 @@ def preprocess(cfg: PipelineConfig, with_label: bool = True, crop: bool = True) 
     return mt.Compose(steps)
 
 
-def train_augment(cfg: PipelineConfig, cached_indices: bool = False) -> mt.Compose:
+AUGMENT_RECIPES = ("robust", "standard")  # the real-image recipes of :func:`train_augment` (``synth`` lives in synth.py)
+
+
+def invert_inside_head(img: torch.Tensor, background: float = 0.0) -> torch.Tensor:
+    """T1 → T2-type contrast on a 0..1 image: every voxel inside the head (above ``background`` +
+    0.001) becomes ``1.02 − value`` (clipped to 0..1), so CSF turns bright and white matter dark;
+    the background becomes 0. Used by :func:`train_augment`'s ``robust`` recipe through MONAI
+    ``RandLambdad`` (cached patches have a background of exactly 0)."""
+    inside = img > background + 1e-3
+    return torch.where(inside, (1.02 - img).clamp(0.0, 1.0), torch.zeros_like(img))
+
+
+def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str = "standard") -> mt.Compose:
+    """Patch sampling + augmentation of the real image.
+
+    ``standard``: rotation ±8.6° (p 0.5), scale ±10 %, intensity scale/shift, gamma 0.8–1.25.
+    ``robust`` (issue 14): rotation ±20° about every axis (p 0.7: oblique and tilted acquisitions),
+    scale ±12 %; a T2-type inversion of the contrast inside the head (p 0.3, :func:`invert_inside_head`);
+    a random monotone intensity curve (MONAI ``RandHistogramShiftd``, p 0.4); gamma 0.6–1.6 (p 0.5);
+    a smooth multiplicative bias field (``RandBiasFieldd``, p 0.3); Gaussian noise (p 0.15); the
+    standard scale/shift."""
+    if recipe not in AUGMENT_RECIPES:
+        raise ValueError(f"unknown augmentation recipe {recipe!r}; expected one of {AUGMENT_RECIPES}")
     keys = ["image", "label"]
     p = (cfg.patch,) * 3
     ratios = [0.5] + [1.0] * (cfg.num_classes - 1)
@@ -121,12 +143,28 @@ def train_augment(cfg: PipelineConfig, cached_indices: bool = False) -> mt.Compo
         mt.SpatialPadd(keys=keys, spatial_size=p),
         mt.RandCropByLabelClassesd(keys=keys, label_key="label", spatial_size=p, num_classes=cfg.num_classes, ratios=ratios,
                                    num_samples=cfg.num_samples, allow_smaller=False, indices_key=INDICES_KEY if cached_indices else None),
-        mt.RandAffined(keys=keys, prob=0.5, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.1, 0.1, 0.1), mode=("bilinear", "nearest"),
-                       padding_mode="zeros"),
-        mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
-        mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
-        mt.RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.3),
     ]
+    if recipe == "standard":
+        steps += [
+            mt.RandAffined(keys=keys, prob=0.5, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.1, 0.1, 0.1), mode=("bilinear", "nearest"),
+                           padding_mode="zeros"),
+            mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+            mt.RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.3),
+        ]
+    else:
+        steps += [
+            # before the affine: its zero padding and the skull-stripped background stay background
+            mt.RandLambdad(keys="image", func=invert_inside_head, prob=0.3, track_meta=False),
+            mt.RandAffined(keys=keys, prob=0.7, rotate_range=(0.35, 0.35, 0.35), scale_range=(0.12, 0.12, 0.12), mode=("bilinear", "nearest"),
+                           padding_mode="zeros"),
+            mt.RandHistogramShiftd(keys="image", num_control_points=(4, 10), prob=0.4),
+            mt.RandAdjustContrastd(keys="image", gamma=(0.6, 1.6), prob=0.5),
+            mt.RandBiasFieldd(keys="image", degree=3, coeff_range=(0.0, 0.3), prob=0.3),
+            mt.RandGaussianNoised(keys="image", std=0.02, prob=0.15),
+            mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+        ]
     if cfg.allow_flip:
         steps.insert(2, mt.RandFlipd(keys=keys, prob=0.5, spatial_axis=0))
     steps.append(mt.DeleteItemsd(keys=INDICES_KEY))
@@ -147,14 +185,16 @@ class Repeat(torch.utils.data.Dataset):
         return self.base[i % len(self.base)]
 
 
-def cached_patch_dataset(cases: Sequence[dict], cfg: PipelineConfig, draws_per_epoch: int, preprocessed: bool = False) -> torch.utils.data.Dataset:
-    """Deterministic preprocessing cached once (``CacheDataset``); random patches drawn per item.
-    ``preprocessed``: the cases are already outputs of :func:`preprocess` (not file paths)."""
+def cached_patch_dataset(cases: Sequence[dict], cfg: PipelineConfig, draws_per_epoch: int, preprocessed: bool = False,
+                         recipe: str = "standard") -> torch.utils.data.Dataset:
+    """Deterministic preprocessing cached once (``CacheDataset``); random patches drawn per item
+    with :func:`train_augment`'s ``recipe``. ``preprocessed``: the cases are already outputs of
+    :func:`preprocess` (not file paths)."""
     from monai.data import CacheDataset
 
     # the per-class voxel indices are computed once and cached too, so each patch draw is O(1)
     index = mt.ClassesToIndicesd(keys="label", num_classes=cfg.num_classes, indices_postfix="_cls_indices")
     pre = [] if preprocessed else list(preprocess(cfg).transforms)
-    full = mt.Compose([*pre, index, *train_augment(cfg, cached_indices=True).transforms])
+    full = mt.Compose([*pre, index, *train_augment(cfg, cached_indices=True, recipe=recipe).transforms])
     cache = CacheDataset(list(cases), transform=full, cache_rate=1.0, num_workers=0, progress=False)
     return Repeat(cache, max(draws_per_epoch, len(cases)))

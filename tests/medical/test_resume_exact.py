@@ -31,7 +31,7 @@ def _rows(run: Path) -> dict[tuple[int, str], float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("augment", ["synth", "standard"])
+@pytest.mark.parametrize("augment", ["synth", "standard", "robust"])
 def test_resume_after_sigkill_is_bit_exact(brain_task, tmp_path, tiny_args, augment):
     from safetensors.torch import load_file
 

@@ -20,11 +20,12 @@ from core.scoring import ScoringConfig
 from domains.recommendation.data import LEAVE_LAST_OUT, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES
 
 __all__ = ["ModelConfig", "DataConfig", "TrainingConfig", "TrainConfig", "EvaluateConfig", "ScoreConfig", "RecommendConfig",
-           "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SPLIT_CHOICES"]
+           "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SOFTMAX_MODES", "SPLIT_CHOICES"]
 
 CPU_SHARDING = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
 INDEX_TYPES = ("hnsw", "ivf", "flat", "none")
 TEXT_MODES = ("precomputed", "lora", "none")
+SOFTMAX_MODES = ("sampled", "full")
 SPLIT_CHOICES = [MSR_STRATIFIED, LEGACY_STRATIFIED, LEAVE_LAST_OUT, *SPLIT_ALIASES]
 
 
@@ -60,6 +61,9 @@ class TrainingConfig:
     epochs: int = field(default=20, metadata={"help": "most passes over the training interactions; early stopping on validation NDCG@k picks the epoch"})
     patience: int = field(default=3, metadata={"help": "stop after this many epochs without a better validation NDCG@k (0 = train all --epochs)"})
     refit: bool = field(default=True, metadata={"help": "after choosing the epoch on validation, retrain on the whole training part for that many epochs (else keep the model fitted without the validation rows)"})
+    softmax: str = field(default="sampled", metadata={"help": "sampled: in-batch softmax with log-Q correction (the other positives of the batch are the negatives); "
+                                                                "full: softmax over the whole catalogue (every item through the item tower at every step; small catalogues)",
+                                                        "choices": list(SOFTMAX_MODES)})
     batch_size: int = field(default=1024, metadata={"help": "interactions per batch (= in-batch negatives + 1)"})
     lr: float = field(default=0.005, metadata={"help": "Adam learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})

@@ -38,7 +38,7 @@ from domains.recommendation.config import TrainConfig
 from domains.recommendation.data import group_by_user, load_dataset, split_interactions, split_name, validation_split
 from domains.recommendation.evaluation import evaluate_scores, model_scores
 from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, create_model, item_text_embeddings,
-                                          item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
+                                          full_softmax_loss, item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
 
 __all__ = ["DOMAIN", "Prepared", "prepare_inputs", "two_tower_kwargs", "build_model", "LoraText", "train_epochs", "fit_two_tower",
            "train", "finish_run", "TrainingError", "Phase"]
@@ -197,6 +197,8 @@ def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np
     steps_per_epoch = max(1, n // cfg.batch_size)  # drop the ragged last batch: equal steps on every rank (DMP)
     bar = progress(total=(epochs - start_epoch) * steps_per_epoch, desc=desc + (f" rank{rank}" if rank else ""), unit="step") if rank == 0 else None
     phase_steps = 0
+    full = getattr(cfg, "softmax", "sampled") == "full"
+    all_items = torch.arange(prep.space.n_items)
     model.train()
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
@@ -205,10 +207,16 @@ def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np
             b = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             u, i = u_all[b], i_all[b]
             ukjt = prep.batcher.user_kjt(u, cfg.id_dropout, g, exclude_items=i, history_dropout=cfg.history_dropout)
-            ikjt = prep.batcher.item_kjt(i, cfg.id_dropout, g)
-            text = lora_text(i) if lora_text is not None else prep.batcher.item_text(i)
-            uv, iv = model(ukjt, ikjt, text)
-            loss = sampled_softmax_loss(uv, iv, i, log_q[i], cfg.temperature, cfg.logq_weight)
+            if full:  # every item through the item tower; the softmax runs over the catalogue
+                ikjt = prep.batcher.item_kjt(all_items, cfg.id_dropout, g)
+                text = lora_text(all_items) if lora_text is not None else prep.batcher.item_text(all_items)
+                uv, v_all = model(ukjt, ikjt, text)
+                loss = full_softmax_loss(uv, v_all, i, cfg.temperature)
+            else:
+                ikjt = prep.batcher.item_kjt(i, cfg.id_dropout, g)
+                text = lora_text(i) if lora_text is not None else prep.batcher.item_text(i)
+                uv, iv = model(ukjt, ikjt, text)
+                loss = sampled_softmax_loss(uv, iv, i, log_q[i], cfg.temperature, cfg.logq_weight)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -1,0 +1,61 @@
+"""DP-SGD of the 3D UNet (domains.medical.private): exact per-patch gradients through Opacus's hooks,
+ε from the accountant within the target, ε = ∞ is the same code without noise, BatchNorm refused."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from domains.medical.model import build_model
+from domains.medical.private import PatchSet, PrivateConfig, dp_model, train_private_model
+
+
+def _tiny():
+    torch.manual_seed(0)
+    model = build_model("unet", 3, channels=(4, 8))
+    g = torch.Generator().manual_seed(1)
+    data = PatchSet(torch.randn(8, 1, 8, 8, 8, generator=g), torch.randint(0, 3, (8, 1, 8, 8, 8), generator=g))
+    return model, data
+
+
+def _loss():
+    from monai.losses import DiceCELoss
+
+    return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+
+
+@pytest.mark.slow  # minutes under load on the shared 2 cores (Opacus's functorch fallback for the transposed convs)
+def test_per_patch_gradients_equal_one_backward_per_patch():
+    model, data = _tiny()
+    plain = copy.deepcopy(model)  # the reference runs without Opacus's hooks
+    gsm = dp_model(model)
+    _loss()(gsm(data.images[:4]), data.labels[:4]).backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    for i in (0, 3):
+        ref = torch.autograd.grad(_loss()(plain(data.images[i:i + 1]), data.labels[i:i + 1]), [p for p in plain.parameters() if p.requires_grad])
+        for p, r in zip(params, ref):
+            torch.testing.assert_close(p.grad_sample[i], r, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_private_run_spends_at_most_the_target_and_inf_is_the_same_code_without_noise():
+    model, data = _tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = PrivateConfig(steps=3, batch_size=4, patches=len(data), epsilon=8.0, delta=1e-3, track=False)
+    trained, m = train_private_model(cfg, data, model)
+    assert m["noise_multiplier"] > 0 and 7.5 <= m["epsilon"] <= 8.0 + 1e-6
+    assert m["sample_rate"] == pytest.approx(0.5) and m["clipped_fraction"] <= 1.0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the initial model is left alone
+    assert any(not torch.equal(before[k], v) for k, v in trained.state_dict().items())
+    assert not any(hasattr(p, "grad_sample") and p.grad_sample is not None for p in model.parameters())
+    _, inf = train_private_model(PrivateConfig(steps=2, batch_size=4, epsilon=math.inf, track=False), data, model)
+    assert inf["noise_multiplier"] == 0 and math.isinf(inf["epsilon"]) and inf["clipped_fraction"] == 0
+
+
+def test_batchnorm_is_refused():
+    with pytest.raises(ValueError, match="not DP-compatible"):
+        dp_model(nn.Sequential(nn.Conv3d(1, 2, 3), nn.BatchNorm3d(2)))

@@ -16,6 +16,10 @@ with ≥ 4× fewer parameters. Time/epoch and latency are ratios to the full-FT 
 
     python -m bench.finetune            # full (≈ 7 min on 2 cores: the two tasks run in parallel processes)
     python -m bench.finetune --quick    # smoke run, seconds-to-a-minute; does not touch BENCHMARKS.md unless --write
+    python -m bench.finetune --select A # the validation search behind the task-A student (B: behind the task-B LoRA);
+                                        # the training data split into fit / validation, the test split never loaded
+
+The student (:data:`STUDENT_A`) and the LoRA setting (:data:`LORA_B`) are the ones ``--select`` ranked first.
 """
 
 from __future__ import annotations
@@ -65,9 +69,10 @@ class Budget:
     latency_repeats: int = 5
     compile_int8: bool = True
     onnx: bool = True
+    seeds: tuple = (0, 1, 2)  # seeds of the rows with a target (student A, LoRA B); other rows use seed 0
 
 
-QUICK = Budget(n_train=64, n_test=64, img_epochs=1, text_epochs=1, student_epochs=1, latency_repeats=1, compile_int8=False, onnx=False)
+QUICK = Budget(n_train=64, n_test=64, img_epochs=1, text_epochs=1, student_epochs=1, latency_repeats=1, compile_int8=False, onnx=False, seeds=(0,))
 
 
 def log(msg: str) -> None:
@@ -99,16 +104,20 @@ def lobe_of(name: str) -> int | None:
 def lobe_patches(n_train: int, n_test: int, size: int = 64, seed: int = 0):
     import nibabel as nib
 
-    for p in (COLIN, AAL, AAL_NAMES):
-        if not p.is_file():
-            raise SystemExit(f"missing {p}: install the Debian package mricron-data (see DATA.md)")
-    img = np.asarray(nib.load(str(COLIN)).dataobj, dtype=np.float32)
-    aal = np.asarray(nib.load(str(AAL)).dataobj).astype(np.int64)
+    from core.data import debian_package_files  # the system install, else the no-root cache of `core.data prepare`
+
+    try:
+        files = debian_package_files("mricron-data", [str(COLIN), str(AAL), str(AAL_NAMES)])
+    except Exception as e:  # noqa: BLE001 - one line, not a traceback
+        raise SystemExit(f"missing Colin27/AAL: {e} (see DATA.md)") from e
+    colin, aal_path, aal_names = files[COLIN.name], files[AAL.name], files[AAL_NAMES.name]
+    img = np.asarray(nib.load(str(colin)).dataobj, dtype=np.float32)
+    aal = np.asarray(nib.load(str(aal_path)).dataobj).astype(np.int64)
     lo, hi = np.percentile(img[img > 0], [0.5, 99.5])
     img = np.clip((img - lo) / (hi - lo), 0, 1) * 2 - 1  # [-1, 1]: the weights' mean/std of 0.5
     lut = np.full(aal.max() + 1, -1)
     side = np.zeros(aal.max() + 1, dtype="<U1")
-    for line in AAL_NAMES.read_text().splitlines():
+    for line in aal_names.read_text().splitlines():
         if len(line.split()) < 2:
             continue
         idx, name = line.split()[:2]
@@ -304,21 +313,126 @@ def task_lobes(b: Budget, tmp: Path) -> list[Row]:
 
     rows += int8_rows("A lobes", full, (x_lat,), (xte,), yte, balanced_accuracy, m_full, lat_full, [(xtr[i : i + 32],) for i in range(0, min(256, len(xtr) - 31), 32)], b, tmp)
 
-    # distilled student: MobileNetV3-Small-0.5, random init, taught by the ImageNet-init full-FT teacher
-    torch.manual_seed(0)
-    student = create_backbone("mobilenetv3_small_050", pretrained=False, num_classes=C, in_chans=1)
-    with torch.no_grad():
-        t_logits = predict(full, (xtr,), batch=64)
-    kd = DistillationLoss(temperature=4.0, alpha=0.7)
-    opt = torch.optim.AdamW(student.parameters(), lr=3e-3, weight_decay=1e-4)
-    ep_s = train_epochs(student, opt, (xtr,), ytr, kd, b.student_epochs, bs, teacher_logits=t_logits)
+    # distilled student: the first 5 stages of the fine-tuned teacher (EfficientNet-Lite0, 4.8x fewer parameters) with a new
+    # head, distilled from the teacher's logits (settings chosen on validation patches: --select A)
+    cfg = STUDENT_A
+    student, ep_s = train_lobes_student(cfg, full, xtr, ytr, C, b.student_epochs, seed=0)
     m_s = balanced_accuracy(predict(student, (xte,)), yte)
     rep_s = trainable_parameter_report(student)
-    rows.append(Row("A lobes", "distilled student (MobileNetV3-S-0.5)", rep_s["trainable"], rep_s["total"], ep_s, m_s,
+    seeds = [m_s]
+    for seed in b.seeds[1:]:  # the target row over more seeds (student init and batch order; the teacher is fixed)
+        seeds.append(balanced_accuracy(predict(train_lobes_student(cfg, full, xtr, ytr, C, b.student_epochs, seed=seed)[0], (xte,)), yte))
+    rows.append(Row("A lobes", f"distilled student ({cfg.label})", rep_s["trainable"], rep_s["total"], ep_s, m_s,
                     model_size_bytes(student), latency(student, (x_lat,), b.latency_repeats),
-                    note=f"{rep_full['total'] / rep_s['total']:.1f}× fewer params; {b.student_epochs} epochs", extra={"teacher": m_full}))
+                    note=f"{rep_full['total'] / rep_s['total']:.1f}× fewer params; {b.student_epochs} epochs; T={cfg.temperature:g}, α={cfg.alpha:g}"
+                         + (f"; {cfg.copies}× shifted patches" if cfg.copies > 1 else ""),
+                    extra={"teacher": m_full, "seeds": seeds}))
     log(f"  student: bal.acc {m_s:.3f} vs teacher {m_full:.3f}")
     return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# task A student (shared by the benchmark and the validation search, ``--select A``)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudentA:
+    init: str = "imagenet"  # "imagenet": first `stages` stages of ImageNet EfficientNet-Lite0; "teacher": of the fine-tuned teacher; "random": MobileNetV3-S-0.5
+    stages: int = 5
+    temperature: float = 4.0
+    alpha: float = 0.7
+    lr: float = 3e-3
+    copies: int = 1  # transfer set: the training patches plus copies-1 randomly shifted copies, with the teacher's logits on each
+    shift: int = 6  # max shift in pixels of the copies
+
+    @property
+    def label(self) -> str:
+        if self.init == "random":
+            return "MobileNetV3-S-0.5, random init"
+        return f"EfficientNet-Lite0 stages 1-{self.stages}, {'ImageNet' if self.init == 'imagenet' else 'teacher'} init"
+
+
+STUDENT_A = StudentA(init="teacher")  # chosen on validation patches: python -m bench.finetune --select A
+
+
+def shifted_copies(x: torch.Tensor, copies: int, shift: int, seed: int = 0) -> torch.Tensor:
+    """``x`` followed by ``copies - 1`` copies shifted by up to ``shift`` pixels (background fill -1)."""
+    if copies <= 1:
+        return x
+    g = torch.Generator().manual_seed(seed)
+    n, _, h, w = x.shape
+    pad = torch.nn.functional.pad(x, (shift, shift, shift, shift), value=-1.0)
+    out = [x]
+    for _ in range(copies - 1):
+        dy, dx = torch.randint(0, 2 * shift + 1, (2, n), generator=g)
+        out.append(torch.stack([pad[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)]))
+    return torch.cat(out)
+
+
+def make_student_a(cfg: StudentA, teacher: nn.Module, num_classes: int, seed: int = 0) -> nn.Module:
+    from core.distill import TruncatedStudent
+
+    torch.manual_seed(seed)
+    if cfg.init == "random":
+        return create_backbone("mobilenetv3_small_050", pretrained=False, num_classes=num_classes, in_chans=1)
+    src = teacher if cfg.init == "teacher" else create_backbone("tf_efficientnet_lite0", pretrained=True, num_classes=num_classes, in_chans=1)
+    return TruncatedStudent(src, cfg.stages, num_classes, drop_rate=0.2)
+
+
+def train_lobes_student(cfg: StudentA, teacher: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, num_classes: int, epochs: int,
+                        seed: int = 0) -> tuple[nn.Module, float]:
+    """Distil ``teacher`` into a fresh student on the transfer set built from ``xtr``; returns (student, CPU s/epoch)."""
+    xs = shifted_copies(xtr, cfg.copies, cfg.shift, seed=seed)
+    ys = ytr.repeat(cfg.copies)
+    teacher.eval()
+    with torch.no_grad():
+        t_logits = predict(teacher, (xs,), batch=64)
+    student = make_student_a(cfg, teacher, num_classes, seed)
+    kd = DistillationLoss(temperature=cfg.temperature, alpha=cfg.alpha)
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    ep = train_epochs(student, opt, (xs,), ys, kd, epochs, 64, seed=seed, teacher_logits=t_logits)
+    return student, ep
+
+
+# ------------------------------------------------------------------------------------------------
+# validation search (``--select A`` / ``--select B``): settings are chosen here, never on the test split
+# ------------------------------------------------------------------------------------------------
+
+
+def select_lobes(b: Budget, grid: list[tuple[StudentA, int]], seeds: list[int], val_fraction: float = 0.25) -> list[dict]:
+    """Split the task-A training patches (left hemisphere) into fit / validation, fine-tune the teacher on
+    fit exactly as the benchmark does, then distil each (student config, epochs) of ``grid`` on fit and
+    score it on validation. Test patches are not loaded into any model."""
+    data = lobe_patches(b.n_train, b.n_test)
+    x, y = data["train"]
+    n_val = int(len(y) * val_fraction)
+    xf, yf, xv, yv = x[n_val:], y[n_val:], x[:n_val], y[:n_val]
+    C = len(LOBES)
+    out = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        teacher = create_backbone("tf_efficientnet_lite0", pretrained=True, num_classes=C, in_chans=1, drop_rate=0.2)
+        opt = torch.optim.AdamW(teacher.parameters(), lr=1e-3, weight_decay=1e-4)
+        train_epochs(teacher, opt, (xf,), yf, nn.CrossEntropyLoss(), b.img_epochs, 64, seed=seed)
+        m_t = balanced_accuracy(predict(teacher, (xv,)), yv)
+        log(f"select A seed {seed}: teacher val bal.acc {m_t:.3f}")
+        for cfg, epochs in grid:
+            t0 = time.perf_counter()
+            student, _ = train_lobes_student(cfg, teacher, xf, yf, C, epochs, seed=seed)
+            m = balanced_accuracy(predict(student, (xv,)), yv)
+            n = sum(p.numel() for p in student.parameters())
+            out.append({"seed": seed, "config": cfg, "epochs": epochs, "val": m, "teacher_val": m_t, "params": n})
+            log(f"  {cfg} epochs={epochs}: val {m:.3f} ({100 * m / m_t:.1f}% of teacher), {n:,} params, {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+SELECT_A_GRID = [  # T=4, α=0.7 (the previous session's) throughout: one CPU under load allowed no wider search
+    (StudentA(init="random"), 8),  # the previous session's student
+    (StudentA(init="imagenet"), 8),
+    (StudentA(init="imagenet"), 4),
+    (StudentA(init="teacher"), 8),
+]
 
 
 def int8_rows(task, model, lat_inputs, eval_inputs, y, metric_fn, m_ref, lat_ref, calib, b: Budget, tmp: Path) -> list[Row]:
@@ -376,6 +490,41 @@ class BagOfTokensStudent(nn.Module):
         return self.mlp((self.emb(input_ids) * m).sum(1) / m.sum(1).clamp_min(1))
 
 
+# ------------------------------------------------------------------------------------------------
+# task B LoRA (shared by the benchmark and the validation search, ``--select B``)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraB:
+    targets: tuple[str, ...] | None = ("query", "value")  # None: every Linear of the encoder (q, k, v, o, both MLP layers)
+    r: int = 8
+    lr: float = 5e-4
+    lr_ratio: float = 1.0  # LoRA+ (Hayou et al., 2024): the B matrices learn lr_ratio times faster than the A matrices
+
+    @property
+    def label(self) -> str:
+        where = ", ".join(self.targets) if self.targets else "all linear layers"
+        plus = f", LoRA+ ratio {self.lr_ratio:g}" if self.lr_ratio != 1 else ""
+        return f"LoRA r={self.r} ({where}), lr {self.lr:g}{plus}"
+
+
+LORA_B = LoraB(targets=None, r=8)  # chosen on validation items: python -m bench.finetune --select B
+
+
+def train_genres_lora(cfg: LoraB, model: nn.Module, X: tuple, y: torch.Tensor, epochs: int, loss_fn, bs: int, head_lr: float,
+                      seed: int = 0) -> tuple[nn.Module, float]:
+    """LoRA (alpha = 2r) on ``model``'s encoder + its full head, AdamW; returns (model, CPU s/epoch)."""
+    lora = apply_lora(model, target_modules=list(cfg.targets) if cfg.targets else None, r=cfg.r, alpha=2 * cfg.r, exclude=["*pooler*"])
+    named = [(n, p) for n, p in lora.named_parameters() if p.requires_grad and not n.startswith("head")]
+    a = [p for n, p in named if "lora_B" not in n]
+    bmat = [p for n, p in named if "lora_B" in n]
+    opt = torch.optim.AdamW([{"params": a, "lr": cfg.lr}, {"params": bmat, "lr": cfg.lr * cfg.lr_ratio},
+                             {"params": list(lora.head.parameters()), "lr": head_lr}])
+    ep = train_epochs(lora, opt, X, y, loss_fn, epochs, bs, seed=seed, trim_mask=True)
+    return lora, ep
+
+
 def task_genres(b: Budget, tmp: Path) -> list[Row]:
     log("task B: MovieLens-100K titles -> genres")
     titles, y, vocab = movielens_titles()
@@ -419,14 +568,22 @@ def task_genres(b: Budget, tmp: Path) -> list[Row]:
     lat_f = latency(full, x_lat, b.latency_repeats)
     rows.append(Row("B genres", "full FT (layer-wise LRs 1e-4·0.8^k, head 3e-3)", rep_f["trainable"], rep_f["total"], ep_f, m_f, model_size_bytes(full), lat_f))
 
-    lora = apply_lora(make(), target_modules=["query", "value"], r=8, alpha=16)
-    lora_params = [p for n, p in lora.named_parameters() if p.requires_grad and not n.startswith("head")]
-    ep_l, m_l, rep_l = run("LoRA r=8", lora, torch.optim.AdamW([{"params": lora_params, "lr": 5e-4},
-                                                                 {"params": list(lora.head.parameters()), "lr": head_lr}]))
+    cfg = LORA_B
+    lora, ep_l = train_genres_lora(cfg, make(), Xtr, ytr, b.text_epochs, bce, bs, head_lr)
+    m_l = macro_auc(predict(lora, Xte), yte)
+    rep_l = trainable_parameter_report(lora)
+    log(f"  {cfg.label}: macro-AUC {m_l:.3f}, {ep_l:.1f} s/epoch, trainable {rep_l['trainable']}")
     ad = save_adapter(lora, tmp / "genres_lora.safetensors")
     merge_lora(lora)
-    rows.append(Row("B genres", "LoRA r=8 (query, value), merged", rep_l["trainable"], rep_l["base_total"], ep_l, m_l, ad.stat().st_size,
-                    latency(lora, x_lat, b.latency_repeats), note="adapter file size; latency after merge"))
+    seeds = [m_l]
+    for seed in b.seeds[1:]:  # the target row over more seeds (head and LoRA init, batch order; the full-FT reference is fixed)
+        torch.manual_seed(seed)
+        other, _ = train_genres_lora(cfg, create_backbone("minilm-l6-v2", num_classes=C), Xtr, ytr, b.text_epochs, bce, bs, head_lr, seed=seed)
+        seeds.append(macro_auc(predict(other, Xte), yte))
+        del other
+    rows.append(Row("B genres", f"{cfg.label}, merged", rep_l["trainable"], rep_l["base_total"], ep_l, m_l, ad.stat().st_size,
+                    latency(lora, x_lat, b.latency_repeats), note="adapter file size (LoRA + head); latency after merge",
+                    extra={"seeds": seeds}))
     del lora
 
     bit = apply_bitfit(make())
@@ -450,6 +607,54 @@ def task_genres(b: Budget, tmp: Path) -> list[Row]:
                     extra={"teacher": m_f}))
     log(f"  student: macro-AUC {m_s:.3f} vs teacher {m_f:.3f}")
     return rows
+
+
+def select_genres(b: Budget, grid: list[tuple[LoraB, int]], seeds: list[int], val_fraction: float = 0.2) -> list[dict]:
+    """Split the task-B training items into fit / validation, fine-tune fully on fit exactly as the
+    benchmark does (the reference), then train each (LoRA config, epochs) of ``grid`` on fit and score
+    it on validation. The test items are not used."""
+    titles, y, _ = movielens_titles()
+    perm = torch.randperm(len(titles), generator=torch.Generator().manual_seed(0))
+    tr = perm[len(titles) // 5 :]  # the benchmark's training items (its test items are perm[:n // 5])
+    n_val = int(len(tr) * val_fraction)
+    va, fi = tr[:n_val], tr[n_val:]
+    C = y.shape[1]
+    tok = create_backbone("minilm-l6-v2", num_classes=C).tokenizer
+    enc = tok(titles, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    Xf, Xv, yf, yv = (ids[fi], mask[fi]), (ids[va], mask[va]), y[fi], y[va]
+    bce, bs, head_lr = nn.BCEWithLogitsLoss(), 32, 3e-3
+    out = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        full = create_backbone("minilm-l6-v2", num_classes=C)
+        groups = discriminative_param_groups(full, lr=1e-4, decay=0.8, weight_decay=0.01)
+        top = max(g["depth"] for g in groups)
+        for grp in groups:
+            if grp["depth"] == top:
+                grp["lr"] = head_lr
+        train_epochs(full, torch.optim.AdamW(groups), Xf, yf, bce, b.text_epochs, bs, seed=seed, trim_mask=True)
+        m_f = macro_auc(predict(full, Xv), yv)
+        log(f"select B seed {seed}: full FT val macro-AUC {m_f:.3f}")
+        del full
+        for cfg, epochs in grid:
+            t0 = time.perf_counter()
+            torch.manual_seed(seed)
+            lora, _ = train_genres_lora(cfg, create_backbone("minilm-l6-v2", num_classes=C), Xf, yf, epochs, bce, bs, head_lr, seed=seed)
+            m = macro_auc(predict(lora, Xv), yv)
+            rep = trainable_parameter_report(lora)
+            out.append({"seed": seed, "config": cfg.label, "epochs": epochs, "val": m, "teacher_val": m_f,
+                        "params": rep["trainable"], "fraction": rep["trainable"] / rep["base_total"]})
+            log(f"  {cfg.label} epochs={epochs}: val {m:.3f} ({100 * m / m_f:.1f}% of full FT), "
+                f"{100 * rep['trainable'] / rep['base_total']:.2f}% params, {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+SELECT_B_GRID = [  # what the session's CPU budget allowed (≈ 10 min per setting under load); seed 0
+    (LoraB(), 3),  # the previous session's LoRA
+    (LoraB(targets=None, r=8), 3),
+    (LoraB(targets=None, r=16), 3),
+]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -496,12 +701,28 @@ NOTES = """
   the compiler, not int8: the parity-checked ONNX Runtime fp32 row is the graph-optimised fp32 reference.
 - ONNX Runtime *dynamic* int8 quantizes convolutions to `ConvInteger`, which has no fast fused CPU kernel:
   slower than ORT fp32 on the CNN (task A), 2× faster on the transformer (task B). For CNNs use the PT2E row.
-- Students start from random init (no small pretrained CNN ships offline) and see the same 512 patches;
-  on task A that is far from enough to absorb the teacher's ImageNet features. Task B's student starts
-  from a PCA of the teacher's token embeddings.
+- Task A's student keeps the first 5 of the fine-tuned teacher's 7 EfficientNet-Lite0 stages (layer-dropping
+  distillation, as DistilBERT; 4.8× fewer parameters) with a new 112→6 head, and learns from the teacher's logits
+  (T = 4, α = 0.7) on the same 512 patches for 8 epochs. Chosen on validation (`python -m bench.finetune --select A`:
+  128 of the 512 left-hemisphere training patches held out, the teacher re-trained on the other 384; seed 0):
+  previous MobileNetV3-S-0.5 from random init 51.4 % of the teacher, ImageNet stages 1–5 106.1 % (8 epochs) /
+  94.7 % (4 epochs), teacher stages 1–5 107.1 %. Validation patches lie next to training patches (same hemisphere),
+  so validation ratios are optimistic; the test ratio is across hemispheres. Task B's student starts from a PCA of
+  the teacher's token embeddings.
+- Task B's LoRA adapts every linear layer of MiniLM (q, k, v, attention output and both MLP layers; r = 8, α = 16,
+  lr 5e-4, head lr 3e-3, the same 3 epochs as full FT). Chosen on validation (`--select B`: 20 % of the training
+  items held out, full FT re-trained on the rest; seed 0): q,v r = 8 97.0 % of full FT, all linear r = 8 98.7 %,
+  all linear r = 16 93.7 %. The adapter file holds the LoRA matrices and the head.
 - Task A is one subject (Colin27), so the metric measures generalisation across hemispheres, not subjects.
   Task B predicts genres from a title and year only: a weak signal, so absolute AUCs are modest.
 """
+
+
+def _over_seeds(ratios: np.ndarray) -> str:
+    if len(ratios) < 2:
+        return ""
+    return (f", mean ± sd over {len(ratios)} seeds {100 * ratios.mean():.1f}% ± {100 * ratios.std(ddof=1):.1f}% "
+            f"(seed 0 in the table; per seed {', '.join(f'{100 * r:.1f}%' for r in ratios)})")
 
 
 def targets(task: str, rs: list[Row]) -> list[str]:
@@ -513,8 +734,11 @@ def targets(task: str, rs: list[Row]) -> list[str]:
         frac = lora.trainable / max(lora.total, 1)
         keep = lora.metric / ref.metric
         ok = frac <= 0.05 and keep >= 0.98
-        out.append(f"{task} LoRA: {100 * frac:.2f}% of parameters trained (target ≤ 5%), {100 * keep:.1f}% of full-FT metric (target ≥ 98%) — "
-                   + ("**met**" if ok else "**missed**"))
+        seeds = np.array(lora.extra.get("seeds") or [lora.metric]) / ref.metric
+        if len(seeds) > 1:  # the verdict is on the mean over seeds
+            keep, ok = float(seeds.mean()), frac <= 0.05 and seeds.mean() >= 0.98
+        out.append(f"{task} LoRA: {100 * frac:.2f}% of parameters trained (target ≤ 5%), {100 * keep:.1f}% of full-FT metric (target ≥ 98%)"
+                   + _over_seeds(seeds) + " — " + ("**met**" if ok else "**missed**"))
     q = next((r for r in rs if r.variant.startswith("int8 ")), None)
     if q and q.latency_s and q.metric == q.metric:
         speed = ref.latency_s / q.latency_s
@@ -532,8 +756,11 @@ def targets(task: str, rs: list[Row]) -> list[str]:
         ratio = ref.total / max(s.total, 1)
         keep = s.metric / s.extra["teacher"]
         ok = ratio >= 4 and keep >= 0.95
-        out.append(f"{task} distilled student: {ratio:.1f}× fewer parameters (target ≥ 4×), {100 * keep:.1f}% of teacher metric (target ≥ 95%) — "
-                   + ("**met**" if ok else "**missed**"))
+        seeds = np.array(s.extra.get("seeds") or [s.metric]) / s.extra["teacher"]
+        if len(seeds) > 1:
+            keep, ok = float(seeds.mean()), ratio >= 4 and seeds.mean() >= 0.95
+        out.append(f"{task} distilled student: {ratio:.1f}× fewer parameters (target ≥ 4×), {100 * keep:.1f}% of teacher metric (target ≥ 95%)"
+                   + _over_seeds(seeds) + " — " + ("**met**" if ok else "**missed**"))
     rnd = next((r for r in rs if "random init" in r.variant), None)
     if rnd:
         ok = ref.metric > rnd.metric
@@ -543,6 +770,22 @@ def targets(task: str, rs: list[Row]) -> list[str]:
 
 
 TASKS = {"A": task_lobes, "B": task_genres}
+
+
+def selection_table(res: list[dict]) -> str:
+    """Mean ± sd over seeds of each searched setting's validation metric and its ratio to the reference."""
+    rows = []
+    for key in dict.fromkeys((str(r["config"]), r["epochs"]) for r in res):
+        rs = [r for r in res if (str(r["config"]), r["epochs"]) == key]
+        v = np.array([r["val"] for r in rs])
+        ratio = np.array([r["val"] / r["teacher_val"] for r in rs])
+        rows.append({"setting": key[0], "epochs": key[1], "params": f"{rs[0]['params']:,}", "seeds": len(rs),
+                     "val metric": f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}",
+                     "vs reference": f"{100 * ratio.mean():.1f}% ± {100 * (ratio.std(ddof=1) if len(v) > 1 else 0):.1f}"})
+    return markdown_table(rows)
+
+
+SELECT = {"A": lambda b, seeds: select_lobes(b, SELECT_A_GRID, seeds), "B": lambda b, seeds: select_genres(b, SELECT_B_GRID, seeds)}
 
 
 def run_task(task: str, b: Budget, threads: int = 1) -> list[dict]:
@@ -563,13 +806,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, see note in main)")
     ap.add_argument("--serial", action="store_true", help="run the tasks one after the other instead of in parallel processes")
     ap.add_argument("--tasks", default="A,B", help="comma list of tasks to run: A (brain lobes), B (MovieLens genres)")
+    ap.add_argument("--select", choices=sorted(SELECT), default=None,
+                    help="instead of the benchmark: the validation search that chose the task's student (A) / LoRA (B) settings")
+    ap.add_argument("--seeds", default=None,
+                    help="comma list of seeds: with --select the seeds searched (default 0); otherwise the seeds of the target rows "
+                         "(default 0,1,2; the other rows use seed 0)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # one thread: on a shared 2-core machine two OpenMP threads spin against other jobs and run 3-5x slower;
     # every figure is a ratio inside this run, so the choice does not bias comparisons
     torch.set_num_threads(args.threads)
     b = QUICK if args.quick else Budget()
+    seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else None
     t0 = time.perf_counter()
+    if args.select:
+        res = SELECT[args.select](b, seeds or [0])
+        print(selection_table(res))
+        log(f"search took {(time.perf_counter() - t0) / 60:.1f} min")
+        return 0
+    if seeds and not args.quick:
+        import dataclasses
+
+        b = dataclasses.replace(b, seeds=tuple(seeds))
     tasks = [t.strip().upper() for t in args.tasks.split(",") if t.strip()]
     unknown = set(tasks) - set(TASKS)
     if unknown:

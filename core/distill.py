@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["DistillationLoss", "soft_target_loss", "distill_step"]
+__all__ = ["DistillationLoss", "soft_target_loss", "distill_step", "TruncatedStudent"]
 
 
 def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0, multilabel: bool = False) -> torch.Tensor:
@@ -88,3 +88,41 @@ def distill_step(student: nn.Module, teacher: nn.Module, batch_inputs: tuple, ta
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+class TruncatedStudent(nn.Module):
+    """A smaller network made of the first ``stages`` stages of a timm EfficientNet / MobileNet-family
+    backbone (``conv_stem``, ``bn1``, ``blocks``) with global average pooling and a new linear ``head``.
+
+    Layer-dropping distillation (as DistilBERT takes every other layer of BERT): the student keeps the
+    backbone's weights for the stages it keeps — ImageNet weights, or the fine-tuned teacher's — so it
+    starts from useful features instead of random init. The backbone passed in is copied, not shared."""
+
+    def __init__(self, backbone: nn.Module, stages: int, num_classes: int, drop_rate: float = 0.0):
+        super().__init__()
+        import copy
+
+        for attr in ("conv_stem", "bn1", "blocks"):
+            if not hasattr(backbone, attr):
+                raise ValueError(f"{type(backbone).__name__} has no {attr!r}: TruncatedStudent needs a timm EfficientNet/MobileNet-family model")
+        if not 1 <= stages <= len(backbone.blocks):
+            raise ValueError(f"stages must be in 1..{len(backbone.blocks)}, got {stages}")
+        self.conv_stem = copy.deepcopy(backbone.conv_stem)
+        self.bn1 = copy.deepcopy(backbone.bn1)
+        self.blocks = nn.Sequential(*[copy.deepcopy(backbone.blocks[i]) for i in range(stages)])
+        channels = _out_channels(self.blocks[-1])
+        self.drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.bn1(self.conv_stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.forward_features(x).mean((2, 3))))
+
+
+def _out_channels(stage: nn.Module) -> int:
+    convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("stage has no Conv2d layer")
+    return int(convs[-1].out_channels)

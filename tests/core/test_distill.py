@@ -68,3 +68,25 @@ def test_distillation_moves_student_towards_teacher():
     after = float(soft_target_loss(student(x), teacher(x), 4.0).detach())
     assert after < 0.5 * before
     assert (student(x).argmax(1) == y).float().mean() > 0.7  # a linear student of a ReLU teacher: close, not exact
+
+
+def test_truncated_student_keeps_the_backbones_first_stages_and_is_independent_of_it():
+    timm = pytest.importorskip("timm")
+    from core.distill import TruncatedStudent
+
+    torch.manual_seed(0)
+    backbone = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=6, in_chans=1)
+    student = TruncatedStudent(backbone, stages=5, num_classes=6)
+    n_b, n_s = (sum(p.numel() for p in m.parameters()) for m in (backbone, student))
+    assert n_b / n_s >= 4  # the benchmark's ≥ 4× fewer parameters
+    x = torch.randn(2, 1, 64, 64)
+    backbone.eval(), student.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(student.forward_features(x), backbone.blocks[:5](backbone.bn1(backbone.conv_stem(x))))
+        assert student(x).shape == (2, 6)
+        student.blocks[0][0].conv_dw.weight.add_(1.0)  # a copy: training the student leaves the backbone alone
+        assert not torch.equal(student.blocks[0][0].conv_dw.weight, backbone.blocks[0][0].conv_dw.weight)
+    with pytest.raises(ValueError, match="stages"):
+        TruncatedStudent(backbone, stages=99, num_classes=6)
+    with pytest.raises(ValueError, match="conv_stem"):
+        TruncatedStudent(nn.Linear(3, 3), stages=1, num_classes=2)

@@ -42,7 +42,7 @@ from domains.medical.synth import SynthSampler, load_head
 from domains.medical.transforms import AUGMENT_RECIPES, cached_patch_dataset, intensity_transform, invert_inside_head, preprocess
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["fit", "fit_slices", "train_step", "train_memory_format", "validation_volume", "pipeline_config", "write_task_meta",
+__all__ = ["fit", "fit_slices", "train_step", "train_memory_format", "prefetch", "validation_volume", "pipeline_config", "write_task_meta",
            "slice_batches", "load_training_task", "validation_case", "contrast_pose_copies", "transform_rng_state", "set_transform_rng_state", "validate_all", "synth_sampler"]
 
 log = get_logger("medical.training")
@@ -160,6 +160,61 @@ def train_step(model: torch.nn.Module, batch: dict, loss_fn, opt: torch.optim.Op
     return float(loss.detach())
 
 
+def prefetch(batches, depth: int = 2) -> Iterator:
+    """``batches`` with the next ``depth`` of them drawn on a background thread while the caller
+    computes (data preparation overlaps the training step, as a DataLoader worker would; torch and
+    NumPy release the GIL in the heavy parts). The same batches in the same order: the first one is
+    drawn on the calling thread (so a DataLoader's shuffle seed comes from the caller's global RNG,
+    as without prefetching), the rest strictly in sequence by one thread, and only from this
+    iterable — when it is exhausted every draw of it is done, so random states saved afterwards
+    (the transforms' RNGs in a checkpoint) are those of the plain loop. An exception while drawing
+    is raised in the caller; closing the generator early stops the thread after its current draw."""
+    import queue
+    import threading
+
+    it = iter(batches)
+    try:
+        first = next(it)
+    except StopIteration:
+        return
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for b in it:
+                if not put((b, None)):
+                    return
+            put((done, None))
+        except BaseException as e:  # noqa: BLE001 — handed to the caller
+            put((done, e))
+
+    t = threading.Thread(target=work, name="medical-prefetch", daemon=True)
+    t.start()
+    try:
+        yield first
+        while True:
+            b, err = q.get()
+            if b is done:
+                if err is not None:
+                    raise err
+                return
+            yield b
+    finally:
+        stop.set()
+        t.join()
+
+
 def write_task_meta(run, task_ref: str, task: MsdTask, pipe: PipelineConfig, spec: dict) -> dict:
     """``task.json``: what a trained run needs to be loaded back (``predict.read_task_meta``): the task,
     class names, pipeline and the model spec ``{"name", "kwargs"}`` of the registry."""
@@ -274,7 +329,7 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
         net.train()
         losses = []
         batches = sampler.batches(cfg.num_samples, cfg.iters_per_epoch) if sampler is not None else loader
-        for batch in progress(batches, desc=f"epoch {epoch + 1}/{cfg.max_epochs}", total=cfg.iters_per_epoch, leave=False, disable=not run.is_main):
+        for batch in progress(prefetch(batches), desc=f"epoch {epoch + 1}/{cfg.max_epochs}", total=cfg.iters_per_epoch, leave=False, disable=not run.is_main):
             loss = train_step(net, batch, loss_fn, opt, device, cfg.amp, scaler, memory_format=fmt)
             sched.step()
             step += 1

@@ -142,11 +142,14 @@ def training_report(run_dir: str | Path) -> TrainingReport:
 
 def seed_spread(runs_root: str | Path, protocol: str = "stratified") -> SeedSpread:
     """Mean ± sd over seeds of every model's test metrics in the benchmark part ``protocol``
-    (``<runs_root>/bench-recommendation/<protocol>.json``, written by ``bench/recommendation.py``)."""
+    (``<runs_root>/bench-recommendation/<protocol>.json`` and the per-seed/per-model files
+    ``<protocol>-s*.json`` of ``--per-seed-file``, rows concatenated as the bench's own report does)."""
     path = Path(runs_root) / BENCH_DIR / f"{protocol}.json"
-    res = _read_json(path)
-    if not isinstance(res, dict) or not res.get("rows"):
+    parts = [d for f in [path, *sorted(path.parent.glob(f"{protocol}-s*.json"))] if isinstance(d := _read_json(f), dict) and d.get("rows")]
+    if not parts:
         return SeedSpread(protocol=protocol)
+    res = {"rows": [r for d in parts for r in d["rows"]], "seeds": sorted({int(x) for d in parts for x in d.get("seeds") or []}),
+           "quick": any(d.get("quick") for d in parts)}
     rows = pd.DataFrame(res["rows"])
     metrics = [c for c in rows.columns if c not in ("model", "seed", "params", "seconds", "trials")
                and not str(c).startswith("valid") and pd.api.types.is_numeric_dtype(rows[c])]
@@ -154,4 +157,4 @@ def seed_spread(runs_root: str | Path, protocol: str = "stratified") -> SeedSpre
     table = long.groupby(["model", "metric"], sort=False)["value"].agg(mean="mean", sd="std", n_seeds="count").reset_index()
     table["sd"] = table["sd"].fillna(0.0)
     return SeedSpread(protocol=protocol, table=table, seeds=tuple(int(s) for s in res.get("seeds") or sorted(rows["seed"].unique())),
-                      source=path, quick=bool(res.get("quick")))
+                      source=path if path.is_file() else path.parent, quick=bool(res.get("quick")))

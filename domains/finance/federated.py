@@ -38,7 +38,7 @@ from domains.finance.data import PriceDataError
 from domains.finance.model import fit
 from domains.finance.trust import Prepared, TrustDataConfig, heldout_metrics, new_model, prepare
 
-__all__ = ["FederateConfig", "site_tickers", "site_client", "federate_model", "central_baseline", "run_site", "validation_split"]
+__all__ = ["FederateConfig", "site_tickers", "site_origins", "site_client", "federate_model", "central_baseline", "run_site", "validation_split"]
 
 log = get_logger("finance.federated")
 
@@ -55,6 +55,9 @@ class FederateConfig(TrustDataConfig, ModelConfig, DataConfig, ThreadsConfig, Tr
     mu: float = field(default=0.01, metadata={"help": "FedProx proximal weight mu (the local loss gets mu/2 ||w - w_global||^2)"})
     server_lr: float = field(default=1.0, metadata={"help": "fedavgm: server learning rate on the averaged update (FedAvgM)"})
     server_momentum: float = field(default=0.0, metadata={"help": "fedavgm: server momentum"})
+    split: str = field(default="tickers", metadata={"help": "tickers: each site holds a disjoint group of tickers (the deployment case); windows: each site a random "
+                                                          "disjoint third of every ticker's windows (an IID control that measures what the ticker split costs)",
+                                                  "choices": ["tickers", "windows"]})
     mode: str = field(default="simulation", metadata={"help": "simulation: all sites in this process; processes: Flower's gRPC server on 127.0.0.1 and one OS process per site",
                                                       "choices": ["simulation", "processes"]})
     compare_central: bool = field(default=False, metadata={"help": "also train centrally on the same budget and report the ratio"})
@@ -92,11 +95,21 @@ def _site_seed(seed: int, site: int, server_round: int) -> int:
     return seed * 10_007 + server_round * 101 + site
 
 
+def site_origins(cfg: FederateConfig, p: Prepared, site: int, groups: list[list[str]] | None = None) -> np.ndarray:
+    """The training windows site ``site`` holds: its tickers' windows (``--split tickers``) or, as the
+    IID control (``--split windows``), a disjoint random 1/sites of all windows (the same permutation
+    at every site, from the seed, so the shares partition the training windows)."""
+    if cfg.split == "windows":
+        perm = np.random.default_rng(cfg.seed).permutation(len(p.train_o))
+        return np.sort(p.train_o[perm[site::cfg.sites]])
+    groups = groups or site_tickers(p.tickers, cfg.sites)
+    return p.train_o[np.isin(p.T.tickers[p.train_o], groups[site])]
+
+
 def site_client(cfg: FederateConfig, p: Prepared, site: int, groups: list[list[str]] | None = None) -> TorchClient:
     """Site ``site``'s Flower client: a TFT of the same registry entry, trained with ``model.fit``
     on the windows of its tickers only."""
-    groups = groups or site_tickers(p.tickers, cfg.sites)
-    origins = p.train_o[np.isin(p.T.tickers[p.train_o], groups[site])]
+    origins = site_origins(cfg, p, site, groups)
     if not len(origins):
         raise PriceDataError(f"site {site} ({', '.join(groups[site])}) has no training windows before {p.cutoff:%Y-%m-%d}")
     model = new_model(p, cfg.lr)
@@ -147,8 +160,8 @@ def federate_model(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module, r
     size = parameters_bytes(init)
     steps = cfg.rounds * cfg.local_epochs * cfg.sites * cfg.max_batches if cfg.max_batches else None
     metrics = {**history[-1], "strategy": cfg.strategy, "mu": cfg.mu if cfg.strategy == "fedprox" else 0.0, "mode": cfg.mode,
-               "sites": cfg.sites, "rounds": cfg.rounds, "local_epochs": cfg.local_epochs, "site_tickers": [",".join(g) for g in groups],
-               "site_windows": [int(np.isin(p.T.tickers[p.train_o], g).sum()) for g in groups], "parameter_bytes": size,
+               "sites": cfg.sites, "split": cfg.split, "rounds": cfg.rounds, "local_epochs": cfg.local_epochs, "site_tickers": [",".join(g) for g in groups],
+               "site_windows": [int(np.isin(p.T.tickers[p.train_o], g).sum()) for g in groups] if cfg.split == "tickers" else [len(p.train_o[i::cfg.sites]) for i in range(cfg.sites)], "parameter_bytes": size,
                "bytes_per_round": 2 * cfg.sites * size, "total_steps": steps, "seconds": round(seconds, 1), "cutoff": str(p.cutoff.date()),
                "update_agreement": [round(a["update_agreement"], 4) for a in agreement]}
     metrics.pop("round", None)

@@ -92,3 +92,11 @@ def test_validation_split_chooses_settings_without_reading_the_heldout_period():
     assert np.isfinite(heldout_metrics(new_model(v), v)["val_pinball_vol"])  # the same yardstick on the validation period
     with pytest.raises(PriceDataError):
         validation_split(p, 0)
+    from domains.finance.federated import site_origins
+    for split in ("tickers", "windows"):  # both partition the training windows into disjoint site shares
+        c = FederateConfig(tickers=cfg.tickers, split=split, seed=3)
+        shares = [site_origins(c, v, i) for i in range(3)]
+        allo = np.concatenate(shares)
+        assert len(allo) == len(set(allo)) == len(v.train_o) and set(allo) == set(v.train_o)
+        n_tickers = [len(set(T.tickers[o])) for o in shares]
+        assert n_tickers == ([1, 1, 1] if split == "tickers" else [3, 3, 3])

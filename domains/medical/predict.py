@@ -70,7 +70,7 @@ def logits_to_native(logits: torch.Tensor, src_affine, dst_affine, dst_shape, sl
     input), trilinear interpolation is done as three 1-D interpolations instead of a 3-D grid sample."""
     probs = torch.softmax(logits.float(), 0)
     out = np.zeros(tuple(int(s) for s in dst_shape), dtype=np.uint8)
-    fg = probs.argmax(0) > 0
+    fg = argmax0(probs) > 0
     if not bool(fg.any()):
         return out
     idx = fg.nonzero()
@@ -126,14 +126,15 @@ def interp_matrix(coords: np.ndarray, n: int) -> torch.Tensor:
     return torch.from_numpy(w)
 
 
-def argmax0(t: torch.Tensor) -> torch.Tensor:
+def argmax0(t: torch.Tensor, with_max: bool = False):
     """``t.argmax(0)`` as uint8 (first maximum wins, as argmax): C passes of elementwise ops, several
-    times faster on CPU than a reduction over the outermost dimension."""
+    times faster on CPU than a reduction over the outermost dimension. ``with_max``: also the
+    maximum, ``(label, t.amax(0))``."""
     best, label = t[0], torch.zeros(t.shape[1:], dtype=torch.uint8)
     for c in range(1, t.shape[0]):
         label = torch.where(t[c] > best, torch.tensor(c, dtype=torch.uint8), label)
         best = torch.maximum(best, t[c])
-    return label
+    return (label, best) if with_max else label
 
 
 def separable_argmax(probs: torch.Tensor, vox_map: np.ndarray, perm: tuple[int, int, int], d_lo, d_hi, out: np.ndarray, slab: int) -> None:
@@ -213,7 +214,7 @@ def canonical(arr: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def mean_foreground_confidence(logits: torch.Tensor) -> float:
     """Mean top softmax probability over the voxels labelled foreground ((C, X, Y, Z) logits); 0.0
     when nothing is labelled foreground."""
-    top, label = torch.softmax(logits.float(), 0).max(0)
+    label, top = argmax0(torch.softmax(logits.float(), 0), with_max=True)
     fg = label > 0
     return float(top[fg].mean()) if bool(fg.any()) else 0.0
 

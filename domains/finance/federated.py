@@ -51,6 +51,8 @@ class FederateConfig(TrustDataConfig, ModelConfig, DataConfig, ThreadsConfig, Tr
     batch_size: int = field(default=128, metadata={"help": "windows per batch"})
     max_batches: int = field(default=17, metadata={"help": "batches per local epoch and site (0 = all the site's windows)"})
     lr: float = field(default=3e-3, metadata={"help": "Adam learning rate (each site keeps its optimizer state across rounds)"})
+    weight_decay: float = field(default=1e-5, metadata={"help": "Adam weight decay at the sites (central training's 1e-5); a diagnostic knob: Adam normalises "
+                                                                  "the decay gradient of parameters a site has no data for (other sites' ticker embeddings)"})
     strategy: str = field(default="fedavg", metadata={"help": "Flower strategy", "choices": list(STRATEGIES)})
     mu: float = field(default=0.01, metadata={"help": "FedProx proximal weight mu (the local loss gets mu/2 ||w - w_global||^2)"})
     server_lr: float = field(default=1.0, metadata={"help": "fedavgm: server learning rate on the averaged update (FedAvgM)"})
@@ -113,7 +115,7 @@ def site_client(cfg: FederateConfig, p: Prepared, site: int, groups: list[list[s
     if not len(origins):
         raise PriceDataError(f"site {site} ({', '.join(groups[site])}) has no training windows before {p.cutoff:%Y-%m-%d}")
     model = new_model(p, cfg.lr)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=1e-5)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def train_fn(m, server_round: int, config: dict):
         losses = fit(m, p.T, origins, epochs=cfg.local_epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None, lr=cfg.lr,

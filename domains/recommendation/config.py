@@ -67,6 +67,7 @@ class TrainingConfig:
     batch_size: int = field(default=1024, metadata={"help": "interactions per batch (= in-batch negatives + 1)"})
     lr: float = field(default=0.005, metadata={"help": "Adam learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
+    lr_decay: float = field(default=1.0, metadata={"help": "learning rate × this per epoch (1 = constant); applied to the dense optimizer"})
     history_dropout: float = field(default=0.2, metadata={"help": "fraction of history items dropped at random per training example (denoising)"})
     id_dropout: float = field(default=0.1, metadata={"help": "fraction of training ids replaced by 'unknown' (teaches the towers to use features: cold start)"})
     baselines: bool = field(default=True, metadata={"help": "also train/evaluate most-popular and BPR-MF on the same split (the tuned baselines: bench/recommendation.py)"})

@@ -202,6 +202,10 @@ def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np
     model.train()
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
+        decay = getattr(cfg, "lr_decay", 1.0)
+        if decay != 1.0:  # a pure function of the epoch (resume needs no scheduler state); DMP's fused table optimizer keeps its lr
+            for group in getattr(optimizer, "param_groups", []):
+                group["lr"] = cfg.lr * decay ** epoch
         perm = torch.randperm(n, generator=g)
         for s in range(steps_per_epoch):
             b = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]

@@ -1,6 +1,7 @@
 """Walk-forward backtest of the global TFT (seed ensemble) against the classical risk models.
 
-    python -m domains.finance.backtest                 # 40 half-year folds, 2003-2022, 3 seeds
+    python -m domains.finance.backtest                 # 40 half-year folds, 2003-2022, 3 seeds, GARCH-informed TFT
+    python -m domains.finance.backtest --no-garch-informed   # the plain TFT
     python -m domains.finance.backtest --quick         # 4 quarterly folds of 2022, 3 tickers, 2 seeds
     python -m domains.finance.backtest --folds 80 --test-days 63   # quarterly folds
 

@@ -140,13 +140,20 @@ def argmax0(t: torch.Tensor, with_max: bool = False):
 def separable_argmax(probs: torch.Tensor, vox_map: np.ndarray, perm: tuple[int, int, int], d_lo, d_hi, out: np.ndarray, slab: int) -> None:
     """Trilinear resampling of ``probs`` (C, X, Y, Z on the network grid) onto the box
     ``d_lo:d_hi`` of the input grid, as one small matrix product per axis, argmax into ``out``."""
-    t = probs.permute(0, *(i + 1 for i in perm)).contiguous()  # axis j + 1 now runs along output axis j
+    t = probs.permute(0, *(i + 1 for i in perm))  # axis j + 1 now runs along output axis j
+    n = t.shape[1:]
+    coords = [np.clip(vox_map[perm[j], j] * np.arange(d_lo[j], d_hi[j]) + vox_map[perm[j], 3], 0.0, n[j] - 1) for j in range(3)]
+    # only the network-grid rows the box interpolates from (the weight matrices are zero elsewhere)
+    lo = [int(np.floor(x.min())) for x in coords[:2]]
+    hi = [min(int(np.floor(x.max())) + 2, n[j]) for j, x in enumerate(coords[:2])]
+    t = t[:, lo[0]:hi[0], lo[1]:hi[1]].contiguous()
     c, nx, ny, nz = t.shape
-    coords = [vox_map[perm[j], j] * np.arange(d_lo[j], d_hi[j]) + vox_map[perm[j], 3] for j in range(3)]
-    wx, wy = interp_matrix(coords[0], nx), interp_matrix(coords[1], ny)
+    wx, wy = interp_matrix(coords[0] - lo[0], nx), interp_matrix(coords[1] - lo[1], ny)
     for z0 in range(0, len(coords[2]), slab):
-        wz = interp_matrix(coords[2][z0:z0 + slab], nz)
-        part = t @ wz.T                                    # (C, X, Y, z)
+        cz = coords[2][z0:z0 + slab]
+        zlo, zhi = int(np.floor(cz.min())), min(int(np.floor(cz.max())) + 2, nz)
+        wz = interp_matrix(cz - zlo, zhi - zlo)
+        part = t[..., zlo:zhi] @ wz.T                      # (C, X, Y, z)
         part = wy @ part                                   # (C, X, y, z)
         part = (wx @ part.reshape(c, nx, -1)).reshape(c, len(coords[0]), len(coords[1]), wz.shape[0])
         z = int(d_lo[2]) + z0

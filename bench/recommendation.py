@@ -532,6 +532,14 @@ def render(out_dir: Path) -> str:
                markdown_table(summary_table(p["rows"], ["two_tower", *STRATIFIED_BASELINES], [f"ndcg@{K}", f"precision@{K}", f"recall@{K}", f"map_ms@{K}"]))]
     if "sequential" in parts:
         p = parts["sequential"]
+        # the sequence models' settings come from the files that hold their rows (a baselines-only file may be older)
+        seq_files = [d for d in (json.loads(f.read_text()) for f in sorted(out_dir.glob("sequential*.json")))
+                     if any(r["model"] in ("seq", "sasrec_ref") for r in d.get("rows", []))]
+        settings = {json.dumps([d.get("seq_model"), d.get("seq_ref"), d.get("seq_train")]) for d in seq_files}
+        if seq_files:
+            p = {**p, "seq_model": seq_files[0]["seq_model"], "seq_ref": seq_files[0]["seq_ref"], "seq_train": seq_files[0]["seq_train"]}
+        if len(settings) > 1:
+            p["seq_train"] = {**p["seq_train"], "WARNING": "the sequence-model files were made with DIFFERENT settings"}
         md += [f"### ML-100K leave-last-out (test = last item, validation = second-to-last), FULL ranking over 1,682 items, k = 10"
                + (" — QUICK SMOKE SETTINGS, not a result" if p["quick"] else ""),
                f"Mean ± sd over seeds {p['seeds']} (model init; the split has no randomness, so EASE, item-kNN and most-popular are "

@@ -73,14 +73,16 @@ def validation_volume(d: dict, deform: bool) -> dict:
     return d
 
 
-def contrast_pose_copies(val: dict) -> list[dict]:
+def contrast_pose_copies(val: dict, invert: bool = True) -> list[dict]:
     """Two more validation copies for the ``robust`` recipe (still Colin27, never MNI152): the
     validation volume with a T2-type inversion inside the head (the contrast the ``robust`` recipe
     randomises) and the validation volume tilted a further ~10° about the left–right axis and ~6°
-    about the vertical one (an oblique acquisition)."""
+    about the vertical one (an oblique acquisition). ``invert=False`` (CT): the tilted copy only."""
+    tilted = mt.Affined(keys=["image", "label"], rotate_params=(0.17, 0.0, -0.1), mode=("bilinear", "nearest"), padding_mode="zeros")(dict(val))
+    if not invert:
+        return [tilted]
     inverted = dict(val)
     inverted["image"] = invert_inside_head(val["image"], background=float(val["image"].min()))  # its gamma moved the background off 0
-    tilted = mt.Affined(keys=["image", "label"], rotate_params=(0.17, 0.0, -0.1), mode=("bilinear", "nearest"), padding_mode="zeros")(dict(val))
     return [inverted, tilted]
 
 
@@ -289,7 +291,7 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
     train_pre = [pre(dict(c)) for c in train_cases]  # each volume read and resampled once
     val = validation_volume(train_pre[0] if deform else pre(dict(val_case)), deform)
     synthesis = read_synthesis(task.root) if cfg.augment == "synth" else None
-    vals = [val, *contrast_pose_copies(val)] if cfg.augment == "robust" else [val]
+    vals = [val, *contrast_pose_copies(val, invert=pipe.modality.upper() != "CT")] if cfg.augment == "robust" else [val]
     if synthesis is not None:  # domain randomisation from the whole-head label map; batches made in-process
         sampler = synth_sampler(synthesis, pipe, seed=int(np.random.randint(2**31)))
         ds = None

@@ -130,7 +130,8 @@ def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str
 
     ``standard``: rotation ±8.6° (p 0.5), scale ±10 %, intensity scale/shift, gamma 0.8–1.25.
     ``robust`` (issue 14): rotation ±20° about every axis (p 0.7: oblique and tilted acquisitions),
-    scale ±12 %; a T2-type inversion of the contrast inside the head (p 0.3, :func:`invert_inside_head`);
+    scale ±12 %; for MRI a T2-type inversion of the contrast inside the head (p 0.3,
+    :func:`invert_inside_head`; not for CT, whose Hounsfield units do not change with the scanner);
     a random monotone intensity curve (MONAI ``RandHistogramShiftd``, p 0.4); gamma 0.6–1.6 (p 0.5);
     a smooth multiplicative bias field (``RandBiasFieldd``, p 0.3); Gaussian noise (p 0.15); the
     standard scale/shift."""
@@ -153,9 +154,10 @@ def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str
             mt.RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.3),
         ]
     else:
-        steps += [
+        if cfg.modality.upper() in ("MRI", "MR"):
             # before the affine: its zero padding and the skull-stripped background stay background
-            mt.RandLambdad(keys="image", func=invert_inside_head, prob=0.3, track_meta=False),
+            steps.append(mt.RandLambdad(keys="image", func=invert_inside_head, prob=0.3, track_meta=False))
+        steps += [
             mt.RandAffined(keys=keys, prob=0.7, rotate_range=(0.35, 0.35, 0.35), scale_range=(0.12, 0.12, 0.12), mode=("bilinear", "nearest"),
                            padding_mode="zeros"),
             mt.RandHistogramShiftd(keys="image", num_control_points=(4, 10), prob=0.4),

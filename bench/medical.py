@@ -62,21 +62,25 @@ def ours_train_loader(case: dict, pipe):
 
     from domains.medical.transforms import cached_patch_dataset
 
-    return DataLoader(cached_patch_dataset([case], pipe, draws_per_epoch=1000), batch_size=1, shuffle=True, num_workers=0,
-                      collate_fn=list_data_collate)
+    from domains.medical.training import prefetch
+
+    return prefetch(DataLoader(cached_patch_dataset([case], pipe, draws_per_epoch=1000), batch_size=1, shuffle=True, num_workers=0,
+                               collate_fn=list_data_collate))
 
 
 def ours_synth_loader(pipe):
     """The default trainer's batches: domain randomisation from the whole-head label map, generated
     in-process (``domains.medical.synth``)."""
     from domains.medical.data import BRAIN_TASK, read_synthesis, task_dir
-    from domains.medical.training import synth_sampler
+    from domains.medical.training import prefetch, synth_sampler
 
-    return synth_sampler(read_synthesis(task_dir(BRAIN_TASK)), pipe, seed=0).batches(pipe.num_samples, 10**9)
+    return prefetch(synth_sampler(read_synthesis(task_dir(BRAIN_TASK)), pipe, seed=0).batches(pipe.num_samples, 10**9))
 
 
-def train_throughput(loader, model, steps: int, step_fn) -> tuple[float, float]:
-    """(patches/s, peak RSS MB) over ``steps`` optimizer steps after 2 warm-up steps."""
+def train_throughput(loader, model, steps: int, step_fn) -> tuple[float, float, float]:
+    """(patches/s, peak RSS MB, CPU seconds per patch) over ``steps`` optimizer steps after 2 warm-up
+    steps. CPU seconds are those of every thread of this process (``time.process_time``): the work
+    done, nearly independent of other jobs' load, whereas patches/s is wall-clock."""
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
@@ -87,11 +91,11 @@ def train_throughput(loader, model, steps: int, step_fn) -> tuple[float, float]:
     with PeakRSS() as mem:
         for i in range(steps + 2):
             if i == 2:
-                t0, n = time.perf_counter(), 0
+                t0, c0, n = time.perf_counter(), time.process_time(), 0
             b = next(it)
             step_fn(model, b, loss_fn, opt)
             n += b["image"].shape[0]
-    return n / (time.perf_counter() - t0), mem.peak_mb
+    return n / (time.perf_counter() - t0), mem.peak_mb, (time.process_time() - c0) / n
 
 
 def reference_step(model, b, loss_fn, opt) -> None:
@@ -178,6 +182,8 @@ def main(argv=None) -> int:
                     "(python -m domains.medical.slices --mode lora --name slices-lora)")
     ap.add_argument("--steps", type=int, default=12, help="timed training steps per pipeline")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both pipelines")
+    ap.add_argument("--repeats", type=int, default=1, help="speed: measure reference and ours alternately this many times; medians "
+                    "(training) and minima (inference, at least 2 runs each) are reported")
     ap.add_argument("--no-write", action="store_true", help="print only, do not touch BENCHMARKS.md")
     ap.add_argument("--part", choices=["all", "speed", "robustness"], default="all",
                     help="speed: the reference comparison (section 'medical'); robustness: the acquisition variants (section 'medical-robustness')")
@@ -222,6 +228,7 @@ def speed_and_quality(args) -> str:
     task = read_msd_task(task_dir(BRAIN_TASK))
     pipe = PipelineConfig(modality="MRI", num_classes=task.num_classes)  # the training defaults: 3 mm, 48³, 4 patches
     case = task.training[0]
+    load0 = os.getloadavg()[0]
     # our pipeline in fp32, and with its default mixed precision when this CPU has bf16 units (AMX)
     variants = [("fp32", False)] + ([("default: bf16 autocast", True)] if amp_dtype(torch.device("cpu")) else [])
     cols = ["measure", "reference"] + [c for name, _ in variants for c in (f"ours {name}", f"ratio {name}")]
@@ -234,22 +241,27 @@ def speed_and_quality(args) -> str:
             row[f"ratio {name}"] = (v / ref) if higher_better else (ref / v)
         rows_speed.append(row)
 
-    torch.manual_seed(0)
-    ref_pps, ref_mem = train_throughput(reference_train_loader(case, pipe), unet(task.num_classes), args.steps, reference_step)
-    pps, mem = {}, {}
-    for name, amp in variants:
+    # training: reference and ours alternate, --repeats times (the machine's load drifts; medians are reported)
+    loaders = {"standard": lambda: ours_train_loader(case, pipe), "synth": lambda: ours_synth_loader(pipe)}
+    tr: dict = {}
+    for _ in range(args.repeats):
         gc.collect()
         torch.manual_seed(0)
-        pps[name], mem[name] = train_throughput(ours_train_loader(case, pipe), ours_model(task.num_classes, amp), args.steps, ours_step(amp))
-    add("training throughput, standard augmentation (patches/s, higher is better)", ref_pps, pps, True)
-    pps_synth = {}
-    for name, amp in variants:
-        gc.collect()
-        torch.manual_seed(0)
-        pps_synth[name], _ = train_throughput(ours_synth_loader(pipe), ours_model(task.num_classes, amp), args.steps, ours_step(amp))
-    add("training throughput, default (synth) pipeline (patches/s, higher is better)", ref_pps, pps_synth, True)
-    rows_speed.append({"measure": "training peak RSS (MB)", "reference": ref_mem, **{f"ours {k}": v for k, v in mem.items()},
-                       **{f"ratio {k}": v / ref_mem for k, v in mem.items()}})
+        tr.setdefault("reference", []).append(train_throughput(reference_train_loader(case, pipe), unet(task.num_classes), args.steps, reference_step))
+        for kind, make in loaders.items():
+            for name, amp in variants:
+                gc.collect()
+                torch.manual_seed(0)
+                tr.setdefault((kind, name), []).append(train_throughput(make(), ours_model(task.num_classes, amp), args.steps, ours_step(amp)))
+    med = {k: [float(np.median([r[i] for r in v])) for i in range(3)] for k, v in tr.items()}
+    for kind, label in (("standard", "standard augmentation"), ("synth", "default (synth) pipeline")):
+        add(f"training throughput, {label} (patches/s, higher is better)", med["reference"][0],
+            {name: med[(kind, name)][0] for name, _ in variants}, True)
+    for kind, label in (("standard", "standard augmentation"), ("synth", "default (synth) pipeline")):
+        add(f"training CPU time per patch, {label} (CPU s of all the process's threads; ratio = reference / ours)", med["reference"][2],
+            {name: med[(kind, name)][2] for name, _ in variants}, False)
+    rows_speed.append({"measure": "training peak RSS (MB)", "reference": med["reference"][1], **{f"ours {k}": med[("standard", k)][1] for k, _ in variants},
+                       **{f"ratio {k}": med[("standard", k)][1] / med["reference"][1] for k, _ in variants}})
 
     model_run = Path(args.model_run) if args.model_run else None
     if model_run is None:
@@ -259,12 +271,17 @@ def speed_and_quality(args) -> str:
             model_run = None
     seg = Segmenter.from_run(model_run) if model_run else Segmenter(unet(task.num_classes).eval(), pipe, task.class_names)
     test_img = task.test[0]["image"]
-    t_ref = min(_timed(lambda: reference_infer(test_img, seg.model, pipe)) for _ in range(2))
-    t_our = {}
-    for name, amp in variants:
-        seg.amp = amp
-        t_our[name] = min(_timed(lambda: ours_infer(test_img, seg)) for _ in range(2))
-    add("sliding-window inference per volume, file → mask on input grid (s, MNI152 197×233×189; ratio = reference / ours)", t_ref, t_our, False)
+    inf: dict = {}
+    for _ in range(max(2, args.repeats)):  # interleaved; the fastest of each is reported
+        inf.setdefault("reference", []).append(_timed(lambda: reference_infer(test_img, seg.model, pipe)))
+        for name, amp in variants:
+            seg.amp = amp
+            inf.setdefault(name, []).append(_timed(lambda: ours_infer(test_img, seg)))
+    best = {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in inf.items()}
+    add("sliding-window inference per volume, file → mask on input grid (s, MNI152 197×233×189; ratio = reference / ours)",
+        best["reference"][0], {name: best[name][0] for name, _ in variants}, False)
+    add("sliding-window inference per volume, CPU time (CPU s; ratio = reference / ours)",
+        best["reference"][1], {name: best[name][1] for name, _ in variants}, False)
 
     # full-size CT memory (untrained CT net: memory and time do not depend on the weights)
     ct = read_msd_task(task_dir(CT_TASK))
@@ -275,22 +292,30 @@ def speed_and_quality(args) -> str:
         big = full_size_ct(Path(tmp))
         gc.collect()
         with PeakRSS() as m_ref:
-            t_ref_ct = _timed(lambda: reference_infer(str(big), ct_seg.model, ct_pipe))
+            t_ref_ct = _timed(lambda: reference_infer(str(big), ct_seg.model, ct_pipe))[0]
         for name, amp in variants:
             ct_seg.amp = amp
             gc.collect()
             with PeakRSS() as m:
-                t_our_ct[name] = _timed(lambda: ours_infer(str(big), ct_seg))
+                t_our_ct[name] = _timed(lambda: ours_infer(str(big), ct_seg))[0]
             m_our[name] = m.delta_mb
     rows_speed.append({"measure": "inference on a 512×512×300 CT: peak RSS above start (MB; ratio = ours / reference)", "reference": m_ref.delta_mb,
                        **{f"ours {k}": v for k, v in m_our.items()}, **{f"ratio {k}": v / max(m_ref.delta_mb, 1e-9) for k, v in m_our.items()}})
     add("inference on a 512×512×300 CT: time (s; ratio = reference / ours)", t_ref_ct, t_our_ct, False)
 
-    md = [f"Command: `python bench/medical.py` — {machine_line()}, torch threads {args.threads} for both pipelines. "
+    md = [f"Command: `python bench/medical.py --part speed --steps {args.steps} --repeats {args.repeats}` — {machine_line()}; "
+          f"CPU: {cpu_label()}; 1-min load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+          "(2 cores: a load above 2 means other jobs shared them; seconds then vary, ratios within the run stay fair, and the CPU-time rows "
+          f"hardly depend on it); torch threads {args.threads} for both pipelines. "
           "Reference = MONAI spleen-tutorial style (plain Dataset + DataLoader re-preprocessing every batch, fp32; "
           "`sliding_window_inference` with its defaults then `Invertd` of the full softmax), same UNet(16,32,64,128), same data "
-          "(Colin27 → MNI152), 3 mm, 48³ patches, 4 per step. Ours = `domains.medical` (cached preprocessing, the trainer's own "
-          "`train_step`, `Segmenter.predict_volume`). Ratios are measured in this run; > 1 means ours is faster. "
+          "(Colin27 → MNI152), 3 mm, 48³ patches, 4 per step. Ours = `domains.medical` (cached preprocessing, batches drawn on one "
+          "background thread while the step computes (`training.prefetch`, as the trainer does; the reference draws its batches in the "
+          "loop, `num_workers=0`), the trainer's own `train_step`, `Segmenter.predict_volume`: the same sliding window (overlap 0.25, "
+          "Gaussian blending), then the softmax resampled back to the input grid only inside the box the network labelled foreground, "
+          "axis by axis when the grids are axis-aligned). "
+          f"Training: {args.steps} timed steps after 2 warm-up steps, pipelines alternating, medians over {args.repeats} repeat(s); "
+          "inference: the fastest of alternating runs. Ratios are measured in this run; > 1 means ours is faster. "
           + ("Ours runs twice: in fp32, and with its default mixed precision, which this CPU supports (bf16 matrix units, AMX); "
              "on a CPU without them the default is the fp32 column." if len(variants) > 1 else
              "This CPU has no bf16 matrix units, so our default is fp32 here."), "",
@@ -464,10 +489,31 @@ def _count_params(run: Path) -> int | None:
         return None
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
+def cpu_label() -> str:
+    """The CPU model, torch's CPU capability and whether it has AMX bf16 units (the fp32 column is what a
+    CPU without them runs), for labelling the columns."""
+    import platform
+
+    from core.device import cpu_has_bf16_matrix_units
+
+    name = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    amx = cpu_has_bf16_matrix_units()
+    return (f"{name}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            + ("AMX bf16 units present (amx_bf16)" if amx else "no AMX bf16 units"))
+
+
+def _timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of ``fn()``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 if __name__ == "__main__":

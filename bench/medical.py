@@ -195,6 +195,9 @@ def main(argv=None) -> int:
     ap.add_argument("--extra-run", action="append", default=[], metavar="LABEL=RUN",
                     help="robustness: another model run as a column (before the default one); repeatable")
     ap.add_argument("--atlas-cached-only", action="store_true", help="robustness: report the atlas only where --atlas-cache has it")
+    ap.add_argument("--split", choices=["test", "val"], default="test",
+                    help="robustness: test = the held-out MNI152 (BENCHMARKS); val = the deformed Colin27 validation copy that training selects "
+                         "on, as every variant — for choosing a recipe without the test volume (models only, no atlas/TTA; prints, never writes)")
     ap.add_argument("--atlas-cache", default="runs/medical/atlas-variants.json",
                     help="robustness: atlas results per variant are kept here and reused when the atlas config is unchanged ('' = off)")
     args = ap.parse_args(argv)
@@ -212,7 +215,7 @@ def main(argv=None) -> int:
     if args.part in ("all", "robustness"):
         text = robustness_section(args)
         print(text)
-        if not args.no_write:
+        if not args.no_write and args.split == "test":
             write_benchmark_section("medical-robustness", "## Medical: robustness to acquisition (issue 14)\n\n" + text)
     return 0
 
@@ -354,6 +357,15 @@ def robustness_section(args) -> str:
     new = Path(args.model_run).name if args.model_run else None  # the run the table is about: labelled by its folder name
     if args.model_run:
         runs[new] = Path(args.model_run)
+    if args.split == "val":
+        with tempfile.TemporaryDirectory() as tmp:
+            image, label = validation_files(task, Path(tmp))
+            rows, raw = robustness(image, label, runs, None, tta=False, names=args.variants, class_names=task.class_names,
+                                   log=lambda m: print(m, flush=True))
+        means = "; ".join(f"{k}: min {min(r[k]['mean'] for r in raw.values()):.3f}, mean {np.mean([r[k]['mean'] for r in raw.values()]):.3f}"
+                          for k in runs)
+        return "\n".join([f"VALIDATION (deformed Colin27 copy, 1 mm, as each variant; never MNI152) — {_ml()}", "", markdown_table(rows), "",
+                          f"Summary over {len(raw)} variants — {means}."])
     synth = read_synthesis(root)
     atlas = None if args.no_atlas or synth is None else {"head": synth["head"], "brain": task.training[0]["image"], "labels": task.training[0]["label"]}
     rows, raw = robustness(task.test[0]["image"], task.test[0]["label"], runs, atlas, tta=not args.no_tta, names=args.variants,
@@ -385,6 +397,29 @@ def robustness_section(args) -> str:
           "",
           markdown_table(rows, cols), "", f"Summary over {len(raw)} variants — {summary}. Worst variant for {new}: {worst_variant}.{drop}"]
     return "\n".join(md)
+
+
+def validation_files(task, out_dir: Path) -> tuple[str, str]:
+    """The validation case training selects on (``training.validation_case``: the fixed deformed Colin27
+    copy, 1 mm) as NIfTI image + label in ``out_dir``, for ``--split val``. Written on the undeformed
+    volume's RAS grid (MONAI's ``Affined`` also folds its deformation into the affine, which would undo
+    it in world space) with its background back at 0 (the copy's gamma, ``retain_stats``, lifts it by
+    ~0.001; the variants' T2-like inversion treats every voxel above 0 as head)."""
+    import nibabel as nib
+
+    from domains.medical.config import PipelineConfig
+    from domains.medical.training import validation_case
+    from domains.medical.transforms import preprocess
+
+    _, vol, lab = validation_case(task, spacing=1.0)
+    case = task.training[0] if len(task.training) < 2 else task.training[-1]
+    affine = np.asarray(preprocess(PipelineConfig(modality=task.modality, num_classes=task.num_classes, spacing=1.0), crop=False)(dict(case))["image"].affine,
+                        dtype=np.float64)
+    img = np.where(vol.data > vol.data.min() + 1e-3, vol.data, 0).astype(np.float32)
+    paths = (str(out_dir / "validation.nii.gz"), str(out_dir / "validation_label.nii.gz"))
+    nib.save(nib.Nifti1Image(img, affine), paths[0])
+    nib.save(nib.Nifti1Image(lab.astype(np.uint8), affine), paths[1])
+    return paths
 
 
 def _short(name: str) -> str:

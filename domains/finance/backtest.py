@@ -4,6 +4,7 @@
     python -m domains.finance.backtest --no-garch-informed   # the plain TFT
     python -m domains.finance.backtest --quick         # 4 quarterly folds of 2022, 3 tickers, 2 seeds
     python -m domains.finance.backtest --folds 80 --test-days 63   # quarterly folds
+    python -m domains.finance.backtest --rescore fin-full-garch   # a saved run's tables + vol_qlike_mean, no training
 
 The scheme, the early stopping on a validation period before each cutoff, the regimes and every
 statistic are described in :mod:`domains.finance.walkforward`. Outputs (run directory):
@@ -18,6 +19,7 @@ issue-15 verdict.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,12 +28,12 @@ from core.cli import run_cli
 from core.device import set_cpu_threads
 from core.io import atomic_write_parquet
 from core.logging import get_logger
-from core.runs import Run
+from core.runs import Run, resolve_model_run
 from domains.finance.config import BacktestConfig
 from domains.finance.data import PANEL_DATASET, load_panel_data
 from domains.finance.features import base_features
 from domains.finance.interpretation import interpret
-from domains.finance.walkforward import run_walkforward, summarise, write_report
+from domains.finance.walkforward import rescore, run_walkforward, summarise, write_report
 
 __all__ = ["BacktestConfig", "QUICK", "backtest", "main"]
 
@@ -42,6 +44,8 @@ QUICK = {"folds": 4, "test_days": 63, "seeds": 2, "epochs": 1, "refit_epochs": 1
 
 def backtest(cfg: BacktestConfig) -> Path:
     """Run the walk-forward backtest; returns the run directory."""
+    if cfg.rescore:
+        return rescore_run(cfg)
     if cfg.quick:
         cfg = dataclasses.replace(cfg, **{k: v for k, v in QUICK.items() if not (k == "tickers" and cfg.tickers)})
     set_cpu_threads(cfg.threads)
@@ -62,6 +66,21 @@ def backtest(cfg: BacktestConfig) -> Path:
         print((run.dir / "summary.md").read_text())
         metrics = {f"{r['model']}/{k}": v for r in out["aggregate"].to_dict("records") for k, v in r.items() if k != "model"}
         run.finish({**out["verdict"], **metrics, "folds": len(res.folds)})
+        return run.dir
+
+
+def rescore_run(cfg: BacktestConfig) -> Path:
+    """Recompute every table and the verdict of the saved backtest run ``cfg.rescore`` (losses and
+    predictions, no training) into a new job run: adds ``vol_qlike_mean``; the source run is untouched."""
+    src = resolve_model_run("finance", cfg.rescore)
+    with Run.start("finance", cfg, new_name=f"rescore-{src.name}-{time.strftime('%Y%m%d-%H%M%S')}", command="backtest-rescore", kind="job") as run:
+        res = rescore(src)
+        horizon = int(json.loads((src / "config.json").read_text()).get("horizon", cfg.horizon)) if (src / "config.json").is_file() else cfg.horizon
+        out = summarise(res, horizon)
+        write_report(out, res, run.dir)
+        print((run.dir / "summary.md").read_text())
+        metrics = {f"{r['model']}/{k}": v for r in out["aggregate"].to_dict("records") for k, v in r.items() if k != "model"}
+        run.finish({**out["verdict"], **metrics, "folds": len(res.folds), "rescored_from": str(src)})
         return run.dir
 
 

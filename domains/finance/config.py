@@ -99,6 +99,7 @@ class BacktestConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, Tra
     baseline_window: int = field(default=2520, metadata={"help": "GARCH/GJR/HAR parameters are fitted on the last this many days before each cutoff (0 = all)"})
     garch_informed: bool = field(default=True, metadata={"help": "GARCH-informed TFT: each fold's GJR-GARCH-t (the gjr_t baseline's fit) gives an input (its one-step volatility) and the scale of the targets, so the TFT's quantiles are a correction of GJR's (--no-garch-informed: plain TFT)"})
     save_predictions: bool = field(default=True, metadata={"help": "write every quantile forecast to predictions.parquet"})
+    rescore: str = field(default="", metadata={"help": "rescore a saved backtest run (name or folder) from its losses/predictions, no training: adds vol_qlike_mean (QLIKE on sqrt(E[rv^2]) from the quantiles) to every table and the verdict"})
     quick: bool = field(default=False, metadata={"help": "demo/test setting: 4 quarterly folds (2022), SP500/AAPL/JPM, 2 seeds, 1 epoch of 20 batches then refits of 5 (backtest.QUICK)"})
 
 

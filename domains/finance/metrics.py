@@ -12,7 +12,8 @@ from scipy import special, stats
 
 __all__ = ["pinball", "pinball_rows", "coverage", "qlike", "qlike_rows", "rmse", "kupiec_pof", "christoffersen", "transition_counts",
            "christoffersen_from_counts", "var_backtest", "newey_west_variance", "diebold_mariano", "es_from_quantiles",
-           "acerbi_szekely_z2", "AS_Z2_CRITICAL_5PCT", "mcneil_frey", "cumulative_var"]
+           "acerbi_szekely_z2", "AS_Z2_CRITICAL_5PCT", "mcneil_frey", "cumulative_var",
+           "second_moment_from_quantiles"]
 
 
 def pinball(y: np.ndarray, q_pred: np.ndarray, quantiles) -> np.ndarray:
@@ -51,6 +52,29 @@ def qlike_rows(realised_vol: np.ndarray, forecast_vol: np.ndarray, floor: float 
     f = np.maximum(np.asarray(forecast_vol, float), floor) ** 2
     ratio = r / f
     return ratio - np.log(ratio) - 1
+
+
+def second_moment_from_quantiles(q_pred: np.ndarray, quantiles, nonnegative: bool = True) -> np.ndarray:
+    """E[Y²] of each forecast distribution given only its quantiles ``q_pred`` (..., Q) at levels
+    ``quantiles``: the quantile function is taken piecewise linear through the knots, extended
+    linearly to p=0 and p=1 with the slope of the first/last segment (clipped at 0 below when
+    ``nonnegative``: a volatility), and Q(p)² is integrated exactly over (0, 1). One rule for every
+    model. Used for QLIKE, which is consistent for the conditional MEAN of the variance proxy
+    (Patton 2011), not its median: the QLIKE point forecast of rv² is E[rv²]. On a lognormal with
+    log-sd 0.2-0.5 and the 9-level grid 0.01..0.99 it is within ~1% of the true E[Y²] (3% at log-sd 0.8);
+    the plain mean of the squared quantiles would be 10-55% too high (the grid is not equally spaced)."""
+    q = np.sort(np.asarray(q_pred, float), axis=-1)
+    p = np.asarray(quantiles, float)
+    if q.shape[-1] != len(p) or len(p) < 2:
+        raise ValueError(f"{q.shape[-1]} quantile forecasts for {len(p)} levels (need >= 2, equal)")
+    lo = q[..., 0] - (q[..., 1] - q[..., 0]) / (p[1] - p[0]) * p[0]
+    hi = q[..., -1] + (q[..., -1] - q[..., -2]) / (p[-1] - p[-2]) * (1 - p[-1])
+    if nonnegative:
+        lo = np.maximum(lo, 0.0)
+    qq = np.concatenate([lo[..., None], q, hi[..., None]], axis=-1)
+    w = np.diff(np.concatenate([[0.0], p, [1.0]]))
+    a, b = qq[..., :-1], qq[..., 1:]
+    return np.sum(w * (a * a + a * b + b * b) / 3, axis=-1)
 
 
 def rmse(y: np.ndarray, f: np.ndarray) -> float:

@@ -150,7 +150,7 @@ def train_private_model(cfg: PrivateConfig, data: PatchSet, initial: torch.nn.Mo
             norms = torch.stack([p.grad_sample.reshape(len(idx), -1).norm(dim=1) for p in params], 1).norm(dim=1)
             clipped += int((norms > clip).sum())
             seen += len(idx)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         else:  # an empty Poisson batch: noise only
             for p in params:
                 p.grad_sample = torch.zeros((1, *p.shape))

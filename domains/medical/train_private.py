@@ -25,7 +25,7 @@ def train_private(cfg: PrivateConfig) -> Path:
     with Run.start("medical", cfg, command="train_private", kind="model") as run:
         metrics = fit_private(cfg, run)
         run.finish(metrics)
-        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
+        print({k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in metrics.items()})
     return run.dir
 
 

@@ -713,6 +713,13 @@ NOTES = """
   lr 5e-4, head lr 3e-3, the same 3 epochs as full FT). Chosen on validation (`--select B`: 20 % of the training
   items held out, full FT re-trained on the rest; seed 0): q,v r = 8 97.0 % of full FT, all linear r = 8 98.7 %,
   all linear r = 16 93.7 %. The adapter file holds the LoRA matrices and the head.
+- Task B's LoRA target is still missed. With one seed per setting, the validation ranking spreads over 5 points
+  (93.7–98.7 %) and the chosen setting reached 94.6 % on the test items: differences of this size are seed noise at
+  3 epochs. What would settle it (not run this session for lack of CPU): ≥ 3 seeds per setting on validation, and
+  more LoRA epochs with early stopping on validation (a LoRA epoch costs 0.62 of a full-FT epoch).
+- Task A's student runs its 5 stages at the teacher's resolution, where most of the FLOPs are: 0.69 of a teacher
+  epoch and 0.85 of its latency, so it is smaller (4.8×) but not much faster; the whole run takes longer than
+  with the old student.
 - Task A is one subject (Colin27), so the metric measures generalisation across hemispheres, not subjects.
   Task B predicts genres from a title and year only: a weak signal, so absolute AUCs are modest.
 """

@@ -107,11 +107,16 @@ def federated_table(args) -> tuple[str, dict]:
     sel_jobs += [("validation", s, name, kw, base) for s in args.select_seeds for name, kw in cands.items()]
     test_seeds = args.seeds
     fixed = [("heldout", s, "central", {}, base) for s in test_seeds] + [("heldout", s, "fedavg", cands["fedavg"], base) for s in test_seeds]
+    if not args.select_seeds:  # no validation runs: central vs FedAvg only (FedAvg has nothing to choose)
+        sel_jobs, cands = [], {"fedavg": cands["fedavg"]}
     res = _run_jobs(sel_jobs + fixed, args.workers)  # the held-out runs that need no choice go alongside the validation runs
-    val = {name: _ratios(res, "validation", args.select_seeds, name) for name in cands}
-    best_prox = min((n for n in cands if n.startswith("fedprox")), key=lambda n: np.mean(val[n]))
-    best_m = min((n for n in cands if n.startswith("fedavgm")), key=lambda n: np.mean(val[n]))
-    chosen = {"fedavg": cands["fedavg"], best_prox: cands[best_prox], best_m: cands[best_m]}
+    val = {name: _ratios(res, "validation", args.select_seeds, name) if args.select_seeds else [float("nan")] for name in cands}
+    chosen = {"fedavg": cands["fedavg"]}
+    for prefix in ("fedprox", "fedavgm"):
+        names = [n for n in cands if n.startswith(prefix)]
+        if names:
+            best = min(names, key=lambda n: np.mean(val[n]))
+            chosen[best] = cands[best]
     test_jobs = [("heldout", s, name, kw, base) for s in test_seeds for name, kw in chosen.items() if name != "fedavg"]
     res.update(_run_jobs(test_jobs, args.workers))
     info = next(v[1] for k, v in res.items() if k[0] == "heldout" and k[2] != "central")
@@ -125,7 +130,7 @@ def federated_table(args) -> tuple[str, dict]:
         out[name] = {"pinball": v, "ratios": r, "validation_ratios": val[name]}
         label = name if name == "fedavg" else f"{name} (chosen on validation)"
         rows.append({"training": label, "held-out vol pinball": ms(v), "vs central, paired per seed (mean ± sd)": ms(r),
-                     "per-seed ratios": ", ".join(f"{x:.3f}" for x in r), "validation ratio": ms(val[name]),
+                     "per-seed ratios": ", ".join(f"{x:.3f}" for x in r), "validation ratio": ms(val[name]) if args.select_seeds else "-",
                      "within 2 %": "met" if np.mean(r) <= 1.02 else f"missed (+{(np.mean(r) - 1) * 100:.1f} %)",
                      "update agreement": f"{np.mean([np.mean(res[('heldout', s, name)][1]['update_agreement']) for s in test_seeds]):.3f}",
                      "rounds": args.rounds,
@@ -143,9 +148,10 @@ def federated_table(args) -> tuple[str, dict]:
            f"bytes per round = parameters x {args.sites} sites x 2 directions. Update agreement = ||mean site update|| / mean ||site update||, "
            f"averaged over rounds and seeds (1 = the sites moved alike, {args.sites ** -0.5:.2f} = orthogonal): the client-drift measure. Why the gap: "
            "domains/finance/README.md, 'Federated training'.\n\n"
-           f"Settings chosen on validation only: the {args.val_days} trading days before the held-out cutoff "
-           f"({vp.info['validation_cutoff']} .. {vp.info['heldout_cutoff']}), training on the windows whose targets end before it, "
-           f"seeds {args.select_seeds}; the lowest mean validation ratio wins:\n\n" + markdown_table(sel_rows))
+           + (f"Settings chosen on validation only: the {args.val_days} trading days before the held-out cutoff "
+              f"({vp.info['validation_cutoff']} .. {vp.info['heldout_cutoff']}), training on the windows whose targets end before it, "
+              f"seeds {args.select_seeds}; the lowest mean validation ratio wins:\n\n" + markdown_table(sel_rows) if args.select_seeds
+              else "No validation runs (`--select-seeds` empty): central vs FedAvg only, nothing chosen."))
     return markdown_table(rows) + "\n\n" + txt, out
 
 
@@ -226,7 +232,9 @@ def main() -> None:
     ap.add_argument("--server-lrs", type=float, nargs="+", default=[1.5, 2.0], help="FedAvgM server learning-rate candidates (chosen on validation)")
     ap.add_argument("--server-momentum", type=float, default=0.0)
     ap.add_argument("--val-days", type=int, default=63, help="validation period: trading days before the held-out cutoff")
-    ap.add_argument("--select-seeds", type=int, nargs="+", default=[0], help="seeds of the validation runs that choose mu / server lr")
+    ap.add_argument("--select-seeds", type=int, nargs="*", default=[0], help="seeds of the validation runs that choose mu / server lr "
+                    "(none: no validation runs, central vs FedAvg only)")
+    ap.add_argument("--section", default="trust-federated", help="the BENCHMARKS.md block the federated table goes to")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--workers", type=int, default=1, help="federated runs in parallel (forked processes, 1 torch thread each)")
     ap.add_argument("--dp-steps", type=int, default=15)
@@ -248,7 +256,7 @@ def main() -> None:
     if args.part in ("all", "federated"):
         t0 = time.time()
         fed, _ = federated_table(args)
-        blocks["trust-federated"] = f"### Federated (Flower) vs central, same budget\n\n{_header(t0)}\n\n{fed}"
+        blocks[args.section] = f"### Federated (Flower) vs central, same budget: {args.rounds} rounds\n\n{_header(t0)}\n\n{fed}"
     if args.part in ("all", "privacy"):
         t0 = time.time()
         dp, _ = privacy_table(args)

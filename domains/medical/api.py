@@ -152,10 +152,11 @@ def model_run(run_dir: str | Path) -> ModelRun:
     return ModelRun(path=run_dir, has_model=(run_dir / "best.safetensors").is_file(), task=str(task) if task else None, class_names=names)
 
 
-def load_segmenter(run_dir: str | Path, *, lcc: bool = False, tta: bool = False) -> LoadedSegmenter:
+def load_segmenter(run_dir: str | Path, *, lcc: bool = False, tta: bool = False, crop: bool = True) -> LoadedSegmenter:
     """The run's model; ``lcc``: keep the largest connected component of each structure; ``tta``:
-    average with the left-right mirrored input (lateral labels swapped) — issue 14.4."""
-    seg = Segmenter.from_run(run_dir, lcc=lcc, tta=tta)
+    average with the left-right mirrored input (lateral labels swapped) — issue 14.4; ``crop``: the
+    sliding window over the non-zero box only, as ``infer`` does by default."""
+    seg = Segmenter.from_run(run_dir, lcc=lcc, tta=tta, crop=crop)
     return LoadedSegmenter(run_dir=Path(run_dir), class_names=list(seg.class_names), segmenter=seg)
 
 

@@ -86,6 +86,8 @@ class PostFields:
 
     lcc: bool = field(default=True, metadata={"help": "keep the largest connected component of each class that is one structure (cerebral hemispheres, cerebellum; see postprocess.SINGLE_STRUCTURES)"})
     tta: bool = field(default=False, metadata={"help": "test-time augmentation: average with the left-right mirrored prediction (lateral labels swapped); ~2x the network time"})
+    crop: bool = field(default=True, metadata={"help": "run the sliding window only over the box of non-zero voxels (nnU-Net's crop): fewer windows, and "
+                                                       "oblique scans' empty corners no longer shift the windows (--no-crop: the whole network grid)"})
 
 
 # --- commands ------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
 
     model_run = resolve_model_run("medical", cfg.model_run, cfg.runs_dir)
     task = read_msd_task(task_dir(cfg.task or read_task_meta(model_run)["task"]))
-    seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta)
+    seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop)
     with Run.start("medical", cfg, command="evaluate", kind="job") as run:
         if cfg.split == "val":
             res = evaluate_volumes(seg, [validation_case(task)])

@@ -40,7 +40,7 @@ def infer(cfg: InferConfig) -> Path:
     check_input(src, meta["pipeline"]["spacing"])  # refusals are fast: before the model, the heavy imports and the run folder
     from domains.medical.predict import Segmenter, save_result
 
-    seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta)
+    seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop)
     with Run.start("medical", cfg, command="infer", kind="job") as run:
         res = seg.predict(src)
         rec = save_result(res, run.dir, model_run)

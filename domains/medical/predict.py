@@ -38,7 +38,8 @@ from domains.medical.postprocess import keep_largest_components, mirror_tta_logi
 from domains.medical.transforms import compose, image_steps
 from domains.medical.validation import MedicalInputError, check_image_array, check_resampled_size
 
-__all__ = ["Segmenter", "SegmentationResult", "Prediction", "sliding_window_logits", "logits_to_native", "axis_permutation", "argmax0",
+__all__ = ["Segmenter", "SegmentationResult", "Prediction", "sliding_window_logits", "logits_to_native", "nonzero_box", "box_affine",
+           "axis_permutation", "argmax0",
            "volumes_ml", "mean_foreground_confidence", "overlay_png", "read_task_meta", "model_from_run_meta", "canonical", "save_result"]
 
 log = get_logger("medical.predict")
@@ -98,6 +99,31 @@ def logits_to_native(logits: torch.Tensor, src_affine, dst_affine, dst_shape, sl
         part = resample(src, dst_affine=torch.as_tensor(dst_affine @ shift), spatial_size=(int(d_hi[0] - d_lo[0]), int(d_hi[1] - d_lo[1]), z1 - z0))
         out[d_lo[0]:d_hi[0], d_lo[1]:d_hi[1], z0:z1] = part.argmax(0).numpy().astype(np.uint8)
     return out
+
+
+def nonzero_box(image: torch.Tensor, margin: int = 2) -> tuple[slice, slice, slice] | None:
+    """The bounding box of the non-zero voxels of a (1, X, Y, Z) preprocessed image, grown by
+    ``margin`` voxels on each side (clamped to the image), as slices; None when the image is all zero.
+
+    Both intensity transforms map background to exactly 0 (MRI percentile scaling clips below the
+    0.5 % percentile, the CT window clips air), so outside this box the network sees the zeros a
+    sliding window pads with anyway: nnU-Net crops to the non-zero region the same way."""
+    nz = image[0] != 0
+    if not bool(nz.any()):
+        return None
+    box = []
+    for ax in range(3):
+        hit = torch.nonzero(nz.any(dim=tuple(a for a in range(3) if a != ax))).flatten()
+        lo, hi = int(hit[0]) - margin, int(hit[-1]) + 1 + margin
+        box.append(slice(max(lo, 0), min(hi, nz.shape[ax])))
+    return tuple(box)
+
+
+def box_affine(affine, box: tuple[slice, slice, slice]) -> np.ndarray:
+    """The affine of the sub-grid ``box`` (slices) of a grid with ``affine``."""
+    a = np.asarray(affine, dtype=np.float64).copy()
+    a[:3, 3] = a[:3, :3] @ np.array([s.start for s in box], dtype=np.float64) + a[:3, 3]
+    return a
 
 
 def axis_permutation(m: np.ndarray, tol: float = 1e-6) -> tuple[int, int, int] | None:
@@ -231,26 +257,29 @@ class Segmenter:
     (``task.json`` + ``config.json`` + ``best.safetensors``) or built in memory by training.
 
     ``lcc``: keep the largest connected component of each single-structure class; ``tta``: average
-    with the left-right mirrored prediction (``domains.medical.postprocess``)."""
+    with the left-right mirrored prediction (``domains.medical.postprocess``); ``crop``: run the
+    sliding window only over the box of non-zero voxels (:func:`nonzero_box`, nnU-Net's crop)."""
 
     def __init__(self, model: torch.nn.Module, pipe: PipelineConfig, class_names: list[str], device: torch.device | str = "cpu",
-                 sw_batch_size: int = 4, overlap: float = 0.25, amp: bool = True, lcc: bool = False, tta: bool = False):
+                 sw_batch_size: int = 4, overlap: float = 0.25, amp: bool = True, lcc: bool = False, tta: bool = False,
+                 crop: bool = True):
         self.model = model.to(device).eval()
         self.pipe, self.class_names = pipe, list(class_names)
         self.device = torch.device(device)
         self.sw_batch_size, self.overlap, self.amp = sw_batch_size, overlap, amp
-        self.lcc, self.tta = lcc, tta
+        self.lcc, self.tta, self.crop = lcc, tta, crop
         self._pre = compose(image_steps(pipe))
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu", lcc: bool = False, tta: bool = False) -> "Segmenter":
+    def from_run(cls, run_dir: str | Path, device: str = "cpu", lcc: bool = False, tta: bool = False, crop: bool = True) -> "Segmenter":
         run_dir = Path(run_dir)
         meta = read_task_meta(run_dir)
         cfg = json.loads((run_dir / "config.json").read_text())
         model = model_from_run_meta(meta)
         load_weights(run_dir / "best.safetensors", model)
         return cls(model, PipelineConfig(**meta["pipeline"]), meta["class_names"], device=resolve_device(device),
-                   sw_batch_size=cfg.get("sw_batch_size", 4), overlap=cfg.get("overlap", 0.25), amp=cfg.get("amp", True), lcc=lcc, tta=tta)
+                   sw_batch_size=cfg.get("sw_batch_size", 4), overlap=cfg.get("overlap", 0.25), amp=cfg.get("amp", True), lcc=lcc, tta=tta,
+                   crop=crop)
 
     def preprocess(self, vol: Volume) -> MetaTensor:
         check_resampled_size(vol.shape, vol.spacing, self.pipe.spacing, vol.path)  # before any allocation on the network grid
@@ -265,10 +294,17 @@ class Segmenter:
         return mirror_tta_logits(run, image, self.class_names) if self.tta else run(image)
 
     def segment(self, vol: Volume) -> Prediction:
-        """Labels on ``vol``'s own voxel grid (exactly its shape and affine) and the mean confidence."""
+        """Labels on ``vol``'s own voxel grid (exactly its shape and affine) and the mean confidence.
+
+        The sliding window of a 3D net runs only over the box of non-zero voxels (:func:`nonzero_box`);
+        everything outside it is background (the network grid there holds only zeros)."""
         img = self.preprocess(vol)
-        logits = self.logits(img[None].as_tensor())[0]
-        mask = logits_to_native(logits, img.affine, vol.affine, vol.shape)
+        box = None if not self.crop or getattr(self.model, "whole_volume", False) else nonzero_box(img)
+        x, affine = img.as_tensor(), img.affine
+        if box is not None:
+            x, affine = x[(slice(None), *box)], box_affine(affine, box)
+        logits = self.logits(x[None])[0]
+        mask = logits_to_native(logits, affine, vol.affine, vol.shape)
         if self.lcc:
             mask = keep_largest_components(mask, self.class_names)
         return Prediction(mask=mask, mean_confidence=mean_foreground_confidence(logits))

@@ -50,7 +50,7 @@ def score(cfg: ScoreConfig) -> Path:
     device = "cpu" if cfg.device == "auto" else cfg.device
 
     def scorer(mask_dir: str) -> SegmentationScorer:
-        return SegmentationScorer(str(model_run), mask_dir, device=device, lcc=cfg.lcc, tta=cfg.tta, sources=sources)
+        return SegmentationScorer(str(model_run), mask_dir, device=device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop, sources=sources)
 
     # the run (and so its masks/ and scores/) is named from the inputs, model and settings: a rerun finishes a killed job
     name = job_name("score", items, scorer(""), cfg.items_per_chunk, model_run)

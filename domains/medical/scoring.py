@@ -80,15 +80,15 @@ class SegmentationScorer(Scorer):
 
     version = "2"
 
-    def __init__(self, model_run: str, mask_dir: str, device: str = "cpu", lcc: bool = False, tta: bool = False,
+    def __init__(self, model_run: str, mask_dir: str, device: str = "cpu", lcc: bool = False, tta: bool = False, crop: bool = True,
                  sources: dict[str, str] | None = None):
-        self.model_run, self.mask_dir, self.device, self.lcc, self.tta = str(model_run), str(mask_dir), device, lcc, tta
+        self.model_run, self.mask_dir, self.device, self.lcc, self.tta, self.crop = str(model_run), str(mask_dir), device, lcc, tta, crop
         self._sources = dict(sources or {})
 
     def load(self) -> None:
         from domains.medical.predict import Segmenter
 
-        self._seg = Segmenter.from_run(self.model_run, device=self.device, lcc=self.lcc, tta=self.tta)
+        self._seg = Segmenter.from_run(self.model_run, device=self.device, lcc=self.lcc, tta=self.tta, crop=self.crop)
 
     def score(self, item: WorkItem) -> pd.DataFrame:
         path = self._sources.get(item.id, item.path)

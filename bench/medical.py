@@ -396,7 +396,8 @@ def robustness_section(args) -> str:
           "onto a grid acquired in that plane; labels evaluated on the variant's own grid, nearest neighbour at the voxel centres). "
           "Cells: mean foreground Dice (worst class and its Dice). Runs: "
           + "; ".join(f"{k} = `{p}`" for k, p in runs.items())
-          + ". LCC = largest connected component per single-structure class; TTA = left-right mirroring with lateral labels swapped "
+          + ". Every network column runs the default inference: the sliding window over the box of non-zero voxels "
+          "(`Segmenter(crop=True)`, `--no-crop` to disable). LCC = largest connected component per single-structure class; TTA = left-right mirroring with lateral labels swapped "
           "(`domains.medical.postprocess`). atlas = `domains.medical.atlas` (Colin27 → input, SimpleITK affine + B-spline, labels by "
           "nearest neighbour; the skull-stripped Colin27 for skull-stripped inputs). Caveat: the test labels are Colin27's own AAL "
           "carried over by coordinates, so the atlas baseline transfers the very labels that define the truth."

@@ -57,14 +57,14 @@ def reference_train_loader(case: dict, pipe):
     return DataLoader(Dataset([case] * 1000, transform=tf), batch_size=1, shuffle=True, num_workers=0)
 
 
-def ours_train_loader(case: dict, pipe):
+def ours_train_loader(case: dict, pipe, recipe: str = "standard"):
     from monai.data import DataLoader, list_data_collate
 
     from domains.medical.transforms import cached_patch_dataset
 
     from domains.medical.training import prefetch
 
-    return prefetch(DataLoader(cached_patch_dataset([case], pipe, draws_per_epoch=1000), batch_size=1, shuffle=True, num_workers=0,
+    return prefetch(DataLoader(cached_patch_dataset([case], pipe, draws_per_epoch=1000, recipe=recipe), batch_size=1, shuffle=True, num_workers=0,
                                collate_fn=list_data_collate))
 
 
@@ -252,7 +252,9 @@ def speed_and_quality(args) -> str:
         rows_speed.append(row)
 
     # training: reference and ours alternate, --repeats times (the machine's load drifts; medians are reported)
-    loaders = {"standard": lambda: ours_train_loader(case, pipe), "synth": lambda: ours_synth_loader(pipe)}
+    loaders = {"standard": lambda: ours_train_loader(case, pipe), "robust": lambda: ours_train_loader(case, pipe, recipe="robust"),
+               "synth": lambda: ours_synth_loader(pipe)}
+    kinds = (("standard", "standard augmentation"), ("robust", "default (robust) augmentation"), ("synth", "synth pipeline"))
     tr: dict = {}
     for _ in range(args.repeats):
         gc.collect()
@@ -265,10 +267,10 @@ def speed_and_quality(args) -> str:
                 tr.setdefault((kind, name), []).append(train_throughput(make(), ours_model(task.num_classes, amp), args.steps, ours_step(amp),
                                                                           make_opt=ours_optimizer))
     med = {k: [float(np.median([r[i] for r in v])) for i in range(3)] for k, v in tr.items()}
-    for kind, label in (("standard", "standard augmentation"), ("synth", "default (synth) pipeline")):
+    for kind, label in kinds:
         add(f"training throughput, {label} (patches/s, higher is better)", med["reference"][0],
             {name: med[(kind, name)][0] for name, _ in variants}, True)
-    for kind, label in (("standard", "standard augmentation"), ("synth", "default (synth) pipeline")):
+    for kind, label in kinds:
         add(f"training CPU time per patch, {label} (CPU s of all the process's threads; ratio = reference / ours)", med["reference"][2],
             {name: med[(kind, name)][2] for name, _ in variants}, False)
     rows_speed.append({"measure": "training peak RSS (MB)", "reference": med["reference"][1], **{f"ours {k}": med[("standard", k)][1] for k, _ in variants},

@@ -16,7 +16,7 @@ fi
 echo "--- medical 2/6: quick 3D UNet training (200 steps, mild augmentation, ~1 min on 2 cores; the full default is python -m domains.medical.train)"
 # --augment standard: in 200 steps the default robust recipe has not yet learnt the deep grey nuclei (Dice 0.01 measured);
 # the mild recipe segments all four classes at this budget
-$PY -m domains.medical.train --runs-dir "$RUNS" --augment standard --max-epochs 10 --iters-per-epoch 20 --val-every 5 --no-evaluate-test
+$PY -m domains.medical.train --runs-dir "$RUNS" --augment standard --no-with-skull --max-epochs 10 --iters-per-epoch 20 --val-every 5 --no-evaluate-test
 echo "--- medical 3/6: evaluate on the held-out MNI152 volume (native grid, Dice + HD95)"
 $PY -m domains.medical.evaluate --runs-dir "$RUNS"
 echo "--- medical 4/6: infer one volume -> mask NIfTI (input geometry), mL per structure, PNG overlay"

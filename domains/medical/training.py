@@ -298,6 +298,13 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
     val = validation_volume(train_pre[0] if deform else pre(dict(val_case)), deform)
     synthesis = read_synthesis(task.root) if cfg.augment == "synth" else None
     vals = [val, *contrast_pose_copies(val, invert=pipe.modality.upper() != "CT")] if cfg.augment == "robust" else [val]
+    heads = read_synthesis(task.root) if cfg.with_skull and synthesis is None else None
+    if heads is not None:  # the same subject with its skull: a second training image, and a deformed copy to select on
+        head_pre = pre({"image": str(heads["head"]), "label": train_cases[0]["label"]})
+        train_pre.append(head_pre)
+        vals.append(validation_volume(head_pre, deform=True))
+    elif cfg.with_skull and synthesis is None:
+        log.info(f"task {cfg.task} has no head image with skull (no synthesis entry): training on its own images")
     if synthesis is not None:  # domain randomisation from the whole-head label map; batches made in-process
         sampler = synth_sampler(synthesis, pipe, seed=int(np.random.randint(2**31)))
         ds = None

@@ -19,14 +19,27 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["ACCOUNTANTS", "poisson_batches", "compute_grad_samples", "make_dp_optimizer", "noise_for_epsilon", "epsilon_spent"]
+__all__ = ["ACCOUNTANTS", "DPConfig", "poisson_batches", "compute_grad_samples", "make_dp_optimizer", "noise_for_epsilon", "epsilon_spent"]
 
 ACCOUNTANTS = ("prv", "rdp")
+
+
+@dataclass
+class DPConfig:
+    """The DP-SGD settings every private training command takes (a config mixin, combined by
+    inheritance like ``core.config``'s): the target (ε, δ), the per-example clipping norm and the
+    accountant. One "example" is the domain's privacy unit (a training window, a patch)."""
+
+    epsilon: float = field(default=8.0, metadata={"help": "target privacy budget ε at --delta after --steps steps ('inf' = no noise and no clipping, the same code)"})
+    delta: float = field(default=1e-5, metadata={"help": "δ of the (ε, δ) guarantee (keep it below 1 / the number of training examples)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "per-example gradient clipping norm C (one example = the domain's privacy unit)"})
+    accountant: str = field(default="prv", metadata={"help": "Opacus accountant", "choices": list(ACCOUNTANTS)})
 
 
 def poisson_batches(n: int, sample_rate: float, steps: int, seed: int = 0) -> Iterator[np.ndarray]:

@@ -29,7 +29,7 @@ import torch
 
 from core.config import RunConfig, SeedConfig, TrackingConfig
 from core.logging import get_logger
-from core.privacy import ACCOUNTANTS, compute_grad_samples, epsilon_spent, make_dp_optimizer, noise_for_epsilon, poisson_batches
+from core.privacy import DPConfig, compute_grad_samples, epsilon_spent, make_dp_optimizer, noise_for_epsilon, poisson_batches
 from domains.finance.config import DataConfig, ModelConfig, ThreadsConfig
 from domains.finance.model import pinball_loss
 from domains.finance.trust import Prepared, TrustDataConfig, heldout_metrics
@@ -41,14 +41,10 @@ PRIVACY_UNIT = "one training window (one ticker's encoder_length + horizon conse
 
 
 @dataclass
-class PrivateConfig(TrustDataConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, RunConfig):
-    epsilon: float = field(default=8.0, metadata={"help": "target privacy budget ε at --delta after --steps steps ('inf' = no noise and no clipping, the same code)"})
-    delta: float = field(default=1e-5, metadata={"help": "δ of the (ε, δ) guarantee (keep it below 1 / number of training windows)"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "per-window gradient clipping norm C"})
+class PrivateConfig(DPConfig, TrustDataConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, RunConfig):
     steps: int = field(default=100, metadata={"help": "DP-SGD steps"})
     batch_size: int = field(default=64, metadata={"help": "expected windows per step (sampling rate = batch_size / training windows)"})
     lr: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
-    accountant: str = field(default="prv", metadata={"help": "Opacus accountant", "choices": list(ACCOUNTANTS)})
 
 
 def train_private_model(cfg: PrivateConfig, p: Prepared, initial: torch.nn.Module, run=None) -> tuple[torch.nn.Module, dict]:

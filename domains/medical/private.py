@@ -32,7 +32,7 @@ import torch
 
 from core.config import RunConfig, SeedConfig, TrackingConfig
 from core.logging import get_logger
-from core.privacy import ACCOUNTANTS, epsilon_spent, make_dp_optimizer, noise_for_epsilon, poisson_batches
+from core.privacy import DPConfig, epsilon_spent, make_dp_optimizer, noise_for_epsilon, poisson_batches
 from domains.medical.data import BRAIN_TASK, MsdTask
 
 __all__ = ["PrivateConfig", "PRIVACY_UNIT", "PatchSet", "pipeline", "draw_patches", "dp_model", "train_private_model", "heldout_dice", "step_cost", "utility_privacy", "fit_private"]
@@ -42,7 +42,7 @@ PRIVACY_UNIT = "one training patch (a patch³ crop of a training volume with its
 
 
 @dataclass
-class PrivateConfig(TrackingConfig, SeedConfig, RunConfig):
+class PrivateConfig(DPConfig, TrackingConfig, SeedConfig, RunConfig):
     """``python -m domains.medical.train_private``: the 3D UNet trained with DP-SGD (small settings)."""
 
     task: str = field(default=BRAIN_TASK, metadata={"help": "prepared task name or MSD folder"})
@@ -50,13 +50,9 @@ class PrivateConfig(TrackingConfig, SeedConfig, RunConfig):
     patch: int = field(default=32, metadata={"help": "cubic patch side in voxels (training and sliding window)"})
     channels: tuple[int, ...] = field(default=(8, 16, 32, 64), metadata={"help": "UNet feature channels per level"})
     patches: int = field(default=256, metadata={"help": "training set size: patches drawn once from the training volume(s) (the privacy unit is one patch)"})
-    epsilon: float = field(default=8.0, metadata={"help": "target ε at --delta after --steps steps ('inf' = no noise and no clipping, the same code)"})
-    delta: float = field(default=1e-5, metadata={"help": "δ of the (ε, δ) guarantee (keep it below 1 / --patches)"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "per-patch gradient clipping norm C"})
     steps: int = field(default=120, metadata={"help": "DP-SGD steps"})
     batch_size: int = field(default=16, metadata={"help": "expected patches per step (sampling rate = batch_size / patches)"})
     lr: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
-    accountant: str = field(default="prv", metadata={"help": "Opacus accountant", "choices": list(ACCOUNTANTS)})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
 
 

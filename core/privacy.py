@@ -41,6 +41,20 @@ class DPConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "per-example gradient clipping norm C (one example = the domain's privacy unit)"})
     accountant: str = field(default="prv", metadata={"help": "Opacus accountant", "choices": list(ACCOUNTANTS)})
 
+    def plan(self, batch_size: int, n: int, steps: int, unit: str = "examples") -> tuple[float, float, float]:
+        """(sampling rate q, noise multiplier, clipping norm) of ``steps`` Poisson-sampled steps of
+        expected size ``batch_size`` over ``n`` examples reaching this (ε, δ). ε = ∞ is the same code
+        without noise and without clipping (a norm far above any gradient's). A batch size that is
+        not a sampling rate in (0, 1] is a one-line user error naming the ``unit``."""
+        from core.errors import UserInputError
+
+        q = batch_size / n if n else 0.0
+        if not 0 < q <= 1:
+            raise UserInputError(f"--batch-size {batch_size} for {n} training {unit}: the expected batch must be between 1 and {n}")
+        if math.isinf(self.epsilon):
+            return q, 0.0, 1e12
+        return q, noise_for_epsilon(self.epsilon, self.delta, q, steps, self.accountant), self.max_grad_norm
+
 
 def poisson_batches(n: int, sample_rate: float, steps: int, seed: int = 0) -> Iterator[np.ndarray]:
     """``steps`` index arrays into ``range(n)``: each index is in a batch with probability

@@ -29,7 +29,7 @@ import torch
 
 from core.config import RunConfig, SeedConfig, TrackingConfig
 from core.logging import get_logger
-from core.privacy import DPConfig, compute_grad_samples, epsilon_spent, make_dp_optimizer, noise_for_epsilon, poisson_batches
+from core.privacy import DPConfig, compute_grad_samples, epsilon_spent, make_dp_optimizer, poisson_batches
 from domains.finance.config import DataConfig, ModelConfig, ThreadsConfig
 from domains.finance.model import pinball_loss
 from domains.finance.trust import Prepared, TrustDataConfig, heldout_metrics
@@ -52,12 +52,8 @@ def train_private_model(cfg: PrivateConfig, p: Prepared, initial: torch.nn.Modul
     with the accountant's ε, δ, the noise multiplier and the held-out metrics)."""
     model = copy.deepcopy(initial)
     n = len(p.train_o)
-    q = cfg.batch_size / n
-    if not 0 < q <= 1:
-        raise ValueError(f"--batch-size {cfg.batch_size} for {n} training windows")
+    q, noise, clip = cfg.plan(cfg.batch_size, n, cfg.steps, unit="windows")
     private = not math.isinf(cfg.epsilon)
-    noise = noise_for_epsilon(cfg.epsilon, cfg.delta, q, cfg.steps, cfg.accountant) if private else 0.0
-    clip = cfg.max_grad_norm if private else 1e12  # ε = ∞: no clipping (C far above any gradient norm)
     opt = make_dp_optimizer(torch.optim.Adam(model.parameters(), lr=cfg.lr), noise_multiplier=noise, max_grad_norm=clip,
                             expected_batch_size=cfg.batch_size, seed=cfg.seed)
     params = [p_ for p_ in model.parameters() if p_.requires_grad]

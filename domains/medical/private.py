@@ -32,7 +32,7 @@ import torch
 
 from core.config import RunConfig, SeedConfig, TrackingConfig
 from core.logging import get_logger
-from core.privacy import DPConfig, epsilon_spent, make_dp_optimizer, noise_for_epsilon, poisson_batches
+from core.privacy import DPConfig, epsilon_spent, make_dp_optimizer, poisson_batches
 from domains.medical.data import BRAIN_TASK, MsdTask
 
 __all__ = ["PrivateConfig", "PRIVACY_UNIT", "PatchSet", "pipeline", "draw_patches", "dp_model", "train_private_model", "heldout_dice", "step_cost", "utility_privacy", "fit_private"]
@@ -122,12 +122,8 @@ def train_private_model(cfg: PrivateConfig, data: PatchSet, initial: torch.nn.Mo
 
     model = copy.deepcopy(initial)
     n = len(data)
-    q = cfg.batch_size / n
-    if not 0 < q <= 1:
-        raise ValueError(f"--batch-size {cfg.batch_size} for {n} training patches")
+    q, noise, clip = cfg.plan(cfg.batch_size, n, cfg.steps, unit="patches")
     private = not math.isinf(cfg.epsilon)
-    noise = noise_for_epsilon(cfg.epsilon, cfg.delta, q, cfg.steps, cfg.accountant) if private else 0.0
-    clip = cfg.max_grad_norm if private else 1e12  # ε = ∞: no clipping (C far above any gradient norm)
     gsm = dp_model(model)
     opt = make_dp_optimizer(torch.optim.Adam(gsm.parameters(), lr=cfg.lr), noise_multiplier=noise, max_grad_norm=clip,
                             expected_batch_size=cfg.batch_size, seed=cfg.seed)

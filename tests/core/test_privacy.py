@@ -63,3 +63,14 @@ def test_poisson_batches_sample_at_the_rate():
     sizes = [len(b) for b in poisson_batches(1000, 0.05, 200, seed=1)]
     assert abs(sum(sizes) / len(sizes) - 50) < 3
     assert len(set(sizes)) > 5  # sizes vary: Poisson, not fixed-size batches
+
+
+def test_dp_config_plan_meets_the_target_and_refuses_impossible_batches():
+    from core.errors import UserInputError
+    from core.privacy import DPConfig
+
+    q, noise, clip = DPConfig(epsilon=3.0, accountant="rdp").plan(10, 1000, 500)
+    assert q == 0.01 and clip == 1.0 and epsilon_spent(noise, q, 500, 1e-5, "rdp") == pytest.approx(3.0, abs=0.1)
+    assert DPConfig(epsilon=math.inf).plan(10, 1000, 500) == (0.01, 0.0, 1e12)  # ε = ∞: no noise, no clipping
+    with pytest.raises(UserInputError, match="--batch-size 64 for 10 training patches"):
+        DPConfig().plan(64, 10, 5, unit="patches")

@@ -202,9 +202,10 @@ def main(argv=None) -> int:
     ap.add_argument("--extra-run", action="append", default=[], metavar="LABEL=RUN",
                     help="robustness: another model run as a column (before the default one); repeatable")
     ap.add_argument("--atlas-cached-only", action="store_true", help="robustness: report the atlas only where --atlas-cache has it")
-    ap.add_argument("--split", choices=["test", "val"], default="test",
+    ap.add_argument("--split", choices=["test", "val", "val-skull"], default="test",
                     help="robustness: test = the held-out MNI152 (BENCHMARKS); val = the deformed Colin27 validation copy that training selects "
-                         "on, as every variant — for choosing a recipe without the test volume (models only, no atlas/TTA; prints, never writes)")
+                         "on, as every variant — for choosing a recipe without the test volume (models only, no atlas/TTA; prints, never writes); "
+                         "val-skull = the same deformed copy of the head WITH its skull (--with-skull's extra validation volume)")
     ap.add_argument("--atlas-cache", default="runs/medical/atlas-variants.json",
                     help="robustness: atlas results per variant are kept here and reused when the atlas config is unchanged ('' = off)")
     args = ap.parse_args(argv)
@@ -367,14 +368,15 @@ def robustness_section(args) -> str:
     new = Path(args.model_run).name if args.model_run else None  # the run the table is about: labelled by its folder name
     if args.model_run:
         runs[new] = Path(args.model_run)
-    if args.split == "val":
+    if args.split in ("val", "val-skull"):
         with tempfile.TemporaryDirectory() as tmp:
-            image, label = validation_files(task, Path(tmp))
+            image, label = validation_files(task, Path(tmp), with_skull=args.split == "val-skull")
             rows, raw = robustness(image, label, runs, None, tta=False, names=args.variants, class_names=task.class_names,
                                    log=lambda m: print(m, flush=True))
         means = "; ".join(f"{k}: min {min(r[k]['mean'] for r in raw.values()):.3f}, mean {np.mean([r[k]['mean'] for r in raw.values()]):.3f}"
                           for k in runs)
-        return "\n".join([f"VALIDATION (deformed Colin27 copy, 1 mm, as each variant; never MNI152) — {_ml()}", "", markdown_table(rows), "",
+        copy = "deformed Colin27 head WITH skull" if args.split == "val-skull" else "deformed Colin27 copy"
+        return "\n".join([f"VALIDATION ({copy}, 1 mm, as each variant; never MNI152) — {_ml()}", "", markdown_table(rows), "",
                           f"Summary over {len(raw)} variants — {means}."])
     synth = read_synthesis(root)
     atlas = None if args.no_atlas or synth is None else {"head": synth["head"], "brain": task.training[0]["image"], "labels": task.training[0]["label"]}
@@ -410,7 +412,7 @@ def robustness_section(args) -> str:
     return "\n".join(md)
 
 
-def validation_files(task, out_dir: Path) -> tuple[str, str]:
+def validation_files(task, out_dir: Path, with_skull: bool = False) -> tuple[str, str]:
     """The validation case training selects on (``training.validation_case``: the fixed deformed Colin27
     copy, 1 mm) as NIfTI image + label in ``out_dir``, for ``--split val``. Written on the undeformed
     volume's RAS grid (MONAI's ``Affined`` also folds its deformation into the affine, which would undo
@@ -422,7 +424,7 @@ def validation_files(task, out_dir: Path) -> tuple[str, str]:
     from domains.medical.training import validation_case
     from domains.medical.transforms import preprocess
 
-    _, vol, lab = validation_case(task, spacing=1.0)
+    _, vol, lab = validation_case(task, spacing=1.0, with_skull=with_skull)
     case = task.training[0] if len(task.training) < 2 else task.training[-1]
     affine = np.asarray(preprocess(PipelineConfig(modality=task.modality, num_classes=task.num_classes, spacing=1.0), crop=False)(dict(case))["image"].affine,
                         dtype=np.float64)

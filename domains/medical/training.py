@@ -86,12 +86,19 @@ def contrast_pose_copies(val: dict, invert: bool = True) -> list[dict]:
     return [inverted, tilted]
 
 
-def validation_case(task: MsdTask, spacing: float = 1.0) -> tuple[str, Volume, np.ndarray]:
+def validation_case(task: MsdTask, spacing: float = 1.0, with_skull: bool = False) -> tuple[str, Volume, np.ndarray]:
     """The case :func:`fit` selects on — the fixed deformed copy of the single training volume (or the
     last training case of a task with several) — on a ``spacing`` mm grid, as (id, volume, label), for
-    choosing inference settings on validation data (``evaluate --split val``), never on the test set."""
+    choosing inference settings on validation data (``evaluate --split val``), never on the test set.
+    ``with_skull``: the same copy of the task's head image with its skull (``--with-skull``'s extra
+    validation volume; tasks without one raise)."""
     deform = len(task.training) < 2
     case = task.training[0] if deform else task.training[-1]
+    if with_skull:
+        heads = read_synthesis(task.root)
+        if heads is None:
+            raise MedicalInputError(f"task {task.root} has no head image with skull (no synthesis entry in dataset.json)")
+        case = {"image": str(heads["head"]), "label": task.training[0]["label"]}
     pipe = PipelineConfig(modality=task.modality, num_classes=task.num_classes, spacing=spacing)
     v = validation_volume(preprocess(pipe, crop=False)(dict(case)), deform)
     vol = Volume(data=v["image"][0].numpy().astype(np.float32), affine=np.asarray(v["image"].affine, dtype=np.float64),

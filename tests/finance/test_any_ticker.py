@@ -9,20 +9,18 @@ import pandas as pd
 import pytest
 import torch
 
-from core.data import prepare
-from domains.finance.data import DATASETS, PriceDataError, load_covariates, load_panel
+from domains.finance.data import PriceDataError, load_covariates, load_panel
 from domains.finance.features import CORE_REALS, FoldScaler, base_features, future_sessions, observed_inputs
 from domains.finance.model import Forecaster, TFTSpec, build_tft
 from domains.finance.predictor import forecast_frame
+from tests.finance_support import panel_slice
 
 SPEC = dict(encoder_length=20, horizon=5, hidden_size=8, attention_heads=1, hidden_continuous_size=4)
 
 
 @pytest.fixture(scope="module")
 def panel():
-    prepare(DATASETS[0])
-    p = load_panel()
-    return p[p["ticker"].isin(["AAPL", "KO", "JPM", "SP500"]) & (p["date"] >= "2020-06-01") & (p["date"] <= "2021-04-01")].reset_index(drop=True)
+    return panel_slice(["AAPL", "KO", "JPM", "SP500"], "2020-06-01", "2021-04-01")
 
 
 def _forecaster(panel, tickers, inputs, seed=0):

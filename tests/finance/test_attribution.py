@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from core.data import prepare
 from core.explain import deletion_effect
 from domains.finance.attribution import var_attribution, var_function
-from domains.finance.data import DATASETS, load_covariates, load_panel
+from domains.finance.data import load_covariates
 from domains.finance.features import FoldScaler, base_features
 from domains.finance.model import Forecaster, TFTSpec, build_tft, fit
 from domains.finance.predictor import latest_tensors
+from tests.finance_support import panel_slice
 
 pytestmark = pytest.mark.slow  # ~20 s CPU (a minute under load): the panel, a short fit, two IG passes
 
@@ -23,10 +21,7 @@ SPEC = TFTSpec(encoder_length=15, horizon=2, hidden_size=8, attention_heads=1, h
 
 @pytest.fixture(scope="module")
 def setup():
-    prepare(DATASETS[0])
-    p = load_panel()
-    p = p[p["ticker"].isin(TICKERS) & (p["date"] >= "2019-01-01")]
-    feat = base_features(p, load_covariates())
+    feat = base_features(panel_slice(TICKERS, "2019-01-01"), load_covariates())
     torch.manual_seed(0)
     fc = Forecaster(build_tft(SPEC, TICKERS), SPEC, FoldScaler.fit(feat), TICKERS)
     T = fc.tensors(fc.scaler.transform(feat))

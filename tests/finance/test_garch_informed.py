@@ -9,21 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import prepare
-from domains.finance.data import DATASETS, load_panel
 from domains.finance.features import CORE_REALS, FoldScaler, base_features, series_by_ticker
 from domains.finance.garch import fit_gjr, gjr_scales, gjr_variance_path
 from domains.finance.model import Forecaster, TFTSpec, build_tft, predict_quantiles
 from domains.finance.predictor import forecast_frame
+from tests.finance_support import panel_slice
 
 SPEC = TFTSpec(encoder_length=20, horizon=5, hidden_size=8, attention_heads=1, hidden_continuous_size=4, observed_reals=tuple(CORE_REALS) + ("gjr_z",))
 
 
 @pytest.fixture(scope="module")
 def panel():
-    prepare(DATASETS[0])
-    p = load_panel()
-    return p[p["ticker"].isin(["AAPL", "KO", "JPM"]) & (p["date"] >= "2017-01-01") & (p["date"] <= "2021-04-01")].reset_index(drop=True)
+    return panel_slice(["AAPL", "KO", "JPM"], "2017-01-01", "2021-04-01")
 
 
 def _garch_forecaster(feat, tickers):

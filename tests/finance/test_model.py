@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import prepare
-from domains.finance.data import DATASETS, load_covariates, load_panel
+from domains.finance.data import load_covariates
 from domains.finance.features import FoldScaler, base_features
 from domains.finance.model import Forecaster, TFTSpec, build_tft, build_timeseries_dataset, fit, predict_quantiles
+from tests.finance_support import panel_slice
 
 TICKERS = ["AAPL", "KO", "SP500"]
 SPEC = TFTSpec(encoder_length=20, horizon=3, hidden_size=8, attention_heads=1, hidden_continuous_size=4)
@@ -18,10 +18,7 @@ SPEC = TFTSpec(encoder_length=20, horizon=3, hidden_size=8, attention_heads=1, h
 
 @pytest.fixture(scope="module")
 def feat():
-    prepare(DATASETS[0])
-    p = load_panel()
-    p = p[p["ticker"].isin(TICKERS) & (p["date"] >= "2017-01-01")]
-    return base_features(p, load_covariates())
+    return base_features(panel_slice(TICKERS, "2017-01-01"), load_covariates())
 
 
 def test_fast_path_equals_pytorch_forecasting_predict(feat):

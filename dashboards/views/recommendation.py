@@ -66,10 +66,7 @@ def report(k: str) -> api.TrainingReport:
 
 
 def bench_stamp(protocol: str) -> float:
-    try:
-        return (runs_dir() / api.BENCH_DIR / f"{protocol}.json").stat().st_mtime
-    except OSError:
-        return 0.0
+    return api.seed_spread_stamp(runs_dir(), protocol)
 
 
 @st.cache_data(show_spinner=False)

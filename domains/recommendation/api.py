@@ -31,7 +31,7 @@ from domains.recommendation.evaluation import load_metrics
 from domains.recommendation.inference import POPULARITY_COLUMN, Recommender, UnknownItemError
 
 __all__ = ["RecommenderView", "RecommendationRun", "TrainingReport", "SeedSpread", "BENCH_DIR", "recommendation_run", "load_recommender", "genre_vocabulary",
-           "load_metrics", "training_report", "seed_spread", "PROTOCOLS",
+           "load_metrics", "training_report", "seed_spread", "seed_spread_files", "seed_spread_stamp", "PROTOCOLS",
            "because_you_watched", "because_summary", "ITEM_SIMILARITY", "Recommender", "UnknownItemError", "POPULARITY_COLUMN"]
 
 
@@ -140,12 +140,24 @@ def training_report(run_dir: str | Path) -> TrainingReport:
     return TrainingReport(curves=curves, chosen_epoch=chosen, selection_metric=metric)
 
 
+def seed_spread_files(runs_root: str | Path, protocol: str = "stratified") -> list[Path]:
+    """The files :func:`seed_spread` reads for ``protocol`` (the combined file first, then per-seed files)."""
+    path = Path(runs_root) / BENCH_DIR / f"{protocol}.json"
+    return [path, *sorted(path.parent.glob(f"{protocol}-s*.json"))]
+
+
+def seed_spread_stamp(runs_root: str | Path, protocol: str = "stratified") -> float:
+    """Newest modification time of :func:`seed_spread_files` (0.0 when none exists): a cache key that
+    changes when any per-seed file is rewritten, not only the combined one."""
+    return max((f.stat().st_mtime for f in seed_spread_files(runs_root, protocol) if f.is_file()), default=0.0)
+
+
 def seed_spread(runs_root: str | Path, protocol: str = "stratified") -> SeedSpread:
     """Mean ± sd over seeds of every model's test metrics in the benchmark part ``protocol``
     (``<runs_root>/bench-recommendation/<protocol>.json`` and the per-seed/per-model files
     ``<protocol>-s*.json`` of ``--per-seed-file``, rows concatenated as the bench's own report does)."""
-    path = Path(runs_root) / BENCH_DIR / f"{protocol}.json"
-    parts = [d for f in [path, *sorted(path.parent.glob(f"{protocol}-s*.json"))] if isinstance(d := _read_json(f), dict) and d.get("rows")]
+    path, *_ = files = seed_spread_files(runs_root, protocol)
+    parts = [d for f in files if isinstance(d := _read_json(f), dict) and d.get("rows")]
     if not parts:
         return SeedSpread(protocol=protocol)
     res = {"rows": [r for d in parts for r in d["rows"]], "seeds": sorted({int(x) for d in parts for x in d.get("seeds") or []}),

@@ -21,3 +21,23 @@ def test_seed_spread_concatenates_per_seed_files(tmp_path):
     assert t.loc["ease", "n_seeds"] == 2 and abs(t.loc["ease", "mean"] - 0.41) < 1e-9 and t.loc["two_tower", "n_seeds"] == 1
     assert "seq" not in t.index and sp.seeds == (0, 1, 2) and sp.quick  # one smoke file marks the whole spread
     assert api.seed_spread(tmp_path / "nothing", "stratified").table.empty
+
+
+def test_seed_spread_stamp_changes_when_a_per_seed_file_is_rewritten(tmp_path):
+    """The dashboard caches the spread by this stamp: rewriting only a per-seed file must refresh it."""
+    import os
+
+    assert api.seed_spread_stamp(tmp_path, "stratified") == 0.0
+    bench = tmp_path / api.BENCH_DIR
+    bench.mkdir()
+    (bench / "stratified.json").write_text("{}")
+    per_seed = bench / "stratified-s1-ease.json"
+    per_seed.write_text("{}")
+    os.utime(bench / "stratified.json", (1_000, 1_000))
+    os.utime(per_seed, (2_000, 2_000))
+    assert api.seed_spread_stamp(tmp_path, "stratified") == 2_000
+    os.utime(per_seed, (3_000, 3_000))
+    assert api.seed_spread_stamp(tmp_path, "stratified") == 3_000
+    (bench / "sequential-s0-seq.json").write_text("{}")  # another protocol's file does not count
+    os.utime(bench / "sequential-s0-seq.json", (9_000, 9_000))
+    assert api.seed_spread_stamp(tmp_path, "stratified") == 3_000

@@ -52,10 +52,11 @@ from torch import nn  # noqa: E402
 
 from core.bench import PeakRSS, machine_line, markdown_table, write_benchmark_section  # noqa: E402
 from domains.recommendation import baselines as B  # noqa: E402
+from domains.recommendation import sequential as SEQ  # noqa: E402
 from domains.recommendation.config import TrainConfig  # noqa: E402
 from domains.recommendation.evaluation import evaluate_scores, model_scores  # noqa: E402
 from domains.recommendation.model import ITEM_FEATURES, TwoTower, sampled_softmax_loss, sampling_log_q  # noqa: E402
-from domains.recommendation.training import Prepared, Trainer, build_model, fit_two_tower, prepare_inputs  # noqa: E402
+from domains.recommendation.training import Prepared, Trainer, build_model, fit_two_tower, local_trainer, prepare_inputs  # noqa: E402
 
 PARTS = ["stratified", "sequential", "scale", "scoring10m", "serving"]
 K = 10
@@ -112,8 +113,7 @@ def two_tower_run(cfg: TrainConfig, prep: Prepared) -> dict:
     """The training command's select (early stopping on validation) + refit, without a run folder."""
     def make_trainer() -> Trainer:
         model = build_model(cfg, prep.space)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return Trainer(model=model, optimizer=opt, full_state=lambda: {k: v.detach().clone() for k, v in model.state_dict().items()})
+        return local_trainer(cfg, model, torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay))
 
     t0 = time.perf_counter()
     state, stats, selection = fit_two_tower(prep, cfg, None, make_trainer)
@@ -169,10 +169,8 @@ def part_stratified(seeds: list[int], quick: bool, models: list[str] | None = No
 # sequential: leave-last-out, full ranking
 # ---------------------------------------------------------------------------------------------
 # chosen on validation NDCG@10 only (bench/recommendation_seq_tune.py; the tuning runs are listed in the domain README)
-SEQ_BASE = dict(max_len=50, dim=64, heads=2, layers=2, dropout=0.2, temperature=0.1)
-SEQ_MODEL = dict(SEQ_BASE, text_dim=384, item_table="torchrec", loss="sampled_softmax", negatives=1000, correction="inclusion")
-SEQ_REF = dict(SEQ_BASE, text_dim=0, item_table="plain", loss="ce")
-SEQ_TRAIN = dict(epochs=20, patience=5, batch_size=64, lr=2e-3, windows="all")  # 20: what the loaded 2-core machine allowed for 6 runs in one evening
+# (one source with the training command's defaults: domains/recommendation/sequential.py OURS / REFERENCE / TRAIN)
+SEQ_MODEL, SEQ_REF, SEQ_TRAIN = dict(SEQ.OURS), dict(SEQ.REFERENCE), dict(SEQ.TRAIN)
 
 
 def part_sequential(seeds: list[int], quick: bool, models: list[str] | None = None, rows: Rows | None = None) -> dict:
@@ -208,7 +206,9 @@ def part_sequential(seeds: list[int], quick: bool, models: list[str] | None = No
                 continue
             t0 = time.perf_counter()
             cfg = SequenceConfig(**kw)
-            model, hist = train_sequence_model(split, cfg, SequenceTrainConfig(**{**SEQ_TRAIN, **tcfg_over, "seed": seed}), text if cfg.text_dim else None)
+            model, hist = train_sequence_model(split, cfg, SequenceTrainConfig(**{**SEQ_TRAIN, **tcfg_over, "seed": seed}), text if cfg.text_dim else None,
+                                               on_epoch=lambda e, loss, v, name=name: print(f"seed {seed} {name} epoch {e}: loss {loss:.3f} valid ndcg@10 {v:.4f} "
+                                                                                           f"({time.perf_counter() - t0:.0f} s)", flush=True))
             U, V = user_item_vectors(model, test_hist)
             m = evaluate_next_item(U @ V.T, test_hist, split.test, K)
             rows.append({"model": name, "seed": seed, **m, "params": {"epochs": hist["best_epoch"]}, f"valid_ndcg@{K}": hist["best_valid_ndcg"],

@@ -49,9 +49,17 @@ from domains.recommendation.metrics import ranking_metrics, top_k
 from domains.recommendation.model import FeatureSpace, model_spec, register_model
 
 __all__ = ["SequenceConfig", "SequenceModel", "LeaveLastOut", "leave_last_out_split", "train_sequence_model", "evaluate_next_item",
-           "user_item_vectors", "causal_mask", "SEQ_FEATURE", "SequenceTrainConfig", "sequence_loss", "tiled_windows"]
+           "user_item_vectors", "causal_mask", "text_init", "SEQ_FEATURE", "SequenceTrainConfig", "sequence_loss", "tiled_windows",
+           "OURS", "REFERENCE", "TRAIN", "train_and_evaluate"]
 
 SEQ_FEATURE = "item_seq"
+
+# The measured settings (bench/recommendation.py --part sequential; chosen on validation, see the domain README,
+# "Sequence model"): the sequence model, the plain SASRec reference and the training budget rule of both.
+_COMMON = dict(max_len=50, dim=64, heads=2, layers=2, dropout=0.2, temperature=0.1)
+OURS = dict(_COMMON, text_dim=384, item_table="torchrec", loss="sampled_softmax", negatives=1000, correction="inclusion")
+REFERENCE = dict(_COMMON, text_dim=0, item_table="plain", loss="ce")
+TRAIN = dict(epochs=40, patience=5, batch_size=64, lr=2e-3, windows="all")  # the same budget rule for both models
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,6 +131,7 @@ class SequenceConfig:
     negatives: int = 0
     correction: str = "frequency"  # frequency | inclusion
     text_dropout: float = 0.0  # dropout on the projected text vector (training only)
+    id_init: str = "normal"  # normal: N(0, 0.05²) id embeddings | text: the text vectors' top ``dim`` principal components (same scale)
 
 
 def causal_mask(lengths: torch.Tensor, L: int) -> torch.Tensor:
@@ -134,6 +143,18 @@ def causal_mask(lengths: torch.Tensor, L: int) -> torch.Tensor:
     allowed = causal[None] & real[:, None, :]
     allowed |= torch.eye(L, dtype=torch.bool)[None]
     return allowed[:, None]
+
+
+def text_init(text: torch.Tensor, dim: int, std: float = 0.05) -> torch.Tensor:
+    """(n_items, dim) initial id embeddings from item text vectors: the centred text projected on its top
+    ``dim`` principal components, scaled to an overall standard deviation ``std`` (the random init's), so
+    items with similar titles/genres start close together. Deterministic (no random draw)."""
+    x = text.float() - text.float().mean(0, keepdim=True)
+    _, _, vt = torch.linalg.svd(x, full_matrices=False)
+    z = x @ vt[:dim].T
+    if z.shape[1] < dim:  # fewer text dimensions than the model width: pad with zeros
+        z = F.pad(z, (0, dim - z.shape[1]))
+    return z * (std / z.std().clamp(min=1e-12))
 
 
 class _Block(nn.Module):
@@ -168,9 +189,11 @@ class SequenceModel(nn.Module):
         super().__init__()
         cfg = cfg or SequenceConfig()
         if cfg.item_table not in ("torchrec", "plain") or cfg.loss not in ("sampled_softmax", "bce", "ce") \
-                or cfg.correction not in ("frequency", "inclusion"):
-            raise ValueError(f"item_table must be torchrec|plain, loss sampled_softmax|bce|ce and correction frequency|inclusion, got "
-                             f"{cfg.item_table!r}, {cfg.loss!r}, {cfg.correction!r}")
+                or cfg.correction not in ("frequency", "inclusion") or cfg.id_init not in ("normal", "text"):
+            raise ValueError(f"item_table must be torchrec|plain, loss sampled_softmax|bce|ce, correction frequency|inclusion and id_init "
+                             f"normal|text, got {cfg.item_table!r}, {cfg.loss!r}, {cfg.correction!r}, {cfg.id_init!r}")
+        if cfg.id_init == "text" and not cfg.text_dim:
+            raise ValueError("id_init='text' needs item text (text_dim > 0)")
         if cfg.text_dim and (text is None or text.shape != (n_items, cfg.text_dim)):
             raise ValueError(f"text_dim={cfg.text_dim} needs an ({n_items}, {cfg.text_dim}) item text tensor, got "
                              f"{None if text is None else tuple(text.shape)}")
@@ -183,6 +206,9 @@ class SequenceModel(nn.Module):
         else:
             self.item_emb = nn.Embedding(n_items + 1, cfg.dim)
             nn.init.normal_(self.item_emb.weight, std=0.05)
+        if cfg.id_init == "text":
+            with torch.no_grad():
+                self._id_table()[1:] = text_init(text, cfg.dim, std=0.05)
         if cfg.text_dim:
             self.register_buffer("text", torch.cat([torch.zeros(1, cfg.text_dim), text.float()]), persistent=True)
             self.text_proj = nn.Linear(cfg.text_dim, cfg.dim)
@@ -197,6 +223,12 @@ class SequenceModel(nn.Module):
 
     def model_kwargs(self) -> dict:
         return asdict(self.cfg)
+
+    def _id_table(self) -> torch.Tensor:
+        """The (n_items + 1, dim) id-embedding weight (row 0 = padding)."""
+        if self.cfg.item_table == "torchrec":
+            return self.item_ec.embeddings["t_item_seq"].weight
+        return self.item_emb.weight
 
     def spec(self) -> dict:
         """``{"name": "sasrec", "kwargs"}``: what :func:`domains.recommendation.model.create_model` needs
@@ -429,3 +461,51 @@ def _sasrec(space: FeatureSpace, device: torch.device | str = "cpu", **kwargs) -
     """Registry builder: the text buffer starts at zeros and is filled by the run's saved weights."""
     cfg = SequenceConfig(**kwargs)
     return SequenceModel(space.n_items, cfg, torch.zeros(space.n_items, cfg.text_dim) if cfg.text_dim else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# one training run: data → split → train (validation early stopping) → test once → artifacts
+# ---------------------------------------------------------------------------------------------
+def train_and_evaluate(data: str, cfg: SequenceConfig, tcfg: SequenceTrainConfig, run=None, show_progress: bool = True) -> dict:
+    """Train the sequence model on ``data`` (``ml-100k``, a MovieLens folder or an interaction file)
+    under leave-last-out, choose the epoch on the validation items, evaluate the test items once
+    (FULL ranking) next to most-popular on the same test input. With a :class:`core.runs.Run`, logs
+    per-epoch ``loss`` / ``valid_ndcg@k`` and writes ``model.safetensors``, ``model.json`` (registry
+    spec), ``feature_space.json``, ``validation_curve.json`` and ``eval_metrics.json`` into it.
+    Returns the summary metrics (the run's ``metrics.json`` when the caller finishes the run with them)."""
+    from core.checkpoint import save_weights
+    from core.io import atomic_write_json
+    from domains.recommendation.data import load_dataset
+    from domains.recommendation.model import FeatureSpace, item_text_embeddings, item_texts
+
+    inter = load_dataset(data)
+    space = FeatureSpace.build(inter.users, inter.items)
+    split = leave_last_out_split(inter.interactions, space.user_index(), space.item_index())
+    text = item_text_embeddings(item_texts(inter.items)) if cfg.text_dim else None
+    if text is not None and text.shape[1] != cfg.text_dim:
+        cfg = SequenceConfig(**{**asdict(cfg), "text_dim": int(text.shape[1])})
+    k = tcfg.k
+
+    def on_epoch(epoch: int, loss: float, ndcg: float) -> None:
+        if run is not None:
+            run.log_metrics({"loss": loss, f"valid_ndcg@{k}": ndcg}, step=epoch)
+
+    model, hist = train_sequence_model(split, cfg, tcfg, text, show_progress=show_progress, on_epoch=on_epoch)
+    test_hist = split.history("test")
+    U, V = user_item_vectors(model, test_hist)
+    ours = evaluate_next_item(U @ V.T, test_hist, split.test, k)
+    pop = np.bincount(np.concatenate(test_hist), minlength=split.n_items).astype(np.float32)
+    most_popular = evaluate_next_item(torch.as_tensor(pop)[None].expand(len(test_hist), -1), test_hist, split.test, k)
+    summary = {f"ndcg@{k}": ours[f"ndcg@{k}"], f"hr@{k}": ours[f"hr@{k}"], f"valid_ndcg@{k}": hist["best_valid_ndcg"],
+               "best_epoch": hist["best_epoch"], "epochs_run": hist["epochs_run"], "train_seconds": hist["seconds"],
+               f"most_popular/ndcg@{k}": most_popular[f"ndcg@{k}"], f"most_popular/hr@{k}": most_popular[f"hr@{k}"],
+               "protocol": "leave-last-out (validation = second-to-last item), full ranking", "data": data,
+               "test_users": int(sum(len(t) > 0 for t in split.test))}
+    if run is not None:
+        save_weights(run.path("model.safetensors"), model, metadata={"format": "sasrec-v1"})
+        atomic_write_json(run.path("model.json"), {**model.spec(), "k": k})
+        atomic_write_json(run.path("feature_space.json"), space.to_dict())
+        atomic_write_json(run.path("validation_curve.json"), {"valid_ndcg": hist["valid_ndcg"], "loss": hist["loss"],
+                                                             "best_epoch": hist["best_epoch"], f"valid_ndcg@{k}": hist["best_valid_ndcg"]})
+        atomic_write_json(run.path("eval_metrics.json"), {"sequence_model": ours, "most_popular": most_popular})
+    return summary

@@ -127,3 +127,24 @@ def test_tiled_windows_predict_every_training_target_once():
     assert all(2 <= len(w) <= 6 for w in wins)
     got = sorted(int(t) for w in wins for t in w[1:])  # every position after the first is a target
     assert got == sorted(int(t) for s in seqs for t in s[1:])
+
+
+def test_text_init_puts_items_with_similar_text_close_together():
+    """``id_init="text"``: the id table starts as the text vectors' principal components (scaled to the
+    random init's std), so two items with near-identical text start nearer than two unrelated items."""
+    from domains.recommendation.sequential import text_init
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 24, generator=g)
+    text = centres.repeat_interleave(10, 0) + 0.05 * torch.randn(30, 24, generator=g)  # 3 clusters of 10 items
+    for table in ("torchrec", "plain"):
+        model = SequenceModel(30, SequenceConfig(max_len=8, dim=8, heads=2, text_dim=24, item_table=table, id_init="text"), text)
+        w = torch.nn.functional.normalize(model._id_table()[1:].detach(), dim=-1)
+        sim = w @ w.T
+        same = sim[:10, 1:10].mean()
+        other = sim[:10, 10:].mean()
+        assert same > 0.9 and other < 0.5
+        assert abs(float(model._id_table()[1:].detach().std()) - 0.05) < 1e-3
+        assert torch.equal(model._id_table()[1:].detach(), text_init(text, 8, 0.05))
+    with pytest.raises(ValueError, match="id_init"):
+        SequenceModel(30, SequenceConfig(max_len=8, dim=8, heads=2, text_dim=0, id_init="text"))

@@ -17,6 +17,17 @@ that person (ε grows with the group size) or a data set with many subjects wher
 subject (one example per subject per step). The code is the same; the unit is stated so that a
 data-protection officer can judge what the number means. ε = ∞ runs the same code with noise 0 and
 no clipping (the non-private reference of the utility–privacy table).
+
+Public pretraining + private fine-tuning (``--init public --trainable last``), the recipe that gives DP
+models their utility: the UNet is first trained WITHOUT privacy on public data — here images synthesised
+only from the task's whole-head label map (``domains.medical.synth``, every draw synthetic, random
+intensities per label; no real image is ever shown) — and then only a small parameter set (the last
+up-sampling block) is trained with DP-SGD on the private patches. Fewer trained parameters means less
+noise in total, and the public model already knows the anatomy. What counts as public must be stated:
+in the bundled brain task the label map is Colin27's own (AAL regions, split into tissues by its T1
+intensities), i.e. the "public" data derive from the same subject as the private patches — the code is
+the recipe, the bundled data only simulate the split. The ε covers the private fine-tuning only (the
+public pretraining needs none).
 """
 
 from __future__ import annotations
@@ -35,10 +46,16 @@ from core.logging import get_logger
 from core.privacy import DPConfig, epsilon_spent, make_dp_optimizer, poisson_batches
 from domains.medical.data import BRAIN_TASK, MsdTask
 
-__all__ = ["PrivateConfig", "PRIVACY_UNIT", "PatchSet", "pipeline", "draw_patches", "dp_model", "train_private_model", "heldout_dice", "step_cost", "utility_privacy", "fit_private"]
+__all__ = ["PrivateConfig", "PRIVACY_UNIT", "PUBLIC_DATA", "TRAINABLE", "PatchSet", "pipeline", "draw_patches", "dp_model", "select_trainable",
+           "public_sampler", "pretrain_public", "initial_model", "train_private_model", "heldout_dice", "step_cost", "utility_privacy", "fit_private"]
 
 log = get_logger("medical.private")
 PRIVACY_UNIT = "one training patch (a patch³ crop of a training volume with its labels), not a subject"
+PUBLIC_DATA = ("images synthesised only from the task's whole-head label map (random intensities per label, no real image); "
+               "in the bundled brain task that map is Colin27's own (AAL + a tissue split by its T1 intensities): "
+               "derived from the same subject as the private patches")
+# parameter sets DP-SGD may train: name -> parameter-name patterns (None = all)
+TRAINABLE = {"all": None, "last": ["model.2"]}  # "last": MONAI UNet's last up-sampling block (transposed conv + output conv)
 
 
 @dataclass
@@ -54,6 +71,12 @@ class PrivateConfig(DPConfig, TrackingConfig, SeedConfig, RunConfig):
     batch_size: int = field(default=16, metadata={"help": "expected patches per step (sampling rate = batch_size / patches)"})
     lr: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
+    init: str = field(default="scratch", metadata={"help": "scratch: random init; public: first train the UNet non-privately on images synthesised "
+                                                           "only from the task's label map (see PUBLIC_DATA), then DP-fine-tune it", "choices": ["scratch", "public"]})
+    trainable: str = field(default="all", metadata={"help": "parameters DP-SGD trains: all, or last (the UNet's last up-sampling block, ~1 %% of them)",
+                                                    "choices": list(TRAINABLE)})
+    public_steps: int = field(default=600, metadata={"help": "with --init public: non-private pretraining steps on synthetic patches"})
+    public_lr: float = field(default=3e-3, metadata={"help": "with --init public: Adam learning rate of the pretraining"})
 
 
 @dataclass
@@ -105,6 +128,73 @@ def dp_model(model: torch.nn.Module) -> torch.nn.Module:
     return GradSampleModule(model, loss_reduction="mean")
 
 
+def select_trainable(model: torch.nn.Module, which: str) -> int:
+    """Freeze every parameter of ``model`` outside the set ``which`` (:data:`TRAINABLE`); returns the
+    number of trainable parameters. Opacus computes per-patch gradients only for those."""
+    from core.finetune import freeze, unfreeze
+
+    if which not in TRAINABLE:
+        raise ValueError(f"unknown trainable set {which!r} (choose from {', '.join(TRAINABLE)})")
+    if TRAINABLE[which] is not None:
+        freeze(model)
+        unfreeze(model, TRAINABLE[which])
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def public_sampler(task: MsdTask, pipe, seed: int = 0):
+    """The public data: a synth sampler that draws ONLY images synthesised from the task's whole-head
+    generation label map (``p_synth = 1``: no real-T1 draw, unlike central ``--augment synth``)."""
+    import dataclasses
+
+    from domains.medical.data import read_synthesis
+    from domains.medical.validation import MedicalInputError
+    from domains.medical.training import synth_sampler
+
+    synthesis = read_synthesis(task.root)
+    if synthesis is None:
+        raise MedicalInputError(f"task {task.root} has no whole-head label map (no synthesis entry in dataset.json): no public data to pretrain on")
+    sampler = synth_sampler(synthesis, pipe, seed=seed)
+    sampler.cfg = dataclasses.replace(sampler.cfg, p_synth=1.0)
+    return sampler
+
+
+def pretrain_public(cfg: PrivateConfig, task: MsdTask, pipe) -> tuple[torch.nn.Module, dict]:
+    """Non-private pretraining of the UNet on public synthetic patches (:func:`public_sampler`):
+    ``public_steps`` Adam steps of ``batch_size`` patches; returns (model, info)."""
+    from monai.losses import DiceCELoss
+
+    from core.progress import progress
+    from domains.medical.model import build_model
+
+    torch.manual_seed(cfg.seed)
+    model = build_model("unet", task.num_classes, channels=cfg.channels)
+    sampler = public_sampler(task, pipe, seed=cfg.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.public_lr)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    t0, losses = time.perf_counter(), []
+    model.train()
+    for _ in progress(range(cfg.public_steps), desc="public pretraining (synthetic patches)"):
+        batch = sampler.sample(cfg.batch_size)
+        loss = loss_fn(model(batch["image"]), batch["label"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return model, {"public_steps": cfg.public_steps, "public_lr": cfg.public_lr, "public_data": PUBLIC_DATA,
+                   "public_seconds": round(time.perf_counter() - t0, 1), "public_final_loss": float(np.mean(losses[-20:])) if losses else float("nan")}
+
+
+def initial_model(cfg: PrivateConfig, task: MsdTask, pipe) -> tuple[torch.nn.Module, dict]:
+    """The model DP-SGD starts from: random (``init scratch``) or pretrained on public data."""
+    from domains.medical.model import build_model
+
+    if cfg.init == "public":
+        return pretrain_public(cfg, task, pipe)
+    torch.manual_seed(cfg.seed)
+    return build_model("unet", task.num_classes, channels=cfg.channels), {}
+
+
 def heldout_dice(model: torch.nn.Module, pipe, task: MsdTask) -> dict:
     """Mean foreground Dice (and per class) on the task's labelled test volume(s), by sliding window."""
     from domains.medical.metrics import evaluate_segmenter
@@ -121,11 +211,12 @@ def train_private_model(cfg: PrivateConfig, data: PatchSet, initial: torch.nn.Mo
     from monai.losses import DiceCELoss
 
     model = copy.deepcopy(initial)
+    n_trainable = select_trainable(model, cfg.trainable)
     n = len(data)
     q, noise, clip = cfg.plan(cfg.batch_size, n, cfg.steps, unit="patches")
     private = not math.isinf(cfg.epsilon)
     gsm = dp_model(model)
-    opt = make_dp_optimizer(torch.optim.Adam(gsm.parameters(), lr=cfg.lr), noise_multiplier=noise, max_grad_norm=clip,
+    opt = make_dp_optimizer(torch.optim.Adam([p for p in gsm.parameters() if p.requires_grad], lr=cfg.lr), noise_multiplier=noise, max_grad_norm=clip,
                             expected_batch_size=cfg.batch_size, seed=cfg.seed)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)  # batch=False: a mean of per-patch losses
     params = [p for p in gsm.parameters() if p.requires_grad]
@@ -152,25 +243,32 @@ def train_private_model(cfg: PrivateConfig, data: PatchSet, initial: torch.nn.Mo
             run.log_metrics({"train_loss": float(np.mean(losses[-10:])) if losses else float("nan")}, step=step + 1)
     gsm.eval()
     plain = gsm._module
+    for p in plain.parameters():  # every parameter trainable again (as a saved model is loaded)
+        p.requires_grad_(True)
     eps = epsilon_spent(noise, q, cfg.steps, cfg.delta, cfg.accountant)
     metrics = {"epsilon": eps, "target_epsilon": cfg.epsilon, "delta": cfg.delta, "noise_multiplier": noise,
                "max_grad_norm": cfg.max_grad_norm if private else None, "sample_rate": q, "steps": cfg.steps, "training_patches": n,
                "clipped_fraction": clipped / max(1, seen), "accountant": cfg.accountant, "privacy_unit": PRIVACY_UNIT,
+               "trainable": cfg.trainable, "trainable_params": n_trainable,
                "step_cpu_s": float(np.median(step_times)), "seconds": round(time.perf_counter() - t0, 1),
                "final_train_loss": float(np.mean(losses[-10:])) if losses else float("nan")}
     log.info(f"DP-SGD: ε={eps:.3g} at δ={cfg.delta:g}, noise {noise:.3g}, clipped {metrics['clipped_fraction']:.2f}")
     return plain, metrics
 
 
-def step_cost(model: torch.nn.Module, data: PatchSet, batch: int, repeats: int = 3) -> dict:
+def step_cost(model: torch.nn.Module, data: PatchSet, batch: int, repeats: int = 3, trainable: str = "all") -> dict:
     """Median CPU seconds and peak extra memory (MB, tracemalloc-free estimate from grad_sample sizes)
-    of one training step with per-example gradients vs a plain step, same model and batch."""
+    of one training step with per-example gradients vs a plain step, same model, batch and trained
+    parameter set (:data:`TRAINABLE`)."""
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
     x, y = data.images[:batch], data.labels[:batch]
     plain = copy.deepcopy(model)
-    gsm = dp_model(copy.deepcopy(model))
+    select_trainable(plain, trainable)
+    dp_copy = copy.deepcopy(model)
+    select_trainable(dp_copy, trainable)
+    gsm = dp_model(dp_copy)
     out = {}
     for name, m in (("plain", plain), ("per-sample", gsm)):
         times = []
@@ -186,10 +284,13 @@ def step_cost(model: torch.nn.Module, data: PatchSet, batch: int, repeats: int =
     return out
 
 
-def utility_privacy(cfg: PrivateConfig, epsilons=(1.0, 3.0, 8.0, math.inf)) -> dict:
-    """The utility–privacy table at small settings: the same initial UNet and the same fixed patch set,
-    DP-SGD at each target ε (∞ = same code, no noise, no clipping), held-out Dice of each; plus the
-    per-step cost of per-patch gradients vs a plain step. Returns plain dicts (for bench/trust.py)."""
+def utility_privacy(cfg: PrivateConfig, epsilons=(1.0, 3.0, 8.0, math.inf), also: tuple[str, ...] = (), scratch: tuple[float, ...] = ()) -> dict:
+    """The utility–privacy table at small settings: the same initial UNet (random, or pretrained on public
+    data with ``cfg.init = "public"``) and the same fixed patch set, DP-SGD of ``cfg.trainable`` at each
+    target ε (∞ = same code, no noise, no clipping), held-out Dice of each; plus the per-step cost of
+    per-patch gradients vs a plain step. ``also``: other trainable sets run from the same initial model
+    (``out["also"][name][eps]``); ``scratch``: target εs also run from random init, all parameters
+    (``out["scratch"][eps]``, the from-scratch recipe beside the public one). Plain dicts (for bench/trust.py)."""
     from domains.medical.model import build_model
     from domains.medical.training import load_training_task
 
@@ -197,16 +298,28 @@ def utility_privacy(cfg: PrivateConfig, epsilons=(1.0, 3.0, 8.0, math.inf)) -> d
     task = load_training_task(cfg.task)
     pipe = pipeline(cfg, task)
     data = draw_patches(task, pipe, cfg.patches, seed=cfg.seed)
-    torch.manual_seed(cfg.seed)
-    initial = build_model("unet", task.num_classes, channels=cfg.channels)
-    out = {"initial": heldout_dice(initial, pipe, task), "runs": {}, "params": sum(p.numel() for p in initial.parameters()),
-           "cost": step_cost(initial, data, cfg.batch_size), "test_cases": [c.get("image") for c in task.test]}
-    for eps in epsilons:
-        run_cfg = _replace(cfg, epsilon=eps)
-        model, m = train_private_model(run_cfg, data, initial)
+    initial, info = initial_model(cfg, task, pipe)
+    out = {"initial": heldout_dice(initial, pipe, task), "runs": {}, "also": {}, "scratch": {}, "public": info,
+           "params": sum(p.numel() for p in initial.parameters()),
+           "cost": step_cost(initial, data, cfg.batch_size, trainable=cfg.trainable), "test_cases": [c.get("image") for c in task.test]}
+    log.info(f"initial model ({cfg.init}): held-out mean Dice {out['initial']['test_mean_dice']:.3f}")
+
+    def one(run_cfg, start):
+        model, m = train_private_model(run_cfg, data, start)
         m.update(heldout_dice(model, pipe, task))
-        out["runs"][eps] = m
-        log.info(f"target ε={eps}: ε spent {m['epsilon']:.3g}, held-out mean Dice {m['test_mean_dice']:.3f}, {m['seconds']} s")
+        log.info(f"{run_cfg.init}/{run_cfg.trainable} target ε={run_cfg.epsilon}: ε spent {m['epsilon']:.3g}, "
+                 f"held-out mean Dice {m['test_mean_dice']:.3f}, {m['seconds']} s")
+        return m
+
+    for eps in epsilons:
+        out["runs"][eps] = one(_replace(cfg, epsilon=eps), initial)
+    for name in also:
+        out["also"][name] = {eps: one(_replace(cfg, epsilon=eps, trainable=name), initial) for eps in epsilons}
+    if scratch:
+        torch.manual_seed(cfg.seed)
+        random_init = build_model("unet", task.num_classes, channels=cfg.channels)
+        out["scratch_initial"] = heldout_dice(random_init, pipe, task)
+        out["scratch"] = {eps: one(_replace(cfg, epsilon=eps, init="scratch", trainable="all"), random_init) for eps in scratch}
     return out
 
 
@@ -229,9 +342,18 @@ def fit_private(cfg: PrivateConfig, run) -> dict:
     pipe = pipeline(cfg, task)
     data = draw_patches(task, pipe, cfg.patches, seed=cfg.seed)
     spec = model_spec("unet", num_classes=task.num_classes, channels=tuple(cfg.channels))
-    torch.manual_seed(cfg.seed)
-    model, metrics = train_private_model(cfg, data, create_model(spec), run)
-    privacy = {k: metrics[k] for k in ("epsilon", "delta", "noise_multiplier", "max_grad_norm", "accountant", "privacy_unit", "sample_rate", "steps")}
+    if cfg.init == "public":
+        initial, public = pretrain_public(cfg, task, pipe)
+        public["public_test_mean_dice"] = heldout_dice(initial, pipe, task)["test_mean_dice"]
+    else:
+        torch.manual_seed(cfg.seed)
+        initial, public = create_model(spec), {}
+    model, metrics = train_private_model(cfg, data, initial, run)
+    metrics.update(public)
+    privacy = {k: metrics[k] for k in ("epsilon", "delta", "noise_multiplier", "max_grad_norm", "accountant", "privacy_unit", "sample_rate", "steps",
+                                       "trainable")}
+    if public:
+        privacy["public_data"] = PUBLIC_DATA
     save_weights(run.path("best.safetensors"), model, metadata={"privacy": json.dumps(privacy, default=str)})
     write_task_meta(run, cfg.task, task, pipe, spec)
     metrics.update(heldout_dice(model, pipe, task))

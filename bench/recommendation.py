@@ -591,7 +591,11 @@ def main(argv=None) -> int:
                     help="stratified/sequential: only these models (comma-separated: two_tower, seq, sasrec_ref, ease, ials, ...)")
     ap.add_argument("--per-seed-file", action="store_true", help="stratified/sequential: write <part>-s<seeds>.json (one process per seed; "
                     "the report concatenates them) instead of <part>.json")
+    ap.add_argument("--seq-epochs", type=int, default=None, help=f"sequential: epoch cap of both sequence models (default {SEQ_TRAIN['epochs']}; "
+                    "patience unchanged); recorded in the part's JSON")
     args = ap.parse_args(argv)
+    if args.seq_epochs:
+        SEQ_TRAIN["epochs"] = args.seq_epochs  # the module's dict: part_sequential and the JSON metadata read it
     torch.set_num_threads(1)
     import faiss
 

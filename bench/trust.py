@@ -46,6 +46,137 @@ def ms(v: list[float]) -> str:
 _SPLITS: dict = {}  # "validation" / "heldout" -> Prepared, built in the parent, inherited by forked workers
 
 
+def _es_job(job: tuple) -> dict:
+    """One early-stopping run (``--early-stopping``): (seed, method, strategy kwargs, base config) ->
+    its best-on-validation checkpoint's validation and held-out vol pinball, round and curves."""
+    seed, method, kw, base = job
+    torch.set_num_threads(1)
+    p, vp = _SPLITS["heldout"], _SPLITS["validation"]
+    cfg = FederateConfig(**base, seed=seed, **kw)
+    torch.manual_seed(seed)
+    initial = new_model(p, cfg.lr)  # the same initial weights for central and every strategy of this seed
+    if method == "central":
+        _, m = central_baseline(cfg, vp, initial, heldout=p)
+    else:
+        _, m, _ = federate_model(cfg, vp, initial, heldout=p)
+    keep = ("val_pinball_vol", "validation_pinball_vol", "best_round", "validation_curve", "seconds", "update_agreement", "bytes_per_round",
+            "parameter_bytes", "site_tickers", "site_windows", "total_steps")
+    return {"seed": seed, "method": method, **{k: m[k] for k in keep if k in m}}
+
+
+def _run_cached(jobs: list, workers: int, cache: Path) -> dict:
+    """Run the jobs not yet in ``cache`` (one JSON line per finished job, appended as it finishes, so
+    an interrupted bench keeps what it measured); returns {(seed, method): result} of all jobs."""
+    import json
+    done = {}
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["seed"], r["method"])] = r
+    todo = [j for j in jobs if (j[0], j[1]) not in done]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+
+    def keep(r: dict) -> None:
+        done[(r["seed"], r["method"])] = r
+        with cache.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+        print(r["seed"], r["method"], "held-out", round(r["val_pinball_vol"], 5), "validation", round(r["validation_pinball_vol"], 5),
+              "best round", r["best_round"], flush=True)
+
+    if workers <= 1 or len(todo) <= 1:
+        for j in todo:
+            keep(_es_job(j))
+    elif todo:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(min(workers, len(todo))) as pool:
+            for r in pool.imap_unordered(_es_job, todo, chunksize=1):
+                keep(r)
+    return {(s, m): done[(s, m)] for s, m, _, _ in jobs if (s, m) in done}
+
+
+def federated_early_stopping_table(args) -> tuple[str, dict]:
+    """Both trained with the same budget of samples and the same early-stopping rule: train on the
+    windows before the validation period, score it every round (central: every sites x local batches
+    steps), keep the best checkpoint, score the held-out period once with it. FedAvgM's server
+    learning rate and FedProx's mu are fixed extra rows (run after the central/FedAvg pairs)."""
+    from domains.finance.federated import validation_split
+
+    base = dict(rounds=args.rounds, max_batches=args.max_batches, batch_size=args.batch_size, local_epochs=1, sites=args.sites,
+                threads=1, lr=args.lr, early_stopping=True)
+    p = prepare(FederateConfig(**base))
+    _SPLITS["heldout"], _SPLITS["validation"] = p, validation_split(p, args.val_days)
+    cands = {"fedavg": {"strategy": "fedavg"}}
+    cands.update({f"fedavgm server-lr={lr:g}": {"strategy": "fedavgm", "server_lr": lr, "server_momentum": args.server_momentum}
+                  for lr in args.server_lrs if lr != 1})
+    prox = {f"fedprox mu={mu:g}": {"strategy": "fedprox", "mu": mu} for mu in args.mus}
+    # the headline pair (central, FedAvg) for every seed first, then the other candidates, FedProx last: an interrupted
+    # bench (the cache keeps every finished run) still has the paired comparison
+    jobs = [(s, name, {}, base) for s in args.seeds for name in ("central", "fedavg")]
+    jobs += [(s, name, kw, base) for name, kw in cands.items() if name != "fedavg" for s in args.seeds]
+    jobs += [(s, name, kw, base) for name, kw in prox.items() for s in args.seeds]
+    cache = Path(args.cache) if args.cache else Path("runs/bench") / f"{args.section}.jsonl"
+    if args.from_cache:
+        import json
+        res = {(r["seed"], r["method"]): r for r in map(json.loads, cache.read_text().splitlines())}
+    else:
+        res = _run_cached(jobs, args.workers, cache)
+    seeds = [s for s in args.seeds if (s, "central") in res]
+    have = {m: [s for s in seeds if (s, m) in res] for m in [*cands, *prox]}  # the seeds each method finished (paired with central)
+    methods = [m for m in have if have[m]]
+    ratio = lambda m, key: [res[(s, m)][key] / res[(s, "central")][key] for s in have[m]]  # noqa: E731
+    info = next(res[(s, m)] for m in methods for s in have[m])
+    last = args.rounds
+
+    def conv(m, ss):
+        rounds = [res[(s, m)]["best_round"] for s in ss]
+        return ", ".join(map(str, rounds)) + (" (still improving at budget)" if max(rounds) > max(last - 3, 0) else "")
+
+    rows = [{"training": "central (same code, all tickers)", "seeds": ", ".join(map(str, seeds)),
+             "held-out vol pinball": ms([res[(s, "central")]["val_pinball_vol"] for s in seeds]),
+             "vs central, paired per seed (mean ± sd)": "1", "per-seed ratios": "-", "validation ratio": "1",
+             "best round per seed": conv("central", seeds), "within 2 %": "-", "update agreement": "-"}]
+    for m in methods:
+        r = ratio(m, "val_pinball_vol")
+        label = m + ("" if m == "fedavg" else " (extra row, not tuned, does not decide the target)")
+        rows.append({"training": label, "seeds": ", ".join(map(str, have[m])),
+                     "held-out vol pinball": ms([res[(s, m)]["val_pinball_vol"] for s in have[m]]),
+                     "vs central, paired per seed (mean ± sd)": ms(r), "per-seed ratios": ", ".join(f"{x:.3f}" for x in r),
+                     "validation ratio": ms(ratio(m, "validation_pinball_vol")), "best round per seed": conv(m, have[m]),
+                     "within 2 %": "met" if np.mean(r) <= 1.02 else f"missed (+{(np.mean(r) - 1) * 100:.1f} %)",
+                     "update agreement": f"{np.mean([np.mean(res[(s, m)]['update_agreement']) for s in have[m]]):.3f}"})
+    steps_round = args.sites * args.max_batches
+    marks = sorted({0, *range(max(1, last // 6), last + 1, max(1, last // 6)), last})
+    curve_rows = []
+    for r_ in marks:
+        row = {"round": r_, "samples processed (windows)": f"{r_ * steps_round * args.batch_size:,}",
+               "sent so far (MB)": f"{r_ * info['bytes_per_round'] / 1e6:.1f}"}
+        for m in ["central", *methods]:
+            ss = seeds if m == "central" else have[m]
+            row[f"{m} validation pinball" + ("" if len(ss) == len(seeds) else f" (seeds {', '.join(map(str, ss))})")] = \
+                f"{np.mean([res[(s, m)]['validation_curve'][r_] for s in ss]):.4f}"
+        curve_rows.append(row)
+    vp = _SPLITS["validation"]
+    total = args.rounds * steps_round
+    missing = [f"{s}/{m}" for s, m, _, _ in jobs if (s, m) not in res]
+    txt = (f"Same work, both trained to their best validation checkpoint. Budget: {total} optimiser steps of {args.batch_size} windows summed over "
+           f"sites = {total * args.batch_size:,} windows processed ({total * args.batch_size / len(vp.train_o):.2f} epochs of the "
+           f"{len(vp.train_o):,} training windows): federated {args.rounds} rounds x {args.sites} sites x {args.max_batches} local steps, central "
+           f"{args.rounds} checkpoints x {steps_round} steps over the union; same initial weights per seed, same `fit` loop, Adam lr {args.lr:g}. "
+           f"Same early-stopping rule for both: training windows end before the validation period ({vp.info['validation_cutoff']} .. "
+           f"{vp.info['heldout_cutoff']}, {args.val_days} trading days), after every round (central: every {steps_round} steps, the same samples) the "
+           "validation vol pinball is scored, the lowest checkpoint (round 0 included) is the model, and only it is scored on the held-out period "
+           f"(the last 63 trading days, after {p.cutoff:%Y-%m-%d}). Nothing is tuned: FedAvg is the headline row (it decides the 2 % target); "
+           "FedAvgM's server learning rate and FedProx's mu are fixed extra rows, run after the pairs as time allowed. "
+           f"Training time summed over the runs {sum(r.get('seconds', 0) for r in res.values()):,.0f} s on 1 thread each, 2 runs at a time, "
+           f"under load. {args.sites} sites with disjoint tickers {' | '.join(info['site_tickers'])}. "
+           f"Bytes per round {info['bytes_per_round'] / 1e6:.2f} MB (parameters {info['parameter_bytes'] / 1e3:.0f} kB x {args.sites} sites x 2 "
+           "directions). Update agreement = ||mean site update|| / mean ||site update|| (1 = alike, "
+           f"{args.sites ** -0.5:.2f} = orthogonal)." + (f" Not measured (time): {', '.join(missing)}." if missing else "")
+           + "\n\nValidation curve (mean over seeds; the metric the checkpoint is chosen on) against rounds, samples processed and bytes sent:\n\n"
+           + markdown_table(curve_rows))
+    return markdown_table(rows) + "\n\n" + txt, {"res": res}
+
+
 def _fed_job(job: tuple) -> tuple:
     """One training run: (split, seed, method, strategy kwargs) -> (job, held-out/validation vol pinball, info)."""
     split, seed, method, kw, base = job
@@ -232,7 +363,7 @@ def medical_privacy_public_table(args) -> tuple[str, dict]:
                            max_grad_norm=args.clip, seed=args.seeds[0], track=False, init="public", trainable=args.med_trainable,
                            public_steps=args.med_public_steps, public_lr=args.med_lr)
     also = tuple(t for t in args.med_also if t != args.med_trainable)
-    res = utility_privacy(cfg, also=also, scratch=tuple(args.med_scratch_eps))
+    res = utility_privacy(cfg, also=also, scratch=tuple(args.med_scratch_eps), scratch_lr=args.med_lr)
     n = res["params"]
     names = {"last": "last up-sampling block", "all": "all"}
     rows = [{"starting point": "public model, before any private training", "DP-trained parameters": "none", "target ε": "0 (private data unused)",
@@ -246,7 +377,7 @@ def medical_privacy_public_table(args) -> tuple[str, dict]:
     if res["scratch"]:
         sref = res["scratch"].get(math.inf, {}).get("test_mean_dice")
         for eps, m in res["scratch"].items():
-            rows.append(_dp_row("random init (previous recipe)", f"all ({n:,}, 100 %)", eps, m, sref or float("nan")))
+            rows.append(_dp_row(f"random init (previous recipe, Adam lr {m['lr']:g})", f"all ({n:,}, 100 %)", eps, m, sref or float("nan")))
     m8, minf, p = res["runs"].get(8.0), res["runs"][math.inf], res["public"]
     c = res["cost"]
     txt = (f"MONAI 3D UNet channels {cfg.channels} ({n:,} parameters, InstanceNorm). **Public data** (no privacy needed): {p['public_data']}. "
@@ -311,13 +442,23 @@ def main() -> None:
     ap.add_argument("--med-patch", type=int, default=24, help="medical DP: cubic patch side (voxels at 3 mm)")
     ap.add_argument("--med-patches", type=int, default=256, help="medical DP: training patches (the privacy unit is one patch)")
     ap.add_argument("--med-lr", type=float, default=3e-3, help="medical DP: Adam learning rate")
+    ap.add_argument("--early-stopping", action="store_true", help="federated: same work, both keep their best validation checkpoint "
+                    "(train before the validation period, score it every round, held-out scored once); FedAvgM's server lr chosen on validation")
+    ap.add_argument("--cache", default="", help="--early-stopping: JSON-lines file of finished runs (default runs/bench/<section>.jsonl); "
+                    "runs already in it are not repeated")
+    ap.add_argument("--from-cache", action="store_true", help="--early-stopping: render the table from --cache only, train nothing")
     ap.add_argument("--no-write", action="store_true", help="print the tables, leave BENCHMARKS.md alone")
     args = ap.parse_args()
     if args.skip_dp:
         args.part = "federated"
     torch.set_num_threads(1)
     blocks = {}
-    if args.part in ("all", "federated"):
+    if args.part in ("all", "federated") and args.early_stopping:
+        t0 = time.time()
+        fed, _ = federated_early_stopping_table(args)
+        blocks[args.section] = (f"### Federated (Flower) vs central, same work, both early-stopped on validation: {args.rounds} rounds\n\n"
+                                f"{_header(t0)}\n\n{fed}")
+    elif args.part in ("all", "federated"):
         t0 = time.time()
         fed, _ = federated_table(args)
         blocks[args.section] = f"### Federated (Flower) vs central, same budget: {args.rounds} rounds\n\n{_header(t0)}\n\n{fed}"

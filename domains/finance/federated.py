@@ -63,6 +63,9 @@ class FederateConfig(TrustDataConfig, ModelConfig, DataConfig, ThreadsConfig, Tr
     mode: str = field(default="simulation", metadata={"help": "simulation: all sites in this process; processes: Flower's gRPC server on 127.0.0.1 and one OS process per site",
                                                       "choices": ["simulation", "processes"]})
     compare_central: bool = field(default=False, metadata={"help": "also train centrally on the same budget and report the ratio"})
+    early_stopping: bool = field(default=False, metadata={"help": "train on the windows before a validation period (the --val-days trading days before the "
+                                                                  "held-out cutoff), score it after every round (central: every sites x max-batches steps) and "
+                                                                  "keep the best checkpoint; the held-out period is scored once, with that checkpoint"})
     site: int = field(default=-1, metadata={"help": "internal (--mode processes): run as this site's Flower client"})
     server: str = field(default="", metadata={"help": "internal (--mode processes): the Flower server address a site connects to"})
 
@@ -126,19 +129,36 @@ def site_client(cfg: FederateConfig, p: Prepared, site: int, groups: list[list[s
 
 
 def _evaluator(p: Prepared, model: torch.nn.Module, history: list[dict], final: dict):
+    """Flower's server-side evaluation: score the global weights on ``p``'s evaluation period every
+    round; ``final["arrays"]`` = the latest weights, ``final["best"]`` = (pinball, round, weights) of
+    the lowest pinball so far (the early-stopping checkpoint when ``p`` is the validation split)."""
     def evaluate(server_round: int, arrays, config):
         set_arrays(model, arrays)
         m = heldout_metrics(model, p)
         history.append({"round": server_round, **m})
         final["arrays"] = [np.array(a, copy=True) for a in arrays]
-        log.info(f"round {server_round}: held-out vol pinball {m['val_pinball_vol']:.4f}")
+        if "best" not in final or m["val_pinball_vol"] < final["best"][0]:
+            final["best"] = (m["val_pinball_vol"], server_round, final["arrays"])
+        log.info(f"round {server_round}: {'validation' if 'heldout_cutoff' in p.info else 'held-out'} vol pinball {m['val_pinball_vol']:.4f}")
         return m["val_pinball_vol"], m
 
     return evaluate
 
 
-def federate_model(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module, run=None) -> tuple[torch.nn.Module, dict, list[dict]]:
-    """Train ``initial`` (left unchanged) federatedly; returns (global model, metrics, per-round history)."""
+def _early_stopped(metrics: dict, model: torch.nn.Module, heldout: Prepared, best: tuple[float, int], curve: list[float]) -> dict:
+    """Metrics of the best-on-validation checkpoint ``model``: its held-out metrics (read once, here),
+    the validation pinball and round it was chosen at, and the validation curve."""
+    return {**metrics, **heldout_metrics(model, heldout), "validation_pinball_vol": best[0], "best_round": best[1],
+            "validation_curve": [round(float(v), 5) for v in curve], "cutoff": str(heldout.cutoff.date()), "early_stopping": True}
+
+
+def federate_model(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module, run=None, heldout: Prepared | None = None) -> tuple[torch.nn.Module, dict, list[dict]]:
+    """Train ``initial`` (left unchanged) federatedly; returns (global model, metrics, per-round history).
+
+    With ``heldout`` (early stopping), ``p`` is the validation split of ``heldout``
+    (:func:`validation_split`): the sites train on ``p``'s training windows, the server scores
+    ``p``'s validation period after every round, and the returned model is the round with the
+    lowest validation vol pinball, scored once on ``heldout``'s held-out period."""
     groups = site_tickers(p.tickers, cfg.sites)
     init = get_arrays(initial)
     model = copy.deepcopy(initial)
@@ -155,7 +175,7 @@ def federate_model(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module, r
     seconds = time.perf_counter() - t0
     if len(history) != cfg.rounds + 1:
         raise RuntimeError(f"federated training ended after {len(history) - 1} of {cfg.rounds} rounds")
-    set_arrays(model, final["arrays"])
+    set_arrays(model, final["best"][2] if heldout is not None else final["arrays"])
     if run is not None:
         for h in history:
             run.log_metrics({"val_pinball_vol": h["val_pinball_vol"]}, step=h["round"])
@@ -167,17 +187,39 @@ def federate_model(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module, r
                "bytes_per_round": 2 * cfg.sites * size, "total_steps": steps, "seconds": round(seconds, 1), "cutoff": str(p.cutoff.date()),
                "update_agreement": [round(a["update_agreement"], 4) for a in agreement]}
     metrics.pop("round", None)
+    if heldout is not None:
+        metrics = _early_stopped(metrics, model, heldout, final["best"][:2], [h["val_pinball_vol"] for h in history])
     return model, metrics, history
 
 
-def central_baseline(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+def central_baseline(cfg: FederateConfig, p: Prepared, initial: torch.nn.Module, heldout: Prepared | None = None) -> tuple[torch.nn.Module, dict]:
     """The same initial model trained centrally on all sites' windows with the same budget:
-    ``rounds * local_epochs`` epochs of ``sites * max_batches`` batches."""
+    ``rounds * local_epochs`` epochs of ``sites * max_batches`` batches (the samples the sites
+    process together). With ``heldout`` the same early-stopping rule as :func:`federate_model`:
+    ``p`` is the validation split, scored after every epoch (= the samples of one federated round,
+    with ``local_epochs`` 1), the best checkpoint is kept and scored once on ``heldout``."""
     model = copy.deepcopy(initial)
     t0 = time.perf_counter()
+    curve: list[float] = []
+    best: dict = {}
+
+    def checkpoint(epoch: int) -> None:
+        v = heldout_metrics(model, p)["val_pinball_vol"]  # sets eval mode
+        curve.append(v)
+        if not best or v < best["v"]:
+            best.update(v=v, round=epoch, state=copy.deepcopy(model.state_dict()))
+        model.train()
+
+    if heldout is not None:
+        checkpoint(0)
     fit(model, p.T, p.train_o, epochs=cfg.rounds * cfg.local_epochs, batch_size=cfg.batch_size,
-        max_batches=cfg.sites * cfg.max_batches if cfg.max_batches else None, lr=cfg.lr, seed=cfg.seed, desc="central")
-    return model, {**heldout_metrics(model, p), "seconds": round(time.perf_counter() - t0, 1)}
+        max_batches=cfg.sites * cfg.max_batches if cfg.max_batches else None, lr=cfg.lr, seed=cfg.seed, desc="central",
+        on_epoch_end=(lambda epoch, loss, opt: checkpoint(epoch + 1)) if heldout is not None else None)
+    model.eval()
+    if heldout is None:
+        return model, {**heldout_metrics(model, p), "seconds": round(time.perf_counter() - t0, 1)}
+    model.load_state_dict(best["state"])
+    return model, _early_stopped({"seconds": round(time.perf_counter() - t0, 1)}, model, heldout, (best["v"], best["round"]), curve)
 
 
 def _client_config_file(cfg: FederateConfig) -> str:
@@ -229,4 +271,6 @@ def run_site(cfg: FederateConfig) -> None:
     when asked until the server ends."""
     torch.manual_seed(cfg.seed)  # the weights come from the server; this only fixes dropout
     p = prepare(cfg)
+    if cfg.early_stopping:  # the server stops on validation: the sites train on the windows before it
+        p = validation_split(p, cfg.val_days)
     connect(site_client(cfg, p, cfg.site), cfg.server)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -100,3 +101,61 @@ def test_validation_split_chooses_settings_without_reading_the_heldout_period():
         assert len(allo) == len(set(allo)) == len(v.train_o) and set(allo) == set(v.train_o)
         n_tickers = [len(set(T.tickers[o])) for o in shares]
         assert n_tickers == ([1, 1, 1] if split == "tickers" else [3, 3, 3])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # ~95 s on a loaded 2-core machine
+def test_early_stopping_keeps_the_best_validation_round_for_federated_and_central_alike():
+    """The same rule for both: score the validation period every round (central: every sites x
+    max_batches steps), keep the lowest, score the held-out period once with that checkpoint."""
+    from domains.finance.federated import central_baseline, federate_model, validation_split
+    from domains.finance.trust import heldout_metrics, new_model, prepare
+
+    prepare_dataset(DATASETS[0])
+    cfg = FederateConfig(tickers=["AAPL", "KO", "JPM"], hidden_size=8, hidden_continuous_size=4, attention_heads=1, encoder_length=20,
+                         horizon=3, val_days=20, threads=1, rounds=3, max_batches=1, batch_size=16, lr=0.05, early_stopping=True)
+    p = prepare(cfg)
+    v = validation_split(p, 20)
+    torch.manual_seed(0)
+    initial = new_model(p, cfg.lr)
+    for name, (model, m) in {"federated": federate_model(cfg, v, initial, heldout=p)[:2],
+                             "central": central_baseline(cfg, v, initial, heldout=p)}.items():
+        curve = m["validation_curve"]
+        assert len(curve) == cfg.rounds + 1, name  # round 0 (the initial weights) and every round
+        assert m["best_round"] == int(np.argmin(curve)) and m["validation_pinball_vol"] == pytest.approx(min(curve), abs=1e-5), name
+        assert m["val_pinball_vol"] == pytest.approx(heldout_metrics(model, p)["val_pinball_vol"], rel=1e-6), name  # held-out of the kept checkpoint
+        assert m["validation_pinball_vol"] == pytest.approx(heldout_metrics(model, v)["val_pinball_vol"], abs=1e-5), name
+        assert m["cutoff"] == str(p.cutoff.date())
+
+
+def test_central_early_stopping_scores_the_heldout_period_once_with_the_best_checkpoint(monkeypatch):
+    """The rule without training cost: a scripted validation curve; the kept weights are those of its
+    minimum, and the held-out period is scored exactly once, after training, with them."""
+    import types
+
+    import domains.finance.federated as fed
+
+    val_curve = iter([0.5, 0.4, 0.3, 0.35, 0.45])  # round 0 .. 4: the best is round 2
+    calls = []
+    model = torch.nn.Linear(1, 1, bias=False)
+
+    def fake_metrics(m, p):
+        calls.append(p.name)
+        if p.name == "heldout":
+            return {"val_pinball_vol": float(m.weight.item())}
+        return {"val_pinball_vol": next(val_curve)}
+
+    def fake_fit(m, T, origins, *, epochs, on_epoch_end=None, **kw):
+        for e in range(epochs):
+            with torch.no_grad():
+                m.weight.fill_(e + 1.0)  # after epoch e the weight is e + 1
+            on_epoch_end(e, 0.0, None)
+
+    monkeypatch.setattr(fed, "heldout_metrics", fake_metrics)
+    monkeypatch.setattr(fed, "fit", fake_fit)
+    val = types.SimpleNamespace(name="validation", T=None, train_o=np.arange(3))
+    held = types.SimpleNamespace(name="heldout", cutoff=pd.Timestamp("2022-09-28"))
+    out, m = fed.central_baseline(FederateConfig(rounds=4, max_batches=1), val, model, heldout=held)
+    assert m["best_round"] == 2 and m["validation_pinball_vol"] == 0.3 and m["validation_curve"] == [0.5, 0.4, 0.3, 0.35, 0.45]
+    assert m["val_pinball_vol"] == 2.0 and out.weight.item() == 2.0  # the round-2 weights, not the last (4.0)
+    assert calls == ["validation"] * 5 + ["heldout"]  # held-out read once, at the end

@@ -19,11 +19,11 @@ from domains.recommendation.train_sequential import main
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def restore_threads():
+    """The command sets torch's thread count (--threads 1, its default); give the other tests theirs back."""
+    n = torch.get_num_threads()
     yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(n)
 
 
 def _ordered_interactions(path, n_users: int = 60, n_items: int = 60, length: int = 12):

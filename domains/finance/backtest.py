@@ -5,6 +5,7 @@
     python -m domains.finance.backtest --quick         # 4 quarterly folds of 2022, 3 tickers, 2 seeds
     python -m domains.finance.backtest --folds 80 --test-days 63   # quarterly folds
     python -m domains.finance.backtest --rescore fin-full-garch   # a saved run's tables + vol_qlike_mean, no training
+    python -m domains.finance.backtest --end 2002-12-12 --folds 10 --test-days 63 --seeds 2   # a validation period before the test span
 
 The scheme, the early stopping on a validation period before each cutoff, the regimes and every
 statistic are described in :mod:`domains.finance.walkforward`. Outputs (run directory):
@@ -24,13 +25,15 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from core.cli import run_cli
 from core.device import set_cpu_threads
 from core.io import atomic_write_parquet
 from core.logging import get_logger
 from core.runs import Run, resolve_model_run
 from domains.finance.config import BacktestConfig
-from domains.finance.data import PANEL_DATASET, load_panel_data
+from domains.finance.data import PANEL_DATASET, PriceDataError, load_panel_data
 from domains.finance.features import base_features
 from domains.finance.interpretation import interpret
 from domains.finance.walkforward import rescore, run_walkforward, summarise, write_report
@@ -50,13 +53,16 @@ def backtest(cfg: BacktestConfig) -> Path:
         cfg = dataclasses.replace(cfg, **{k: v for k, v in QUICK.items() if not (k == "tickers" and cfg.tickers)})
     set_cpu_threads(cfg.threads)
     data = load_panel_data(cfg.data, cfg.tickers, **cfg.data_options())
-    panel, feat = data.panel, base_features(data.panel, data.covariates)
+    panel = data.panel if not cfg.end else data.panel[data.panel["date"] <= pd.Timestamp(cfg.end)].reset_index(drop=True)
+    if panel.empty:
+        raise PriceDataError(f"--end {cfg.end}: no prices on or before it")
+    feat = base_features(panel, data.covariates)
     # kind "model": the run saves a forecaster that forecast/score/the dashboard can use
     with Run.start("finance", cfg, new_name=f"backtest-{time.strftime('%Y%m%d-%H%M%S')}", command="backtest") as run:
         res = run_walkforward(panel, feat, cfg, data_name=cfg.data or PANEL_DATASET,
                               on_fold=lambda k, info: run.log_metrics({"fold": k, "stress_share": info["stress_share"]}, step=k))
         atomic_write_parquet(res.losses, run.path("losses.parquet"), index=False)  # first: every table is computed from it
-        out = summarise(res, cfg.horizon)
+        out = summarise(res, cfg.horizon, cfg.variance_rule)
         write_report(out, res, run.dir)
         res.forecaster.save(run.path("model"))
         try:
@@ -65,7 +71,7 @@ def backtest(cfg: BacktestConfig) -> Path:
             log.warning(f"interpretation skipped: {type(e).__name__}: {e}")
         print((run.dir / "summary.md").read_text())
         metrics = {f"{r['model']}/{k}": v for r in out["aggregate"].to_dict("records") for k, v in r.items() if k != "model"}
-        run.finish({**out["verdict"], **metrics, "folds": len(res.folds)})
+        run.finish({**out["verdict"], **metrics, "folds": len(res.folds), "variance_rule": cfg.variance_rule, "garch_informed": cfg.garch_informed})
         return run.dir
 
 
@@ -76,11 +82,11 @@ def rescore_run(cfg: BacktestConfig) -> Path:
     with Run.start("finance", cfg, new_name=f"rescore-{src.name}-{time.strftime('%Y%m%d-%H%M%S')}", command="backtest-rescore", kind="job") as run:
         res = rescore(src)
         horizon = int(json.loads((src / "config.json").read_text()).get("horizon", cfg.horizon)) if (src / "config.json").is_file() else cfg.horizon
-        out = summarise(res, horizon)
+        out = summarise(res, horizon, cfg.variance_rule)
         write_report(out, res, run.dir)
         print((run.dir / "summary.md").read_text())
         metrics = {f"{r['model']}/{k}": v for r in out["aggregate"].to_dict("records") for k, v in r.items() if k != "model"}
-        run.finish({**out["verdict"], **metrics, "folds": len(res.folds), "rescored_from": str(src)})
+        run.finish({**out["verdict"], **metrics, "folds": len(res.folds), "rescored_from": str(src), "variance_rule": cfg.variance_rule})
         return run.dir
 
 

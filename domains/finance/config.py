@@ -3,7 +3,7 @@ CLI flag (``core.config``); a command's config holds only the fields it uses.
 
 Groups: :class:`DataConfig` (which prices), :class:`ModelConfig` (the TFT's shape),
 :class:`TrainingConfig` (the optimiser loop), :class:`ThreadsConfig`, :class:`CalendarConfig`,
-:class:`ZeroShotConfig`; the run-level mixins (tracking, seed, device, resume, model run) come from
+:class:`ZeroShotConfig`, :class:`GarchConfig`; the run-level mixins (tracking, seed, device, resume, model run) come from
 ``core.config``. Commands: :class:`TrainConfig`, :class:`BacktestConfig`, :class:`ForecastConfig`,
 :class:`ScoreConfig`, :class:`TransferConfig`, :class:`InterpretConfig`.
 """
@@ -17,8 +17,9 @@ from core.scoring import ScoringConfig
 from domains.finance.baselines import BASELINES
 from domains.finance.features import DEFAULT_CALENDAR
 from domains.finance.model import TFTSpec
+from domains.finance.variance import DEFAULT_RULE, VARIANCE_RULES
 
-__all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "ThreadsConfig", "CalendarConfig", "ZeroShotConfig", "TrainConfig",
+__all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "ThreadsConfig", "CalendarConfig", "ZeroShotConfig", "GarchConfig", "TrainConfig",
            "BacktestConfig", "ForecastConfig", "ScoreConfig", "TransferConfig", "InterpretConfig", "spec_from_config"]
 
 
@@ -77,13 +78,20 @@ class ZeroShotConfig:
 
 
 @dataclass
-class TrainConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
+class GarchConfig:
+    """The GARCH-informed TFT (``training.build_forecaster``), the same in train, backtest and transfer."""
+
+    garch_informed: bool = field(default=True, metadata={"help": "GARCH-informed TFT: a GJR-GARCH-t per ticker, fitted on its returns up to the cutoff (in the backtest: the gjr_t baseline's own fit), gives an input (its one-step volatility) and the scale of the targets, so the TFT's quantiles are a correction of GJR's (--no-garch-informed: the plain TFT)"})
+
+
+@dataclass
+class TrainConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     val_days: int = field(default=63, metadata={"help": "last trading days held out for validation (0 = train on everything)"})
     covariates: bool = field(default=True, metadata={"help": "read the bundled VIX/WTI covariates (--no-covariates: a model that can forecast any price file, which has none)"})
 
 
 @dataclass
-class BacktestConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, RunConfig):
+class BacktestConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, RunConfig):
     # fields owned by finance-B (walk-forward backtest, issue 15); see domains/finance/walkforward.py
     folds: int = field(default=40, metadata={"help": "number of walk-forward folds (test blocks): the last folds x test_days trading days"})
     test_days: int = field(default=126, metadata={"help": "trading days per test block (126 = half a year, 63 = a quarter)"})
@@ -97,9 +105,10 @@ class BacktestConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, Tra
     regime_window: int = field(default=63, metadata={"help": "trading days of the trailing market volatility that defines the regime"})
     baselines: list[str] = field(default_factory=lambda: list(BASELINES), metadata={"help": f"baselines to run: {', '.join(BASELINES)}"})
     baseline_window: int = field(default=2520, metadata={"help": "GARCH/GJR/HAR parameters are fitted on the last this many days before each cutoff (0 = all)"})
-    garch_informed: bool = field(default=True, metadata={"help": "GARCH-informed TFT: each fold's GJR-GARCH-t (the gjr_t baseline's fit) gives an input (its one-step volatility) and the scale of the targets, so the TFT's quantiles are a correction of GJR's (--no-garch-informed: plain TFT)"})
+    end: str = field(default="", metadata={"help": "use only prices dated on or before this day (YYYY-MM-DD), e.g. a validation period before the default test span (its first cutoff is 2002-12-12); empty = all"})
     save_predictions: bool = field(default=True, metadata={"help": "write every quantile forecast to predictions.parquet"})
     rescore: str = field(default="", metadata={"help": "rescore a saved backtest run (name or folder) from its losses/predictions, no training: adds vol_qlike_mean (QLIKE on sqrt(E[rv^2]) from the quantiles) to every table and the verdict"})
+    variance_rule: str = field(default=DEFAULT_RULE, metadata={"help": "variance point forecast scored by vol_qlike_cal, recalibrated at each cutoff on the model's own earlier forecasts (domains/finance/variance.py)", "choices": list(VARIANCE_RULES)})
     quick: bool = field(default=False, metadata={"help": "demo/test setting: 4 quarterly folds (2022), SP500/AAPL/JPM, 2 seeds, 1 epoch of 20 batches then refits of 5 (backtest.QUICK)"})
 
 
@@ -114,7 +123,7 @@ class ScoreConfig(ScoringConfig, ZeroShotConfig, CalendarConfig, DataConfig, Mod
 
 
 @dataclass
-class TransferConfig(TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, RunConfig):
+class TransferConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, RunConfig):
     holdout: list[str] = field(default_factory=lambda: ["AAPL"], metadata={"help": "tickers left out of pre-training (each gets only --short-days of history)"})
     short_days: int = field(default=250, metadata={"help": "trading days of each held-out ticker's history before the cutoff"})
     test_days: int = field(default=126, metadata={"help": "trading days after the cutoff to evaluate on"})

@@ -39,7 +39,7 @@ from domains.finance.data import INDEX, PriceDataError
 from domains.finance.garch import fit_gjr, gjr_scales, gjr_variance_path
 
 __all__ = ["QUANTILES", "KNOWN_REALS", "OBSERVED_REALS", "OPTIONAL_REALS", "GARCH_REALS", "TARGETS", "DEFAULT_CALENDAR", "base_features", "extend_future",
-           "future_sessions", "observed_inputs", "series_by_ticker", "realised", "FoldScaler", "PanelTensors"]
+           "fit_gjr_params", "future_sessions", "observed_inputs", "series_by_ticker", "realised", "FoldScaler", "PanelTensors"]
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 KNOWN_REALS = ["dow_sin", "dow_cos", "moy_sin", "moy_cos"]
@@ -211,6 +211,23 @@ def realised(series: dict[str, np.ndarray], origins: np.ndarray, horizon: int) -
     return series["log_ret"][origins[:, None] + np.arange(1, horizon + 1)], series["rvol5"][origins + horizon]
 
 
+def fit_gjr_params(feat: pd.DataFrame, tickers=None, cutoff=None, fit_window: int | None = GJR_FIT_DAYS) -> dict[str, list[float]]:
+    """Per ticker (default: every ticker of ``feat``), GJR-GARCH(1,1,1)-t parameters (arch order,
+    percent units; :func:`domains.finance.garch.fit_gjr`) fitted on its observed log returns dated
+    ``<= cutoff`` (all when None), the last ``fit_window`` of them (all when None/0) — what a
+    GARCH-informed :class:`FoldScaler` reads (the backtest passes its ``gjr_t`` baseline's own fits)."""
+    obs = feat[~feat["is_future"]] if "is_future" in feat else feat
+    if cutoff is not None:
+        obs = obs[obs["date"] <= pd.Timestamp(cutoff)]
+    out = {}
+    for t in sorted(set(obs["ticker"]) if tickers is None else set(tickers)):
+        r = obs.loc[obs["ticker"] == t].sort_values("date")["log_ret"].to_numpy(dtype=float)
+        if len(r) == 0:
+            raise PriceDataError(f"ticker {t!r}: no returns{'' if cutoff is None else f' on or before {pd.Timestamp(cutoff):%Y-%m-%d}'} to fit its GJR-GARCH on")
+        out[t] = [float(x) for x in fit_gjr(r[-fit_window:] if fit_window else r)]
+    return out
+
+
 @dataclass
 class FoldScaler:
     """Standardisation fitted on rows dated ``<= cutoff`` only: per ticker for return and
@@ -266,9 +283,15 @@ class FoldScaler:
         d["ticker_stats"] = {col: {**d["ticker_stats"].get(col, {}), **{t: v for t, v in own.ticker_stats.get(col, {}).items()}}
                              for col in set(d["ticker_stats"]) | set(own.ticker_stats)}
         if self.gjr:  # a GARCH-informed model: the ticker's own GJR-GARCH-t, fitted on its own history
-            for t in tickers:
-                r = obs.loc[obs["ticker"] == t].sort_values("date")["log_ret"].to_numpy(dtype=float)
-                d["gjr"][t] = [float(x) for x in fit_gjr(r[-GJR_FIT_DAYS:])]
+            d["gjr"].update(fit_gjr_params(obs, tickers))
+        return FoldScaler.from_dict(d)
+
+    def with_gjr(self, params: dict[str, list[float]], horizon: int) -> "FoldScaler":
+        """A copy that is GARCH-informed: per ticker GJR-GARCH-t ``params`` (:func:`fit_gjr_params`)
+        and the forecast ``horizon`` of the target scales (see :meth:`transform`)."""
+        d = self.to_dict()
+        d["gjr"] = {t: [float(x) for x in p] for t, p in params.items()}
+        d["gjr_horizon"] = int(horizon)
         return FoldScaler.from_dict(d)
 
     def transform(self, feat: pd.DataFrame) -> pd.DataFrame:

@@ -25,11 +25,12 @@ import pandas as pd
 
 from core.logging import get_logger
 from domains.finance.baselines import baseline_rows
-from domains.finance.config import TransferConfig, spec_from_config
+from domains.finance.config import TransferConfig
 from domains.finance.data import PANEL_DATASET, PriceDataError
-from domains.finance.features import QUANTILES, FoldScaler, observed_inputs, realised, series_by_ticker
+from domains.finance.features import QUANTILES, realised, series_by_ticker
 from domains.finance.metrics import kupiec_pof, pinball
 from domains.finance.model import Forecaster, create_model, fit, predict_quantiles, quantile_columns
+from domains.finance.training import build_forecaster, init_output_bias, is_garch_informed
 
 __all__ = ["TransferResult", "short_history_panel", "run_transfer", "set_unknown_rows"]
 
@@ -95,14 +96,15 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
     on them (``feat``: features of :func:`short_history_panel`'s panel)."""
     from core.finetune import apply_lora, merge_lora, trainable_parameter_report
 
-    spec = spec_from_config(cfg, observed_inputs(feat))
-    H = spec.horizon
     holdout = list(cfg.holdout)
     tickers = sorted(feat["ticker"].unique())
-    scaler = FoldScaler.fit(feat, cutoff)
-    base = create_model("tft", spec=spec, tickers=tickers, learning_rate=cfg.lr)
     info = {"holdout": holdout, "cutoff": str(cutoff.date()), "data": cfg.data or PANEL_DATASET}
-    fc = Forecaster(base, spec, scaler, tickers, dict(info))
+    # the same construction as train and the backtest; a held-out ticker's normalisers and (GARCH-informed) GJR-GARCH-t
+    # are fitted on its own short history up to the cutoff
+    fc = build_forecaster(cfg, feat, cutoff, tickers, info)
+    base, spec, scaler = fc.model, fc.spec, fc.scaler
+    info = dict(fc.info)
+    H = spec.horizon
     T = fc.tensors(scaler.transform(feat))
     all_o = T.origins()
     before = T.targets_by(all_o, cutoff)
@@ -111,6 +113,8 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
     test_o = all_o[is_hold & (T.dates[all_o] > np.datetime64(cutoff))]
     log.info(f"pre-training on {len(pre_o)} windows of {len(tickers) - len(holdout)} tickers; {', '.join(holdout)}: "
              f"{len(short_o)} short-history windows, {len(test_o)} test origins")
+    if is_garch_informed(fc):
+        init_output_bias(base, T, pre_o, cfg.seed)
     fit(base, T, pre_o, epochs=cfg.epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None, lr=cfg.lr, seed=cfg.seed, desc="pre-train")
     set_unknown_rows(base, tickers, holdout)
     series = series_by_ticker(feat[feat["ticker"].isin(holdout)])
@@ -124,7 +128,7 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
         prepare(m)
         report = trainable_parameter_report(m)
         fit(m, T, short_o, lr=lr, desc=name, **steps)
-        rows = _evaluate(name, Forecaster(m, spec, scaler, tickers), T, test_o, series, holdout, H)
+        rows = _evaluate(name, Forecaster(m, spec, scaler, tickers, dict(info)), T, test_o, series, holdout, H)
         for r in rows:
             r["trainable_params"] = int(report.get("trainable", sum(p.numel() for p in m.parameters() if p.requires_grad)))
         results.extend(rows)

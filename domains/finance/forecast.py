@@ -27,6 +27,7 @@ from core.runs import Run
 from domains.finance.config import ForecastConfig
 from domains.finance.data import load_panel_data
 from domains.finance.predictor import forecast_frame, load_forecaster_run
+from domains.finance.training import is_garch_informed
 
 __all__ = ["ForecastConfig", "forecast", "main"]
 
@@ -44,9 +45,10 @@ def forecast(cfg: ForecastConfig) -> Path:
         data.report.write(run.dir)
         h1 = df[(df["target"] == "ret") & (df["horizon"] == 1)]
         var = h1.assign(var99=-h1["q_0.01"], var95=-h1["q_0.05"])[["ticker", "origin", "date", "var99", "var95", "zero_shot"]]
-        print(f"forecast dates: {cfg.calendar} sessions (exchange_calendars)")
+        kind = "GARCH-informed TFT (a correction of each ticker's GJR-GARCH-t)" if is_garch_informed(fc) else "plain TFT"
+        print(f"model: {kind}; forecast dates: {cfg.calendar} sessions (exchange_calendars)")
         print(var.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        run.finish({"model_run": str(model_dir), "calendar": cfg.calendar, "tickers": int(df["ticker"].nunique()), "rows": int(len(df)),
+        run.finish({"model_run": str(model_dir), "garch_informed": is_garch_informed(fc), "calendar": cfg.calendar, "tickers": int(df["ticker"].nunique()), "rows": int(len(df)),
                     "zero_shot_tickers": int(df.loc[df["zero_shot"], "ticker"].nunique()), **data.report.metrics()})
         return run.dir
 

@@ -365,6 +365,7 @@ class Forecaster:
         save_weights(directory / "model.safetensors", self.model)
         atomic_write_json(directory / "forecaster.json", {
             "format": "finance-tft-v1", "model": model_entry(self.spec, self.tickers), "spec": asdict(self.spec), "scaler": self.scaler.to_dict(),
+            "garch_informed": bool(self.scaler.gjr),  # quantiles = a correction of the scaler's per-ticker GJR-GARCH-t forecast
             "tickers": self.tickers, "ticker_index": self.model.ticker_index, "info": self.info,
             "inputs": {"static_categoricals": ["ticker"], "known_future_reals": KNOWN_REALS, "observed_reals": list(self.spec.observed_reals)},
             "outputs": {"targets": {"ret_z": "daily log return", "lrv_z": "log 5-day realised volatility"},

@@ -1,4 +1,6 @@
-"""Training the global TFT on a panel: the library under the ``train`` command.
+"""Training the global TFT on a panel: the library under the ``train`` command, and the one place a
+forecaster is built (:func:`build_forecaster`, :func:`model_spec`, :func:`fit_scaler`) — train,
+backtest and transfer all build the GARCH-informed TFT (default) or the plain one through it.
 
 :func:`train_forecaster` holds out the last ``val_days`` trading days (normalisers and weights never
 see them), trains with per-epoch checkpoints through the given ``Run`` (so ``--resume`` continues
@@ -14,11 +16,64 @@ import torch
 
 from domains.finance.config import TrainConfig, spec_from_config
 from domains.finance.data import PANEL_DATASET, PriceDataError
-from domains.finance.features import QUANTILES, FoldScaler, observed_inputs
+from domains.finance.features import GARCH_REALS, GJR_FIT_DAYS, QUANTILES, FoldScaler, PanelTensors, fit_gjr_params, observed_inputs
 from domains.finance.metrics import coverage, pinball
-from domains.finance.model import Forecaster, create_model, fit, predict_quantiles
+from domains.finance.model import Forecaster, TFTSpec, create_model, fit, predict_quantiles
 
-__all__ = ["train_forecaster", "validation_metrics", "input_report"]
+__all__ = ["train_forecaster", "validation_metrics", "input_report", "model_spec", "fit_scaler", "build_forecaster", "init_output_bias",
+           "is_garch_informed"]
+
+
+def model_spec(cfg, feat: pd.DataFrame) -> TFTSpec:
+    """The TFT's shape from ``cfg`` and its observed inputs: those ``feat`` supports
+    (``features.observed_inputs``), plus ``gjr_z`` when ``cfg.garch_informed`` (train, backtest, transfer)."""
+    return spec_from_config(cfg, observed_inputs(feat) + (list(GARCH_REALS) if getattr(cfg, "garch_informed", False) else []))
+
+
+def fit_scaler(feat: pd.DataFrame, cutoff, spec: TFTSpec, gjr: dict | None = None, fit_window: int | None = GJR_FIT_DAYS) -> FoldScaler:
+    """Normalisers fitted on rows dated ``<= cutoff``; for a GARCH-informed ``spec`` (input ``gjr_z``)
+    also one GJR-GARCH-t per ticker: ``gjr[ticker]`` when given (the backtest's ``gjr_t`` baseline
+    fits), else fitted on the ticker's last ``fit_window`` returns up to the cutoff."""
+    scaler = FoldScaler.fit(feat, cutoff)
+    if not set(GARCH_REALS) & set(spec.observed_reals):
+        return scaler
+    params = dict(gjr or {})
+    rest = sorted(set(scaler.ret_scale) - set(params))
+    if rest:
+        params.update(fit_gjr_params(feat, rest, cutoff=scaler.cutoff, fit_window=fit_window))
+    return scaler.with_gjr(params, spec.horizon)
+
+
+def is_garch_informed(fc: Forecaster) -> bool:
+    """True for a forecaster whose quantiles are a correction of a GJR-GARCH-t forecast."""
+    return bool(fc.scaler.gjr)
+
+
+def build_forecaster(cfg, feat: pd.DataFrame, cutoff, tickers: list[str] | None = None, info: dict | None = None,
+                     gjr: dict | None = None) -> Forecaster:
+    """A fresh (untrained) forecaster for ``feat`` as ``train`` and ``transfer`` build it (the
+    backtest builds its members from the same :func:`model_spec` and :func:`fit_scaler`): the TFT of
+    :func:`model_spec`, normalisers (and, when ``cfg.garch_informed``, the GJR-GARCH-t fits) from rows
+    dated ``<= cutoff``. Call after the run has seeded. ``info`` records ``garch_informed``."""
+    spec = model_spec(cfg, feat)
+    tickers = sorted(tickers if tickers is not None else feat["ticker"].unique())
+    scaler = fit_scaler(feat, cutoff, spec, gjr)
+    model = create_model("tft", spec=spec, tickers=tickers, learning_rate=cfg.lr)
+    return Forecaster(model, spec, scaler, tickers, {**(info or {}), "garch_informed": bool(scaler.gjr)})
+
+
+def init_output_bias(model, T: PanelTensors, origins: np.ndarray, seed: int, n: int = 20_000) -> None:
+    """Start the quantile outputs at the empirical quantiles of the training targets (over all
+    horizons, in the model's units): for a GARCH-informed TFT, the distribution of returns and
+    realised volatility relative to GJR's forecast, so an untrained network already forecasts
+    "GJR with its empirical standardised quantiles" and training learns the correction."""
+    rng = np.random.default_rng(seed)
+    o = origins if len(origins) <= n else rng.choice(origins, n, replace=False)
+    _, y = T.batch(np.sort(o))
+    with torch.no_grad():
+        for layer, t in zip(model.output_layer, y):
+            v = t.reshape(-1).numpy()
+            layer.bias.copy_(torch.as_tensor(np.quantile(v[np.isfinite(v)], QUANTILES), dtype=layer.bias.dtype))
 
 
 def input_report(feat: pd.DataFrame, inputs: list[str] | tuple[str, ...]) -> dict:
@@ -37,22 +92,22 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
     (``features.base_features``); returns it and the run's metrics. ``run``: a ``core.runs.Run``
     (checkpoints, metrics, resume); ``data_parallel``: a ``core.distributed.DataParallel``."""
     dates = np.sort(feat["date"].unique())
-    spec = spec_from_config(cfg, observed_inputs(feat))
-    if cfg.val_days < 0 or cfg.val_days >= len(dates) - spec.encoder_length - spec.horizon:
+    horizon, enc = cfg.horizon, cfg.encoder_length
+    if cfg.val_days < 0 or cfg.val_days >= len(dates) - enc - horizon:
         raise PriceDataError(f"--val-days {cfg.val_days}: must be >= 0 and leave a training history ({len(dates)} trading days in the data)")
     cutoff = pd.Timestamp(dates[-1 - cfg.val_days])
-    tickers = sorted(feat["ticker"].unique())
-    scaler = FoldScaler.fit(feat, cutoff)
-    model = create_model("tft", spec=spec, tickers=tickers, learning_rate=cfg.lr)
-    inputs = input_report(feat, spec.observed_reals)
-    fc = Forecaster(model, spec, scaler, tickers, {"cutoff": str(cutoff.date()), "data": cfg.data or PANEL_DATASET,
-                                              "data_options": cfg.data_options(), "covariates": bool(getattr(cfg, "covariates", True)), **inputs})
+    fc = build_forecaster(cfg, feat, cutoff, info={"cutoff": str(cutoff.date()), "data": cfg.data or PANEL_DATASET,
+                                                    "data_options": cfg.data_options(), "covariates": bool(getattr(cfg, "covariates", True))})
+    model, spec, scaler = fc.model, fc.spec, fc.scaler
+    fc.info.update(input_report(feat, spec.observed_reals))
     T = fc.tensors(scaler.transform(feat))
     all_o = T.origins()
     train_o = all_o[T.targets_by(all_o, cutoff)]
     if len(train_o) == 0:
         raise PriceDataError(f"no training windows before {cutoff:%Y-%m-%d}: each ticker needs more than encoder_length + horizon = "
                              f"{spec.encoder_length + spec.horizon} trading days before the validation period (--val-days {cfg.val_days})")
+    if is_garch_informed(fc):
+        init_output_bias(model, T, train_o, cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=1e-5)
     state = run.resume(model, opt)
 
@@ -64,7 +119,7 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
                  lr=cfg.lr, seed=cfg.seed, optimizer=opt, start_epoch=int(state["epoch"]), on_epoch_end=on_epoch_end,
                  data_parallel=data_parallel)
     metrics = {"train_windows": int(len(train_o)), "epochs": cfg.epochs, "cutoff": str(cutoff.date()), "world_size": data_parallel.world_size,
-               "inputs": ",".join(spec.observed_reals)}
+               "inputs": ",".join(spec.observed_reals), "garch_informed": is_garch_informed(fc)}
     if losses:
         metrics["train_pinball"] = losses[-1]
     if cfg.val_days and run.is_main:

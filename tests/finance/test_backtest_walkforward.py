@@ -70,7 +70,7 @@ def test_tables_and_verdict(result):
     _, out = result
     assert set(out["by_regime"]["regime"]) == {"calm", "stress"}
     dm = out["dm"]
-    assert set(dm["baseline"]) >= set(BASELINES) and set(dm["loss"]) == {"vol_pinball", "vol_qlike", "vol_qlike_mean", "ret_pinball_h1"}
+    assert set(dm["baseline"]) >= set(BASELINES) and set(dm["loss"]) == {"vol_pinball", "vol_qlike", "vol_qlike_mean", "vol_qlike_cal", "vol_qlike_cal_vs_mean", "ret_pinball_h1"}
     assert dm["p_two_sided"].between(0, 1).all()
     seeds = out["seeds"].set_index("model")
     assert {"tft_seed0", "tft_seed1", "tft", "members_mean", "members_sd"} <= set(seeds.index)

@@ -70,7 +70,7 @@ def test_every_table_and_the_verdict_carry_both_qlikes(tiny):
         assert {"vol_qlike", "vol_qlike_mean"} <= set(out[key].columns), key
     assert out["aggregate"]["vol_qlike_mean"].notna().all()
     dm = out["dm"]
-    assert set(dm.loc[dm["regime"] == "all", "loss"]) == {"vol_pinball", "vol_qlike", "vol_qlike_mean", "ret_pinball_h1"}
+    assert set(dm.loc[dm["regime"] == "all", "loss"]) == {"vol_pinball", "vol_qlike", "vol_qlike_mean", "vol_qlike_cal", "vol_qlike_cal_vs_mean", "ret_pinball_h1"}
     v = out["verdict"]
     for k in ("vol_qlike_dm_p", "vol_qlike_target_met", "vol_qlike_mean_dm_p", "vol_qlike_mean_target_met", "vol_qlike_mean_tft_vs_best_rel",
               "all_targets_met", "all_targets_met_qlike_mean"):
@@ -96,6 +96,9 @@ def test_rescore_of_a_saved_run_reproduces_the_live_column(tiny, tmp_path):
     m = ps.merge(ps2, on=["model", "target", "quantile"])
     assert len(m) == len(ps) and np.allclose(m["pinball_x"], m["pinball_y"], rtol=1e-3)
     assert out2["verdict"]["vol_qlike_mean_target_met"] == out["verdict"]["vol_qlike_mean_target_met"]
+    # the recalibrated variance forecasts (vol_qlike_cal, domains.finance.variance) come out the same from the saved predictions
+    np.testing.assert_allclose(out2["aggregate"]["vol_qlike_cal"], out["aggregate"]["vol_qlike_cal"], rtol=2e-3)
+    assert out2["verdict"]["vol_qlike_cal_target_met"] == out["verdict"]["vol_qlike_cal_target_met"]
 
 
 @pytest.mark.slow

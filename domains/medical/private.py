@@ -250,7 +250,7 @@ def train_private_model(cfg: PrivateConfig, data: PatchSet, initial: torch.nn.Mo
                "max_grad_norm": cfg.max_grad_norm if private else None, "sample_rate": q, "steps": cfg.steps, "training_patches": n,
                "clipped_fraction": clipped / max(1, seen), "accountant": cfg.accountant, "privacy_unit": PRIVACY_UNIT,
                "trainable": cfg.trainable, "trainable_params": n_trainable,
-               "step_cpu_s": float(np.median(step_times)), "seconds": round(time.perf_counter() - t0, 1),
+               "lr": cfg.lr, "step_cpu_s": float(np.median(step_times)), "seconds": round(time.perf_counter() - t0, 1),
                "final_train_loss": float(np.mean(losses[-10:])) if losses else float("nan")}
     log.info(f"DP-SGD: ε={eps:.3g} at δ={cfg.delta:g}, noise {noise:.3g}, clipped {metrics['clipped_fraction']:.2f}")
     return plain, metrics
@@ -284,13 +284,15 @@ def step_cost(model: torch.nn.Module, data: PatchSet, batch: int, repeats: int =
     return out
 
 
-def utility_privacy(cfg: PrivateConfig, epsilons=(1.0, 3.0, 8.0, math.inf), also: tuple[str, ...] = (), scratch: tuple[float, ...] = ()) -> dict:
+def utility_privacy(cfg: PrivateConfig, epsilons=(1.0, 3.0, 8.0, math.inf), also: tuple[str, ...] = (), scratch: tuple[float, ...] = (),
+                    scratch_lr: float | None = None) -> dict:
     """The utility–privacy table at small settings: the same initial UNet (random, or pretrained on public
     data with ``cfg.init = "public"``) and the same fixed patch set, DP-SGD of ``cfg.trainable`` at each
     target ε (∞ = same code, no noise, no clipping), held-out Dice of each; plus the per-step cost of
     per-patch gradients vs a plain step. ``also``: other trainable sets run from the same initial model
     (``out["also"][name][eps]``); ``scratch``: target εs also run from random init, all parameters
-    (``out["scratch"][eps]``, the from-scratch recipe beside the public one). Plain dicts (for bench/trust.py)."""
+    (``out["scratch"][eps]``, the from-scratch recipe beside the public one; Adam lr ``scratch_lr``, default
+    ``cfg.lr``). Plain dicts (for bench/trust.py)."""
     from domains.medical.model import build_model
     from domains.medical.training import load_training_task
 
@@ -319,7 +321,7 @@ def utility_privacy(cfg: PrivateConfig, epsilons=(1.0, 3.0, 8.0, math.inf), also
         torch.manual_seed(cfg.seed)
         random_init = build_model("unet", task.num_classes, channels=cfg.channels)
         out["scratch_initial"] = heldout_dice(random_init, pipe, task)
-        out["scratch"] = {eps: one(_replace(cfg, epsilon=eps, init="scratch", trainable="all"), random_init) for eps in scratch}
+        out["scratch"] = {eps: one(_replace(cfg, epsilon=eps, init="scratch", trainable="all", lr=scratch_lr or cfg.lr), random_init) for eps in scratch}
     return out
 
 

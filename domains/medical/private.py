@@ -75,7 +75,7 @@ class PrivateConfig(DPConfig, TrackingConfig, SeedConfig, RunConfig):
                                                            "only from the task's label map (see PUBLIC_DATA), then DP-fine-tune it", "choices": ["scratch", "public"]})
     trainable: str = field(default="all", metadata={"help": "parameters DP-SGD trains: all, or last (the UNet's last up-sampling block, ~1 %% of them)",
                                                     "choices": list(TRAINABLE)})
-    public_steps: int = field(default=600, metadata={"help": "with --init public: non-private pretraining steps on synthetic patches"})
+    public_steps: int = field(default=1000, metadata={"help": "with --init public: non-private pretraining steps on synthetic patches"})
     public_lr: float = field(default=3e-3, metadata={"help": "with --init public: Adam learning rate of the pretraining"})
 
 

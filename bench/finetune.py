@@ -844,14 +844,40 @@ def selection_table(res: list[dict]) -> str:
 SELECT = {"A": lambda b, seeds: select_lobes(b, SELECT_A_GRID, seeds), "B": lambda b, seeds: select_genres(b, SELECT_B_GRID, seeds)}
 
 
-def run_task(task: str, b: Budget, threads: int = 1) -> list[dict]:
-    """Run one task in this process; rows as plain dicts (picklable across processes)."""
+def run_task(task: str, b: Budget, threads: int = 1, cache_dir: str | None = None) -> list[dict]:
+    """Run one task in this process; rows as plain dicts (picklable across processes). With ``cache_dir``
+    the rows are also saved as ``<cache_dir>/<task>.json`` (with the time, the budget and the minutes taken),
+    so a later invocation can render them with ``--reuse`` instead of measuring the task again."""
     import dataclasses
+    import json
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(threads)
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        return [dataclasses.asdict(r) for r in TASKS[task](b, Path(d))]
+        rows = [dataclasses.asdict(r) for r in TASKS[task](b, Path(d))]
+    if cache_dir:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cache_dir) / f"{task}.json").write_text(json.dumps(
+            {"task": task, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.perf_counter() - t0) / 60,
+             "budget": dataclasses.asdict(b), "rows": rows}, default=str, indent=1))
+    return rows
+
+
+def load_cached(task: str, cache_dir: str, b: Budget) -> tuple[list[dict], dict]:
+    """Rows of ``task`` saved by an earlier full run (``run_task(cache_dir=...)``); refuses a cache measured
+    with another budget (e.g. --quick)."""
+    import dataclasses
+    import json
+
+    path = Path(cache_dir) / f"{task}.json"
+    if not path.is_file():
+        raise SystemExit(f"--reuse {task}: no cached rows at {path} (run `python -m bench.finetune --tasks {task}` first)")
+    d = json.loads(path.read_text())
+    want = json.loads(json.dumps(dataclasses.asdict(b), default=str))
+    if d["budget"] != want:
+        raise SystemExit(f"--reuse {task}: {path} was measured with another budget ({d['budget']} vs {want})")
+    return d["rows"], d
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -864,6 +890,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="A,B", help="comma list of tasks to run: A (brain lobes), B (MovieLens genres)")
     ap.add_argument("--select", choices=sorted(SELECT), default=None,
                     help="instead of the benchmark: the validation search that chose the task's student (A) / LoRA (B) settings")
+    ap.add_argument("--cache-dir", default=str(REPO / "runs" / "bench" / "finetune"),
+                    help="every full task run saves its rows here (<task>.json) for --reuse")
+    ap.add_argument("--reuse", default="", help="comma list of tasks whose rows come from --cache-dir (measured by an earlier full run "
+                    "with the same budget) instead of being measured again — on a shared machine the two tasks can then run at different times")
+    ap.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
     ap.add_argument("--seeds", default=None,
                     help="comma list of seeds: with --select the seeds searched (default 0); otherwise the seeds of the target rows "
                          "(default 0,1,2; the other rows use seed 0)")
@@ -891,10 +922,13 @@ def main(argv: list[str] | None = None) -> int:
         import dataclasses
 
         b = dataclasses.replace(b, seeds=tuple(seeds))
-    tasks = [t.strip().upper() for t in args.tasks.split(",") if t.strip()]
-    unknown = set(tasks) - set(TASKS)
+    reuse = [t.strip().upper() for t in args.reuse.split(",") if t.strip()]
+    tasks = [t.strip().upper() for t in args.tasks.split(",") if t.strip() and t.strip().upper() not in reuse]
+    unknown = set(tasks + reuse) - set(TASKS)
     if unknown:
         ap.error(f"unknown task(s) {sorted(unknown)}; choose from {sorted(TASKS)}")
+    cache_dir = str(Path(args.cache_dir) / "quick") if args.quick else args.cache_dir
+    cached = {t: load_cached(t, cache_dir, b) for t in reuse}
     rows: list[Row] = []
     if len(tasks) > 1 and not args.serial:
         # the tasks are independent and every ratio is taken inside one task, so they run side by side,
@@ -905,14 +939,25 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(max_workers=len(tasks), mp_context=mp.get_context("spawn")) as pool:
             from bench.finetune import run_task as importable_run_task  # not __main__.run_task: spawn must import it
 
-            futures = [pool.submit(importable_run_task, t, b, args.threads) for t in tasks]
+            futures = [pool.submit(importable_run_task, t, b, args.threads, cache_dir) for t in tasks]
             for f in futures:
                 rows += [Row(**r) for r in f.result()]
     else:
         for t in tasks:
-            rows += [Row(**r) for r in run_task(t, b, args.threads)]
-    md = render(rows, b, args.quick, time.perf_counter() - t0)
+            rows += [Row(**r) for r in run_task(t, b, args.threads, cache_dir)]
+    for t in TASKS:  # task order A, B in the table
+        if t in cached:
+            rows += [Row(**r) for r in cached[t][0]]
+    rows.sort(key=lambda r: list(TASKS).index(r.task.split(" ")[0]))
+    seconds = time.perf_counter() - t0 + sum(60 * c[1]["minutes"] for c in cached.values())
+    md = render(rows, b, args.quick, seconds)
+    if cached:
+        done = "; ".join(f"task {t} measured {c[1]['measured']} ({c[1]['minutes']:.1f} min)" for t, c in cached.items())
+        md = md.replace("\n\n| task |", f"\nTasks measured in separate invocations with the same budget (`--reuse`): {done}; the others in this one. "
+                        "Every ratio is inside one task.\n\n| task |", 1)
     print(md)
+    if args.no_write:
+        return 0
     if not args.quick or args.write:
         kw = {"path": args.benchmarks} if args.benchmarks else {}
         write_benchmark_section("finetune", md, **kw)

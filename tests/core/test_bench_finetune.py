@@ -34,3 +34,28 @@ def test_choose_lora_applies_the_rule_fixed_before_the_search():
     assert pick["config"] == "small" and pick["epochs"] == 1  # within 0.3 points of the best, fewer parameters
     assert abs(pick["score"] - (0.709 / 0.70 + 0.709 / 0.72) / 2) < 1e-9
     assert choose_lora(res, tolerance=0.0)["config"] == "big"
+
+
+def test_reuse_renders_cached_task_rows_and_refuses_another_budget(tmp_path):
+    import dataclasses
+    import json
+
+    from bench.finetune import QUICK, Budget, Row, main
+
+    def cache(task, variant, metric, budget):
+        rows = [dataclasses.asdict(Row(f"{task} x", "full FT", 10, 10, 1.0, 0.5, 100, 0.1)),
+                dataclasses.asdict(Row(f"{task} x", variant, 1, 10, 0.5, metric, 10, 0.1, extra={"seeds": [metric, metric]}))]
+        (tmp_path / f"{task}.json").write_text(json.dumps({"task": task, "measured": "2026-11-30 00:00 UTC", "minutes": 2.0,
+                                                           "budget": dataclasses.asdict(budget), "rows": rows}, default=str))
+
+    cache("B", "LoRA r=8 (all linear layers), lr 0.0005, 6 epochs, merged", 0.495, Budget())
+    cache("A", "BitFit (biases + head)", 0.4, Budget())
+    out = tmp_path / "BENCHMARKS.md"
+    assert main(["--tasks", "", "--reuse", "A,B", "--cache-dir", str(tmp_path), "--benchmarks", str(out)]) == 0
+    text = out.read_text()
+    assert text.index("| A x |") < text.index("| B x |")  # task order kept
+    assert "task A measured 2026-11-30 00:00 UTC (2.0 min)" in text
+    assert "B x LoRA: 10.00% of parameters trained (target ≤ 5%), 99.0% of full-FT metric" in text and "— **missed**" in text  # 10 % > 5 %
+    cache("A", "BitFit (biases + head)", 0.4, QUICK)
+    with pytest.raises(SystemExit, match="another budget"):
+        main(["--tasks", "", "--reuse", "A", "--cache-dir", str(tmp_path), "--no-write"])

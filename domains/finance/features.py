@@ -366,7 +366,8 @@ class PanelTensors:
     ``reals`` must be the model's ``hparams.x_reals`` order; ``ticker_index`` maps a ticker to its
     embedding index (the TFT's categorical encoder)."""
 
-    def __init__(self, zfeat: pd.DataFrame, reals: list[str], ticker_index: dict[str, int], encoder_length: int, horizon: int):
+    def __init__(self, zfeat: pd.DataFrame, reals: list[str], ticker_index: dict[str, int], encoder_length: int, horizon: int,
+                 vol_scale: dict[str, float] | None = None):
         zfeat = zfeat.sort_values(["ticker", "date"]).reset_index(drop=True)
         missing = [t for t in zfeat["ticker"].unique() if t not in ticker_index]
         if missing:
@@ -377,6 +378,8 @@ class PanelTensors:
         self.values = torch.from_numpy(np.nan_to_num(vals, nan=0.0))
         self.targets = torch.from_numpy(zfeat[TARGETS].to_numpy(dtype=np.float32, na_value=np.nan))
         self.codes = torch.from_numpy(zfeat["ticker"].map(ticker_index).to_numpy(dtype=np.int64))
+        # per row, the ticker's lrv_z scale (sd of log rvol5): turns an lrv quantile gap into a log-vol ratio (the QLIKE loss term)
+        self.vol_scale = None if vol_scale is None else torch.from_numpy(zfeat["ticker"].map(vol_scale).fillna(1.0).to_numpy(dtype=np.float32))
         self.dates = zfeat["date"].to_numpy()
         self.tickers = zfeat["ticker"].to_numpy()
         self.is_future = zfeat["is_future"].to_numpy(dtype=bool)

@@ -38,7 +38,7 @@ from domains.finance.data import PriceDataError
 from domains.finance.features import GARCH_REALS, KNOWN_REALS, OBSERVED_REALS, OPTIONAL_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors, observed_inputs
 
 __all__ = ["TFTSpec", "MODELS", "register_model", "create_model", "model_entry", "build_tft", "build_timeseries_dataset", "Forecaster",
-           "fit", "predict_quantiles", "quantile_columns", "quantile_rows"]
+           "fit", "qlike_loss", "predict_quantiles", "quantile_columns", "quantile_rows"]
 
 log = get_logger("finance.model")
 warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module` and is already saved during checkpointing.*")
@@ -181,14 +181,33 @@ def pinball_loss(model, out_pred: list[torch.Tensor], targets: list[torch.Tensor
     return total / len(targets)
 
 
+def qlike_loss(z_q: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, quantiles=QUANTILES) -> torch.Tensor:
+    """QLIKE of the variance forecast E[rv²] implied by log-vol quantiles, per forecast: ``z_q`` (B, H, Q)
+    and the realised ``y`` (B, H) in standardised log-vol units (``lrv_z``, or its GARCH-informed
+    offset — the origin's offset cancels), ``scale`` (B,) the ticker's sd of log rvol (rv = exp(scale·z + c)).
+    E[rv²] uses the rule of :func:`domains.finance.metrics.second_moment_from_quantiles` (piecewise linear
+    quantile function in vol units, linear tails clipped at 0), computed relative to the realised vol:
+    QLIKE = 1/M + log M − 1 with M = E[rv²] / rv²."""
+    b = torch.exp(torch.clamp(scale[:, None, None] * (torch.sort(z_q, dim=-1).values - y[..., None]), -20, 20))  # quantiles / realised vol
+    p = torch.as_tensor(quantiles, dtype=b.dtype)
+    lo = torch.clamp(b[..., 0] - (b[..., 1] - b[..., 0]) / (p[1] - p[0]) * p[0], min=0.0)
+    hi = b[..., -1] + (b[..., -1] - b[..., -2]) / (p[-1] - p[-2]) * (1 - p[-1])
+    knots = torch.cat([lo[..., None], b, hi[..., None]], dim=-1)
+    w = torch.diff(torch.cat([torch.zeros(1, dtype=b.dtype), p, torch.ones(1, dtype=b.dtype)]))
+    m = torch.clamp(torch.sum(w * (knots[..., :-1] ** 2 + knots[..., :-1] * knots[..., 1:] + knots[..., 1:] ** 2) / 3, dim=-1), min=1e-8)
+    return 1.0 / m + torch.log(m) - 1.0
+
+
 def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, batch_size: int = 128,
         max_batches: int | None = 60, lr: float = 3e-3, weight_decay: float = 1e-5, seed: int = 0,
         optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
         on_epoch_end: Callable[[int, float, torch.optim.Optimizer], None] | None = None, desc: str = "train",
-        data_parallel=None) -> list[float]:
+        data_parallel=None, qlike_weight: float = 0.0) -> list[float]:
     """Plain mini-batch training on pre-built tensors (random origins each epoch). Returns the
     mean training loss per epoch. ``data_parallel`` (a :class:`core.distributed.DataParallel` under
-    torchrun): each rank trains on its own 1/world of every epoch's shuffled windows through DDP."""
+    torchrun): each rank trains on its own 1/world of every epoch's shuffled windows through DDP.
+    ``qlike_weight`` > 0 adds that times the mean :func:`qlike_loss` of the realised-vol quantiles
+    (every horizon) to the pinball loss (needs ``tensors.vol_scale``)."""
     from core.distributed import DataParallel
 
     if len(origins) == 0:
@@ -215,6 +234,10 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
             x, y = tensors.batch(idx)
             out = net(x)
             loss = pinball_loss(model, out["prediction"], y)
+            if qlike_weight:
+                if tensors.vol_scale is None:
+                    raise ValueError("qlike_weight needs PanelTensors built with vol_scale (Forecaster.tensors)")
+                loss = loss + qlike_weight * qlike_loss(out["prediction"][1], y[1], tensors.vol_scale[torch.as_tensor(idx)]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
@@ -333,7 +356,7 @@ class Forecaster:
 
     def tensors(self, zfeat: pd.DataFrame) -> PanelTensors:
         index = {**self.model.ticker_index, **{t: 0 for t in self.unknown}}
-        return PanelTensors(zfeat, list(self.model.hparams.x_reals), index, self.spec.encoder_length, self.spec.horizon)
+        return PanelTensors(zfeat, list(self.model.hparams.x_reals), index, self.spec.encoder_length, self.spec.horizon, vol_scale=self.scaler.lrv_scale)
 
     def check_inputs(self, feat: pd.DataFrame, source: str = "the data", model_run: str | Path | None = None) -> None:
         """Refuse, in one line, a panel that lacks inputs this model was trained with (e.g. a price

@@ -87,3 +87,19 @@ def test_a_model_saved_before_garch_informed_models_loads_as_the_plain_tft(panel
     assert not is_garch_informed(old)
     out = forecast_frame(old, panel, None, ["AAPL"])
     assert len(out) == 2 * 3 and np.isfinite(out.filter(like="q_").to_numpy()).all()
+
+
+def test_qlike_weight_adds_the_variance_term_to_training(panel):
+    import torch
+
+    from domains.finance.model import fit
+
+    feat = base_features(panel[panel["ticker"].isin(["AAPL", "KO"])])
+    losses = []
+    for w in (0.0, 0.1):
+        torch.manual_seed(0)
+        fc = build_forecaster(SimpleNamespace(**TINY, garch_informed=True), feat, "2020-12-31")
+        T = fc.tensors(fc.scaler.transform(feat))
+        assert T.vol_scale is not None and float(T.vol_scale[0]) == pytest.approx(fc.scaler.lrv_scale[T.tickers[0]])
+        losses.append(fit(fc.model, T, T.origins()[:256], epochs=1, batch_size=64, max_batches=1, seed=0, qlike_weight=w)[0])
+    assert np.isfinite(losses).all() and losses[1] > losses[0]  # the same batch: pinball + 0.1 x QLIKE (> 0)

@@ -67,3 +67,23 @@ def test_recalibration_reads_only_forecasts_realised_by_the_cutoff():
     early = (df["fold"] < k) & ~late  # ... while realised outcomes before the cutoff do
     other.loc[early, "rvol"] *= 2.0
     assert not np.allclose(recalibrated_variance(other, fl, H, QUANTILES, "loglinear")[sel], base[sel])
+
+
+def test_training_qlike_term_equals_the_scored_qlike_of_the_implied_variance():
+    import torch
+
+    from domains.finance.metrics import second_moment_from_quantiles
+    from domains.finance.model import qlike_loss
+
+    rng = np.random.default_rng(1)
+    z = np.sort(rng.normal(0, 1, (6, 5, len(QUANTILES))), axis=-1)
+    y = rng.normal(0, 1, (6, 5))
+    s = rng.uniform(0.3, 0.6, 6)
+    zt = torch.tensor(z, requires_grad=True)
+    got = qlike_loss(zt, torch.tensor(y), torch.tensor(s))
+    c = 1.7  # any common level (the ticker's centre, the GARCH offset) cancels
+    q_raw, rv = np.exp(s[:, None, None] * z + c), np.exp(s[:, None] * y + c)
+    want = qlike_rows(rv.ravel(), np.sqrt(second_moment_from_quantiles(q_raw.reshape(-1, len(QUANTILES)), QUANTILES)), floor=0.0)
+    np.testing.assert_allclose(got.detach().numpy().ravel(), want, rtol=1e-6)
+    got.mean().backward()
+    assert torch.isfinite(zt.grad).all() and zt.grad.abs().sum() > 0

@@ -6,6 +6,8 @@
     python -m domains.finance.train --name my-run --resume  # continue an interrupted run
     torchrun --standalone --nproc-per-node=2 -m domains.finance.train   # data-parallel (DDP), see core/distributed.py
 
+The model is the backtest's GARCH-informed TFT (a GJR-GARCH-t per ticker fitted on its returns up to the
+cutoff; ``--no-garch-informed``: the plain TFT), built by ``training.build_forecaster``.
 The last ``--val-days`` trading days are held out (normalisers and weights never see them) and
 scored at the end (pinball loss, 1-day 90% interval coverage, 99% VaR breach rate); ``--val-days 0``
 trains on everything. After every epoch a training checkpoint (model + optimiser + RNG, loaded

@@ -106,10 +106,12 @@ def reference_step(model, b, loss_fn, opt) -> None:
 
 
 def ours_model(num_classes: int, amp: bool):
-    """The UNet as our trainer holds it (memory format included)."""
-    from domains.medical.training import train_memory_format
+    """The UNet as our trainer holds it (memory format and its instance norms included: ``training.to_train_layout``)."""
+    from domains.medical.training import to_train_layout
 
-    return unet(num_classes).to(memory_format=train_memory_format(torch.device("cpu"), amp))
+    model = unet(num_classes)
+    to_train_layout(model, torch.device("cpu"), amp)
+    return model
 
 
 def unet(num_classes: int):

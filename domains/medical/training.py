@@ -42,7 +42,7 @@ from domains.medical.synth import SynthSampler, load_head
 from domains.medical.transforms import AUGMENT_RECIPES, cached_patch_dataset, intensity_transform, invert_inside_head, preprocess
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["fit", "fit_slices", "train_step", "train_memory_format", "prefetch", "make_optimizer", "validation_volume", "pipeline_config", "write_task_meta",
+__all__ = ["fit", "fit_slices", "train_step", "train_memory_format", "to_train_layout", "InstanceNormAsGroupNorm", "prefetch", "make_optimizer", "validation_volume", "pipeline_config", "write_task_meta",
            "slice_batches", "load_training_task", "validation_case", "contrast_pose_copies", "transform_rng_state", "set_transform_rng_state", "validate_all", "synth_sampler"]
 
 log = get_logger("medical.training")
@@ -146,6 +146,34 @@ def train_memory_format(device: torch.device, amp: bool) -> torch.memory_format:
     if device.type == "cpu" and not (amp and amp_dtype(device) is not None):
         return torch.channels_last_3d
     return torch.contiguous_format
+
+
+class InstanceNormAsGroupNorm(torch.nn.GroupNorm):
+    """``InstanceNorm3d(C, affine=False)`` (no running statistics) computed as ``GroupNorm(C, C)`` — one
+    channel per group, the same normalisation over each sample's channel — on a contiguous copy of its
+    input. No parameters or buffers, so a model's state dict is unchanged. In an fp32 channels-last
+    network on the CPU this is cheaper than ``instance_norm``, which reshapes to a batch norm over
+    ``N·C`` channels (measured ~3 % of the default UNet's step, paired CPU-time microbenchmark)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5):
+        super().__init__(num_channels, num_channels, eps=eps, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.group_norm(x.contiguous(), self.num_groups, None, None, self.eps)
+
+
+def to_train_layout(model: torch.nn.Module, device: torch.device, amp: bool) -> torch.memory_format:
+    """Move ``model`` to ``device`` in the training memory format (:func:`train_memory_format`) and
+    return that format; in channels-last (fp32 on the CPU) its parameter-free instance norms run as
+    :class:`InstanceNormAsGroupNorm` (same function, same state dict; inference builds its own model)."""
+    fmt = train_memory_format(device, amp)
+    if fmt == torch.channels_last_3d:
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is torch.nn.InstanceNorm3d and not child.affine and not child.track_running_stats:
+                    setattr(parent, name, InstanceNormAsGroupNorm(child.num_features, eps=child.eps))
+    model.to(device, memory_format=fmt)
+    return fmt
 
 
 def train_step(model: torch.nn.Module, batch: dict, loss_fn, opt: torch.optim.Optimizer, device: torch.device, amp: bool = True,
@@ -324,8 +352,8 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
         loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=0, collate_fn=list_data_collate)
     log.info(f"cached {len(train_cases)} training volume(s) + validation in {time.perf_counter() - t0:.1f}s")
 
-    fmt = train_memory_format(device, cfg.amp)
-    model = create_model(spec).to(device, memory_format=fmt)
+    model = create_model(spec)
+    fmt = to_train_layout(model, device, cfg.amp)
     if cfg.init_from:  # fine-tuning: start from another run's best weights (the same network spec)
         load_weights(resolve_model_run("medical", cfg.init_from, cfg.runs_dir) / "best.safetensors", model)
     opt = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay, device)

@@ -135,6 +135,7 @@ def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str
     a random monotone intensity curve (MONAI ``RandHistogramShiftd``, p 0.4); gamma 0.6–1.6 (p 0.5);
     a smooth multiplicative bias field (``RandBiasFieldd``, p 0.3); Gaussian noise (p 0.15); the
     standard scale/shift."""
+    # RandAffined: the patch-sized identity grid is built once (cache_grid), not per draw — the same output
     if recipe not in AUGMENT_RECIPES:
         raise ValueError(f"unknown augmentation recipe {recipe!r}; expected one of {AUGMENT_RECIPES}")
     keys = ["image", "label"]
@@ -148,7 +149,7 @@ def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str
     if recipe == "standard":
         steps += [
             mt.RandAffined(keys=keys, prob=0.5, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.1, 0.1, 0.1), mode=("bilinear", "nearest"),
-                           padding_mode="zeros"),
+                           padding_mode="zeros", spatial_size=p, cache_grid=True),
             mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
             mt.RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.3),
@@ -159,7 +160,7 @@ def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str
             steps.append(mt.RandLambdad(keys="image", func=invert_inside_head, prob=0.3, track_meta=False))
         steps += [
             mt.RandAffined(keys=keys, prob=0.7, rotate_range=(0.35, 0.35, 0.35), scale_range=(0.12, 0.12, 0.12), mode=("bilinear", "nearest"),
-                           padding_mode="zeros"),
+                           padding_mode="zeros", spatial_size=p, cache_grid=True),
             mt.RandHistogramShiftd(keys="image", num_control_points=(4, 10), prob=0.4),
             mt.RandAdjustContrastd(keys="image", gamma=(0.6, 1.6), prob=0.5),
             mt.RandBiasFieldd(keys="image", degree=3, coeff_range=(0.0, 0.3), prob=0.3),

@@ -49,3 +49,39 @@ def test_prefetch_raises_the_drawing_error_and_stops_when_closed():
     assert next(gen) == 0 and next(gen) == 1
     gen.close()
     assert not any(t.name == "medical-prefetch" for t in threading.enumerate())
+
+
+def test_train_layout_keeps_the_function_gradients_and_state_dict():
+    """``to_train_layout`` (fp32 CPU: channels-last, instance norms as one-channel GroupNorms on a
+    contiguous copy) is a speed change only: same outputs, same gradients, same state-dict keys, and
+    nothing changes under bf16 autocast's contiguous layout."""
+    import copy
+
+    from monai.losses import DiceCELoss
+
+    from domains.medical.model import build_model
+    from domains.medical.training import InstanceNormAsGroupNorm, to_train_layout
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    plain = build_model("unet", 3, (8, 16, 32))
+    fast = copy.deepcopy(plain)
+    fmt = to_train_layout(fast, cpu, amp=False)
+    assert fmt == torch.channels_last_3d
+    assert sum(isinstance(m, InstanceNormAsGroupNorm) for m in fast.modules()) > 0
+    assert not any(type(m) is torch.nn.InstanceNorm3d for m in fast.modules())
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    x = torch.randn(2, 1, 32, 32, 32)
+    y = torch.randint(0, 3, (2, 1, 32, 32, 32)).float()
+    loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    la = loss(plain(x), y)
+    lb = loss(fast(x.contiguous(memory_format=fmt)), y)
+    la.backward()
+    lb.backward()
+    assert abs(float(la) - float(lb)) < 1e-5
+    scale = max(float(p.grad.abs().max()) for p in plain.parameters())
+    for (name, pa), pb in zip(plain.named_parameters(), fast.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-4 * scale), name
+    bf16 = copy.deepcopy(plain)
+    if to_train_layout(bf16, cpu, amp=True) == torch.contiguous_format:  # a CPU with bf16 units: layout untouched
+        assert sum(type(m) is torch.nn.InstanceNorm3d for m in bf16.modules()) == sum(type(m) is torch.nn.InstanceNorm3d for m in plain.modules())

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.checkpoint import CheckpointError
 from domains.finance.config import TrainConfig, spec_from_config
 from domains.finance.data import PANEL_DATASET, PriceDataError
 from domains.finance.features import GARCH_REALS, GJR_FIT_DAYS, QUANTILES, FoldScaler, PanelTensors, fit_gjr_params, observed_inputs
@@ -109,7 +110,11 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
     if is_garch_informed(fc):
         init_output_bias(model, T, train_o, cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=1e-5)
-    state = run.resume(model, opt)
+    try:
+        state = run.resume(model, opt)
+    except CheckpointError as e:
+        other = "--no-garch-informed" if is_garch_informed(fc) else "--garch-informed"
+        raise CheckpointError(f"{e} — was the run started with {other} (train's default became GARCH-informed)? resume it with that flag") from e
 
     def on_epoch_end(epoch: int, loss: float, optimizer) -> None:
         run.log_metrics({"train_pinball": loss}, step=epoch + 1)

@@ -46,7 +46,7 @@ def test_train_and_backtest_share_the_gjr_fit_and_the_inputs(panel):
 
 
 @pytest.mark.slow  # ~35 s under load (GJR fits, training, the forecast command)
-def test_train_command_saves_a_garch_informed_model_that_forecasts_known_and_unseen_tickers(panel, tmp_path):
+def test_train_command_saves_a_garch_informed_model_that_forecasts_known_and_unseen_tickers(panel, tmp_path, capsys):
     from domains.finance.forecast import main as forecast_main
     from domains.finance.train import main as train_main
 
@@ -69,6 +69,11 @@ def test_train_command_saves_a_garch_informed_model_that_forecasts_known_and_uns
     assert forecast_main(["--runs-dir", str(tmp_path), "--model-run", "gi", "--data", str(csv), "--no-track"]) == 0
     last = sorted((tmp_path / "finance").glob("forecast-*"))[-1]
     assert json.loads((last / "metrics.json").read_text())["garch_informed"] is True
+    # resuming with the other setting (e.g. a run started before GARCH-informed became the default) is one line with the fix
+    capsys.readouterr()
+    assert train_main([*args, "--name", "gi", "--resume", "--epochs", "2", "--no-garch-informed"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "does not fit" in err and "resume it with that flag" in err and "--garch-informed" in err
 
 
 def test_a_model_saved_before_garch_informed_models_loads_as_the_plain_tft(panel, tmp_path):

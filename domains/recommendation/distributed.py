@@ -26,9 +26,12 @@ import torch.distributed as dist
 
 from core.distributed import DataParallel
 from core.io import atomic_write_text
+from core.logging import get_logger
 from core.runs import Run
 from domains.recommendation.config import CPU_SHARDING, TrainConfig
 from domains.recommendation.training import DOMAIN, Prepared, Trainer, TrainingError, build_model, finish_run, fit_two_tower, prepare_inputs
+
+log = get_logger("recommendation.distributed")
 
 __all__ = ["shard_model", "make_optimizer", "gather_state_dict", "train_dmp", "check_dmp_config", "load_full_state_dict",
            "gather_fused_optimizer_state", "load_fused_optimizer_state"]
@@ -187,6 +190,8 @@ def train_dmp(cfg: TrainConfig, run: Run | None, dp: DataParallel) -> Path:
     from core.device import resolve_device
 
     check_dmp_config(cfg)
+    if getattr(cfg, "ema_decay", 0.0):  # the sharded tables and fused optimizer are not averaged: DMP trains the raw weights
+        log.warning(f"--dmp: --ema-decay {cfg.ema_decay} is ignored (no weight average over sharded tables); the raw weights are validated and saved")
     device = resolve_device(cfg.device)
     rank, world = dp.rank, dp.world_size
     prep = prepare_inputs(cfg)

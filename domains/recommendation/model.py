@@ -1,6 +1,9 @@
 """Two-tower retrieval model on TorchRec.
 
-    user tower: EmbeddingBagCollection[user_id, age_bucket, gender, occupation] -> MLP -> L2-normalised u
+    user tower: EmbeddingBagCollection[user_id, age_bucket, gender, occupation, history] -> MLP -> L2-normalised u
+                (history = the user's TRAINING items as one bag, YouTube-DNN style: mean-pooled by default; ``sqrt``
+                 = sum / sqrt(n); ``weighted`` = a learned per-item weight, softmax within the bag, ``history_heads``
+                 such weightings concatenated. The training target is removed from its own input; history dropout)
     item tower: EmbeddingBagCollection[item_id, genres (multi-hot bag, mean), year_bucket]
                 + MiniLM title embedding (384-d, precomputed once and cached)      -> MLP -> L2-normalised v
     score(u, v) = u·v / temperature
@@ -53,6 +56,7 @@ HISTORY = "history"  # the user's training items, a mean-pooled bag (YouTube-DNN
 ITEM_FEATURES = ["item_id", "genre", "year"]
 AGE_BUCKETS = [18, 25, 35, 45, 50, 56]  # MovieLens-1M style age groups
 TEXT_BACKBONE = "minilm-l6-v2"
+HISTORY_POOLING = ("mean", "sqrt", "weighted")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +204,8 @@ class TwoTowerConfig:
     logq_weight: float = 1.0
     dropout: float = 0.0
     history: bool = True
+    history_pooling: str = "mean"  # mean | sqrt (sum / sqrt(n): the bag's size counts) | weighted (learned per-item weights, softmax within the bag)
+    history_heads: int = 1  # with weighted pooling: this many weightings of the same bag, concatenated (multi-interest)
     normalize: bool = True  # cosine (True) or raw dot product, whose item norms can carry popularity
 
 
@@ -226,15 +232,24 @@ class TwoTower(nn.Module):
 
         d, f = cfg.id_dim, cfg.feature_dim
         utables = [table("user_id", d), table("age", f), table("gender", f), table("occupation", f)]
-        if cfg.history:
+        if cfg.history_pooling not in HISTORY_POOLING:
+            raise UserInputError(f"history_pooling {cfg.history_pooling!r}: choose one of {', '.join(HISTORY_POOLING)}")
+        weighted = cfg.history and cfg.history_pooling == "weighted"
+        if cfg.history and not weighted:
             utables.append(table(HISTORY, d, PoolingType.MEAN))
-        self.user_keys = USER_FEATURES + ([HISTORY] if cfg.history else [])
+        self.user_keys = USER_FEATURES + ([HISTORY] if cfg.history and not weighted else [])
         self.user_ebc = EmbeddingBagCollection(tables=utables, device=torch.device(device))
+        self.history_ebc = None
+        self.history_logit = None
+        heads = max(1, cfg.history_heads) if weighted else 1
+        if weighted:  # the same item table, pooled with per-sample weights = softmax of a learned per-item logit within the bag
+            self.history_ebc = EmbeddingBagCollection(tables=[table(HISTORY, d, PoolingType.SUM)], is_weighted=True, device=torch.device(device))
+            self.history_logit = nn.Parameter(torch.zeros(sizes[HISTORY], heads, device=device))
         self.item_ebc = EmbeddingBagCollection(tables=[table("item_id", d), table("genre", f, PoolingType.MEAN), table("year", f)], device=torch.device(device))
-        for ebc in (self.user_ebc, self.item_ebc):
-            for p in ebc.parameters():
+        for ebc in (self.user_ebc, self.item_ebc, self.history_ebc):
+            for p in (ebc.parameters() if ebc is not None else []):
                 nn.init.normal_(p, std=0.05)
-        self.user_mlp = _mlp([d + 3 * f + (d if cfg.history else 0), *cfg.hidden, cfg.out_dim], cfg.dropout)
+        self.user_mlp = _mlp([d + 3 * f + (heads * d if cfg.history else 0), *cfg.hidden, cfg.out_dim], cfg.dropout)
         self.text_proj = nn.Linear(cfg.text_dim, f * 2) if cfg.text_dim else None
         self.item_mlp = _mlp([d + 2 * f + (2 * f if cfg.text_dim else 0), *cfg.hidden, cfg.out_dim], cfg.dropout)
 
@@ -244,9 +259,30 @@ class TwoTower(nn.Module):
 
     def user_embedding(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
         kt = self.user_ebc(kjt)
-        x = torch.cat([kt[k] for k in self.user_keys], 1)
-        out = self.user_mlp(x)
+        parts = [kt[k] for k in self.user_keys]
+        if self.cfg.history:
+            if self.history_ebc is not None:
+                parts += self._weighted_history(kjt[HISTORY])
+            elif self.cfg.history_pooling == "sqrt":  # mean × sqrt(n) = sum / sqrt(n)
+                parts[-1] = parts[-1] * kjt[HISTORY].lengths().to(parts[-1].dtype).sqrt()[:, None]
+        out = self.user_mlp(torch.cat(parts, 1))
         return nn.functional.normalize(out, dim=-1) if self.cfg.normalize else out
+
+    def _weighted_history(self, hist) -> list[torch.Tensor]:
+        """One pooled vector per head: sum_i softmax_bag(logit[i, h]) · e_i (an empty bag pools to zeros)."""
+        values, lengths = hist.values(), hist.lengths()
+        n = len(lengths)
+        seg = torch.repeat_interleave(torch.arange(n, device=values.device), lengths)
+        logit = self.history_logit[values]  # (total, heads)
+        m = torch.full((n, logit.shape[1]), -1e9, dtype=logit.dtype, device=logit.device).scatter_reduce(
+            0, seg[:, None].expand_as(logit), logit, "amax", include_self=True)
+        w = (logit - m[seg]).exp()
+        w = w / torch.zeros_like(m).index_add(0, seg, w)[seg]
+        out = []
+        for h in range(w.shape[1]):
+            kjt = KeyedJaggedTensor(keys=[HISTORY], values=values, lengths=lengths, weights=w[:, h].contiguous())
+            out.append(self.history_ebc(kjt)[HISTORY])
+        return out
 
     def item_embedding(self, kjt: KeyedJaggedTensor, text: torch.Tensor | None = None) -> torch.Tensor:
         kt = self.item_ebc(kjt)

@@ -41,7 +41,7 @@ from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoT
                                           full_softmax_loss, item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
 
 __all__ = ["DOMAIN", "Prepared", "prepare_inputs", "two_tower_kwargs", "build_model", "LoraText", "train_epochs", "fit_two_tower",
-           "train", "finish_run", "TrainingError", "Phase"]
+           "train", "finish_run", "TrainingError", "Phase", "WeightAverage", "Trainer", "local_trainer"]
 
 log = get_logger("recommendation.training")
 DOMAIN = "recommendation"
@@ -137,7 +137,8 @@ def two_tower_kwargs(cfg: TrainConfig) -> dict:
     """The model part of the training config, as stored in ``model.json`` (``{"name": "two-tower", "kwargs": ...}``)."""
     return asdict(TwoTowerConfig(id_dim=cfg.id_dim, feature_dim=cfg.feature_dim, hidden=list(cfg.hidden), out_dim=cfg.out_dim,
                                  text_dim=384 if cfg.text != "none" else 0, temperature=cfg.temperature, logq_weight=cfg.logq_weight,
-                                 history=cfg.history, normalize=cfg.normalize))
+                                 history=cfg.history, history_pooling=cfg.history_pooling, history_heads=cfg.history_heads,
+                                 normalize=cfg.normalize, dropout=cfg.dropout))
 
 
 def build_model(cfg: TrainConfig, space: FeatureSpace, device="cpu") -> TwoTower:
@@ -185,9 +186,11 @@ class LoopState:
 def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np.ndarray, train_i: np.ndarray, log_q: torch.Tensor,
                  run: Run | None = None, lora_text: LoraText | None = None, rank: int = 0, *, epochs: int | None = None,
                  generator: torch.Generator | None = None, state: LoopState | None = None, start_epoch: int = 0,
-                 on_epoch_end: Callable[[int, LoopState], bool] | None = None, desc: str = "two-tower") -> dict:
+                 on_epoch_end: Callable[[int, LoopState], bool] | None = None, desc: str = "two-tower",
+                 after_step: Callable[[], None] | None = None) -> dict:
     """Train for ``epochs`` (default ``cfg.epochs``) from ``start_epoch``; ``on_epoch_end(epoch, state)``
-    runs after every epoch (validation, checkpoint) and returns True to stop. Returns throughput stats."""
+    runs after every epoch (validation, checkpoint) and returns True to stop; ``after_step()`` after every
+    optimizer step (the weight average). Returns throughput stats."""
     epochs = cfg.epochs if epochs is None else epochs
     g = generator if generator is not None else torch.Generator().manual_seed(cfg.seed + 1000 * rank)
     st = state or LoopState()
@@ -224,6 +227,8 @@ def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if after_step is not None:
+                after_step()
             st.step += 1
             phase_steps += 1
             st.examples += len(b)
@@ -249,6 +254,45 @@ def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np
 # ---------------------------------------------------------------------------------------------
 # select (validation early stopping) + refit, with checkpoints
 # ---------------------------------------------------------------------------------------------
+class WeightAverage:
+    """Exponential moving average of a module's weights, updated after every optimizer step
+    (``--ema-decay``; Polyak averaging), bias-corrected as Adam's moments are (the accumulator starts at
+    zero and is divided by ``1 - decay**t``, so the random initial weights carry no weight). The
+    averaged weights are what is validated, refitted and saved: on ML-100K the raw weights' validation
+    NDCG@10 jumps by ±0.01 from epoch to epoch, the average's by a few thousandths, so the epoch chosen
+    on validation also holds when the model is refitted."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise TrainingError(f"--ema-decay {decay}: must be in (0, 1) (0 turns the average off)")
+        self.model, self.decay, self.t = model, decay, 0
+        self.acc = {k: torch.zeros_like(v) if v.dtype.is_floating_point else v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.t += 1
+        for k, v in self.model.state_dict().items():
+            a = self.acc[k]
+            if a.dtype.is_floating_point:
+                a.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+            else:
+                a.copy_(v)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The averaged weights (a copy); the raw weights before the first update."""
+        if self.t == 0:
+            return _state_copy(self.model)
+        c = 1.0 - self.decay ** self.t
+        return {k: v / c if v.dtype.is_floating_point else v.clone() for k, v in self.acc.items()}
+
+    def checkpoint(self) -> dict:
+        return {"t": self.t, "acc": {k: v.clone() for k, v in self.acc.items()}}
+
+    def load(self, ckpt: dict) -> None:
+        self.t = int(ckpt["t"])
+        self.acc = {k: v.detach().clone() for k, v in ckpt["acc"].items()}
+
+
 @dataclass
 class Trainer:
     """How one process trains: the (possibly sharded) module, its optimizer, and how to read the
@@ -263,6 +307,17 @@ class Trainer:
     optimizer_state: Callable[[], dict | None] | None = None  # a collective under DMP (rank 0 gets the dict)
     load_optimizer_state: Callable[[dict], None] | None = None
     load_full_state: Callable[[dict], None] | None = None  # plain (unsharded) weights into this trainer's model
+    average: WeightAverage | None = None  # with --ema-decay: full_state() returns the averaged weights
+
+
+def local_trainer(cfg: TrainConfig, model: torch.nn.Module, optimizer, lora_text: LoraText | None = None) -> Trainer:
+    """A single-process trainer; with ``cfg.ema_decay`` its weights are averaged (:class:`WeightAverage`)
+    and ``full_state()`` returns the average (the raw weights stay in ``model``)."""
+    decay = getattr(cfg, "ema_decay", 0.0)
+    avg = WeightAverage(model, decay) if decay else None
+    return Trainer(model=model, optimizer=optimizer, full_state=avg.state if avg else (lambda: _state_copy(model)), lora_text=lora_text,
+                   optimizer_state=optimizer.state_dict, load_optimizer_state=optimizer.load_state_dict,
+                   load_full_state=model.load_state_dict, average=avg)
 
 
 def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -297,7 +352,12 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
         payload = tr.broadcast(payload)
         if payload:
             tr.load_optimizer_state(payload["extra"]["optimizer"])
-            tr.load_full_state(payload["model"])
+            raw = payload["extra"].get("raw")  # a weight-averaged run checkpoints the average as its model, the raw weights here
+            tr.load_full_state(raw if raw is not None else payload["model"])
+            if (tr.average is not None) != ("average" in payload["extra"]):
+                raise TrainingError("--resume: the checkpoint and this command differ in --ema-decay (on/off); resume with the original flags")
+            if tr.average is not None:
+                tr.average.load(payload["extra"]["average"])
             extra = payload["extra"]
     sel = extra.get("selection") or {"curve": [], "best_epoch": 0, "best": -1.0, "best_state": None, "done": False}
     loop = LoopState(step=int(extra.get("step", 0)), examples=int(extra.get("examples", 0)), seconds=float(extra.get("seconds", 0.0)))
@@ -323,7 +383,8 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
         plain.load_state_dict(state)
         run.save_checkpoint(plain, None, step=loop.step, epoch=epoch, extra={
             "phase": name, "epoch": epoch, "step": loop.step, "examples": loop.examples, "seconds": loop.seconds,
-            "generator": g.get_state(), "generators": gens, "optimizer": opt_state, "selection": {**sel, "done": done}})
+            "generator": g.get_state(), "generators": gens, "optimizer": opt_state, "selection": {**sel, "done": done},
+            **({"raw": _state_copy(tr.model), "average": tr.average.checkpoint()} if tr.average is not None else {})})
 
     def gather_generators(g: torch.Generator) -> list:
         import torch.distributed as dist
@@ -364,7 +425,8 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
 
         fu, fi = prep.rank_fit or (prep.fit_u, prep.fit_i)
         stats = train_epochs(tr.model, prep, cfg, tr.optimizer, fu, fi, log_q, run, tr.lora_text, tr.rank,
-                             generator=g, state=loop, start_epoch=start_epoch, on_epoch_end=end_select, desc="two-tower select")
+                             generator=g, state=loop, start_epoch=start_epoch, on_epoch_end=end_select, desc="two-tower select",
+                             after_step=tr.average.update if tr.average is not None else None)
         sel["done"] = True
         start_epoch = 0
     sel = tr.broadcast(sel if tr.rank == 0 else None)
@@ -391,7 +453,7 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
     tu, ti = prep.rank_train or (prep.train_u, prep.train_i)
     stats = train_epochs(tr.model, prep, cfg, tr.optimizer, tu, ti, log_q, run, tr.lora_text, tr.rank,
                          epochs=max(1, sel["best_epoch"]), generator=g, state=loop, start_epoch=start_epoch if phase_name == "refit" else 0,
-                         on_epoch_end=end_refit, desc="two-tower refit")
+                         on_epoch_end=end_refit, desc="two-tower refit", after_step=tr.average.update if tr.average is not None else None)
     return tr.full_state(), stats, selection
 
 
@@ -409,8 +471,7 @@ def train(cfg: TrainConfig, run: Run) -> Path:
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if lora_text is not None and cfg.resume:
             raise TrainingError("--resume with --text lora is not supported (the LoRA adapters are not checkpointed); rerun without --resume")
-        return Trainer(model=model, optimizer=opt, full_state=lambda: _state_copy(model), lora_text=lora_text,
-                       optimizer_state=opt.state_dict, load_optimizer_state=opt.load_state_dict, load_full_state=model.load_state_dict)
+        return local_trainer(cfg, model, opt, lora_text)
 
     holder: dict = {}
 

@@ -31,7 +31,7 @@ def _interactions(path: Path) -> Path:
 
 
 def _cmd(runs: Path, name: str, *extra: str) -> list[str]:
-    extra = tuple(e for e in extra if e)
+    extra = tuple(x for e in extra for x in e.split())  # a mode may carry a flag and its value
     return [sys.executable, "-m", "domains.recommendation.train", *TINY, "--data", str(runs.parent / "inter.csv"), "--runs-dir", str(runs),
             "--name", name, *extra]
 
@@ -49,7 +49,8 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["", "--dmp"])  # one process; TorchRec DMP (world size 1: sharded tables + fused optimizer state)
+@pytest.mark.parametrize("mode", ["", "--dmp", "--ema-decay 0.9"])  # one process; TorchRec DMP (world size 1: sharded tables + fused
+# optimizer state); weight averaging (the checkpoint holds the average as its model and the raw weights beside it)
 def test_killed_run_resumes_bit_exact(tmp_path, mode):
     from core.checkpoint import load_weights
 

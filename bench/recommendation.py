@@ -12,11 +12,13 @@ JSON files present, so parts can run separately or in parallel and the table say
   metrics code (seen items removed) as the two-tower.
 * ``sequential`` — ML-100K leave-last-out (test = last item, validation = second-to-last): the
   sequence model (``sequential.py``: causal transformer over TorchRec item embeddings + MiniLM text,
-  in-batch log-Q sampled softmax) and a plain SASRec reference (own ``nn.Embedding``, no text, full
-  softmax CE) against most-popular, item-kNN, BPR, EASE and iALS; FULL ranking over the catalogue,
-  history removed. Baselines are tuned on validation and refitted on everything but the last item;
-  the sequence models pick their epoch on validation and read the history including the validation
-  item at test time (they are not refitted).
+  sampled softmax over the batch's targets + 1,000 uniform items, log-Q corrected) and a plain SASRec
+  reference (own ``nn.Embedding``, no text, full softmax CE) against most-popular, item-kNN, BPR, EASE
+  and iALS; FULL ranking over the catalogue, history removed. Baselines are tuned on validation and
+  refitted on everything but the last item; the sequence models (settings: ``sequential.OURS`` /
+  ``REFERENCE`` / ``TRAIN``, the same budget rule for both; ``--seq-epochs`` overrides the cap) pick
+  their epoch on validation and read the history including the validation item at test time (they are
+  not refitted). ``python -m domains.recommendation.train_sequential`` trains one of them as a run.
 * ``scale`` — time and peak memory of one training pass from 100K to 1M interactions (synthetic,
   MovieLens-1M-shaped: Zipf item popularity) for the two-tower (real pipeline through a Parquet
   file), EASE, iALS, item-kNN and the sequence model.

@@ -64,7 +64,7 @@ class Budget:
     n_train: int = 512
     n_test: int = 384
     img_epochs: int = 3
-    text_epochs: int = 6  # task B full FT (and BitFit): the reference's epoch count chosen on validation (--select B)
+    text_epochs: int = 7  # task B full FT (and BitFit): the reference's epoch count chosen on validation (--select B-longer)
     student_epochs: int = 8
     latency_repeats: int = 5
     compile_int8: bool = True
@@ -516,7 +516,7 @@ class LoraB:
         return f"LoRA r={self.r} ({where}), lr {self.lr:g}{plus}"
 
 
-LORA_B = LoraB(targets=None, r=8, lr=5e-4, epochs=6)  # chosen on validation items by choose_lora: python -m bench.finetune --select B --seeds 0,1,2
+LORA_B = LoraB(targets=None, r=8, lr=5e-4, epochs=7)  # chosen on validation items by choose_lora: python -m bench.finetune --select B-longer --seeds 0,1,2
 
 
 def train_genres_lora(cfg: LoraB, model: nn.Module, X: tuple, y: torch.Tensor, epochs: int, loss_fn, bs: int, head_lr: float,
@@ -758,29 +758,24 @@ NOTES = """
   so validation ratios are optimistic; the test ratio is across hemispheres. Task B's student starts from a PCA of
   the teacher's token embeddings.
 - Task B's LoRA adapts every linear layer of MiniLM (q, k, v, attention output and both MLP layers; r = 8, α = 16,
-  lr 5e-4, the head trained fully at lr 3e-3) for 6 epochs; the full-FT reference also trains 6 epochs (was 3).
-  Both chosen on validation (`python -m bench.finetune --select B --seeds 0,1,2`: 20 % of the training items held
-  out, every setting scored after each of 6 epochs, 3 seeds) by a rule fixed before the search (`choose_lora`: the
-  reference's epochs = its best mean validation epoch count; then the best mean LoRA / full-FT ratio; within 0.3
-  points fewer parameters, then fewer epochs win). Validation AUC after 1–6 epochs, mean of 3 seeds: full FT
-  0.532 / 0.630 / 0.666 / 0.707 / 0.724 / 0.735; LoRA lr 5e-4 0.527 / 0.578 / 0.634 / 0.672 / 0.698 / 0.737
-  (100.4 % ± 2.8 % of full FT at 6 epochs); LoRA lr 2e-3 at r = 8 and r = 16 diverged (67–76 %). Last session's
-  miss was the epoch budget: at 3 epochs LoRA is 95 % of the 3-epoch full FT on validation (0.634 vs 0.666), at 6
-  epochs 100 % of the 6-epoch one; a higher LoRA learning rate did not help. Both were still improving at epoch 6.
-  The search stopped during seed 2 of the two diverged settings (their seeds 0–1 could not reach the pick). The
-  adapter file holds the LoRA matrices and the head.
-- Task B's LoRA target is still missed on the test items (97.2 % ± 1.2 % vs 100.4 % ± 2.8 % on validation at the
-  same settings: validation is ~3 points optimistic or noisy at this size). What would meet it, measured on
-  validation only (`python -m bench.finetune --select B-longer --seeds 0,1,2`: both models up to 10 epochs, the same
-  rule): full FT peaks at 7 epochs (mean AUC 0.737, then 0.731 / 0.727 / 0.726), LoRA r = 8 at 7 epochs reaches
-  0.751 = 102.0 % ± 3.2 % of it (101.0–101.7 % at 8–10 epochs) — the rule would adopt 7 / 7 epochs, 1.6 points
-  above today's validation ratio. Not re-measured on the test items this session (a task-B run takes ~27 min under
-  load); with the same validation-to-test gap it would land near 98–99 %, so the next run should use 7 / 7 epochs.
-- Task B's student (not an issue target) learns from the full-FT model, which now trains 6 epochs (0.679 on the test
-  items; 0.649 at 3 epochs): the student's own AUC is unchanged (0.639, was 0.638) but it is 94.1 % of the stronger
-  teacher (98.3 % of the 3-epoch one), so its ≥ 95 % line reads missed. Latency and time ratios of this run were
-  measured under heavy load (load average ≈ 11 on 2 cores; the two tasks ran at different times): ratios vary more
-  than in an idle run (task B int8 1.56×, 2.61× in the previous run).
+  lr 5e-4, the head trained fully at lr 3e-3) for 7 epochs; the full-FT reference also trains 7 epochs (was 3).
+  Chosen on validation only (20 % of the training items held out, every setting scored after every epoch, seeds
+  0–2) by a rule fixed before the search (`choose_lora`: the reference's epochs = its best mean validation epoch
+  count; then the best mean LoRA / full-FT ratio; within 0.3 points fewer parameters, then fewer epochs win).
+  `--select B` (up to 6 epochs): full FT 0.532 / 0.630 / 0.666 / 0.707 / 0.724 / 0.735 AUC after 1–6 epochs;
+  LoRA lr 5e-4 0.527 / 0.578 / 0.634 / 0.672 / 0.698 / 0.737 (100.4 % ± 2.8 % at 6); lr 2e-3 at r = 8 and r = 16
+  diverged (67–76 %; that search stopped during their seed 2, which could not change the pick). Measured on the
+  test items at 6 / 6 epochs: 97.2 % ± 1.2 %. Then `--select B-longer` (both up to 10 epochs): full FT peaks at 7
+  (0.737, then 0.731 / 0.727 / 0.726), LoRA at 7 epochs 0.751 = 102.0 % ± 3.2 % → 7 / 7, this table.
+  Last session's miss was mostly the epoch budget (at 3 epochs LoRA is 95 % of the 3-epoch full FT on validation).
+- Task B's LoRA target is still missed on the test items, narrowly: 97.6 % ± 1.7 % (per seed 97.7 / 99.3 / 95.8 %)
+  vs 102.0 % on validation — validation (269 items) is optimistic or noisy by ~3–4 points at this size, so it
+  cannot separate 97 % from 99 %. What would settle it: a larger validation split or more seeds (the seed sd of the
+  test ratio is 1.2–1.7 points), and ranks r = 16 / 32 at lr 5e-4 (≤ 5 % of the parameters; only r = 16 at the
+  diverging lr 2e-3 was tried). The adapter file holds the LoRA matrices and the head.
+- Task B's student (not an issue target) learns from the full-FT model, which now trains 7 epochs (0.685 on the test
+  items; 0.649 at 3): the student's AUC barely moves (0.632, was 0.638) but is 92.4 % of the stronger teacher
+  (98.3 % of the 3-epoch one), so its ≥ 95 % line reads missed.
 - Task A's student runs its 5 stages at the teacher's resolution, where most of the FLOPs are: 0.69 of a teacher
   epoch and 0.85 of its latency, so it is smaller (4.8×) but not much faster; the whole run takes longer than
   with the old student.

@@ -192,6 +192,14 @@ def full_size_ct(tmp: Path) -> Path:
     return p
 
 
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (the command line a reader can paste)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-run", default=None, help="a default 3D training run (for Dice and the comparison); default: runs/medical/default "
@@ -269,7 +277,7 @@ def speed_and_quality(args) -> str:
     loaders = {"standard": lambda: ours_train_loader(case, pipe), "robust": lambda: ours_train_loader(case, pipe, recipe="robust"),
                "synth": lambda: ours_synth_loader(pipe), "step": lambda: one_batch_repeated(ours_train_loader(case, pipe))}
     kinds = (("standard", "standard augmentation"), ("robust", "default (robust) augmentation"), ("synth", "synth pipeline"),
-             ("step", "our training step alone, one batch repeated (no data cost: the ceiling of the ratio for this network)"))
+             ("step", "our training step alone, one batch repeated (no data preparation in the loop)"))
     tr: dict = {}
     for _ in range(args.repeats):
         gc.collect()
@@ -331,7 +339,8 @@ def speed_and_quality(args) -> str:
                        **{f"ours {k}": v for k, v in m_our.items()}, **{f"ratio {k}": v / max(m_ref.delta_mb, 1e-9) for k, v in m_our.items()}})
     add("inference on a 512×512×300 CT: time (s; ratio = reference / ours)", t_ref_ct, t_our_ct, False)
 
-    md = [f"Command: `python bench/medical.py --part speed --steps {args.steps} --repeats {args.repeats}` — {machine_line()}; "
+    run_flag = f" --model-run {_shown_path(model_run)}" if args.model_run and model_run else ""
+    md = [f"Command: `python bench/medical.py --part speed --steps {args.steps} --repeats {args.repeats}{run_flag}` — {machine_line()}; "
           f"CPU: {cpu_label()}; 1-min load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
           "(2 cores: a load above 2 means other jobs shared them; seconds then vary, ratios within the run stay fair, and the CPU-time rows "
           f"hardly depend on it); torch threads {args.threads} for both pipelines. "

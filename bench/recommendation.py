@@ -177,15 +177,10 @@ SEQ_MODEL, SEQ_REF, SEQ_TRAIN = dict(SEQ.OURS), dict(SEQ.REFERENCE), dict(SEQ.TR
 
 
 def part_sequential(seeds: list[int], quick: bool, models: list[str] | None = None, rows: Rows | None = None) -> dict:
-    from domains.recommendation.data import load_dataset
-    from domains.recommendation.model import FeatureSpace, item_text_embeddings, item_texts
-    from domains.recommendation.sequential import (SequenceConfig, SequenceTrainConfig, evaluate_next_item, leave_last_out_split,
-                                                   train_sequence_model, user_item_vectors)
+    from domains.recommendation.sequential import SequenceConfig, SequenceTrainConfig, fit_and_test, load_leave_last_out
 
-    data = load_dataset("ml-100k")
-    space = FeatureSpace.build(data.users, data.items)
-    split = leave_last_out_split(data.interactions, space.user_index(), space.item_index())
-    text = item_text_embeddings(item_texts(data.items))
+    d = load_leave_last_out("ml-100k")
+    space, split, text = d.space, d.split, d.text
     n_u, n_i = space.n_users, space.n_items
 
     def matrix(seqs):
@@ -209,11 +204,9 @@ def part_sequential(seeds: list[int], quick: bool, models: list[str] | None = No
                 continue
             t0 = time.perf_counter()
             cfg = SequenceConfig(**kw)
-            model, hist = train_sequence_model(split, cfg, SequenceTrainConfig(**{**SEQ_TRAIN, **tcfg_over, "seed": seed}), text if cfg.text_dim else None,
-                                               on_epoch=lambda e, loss, v, name=name: print(f"seed {seed} {name} epoch {e}: loss {loss:.3f} valid ndcg@10 {v:.4f} "
-                                                                                           f"({time.perf_counter() - t0:.0f} s)", flush=True))
-            U, V = user_item_vectors(model, test_hist)
-            m = evaluate_next_item(U @ V.T, test_hist, split.test, K)
+            _, hist, m = fit_and_test(split, cfg, SequenceTrainConfig(**{**SEQ_TRAIN, **tcfg_over, "seed": seed, "k": K}), text,
+                                      on_epoch=lambda e, loss, v, name=name: print(f"seed {seed} {name} epoch {e}: loss {loss:.3f} valid ndcg@10 {v:.4f} "
+                                                                                  f"({time.perf_counter() - t0:.0f} s)", flush=True))
             rows.append({"model": name, "seed": seed, **m, "params": {"epochs": hist["best_epoch"]}, f"valid_ndcg@{K}": hist["best_valid_ndcg"],
                          "curve": hist["valid_ndcg"], "seconds": time.perf_counter() - t0})
             print(f"seed {seed} {name}: ndcg@10 {m['ndcg@10']:.4f} hr@10 {m['hr@10']:.4f} (valid {hist['best_valid_ndcg']:.4f}, epoch {hist['best_epoch']})", flush=True)

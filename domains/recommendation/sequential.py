@@ -50,7 +50,7 @@ from domains.recommendation.model import FeatureSpace, model_spec, register_mode
 
 __all__ = ["SequenceConfig", "SequenceModel", "LeaveLastOut", "leave_last_out_split", "train_sequence_model", "evaluate_next_item",
            "user_item_vectors", "causal_mask", "text_init", "SEQ_FEATURE", "SequenceTrainConfig", "sequence_loss", "tiled_windows",
-           "OURS", "REFERENCE", "TRAIN", "train_and_evaluate"]
+           "OURS", "REFERENCE", "TRAIN", "train_and_evaluate", "LeaveLastOutData", "load_leave_last_out", "fit_and_test"]
 
 SEQ_FEATURE = "item_seq"
 
@@ -466,6 +466,38 @@ def _sasrec(space: FeatureSpace, device: torch.device | str = "cpu", **kwargs) -
 # ---------------------------------------------------------------------------------------------
 # one training run: data → split → train (validation early stopping) → test once → artifacts
 # ---------------------------------------------------------------------------------------------
+@dataclass
+class LeaveLastOutData:
+    """A data set under leave-last-out: its feature space, the split and the item text vectors."""
+
+    space: FeatureSpace
+    split: LeaveLastOut
+    text: torch.Tensor | None
+
+
+def load_leave_last_out(data: str, with_text: bool = True) -> LeaveLastOutData:
+    """``data`` (``ml-100k``, a MovieLens folder or an interaction file) split leave-last-out, with the
+    MiniLM item text vectors when ``with_text`` — what the command and the bench both start from."""
+    from domains.recommendation.data import load_dataset
+    from domains.recommendation.model import item_text_embeddings, item_texts
+
+    inter = load_dataset(data)
+    space = FeatureSpace.build(inter.users, inter.items)
+    split = leave_last_out_split(inter.interactions, space.user_index(), space.item_index())
+    return LeaveLastOutData(space, split, item_text_embeddings(item_texts(inter.items)) if with_text else None)
+
+
+def fit_and_test(split: LeaveLastOut, cfg: SequenceConfig, tcfg: SequenceTrainConfig, text: torch.Tensor | None = None,
+                 show_progress: bool = False, on_epoch: Callable[[int, float, float], None] | None = None
+                 ) -> tuple[SequenceModel, dict, dict[str, float]]:
+    """Train with validation early stopping (:func:`train_sequence_model`), then score the test items once
+    with FULL ranking; returns the model, its training history and the test metrics at ``tcfg.k``."""
+    model, hist = train_sequence_model(split, cfg, tcfg, text if cfg.text_dim else None, show_progress=show_progress, on_epoch=on_epoch)
+    test_hist = split.history("test")
+    U, V = user_item_vectors(model, test_hist)
+    return model, hist, evaluate_next_item(U @ V.T, test_hist, split.test, tcfg.k)
+
+
 def train_and_evaluate(data: str, cfg: SequenceConfig, tcfg: SequenceTrainConfig, run=None, show_progress: bool = True) -> dict:
     """Train the sequence model on ``data`` (``ml-100k``, a MovieLens folder or an interaction file)
     under leave-last-out, choose the epoch on the validation items, evaluate the test items once
@@ -475,13 +507,9 @@ def train_and_evaluate(data: str, cfg: SequenceConfig, tcfg: SequenceTrainConfig
     Returns the summary metrics (the run's ``metrics.json`` when the caller finishes the run with them)."""
     from core.checkpoint import save_weights
     from core.io import atomic_write_json
-    from domains.recommendation.data import load_dataset
-    from domains.recommendation.model import FeatureSpace, item_text_embeddings, item_texts
 
-    inter = load_dataset(data)
-    space = FeatureSpace.build(inter.users, inter.items)
-    split = leave_last_out_split(inter.interactions, space.user_index(), space.item_index())
-    text = item_text_embeddings(item_texts(inter.items)) if cfg.text_dim else None
+    d = load_leave_last_out(data, with_text=bool(cfg.text_dim))
+    space, split, text = d.space, d.split, d.text
     if text is not None and text.shape[1] != cfg.text_dim:
         cfg = SequenceConfig(**{**asdict(cfg), "text_dim": int(text.shape[1])})
     k = tcfg.k
@@ -490,10 +518,8 @@ def train_and_evaluate(data: str, cfg: SequenceConfig, tcfg: SequenceTrainConfig
         if run is not None:
             run.log_metrics({"loss": loss, f"valid_ndcg@{k}": ndcg}, step=epoch)
 
-    model, hist = train_sequence_model(split, cfg, tcfg, text, show_progress=show_progress, on_epoch=on_epoch)
+    model, hist, ours = fit_and_test(split, cfg, tcfg, text, show_progress=show_progress, on_epoch=on_epoch)
     test_hist = split.history("test")
-    U, V = user_item_vectors(model, test_hist)
-    ours = evaluate_next_item(U @ V.T, test_hist, split.test, k)
     pop = np.bincount(np.concatenate(test_hist), minlength=split.n_items).astype(np.float32)
     most_popular = evaluate_next_item(torch.as_tensor(pop)[None].expand(len(test_hist), -1), test_hist, split.test, k)
     summary = {f"ndcg@{k}": ours[f"ndcg@{k}"], f"hr@{k}": ours[f"hr@{k}"], f"valid_ndcg@{k}": hist["best_valid_ndcg"],

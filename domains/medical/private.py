@@ -165,6 +165,7 @@ def pretrain_public(cfg: PrivateConfig, task: MsdTask, pipe) -> tuple[torch.nn.M
 
     from core.progress import progress
     from domains.medical.model import build_model
+    from domains.medical.training import train_step
 
     torch.manual_seed(cfg.seed)
     model = build_model("unet", task.num_classes, channels=cfg.channels)
@@ -173,13 +174,8 @@ def pretrain_public(cfg: PrivateConfig, task: MsdTask, pipe) -> tuple[torch.nn.M
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
     t0, losses = time.perf_counter(), []
     model.train()
-    for _ in progress(range(cfg.public_steps), desc="public pretraining (synthetic patches)"):
-        batch = sampler.sample(cfg.batch_size)
-        loss = loss_fn(model(batch["image"]), batch["label"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    for _ in progress(range(cfg.public_steps), desc="public pretraining (synthetic patches)"):  # the central trainer's step, fp32 on the CPU
+        losses.append(train_step(model, sampler.sample(cfg.batch_size), loss_fn, opt, torch.device("cpu"), amp=False))
     model.eval()
     return model, {"public_steps": cfg.public_steps, "public_lr": cfg.public_lr, "public_data": PUBLIC_DATA,
                    "public_seconds": round(time.perf_counter() - t0, 1), "public_final_loss": float(np.mean(losses[-20:])) if losses else float("nan")}

@@ -86,3 +86,20 @@ def test_dp_fine_tuning_of_the_last_block_leaves_every_other_parameter_alone():
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("model.2."))
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("model.2."))
     assert all(p.requires_grad for p in trained.parameters())  # a plain model again
+
+
+@pytest.mark.slow  # draws synthetic whole-head patches from the bundled task's label map
+def test_public_pretraining_trains_on_synthetic_patches_only():
+    from domains.medical.private import pipeline, pretrain_public, public_sampler
+    from domains.medical.training import load_training_task
+
+    cfg = PrivateConfig(init="public", public_steps=3, batch_size=2, channels=(4, 8, 16, 32), patch=16, track=False)
+    task = load_training_task(cfg.task)
+    pipe = pipeline(cfg, task)
+    assert public_sampler(task, pipe).cfg.p_synth == 1.0  # never a real image
+    torch.manual_seed(cfg.seed)
+    untouched = build_model("unet", task.num_classes, channels=cfg.channels)
+    model, info = pretrain_public(cfg, task, pipe)
+    assert info["public_steps"] == 3 and math.isfinite(info["public_final_loss"]) and info["public_data"]
+    assert any(not torch.equal(a, b) for a, b in zip(untouched.state_dict().values(), model.state_dict().values()))
+    assert not model.training

@@ -60,7 +60,7 @@ class TrainingConfig:
     batch_size: int = field(default=128, metadata={"help": "windows per batch"})
     max_batches: int = field(default=50, metadata={"help": "batches per epoch (random windows; 0 = all windows)"})
     lr: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
-    qlike_weight: float = field(default=0.0, metadata={"help": "add this times the QLIKE of the variance forecast E[rv^2] implied by the realised-vol quantiles to the pinball training loss (0 = pinball only; model.qlike_loss)"})
+    qlike_weight: float = field(default=0.1, metadata={"help": "add this times the QLIKE of the variance forecast E[rv^2] implied by the realised-vol quantiles to the pinball training loss (0 = pinball only, the default before session 4; 0.1 chosen on a pre-2002 validation backtest, domains/finance/README.md; model.qlike_loss)"})
 
 
 @dataclass

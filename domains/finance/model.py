@@ -204,7 +204,7 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
         on_epoch_end: Callable[[int, float, torch.optim.Optimizer], None] | None = None, desc: str = "train",
         data_parallel=None, qlike_weight: float = 0.0) -> list[float]:
     """Plain mini-batch training on pre-built tensors (random origins each epoch). Returns the
-    mean training loss per epoch. ``data_parallel`` (a :class:`core.distributed.DataParallel` under
+    mean training loss per epoch (pinball, plus the QLIKE term below when ``qlike_weight``). ``data_parallel`` (a :class:`core.distributed.DataParallel` under
     torchrun): each rank trains on its own 1/world of every epoch's shuffled windows through DDP.
     ``qlike_weight`` > 0 adds that times the mean :func:`qlike_loss` of the realised-vol quantiles
     (every horizon) to the pinball loss (needs ``tensors.vol_scale``)."""
@@ -245,7 +245,8 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
             run += loss.item()
             bar.set_postfix(loss=f"{run / (b + 1):.4f}")
         losses.append(dp.mean(run / n_batches))
-        log.info(f"{desc} epoch {epoch + 1}/{epochs}: pinball {losses[-1]:.4f} ({n_batches} batches)")
+        what = f"pinball + {qlike_weight:g} x QLIKE" if qlike_weight else "pinball"
+        log.info(f"{desc} epoch {epoch + 1}/{epochs}: {what} {losses[-1]:.4f} ({n_batches} batches)")
         if on_epoch_end is not None:
             on_epoch_end(epoch, losses[-1], opt)
     model.eval()

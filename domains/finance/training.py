@@ -116,17 +116,19 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
         other = "--no-garch-informed" if is_garch_informed(fc) else "--garch-informed"
         raise CheckpointError(f"{e} — was the run started with {other} (train's default became GARCH-informed)? resume it with that flag") from e
 
+    loss_key = "train_loss" if cfg.qlike_weight else "train_pinball"  # with --qlike-weight the loss is pinball + W x QLIKE
+
     def on_epoch_end(epoch: int, loss: float, optimizer) -> None:
-        run.log_metrics({"train_pinball": loss}, step=epoch + 1)
-        run.save_checkpoint(model, optimizer, step=epoch + 1, epoch=epoch + 1, extra={"train_pinball": loss})
+        run.log_metrics({loss_key: loss}, step=epoch + 1)
+        run.save_checkpoint(model, optimizer, step=epoch + 1, epoch=epoch + 1, extra={loss_key: loss})
 
     losses = fit(model, T, train_o, epochs=cfg.epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None,
                  lr=cfg.lr, seed=cfg.seed, optimizer=opt, start_epoch=int(state["epoch"]), on_epoch_end=on_epoch_end,
                  data_parallel=data_parallel, qlike_weight=cfg.qlike_weight)
     metrics = {"train_windows": int(len(train_o)), "epochs": cfg.epochs, "cutoff": str(cutoff.date()), "world_size": data_parallel.world_size,
-               "inputs": ",".join(spec.observed_reals), "garch_informed": is_garch_informed(fc)}
+               "inputs": ",".join(spec.observed_reals), "garch_informed": is_garch_informed(fc), "qlike_weight": cfg.qlike_weight}
     if losses:
-        metrics["train_pinball"] = losses[-1]
+        metrics[loss_key] = losses[-1]
     if cfg.val_days and run.is_main:
         metrics.update(validation_metrics(fc, T, all_o[T.dates[all_o] > np.datetime64(cutoff)]))
     return fc, metrics

@@ -296,19 +296,20 @@ def prefetch_process(loader, transform: Any) -> Iterator:
         torch.set_num_threads(1)
         try:
             for idx in order:
-                send.send_bytes(pickle.dumps(("batch", collate([dataset[i] for i in idx])), protocol=pickle.HIGHEST_PROTOCOL))
-            send.send_bytes(pickle.dumps(("end", transform_rng_state(transform))))
+                _send(send, ("batch", _tensors_as_arrays(collate([dataset[i] for i in idx]))))
+            _send(send, ("end", transform_rng_state(transform)))
         except (BrokenPipeError, ConnectionResetError):  # the consumer is gone
             return
         except BaseException as e:  # noqa: BLE001 — handed to the caller
             try:
                 msg = pickle.dumps(("error", e))
-            except Exception:  # noqa: BLE001 — an exception that does not pickle: its text
+                pickle.loads(msg)
+            except Exception:  # noqa: BLE001 — an exception that does not pickle (or unpickle): its text
                 import traceback
 
                 msg = pickle.dumps(("error", RuntimeError("".join(traceback.format_exception(e)))))
             try:
-                send.send_bytes(msg)
+                send.send_bytes(pickle.dumps((msg, [])))
             except OSError:
                 pass
 
@@ -318,12 +319,12 @@ def prefetch_process(loader, transform: Any) -> Iterator:
     try:
         while True:
             try:
-                kind, payload = pickle.loads(recv.recv_bytes())
+                kind, payload = _recv(recv)
             except EOFError:
                 proc.join(5)
                 raise RuntimeError(f"the batch worker process (pid {proc.pid}) ended without finishing its epoch (exit code {proc.exitcode})") from None
             if kind == "batch":
-                yield payload
+                yield _arrays_as_tensors(payload)
             elif kind == "end":
                 set_transform_rng_state(transform, payload)
                 return
@@ -334,6 +335,51 @@ def prefetch_process(loader, transform: Any) -> Iterator:
         if proc.is_alive():
             proc.kill()
         proc.join()
+
+
+class _Array:
+    """A tensor's data on its way from the batch worker (a NumPy array: pickled out of band, no copy)."""
+
+    def __init__(self, a: np.ndarray):
+        self.a = a
+
+
+def _tensors_as_arrays(batch: Any) -> Any:
+    if isinstance(batch, dict):
+        return {k: _Array(v.numpy()) if type(v) is torch.Tensor and v.is_contiguous() else v for k, v in batch.items()}
+    return batch
+
+
+def _arrays_as_tensors(batch: Any) -> Any:
+    if isinstance(batch, dict):
+        return {k: torch.from_numpy(v.a) if isinstance(v, _Array) else v for k, v in batch.items()}
+    return batch
+
+
+def _send(conn, obj: Any) -> None:
+    """``obj`` through a pipe, its large arrays as separate out-of-band buffers (pickle protocol 5)."""
+    import pickle
+
+    bufs: list = []
+    head = pickle.dumps(obj, protocol=5, buffer_callback=bufs.append)
+    raws = [b.raw() for b in bufs]
+    conn.send_bytes(pickle.dumps((head, [r.nbytes for r in raws])))
+    for r in raws:
+        conn.send_bytes(r)
+
+
+def _recv(conn) -> Any:
+    """The object :func:`_send` sent: its buffers received straight into writable memory (the arrays
+    the tensors are made from)."""
+    import pickle
+
+    head, sizes = pickle.loads(conn.recv_bytes())
+    bufs = []
+    for n in sizes:
+        b = bytearray(n)
+        conn.recv_bytes_into(b)
+        bufs.append(b)
+    return pickle.loads(head, buffers=bufs)
 
 
 def _die_with_parent(parent: int) -> None:

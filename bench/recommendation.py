@@ -78,6 +78,8 @@ BENCH_GRIDS = {  # trimmed to what the shared 2-core machine allows in one eveni
 # the two-tower's flags beyond the training command's defaults (none: the defaults, temperature 0.03 and weight
 # average 0.995, were chosen on validation; domain README, hyper-parameter tables)
 TWO_TOWER_FLAGS: dict = {}
+# the two-tower variants of the stratified table: the plain towers and the wide-and-deep hybrid (a fixed EASE part + the towers)
+TWO_TOWER_VARIANTS = {"two_tower": {"wide": False}, "two_tower_wide": {"wide": True, "wide_mode": "blend"}}
 QUICK_GRIDS = {
     "ease": {"lam": [200.0, 500.0]}, "item_knn": {"k": [100], "shrink": [10.0]}, "sar": {"similarity": ["jaccard"], "threshold": [1]},
     "ials": {"factors": [32], "regularization": [1.0], "alpha": [1.0], "iterations": [3, 5]},
@@ -85,7 +87,8 @@ QUICK_GRIDS = {
     "bpr_cornac": {"k": [32], "learning_rate": [0.01], "lambda_reg": [0.001], "max_iter": [10, 20]},
     "bpr_torch": {"dim": [32], "lr": [0.01], "l2": [0.001], "optimizer": ["sgd"], "batch_size": [1024], "epochs": [2, 4]},
 }
-LABELS = {"two_tower": "two-tower (TorchRec, ours)", "most_popular": "most popular", "ease": "EASE", "item_knn": "item-kNN (cosine)",
+LABELS = {"two_tower": "two-tower (TorchRec, ours; plain towers)",
+          "two_tower_wide": "two-tower wide & deep (ours: the TorchRec towers + a fixed EASE item-item part, its weight chosen on validation)", "most_popular": "most popular", "ease": "EASE", "item_knn": "item-kNN (cosine)",
           "sar": "SAR (no time decay)", "ials": "iALS (implicit)", "bpr": "BPR (implicit; popularity-sampled negatives)",
           "bpr_cornac": "BPR (cornac 3.0.1; uniform negatives, as in Microsoft Recommenders' table)",
           "bpr_torch": "BPR-MF (ours, Adam)", "seq": "sequence model (ours: causal transformer, TorchRec + MiniLM text, sampled softmax: in-batch + 1,000 uniform negatives, log-Q corrected)",
@@ -111,7 +114,7 @@ def tune_and_test(name: str, X_fit, valid_truth, X_final, final_seen, test_truth
 # ---------------------------------------------------------------------------------------------
 # stratified: two-tower vs tuned baselines
 # ---------------------------------------------------------------------------------------------
-def two_tower_run(cfg: TrainConfig, prep: Prepared) -> dict:
+def two_tower_run(cfg: TrainConfig, prep: Prepared, name: str = "two_tower") -> dict:
     """The training command's select (early stopping on validation) + refit, without a run folder."""
     def make_trainer() -> Trainer:
         model = build_model(cfg, prep.space)
@@ -124,7 +127,10 @@ def two_tower_run(cfg: TrainConfig, prep: Prepared) -> dict:
     if cfg.history:
         prep.batcher.set_history(prep.seen())
     m = evaluate_scores(model_scores(model, prep), prep.seen(), prep.truth(), prep.space.n_items, K, prep.popularity())
-    return {"model": "two_tower", "seed": cfg.seed, **m, "params": {"epochs": selection["best_epoch"]}, f"valid_ndcg@{K}": selection[f"valid_ndcg@{K}"],
+    params = {"epochs": selection["best_epoch"]}
+    if getattr(model, "wide_dim", 0):
+        params["wide gain"] = round(float(model.wide_gain()), 2)
+    return {"model": name, "seed": cfg.seed, **m, "params": params, f"valid_ndcg@{K}": selection[f"valid_ndcg@{K}"],
             "curve": selection["curve"], "seconds": time.perf_counter() - t0}
 
 
@@ -159,11 +165,13 @@ def part_stratified(seeds: list[int], quick: bool, models: list[str] | None = No
             r = tune_and_test(name, X_fit, valid_truth, X_train, prep.seen(), prep.truth(), seed, quick, prep.popularity())
             print(f"seed {seed} {name}: ndcg@10 {r['ndcg@10']:.4f} (valid {r['valid_ndcg@10']:.4f}, {r['params']}, {r['seconds']:.0f}s)", flush=True)
             rows.append(r)
-        if models and "two_tower" not in models:
-            continue
-        r = two_tower_run(cfg, prep)
-        print(f"seed {seed} two_tower: ndcg@10 {r['ndcg@10']:.4f} (valid {r['valid_ndcg@10']:.4f}, epoch {r['params']['epochs']}, {r['seconds']:.0f}s)", flush=True)
-        rows.append(r)
+        for name, flags in TWO_TOWER_VARIANTS.items():
+            if models and name not in models:
+                continue
+            vcfg = TrainConfig(**{**cfg.__dict__, **flags})
+            r = two_tower_run(vcfg, prep, name)
+            print(f"seed {seed} {name}: ndcg@10 {r['ndcg@10']:.4f} (valid {r['valid_ndcg@10']:.4f}, {r['params']}, {r['seconds']:.0f}s)", flush=True)
+            rows.append(r)
     return {"rows": rows, "split": prep.split_info["split"], "validation": prep.split_info["validation"], "seeds": seeds, "quick": quick,
             "two_tower_flags": TWO_TOWER_FLAGS}
 
@@ -528,12 +536,14 @@ def render(out_dir: Path) -> str:
                + (" — QUICK SMOKE SETTINGS, not a result" if p["quick"] else ""),
                f"Mean ± sd over seeds {p['seeds']} (seed = validation carve, {p.get('validation', {}).get('ratio', 0.2)} of each user's training rows, "
                "+ model init). Baselines: grid search on validation (`baselines.tune`, grids in `bench/recommendation.py`), "
-               "refit on the whole training part. Two-tower: the training command's early stopping + refit (`training.fit_two_tower`) "
-               + (f"with {' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in p['two_tower_flags'].items())}. " if p.get("two_tower_flags")
-                  else f"with the training command's defaults ({_two_tower_settings()}). " if "two_tower_flags" in p else
-                  "with --temperature 0.03 (an earlier file without the flags recorded). ")
+               "refit on the whole training part. Two-tower rows: the training command's early stopping + refit (`training.fit_two_tower`) "
+               f"with {_two_tower_settings()}; plain = `--no-wide`; wide & deep = `--wide --wide-mode blend` (the default since session 4): the "
+               "same towers, trained exactly as the plain row, plus a FIXED linear item-item part — EASE's closed form (λ 500) fitted on the "
+               "training rows of each phase only (select: the fit part; refit: the training split) — scored as cosine + 0.03 × gain × "
+               "(history · B); the gain is chosen with the epoch on the validation carve (9 values; 'wide gain' below). EASE is a "
+               "component of the wide & deep model. "
                + "Published anchors (Microsoft Recommenders, same split): BPR 0.442, BiVAE 0.475.",
-               markdown_table(summary_table(p["rows"], ["two_tower", *STRATIFIED_BASELINES], [f"ndcg@{K}", f"precision@{K}", f"recall@{K}", f"map_ms@{K}"]))]
+               markdown_table(summary_table(p["rows"], [*TWO_TOWER_VARIANTS, *STRATIFIED_BASELINES], [f"ndcg@{K}", f"precision@{K}", f"recall@{K}", f"map_ms@{K}"]))]
     if "sequential" in parts:
         p = parts["sequential"]
         # the sequence models' settings come from the files that hold their rows (a baselines-only file may be older)

@@ -44,6 +44,17 @@ class ModelConfig:
     history: bool = field(default=True, metadata={"help": "user tower also reads the user's training items as a mean-pooled bag (the target item is removed from its own input)"})
     history_pooling: str = field(default="mean", metadata={"help": "how the history bag becomes one vector: mean; sqrt (sum / sqrt(n)); weighted (a learned per-item weight, softmax within the bag)", "choices": ["mean", "sqrt", "weighted"]})
     history_heads: int = field(default=1, metadata={"help": "with --history-pooling weighted: this many learned weightings of the bag, concatenated"})
+    wide: bool = field(default=True, metadata={"help": "wide and deep: add a fixed linear item-item part over the user's history (EASE's closed form, fitted on the "
+                                                        "training rows of each phase only) with a gain (--wide-mode); serving stays a dot product (the vectors grow by "
+                                                        "n_items columns); off above --wide-max-items. Chosen on validation (domain README); --no-wide = the plain towers"})
+    wide_lambda: float = field(default=500.0, metadata={"help": "EASE's λ (L2) of the wide part"})
+    wide_folds: int = field(default=5, metadata={"help": "with --wide-mode joint: the wide part's scores in the training loss are cross-fitted: a training row is scored by EASE fitted without its "
+                                                          "fold (out of sample, as validation/test items are); 0 = the phase's full-data B (in sample)"})
+    wide_mode: str = field(default="blend", metadata={"help": "blend: the towers train as without the wide part and its weight is chosen on validation with the epoch "
+                                                               "(the default, chosen on validation); joint: the wide scores enter the training loss (learned gain), the towers "
+                                                               "learn the residual", "choices": ["blend", "joint"]})
+    wide_gate: bool = field(default=False, metadata={"help": "with --wide-mode joint: the towers' score × a learned scalar starting at 0 (training starts from the wide part alone)"})
+    wide_max_items: int = field(default=5000, metadata={"help": "the wide part is turned off (logged) above this many items: its dense item-item matrix takes n_items² floats"})
     text: str = field(default="precomputed", metadata={"help": "item text from MiniLM: precomputed (cached), lora (fine-tuned), none", "choices": list(TEXT_MODES)})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank with --text lora"})
 

@@ -3,7 +3,8 @@
     rec = Recommender.load(run_dir)
     rec.recommend(42, k=10)                      # item_id, title, genres, score, fallback
     rec.recommend(999999)                        # unknown user -> most popular items, fallback=True
-    rec.similar_items(50, k=10)                  # cosine neighbours in the item tower's space
+    rec.similar_items(50, k=10)                  # cosine neighbours in the item tower's space (a wide-and-deep
+                                                 # model's wide columns left out)
     rec.cold_start_item("Space Robots", ["Sci-Fi", "Action"], k_users=20)
 
 Unknown-user fallback (documented behaviour): a user id that the run has never seen, or a user
@@ -175,7 +176,8 @@ class Recommender:
 
     def similar_items(self, item_id, k: int = 10) -> pd.DataFrame:
         row = self.item_row(item_id)
-        sims = self.item_vecs @ self.item_vecs[row]
+        deep = self.model.deep_part(self.item_vecs) if isinstance(self.model, TwoTower) else self.item_vecs  # the item tower's space
+        sims = deep @ deep[row]
         sims[row] = float("-inf")
         val, idx = torch.topk(sims, min(k, self.space.n_items - 1))
         return self._item_frame(idx.numpy(), val.numpy())

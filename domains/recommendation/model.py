@@ -8,6 +8,20 @@
                 + MiniLM title embedding (384-d, precomputed once and cached)      -> MLP -> L2-normalised v
     score(u, v) = u·v / temperature
 
+Wide and deep (``TwoTowerConfig.wide``, ``train --wide``): a fixed linear item-item part is added to the towers' score,
+
+    logit(u, j) = u_deep·v_j / temperature + g · x_u·B[:, j]
+
+``x_u`` the user's history as a multi-hot vector, ``B`` EASE's closed form (Steck 2019) fitted on the training rows of
+the phase (training.py: never validation or test rows) and kept fixed (a buffer, saved with the weights), ``g`` a gain
+(``exp`` of a scalar). How ``g`` and the towers are trained is training.py's ``--wide-mode``: ``blend`` (the towers train
+exactly as without the wide part, ``g`` is chosen on the validation split with the epoch) or ``joint`` (the wide scores
+enter the training loss, ``g`` is learned and the towers learn the residual; optionally ``wide_gate``: the towers' score ×
+a learned scalar that starts at 0).
+Serving stays a dot product: ``user_embedding`` = ``[u_deep ; temperature·g·x_u]``, ``item_embedding`` = ``[v_deep ; B[:, j]]``
+(so u·v = temperature × logit); :meth:`TwoTower.deep_part` strips the wide columns (similar items use the deep space).
+``B`` is dense ``n_items²`` floats: training.py turns the wide part off above ``--wide-max-items``.
+
 Sparse features enter as one :class:`torchrec.KeyedJaggedTensor` per tower, so the same module
 trains unsharded on one process or sharded by :class:`torchrec.distributed.DistributedModelParallel`
 (``train.py --dmp``). Index 0 of every table is "unknown": unseen users/items/feature values map
@@ -32,6 +46,7 @@ By default its embeddings are precomputed and cached (:func:`item_text_embedding
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -207,6 +222,9 @@ class TwoTowerConfig:
     history_pooling: str = "mean"  # mean | sqrt (sum / sqrt(n): the bag's size counts) | weighted (learned per-item weights, softmax within the bag)
     history_heads: int = 1  # with weighted pooling: this many weightings of the same bag, concatenated (multi-interest)
     normalize: bool = True  # cosine (True) or raw dot product, whose item norms can carry popularity
+    wide: bool = False  # add the fixed EASE item-item part (B, n_items² buffer) with a learned gain; needs history
+    wide_lambda: float = 500.0  # EASE's λ of the wide part (training.py fits B with it)
+    wide_gate: bool = False  # the towers' score × a learned scalar that starts at 0 (ReZero-style: training starts from the wide part alone)
 
 
 def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
@@ -252,12 +270,68 @@ class TwoTower(nn.Module):
         self.user_mlp = _mlp([d + 3 * f + (heads * d if cfg.history else 0), *cfg.hidden, cfg.out_dim], cfg.dropout)
         self.text_proj = nn.Linear(cfg.text_dim, f * 2) if cfg.text_dim else None
         self.item_mlp = _mlp([d + 2 * f + (2 * f if cfg.text_dim else 0), *cfg.hidden, cfg.out_dim], cfg.dropout)
+        self.wide_dim = space.n_items if cfg.wide else 0
+        if cfg.wide:
+            if not cfg.history:
+                raise UserInputError("the wide part reads the user's history: it needs the history feature (drop --no-history or --wide)")
+            self.register_buffer("wide_B", torch.zeros(space.n_items, space.n_items, device=device))  # set by training (set_wide)
+            self.wide_log_gain = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature), device=device))
+            if cfg.wide_gate:
+                self.deep_gate = nn.Parameter(torch.zeros((), device=device))
 
     def spec(self) -> dict:
         """``{"name", "kwargs"}``: what :func:`create_model` needs (with the run's FeatureSpace) to rebuild this model."""
         return model_spec(self.name, asdict(self.cfg))
 
+    # -- the wide part --------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_wide(self, B: torch.Tensor | np.ndarray) -> None:
+        """Install the fixed item-item weights (n_items, n_items), diagonal zero (EASE)."""
+        B = torch.as_tensor(np.asarray(B), dtype=self.wide_B.dtype)
+        if B.shape != self.wide_B.shape:
+            raise ValueError(f"wide weights of shape {tuple(B.shape)}; this model's catalogue needs {tuple(self.wide_B.shape)}")
+        self.wide_B.copy_(B)
+
+    def wide_gain(self) -> torch.Tensor:
+        return self.wide_log_gain.exp()
+
+    def wide_scores(self, history: torch.Tensor, item_rows: torch.Tensor | None = None, B: torch.Tensor | None = None) -> torch.Tensor:
+        """g · x_u·B[:, j] in logit units: ``history`` (n, n_items) multi-hot, ``item_rows`` the columns (None: all items);
+        ``B`` other item-item weights than the model's (training's cross-fitted ones)."""
+        B = self.wide_B if B is None else B
+        B = B if item_rows is None else B[:, item_rows]
+        return self.wide_gain() * (history @ B)
+
+    def history_multi_hot(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        """The history bag of a user KJT as an (n, n_items) 0/1 matrix (table index i+1 = item row i)."""
+        hist = kjt[HISTORY]
+        values, lengths = hist.values(), hist.lengths()
+        x = torch.zeros(len(lengths), self.wide_dim + 1, dtype=self.wide_B.dtype, device=values.device)
+        x[torch.repeat_interleave(torch.arange(len(lengths), device=values.device), lengths), values] = 1.0
+        return x[:, 1:]
+
+    def deep_part(self, vecs: torch.Tensor) -> torch.Tensor:
+        """The towers' own columns of serving vectors (without the wide part's n_items columns)."""
+        return vecs[..., :vecs.shape[-1] - self.wide_dim] if self.wide_dim else vecs
+
+    # -- serving vectors (dot product = temperature × logit) and the towers -----------------------
     def user_embedding(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        u = self.user_deep(kjt)
+        if not self.wide_dim:
+            return u
+        if self.cfg.wide_gate:
+            u = u * self.deep_gate
+        return torch.cat([u, (self.cfg.temperature * self.wide_gain()) * self.history_multi_hot(kjt)], 1)
+
+    def item_embedding(self, kjt: KeyedJaggedTensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        v = self.item_deep(kjt, text)
+        if not self.wide_dim:
+            return v
+        ids = kjt["item_id"].values()  # table index: item row + 1, 0 = unknown (a new item has no co-occurrence: zeros)
+        cols = self.wide_B[:, (ids - 1).clamp(min=0)].T * (ids > 0).to(v.dtype)[:, None]
+        return torch.cat([v, cols], 1)
+
+    def user_deep(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
         kt = self.user_ebc(kjt)
         parts = [kt[k] for k in self.user_keys]
         if self.cfg.history:
@@ -284,7 +358,7 @@ class TwoTower(nn.Module):
             out.append(self.history_ebc(kjt)[HISTORY])
         return out
 
-    def item_embedding(self, kjt: KeyedJaggedTensor, text: torch.Tensor | None = None) -> torch.Tensor:
+    def item_deep(self, kjt: KeyedJaggedTensor, text: torch.Tensor | None = None) -> torch.Tensor:
         kt = self.item_ebc(kjt)
         parts = [kt[k] for k in ITEM_FEATURES]
         if self.text_proj is not None:
@@ -295,7 +369,8 @@ class TwoTower(nn.Module):
         return nn.functional.normalize(out, dim=-1) if self.cfg.normalize else out
 
     def forward(self, user_kjt: KeyedJaggedTensor, item_kjt: KeyedJaggedTensor, text: torch.Tensor | None = None):
-        return self.user_embedding(user_kjt), self.item_embedding(item_kjt, text)
+        """The towers' (deep) vectors, as training uses them; the wide part enters the loss through :meth:`wide_scores`."""
+        return self.user_deep(user_kjt), self.item_deep(item_kjt, text)
 
 
 def sampling_log_q(train_items: np.ndarray, n_items: int) -> torch.Tensor:
@@ -307,9 +382,12 @@ def sampling_log_q(train_items: np.ndarray, n_items: int) -> torch.Tensor:
 
 
 def sampled_softmax_loss(u: torch.Tensor, v: torch.Tensor, item_idx: torch.Tensor, log_q: torch.Tensor,
-                         temperature: float, logq_weight: float = 1.0) -> torch.Tensor:
-    """In-batch softmax with log-Q correction; row i's positive is column i."""
+                         temperature: float, logq_weight: float = 1.0, extra_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """In-batch softmax with log-Q correction; row i's positive is column i. ``extra_logits`` (n, n): added
+    to the towers' logits (the wide part's scores)."""
     logits = (u @ v.T) / temperature
+    if extra_logits is not None:
+        logits = logits + extra_logits
     if logq_weight:
         logits = logits - logq_weight * log_q[None, :]
     same = item_idx[None, :] == item_idx[:, None]
@@ -319,10 +397,12 @@ def sampled_softmax_loss(u: torch.Tensor, v: torch.Tensor, item_idx: torch.Tenso
     return nn.functional.cross_entropy(logits, target)
 
 
-def full_softmax_loss(u: torch.Tensor, v_all: torch.Tensor, item_idx: torch.Tensor, temperature: float) -> torch.Tensor:
+def full_softmax_loss(u: torch.Tensor, v_all: torch.Tensor, item_idx: torch.Tensor, temperature: float,
+                      extra_logits: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax over the whole catalogue (``v_all``: every item's vector); row i's positive is item ``item_idx[i]``.
     No sampling, so no log-Q correction; the cost grows with the catalogue (ML-100K: 1,682 items)."""
-    return nn.functional.cross_entropy((u @ v_all.T) / temperature, item_idx)
+    logits = (u @ v_all.T) / temperature
+    return nn.functional.cross_entropy(logits if extra_logits is None else logits + extra_logits, item_idx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +429,13 @@ class Batcher:
         self.h_off = torch.zeros(len(history) + 1, dtype=torch.long)
         self.h_off[1:] = torch.cumsum(torch.tensor([len(h) for h in history], dtype=torch.long), 0)
         self.h_val = torch.as_tensor(np.concatenate(history).astype(np.int64) + 1 if len(history) else np.empty(0, np.int64))
+
+    def history_matrix(self, rows: torch.Tensor, n_items: int) -> torch.Tensor:
+        """The users' full history (no dropout, nothing excluded) as an (len(rows), n_items) 0/1 matrix."""
+        hv, hl = self._gather(self.h_off, self.h_val, rows)
+        x = torch.zeros(len(rows), n_items + 1)
+        x[torch.repeat_interleave(torch.arange(len(rows)), hl), hv] = 1.0
+        return x[:, 1:]
 
     @staticmethod
     def _gather(off: torch.Tensor, val: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

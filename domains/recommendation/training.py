@@ -11,6 +11,12 @@ Procedure (the test split is used once, at the end):
    training split for the chosen number of epochs. Without ``--refit`` the best ``select`` model is used.
 3. The final model and the same-run baselines are evaluated on the test split; artifacts are written.
 
+Wide and deep (``--wide``, model.py): at the start of each phase the wide part's EASE weights are fitted on that phase's
+training rows only (select: the fit part; refit: the training split), :func:`install_wide`. ``--wide-mode blend``: the towers
+train as without it, and after every select epoch the wide weight is chosen on validation from :data:`WIDE_BLEND_GRID`
+(epoch and weight together); the refit keeps that weight. ``--wide-mode joint``: the wide scores enter the loss (cross-fitted
+over ``--wide-folds``, :class:`WideFolds`) and the gain is learned.
+
 A checkpoint is written after every epoch (model, optimizer, the data-order/dropout generator, the
 phase, the best-so-far state and the validation curve; core adds the global RNG states). ``--resume``
 restores it, drops rows of ``metrics.jsonl`` logged after it, and continues; the result is bit-exact
@@ -37,11 +43,11 @@ from core.runs import Run
 from domains.recommendation.config import TrainConfig
 from domains.recommendation.data import group_by_user, load_dataset, split_interactions, split_name, validation_split
 from domains.recommendation.evaluation import evaluate_scores, model_scores
-from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, create_model, item_text_embeddings,
+from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, create_model, item_text_embeddings,
                                           full_softmax_loss, item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
 
 __all__ = ["DOMAIN", "Prepared", "prepare_inputs", "two_tower_kwargs", "build_model", "LoraText", "train_epochs", "fit_two_tower",
-           "train", "finish_run", "TrainingError", "Phase", "WeightAverage", "Trainer", "local_trainer"]
+           "train", "finish_run", "TrainingError", "wide_weights", "install_wide", "WideFolds", "WIDE_BLEND_GRID", "Phase", "WeightAverage", "Trainer", "local_trainer"]
 
 log = get_logger("recommendation.training")
 DOMAIN = "recommendation"
@@ -133,16 +139,61 @@ def prepare_inputs(cfg: TrainConfig) -> Prepared:
     return prep
 
 
-def two_tower_kwargs(cfg: TrainConfig) -> dict:
-    """The model part of the training config, as stored in ``model.json`` (``{"name": "two-tower", "kwargs": ...}``)."""
-    return asdict(TwoTowerConfig(id_dim=cfg.id_dim, feature_dim=cfg.feature_dim, hidden=list(cfg.hidden), out_dim=cfg.out_dim,
+def two_tower_kwargs(cfg: TrainConfig, space: FeatureSpace | None = None) -> dict:
+    """The model part of the training config, as stored in ``model.json`` (``{"name": "two-tower", "kwargs": ...}``).
+    The wide part (``--wide``) is turned off when ``space``'s catalogue exceeds ``--wide-max-items`` (dense n_items² weights)."""
+    wide = bool(getattr(cfg, "wide", False))
+    if wide and space is not None and space.n_items > cfg.wide_max_items:
+        log.warning(f"wide part OFF: {space.n_items} items > --wide-max-items {cfg.wide_max_items} (its dense item-item weights would "
+                    f"take {space.n_items ** 2 * 4 / 1e9:.1f} GB); training the plain two-tower")
+        wide = False
+    if wide and getattr(cfg, "dmp", False):
+        log.warning("wide part OFF under --dmp (its dense item-item matrix is not sharded); training the plain two-tower")
+        wide = False
+    return asdict(TwoTowerConfig(wide=wide, wide_lambda=float(getattr(cfg, "wide_lambda", 500.0)), wide_gate=bool(getattr(cfg, "wide_gate", False)) and wide, id_dim=cfg.id_dim, feature_dim=cfg.feature_dim, hidden=list(cfg.hidden), out_dim=cfg.out_dim,
                                  text_dim=384 if cfg.text != "none" else 0, temperature=cfg.temperature, logq_weight=cfg.logq_weight,
                                  history=cfg.history, history_pooling=cfg.history_pooling, history_heads=cfg.history_heads,
                                  normalize=cfg.normalize, dropout=cfg.dropout))
 
 
 def build_model(cfg: TrainConfig, space: FeatureSpace, device="cpu") -> TwoTower:
-    return create_model(model_spec(TWO_TOWER, two_tower_kwargs(cfg)), space, device=device)
+    return create_model(model_spec(TWO_TOWER, two_tower_kwargs(cfg, space)), space, device=device)
+
+
+def wide_weights(train_u: np.ndarray, train_i: np.ndarray, space: FeatureSpace, lam: float) -> np.ndarray:
+    """EASE's item-item weights (n_items, n_items) fitted on exactly these training rows (the wide part of ``--wide``)."""
+    from domains.recommendation.baselines import EASE, interaction_matrix
+
+    return EASE(lam).fit(interaction_matrix(train_u, train_i, space.n_users, space.n_items)).B
+
+
+@dataclass
+class WideFolds:
+    """Cross-fitted wide weights for the training loss (``--wide-folds``): the phase's rows are split into
+    folds; a training row of fold k is scored with ``B[k]``, EASE fitted WITHOUT fold k, so its wide score is
+    out of sample, as a validation or test item's is (the full-data B scores its own training rows too well,
+    and the towers would learn a residual that does not hold out of sample)."""
+
+    row_fold: torch.Tensor  # (n_rows,) fold of each training row of the phase
+    B: torch.Tensor  # (folds, n_items, n_items)
+
+
+def install_wide(model: torch.nn.Module, train_u: np.ndarray, train_i: np.ndarray, space: FeatureSpace, folds: int = 0,
+                 seed: int = 0, mode: str = "joint") -> WideFolds | None:
+    """Fit the wide part on the phase's training rows (select: the fit part; refit: the training split) into
+    ``model``; with ``folds`` >= 2 also the cross-fitted weights the training loss uses (None otherwise)."""
+    plain = model if isinstance(model, TwoTower) else getattr(model, "module", None)
+    if not getattr(getattr(plain, "cfg", None), "wide", False):
+        return None
+    if plain is not model:
+        raise TrainingError("--wide is not supported with --dmp (the wide part is a dense item-item matrix); drop one of them")
+    lam = model.cfg.wide_lambda
+    model.set_wide(wide_weights(train_u, train_i, space, lam))
+    if folds < 2 or mode != "joint":  # blend: no wide term in the loss, nothing to cross-fit
+        return None
+    row_fold = np.random.default_rng(seed).integers(0, folds, len(train_u))
+    Bs = [torch.as_tensor(wide_weights(train_u[row_fold != k], train_i[row_fold != k], space, lam)) for k in range(folds)]
+    return WideFolds(torch.as_tensor(row_fold), torch.stack(Bs))
 
 
 class LoraText(torch.nn.Module):
@@ -187,10 +238,10 @@ def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np
                  run: Run | None = None, lora_text: LoraText | None = None, rank: int = 0, *, epochs: int | None = None,
                  generator: torch.Generator | None = None, state: LoopState | None = None, start_epoch: int = 0,
                  on_epoch_end: Callable[[int, LoopState], bool] | None = None, desc: str = "two-tower",
-                 after_step: Callable[[], None] | None = None) -> dict:
+                 after_step: Callable[[], None] | None = None, wide_folds: WideFolds | None = None) -> dict:
     """Train for ``epochs`` (default ``cfg.epochs``) from ``start_epoch``; ``on_epoch_end(epoch, state)``
     runs after every epoch (validation, checkpoint) and returns True to stop; ``after_step()`` after every
-    optimizer step (the weight average). Returns throughput stats."""
+    optimizer step (the weight average); ``wide_folds``: cross-fitted wide weights (rows = ``train_u``'s). Returns throughput stats."""
     epochs = cfg.epochs if epochs is None else epochs
     g = generator if generator is not None else torch.Generator().manual_seed(cfg.seed + 1000 * rank)
     st = state or LoopState()
@@ -202,6 +253,7 @@ def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np
     phase_steps = 0
     full = getattr(cfg, "softmax", "sampled") == "full"
     all_items = torch.arange(prep.space.n_items)
+    wide = bool(getattr(model, "wide_dim", 0)) and getattr(cfg, "wide_mode", "joint") == "joint"  # blend: the towers train alone
     model.train()
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
@@ -214,16 +266,33 @@ def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np
             b = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             u, i = u_all[b], i_all[b]
             ukjt = prep.batcher.user_kjt(u, cfg.id_dropout, g, exclude_items=i, history_dropout=cfg.history_dropout)
+            x = None
+            if wide:  # the user's phase history minus the target (as for the deep tower's bag), no dropout
+                x = prep.batcher.history_matrix(u, prep.space.n_items)
+                x[torch.arange(len(i)), i] = 0.0
+                cols = all_items if full else i
+                if wide_folds is None:
+                    wide_logits = model.wide_scores(x, cols)
+                else:  # each row scored by the weights fitted without its fold
+                    f = wide_folds.row_fold[b]
+                    wide_logits = torch.zeros(len(b), len(cols))
+                    for k in torch.unique(f).tolist():
+                        m = f == k
+                        wide_logits[m] = model.wide_scores(x[m], cols, wide_folds.B[k])
             if full:  # every item through the item tower; the softmax runs over the catalogue
                 ikjt = prep.batcher.item_kjt(all_items, cfg.id_dropout, g)
                 text = lora_text(all_items) if lora_text is not None else prep.batcher.item_text(all_items)
                 uv, v_all = model(ukjt, ikjt, text)
-                loss = full_softmax_loss(uv, v_all, i, cfg.temperature)
+                if wide and model.cfg.wide_gate:
+                    uv = uv * model.deep_gate
+                loss = full_softmax_loss(uv, v_all, i, cfg.temperature, wide_logits if wide else None)
             else:
                 ikjt = prep.batcher.item_kjt(i, cfg.id_dropout, g)
                 text = lora_text(i) if lora_text is not None else prep.batcher.item_text(i)
                 uv, iv = model(ukjt, ikjt, text)
-                loss = sampled_softmax_loss(uv, iv, i, log_q[i], cfg.temperature, cfg.logq_weight)
+                if wide and model.cfg.wide_gate:  # the towers' share of the logit, learned from 0 (starts as the wide part alone)
+                    uv = uv * model.deep_gate
+                loss = sampled_softmax_loss(uv, iv, i, log_q[i], cfg.temperature, cfg.logq_weight, wide_logits if wide else None)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -332,7 +401,30 @@ def _valid_ndcg(prep: Prepared, cfg: TrainConfig, state: dict, lora_text: LoraTe
         prep.batcher.text = lora_text.all_vectors(prep.space.n_items)
     seen = group_by_user(prep.fit_u, prep.fit_i, prep.space.n_users)
     truth = group_by_user(prep.valid_u, prep.valid_i, prep.space.n_users)
+    if getattr(plain, "wide_dim", 0) and getattr(cfg, "wide_mode", "joint") == "blend":
+        return _blend_on_validation(plain, prep, cfg, state, seen, truth)
     return evaluate_scores(model_scores(plain, prep), seen, truth, prep.space.n_items, cfg.k, prep.popularity())
+
+
+# --wide-mode blend: the weight of the wide part relative to the towers' cosine (c = temperature · gain), chosen on validation
+WIDE_BLEND_GRID = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
+
+
+def _blend_on_validation(plain: TwoTower, prep: Prepared, cfg: TrainConfig, state: dict, seen, truth) -> dict[str, float]:
+    """The wide part's gain with the best validation NDCG@k over :data:`WIDE_BLEND_GRID`; written into ``state``."""
+    import math
+
+    U, V = all_embeddings(plain, prep.batcher, prep.space.n_users, prep.space.n_items)
+    d = U.shape[1] - plain.wide_dim
+    deep = U[:, :d] @ V[:, :d].T
+    wide = (U[:, d:] @ V[:, d:].T) / float(plain.cfg.temperature * plain.wide_gain().detach())  # x_u · B
+    best = None
+    for c in WIDE_BLEND_GRID:
+        m = evaluate_scores(deep + c * wide, seen, truth, prep.space.n_items, cfg.k, prep.popularity())
+        if best is None or m[f"ndcg@{cfg.k}"] > best[f"ndcg@{cfg.k}"]:
+            best = {**m, "wide_gain": c / plain.cfg.temperature}
+    state["wide_log_gain"] = torch.tensor(math.log(best["wide_gain"]), dtype=state["wide_log_gain"].dtype)
+    return best
 
 
 def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_trainer: Callable[[], Trainer]) -> tuple[dict, dict, dict]:
@@ -397,6 +489,7 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
 
     # ---- phase 1: select the epoch on validation -----------------------------------------------
     if phase_name == "select" and not sel["done"]:
+        folds = install_wide(tr.model, prep.fit_u, prep.fit_i, prep.space, cfg.wide_folds, cfg.seed, cfg.wide_mode)  # the fit part only: never a validation or test row
         g = generator("select")
         log_q = sampling_log_q(prep.fit_i, prep.space.n_items)
         if cfg.history:
@@ -415,6 +508,8 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
                 sel["curve"].append({"epoch": epoch + 1, f"valid_ndcg@{k}": v, f"valid_recall@{k}": m[f"recall@{k}"], "loss": st.loss})
                 if v > sel["best"]:
                     sel.update(best=v, best_epoch=epoch + 1, best_state=state)
+                    if "wide_gain" in m:  # --wide-mode blend: the gain chosen on validation with this epoch
+                        sel["wide_gain"] = m["wide_gain"]
                 if run is not None:
                     run.log_metrics({"loss": st.loss, "epoch": epoch, "phase": "select", f"valid_ndcg@{k}": v, f"valid_recall@{k}": m[f"recall@{k}"]}, st.step)
                 stop = cfg.patience > 0 and epoch + 1 - sel["best_epoch"] >= cfg.patience
@@ -426,7 +521,7 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
         fu, fi = prep.rank_fit or (prep.fit_u, prep.fit_i)
         stats = train_epochs(tr.model, prep, cfg, tr.optimizer, fu, fi, log_q, run, tr.lora_text, tr.rank,
                              generator=g, state=loop, start_epoch=start_epoch, on_epoch_end=end_select, desc="two-tower select",
-                             after_step=tr.average.update if tr.average is not None else None)
+                             after_step=tr.average.update if tr.average is not None else None, wide_folds=folds)
         sel["done"] = True
         start_epoch = 0
     sel = tr.broadcast(sel if tr.rank == 0 else None)
@@ -439,6 +534,7 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
     # ---- phase 2: refit on the whole training split for the chosen number of epochs -----------
     if phase_name != "refit":
         tr = make_trainer()  # fresh weights and optimizer (the global RNG continues: same stream as an uninterrupted run)
+    folds = install_wide(tr.model, prep.train_u, prep.train_i, prep.space, cfg.wide_folds, cfg.seed + 1, cfg.wide_mode)  # the training split: never a test row
     g = generator("refit")
     log_q = sampling_log_q(prep.train_i, prep.space.n_items)
     if cfg.history:
@@ -453,8 +549,15 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
     tu, ti = prep.rank_train or (prep.train_u, prep.train_i)
     stats = train_epochs(tr.model, prep, cfg, tr.optimizer, tu, ti, log_q, run, tr.lora_text, tr.rank,
                          epochs=max(1, sel["best_epoch"]), generator=g, state=loop, start_epoch=start_epoch if phase_name == "refit" else 0,
-                         on_epoch_end=end_refit, desc="two-tower refit", after_step=tr.average.update if tr.average is not None else None)
-    return tr.full_state(), stats, selection
+                         on_epoch_end=end_refit, desc="two-tower refit", after_step=tr.average.update if tr.average is not None else None,
+                         wide_folds=folds)
+    state = tr.full_state()
+    if tr.rank == 0 and sel.get("wide_gain"):  # --wide-mode blend: the refitted model keeps the gain chosen on validation
+        import math
+
+        state["wide_log_gain"] = torch.tensor(math.log(sel["wide_gain"]), dtype=state["wide_log_gain"].dtype)
+        selection["wide_gain"] = sel["wide_gain"]
+    return state, stats, selection
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,6 +627,8 @@ def finish_run(run: Run, cfg: TrainConfig, prep: Prepared, model: TwoTower, stat
     summary = {f"{r['model']}/{m}": v for r in rows for m, v in r.items() if m != "model"}
     summary.update({f"ndcg@{k}": model_m[f"ndcg@{k}"], "protocol": prep.split_info["protocol"], "split": prep.split_info["split"],
                     "best_epoch": selection["best_epoch"], f"valid_ndcg@{k}": selection[f"valid_ndcg@{k}"], **stats})
+    if selection.get("wide_gain"):  # --wide-mode blend: the wide part's gain chosen on validation
+        summary["wide_gain"] = selection["wide_gain"]
     lines = [f"{r['model']:>13s}: " + "  ".join(f"{m}={r[m]:.4f}" for m in (f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"map@{k}", f"coverage@{k}")) for r in rows]
     print(f"epoch chosen on validation: {selection['best_epoch']} (valid NDCG@{k} {selection[f'valid_ndcg@{k}']:.4f}); test split {prep.split_info['split']}:")
     print("\n".join(lines), flush=True)

@@ -147,6 +147,10 @@ def two_tower_kwargs(cfg: TrainConfig, space: FeatureSpace | None = None) -> dic
         log.warning(f"wide part OFF: {space.n_items} items > --wide-max-items {cfg.wide_max_items} (its dense item-item weights would "
                     f"take {space.n_items ** 2 * 4 / 1e9:.1f} GB); training the plain two-tower")
         wide = False
+    if wide and getattr(cfg, "wide_mode", "joint") == "blend" and getattr(cfg, "validation_ratio", 0.2) <= 0:
+        log.warning("wide part OFF: --wide-mode blend chooses its weight on the validation split, and --validation-ratio 0 has none; "
+                    "training the plain two-tower")
+        wide = False
     if wide and getattr(cfg, "dmp", False):
         log.warning("wide part OFF under --dmp (its dense item-item matrix is not sharded); training the plain two-tower")
         wide = False

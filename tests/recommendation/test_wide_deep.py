@@ -147,6 +147,9 @@ def test_wide_part_is_turned_off_above_the_size_limit_and_under_dmp():
     assert T.two_tower_kwargs(TrainConfig(wide=True, wide_max_items=30), space)["wide"] is True
     assert T.two_tower_kwargs(TrainConfig(wide=True, wide_max_items=29), space)["wide"] is False
     assert T.two_tower_kwargs(TrainConfig(wide=True, dmp=True), space)["wide"] is False
+    # blend picks its weight on validation: without a validation part (the legacy procedure) it is off
+    assert T.two_tower_kwargs(TrainConfig(wide=True, validation_ratio=0.0), space)["wide"] is False
+    assert T.two_tower_kwargs(TrainConfig(wide=True, validation_ratio=0.0, wide_mode="joint"), space)["wide"] is True
     with pytest.raises(Exception, match="history"):
         TwoTower(space, TwoTowerConfig(text_dim=0, wide=True, history=False))
 

@@ -109,7 +109,7 @@ class BacktestConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, Threa
     end: str = field(default="", metadata={"help": "use only prices dated on or before this day (YYYY-MM-DD), e.g. a validation period before the default test span (its first cutoff is 2002-12-12); empty = all"})
     save_predictions: bool = field(default=True, metadata={"help": "write every quantile forecast to predictions.parquet"})
     rescore: str = field(default="", metadata={"help": "rescore a saved backtest run (name or folder) from its losses/predictions, no training: adds vol_qlike_mean (QLIKE on sqrt(E[rv^2]) from the quantiles) to every table and the verdict"})
-    variance_rule: str = field(default=DEFAULT_RULE, metadata={"help": "variance point forecast scored by vol_qlike_cal, recalibrated at each cutoff on the model's own earlier forecasts (domains/finance/variance.py)", "choices": list(VARIANCE_RULES)})
+    variance_rule: str = field(default=DEFAULT_RULE, metadata={"help": "variance point forecast scored by vol_qlike_cal, recalibrated at each cutoff on the model's own earlier forecasts (domains/finance/variance.py); loglinear_gjr: loglinear plus log of GJR-GARCH-t's own variance forecast as a regressor, i.e. a fitted COMBINATION with GJR (not the model alone; gjr_t itself keeps loglinear)", "choices": list(VARIANCE_RULES)})
     quick: bool = field(default=False, metadata={"help": "demo/test setting: 4 quarterly folds (2022), SP500/AAPL/JPM, 2 seeds, 1 epoch of 20 batches then refits of 5 (backtest.QUICK)"})
 
 

@@ -13,6 +13,12 @@ fold being scored, never a value after the cutoff). Fold 0 has no such forecasts
 * ``scaled_rms`` — c_k · E[rv²], the same scale on the ``rms`` forecast;
 * ``loglinear`` — exp(a_k + Σ_j b_jk · log q_j²) over the model's quantiles, fitted by minimising
   QLIKE (convex in (a, b); Newton steps with a small ridge on standardised inputs).
+* ``loglinear_gjr`` — a FORECAST COMBINATION with GJR-GARCH-t: exp(a_k + Σ_j b_jk · log q_j² +
+  g_k · log V_gjr), V_gjr = the ``gjr_t`` baseline's own E[rv²] (its ``rms`` forecast) for the same
+  (ticker, origin, horizon), fitted exactly as ``loglinear`` (same causal rows, same ridge). The
+  result is not the model's forecast alone but a fitted blend with GJR's; ``gjr_t`` itself keeps
+  ``loglinear`` (combining GJR with itself), as do rows without a GJR forecast. The fitted g_k of
+  each model are logged (:func:`combination_weights` returns them).
 
 The same rule is applied to every model (baselines included), so a comparison can be made both
 against the baselines' raw E[rv²] and against their recalibrated forecasts.
@@ -23,11 +29,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.logging import get_logger
 from domains.finance.metrics import second_moment_from_quantiles
 
-__all__ = ["VARIANCE_RULES", "DEFAULT_RULE", "rvol_quantile_columns", "recalibrated_variance"]
+__all__ = ["VARIANCE_RULES", "DEFAULT_RULE", "COMBINED_WITH", "rvol_quantile_columns", "recalibrated_variance", "combination_weights"]
 
-VARIANCE_RULES = ("rms", "scaled_median", "scaled_rms", "loglinear")
+log = get_logger("finance.variance")
+
+VARIANCE_RULES = ("rms", "scaled_median", "scaled_rms", "loglinear", "loglinear_gjr")
+COMBINED_WITH = "gjr_t"  # the baseline whose variance forecast ``loglinear_gjr`` adds as a regressor
 DEFAULT_RULE = "loglinear"  # adopted on the validation experiment before the test span (domains/finance/README.md)
 FLOOR = 1e-8  # variance floor (QLIKE's vol floor 1e-4, squared)
 
@@ -40,7 +50,7 @@ def rvol_quantile_columns(quantiles) -> list[str]:
 def _design(q: np.ndarray, quantiles, rule: str) -> np.ndarray:
     """(n, p) log-variance regressors of ``rule`` (``loglinear``: log q_j²; else the one base forecast)."""
     q = np.maximum(np.asarray(q, float), np.sqrt(FLOOR))
-    if rule == "loglinear":
+    if rule in ("loglinear", "loglinear_gjr"):
         return np.log(q ** 2)
     if rule == "scaled_median":
         return np.log(q[:, [list(quantiles).index(0.5)]] ** 2)
@@ -72,26 +82,54 @@ def recalibrated_variance(losses: pd.DataFrame, folds: list[dict], horizon: int,
     variance forecast of its model under ``rule`` (see the module docstring); NaN where the row has
     no quantiles. Parameters per (model, fold) from that model's rows with ``origin`` at least
     ``horizon`` trading days (of the losses' origin calendar) before the fold's cutoff."""
+    return _recalibrate(losses, folds, horizon, quantiles, rule)[0]
+
+
+def combination_weights(losses: pd.DataFrame, folds: list[dict], horizon: int, quantiles) -> pd.DataFrame:
+    """``loglinear_gjr``'s fitted coefficients per (model, fold): ``gjr_weight`` (g_k, on log V_gjr)
+    and ``own_weight`` (Σ_j b_jk, on the model's log q_j²), both on the raw (unstandardised) logs —
+    how much of a model's combined log-variance forecast comes from GJR's."""
+    return _recalibrate(losses, folds, horizon, quantiles, "loglinear_gjr")[1]
+
+
+def _gjr_log_variance(losses: pd.DataFrame, base: np.ndarray) -> np.ndarray:
+    """Per row, log of the ``gjr_t`` rows' E[rv²] (``base``) for the same (ticker, origin); NaN if none."""
+    model = losses["model"].astype(str).to_numpy()
+    g = model == COMBINED_WITH
+    key = ["ticker", "origin"]
+    left = losses[key].astype({"ticker": str}).reset_index(drop=True)
+    right = losses.loc[g, key].astype({"ticker": str}).reset_index(drop=True).assign(_v=np.log(base[g]))
+    right = right.drop_duplicates(key)
+    return left.merge(right, on=key, how="left")["_v"].to_numpy(float)
+
+
+def _recalibrate(losses: pd.DataFrame, folds: list[dict], horizon: int, quantiles, rule: str) -> tuple[np.ndarray, pd.DataFrame]:
     if rule not in VARIANCE_RULES:
         raise ValueError(f"unknown variance rule {rule!r}; choose from {VARIANCE_RULES}")
     cols = rvol_quantile_columns(quantiles)
     out = np.full(len(losses), np.nan)
+    weights: list[dict] = []
     q_all = losses[cols].to_numpy(float)
     ok_all = np.isfinite(q_all).all(axis=1)
     base = np.full(len(losses), np.nan)
     base[ok_all] = np.maximum(second_moment_from_quantiles(q_all[ok_all], quantiles), FLOOR)
     if rule == "rms":
-        return base
+        return base, pd.DataFrame(weights)
     dates = np.sort(losses["origin"].unique())
     opos = np.searchsorted(dates, losses["origin"].to_numpy())
     fold = losses["fold"].to_numpy()
     y_all = np.maximum(losses["rvol"].to_numpy(float), 1e-4) ** 2
     cut_pos = {int(f["fold"]): int(np.searchsorted(dates, np.datetime64(pd.Timestamp(f["cutoff"])), side="right")) - 1 for f in folds}
-    for _, idx in losses.groupby(losses["model"].astype(str), sort=False).indices.items():
+    gjr = _gjr_log_variance(losses, base) if rule == "loglinear_gjr" else None
+    for name, idx in losses.groupby(losses["model"].astype(str), sort=False).indices.items():
         idx = idx[ok_all[idx]]
         if not len(idx):
             continue
         X = _design(q_all[idx], quantiles, rule)
+        combine = gjr is not None and name != COMBINED_WITH
+        has_g = np.isfinite(gjr[idx]) if combine else np.zeros(len(idx), bool)
+        if combine:
+            X = np.column_stack([X, np.where(has_g, gjr[idx], 0.0)])
         for k in np.unique(fold[idx]):
             rows = fold[idx] == k
             known = (fold[idx] < k) & (opos[idx] + horizon <= cut_pos.get(int(k), -1))
@@ -99,11 +137,28 @@ def recalibrated_variance(losses: pd.DataFrame, folds: list[dict], horizon: int,
                 out[idx[rows]] = base[idx[rows]]
                 continue
             y = y_all[idx[known]]
-            if rule == "loglinear":
-                mu, sd, w = _fit_loglinear(X[known], y)
-                u = w[0] + ((X[rows] - mu) / sd) @ w[1:]
-            else:
-                c = float(np.mean(y / np.exp(X[known, 0])))
-                u = X[rows, 0] + np.log(c)
+            if rule in ("loglinear", "loglinear_gjr"):
+                p = X.shape[1] - int(combine)  # the model's own regressors
+                # the combination on rows with a GJR forecast (fitted on known rows that have one), else plain loglinear
+                parts = [(rows & ~has_g, known, p), (rows & has_g, known & has_g, X.shape[1])] if combine else [(rows, known, p)]
+                for sel, fit_rows, ncol in parts:
+                    if not sel.any():
+                        continue
+                    if fit_rows.sum() < 50:
+                        out[idx[sel]] = base[idx[sel]]
+                        continue
+                    mu, sd, w = _fit_loglinear(X[fit_rows][:, :ncol], y_all[idx[fit_rows]])
+                    u = w[0] + ((X[sel][:, :ncol] - mu) / sd) @ w[1:]
+                    out[idx[sel]] = np.maximum(np.exp(np.clip(u, -50, 50)), FLOOR)
+                    if ncol > p:
+                        b = w[1:] / sd
+                        weights.append({"model": name, "fold": int(k), "gjr_weight": float(b[p]), "own_weight": float(b[:p].sum()), "n_fit": int(fit_rows.sum())})
+                continue
+            c = float(np.mean(y / np.exp(X[known, 0])))
+            u = X[rows, 0] + np.log(c)
             out[idx[rows]] = np.maximum(np.exp(np.clip(u, -50, 50)), FLOOR)
-    return out
+    wdf = pd.DataFrame(weights, columns=["model", "fold", "gjr_weight", "own_weight", "n_fit"])
+    for name, g in wdf.groupby("model", sort=False):
+        log.info(f"{rule}: {name}'s weight on log GJR-t variance, mean over {len(g)} cutoffs {g['gjr_weight'].mean():.3f} "
+                 f"(min {g['gjr_weight'].min():.3f}, max {g['gjr_weight'].max():.3f}); on its own log quantiles² (sum) {g['own_weight'].mean():.3f}")
+    return out, wdf

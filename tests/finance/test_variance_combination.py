@@ -12,8 +12,8 @@ from scipy import stats
 from domains.finance.features import QUANTILES
 from domains.finance.metrics import qlike_rows
 from domains.finance.variance import COMBINED_WITH, combination_weights, recalibrated_variance, rvol_quantile_columns
+from tests.finance.test_variance_recalibration import H, realised_after_cutoff, true_vol
 
-H = 5
 Z = stats.norm.ppf(QUANTILES)
 
 
@@ -23,12 +23,8 @@ def _frame(model_info: float = 1.0, gjr_const: bool = False, folds: int = 4, day
     are the true conditional ones times 0.8 (constant 0.01 if ``gjr_const``)."""
     rng = np.random.default_rng(seed)
     n = folds * days
-    ls = np.zeros(n)
-    for t in range(1, n):
-        ls[t] = 0.97 * ls[t - 1] + 0.25 * rng.standard_normal()
-    sigma = 0.01 * np.exp(ls)
     s = 0.4
-    rv = sigma * np.exp(s * rng.standard_normal(n))
+    sigma, rv = true_vol(rng, n, 0.25, s)
     centre_m = 0.01 * (sigma / 0.01) ** model_info * np.exp(0.3 * rng.standard_normal(n))
     centre_g = np.full(n, 0.01) if gjr_const else 0.8 * sigma
     dates = pd.bdate_range("2001-01-01", periods=n)
@@ -63,9 +59,7 @@ def test_combination_reads_only_forecasts_realised_by_the_cutoff():
     df, fl = _frame(model_info=0.5)
     base = recalibrated_variance(df, fl, H, QUANTILES, "loglinear_gjr")
     k = 2
-    cut = pd.Timestamp(fl[k]["cutoff"])
-    dates = np.sort(df["origin"].unique())
-    late = (df["origin"] > pd.Timestamp(dates[np.searchsorted(dates, np.datetime64(cut), side="right") - 1 - H])) | (df["fold"] >= k)
+    late = realised_after_cutoff(df, fl, k)
     other = df.copy()
     other.loc[late, "rvol"] *= 5.0  # outcomes realised after the cutoff (every model)
     later_gjr = (other["model"] == COMBINED_WITH) & (other["fold"] > k)

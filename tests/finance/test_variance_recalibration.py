@@ -16,17 +16,29 @@ from domains.finance.variance import VARIANCE_RULES, recalibrated_variance, rvol
 H = 5
 
 
+def true_vol(rng, n: int, step_sd: float, s: float):
+    """True vol sigma_t (log-AR(1), 0.97) and realised rv = sigma·lognormal(s) noise, n days."""
+    ls = np.zeros(n)
+    for t in range(1, n):
+        ls[t] = 0.97 * ls[t - 1] + step_sd * rng.standard_normal()
+    sigma = 0.01 * np.exp(ls)
+    return sigma, sigma * np.exp(s * rng.standard_normal(n))
+
+
+def realised_after_cutoff(df: pd.DataFrame, fl: list[dict], k: int) -> pd.Series:
+    """Rows whose outcome is not known at fold k's cutoff: origin within H days before it, or fold >= k."""
+    cut = pd.Timestamp(fl[k]["cutoff"])
+    dates = np.sort(df["origin"].unique())
+    return (df["origin"] > pd.Timestamp(dates[np.searchsorted(dates, np.datetime64(cut), side="right") - 1 - H])) | (df["fold"] >= k)
+
+
 def _frame(bias: float = 0.5, folds: int = 4, days: int = 120, seed: int = 0):
     """One model, one ticker: true vol sigma_t (log-AR), realised rv = sigma·lognormal noise; the model's
     quantiles are the true conditional ones times ``bias`` (an under-predicting forecaster)."""
     rng = np.random.default_rng(seed)
     n = folds * days
-    ls = np.zeros(n)
-    for t in range(1, n):
-        ls[t] = 0.97 * ls[t - 1] + 0.2 * rng.standard_normal()
-    sigma = 0.01 * np.exp(ls)
     s = 0.4
-    rv = sigma * np.exp(s * rng.standard_normal(n))
+    sigma, rv = true_vol(rng, n, 0.2, s)
     q = bias * sigma[:, None] * np.exp(s * stats.norm.ppf(QUANTILES))[None, :]
     dates = pd.bdate_range("2001-01-01", periods=n)
     df = pd.DataFrame({"model": "m", "ticker": "X", "fold": np.repeat(np.arange(folds), days), "origin": dates, "rvol": rv})
@@ -54,11 +66,9 @@ def test_recalibration_reads_only_forecasts_realised_by_the_cutoff():
     df, fl = _frame()
     base = recalibrated_variance(df, fl, H, QUANTILES, "loglinear")
     k = 2
-    cut = pd.Timestamp(fl[k]["cutoff"])
-    dates = np.sort(df["origin"].unique())
     # forecasts of fold k-1 issued in the last H days before the cutoff are realised after it: changing their
     # outcomes, or anything in folds >= k, must not change fold k's forecasts
-    late = (df["origin"] > pd.Timestamp(dates[np.searchsorted(dates, np.datetime64(cut), side="right") - 1 - H])) | (df["fold"] >= k)
+    late = realised_after_cutoff(df, fl, k)
     other = df.copy()
     other.loc[late, "rvol"] *= 5.0
     again = recalibrated_variance(other, fl, H, QUANTILES, "loglinear")

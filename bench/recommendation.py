@@ -12,8 +12,8 @@ JSON files present, so parts can run separately or in parallel and the table say
   metrics code (seen items removed) as the two-tower.
 * ``sequential`` — ML-100K leave-last-out (test = last item, validation = second-to-last): the
   sequence model (``sequential.py``: causal transformer over TorchRec item embeddings + MiniLM text,
-  sampled softmax over the batch's targets + 1,000 uniform items, log-Q corrected) and a plain SASRec
-  reference (own ``nn.Embedding``, no text, full softmax CE) against most-popular, item-kNN, BPR, EASE
+  full-catalogue softmax CE since session 4; before: sampled softmax over the batch's targets + 1,000 uniform
+  items, log-Q corrected) and a plain SASRec reference (own ``nn.Embedding``, no text, full softmax CE) against most-popular, item-kNN, BPR, EASE
   and iALS; FULL ranking over the catalogue, history removed. Baselines are tuned on validation and
   refitted on everything but the last item; the sequence models (settings: ``sequential.OURS`` /
   ``REFERENCE`` / ``TRAIN``, the same budget rule for both; ``--seq-epochs`` overrides the cap) pick
@@ -91,7 +91,7 @@ LABELS = {"two_tower": "two-tower (TorchRec, ours; plain towers)",
           "two_tower_wide": "two-tower wide & deep (ours: the TorchRec towers + a fixed EASE item-item part, its weight chosen on validation)", "most_popular": "most popular", "ease": "EASE", "item_knn": "item-kNN (cosine)",
           "sar": "SAR (no time decay)", "ials": "iALS (implicit)", "bpr": "BPR (implicit; popularity-sampled negatives)",
           "bpr_cornac": "BPR (cornac 3.0.1; uniform negatives, as in Microsoft Recommenders' table)",
-          "bpr_torch": "BPR-MF (ours, Adam)", "seq": "sequence model (ours: causal transformer, TorchRec + MiniLM text, sampled softmax: in-batch + 1,000 uniform negatives, log-Q corrected)",
+          "bpr_torch": "BPR-MF (ours, Adam)", "seq": "sequence model (ours: causal transformer, TorchRec + MiniLM text, full-catalogue softmax CE)",
           "sasrec_ref": "plain SASRec reference (nn.Embedding, no text, full-softmax CE)"}
 
 
@@ -547,12 +547,17 @@ def render(out_dir: Path) -> str:
     if "sequential" in parts:
         p = parts["sequential"]
         # the sequence models' settings come from the files that hold their rows (a baselines-only file may be older)
-        seq_files = [d for d in (json.loads(f.read_text()) for f in sorted(out_dir.glob("sequential*.json")))
-                     if any(r["model"] in ("seq", "sasrec_ref") for r in d.get("rows", []))]
-        settings = {json.dumps([d.get("seq_model"), d.get("seq_ref"), d.get("seq_train")]) for d in seq_files}
-        if seq_files:
-            p = {**p, "seq_model": seq_files[0]["seq_model"], "seq_ref": seq_files[0]["seq_ref"], "seq_train": seq_files[0]["seq_train"]}
-        if len(settings) > 1:
+        # (per model: a file's seq_model describes its "seq" rows only, its seq_ref its "sasrec_ref" rows)
+        files = [json.loads(f.read_text()) for f in sorted(out_dir.glob("sequential*.json"))]
+        ours = [d for d in files if any(r["model"] == "seq" for r in d.get("rows", []))]
+        refs = [d for d in files if any(r["model"] == "sasrec_ref" for r in d.get("rows", []))]
+        settings = ({json.dumps(d.get("seq_model")) for d in ours} | {"ref " + json.dumps(d.get("seq_ref")) for d in refs}
+                    | {"train " + json.dumps(d.get("seq_train")) for d in ours + refs})
+        if ours:
+            p = {**p, "seq_model": ours[0]["seq_model"], "seq_train": ours[0]["seq_train"]}
+        if refs:
+            p = {**p, "seq_ref": refs[0]["seq_ref"], "seq_train": refs[0]["seq_train"]}
+        if len(settings) > (1 if ours else 0) + (1 if refs else 0) + 1:
             p["seq_train"] = {**p["seq_train"], "WARNING": "the sequence-model files were made with DIFFERENT settings"}
         md += [f"### ML-100K leave-last-out (test = last item, validation = second-to-last), FULL ranking over 1,682 items, k = 10"
                + (" — QUICK SMOKE SETTINGS, not a result" if p["quick"] else ""),

@@ -57,7 +57,9 @@ SEQ_FEATURE = "item_seq"
 # The measured settings (bench/recommendation.py --part sequential; chosen on validation, see the domain README,
 # "Sequence model"): the sequence model, the plain SASRec reference and the training budget rule of both.
 _COMMON = dict(max_len=50, dim=64, heads=2, layers=2, dropout=0.2, temperature=0.1)
-OURS = dict(_COMMON, text_dim=384, item_table="torchrec", loss="sampled_softmax", negatives=1000, correction="inclusion")
+# loss "ce" (full-catalogue softmax; session 4, chosen on validation: seed-0 0.1347 vs 0.1305 with the sampled softmax over the
+# batch's targets + 1,000 uniform items, which stays available: loss="sampled_softmax"; negatives/correction are unused with "ce")
+OURS = dict(_COMMON, text_dim=384, item_table="torchrec", loss="ce", negatives=1000, correction="inclusion")
 REFERENCE = dict(_COMMON, text_dim=0, item_table="plain", loss="ce")
 TRAIN = dict(epochs=40, patience=5, batch_size=64, lr=2e-3, windows="all")  # the same budget rule for both models (on ML-100K both stopped after 26-33 epochs)
 

@@ -15,6 +15,12 @@ statistic are described in :mod:`domains.finance.walkforward`. Outputs (run dire
 ``var_breaches.parquet``, ``predictions.parquet``, ``folds.json``, ``summary.md``, plots, the last
 fold's forecaster (``model/``, ensemble member 0) and its interpretation. ``metrics.json`` holds the
 issue-15 verdict.
+
+Resume: each finished fold is committed to ``<run>/folds/`` (``walkforward.FoldStore``); rerunning a
+killed backtest with the same command (the same ``--name``, or none: the default name
+``backtest-<fingerprint>`` comes from the settings and data) reuses those folds and computes only the
+rest, to the same results as an uninterrupted run. A rerun with other settings or data is refused in
+one line naming the field; a second process on the same run is refused by the run folder's lock.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from domains.finance.config import BacktestConfig
 from domains.finance.data import PANEL_DATASET, PriceDataError, load_panel_data
 from domains.finance.features import base_features
 from domains.finance.interpretation import interpret
-from domains.finance.walkforward import rescore, run_walkforward, summarise, write_report
+from domains.finance.walkforward import FoldStore, backtest_fingerprint, fingerprint_id, rescore, run_walkforward, summarise, write_report
 
 __all__ = ["BacktestConfig", "QUICK", "backtest", "main"]
 
@@ -57,9 +63,13 @@ def backtest(cfg: BacktestConfig) -> Path:
     if panel.empty:
         raise PriceDataError(f"--end {cfg.end}: no prices on or before it")
     feat = base_features(panel, data.covariates)
-    # kind "model": the run saves a forecaster that forecast/score/the dashboard can use
-    with Run.start("finance", cfg, new_name=f"backtest-{time.strftime('%Y%m%d-%H%M%S')}", command="backtest") as run:
-        res = run_walkforward(panel, feat, cfg, data_name=cfg.data or PANEL_DATASET,
+    fingerprint = backtest_fingerprint(panel, feat, cfg)
+    # kind "model": the run saves a forecaster that forecast/score/the dashboard can use. The default
+    # name comes from the fingerprint (stable_name), so the identical command continues a killed run
+    # as the same --name does: its committed folds are reused (FoldStore), a changed setting is refused.
+    with Run.start("finance", cfg, new_name=f"backtest-{fingerprint_id(fingerprint)}", stable_name=True, command="backtest") as run:
+        store = FoldStore(run.path("folds"), fingerprint)
+        res = run_walkforward(panel, feat, cfg, data_name=cfg.data or PANEL_DATASET, store=store,
                               on_fold=lambda k, info: run.log_metrics({"fold": k, "stress_share": info["stress_share"]}, step=k))
         atomic_write_parquet(res.losses, run.path("losses.parquet"), index=False)  # first: every table is computed from it
         out = summarise(res, cfg.horizon, cfg.variance_rule)
@@ -72,6 +82,7 @@ def backtest(cfg: BacktestConfig) -> Path:
         print((run.dir / "summary.md").read_text())
         metrics = {f"{r['model']}/{k}": v for r in out["aggregate"].to_dict("records") for k, v in r.items() if k != "model"}
         run.finish({**out["verdict"], **metrics, "folds": len(res.folds), "variance_rule": cfg.variance_rule, "garch_informed": cfg.garch_informed})
+        store.clear()  # the finished run's files hold every fold; a completed run is never continued
         return run.dir
 
 

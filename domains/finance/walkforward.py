@@ -34,12 +34,19 @@ issue-15 verdict — is computed from those (:func:`summarise`).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from core.checkpoint import load_weights, save_weights
+from core.errors import UserInputError
+from core.io import atomic_write_json, atomic_write_parquet, atomic_write_text, json_default, read_parquet, remove_temp_files
 from core.logging import get_logger
 from core.progress import progress
 from domains.finance import regimes
@@ -54,7 +61,8 @@ from domains.finance.training import fit_scaler, init_output_bias, input_report,
 from domains.finance.variance import DEFAULT_RULE, recalibrated_variance, rvol_quantile_columns
 
 __all__ = ["WalkForwardResult", "fold_cutoffs", "fold_windows", "run_walkforward", "forecast_losses", "summarise", "verdict",
-           "LOSS_COLUMNS", "CUM_DAYS", "rms_vol", "rescore"]
+           "LOSS_COLUMNS", "CUM_DAYS", "rms_vol", "rescore",
+           "FoldStore", "ResumeMismatchError", "backtest_fingerprint", "fingerprint_id"]
 
 log = get_logger("finance.walkforward")
 Q = np.array(QUANTILES)
@@ -224,9 +232,151 @@ def _pinball_sums(model, tickers, r1, ret_q, v, rvol_q) -> list[dict]:
     return rows
 
 
-def run_walkforward(panel: pd.DataFrame, feat: pd.DataFrame, cfg, data_name: str = "", on_fold=None) -> WalkForwardResult:
+# ---------------------------------------------------------------------------------------------
+# fold-level resume: each finished fold is committed to the run folder; a rerun reuses them
+# ---------------------------------------------------------------------------------------------
+RESUME_FORMAT = 1
+# BacktestConfig fields that cannot change a fold's result (rescoring is separate: --variance-rule/--rescore)
+NOT_IN_FINGERPRINT = frozenset({"name", "runs_dir", "track", "threads", "rescore", "variance_rule", "quick", "resume", "device"})
+
+
+class ResumeMismatchError(UserInputError, ValueError):
+    """A run folder's finished folds were computed with other settings or data than the rerun's."""
+
+
+def _frame_sha256(df: pd.DataFrame) -> str:
+    h = hashlib.sha256(json.dumps([list(map(str, df.columns)), [str(t) for t in df.dtypes]]).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def backtest_fingerprint(panel: pd.DataFrame, feat: pd.DataFrame, cfg) -> dict:
+    """Everything that decides a fold's result, one key per item (a mismatch names the key): every
+    config field except run-level ones (:data:`NOT_IN_FINGERPRINT`), hashes of the price panel and of
+    the model's features, the tickers and the fold cutoffs, and the store's format version."""
+    conf = {k: v for k, v in asdict(cfg).items() if k not in NOT_IN_FINGERPRINT}
+    dates = np.sort(feat.loc[~feat["is_future"], "date"].unique())
+    cuts = fold_cutoffs(dates, cfg.folds, cfg.test_days, cfg.horizon)
+    return json.loads(json.dumps({"format": RESUME_FORMAT, **conf, "tickers": sorted(map(str, feat["ticker"].unique())),
+                                  "panel_sha256": _frame_sha256(panel), "features_sha256": _frame_sha256(feat),
+                                  "fold_cutoffs": [[str(c.date()), str(e.date())] for c, e in cuts]}, default=json_default))
+
+
+def fingerprint_id(fp: dict) -> str:
+    """12 hex digits of a fingerprint (the default run name of a backtest: the identical command resumes)."""
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class FoldStore:
+    """The committed folds of one backtest run, in ``<run>/folds/``::
+
+        fingerprint.json            what decides every fold's result (backtest_fingerprint)
+        fold-000/losses.parquet     the fold's per-forecast losses, pinball.parquet, predictions.parquet, info.json
+        fold-000/done.json          commit marker, written last (atomically): a fold counts only with it
+        fold-000/state/             the state after the fold, what the next fold starts from: members'
+                                    weights and Adam state (safetensors), torch RNG, the baselines' warm
+                                    starts (JSON), the fold's forecaster (model/); kept for the newest
+                                    committed fold only (removed once the next fold's marker is written)
+
+    Every file is written to a temporary name and renamed (``core.io``); no pickles. :meth:`open`
+    refuses a folder whose fingerprint differs from the rerun's in one line naming the field."""
+
+    def __init__(self, folder: str | Path, fingerprint: dict):
+        self.dir, self.fingerprint = Path(folder), fingerprint
+
+    def open(self) -> int:
+        """Check or write the fingerprint; returns n: folds 0..n-1 are committed and their state is there."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(self.dir)  # half-written files of a killed run: never read
+        fp_file = self.dir / "fingerprint.json"
+        if fp_file.is_file():
+            old = json.loads(fp_file.read_text())
+            diff = [k for k in sorted(set(old) | set(self.fingerprint)) if old.get(k) != self.fingerprint.get(k)]
+            if diff:
+                k = diff[0]
+                was, now = (json.dumps(d.get(k), default=str) for d in (old, self.fingerprint))
+                more = f" (and {len(diff) - 1} more: {', '.join(diff[1:4])})" if len(diff) > 1 else ""
+                raise ResumeMismatchError(f"{self.dir.parent}: its finished folds were computed with {k} = {was[:80]}, this run has {now[:80]}{more}; "
+                                          "refusing to mix them — rerun with the same settings and data, or choose another --name")
+        else:
+            atomic_write_json(fp_file, self.fingerprint)
+        n = 0
+        while (self._fold(n) / "done.json").is_file():
+            n += 1
+        while n and not (self._fold(n - 1) / "state" / "state.json").is_file():
+            n -= 1  # cannot happen through save_fold (state before marker); a hand-edited folder: redo from a fold that has its state
+        return n
+
+    def _fold(self, k: int) -> Path:
+        return self.dir / f"fold-{k:03d}"
+
+    def save_fold(self, k: int, losses: list[pd.DataFrame], pin_rows: list[dict], preds: list[pd.DataFrame], info: dict,
+                  members: list, warm: dict, forecaster: Forecaster) -> None:
+        """Commit fold ``k``: its results, then the state after it (the next fold's start), then the marker."""
+        d = self._fold(k)
+        (d / "done.json").unlink(missing_ok=True)
+        atomic_write_parquet(pd.concat(losses, ignore_index=True), d / "losses.parquet", index=False)
+        atomic_write_parquet(pd.DataFrame(pin_rows), d / "pinball.parquet", index=False)
+        if preds:
+            atomic_write_parquet(pd.concat(preds, ignore_index=True), d / "predictions.parquet", index=False)
+        atomic_write_text(d / "info.json", json.dumps(info, indent=2, default=json_default))  # key order kept: folds.json as uninterrupted
+        self._save_state(d / "state", k, members, warm, forecaster)
+        atomic_write_json(d / "done.json", {"fold": k, "models": int(sum(len(f) > 0 for f in losses)), "predictions": bool(preds)})
+        if k > 0:
+            shutil.rmtree(self._fold(k - 1) / "state", ignore_errors=True)  # fold k's state supersedes it
+
+    def load_fold(self, k: int) -> tuple[pd.DataFrame, list[dict], pd.DataFrame | None, dict]:
+        d = self._fold(k)
+        preds = read_parquet(d / "predictions.parquet") if (d / "predictions.parquet").is_file() else None
+        return (read_parquet(d / "losses.parquet"), read_parquet(d / "pinball.parquet").to_dict("records"), preds,
+                json.loads((d / "info.json").read_text()))
+
+    @staticmethod
+    def _save_state(st: Path, k: int, members: list, warm: dict, forecaster: Forecaster) -> None:
+        (st / "state.json").unlink(missing_ok=True)  # the state is valid only with its state.json (written last)
+        tensors = {"torch_rng": torch.get_rng_state()}
+        for i, m in enumerate(members):
+            tensors.update({f"m{i}.model.{n}": v for n, v in m.model.state_dict().items()})
+            for p, s in m.opt.state_dict()["state"].items():
+                tensors.update({f"m{i}.opt.{p}.{n}": v for n, v in s.items()})
+        save_weights(st / "members.safetensors", tensors)
+        if forecaster is not None:
+            forecaster.save(st / "model")
+        atomic_write_json(st / "state.json", {"fold": k, "members": len(members),
+                                              "warm": {t: {m: np.asarray(v, float).tolist() for m, v in w.items()} for t, w in warm.items()}})
+
+    def restore(self, n: int, members: list, warm: dict) -> Forecaster:
+        """Load the state after fold ``n - 1`` into ``members``/``warm``; returns that fold's forecaster."""
+        st = self._fold(n - 1) / "state"
+        meta = json.loads((st / "state.json").read_text())
+        tensors = load_weights(st / "members.safetensors")
+        for i, m in enumerate(members):
+            pre = f"m{i}.model."
+            m.model.load_state_dict({n[len(pre):]: v for n, v in tensors.items() if n.startswith(pre)})
+            m.model.eval()
+            sd = m.opt.state_dict()
+            state: dict[int, dict] = {}
+            for n, v in tensors.items():
+                if n.startswith(f"m{i}.opt."):
+                    p, key = n[len(f"m{i}.opt."):].split(".", 1)
+                    state.setdefault(int(p), {})[key] = v
+            m.opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+        warm.clear()
+        warm.update({t: {m: np.asarray(v, float) for m, v in w.items()} for t, w in meta["warm"].items()})
+        forecaster = Forecaster.load(st / "model")  # builds a model, which draws from the generator: before restoring it
+        torch.set_rng_state(tensors["torch_rng"])
+        return forecaster
+
+    def clear(self) -> None:
+        """Drop the store (the finished run's tables hold everything)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_walkforward(panel: pd.DataFrame, feat: pd.DataFrame, cfg, data_name: str = "", on_fold=None, store: FoldStore | None = None) -> WalkForwardResult:
     """Every fold of the walk-forward backtest (settings: a ``BacktestConfig``-like ``cfg``); see
-    the module docstring. ``on_fold(k, info)`` is called after each fold."""
+    the module docstring. ``on_fold(k, info)`` is called after each fold (reused ones included).
+    ``store``: commit each fold to it and reuse the folds it already holds (:class:`FoldStore`);
+    the result equals an uninterrupted run's."""
     unknown = sorted(set(cfg.baselines) - set(BASELINES))
     if unknown:  # before any training, not after the first fold's
         raise PriceDataError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
@@ -250,7 +400,23 @@ def run_walkforward(panel: pd.DataFrame, feat: pd.DataFrame, cfg, data_name: str
     loss_frames, pin_rows, pred_frames, folds_info = [], [], [], []
     warm: dict[str, dict] = {}  # per ticker: last fold's baseline parameters, the next fit's starting values
     forecaster = None
+    reused = store.open() if store is not None else 0
+    if store is not None:
+        log.info(f"resume: reusing {reused} of {len(cuts)} finished folds from {store.dir}" if reused else f"resume: no finished folds in {store.dir}; computing all {len(cuts)}")
+    if reused:
+        forecaster = store.restore(reused, members, warm)
     for k, (cut, test_end) in enumerate(progress(cuts, desc="folds")):
+        if k < reused:
+            lf, pins, pf, info = store.load_fold(k)
+            loss_frames.append(lf)
+            pin_rows += pins
+            if pf is not None and cfg.save_predictions:
+                pred_frames.append(pf)
+            folds_info.append(info)
+            if on_fold is not None:
+                on_fold(k, info)
+            continue
+        n_frames, n_pins, n_preds = len(loss_frames), len(pin_rows), len(pred_frames)
         n_hist = counts.apply(lambda s: int((s <= cut).sum()))
         elig = sorted(n_hist[n_hist >= cfg.fold_min_history].index)
         if not elig:
@@ -320,7 +486,11 @@ def run_walkforward(panel: pd.DataFrame, feat: pd.DataFrame, cfg, data_name: str
                 "stress_share": float(np.mean(regime == regimes.STRESS)) if len(regime) else float("nan"),
                 "chosen_epochs": [c["epoch"] for c in chosen], "val_pinball": [c["val_pinball"] for c in chosen],
                 "without_test_days": sorted(set(elig) - set(np.unique(tick)))}
+        if store is not None:
+            info = json.loads(json.dumps(info, default=json_default))  # as a reused fold reads it back
         folds_info.append(info)
+        if store is not None:
+            store.save_fold(k, loss_frames[n_frames:], pin_rows[n_pins:], pred_frames[n_preds:], info, members, warm, forecaster)
         log.info(f"fold {k + 1}/{len(cuts)} cutoff {info['cutoff']} ({fold_regime}, {info['stress_share']:.0%} stress origins): "
                  f"{info['test_origins']} test origins, epochs chosen {info['chosen_epochs']}")
         if on_fold is not None:

@@ -1,7 +1,7 @@
 """Runs killed with SIGKILL (real processes, the default ``--qlike-weight``): ``train --resume`` continues
-from the last epoch checkpoint to the same weights as an uninterrupted run; a killed ``backtest`` has no
-fold checkpoints — the same command with the same ``--name`` starts over in that folder (the killed
-attempt's metrics rows are dropped) and finishes with the uninterrupted run's results."""
+from the last epoch checkpoint to the same weights as an uninterrupted run; a killed ``backtest`` rerun
+with the same ``--name`` reuses the folds it committed (``walkforward.FoldStore``), computes only the
+rest and finishes with exactly the uninterrupted run's results."""
 
 from __future__ import annotations
 
@@ -43,9 +43,10 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def _run(cmd: list[str]) -> None:
+def _run(cmd: list[str]) -> str:
     p = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout + p.stderr
 
 
 def test_train_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
@@ -71,9 +72,11 @@ def test_train_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(tmp_pa
     assert [r["step"] for r in rows if "train_loss" in r] == [1, 2]  # each epoch logged once
 
 
-def test_backtest_killed_mid_run_starts_over_and_matches_the_uninterrupted_run(tmp_path):
+def test_backtest_killed_mid_run_resumes_from_its_finished_folds_and_matches_the_uninterrupted_run(tmp_path):
+    import re
+
     prepare(DATASETS[0])
-    args = ["--folds", "3", "--test-days", "20", "--epochs", "1", "--refit-epochs", "1", "--max-batches", "3", "--seeds", "1",
+    args = ["--folds", "3", "--test-days", "20", "--epochs", "1", "--refit-epochs", "1", "--max-batches", "3", "--seeds", "2",
             "--baselines", "ewma", "gjr_t"]
     _run(_cmd("domains.finance.backtest", tmp_path, *args, "--name", "full"))
     cut = tmp_path / "finance" / "cut"
@@ -86,7 +89,11 @@ def test_backtest_killed_mid_run_starts_over_and_matches_the_uninterrupted_run(t
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _kill_when(proc, lambda: len(fold_rows()) >= 1)
     assert json.loads((cut / "run.json").read_text())["status"] == "running" and not (cut / "metrics_aggregate.csv").is_file()
-    _run(_cmd("domains.finance.backtest", tmp_path, *args, "--name", "cut"))
+    committed = sorted(p.parent.name for p in (cut / "folds").glob("fold-*/done.json"))
+    assert committed and committed[0] == "fold-000"  # the fold finished before the kill survived it
+    log = _run(_cmd("domains.finance.backtest", tmp_path, *args, "--name", "cut"))
+    reused = re.findall(r"resume: reusing (\d+) of 3 finished folds", log)
+    assert len(reused) == 1 and int(reused[0]) >= 1, log[-3000:]
     assert json.loads((cut / "run.json").read_text())["status"] == "completed"
     assert fold_rows() == [0, 1, 2]  # the killed attempt's rows were dropped, not mixed with the new ones
     assert json.loads((cut / "config.json").read_text())["qlike_weight"] == 0.1
@@ -94,3 +101,24 @@ def test_backtest_killed_mid_run_starts_over_and_matches_the_uninterrupted_run(t
     b = pd.read_csv(cut / "metrics_aggregate.csv")
     pd.testing.assert_frame_equal(a, b)
     assert (tmp_path / "finance" / "cut" / "model" / "model.safetensors").is_file()
+    full = tmp_path / "finance" / "full"
+    for name in ("losses.parquet", "predictions.parquet"):  # every forecast, bit for bit
+        pd.testing.assert_frame_equal(pd.read_parquet(full / name), pd.read_parquet(cut / name), check_exact=True)
+    for name in ("diebold_mariano.csv", "metrics_by_fold.csv", "metrics_by_seed.csv", "var_tests_by_ticker_fold.csv", "folds.json", "summary.md"):
+        assert (full / name).read_text() == (cut / name).read_text(), name
+    assert (full / "model" / "model.safetensors").read_bytes() == (cut / "model" / "model.safetensors").read_bytes()
+    assert not (cut / "folds").exists()  # the committed folds are dropped once the run is complete
+
+
+def test_backtest_killed_after_its_last_fold_reuses_all_of_them(tmp_path):
+    """Killed after every fold was committed (while the tables were being written): the rerun trains nothing."""
+    prepare(DATASETS[0])
+    args = ["--folds", "3", "--test-days", "20", "--epochs", "1", "--refit-epochs", "1", "--max-batches", "3", "--seeds", "1",
+            "--baselines", "ewma", "gjr_t"]
+    cut = tmp_path / "finance" / "cut"
+    proc = subprocess.Popen(_cmd("domains.finance.backtest", tmp_path, *args, "--name", "cut"), cwd=REPO, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _kill_when(proc, lambda: (cut / "folds" / "fold-002" / "done.json").is_file())
+    log = _run(_cmd("domains.finance.backtest", tmp_path, *args, "--name", "cut"))
+    assert "resume: reusing 3 of 3 finished folds" in log and "fold 0 seed" not in log, log[-3000:]
+    assert (cut / "metrics_aggregate.csv").is_file() and (cut / "model" / "model.safetensors").is_file()

@@ -69,6 +69,7 @@ def backtest(cfg: BacktestConfig) -> Path:
     # as the same --name does: its committed folds are reused (FoldStore), a changed setting is refused.
     with Run.start("finance", cfg, new_name=f"backtest-{fingerprint_id(fingerprint)}", stable_name=True, command="backtest") as run:
         store = FoldStore(run.path("folds"), fingerprint)
+        store.open()  # a run whose committed folds used other settings or data is refused here, before any work
         res = run_walkforward(panel, feat, cfg, data_name=cfg.data or PANEL_DATASET, store=store,
                               on_fold=lambda k, info: run.log_metrics({"fold": k, "stress_share": info["stress_share"]}, step=k))
         atomic_write_parquet(res.losses, run.path("losses.parquet"), index=False)  # first: every table is computed from it

@@ -39,7 +39,8 @@ def run_cli(cfg_cls: type[T], fn: Callable[[T], Any], argv: Sequence[str] | None
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept — rerun with --resume to continue", file=sys.stderr)
+        how = "rerun with --resume to continue" if hasattr(cfg, "resume") else "rerun the same command to continue where it can (backtest folds, scoring shards)"
+        print(f"interrupted; finished work is kept — {how}", file=sys.stderr)
         return 130
     return 0
 

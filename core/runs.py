@@ -293,7 +293,8 @@ class Run:
         attempt: that attempt's per-step metrics and checkpoints would mix with the new ones."""
         stale = sorted(self._stale_files(run_dir))
         if stale:
-            log.warning(f"{run_dir}: starting over in the folder of an unfinished run; removing its metrics.jsonl and {len(stale) - 1} checkpoint(s)")
+            log.warning(f"{run_dir}: the folder of an unfinished run without --resume: its per-step metrics.jsonl and {sum(p.suffix == '.pt' for p in stale)} step "
+                        "checkpoint(s) are removed (work the command saved on its own, e.g. finished backtest folds, is left for it to reuse)")
         for p in stale:
             p.unlink(missing_ok=True)
 

@@ -57,10 +57,10 @@ def reference_train_loader(case: dict, pipe):
     return DataLoader(Dataset([case] * 1000, transform=tf), batch_size=1, shuffle=True, num_workers=0)
 
 
-def ours_train_loader(case: dict, pipe, recipe: str = "standard", thread: bool = False):
-    """The trainer's batches: cached preprocessing, ``recipe``'s augmentation, prepared in one worker
-    process while the step computes (``training.prefetch_process``, as ``fit`` does); ``thread``: on a
-    background thread instead (``training.prefetch``, the trainer until session 4)."""
+def ours_train_loader(case: dict, pipe, recipe: str = "standard", process: bool = False):
+    """The trainer's batches: cached preprocessing, ``recipe``'s augmentation, prepared on a background
+    thread while the step computes (``training.prefetch``, as ``fit`` does); ``process``: in one worker
+    process instead (``training.prefetch_process``, tried in session 4, not adopted)."""
     from monai.data import DataLoader, list_data_collate
 
     from domains.medical.training import prefetch, prefetch_process
@@ -68,7 +68,7 @@ def ours_train_loader(case: dict, pipe, recipe: str = "standard", thread: bool =
 
     ds = cached_patch_dataset([case], pipe, draws_per_epoch=1000, recipe=recipe)
     loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=0, collate_fn=list_data_collate)
-    return prefetch(loader) if thread else prefetch_process(loader, ds.base.transform)
+    return prefetch_process(loader, ds.base.transform) if process else prefetch(loader)
 
 
 def ours_synth_loader(pipe):
@@ -313,10 +313,10 @@ def speed_and_quality(args) -> str:
 
     # training: reference and ours alternate, --repeats times (the machine's load drifts; medians are reported)
     loaders = {"standard": lambda: ours_train_loader(case, pipe), "robust": lambda: ours_train_loader(case, pipe, recipe="robust"),
-               "robust-thread": lambda: ours_train_loader(case, pipe, recipe="robust", thread=True),
+               "robust-process": lambda: ours_train_loader(case, pipe, recipe="robust", process=True),
                "synth": lambda: ours_synth_loader(pipe), "step": lambda: one_batch_repeated(ours_train_loader(case, pipe))}
     kinds = (("standard", "standard augmentation"), ("robust", "default (robust) augmentation"),
-             ("robust-thread", "default (robust) augmentation, batches on a background thread instead of the worker process (the trainer until session 4)"),
+             ("robust-process", "default (robust) augmentation, batches in one worker process instead of the thread (tried in session 4, not adopted)"),
              ("synth", "synth pipeline"), ("step", "our training step alone, one batch repeated (no data preparation in the loop)"))
     tr: dict = {}
     for _ in range(args.repeats):
@@ -386,10 +386,11 @@ def speed_and_quality(args) -> str:
           f"hardly depend on it); torch threads {args.threads} for both pipelines. "
           "Reference = MONAI spleen-tutorial style (plain Dataset + DataLoader re-preprocessing every batch, fp32; "
           "`sliding_window_inference` with its defaults then `Invertd` of the full softmax), same UNet(16,32,64,128), same data "
-          "(Colin27 → MNI152), 3 mm, 48³ patches, 4 per step. Ours = `domains.medical` (cached preprocessing, batches prepared in one "
-          "worker process while the step computes (`training.prefetch_process`, as the trainer does — what MONAI's `DataLoader(num_workers=1)` "
-          "does, with the plain loop's augmentation draws; the synth pipeline uses a background thread, `training.prefetch`; the reference "
-          "draws its batches in the loop, `num_workers=0`; CPU time and peak RSS include the worker's), the trainer's own `train_step`, model layout (`training.to_train_layout`: fp32 on the CPU in channels-last, instance norms as one-channel group norms) and optimizer (AdamW with its fused kernel), `Segmenter.predict_volume`: the same sliding window (overlap 0.25, "
+          "(Colin27 → MNI152), 3 mm, 48³ patches, 4 per step. Ours = `domains.medical` (cached preprocessing, batches prepared on a "
+          "background thread while the step computes (`training.prefetch`, as the trainer does; one row instead prepares them in one worker "
+          "process, `training.prefetch_process`, what MONAI's `DataLoader(num_workers=1)` does, with the plain loop's augmentation draws — "
+          "tried in session 4, not adopted; the reference draws its batches in the loop, `num_workers=0`; CPU time and peak RSS include a "
+          "worker's), the trainer's own `train_step`, model layout (`training.to_train_layout`: fp32 on the CPU in channels-last, instance norms as one-channel group norms) and optimizer (AdamW with its fused kernel), `Segmenter.predict_volume`: the same sliding window (overlap 0.25, "
           "Gaussian blending), then the softmax resampled back to the input grid only inside the box the network labelled foreground, "
           "axis by axis when the grids are axis-aligned). "
           f"Training: {args.steps} timed steps after 2 warm-up steps, pipelines alternating, medians over {args.repeats} repeat(s); "

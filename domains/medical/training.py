@@ -526,8 +526,9 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
         net.train()
         losses = []
         batches = sampler.batches(cfg.num_samples, cfg.iters_per_epoch) if sampler is not None else loader
-        # batches prepared while the step computes: the MONAI chain in one worker process, the synth sampler on a thread
-        batches = prefetch(batches) if sampler is not None else prefetch_process(loader, ds.base.transform)
+        # batches prepared on a thread while the step computes; `prefetch_process` (one worker process) was measured
+        # slower on the idle machine at the end of session 4 (bench row "... in one worker process"), so it is not used here
+        batches = prefetch(batches)
         for batch in progress(batches, desc=f"epoch {epoch + 1}/{cfg.max_epochs}", total=cfg.iters_per_epoch, leave=False, disable=not run.is_main):
             loss = train_step(net, batch, loss_fn, opt, device, cfg.amp, scaler, memory_format=fmt)
             sched.step()

@@ -1,4 +1,4 @@
-"""``training.prefetch_process``: the trainer's batches prepared in one forked worker process (as
+"""``training.prefetch_process`` (an alternative to the trainer's thread, measured by the speed bench): batches prepared in one forked worker process (as
 ``DataLoader(num_workers=1)``) are the plain loop's batches — same order, same augmentation draws — and
 leave the transforms' random states and the global RNGs where the plain loop leaves them (checkpoints
 and ``--resume`` stay bit-exact); the worker does not outlive its consumer."""

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.checkpoint import load_weights, save_weights
+from core.checkpoint import load_checkpoint, save_checkpoint
 from core.errors import UserInputError
 from core.io import atomic_write_json, atomic_write_parquet, atomic_write_text, json_default, read_parquet, remove_temp_files
 from core.logging import get_logger
@@ -274,11 +274,11 @@ class FoldStore:
         fold-000/losses.parquet     the fold's per-forecast losses, pinball.parquet, predictions.parquet, info.json
         fold-000/done.json          commit marker, written last (atomically): a fold counts only with it
         fold-000/state/             the state after the fold, what the next fold starts from: members'
-                                    weights and Adam state (safetensors), torch RNG, the baselines' warm
+                                    weights, Adam state and RNGs (core.checkpoint, loaded weights-only), the baselines' warm
                                     starts (JSON), the fold's forecaster (model/); kept for the newest
                                     committed fold only (removed once the next fold's marker is written)
 
-    Every file is written to a temporary name and renamed (``core.io``); no pickles. :meth:`open`
+    Every file is written to a temporary name and renamed (``core.io``); nothing is unpickled. :meth:`open`
     refuses a folder whose fingerprint differs from the rerun's in one line naming the field."""
 
     def __init__(self, folder: str | Path, fingerprint: dict):
@@ -334,12 +334,8 @@ class FoldStore:
     @staticmethod
     def _save_state(st: Path, k: int, members: list, warm: dict, forecaster: Forecaster) -> None:
         (st / "state.json").unlink(missing_ok=True)  # the state is valid only with its state.json (written last)
-        tensors = {"torch_rng": torch.get_rng_state()}
-        for i, m in enumerate(members):
-            tensors.update({f"m{i}.model.{n}": v for n, v in m.model.state_dict().items()})
-            for p, s in m.opt.state_dict()["state"].items():
-                tensors.update({f"m{i}.opt.{p}.{n}": v for n, v in s.items()})
-        save_weights(st / "members.safetensors", tensors)
+        for i, m in enumerate(members):  # core's training checkpoint: weights, Adam state and every RNG, loaded weights-only
+            save_checkpoint(st / f"member-{i}.pt", model=m.model, optimizer=m.opt, step=k)
         if forecaster is not None:
             forecaster.save(st / "model")
         atomic_write_json(st / "state.json", {"fold": k, "members": len(members),
@@ -349,22 +345,13 @@ class FoldStore:
         """Load the state after fold ``n - 1`` into ``members``/``warm``; returns that fold's forecaster."""
         st = self._fold(n - 1) / "state"
         meta = json.loads((st / "state.json").read_text())
-        tensors = load_weights(st / "members.safetensors")
         for i, m in enumerate(members):
-            pre = f"m{i}.model."
-            m.model.load_state_dict({n[len(pre):]: v for n, v in tensors.items() if n.startswith(pre)})
+            load_checkpoint(st / f"member-{i}.pt", model=m.model, optimizer=m.opt, restore_rng=False)
             m.model.eval()
-            sd = m.opt.state_dict()
-            state: dict[int, dict] = {}
-            for n, v in tensors.items():
-                if n.startswith(f"m{i}.opt."):
-                    p, key = n[len(f"m{i}.opt."):].split(".", 1)
-                    state.setdefault(int(p), {})[key] = v
-            m.opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
         warm.clear()
         warm.update({t: {m: np.asarray(v, float) for m, v in w.items()} for t, w in meta["warm"].items()})
-        forecaster = Forecaster.load(st / "model")  # builds a model, which draws from the generator: before restoring it
-        torch.set_rng_state(tensors["torch_rng"])
+        forecaster = Forecaster.load(st / "model")  # builds a model, which draws from the generators: before restoring them
+        load_checkpoint(st / "member-0.pt", restore_rng=True)  # the RNG states as they were after fold n - 1
         return forecaster
 
     def clear(self) -> None:

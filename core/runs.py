@@ -324,8 +324,25 @@ class Run:
 
     def _write_start_files(self) -> None:
         self._write_run_json("running")
-        atomic_write_json(self.dir / "config.json", config_to_dict(self.config))
+        new = config_to_dict(self.config)
+        self._warn_changed_settings(new)
+        atomic_write_json(self.dir / "config.json", new)
         self.tracker.log_params({"domain": self.domain, "command": self.command, **config_to_dict(self.config)})
+
+    def _warn_changed_settings(self, new: dict) -> None:
+        """With ``--resume``: name the settings that differ from the interrupted attempt's config.json
+        (a resumed run continues with the new ones; every command sees the same line)."""
+        old_file = self.dir / "config.json"
+        if not getattr(self.config, "resume", False) or not old_file.is_file():
+            return
+        try:
+            old = json.loads(old_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        changed = sorted(k for k in set(old) | set(new) if k not in ("resume", "name") and old.get(k) != new.get(k))
+        if changed:
+            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6]) + (" …" if len(changed) > 6 else "")
+            log.warning(f"--resume with settings that differ from the interrupted run's ({shown}); it continues with the new ones")
 
     def _release_lock(self) -> None:
         if self._lock is not None:

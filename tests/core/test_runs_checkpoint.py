@@ -201,3 +201,18 @@ def test_resume_logs_each_step_once(tmp_path):
     resumed.finish()
     steps = [json.loads(line)["step"] for line in (resumed.dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2, 3, 4]
+
+
+def test_resume_names_the_settings_that_changed(tmp_path, monkeypatch):
+    """A resumed run whose result-deciding settings differ from the interrupted attempt's says which (one line)."""
+    import core.runs
+
+    said: list[str] = []
+    monkeypatch.setattr(core.runs.log, "warning", lambda msg, *a, **k: said.append(str(msg)))
+    _train(TinyConfig(runs_dir=str(tmp_path), name="crashy", seed=3, track=False), stop_after=4)
+    _train(TinyConfig(runs_dir=str(tmp_path), name="crashy", seed=3, track=False, resume=True))
+    assert not [m for m in said if "differ from the interrupted run" in m]  # same settings: nothing to say
+    _train(TinyConfig(runs_dir=str(tmp_path), name="crashy2", seed=3, track=False), stop_after=4)
+    _train(TinyConfig(runs_dir=str(tmp_path), name="crashy2", seed=3, track=False, resume=True, lr=0.01))
+    lines = [m for m in said if "differ from the interrupted run" in m]
+    assert len(lines) == 1 and "lr: 0.05 -> 0.01" in lines[0] and "resume" not in lines[0].split("(")[1]

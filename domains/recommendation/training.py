@@ -25,6 +25,7 @@ with an uninterrupted run of the same seed (``tests/recommendation/test_resume.p
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -416,8 +417,6 @@ WIDE_BLEND_GRID = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
 
 def _blend_on_validation(plain: TwoTower, prep: Prepared, cfg: TrainConfig, state: dict, seen, truth) -> dict[str, float]:
     """The wide part's gain with the best validation NDCG@k over :data:`WIDE_BLEND_GRID`; written into ``state``."""
-    import math
-
     U, V = all_embeddings(plain, prep.batcher, prep.space.n_users, prep.space.n_items)
     d = U.shape[1] - plain.wide_dim
     deep = U[:, :d] @ V[:, :d].T
@@ -427,8 +426,13 @@ def _blend_on_validation(plain: TwoTower, prep: Prepared, cfg: TrainConfig, stat
         m = evaluate_scores(deep + c * wide, seen, truth, prep.space.n_items, cfg.k, prep.popularity())
         if best is None or m[f"ndcg@{cfg.k}"] > best[f"ndcg@{cfg.k}"]:
             best = {**m, "wide_gain": c / plain.cfg.temperature}
-    state["wide_log_gain"] = torch.tensor(math.log(best["wide_gain"]), dtype=state["wide_log_gain"].dtype)
+    set_wide_gain(state, best["wide_gain"])
     return best
+
+
+def set_wide_gain(state: dict, gain: float) -> None:
+    """Write the wide part's gain (``--wide-mode blend``, chosen on validation) into a plain state dict."""
+    state["wide_log_gain"] = torch.tensor(math.log(gain), dtype=state["wide_log_gain"].dtype)
 
 
 def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_trainer: Callable[[], Trainer]) -> tuple[dict, dict, dict]:
@@ -557,9 +561,7 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
                          wide_folds=folds)
     state = tr.full_state()
     if tr.rank == 0 and sel.get("wide_gain"):  # --wide-mode blend: the refitted model keeps the gain chosen on validation
-        import math
-
-        state["wide_log_gain"] = torch.tensor(math.log(sel["wide_gain"]), dtype=state["wide_log_gain"].dtype)
+        set_wide_gain(state, sel["wide_gain"])
         selection["wide_gain"] = sel["wide_gain"]
     return state, stats, selection
 

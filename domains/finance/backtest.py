@@ -73,7 +73,7 @@ def backtest(cfg: BacktestConfig) -> Path:
         res = run_walkforward(panel, feat, cfg, data_name=cfg.data or PANEL_DATASET, store=store,
                               on_fold=lambda k, info: run.log_metrics({"fold": k, "stress_share": info["stress_share"]}, step=k))
         atomic_write_parquet(res.losses, run.path("losses.parquet"), index=False)  # first: every table is computed from it
-        out = summarise(res, cfg.horizon, cfg.variance_rule)
+        out = summarise(res, cfg.horizon, cfg.variance_rule, cfg.ensemble_variance)
         write_report(out, res, run.dir)
         res.forecaster.save(run.path("model"))
         try:
@@ -82,7 +82,7 @@ def backtest(cfg: BacktestConfig) -> Path:
             log.warning(f"interpretation skipped: {type(e).__name__}: {e}")
         print((run.dir / "summary.md").read_text())
         metrics = {f"{r['model']}/{k}": v for r in out["aggregate"].to_dict("records") for k, v in r.items() if k != "model"}
-        run.finish({**out["verdict"], **metrics, "folds": len(res.folds), "variance_rule": cfg.variance_rule, "garch_informed": cfg.garch_informed})
+        run.finish({**out["verdict"], **metrics, "folds": len(res.folds), "variance_rule": cfg.variance_rule, "ensemble_variance": cfg.ensemble_variance, "garch_informed": cfg.garch_informed})
         store.clear()  # the finished run's files hold every fold; a completed run is never continued
         return run.dir
 
@@ -94,11 +94,11 @@ def rescore_run(cfg: BacktestConfig) -> Path:
     with Run.start("finance", cfg, new_name=f"rescore-{src.name}-{time.strftime('%Y%m%d-%H%M%S')}", command="backtest-rescore", kind="job") as run:
         res = rescore(src)
         horizon = int(json.loads((src / "config.json").read_text()).get("horizon", cfg.horizon)) if (src / "config.json").is_file() else cfg.horizon
-        out = summarise(res, horizon, cfg.variance_rule)
+        out = summarise(res, horizon, cfg.variance_rule, cfg.ensemble_variance)
         write_report(out, res, run.dir)
         print((run.dir / "summary.md").read_text())
         metrics = {f"{r['model']}/{k}": v for r in out["aggregate"].to_dict("records") for k, v in r.items() if k != "model"}
-        run.finish({**out["verdict"], **metrics, "folds": len(res.folds), "rescored_from": str(src), "variance_rule": cfg.variance_rule})
+        run.finish({**out["verdict"], **metrics, "folds": len(res.folds), "rescored_from": str(src), "variance_rule": cfg.variance_rule, "ensemble_variance": cfg.ensemble_variance})
         return run.dir
 
 

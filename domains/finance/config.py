@@ -17,7 +17,7 @@ from core.scoring import ScoringConfig
 from domains.finance.baselines import BASELINES
 from domains.finance.features import DEFAULT_CALENDAR
 from domains.finance.model import TFTSpec
-from domains.finance.variance import DEFAULT_RULE, VARIANCE_RULES
+from domains.finance.variance import DEFAULT_ENSEMBLE_VARIANCE, DEFAULT_RULE, ENSEMBLE_VARIANCE, VARIANCE_RULES
 
 __all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "ThreadsConfig", "CalendarConfig", "ZeroShotConfig", "GarchConfig", "TrainConfig",
            "BacktestConfig", "ForecastConfig", "ScoreConfig", "TransferConfig", "InterpretConfig", "spec_from_config"]
@@ -110,6 +110,7 @@ class BacktestConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, Threa
     save_predictions: bool = field(default=True, metadata={"help": "write every quantile forecast to predictions.parquet"})
     rescore: str = field(default="", metadata={"help": "rescore a saved backtest run (name or folder) from its losses/predictions, no training: adds vol_qlike_mean (QLIKE on sqrt(E[rv^2]) from the quantiles) to every table and the verdict"})
     variance_rule: str = field(default=DEFAULT_RULE, metadata={"help": "variance point forecast scored by vol_qlike_cal, recalibrated at each cutoff on the model's own earlier forecasts (domains/finance/variance.py); loglinear_gjr: loglinear plus log of GJR-GARCH-t's own variance forecast as a regressor, i.e. a fitted COMBINATION with GJR (not the model alone; gjr_t itself keeps loglinear)", "choices": list(VARIANCE_RULES)})
+    ensemble_variance: str = field(default=DEFAULT_ENSEMBLE_VARIANCE, metadata={"help": "the ensemble's variance forecast (vol_qlike_cal): members_geo = geometric mean of its members' recalibrated variance forecasts (chosen on the pre-2002 validation backtest); quantiles = the variance rule applied to the averaged quantiles", "choices": list(ENSEMBLE_VARIANCE)})
     quick: bool = field(default=False, metadata={"help": "demo/test setting: 4 quarterly folds (2022), SP500/AAPL/JPM, 2 seeds, 1 epoch of 20 batches then refits of 5 (backtest.QUICK)"})
 
 

@@ -32,7 +32,8 @@ import pandas as pd
 from core.logging import get_logger
 from domains.finance.metrics import second_moment_from_quantiles
 
-__all__ = ["VARIANCE_RULES", "DEFAULT_RULE", "COMBINED_WITH", "rvol_quantile_columns", "recalibrated_variance", "combination_weights"]
+__all__ = ["VARIANCE_RULES", "DEFAULT_RULE", "COMBINED_WITH", "ENSEMBLE_VARIANCE", "DEFAULT_ENSEMBLE_VARIANCE", "rvol_quantile_columns",
+           "recalibrated_variance", "combination_weights", "ensemble_variance"]
 
 log = get_logger("finance.variance")
 
@@ -40,6 +41,11 @@ VARIANCE_RULES = ("rms", "scaled_median", "scaled_rms", "loglinear", "loglinear_
 COMBINED_WITH = "gjr_t"  # the baseline whose variance forecast ``loglinear_gjr`` adds as a regressor
 DEFAULT_RULE = "loglinear"  # adopted on the validation experiment before the test span (domains/finance/README.md)
 FLOOR = 1e-8  # variance floor (QLIKE's vol floor 1e-4, squared)
+# the ensemble's variance forecast: ``members_geo`` = geometric mean of its members' variance forecasts under the same
+# rule (each member recalibrated on its own earlier forecasts); ``quantiles`` = the rule applied to the ensemble's
+# averaged quantiles. members_geo adopted on the pre-2002 validation backtest (domains/finance/README.md).
+ENSEMBLE_VARIANCE = ("members_geo", "quantiles")
+DEFAULT_ENSEMBLE_VARIANCE = "members_geo"
 
 
 def rvol_quantile_columns(quantiles) -> list[str]:
@@ -162,3 +168,27 @@ def _recalibrate(losses: pd.DataFrame, folds: list[dict], horizon: int, quantile
         log.info(f"{rule}: {name}'s weight on log GJR-t variance, mean over {len(g)} cutoffs {g['gjr_weight'].mean():.3f} "
                  f"(min {g['gjr_weight'].min():.3f}, max {g['gjr_weight'].max():.3f}); on its own log quantiles² (sum) {g['own_weight'].mean():.3f}")
     return out, wdf
+
+
+def ensemble_variance(losses: pd.DataFrame, var: np.ndarray, ensemble: str = "tft", member_prefix: str = "tft_seed") -> np.ndarray:
+    """``var`` with the ``ensemble`` rows replaced by the geometric mean of its members' (``member_prefix``*)
+    forecasts for the same (ticker, origin); rows without every member's finite forecast keep their own.
+    Causal whenever ``var`` is (each member's forecast is)."""
+    model = losses["model"].astype(str).to_numpy()
+    members = sorted({m for m in model if m.startswith(member_prefix)})
+    ens = model == ensemble
+    if not members or not ens.any():
+        return var
+    key = ["ticker", "origin"]
+    frame = losses[key].astype({"ticker": str}).reset_index(drop=True)
+    logs = []
+    for m in members:
+        rows = model == m
+        right = frame[rows].assign(_v=np.log(np.maximum(var[rows], FLOOR))).drop_duplicates(key)
+        logs.append(frame[ens].merge(right, on=key, how="left")["_v"].to_numpy(float))
+    geo = np.exp(np.mean(logs, axis=0))
+    out = np.asarray(var, float).copy()
+    idx = np.flatnonzero(ens)
+    ok = np.isfinite(geo)
+    out[idx[ok]] = geo[ok]
+    return out

@@ -58,7 +58,7 @@ from domains.finance.metrics import (AS_Z2_CRITICAL_5PCT, acerbi_szekely_z2, chr
                                      second_moment_from_quantiles, transition_counts, var_backtest)
 from domains.finance.model import Forecaster, create_model, fit, predict_quantiles
 from domains.finance.training import fit_scaler, init_output_bias, input_report, model_spec
-from domains.finance.variance import DEFAULT_RULE, recalibrated_variance, rvol_quantile_columns
+from domains.finance.variance import DEFAULT_ENSEMBLE_VARIANCE, DEFAULT_RULE, ensemble_variance, recalibrated_variance, rvol_quantile_columns
 
 __all__ = ["WalkForwardResult", "fold_cutoffs", "fold_windows", "run_walkforward", "forecast_losses", "summarise", "verdict",
            "LOSS_COLUMNS", "CUM_DAYS", "rms_vol", "rescore",
@@ -237,7 +237,7 @@ def _pinball_sums(model, tickers, r1, ret_q, v, rvol_q) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 RESUME_FORMAT = 1
 # BacktestConfig fields that cannot change a fold's result (rescoring is separate: --variance-rule/--rescore)
-NOT_IN_FINGERPRINT = frozenset({"name", "runs_dir", "track", "threads", "rescore", "variance_rule", "quick", "resume", "device"})
+NOT_IN_FINGERPRINT = frozenset({"name", "runs_dir", "track", "threads", "rescore", "variance_rule", "ensemble_variance", "quick", "resume", "device"})
 
 
 class ResumeMismatchError(UserInputError, ValueError):
@@ -519,21 +519,27 @@ def _date_mean(losses: pd.DataFrame, model: str, col: str) -> pd.Series:
     return g.groupby("origin", observed=True)[col].mean()
 
 
-def add_calibrated_qlike(res: WalkForwardResult, horizon: int, rule: str = DEFAULT_RULE) -> None:
+def add_calibrated_qlike(res: WalkForwardResult, horizon: int, rule: str = DEFAULT_RULE, ensemble: str = DEFAULT_ENSEMBLE_VARIANCE) -> None:
     """Add ``rvol_var_cal`` (each model's variance forecast under ``rule``, recalibrated on its own
-    earlier forecasts known at each cutoff: :func:`domains.finance.variance.recalibrated_variance`)
+    earlier forecasts known at each cutoff: :func:`domains.finance.variance.recalibrated_variance`;
+    ``ensemble`` ``members_geo``: the ``tft`` ensemble's is the geometric mean of its members')
     and ``vol_qlike_cal`` (QLIKE of it) to ``res.losses``; NaN for rows without quantiles."""
     L = res.losses
     var = recalibrated_variance(L, res.folds, horizon, QUANTILES, rule) if set(rvol_quantile_columns(QUANTILES)) <= set(L.columns) else np.full(len(L), np.nan)
+    if ensemble == "members_geo":
+        var = ensemble_variance(L, var)
     L["rvol_var_cal"] = var.astype(np.float32)
     L["vol_qlike_cal"] = qlike_rows(L["rvol"].to_numpy(float), np.sqrt(var)).astype(np.float32)
     res.inputs["variance_rule"] = rule
+    res.inputs["ensemble_variance"] = ensemble
 
 
-def summarise(res: WalkForwardResult, horizon: int, variance_rule: str = DEFAULT_RULE) -> dict[str, pd.DataFrame | dict]:
+def summarise(res: WalkForwardResult, horizon: int, variance_rule: str = DEFAULT_RULE,
+              ensemble_variance: str = DEFAULT_ENSEMBLE_VARIANCE) -> dict[str, pd.DataFrame | dict]:
     """Every table of a walk-forward result (see the module docstring); ``variance_rule``: the
-    variance point forecast scored by ``vol_qlike_cal`` (:mod:`domains.finance.variance`)."""
-    add_calibrated_qlike(res, horizon, variance_rule)
+    variance point forecast scored by ``vol_qlike_cal`` (:mod:`domains.finance.variance`);
+    ``ensemble_variance``: how the ensemble's is formed."""
+    add_calibrated_qlike(res, horizon, variance_rule, ensemble_variance)
     L = res.losses
     main = L[~L["model"].astype(str).str.startswith("tft_seed")]
     by_ticker = []
@@ -717,7 +723,8 @@ def rescore(run_dir) -> WalkForwardResult:
     """A saved backtest run's result with ``vol_qlike_mean`` (QLIKE on sqrt(E[rv²]), :func:`rms_vol`)
     and the realised-vol quantile columns (for ``vol_qlike_cal``, added by :func:`summarise`)
     recomputed from its ``predictions.parquet`` — no retraining. Every other loss is the run's own
-    ``losses.parquet``; ensemble members (``tft_seed*``) have no saved quantiles, so theirs is NaN.
+    ``losses.parquet``; ensemble members (``tft_seed*``) are not in the predictions: their realised-vol quantiles are
+    the ones the run wrote into its losses (NaN for runs older than those columns).
     The per-quantile pinball sums are rebuilt from the same predictions. Feed it to :func:`summarise`."""
     import json
     from pathlib import Path
@@ -739,13 +746,15 @@ def rescore(run_dir) -> WalkForwardResult:
     new = pd.DataFrame({"model": v["model"].to_numpy(), "ticker": v["ticker"].to_numpy(), "origin": v["origin"].to_numpy(),
                         "rvol_rms_new": rms_vol(v[qcols].to_numpy(float)).astype(np.float32),
                         **dict(zip(rvq, v[qcols].to_numpy(np.float32).T))})
+    saved_rvq = {c: L[c].to_numpy() for c in rvq if c in L.columns}  # the members' own, written by the run (not in predictions)
     L = L.drop(columns=[c for c in ("vol_qlike_mean", "rvol_rms", "rvol_var_cal", "vol_qlike_cal", *rvq) if c in L.columns])
     cats = {c: L[c].dtype for c in ("model", "ticker")}
     key = L[["model", "ticker", "origin"]].astype({"model": str, "ticker": str})
     m = key.merge(new, on=["model", "ticker", "origin"], how="left", validate="many_to_one")
     L["rvol_rms"] = m["rvol_rms_new"].to_numpy()
-    for c in rvq:  # the realised-vol quantiles (NaN for ensemble members: not saved), for the variance recalibration
-        L[c] = m[c].to_numpy()
+    for c in rvq:  # the realised-vol quantiles, for the variance recalibration; ensemble members' from the run's losses
+        col = m[c].to_numpy()
+        L[c] = np.where(np.isnan(col), saved_rvq[c], col) if c in saved_rvq else col
     L["vol_qlike_mean"] = qlike_rows(L["rvol"].to_numpy(float), L["rvol_rms"].to_numpy(float)).astype(np.float32)
     main = ~L["model"].astype(str).str.startswith("tft_seed")
     if L.loc[main, "rvol_rms"].isna().any():

@@ -99,6 +99,11 @@ def test_rescore_of_a_saved_run_reproduces_the_live_column(tiny, tmp_path):
     # the recalibrated variance forecasts (vol_qlike_cal, domains.finance.variance) come out the same from the saved predictions
     np.testing.assert_allclose(out2["aggregate"]["vol_qlike_cal"], out["aggregate"]["vol_qlike_cal"], rtol=2e-3)
     assert out2["verdict"]["vol_qlike_cal_target_met"] == out["verdict"]["vol_qlike_cal_target_met"]
+    # the members' quantiles come from the run's losses (they are not in predictions.parquet): the ensemble's variance
+    # (geometric mean of the members', --ensemble-variance members_geo) is rebuilt, not silently replaced by its own
+    assert re.losses.loc[~main.to_numpy(), "rvol_var_cal"].notna().all()
+    tft = (re.losses["model"] == "tft").to_numpy()
+    np.testing.assert_allclose(re.losses.loc[tft, "rvol_var_cal"].to_numpy(), res.losses.loc[tft, "rvol_var_cal"].to_numpy(), rtol=2e-3)
 
 
 @pytest.mark.slow

@@ -97,3 +97,29 @@ def test_training_qlike_term_equals_the_scored_qlike_of_the_implied_variance():
     np.testing.assert_allclose(got.detach().numpy().ravel(), want, rtol=1e-6)
     got.mean().backward()
     assert torch.isfinite(zt.grad).all() and zt.grad.abs().sum() > 0
+
+
+def test_ensemble_variance_is_the_geometric_mean_of_its_members_and_leaves_other_rows_alone():
+    from domains.finance.variance import ensemble_variance
+
+    origins = pd.to_datetime(["2020-01-02", "2020-01-03"])
+    rows = [(m, t, o) for m in ("tft", "tft_seed0", "tft_seed1", "gjr_t") for t in ("A", "B") for o in origins]
+    L = pd.DataFrame(rows, columns=["model", "ticker", "origin"]).astype({"model": "category", "ticker": "category"})
+    rng = np.random.default_rng(0)
+    var = rng.uniform(1e-4, 4e-4, len(L))
+    var[(L["model"] == "tft_seed1").to_numpy() & (L["ticker"] == "B").to_numpy() & (L["origin"] == origins[1]).to_numpy()] = np.nan
+    out = ensemble_variance(L, var)
+    for i, r in L.iterrows():
+        if r["model"] != "tft":
+            assert out[i] == var[i] or (np.isnan(out[i]) and np.isnan(var[i]))
+            continue
+        mem = [var[(L["model"] == m).to_numpy() & (L["ticker"] == r["ticker"]).to_numpy() & (L["origin"] == r["origin"]).to_numpy()][0]
+               for m in ("tft_seed0", "tft_seed1")]
+        if np.isnan(mem).any():  # a member without a forecast: the ensemble keeps its own
+            assert out[i] == var[i]
+        else:
+            assert out[i] == pytest.approx(np.sqrt(mem[0] * mem[1]), rel=1e-12)
+    # without members (e.g. a one-seed run) nothing changes
+    solo = L[~L["model"].astype(str).str.startswith("tft_seed")].reset_index(drop=True)
+    v = var[: len(solo)]
+    assert np.array_equal(ensemble_variance(solo, v), v)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from monai import transforms as mt
 from monai.data import MetaTensor
+from monai.utils import get_equivalent_dtype
 
 from domains.medical.config import PipelineConfig
 from domains.medical.io import load_volume
@@ -125,6 +126,186 @@ def invert_inside_head(img: torch.Tensor, background: float = 0.0) -> torch.Tens
     return torch.where(inside, (1.02 - img).clamp(0.0, 1.0), torch.zeros_like(img))
 
 
+# --- cheaper versions of MONAI transforms: the same random draws, the same values ------------------
+# Each subclass keeps MONAI's constructor, random state and ``randomize`` calls (same RandomState
+# objects, same calls in the same order, so seeded runs and ``--resume`` are unchanged) and only
+# computes the result more cheaply, on plain tensors (the chain drops the metadata at its end:
+# ``EnsureTyped(track_meta=False)``). Equality with the MONAI originals, value by value and RNG state
+# by RNG state: ``tests/medical/test_fast_transforms.py``.
+
+
+def _plain(x) -> torch.Tensor:
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+
+
+def _drawn(t: mt.RandomizableTransform, d: dict) -> bool:
+    """The dict transform ``t``'s own draw (``randomize``: whether it applies this time, as MONAI's
+    ``__call__`` draws it); when it does not, ``d``'s keys become plain tensors (MONAI: tensors)."""
+    t.randomize(None)
+    if not t._do_transform:
+        for key in t.key_iterator(d):
+            d[key] = _plain(d[key])
+    return bool(t._do_transform)
+
+
+class FastRandAffined(mt.RandAffined):
+    """MONAI ``RandAffined`` (eager, torch ``grid_sample`` backend, a fixed ``spatial_size``) with the
+    same draws and bit-identical values: the matrix drawn by MONAI's own ``RandAffineGrid`` times the
+    identity grid as ``AffineGrid`` computes it (float32), resampled as ``monai.transforms.Resample``
+    does (float64 ``grid_sample``, ``align_corners=False``) on plain tensors, the grid normalised once
+    per call — without MONAI's MetaTensor conversions and transform-trace bookkeeping. The per-key ``RandAffine.randomize()``
+    that MONAI's ``RandAffine.__call__`` makes (and whose draws it discards: the grid is already
+    built) is kept, so the random states advance exactly as MONAI's do."""
+
+    def __call__(self, data, lazy: bool | None = None):
+        from monai.utils import ensure_tuple, fall_back_tuple
+
+        lazy_ = self.lazy if lazy is None else lazy
+        d = dict(data)
+        first_key = self.first_key(d)
+        if lazy_ or first_key == () or not isinstance(d[first_key], (torch.Tensor, np.ndarray)):
+            return super().__call__(data, lazy)
+        self.randomize(None)
+        self.rand_affine.randomize()
+        spatial_size = tuple(d[first_key].shape[1:])
+        sp_size = fall_back_tuple(self.rand_affine.spatial_size, spatial_size)
+        do_resampling = self._do_transform or (sp_size != ensure_tuple(spatial_size))
+        if not do_resampling:
+            for key in self.key_iterator(d):
+                d[key] = _plain(d[key]).to(torch.float32)
+            return d
+        grid = self._identity(sp_size)
+        if self._do_transform:
+            # MONAI: rand_affine_grid(sp_size, grid=grid) — draws the parameters, builds the affine, then
+            # (affine in the grid's float32) @ grid on MetaTensors; here the same draws and affine (its lazy
+            # mode builds only the matrix), the same float32 matmul on plain tensors
+            rag = self.rand_affine.rand_affine_grid
+            rag(sp_size, grid=None, lazy=True)
+            affine = _plain(rag.get_transformation_matrix()).to(dtype=grid.dtype)
+            grid = (affine @ grid.view((grid.shape[0], -1))).view([-1] + list(grid.shape[1:]))
+        norm: torch.Tensor | None = None
+        for key, mode, padding_mode in self.key_iterator(d, self.mode, self.padding_mode):
+            self.rand_affine.randomize()  # MONAI: RandAffine.__call__(..., randomize=True, grid) per key
+            img = _plain(d[key]).to(torch.float64)
+            if img.dim() != 4 or mode not in ("bilinear", "nearest") or padding_mode not in ("zeros", "border", "reflection"):
+                raise ValueError(f"FastRandAffined: 3-D channel-first images with torch grid_sample modes only, got {tuple(img.shape)}, {mode}, {padding_mode}")
+            if norm is None:  # Resample: grid axes reversed, channel last, float64, scaled by 2 / size
+                norm = _plain(grid)[[2, 1, 0]].movedim(0, -1).to(torch.float64).unsqueeze(0).clone()
+                for i, dim in enumerate(img.shape[3:0:-1]):
+                    norm[0, ..., i] *= 2.0 / max(2, dim)
+            d[key] = torch.nn.functional.grid_sample(img.unsqueeze(0), norm, mode=mode, padding_mode=padding_mode, align_corners=False)[0].to(torch.float32)
+        self._do_transform = do_resampling
+        return d
+
+    def _identity(self, sp_size) -> torch.Tensor:
+        """MONAI's identity grid (``RandAffine.get_identity_grid``) as ``AffineGrid`` uses it: a plain
+        tensor in the grid dtype of ``RandAffineGrid`` (float32), kept once per spatial size."""
+        cache = self.__dict__.setdefault("_fast_identity", {})
+        key = tuple(int(s) for s in sp_size)
+        if key not in cache:
+            g = self.rand_affine.get_identity_grid(sp_size, lazy=False)
+            dtype = get_equivalent_dtype(self.rand_affine.rand_affine_grid.dtype or g.dtype, torch.Tensor)
+            cache[key] = _plain(g).to(dtype=dtype).clone()
+        return cache[key]
+
+
+class FastRandHistogramShiftd(mt.RandHistogramShiftd):
+    """MONAI ``RandHistogramShiftd`` with the same draws and bit-identical values (MONAI's torch
+    piecewise-linear interpolation, op for op) on plain tensors instead of MetaTensors."""
+
+    def __call__(self, data):
+        d = dict(data)
+        if not _drawn(self, d):
+            return d
+        self.shifter.randomize(None)
+        for key in self.key_iterator(d):
+            img = _plain(d[key])
+            lo, hi = img.min(), img.max()
+            if lo == hi:  # MONAI warns and returns the image unchanged
+                d[key] = self.shifter(d[key], randomize=False)
+                continue
+            xp = torch.as_tensor(self.shifter.reference_control_points, dtype=img.dtype) * (hi - lo) + lo
+            fp = torch.as_tensor(self.shifter.floating_control_points, dtype=img.dtype) * (hi - lo) + lo
+            m = (fp[1:] - fp[:-1]) / (xp[1:] - xp[:-1])
+            b = fp[:-1] - (m * xp[:-1])
+            flat = img.reshape(-1)
+            idx = (torch.searchsorted(xp, flat) - 1).clamp_(0, len(m) - 1)
+            out = (torch.take(m, idx) * flat + torch.take(b, idx)).reshape(img.shape)
+            out = torch.where(img < xp[0], fp[0], out)
+            d[key] = torch.where(img > xp[-1], fp[-1], out)
+        return d
+
+
+class FastRandAdjustContrastd(mt.RandAdjustContrastd):
+    """MONAI ``RandAdjustContrastd`` with the same draws and bit-identical values: ``AdjustContrast``'s
+    gamma curve, op for op, on plain tensors instead of MetaTensors (MONAI's ``invert_image`` /
+    ``retain_stats`` variants are left to MONAI)."""
+
+    def __call__(self, data):
+        adj = self.adjuster.adjust_contrast
+        if adj.invert_image or adj.retain_stats:
+            return super().__call__(data)
+        d = dict(data)
+        if not _drawn(self, d):
+            return d
+        self.adjuster.randomize(None)
+        gamma = self.adjuster.gamma_value
+        for key in self.key_iterator(d):
+            img = _plain(d[key])
+            img_min = img.min()
+            img_range = img.max() - img_min
+            d[key] = ((img - img_min) / float(img_range + 1e-7)) ** gamma * img_range + img_min
+        return d
+
+
+class FastRandBiasFieldd(mt.RandBiasFieldd):
+    """MONAI ``RandBiasFieldd`` with the same draws: the same polynomial field (products of Legendre
+    polynomials, degree ``degree``, MONAI's coefficient layout) built separably in float64 torch —
+    three small per-axis tables contracted with the coefficient cube — instead of NumPy's ``leggrid3d``
+    over the whole grid; ``image × exp(field)`` in float64 as MONAI computes it, then float32. Equal
+    to MONAI's output to float32 rounding (summation order of the field differs)."""
+
+    def __call__(self, data):
+        d = dict(data)
+        if not _drawn(self, d):
+            return d
+        first_key = self.first_key(d)
+        if first_key == ():  # no key present: nothing to convert (as MONAI)
+            return d
+        rb = self.rand_bias_field
+        rb.randomize(img_size=d[first_key].shape[1:])
+        for key in self.key_iterator(d):
+            img = _plain(d[key])
+            if img.dim() != 4:
+                d[key] = rb(d[key], randomize=False)
+                continue
+            field = _legendre_field(tuple(img.shape[1:]), rb.degree, rb._coeff)
+            out = img.to(torch.float64) * torch.exp(field)[None]
+            d[key] = out.to(get_equivalent_dtype(rb.dtype or img.dtype, torch.Tensor))
+        return d
+
+
+def _legendre_field(shape: tuple[int, int, int], degree: int, coeff: Sequence[float]) -> torch.Tensor:
+    """MONAI ``RandBiasField._generate_random_field`` for a 3-D shape, separably: sum over
+    i + j + k <= degree of c_ijk P_i(x) P_j(y) P_k(z) on float32 ``linspace(-1, 1)`` coordinates."""
+    cube = np.zeros((degree + 1,) * 3)
+    pts = [[i, j, k] for i in range(degree + 1) for j in range(degree + 1 - i) for k in range(degree + 1 - i - j)]
+    p = np.asarray(pts)
+    cube[p[:, 0], p[:, 1], p[:, 2]] = coeff
+    tabs = []
+    for n in shape:
+        x = torch.from_numpy(np.linspace(-1.0, 1.0, n, dtype=np.float32)).to(torch.float64)
+        P = [torch.ones_like(x), x]
+        for k in range(1, degree):
+            P.append(((2 * k + 1) * x * P[k] - k * P[k - 1]) / (k + 1))
+        tabs.append(torch.stack(P[: degree + 1]))  # [degree + 1, n]
+    c = torch.from_numpy(cube)
+    t = torch.tensordot(c, tabs[2], dims=([2], [0]))  # [i, j, z]
+    t = torch.tensordot(t, tabs[1], dims=([1], [0]))  # [i, z, y]
+    t = torch.tensordot(tabs[0], t, dims=([0], [0]))  # [x, z, y]
+    return t.permute(0, 2, 1).contiguous()
+
+
 def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str = "standard") -> mt.Compose:
     """Patch sampling + augmentation of the real image.
 
@@ -148,22 +329,22 @@ def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str
     ]
     if recipe == "standard":
         steps += [
-            mt.RandAffined(keys=keys, prob=0.5, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.1, 0.1, 0.1), mode=("bilinear", "nearest"),
-                           padding_mode="zeros", spatial_size=p, cache_grid=True),
+            FastRandAffined(keys=keys, prob=0.5, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.1, 0.1, 0.1), mode=("bilinear", "nearest"),
+                            padding_mode="zeros", spatial_size=p, cache_grid=True),
             mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
-            mt.RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.3),
+            FastRandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.3),
         ]
     else:
         if cfg.modality.upper() in ("MRI", "MR"):
             # before the affine: its zero padding and the skull-stripped background stay background
             steps.append(mt.RandLambdad(keys="image", func=invert_inside_head, prob=0.3, track_meta=False))
         steps += [
-            mt.RandAffined(keys=keys, prob=0.7, rotate_range=(0.35, 0.35, 0.35), scale_range=(0.12, 0.12, 0.12), mode=("bilinear", "nearest"),
-                           padding_mode="zeros", spatial_size=p, cache_grid=True),
-            mt.RandHistogramShiftd(keys="image", num_control_points=(4, 10), prob=0.4),
-            mt.RandAdjustContrastd(keys="image", gamma=(0.6, 1.6), prob=0.5),
-            mt.RandBiasFieldd(keys="image", degree=3, coeff_range=(0.0, 0.3), prob=0.3),
+            FastRandAffined(keys=keys, prob=0.7, rotate_range=(0.35, 0.35, 0.35), scale_range=(0.12, 0.12, 0.12), mode=("bilinear", "nearest"),
+                            padding_mode="zeros", spatial_size=p, cache_grid=True),
+            FastRandHistogramShiftd(keys="image", num_control_points=(4, 10), prob=0.4),
+            FastRandAdjustContrastd(keys="image", gamma=(0.6, 1.6), prob=0.5),
+            FastRandBiasFieldd(keys="image", degree=3, coeff_range=(0.0, 0.3), prob=0.3),
             mt.RandGaussianNoised(keys="image", std=0.02, prob=0.15),
             mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),

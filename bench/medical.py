@@ -57,18 +57,17 @@ def reference_train_loader(case: dict, pipe):
     return DataLoader(Dataset([case] * 1000, transform=tf), batch_size=1, shuffle=True, num_workers=0)
 
 
-def ours_train_loader(case: dict, pipe, recipe: str = "standard", process: bool = False):
+def ours_train_loader(case: dict, pipe, recipe: str = "standard"):
     """The trainer's batches: cached preprocessing, ``recipe``'s augmentation, prepared on a background
-    thread while the step computes (``training.prefetch``, as ``fit`` does); ``process``: in one worker
-    process instead (``training.prefetch_process``, tried in session 4, not adopted)."""
+    thread while the step computes (``training.prefetch``, as ``fit`` does)."""
     from monai.data import DataLoader, list_data_collate
 
-    from domains.medical.training import prefetch, prefetch_process
+    from domains.medical.training import prefetch
     from domains.medical.transforms import cached_patch_dataset
 
     ds = cached_patch_dataset([case], pipe, draws_per_epoch=1000, recipe=recipe)
     loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=0, collate_fn=list_data_collate)
-    return prefetch_process(loader, ds.base.transform) if process else prefetch(loader)
+    return prefetch(loader)
 
 
 def ours_synth_loader(pipe):
@@ -93,10 +92,9 @@ def one_batch_repeated(loader):
 
 def train_throughput(loader, model, steps: int, step_fn, make_opt=None) -> tuple[float, float, float]:
     """(patches/s, peak RSS MB, CPU seconds per patch) over ``steps`` optimizer steps after 2 warm-up
-    steps. CPU seconds are those of every thread of this process (``time.process_time``) plus those of
-    its child processes in the same interval (our batch worker, ``training.prefetch_process``): the
-    work done, nearly independent of other jobs' load, whereas patches/s is wall-clock. Peak RSS: this
-    process's, plus the memory unique to a worker process (its USS; the rest it shares with this one)."""
+    steps. CPU seconds are those of every thread of this process (``time.process_time``: the step and
+    the batch-preparing thread): the work done, nearly independent of other jobs' load, whereas
+    patches/s is wall-clock."""
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
@@ -107,44 +105,14 @@ def train_throughput(loader, model, steps: int, step_fn, make_opt=None) -> tuple
     with PeakRSS() as mem:
         for i in range(steps + 2):
             if i == 2:
-                t0, c0, k0, n = time.perf_counter(), time.process_time(), _children_cpu(), 0
+                t0, c0, n = time.perf_counter(), time.process_time(), 0
             b = next(it)
             step_fn(model, b, loss_fn, opt)
             n += b["image"].shape[0]
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0 + _children_cpu() - k0
-        worker_mb = _children_uss_mb()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if hasattr(it, "close"):
         it.close()
-    return n / wall, mem.peak_mb + worker_mb, cpu / n
-
-
-def _children_cpu() -> float:
-    """CPU seconds of this process's live children and of those already waited for."""
-    import resource
-
-    import psutil
-
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    live = 0.0
-    for c in psutil.Process().children(recursive=True):
-        try:
-            t = c.cpu_times()
-            live += t.user + t.system
-        except psutil.Error:
-            pass
-    return ru.ru_utime + ru.ru_stime + live
-
-
-def _children_uss_mb() -> float:
-    import psutil
-
-    total = 0.0
-    for c in psutil.Process().children(recursive=True):
-        try:
-            total += c.memory_full_info().uss / 2**20
-        except psutil.Error:
-            pass
-    return total
+    return n / wall, mem.peak_mb, cpu / n
 
 
 def reference_step(model, b, loss_fn, opt) -> None:
@@ -313,10 +281,8 @@ def speed_and_quality(args) -> str:
 
     # training: reference and ours alternate, --repeats times (the machine's load drifts; medians are reported)
     loaders = {"standard": lambda: ours_train_loader(case, pipe), "robust": lambda: ours_train_loader(case, pipe, recipe="robust"),
-               "robust-process": lambda: ours_train_loader(case, pipe, recipe="robust", process=True),
                "synth": lambda: ours_synth_loader(pipe), "step": lambda: one_batch_repeated(ours_train_loader(case, pipe))}
     kinds = (("standard", "standard augmentation"), ("robust", "default (robust) augmentation"),
-             ("robust-process", "default (robust) augmentation, batches in one worker process instead of the thread (tried in session 4, not adopted)"),
              ("synth", "synth pipeline"), ("step", "our training step alone, one batch repeated (no data preparation in the loop)"))
     tr: dict = {}
     for _ in range(args.repeats):
@@ -334,9 +300,9 @@ def speed_and_quality(args) -> str:
         add(f"training throughput, {label} (patches/s, higher is better)", med["reference"][0],
             {name: med[(kind, name)][0] for name, _ in variants}, True)
     for kind, label in kinds:
-        add(f"training CPU time per patch, {label} (CPU s of all the process's threads and of its batch worker process; ratio = reference / ours)", med["reference"][2],
+        add(f"training CPU time per patch, {label} (CPU s of all the process's threads; ratio = reference / ours)", med["reference"][2],
             {name: med[(kind, name)][2] for name, _ in variants}, False)
-    rows_speed.append({"measure": "training peak RSS, standard augmentation (MB; ours: the process plus its worker's unique memory)", "reference": med["reference"][1], **{f"ours {k}": med[("standard", k)][1] for k, _ in variants},
+    rows_speed.append({"measure": "training peak RSS, standard augmentation (MB)", "reference": med["reference"][1], **{f"ours {k}": med[("standard", k)][1] for k, _ in variants},
                        **{f"ratio {k}": med[("standard", k)][1] / med["reference"][1] for k, _ in variants}})
 
     model_run = Path(args.model_run) if args.model_run else None
@@ -387,10 +353,9 @@ def speed_and_quality(args) -> str:
           "Reference = MONAI spleen-tutorial style (plain Dataset + DataLoader re-preprocessing every batch, fp32; "
           "`sliding_window_inference` with its defaults then `Invertd` of the full softmax), same UNet(16,32,64,128), same data "
           "(Colin27 → MNI152), 3 mm, 48³ patches, 4 per step. Ours = `domains.medical` (cached preprocessing, batches prepared on a "
-          "background thread while the step computes (`training.prefetch`, as the trainer does; one row instead prepares them in one worker "
-          "process, `training.prefetch_process`, what MONAI's `DataLoader(num_workers=1)` does, with the plain loop's augmentation draws — "
-          "tried in session 4, not adopted; the reference draws its batches in the loop, `num_workers=0`; CPU time and peak RSS include a "
-          "worker's), the trainer's own `train_step`, model layout (`training.to_train_layout`: fp32 on the CPU in channels-last, instance norms as one-channel group norms) and optimizer (AdamW with its fused kernel), `Segmenter.predict_volume`: the same sliding window (overlap 0.25, "
+          "background thread while the step computes (`training.prefetch`, as the trainer does; the reference draws its batches in the loop, "
+          "`num_workers=0`; since session 5 the augmentation's affine, histogram-shift, gamma and bias-field steps are MONAI subclasses "
+          "(`transforms.FastRand*`) with MONAI's random draws and values, computed without MetaTensor overhead), the trainer's own `train_step`, model layout (`training.to_train_layout`: fp32 on the CPU in channels-last, instance norms as one-channel group norms) and optimizer (AdamW with its fused kernel), `Segmenter.predict_volume`: the same sliding window (overlap 0.25, "
           "Gaussian blending), then the softmax resampled back to the input grid only inside the box the network labelled foreground, "
           "axis by axis when the grids are axis-aligned). "
           f"Training: {args.steps} timed steps after 2 warm-up steps, pipelines alternating, medians over {args.repeats} repeat(s); "

@@ -42,7 +42,7 @@ from domains.medical.synth import SynthSampler, load_head
 from domains.medical.transforms import AUGMENT_RECIPES, cached_patch_dataset, intensity_transform, invert_inside_head, preprocess
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["fit", "fit_slices", "train_step", "train_memory_format", "to_train_layout", "InstanceNormAsGroupNorm", "prefetch", "prefetch_process", "make_optimizer", "validation_volume", "pipeline_config", "write_task_meta",
+__all__ = ["fit", "fit_slices", "train_step", "train_memory_format", "to_train_layout", "InstanceNormAsGroupNorm", "prefetch", "make_optimizer", "validation_volume", "pipeline_config", "write_task_meta",
            "slice_batches", "load_training_task", "validation_case", "contrast_pose_copies", "transform_rng_state", "set_transform_rng_state", "validate_all", "synth_sampler"]
 
 log = get_logger("medical.training")
@@ -252,153 +252,6 @@ def prefetch(batches, depth: int = 2) -> Iterator:
         t.join()
 
 
-def prefetch_process(loader, transform: Any) -> Iterator:
-    """The batches of ``loader`` (a DataLoader with ``num_workers=0`` over a dataset whose random draws
-    are made by the MONAI transforms reachable from ``transform``), prepared in ONE forked worker
-    process while the caller computes — what MONAI's / torch's ``DataLoader(num_workers=1)`` does, but
-    with the plain loop's draws: the same batches in the same order and, when the epoch is exhausted,
-    the transforms' random states (:func:`transform_rng_state`) and the caller's global RNGs where the
-    plain loop leaves them, so checkpoints and ``--resume`` stay bit-exact. The worker does the
-    Python-heavy transform chain without competing with the training step for the GIL (on a thread,
-    :func:`prefetch`, it does).
-
-    How: the epoch's index order is drawn here, on the calling thread, through the loader's own
-    batch sampler and generator (a DataLoader over the indices: the same draws of the global torch
-    RNG as iterating ``loader``); the worker, forked with the transforms' current random states,
-    applies ``dataset[i]`` and the loader's ``collate_fn`` in that order, sends each batch through a
-    pipe (at most one ready batch ahead), and at the end sends its random states, which are set on
-    ``transform`` here. Closing the generator early kills the worker (its draws are then lost, as a
-    DataLoader worker's are). The worker dies with its parent (Linux ``PR_SET_PDEATHSIG``, which fires
-    when the creating thread ends: iterate this on the thread that created it; a broken pipe
-    otherwise) and on Ctrl-C; it never touches an accelerator and runs torch with one thread. Forking
-    costs ~0.1 s per epoch before the first batch (copy-on-write of the parent's memory).
-    Without the ``fork`` start method (Windows), or for a loader it cannot mirror, this is
-    :func:`prefetch` (a thread)."""
-    import multiprocessing as mp
-    import os
-    import pickle
-
-    from torch.utils.data import DataLoader
-
-    if "fork" not in mp.get_all_start_methods() or getattr(loader, "num_workers", 1) != 0 or getattr(loader, "batch_sampler", None) is None:
-        yield from prefetch(loader)
-        return
-    order = list(DataLoader(range(len(loader.dataset)), batch_sampler=loader.batch_sampler, collate_fn=list, generator=loader.generator))
-    dataset, collate = loader.dataset, loader.collate_fn
-    ctx = mp.get_context("fork")
-    recv, send = ctx.Pipe(duplex=False)
-    parent = os.getpid()
-
-    def work() -> None:
-        import signal
-
-        recv.close()
-        _die_with_parent(parent)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        torch.set_num_threads(1)
-        try:
-            for idx in order:
-                _send(send, ("batch", _tensors_as_arrays(collate([dataset[i] for i in idx]))))
-            _send(send, ("end", transform_rng_state(transform)))
-        except (BrokenPipeError, ConnectionResetError):  # the consumer is gone
-            return
-        except BaseException as e:  # noqa: BLE001 — handed to the caller
-            try:
-                msg = pickle.dumps(("error", e))
-                pickle.loads(msg)
-            except Exception:  # noqa: BLE001 — an exception that does not pickle (or unpickle): its text
-                import traceback
-
-                msg = pickle.dumps(("error", RuntimeError("".join(traceback.format_exception(e)))))
-            try:
-                send.send_bytes(pickle.dumps((msg, [])))
-            except OSError:
-                pass
-
-    proc = ctx.Process(target=work, name="medical-prefetch", daemon=True)
-    proc.start()
-    send.close()
-    try:
-        while True:
-            try:
-                kind, payload = _recv(recv)
-            except EOFError:
-                proc.join(5)
-                raise RuntimeError(f"the batch worker process (pid {proc.pid}) ended without finishing its epoch (exit code {proc.exitcode})") from None
-            if kind == "batch":
-                yield _arrays_as_tensors(payload)
-            elif kind == "end":
-                set_transform_rng_state(transform, payload)
-                return
-            else:
-                raise payload
-    finally:
-        recv.close()
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
-
-
-class _Array:
-    """A tensor's data on its way from the batch worker (a NumPy array: pickled out of band, no copy)."""
-
-    def __init__(self, a: np.ndarray):
-        self.a = a
-
-
-def _tensors_as_arrays(batch: Any) -> Any:
-    if isinstance(batch, dict):
-        return {k: _Array(v.numpy()) if type(v) is torch.Tensor and v.is_contiguous() else v for k, v in batch.items()}
-    return batch
-
-
-def _arrays_as_tensors(batch: Any) -> Any:
-    if isinstance(batch, dict):
-        return {k: torch.from_numpy(v.a) if isinstance(v, _Array) else v for k, v in batch.items()}
-    return batch
-
-
-def _send(conn, obj: Any) -> None:
-    """``obj`` through a pipe, its large arrays as separate out-of-band buffers (pickle protocol 5)."""
-    import pickle
-
-    bufs: list = []
-    head = pickle.dumps(obj, protocol=5, buffer_callback=bufs.append)
-    raws = [b.raw() for b in bufs]
-    conn.send_bytes(pickle.dumps((head, [r.nbytes for r in raws])))
-    for r in raws:
-        conn.send_bytes(r)
-
-
-def _recv(conn) -> Any:
-    """The object :func:`_send` sent: its buffers received straight into writable memory (the arrays
-    the tensors are made from)."""
-    import pickle
-
-    head, sizes = pickle.loads(conn.recv_bytes())
-    bufs = []
-    for n in sizes:
-        b = bytearray(n)
-        conn.recv_bytes_into(b)
-        bufs.append(b)
-    return pickle.loads(head, buffers=bufs)
-
-
-def _die_with_parent(parent: int) -> None:
-    """In a forked worker: be killed when ``parent`` dies (Linux ``PR_SET_PDEATHSIG``), exit at once if
-    it already has."""
-    import ctypes
-    import os
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the broken pipe ends the worker instead
-        pass
-    if os.getppid() != parent:
-        os._exit(0)
-
-
 def make_optimizer(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     """The trainer's AdamW; its fused kernel on CPU and CUDA (one pass over all parameters instead of
     a Python loop of small ops: ~0.003 instead of ~0.011 CPU-s per step for the default UNet)."""
@@ -526,8 +379,8 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
         net.train()
         losses = []
         batches = sampler.batches(cfg.num_samples, cfg.iters_per_epoch) if sampler is not None else loader
-        # batches prepared on a thread while the step computes; `prefetch_process` (one worker process) was measured
-        # slower on the idle machine at the end of session 4 (bench row "... in one worker process"), so it is not used here
+        # batches prepared on a thread while the step computes (a worker process was tried in session 4 and removed
+        # in session 5: no gain on the idle machine, and the step is not measurably blocked by the thread)
         batches = prefetch(batches)
         for batch in progress(batches, desc=f"epoch {epoch + 1}/{cfg.max_epochs}", total=cfg.iters_per_epoch, leave=False, disable=not run.is_main):
             loss = train_step(net, batch, loss_fn, opt, device, cfg.amp, scaler, memory_format=fmt)

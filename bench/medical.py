@@ -219,8 +219,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="speed: measure reference and ours alternately this many times; medians "
                     "(training) and minima (inference, at least 2 runs each) are reported")
     ap.add_argument("--no-write", action="store_true", help="print only, do not touch BENCHMARKS.md")
-    ap.add_argument("--part", choices=["all", "speed", "robustness"], default="all",
-                    help="speed: the reference comparison (section 'medical'); robustness: the acquisition variants (section 'medical-robustness')")
+    ap.add_argument("--part", choices=["all", "speed", "robustness", "prep"], default="all",
+                    help="speed: the reference comparison (section 'medical'); robustness: the acquisition variants (section 'medical-robustness'); "
+                         "prep: CPU time of each augmentation transform, ours (transforms.FastRand*) vs MONAI's own classes, --steps blocks of "
+                         "10 draws per chain (prints, never writes; not part of 'all')")
     ap.add_argument("--standard-run", default=None, help="a model trained the pre-issue-14 way (--augment standard) for the robustness table; "
                     "default: runs/medical/standard (python -m domains.medical.train --name standard --augment standard) when it exists")
     ap.add_argument("--variants", nargs="*", default=None, help="robustness: only these variants (names as in domains.medical.variants)")
@@ -247,12 +249,83 @@ def main(argv=None) -> int:
         print(text)
         if not args.no_write:
             write_benchmark_section("medical", "## Medical (MONAI segmentation)\n\n" + text)
+    if args.part == "prep":
+        print(augmentation_cost(args))
     if args.part in ("all", "robustness"):
         text = robustness_section(args)
         print(text)
         if not args.no_write and args.split == "test":
             write_benchmark_section("medical-robustness", "## Medical: robustness to acquisition (issue 14)\n\n" + text)
     return 0
+
+
+def augmentation_cost(args) -> str:
+    """CPU time per patch of each random transform of the trainer's augmentation (both recipes) on the
+    speed bench's data — Colin27 cached, 48³ patches, 4 per draw — with ours (``transforms.FastRand*``)
+    and with MONAI's own classes (``fast=False``), in blocks of 10 draws alternating between the two
+    chains (same seed), on this thread (``time.thread_time``: the work done, nearly independent of
+    other jobs' load). Also counts the patches that differ between the two and compares their random
+    states at the end."""
+    from copy import deepcopy
+
+    from monai.data import list_data_collate
+    from monai.transforms import RandomizableTrait, Transform, apply_transform
+
+    from domains.medical.config import PipelineConfig
+    from domains.medical.data import BRAIN_TASK, read_msd_task, task_dir
+    from domains.medical.training import transform_rng_state
+    from domains.medical.transforms import cached_patch_dataset
+
+    load0 = os.getloadavg()[0]
+    task = read_msd_task(task_dir(BRAIN_TASK))
+    pipe = PipelineConfig(modality="MRI", num_classes=task.num_classes)
+    blocks, draws = max(2, args.steps), 10
+    md = []
+    for recipe in ("robust", "standard"):
+        chains, cost, block_cpu, outs = {}, {}, {}, {}
+        for name in ("MONAI", "ours"):
+            ds = cached_patch_dataset(task.training[:1], pipe, draws_per_epoch=1, recipe=recipe, fast=name == "ours").base
+            tf = ds.transform
+            tf.set_random_state(0)
+            first = tf.get_index_of_first(lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
+            chains[name] = (ds._cache[0], tf, tf.transforms[first:])
+            cost[name], block_cpu[name] = {}, []
+        differ = patches = 0
+        for b in range(blocks):
+            for name in (("MONAI", "ours") if b % 2 == 0 else ("ours", "MONAI")):
+                cached, _, steps = chains[name]
+                c_block, batches = time.thread_time(), []
+                for _ in range(draws):
+                    c = time.thread_time()
+                    data = deepcopy(cached)  # CacheDataset's copy of the cached item
+                    cost[name]["(cache copy)"] = cost[name].get("(cache copy)", 0.0) + time.thread_time() - c
+                    for t in steps:
+                        c = time.thread_time()
+                        data = apply_transform(t, data)
+                        label = type(t).__name__.removeprefix("Fast")
+                        cost[name][label] = cost[name].get(label, 0.0) + time.thread_time() - c
+                    c = time.thread_time()
+                    batches.append(list_data_collate(data))
+                    cost[name]["(collate)"] = cost[name].get("(collate)", 0.0) + time.thread_time() - c
+                block_cpu[name].append(time.thread_time() - c_block)
+                outs[name] = batches
+            for x, y in zip(outs["MONAI"], outs["ours"]):
+                patches += x["image"].shape[0]
+                differ += sum(int(not (torch.equal(x["image"][i], y["image"][i]) and torch.equal(x["label"][i], y["label"][i])))
+                              for i in range(x["image"].shape[0]))
+        n = blocks * draws * pipe.num_samples
+        same_rng = transform_rng_state(chains["MONAI"][1]) == transform_rng_state(chains["ours"][1])
+        ratio = float(np.median([o / m for o, m in zip(block_cpu["ours"], block_cpu["MONAI"])]))
+        rows = [{"step": k, "MONAI (ms/patch)": 1e3 * cost["MONAI"].get(k, 0.0) / n, "ours (ms/patch)": 1e3 * cost["ours"].get(k, 0.0) / n}
+                for k in cost["MONAI"]]
+        rows.append({"step": "**total**", "MONAI (ms/patch)": 1e3 * sum(block_cpu["MONAI"]) / n, "ours (ms/patch)": 1e3 * sum(block_cpu["ours"]) / n})
+        md += [f"**{recipe}** augmentation: {n} patches per chain; ours / MONAI, median over the {blocks} paired blocks: **{ratio:.3f}**; "
+               f"patches that differ: {differ} of {patches}; random states equal at the end: {'yes' if same_rng else 'NO'}", "",
+               markdown_table(rows, ["step", "MONAI (ms/patch)", "ours (ms/patch)"]), ""]
+    head = (f"Command: `python bench/medical.py --part prep --steps {args.steps}` — {machine_line()}; CPU: {cpu_label()}; 1-min load average "
+            f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; torch threads {args.threads}. CPU time per patch of each step of the "
+            "training augmentation (after the cached preprocessing), on one thread.")
+    return "\n".join([head, ""] + md)
 
 
 def speed_and_quality(args) -> str:

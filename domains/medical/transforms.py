@@ -306,7 +306,7 @@ def _legendre_field(shape: tuple[int, int, int], degree: int, coeff: Sequence[fl
     return t.permute(0, 2, 1).contiguous()
 
 
-def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str = "standard") -> mt.Compose:
+def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str = "standard", fast: bool = True) -> mt.Compose:
     """Patch sampling + augmentation of the real image.
 
     ``standard``: rotation ±8.6° (p 0.5), scale ±10 %, intensity scale/shift, gamma 0.8–1.25.
@@ -315,12 +315,16 @@ def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str
     :func:`invert_inside_head`; not for CT, whose Hounsfield units do not change with the scanner);
     a random monotone intensity curve (MONAI ``RandHistogramShiftd``, p 0.4); gamma 0.6–1.6 (p 0.5);
     a smooth multiplicative bias field (``RandBiasFieldd``, p 0.3); Gaussian noise (p 0.15); the
-    standard scale/shift."""
+    standard scale/shift. ``fast`` (default): the affine, histogram-shift, gamma and bias-field steps
+    are the ``FastRand*`` subclasses (MONAI's draws and values, computed more cheaply); ``False``:
+    MONAI's own classes (the reference the tests and ``bench/medical.py --part prep`` compare with)."""
     # RandAffined: the patch-sized identity grid is built once (cache_grid), not per draw — the same output
     if recipe not in AUGMENT_RECIPES:
         raise ValueError(f"unknown augmentation recipe {recipe!r}; expected one of {AUGMENT_RECIPES}")
     keys = ["image", "label"]
     p = (cfg.patch,) * 3
+    affine, hist_shift, contrast, bias = ((FastRandAffined, FastRandHistogramShiftd, FastRandAdjustContrastd, FastRandBiasFieldd) if fast else
+                                          (mt.RandAffined, mt.RandHistogramShiftd, mt.RandAdjustContrastd, mt.RandBiasFieldd))
     ratios = [0.5] + [1.0] * (cfg.num_classes - 1)
     steps: list[Any] = [
         mt.SpatialPadd(keys=keys, spatial_size=p),
@@ -329,22 +333,22 @@ def train_augment(cfg: PipelineConfig, cached_indices: bool = False, recipe: str
     ]
     if recipe == "standard":
         steps += [
-            FastRandAffined(keys=keys, prob=0.5, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.1, 0.1, 0.1), mode=("bilinear", "nearest"),
-                            padding_mode="zeros", spatial_size=p, cache_grid=True),
+            affine(keys=keys, prob=0.5, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.1, 0.1, 0.1), mode=("bilinear", "nearest"),
+                   padding_mode="zeros", spatial_size=p, cache_grid=True),
             mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
-            FastRandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.3),
+            contrast(keys="image", gamma=(0.8, 1.25), prob=0.3),
         ]
     else:
         if cfg.modality.upper() in ("MRI", "MR"):
             # before the affine: its zero padding and the skull-stripped background stay background
             steps.append(mt.RandLambdad(keys="image", func=invert_inside_head, prob=0.3, track_meta=False))
         steps += [
-            FastRandAffined(keys=keys, prob=0.7, rotate_range=(0.35, 0.35, 0.35), scale_range=(0.12, 0.12, 0.12), mode=("bilinear", "nearest"),
-                            padding_mode="zeros", spatial_size=p, cache_grid=True),
-            FastRandHistogramShiftd(keys="image", num_control_points=(4, 10), prob=0.4),
-            FastRandAdjustContrastd(keys="image", gamma=(0.6, 1.6), prob=0.5),
-            FastRandBiasFieldd(keys="image", degree=3, coeff_range=(0.0, 0.3), prob=0.3),
+            affine(keys=keys, prob=0.7, rotate_range=(0.35, 0.35, 0.35), scale_range=(0.12, 0.12, 0.12), mode=("bilinear", "nearest"),
+                   padding_mode="zeros", spatial_size=p, cache_grid=True),
+            hist_shift(keys="image", num_control_points=(4, 10), prob=0.4),
+            contrast(keys="image", gamma=(0.6, 1.6), prob=0.5),
+            bias(keys="image", degree=3, coeff_range=(0.0, 0.3), prob=0.3),
             mt.RandGaussianNoised(keys="image", std=0.02, prob=0.15),
             mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
@@ -370,15 +374,15 @@ class Repeat(torch.utils.data.Dataset):
 
 
 def cached_patch_dataset(cases: Sequence[dict], cfg: PipelineConfig, draws_per_epoch: int, preprocessed: bool = False,
-                         recipe: str = "standard") -> torch.utils.data.Dataset:
+                         recipe: str = "standard", fast: bool = True) -> torch.utils.data.Dataset:
     """Deterministic preprocessing cached once (``CacheDataset``); random patches drawn per item
-    with :func:`train_augment`'s ``recipe``. ``preprocessed``: the cases are already outputs of
+    with :func:`train_augment`'s ``recipe`` (and ``fast``). ``preprocessed``: the cases are already outputs of
     :func:`preprocess` (not file paths)."""
     from monai.data import CacheDataset
 
     # the per-class voxel indices are computed once and cached too, so each patch draw is O(1)
     index = mt.ClassesToIndicesd(keys="label", num_classes=cfg.num_classes, indices_postfix="_cls_indices")
     pre = [] if preprocessed else list(preprocess(cfg).transforms)
-    full = mt.Compose([*pre, index, *train_augment(cfg, cached_indices=True, recipe=recipe).transforms])
+    full = mt.Compose([*pre, index, *train_augment(cfg, cached_indices=True, recipe=recipe, fast=fast).transforms])
     cache = CacheDataset(list(cases), transform=full, cache_rate=1.0, num_workers=0, progress=False)
     return Repeat(cache, max(draws_per_epoch, len(cases)))

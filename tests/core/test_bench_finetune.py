@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 
@@ -59,3 +60,85 @@ def test_reuse_renders_cached_task_rows_and_refuses_another_budget(tmp_path):
     cache("A", "BitFit (biases + head)", 0.4, QUICK)
     with pytest.raises(SystemExit, match="another budget"):
         main(["--tasks", "", "--reuse", "A", "--cache-dir", str(tmp_path), "--no-write"])
+
+
+def test_cv_units_partition_the_training_items():
+    from bench.finetune import SELECT_B_CV_UNITS, cv_units
+
+    n = 1346
+    plan = cv_units(n, SELECT_B_CV_UNITS)
+    assert len({seed for _, _, seed, _, _ in plan}) == len(plan) == 10  # one seed per unit
+    for rep in (0, 1):
+        folds = [(v, f) for r, _, _, v, f in plan if r == rep]
+        assert np.array_equal(np.sort(np.concatenate([v for v, _ in folds])), np.arange(n))  # every item validated once per repeat
+        for v, f in folds:
+            assert len(np.intersect1d(v, f)) == 0 and len(v) + len(f) == n
+    v0 = plan[0][3]
+    assert np.array_equal(v0, np.arange(n // 5))  # repeat 0 fold 0 = the single split of --select B (first 20 %)
+    v_rep1 = next(v for r, fold, _, v, _ in plan if r == 1 and fold == 0)
+    assert not np.array_equal(np.sort(v_rep1), v0)  # repeat 1 re-partitions the items
+
+
+def test_choose_lora_divides_by_the_reference_of_the_same_unit():
+    from bench.finetune import choose_lora
+
+    def rec(config, epochs, fold, val, params=100):
+        return {"config": config, "epochs": epochs, "seed": 0, "repeat": 0, "fold": fold, "val": val, "params": params, "fraction": 0.01}
+
+    # the same seed in two folds: each LoRA value must be divided by its own fold's full FT
+    res = [rec("full FT", 1, 0, 0.50), rec("full FT", 1, 1, 0.80), rec("lora", 1, 0, 0.50), rec("lora", 1, 1, 0.80)]
+    assert abs(choose_lora(res)["score"] - 1.0) < 1e-12
+
+
+def test_lora_target_uses_the_full_ft_of_the_same_seed():
+    from bench.finetune import Row, targets
+
+    ref = Row("B x", "full FT", 100, 100, 1.0, 0.70, None, None)
+    lora = Row("B x", "LoRA r=8", 1, 100, 0.5, 0.686, None, None, extra={"seeds": [0.686, 0.66], "ref_seeds": [0.70, 0.66]})
+    line = next(t for t in targets("B x", [ref, lora]) if "LoRA" in t)
+    assert "mean ± sd over 2 seeds 99.0% ± 1.4%" in line and "per seed 98.0%, 100.0%" in line  # not 0.66 / 0.70
+    assert "same seed" in line and line.endswith("**met**")
+    lora.extra["ref_seeds"] = None  # older caches: every seed against the table's reference
+    assert "mean ± sd over 2 seeds 96.1%" in next(t for t in targets("B x", [ref, lora]) if "LoRA" in t)
+
+
+def test_reuse_compares_only_the_budget_fields_of_the_cached_task(tmp_path):
+    import dataclasses
+    import json
+
+    from bench.finetune import Budget, Row, main
+
+    def cache(task, budget):
+        rows = [dataclasses.asdict(Row(f"{task} x", "full FT", 10, 10, 1.0, 0.5, 100, 0.1))]
+        (tmp_path / f"{task}.json").write_text(json.dumps({"task": task, "measured": "2026-11-30 00:00 UTC", "minutes": 1.0,
+                                                           "budget": budget, "rows": rows}, default=str))
+
+    old = dataclasses.asdict(Budget())
+    del old["lora_seeds"]  # a task-A cache written before task B's seeds existed
+    old["text_epochs"] = 3  # and with another task-B epoch count
+    cache("A", old)
+    cache("B", dataclasses.asdict(dataclasses.replace(Budget(), lora_seeds=(0, 1, 2))))
+    assert main(["--tasks", "", "--reuse", "A", "--cache-dir", str(tmp_path), "--no-write"]) == 0
+    with pytest.raises(SystemExit, match="another budget"):  # task B's own seeds differ
+        main(["--tasks", "", "--reuse", "B", "--cache-dir", str(tmp_path), "--no-write"])
+
+
+@pytest.mark.slow
+def test_task_b_seed_pairs_in_a_worker_match_the_in_process_ones(tmp_path):
+    import dataclasses
+
+    import bench.finetune as bf
+
+    b = dataclasses.replace(bf.QUICK, lora_seeds=(0, 1, 2))
+    got = {}
+    for workers in (0, 1):
+        bf.SEED_WORKERS = workers
+        try:
+            rows = bf.task_genres(b, tmp_path)
+        finally:
+            bf.SEED_WORKERS = 0
+        lora = next(r for r in rows if r.variant.startswith("LoRA"))
+        assert len(lora.extra["seeds"]) == len(lora.extra["ref_seeds"]) == 3
+        assert lora.extra["ref_seeds"][0] == rows[0].metric  # seed 0's reference is the table's full-FT row
+        got[workers] = (lora.extra["seeds"], lora.extra["ref_seeds"])
+    assert np.allclose(got[0], got[1], atol=1e-6)  # seeds 2.. trained in another process give the same pairs

@@ -14,7 +14,7 @@ Rows per task: full fine-tuning (reference for time and latency), LoRA (merged f
 random init (task A), int8 (torchao: PT2E x86 quantizer for the CNN, quantize_ int8 dynamic for the transformer, + Inductor; also ONNX Runtime int8), and a distilled student
 with ≥ 4× fewer parameters. Time/epoch and latency are ratios to the full-FT model measured in this run.
 
-    python -m bench.finetune            # full (≈ 7 min on 2 cores: the two tasks run in parallel processes)
+    python -m bench.finetune            # full (task A ≈ 7 min, task B ≈ 12 min with --seed-workers 1; tasks in parallel processes)
     python -m bench.finetune --quick    # smoke run, seconds-to-a-minute; does not touch BENCHMARKS.md unless --write
     python -m bench.finetune --select A # the validation search behind the task-A student (B, B-longer: earlier task-B LoRA searches);
                                         # the training data split into fit / validation, the test split never loaded
@@ -68,7 +68,7 @@ class Budget:
     n_train: int = 512
     n_test: int = 384
     img_epochs: int = 3
-    text_epochs: int = 7  # task B full FT (and BitFit): the reference's epoch count chosen on validation (--select B-longer)
+    text_epochs: int = 7  # task B full FT (and BitFit): the reference's epoch count chosen on validation (--select B-cv)
     student_epochs: int = 8
     latency_repeats: int = 5
     compile_int8: bool = True
@@ -858,21 +858,26 @@ NOTES = """
   so validation ratios are optimistic; the test ratio is across hemispheres. Task B's student starts from a PCA of
   the teacher's token embeddings.
 - Task B's LoRA adapts every linear layer of MiniLM (q, k, v, attention output and both MLP layers; r = 8, α = 16,
-  lr 5e-4, the head trained fully at lr 3e-3) for 7 epochs; the full-FT reference also trains 7 epochs (was 3).
-  Chosen on validation only (20 % of the training items held out, every setting scored after every epoch, seeds
-  0–2) by a rule fixed before the search (`choose_lora`: the reference's epochs = its best mean validation epoch
-  count; then the best mean LoRA / full-FT ratio; within 0.3 points fewer parameters, then fewer epochs win).
-  `--select B` (up to 6 epochs): full FT 0.532 / 0.630 / 0.666 / 0.707 / 0.724 / 0.735 AUC after 1–6 epochs;
-  LoRA lr 5e-4 0.527 / 0.578 / 0.634 / 0.672 / 0.698 / 0.737 (100.4 % ± 2.8 % at 6); lr 2e-3 at r = 8 and r = 16
-  diverged (67–76 %; that search stopped during their seed 2, which could not change the pick). Measured on the
-  test items at 6 / 6 epochs: 97.2 % ± 1.2 %. Then `--select B-longer` (both up to 10 epochs): full FT peaks at 7
-  (0.737, then 0.731 / 0.727 / 0.726), LoRA at 7 epochs 0.751 = 102.0 % ± 3.2 % → 7 / 7, this table.
-  Last session's miss was mostly the epoch budget (at 3 epochs LoRA is 95 % of the 3-epoch full FT on validation).
-- Task B's LoRA target is still missed on the test items, narrowly: 97.6 % ± 1.7 % (per seed 97.7 / 99.3 / 95.8 %)
-  vs 102.0 % on validation — validation (269 items) is optimistic or noisy by ~3–4 points at this size, so it
-  cannot separate 97 % from 99 %. What would settle it: a larger validation split or more seeds (the seed sd of the
-  test ratio is 1.2–1.7 points), and ranks r = 16 / 32 at lr 5e-4 (≤ 5 % of the parameters; only r = 16 at the
-  diverging lr 2e-3 was tried). The adapter file holds the LoRA matrices and the head.
+  lr 5e-4, the head trained fully at lr 3e-3) for 9 epochs; the full-FT reference trains 7. Both chosen on the
+  training items only by repeated 5-fold cross-validation (`--select B-cv`, session 5: 2 repeats × 5 folds = 10
+  units, each fitted on 4 folds, scored on the 5th after every epoch, its own seed; the test items never loaded) with
+  the rule fixed before the search (`choose_lora`: the reference's epochs = its best mean validation epoch count;
+  then the best mean over units of LoRA / full-FT of the same unit; within 0.3 points fewer parameters, then fewer
+  epochs win). Candidates r = 8 / 16 / 24 at lr 5e-4 (1.49 / 2.95 / 4.41 % of the parameters; r = 32 on every linear
+  layer would be 5.87 %), 1–10 epochs. Full FT: 0.564 / 0.638 / 0.662 / 0.685 / 0.703 / 0.711 / 0.715 / 0.715 /
+  0.714 / 0.714 mean validation AUC after 1–10 epochs → 7. LoRA (mean ± sd over the 10 units): r = 8 98.9 % ± 1.8
+  (6 epochs), 100.1 ± 2.1 (7), 100.7 ± 1.8 (8), 101.0 ± 1.8 (9), 101.3 ± 1.8 (10); r = 16 at best 99.8 ± 3.1 (9);
+  r = 24 at best 98.2 ± 4.3 (9) — at this lr and α = 2r the larger ranks learn more slowly and vary more → r = 8,
+  9 epochs (within 0.3 points of 10). Earlier searches used one 269-item split (`--select B`, `--select B-longer`,
+  seeds 0–2; lr 2e-3 diverged at r = 8 and 16; they chose 6 / 6 and then 7 / 7 epochs).
+- Task B's LoRA target is **met** on the test items: 100.2 % ± 1.7 % of full FT over seeds 0–4 (per seed 98.8 /
+  100.4 / 101.7 / 98.1 / 102.0 %), each seed's LoRA against the full FT trained with the same seed (full FT 0.685 /
+  0.682 / 0.666 / 0.689 / 0.672, LoRA 0.676 / 0.685 / 0.677 / 0.677 / 0.686). Against the seed-0 full FT alone (how
+  the row was scored before this session) 99.3 % ± 0.7 %. Disclosure: the test items had been scored before for
+  r = 8 configurations — 3 epochs (94.7 %), 6 / 6 (97.2 % ± 1.2 %) and 7 / 7 (97.6 % ± 1.7 %, seeds 0–2 against
+  the seed-0 full FT) — so this is not the first look at them; the 9-epoch choice came from the cross-validation
+  above, protocol and rule written down before it ran, and the test items were scored once under it. The margin is
+  small (the lowest seed 98.1 %; sd 1.7 points over 5 seeds). The adapter file holds the LoRA matrices and the head.
 - Task B's student (not an issue target) learns from the full-FT model, which now trains 7 epochs (0.685 on the test
   items; 0.649 at 3): the student's AUC barely moves (0.632, was 0.638) but is 92.4 % of the stronger teacher
   (98.3 % of the 3-epoch one), so its ≥ 95 % line reads missed.

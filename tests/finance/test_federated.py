@@ -159,3 +159,13 @@ def test_central_early_stopping_scores_the_heldout_period_once_with_the_best_che
     assert m["best_round"] == 2 and m["validation_pinball_vol"] == 0.3 and m["validation_curve"] == [0.5, 0.4, 0.3, 0.35, 0.45]
     assert m["val_pinball_vol"] == 2.0 and out.weight.item() == 2.0  # the round-2 weights, not the last (4.0)
     assert calls == ["validation"] * 5 + ["heldout"]  # held-out read once, at the end
+
+
+def test_trust_bench_verdict_says_met_only_for_the_deciding_row():
+    from bench.trust import verdict_cell
+
+    assert verdict_cell([0.99, 1.03, 1.03]) == "met"
+    assert verdict_cell([1.06, 1.04, 1.05]) == "missed (+5.0 %)"
+    extra = verdict_cell([0.994, 1.029, 1.035], deciding=False)
+    assert "met" not in extra and "does not decide" in extra and extra.startswith("<= 1.02")
+    assert verdict_cell([1.06, 1.04], deciding=False).startswith("> 1.02")

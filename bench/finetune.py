@@ -577,12 +577,14 @@ def genres_full_ft(b: Budget, d: dict, seed: int = 0) -> tuple[nn.Module, float,
     return full, ep, m, rep
 
 
-def genres_seed_pairs(b: Budget, cfg: LoraB, lora_epochs: int, seeds: list[int], threads: int = 1) -> list[tuple[float, float]]:
+def genres_seed_pairs(b: Budget, cfg: LoraB, lora_epochs: int, seeds: list[int], threads: int = 1,
+                      d: dict | None = None) -> list[tuple[float, float]]:
     """(full-FT test AUC, LoRA test AUC) for each of ``seeds``, each pair trained with that seed; the target row's
-    extra seeds, importable so that a second process can run some of them (``--seed-workers``)."""
+    extra seeds, importable so that a second process can run some of them (``--seed-workers``). ``d``: task B's
+    data (:func:`genres_data`) when the caller has it; a worker process tokenises its own."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(threads)
-    d = genres_data(b)
+    d = genres_data(b) if d is None else d
     out = []
     for seed in seeds:
         m_f = genres_full_ft(b, d, seed)[2]
@@ -647,7 +649,7 @@ def task_genres(b: Budget, tmp: Path) -> list[Row]:
     ad = save_adapter(lora, tmp / "genres_lora.safetensors")
     merge_lora(lora)
     # the target row over more seeds (head and LoRA init, batch order), each against the full FT trained with its seed
-    pairs = dict(zip(extra_seeds, genres_seed_pairs(b, cfg, lora_epochs, extra_seeds, torch.get_num_threads())))
+    pairs = dict(zip(extra_seeds, genres_seed_pairs(b, cfg, lora_epochs, extra_seeds, torch.get_num_threads(), d)))
     if pool is not None:
         for c, f in futures:
             pairs.update(zip(c, f.result()))

@@ -61,6 +61,7 @@ class TrainingConfig:
     max_batches: int = field(default=50, metadata={"help": "batches per epoch (random windows; 0 = all windows)"})
     lr: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
     qlike_weight: float = field(default=0.1, metadata={"help": "add this times the QLIKE of the variance forecast E[rv^2] implied by the realised-vol quantiles to the pinball training loss (0 = pinball only, the default before session 4; 0.1 chosen on a pre-2002 validation backtest, domains/finance/README.md; model.qlike_loss)"})
+    variance_head: float = field(default=0.3, metadata={"help": "W_v > 0: give the TFT a dedicated variance output (per horizon a log-multiplier of its own median realised vol, model.add_variance_head) trained with W_v x the QLIKE of its E[rv^2] against the realised vol; the backtest records it (rvol_var_head) and scores it by --variance-rule head. 0 = none (the default before session 6; runs saved without it still load). 0.3 chosen on a pre-2002 validation backtest (domains/finance/README.md)"})
 
 
 @dataclass
@@ -109,7 +110,7 @@ class BacktestConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, Threa
     end: str = field(default="", metadata={"help": "use only prices dated on or before this day (YYYY-MM-DD), e.g. a validation period before the default test span (its first cutoff is 2002-12-12); empty = all"})
     save_predictions: bool = field(default=True, metadata={"help": "write every quantile forecast to predictions.parquet"})
     rescore: str = field(default="", metadata={"help": "rescore a saved backtest run (name or folder) from its losses/predictions, no training: adds vol_qlike_mean (QLIKE on sqrt(E[rv^2]) from the quantiles) to every table and the verdict"})
-    variance_rule: str = field(default=DEFAULT_RULE, metadata={"help": "variance point forecast scored by vol_qlike_cal, recalibrated at each cutoff on the model's own earlier forecasts (domains/finance/variance.py); loglinear_gjr: loglinear plus log of GJR-GARCH-t's own variance forecast as a regressor, i.e. a fitted COMBINATION with GJR (not the model alone; gjr_t itself keeps loglinear)", "choices": list(VARIANCE_RULES)})
+    variance_rule: str = field(default=DEFAULT_RULE, metadata={"help": "variance point forecast scored by vol_qlike_cal, recalibrated at each cutoff on the model's own earlier forecasts (domains/finance/variance.py); loglinear_gjr: loglinear plus log of GJR-GARCH-t's own variance forecast as a regressor, i.e. a fitted COMBINATION with GJR (not the model alone; gjr_t itself keeps loglinear); head (the default since session 6): a TFT's variance-head forecast as it is (--variance-head), every other model loglinear; loglinear_head: the head recalibrated like loglinear", "choices": list(VARIANCE_RULES)})
     ensemble_variance: str = field(default=DEFAULT_ENSEMBLE_VARIANCE, metadata={"help": "the ensemble's variance forecast (vol_qlike_cal): members_geo = geometric mean of its members' recalibrated variance forecasts (chosen on the pre-2002 validation backtest); quantiles = the variance rule applied to the averaged quantiles", "choices": list(ENSEMBLE_VARIANCE)})
     quick: bool = field(default=False, metadata={"help": "demo/test setting: 4 quarterly folds (2022), SP500/AAPL/JPM, 2 seeds, 1 epoch of 20 batches then refits of 5 (backtest.QUICK)"})
 
@@ -151,6 +152,7 @@ def spec_from_config(cfg, observed_reals: list[str] | tuple[str, ...] | None = N
     """The TFTSpec fields a config exposes (the rest keep TFTSpec's defaults); ``observed_reals``:
     the inputs the training data supports (``features.observed_inputs(feat)``)."""
     spec = TFTSpec(**{f.name: getattr(cfg, f.name) for f in fields(TFTSpec) if hasattr(cfg, f.name)})
+    spec.variance_head = bool(getattr(cfg, "variance_head", 0))  # the config holds its loss weight W_v, the spec only whether it exists
     if observed_reals is not None:
         spec.observed_reals = tuple(observed_reals)
     return spec

@@ -423,6 +423,8 @@ class PanelTensors:
         out = dict(pred)
         out["ret_z"] = pred["ret_z"] * np.exp(g[..., 0])[..., None]
         out["lrv_z"] = pred["lrv_z"] + g[..., 1][..., None]
+        if "lrv_var" in pred:  # the variance head's log-vol point (n, H), same offset as the log-vol quantiles
+            out["lrv_var"] = pred["lrv_var"] + g[..., 1]
         return out
 
     def targets_by(self, origins: np.ndarray, cutoff) -> np.ndarray:

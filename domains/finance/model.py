@@ -38,7 +38,8 @@ from domains.finance.data import PriceDataError
 from domains.finance.features import GARCH_REALS, KNOWN_REALS, OBSERVED_REALS, OPTIONAL_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors, observed_inputs
 
 __all__ = ["TFTSpec", "MODELS", "register_model", "create_model", "model_entry", "build_tft", "build_timeseries_dataset", "Forecaster",
-           "fit", "qlike_loss", "predict_quantiles", "quantile_columns", "quantile_rows"]
+           "fit", "qlike_loss", "variance_qlike_loss", "add_variance_head", "has_variance_head", "variance_output", "predict_quantiles",
+           "quantile_columns", "quantile_rows"]
 
 log = get_logger("finance.model")
 warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module` and is already saved during checkpointing.*")
@@ -58,6 +59,7 @@ class TFTSpec:
     dropout: float = 0.1
     quantiles: tuple[float, ...] = QUANTILES
     observed_reals: tuple[str, ...] = tuple(OBSERVED_REALS)  # the observed inputs (features.observed_inputs of the training panel)
+    variance_head: bool = False  # a dedicated variance output (see add_variance_head); runs saved without the field have none
 
     @classmethod
     def from_dict(cls, d: dict) -> "TFTSpec":
@@ -170,7 +172,56 @@ def build_tft(spec: TFTSpec, tickers: list[str], learning_rate: float = 3e-3):
             reduce_on_plateau_patience=1000,
         )
     model.ticker_index = {t: int(i) for t, i in tsd.categorical_encoders["ticker"].classes_.items()}
+    if spec.variance_head:
+        add_variance_head(model, spec.hidden_size)
     return model
+
+
+I50 = list(QUANTILES).index(0.5)
+
+
+def add_variance_head(model, hidden_size: int) -> None:
+    """Give ``model`` a dedicated variance output (``--variance-head W``): per horizon, the log-vol point
+    h = (the model's own median log-vol quantile, detached) + ``variance_head``(the decoder representation the
+    quantile output layers read), so E[rv²] is forecast as exp(2·h) in the target's units (rv² at z = h) and
+    ``variance_head`` is a learned log-multiplier of the median — zero weights: the median itself; its bias
+    is set to the QLIKE-optimal constant by ``training.init_output_bias``. Trained with QLIKE against the
+    realised vol (:func:`variance_qlike_loss`); the quantiles (pinball, VaR) are computed exactly as without it.
+    The head runs inside the forward, in a hook on the log-vol output layer (it reads that layer's input), so the
+    library's forward, :func:`_forward_from_embeddings` and DDP all see it; its output is tied into the layer's
+    output by adding 0 × it (numerically nothing) so DDP finds the head's parameters in the forward's graph."""
+    head = torch.nn.Linear(hidden_size, 1)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+    model.variance_head = head
+    layer = model.output_layer[TARGETS.index("lrv_z")] if isinstance(model.output_layer, torch.nn.ModuleList) else model.output_layer
+
+    def run_head(module, args, output):
+        delta = model.variance_head(args[0]).squeeze(-1)  # (B, H) log-multiplier of the median
+        object.__setattr__(model, "_variance_delta", delta)  # a plain attribute: not a parameter, not in the state dict
+        return output + 0.0 * delta.unsqueeze(-1)
+
+    layer.register_forward_hook(run_head)
+
+
+def has_variance_head(model) -> bool:
+    return isinstance(getattr(model, "variance_head", None), torch.nn.Module)
+
+
+def variance_output(model, lrv_pred: torch.Tensor) -> torch.Tensor:
+    """The variance head's log-vol point h (B, H) for the forward pass that produced ``lrv_pred``
+    (B, H, Q), the log-vol quantiles in the model's units: E[rv²] = rv² at z = h."""
+    med = torch.sort(lrv_pred, dim=-1).values[..., I50].detach()
+    return med + model._variance_delta
+
+
+def variance_qlike_loss(h: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """QLIKE of the variance head's forecast, per forecast: ``h`` and the realised ``y`` (B, H) in
+    standardised log-vol units (as :func:`qlike_loss`), ``scale`` (B,) the ticker's sd of log rvol.
+    M = forecast variance / rv² = exp(2·scale·(h − y)); QLIKE = 1/M + log M − 1."""
+    u = torch.clamp(2 * scale[:, None] * (h - y), -20, 20)
+    return torch.exp(-u) + u - 1.0
 
 
 def pinball_loss(model, out_pred: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
@@ -202,12 +253,13 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
         max_batches: int | None = 60, lr: float = 3e-3, weight_decay: float = 1e-5, seed: int = 0,
         optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
         on_epoch_end: Callable[[int, float, torch.optim.Optimizer], None] | None = None, desc: str = "train",
-        data_parallel=None, qlike_weight: float = 0.0) -> list[float]:
+        data_parallel=None, qlike_weight: float = 0.0, variance_weight: float = 0.0) -> list[float]:
     """Plain mini-batch training on pre-built tensors (random origins each epoch). Returns the
     mean training loss per epoch (pinball, plus the QLIKE term below when ``qlike_weight``). ``data_parallel`` (a :class:`core.distributed.DataParallel` under
     torchrun): each rank trains on its own 1/world of every epoch's shuffled windows through DDP.
     ``qlike_weight`` > 0 adds that times the mean :func:`qlike_loss` of the realised-vol quantiles
-    (every horizon) to the pinball loss (needs ``tensors.vol_scale``)."""
+    (every horizon) to the pinball loss (needs ``tensors.vol_scale``); ``variance_weight`` > 0, for a model with a
+    variance head (:func:`add_variance_head`), adds that times the mean :func:`variance_qlike_loss` of its output."""
     from core.distributed import DataParallel
 
     if len(origins) == 0:
@@ -238,6 +290,11 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
                 if tensors.vol_scale is None:
                     raise ValueError("qlike_weight needs PanelTensors built with vol_scale (Forecaster.tensors)")
                 loss = loss + qlike_weight * qlike_loss(out["prediction"][1], y[1], tensors.vol_scale[torch.as_tensor(idx)]).mean()
+            if variance_weight and has_variance_head(model):
+                if tensors.vol_scale is None:
+                    raise ValueError("variance_weight needs PanelTensors built with vol_scale (Forecaster.tensors)")
+                h = variance_output(model, out["prediction"][1])
+                loss = loss + variance_weight * variance_qlike_loss(h, y[1], tensors.vol_scale[torch.as_tensor(idx)]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
@@ -246,6 +303,8 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
             bar.set_postfix(loss=f"{run / (b + 1):.4f}")
         losses.append(dp.mean(run / n_batches))
         what = f"pinball + {qlike_weight:g} x QLIKE" if qlike_weight else "pinball"
+        if variance_weight and has_variance_head(model):
+            what += f" + {variance_weight:g} x variance-head QLIKE"
         log.info(f"{desc} epoch {epoch + 1}/{epochs}: {what} {losses[-1]:.4f} ({n_batches} batches)")
         if on_epoch_end is not None:
             on_epoch_end(epoch, losses[-1], opt)
@@ -306,16 +365,21 @@ def _forward_from_embeddings(model, emb_enc, emb_dec, static_embedding):
 
 
 @torch.no_grad()
-def predict_quantiles(model, tensors: PanelTensors, origins: np.ndarray, batch_size: int = 2048, return_attention: bool = False):
+def predict_quantiles(model, tensors: PanelTensors, origins: np.ndarray, batch_size: int = 2048, return_attention: bool = False,
+                      with_variance: bool = False):
     """Batched prediction on pre-built tensors: normalised quantiles, (n, H, Q) per target,
     sorted along Q. By default variable selection runs once per panel row (see
     :func:`_row_embeddings`); ``return_attention`` uses the library's full forward to also return
-    attention and variable-selection weights."""
+    attention and variable-selection weights. ``with_variance`` (a model with a variance head): also
+    ``lrv_var`` (n, H), the head's log-vol point in ``lrv_z`` units (E[rv²] = rv² at z = lrv_var)."""
     model.eval()
     origins = np.asarray(origins, dtype=np.int64)
     outs: list[list[np.ndarray]] = [[] for _ in TARGETS]
+    with_variance = with_variance and has_variance_head(model)
+    var: list[np.ndarray] = []
     if len(origins) == 0:
-        return {name: np.zeros((0, tensors.H, len(model.loss.metrics[0].quantiles))) for name in TARGETS}
+        empty = {name: np.zeros((0, tensors.H, len(model.loss.metrics[0].quantiles))) for name in TARGETS}
+        return {**empty, "lrv_var": np.zeros((0, tensors.H))} if with_variance else empty
     if not return_attention:
         L, H = tensors.L, tensors.H
         rows = (origins[:, None] - (L - 1) + np.arange(L + H)[None, :])
@@ -327,18 +391,24 @@ def predict_quantiles(model, tensors: PanelTensors, origins: np.ndarray, batch_s
             pred = _forward_from_embeddings(model, enc[ix[:, :L]], dec[ix[:, L:]], stat[ix[:, L - 1]])
             for k, p in enumerate(pred):
                 outs[k].append(torch.sort(p, dim=-1).values.numpy())  # identity target normaliser: no rescaling needed
-        return tensors.from_model_units(origins, {name: np.concatenate(o) for name, o in zip(TARGETS, outs)})
+            if with_variance:
+                var.append(variance_output(model, pred[1]).numpy())
+        res = {name: np.concatenate(o) for name, o in zip(TARGETS, outs)}
+        return tensors.from_model_units(origins, {**res, "lrv_var": np.concatenate(var)} if with_variance else res)
     attn, enc_w, dec_w, stat_w = [], [], [], []
     for s in range(0, len(origins), batch_size):
         x, _ = tensors.batch(origins[s:s + batch_size])
         out = model(x)
         for k, p in enumerate(out["prediction"]):
             outs[k].append(torch.sort(p, dim=-1).values.numpy())
+        if with_variance:
+            var.append(variance_output(model, out["prediction"][1]).numpy())
         attn.append(out["encoder_attention"].mean(dim=2).numpy())  # mean over heads: (n, H, L)
         enc_w.append(out["encoder_variables"].squeeze(-2).mean(dim=1).numpy())
         dec_w.append(out["decoder_variables"].squeeze(-2).mean(dim=1).numpy())
         stat_w.append(out["static_variables"].squeeze(-2).numpy() if out["static_variables"].ndim > 1 else out["static_variables"].numpy())
-    res = tensors.from_model_units(origins, {name: np.concatenate(o) for name, o in zip(TARGETS, outs)})
+    res = {name: np.concatenate(o) for name, o in zip(TARGETS, outs)}
+    res = tensors.from_model_units(origins, {**res, "lrv_var": np.concatenate(var)} if with_variance else res)
     res.update(attention=np.concatenate(attn), encoder_variables=np.concatenate(enc_w),
                decoder_variables=np.concatenate(dec_w), static_variables=np.concatenate(stat_w))
     return res
@@ -416,4 +486,7 @@ class Forecaster:
 
     def to_raw(self, tickers: np.ndarray, pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Normalised quantiles → log-return and realised-volatility quantiles."""
-        return {"ret": self.scaler.ret_to_raw(tickers, pred["ret_z"]), "rvol": self.scaler.rvol_to_raw(tickers, pred["lrv_z"])}
+        raw = {"ret": self.scaler.ret_to_raw(tickers, pred["ret_z"]), "rvol": self.scaler.rvol_to_raw(tickers, pred["lrv_z"])}
+        if "lrv_var" in pred:  # the variance head's forecast of rv² (n, H): rv at z = lrv_var, squared
+            raw["rvol_var"] = self.scaler.rvol_to_raw(tickers, pred["lrv_var"]) ** 2
+        return raw

@@ -19,7 +19,7 @@ from domains.finance.config import TrainConfig, spec_from_config
 from domains.finance.data import PANEL_DATASET, PriceDataError
 from domains.finance.features import GARCH_REALS, GJR_FIT_DAYS, QUANTILES, FoldScaler, PanelTensors, fit_gjr_params, observed_inputs
 from domains.finance.metrics import coverage, pinball
-from domains.finance.model import Forecaster, TFTSpec, create_model, fit, predict_quantiles
+from domains.finance.model import Forecaster, TFTSpec, create_model, fit, has_variance_head, predict_quantiles
 
 __all__ = ["train_forecaster", "validation_metrics", "input_report", "model_spec", "fit_scaler", "build_forecaster", "init_output_bias",
            "is_garch_informed"]
@@ -75,6 +75,25 @@ def init_output_bias(model, T: PanelTensors, origins: np.ndarray, seed: int, n: 
         for layer, t in zip(model.output_layer, y):
             v = t.reshape(-1).numpy()
             layer.bias.copy_(torch.as_tensor(np.quantile(v[np.isfinite(v)], QUANTILES), dtype=layer.bias.dtype))
+        if has_variance_head(model) and T.vol_scale is not None:  # the head's log-multiplier starts QLIKE-optimal for that median
+            v = y[1].numpy()
+            model.variance_head.bias.fill_(qlike_optimal_shift(v, float(np.quantile(v[np.isfinite(v)], 0.5)), T.vol_scale[torch.as_tensor(np.sort(o))].numpy()))
+
+
+def qlike_optimal_shift(y: np.ndarray, m: float, scale: np.ndarray, iters: int = 50) -> float:
+    """The constant d minimising mean QLIKE of the forecast rv² at z = m + d against realised ``y`` (n, H)
+    in standardised log-vol units, ``scale`` (n,) each row's sd of log rvol (convex in d; Newton steps)."""
+    s = np.broadcast_to(scale[:, None], y.shape)
+    ok = np.isfinite(y)
+    y, s = y[ok], s[ok]
+    d = 0.0
+    for _ in range(iters):
+        e = np.exp(-np.clip(2 * s * (m + d - y), -20, 20))
+        step = np.mean(2 * s * (1 - e)) / max(np.mean(4 * s ** 2 * e), 1e-12)
+        d -= step
+        if abs(step) < 1e-10:
+            break
+    return float(d)
 
 
 def input_report(feat: pd.DataFrame, inputs: list[str] | tuple[str, ...]) -> dict:
@@ -116,7 +135,8 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
         other = "--no-garch-informed" if is_garch_informed(fc) else "--garch-informed"
         raise CheckpointError(f"{e} — was the run started with {other} (train's default became GARCH-informed)? resume it with that flag") from e
 
-    loss_key = "train_loss" if cfg.qlike_weight else "train_pinball"  # with --qlike-weight the loss is pinball + W x QLIKE
+    vh = getattr(cfg, "variance_head", 0.0)
+    loss_key = "train_loss" if cfg.qlike_weight or vh else "train_pinball"  # with --qlike-weight/--variance-head the loss is pinball + W x QLIKE (+ W_v x head QLIKE)
 
     def on_epoch_end(epoch: int, loss: float, optimizer) -> None:
         run.log_metrics({loss_key: loss}, step=epoch + 1)
@@ -124,9 +144,10 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
 
     losses = fit(model, T, train_o, epochs=cfg.epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None,
                  lr=cfg.lr, seed=cfg.seed, optimizer=opt, start_epoch=int(state["epoch"]), on_epoch_end=on_epoch_end,
-                 data_parallel=data_parallel, qlike_weight=cfg.qlike_weight)
+                 data_parallel=data_parallel, qlike_weight=cfg.qlike_weight, variance_weight=getattr(cfg, "variance_head", 0.0))
     metrics = {"train_windows": int(len(train_o)), "epochs": cfg.epochs, "cutoff": str(cutoff.date()), "world_size": data_parallel.world_size,
-               "inputs": ",".join(spec.observed_reals), "garch_informed": is_garch_informed(fc), "qlike_weight": cfg.qlike_weight}
+               "inputs": ",".join(spec.observed_reals), "garch_informed": is_garch_informed(fc), "qlike_weight": cfg.qlike_weight,
+               "variance_head": vh}
     if losses:
         metrics[loss_key] = losses[-1]
     if cfg.val_days and run.is_main:

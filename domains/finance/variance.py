@@ -19,6 +19,11 @@ fold being scored, never a value after the cutoff). Fold 0 has no such forecasts
   result is not the model's forecast alone but a fitted blend with GJR's; ``gjr_t`` itself keeps
   ``loglinear`` (combining GJR with itself), as do rows without a GJR forecast. The fitted g_k of
   each model are logged (:func:`combination_weights` returns them).
+* ``head`` — a TFT with a variance head (``--variance-head``, column ``rvol_var_head``): that head's
+  E[rv²] as it forecasts it, uncalibrated (the ensemble's: its members' geometric mean); every row
+  without a head forecast (baselines) gets ``loglinear``.
+* ``loglinear_head`` — rows with a head forecast: exp(a_k + b_k · log V_head), fitted as ``loglinear``
+  (same causal rows, same ridge; the raw head where nothing is known yet, fold 0); other rows ``loglinear``.
 
 The same rule is applied to every model (baselines included), so a comparison can be made both
 against the baselines' raw E[rv²] and against their recalibrated forecasts.
@@ -32,14 +37,18 @@ import pandas as pd
 from core.logging import get_logger
 from domains.finance.metrics import second_moment_from_quantiles
 
-__all__ = ["VARIANCE_RULES", "DEFAULT_RULE", "COMBINED_WITH", "ENSEMBLE_VARIANCE", "DEFAULT_ENSEMBLE_VARIANCE", "rvol_quantile_columns",
+__all__ = ["VARIANCE_RULES", "HEAD_RULES", "HEAD_COLUMN", "DEFAULT_RULE", "COMBINED_WITH", "ENSEMBLE_VARIANCE", "DEFAULT_ENSEMBLE_VARIANCE", "rvol_quantile_columns",
            "recalibrated_variance", "combination_weights", "ensemble_variance"]
 
 log = get_logger("finance.variance")
 
-VARIANCE_RULES = ("rms", "scaled_median", "scaled_rms", "loglinear", "loglinear_gjr")
+VARIANCE_RULES = ("rms", "scaled_median", "scaled_rms", "loglinear", "loglinear_gjr", "head", "loglinear_head")
+HEAD_RULES = ("head", "loglinear_head")  # rules that score a variance head's forecast (column HEAD_COLUMN) where a row has one
+HEAD_COLUMN = "rvol_var_head"
 COMBINED_WITH = "gjr_t"  # the baseline whose variance forecast ``loglinear_gjr`` adds as a regressor
-DEFAULT_RULE = "loglinear"  # adopted on the validation experiment before the test span (domains/finance/README.md)
+# adopted on validation experiments before the test span (domains/finance/README.md): loglinear (session 3); head (session 6) —
+# a TFT's variance-head forecast where the run has one, loglinear for every other row (so runs without a head score as before)
+DEFAULT_RULE = "head"
 FLOOR = 1e-8  # variance floor (QLIKE's vol floor 1e-4, squared)
 # the ensemble's variance forecast: ``members_geo`` = geometric mean of its members' variance forecasts under the same
 # rule (each member recalibrated on its own earlier forecasts); ``quantiles`` = the rule applied to the ensemble's
@@ -109,9 +118,43 @@ def _gjr_log_variance(losses: pd.DataFrame, base: np.ndarray) -> np.ndarray:
     return left.merge(right, on=key, how="left")["_v"].to_numpy(float)
 
 
+def _head_variance(losses: pd.DataFrame, folds: list[dict], horizon: int, quantiles, rule: str) -> np.ndarray:
+    """``head`` / ``loglinear_head``: ``loglinear`` for every row, then the rows with a variance-head forecast replaced."""
+    out = _recalibrate(losses, folds, horizon, quantiles, "loglinear")[0]
+    if HEAD_COLUMN not in losses.columns:
+        return out
+    v_all = losses[HEAD_COLUMN].to_numpy(float)
+    has = np.isfinite(v_all) & (v_all > 0)
+    if rule == "head":
+        out[has] = np.maximum(v_all[has], FLOOR)
+        return out
+    dates = np.sort(losses["origin"].unique())
+    opos = np.searchsorted(dates, losses["origin"].to_numpy())
+    fold = losses["fold"].to_numpy()
+    y_all = np.maximum(losses["rvol"].to_numpy(float), 1e-4) ** 2
+    cut_pos = {int(f["fold"]): int(np.searchsorted(dates, np.datetime64(pd.Timestamp(f["cutoff"])), side="right")) - 1 for f in folds}
+    for name, idx in losses.groupby(losses["model"].astype(str), sort=False).indices.items():
+        idx = idx[has[idx]]
+        if not len(idx):
+            continue
+        X = np.log(np.maximum(v_all[idx], FLOOR))[:, None]
+        for k in np.unique(fold[idx]):
+            rows = fold[idx] == k
+            known = (fold[idx] < k) & (opos[idx] + horizon <= cut_pos.get(int(k), -1))
+            if known.sum() < 50:  # nothing known yet (fold 0): the head as it forecasts
+                out[idx[rows]] = np.maximum(v_all[idx[rows]], FLOOR)
+                continue
+            mu, sd, w = _fit_loglinear(X[known], y_all[idx[known]])
+            u = w[0] + ((X[rows] - mu) / sd) @ w[1:]
+            out[idx[rows]] = np.maximum(np.exp(np.clip(u, -50, 50)), FLOOR)
+    return out
+
+
 def _recalibrate(losses: pd.DataFrame, folds: list[dict], horizon: int, quantiles, rule: str) -> tuple[np.ndarray, pd.DataFrame]:
     if rule not in VARIANCE_RULES:
         raise ValueError(f"unknown variance rule {rule!r}; choose from {VARIANCE_RULES}")
+    if rule in HEAD_RULES:
+        return _head_variance(losses, folds, horizon, quantiles, rule), pd.DataFrame(columns=["model", "fold", "gjr_weight", "own_weight", "n_fit"])
     cols = rvol_quantile_columns(quantiles)
     out = np.full(len(losses), np.nan)
     weights: list[dict] = []

@@ -166,7 +166,7 @@ def _train_member(m: _Member, T, train_o, val_o, epochs: int, cfg, fold: int, ca
         batches = (cfg.refit_batches or cfg.max_batches) if can_skip else cfg.max_batches
         fit(m.model, T, train_o, epochs=e + 1, start_epoch=e, batch_size=cfg.batch_size, max_batches=batches or None,
             lr=cfg.lr, seed=m.seed * 1000 + fold, optimizer=m.opt, desc=f"fold {fold} seed {m.seed}",
-            qlike_weight=getattr(cfg, "qlike_weight", 0.0))
+            qlike_weight=getattr(cfg, "qlike_weight", 0.0), variance_weight=getattr(cfg, "variance_head", 0.0))
         v = _val_pinball(m.model, T, val_o) if have_val else float(-e)  # no validation data: the last epoch
         if v < best_val:
             best_val, best_epoch, best_state = v, e + 1, copy.deepcopy(m.model.state_dict())
@@ -192,9 +192,10 @@ def _realised(series: dict, tickers, dates, H: int):
     return r, v, cum
 
 
-def forecast_losses(model: str, fold: int, tickers, dates, ret_q, rvol_q, realised, regime) -> pd.DataFrame:
+def forecast_losses(model: str, fold: int, tickers, dates, ret_q, rvol_q, realised, regime, var_head=None) -> pd.DataFrame:
     """Per-forecast losses of one model on one fold (``ret_q`` (n,H,Q), ``rvol_q`` (n,Q) raw units,
-    ``realised``: what :func:`_realised` returns for the same origins)."""
+    ``realised``: what :func:`_realised` returns for the same origins). ``var_head`` (n,): a TFT's
+    variance-head forecast of rv² (``--variance-head``), kept as ``rvol_var_head`` (other rows: NaN)."""
     r, v, cum = realised
     H = r.shape[1]
     r1, q1 = r[:, 0], ret_q[:, 0, :]
@@ -210,6 +211,8 @@ def forecast_losses(model: str, fold: int, tickers, dates, ret_q, rvol_q, realis
         "rvol": v, "rvol_median": rvol_q[:, I50], "rvol_rms": rms_vol(rvol_q),
         **dict(zip(rvol_quantile_columns(QUANTILES), rvol_q.T)),  # the variance recalibration (domains.finance.variance) reads them
     }
+    if var_head is not None:
+        out["rvol_var_head"] = np.asarray(var_head, float)
     for k in CUM_DAYS:
         out[f"cum{k}"] = cum[k]
         out[f"cum{k}_var99"] = cumulative_var(ret_q[:, :, I01], 0.01, k)
@@ -438,14 +441,21 @@ def run_walkforward(panel: pd.DataFrame, feat: pd.DataFrame, cfg, data_name: str
         if k == 0 and garch_informed:
             for m in members:
                 init_output_bias(m.model, T, train_o, m.seed)
+        member_var = []  # the variance heads' E[rv²] of the scored horizon (--variance-head), one (n,) per member
         for m in members:
             chosen.append(_train_member(m, T, train_o, val_o, epochs, cfg, k, can_skip=k > 0))
-            raw = forecaster.to_raw(tick, predict_quantiles(m.model, T, test_o))
+            raw = forecaster.to_raw(tick, predict_quantiles(m.model, T, test_o, with_variance=True))
             member_q.append((raw["ret"], raw["rvol"][:, H - 1, :]))
+            if "rvol_var" in raw:
+                member_var.append(raw["rvol_var"][:, H - 1])
         models: dict[str, tuple[np.ndarray, np.ndarray]] = {
             "tft": (np.sort(np.mean([a for a, _ in member_q], axis=0), axis=-1), np.sort(np.mean([b for _, b in member_q], axis=0), axis=-1))}
+        head_var: dict[str, np.ndarray] = {}
+        if member_var:  # the ensemble's: the geometric mean of its members' (as --ensemble-variance members_geo)
+            head_var["tft"] = np.exp(np.mean(np.log(np.maximum(member_var, 1e-12)), axis=0))
         if len(members) > 1:
             models.update({f"tft_seed{m.seed}": q for m, q in zip(members, member_q)})
+            head_var.update({f"tft_seed{m.seed}": v for m, v in zip(members, member_var)})
         for name in cfg.baselines:
             models[name] = (np.empty_like(models["tft"][0]), np.empty_like(models["tft"][1]))
         for t in np.unique(tick):
@@ -460,7 +470,7 @@ def run_walkforward(panel: pd.DataFrame, feat: pd.DataFrame, cfg, data_name: str
                 models[name][0][sel], models[name][1][sel] = rq, vq
         real = _realised(series, tick, dates, H)
         for name, (rq, vq) in models.items():
-            lf = forecast_losses(name, k, tick, dates, rq, vq, real, regime)
+            lf = forecast_losses(name, k, tick, dates, rq, vq, real, regime, var_head=head_var.get(name))
             loss_frames.append(lf)
             if not name.startswith("tft_seed"):
                 pin_rows += _pinball_sums(name, tick, lf["ret1"].to_numpy(), rq, lf["rvol"].to_numpy(), vq)

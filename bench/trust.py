@@ -110,6 +110,30 @@ def verdict_cell(ratios: list[float], deciding: bool = True) -> str:
     return f"{'<=' if mean <= 1.02 else '>'} 1.02 ({(mean - 1) * 100:+.1f} %; extra budget, does not decide the target)"
 
 
+def _read_cache(path: Path) -> dict:
+    """{(seed, method): result} of a ``--cache`` JSON-lines file."""
+    import json
+    return {(r["seed"], r["method"]): r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def pooled_row(res: dict, other: dict, method: str, name: str) -> dict:
+    """An information row: ``method``'s paired held-out ratios to central over this table's seeds and the
+    seeds of ``other`` (another cache of the SAME protocol, e.g. an earlier run at this budget), seeds
+    present in both counted once (this table's). It never says met/missed: the pre-registered row decides."""
+    pairs = {s: r for (s, m), r in other.items() if m == method and (s, "central") in other}
+    pairs.update({s: r for (s, m), r in res.items() if m == method and (s, "central") in res})
+    central = {**{s: r for (s, m), r in other.items() if m == "central"}, **{s: r for (s, m), r in res.items() if m == "central"}}
+    seeds = sorted(pairs)
+    r = [pairs[s]["val_pinball_vol"] / central[s]["val_pinball_vol"] for s in seeds]
+    v = [pairs[s]["validation_pinball_vol"] / central[s]["validation_pinball_vol"] for s in seeds]
+    return {"training": f"{method}, pooled with the seeds of {name} (information: does not decide the target)",
+            "seeds": ", ".join(map(str, seeds)), "held-out vol pinball": ms([pairs[s]["val_pinball_vol"] for s in seeds]),
+            "vs central, paired per seed (mean ± sd)": ms(r), "per-seed ratios": ", ".join(f"{x:.3f}" for x in r),
+            "validation ratio": ms(v), "best round per seed": ", ".join(str(pairs[s]["best_round"]) for s in seeds),
+            "within 2 %": verdict_cell(r, deciding=False).replace("extra budget", "information"),
+            "central reaches its validation pinball after (share of the samples)": "-", "update agreement": "-"}
+
+
 def federated_early_stopping_table(args) -> tuple[str, dict]:
     """Both trained with the same budget of samples and the same early-stopping rule: train on the
     windows before the validation period, score it every round (central: every sites x local batches
@@ -132,8 +156,7 @@ def federated_early_stopping_table(args) -> tuple[str, dict]:
     jobs += [(s, name, kw, base) for name, kw in prox.items() for s in args.seeds]
     cache = Path(args.cache) if args.cache else Path("runs/bench") / f"{args.section}.jsonl"
     if args.from_cache:
-        import json
-        res = {(r["seed"], r["method"]): r for r in map(json.loads, cache.read_text().splitlines())}
+        res = _read_cache(cache)
     else:
         res = _run_cached(jobs, args.workers, cache)
     seeds = [s for s in args.seeds if (s, "central") in res]
@@ -171,6 +194,8 @@ def federated_early_stopping_table(args) -> tuple[str, dict]:
                      "central reaches its validation pinball after (share of the samples)": ", ".join(
                          _share_to_reach(res[(s, 'central')]['validation_curve'], res[(s, m)]['validation_pinball_vol']) for s in have[m]),
                      "update agreement": f"{np.mean([np.mean(res[(s, m)]['update_agreement']) for s in have[m]]):.3f}"})
+    for other in getattr(args, "pool_with", None) or []:
+        rows.append(pooled_row(res, _read_cache(Path(other)), "fedavg", Path(other).name))
     steps_round = args.sites * args.max_batches
     marks = sorted({0, *range(max(1, last // 6), last + 1, max(1, last // 6)), last})
     curve_rows = []
@@ -477,6 +502,9 @@ def main() -> None:
     ap.add_argument("--from-cache", action="store_true", help="--early-stopping: render the table from --cache only, train nothing")
     ap.add_argument("--does-not-decide", action="store_true", help="--early-stopping: a budget pre-registered as an extra; "
                     "the rows say so and the 2 %% column never says met/missed")
+    ap.add_argument("--pool-with", nargs="*", default=[], help="--early-stopping: other --cache files of the SAME protocol; adds an "
+                    "information row of FedAvg's ratios over their seeds and this table's (never met/missed)")
+    ap.add_argument("--note", default="", help="--early-stopping: a paragraph printed above the table (e.g. what was pre-registered)")
     ap.add_argument("--no-write", action="store_true", help="print the tables, leave BENCHMARKS.md alone")
     args = ap.parse_args()
     if args.skip_dp:
@@ -487,8 +515,9 @@ def main() -> None:
         t0 = time.time()
         fed, _ = federated_early_stopping_table(args)
         extra = " (extra budget, does not decide the target)" if args.does_not_decide else ""
+        note = f"{args.note}\n\n" if args.note else ""
         blocks[args.section] = (f"### Federated (Flower) vs central, same work, both early-stopped on validation: {args.rounds} rounds{extra}\n\n"
-                                f"{_header(t0)}\n\n{fed}")
+                                f"{_header(t0)}\n\n{note}{fed}")
     elif args.part in ("all", "federated"):
         t0 = time.time()
         fed, _ = federated_table(args)

@@ -169,3 +169,17 @@ def test_trust_bench_verdict_says_met_only_for_the_deciding_row():
     extra = verdict_cell([0.994, 1.029, 1.035], deciding=False)
     assert "met" not in extra and "does not decide" in extra and extra.startswith("<= 1.02")
     assert verdict_cell([1.06, 1.04], deciding=False).startswith("> 1.02")
+
+
+def test_trust_bench_pooled_row_pairs_seeds_and_never_decides():
+    from bench.trust import pooled_row
+
+    def r(seed, method, held, val, best=10):
+        return {(seed, method): {"seed": seed, "method": method, "val_pinball_vol": held, "validation_pinball_vol": val, "best_round": best}}
+    new = {**r(3, "central", 1.0, 1.0), **r(3, "fedavg", 1.01, 1.02)}
+    old = {**r(0, "central", 2.0, 1.0), **r(0, "fedavg", 2.2, 1.1), **r(1, "central", 1.0, 1.0),
+           **r(3, "central", 9.0, 9.0), **r(3, "fedavg", 0.0, 0.0)}  # seed 1 has no fedavg; seed 3 is this table's
+    row = pooled_row(new, old, "fedavg", "old.jsonl")
+    assert row["seeds"] == "0, 3"
+    assert row["per-seed ratios"] == "1.100, 1.010"
+    assert row["within 2 %"].startswith("> 1.02") and "met" not in row["within 2 %"] and "does not decide" in row["training"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from core.logging import get_logger
 from domains.finance.baselines import baseline_rows
@@ -91,10 +92,23 @@ def _evaluate(name: str, fc: Forecaster, T, test_o, series: dict, holdout: list[
     return out
 
 
+def apply_lora_for_transfer(model, r: int):
+    """``finetune_lora``'s parameter set: LoRA (rank ``r``, alpha 2r) on every Linear layer, the ticker
+    embedding and the log-vol quantile output layer trained in full, the rest frozen. The output layer is
+    named explicitly: ``core.finetune.apply_lora`` keeps "the head" (the last Linear) trainable, and a
+    model with a variance head (``--variance-head``) has that as its last Linear — without the name, the
+    log-vol output would get adapters instead of being trained (the head itself stays trainable as well)."""
+    from core.finetune import apply_lora
+    from domains.finance.features import TARGETS
+
+    vol_out = f"output_layer.{TARGETS.index('lrv_z')}" if isinstance(model.output_layer, torch.nn.ModuleList) else "output_layer"
+    return apply_lora(model, r=r, alpha=2 * r, exclude=[vol_out], trainable=["input_embeddings", vol_out])
+
+
 def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, cutoff: pd.Timestamp) -> TransferResult:
     """Pre-train without the held-out tickers, then compare zero-shot, fine-tuned, scratch and GARCH
     on them (``feat``: features of :func:`short_history_panel`'s panel)."""
-    from core.finetune import apply_lora, merge_lora, trainable_parameter_report
+    from core.finetune import merge_lora, trainable_parameter_report
 
     holdout = list(cfg.holdout)
     tickers = sorted(feat["ticker"].unique())
@@ -140,7 +154,7 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
 
     def lora(m):
         m.load_state_dict(pretrained)
-        apply_lora(m, r=cfg.lora_r, alpha=2 * cfg.lora_r, trainable=["input_embeddings"])
+        apply_lora_for_transfer(m, cfg.lora_r)
 
     variant("finetune_lora", lora, cfg.lora_lr)
     variant("scratch", lambda m: None, cfg.lr)

@@ -124,3 +124,21 @@ def test_head_rules_read_the_head_and_recalibrate_causally():
     # rows without a head forecast (baselines) get loglinear, exactly as under that rule
     L3 = L.assign(rvol_var_head=np.nan)
     np.testing.assert_allclose(recalibrated_variance(L3, fl, 5, Q, "loglinear_head"), recalibrated_variance(L3, fl, 5, Q, "loglinear"))
+
+
+def test_lora_transfer_trains_the_vol_output_in_full_with_or_without_a_head(feat):
+    """``finetune_lora`` keeps the log-vol quantile output layer fully trainable (not adapted) whether or
+    not the model has a variance head — the head is the last Linear, which ``apply_lora`` alone would
+    take as "the head" instead of the output layer."""
+    from domains.finance.finetuning import apply_lora_for_transfer
+
+    for head in (0.0, 1.0):
+        torch.manual_seed(0)
+        m = build_forecaster(SimpleNamespace(**TINY, garch_informed=True, variance_head=head), feat, "2020-12-31").model
+        apply_lora_for_transfer(m, 4)
+        params = dict(m.named_parameters())
+        vol = [n for n in params if n.startswith("output_layer.1.")]
+        assert vol and all(params[n].requires_grad for n in vol) and not any("lora_" in n for n in vol), vol
+        assert any("lora_" in n for n in params) and params["output_layer.0.base_layer.weight"].requires_grad is False
+        if head:
+            assert all(p.requires_grad for n, p in params.items() if n.startswith("variance_head."))

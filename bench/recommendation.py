@@ -514,9 +514,11 @@ def _two_tower_settings() -> str:
 
 def render(out_dir: Path) -> str:
     parts = {}
+    days = set()  # the days the rendered parts' files were written: the section says when its figures were measured
     for p in PARTS:  # "<part>.json" or per-seed files "<part>-s<seeds>.json" (parts run as separate processes): rows concatenated
         files = sorted(out_dir.glob(f"{p}.json")) + sorted(out_dir.glob(f"{p}-s*.json"))
         for f in files:
+            days.add(time.strftime("%Y-%m-%d", time.localtime(f.stat().st_mtime)))
             d = json.loads(f.read_text())
             if p not in parts:
                 parts[p] = d
@@ -527,7 +529,7 @@ def render(out_dir: Path) -> str:
                 parts[p]["seeds"] = sorted(set(parts[p]["seeds"]) | set(d["seeds"]))
                 parts[p]["quick"] = parts[p]["quick"] or d["quick"]
     md = ["## recommendation",
-          f"`python bench/recommendation.py --part <part>` — {machine_line()}; torch threads 1. Measured on a shared 2-core machine "
+          f"`python bench/recommendation.py --part <part>` — {machine_line(' … '.join(sorted(days)[::max(1, len(days) - 1)]) or None)}; torch threads 1. Measured on a shared 2-core machine "
           "under load from other jobs: times are indicative, ratios inside one part are fair. Every model of a table is ranked by the "
           "same top-k code (`evaluation.evaluate_scores` / `sequential.evaluate_next_item`) with the user's training items removed; "
           "hyper-parameters and epochs are chosen on a validation split carved from the training part, the test split is used once."]

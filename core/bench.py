@@ -18,13 +18,15 @@ __all__ = ["write_benchmark_section", "time_it", "PeakRSS", "markdown_table", "m
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
-def machine_line() -> str:
+def machine_line(measured: str | None = None) -> str:
+    """The machine, device and torch version, and when the figures were measured (``measured``: e.g. a
+    date range when a report renders parts measured on different days; default today)."""
     import platform
 
     import torch
 
     dev = "CUDA " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    return f"{platform.machine()}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}, measured {time.strftime('%Y-%m-%d')}"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}, measured {measured or time.strftime('%Y-%m-%d')}"
 
 
 def write_benchmark_section(key: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:

@@ -454,7 +454,10 @@ def medical_privacy_public_table(args) -> tuple[str, dict]:
 
 def _header(t0: float) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown CPU")
-    args = (" " + " ".join(sys.argv[1:])) if sys.argv[1:] else ""
+    argv = list(sys.argv[1:])
+    if "--note" in argv[:-1]:  # the note is printed above the table; the command line only names the flag
+        argv[argv.index("--note") + 1] = "'<the paragraph below>'"
+    args = (" " + " ".join(argv)) if argv else ""
     return (f"`.venv/bin/python bench/trust.py{args}` — {machine_line()}; CPU: Intel Xeon (AMX), 2 cores, under load ({cpu}); torch threads 1 "
             f"per process; total {time.time() - t0:.0f} s.\nMeasured under load from other agents on a shared 2-core machine: the seconds are "
             "not speed figures; the metric ratios inside one run are fair.")
@@ -469,7 +472,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--sites", type=int, default=3)
-    ap.add_argument("--mus", type=float, nargs="+", default=[0.01, 0.1], help="FedProx mu candidates (chosen on validation)")
+    ap.add_argument("--mus", type=float, nargs="*", default=[0.01, 0.1], help="FedProx mu candidates (chosen on validation; "
+                    "--early-stopping: fixed extra rows run after the pairs); `--mus` alone: no FedProx")
     ap.add_argument("--server-lrs", type=float, nargs="+", default=[1.5, 2.0], help="FedAvgM server learning-rate candidates (chosen on validation)")
     ap.add_argument("--server-momentum", type=float, default=0.0)
     ap.add_argument("--val-days", type=int, default=63, help="validation period: trading days before the held-out cutoff")

@@ -41,7 +41,7 @@ def test_ray_engine_writes_the_same_bytes_as_local_loading_the_model_once_per_ac
         assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
     assert read_quarantine(tmp_path / "ray")["item_id"].tolist() == [items[5].id]
     # scored by Ray actor processes, each loading the model once for its many chunks
-    workers = {json.loads(m.read_text())["worker"] for m in (tmp_path / "ray" / "_done").glob("*.json")}
+    workers = {json.loads(m.read_text())["worker"] for m in (tmp_path / "ray" / "_done").glob("chunk-*.json")}
     pids = _pids(loads)
     assert 1 <= len(pids) <= 2 and len(pids) == len(set(pids))
     assert {w.split(":")[1] for w in workers} <= set(pids)
@@ -107,13 +107,13 @@ def test_sigkill_of_a_ray_driver_then_rerun_on_ray_gives_every_row_once(ray_addr
     proc = subprocess.Popen(cmd + ["--sleep", "0.5"], cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(list((out / "_done").glob("*.json"))) < 2:
+        while time.monotonic() < deadline and len(list((out / "_done").glob("chunk-*.json"))) < 2:
             assert proc.poll() is None
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
-    committed = len(list((out / "_done").glob("*.json")))
+    committed = len(list((out / "_done").glob("chunk-*.json")))
     assert 2 <= committed < 10
     again = run_job(file_items(sorted(items_dir.glob("*.csv"))), PriceFileScorer(), out, engine="ray", workers=2, address=ray_address, items_per_chunk=2, progress=False)
     assert (again.chunks_skipped, again.chunks_done) == (committed, 10 - committed)

@@ -118,6 +118,21 @@ def _gjr_log_variance(losses: pd.DataFrame, base: np.ndarray) -> np.ndarray:
     return left.merge(right, on=key, how="left")["_v"].to_numpy(float)
 
 
+def _causal_frame(losses: pd.DataFrame, folds: list[dict], horizon: int):
+    """What every recalibration rule needs to stay causal: per row its fold and realised rv² (floored), and
+    ``known(idx, k)`` — which of the rows ``idx`` were realised by fold k's cutoff (an earlier fold, origin at
+    least ``horizon`` origins before the cutoff): the only rows fold k's parameters may be fitted on."""
+    dates = np.sort(losses["origin"].unique())
+    opos = np.searchsorted(dates, losses["origin"].to_numpy())
+    fold = losses["fold"].to_numpy()
+    y_all = np.maximum(losses["rvol"].to_numpy(float), 1e-4) ** 2
+    cut_pos = {int(f["fold"]): int(np.searchsorted(dates, np.datetime64(pd.Timestamp(f["cutoff"])), side="right")) - 1 for f in folds}
+
+    def known(idx: np.ndarray, k) -> np.ndarray:
+        return (fold[idx] < k) & (opos[idx] + horizon <= cut_pos.get(int(k), -1))
+    return fold, y_all, known
+
+
 def _head_variance(losses: pd.DataFrame, folds: list[dict], horizon: int, quantiles, rule: str) -> np.ndarray:
     """``head`` / ``loglinear_head``: ``loglinear`` for every row, then the rows with a variance-head forecast replaced."""
     out = _recalibrate(losses, folds, horizon, quantiles, "loglinear")[0]
@@ -128,11 +143,7 @@ def _head_variance(losses: pd.DataFrame, folds: list[dict], horizon: int, quanti
     if rule == "head":
         out[has] = np.maximum(v_all[has], FLOOR)
         return out
-    dates = np.sort(losses["origin"].unique())
-    opos = np.searchsorted(dates, losses["origin"].to_numpy())
-    fold = losses["fold"].to_numpy()
-    y_all = np.maximum(losses["rvol"].to_numpy(float), 1e-4) ** 2
-    cut_pos = {int(f["fold"]): int(np.searchsorted(dates, np.datetime64(pd.Timestamp(f["cutoff"])), side="right")) - 1 for f in folds}
+    fold, y_all, known_by = _causal_frame(losses, folds, horizon)
     for name, idx in losses.groupby(losses["model"].astype(str), sort=False).indices.items():
         idx = idx[has[idx]]
         if not len(idx):
@@ -140,7 +151,7 @@ def _head_variance(losses: pd.DataFrame, folds: list[dict], horizon: int, quanti
         X = np.log(np.maximum(v_all[idx], FLOOR))[:, None]
         for k in np.unique(fold[idx]):
             rows = fold[idx] == k
-            known = (fold[idx] < k) & (opos[idx] + horizon <= cut_pos.get(int(k), -1))
+            known = known_by(idx, k)
             if known.sum() < 50:  # nothing known yet (fold 0): the head as it forecasts
                 out[idx[rows]] = np.maximum(v_all[idx[rows]], FLOOR)
                 continue
@@ -164,11 +175,7 @@ def _recalibrate(losses: pd.DataFrame, folds: list[dict], horizon: int, quantile
     base[ok_all] = np.maximum(second_moment_from_quantiles(q_all[ok_all], quantiles), FLOOR)
     if rule == "rms":
         return base, pd.DataFrame(weights)
-    dates = np.sort(losses["origin"].unique())
-    opos = np.searchsorted(dates, losses["origin"].to_numpy())
-    fold = losses["fold"].to_numpy()
-    y_all = np.maximum(losses["rvol"].to_numpy(float), 1e-4) ** 2
-    cut_pos = {int(f["fold"]): int(np.searchsorted(dates, np.datetime64(pd.Timestamp(f["cutoff"])), side="right")) - 1 for f in folds}
+    fold, y_all, known_by = _causal_frame(losses, folds, horizon)
     gjr = _gjr_log_variance(losses, base) if rule == "loglinear_gjr" else None
     for name, idx in losses.groupby(losses["model"].astype(str), sort=False).indices.items():
         idx = idx[ok_all[idx]]
@@ -181,7 +188,7 @@ def _recalibrate(losses: pd.DataFrame, folds: list[dict], horizon: int, quantile
             X = np.column_stack([X, np.where(has_g, gjr[idx], 0.0)])
         for k in np.unique(fold[idx]):
             rows = fold[idx] == k
-            known = (fold[idx] < k) & (opos[idx] + horizon <= cut_pos.get(int(k), -1))
+            known = known_by(idx, k)
             if known.sum() < 50:  # fold 0 (nothing known yet): the uncalibrated E[rv²]
                 out[idx[rows]] = base[idx[rows]]
                 continue

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import warnings
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -189,20 +191,40 @@ def add_variance_head(model, hidden_size: int) -> None:
     realised vol (:func:`variance_qlike_loss`); the quantiles (pinball, VaR) are computed exactly as without it.
     The head runs inside the forward, in a hook on the log-vol output layer (it reads that layer's input), so the
     library's forward, :func:`_forward_from_embeddings` and DDP all see it; its output is tied into the layer's
-    output by adding 0 × it (numerically nothing) so DDP finds the head's parameters in the forward's graph."""
+    output by adding 0 × it (numerically nothing) so DDP finds the head's parameters in the forward's graph.
+    The hook (:class:`_VarianceTap`) keeps the head's output per thread and per model, so concurrent
+    forecasts from one model (dashboard sessions share a cached model across threads) read their own, and a
+    deep copy of the model (int8/ONNX export, federated and private copies) runs and reads its own head."""
     head = torch.nn.Linear(hidden_size, 1)
     with torch.no_grad():
         head.weight.zero_()
         head.bias.zero_()
     model.variance_head = head
     layer = model.output_layer[TARGETS.index("lrv_z")] if isinstance(model.output_layer, torch.nn.ModuleList) else model.output_layer
+    layer.register_forward_hook(_VarianceTap(model))
 
-    def run_head(module, args, output):
-        delta = model.variance_head(args[0]).squeeze(-1)  # (B, H) log-multiplier of the median
-        object.__setattr__(model, "_variance_delta", delta)  # a plain attribute: not a parameter, not in the state dict
+
+_TAPPED = threading.local()  # per thread: a WeakKeyDictionary model -> the head's output of that model's last forward
+
+
+def _tapped() -> "weakref.WeakKeyDictionary":
+    d = getattr(_TAPPED, "outputs", None)
+    if d is None:
+        d = _TAPPED.outputs = weakref.WeakKeyDictionary()
+    return d
+
+
+class _VarianceTap:
+    """The forward hook of :func:`add_variance_head`. An object holding its model (not a closure): a deep copy
+    of the model copies the hook with it and the copy's hook runs the copy's head."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __call__(self, module, args, output):
+        delta = self.model.variance_head(args[0]).squeeze(-1)  # (B, H) log-multiplier of the median
+        _tapped()[self.model] = delta
         return output + 0.0 * delta.unsqueeze(-1)
-
-    layer.register_forward_hook(run_head)
 
 
 def has_variance_head(model) -> bool:
@@ -213,7 +235,10 @@ def variance_output(model, lrv_pred: torch.Tensor) -> torch.Tensor:
     """The variance head's log-vol point h (B, H) for the forward pass that produced ``lrv_pred``
     (B, H, Q), the log-vol quantiles in the model's units: E[rv²] = rv² at z = h."""
     med = torch.sort(lrv_pred, dim=-1).values[..., I50].detach()
-    return med + model._variance_delta
+    delta = _tapped().get(model)
+    if delta is None:
+        raise RuntimeError("variance_output: this thread has run no forward pass of this model")
+    return med + delta
 
 
 def variance_qlike_loss(h: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

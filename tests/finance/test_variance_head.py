@@ -96,6 +96,51 @@ def test_model_without_head_loads_and_predicts_as_before(feat, tmp_path):
     assert "lrv_var" not in out and not has_variance_head(back.model)
 
 
+def test_head_output_is_per_thread_and_follows_a_deep_copy(feat):
+    """Dashboard sessions share one cached model across threads, and int8/ONNX export, federated and
+    private training deep-copy models: each forward must read its own head's output."""
+    import copy
+    import sys
+    import threading
+
+    cfg = SimpleNamespace(**TINY, garch_informed=True, variance_head=1.0)
+    torch.manual_seed(0)
+    fc = build_forecaster(cfg, feat, "2020-12-31")
+    with torch.no_grad():
+        fc.model.variance_head.weight.normal_(0.0, 0.5)  # a head that depends on the input
+    T = fc.tensors(fc.scaler.transform(feat))
+    o = T.origins()
+    a, b = o[:64], o[-64:]
+    ref_a, ref_b = (predict_quantiles(fc.model, T, x, batch_size=8, with_variance=True)["lrv_var"] for x in (a, b))
+    assert np.abs(ref_a - ref_b).max() > 1e-3  # the two inputs give different variance outputs
+    got, errors, start = {}, [], threading.Barrier(2)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a shared per-model slot would be overwritten
+
+    def run(name, x):
+        try:
+            start.wait()
+            got[name] = [predict_quantiles(fc.model, T, x, batch_size=2, with_variance=True)["lrv_var"] for _ in range(3)]
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=run, args=("a", a)), threading.Thread(target=run, args=("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sys.setswitchinterval(switch)
+    assert not errors
+    for r in got["a"]:
+        np.testing.assert_allclose(r, ref_a, rtol=1e-5, atol=1e-6)
+    for r in got["b"]:
+        np.testing.assert_allclose(r, ref_b, rtol=1e-5, atol=1e-6)
+    twin = copy.deepcopy(fc.model)
+    with torch.no_grad():
+        twin.variance_head.bias.add_(1.0)  # the copy's head, not the original's, must run in the copy
+    np.testing.assert_allclose(predict_quantiles(twin, T, a, with_variance=True)["lrv_var"], ref_a + 1.0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(predict_quantiles(fc.model, T, a, with_variance=True)["lrv_var"], ref_a, rtol=1e-5, atol=1e-6)
+
+
 def _losses(v_head, folds):
     dates = pd.bdate_range("2020-01-01", periods=len(v_head))
     q = np.sqrt(v_head)[:, None] * np.linspace(0.6, 1.6, 9)[None, :]

@@ -134,8 +134,11 @@ class TransferConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, Threa
     finetune_lr: float = field(default=1e-3, metadata={"help": "learning rate for full fine-tuning"})
     lora_lr: float = field(default=5e-3, metadata={"help": "learning rate for LoRA"})
     lora_r: int = field(default=4, metadata={"help": "LoRA rank"})
-    save: str = field(default="finetune_lora", metadata={"help": "which fine-tuned variant the run saves as its model (forecast/score/dashboard can use it)",
-                                                       "choices": ["finetune_lora", "finetune_full"]})
+    save: str = field(default="auto", metadata={"help": "which variant the run saves as its model (forecast/score/dashboard can use it): auto = the one of "
+                                              "zero_shot / finetune_full / finetune_lora with the lowest vol pinball on the last --val-days of the short "
+                                              "history, each fine-tuned for that choice on the days before them only (the test days never choose)",
+                                              "choices": ["auto", "zero_shot", "finetune_full", "finetune_lora"]})
+    val_days: int = field(default=50, metadata={"help": "--save auto: trading days at the end of each held-out ticker's short history that choose the saved variant"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -33,7 +33,7 @@ from domains.finance.metrics import kupiec_pof, pinball
 from domains.finance.model import Forecaster, create_model, fit, predict_quantiles, quantile_columns
 from domains.finance.training import build_forecaster, init_output_bias, is_garch_informed
 
-__all__ = ["TransferResult", "short_history_panel", "run_transfer", "set_unknown_rows"]
+__all__ = ["TransferResult", "short_history_panel", "run_transfer", "set_unknown_rows", "validation_split"]
 
 log = get_logger("finance.finetuning")
 
@@ -41,7 +41,7 @@ log = get_logger("finance.finetuning")
 @dataclass
 class TransferResult:
     results: pd.DataFrame  # ticker, model, n_test, ret_pinball_h1, vol_pinball, var99_breaches, var99_kupiec_p, trainable_params
-    forecaster: Forecaster  # the variant cfg.save, fine-tuned on every held-out ticker
+    forecaster: Forecaster  # the saved variant (cfg.save, or chosen on validation by --save auto), fine-tuned on every held-out ticker
     info: dict
 
 
@@ -139,23 +139,45 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
                  variance_weight=cfg.variance_head)
     models = {}
 
-    def variant(name: str, prepare, lr: float) -> None:
+    def tuned(name: str, prepare, lr: float, origins: np.ndarray):
         m = create_model("tft", spec=spec, tickers=tickers, learning_rate=lr)
         prepare(m)
         report = trainable_parameter_report(m)
-        fit(m, T, short_o, lr=lr, desc=name, **steps)
+        fit(m, T, origins, lr=lr, desc=name, **steps)
+        return m, int(report.get("trainable", sum(p.numel() for p in m.parameters() if p.requires_grad)))
+
+    def variant(name: str, prepare, lr: float) -> None:
+        m, n_trainable = tuned(name, prepare, lr, short_o)
         rows = _evaluate(name, Forecaster(m, spec, scaler, tickers, dict(info)), T, test_o, series, holdout, H)
         for r in rows:
-            r["trainable_params"] = int(report.get("trainable", sum(p.numel() for p in m.parameters() if p.requires_grad)))
+            r["trainable_params"] = n_trainable
         results.extend(rows)
         models[name] = m
 
-    variant("finetune_full", lambda m: m.load_state_dict(pretrained), cfg.finetune_lr)
+    def full(m):
+        m.load_state_dict(pretrained)
 
     def lora(m):
         m.load_state_dict(pretrained)
         apply_lora_for_transfer(m, cfg.lora_r)
 
+    chosen, selection = cfg.save, {}
+    if cfg.save == "auto":  # before any test origin is scored: the choice sees the short history only
+        fit_o, val_o = validation_split(T, short_o, cfg.val_days, H)
+
+        def val_pinball(name: str, model) -> float:
+            rows = _evaluate(name, Forecaster(model, spec, scaler, tickers, dict(info)), T, val_o, series, holdout, H)
+            return float(np.mean([r["vol_pinball"] for r in rows]))
+
+        selection = {"zero_shot": val_pinball("zero_shot", base)}
+        with torch.random.fork_rng():  # the reported variants draw exactly what they draw without the choice
+            for name, prepare, lr in (("finetune_full", full, cfg.finetune_lr), ("finetune_lora", lora, cfg.lora_lr)):
+                selection[name] = val_pinball(name, tuned(f"{name} (choice)", prepare, lr, fit_o)[0])
+        chosen = min(selection, key=selection.get)
+        log.info(f"--save auto: {chosen} saved — vol pinball on the last {cfg.val_days} days of the short history "
+                 f"({len(val_o)} origins; fine-tuned on {len(fit_o)} windows before them): "
+                 + ", ".join(f"{k} {v:.6g}" for k, v in selection.items()))
+    variant("finetune_full", full, cfg.finetune_lr)
     variant("finetune_lora", lora, cfg.lora_lr)
     variant("scratch", lambda m: None, cfg.lr)
     g = baseline_rows(series, cutoff, test_o, T, ["garch"], 0, H)
@@ -165,13 +187,26 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
         gr = gt[(gt["target"] == "ret") & (gt["horizon"] == 1)].sort_values("origin")
         gv = gt[gt["target"] == "rvol"].sort_values("origin")
         results.append(_score("garch", t, gr[cols].to_numpy(), gv[cols].to_numpy(), series[t], gr["origin"].to_numpy(), H))
-    saved = models[cfg.save]
-    if cfg.save == "finetune_lora":
+    saved = base if chosen == "zero_shot" else models[chosen]
+    if chosen == "finetune_lora":
         merge_lora(saved)
     for p in saved.parameters():
         p.requires_grad_(True)
-    out = Forecaster(saved, spec, scaler, tickers, {**info, "transfer": cfg.save})
+    out = Forecaster(saved, spec, scaler, tickers, {**info, "transfer": chosen, **({"transfer_selection": selection} if selection else {})})
     order = {m: i for i, m in enumerate(["zero_shot", "finetune_full", "finetune_lora", "scratch", "garch"])}
     df = pd.DataFrame(results)
     df = df.sort_values(["ticker", "model"], key=lambda s: s.map(order) if s.name == "model" else s, kind="stable").reset_index(drop=True)
-    return TransferResult(df, out, {**info, "pretrain_windows": int(len(pre_o)), "short_windows": int(len(short_o)), "test_origins": int(len(test_o))})
+    return TransferResult(df, out, {**info, "pretrain_windows": int(len(pre_o)), "short_windows": int(len(short_o)), "test_origins": int(len(test_o)),
+                                    "saved_model": chosen, **{f"select/{k}/val_vol_pinball": v for k, v in selection.items()}})
+
+
+def validation_split(T, short_o: np.ndarray, val_days: int, H: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) origins of the held-out tickers' short history for ``--save auto``: validation =
+    the origins of the last ``val_days`` dates (their targets end by the cutoff), fit = the windows whose
+    targets end by the first validation date, so no fitted window sees a validation day."""
+    days = np.unique(T.dates[short_o])
+    if val_days < 1 or len(days) < val_days + H + 20:
+        raise PriceDataError(f"--val-days {val_days}: the short history has {len(days)} origin dates; --save auto needs val_days + horizon + 20 "
+                             f"(lower --val-days, raise --short-days, or name the variant with --save)")
+    vcut = days[-val_days - 1]
+    return short_o[T.targets_by(short_o, vcut)], short_o[T.dates[short_o] > vcut]

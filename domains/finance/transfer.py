@@ -8,8 +8,10 @@ Pre-trains the global TFT without the ``--holdout`` tickers, then compares on th
 after the cutoff, per held-out ticker: ``zero_shot`` (the "unknown ticker" embedding and the
 ticker's own-history normalisers), ``finetune_full``, ``finetune_lora``, ``scratch`` and ``garch``
 (see ``domains/finance/finetuning.py``). Writes ``transfer_results.csv`` and ``transfer.png``, and
-saves the ``--save`` variant (fine-tuned on every held-out ticker) as this run's ``model/``: the run
-is a model run that ``forecast``, ``score`` and the dashboard can use.
+saves one variant as this run's ``model/``: the run is a model run that ``forecast``, ``score`` and the
+dashboard can use. ``--save auto`` (default) saves whichever of zero-shot, full fine-tuning and LoRA has
+the lowest vol pinball on the last ``--val-days`` of the short history (the fine-tuned candidates trained,
+for that choice only, on the days before them); the test days never choose. ``--save NAME`` names it.
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ def transfer(cfg: TransferConfig) -> Path:
         print(df.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
         mean = df.groupby("model", sort=False)[["ret_pinball_h1", "vol_pinball", "var99_breaches"]].mean()
         m = {f"{name}/{k}": float(v) for name, row in mean.iterrows() for k, v in row.items()}
+        if res.info.get("saved_model") != cfg.save:
+            print(f"saved model: {res.info['saved_model']} (--save {cfg.save}: lowest vol pinball on the last {cfg.val_days} days of the short history: "
+                  + ", ".join(f"{k.split('/')[1]} {v:.5g}" for k, v in res.info.items() if k.startswith("select/")) + ")")
         run.finish({**m, **{k: (",".join(v) if isinstance(v, list) else v) for k, v in res.info.items()}, "short_days": cfg.short_days,
-                    "saved_model": cfg.save, **data.report.metrics()})
+                    **data.report.metrics()})
         return run.dir
 
 

@@ -103,6 +103,12 @@ try:
 except FileNotFoundError:  # a train run: a forecaster but no walk-forward tables
     st.info(f"Run `{run_dir.name}` has a forecaster but no backtest tables (backtest, VaR breaches). Create them with:")
     st.code(train_command("finance"), language="bash")
+    variant = api.saved_variant(run_dir)
+    if variant is not None:
+        name, chosen_by = variant
+        st.caption(f"A transfer run: its model is **{name}**" + (
+            " — chosen by `--save auto`, the lowest vol pinball on the last days of the held-out tickers' short history ("
+            + ", ".join(f"{k} {v:.4g}" for k, v in chosen_by.items()) + "); its test figures are in `transfer_results.csv`." if chosen_by else "."))
 except Exception:  # noqa: BLE001
     with friendly_errors("Loading the backtest"):
         raise
@@ -258,10 +264,14 @@ with tab_var:
 
 with tab_imp:
     with friendly_errors("Loading the variable importance"):
-        imp = importance(key)
-        if imp is None or len(imp) == 0:
+        try:
+            imp = importance(key)
+        except FileNotFoundError as e:  # a train or transfer run: not an error, the message says how to make it
+            imp = None
+            st.info(f"No variable importance for this run: {e}")
+        if imp is not None and len(imp) == 0:
             st.caption("This run recorded no variable importance.")
-        else:
+        elif imp is not None:
             st.caption("Variable-selection weights of the TFT, averaged over recent windows: how much each input feeds each part of the network.")
             kinds = list(imp["kind"].unique()) if "kind" in imp else [None]
             cols = st.columns(len(kinds))

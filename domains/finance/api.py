@@ -29,7 +29,7 @@ from domains.finance.predictor import forecast_frame, prepare_forecaster
 
 __all__ = ["FinanceRun", "Verdict", "Backtest", "LoadedForecaster", "DataQuality", "finance_run", "load_panel",
            "load_forecaster", "forecast", "load_backtest", "load_variable_importance", "data_quality",
-           "VarAttribution", "forecast_attribution"]
+           "VarAttribution", "forecast_attribution", "saved_variant"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,17 @@ def _inputs_of(data: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame | No
 def _model_dir(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     return run_dir if (run_dir / "forecaster.json").is_file() else run_dir / "model"
+
+
+def saved_variant(run_dir: str | Path) -> tuple[str, dict[str, float]] | None:
+    """For a ``transfer`` run: (the variant its model is, {candidate: validation vol pinball} — empty
+    unless ``--save auto`` chose it); None for other runs. Reads ``forecaster.json`` only."""
+    meta = _read_json(_model_dir(run_dir) / "forecaster.json")
+    info = meta.get("info") if isinstance(meta, dict) else None
+    if not isinstance(info, dict) or not isinstance(info.get("transfer"), str):
+        return None
+    sel = info.get("transfer_selection")
+    return info["transfer"], {str(k): float(v) for k, v in sel.items()} if isinstance(sel, dict) else {}
 
 
 def load_forecaster(run_dir: str | Path) -> LoadedForecaster:

@@ -393,6 +393,30 @@ def test_finance_page_shows_data_warnings_dropped_tickers_and_the_calendar(domai
     assert any("sessions of the **XNYS** exchange calendar" in c.value for c in at.caption), [c.value for c in at.caption]
 
 
+def test_finance_page_says_which_variant_a_transfer_run_saved(domain_run, tmp_path, monkeypatch):
+    """A transfer run (a model, no backtest tables): the page names the saved variant and the
+    validation figures ``--save auto`` chose it by."""
+    import shutil
+
+    src = domain_run("finance").run_dir
+    run = tmp_path / "runs" / "finance" / "transfer-KO"
+    run.mkdir(parents=True)
+    shutil.copytree(src / "model", run / "model")
+    for name in ("run.json", "config.json", "metrics.json"):  # a finished run with a model and no backtest tables
+        if (src / name).is_file():
+            shutil.copy(src / name, run / name)
+    meta = json.loads((run / "model" / "forecaster.json").read_text())
+    meta["info"].update(transfer="zero_shot", transfer_selection={"zero_shot": 0.00157, "finetune_full": 0.00164, "finetune_lora": 0.0017})
+    (run / "model" / "forecaster.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("SUITE_RUNS_DIR", str(tmp_path / "runs"))
+    at = run_app(PAGES["finance"], timeout=240)
+    no_exception(at)
+    assert any("no backtest tables" in i.value for i in at.info), ([i.value for i in at.info], [e.value for e in at.error], [w.value for w in at.warning], [b.options for b in at.selectbox])
+    assert any("No variable importance for this run" in i.value for i in at.info)  # a run without a backtest: information, not an error
+    caption = next(c.value for c in at.caption if "transfer run" in c.value)
+    assert "**zero_shot**" in caption and "finetune_lora 0.0017" in caption and "--save auto" in caption
+
+
 def test_recommendation_fallback_rows_show_a_labelled_popularity_column_not_a_score(domain_run):
     """Issue 16.7: a user the model cannot score gets the most popular items, their training counts
     under their own label, and the reason."""

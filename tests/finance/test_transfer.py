@@ -35,6 +35,9 @@ def test_transfer_runs_and_lora_trains_fewer_parameters(tmp_path):
     import json
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["saved_model"] == saved.info["transfer"] and metrics["select/zero_shot/val_vol_pinball"] == pytest.approx(sel["zero_shot"])
+    from domains.finance import api
+
+    assert api.saved_variant(run) == (saved.info["transfer"], pytest.approx(sel)) and api.saved_variant(tmp_path) is None  # the dashboard's caption
     assert forecast_main(["--runs-dir", str(tmp_path), "--model-run", run.name, "--tickers", "KO", "--no-track"]) == 0
     out = sorted((tmp_path / "finance").glob("forecast-*"))[-1]
     assert set(pd.read_parquet(out / "forecasts.parquet")["ticker"]) == {"KO"}

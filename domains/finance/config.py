@@ -138,7 +138,7 @@ class TransferConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, Threa
                                               "zero_shot / finetune_full / finetune_lora with the lowest vol pinball on the last --val-days of the short "
                                               "history, each fine-tuned for that choice on the days before them only (the test days never choose)",
                                               "choices": ["auto", "zero_shot", "finetune_full", "finetune_lora"]})
-    val_days: int = field(default=50, metadata={"help": "--save auto: trading days at the end of each held-out ticker's short history that choose the saved variant"})
+    val_days: int = field(default=50, metadata={"help": "--save auto: trading days at the end of each held-out ticker's short history that choose the saved variant (a shorter history: its last third, logged)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

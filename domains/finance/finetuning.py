@@ -174,7 +174,7 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
             for name, prepare, lr in (("finetune_full", full, cfg.finetune_lr), ("finetune_lora", lora, cfg.lora_lr)):
                 selection[name] = val_pinball(name, tuned(f"{name} (choice)", prepare, lr, fit_o)[0])
         chosen = min(selection, key=selection.get)
-        log.info(f"--save auto: {chosen} saved — vol pinball on the last {cfg.val_days} days of the short history "
+        log.info(f"--save auto: {chosen} saved — vol pinball on the last {len(np.unique(T.dates[val_o]))} days of the short history "
                  f"({len(val_o)} origins; fine-tuned on {len(fit_o)} windows before them): "
                  + ", ".join(f"{k} {v:.6g}" for k, v in selection.items()))
     variant("finetune_full", full, cfg.finetune_lr)
@@ -197,16 +197,21 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
     df = pd.DataFrame(results)
     df = df.sort_values(["ticker", "model"], key=lambda s: s.map(order) if s.name == "model" else s, kind="stable").reset_index(drop=True)
     return TransferResult(df, out, {**info, "pretrain_windows": int(len(pre_o)), "short_windows": int(len(short_o)), "test_origins": int(len(test_o)),
-                                    "saved_model": chosen, **{f"select/{k}/val_vol_pinball": v for k, v in selection.items()}})
+                                    "saved_model": chosen, **{f"select/{k}/val_vol_pinball": v for k, v in selection.items()},
+                                    **({"select/val_days": int(len(np.unique(T.dates[val_o])))} if selection else {})})
 
 
 def validation_split(T, short_o: np.ndarray, val_days: int, H: int) -> tuple[np.ndarray, np.ndarray]:
     """(fit, validation) origins of the held-out tickers' short history for ``--save auto``: validation =
     the origins of the last ``val_days`` dates (their targets end by the cutoff), fit = the windows whose
-    targets end by the first validation date, so no fitted window sees a validation day."""
+    targets end by the first validation date, so no fitted window sees a validation day. A short history
+    with too few dates for that validates on its last third instead (logged); under 10 dates, an error."""
     days = np.unique(T.dates[short_o])
-    if val_days < 1 or len(days) < val_days + H + 20:
-        raise PriceDataError(f"--val-days {val_days}: the short history has {len(days)} origin dates; --save auto needs val_days + horizon + 20 "
-                             f"(lower --val-days, raise --short-days, or name the variant with --save)")
-    vcut = days[-val_days - 1]
+    usable = min(val_days, (len(days) - H) // 3)
+    if val_days < 1 or usable < 10:
+        raise PriceDataError(f"--save auto: the short history has {len(days)} origin dates, too few to hold out 10 validation days "
+                             f"(raise --short-days, or name the saved variant with --save)")
+    if usable < val_days:
+        log.warning(f"--save auto: the short history has {len(days)} origin dates; validating on the last {usable} instead of --val-days {val_days}")
+    vcut = days[-usable - 1]
     return short_o[T.targets_by(short_o, vcut)], short_o[T.dates[short_o] > vcut]

@@ -35,6 +35,7 @@ def test_transfer_runs_and_lora_trains_fewer_parameters(tmp_path):
     import json
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["saved_model"] == saved.info["transfer"] and metrics["select/zero_shot/val_vol_pinball"] == pytest.approx(sel["zero_shot"])
+    assert 10 <= metrics["select/val_days"] <= 50  # --val-days 50, or the last third of a shorter history
     from domains.finance import api
 
     assert api.saved_variant(run) == (saved.info["transfer"], pytest.approx(sel)) and api.saved_variant(tmp_path) is None  # the dashboard's caption
@@ -64,5 +65,8 @@ def test_validation_split_keeps_the_fitted_windows_before_the_validation_days():
     first_val = T.dates[val_o].min()
     assert T.dates[fit_o + 3].max() < first_val  # a fitted window's last target (row o + H) is dated before every validation origin
     assert len(fit_o) >= len(short) - 30 - 3  # and only the windows overlapping the validation days are left out
-    with pytest.raises(PriceDataError, match="--val-days"):
-        validation_split(T, short, len(np.unique(T.dates[short])), 3)
+    n = len(np.unique(T.dates[short]))
+    fit_o, val_o = validation_split(T, short, n, 3)  # more than the history holds: its last third validates
+    assert len(np.unique(T.dates[val_o])) == (n - 3) // 3 and T.dates[fit_o + 3].max() < T.dates[val_o].min()
+    with pytest.raises(PriceDataError, match="too few to hold out 10 validation days"):
+        validation_split(T, short[T.dates[short] > np.unique(T.dates[short])[-30]], 50, 3)

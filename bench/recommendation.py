@@ -528,8 +528,9 @@ def render(out_dir: Path) -> str:
                 parts[p]["rows"] = rows
                 parts[p]["seeds"] = sorted(set(parts[p]["seeds"]) | set(d["seeds"]))
                 parts[p]["quick"] = parts[p]["quick"] or d["quick"]
+    measured = f"{min(days)} … {max(days)}" if len(days) > 1 else next(iter(days), None)  # the first and last day, or today
     md = ["## recommendation",
-          f"`python bench/recommendation.py --part <part>` — {machine_line(' … '.join(sorted(days)[::max(1, len(days) - 1)]) or None)}; torch threads 1. Measured on a shared 2-core machine "
+          f"`python bench/recommendation.py --part <part>` — {machine_line(measured)}; torch threads 1. Measured on a shared 2-core machine "
           "under load from other jobs: times are indicative, ratios inside one part are fair. Every model of a table is ranked by the "
           "same top-k code (`evaluation.evaluate_scores` / `sequential.evaluate_next_item`) with the user's training items removed; "
           "hyper-parameters and epochs are chosen on a validation split carved from the training part, the test split is used once."]

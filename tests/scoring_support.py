@@ -39,7 +39,8 @@ from core.cli import run_cli
 from core.config import RunConfig
 from core.runs import Run
 from core.scoring.cli import ScoringConfig, run_job_from_config
-from core.scoring.job import JobSummary, Scorer, WorkItem, file_items, frame_checksum, job_name, output_checksum, read_output
+from core.scoring.job import (JobSummary, Scorer, ScoringError, WorkItem, file_items, frame_checksum, job_name, output_checksum, read_markers,
+                              read_output)
 
 __all__ = [
     "PriceFileScorer",
@@ -48,9 +49,19 @@ __all__ = [
     "output_checksum",
     "frame_checksum",
     "assert_engines_agree",
+    "committed_markers",
 ]
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def committed_markers(out: str | os.PathLike) -> list[dict]:
+    """The commit markers the engine counts (``core.scoring.job.read_markers``: a SIGKILL mid-write can
+    leave a temp marker that is not one); none while the output folder has no job file yet."""
+    try:
+        return read_markers(out)
+    except ScoringError:
+        return []
 
 
 # ---------------------------------------------------------------------------------------------

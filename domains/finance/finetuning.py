@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,9 @@ class TransferResult:
     results: pd.DataFrame  # ticker, model, n_test, ret_pinball_h1, vol_pinball, var99_breaches, var99_kupiec_p, trainable_params
     forecaster: Forecaster  # the saved variant (cfg.save, or chosen on validation by --save auto), fine-tuned on every held-out ticker
     info: dict
+    saved: str = ""  # which variant ``forecaster`` is
+    selection: dict[str, float] = field(default_factory=dict)  # --save auto: candidate -> validation vol pinball (else empty)
+    val_days: int = 0  # --save auto: the validation days that chose it
 
 
 def short_history_panel(panel: pd.DataFrame, cfg: TransferConfig, horizon: int) -> tuple[pd.DataFrame, pd.Timestamp]:
@@ -161,9 +164,10 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
         m.load_state_dict(pretrained)
         apply_lora_for_transfer(m, cfg.lora_r)
 
-    chosen, selection = cfg.save, {}
+    chosen, selection, val_n = cfg.save, {}, 0
     if cfg.save == "auto":  # before any test origin is scored: the choice sees the short history only
         fit_o, val_o = validation_split(T, short_o, cfg.val_days, H)
+        val_n = len(np.unique(T.dates[val_o]))
 
         def val_pinball(name: str, model) -> float:
             rows = _evaluate(name, Forecaster(model, spec, scaler, tickers, dict(info)), T, val_o, series, holdout, H)
@@ -174,7 +178,7 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
             for name, prepare, lr in (("finetune_full", full, cfg.finetune_lr), ("finetune_lora", lora, cfg.lora_lr)):
                 selection[name] = val_pinball(name, tuned(f"{name} (choice)", prepare, lr, fit_o)[0])
         chosen = min(selection, key=selection.get)
-        log.info(f"--save auto: {chosen} saved — vol pinball on the last {len(np.unique(T.dates[val_o]))} days of the short history "
+        log.info(f"--save auto: {chosen} saved — vol pinball on the last {val_n} days of the short history "
                  f"({len(val_o)} origins; fine-tuned on {len(fit_o)} windows before them): "
                  + ", ".join(f"{k} {v:.6g}" for k, v in selection.items()))
     variant("finetune_full", full, cfg.finetune_lr)
@@ -192,13 +196,12 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
         merge_lora(saved)
     for p in saved.parameters():
         p.requires_grad_(True)
-    out = Forecaster(saved, spec, scaler, tickers, {**info, "transfer": chosen, **({"transfer_selection": selection} if selection else {})})
+    out = Forecaster(saved, spec, scaler, tickers, {**info, "transfer": chosen, **({"transfer_selection": selection, "transfer_val_days": val_n} if selection else {})})
     order = {m: i for i, m in enumerate(["zero_shot", "finetune_full", "finetune_lora", "scratch", "garch"])}
     df = pd.DataFrame(results)
     df = df.sort_values(["ticker", "model"], key=lambda s: s.map(order) if s.name == "model" else s, kind="stable").reset_index(drop=True)
-    return TransferResult(df, out, {**info, "pretrain_windows": int(len(pre_o)), "short_windows": int(len(short_o)), "test_origins": int(len(test_o)),
-                                    "saved_model": chosen, **{f"select/{k}/val_vol_pinball": v for k, v in selection.items()},
-                                    **({"select/val_days": int(len(np.unique(T.dates[val_o])))} if selection else {})})
+    return TransferResult(df, out, {**info, "pretrain_windows": int(len(pre_o)), "short_windows": int(len(short_o)), "test_origins": int(len(test_o))},
+                          saved=chosen, selection=selection, val_days=val_n)
 
 
 def validation_split(T, short_o: np.ndarray, val_days: int, H: int) -> tuple[np.ndarray, np.ndarray]:

@@ -204,14 +204,14 @@ def add_variance_head(model, hidden_size: int) -> None:
     layer.register_forward_hook(_VarianceTap(model))
 
 
-_TAPPED = threading.local()  # per thread: a WeakKeyDictionary model -> the head's output of that model's last forward
+class _Tapped(threading.local):
+    """Per thread: model -> the variance head's output of that model's last forward (weak keys: a dropped model's entry goes)."""
+
+    def __init__(self) -> None:
+        self.outputs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _tapped() -> "weakref.WeakKeyDictionary":
-    d = getattr(_TAPPED, "outputs", None)
-    if d is None:
-        d = _TAPPED.outputs = weakref.WeakKeyDictionary()
-    return d
+_TAPPED = _Tapped()
 
 
 class _VarianceTap:
@@ -223,7 +223,7 @@ class _VarianceTap:
 
     def __call__(self, module, args, output):
         delta = self.model.variance_head(args[0]).squeeze(-1)  # (B, H) log-multiplier of the median
-        _tapped()[self.model] = delta
+        _TAPPED.outputs[self.model] = delta
         return output + 0.0 * delta.unsqueeze(-1)
 
 
@@ -235,7 +235,7 @@ def variance_output(model, lrv_pred: torch.Tensor) -> torch.Tensor:
     """The variance head's log-vol point h (B, H) for the forward pass that produced ``lrv_pred``
     (B, H, Q), the log-vol quantiles in the model's units: E[rv²] = rv² at z = h."""
     med = torch.sort(lrv_pred, dim=-1).values[..., I50].detach()
-    delta = _tapped().get(model)
+    delta = _TAPPED.outputs.get(model)
     if delta is None:
         raise RuntimeError("variance_output: this thread has run no forward pass of this model")
     return med + delta

@@ -50,10 +50,12 @@ def transfer(cfg: TransferConfig) -> Path:
         print(df.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
         mean = df.groupby("model", sort=False)[["ret_pinball_h1", "vol_pinball", "var99_breaches"]].mean()
         m = {f"{name}/{k}": float(v) for name, row in mean.iterrows() for k, v in row.items()}
-        if res.info.get("saved_model") != cfg.save:
-            print(f"saved model: {res.info['saved_model']} (--save {cfg.save}: lowest vol pinball on the last {res.info['select/val_days']} days of the "
-                  "short history: " + ", ".join(f"{k.split('/')[1]} {v:.5g}" for k, v in res.info.items() if k.endswith("/val_vol_pinball")) + ")")
-        run.finish({**m, **{k: (",".join(v) if isinstance(v, list) else v) for k, v in res.info.items()}, "short_days": cfg.short_days,
+        choice = {"saved_model": res.saved}
+        if res.selection:
+            print(f"saved model: {res.saved} (--save {cfg.save}: lowest vol pinball on the last {res.val_days} days of the short history: "
+                  + ", ".join(f"{k} {v:.5g}" for k, v in res.selection.items()) + ")")
+            choice.update({f"select/{k}/val_vol_pinball": v for k, v in res.selection.items()}, **{"select/val_days": res.val_days})
+        run.finish({**m, **{k: (",".join(v) if isinstance(v, list) else v) for k, v in res.info.items()}, **choice, "short_days": cfg.short_days,
                     **data.report.metrics()})
         return run.dir
 

@@ -28,7 +28,7 @@ from core.scoring import (
     row_range_items,
     run_job,
 )
-from tests.scoring_support import PriceFileScorer, output_checksum
+from tests.scoring_support import PriceFileScorer, committed_markers, output_checksum
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,7 +147,7 @@ def test_two_worker_processes_write_the_same_bytes_as_one(price_files, tmp_path)
     assert s2.workers == 2 and s2.chunks_done == 7
     for p in sorted((tmp_path / "one").glob("part-*.parquet")):
         assert p.read_bytes() == (tmp_path / "two" / p.name).read_bytes(), p.name
-    workers = {json.loads(m.read_text())["worker"] for m in (tmp_path / "two" / "_done").glob("chunk-*.json")}
+    workers = {m["worker"] for m in committed_markers(tmp_path / "two")}
     assert len(workers) >= 1 and all(str(os.getpid()) not in w.split(":")[1] for w in workers)
 
 
@@ -170,14 +170,14 @@ def test_sigkill_of_the_scoring_process_then_rerun_gives_every_row_once(price_fi
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list((out / "_done").glob("chunk-*.json"))) < 3:
+        while time.monotonic() < deadline and len(committed_markers(out)) < 3:
             assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-run
     finally:
         proc.wait(timeout=30)
     # the markers the engine counts: a SIGKILL mid-write can leave a temp marker (.chunk-…json), removed and re-scored on rerun
-    committed = len(list((out / "_done").glob("chunk-*.json")))
+    committed = len(committed_markers(out))
     assert 3 <= committed < 10, f"kill landed after {committed} chunks; expected mid-run"
     # rerun in-process: the CLI's job (scorer class of a `python -m` run) is recognised as the same job
     again = run_job(file_items(sorted(items_dir.glob("*.csv"))), PriceFileScorer(), out, workers=2, items_per_chunk=2, progress=False)
@@ -226,7 +226,7 @@ def test_a_failing_model_load_stops_the_job_with_its_reason(price_files, tmp_pat
 
     with pytest.raises(ScorerLoadError, match=r"PriceFileScorer.load\(\) failed: FileNotFoundError: work=-1: no such model"):
         run_job(file_items(price_files), PriceFileScorer(work=-1), tmp_path / "out", workers=workers, progress=False)
-    assert not list((tmp_path / "out" / "_done").glob("chunk-*.json"))
+    assert not committed_markers(tmp_path / "out")
 
 
 def test_unreachable_ray_address_fails_fast_with_a_clear_error(price_files, tmp_path):

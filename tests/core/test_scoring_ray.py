@@ -4,7 +4,6 @@ an actor killed mid-chunk is replaced and the job completes exactly once."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.scoring import file_items, read_output, read_quarantine, run_job
-from tests.scoring_support import PriceFileScorer, output_checksum
+from tests.scoring_support import PriceFileScorer, committed_markers, output_checksum
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.timeout(180), pytest.mark.ray]
@@ -41,7 +40,7 @@ def test_ray_engine_writes_the_same_bytes_as_local_loading_the_model_once_per_ac
         assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
     assert read_quarantine(tmp_path / "ray")["item_id"].tolist() == [items[5].id]
     # scored by Ray actor processes, each loading the model once for its many chunks
-    workers = {json.loads(m.read_text())["worker"] for m in (tmp_path / "ray" / "_done").glob("chunk-*.json")}
+    workers = {m["worker"] for m in committed_markers(tmp_path / "ray")}
     pids = _pids(loads)
     assert 1 <= len(pids) <= 2 and len(pids) == len(set(pids))
     assert {w.split(":")[1] for w in workers} <= set(pids)
@@ -107,13 +106,13 @@ def test_sigkill_of_a_ray_driver_then_rerun_on_ray_gives_every_row_once(ray_addr
     proc = subprocess.Popen(cmd + ["--sleep", "0.5"], cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(list((out / "_done").glob("chunk-*.json"))) < 2:
+        while time.monotonic() < deadline and len(committed_markers(out)) < 2:
             assert proc.poll() is None
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
-    committed = len(list((out / "_done").glob("chunk-*.json")))
+    committed = len(committed_markers(out))
     assert 2 <= committed < 10
     again = run_job(file_items(sorted(items_dir.glob("*.csv"))), PriceFileScorer(), out, engine="ray", workers=2, address=ray_address, items_per_chunk=2, progress=False)
     assert (again.chunks_skipped, again.chunks_done) == (committed, 10 - committed)
@@ -133,7 +132,7 @@ def test_a_private_ray_cluster_is_gone_when_its_driver_is_sigkilled(price_files,
     cluster: dict[int, int] = {}
     try:
         deadline = time.monotonic() + 150
-        while not list((tmp_path / "out" / "_done").glob("chunk-*.json")):
+        while not committed_markers(tmp_path / "out"):
             assert driver.poll() is None, driver.communicate()[1].decode()[-2000:]
             assert time.monotonic() < deadline, "the Ray job did not commit a chunk in time"
             time.sleep(0.1)

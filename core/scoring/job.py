@@ -382,7 +382,7 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
         atomic_write_json(job_file, {"fingerprint": fp, "description": desc, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     (out / DONE_DIR).mkdir(exist_ok=True)
     done = set()
-    for p in (out / DONE_DIR).glob("chunk-*.json"):
+    for p in _marker_paths(out):
         try:
             done.add(int(p.stem.split("-")[1]))
         except ValueError:
@@ -451,13 +451,19 @@ def chunk_items(items: Sequence[WorkItem], items_per_chunk: int) -> list[list[Wo
     return [list(items[s : s + items_per_chunk]) for s in range(0, len(items), items_per_chunk)]
 
 
+def _marker_paths(out: Path) -> list[Path]:
+    """The committed chunks' markers (``chunk-N.json``, written by rename: a half-written temp marker is a
+    dot file and not one of them), sorted by name."""
+    return sorted((out / DONE_DIR).glob("chunk-*.json"))
+
+
 def read_markers(out: str | os.PathLike) -> list[dict[str, Any]]:
     """The commit markers of an output folder, in chunk order (one per committed chunk)."""
     out = Path(out)
     if not (out / JOB_FILE).is_file():
         raise ScoringError(f"{out}: not a scoring output folder ({JOB_FILE} missing)")
     ms = []
-    for p in sorted((out / DONE_DIR).glob("chunk-*.json")):
+    for p in _marker_paths(out):
         ms.append(json.loads(p.read_text()))
     return sorted(ms, key=lambda m: m["chunk"])
 

@@ -98,8 +98,16 @@ def lock_frozen_batchnorm(model: nn.Module) -> int:
 
 
 def head_names(model: nn.Module) -> list[str]:
-    """Names of the classification head's modules (timm ``pretrained_cfg['classifier']``, a ``head``
-    attribute, or the last ``nn.Linear``)."""
+    """Names of the head's modules: what the model declares in ``suite_heads`` (a list of module names —
+    set by a domain whose model has several outputs, e.g. the finance TFT's log-vol output and variance
+    head), else timm's ``pretrained_cfg['classifier']``, a ``head`` attribute, or the last ``nn.Linear``."""
+    declared = getattr(model, "suite_heads", None)
+    if declared is not None:
+        names = dict(model.named_modules())
+        missing = [n for n in declared if n not in names]
+        if missing:
+            raise ValueError(f"{type(model).__name__}.suite_heads names modules it does not have: {missing}")
+        return list(declared)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     cls = cfg.get("classifier") if isinstance(cfg, dict) else None
     if cls:

@@ -96,16 +96,12 @@ def _evaluate(name: str, fc: Forecaster, T, test_o, series: dict, holdout: list[
 
 
 def apply_lora_for_transfer(model, r: int):
-    """``finetune_lora``'s parameter set: LoRA (rank ``r``, alpha 2r) on every Linear layer, the ticker
-    embedding and the log-vol quantile output layer trained in full, the rest frozen. The output layer is
-    named explicitly: ``core.finetune.apply_lora`` keeps "the head" (the last Linear) trainable, and a
-    model with a variance head (``--variance-head``) has that as its last Linear — without the name, the
-    log-vol output would get adapters instead of being trained (the head itself stays trainable as well)."""
+    """``finetune_lora``'s parameter set: LoRA (rank ``r``, alpha 2r) on every Linear layer but the heads, the
+    ticker embedding and the heads — the log-vol quantile output layer and, when present, the variance head,
+    which the model declares (``model.suite_heads``, read by ``core.finetune.head_names``) — trained in full."""
     from core.finetune import apply_lora
-    from domains.finance.features import TARGETS
 
-    vol_out = f"output_layer.{TARGETS.index('lrv_z')}" if isinstance(model.output_layer, torch.nn.ModuleList) else "output_layer"
-    return apply_lora(model, r=r, alpha=2 * r, exclude=[vol_out], trainable=["input_embeddings", vol_out])
+    return apply_lora(model, r=r, alpha=2 * r, trainable=["input_embeddings"])
 
 
 def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, cutoff: pd.Timestamp) -> TransferResult:

@@ -40,7 +40,7 @@ from domains.finance.data import PriceDataError
 from domains.finance.features import GARCH_REALS, KNOWN_REALS, OBSERVED_REALS, OPTIONAL_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors, observed_inputs
 
 __all__ = ["TFTSpec", "MODELS", "register_model", "create_model", "model_entry", "build_tft", "build_timeseries_dataset", "Forecaster",
-           "fit", "qlike_loss", "variance_qlike_loss", "add_variance_head", "has_variance_head", "variance_output", "predict_quantiles",
+           "fit", "qlike_loss", "variance_qlike_loss", "add_variance_head", "has_variance_head", "variance_output", "vol_output_name", "predict_quantiles",
            "quantile_columns", "quantile_rows"]
 
 log = get_logger("finance.model")
@@ -174,6 +174,8 @@ def build_tft(spec: TFTSpec, tickers: list[str], learning_rate: float = 3e-3):
             reduce_on_plateau_patience=1000,
         )
     model.ticker_index = {t: int(i) for t, i in tsd.categorical_encoders["ticker"].classes_.items()}
+    # the heads fine-tuning trains in full (core.finetune.head_names): the log-vol quantile output, and the variance head when added
+    model.suite_heads = [vol_output_name(model)]
     if spec.variance_head:
         add_variance_head(model, spec.hidden_size)
     return model
@@ -200,8 +202,13 @@ def add_variance_head(model, hidden_size: int) -> None:
         head.weight.zero_()
         head.bias.zero_()
     model.variance_head = head
-    layer = model.output_layer[TARGETS.index("lrv_z")] if isinstance(model.output_layer, torch.nn.ModuleList) else model.output_layer
-    layer.register_forward_hook(_VarianceTap(model))
+    model.suite_heads = [*getattr(model, "suite_heads", [vol_output_name(model)]), "variance_head"]
+    model.get_submodule(vol_output_name(model)).register_forward_hook(_VarianceTap(model))
+
+
+def vol_output_name(model) -> str:
+    """The module name of the TFT's log-vol quantile output layer."""
+    return f"output_layer.{TARGETS.index('lrv_z')}" if isinstance(model.output_layer, torch.nn.ModuleList) else "output_layer"
 
 
 class _Tapped(threading.local):

@@ -228,3 +228,22 @@ def test_head_detection_does_not_mistake_a_body_layer_for_a_head():
     assert head_names(create_backbone("tf_efficientnet_lite0", pretrained=False, num_classes=0)) == []
     tower = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     assert head_names(tower) == ["2"]
+
+
+def test_declared_heads_win_over_the_last_linear_guess():
+    """A model with several outputs names its heads (``suite_heads``): LoRA leaves them whole and trainable,
+    adapts the rest, and a declared name the model lacks is an error, not a silent guess."""
+    from core.finetune import head_names
+
+    tower = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2), nn.Linear(2, 1))
+    tower.suite_heads = ["2", "3"]
+    assert head_names(tower) == ["2", "3"]
+    apply_lora(tower, r=2)
+    params = dict(tower.named_parameters())
+    assert all(params[n].requires_grad for n in ("2.weight", "2.bias", "3.weight", "3.bias"))
+    assert not any(n.startswith(("2.", "3.")) and "lora_" in n for n in params)
+    assert params["0.base_layer.weight"].requires_grad is False and any(n.startswith("0.lora_") for n in params)
+    tower2 = nn.Sequential(nn.Linear(4, 2))
+    tower2.suite_heads = ["head"]
+    with pytest.raises(ValueError, match="suite_heads names modules it does not have"):
+        head_names(tower2)

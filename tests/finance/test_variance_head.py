@@ -173,13 +173,15 @@ def test_head_rules_read_the_head_and_recalibrate_causally():
 
 def test_lora_transfer_trains_the_vol_output_in_full_with_or_without_a_head(feat):
     """``finetune_lora`` keeps the log-vol quantile output layer fully trainable (not adapted) whether or
-    not the model has a variance head — the head is the last Linear, which ``apply_lora`` alone would
-    take as "the head" instead of the output layer."""
+    not the model has a variance head — the model declares both as its heads (``suite_heads``); without
+    that, ``core.finetune`` would guess "the last Linear", which is the variance head when there is one."""
+    from core.finetune import head_names
     from domains.finance.finetuning import apply_lora_for_transfer
 
     for head in (0.0, 1.0):
         torch.manual_seed(0)
         m = build_forecaster(SimpleNamespace(**TINY, garch_informed=True, variance_head=head), feat, "2020-12-31").model
+        assert head_names(m) == (["output_layer.1", "variance_head"] if head else ["output_layer.1"])
         apply_lora_for_transfer(m, 4)
         params = dict(m.named_parameters())
         vol = [n for n in params if n.startswith("output_layer.1.")]

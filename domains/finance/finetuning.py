@@ -129,13 +129,13 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
     if is_garch_informed(fc):
         init_output_bias(base, T, pre_o, cfg.seed)
     fit(base, T, pre_o, epochs=cfg.epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None, lr=cfg.lr, seed=cfg.seed, desc="pre-train",
-        qlike_weight=cfg.qlike_weight, variance_weight=cfg.variance_head)
+        qlike_weight=cfg.qlike_weight, variance_weight=cfg.variance_head, qlike_cap=cfg.qlike_cap)
     set_unknown_rows(base, tickers, holdout)
     series = series_by_ticker(feat[feat["ticker"].isin(holdout)])
     results = _evaluate("zero_shot", fc, T, test_o, series, holdout, H)
     pretrained = {k: v.clone() for k, v in base.state_dict().items()}
     steps = dict(epochs=cfg.finetune_epochs, batch_size=min(cfg.batch_size, 64), max_batches=None, seed=cfg.seed + 1, qlike_weight=cfg.qlike_weight,
-                 variance_weight=cfg.variance_head)
+                 variance_weight=cfg.variance_head, qlike_cap=cfg.qlike_cap)
     models = {}
 
     def tuned(name: str, prepare, lr: float, origins: np.ndarray):

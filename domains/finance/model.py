@@ -40,7 +40,7 @@ from domains.finance.data import PriceDataError
 from domains.finance.features import GARCH_REALS, KNOWN_REALS, OBSERVED_REALS, OPTIONAL_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors, observed_inputs
 
 __all__ = ["TFTSpec", "MODELS", "register_model", "create_model", "model_entry", "build_tft", "build_timeseries_dataset", "Forecaster",
-           "fit", "qlike_loss", "variance_qlike_loss", "add_variance_head", "has_variance_head", "variance_output", "vol_output_name", "predict_quantiles",
+           "fit", "qlike_loss", "qlike_of_log_ratio", "variance_qlike_loss", "add_variance_head", "has_variance_head", "variance_output", "vol_output_name", "predict_quantiles",
            "quantile_columns", "quantile_rows"]
 
 log = get_logger("finance.model")
@@ -248,12 +248,24 @@ def variance_output(model, lrv_pred: torch.Tensor) -> torch.Tensor:
     return med + delta
 
 
-def variance_qlike_loss(h: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def qlike_of_log_ratio(u: torch.Tensor, cap: float = 0.0) -> torch.Tensor:
+    """QLIKE = 1/M + log M − 1 as a function of u = log M, M = forecast variance / rv². ``cap`` c > 0 bounds
+    the gradient for forecasts far too low: below u = −c the loss continues along its tangent at −c (slope
+    1 − e^c), so one row whose realised variance is e^20 times its forecast cannot steer a whole batch;
+    unchanged for u ≥ −c (c = 5: realised vol ≥ 12× the forecast). 0 = plain QLIKE (u clamped at ±20)."""
+    u = torch.clamp(u, -20, 20)
+    if not cap:
+        return torch.exp(-u) + u - 1.0
+    c = torch.as_tensor(float(cap), dtype=u.dtype)
+    lo = torch.exp(c) - c - 1.0 + (1.0 - torch.exp(c)) * (u + c)
+    return torch.where(u >= -c, torch.exp(-torch.maximum(u, -c)) + u - 1.0, lo)
+
+
+def variance_qlike_loss(h: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, cap: float = 0.0) -> torch.Tensor:
     """QLIKE of the variance head's forecast, per forecast: ``h`` and the realised ``y`` (B, H) in
     standardised log-vol units (as :func:`qlike_loss`), ``scale`` (B,) the ticker's sd of log rvol.
-    M = forecast variance / rv² = exp(2·scale·(h − y)); QLIKE = 1/M + log M − 1."""
-    u = torch.clamp(2 * scale[:, None] * (h - y), -20, 20)
-    return torch.exp(-u) + u - 1.0
+    M = forecast variance / rv² = exp(2·scale·(h − y)); QLIKE = 1/M + log M − 1 (``cap``: :func:`qlike_of_log_ratio`)."""
+    return qlike_of_log_ratio(2 * scale[:, None] * (h - y), cap)
 
 
 def pinball_loss(model, out_pred: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
@@ -264,13 +276,13 @@ def pinball_loss(model, out_pred: list[torch.Tensor], targets: list[torch.Tensor
     return total / len(targets)
 
 
-def qlike_loss(z_q: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, quantiles=QUANTILES) -> torch.Tensor:
+def qlike_loss(z_q: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, quantiles=QUANTILES, cap: float = 0.0) -> torch.Tensor:
     """QLIKE of the variance forecast E[rv²] implied by log-vol quantiles, per forecast: ``z_q`` (B, H, Q)
     and the realised ``y`` (B, H) in standardised log-vol units (``lrv_z``, or its GARCH-informed
     offset — the origin's offset cancels), ``scale`` (B,) the ticker's sd of log rvol (rv = exp(scale·z + c)).
     E[rv²] uses the rule of :func:`domains.finance.metrics.second_moment_from_quantiles` (piecewise linear
     quantile function in vol units, linear tails clipped at 0), computed relative to the realised vol:
-    QLIKE = 1/M + log M − 1 with M = E[rv²] / rv²."""
+    QLIKE = 1/M + log M − 1 with M = E[rv²] / rv² (``cap``: :func:`qlike_of_log_ratio`)."""
     b = torch.exp(torch.clamp(scale[:, None, None] * (torch.sort(z_q, dim=-1).values - y[..., None]), -20, 20))  # quantiles / realised vol
     p = torch.as_tensor(quantiles, dtype=b.dtype)
     lo = torch.clamp(b[..., 0] - (b[..., 1] - b[..., 0]) / (p[1] - p[0]) * p[0], min=0.0)
@@ -278,20 +290,23 @@ def qlike_loss(z_q: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, quantile
     knots = torch.cat([lo[..., None], b, hi[..., None]], dim=-1)
     w = torch.diff(torch.cat([torch.zeros(1, dtype=b.dtype), p, torch.ones(1, dtype=b.dtype)]))
     m = torch.clamp(torch.sum(w * (knots[..., :-1] ** 2 + knots[..., :-1] * knots[..., 1:] + knots[..., 1:] ** 2) / 3, dim=-1), min=1e-8)
-    return 1.0 / m + torch.log(m) - 1.0
+    if not cap:
+        return 1.0 / m + torch.log(m) - 1.0
+    return qlike_of_log_ratio(torch.log(m), cap)
 
 
 def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, batch_size: int = 128,
         max_batches: int | None = 60, lr: float = 3e-3, weight_decay: float = 1e-5, seed: int = 0,
         optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
         on_epoch_end: Callable[[int, float, torch.optim.Optimizer], None] | None = None, desc: str = "train",
-        data_parallel=None, qlike_weight: float = 0.0, variance_weight: float = 0.0) -> list[float]:
+        data_parallel=None, qlike_weight: float = 0.0, variance_weight: float = 0.0, qlike_cap: float = 0.0) -> list[float]:
     """Plain mini-batch training on pre-built tensors (random origins each epoch). Returns the
     mean training loss per epoch (pinball, plus the QLIKE term below when ``qlike_weight``). ``data_parallel`` (a :class:`core.distributed.DataParallel` under
     torchrun): each rank trains on its own 1/world of every epoch's shuffled windows through DDP.
     ``qlike_weight`` > 0 adds that times the mean :func:`qlike_loss` of the realised-vol quantiles
     (every horizon) to the pinball loss (needs ``tensors.vol_scale``); ``variance_weight`` > 0, for a model with a
-    variance head (:func:`add_variance_head`), adds that times the mean :func:`variance_qlike_loss` of its output."""
+    variance head (:func:`add_variance_head`), adds that times the mean :func:`variance_qlike_loss` of its output.
+    ``qlike_cap`` > 0 bounds both QLIKE terms' gradient for far-too-low forecasts (:func:`qlike_of_log_ratio`)."""
     from core.distributed import DataParallel
 
     if len(origins) == 0:
@@ -321,12 +336,12 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
             if qlike_weight:
                 if tensors.vol_scale is None:
                     raise ValueError("qlike_weight needs PanelTensors built with vol_scale (Forecaster.tensors)")
-                loss = loss + qlike_weight * qlike_loss(out["prediction"][1], y[1], tensors.vol_scale[torch.as_tensor(idx)]).mean()
+                loss = loss + qlike_weight * qlike_loss(out["prediction"][1], y[1], tensors.vol_scale[torch.as_tensor(idx)], cap=qlike_cap).mean()
             if variance_weight and has_variance_head(model):
                 if tensors.vol_scale is None:
                     raise ValueError("variance_weight needs PanelTensors built with vol_scale (Forecaster.tensors)")
                 h = variance_output(model, out["prediction"][1])
-                loss = loss + variance_weight * variance_qlike_loss(h, y[1], tensors.vol_scale[torch.as_tensor(idx)]).mean()
+                loss = loss + variance_weight * variance_qlike_loss(h, y[1], tensors.vol_scale[torch.as_tensor(idx)], cap=qlike_cap).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)

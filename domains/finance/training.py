@@ -144,7 +144,8 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
 
     losses = fit(model, T, train_o, epochs=cfg.epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None,
                  lr=cfg.lr, seed=cfg.seed, optimizer=opt, start_epoch=int(state["epoch"]), on_epoch_end=on_epoch_end,
-                 data_parallel=data_parallel, qlike_weight=cfg.qlike_weight, variance_weight=vh)
+                 data_parallel=data_parallel, qlike_weight=cfg.qlike_weight, variance_weight=vh,
+                 qlike_cap=getattr(cfg, "qlike_cap", 0.0))
     metrics = {"train_windows": int(len(train_o)), "epochs": cfg.epochs, "cutoff": str(cutoff.date()), "world_size": data_parallel.world_size,
                "inputs": ",".join(spec.observed_reals), "garch_informed": is_garch_informed(fc), "qlike_weight": cfg.qlike_weight,
                "variance_head": vh}

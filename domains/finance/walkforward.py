@@ -166,7 +166,8 @@ def _train_member(m: _Member, T, train_o, val_o, epochs: int, cfg, fold: int, ca
         batches = (cfg.refit_batches or cfg.max_batches) if can_skip else cfg.max_batches
         fit(m.model, T, train_o, epochs=e + 1, start_epoch=e, batch_size=cfg.batch_size, max_batches=batches or None,
             lr=cfg.lr, seed=m.seed * 1000 + fold, optimizer=m.opt, desc=f"fold {fold} seed {m.seed}",
-            qlike_weight=getattr(cfg, "qlike_weight", 0.0), variance_weight=getattr(cfg, "variance_head", 0.0))
+            qlike_weight=getattr(cfg, "qlike_weight", 0.0), variance_weight=getattr(cfg, "variance_head", 0.0),
+            qlike_cap=getattr(cfg, "qlike_cap", 0.0))
         v = _val_pinball(m.model, T, val_o) if have_val else float(-e)  # no validation data: the last epoch
         if v < best_val:
             best_val, best_epoch, best_state = v, e + 1, copy.deepcopy(m.model.state_dict())

@@ -189,3 +189,20 @@ def test_lora_transfer_trains_the_vol_output_in_full_with_or_without_a_head(feat
         assert any("lora_" in n for n in params) and params["output_layer.0.base_layer.weight"].requires_grad is False
         if head:
             assert all(p.requires_grad for n, p in params.items() if n.startswith("variance_head."))
+
+
+def test_bounded_qlike_matches_qlike_above_the_cap_and_caps_the_gradient_below():
+    """``--qlike-cap c``: plain QLIKE for log(forecast/realised variance) >= -c; below, its tangent — continuous,
+    with the gradient held at 1 - e^c instead of growing as e^-u."""
+    from domains.finance.model import qlike_of_log_ratio
+
+    u = torch.linspace(-12, 6, 181, dtype=torch.float64, requires_grad=True)
+    plain, capped = qlike_of_log_ratio(u), qlike_of_log_ratio(u, cap=5.0)
+    above = u.detach() >= -5
+    torch.testing.assert_close(capped[above], plain[above])
+    assert torch.all(capped[~above] < plain[~above])
+    (g,) = torch.autograd.grad(capped.sum(), u)
+    assert float(g.min()) >= 1 - np.exp(5) - 1e-9 and float(g[0]) == pytest.approx(1 - np.exp(5))
+    eps = 1e-6
+    left, right = (qlike_of_log_ratio(torch.tensor([-5.0 + d], dtype=torch.float64), cap=5.0) for d in (-eps, eps))
+    assert float(right - left) == pytest.approx(2 * eps * (1 - np.exp(5)), rel=1e-3)  # continuous, smooth at -c

@@ -105,10 +105,11 @@ except FileNotFoundError:  # a train run: a forecaster but no walk-forward table
     st.code(train_command("finance"), language="bash")
     variant = api.saved_variant(run_dir)
     if variant is not None:
-        name, chosen_by = variant
-        st.caption(f"A transfer run: its model is **{name}**" + (
-            " — chosen by `--save auto`, the lowest vol pinball on the last days of the held-out tickers' short history ("
-            + ", ".join(f"{k} {v:.4g}" for k, v in chosen_by.items()) + "); its test figures are in `transfer_results.csv`." if chosen_by else "."))
+        days = f"{variant.val_days} " if variant.val_days else ""
+        st.caption(f"A transfer run: its model is **{variant.name}**" + (
+            f" — chosen by `--save auto`, the lowest vol pinball on the last {days}days of the held-out tickers' short history ("
+            + ", ".join(f"{k} {v:.4g}" for k, v in variant.selection.items()) + "); its test figures are in `transfer_results.csv`."
+            if variant.selection else "."))
 except Exception:  # noqa: BLE001
     with friendly_errors("Loading the backtest"):
         raise

@@ -17,7 +17,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -29,7 +29,7 @@ from domains.finance.predictor import forecast_frame, prepare_forecaster
 
 __all__ = ["FinanceRun", "Verdict", "Backtest", "LoadedForecaster", "DataQuality", "finance_run", "load_panel",
            "load_forecaster", "forecast", "load_backtest", "load_variable_importance", "data_quality",
-           "VarAttribution", "forecast_attribution", "saved_variant"]
+           "VarAttribution", "forecast_attribution", "SavedVariant", "saved_variant"]
 
 
 @dataclass(frozen=True)
@@ -139,15 +139,24 @@ def _model_dir(run_dir: str | Path) -> Path:
     return run_dir if (run_dir / "forecaster.json").is_file() else run_dir / "model"
 
 
-def saved_variant(run_dir: str | Path) -> tuple[str, dict[str, float]] | None:
-    """For a ``transfer`` run: (the variant its model is, {candidate: validation vol pinball} — empty
-    unless ``--save auto`` chose it); None for other runs. Reads ``forecaster.json`` only."""
+class SavedVariant(NamedTuple):
+    """What a ``transfer`` run saved: the variant, and (``--save auto``) the validation vol pinball of each
+    candidate and how many of the short history's last days it was measured on (empty / 0 otherwise)."""
+    name: str
+    selection: dict[str, float]
+    val_days: int
+
+
+def saved_variant(run_dir: str | Path) -> SavedVariant | None:
+    """For a ``transfer`` run: its :class:`SavedVariant`; None for other runs. Reads ``forecaster.json`` only."""
     meta = _read_json(_model_dir(run_dir) / "forecaster.json")
     info = meta.get("info") if isinstance(meta, dict) else None
     if not isinstance(info, dict) or not isinstance(info.get("transfer"), str):
         return None
     sel = info.get("transfer_selection")
-    return info["transfer"], {str(k): float(v) for k, v in sel.items()} if isinstance(sel, dict) else {}
+    days = info.get("transfer_val_days")
+    return SavedVariant(info["transfer"], {str(k): float(v) for k, v in sel.items()} if isinstance(sel, dict) else {},
+                        int(days) if isinstance(days, (int, float)) else 0)
 
 
 def load_forecaster(run_dir: str | Path) -> LoadedForecaster:

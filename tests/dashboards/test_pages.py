@@ -406,7 +406,7 @@ def test_finance_page_says_which_variant_a_transfer_run_saved(domain_run, tmp_pa
         if (src / name).is_file():
             shutil.copy(src / name, run / name)
     meta = json.loads((run / "model" / "forecaster.json").read_text())
-    meta["info"].update(transfer="zero_shot", transfer_selection={"zero_shot": 0.00157, "finetune_full": 0.00164, "finetune_lora": 0.0017})
+    meta["info"].update(transfer="zero_shot", transfer_selection={"zero_shot": 0.00157, "finetune_full": 0.00164, "finetune_lora": 0.0017}, transfer_val_days=50)
     (run / "model" / "forecaster.json").write_text(json.dumps(meta))
     monkeypatch.setenv("SUITE_RUNS_DIR", str(tmp_path / "runs"))
     at = run_app(PAGES["finance"], timeout=240)
@@ -414,7 +414,7 @@ def test_finance_page_says_which_variant_a_transfer_run_saved(domain_run, tmp_pa
     assert any("no backtest tables" in i.value for i in at.info), ([i.value for i in at.info], [e.value for e in at.error], [w.value for w in at.warning], [b.options for b in at.selectbox])
     assert any("No variable importance for this run" in i.value for i in at.info)  # a run without a backtest: information, not an error
     caption = next(c.value for c in at.caption if "transfer run" in c.value)
-    assert "**zero_shot**" in caption and "finetune_lora 0.0017" in caption and "--save auto" in caption
+    assert "**zero_shot**" in caption and "finetune_lora 0.0017" in caption and "--save auto" in caption and "last 50 days" in caption
 
 
 def test_recommendation_fallback_rows_show_a_labelled_popularity_column_not_a_score(domain_run):

@@ -38,7 +38,7 @@ def test_transfer_runs_and_lora_trains_fewer_parameters(tmp_path):
     assert 10 <= metrics["select/val_days"] <= 50  # --val-days 50, or the last third of a shorter history
     from domains.finance import api
 
-    assert api.saved_variant(run) == (saved.info["transfer"], pytest.approx(sel)) and api.saved_variant(tmp_path) is None  # the dashboard's caption
+    assert api.saved_variant(run) == (saved.info["transfer"], pytest.approx(sel), saved.info["transfer_val_days"]) and api.saved_variant(tmp_path) is None  # the dashboard's caption
     assert forecast_main(["--runs-dir", str(tmp_path), "--model-run", run.name, "--tickers", "KO", "--no-track"]) == 0
     out = sorted((tmp_path / "finance").glob("forecast-*"))[-1]
     assert set(pd.read_parquet(out / "forecasts.parquet")["ticker"]) == {"KO"}

@@ -98,8 +98,8 @@ class BacktestConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, Threa
     # fields owned by finance-B (walk-forward backtest, issue 15); see domains/finance/walkforward.py
     folds: int = field(default=40, metadata={"help": "number of walk-forward folds (test blocks): the last folds x test_days trading days"})
     test_days: int = field(default=126, metadata={"help": "trading days per test block (126 = half a year, 63 = a quarter)"})
-    epochs: int = field(default=2, metadata={"help": "training epochs of the first fold (from scratch)"})
-    refit_epochs: int = field(default=1, metadata={"help": "epochs of warm-started refit for folds after the first (the best on validation is kept, 0 included)"})
+    epochs: int = field(default=8, metadata={"help": "training epochs of the first fold (from scratch; the best on validation is kept). 8 since session 8 (was 2), chosen on the pre-2002 validation backtest over 2 and 4 (domains/finance/README.md)"})
+    refit_epochs: int = field(default=4, metadata={"help": "epochs of warm-started refit for folds after the first (the best on validation is kept, 0 included). 4 since session 8 (was 1), chosen with --epochs"})
     refit_batches: int = field(default=4, metadata={"help": "batches per refit epoch (0 = --max-batches); sized for 40 folds x 3 seeds on 2 busy CPU cores"})
     seeds: int = field(default=3, metadata={"help": "ensemble members (TFTs with seeds seed, seed+1, ...); the model 'tft' averages their quantiles"})
     val_days: int = field(default=63, metadata={"help": "trading days before each cutoff held out to choose the early-stopping epoch"})

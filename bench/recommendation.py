@@ -249,50 +249,64 @@ def measure(fn) -> tuple[float, float, object]:
     return secs, m.delta_mb, out
 
 
-def part_scale(quick: bool) -> dict:
-    from domains.recommendation.sequential import LeaveLastOut, SequenceConfig, SequenceTrainConfig, train_sequence_model
+SCALE_STEPS = ["two-tower", "EASE", "iALS", "item-kNN", "sequence model"]
+
+
+def _scale_step(step: str, path: str, n_users: int, n_items: int, quick: bool) -> dict:
+    """One step of ``scale``, run in a fresh process (:func:`part_scale`): build the step's inputs from the
+    Parquet file, then time it and sample its peak RSS above the level its inputs already hold — no memory
+    freed by another step can be reused, so the MB column is this step's own growth."""
+    torch.set_num_threads(1)
+    df = pd.read_parquet(path)
+    if step == "sequence model":  # a bounded number of batches, extrapolated to one epoch
+        from domains.recommendation.sequential import LeaveLastOut, SequenceConfig, SequenceTrainConfig, train_sequence_model
+
+        order = np.lexsort((df["timestamp"].to_numpy(), df["user_id"].to_numpy()))
+        u, i = df["user_id"].to_numpy()[order] - 1, df["item_id"].to_numpy()[order] - 1
+        bounds = np.searchsorted(u, np.arange(n_users + 1))
+        sub = [i[bounds[k]:bounds[k + 1]] for k in range(min(n_users, 64 * (3 if quick else 10)))]
+        split = LeaveLastOut([q[:-2] for q in sub], [q[-2:-1] for q in sub], [q[-1:] for q in sub], n_items)
+        scfg = SequenceConfig(**{**SEQ_MODEL, "text_dim": 0})
+        secs, mb, _ = measure(lambda: train_sequence_model(split, scfg, SequenceTrainConfig(epochs=1, patience=1, batch_size=64)))
+        return {"sequence model epoch s (est.)": secs * n_users / len(sub), "sequence model peak MB": mb}
     from domains.recommendation.training import train_epochs
+
+    cfg = TrainConfig(track=False, data=path, text="none", seed=0, threads=1, split="leave-last-out")
+    prep = prepare_inputs(cfg)
+    if step == "two-tower":
+        steps = 10 if quick else 60
+        cfg.max_steps = steps
+        model = build_model(cfg, prep.space)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        log_q = sampling_log_q(prep.train_i, prep.space.n_items)
+        secs, mb, _ = measure(lambda: train_epochs(model, prep, cfg, opt, prep.train_u, prep.train_i, log_q, epochs=1, desc="scale two-tower"))
+        rate = steps * cfg.batch_size / secs
+        return {"two-tower examples/s": rate, "two-tower epoch s (est.)": len(prep.train_u) / rate, "two-tower peak MB": mb}
+    X = B.interaction_matrix(prep.train_u, prep.train_i, prep.space.n_users, prep.space.n_items)
+    make = {"EASE": lambda: B.EASE(500.0), "iALS": lambda: B.IALS(64, 1.0, 1.0, 15), "item-kNN": lambda: B.ItemKNN(100, 10.0)}[step]
+    secs, mb, _ = measure(lambda: make().fit(X))
+    return {f"{step} fit s": secs, f"{step} peak MB": mb}
+
+
+def part_scale(quick: bool) -> dict:
+    """Time and peak memory per step and size; every step in its own fresh (spawned) process, one at a time."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     sizes = [20_000, 50_000] if quick else [100_000, 300_000, 1_000_000]
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="rec-scale-"))
     for n in sizes:
         n_users, n_items = max(100, int(6040 * n / 1e6)), max(200, int(3706 * (n / 1e6) ** 0.5))
-        df = synthetic_interactions(n, n_users, n_items)
         path = tmp / f"inter-{n}.parquet"
-        df.to_parquet(path, index=False)
+        synthetic_interactions(n, n_users, n_items).to_parquet(path, index=False)
         row = {"interactions": n, "users": n_users, "items": n_items}
-        cfg = TrainConfig(track=False, data=str(path), text="none", seed=0, threads=1, split="leave-last-out")
-        prep = prepare_inputs(cfg)
-        steps = 10 if quick else 60
-        cfg.max_steps = steps
-        model = build_model(cfg, prep.space)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        log_q = sampling_log_q(prep.train_i, prep.space.n_items)
-        # noqa F821 below: ruff's false positive (the lambda runs at once; the names are deleted only at the loop's end)
-        secs, mb, _ = measure(lambda: train_epochs(model, prep, cfg, opt, prep.train_u, prep.train_i, log_q, epochs=1, desc="scale two-tower"))  # noqa: F821
-        rate = steps * cfg.batch_size / secs
-        row.update({"two-tower examples/s": rate, "two-tower epoch s (est.)": len(prep.train_u) / rate, "two-tower peak MB": mb})
-        X = B.interaction_matrix(prep.train_u, prep.train_i, prep.space.n_users, prep.space.n_items)
-        for name, make in (("EASE", lambda: B.EASE(500.0)), ("iALS", lambda: B.IALS(64, 1.0, 1.0, 15)), ("item-kNN", lambda: B.ItemKNN(100, 10.0))):
-            secs, mb, _ = measure(lambda: make().fit(X))  # noqa: F821
-            row.update({f"{name} fit s": secs, f"{name} peak MB": mb})
-        # sequence model: a bounded number of batches, extrapolated to one epoch
-        order = np.lexsort((df["timestamp"].to_numpy(), df["user_id"].to_numpy()))
-        u = df["user_id"].to_numpy()[order] - 1
-        i = df["item_id"].to_numpy()[order] - 1
-        bounds = np.searchsorted(u, np.arange(n_users + 1))
-        seqs = [i[bounds[k]:bounds[k + 1]] for k in range(n_users)]
-        batches = 3 if quick else 10
-        sub = seqs[:64 * batches]
-        split = LeaveLastOut([s[:-2] for s in sub], [s[-2:-1] for s in sub], [s[-1:] for s in sub], n_items)
-        scfg = SequenceConfig(**{**SEQ_MODEL, "text_dim": 0})
-        secs, mb, _ = measure(lambda: train_sequence_model(split, scfg, SequenceTrainConfig(epochs=1, patience=1, batch_size=64)))
-        row.update({"sequence model epoch s (est.)": secs * n_users / len(sub), "sequence model peak MB": mb})
+        for step in SCALE_STEPS:
+            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                row.update(pool.submit(_scale_step, step, str(path), n_users, n_items, quick).result())
         print(row, flush=True)
         rows.append(row)
-        del prep, model, opt, X
-    return {"rows": rows, "quick": quick}
+    return {"rows": rows, "quick": quick, "per_step_process": True}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +593,10 @@ def render(out_dir: Path) -> str:
                "One training pass each: two-tower through the real pipeline (`prepare_inputs` on a Parquet file, leave-last-out, no text), "
                "timed over 60 batches of 1024 and extrapolated to an epoch; EASE (λ 500), iALS (64 factors, 15 iterations), item-kNN "
                "(k 100) fits; the sequence model (no text) over 10 batches of 64 users, extrapolated. Peak MB = peak RSS growth during the step "
-               "(noisy: memory freed by an earlier step is reused, so near-zero rows mean 'fit in what was already held'). The load on the "
+               + ("above what its inputs hold, each step in its own fresh process (nothing freed by another step is reused). "
+                  if p.get("per_step_process") else
+                  "(noisy: memory freed by an earlier step is reused, so near-zero rows mean 'fit in what was already held'). ")
+               + "The load on the "
                "machine changed during this part (rows measured at different moments): compare columns within a row, not speeds across rows.",
                markdown_table(p["rows"])]
     if "scoring10m" in parts:

@@ -61,7 +61,7 @@ class TrainingConfig:
     max_batches: int = field(default=50, metadata={"help": "batches per epoch (random windows; 0 = all windows)"})
     lr: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
     qlike_weight: float = field(default=0.1, metadata={"help": "add this times the QLIKE of the variance forecast E[rv^2] implied by the realised-vol quantiles to the pinball training loss (0 = pinball only, the default before session 4; 0.1 chosen on a pre-2002 validation backtest, domains/finance/README.md; model.qlike_loss)"})
-    qlike_cap: float = field(default=0.0, metadata={"help": "c > 0: the QLIKE training terms continue linearly below log(forecast/realised variance) = -c, so a single row whose realised variance is far above its forecast cannot dominate a batch (model.qlike_of_log_ratio); 0 = plain QLIKE"})
+    qlike_cap: float = field(default=0.0, metadata={"help": "c > 0: the QLIKE training terms continue linearly below log(forecast/realised variance) = -c, so a single row whose realised variance is far above its forecast cannot dominate a batch (model.qlike_of_log_ratio); 0 = plain QLIKE (the default: c = 5 was tried on the pre-2002 validation backtest in session 8, -0.9 %, not adopted)"})
     variance_head: float = field(default=0.3, metadata={"help": "W_v > 0: give the TFT a dedicated variance output (per horizon a log-multiplier of its own median realised vol, model.add_variance_head) trained with W_v x the QLIKE of its E[rv^2] against the realised vol; the backtest records it (rvol_var_head) and scores it by --variance-rule head. 0 = none (the default before session 6; runs saved without it still load). 0.3 chosen on a pre-2002 validation backtest (domains/finance/README.md)"})
 
 

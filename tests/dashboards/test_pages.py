@@ -391,6 +391,16 @@ def test_finance_page_shows_data_warnings_dropped_tickers_and_the_calendar(domai
                                                                "NEWCO": "no test days in fold(s) 0"}
     assert any(set(d.value.columns) >= {"ticker", "kind", "detail"} and len(d.value) == 3 for d in at.dataframe)
     assert any("sessions of the **XNYS** exchange calendar" in c.value for c in at.caption), [c.value for c in at.caption]
+    # clean prices, one ticker without test days: the banner says so plainly (not "0 warnings (0 warnings)"); a new run
+    # folder, as the page caches what it read per run
+    clean = run.parent / "clean"
+    shutil.copytree(run, clean)
+    pd.DataFrame(columns=["ticker", "kind", "date", "value", "detail"]).to_csv(clean / "data_warnings.csv", index=False)
+    (clean / "data_report.json").write_text(json.dumps({"warning_counts": {"suspected_split": 0, "stale_prices": 0}, "tickers_dropped_short": []}))
+    at = run_app(PAGES["finance"], timeout=240, run_dir=clean)
+    no_exception(at)
+    warning = next(w.value for w in at.warning if "Data quality" in w.value)
+    assert "raised no warnings; 1 ticker(s) dropped or without test days" in warning, warning
 
 
 def test_finance_page_says_which_variant_a_transfer_run_saved(domain_run, tmp_path, monkeypatch):

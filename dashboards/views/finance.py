@@ -119,7 +119,7 @@ with friendly_errors("Reading the run's data checks"):
 if dq is not None and not dq.empty:
     n = sum(dq.counts.values()) if dq.counts else len(dq.warnings)
     kinds = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dq.counts.items() if v)
-    found = f"raised {n} warning{'s' if n != 1 else ''}" + (f" ({kinds})" if kinds else "") if n else "raised no warnings"
+    found = (f"raised {n} warning{'s' if n != 1 else ''}" + (f" ({kinds})" if kinds else "")) if n else "raised no warnings"
     st.warning(f"**Data quality:** the price checks of this run {found}"
                + (f"; {len(dq.dropped)} ticker(s) dropped or without test days" if len(dq.dropped) else "") + ". Details below the tabs.",
                icon=":material/warning:")

@@ -31,7 +31,7 @@ from domains.finance.data import PANEL_DATASET, PriceDataError
 from domains.finance.features import QUANTILES, realised, series_by_ticker
 from domains.finance.metrics import kupiec_pof, pinball
 from domains.finance.model import Forecaster, create_model, fit, predict_quantiles, quantile_columns
-from domains.finance.training import build_forecaster, init_output_bias, is_garch_informed
+from domains.finance.training import build_forecaster, init_output_bias, is_garch_informed, loss_terms
 
 __all__ = ["TransferResult", "short_history_panel", "run_transfer", "set_unknown_rows", "validation_split"]
 
@@ -129,13 +129,12 @@ def run_transfer(cfg: TransferConfig, panel: pd.DataFrame, feat: pd.DataFrame, c
     if is_garch_informed(fc):
         init_output_bias(base, T, pre_o, cfg.seed)
     fit(base, T, pre_o, epochs=cfg.epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None, lr=cfg.lr, seed=cfg.seed, desc="pre-train",
-        qlike_weight=cfg.qlike_weight, variance_weight=cfg.variance_head, qlike_cap=cfg.qlike_cap)
+        **loss_terms(cfg))
     set_unknown_rows(base, tickers, holdout)
     series = series_by_ticker(feat[feat["ticker"].isin(holdout)])
     results = _evaluate("zero_shot", fc, T, test_o, series, holdout, H)
     pretrained = {k: v.clone() for k, v in base.state_dict().items()}
-    steps = dict(epochs=cfg.finetune_epochs, batch_size=min(cfg.batch_size, 64), max_batches=None, seed=cfg.seed + 1, qlike_weight=cfg.qlike_weight,
-                 variance_weight=cfg.variance_head, qlike_cap=cfg.qlike_cap)
+    steps = dict(epochs=cfg.finetune_epochs, batch_size=min(cfg.batch_size, 64), max_batches=None, seed=cfg.seed + 1, **loss_terms(cfg))
     models = {}
 
     def tuned(name: str, prepare, lr: float, origins: np.ndarray):

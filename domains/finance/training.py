@@ -21,8 +21,16 @@ from domains.finance.features import GARCH_REALS, GJR_FIT_DAYS, QUANTILES, FoldS
 from domains.finance.metrics import coverage, pinball
 from domains.finance.model import Forecaster, TFTSpec, create_model, fit, has_variance_head, predict_quantiles
 
-__all__ = ["train_forecaster", "validation_metrics", "input_report", "model_spec", "fit_scaler", "build_forecaster", "init_output_bias",
+__all__ = ["train_forecaster", "validation_metrics", "input_report", "model_spec", "fit_scaler", "build_forecaster", "init_output_bias", "loss_terms",
            "is_garch_informed"]
+
+
+def loss_terms(cfg) -> dict:
+    """The training loss's extra terms as :func:`domains.finance.model.fit` takes them, read from a train, backtest or
+    transfer config (``TrainingConfig``): ``--qlike-weight``, ``--variance-head`` and ``--qlike-cap``; one place,
+    so every command trains on the same loss."""
+    return {"qlike_weight": getattr(cfg, "qlike_weight", 0.0), "variance_weight": getattr(cfg, "variance_head", 0.0),
+            "qlike_cap": getattr(cfg, "qlike_cap", 0.0)}
 
 
 def model_spec(cfg, feat: pd.DataFrame) -> TFTSpec:
@@ -135,8 +143,9 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
         other = "--no-garch-informed" if is_garch_informed(fc) else "--garch-informed"
         raise CheckpointError(f"{e} — was the run started with {other} (train's default became GARCH-informed)? resume it with that flag") from e
 
-    vh = getattr(cfg, "variance_head", 0.0)
-    loss_key = "train_loss" if cfg.qlike_weight or vh else "train_pinball"  # with --qlike-weight/--variance-head the loss is pinball + W x QLIKE (+ W_v x head QLIKE)
+    terms = loss_terms(cfg)
+    vh = terms["variance_weight"]
+    loss_key = "train_loss" if terms["qlike_weight"] or vh else "train_pinball"  # with --qlike-weight/--variance-head the loss is pinball + W x QLIKE (+ W_v x head QLIKE)
 
     def on_epoch_end(epoch: int, loss: float, optimizer) -> None:
         run.log_metrics({loss_key: loss}, step=epoch + 1)
@@ -144,8 +153,7 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
 
     losses = fit(model, T, train_o, epochs=cfg.epochs, batch_size=cfg.batch_size, max_batches=cfg.max_batches or None,
                  lr=cfg.lr, seed=cfg.seed, optimizer=opt, start_epoch=int(state["epoch"]), on_epoch_end=on_epoch_end,
-                 data_parallel=data_parallel, qlike_weight=cfg.qlike_weight, variance_weight=vh,
-                 qlike_cap=getattr(cfg, "qlike_cap", 0.0))
+                 data_parallel=data_parallel, **terms)
     metrics = {"train_windows": int(len(train_o)), "epochs": cfg.epochs, "cutoff": str(cutoff.date()), "world_size": data_parallel.world_size,
                "inputs": ",".join(spec.observed_reals), "garch_informed": is_garch_informed(fc), "qlike_weight": cfg.qlike_weight,
                "variance_head": vh}

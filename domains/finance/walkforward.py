@@ -57,7 +57,7 @@ from domains.finance.metrics import (AS_Z2_CRITICAL_5PCT, acerbi_szekely_z2, chr
                                      diebold_mariano, es_from_quantiles, kupiec_pof, mcneil_frey, pinball_rows, qlike_rows,
                                      second_moment_from_quantiles, transition_counts, var_backtest)
 from domains.finance.model import Forecaster, create_model, fit, predict_quantiles
-from domains.finance.training import fit_scaler, init_output_bias, input_report, model_spec
+from domains.finance.training import fit_scaler, init_output_bias, input_report, loss_terms, model_spec
 from domains.finance.variance import DEFAULT_ENSEMBLE_VARIANCE, DEFAULT_RULE, ensemble_variance, recalibrated_variance, rvol_quantile_columns
 
 __all__ = ["WalkForwardResult", "fold_cutoffs", "fold_windows", "run_walkforward", "forecast_losses", "summarise", "verdict",
@@ -166,8 +166,7 @@ def _train_member(m: _Member, T, train_o, val_o, epochs: int, cfg, fold: int, ca
         batches = (cfg.refit_batches or cfg.max_batches) if can_skip else cfg.max_batches
         fit(m.model, T, train_o, epochs=e + 1, start_epoch=e, batch_size=cfg.batch_size, max_batches=batches or None,
             lr=cfg.lr, seed=m.seed * 1000 + fold, optimizer=m.opt, desc=f"fold {fold} seed {m.seed}",
-            qlike_weight=getattr(cfg, "qlike_weight", 0.0), variance_weight=getattr(cfg, "variance_head", 0.0),
-            qlike_cap=getattr(cfg, "qlike_cap", 0.0))
+            **loss_terms(cfg))
         v = _val_pinball(m.model, T, val_o) if have_val else float(-e)  # no validation data: the last epoch
         if v < best_val:
             best_val, best_epoch, best_state = v, e + 1, copy.deepcopy(m.model.state_dict())

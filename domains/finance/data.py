@@ -285,13 +285,14 @@ _ALIASES = {"adjclose": "adj_close", "adjusted_close": "adj_close", "adj_close_p
             "symbol": "ticker", "name": "ticker", "price": "close", "last": "close", "timestamp": "date", "datetime": "date",
             "day": "date", "unnamed:_0": "", "index": ""}
 _NUMERIC = ("close", "adj_close", "open", "high", "low", "volume")
+_CURRENCY = r"[\$€£¥\s'_]|US\$|USD|EUR"  # removed from number cells (with spaces and ' _ thousands separators)
 
 
 def _to_number(s: pd.Series, column: str, source: str, decimal_comma: bool) -> pd.Series:
     """Numbers from a text column: currency signs, spaces and thousands separators removed."""
     if pd.api.types.is_numeric_dtype(s):
         return s.astype(float)
-    txt = s.astype("string").str.strip().str.replace(r"[\$€£¥\s'_]|US\$|USD|EUR", "", regex=True)
+    txt = s.astype("string").str.strip().str.replace(_CURRENCY, "", regex=True)
     txt = txt.mask(txt.str.lower().isin(["", "nan", "null", "none", "na", "n/a", "-", "--", "."]))
     if decimal_comma:
         txt = txt.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
@@ -313,23 +314,32 @@ def _to_number(s: pd.Series, column: str, source: str, decimal_comma: bool) -> p
 
 
 def _uses_decimal_comma(frame: pd.DataFrame, sep: str) -> bool:
-    """True when the price columns write decimals with a comma (``1.234,56`` or ``12,5``)."""
+    """True when the price columns write decimals with a comma (``1.234,56`` or ``12,5``). Values
+    that only one convention reads (``12,5`` or ``1.234,56``; ``127.5`` or ``1,234.56``) decide by
+    majority; ``127.504`` or ``1,234`` read either way and only decide a ``;``-separated file (so a US
+    file with three-decimal prices and one text cell such as ``-`` is not read as 127504)."""
     vals = pd.concat([frame[c].astype("string") for c in _NUMERIC if c in frame and not pd.api.types.is_numeric_dtype(frame[c])] or [pd.Series([], dtype="string")])
-    vals = vals.dropna().str.strip()
+    vals = vals.dropna().str.replace(_CURRENCY, "", regex=True)
     if vals.empty:
         return False
-    euro = vals.str.contains(r"^[^.]*,\d{1,2}$|^\d{1,3}(?:\.\d{3})+(?:,\d*)?$", regex=True)
-    us = vals.str.contains(r"\.\d+$", regex=True) & ~vals.str.contains(r"^\d{1,3}(?:\.\d{3})+$", regex=True)
-    return bool(euro.mean() > 0.5 or (sep == ";" and euro.any() and not us.any()))
+    comma = int(vals.str.contains(r"^[^.]*,(?:\d{1,2}|\d{4,})$|\.\d{3},\d*$", regex=True).sum())
+    point = int(vals.str.contains(r"^[^,]*\.(?:\d{1,2}|\d{4,})$|,\d{3}\.\d*$", regex=True).sum())
+    if comma or point:
+        return comma > point
+    return sep == ";" and bool(vals.str.contains(r"^\d{1,3}(?:\.\d{3})+$", regex=True).any())
 
 
 def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     """(raw table, separator, ticker named inside a yfinance multi-row header or None)."""
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if suffix in (".parquet", ".pq") or magic == b"PAR1":  # a Parquet file named .csv is still a Parquet file
         return pd.read_parquet(path), ",", None
     if suffix not in (".csv", ".txt", ".csv.gz", ".txt.gz", ".tsv", ".gz"):
         raise PriceDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv, .txt or .parquet")
+    if magic.startswith(b"PK\x03\x04") or magic == b"\xd0\xcf\x11\xe0":
+        raise PriceDataError(f"{path}: is an Excel workbook (or another zip/binary file), not text; save it as CSV (File > Save As > CSV)")
     import gzip
 
     opener = gzip.open if suffix.endswith(".gz") else open
@@ -342,8 +352,16 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
         names = ["date"] + [c.strip() for c in cells[0][1:]]
         tick = next((c.strip() for c in cells[1][1:] if c.strip()), None)
         skip = [0, 1, 2] if cells[2][0].strip().lower() == "date" else [0, 1]
-        return pd.read_csv(path, sep=sep, skiprows=skip, names=names, header=None, encoding="utf-8-sig"), sep, tick
-    return pd.read_csv(path, sep=sep, encoding="utf-8-sig"), sep, None
+        return _read_text_csv(path, sep=sep, skiprows=skip, names=names, header=None), sep, tick
+    return _read_text_csv(path, sep=sep), sep, None
+
+
+def _read_text_csv(path: Path, **kw) -> pd.DataFrame:
+    """``pd.read_csv`` as UTF-8 (a BOM is skipped), else as a Windows/Excel export (cp1252: latin-1 plus the euro sign)."""
+    try:
+        return pd.read_csv(path, encoding="utf-8-sig", **kw)
+    except UnicodeDecodeError:
+        return pd.read_csv(path, encoding="cp1252", encoding_errors="replace", **kw)
 
 
 def _date_column(df: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -365,24 +383,42 @@ def _date_column(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return df
 
 
+_UTC_OFFSET = r"(?<=\d:\d\d)(?::\d\d(?:\.\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d\d:?\d\d)$"
+
+
+def _local_dates(col: pd.Series) -> pd.Series:
+    """Text timestamps without their time of day and UTC offset (``2020-01-31 00:00:00-05:00`` ->
+    ``2020-01-31 00:00``): a daily price belongs to the exchange's local date, and a file spanning a
+    daylight-saving change mixes offsets (-05:00 / -04:00), which pandas refuses to parse together."""
+    txt = col.astype("string").str.strip()
+    return txt.str.replace(_UTC_OFFSET, "", regex=True) if txt.str.contains(_UTC_OFFSET, regex=True).any() else col
+
+
 def _parse_dates(col: pd.Series) -> pd.Series:
-    """Text dates, month-first or day-first (``01/31/2020`` or ``31.01.2020``): the reading that
-    parses more rows wins; on a tie, the one that keeps the file's rows in date order. Unparseable
-    text stays as it is, so validation names it."""
+    """Text dates, month-first or day-first (``01/31/2020`` or ``31.01.2020``), one format or several
+    mixed in a column: the reading that parses more rows wins; on a tie, the one that keeps the file's
+    rows in date order. Unparseable text stays as it is, so validation names it."""
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "could not infer format" for day-first text
-        reads = [pd.to_datetime(col, errors="coerce"), pd.to_datetime(col, errors="coerce", dayfirst=True)]
+    col = _local_dates(col)
 
     def score(d: pd.Series) -> tuple[int, int]:
         ok = d.dropna()
         return int(d.notna().sum()), int(ok.is_monotonic_increasing or ok.is_monotonic_decreasing)
 
-    best = max(reads, key=score)
-    if best.isna().any() and best.notna().any():
-        return col  # validate_prices reports the bad rows
-    return best if best.notna().all() else col
+    reads = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not infer format" for day-first text
+        for mixed in ({}, {"format": "mixed"}):  # one format per column first; element-wise parsing is slow
+            for kw in ({}, {"dayfirst": True}):
+                try:
+                    reads.append(pd.to_datetime(col, errors="coerce", **mixed, **kw))
+                except (ValueError, TypeError, OverflowError):  # e.g. an out-of-range year
+                    continue
+            if reads and max(reads, key=score).notna().all():
+                break
+    best = max(reads, key=score) if reads else col
+    return best if reads and best.notna().all() else col  # validate_prices reports the bad rows
 
 
 def _choose_close(df: pd.DataFrame, source: str, rep: ValidationReport) -> pd.DataFrame:
@@ -417,14 +453,20 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
     ``,``/``;``/tab separators, ``$`` and thousands separators, ``YYYYMMDD`` dates. A single series is
     named by ``ticker`` (``--ticker``), the yfinance header, or, with ``ticker_from_name``, the file name."""
     path = Path(path)
+    if path.is_dir():
+        raise PriceDataError(f"{path}: is a folder; pass one CSV or Parquet file of date, ticker, close")
     if not path.is_file():
         raise PriceDataError(f"{path}: no such file (expected a CSV or Parquet of date, ticker, close)")
+    if path.stat().st_size == 0:
+        raise PriceDataError(f"{path}: the file is empty (expected a CSV or Parquet of date, ticker, close)")
     try:
         raw, sep, header_ticker = _read_table(path)
     except PriceDataError:
         raise
     except Exception as e:  # noqa: BLE001 - parser errors from pandas/pyarrow
         raise PriceDataError(f"{path}: cannot be read as {path.suffix} ({type(e).__name__}: {e})") from e
+    if raw.empty:
+        raise PriceDataError(f"{path}: no data rows (columns {[str(c) for c in raw.columns]}); expected one row per date")
     df = raw.rename(columns={c: _ALIASES.get(_clean_name(c), _clean_name(c)) for c in raw.columns})
     if df.columns.duplicated().any():
         df = df.loc[:, ~df.columns.duplicated()]
@@ -443,20 +485,27 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
                     raise
                 log.warning(f"{e}; the optional column {c!r} is ignored")
                 df = df.drop(columns=c)
-    if "ticker" not in df.columns:
+    long_file = "ticker" in df.columns  # else one series, named below
+    if not long_file:
         name = ticker or header_ticker or (path.name.split(".")[0].upper() if ticker_from_name else None)
         if name is None:
             raise PriceDataError(f"{path}: no 'ticker' column; add one or pass ticker= (--ticker NAME) for a single-series file")
         df["ticker"] = name
-    elif ticker:
-        df["ticker"] = df["ticker"].astype(str)
+    else:
+        df["ticker"] = _ticker_names(df, source)
+    if ticker and long_file:
         if ticker not in set(df["ticker"]):
             raise PriceDataError(f"{path}: --ticker {ticker} is not in its ticker column (it has {', '.join(sorted(set(df['ticker']))[:10])})")
         df = df[df["ticker"] == ticker]
     rep = ValidationReport(source=source)
-    df["ticker"] = df["ticker"].astype(str)
     df = _choose_close(df, source, rep)
     clean, rep = validate_prices(df, source=source, min_history=min_history, max_gap_days=max_gap_days, repair=True, report=rep)
+    latest = pd.Timestamp.now().normalize() + pd.Timedelta(days=1)  # a day of slack for a user ahead of UTC
+    future = clean[clean["date"] > latest]
+    if len(future):
+        ex = ", ".join(f"{t} {d:%Y-%m-%d}" for t, d in future[["ticker", "date"]].head(3).itertuples(index=False))
+        raise PriceDataError(f"{source}: {len(future)} row(s) dated after today, e.g. {ex}; a price file holds past prices "
+                             f"(a mistyped year, or dates read in the wrong order?)")
     log.info(f"{path}: {rep.summary()}")
     for w in rep.warnings:
         log.warning(f"{path}: {w['ticker']} {w['kind']}" + (f" on {w['date']}" if w["date"] else "") + f": {w['detail']}")
@@ -469,9 +518,23 @@ def load_price_file(path: str | Path, ticker: str | None = None, min_history: in
     return read_price_file(path, ticker, min_history=min_history, max_gap_days=max_gap_days, ticker_from_name=ticker_from_name)[0]
 
 
+def _ticker_names(df: pd.DataFrame, source: str) -> pd.Series:
+    """The ticker column as text without surrounding spaces (``'AAPL '`` from a padded export is
+    ``AAPL``); a row without a ticker is refused rather than silently dropped."""
+    names = df["ticker"].astype("string").str.strip()
+    empty = names.isna() | (names == "")
+    if empty.any():
+        where = [str(v)[:10] for v in df.loc[empty, "date"].head(3).tolist()] if "date" in df else []
+        raise PriceDataError(f"{source}: {int(empty.sum())} row(s) with an empty ticker" + (f", e.g. dated {where}" if where else "")
+                             + "; fill in the ticker column or remove those rows")
+    return names.astype(str)
+
+
 def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFrame:
     """Data-quality warnings per ticker (see ``WARNING_KINDS``); with ``repair`` forward-filled weekend
     rows and reverting single-day spikes are dropped (counted in ``rep.rows_repaired``)."""
+    if df.empty:
+        return df
     drop = np.zeros(len(df), dtype=bool)
     close = df["close"].to_numpy(dtype=float)
     dow = df["date"].dt.dayofweek.to_numpy()
@@ -525,22 +588,32 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
     """Check and clean a long price table; see the module docstring for the rules. Data-quality
     findings (``WARNING_KINDS``) go into the report; ``repair`` drops forward-filled weekend rows
     and reverting single-day spikes (user files), else they are only reported."""
+    if min_history < 2 or max_gap_days < 0:
+        raise PriceDataError(f"{source}: min_history={min_history}, max_gap_days={max_gap_days}: a ticker needs at least 2 prices "
+                             f"(one return) and a gap limit of 0 business days or more (--min-history, --max-gap-days)")
     rep = report or ValidationReport(source=source)
     rep.rows_in = len(df)
     missing = [c for c in ("date", "ticker", "close") if c not in df.columns]
     if missing:
         raise PriceDataError(f"{source}: missing column(s) {missing}; expected columns date, ticker, close (or OHLCV); found {[str(c) for c in df.columns]}")
     df = df.copy()
-    dates = pd.to_datetime(df["date"], errors="coerce")
-    if df["date"].dtype == object and dates.isna().any() and dates.notna().any():
-        dates = pd.to_datetime(df["date"], errors="coerce", format="mixed")  # e.g. '2020-01-31' next to '2020-02-03 00:00:00'
+    if pd.api.types.is_numeric_dtype(df["date"]) and not pd.api.types.is_bool_dtype(df["date"]):
+        ex = [str(v) for v in df["date"].head(3).tolist()]
+        raise PriceDataError(f"{source}: the date column holds numbers, e.g. {ex}, not dates (Excel serial days or epoch seconds "
+                             f"are not guessed); write dates like 2020-01-31 (or YYYYMMDD)")
+    if pd.api.types.is_datetime64_any_dtype(df["date"]):
+        dates = df["date"]
+    else:  # text: e.g. '2020-01-31' next to '2020-02-03 00:00:00' or a UTC offset that changes with daylight saving
+        dates = _parse_dates(df["date"])
+        if not pd.api.types.is_datetime64_any_dtype(dates):
+            dates = pd.to_datetime(_local_dates(df["date"]), errors="coerce", format="mixed")
     bad = df.loc[dates.isna() & df["date"].notna(), "date"]
     if len(bad) or df["date"].isna().any():
         examples = [str(v) for v in bad.head(3).tolist()] or ["<empty>"]
         raise PriceDataError(f"{source}: {int(dates.isna().sum())} row(s) with a missing or unparseable date, e.g. {examples}; expected dates like 2020-01-31")
     df["date"] = dates.dt.tz_localize(None) if dates.dt.tz is not None else dates
     df["date"] = df["date"].dt.normalize()
-    df["ticker"] = df["ticker"].astype(str)
+    df["ticker"] = _ticker_names(df, source)
     if not pd.api.types.is_numeric_dtype(df["close"]):
         df["close"] = _to_number(df["close"], "close", source, decimal_comma=False)
     df["close"] = pd.to_numeric(df["close"], errors="coerce")

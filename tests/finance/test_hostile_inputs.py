@@ -1,0 +1,104 @@
+"""Price files as users bring them (hostile-input pass): three-decimal prices next to a text cell,
+UTC offsets that change with daylight saving, mixed date formats, number-only dates, header-only,
+empty and binary files, a folder, Windows encodings, future dates, and tickers with ``/`` and ``..``
+that must not name files outside the run folder. Synthetic series, no training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from domains.finance.data import PriceDataError, read_price_file, validate_prices
+
+
+def _series(n=160, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2021-01-04", periods=n)
+    close = np.round(120 * np.exp(np.cumsum(rng.normal(0, 0.01, n))), 3)
+    return pd.DataFrame({"Date": dates.strftime("%Y-%m-%d"), "Close": close})
+
+
+def test_three_decimal_prices_with_one_text_cell_are_not_read_as_decimal_commas(tmp_path):
+    s = _series()
+    s["Close"] = [f"{v:.3f}" for v in s["Close"]]  # 127.504 reads as 127504 with a decimal comma
+    s.loc[40, "Close"] = "-"  # one missing-value marker makes the column text
+    s.to_csv(tmp_path / "X.csv", index=False)
+    d, rep = read_price_file(tmp_path / "X.csv", ticker_from_name=True)
+    expect = _series()["Close"].drop(index=40).to_numpy()
+    np.testing.assert_allclose(d["close"].to_numpy(), expect[1:], rtol=1e-12)  # first row has no return
+    assert rep.nan_rows_dropped == 1 and rep.warnings == []
+    eu = _series()
+    eu["Close"] = [f"{v:.2f}".replace(".", ",") for v in eu["Close"]]
+    eu.loc[3, "Close"] = "1.234,50"  # a decimal-comma file stays one
+    eu.to_csv(tmp_path / "eu.csv", index=False, sep=";")
+    d, rep = read_price_file(tmp_path / "eu.csv", "EU")
+    np.testing.assert_allclose(d["close"].to_numpy(), np.array([float(f"{v:.2f}") for v in _series()["Close"].drop(index=3)])[1:], rtol=1e-12)
+    assert [(w["kind"], w["value"]) for w in rep.warnings] == [("price_spike", 1234.5)]  # 1.234,50 read as 1234.5 (then a fat finger)
+
+
+def test_utc_offsets_across_daylight_saving_and_mixed_date_formats_give_local_dates(tmp_path):
+    s = _series()
+    local = pd.to_datetime(s["Date"])
+    tz = s.assign(Date=local.dt.tz_localize("America/New_York").astype(str))  # -05:00 in winter, -04:00 from March
+    assert tz["Date"].str.endswith("-04:00").any() and tz["Date"].str.endswith("-05:00").any()
+    tz.to_csv(tmp_path / "tz.csv", index=False)
+    mixed = s.copy()
+    mixed.loc[::2, "Date"] = local[::2].dt.strftime("%m/%d/%Y")  # 01/05/2021 next to 2021-01-06
+    mixed.to_csv(tmp_path / "mixed.csv", index=False)
+    for name in ("tz.csv", "mixed.csv"):
+        d = read_price_file(tmp_path / name, "X")[0]
+        assert (d["date"].to_numpy() == local.to_numpy()[1:]).all(), name
+    long = pd.DataFrame({"date": tz["Date"].astype("string"), "ticker": "X", "close": s["Close"]})  # the library entry point
+    assert (validate_prices(long)[0]["date"].to_numpy() == local.to_numpy()).all()
+
+
+@pytest.mark.parametrize("kind, expect", [("header", "no data rows"), ("empty", "the file is empty"), ("folder", "is a folder"),
+                                          ("serial", "holds numbers"), ("epoch", "holds numbers"), ("xlsx", "Excel workbook"),
+                                          ("future", "dated after today")])
+def test_unusable_files_are_one_line_errors(tmp_path, kind, expect):
+    s = _series()
+    path = tmp_path / "P.csv"
+    if kind == "header":
+        s.iloc[:0].to_csv(path, index=False)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "serial":
+        s.assign(Date=(pd.to_datetime(s["Date"]) - pd.Timestamp("1899-12-30")).dt.days).to_csv(path, index=False)  # Excel day numbers
+    elif kind == "epoch":
+        s.assign(Date=pd.to_datetime(s["Date"]).astype("datetime64[s]").astype("int64")).to_csv(path, index=False)
+    elif kind == "xlsx":
+        path.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)  # a workbook renamed to .csv
+    elif kind == "future":
+        s.assign(Date=pd.bdate_range(pd.Timestamp.now().normalize() - pd.Timedelta(days=150), periods=len(s)).strftime("%Y-%m-%d")).to_csv(path, index=False)
+    with pytest.raises(PriceDataError) as e:
+        read_price_file(path, "X")
+    assert expect in str(e.value) and "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_parquet_named_csv_and_windows_encoded_files_are_read(tmp_path):
+    s = _series()
+    s.to_parquet(tmp_path / "P.csv")
+    np.testing.assert_allclose(read_price_file(tmp_path / "P.csv", "X")[0]["close"], s["Close"].to_numpy()[1:])
+    s.assign(Name="Société Générale", Close=[f"€{v:.2f}" for v in s["Close"]]).to_csv(tmp_path / "W.csv", index=False, encoding="cp1252")
+    d = read_price_file(tmp_path / "W.csv")[0]
+    assert set(d["ticker"]) == {"Société Générale"}
+    np.testing.assert_allclose(d["close"], [float(f"{v:.2f}") for v in s["Close"].to_numpy()[1:]])
+
+
+@pytest.mark.parametrize("limits", [{"min_history": 1}, {"min_history": 0}, {"max_gap_days": -1}])
+def test_limits_that_cannot_give_a_return_are_refused(tmp_path, limits):
+    _series(n=1).to_csv(tmp_path / "one.csv", index=False)  # min_history=1 used to return an empty panel without a word
+    with pytest.raises(PriceDataError, match="at least 2 prices"):
+        read_price_file(tmp_path / "one.csv", "X", **limits)
+
+
+def test_padded_ticker_names_are_trimmed_and_rows_without_a_ticker_refused(tmp_path):
+    s = _series().rename(columns={"Date": "date"})
+    s.assign(ticker="AAPL ").to_csv(tmp_path / "pad.csv", index=False)  # a padded spreadsheet export
+    assert set(read_price_file(tmp_path / "pad.csv", "AAPL")[0]["ticker"]) == {"AAPL"}
+    pd.concat([s.assign(ticker="AAPL"), s.iloc[:2].assign(ticker=None)]).to_csv(tmp_path / "gaps.csv", index=False)
+    with pytest.raises(PriceDataError, match="2 row.s. with an empty ticker"):  # used to vanish without a word
+        read_price_file(tmp_path / "gaps.csv")

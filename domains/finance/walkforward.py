@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -827,6 +828,13 @@ def write_report(out: dict, res: WalkForwardResult, run_dir, focus: str | None =
     return save_plots(out, res, run_dir, focus)
 
 
+def file_part(name: str) -> str:
+    """``name`` (a ticker from a user's file: it may hold ``/``, ``..``, spaces) as one safe piece of a
+    file name inside the run folder: characters other than letters, digits, ``.``, ``-``, ``_`` become
+    ``_``, and leading dots are dropped."""
+    return re.sub(r"[^\w.-]", "_", str(name), flags=re.ASCII).lstrip(".") or "_"
+
+
 def save_plots(out: dict, res: WalkForwardResult, run_dir, focus: str | None = None) -> list:
     from domains.finance.plots import pyplot, save_png
 
@@ -884,7 +892,7 @@ def save_plots(out: dict, res: WalkForwardResult, run_dir, focus: str | None = N
             ax.scatter(g.loc[g["breach99"], "date"], g.loc[g["breach99"], "ret"], color=color, marker="x", zorder=3)
     ax.set_title(f"{focus}: 1-day 99% VaR and breaches (walk-forward test blocks)")
     ax.legend(fontsize=8)
-    save(fig, f"var_breaches_{focus}.png")
+    save(fig, f"var_breaches_{file_part(focus)}.png")
 
     L = res.losses
     fig, ax = plt.subplots(figsize=(11, 3.8))
@@ -897,5 +905,5 @@ def save_plots(out: dict, res: WalkForwardResult, run_dir, focus: str | None = N
     ax.set_yscale("log")
     ax.set_title(f"{focus}: forecast of next-week realised volatility (by origin)")
     ax.legend(fontsize=8)
-    save(fig, f"vol_forecast_{focus}.png")
+    save(fig, f"vol_forecast_{file_part(focus)}.png")
     return paths

@@ -5,6 +5,8 @@ that must not name files outside the run folder. Synthetic series, no training."
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,6 +88,25 @@ def test_parquet_named_csv_and_windows_encoded_files_are_read(tmp_path):
     d = read_price_file(tmp_path / "W.csv")[0]
     assert set(d["ticker"]) == {"Société Générale"}
     np.testing.assert_allclose(d["close"], [float(f"{v:.2f}") for v in s["Close"].to_numpy()[1:]])
+
+
+@pytest.mark.parametrize("ticker", ["../../../../escaped", "/abs/a b"])
+def test_backtest_plots_named_after_a_hostile_ticker_stay_in_the_run_folder(tmp_path, ticker):
+    from domains.finance.walkforward import save_plots
+
+    run = tmp_path / "runs" / "finance" / "bt"
+    run.mkdir(parents=True)
+    d = pd.bdate_range("2022-01-03", periods=5)
+    models = ["tft", "gjr_t"]
+    out = {"aggregate": pd.DataFrame({"model": models, "vol_pinball": 1.0, "ret_pinball_h1": 1.0, "vol_qlike": 1.0, "var99_kupiec_pass_rate": 1.0}),
+           "pinball_by_quantile": pd.DataFrame({"target": "rvol", "model": models, "quantile": 0.5, "pinball": 1.0}),
+           "by_fold": pd.DataFrame({"model": models, "fold": 0, "cutoff": d[0], "test_end": d[-1], "vol_pinball": 1.0, "regime": "calm"}),
+           "var_breaches": pd.DataFrame({"ticker": ticker, "model": "tft", "date": d, "ret": 0.0, "var99": -0.03, "breach99": False})}
+    res = SimpleNamespace(losses=pd.DataFrame({"ticker": ticker, "model": "tft", "origin": d, "rvol_median": 0.01, "rvol": 0.01}))
+    paths = save_plots(out, res, run, focus=ticker)
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert len(written) == len(paths) == 5 and all(p.parent == run for p in paths)
+    assert all(str(p).startswith("runs/finance/bt/") and p.parent.name == "bt" for p in written), written
 
 
 @pytest.mark.parametrize("limits", [{"min_history": 1}, {"min_history": 0}, {"max_gap_days": -1}])

@@ -520,16 +520,24 @@ class Forecaster:
         meta_path = directory / "forecaster.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{directory} holds no trained finance forecaster (forecaster.json); train one with `python -m domains.finance.train`")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != "finance-tft-v1":
-            raise CheckpointError(f"{meta_path}: unknown format {meta.get('format')!r} (expected finance-tft-v1)")
-        entry = meta.get("model") or model_entry(TFTSpec.from_dict(meta["spec"]), meta["tickers"])
-        model = create_model(entry["name"], **entry["kwargs"])
-        spec = TFTSpec.from_dict(entry["kwargs"]["spec"])
-        model.ticker_index = {k: int(v) for k, v in meta["ticker_index"].items()}
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            raise CheckpointError(f"{meta_path}: not valid JSON ({e}); the model run is damaged (a copy cut short?): train it again") from e
+        if not isinstance(meta, dict) or meta.get("format") != "finance-tft-v1":
+            raise CheckpointError(f"{meta_path}: unknown format {meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r} (expected finance-tft-v1)")
+        try:
+            entry = meta.get("model") or model_entry(TFTSpec.from_dict(meta["spec"]), meta["tickers"])
+            model = create_model(entry["name"], **entry["kwargs"])
+            spec = TFTSpec.from_dict(entry["kwargs"]["spec"])
+            model.ticker_index = {k: int(v) for k, v in meta["ticker_index"].items()}
+            scaler, tickers = FoldScaler.from_dict(meta["scaler"]), list(meta["tickers"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{meta_path}: missing or malformed entry ({type(e).__name__}: {e}); the model run is damaged or was "
+                                  f"written by another program: train it again") from e
         load_weights(directory / "model.safetensors", model)
         model.eval()
-        return cls(model, spec, FoldScaler.from_dict(meta["scaler"]), list(meta["tickers"]), meta.get("info", {}))
+        return cls(model, spec, scaler, tickers, meta.get("info", {}))
 
     def to_raw(self, tickers: np.ndarray, pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Normalised quantiles → log-return and realised-volatility quantiles."""

@@ -116,6 +116,28 @@ def test_limits_that_cannot_give_a_return_are_refused(tmp_path, limits):
         read_price_file(tmp_path / "one.csv", "X", **limits)
 
 
+def test_a_damaged_saved_forecaster_is_a_one_line_error(tmp_path):
+    import json
+
+    from core.errors import UserInputError
+    from domains.finance.features import FoldScaler, base_features
+    from domains.finance.model import Forecaster, TFTSpec, build_tft
+
+    _series(n=120).to_csv(tmp_path / "S.csv", index=False)
+    feat = base_features(read_price_file(tmp_path / "S.csv", "S")[0])
+    spec = TFTSpec(encoder_length=10, horizon=2, hidden_size=4, attention_heads=1, hidden_continuous_size=2)
+    Forecaster(build_tft(spec, ["S"]), spec, FoldScaler.fit(feat), ["S"]).save(tmp_path / "model")
+    meta = tmp_path / "model" / "forecaster.json"
+    good = meta.read_text()
+    assert Forecaster.load(tmp_path / "model").tickers == ["S"]
+    whole = json.loads(good)
+    for bad in (good[: len(good) // 2], json.dumps({k: v for k, v in whole.items() if k != "scaler"}), json.dumps({**whole, "ticker_index": [1]})):
+        meta.write_text(bad)  # cut short by a copy; an entry missing; an entry of the wrong type
+        with pytest.raises(UserInputError) as e:
+            Forecaster.load(tmp_path / "model")
+        assert str(meta) in str(e.value) and "\n" not in str(e.value)
+
+
 def test_padded_ticker_names_are_trimmed_and_rows_without_a_ticker_refused(tmp_path):
     s = _series().rename(columns={"Date": "date"})
     s.assign(ticker="AAPL ").to_csv(tmp_path / "pad.csv", index=False)  # a padded spreadsheet export

@@ -47,6 +47,7 @@ optional ``rating``. :func:`load_movielens_folder` reads torchrec-style MovieLen
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -205,7 +206,9 @@ def _require_numeric(df: pd.DataFrame, col: str, source: str, integer: bool = Fa
         raise InteractionDataError(f"{source}: column {col!r} has {int(bad.sum())} missing or non-numeric value(s) "
                                    f"(first at file rows {_rows(bad)}: {raw[bad].head(3).tolist()}); expected numbers")
     if integer and not np.all(np.isfinite(num)):
-        raise InteractionDataError(f"{source}: column {col!r} has non-finite values")
+        bad = ~np.isfinite(num)
+        raise InteractionDataError(f"{source}: column {col!r} has {int(bad.sum())} non-finite value(s) (first at file rows {_rows(bad)}: "
+                                   f"{raw[bad].head(3).tolist()}); expected finite numbers")
     return num
 
 
@@ -233,16 +236,26 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     if not pd.api.types.is_numeric_dtype(ts):
         parsed = pd.to_numeric(ts, errors="coerce")
         as_date = pd.to_datetime(ts[parsed.isna()], errors="coerce", utc=True)
+        if as_date.isna().any() and ts[parsed.isna()][as_date.isna()].notna().any():  # pandas infers one format from the first date:
+            retry = ts[parsed.isna()][as_date.isna()]  # dates written another way ("2020-01-02" after "...T00:00:00Z") get a second look
+            as_date = as_date.astype("datetime64[ns, UTC]")
+            as_date[retry.index] = pd.to_datetime(retry, errors="coerce", utc=True, format="mixed").astype("datetime64[ns, UTC]")
         bad = parsed.isna() & as_date.reindex(ts.index).isna()
         if bad.any():
-            raise InteractionDataError(f"{source}: column 'timestamp' has {int(bad.sum())} value(s) that are neither numbers nor dates "
+            raise InteractionDataError(f"{source}: column 'timestamp' has {int(bad.sum())} missing value(s) or value(s) that are neither numbers nor dates "
                                        f"(first at file rows {_rows(bad)}: {ts[bad].head(3).tolist()})")
-        parsed = parsed.where(parsed.notna(), as_date.reindex(ts.index).astype("int64") // 10**9)
+        # seconds since the epoch whatever resolution pandas parsed the dates at (s, ms, us or ns)
+        seconds = (as_date - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+        parsed = parsed.where(parsed.notna(), seconds.reindex(ts.index))
         ts = parsed
+        if not np.all(np.isfinite(ts.to_numpy(np.float64))):
+            raise InteractionDataError(f"{source}: column 'timestamp' has {int((~np.isfinite(ts.to_numpy(np.float64))).sum())} non-finite value(s) (inf); expected numbers or dates")
     else:
-        ts = _require_numeric(df, "timestamp", source)
+        ts = _require_numeric(df, "timestamp", source, integer=True)
     out["timestamp"] = ts.astype(np.int64)
-    out["rating"] = _require_numeric(df, "rating", source).astype(np.float32) if "rating" in df.columns else np.float32(1.0)
+    out["rating"] = _require_numeric(df, "rating", source, integer=True).astype(np.float32) if "rating" in df.columns else np.float32(1.0)
+    if (out["rating"] < 0).any():  # every row is a positive interaction; a negative rating (a dislike) is counted as one too
+        log.warning(f"{source}: {int((out['rating'] < 0).sum())} row(s) with a negative rating; every interaction is used as a positive, whatever its rating")
     # duplicates: keep the latest
     dup = out.duplicated(["user_id", "item_id"], keep=False)
     if dup.any():
@@ -256,6 +269,7 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     # catalogue
     if items is not None:
         items = _normalise_items(items, source)
+        out["item_id"], items["item_id"] = _same_id_type(out["item_id"], items["item_id"])
         known = out["item_id"].isin(set(items["item_id"]))
         if not known.all():
             unk = out.loc[~known, "item_id"]
@@ -273,6 +287,7 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
         raise InteractionDataError(f"{source}: no interaction left after validation ({rep.unknown_items_dropped} unknown-item rows dropped)")
     if users is not None:
         users = _normalise_users(users, source)
+        out["user_id"], users["user_id"] = _same_id_type(out["user_id"], users["user_id"])
         extra = sorted(set(out["user_id"]) - set(users["user_id"]), key=_sort_key)
         if extra:  # interacting users missing from the user table get unknown features
             users = pd.concat([users, pd.DataFrame({"user_id": extra, "age": -1, "gender": "unknown", "occupation": "unknown"})], ignore_index=True)
@@ -290,14 +305,35 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     return data, rep
 
 
+# an id written as a plain integer ("12", "-3", "12.0" as a float column prints it): no leading zero, at most
+# 18 digits (fits int64 exactly). "007", "1e3" or a 25-digit id stay text, so "007" and "7" remain two ids
+_INT_ID = re.compile(r"[+-]?(0|[1-9][0-9]{0,17})(\.0*)?")
+
+
 def _ids(s: pd.Series) -> pd.Series:
-    """Integer ids stay integers; anything else becomes a stripped string."""
+    """A column of ids: integers when every id is written as a plain integer (``12`` or ``12.0``), else
+    stripped strings (leading zeros, spaces inside, unicode kept; only surrounding blanks removed)."""
     if pd.api.types.is_integer_dtype(s):
         return s.astype(np.int64)
-    num = pd.to_numeric(s, errors="coerce")
-    if num.notna().all() and np.all(np.mod(num, 1) == 0):
-        return num.astype(np.int64)
-    return s.astype(str).str.strip()
+    if pd.api.types.is_float_dtype(s):
+        v = s.to_numpy(np.float64)
+        if np.all(np.isfinite(v)) and np.all(np.mod(v, 1) == 0) and np.all(np.abs(v) < 2**53):
+            return s.astype(np.int64)
+        return s.astype(str).str.strip()
+    text = s.astype(str).str.strip()
+    if len(text) and text.str.fullmatch(_INT_ID).all():
+        return text.str.replace(r"\.0*$", "", regex=True).astype(np.int64)
+    return text
+
+
+def _same_id_type(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Two id columns that refer to each other (interactions and the catalogue): when one came out as
+    integers and the other as text (e.g. one catalogue id is not a number), both become text so that
+    ``12`` and ``"12"`` match."""
+    a_int, b_int = pd.api.types.is_integer_dtype(a), pd.api.types.is_integer_dtype(b)
+    if a_int == b_int:
+        return a, b
+    return a.astype(str), b.astype(str)
 
 
 def _sort_key(v):
@@ -313,6 +349,11 @@ def _normalise_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
         raise InteractionDataError(f"{source}: item table lists {int(items['item_id'].duplicated().sum())} item id(s) twice")
     if "title" not in items.columns:
         items["title"] = items["item_id"].astype(str)
+    blank = items["title"].isna() | (items["title"].astype(str).str.strip() == "")
+    if blank.any():  # the item id stands in for a missing title (not the text "nan" or "" in the title encoder)
+        log.warning(f"{source}: {int(blank.sum())} item(s) with a blank or missing title; their id is used as the title")
+        items["title"] = items["title"].astype(object).where(~blank, items["item_id"].astype(str))
+    items["title"] = items["title"].astype(str)
     if "year" not in items.columns:
         items["year"] = -1
     if "genres" not in items.columns:
@@ -361,7 +402,9 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if path.suffix.lower() in (".csv", ".gz", ".txt", ".tsv"):
-            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+            # every column as text: ids keep leading zeros and digits ("007" is not 7), titles stay titles
+            # ("1984"), "NA" stays an id; only empty cells are missing. Numbers are parsed per column later.
+            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False, na_values=[""])
     except Exception as e:  # noqa: BLE001 - parser errors from pandas/pyarrow
         raise InteractionDataError(f"{path}: cannot be read as {path.suffix} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); expected {what}") from e
     raise InteractionDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv or .parquet with {what}")

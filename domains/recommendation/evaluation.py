@@ -19,7 +19,7 @@ from core.errors import UserInputError
 from domains.recommendation.metrics import ranking_metrics, top_k
 from domains.recommendation.model import all_embeddings
 
-__all__ = ["evaluate_scores", "model_scores", "load_metrics", "reevaluate_run", "ANCHORS_NDCG10", "RunFilesMissing"]
+__all__ = ["evaluate_scores", "model_scores", "load_metrics", "reevaluate_run", "ANCHORS_NDCG10", "RunFilesMissing", "RunDataChanged", "check_same_split"]
 
 # Microsoft Recommenders' published ML-100K table (python_stratified_split, ratio 0.75, seed 42; NDCG@10)
 ANCHORS_NDCG10 = {"ms_recommenders_bpr": 0.442, "ms_recommenders_bivae": 0.475, "popularity_approx": 0.22}
@@ -50,6 +50,23 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(p)
 
 
+class RunDataChanged(UserInputError, ValueError):
+    """The run's data source no longer gives the split the run was trained and tested on."""
+
+
+def check_same_split(run_dir: Path, train: pd.DataFrame, test: pd.DataFrame, data: str) -> None:
+    """:class:`RunDataChanged` unless ``train``/``test`` are the run's own split: the training rows saved with the
+    run (``train.parquet``, compared as (user, item) pairs) and the test row count of its ``split.json``."""
+    saved = pd.read_parquet(run_dir / "train.parquet", columns=["user_id", "item_id"])
+    info = json.loads((run_dir / "split.json").read_text()) if (run_dir / "split.json").is_file() else {}
+    pairs = lambda df: pd.MultiIndex.from_arrays([df["user_id"].astype(str), df["item_id"].astype(str)]).sort_values()  # noqa: E731
+    same = len(saved) == len(train) and pairs(saved).equals(pairs(train)) and int(info.get("test_rows", len(test))) == len(test)
+    if not same:
+        raise RunDataChanged(f"{data}: the data no longer gives the split run {run_dir.name} was trained on ({len(train)} training / {len(test)} test rows "
+                             f"now, {len(saved)} / {info.get('test_rows', '?')} when it was trained): the file changed after training; "
+                             "evaluate needs the data the run was trained on")
+
+
 def reevaluate_run(run_dir: str | Path) -> dict:
     """Re-derive the two-tower's test metrics from a run's saved weights and its recorded split, and
     compare with the table the run wrote. Returns ``{"k", "split", "reevaluated", "table", "difference"}``."""
@@ -64,6 +81,7 @@ def reevaluate_run(run_dir: str | Path) -> dict:
     rec = Recommender.load(run_dir)
     data = load_dataset(tcfg.get("data", "ml-100k"))
     sp = split_interactions(data.interactions, split, int(tcfg.get("split_seed", 42)))
+    check_same_split(run_dir, sp.train, sp.test, tcfg.get("data", "ml-100k"))
     uidx, iidx = rec.space.user_index(), rec.space.item_index()
     truth = group_by_user(sp.test["user_id"].map(uidx).to_numpy(np.int64), sp.test["item_id"].map(iidx).to_numpy(np.int64), rec.space.n_users)
     # the serving top-k (seen items excluded); its popularity fallback only touches users without

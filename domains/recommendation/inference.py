@@ -22,6 +22,7 @@ gets a vector in the same space as the catalogue and can be ranked for every use
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,7 +140,7 @@ class Recommender:
 
     def recommend(self, user_id, k: int | None = None, exclude_seen: bool = True) -> pd.DataFrame:
         """Top-k items for ``user_id``: item_id, title, genres, year, score, fallback, reason."""
-        k = k or self.k_default
+        k = _check_k(self.k_default if k is None else k)
         row = self.user_row(user_id)
         uid = self.space.user_ids[row] if row is not None else user_id
         seen = self.seen.get(uid, np.empty(0, np.int64)) if exclude_seen else np.empty(0, np.int64)
@@ -175,6 +176,7 @@ class Recommender:
         return top_k(scores, k, excl)
 
     def similar_items(self, item_id, k: int = 10) -> pd.DataFrame:
+        k = _check_k(k)
         row = self.item_row(item_id)
         deep = self.model.deep_part(self.item_vecs) if isinstance(self.model, TwoTower) else self.item_vecs  # the item tower's space
         sims = deep @ deep[row]
@@ -205,6 +207,7 @@ class Recommender:
         (1 = it would be the user's top recommendation), in_top_k (within the run's k)."""
         from domains.recommendation.metrics import mask_excluded
 
+        _check_k(k_users, "k_users")
         v = self.item_vector(title, genres, year)
         s = self.user_vecs @ v  # (n_users,): the new item against every user
         order = torch.argsort(s, descending=True)[:k_users]
@@ -216,12 +219,35 @@ class Recommender:
                              "rank_in_user_list": rank.numpy(), "in_top_k": (rank <= self.k_default).numpy()})
 
 
+def _check_k(k, what: str = "k") -> int:
+    """``k`` as a count of results: a whole number >= 1 (:class:`InvalidQueryError` otherwise); larger than
+    the catalogue is fine (every candidate is returned)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidQueryError(f"{what} {k!r}: expected a whole number of results >= 1")
+    return int(k)
+
+
 def _lookup(idx: dict, key) -> int | None:
-    """Row of ``key`` in an id -> row index, also tried as int and as str (CLI and dashboard ids arrive as strings)."""
-    for cand in (key, _try(int, key), _try(str, key)):
+    """Row of ``key`` in an id -> row index, also tried as int and as str (CLI and dashboard ids arrive as
+    strings; a float-looking "12.0" or 12.0 is also tried as the integer id 12)."""
+    for cand in (key, _try(_as_int, key), _try(str, key)):
         if cand is not None and cand in idx:
             return idx[cand]
     return None
+
+
+def _as_int(v) -> int:
+    """``v`` as an integer id only when it is one exactly: 12, "12", " 12 ", "12.0", 12.0 (not 12.5, not "1e3")."""
+    if isinstance(v, (float, np.floating)):
+        if not float(v).is_integer():
+            raise ValueError(v)
+        return int(v)
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*([+-]?\d+)(\.0*)?\s*", v)
+        if m is None:
+            raise ValueError(v)
+        return int(m.group(1))
+    return int(v)
 
 
 def _try(conv, v):

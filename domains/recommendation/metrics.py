@@ -46,6 +46,8 @@ def ranking_metrics(recs: np.ndarray, truth: list[np.ndarray], n_items: int, k: 
                     item_popularity: np.ndarray | None = None) -> dict[str, float]:
     """Every metric of the module docstring at cut-off ``k`` (``recs`` may be longer; it is cut)."""
     recs = np.asarray(recs, dtype=np.int64)[:, :k]
+    if recs.shape[1] < k:  # a catalogue smaller than k: the lists end early (-1 pads, as documented)
+        recs = np.pad(recs, ((0, 0), (0, k - recs.shape[1])), constant_values=-1)
     hits = hit_matrix(recs, truth, n_items).astype(np.float64)
     n_rel = np.array([len(t) for t in truth], dtype=np.float64)
     keep = n_rel > 0

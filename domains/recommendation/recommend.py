@@ -54,6 +54,8 @@ def answer(rec: Recommender, cfg: RecommendConfig) -> tuple[str, pd.DataFrame, l
 
 def run(cfg: RecommendConfig) -> pd.DataFrame:
     model_run = resolve_model_run(DOMAIN, cfg.model_run, cfg.runs_dir)
+    if cfg.k < 1:
+        raise InvalidQueryError(f"--k {cfg.k}: expected at least 1 result")
     if cfg.new_title is not None and not cfg.new_title.strip():
         raise InvalidQueryError(f"--new-title {cfg.new_title!r} is blank: give the new item's title")
     rec = Recommender.load(model_run)

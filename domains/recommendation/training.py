@@ -42,7 +42,8 @@ from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run
 from domains.recommendation.config import TrainConfig
-from domains.recommendation.data import group_by_user, load_dataset, split_interactions, split_name, validation_split
+from domains.recommendation.data import (LEAVE_LAST_OUT, Split, SplitError, group_by_user, load_dataset, split_interactions, split_name,
+                                         validation_split)
 from domains.recommendation.evaluation import evaluate_scores, model_scores
 from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, create_model, item_text_embeddings,
                                           full_softmax_loss, item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
@@ -111,6 +112,19 @@ class Prepared:
         return Phase("refit", self.train_u, self.train_i, self.test_u, self.test_i)
 
 
+def check_split_sizes(split: Split, valid: Split | None, data: str) -> None:
+    """:class:`SplitError` when the split leaves nothing to test or to validate on (too few interactions per user)."""
+    need = ("a user needs at least 2 interactions for a test item and 3 for a validation item too" if split.info["split"] == LEAVE_LAST_OUT else
+            "a user needs at least 3 interactions for a test item (75 % of 2 rounds to 2: both stay in train) and 2 training rows for a validation item")
+    per_user = split.train.groupby("user_id").size().add(split.test.groupby("user_id").size(), fill_value=0)
+    seen = f"{len(per_user)} user(s), at most {int(per_user.max()) if len(per_user) else 0} interactions each"
+    if len(split.test) == 0:
+        raise SplitError(f"--data {data}: split {split.info['split']} leaves no test interactions ({seen}); {need}")
+    if valid is not None and len(valid.test) == 0:
+        raise SplitError(f"--data {data}: the validation carve of split {split.info['split']} is empty ({seen}); {need}, "
+                         "or pass --validation-ratio 0 to train --epochs without choosing the epoch on validation")
+
+
 def prepare_inputs(cfg: TrainConfig) -> Prepared:
     """Load the data, make the named split and the validation split, build the feature space and batcher."""
     data = load_dataset(cfg.data)
@@ -118,6 +132,7 @@ def prepare_inputs(cfg: TrainConfig) -> Prepared:
     split = split_interactions(data.interactions, name, cfg.split_seed)
     # --validation-ratio 0: no validation part (the pre-validation procedure: train --epochs on the whole training split)
     valid = validation_split(split.train, name, seed=cfg.seed, ratio=cfg.validation_ratio) if cfg.validation_ratio > 0 else None
+    check_split_sizes(split, valid, cfg.data)
     space = FeatureSpace.build(data.users, data.items)
     uidx, iidx = space.user_index(), space.item_index()
 

@@ -29,8 +29,9 @@ from domains.finance.data import PriceDataError, load_panel_data
 from domains.finance.features import base_features
 from domains.finance.finetuning import run_transfer, short_history_panel
 from domains.finance.plots import pyplot, save_png
+from domains.finance.walkforward import file_part
 
-__all__ = ["TransferConfig", "transfer", "main"]
+__all__ = ["TransferConfig", "transfer", "default_run_name", "main"]
 
 
 def transfer(cfg: TransferConfig) -> Path:
@@ -40,7 +41,7 @@ def transfer(cfg: TransferConfig) -> Path:
     if cfg.short_days < cfg.encoder_length + cfg.horizon + 20:
         raise PriceDataError(f"--short-days {cfg.short_days}: need at least encoder_length + horizon + 20 = {cfg.encoder_length + cfg.horizon + 20}")
     feat = base_features(panel, data.covariates)
-    with Run.start("finance", cfg, new_name=f"transfer-{'-'.join(cfg.holdout)[:40]}-{pd.Timestamp.now():%Y%m%d-%H%M%S}", command="transfer") as run:
+    with Run.start("finance", cfg, new_name=default_run_name(cfg.holdout), command="transfer") as run:
         res = run_transfer(cfg, panel, feat, cutoff)
         df = res.results
         atomic_write_text(run.path("transfer_results.csv"), df.to_csv(index=False))
@@ -58,6 +59,12 @@ def transfer(cfg: TransferConfig) -> Path:
         run.finish({**m, **{k: (",".join(v) if isinstance(v, list) else v) for k, v in res.info.items()}, **choice, "short_days": cfg.short_days,
                     **data.report.metrics()})
         return run.dir
+
+
+def default_run_name(holdout: list[str]) -> str:
+    """``transfer-<held-out tickers>-<timestamp>``; the tickers come from a user's file (``BRK/B``,
+    ``../x``), so each is made one safe file-name piece: the run name must be a plain folder name."""
+    return f"transfer-{'-'.join(map(file_part, holdout))[:40]}-{pd.Timestamp.now():%Y%m%d-%H%M%S}"
 
 
 def _plot(df: pd.DataFrame, path: Path, short_days: int) -> None:

@@ -145,3 +145,12 @@ def test_padded_ticker_names_are_trimmed_and_rows_without_a_ticker_refused(tmp_p
     pd.concat([s.assign(ticker="AAPL"), s.iloc[:2].assign(ticker=None)]).to_csv(tmp_path / "gaps.csv", index=False)
     with pytest.raises(PriceDataError, match="2 row.s. with an empty ticker"):  # used to vanish without a word
         read_price_file(tmp_path / "gaps.csv")
+
+
+def test_the_transfer_run_is_named_after_hostile_holdout_tickers_safely():
+    from core.config import check_run_name
+    from domains.finance.transfer import default_run_name
+
+    name = default_run_name(["BRK/B", "../../x", "ÄPFEL"])  # was 'transfer-BRK/B-...': refused as a --name the user never gave
+    check_run_name(name, "run name")
+    assert name.startswith("transfer-BRK_B-_.._x-")

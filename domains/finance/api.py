@@ -103,6 +103,12 @@ def _read_json(p: Path) -> Any:
         return None
 
 
+def _read_run_csv(p: Path) -> pd.DataFrame:
+    """A table a run wrote (``to_csv`` writes a missing value as an empty cell): only empty cells are
+    missing, so a ticker named ``NA`` (National Bank of Canada) stays a ticker."""
+    return pd.read_csv(p, keep_default_na=False, na_values=[""])
+
+
 def finance_run(run_dir: str | Path) -> FinanceRun:
     run_dir = Path(run_dir)
     return FinanceRun(path=run_dir, has_model=(_model_dir(run_dir) / "forecaster.json").is_file(),
@@ -203,7 +209,7 @@ def load_backtest(run_dir: str | Path) -> Backtest:
         p = run_dir / name
         out[key] = pd.DataFrame()
         if p.is_file() and p.stat().st_size:
-            out[key] = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_json(p) if p.suffix == ".json" else pd.read_csv(p)
+            out[key] = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_json(p) if p.suffix == ".json" else _read_run_csv(p)
     if all(df.empty for df in out.values()):
         raise FileNotFoundError(f"{run_dir} holds no backtest results; run `python -m domains.finance.backtest`")
     m = _read_json(run_dir / "metrics.json") or {}
@@ -224,7 +230,7 @@ def data_quality(run_dir: str | Path) -> DataQuality:
     p = run_dir / "data_warnings.csv"
     if p.is_file() and p.stat().st_size:
         try:
-            warnings = pd.read_csv(p)
+            warnings = _read_run_csv(p)
         except pd.errors.EmptyDataError:
             pass
     report = _read_json(run_dir / "data_report.json") or {}

@@ -356,8 +356,15 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     return _read_text_csv(path, sep=sep), sep, None
 
 
+# pandas' default missing-value cells except "NA", which is a ticker (National Bank of Canada); in a price
+# column "NA" is still read as missing (_to_number)
+_NA_CELLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NULL", "NaN",
+             "None", "n/a", "nan", "null"]
+
+
 def _read_text_csv(path: Path, **kw) -> pd.DataFrame:
     """``pd.read_csv`` as UTF-8 (a BOM is skipped), else as a Windows/Excel export (cp1252: latin-1 plus the euro sign)."""
+    kw.update(keep_default_na=False, na_values=_NA_CELLS)
     try:
         return pd.read_csv(path, encoding="utf-8-sig", **kw)
     except UnicodeDecodeError:

@@ -154,3 +154,17 @@ def test_the_transfer_run_is_named_after_hostile_holdout_tickers_safely():
     name = default_run_name(["BRK/B", "../../x", "ÄPFEL"])  # was 'transfer-BRK/B-...': refused as a --name the user never gave
     check_run_name(name, "run name")
     assert name.startswith("transfer-BRK_B-_.._x-")
+
+
+def test_a_ticker_named_NA_is_a_ticker_not_a_missing_value(tmp_path):
+    s = _series().rename(columns={"Date": "date"})
+    s["Close"] = s["Close"].astype(object)
+    s.loc[7, "Close"] = "NA"  # in a price column it still means missing
+    pd.concat([s.assign(ticker="NA"), _series(seed=1).rename(columns={"Date": "date"}).assign(ticker="KO")]).to_csv(tmp_path / "L.csv", index=False)
+    d, rep = read_price_file(tmp_path / "L.csv")
+    assert sorted(d["ticker"].unique()) == ["KO", "NA"] and rep.nan_rows_dropped == 1
+    from domains.finance import api
+
+    rep.warn("NA", "stale_prices", value=0.1, detail="x")  # what a run records, read back by the dashboard
+    rep.write(tmp_path)
+    assert api.data_quality(tmp_path).warnings["ticker"].tolist() == ["NA"]

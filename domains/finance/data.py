@@ -346,13 +346,24 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:
         head = [fh.readline() for _ in range(3)]
     sep = "\t" if suffix == ".tsv" else _sniff_separator(head[0])
-    cells = [h.rstrip("\r\n").split(sep) for h in head]
-    if cells[0][0].strip().lower() == "price" and len(cells) > 1 and cells[1][0].strip().lower() == "ticker":
-        # yfinance >= 0.2.51 writes a three-row header: Price,<fields> / Ticker,<symbol> / Date,,,
-        names = ["date"] + [c.strip() for c in cells[0][1:]]
-        tick = next((c.strip() for c in cells[1][1:] if c.strip()), None)
-        skip = [0, 1, 2] if cells[2][0].strip().lower() == "date" else [0, 1]
-        return _read_text_csv(path, sep=sep, skiprows=skip, names=names, header=None), sep, tick
+    cells = [[c.strip() for c in h.rstrip("\r\n").split(sep)] for h in head]
+    first = [c[0].lower() for c in cells]
+    if (first[0], first[1]) == ("price", "ticker") or (first[0], first[1], first[2]) == ("", "", "date"):
+        # yfinance >= 0.2.51 writes a three-row header: Price,<fields> / Ticker,<symbol(s)> / Date,,, ;
+        # older yf.download(...).to_csv() the same without the Price/Ticker labels
+        fields, ticks = cells[0][1:], cells[1][1:]
+        skip = [0, 1, 2] if first[2] == "date" else [0, 1]
+        symbols = list(dict.fromkeys(t for t in ticks if t))
+        if len(symbols) <= 1:
+            return _read_text_csv(path, sep=sep, skiprows=skip, names=["date", *fields], header=None), sep, (symbols or [None])[0]
+        body = _read_text_csv(path, sep=sep, skiprows=skip, header=None)  # several tickers: columns (field, ticker)
+        parts = []
+        for t in symbols:
+            cols = [i + 1 for i, tk in enumerate(ticks) if tk == t and i + 1 < body.shape[1]]
+            part = body.iloc[:, [0, *cols]].copy()
+            part.columns = ["date", *(fields[i - 1] for i in cols)]
+            parts.append(part.assign(ticker=t))
+        return pd.concat(parts, ignore_index=True), sep, None
     return _read_text_csv(path, sep=sep), sep, None
 
 
@@ -480,7 +491,8 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
     source = str(path)
     if "close" not in df.columns and "adj_close" not in df.columns:
         raise PriceDataError(f"{source}: no close price column (expected 'Close' or 'Adj Close'); found {[str(c) for c in raw.columns]}"
-                             + ("; the file looks like one column: is it separated by something other than , ; or tab?" if raw.shape[1] == 1 else ""))
+                             + ("; the file looks like one column: is it separated by something other than , ; or tab?" if raw.shape[1] == 1 else
+                                "; a wide file (one column of closes per ticker) is not read: write rows of date, ticker, close"))
     df = _date_column(df, source)
     comma = _uses_decimal_comma(df, sep)
     for c in _NUMERIC:

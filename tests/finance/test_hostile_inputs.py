@@ -168,3 +168,17 @@ def test_a_ticker_named_NA_is_a_ticker_not_a_missing_value(tmp_path):
     rep.warn("NA", "stale_prices", value=0.1, detail="x")  # what a run records, read back by the dashboard
     rep.write(tmp_path)
     assert api.data_quality(tmp_path).warnings["ticker"].tolist() == ["NA"]
+
+
+@pytest.mark.parametrize("labels", [("Price", "Ticker"), ("", "")])
+def test_a_multi_ticker_yfinance_download_is_read_as_long_rows(tmp_path, labels):
+    a, m = _series(seed=0), _series(seed=1)
+    m.loc[:9, "Close"] = np.nan  # MSFT starts later: empty cells
+    with open(tmp_path / "yf.csv", "w") as fh:  # yf.download(["AAPL", "MSFT"]).to_csv(): a (field, ticker) column header
+        fh.write(f"{labels[0]},Close,Close,Volume,Volume\n{labels[1]},AAPL,MSFT,AAPL,MSFT\nDate,,,,\n")
+        for d, ca, cm in zip(a["Date"], a["Close"], m["Close"]):
+            fh.write(f"{d},{ca},{'' if np.isnan(cm) else cm},100,200\n")
+    d, rep = read_price_file(tmp_path / "yf.csv")  # was: "cannot be read as .csv (ValueError: Duplicate names are not allowed.)"
+    np.testing.assert_allclose(d.loc[d["ticker"] == "AAPL", "close"], a["Close"].to_numpy()[1:])
+    np.testing.assert_allclose(d.loc[d["ticker"] == "MSFT", "close"], m["Close"].to_numpy()[11:])
+    assert rep.nan_rows_dropped == 10 and set(d.loc[d["ticker"] == "MSFT", "volume"]) == {200}

@@ -650,7 +650,8 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
         conflicting = conflicting[conflicting > 1]
         if len(conflicting):
             ex = ", ".join(f"{t} {d:%Y-%m-%d}" for t, d in conflicting.index[:3])
-            raise PriceDataError(f"{source}: {len(conflicting)} (ticker, date) pair(s) appear more than once with different closes, e.g. {ex}; keep one row per ticker and date")
+            raise PriceDataError(f"{source}: {len(conflicting)} (ticker, date) pair(s) appear more than once with different closes, e.g. {ex}; keep one row per ticker and date "
+                                 f"(intraday prices? use the daily close)")
         before = len(df)
         df = df.drop_duplicates(["ticker", "date"])
         rep.duplicate_rows_dropped = before - len(df)
@@ -664,6 +665,10 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
             continue
         d = g["date"].to_numpy().astype("datetime64[D]")
         gaps = np.busday_count(d[:-1], d[1:]) - 1
+        if len(gaps) and np.median(gaps) >= 2:  # returns over a week would be read as daily returns
+            raise PriceDataError(f"{source}: ticker {t} has a price every {int(np.median(gaps)) + 1} business days (median), e.g. "
+                                 f"{d[0]}, {d[1]}, {d[2] if len(d) > 2 else ''}: weekly or monthly data? the model needs daily prices "
+                                 f"(download with interval 1d)")
         if len(gaps) and gaps.max() > max_gap_days:
             i = int(gaps.argmax())
             raise PriceDataError(f"{source}: ticker {t} has no prices for {int(gaps[i])} business days between {d[i]} and {d[i + 1]} "

@@ -182,3 +182,11 @@ def test_a_multi_ticker_yfinance_download_is_read_as_long_rows(tmp_path, labels)
     np.testing.assert_allclose(d.loc[d["ticker"] == "AAPL", "close"], a["Close"].to_numpy()[1:])
     np.testing.assert_allclose(d.loc[d["ticker"] == "MSFT", "close"], m["Close"].to_numpy()[11:])
     assert rep.nan_rows_dropped == 10 and set(d.loc[d["ticker"] == "MSFT", "volume"]) == {200}
+
+
+def test_weekly_prices_are_not_taken_for_daily_ones(tmp_path):
+    s = _series(n=160)
+    s["Date"] = pd.date_range("2019-01-04", periods=len(s), freq="W-FRI").strftime("%Y-%m-%d")  # interval=1wk: gaps of 4 days pass --max-gap-days
+    s.to_csv(tmp_path / "W.csv", index=False)
+    with pytest.raises(PriceDataError, match="weekly or monthly data"):
+        read_price_file(tmp_path / "W.csv", "W")

@@ -63,7 +63,7 @@ __all__ = [
     "DATASETS", "ML100K", "InteractionDataError", "ValidationReport", "InteractionData", "Split",
     "load_ml100k", "load_interactions", "load_movielens_folder", "validate_interactions", "split_interactions",
     "load_dataset", "group_by_user", "SPLITS", "SPLIT_ALIASES", "MSR_STRATIFIED", "LEGACY_STRATIFIED", "LEAVE_LAST_OUT",
-    "split_name", "msr_stratified_split", "validation_split", "SplitError", "SOURCE_ROW",
+    "split_name", "msr_stratified_split", "validation_split", "SplitError", "SOURCE_ROW", "check_split_sizes",
 ]
 
 log = get_logger("recommendation.data")
@@ -398,13 +398,22 @@ def load_ml100k(root: Path | None = None) -> InteractionData:
 def _read_table(path: Path, what: str) -> pd.DataFrame:
     if not path.is_file():
         raise InteractionDataError(f"{path}: no such file (expected {what})")
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        with path.open("rb") as f:
+            head = f.read(4096)
+        if suffix in (".parquet", ".pq") or head[:4] == b"PAR1":  # a Parquet file is read as one whatever its name says
+            if suffix not in (".parquet", ".pq"):
+                log.info(f"{path}: the file is Parquet (not {suffix}); reading it as Parquet")
             return pd.read_parquet(path)
-        if path.suffix.lower() in (".csv", ".gz", ".txt", ".tsv"):
+        if suffix in (".csv", ".gz", ".txt", ".tsv"):
+            sep = "\t" if ".tsv" in [x.lower() for x in path.suffixes] else ","
+            first = head.decode("utf-8", errors="replace").splitlines()[0] if suffix != ".gz" and head.strip() else ""
+            if sep not in first:  # a tab-, semicolon- or bar-separated file under another name: its header says which
+                sep = next((c for c in ("\t", ",", ";", "|") if c in first), sep)
             # every column as text: ids keep leading zeros and digits ("007" is not 7), titles stay titles
             # ("1984"), "NA" stays an id; only empty cells are missing. Numbers are parsed per column later.
-            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False, na_values=[""])
+            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
     except Exception as e:  # noqa: BLE001 - parser errors from pandas/pyarrow
         raise InteractionDataError(f"{path}: cannot be read as {path.suffix} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); expected {what}") from e
     raise InteractionDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv or .parquet with {what}")
@@ -618,3 +627,16 @@ def validation_split(train: pd.DataFrame, split: str = MSR_STRATIFIED, seed: int
     info = {"split": f"validation of {name}", "seed": seed, **info, "fit_rows": len(fit), "valid_rows": len(valid),
             "valid_users": int(valid["user_id"].nunique())}
     return Split(train=fit, test=valid, protocol=PROTOCOL_OF[name], seed=seed, info=info)
+
+
+def check_split_sizes(split: Split, valid: Split | None, source: str = "interactions", hint: str = "") -> None:
+    """:class:`SplitError` when the split leaves nothing to test or to validate on (too few interactions per
+    user); ``hint`` ends the validation message (e.g. how to train without a validation part)."""
+    need = ("a user needs at least 2 interactions for a test item and 3 for a validation item too" if split.info["split"] == LEAVE_LAST_OUT else
+            "a user needs at least 3 interactions for a test item (75 % of 2 rounds to 2: both stay in train) and 2 training rows for a validation item")
+    per_user = split.train.groupby("user_id").size().add(split.test.groupby("user_id").size(), fill_value=0)
+    seen = f"{len(per_user)} user(s), at most {int(per_user.max()) if len(per_user) else 0} interactions each"
+    if len(split.test) == 0:
+        raise SplitError(f"{source}: split {split.info['split']} leaves no test interactions ({seen}); {need}")
+    if valid is not None and len(valid.test) == 0:
+        raise SplitError(f"{source}: the validation carve of split {split.info['split']} is empty ({seen}); {need}{hint}")

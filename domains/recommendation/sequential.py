@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
 
 from core.progress import progress
-from domains.recommendation.data import LEAVE_LAST_OUT, group_by_user, split_interactions, validation_split
+from domains.recommendation.data import LEAVE_LAST_OUT, check_split_sizes, group_by_user, split_interactions, validation_split
 from domains.recommendation.metrics import ranking_metrics, top_k
 from domains.recommendation.model import FeatureSpace, model_spec, register_model
 
@@ -102,11 +102,13 @@ class LeaveLastOut:
         return cls(per_user(fit), per_user(valid), per_user(test), n_items)
 
 
-def leave_last_out_split(inter: pd.DataFrame, user_index: dict, item_index: dict) -> LeaveLastOut:
+def leave_last_out_split(inter: pd.DataFrame, user_index: dict, item_index: dict, source: str = "interactions") -> LeaveLastOut:
     """The project's ``leave-last-out`` split (test = each user's last interaction) with its validation
-    split (the last interaction of the training part), as per-user ordered item rows."""
+    split (the last interaction of the training part), as per-user ordered item rows; :class:`SplitError`
+    when either is empty (users with too few interactions)."""
     split = split_interactions(inter, LEAVE_LAST_OUT)
     valid = validation_split(split.train, LEAVE_LAST_OUT)
+    check_split_sizes(split, valid, source)
     return LeaveLastOut.from_frames(valid.train, valid.test, split.test, user_index, item_index)
 
 
@@ -485,7 +487,7 @@ def load_leave_last_out(data: str, with_text: bool = True) -> LeaveLastOutData:
 
     inter = load_dataset(data)
     space = FeatureSpace.build(inter.users, inter.items)
-    split = leave_last_out_split(inter.interactions, space.user_index(), space.item_index())
+    split = leave_last_out_split(inter.interactions, space.user_index(), space.item_index(), source=f"--data {data}")
     return LeaveLastOutData(space, split, item_text_embeddings(item_texts(inter.items)) if with_text else None)
 
 

@@ -26,7 +26,7 @@ from core.cli import run_cli
 from core.device import set_cpu_threads
 from core.runs import Run
 from domains.recommendation.config import TrainConfig
-from domains.recommendation.training import DOMAIN
+from domains.recommendation.training import DOMAIN, check_train_settings
 from domains.recommendation.training import train as train_in_process
 
 __all__ = ["TrainConfig", "train", "main"]
@@ -34,6 +34,7 @@ __all__ = ["TrainConfig", "train", "main"]
 
 def train(cfg: TrainConfig) -> Path:
     """Run the training command; returns the run directory."""
+    check_train_settings(cfg)
     if cfg.threads > 0:
         set_cpu_threads(cfg.threads)
     if cfg.dmp:

@@ -78,6 +78,10 @@ def train_sequential(cfg: TrainSequentialConfig) -> Path:
 
     if cfg.id_init == "text" and not cfg.text:
         raise UserInputError("--id-init text needs --text (the item text vectors)")
+    bad = [f"{flag} {v}: expected >= {low}" for flag, v, low in (("--k", cfg.k, 1), ("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1),
+                                                                    ("--max-len", cfg.max_len, 1), ("--patience", cfg.patience, 0)) if v < low]
+    if bad:
+        raise UserInputError("; ".join(bad))
     if cfg.threads > 0:
         set_cpu_threads(cfg.threads)
     with Run.start(DOMAIN, cfg, command="train_sequential", kind="job") as run:

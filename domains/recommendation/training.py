@@ -42,8 +42,7 @@ from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run
 from domains.recommendation.config import TrainConfig
-from domains.recommendation.data import (LEAVE_LAST_OUT, Split, SplitError, group_by_user, load_dataset, split_interactions, split_name,
-                                         validation_split)
+from domains.recommendation.data import check_split_sizes, group_by_user, load_dataset, split_interactions, split_name, validation_split
 from domains.recommendation.evaluation import evaluate_scores, model_scores
 from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, create_model, item_text_embeddings,
                                           full_softmax_loss, item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
@@ -112,17 +111,22 @@ class Prepared:
         return Phase("refit", self.train_u, self.train_i, self.test_u, self.test_i)
 
 
-def check_split_sizes(split: Split, valid: Split | None, data: str) -> None:
-    """:class:`SplitError` when the split leaves nothing to test or to validate on (too few interactions per user)."""
-    need = ("a user needs at least 2 interactions for a test item and 3 for a validation item too" if split.info["split"] == LEAVE_LAST_OUT else
-            "a user needs at least 3 interactions for a test item (75 % of 2 rounds to 2: both stay in train) and 2 training rows for a validation item")
-    per_user = split.train.groupby("user_id").size().add(split.test.groupby("user_id").size(), fill_value=0)
-    seen = f"{len(per_user)} user(s), at most {int(per_user.max()) if len(per_user) else 0} interactions each"
-    if len(split.test) == 0:
-        raise SplitError(f"--data {data}: split {split.info['split']} leaves no test interactions ({seen}); {need}")
-    if valid is not None and len(valid.test) == 0:
-        raise SplitError(f"--data {data}: the validation carve of split {split.info['split']} is empty ({seen}); {need}, "
-                         "or pass --validation-ratio 0 to train --epochs without choosing the epoch on validation")
+def check_train_settings(cfg: TrainConfig) -> None:
+    """:class:`TrainingError` for settings that cannot train or evaluate (checked before a run folder is made)."""
+    bad = [(flag, v, want) for flag, v, ok, want in (
+        ("--k", cfg.k, cfg.k >= 1, "a cut-off >= 1"),
+        ("--epochs", cfg.epochs, cfg.epochs >= 1, ">= 1 (0 would save an untrained model)"),
+        ("--batch-size", cfg.batch_size, cfg.batch_size >= 2, ">= 2 (the other positives of a batch are the negatives)"),
+        ("--validation-ratio", cfg.validation_ratio, 0 <= cfg.validation_ratio < 1, "in [0, 1) (0 = no validation part)"),
+        ("--lr", cfg.lr, cfg.lr > 0, "> 0"),
+        ("--temperature", cfg.temperature, cfg.temperature > 0, "> 0"),
+        ("--patience", cfg.patience, cfg.patience >= 0, ">= 0"),
+        ("--max-steps", cfg.max_steps, cfg.max_steps >= 0, ">= 0 (0 = no limit)"),
+        ("--history-dropout", cfg.history_dropout, 0 <= cfg.history_dropout < 1, "in [0, 1)"),
+        ("--id-dropout", cfg.id_dropout, 0 <= cfg.id_dropout < 1, "in [0, 1)"),
+    ) if not ok]
+    if bad:
+        raise TrainingError("; ".join(f"{flag} {v}: expected {want}" for flag, v, want in bad))
 
 
 def prepare_inputs(cfg: TrainConfig) -> Prepared:
@@ -132,7 +136,7 @@ def prepare_inputs(cfg: TrainConfig) -> Prepared:
     split = split_interactions(data.interactions, name, cfg.split_seed)
     # --validation-ratio 0: no validation part (the pre-validation procedure: train --epochs on the whole training split)
     valid = validation_split(split.train, name, seed=cfg.seed, ratio=cfg.validation_ratio) if cfg.validation_ratio > 0 else None
-    check_split_sizes(split, valid, cfg.data)
+    check_split_sizes(split, valid, f"--data {cfg.data}", hint=", or pass --validation-ratio 0 to train --epochs without choosing the epoch on validation")
     space = FeatureSpace.build(data.users, data.items)
     uidx, iidx = space.user_index(), space.item_index()
 

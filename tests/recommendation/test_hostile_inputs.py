@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from domains.recommendation.data import InteractionDataError, SplitError, load_interactions, split_interactions, validation_split
+from domains.recommendation.data import InteractionDataError, SplitError, load_interactions, split_interactions
 
 
 def _csv(tmp_path, name: str, text: str):
@@ -36,6 +36,16 @@ def test_ids_keep_their_identity(tmp_path):
     assert inter["user_id"].tolist() == [3, 4] and inter["item_id"].tolist() == [300, 300]
 
 
+def test_files_are_read_by_content_not_only_by_name(tmp_path):
+    df = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [5, 6, 5], "timestamp": [1, 2, 3]})
+    df.to_parquet(tmp_path / "parquet.csv")  # Parquet under a .csv name: was a UnicodeDecodeError
+    (tmp_path / "semi.csv").write_text(df.to_csv(index=False, sep=";"))
+    (tmp_path / "tabs.csv").write_text(df.to_csv(index=False, sep="\t"))
+    (tmp_path / "bom.csv").write_text(df.to_csv(index=False), encoding="utf-8-sig")
+    for name in ("parquet.csv", "semi.csv", "tabs.csv", "bom.csv"):
+        pd.testing.assert_frame_equal(load_interactions(tmp_path / name).interactions[["user_id", "item_id", "timestamp"]], df, check_dtype=False)
+
+
 def test_catalogue_with_one_text_id_still_matches_numeric_interaction_ids(tmp_path):
     # one non-numeric catalogue id made the catalogue text ("1") and the interactions integers (1): every row was dropped
     p = _csv(tmp_path, "i.csv", "user_id,item_id,timestamp\n1,1,1\n1,2,2\n2,1,3\n")
@@ -62,19 +72,36 @@ def test_ranking_metrics_with_a_catalogue_smaller_than_k():
     assert m["ndcg@10"] == pytest.approx(0.5 * (1 / np.log2(3)))
 
 
-def test_too_little_data_for_a_split_is_a_named_error():
-    from domains.recommendation.training import check_split_sizes
+def test_too_little_data_for_a_split_is_a_named_error(tmp_path, capsys):
+    from domains.recommendation.data import check_split_sizes
+    from domains.recommendation.sequential import load_leave_last_out
+    from domains.recommendation.training import TrainConfig, prepare_inputs
 
     inter = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"], "rating": 1.0, "timestamp": [1, 2, 3]})
     singles = inter.drop_duplicates("user_id")
     for name, df in (("msr-stratified-75", inter), ("leave-last-out", singles)):  # 2 rows: both stay in train at 75 %
-        sp = split_interactions(df, name)
         with pytest.raises(SplitError, match="leaves no test interactions.*at least"):
-            check_split_sizes(sp, None, "x.csv")
-    sp = split_interactions(inter, "leave-last-out")  # a has a test item; its one training row leaves no validation item
-    assert len(sp.test) == 1
+            check_split_sizes(split_interactions(df, name), None, "x.csv")
+    p = tmp_path / "two.csv"  # a has a test item under leave-last-out; its one training row leaves no validation item
+    inter.to_csv(p, index=False)
     with pytest.raises(SplitError, match="validation carve.*--validation-ratio 0"):
-        check_split_sizes(sp, validation_split(sp.train, "leave-last-out"), "x.csv")
+        prepare_inputs(TrainConfig(data=str(p), split="leave-last-out", text="none"))
+    with pytest.raises(SplitError, match="validation carve"):
+        load_leave_last_out(str(p), with_text=False)
+
+
+def test_settings_that_cannot_train_are_refused_before_a_run_folder(tmp_path, capsys):
+    from domains.recommendation import train, train_sequential
+
+    p = tmp_path / "i.csv"
+    p.write_text("user_id,item_id,timestamp\na,x,1\n")
+    runs = ["--runs-dir", str(tmp_path / "runs"), "--data", str(p)]
+    assert train.main([*runs, "--no-track", "--k", "0", "--epochs", "0", "--validation-ratio", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--k 0" in err and "--epochs 0" in err and "--validation-ratio 1.5" in err and "Traceback" not in err
+    assert train_sequential.main([*runs, "--k", "-1"]) == 2
+    assert "--k -1" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_user_ids_given_as_float_text_are_found():

@@ -233,7 +233,12 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
             raise InteractionDataError(f"{source}: {int(bad.sum())} row(s) with an empty {col} (first at file rows {_rows(bad)})")
     out = pd.DataFrame({"user_id": _ids(df["user_id"]), "item_id": _ids(df["item_id"])})
     ts = df["timestamp"]
-    if not pd.api.types.is_numeric_dtype(ts):
+    if pd.api.types.is_datetime64_any_dtype(ts):  # a Parquet date column (any unit, with or without a time zone)
+        bad = ts.isna()
+        if bad.any():
+            raise InteractionDataError(f"{source}: column 'timestamp' has {int(bad.sum())} missing date(s) (first at rows {_rows(bad)})")
+        ts = ((ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    elif not pd.api.types.is_numeric_dtype(ts):
         parsed = pd.to_numeric(ts, errors="coerce")
         as_date = pd.to_datetime(ts[parsed.isna()], errors="coerce", utc=True)
         if as_date.isna().any() and ts[parsed.isna()][as_date.isna()].notna().any():  # pandas infers one format from the first date:

@@ -26,6 +26,19 @@ def test_iso_dates_become_epoch_seconds_whatever_their_format(tmp_path):
         load_interactions(bad)
 
 
+def test_parquet_date_columns_become_epoch_seconds_and_missing_dates_are_refused(tmp_path):
+    # a datetime64 column went through to_numeric: microseconds (or ms), and NaT became -9.2e18 (sorted first, silently)
+    when = pd.to_datetime(["2020-01-01", "2020-01-02"])
+    for unit, tz in (("us", None), ("ms", "Europe/Paris"), ("ns", "UTC")):
+        t = pd.Series(when).dt.tz_localize(tz).astype(f"datetime64[{unit}, {tz}]" if tz else f"datetime64[{unit}]")
+        pd.DataFrame({"user_id": [1, 2], "item_id": [5, 5], "timestamp": t}).to_parquet(tmp_path / "d.parquet")
+        expected = [1577836800, 1577923200] if tz in (None, "UTC") else [1577833200, 1577919600]
+        assert load_interactions(tmp_path / "d.parquet").interactions["timestamp"].tolist() == expected
+    pd.DataFrame({"user_id": [1, 2], "item_id": [5, 5], "timestamp": [when[0], pd.NaT]}).to_parquet(tmp_path / "nat.parquet")
+    with pytest.raises(InteractionDataError, match="missing date"):
+        load_interactions(tmp_path / "nat.parquet")
+
+
 def test_ids_keep_their_identity(tmp_path):
     # leading zeros, 20+ digit ids, "NA", spaces/commas/unicode stay distinct text ids; "12.0" is the integer 12
     for ids in (["007", "7"], ["12345678901234567890123", "12345678901234567890124"], ["NA", "null", "user 3, é"]):

@@ -335,7 +335,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if suffix in (".parquet", ".pq") or magic == b"PAR1":  # a Parquet file named .csv is still a Parquet file
-        return pd.read_parquet(path), ",", None
+        return _frame_as_table(pd.read_parquet(path)), ",", None
     if suffix not in (".csv", ".txt", ".csv.gz", ".txt.gz", ".tsv", ".gz"):
         raise PriceDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv, .txt or .parquet")
     if magic.startswith(b"PK\x03\x04") or magic == b"\xd0\xcf\x11\xe0":
@@ -371,6 +371,20 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
 # column "NA" is still read as missing (_to_number)
 _NA_CELLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NULL", "NaN",
              "None", "n/a", "nan", "null"]
+
+
+def _frame_as_table(df: pd.DataFrame) -> pd.DataFrame:
+    """A saved DataFrame as plain columns: ``yf.download(...).to_parquet()`` keeps the dates as the index
+    and, for several tickers, (field, ticker) column pairs (either order) -> long rows with a ``ticker``."""
+    if isinstance(df.columns, pd.MultiIndex) and df.columns.nlevels == 2:
+        fields = [all(_ALIASES.get(_clean_name(v), _clean_name(v)) in _NUMERIC for v in df.columns.get_level_values(k)) for k in (0, 1)]
+        level = 1 if fields[0] else 0 if fields[1] else None
+        if level is not None:
+            df = df.stack(level=level, future_stack=True)
+            df.index = df.index.set_names([df.index.names[0] or "date", "ticker"])
+    if isinstance(df.columns, pd.MultiIndex):
+        df.columns = [" ".join(str(c) for c in col if str(c)) for col in df.columns]
+    return df if isinstance(df.index, pd.RangeIndex) else df.reset_index()
 
 
 def _read_text_csv(path: Path, **kw) -> pd.DataFrame:

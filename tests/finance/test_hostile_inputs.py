@@ -190,3 +190,16 @@ def test_weekly_prices_are_not_taken_for_daily_ones(tmp_path):
     s.to_csv(tmp_path / "W.csv", index=False)
     with pytest.raises(PriceDataError, match="weekly or monthly data"):
         read_price_file(tmp_path / "W.csv", "W")
+
+
+def test_yfinance_frames_saved_as_parquet_are_read(tmp_path):
+    s = _series()
+    y = pd.DataFrame({"Close": s["Close"].to_numpy(), "Volume": 100.0}, index=pd.DatetimeIndex(pd.to_datetime(s["Date"]), name="Date"))
+    y.to_parquet(tmp_path / "AAPL.parquet")  # yf.download("AAPL").to_parquet(): the dates are the index
+    d = read_price_file(tmp_path / "AAPL.parquet", ticker_from_name=True)[0]  # was: "no date column"
+    np.testing.assert_allclose(d["close"], s["Close"].to_numpy()[1:])
+    two = pd.concat({"AAPL": y, "MSFT": y * 2}, axis=1).swaplevel(axis=1).sort_index(axis=1)  # yf.download([...]): (field, ticker)
+    for name, frame in (("by_field", two), ("by_ticker", two.swaplevel(axis=1))):
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+        d = read_price_file(tmp_path / f"{name}.parquet")[0]
+        np.testing.assert_allclose(d.loc[d["ticker"] == "MSFT", "close"], 2 * s["Close"].to_numpy()[1:], err_msg=name)

@@ -230,7 +230,7 @@ def _check_k(k, what: str = "k") -> int:
 def _lookup(idx: dict, key) -> int | None:
     """Row of ``key`` in an id -> row index, also tried as int and as str (CLI and dashboard ids arrive as
     strings; a float-looking "12.0" or 12.0 is also tried as the integer id 12)."""
-    for cand in (key, _try(_as_int, key), _try(str, key)):
+    for cand in (key, _try(_as_int, key), _try(str, key), key.strip() if isinstance(key, str) else None):  # ids are stored stripped
         if cand is not None and cand in idx:
             return idx[cand]
     return None

@@ -122,6 +122,7 @@ def test_user_ids_given_as_float_text_are_found():
 
     assert [_lookup({12: 0}, k) for k in ("12", "12.0", 12.0, " 12 ", "12.5", 12.5, "1e1")] == [0, 0, 0, 0, None, None, None]
     assert [_lookup({"007": 0, "7": 1}, k) for k in ("007", "7", 7)] == [0, 1, 1]
+    assert _lookup({"user 3, é": 0}, " user 3, é\n") == 0  # the loader strips ids; a pasted id with blanks around it is the same user
 
 
 @pytest.fixture(scope="module")

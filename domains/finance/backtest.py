@@ -44,7 +44,7 @@ from domains.finance.features import base_features
 from domains.finance.interpretation import interpret
 from domains.finance.walkforward import FoldStore, backtest_fingerprint, fingerprint_id, rescore, run_walkforward, summarise, write_report
 
-__all__ = ["BacktestConfig", "QUICK", "backtest", "main"]
+__all__ = ["BacktestConfig", "QUICK", "backtest", "end_date", "main"]
 
 log = get_logger("finance.backtest")
 QUICK = {"folds": 4, "test_days": 63, "seeds": 2, "epochs": 1, "refit_epochs": 1, "max_batches": 20, "refit_batches": 5,
@@ -58,8 +58,9 @@ def backtest(cfg: BacktestConfig) -> Path:
     if cfg.quick:
         cfg = dataclasses.replace(cfg, **{k: v for k, v in QUICK.items() if not (k == "tickers" and cfg.tickers)})
     set_cpu_threads(cfg.threads)
+    end = end_date(cfg.end)
     data = load_panel_data(cfg.data, cfg.tickers, **cfg.data_options())
-    panel = data.panel if not cfg.end else data.panel[data.panel["date"] <= pd.Timestamp(cfg.end)].reset_index(drop=True)
+    panel = data.panel if end is None else data.panel[data.panel["date"] <= end].reset_index(drop=True)
     if panel.empty:
         raise PriceDataError(f"--end {cfg.end}: no prices on or before it")
     feat = base_features(panel, data.covariates)
@@ -85,6 +86,16 @@ def backtest(cfg: BacktestConfig) -> Path:
         run.finish({**out["verdict"], **metrics, "folds": len(res.folds), "variance_rule": cfg.variance_rule, "ensemble_variance": cfg.ensemble_variance, "garch_informed": cfg.garch_informed})
         store.clear()  # the finished run's files hold every fold; a completed run is never continued
         return run.dir
+
+
+def end_date(end: str) -> pd.Timestamp | None:
+    """``--end`` as a day (None when empty); only ``YYYY-MM-DD``: ``2022`` would read as 2022-01-01."""
+    if not end:
+        return None
+    try:
+        return pd.to_datetime(end.strip(), format="%Y-%m-%d")
+    except ValueError as e:
+        raise PriceDataError(f"--end {end!r}: expected a day as YYYY-MM-DD, e.g. 2002-12-11") from e
 
 
 def rescore_run(cfg: BacktestConfig) -> Path:

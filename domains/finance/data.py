@@ -520,7 +520,7 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
                 df = df.drop(columns=c)
     long_file = "ticker" in df.columns  # else one series, named below
     if not long_file:
-        name = ticker or header_ticker or (path.name.split(".")[0].upper() if ticker_from_name else None)
+        name = ticker or header_ticker or (path.name.lstrip(".").split(".")[0].strip().upper() or None if ticker_from_name else None)
         if name is None:
             raise PriceDataError(f"{path}: no 'ticker' column; add one or pass ticker= (--ticker NAME) for a single-series file")
         df["ticker"] = name

@@ -203,3 +203,17 @@ def test_yfinance_frames_saved_as_parquet_are_read(tmp_path):
         frame.to_parquet(tmp_path / f"{name}.parquet")
         d = read_price_file(tmp_path / f"{name}.parquet")[0]
         np.testing.assert_allclose(d.loc[d["ticker"] == "MSFT", "close"], 2 * s["Close"].to_numpy()[1:], err_msg=name)
+
+
+def test_a_hidden_file_name_still_names_its_series(tmp_path):
+    _series().to_csv(tmp_path / ".aapl.csv", index=False)  # was ticker '' and then "rows with an empty ticker"
+    assert set(read_price_file(tmp_path / ".aapl.csv", ticker_from_name=True)[0]["ticker"]) == {"AAPL"}
+
+
+@pytest.mark.parametrize("end", ["2022-13-45", "yesterday", "2022", "31.12.2022"])
+def test_a_backtest_end_that_is_not_a_day_is_a_one_line_error(end):
+    from domains.finance.backtest import end_date
+
+    with pytest.raises(PriceDataError, match="YYYY-MM-DD"):  # was a DateParseError traceback, and '2022' meant 2022-01-01
+        end_date(end)
+    assert end_date("2002-12-11") == pd.Timestamp("2002-12-11") and end_date("") is None

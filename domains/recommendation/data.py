@@ -258,6 +258,12 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     else:
         ts = _require_numeric(df, "timestamp", source, integer=True)
     out["timestamp"] = ts.astype(np.int64)
+    seconds_like = out["timestamp"].between(10**8, 10**11 - 1)  # 1973..5138 in seconds
+    ms_like = out["timestamp"].between(10**11, 10**14 - 1)  # 1973..5138 in milliseconds
+    if seconds_like.any() and ms_like.any():  # one file, two units (e.g. concatenated exports): leave-last-out would order by unit
+        log.warning(f"{source}: {int(ms_like.sum())} timestamp(s) look like milliseconds among {int(seconds_like.sum())} in seconds; "
+                    "those were divided by 1000")
+        out.loc[ms_like, "timestamp"] //= 1000
     out["rating"] = _require_numeric(df, "rating", source, integer=True).astype(np.float32) if "rating" in df.columns else np.float32(1.0)
     if (out["rating"] < 0).any():  # every row is a positive interaction; a negative rating (a dislike) is counted as one too
         log.warning(f"{source}: {int((out['rating'] < 0).sum())} row(s) with a negative rating; every interaction is used as a positive, whatever its rating")

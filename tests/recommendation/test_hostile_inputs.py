@@ -39,6 +39,16 @@ def test_parquet_date_columns_become_epoch_seconds_and_missing_dates_are_refused
         load_interactions(tmp_path / "nat.parquet")
 
 
+def test_a_file_mixing_seconds_and_milliseconds_is_put_in_seconds(tmp_path):
+    # the later event in milliseconds sorted after every later event in seconds: leave-last-out tested the wrong item
+    p = _csv(tmp_path, "m.csv", "user_id,item_id,timestamp\na,x,1577836800000\na,y,1577923200\nb,x,1577836801\nb,y,1577836802\n")
+    inter = load_interactions(p).interactions
+    assert inter["timestamp"].tolist() == [1577836800, 1577923200, 1577836801, 1577836802]
+    assert split_interactions(inter, "leave-last-out").test.set_index("user_id")["item_id"].to_dict() == {"a": "y", "b": "y"}
+    only_ms = _csv(tmp_path, "ms.csv", "user_id,item_id,timestamp\na,x,1577836800000\na,y,1577923200000\n")
+    assert load_interactions(only_ms).interactions["timestamp"].tolist() == [1577836800000, 1577923200000]  # one unit: left alone
+
+
 def test_ids_keep_their_identity(tmp_path):
     # leading zeros, 20+ digit ids, "NA", spaces/commas/unicode stay distinct text ids; "12.0" is the integer 12
     for ids in (["007", "7"], ["12345678901234567890123", "12345678901234567890124"], ["NA", "null", "user 3, é"]):

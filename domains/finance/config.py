@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from core.config import DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
+from core.config import ConfigError, DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.scoring import ScoringConfig
 from domains.finance.baselines import BASELINES
 from domains.finance.features import DEFAULT_CALENDAR
@@ -36,6 +36,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if isinstance(self.tickers, str):  # TrainConfig(tickers="AAPL") means one ticker, not A, A, P, L
             self.tickers = [self.tickers]
+        self.tickers = list(dict.fromkeys(self.tickers))  # --tickers AAPL AAPL: one ticker (score's work items must be unique)
+        if self.min_history < 2 or self.max_gap_days < 0:
+            raise ConfigError(f"--min-history {self.min_history} / --max-gap-days {self.max_gap_days}: a ticker needs at least 2 prices "
+                              f"(one return) and the gap limit is 0 business days or more")
 
     def data_options(self) -> dict:
         """Keyword arguments of ``domains.finance.data.load_panel_data`` besides data/tickers."""
@@ -150,6 +154,11 @@ class TransferConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, Threa
 @dataclass
 class InterpretConfig(DataConfig, ModelRunConfig, TrackingConfig, RunConfig):
     last_days: int = field(default=63, metadata={"help": "interpret forecasts from origins in the last N trading days of the data"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.last_days < 1:  # [-0] or [-(-3)] picked (nearly) every origin of the history
+            raise ConfigError(f"--last-days {self.last_days}: expected 1 or more trading days")
 
 
 def spec_from_config(cfg, observed_reals: list[str] | tuple[str, ...] | None = None) -> TFTSpec:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.errors import UserInputError
 from core.io import atomic_write_text
 from core.logging import get_logger
 from domains.finance.plots import pyplot, save_png
@@ -25,6 +26,8 @@ def interpret(forecaster, feat: pd.DataFrame, out_dir: str | Path, last_days: in
     """Variable importances and attention for origins in the last ``last_days`` days of ``feat``."""
     from domains.finance.model import predict_quantiles
 
+    if last_days < 1:
+        raise UserInputError(f"last_days={last_days}: expected 1 or more trading days")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = forecaster.model

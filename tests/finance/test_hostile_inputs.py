@@ -217,3 +217,14 @@ def test_a_backtest_end_that_is_not_a_day_is_a_one_line_error(end):
     with pytest.raises(PriceDataError, match="YYYY-MM-DD"):  # was a DateParseError traceback, and '2022' meant 2022-01-01
         end_date(end)
     assert end_date("2002-12-11") == pd.Timestamp("2002-12-11") and end_date("") is None
+
+
+def test_flags_that_cannot_work_are_refused_before_anything_runs():
+    from core.config import ConfigError
+    from domains.finance.config import InterpretConfig, ScoreConfig
+
+    assert ScoreConfig(tickers=["AAPL", "KO", "AAPL"]).tickers == ["AAPL", "KO"]  # was: 'work item ids must be unique' from a failed run
+    with pytest.raises(ConfigError, match="--last-days"):  # 0 or -3 interpreted (nearly) every origin of the history
+        InterpretConfig(last_days=0)
+    with pytest.raises(ConfigError, match="--min-history"):
+        ScoreConfig(min_history=1)

@@ -121,13 +121,22 @@ def read_msd_task(root: str | Path) -> MsdTask:
     if not js.is_file():
         raise MedicalInputError(f"{root}: not an MSD task folder (no dataset.json; expected imagesTr/, labelsTr/ and dataset.json)")
     try:
-        raw = json.loads(js.read_text())
+        raw = json.loads(js.read_text(encoding="utf-8-sig"))  # -sig: editors on Windows write a byte-order mark
+    except UnicodeDecodeError as e:
+        raise MedicalInputError(f"{js}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except json.JSONDecodeError as e:
         raise MedicalInputError(f"{js}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise MedicalInputError(f"{js}: expected a JSON object with 'labels', 'training' and 'test', got a {type(raw).__name__}")
     labels = raw.get("labels")
+    example = '{"0": "background", "1": "spleen"}'
     if not isinstance(labels, dict) or not labels:
-        raise MedicalInputError(f"{js}: 'labels' must map class ids to names, e.g. {{\"0\": \"background\", \"1\": \"spleen\"}}")
-    ids = sorted(int(k) for k in labels)
+        raise MedicalInputError(f"{js}: 'labels' must map class ids to names, e.g. {example}")
+    try:
+        ids = sorted(int(k) for k in labels)
+    except ValueError:
+        raise MedicalInputError(f"{js}: 'labels' keys must be class ids (0, 1, ...), got {sorted(map(str, labels))[:5]}; "
+                                f"expected e.g. {example}") from None
     if ids != list(range(len(ids))):
         raise MedicalInputError(f"{js}: label ids {ids} must be 0..{len(ids) - 1}")
     names = [str(labels.get(str(i), labels.get(i))) for i in ids]
@@ -140,18 +149,23 @@ def read_msd_task(root: str | Path) -> MsdTask:
             raise MedicalInputError(f"{js}: lists {p} but {q} does not exist")
         return str(q)
 
+    for key in ("training", "test"):
+        if not isinstance(raw.get(key, []), list):
+            raise MedicalInputError(f"{js}: '{key}' must be a list of cases, got a {type(raw[key]).__name__}")
     training = []
     for c in raw.get("training", []):
-        if not isinstance(c, dict) or "image" not in c or "label" not in c:
-            raise MedicalInputError(f"{js}: each 'training' entry needs 'image' and 'label'")
+        if not isinstance(c, dict) or not isinstance(c.get("image"), str) or not isinstance(c.get("label"), str):
+            raise MedicalInputError(f"{js}: each 'training' entry needs 'image' and 'label' paths")
         training.append({"image": resolve(c["image"]), "label": resolve(c["label"])})
     test = []
     for c in raw.get("test", []):
         if isinstance(c, str):
             img = c
             lab = None
+        elif isinstance(c, dict) and isinstance(c.get("image"), str):
+            img, lab = c["image"], c.get("label")
         else:
-            img, lab = c.get("image"), c.get("label")
+            raise MedicalInputError(f"{js}: each 'test' entry must be an image path or an object with 'image' (and optionally 'label'), got {c!r:.80}")
         if lab is None:  # our extension: labelsTs/<same name> when present
             cand = root / "labelsTs" / Path(img).name
             lab = str(cand.relative_to(root)) if cand.is_file() else None

@@ -25,11 +25,12 @@ from monai import transforms as mt
 from monai.data import MetaTensor
 from monai.utils import get_equivalent_dtype
 
+from core.errors import UserInputError
 from domains.medical.config import PipelineConfig
 from domains.medical.io import load_volume
 from domains.medical.validation import MedicalInputError, check_geometry_match, check_label_array
 
-__all__ = ["LoadVolumed", "preprocess", "train_augment", "AUGMENT_RECIPES", "invert_inside_head", "cached_patch_dataset", "Repeat", "intensity_transform",
+__all__ = ["LoadVolumed", "UserErrorCompose", "preprocess", "train_augment", "AUGMENT_RECIPES", "invert_inside_head", "cached_patch_dataset", "Repeat", "intensity_transform",
            "intensity_step", "image_steps", "compose"]
 
 
@@ -89,6 +90,23 @@ def image_steps(cfg: PipelineConfig) -> list[Step]:
             intensity_step(cfg)]
 
 
+class UserErrorCompose(mt.Compose):
+    """MONAI's ``Compose``, except that a user error raised inside one of its transforms (a bad image or
+    label file, a geometry mismatch: a :class:`core.errors.UserInputError`) comes out as itself, not
+    wrapped in MONAI's ``RuntimeError("applying transform ...")`` — which the CLIs would show as a traceback."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except RuntimeError as e:
+            cause = e.__cause__
+            while cause is not None and not isinstance(cause, UserInputError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise cause from None
+
+
 def compose(steps: Sequence[Step]) -> mt.Compose:
     return mt.Compose([getattr(mt, name)(**kwargs) for name, kwargs in steps])
 
@@ -111,7 +129,7 @@ def preprocess(cfg: PipelineConfig, with_label: bool = True, crop: bool = True) 
         steps.append(mt.CropForegroundd(keys=keys, source_key="label" if with_label else "image", margin=cfg.crop_margin + cfg.patch // 4,
                                         allow_smaller=True))
     steps.append(mt.EnsureTyped(keys=keys, dtype=[torch.float32, torch.float32] if with_label else [torch.float32], track_meta=True))
-    return mt.Compose(steps)
+    return UserErrorCompose(steps)
 
 
 AUGMENT_RECIPES = ("robust", "standard")  # the real-image recipes of :func:`train_augment` (``synth`` lives in synth.py)

@@ -7,8 +7,9 @@ structure, and the out-of-distribution check: ``ood_flag``, ``ood_reason``, ``me
 or ``series-<hash>`` for a DICOM series folder. Input: NIfTI, NRRD or a DICOM series folder; default:
 the held-out MNI152 volume with the newest trained model (``--model-run`` picks another).
 
-Inputs are checked from their header (size, spacing, the size of the resampled grid) before the model
-is loaded or a run folder is made: a refused input leaves nothing behind. Engine:
+Inputs are checked from their header (size, spacing, the size of the resampled grid), then read and
+checked (dimensionality, NaN/inf, damaged files), before the model is loaded or a run folder is made:
+a refused input leaves nothing behind. Engine:
 ``domains.medical.predict.Segmenter``; ``--lcc`` / ``--tta``: ``domains.medical.postprocess``.
 """
 
@@ -22,7 +23,8 @@ from core.logging import get_logger
 from core.runs import Run, resolve_model_run
 from domains.medical.config import InferConfig
 from domains.medical.data import read_msd_task, read_task_meta, task_dir
-from domains.medical.io import check_input
+from domains.medical.io import check_input, load_volume
+from domains.medical.validation import MedicalInputError
 
 __all__ = ["infer", "main"]
 
@@ -35,14 +37,17 @@ def infer(cfg: InferConfig) -> Path:
     if cfg.input is None:
         task = read_msd_task(task_dir(meta["task"]))
         src = (task.test or task.training)[0]["image"]
+    elif not str(cfg.input).strip():
+        raise MedicalInputError("--input is empty; give a NIfTI/NRRD file or a DICOM series folder")
     else:
         src = cfg.input
     check_input(src, meta["pipeline"]["spacing"])  # refusals are fast: before the model, the heavy imports and the run folder
+    vol = load_volume(src)  # what only the voxels show (4D, NaN, a truncated file, a corrupt slice) is refused before the run folder too
     from domains.medical.predict import Segmenter, save_result
 
     seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop)
     with Run.start("medical", cfg, command="infer", kind="job") as run:
-        res = seg.predict(src)
+        res = seg.predict(vol)
         rec = save_result(res, run.dir, model_run)
         for name, ml in res.volumes_ml.items():
             print(f"{name:24s} {ml:10.1f} mL")

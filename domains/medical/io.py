@@ -129,6 +129,16 @@ def is_dicom_file(p: str | Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def _no_series_message(folder: Path) -> str:
+    """Why a folder holds no usable DICOM series — naming the volume files when it holds those instead
+    (a common mix-up: a folder of NIfTI files passed where one file or a DICOM series is expected)."""
+    vols = [f.name for f in folder.iterdir() if f.is_file() and f.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr"))]
+    if vols:
+        return (f"{folder}: a folder is read as one DICOM series, but this one holds {len(vols)} NIfTI/NRRD file(s); "
+                "pass one file, or segment the whole folder with `python -m domains.medical.score --input FOLDER`")
+    return f"{folder}: no DICOM image slices with geometry (ImagePositionPatient) found"
+
+
 def _spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(s) for s in np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0)))
 
@@ -179,7 +189,7 @@ def _probe_dicom_series(folder: Path) -> tuple[tuple[int, ...], tuple[float, flo
         iop = iop if iop is not None else np.asarray(ds.ImageOrientationPatient, dtype=float)
         positions.append(np.asarray(ds.ImagePositionPatient, dtype=float))
     if not positions:
-        raise MedicalInputError(f"{folder}: no DICOM image slices with geometry (ImagePositionPatient) found")
+        raise MedicalInputError(_no_series_message(folder))
     dz = spacing[2]
     if len(positions) > 1:
         normal = np.cross(iop[:3], iop[3:])
@@ -192,13 +202,17 @@ def _probe_dicom_series(folder: Path) -> tuple[tuple[int, ...], tuple[float, flo
 
 
 def check_input(path: str | Path, target_spacing: float | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
-    """Everything about an input that can be refused from its header — name, size, spacing and (with
-    the model's ``target_spacing``) the size of the resampled grid — before any model or run is
-    created. Returns (shape, spacing)."""
+    """Everything about an input that can be refused from its header — name, size, spacing, (with
+    the model's ``target_spacing``) the size of the resampled grid, and for NIfTI whether the file can
+    hold the data its header declares — before any model or run is created. Returns (shape, spacing)."""
     shape, spacing = probe_volume(path)
     check_spacing(spacing, path)
     if target_spacing is not None and len(shape) >= 3:
         check_resampled_size(shape[:3], spacing, target_spacing, path)
+    if Path(path).is_file() and Path(path).name.lower().endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        _check_nifti_size(nib.load(str(path)), Path(path))
     return shape, spacing
 
 
@@ -233,8 +247,25 @@ def _load_nifti(p: Path) -> Volume:
     _check_header_shape(img.shape, p)  # before allocating: a corrupt header can claim terabytes
     if len(img.shape) >= 3:
         check_spacing(_spacing_of(img.affine), p)
+    _check_nifti_size(img, p)
     data = np.asanyarray(img.dataobj)
     return Volume(data=np.asarray(data), affine=np.asarray(img.affine, dtype=np.float64), path=str(p), format="nifti", header=img.header)
+
+
+# deflate cannot compress better than ~1032:1, so a .nii.gz of n bytes holds at most this many times n
+_MAX_DEFLATE_RATIO = 1040
+
+
+def _check_nifti_size(img, p: Path) -> None:
+    """Refuse, before allocating the array, a NIfTI file too short for the data its header declares
+    (a truncated download, a header-only file): exactly for .nii, by deflate's bound for .nii.gz."""
+    need = int(img.header.get_data_offset()) + int(np.prod([int(s) for s in img.shape], dtype=np.float64)) * img.header.get_data_dtype().itemsize
+    have = p.stat().st_size
+    gz = p.name.lower().endswith(".gz")
+    if (have * _MAX_DEFLATE_RATIO if gz else have) < need:
+        raise MedicalInputError(f"{p}: truncated or damaged: the header declares {tuple(int(s) for s in img.shape)} voxels of "
+                                f"{img.header.get_data_dtype()} ({need:,} bytes), but the file holds {have:,}"
+                                + (" compressed bytes, too few for that" if gz else " bytes"))
 
 
 def _check_header_shape(shape, p: Path) -> None:
@@ -283,7 +314,7 @@ def _load_dicom_series(folder: Path) -> Volume:
             continue
         slices.append(ds)
     if not slices:
-        raise MedicalInputError(f"{folder}: no DICOM image slices with geometry (ImagePositionPatient) found")
+        raise MedicalInputError(_no_series_message(folder))
     series = {str(getattr(s, "SeriesInstanceUID", "")) for s in slices}
     if len(series) > 1:
         raise MedicalInputError(f"{folder}: holds {len(series)} DICOM series; put one series per folder")
@@ -334,8 +365,10 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
         img = nib.Nifti1Image(out, reference.affine, header=hdr)
         s_form, s_code = reference.header.get_sform(coded=True)
         q_form, q_code = reference.header.get_qform(coded=True)
-        img.set_sform(reference.affine if s_code else None, code=int(s_code) if s_code else 0)
-        img.set_qform(reference.affine if q_code else None, code=int(q_code) if q_code else 0)
+        # each form is the input's own: when its qform and sform differ (scanner vs. template space), a
+        # viewer that reads the qform must place the mask where it places the image
+        img.set_sform(s_form if s_code else None, code=int(s_code) if s_code else 0)
+        img.set_qform(q_form if q_code else None, code=int(q_code) if q_code else 0)
         if not s_code and not q_code:
             img.set_sform(reference.affine, code=1)
     else:

@@ -39,7 +39,7 @@ def score(cfg: ScoreConfig) -> Path:
     from domains.medical.scoring import SegmentationScorer, folder_entries, work_items, write_name_map
 
     model_run = resolve_model_run("medical", cfg.model_run, cfg.runs_dir)
-    if cfg.input:
+    if cfg.input is not None:  # an empty --input is refused by folder_entries, not taken as "the default task"
         entries = folder_entries(cfg.input)
     else:
         task = read_msd_task(task_dir(read_task_meta(model_run)["task"]))

@@ -29,6 +29,8 @@ NAME_MAP_FILE = ".dlsuite-ids.csv"
 def folder_entries(folder: str | Path) -> list[Path]:
     """Every non-hidden entry of ``folder`` (files and DICOM sub-folders), so that bad files are
     reported rather than silently ignored."""
+    if not str(folder).strip():
+        raise MedicalInputError("--input is empty; give a folder of volumes")
     folder = Path(folder)
     if not folder.is_dir():
         raise MedicalInputError(f"{folder}: not a folder of volumes")

@@ -59,6 +59,8 @@ def check_image_array(data: np.ndarray, path: str | Path, spacing: tuple[float, 
         raise MedicalInputError(f"{name}: absurd volume size {tuple(data.shape)} (limit {MAX_SIDE} per axis, {MAX_VOXELS:,} voxels in all)")
     if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
         raise MedicalInputError(f"{name}: voxel type {data.dtype} is not numeric")
+    if np.iscomplexobj(data):  # casting to float would silently drop the imaginary part
+        raise MedicalInputError(f"{name}: complex voxels ({data.dtype}); expected real intensities (save the magnitude image instead)")
     if np.issubdtype(data.dtype, np.floating):
         bad = ~np.isfinite(data)
         if bad.any():

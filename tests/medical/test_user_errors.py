@@ -1,0 +1,176 @@
+"""A new user's mistakes get one clear error, not a traceback or a silent wrong answer: a malformed MSD
+``dataset.json``, bad labels found while training preprocesses (MONAI used to wrap them in its own
+RuntimeError), complex voxels, NIfTI files shorter than their header declares, a folder of NIfTI files
+given as one input, and voxel-level refusals in ``infer`` that used to leave a failed run folder."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tracemalloc
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from domains.medical.validation import MedicalInputError
+
+LABELS = {"0": "background", "1": "thing"}
+
+
+def _volume(path: Path, data: np.ndarray, affine=None) -> Path:
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine), str(path))
+    return path
+
+
+def _msd(root: Path, dataset: bytes | dict) -> Path:
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    img = np.random.default_rng(0).random((12, 12, 12)).astype(np.float32)
+    lab = (img > 0.5).astype(np.uint8)
+    _volume(root / "imagesTr" / "c1.nii.gz", img)
+    _volume(root / "labelsTr" / "c1.nii.gz", lab)
+    raw = dataset if isinstance(dataset, bytes) else json.dumps(dataset).encode()
+    (root / "dataset.json").write_bytes(raw)
+    return root
+
+
+GOOD = {"name": "t", "modality": {"0": "MRI"}, "labels": LABELS,
+        "training": [{"image": "./imagesTr/c1.nii.gz", "label": "./labelsTr/c1.nii.gz"}], "test": []}
+
+
+def test_dataset_json_with_a_byte_order_mark_is_read(tmp_path):
+    from domains.medical.data import read_msd_task
+
+    task = read_msd_task(_msd(tmp_path / "t", b"\xef\xbb\xbf" + json.dumps(GOOD).encode()))
+    assert task.class_names == ["background", "thing"] and len(task.training) == 1
+
+
+@pytest.mark.parametrize("dataset, expected", [
+    (json.dumps({**GOOD, "name": "Täsk"}, ensure_ascii=False).encode("latin-1"), "not UTF-8"),
+    ([GOOD], "expected a JSON object"),
+    ({**GOOD, "labels": {"background": 0, "spleen": 1}}, "keys must be class ids"),
+    ({**GOOD, "test": [{"label": "./labelsTr/c1.nii.gz"}]}, "each 'test' entry"),
+    ({**GOOD, "test": [5]}, "each 'test' entry"),
+    ({**GOOD, "training": "imagesTr"}, "'training' must be a list"),
+    ({**GOOD, "training": [{"image": "./imagesTr/c1.nii.gz", "label": None}]}, "each 'training' entry"),
+])
+def test_malformed_dataset_json_is_a_user_error(tmp_path, dataset, expected):
+    from domains.medical.data import read_msd_task
+
+    raw = dataset if isinstance(dataset, bytes) else json.dumps(dataset).encode()
+    with pytest.raises(MedicalInputError, match=expected) as e:
+        read_msd_task(_msd(tmp_path / "t", raw))
+    assert "dataset.json" in str(e.value)
+
+
+@pytest.mark.parametrize("bad, expected", [("float", "non-integer values"), ("shape", "does not match image"), ("range", "label values span")])
+def test_bad_labels_leave_training_preprocessing_as_user_errors(tmp_path, bad, expected):
+    """``preprocess`` is MONAI's Compose: without unwrapping, these came out as RuntimeError('applying transform ...') tracebacks."""
+    from domains.medical.config import PipelineConfig
+    from domains.medical.transforms import preprocess
+
+    img = np.random.default_rng(0).random((12, 12, 12)).astype(np.float32)
+    lab = {"float": (img > 0.5) + 0.3, "shape": (img[:-2] > 0.5), "range": (img > 0.5) * 7}[bad].astype(np.float32)
+    case = {"image": str(_volume(tmp_path / "img.nii.gz", img)), "label": str(_volume(tmp_path / "lab.nii.gz", lab))}
+    with pytest.raises(MedicalInputError, match=expected):
+        preprocess(PipelineConfig(modality="MRI", num_classes=2, spacing=4.0, patch=8))(case)
+
+
+def test_complex_voxels_are_refused_not_silently_cast(tmp_path):
+    from domains.medical.io import load_volume
+
+    data = (np.ones((8, 8, 8)) + 1j * np.ones((8, 8, 8))).astype(np.complex64)
+    with pytest.raises(MedicalInputError, match="complex voxels"):
+        load_volume(_volume(tmp_path / "c.nii.gz", data))
+
+
+def _header_only(shape, dtype=np.float32) -> bytes:
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(dtype)
+    hdr.set_zooms((1.0, 1.0, 1.0))
+    hdr.set_sform(np.eye(4), code=1)
+    return hdr.binaryblock + b"\0" * 4 + b"\0" * 1000
+
+
+@pytest.mark.parametrize("name", ["big.nii", "big.nii.gz"])
+def test_nifti_shorter_than_its_header_is_refused_before_allocating(tmp_path, name):
+    from domains.medical.io import check_input, load_volume
+
+    raw = _header_only((1000, 1000, 500))  # 2 GB declared, 1 kB present
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    for fn in (lambda: check_input(path, 3.0), lambda: load_volume(path)):
+        tracemalloc.start()
+        with pytest.raises(MedicalInputError, match="truncated or damaged"):
+            fn()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 50e6, peak  # was the full 2 GB array before the error
+
+
+def test_an_intact_all_zero_nii_gz_is_not_taken_for_truncated(tmp_path):
+    """Zeros compress ~1000:1, right at deflate's limit: the size bound must still let them through."""
+    from domains.medical.io import check_input
+
+    path = _volume(tmp_path / "zeros.nii.gz", np.zeros((160, 160, 160), np.float32))
+    assert check_input(path, 3.0)[0] == (160, 160, 160)
+
+
+def test_a_folder_of_nifti_files_is_named_as_such(tmp_path):
+    from domains.medical.io import check_input, load_volume
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    _volume(folder / "a.nii.gz", np.ones((8, 8, 8), np.float32))
+    for fn in (check_input, load_volume):
+        with pytest.raises(MedicalInputError, match="holds 1 NIfTI/NRRD file.*domains.medical.score"):
+            fn(folder)
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda d: _volume(d / "series.nii.gz", np.ones((20, 20, 20, 2), np.float32)), "4D"),
+    (lambda d: _volume(d / "nan.nii.gz", np.where(np.eye(20)[:, :, None] > 0, np.nan, 1.0).repeat(20, 2).astype(np.float32)), "NaN"),
+    (lambda d: "", "--input is empty"),
+])
+def test_infer_refuses_what_only_the_voxels_show_without_a_run_folder(tiny_run, tmp_path, capsys, make, expected):
+    from domains.medical.infer import main
+
+    runs = tmp_path / "runs"
+    rc = main(["--input", str(make(tmp_path)), "--model-run", str(tiny_run), "--runs-dir", str(runs), "--no-track"])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and "Traceback" not in err, err
+    assert not (runs / "medical").exists()  # was a "failed" run in the listing
+
+
+def test_score_refuses_an_empty_input_instead_of_scoring_the_default_task(tiny_run, tmp_path, capsys):
+    from domains.medical.score import main
+
+    rc = main(["--input", "", "--model-run", str(tiny_run), "--runs-dir", str(tmp_path / "runs"), "--no-track", "--no-progress"])
+    assert rc == 2 and "--input is empty" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "medical").exists()
+
+
+def test_mask_keeps_the_inputs_own_qform_when_it_differs_from_the_sform(tmp_path):
+    """Scanner qform + template-aligned sform: the mask's qform used to be the image's sform, so a viewer
+    reading the qform drew the mask 9 mm away from the image."""
+    from domains.medical.io import load_volume, save_mask_like
+
+    q = np.diag([2.0, 2.0, 2.0, 1.0])
+    q[:3, 3] = [-20.0, -30.0, -10.0]
+    s = q.copy()
+    s[:3, 3] += [5.0, -7.0, 3.0]
+    img = nib.Nifti1Image(np.random.default_rng(0).random((10, 12, 14)).astype(np.float32), None)
+    img.set_qform(q, code=1)
+    img.set_sform(s, code=2)
+    nib.save(img, str(tmp_path / "scan.nii.gz"))
+    vol = load_volume(tmp_path / "scan.nii.gz")
+    mask = nib.load(str(save_mask_like(np.ones(vol.shape, np.uint8), vol, tmp_path / "mask.nii.gz")))
+    mq, mq_code = mask.header.get_qform(coded=True)
+    ms, ms_code = mask.header.get_sform(coded=True)
+    assert (int(mq_code), int(ms_code)) == (1, 2)
+    np.testing.assert_allclose(mq, q, atol=1e-5)
+    np.testing.assert_allclose(ms, s, atol=1e-5)
+    np.testing.assert_allclose(mask.affine, vol.affine, atol=1e-5)

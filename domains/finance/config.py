@@ -20,7 +20,7 @@ from domains.finance.model import TFTSpec
 from domains.finance.variance import DEFAULT_ENSEMBLE_VARIANCE, DEFAULT_RULE, ENSEMBLE_VARIANCE, VARIANCE_RULES
 
 __all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "ThreadsConfig", "CalendarConfig", "ZeroShotConfig", "GarchConfig", "TrainConfig",
-           "BacktestConfig", "ForecastConfig", "ScoreConfig", "TransferConfig", "InterpretConfig", "spec_from_config"]
+           "BacktestConfig", "ForecastConfig", "ScoreConfig", "TransferConfig", "InterpretConfig", "spec_from_config", "check_ranges"]
 
 
 @dataclass
@@ -40,6 +40,33 @@ class DataConfig:
         if self.min_history < 2 or self.max_gap_days < 0:
             raise ConfigError(f"--min-history {self.min_history} / --max-gap-days {self.max_gap_days}: a ticker needs at least 2 prices "
                               f"(one return) and the gap limit is 0 business days or more")
+        check_ranges(self)
+
+
+# the smallest value of each numeric flag that can work (every command's config includes DataConfig, whose
+# __post_init__ checks those its config has): 0 or a negative value failed deep inside torch or
+# pytorch-forecasting with a traceback (ZeroDivisionError, AssertionError, "Invalid learning rate")
+_AT_LEAST = {"horizon": 1, "encoder_length": 1, "hidden_size": 1, "attention_heads": 1, "hidden_continuous_size": 1, "batch_size": 1,
+             "epochs": 0, "max_batches": 0, "qlike_weight": 0, "qlike_cap": 0, "variance_head": 0, "threads": 1, "folds": 1, "test_days": 1,
+             "refit_epochs": 0, "refit_batches": 0, "seeds": 1, "val_days": 0, "fold_min_history": 2, "regime_window": 2, "baseline_window": 0,
+             "short_days": 1, "finetune_epochs": 0, "lora_r": 1}
+_POSITIVE = ("lr", "finetune_lr", "lora_lr")
+
+
+def check_ranges(cfg) -> None:
+    """Refuse (``ConfigError``, one line naming the flag) numeric flags outside what can work."""
+    for name, low in _AT_LEAST.items():
+        v = getattr(cfg, name, None)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:
+            raise ConfigError(f"--{name.replace('_', '-')} {v}: expected {low} or more")
+    for name in _POSITIVE:
+        v = getattr(cfg, name, None)
+        if isinstance(v, (int, float)) and not v > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} {v}: expected a number above 0")
+    for name in ("dropout", "stress_quantile"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, (int, float)) and not 0 <= v < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} {v}: expected a value in [0, 1)")
 
     def data_options(self) -> dict:
         """Keyword arguments of ``domains.finance.data.load_panel_data`` besides data/tickers."""

@@ -228,3 +228,14 @@ def test_flags_that_cannot_work_are_refused_before_anything_runs():
         InterpretConfig(last_days=0)
     with pytest.raises(ConfigError, match="--min-history"):
         ScoreConfig(min_history=1)
+
+
+@pytest.mark.parametrize("flag, value", [("horizon", 0), ("batch_size", 0), ("hidden_size", 0), ("lr", -1.0), ("dropout", 1.5), ("seeds", 0)])
+def test_model_and_training_flags_outside_what_can_work_are_one_line_errors(flag, value):
+    from core.config import ConfigError
+    from domains.finance.config import BacktestConfig, TrainConfig
+
+    for cls in (TrainConfig, BacktestConfig):  # each failed deep inside torch / pytorch-forecasting with a traceback
+        if hasattr(cls(), flag):
+            with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')}"):
+                cls(**{flag: value})

@@ -379,6 +379,9 @@ def _normalise_users(users: pd.DataFrame, source: str) -> pd.DataFrame:
     if "user_id" not in users.columns:
         raise InteractionDataError(f"{source}: user table has no 'user_id' column (found {list(users.columns)})")
     users["user_id"] = _ids(users["user_id"])
+    if users["user_id"].duplicated().any():  # two feature rows for one user: which one the model sees would be arbitrary
+        raise InteractionDataError(f"{source}: user table lists {int(users['user_id'].duplicated().sum())} user id(s) twice "
+                                   f"(first at file rows {_rows(users['user_id'].duplicated())})")
     for c, default in (("age", -1), ("gender", "unknown"), ("occupation", "unknown")):
         if c not in users.columns:
             users[c] = default

@@ -79,6 +79,13 @@ def test_catalogue_with_one_text_id_still_matches_numeric_interaction_ids(tmp_pa
     assert titles == {"1": "One", "2": "2", "abc": "Letters", "3": "3"}  # blank/missing titles: the id, not "nan"
 
 
+def test_a_user_table_listing_a_user_twice_is_refused(tmp_path):
+    p = _csv(tmp_path, "i.csv", "user_id,item_id,timestamp\n1,5,1\n2,5,2\n")
+    users = _csv(tmp_path, "u.csv", "user_id,age\n1,20\n1,30\n2,40\n")
+    with pytest.raises(InteractionDataError, match=r"user table lists 1 user id\(s\) twice.*\[3\]"):
+        load_interactions(p, users=users)
+
+
 @pytest.mark.parametrize("col,value", [("rating", "inf"), ("timestamp", "inf"), ("rating", "-inf")])
 def test_non_finite_numbers_are_refused(tmp_path, col, value):
     row = {"user_id": "a", "item_id": "x", "rating": "1", "timestamp": "1"} | {col: value}

@@ -831,8 +831,8 @@ def write_report(out: dict, res: WalkForwardResult, run_dir, focus: str | None =
 def file_part(name: str) -> str:
     """``name`` (a ticker from a user's file: it may hold ``/``, ``..``, spaces) as one safe piece of a
     file name inside the run folder: characters other than letters, digits, ``.``, ``-``, ``_`` become
-    ``_``, and leading dots are dropped."""
-    return re.sub(r"[^\w.-]", "_", str(name), flags=re.ASCII).lstrip(".") or "_"
+    ``_``, leading dots are dropped, and it is cut to 100 characters (a file name has at most 255 bytes)."""
+    return re.sub(r"[^\w.-]", "_", str(name), flags=re.ASCII).lstrip(".")[:100] or "_"
 
 
 def save_plots(out: dict, res: WalkForwardResult, run_dir, focus: str | None = None) -> list:

@@ -90,7 +90,7 @@ def test_parquet_named_csv_and_windows_encoded_files_are_read(tmp_path):
     np.testing.assert_allclose(d["close"], [float(f"{v:.2f}") for v in s["Close"].to_numpy()[1:]])
 
 
-@pytest.mark.parametrize("ticker", ["../../../../escaped", "/abs/a b"])
+@pytest.mark.parametrize("ticker", ["../../../../escaped", "/abs/a b" + "x" * 300])
 def test_backtest_plots_named_after_a_hostile_ticker_stay_in_the_run_folder(tmp_path, ticker):
     from domains.finance.walkforward import save_plots
 

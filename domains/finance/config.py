@@ -23,26 +23,6 @@ __all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "ThreadsConfig", "Cale
            "BacktestConfig", "ForecastConfig", "ScoreConfig", "TransferConfig", "InterpretConfig", "spec_from_config", "check_ranges"]
 
 
-@dataclass
-class DataConfig:
-    """Which prices: the bundled panel or a user file, and how a user file is validated."""
-
-    data: str = field(default="", metadata={"help": "CSV/Parquet of daily prices: a long file (date, ticker, close or OHLCV) or one Yahoo/stooq-style series (see domains/finance/README.md); empty = the bundled real panel"})
-    ticker: str | None = field(default=None, metadata={"help": "name of the series in a single-series --data file (default: the file name, e.g. AAPL.csv -> AAPL); in a long file: keep only this ticker"})
-    tickers: list[str] = field(default_factory=list, metadata={"help": "restrict to these tickers (default: all)"})
-    max_gap_days: int = field(default=10, metadata={"help": "longest run of missing business days inside a ticker's --data history before the file is refused"})
-    min_history: int = field(default=100, metadata={"help": "tickers of a --data file with fewer daily prices are dropped (listed in the run's data_warnings.csv)"})
-
-    def __post_init__(self) -> None:
-        if isinstance(self.tickers, str):  # TrainConfig(tickers="AAPL") means one ticker, not A, A, P, L
-            self.tickers = [self.tickers]
-        self.tickers = list(dict.fromkeys(self.tickers))  # --tickers AAPL AAPL: one ticker (score's work items must be unique)
-        if self.min_history < 2 or self.max_gap_days < 0:
-            raise ConfigError(f"--min-history {self.min_history} / --max-gap-days {self.max_gap_days}: a ticker needs at least 2 prices "
-                              f"(one return) and the gap limit is 0 business days or more")
-        check_ranges(self)
-
-
 # the smallest value of each numeric flag that can work (every command's config includes DataConfig, whose
 # __post_init__ checks those its config has): 0 or a negative value failed deep inside torch or
 # pytorch-forecasting with a traceback (ZeroDivisionError, AssertionError, "Invalid learning rate")
@@ -67,6 +47,27 @@ def check_ranges(cfg) -> None:
         v = getattr(cfg, name, None)
         if isinstance(v, (int, float)) and not 0 <= v < 1:
             raise ConfigError(f"--{name.replace('_', '-')} {v}: expected a value in [0, 1)")
+
+
+@dataclass
+class DataConfig:
+    """Which prices: the bundled panel or a user file, and how a user file is validated."""
+
+    data: str = field(default="", metadata={"help": "CSV/Parquet of daily prices: a long file (date, ticker, close or OHLCV) or one Yahoo/stooq-style series (see domains/finance/README.md); empty = the bundled real panel"})
+    ticker: str | None = field(default=None, metadata={"help": "name of the series in a single-series --data file (default: the file name, e.g. AAPL.csv -> AAPL); in a long file: keep only this ticker"})
+    tickers: list[str] = field(default_factory=list, metadata={"help": "restrict to these tickers (default: all)"})
+    max_gap_days: int = field(default=10, metadata={"help": "longest run of missing business days inside a ticker's --data history before the file is refused"})
+    min_history: int = field(default=100, metadata={"help": "tickers of a --data file with fewer daily prices are dropped (listed in the run's data_warnings.csv)"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tickers, str):  # TrainConfig(tickers="AAPL") means one ticker, not A, A, P, L
+            self.tickers = [self.tickers]
+        self.tickers = list(dict.fromkeys(self.tickers))  # --tickers AAPL AAPL: one ticker (score's work items must be unique)
+        if self.min_history < 2 or self.max_gap_days < 0:
+            raise ConfigError(f"--min-history {self.min_history} / --max-gap-days {self.max_gap_days}: a ticker needs at least 2 prices "
+                              f"(one return) and the gap limit is 0 business days or more")
+        check_ranges(self)
+
 
     def data_options(self) -> dict:
         """Keyword arguments of ``domains.finance.data.load_panel_data`` besides data/tickers."""
@@ -176,6 +177,7 @@ class TransferConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, Threa
         super().__post_init__()
         if isinstance(self.holdout, str):
             self.holdout = [self.holdout]
+        self.holdout = list(dict.fromkeys(self.holdout))  # --holdout AAPL AAPL: one held-out ticker, not two result rows
 
 
 @dataclass

@@ -223,7 +223,10 @@ def test_flags_that_cannot_work_are_refused_before_anything_runs():
     from core.config import ConfigError
     from domains.finance.config import InterpretConfig, ScoreConfig
 
+    from domains.finance.config import TransferConfig
+
     assert ScoreConfig(tickers=["AAPL", "KO", "AAPL"]).tickers == ["AAPL", "KO"]  # was: 'work item ids must be unique' from a failed run
+    assert TransferConfig(holdout=["KO", "KO"]).holdout == ["KO"]
     with pytest.raises(ConfigError, match="--last-days"):  # 0 or -3 interpreted (nearly) every origin of the history
         InterpretConfig(last_days=0)
     with pytest.raises(ConfigError, match="--min-history"):

@@ -158,6 +158,13 @@ def _probe_nifti(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     return tuple(int(s) for s in img.shape[:3]), _spacing_of(img.affine)
 
 
+def _nrrd_spatial_dirs(dirs) -> np.ndarray:
+    """The rows of a NRRD ``space directions`` field that are directions: a non-spatial axis (a 4D
+    series' list axis) is written ``none``, which pynrrd reads as None or as a row of NaN."""
+    rows = [d for d in dirs if d is not None and not np.all(np.isnan(np.asarray(d, dtype=float)))]
+    return np.asarray(rows, dtype=float)
+
+
 def _probe_nrrd(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     import nrrd
 
@@ -167,7 +174,7 @@ def _probe_nrrd(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     dirs = hdr.get("space directions")
     if dirs is None:
         return sizes[:3], tuple(float(s) for s in hdr.get("spacings", [1.0, 1.0, 1.0])[:3])
-    dirs = np.asarray([d for d in dirs if d is not None and not (isinstance(d, float) and np.isnan(d))], dtype=float)
+    dirs = _nrrd_spatial_dirs(dirs)
     return sizes[:3], tuple(float(s) for s in np.sqrt((dirs ** 2).sum(axis=1)))
 
 
@@ -184,6 +191,8 @@ def _probe_dicom_series(folder: Path) -> tuple[tuple[int, ...], tuple[float, flo
             continue
         if "ImagePositionPatient" not in ds or "Rows" not in ds:
             continue
+        if "PixelSpacing" not in ds:
+            raise MedicalInputError(f"{folder}: a DICOM slice has no PixelSpacing; cannot place it in space")
         rows, cols = int(ds.Rows), int(ds.Columns)
         spacing = spacing or [float(x) for x in ds.PixelSpacing] + [float(getattr(ds, "SliceThickness", 1.0) or 1.0)]
         iop = iop if iop is not None else np.asarray(ds.ImageOrientationPatient, dtype=float)
@@ -285,7 +294,7 @@ def _load_nrrd(p: Path) -> Volume:
     if dirs is None:
         spacing = hdr.get("spacings", [1.0, 1.0, 1.0])
         dirs = np.diag(spacing)
-    dirs = np.asarray([d for d in dirs if d is not None and not (isinstance(d, float) and np.isnan(d))], dtype=float)
+    dirs = _nrrd_spatial_dirs(dirs)
     origin = np.asarray(hdr.get("space origin", [0.0, 0.0, 0.0]), dtype=float)
     aff = np.eye(4)
     aff[:3, :3] = dirs.T  # NRRD rows are the per-axis direction vectors
@@ -318,6 +327,7 @@ def _load_dicom_series(folder: Path) -> Volume:
     series = {str(getattr(s, "SeriesInstanceUID", "")) for s in slices}
     if len(series) > 1:
         raise MedicalInputError(f"{folder}: holds {len(series)} DICOM series; put one series per folder")
+    _check_one_geometry(slices, folder)
     iop = np.asarray(slices[0].ImageOrientationPatient, dtype=float)
     row, col = iop[:3], iop[3:]
     normal = np.cross(row, col)
@@ -347,6 +357,26 @@ def _load_dicom_series(folder: Path) -> Volume:
     uid = str(getattr(slices[0], "SeriesInstanceUID", folder.name))
     return Volume(data=data, affine=_LPS_TO_RAS @ lps, path=str(folder), format="dicom", modality=str(getattr(slices[0], "Modality", "")) or None,
                   series_hash=hashlib.sha256(uid.encode()).hexdigest()[:12])
+
+
+def _check_one_geometry(slices: list, folder: Path) -> None:
+    """The slices of one volume share one orientation, pixel spacing and size, and hold grey values:
+    the volume's geometry is taken from the first slice, so a slice that differs (a localizer or a
+    re-formatted slice filed under the same series) would otherwise be placed silently wrong."""
+    first = slices[0]
+    if any("PixelSpacing" not in s for s in slices):
+        raise MedicalInputError(f"{folder}: a DICOM slice has no PixelSpacing; cannot place it in space")
+    if any(int(getattr(s, "SamplesPerPixel", 1) or 1) != 1 for s in slices):
+        raise MedicalInputError(f"{folder}: colour DICOM images (SamplesPerPixel > 1) are not CT/MR grey-value volumes")
+    checks = (("orientation (ImageOrientationPatient)", lambda s: np.asarray(s.ImageOrientationPatient, dtype=float), 1e-3),
+              ("pixel spacing (PixelSpacing)", lambda s: np.asarray(s.PixelSpacing, dtype=float), 1e-3),
+              ("size (Rows x Columns)", lambda s: np.asarray([int(s.Rows), int(s.Columns)], dtype=float), 0.0))
+    for what, get, tol in checks:
+        ref = get(first)
+        n = sum(1 for s in slices if get(s).shape != ref.shape or not np.allclose(get(s), ref, atol=tol, rtol=0))
+        if n:
+            raise MedicalInputError(f"{folder}: {n} of {len(slices)} DICOM slices differ from the first in {what}; "
+                                    "one volume per folder, with one geometry (move localizers and other series out)")
 
 
 def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Path:

@@ -174,3 +174,49 @@ def test_mask_keeps_the_inputs_own_qform_when_it_differs_from_the_sform(tmp_path
     np.testing.assert_allclose(mq, q, atol=1e-5)
     np.testing.assert_allclose(ms, s, atol=1e-5)
     np.testing.assert_allclose(mask.affine, vol.affine, atol=1e-5)
+
+
+def _alter_slice(folder: Path, index: int, change) -> None:
+    import pydicom
+
+    f = sorted(folder.glob("*.dcm"))[index]
+    ds = pydicom.dcmread(str(f))
+    change(ds)
+    ds.save_as(str(f))
+
+
+def _tilt(ds):
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0.9, 0.43589]
+
+
+def _finer(ds):
+    ds.PixelSpacing = [0.5, 0.5]
+
+
+def _smaller(ds):
+    ds.Rows = 8
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+
+
+@pytest.mark.parametrize("change, expected", [(_tilt, "orientation"), (_finer, "pixel spacing"), (_smaller, "size")])
+def test_a_dicom_slice_with_another_geometry_is_refused_not_placed_silently(tmp_path, dicom_writer, change, expected):
+    """The volume's geometry comes from the first slice: a tilted or finer slice used to be stacked in as if it matched."""
+    from domains.medical.io import load_volume
+
+    folder = dicom_writer(tmp_path / "series", np.zeros((16, 16, 6), np.int16))
+    _alter_slice(folder, 3, change)
+    with pytest.raises(MedicalInputError, match=f"1 of 6 DICOM slices differ from the first in {expected}"):
+        load_volume(folder)
+
+
+def test_a_4d_nrrd_is_named_4d_from_its_header(tmp_path):
+    import nrrd
+
+    from domains.medical.io import check_input, load_volume
+
+    path = tmp_path / "series.nrrd"
+    nrrd.write(str(path), np.ones((2, 10, 10, 10), np.float32),
+               {"kinds": ["list", "domain", "domain", "domain"], "space": "RAS", "space directions": np.array([[np.nan] * 3, *np.eye(3)])})
+    check_input(path, 3.0)  # the non-spatial axis no longer reads as a NaN spacing ("absurd voxel spacing (nan, 1, 1, 1)")
+    with pytest.raises(MedicalInputError, match="4D"):
+        load_volume(path)

@@ -60,7 +60,7 @@ def score(cfg: ScoreConfig) -> dict:
         result = {"model_run": str(model_run), "out": str(out_dir), "users": n_users, "k": cfg.k, "index": cfg.index,
                   "rows": int(len(out)), "seconds": secs, "users_per_s": n_users / max(secs, 1e-9),
                   "index_build_seconds": build_s, "index_build_seconds_per_worker": builds,
-                  "approx_recall_vs_exact": approx_recall(out) if cfg.index != "none" else {},
+                  "approx_recall_vs_exact": approx_recall(out, [f"faiss-{cfg.index}"]) if cfg.index != "none" else {},
                   "quarantined": summary.items_quarantined, "engine": cfg.engine, "workers": cfg.workers}
         atomic_write_json(out_dir / "_topk_summary.json", result)
         print(summary.line())

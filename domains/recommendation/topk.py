@@ -121,11 +121,13 @@ class TopKScorer(Scorer):
         return df[valid].reset_index(drop=True)
 
 
-def approx_recall(out: pd.DataFrame) -> dict[str, float]:
-    """Recall@k of each approximate method's lists against the exact lists (per user, averaged)."""
+def approx_recall(out: pd.DataFrame, methods: list[str] | None = None) -> dict[str, float]:
+    """Recall@k of each approximate method's lists against the exact lists (per user, averaged). ``methods``:
+    the approximate methods that were run — one that returned no row at all (every candidate it found was a
+    seen item) gets 0.0 instead of going missing."""
     exact = out[out["method"] == "exact"].groupby("user_id")["item_id"].apply(set)
     res = {}
-    for method in sorted(set(out["method"]) - {"exact"}):
+    for method in sorted((set(out["method"]) | set(methods or [])) - {"exact"}):
         approx = out[out["method"] == method].groupby("user_id")["item_id"].apply(set)
         r = [len(exact[u] & approx.get(u, set())) / max(len(exact[u]), 1) for u in exact.index]
         res[method] = float(np.mean(r))

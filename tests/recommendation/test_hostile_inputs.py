@@ -191,3 +191,11 @@ def test_evaluate_refuses_data_changed_after_training(tiny_run, capsys):
         assert "changed after training" in capsys.readouterr().err
     finally:
         data.write_text(original, encoding="utf-8")
+
+
+def test_an_approximate_index_that_found_nothing_unseen_has_recall_zero_not_missing():
+    from domains.recommendation.topk import approx_recall
+
+    out = pd.DataFrame({"user_id": ["a", "a"], "item_id": ["x", "y"], "method": "exact"})  # IVF's one probed list held only seen items
+    assert approx_recall(out, ["faiss-ivf"]) == {"faiss-ivf": 0.0}
+    assert approx_recall(out) == {}

@@ -285,7 +285,10 @@ _ALIASES = {"adjclose": "adj_close", "adjusted_close": "adj_close", "adj_close_p
             "symbol": "ticker", "name": "ticker", "price": "close", "last": "close", "timestamp": "date", "datetime": "date",
             "day": "date", "unnamed:_0": "", "index": ""}
 _NUMERIC = ("close", "adj_close", "open", "high", "low", "volume")
-_CURRENCY = r"[\$€£¥\s'_]|US\$|USD|EUR"  # removed from number cells (with spaces and ' _ thousands separators)
+# removed from number cells, with spaces and ' _ thousands separators; the no-break spaces of French and Swiss exports
+# are listed as characters (not a raw string): pandas' pyarrow-backed strings use RE2, whose \s is ASCII only and
+# which has no \u escapes
+_CURRENCY = "[\\$€£¥\\s\u00a0\u2007\u2009\u202f'_]|US\\$|USD|EUR"
 
 
 def _to_number(s: pd.Series, column: str, source: str, decimal_comma: bool) -> pd.Series:

@@ -242,3 +242,13 @@ def test_model_and_training_flags_outside_what_can_work_are_one_line_errors(flag
         if hasattr(cls(), flag):
             with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')}"):
                 cls(**{flag: value})
+
+
+@pytest.mark.parametrize("space", ["\u00a0", "\u202f"])
+def test_no_break_space_thousands_separators_are_removed(tmp_path, space):
+    s = _series()
+    fr = pd.DataFrame({"Date": pd.to_datetime(s["Date"]).dt.strftime("%d/%m/%Y"),
+                       "Close": [f"{20 * v:,.2f}".replace(",", space).replace(".", ",") for v in s["Close"]]})  # 2 550,08 (French Excel)
+    fr.to_csv(tmp_path / "fr.csv", sep=";", index=False)
+    d = read_price_file(tmp_path / "fr.csv", "FR")[0]  # was: "column 'close' has 160 value(s) that are not numbers"
+    np.testing.assert_allclose(d["close"], [float(f"{20 * v:.2f}") for v in s["Close"].to_numpy()[1:]])

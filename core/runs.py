@@ -37,7 +37,7 @@ from core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from core.config import RunConfig, RunNameError, check_run_name, config_to_dict
 from core.device import device_summary, resolve_device, seed_everything
 from core.errors import UserInputError
-from core.io import atomic_write_json
+from core.io import atomic_write_bytes, atomic_write_json
 from core.locking import FolderLock, is_locked, lock_holder, pid_alive
 from core.logging import attach_run_log, detach_run_log, get_logger
 from core.tracking import Tracker
@@ -200,6 +200,7 @@ class Run:
             self._seed(rank)  # after the tracker started, so nothing it does can draw from the seeded generators
             self._write_start_files()
         except BaseException:
+            self._restore_completed_files()
             self._release_lock()
             raise
         log.info(f"{domain} {self.command} run {self.name} on {self.device} -> {self.dir}")
@@ -249,6 +250,7 @@ class Run:
         if getattr(self.config, "resume", False):
             run_dir = self._resume_dir(root)
             self._lock_or_refuse(run_dir)
+            self._keep_completed_files(run_dir)
             return run_dir
         explicit = self.config.name is not None or (stable_name and new_name is not None)
         base = self.config.name or new_name or time.strftime("%Y%m%d-%H%M%S")
@@ -280,6 +282,28 @@ class Run:
         if not runs:
             raise RunNotFoundError(f"--resume: no {self.domain} {self.command} run under {root} to resume")
         return Path(runs[0]["path"])
+
+    _completed_files: dict[str, bytes] | None = None
+    _RESTORABLE = ("run.json", "config.json", "metrics.json", "metrics.jsonl")
+
+    def _keep_completed_files(self, run_dir: Path) -> None:
+        """``--resume`` of a *completed* run (e.g. to train more epochs): keep its record, so an attempt
+        that fails before doing new work (a checkpoint that does not fit other --data, a bad flag) leaves
+        the finished run as it was instead of marking it failed with the other attempt's config."""
+        if read_run(run_dir).get("status") == "completed":
+            self._completed_files = {n: (run_dir / n).read_bytes() for n in self._RESTORABLE if (run_dir / n).is_file()}
+
+    def _restore_completed_files(self) -> bool:
+        kept, self._completed_files = self._completed_files, None
+        if not kept:
+            return False
+        for name in self._RESTORABLE:
+            if name in kept:
+                atomic_write_bytes(self.dir / name, kept[name])
+            elif name != "metrics.jsonl":
+                (self.dir / name).unlink(missing_ok=True)
+        log.warning(f"--resume of the completed run {self.dir.name} failed before any new work; the run is left completed as it was")
+        return True
 
     def _lock_or_refuse(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -398,6 +422,10 @@ class Run:
         self._finished = True
         try:
             self._metrics_fh.close()
+            if status != "completed" and self._restore_completed_files():
+                self.tracker.end("FAILED")
+                detach_run_log(self._log_handler)
+                return
             self._write_run_json(status, error=error)
             if point_latest:
                 self._point_latest()
@@ -445,6 +473,7 @@ class Run:
     def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
         if not self.is_main:
             return
+        self._completed_files = None  # new work: from here a failure is this attempt's, recorded as such
         row = {"step": int(step), "time": round(time.time(), 3), **{k: _num(v) for k, v in metrics.items()}}
         self._metrics_fh.write(json.dumps(row) + "\n")
         self._metrics_fh.flush()
@@ -464,6 +493,7 @@ class Run:
                         scaler=None, extra: dict | None = None, keep_last: int = 2) -> Path | None:
         if not self.is_main:
             return None
+        self._completed_files = None  # new work (see log_metrics)
         # how many metrics.jsonl rows precede this checkpoint: resume drops the rows after it
         extra = {**(extra or {}), _METRICS_ROWS: self._metrics_rows}
         return save_checkpoint(self.checkpoint_dir / f"step_{step:08d}.pt", model=model, optimizer=optimizer,

@@ -216,3 +216,23 @@ def test_resume_names_the_settings_that_changed(tmp_path, monkeypatch):
     _train(TinyConfig(runs_dir=str(tmp_path), name="crashy2", seed=3, track=False, resume=True, lr=0.01))
     lines = [m for m in said if "differ from the interrupted run" in m]
     assert len(lines) == 1 and "lr: 0.05 -> 0.01" in lines[0] and "resume" not in lines[0].split("(")[1]
+
+
+def test_a_failed_resume_of_a_completed_run_leaves_it_completed_and_a_successful_one_extends_it(tmp_path):
+    """--resume of a finished run whose checkpoint does not fit (e.g. other --data) used to mark the finished
+    run failed and overwrite its config.json with the failed attempt's: the model became unusable."""
+    done, _ = _train(TinyConfig(runs_dir=str(tmp_path), name="done", steps=4, track=False))
+    before = {n: (done.dir / n).read_bytes() for n in ("run.json", "config.json", "metrics.json", "metrics.jsonl")}
+    run = Run.start("unit", TinyConfig(runs_dir=str(tmp_path), name="done", steps=6, lr=0.01, track=False, resume=True))
+    wider = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.Dropout(0.3), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+    with pytest.raises(CheckpointError):
+        with run:
+            run.resume(wider)
+    assert {n: (done.dir / n).read_bytes() for n in before} == before
+    assert list_runs(tmp_path, "unit")[0]["status"] == "completed"
+    assert latest_run_dir("unit", tmp_path) == done.dir.resolve()
+    # a resume that does new work is that work's run: six steps, the new config, completed again
+    more, _ = _train(TinyConfig(runs_dir=str(tmp_path), name="done", steps=6, track=False, resume=True))
+    info = list_runs(tmp_path, "unit")[0]
+    assert more.dir == done.dir and info["status"] == "completed" and info["config"]["steps"] == 6
+    assert [r for r in (done.dir / "metrics.jsonl").read_text().splitlines()][-1].startswith('{"step": 5')

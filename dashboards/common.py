@@ -31,6 +31,17 @@ DOMAINS = ("medical", "finance", "recommendation")
 RUNS_DIR_ENV = "SUITE_RUNS_DIR"
 
 
+_MD_SPECIAL = "\\`*_{}[]()#+-.!|<>~$"
+
+
+def md_text(value: Any) -> str:
+    """``value`` as literal text inside ``st.markdown`` / ``st.caption``: markdown, LaTeX (``$``) and HTML
+    characters are escaped and line breaks become spaces, so a user id, a catalogue title or a ticker from a
+    user's file shows as typed — it cannot add links or images, start math or break the layout."""
+    text = " ".join(str(value).split())
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
+
+
 def runs_dir() -> Path:
     """The runs root: ``$SUITE_RUNS_DIR`` or ``runs`` (relative to where streamlit was started)."""
     return Path(os.environ.get(RUNS_DIR_ENV) or "runs").expanduser().absolute()

@@ -3,6 +3,8 @@ planes with the mask overlaid, read per-structure volumes and the Dice against a
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -225,10 +227,10 @@ for col, plane in zip(cols, slices.PLANES):
 
 legend = " ".join(
     f"<span style='display:inline-block;margin:2px 12px 2px 0'><span style='display:inline-block;width:12px;height:12px;"
-    f"background:{colours[c]};border-radius:2px;margin-right:5px;vertical-align:middle'></span>{legend_names[c]}</span>"
+    f"background:{html.escape(colours[c])};border-radius:2px;margin-right:5px;vertical-align:middle'></span>{html.escape(legend_names[c])}</span>"
     for c in present if c in visible)
 if legend:
-    st.markdown(f"<div>{mode}: {legend}</div>", unsafe_allow_html=True)
+    st.markdown(f"<div>{html.escape(mode)}: {legend}</div>", unsafe_allow_html=True)  # label names come from a user's dataset.json
 else:
     st.caption("Nothing to overlay: the mask is empty." if mode != "Errors vs label" else "The model's mask matches the label exactly.")
 

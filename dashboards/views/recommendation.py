@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import stop_without_runs, curves, runs_dir, domain_unavailable, friendly_errors, page_header, pick_run, run_key, run_path
+from dashboards.common import stop_without_runs, curves, runs_dir, domain_unavailable, friendly_errors, md_text, page_header, pick_run, run_key, run_path
 
 page_header("Recommendation", "Top-K recommendations on MovieLens-100K (research, non-commercial use), item similarity and cold start.")
 
@@ -98,7 +98,7 @@ def genre_vocabulary(k: str) -> list[str]:
 def fallback_note(df: pd.DataFrame) -> None:
     if "fallback" in df and df["fallback"].any():
         reason = df["reason"].iloc[0] if "reason" in df else "fallback"
-        st.info(f"Fallback: {reason}.")
+        st.info(f"Fallback: {md_text(reason)}.")
 
 
 POPULARITY_LABEL = "popularity (training interactions)"
@@ -140,15 +140,15 @@ with tab_user:
         if prof is not None and "user_id" in prof:
             row = prof[prof["user_id"].astype(str) == str(user)]
             if len(row):
-                st.caption("Profile · " + " · ".join(f"{c}: {v}" for c, v in row.iloc[0].items() if c != "user_id"))
+                st.caption("Profile · " + " · ".join(f"{md_text(c)}: {md_text(v)}" for c, v in row.iloc[0].items() if c != "user_id"))
         left, right = st.columns(2)
         with left:
             hist = history(key, user)
-            st.markdown(f"**History of user {user}** ({len(hist)} training interactions)")
+            st.markdown(f"**History of user {md_text(user)}** ({len(hist)} training interactions)")
             show(hist)
         with right:
             top = top_k(key, user, k)
-            st.markdown(f"**Top-{k} for user {user}** (items already seen are excluded)")
+            st.markdown(f"**Top-{k} for user {md_text(user)}** (items already seen are excluded)")
             fallback_note(top)
             why = pd.DataFrame()
             if not ("fallback" in top and top["fallback"].any()):
@@ -192,7 +192,7 @@ with tab_item:
         if cat is not None and "title" in cat:
             me = cat[cat["item_id"] == item].iloc[0]
             genres = me["genres"] if "genres" in me else ""
-            st.caption(f"**{me['title']}** · {', '.join(genres) if isinstance(genres, (list, tuple)) else genres}")
+            st.caption(f"**{md_text(me['title'])}** · {md_text(', '.join(genres) if isinstance(genres, (list, tuple)) else genres)}")
         show(similar(key, item, n_items))
 
 with tab_cold:
@@ -212,13 +212,13 @@ with tab_cold:
             st.warning("Choose at least one genre.")
         else:
             reached = cold_start(key, title.strip(), tuple(genres), n_users)
-            st.markdown(f"**The {len(reached)} users `{title.strip()}` would reach first**")
+            st.markdown(f"**The {len(reached)} users «{md_text(title)}» would reach first**")
             prof = profiles(key)
             if prof is not None and "user_id" in reached and "user_id" in prof:
                 reached = reached.merge(prof, on="user_id", how="left")
                 for col in ("gender", "occupation"):
                     if col in reached:
-                        st.caption(f"{col}: " + ", ".join(f"{v} {n}" for v, n in reached[col].value_counts().head(5).items()))
+                        st.caption(f"{md_text(col)}: " + ", ".join(f"{md_text(v)} {n}" for v, n in reached[col].value_counts().head(5).items()))
             if "in_top_k" in reached:
                 st.caption(f"It would enter the top-K list of {int(reached['in_top_k'].sum())} of these users.")
             show(reached)

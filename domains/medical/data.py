@@ -54,6 +54,7 @@ __all__ = [
     "BRAIN_CLASSES",
     "CT_CLASSES",
     "read_task_meta",
+    "check_task_fits_model",
     "read_synthesis",
 ]
 
@@ -173,6 +174,23 @@ def read_msd_task(root: str | Path) -> MsdTask:
     if not training and not test:
         raise MedicalInputError(f"{js}: lists no training or test cases")
     return MsdTask(root=root, name=str(raw.get("name", root.name)), modality=_modality(raw), class_names=names, training=training, test=test)
+
+
+def check_task_fits_model(task: MsdTask, meta: dict) -> None:
+    """A model measured on another task must see that task's modality and the same number of classes:
+    otherwise its Dice is reported under its own class names against labels that mean something else
+    (a brain MRI model "scoring" a spleen CT task). Differing class names with the same count are only
+    logged: the ids are what is compared."""
+    model_classes = [str(c) for c in meta.get("class_names", [])]
+    model_modality = str(meta.get("modality", task.modality)).upper()
+    if model_classes and len(task.class_names) != len(model_classes):
+        raise MedicalInputError(f"task {task.root}: {len(task.class_names)} classes {task.class_names}, but the model segments "
+                                f"{len(model_classes)} {model_classes}; evaluate it on a task with the same labels")
+    if task.modality.upper() != model_modality:
+        raise MedicalInputError(f"task {task.root}: modality {task.modality}, but the model was trained on {model_modality} "
+                                "(different intensity preprocessing); evaluate it on a task of its own modality")
+    if model_classes and list(task.class_names) != model_classes:
+        log.warning(f"task {task.root}: class names {task.class_names} differ from the model's {model_classes}; compared by class id")
 
 
 def read_task_meta(run_dir: str | Path) -> dict:

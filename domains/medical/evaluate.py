@@ -15,7 +15,7 @@ from core.cli import run_cli
 from core.io import atomic_write_json
 from core.runs import Run, resolve_model_run
 from domains.medical.config import EvaluateConfig
-from domains.medical.data import read_msd_task, read_task_meta, task_dir
+from domains.medical.data import check_task_fits_model, read_msd_task, read_task_meta, task_dir
 
 __all__ = ["evaluate", "main"]
 
@@ -26,7 +26,9 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     from domains.medical.training import validation_case
 
     model_run = resolve_model_run("medical", cfg.model_run, cfg.runs_dir)
-    task = read_msd_task(task_dir(cfg.task or read_task_meta(model_run)["task"]))
+    meta = read_task_meta(model_run)
+    task = read_msd_task(task_dir(cfg.task or meta["task"]))
+    check_task_fits_model(task, meta)
     seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop)
     with Run.start("medical", cfg, command="evaluate", kind="job") as run:
         if cfg.split == "val":

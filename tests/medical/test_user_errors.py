@@ -220,3 +220,19 @@ def test_a_4d_nrrd_is_named_4d_from_its_header(tmp_path):
     check_input(path, 3.0)  # the non-spatial axis no longer reads as a NaN spacing ("absurd voxel spacing (nan, 1, 1, 1)")
     with pytest.raises(MedicalInputError, match="4D"):
         load_volume(path)
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({}, "2 classes"),  # GOOD: background + one class, MRI
+    ({"modality": {"0": "CT"}, "labels": {str(i): n for i, n in enumerate(["background", "a", "b", "c", "d"])}}, "modality CT"),
+])
+def test_evaluate_refuses_a_task_the_model_was_not_trained_for(tiny_run, tmp_path, capsys, change, expected):
+    """The brain model used to report its own class names' Dice against a spleen-like or CT task's labels."""
+    from domains.medical.evaluate import main
+
+    task = _msd(tmp_path / "other", {**GOOD, **change, "test": [{"image": "./imagesTr/c1.nii.gz", "label": "./labelsTr/c1.nii.gz"}]})
+    runs = tmp_path / "runs"
+    rc = main(["--task", str(task), "--model-run", str(tiny_run), "--runs-dir", str(runs), "--no-track"])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and "Traceback" not in err, err
+    assert not (runs / "medical").exists()

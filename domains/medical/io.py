@@ -98,7 +98,22 @@ def _dispatch(path: str | Path, dicom, nifti, nrrd):
     except MedicalInputError:
         raise
     except Exception as e:  # noqa: BLE001 - a library's parse error becomes a user error naming the file
-        raise MedicalInputError(f"{p}: cannot be read as a {_kind(p)} volume ({type(e).__name__}: {str(e)[:200]})") from None
+        raise MedicalInputError(f"{p}: cannot be read as a {_kind(p)} volume ({type(e).__name__}: {str(e)[:200]}){_misnamed_hint(p)}") from None
+
+
+def _misnamed_hint(p: Path) -> str:
+    """A NIfTI file whose name says the opposite of its compression (a renamed file) — say how to fix it."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(348)
+    except OSError:
+        return ""
+    lower = p.name.lower()
+    if lower.endswith(".nii") and head[:2] == b"\x1f\x8b":
+        return "; the file is gzip-compressed: name it .nii.gz"
+    if lower.endswith(".nii.gz") and head[:2] != b"\x1f\x8b" and head[344:347] in (b"n+1", b"ni1"):
+        return "; the file is an uncompressed NIfTI: name it .nii"
+    return ""
 
 
 def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True) -> Volume:

@@ -236,3 +236,14 @@ def test_evaluate_refuses_a_task_the_model_was_not_trained_for(tiny_run, tmp_pat
     err = capsys.readouterr().err
     assert rc == 2 and expected in err and "Traceback" not in err, err
     assert not (runs / "medical").exists()
+
+
+@pytest.mark.parametrize("name, compress, expected", [("scan.nii", True, "name it .nii.gz"), ("scan.nii.gz", False, "name it .nii")])
+def test_a_renamed_nifti_gets_told_its_right_suffix(tmp_path, name, compress, expected):
+    from domains.medical.io import check_input
+
+    raw = nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)).to_bytes()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    with pytest.raises(MedicalInputError, match=f"{expected}$"):
+        check_input(path, 3.0)

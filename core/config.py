@@ -16,7 +16,10 @@ command actually uses — :class:`TrackingConfig` (``--track``), :class:`SeedCon
 on the command line override it. A config file is checked like the flags: unknown keys, wrong
 types and values outside the choices are one-line errors (exit 2) naming the key, the expected type
 and the value; ``"false"``/``"true"`` read as booleans and a string for a list field is a
-one-element list. Run names are plain names (no path), see :func:`check_run_name`.
+one-element list. A numeric field may declare its range in its metadata (``"min"``/``"max"`` inclusive,
+``"above"``/``"below"`` exclusive, ``"why"``): values outside it, from flags or a file, are one line naming every
+such flag (:func:`check_ranges`), and ``--help`` shows the range. Run names are plain names (no path), see
+:func:`check_run_name`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -47,6 +51,8 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "build_parser",
+    "check_ranges",
+    "range_words",
 ]
 
 T = TypeVar("T")
@@ -160,6 +166,8 @@ def build_parser(cfg_cls: type, description: str | None = None, prog: str | None
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
         )
+        bounds = range_words(f.metadata)
+        help_text = f"{help_text} [{bounds}]" if bounds else help_text
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: {default!r})"}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
@@ -266,9 +274,50 @@ def _checked_values(cfg_cls: type, data: dict[str, Any], source: str) -> dict[st
     return {k: _coerce(k, hints[k], v, fields[k].metadata.get("choices"), source) for k, v in data.items()}
 
 
+_BOUNDS = ("min", "above", "max", "below")
+
+
+def range_words(meta: Any) -> str | None:
+    """What a field's range metadata allows, in words (``">= 1"``, ``"> 0"``, ``"in [0, 1)"``), or None."""
+    lo = ("[", meta["min"]) if "min" in meta else ("(", meta["above"]) if "above" in meta else None
+    hi = ("]", meta["max"]) if "max" in meta else (")", meta["below"]) if "below" in meta else None
+    if lo and hi:
+        return f"in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
+    if lo:
+        return f"{'>=' if lo[0] == '[' else '>'} {lo[1]}"
+    if hi:
+        return f"{'<=' if hi[0] == ']' else '<'} {hi[1]}"
+    return None
+
+
+def _in_range(x: float, meta: Any) -> bool:
+    return (math.isfinite(x) and ("min" not in meta or x >= meta["min"]) and ("above" not in meta or x > meta["above"])
+            and ("max" not in meta or x <= meta["max"]) and ("below" not in meta or x < meta["below"]))
+
+
+def check_ranges(cfg: Any) -> None:
+    """One :class:`ConfigError` naming every numeric flag outside the range its field declares in its metadata:
+    ``"min"``/``"max"`` (inclusive), ``"above"``/``"below"`` (exclusive), optionally ``"why"``. Non-finite values of a
+    ranged field are refused too. :func:`config_from_dict` (so every parsed flag and config file) calls it; a config
+    built in code can call it in ``__post_init__``. Declared ranges are shown in ``--help``."""
+    bad = []
+    for f in dataclasses.fields(cfg):
+        if not any(k in f.metadata for k in _BOUNDS):
+            continue
+        value = getattr(cfg, f.name, None)
+        for x in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and not _in_range(x, f.metadata):
+                why = f" ({f.metadata['why']})" if "why" in f.metadata else ""
+                bad.append(f"{_flag(f.name)} {x}: expected {range_words(f.metadata)}{why}")
+    if bad:
+        raise ConfigError("; ".join(bad))
+
+
 def config_from_dict(cfg_cls: type[T], data: dict[str, Any], source: str = "config") -> T:
-    """Build ``cfg_cls`` from a dict (a config file), checking keys, types and choices like the flags do."""
-    return cfg_cls(**_checked_values(cfg_cls, data, source))
+    """Build ``cfg_cls`` from a dict (a config file), checking keys, types, choices and ranges like the flags do."""
+    cfg = cfg_cls(**_checked_values(cfg_cls, data, source))
+    check_ranges(cfg)
+    return cfg
 
 
 def parse_config(cfg_cls: type[T], argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None) -> T:

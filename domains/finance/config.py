@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from core.config import ConfigError, DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
+from core.config import DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig, check_ranges
 from core.scoring import ScoringConfig
 from domains.finance.baselines import BASELINES
 from domains.finance.features import DEFAULT_CALENDAR
@@ -20,33 +20,7 @@ from domains.finance.model import TFTSpec
 from domains.finance.variance import DEFAULT_ENSEMBLE_VARIANCE, DEFAULT_RULE, ENSEMBLE_VARIANCE, VARIANCE_RULES
 
 __all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "ThreadsConfig", "CalendarConfig", "ZeroShotConfig", "GarchConfig", "TrainConfig",
-           "BacktestConfig", "ForecastConfig", "ScoreConfig", "TransferConfig", "InterpretConfig", "spec_from_config", "check_ranges"]
-
-
-# the smallest value of each numeric flag that can work (every command's config includes DataConfig, whose
-# __post_init__ checks those its config has): 0 or a negative value failed deep inside torch or
-# pytorch-forecasting with a traceback (ZeroDivisionError, AssertionError, "Invalid learning rate")
-_AT_LEAST = {"horizon": 1, "encoder_length": 1, "hidden_size": 1, "attention_heads": 1, "hidden_continuous_size": 1, "batch_size": 1,
-             "epochs": 0, "max_batches": 0, "qlike_weight": 0, "qlike_cap": 0, "variance_head": 0, "threads": 1, "folds": 1, "test_days": 1,
-             "refit_epochs": 0, "refit_batches": 0, "seeds": 1, "val_days": 0, "fold_min_history": 2, "regime_window": 2, "baseline_window": 0,
-             "short_days": 1, "finetune_epochs": 0, "lora_r": 1}
-_POSITIVE = ("lr", "finetune_lr", "lora_lr")
-
-
-def check_ranges(cfg) -> None:
-    """Refuse (``ConfigError``, one line naming the flag) numeric flags outside what can work."""
-    for name, low in _AT_LEAST.items():
-        v = getattr(cfg, name, None)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:
-            raise ConfigError(f"--{name.replace('_', '-')} {v}: expected {low} or more")
-    for name in _POSITIVE:
-        v = getattr(cfg, name, None)
-        if isinstance(v, (int, float)) and not v > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} {v}: expected a number above 0")
-    for name in ("dropout", "stress_quantile"):
-        v = getattr(cfg, name, None)
-        if isinstance(v, (int, float)) and not 0 <= v < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} {v}: expected a value in [0, 1)")
+           "BacktestConfig", "ForecastConfig", "ScoreConfig", "TransferConfig", "InterpretConfig", "spec_from_config"]
 
 
 @dataclass
@@ -56,18 +30,16 @@ class DataConfig:
     data: str = field(default="", metadata={"help": "CSV/Parquet of daily prices: a long file (date, ticker, close or OHLCV) or one Yahoo/stooq-style series (see domains/finance/README.md); empty = the bundled real panel"})
     ticker: str | None = field(default=None, metadata={"help": "name of the series in a single-series --data file (default: the file name, e.g. AAPL.csv -> AAPL); in a long file: keep only this ticker"})
     tickers: list[str] = field(default_factory=list, metadata={"help": "restrict to these tickers (default: all)"})
-    max_gap_days: int = field(default=10, metadata={"help": "longest run of missing business days inside a ticker's --data history before the file is refused"})
-    min_history: int = field(default=100, metadata={"help": "tickers of a --data file with fewer daily prices are dropped (listed in the run's data_warnings.csv)"})
+    max_gap_days: int = field(default=10, metadata={"min": 0, "help": "longest run of missing business days inside a ticker's --data history before the file is refused"})
+    min_history: int = field(default=100, metadata={"min": 2, "why": "a ticker needs at least 2 prices, one return", "help": "tickers of a --data file with fewer daily prices are dropped (listed in the run's data_warnings.csv)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.tickers, str):  # TrainConfig(tickers="AAPL") means one ticker, not A, A, P, L
             self.tickers = [self.tickers]
         self.tickers = list(dict.fromkeys(self.tickers))  # --tickers AAPL AAPL: one ticker (score's work items must be unique)
-        if self.min_history < 2 or self.max_gap_days < 0:
-            raise ConfigError(f"--min-history {self.min_history} / --max-gap-days {self.max_gap_days}: a ticker needs at least 2 prices "
-                              f"(one return) and the gap limit is 0 business days or more")
+        # numeric flags outside what can work (declared per field: "min", "above", "below") failed deep inside torch or
+        # pytorch-forecasting with tracebacks; every command's config includes DataConfig, so this checks configs built in code too
         check_ranges(self)
-
 
     def data_options(self) -> dict:
         """Keyword arguments of ``domains.finance.data.load_panel_data`` besides data/tickers."""
@@ -78,28 +50,28 @@ class DataConfig:
 class ModelConfig:
     """The TFT's shape (``TFTSpec``); its observed inputs come from the data (``features.observed_inputs``)."""
 
-    encoder_length: int = field(default=63, metadata={"help": "days of history the TFT reads (encoder length)"})
-    horizon: int = field(default=5, metadata={"help": "forecast horizon in trading days"})
-    hidden_size: int = field(default=16, metadata={"help": "TFT hidden size"})
-    attention_heads: int = field(default=2, metadata={"help": "TFT attention heads"})
-    hidden_continuous_size: int = field(default=8, metadata={"help": "TFT size of continuous-variable embeddings"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout"})
+    encoder_length: int = field(default=63, metadata={"min": 1, "help": "days of history the TFT reads (encoder length)"})
+    horizon: int = field(default=5, metadata={"min": 1, "help": "forecast horizon in trading days"})
+    hidden_size: int = field(default=16, metadata={"min": 1, "help": "TFT hidden size"})
+    attention_heads: int = field(default=2, metadata={"min": 1, "help": "TFT attention heads"})
+    hidden_continuous_size: int = field(default=8, metadata={"min": 1, "help": "TFT size of continuous-variable embeddings"})
+    dropout: float = field(default=0.1, metadata={"min": 0, "below": 1, "help": "dropout"})
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = field(default=4, metadata={"help": "training epochs"})
-    batch_size: int = field(default=128, metadata={"help": "windows per batch"})
-    max_batches: int = field(default=50, metadata={"help": "batches per epoch (random windows; 0 = all windows)"})
-    lr: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
-    qlike_weight: float = field(default=0.1, metadata={"help": "add this times the QLIKE of the variance forecast E[rv^2] implied by the realised-vol quantiles to the pinball training loss (0 = pinball only, the default before session 4; 0.1 chosen on a pre-2002 validation backtest, domains/finance/README.md; model.qlike_loss)"})
-    qlike_cap: float = field(default=0.0, metadata={"help": "c > 0: the QLIKE training terms continue linearly below log(forecast/realised variance) = -c, so a single row whose realised variance is far above its forecast cannot dominate a batch (model.qlike_of_log_ratio); 0 = plain QLIKE (the default: c = 5 was tried on the pre-2002 validation backtest in session 8: 0.9 percent lower QLIKE, below the 1 percent bar, not adopted)"})
-    variance_head: float = field(default=0.3, metadata={"help": "W_v > 0: give the TFT a dedicated variance output (per horizon a log-multiplier of its own median realised vol, model.add_variance_head) trained with W_v x the QLIKE of its E[rv^2] against the realised vol; the backtest records it (rvol_var_head) and scores it by --variance-rule head. 0 = none (the default before session 6; runs saved without it still load). 0.3 chosen on a pre-2002 validation backtest (domains/finance/README.md)"})
+    epochs: int = field(default=4, metadata={"min": 0, "help": "training epochs"})
+    batch_size: int = field(default=128, metadata={"min": 1, "help": "windows per batch"})
+    max_batches: int = field(default=50, metadata={"min": 0, "help": "batches per epoch (random windows; 0 = all windows)"})
+    lr: float = field(default=3e-3, metadata={"above": 0, "help": "Adam learning rate"})
+    qlike_weight: float = field(default=0.1, metadata={"min": 0, "help": "add this times the QLIKE of the variance forecast E[rv^2] implied by the realised-vol quantiles to the pinball training loss (0 = pinball only, the default before session 4; 0.1 chosen on a pre-2002 validation backtest, domains/finance/README.md; model.qlike_loss)"})
+    qlike_cap: float = field(default=0.0, metadata={"min": 0, "help": "c > 0: the QLIKE training terms continue linearly below log(forecast/realised variance) = -c, so a single row whose realised variance is far above its forecast cannot dominate a batch (model.qlike_of_log_ratio); 0 = plain QLIKE (the default: c = 5 was tried on the pre-2002 validation backtest in session 8: 0.9 percent lower QLIKE, below the 1 percent bar, not adopted)"})
+    variance_head: float = field(default=0.3, metadata={"min": 0, "help": "W_v > 0: give the TFT a dedicated variance output (per horizon a log-multiplier of its own median realised vol, model.add_variance_head) trained with W_v x the QLIKE of its E[rv^2] against the realised vol; the backtest records it (rvol_var_head) and scores it by --variance-rule head. 0 = none (the default before session 6; runs saved without it still load). 0.3 chosen on a pre-2002 validation backtest (domains/finance/README.md)"})
 
 
 @dataclass
 class ThreadsConfig:
-    threads: int = field(default=1, metadata={"help": "torch CPU threads (1 was the fastest for this small model on the busy shared 2-core machine, in ad-hoc timings)"})
+    threads: int = field(default=1, metadata={"min": 1, "help": "torch CPU threads (1 was the fastest for this small model on the busy shared 2-core machine, in ad-hoc timings)"})
 
 
 @dataclass
@@ -121,25 +93,25 @@ class GarchConfig:
 
 @dataclass
 class TrainConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
-    val_days: int = field(default=63, metadata={"help": "last trading days held out for validation (0 = train on everything)"})
+    val_days: int = field(default=63, metadata={"min": 0, "help": "last trading days held out for validation (0 = train on everything)"})
     covariates: bool = field(default=True, metadata={"help": "read the bundled VIX/WTI covariates (--no-covariates: a model that can forecast any price file, which has none)"})
 
 
 @dataclass
 class BacktestConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, RunConfig):
     # fields owned by finance-B (walk-forward backtest, issue 15); see domains/finance/walkforward.py
-    folds: int = field(default=40, metadata={"help": "number of walk-forward folds (test blocks): the last folds x test_days trading days"})
-    test_days: int = field(default=126, metadata={"help": "trading days per test block (126 = half a year, 63 = a quarter)"})
-    epochs: int = field(default=8, metadata={"help": "training epochs of the first fold (from scratch; the best on validation is kept). 8 since session 8 (was 2), chosen on the pre-2002 validation backtest over 2 and 4 (domains/finance/README.md)"})
-    refit_epochs: int = field(default=4, metadata={"help": "epochs of warm-started refit for folds after the first (the best on validation is kept, 0 included). 4 since session 8 (was 1), chosen with --epochs"})
-    refit_batches: int = field(default=4, metadata={"help": "batches per refit epoch (0 = --max-batches); sized for 40 folds x 3 seeds on 2 busy CPU cores"})
-    seeds: int = field(default=3, metadata={"help": "ensemble members (TFTs with seeds seed, seed+1, ...); the model 'tft' averages their quantiles"})
-    val_days: int = field(default=63, metadata={"help": "trading days before each cutoff held out to choose the early-stopping epoch"})
-    fold_min_history: int = field(default=500, metadata={"help": "days of history up to a cutoff a ticker needs to take part in that fold"})
-    stress_quantile: float = field(default=0.8, metadata={"help": "stress regime: market trailing vol above this quantile of its history up to the cutoff"})
-    regime_window: int = field(default=63, metadata={"help": "trading days of the trailing market volatility that defines the regime"})
+    folds: int = field(default=40, metadata={"min": 1, "help": "number of walk-forward folds (test blocks): the last folds x test_days trading days"})
+    test_days: int = field(default=126, metadata={"min": 1, "help": "trading days per test block (126 = half a year, 63 = a quarter)"})
+    epochs: int = field(default=8, metadata={"min": 0, "help": "training epochs of the first fold (from scratch; the best on validation is kept). 8 since session 8 (was 2), chosen on the pre-2002 validation backtest over 2 and 4 (domains/finance/README.md)"})
+    refit_epochs: int = field(default=4, metadata={"min": 0, "help": "epochs of warm-started refit for folds after the first (the best on validation is kept, 0 included). 4 since session 8 (was 1), chosen with --epochs"})
+    refit_batches: int = field(default=4, metadata={"min": 0, "help": "batches per refit epoch (0 = --max-batches); sized for 40 folds x 3 seeds on 2 busy CPU cores"})
+    seeds: int = field(default=3, metadata={"min": 1, "help": "ensemble members (TFTs with seeds seed, seed+1, ...); the model 'tft' averages their quantiles"})
+    val_days: int = field(default=63, metadata={"min": 0, "help": "trading days before each cutoff held out to choose the early-stopping epoch"})
+    fold_min_history: int = field(default=500, metadata={"min": 2, "help": "days of history up to a cutoff a ticker needs to take part in that fold"})
+    stress_quantile: float = field(default=0.8, metadata={"min": 0, "below": 1, "help": "stress regime: market trailing vol above this quantile of its history up to the cutoff"})
+    regime_window: int = field(default=63, metadata={"min": 2, "help": "trading days of the trailing market volatility that defines the regime"})
     baselines: list[str] = field(default_factory=lambda: list(BASELINES), metadata={"help": f"baselines to run: {', '.join(BASELINES)}"})
-    baseline_window: int = field(default=2520, metadata={"help": "GARCH/GJR/HAR parameters are fitted on the last this many days before each cutoff (0 = all)"})
+    baseline_window: int = field(default=2520, metadata={"min": 0, "help": "GARCH/GJR/HAR parameters are fitted on the last this many days before each cutoff (0 = all)"})
     end: str = field(default="", metadata={"help": "use only prices dated on or before this day (YYYY-MM-DD), e.g. a validation period before the default test span (its first cutoff is 2002-12-12); empty = all"})
     save_predictions: bool = field(default=True, metadata={"help": "write every quantile forecast to predictions.parquet"})
     rescore: str = field(default="", metadata={"help": "rescore a saved backtest run (name or folder) from its losses/predictions, no training: adds vol_qlike_mean (QLIKE on sqrt(E[rv^2]) from the quantiles) to every table and the verdict"})
@@ -161,17 +133,17 @@ class ScoreConfig(ScoringConfig, ZeroShotConfig, CalendarConfig, DataConfig, Mod
 @dataclass
 class TransferConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, RunConfig):
     holdout: list[str] = field(default_factory=lambda: ["AAPL"], metadata={"help": "tickers left out of pre-training (each gets only --short-days of history)"})
-    short_days: int = field(default=250, metadata={"help": "trading days of each held-out ticker's history before the cutoff"})
-    test_days: int = field(default=126, metadata={"help": "trading days after the cutoff to evaluate on"})
-    finetune_epochs: int = field(default=10, metadata={"help": "epochs on the short history (fine-tuning and from scratch)"})
-    finetune_lr: float = field(default=1e-3, metadata={"help": "learning rate for full fine-tuning"})
-    lora_lr: float = field(default=5e-3, metadata={"help": "learning rate for LoRA"})
-    lora_r: int = field(default=4, metadata={"help": "LoRA rank"})
+    short_days: int = field(default=250, metadata={"min": 1, "help": "trading days of each held-out ticker's history before the cutoff"})
+    test_days: int = field(default=126, metadata={"min": 1, "help": "trading days after the cutoff to evaluate on"})
+    finetune_epochs: int = field(default=10, metadata={"min": 0, "help": "epochs on the short history (fine-tuning and from scratch)"})
+    finetune_lr: float = field(default=1e-3, metadata={"above": 0, "help": "learning rate for full fine-tuning"})
+    lora_lr: float = field(default=5e-3, metadata={"above": 0, "help": "learning rate for LoRA"})
+    lora_r: int = field(default=4, metadata={"min": 1, "help": "LoRA rank"})
     save: str = field(default="auto", metadata={"help": "which variant the run saves as its model (forecast/score/dashboard can use it): auto = the one of "
                                               "zero_shot / finetune_full / finetune_lora with the lowest vol pinball on the last --val-days of the short "
                                               "history, each fine-tuned for that choice on the days before them only (the test days never choose)",
                                               "choices": ["auto", "zero_shot", "finetune_full", "finetune_lora"]})
-    val_days: int = field(default=50, metadata={"help": "--save auto: trading days at the end of each held-out ticker's short history that choose the saved variant (a shorter history: its last third, logged)"})
+    val_days: int = field(default=50, metadata={"min": 0, "help": "--save auto: trading days at the end of each held-out ticker's short history that choose the saved variant (a shorter history: its last third, logged)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -182,12 +154,8 @@ class TransferConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, Threa
 
 @dataclass
 class InterpretConfig(DataConfig, ModelRunConfig, TrackingConfig, RunConfig):
-    last_days: int = field(default=63, metadata={"help": "interpret forecasts from origins in the last N trading days of the data"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.last_days < 1:  # [-0] or [-(-3)] picked (nearly) every origin of the history
-            raise ConfigError(f"--last-days {self.last_days}: expected 1 or more trading days")
+    # (0 or -3 picked (nearly) every origin of the history: [-0], [-(-3)])
+    last_days: int = field(default=63, metadata={"min": 1, "help": "interpret forecasts from origins in the last N trading days of the data"})
 
 
 def spec_from_config(cfg, observed_reals: list[str] | tuple[str, ...] | None = None) -> TFTSpec:

@@ -33,22 +33,22 @@ SPLIT_CHOICES = [MSR_STRATIFIED, LEGACY_STRATIFIED, LEAVE_LAST_OUT, *SPLIT_ALIAS
 class ModelConfig:
     """The two-tower model (``model.TwoTowerConfig`` is built from these; see model.py)."""
 
-    id_dim: int = field(default=64, metadata={"help": "user/item id embedding size"})
-    feature_dim: int = field(default=16, metadata={"help": "embedding size of the other sparse features"})
-    hidden: list[int] = field(default_factory=lambda: [128], metadata={"help": "hidden sizes of both tower MLPs"})
-    out_dim: int = field(default=64, metadata={"help": "size of the user/item vectors"})
-    temperature: float = field(default=0.03, metadata={"help": "softmax temperature on the cosine scores (0.03: the best validation NDCG@10 of the domain README's sweep)"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout after every hidden layer of both tower MLPs"})
+    id_dim: int = field(default=64, metadata={"min": 1, "help": "user/item id embedding size"})
+    feature_dim: int = field(default=16, metadata={"min": 1, "help": "embedding size of the other sparse features"})
+    hidden: list[int] = field(default_factory=lambda: [128], metadata={"min": 1, "help": "hidden sizes of both tower MLPs"})
+    out_dim: int = field(default=64, metadata={"min": 1, "help": "size of the user/item vectors"})
+    temperature: float = field(default=0.03, metadata={"above": 0, "help": "softmax temperature on the cosine scores (0.03: the best validation NDCG@10 of the domain README's sweep)"})
+    dropout: float = field(default=0.0, metadata={"min": 0, "below": 1, "help": "dropout after every hidden layer of both tower MLPs"})
     normalize: bool = field(default=True, metadata={"help": "L2-normalise user/item vectors (cosine / temperature); --no-normalize uses the raw dot product"})
     logq_weight: float = field(default=1.0, metadata={"help": "log-Q popularity correction strength (1 = Yi et al. 2019, 0 = off)"})
     history: bool = field(default=True, metadata={"help": "user tower also reads the user's training items as a mean-pooled bag (the target item is removed from its own input)"})
     history_pooling: str = field(default="mean", metadata={"help": "how the history bag becomes one vector: mean; sqrt (sum / sqrt(n)); weighted (a learned per-item weight, softmax within the bag)", "choices": ["mean", "sqrt", "weighted"]})
-    history_heads: int = field(default=1, metadata={"help": "with --history-pooling weighted: this many learned weightings of the bag, concatenated"})
+    history_heads: int = field(default=1, metadata={"min": 1, "help": "with --history-pooling weighted: this many learned weightings of the bag, concatenated"})
     wide: bool = field(default=True, metadata={"help": "wide and deep: add a fixed linear item-item part over the user's history (EASE's closed form, fitted on the "
                                                         "training rows of each phase only) with a gain (--wide-mode); serving stays a dot product (the vectors grow by "
                                                         "n_items columns); off above --wide-max-items. Chosen on validation (domain README); --no-wide = the plain towers"})
     wide_lambda: float = field(default=500.0, metadata={"help": "EASE's λ (L2) of the wide part"})
-    wide_folds: int = field(default=5, metadata={"help": "with --wide-mode joint: the wide part's scores in the training loss are cross-fitted: a training row is scored by EASE fitted without its "
+    wide_folds: int = field(default=5, metadata={"min": 0, "help": "with --wide-mode joint: the wide part's scores in the training loss are cross-fitted: a training row is scored by EASE fitted without its "
                                                           "fold (out of sample, as validation/test items are); 0 = the phase's full-data B (in sample)"})
     wide_mode: str = field(default="blend", metadata={"help": "blend: the towers train as without the wide part and its weight is chosen on validation with the epoch "
                                                                "(the default, chosen on validation); joint: the wide scores enter the training loss (learned gain), the towers "
@@ -56,7 +56,7 @@ class ModelConfig:
     wide_gate: bool = field(default=False, metadata={"help": "with --wide-mode joint: the towers' score × a learned scalar starting at 0 (training starts from the wide part alone)"})
     wide_max_items: int = field(default=5000, metadata={"help": "the wide part is turned off (logged) above this many items: its dense item-item matrix takes n_items² floats"})
     text: str = field(default="precomputed", metadata={"help": "item text from MiniLM: precomputed (cached), lora (fine-tuned), none", "choices": list(TEXT_MODES)})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank with --text lora"})
+    lora_r: int = field(default=8, metadata={"min": 1, "help": "LoRA rank with --text lora"})
 
 
 @dataclass
@@ -66,32 +66,32 @@ class DataConfig:
                                                                  f"{LEGACY_STRATIFIED} = our earlier re-implementation (alias ms); "
                                                                  f"{LEAVE_LAST_OUT} = each user's last interaction (alias temporal)", "choices": SPLIT_CHOICES})
     split_seed: int = field(default=42, metadata={"help": "seed of the train/test split (Microsoft Recommenders uses 42)"})
-    validation_ratio: float = field(default=0.2, metadata={"help": "share of each user's training rows held out (seeded by --seed) to choose the epoch; leave-last-out holds out each user's last training item instead; 0 = no validation part (train --epochs on the whole training split, the earlier procedure)"})
-    k: int = field(default=10, metadata={"help": "cut-off of the ranking metrics"})
+    validation_ratio: float = field(default=0.2, metadata={"min": 0, "below": 1, "why": "0 = no validation part", "help": "share of each user's training rows held out (seeded by --seed) to choose the epoch; leave-last-out holds out each user's last training item instead; 0 = no validation part (train --epochs on the whole training split, the earlier procedure)"})
+    k: int = field(default=10, metadata={"min": 1, "help": "cut-off of the ranking metrics"})
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = field(default=20, metadata={"help": "most passes over the training interactions; early stopping on validation NDCG@k picks the epoch"})
-    patience: int = field(default=3, metadata={"help": "stop after this many epochs without a better validation NDCG@k (0 = train all --epochs)"})
+    epochs: int = field(default=20, metadata={"min": 1, "why": "0 would save an untrained model", "help": "most passes over the training interactions; early stopping on validation NDCG@k picks the epoch"})
+    patience: int = field(default=3, metadata={"min": 0, "help": "stop after this many epochs without a better validation NDCG@k (0 = train all --epochs)"})
     refit: bool = field(default=True, metadata={"help": "after choosing the epoch on validation, retrain on the whole training part for that many epochs (else keep the model fitted without the validation rows)"})
     softmax: str = field(default="sampled", metadata={"help": "sampled: in-batch softmax with log-Q correction (the other positives of the batch are the negatives); "
                                                                 "full: softmax over the whole catalogue (every item through the item tower at every step; small catalogues)",
                                                         "choices": list(SOFTMAX_MODES)})
-    batch_size: int = field(default=1024, metadata={"help": "interactions per batch (= in-batch negatives + 1)"})
-    lr: float = field(default=0.005, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=1024, metadata={"min": 2, "why": "the other positives of a batch are the negatives", "help": "interactions per batch (= in-batch negatives + 1)"})
+    lr: float = field(default=0.005, metadata={"above": 0, "help": "Adam learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
     lr_decay: float = field(default=1.0, metadata={"help": "learning rate × this per epoch (1 = constant); applied to the dense optimizer"})
     ema_decay: float = field(default=0.995, metadata={"help": "validate, refit and save an exponential moving average of the weights (bias-corrected), updated every step with this decay; 0.995 was chosen on validation (domain README); 0 = the raw weights (the procedure before); ignored with --dmp"})
-    history_dropout: float = field(default=0.2, metadata={"help": "fraction of history items dropped at random per training example (denoising)"})
-    id_dropout: float = field(default=0.1, metadata={"help": "fraction of training ids replaced by 'unknown' (teaches the towers to use features: cold start)"})
+    history_dropout: float = field(default=0.2, metadata={"min": 0, "below": 1, "help": "fraction of history items dropped at random per training example (denoising)"})
+    id_dropout: float = field(default=0.1, metadata={"min": 0, "below": 1, "help": "fraction of training ids replaced by 'unknown' (teaches the towers to use features: cold start)"})
     baselines: bool = field(default=True, metadata={"help": "also train/evaluate most-popular and BPR-MF on the same split (the tuned baselines: bench/recommendation.py)"})
     bpr_epochs: int = field(default=10, metadata={"help": "BPR-MF epochs"})
     bpr_dim: int = field(default=64, metadata={"help": "BPR-MF factors"})
     dmp: bool = field(default=False, metadata={"help": "train through TorchRec DistributedModelParallel (gloo on CPU; torchrun for >1 process)"})
     sharding: str = field(default="table_wise", metadata={"help": "sharding type of the embedding tables with --dmp (CPU: " + ", ".join(CPU_SHARDING) + ")"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads (0 = torch default). 1 was the fastest for this small model on the busy shared 2-core machine, in ad-hoc timings"})
-    max_steps: int = field(default=0, metadata={"help": "stop each training phase after this many steps (0 = no limit); for smoke tests"})
+    max_steps: int = field(default=0, metadata={"min": 0, "help": "stop each training phase after this many steps (0 = no limit); for smoke tests"})
 
 
 @dataclass
@@ -108,9 +108,9 @@ class EvaluateConfig(ModelRunConfig, TrackingConfig, RunConfig):
 class ScoreConfig(ScoringConfig, ModelRunConfig, RunConfig):
     """python -m domains.recommendation.score"""
 
-    k: int = field(default=10, metadata={"help": "items per user"})
+    k: int = field(default=10, metadata={"min": 1, "help": "items per user"})
     index: str = field(default="hnsw", metadata={"help": "approximate index next to the exact search: hnsw, ivf, flat (exact FAISS) or none", "choices": list(INDEX_TYPES)})
-    users_per_item: int = field(default=256, metadata={"help": "users per work item"})
+    users_per_item: int = field(default=256, metadata={"min": 1, "help": "users per work item"})
 
 
 @dataclass
@@ -122,4 +122,4 @@ class RecommendConfig(ModelRunConfig, RunConfig):
     new_title: str | None = field(default=None, metadata={"help": "cold start: title of a new item"})
     new_genres: list[str] = field(default_factory=list, metadata={"help": "cold start: genres of the new item"})
     new_year: int = field(default=-1, metadata={"help": "cold start: release year of the new item"})
-    k: int = field(default=10, metadata={"help": "how many items (or users for cold start)"})
+    k: int = field(default=10, metadata={"min": 1, "help": "how many items (or users for cold start)"})

@@ -21,6 +21,7 @@ import sys
 import pandas as pd
 
 from core.cli import run_cli
+from core.config import check_ranges
 from core.io import atomic_write_parquet
 from core.runs import Run, resolve_model_run
 from domains.recommendation.because import because_summary, because_you_watched
@@ -54,8 +55,7 @@ def answer(rec: Recommender, cfg: RecommendConfig) -> tuple[str, pd.DataFrame, l
 
 def run(cfg: RecommendConfig) -> pd.DataFrame:
     model_run = resolve_model_run(DOMAIN, cfg.model_run, cfg.runs_dir)
-    if cfg.k < 1:
-        raise InvalidQueryError(f"--k {cfg.k}: expected at least 1 result")
+    check_ranges(cfg)  # --k >= 1 (declared on the field)
     if cfg.new_title is not None and not cfg.new_title.strip():
         raise InvalidQueryError(f"--new-title {cfg.new_title!r} is blank: give the new item's title")
     rec = Recommender.load(model_run)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.cli import run_cli
+from core.config import check_ranges
 from core.io import atomic_write_json
 from core.runs import Run, resolve_model_run
 from core.scoring import ScoringError, read_output, run_job_from_config
@@ -38,9 +39,7 @@ def score(cfg: ScoreConfig) -> dict:
     """Run the scoring job; returns the summary (also written to ``<out>/_topk_summary.json``)."""
     import faiss  # noqa: F401 - fail early with a clear message when missing
 
-    for flag, value in (("--k", cfg.k), ("--users-per-item", cfg.users_per_item)):
-        if value < 1:
-            raise ScoringError(f"{flag} {value}: expected a whole number >= 1")
+    check_ranges(cfg)  # --k, --users-per-item >= 1 (declared on the fields), before any job folder exists
     model_run = resolve_model_run(DOMAIN, cfg.model_run, cfg.runs_dir)
     if not (model_run / "feature_space.json").is_file():
         raise ScoringError(f"{model_run} is not a finished recommendation run (feature_space.json missing)")

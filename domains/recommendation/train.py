@@ -23,10 +23,11 @@ import sys
 from pathlib import Path
 
 from core.cli import run_cli
+from core.config import check_ranges
 from core.device import set_cpu_threads
 from core.runs import Run
 from domains.recommendation.config import TrainConfig
-from domains.recommendation.training import DOMAIN, check_train_settings
+from domains.recommendation.training import DOMAIN
 from domains.recommendation.training import train as train_in_process
 
 __all__ = ["TrainConfig", "train", "main"]
@@ -34,7 +35,7 @@ __all__ = ["TrainConfig", "train", "main"]
 
 def train(cfg: TrainConfig) -> Path:
     """Run the training command; returns the run directory."""
-    check_train_settings(cfg)
+    check_ranges(cfg)  # parse_config checked the flags; this covers a TrainConfig built in code
     if cfg.threads > 0:
         set_cpu_threads(cfg.threads)
     if cfg.dmp:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.cli import run_cli
-from core.config import RunConfig, SeedConfig, TrackingConfig
+from core.config import RunConfig, SeedConfig, TrackingConfig, check_ranges
 from core.device import set_cpu_threads
 from core.runs import Run
 from domains.recommendation.sequential import OURS, TRAIN, SequenceConfig, SequenceTrainConfig, train_and_evaluate
@@ -40,27 +40,27 @@ class TrainSequentialConfig(TrackingConfig, SeedConfig, RunConfig):
     """python -m domains.recommendation.train_sequential"""
 
     data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder or a .parquet/.csv interaction file (user_id,item_id,timestamp)"})
-    max_len: int = field(default=OURS["max_len"], metadata={"help": "positions attended: the latest max-len items of a history"})
-    dim: int = field(default=OURS["dim"], metadata={"help": "model width (item vectors, hidden states)"})
-    heads: int = field(default=OURS["heads"], metadata={"help": "attention heads per block"})
-    layers: int = field(default=OURS["layers"], metadata={"help": "transformer blocks"})
-    dropout: float = field(default=OURS["dropout"], metadata={"help": "dropout on inputs, attention and block outputs"})
+    max_len: int = field(default=OURS["max_len"], metadata={"min": 1, "help": "positions attended: the latest max-len items of a history"})
+    dim: int = field(default=OURS["dim"], metadata={"min": 1, "help": "model width (item vectors, hidden states)"})
+    heads: int = field(default=OURS["heads"], metadata={"min": 1, "help": "attention heads per block"})
+    layers: int = field(default=OURS["layers"], metadata={"min": 1, "help": "transformer blocks"})
+    dropout: float = field(default=OURS["dropout"], metadata={"min": 0, "below": 1, "help": "dropout on inputs, attention and block outputs"})
     text: bool = field(default=True, metadata={"help": "add the projected MiniLM vector of each item's title/year/genres to its id embedding (--no-text: ids only)"})
     item_table: str = field(default=OURS["item_table"], metadata={"help": "torchrec: EmbeddingCollection over a KeyedJaggedTensor; plain: nn.Embedding", "choices": ["torchrec", "plain"]})
     id_init: str = field(default=OURS.get("id_init", "normal"), metadata={"help": "id embeddings start random (normal) or from the text vectors' principal components (text; needs --text)", "choices": ["normal", "text"]})
     loss: str = field(default=OURS["loss"], metadata={"help": "sampled_softmax: in-batch targets + --negatives uniform items, log-Q corrected; "
                                                               "ce: full softmax over the catalogue; bce: SASRec's one negative per position",
                                                       "choices": ["sampled_softmax", "ce", "bce"]})
-    negatives: int = field(default=OURS.get("negatives", 0), metadata={"help": "sampled_softmax: uniform negatives per batch on top of the batch's targets (>= catalogue size: every item)"})
-    temperature: float = field(default=OURS["temperature"], metadata={"help": "scores are cosine / temperature"})
-    epochs: int = field(default=TRAIN["epochs"], metadata={"help": "most epochs; early stopping on validation NDCG@k picks the epoch"})
-    patience: int = field(default=TRAIN["patience"], metadata={"help": "stop after this many epochs without a better validation NDCG@k"})
-    batch_size: int = field(default=TRAIN["batch_size"], metadata={"help": "training windows (sequences) per batch"})
-    lr: float = field(default=TRAIN["lr"], metadata={"help": "Adam learning rate"})
+    negatives: int = field(default=OURS.get("negatives", 0), metadata={"min": 0, "help": "sampled_softmax: uniform negatives per batch on top of the batch's targets (>= catalogue size: every item)"})
+    temperature: float = field(default=OURS["temperature"], metadata={"above": 0, "help": "scores are cosine / temperature"})
+    epochs: int = field(default=TRAIN["epochs"], metadata={"min": 1, "help": "most epochs; early stopping on validation NDCG@k picks the epoch"})
+    patience: int = field(default=TRAIN["patience"], metadata={"min": 0, "help": "stop after this many epochs without a better validation NDCG@k"})
+    batch_size: int = field(default=TRAIN["batch_size"], metadata={"min": 1, "help": "training windows (sequences) per batch"})
+    lr: float = field(default=TRAIN["lr"], metadata={"above": 0, "help": "Adam learning rate"})
     windows: str = field(default=TRAIN["windows"], metadata={"help": "all: tile every training sequence into windows of max-len+1 items (every target once per epoch); "
                                                                      "random: one random window per user and epoch", "choices": ["all", "random"]})
-    k: int = field(default=10, metadata={"help": "cut-off of NDCG@k / HR@k"})
-    threads: int = field(default=1, metadata={"help": "torch CPU threads (0 = torch default)"})
+    k: int = field(default=10, metadata={"min": 1, "help": "cut-off of NDCG@k / HR@k"})
+    threads: int = field(default=1, metadata={"min": 0, "help": "torch CPU threads (0 = torch default)"})
 
     def model_config(self) -> SequenceConfig:
         return SequenceConfig(**{**OURS, "max_len": self.max_len, "dim": self.dim, "heads": self.heads, "layers": self.layers,
@@ -78,10 +78,7 @@ def train_sequential(cfg: TrainSequentialConfig) -> Path:
 
     if cfg.id_init == "text" and not cfg.text:
         raise UserInputError("--id-init text needs --text (the item text vectors)")
-    bad = [f"{flag} {v}: expected >= {low}" for flag, v, low in (("--k", cfg.k, 1), ("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1),
-                                                                    ("--max-len", cfg.max_len, 1), ("--patience", cfg.patience, 0)) if v < low]
-    if bad:
-        raise UserInputError("; ".join(bad))
+    check_ranges(cfg)  # the fields' declared ranges (parse_config checked the flags; this covers a config built in code)
     if cfg.threads > 0:
         set_cpu_threads(cfg.threads)
     with Run.start(DOMAIN, cfg, command="train_sequential", kind="job") as run:

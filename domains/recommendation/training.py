@@ -111,24 +111,6 @@ class Prepared:
         return Phase("refit", self.train_u, self.train_i, self.test_u, self.test_i)
 
 
-def check_train_settings(cfg: TrainConfig) -> None:
-    """:class:`TrainingError` for settings that cannot train or evaluate (checked before a run folder is made)."""
-    bad = [(flag, v, want) for flag, v, ok, want in (
-        ("--k", cfg.k, cfg.k >= 1, "a cut-off >= 1"),
-        ("--epochs", cfg.epochs, cfg.epochs >= 1, ">= 1 (0 would save an untrained model)"),
-        ("--batch-size", cfg.batch_size, cfg.batch_size >= 2, ">= 2 (the other positives of a batch are the negatives)"),
-        ("--validation-ratio", cfg.validation_ratio, 0 <= cfg.validation_ratio < 1, "in [0, 1) (0 = no validation part)"),
-        ("--lr", cfg.lr, cfg.lr > 0, "> 0"),
-        ("--temperature", cfg.temperature, cfg.temperature > 0, "> 0"),
-        ("--patience", cfg.patience, cfg.patience >= 0, ">= 0"),
-        ("--max-steps", cfg.max_steps, cfg.max_steps >= 0, ">= 0 (0 = no limit)"),
-        ("--history-dropout", cfg.history_dropout, 0 <= cfg.history_dropout < 1, "in [0, 1)"),
-        ("--id-dropout", cfg.id_dropout, 0 <= cfg.id_dropout < 1, "in [0, 1)"),
-    ) if not ok]
-    if bad:
-        raise TrainingError("; ".join(f"{flag} {v}: expected {want}" for flag, v, want in bad))
-
-
 def prepare_inputs(cfg: TrainConfig) -> Prepared:
     """Load the data, make the named split and the validation split, build the feature space and batcher."""
     data = load_dataset(cfg.data)

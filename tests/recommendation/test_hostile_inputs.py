@@ -120,16 +120,24 @@ def test_too_little_data_for_a_split_is_a_named_error(tmp_path, capsys):
         load_leave_last_out(str(p), with_text=False)
 
 
+def _exit_code(main, argv) -> int:
+    """A command's exit code: flags outside their declared range end parse_config with SystemExit(2), as argparse does."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
 def test_settings_that_cannot_train_are_refused_before_a_run_folder(tmp_path, capsys):
     from domains.recommendation import train, train_sequential
 
     p = tmp_path / "i.csv"
     p.write_text("user_id,item_id,timestamp\na,x,1\n")
     runs = ["--runs-dir", str(tmp_path / "runs"), "--data", str(p)]
-    assert train.main([*runs, "--no-track", "--k", "0", "--epochs", "0", "--validation-ratio", "1.5"]) == 2
+    assert _exit_code(train.main, [*runs, "--no-track", "--k", "0", "--epochs", "0", "--validation-ratio", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "--k 0" in err and "--epochs 0" in err and "--validation-ratio 1.5" in err and "Traceback" not in err
-    assert train_sequential.main([*runs, "--k", "-1"]) == 2
+    assert _exit_code(train_sequential.main, [*runs, "--k", "-1"]) == 2
     assert "--k -1" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
@@ -164,11 +172,11 @@ def test_bad_k_is_one_line_and_large_k_returns_every_unseen_item(tiny_run, capsy
     run, _, d = tiny_run
     jobs = ["--model-run", str(run), "--runs-dir", str(d / "jobs")]
     for k in ("0", "-1"):
-        assert recommend.main([*jobs, "--user", "user 3, é", "--k", k]) == 2
-        assert recommend.main([*jobs, "--similar-to", "itém 1", "--k", k]) == 2
-        assert score.main([*jobs, "--k", k, "--no-progress"]) == 2
+        assert _exit_code(recommend.main, [*jobs, "--user", "user 3, é", "--k", k]) == 2
+        assert _exit_code(recommend.main, [*jobs, "--similar-to", "itém 1", "--k", k]) == 2
+        assert _exit_code(score.main, [*jobs, "--k", k, "--no-progress"]) == 2
         assert "expected" in capsys.readouterr().err
-    assert score.main([*jobs, "--users-per-item", "0", "--no-progress"]) == 2
+    assert _exit_code(score.main, [*jobs, "--users-per-item", "0", "--no-progress"]) == 2
     assert not (d / "jobs").exists()  # refused before any job folder
     rec = Recommender.load(run)
     with pytest.raises(InvalidQueryError):

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import stop_without_runs, domain_unavailable, friendly_errors, page_header, pick_run, run_key, run_path, train_command
+from dashboards.common import stop_without_runs, domain_unavailable, friendly_errors, md_text, page_header, pick_run, run_key, run_path, train_command
 
 page_header("Finance", "Quantile forecasts of daily returns and volatility (Temporal Fusion Transformer), backtested walk-forward against baselines.")
 
@@ -290,7 +290,7 @@ with tab_imp:
         else:
             t_attr = st.selectbox("Ticker", known, key="fin_attr_ticker")
             a = attribution(key, t_attr)
-            st.caption(f"{a.ticker}: 1-day 99 % VaR for {pd.Timestamp(a.date).date()} (issued after the close of {pd.Timestamp(a.origin).date()}) "
+            st.caption(f"{md_text(a.ticker)}: 1-day 99 % VaR for {pd.Timestamp(a.date).date()} (issued after the close of {pd.Timestamp(a.origin).date()}) "
                        f"= {a.var:.4f} vs {a.baseline_var:.4f} with every input at its window mean; the attributions add up to the "
                        f"difference (path-integral error {a.delta:.1e}).")
             c1, c2 = st.columns(2)

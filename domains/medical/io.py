@@ -151,6 +151,10 @@ def _no_series_message(folder: Path) -> str:
     if vols:
         return (f"{folder}: a folder is read as one DICOM series, but this one holds {len(vols)} NIfTI/NRRD file(s); "
                 "pass one file, or segment the whole folder with `python -m domains.medical.score --input FOLDER`")
+    subs = [f for f in folder.iterdir() if f.is_dir() and not f.name.startswith(".")]
+    if subs:  # a DICOM export's patient/study/series tree
+        return (f"{folder}: no DICOM image slices at its top level, but {len(subs)} sub-folder(s); a series is read from one folder "
+                "holding its slices: pass that folder (score: a folder whose entries are series folders)")
     return f"{folder}: no DICOM image slices with geometry (ImagePositionPatient) found"
 
 

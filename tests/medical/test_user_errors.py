@@ -247,3 +247,11 @@ def test_a_renamed_nifti_gets_told_its_right_suffix(tmp_path, name, compress, ex
     path.write_bytes(gzip.compress(raw) if compress else raw)
     with pytest.raises(MedicalInputError, match=f"{expected}$"):
         check_input(path, 3.0)
+
+
+def test_a_dicom_export_tree_is_told_to_pass_the_series_folder(tmp_path, dicom_writer):
+    from domains.medical.io import check_input
+
+    dicom_writer(tmp_path / "export" / "STUDY1" / "SERIES1", np.zeros((8, 8, 4), np.int16))
+    with pytest.raises(MedicalInputError, match="1 sub-folder.*pass that folder"):
+        check_input(tmp_path / "export", 3.0)

@@ -32,8 +32,11 @@ Column names are case-insensitive. :func:`validate_prices` handles bad rows as f
 * missing days → not filled: the next return spans the gap (the model indexes trading days per
   ticker). A gap longer than ``max_gap_days`` business days is rejected, since a return over weeks
   is not a daily return;
-* too-short histories (fewer than ``min_history`` rows) → that ticker is dropped with a warning;
-  if no ticker is left it is an error.
+* too-short histories (fewer than ``min_history`` rows) and constant prices (every close the same:
+  a forecast volatility and VaR of 0) → that ticker is dropped with a warning; if no ticker is left
+  it is an error;
+* a ticker starting with ``=``, ``+``, ``-``, ``@`` (a spreadsheet formula in the run's CSV outputs)
+  → rejected.
 """
 
 from __future__ import annotations
@@ -205,6 +208,7 @@ WARNING_KINDS = {
     "price_spike": "a single-day spike that reverts the next day (fat finger); the spike row is dropped",
     "partial_adjustment": "adj_close missing on some rows of a ticker; its unadjusted close is used instead",
     "short_history": "fewer rows than --min-history; the ticker is dropped",
+    "constant_prices": "every close is the same: no volatility to forecast (a VaR of 0); the ticker is dropped",
 }
 STALE_ZERO_FRACTION = 0.05  # more zero returns than this is suspicious for a traded asset
 SPIKE_LOG_MOVE = float(np.log(3.0))  # |one-day move| of 3x or more that reverts next day
@@ -222,6 +226,7 @@ class ValidationReport:
     nan_rows_dropped: int = 0
     duplicate_rows_dropped: int = 0
     tickers_dropped_short: list[str] = field(default_factory=list)
+    tickers_dropped_constant: list[str] = field(default_factory=list)  # every close the same (a delisted or never-traded series)
     missing_days: int = 0  # business days absent inside a ticker's history (not filled)
     source: str = "prices"
     price_column: dict[str, str] = field(default_factory=dict)  # ticker -> the column its prices came from
@@ -245,12 +250,14 @@ class ValidationReport:
         warn = ", ".join(f"{k}: {v}" for k, v in self.warning_counts().items()) or "none"
         return (f"{self.rows_in} rows in, {self.rows_out} kept; dropped {self.nan_rows_dropped} NaN and "
                 f"{self.duplicate_rows_dropped} duplicate rows; {self.missing_days} missing business days not filled; "
-                f"too-short tickers dropped: {', '.join(self.tickers_dropped_short) or 'none'}; warnings: {warn}")
+                f"too-short tickers dropped: {', '.join(self.tickers_dropped_short) or 'none'}"
+                + (f"; constant-price tickers dropped: {', '.join(self.tickers_dropped_constant)}" if self.tickers_dropped_constant else "")
+                + f"; warnings: {warn}")
 
     def metrics(self) -> dict:
         """Flat numbers for a run's ``metrics.json`` (``data/...``)."""
         m = {"data/rows_in": self.rows_in, "data/rows_out": self.rows_out, "data/rows_repaired": self.rows_repaired,
-             "data/tickers_dropped": len(self.tickers_dropped_short), "data/warnings": len(self.warnings)}
+             "data/tickers_dropped": len(self.tickers_dropped_short) + len(self.tickers_dropped_constant), "data/warnings": len(self.warnings)}
         m.update({f"data/warnings/{k}": v for k, v in self.warning_counts().items()})
         return m
 
@@ -563,6 +570,10 @@ def _ticker_names(df: pd.DataFrame, source: str) -> pd.Series:
         where = [str(v)[:10] for v in df.loc[empty, "date"].head(3).tolist()] if "date" in df else []
         raise PriceDataError(f"{source}: {int(empty.sum())} row(s) with an empty ticker" + (f", e.g. dated {where}" if where else "")
                              + "; fill in the ticker column or remove those rows")
+    formula = names.str.match(r"[=+\-@\t\r]")
+    if formula.any():
+        raise PriceDataError(f"{source}: ticker {names[formula].iloc[0][:20]!r} starts with {names[formula].iloc[0][:1]!r}: a spreadsheet would run it as "
+                             f"a formula when it opens the run's CSV outputs; rename the ticker")
     return names.astype(str)
 
 
@@ -680,6 +691,11 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
             rep.tickers_dropped_short.append(t)
             rep.warn(t, "short_history", value=len(g), detail=f"{len(g)} rows, fewer than min_history={min_history}; dropped (lower --min-history to keep it)")
             continue
+        if g["close"].nunique() == 1:  # its volatility forecast and VaR would be 0.0000, silently
+            rep.tickers_dropped_constant.append(t)
+            rep.warn(t, "constant_prices", value=float(g["close"].iloc[0]), detail=f"all {len(g)} closes are {float(g['close'].iloc[0]):g}: "
+                     f"no volatility to forecast; dropped (a delisted, suspended or placeholder series?)")
+            continue
         d = g["date"].to_numpy().astype("datetime64[D]")
         gaps = np.busday_count(d[:-1], d[1:]) - 1
         if len(gaps) and np.median(gaps) >= 2:  # returns over a week would be read as daily returns
@@ -694,6 +710,11 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
         keep.append(t)
     if rep.tickers_dropped_short:
         log.warning(f"{source}: dropped ticker(s) with fewer than {min_history} rows: {', '.join(rep.tickers_dropped_short)}")
+    if rep.tickers_dropped_constant:
+        log.warning(f"{source}: dropped ticker(s) whose every close is the same: {', '.join(rep.tickers_dropped_constant)}")
+    if not keep and rep.tickers_dropped_constant:
+        raise PriceDataError(f"{source}: every ticker with enough history has a constant price ({', '.join(rep.tickers_dropped_constant[:5])}): "
+                             f"no volatility to forecast; check the close column")
     if not keep:
         found = ", ".join(f"{t}: {int(n)}" for t, n in df.groupby("ticker").size().items()) or "no valid rows"
         raise PriceDataError(f"{source}: no ticker has at least {min_history} daily prices (found {found}); a forecast needs a longer history "
@@ -728,8 +749,10 @@ def load_panel_data(data: str = "", tickers: list[str] | tuple[str, ...] = (), *
     if tickers:
         unknown = sorted(set(tickers) - set(panel["ticker"]))
         if unknown:
-            dropped = sorted(set(unknown) & set(rep.tickers_dropped_short))
-            why = f" ({', '.join(dropped)} dropped: history shorter than --min-history {min_history})" if dropped else ""
+            short, constant = sorted(set(unknown) & set(rep.tickers_dropped_short)), sorted(set(unknown) & set(rep.tickers_dropped_constant))
+            why = "; ".join(([f"{', '.join(short)} dropped: history shorter than --min-history {min_history}"] if short else [])
+                            + ([f"{', '.join(constant)} dropped: constant prices"] if constant else []))
+            why = f" ({why})" if why else ""
             raise PriceDataError(f"unknown ticker(s) {unknown}{why}; {source} has {sorted(panel['ticker'].unique())}")
         panel = panel[panel["ticker"].isin(list(tickers))].reset_index(drop=True)
     return PanelData(panel, cov, rep, source)

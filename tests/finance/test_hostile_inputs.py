@@ -252,3 +252,28 @@ def test_no_break_space_thousands_separators_are_removed(tmp_path, space):
     fr.to_csv(tmp_path / "fr.csv", sep=";", index=False)
     d = read_price_file(tmp_path / "fr.csv", "FR")[0]  # was: "column 'close' has 160 value(s) that are not numbers"
     np.testing.assert_allclose(d["close"], [float(f"{20 * v:.2f}") for v in s["Close"].to_numpy()[1:]])
+
+
+def test_a_constant_price_series_is_dropped_and_listed_not_forecast_with_zero_var(tmp_path):
+    """A delisted or placeholder series (every close the same) gave a volatility forecast and VaR of 0.0000,
+    with only a 'stale prices' warning; it is now dropped like a too-short history, and listed."""
+    from domains.finance.data import load_panel_data
+
+    s = _series().rename(columns={"Date": "date", "Close": "close"})
+    pd.concat([s.assign(ticker="LIVE"), s.assign(ticker="DEAD", close=42.0)]).to_csv(tmp_path / "two.csv", index=False)
+    panel, rep = read_price_file(tmp_path / "two.csv")
+    assert set(panel["ticker"]) == {"LIVE"} and rep.tickers_dropped_constant == ["DEAD"]
+    assert rep.warning_counts().get("constant_prices") == 1 and rep.metrics()["data/tickers_dropped"] == 1
+    with pytest.raises(PriceDataError, match=r"DEAD dropped: constant prices"):
+        load_panel_data(str(tmp_path / "two.csv"), ["DEAD"])
+    s.assign(close=42.0).to_csv(tmp_path / "flat.csv", index=False)
+    with pytest.raises(PriceDataError, match="constant price"):
+        read_price_file(tmp_path / "flat.csv", "FLAT")
+
+
+@pytest.mark.parametrize("ticker", ['=HYPERLINK("http://x.test","AAPL")', "+A1", "@SUM(A1)", "-2+A3"])
+def test_a_ticker_that_a_spreadsheet_would_run_as_a_formula_is_refused(tmp_path, ticker):
+    s = _series().rename(columns={"Date": "date", "Close": "close"})
+    s.assign(ticker=ticker).to_csv(tmp_path / "f.csv", index=False)  # it would be written into forecasts.csv / data_warnings.csv
+    with pytest.raises(PriceDataError, match="formula"):
+        read_price_file(tmp_path / "f.csv")

@@ -337,7 +337,7 @@ def parse_config(cfg_cls: type[T], argv: Sequence[str] | None = None, descriptio
         if not p.is_file():
             fail(f"--config {cfg_path}: no such file")
         try:
-            base = json.loads(p.read_text())
+            base = json.loads(p.read_text(encoding="utf-8-sig"))  # a byte-order mark from a Windows editor is fine
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             fail(f"--config {cfg_path}: not valid JSON ({e})")
         if not isinstance(base, dict):

@@ -27,10 +27,10 @@ __all__ = ["ScoringConfig", "run_job_from_config"]
 @dataclass
 class ScoringConfig:
     engine: str = field(default="local", metadata={"help": "local: N worker processes on this machine; ray: a Ray Data actor pool (one model per actor)", "choices": list(ENGINES)})
-    workers: int = field(default=1, metadata={"help": "local worker processes, or Ray actors (each loads the model once)"})
+    workers: int = field(default=1, metadata={"min": 1, "help": "local worker processes, or Ray actors (each loads the model once)"})
     address: str | None = field(default=None, metadata={"help": "Ray cluster to join (e.g. 10.0.0.5:6379 or 'auto'); default: start a private local Ray on 127.0.0.1"})
     out: str | None = field(default=None, metadata={"help": "output folder (partitioned Parquet + commit markers + quarantine); a rerun into it resumes"})
-    items_per_chunk: int = field(default=DEFAULT_ITEMS_PER_CHUNK, metadata={"help": "work items per chunk (the unit of commit and of resume)"})
+    items_per_chunk: int = field(default=DEFAULT_ITEMS_PER_CHUNK, metadata={"min": 1, "help": "work items per chunk (the unit of commit and of resume)"})
     overwrite: bool = field(default=False, metadata={"help": "discard an existing job in --out (e.g. inputs or scorer config changed) and start over"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 

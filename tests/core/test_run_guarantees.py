@@ -237,3 +237,36 @@ def test_sigkill_mid_job_then_the_identical_command_finishes_it_in_the_same_run(
         ref.append(df)
     assert frame_checksum(out) == frame_checksum(pd.concat(ref, ignore_index=True))  # every row exactly once
     assert not [p for p in run_dir.rglob(".*") if is_temp_file(p)]
+
+
+# ---- folders the machine refuses, flags the engine cannot use, config files from Windows editors ---------------
+def test_a_runs_folder_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path, capsys):
+    """--runs-dir under a file (NotADirectoryError) or on a read-only/full disk raised a traceback from Run.start."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    rc = run_cli(NamedConfig, lambda cfg: Run.start("unit", cfg, command="train"), ["--runs-dir", str(blocker / "runs"), "--no-track"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(blocker) in err and "choose another --runs-dir" in err
+
+    def full_disk(cfg):
+        raise OSError(28, "No space left on device", str(tmp_path / "runs"))
+
+    assert run_cli(NamedConfig, full_disk, ["--no-track"]) == 2 and "No space left" in capsys.readouterr().err
+
+    def bug(cfg):
+        raise OSError(5, "Input/output error")  # not about a folder the user chose: keeps its traceback
+
+    with pytest.raises(OSError):
+        run_cli(NamedConfig, bug, ["--no-track"])
+
+
+def test_scoring_flags_the_engine_cannot_use_and_a_bom_config_file(tmp_path, capsys):
+    for flag in ("--workers", "--items-per-chunk"):
+        with pytest.raises(SystemExit) as e:  # each used to fail inside run_job, after the run folder existed
+            parse_config(PriceScoreConfig, [flag, "0", "--runs-dir", str(tmp_path)])
+        assert e.value.code == 2 and f"{flag} 0: expected >= 1" in capsys.readouterr().err
+    p = tmp_path / "c.json"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"epochs": 5}).encode())  # Notepad's UTF-8 with a byte-order mark
+    assert parse_config(NamedConfig, ["--config", str(p)]).epochs == 5
+    assert not (tmp_path / "unit").exists()

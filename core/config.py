@@ -49,6 +49,8 @@ __all__ = [
     "check_run_name",
     "parse_config",
     "config_to_dict",
+    "recorded_config",
+    "PRIVATE_VALUE",
     "config_from_dict",
     "build_parser",
     "check_ranges",
@@ -185,6 +187,20 @@ def build_parser(cfg_cls: type, description: str | None = None, prog: str | None
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+PRIVATE_VALUE = "<not recorded: private>"
+
+
+def recorded_config(cfg: Any) -> dict[str, Any]:
+    """What a run records of its config (``config.json``, MLflow params): :func:`config_to_dict` with the value of
+    every field whose metadata says ``"private": True`` (e.g. a scan's path, which may carry a patient's name)
+    replaced by :data:`PRIVATE_VALUE`."""
+    out = config_to_dict(cfg)
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("private") and out.get(f.name) not in (None, "", [], ()):
+            out[f.name] = PRIVATE_VALUE
+    return out
 
 
 _TYPE_WORDS = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}

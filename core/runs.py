@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import torch
 
 from core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from core.config import RunConfig, RunNameError, check_run_name, config_to_dict
+from core.config import RunConfig, RunNameError, check_run_name, recorded_config
 from core.device import device_summary, resolve_device, seed_everything
 from core.errors import UserInputError
 from core.io import atomic_write_bytes, atomic_write_json
@@ -348,10 +348,10 @@ class Run:
 
     def _write_start_files(self) -> None:
         self._write_run_json("running")
-        new = config_to_dict(self.config)
+        new = recorded_config(self.config)  # private fields (e.g. a scan's path) are not recorded
         self._warn_changed_settings(new)
         atomic_write_json(self.dir / "config.json", new)
-        self.tracker.log_params({"domain": self.domain, "command": self.command, **config_to_dict(self.config)})
+        self.tracker.log_params({"domain": self.domain, "command": self.command, **new})
 
     def _warn_changed_settings(self, new: dict) -> None:
         """With ``--resume``: name the settings that differ from the interrupted attempt's config.json

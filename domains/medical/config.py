@@ -44,41 +44,41 @@ class PipelineConfig:
 @dataclass
 class ModelFields:
     model: str = field(default="unet", metadata={"help": "3D network", "choices": list(MODEL_NAMES)})
-    channels: tuple[int, ...] = field(default=UNET_CHANNELS, metadata={"help": "feature channels per level (UNet); first one for SegResNet"})
+    channels: tuple[int, ...] = field(default=UNET_CHANNELS, metadata={"min": 1, "help": "feature channels per level (UNet); first one for SegResNet"})
 
 
 @dataclass
 class DataFields:
     task: str = field(default=BRAIN_TASK, metadata={"help": "prepared task name (msd-brain-aal, msd-headct-bone) or an MSD folder with dataset.json"})
-    spacing: float = field(default=3.0, metadata={"help": "isotropic resampling spacing in mm"})
-    patch: int = field(default=48, metadata={"help": "cubic patch side in voxels (training and sliding window)"})
-    num_samples: int = field(default=4, metadata={"help": "patches drawn per volume per step (the batch size)"})
+    spacing: float = field(default=3.0, metadata={"above": 0, "help": "isotropic resampling spacing in mm"})
+    patch: int = field(default=48, metadata={"min": 1, "help": "cubic patch side in voxels (training and sliding window)"})
+    num_samples: int = field(default=4, metadata={"min": 1, "help": "patches drawn per volume per step (the batch size)"})
     ct_level: float = field(default=400.0, metadata={"help": "CT window level (HU)"})
-    ct_width: float = field(default=1800.0, metadata={"help": "CT window width (HU)"})
+    ct_width: float = field(default=1800.0, metadata={"above": 0, "help": "CT window width (HU)"})
 
 
 @dataclass
 class OptimFields:
-    iters_per_epoch: int = field(default=20, metadata={"help": "optimizer steps per epoch"})
-    max_epochs: int = field(default=60, metadata={"help": "upper bound on epochs (60 x 20 = 1200 steps: the robust augmentation on the "
+    iters_per_epoch: int = field(default=20, metadata={"min": 1, "help": "optimizer steps per epoch"})
+    max_epochs: int = field(default=60, metadata={"min": 1, "help": "upper bound on epochs (60 x 20 = 1200 steps: the robust augmentation on the "
                                                           "skull-stripped and the with-skull head needs four times the standard recipe's 300; "
                                                           "~5 min on 2 idle cores with bf16, README 'Robustness')"})
-    val_every: int = field(default=5, metadata={"help": "validate every N epochs"})
-    patience: int = field(default=8, metadata={"help": "early stopping: validations without improvement"})
-    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, cosine decay)"})
-    weight_decay: float = field(default=1e-5, metadata={"help": "AdamW weight decay"})
+    val_every: int = field(default=5, metadata={"min": 1, "help": "validate every N epochs"})
+    patience: int = field(default=8, metadata={"min": 0, "help": "early stopping: validations without improvement"})
+    lr: float = field(default=3e-3, metadata={"above": 0, "help": "peak learning rate (AdamW, cosine decay)"})
+    weight_decay: float = field(default=1e-5, metadata={"min": 0, "help": "AdamW weight decay"})
 
 
 @dataclass
 class WindowFields:
-    sw_batch_size: int = field(default=4, metadata={"help": "sliding-window batch"})
-    overlap: float = field(default=0.25, metadata={"help": "sliding-window overlap"})
+    sw_batch_size: int = field(default=4, metadata={"min": 1, "help": "sliding-window batch"})
+    overlap: float = field(default=0.25, metadata={"min": 0, "below": 1, "help": "sliding-window overlap"})
 
 
 @dataclass
 class ComputeFields:
     amp: bool = field(default=True, metadata={"help": "mixed precision: fp16/bf16 on GPU, bf16 on CPUs with AMX bf16 units; fp32 on other CPUs"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = auto (all cores, fewer when the machine is already busy — oversubscribed OpenMP threads are several times slower)"})
+    threads: int = field(default=0, metadata={"min": 0, "help": "torch CPU threads; 0 = auto (all cores, fewer when the machine is already busy — oversubscribed OpenMP threads are several times slower)"})
 
 
 @dataclass
@@ -122,12 +122,12 @@ class SliceConfig(ComputeFields, TrackingConfig, SeedConfig, DeviceConfig, RunCo
 
     task: str = field(default=BRAIN_TASK, metadata={"help": "prepared task name or MSD folder"})
     mode: str = field(default="full", metadata={"help": "full fine-tuning or LoRA on the encoder", "choices": ["full", "lora"]})
-    spacing: float = field(default=3.0, metadata={"help": "isotropic spacing (mm) of the slices"})
-    context: int = field(default=1, metadata={"help": "neighbouring slices on each side (channels = 2*context+1; 1 → 3, the RGB stem)"})
-    steps: int = field(default=600, metadata={"help": "optimizer steps"})
-    batch: int = field(default=8, metadata={"help": "slices per step"})
-    lr: float = field(default=2e-3, metadata={"help": "learning rate (AdamW, cosine)"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    spacing: float = field(default=3.0, metadata={"above": 0, "help": "isotropic spacing (mm) of the slices"})
+    context: int = field(default=1, metadata={"min": 0, "help": "neighbouring slices on each side (channels = 2*context+1; 1 → 3, the RGB stem)"})
+    steps: int = field(default=600, metadata={"min": 1, "help": "optimizer steps"})
+    batch: int = field(default=8, metadata={"min": 1, "help": "slices per step"})
+    lr: float = field(default=2e-3, metadata={"above": 0, "help": "learning rate (AdamW, cosine)"})
+    lora_r: int = field(default=8, metadata={"min": 1, "help": "LoRA rank"})
     pretrained: bool = field(default=True, metadata={"help": "ImageNet weights for the encoder (packaged, offline)"})
 
 
@@ -145,14 +145,16 @@ class EvaluateConfig(PostFields, ModelRunConfig, TrackingConfig, DeviceConfig, R
 class InferConfig(PostFields, ModelRunConfig, TrackingConfig, DeviceConfig, RunConfig):
     """``python -m domains.medical.infer``."""
 
-    input: str | None = field(default=None, metadata={"help": "NIfTI/NRRD file or DICOM series folder (default: the held-out MNI152 test volume)"})
+    input: str | None = field(default=None, metadata={"private": True, "help": "NIfTI/NRRD file or DICOM series folder (default: the held-out MNI152 test volume); "
+                                                                          "not recorded in the run's config.json or MLflow (a path may carry a patient's name)"})
 
 
 @dataclass
 class ScoreConfig(PostFields, ScoringConfig, ModelRunConfig, TrackingConfig, DeviceConfig, RunConfig):
     """``python -m domains.medical.score``."""
 
-    input: str | None = field(default=None, metadata={"help": "folder of volumes (default: the trained task's imagesTr + imagesTs)"})
+    input: str | None = field(default=None, metadata={"private": True, "help": "folder of volumes (default: the trained task's imagesTr + imagesTs); "
+                                                                          "not recorded in the run's config.json or MLflow (a path may carry a patient's name)"})
     name_map: bool = field(default=False, metadata={"help": "opt in: write <input>/.dlsuite-ids.csv (id -> your entry name) beside the inputs; "
                                                             "outputs, logs and MLflow only ever carry the non-identifying ids"})
 

@@ -1,6 +1,7 @@
 """Run directories, checkpoints and resume, MLflow read-back."""
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
 
 import pytest
 import torch
@@ -236,3 +237,29 @@ def test_a_failed_resume_of_a_completed_run_leaves_it_completed_and_a_successful
     info = list_runs(tmp_path, "unit")[0]
     assert more.dir == done.dir and info["status"] == "completed" and info["config"]["steps"] == 6
     assert [r for r in (done.dir / "metrics.jsonl").read_text().splitlines()][-1].startswith('{"step": 5')
+
+
+def test_private_config_fields_reach_neither_config_json_nor_mlflow(tmp_path):
+    """A scan's path may carry a patient's name (/data/DOE^JOHN/series1): a field declared private is not recorded."""
+    from dataclasses import field
+
+    from mlflow.tracking import MlflowClient
+
+    from core.config import PRIVATE_VALUE
+    from domains.medical.config import InferConfig, ScoreConfig
+
+    @dataclass
+    class JobConfig(TrackingConfig, RunConfig):
+        input: str | None = field(default=None, metadata={"private": True})
+        k: int = 3
+
+    secret = str(tmp_path / "DOE^JOHN" / "series1")
+    with Run.start("unit", JobConfig(runs_dir=str(tmp_path), name="job", input=secret, track=True), command="infer", kind="job") as run:
+        run.finish({"rows": 1})
+    recorded = json.loads((run.dir / "config.json").read_text())
+    assert recorded["input"] == PRIVATE_VALUE and recorded["k"] == 3
+    params = MlflowClient(tracking_uri=run.tracker.uri).get_run(run.tracker.run_id).data.params
+    assert params["input"] == PRIVATE_VALUE and params["k"] == "3"
+    assert not [p for p in run.dir.rglob("*") if p.is_file() and "DOE^JOHN" in p.read_text(errors="ignore")]
+    for cls in (InferConfig, ScoreConfig):  # the medical commands that read scans a user names
+        assert next(f for f in fields(cls) if f.name == "input").metadata.get("private") is True

@@ -255,3 +255,15 @@ def test_a_dicom_export_tree_is_told_to_pass_the_series_folder(tmp_path, dicom_w
     dicom_writer(tmp_path / "export" / "STUDY1" / "SERIES1", np.zeros((8, 8, 4), np.int16))
     with pytest.raises(MedicalInputError, match="1 sub-folder.*pass that folder"):
         check_input(tmp_path / "export", 3.0)
+
+
+@pytest.mark.parametrize("argv, flag", [(["--max-epochs", "0"], "--max-epochs 0"), (["--lr", "-1"], "--lr -1.0"),
+                                        (["--overlap", "1"], "--overlap 1.0"), (["--patch", "0"], "--patch 0"), (["--spacing", "nan"], "--spacing nan")])
+def test_training_flags_outside_what_can_work_are_one_line_before_a_run(tmp_path, capsys, argv, flag):
+    """Declared ranges (core.config): --max-epochs 0 saved an untrained model, --lr -1 failed inside AdamW, --overlap 1 inside MONAI."""
+    from core.config import parse_config
+    from domains.medical.config import TrainConfig
+
+    with pytest.raises(SystemExit) as e:
+        parse_config(TrainConfig, [*argv, "--runs-dir", str(tmp_path / "runs")])
+    assert e.value.code == 2 and flag in capsys.readouterr().err and not (tmp_path / "runs").exists()

@@ -36,7 +36,7 @@ from domains.recommendation.data import group_by_user
 from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, all_embeddings, create_model, item_text_embeddings,
                                           item_texts, model_spec)
 
-__all__ = ["Recommender", "UnknownItemError", "InvalidQueryError", "NotARecommendationRun", "POPULARITY_COLUMN", "load_run_model"]
+__all__ = ["Recommender", "UnknownItemError", "InvalidQueryError", "NotARecommendationRun", "POPULARITY_COLUMN", "load_run_model", "lookup_id"]
 
 POPULARITY_COLUMN = "popularity_count"  # fallback rows: training interactions of the item (model rows: NaN)
 
@@ -116,11 +116,11 @@ class Recommender:
 
     def user_row(self, user_id) -> int | None:
         """The row of ``user_id`` (tried as given, as int and as str), or None for an unknown user."""
-        return _lookup(self.space.user_index(), user_id)
+        return lookup_id(self.space.user_index(), user_id)
 
     def item_row(self, item_id) -> int:
         """The row of ``item_id`` (tried as given, as int and as str); :class:`UnknownItemError` otherwise."""
-        row = _lookup(self.space.item_index(), item_id)
+        row = lookup_id(self.space.item_index(), item_id)
         if row is not None:
             return row
         raise UnknownItemError(f"item {item_id!r} is not in this run's catalogue of {self.space.n_items} items (ids like {self.space.item_ids[:3]})")
@@ -227,7 +227,7 @@ def _check_k(k, what: str = "k") -> int:
     return int(k)
 
 
-def _lookup(idx: dict, key) -> int | None:
+def lookup_id(idx: dict, key) -> int | None:
     """Row of ``key`` in an id -> row index, also tried as int and as str (CLI and dashboard ids arrive as
     strings; a float-looking "12.0" or 12.0 is also tried as the integer id 12)."""
     for cand in (key, _try(_as_int, key), _try(str, key), key.strip() if isinstance(key, str) else None):  # ids are stored stripped

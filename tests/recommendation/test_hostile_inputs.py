@@ -143,11 +143,11 @@ def test_settings_that_cannot_train_are_refused_before_a_run_folder(tmp_path, ca
 
 
 def test_user_ids_given_as_float_text_are_found():
-    from domains.recommendation.inference import _lookup
+    from domains.recommendation.inference import lookup_id
 
-    assert [_lookup({12: 0}, k) for k in ("12", "12.0", 12.0, " 12 ", "12.5", 12.5, "1e1")] == [0, 0, 0, 0, None, None, None]
-    assert [_lookup({"007": 0, "7": 1}, k) for k in ("007", "7", 7)] == [0, 1, 1]
-    assert _lookup({"user 3, é": 0}, " user 3, é\n") == 0  # the loader strips ids; a pasted id with blanks around it is the same user
+    assert [lookup_id({12: 0}, k) for k in ("12", "12.0", 12.0, " 12 ", "12.5", 12.5, "1e1")] == [0, 0, 0, 0, None, None, None]
+    assert [lookup_id({"007": 0, "7": 1}, k) for k in ("007", "7", 7)] == [0, 1, 1]
+    assert lookup_id({"user 3, é": 0}, " user 3, é\n") == 0  # the loader strips ids; a pasted id with blanks around it is the same user
 
 
 @pytest.fixture(scope="module")

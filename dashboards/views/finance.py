@@ -4,6 +4,7 @@ importance."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import pandas as pd
@@ -89,7 +90,8 @@ def fan(fig: go.Figure, x, df: pd.DataFrame, colour=(31, 119, 180), name: str = 
 
 
 def layout(fig: go.Figure, title: str, height: int = 340) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.18))
+    # plotly renders a subset of HTML in titles (links, <br>): a ticker from a user's file is text, not markup
+    fig.update_layout(title=html.escape(title, quote=False), height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.18))
     return fig
 
 

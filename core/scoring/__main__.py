@@ -13,7 +13,8 @@ import sys
 
 import pandas as pd
 
-from core.scoring.job import ScoringError, job_status, read_output, read_quarantine
+from core.errors import UserInputError
+from core.scoring.job import job_status, read_output, read_quarantine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with pd.option_context("display.width", 200):
                 print(read_output(args.out).head(args.n).to_string(index=False))
-    except (ScoringError, FileNotFoundError) as e:
+    except (UserInputError, OSError) as e:  # a damaged or missing file of the folder: one line naming it
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -5,7 +5,7 @@ Layout of an output folder (``out_dir``)::
     _job.json                    fingerprint, scorer class + config, chunking, item count
     _items.jsonl                 the work items in order (chunk ``i`` = items[i*k:(i+1)*k])
     part-000000.parquet          output rows of chunk 0 (written atomically; absent if 0 rows)
-    _done/chunk-000000.json      commit marker of chunk 0: rows, quarantined, sha256 of the part
+    _done/chunk-000000.json      commit marker of chunk 0: rows, quarantined, sha256 and size of the part
     _job.lock                    flock held by the run writing here (one writer per folder)
     _quarantine/chunk-000000.parquet   items of chunk 0 that failed, with the reason
     _SUCCESS.json                written when every chunk is committed (last run's summary)
@@ -13,7 +13,9 @@ Layout of an output folder (``out_dir``)::
 A chunk is committed when its marker exists; the marker is written (atomically, fsync'd)
 only after the part and quarantine files are in place, so after a crash at any instant a
 rerun re-scores exactly the chunks without a marker and overwrites their (same-named)
-parts: every output row exists once. Files starting with ``_`` are ignored by
+parts: every output row exists once. A rerun also re-scores a chunk whose marker is damaged or
+whose part or quarantine file is missing or of another size (a disk fault, a hand edit); readers
+refuse such a folder with one line naming the file. Files starting with ``_`` are ignored by
 ``pyarrow``/``pandas.read_parquet(out_dir)``, so the folder reads as one Parquet data set.
 """
 
@@ -24,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -50,6 +53,7 @@ __all__ = [
     "job_name",
     "frame_checksum",
     "output_checksum",
+    "read_job",
     "read_markers",
     "read_output",
     "read_quarantine",
@@ -359,10 +363,7 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     remove_temp_files(out)  # half-written files of a killed run (parts, markers, quarantine): never read, now removed
     if job_file.is_file():
-        try:
-            old = json.loads(job_file.read_text())
-        except json.JSONDecodeError as e:
-            raise ScoringError(f"{job_file}: unreadable job description ({e}); rerun with --overwrite to start over") from e
+        old = read_job(out)
         if old.get("fingerprint") != fp:
             what = []
             od = old.get("description", {})
@@ -381,13 +382,47 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
         atomic_write_text(out / ITEMS_FILE, "".join(json.dumps(it.to_dict(), sort_keys=True, default=str) + "\n" for it in items))
         atomic_write_json(job_file, {"fingerprint": fp, "description": desc, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     (out / DONE_DIR).mkdir(exist_ok=True)
+    return fp, _committed_chunks(out, -(-len(items) // items_per_chunk))
+
+
+def _committed_chunks(out: Path, n_chunks: int) -> set[int]:
+    """The chunks a resumed run skips: those whose marker is sound and whose part and quarantine
+    files are there whole (by size; markers of older runs: by the part's sha256). A damaged marker or
+    a missing or truncated file (a disk fault, a hand edit) un-commits its chunk with a warning, so
+    the rerun scores it again and overwrites its files: the output is repaired, never read wrong."""
     done = set()
     for p in _marker_paths(out):
         try:
-            done.add(int(p.stem.split("-")[1]))
-        except ValueError:
+            m = _read_marker(p, n_chunks)
+            _check_chunk_files(out, m)
+        except ScoringError as e:
+            log.warning(f"{e}; chunk {_marker_index(p)} is scored again")
+            p.unlink(missing_ok=True)
             continue
-    return fp, done
+        done.add(m["chunk"])
+    return done
+
+
+def _check_chunk_files(out: Path, m: dict[str, Any]) -> None:
+    """The files a marker commits exist whole (cheap: sizes; the sha256 only for markers without sizes)."""
+    if m["part"]:
+        part = out / m["part"]
+        if not part.is_file():
+            raise ScoringError(f"{part}: the output part of committed chunk {m['chunk']} is missing")
+        size = m.get("part_bytes")
+        if size is not None and part.stat().st_size != size:
+            raise ScoringError(f"{part}: {part.stat().st_size} bytes but its commit marker records {size} (truncated or replaced)")
+        if size is None and sha256_file(part) != m["part_sha256"]:
+            raise ScoringError(f"{part}: checksum differs from its commit marker (damaged or replaced)")
+    if m["quarantined"]:
+        q = _quarantine_path(out, m["chunk"])
+        if not q.is_file():
+            raise ScoringError(f"{q}: the quarantine file of committed chunk {m['chunk']} is missing")
+        size = m.get("quarantine_bytes")
+        if size is not None and q.stat().st_size != size:
+            raise ScoringError(f"{q}: {q.stat().st_size} bytes but its commit marker records {size} (truncated or replaced)")
+        if size is None:  # a marker of an older run: read the (small) file instead
+            _read_committed(q, m["quarantined"], m["chunk"])
 
 
 def _scorer_difference(before: dict[str, Any], now: dict[str, Any]) -> str:
@@ -427,8 +462,11 @@ def commit_chunk(out: Path, result: ChunkResult, n_items: int) -> dict[str, Any]
         sha = hashlib.sha256(result.part).hexdigest()
     elif part.exists():  # left by a crashed earlier attempt of this chunk that did produce rows
         part.unlink()
+    q_bytes = None
     if result.quarantine:
-        atomic_write_bytes(qpath, parquet_bytes(pd.DataFrame(result.quarantine)))
+        q_data = parquet_bytes(pd.DataFrame(result.quarantine))
+        atomic_write_bytes(qpath, q_data)
+        q_bytes = len(q_data)
     elif qpath.exists():
         qpath.unlink()
     marker = {
@@ -439,6 +477,8 @@ def commit_chunk(out: Path, result: ChunkResult, n_items: int) -> dict[str, Any]
         "rows": rows,
         "part": part.name if rows else None,
         "part_sha256": sha,
+        "part_bytes": len(result.part) if rows else None,
+        "quarantine_bytes": q_bytes,
         "seconds": round(result.seconds, 4),
         "worker": result.worker,
         "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -451,21 +491,87 @@ def chunk_items(items: Sequence[WorkItem], items_per_chunk: int) -> list[list[Wo
     return [list(items[s : s + items_per_chunk]) for s in range(0, len(items), items_per_chunk)]
 
 
+_MARKER_NAME = re.compile(r"chunk-(\d+)\.json")
+
+
 def _marker_paths(out: Path) -> list[Path]:
     """The committed chunks' markers (``chunk-N.json``, written by rename: a half-written temp marker is a
-    dot file and not one of them), sorted by name."""
-    return sorted((out / DONE_DIR).glob("chunk-*.json"))
+    dot file and not one of them; other names are not ours), sorted by name."""
+    return sorted(p for p in (out / DONE_DIR).glob("chunk-*.json") if _MARKER_NAME.fullmatch(p.name))
+
+
+def _marker_index(p: Path) -> int:
+    return int(_MARKER_NAME.fullmatch(p.name).group(1))  # type: ignore[union-attr]
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ScoringError(f"{path}: cannot read the {what} ({e.strerror or e})") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ScoringError(f"{path}: damaged {what} (not JSON: {str(e)[:100]})") from e
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def read_job(out: str | os.PathLike) -> dict[str, Any]:
+    """``<out>/_job.json``, checked: a missing, damaged or hand-edited job file is one
+    :class:`ScoringError` naming it."""
+    out = Path(out)
+    job_file = out / JOB_FILE
+    if not job_file.is_file():
+        raise ScoringError(f"{out}: not a scoring output folder ({JOB_FILE} missing)")
+    how = "; rerun the score command with --overwrite to start over"
+    try:
+        job = _read_json(job_file, "job description")
+    except ScoringError as e:
+        raise ScoringError(f"{e}{how}") from e
+    desc = job.get("description") if isinstance(job, dict) else None
+    if not isinstance(job, dict):
+        why = f"a JSON {type(job).__name__}, expected an object"
+    elif not isinstance(job.get("fingerprint"), str):
+        why = "no fingerprint"
+    elif not isinstance(desc, dict) or not _is_count(desc.get("n_items")) or not _is_count(desc.get("items_per_chunk")) or desc["items_per_chunk"] < 1 \
+            or not isinstance(desc.get("scorer"), dict) or not isinstance(desc["scorer"].get("class"), str):
+        why = "its description lacks n_items, items_per_chunk or the scorer class"
+    else:
+        return job
+    raise ScoringError(f"{job_file}: damaged job description ({why}){how}")
+
+
+def _n_chunks(job: dict[str, Any]) -> int:
+    desc = job["description"]
+    return -(-desc["n_items"] // desc["items_per_chunk"])
+
+
+def _read_marker(p: Path, n_chunks: int) -> dict[str, Any]:
+    """One commit marker, checked against its file name and the job (a damaged one is a ScoringError naming it)."""
+    m = _read_json(p, "commit marker")
+    i = _marker_index(p)
+    if not isinstance(m, dict):
+        why = f"a JSON {type(m).__name__}, expected an object"
+    elif m.get("chunk") != i or isinstance(m.get("chunk"), bool):
+        why = f"it names chunk {m.get('chunk')!r}"
+    elif i >= n_chunks:
+        why = f"the job has {n_chunks} chunks"
+    elif not all(_is_count(m.get(k)) for k in ("rows", "quarantined")):
+        why = "rows or quarantined is not a count"
+    elif m.get("part") != (_part_path(Path(), i).name if m["rows"] else None) or (m["rows"] and not isinstance(m.get("part_sha256"), str)):
+        why = f"part {m.get('part')!r} is not this chunk's part"
+    else:
+        return m
+    raise ScoringError(f"{p}: damaged commit marker ({why})")
 
 
 def read_markers(out: str | os.PathLike) -> list[dict[str, Any]]:
-    """The commit markers of an output folder, in chunk order (one per committed chunk)."""
+    """The commit markers of an output folder, in chunk order (one per committed chunk); a damaged
+    job file or marker is a :class:`ScoringError` naming it (a rerun of the job repairs markers)."""
     out = Path(out)
-    if not (out / JOB_FILE).is_file():
-        raise ScoringError(f"{out}: not a scoring output folder ({JOB_FILE} missing)")
-    ms = []
-    for p in _marker_paths(out):
-        ms.append(json.loads(p.read_text()))
-    return sorted(ms, key=lambda m: m["chunk"])
+    n_chunks = _n_chunks(read_job(out))
+    return [_read_marker(p, n_chunks) for p in _marker_paths(out)]
 
 
 def read_output(out_dir: str | os.PathLike, verify: bool = False, columns: list[str] | None = None) -> pd.DataFrame:
@@ -479,12 +585,25 @@ def read_output(out_dir: str | os.PathLike, verify: bool = False, columns: list[
         if not m.get("part"):
             continue
         p = out / m["part"]
+        if not p.is_file():
+            raise ScoringError(f"{p}: the output part of committed chunk {m['chunk']} is missing; rerun the score command to score it again")
         if verify and sha256_file(p) != m["part_sha256"]:
             raise ScoringError(f"{p}: checksum differs from its commit marker; the output was modified after the job")
-        frames.append(read_parquet(p, columns=columns))
+        frames.append(_read_committed(p, m["rows"], m["chunk"], columns))
     if not frames:
         return pd.DataFrame(columns=[WORK_ITEM_COLUMN] + (columns or []))
     return pd.concat(frames, ignore_index=True)
+
+
+def _read_committed(p: Path, rows: int, chunk: int, columns: list[str] | None = None) -> pd.DataFrame:
+    """A committed part or quarantine file, whole: readable and holding the rows its marker counts."""
+    try:
+        df = read_parquet(p, columns=columns)
+    except UserInputError as e:
+        raise ScoringError(f"{e}; rerun the score command to score chunk {chunk} again") from e
+    if len(df) != rows:
+        raise ScoringError(f"{p}: {len(df)} rows but its commit marker records {rows} (replaced or edited); rerun the score command to score chunk {chunk} again")
+    return df
 
 
 def frame_checksum(df: pd.DataFrame) -> str:
@@ -503,10 +622,10 @@ def output_checksum(out_dir: str | os.PathLike) -> str:
 def job_status(out_dir: str | os.PathLike) -> dict[str, Any]:
     """What a scoring folder holds: chunks committed of total, rows, quarantined items, complete?"""
     out = Path(out_dir)
+    job = read_job(out)
     markers = read_markers(out)
-    job = json.loads((out / JOB_FILE).read_text())
     desc = job["description"]
-    n_chunks = -(-desc["n_items"] // desc["items_per_chunk"]) if desc["n_items"] else 0
+    n_chunks = _n_chunks(job)
     return {
         "out_dir": str(out),
         "scorer": desc["scorer"]["class"],
@@ -524,7 +643,13 @@ def job_status(out_dir: str | os.PathLike) -> dict[str, Any]:
 def read_quarantine(out_dir: str | os.PathLike) -> pd.DataFrame:
     """Items that failed in committed chunks: item_id, path, start, stop, meta, error_type, reason, where, chunk."""
     out = Path(out_dir)
-    frames = [read_parquet(_quarantine_path(out, m["chunk"])) for m in read_markers(out) if m.get("quarantined")]
+    frames = []
+    for m in read_markers(out):
+        if m["quarantined"]:
+            q = _quarantine_path(out, m["chunk"])
+            if not q.is_file():
+                raise ScoringError(f"{q}: the quarantine file of committed chunk {m['chunk']} is missing; rerun the score command to score it again")
+            frames.append(_read_committed(q, m["quarantined"], m["chunk"]))
     if not frames:
         return pd.DataFrame(columns=["item_id", "path", "start", "stop", "meta", "error_type", "reason", "where", "chunk"])
     return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,114 @@
+"""Hostile inputs to the shared core: damaged scoring folders, run records, checkpoints and prepared
+data. Each must be one error line naming the file, or a correct recovery — never a traceback and
+never silently wrong output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from core.scoring import ScoringError, file_items, job_status, read_output, read_quarantine, run_job
+from core.scoring.__main__ import main as scoring_main
+from tests.scoring_support import PriceFileScorer, output_checksum
+
+
+@pytest.fixture
+def scored(price_files, tmp_path):
+    """A finished job of 6 items in 3 chunks, one item quarantined (chunk 1), and its checksum."""
+    files = price_files[:6]
+    (tmp_path / "BAD.csv").write_text("garbage\n")
+    items = file_items([*files[:3], tmp_path / "BAD.csv", *files[3:5]])
+    out = tmp_path / "out"
+    run_job(items, PriceFileScorer(), out, items_per_chunk=2, progress=False)
+    return items, out, output_checksum(out)
+
+
+def _rerun(items, out):
+    return run_job(items, PriceFileScorer(), out, items_per_chunk=2, progress=False)
+
+
+@pytest.mark.parametrize("content", [b"", b'{"fingerprint": "ab', b"[1, 2]", b'{"fingerprint": "x"}', b"\xff\xfe\x00"])
+def test_damaged_job_file_is_one_line_naming_it(scored, content, capsys):
+    items, out, _ = scored
+    (out / "_job.json").write_bytes(content)
+    for read in (job_status, read_output, read_quarantine):
+        with pytest.raises(ScoringError, match=r"_job\.json: damaged job description .*--overwrite"):
+            read(out)
+    with pytest.raises(ScoringError, match=r"_job\.json: damaged job description"):
+        _rerun(items, out)
+    assert scoring_main(["status", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "_job.json" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", [b'{"chunk": 1, "ro', b"[]", b'{"chunk": 2, "rows": 100, "quarantined": 0, "part": "part-000002.parquet", "part_sha256": "x"}',
+                                     b'{"chunk": 1, "rows": 100, "quarantined": 1, "part": "../../etc/passwd", "part_sha256": "x"}'])
+def test_damaged_marker_is_named_on_read_and_rescored_on_rerun(scored, content):
+    items, out, checksum = scored
+    (out / "_done" / "chunk-000001.json").write_bytes(content)
+    with pytest.raises(ScoringError, match=r"chunk-000001\.json: damaged commit marker"):
+        read_output(out)
+    summary = _rerun(items, out)
+    assert (summary.chunks_done, summary.chunks_skipped) == (1, 2)  # only the damaged chunk again
+    assert output_checksum(out) == checksum and len(read_quarantine(out)) == 1
+
+
+def test_marker_beyond_the_job_is_refused_and_dropped_on_rerun(scored):
+    items, out, checksum = scored
+    shutil.copy(out / "_done" / "chunk-000000.json", out / "_done" / "chunk-000099.json")
+    with pytest.raises(ScoringError, match=r"chunk-000099\.json: damaged commit marker"):
+        job_status(out)  # would count 4 of 3 chunks committed
+    assert _rerun(items, out).chunks_done == 0
+    assert job_status(out)["chunks_committed"] == 3 and output_checksum(out) == checksum
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "other_part"])
+def test_damaged_part_is_named_on_read_and_rescored_on_rerun(scored, damage):
+    items, out, checksum = scored
+    part = out / "part-000002.parquet"
+    if damage == "missing":
+        part.unlink()
+    elif damage == "truncated":
+        part.write_bytes(part.read_bytes()[:3000])
+    else:
+        shutil.copy(out / "part-000001.parquet", part)  # 1 row-holding item there, 2 here: other row count
+    with pytest.raises(ScoringError, match=r"part-000002\.parquet: .*rerun the score command"):
+        read_output(out)
+    assert _rerun(items, out).chunks_done == 1
+    assert output_checksum(out) == checksum
+
+
+def test_same_size_edited_part_of_an_old_marker_is_rescored(scored):
+    """Markers written before part sizes were recorded: the resume checks the part's sha256."""
+    items, out, checksum = scored
+    marker = out / "_done" / "chunk-000000.json"
+    m = json.loads(marker.read_text())
+    del m["part_bytes"], m["quarantine_bytes"]
+    marker.write_text(json.dumps(m))
+    shutil.copy(out / "part-000002.parquet", out / "part-000000.parquet")  # same row count, other rows
+    with pytest.raises(ScoringError, match="checksum differs"):
+        read_output(out, verify=True)
+    assert _rerun(items, out).chunks_done == 1
+    assert output_checksum(out) == checksum
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_damaged_quarantine_file_is_named_and_rescored(scored, damage, capsys):
+    items, out, _ = scored
+    q = out / "_quarantine" / "chunk-000001.parquet"
+    q.unlink() if damage == "missing" else q.write_bytes(q.read_bytes()[:100])
+    with pytest.raises(ScoringError, match=r"_quarantine/chunk-000001\.parquet"):
+        read_quarantine(out)
+    assert scoring_main(["quarantine", str(out)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert _rerun(items, out).chunks_done == 1
+    assert read_quarantine(out)["item_id"].tolist() == ["BAD.csv"]
+
+
+def test_out_that_is_a_file_and_a_folder_that_is_not_a_job(tmp_path, price_files):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ScoringError, match="not a folder"):
+        run_job(file_items(price_files[:2]), PriceFileScorer(), tmp_path / "f", progress=False)
+    assert scoring_main(["head", str(tmp_path)]) == 2

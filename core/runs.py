@@ -80,8 +80,11 @@ def latest_run_dir(domain: str, runs_dir: str | Path = "runs") -> Path:
     root = Path(runs_dir) / domain
     link = root / "latest"
     if link.is_symlink() or link.exists():
-        target = link.resolve()
-        if target.parent == root.resolve() and _is_completed_model(read_run(target)):
+        try:
+            target = link.resolve()
+        except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13): ignore the link
+            target = None
+        if target is not None and target.parent == root.resolve() and target.is_dir() and _is_completed_model(read_run(target)):
             return target
     done = [r for r in list_runs(runs_dir, domain) if _is_completed_model(r)]
     if done:
@@ -109,6 +112,8 @@ def resolve_model_run(domain: str, model_run: str | os.PathLike | None, runs_dir
         raise RunNotFoundError(f"--model-run {text}: {run_dir} is a {info.get('domain')} run, expected a {domain} run")
     if info.get("kind", "model") != "model":
         raise RunNotFoundError(f"--model-run {text}: {run_dir} is a {info.get('command') or 'job'} job, not a trained model run")
+    if info.get("status") == "damaged":
+        raise RunNotFoundError(f"--model-run {text}: {info.get('error')}; use another run")
     if info.get("status") != "completed":
         raise RunNotFoundError(f"--model-run {text}: {run_dir} is {info.get('status', 'unknown')}, not completed; use a finished training run")
     return run_dir.resolve()
@@ -136,18 +141,28 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _read_run_files(run_dir: Path) -> dict[str, Any]:
+    """The run's JSON files. A run.json that is not a JSON object with a text status (edited by hand,
+    damaged on disk) reads as status ``damaged`` with an ``error`` naming the file — one such run never
+    breaks a listing; a config.json or metrics.json that is not an object reads as ``{}``."""
     info: dict[str, Any] = {"path": str(run_dir), "name": run_dir.name, "domain": run_dir.parent.name}
     for fname, key in (("run.json", None), ("config.json", "config"), ("metrics.json", "metrics")):
         p = run_dir / fname
-        if p.is_file():
-            try:
-                data = json.loads(p.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                data = {}
-            if key is None:
-                info.update(data)
-            else:
-                info[key] = data
+        if not p.is_file():
+            continue
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+            problem = None if isinstance(data, dict) else f"a JSON {type(data).__name__}, expected an object"
+        except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
+            data, problem = {}, f"not readable JSON ({type(e).__name__})"
+        if key is not None:
+            info[key] = data if problem is None else {}
+            continue
+        if problem is None and not isinstance(data.get("status"), (str, type(None))):
+            problem = f"status {data['status']!r} is not text"
+        if problem is None:
+            info.update(data)
+        else:
+            info.update(status="damaged", error=f"{p}: {problem}")
     return info
 
 
@@ -163,7 +178,7 @@ def list_runs(runs_dir: str | Path = "runs", domain: str | None = None) -> list[
         for rd in droot.iterdir():
             if rd.is_dir() and not rd.is_symlink() and (rd / "run.json").is_file():
                 out.append(read_run(rd))
-    out.sort(key=lambda r: r.get("started", ""), reverse=True)
+    out.sort(key=lambda r: str(r.get("started") or ""), reverse=True)
     return out
 
 
@@ -338,7 +353,7 @@ class Run:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self._log_handler = attach_run_log(self.dir)
         metrics = self.dir / "metrics.jsonl"
-        self._metrics_rows = len(metrics.read_text(encoding="utf-8").splitlines()) if metrics.is_file() else 0
+        self._metrics_rows = _drop_cut_last_line(metrics) if metrics.is_file() else 0
         self._metrics_fh = open(metrics, "a", encoding="utf-8")
         self._started = time.strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -520,14 +535,28 @@ class Run:
         p = self.dir / "metrics.jsonl"
         if not self.is_main or not p.is_file():
             return 0
-        lines = p.read_text(encoding="utf-8").splitlines(keepends=True)
+        lines = p.read_bytes().splitlines(keepends=True)
         if len(lines) <= rows:
             return 0
-        with open(p, "r+", encoding="utf-8") as fh:  # the append handle keeps working (O_APPEND)
-            fh.write("".join(lines[:rows]))
+        with open(p, "r+b") as fh:  # the append handle keeps working (O_APPEND)
+            fh.write(b"".join(lines[:rows]))
             fh.truncate()
         self._metrics_rows = rows
         return len(lines) - rows
+
+
+def _drop_cut_last_line(metrics: Path) -> int:
+    """A crash in the middle of writing a row leaves ``metrics.jsonl`` without its final newline; the
+    next row appended would be glued to that fragment and lost with it. Cut the fragment (readers
+    skip it anyway) and return the number of whole rows."""
+    data = metrics.read_bytes()
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        with open(metrics, "r+b") as fh:
+            fh.truncate(keep)
+        log.warning(f"{metrics}: the last row was cut off by a crash ({len(data) - keep} bytes); dropped it")
+        data = data[:keep]
+    return data.count(b"\n")
 
 
 def _num(v: Any) -> Any:
@@ -542,9 +571,11 @@ def _num(v: Any) -> Any:
 def iter_metrics(run_dir: str | Path) -> Iterator[dict[str, Any]]:
     p = Path(run_dir) / "metrics.jsonl"
     if p.is_file():
-        for line in p.read_text().splitlines():
+        for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
             if line.strip():
                 try:
-                    yield json.loads(line)
+                    row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a crash
+                if isinstance(row, dict):  # a hand-edited line that is not a row is skipped too
+                    yield row

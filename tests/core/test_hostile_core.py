@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from core.config import ResumeConfig, RunConfig
+from core.runs import Run, RunNotFoundError, iter_metrics, latest_run_dir, list_runs, resolve_model_run
 from core.scoring import ScoringError, file_items, job_status, read_output, read_quarantine, run_job
 from core.scoring.__main__ import main as scoring_main
 from tests.scoring_support import PriceFileScorer, output_checksum
@@ -112,3 +116,64 @@ def test_out_that_is_a_file_and_a_folder_that_is_not_a_job(tmp_path, price_files
     with pytest.raises(ScoringError, match="not a folder"):
         run_job(file_items(price_files[:2]), PriceFileScorer(), tmp_path / "f", progress=False)
     assert scoring_main(["head", str(tmp_path)]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# run records (core.runs)
+
+
+def _run_folder(root: Path, name: str, run_json: bytes | None = None, **files: bytes) -> Path:
+    d = root / "unit" / name
+    d.mkdir(parents=True)
+    if run_json is not None:
+        (d / "run.json").write_bytes(run_json)
+    for fname, data in files.items():
+        (d / fname.replace("_", ".")).write_bytes(data)
+    return d
+
+
+def test_damaged_run_json_reads_as_damaged_naming_the_file(tmp_path):
+    good = json.dumps({"status": "completed", "kind": "model", "started": "2026-01-01T00:00:00"}).encode()
+    _run_folder(tmp_path, "good", good, metrics_json=b"[3]", config_json=b'"text"')
+    _run_folder(tmp_path, "alist", b"[1, 2]")
+    _run_folder(tmp_path, "numstatus", json.dumps({"status": 5, "started": 7}).encode())
+    _run_folder(tmp_path, "binary", b"\xff\xfe{")
+    runs = {r["name"]: r for r in list_runs(tmp_path, "unit")}  # one damaged run never breaks the listing
+    assert {n: r["status"] for n, r in runs.items()} == {"good": "completed", "alist": "damaged", "numstatus": "damaged", "binary": "damaged"}
+    assert runs["alist"]["error"].endswith("alist/run.json: a JSON list, expected an object")
+    assert runs["good"]["metrics"] == {} and runs["good"]["config"] == {}
+    for name in ("alist", "numstatus"):
+        with pytest.raises(RunNotFoundError, match=rf"{name}/run.json"):
+            resolve_model_run("unit", name, tmp_path)
+    assert latest_run_dir("unit", tmp_path).name == "good"
+
+
+def test_latest_link_loop_or_dangling_falls_back_to_the_newest_run(tmp_path):
+    _run_folder(tmp_path, "good", json.dumps({"status": "completed", "kind": "model", "started": "2026"}).encode())
+    (tmp_path / "unit" / "latest").symlink_to("latest2")
+    (tmp_path / "unit" / "latest2").symlink_to("latest")
+    assert latest_run_dir("unit", tmp_path).name == "good"
+    (tmp_path / "unit" / "latest").unlink()
+    (tmp_path / "unit" / "latest").symlink_to("gone")
+    assert resolve_model_run("unit", None, tmp_path).name == "good"
+
+
+@dataclass
+class _Cfg(ResumeConfig, RunConfig):
+    pass
+
+
+@pytest.mark.parametrize("fragment", [b'{"step": 2, "lo', b'{"step": 2, "lo\xff'])
+def test_metrics_row_cut_by_a_crash_is_dropped_not_glued_to_the_next(tmp_path, fragment):
+    """A crash in the middle of a metrics row: the resumed run's next row must not be glued to the fragment."""
+    run = Run.start("unit", _Cfg(runs_dir=str(tmp_path), name="cut"), command="train")
+    for step in range(2):
+        run.log_metrics({"loss": 1.0}, step)
+    run._close("interrupted")
+    with open(run.dir / "metrics.jsonl", "ab") as fh:
+        fh.write(fragment)  # the process died in the middle of this row
+    again = Run.start("unit", _Cfg(runs_dir=str(tmp_path), name="cut", resume=True), command="train")
+    again.log_metrics({"loss": 0.5}, 2)
+    again.finish()
+    assert [(r["step"], r["loss"]) for r in iter_metrics(again.dir)] == [(0, 1.0), (1, 1.0), (2, 0.5)]
+    assert (again.dir / "metrics.jsonl").read_bytes().endswith(b"\n")

@@ -133,17 +133,31 @@ def load_checkpoint(
     ckpt = safe_torch_load(path, map_location=map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != "suite-checkpoint-v1":
         raise CheckpointError(f"{path} is not a suite training checkpoint (missing format marker)")
+    bad = [k for k, ok in (("model", isinstance(ckpt.get("model"), dict)), ("step", _is_int(ckpt.get("step"))), ("epoch", _is_int(ckpt.get("epoch"))),
+                           ("extra", isinstance(ckpt.get("extra", {}), dict))) if not ok]
+    if bad:
+        raise CheckpointError(f"{path}: damaged suite training checkpoint ({', '.join(bad)} missing or of the wrong type)")
     if model is not None:
         load_state_into(model, ckpt["model"], source=f"checkpoint {path}", strict=strict)
-    if optimizer is not None and "optimizer" in ckpt:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    if scheduler is not None and "scheduler" in ckpt:
-        scheduler.load_state_dict(ckpt["scheduler"])
-    if scaler is not None and "scaler" in ckpt:
-        scaler.load_state_dict(ckpt["scaler"])
+    # an optimizer/scheduler/scaler of another kind or size (the config changed since the checkpoint)
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
+        if obj is not None and name in ckpt:
+            try:
+                obj.load_state_dict(ckpt[name])
+            except Exception as e:  # noqa: BLE001 - torch raises ValueError, KeyError, TypeError...
+                raise CheckpointError(f"checkpoint {path}: its {name} state does not fit the {type(obj).__name__} of this run "
+                                      f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); "
+                                      "was it saved with other settings?") from e
     if restore_rng and "rng" in ckpt:
-        _set_rng_state(ckpt["rng"])
+        try:
+            _set_rng_state(ckpt["rng"])
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"checkpoint {path}: damaged random-number state ({type(e).__name__})") from e
     return {"step": ckpt["step"], "epoch": ckpt["epoch"], "extra": ckpt.get("extra", {})}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
@@ -227,6 +241,8 @@ def _shape(shape: tuple[int, ...]) -> str:
 def load_state_into(model: torch.nn.Module, state: dict[str, Any], source: str, strict: bool = True) -> None:
     """``model.load_state_dict(state)`` with a :class:`CheckpointError` naming the source file, the
     tensor and the shapes found and expected, instead of torch's multi-line report."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source} holds a {type(state).__name__}, not a dict of named tensors (a state_dict)")
     problem = state_mismatch(model, state, strict=strict)
     if problem:
         raise CheckpointError(f"{source} does not fit {type(_unwrap(model)).__name__}: {problem}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from core.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from core.config import ResumeConfig, RunConfig
 from core.runs import Run, RunNotFoundError, iter_metrics, latest_run_dir, list_runs, resolve_model_run
 from core.scoring import ScoringError, file_items, job_status, read_output, read_quarantine, run_job
@@ -177,3 +178,65 @@ def test_metrics_row_cut_by_a_crash_is_dropped_not_glued_to_the_next(tmp_path, f
     again.finish()
     assert [(r["step"], r["loss"]) for r in iter_metrics(again.dir)] == [(0, 1.0), (1, 1.0), (2, 0.5)]
     assert (again.dir / "metrics.jsonl").read_bytes().endswith(b"\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints (core.checkpoint)
+
+
+def _suite_ckpt(path: Path, **overrides) -> Path:
+    import torch
+
+    m = torch.nn.Linear(2, 2)
+    save_checkpoint(path, model=m, optimizer=torch.optim.SGD(m.parameters(), lr=0.1), step=3)
+    if overrides:
+        payload = torch.load(path, weights_only=True)
+        payload.update(overrides)
+        for k in [k for k, v in overrides.items() if v is None]:
+            del payload[k]
+        torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "other_zip", "model_not_dict", "no_step", "rng_damaged"])
+def test_damaged_checkpoint_is_one_checkpoint_error_naming_it(tmp_path, case):
+    import torch
+    import zipfile
+
+    p = tmp_path / f"{case}.pt"
+    if case == "empty":
+        p.write_bytes(b"")
+    elif case == "truncated":
+        data = _suite_ckpt(p).read_bytes()
+        p.write_bytes(data[: len(data) // 2])
+    elif case == "other_zip":
+        with zipfile.ZipFile(p, "w") as z:
+            z.writestr("notes.txt", "hello")
+    elif case == "model_not_dict":
+        _suite_ckpt(p, model=torch.zeros(3))
+    elif case == "no_step":
+        _suite_ckpt(p, step=None)
+    else:
+        _suite_ckpt(p, rng={"python": [1]})
+    m = torch.nn.Linear(2, 2)
+    with pytest.raises(CheckpointError, match=str(p)) as e:
+        load_checkpoint(p, model=m, optimizer=torch.optim.SGD(m.parameters(), lr=0.1))
+    assert "\n" not in str(e.value)
+
+
+def test_checkpoint_of_another_optimizer_shape_is_a_checkpoint_error(tmp_path):
+    import torch
+
+    p = _suite_ckpt(tmp_path / "c.pt")
+    m = torch.nn.Linear(2, 2)
+    two_groups = torch.optim.SGD([{"params": [m.weight]}, {"params": [m.bias]}], lr=0.1)
+    with pytest.raises(CheckpointError, match=r"c\.pt: its optimizer state does not fit the SGD"):
+        load_checkpoint(p, model=m, optimizer=two_groups)
+
+
+def test_weights_file_that_is_not_a_state_dict(tmp_path):
+    import torch
+
+    torch.save(torch.zeros(3), tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match=r"w\.pt holds a Tensor, not a dict"):
+        load_weights(tmp_path / "w.pt", model=torch.nn.Linear(2, 2))

@@ -91,16 +91,43 @@ def cards_dir() -> Path:
 
 
 def dataset_dir(name: str, root: Path | None = None) -> Path:
-    """The prepared folder of data set ``name``; a clear error if it has not been prepared."""
+    """The prepared folder of data set ``name``; a clear error if it has not been prepared, or if its
+    MANIFEST.json is damaged or a file it lists is missing or of another size (cheap: no hashing)."""
     d = (root or data_root()) / name
-    if not (d / "MANIFEST.json").is_file():
+    manifest_path = d / "MANIFEST.json"
+    if not manifest_path.is_file():
         raise FileNotFoundError(f"data set {name!r} is not prepared under {d.parent}; run `python -m core.data prepare {name}`")
+    manifest, problem = _read_manifest(manifest_path)
+    if problem is None:
+        sizes = manifest.get("output_bytes") or {}
+        for rel in manifest["outputs"]:
+            f = d / rel
+            if not f.is_file():
+                problem = f"{f} is missing"
+            elif rel in sizes and f.stat().st_size != sizes[rel]:
+                problem = f"{f} was modified ({f.stat().st_size} bytes, prepared {sizes[rel]})"
+            if problem:
+                break
+    if problem is not None:
+        raise FileNotFoundError(f"data set {name!r} in {d} is damaged: {problem}; run `python -m core.data prepare {name}` to rebuild it")
     return d
+
+
+def _read_manifest(path: Path) -> tuple[dict, str | None]:
+    """(manifest, None), or ({}, what is wrong) for a MANIFEST.json that is not a JSON object listing outputs."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
+        return {}, f"{path} is not readable JSON ({type(e).__name__})"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("outputs"), dict):
+        return {}, f"{path} does not list the prepared files"
+    return manifest, None
 
 
 def ensure_dataset(spec: DatasetSpec, root: Path | None = None) -> Path:
     """The prepared folder of ``spec``, preparing it on first use. Once prepared this only checks
-    that the manifest exists (no re-hashing); ``prepare`` is the verifying path."""
+    the manifest and the listed files' presence and sizes (no re-hashing; a damaged folder is
+    rebuilt); ``prepare`` is the verifying path."""
     try:
         return dataset_dir(spec.name, root)
     except FileNotFoundError:
@@ -234,16 +261,17 @@ def _outputs_digest(out_dir: Path) -> dict[str, str]:
 def prepare(spec: DatasetSpec, root: Path | None = None, force: bool = False, record_checksums: bool = False) -> Path:
     """Prepare one data set; returns its folder. Idempotent."""
     root = Path(root or data_root())
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"data root {root} is a file, not a folder")
     out_dir = root / spec.name
     sources = spec.locate()
     digests = verify_sources(spec, sources, record=record_checksums)
     manifest_path = out_dir / "MANIFEST.json"
     if manifest_path.is_file() and not force:
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError:
-            manifest = {}
-        if manifest.get("version") == spec.version and manifest.get("sources") == digests:
+        manifest, problem = _read_manifest(manifest_path)
+        if problem is not None:
+            log.warning(f"{spec.name}: {problem}; rebuilding")
+        elif manifest.get("version") == spec.version and manifest.get("sources") == digests:
             if manifest.get("outputs") == _outputs_digest(out_dir):
                 log.info(f"{spec.name}: up to date in {out_dir}")
                 return out_dir
@@ -255,6 +283,7 @@ def prepare(spec: DatasetSpec, root: Path | None = None, force: bool = False, re
         atomic_write_json(tmp / "MANIFEST.json", {
             "name": spec.name, "domain": spec.domain, "version": spec.version, "sources": digests,
             "source_paths": {k: str(v) for k, v in sources.items()}, "outputs": _outputs_digest(tmp),
+            "output_bytes": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != "MANIFEST.json"},
         })
         old = None
         if out_dir.exists():
@@ -297,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     specs = registered_datasets()
     if args.cmd == "list":
         for s in specs.values():
-            state = "prepared" if (data_root() / s.name / "MANIFEST.json").is_file() else "not prepared"
+            try:
+                state = "prepared" if dataset_dir(s.name) else ""
+            except FileNotFoundError:
+                state = "damaged" if (data_root() / s.name / "MANIFEST.json").is_file() else "not prepared"
             print(f"{s.name:28s} {s.domain:15s} {state:13s} {s.description}")
         return 0
     chosen: list[DatasetSpec] = []
@@ -328,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         except CorruptSourceError as e:
             failed.append(s.name)
             print(f"CORRUPT  {s.name:28s} {e}", file=sys.stderr)
+        except OSError as e:  # the data root is a file, read-only, full...: one line, the other data sets still run
+            failed.append(s.name)
+            print(f"FAILED   {s.name:28s} {e}", file=sys.stderr)
     if skipped:
         print(f"skipped {len(skipped)} optional data set(s) whose source is not installed: {', '.join(skipped)}")
     return 1 if failed else 0

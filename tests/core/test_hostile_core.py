@@ -240,3 +240,60 @@ def test_weights_file_that_is_not_a_state_dict(tmp_path):
     torch.save(torch.zeros(3), tmp_path / "w.pt")
     with pytest.raises(CheckpointError, match=r"w\.pt holds a Tensor, not a dict"):
         load_weights(tmp_path / "w.pt", model=torch.nn.Linear(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# prepared data (core.data)
+
+
+@pytest.fixture
+def toy_data(tmp_path, monkeypatch):
+    from core import data as coredata
+
+    monkeypatch.setattr(coredata, "cards_dir", lambda: tmp_path / "cards")
+    src = tmp_path / "toy.csv"
+    src.write_text("a,b\n1,2\n")
+    builds = []
+
+    def build(sources, out):
+        builds.append(1)
+        (out / "toy.json").write_text(json.dumps(sources["toy.csv"].read_text().splitlines()))
+
+    spec = coredata.DatasetSpec(name="toy", domain="unit", description="toy", locate=lambda: {"toy.csv": src}, build=build)
+    root = tmp_path / "root"
+    coredata.prepare(spec, root=root)
+    return spec, root, builds
+
+
+@pytest.mark.parametrize("content", [b"[1]", b"\xff\xfe", b'{"outputs": 3}', b'{"na'])
+def test_damaged_manifest_is_rebuilt_and_refused_by_dataset_dir(toy_data, content):
+    from core.data import dataset_dir, ensure_dataset, prepare
+
+    spec, root, builds = toy_data
+    (root / "toy" / "MANIFEST.json").write_bytes(content)
+    with pytest.raises(FileNotFoundError, match=r"toy/MANIFEST\.json"):
+        dataset_dir("toy", root)
+    assert ensure_dataset(spec, root) == root / "toy" and len(builds) == 2  # rebuilt, not used as it was
+    assert dataset_dir("toy", root) and prepare(spec, root=root) and len(builds) == 2  # now up to date
+
+
+@pytest.mark.parametrize("edit", ["removed", "appended"])
+def test_prepared_file_edited_by_hand_is_not_used_as_is(toy_data, edit):
+    from core.data import dataset_dir, ensure_dataset
+
+    spec, root, builds = toy_data
+    f = root / "toy" / "toy.json"
+    f.unlink() if edit == "removed" else f.write_text(f.read_text() + "\n[]")
+    with pytest.raises(FileNotFoundError, match=r"toy/toy\.json"):
+        dataset_dir("toy", root)
+    ensure_dataset(spec, root)
+    assert len(builds) == 2 and json.loads(f.read_text()) == ["a,b", "1,2"]
+
+
+def test_data_root_that_is_a_file_is_one_line(toy_data, tmp_path):
+    from core.data import prepare
+
+    spec, _, _ = toy_data
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match="afile is a file"):
+        prepare(spec, root=tmp_path / "afile")

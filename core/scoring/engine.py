@@ -103,6 +103,8 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
     chunks = chunk_items(items, items_per_chunk)
     pending = [(i, c) for i, c in enumerate(chunks) if i not in done_before]
     skipped = len(chunks) - len(pending)
+    if pending:  # the folder is incomplete again (a damaged chunk is re-scored): no stale "complete" flag while it is
+        (out / SUCCESS_FILE).unlink(missing_ok=True)
     if skipped:
         log.info(f"{out}: {skipped}/{len(chunks)} chunks already committed, skipping them")
 

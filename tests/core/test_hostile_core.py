@@ -297,3 +297,20 @@ def test_data_root_that_is_a_file_is_one_line(toy_data, tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(NotADirectoryError, match="afile is a file"):
         prepare(spec, root=tmp_path / "afile")
+
+
+def test_success_flag_goes_while_a_damaged_folder_is_rescored(scored, monkeypatch):
+    import core.scoring.engine as engine
+
+    items, out, checksum = scored
+    (out / "part-000002.parquet").unlink()
+
+    def dies(*a, **k):
+        raise KeyboardInterrupt  # Ctrl-C while the damaged chunk is scored again
+
+    monkeypatch.setattr(engine, "score_chunk", dies)
+    with pytest.raises(KeyboardInterrupt):
+        _rerun(items, out)
+    assert not (out / "_SUCCESS.json").exists() and not job_status(out)["complete"]
+    monkeypatch.undo()
+    assert _rerun(items, out).chunks_done == 1 and (out / "_SUCCESS.json").exists() and output_checksum(out) == checksum

@@ -381,6 +381,7 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / ITEMS_FILE, "".join(json.dumps(it.to_dict(), sort_keys=True, default=str) + "\n" for it in items))
         atomic_write_json(job_file, {"fingerprint": fp, "description": desc, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    _marker_paths(out)  # refuses a folder whose _done or _quarantine is a file
     (out / DONE_DIR).mkdir(exist_ok=True)
     return fp, _committed_chunks(out, -(-len(items) // items_per_chunk))
 
@@ -497,6 +498,10 @@ _MARKER_NAME = re.compile(r"chunk-(\d+)\.json")
 def _marker_paths(out: Path) -> list[Path]:
     """The committed chunks' markers (``chunk-N.json``, written by rename: a half-written temp marker is a
     dot file and not one of them; other names are not ours), sorted by name."""
+    for sub in (DONE_DIR, QUARANTINE_DIR):
+        if (out / sub).exists() and not (out / sub).is_dir():
+            raise ScoringError(f"{out / sub}: a file where the job keeps its {'commit markers' if sub == DONE_DIR else 'quarantined items'} (a folder); "
+                               "rerun the score command with --overwrite to start over")
     return sorted(p for p in (out / DONE_DIR).glob("chunk-*.json") if _MARKER_NAME.fullmatch(p.name))
 
 

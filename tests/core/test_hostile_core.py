@@ -314,3 +314,15 @@ def test_success_flag_goes_while_a_damaged_folder_is_rescored(scored, monkeypatc
     assert not (out / "_SUCCESS.json").exists() and not job_status(out)["complete"]
     monkeypatch.undo()
     assert _rerun(items, out).chunks_done == 1 and (out / "_SUCCESS.json").exists() and output_checksum(out) == checksum
+
+
+@pytest.mark.parametrize("sub", ["_done", "_quarantine"])
+def test_bookkeeping_folder_replaced_by_a_file(scored, sub):
+    items, out, _ = scored
+    shutil.rmtree(out / sub)
+    (out / sub).write_text("x")
+    with pytest.raises(ScoringError, match=rf"{sub}: a file where the job keeps"):
+        job_status(out)  # before: 0 chunks committed (or a traceback on rerun)
+    with pytest.raises(ScoringError, match=rf"{sub}: a file where the job keeps .*--overwrite"):
+        _rerun(items, out)
+    assert run_job(items, PriceFileScorer(), out, items_per_chunk=2, progress=False, overwrite=True).chunks_done == 3

@@ -271,8 +271,12 @@ class Run:
         base = self.config.name or new_name or time.strftime("%Y%m%d-%H%M%S")
         for i in range(10_000):
             run_dir = root / (base if i == 0 else f"{base}-{i}")
-            if (run_dir / "run.json").is_file() and (read_run(run_dir).get("status") == "completed" or not explicit):
+            status = read_run(run_dir).get("status") if (run_dir / "run.json").is_file() else None
+            if status is not None and (status == "completed" or not explicit):
                 continue  # never overwrite finished work (or reuse a timestamp name): pick a fresh name
+            if status == "damaged" and i == 0:  # it may be finished work whose record was damaged: never reset it
+                raise UserInputError(f"{read_run(run_dir)['error']}; this run's record is damaged, so it is not continued or overwritten: "
+                                     "repair or move that folder, or choose another --name")
             if explicit and i == 0:
                 self._lock_or_refuse(run_dir)  # a named run that is not finished: continue in its folder, if free
                 self._reset_unfinished(run_dir)

@@ -326,3 +326,15 @@ def test_bookkeeping_folder_replaced_by_a_file(scored, sub):
     with pytest.raises(ScoringError, match=rf"{sub}: a file where the job keeps .*--overwrite"):
         _rerun(items, out)
     assert run_job(items, PriceFileScorer(), out, items_per_chunk=2, progress=False, overwrite=True).chunks_done == 3
+
+
+def test_named_run_with_a_damaged_record_is_not_reset(tmp_path):
+    from core.errors import UserInputError
+
+    d = _run_folder(tmp_path, "kept", b"[1, 2]", metrics_jsonl=b'{"step": 0, "loss": 1.0}\n')
+    (d / "checkpoints").mkdir()
+    (d / "checkpoints" / "step_00000001.pt").write_bytes(b"x")
+    with pytest.raises(UserInputError, match=r"kept/run\.json: a JSON list.*choose another --name"):
+        Run.start("unit", _Cfg(runs_dir=str(tmp_path), name="kept"), command="train")
+    assert (d / "metrics.jsonl").exists() and (d / "checkpoints" / "step_00000001.pt").exists()
+    assert (d / "run.json").read_bytes() == b"[1, 2]"

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import pandas as pd
 
 from core.errors import UserInputError
-from core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_default, read_parquet, remove_temp_files, sha256_file
+from core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, is_temp_file, json_default, read_parquet, remove_temp_files, sha256_file
 from core.logging import get_logger
 
 __all__ = [
@@ -314,7 +314,9 @@ def _quarantine_path(out: Path, i: int) -> Path:
 
 
 def _foreign_entries(out: Path) -> list[str]:
-    return [p.name for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
+    """What in ``out`` is not the start of a scoring job: a run killed between creating the folder and
+    writing ``_job.json`` leaves only the lock, ``_items.jsonl`` and temp files, and its rerun must go on."""
+    return [p.name for p in out.iterdir() if p.name not in (LOCK_FILE, ITEMS_FILE) and not (p.is_file() and is_temp_file(p))] if out.is_dir() else []
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:

@@ -338,3 +338,18 @@ def test_named_run_with_a_damaged_record_is_not_reset(tmp_path):
         Run.start("unit", _Cfg(runs_dir=str(tmp_path), name="kept"), command="train")
     assert (d / "metrics.jsonl").exists() and (d / "checkpoints" / "step_00000001.pt").exists()
     assert (d / "run.json").read_bytes() == b"[1, 2]"
+
+
+def test_job_killed_before_its_job_file_resumes(tmp_path, price_files):
+    """Killed between writing _items.jsonl and _job.json: the rerun (and --overwrite) used to refuse the folder as not a job."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_items.jsonl").write_text('{"id": "half')
+    (out / "._job.tmp-x1y2.json").write_text("{")
+    (out / "_job.lock").write_text("123\n")
+    summary = run_job(file_items(price_files[:4]), PriceFileScorer(), out, items_per_chunk=2, progress=False)
+    assert summary.chunks_done == 2 and not (out / "._job.tmp-x1y2.json").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(ScoringError, match="holds no scoring job"):  # a user's folder is still refused
+        run_job(file_items(price_files[:4]), PriceFileScorer(), tmp_path / "mine", progress=False)

@@ -165,7 +165,7 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     directory = Path(directory)
     if not directory.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in directory.glob("step_*.pt") if (m := _STEP_RE.search(p.name))]
+    found = [(int(m.group(1)), p) for p in directory.glob("step_*.pt") if (m := _STEP_RE.search(p.name)) and p.is_file()]
     return max(found)[1] if found else None
 
 

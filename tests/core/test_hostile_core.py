@@ -353,3 +353,11 @@ def test_job_killed_before_its_job_file_resumes(tmp_path, price_files):
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(ScoringError, match="holds no scoring job"):  # a user's folder is still refused
         run_job(file_items(price_files[:4]), PriceFileScorer(), tmp_path / "mine", progress=False)
+
+
+def test_latest_checkpoint_ignores_a_folder_named_like_one(tmp_path):
+    from core.checkpoint import latest_checkpoint
+
+    good = _suite_ckpt(tmp_path / "step_00000003.pt")
+    (tmp_path / "step_00000009.pt").mkdir()  # before: chosen, then "does not exist"
+    assert latest_checkpoint(tmp_path) == good

@@ -74,7 +74,7 @@ def pid_alive(pid: int | None, host: str | None = None) -> bool | None:
         return False
     except PermissionError:  # alive, owned by someone else
         return True
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError, OverflowError):  # a pid from a hand-edited run.json: unknowable
         return None
     return True
 

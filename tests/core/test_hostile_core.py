@@ -361,3 +361,9 @@ def test_latest_checkpoint_ignores_a_folder_named_like_one(tmp_path):
     good = _suite_ckpt(tmp_path / "step_00000003.pt")
     (tmp_path / "step_00000009.pt").mkdir()  # before: chosen, then "does not exist"
     assert latest_checkpoint(tmp_path) == good
+
+
+@pytest.mark.parametrize("pid", [[1], {"a": 1}, 10**30, "x"])
+def test_running_run_with_a_hand_edited_pid_is_listed(tmp_path, pid):
+    _run_folder(tmp_path, "r", json.dumps({"status": "running", "pid": pid, "started": "2026"}).encode())
+    assert [r["status"] for r in list_runs(tmp_path, "unit")] == ["running"]  # unknowable writer: left as recorded

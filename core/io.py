@@ -28,6 +28,7 @@ __all__ = [
     "json_default",
     "read_parquet",
     "UnreadableFileError",
+    "MissingColumnsError",
     "TEMP_MARK",
     "is_temp_file",
     "remove_temp_files",
@@ -119,6 +120,10 @@ class UnreadableFileError(UserInputError, ValueError):
     """A data file that cannot be parsed (corrupt, truncated, another format); the message names it."""
 
 
+class MissingColumnsError(UnreadableFileError):
+    """A readable Parquet file without the columns asked for."""
+
+
 def read_parquet(path: str | os.PathLike, **kwargs: Any) -> Any:
     """``pandas.read_parquet`` whose errors name the file (pyarrow's say ``<Buffer>``)."""
     import pandas as pd
@@ -130,7 +135,24 @@ def read_parquet(path: str | os.PathLike, **kwargs: Any) -> Any:
         raise
     except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ValueError...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        missing = _missing_columns(path, kwargs.get("columns"))
+        if missing:  # a readable file without the asked columns is not "corrupt"
+            raise MissingColumnsError(f"{path}: no column(s) {missing[0]}; it has {missing[1]}") from e
         raise UnreadableFileError(f"{path}: not a readable Parquet file ({first}); it is corrupt, truncated or another format — rewrite or replace it") from e
+
+
+def _missing_columns(path: Path, columns: Any) -> tuple[list[str], list[str]] | None:
+    """(asked columns the file lacks, its columns) when its schema is readable and lacks some; else None."""
+    if not columns:
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        names = [n for n in pq.read_schema(path).names if n != "__index_level_0__"]
+    except Exception:  # noqa: BLE001 - the file itself is unreadable: the caller says so
+        return None
+    missing = [c for c in columns if c not in names]
+    return (missing, names) if missing else None
 
 
 def write_marked_block(path: str | os.PathLike, begin: str, end: str, body: str, new_file: str = "") -> Path:

@@ -38,7 +38,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import pandas as pd
 
 from core.errors import UserInputError
-from core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, is_temp_file, json_default, read_parquet, remove_temp_files, sha256_file
+from core.io import (MissingColumnsError, atomic_write_bytes, atomic_write_json, atomic_write_text, is_temp_file, json_default, read_parquet, remove_temp_files,
+                     sha256_file)
 from core.logging import get_logger
 
 __all__ = [
@@ -606,6 +607,8 @@ def _read_committed(p: Path, rows: int, chunk: int, columns: list[str] | None = 
     """A committed part or quarantine file, whole: readable and holding the rows its marker counts."""
     try:
         df = read_parquet(p, columns=columns)
+    except MissingColumnsError as e:  # the caller asked for columns the scorer does not write
+        raise ScoringError(str(e)) from e
     except UserInputError as e:
         raise ScoringError(f"{e}; rerun the score command to score chunk {chunk} again") from e
     if len(df) != rows:

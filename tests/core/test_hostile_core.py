@@ -367,3 +367,11 @@ def test_latest_checkpoint_ignores_a_folder_named_like_one(tmp_path):
 def test_running_run_with_a_hand_edited_pid_is_listed(tmp_path, pid):
     _run_folder(tmp_path, "r", json.dumps({"status": "running", "pid": pid, "started": "2026"}).encode())
     assert [r["status"] for r in list_runs(tmp_path, "unit")] == ["running"]  # unknowable writer: left as recorded
+
+
+def test_read_output_of_unknown_columns_is_not_called_corrupt(scored):
+    _, out, _ = scored
+    with pytest.raises(ScoringError, match=r"no column\(s\) \['nope'\]; it has \['work_item', 'date'") as e:
+        read_output(out, columns=["nope", "date"])
+    assert "corrupt" not in str(e.value) and "rerun" not in str(e.value)
+    assert list(read_output(out, columns=["date"]).columns) == ["date"]

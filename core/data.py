@@ -83,7 +83,7 @@ class DatasetSpec:
 
 def data_root() -> Path:
     """``$SUITE_DATA_ROOT`` or ``datasets/data`` in the repository."""
-    return Path(os.environ.get("SUITE_DATA_ROOT", REPO_ROOT / "datasets" / "data"))
+    return Path(os.environ.get("SUITE_DATA_ROOT") or REPO_ROOT / "datasets" / "data")  # set but empty: the default, not the current folder
 
 
 def cards_dir() -> Path:

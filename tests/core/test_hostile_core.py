@@ -375,3 +375,10 @@ def test_read_output_of_unknown_columns_is_not_called_corrupt(scored):
         read_output(out, columns=["nope", "date"])
     assert "corrupt" not in str(e.value) and "rerun" not in str(e.value)
     assert list(read_output(out, columns=["date"]).columns) == ["date"]
+
+
+def test_empty_data_root_variable_means_the_default(monkeypatch):
+    from core.data import REPO_ROOT, data_root
+
+    monkeypatch.setenv("SUITE_DATA_ROOT", "")
+    assert data_root() == REPO_ROOT / "datasets" / "data"  # before: Path("") = the current folder

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import shutil
 import stat
+import struct
 import tempfile
 import time
 import weakref
@@ -55,34 +57,73 @@ class UploadError(UserInputError, ValueError):
     """An upload the page refuses; the message says why and what is allowed."""
 
 
+def _code(name: str, limit: int = 120) -> str:
+    """A file name as a markdown code span in a message: the page shows the name as typed, but a backtick
+    in it cannot close the span (and turn the rest into links or markup), a line break cannot split the
+    message, and a very long name is shortened."""
+    text = " ".join(str(name).replace("`", "'").split()) or "(no name)"
+    return f"`{text if len(text) <= limit else text[:limit - 1] + '…'}`"
+
+
 def upload_suffix(name: str) -> str:
     low = name.lower()
     for suffix in sorted(ACCEPTED, key=len, reverse=True):
         if low.endswith(suffix):
             return suffix
-    raise UploadError(f"`{name}` is not a supported scan: expected one of {', '.join(ACCEPTED)} "
+    raise UploadError(f"{_code(name)} is not a supported scan: expected one of {', '.join(ACCEPTED)} "
                       f"({', '.join(sorted(set(ACCEPTED.values())))}).")
+
+
+def _gunzip_head(name: str, data: bytes, n: int) -> bytes:
+    """The first ``n`` decompressed bytes of gzip ``data`` (only those are inflated)."""
+    try:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, n)
+    except zlib.error as e:
+        raise UploadError(f"{_code(name)} is not valid gzip-compressed data ({e}).") from None
+
+
+def _check_nifti_header(name: str, head: bytes) -> None:
+    """A NIfTI-1/2 header, and a declared volume no bigger than :data:`MAX_EXTRACTED_MB`: checked before the
+    reader inflates a .nii.gz (a few MB of gzip can declare, and expand to, many GB)."""
+    if len(head) < 348:
+        raise UploadError(f"{_code(name)} is too short ({len(head)} bytes) to be a NIfTI file.")
+    order = next((o for o in ("little", "big") if int.from_bytes(head[:4], o) in (348, 540)), None)
+    if order is None:
+        raise UploadError(f"{_code(name)} is not a NIfTI file (its header size field is neither 348 nor 540).")
+    e = "<" if order == "little" else ">"
+    if int.from_bytes(head[:4], order) == 348:
+        dims, bitpix = struct.unpack_from(e + "8h", head, 40), struct.unpack_from(e + "h", head, 72)[0]
+    elif len(head) >= 540:
+        dims, bitpix = struct.unpack_from(e + "8q", head, 16), struct.unpack_from(e + "h", head, 14)[0]
+    else:
+        raise UploadError(f"{_code(name)} is too short ({len(head)} bytes) for a NIfTI-2 header.")
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]) or bitpix <= 0:
+        raise UploadError(f"{_code(name)} has a damaged NIfTI header (dimensions {list(dims)}, {bitpix} bits per voxel).")
+    declared = math.prod(dims[1:ndim + 1]) * bitpix // 8
+    if declared > MAX_EXTRACTED_MB * 1024 * 1024:
+        shape = "×".join(str(d) for d in dims[1:ndim + 1])
+        raise UploadError(f"{_code(name)} declares a {shape} volume of {_mb(declared)} ({bitpix} bits per voxel); "
+                          f"the limit is {MAX_EXTRACTED_MB} MB.")
 
 
 def check_upload(name: str, data: bytes) -> str:
     """Type and size checks before anything parses the bytes; returns the suffix."""
     suffix = upload_suffix(name)
     if len(data) == 0:
-        raise UploadError(f"`{name}` is empty (0 bytes).")
+        raise UploadError(f"{_code(name)} is empty (0 bytes).")
     if len(data) > MAX_UPLOAD_MB * 1024 * 1024:
-        raise UploadError(f"`{name}` is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
+        raise UploadError(f"{_code(name)} is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
     if suffix == ".nii.gz" and data[:2] != b"\x1f\x8b":
-        raise UploadError(f"`{name}` is named .nii.gz but is not gzip-compressed data.")
-    if suffix == ".nii" and len(data) >= 348 and int.from_bytes(data[:4], "little") not in (348, 540) and int.from_bytes(data[:4], "big") not in (348, 540):
-        raise UploadError(f"`{name}` is not a NIfTI file (its header size field is neither 348 nor 540).")
-    if suffix == ".nii" and len(data) < 348:
-        raise UploadError(f"`{name}` is too short ({len(data)} bytes) to be a NIfTI file.")
+        raise UploadError(f"{_code(name)} is named .nii.gz but is not gzip-compressed data.")
+    if suffix in (".nii", ".nii.gz"):
+        _check_nifti_header(name, _gunzip_head(name, data, 540) if suffix == ".nii.gz" else data[:540])
     if suffix == ".nrrd" and not data.startswith(b"NRRD"):
-        raise UploadError(f"`{name}` is not an NRRD file (it does not start with the `NRRD` magic).")
+        raise UploadError(f"{_code(name)} is not an NRRD file (it does not start with the `NRRD` magic).")
     if suffix == ".dcm" and (len(data) < 132 or data[128:132] != b"DICM"):
-        raise UploadError(f"`{name}` is not a DICOM file (no `DICM` marker at byte 128).")
+        raise UploadError(f"{_code(name)} is not a DICOM file (no `DICM` marker at byte 128).")
     if suffix == ".zip" and not zipfile.is_zipfile(io.BytesIO(data)):
-        raise UploadError(f"`{name}` is not a valid ZIP archive.")
+        raise UploadError(f"{_code(name)} is not a valid ZIP archive.")
     return suffix
 
 
@@ -219,27 +260,27 @@ def extract_zip(name: str, data: bytes, dest: Path) -> list[Path]:
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise UploadError(f"`{name}` is not a valid ZIP archive ({e}).") from None
+        raise UploadError(f"{_code(name)} is not a valid ZIP archive ({e}).") from None
     with zf:
         infos = []
         for info in zf.infolist():
             problem = _entry_problem(info)
             if problem:
-                raise UploadError(f"`{name}` was refused: its entry `{info.filename}` has {problem}. "
+                raise UploadError(f"{_code(name)} was refused: its entry {_code(info.filename)} has {problem}. "
                                   "Zip the series folder itself (plain relative file names, no links).")
             if not _ignorable(info):
                 infos.append(info)
         if not infos:
-            raise UploadError(f"`{name}` contains no files.")
+            raise UploadError(f"{_code(name)} contains no files.")
         if len(infos) > MAX_FILES:
-            raise UploadError(f"`{name}` holds {len(infos)} files; the limit is {MAX_FILES} (one DICOM series per upload).")
+            raise UploadError(f"{_code(name)} holds {len(infos)} files; the limit is {MAX_FILES} (one DICOM series per upload).")
         declared = sum(i.file_size for i in infos)
         packed = sum(i.compress_size for i in infos)
         limit = MAX_EXTRACTED_MB * 2**20
         if declared > limit:
-            raise UploadError(f"`{name}` expands to {_mb(declared)}; the limit is {MAX_EXTRACTED_MB} MB decompressed.")
+            raise UploadError(f"{_code(name)} expands to {_mb(declared)}; the limit is {MAX_EXTRACTED_MB} MB decompressed.")
         if declared > RATIO_FLOOR_MB * 2**20 and declared > MAX_RATIO * max(packed, 1):
-            raise UploadError(f"`{name}` expands from {_mb(len(data))} to {_mb(declared)} ({declared / max(packed, 1):.0f}× "
+            raise UploadError(f"{_code(name)} expands from {_mb(len(data))} to {_mb(declared)} ({declared / max(packed, 1):.0f}× "
                               f"compression); archives expanding more than {MAX_RATIO}× are refused as likely zip bombs.")
         dest.mkdir(mode=0o700)
         written: list[Path] = []
@@ -255,7 +296,7 @@ def extract_zip(name: str, data: bytes, dest: Path) -> list[Path]:
                         got += len(chunk)
                         total += len(chunk)
                         if got > info.file_size or total > limit:  # a header that lies: stop at the limit
-                            raise UploadError(f"`{name}`: entry `{info.filename}` expands beyond the size its header declares "
+                            raise UploadError(f"{_code(name)}: entry {_code(info.filename)} expands beyond the size its header declares "
                                               f"({_mb(info.file_size)}) or the {MAX_EXTRACTED_MB} MB limit; refused.")
                         out.write(chunk)
                 written.append(target)
@@ -264,7 +305,7 @@ def extract_zip(name: str, data: bytes, dest: Path) -> list[Path]:
             raise
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as e:
             shutil.rmtree(dest, ignore_errors=True)
-            raise UploadError(f"`{name}` could not be extracted ({type(e).__name__}: {e}).") from None
+            raise UploadError(f"{_code(name)} could not be extracted ({type(e).__name__}: {e}).") from None
     return written
 
 
@@ -291,7 +332,7 @@ def materialise(name: str, data: bytes, suffix: str, uploads: SessionUploads,
         if out.is_file():
             return out
         if dicom_to_nifti is None:
-            raise UploadError(f"`{name}`: DICOM uploads need a reader (none was given).")
+            raise UploadError(f"{_code(name)}: DICOM uploads need a reader (none was given).")
         raw = base / "raw"
         shutil.rmtree(raw, ignore_errors=True)
         try:

@@ -5,6 +5,7 @@ per-session folder under Streamlit's AppTest (0700, removed when the session goe
 from __future__ import annotations
 
 import gc
+import gzip
 import io
 import os
 import stat
@@ -254,6 +255,12 @@ def _upload_page():
             st.error(f"Upload refused: {e}")
 
 
+def _tiny_nifti() -> bytes:
+    import nibabel as nib
+
+    return nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)).to_bytes()
+
+
 def _captions(at: AppTest, prefix: str) -> list[str]:
     return [c.value[len(prefix):] for c in at.caption if c.value.startswith(prefix)]
 
@@ -264,7 +271,7 @@ def test_each_session_gets_its_own_folder_removed_when_the_session_ends(tmp_root
     other.run()
     (mine,), (theirs,) = _captions(at, "dir:"), _captions(other, "dir:")
     assert mine != theirs and Path(mine).parent == tmp_root and stat.S_IMODE(Path(mine).stat().st_mode) == 0o700
-    at.file_uploader(key="up").upload("scan.nii", b"\x5c\x01" + b"\0" * 400, "application/octet-stream")
+    at.file_uploader(key="up").upload("scan.nii", _tiny_nifti(), "application/octet-stream")
     at.run()
     (saved,) = _captions(at, "saved:")
     assert Path(saved).is_relative_to(mine) and _captions(at, "dir:") == [mine]  # same folder across reruns
@@ -327,3 +334,35 @@ def test_the_medical_page_segments_an_uploaded_dicom_zip_and_keeps_no_raw_dicom(
     at.run()
     assert not at.exception
     assert any(e.value.startswith("Upload refused:") and "`series/..`" in e.value for e in at.error), [e.value for e in at.error]
+
+
+# ---- hostile names and declared sizes --------------------------------------------------------------
+def _nifti_header(shape: tuple[int, ...]) -> bytes:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4))
+    img.header.set_data_shape(shape)
+    return img.header.binaryblock + b"\0" * 4
+
+
+def test_a_nifti_gz_declaring_a_huge_volume_is_refused_before_it_is_inflated():
+    bomb = gzip.compress(_nifti_header((1000, 1000, 1000)))  # 3.7 GB of voxels declared in 1 kB
+    with pytest.raises(UploadError, match=r"declares a 1000×1000×1000 volume of 3815 MB .* the limit is 1024 MB"):
+        check_upload("scan.nii.gz", bomb)
+    with pytest.raises(UploadError, match="declares a 1000×1000×1000 volume"):
+        check_upload("scan.nii", _nifti_header((1000, 1000, 1000)))
+    with pytest.raises(UploadError, match="damaged NIfTI header"):
+        check_upload("scan.nii.gz", gzip.compress(b"\x5c\x01" + b"\0" * 400))
+    with pytest.raises(UploadError, match="too short"):
+        check_upload("scan.nii.gz", gzip.compress(b"x" * 100))
+    assert check_upload("scan.nii.gz", gzip.compress(_nifti_header((64, 64, 64)))) == ".nii.gz"
+
+
+def test_an_uploads_name_cannot_break_out_of_its_code_span():
+    with pytest.raises(UploadError) as e:
+        check_upload("a`[x](http://evil.example)`\nb.nii", b"x" * 400)
+    msg = str(e.value)
+    assert msg.startswith("`a'[x](http://evil.example)' b.nii` is not a NIfTI file") and msg.count("`") == 2, msg
+    with pytest.raises(UploadError) as e:
+        check_upload("a" * 500 + ".nii", b"x" * 400)
+    assert len(str(e.value)) < 250 and "…`" in str(e.value)

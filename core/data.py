@@ -314,10 +314,10 @@ def registered_datasets() -> dict[str, DatasetSpec]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m core.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list registered data sets and whether they are prepared")
-    p = sub.add_parser("prepare", help="prepare data sets into the data root")
+    p = sub.add_parser("prepare", help="prepare data sets into the data root", allow_abbrev=False)  # --rec must not rewrite the cards
     p.add_argument("names", nargs="+", help="'all', a domain (medical, finance, recommendation) or data set names")
     p.add_argument("--root", type=Path, default=None, help=f"data root (default: $SUITE_DATA_ROOT or {data_root()})")
     p.add_argument("--force", action="store_true", help="rebuild even when up to date")

@@ -18,7 +18,7 @@ from core.scoring.job import job_status, read_output, read_quarantine
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m core.scoring", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m core.scoring", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     ap.add_argument("command", choices=["status", "quarantine", "head"])
     ap.add_argument("out", help="a scoring output folder (--out of a score command)")
     ap.add_argument("-n", type=int, default=10, help="rows for head")

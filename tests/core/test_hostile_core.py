@@ -382,3 +382,11 @@ def test_empty_data_root_variable_means_the_default(monkeypatch):
 
     monkeypatch.setenv("SUITE_DATA_ROOT", "")
     assert data_root() == REPO_ROOT / "datasets" / "data"  # before: Path("") = the current folder
+
+
+def test_data_cli_refuses_abbreviated_flags(capsys):
+    from core.data import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["prepare", "no-such-set", "--rec"])  # was taken as --record-checksums, which rewrites dataset cards
+    assert e.value.code == 2 and "unrecognized arguments: --rec" in capsys.readouterr().err

@@ -7,6 +7,7 @@ only through it (and through ``core.runs`` for listings); nothing here trains an
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
@@ -22,7 +23,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from core.logging import get_logger  # noqa: E402
-from core.runs import iter_metrics, list_runs, read_run  # noqa: E402
+from core.runs import iter_metrics, read_run  # noqa: E402
 from core.tracking import flatten  # noqa: E402
 
 log = get_logger("dashboards")
@@ -40,6 +41,11 @@ def md_text(value: Any) -> str:
     user's file shows as typed — it cannot add links or images, start math or break the layout."""
     text = " ".join(str(value).split())
     return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
+
+
+def md_code(value: Any) -> str:
+    """``value`` as an inline code span: shown literally, a backtick in it cannot close the span, a line break cannot split it."""
+    return "`" + (" ".join(str(value).replace("`", "'").split()) or " ") + "`"
 
 
 def runs_dir() -> Path:
@@ -60,33 +66,116 @@ def train_command(domain: str) -> str:
     return cmd
 
 
+def _domain_dirs(root: Path, domain: str | None) -> list[Path]:
+    """The domain folders under ``root`` the pages read: real folders, or links that stay inside ``root``
+    (a ``finance`` link to another disk's folder is not followed out of the runs folder)."""
+    if not root.is_dir():
+        return []
+    names = [domain] if domain else sorted(p.name for p in root.iterdir() if not p.name.startswith(("mlartifacts", ".")))
+    out = []
+    for name in names:
+        d = root / name
+        try:
+            if d.is_dir() and (not d.is_symlink() or d.resolve().is_relative_to(root.resolve())):
+                out.append(d)
+        except OSError:  # a link loop
+            continue
+    return out
+
+
+def _run_dirs(root: Path, domain: str | None) -> list[Path]:
+    """Run folders: real folders (never a link such as ``latest``) holding a ``run.json`` file."""
+    out = []
+    for d in _domain_dirs(root, domain):
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(e.path, "run.json")):
+                    out.append(Path(e.path))
+            except OSError:
+                continue
+    return out
+
+
 def _runs_signature(root: Path, domain: str | None) -> tuple:
     """(run folder, run.json mtime) for every run: cheap stats that change whenever a run starts,
     finishes or fails, so the parsed run list is only rebuilt then."""
     sig = []
-    for d in ([root / domain] if domain else [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []):
-        if d.is_dir():
-            for rd in os.scandir(d):
-                try:
-                    sig.append((rd.path, os.stat(os.path.join(rd.path, "run.json")).st_mtime_ns))
-                except OSError:
-                    continue
+    for rd in _run_dirs(root, domain):
+        try:
+            sig.append((str(rd), os.stat(rd / "run.json").st_mtime_ns))
+        except OSError:
+            continue
     return tuple(sorted(sig))
+
+
+_RUN_FILES = ("run.json", "config.json", "metrics.json", "metrics.jsonl")
+
+
+def _links_out(path: Path, folder: Path) -> bool:
+    """``path`` is a symbolic link whose target is not inside ``folder``."""
+    try:
+        return path.is_symlink() and not path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return True
+
+
+_TEXT_FIELDS = ("status", "kind", "command", "error", "device", "git_commit")
+
+
+def read_run_safely(run_dir: str | Path) -> dict[str, Any]:
+    """``core.runs.read_run`` for a folder someone else wrote (core reads a run.json that is half-written or
+    not an object as status ``damaged``): a run file linking out of the folder is not read (status ``damaged``),
+    any other failure is the run's ``error`` rather than an exception that would hide every run, and the
+    fields the pages sort, group and print have the types they expect (name and domain are the folder's
+    when run.json's are not text, text fields are text, config and metrics are dicts)."""
+    run_dir = Path(run_dir)
+    base: dict[str, Any] = {"path": str(run_dir), "name": run_dir.name, "domain": run_dir.parent.name, "config": {}, "metrics": {}}
+    linked = [n for n in _RUN_FILES if _links_out(run_dir / n, run_dir)]
+    if linked:
+        return {**base, "status": "damaged", "error": f"{', '.join(linked)} link(s) outside the run folder: not read"}
+    try:
+        info = read_run(run_dir)
+    except Exception as e:  # noqa: BLE001  (one damaged run must not hide the others)
+        return {**base, "status": "damaged", "error": f"{type(e).__name__}: {e}"}
+    info.update(path=base["path"], name=base["name"])
+    if not isinstance(info.get("domain"), str) or not info["domain"]:
+        info["domain"] = base["domain"]
+    for k in ("config", "metrics"):
+        if not isinstance(info.get(k), dict):
+            info[k] = {}
+    for k in ("started", "updated"):  # timestamps: anything but text sorts as unknown, not as a date
+        if not isinstance(info.get(k), str):
+            info[k] = None
+    for k in _TEXT_FIELDS:
+        v = info.get(k)
+        if v is not None and not isinstance(v, str):
+            info[k] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    info.setdefault("status", "unknown")
+    if info["status"] is None:
+        info["status"] = "unknown"
+    return info
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _cached_list_runs(root: str, domain: str | None, signature: tuple) -> list[dict[str, Any]]:
-    return list_runs(root, domain)
+    runs = [read_run_safely(rd) for rd, _ in signature]
+    runs.sort(key=lambda r: r.get("started") or "", reverse=True)
+    return runs
 
 
 def all_runs(domain: str | None = None) -> list[dict[str, Any]]:
-    """``core.runs.list_runs`` for the dashboards' runs root, re-read only when a run changed
-    (every widget click reruns the page)."""
+    """Every run under the dashboards' runs root (newest first), re-read only when a run changed
+    (every widget click reruns the page). Read with :func:`read_run_safely`: a damaged run shows as
+    ``damaged``, and links (``latest``, or one planted to a folder elsewhere) are not followed."""
     root = runs_dir()
     runs = _cached_list_runs(str(root), domain, _runs_signature(root, domain))
     # a writer that died leaves run.json as it was: read "running" runs again, so core.runs can say
     # "interrupted" without the listing waiting for a file change
-    return [read_run(r["path"]) if r.get("status") == "running" else r for r in runs]
+    return [read_run_safely(r["path"]) if r.get("status") == "running" else r for r in runs]
 
 
 def completed_runs(domain: str) -> list[dict[str, Any]]:
@@ -112,7 +201,7 @@ def empty_state(domain: str, what: str = "trained run") -> None:
 
 
 def run_label(run: dict[str, Any]) -> str:
-    return f"{Path(run['path']).name}  ·  {run.get('started', '?')}"  # the folder name: what is on disk
+    return f"{Path(run['path']).name}  ·  {run.get('started') or '?'}"  # the folder name: what is on disk
 
 
 def pick_run(domain: str, key: str | None = None, prefer: Callable[[Path], bool] | None = None) -> Path | None:
@@ -127,7 +216,26 @@ def pick_run(domain: str, key: str | None = None, prefer: Callable[[Path], bool]
     index = next((i for i, p in enumerate(paths) if prefer(p)), 0) if prefer else 0
     label = st.sidebar.selectbox(f"{domain.capitalize()} run", list(by_label), index=index, key=key or f"{domain}_run",
                                  help=f"completed model runs under {runs_dir() / domain}, newest first")
-    return by_label[label]
+    chosen = by_label[label]
+    outside = _links_outside(run_key(chosen))
+    if outside:
+        st.error(f"Run {md_code(chosen.name)} holds links to files outside its folder ({md_text(', '.join(outside[:5]))}"
+                 f"{' …' if len(outside) > 5 else ''}); the dashboards do not follow them. Choose another run in the sidebar.")
+        return None
+    return chosen
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _links_outside(key: str) -> list[str]:
+    """The files and folders of a run (a :func:`run_key`) that are symbolic links leading out of it: a page
+    reading the run's model or tables through them would read whatever they point at."""
+    root = Path(run_path(key))
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):  # does not descend into linked folders
+        for n in dirnames + filenames:
+            if _links_out(Path(dirpath) / n, root):
+                found.append(str((Path(dirpath) / n).relative_to(root)))
+    return sorted(found)
 
 
 @contextmanager
@@ -137,9 +245,17 @@ def friendly_errors(what: str) -> Iterator[None]:
         yield
     except Exception as e:  # noqa: BLE001  (Streamlit's stop/rerun are BaseException and pass through)
         log.warning(f"dashboard: {what} failed: {type(e).__name__}: {e}")
-        st.error(f"{what} failed: {e}" if str(e) else f"{what} failed: {type(e).__name__}")
+        st.error(f"{what} failed: {md_text(error_message(e))}")
         with st.expander("Details for a bug report"):
             st.text("".join(traceback.format_exception_only(type(e), e)).strip())
+
+
+def error_message(e: BaseException) -> str:
+    """One line saying what went wrong. A ``KeyError`` from reading a run's tables is a column or field the
+    page needs and the run's file lacks (its bare message would be only the key)."""
+    if isinstance(e, KeyError) and e.args:
+        return f"the run's files lack the column or field {e.args[0]!r} (damaged, or written by another version)"
+    return str(e) or type(e).__name__
 
 
 def domain_unavailable(domain: str, error: ImportError) -> None:
@@ -187,12 +303,18 @@ def metric_history(run_dir: str | Path) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _metric_history(run_dir: str, stamp: tuple | None) -> pd.DataFrame:
-    rows = list(iter_metrics(run_dir))
+    try:
+        rows = [r for r in iter_metrics(run_dir) if isinstance(r, dict)]  # a line that is not an object: damaged, skipped
+    except (OSError, ValueError):  # unreadable, not UTF-8
+        rows = []
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows).drop(columns=["time"], errors="ignore")
     df = df.apply(pd.to_numeric, errors="coerce")
-    return df.groupby("step").last().sort_index() if "step" in df else df
+    if "step" in df:
+        df = df.dropna(subset=["step"])
+        return df.groupby("step").last().sort_index()
+    return df
 
 
 def page_header(title: str, caption: str) -> None:

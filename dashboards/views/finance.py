@@ -126,15 +126,15 @@ if dq is not None and not dq.empty:
                + (f"; {len(dq.dropped)} ticker(s) dropped or without test days" if len(dq.dropped) else "") + ". Details below the tabs.",
                icon=":material/warning:")
 
-in_run = sorted(bt.predictions["ticker"].unique()) if bt is not None and not bt.predictions.empty else []
-tickers_all = sorted(prices["ticker"].unique()) if prices is not None and "ticker" in prices else in_run
+in_run = sorted(map(str, bt.predictions["ticker"].unique())) if bt is not None and "ticker" in bt.predictions else []
+tickers_all = sorted(map(str, prices["ticker"].unique())) if prices is not None and "ticker" in prices else in_run
 default = [t for t in ("SP500", "AAPL", "JPM") if t in (in_run or tickers_all)] or (in_run or tickers_all)[:2]
 chosen: list[str] = st.multiselect("Tickers", tickers_all, default=default, key="fin_tickers",
                                    help="the run's model forecasts the tickers it was trained on" + (f": {', '.join(in_run)}" if in_run else ""))
 tab_px, tab_fc, tab_bt, tab_reg, tab_var, tab_imp = st.tabs(["Price history", "Forecast", "Backtest", "Folds, regimes & tests", "VaR breaches",
                                                               "Variable importance"])
 
-with tab_px:
+with tab_px, friendly_errors("Showing the price history"):
     if prices is None or not chosen:
         st.caption("Choose at least one ticker.")
     else:
@@ -148,7 +148,7 @@ with tab_px:
             wide = 100 * wide / wide.bfill().iloc[0]
         st.line_chart(wide, y_label="price (rebased to 100)" if rebased else "close")
 
-with tab_fc:
+with tab_fc, friendly_errors("Showing the backtest forecasts"):
     if not chosen:
         st.caption("Choose at least one ticker.")
     else:
@@ -175,7 +175,7 @@ with tab_fc:
                 st.plotly_chart(layout(fig, f"{t} · {model}: {label}, {h} day(s) ahead · {inside:.0%} of outcomes inside the 90% interval"),
                                 width="stretch", key=f"bfan_{t}_{target}")
 
-with tab_bt:
+with tab_bt, friendly_errors("Showing the backtest"):
     agg = bt.aggregate if bt is not None else None
     if agg is None or agg.empty:
         st.caption("This run has no backtest results.")
@@ -185,6 +185,9 @@ with tab_bt:
             st.markdown(f"Volatility pinball: TFT **{v.tft_vol_pinball:.4g}** vs best baseline `{v.best_baseline}` **{v.best_baseline_vol_pinball:.4g}** → "
                         + ("TFT **beats** the best baseline." if v.tft_beats_best_baseline else "TFT does **not** beat the best baseline."))
         metric_cols = [c for c in agg.columns if c != "model" and pd.api.types.is_numeric_dtype(agg[c])]
+        if "model" not in agg or not metric_cols:
+            raise ValueError("metrics_aggregate.csv needs a `model` column and at least one numeric metric column; "
+                             f"it has {', '.join(map(str, agg.columns[:8]))}{' …' if len(agg.columns) > 8 else ''}")
         default_metric = next((c for c in ("vol_pinball", "ret_pinball_h1") if c in metric_cols), metric_cols[0])
         metric = st.selectbox("Metric", metric_cols, index=metric_cols.index(default_metric), key="fin_bt_metric")
         lower = any(w in metric for w in LOWER_IS_BETTER)
@@ -199,7 +202,7 @@ with tab_bt:
             sel = by_t[by_t["ticker"].isin(chosen)] if chosen and by_t["ticker"].isin(chosen).any() else by_t
             st.dataframe(sel, hide_index=True, width="stretch")
 
-with tab_reg:
+with tab_reg, friendly_errors("Showing the folds, regimes and tests"):
     if bt is None or (bt.by_fold.empty and bt.by_regime.empty and bt.diebold_mariano.empty):
         st.caption("This run has no per-fold, per-regime or test tables (a backtest run writes them).")
     else:
@@ -238,7 +241,7 @@ with tab_reg:
             st.dataframe(bt.by_seed, hide_index=True, width="stretch")
             st.dataframe(spread, hide_index=True, width="stretch")
 
-with tab_var:
+with tab_var, friendly_errors("Showing the VaR breaches"):
     vb = bt.var_breaches if bt is not None else None
     if vb is None or vb.empty:
         st.caption("This run recorded no VaR breaches.")

@@ -4,13 +4,14 @@ planes with the mask overlaid, read per-structure volumes and the Dice against a
 from __future__ import annotations
 
 import html
+import re
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from dashboards import slices
-from dashboards.common import stop_without_runs, domain_unavailable, friendly_errors, page_header, pick_run, run_key, run_path
+from dashboards.common import stop_without_runs, domain_unavailable, friendly_errors, md_code, md_text, page_header, pick_run, run_key, run_path, train_command
 from dashboards.uploads import MAX_EXTRACTED_MB, MAX_FILES, MAX_UPLOAD_MB, UploadError, check_upload, materialise, session_uploads
 
 page_header("Medical", "3D segmentation of CT/MRI volumes: choose a prepared case or upload a scan, run the model, inspect the mask.")
@@ -24,6 +25,11 @@ except ImportError as e:  # the domain (torch, MONAI, ...) is not installed in t
 
 run_dir = pick_run("medical", prefer=lambda p: api.model_run(p).has_model)  # newest run holding a model; with no run, the page only explains the command that makes one
 if run_dir is None:
+    st.stop()
+if not api.model_run(run_dir).has_model:  # e.g. a run stopped before its first checkpoint, or its model file deleted
+    st.warning(f"Run {md_text(run_dir.name)} holds no trained model (`best.safetensors` is missing). Choose another run in the "
+               "sidebar, or train one with:")
+    st.code(train_command("medical"), language="bash")
     st.stop()
 
 
@@ -103,7 +109,7 @@ if image_source is None:
     st.stop()
 
 result = None
-with friendly_errors(f"Segmenting `{case_name}`"):
+with friendly_errors(f"Segmenting {md_code(case_name)}"):
     segmenter(key)  # load (cached) before timing the inference itself
     result = segment(key, image_source)
 if result is None:
@@ -214,7 +220,7 @@ if result.ood is not None and result.ood.flagged:  # issue 14.5: never a 3.8 L "
 elif result.ood is not None:
     conf = f" (mean confidence {result.ood.mean_confidence:.2f})" if result.ood.mean_confidence is not None else ""
     st.caption(f"Out-of-distribution guard: structure volumes and confidence are within the expected ranges{conf}.")
-st.subheader(f"Slices of `{case_name}` · shape {tuple(image.shape)} · spacing {tuple(round(s, 2) for s in spacing)} mm")
+st.subheader(f"Slices of {md_code(case_name)} · shape {tuple(image.shape)} · spacing {tuple(round(s, 2) for s in spacing)} mm")
 cols = st.columns(3)
 for col, plane in zip(cols, slices.PLANES):
     axis = slices.AXIS[plane]
@@ -271,5 +277,5 @@ def mask_bytes(k: str, source: str) -> bytes:
 
 
 with friendly_errors("Preparing the mask download"):
-    st.download_button("Download mask (NIfTI)", data=mask_bytes(key, image_source), file_name=f"{case_name}_mask.nii.gz",
+    st.download_button("Download mask (NIfTI)", data=mask_bytes(key, image_source), file_name=f"{re.sub(r'[^A-Za-z0-9._-]+', '_', case_name)}_mask.nii.gz",
                        mime="application/gzip", key="med_download")

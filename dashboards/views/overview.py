@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.tracking import default_tracking_uri, flatten
-from dashboards.common import DOMAINS, all_runs, curves, friendly_errors, metric_history, page_header, run_label, runs_dir, scalar_metrics, train_command
+from dashboards.common import DOMAINS, all_runs, curves, friendly_errors, md_code, md_text, metric_history, page_header, run_label, runs_dir, scalar_metrics, train_command
 
 page_header("Overview", "Runs of every domain, their final metrics and curves, and a side-by-side comparison of two runs.")
 
@@ -39,12 +39,12 @@ for d in domains:  # one table per domain: each has its own metrics
         row.update(scalar_metrics(r))
         rows.append(row)
     if rows:
-        st.markdown(f"**{d}** · {len(rows)} run{'s' if len(rows) > 1 else ''}")
+        st.markdown(f"**{md_text(d)}** · {len(rows)} run{'s' if len(rows) > 1 else ''}")
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 st.caption(f"{len(shown)} of {len(runs)} runs · newest first · from `{root}/<domain>/<run>/run.json` and `metrics.json`")
 interrupted = [r for r in runs if r.get("status") == "interrupted"]
 if interrupted:
-    names = ", ".join(f"`{r.get('domain')}/{r.get('name')}`" for r in interrupted[:5]) + (" …" if len(interrupted) > 5 else "")
+    names = ", ".join(md_code(f"{r.get('domain')}/{r.get('name')}") for r in interrupted[:5]) + (" …" if len(interrupted) > 5 else "")
     st.warning(f"{len(interrupted)} run{'s' if len(interrupted) > 1 else ''} interrupted (the process writing {'them' if len(interrupted) > 1 else 'it'} "
                f"died before finishing): {names}. Rerun the same command with `--resume` to continue from the last checkpoint.",
                icon=":material/warning:")
@@ -65,9 +65,12 @@ with friendly_errors("Reading the run"):
             st.caption("This run recorded no final metrics.")
         if run.get("status") == "interrupted":  # not an error of the run's code: its process was killed or crashed
             st.warning("Interrupted: the process writing this run died before finishing; its metrics stop where it stopped."
-                       + (f" ({run['error']})" if run.get("error") else ""))
+                       + (f" ({md_text(run['error'])})" if run.get("error") else ""))
+        elif run.get("status") == "damaged":  # read_run_safely: run.json half-written, not JSON, or linking elsewhere
+            st.warning(f"Damaged run folder: {md_text(run.get('error'))}. The pages offer only completed runs; "
+                       "delete or rerun this one.")
         elif run.get("error"):
-            st.error(f"Run error: {run['error']}")
+            st.error(f"Run error: {md_text(run['error'])}")
     with right:
         hist = metric_history(run["path"])
         cols = [c for c in hist.columns if hist[c].notna().any()]

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import stop_without_runs, curves, runs_dir, domain_unavailable, friendly_errors, md_text, page_header, pick_run, run_key, run_path
+from dashboards.common import stop_without_runs, curves, runs_dir, domain_unavailable, friendly_errors, md_code, md_text, page_header, pick_run, run_key, run_path
 
 page_header("Recommendation", "Top-K recommendations on MovieLens-100K (research, non-commercial use), item similarity and cold start.")
 
@@ -226,7 +226,9 @@ with tab_cold:
 with tab_metrics:
     with friendly_errors("Loading the metrics"):
         m = metrics(key)
-        spreads = {p: sp for p in api.PROTOCOLS if not (sp := seed_spread(str(runs_dir()), p, bench_stamp(p))).table.empty}
+        spreads: dict = {}
+        with friendly_errors(f"Reading the benchmark results under {md_code(runs_dir() / api.BENCH_DIR)}"):  # not this run's: its own table still shows
+            spreads = {p: sp for p in api.PROTOCOLS if not (sp := seed_spread(str(runs_dir()), p, bench_stamp(p))).table.empty}
         spread = spreads.get("stratified")  # the split `train` uses by default, as in this run's table
         if m is None or len(m) == 0:
             st.caption("This run recorded no evaluation metrics.")

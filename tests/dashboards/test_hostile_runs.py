@@ -148,3 +148,18 @@ def test_read_run_safely_never_raises(tmp_path):
         info = read_run_safely(_run(tmp_path, "medical", f"r{i}", text))
         assert isinstance(info["status"], str) and isinstance(info["metrics"], dict) and info["name"] == f"r{i}"
         assert info["started"] is None or isinstance(info["started"], str)
+
+
+def test_damaged_benchmark_results_do_not_hide_the_runs_own_metrics(domain_run, tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    shutil.copytree(domain_run("recommendation").run_dir, root / "recommendation" / "run", ignore=shutil.ignore_patterns("checkpoints"))
+    (root / "bench-recommendation").mkdir()
+    (root / "bench-recommendation" / "stratified.json").write_text('{"rows": [{"model": "x", "ndcg@10": 0.1}], "seeds": ["a"]}')
+    monkeypatch.setenv("SUITE_RUNS_DIR", str(root))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("views/recommendation.py").run()
+    _no_traceback(at)
+    assert [e.value for e in at.error if e.value.startswith("Reading the benchmark results under `")], [e.value for e in at.error]
+    assert any("Test metrics of this run" in m.value for m in at.markdown)  # the run's own table is still shown
+    assert any("model" in d.value.columns for d in at.dataframe)

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import stop_without_runs, domain_unavailable, friendly_errors, md_text, page_header, pick_run, run_key, run_path, train_command
+from dashboards.common import stop_without_runs, domain_unavailable, friendly_errors, md_code, md_text, page_header, pick_run, run_key, run_path, train_command
 
 page_header("Finance", "Quantile forecasts of daily returns and volatility (Temporal Fusion Transformer), backtested walk-forward against baselines.")
 
@@ -103,14 +103,14 @@ bt: api.Backtest | None = None
 try:
     bt = backtest(key)
 except FileNotFoundError:  # a train run: a forecaster but no walk-forward tables
-    st.info(f"Run `{run_dir.name}` has a forecaster but no backtest tables (backtest, VaR breaches). Create them with:")
+    st.info(f"Run {md_code(run_dir.name)} has a forecaster but no backtest tables (backtest, VaR breaches). Create them with:")
     st.code(train_command("finance"), language="bash")
     variant = api.saved_variant(run_dir)
     if variant is not None:
         days = f"{variant.val_days} " if variant.val_days else ""
-        st.caption(f"A transfer run: its model is **{variant.name}**" + (
+        st.caption(f"A transfer run: its model is **{md_text(variant.name)}**" + (
             f" — chosen by `--save auto`, the lowest vol pinball on the last {days}days of the held-out tickers' short history ("
-            + ", ".join(f"{k} {v:.4g}" for k, v in variant.selection.items()) + "); its test figures are in `transfer_results.csv`."
+            + ", ".join(f"{md_text(k)} {v:.4g}" for k, v in variant.selection.items()) + "); its test figures are in `transfer_results.csv`."
             if variant.selection else "."))
 except Exception:  # noqa: BLE001
     with friendly_errors("Loading the backtest"):
@@ -120,7 +120,7 @@ with friendly_errors("Reading the run's data checks"):
     dq = data_quality(key)
 if dq is not None and not dq.empty:
     n = sum(dq.counts.values()) if dq.counts else len(dq.warnings)
-    kinds = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dq.counts.items() if v)
+    kinds = ", ".join(f"{v} {md_text(k.replace('_', ' '))}" for k, v in dq.counts.items() if v)
     found = (f"raised {n} warning{'s' if n != 1 else ''}" + (f" ({kinds})" if kinds else "")) if n else "raised no warnings"
     st.warning(f"**Data quality:** the price checks of this run {found}"
                + (f"; {len(dq.dropped)} ticker(s) dropped or without test days" if len(dq.dropped) else "") + ". Details below the tabs.",
@@ -182,7 +182,7 @@ with tab_bt, friendly_errors("Showing the backtest"):
     else:
         v = bt.verdict
         if v is not None:
-            st.markdown(f"Volatility pinball: TFT **{v.tft_vol_pinball:.4g}** vs best baseline `{v.best_baseline}` **{v.best_baseline_vol_pinball:.4g}** → "
+            st.markdown(f"Volatility pinball: TFT **{v.tft_vol_pinball:.4g}** vs best baseline {md_code(v.best_baseline)} **{v.best_baseline_vol_pinball:.4g}** → "
                         + ("TFT **beats** the best baseline." if v.tft_beats_best_baseline else "TFT does **not** beat the best baseline."))
         metric_cols = [c for c in agg.columns if c != "model" and pd.api.types.is_numeric_dtype(agg[c])]
         if "model" not in agg or not metric_cols:
@@ -275,7 +275,7 @@ with tab_imp:
             imp = importance(key)
         except FileNotFoundError as e:  # a train or transfer run: not an error, the message says how to make it
             imp = None
-            st.info(f"No variable importance for this run: {e}")
+            st.info(f"No variable importance for this run: {md_text(e)}")
         if imp is not None and len(imp) == 0:
             st.caption("This run recorded no variable importance.")
         elif imp is not None:
@@ -330,7 +330,7 @@ if chosen:
         with friendly_errors("Forecasting"):
             model = forecaster(key)
             unknown = [t for t in chosen if t not in model.tickers]
-            zero_shot = bool(unknown) and st.toggle(f"Forecast {', '.join(unknown)} zero-shot", value=False, key="fin_zero_shot",
+            zero_shot = bool(unknown) and st.toggle(f"Forecast {md_text(', '.join(unknown))} zero-shot", value=False, key="fin_zero_shot",
                                                     help="tickers this model was not trained on: forecast from their own history "
                                                          "with the model's unknown-ticker embedding")
             fc = forecast(key, tuple(chosen), zero_shot)
@@ -341,7 +341,7 @@ if chosen:
             for t in chosen:
                 ft = fc[fc["ticker"] == t].sort_values("date")
                 if ft.empty:
-                    st.caption(f"No forecast for {t}: the model was not trained on it" + (" (switch on zero-shot above)." if t in unknown else "."))
+                    st.caption(f"No forecast for {md_text(t)}: the model was not trained on it" + (" (switch on zero-shot above)." if t in unknown else "."))
                     continue
                 fig = go.Figure()
                 if prices is not None and hist_col in prices:
@@ -350,6 +350,6 @@ if chosen:
                 fan(fig, ft["date"], ft)
                 shot = " (zero-shot)" if "zero_shot" in ft and ft["zero_shot"].astype(bool).any() else ""
                 st.plotly_chart(layout(fig, f"{t}: {label}, forecast quantiles{shot}"), width="stretch", key=f"fan_{t}_{target}")
-            st.caption(f"Forecast dates are sessions of the **{model.calendar}** exchange calendar (exchange_calendars).")
+            st.caption(f"Forecast dates are sessions of the **{md_text(model.calendar)}** exchange calendar (exchange_calendars).")
             with st.expander("Forecast table"):
                 st.dataframe(fc, hide_index=True, width="stretch")

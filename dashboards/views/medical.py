@@ -193,7 +193,7 @@ with st.sidebar:
     colours: dict[int, str] = {}
     with st.expander("Colours", expanded=False):
         for c in present:
-            colours[c] = st.color_picker(legend_names[c], default_colours[c], key=f"med_colour_{mode}_{c}")
+            colours[c] = st.color_picker(md_text(legend_names[c]), default_colours[c], key=f"med_colour_{mode}_{c}")
 visible = {c for c in present if legend_names[c] in show}
 
 
@@ -211,7 +211,7 @@ if sal is not None:
     finite = sal.map[np.isfinite(sal.map)]
     heat_scale = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
     centre = tuple(int((b.start + b.stop) // 2) for b in sal.box)  # open the viewer on the explained patch
-    st.caption(f"Explaining **{sal.structure}**: {sal.method}; its mean probability over its voxels in the patch is {sal.score:.2f}. "
+    st.caption(f"Explaining **{md_text(sal.structure)}**: {sal.method}; its mean probability over its voxels in the patch is {sal.score:.2f}. "
                "Red: hiding that region lowers the model's belief in the structure; blue: raises it. Outside the patch: not computed.")
 if result.ood is not None and result.ood.flagged:  # issue 14.5: never a 3.8 L "brain" without a word
     conf = f" Mean confidence {result.ood.mean_confidence:.2f}." if result.ood.mean_confidence is not None else ""

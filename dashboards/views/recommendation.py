@@ -268,7 +268,7 @@ with tab_metrics:
             st.caption("This run logged no validation metrics.")
         else:
             if rep.chosen_epoch is not None:
-                on = f" (highest `{rep.selection_metric}`)" if rep.selection_metric else ""
+                on = f" (highest {md_code(rep.selection_metric)})" if rep.selection_metric else ""
                 st.markdown(f"Early stopping chose epoch **{rep.chosen_epoch}**{on} on the validation split carved from the training part; "
                             "the test split was used once, after that choice.")
             val_cols = sorted((c for c in rep.curves.columns if rep.curves[c].notna().any()), key=lambda c: not str(c).startswith("val"))  # validation first

@@ -23,7 +23,7 @@ from streamlit.testing.v1 import AppTest
 from core.config import DeviceConfig, RunConfig, SeedConfig, TrackingConfig
 from core.runs import Run
 from dashboards import slices
-from dashboards.common import COMMANDS, run_key, run_path
+from dashboards.common import COMMANDS, md_text, run_key, run_path
 from dashboards.uploads import UploadError, check_upload
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
@@ -425,7 +425,7 @@ def test_finance_page_says_which_variant_a_transfer_run_saved(domain_run, tmp_pa
     assert any("no backtest tables" in i.value for i in at.info), ([i.value for i in at.info], [e.value for e in at.error], [w.value for w in at.warning], [b.options for b in at.selectbox])
     assert any("No variable importance for this run" in i.value for i in at.info)  # a run without a backtest: information, not an error
     caption = next(c.value for c in at.caption if "transfer run" in c.value)
-    assert "**zero_shot**" in caption and "finetune_lora 0.0017" in caption and "--save auto" in caption and "last 50 days" in caption
+    assert "**zero\\_shot**" in caption and "finetune\\_lora 0.0017" in caption and "--save auto" in caption and "last 50 days" in caption
 
 
 def test_recommendation_fallback_rows_show_a_labelled_popularity_column_not_a_score(domain_run):
@@ -600,5 +600,5 @@ def test_medical_page_overlays_a_structures_occlusion_sensitivity(domain_run):
     structure = at.selectbox(key="med_explain").options[1]
     at.selectbox(key="med_explain").set_value(structure).run()
     no_exception(at)
-    assert any(c.value.startswith(f"Explaining **{structure}**: occlusion") for c in at.caption), [c.value for c in at.caption]
+    assert any(c.value.startswith(f"Explaining **{md_text(structure)}**: occlusion") for c in at.caption), [c.value for c in at.caption]
     assert len(at.get("image")) == len(plain) >= 1 and [str(el.proto) for el in at.get("image")] != plain  # the slices were redrawn

@@ -244,6 +244,8 @@ def data_quality(run_dir: str | Path) -> DataQuality:
     folds = _read_json(run_dir / "folds.json")
     no_test: dict[str, list] = {}
     for f in folds if isinstance(folds, list) else []:
+        if not isinstance(f, dict):  # a hand-edited or damaged folds.json: nothing to list from that entry
+            continue
         for t in f.get("without_test_days") or []:
             no_test.setdefault(str(t), []).append(f.get("fold"))
     dropped += [{"ticker": t, "reason": f"no test days in fold(s) {', '.join(str(k) for k in ks)}"} for t, ks in sorted(no_test.items())]

@@ -200,7 +200,16 @@ def read_task_meta(run_dir: str | Path) -> dict:
     if not all((run_dir / f).is_file() for f in ("task.json", "config.json", "best.safetensors")):
         raise MedicalInputError(f"{run_dir}: not a trained medical run (needs task.json, config.json and best.safetensors; "
                                 "train with `python -m domains.medical.train`)")
-    return json.loads((run_dir / "task.json").read_text())
+    path = run_dir / "task.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise MedicalInputError(f"{path}: damaged run file ({type(e).__name__}: {e}); retrain or restore the run folder") from None
+    need = {"class_names": list, "pipeline": dict, "model": dict}
+    wrong = [k for k, t in need.items() if not isinstance(meta, dict) or not isinstance(meta.get(k), t)] if isinstance(meta, dict) else list(need)
+    if wrong:
+        raise MedicalInputError(f"{path}: damaged run file ({', '.join(wrong)} missing or of the wrong type); retrain or restore the run folder")
+    return meta
 
 
 def download_msd_task(task: str, root: str | Path, url: str | None = None, md5: str | None = None, progress: bool = True) -> Path:

@@ -277,3 +277,12 @@ def test_a_ticker_that_a_spreadsheet_would_run_as_a_formula_is_refused(tmp_path,
     s.assign(ticker=ticker).to_csv(tmp_path / "f.csv", index=False)  # it would be written into forecasts.csv / data_warnings.csv
     with pytest.raises(PriceDataError, match="formula"):
         read_price_file(tmp_path / "f.csv")
+
+
+def test_data_quality_of_a_run_with_a_damaged_folds_json_lists_what_it_can(tmp_path):
+    import json
+
+    from domains.finance import api
+
+    (tmp_path / "folds.json").write_text(json.dumps([3, "x", {"fold": 1, "without_test_days": ["KO"]}]))  # was: 'int' object has no attribute 'get'
+    assert api.data_quality(tmp_path).dropped.to_dict("records") == [{"ticker": "KO", "reason": "no test days in fold(s) 1"}]

@@ -267,3 +267,15 @@ def test_training_flags_outside_what_can_work_are_one_line_before_a_run(tmp_path
     with pytest.raises(SystemExit) as e:
         parse_config(TrainConfig, [*argv, "--runs-dir", str(tmp_path / "runs")])
     assert e.value.code == 2 and flag in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b'{"class_names": "brain", "pipeline": {}, "model": {}}', b'{"task": "x"', b"\xff\xfe"])
+def test_a_damaged_task_json_of_a_run_is_one_line_naming_it(tmp_path, content):
+    """A list, a string for class_names, a cut-short or non-UTF-8 task.json gave list-index/KeyError tracebacks (dashboards, infer, evaluate)."""
+    from domains.medical.data import MedicalInputError, read_task_meta
+
+    for name in ("config.json", "best.safetensors"):
+        (tmp_path / name).write_bytes(b"{}")
+    (tmp_path / "task.json").write_bytes(content)
+    with pytest.raises(MedicalInputError, match="task.json: damaged run file"):
+        read_task_meta(tmp_path)

@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import stat
-import struct
 import tempfile
 import time
 import weakref
@@ -83,27 +82,28 @@ def _gunzip_head(name: str, data: bytes, n: int) -> bytes:
 
 
 def _check_nifti_header(name: str, head: bytes) -> None:
-    """A NIfTI-1/2 header, and a declared volume no bigger than :data:`MAX_EXTRACTED_MB`: checked before the
-    reader inflates a .nii.gz (a few MB of gzip can declare, and expand to, many GB)."""
+    """A NIfTI-1/2 header (read by nibabel), and a declared volume no bigger than :data:`MAX_EXTRACTED_MB`:
+    checked before the reader inflates a .nii.gz (a few MB of gzip can declare, and expand to, many GB)."""
+    import nibabel as nib
+    from nibabel.spatialimages import HeaderDataError
+
     if len(head) < 348:
         raise UploadError(f"{_code(name)} is too short ({len(head)} bytes) to be a NIfTI file.")
-    order = next((o for o in ("little", "big") if int.from_bytes(head[:4], o) in (348, 540)), None)
-    if order is None:
+    sizes = {int.from_bytes(head[:4], o) for o in ("little", "big")}
+    if not sizes & {348, 540}:
         raise UploadError(f"{_code(name)} is not a NIfTI file (its header size field is neither 348 nor 540).")
-    e = "<" if order == "little" else ">"
-    if int.from_bytes(head[:4], order) == 348:
-        dims, bitpix = struct.unpack_from(e + "8h", head, 40), struct.unpack_from(e + "h", head, 72)[0]
-    elif len(head) >= 540:
-        dims, bitpix = struct.unpack_from(e + "8q", head, 16), struct.unpack_from(e + "h", head, 14)[0]
-    else:
+    if 540 in sizes and len(head) < 540:
         raise UploadError(f"{_code(name)} is too short ({len(head)} bytes) for a NIfTI-2 header.")
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]) or bitpix <= 0:
-        raise UploadError(f"{_code(name)} has a damaged NIfTI header (dimensions {list(dims)}, {bitpix} bits per voxel).")
-    declared = math.prod(dims[1:ndim + 1]) * bitpix // 8
+    try:
+        hdr = (nib.Nifti2Header if 540 in sizes else nib.Nifti1Header).from_fileobj(io.BytesIO(head), check=False)
+        shape, itemsize = hdr.get_data_shape(), hdr.get_data_dtype().itemsize
+    except (HeaderDataError, ValueError, TypeError) as e:
+        raise UploadError(f"{_code(name)} has a damaged NIfTI header ({e}).") from None
+    if not shape or any(d < 1 for d in shape):
+        raise UploadError(f"{_code(name)} has a damaged NIfTI header (dimensions {list(shape)}).")
+    declared = math.prod(int(d) for d in shape) * itemsize
     if declared > MAX_EXTRACTED_MB * 1024 * 1024:
-        shape = "×".join(str(d) for d in dims[1:ndim + 1])
-        raise UploadError(f"{_code(name)} declares a {shape} volume of {_mb(declared)} ({bitpix} bits per voxel); "
+        raise UploadError(f"{_code(name)} declares a {'×'.join(str(d) for d in shape)} volume of {_mb(declared)} ({8 * itemsize} bits per voxel); "
                           f"the limit is {MAX_EXTRACTED_MB} MB.")
 
 

@@ -140,12 +140,29 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     return info
 
 
+_RUN_FILES = (("run.json", None), ("config.json", "config"), ("metrics.json", "metrics"))
+_TEXT_FIELDS = ("status", "kind", "command", "error", "device", "git_commit")
+
+
+def links_out(path: Path, folder: Path) -> bool:
+    """``path`` is a symbolic link whose target is not inside ``folder`` (a link loop counts as one)."""
+    try:
+        return path.is_symlink() and not path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return True
+
+
 def _read_run_files(run_dir: Path) -> dict[str, Any]:
     """The run's JSON files. A run.json that is not a JSON object with a text status (edited by hand,
-    damaged on disk) reads as status ``damaged`` with an ``error`` naming the file — one such run never
-    breaks a listing; a config.json or metrics.json that is not an object reads as ``{}``."""
-    info: dict[str, Any] = {"path": str(run_dir), "name": run_dir.name, "domain": run_dir.parent.name}
-    for fname, key in (("run.json", None), ("config.json", "config"), ("metrics.json", "metrics")):
+    damaged on disk), or a run file that links out of the run folder, reads as status ``damaged`` with an
+    ``error`` naming the file — one such run never breaks a listing; a config.json or metrics.json that is
+    not an object reads as ``{}``. Name and path are the folder's; the domain is the parent folder's unless
+    run.json names one; timestamps that are not text read as unknown (None); the other text fields are text."""
+    info: dict[str, Any] = {"path": str(run_dir), "name": run_dir.name, "domain": run_dir.parent.name, "config": {}, "metrics": {}}
+    linked = [f for f, _ in _RUN_FILES if links_out(run_dir / f, run_dir)]
+    if linked:
+        return {**info, "status": "damaged", "error": f"{run_dir}: {', '.join(linked)} link(s) outside the run folder: not read"}
+    for fname, key in _RUN_FILES:
         p = run_dir / fname
         if not p.is_file():
             continue
@@ -160,24 +177,59 @@ def _read_run_files(run_dir: Path) -> dict[str, Any]:
         if problem is None and not isinstance(data.get("status"), (str, type(None))):
             problem = f"status {data['status']!r} is not text"
         if problem is None:
-            info.update(data)
+            info.update({k: v for k, v in data.items() if k not in ("path", "name", "config", "metrics")})
         else:
             info.update(status="damaged", error=f"{p}: {problem}")
+    if not isinstance(info.get("domain"), str) or not info["domain"]:
+        info["domain"] = run_dir.parent.name
+    for k in ("started", "updated"):
+        if not isinstance(info.get(k), str):
+            info[k] = None
+    for k in _TEXT_FIELDS:
+        v = info.get(k)
+        if v is not None and not isinstance(v, str):
+            info[k] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
     return info
+
+
+def domain_dirs(runs_dir: str | Path, domain: str | None = None) -> list[Path]:
+    """The domain folders under ``runs_dir``: real folders, or links that stay inside it (a ``finance`` link
+    to another disk's folder is not followed out of the runs folder)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    names = [domain] if domain else sorted(p.name for p in root.iterdir() if not p.name.startswith(("mlartifacts", ".")))
+    out = []
+    for name in names:
+        d = root / name
+        try:
+            if d.is_dir() and not links_out(d, root):
+                out.append(d)
+        except OSError:
+            continue
+    return out
+
+
+def run_dirs(runs_dir: str | Path = "runs", domain: str | None = None) -> list[Path]:
+    """Run folders: real folders (never a link such as ``latest``) holding a ``run.json`` file."""
+    out = []
+    for d in domain_dirs(runs_dir, domain):
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(e.path, "run.json")):
+                    out.append(Path(e.path))
+            except OSError:
+                continue
+    return out
 
 
 def list_runs(runs_dir: str | Path = "runs", domain: str | None = None) -> list[dict[str, Any]]:
     """All runs (newest first) with their run.json, config and final metrics."""
-    root = Path(runs_dir)
-    domains = [domain] if domain else sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("mlartifacts", "."))) if root.is_dir() else []
-    out = []
-    for d in domains:
-        droot = root / d
-        if not droot.is_dir():
-            continue
-        for rd in droot.iterdir():
-            if rd.is_dir() and not rd.is_symlink() and (rd / "run.json").is_file():
-                out.append(read_run(rd))
+    out = [read_run(rd) for rd in run_dirs(runs_dir, domain)]
     out.sort(key=lambda r: str(r.get("started") or ""), reverse=True)
     return out
 

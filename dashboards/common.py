@@ -7,7 +7,6 @@ only through it (and through ``core.runs`` for listings); nothing here trains an
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -23,7 +22,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from core.logging import get_logger  # noqa: E402
-from core.runs import iter_metrics, read_run  # noqa: E402
+from core.runs import iter_metrics, links_out, read_run, run_dirs  # noqa: E402
 from core.tracking import flatten  # noqa: E402
 
 log = get_logger("dashboards")
@@ -66,45 +65,11 @@ def train_command(domain: str) -> str:
     return cmd
 
 
-def _domain_dirs(root: Path, domain: str | None) -> list[Path]:
-    """The domain folders under ``root`` the pages read: real folders, or links that stay inside ``root``
-    (a ``finance`` link to another disk's folder is not followed out of the runs folder)."""
-    if not root.is_dir():
-        return []
-    names = [domain] if domain else sorted(p.name for p in root.iterdir() if not p.name.startswith(("mlartifacts", ".")))
-    out = []
-    for name in names:
-        d = root / name
-        try:
-            if d.is_dir() and (not d.is_symlink() or d.resolve().is_relative_to(root.resolve())):
-                out.append(d)
-        except OSError:  # a link loop
-            continue
-    return out
-
-
-def _run_dirs(root: Path, domain: str | None) -> list[Path]:
-    """Run folders: real folders (never a link such as ``latest``) holding a ``run.json`` file."""
-    out = []
-    for d in _domain_dirs(root, domain):
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            continue
-        for e in entries:
-            try:
-                if e.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(e.path, "run.json")):
-                    out.append(Path(e.path))
-            except OSError:
-                continue
-    return out
-
-
 def _runs_signature(root: Path, domain: str | None) -> tuple:
     """(run folder, run.json mtime) for every run: cheap stats that change whenever a run starts,
     finishes or fails, so the parsed run list is only rebuilt then."""
     sig = []
-    for rd in _run_dirs(root, domain):
+    for rd in run_dirs(root, domain):
         try:
             sig.append((str(rd), os.stat(rd / "run.json").st_mtime_ns))
         except OSError:
@@ -112,50 +77,17 @@ def _runs_signature(root: Path, domain: str | None) -> tuple:
     return tuple(sorted(sig))
 
 
-_RUN_FILES = ("run.json", "config.json", "metrics.json", "metrics.jsonl")
-
-
-def _links_out(path: Path, folder: Path) -> bool:
-    """``path`` is a symbolic link whose target is not inside ``folder``."""
-    try:
-        return path.is_symlink() and not path.resolve().is_relative_to(folder.resolve())
-    except (OSError, RuntimeError):  # a link loop
-        return True
-
-
-_TEXT_FIELDS = ("status", "kind", "command", "error", "device", "git_commit")
-
-
 def read_run_safely(run_dir: str | Path) -> dict[str, Any]:
-    """``core.runs.read_run`` for a folder someone else wrote (core reads a run.json that is half-written or
-    not an object as status ``damaged``): a run file linking out of the folder is not read (status ``damaged``),
-    any other failure is the run's ``error`` rather than an exception that would hide every run, and the
-    fields the pages sort, group and print have the types they expect (name and domain are the folder's
-    when run.json's are not text, text fields are text, config and metrics are dicts)."""
+    """``core.runs.read_run`` for a folder someone else wrote (core already reads a damaged run.json, or run
+    files linking out of the folder, as status ``damaged`` and gives the fields their types): any other failure
+    is the run's ``error`` rather than an exception that would hide every run; the status is never missing."""
     run_dir = Path(run_dir)
-    base: dict[str, Any] = {"path": str(run_dir), "name": run_dir.name, "domain": run_dir.parent.name, "config": {}, "metrics": {}}
-    linked = [n for n in _RUN_FILES if _links_out(run_dir / n, run_dir)]
-    if linked:
-        return {**base, "status": "damaged", "error": f"{', '.join(linked)} link(s) outside the run folder: not read"}
     try:
         info = read_run(run_dir)
     except Exception as e:  # noqa: BLE001  (one damaged run must not hide the others)
-        return {**base, "status": "damaged", "error": f"{type(e).__name__}: {e}"}
-    info.update(path=base["path"], name=base["name"])
-    if not isinstance(info.get("domain"), str) or not info["domain"]:
-        info["domain"] = base["domain"]
-    for k in ("config", "metrics"):
-        if not isinstance(info.get(k), dict):
-            info[k] = {}
-    for k in ("started", "updated"):  # timestamps: anything but text sorts as unknown, not as a date
-        if not isinstance(info.get(k), str):
-            info[k] = None
-    for k in _TEXT_FIELDS:
-        v = info.get(k)
-        if v is not None and not isinstance(v, str):
-            info[k] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-    info.setdefault("status", "unknown")
-    if info["status"] is None:
+        return {"path": str(run_dir), "name": run_dir.name, "domain": run_dir.parent.name, "config": {}, "metrics": {},
+                "status": "damaged", "error": f"{type(e).__name__}: {e}"}
+    if info.get("status") is None:
         info["status"] = "unknown"
     return info
 
@@ -233,7 +165,7 @@ def _links_outside(key: str) -> list[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):  # does not descend into linked folders
         for n in dirnames + filenames:
-            if _links_out(Path(dirpath) / n, root):
+            if links_out(Path(dirpath) / n, root):
                 found.append(str((Path(dirpath) / n).relative_to(root)))
     return sorted(found)
 

@@ -24,27 +24,12 @@ import streamlit as st  # noqa: E402
 from core.logging import get_logger  # noqa: E402
 from core.runs import iter_metrics, links_out, read_run, run_dirs  # noqa: E402
 from core.tracking import flatten  # noqa: E402
+from dashboards.text import md_code, md_text  # noqa: E402,F401 - the pages import them from here
 
 log = get_logger("dashboards")
 
 DOMAINS = ("medical", "finance", "recommendation")
 RUNS_DIR_ENV = "SUITE_RUNS_DIR"
-
-
-_MD_SPECIAL = "\\`*_{}[]()#+-.!|<>~$"
-
-
-def md_text(value: Any) -> str:
-    """``value`` as literal text inside ``st.markdown`` / ``st.caption``: markdown, LaTeX (``$``) and HTML
-    characters are escaped and line breaks become spaces, so a user id, a catalogue title or a ticker from a
-    user's file shows as typed — it cannot add links or images, start math or break the layout."""
-    text = " ".join(str(value).split())
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
-
-
-def md_code(value: Any) -> str:
-    """``value`` as an inline code span: shown literally, a backtick in it cannot close the span, a line break cannot split it."""
-    return "`" + (" ".join(str(value).replace("`", "'").split()) or " ") + "`"
 
 
 def runs_dir() -> Path:

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from core.errors import UserInputError
+from dashboards.text import md_code
 
 MAX_UPLOAD_MB = 200          # one uploaded file (Streamlit's own server.maxUploadSize is 200 MB too)
 MAX_EXTRACTED_MB = 1024      # everything one ZIP expands to
@@ -56,12 +57,9 @@ class UploadError(UserInputError, ValueError):
     """An upload the page refuses; the message says why and what is allowed."""
 
 
-def _code(name: str, limit: int = 120) -> str:
-    """A file name as a markdown code span in a message: the page shows the name as typed, but a backtick
-    in it cannot close the span (and turn the rest into links or markup), a line break cannot split the
-    message, and a very long name is shortened."""
-    text = " ".join(str(name).replace("`", "'").split()) or "(no name)"
-    return f"`{text if len(text) <= limit else text[:limit - 1] + '…'}`"
+def _code(name: str) -> str:
+    """A file name in a message: a code span that a backtick or line break in the name cannot break, shortened past 120 characters."""
+    return md_code(name, limit=120, empty="(no name)")
 
 
 def upload_suffix(name: str) -> str:

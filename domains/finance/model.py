@@ -299,14 +299,16 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
         max_batches: int | None = 60, lr: float = 3e-3, weight_decay: float = 1e-5, seed: int = 0,
         optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
         on_epoch_end: Callable[[int, float, torch.optim.Optimizer], None] | None = None, desc: str = "train",
-        data_parallel=None, qlike_weight: float = 0.0, variance_weight: float = 0.0, qlike_cap: float = 0.0) -> list[float]:
+        data_parallel=None, qlike_weight: float = 0.0, variance_weight: float = 0.0, qlike_cap: float = 0.0,
+        of_epochs: int | None = None) -> list[float]:
     """Plain mini-batch training on pre-built tensors (random origins each epoch). Returns the
     mean training loss per epoch (pinball, plus the QLIKE term below when ``qlike_weight``). ``data_parallel`` (a :class:`core.distributed.DataParallel` under
     torchrun): each rank trains on its own 1/world of every epoch's shuffled windows through DDP.
     ``qlike_weight`` > 0 adds that times the mean :func:`qlike_loss` of the realised-vol quantiles
     (every horizon) to the pinball loss (needs ``tensors.vol_scale``); ``variance_weight`` > 0, for a model with a
     variance head (:func:`add_variance_head`), adds that times the mean :func:`variance_qlike_loss` of its output.
-    ``qlike_cap`` > 0 bounds both QLIKE terms' gradient for far-too-low forecasts (:func:`qlike_of_log_ratio`)."""
+    ``qlike_cap`` > 0 bounds both QLIKE terms' gradient for far-too-low forecasts (:func:`qlike_of_log_ratio`).
+    ``of_epochs``: the whole budget, for the progress label only, when a caller runs one epoch per call."""
     from core.distributed import DataParallel
 
     if len(origins) == 0:
@@ -322,12 +324,13 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
         n_batches = min(n_batches, max_batches)
     losses = []
     model.train()
+    total = max(of_epochs or epochs, epochs)
     for epoch in range(start_epoch, epochs):
         # one generator per epoch: a resumed run draws the same windows as an uninterrupted one
         perm = torch.randperm(len(origins), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         perm = perm[dp.rank::dp.world_size][:shard]  # this rank's disjoint share (all of it in one process)
         run = 0.0
-        bar = progress(range(n_batches), desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False, disable=not dp.is_main)
+        bar = progress(range(n_batches), desc=f"{desc} epoch {epoch + 1}/{total}", leave=False, disable=not dp.is_main)
         for b in bar:
             idx = origins[perm[b * batch_size:(b + 1) * batch_size].numpy()]
             x, y = tensors.batch(idx)
@@ -352,7 +355,7 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
         what = f"pinball + {qlike_weight:g} x QLIKE" if qlike_weight else "pinball"
         if variance_weight and has_variance_head(model):
             what += f" + {variance_weight:g} x variance-head QLIKE"
-        log.info(f"{desc} epoch {epoch + 1}/{epochs}: {what} {losses[-1]:.4f} ({n_batches} batches)")
+        log.info(f"{desc} epoch {epoch + 1}/{total}: {what} {losses[-1]:.4f} ({n_batches} batches)")
         if on_epoch_end is not None:
             on_epoch_end(epoch, losses[-1], opt)
     model.eval()

@@ -165,7 +165,7 @@ def _train_member(m: _Member, T, train_o, val_o, epochs: int, cfg, fold: int, ca
         best_val, best_state = _val_pinball(m.model, T, val_o), copy.deepcopy(m.model.state_dict())
     for e in range(epochs):
         batches = (cfg.refit_batches or cfg.max_batches) if can_skip else cfg.max_batches
-        fit(m.model, T, train_o, epochs=e + 1, start_epoch=e, batch_size=cfg.batch_size, max_batches=batches or None,
+        fit(m.model, T, train_o, epochs=e + 1, start_epoch=e, of_epochs=epochs, batch_size=cfg.batch_size, max_batches=batches or None,
             lr=cfg.lr, seed=m.seed * 1000 + fold, optimizer=m.opt, desc=f"fold {fold} seed {m.seed}",
             **loss_terms(cfg))
         v = _val_pinball(m.model, T, val_o) if have_val else float(-e)  # no validation data: the last epoch

@@ -117,7 +117,8 @@ class ScoreConfig(ScoringConfig, ModelRunConfig, RunConfig):
 class RecommendConfig(ModelRunConfig, RunConfig):
     """python -m domains.recommendation.recommend"""
 
-    user: str | None = field(default=None, metadata={"help": "user id to recommend for"})
+    # a user id identifies a person: the job's config.json says "<not recorded: private>" (core.config.recorded_config)
+    user: str | None = field(default=None, metadata={"private": True, "help": "user id to recommend for (not recorded in the job's files)"})
     similar_to: str | None = field(default=None, metadata={"help": "item id: list the most similar items"})
     new_title: str | None = field(default=None, metadata={"help": "cold start: title of a new item"})
     new_genres: list[str] = field(default_factory=list, metadata={"help": "cold start: genres of the new item"})

@@ -12,6 +12,10 @@ Unknown user ids (or users without training history) get the most popular unseen
 then says ``FALLBACK`` and why, and shows ``popularity_count`` (training interactions) instead of a
 model score. Unknown item ids and blank titles are errors. Each call is a run of kind "job" that
 writes its answer to ``recommendations.parquet`` in its own folder.
+
+A user id identifies a person: it is not written to the job's files (``config.json`` says
+``<not recorded: private>``, the log and run.json do not name it, the output file is not named
+after it); only the answer printed on the terminal names the user.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import sys
 import pandas as pd
 
 from core.cli import run_cli
-from core.config import check_ranges
+from core.config import PRIVATE_VALUE, check_ranges
 from core.io import atomic_write_parquet
 from core.runs import Run, resolve_model_run
 from domains.recommendation.because import because_summary, because_you_watched
@@ -56,6 +60,8 @@ def answer(rec: Recommender, cfg: RecommendConfig) -> tuple[str, pd.DataFrame, l
 def run(cfg: RecommendConfig) -> pd.DataFrame:
     model_run = resolve_model_run(DOMAIN, cfg.model_run, cfg.runs_dir)
     check_ranges(cfg)  # --k >= 1 (declared on the field)
+    if cfg.user == PRIVATE_VALUE:  # --config <a recommend job's config.json>: the id was never written there
+        raise InvalidQueryError(f"--user {PRIVATE_VALUE!r} comes from a saved config.json, which does not record user ids; pass --user ID")
     if cfg.new_title is not None and not cfg.new_title.strip():
         raise InvalidQueryError(f"--new-title {cfg.new_title!r} is blank: give the new item's title")
     rec = Recommender.load(model_run)

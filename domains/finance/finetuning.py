@@ -33,7 +33,7 @@ from domains.finance.metrics import kupiec_pof, pinball
 from domains.finance.model import Forecaster, create_model, fit, predict_quantiles, quantile_columns
 from domains.finance.training import build_forecaster, init_output_bias, is_garch_informed, loss_terms
 
-__all__ = ["TransferResult", "short_history_panel", "run_transfer", "set_unknown_rows", "validation_split"]
+__all__ = ["TransferResult", "short_history_panel", "check_transfer_windows", "run_transfer", "set_unknown_rows", "validation_split"]
 
 log = get_logger("finance.finetuning")
 
@@ -61,6 +61,42 @@ def short_history_panel(panel: pd.DataFrame, cfg: TransferConfig, horizon: int) 
     cutoff = pd.Timestamp(dates[-1 - horizon - cfg.test_days])
     short_start = pd.Timestamp(dates[-1 - horizon - cfg.test_days - cfg.short_days])
     return panel[~panel["ticker"].isin(cfg.holdout) | (panel["date"] >= short_start)], cutoff
+
+
+def check_transfer_windows(feat: pd.DataFrame, cfg: TransferConfig, cutoff: pd.Timestamp, prices: pd.DataFrame | None = None) -> None:
+    """Refuse, in one line and before the run folder exists, data :func:`run_transfer` cannot use. ``feat``:
+    features of :func:`short_history_panel`'s panel. It counts the windows run_transfer counts (an origin has
+    ``encoder_length`` rows of its ticker up to it and ``horizon`` rows after it): the other tickers need windows
+    whose targets end by the cutoff (pre-training); each held-out ticker needs such windows in its short history
+    and origins after the cutoff (the test days) — a ticker whose prices end before the others' (no overlap)
+    has neither; and ``--save auto`` needs validation days in the short history (:func:`validation_split`).
+    ``prices``: the panel before :func:`short_history_panel`, to name a refused ticker's dates."""
+    L, H = cfg.encoder_length, cfg.horizon
+    f = feat.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+    by_ticker = f.groupby("ticker", sort=False)
+    pos, size = by_ticker.cumcount().to_numpy(), by_ticker["ticker"].transform("size").to_numpy()
+    o = np.nonzero((pos >= L - 1) & (pos + H < size))[0]
+    dates, tick = f["date"].to_numpy(), f["ticker"].to_numpy()[o]
+    cut = np.datetime64(pd.Timestamp(cutoff))
+    by_cutoff = dates[o + H] <= cut
+    hold = np.isin(tick, list(cfg.holdout))
+    if not (by_cutoff & ~hold).any():
+        others = sorted(set(f["ticker"]) - set(cfg.holdout))
+        raise PriceDataError(f"--holdout {' '.join(cfg.holdout)}: the other tickers ({', '.join(others[:10])}) have no {L} + {H} days of prices "
+                             f"ending by the cutoff {cut.astype('datetime64[D]')} to pre-train on; their prices must cover the time before the held-out ones' test days")
+    for t in cfg.holdout:
+        mine = tick == t
+        n_short, n_test = int((mine & by_cutoff).sum()), int((mine & (dates[o] > cut)).sum())
+        if n_short == 0 or n_test == 0:
+            src = prices if prices is not None else f
+            span = pd.to_datetime(src.loc[src["ticker"] == t, "date"])
+            have = f"its prices ({span.min():%Y-%m-%d} to {span.max():%Y-%m-%d})" if len(span) else "no prices"
+            raise PriceDataError(f"--holdout {t}: {have} give {n_short} short-history window(s) up to the cutoff {cut.astype('datetime64[D]')} and "
+                                 f"{n_test} test origin(s) after it (encoder_length {L}, horizon {H}); a held-out ticker needs prices over the "
+                                 f"last --short-days {cfg.short_days} + --test-days {cfg.test_days} trading days of the data (to {dates.max().astype('datetime64[D]')}): "
+                                 f"hold out a ticker whose prices overlap the others' to the end")
+    if cfg.save == "auto":
+        validation_days(len(np.unique(dates[o][hold & by_cutoff])), cfg.val_days, H)
 
 
 def set_unknown_rows(model, tickers: list[str], unknown: list[str]) -> None:
@@ -205,11 +241,22 @@ def validation_split(T, short_o: np.ndarray, val_days: int, H: int) -> tuple[np.
     targets end by the first validation date, so no fitted window sees a validation day. A short history
     with too few dates for that validates on its last third instead (logged); under 10 dates, an error."""
     days = np.unique(T.dates[short_o])
-    usable = min(val_days, (len(days) - H) // 3)
-    if val_days < 1 or usable < 10:
-        raise PriceDataError(f"--save auto: the short history has {len(days)} origin dates, too few to hold out 10 validation days "
-                             f"(raise --short-days, or name the saved variant with --save)")
+    usable = validation_days(len(days), val_days, H)
     if usable < val_days:
         log.warning(f"--save auto: the short history has {len(days)} origin dates; validating on the last {usable} instead of --val-days {val_days}")
     vcut = days[-usable - 1]
     return short_o[T.targets_by(short_o, vcut)], short_o[T.dates[short_o] > vcut]
+
+
+def validation_days(n_days: int, val_days: int, H: int) -> int:
+    """How many of the short history's ``n_days`` origin dates ``--save auto`` validates on: ``val_days``, or the last
+    third of a shorter history; under 10, a :class:`PriceDataError` (also raised by :func:`check_transfer_windows`
+    before the run starts)."""
+    if val_days < 10:
+        raise PriceDataError(f"--save auto with --val-days {val_days}: the saved variant is chosen on at least 10 validation days "
+                             f"(give --val-days 10 or more, or name the saved variant with --save)")
+    usable = min(val_days, (n_days - H) // 3)
+    if usable < 10:
+        raise PriceDataError(f"--save auto: the short history has {n_days} origin dates, too few to hold out 10 validation days "
+                             f"(raise --short-days, or name the saved variant with --save)")
+    return usable

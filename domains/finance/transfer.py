@@ -12,6 +12,12 @@ saves one variant as this run's ``model/``: the run is a model run that ``foreca
 dashboard can use. ``--save auto`` (default) saves whichever of zero-shot, full fine-tuning and LoRA has
 the lowest vol pinball on the last ``--val-days`` of the short history (the fine-tuned candidates trained,
 for that choice only, on the days before them); the test days never choose. ``--save NAME`` names it.
+
+Refused before a run folder is created (one line): a --data file that cannot be read, --holdout tickers not in
+the data or whose prices do not overlap the others' up to the end (no short-history windows or no test days),
+other tickers with nothing to pre-train on, and a short history too short for --save auto's validation days.
+The model is written last, so a run that fails later (marked failed, skipped by forecast/score/the dashboard)
+holds no ``model/``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from core.runs import Run
 from domains.finance.config import TransferConfig
 from domains.finance.data import PriceDataError, load_panel_data
 from domains.finance.features import base_features
-from domains.finance.finetuning import run_transfer, short_history_panel
+from domains.finance.finetuning import check_transfer_windows, run_transfer, short_history_panel
 from domains.finance.plots import pyplot, save_png
 from domains.finance.walkforward import file_part
 
@@ -41,13 +47,13 @@ def transfer(cfg: TransferConfig) -> Path:
     if cfg.short_days < cfg.encoder_length + cfg.horizon + 20:
         raise PriceDataError(f"--short-days {cfg.short_days}: need at least encoder_length + horizon + 20 = {cfg.encoder_length + cfg.horizon + 20}")
     feat = base_features(panel, data.covariates)
+    check_transfer_windows(feat, cfg, cutoff, data.panel)  # data it cannot use is refused here, before a run folder exists
     with Run.start("finance", cfg, new_name=default_run_name(cfg.holdout), command="transfer") as run:
         res = run_transfer(cfg, panel, feat, cutoff)
         df = res.results
         atomic_write_text(run.path("transfer_results.csv"), df.to_csv(index=False))
         _plot(df, run.dir / "transfer.png", cfg.short_days)
         data.report.write(run.dir)
-        res.forecaster.save(run.path("model"))
         print(df.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
         mean = df.groupby("model", sort=False)[["ret_pinball_h1", "vol_pinball", "var99_breaches"]].mean()
         m = {f"{name}/{k}": float(v) for name, row in mean.iterrows() for k, v in row.items()}
@@ -56,8 +62,11 @@ def transfer(cfg: TransferConfig) -> Path:
             print(f"saved model: {res.saved} (--save {cfg.save}: lowest vol pinball on the last {res.val_days} days of the short history: "
                   + ", ".join(f"{k} {v:.5g}" for k, v in res.selection.items()) + ")")
             choice.update({f"select/{k}/val_vol_pinball": v for k, v in res.selection.items()}, **{"select/val_days": res.val_days})
-        run.finish({**m, **{k: (",".join(v) if isinstance(v, list) else v) for k, v in res.info.items()}, **choice, "short_days": cfg.short_days,
-                    **data.report.metrics()})
+        summary = {**m, **{k: (",".join(v) if isinstance(v, list) else v) for k, v in res.info.items()}, **choice, "short_days": cfg.short_days,
+                   **data.report.metrics()}
+        # the model last, just before the run completes: a run that fails before holds no model/ to be taken for one
+        res.forecaster.save(run.path("model"))
+        run.finish(summary)
         return run.dir
 
 

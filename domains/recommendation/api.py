@@ -25,14 +25,17 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from core.runs import iter_metrics
+from core.errors import UserInputError, plain
+from core.runs import domain_dirs, iter_metrics, links_out
 from domains.recommendation.because import ITEM_SIMILARITY, because_summary, because_you_watched
+from domains.recommendation.checks import ArgumentError, found, path_arg
 from domains.recommendation.evaluation import load_metrics
 from domains.recommendation.inference import POPULARITY_COLUMN, Recommender, UnknownItemError
 
 __all__ = ["RecommenderView", "RecommendationRun", "TrainingReport", "SeedSpread", "BENCH_DIR", "recommendation_run", "load_recommender", "genre_vocabulary",
            "load_metrics", "training_report", "seed_spread", "seed_spread_files", "seed_spread_stamp", "PROTOCOLS",
-           "because_you_watched", "because_summary", "ITEM_SIMILARITY", "Recommender", "UnknownItemError", "POPULARITY_COLUMN"]
+           "because_you_watched", "because_summary", "ITEM_SIMILARITY", "Recommender", "UnknownItemError", "POPULARITY_COLUMN",
+           "ArgumentError", "BenchResultsError"]
 
 
 class RecommenderView(Protocol):
@@ -84,12 +87,16 @@ class SeedSpread:
     quick: bool = False  # the benchmark's smoke settings, not its figures
 
 
+class BenchResultsError(UserInputError, ValueError):
+    """A benchmark results file under ``bench-recommendation/`` that is not what bench/recommendation.py writes."""
+
+
 BENCH_DIR = "bench-recommendation"  # under the runs root: where bench/recommendation.py writes its parts
 PROTOCOLS = ("stratified", "sequential")
 
 
 def recommendation_run(run_dir: str | Path) -> RecommendationRun:
-    run_dir = Path(run_dir)
+    run_dir = path_arg(run_dir, "run_dir", "a run folder")
     return RecommendationRun(path=run_dir, has_model=(run_dir / "model.safetensors").is_file())
 
 
@@ -100,6 +107,8 @@ def load_recommender(run_dir: str | Path) -> Recommender:
 
 def genre_vocabulary(rec: Recommender) -> list[str]:
     """The genres the model's item tower was trained on (what a cold-start item may name)."""
+    if not isinstance(rec, Recommender):
+        raise ArgumentError(f"rec {found(rec)}: expected a loaded recommender (load_recommender(run_dir))")
     return sorted(rec.space.genres)
 
 
@@ -121,7 +130,7 @@ def _finite_int(v: Any) -> int | None:
 def training_report(run_dir: str | Path) -> TrainingReport:
     """The validation curve and chosen epoch a training run recorded (``validation_curve.json``;
     older runs: the ``valid*``/``val*`` rows of ``metrics.jsonl`` and ``best_epoch`` in ``metrics.json``)."""
-    run_dir = Path(run_dir)
+    run_dir = path_arg(run_dir, "run_dir", "a run folder")
     sel = _read_json(run_dir / "validation_curve.json")
     if isinstance(sel, dict) and sel.get("curve"):
         curves = pd.DataFrame(sel["curve"]).apply(pd.to_numeric, errors="coerce").set_index("epoch").sort_index()
@@ -140,33 +149,68 @@ def training_report(run_dir: str | Path) -> TrainingReport:
     return TrainingReport(curves=curves, chosen_epoch=chosen, selection_metric=metric)
 
 
+def _protocol(protocol: Any) -> str:
+    if isinstance(protocol, str) and protocol in PROTOCOLS:
+        return protocol
+    raise ArgumentError(f"protocol {found(protocol)}: expected one of {list(PROTOCOLS)}")
+
+
 def seed_spread_files(runs_root: str | Path, protocol: str = "stratified") -> list[Path]:
-    """The files :func:`seed_spread` reads for ``protocol`` (the combined file first, then per-seed files)."""
-    path = Path(runs_root) / BENCH_DIR / f"{protocol}.json"
-    return [path, *sorted(path.parent.glob(f"{protocol}-s*.json"))]
+    """The files :func:`seed_spread` reads for ``protocol`` (the combined file first, then per-seed files),
+    those that exist inside the runs root only: a ``bench-recommendation`` folder that links out of the runs
+    root, or a file in it that links out of it, is not read (:func:`core.runs.domain_dirs`, :func:`core.runs.links_out`)."""
+    protocol = _protocol(protocol)
+    bench = domain_dirs(path_arg(runs_root, "runs_root", "the runs folder"), BENCH_DIR)
+    if not bench:
+        return []
+    files = [bench[0] / f"{protocol}.json", *sorted(bench[0].glob(f"{protocol}-s*.json"))]
+    return [f for f in files if not links_out(f, bench[0]) and f.is_file()]
 
 
 def seed_spread_stamp(runs_root: str | Path, protocol: str = "stratified") -> float:
     """Newest modification time of :func:`seed_spread_files` (0.0 when none exists): a cache key that
     changes when any per-seed file is rewritten, not only the combined one."""
-    return max((f.stat().st_mtime for f in seed_spread_files(runs_root, protocol) if f.is_file()), default=0.0)
+    return max((f.stat().st_mtime for f in seed_spread_files(runs_root, protocol)), default=0.0)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bench_part(f: Path, d: dict) -> tuple[list[dict], list[int]]:
+    """The rows and seeds of one benchmark file, checked (:class:`BenchResultsError` naming the file)."""
+    rows, seeds = d["rows"], d.get("seeds") or []
+    if not isinstance(rows, list):
+        raise BenchResultsError(f"{f}: 'rows' is {found(rows)}; expected a list of objects, as bench/recommendation.py writes")
+    for i, r in enumerate(rows):
+        if not (isinstance(r, dict) and isinstance(r.get("model"), str) and _whole(r.get("seed"))):
+            what = f"has model {found(r.get('model'))} and seed {found(r.get('seed'))}" if isinstance(r, dict) else f"is {found(r)}"
+            raise BenchResultsError(f"{f}: rows[{i}] {what}; expected an object with 'model' (text) and 'seed' (a whole number), "
+                                    "as bench/recommendation.py writes")
+    if not isinstance(seeds, list) or not all(_whole(x) for x in seeds):
+        raise BenchResultsError(f"{f}: 'seeds' is {plain(seeds) if isinstance(seeds, list) else found(seeds)}; expected a list of whole numbers, "
+                                "as bench/recommendation.py writes")
+    return rows, seeds
 
 
 def seed_spread(runs_root: str | Path, protocol: str = "stratified") -> SeedSpread:
     """Mean ± sd over seeds of every model's test metrics in the benchmark part ``protocol``
     (``<runs_root>/bench-recommendation/<protocol>.json`` and the per-seed/per-model files
-    ``<protocol>-s*.json`` of ``--per-seed-file``, rows concatenated as the bench's own report does)."""
-    path, *_ = files = seed_spread_files(runs_root, protocol)
-    parts = [d for f in files if isinstance(d := _read_json(f), dict) and d.get("rows")]
+    ``<protocol>-s*.json`` of ``--per-seed-file``, rows concatenated as the bench's own report does).
+    Files that link out of that folder are not read; a file that is not what the bench writes is a
+    :class:`BenchResultsError` naming it."""
+    files = seed_spread_files(runs_root, protocol)
+    read = [(f, d) for f in files if isinstance(d := _read_json(f), dict) and d.get("rows")]
+    parts = [_bench_part(f, d) for f, d in read]
     if not parts:
         return SeedSpread(protocol=protocol)
-    res = {"rows": [r for d in parts for r in d["rows"]], "seeds": sorted({int(x) for d in parts for x in d.get("seeds") or []}),
-           "quick": any(d.get("quick") for d in parts)}
-    rows = pd.DataFrame(res["rows"])
+    rows = pd.DataFrame([r for part_rows, _ in parts for r in part_rows])
+    seeds = sorted({int(x) for _, part_seeds in parts for x in part_seeds})
     metrics = [c for c in rows.columns if c not in ("model", "seed", "params", "seconds", "trials")
                and not str(c).startswith("valid") and pd.api.types.is_numeric_dtype(rows[c])]
     long = rows.melt(id_vars=["model", "seed"], value_vars=metrics, var_name="metric")
     table = long.groupby(["model", "metric"], sort=False)["value"].agg(mean="mean", sd="std", n_seeds="count").reset_index()
     table["sd"] = table["sd"].fillna(0.0)
-    return SeedSpread(protocol=protocol, table=table, seeds=tuple(int(s) for s in res.get("seeds") or sorted(rows["seed"].unique())),
-                      source=path if path.is_file() else path.parent, quick=bool(res.get("quick")))
+    combined = files[0] if files and files[0].name == f"{protocol}.json" else None
+    return SeedSpread(protocol=protocol, table=table, seeds=tuple(seeds or sorted(int(s) for s in rows["seed"].unique())),
+                      source=combined or files[0].parent, quick=any(bool(d.get("quick")) for _, d in read))

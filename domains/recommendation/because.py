@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from core.errors import UserInputError
+from domains.recommendation.checks import ArgumentError, found, whole_number
 from domains.recommendation.inference import Recommender
 from domains.recommendation.model import TwoTower
 
@@ -62,6 +63,11 @@ def because_you_watched(rec: Recommender, user_id, k: int | None = None, top: in
     over the sum of the positive contributions to that item. Empty for users the model cannot score
     (unknown users, users without history: their recommendations are a popularity fallback)."""
     cols = ["item_id", "title", "score", "rank", "because_item_id", "because_title", "contribution", "share", "method"]
+    if not isinstance(rec, Recommender):
+        raise ArgumentError(f"rec {found(rec)}: expected a loaded recommender (api.load_recommender(run_dir))")
+    top = whole_number(top, "top", low=1)
+    if item_ids is not None and (isinstance(item_ids, (str, bytes)) or not hasattr(item_ids, "__iter__")):
+        raise ArgumentError(f"item_ids {found(item_ids)}: expected a list of item ids (or None for the user's top-k)")
     row = rec.user_row(user_id)
     uid = rec.space.user_ids[row] if row is not None else None
     if row is None or uid not in rec.seen:
@@ -97,6 +103,10 @@ def because_you_watched(rec: Recommender, user_id, k: int | None = None, top: in
 
 def because_summary(table: pd.DataFrame, n: int = 2, width: int = 60) -> dict:
     """item_id -> a short "title A; title B" text of its top-``n`` positive "because" items (for printing)."""
+    need = ["item_id", "contribution", "because_title"]
+    if not isinstance(table, pd.DataFrame) or not set(need) <= set(table.columns):
+        raise ArgumentError(f"table {found(table)}: expected the DataFrame of because_you_watched (columns {need})")
+    n, width = whole_number(n, "n", low=1), whole_number(width, "width", low=2)
     out = {}
     for item, g in table.groupby("item_id", sort=False):
         g = g[g["contribution"] > 0].head(n)

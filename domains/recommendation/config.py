@@ -65,7 +65,7 @@ class DataConfig:
     split: str = field(default=MSR_STRATIFIED, metadata={"help": f"{MSR_STRATIFIED} = Microsoft Recommenders' python_stratified_split (exact); "
                                                                  f"{LEGACY_STRATIFIED} = our earlier re-implementation (alias ms); "
                                                                  f"{LEAVE_LAST_OUT} = each user's last interaction (alias temporal)", "choices": SPLIT_CHOICES})
-    split_seed: int = field(default=42, metadata={"help": "seed of the train/test split (Microsoft Recommenders uses 42)"})
+    split_seed: int = field(default=42, metadata={"min": 0, "max": 2**32 - 1, "why": "numpy's RandomState, which the exact Microsoft split uses", "help": "seed of the train/test split (Microsoft Recommenders uses 42)"})
     validation_ratio: float = field(default=0.2, metadata={"min": 0, "below": 1, "why": "0 = no validation part", "help": "share of each user's training rows held out (seeded by --seed) to choose the epoch; leave-last-out holds out each user's last training item instead; 0 = no validation part (train --epochs on the whole training split, the earlier procedure)"})
     k: int = field(default=10, metadata={"min": 1, "help": "cut-off of the ranking metrics"})
 

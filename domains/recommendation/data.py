@@ -47,6 +47,7 @@ optional ``rating``. :func:`load_movielens_folder` reads torchrec-style MovieLen
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ from core.data import DatasetSpec, SourceMissingError, ensure_dataset, prepare
 from core.errors import UserInputError
 from core.io import atomic_write_parquet
 from core.logging import get_logger
+from domains.recommendation.checks import ArgumentError, found, fraction, frame_arg, path_arg, whole_number
 
 __all__ = [
     "DATASETS", "ML100K", "InteractionDataError", "ValidationReport", "InteractionData", "Split",
@@ -214,9 +216,16 @@ def _require_numeric(df: pd.DataFrame, col: str, source: str, integer: bool = Fa
 
 def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, items: pd.DataFrame | None = None,
                           source: str = "interactions", duplicates: str = "keep-last", unknown_items: str = "drop") -> tuple[InteractionData, ValidationReport]:
-    """Check and clean an interaction table; returns the data and a report of every count (see module doc)."""
-    if duplicates not in ("keep-last", "error") or unknown_items not in ("drop", "error"):
-        raise ValueError("duplicates must be 'keep-last' or 'error'; unknown_items 'drop' or 'error'")
+    """Check and clean an interaction table; returns the data and a report of every count (see module doc).
+    ``users`` / ``items``: DataFrames, or paths of such tables (read as :func:`load_interactions` does)."""
+    for name, value, choices in (("duplicates", duplicates, ("keep-last", "error")), ("unknown_items", unknown_items, ("drop", "error"))):
+        if not (isinstance(value, str) and value in choices):
+            raise ArgumentError(f"{name} {found(value)}: expected one of {list(choices)}")
+    if not isinstance(df, pd.DataFrame):
+        hint = " (for a file, use load_interactions(path))" if isinstance(df, (str, os.PathLike)) else ""
+        raise ArgumentError(f"df {found(df)}: expected a pandas DataFrame with columns user_id, item_id, timestamp[, rating]{hint}")
+    items = _side_table(items, "items", "an item table item_id[, title, year, genres]")
+    users = _side_table(users, "users", "a user table user_id[, age, gender, occupation]")
     df = df.rename(columns={c: str(c).strip().lower() for c in df.columns})
     aliases = {"userid": "user_id", "user": "user_id", "movieid": "item_id", "itemid": "item_id", "item": "item_id", "movie_id": "item_id"}
     df = df.rename(columns={k: v for k, v in aliases.items() if k in df.columns and v not in df.columns})
@@ -225,7 +234,7 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
         raise InteractionDataError(f"{source}: missing column(s) {missing}; expected user_id, item_id, timestamp[, rating], found {list(df.columns)}")
     rep = ValidationReport(source=source, rows_in=len(df))
     if len(df) == 0:
-        raise InteractionDataError(f"{source}: no interactions (empty file)")
+        raise InteractionDataError(f"{source}: 0 rows (only a header, or an empty table); expected at least one interaction user_id, item_id, timestamp")
     df = df.reset_index(drop=True)
     for col in ("user_id", "item_id"):
         bad = df[col].isna() | (df[col].astype(str).str.strip() == "")
@@ -233,6 +242,8 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
             raise InteractionDataError(f"{source}: {int(bad.sum())} row(s) with an empty {col} (first at file rows {_rows(bad)})")
     out = pd.DataFrame({"user_id": _ids(df["user_id"]), "item_id": _ids(df["item_id"])})
     ts = df["timestamp"]
+    if pd.api.types.is_bool_dtype(ts):  # True/False would be the times 1 and 0: every interaction at the same moment
+        raise InteractionDataError(f"{source}: column 'timestamp' holds true/false values; expected numbers (seconds since 1970) or dates")
     if pd.api.types.is_datetime64_any_dtype(ts):  # a Parquet date column (any unit, with or without a time zone)
         bad = ts.isna()
         if bad.any():
@@ -294,8 +305,9 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     else:
         ids = sorted(out["item_id"].unique().tolist(), key=_sort_key)
         items = pd.DataFrame({"item_id": ids, "title": [str(i) for i in ids], "year": -1, "genres": [[] for _ in ids]})
-    if len(out) == 0:
-        raise InteractionDataError(f"{source}: no interaction left after validation ({rep.unknown_items_dropped} unknown-item rows dropped)")
+    if len(out) == 0:  # only the catalogue filter can empty a non-empty table
+        raise InteractionDataError(f"{source}: none of its {rep.rows_in} interaction(s) is left: every item id (e.g. {rep.unknown_item_examples[:3]}) is missing "
+                                   f"from the item table; expected item ids of the item table (e.g. {sorted(items['item_id'].head(3).tolist(), key=_sort_key)})")
     if users is not None:
         users = _normalise_users(users, source)
         out["user_id"], users["user_id"] = _same_id_type(out["user_id"], users["user_id"])
@@ -349,6 +361,15 @@ def _same_id_type(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def _sort_key(v):
     return (0, v, "") if isinstance(v, (int, np.integer)) else (1, 0, str(v))
+
+
+def _side_table(table, name: str, what: str) -> pd.DataFrame | None:
+    """A user/item table given to :func:`validate_interactions`: a DataFrame, a path (read), or None."""
+    if table is None or isinstance(table, pd.DataFrame):
+        return table
+    if isinstance(table, (str, os.PathLike)):
+        return _read_table(Path(table), what)
+    raise ArgumentError(f"{name} {found(table)}: expected a pandas DataFrame or a file path of {what}, or None")
 
 
 def _normalise_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -410,6 +431,8 @@ def load_ml100k(root: Path | None = None) -> InteractionData:
 
 
 def _read_table(path: Path, what: str) -> pd.DataFrame:
+    if path.is_dir():
+        raise InteractionDataError(f"{path}: a folder, not a file (expected {what}; a MovieLens folder is read by load_movielens_folder, or --data FOLDER)")
     if not path.is_file():
         raise InteractionDataError(f"{path}: no such file (expected {what})")
     suffix = path.suffix.lower()
@@ -438,7 +461,9 @@ def load_interactions(path: str | Path, items: str | Path | pd.DataFrame | None 
     """A user's interaction file (Parquet/CSV: ``user_id, item_id, timestamp[, rating]``) with an
     optional item catalogue (``item_id[, title, year, genres]``) and user table
     (``user_id[, age, gender, occupation]``). Validated as described in the module docstring."""
-    path = Path(path)
+    if isinstance(path, pd.DataFrame):
+        raise ArgumentError("path: a DataFrame; expected a file path (for a DataFrame already in memory, use validate_interactions(df))")
+    path = path_arg(path, "path", "the path of a .csv/.parquet interaction file")
     df = _read_table(path, "columns user_id, item_id, timestamp[, rating]")
     it = _read_table(Path(items), "an item table item_id[, title, year, genres]") if isinstance(items, (str, Path)) else items
     us = _read_table(Path(users), "a user table user_id[, age, gender, occupation]") if isinstance(users, (str, Path)) else users
@@ -476,7 +501,7 @@ def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
 def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unknown_items: str = "drop") -> InteractionData:
     """A MovieLens folder as torchrec's loaders expect it: ml-1m (``ratings.dat``, ``movies.dat``,
     ``users.dat``) or ml-20m/ml-25m (``ratings.csv``, ``movies.csv``)."""
-    folder = Path(folder)
+    folder = path_arg(folder, "folder", "a MovieLens folder (ml-1m, ml-20m)")
     if not folder.is_dir():
         raise InteractionDataError(f"{folder}: not a folder (expected a MovieLens folder with ratings.dat or ratings.csv)")
     if (folder / "ratings.dat").is_file():
@@ -514,7 +539,7 @@ def load_dataset(source: str = ML100K) -> InteractionData:
     """``ml-100k`` (bundled), a MovieLens folder, or an interaction file (Parquet/CSV)."""
     if source in (ML100K, "", None):
         return load_ml100k()
-    p = Path(source)
+    p = path_arg(source, "source", "'ml-100k', a MovieLens folder or an interaction file")
     if p.is_dir():
         return load_movielens_folder(p)
     if p.suffix.lower() in (".parquet", ".pq", ".csv", ".gz", ".tsv", ".txt"):
@@ -550,9 +575,9 @@ PROTOCOLS = ("ms", "temporal")  # older name of the choice: "ms" is stratified-7
 
 def split_name(name: str) -> str:
     """The canonical name of a split (aliases resolved); :class:`SplitError` for unknown names."""
-    canon = SPLIT_ALIASES.get(name, name)
-    if canon not in SPLITS:
-        raise SplitError(f"unknown split {name!r}; expected one of {sorted(SPLITS)} (aliases: {SPLIT_ALIASES})")
+    canon = SPLIT_ALIASES.get(name, name) if isinstance(name, str) else name
+    if not isinstance(canon, str) or canon not in SPLITS:
+        raise SplitError(f"unknown split {found(name)}; expected one of {sorted(SPLITS)} (aliases: {SPLIT_ALIASES})")
     return canon
 
 
@@ -564,6 +589,7 @@ def msr_stratified_split(inter: pd.DataFrame, ratio: float = 0.75, seed: int = 4
     goes to train when ``r <= round(ratio · n_user)`` — pandas' round, i.e. half to even (n = 22 keeps
     16 of 16.5). Returns (train, test) in index order. Checked against the function itself in
     ``tests/recommendation/test_splits.py``."""
+    inter, ratio, seed = _split_args(inter, "inter", MSR_STRATIFIED, ratio, seed)
     df = inter.sort_index(kind="stable")
     rnd = np.random.RandomState(seed).rand(len(df))  # == np.random.seed(seed); np.random.rand(n), without touching the global state
     codes = pd.factorize(df["user_id"])[0]
@@ -596,9 +622,20 @@ def _leave_last_out(inter: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, in
     return df[~test_mask].drop(columns="_pos"), df[test_mask].drop(columns="_pos"), int(single[last].sum())
 
 
+_SEED_MAX = 2**32 - 1  # numpy's legacy RandomState, which the exact Microsoft split uses, takes no larger seed
+
+
+def _split_args(inter, what: str, name: str, ratio, seed) -> tuple[pd.DataFrame, float, int]:
+    """The arguments of a split, checked (:class:`ArgumentError` naming the one that is wrong)."""
+    cols = ["user_id", "item_id", "timestamp"] if name == LEAVE_LAST_OUT else ["user_id", "item_id"]
+    inter = frame_arg(inter, what, cols, "interactions", ids=["user_id", "item_id"])
+    return inter, fraction(ratio, "ratio"), whole_number(seed, "seed", 0, _SEED_MAX)
+
+
 def split_interactions(inter: pd.DataFrame, protocol: str = MSR_STRATIFIED, seed: int = 42, ratio: float = 0.75) -> Split:
     """Split interactions per user by split name (:data:`SPLITS`; aliases ``ms``, ``temporal``)."""
     name = split_name(protocol)
+    inter, ratio, seed = _split_args(inter, "inter", name, ratio, seed)
     if name == MSR_STRATIFIED:
         train, test = msr_stratified_split(inter, ratio, seed)
         info = {"ratio": ratio}
@@ -620,6 +657,7 @@ def validation_split(train: pd.DataFrame, split: str = MSR_STRATIFIED, seed: int
     user's latest training interaction (the second-to-last overall). Returns ``Split(train=fit part,
     test=validation part)``; the same function serves the two-tower and every baseline."""
     name = split_name(split)
+    train, ratio, seed = _split_args(train, "train", name, ratio, seed)
     df = train.reset_index(drop=True)
     if name == LEAVE_LAST_OUT:
         fit, valid, single = _leave_last_out(df)

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from core.errors import UserInputError
+from domains.recommendation.checks import path_arg
 from domains.recommendation.metrics import ranking_metrics, top_k
 from domains.recommendation.model import all_embeddings
 
@@ -44,7 +45,7 @@ def model_scores(model, prep) -> torch.Tensor:
 
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     """The model-vs-baselines table a training run wrote (``eval_metrics.parquet``)."""
-    p = Path(run_dir) / "eval_metrics.parquet"
+    p = path_arg(run_dir, "run_dir", "a recommendation training run folder") / "eval_metrics.parquet"
     if not p.is_file():
         raise RunFilesMissing(f"{run_dir} has no eval_metrics.parquet; train with `python -m domains.recommendation.train`")
     return pd.read_parquet(p)

@@ -32,6 +32,7 @@ import torch
 
 from core.checkpoint import load_weights
 from core.errors import UserInputError
+from domains.recommendation.checks import ArgumentError, found, id_arg, path_arg, text_list, whole_number
 from domains.recommendation.data import group_by_user
 from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, all_embeddings, create_model, item_text_embeddings,
                                           item_texts, model_spec)
@@ -87,7 +88,7 @@ class Recommender:
     # -- loading ------------------------------------------------------------------------------
     @classmethod
     def load(cls, run_dir: str | Path) -> "Recommender":
-        run_dir = Path(run_dir)
+        run_dir = path_arg(run_dir, "run_dir", "a recommendation training run folder")
         for f in ("model.safetensors", "feature_space.json", "items.parquet", "users.parquet", "train.parquet"):
             if not (run_dir / f).is_file():
                 raise NotARecommendationRun(f"{run_dir} is not a finished recommendation run ({f} missing); train one with `python -m domains.recommendation.train`")
@@ -115,12 +116,13 @@ class Recommender:
         return list(self.space.user_ids)
 
     def user_row(self, user_id) -> int | None:
-        """The row of ``user_id`` (tried as given, as int and as str), or None for an unknown user."""
-        return lookup_id(self.space.user_index(), user_id)
+        """The row of ``user_id`` (tried as given, as int and as str), or None for an unknown user.
+        :class:`~domains.recommendation.checks.ArgumentError` for what cannot be an id (None, NaN, a list)."""
+        return lookup_id(self.space.user_index(), id_arg(user_id, "user_id"))
 
     def item_row(self, item_id) -> int:
         """The row of ``item_id`` (tried as given, as int and as str); :class:`UnknownItemError` otherwise."""
-        row = lookup_id(self.space.item_index(), item_id)
+        row = lookup_id(self.space.item_index(), id_arg(item_id, "item_id"))
         if row is not None:
             return row
         raise UnknownItemError(f"item {item_id!r} is not in this run's catalogue of {self.space.n_items} items (ids like {self.space.item_ids[:3]})")
@@ -141,6 +143,8 @@ class Recommender:
     def recommend(self, user_id, k: int | None = None, exclude_seen: bool = True) -> pd.DataFrame:
         """Top-k items for ``user_id``: item_id, title, genres, year, score, fallback, reason."""
         k = _check_k(self.k_default if k is None else k)
+        if not isinstance(exclude_seen, (bool, np.bool_)):  # "no" would be true
+            raise ArgumentError(f"exclude_seen {found(exclude_seen)}: expected True or False")
         row = self.user_row(user_id)
         uid = self.space.user_ids[row] if row is not None else user_id
         seen = self.seen.get(uid, np.empty(0, np.int64)) if exclude_seen else np.empty(0, np.int64)
@@ -187,8 +191,12 @@ class Recommender:
     @torch.no_grad()
     def item_vector(self, title: str, genres: list[str], year: int = -1) -> torch.Tensor:
         """Vector of a new item (not in the catalogue) from its title, year and genres."""
-        if not isinstance(title, str) or not title.strip():
+        if not isinstance(title, str):
+            raise ArgumentError(f"title {found(title)}: expected the new item's title (text)")
+        if not title.strip():
             raise InvalidQueryError(f"new item title {title!r} is blank: give the item's title (text)")
+        genres = text_list(genres, "genres", "genre names")
+        year = whole_number(year, "year")
         unknown = sorted(set(genres) - set(self.space.genres))
         if unknown:
             raise InvalidQueryError(f"unknown genre(s) {unknown}; known: {self.space.genres}")

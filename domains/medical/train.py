@@ -25,7 +25,7 @@ from core.device import set_cpu_threads
 from core.distributed import DataParallel
 from core.runs import Run
 from domains.medical.config import TrainConfig
-from domains.medical.training import fit, load_training_task
+from domains.medical.training import fit, init_source, load_training_task
 
 __all__ = ["train", "main"]
 
@@ -33,6 +33,7 @@ __all__ = ["train", "main"]
 def train(cfg: TrainConfig) -> Path:
     """Train, select, stop early, evaluate on the test volume; returns the run directory."""
     task = load_training_task(cfg.task)
+    init_source(cfg, task)  # an --init-from run whose network does not fit is refused before a run folder exists
     set_cpu_threads(cfg.threads)
     with DataParallel(cfg.device) as dp, Run.start("medical", cfg, command="train", data_parallel=dp) as run:
         run.finish(fit(cfg, run, dp, task))

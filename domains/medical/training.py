@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -28,12 +29,13 @@ from monai import transforms as mt
 
 from core.checkpoint import load_weights, save_weights
 from core.device import amp_dtype, autocast
+from core.errors import plain
 from core.io import atomic_write_json
 from core.logging import get_logger
 from core.progress import progress
-from core.runs import resolve_model_run
+from core.runs import RunNotFoundError, resolve_model_run
 from domains.medical.config import PipelineConfig, SliceConfig, TrainConfig
-from domains.medical.data import MsdTask, read_msd_task, read_synthesis, task_dir
+from domains.medical.data import MsdTask, read_msd_task, read_synthesis, read_task_meta, task_dir
 from domains.medical.io import Volume
 from domains.medical.metrics import dice_per_class, evaluate_heldout, hd95_per_class
 from domains.medical.model import create_model, model_spec
@@ -43,7 +45,7 @@ from domains.medical.transforms import AUGMENT_RECIPES, cached_patch_dataset, in
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["fit", "fit_slices", "train_step", "train_memory_format", "to_train_layout", "InstanceNormAsGroupNorm", "prefetch", "make_optimizer", "validation_volume", "pipeline_config", "write_task_meta",
-           "slice_batches", "load_training_task", "validation_case", "contrast_pose_copies", "transform_rng_state", "set_transform_rng_state", "validate_all", "synth_sampler"]
+           "slice_batches", "load_training_task", "init_source", "validation_case", "contrast_pose_copies", "transform_rng_state", "set_transform_rng_state", "validate_all", "synth_sampler"]
 
 log = get_logger("medical.training")
 
@@ -53,6 +55,46 @@ def load_training_task(task_ref: str) -> MsdTask:
     if not task.training:
         raise MedicalInputError(f"{task.root}: no training cases")
     return task
+
+
+def init_source(cfg: TrainConfig, task: MsdTask) -> Path | None:
+    """``--init-from``: the run whose ``best.safetensors`` initialises the network, checked before a run folder
+    exists. Its network must be the one this training builds — the same model and channel widths, and as many
+    output classes as ``task`` has (one input channel: multi-channel tasks are refused) — else one line naming
+    both sides and what to do (weights do not load partially: a shape mismatch used to be a tensor-level
+    error from inside training, after a failed run folder was created)."""
+    if not cfg.init_from:
+        return None
+    try:
+        src = resolve_model_run("medical", cfg.init_from, cfg.runs_dir)
+    except RunNotFoundError as e:  # its message names the --model-run flag of infer/evaluate
+        raise RunNotFoundError(str(e).replace("--model-run ", "--init-from ", 1)) from None
+    meta = read_task_meta(src)
+    have = meta["model"]
+    want = model_spec(cfg.model, num_classes=task.num_classes, channels=tuple(cfg.channels))
+    hk, wk = have.get("kwargs") if isinstance(have.get("kwargs"), dict) else {}, want["kwargs"]
+    n_src = hk.get("num_classes", len(meta["class_names"]))
+    diffs = [] if n_src == task.num_classes else [
+        f"it segments {plain(n_src)} classes ({_names(meta['class_names'])}; task {meta.get('task')}), this task {task.name} has "
+        f"{task.num_classes} ({_names(task.class_names)})"]
+    if have.get("name") != want["name"]:
+        diffs.append(f"its model is {have.get('name')}, this one --model {want['name']}")
+    elif hk.get("channels") != wk.get("channels"):
+        diffs.append(f"its --channels are {' '.join(map(str, hk.get('channels') or []))}, this one's {' '.join(map(str, wk['channels']))}")
+    else:
+        diffs += [f"its {k} is {plain(hk.get(k))}, this one's {plain(wk[k])}" for k in sorted(wk) if k not in ("num_classes", "dropout") and hk.get(k) != wk[k]]
+    if diffs:
+        same_net = f"--model {have.get('name')}" + (f" --channels {' '.join(map(str, hk['channels']))}" if isinstance(hk.get("channels"), list) else "")
+        todo = (f"initialise from a run trained on a task with these {task.num_classes} classes" if n_src != task.num_classes
+                else f"train with {same_net} as that run was")
+        raise MedicalInputError(f"--init-from {cfg.init_from}: its weights do not fit the network this training builds: {'; '.join(diffs)}; "
+                                f"{todo}, or train without --init-from")
+    return src
+
+
+def _names(names: list, at_most: int = 5) -> str:
+    shown = ", ".join(str(n) for n in names[:at_most])
+    return shown + (f", … {len(names) - at_most} more" if len(names) > at_most else "")
 
 
 def pipeline_config(cfg: TrainConfig, task: MsdTask) -> PipelineConfig:
@@ -354,8 +396,9 @@ def fit(cfg: TrainConfig, run, dp, task: MsdTask) -> dict:
 
     model = create_model(spec)
     fmt = to_train_layout(model, device, cfg.amp)
-    if cfg.init_from:  # fine-tuning: start from another run's best weights (the same network spec)
-        load_weights(resolve_model_run("medical", cfg.init_from, cfg.runs_dir) / "best.safetensors", model)
+    src = init_source(cfg, task)  # fine-tuning: start from another run's best weights (the same network spec)
+    if src is not None:
+        load_weights(src / "best.safetensors", model)
     opt = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay, device)
     total = cfg.max_epochs * cfg.iters_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))

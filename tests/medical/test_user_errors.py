@@ -279,3 +279,34 @@ def test_a_damaged_task_json_of_a_run_is_one_line_naming_it(tmp_path, content):
     (tmp_path / "task.json").write_bytes(content)
     with pytest.raises(MedicalInputError, match="task.json: damaged run file"):
         read_task_meta(tmp_path)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--task", "CT"], "it segments 5 classes (background, cerebrum_left, cerebrum_right, cerebellum, deep_grey_nuclei; task msd-brain-aal), "
+                       "this task HeadCTBone has 3 (background, soft_tissue, bone); initialise from a run trained on a task with these 3 classes"),
+    (["--channels", "8", "16"], "its --channels are 8 16 32, this one's 8 16; train with --model unet --channels 8 16 32 as that run was"),
+    (["--model", "segresnet"], "its model is unet, this one --model segresnet"),
+])
+def test_init_from_a_run_whose_network_does_not_fit_is_one_line_before_a_run(tiny_run, ct_task, tiny_args, tmp_path, capsys, argv, expected):
+    """--init-from a run with another number of classes (or another --channels/--model) was a tensor-shape error
+    ('model.2.0.conv.weight' has shape (16, 5, 3, 3, 3) ...) after the volumes were cached and a failed run folder made."""
+    from domains.medical.train import main
+
+    argv = [str(ct_task) if a == "CT" else a for a in argv]
+    assert main(["--runs-dir", str(tmp_path / "runs"), "--no-track", *tiny_args, "--init-from", str(tiny_run), *argv]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and f"--init-from {tiny_run}: its weights do not fit" in err[0] and expected in err[0], err
+    assert "or train without --init-from" in err[0] and not (tmp_path / "runs" / "medical").exists()
+
+
+def test_init_from_an_unknown_run_names_the_init_from_flag(tiny_run, tiny_args, tmp_path, capsys):
+    from core.config import parse_config
+    from domains.medical.config import TrainConfig
+    from domains.medical.train import main
+    from domains.medical.training import init_source, load_training_task
+
+    assert main(["--runs-dir", str(tmp_path / "runs"), "--no-track", *tiny_args, "--init-from", "nope"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and err[0].startswith("error: --init-from nope: no run named 'nope'") and not (tmp_path / "runs" / "medical").exists()
+    cfg = parse_config(TrainConfig, ["--runs-dir", str(tmp_path / "runs"), *tiny_args, "--init-from", str(tiny_run)])
+    assert init_source(cfg, load_training_task(cfg.task)) == tiny_run.resolve()  # the same network: it fits

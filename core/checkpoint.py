@@ -23,11 +23,17 @@ from core.io import atomic_path, atomic_write
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
+    "read_checkpoint",
+    "restore_checkpoint",
     "latest_checkpoint",
+    "checkpoints_newest_first",
     "save_weights",
     "load_weights",
     "safe_torch_load",
     "CheckpointError",
+    "CheckpointDamagedError",
+    "CheckpointMismatchError",
+    "optimizer_mismatch",
     "load_state_into",
     "state_mismatch",
 ]
@@ -37,6 +43,21 @@ _STEP_RE = re.compile(r"step_(\d+)\.pt$")
 
 class CheckpointError(UserInputError, RuntimeError):
     """A checkpoint file is missing, corrupt or does not fit the model."""
+
+
+class CheckpointDamagedError(CheckpointError):
+    """The file is missing, unreadable (truncated, empty, not a zip) or not a whole suite checkpoint:
+    an older checkpoint of the same run may still load (``Run.resume`` falls back to it).
+    ``reason``: what is wrong, in a few words without the path (for a warning naming the file)."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint that does not fit this run's model, optimizer, scheduler or scaler
+    (the settings changed since it was saved): an older checkpoint would not fit either."""
 
 
 def _rng_state() -> dict[str, Any]:
@@ -70,14 +91,23 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") 
     """``torch.load`` with ``weights_only=True`` and a clear error for bad files."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointDamagedError(f"checkpoint {path} does not exist", reason="missing")
+    if path.stat().st_size == 0:
+        raise CheckpointDamagedError(f"cannot read checkpoint {path}: it is empty (0 bytes), e.g. cut off by a crash or a full disk", reason="empty, 0 bytes")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-            "It is corrupt, truncated, or contains pickled objects that are not allowed (only tensors and plain containers are loaded)."
+        raise CheckpointDamagedError(
+            f"cannot read checkpoint {path}: {type(e).__name__}: {_first_sentence(e)}. "
+            "It is corrupt, truncated, or contains pickled objects that are not allowed (only tensors and plain containers are loaded).",
+            reason=f"unreadable: {type(e).__name__}: {_first_sentence(e, 120)}",
         ) from e
+
+
+def _first_sentence(e: BaseException, limit: int = 200) -> str:
+    """The start of an exception's message: torch's zip reader appends a paragraph of advice."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text.split(". ")[0][:limit]
 
 
 def save_checkpoint(
@@ -93,7 +123,8 @@ def save_checkpoint(
     keep_last: int | None = None,
 ) -> Path:
     """Write a full training checkpoint atomically. With ``keep_last`` only the newest
-    ``keep_last`` ``step_*.pt`` files in the same folder are kept."""
+    ``keep_last`` ``step_*.pt`` files in the same folder are kept — older ones are removed only
+    after the new one is whole on disk, so there is always at least one intact checkpoint."""
     path = Path(path)
     payload: dict[str, Any] = {
         "format": "suite-checkpoint-v1",
@@ -103,12 +134,11 @@ def save_checkpoint(
         "rng": _rng_state(),
         "extra": extra or {},
     }
-    if optimizer is not None:
-        payload["optimizer"] = optimizer.state_dict()
-    if scheduler is not None:
-        payload["scheduler"] = scheduler.state_dict()
-    if scaler is not None:
-        payload["scaler"] = scaler.state_dict()
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
+        if obj is not None:
+            payload[name] = obj.state_dict()
+            payload[f"{name}_class"] = type(obj).__name__  # so a resume with another kind is named, not half-loaded
+    # written to a temp file and renamed: a kill mid-write leaves the previous checkpoint as it was
     with atomic_write(path, "wb") as fh:
         torch.save(payload, fh)
     if keep_last:
@@ -129,44 +159,113 @@ def load_checkpoint(
     restore_rng: bool = True,
     strict: bool = True,
 ) -> dict[str, Any]:
-    """Restore what is given from a checkpoint; returns ``{"step", "epoch", "extra"}``."""
+    """Restore what is given from a checkpoint; returns ``{"step", "epoch", "extra"}``.
+    :class:`CheckpointDamagedError` when the file cannot be read as a whole suite checkpoint,
+    :class:`CheckpointMismatchError` when it does not fit what is given."""
+    ckpt = read_checkpoint(path, map_location=map_location)
+    return restore_checkpoint(ckpt, path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, restore_rng=restore_rng, strict=strict)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents, checked to be a whole suite training checkpoint (else
+    :class:`CheckpointDamagedError` naming the file); nothing is restored yet."""
     ckpt = safe_torch_load(path, map_location=map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != "suite-checkpoint-v1":
-        raise CheckpointError(f"{path} is not a suite training checkpoint (missing format marker)")
+        raise CheckpointDamagedError(f"{path} is not a suite training checkpoint (missing format marker)", reason="not a suite training checkpoint")
     bad = [k for k, ok in (("model", isinstance(ckpt.get("model"), dict)), ("step", _is_int(ckpt.get("step"))), ("epoch", _is_int(ckpt.get("epoch"))),
                            ("extra", isinstance(ckpt.get("extra", {}), dict))) if not ok]
     if bad:
-        raise CheckpointError(f"{path}: damaged suite training checkpoint ({', '.join(bad)} missing or of the wrong type)")
+        raise CheckpointDamagedError(f"{path}: damaged suite training checkpoint ({', '.join(bad)} missing or of the wrong type)",
+                                     reason=f"{', '.join(bad)} missing or of the wrong type")
+    return ckpt
+
+
+def restore_checkpoint(ckpt: dict[str, Any], path: str | Path, *, model: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
+                       scheduler: Any | None = None, scaler: Any | None = None, restore_rng: bool = True, strict: bool = True) -> dict[str, Any]:
+    """Load a :func:`read_checkpoint` result into what is given; returns ``{"step", "epoch", "extra"}``.
+    Everything given is checked to fit before anything is loaded."""
+    if model is not None:
+        problem = state_mismatch(model, ckpt["model"], strict=strict)
+        if problem:
+            raise CheckpointMismatchError(f"checkpoint {path} does not fit {type(_unwrap(model)).__name__}: {problem}")
+    if optimizer is not None and "optimizer" in ckpt:
+        problem = optimizer_mismatch(optimizer, ckpt["optimizer"], ckpt.get("optimizer_class"))
+        if problem:
+            raise CheckpointMismatchError(f"checkpoint {path}: its optimizer state does not fit the {type(optimizer).__name__} of this run: {problem}")
+    for name, obj in (("scheduler", scheduler), ("scaler", scaler)):
+        saved = ckpt.get(f"{name}_class")
+        if obj is not None and name in ckpt and isinstance(saved, str) and saved != type(obj).__name__:
+            raise CheckpointMismatchError(f"checkpoint {path}: its {name} state is a {saved}'s but this run uses a {type(obj).__name__}")
     if model is not None:
         load_state_into(model, ckpt["model"], source=f"checkpoint {path}", strict=strict)
-    # an optimizer/scheduler/scaler of another kind or size (the config changed since the checkpoint)
+    # an optimizer/scheduler/scaler of another kind or size that the checks above do not see
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is not None and name in ckpt:
             try:
                 obj.load_state_dict(ckpt[name])
             except Exception as e:  # noqa: BLE001 - torch raises ValueError, KeyError, TypeError...
-                raise CheckpointError(f"checkpoint {path}: its {name} state does not fit the {type(obj).__name__} of this run "
-                                      f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); "
-                                      "was it saved with other settings?") from e
+                raise CheckpointMismatchError(f"checkpoint {path}: its {name} state does not fit the {type(obj).__name__} of this run "
+                                              f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); "
+                                              "was it saved with other settings?") from e
     if restore_rng and "rng" in ckpt:
         try:
             _set_rng_state(ckpt["rng"])
         except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint {path}: damaged random-number state ({type(e).__name__})") from e
+            raise CheckpointDamagedError(f"checkpoint {path}: damaged random-number state ({type(e).__name__})", reason="damaged random-number state") from e
     return {"step": ckpt["step"], "epoch": ckpt["epoch"], "extra": ckpt.get("extra", {})}
+
+
+def optimizer_mismatch(optimizer: Any, saved: Any, saved_class: str | None = None) -> str | None:
+    """Why an optimizer's saved ``state_dict`` does not fit ``optimizer``, in a few words naming both
+    sides (``None`` when it fits as far as can be told). torch's ``load_state_dict`` only compares the
+    number of parameters per group: an SGD state loads into Adam without a word and its first step
+    then fails on a missing key (or runs with SGD's hyperparameters)."""
+    mine = type(optimizer).__name__
+    if isinstance(saved_class, str) and saved_class != mine:
+        return f"it was saved by {saved_class}, this run uses {mine}"
+    own_groups = getattr(optimizer, "param_groups", None)
+    if not isinstance(own_groups, list) or not all(isinstance(g, dict) for g in own_groups):
+        return None  # a wrapper of several optimizers (TorchRec's): its own load_state_dict decides
+    if not isinstance(saved, dict) or not isinstance(saved.get("param_groups"), list) or not all(isinstance(g, dict) for g in saved["param_groups"]):
+        return f"the saved state is not an optimizer state (no list of parameter groups), this run uses {mine}"
+    groups = saved["param_groups"]
+    if saved_class is None:  # a checkpoint of an older version: the settings a group holds tell the optimizer type
+        foreign = sorted({k for g in groups for k in g} - {k for g in own_groups for k in g} - {"params"})
+        if foreign:
+            return f"its parameter groups hold settings {', '.join(foreign[:4])} that {mine} does not have: it was saved by another optimizer type"
+    if len(groups) != len(own_groups):
+        return f"it has {len(groups)} parameter group(s), this run's {mine} has {len(own_groups)}"
+    for i, (g, own) in enumerate(zip(groups, own_groups)):
+        ids = g.get("params")
+        if not isinstance(ids, list) or len(ids) != len(own["params"]):
+            n = len(ids) if isinstance(ids, list) else "no"
+            return f"parameter group {i} has {n} parameter(s) in the checkpoint, {len(own['params'])} in this run (other trainable parameters)"
+        state = saved.get("state") if isinstance(saved.get("state"), dict) else {}
+        for pid, param in zip(ids, own["params"]):
+            for key, value in (state.get(pid) or {}).items() if isinstance(state.get(pid), dict) else ():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != tuple(param.shape):
+                    return (f"its {key!r} of parameter {pid} has shape {_shape(tuple(value.shape))}, the parameter has {_shape(tuple(param.shape))} "
+                            "(other trainable parameters, or another order)")
+    return None
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def latest_checkpoint(directory: str | Path) -> Path | None:
-    """Newest ``step_<N>.pt`` in ``directory`` (by N), or None."""
+def checkpoints_newest_first(directory: str | Path) -> list[Path]:
+    """The ``step_<N>.pt`` files in ``directory``, highest N first (``[]`` when there is no such folder)."""
     directory = Path(directory)
     if not directory.is_dir():
-        return None
+        return []
     found = [(int(m.group(1)), p) for p in directory.glob("step_*.pt") if (m := _STEP_RE.search(p.name)) and p.is_file()]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    """Newest ``step_<N>.pt`` in ``directory`` (by N), or None."""
+    found = checkpoints_newest_first(directory)
+    return found[0] if found else None
 
 
 def save_weights(path: str | Path, model_or_state: torch.nn.Module | dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
@@ -242,11 +341,11 @@ def load_state_into(model: torch.nn.Module, state: dict[str, Any], source: str, 
     """``model.load_state_dict(state)`` with a :class:`CheckpointError` naming the source file, the
     tensor and the shapes found and expected, instead of torch's multi-line report."""
     if not isinstance(state, dict):
-        raise CheckpointError(f"{source} holds a {type(state).__name__}, not a dict of named tensors (a state_dict)")
+        raise CheckpointMismatchError(f"{source} holds a {type(state).__name__}, not a dict of named tensors (a state_dict)")
     problem = state_mismatch(model, state, strict=strict)
     if problem:
-        raise CheckpointError(f"{source} does not fit {type(_unwrap(model)).__name__}: {problem}")
+        raise CheckpointMismatchError(f"{source} does not fit {type(_unwrap(model)).__name__}: {problem}")
     try:
         _unwrap(model).load_state_dict(state, strict=strict)
     except RuntimeError as e:
-        raise CheckpointError(f"{source} does not fit {type(_unwrap(model)).__name__}: {str(e).strip().splitlines()[0]}") from e
+        raise CheckpointMismatchError(f"{source} does not fit {type(_unwrap(model)).__name__}: {str(e).strip().splitlines()[0]}") from e

@@ -33,7 +33,8 @@ from typing import Any, Iterator
 
 import torch
 
-from core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from core.checkpoint import (CheckpointDamagedError, CheckpointMismatchError, checkpoints_newest_first, read_checkpoint, restore_checkpoint,
+                             save_checkpoint)
 from core.config import RunConfig, RunNameError, check_run_name, recorded_config
 from core.device import device_summary, resolve_device, seed_everything
 from core.errors import UserInputError
@@ -50,6 +51,8 @@ LOCK_FILE = ".lock"  # in every run folder: flock held by the writing process, w
 
 
 _METRICS_ROWS = "run_metrics_rows"  # key Run adds to a checkpoint's extra (and removes on resume)
+_RUN_CONFIG = "run_config"  # the recorded config of the run that wrote the checkpoint (same)
+_NOT_SETTINGS = ("resume", "name")  # config keys that are not settings a resumed run could differ in
 
 
 class RunNotFoundError(UserInputError, FileNotFoundError):
@@ -434,7 +437,9 @@ class Run:
             old = json.loads(old_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return
-        changed = sorted(k for k in set(old) | set(new) if k not in ("resume", "name") and old.get(k) != new.get(k))
+        if isinstance(old, dict):
+            self._previous_config = old  # names the differing settings if the checkpoint does not fit (older checkpoints)
+        changed = sorted(k for k in set(old) | set(new) if k not in _NOT_SETTINGS and old.get(k) != new.get(k))
         if changed:
             shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6]) + (" …" if len(changed) > 6 else "")
             log.warning(f"--resume with settings that differ from the interrupted run's ({shown}); it continues with the new ones")
@@ -565,25 +570,85 @@ class Run:
         if not self.is_main:
             return None
         self._completed_files = None  # new work (see log_metrics)
-        # how many metrics.jsonl rows precede this checkpoint: resume drops the rows after it
-        extra = {**(extra or {}), _METRICS_ROWS: self._metrics_rows}
+        # how many metrics.jsonl rows precede this checkpoint: resume drops the rows after it; and the settings it was
+        # made with, so a resume with other settings that do not fit is told which flags differ
+        extra = {**(extra or {}), _METRICS_ROWS: self._metrics_rows, _RUN_CONFIG: json.loads(json.dumps(recorded_config(self.config), default=str))}
         return save_checkpoint(self.checkpoint_dir / f"step_{step:08d}.pt", model=model, optimizer=optimizer,
                                scheduler=scheduler, scaler=scaler, step=step, epoch=epoch, extra=extra, keep_last=keep_last)
 
+    _previous_config: dict[str, Any] | None = None
+
     def resume(self, model: torch.nn.Module, optimizer=None, scheduler=None, scaler=None) -> dict[str, Any]:
-        """With ``--resume``: restore the newest checkpoint and return its step/epoch/extra;
-        otherwise ``{"step": 0, "epoch": 0, "extra": {}}``."""
+        """With ``--resume``: restore the newest checkpoint that loads and return its step/epoch/extra;
+        otherwise ``{"step": 0, "epoch": 0, "extra": {}}``.
+
+        A newer checkpoint that cannot be read (cut short, empty) is named in a one-line warning and,
+        once an older one has loaded, renamed ``<name>.damaged`` (kept, never chosen again); when none
+        loads, :class:`CheckpointDamagedError` in one line. A readable checkpoint that does not fit
+        (another optimizer, other layers) is :class:`CheckpointMismatchError` naming the flags that
+        differ from the run that saved it — never a silent fresh start."""
         if not getattr(self.config, "resume", False):
             return {"step": 0, "epoch": 0, "extra": {}}
-        ckpt = latest_checkpoint(self.checkpoint_dir)
-        if ckpt is None:
+        found = checkpoints_newest_first(self.checkpoint_dir)
+        if not found:
             log.warning(f"--resume: no checkpoint in {self.checkpoint_dir}; starting from step 0")
             return {"step": 0, "epoch": 0, "extra": {}}
-        state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, map_location=self.device)
+        damaged: list[tuple[Path, CheckpointDamagedError]] = []
+        for ckpt in found:
+            try:
+                data = read_checkpoint(ckpt, map_location=self.device)
+                state = restore_checkpoint(data, ckpt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+            except CheckpointDamagedError as e:  # cut short by a crash or a disk fault: an older one may load
+                damaged.append((ckpt, e))
+                continue
+            except CheckpointMismatchError as e:  # other settings: an older checkpoint would not fit either
+                raise CheckpointMismatchError(f"{e}; {self._settings_differing_from(data)}") from e
+            break
+        else:
+            newest, e = damaged[0]
+            raise CheckpointDamagedError(f"--resume: none of the {len(found)} checkpoint(s) in {self.checkpoint_dir} can be read (newest: {newest.name}, "
+                                         f"{e.reason}); nothing was changed — restore an intact checkpoint there, or rerun without --resume to start over")
+        if damaged:
+            self._set_aside_damaged(damaged, ckpt, state["step"])
         rows = state["extra"].pop(_METRICS_ROWS, None)
+        state["extra"].pop(_RUN_CONFIG, None)
         dropped = self._truncate_metrics(rows) if rows is not None else 0
         log.info(f"resumed from {ckpt} at step {state['step']}" + (f"; dropped {dropped} metrics.jsonl row(s) logged after it" if dropped else ""))
         return state
+
+    def _set_aside_damaged(self, damaged: list[tuple[Path, CheckpointDamagedError]], used: Path, step: int) -> None:
+        """Name the damaged newer checkpoints (one line) and rename them out of the ``step_*.pt`` pattern, so the
+        next resume and the keep-last pruning see only intact ones; the files themselves are kept."""
+        if not self.is_main:
+            return  # rank 0 renames; the other ranks fell back to the same checkpoint
+        kept = []
+        for p, _ in damaged:
+            target = p.with_name(f"{p.name}.damaged")
+            if target.exists():
+                target = p.with_name(f"{p.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            try:
+                os.replace(p, target)
+                kept.append(target.name)
+            except OSError:  # already moved by another process, or a read-only folder: the warning still names it
+                kept.append(p.name)
+        what = "; ".join(f"{p.name} ({e.reason})" for p, e in damaged)
+        log.warning(f"--resume: damaged checkpoint(s) in {self.checkpoint_dir}: {what}; resuming from the newest one that loads, {used.name} "
+                    f"(step {step}); the damaged file(s) are kept as {', '.join(kept)}")
+
+    def _settings_differing_from(self, checkpoint: dict[str, Any]) -> str:
+        """What to tell a user whose checkpoint does not fit: the flags whose values differ from the run that
+        saved it (its recorded config; for checkpoints without one, the interrupted attempt's config.json)."""
+        saved = (checkpoint.get("extra") or {}).get(_RUN_CONFIG)
+        if not isinstance(saved, dict):
+            saved = self._previous_config
+        if not isinstance(saved, dict):
+            return "was it saved with other settings? resume with the flags it was started with, or start a new run without --resume"
+        now = json.loads(json.dumps(recorded_config(self.config), default=str))
+        changed = sorted(k for k in set(saved) | set(now) if k not in _NOT_SETTINGS and saved.get(k) != now.get(k))
+        if not changed:
+            return "its run had the same settings (saved by another version of the code?); start a new run without --resume"
+        shown = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6]) + (" …" if len(changed) > 6 else "")
+        return f"settings that differ from the run that saved it: {shown}; resume with its flags, or start a new run without --resume"
 
     def _truncate_metrics(self, rows: int) -> int:
         """Keep the first ``rows`` lines of ``metrics.jsonl`` (those logged before the checkpoint):

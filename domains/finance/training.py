@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.checkpoint import CheckpointError
+from core.checkpoint import CheckpointMismatchError
 from domains.finance.config import TrainConfig, spec_from_config
 from domains.finance.data import PANEL_DATASET, PriceDataError
 from domains.finance.features import GARCH_REALS, GJR_FIT_DAYS, QUANTILES, FoldScaler, PanelTensors, fit_gjr_params, observed_inputs
@@ -139,9 +139,9 @@ def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=1e-5)
     try:
         state = run.resume(model, opt)
-    except CheckpointError as e:
+    except CheckpointMismatchError as e:  # a damaged file is not about this flag
         other = "--no-garch-informed" if is_garch_informed(fc) else "--garch-informed"
-        raise CheckpointError(f"{e} — was the run started with {other} (train's default became GARCH-informed)? resume it with that flag") from e
+        raise CheckpointMismatchError(f"{e} — was the run started with {other} (train's default became GARCH-informed)? resume it with that flag") from e
 
     terms = loss_terms(cfg)
     vh = terms["variance_weight"]

@@ -13,7 +13,7 @@
 See core/scoring/README.md.
 """
 
-from core.scoring.cli import ScoringConfig, run_job_from_config
+from core.scoring.cli import ScoringConfig, check_scoring_items, check_scoring_out, run_job_from_config
 from core.scoring.engine import DEFAULT_ITEMS_PER_CHUNK, ENGINES, ray_init, ray_shutdown, run_job
 from core.scoring.job import (
     WORK_ITEM_COLUMN,
@@ -50,6 +50,8 @@ __all__ = [
     "output_checksum",
     "ScoringConfig",
     "run_job_from_config",
+    "check_scoring_out",
+    "check_scoring_items",
     "ScoringError",
     "JobMismatchError",
     "ScorerLoadError",

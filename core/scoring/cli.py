@@ -5,7 +5,11 @@
         checkpoint: str | None = None
 
     cfg = parse_config(ScoreConfig, description=__doc__)
-    summary = run_job_from_config(items, MyScorer(...), cfg, default_out=run_dir / "scores")
+    check_scoring_out(cfg)                                   # first: before a model is loaded
+    ...
+    check_scoring_items(items, "--input DIR", "at least one file")   # before Run.start creates the run folder
+    with Run.start(...) as run:
+        summary = run_job_from_config(items, MyScorer(...), cfg, default_out=run.dir / "scores")
 
 adds ``--engine {local,ray} --workers N --address HOST:PORT --out DIR --items-per-chunk K
 --overwrite`` (and ``--no-progress``) to the domain's CLI.
@@ -19,9 +23,9 @@ from pathlib import Path
 from typing import Sequence
 
 from core.scoring.engine import DEFAULT_ITEMS_PER_CHUNK, ENGINES, run_job
-from core.scoring.job import JobSummary, Scorer, ScoringError, WorkItem
+from core.scoring.job import JobSummary, Scorer, ScoringError, WorkItem, check_out_dir
 
-__all__ = ["ScoringConfig", "run_job_from_config"]
+__all__ = ["ScoringConfig", "run_job_from_config", "check_scoring_out", "check_scoring_items"]
 
 
 @dataclass
@@ -33,6 +37,22 @@ class ScoringConfig:
     items_per_chunk: int = field(default=DEFAULT_ITEMS_PER_CHUNK, metadata={"min": 1, "help": "work items per chunk (the unit of commit and of resume)"})
     overwrite: bool = field(default=False, metadata={"help": "discard an existing job in --out (e.g. inputs or scorer config changed) and start over"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+
+def check_scoring_out(cfg: ScoringConfig) -> None:
+    """``--out``, when given, is a place the job can use — not a file or below one, writable, not a non-empty
+    folder of something else: one :class:`ScoringError` line otherwise. A score command calls it first,
+    before it loads a model or creates its job's run folder, so a bad ``--out`` leaves nothing behind."""
+    if cfg.out:
+        check_out_dir(Path(cfg.out), cfg.overwrite)
+
+
+def check_scoring_items(items: Sequence[WorkItem], source: str, expected: str) -> None:
+    """A job has something to score: an input with no items is one :class:`ScoringError` line naming it
+    (``source``, as the user named it) and what it should hold (``expected``). A score command calls it
+    before it creates its job's run folder (an empty job would end "completed" with an empty result)."""
+    if not items:
+        raise ScoringError(f"{source}: no items to score (expected {expected})")
 
 
 def run_job_from_config(items: Sequence[WorkItem], scorer: Scorer, cfg: ScoringConfig, default_out: str | os.PathLike | None = None) -> JobSummary:

@@ -76,6 +76,8 @@ def run_job(
     if not isinstance(scorer, Scorer):
         raise TypeError(f"scorer must be a core.scoring.Scorer, got {type(scorer).__name__}")
     items = list(items)
+    if not items:  # an empty job would write a folder marked complete that holds nothing
+        raise ScoringError("no items to score (expected at least one work item); nothing was written")
     counts = Counter(it.id for it in items)
     if len(counts) != len(items):
         dup = sorted(i for i, n in counts.items() if n > 1)[:5]

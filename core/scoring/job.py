@@ -321,13 +321,30 @@ def _foreign_entries(out: Path) -> list[str]:
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a folder that holds something other than a scoring job (before anything is written)."""
+    """Refuse, before anything is written, an output folder the job cannot use: a file (or a link to a
+    missing target) at that path or above it, a folder this process may not write, or a folder that holds
+    something other than a scoring job."""
+    if out.is_symlink() and not out.exists():
+        raise ScoringError(f"--out {out}: a link to {os.readlink(out)}, which does not exist; give a folder")
     if out.exists() and not out.is_dir():
-        raise ScoringError(f"--out {out}: exists and is not a folder")
+        raise ScoringError(f"--out {out}: exists and is not a folder (a file); give a new or empty folder, or a scoring output folder to resume")
+    _check_writable_place(out)
     if out.is_dir() and not (out / JOB_FILE).is_file() and _foreign_entries(out):
         if overwrite:
             raise ScoringError(f"--overwrite: {out} exists but is not a scoring output folder (no {JOB_FILE}); refusing to delete it")
         raise ScoringError(f"--out {out} exists, is not empty and holds no scoring job ({JOB_FILE} missing); choose an empty or new folder")
+
+
+def _check_writable_place(out: Path) -> None:
+    """``out``, or the nearest folder above it that exists, is a folder this process can write into."""
+    place = out
+    while not place.exists() and not place.is_symlink() and place != place.parent:
+        place = place.parent
+    if place != out and not place.is_dir():
+        raise ScoringError(f"--out {out}: {place} is a file, not a folder, so the output folder cannot be created there")
+    if not os.access(place, os.W_OK | os.X_OK):
+        where = "the folder is not writable" if place == out else f"{place} is not writable, so the output folder cannot be created there"
+        raise ScoringError(f"--out {out}: {where} (permissions); choose another --out")
 
 
 @contextlib.contextmanager

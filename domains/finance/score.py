@@ -19,7 +19,7 @@ import pandas as pd
 
 from core.cli import run_cli
 from core.runs import Run
-from core.scoring import WorkItem, job_name, run_job_from_config
+from core.scoring import WorkItem, check_scoring_items, check_scoring_out, job_name, run_job_from_config
 from domains.finance.config import ScoreConfig
 from domains.finance.data import data_tickers, load_panel_data
 from domains.finance.predictor import load_forecaster_run
@@ -30,10 +30,12 @@ __all__ = ["score", "main"]
 
 
 def score(cfg: ScoreConfig):
+    check_scoring_out(cfg)  # a bad --out is refused before anything is loaded or created
     model_dir, fc = load_forecaster_run(cfg.model_run, cfg.runs_dir)
     data = load_panel_data(cfg.data, cfg.tickers, **cfg.data_options()) if cfg.data else None  # validated once here for its report
     tickers = list(cfg.tickers) or (sorted(data.panel["ticker"].unique()) if data else data_tickers())  # the work list; workers load the prices
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in tickers]
+    check_scoring_items(items, f"--data {cfg.data}" if cfg.data else "the bundled price panel", "at least one ticker")  # before the run folder
     scorer = TFTScorer(str(model_dir), cfg.data, cfg.zero_shot, cfg.calendar, cfg.data_options(), data_digest(cfg.data))
     # no timestamp in the default name: the identical command after a crash finishes this job
     name = job_name("score", items, scorer, cfg.items_per_chunk, model_dir) if cfg.out is None else f"score-{pd.Timestamp.now():%Y%m%d-%H%M%S}"

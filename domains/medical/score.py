@@ -35,9 +35,10 @@ log = get_logger("medical.score")
 
 def score(cfg: ScoreConfig) -> Path:
     from core.io import atomic_write_text
-    from core.scoring import job_name, read_output, read_quarantine, run_job_from_config
+    from core.scoring import check_scoring_items, check_scoring_out, job_name, read_output, read_quarantine, run_job_from_config
     from domains.medical.scoring import SegmentationScorer, folder_entries, work_items, write_name_map
 
+    check_scoring_out(cfg)  # a bad --out is refused before anything is loaded or created
     model_run = resolve_model_run("medical", cfg.model_run, cfg.runs_dir)
     if cfg.input is not None:  # an empty --input is refused by folder_entries, not taken as "the default task"
         entries = folder_entries(cfg.input)
@@ -45,6 +46,8 @@ def score(cfg: ScoreConfig) -> Path:
         task = read_msd_task(task_dir(read_task_meta(model_run)["task"]))
         entries = [Path(c["image"]) for c in task.training + task.test]
     items, sources = work_items(entries)
+    check_scoring_items(items, "--input" if cfg.input is not None else f"the images of {model_run.name}'s task",
+                        "at least one volume file or DICOM series folder")  # before the job's run folder exists
     if cfg.name_map and cfg.input:
         print(f"id map (beside the inputs, not in the run): {write_name_map(cfg.input, sources)}", file=sys.stderr)
     device = "cpu" if cfg.device == "auto" else cfg.device

@@ -24,7 +24,12 @@ User files (:func:`load_price_file`): CSV or Parquet, one row per (date, ticker)
 ``open``, ``high``, ``low``, ``volume``  optional (OHLCV files), kept but not needed
 =========== =========================================================================
 
-Column names are case-insensitive. :func:`validate_prices` handles bad rows as follows:
+Column names are case-insensitive; accents and Yahoo's footnote stars are ignored. The headers of German, French,
+Spanish, Italian, Dutch and Portuguese exports (onvista, comdirect, ariva, boursorama, investing.com, Yahoo) are read
+through a small explicit table (``_FOREIGN_ALIASES``: e.g. ``Datum``/``Fecha``/``Data`` = date, ``Schluss``/``Clôture``/
+``Cierre``/``Chiusura``/``Zuletzt``/``Dernier``/``Último`` = close, ``Hoch``/``Plus haut``/``Máximo`` = high), only where
+no English column has that meaning; two such columns for one meaning, or no close at all, are refused in one line
+naming the columns found and the names expected. :func:`validate_prices` handles bad rows as follows:
 
 * unparseable dates, non-positive prices → rejected (``PriceDataError`` naming ticker and dates);
 * duplicated (ticker, date) rows → identical duplicates dropped; conflicting ones rejected;
@@ -278,6 +283,34 @@ class ValidationReport:
         return path
 
 
+_CLOSE_NAMES = ("'Close', 'Adj Close', 'Price' or 'Last'; or, from a German, French, Spanish, Italian, Dutch or Portuguese export, "
+                "'Schluss', 'Zuletzt', 'Clôture', 'Dernier', 'Cierre', 'Último', 'Chiusura', 'Slot' or 'Fechamento'")
+
+
+def _canonical(name) -> str:
+    key = _clean_name(name)
+    return _ALIASES.get(key, _FOREIGN_ALIASES.get(key, key))
+
+
+def _column_names(columns: list, source: str) -> dict:
+    """Raw header -> the reader's name: English names and their aliases first; a German/French/... name
+    (``_FOREIGN_ALIASES``) only for a meaning no English column has, and never two for one meaning."""
+    english = {c: _ALIASES.get(_clean_name(c), _clean_name(c)) for c in columns}
+    taken = set(english.values())
+    out, foreign = {}, {}
+    for c, name in english.items():
+        target = _FOREIGN_ALIASES.get(name)
+        if target is not None and target not in taken:
+            foreign.setdefault(target, []).append(c)
+            name = target
+        out[c] = name
+    for target, cols in foreign.items():
+        if len(cols) > 1:
+            raise PriceDataError(f"{source}: columns {[str(c) for c in cols]} would both be read as the {target.replace('_', ' ')}; "
+                                 f"keep one of them (or name the one to use '{ {'adj_close': 'Adj Close'}.get(target, target.title()) }')")
+    return out
+
+
 def _sniff_separator(first_line: str) -> str:
     counts = {sep: first_line.count(sep) for sep in (",", ";", "\t", "|")}
     sep = max(counts, key=counts.get)
@@ -285,12 +318,35 @@ def _sniff_separator(first_line: str) -> str:
 
 
 def _clean_name(c) -> str:
-    return str(c).strip().strip("<>").strip().lower().replace(" ", "_").replace("-", "_").replace(".", "")
+    """A header as a lookup key: lower case, no accents (``Clôture`` -> ``cloture``), spaces and ``-`` as ``_``, no
+    ``.``, no stooq ``<>`` and no Yahoo footnote stars (``Schluss*``, ``Adj. Schluss**``)."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKD", str(c).strip().strip("<>").strip().rstrip("*").strip())
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return text.lower().replace(" ", "_").replace("-", "_").replace(".", "")
 
 
 _ALIASES = {"adjclose": "adj_close", "adjusted_close": "adj_close", "adj_close_price": "adj_close", "vol": "volume",
-            "symbol": "ticker", "name": "ticker", "price": "close", "last": "close", "timestamp": "date", "datetime": "date",
+            "symbol": "ticker", "name": "ticker", "price": "close", "last": "close", "close/last": "close", "timestamp": "date", "datetime": "date",
             "day": "date", "unnamed:_0": "", "index": ""}
+# headers of German, French, Spanish, Italian, Dutch and Portuguese exports (onvista, comdirect, ariva, boursorama,
+# investing.com and Yahoo in those languages), as _clean_name writes them. Only names that mean one column: 'Hoch' is
+# the high, never the close; investing.com's 'Zuletzt'/'Dernier'/'Último' (last) is its close, as 'Price' in English.
+# A name used for several things elsewhere is left out. Applied only where the file has no English column of that
+# meaning, and two of them for one column (e.g. 'Dernier' and 'Clôture') are refused rather than one chosen.
+_FOREIGN_ALIASES = {
+    **dict.fromkeys(["datum", "fecha", "data"], "date"),
+    **dict.fromkeys(["schluss", "schlusskurs", "zuletzt", "letzter", "cloture", "clot", "dernier", "cierre", "cerrar", "ultimo",
+                     "chiusura", "slot", "slotkoers", "laatste", "fechamento", "fecho"], "close"),
+    **dict.fromkeys(["adj_schluss", "angepasster_schlusskurs", "cours_de_cloture_ajuste", "cloture_ajustee", "cierre_ajustado",
+                     "chiusura_aggiustata", "chiusura_rettificata", "aangepaste_slotkoers", "fechamento_ajustado"], "adj_close"),
+    **dict.fromkeys(["eroffnung", "eroffn", "erster", "ouverture", "ouv", "apertura", "abertura", "abrir", "openingskoers"], "open"),
+    **dict.fromkeys(["hoch", "plus_haut", "haut", "eleve", "maximo", "massimo", "hoog", "maxima", "alto"], "high"),
+    **dict.fromkeys(["tief", "plus_bas", "bas", "faible", "minimo", "laag", "minima", "bajo"], "low"),
+    **dict.fromkeys(["volumen", "volumes"], "volume"),
+    **dict.fromkeys(["symbole", "simbolo"], "ticker"),
+}
 _NUMERIC = ("close", "adj_close", "open", "high", "low", "volume")
 # removed from number cells, with spaces and ' _ thousands separators; the no-break spaces of French and Swiss exports
 # are listed as characters (not a raw string): pandas' pyarrow-backed strings use RE2, whose \s is ASCII only and
@@ -387,7 +443,7 @@ def _frame_as_table(df: pd.DataFrame) -> pd.DataFrame:
     """A saved DataFrame as plain columns: ``yf.download(...).to_parquet()`` keeps the dates as the index
     and, for several tickers, (field, ticker) column pairs (either order) -> long rows with a ``ticker``."""
     if isinstance(df.columns, pd.MultiIndex) and df.columns.nlevels == 2:
-        fields = [all(_ALIASES.get(_clean_name(v), _clean_name(v)) in _NUMERIC for v in df.columns.get_level_values(k)) for k in (0, 1)]
+        fields = [all(_canonical(v) in _NUMERIC for v in df.columns.get_level_values(k)) for k in (0, 1)]
         level = 1 if fields[0] else 0 if fields[1] else None
         if level is not None:
             df = df.stack(level=level, future_stack=True)
@@ -509,13 +565,14 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
         raise PriceDataError(f"{path}: cannot be read as {path.suffix} ({type(e).__name__}: {e})") from e
     if raw.empty:
         raise PriceDataError(f"{path}: no data rows (columns {[str(c) for c in raw.columns]}); expected one row per date")
-    df = raw.rename(columns={c: _ALIASES.get(_clean_name(c), _clean_name(c)) for c in raw.columns})
+    source = str(path)
+    df = raw.rename(columns=_column_names(list(raw.columns), source))
     if df.columns.duplicated().any():
         df = df.loc[:, ~df.columns.duplicated()]
-    source = str(path)
     if "close" not in df.columns and "adj_close" not in df.columns:
-        raise PriceDataError(f"{source}: no close price column (expected 'Close' or 'Adj Close'); found {[str(c) for c in raw.columns]}"
+        raise PriceDataError(f"{source}: no close price column (expected {_CLOSE_NAMES}); found {[str(c) for c in raw.columns]}"
                              + ("; the file looks like one column: is it separated by something other than , ; or tab?" if raw.shape[1] == 1 else
+                                "; it has open/high/low columns: name its closing price 'Close'" if {"open", "high", "low"} & set(df.columns) else
                                 "; a wide file (one column of closes per ticker) is not read: write rows of date, ticker, close"))
     df = _date_column(df, source)
     comma = _uses_decimal_comma(df, sep)

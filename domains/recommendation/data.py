@@ -29,14 +29,17 @@ Splits (:func:`split_interactions`, selected by name; :data:`SPLITS`):
 user's last training item for leave-last-out); it chooses epochs and hyper-parameters of the
 two-tower and of the baselines, so the test split is used once.
 
-User files (:func:`load_interactions`): Parquet or CSV with ``user_id, item_id, timestamp`` and an
-optional ``rating``. :func:`load_movielens_folder` reads torchrec-style MovieLens folders
+User files (:func:`load_interactions`): Parquet, CSV (any of , ; tab | as separator, .gz too) or JSON lines
+(``.jsonl``/``.json``, one object per line or an array of objects) with ``user_id, item_id, timestamp`` and an
+optional ``rating``; Amazon review dumps' ``reviewerID, asin, overall, unixReviewTime`` are read as those. :func:`load_movielens_folder` reads torchrec-style MovieLens folders
 (``ml-1m``: ``ratings.dat``/``movies.dat``/``users.dat`` with ``::``; ``ml-20m``/``ml-25m``:
 ``ratings.csv``/``movies.csv``). Problems are handled as follows, every count in the
 :class:`ValidationReport` (which is logged and saved with a training run):
 
-* missing columns, unreadable files, non-numeric timestamps/ratings, missing ids → :class:`InteractionDataError`
-  naming the file, the column, how many rows and the first offending row numbers;
+* missing columns, unreadable files, non-numeric timestamps/ratings, missing ids, CSV rows with more fields
+  than the header names, timestamps beyond 64 bits → :class:`InteractionDataError` naming the file, the
+  column, how many rows and the first offending row numbers;
+* every rating is a positive interaction: rows rated 0 or below are counted and logged, not dropped;
 * duplicate (user, item) pairs → the latest (by timestamp) is kept, the count of dropped rows is reported
   (``duplicates="error"`` refuses them instead);
 * items not in the item catalogue (when one is given) → dropped and counted (``unknown_items="error"`` refuses);
@@ -46,7 +49,9 @@ optional ``rating``. :func:`load_movielens_folder` reads torchrec-style MovieLen
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -227,7 +232,8 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     items = _side_table(items, "items", "an item table item_id[, title, year, genres]")
     users = _side_table(users, "users", "a user table user_id[, age, gender, occupation]")
     df = df.rename(columns={c: str(c).strip().lower() for c in df.columns})
-    aliases = {"userid": "user_id", "user": "user_id", "movieid": "item_id", "itemid": "item_id", "item": "item_id", "movie_id": "item_id"}
+    aliases = {"userid": "user_id", "user": "user_id", "movieid": "item_id", "itemid": "item_id", "item": "item_id", "movie_id": "item_id",
+               "reviewerid": "user_id", "asin": "item_id", "overall": "rating", "unixreviewtime": "timestamp"}  # the last four: Amazon review dumps
     df = df.rename(columns={k: v for k, v in aliases.items() if k in df.columns and v not in df.columns})
     missing = [c for c in ("user_id", "item_id", "timestamp") if c not in df.columns]
     if missing:
@@ -268,6 +274,10 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
             raise InteractionDataError(f"{source}: column 'timestamp' has {int((~np.isfinite(ts.to_numpy(np.float64))).sum())} non-finite value(s) (inf); expected numbers or dates")
     else:
         ts = _require_numeric(df, "timestamp", source, integer=True)
+    huge = np.abs(ts.to_numpy(np.float64)) >= 2.0**63  # beyond int64: astype wrapped them to -9.2e18, sorted first
+    if huge.any():
+        raise InteractionDataError(f"{source}: column 'timestamp' has {int(huge.sum())} value(s) too large for a time (first at file rows {_rows(huge)}: "
+                                   f"{df['timestamp'][huge].head(3).tolist()}); expected seconds (or ms, µs, ns) since 1970, or dates")
     out["timestamp"] = ts.astype(np.int64)
     seconds_like = out["timestamp"].between(10**8, 10**11 - 1)  # 1973..5138 in seconds
     ms_like = out["timestamp"].between(10**11, 10**14 - 1)  # 1973..5138 in milliseconds
@@ -276,8 +286,9 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
                     "those were divided by 1000")
         out.loc[ms_like, "timestamp"] //= 1000
     out["rating"] = _require_numeric(df, "rating", source, integer=True).astype(np.float32) if "rating" in df.columns else np.float32(1.0)
-    if (out["rating"] < 0).any():  # every row is a positive interaction; a negative rating (a dislike) is counted as one too
-        log.warning(f"{source}: {int((out['rating'] < 0).sum())} row(s) with a negative rating; every interaction is used as a positive, whatever its rating")
+    if (out["rating"] <= 0).any():  # every row is a positive interaction; a 0 (implicit data's "not clicked") or a dislike is counted as one too
+        log.warning(f"{source}: {int((out['rating'] <= 0).sum())} row(s) with a rating of 0 or below; every interaction is used as a positive, "
+                    "whatever its rating (remove the rows that mean 'not interacted' or 'disliked' first)")
     # duplicates: keep the latest
     dup = out.duplicated(["user_id", "item_id"], keep=False)
     if dup.any():
@@ -336,6 +347,8 @@ _INT_ID = re.compile(r"[+-]?(0|[1-9][0-9]{0,17})(\.0*)?")
 def _ids(s: pd.Series) -> pd.Series:
     """A column of ids: integers when every id is written as a plain integer (``12`` or ``12.0``), else
     stripped strings (leading zeros, spaces inside, unicode kept; only surrounding blanks removed)."""
+    if pd.api.types.is_unsigned_integer_dtype(s) and len(s) and int(s.max()) >= 2**63:  # would wrap to negative int64 ids
+        return s.astype(str)
     if pd.api.types.is_integer_dtype(s):
         return s.astype(np.int64)
     if pd.api.types.is_float_dtype(s):
@@ -430,35 +443,91 @@ def load_ml100k(root: Path | None = None) -> InteractionData:
     return InteractionData(inter, users, items, name=ML100K, report=rep)
 
 
+TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".gz", ".tsv", ".txt", ".json", ".jsonl", ".ndjson")
+_JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+
+
+def _head(path: Path, n: int = 4096) -> bytes:
+    """The first bytes of the file's text (inflated for a .gz file)."""
+    if path.suffix.lower() == ".gz":
+        with gzip.open(path, "rb") as f:
+            return f.read(n)
+    with path.open("rb") as f:
+        return f.read(n)
+
+
+def _read_csv(path: Path, head: bytes) -> pd.DataFrame:
+    sep = "\t" if ".tsv" in [x.lower() for x in path.suffixes] else ","
+    first = head.decode("utf-8", errors="replace").splitlines()[0] if head.strip() else ""
+    if sep not in first:  # a tab-, semicolon- or bar-separated file under another name: its header says which
+        sep = next((c for c in ("\t", ",", ";", "|") if c in first), sep)
+    # every column as text: ids keep leading zeros and digits ("007" is not 7), titles stay titles
+    # ("1984"), "NA" stays an id; only empty cells are missing. Numbers are parsed per column later.
+    kw = dict(sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    df = pd.read_csv(path, **kw)
+    if not isinstance(df.index, pd.RangeIndex):
+        # the rows hold more fields than the header names: pandas silently made the first field(s) the index,
+        # shifting every column (user_id read the item, timestamp the rating). Trailing separators are harmless.
+        raw = pd.read_csv(path, header=None, skiprows=1, **kw)
+        extra = raw.iloc[:, len(df.columns):].notna().any(axis=1)
+        if extra.any():
+            raise InteractionDataError(f"{path}: line(s) {_rows(extra)} hold {raw.shape[1]} fields but the header names {len(df.columns)} "
+                                       f"({[str(c) for c in df.columns]}); expected one field per header column")
+        df = pd.read_csv(path, index_col=False, **kw)
+    return df
+
+
+def _read_json_records(path: Path, head: bytes) -> pd.DataFrame:
+    """JSON lines (one object per line, e.g. Amazon review dumps) or one JSON array of objects, read with the
+    json module: "0000013714" stays text and a 23-digit id an exact integer (pandas' reader refuses it or
+    makes it a float)."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        if head.lstrip().startswith(b"["):
+            records, first_line = json.load(f), None
+        else:
+            records, first_line = [], 1
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except ValueError as e:
+                        raise InteractionDataError(f"{path}: line {n} is not a JSON object ({e}); expected one JSON object per line") from e
+    bad = [i for i, r in enumerate(records if isinstance(records, list) else [records]) if not isinstance(r, dict)]
+    if not isinstance(records, list) or bad:
+        where = f"line {bad[0] + 1}" if first_line and bad else f"element {bad[0]}" if bad else "the file"
+        raise InteractionDataError(f"{path}: {where} is not a JSON object; expected one object per line (JSON lines) or an array of objects")
+    return pd.DataFrame.from_records(records)
+
+
 def _read_table(path: Path, what: str) -> pd.DataFrame:
     if path.is_dir():
         raise InteractionDataError(f"{path}: a folder, not a file (expected {what}; a MovieLens folder is read by load_movielens_folder, or --data FOLDER)")
     if not path.is_file():
         raise InteractionDataError(f"{path}: no such file (expected {what})")
     suffix = path.suffix.lower()
+    suffixes = [x.lower() for x in path.suffixes]
     try:
-        with path.open("rb") as f:
-            head = f.read(4096)
+        head = _head(path)
         if suffix in (".parquet", ".pq") or head[:4] == b"PAR1":  # a Parquet file is read as one whatever its name says
             if suffix not in (".parquet", ".pq"):
                 log.info(f"{path}: the file is Parquet (not {suffix}); reading it as Parquet")
             return pd.read_parquet(path)
+        if suffix in _JSON_SUFFIXES or (suffix == ".gz" and len(suffixes) > 1 and suffixes[-2] in _JSON_SUFFIXES):
+            return _read_json_records(path, head)
         if suffix in (".csv", ".gz", ".txt", ".tsv"):
-            sep = "\t" if ".tsv" in [x.lower() for x in path.suffixes] else ","
-            first = head.decode("utf-8", errors="replace").splitlines()[0] if suffix != ".gz" and head.strip() else ""
-            if sep not in first:  # a tab-, semicolon- or bar-separated file under another name: its header says which
-                sep = next((c for c in ("\t", ",", ";", "|") if c in first), sep)
-            # every column as text: ids keep leading zeros and digits ("007" is not 7), titles stay titles
-            # ("1984"), "NA" stays an id; only empty cells are missing. Numbers are parsed per column later.
-            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+            return _read_csv(path, head)
+    except InteractionDataError:
+        raise
     except Exception as e:  # noqa: BLE001 - parser errors from pandas/pyarrow
         raise InteractionDataError(f"{path}: cannot be read as {path.suffix} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); expected {what}") from e
-    raise InteractionDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv or .parquet with {what}")
+    hint = f" (a MovieLens '::' file: pass its folder, --data {path.parent})" if suffix == ".dat" else ""
+    raise InteractionDataError(f"{path}: unsupported file type {path.suffix!r}{hint}; expected .csv, .parquet or .jsonl with {what}")
 
 
 def load_interactions(path: str | Path, items: str | Path | pd.DataFrame | None = None, users: str | Path | pd.DataFrame | None = None,
                       duplicates: str = "keep-last", unknown_items: str = "drop") -> InteractionData:
-    """A user's interaction file (Parquet/CSV: ``user_id, item_id, timestamp[, rating]``) with an
+    """A user's interaction file (Parquet/CSV/JSON lines: ``user_id, item_id, timestamp[, rating]``) with an
     optional item catalogue (``item_id[, title, year, genres]``) and user table
     (``user_id[, age, gender, occupation]``). Validated as described in the module docstring."""
     if isinstance(path, pd.DataFrame):
@@ -542,9 +611,10 @@ def load_dataset(source: str = ML100K) -> InteractionData:
     p = path_arg(source, "source", "'ml-100k', a MovieLens folder or an interaction file")
     if p.is_dir():
         return load_movielens_folder(p)
-    if p.suffix.lower() in (".parquet", ".pq", ".csv", ".gz", ".tsv", ".txt"):
+    if p.suffix.lower() in TABLE_SUFFIXES:
         return load_interactions(p)
-    raise InteractionDataError(f"--data {source}: expected 'ml-100k', a MovieLens folder (ml-1m, ml-20m) or a .parquet/.csv interaction file")
+    hint = f" (a MovieLens '::' file: pass its folder, --data {p.parent})" if p.suffix.lower() == ".dat" else ""
+    raise InteractionDataError(f"--data {source}: expected 'ml-100k', a MovieLens folder (ml-1m, ml-20m) or a .parquet/.csv/.jsonl interaction file{hint}")
 
 
 def group_by_user(u: np.ndarray, i: np.ndarray, n: int) -> list[np.ndarray]:

@@ -231,9 +231,13 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
         raise ArgumentError(f"df {found(df)}: expected a pandas DataFrame with columns user_id, item_id, timestamp[, rating]{hint}")
     items = _side_table(items, "items", "an item table item_id[, title, year, genres]")
     users = _side_table(users, "users", "a user table user_id[, age, gender, occupation]")
-    df = df.rename(columns={c: str(c).strip().lower() for c in df.columns})
     aliases = {"userid": "user_id", "user": "user_id", "movieid": "item_id", "itemid": "item_id", "item": "item_id", "movie_id": "item_id",
                "reviewerid": "user_id", "asin": "item_id", "overall": "rating", "unixreviewtime": "timestamp"}  # the last four: Amazon review dumps
+    wanted = {"user_id", "item_id", "timestamp", "rating", *aliases}
+    in_index = [n for n in df.index.names if n is not None and str(n).strip().lower() in wanted and n not in df.columns]
+    if in_index:  # a frame saved after set_index("user_id"): Parquet gives the ids back as the index
+        df = df.reset_index(level=in_index)
+    df = df.rename(columns={c: str(c).strip().lower() for c in df.columns})
     df = df.rename(columns={k: v for k, v in aliases.items() if k in df.columns and v not in df.columns})
     missing = [c for c in ("user_id", "item_id", "timestamp") if c not in df.columns]
     if missing:
@@ -250,11 +254,14 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     ts = df["timestamp"]
     if pd.api.types.is_bool_dtype(ts):  # True/False would be the times 1 and 0: every interaction at the same moment
         raise InteractionDataError(f"{source}: column 'timestamp' holds true/false values; expected numbers (seconds since 1970) or dates")
-    if pd.api.types.is_datetime64_any_dtype(ts):  # a Parquet date column (any unit, with or without a time zone)
+    if isinstance(ts.dtype, pd.PeriodDtype):  # monthly/daily periods: their start
+        ts = ts.dt.to_timestamp()
+    if pd.api.types.is_datetime64_any_dtype(ts) or pd.api.types.is_timedelta64_dtype(ts):  # a Parquet date or duration column (any unit, any zone)
         bad = ts.isna()
         if bad.any():
             raise InteractionDataError(f"{source}: column 'timestamp' has {int(bad.sum())} missing date(s) (first at rows {_rows(bad)})")
-        ts = ((ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+        since = ts if pd.api.types.is_timedelta64_dtype(ts) else (ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts) - pd.Timestamp(0, tz="UTC")
+        ts = _whole_time_units(since, source)
     elif not pd.api.types.is_numeric_dtype(ts):
         parsed = pd.to_numeric(ts, errors="coerce")
         as_date = pd.to_datetime(ts[parsed.isna()], errors="coerce", utc=True)
@@ -267,13 +274,16 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
             raise InteractionDataError(f"{source}: column 'timestamp' has {int(bad.sum())} missing value(s) or value(s) that are neither numbers nor dates "
                                        f"(first at file rows {_rows(bad)}: {ts[bad].head(3).tolist()})")
         # seconds since the epoch whatever resolution pandas parsed the dates at (s, ms, us or ns)
-        seconds = (as_date - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+        seconds = _whole_time_units(as_date - pd.Timestamp(0, tz="UTC"), source)
         parsed = parsed.where(parsed.notna(), seconds.reindex(ts.index))
         ts = parsed
         if not np.all(np.isfinite(ts.to_numpy(np.float64))):
             raise InteractionDataError(f"{source}: column 'timestamp' has {int((~np.isfinite(ts.to_numpy(np.float64))).sum())} non-finite value(s) (inf); expected numbers or dates")
     else:
         ts = _require_numeric(df, "timestamp", source, integer=True)
+        if pd.api.types.is_float_dtype(ts) and (ts % 1 != 0).any():  # 1700000000.523: truncating lost the order within a second
+            log.info(f"{source}: timestamps with fractions of a second are kept as whole milliseconds (their order within a second matters)")
+            ts = np.round(ts * 1000)
     huge = np.abs(ts.to_numpy(np.float64)) >= 2.0**63  # beyond int64: astype wrapped them to -9.2e18, sorted first
     if huge.any():
         raise InteractionDataError(f"{source}: column 'timestamp' has {int(huge.sum())} value(s) too large for a time (first at file rows {_rows(huge)}: "
@@ -337,6 +347,16 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     rep.rows_out, rep.users, rep.items = len(out), len(users), len(items)
     data = InteractionData(out[["user_id", "item_id", "rating", "timestamp"]], users.reset_index(drop=True), items.reset_index(drop=True), name=source, report=rep)
     return data, rep
+
+
+def _whole_time_units(since: pd.Series, source: str) -> pd.Series:
+    """Times since 1970 (a timedelta series) as whole seconds, or whole milliseconds when any has a fraction of
+    a second: truncating to seconds lost their order within a second (leave-last-out's last item, the
+    duplicate kept)."""
+    if (since % pd.Timedelta(seconds=1) != pd.Timedelta(0)).any():
+        log.info(f"{source}: times with fractions of a second are kept as whole milliseconds (their order within a second matters)")
+        return since // pd.Timedelta(milliseconds=1)
+    return since // pd.Timedelta(seconds=1)
 
 
 # an id written as a plain integer ("12", "-3", "12.0" as a float column prints it): no leading zero, at most

@@ -118,3 +118,29 @@ def test_train_and_recommend_from_amazon_json_lines(tmp_path, capsys):
     assert recommend.main([*jobs, "--user", "A0003X", "--k", "3"]) == 0
     out = pd.read_parquet(next((tmp_path / "jobs").rglob("recommendations.parquet")))
     assert len(out) == 3 and not out["fallback"].any() and all(len(i) == 10 and i.isdigit() for i in out["item_id"])  # asins kept as written
+
+
+def test_ids_saved_as_the_parquet_index_are_read(tmp_path):
+    df = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [5, 6, 5], "timestamp": [1, 2, 3]})
+    df.set_index("user_id").to_parquet(tmp_path / "by_user.parquet")  # was: missing column(s) ['user_id'] (it is the index)
+    df.set_index(["user_id", "item_id"]).to_parquet(tmp_path / "by_pair.parquet")
+    for name in ("by_user.parquet", "by_pair.parquet"):
+        assert load_interactions(tmp_path / name).interactions[["user_id", "item_id", "timestamp"]].values.tolist() == df.values.tolist()
+
+
+def test_the_order_within_a_second_is_kept_and_durations_and_periods_are_times():
+    from domains.recommendation.data import split_interactions, validate_interactions
+
+    # a click log with fractions of a second, not in time order: truncating to seconds tied them and leave-last-out took the file's last row
+    log_ = pd.DataFrame({"user_id": ["u"] * 3, "item_id": ["late", "early", "first"], "timestamp": [1.7e9 + 0.7, 1.7e9 + 0.2, 1.7e9 - 5]})
+    for ts in (log_["timestamp"], pd.to_datetime(log_["timestamp"], unit="s"), pd.to_datetime(log_["timestamp"], unit="s").dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")):
+        inter = validate_interactions(log_.assign(timestamp=ts))[0].interactions
+        assert inter["timestamp"].tolist() == [1700000000700, 1700000000200, 1699999995000]  # whole milliseconds
+        assert split_interactions(inter, "leave-last-out").test["item_id"].tolist() == ["late"]
+    whole = validate_interactions(log_.assign(timestamp=[1.7e9 + 1, 1.7e9, 1.7e9 - 5]))[0].interactions
+    assert whole["timestamp"].tolist() == [1700000001, 1700000000, 1699999995]  # whole seconds stay seconds
+    base = pd.DataFrame({"user_id": [1, 1], "item_id": [5, 6]})
+    spans = validate_interactions(base.assign(timestamp=pd.to_timedelta([30, 10], unit="s")))[0].interactions  # was a TypeError
+    assert spans["timestamp"].tolist() == [30, 10]
+    months = validate_interactions(base.assign(timestamp=pd.period_range("2020-01", periods=2, freq="M")))[0].interactions  # was a TypeError
+    assert months["timestamp"].tolist() == [1577836800, 1580515200]

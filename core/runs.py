@@ -429,7 +429,9 @@ class Run:
 
     def _warn_changed_settings(self, new: dict) -> None:
         """With ``--resume``: name the settings that differ from the interrupted attempt's config.json
-        (a resumed run continues with the new ones; every command sees the same line)."""
+        (a resumed run continues with the new ones, except what the checkpoint restores: the optimizer's and
+        scheduler's state, learning rate and weight decay included, are the interrupted run's — the line says so;
+        every command sees the same line)."""
         old_file = self.dir / "config.json"
         if not getattr(self.config, "resume", False) or not old_file.is_file():
             return
@@ -442,7 +444,8 @@ class Run:
         changed = sorted(k for k in set(old) | set(new) if k not in _NOT_SETTINGS and old.get(k) != new.get(k))
         if changed:
             shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6]) + (" …" if len(changed) > 6 else "")
-            log.warning(f"--resume with settings that differ from the interrupted run's ({shown}); it continues with the new ones")
+            log.warning(f"--resume with settings that differ from the interrupted run's ({shown}); it continues with the new ones, "
+                        "but the optimizer and learning-rate schedule (learning rate, weight decay included) continue as the checkpoint saved them")
 
     def _release_lock(self) -> None:
         if self._lock is not None:

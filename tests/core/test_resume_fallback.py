@@ -164,3 +164,29 @@ def test_a_checkpoint_without_the_optimizer_type_is_told_by_its_settings(tmp_pat
     with pytest.raises(CheckpointMismatchError, match=r"settings dampening, momentum, nesterov that Adam does not have"):
         load_checkpoint(p, model=model, optimizer=torch.optim.Adam(model.parameters()))
     assert optimizer_mismatch(torch.optim.SGD(model.parameters(), lr=0.5), old["optimizer"]) is None  # the same type fits
+
+
+@dataclass
+class LrConfig(TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
+    lr: float = 0.01
+    track: bool = False
+
+
+def test_resume_with_another_lr_says_the_checkpoints_optimizer_continues(tmp_path, warnings):
+    """torch restores the optimizer's learning rate with its state: the warning must not claim the new --lr applies."""
+    model = torch.nn.Linear(2, 1)
+    first = Run.start("unit", LrConfig(runs_dir=str(tmp_path), name="lr", lr=0.01), command="train")
+    with first:
+        opt = torch.optim.Adam(model.parameters(), lr=first.config.lr)
+        model(torch.ones(1, 2)).sum().backward()
+        opt.step()
+        first.save_checkpoint(model, opt, step=1)
+        first._close("interrupted")
+    again = Run.start("unit", LrConfig(runs_dir=str(tmp_path), name="lr", lr=0.5, resume=True), command="train")
+    with again:
+        opt = torch.optim.Adam(model.parameters(), lr=again.config.lr)
+        again.resume(model, opt)
+        assert opt.param_groups[0]["lr"] == 0.01  # the checkpoint's, not the new flag's
+        again.finish()
+    said = [w for w in warnings if "--resume with settings that differ" in w]
+    assert said and "lr: 0.01 -> 0.5" in said[0] and "learning rate" in said[0] and "as the checkpoint saved them" in said[0]

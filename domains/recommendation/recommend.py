@@ -62,6 +62,11 @@ def run(cfg: RecommendConfig) -> pd.DataFrame:
     check_ranges(cfg)  # --k >= 1 (declared on the field)
     if cfg.user == PRIVATE_VALUE:  # --config <a recommend job's config.json>: the id was never written there
         raise InvalidQueryError(f"--user {PRIVATE_VALUE!r} comes from a saved config.json, which does not record user ids; pass --user ID")
+    given = [flag for flag, v in (("--user", cfg.user), ("--similar-to", cfg.similar_to), ("--new-title", cfg.new_title)) if v is not None]
+    if len(given) > 1:  # answer() took the first and silently dropped the others
+        raise InvalidQueryError(f"{' and '.join(given)} given together; expected one query per call: --user, --similar-to or --new-title")
+    if cfg.new_title is None and (cfg.new_genres or cfg.new_year != -1):
+        raise InvalidQueryError("--new-genres/--new-year describe a new item; expected them with --new-title TITLE")
     if cfg.new_title is not None and not cfg.new_title.strip():
         raise InvalidQueryError(f"--new-title {cfg.new_title!r} is blank: give the new item's title")
     rec = Recommender.load(model_run)

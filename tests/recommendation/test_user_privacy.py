@@ -65,3 +65,19 @@ def test_a_saved_config_without_the_user_is_refused_not_answered_for_a_placehold
     assert recommend.main(["--config", str(cfg), "--model-run", str(run), "--runs-dir", str(jobs)]) == 2
     err = capsys.readouterr().err
     assert "--user" in err and "does not record user ids" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--user", USER, "--similar-to", "item1"], ["--user and --similar-to given together", "one query"]),  # the item query was dropped
+    (["--similar-to", "item1", "--new-title", "X"], ["--similar-to and --new-title"]),
+    (["--user", USER, "--new-genres", "Comedy"], ["--new-genres/--new-year", "--new-title"]),  # the genres were ignored
+])
+def test_one_query_per_call(tiny_run, capsys, extra, words):
+    from domains.recommendation import recommend
+
+    run, d = tiny_run
+    jobs = d / "jobs-two-queries"
+    assert recommend.main(["--model-run", str(run), "--runs-dir", str(jobs), *extra]) == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words) and USER not in err and "Traceback" not in err
+    assert not jobs.exists()

@@ -203,12 +203,13 @@ with tab_cold:
         vocab = genre_vocabulary(key)
         if vocab:
             genres = c2.multiselect("Genres", vocab, default=[g for g in ("Action", "Sci-Fi") if g in vocab], key="rec_cold_genres")
-        else:
-            genres = [g.strip() for g in c2.text_input("Genres (comma separated)", value="Action, Sci-Fi", key="rec_cold_genres_text").split(",") if g.strip()]
+        else:  # items trained without a catalogue: any genre typed here would be unknown to the model
+            genres = []
+            c2.caption("This run's items have no genres: the model places the new item from its title alone.")
         n_users = c3.slider("Users", 5, 100, 20, key="rec_cold_k")
         if not title.strip():
             st.warning("Type a title for the new item.")
-        elif not genres:
+        elif vocab and not genres:
             st.warning("Choose at least one genre.")
         else:
             reached = cold_start(key, title.strip(), tuple(genres), n_users)

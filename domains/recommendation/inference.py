@@ -197,6 +197,9 @@ class Recommender:
             raise InvalidQueryError(f"new item title {title!r} is blank: give the item's title (text)")
         genres = text_list(genres, "genres", "genre names")
         year = whole_number(year, "year")
+        if not self.model.cfg.text_dim and not self.space.genres:  # every new item would get the same vector, whatever its title
+            raise InvalidQueryError("this run's item tower reads no title text (trained with --text none) and its items have no genres: "
+                                    "a new item cannot be placed; expected a run trained with item text or genres")
         unknown = sorted(set(genres) - set(self.space.genres))
         if unknown:
             raise InvalidQueryError(f"unknown genre(s) {unknown}; known: {self.space.genres}")

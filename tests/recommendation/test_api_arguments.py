@@ -148,3 +148,12 @@ def test_wrong_query_arguments_are_one_line(rec, call, words):
         call(rec)
     _one_line(e, *words)
     assert len(rec.recommend(3, k=2)) == 2 and rec.recommend("3", k=2)["fallback"].eq(False).all()  # good calls still work
+
+
+def test_a_new_item_is_not_placed_by_a_tower_that_reads_neither_text_nor_genres(rec):
+    from domains.recommendation.inference import InvalidQueryError
+
+    assert not rec.model.cfg.text_dim and not rec.space.genres  # --text none, interactions without a catalogue
+    # every title got the same vector, so the 'users it reaches' were the same list whatever the new item
+    with pytest.raises(InvalidQueryError, match="reads no title text.*no genres: a new item cannot be placed"):
+        rec.cold_start_item("Space Station Rescue", [])

@@ -83,7 +83,8 @@ class TrackingConfig:
 
 @dataclass
 class SeedConfig:
-    seed: int = field(default=0, metadata={"help": "random seed (the run seeds Python, NumPy and torch once, at its start)"})
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1, "why": "NumPy's random generators take seeds 0..2^32-1",
+                                           "help": "random seed (the run seeds Python, NumPy and torch once, at its start)"})
     deterministic: bool = field(default=False, metadata={"help": "ask torch for deterministic kernels (slower)"})
 
 

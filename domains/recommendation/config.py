@@ -20,7 +20,7 @@ from core.scoring import ScoringConfig
 from domains.recommendation.data import LEAVE_LAST_OUT, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES
 
 __all__ = ["ModelConfig", "DataConfig", "TrainingConfig", "TrainConfig", "EvaluateConfig", "ScoreConfig", "RecommendConfig",
-           "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SOFTMAX_MODES", "SPLIT_CHOICES", "seed_field"]
+           "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SOFTMAX_MODES", "SPLIT_CHOICES"]
 
 CPU_SHARDING = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
 INDEX_TYPES = ("hnsw", "ivf", "flat", "none")
@@ -94,18 +94,10 @@ class TrainingConfig:
     max_steps: int = field(default=0, metadata={"min": 0, "help": "stop each training phase after this many steps (0 = no limit); for smoke tests"})
 
 
-def seed_field():
-    """core.config.SeedConfig's ``seed`` with its range declared: numpy's generators, which seed this domain's
-    validation split, folds and batches, take no negative seed (``--seed -1`` was a traceback after the run folder)."""
-    return field(default=0, metadata={"min": 0, "max": 2**32 - 1, "why": "numpy's random generators take seeds 0..2^32-1",
-                                      "help": "random seed (the run seeds Python, NumPy and torch once, at its start)"})
-
-
 @dataclass
 class TrainConfig(ModelConfig, DataConfig, TrainingConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     """python -m domains.recommendation.train"""
 
-    seed: int = seed_field()
 
 
 @dataclass

@@ -29,7 +29,6 @@ from core.cli import run_cli
 from core.config import RunConfig, SeedConfig, TrackingConfig, check_ranges
 from core.device import set_cpu_threads
 from core.runs import Run
-from domains.recommendation.config import seed_field
 from domains.recommendation.sequential import OURS, TRAIN, SequenceConfig, SequenceTrainConfig, train_and_evaluate
 from domains.recommendation.training import DOMAIN
 
@@ -40,7 +39,6 @@ __all__ = ["TrainSequentialConfig", "train_sequential", "main"]
 class TrainSequentialConfig(TrackingConfig, SeedConfig, RunConfig):
     """python -m domains.recommendation.train_sequential"""
 
-    seed: int = seed_field()
     data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder or a .parquet/.csv/.jsonl interaction file (user_id,item_id,timestamp)"})
     max_len: int = field(default=OURS["max_len"], metadata={"min": 1, "help": "positions attended: the latest max-len items of a history"})
     dim: int = field(default=OURS["dim"], metadata={"min": 1, "help": "model width (item vectors, hidden states)"})

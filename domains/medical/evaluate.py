@@ -16,6 +16,7 @@ from core.io import atomic_write_json
 from core.runs import Run, resolve_model_run
 from domains.medical.config import EvaluateConfig
 from domains.medical.data import check_task_fits_model, read_msd_task, read_task_meta, task_dir
+from domains.medical.validation import MedicalInputError
 
 __all__ = ["evaluate", "main"]
 
@@ -29,6 +30,12 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     meta = read_task_meta(model_run)
     task = read_msd_task(task_dir(cfg.task or meta["task"]))
     check_task_fits_model(task, meta)
+    if cfg.split != "val":  # before the model and the run folder: MSD tasks list their test images without labels
+        cases = task.test if cfg.split == "test" else task.training
+        if not any(c.get("label") for c in cases):
+            raise MedicalInputError(f"--split {cfg.split}: none of the {len(cases)} {cfg.split} case(s) of {task.root} has a label to compare with "
+                                    f"(dataset.json lists no 'label' and there is no labelsTs/<same name>); add the labels, or evaluate "
+                                    f"--split val (the validation case training selects on)")
     seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop)
     with Run.start("medical", cfg, command="evaluate", kind="job") as run:
         if cfg.split == "val":

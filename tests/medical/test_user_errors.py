@@ -310,3 +310,17 @@ def test_init_from_an_unknown_run_names_the_init_from_flag(tiny_run, tiny_args, 
     assert len(err) == 1 and err[0].startswith("error: --init-from nope: no run named 'nope'") and not (tmp_path / "runs" / "medical").exists()
     cfg = parse_config(TrainConfig, ["--runs-dir", str(tmp_path / "runs"), *tiny_args, "--init-from", str(tiny_run)])
     assert init_source(cfg, load_training_task(cfg.task)) == tiny_run.resolve()  # the same network: it fits
+
+
+def test_evaluate_on_test_images_without_labels_is_one_line_before_a_run(tiny_run, tmp_path, capsys):
+    """An MSD task lists its test images without labels: evaluate loaded the model, made a run folder, then failed with
+    'no labelled test case to evaluate on' (a failed job run, no hint)."""
+    from domains.medical.evaluate import main
+
+    brain = ["background", "cerebrum_left", "cerebrum_right", "cerebellum", "deep_grey_nuclei"]
+    task = _msd(tmp_path / "msd", {**GOOD, "labels": dict(enumerate(brain)), "test": ["./imagesTr/c1.nii.gz"]})
+    runs = tmp_path / "runs"
+    rc = main(["--task", str(task), "--model-run", str(tiny_run), "--runs-dir", str(runs), "--no-track"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(err) == 1 and "--split test: none of the 1 test case(s)" in err[0] and "--split val" in err[0], err
+    assert not (runs / "medical").exists()

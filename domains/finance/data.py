@@ -209,6 +209,8 @@ def _panel_dir(root: Path | None) -> Path:
 WARNING_KINDS = {
     "forward_filled": "weekend rows repeating the previous close (forward-filled); dropped",
     "stale_prices": "many zero returns (stale or forward-filled prices); kept — volatility will be too low",
+    "stale_tail": "the last closes all repeat one price (halted, delisted or forward-filled); kept — a forecast from the last date reads a "
+                  "flat history, so its volatility and VaR are too low",
     "suspected_split": "a one-day jump by a split-like ratio that does not revert; kept — use split-adjusted prices (Adj Close)",
     "price_spike": "a single-day spike that reverts the next day (fat finger); the spike row is dropped",
     "partial_adjustment": "adj_close missing on some rows of a ticker; its unadjusted close is used instead",
@@ -216,6 +218,7 @@ WARNING_KINDS = {
     "constant_prices": "every close is the same: no volatility to forecast (a VaR of 0); the ticker is dropped",
 }
 STALE_ZERO_FRACTION = 0.05  # more zero returns than this is suspicious for a traded asset
+STALE_TAIL_DAYS = 5  # this many identical closes in a row at the end of a series (a traded stock's close rarely repeats even twice)
 SPIKE_LOG_MOVE = float(np.log(3.0))  # |one-day move| of 3x or more that reverts next day
 SPLIT_LOG_MOVE = float(np.log(1.8))
 SPLIT_RATIOS = (2, 3, 4, 5, 8, 10, 20)  # 3:2 splits are missed: a 33% move is also an ordinary earnings day
@@ -676,11 +679,18 @@ def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFr
                 day = df["date"].iloc[idx[i + 1]]
                 rep.warn(t, "suspected_split", day, ratio, f"close moved {100 * (np.exp(r[i]) - 1):+.1f}% on {day:%Y-%m-%d} (ratio {ratio:.3g}) "
                          f"and did not revert: an unadjusted split? use split-adjusted prices (Adj Close)")
-        r = np.diff(np.log(close[np.flatnonzero(~drop[a:b]) + a]))
+        kept = np.flatnonzero(~drop[a:b]) + a
+        r = np.diff(np.log(close[kept]))
         zero = float(np.mean(r == 0)) if len(r) else 0.0
         if zero > STALE_ZERO_FRACTION and (r == 0).sum() >= 5:
             rep.warn(t, "stale_prices", value=zero, detail=f"{100 * zero:.0f}% of daily returns are exactly zero (stale or forward-filled prices); "
                      f"volatility forecasts will be too low")
+        moved = np.flatnonzero(r != 0)
+        tail = len(r) - (int(moved[-1]) + 1) if len(moved) else 0  # every close the same: constant_prices, dropped later
+        if tail >= STALE_TAIL_DAYS:
+            day = df["date"].iloc[kept[-tail - 1]]
+            rep.warn(t, "stale_tail", day, tail, f"the last {tail} closes all repeat the close of {day:%Y-%m-%d} (halted, delisted or forward-filled?); "
+                     f"a forecast from its last date reads a flat history: its volatility and VaR will be too low")
     if repair and drop.any():
         rep.rows_repaired = int(drop.sum())
         df = df[~drop].reset_index(drop=True)

@@ -286,3 +286,19 @@ def test_data_quality_of_a_run_with_a_damaged_folds_json_lists_what_it_can(tmp_p
 
     (tmp_path / "folds.json").write_text(json.dumps([3, "x", {"fold": 1, "without_test_days": ["KO"]}]))  # was: 'int' object has no attribute 'get'
     assert api.data_quality(tmp_path).dropped.to_dict("records") == [{"ticker": "KO", "reason": "no test days in fold(s) 1"}]
+
+
+@pytest.mark.parametrize("flat, warned", [(12, True), (5, True), (4, False), (0, False)])
+def test_a_series_whose_last_closes_repeat_one_price_is_warned_about(tmp_path, flat, warned):
+    """A halted or delisted ticker forward-filled to today: its last closes all repeat one price. The share of zero
+    returns over its whole history stayed under the stale_prices bar, so nothing was said, and a forecast from its
+    last date read a flat encoder window (a VaR well below the ticker's own)."""
+    s = _series(300)
+    if flat:
+        s.loc[s.index[-flat:], "Close"] = s["Close"].iloc[-flat - 1]
+    s.to_csv(tmp_path / "halted.csv", index=False)
+    d, rep = read_price_file(tmp_path / "halted.csv", "HALT")
+    tail = [w for w in rep.warnings if w["kind"] == "stale_tail"]
+    assert len(d) == 299 and bool(tail) == warned
+    if warned:
+        assert tail[0]["value"] == flat and tail[0]["date"] == s["Date"].iloc[-flat - 1] and f"the last {flat} closes" in tail[0]["detail"]

@@ -3,6 +3,9 @@
 A crash at any point leaves either the old file or the new one at ``path``, never half a
 file. Every writer in the suite (checkpoints, configs, metrics, Parquet outputs) goes through
 :func:`atomic_write`.
+
+Reading other people's files: :func:`read_parquet` (errors name the file) and :func:`read_csv_text`
+(a CSV whose encoding nobody stated: UTF-8, else a Windows/Excel export).
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from core.errors import UserInputError
+from core.logging import get_logger
+
+log = get_logger("io")
 
 __all__ = [
     "atomic_write",
@@ -27,6 +33,8 @@ __all__ = [
     "sha256_file",
     "json_default",
     "read_parquet",
+    "read_csv_text",
+    "CSV_FALLBACK_ENCODING",
     "UnreadableFileError",
     "MissingColumnsError",
     "TEMP_MARK",
@@ -139,6 +147,54 @@ def read_parquet(path: str | os.PathLike, **kwargs: Any) -> Any:
         if missing:  # a readable file without the asked columns is not "corrupt"
             raise MissingColumnsError(f"{path}: no column(s) {missing[0]}; it has {missing[1]}") from e
         raise UnreadableFileError(f"{path}: not a readable Parquet file ({first}); it is corrupt, truncated or another format — rewrite or replace it") from e
+
+
+# Windows' western-European code page, what Excel writes a "CSV" in for a European locale: latin-1 plus the
+# euro sign and typographic quotes in 0x80-0x9f (latin-1 has control characters there)
+CSV_FALLBACK_ENCODING = "cp1252"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text" export is UTF-16 with a byte-order mark
+
+
+def read_csv_text(path: str | os.PathLike, encoding: str | None = None, **kwargs: Any) -> Any:
+    """``pandas.read_csv`` of a text table whose encoding nobody stated: UTF-8 (a byte-order mark is
+    skipped); UTF-16 when the file starts with its byte-order mark; else, when UTF-8 cannot decode it,
+    :data:`CSV_FALLBACK_ENCODING` (cp1252, a Windows/Excel export from western Europe; its five unassigned
+    bytes read as U+FFFD) — that guess is logged, naming the file and the first byte UTF-8 refused. The
+    encoding read is ``df.attrs["encoding"]``: pass it back as ``encoding=`` to read the same file again
+    without guessing (and logging) twice. An ``encoding`` given is used as it is. Other keyword
+    arguments go to ``pandas.read_csv`` (compressed files too: the encoding applies to the inflated text)."""
+    import pandas as pd
+
+    if encoding is None and _starts_with(path, _UTF16_BOMS):
+        encoding = "utf-16"
+        log.info(f"{path}: read as UTF-16 (the file starts with its byte-order mark)")
+    if encoding is None:
+        try:
+            df = pd.read_csv(path, encoding="utf-8-sig", **kwargs)
+            df.attrs["encoding"] = "utf-8-sig"
+            return df
+        except UnicodeDecodeError as e:
+            byte = f"byte 0x{e.object[e.start]:02x}" if isinstance(e.object, (bytes, bytearray)) and e.start < len(e.object) else "a byte"
+            log.info(f"{path}: not UTF-8 ({byte} is not valid UTF-8 there); read as {CSV_FALLBACK_ENCODING} "
+                     "(a Windows/Excel export: latin-1 plus the euro sign)")
+            encoding = CSV_FALLBACK_ENCODING
+    if encoding == CSV_FALLBACK_ENCODING:
+        kwargs.setdefault("encoding_errors", "replace")
+    df = pd.read_csv(path, encoding=encoding, **kwargs)
+    df.attrs["encoding"] = encoding
+    return df
+
+
+def _starts_with(path: str | os.PathLike, prefixes: tuple[bytes, ...]) -> bool:
+    """Whether the file's text (inflated for a .gz file) starts with one of ``prefixes``."""
+    import gzip
+
+    try:
+        with (gzip.open if str(path).lower().endswith(".gz") else open)(path, "rb") as fh:
+            head = fh.read(4)
+    except (OSError, EOFError):  # unreadable here: pandas' own error names the problem
+        return False
+    return head.startswith(prefixes)
 
 
 def _missing_columns(path: Path, columns: Any) -> tuple[list[str], list[str]] | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from core.config import DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.scoring import ScoringConfig
-from domains.recommendation.data import LEAVE_LAST_OUT, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES
+from domains.recommendation.data import DATE_ORDERS, LEAVE_LAST_OUT, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES
 
 __all__ = ["ModelConfig", "DataConfig", "TrainingConfig", "TrainConfig", "EvaluateConfig", "ScoreConfig", "RecommendConfig",
            "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SOFTMAX_MODES", "SPLIT_CHOICES"]
@@ -62,6 +62,9 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-1m: ratings.dat/users.dat/movies.dat; ml-20m) or a .parquet/.csv/.jsonl interaction file"})
+    date_order: str = field(default="auto", metadata={"help": "how slash dates in --data's timestamp column (01/02/2024) are read: auto = day-first when a first field "
+                                                               "is above 12 in some row, month-first when a second one is (both: refused), month-first "
+                                                               "with a warning when no row tells", "choices": list(DATE_ORDERS)})
     split: str = field(default=MSR_STRATIFIED, metadata={"help": f"{MSR_STRATIFIED} = Microsoft Recommenders' python_stratified_split (exact); "
                                                                  f"{LEGACY_STRATIFIED} = our earlier re-implementation (alias ms); "
                                                                  f"{LEAVE_LAST_OUT} = each user's last interaction (alias temporal)", "choices": SPLIT_CHOICES})

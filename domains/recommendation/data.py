@@ -29,11 +29,16 @@ Splits (:func:`split_interactions`, selected by name; :data:`SPLITS`):
 user's last training item for leave-last-out); it chooses epochs and hyper-parameters of the
 two-tower and of the baselines, so the test split is used once.
 
-User files (:func:`load_interactions`): Parquet, CSV (any of , ; tab | as separator, .gz too) or JSON lines
+User files (:func:`load_interactions`): Parquet, CSV (any of , ; tab | as separator, .gz too; UTF-8, else read as a
+Windows/Excel export in cp1252, logged: :func:`core.io.read_csv_text`) or JSON lines
 (``.jsonl``/``.json``, one object per line or an array of objects) with ``user_id, item_id, timestamp`` and an
 optional ``rating``; Amazon review dumps' ``reviewerID, asin, overall, unixReviewTime`` are read as those. :func:`load_movielens_folder` reads torchrec-style MovieLens folders
 (``ml-1m``: ``ratings.dat``/``movies.dat``/``users.dat`` with ``::``; ``ml-20m``/``ml-25m``:
-``ratings.csv``/``movies.csv``). Problems are handled as follows, every count in the
+``ratings.csv``/``movies.csv``). Timestamps are seconds (or ms, µs, ns) since 1970, or dates: 8-digit numbers that
+are all calendar dates (``20240131``) are read as YYYYMMDD days (logged); slash dates (``01/02/2024``) are read in
+one order for the whole column — day-first when a first field is above 12 somewhere, month-first when a second
+one is, refused when both; when no row tells, month-first with a warning (``--date-order day-first`` /
+``date_order="day-first"`` says otherwise). Problems are handled as follows, every count in the
 :class:`ValidationReport` (which is logged and saved with a training run):
 
 * missing columns, unreadable files, non-numeric timestamps/ratings, missing ids, CSV rows with more fields
@@ -62,7 +67,7 @@ import pandas as pd
 
 from core.data import DatasetSpec, SourceMissingError, ensure_dataset, prepare
 from core.errors import UserInputError
-from core.io import atomic_write_parquet
+from core.io import atomic_write_parquet, read_csv_text
 from core.logging import get_logger
 from domains.recommendation.checks import ArgumentError, found, fraction, frame_arg, path_arg, whole_number
 
@@ -70,12 +75,13 @@ __all__ = [
     "DATASETS", "ML100K", "InteractionDataError", "ValidationReport", "InteractionData", "Split",
     "load_ml100k", "load_interactions", "load_movielens_folder", "validate_interactions", "split_interactions",
     "load_dataset", "group_by_user", "SPLITS", "SPLIT_ALIASES", "MSR_STRATIFIED", "LEGACY_STRATIFIED", "LEAVE_LAST_OUT",
-    "split_name", "msr_stratified_split", "validation_split", "SplitError", "SOURCE_ROW", "check_split_sizes",
+    "split_name", "msr_stratified_split", "validation_split", "SplitError", "SOURCE_ROW", "check_split_sizes", "DATE_ORDERS",
 ]
 
 log = get_logger("recommendation.data")
 ML100K = "ml-100k"
 SOURCE_ROW = "source_row"  # index name of the prepared ml-100k interactions: the line in u.data
+DATE_ORDERS = ("auto", "month-first", "day-first")  # how slash dates (01/02/2024) are read: validate_interactions(date_order=)
 
 
 class InteractionDataError(UserInputError, ValueError):
@@ -220,10 +226,14 @@ def _require_numeric(df: pd.DataFrame, col: str, source: str, integer: bool = Fa
 
 
 def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, items: pd.DataFrame | None = None,
-                          source: str = "interactions", duplicates: str = "keep-last", unknown_items: str = "drop") -> tuple[InteractionData, ValidationReport]:
+                          source: str = "interactions", duplicates: str = "keep-last", unknown_items: str = "drop",
+                          date_order: str = "auto") -> tuple[InteractionData, ValidationReport]:
     """Check and clean an interaction table; returns the data and a report of every count (see module doc).
-    ``users`` / ``items``: DataFrames, or paths of such tables (read as :func:`load_interactions` does)."""
-    for name, value, choices in (("duplicates", duplicates, ("keep-last", "error")), ("unknown_items", unknown_items, ("drop", "error"))):
+    ``users`` / ``items``: DataFrames, or paths of such tables (read as :func:`load_interactions` does).
+    ``date_order``: how slash dates (``01/02/2024``) are read — ``auto`` (decided from the whole column),
+    ``month-first`` or ``day-first`` (:data:`DATE_ORDERS`)."""
+    for name, value, choices in (("duplicates", duplicates, ("keep-last", "error")), ("unknown_items", unknown_items, ("drop", "error")),
+                                 ("date_order", date_order, DATE_ORDERS)):
         if not (isinstance(value, str) and value in choices):
             raise ArgumentError(f"{name} {found(value)}: expected one of {list(choices)}")
     if not isinstance(df, pd.DataFrame):
@@ -264,23 +274,18 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
         ts = _whole_time_units(since, source)
     elif not pd.api.types.is_numeric_dtype(ts):
         parsed = pd.to_numeric(ts, errors="coerce")
-        as_date = pd.to_datetime(ts[parsed.isna()], errors="coerce", utc=True)
-        if as_date.isna().any() and ts[parsed.isna()][as_date.isna()].notna().any():  # pandas infers one format from the first date:
-            retry = ts[parsed.isna()][as_date.isna()]  # dates written another way ("2020-01-02" after "...T00:00:00Z") get a second look
-            as_date = as_date.astype("datetime64[ns, UTC]")
-            as_date[retry.index] = pd.to_datetime(retry, errors="coerce", utc=True, format="mixed").astype("datetime64[ns, UTC]")
+        as_date = _text_dates(ts[parsed.isna()], source, date_order)
         bad = parsed.isna() & as_date.reindex(ts.index).isna()
         if bad.any():
             raise InteractionDataError(f"{source}: column 'timestamp' has {int(bad.sum())} missing value(s) or value(s) that are neither numbers nor dates "
                                        f"(first at file rows {_rows(bad)}: {ts[bad].head(3).tolist()})")
         # seconds since the epoch whatever resolution pandas parsed the dates at (s, ms, us or ns)
         seconds = _whole_time_units(as_date - pd.Timestamp(0, tz="UTC"), source)
-        parsed = parsed.where(parsed.notna(), seconds.reindex(ts.index))
-        ts = parsed
+        ts = _yyyymmdd_as_seconds(parsed, source) if as_date.empty else parsed.where(parsed.notna(), seconds.reindex(ts.index))
         if not np.all(np.isfinite(ts.to_numpy(np.float64))):
             raise InteractionDataError(f"{source}: column 'timestamp' has {int((~np.isfinite(ts.to_numpy(np.float64))).sum())} non-finite value(s) (inf); expected numbers or dates")
     else:
-        ts = _require_numeric(df, "timestamp", source, integer=True)
+        ts = _yyyymmdd_as_seconds(_require_numeric(df, "timestamp", source, integer=True), source)
         if pd.api.types.is_float_dtype(ts) and (ts % 1 != 0).any():  # 1700000000.523: truncating lost the order within a second
             log.info(f"{source}: timestamps with fractions of a second are kept as whole milliseconds (their order within a second matters)")
             ts = np.round(ts * 1000)
@@ -347,6 +352,81 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     rep.rows_out, rep.users, rep.items = len(out), len(users), len(items)
     data = InteractionData(out[["user_id", "item_id", "rating", "timestamp"]], users.reset_index(drop=True), items.reset_index(drop=True), name=source, report=rep)
     return data, rep
+
+
+_EPOCH = pd.Timestamp(0, tz="UTC")
+_YYYYMMDD_RANGE = (19000101, 21001231)  # 8-digit numbers that can be days of 1900..2100 (as seconds they all fall in 1970-1973)
+
+
+def _yyyymmdd_as_seconds(ts: pd.Series, source: str) -> pd.Series:
+    """Numeric timestamps that are all 8-digit calendar dates written YYYYMMDD (20240131: SAS, stooq and many
+    database exports write a day so) as the seconds since 1970 of those days (midnight UTC), logged; any other
+    column unchanged. Read as seconds, 20240131 was 1970-08-23: the order survived, every date was wrong."""
+    v = ts.to_numpy(np.float64)
+    if not len(v) or not np.all(np.isfinite(v)) or np.any(v % 1 != 0) or v.min() < _YYYYMMDD_RANGE[0] or v.max() > _YYYYMMDD_RANGE[1]:
+        return ts
+    days = pd.to_datetime(ts.astype(np.int64).astype(str), format="%Y%m%d", errors="coerce", utc=True)
+    if days.isna().any():  # e.g. 20241345: 8-digit numbers, not dates
+        return ts
+    lo, hi = int(v.min()), int(v.max())
+    as_seconds = " … ".join(dict.fromkeys(f"{pd.Timestamp(x, unit='s'):%Y-%m-%d}" for x in (lo, hi)))
+    log.info(f"{source}: column 'timestamp' holds 8-digit numbers that are all calendar dates written YYYYMMDD ({lo} … {hi}): "
+             f"read as those days (midnight UTC), not as seconds since 1970 ({as_seconds})")
+    return (days - _EPOCH) // pd.Timedelta(seconds=1)
+
+
+# a date written d/m/y or m/d/y: 1-2 digit fields, a 2- or 4-digit year, then nothing or a time ("01/02/2024 13:45")
+_SLASH_DATE = r"^\s*(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})(?=$|[\sT])"
+
+
+def _text_dates(texts: pd.Series, source: str, date_order: str = "auto") -> pd.Series:
+    """Text timestamps as UTC times (NaT where a text is not a date). Slash dates (``01/02/2024``) are read in one
+    order for the whole column (:func:`_slash_date_order`); pandas would take the order from the first row and
+    switch to dateutil's guess per row where it failed, so one file combined both readings."""
+    out = pd.Series(pd.NaT, index=texts.index, dtype="datetime64[ns, UTC]")
+    if texts.empty:
+        return out
+    text = texts.astype(str)
+    fields = text.str.extract(_SLASH_DATE)
+    slash = fields[0].notna()
+    if slash.any():
+        dayfirst = _slash_date_order(text[slash], fields[slash].astype(int), source, date_order)
+        # one order decided, and every ambiguous row agrees with it: dateutil's per-row reading is that order
+        out[slash] = pd.to_datetime(text[slash], dayfirst=dayfirst, format="mixed", errors="coerce", utc=True).astype(out.dtype)
+    rest = text[~slash]
+    if len(rest):
+        as_date = pd.to_datetime(rest, errors="coerce", utc=True).astype(out.dtype)
+        if as_date.isna().any():  # pandas infers one format from the first date: dates written another way
+            retry = rest[as_date.isna()]  # ("2020-01-02" after "...T00:00:00Z") get a second look
+            as_date[retry.index] = pd.to_datetime(retry, errors="coerce", utc=True, format="mixed").astype(out.dtype)
+        out[rest.index] = as_date
+    return out
+
+
+def _slash_date_order(text: pd.Series, fields: pd.DataFrame, source: str, date_order: str) -> bool:
+    """Whether the column's slash dates are day-first, decided from the whole column: a first field above 12
+    anywhere means day/month/year, a second field above 12 month/day/year, both is refused (naming a row of
+    each); neither is month-first unless ``date_order`` says day-first (logged, with how to choose)."""
+    day_rows, month_rows = text.index[fields[0] > 12], text.index[fields[1] > 12]
+    row = lambda i: f"row {int(i) + 2} {text[i]!r}"  # noqa: E731 - 1-based + header, as a user sees it in the file
+    if len(day_rows) and len(month_rows):
+        raise InteractionDataError(f"{source}: column 'timestamp' mixes day-first and month-first dates: file {row(day_rows[0])} is day/month/year, "
+                                   f"{row(month_rows[0])} month/day/year; expected one order in the whole column (or YYYY-MM-DD dates)")
+    if date_order != "auto":
+        against = month_rows if date_order == "day-first" else day_rows
+        if len(against):
+            raise InteractionDataError(f"{source}: date order {date_order} (--date-order), but file {row(against[0])} cannot be {date_order} "
+                                       f"(a month above 12); expected {date_order} dates, or --date-order auto")
+        return date_order == "day-first"
+    if len(day_rows):
+        log.info(f"{source}: slash dates read as day/month/year (file {row(day_rows[0])} cannot be month-first)")
+        return True
+    if not len(month_rows):
+        ex = text.iloc[0].strip()
+        as_month_first = pd.to_datetime(ex, dayfirst=False, format="mixed")
+        log.warning(f"{source}: {len(text)} slash date(s) such as {ex!r} could be day- or month-first (no field above 12 in any row): read month-first "
+                    f"({ex} = {as_month_first.day} {as_month_first:%B %Y}); if they are day-first, pass --date-order day-first (Python: date_order='day-first')")
+    return False
 
 
 def _whole_time_units(since: pd.Series, source: str) -> pd.Series:
@@ -483,17 +563,19 @@ def _read_csv(path: Path, head: bytes) -> pd.DataFrame:
         sep = next((c for c in ("\t", ",", ";", "|") if c in first), sep)
     # every column as text: ids keep leading zeros and digits ("007" is not 7), titles stay titles
     # ("1984"), "NA" stays an id; only empty cells are missing. Numbers are parsed per column later.
+    # UTF-8, else a European Excel export (cp1252), logged; the re-reads below use the encoding found
     kw = dict(sep=sep, dtype=str, keep_default_na=False, na_values=[""])
-    df = pd.read_csv(path, **kw)
+    df = read_csv_text(path, **kw)
+    kw["encoding"] = df.attrs["encoding"]
     if not isinstance(df.index, pd.RangeIndex):
         # the rows hold more fields than the header names: pandas silently made the first field(s) the index,
         # shifting every column (user_id read the item, timestamp the rating). Trailing separators are harmless.
-        raw = pd.read_csv(path, header=None, skiprows=1, **kw)
+        raw = read_csv_text(path, header=None, skiprows=1, **kw)
         extra = raw.iloc[:, len(df.columns):].notna().any(axis=1)
         if extra.any():
             raise InteractionDataError(f"{path}: line(s) {_rows(extra)} hold {raw.shape[1]} fields but the header names {len(df.columns)} "
                                        f"({[str(c) for c in df.columns]}); expected one field per header column")
-        df = pd.read_csv(path, index_col=False, **kw)
+        df = read_csv_text(path, index_col=False, **kw)
     return df
 
 
@@ -546,17 +628,19 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
 
 
 def load_interactions(path: str | Path, items: str | Path | pd.DataFrame | None = None, users: str | Path | pd.DataFrame | None = None,
-                      duplicates: str = "keep-last", unknown_items: str = "drop") -> InteractionData:
+                      duplicates: str = "keep-last", unknown_items: str = "drop", date_order: str = "auto") -> InteractionData:
     """A user's interaction file (Parquet/CSV/JSON lines: ``user_id, item_id, timestamp[, rating]``) with an
     optional item catalogue (``item_id[, title, year, genres]``) and user table
-    (``user_id[, age, gender, occupation]``). Validated as described in the module docstring."""
+    (``user_id[, age, gender, occupation]``). Validated as described in the module docstring (``date_order``:
+    how slash dates are read, see :func:`validate_interactions`)."""
     if isinstance(path, pd.DataFrame):
         raise ArgumentError("path: a DataFrame; expected a file path (for a DataFrame already in memory, use validate_interactions(df))")
     path = path_arg(path, "path", "the path of a .csv/.parquet interaction file")
     df = _read_table(path, "columns user_id, item_id, timestamp[, rating]")
     it = _read_table(Path(items), "an item table item_id[, title, year, genres]") if isinstance(items, (str, Path)) else items
     us = _read_table(Path(users), "a user table user_id[, age, gender, occupation]") if isinstance(users, (str, Path)) else users
-    data, rep = validate_interactions(df, users=us, items=it, source=str(path), duplicates=duplicates, unknown_items=unknown_items)
+    data, rep = validate_interactions(df, users=us, items=it, source=str(path), duplicates=duplicates, unknown_items=unknown_items,
+                                      date_order=date_order)
     data.name = path.stem
     log.info(rep.summary())
     return data
@@ -624,15 +708,16 @@ def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unk
     return data
 
 
-def load_dataset(source: str = ML100K) -> InteractionData:
-    """``ml-100k`` (bundled), a MovieLens folder, or an interaction file (Parquet/CSV)."""
+def load_dataset(source: str = ML100K, date_order: str = "auto") -> InteractionData:
+    """``ml-100k`` (bundled), a MovieLens folder, or an interaction file (Parquet/CSV; ``date_order``: how its
+    slash dates are read, see :func:`validate_interactions`)."""
     if source in (ML100K, "", None):
         return load_ml100k()
     p = path_arg(source, "source", "'ml-100k', a MovieLens folder or an interaction file")
     if p.is_dir():
         return load_movielens_folder(p)
     if p.suffix.lower() in TABLE_SUFFIXES:
-        return load_interactions(p)
+        return load_interactions(p, date_order=date_order)
     hint = f" (a MovieLens '::' file: pass its folder, --data {p.parent})" if p.suffix.lower() == ".dat" else ""
     raise InteractionDataError(f"--data {source}: expected 'ml-100k', a MovieLens folder (ml-1m, ml-20m) or a .parquet/.csv/.jsonl interaction file{hint}")
 

@@ -80,7 +80,7 @@ def reevaluate_run(run_dir: str | Path) -> dict:
     k = int(tcfg.get("k", 10))
     split = tcfg.get("split") or tcfg.get("protocol", "ms")
     rec = Recommender.load(run_dir)
-    data = load_dataset(tcfg.get("data", "ml-100k"))
+    data = load_dataset(tcfg.get("data", "ml-100k"), date_order=tcfg.get("date_order", "auto"))  # the run's slash-date order
     sp = split_interactions(data.interactions, split, int(tcfg.get("split_seed", 42)))
     check_same_split(run_dir, sp.train, sp.test, tcfg.get("data", "ml-100k"))
     uidx, iidx = rec.space.user_index(), rec.space.item_index()

@@ -113,7 +113,7 @@ class Prepared:
 
 def prepare_inputs(cfg: TrainConfig) -> Prepared:
     """Load the data, make the named split and the validation split, build the feature space and batcher."""
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, date_order=getattr(cfg, "date_order", "auto"))
     name = split_name(cfg.split)
     split = split_interactions(data.interactions, name, cfg.split_seed)
     # --validation-ratio 0: no validation part (the pre-validation procedure: train --epochs on the whole training split)

@@ -4,7 +4,7 @@
     DataConfig      which interactions, which split (by name), the validation split, the cut-off k
     TrainingConfig  the optimisation loop (epochs, early stopping, batches, baselines, DMP)
     TrainConfig     = the three above + tracking, seed, device, resume          (python -m ...train)
-    EvaluateConfig  --model-run + tracking                                     (python -m ...evaluate)
+    EvaluateConfig  --model-run (+ --data when the run's data moved) + tracking (python -m ...evaluate)
     ScoreConfig     --model-run + the core.scoring engine fields + k/index      (python -m ...score)
     RecommendConfig --model-run + one query (user, similar item or new title)  (python -m ...recommend)
 
@@ -106,6 +106,9 @@ class TrainConfig(ModelConfig, DataConfig, TrainingConfig, TrackingConfig, SeedC
 @dataclass
 class EvaluateConfig(ModelRunConfig, TrackingConfig, RunConfig):
     """python -m domains.recommendation.evaluate"""
+
+    data: str | None = field(default=None, metadata={"help": "where the run's training data is now, when it has moved since training "
+                                                              "(default: the absolute path train recorded; for older runs, its --data from this folder)"})
 
 
 @dataclass

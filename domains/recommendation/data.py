@@ -76,6 +76,7 @@ __all__ = [
     "load_ml100k", "load_interactions", "load_movielens_folder", "validate_interactions", "split_interactions",
     "load_dataset", "group_by_user", "SPLITS", "SPLIT_ALIASES", "MSR_STRATIFIED", "LEGACY_STRATIFIED", "LEAVE_LAST_OUT",
     "split_name", "msr_stratified_split", "validation_split", "SplitError", "SOURCE_ROW", "check_split_sizes", "DATE_ORDERS",
+    "is_bundled", "data_source_record",
 ]
 
 log = get_logger("recommendation.data")
@@ -708,10 +709,22 @@ def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unk
     return data
 
 
+def is_bundled(source) -> bool:
+    """Whether a ``--data`` value names the bundled data set (``ml-100k``) rather than a path."""
+    return source in (ML100K, "", None)
+
+
+def data_source_record(source: str) -> dict:
+    """What a run records of its ``--data``: the value as typed and, for a file or folder, its absolute path, so
+    that a command run later from another folder reads the same file (a relative path alone is read from
+    wherever that command runs)."""
+    return {"data": source, "data_path": None if is_bundled(source) else str(Path(source).absolute())}
+
+
 def load_dataset(source: str = ML100K, date_order: str = "auto") -> InteractionData:
     """``ml-100k`` (bundled), a MovieLens folder, or an interaction file (Parquet/CSV; ``date_order``: how its
     slash dates are read, see :func:`validate_interactions`)."""
-    if source in (ML100K, "", None):
+    if is_bundled(source):
         return load_ml100k()
     p = path_arg(source, "source", "'ml-100k', a MovieLens folder or an interaction file")
     if p.is_dir():

@@ -2,12 +2,17 @@
 
     python -m domains.recommendation.evaluate                       # the newest trained run
     python -m domains.recommendation.evaluate --model-run <name or folder>
+    python -m domains.recommendation.evaluate --model-run <name> --data moved/ratings.csv   # its data moved since training
 
 The numbers are computed by ``train`` on its held-out test split (split name and seed in the trained
 run's ``split.json``). This job re-derives the two-tower row from the saved weights (a check that the
 saved model is the evaluated one), prints the table with the public anchors (Microsoft Recommenders,
 ML-100K, python_stratified_split seed 42: BPR 0.442, BiVAE 0.475, popularity ~0.22 NDCG@10) and
 writes ``evaluation.json`` into its own run folder (kind "job"; the trained run is not touched).
+
+The data is read again from where ``train`` found it (its absolute path, recorded in the run's
+``split.json``), whatever folder this runs from; when it has moved, ``--data`` names its new place
+(checked to give the run's split).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from core.cli import run_cli
 from core.io import atomic_write_json
 from core.runs import Run, resolve_model_run
 from domains.recommendation.config import EvaluateConfig
-from domains.recommendation.evaluation import ANCHORS_NDCG10, reevaluate_run
+from domains.recommendation.evaluation import ANCHORS_NDCG10, reevaluate_run, run_data_source
 from domains.recommendation.training import DOMAIN
 
 __all__ = ["EvaluateConfig", "evaluate", "main"]
@@ -28,8 +33,9 @@ __all__ = ["EvaluateConfig", "evaluate", "main"]
 
 def evaluate(cfg: EvaluateConfig) -> pd.DataFrame:
     model_run = resolve_model_run(DOMAIN, cfg.model_run, cfg.runs_dir)
+    source = run_data_source(model_run, cfg.data)  # a moved data file is one line before a job folder exists
     with Run.start(DOMAIN, cfg, command="evaluate", kind="job") as run:
-        res = reevaluate_run(model_run)
+        res = reevaluate_run(model_run, data=source)
         k, table = res["k"], res["table"]
         if res["difference"] > 1e-4:
             raise RuntimeError(f"re-evaluated NDCG@{k} {res['reevaluated'][f'ndcg@{k}']:.4f} differs from the training run's table by {res['difference']:.2e}")
@@ -39,7 +45,7 @@ def evaluate(cfg: EvaluateConfig) -> pd.DataFrame:
         print(f"model run {model_run.name}: split {res['split']} (seed {res['split_seed']}), {users} users, k={k}")
         print(table[[c for c in cols if c in table.columns]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"public anchors NDCG@10 (Microsoft Recommenders, ML-100K, python_stratified_split seed 42): {ANCHORS_NDCG10}")
-        atomic_write_json(run.path("evaluation.json"), {"model_run": str(model_run), "split": res["split"], "reevaluated": res["reevaluated"],
+        atomic_write_json(run.path("evaluation.json"), {"model_run": str(model_run), "data": source, "split": res["split"], "reevaluated": res["reevaluated"],
                                                         "anchors_ndcg10": ANCHORS_NDCG10, "table": table.to_dict(orient="records")})
         run.finish({f"ndcg@{k}": res["reevaluated"][f"ndcg@{k}"], "model_run": str(model_run)})
     return table

@@ -2,6 +2,7 @@
 
     evaluate_scores(scores, seen, truth, n_items, k)   # any (n_users, n_items) score matrix -> metrics
     reevaluate_run(run_dir)                            # the saved model's test metrics, re-derived from its weights
+    run_data_source(run_dir)                           # the data the run was trained on, whatever folder this runs from
 
 Definitions of the metrics: :mod:`domains.recommendation.metrics`.
 """
@@ -16,11 +17,15 @@ import pandas as pd
 import torch
 
 from core.errors import UserInputError
+from core.logging import get_logger
 from domains.recommendation.checks import path_arg
 from domains.recommendation.metrics import ranking_metrics, top_k
 from domains.recommendation.model import all_embeddings
 
-__all__ = ["evaluate_scores", "model_scores", "load_metrics", "reevaluate_run", "ANCHORS_NDCG10", "RunFilesMissing", "RunDataChanged", "check_same_split"]
+__all__ = ["evaluate_scores", "model_scores", "load_metrics", "reevaluate_run", "ANCHORS_NDCG10", "RunFilesMissing", "RunDataChanged", "RunDataMissing", "check_same_split",
+           "run_data_source"]
+
+log = get_logger("recommendation.evaluation")
 
 # Microsoft Recommenders' published ML-100K table (python_stratified_split, ratio 0.75, seed 42; NDCG@10)
 ANCHORS_NDCG10 = {"ms_recommenders_bpr": 0.442, "ms_recommenders_bivae": 0.475, "popularity_approx": 0.22}
@@ -68,9 +73,53 @@ def check_same_split(run_dir: Path, train: pd.DataFrame, test: pd.DataFrame, dat
                              "evaluate needs the data the run was trained on")
 
 
-def reevaluate_run(run_dir: str | Path) -> dict:
+class RunDataMissing(UserInputError, FileNotFoundError):
+    """The data a run was trained on is not where the run recorded it (moved or deleted since)."""
+
+
+def _run_json(run_dir: Path, name: str) -> dict:
+    p = run_dir / name
+    if not p.is_file():
+        return {}
+    try:
+        out = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise RunFilesMissing(f"{p}: not readable JSON ({e}); the run is damaged, train it again") from e
+    return out if isinstance(out, dict) else {}
+
+
+def run_data_source(run_dir: str | Path, data: str | None = None) -> str:
+    """The ``--data`` to read a run's training data from, whatever folder this is called from: ``data`` when
+    given (evaluate's ``--data``); else the bundled data set's name; else the absolute path ``train`` recorded
+    (``split.json`` ``data_path``); else — a run trained before that was recorded, or a recorded file moved
+    since — the path as typed at training, from the current folder. :class:`RunDataMissing` (one line naming
+    the path and ``--data``) when none of these exists. Whether it still gives the run's split is checked by
+    :func:`check_same_split`."""
+    from domains.recommendation.data import ML100K, is_bundled
+
+    run_dir = path_arg(run_dir, "run_dir", "a recommendation training run folder")
+    if data is not None:
+        return data
+    typed = _run_json(run_dir, "config.json").get("data", ML100K)
+    if is_bundled(typed):
+        return typed
+    recorded = _run_json(run_dir, "split.json").get("data_path")
+    if recorded and Path(recorded).exists():
+        return recorded
+    if Path(typed).exists():
+        if recorded:
+            log.warning(f"run {run_dir.name}: its data {recorded} no longer exists; reading --data {typed} from this folder ({Path.cwd()})")
+        return typed
+    where = (f"recorded as {recorded}" if recorded else
+             f"relative to the folder it was trained from, which this older run did not record; not found from {Path.cwd()}")
+    raise RunDataMissing(f"run {run_dir.name} was trained on --data {typed} ({where}): no such file or folder; "
+                         "pass --data PATH where those interactions are now")
+
+
+def reevaluate_run(run_dir: str | Path, data: str | None = None) -> dict:
     """Re-derive the two-tower's test metrics from a run's saved weights and its recorded split, and
-    compare with the table the run wrote. Returns ``{"k", "split", "reevaluated", "table", "difference"}``."""
+    compare with the table the run wrote. ``data``: where the run's training data is now, when it moved
+    (default: :func:`run_data_source`). Returns ``{"k", "split", "reevaluated", "table", "difference"}``."""
     from domains.recommendation.data import group_by_user, load_dataset, split_interactions
     from domains.recommendation.inference import Recommender
 
@@ -79,10 +128,11 @@ def reevaluate_run(run_dir: str | Path) -> dict:
     tcfg = json.loads((run_dir / "config.json").read_text())
     k = int(tcfg.get("k", 10))
     split = tcfg.get("split") or tcfg.get("protocol", "ms")
+    source = run_data_source(run_dir, data)
     rec = Recommender.load(run_dir)
-    data = load_dataset(tcfg.get("data", "ml-100k"), date_order=tcfg.get("date_order", "auto"))  # the run's slash-date order
-    sp = split_interactions(data.interactions, split, int(tcfg.get("split_seed", 42)))
-    check_same_split(run_dir, sp.train, sp.test, tcfg.get("data", "ml-100k"))
+    loaded = load_dataset(source, date_order=tcfg.get("date_order", "auto"))
+    sp = split_interactions(loaded.interactions, split, int(tcfg.get("split_seed", 42)))
+    check_same_split(run_dir, sp.train, sp.test, source)
     uidx, iidx = rec.space.user_index(), rec.space.item_index()
     truth = group_by_user(sp.test["user_id"].map(uidx).to_numpy(np.int64), sp.test["item_id"].map(iidx).to_numpy(np.int64), rec.space.n_users)
     # the serving top-k (seen items excluded); its popularity fallback only touches users without

@@ -42,7 +42,8 @@ from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run
 from domains.recommendation.config import TrainConfig
-from domains.recommendation.data import check_split_sizes, group_by_user, load_dataset, split_interactions, split_name, validation_split
+from domains.recommendation.data import (check_split_sizes, data_source_record, group_by_user, load_dataset, split_interactions, split_name,
+                                         validation_split)
 from domains.recommendation.evaluation import evaluate_scores, model_scores
 from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, create_model, item_text_embeddings,
                                           full_softmax_loss, item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
@@ -133,7 +134,8 @@ def prepare_inputs(cfg: TrainConfig) -> Prepared:
     (fu, fi), (vu, vi) = (rows(valid.train), rows(valid.test)) if valid is not None else ((tu, ti), (None, None))
     prep = Prepared(space=space, users=data.users, items=data.items, train_u=tu, train_i=ti, test_u=su, test_i=si, text=text,
                     batcher=batcher, split_info={"protocol": split.protocol, "seed": cfg.split_seed, **split.info,
-                                                 "validation": valid.info if valid is not None else None},
+                                                 "validation": valid.info if valid is not None else None,
+                                                 **data_source_record(cfg.data)},  # evaluate, run from another folder, reads the same file
                     data_report=data.report.to_dict() if data.report else {}, fit_u=fu, fit_i=fi, valid_u=vu, valid_i=vi,
                     train_df=split.train)
     if cfg.history:  # the whole training split (the select phase swaps in the fit part while it runs)

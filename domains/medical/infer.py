@@ -8,7 +8,8 @@ or ``series-<hash>`` for a DICOM series folder. Input: NIfTI, NRRD or a DICOM se
 the held-out MNI152 volume with the newest trained model (``--model-run`` picks another).
 
 Inputs are checked from their header (size, spacing, the size of the resampled grid), then read and
-checked (dimensionality, NaN/inf, damaged files), before the model is loaded or a run folder is made:
+checked (dimensionality, NaN/inf, damaged files, a blank image, a DICOM series whose Modality is not the
+model's), before the model is loaded or a run folder is made:
 a refused input leaves nothing behind. Engine:
 ``domains.medical.predict.Segmenter``; ``--lcc`` / ``--tta``: ``domains.medical.postprocess``.
 """
@@ -24,7 +25,7 @@ from core.runs import Run, resolve_model_run
 from domains.medical.config import InferConfig
 from domains.medical.data import read_msd_task, read_task_meta, task_dir
 from domains.medical.io import check_input, load_volume
-from domains.medical.validation import MedicalInputError
+from domains.medical.validation import MedicalInputError, check_modality, check_not_blank
 
 __all__ = ["infer", "main"]
 
@@ -43,6 +44,8 @@ def infer(cfg: InferConfig) -> Path:
         src = cfg.input
     check_input(src, meta["pipeline"]["spacing"])  # refusals are fast: before the model, the heavy imports and the run folder
     vol = load_volume(src)  # what only the voxels show (4D, NaN, a truncated file, a corrupt slice) is refused before the run folder too
+    check_not_blank(vol.data, src)
+    check_modality(vol.modality, meta["pipeline"].get("modality", meta.get("modality")), src)
     from domains.medical.predict import Segmenter, save_result
 
     seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop)

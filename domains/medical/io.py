@@ -125,7 +125,12 @@ def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True) -> Vo
     if check:
         vol.data = check_image_array(vol.data, p, vol.spacing)
     if dtype is not None and vol.data.dtype != dtype:
-        vol.data = vol.data.astype(dtype)
+        src = vol.data
+        with np.errstate(over="ignore"):  # an overflow is refused just below, by name
+            vol.data = src.astype(dtype)
+        if check and np.issubdtype(vol.data.dtype, np.floating) and not np.all(np.isfinite(vol.data)):  # beyond float32's 3.4e38
+            raise MedicalInputError(f"{p}: intensities up to {float(np.max(np.abs(src))):.3g} do not fit {np.dtype(dtype).name} (they "
+                                    "became infinite); rescale the image to a plausible intensity range")
     return vol
 
 

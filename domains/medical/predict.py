@@ -36,7 +36,7 @@ from domains.medical.io import Volume, load_volume
 from domains.medical.model import create_model, spec_from_task_meta
 from domains.medical.postprocess import keep_largest_components, mirror_tta_logits
 from domains.medical.transforms import compose, image_steps
-from domains.medical.validation import MedicalInputError, check_image_array, check_resampled_size
+from domains.medical.validation import MedicalInputError, check_image_array, check_modality, check_not_blank, check_resampled_size
 
 __all__ = ["Segmenter", "SegmentationResult", "Prediction", "sliding_window_logits", "logits_to_native", "nonzero_box", "box_affine",
            "axis_permutation", "argmax0",
@@ -283,6 +283,8 @@ class Segmenter:
 
     def preprocess(self, vol: Volume) -> MetaTensor:
         check_resampled_size(vol.shape, vol.spacing, self.pipe.spacing, vol.path)  # before any allocation on the network grid
+        check_not_blank(vol.data, vol.path)
+        check_modality(vol.modality, self.pipe.modality, vol.path)
         img = MetaTensor(torch.as_tensor(np.ascontiguousarray(vol.data, dtype=np.float32))[None], affine=torch.as_tensor(vol.affine, dtype=torch.float64))
         return self._pre({"image": img})["image"]
 

@@ -29,6 +29,8 @@ __all__ = [
     "MAX_RESAMPLED_VOXELS",
     "check_spacing",
     "check_resampled_size",
+    "check_not_blank",
+    "check_modality",
 ]
 
 MAX_VOXELS = 1024 * 1024 * 1024  # 1 Gi voxels: 4 GB as float32 — bigger than any clinical CT/MRI
@@ -69,6 +71,31 @@ def check_image_array(data: np.ndarray, path: str | Path, spacing: tuple[float, 
     if spacing is not None:
         check_spacing(spacing, path)
     return data
+
+
+def check_not_blank(data: np.ndarray, path: str | Path) -> None:
+    """An image to segment must vary: one value in every voxel (a blank export, a series without pixel data)
+    has no anatomy, and the network still 'found' several hundred mL of structures in it (flagged only as
+    out of distribution)."""
+    if data.size and np.min(data) == np.max(data):
+        from core.errors import plain
+
+        raise MedicalInputError(f"{path}: every voxel is {plain(np.min(data))}: a blank image has nothing to segment "
+                                "(an export without pixel data, or the wrong file?)")
+
+
+def check_modality(volume_modality: str | None, model_modality: str, path: str | Path) -> None:
+    """A scan that says what it is (a DICOM series' Modality, CT or MR) must be what the model was trained on: CT is
+    windowed in Hounsfield units, MRI normalised by its own percentiles, so the other kind was segmented silently
+    into nonsense. Files that do not say (NIfTI, NRRD) and other modalities are not judged here."""
+    def kind(m):
+        m = str(m or "").strip().upper()
+        return {"MR": "MRI", "MRI": "MRI", "CT": "CT"}.get(m)
+
+    have, want = kind(volume_modality), kind(model_modality)
+    if have and want and have != want:
+        raise MedicalInputError(f"{path}: a {have} scan (DICOM Modality {str(volume_modality).strip()}), but this model was trained on {want} "
+                                f"(its intensity preprocessing is {want}'s); segment it with a model trained on {have}")
 
 
 def _mm(values) -> str:

@@ -134,6 +134,11 @@ def test_a_folder_of_nifti_files_is_named_as_such(tmp_path):
     (lambda d: _volume(d / "series.nii.gz", np.ones((20, 20, 20, 2), np.float32)), "4D"),
     (lambda d: _volume(d / "nan.nii.gz", np.where(np.eye(20)[:, :, None] > 0, np.nan, 1.0).repeat(20, 2).astype(np.float32)), "NaN"),
     (lambda d: "", "--input is empty"),
+    # a blank image (every voxel one value) was segmented into several hundred mL of "brain", flagged only as out of distribution
+    (lambda d: _volume(d / "blank.nii.gz", np.zeros((20, 20, 20), np.float32)), "every voxel is 0: a blank image has nothing to segment"),
+    (lambda d: _volume(d / "flat.nii.gz", np.full((20, 20, 20), 7, np.int16)), "every voxel is 7: a blank image"),
+    # float64 intensities beyond float32 became inf in the network's input: a mask of nothing, 0 mL everywhere
+    (lambda d: _volume(d / "f64.nii.gz", np.random.default_rng(0).random((20, 20, 20)) * 1e300), "intensities up to 1e+300 do not fit float32"),
 ])
 def test_infer_refuses_what_only_the_voxels_show_without_a_run_folder(tiny_run, tmp_path, capsys, make, expected):
     from domains.medical.infer import main
@@ -324,3 +329,41 @@ def test_evaluate_on_test_images_without_labels_is_one_line_before_a_run(tiny_ru
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert rc == 2 and len(err) == 1 and "--split test: none of the 1 test case(s)" in err[0] and "--split val" in err[0], err
     assert not (runs / "medical").exists()
+
+
+def test_score_quarantines_a_blank_image_and_scores_the_others(tiny_run, tmp_path):
+    """Each volume is checked where it is segmented (Segmenter.preprocess): a blank one is quarantined with the reason."""
+    from core.scoring import read_output, read_quarantine
+    from domains.medical.score import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _volume(folder / "blank.nii.gz", np.zeros((24, 24, 24), np.float32))
+    _volume(folder / "noise.nii.gz", np.random.default_rng(1).random((24, 24, 24)).astype(np.float32))
+    out = tmp_path / "scores"
+    assert main(["--input", str(folder), "--model-run", str(tiny_run), "--runs-dir", str(tmp_path / "runs"), "--out", str(out),
+                 "--no-progress", "--no-track", "--items-per-chunk", "1"]) == 0
+    df, bad = read_output(out), read_quarantine(out)
+    assert len(df) == 1 and len(bad) == 1 and "every voxel is 0: a blank image" in bad["reason"].iloc[0]
+    assert "blank.nii.gz" not in bad["reason"].iloc[0]  # the reason names the content id, never the file name
+
+
+def test_a_dicom_series_of_another_modality_than_the_model_is_refused(tiny_run, tmp_path, capsys, dicom_writer):
+    """A CT series given to the brain MRI model (its intensities normalised as MRI) was segmented silently; the
+    series says what it is (Modality CT)."""
+    from domains.medical.infer import main
+    from domains.medical.io import load_volume
+    from domains.medical.predict import Segmenter
+
+    data = (np.random.default_rng(0).normal(100, 10, (40, 40, 24))).astype(np.int16)
+    ct = dicom_writer(tmp_path / "ct", data, spacing=(4.0, 4.0, 4.0), modality="CT")
+    runs = tmp_path / "runs"
+    rc = main(["--input", str(ct), "--model-run", str(tiny_run), "--runs-dir", str(runs), "--no-track"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(err) == 1 and "a CT scan (DICOM Modality CT), but this model was trained on MRI" in err[0], err
+    assert not (runs / "medical").exists()
+    seg = Segmenter.from_run(tiny_run)
+    with pytest.raises(MedicalInputError, match="trained on MRI"):  # every path through the segmenter (score, evaluate, the dashboard)
+        seg.segment(load_volume(ct))
+    mr = dicom_writer(tmp_path / "mr", data, spacing=(4.0, 4.0, 4.0), modality="MR")
+    assert seg.segment(load_volume(mr)).mask.shape == (40, 40, 24)  # an MR series is segmented

@@ -55,7 +55,7 @@ import pandas as pd
 
 from core.data import DatasetSpec, SourceMissingError, ensure_dataset
 from core.errors import UserInputError
-from core.io import atomic_write_parquet
+from core.io import atomic_write_parquet, read_csv_text
 from core.logging import get_logger
 
 __all__ = [
@@ -412,7 +412,9 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     import gzip
 
     opener = gzip.open if suffix.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:
+    with opener(path, "rb") as fh:
+        utf16 = fh.read(2) in (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text" export (read_csv_text reads it too)
+    with opener(path, "rt", encoding="utf-16" if utf16 else "utf-8-sig", errors="replace") as fh:
         head = [fh.readline() for _ in range(3)]
     sep = "\t" if suffix == ".tsv" else _sniff_separator(head[0])
     cells = [[c.strip() for c in h.rstrip("\r\n").split(sep)] for h in head]
@@ -457,12 +459,10 @@ def _frame_as_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_text_csv(path: Path, **kw) -> pd.DataFrame:
-    """``pd.read_csv`` as UTF-8 (a BOM is skipped), else as a Windows/Excel export (cp1252: latin-1 plus the euro sign)."""
+    """:func:`core.io.read_csv_text` (UTF-8 with or without a BOM, UTF-16 with one, else a Windows/Excel export in
+    cp1252 — logged), with this loader's missing-value cells."""
     kw.update(keep_default_na=False, na_values=_NA_CELLS)
-    try:
-        return pd.read_csv(path, encoding="utf-8-sig", **kw)
-    except UnicodeDecodeError:
-        return pd.read_csv(path, encoding="cp1252", encoding_errors="replace", **kw)
+    return read_csv_text(path, **kw)
 
 
 def _date_column(df: pd.DataFrame, source: str) -> pd.DataFrame:

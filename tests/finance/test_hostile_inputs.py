@@ -90,6 +90,15 @@ def test_parquet_named_csv_and_windows_encoded_files_are_read(tmp_path):
     np.testing.assert_allclose(d["close"], [float(f"{v:.2f}") for v in s["Close"].to_numpy()[1:]])
 
 
+def test_an_excel_unicode_text_export_utf16_with_tabs_is_read(tmp_path):
+    """Excel's "Unicode text" export: UTF-16 with a byte-order mark, tab-separated (was refused: the header sniff read NULs)."""
+    s = _series()
+    s.to_csv(tmp_path / "U.txt", index=False, sep="\t", encoding="utf-16")
+    assert (tmp_path / "U.txt").read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff")
+    d = read_price_file(tmp_path / "U.txt", "X")[0]
+    np.testing.assert_allclose(d["close"], s["Close"].to_numpy()[1:])
+
+
 @pytest.mark.parametrize("ticker", ["../../../../escaped", "/abs/a b" + "x" * 300])
 def test_backtest_plots_named_after_a_hostile_ticker_stay_in_the_run_folder(tmp_path, ticker):
     from domains.finance.walkforward import save_plots

@@ -181,10 +181,11 @@ def _dmp_trainer(cfg: TrainConfig, prep: Prepared, dp: DataParallel, device: tor
     return tr
 
 
-def train_dmp(cfg: TrainConfig, run: Run | None, dp: DataParallel) -> Path:
+def train_dmp(cfg: TrainConfig, run: Run | None, dp: DataParallel, prep: Prepared | None = None) -> Path:
     """Train through DistributedModelParallel on ``dp``'s process group (every rank calls this; rank 0
     holds ``run``, the others pass None). Each rank trains on its own equal shard of the (seeded)
-    shuffled training interactions; validation and the final evaluation run on rank 0 with the gathered tables."""
+    shuffled training interactions; validation and the final evaluation run on rank 0 with the gathered tables.
+    ``prep``: this rank's :func:`prepare_inputs`, made before the run started (None: made here)."""
     import numpy as np
 
     from core.device import resolve_device
@@ -194,7 +195,7 @@ def train_dmp(cfg: TrainConfig, run: Run | None, dp: DataParallel) -> Path:
         log.warning(f"--dmp: --ema-decay {cfg.ema_decay} is ignored (no weight average over sharded tables); the raw weights are validated and saved")
     device = resolve_device(cfg.device)
     rank, world = dp.rank, dp.world_size
-    prep = prepare_inputs(cfg)
+    prep = prepare_inputs(cfg) if prep is None else prep
 
     def shard(u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         perm = np.random.default_rng(cfg.seed).permutation(len(u))

@@ -502,17 +502,19 @@ def fit_and_test(split: LeaveLastOut, cfg: SequenceConfig, tcfg: SequenceTrainCo
     return model, hist, evaluate_next_item(U @ V.T, test_hist, split.test, tcfg.k)
 
 
-def train_and_evaluate(data: str, cfg: SequenceConfig, tcfg: SequenceTrainConfig, run=None, show_progress: bool = True) -> dict:
+def train_and_evaluate(data: str, cfg: SequenceConfig, tcfg: SequenceTrainConfig, run=None, show_progress: bool = True,
+                       loaded: LeaveLastOutData | None = None) -> dict:
     """Train the sequence model on ``data`` (``ml-100k``, a MovieLens folder or an interaction file)
     under leave-last-out, choose the epoch on the validation items, evaluate the test items once
     (FULL ranking) next to most-popular on the same test input. With a :class:`core.runs.Run`, logs
     per-epoch ``loss`` / ``valid_ndcg@k`` and writes ``model.safetensors``, ``model.json`` (registry
     spec), ``feature_space.json``, ``validation_curve.json`` and ``eval_metrics.json`` into it.
-    Returns the summary metrics (the run's ``metrics.json`` when the caller finishes the run with them)."""
+    Returns the summary metrics (the run's ``metrics.json`` when the caller finishes the run with them).
+    ``loaded``: ``data`` already read by :func:`load_leave_last_out` (the command reads it before the run starts)."""
     from core.checkpoint import save_weights
     from core.io import atomic_write_json
 
-    d = load_leave_last_out(data, with_text=bool(cfg.text_dim))
+    d = load_leave_last_out(data, with_text=bool(cfg.text_dim)) if loaded is None else loaded
     space, split, text = d.space, d.split, d.text
     if text is not None and text.shape[1] != cfg.text_dim:
         cfg = SequenceConfig(**{**asdict(cfg), "text_dim": int(text.shape[1])})

@@ -29,7 +29,7 @@ from core.cli import run_cli
 from core.config import RunConfig, SeedConfig, TrackingConfig, check_ranges
 from core.device import set_cpu_threads
 from core.runs import Run
-from domains.recommendation.sequential import OURS, TRAIN, SequenceConfig, SequenceTrainConfig, train_and_evaluate
+from domains.recommendation.sequential import OURS, TRAIN, SequenceConfig, SequenceTrainConfig, load_leave_last_out, train_and_evaluate
 from domains.recommendation.training import DOMAIN
 
 __all__ = ["TrainSequentialConfig", "train_sequential", "main"]
@@ -81,8 +81,10 @@ def train_sequential(cfg: TrainSequentialConfig) -> Path:
     check_ranges(cfg)  # the fields' declared ranges (parse_config checked the flags; this covers a config built in code)
     if cfg.threads > 0:
         set_cpu_threads(cfg.threads)
+    # the data and its split before any run folder: a file the run cannot use is one line, exit 2, no failed run left behind
+    loaded = load_leave_last_out(cfg.data, with_text=cfg.text)
     with Run.start(DOMAIN, cfg, command="train_sequential", kind="job") as run:
-        m = train_and_evaluate(cfg.data, cfg.model_config(), cfg.train_config(), run)
+        m = train_and_evaluate(cfg.data, cfg.model_config(), cfg.train_config(), run, loaded=loaded)
         k = cfg.k
         print(f"epoch chosen on validation: {m['best_epoch']} (valid NDCG@{k} {m[f'valid_ndcg@{k}']:.4f}); "
               f"test ({m['test_users']} users, full ranking): NDCG@{k} {m[f'ndcg@{k}']:.4f}  HR@{k} {m[f'hr@{k}']:.4f}  "

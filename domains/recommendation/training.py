@@ -573,9 +573,10 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
 # ---------------------------------------------------------------------------------------------
 # single-process training and the run's artifacts
 # ---------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig, run: Run) -> Path:
-    """Train (select + refit) in this process, evaluate model + baselines, save everything."""
-    prep = prepare_inputs(cfg)
+def train(cfg: TrainConfig, run: Run, prep: Prepared | None = None) -> Path:
+    """Train (select + refit) in this process, evaluate model + baselines, save everything. ``prep``: the
+    inputs :func:`prepare_inputs` made before the run started (the command checks the data before a run folder exists)."""
+    prep = prepare_inputs(cfg) if prep is None else prep
 
     def make_trainer() -> Trainer:
         model = build_model(cfg, prep.space)

@@ -62,7 +62,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-1m: ratings.dat/users.dat/movies.dat; ml-20m) or a .parquet/.csv/.jsonl interaction file"})
-    date_order: str = field(default="auto", metadata={"help": "how slash dates in --data's timestamp column (01/02/2024) are read: auto = day-first when a first field "
+    date_order: str = field(default="auto", metadata={"help": "how day/month dates in --data's timestamp column (01/02/2024, 01.02.2024, 01-02-2024) are read: auto = day-first when a first field "
                                                                "is above 12 in some row, month-first when a second one is (both: refused), month-first "
                                                                "with a warning when no row tells", "choices": list(DATE_ORDERS)})
     split: str = field(default=MSR_STRATIFIED, metadata={"help": f"{MSR_STRATIFIED} = Microsoft Recommenders' python_stratified_split (exact); "

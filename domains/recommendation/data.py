@@ -35,8 +35,8 @@ Windows/Excel export in cp1252, logged: :func:`core.io.read_csv_text`) or JSON l
 optional ``rating``; Amazon review dumps' ``reviewerID, asin, overall, unixReviewTime`` are read as those. :func:`load_movielens_folder` reads torchrec-style MovieLens folders
 (``ml-1m``: ``ratings.dat``/``movies.dat``/``users.dat`` with ``::``; ``ml-20m``/``ml-25m``:
 ``ratings.csv``/``movies.csv``). Timestamps are seconds (or ms, µs, ns) since 1970, or dates: 8-digit numbers that
-are all calendar dates (``20240131``) are read as YYYYMMDD days (logged); slash dates (``01/02/2024``) are read in
-one order for the whole column — day-first when a first field is above 12 somewhere, month-first when a second
+are all calendar dates (``20240131``) are read as YYYYMMDD days (logged); day/month dates written with slashes, dots or
+dashes (``01/02/2024``, ``31.01.2024``, ``01-02-2024``; ISO ``2024-01-31`` is read as written) are read in one order for the whole column — day-first when a first field is above 12 somewhere, month-first when a second
 one is, refused when both; when no row tells, month-first with a warning (``--date-order day-first`` /
 ``date_order="day-first"`` says otherwise). Problems are handled as follows, every count in the
 :class:`ValidationReport` (which is logged and saved with a training run):
@@ -82,7 +82,7 @@ __all__ = [
 log = get_logger("recommendation.data")
 ML100K = "ml-100k"
 SOURCE_ROW = "source_row"  # index name of the prepared ml-100k interactions: the line in u.data
-DATE_ORDERS = ("auto", "month-first", "day-first")  # how slash dates (01/02/2024) are read: validate_interactions(date_order=)
+DATE_ORDERS = ("auto", "month-first", "day-first")  # how 01/02/2024, 01.02.2024, 01-02-2024 are read: validate_interactions(date_order=)
 
 
 class InteractionDataError(UserInputError, ValueError):
@@ -231,7 +231,7 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
                           date_order: str = "auto") -> tuple[InteractionData, ValidationReport]:
     """Check and clean an interaction table; returns the data and a report of every count (see module doc).
     ``users`` / ``items``: DataFrames, or paths of such tables (read as :func:`load_interactions` does).
-    ``date_order``: how slash dates (``01/02/2024``) are read — ``auto`` (decided from the whole column),
+    ``date_order``: how day/month dates (``01/02/2024``, ``01.02.2024``, ``01-02-2024``) are read — ``auto`` (decided from the whole column),
     ``month-first`` or ``day-first`` (:data:`DATE_ORDERS`)."""
     for name, value, choices in (("duplicates", duplicates, ("keep-last", "error")), ("unknown_items", unknown_items, ("drop", "error")),
                                  ("date_order", date_order, DATE_ORDERS)):
@@ -376,25 +376,28 @@ def _yyyymmdd_as_seconds(ts: pd.Series, source: str) -> pd.Series:
     return (days - _EPOCH) // pd.Timedelta(seconds=1)
 
 
-# a date written d/m/y or m/d/y: 1-2 digit fields, a 2- or 4-digit year, then nothing or a time ("01/02/2024 13:45")
-_SLASH_DATE = r"^\s*(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})(?=$|[\sT])"
+# a date written d/m/y or m/d/y with slashes, dots or dashes (01/02/2024, 31.01.2024, 01-02-2024; one separator
+# in a date): 1-2 digit fields, a 2- or 4-digit year, then nothing or a time ("01/02/2024 13:45"). ISO 2024-01-31
+# starts with 4 digits and is not one of them (its order is fixed)
+_DAY_MONTH_DATE = r"^\s*(?P<first>\d{1,2})(?P<sep>[/.-])(?P<second>\d{1,2})(?P=sep)(?P<year>\d{4}|\d{2})(?=$|[\sT])"
 
 
 def _text_dates(texts: pd.Series, source: str, date_order: str = "auto") -> pd.Series:
-    """Text timestamps as UTC times (NaT where a text is not a date). Slash dates (``01/02/2024``) are read in one
-    order for the whole column (:func:`_slash_date_order`); pandas would take the order from the first row and
-    switch to dateutil's guess per row where it failed, so one file combined both readings."""
+    """Text timestamps as UTC times (NaT where a text is not a date). Day/month dates written with slashes, dots or
+    dashes (``01/02/2024``, ``31.01.2024``, ``01-02-2024``) are read in one order for the whole column
+    (:func:`_day_month_order`); pandas would take the order from the first row and switch to dateutil's guess per
+    row where it failed, so one file combined both readings. ISO dates (``2024-01-31``) are read as written."""
     out = pd.Series(pd.NaT, index=texts.index, dtype="datetime64[ns, UTC]")
     if texts.empty:
         return out
     text = texts.astype(str)
-    fields = text.str.extract(_SLASH_DATE)
-    slash = fields[0].notna()
-    if slash.any():
-        dayfirst = _slash_date_order(text[slash], fields[slash].astype(int), source, date_order)
+    fields = text.str.extract(_DAY_MONTH_DATE)
+    day_month = fields["first"].notna()
+    if day_month.any():
+        dayfirst = _day_month_order(text[day_month], fields.loc[day_month, ["first", "second"]].astype(int), source, date_order)
         # one order decided, and every ambiguous row agrees with it: dateutil's per-row reading is that order
-        out[slash] = pd.to_datetime(text[slash], dayfirst=dayfirst, format="mixed", errors="coerce", utc=True).astype(out.dtype)
-    rest = text[~slash]
+        out[day_month] = pd.to_datetime(text[day_month], dayfirst=dayfirst, format="mixed", errors="coerce", utc=True).astype(out.dtype)
+    rest = text[~day_month]
     if len(rest):
         as_date = pd.to_datetime(rest, errors="coerce", utc=True).astype(out.dtype)
         if as_date.isna().any():  # pandas infers one format from the first date: dates written another way
@@ -404,11 +407,12 @@ def _text_dates(texts: pd.Series, source: str, date_order: str = "auto") -> pd.S
     return out
 
 
-def _slash_date_order(text: pd.Series, fields: pd.DataFrame, source: str, date_order: str) -> bool:
-    """Whether the column's slash dates are day-first, decided from the whole column: a first field above 12
-    anywhere means day/month/year, a second field above 12 month/day/year, both is refused (naming a row of
-    each); neither is month-first unless ``date_order`` says day-first (logged, with how to choose)."""
-    day_rows, month_rows = text.index[fields[0] > 12], text.index[fields[1] > 12]
+def _day_month_order(text: pd.Series, fields: pd.DataFrame, source: str, date_order: str) -> bool:
+    """Whether the column's day/month dates (slash, dot or dash; ``fields``: their ``first`` and ``second`` numbers)
+    are day-first, decided from the whole column: a first field above 12 anywhere means day/month/year, a second
+    field above 12 month/day/year, both is refused (naming a row of each); neither is month-first unless
+    ``date_order`` says day-first (logged, with how to choose)."""
+    day_rows, month_rows = text.index[fields["first"] > 12], text.index[fields["second"] > 12]
     row = lambda i: f"row {int(i) + 2} {text[i]!r}"  # noqa: E731 - 1-based + header, as a user sees it in the file
     if len(day_rows) and len(month_rows):
         raise InteractionDataError(f"{source}: column 'timestamp' mixes day-first and month-first dates: file {row(day_rows[0])} is day/month/year, "
@@ -420,12 +424,12 @@ def _slash_date_order(text: pd.Series, fields: pd.DataFrame, source: str, date_o
                                        f"(a month above 12); expected {date_order} dates, or --date-order auto")
         return date_order == "day-first"
     if len(day_rows):
-        log.info(f"{source}: slash dates read as day/month/year (file {row(day_rows[0])} cannot be month-first)")
+        log.info(f"{source}: dates read as day/month/year (file {row(day_rows[0])} cannot be month-first)")
         return True
     if not len(month_rows):
         ex = text.iloc[0].strip()
         as_month_first = pd.to_datetime(ex, dayfirst=False, format="mixed")
-        log.warning(f"{source}: {len(text)} slash date(s) such as {ex!r} could be day- or month-first (no field above 12 in any row): read month-first "
+        log.warning(f"{source}: {len(text)} date(s) such as {ex!r} could be day- or month-first (no field above 12 in any row): read month-first "
                     f"({ex} = {as_month_first.day} {as_month_first:%B %Y}); if they are day-first, pass --date-order day-first (Python: date_order='day-first')")
     return False
 
@@ -633,7 +637,7 @@ def load_interactions(path: str | Path, items: str | Path | pd.DataFrame | None 
     """A user's interaction file (Parquet/CSV/JSON lines: ``user_id, item_id, timestamp[, rating]``) with an
     optional item catalogue (``item_id[, title, year, genres]``) and user table
     (``user_id[, age, gender, occupation]``). Validated as described in the module docstring (``date_order``:
-    how slash dates are read, see :func:`validate_interactions`)."""
+    how day/month dates are read, see :func:`validate_interactions`)."""
     if isinstance(path, pd.DataFrame):
         raise ArgumentError("path: a DataFrame; expected a file path (for a DataFrame already in memory, use validate_interactions(df))")
     path = path_arg(path, "path", "the path of a .csv/.parquet interaction file")
@@ -723,7 +727,7 @@ def data_source_record(source: str) -> dict:
 
 def load_dataset(source: str = ML100K, date_order: str = "auto") -> InteractionData:
     """``ml-100k`` (bundled), a MovieLens folder, or an interaction file (Parquet/CSV; ``date_order``: how its
-    slash dates are read, see :func:`validate_interactions`)."""
+    day/month dates are read, see :func:`validate_interactions`)."""
     if is_bundled(source):
         return load_ml100k()
     p = path_arg(source, "source", "'ml-100k', a MovieLens folder or an interaction file")

@@ -1,5 +1,5 @@
 """Interaction files whose timestamps or encoding are written the way other tools write them: days as
-YYYYMMDD numbers, slash dates (day- or month-first), a Windows/Excel CSV from Europe (cp1252). Each is read
+YYYYMMDD numbers, slash, dot or dash dates (day- or month-first), a Windows/Excel CSV from Europe (cp1252). Each is read
 as meant, or refused in one line naming rows of the file — never silently 1970 or two date orders in one file."""
 
 from __future__ import annotations
@@ -76,13 +76,41 @@ def test_ambiguous_slash_dates_are_month_first_with_one_line_saying_how_to_choos
     p = _csv(tmp_path / "a.csv", ["01/02/2024", "03/04/2024 10:00", "05/06/2024"])
     caplog.set_level("INFO", logger="suite")
     assert _dates(load_interactions(p).interactions) == ["2024-01-02 00:00", "2024-03-04 10:00", "2024-05-06 00:00"]
-    said = [r.getMessage() for r in caplog.records if "slash date" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "could be day- or month-first" in r.getMessage()]
     assert len(said) == 1 and "read month-first (01/02/2024 = 2 January 2024)" in said[0] and "--date-order day-first" in said[0]
     assert _dates(load_interactions(p, date_order="day-first").interactions) == ["2024-02-01 00:00", "2024-04-03 10:00", "2024-06-05 00:00"]
     with pytest.raises(InteractionDataError, match=r"date order month-first \(--date-order\), but file row 3 '13/04/2024' cannot be month-first"):
         load_interactions(_csv(tmp_path / "c.csv", ["01/02/2024", "13/04/2024"]), date_order="month-first")
     with pytest.raises(ArgumentError, match=r"date_order 'dmy': expected one of \['auto', 'month-first', 'day-first'\]"):
         validate_interactions(pd.DataFrame({"user_id": [1], "item_id": [1], "timestamp": ["01/02/2024"]}), date_order="dmy")
+
+
+@pytest.mark.parametrize("sep", [".", "-"])
+def test_dot_and_dash_dates_take_one_order_from_the_whole_column(tmp_path, sep, caplog):
+    """Was: pandas took month-first from an ambiguous first row (01.02.2024 = 2 January) and day-first for the
+    rows it could not read so (31.01.2024) — one file, two orders; a row of each order was not refused."""
+    caplog.set_level("INFO", logger="suite")
+    stamps = [s.replace("/", sep) for s in ["01/02/2024", "31/01/2024 08:30", "05/03/24"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas' "Parsing dates in %d.%m.%Y format when dayfirst=False" is gone too
+        inter = load_interactions(_csv(tmp_path / "d.csv", stamps)).interactions
+    assert _dates(inter) == ["2024-02-01 00:00", "2024-01-31 08:30", "2024-03-05 00:00"]
+    assert f"day/month/year (file row 3 '31{sep}01{sep}2024 08:30' cannot be month-first)" in caplog.text
+    month_first = [s.replace("/", sep) for s in ["01/02/2024", "01/31/2024"]]
+    assert _dates(load_interactions(_csv(tmp_path / "m.csv", month_first)).interactions) == ["2024-01-02 00:00", "2024-01-31 00:00"]
+    with pytest.raises(InteractionDataError, match=f"mixes day-first and month-first dates: file row 2 '13{sep}01{sep}2024' is day/month/year, "
+                                                   f"row 3 '01{sep}14{sep}2024' month/day/year"):
+        load_interactions(_csv(tmp_path / "both.csv", [f"13{sep}01{sep}2024", f"01{sep}14{sep}2024"]))
+    ambiguous = _csv(tmp_path / "a.csv", [f"01{sep}02{sep}2024", f"03{sep}04{sep}2024"])
+    assert _dates(load_interactions(ambiguous, date_order="day-first").interactions) == ["2024-02-01 00:00", "2024-04-03 00:00"]
+
+
+def test_iso_dates_stay_year_month_day(tmp_path):
+    """2024-01-31 starts with the year: not a day/month date, read as written (with ambiguous ISO days too)."""
+    stamps = ["2024-02-01", "2024-01-31", "2024-03-04 10:00", "2024-12-05T08:00:00"]
+    inter = load_interactions(_csv(tmp_path / "iso.csv", stamps)).interactions
+    assert _dates(inter) == ["2024-02-01 00:00", "2024-01-31 00:00", "2024-03-04 10:00", "2024-12-05 08:00"]
+    assert _dates(load_interactions(_csv(tmp_path / "iso2.csv", stamps), date_order="day-first").interactions) == _dates(inter)
 
 
 def test_train_takes_date_order_as_a_flag():

@@ -196,33 +196,35 @@ with tab_item:
         show(similar(key, item, n_items))
 
 with tab_cold:
-    st.caption("A new item nobody has rated yet: the model places it from its title and genres alone.")
-    with friendly_errors("Cold-start placement"):
-        c1, c2, c3 = st.columns([3, 3, 1])
-        title = c1.text_input("Title", value="Space Station Rescue", key="rec_cold_title")
-        vocab = genre_vocabulary(key)
-        if vocab:
-            genres = c2.multiselect("Genres", vocab, default=[g for g in ("Action", "Sci-Fi") if g in vocab], key="rec_cold_genres")
-        else:  # items trained without a catalogue: any genre typed here would be unknown to the model
-            genres = []
-            c2.caption("This run's items have no genres: the model places the new item from its title alone.")
-        n_users = c3.slider("Users", 5, 100, 20, key="rec_cold_k")
-        if not title.strip():
-            st.warning("Type a title for the new item.")
-        elif vocab and not genres:
-            st.warning("Choose at least one genre.")
-        else:
-            reached = cold_start(key, title.strip(), tuple(genres), n_users)
-            st.markdown(f"**The {len(reached)} users «{md_text(title)}» would reach first**")
-            prof = profiles(key)
-            if prof is not None and "user_id" in reached and "user_id" in prof:
-                reached = reached.merge(prof, on="user_id", how="left")
-                for col in ("gender", "occupation"):
-                    if col in reached:
-                        st.caption(f"{md_text(col)}: " + ", ".join(f"{md_text(v)} {n}" for v, n in reached[col].value_counts().head(5).items()))
-            if "in_top_k" in reached:
-                st.caption(f"It would enter the top-K list of {int(reached['in_top_k'].sum())} of these users.")
-            show(reached)
+    placement = api.cold_start_inputs(rec)  # what this run's item tower reads of a new item (title text, genres), if anything
+    st.caption(f"A new item nobody has rated yet: {placement.describe()}")
+    if placement.placeable:  # else the caption says why no new item can be placed: no inputs, no refusal
+        with friendly_errors("Cold-start placement"):
+            c1, c2, c3 = st.columns([3, 3, 1])
+            title = c1.text_input("Title", value="Space Station Rescue", key="rec_cold_title")
+            vocab = genre_vocabulary(key)
+            if vocab:
+                genres = c2.multiselect("Genres", vocab, default=[g for g in ("Action", "Sci-Fi") if g in vocab], key="rec_cold_genres")
+            else:  # items trained without a catalogue: any genre typed here would be unknown to the model
+                genres = []
+                c2.caption("This run's items have no genres.")
+            n_users = c3.slider("Users", 5, 100, 20, key="rec_cold_k")
+            if not title.strip():
+                st.warning("Type a title for the new item.")
+            elif vocab and not genres:
+                st.warning("Choose at least one genre.")
+            else:
+                reached = cold_start(key, title.strip(), tuple(genres), n_users)
+                st.markdown(f"**The {len(reached)} users «{md_text(title)}» would reach first**")
+                prof = profiles(key)
+                if prof is not None and "user_id" in reached and "user_id" in prof:
+                    reached = reached.merge(prof, on="user_id", how="left")
+                    for col in ("gender", "occupation"):
+                        if col in reached:
+                            st.caption(f"{md_text(col)}: " + ", ".join(f"{md_text(v)} {n}" for v, n in reached[col].value_counts().head(5).items()))
+                if "in_top_k" in reached:
+                    st.caption(f"It would enter the top-K list of {int(reached['in_top_k'].sum())} of these users.")
+                show(reached)
 
 with tab_metrics:
     with friendly_errors("Loading the metrics"):

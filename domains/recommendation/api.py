@@ -5,6 +5,7 @@
     rec = load_recommender(run_dir)          # a RecommenderView: .users() .history(u) .recommend(u, k)
                                              #   .similar_items(i, k) .cold_start_item(title, genres, k_users) .items_df .users_df
     genre_vocabulary(rec)                    # the genres its item tower knows
+    cold_start_inputs(rec)                   # ColdStartInputs: whether a new item can be placed, and from what (.describe())
     load_metrics(run_dir)                    # DataFrame: model vs baselines (ndcg@10, recall@10, ...)
     training_report(run_dir)                 # TrainingReport: validation curve, chosen epoch
     seed_spread(runs_root, "stratified")     # SeedSpread: mean ± sd over seeds of every model (bench/recommendation.py)
@@ -33,6 +34,7 @@ from domains.recommendation.evaluation import load_metrics
 from domains.recommendation.inference import POPULARITY_COLUMN, Recommender, UnknownItemError
 
 __all__ = ["RecommenderView", "RecommendationRun", "TrainingReport", "SeedSpread", "BENCH_DIR", "recommendation_run", "load_recommender", "genre_vocabulary",
+           "ColdStartInputs", "cold_start_inputs",
            "load_metrics", "training_report", "seed_spread", "seed_spread_files", "seed_spread_stamp", "PROTOCOLS",
            "because_you_watched", "because_summary", "ITEM_SIMILARITY", "Recommender", "UnknownItemError", "POPULARITY_COLUMN",
            "ArgumentError", "BenchResultsError"]
@@ -110,6 +112,38 @@ def genre_vocabulary(rec: Recommender) -> list[str]:
     if not isinstance(rec, Recommender):
         raise ArgumentError(f"rec {found(rec)}: expected a loaded recommender (load_recommender(run_dir))")
     return sorted(rec.space.genres)
+
+
+@dataclass(frozen=True)
+class ColdStartInputs:
+    """What a run's item tower places a new item (nobody has interacted with it) from: its title text (runs
+    trained with item text) and the genres it knows. With neither, every new item would get the same vector,
+    and ``Recommender.cold_start_item`` refuses."""
+
+    title: bool  # the item tower reads the title (--text precomputed / lora); --text none: it does not
+    genres: tuple[str, ...]  # the genres the tower was trained on; empty when the run's items had none
+
+    @property
+    def placeable(self) -> bool:
+        return self.title or bool(self.genres)
+
+    def describe(self) -> str:
+        """One sentence for the page: what the new item is placed from, or why it cannot be."""
+        if self.title and self.genres:
+            return "the model places it from its title and genres alone."
+        if self.title:
+            return "the model places it from its title alone (this run's items have no genres)."
+        if self.genres:
+            return "the model places it from its genres alone (trained with --text none, its item tower does not read the title)."
+        return ("this run cannot place one: its item tower reads no title (trained with --text none) and its items have no genres, "
+                "so every new item would get the same vector; a run trained with item text or genres can.")
+
+
+def cold_start_inputs(rec: Recommender) -> ColdStartInputs:
+    """Whether ``rec`` can place a new item, and from what (:class:`ColdStartInputs`)."""
+    if not isinstance(rec, Recommender):
+        raise ArgumentError(f"rec {found(rec)}: expected a loaded recommender (load_recommender(run_dir))")
+    return ColdStartInputs(title=bool(rec.model.cfg.text_dim), genres=tuple(sorted(rec.space.genres)))
 
 
 def _read_json(p: Path) -> Any:

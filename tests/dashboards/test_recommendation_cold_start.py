@@ -1,8 +1,9 @@
 """The recommendation page's cold-start tab on a run whose items have no genres (interactions without a
 catalogue): it used to offer a 'Genres (comma separated)' box pre-filled with 'Action, Sci-Fi' — genres the
-model never saw, so every placement ended in 'unknown genre(s)'. Now it offers no genre input and says the
-items have none; the model's own answer (here: a tower that reads no title either cannot place a new item)
-is shown as one message. The session's ml-100k dashboard run has genres, so this page gets its own tiny run."""
+model never saw, so every placement ended in 'unknown genre(s)'. Then its caption said the item was placed
+'from its title alone' and the model's refusal followed (this run, --text none, reads no title either). Now the
+caption says what api.cold_start_inputs says: this run cannot place a new item, and why; no inputs, no error.
+The session's ml-100k dashboard run has genres, so this page gets its own tiny run."""
 
 from __future__ import annotations
 
@@ -43,10 +44,11 @@ def test_cold_start_offers_no_genres_the_model_does_not_know(genreless_runs, mon
     # no genre input at all: neither the typed box (pre-filled with genres the model never saw) nor a multiselect
     assert "rec_cold_genres_text" not in [t.key for t in at.text_input]
     assert "rec_cold_genres" not in [m.key for m in at.multiselect]
-    assert any("This run's items have no genres" in c.value for c in at.caption)
-    # the placement is the model's own answer, one message: this tower reads neither text nor genres
-    errors = [e.value for e in at.error]
-    assert len(errors) == 1 and "Cold-start placement failed" in errors[0] and "cannot be placed" in errors[0], errors
-    assert not any("unknown genre" in e for e in errors)
+    # the caption tells the truth: this tower reads neither title text nor genres, so no new item can be placed
+    captions = [c.value for c in at.caption]
+    assert not any("title alone" in c or "title and genres" in c for c in captions), captions
+    assert any("cannot place one" in c and "--text none" in c and "no genres" in c for c in captions), captions
+    assert "rec_cold_title" not in [t.key for t in at.text_input]  # nothing to type for a placement that cannot be made
+    assert not at.error, [e.value for e in at.error]
     # the other tabs still work on this run
     assert any({"item_id", "score"} <= set(d.value.columns) for d in at.dataframe)

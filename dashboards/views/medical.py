@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,12 @@ def label_volume(path: str) -> np.ndarray:
     return np.asarray(api.load_label(path))
 
 
+def upload_refused(e: Exception, folder: Path) -> str:
+    """A refusal of an uploaded scan in one line. The medical code names the file it read, here a file in the
+    session's private folder the user never saw: that path reads "the uploaded scan"."""
+    return "Upload refused: " + md_text(re.sub(re.escape(str(folder)) + r"[^\s:]*", "the uploaded scan", str(e)))
+
+
 with st.sidebar:
     st.subheader("Inference")
     lcc = st.toggle("Largest connected component", value=False, key="med_lcc",
@@ -100,7 +107,7 @@ else:
             st.error(f"Upload refused: {e}")
             image_source = None
         except api.MedicalInputError as e:
-            st.error(f"Upload refused: {e}")
+            st.error(upload_refused(e, store.path))
             image_source = None
     else:
         st.caption("Drop a file above to segment it.")
@@ -111,7 +118,14 @@ if image_source is None:
 result = None
 with friendly_errors(f"Segmenting {md_code(case_name)}"):
     segmenter(key)  # load (cached) before timing the inference itself
-    result = segment(key, image_source)
+    try:
+        result = segment(key, image_source)
+    except api.MedicalInputError as e:
+        if source != "Upload a scan":
+            raise
+        # what the segmenter refuses in an upload (a blank image, a CT series given to an MRI model, intensities
+        # beyond float32: the checks `infer` makes) is the upload's fault: one line, as the upload checks above
+        st.error(upload_refused(e, store.path))
 if result is None:
     st.stop()
 

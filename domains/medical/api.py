@@ -203,18 +203,11 @@ def load_label(path: str | Path) -> np.ndarray:
 
 
 def dicom_to_nifti(src: str | Path, dst: str | Path) -> ScanInfo:
-    """Read a DICOM series folder (or a single slice) and write it to ``dst`` as NIfTI: voxels and
-    geometry only — the reader never takes patient fields out of the DICOM files."""
-    import nibabel as nib
-
-    from core.io import atomic_path
-    from domains.medical.io import load_volume
+    """Read a DICOM series folder (or a single slice) and write it to ``dst`` as NIfTI: voxels, geometry
+    and the series' Modality (so the model's modality check still sees it) — the reader never takes
+    patient fields out of the DICOM files."""
+    from domains.medical.io import load_volume, save_volume_nifti
 
     vol = load_volume(src)
-    img = nib.Nifti1Image(np.asarray(vol.data, dtype=np.float32), vol.affine)
-    img.set_qform(vol.affine, code=1)
-    img.set_sform(vol.affine, code=1)
-    dst = Path(dst)
-    with atomic_path(dst) as tmp:
-        nib.save(img, str(tmp))
+    dst = save_volume_nifti(vol, dst)
     return ScanInfo(path=dst, shape=vol.shape, spacing=vol.spacing)

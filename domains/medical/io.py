@@ -6,11 +6,17 @@ DICOM privacy: only a whitelist of technical tags (geometry, modality, rescale) 
 a :class:`Volume`; patient-identifying tags (name, ID, birth date, accession number, …) never
 enter our objects, logs, outputs or the tracking store. The volume's ``id`` for a DICOM series is
 a hash of the SeriesInstanceUID, never a patient field.
+
+A DICOM series converted to NIfTI (:func:`save_volume_nifti`, the dashboard's uploads) keeps what it
+says it is: its Modality goes into the NIfTI ``descrip`` field as ``modality=CT`` / ``modality=MR``,
+read back into :attr:`Volume.modality`, so the model's modality check sees the series through the
+conversion. Other NIfTI files (no such field) have no modality, as before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ from core.io import atomic_path
 from domains.medical.validation import MAX_SIDE, MAX_VOXELS, MedicalInputError, check_image_array, check_resampled_size, check_spacing
 
 __all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES", "probe_volume",
-           "check_input", "is_dicom_file", "content_id"]
+           "check_input", "is_dicom_file", "content_id", "save_volume_nifti"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
 # The only DICOM attributes we read. Everything else (PatientName, PatientID, PatientBirthDate,
@@ -40,7 +46,7 @@ class Volume:
     affine: np.ndarray
     path: str
     format: str  # "nifti" | "nrrd" | "dicom"
-    modality: str | None = None  # "CT" / "MR" when the file says so (DICOM), else None
+    modality: str | None = None  # "CT" / "MR" when the file says so (DICOM, or a NIfTI converted from it), else None
     header: Any = field(default=None, repr=False)  # the NIfTI header, kept to write masks with identical qform/sform
     series_hash: str | None = None  # DICOM: a short hash of SeriesInstanceUID (the UID itself never leaves the reader)
 
@@ -282,7 +288,39 @@ def _load_nifti(p: Path) -> Volume:
         check_spacing(_spacing_of(img.affine), p)
     _check_nifti_size(img, p)
     data = np.asanyarray(img.dataobj)
-    return Volume(data=np.asarray(data), affine=np.asarray(img.affine, dtype=np.float64), path=str(p), format="nifti", header=img.header)
+    return Volume(data=np.asarray(data), affine=np.asarray(img.affine, dtype=np.float64), path=str(p), format="nifti", header=img.header,
+                  modality=_descrip_modality(img.header))
+
+
+# the one spelling, in a NIfTI's 80-byte descrip field, of the modality a DICOM series said it was
+_MODALITY_DESCRIP = re.compile(r"(?:^|;)\s*modality=([A-Za-z]{2,3})\s*(?:;|$)")
+
+
+def _descrip_modality(header) -> str | None:
+    try:
+        text = bytes(np.asarray(header["descrip"]).item()).decode("ascii", "replace")
+    except (KeyError, TypeError, ValueError):
+        return None
+    m = _MODALITY_DESCRIP.search(text.rstrip("\0"))
+    return m.group(1).upper() if m else None
+
+
+def save_volume_nifti(vol: Volume, path: str | Path) -> Path:
+    """``vol`` as NIfTI: float32 voxels, its affine as qform and sform, and its modality (when the source
+    said, e.g. a DICOM series) as ``modality=<M>`` in ``descrip`` — nothing else of the source's header
+    (a DICOM series' patient fields are never in a :class:`Volume`). Written atomically."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(vol.data, dtype=np.float32), vol.affine)
+    img.set_qform(vol.affine, code=1)
+    img.set_sform(vol.affine, code=1)
+    modality = re.sub(r"[^A-Za-z]", "", str(vol.modality or ""))[:3].upper()
+    if len(modality) >= 2:
+        img.header["descrip"] = f"modality={modality}".encode("ascii")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
 
 
 # deflate cannot compress better than ~1032:1, so a .nii.gz of n bytes holds at most this many times n
@@ -414,6 +452,8 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
     out = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.int16)
     if reference.header is not None and hasattr(reference.header, "get_sform"):
         hdr = reference.header.copy()
+        if _descrip_modality(hdr):  # a mask is not a CT/MR scan: it must not be read back as one
+            hdr["descrip"] = b""
         hdr.set_data_dtype(out.dtype)
         hdr.set_slope_inter(1, 0)
         img = nib.Nifti1Image(out, reference.affine, header=hdr)

@@ -165,7 +165,7 @@ def test_ttl_sweep_removes_stale_folders_and_the_old_shared_one(tmp_root):
 
 
 # ---- DICOM: read at once, raw files gone ---------------------------------------------------------------
-def write_dicom_series(folder: Path, data: np.ndarray, spacing=(1.0, 1.0, 2.0)) -> list[Path]:
+def write_dicom_series(folder: Path, data: np.ndarray, spacing=(1.0, 1.0, 2.0), modality: str = "MR") -> list[Path]:
     """An axial int16 series (x, y, z order) whose every file carries the patient's name."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -179,7 +179,7 @@ def write_dicom_series(folder: Path, data: np.ndarray, spacing=(1.0, 1.0, 2.0)) 
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         path = folder / f"{PATIENT.replace('^', '_')}_{k:03d}.dcm"
         ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.PatientName, ds.PatientID, ds.Modality = PATIENT, "MRN-0042", "MR"
+        ds.PatientName, ds.PatientID, ds.Modality = PATIENT, "MRN-0042", modality
         ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SOPClassUID = series, meta.MediaStorageSOPInstanceUID, meta.MediaStorageSOPClassUID
         ds.InstanceNumber, ds.ImagePositionPatient, ds.ImageOrientationPatient = k + 1, [0.0, 0.0, k * spacing[2]], [1, 0, 0, 0, 1, 0]
         ds.PixelSpacing, ds.SliceThickness = [spacing[1], spacing[0]], spacing[2]
@@ -334,6 +334,42 @@ def test_the_medical_page_segments_an_uploaded_dicom_zip_and_keeps_no_raw_dicom(
     at.run()
     assert not at.exception
     assert any(e.value.startswith("Upload refused:") and "`series/..`" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def _nifti_bytes(data: np.ndarray, spacing: float = 4.0) -> bytes:
+    import nibabel as nib
+
+    return nib.Nifti1Image(data, np.diag([spacing, spacing, spacing, 1.0])).to_bytes()
+
+
+def test_the_medical_page_refuses_in_one_line_what_infer_refuses(domain_run, tmp_root, tmp_path):
+    """The CLI's refusals reach uploads: a CT series given to the (MRI) model was converted to NIfTI first, so its
+    DICOM Modality never reached the check and it was segmented silently; a blank image and float64 intensities
+    beyond float32 are refused too. Each: one line naming the upload (not the session's private path), no mask."""
+    run = domain_run("medical")
+    rng = np.random.default_rng(0)
+    body = (np.linalg.norm(np.indices((40, 40, 24)).T - [12, 20, 20], axis=-1).T < 15)
+    files = write_dicom_series(tmp_path / "ct", (rng.normal(100, 10, body.shape) * body).astype(np.int16), spacing=(4.0, 4.0, 4.0),
+                               modality="CT")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("views/medical.py").run()
+    box = at.selectbox(key="medical_run")
+    box.set_value(next(o for o in box.options if o.startswith(f"{run.run_dir.name}  ·"))).run()
+    at.radio(key="med_source").set_value("Upload a scan").run()
+    uploads_ = {
+        "ct.zip": (zip_bytes({f.name: f.read_bytes() for f in files}), "a CT scan (DICOM Modality CT), but this model was trained on MRI"),
+        "blank.nii.gz": (gzip.compress(_nifti_bytes(np.full((40, 40, 24), 7.0, np.float32))), "every voxel is 7"),
+        "huge.nii": (_nifti_bytes(rng.random((40, 40, 24)) * 1e300), "do not fit float32"),
+    }
+    for name, (data, expected) in uploads_.items():
+        at.file_uploader(key="med_upload").upload(name, data, "application/octet-stream")
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        errors = [e.value.replace("\\", "") for e in at.error]
+        assert len(errors) == 1 and errors[0].startswith("Upload refused: the uploaded scan: ") and expected in errors[0], (name, errors)
+        assert str(tmp_root) not in errors[0] and not at.expander
+        assert not any("Slices of" in s.value for s in at.subheader), name  # no mask shown
 
 
 # ---- hostile names and declared sizes --------------------------------------------------------------

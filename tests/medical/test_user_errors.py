@@ -367,3 +367,25 @@ def test_a_dicom_series_of_another_modality_than_the_model_is_refused(tiny_run, 
         seg.segment(load_volume(ct))
     mr = dicom_writer(tmp_path / "mr", data, spacing=(4.0, 4.0, 4.0), modality="MR")
     assert seg.segment(load_volume(mr)).mask.shape == (40, 40, 24)  # an MR series is segmented
+
+
+def test_a_dicom_series_converted_to_nifti_keeps_its_modality_for_the_check(tmp_path, dicom_writer):
+    """The dashboard converts an uploaded series to NIfTI before segmenting it (the raw files carry the patient's
+    name): the series' Modality travels in the NIfTI (descrip ``modality=CT``) and load_volume reads it back, so
+    check_modality refuses a converted CT series as it refuses the series itself. A mask written like it is no scan."""
+    from domains.medical.io import load_volume, save_mask_like, save_volume_nifti  # what api.dicom_to_nifti does
+    from domains.medical.validation import check_modality
+
+    data = np.random.default_rng(0).normal(100, 10, (12, 10, 6)).astype(np.int16)
+    for modality, kind in (("CT", "CT"), ("MR", "MR")):
+        nii = save_volume_nifti(load_volume(dicom_writer(tmp_path / modality, data, spacing=(4.0, 4.0, 4.0), modality=modality)),
+                                tmp_path / f"{modality}.nii.gz")
+        vol = load_volume(nii)
+        assert vol.modality == kind and vol.format == "nifti"
+    with pytest.raises(MedicalInputError, match=r"a CT scan \(DICOM Modality CT\), but this model was trained on MRI"):
+        check_modality(load_volume(tmp_path / "CT.nii.gz").modality, "MRI", tmp_path / "CT.nii.gz")
+    check_modality(load_volume(tmp_path / "MR.nii.gz").modality, "MRI", tmp_path / "MR.nii.gz")
+    mask = save_mask_like(np.zeros(data.shape, np.uint8), load_volume(tmp_path / "CT.nii.gz"), tmp_path / "mask.nii.gz")
+    assert load_volume(mask).modality is None
+    plain = _volume(tmp_path / "plain.nii.gz", data.astype(np.float32))  # a NIfTI that does not say: not judged, as before
+    assert load_volume(plain).modality is None

@@ -59,12 +59,17 @@ class ModelConfig:
     lora_r: int = field(default=8, metadata={"min": 1, "help": "LoRA rank with --text lora"})
 
 
+def date_order_field():
+    """``--date-order``, shared by train and train_sequential (both read --data's timestamps)."""
+    return field(default="auto", metadata={"help": "how day/month dates in --data's timestamp column (01/02/2024, 01.02.2024, 01-02-2024) are read: auto = day-first when a first field "
+                 "is above 12 in some row, month-first when a second one is (both: refused), month-first "
+                 "with a warning when no row tells", "choices": list(DATE_ORDERS)})
+
+
 @dataclass
 class DataConfig:
     data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-1m: ratings.dat/users.dat/movies.dat; ml-20m) or a .parquet/.csv/.jsonl interaction file"})
-    date_order: str = field(default="auto", metadata={"help": "how day/month dates in --data's timestamp column (01/02/2024, 01.02.2024, 01-02-2024) are read: auto = day-first when a first field "
-                                                               "is above 12 in some row, month-first when a second one is (both: refused), month-first "
-                                                               "with a warning when no row tells", "choices": list(DATE_ORDERS)})
+    date_order: str = date_order_field()
     split: str = field(default=MSR_STRATIFIED, metadata={"help": f"{MSR_STRATIFIED} = Microsoft Recommenders' python_stratified_split (exact); "
                                                                  f"{LEGACY_STRATIFIED} = our earlier re-implementation (alias ms); "
                                                                  f"{LEAVE_LAST_OUT} = each user's last interaction (alias temporal)", "choices": SPLIT_CHOICES})

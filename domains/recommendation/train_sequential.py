@@ -29,6 +29,7 @@ from core.cli import run_cli
 from core.config import RunConfig, SeedConfig, TrackingConfig, check_ranges
 from core.device import set_cpu_threads
 from core.runs import Run
+from domains.recommendation.config import date_order_field
 from domains.recommendation.sequential import OURS, TRAIN, SequenceConfig, SequenceTrainConfig, load_leave_last_out, train_and_evaluate
 from domains.recommendation.training import DOMAIN
 
@@ -40,6 +41,7 @@ class TrainSequentialConfig(TrackingConfig, SeedConfig, RunConfig):
     """python -m domains.recommendation.train_sequential"""
 
     data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder or a .parquet/.csv/.jsonl interaction file (user_id,item_id,timestamp)"})
+    date_order: str = date_order_field()
     max_len: int = field(default=OURS["max_len"], metadata={"min": 1, "help": "positions attended: the latest max-len items of a history"})
     dim: int = field(default=OURS["dim"], metadata={"min": 1, "help": "model width (item vectors, hidden states)"})
     heads: int = field(default=OURS["heads"], metadata={"min": 1, "help": "attention heads per block"})
@@ -82,7 +84,7 @@ def train_sequential(cfg: TrainSequentialConfig) -> Path:
     if cfg.threads > 0:
         set_cpu_threads(cfg.threads)
     # the data and its split before any run folder: a file the run cannot use is one line, exit 2, no failed run left behind
-    loaded = load_leave_last_out(cfg.data, with_text=cfg.text)
+    loaded = load_leave_last_out(cfg.data, with_text=cfg.text, date_order=cfg.date_order)
     with Run.start(DOMAIN, cfg, command="train_sequential", kind="job") as run:
         m = train_and_evaluate(cfg.data, cfg.model_config(), cfg.train_config(), run, loaded=loaded)
         k = cfg.k

@@ -139,3 +139,19 @@ def test_a_european_excel_export_cp1252_is_read_with_its_accents(tmp_path, caplo
     data = load_interactions(gz, items=cat)
     assert data.interactions["item_id"].tolist() == inter["item_id"].tolist()
     assert data.items.set_index("item_id").loc["Crème brûlée", "title"] == "Crème brûlée à l'orange"
+
+
+def test_train_sequential_takes_date_order_and_the_leave_last_out_split_follows_it(tmp_path):
+    """The ambiguous-date warning says to pass --date-order: train_sequential has it too, and its split honours it."""
+    from domains.recommendation.sequential import load_leave_last_out
+    from domains.recommendation.train_sequential import TrainSequentialConfig
+
+    assert TrainSequentialConfig(date_order="day-first").date_order == "day-first"
+    # every date is ambiguous (both fields <= 12): which item is each user's last depends on the order asked for
+    rows = ["user_id,item_id,timestamp"] + [f"{u},{i},{d}" for u in (1, 2, 3) for i, d in ((10 + u * 10, "05/01/2024"), (11 + u * 10, "01/03/2024"),
+                                                                                          (12 + u * 10, "02/02/2024"), (13 + u * 10, "03/04/2024"))]
+    (tmp_path / "amb.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    day = load_leave_last_out(str(tmp_path / "amb.csv"), with_text=False, date_order="day-first")
+    month = load_leave_last_out(str(tmp_path / "amb.csv"), with_text=False, date_order="month-first")
+    # day-first: 5 Jan, 1 Mar, 2 Feb, 3 Apr -> last is the 4th item; month-first: 1 May, 3 Jan, 2 Feb, 4 Mar -> last is the 1st
+    assert list(day.split.test) != list(month.split.test)

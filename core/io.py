@@ -32,6 +32,7 @@ __all__ = [
     "write_marked_block",
     "sha256_file",
     "json_default",
+    "finite_or_none",
     "read_parquet",
     "read_csv_text",
     "CSV_FALLBACK_ENCODING",
@@ -113,8 +114,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=json_default) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2, strict: bool = False) -> Path:
+    """``obj`` as JSON at ``path``, atomically. ``strict=True``: every non-finite float (NaN, ±inf, NumPy's
+    too) is written as ``null`` (:func:`finite_or_none`), so the file is strict JSON (RFC 8259) that ``jq``,
+    JavaScript and other tools read — Python's default writes ``NaN``/``Infinity``, which they refuse. A
+    ``null`` says nothing of why: the writer records that beside it."""
+    if strict:
+        text = json.dumps(finite_or_none(obj), indent=indent, sort_keys=True, default=json_default, allow_nan=False)
+    else:
+        text = json.dumps(obj, indent=indent, sort_keys=True, default=json_default)
+    return atomic_write_text(path, text + "\n")
 
 
 def atomic_write_parquet(df: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
@@ -261,6 +270,26 @@ def json_default(obj: Any) -> Any:
 
         return dataclasses.asdict(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf; Python's or NumPy's, in dicts, lists, tuples, arrays,
+    dataclasses) replaced by ``None``; other values as :func:`json_default` turns them into JSON's."""
+    import math
+
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    try:
+        converted = json_default(obj)
+    except TypeError:
+        return obj  # json.dumps names the type it cannot write
+    return finite_or_none(converted)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

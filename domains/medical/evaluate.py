@@ -1,7 +1,9 @@
 """Evaluate a trained run on the held-out volume(s) of its task: ``python -m domains.medical.evaluate``.
 
 Metrics are computed on each test volume's *native* grid (the mask is resampled back to the input
-geometry first), per class: Dice and HD95 (mm) — ``domains.medical.metrics``. For the brain task the
+geometry first), per class: Dice and HD95 (mm) — ``domains.medical.metrics``. ``evaluation.json`` is
+strict JSON: an undefined metric (a class absent from both mask and label, an infinite HD95) is
+``null``, and its ``undefined`` entry says why (shape: ``domains.medical.metrics``). For the brain task the
 test labels are the AAL atlas carried onto MNI152 by nearest-neighbour resampling — an approximation of
 a tracing (see the card). ``--lcc`` / ``--tta`` evaluate with the inference switches ``infer`` uses.
 """
@@ -43,7 +45,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
         else:
             res = evaluate_segmenter(seg, task.test if cfg.split == "test" else task.training)
         res["model_run"] = str(model_run)
-        atomic_write_json(run.path("evaluation.json"), res)
+        atomic_write_json(run.path("evaluation.json"), res, strict=True)  # undefined metrics are null, the reason in "undefined"
         print_evaluation(res, seg.class_names)
         run.finish({"mean_dice": res["mean_dice"], **{f"dice/{k}": v for k, v in res["dice"].items()},
                     **{f"hd95/{k}": v for k, v in res["hd95_mm"].items()}})

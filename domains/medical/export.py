@@ -138,7 +138,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     with atomic_path(out_dir / "models" / "model.pt") as tmp:
         torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
     atomic_write_json(out_dir / "configs" / "inference.json", inference_config(meta, cfg.get("sw_batch_size", 4), cfg.get("overlap", 0.25)))
-    atomic_write_json(out_dir / "configs" / "metadata.json", metadata(meta, read_run(run_dir)))
+    atomic_write_json(out_dir / "configs" / "metadata.json", metadata(meta, read_run(run_dir)), strict=True)  # an older run's inf HD95 is null
     atomic_write_text(out_dir / "docs" / "README.md", f"# {meta['task_name']} segmentation (MONAI bundle)\n\nExported from `{run_dir}` by "
                       "`python -m domains.medical.bundle`. Classes: " + ", ".join(f"{i} {n}" for i, n in enumerate(meta["class_names"]))
                       + ".\n\nRun: `python -m monai.bundle run --config_file configs/inference.json --bundle_root . --dataset_dir <folder> "

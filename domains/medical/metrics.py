@@ -3,6 +3,19 @@ volume's *native* grid (the mask is resampled back to the input geometry first).
 
 For the brain task the test labels are the AAL atlas carried onto MNI152 by nearest-neighbour
 resampling — an approximation of a tracing (see the dataset card).
+
+The evaluation record (``evaluation.json``, ``test_evaluation.json``) is strict JSON: a metric that is
+undefined is ``null``, and the record's ``undefined`` entry — the same shape as the record, holding only
+the places that are ``null`` — says why, once. A case's Dice of a class absent from both mask and label::
+
+    {"case": "a", "dice": {"x": null, ...}, "hd95_mm": {"x": null, ...},
+     "undefined": {"dice": {"x": "class absent from both mask and label"}, "hd95_mm": {"x": "..."}}}
+
+HD95 of a class in only one of the two is undefined too (infinite: the label's class was missed, or
+the mask has a class the label lacks). Over cases, Dice and HD95 are means of the cases where they are
+defined; a class absent from every case is ``null``, and so is the HD95 of a class infinite in any case
+(its reason names the cases); ``mean_dice`` is the mean over the classes that have a Dice.
+:func:`dice_per_class` and :func:`hd95_per_class` themselves return floats (NaN / inf) for arrays.
 """
 
 from __future__ import annotations
@@ -72,22 +85,67 @@ def labelled_cases(cases: list[dict], num_classes: int) -> Iterator[tuple[str, V
         yield vol.id, vol, check_label_array(lab_vol.data, c["label"], num_classes)
 
 
+ABSENT_FROM_BOTH = "class absent from both mask and label"
+MISSED = "class in the label but not in the mask: the distance is infinite"
+NOT_IN_LABEL = "class in the mask but not in the label: the distance is infinite"
+
+
+def _case_row(case_id: str, mask: np.ndarray, label: np.ndarray, class_names: list[str], spacing, hd95: bool) -> dict:
+    """One case's record: Dice (and HD95) per class, ``None`` where undefined, with the reason in ``undefined``."""
+    metrics = {"dice": dice_per_class(mask, label, class_names)}
+    if hd95:
+        metrics["hd95_mm"] = hd95_per_class(mask, label, class_names, spacing)
+    row: dict = {"case": case_id}
+    undefined: dict = {}
+    for metric, values in metrics.items():
+        row[metric] = {}
+        for i, name in enumerate(class_names[1:], start=1):
+            v = values[name]
+            if np.isfinite(v):
+                row[metric][name] = v
+                continue
+            row[metric][name] = None
+            in_mask, in_label = bool((mask == i).any()), bool((label == i).any())
+            why = ABSENT_FROM_BOTH if not (in_mask or in_label) else MISSED if in_label else NOT_IN_LABEL
+            undefined.setdefault(metric, {})[name] = why
+    row["undefined"] = undefined
+    return row
+
+
+def _mean_over_cases(rows: list[dict], metric: str, names: list[str], undefined: dict) -> dict[str, float | None]:
+    """Per class, the mean of ``metric`` over the cases where it is defined. ``None`` (reason in ``undefined``)
+    when the class is absent from every case, or — HD95 — infinite in any case (a mean would hide the miss)."""
+    out: dict[str, float | None] = {}
+    for n in names:
+        vals = [r[metric][n] for r in rows if r[metric][n] is not None]
+        infinite = [f"{r['case']}: {r['undefined'][metric][n]}" for r in rows if r["undefined"].get(metric, {}).get(n, ABSENT_FROM_BOTH) != ABSENT_FROM_BOTH]
+        if metric == "hd95_mm" and infinite:
+            out[n] = None
+            undefined.setdefault(metric, {})[n] = "infinite in " + "; ".join(infinite)
+        elif not vals:
+            out[n] = None
+            undefined.setdefault(metric, {})[n] = f"{ABSENT_FROM_BOTH} in every case"
+        else:
+            out[n] = float(np.mean(vals))
+    return out
+
+
 def evaluate_volumes(seg, cases: Iterable[tuple[str, Volume, np.ndarray]], hd95: bool = True) -> dict:
-    """Per-case and mean metrics of a :class:`~domains.medical.predict.Segmenter` on (id, volume, label) cases."""
-    rows = []
-    for case_id, vol, label in cases:
-        mask = seg.predict_volume(vol)
-        row = {"case": case_id, "dice": dice_per_class(mask, label, seg.class_names)}
-        if hd95:
-            row["hd95_mm"] = hd95_per_class(mask, label, seg.class_names, vol.spacing)
-        rows.append(row)
+    """Per-case and mean metrics of a :class:`~domains.medical.predict.Segmenter` on (id, volume, label)
+    cases, as strict-JSON values: ``None`` where undefined, the reason in ``undefined`` (module docstring)."""
+    rows = [_case_row(case_id, seg.predict_volume(vol), label, seg.class_names, vol.spacing, hd95) for case_id, vol, label in cases]
     if not rows:
         raise MedicalInputError("no labelled test case to evaluate on")
     names = seg.class_names[1:]
-    mean_dice = {n: float(np.nanmean([r["dice"][n] for r in rows])) for n in names}
-    out = {"cases": rows, "dice": mean_dice, "mean_dice": float(np.nanmean(list(mean_dice.values())))}
+    undefined: dict = {}
+    mean_dice = _mean_over_cases(rows, "dice", names, undefined)
+    defined = [v for v in mean_dice.values() if v is not None]
+    out = {"cases": rows, "dice": mean_dice, "mean_dice": float(np.mean(defined)) if defined else None}
+    if not defined:
+        undefined["mean_dice"] = "no class has a Dice: each is absent from both mask and label in every case"
     if hd95:
-        out["hd95_mm"] = {n: float(np.nanmean([r["hd95_mm"][n] for r in rows])) for n in names}
+        out["hd95_mm"] = _mean_over_cases(rows, "hd95_mm", names, undefined)
+    out["undefined"] = undefined
     return out
 
 
@@ -103,16 +161,28 @@ def evaluate_heldout(seg, test_cases: list[dict], run, label: str = "") -> dict:
     if not any(c.get("label") for c in test_cases):
         return {}
     ev = evaluate_segmenter(seg, test_cases)
-    atomic_write_json(run.path("test_evaluation.json"), ev)
-    print(f"{label + ' ' if label else ''}held-out {', '.join(r['case'] for r in ev['cases'])}: mean foreground Dice {ev['mean_dice']:.3f} "
-          + " ".join(f"{k}={v:.3f}" for k, v in ev["dice"].items()))
+    atomic_write_json(run.path("test_evaluation.json"), ev, strict=True)
+    print(f"{label + ' ' if label else ''}held-out {', '.join(r['case'] for r in ev['cases'])}: mean foreground Dice {_fmt(ev['mean_dice'], '.3f')} "
+          + " ".join(f"{k}={_fmt(v, '.3f')}" for k, v in ev["dice"].items()))
     return {"test_mean_dice": ev["mean_dice"], **{f"test_dice/{k}": v for k, v in ev["dice"].items()},
             **{f"test_hd95/{k}": v for k, v in ev["hd95_mm"].items()}}
 
 
+def _fmt(v: float | None, spec: str) -> str:
+    """``v`` formatted by ``spec``; ``n/a`` (as wide) for an undefined value."""
+    return format(v, spec) if v is not None else format("n/a", ">" + spec.split(".")[0])
+
+
 def print_evaluation(res: dict, class_names: list[str]) -> None:
-    """The evaluation table (per class Dice and HD95, mean foreground Dice) on stdout."""
+    """The evaluation table (per class Dice and HD95, mean foreground Dice) on stdout; an undefined
+    value is ``n/a``, its reason listed below the table."""
     print(f"{'class':24s} {'Dice':>7s} {'HD95 mm':>8s}")
     for n in class_names[1:]:
-        print(f"{n:24s} {res['dice'][n]:7.3f} {res['hd95_mm'][n]:8.2f}")
-    print(f"{'mean foreground':24s} {res['mean_dice']:7.3f}")
+        print(f"{n:24s} {_fmt(res['dice'][n], '7.3f')} {_fmt(res['hd95_mm'][n], '8.2f')}")
+    print(f"{'mean foreground':24s} {_fmt(res['mean_dice'], '7.3f')}")
+    undefined = res.get("undefined", {})
+    for metric in ("dice", "hd95_mm"):
+        for n, why in undefined.get(metric, {}).items():
+            print(f"n/a {metric} {n}: {why}")
+    if "mean_dice" in undefined:
+        print(f"n/a mean_dice: {undefined['mean_dice']}")

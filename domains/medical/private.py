@@ -198,7 +198,9 @@ def heldout_dice(model: torch.nn.Module, pipe, task: MsdTask) -> dict:
 
     seg = Segmenter(model, pipe, task.class_names, device="cpu", sw_batch_size=4, overlap=0.25, amp=False)
     ev = evaluate_segmenter(seg, task.test, hd95=False)
-    return {"test_mean_dice": float(ev["mean_dice"]), **{f"test_dice/{k}": float(v) for k, v in ev["dice"].items()}}
+    nan = float("nan")  # the callers compute with these: an undefined (None) Dice stays NaN here, as before
+    return {"test_mean_dice": nan if ev["mean_dice"] is None else float(ev["mean_dice"]),
+            **{f"test_dice/{k}": nan if v is None else float(v) for k, v in ev["dice"].items()}}
 
 
 def train_private_model(cfg: PrivateConfig, data: PatchSet, initial: torch.nn.Module, run=None) -> tuple[torch.nn.Module, dict]:

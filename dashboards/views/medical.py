@@ -57,10 +57,10 @@ def label_volume(path: str) -> np.ndarray:
     return np.asarray(api.load_label(path))
 
 
-def upload_refused(e: Exception, folder: Path) -> str:
-    """A refusal of an uploaded scan in one line. The medical code names the file it read, here a file in the
-    session's private folder the user never saw: that path reads "the uploaded scan"."""
-    return "Upload refused: " + md_text(re.sub(re.escape(str(folder)) + r"[^\s:]*", "the uploaded scan", str(e)))
+def upload_refused(e: Exception, folder: Path, upload: str = "the uploaded scan") -> str:
+    """A refusal of an uploaded file in one line. The medical code names the file it read, here a file in the
+    session's private folder the user never saw: that path reads as ``upload`` ("the uploaded scan", "the uploaded label")."""
+    return "Upload refused: " + md_text(re.sub(re.escape(str(folder)) + r"[^\s:]*", upload, str(e)))
 
 
 with st.sidebar:
@@ -73,6 +73,7 @@ key = f"{run_key(run_dir)}#{int(lcc)}{int(tta)}"  # one cached model and result 
 source = st.radio("Input", ["Prepared case", "Upload a scan"], horizontal=True, key="med_source")
 image_source: str | None = None
 label_source: str | None = None
+label_refused = False  # an uploaded label refused (one line shown where it was refused)
 case_name = "upload"
 
 if source == "Prepared case":
@@ -100,15 +101,22 @@ else:
             data = up.getvalue()
             image_source = str(materialise(up.name, data, check_upload(up.name, data), store, api.dicom_to_nifti))
             case_name = "upload"  # not the file name: it may carry a patient's name
-            if up_label is not None:
-                ldata = up_label.getvalue()
-                label_source = str(materialise(up_label.name, ldata, check_upload(up_label.name, ldata), store, api.dicom_to_nifti, role="label"))
         except UploadError as e:
             st.error(f"Upload refused: {e}")
             image_source = None
         except api.MedicalInputError as e:
             st.error(upload_refused(e, store.path))
             image_source = None
+        if image_source is not None and up_label is not None:
+            try:  # the label is optional: one refused is one line, and the scan is still segmented (no Dice)
+                ldata = up_label.getvalue()
+                label_source = str(materialise(up_label.name, ldata, check_upload(up_label.name, ldata), store, api.dicom_to_nifti, role="label"))
+            except UploadError as e:
+                st.error(f"Upload refused: {e}")
+                label_refused = True
+            except api.MedicalInputError as e:
+                st.error(upload_refused(e, store.path, "the uploaded label"))
+                label_refused = True
     else:
         st.caption("Drop a file above to segment it.")
 
@@ -140,8 +148,15 @@ def class_name(c: int) -> str:
 label: np.ndarray | None = None
 if label_source is not None:
     with friendly_errors("Reading the label"):
-        label = label_volume(label_source)
-        if label.shape != mask.shape:
+        try:
+            label = label_volume(label_source)
+        except api.MedicalInputError as e:
+            if source != "Upload a scan":
+                raise
+            # what load_label refuses in an uploaded label (fractional values, another dimensionality, an unreadable
+            # file) is the upload's fault: one line naming "the uploaded label", not the session's private path
+            st.error(upload_refused(e, store.path, "the uploaded label"))
+        if label is not None and label.shape != mask.shape:
             st.warning(f"The label's shape {label.shape} differs from the scan's {mask.shape}; it is not on the same grid, so no Dice.")
             label = None
 
@@ -276,7 +291,7 @@ with left:
 with right:
     st.subheader("Dice against the label")
     if label is None:
-        st.caption("No label for this input, so no Dice." if label_source is None else "The label could not be used (see above).")
+        st.caption("No label for this input, so no Dice." if label_source is None and not label_refused else "The label could not be used (see above).")
     else:
         with friendly_errors("Computing Dice"):
             dice = dice_of(key, image_source, label_source)

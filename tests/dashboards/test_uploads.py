@@ -402,3 +402,32 @@ def test_an_uploads_name_cannot_break_out_of_its_code_span():
     with pytest.raises(UploadError) as e:
         check_upload("a" * 500 + ".nii", b"x" * 400)
     assert len(str(e.value)) < 250 and "…`" in str(e.value)
+
+
+def test_the_medical_page_refuses_a_bad_uploaded_label_in_one_line_and_still_segments_the_scan(domain_run, tmp_root):
+    """A label the medical code refuses (non-integer values, 4D) showed "Reading the label failed: …" with a details
+    expander and the session's private temp path; it is now one line naming "the uploaded label", as the scan's refusals."""
+    run = domain_run("medical")
+    rng = np.random.default_rng(0)
+    body = (np.linalg.norm(np.indices((40, 40, 24)).T - [12, 20, 20], axis=-1).T < 15)
+    scan = _nifti_bytes((rng.normal(100, 10, body.shape) * body).astype(np.float32))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("views/medical.py").run()
+    box = at.selectbox(key="medical_run")
+    box.set_value(next(o for o in box.options if o.startswith(f"{run.run_dir.name}  ·"))).run()
+    at.radio(key="med_source").set_value("Upload a scan").run()
+    at.file_uploader(key="med_upload").upload("scan.nii", scan, "application/octet-stream")
+    labels = {
+        "fractional.nii": (_nifti_bytes(body * np.float32(0.5)), "label volume holds non-integer values; expected integer class ids"),
+        "series.nii": (_nifti_bytes(np.stack([body, body], -1).astype(np.uint8)), "expected a 3D volume, got 4D data"),
+    }
+    for name, (data, expected) in labels.items():
+        at.file_uploader(key="med_upload_label").upload(name, data, "application/octet-stream")
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        errors = [e.value.replace("\\", "") for e in at.error]
+        assert len(errors) == 1 and errors[0].startswith("Upload refused: the uploaded label: ") and expected in errors[0], (name, errors)
+        assert str(tmp_root) not in errors[0] and not [x for x in at.expander if x.label == "Details for a bug report"], name
+        assert any("Slices of" in s.value for s in at.subheader), name  # the scan is still segmented and shown
+        assert any("The label could not be used" in c.value for c in at.caption), name

@@ -79,9 +79,11 @@ def test_train_layout_keeps_the_function_gradients_and_state_dict():
     la.backward()
     lb.backward()
     assert abs(float(la.detach()) - float(lb.detach())) < 1e-5
+    # float32 sums in another order: on an Intel Xeon (AMX) the largest gradient difference was < 1e-4 of the largest
+    # gradient; on an AMD EPYC (AVX2 kernels, session 10) 2.8e-4 with this seed. A wrong layout or norm is O(1).
     scale = max(float(p.grad.abs().max()) for p in plain.parameters())
     for (name, pa), pb in zip(plain.named_parameters(), fast.parameters()):
-        assert torch.allclose(pa.grad, pb.grad, atol=1e-4 * scale), name
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-3 * scale), name
     bf16 = copy.deepcopy(plain)
     if to_train_layout(bf16, cpu, amp=True) == torch.contiguous_format:  # a CPU with bf16 units: layout untouched
         assert sum(type(m) is torch.nn.InstanceNorm3d for m in bf16.modules()) == sum(type(m) is torch.nn.InstanceNorm3d for m in plain.modules())

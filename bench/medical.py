@@ -1,4 +1,4 @@
-"""Medical benchmark → BENCHMARKS.md section "medical".
+"""Medical benchmark → BENCHMARKS.md section "medical" (on a CPU with bf16 matrix units, AMX; "medical-no-amx" on one without).
 
     python bench/medical.py [--model-run RUN] [--slices-full RUN] [--slices-lora RUN] [--steps 12]
 
@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from core.bench import PeakRSS, machine_line, markdown_table, write_benchmark_section  # noqa: E402
+from core.device import cpu_has_bf16_matrix_units  # noqa: E402
 
 
 def reference_train_loader(case: dict, pipe):
@@ -248,7 +249,11 @@ def main(argv=None) -> int:
         text = speed_and_quality(args)
         print(text)
         if not args.no_write:
-            write_benchmark_section("medical", "## Medical (MONAI segmentation)\n\n" + text)
+            # one section per kind of CPU, so a run on one kind does not overwrite the other's figures
+            if cpu_has_bf16_matrix_units():
+                write_benchmark_section("medical", "## Medical (MONAI segmentation)\n\n" + text)
+            else:
+                write_benchmark_section("medical-no-amx", "## Medical speed on a CPU without bf16 matrix units (e.g. AMD EPYC)\n\n" + text)
     if args.part == "prep":
         print(augmentation_cost(args))
     if args.part in ("all", "robustness"):

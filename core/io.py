@@ -24,6 +24,7 @@ from core.logging import get_logger
 log = get_logger("io")
 
 __all__ = [
+    "text_encoding_of",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -192,6 +193,12 @@ def read_csv_text(path: str | os.PathLike, encoding: str | None = None, **kwargs
     df = pd.read_csv(path, encoding=encoding, **kwargs)
     df.attrs["encoding"] = encoding
     return df
+
+
+def text_encoding_of(path: str | os.PathLike) -> str:
+    """The encoding to open a text file's first lines with before :func:`read_csv_text` reads it (e.g. to sniff
+    its header): ``utf-16`` when it starts with a UTF-16 byte-order mark, else ``utf-8-sig`` (a .gz file: its text)."""
+    return "utf-16" if _starts_with(path, _UTF16_BOMS) else "utf-8-sig"
 
 
 def _starts_with(path: str | os.PathLike, prefixes: tuple[bytes, ...]) -> bool:

@@ -55,7 +55,7 @@ import pandas as pd
 
 from core.data import DatasetSpec, SourceMissingError, ensure_dataset
 from core.errors import UserInputError
-from core.io import atomic_write_parquet, read_csv_text
+from core.io import atomic_write_parquet, read_csv_text, text_encoding_of
 from core.logging import get_logger
 
 __all__ = [
@@ -412,9 +412,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     import gzip
 
     opener = gzip.open if suffix.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        utf16 = fh.read(2) in (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text" export (read_csv_text reads it too)
-    with opener(path, "rt", encoding="utf-16" if utf16 else "utf-8-sig", errors="replace") as fh:
+    with opener(path, "rt", encoding=text_encoding_of(path), errors="replace") as fh:
         head = [fh.readline() for _ in range(3)]
     sep = "\t" if suffix == ".tsv" else _sniff_separator(head[0])
     cells = [[c.strip() for c in h.rstrip("\r\n").split(sep)] for h in head]

@@ -307,6 +307,17 @@ def test_the_app_sweeps_stale_upload_folders_at_start(tmp_root, tmp_path, monkey
     assert not stale.exists() and fresh.exists()
 
 
+def _medical_upload_page(run, timeout: int) -> AppTest:
+    """The medical page on ``run`` with "Upload a scan" chosen (what every upload test starts from)."""
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"), default_timeout=timeout)
+    at.run()
+    at.switch_page("views/medical.py").run()
+    box = at.selectbox(key="medical_run")
+    box.set_value(next(o for o in box.options if o.startswith(f"{run.run_dir.name}  ·"))).run()
+    at.radio(key="med_source").set_value("Upload a scan").run()
+    return at
+
+
 @pytest.mark.slow  # the unit tests above cover each rule; this is the whole path through the page
 def test_the_medical_page_segments_an_uploaded_dicom_zip_and_keeps_no_raw_dicom(domain_run, tmp_root, tmp_path):
     """The whole path on the page: a zipped DICOM series with a patient's name is segmented; what
@@ -316,12 +327,7 @@ def test_the_medical_page_segments_an_uploaded_dicom_zip_and_keeps_no_raw_dicom(
     vol = (rng.normal(100, 10, (40, 40, 24)) * (np.linalg.norm(np.indices((40, 40, 24)).T - [12, 20, 20], axis=-1).T < 15)).astype(np.int16)
     files = write_dicom_series(tmp_path / "src", vol, spacing=(4.0, 4.0, 4.0))
     data = zip_bytes({f"{PATIENT}/{f.name}": f.read_bytes() for f in files})
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"), default_timeout=240)
-    at.run()
-    at.switch_page("views/medical.py").run()
-    box = at.selectbox(key="medical_run")
-    box.set_value(next(o for o in box.options if o.startswith(f"{run.run_dir.name}  ·"))).run()
-    at.radio(key="med_source").set_value("Upload a scan").run()
+    at = _medical_upload_page(run, timeout=240)
     at.file_uploader(key="med_upload").upload(f"{PATIENT}.zip", data, "application/zip")
     at.run()
     assert not at.exception, [e.message for e in at.exception]
@@ -351,12 +357,7 @@ def test_the_medical_page_refuses_in_one_line_what_infer_refuses(domain_run, tmp
     body = (np.linalg.norm(np.indices((40, 40, 24)).T - [12, 20, 20], axis=-1).T < 15)
     files = write_dicom_series(tmp_path / "ct", (rng.normal(100, 10, body.shape) * body).astype(np.int16), spacing=(4.0, 4.0, 4.0),
                                modality="CT")
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"), default_timeout=120)
-    at.run()
-    at.switch_page("views/medical.py").run()
-    box = at.selectbox(key="medical_run")
-    box.set_value(next(o for o in box.options if o.startswith(f"{run.run_dir.name}  ·"))).run()
-    at.radio(key="med_source").set_value("Upload a scan").run()
+    at = _medical_upload_page(run, timeout=120)
     uploads_ = {
         "ct.zip": (zip_bytes({f.name: f.read_bytes() for f in files}), "a CT scan (DICOM Modality CT), but this model was trained on MRI"),
         "blank.nii.gz": (gzip.compress(_nifti_bytes(np.full((40, 40, 24), 7.0, np.float32))), "every voxel is 7"),
@@ -411,12 +412,7 @@ def test_the_medical_page_refuses_a_bad_uploaded_label_in_one_line_and_still_seg
     rng = np.random.default_rng(0)
     body = (np.linalg.norm(np.indices((40, 40, 24)).T - [12, 20, 20], axis=-1).T < 15)
     scan = _nifti_bytes((rng.normal(100, 10, body.shape) * body).astype(np.float32))
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"), default_timeout=120)
-    at.run()
-    at.switch_page("views/medical.py").run()
-    box = at.selectbox(key="medical_run")
-    box.set_value(next(o for o in box.options if o.startswith(f"{run.run_dir.name}  ·"))).run()
-    at.radio(key="med_source").set_value("Upload a scan").run()
+    at = _medical_upload_page(run, timeout=120)
     at.file_uploader(key="med_upload").upload("scan.nii", scan, "application/octet-stream")
     labels = {
         "fractional.nii": (_nifti_bytes(body * np.float32(0.5)), "label volume holds non-integer values; expected integer class ids"),

@@ -40,7 +40,7 @@ from domains.finance.data import PriceDataError
 from domains.finance.features import GARCH_REALS, KNOWN_REALS, OBSERVED_REALS, OPTIONAL_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors, observed_inputs
 
 __all__ = ["TFTSpec", "MODELS", "register_model", "create_model", "model_entry", "build_tft", "build_timeseries_dataset", "Forecaster",
-           "fit", "qlike_loss", "qlike_of_log_ratio", "variance_qlike_loss", "add_variance_head", "has_variance_head", "variance_output", "vol_output_name", "predict_quantiles",
+           "fit", "training_objective", "evaluate_objective", "qlike_loss", "qlike_of_log_ratio", "variance_qlike_loss", "add_variance_head", "has_variance_head", "variance_output", "vol_output_name", "predict_quantiles",
            "quantile_columns", "quantile_rows"]
 
 log = get_logger("finance.model")
@@ -295,6 +295,41 @@ def qlike_loss(z_q: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, quantile
     return qlike_of_log_ratio(torch.log(m), cap)
 
 
+def training_objective(model, out: dict, y: list[torch.Tensor], tensors: PanelTensors, idx, *, qlike_weight: float = 0.0,
+                       variance_weight: float = 0.0, qlike_cap: float = 0.0) -> torch.Tensor:
+    """The loss :func:`fit` minimises for one batch: the model output ``out`` and targets ``y`` of windows
+    ``idx`` (``tensors.batch(idx)``, model units) — pinball, plus ``qlike_weight`` × the mean :func:`qlike_loss` of
+    the realised-vol quantiles, plus ``variance_weight`` × the variance head's mean :func:`variance_qlike_loss`."""
+    loss = pinball_loss(model, out["prediction"], y)
+    if not (qlike_weight or (variance_weight and has_variance_head(model))):
+        return loss
+    if tensors.vol_scale is None:
+        raise ValueError("the QLIKE terms need PanelTensors built with vol_scale (Forecaster.tensors)")
+    scale = tensors.vol_scale[torch.as_tensor(np.asarray(idx))]
+    if qlike_weight:
+        loss = loss + qlike_weight * qlike_loss(out["prediction"][1], y[1], scale, cap=qlike_cap).mean()
+    if variance_weight and has_variance_head(model):
+        h = variance_output(model, out["prediction"][1])
+        loss = loss + variance_weight * variance_qlike_loss(h, y[1], scale, cap=qlike_cap).mean()
+    return loss
+
+
+@torch.no_grad()
+def evaluate_objective(model, tensors: PanelTensors, origins: np.ndarray, *, batch_size: int = 1024, qlike_weight: float = 0.0,
+                       variance_weight: float = 0.0, qlike_cap: float = 0.0) -> float:
+    """:func:`training_objective` over windows ``origins`` with the model in eval mode (no dropout), the
+    mean over windows: what ``--select-on loss`` keeps the best epoch by."""
+    model.eval()
+    origins = np.asarray(origins, dtype=np.int64)
+    total = 0.0
+    for s in range(0, len(origins), batch_size):
+        idx = origins[s:s + batch_size]
+        x, y = tensors.batch(idx)
+        loss = training_objective(model, model(x), y, tensors, idx, qlike_weight=qlike_weight, variance_weight=variance_weight, qlike_cap=qlike_cap)
+        total += float(loss) * len(idx)
+    return total / max(len(origins), 1)
+
+
 def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, batch_size: int = 128,
         max_batches: int | None = 60, lr: float = 3e-3, weight_decay: float = 1e-5, seed: int = 0,
         optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
@@ -335,16 +370,7 @@ def fit(model, tensors: PanelTensors, origins: np.ndarray, *, epochs: int = 3, b
             idx = origins[perm[b * batch_size:(b + 1) * batch_size].numpy()]
             x, y = tensors.batch(idx)
             out = net(x)
-            loss = pinball_loss(model, out["prediction"], y)
-            if qlike_weight:
-                if tensors.vol_scale is None:
-                    raise ValueError("qlike_weight needs PanelTensors built with vol_scale (Forecaster.tensors)")
-                loss = loss + qlike_weight * qlike_loss(out["prediction"][1], y[1], tensors.vol_scale[torch.as_tensor(idx)], cap=qlike_cap).mean()
-            if variance_weight and has_variance_head(model):
-                if tensors.vol_scale is None:
-                    raise ValueError("variance_weight needs PanelTensors built with vol_scale (Forecaster.tensors)")
-                h = variance_output(model, out["prediction"][1])
-                loss = loss + variance_weight * variance_qlike_loss(h, y[1], tensors.vol_scale[torch.as_tensor(idx)], cap=qlike_cap).mean()
+            loss = training_objective(model, out, y, tensors, idx, qlike_weight=qlike_weight, variance_weight=variance_weight, qlike_cap=qlike_cap)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)

@@ -57,7 +57,7 @@ from domains.finance.features import QUANTILES, TARGETS, series_by_ticker
 from domains.finance.metrics import (AS_Z2_CRITICAL_5PCT, acerbi_szekely_z2, christoffersen_from_counts, cumulative_var,
                                      diebold_mariano, es_from_quantiles, kupiec_pof, mcneil_frey, pinball_rows, qlike_rows,
                                      second_moment_from_quantiles, transition_counts, var_backtest)
-from domains.finance.model import Forecaster, create_model, fit, predict_quantiles
+from domains.finance.model import Forecaster, create_model, evaluate_objective, fit, predict_quantiles
 from domains.finance.training import fit_scaler, init_output_bias, input_report, loss_terms, model_spec
 from domains.finance.variance import DEFAULT_ENSEMBLE_VARIANCE, DEFAULT_RULE, ensemble_variance, recalibrated_variance, rvol_quantile_columns
 
@@ -156,19 +156,27 @@ def _val_pinball(model, T, origins: np.ndarray) -> float:
     return tot / len(TARGETS)
 
 
+def _val_score(model, T, origins: np.ndarray, cfg) -> float:
+    """What the early-stopping choice minimises on the validation windows (``--select-on``)."""
+    if getattr(cfg, "select_on", "pinball") == "loss":
+        return evaluate_objective(model, T, origins, **loss_terms(cfg))
+    return _val_pinball(model, T, origins)
+
+
 def _train_member(m: _Member, T, train_o, val_o, epochs: int, cfg, fold: int, can_skip: bool) -> dict:
-    """Train ``epochs`` epochs, keep the epoch with the best validation pinball (0 = no refit, when
-    ``can_skip``). Returns the chosen epoch and its validation loss."""
+    """Train ``epochs`` epochs, keep the epoch with the best validation score (``--select-on``: pinball, the
+    default, or the training objective; 0 = no refit, when ``can_skip``). Returns the chosen epoch and its
+    validation score (key ``val_pinball`` whatever it measures; the run's config says which)."""
     have_val = len(val_o) > 0
     best_state, best_epoch, best_val = None, 0, float("inf")
     if can_skip and have_val:
-        best_val, best_state = _val_pinball(m.model, T, val_o), copy.deepcopy(m.model.state_dict())
+        best_val, best_state = _val_score(m.model, T, val_o, cfg), copy.deepcopy(m.model.state_dict())
     for e in range(epochs):
         batches = (cfg.refit_batches or cfg.max_batches) if can_skip else cfg.max_batches
         fit(m.model, T, train_o, epochs=e + 1, start_epoch=e, of_epochs=epochs, batch_size=cfg.batch_size, max_batches=batches or None,
             lr=cfg.lr, seed=m.seed * 1000 + fold, optimizer=m.opt, desc=f"fold {fold} seed {m.seed}",
             **loss_terms(cfg))
-        v = _val_pinball(m.model, T, val_o) if have_val else float(-e)  # no validation data: the last epoch
+        v = _val_score(m.model, T, val_o, cfg) if have_val else float(-e)  # no validation data: the last epoch
         if v < best_val:
             best_val, best_epoch, best_state = v, e + 1, copy.deepcopy(m.model.state_dict())
     if best_state is not None:
@@ -243,6 +251,11 @@ RESUME_FORMAT = 1
 # BacktestConfig fields that cannot change a fold's result (rescoring is separate: --variance-rule/--rescore)
 NOT_IN_FINGERPRINT = frozenset({"name", "runs_dir", "track", "threads", "rescore", "variance_rule", "ensemble_variance", "quick", "resume", "device"})
 
+# fields added after runs were made, at the value that reproduces the behaviour before them: left out of the
+# fingerprint at that value, so an earlier run's folder still resumes (and keeps its default name)
+ADDED_LATER = {"select_on": "pinball"}
+_UNSET = object()
+
 
 class ResumeMismatchError(UserInputError, ValueError):
     """A run folder's finished folds were computed with other settings or data than the rerun's."""
@@ -258,7 +271,7 @@ def backtest_fingerprint(panel: pd.DataFrame, feat: pd.DataFrame, cfg) -> dict:
     """Everything that decides a fold's result, one key per item (a mismatch names the key): every
     config field except run-level ones (:data:`NOT_IN_FINGERPRINT`), hashes of the price panel and of
     the model's features, the tickers and the fold cutoffs, and the store's format version."""
-    conf = {k: v for k, v in asdict(cfg).items() if k not in NOT_IN_FINGERPRINT}
+    conf = {k: v for k, v in asdict(cfg).items() if k not in NOT_IN_FINGERPRINT and ADDED_LATER.get(k, _UNSET) != v}
     dates = np.sort(feat.loc[~feat["is_future"], "date"].unique())
     cuts = fold_cutoffs(dates, cfg.folds, cfg.test_days, cfg.horizon)
     return json.loads(json.dumps({"format": RESUME_FORMAT, **conf, "tickers": sorted(map(str, feat["ticker"].unique())),

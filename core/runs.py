@@ -2,6 +2,8 @@
 
 It holds the resolved ``config.json``, ``run.json`` (command, kind, status, timings, device, pid),
 per-step ``metrics.jsonl``, final ``metrics.json``, ``checkpoints/``, ``log.jsonl`` and ``.lock``.
+The two metrics files are strict JSON: a non-finite value (NaN, ±inf, e.g. an undefined HD95) is
+``null`` there — readers take ``null`` as "no value" — and is not sent to MLflow.
 The path is printed at the end of every command. ``<runs_dir>/<domain>/latest`` points at the
 newest completed run of kind ``"model"`` (a run that trained a model), which is what
 ``score``/``infer`` commands and dashboards use by default (:func:`resolve_model_run`); runs of
@@ -38,7 +40,7 @@ from core.checkpoint import (CheckpointDamagedError, CheckpointMismatchError, ch
 from core.config import RunConfig, RunNameError, check_run_name, recorded_config
 from core.device import device_summary, resolve_device, seed_everything
 from core.errors import UserInputError
-from core.io import atomic_write_bytes, atomic_write_json
+from core.io import atomic_write_bytes, atomic_write_json, finite_or_none, json_default
 from core.locking import FolderLock, is_locked, lock_holder, pid_alive
 from core.logging import attach_run_log, detach_run_log, get_logger
 from core.tracking import Tracker
@@ -486,8 +488,9 @@ class Run:
         if not self.is_main:
             self._finished = True
             return self.dir
-        atomic_write_json(self.dir / "metrics.json", self.summary)
-        self.tracker.log_metrics({k: v for k, v in self.summary.items()}, step=None)
+        summary = finite_or_none(self.summary)  # NaN/inf (e.g. an HD95 of an absent class) -> null: strict JSON
+        atomic_write_json(self.dir / "metrics.json", summary, strict=True)
+        self.tracker.log_metrics(summary, step=None)  # MLflow skips the nulls
         if self.kind == "model":
             self._close("completed", point_latest=True)
         else:
@@ -553,11 +556,12 @@ class Run:
         if not self.is_main:
             return
         self._completed_files = None  # new work: from here a failure is this attempt's, recorded as such
-        row = {"step": int(step), "time": round(time.time(), 3), **{k: _num(v) for k, v in metrics.items()}}
-        self._metrics_fh.write(json.dumps(row) + "\n")
+        values = finite_or_none({k: _num(v) for k, v in metrics.items()})  # NaN/inf -> null: every row is strict JSON
+        row = {"step": int(step), "time": round(time.time(), 3), **values}
+        self._metrics_fh.write(json.dumps(row, default=json_default, allow_nan=False) + "\n")
         self._metrics_fh.flush()
         self._metrics_rows += 1
-        self.tracker.log_metrics(metrics, step=step)
+        self.tracker.log_metrics(values, step=step)  # MLflow skips the nulls
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.is_main:

@@ -198,12 +198,16 @@ def run_path(key: str) -> str:
 
 
 def scalar_metrics(run: dict[str, Any]) -> dict[str, float]:
-    """The numeric final metrics of a run (``metrics.json``), nested keys flattened with dots."""
+    """The numeric final metrics of a run (``metrics.json``), nested keys flattened with dots. A ``null``
+    (how the run records an undefined value, e.g. the HD95 of an absent class) is NaN: shown as a metric
+    without a value, not dropped."""
     out: dict[str, float] = {}
     for k, v in flatten(run.get("metrics") or {}).items():
         if isinstance(v, bool):
             continue
-        if isinstance(v, (int, float)):
+        if v is None:
+            out[k] = float("nan")
+        elif isinstance(v, (int, float)):
             out[k] = float(v)
     return out
 

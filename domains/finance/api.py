@@ -215,8 +215,12 @@ def load_backtest(run_dir: str | Path) -> Backtest:
     m = _read_json(run_dir / "metrics.json") or {}
     verdict = None
     if isinstance(m, dict) and "best_baseline_vol" in m:
-        verdict = Verdict(tft_vol_pinball=float(m.get("tft_vol_pinball", float("nan"))), best_baseline=str(m["best_baseline_vol"]),
-                          best_baseline_vol_pinball=float(m.get("best_baseline_vol_pinball", float("nan"))),
+        def number(key: str) -> float:  # metrics.json writes an undefined value as null (strict JSON): NaN here
+            v = m.get(key)
+            return float("nan") if v is None else float(v)
+
+        verdict = Verdict(tft_vol_pinball=number("tft_vol_pinball"), best_baseline=str(m["best_baseline_vol"]),
+                          best_baseline_vol_pinball=number("best_baseline_vol_pinball"),
                           tft_beats_best_baseline=bool(m.get("tft_beats_best_baseline_vol")))
     return Backtest(**out, verdict=verdict)
 

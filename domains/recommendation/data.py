@@ -29,10 +29,19 @@ Splits (:func:`split_interactions`, selected by name; :data:`SPLITS`):
 user's last training item for leave-last-out); it chooses epochs and hyper-parameters of the
 two-tower and of the baselines, so the test split is used once.
 
-User files (:func:`load_interactions`): Parquet, CSV (any of , ; tab | as separator, .gz too; UTF-8, else read as a
-Windows/Excel export in cp1252, logged: :func:`core.io.read_csv_text`) or JSON lines
+User files (:func:`load_interactions`): Parquet, CSV (any of , ; tab | as separator, .gz too) or JSON lines
 (``.jsonl``/``.json``, one object per line or an array of objects) with ``user_id, item_id, timestamp`` and an
-optional ``rating``; Amazon review dumps' ``reviewerID, asin, overall, unixReviewTime`` are read as those. :func:`load_movielens_folder` reads torchrec-style MovieLens folders
+optional ``rating``; Amazon review dumps' ``reviewerID, asin, overall, unixReviewTime`` are read as those. CSV and
+JSON text is decoded the same way (:func:`core.io.read_csv_text`, :func:`core.io.text_encoding_of`): UTF-16 when the
+file starts with its byte-order mark, else UTF-8 (a byte-order mark skipped), else a Windows/Excel export in cp1252 (logged).
+
+Ids are what the file wrote, as RecBole reads its ``token`` fields: a CSV id column is read as text, a JSON number
+with a fraction keeps its written text (``1.5`` is the id ``"1.5"``, and ``1`` beside it stays ``1``). A column whose
+every id is a plain integer (``7``, ``12.0``; no leading zero) becomes integers, so ``12`` in one file matches
+``12`` in another; otherwise every id of the column is text — ``"007"`` and ``"7"`` stay two ids. A Parquet float
+id column (which has no written text: ``1`` would print as ``"1.0"`` and no longer match ``1`` in a catalogue file)
+is read as integers when every value is whole, and refused otherwise (``1.5``, ``inf``; write such ids as text).
+Queries look ids up the same way (:func:`id_as_recorded`; ``domains/recommendation/inference.py``). :func:`load_movielens_folder` reads torchrec-style MovieLens folders
 (``ml-1m``: ``ratings.dat``/``movies.dat``/``users.dat`` with ``::``; ``ml-20m``/``ml-25m``:
 ``ratings.csv``/``movies.csv``). Timestamps are seconds (or ms, µs, ns) since 1970, or dates: 8-digit numbers that
 are all calendar dates (``20240131``) are read as YYYYMMDD days (logged); day/month dates written with slashes, dots or
@@ -60,14 +69,15 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from core.data import DatasetSpec, SourceMissingError, ensure_dataset, prepare
-from core.errors import UserInputError
-from core.io import atomic_write_parquet, read_csv_text
+from core.errors import UserInputError, plain
+from core.io import CSV_FALLBACK_ENCODING, atomic_write_parquet, read_csv_text, text_encoding_of
 from core.logging import get_logger
 from domains.recommendation.checks import ArgumentError, found, fraction, frame_arg, path_arg, whole_number
 
@@ -261,7 +271,7 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
         bad = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if bad.any():
             raise InteractionDataError(f"{source}: {int(bad.sum())} row(s) with an empty {col} (first at file rows {_rows(bad)})")
-    out = pd.DataFrame({"user_id": _ids(df["user_id"]), "item_id": _ids(df["item_id"])})
+    out = pd.DataFrame({"user_id": _ids(df["user_id"], source, "user_id"), "item_id": _ids(df["item_id"], source, "item_id")})
     ts = df["timestamp"]
     if pd.api.types.is_bool_dtype(ts):  # True/False would be the times 1 and 0: every interaction at the same moment
         raise InteractionDataError(f"{source}: column 'timestamp' holds true/false values; expected numbers (seconds since 1970) or dates")
@@ -447,24 +457,69 @@ def _whole_time_units(since: pd.Series, source: str) -> pd.Series:
 # an id written as a plain integer ("12", "-3", "12.0" as a float column prints it): no leading zero, at most
 # 18 digits (fits int64 exactly). "007", "1e3" or a 25-digit id stay text, so "007" and "7" remain two ids
 _INT_ID = re.compile(r"[+-]?(0|[1-9][0-9]{0,17})(\.0*)?")
+# the id columns of an interaction, item or user file under every name validate_interactions accepts for them
+# (the last two: Amazon review dumps); a JSON number in one of them keeps the text it was written as
+ID_COLUMN_NAMES = ("user_id", "item_id", "userid", "user", "movieid", "itemid", "item", "movie_id", "reviewerid", "asin")
+_EXACT_FLOAT = 2**53  # a float64 holds every integer below this exactly
 
 
-def _ids(s: pd.Series) -> pd.Series:
+def _ids(s: pd.Series, source: str = "interactions", column: str = "id") -> pd.Series:
     """A column of ids: integers when every id is written as a plain integer (``12`` or ``12.0``), else
-    stripped strings (leading zeros, spaces inside, unicode kept; only surrounding blanks removed)."""
+    stripped strings (leading zeros, spaces inside, unicode kept; only surrounding blanks removed). A float
+    column (Parquet) is read as integers when every value is a whole number below 2**53; any other value
+    (``1.5``, ``inf``, ``1e20``) is refused (:class:`InteractionDataError`): a float has no written text, and its
+    printed form (``"1.0"``) would not match the same id written ``1`` elsewhere (a catalogue file)."""
     if pd.api.types.is_unsigned_integer_dtype(s) and len(s) and int(s.max()) >= 2**63:  # would wrap to negative int64 ids
         return s.astype(str)
     if pd.api.types.is_integer_dtype(s):
         return s.astype(np.int64)
     if pd.api.types.is_float_dtype(s):
         v = s.to_numpy(np.float64)
-        if np.all(np.isfinite(v)) and np.all(np.mod(v, 1) == 0) and np.all(np.abs(v) < 2**53):
-            return s.astype(np.int64)
-        return s.astype(str).str.strip()
+        bad = ~(np.isfinite(v) & (np.mod(v, 1) == 0) & (np.abs(v) < _EXACT_FLOAT))
+        if bad.any():
+            raise InteractionDataError(f"{source}: column {column!r} is a float column with {int(bad.sum())} id(s) that are not whole numbers below 2**53 "
+                                       f"(first at rows {_rows(bad)}: {', '.join(plain(x) for x in v[bad][:3])}); expected ids stored as integers or text "
+                                       "(e.g. df[col].astype(str) before to_parquet)")
+        return s.astype(np.int64)
     text = s.astype(str).str.strip()
     if len(text) and text.str.fullmatch(_INT_ID).all():
         return text.str.replace(r"\.0*$", "", regex=True).astype(np.int64)
     return text
+
+
+def id_as_recorded(value):
+    """The id the loader records for one id written as ``value`` (the rule of :func:`_ids` for one cell): text is
+    stripped, and a plain integer (``"12"``, ``"12.0"``, ``12``, ``12.0``) becomes the integer; other text stays text
+    (``"007"``, ``"1e3"``). ``None`` for a value that is no id (a fraction, NaN, a container)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return int(v) if np.isfinite(v) and v.is_integer() and abs(v) < _EXACT_FLOAT else None
+    if isinstance(value, str):
+        text = value.strip()
+        return int(re.sub(r"\.0*$", "", text)) if _INT_ID.fullmatch(text) else text
+    return None
+
+
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+
+
+def id_number(value) -> Decimal | None:
+    """The number an id is written as (``"007"``, ``"7"``, ``7``, ``7.0`` are all 7), or None for an id that is not
+    a plain decimal number (``"a7"``, ``"1e3"``): what tells a typed id that differs from a recorded one only in
+    how the number is written."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return Decimal(int(value))
+    if isinstance(value, (float, np.floating)):
+        return Decimal(float(value)) if np.isfinite(float(value)) else None
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        return Decimal(value.strip())
+    return None
 
 
 def _same_id_type(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -494,7 +549,7 @@ def _normalise_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
     items = items.copy()
     if "item_id" not in items.columns:
         raise InteractionDataError(f"{source}: item table has no 'item_id' column (found {list(items.columns)})")
-    items["item_id"] = _ids(items["item_id"])
+    items["item_id"] = _ids(items["item_id"], f"{source} (item table)", "item_id")
     if items["item_id"].duplicated().any():
         raise InteractionDataError(f"{source}: item table lists {int(items['item_id'].duplicated().sum())} item id(s) twice")
     if "title" not in items.columns:
@@ -517,7 +572,7 @@ def _normalise_users(users: pd.DataFrame, source: str) -> pd.DataFrame:
     users = users.copy()
     if "user_id" not in users.columns:
         raise InteractionDataError(f"{source}: user table has no 'user_id' column (found {list(users.columns)})")
-    users["user_id"] = _ids(users["user_id"])
+    users["user_id"] = _ids(users["user_id"], f"{source} (user table)", "user_id")
     if users["user_id"].duplicated().any():  # two feature rows for one user: which one the model sees would be arbitrary
         raise InteractionDataError(f"{source}: user table lists {int(users['user_id'].duplicated().sum())} user id(s) twice "
                                    f"(first at file rows {_rows(users['user_id'].duplicated())})")
@@ -584,20 +639,38 @@ def _read_csv(path: Path, head: bytes) -> pd.DataFrame:
     return df
 
 
-def _read_json_records(path: Path, head: bytes) -> pd.DataFrame:
-    """JSON lines (one object per line, e.g. Amazon review dumps) or one JSON array of objects, read with the
-    json module: "0000013714" stays text and a 23-digit id an exact integer (pandas' reader refuses it or
-    makes it a float)."""
+class _JsonFraction(str):
+    """A JSON number with a fraction or an exponent, as written (``parse_float``); :func:`_json_object` decides what it becomes."""
+
+
+def _json_float(value):
+    if isinstance(value, _JsonFraction):
+        return float(value)
+    return [_json_float(v) for v in value] if isinstance(value, list) else value
+
+
+def _json_object(pairs: list) -> dict:
+    """One JSON object. A number with a fraction in an id column keeps the text it was written as (``1.5`` is the id
+    ``"1.5"`` as in a CSV file, and ``1`` beside it stays ``1`` — a float column would make it ``"1.0"``); elsewhere it is
+    the float ``json`` makes of it."""
+    return {k: str(v) if isinstance(v, _JsonFraction) and str(k).strip().lower() in ID_COLUMN_NAMES else _json_float(v) for k, v in pairs}
+
+
+def _json_records(path: Path, encoding: str) -> pd.DataFrame:
     opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        if head.lstrip().startswith(b"["):
-            records, first_line = json.load(f), None
+    errors = "replace" if encoding == CSV_FALLBACK_ENCODING else "strict"
+    with opener(path, "rt", encoding=encoding, errors=errors) as f:
+        is_array = f.read(4096).lstrip().startswith("[")
+    parse = dict(parse_float=_JsonFraction, object_pairs_hook=_json_object)
+    with opener(path, "rt", encoding=encoding, errors=errors) as f:
+        if is_array:
+            records, first_line = json.load(f, **parse), None
         else:
             records, first_line = [], 1
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        records.append(json.loads(line))
+                        records.append(json.loads(line, **parse))
                     except ValueError as e:
                         raise InteractionDataError(f"{path}: line {n} is not a JSON object ({e}); expected one JSON object per line") from e
     bad = [i for i, r in enumerate(records if isinstance(records, list) else [records]) if not isinstance(r, dict)]
@@ -605,6 +678,23 @@ def _read_json_records(path: Path, head: bytes) -> pd.DataFrame:
         where = f"line {bad[0] + 1}" if first_line and bad else f"element {bad[0]}" if bad else "the file"
         raise InteractionDataError(f"{path}: {where} is not a JSON object; expected one object per line (JSON lines) or an array of objects")
     return pd.DataFrame.from_records(records)
+
+
+def _read_json_records(path: Path) -> pd.DataFrame:
+    """JSON lines (one object per line, e.g. Amazon review dumps) or one JSON array of objects, read with the
+    json module: "0000013714" stays text and a 23-digit id an exact integer (pandas' reader refuses it or
+    makes it a float). Its encoding is found as a CSV file's is (:func:`core.io.read_csv_text`): UTF-16 when it
+    starts with its byte-order mark, else UTF-8 (a byte-order mark skipped), else cp1252 (logged)."""
+    encoding = text_encoding_of(path)
+    try:
+        return _json_records(path, encoding)
+    except UnicodeDecodeError as e:
+        if encoding == "utf-16":
+            raise
+        byte = f"byte 0x{e.object[e.start]:02x}" if isinstance(e.object, (bytes, bytearray)) and e.start < len(e.object) else "a byte"
+        log.info(f"{path}: not UTF-8 ({byte} is not valid UTF-8 there); read as {CSV_FALLBACK_ENCODING} "
+                 "(a Windows/Excel export: latin-1 plus the euro sign)")
+        return _json_records(path, CSV_FALLBACK_ENCODING)
 
 
 def _read_table(path: Path, what: str) -> pd.DataFrame:
@@ -621,7 +711,7 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
                 log.info(f"{path}: the file is Parquet (not {suffix}); reading it as Parquet")
             return pd.read_parquet(path)
         if suffix in _JSON_SUFFIXES or (suffix == ".gz" and len(suffixes) > 1 and suffixes[-2] in _JSON_SUFFIXES):
-            return _read_json_records(path, head)
+            return _read_json_records(path)
         if suffix in (".csv", ".gz", ".txt", ".tsv"):
             return _read_csv(path, head)
     except InteractionDataError:

@@ -22,7 +22,6 @@ gets a vector in the same space as the catalogue and can be ranked for every use
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,19 +30,26 @@ import pandas as pd
 import torch
 
 from core.checkpoint import load_weights
-from core.errors import UserInputError
+from core.errors import UserInputError, plain
 from domains.recommendation.checks import ArgumentError, found, id_arg, path_arg, text_list, whole_number
-from domains.recommendation.data import group_by_user
+from domains.recommendation.data import group_by_user, id_as_recorded, id_number
 from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, all_embeddings, create_model, item_text_embeddings,
                                           item_texts, model_spec)
 
-__all__ = ["Recommender", "UnknownItemError", "InvalidQueryError", "NotARecommendationRun", "POPULARITY_COLUMN", "load_run_model", "lookup_id"]
+__all__ = ["Recommender", "UnknownItemError", "UnknownUserError", "InvalidQueryError", "NotARecommendationRun", "POPULARITY_COLUMN", "load_run_model", "lookup_id", "near_ids"]
 
 POPULARITY_COLUMN = "popularity_count"  # fallback rows: training interactions of the item (model rows: NaN)
 
 
 class UnknownItemError(UserInputError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return str(self.args[0])
+
+
+class UnknownUserError(UserInputError, KeyError):
+    """A user id the run does not know, though an id written as the same number is known (``"007"`` beside ``7``)."""
+
+    def __str__(self) -> str:
         return str(self.args[0])
 
 
@@ -116,15 +122,25 @@ class Recommender:
         return list(self.space.user_ids)
 
     def user_row(self, user_id) -> int | None:
-        """The row of ``user_id`` (tried as given, as int and as str), or None for an unknown user.
-        :class:`~domains.recommendation.checks.ArgumentError` for what cannot be an id (None, NaN, a list)."""
-        return lookup_id(self.space.user_index(), id_arg(user_id, "user_id"))
+        """The row of ``user_id`` (looked up as the ids were recorded: :func:`lookup_id`), or None for an unknown user.
+        :class:`UnknownUserError` when it is unknown but an id written as the same number is known (``"007"`` on a run
+        with user 7: that is not the popularity fallback's "new user"); :class:`~domains.recommendation.checks.ArgumentError`
+        for what cannot be an id (None, NaN, a list)."""
+        row = lookup_id(self.space.user_index(), id_arg(user_id, "user_id"))
+        near = near_ids(self.space.user_ids, user_id) if row is None else []
+        if near:
+            raise UnknownUserError(_unknown_id_message("user", user_id, near))
+        return row
 
     def item_row(self, item_id) -> int:
-        """The row of ``item_id`` (tried as given, as int and as str); :class:`UnknownItemError` otherwise."""
+        """The row of ``item_id`` (looked up as the ids were recorded: :func:`lookup_id`); :class:`UnknownItemError` otherwise
+        (naming an id written as the same number, if one is known)."""
         row = lookup_id(self.space.item_index(), id_arg(item_id, "item_id"))
         if row is not None:
             return row
+        near = near_ids(self.space.item_ids, item_id)
+        if near:
+            raise UnknownItemError(_unknown_id_message("item", item_id, near))
         raise UnknownItemError(f"item {item_id!r} is not in this run's catalogue of {self.space.n_items} items (ids like {self.space.item_ids[:3]})")
 
     def history(self, user_id) -> pd.DataFrame:
@@ -239,30 +255,28 @@ def _check_k(k, what: str = "k") -> int:
 
 
 def lookup_id(idx: dict, key) -> int | None:
-    """Row of ``key`` in an id -> row index, also tried as int and as str (CLI and dashboard ids arrive as
-    strings; a float-looking "12.0" or 12.0 is also tried as the integer id 12)."""
-    for cand in (key, _try(_as_int, key), _try(str, key), key.strip() if isinstance(key, str) else None):  # ids are stored stripped
+    """Row of ``key`` in an id -> row index, looked up as the loader recorded the ids (:func:`data.id_as_recorded`):
+    CLI and dashboard ids arrive as text, so ``"12"`` (or ``" 12 "``, ``"12.0"``, ``12.0``) finds the integer id 12 and
+    the integer 12 finds the text id ``"12"``; ``"007"`` is not 7 (the loader keeps them apart, so a run may hold
+    both). None when no id matches (:func:`near_ids` then names an id written differently)."""
+    recorded = id_as_recorded(key)
+    for cand in (key, recorded, None if recorded is None else str(recorded), str(key) if isinstance(key, (float, np.floating)) else None):
         if cand is not None and cand in idx:
             return idx[cand]
     return None
 
 
-def _as_int(v) -> int:
-    """``v`` as an integer id only when it is one exactly: 12, "12", " 12 ", "12.0", 12.0 (not 12.5, not "1e3")."""
-    if isinstance(v, (float, np.floating)):
-        if not float(v).is_integer():
-            raise ValueError(v)
-        return int(v)
-    if isinstance(v, str):
-        m = re.fullmatch(r"\s*([+-]?\d+)(\.0*)?\s*", v)
-        if m is None:
-            raise ValueError(v)
-        return int(m.group(1))
-    return int(v)
+def near_ids(ids, key, limit: int = 3) -> list:
+    """Recorded ids that are the same number as ``key`` written another way (``"7"`` for ``"007"``, ``"007"`` for
+    ``7``), at most ``limit``: the 'did you mean' of an id :func:`lookup_id` did not find."""
+    number = id_number(key)
+    if number is None:
+        return []
+    return [i for i in ids if id_number(i) == number][:limit]
 
 
-def _try(conv, v):
-    try:
-        return conv(v)
-    except (TypeError, ValueError):
-        return None
+def _unknown_id_message(what: str, key, near: list) -> str:
+    typed = plain(key if isinstance(key, str) else str(key))
+    means = " or ".join(plain(str(i)) for i in near)
+    return (f"no {what} {typed} in this run; did you mean {means}? (ids are matched as the training data wrote them: "
+            f"{typed} and {plain(str(near[0]))} are two different ids)")

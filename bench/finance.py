@@ -256,7 +256,7 @@ arch baseline fits; memory beyond the panel grows with the per-forecast loss tab
 
 {projection}
 """
-    write_benchmark_section("finance-scale", md)
+    write_benchmark_section("finance-scale", md, per_cpu=True)
     return md
 
 
@@ -315,7 +315,7 @@ Every ratio is ours / default of the quantity in its row.
 
 {markdown_table(rows)}
 """
-    write_benchmark_section("finance", md)
+    write_benchmark_section("finance", md, per_cpu=True)
     print(md)
     return 0
 

@@ -1113,8 +1113,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.quick or args.write:
         kw = {"path": args.benchmarks} if args.benchmarks else {}
-        write_benchmark_section("finetune", md, **kw)
-        log(f"wrote section 'finetune' of {args.benchmarks or 'BENCHMARKS.md'}")
+        key = write_benchmark_section("finetune", md, per_cpu=True, **kw)
+        log(f"wrote section '{key}' of {args.benchmarks or 'BENCHMARKS.md'}")
     return 0
 
 

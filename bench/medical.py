@@ -36,7 +36,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from core.bench import PeakRSS, machine_line, markdown_table, write_benchmark_section  # noqa: E402
-from core.device import cpu_has_bf16_matrix_units  # noqa: E402
 
 
 def reference_train_loader(case: dict, pipe):
@@ -249,11 +248,8 @@ def main(argv=None) -> int:
         text = speed_and_quality(args)
         print(text)
         if not args.no_write:
-            # one section per kind of CPU, so a run on one kind does not overwrite the other's figures
-            if cpu_has_bf16_matrix_units():
-                write_benchmark_section("medical", "## Medical (MONAI segmentation)\n\n" + text)
-            else:
-                write_benchmark_section("medical-no-amx", "## Medical speed on a CPU without bf16 matrix units (e.g. AMD EPYC)\n\n" + text)
+            # one section per kind of CPU ("medical" / "medical-no-amx"), so a run on one kind does not overwrite the other's figures
+            write_benchmark_section("medical", "## Medical (MONAI segmentation)\n\n" + text, per_cpu=True)
     if args.part == "prep":
         print(augmentation_cost(args))
     if args.part in ("all", "robustness"):
@@ -327,7 +323,7 @@ def augmentation_cost(args) -> str:
         md += [f"**{recipe}** augmentation: {n} patches per chain; ours / MONAI, median over the {blocks} paired blocks: **{ratio:.3f}**; "
                f"patches that differ: {differ} of {patches}; random states equal at the end: {'yes' if same_rng else 'NO'}", "",
                markdown_table(rows, ["step", "MONAI (ms/patch)", "ours (ms/patch)"]), ""]
-    head = (f"Command: `python bench/medical.py --part prep --steps {args.steps}` — {machine_line()}; CPU: {cpu_label()}; 1-min load average "
+    head = (f"Command: `python bench/medical.py --part prep --steps {args.steps}` — {machine_line()}; 1-min load average "
             f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; torch threads {args.threads}. CPU time per patch of each step of the "
             "training augmentation (after the cached preprocessing), on one thread.")
     return "\n".join([head, ""] + md)
@@ -425,7 +421,7 @@ def speed_and_quality(args) -> str:
 
     run_flag = f" --model-run {_shown_path(model_run)}" if args.model_run and model_run else ""
     md = [f"Command: `python bench/medical.py --part speed --steps {args.steps} --repeats {args.repeats}{run_flag}` — {machine_line()}; "
-          f"CPU: {cpu_label()}; 1-min load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+          f"1-min load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
           "(2 cores: a load above 2 means other jobs shared them; seconds then vary, ratios within the run stay fair, and the CPU-time rows "
           f"hardly depend on it); torch threads {args.threads} for both pipelines. "
           "Reference = MONAI spleen-tutorial style (plain Dataset + DataLoader re-preprocessing every batch, fp32; "
@@ -643,26 +639,6 @@ def _count_params(run: Path) -> int | None:
             return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys()))
     except Exception:  # noqa: BLE001
         return None
-
-
-def cpu_label() -> str:
-    """The CPU model, torch's CPU capability and whether it has AMX bf16 units (the fp32 column is what a
-    CPU without them runs), for labelling the columns."""
-    import platform
-
-    from core.device import cpu_has_bf16_matrix_units
-
-    name = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    amx = cpu_has_bf16_matrix_units()
-    return (f"{name}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-            + ("AMX bf16 units present (amx_bf16)" if amx else "no AMX bf16 units"))
 
 
 def _timed(fn) -> tuple[float, float]:

@@ -52,7 +52,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from core.bench import PeakRSS, machine_line, markdown_table, write_benchmark_section  # noqa: E402
+from core.bench import PeakRSS, cpu_kind, cpu_label, machine_line, markdown_table, write_benchmark_section  # noqa: E402
 from domains.recommendation import baselines as B  # noqa: E402
 from domains.recommendation import sequential as SEQ  # noqa: E402
 from domains.recommendation.config import TrainConfig  # noqa: E402
@@ -62,7 +62,7 @@ from domains.recommendation.training import WIDE_BLEND_GRID, Prepared, Trainer, 
 
 PARTS = ["stratified", "sequential", "scale", "scoring10m", "serving"]
 K = 10
-OUT = Path(__file__).resolve().parents[1] / "runs" / "bench-recommendation"
+OUT = Path(__file__).resolve().parents[1] / "runs" / "bench-recommendation"  # + "-no-amx" on a CPU without AMX (main)
 
 # baselines of each protocol, and the grids used (the library defaults, trimmed where a grid edge never won in development)
 STRATIFIED_BASELINES = ["most_popular", "ease", "item_knn", "sar", "ials", "bpr_cornac", "bpr", "bpr_torch"]
@@ -548,6 +548,9 @@ def render(out_dir: Path) -> str:
           "under load from other jobs: times are indicative, ratios inside one part are fair. Every model of a table is ranked by the "
           "same top-k code (`evaluation.evaluate_scores` / `sequential.evaluate_next_item`) with the user's training items removed; "
           "hyper-parameters and epochs are chosen on a validation split carved from the training part, the test split is used once."]
+    cpus = sorted({d["cpu"] for d in parts.values() if d.get("cpu")})
+    if len(cpus) > 1 or (cpus and cpus[0] != cpu_label()):
+        md.append("Parts measured on another CPU than this report's: " + "; ".join(f"{p}: {d.get('cpu', 'not recorded')}" for p, d in parts.items()) + ".")
     if "stratified" in parts:
         p = parts["stratified"]
         md += [f"### ML-100K, split `{p.get('split', 'msr-stratified-75')}` (Microsoft Recommenders' `python_stratified_split(ratio=0.75, seed=42)`), k = 10"
@@ -626,7 +629,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny settings (smoke test of the bench itself; tables are marked)")
     ap.add_argument("--steps", type=int, default=20, help="serving: training steps per throughput repeat")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=OUT, help="where each part's JSON goes")
+    ap.add_argument("--out", type=Path, default=None, help="where each part's JSON goes (default runs/bench-recommendation, "
+                    "or runs/bench-recommendation-no-amx on a CPU without AMX bf16 units: one report per kind of CPU)")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--models", type=lambda v: [m for m in v.split(",") if m], default=None,
                     help="stratified/sequential: only these models (comma-separated: two_tower, seq, sasrec_ref, ease, ials, ...)")
@@ -641,6 +645,7 @@ def main(argv=None) -> int:
     import faiss
 
     faiss.omp_set_num_threads(1)
+    args.out = args.out or (OUT if cpu_kind() == "amx" else OUT.with_name(OUT.name + "-no-amx"))
     args.out.mkdir(parents=True, exist_ok=True)
     todo = PARTS if args.part == "all" else ([] if args.part == "report" else [args.part])
     for part in todo:
@@ -670,6 +675,7 @@ def main(argv=None) -> int:
         else:
             res = part_serving(args.quick, args.steps, args.repeats)
         res["wall_seconds"] = time.perf_counter() - t0
+        res["cpu"] = cpu_label()  # the report names the CPU each part was measured on
         res["complete"] = True
         res["rows"] = list(res["rows"]) if "rows" in res else res.get("rows")
         if res["rows"] is None:
@@ -680,7 +686,7 @@ def main(argv=None) -> int:
         print(f"{part}: done in {res['wall_seconds']:.0f} s -> {args.out / (name + '.json')}", flush=True)
     md = render(args.out)
     if not args.no_write:
-        write_benchmark_section("recommendation", md)
+        write_benchmark_section("recommendation", md, per_cpu=True)
     print(md)
     return 0
 

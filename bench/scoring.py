@@ -149,7 +149,7 @@ identical (content checksum): **{'yes' if identical else 'NO'}**.
     if not identical:
         raise SystemExit("outputs differ between engines: " + repr(checksums))
     if not args.no_write:
-        write_benchmark_section("scoring", md)
+        write_benchmark_section("scoring", md, per_cpu=True)
 
 
 def _reading(load: float, rows: list[dict], base_wall: float) -> str:

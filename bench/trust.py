@@ -453,12 +453,11 @@ def medical_privacy_public_table(args) -> tuple[str, dict]:
 
 
 def _header(t0: float) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown CPU")
     argv = list(sys.argv[1:])
     if "--note" in argv[:-1]:  # the note is printed above the table; the command line only names the flag
         argv[argv.index("--note") + 1] = "'<the paragraph below>'"
     args = (" " + " ".join(argv)) if argv else ""
-    return (f"`.venv/bin/python bench/trust.py{args}` — {machine_line()}; CPU: Intel Xeon (AMX), 2 cores, under load ({cpu}); torch threads 1 "
+    return (f"`.venv/bin/python bench/trust.py{args}` — {machine_line()}; under load; torch threads 1 "
             f"per process; total {time.time() - t0:.0f} s.\nMeasured under load from other agents on a shared 2-core machine: the seconds are "
             "not speed figures; the metric ratios inside one run are fair.")
 

@@ -13,27 +13,68 @@ from typing import Callable
 
 from core.io import write_marked_block
 
-__all__ = ["write_benchmark_section", "time_it", "PeakRSS", "markdown_table", "machine_line"]
+__all__ = ["write_benchmark_section", "time_it", "PeakRSS", "markdown_table", "machine_line", "cpu_label", "cpu_kind"]
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
+def cpu_label() -> str:
+    """The CPU model (``/proc/cpuinfo``), torch's CPU capability and whether it has AMX bf16 units — figures
+    differ between CPUs (an Intel Xeon with AMX trains in bf16; an AMD EPYC has no such units), so every
+    benchmark line names the CPU it was measured on."""
+    import platform
+
+    import torch
+
+    name = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{name}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            + ("AMX bf16 units present (amx_bf16)" if _has_amx() else "no AMX bf16 units"))
+
+
+def _has_amx() -> bool:
+    from core.device import cpu_has_bf16_matrix_units
+
+    return cpu_has_bf16_matrix_units()
+
+
+def cpu_kind() -> str:
+    """``"amx"`` or ``"no-amx"``: the two kinds of CPU the suite reports separately (see :func:`write_benchmark_section`)."""
+    return "amx" if _has_amx() else "no-amx"
+
+
 def machine_line(measured: str | None = None) -> str:
-    """The machine, device and torch version, and when the figures were measured (``measured``: e.g. a
-    date range when a report renders parts measured on different days; default today)."""
+    """The machine, device, torch version and CPU (:func:`cpu_label`), and when the figures were measured
+    (``measured``: e.g. a date range when a report renders parts measured on different days; default today)."""
     import platform
 
     import torch
 
     dev = "CUDA " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    return f"{platform.machine()}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}, measured {measured or time.strftime('%Y-%m-%d')}"
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}, measured {measured or time.strftime('%Y-%m-%d')}; "
+            f"CPU: {cpu_label()}")
 
 
-def write_benchmark_section(key: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
+def write_benchmark_section(key: str, markdown: str, path: Path = BENCHMARKS_MD, per_cpu: bool = False) -> str:
     """Replace (or append) the block between ``<!-- bench:key:start -->`` and ``...:end -->``,
-    so each bench command owns its own section of BENCHMARKS.md."""
+    so each bench command owns its own section of BENCHMARKS.md. ``per_cpu`` (speed and memory figures):
+    on a CPU without AMX bf16 units the block is ``key-no-amx`` and its first heading says so, so a run on
+    one kind of CPU never overwrites the other kind's figures. Returns the key written."""
+    if per_cpu and cpu_kind() == "no-amx":
+        key = f"{key}-no-amx"
+        lines = markdown.strip().split("\n")
+        if lines and lines[0].startswith("#"):
+            lines[0] += " — on a CPU without bf16 matrix units (no AMX, e.g. AMD EPYC)"
+        markdown = "\n".join(lines)
     write_marked_block(path, f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->", markdown.strip(),
                        new_file="# Benchmarks\n\nEvery number below is written by the `bench/` command named in its section, on the data named there, with its baseline measured in the same run.\n")
+    return key
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:

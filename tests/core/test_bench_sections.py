@@ -1,0 +1,29 @@
+"""``core.bench``: every benchmark line names its CPU, and a speed section measured on a CPU without AMX bf16 units
+goes to its own block (``<key>-no-amx``) instead of overwriting the AMX machine's figures (and vice versa)."""
+
+from __future__ import annotations
+
+from core import bench
+
+
+def test_per_cpu_sections_never_overwrite_each_other(tmp_path, monkeypatch):
+    md = tmp_path / "BENCHMARKS.md"
+    monkeypatch.setattr(bench, "_has_amx", lambda: True)
+    assert bench.write_benchmark_section("speed", "## Speed\n\nfast: 2.5x", md, per_cpu=True) == "speed"
+    monkeypatch.setattr(bench, "_has_amx", lambda: False)
+    assert bench.write_benchmark_section("speed", "## Speed\n\nslower: 1.7x", md, per_cpu=True) == "speed-no-amx"
+    text = md.read_text()
+    assert "fast: 2.5x" in text and "slower: 1.7x" in text  # both kinds kept
+    assert "## Speed — on a CPU without bf16 matrix units" in text and text.count("## Speed\n") == 1
+    bench.write_benchmark_section("speed", "## Speed\n\nslower: 1.6x", md, per_cpu=True)  # the same kind again: replaced
+    text = md.read_text()
+    assert "1.7x" not in text and "slower: 1.6x" in text and "fast: 2.5x" in text
+    # a section that is not per CPU (quality figures) keeps one block whatever the CPU
+    assert bench.write_benchmark_section("quality", "## Quality\n\nDice 0.92", md) == "quality"
+
+
+def test_machine_line_names_the_cpu(monkeypatch):
+    monkeypatch.setattr(bench, "_has_amx", lambda: False)
+    line = bench.machine_line("2026-11-30")
+    assert "measured 2026-11-30" in line and "CPU: " in line and "no AMX bf16 units" in line
+    assert "torch CPU capability" in line

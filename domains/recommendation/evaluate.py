@@ -23,16 +23,17 @@ import pandas as pd
 
 from core.cli import run_cli
 from core.io import atomic_write_json
-from core.runs import Run, resolve_model_run
+from core.runs import Run
 from domains.recommendation.config import EvaluateConfig
 from domains.recommendation.evaluation import ANCHORS_NDCG10, reevaluate_run, run_data_source
+from domains.recommendation.inference import resolve_two_tower_run
 from domains.recommendation.training import DOMAIN
 
 __all__ = ["EvaluateConfig", "evaluate", "main"]
 
 
 def evaluate(cfg: EvaluateConfig) -> pd.DataFrame:
-    model_run = resolve_model_run(DOMAIN, cfg.model_run, cfg.runs_dir)
+    model_run = resolve_two_tower_run(cfg.model_run, cfg.runs_dir)  # a sequence run: refused, naming its metrics
     source = run_data_source(model_run, cfg.data)  # a moved data file is one line before a job folder exists
     with Run.start(DOMAIN, cfg, command="evaluate", kind="job") as run:
         res = reevaluate_run(model_run, data=source)

@@ -31,12 +31,14 @@ import torch
 
 from core.checkpoint import load_weights
 from core.errors import UserInputError, plain
+from core.runs import RunNotFoundError, read_run, resolve_model_run
 from domains.recommendation.checks import ArgumentError, found, id_arg, path_arg, text_list, whole_number
 from domains.recommendation.data import group_by_user, id_as_recorded, id_number
 from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, all_embeddings, create_model, item_text_embeddings,
                                           item_texts, model_spec)
 
-__all__ = ["Recommender", "UnknownItemError", "UnknownUserError", "InvalidQueryError", "NotARecommendationRun", "POPULARITY_COLUMN", "load_run_model", "lookup_id", "near_ids"]
+__all__ = ["Recommender", "UnknownItemError", "UnknownUserError", "InvalidQueryError", "NotARecommendationRun", "POPULARITY_COLUMN", "load_run_model", "lookup_id", "near_ids",
+           "resolve_two_tower_run", "sequence_run_note", "SEQUENCE_COMMAND"]
 
 POPULARITY_COLUMN = "popularity_count"  # fallback rows: training interactions of the item (model rows: NaN)
 
@@ -59,6 +61,36 @@ class InvalidQueryError(UserInputError, ValueError):
 
 class NotARecommendationRun(UserInputError, FileNotFoundError):
     """A folder that is not a finished recommendation training run."""
+
+
+SEQUENCE_COMMAND = "train_sequential"  # the command of a sequence-model run (kind "job": no two-tower command serves it)
+_DOMAIN = "recommendation"  # training.DOMAIN (training is not imported here: serving does not need it)
+
+
+def sequence_run_note(run_dir: str | Path) -> str | None:
+    """For a ``train_sequential`` run folder, where its evaluation is (the sequence model is evaluated when it
+    trains, and no two-tower command reads it); None for any other folder."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file() or read_run(run_dir).get("command") != SEQUENCE_COMMAND:
+        return None
+    return (f"a sequence run is evaluated as it trains: its test NDCG@k and HR@k (and most popular's) are in {run_dir / 'metrics.json'}; "
+            "evaluate, recommend and score read two-tower runs (python -m domains.recommendation.train)")
+
+
+def resolve_two_tower_run(model_run, runs_dir: str | Path = "runs") -> Path:
+    """:func:`core.runs.resolve_model_run` for the two-tower commands (evaluate, recommend, score): a
+    ``train_sequential`` run given by name or folder is refused in the same one line, which also says where that
+    run's metrics are (:func:`sequence_run_note`)."""
+    try:
+        return resolve_model_run(_DOMAIN, model_run, runs_dir)
+    except RunNotFoundError as e:
+        if model_run is None or str(model_run) == "":
+            raise
+        for folder in (Path(runs_dir) / _DOMAIN / str(model_run), Path(str(model_run)).expanduser()):
+            note = sequence_run_note(folder)
+            if note:
+                raise RunNotFoundError(f"{e}; {note}") from e
+        raise
 
 
 def load_run_model(run_dir: str | Path) -> tuple[torch.nn.Module, FeatureSpace, dict]:
@@ -97,7 +129,9 @@ class Recommender:
         run_dir = path_arg(run_dir, "run_dir", "a recommendation training run folder")
         for f in ("model.safetensors", "feature_space.json", "items.parquet", "users.parquet", "train.parquet"):
             if not (run_dir / f).is_file():
-                raise NotARecommendationRun(f"{run_dir} is not a finished recommendation run ({f} missing); train one with `python -m domains.recommendation.train`")
+                note = sequence_run_note(run_dir)
+                raise NotARecommendationRun(f"{run_dir} is not a finished recommendation run ({f} missing); " +
+                                            (note if note else "train one with `python -m domains.recommendation.train`"))
         model, space, spec = load_run_model(run_dir)
         k = int(spec.get("k", 10))
         cfg = model.cfg

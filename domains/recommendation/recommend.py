@@ -10,7 +10,10 @@
 
 Unknown user ids (or users without training history) get the most popular unseen items; the output
 then says ``FALLBACK`` and why, and shows ``popularity_count`` (training interactions) instead of a
-model score. Unknown item ids and blank titles are errors. Each call is a run of kind "job" that
+model score. Unknown item ids and blank titles are errors. Ids are matched as the training data wrote them
+(``--user 7`` finds user 7 whether the ids were read as numbers or text); an id that is unknown while one written as
+the same number is known (``--user 007`` on a run with user 7, which the data keeps apart from 7) is refused in one
+line naming it, not answered for the other user nor as a new one. Each call is a run of kind "job" that
 writes its answer to ``recommendations.parquet`` in its own folder.
 
 A user id identifies a person: it is not written to the job's files (``config.json`` says
@@ -27,10 +30,10 @@ import pandas as pd
 from core.cli import run_cli
 from core.config import PRIVATE_VALUE, check_ranges
 from core.io import atomic_write_parquet
-from core.runs import Run, resolve_model_run
+from core.runs import Run
 from domains.recommendation.because import because_summary, because_you_watched
 from domains.recommendation.config import RecommendConfig
-from domains.recommendation.inference import POPULARITY_COLUMN, InvalidQueryError, Recommender
+from domains.recommendation.inference import POPULARITY_COLUMN, InvalidQueryError, Recommender, resolve_two_tower_run
 from domains.recommendation.training import DOMAIN
 
 __all__ = ["RecommendConfig", "run", "main"]
@@ -58,7 +61,7 @@ def answer(rec: Recommender, cfg: RecommendConfig) -> tuple[str, pd.DataFrame, l
 
 
 def run(cfg: RecommendConfig) -> pd.DataFrame:
-    model_run = resolve_model_run(DOMAIN, cfg.model_run, cfg.runs_dir)
+    model_run = resolve_two_tower_run(cfg.model_run, cfg.runs_dir)  # a sequence run: refused, naming its metrics
     check_ranges(cfg)  # --k >= 1 (declared on the field)
     if cfg.user == PRIVATE_VALUE:  # --config <a recommend job's config.json>: the id was never written there
         raise InvalidQueryError(f"--user {PRIVATE_VALUE!r} comes from a saved config.json, which does not record user ids; pass --user ID")

@@ -26,9 +26,10 @@ import numpy as np
 from core.cli import run_cli
 from core.config import check_ranges
 from core.io import atomic_write_json
-from core.runs import Run, resolve_model_run
-from core.scoring import ScoringError, check_scoring_items, check_scoring_out, read_output, run_job_from_config
+from core.runs import Run
+from core.scoring import ScoringError, check_scoring_items, check_scoring_job, check_scoring_out, read_output, run_job_from_config
 from domains.recommendation.config import ScoreConfig
+from domains.recommendation.inference import resolve_two_tower_run
 from domains.recommendation.topk import TopKScorer, approx_recall, user_work_items
 from domains.recommendation.training import DOMAIN
 
@@ -41,17 +42,18 @@ def score(cfg: ScoreConfig) -> dict:
 
     check_ranges(cfg)  # --k, --users-per-item >= 1 (declared on the fields), before any job folder exists
     check_scoring_out(cfg)  # and --out (not a file, writable)
-    model_run = resolve_model_run(DOMAIN, cfg.model_run, cfg.runs_dir)
+    model_run = resolve_two_tower_run(cfg.model_run, cfg.runs_dir)  # a sequence run: refused, naming its metrics
     if not (model_run / "feature_space.json").is_file():
         raise ScoringError(f"{model_run} is not a finished recommendation run (feature_space.json missing)")
     n_users = len(json.loads((model_run / "feature_space.json").read_text())["user_ids"])
     items = user_work_items(n_users, cfg.users_per_item)
     check_scoring_items(items, f"{model_run / 'feature_space.json'}", "at least one user in user_ids")  # before the run folder
+    scorer = TopKScorer(str(model_run), cfg.k, cfg.index)
+    check_scoring_job(cfg, items, scorer)  # an --out holding another job: refused before the run folder, --out untouched
     if cfg.name is None:  # derived from the inputs, so the identical command resumes the same job
         cfg = dataclasses.replace(cfg, name=f"score-{model_run.name}-k{cfg.k}-{cfg.index}")
     with Run.start(DOMAIN, cfg, command="score", kind="job") as run:
         out_dir = Path(cfg.out) if cfg.out else run.dir / "topk"
-        scorer = TopKScorer(str(model_run), cfg.k, cfg.index)
         t0 = time.perf_counter()
         summary = run_job_from_config(items, scorer, cfg, default_out=out_dir)
         secs = time.perf_counter() - t0

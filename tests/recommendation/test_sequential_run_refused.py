@@ -1,7 +1,8 @@
 """The two-tower commands (evaluate, recommend, score) given a train_sequential run: checked as a user would
 (by name and by folder, from another folder). The sequence run records only --data as typed and has no
 split.json or eval_metrics.parquet, so reading it as a two-tower run could only fail deep inside or read another
-file; it is refused in one line naming the run, exit 2, before any job folder exists."""
+file; it is refused in one line naming the run and where its metrics are (metrics.json: the sequence model is
+evaluated as it trains), exit 2, before any job folder exists."""
 
 from __future__ import annotations
 
@@ -39,6 +40,19 @@ def test_a_sequence_run_is_refused_in_one_line_by_the_two_tower_commands(sequenc
     assert rc == 2, err
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "train_sequential job, not a trained model run" in lines[0] and ref in lines[0], err
+    # and where that run's evaluation is: the sequence model is evaluated as it trains (no command re-evaluates it)
+    assert f"{run / 'metrics.json'}" in lines[0] and "train_sequential" in lines[0].split("metrics.json")[0], err
+    assert (run / "metrics.json").is_file() and "ndcg@10" in (run / "metrics.json").read_text()
     assert "Traceback" not in err
     assert sorted(p.name for p in (d / "runs" / "recommendation").iterdir()) == before  # no job folder beside it
     assert not jobs.exists()
+
+
+def test_the_api_names_the_sequence_runs_metrics_too(sequence_run):
+    from domains.recommendation.api import load_recommender
+    from domains.recommendation.inference import NotARecommendationRun
+
+    run, _ = sequence_run
+    with pytest.raises(NotARecommendationRun) as e:
+        load_recommender(run)
+    assert "\n" not in str(e.value) and f"{run / 'metrics.json'}" in str(e.value)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.io import atomic_write_json, sha256_file, write_marked_block
+from core.locking import FolderLock
 from core.logging import get_logger
 
 __all__ = [
@@ -165,8 +166,22 @@ def debian_package_files(package: str, paths: list[str], *, system: bool = True,
     if not apt or not dpkg:
         raise SourceMissingError(f"Debian package {package} is not installed and this machine has no apt-get/dpkg-deb to fetch it; "
                                  f"the data sets built from it are skipped")
-    log.info(f"fetching Debian package {package} without root (apt-get download + dpkg-deb -x) into {cache}")
     cache.parent.mkdir(parents=True, exist_ok=True)
+    # one fetch per package: a second process waits for the first and uses its cache (two fetches at once
+    # removed and renamed the cache folder under each other)
+    with FolderLock.wait(cache.parent / f".{package}.lock",
+                         on_wait=lambda pid: log.info(f"Debian package {package} is being fetched by another process (PID {pid}); waiting for it")):
+        if not all(c.is_file() for c in cached.values()):
+            _fetch_debian_package(package, cache, apt, dpkg, install)
+    missing = [str(c) for c in cached.values() if not c.is_file()]
+    if missing:
+        raise SourceMissingError(f"Debian package {package} was fetched but lacks {missing[0]}; a different release? See its dataset card")
+    return cached
+
+
+def _fetch_debian_package(package: str, cache: Path, apt: str, dpkg: str, install: str) -> None:
+    """``apt-get download`` + ``dpkg-deb -x`` into ``cache`` (replaced whole); the caller holds the package's lock."""
+    log.info(f"fetching Debian package {package} without root (apt-get download + dpkg-deb -x) into {cache}")
     work = Path(tempfile.mkdtemp(prefix=f".{package}.", dir=cache.parent))
     try:
         r = subprocess.run([apt, "download", package], cwd=work, capture_output=True, text=True, timeout=600)
@@ -183,11 +198,7 @@ def debian_package_files(package: str, paths: list[str], *, system: bool = True,
         os.replace(unpacked, cache)  # the cache appears whole or not at all
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    missing = [str(c) for c in cached.values() if not c.is_file()]
-    if missing:
-        raise SourceMissingError(f"Debian package {package} was fetched but lacks {missing[0]}; a different release? See its dataset card")
     log.info(f"fetched {package} into {cache} (files are checked against the dataset card's sha256 next)")
-    return cached
 
 
 def safe_extract_tar(archive: str | Path, dest: str | Path) -> None:
@@ -266,17 +277,45 @@ def prepare(spec: DatasetSpec, root: Path | None = None, force: bool = False, re
     out_dir = root / spec.name
     sources = spec.locate()
     digests = verify_sources(spec, sources, record=record_checksums)
-    manifest_path = out_dir / "MANIFEST.json"
-    if manifest_path.is_file() and not force:
-        manifest, problem = _read_manifest(manifest_path)
-        if problem is not None:
-            log.warning(f"{spec.name}: {problem}; rebuilding")
-        elif manifest.get("version") == spec.version and manifest.get("sources") == digests:
-            if manifest.get("outputs") == _outputs_digest(out_dir):
-                log.info(f"{spec.name}: up to date in {out_dir}")
-                return out_dir
-            log.warning(f"{spec.name}: prepared files in {out_dir} were modified; rebuilding")
+    if not force and _up_to_date(spec, out_dir, digests):
+        log.info(f"{spec.name}: up to date in {out_dir}")
+        return out_dir
     root.mkdir(parents=True, exist_ok=True)
+    # one builder per data set: a second `prepare` (or a training preparing on first use) waits for the first,
+    # then finds the folder up to date — two builds at once swapped folders under each other's readers
+    def waiting(pid: int | None) -> None:
+        log.info(f"{spec.name}: being prepared by another process{f' (PID {pid})' if pid else ''}; waiting for it to finish")
+
+    with FolderLock.wait(root / f".{spec.name}.lock", on_wait=waiting):
+        if not force and _up_to_date(spec, out_dir, digests, quiet=True):
+            log.info(f"{spec.name}: up to date in {out_dir} (prepared by the other process)")
+            return out_dir
+        _build(spec, sources, digests, root, out_dir)
+    log.info(f"{spec.name}: prepared in {out_dir}")
+    return out_dir
+
+
+def _up_to_date(spec: DatasetSpec, out_dir: Path, digests: dict[str, str], quiet: bool = False) -> bool:
+    """Whether ``out_dir`` holds this version of ``spec`` built from these source digests, its outputs unmodified."""
+    manifest_path = out_dir / "MANIFEST.json"
+    if not manifest_path.is_file():
+        return False
+    manifest, problem = _read_manifest(manifest_path)
+    if problem is not None:
+        if not quiet:
+            log.warning(f"{spec.name}: {problem}; rebuilding")
+        return False
+    if manifest.get("version") != spec.version or manifest.get("sources") != digests:
+        return False
+    if manifest.get("outputs") != _outputs_digest(out_dir):
+        if not quiet:
+            log.warning(f"{spec.name}: prepared files in {out_dir} were modified; rebuilding")
+        return False
+    return True
+
+
+def _build(spec: DatasetSpec, sources: dict[str, Path], digests: dict[str, str], root: Path, out_dir: Path) -> None:
+    """Build into a temporary folder beside ``out_dir`` and rename it into place only when complete."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=root))
     try:
         spec.build({k: Path(v) for k, v in sources.items()}, tmp)
@@ -295,8 +334,6 @@ def prepare(spec: DatasetSpec, root: Path | None = None, force: bool = False, re
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info(f"{spec.name}: prepared in {out_dir}")
-    return out_dir
 
 
 def registered_datasets() -> dict[str, DatasetSpec]:

@@ -9,6 +9,12 @@ for messages ("being written by PID 1234") and for lock files on filesystems wit
         raise RunLockedError(f"{run_dir} is being written by PID {lock_holder(run_dir / '.lock')}")
     ...
     held.release()
+
+Shared caches (a prepared data set, the MLflow store, a downloaded archive) are built by whoever needs them
+first; a second process *waits* for the builder instead of building beside it, then finds the cache ready:
+
+    with FolderLock.wait(root / ".ml-100k.lock", on_wait=lambda pid: log.info(f"waiting for PID {pid}")):
+        if not ready(): build()
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import fcntl
 import os
 import socket
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["FolderLock", "lock_holder", "is_locked", "pid_alive"]
 
@@ -39,11 +46,39 @@ class FolderLock:
         except BlockingIOError:
             fh.close()
             return None
+        return cls._record_holder(path, fh)
+
+    @classmethod
+    def wait(cls, path: str | os.PathLike, on_wait: Callable[[int | None], None] | None = None) -> "FolderLock":
+        """Take the lock at ``path``, waiting as long as another process holds it; ``on_wait(pid of the
+        holder)`` is called once before waiting. The holder's exit or death (SIGKILL included) ends the wait;
+        Ctrl-C interrupts it. Use as a context manager to release on leaving the block."""
+        held = cls.acquire(path)
+        if held is not None:
+            return held
+        if on_wait is not None:
+            on_wait(lock_holder(path))
+        fh = open(Path(path), "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except BaseException:
+            fh.close()
+            raise
+        return cls._record_holder(Path(path), fh)
+
+    @classmethod
+    def _record_holder(cls, path: Path, fh) -> "FolderLock":  # noqa: ANN001 - an open file object
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()} {socket.gethostname()}\n")
         fh.flush()
         return cls(path, fh)
+
+    def __enter__(self) -> "FolderLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     @property
     def held(self) -> bool:

@@ -10,11 +10,13 @@ Tracking is a side channel: if the store cannot be written the run goes on and s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from core.locking import FolderLock
 from core.logging import get_logger
 
 __all__ = ["Tracker", "default_tracking_uri", "flatten"]
@@ -67,18 +69,19 @@ class Tracker:
             import mlflow
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.uri)
-            exp = self._client.get_experiment_by_name(experiment)
-            if exp is None:
-                kwargs = {}
-                if self.uri.startswith("sqlite:"):
-                    kwargs["artifact_location"] = (Path(runs_dir).resolve() / "mlartifacts" / experiment).as_uri()
-                try:
-                    exp_id = self._client.create_experiment(experiment, **kwargs)
-                except Exception:  # created concurrently by another process
-                    exp_id = self._client.get_experiment_by_name(experiment).experiment_id
-            else:
-                exp_id = exp.experiment_id
+            with _store_setup_lock(self.uri):
+                self._client = MlflowClient(tracking_uri=self.uri)
+                exp = self._client.get_experiment_by_name(experiment)  # creates and migrates a new SQLite store's tables
+                if exp is None:
+                    kwargs = {}
+                    if self.uri.startswith("sqlite:"):
+                        kwargs["artifact_location"] = (Path(runs_dir).resolve() / "mlartifacts" / experiment).as_uri()
+                    try:
+                        exp_id = self._client.create_experiment(experiment, **kwargs)
+                    except Exception:  # created concurrently by another process (a server store)
+                        exp_id = self._client.get_experiment_by_name(experiment).experiment_id
+                else:
+                    exp_id = exp.experiment_id
             run = self._client.create_run(exp_id, run_name=run_name, tags=tags or {})
             self.run_id = run.info.run_id
             del mlflow
@@ -124,6 +127,21 @@ class Tracker:
 
     def end(self, status: str = "FINISHED") -> None:
         self._call(lambda rid: self._client.set_terminated(rid, status=status))
+
+
+@contextlib.contextmanager
+def _store_setup_lock(uri: str) -> Iterator[None]:
+    """Held while a run opens a local SQLite store and finds or creates its experiment. MLflow creates a new
+    store's tables on first open, unguarded: runs started at once on a fresh ``mlflow.db`` raced there
+    ("duplicate column name: step") and all but one lost their tracking. Logging itself needs no lock."""
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FolderLock.wait(db.parent / f".{db.name}.lock",
+                         on_wait=lambda pid: log.info(f"waiting for another run (PID {pid}) to finish setting up the MLflow store {db}")):
+        yield
 
 
 def _is_number(v: Any) -> bool:

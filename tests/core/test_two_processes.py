@@ -124,3 +124,32 @@ def test_two_runs_starting_on_a_fresh_mlflow_store_are_both_tracked(tmp_path):
         finished = db.execute("select name from runs where status = 'FINISHED'").fetchall()
         rows = db.execute("select count(*) from metrics").fetchone()[0]
     assert sorted(n for (n,) in finished) == ["run0", "run1"] and rows == 10
+
+
+_FETCH = """
+from core.data import debian_package_files
+""" + _WAIT + """
+files = debian_package_files("fakepkg", [f"/usr/share/fakepkg/f{{i}}.bin" for i in range(4)], system=False)
+print("OK", sum(len(p.read_bytes()) for p in files.values()))
+"""
+
+
+def test_two_processes_fetching_one_debian_package_fetch_it_once(tmp_path):
+    """The no-root Debian fetch (``apt-get download`` + ``dpkg-deb -x`` into ``<data root>/.debian``), as two
+    preparations on a machine without the package run it: both fetched, and the second removed the first's
+    cache folder while the first was reading it (FileNotFoundError). Now the second waits and uses the cache.
+    ``apt-get`` and ``dpkg-deb`` are stand-ins on PATH (no network in tests); they note each call."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text('#!/bin/sh\necho "$$" >> "$FAKE_APT_CALLS"\nsleep 1\necho deb > "$2_1.0_all.deb"\n')
+    (bin_dir / "dpkg-deb").write_text('#!/bin/sh\nmkdir -p "$3/usr/share/fakepkg"\n'
+                                      'for i in 0 1 2 3; do head -c 1000000 /dev/zero > "$3/usr/share/fakepkg/f$i.bin"; done\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    root, calls, go = tmp_path / "data", tmp_path / "apt-calls.txt", tmp_path / "go"
+    env = {"SUITE_DATA_ROOT": str(root), "FAKE_APT_CALLS": str(calls), "PATH": f"{bin_dir}:{os.environ['PATH']}", "SUITE_DEBIAN_FETCH": "1"}
+    results = _start_together([_FETCH.format(go=str(go), i=i) for i in range(2)], go, env=env)
+    for r in results:
+        assert r.returncode == 0 and r.stdout.split() == ["OK", "4000000"], r.stderr[-2000:]
+    assert len(calls.read_text().splitlines()) == 1, "the package was fetched twice at once"
+    assert sorted(p.name for p in (root / ".debian").iterdir()) == [".fakepkg.lock", "fakepkg"]  # no work folder left

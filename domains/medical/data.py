@@ -39,6 +39,7 @@ import numpy as np
 
 from core.data import DatasetSpec, SourceMissingError, debian_package_files, ensure_dataset, safe_extract_tar
 from core.io import atomic_path, atomic_write_json
+from core.locking import FolderLock
 from core.logging import get_logger
 from domains.medical.validation import MedicalInputError
 
@@ -217,8 +218,6 @@ def download_msd_task(task: str, root: str | Path, url: str | None = None, md5: 
 
     ``url`` overrides the public mirror (e.g. an institutional copy); already-unpacked tasks are
     reused. Returns the task folder (which :func:`read_msd_task` reads)."""
-    import urllib.request
-
     root = Path(root)
     out = root / task
     if (out / "dataset.json").is_file():
@@ -228,6 +227,20 @@ def download_msd_task(task: str, root: str | Path, url: str | None = None, md5: 
             raise MedicalInputError(f"unknown MSD task {task!r}; known: {', '.join(MSD_TASK_URLS)} (or pass url=)")
         url = MSD_TASK_URLS[task]
     root.mkdir(parents=True, exist_ok=True)
+    # one download per task folder: a second process waits for the first and reuses its folder (two at once
+    # removed each other's unpacked files: "archive has no dataset.json", or a FileExistsError / ENOTEMPTY traceback)
+    with FolderLock.wait(root / f".{task}.lock", on_wait=lambda pid: log.info(f"MSD task {task} is being downloaded into {root} by another "
+                                                                              f"process (PID {pid}); waiting for it")):
+        if not (out / "dataset.json").is_file():
+            _download_and_unpack(task, url, md5, root, out)
+    read_msd_task(out)  # validate
+    return out
+
+
+def _download_and_unpack(task: str, url: str, md5: str | None, root: Path, out: Path) -> None:
+    """Download the archive and move its task folder to ``out``; the caller holds the task's lock."""
+    import urllib.request
+
     archive = root / f".{task}.tar"
     try:
         with atomic_path(archive) as tmp:
@@ -251,8 +264,6 @@ def download_msd_task(task: str, root: str | Path, url: str | None = None, md5: 
     os.replace(inner, out)
     shutil.rmtree(staging, ignore_errors=True)
     archive.unlink(missing_ok=True)
-    read_msd_task(out)  # validate
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from bench.scoring import write_price_files
 from core.cli import run_cli
 from core.config import RunConfig
 from core.runs import Run
-from core.scoring.cli import ScoringConfig, run_job_from_config
+from core.scoring.cli import ScoringConfig, check_scoring_items, check_scoring_job, check_scoring_out, run_job_from_config
 from core.scoring.job import (JobSummary, Scorer, ScoringError, WorkItem, file_items, frame_checksum, job_name, output_checksum, read_markers,
                               read_output)
 
@@ -248,9 +248,14 @@ class PriceScoreConfig(ScoringConfig, RunConfig):
 
 def score_prices(cfg: PriceScoreConfig) -> JobSummary:
     """``--out DIR``: a bare scoring job into DIR. Without it: a run of kind "job" under
-    ``<runs-dir>/prices/``, named from the job's inputs, its output in ``<run>/scores``."""
+    ``<runs-dir>/prices/``, named from the job's inputs, its output in ``<run>/scores``. Checked like a
+    domain's score command: ``--out``, then the items, then whether ``--out`` holds another job — each a
+    one-line refusal (exit 2) before any folder is created or written."""
+    check_scoring_out(cfg)  # as the domains' score commands: a bad --out before anything is read or created
     items = file_items(sorted(Path(cfg.items_dir).glob("*.csv")))
+    check_scoring_items(items, f"--items-dir {cfg.items_dir}", "at least one price CSV (*.csv)")  # before the run folder
     scorer = PriceFileScorer(sleep=cfg.sleep)
+    check_scoring_job(cfg, items, scorer)  # --out holding another job: before the run folder, --out untouched
     if cfg.out:
         summary = run_job_from_config(items, scorer, cfg)
     else:

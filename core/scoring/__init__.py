@@ -13,7 +13,7 @@
 See core/scoring/README.md.
 """
 
-from core.scoring.cli import ScoringConfig, check_scoring_items, check_scoring_out, run_job_from_config
+from core.scoring.cli import ScoringConfig, check_scoring_items, check_scoring_job, check_scoring_out, run_job_from_config
 from core.scoring.engine import DEFAULT_ITEMS_PER_CHUNK, ENGINES, ray_init, ray_shutdown, run_job
 from core.scoring.job import (
     WORK_ITEM_COLUMN,
@@ -52,6 +52,7 @@ __all__ = [
     "run_job_from_config",
     "check_scoring_out",
     "check_scoring_items",
+    "check_scoring_job",
     "ScoringError",
     "JobMismatchError",
     "ScorerLoadError",

@@ -8,6 +8,7 @@
     check_scoring_out(cfg)                                   # first: before a model is loaded
     ...
     check_scoring_items(items, "--input DIR", "at least one file")   # before Run.start creates the run folder
+    check_scoring_job(cfg, items, MyScorer(...))             # --out holding another job: refused, also before Run.start
     with Run.start(...) as run:
         summary = run_job_from_config(items, MyScorer(...), cfg, default_out=run.dir / "scores")
 
@@ -23,9 +24,9 @@ from pathlib import Path
 from typing import Sequence
 
 from core.scoring.engine import DEFAULT_ITEMS_PER_CHUNK, ENGINES, run_job
-from core.scoring.job import JobSummary, Scorer, ScoringError, WorkItem, check_out_dir
+from core.scoring.job import JobSummary, Scorer, ScoringError, WorkItem, check_out_dir, check_same_job
 
-__all__ = ["ScoringConfig", "run_job_from_config", "check_scoring_out", "check_scoring_items"]
+__all__ = ["ScoringConfig", "run_job_from_config", "check_scoring_out", "check_scoring_items", "check_scoring_job"]
 
 
 @dataclass
@@ -53,6 +54,16 @@ def check_scoring_items(items: Sequence[WorkItem], source: str, expected: str) -
     before it creates its job's run folder (an empty job would end "completed" with an empty result)."""
     if not items:
         raise ScoringError(f"{source}: no items to score (expected {expected})")
+
+
+def check_scoring_job(cfg: ScoringConfig, items: Sequence[WorkItem], scorer: Scorer) -> None:
+    """``--out``, when given, does not hold *another* scoring job (other inputs, model, scorer settings or
+    ``--items-per-chunk``: its ``_job.json`` fingerprint differs): one :class:`JobMismatchError` line naming
+    the folder and what differs, unless ``--overwrite``. Reads only: a score command calls it with the scorer
+    it will run (same settings) after :func:`check_scoring_items` and before ``Run.start``, so a refused
+    job leaves no run folder and the other job's folder exactly as it was. ``run_job`` checks again."""
+    if cfg.out:
+        check_same_job(Path(cfg.out), items, scorer, cfg.items_per_chunk, cfg.overwrite)
 
 
 def run_job_from_config(items: Sequence[WorkItem], scorer: Scorer, cfg: ScoringConfig, default_out: str | os.PathLike | None = None) -> JobSummary:

@@ -32,6 +32,7 @@ from core.scoring.job import (
     ScoringError,
     WorkItem,
     check_out_dir,
+    check_same_job,
     chunk_items,
     commit_chunk,
     job_lock,
@@ -96,6 +97,7 @@ def run_job(
 
     out = Path(out_dir)
     check_out_dir(out, overwrite)  # before the lock file is created in someone else's folder
+    check_same_job(out, items, scorer, items_per_chunk, overwrite)  # another job's folder: refused before its lock file is rewritten
     with job_lock(out):
         return _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, items_per_chunk, progress, overwrite)
 

@@ -52,6 +52,7 @@ __all__ = [
     "ScorerLoadError",
     "job_fingerprint",
     "job_name",
+    "check_same_job",
     "frame_checksum",
     "output_checksum",
     "read_job",
@@ -371,6 +372,37 @@ def job_lock(out: Path) -> Iterator[None]:
         fh.close()  # closing releases the lock
 
 
+def check_same_job(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, overwrite: bool) -> None:
+    """Refuse, reading only, an ``out`` that already holds a *different* scoring job (other items, scorer,
+    scorer config or chunking: another ``_job.json`` fingerprint): one :class:`JobMismatchError` line naming
+    the folder and what differs. Nothing in ``out`` is written or created (not even the lock file), so a score
+    command can call it before it loads a model or creates its run folder. ``overwrite`` allows it (the old
+    job is discarded later, under the lock)."""
+    if overwrite or not (out / JOB_FILE).is_file():
+        return
+    fp, desc = job_fingerprint(items, scorer, items_per_chunk)
+    _refuse_other_job(out, fp, desc)
+
+
+def _refuse_other_job(out: Path, fp: str, desc: dict[str, Any]) -> None:
+    """:class:`JobMismatchError` when ``out``'s job file has another fingerprint than ``fp`` (a damaged one: ScoringError)."""
+    old = read_job(out)
+    if old.get("fingerprint") == fp:
+        return
+    what = []
+    od = old.get("description", {})
+    if od.get("items_sha256") != desc["items_sha256"]:
+        what.append(f"the input items differ ({od.get('n_items')} before, {desc['n_items']} now, or files changed)")
+    if od.get("scorer") != desc["scorer"]:
+        what.append(_scorer_difference(od.get("scorer") or {}, desc["scorer"]))
+    if od.get("items_per_chunk") != desc["items_per_chunk"]:
+        what.append(f"items-per-chunk differs ({od.get('items_per_chunk')} before, {desc['items_per_chunk']} now)")
+    raise JobMismatchError(
+        f"{out} holds another scoring job: {'; '.join(what) or 'fingerprint differs'}. "
+        "Refusing to mix outputs; use --overwrite to discard it and start over, or another --out"
+    )
+
+
 def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, overwrite: bool) -> tuple[str, set[int]]:
     """Create or reopen ``out`` (call under :func:`job_lock`); returns (fingerprint, committed
     chunk ids). Refuses to mix jobs; removes temp files a crashed run left behind."""
@@ -383,20 +415,7 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     remove_temp_files(out)  # half-written files of a killed run (parts, markers, quarantine): never read, now removed
     if job_file.is_file():
-        old = read_job(out)
-        if old.get("fingerprint") != fp:
-            what = []
-            od = old.get("description", {})
-            if od.get("items_sha256") != desc["items_sha256"]:
-                what.append(f"the input items differ ({od.get('n_items')} before, {desc['n_items']} now, or files changed)")
-            if od.get("scorer") != desc["scorer"]:
-                what.append(_scorer_difference(od.get("scorer") or {}, desc["scorer"]))
-            if od.get("items_per_chunk") != desc["items_per_chunk"]:
-                what.append(f"items-per-chunk differs ({od.get('items_per_chunk')} before, {items_per_chunk} now)")
-            raise JobMismatchError(
-                f"{out} holds another scoring job: {'; '.join(what) or 'fingerprint differs'}. "
-                "Refusing to mix outputs; use --overwrite to discard it and start over, or another --out"
-            )
+        _refuse_other_job(out, fp, desc)  # checked again under the lock: another run may have started a job here meanwhile
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / ITEMS_FILE, "".join(json.dumps(it.to_dict(), sort_keys=True, default=str) + "\n" for it in items))

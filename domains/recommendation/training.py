@@ -25,7 +25,9 @@ with an uninterrupted run of the same seed (``tests/recommendation/test_resume.p
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +42,8 @@ from core.errors import UserInputError
 from core.io import atomic_write_json, atomic_write_parquet
 from core.logging import get_logger
 from core.progress import progress
-from core.runs import Run
+from core.locking import is_locked, lock_holder
+from core.runs import LOCK_FILE, Run, RunLockedError, RunNotFoundError, list_runs, read_run
 from domains.recommendation.config import TrainConfig
 from domains.recommendation.data import (check_split_sizes, data_source_record, group_by_user, load_dataset, split_interactions, split_name,
                                          validation_split)
@@ -49,7 +52,7 @@ from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoT
                                           full_softmax_loss, item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
 
 __all__ = ["DOMAIN", "Prepared", "prepare_inputs", "two_tower_kwargs", "build_model", "LoraText", "train_epochs", "fit_two_tower",
-           "train", "finish_run", "TrainingError", "wide_weights", "install_wide", "WideFolds", "WIDE_BLEND_GRID", "Phase", "WeightAverage", "Trainer", "local_trainer"]
+           "train", "finish_run", "TrainingError", "check_resume", "write_data_source", "DATA_SOURCE_FILE", "wide_weights", "install_wide", "WideFolds", "WIDE_BLEND_GRID", "Phase", "WeightAverage", "Trainer", "local_trainer"]
 
 log = get_logger("recommendation.training")
 DOMAIN = "recommendation"
@@ -141,6 +144,100 @@ def prepare_inputs(cfg: TrainConfig) -> Prepared:
     if cfg.history:  # the whole training split (the select phase swaps in the fit part while it runs)
         batcher.set_history(prep.seen())
     return prep
+
+
+# ---------------------------------------------------------------------------------------------
+# --resume: what can be refused before the data is read
+# ---------------------------------------------------------------------------------------------
+DATA_SOURCE_FILE = "data_source.json"  # the --data a training run reads (data_source_record), written as each attempt starts
+
+
+def write_data_source(run: Run, cfg: TrainConfig) -> None:
+    """Record which data this training attempt reads (what ``--resume`` compares, before reading any data)."""
+    atomic_write_json(run.path(DATA_SOURCE_FILE), data_source_record(cfg.data))
+
+
+def check_resume(cfg: TrainConfig, command: str = "train") -> Path | None:
+    """With ``--resume``: refuse, before the data is read (which can take minutes), what the run folder alone
+    tells — no run of that name (or no ``train`` run at all), a run another command made (a recommend job, a
+    ``train_sequential`` run), a damaged record, a run another process is writing, ``--text lora`` (its adapters
+    are not checkpointed), and data other than the run's (:data:`DATA_SOURCE_FILE`, or a finished run's
+    ``split.json``: another existing file or folder, by content). Returns the run folder (None without ``--resume``);
+    ``Run.start`` chooses the same one. A checkpoint that does not fit for another reason is still refused by
+    ``Run.resume`` after loading."""
+    if not getattr(cfg, "resume", False):
+        return None
+    if cfg.text == "lora":
+        raise TrainingError("--resume with --text lora is not supported (the LoRA adapters are not checkpointed); rerun without --resume")
+    root = Path(cfg.runs_dir) / DOMAIN
+    if cfg.name:
+        run_dir = root / cfg.name
+        if not (run_dir / "run.json").is_file():
+            raise RunNotFoundError(f"--resume: no run {run_dir} to resume; expected the --name of a {DOMAIN} {command} run under {root}")
+        info = read_run(run_dir)
+    else:  # the newest run of the same command, as Run.start picks it
+        runs = [r for r in list_runs(cfg.runs_dir, DOMAIN) if r.get("command", command) == command]
+        if not runs:
+            raise RunNotFoundError(f"--resume: no {DOMAIN} {command} run under {root} to resume")
+        run_dir, info = Path(runs[0]["path"]), runs[0]
+    if info.get("status") == "damaged":
+        raise UserInputError(f"--resume: {info.get('error')}; this run's record is damaged, so it is not continued: repair or move that folder, "
+                             "or start a new run without --resume")
+    if info.get("command", command) != command:
+        raise TrainingError(f"--resume --name {cfg.name}: {run_dir} is a {info.get('command')} {info.get('kind', 'model')} run, not a {command} run; "
+                            f"expected the name of a {command} run to continue, or another --name without --resume")
+    if is_locked(run_dir / LOCK_FILE):
+        pid = lock_holder(run_dir / LOCK_FILE)
+        raise RunLockedError(f"run {run_dir} is being written by PID {pid if pid else '?'}; wait for it to finish, stop it, or choose another --name")
+    _check_same_data(run_dir, cfg)
+    return run_dir
+
+
+def _check_same_data(run_dir: Path, cfg: TrainConfig) -> None:
+    """:class:`TrainingError` when the run recorded other data than ``cfg.data`` (both still exist and differ, or one
+    is the bundled data set and the other not): its checkpoint's user and item rows are that data's, so resuming on
+    other data fails after loading it or — same counts — silently trains the wrong users' rows."""
+    from domains.recommendation.data import is_bundled
+
+    recorded = {}
+    for name in (DATA_SOURCE_FILE, "split.json"):
+        try:
+            recorded = json.loads((run_dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(recorded, dict) and "data" in recorded:
+            break
+        recorded = {}
+    if not recorded:  # a run older than the record: Run.resume still refuses a checkpoint that does not fit
+        return
+    was, was_path = recorded.get("data"), recorded.get("data_path")
+    if is_bundled(was) and is_bundled(cfg.data):
+        return
+    if not is_bundled(was) and not is_bundled(cfg.data):
+        old, new = Path(str(was_path or was)), Path(cfg.data).absolute()
+        if not old.exists() or not new.exists() or _same_content(old, new):  # moved since (or a copy): not refused here
+            return
+    where = f" ({was_path})" if was_path and was_path != was else ""
+    raise TrainingError(f"--resume of run {run_dir.name}: it was trained on --data {was}{where}, this command reads --data {cfg.data}; expected the "
+                        f"same data (the checkpoint's users and items are that data's rows): pass --data {was_path or was}, or start a new run without --resume")
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    """Whether two data files (or MovieLens folders: their files, by name) hold the same bytes."""
+    from core.io import sha256_file
+
+    try:
+        if a.exists() and b.exists() and os.path.samefile(a, b):
+            return True
+        if a.is_file() and b.is_file():
+            return a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
+        if a.is_dir() and b.is_dir():
+            files = lambda d: {p.name: p for p in d.iterdir() if p.is_file()}  # noqa: E731
+            fa, fb = files(a), files(b)
+            return fa.keys() == fb.keys() and all(_same_content(fa[n], fb[n]) for n in fa)
+    except OSError:
+        return False
+    return False
 
 
 def two_tower_kwargs(cfg: TrainConfig, space: FeatureSpace | None = None) -> dict:

@@ -48,8 +48,9 @@ class UnknownItemError(UserInputError, KeyError):
         return str(self.args[0])
 
 
-class UnknownUserError(UserInputError, KeyError):
-    """A user id the run does not know, though an id written as the same number is known (``"007"`` beside ``7``)."""
+class UnknownUserError(UserInputError, LookupError):
+    """A user id the run does not know, though an id written as the same number is known (``"007"`` beside ``7``).
+    A LookupError, not a KeyError: the dashboard reads a KeyError as a column missing from the run's files."""
 
     def __str__(self) -> str:
         return str(self.args[0])

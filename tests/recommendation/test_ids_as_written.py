@@ -35,8 +35,11 @@ def test_a_typed_id_is_looked_up_as_written_and_a_numerically_equal_one_is_named
     run, _ = int_id_run
     rec = load_recommender(run)
     assert not rec.recommend("7")["fallback"].any() and rec.user_row("7") == rec.user_row(7) == rec.user_row(" 7 ") is not None
-    with pytest.raises(UserInputError, match=r"^no user '007' in this run; did you mean '7'\?"):
+    with pytest.raises(UserInputError, match=r"^no user '007' in this run; did you mean '7'\?") as e:
         rec.recommend("007")  # was user 7's list
+    from dashboards.common import error_message
+
+    assert error_message(e.value) == str(e.value)  # the page's typed-id box shows this line (not "the run's files lack ...")
     with pytest.raises(UserInputError, match="did you mean '7'"):
         rec.history("+007")
     assert rec.recommend("999")["fallback"].all()  # an unknown id with no near match is still a new user (popularity)

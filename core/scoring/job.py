@@ -473,8 +473,15 @@ def _scorer_difference(before: dict[str, Any], now: dict[str, Any]) -> str:
         return f"the scorer or its config differs (version {before.get('version')} before, {now.get('version')} now)"
     old, new = before.get("config") or {}, now.get("config") or {}
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    shown = ", ".join(f"{k}: {json.dumps(old.get(k), default=str)[:80]} before, {json.dumps(new.get(k), default=str)[:80]} now" for k in keys[:3])
+    shown = ", ".join(f"{k}: {_short(old.get(k))} before, {_short(new.get(k))} now" for k in keys[:3])
     return f"the scorer or its config differs ({shown}{', …' if len(keys) > 3 else ''})"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A setting's value in at most ``limit`` characters; a long one keeps its end, where two paths differ
+    (``…/runs/medical/score-1a2b/masks``), not its start (the same ``/home/…/runs/medical/sco`` twice)."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
 
 
 def job_name(command: str, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, model_run: str | os.PathLike | None = None) -> str:

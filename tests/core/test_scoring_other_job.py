@@ -92,3 +92,19 @@ def test_the_test_score_cli_checks_its_items_before_its_run_folder(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: --items-dir {tmp_path / 'empty'}: no items to score (expected at least one price CSV (*.csv))"]
     assert not runs.exists()  # the run folder (status failed) was created before the items were looked at
+
+
+class FolderScorer(ScaleScorer):
+    def __init__(self, folder: str):
+        self.folder = folder
+
+
+def test_a_long_setting_that_differs_is_shown_by_its_end(tmp_path):
+    """Two run folders under the same long runs path differ at their end; the message used to cut both after
+    80 characters, showing the same prefix twice."""
+    root = "/data/" + "long-project-name/" * 6 + "runs/medical/"
+    out = tmp_path / "scores"
+    run_job(ITEMS, FolderScorer(root + "score-1a2b3c/masks"), out, items_per_chunk=1, progress=False)
+    with pytest.raises(JobMismatchError) as e:
+        check_scoring_job(ScoringConfig(out=str(out), items_per_chunk=1), ITEMS, FolderScorer(root + "score-1a2b3c-1/masks"))
+    assert 'score-1a2b3c/masks" before, ' in str(e.value) and 'score-1a2b3c-1/masks" now)' in str(e.value)

@@ -320,20 +320,12 @@ class Run:
         check_run_name(new_name, "run name")
         root = self.runs_dir / self.domain
         if getattr(self.config, "resume", False):
-            run_dir = self._resume_dir(root)
+            run_dir = _resume_dir(self.config, self.domain, self.command)
             self._lock_or_refuse(run_dir)
             self._keep_completed_files(run_dir)
             return run_dir
-        explicit = self.config.name is not None or (stable_name and new_name is not None)
-        base = self.config.name or new_name or time.strftime("%Y%m%d-%H%M%S")
-        for i in range(10_000):
-            run_dir = root / (base if i == 0 else f"{base}-{i}")
-            status = read_run(run_dir).get("status") if (run_dir / "run.json").is_file() else None
-            if status is not None and (status == "completed" or not explicit):
-                continue  # never overwrite finished work (or reuse a timestamp name): pick a fresh name
-            if status == "damaged" and i == 0:  # it may be finished work whose record was damaged: never reset it
-                raise UserInputError(f"{read_run(run_dir)['error']}; this run's record is damaged, so it is not continued or overwritten: "
-                                     "repair or move that folder, or choose another --name")
+        explicit, base = _naming(self.config, new_name, stable_name)
+        for i, run_dir in enumerate(_candidate_dirs(root, base, explicit)):
             if explicit and i == 0:
                 self._lock_or_refuse(run_dir)  # a named run that is not finished: continue in its folder, if free
                 self._reset_unfinished(run_dir)
@@ -347,17 +339,21 @@ class Run:
             return run_dir
         raise RunLockedError(f"no free run name {base}-N under {root}")
 
-    def _resume_dir(self, root: Path) -> Path:
-        if self.config.name:
-            run_dir = root / self.config.name
-            if not (run_dir / "run.json").is_file():
-                raise RunNotFoundError(f"--resume: no run {run_dir} to resume")
-            return run_dir
-        # the newest run made by the same command (a train run never resumes a score run)
-        runs = [r for r in list_runs(self.runs_dir, self.domain) if r.get("command", self.command) == self.command]
-        if not runs:
-            raise RunNotFoundError(f"--resume: no {self.domain} {self.command} run under {root} to resume")
-        return Path(runs[0]["path"])
+    @staticmethod
+    def planned_dir(domain: str, config: RunConfig, new_name: str | None = None, *, command: str | None = None, stable_name: bool = False) -> Path:
+        """The folder :meth:`start` with the same arguments would choose now, found by reading only (nothing
+        is created or locked): for a command whose job identity includes a path inside its run folder (medical
+        score's mask folder) and that must compare it with an existing job *before* the run folder exists.
+        The same errors as :meth:`start` for a bad name, a damaged record or nothing to ``--resume``."""
+        check_run_name(config.name, "--name")
+        check_run_name(new_name, "run name")
+        if getattr(config, "resume", False):
+            return _resume_dir(config, domain, command or Run._legacy_command(config))
+        explicit, base = _naming(config, new_name, stable_name)
+        for i, run_dir in enumerate(_candidate_dirs(Path(config.runs_dir) / domain, base, explicit)):
+            if (explicit and i == 0) or not run_dir.exists():
+                return run_dir
+        raise RunLockedError(f"no free run name {base}-N under {Path(config.runs_dir) / domain}")
 
     _completed_files: dict[str, bytes] | None = None
     _RESTORABLE = ("run.json", "config.json", "metrics.json", "metrics.jsonl")
@@ -671,6 +667,41 @@ class Run:
             fh.truncate()
         self._metrics_rows = rows
         return len(lines) - rows
+
+
+def _naming(config: RunConfig, new_name: str | None, stable_name: bool) -> tuple[bool, str]:
+    """(whether the name is one to continue — a ``--name`` or a name derived from the job's inputs —, the base name)."""
+    explicit = config.name is not None or (stable_name and new_name is not None)
+    return explicit, config.name or new_name or time.strftime("%Y%m%d-%H%M%S")
+
+
+def _candidate_dirs(root: Path, base: str, explicit: bool) -> Iterator[Path]:
+    """The run folders a new run may take, in order: ``base``, ``base-1``, … skipping finished work (and, for a
+    timestamp name, any run); an explicit name's unfinished run is offered first (to continue in it). A damaged
+    record under an explicit name is refused: it may be finished work, never reset."""
+    for i in range(10_000):
+        run_dir = root / (base if i == 0 else f"{base}-{i}")
+        status = read_run(run_dir).get("status") if (run_dir / "run.json").is_file() else None
+        if status is not None and (status == "completed" or not explicit):
+            continue  # never overwrite finished work (or reuse a timestamp name): pick a fresh name
+        if status == "damaged" and i == 0:  # it may be finished work whose record was damaged: never reset it
+            raise UserInputError(f"{read_run(run_dir)['error']}; this run's record is damaged, so it is not continued or overwritten: "
+                                 "repair or move that folder, or choose another --name")
+        yield run_dir
+
+
+def _resume_dir(config: RunConfig, domain: str, command: str) -> Path:
+    root = Path(config.runs_dir) / domain
+    if config.name:
+        run_dir = root / config.name
+        if not (run_dir / "run.json").is_file():
+            raise RunNotFoundError(f"--resume: no run {run_dir} to resume")
+        return run_dir
+    # the newest run made by the same command (a train run never resumes a score run)
+    runs = [r for r in list_runs(config.runs_dir, domain) if r.get("command", command) == command]
+    if not runs:
+        raise RunNotFoundError(f"--resume: no {domain} {command} run under {root} to resume")
+    return Path(runs[0]["path"])
 
 
 def _drop_cut_last_line(metrics: Path) -> int:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from core.cli import run_cli
 from core.runs import Run
-from core.scoring import WorkItem, check_scoring_items, check_scoring_out, job_name, run_job_from_config
+from core.scoring import WorkItem, check_scoring_items, check_scoring_job, check_scoring_out, job_name, run_job_from_config
 from domains.finance.config import ScoreConfig
 from domains.finance.data import data_tickers, load_panel_data
 from domains.finance.predictor import load_forecaster_run
@@ -37,6 +37,7 @@ def score(cfg: ScoreConfig):
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in tickers]
     check_scoring_items(items, f"--data {cfg.data}" if cfg.data else "the bundled price panel", "at least one ticker")  # before the run folder
     scorer = TFTScorer(str(model_dir), cfg.data, cfg.zero_shot, cfg.calendar, cfg.data_options(), data_digest(cfg.data))
+    check_scoring_job(cfg, items, scorer)  # an --out holding another job: refused before the run folder, --out untouched
     # no timestamp in the default name: the identical command after a crash finishes this job
     name = job_name("score", items, scorer, cfg.items_per_chunk, model_dir) if cfg.out is None else f"score-{pd.Timestamp.now():%Y%m%d-%H%M%S}"
     with Run.start("finance", cfg, new_name=name, stable_name=cfg.out is None, command="score", kind="job") as run:

@@ -35,7 +35,7 @@ log = get_logger("medical.score")
 
 def score(cfg: ScoreConfig) -> Path:
     from core.io import atomic_write_text
-    from core.scoring import check_scoring_items, check_scoring_out, job_name, read_output, read_quarantine, run_job_from_config
+    from core.scoring import check_scoring_items, check_scoring_job, check_scoring_out, job_name, read_output, read_quarantine, run_job_from_config
     from domains.medical.scoring import SegmentationScorer, folder_entries, work_items, write_name_map
 
     check_scoring_out(cfg)  # a bad --out is refused before anything is loaded or created
@@ -57,6 +57,9 @@ def score(cfg: ScoreConfig) -> Path:
 
     # the run (and so its masks/ and scores/) is named from the inputs, model and settings: a rerun finishes a killed job
     name = job_name("score", items, scorer(""), cfg.items_per_chunk, model_run)
+    # the job's identity includes its mask folder, <run>/masks: compared, for an --out holding another job, with the
+    # run folder Run.start will take — before that folder exists, and without touching --out
+    check_scoring_job(cfg, items, scorer(str(Run.planned_dir("medical", cfg, name, command="score", stable_name=True) / "masks")))
     with Run.start("medical", cfg, name, command="score", kind="job", stable_name=True) as run:
         summary = run_job_from_config(items, scorer(str(run.path("masks"))), cfg, default_out=run.dir / "scores")
         out = Path(cfg.out or run.dir / "scores")

@@ -15,6 +15,9 @@ For each data set:
 * ``build(sources, out_dir)`` writes the prepared files into a temporary folder that is renamed
   into ``<root>/<name>`` only when complete, with a ``MANIFEST.json`` of source and output digests.
   A second run with unchanged sources verifies the outputs and does nothing (idempotent).
+* One process builds a data set at a time (``<root>/.<name>.lock``, a ``flock`` freed when its holder
+  exits or dies): a second ``prepare`` — or a training preparing it on first use — waits, then finds it
+  up to date. The no-root Debian fetch takes the same kind of lock per package.
 """
 
 from __future__ import annotations

@@ -84,3 +84,18 @@ def test_recommendation_score_into_a_file_leaves_no_failed_job_run(tmp_path, cap
     assert main(["--runs-dir", str(tmp_path / "runs"), "--model-run", "m", "--out", str(tmp_path / "taken"), "--no-progress"]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "runs" / "recommendation").iterdir()) == ["m"]  # it used to leave score-m-k10-hnsw (failed)
+
+
+def test_recommendation_score_into_an_out_of_another_job_is_refused_before_its_run_folder(tmp_path, capsys):
+    from domains.recommendation.score import main
+
+    _recommendation_model_run(tmp_path / "runs", users=[1, 2, 3])
+    out = tmp_path / "other"
+    run_job([WorkItem(id="a")], EchoScorer(), out, progress=False)  # another job already in --out
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()}
+    assert main(["--runs-dir", str(tmp_path / "runs"), "--model-run", "m", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {out} holds another scoring job: the input items differ (1 before, 1 now, or files changed); "
+                                               "the scorer or its config differs (class "), err
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert sorted(p.name for p in (tmp_path / "runs" / "recommendation").iterdir()) == ["m"]  # no failed score-m-k10-hnsw run

@@ -41,6 +41,17 @@ def segmenter(key: str) -> api.LoadedSegmenter:
     return api.load_segmenter(run_path(base), lcc=switches[0] == "1", tta=switches[1] == "1")
 
 
+@st.cache_data(show_spinner="Checking the scan…", max_entries=16)
+def scan_refusal(run: str, source: str) -> str | None:
+    """Why ``infer`` would refuse this input before loading the model (a blank image, another modality, 4D or
+    NaN voxels, a grid too large), or None; reads the run's task.json, not its weights. One answer per run and input."""
+    try:
+        api.check_scan(run_path(run), source)
+    except api.MedicalInputError as e:
+        return str(e)
+    return None
+
+
 @st.cache_resource(show_spinner="Segmenting…", max_entries=6)
 def segment(key: str, source: str) -> api.Segmentation:
     """Inference result per (run, input); a case seen once answers instantly afterwards."""
@@ -57,7 +68,7 @@ def label_volume(path: str) -> np.ndarray:
     return np.asarray(api.load_label(path))
 
 
-def upload_refused(e: Exception, folder: Path, upload: str = "the uploaded scan") -> str:
+def upload_refused(e: Exception | str, folder: Path, upload: str = "the uploaded scan") -> str:
     """A refusal of an uploaded file in one line. The medical code names the file it read, here a file in the
     session's private folder the user never saw: that path reads as ``upload`` ("the uploaded scan", "the uploaded label")."""
     return "Upload refused: " + md_text(re.sub(re.escape(str(folder)) + r"[^\s:]*", upload, str(e)))
@@ -106,6 +117,9 @@ else:
             image_source = None
         except api.MedicalInputError as e:
             st.error(upload_refused(e, store.path))
+            image_source = None
+        if image_source is not None and (refusal := scan_refusal(run_key(run_dir), image_source)) is not None:
+            st.error(upload_refused(refusal, store.path))  # refused as `infer` refuses it: before the model is loaded
             image_source = None
         if image_source is not None and up_label is not None:
             try:  # the label is optional: one refused is one line, and the scan is still segmented (no Dice)

@@ -6,6 +6,7 @@ out. Nothing here trains.
 
     run = model_run(run_dir)                     # ModelRun: .has_model .task .class_names
     cases = list_cases()                         # [Case(id, image, label, dataset, split)]
+    check_scan(run_dir, path)                    # what infer refuses before the model (MedicalInputError)
     model = load_segmenter(run_dir)              # LoadedSegmenter
     seg = model.predict(cases[0].image)          # Segmentation: .image .mask .class_names .volumes_ml .ood ...
     dice_per_class(seg.mask, load_label(cases[0].label), seg.class_names)
@@ -23,13 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from domains.medical.metrics import dice_per_class as _dice_per_class
+from domains.medical.data import read_task_meta
 from domains.medical.explain import StructureSaliency, structure_occlusion
+from domains.medical.io import read_input_for_model
 from domains.medical.predict import Segmenter
 from domains.medical.predict import volumes_ml as _volumes_ml
 from domains.medical.qc import QualityCheck
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "list_cases", "model_run", "load_segmenter",
+__all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "list_cases", "model_run", "check_scan", "load_segmenter",
            "load_label", "dice_per_class", "volumes_ml", "dicom_to_nifti", "MedicalInputError",
            "StructureSaliency", "structure_saliency"]
 
@@ -150,6 +153,13 @@ def model_run(run_dir: str | Path) -> ModelRun:
     task = task_meta.get("task") or cfg.get("task")
     names = tuple(str(n) for n in task_meta.get("class_names", ()))
     return ModelRun(path=run_dir, has_model=(run_dir / "best.safetensors").is_file(), task=str(task) if task else None, class_names=names)
+
+
+def check_scan(run_dir: str | Path, source: str | Path) -> None:
+    """Refuse (``MedicalInputError`` naming ``source``) what ``infer`` refuses before loading the model: a grid too
+    large once resampled, 4D or NaN voxels, a damaged file, a blank image, a scan of another modality than the
+    run's model learned. Reads only the run's ``task.json``, not its weights."""
+    read_input_for_model(source, read_task_meta(run_dir))
 
 
 def load_segmenter(run_dir: str | Path, *, lcc: bool = False, tta: bool = False, crop: bool = True) -> LoadedSegmenter:

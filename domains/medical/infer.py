@@ -24,8 +24,8 @@ from core.logging import get_logger
 from core.runs import Run, resolve_model_run
 from domains.medical.config import InferConfig
 from domains.medical.data import read_msd_task, read_task_meta, task_dir
-from domains.medical.io import check_input, load_volume
-from domains.medical.validation import MedicalInputError, check_modality, check_not_blank
+from domains.medical.io import read_input_for_model
+from domains.medical.validation import MedicalInputError
 
 __all__ = ["infer", "main"]
 
@@ -42,10 +42,9 @@ def infer(cfg: InferConfig) -> Path:
         raise MedicalInputError("--input is empty; give a NIfTI/NRRD file or a DICOM series folder")
     else:
         src = cfg.input
-    check_input(src, meta["pipeline"]["spacing"])  # refusals are fast: before the model, the heavy imports and the run folder
-    vol = load_volume(src)  # what only the voxels show (4D, NaN, a truncated file, a corrupt slice) is refused before the run folder too
-    check_not_blank(vol.data, src)
-    check_modality(vol.modality, meta["pipeline"].get("modality", meta.get("modality")), src)
+    # refusals are fast: the header, then what only the voxels show (4D, NaN, a truncated file, a blank image, another
+    # modality) — before the model, the heavy imports and the run folder
+    vol = read_input_for_model(src, meta)
     from domains.medical.predict import Segmenter, save_result
 
     seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop)

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from core.io import atomic_path
-from domains.medical.validation import MAX_SIDE, MAX_VOXELS, MedicalInputError, check_image_array, check_resampled_size, check_spacing
+from domains.medical.validation import (MAX_SIDE, MAX_VOXELS, MedicalInputError, check_image_array, check_modality, check_not_blank, check_resampled_size,
+                                        check_spacing)
 
 __all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES", "probe_volume",
-           "check_input", "is_dicom_file", "content_id", "save_volume_nifti"]
+           "check_input", "read_input_for_model", "is_dicom_file", "content_id", "save_volume_nifti"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
 # The only DICOM attributes we read. Everything else (PatientName, PatientID, PatientBirthDate,
@@ -253,6 +254,19 @@ def check_input(path: str | Path, target_spacing: float | None = None) -> tuple[
 
         _check_nifti_size(nib.load(str(path)), Path(path))
     return shape, spacing
+
+
+def read_input_for_model(path: str | Path, meta: dict[str, Any]) -> Volume:
+    """The input read and checked for the model a run's ``task.json`` (``meta``) describes — everything refused
+    without the model: the header (:func:`check_input`), then the voxels (4D, NaN, a truncated file), a blank
+    image, and a DICOM Modality the model was not trained on. ``infer`` and the dashboard call it before
+    loading the model."""
+    pipeline = meta["pipeline"]
+    check_input(path, pipeline["spacing"])
+    vol = load_volume(path)
+    check_not_blank(vol.data, path)
+    check_modality(vol.modality, pipeline.get("modality", meta.get("modality")), path)
+    return vol
 
 
 def content_id(path: str | Path, prefix: str = "vol") -> str:

@@ -427,3 +427,40 @@ def test_the_medical_page_refuses_a_bad_uploaded_label_in_one_line_and_still_seg
         assert str(tmp_root) not in errors[0] and not [x for x in at.expander if x.label == "Details for a bug report"], name
         assert any("Slices of" in s.value for s in at.subheader), name  # the scan is still segmented and shown
         assert any("The label could not be used" in c.value for c in at.caption), name
+
+
+def test_the_medical_page_refuses_an_upload_before_it_loads_the_model(domain_run, tmp_root, tmp_path, monkeypatch):
+    """The CLI refuses a bad input before it loads the model; the page loaded the model first (seconds, a model's
+    memory) and only then refused a blank image, a CT series for an MRI model or 4D data. Now those are refused
+    from the run's task.json alone: the model loader is not called until a scan it can segment arrives."""
+    import streamlit as st
+
+    from domains.medical import api
+
+    run = domain_run("medical")
+    loads = []
+    real_load = api.load_segmenter
+    monkeypatch.setattr(api, "load_segmenter", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    rng = np.random.default_rng(0)
+    body = (np.linalg.norm(np.indices((40, 40, 24)).T - [12, 20, 20], axis=-1).T < 15)
+    ct = write_dicom_series(tmp_path / "ct", (rng.normal(100, 10, body.shape) * body).astype(np.int16), spacing=(4.0, 4.0, 4.0), modality="CT")
+    refused = {
+        "blank.nii.gz": (gzip.compress(_nifti_bytes(np.full((40, 40, 24), 7.0, np.float32))), "every voxel is 7"),
+        "ct.zip": (zip_bytes({f.name: f.read_bytes() for f in ct}), "but this model was trained on MRI"),
+        "series.nii": (_nifti_bytes(np.stack([body, body], -1).astype(np.float32)), "4D"),
+    }
+    at = _medical_upload_page(run, timeout=120)  # the page opens on a prepared case, which it segments
+    st.cache_resource.clear()
+    loads.clear()
+    for name, (data, expected) in refused.items():
+        at.file_uploader(key="med_upload").upload(name, data, "application/octet-stream")
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        errors = [e.value.replace("\\", "") for e in at.error]
+        assert len(errors) == 1 and errors[0].startswith("Upload refused: the uploaded scan: ") and expected in errors[0], (name, errors)
+        assert not loads, f"{name}: the model was loaded before the upload was refused"
+    at.file_uploader(key="med_upload").upload("scan.nii", _nifti_bytes((rng.normal(100, 10, body.shape) * body).astype(np.float32)),
+                                              "application/octet-stream")
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(loads) == 1 and any("Slices of" in s.value for s in at.subheader)  # a scan it can segment: loaded once, segmented

@@ -21,6 +21,7 @@ if str(REPO) not in sys.path:  # `streamlit run dashboards/app.py` puts only das
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
+from core.errors import UserInputError  # noqa: E402
 from core.logging import get_logger  # noqa: E402
 from core.runs import iter_metrics, links_out, read_run, run_dirs  # noqa: E402
 from core.tracking import flatten  # noqa: E402
@@ -169,7 +170,10 @@ def friendly_errors(what: str) -> Iterator[None]:
 
 def error_message(e: BaseException) -> str:
     """One line saying what went wrong. A ``KeyError`` from reading a run's tables is a column or field the
-    page needs and the run's file lacks (its bare message would be only the key)."""
+    page needs and the run's file lacks (its bare message would be only the key) — unless it is a user's error
+    (:class:`core.errors.UserInputError`, e.g. an item id the run does not know), whose own line is shown."""
+    if isinstance(e, UserInputError):
+        return str(e.args[0]) if isinstance(e, KeyError) and e.args else (str(e) or type(e).__name__)
     if isinstance(e, KeyError) and e.args:
         return f"the run's files lack the column or field {e.args[0]!r} (damaged, or written by another version)"
     return str(e) or type(e).__name__

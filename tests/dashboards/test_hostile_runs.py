@@ -163,3 +163,14 @@ def test_damaged_benchmark_results_do_not_hide_the_runs_own_metrics(domain_run, 
     assert [e.value for e in at.error if e.value.startswith("Reading the benchmark results under `")], [e.value for e in at.error]
     assert any("Test metrics of this run" in m.value for m in at.markdown)  # the run's own table is still shown
     assert any("model" in d.value.columns for d in at.dataframe)
+
+
+def test_error_message_shows_a_users_lookup_error_as_its_own_line():
+    """An item id the run does not know (``UnknownItemError``, a UserInputError that is also a KeyError for
+    callers catching KeyError) was shown as "the run's files lack the column or field ..." — a damaged run."""
+    from dashboards.common import error_message
+    from domains.recommendation.inference import UnknownItemError
+
+    msg = error_message(UnknownItemError("no item '03' in this run; did you mean '3'?"))
+    assert msg == "no item '03' in this run; did you mean '3'?"
+    assert "lack the column" in error_message(KeyError("rank"))  # a real missing column is still read as one

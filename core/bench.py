@@ -82,6 +82,8 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
         return "_(no rows)_"
     columns = columns or list(rows[0])
     def fmt(v):
+        if v is None:  # a metric recorded as null (e.g. HD95 of an absent class): no number
+            return "–"
         if isinstance(v, float):
             return f"{v:.4g}"
         return str(v)

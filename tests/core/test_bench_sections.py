@@ -27,3 +27,7 @@ def test_machine_line_names_the_cpu(monkeypatch):
     line = bench.machine_line("2026-11-30")
     assert "measured 2026-11-30" in line and "CPU: " in line and "no AMX bf16 units" in line
     assert "torch CPU capability" in line
+
+
+def test_markdown_table_shows_a_null_metric_as_a_dash():
+    assert bench.markdown_table([{"class": "x", "HD95 mm": None, "Dice": 0.5}]).splitlines()[-1] == "| x | – | 0.5 |"

@@ -18,7 +18,9 @@ kind ``"job"`` (forecast, score, …) never move it.
 
 Guarantees: run names are plain names (:class:`RunNameError` before anything is created); one
 writer per run folder (a second one gets :class:`RunLockedError` naming the writer's PID before it
-touches anything); a run whose writer died while ``running`` reads as ``interrupted``.
+touches anything); a run whose writer died while ``running`` reads as ``interrupted``; ``--resume`` continues
+only a run of the same command whose record is intact — :func:`check_resumable` says so, reading only, before a
+command's slow data load.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from core.locking import FolderLock, is_locked, lock_holder, pid_alive
 from core.logging import attach_run_log, detach_run_log, get_logger
 from core.tracking import Tracker
 
-__all__ = ["Run", "list_runs", "latest_run_dir", "resolve_model_run", "read_run", "iter_metrics", "RunNotFoundError", "RunLockedError", "RunNameError", "LOCK_FILE"]
+__all__ = ["Run", "list_runs", "latest_run_dir", "resolve_model_run", "read_run", "iter_metrics", "check_resumable", "RunNotFoundError", "RunLockedError",
+           "RunDamagedError", "RunNameError", "LOCK_FILE"]
 
 log = get_logger("runs")
 
@@ -63,6 +66,10 @@ class RunNotFoundError(UserInputError, FileNotFoundError):
 
 class RunLockedError(UserInputError, RuntimeError):
     """Another live process is writing the run folder."""
+
+
+class RunDamagedError(UserInputError, ValueError):
+    """A run whose record (run.json) is damaged: it may be finished work, so it is never continued or overwritten."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -344,7 +351,7 @@ class Run:
         """The folder :meth:`start` with the same arguments would choose now, found by reading only (nothing
         is created or locked): for a command whose job identity includes a path inside its run folder (medical
         score's mask folder) and that must compare it with an existing job *before* the run folder exists.
-        The same errors as :meth:`start` for a bad name, a damaged record or nothing to ``--resume``."""
+        The same errors as :meth:`start` for a bad name, a damaged record or nothing (of this command) to ``--resume``."""
         check_run_name(config.name, "--name")
         check_run_name(new_name, "run name")
         if getattr(config, "resume", False):
@@ -381,8 +388,7 @@ class Run:
         run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = FolderLock.acquire(run_dir / LOCK_FILE)
         if self._lock is None:
-            pid = lock_holder(run_dir / LOCK_FILE)
-            raise RunLockedError(f"run {run_dir} is being written by PID {pid if pid else '?'}; wait for it to finish, stop it, or choose another --name")
+            raise _being_written(run_dir)
 
     def _reset_unfinished(self, run_dir: Path) -> None:
         """Starting a named run again (without --resume) in the folder of its failed or interrupted
@@ -685,23 +691,53 @@ def _candidate_dirs(root: Path, base: str, explicit: bool) -> Iterator[Path]:
         if status is not None and (status == "completed" or not explicit):
             continue  # never overwrite finished work (or reuse a timestamp name): pick a fresh name
         if status == "damaged" and i == 0:  # it may be finished work whose record was damaged: never reset it
-            raise UserInputError(f"{read_run(run_dir)['error']}; this run's record is damaged, so it is not continued or overwritten: "
-                                 "repair or move that folder, or choose another --name")
+            raise RunDamagedError(f"{read_run(run_dir)['error']}; this run's record is damaged, so it is not continued or overwritten: "
+                                  "repair or move that folder, or choose another --name")
         yield run_dir
 
 
+def check_resumable(domain: str, config: RunConfig, command: str) -> Path | None:
+    """With ``--resume``: the run folder :meth:`Run.start` (same domain, config and command) will continue, found by
+    reading only — nothing is created or locked — so a command can refuse, before its slow data load, what the folder
+    alone decides, with the error ``Run.start`` would raise: a bad ``--name`` (:class:`RunNameError`), no such run or
+    no run of ``command`` at all, a run another command made (:class:`RunNotFoundError`), a damaged record
+    (:class:`RunDamagedError`), a run another process is writing (:class:`RunLockedError`). ``None`` without
+    ``--resume``. A checkpoint that does not fit is still refused by :meth:`Run.resume`, after loading."""
+    if not getattr(config, "resume", False):
+        return None
+    check_run_name(config.name, "--name")
+    run_dir = _resume_dir(config, domain, command)
+    if is_locked(run_dir / LOCK_FILE):
+        raise _being_written(run_dir)
+    return run_dir
+
+
+def _being_written(run_dir: Path) -> RunLockedError:
+    pid = lock_holder(run_dir / LOCK_FILE)
+    return RunLockedError(f"run {run_dir} is being written by PID {pid if pid else '?'}; wait for it to finish, stop it, or choose another --name")
+
+
 def _resume_dir(config: RunConfig, domain: str, command: str) -> Path:
+    """The run ``--resume`` continues: ``--name``'s, else the newest run made by ``command`` (a train run never
+    resumes a score run). Refused: none, a run of another command, a damaged record (it may be finished work)."""
     root = Path(config.runs_dir) / domain
     if config.name:
         run_dir = root / config.name
         if not (run_dir / "run.json").is_file():
-            raise RunNotFoundError(f"--resume: no run {run_dir} to resume")
-        return run_dir
-    # the newest run made by the same command (a train run never resumes a score run)
-    runs = [r for r in list_runs(config.runs_dir, domain) if r.get("command", command) == command]
-    if not runs:
-        raise RunNotFoundError(f"--resume: no {domain} {command} run under {root} to resume")
-    return Path(runs[0]["path"])
+            raise RunNotFoundError(f"--resume: no run {run_dir} to resume; expected the --name of a {domain} {command} run under {root}")
+        info = read_run(run_dir)
+    else:
+        runs = [r for r in list_runs(config.runs_dir, domain) if r.get("command", command) == command]
+        if not runs:
+            raise RunNotFoundError(f"--resume: no {domain} {command} run under {root} to resume")
+        run_dir, info = Path(runs[0]["path"]), runs[0]
+    if info.get("status") == "damaged":
+        raise RunDamagedError(f"--resume: {info.get('error')}; this run's record is damaged, so it is not continued: repair or move that folder, "
+                              "or start a new run without --resume")
+    if info.get("command", command) != command:
+        raise RunNotFoundError(f"--resume --name {config.name}: {run_dir} is a {info.get('command')} {info.get('kind', 'model')} run, not a {command} run; "
+                               f"expected the name of a {command} run to continue, or another --name without --resume")
+    return run_dir
 
 
 def _drop_cut_last_line(metrics: Path) -> int:

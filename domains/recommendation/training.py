@@ -42,8 +42,7 @@ from core.errors import UserInputError
 from core.io import atomic_write_json, atomic_write_parquet
 from core.logging import get_logger
 from core.progress import progress
-from core.locking import is_locked, lock_holder
-from core.runs import LOCK_FILE, Run, RunLockedError, RunNotFoundError, list_runs, read_run
+from core.runs import Run, check_resumable
 from domains.recommendation.config import TrainConfig
 from domains.recommendation.data import (check_split_sizes, data_source_record, group_by_user, load_dataset, split_interactions, split_name,
                                          validation_split)
@@ -164,31 +163,12 @@ def check_resume(cfg: TrainConfig, command: str = "train") -> Path | None:
     are not checkpointed), and data other than the run's (:data:`DATA_SOURCE_FILE`, or a finished run's
     ``split.json``: another existing file or folder, by content). Returns the run folder (None without ``--resume``);
     ``Run.start`` chooses the same one. A checkpoint that does not fit for another reason is still refused by
-    ``Run.resume`` after loading."""
+    ``Run.resume`` after loading. The generic refusals are :func:`core.runs.check_resumable`'s."""
     if not getattr(cfg, "resume", False):
         return None
     if cfg.text == "lora":
         raise TrainingError("--resume with --text lora is not supported (the LoRA adapters are not checkpointed); rerun without --resume")
-    root = Path(cfg.runs_dir) / DOMAIN
-    if cfg.name:
-        run_dir = root / cfg.name
-        if not (run_dir / "run.json").is_file():
-            raise RunNotFoundError(f"--resume: no run {run_dir} to resume; expected the --name of a {DOMAIN} {command} run under {root}")
-        info = read_run(run_dir)
-    else:  # the newest run of the same command, as Run.start picks it
-        runs = [r for r in list_runs(cfg.runs_dir, DOMAIN) if r.get("command", command) == command]
-        if not runs:
-            raise RunNotFoundError(f"--resume: no {DOMAIN} {command} run under {root} to resume")
-        run_dir, info = Path(runs[0]["path"]), runs[0]
-    if info.get("status") == "damaged":
-        raise UserInputError(f"--resume: {info.get('error')}; this run's record is damaged, so it is not continued: repair or move that folder, "
-                             "or start a new run without --resume")
-    if info.get("command", command) != command:
-        raise TrainingError(f"--resume --name {cfg.name}: {run_dir} is a {info.get('command')} {info.get('kind', 'model')} run, not a {command} run; "
-                            f"expected the name of a {command} run to continue, or another --name without --resume")
-    if is_locked(run_dir / LOCK_FILE):
-        pid = lock_holder(run_dir / LOCK_FILE)
-        raise RunLockedError(f"run {run_dir} is being written by PID {pid if pid else '?'}; wait for it to finish, stop it, or choose another --name")
+    run_dir = check_resumable(DOMAIN, cfg, command)
     _check_same_data(run_dir, cfg)
     return run_dir
 

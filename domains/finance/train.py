@@ -25,7 +25,7 @@ import pandas as pd
 from core.cli import run_cli
 from core.device import set_cpu_threads
 from core.distributed import DataParallel
-from core.runs import Run
+from core.runs import Run, check_resumable
 from domains.finance.config import TrainConfig
 from domains.finance.data import load_panel_data
 from domains.finance.features import base_features
@@ -37,6 +37,7 @@ __all__ = ["TrainConfig", "train", "main"]
 def train(cfg: TrainConfig) -> Path:
     """Train, validate, save; returns the run directory."""
     set_cpu_threads(cfg.threads)
+    check_resumable("finance", cfg, "train")  # --resume of a run that cannot be continued: refused before the data load
     data = load_panel_data(cfg.data, cfg.tickers, **cfg.data_options())
     feat = base_features(data.panel, data.covariates if cfg.covariates else None)
     with DataParallel(cfg.device) as dp, Run.start("finance", cfg, new_name=f"train-{pd.Timestamp.now():%Y%m%d-%H%M%S}", command="train",

@@ -23,7 +23,7 @@ from pathlib import Path
 from core.cli import run_cli
 from core.device import set_cpu_threads
 from core.distributed import DataParallel
-from core.runs import Run
+from core.runs import Run, check_resumable
 from domains.medical.config import TrainConfig
 from domains.medical.training import fit, init_source, load_training_task
 
@@ -32,6 +32,7 @@ __all__ = ["train", "main"]
 
 def train(cfg: TrainConfig) -> Path:
     """Train, select, stop early, evaluate on the test volume; returns the run directory."""
+    check_resumable("medical", cfg, "train")  # --resume of a run that cannot be continued: refused before the task is loaded
     task = load_training_task(cfg.task)
     init_source(cfg, task)  # an --init-from run whose network does not fit is refused before a run folder exists
     set_cpu_threads(cfg.threads)

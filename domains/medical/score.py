@@ -9,7 +9,11 @@ mask path) to partitioned Parquet under ``--out`` (default ``<run>/scores``). Un
 
 Rerunning the identical command after a crash finishes the job: without ``--name`` the run is named
 from its inputs, model and settings (``score-<hash>``), so the rerun reopens the same run folder and
-output and scores only the chunks that were not committed.
+output and scores only the chunks that were not committed. A completed run is never written again: the
+identical command rerun after it completed starts ``score-<hash>-1``; with the same ``--out`` it reuses the
+finished job there (every chunk skipped, rows and masks as the first run wrote them), without ``--out`` it
+scores again into its own ``scores/`` (as finance and recommendation score do). Each row's ``mask_path``
+names where its mask was written.
 
 Privacy: ``<id>`` is a hash of each entry's bytes — folder and file names (often a patient's name or
 MRN) never reach rows, masks, quarantine entries, logs or MLflow. ``--name-map`` writes the mapping
@@ -36,7 +40,7 @@ log = get_logger("medical.score")
 def score(cfg: ScoreConfig) -> Path:
     from core.io import atomic_write_text
     from core.scoring import check_scoring_items, check_scoring_job, check_scoring_out, job_name, read_output, read_quarantine, run_job_from_config
-    from domains.medical.scoring import SegmentationScorer, folder_entries, work_items, write_name_map
+    from domains.medical.scoring import SegmentationScorer, folder_entries, recorded_mask_dir, work_items, write_name_map
 
     check_scoring_out(cfg)  # a bad --out is refused before anything is loaded or created
     model_run = resolve_model_run("medical", cfg.model_run, cfg.runs_dir)
@@ -52,17 +56,23 @@ def score(cfg: ScoreConfig) -> Path:
         print(f"id map (beside the inputs, not in the run): {write_name_map(cfg.input, sources)}", file=sys.stderr)
     device = "cpu" if cfg.device == "auto" else cfg.device
 
-    def scorer(mask_dir: str) -> SegmentationScorer:
-        return SegmentationScorer(str(model_run), mask_dir, device=device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop, sources=sources)
+    def scorer(mask_dir: str, recorded: str | None) -> SegmentationScorer:
+        return SegmentationScorer(str(model_run), mask_dir, device=device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop, sources=sources,
+                                  recorded_mask_dir=recorded)
 
-    # the run (and so its masks/ and scores/) is named from the inputs, model and settings: a rerun finishes a killed job
-    name = job_name("score", items, scorer(""), cfg.items_per_chunk, model_run)
-    # the job's identity includes its mask folder, <run>/masks: compared, for an --out holding another job, with the
-    # run folder Run.start will take — before that folder exists, and without touching --out
-    check_scoring_job(cfg, items, scorer(str(Run.planned_dir("medical", cfg, name, command="score", stable_name=True) / "masks")))
+    def recorded_in(out: str | Path | None) -> str | None:
+        """The mask folder a job in ``out`` written by an earlier version holds in its identity (--overwrite discards it)."""
+        return None if cfg.overwrite else recorded_mask_dir(out)
+
+    # the run (and so its masks/ and scores/) is named from the inputs, model and settings: a rerun finishes a killed job.
+    # The name hashes them as earlier versions did (with an empty mask folder), so their unfinished runs keep their names
+    name = job_name("score", items, scorer("", ""), cfg.items_per_chunk, model_run)
+    # the mask folder is not part of the job's identity: the identical command rerun after the job completed (a new run
+    # folder, score-<hash>-1) is the same job and skips its chunks; another job in --out is refused before any run folder
+    check_scoring_job(cfg, items, scorer("", recorded_in(cfg.out)))
     with Run.start("medical", cfg, name, command="score", kind="job", stable_name=True) as run:
-        summary = run_job_from_config(items, scorer(str(run.path("masks"))), cfg, default_out=run.dir / "scores")
         out = Path(cfg.out or run.dir / "scores")
+        summary = run_job_from_config(items, scorer(str(run.path("masks")), recorded_in(out)), cfg, default_out=out)
         df, bad = read_output(out), read_quarantine(out)
         flagged = df[df["ood_flag"]] if len(df) and "ood_flag" in df.columns else df.iloc[0:0]
         if len(df):

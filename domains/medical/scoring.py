@@ -16,11 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from core.io import atomic_write_text
-from core.scoring import Scorer, WorkItem
+from core.scoring import Scorer, ScoringError, WorkItem
+from core.scoring.job import read_job
 from domains.medical.io import content_id
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["SegmentationScorer", "folder_entries", "work_items", "write_name_map", "NAME_MAP_FILE", "sanitize"]
+__all__ = ["SegmentationScorer", "folder_entries", "work_items", "write_name_map", "NAME_MAP_FILE", "sanitize", "recorded_mask_dir"]
 
 
 NAME_MAP_FILE = ".dlsuite-ids.csv"
@@ -66,6 +67,22 @@ def write_name_map(folder: str | Path, sources: dict[str, str]) -> Path:
     return out
 
 
+def recorded_mask_dir(out: str | Path | None) -> str | None:
+    """The mask folder that the segmentation job in ``out`` holds in its identity: jobs written before the mask
+    folder left :meth:`SegmentationScorer.config` recorded it there. ``None`` for a job without it, no job or
+    one that cannot be read (the job check names that file)."""
+    if not out:
+        return None
+    try:
+        scorer = read_job(out)["description"]["scorer"]
+    except ScoringError:
+        return None
+    config = scorer.get("config")
+    if scorer["class"] != f"{SegmentationScorer.__module__}.{SegmentationScorer.__qualname__}" or not isinstance(config, dict):
+        return None
+    return config["mask_dir"] if isinstance(config.get("mask_dir"), str) else None
+
+
 def sanitize(message: str, path: str, vid: str) -> str:
     """``message`` with the input's path (and its last component) replaced by its id."""
     p = Path(path)
@@ -83,9 +100,21 @@ class SegmentationScorer(Scorer):
     version = "2"
 
     def __init__(self, model_run: str, mask_dir: str, device: str = "cpu", lcc: bool = False, tta: bool = False, crop: bool = True,
-                 sources: dict[str, str] | None = None):
+                 sources: dict[str, str] | None = None, recorded_mask_dir: str | None = None):
         self.model_run, self.mask_dir, self.device, self.lcc, self.tta, self.crop = str(model_run), str(mask_dir), device, lcc, tta, crop
         self._sources = dict(sources or {})
+        self._recorded_mask_dir = recorded_mask_dir
+
+    def config(self) -> dict:
+        """The job's identity: model and settings, not ``mask_dir``. The masks go to the folder of the run that
+        scores them (``<run>/masks``) and each row names its own ``mask_path``; a completed run is never written
+        again, so the identical command rerun into the same ``--out`` runs as ``score-<hash>-1`` — it must still
+        be the same job (its chunks are skipped). ``recorded_mask_dir``: the mask folder a job folder of an
+        earlier version recorded in its identity (:func:`recorded_mask_dir`), repeated so that it compares equal."""
+        config = {k: v for k, v in super().config().items() if k != "mask_dir"}
+        if self._recorded_mask_dir is not None:
+            config["mask_dir"] = self._recorded_mask_dir
+        return config
 
     def load(self) -> None:
         from domains.medical.predict import Segmenter

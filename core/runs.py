@@ -346,22 +346,6 @@ class Run:
             return run_dir
         raise RunLockedError(f"no free run name {base}-N under {root}")
 
-    @staticmethod
-    def planned_dir(domain: str, config: RunConfig, new_name: str | None = None, *, command: str | None = None, stable_name: bool = False) -> Path:
-        """The folder :meth:`start` with the same arguments would choose now, found by reading only (nothing
-        is created or locked): for a command whose job identity includes a path inside its run folder (medical
-        score's mask folder) and that must compare it with an existing job *before* the run folder exists.
-        The same errors as :meth:`start` for a bad name, a damaged record or nothing (of this command) to ``--resume``."""
-        check_run_name(config.name, "--name")
-        check_run_name(new_name, "run name")
-        if getattr(config, "resume", False):
-            return _resume_dir(config, domain, command or Run._legacy_command(config))
-        explicit, base = _naming(config, new_name, stable_name)
-        for i, run_dir in enumerate(_candidate_dirs(Path(config.runs_dir) / domain, base, explicit)):
-            if (explicit and i == 0) or not run_dir.exists():
-                return run_dir
-        raise RunLockedError(f"no free run name {base}-N under {Path(config.runs_dir) / domain}")
-
     _completed_files: dict[str, bytes] | None = None
     _RESTORABLE = ("run.json", "config.json", "metrics.json", "metrics.jsonl")
 

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
+from core.logging import get_logger
+
 __all__ = [
     "has_conv_layers",
     "prune",
@@ -35,6 +37,8 @@ __all__ = [
     "model_size_bytes",
     "ExportError",
 ]
+
+log = get_logger("compress")
 
 _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -152,6 +156,14 @@ def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence
     model = copy.deepcopy(model).eval()
     if method == "torchao":
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+        from core.device import cpu_has_int8_dot_product
+
+        if cpu_has_int8_dot_product() is False and not torch.cuda.is_available():
+            log.warning("this CPU has no int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8): torchao's dynamic int8 "
+                        "layers run much SLOWER than fp32 here (MiniLM 21x, an MLP 28x on an AMD EPYC, BENCHMARKS finetune-no-amx); "
+                        "for CPU serving on it export to ONNX and use quantize_onnx_int8 (1.6x faster than ONNX fp32 on the same "
+                        "MiniLM), or keep fp32")
 
         if not any(isinstance(m, nn.Linear) for m in model.modules()):
             raise ValueError(f"{type(model).__name__} has no nn.Linear layers for torchao int8; use method='pt2e'")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from core.errors import UserInputError
 
-__all__ = ["DeviceError", "resolve_device", "seed_everything", "autocast", "amp_dtype", "cpu_has_bf16_matrix_units", "device_summary", "set_cpu_threads"]
+__all__ = ["DeviceError", "resolve_device", "seed_everything", "autocast", "amp_dtype", "cpu_has_bf16_matrix_units", "cpu_has_int8_dot_product", "device_summary", "set_cpu_threads"]
 
 
 class DeviceError(UserInputError, RuntimeError):
@@ -60,6 +61,22 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+def cpu_has_int8_dot_product() -> bool | None:
+    """Whether this CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8), which fast int8
+    matrix multiplication needs: without them ``torch._int_mm`` — what torchao's dynamic int8 linear layers run —
+    took 60x the time of an fp32 matmul on an AMD EPYC with AVX2 only, and a quantized MiniLM ran 21x slower
+    than fp32 (``bench/finetune.py``, BENCHMARKS "finetune-no-amx"). None when it cannot be told (no
+    ``/proc/cpuinfo``, not x86)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    if flags is None:
+        return None
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 def cpu_has_bf16_matrix_units() -> bool:

@@ -106,3 +106,17 @@ def test_onnx_export_parity_and_int8_file(tmp_path):
     agree = (OnnxRunner(p8)(xi).argmax(1) == mlp(xi).argmax(1)).float().mean()
     assert agree > 0.9
     assert model_size_bytes(mlp) == pytest.approx(4 * sum(p.numel() for p in mlp.parameters()), rel=0.05)
+
+
+@pytest.mark.parametrize("has_vnni, warned", [(False, True), (True, False), (None, False)])
+def test_torchao_int8_on_a_cpu_without_int8_dot_product_warns(monkeypatch, caplog, has_vnni, warned):
+    """On an AVX2-only CPU (the AMD EPYC of BENCHMARKS finetune-no-amx) torchao's dynamic int8 ran 21x slower than fp32:
+    the user who asks for it is told, once, and pointed at ONNX Runtime int8."""
+    import core.device
+
+    monkeypatch.setattr(core.device, "cpu_has_int8_dot_product", lambda: has_vnni)
+    caplog.set_level("WARNING", logger="suite")
+    quantize_int8(_mlp(), (torch.randn(4, 32),), compile=False)
+    assert ("no int8 dot-product instructions" in caplog.text) is warned
+    assert ("quantize_onnx_int8" in caplog.text) is warned
+

@@ -850,7 +850,10 @@ NOTES = """
 - int8 rows compare a compiled int8 model with the eager fp32 model (what the target asks). Part of the gain is
   the compiler, not int8: the parity-checked ONNX Runtime fp32 row is the graph-optimised fp32 reference.
 - ONNX Runtime *dynamic* int8 quantizes convolutions to `ConvInteger`, which has no fast fused CPU kernel:
-  slower than ORT fp32 on the CNN (task A), 2× faster on the transformer (task B). For CNNs use the PT2E row.
+  slower than ORT fp32 on the CNN (task A), faster on the transformer (task B; the ratio is under Targets). For CNNs use the PT2E row.
+- On a CPU without int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX-INT8 — e.g. an AVX2-only AMD EPYC) torchao's
+  dynamic int8 runs `torch._int_mm` without a fast kernel: its row is many times *slower* than fp32 there, and
+  `core.compress.quantize_int8` warns; use the ONNX Runtime int8 row for transformers on such a CPU.
 - Task A's student keeps the first 5 of the fine-tuned teacher's 7 EfficientNet-Lite0 stages (layer-dropping
   distillation, as DistilBERT; 4.8× fewer parameters) with a new 112→6 head, and learns from the teacher's logits
   (T = 4, α = 0.7) on the same 512 patches for 8 epochs. Chosen on validation (`python -m bench.finetune --select A`:

@@ -44,7 +44,7 @@ from core.bench import PeakRSS, machine_line, markdown_table, time_it, write_ben
 SYN_TICKERS, SYN_DAYS = 300, 3000
 
 
-def _setup(threads: int):
+def setup_panel(threads: int):
     from domains.finance.data import load_covariates, load_panel
     from domains.finance.features import TARGETS, FoldScaler, base_features
     from domains.finance.model import TFTSpec
@@ -66,7 +66,7 @@ def bench_predict(threads: int) -> dict:
     from domains.finance.features import PanelTensors
     from domains.finance.model import build_tft, build_timeseries_dataset, fit, predict_quantiles
 
-    z, spec = _setup(threads)
+    z, spec = setup_panel(threads)
     tickers = sorted(z["ticker"].unique())
     model = build_tft(spec, tickers)
     T = PanelTensors(z, list(model.hparams.x_reals), model.ticker_index, spec.encoder_length, spec.horizon)
@@ -99,7 +99,7 @@ def bench_train(threads: int, batches: int = 30, batch_size: int = 128) -> dict:
     from domains.finance.features import PanelTensors
     from domains.finance.model import build_tft, build_timeseries_dataset, fit
 
-    z, spec = _setup(threads)
+    z, spec = setup_panel(threads)
     tickers = sorted(z["ticker"].unique())
 
     def reference():

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.finance import _setup
+from bench.finance import setup_panel
 from domains.finance.features import TARGETS
 
 
 def test_the_bench_panel_has_no_missing_model_inputs():
-    z, spec = _setup(1)
+    z, spec = setup_panel(1)
     inputs = [c for c in spec.observed_reals if c not in TARGETS]
     assert inputs and set(inputs) <= set(z.columns)
     assert not z[inputs].isna().any().any()

@@ -1,0 +1,54 @@
+"""`train --resume` refusals that the run folder alone decides (core.runs.check_resumable) come before the data is
+read — in finance (the price panel) and medical (the MSD task; recommendation's own check_resume has its tests in
+tests/recommendation): no such run, a run another command made. The data load is replaced with a sentinel: reaching it
+means the refusal came too late (or, for a run that can be continued, that the preflight let it through)."""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import pytest
+
+LOADER = {"finance": "load_panel_data", "medical": "load_training_task"}
+
+
+class DataWasRead(Exception):
+    pass
+
+
+@pytest.fixture(params=sorted(LOADER))
+def domain_runs(request, tmp_path, monkeypatch):
+    """(domain, its train module, its TrainConfig, a runs folder holding an interrupted train run 'cut' and a
+    finished score job 'job1'); the domain's data load raises DataWasRead."""
+    from core.runs import Run
+
+    domain = request.param
+    train_cmd = importlib.import_module(f"domains.{domain}.train")
+    TrainConfig = importlib.import_module(f"domains.{domain}.config").TrainConfig
+
+    def sentinel(*args, **kwargs):
+        raise DataWasRead(args)
+
+    monkeypatch.setattr(train_cmd, LOADER[domain], sentinel)
+    runs = tmp_path / "runs"
+    cut = Run.start(domain, TrainConfig(runs_dir=str(runs), name="cut", track=False), command="train")
+    cut._close("interrupted", error="killed")
+    with Run.start(domain, TrainConfig(runs_dir=str(runs), name="job1", track=False), command="score", kind="job") as job:
+        job.finish()
+    return domain, train_cmd, TrainConfig, runs
+
+
+@pytest.mark.parametrize("name,expected", [("nosuchrun", "--resume: no run .*nosuchrun to resume"),
+                                           ("job1", "job1 is a score job run, not a train run")])
+def test_refused_in_one_line_before_the_data_is_read(domain_runs, capsys, name, expected):
+    _, train_cmd, _, runs = domain_runs
+    rc = train_cmd.main(["--runs-dir", str(runs), "--name", name, "--resume", "--no-track"])
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and len(errors) == 1 and re.search(expected, errors[0]), errors
+
+
+def test_a_run_that_can_be_continued_gets_to_the_data(domain_runs):
+    _, train_cmd, TrainConfig, runs = domain_runs
+    with pytest.raises(DataWasRead):
+        train_cmd.train(TrainConfig(runs_dir=str(runs), name="cut", resume=True, track=False))

@@ -16,15 +16,17 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator, TypeVar
 
 from core.errors import UserInputError
 from core.logging import get_logger
 
 log = get_logger("io")
+T = TypeVar("T")
 
 __all__ = [
     "text_encoding_of",
+    "read_text_guessing_encoding",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -165,32 +167,39 @@ CSV_FALLBACK_ENCODING = "cp1252"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text" export is UTF-16 with a byte-order mark
 
 
+def read_text_guessing_encoding(path: str | os.PathLike, read: Callable[[str, str], T]) -> tuple[T, str]:
+    """``read(encoding, errors)`` of a text file whose encoding nobody stated, by one rule for every reader (CSV,
+    JSON lines): UTF-16 when the file starts with its byte-order mark; else UTF-8 (``utf-8-sig``: a byte-order
+    mark is skipped); else, when UTF-8 cannot decode it, :data:`CSV_FALLBACK_ENCODING` (cp1252, a Windows/Excel
+    export from western Europe; its five unassigned bytes read as U+FFFD, ``errors="replace"``) — the UTF-16 and
+    cp1252 choices are logged, naming the file (and the first byte UTF-8 refused). Returns (what ``read`` returned,
+    the encoding). ``read`` may run twice (UTF-8, then cp1252)."""
+    if _starts_with(path, _UTF16_BOMS):
+        log.info(f"{path}: read as UTF-16 (the file starts with its byte-order mark)")
+        return read("utf-16", "strict"), "utf-16"
+    try:
+        return read("utf-8-sig", "strict"), "utf-8-sig"
+    except UnicodeDecodeError as e:
+        byte = f"byte 0x{e.object[e.start]:02x}" if isinstance(e.object, (bytes, bytearray)) and e.start < len(e.object) else "a byte"
+        log.info(f"{path}: not UTF-8 ({byte} is not valid UTF-8 there); read as {CSV_FALLBACK_ENCODING} "
+                 "(a Windows/Excel export: latin-1 plus the euro sign)")
+        return read(CSV_FALLBACK_ENCODING, "replace"), CSV_FALLBACK_ENCODING
+
+
 def read_csv_text(path: str | os.PathLike, encoding: str | None = None, **kwargs: Any) -> Any:
-    """``pandas.read_csv`` of a text table whose encoding nobody stated: UTF-8 (a byte-order mark is
-    skipped); UTF-16 when the file starts with its byte-order mark; else, when UTF-8 cannot decode it,
-    :data:`CSV_FALLBACK_ENCODING` (cp1252, a Windows/Excel export from western Europe; its five unassigned
-    bytes read as U+FFFD) — that guess is logged, naming the file and the first byte UTF-8 refused. The
-    encoding read is ``df.attrs["encoding"]``: pass it back as ``encoding=`` to read the same file again
-    without guessing (and logging) twice. An ``encoding`` given is used as it is. Other keyword
-    arguments go to ``pandas.read_csv`` (compressed files too: the encoding applies to the inflated text)."""
+    """``pandas.read_csv`` of a text table whose encoding nobody stated (:func:`read_text_guessing_encoding`:
+    UTF-16 with a byte-order mark, else UTF-8, else cp1252, logged). The encoding read is ``df.attrs["encoding"]``:
+    pass it back as ``encoding=`` to read the same file again without guessing (and logging) twice. An
+    ``encoding`` given is used as it is. Other keyword arguments go to ``pandas.read_csv`` (compressed files too:
+    the encoding applies to the inflated text)."""
     import pandas as pd
 
-    if encoding is None and _starts_with(path, _UTF16_BOMS):
-        encoding = "utf-16"
-        log.info(f"{path}: read as UTF-16 (the file starts with its byte-order mark)")
     if encoding is None:
-        try:
-            df = pd.read_csv(path, encoding="utf-8-sig", **kwargs)
-            df.attrs["encoding"] = "utf-8-sig"
-            return df
-        except UnicodeDecodeError as e:
-            byte = f"byte 0x{e.object[e.start]:02x}" if isinstance(e.object, (bytes, bytearray)) and e.start < len(e.object) else "a byte"
-            log.info(f"{path}: not UTF-8 ({byte} is not valid UTF-8 there); read as {CSV_FALLBACK_ENCODING} "
-                     "(a Windows/Excel export: latin-1 plus the euro sign)")
-            encoding = CSV_FALLBACK_ENCODING
-    if encoding == CSV_FALLBACK_ENCODING:
-        kwargs.setdefault("encoding_errors", "replace")
-    df = pd.read_csv(path, encoding=encoding, **kwargs)
+        df, encoding = read_text_guessing_encoding(path, lambda enc, errors: pd.read_csv(path, encoding=enc, **{"encoding_errors": errors, **kwargs}))
+    else:
+        if encoding == CSV_FALLBACK_ENCODING:
+            kwargs.setdefault("encoding_errors", "replace")
+        df = pd.read_csv(path, encoding=encoding, **kwargs)
     df.attrs["encoding"] = encoding
     return df
 

@@ -32,7 +32,7 @@ two-tower and of the baselines, so the test split is used once.
 User files (:func:`load_interactions`): Parquet, CSV (any of , ; tab | as separator, .gz too) or JSON lines
 (``.jsonl``/``.json``, one object per line or an array of objects) with ``user_id, item_id, timestamp`` and an
 optional ``rating``; Amazon review dumps' ``reviewerID, asin, overall, unixReviewTime`` are read as those. CSV and
-JSON text is decoded the same way (:func:`core.io.read_csv_text`, :func:`core.io.text_encoding_of`): UTF-16 when the
+JSON text is decoded the same way (:func:`core.io.read_text_guessing_encoding`, which :func:`core.io.read_csv_text` uses): UTF-16 when the
 file starts with its byte-order mark, else UTF-8 (a byte-order mark skipped), else a Windows/Excel export in cp1252 (logged).
 
 Ids are what the file wrote, as RecBole reads its ``token`` fields: a CSV id column is read as text, a JSON number
@@ -77,7 +77,7 @@ import pandas as pd
 
 from core.data import DatasetSpec, SourceMissingError, ensure_dataset, prepare
 from core.errors import UserInputError, plain
-from core.io import CSV_FALLBACK_ENCODING, atomic_write_parquet, read_csv_text, text_encoding_of
+from core.io import atomic_write_parquet, read_csv_text, read_text_guessing_encoding
 from core.logging import get_logger
 from domains.recommendation.checks import ArgumentError, found, fraction, frame_arg, path_arg, whole_number
 
@@ -656,9 +656,8 @@ def _json_object(pairs: list) -> dict:
     return {k: str(v) if isinstance(v, _JsonFraction) and str(k).strip().lower() in ID_COLUMN_NAMES else _json_float(v) for k, v in pairs}
 
 
-def _json_records(path: Path, encoding: str) -> pd.DataFrame:
+def _json_records(path: Path, encoding: str, errors: str) -> pd.DataFrame:
     opener = gzip.open if path.suffix.lower() == ".gz" else open
-    errors = "replace" if encoding == CSV_FALLBACK_ENCODING else "strict"
     with opener(path, "rt", encoding=encoding, errors=errors) as f:
         is_array = f.read(4096).lstrip().startswith("[")
     parse = dict(parse_float=_JsonFraction, object_pairs_hook=_json_object)
@@ -683,18 +682,9 @@ def _json_records(path: Path, encoding: str) -> pd.DataFrame:
 def _read_json_records(path: Path) -> pd.DataFrame:
     """JSON lines (one object per line, e.g. Amazon review dumps) or one JSON array of objects, read with the
     json module: "0000013714" stays text and a 23-digit id an exact integer (pandas' reader refuses it or
-    makes it a float). Its encoding is found as a CSV file's is (:func:`core.io.read_csv_text`): UTF-16 when it
-    starts with its byte-order mark, else UTF-8 (a byte-order mark skipped), else cp1252 (logged)."""
-    encoding = text_encoding_of(path)
-    try:
-        return _json_records(path, encoding)
-    except UnicodeDecodeError as e:
-        if encoding == "utf-16":
-            raise
-        byte = f"byte 0x{e.object[e.start]:02x}" if isinstance(e.object, (bytes, bytearray)) and e.start < len(e.object) else "a byte"
-        log.info(f"{path}: not UTF-8 ({byte} is not valid UTF-8 there); read as {CSV_FALLBACK_ENCODING} "
-                 "(a Windows/Excel export: latin-1 plus the euro sign)")
-        return _json_records(path, CSV_FALLBACK_ENCODING)
+    makes it a float). Its encoding is found as a CSV file's is (:func:`core.io.read_text_guessing_encoding`):
+    UTF-16 when it starts with its byte-order mark, else UTF-8 (a byte-order mark skipped), else cp1252 (logged)."""
+    return read_text_guessing_encoding(path, lambda encoding, errors: _json_records(path, encoding, errors))[0]
 
 
 def _read_table(path: Path, what: str) -> pd.DataFrame:

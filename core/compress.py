@@ -161,7 +161,7 @@ def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence
 
         if cpu_has_int8_dot_product() is False and not torch.cuda.is_available():
             log.warning("this CPU has no int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8): torchao's dynamic int8 "
-                        "layers run much SLOWER than fp32 here (MiniLM 21x, an MLP 28x on an AMD EPYC, BENCHMARKS finetune-no-amx); "
+                        "layers run much SLOWER than fp32 here (MiniLM 21x on an AMD EPYC, BENCHMARKS finetune-no-amx); "
                         "for CPU serving on it export to ONNX and use quantize_onnx_int8 (1.6x faster than ONNX fp32 on the same "
                         "MiniLM), or keep fp32")
 

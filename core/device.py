@@ -66,7 +66,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def cpu_has_int8_dot_product() -> bool | None:
     """Whether this CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8), which fast int8
     matrix multiplication needs: without them ``torch._int_mm`` — what torchao's dynamic int8 linear layers run —
-    took 60x the time of an fp32 matmul on an AMD EPYC with AVX2 only, and a quantized MiniLM ran 21x slower
+    has no fast kernel, and on an AMD EPYC with AVX2 only a quantized MiniLM ran 21x slower
     than fp32 (``bench/finetune.py``, BENCHMARKS "finetune-no-amx"). None when it cannot be told (no
     ``/proc/cpuinfo``, not x86)."""
     try:

@@ -55,6 +55,18 @@ __all__ = [
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+def folder_snapshot(folder: str | os.PathLike) -> dict[str, tuple[bytes | None, int]]:
+    """Every entry under ``folder``: its bytes (None for a folder) and its modification time in ns — to show a
+    refused job left another job's folder exactly as it was."""
+    folder = Path(folder)
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            q = Path(root) / name
+            out[str(q.relative_to(folder))] = (None if q.is_dir() else q.read_bytes(), q.stat().st_mtime_ns)
+    return out
+
+
 def committed_markers(out: str | os.PathLike) -> list[dict]:
     """The commit markers the engine counts (``core.scoring.job.read_markers``: a SIGKILL mid-write can
     leave a temp marker that is not one); none while the output folder has no job file yet."""

@@ -5,13 +5,13 @@ byte for byte (and timestamp for timestamp) as it was."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from core.scoring import JobMismatchError, Scorer, ScoringConfig, WorkItem, check_scoring_job, run_job
+from tests.scoring_support import folder_snapshot
 
 
 class ScaleScorer(Scorer):
@@ -20,16 +20,6 @@ class ScaleScorer(Scorer):
 
     def score(self, item: WorkItem) -> pd.DataFrame:
         return pd.DataFrame({"x": [self.scale * len(item.id)]})
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes | None, int]]:
-    """Every entry under ``folder``: its bytes (None for a folder) and its modification time in ns."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = Path(root) / name
-            out[str(p.relative_to(folder))] = (None if p.is_dir() else p.read_bytes(), p.stat().st_mtime_ns)
-    return out
 
 
 ITEMS = [WorkItem(id=f"item-{i}") for i in range(3)]
@@ -44,17 +34,17 @@ def _other_jobs_folder(tmp_path: Path) -> Path:
 
 def test_run_job_refuses_another_job_before_touching_its_folder(tmp_path):
     out = _other_jobs_folder(tmp_path)
-    before = snapshot(out)
+    before = folder_snapshot(out)
     with pytest.raises(JobMismatchError) as e:
         run_job(ITEMS, ScaleScorer(2), out, items_per_chunk=1, progress=False)
     msg = str(e.value)
     assert msg.startswith(f"{out} holds another scoring job: the scorer or its config differs (scale: 1 before, 2 now)") and "\n" not in msg
-    assert snapshot(out) == before  # the lock file used to be rewritten and the other job's temp file deleted
+    assert folder_snapshot(out) == before  # the lock file used to be rewritten and the other job's temp file deleted
 
 
 def test_check_scoring_job_reads_only_and_names_what_differs(tmp_path):
     out = _other_jobs_folder(tmp_path)
-    before = snapshot(out)
+    before = folder_snapshot(out)
     cfg = ScoringConfig(out=str(out), items_per_chunk=1)
     with pytest.raises(JobMismatchError, match=r"holds another scoring job: the input items differ \(3 before, 2 now, or files changed\)"):
         check_scoring_job(cfg, ITEMS[:2], ScaleScorer(1))
@@ -63,7 +53,7 @@ def test_check_scoring_job_reads_only_and_names_what_differs(tmp_path):
     check_scoring_job(cfg, ITEMS, ScaleScorer(1))  # the same job: resumed later, not refused
     check_scoring_job(ScoringConfig(out=str(out), items_per_chunk=1, overwrite=True), ITEMS[:2], ScaleScorer(2))  # discarded later, under the lock
     check_scoring_job(ScoringConfig(out=None), ITEMS[:2], ScaleScorer(2))  # no --out: the job's own new folder
-    assert snapshot(out) == before
+    assert folder_snapshot(out) == before
 
 
 def test_the_test_score_cli_refuses_another_job_in_out_with_one_line_and_writes_nothing(price_files, tmp_path, capsys):
@@ -72,13 +62,13 @@ def test_the_test_score_cli_refuses_another_job_in_out_with_one_line_and_writes_
     out, runs = tmp_path / "out", tmp_path / "runs"
     common = ["--items-dir", str(price_files[0].parent), "--out", str(out), "--runs-dir", str(runs), "--no-progress"]
     assert main(common + ["--items-per-chunk", "5"]) == 0
-    before = snapshot(out)
+    before = folder_snapshot(out)
     capsys.readouterr()
     assert main(common + ["--items-per-chunk", "4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {out} holds another scoring job: items-per-chunk differs (5 before, 4 now). "
                    "Refusing to mix outputs; use --overwrite to discard it and start over, or another --out"]
-    assert snapshot(out) == before and not runs.exists()
+    assert folder_snapshot(out) == before and not runs.exists()
 
 
 def test_the_test_score_cli_checks_its_items_before_its_run_folder(tmp_path, capsys):

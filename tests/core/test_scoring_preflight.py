@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from core.scoring import Scorer, ScoringError, WorkItem, run_job
+from tests.scoring_support import folder_snapshot
 
 
 class EchoScorer(Scorer):
@@ -92,10 +93,10 @@ def test_recommendation_score_into_an_out_of_another_job_is_refused_before_its_r
     _recommendation_model_run(tmp_path / "runs", users=[1, 2, 3])
     out = tmp_path / "other"
     run_job([WorkItem(id="a")], EchoScorer(), out, progress=False)  # another job already in --out
-    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()}
+    before = folder_snapshot(out)
     assert main(["--runs-dir", str(tmp_path / "runs"), "--model-run", "m", "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {out} holds another scoring job: the input items differ (1 before, 1 now, or files changed); "
                                                "the scorer or its config differs (class "), err
-    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert folder_snapshot(out) == before
     assert sorted(p.name for p in (tmp_path / "runs" / "recommendation").iterdir()) == ["m"]  # no failed score-m-k10-hnsw run

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -19,14 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-
-def _snapshot(folder: Path) -> dict[str, tuple[bytes | None, int]]:
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = Path(root) / name
-            out[str(p.relative_to(folder))] = (None if p.is_dir() else p.read_bytes(), p.stat().st_mtime_ns)
-    return out
+from tests.scoring_support import folder_snapshot
 
 
 @pytest.fixture
@@ -45,7 +37,7 @@ def _score_runs(runs: Path) -> list[Path]:
 
 def _job_outputs(out: Path) -> dict[str, tuple[bytes | None, int]]:
     """The job's identity, items, parts and commit markers (not the lock file or the last run's _SUCCESS summary)."""
-    return {k: v for k, v in _snapshot(out).items() if k not in ("_job.lock", "_SUCCESS.json")}
+    return {k: v for k, v in folder_snapshot(out).items() if k not in ("_job.lock", "_SUCCESS.json")}
 
 
 def test_score_into_an_out_of_another_job_is_refused_before_its_run_folder(job, tmp_path, capsys):
@@ -55,13 +47,13 @@ def test_score_into_an_out_of_another_job_is_refused_before_its_run_folder(job, 
     out = tmp_path / "scores"
     assert main(common) == 0
     first_runs = _score_runs(runs)
-    before = _snapshot(out)
+    before = folder_snapshot(out)
     capsys.readouterr()
     assert main(common + ["--no-lcc"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     # only the setting that differs is named (the mask folder, inside each run's own folder, is not the job's identity)
     assert len(err) == 1 and err[0].startswith(f"error: {out} holds another scoring job: the scorer or its config differs (lcc: true before, false now). "), err
-    assert _snapshot(out) == before  # its lock file used to be rewritten
+    assert folder_snapshot(out) == before  # its lock file used to be rewritten
     assert _score_runs(runs) == first_runs  # no failed score-… run of the refused job
 
 

@@ -31,3 +31,14 @@ def test_machine_line_names_the_cpu(monkeypatch):
 
 def test_markdown_table_shows_a_null_metric_as_a_dash():
     assert bench.markdown_table([{"class": "x", "HD95 mm": None, "Dice": 0.5}]).splitlines()[-1] == "| x | – | 0.5 |"
+
+
+def test_the_cpu_kind_is_the_hardware_not_the_mixed_precision_setting(monkeypatch):
+    """SUITE_CPU_AMP=0 turns bf16 training off; it does not remove the CPU's AMX units, so a benchmark run with it on
+    an AMX machine must not be filed (and labelled) as a CPU without them."""
+    from core.device import cpu_has_bf16_matrix_units
+
+    hardware = cpu_has_bf16_matrix_units(honour_setting=False)
+    monkeypatch.setenv("SUITE_CPU_AMP", "0")
+    assert cpu_has_bf16_matrix_units() is False
+    assert bench.cpu_kind() == ("amx" if hardware else "no-amx")

@@ -548,8 +548,8 @@ def render(out_dir: Path) -> str:
                 parts[p]["quick"] = parts[p]["quick"] or d["quick"]
     measured = f"{min(days)} … {max(days)}" if len(days) > 1 else next(iter(days), None)  # the first and last day, or today
     md = ["## recommendation",
-          f"`python bench/recommendation.py --part <part>` — {machine_line(measured)}; torch threads 1. Measured on a shared 2-core machine "
-          "under load from other jobs: times are indicative, ratios inside one part are fair. Every model of a table is ranked by the "
+          f"`python bench/recommendation.py --part <part>` — {machine_line(measured)}; torch threads 1. {_load_note(parts)}"
+          "Times are indicative, ratios inside one part are fair. Every model of a table is ranked by the "
           "same top-k code (`evaluation.evaluate_scores` / `sequential.evaluate_next_item`) with the user's training items removed; "
           "hyper-parameters and epochs are chosen on a validation split carved from the training part, the test split is used once."]
     cpus = sorted({d["cpu"] for d in parts.values() if d.get("cpu")})
@@ -626,6 +626,12 @@ def render(out_dir: Path) -> str:
     return "\n\n".join(md)
 
 
+def _load_note(parts: dict) -> str:
+    """How loaded the 2-core machine was while each part ran (parts measured before this was recorded: "not recorded")."""
+    loads = "; ".join(f"{p} {d['load_average'][0]}–{d['load_average'][1]}" if d.get("load_average") else f"{p} not recorded" for p, d in parts.items())
+    return f"1-min load average at the start–end of each part: {loads} (2 cores: above 2, other jobs shared them). "
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     ap.add_argument("--part", choices=[*PARTS, "all", "report"], default="all")
@@ -653,7 +659,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     todo = PARTS if args.part == "all" else ([] if args.part == "report" else [args.part])
     for part in todo:
-        t0 = time.perf_counter()
+        t0, load0 = time.perf_counter(), os.getloadavg()[0]
         name = part
         if args.per_seed_file and part in ("stratified", "sequential"):
             name = f"{part}-s{'-'.join(map(str, args.seeds))}" + (f"-{'-'.join(args.models)}" if args.models else "")
@@ -680,6 +686,7 @@ def main(argv=None) -> int:
             res = part_serving(args.quick, args.steps, args.repeats)
         res["wall_seconds"] = time.perf_counter() - t0
         res["cpu"] = cpu_label()  # the report names the CPU each part was measured on
+        res["load_average"] = [round(load0, 1), round(os.getloadavg()[0], 1)]  # 1-min, at its start and end
         res["complete"] = True
         res["rows"] = list(res["rows"]) if "rows" in res else res.get("rows")
         if res["rows"] is None:

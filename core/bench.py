@@ -26,14 +26,9 @@ def cpu_label() -> str:
 
     import torch
 
-    name = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from core.device import cpu_info_field
+
+    name = cpu_info_field("model name") or platform.processor() or "unknown CPU"
     return (f"{name}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
             + ("AMX bf16 units present (amx_bf16)" if _has_amx() else "no AMX bf16 units"))
 

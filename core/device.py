@@ -12,7 +12,7 @@ import torch
 
 from core.errors import UserInputError
 
-__all__ = ["DeviceError", "resolve_device", "seed_everything", "autocast", "amp_dtype", "cpu_has_bf16_matrix_units", "cpu_has_int8_dot_product", "device_summary", "set_cpu_threads"]
+__all__ = ["DeviceError", "resolve_device", "seed_everything", "autocast", "amp_dtype", "cpu_has_bf16_matrix_units", "cpu_has_int8_dot_product", "cpu_info_field", "device_summary", "set_cpu_threads"]
 
 
 class DeviceError(UserInputError, RuntimeError):
@@ -63,20 +63,25 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def cpu_info_field(key: str) -> str | None:
+    """The first ``key`` line of ``/proc/cpuinfo`` (``"model name"``, ``"flags"``), or None where there is none (not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.split(":", 1)[0].strip() == key), None)
+
+
 def cpu_has_int8_dot_product() -> bool | None:
     """Whether this CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8), which fast int8
     matrix multiplication needs: without them ``torch._int_mm`` — what torchao's dynamic int8 linear layers run —
     has no fast kernel, and on an AMD EPYC with AVX2 only a quantized MiniLM ran 21x slower
     than fp32 (``bench/finetune.py``, BENCHMARKS "finetune-no-amx"). None when it cannot be told (no
     ``/proc/cpuinfo``, not x86)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    flags = cpu_info_field("flags")
     if flags is None:
         return None
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags.split()))
 
 
 def cpu_has_bf16_matrix_units(honour_setting: bool = True) -> bool:

@@ -14,6 +14,9 @@ For each data set:
   :class:`CorruptSourceError` that names the file, both digests and how to reinstall.
 * ``build(sources, out_dir)`` writes the prepared files into a temporary folder that is renamed
   into ``<root>/<name>`` only when complete, with a ``MANIFEST.json`` of source and output digests.
+  A rebuild (``--force``, changed sources) swaps the new folder with the old one in one step
+  (Linux ``renameat2(RENAME_EXCHANGE)``), so a training reading the data set meanwhile finds either
+  the old or the new folder, whole — never no folder (elsewhere: two renames, a short gap).
   A second run with unchanged sources verifies the outputs and does nothing (idempotent).
 * One process builds a data set at a time (``<root>/.<name>.lock``, a ``flock`` freed when its holder
   exits or dies): a second ``prepare`` — or a training preparing it on first use — waits, then finds it
@@ -23,6 +26,8 @@ For each data set:
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
 import json
 import os
 import re
@@ -96,12 +101,34 @@ def cards_dir() -> Path:
 
 def dataset_dir(name: str, root: Path | None = None) -> Path:
     """The prepared folder of data set ``name``; a clear error if it has not been prepared, or if its
-    MANIFEST.json is damaged or a file it lists is missing or of another size (cheap: no hashing)."""
+    MANIFEST.json is damaged or a file it lists is missing or of another size (cheap: no hashing).
+    A rebuild swapping the folder during the check (``prepare --force`` beside a training: the manifest
+    read from the old folder, a file from the new) is not taken for damage: the check is repeated until
+    the manifest it read is still the one in place."""
     d = (root or data_root()) / name
+    for _ in range(10):
+        problem, manifest_text = _manifest_problem(name, d)
+        if problem is None or _read_bytes(d / "MANIFEST.json") == manifest_text:
+            break
+    if problem is not None:
+        raise FileNotFoundError(problem)
+    return d
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _manifest_problem(name: str, d: Path) -> tuple[str | None, bytes | None]:
+    """(why ``d`` is not a usable prepared folder of ``name`` in one line, or None; the MANIFEST.json bytes read)."""
     manifest_path = d / "MANIFEST.json"
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"data set {name!r} is not prepared under {d.parent}; run `python -m core.data prepare {name}`")
-    manifest, problem = _read_manifest(manifest_path)
+        return f"data set {name!r} is not prepared under {d.parent}; run `python -m core.data prepare {name}`", None
+    text = _read_bytes(manifest_path)
+    manifest, problem = _parse_manifest(text, manifest_path) if text is not None else ({}, f"{manifest_path} is not readable")
     if problem is None:
         sizes = manifest.get("output_bytes") or {}
         for rel in manifest["outputs"]:
@@ -113,15 +140,23 @@ def dataset_dir(name: str, root: Path | None = None) -> Path:
             if problem:
                 break
     if problem is not None:
-        raise FileNotFoundError(f"data set {name!r} in {d} is damaged: {problem}; run `python -m core.data prepare {name}` to rebuild it")
-    return d
+        return f"data set {name!r} in {d} is damaged: {problem}; run `python -m core.data prepare {name}` to rebuild it", text
+    return None, text
 
 
 def _read_manifest(path: Path) -> tuple[dict, str | None]:
     """(manifest, None), or ({}, what is wrong) for a MANIFEST.json that is not a JSON object listing outputs."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
+        text = path.read_bytes()
+    except OSError as e:
+        return {}, f"{path} is not readable JSON ({type(e).__name__})"
+    return _parse_manifest(text, path)
+
+
+def _parse_manifest(text: bytes, path: Path) -> tuple[dict, str | None]:
+    try:
+        manifest = json.loads(text.decode("utf-8"))
+    except ValueError as e:  # not JSON, not UTF-8
         return {}, f"{path} is not readable JSON ({type(e).__name__})"
     if not isinstance(manifest, dict) or not isinstance(manifest.get("outputs"), dict):
         return {}, f"{path} does not list the prepared files"
@@ -327,16 +362,42 @@ def _build(spec: DatasetSpec, sources: dict[str, Path], digests: dict[str, str],
             "source_paths": {k: str(v) for k, v in sources.items()}, "outputs": _outputs_digest(tmp),
             "output_bytes": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != "MANIFEST.json"},
         })
+        if out_dir.is_dir() and not out_dir.is_symlink() and _exchange(tmp, out_dir):
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder; readers already see the new one
+            return
         old = None
-        if out_dir.exists():
+        if out_dir.exists() or out_dir.is_symlink():  # no atomic swap here: a short gap between the two renames
             old = root / f".{spec.name}.old-{os.getpid()}"
             os.replace(out_dir, old)
         os.replace(tmp, out_dir)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders at ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``: whoever opens
+    ``b`` meanwhile gets the old or the new folder, never nothing). False where the C library or the
+    filesystem lacks it (the caller renames twice instead); other failures raise OSError."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # kernel or filesystem without the flag
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
 def registered_datasets() -> dict[str, DatasetSpec]:

@@ -47,6 +47,7 @@ naming the columns found and the names expected. :func:`validate_prices` handles
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -588,7 +589,7 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
                 df = df.drop(columns=c)
     long_file = "ticker" in df.columns  # else one series, named below
     if not long_file:
-        name = ticker or header_ticker or (path.name.lstrip(".").split(".")[0].strip().upper() or None if ticker_from_name else None)
+        name = ticker or header_ticker or (ticker_of_file_name(path) if ticker_from_name else None)
         if name is None:
             raise PriceDataError(f"{path}: no 'ticker' column; add one or pass ticker= (--ticker NAME) for a single-series file")
         df["ticker"] = name
@@ -611,6 +612,20 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
     for w in rep.warnings:
         log.warning(f"{path}: {w['ticker']} {w['kind']}" + (f" on {w['date']}" if w["date"] else "") + f": {w['detail']}")
     return derive_returns(clean), rep
+
+
+_PRICE_FILE_SUFFIXES = (".csv", ".txt", ".tsv", ".parquet", ".pq", ".gz")
+
+
+def ticker_of_file_name(path: str | Path) -> str | None:
+    """The ticker a single-series file is named after: its name without the file-type suffixes, upper case
+    (``GOOG.csv`` -> ``GOOG``, ``BRK.B.csv`` -> ``BRK.B``, ``aapl.us.txt`` -> ``AAPL.US``, ``^GSPC.csv.gz`` -> ``^GSPC``),
+    without a browser's duplicate-download counter (``GOOG (1).csv`` -> ``GOOG``); None when nothing is left."""
+    name = Path(path).name.lstrip(".")
+    while Path(name).suffix.lower() in _PRICE_FILE_SUFFIXES:
+        name = name[: -len(Path(name).suffix)]
+    name = re.sub(r"\s*\(\d+\)$", "", name).strip().upper()
+    return name or None
 
 
 def load_price_file(path: str | Path, ticker: str | None = None, min_history: int = 100, max_gap_days: int = 10,

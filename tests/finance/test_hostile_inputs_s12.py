@@ -1,0 +1,38 @@
+"""Price files as a risk desk brings them (session-12 pass; earlier passes are in test_hostile_inputs.py and
+test_prices.py): tickers with dots in the file name, a browser's duplicate-download name, daily timestamps written
+in another time zone (an exchange's midnight stored in UTC lands on the day before), two CSVs joined with ``cat``,
+an investing.com footer, stooq intraday, typed Parquet, gzip. Synthetic series, no training."""
+
+from __future__ import annotations
+
+import decimal
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from domains.finance.data import PriceDataError, read_price_file
+
+
+def _frame(n=160, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2021-01-04", periods=n)
+    close = np.round(120 * np.exp(np.cumsum(rng.normal(0, 0.01, n))), 2)
+    return pd.DataFrame({"Date": dates, "Open": close, "High": close * 1.01, "Low": close * 0.99, "Close": close,
+                         "Adj Close": close, "Volume": rng.integers(100_000, 900_000, n)})
+
+
+@pytest.mark.parametrize("file_name, ticker", [("BRK.B.csv", "BRK.B"), ("aapl.us.txt", "AAPL.US"), ("7203.T.csv", "7203.T"),
+                                               ("^GSPC.csv.gz", "^GSPC"), ("EURUSD=X.csv", "EURUSD=X"), ("GOOG (1).csv", "GOOG")])
+def test_a_single_series_is_named_after_the_whole_file_name(tmp_path, file_name, ticker):
+    s = _frame().assign(Date=lambda f: f["Date"].dt.strftime("%Y-%m-%d"))
+    path = tmp_path / file_name
+    if file_name.endswith(".gz"):
+        with gzip.open(path, "wt") as fh:
+            s.to_csv(fh, index=False)
+    else:
+        s.to_csv(path, index=False)
+    d = read_price_file(path, ticker_from_name=True)[0]
+    assert set(d["ticker"]) == {ticker}  # BRK.B.csv was ticker BRK, aapl.us.txt AAPL, GOOG (1).csv 'GOOG (1)'
+    np.testing.assert_allclose(d["close"].to_numpy(), s["Close"].to_numpy()[1:])

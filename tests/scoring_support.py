@@ -39,7 +39,7 @@ from core.cli import run_cli
 from core.config import RunConfig
 from core.runs import Run
 from core.scoring.cli import ScoringConfig, check_scoring_items, check_scoring_job, check_scoring_out, run_job_from_config
-from core.scoring.job import (JobSummary, Scorer, ScoringError, WorkItem, file_items, frame_checksum, job_name, output_checksum, read_markers,
+from core.scoring.job import (JobSummary, Scorer, ScoringError, WorkItem, digest_items, file_items, frame_checksum, job_name, output_checksum, read_markers,
                               read_output)
 
 __all__ = [
@@ -267,13 +267,14 @@ def score_prices(cfg: PriceScoreConfig) -> JobSummary:
     items = file_items(sorted(Path(cfg.items_dir).glob("*.csv")))
     check_scoring_items(items, f"--items-dir {cfg.items_dir}", "at least one price CSV (*.csv)")  # before the run folder
     scorer = PriceFileScorer(sleep=cfg.sleep)
-    check_scoring_job(cfg, items, scorer)  # --out holding another job: before the run folder, --out untouched
+    digest = digest_items(items)  # one stat per input file, once per command
+    check_scoring_job(cfg, items, scorer, digest)  # --out holding another job: before the run folder, --out untouched
     if cfg.out:
-        summary = run_job_from_config(items, scorer, cfg)
+        summary = run_job_from_config(items, scorer, cfg, digest=digest)
     else:
-        name = job_name("score", items, scorer, cfg.items_per_chunk)
+        name = job_name("score", items, scorer, cfg.items_per_chunk, digest=digest)
         with Run.start("prices", cfg, name, command="score", kind="job", stable_name=True) as run:
-            summary = run_job_from_config(items, scorer, cfg, default_out=run.dir / "scores")
+            summary = run_job_from_config(items, scorer, cfg, default_out=run.dir / "scores", digest=digest)
             run.finish({"rows_total": summary.rows_total})
     print(summary.line())
     return summary

@@ -17,12 +17,14 @@ from core.scoring.cli import ScoringConfig, check_scoring_items, check_scoring_j
 from core.scoring.engine import DEFAULT_ITEMS_PER_CHUNK, ENGINES, ray_init, ray_shutdown, run_job
 from core.scoring.job import (
     WORK_ITEM_COLUMN,
+    ItemsDigest,
     JobMismatchError,
     JobSummary,
     Scorer,
     ScorerLoadError,
     ScoringError,
     WorkItem,
+    digest_items,
     file_items,
     frame_checksum,
     job_fingerprint,
@@ -43,6 +45,8 @@ __all__ = [
     "read_quarantine",
     "file_items",
     "row_range_items",
+    "ItemsDigest",
+    "digest_items",
     "job_fingerprint",
     "job_name",
     "job_status",

@@ -8,9 +8,10 @@
     check_scoring_out(cfg)                                   # first: before a model is loaded
     ...
     check_scoring_items(items, "--input DIR", "at least one file")   # before Run.start creates the run folder
-    check_scoring_job(cfg, items, MyScorer(...))             # --out holding another job: refused, also before Run.start
+    digest = digest_items(items)                             # one stat per input file, once per command
+    check_scoring_job(cfg, items, MyScorer(...), digest)     # --out holding another job: refused, also before Run.start
     with Run.start(...) as run:
-        summary = run_job_from_config(items, MyScorer(...), cfg, default_out=run.dir / "scores")
+        summary = run_job_from_config(items, MyScorer(...), cfg, default_out=run.dir / "scores", digest=digest)
 
 adds ``--engine {local,ray} --workers N --address HOST:PORT --out DIR --items-per-chunk K
 --overwrite`` (and ``--no-progress``) to the domain's CLI.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from core.scoring.engine import DEFAULT_ITEMS_PER_CHUNK, ENGINES, run_job
-from core.scoring.job import JobSummary, Scorer, ScoringError, WorkItem, check_out_dir, check_same_job
+from core.scoring.job import ItemsDigest, JobSummary, Scorer, ScoringError, WorkItem, check_out_dir, check_same_job
 
 __all__ = ["ScoringConfig", "run_job_from_config", "check_scoring_out", "check_scoring_items", "check_scoring_job"]
 
@@ -56,18 +57,20 @@ def check_scoring_items(items: Sequence[WorkItem], source: str, expected: str) -
         raise ScoringError(f"{source}: no items to score (expected {expected})")
 
 
-def check_scoring_job(cfg: ScoringConfig, items: Sequence[WorkItem], scorer: Scorer) -> None:
+def check_scoring_job(cfg: ScoringConfig, items: Sequence[WorkItem], scorer: Scorer, digest: ItemsDigest | None = None) -> None:
     """``--out``, when given, does not hold *another* scoring job (other inputs, model, scorer settings or
     ``--items-per-chunk``: its ``_job.json`` fingerprint differs): one :class:`JobMismatchError` line naming
     the folder and what differs, unless ``--overwrite``. Reads only: a score command calls it with the scorer
     it will run (same settings) after :func:`check_scoring_items` and before ``Run.start``, so a refused
-    job leaves no run folder and the other job's folder exactly as it was. ``run_job`` checks again."""
+    job leaves no run folder and the other job's folder exactly as it was. ``run_job`` checks again.
+    ``digest``: the items' :func:`~core.scoring.job.digest_items`, taken once by the command and passed on."""
     if cfg.out:
-        check_same_job(Path(cfg.out), items, scorer, cfg.items_per_chunk, cfg.overwrite)
+        check_same_job(Path(cfg.out), items, scorer, cfg.items_per_chunk, cfg.overwrite, digest)
 
 
-def run_job_from_config(items: Sequence[WorkItem], scorer: Scorer, cfg: ScoringConfig, default_out: str | os.PathLike | None = None) -> JobSummary:
-    """``run_job`` with the flags of ``cfg``; ``--out`` wins over ``default_out``."""
+def run_job_from_config(items: Sequence[WorkItem], scorer: Scorer, cfg: ScoringConfig, default_out: str | os.PathLike | None = None,
+                        digest: ItemsDigest | None = None) -> JobSummary:
+    """``run_job`` with the flags of ``cfg``; ``--out`` wins over ``default_out``; ``digest`` as for ``run_job``."""
     out = cfg.out or default_out
     if out is None:
         raise ScoringError("no output folder: pass --out DIR")
@@ -81,4 +84,5 @@ def run_job_from_config(items: Sequence[WorkItem], scorer: Scorer, cfg: ScoringC
         items_per_chunk=cfg.items_per_chunk,
         progress=cfg.progress,
         overwrite=cfg.overwrite,
+        digest=digest,
     )

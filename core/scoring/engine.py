@@ -32,8 +32,10 @@ from core.scoring.job import (
     ScoringError,
     WorkItem,
     check_out_dir,
+    ItemsDigest,
     check_same_job,
     chunk_items,
+    digest_items,
     commit_chunk,
     job_lock,
     prepare_job_dir,
@@ -60,11 +62,14 @@ def run_job(
     items_per_chunk: int = DEFAULT_ITEMS_PER_CHUNK,
     progress: bool = True,  # noqa: A002 - contract name
     overwrite: bool = False,
+    digest: ItemsDigest | None = None,
 ) -> JobSummary:
     """Score ``items`` with ``scorer`` into ``out_dir`` (see :mod:`core.scoring.job` for the layout).
 
     Reruns into the same ``out_dir`` skip committed chunks; a different job (other items,
     scorer config or chunking) is refused with :class:`JobMismatchError` unless ``overwrite``.
+    ``digest``: the items' :class:`~core.scoring.job.ItemsDigest` if the command already took it (one
+    ``stat`` per input file); otherwise it is taken here, once, for both checks of the output folder.
     """
     if engine not in ENGINES:
         raise ScoringError(f"--engine {engine!r}: expected one of {ENGINES}")
@@ -97,13 +102,16 @@ def run_job(
 
     out = Path(out_dir)
     check_out_dir(out, overwrite)  # before the lock file is created in someone else's folder
-    check_same_job(out, items, scorer, items_per_chunk, overwrite)  # another job's folder: refused before its lock file is rewritten
+    # the items' stat-per-file digest once per command: the check under the lock re-reads the folder's job
+    # file (what another run may change meanwhile), not the inputs (which no lock protects while scoring)
+    digest = digest_items(items) if digest is None else digest
+    check_same_job(out, items, scorer, items_per_chunk, overwrite, digest)  # another job's folder: refused before its lock file is rewritten
     with job_lock(out):
-        return _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, items_per_chunk, progress, overwrite)
+        return _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, items_per_chunk, progress, overwrite, digest)
 
 
-def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, items_per_chunk, show_progress, overwrite) -> JobSummary:  # noqa: ANN001
-    fingerprint, done_before = prepare_job_dir(out, items, scorer, items_per_chunk, overwrite)
+def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, items_per_chunk, show_progress, overwrite, digest) -> JobSummary:  # noqa: ANN001
+    fingerprint, done_before = prepare_job_dir(out, items, scorer, items_per_chunk, overwrite, digest)
     chunks = chunk_items(items, items_per_chunk)
     pending = [(i, c) for i, c in enumerate(chunks) if i not in done_before]
     skipped = len(chunks) - len(pending)

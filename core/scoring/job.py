@@ -50,6 +50,8 @@ __all__ = [
     "ScoringError",
     "JobMismatchError",
     "ScorerLoadError",
+    "ItemsDigest",
+    "digest_items",
     "job_fingerprint",
     "job_name",
     "check_same_job",
@@ -282,19 +284,48 @@ def _class_name(cls: type) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
-def job_fingerprint(items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int) -> tuple[str, dict[str, Any]]:
-    """sha256 over the items (ids, paths, ranges, meta, and size+mtime of each input file), the
-    scorer's class, version and config, and the chunking. Returns (hex digest, description)."""
+@dataclass(frozen=True)
+class ItemsDigest:
+    """The part of a job fingerprint that reads the disk: sha256 over the items (ids, paths, ranges, meta)
+    and each input file's size + mtime (one ``stat`` per item). A score command takes it once
+    (:func:`digest_items`) and hands it to :func:`job_name`, ``check_scoring_job`` and ``run_job``,
+    instead of each of them stat-ing every input file again."""
+
+    sha256: str
+    n_items: int
+
+
+def digest_items(items: Sequence[WorkItem]) -> ItemsDigest:
+    """:class:`ItemsDigest` of ``items`` as their files are now."""
     h = hashlib.sha256()
+    n = 0
     for it in items:
         h.update(json.dumps([it.to_dict(), _file_stamp(it.path)], sort_keys=True, default=str).encode())
         h.update(b"\n")
+        n += 1
+    return ItemsDigest(h.hexdigest(), n)
+
+
+def _digest_of(items: Sequence[WorkItem], digest: ItemsDigest | None) -> ItemsDigest:
+    """``digest`` when given (it must be of these items: same count), else the items' digest now."""
+    if digest is None:
+        return digest_items(items)
+    if not isinstance(digest, ItemsDigest) or digest.n_items != len(items):
+        raise ValueError(f"digest {digest!r} is not of these {len(items)} items; take it with digest_items(items)")
+    return digest
+
+
+def job_fingerprint(items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, digest: ItemsDigest | None = None) -> tuple[str, dict[str, Any]]:
+    """sha256 over the items (ids, paths, ranges, meta, and size+mtime of each input file: ``digest``,
+    taken now when not given), the scorer's class, version and config, and the chunking.
+    Returns (hex digest, description)."""
+    digest = _digest_of(items, digest)
     scorer_desc = {
         "class": _class_name(type(scorer)),
         "version": str(getattr(scorer, "version", "1")),
         "config": _jsonable(scorer.config()),
     }
-    desc = {"scorer": scorer_desc, "items_per_chunk": items_per_chunk, "n_items": len(items), "items_sha256": h.hexdigest(), "format": FORMAT_VERSION}
+    desc = {"scorer": scorer_desc, "items_per_chunk": items_per_chunk, "n_items": digest.n_items, "items_sha256": digest.sha256, "format": FORMAT_VERSION}
     fp = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
     return fp, desc
 
@@ -372,15 +403,15 @@ def job_lock(out: Path) -> Iterator[None]:
         fh.close()  # closing releases the lock
 
 
-def check_same_job(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, overwrite: bool) -> None:
+def check_same_job(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, overwrite: bool, digest: ItemsDigest | None = None) -> None:
     """Refuse, reading only, an ``out`` that already holds a *different* scoring job (other items, scorer,
     scorer config or chunking: another ``_job.json`` fingerprint): one :class:`JobMismatchError` line naming
     the folder and what differs. Nothing in ``out`` is written or created (not even the lock file), so a score
     command can call it before it loads a model or creates its run folder. ``overwrite`` allows it (the old
-    job is discarded later, under the lock)."""
+    job is discarded later, under the lock). ``digest``: the items' :class:`ItemsDigest`, if already taken."""
     if overwrite or not (out / JOB_FILE).is_file():
         return
-    fp, desc = job_fingerprint(items, scorer, items_per_chunk)
+    fp, desc = job_fingerprint(items, scorer, items_per_chunk, digest)
     _refuse_other_job(out, fp, desc)
 
 
@@ -403,10 +434,13 @@ def _refuse_other_job(out: Path, fp: str, desc: dict[str, Any]) -> None:
     )
 
 
-def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, overwrite: bool) -> tuple[str, set[int]]:
+def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, overwrite: bool,
+                    digest: ItemsDigest | None = None) -> tuple[str, set[int]]:
     """Create or reopen ``out`` (call under :func:`job_lock`); returns (fingerprint, committed
-    chunk ids). Refuses to mix jobs; removes temp files a crashed run left behind."""
-    fp, desc = job_fingerprint(items, scorer, items_per_chunk)
+    chunk ids). Refuses to mix jobs; removes temp files a crashed run left behind. ``digest``: the items'
+    :class:`ItemsDigest` taken by the command (the job file read here, under the lock, is what a concurrent
+    run may have changed — not the items, whose files no lock protects)."""
+    fp, desc = job_fingerprint(items, scorer, items_per_chunk, digest)
     job_file = out / JOB_FILE
     check_out_dir(out, overwrite)
     if overwrite:
@@ -484,12 +518,14 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else "…" + text[-(limit - 1):]
 
 
-def job_name(command: str, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, model_run: str | os.PathLike | None = None) -> str:
+def job_name(command: str, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, model_run: str | os.PathLike | None = None,
+             digest: ItemsDigest | None = None) -> str:
     """The default run name of a scoring job: ``<command>-<12 hex digits>`` derived from what
     decides its rows — the items (and their files' size and mtime), the scorer's class, version
     and config, the chunking and the model run — never from the clock. Rerunning the identical
-    command after a crash therefore lands in the same run folder and finishes the partial job."""
-    fp, _ = job_fingerprint(items, scorer, items_per_chunk)
+    command after a crash therefore lands in the same run folder and finishes the partial job.
+    ``digest``: the items' :class:`ItemsDigest`, if the command already took it."""
+    fp, _ = job_fingerprint(items, scorer, items_per_chunk, digest)
     model = str(Path(model_run).resolve()) if model_run is not None else ""
     digest = hashlib.sha256(f"{fp}\n{model}".encode()).hexdigest()
     return f"{command}-{digest[:12]}"

@@ -39,7 +39,7 @@ log = get_logger("medical.score")
 
 def score(cfg: ScoreConfig) -> Path:
     from core.io import atomic_write_text
-    from core.scoring import check_scoring_items, check_scoring_job, check_scoring_out, job_name, read_output, read_quarantine, run_job_from_config
+    from core.scoring import check_scoring_items, check_scoring_job, check_scoring_out, digest_items, job_name, read_output, read_quarantine, run_job_from_config
     from domains.medical.scoring import SegmentationScorer, folder_entries, recorded_mask_dir, work_items, write_name_map
 
     check_scoring_out(cfg)  # a bad --out is refused before anything is loaded or created
@@ -66,13 +66,14 @@ def score(cfg: ScoreConfig) -> Path:
 
     # the run (and so its masks/ and scores/) is named from the inputs, model and settings: a rerun finishes a killed job.
     # The name hashes them as earlier versions did (with an empty mask folder), so their unfinished runs keep their names
-    name = job_name("score", items, scorer("", ""), cfg.items_per_chunk, model_run)
+    digest = digest_items(items)  # one stat per input file, once: the name, the --out check and the job share it
+    name = job_name("score", items, scorer("", ""), cfg.items_per_chunk, model_run, digest=digest)
     # the mask folder is not part of the job's identity: the identical command rerun after the job completed (a new run
     # folder, score-<hash>-1) is the same job and skips its chunks; another job in --out is refused before any run folder
-    check_scoring_job(cfg, items, scorer("", recorded_in(cfg.out)))
+    check_scoring_job(cfg, items, scorer("", recorded_in(cfg.out)), digest)
     with Run.start("medical", cfg, name, command="score", kind="job", stable_name=True) as run:
         out = Path(cfg.out or run.dir / "scores")
-        summary = run_job_from_config(items, scorer(str(run.path("masks")), recorded_in(out)), cfg, default_out=out)
+        summary = run_job_from_config(items, scorer(str(run.path("masks")), recorded_in(out)), cfg, default_out=out, digest=digest)
         df, bad = read_output(out), read_quarantine(out)
         flagged = df[df["ood_flag"]] if len(df) and "ood_flag" in df.columns else df.iloc[0:0]
         if len(df):

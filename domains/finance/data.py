@@ -710,6 +710,21 @@ def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFr
     return df
 
 
+def _refuse_dates_shifted_by_a_time_zone(df: pd.DataFrame, stamps: pd.Series, source: str) -> None:
+    """Refuse daily prices stamped on a Saturday or Sunday at a time other than midnight: an exchange's midnight
+    written in another time zone (Tokyo's Monday 00:00 is Sunday 15:00 UTC, Frankfurt's 23:00 UTC) — every row
+    of such a series sits one day early, so its returns line up with the wrong days of the other tickers and of
+    the calendar. Dates at midnight on a weekend (crypto, Sunday-Thursday exchanges) are kept."""
+    odd = (stamps.dt.dayofweek >= 5) & (stamps != stamps.dt.normalize())
+    if not odd.any():
+        return
+    first = stamps[odd].iloc[0]
+    t = str(df.loc[odd].iloc[0]["ticker"])
+    raise PriceDataError(f"{source}: ticker {t} has {int(odd.sum())} row(s) on a Saturday or Sunday at {first:%H:%M}, e.g. {first:%Y-%m-%d %H:%M} "
+                         f"({first:%A}): daily prices stamped at an exchange's midnight and written in another time zone (UTC?) fall on "
+                         f"the day before; write the exchange's local dates (e.g. index.tz_convert('Asia/Tokyo') before saving) or plain dates")
+
+
 def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int = 100, max_gap_days: int = 10, *,
                     repair: bool = False, report: ValidationReport | None = None) -> tuple[pd.DataFrame, ValidationReport]:
     """Check and clean a long price table; see the module docstring for the rules. Data-quality
@@ -739,6 +754,7 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
         examples = [str(v) for v in bad.head(3).tolist()] or ["<empty>"]
         raise PriceDataError(f"{source}: {int(dates.isna().sum())} row(s) with a missing or unparseable date, e.g. {examples}; expected dates like 2020-01-31")
     df["date"] = dates.dt.tz_localize(None) if dates.dt.tz is not None else dates
+    stamps = df["date"]  # with the time of day, for _refuse_dates_shifted_by_a_time_zone
     df["date"] = df["date"].dt.normalize()
     df["ticker"] = _ticker_names(df, source)
     if not pd.api.types.is_numeric_dtype(df["close"]):
@@ -763,6 +779,7 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
         before = len(df)
         df = df.drop_duplicates(["ticker", "date"])
         rep.duplicate_rows_dropped = before - len(df)
+    _refuse_dates_shifted_by_a_time_zone(df, stamps.loc[df.index], source)
     df = df.sort_values(["ticker", "date"]).reset_index(drop=True)
     df = _quality(df, rep, repair)
     keep = []

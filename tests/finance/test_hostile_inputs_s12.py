@@ -36,3 +36,27 @@ def test_a_single_series_is_named_after_the_whole_file_name(tmp_path, file_name,
     d = read_price_file(path, ticker_from_name=True)[0]
     assert set(d["ticker"]) == {ticker}  # BRK.B.csv was ticker BRK, aapl.us.txt AAPL, GOOG (1).csv 'GOOG (1)'
     np.testing.assert_allclose(d["close"].to_numpy(), s["Close"].to_numpy()[1:])
+
+
+def test_an_exchange_midnight_written_in_utc_is_refused_and_local_or_midnight_stamps_load(tmp_path):
+    s = _frame()
+    local = s["Date"]
+    tokyo = s.set_index(pd.DatetimeIndex(local).tz_localize("Asia/Tokyo").rename("Date")).drop(columns="Date")
+    tokyo.tz_convert("UTC").to_parquet(tmp_path / "7203.T.parquet")  # Monday 00:00 Tokyo = Sunday 15:00 UTC
+    frankfurt = s.assign(Date=pd.DatetimeIndex(local).tz_localize("Europe/Berlin").tz_convert("UTC").astype(str))
+    frankfurt.to_csv(tmp_path / "SAP.DE.csv", index=False)  # '2021-01-03 23:00:00+00:00' for Monday 4 January
+    for name, when in (("7203.T.parquet", "2021-01-03 15:00 (Sunday)"), ("SAP.DE.csv", "2021-01-03 23:00 (Sunday)")):
+        with pytest.raises(PriceDataError) as e:  # was read with every date one day early (Sunday..Thursday)
+            read_price_file(tmp_path / name, ticker_from_name=True)
+        msg = str(e.value)
+        assert str(tmp_path / name) in msg and when in msg and "\n" not in msg and "local dates" in msg
+    tokyo.to_parquet(tmp_path / "local.parquet")  # the same prices in the exchange's own time zone
+    d = read_price_file(tmp_path / "local.parquet", "7203.T")[0]
+    assert (d["date"].to_numpy() == local.to_numpy()[1:]).all() and set(d["date"].dt.dayofweek) == set(range(5))
+    rng = np.random.default_rng(3)  # crypto: every day of the week, candles at 00:00 UTC
+    days = pd.date_range("2021-01-01", periods=200, freq="D", tz="UTC")
+    btc = pd.DataFrame({"Date": days.astype(str), "Close": np.round(30_000 * np.exp(np.cumsum(rng.normal(0, 0.03, 200))), 2)})
+    btc.to_csv(tmp_path / "BTC-USD.csv", index=False)
+    d = read_price_file(tmp_path / "BTC-USD.csv", ticker_from_name=True)[0]
+    assert len(d) == 199 and (d["date"].to_numpy() == days.tz_localize(None).to_numpy()[1:]).all()
+    np.testing.assert_allclose(d["close"].to_numpy(), btc["Close"].to_numpy()[1:])

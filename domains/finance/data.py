@@ -545,6 +545,21 @@ def _choose_close(df: pd.DataFrame, source: str, rep: ValidationReport) -> pd.Da
     return df
 
 
+def _without_repeated_headers(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Drop rows that repeat the header cell for cell: two downloads joined with ``cat a.csv b.csv`` (or appended to
+    one file) carry the second header as a data row, whose 'Close' would otherwise be refused as text in the prices."""
+    named = [c for c in raw.columns if str(c).strip() and not str(c).startswith("Unnamed: ")]  # pandas' name for an empty header cell
+    if not named or raw.empty:
+        return raw
+    same = np.ones(len(raw), dtype=bool)
+    for c in named:
+        same &= (raw[c].astype("string").str.strip() == str(c).strip()).fillna(False).to_numpy()
+    if same.any():
+        log.warning(f"{path}: {int(same.sum())} row(s) repeat the header (files joined?); dropped")
+        raw = raw[~same].reset_index(drop=True)
+    return raw
+
+
 def read_price_file(path: str | Path, ticker: str | None = None, *, min_history: int = 100, max_gap_days: int = 10,
                     ticker_from_name: bool = False) -> tuple[pd.DataFrame, ValidationReport]:
     """Read and validate a user price file; returns (``date, ticker, close, log_ret, rvol5`` [+ OHLCV],
@@ -565,6 +580,7 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
         raise
     except Exception as e:  # noqa: BLE001 - parser errors from pandas/pyarrow
         raise PriceDataError(f"{path}: cannot be read as {path.suffix} ({type(e).__name__}: {e})") from e
+    raw = _without_repeated_headers(raw, path)
     if raw.empty:
         raise PriceDataError(f"{path}: no data rows (columns {[str(c) for c in raw.columns]}); expected one row per date")
     source = str(path)

@@ -60,3 +60,18 @@ def test_an_exchange_midnight_written_in_utc_is_refused_and_local_or_midnight_st
     d = read_price_file(tmp_path / "BTC-USD.csv", ticker_from_name=True)[0]
     assert len(d) == 199 and (d["date"].to_numpy() == days.tz_localize(None).to_numpy()[1:]).all()
     np.testing.assert_allclose(d["close"].to_numpy(), btc["Close"].to_numpy()[1:])
+
+
+@pytest.mark.parametrize("index_column", [False, True])
+def test_two_downloads_joined_with_cat_load_as_one_series(tmp_path, index_column):
+    s = _frame().assign(Date=lambda f: f["Date"].dt.strftime("%Y-%m-%d"))
+    if index_column:  # yf.download(...).to_csv(): the dates are an index column
+        a, b = (part.set_index("Date") for part in (s.iloc[:90], s.iloc[80:]))
+        text = a.to_csv() + b.to_csv()
+    else:
+        text = s.iloc[:90].to_csv(index=False) + s.iloc[80:].to_csv(index=False)  # overlapping days 80..89 are identical
+    (tmp_path / "MSFT.csv").write_text(text)
+    d, rep = read_price_file(tmp_path / "MSFT.csv", ticker_from_name=True)  # was: column 'close' ... not numbers, e.g. 'Close'
+    np.testing.assert_allclose(d["close"].to_numpy(), s["Close"].to_numpy()[1:])
+    np.testing.assert_allclose(d["volume"].to_numpy(), s["Volume"].to_numpy()[1:])
+    assert rep.duplicate_rows_dropped == 10

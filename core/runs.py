@@ -711,17 +711,26 @@ def _resume_dir(config: RunConfig, domain: str, command: str) -> Path:
             raise RunNotFoundError(f"--resume: no run {run_dir} to resume; expected the --name of a {domain} {command} run under {root}")
         info = read_run(run_dir)
     else:
-        runs = [r for r in list_runs(config.runs_dir, domain) if r.get("command", command) == command]
+        runs = [r for r in list_runs(config.runs_dir, domain) if _made_by(r, command, config)]
         if not runs:
             raise RunNotFoundError(f"--resume: no {domain} {command} run under {root} to resume")
         run_dir, info = Path(runs[0]["path"]), runs[0]
     if info.get("status") == "damaged":
         raise RunDamagedError(f"--resume: {info.get('error')}; this run's record is damaged, so it is not continued: repair or move that folder, "
                               "or start a new run without --resume")
-    if info.get("command", command) != command:
+    if not _made_by(info, command, config):
         raise RunNotFoundError(f"--resume --name {config.name}: {run_dir} is a {info.get('command')} {info.get('kind', 'model')} run, not a {command} run; "
                                f"expected the name of a {command} run to continue, or another --name without --resume")
     return run_dir
+
+
+def _made_by(info: dict[str, Any], command: str, config: RunConfig) -> bool:
+    """Whether the run of record ``info`` was made by ``command``. Records name their command ("train"); those
+    written before ``Run.start(command=...)`` existed (until 82bd45f) hold the name of the command's config class
+    instead ("TrainConfig", what Run recorded then), and the oldest hold none: both are runs of the command whose
+    config class that is — refusing them left an interrupted run of the previous version impossible to continue."""
+    recorded = info.get("command", command)
+    return recorded == command or recorded == type(config).__name__
 
 
 def _drop_cut_last_line(metrics: Path) -> int:

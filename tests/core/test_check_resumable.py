@@ -118,3 +118,40 @@ def test_a_run_being_written(runs):
 def test_a_bad_name(runs):
     cfg, _ = runs
     _refused(replace(cfg, name="../done"), RunNameError, r"--name '\.\./done'")
+
+
+def _legacy_record(root: Path, name: str, config_class: str, status: str = "interrupted") -> Path:
+    """A run.json as Run wrote it before Run.start(command=...) (until 82bd45f): the command field holds the
+    name of the config class of the command that made it."""
+    run_dir = root / "unit" / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"name": name, "runs_dir": str(root), "track": False, "resume": False}))
+    (run_dir / "run.json").write_text(json.dumps({
+        "domain": "unit", "name": name, "kind": "model", "command": config_class, "status": status, "started": "2025-12-01T00:00:00",
+        "updated": "2025-12-01T00:10:00", "host": "old-host", "pid": 999999, "git_commit": None, "mlflow_run_id": None, "mlflow_tracking_uri": None,
+        "error": "KeyboardInterrupt"}))
+    return run_dir
+
+
+def test_a_legacy_record_naming_the_config_class_is_this_commands_run(runs):
+    """--resume --name of an interrupted run of the previous version, whose run.json says command "JobConfig"
+    (the config class of the command that made it), continues it — and the record then names the command."""
+    cfg, root = runs
+    legacy = _legacy_record(root, "old", type(cfg).__name__)
+    assert check_resumable("unit", replace(cfg, name="old"), "train") == legacy
+    with Run.start("unit", replace(cfg, name="old"), command="train") as run:
+        assert run.dir == legacy
+        run.finish({"loss": 0.5})
+    assert json.loads((legacy / "run.json").read_text())["command"] == "train"
+
+
+def test_a_legacy_record_of_another_config_class_is_still_another_commands_run(runs):
+    cfg, root = runs
+    _legacy_record(root, "oldscore", "ScoreConfig")
+    _refused(replace(cfg, name="oldscore"), RunNotFoundError, r"oldscore is a ScoreConfig model run, not a train run")
+
+
+def test_a_legacy_record_is_found_by_resume_without_a_name(tmp_path):
+    cfg = JobConfig(runs_dir=str(tmp_path / "runs"), track=False, resume=True)
+    legacy = _legacy_record(tmp_path / "runs", "old", "JobConfig")
+    assert check_resumable("unit", cfg, "train") == legacy

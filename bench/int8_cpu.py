@@ -1,0 +1,182 @@
+"""Which int8 path pays for a Linear-heavy model on *this* CPU — the measurement behind ``quantize_int8(method="auto")``.
+
+On a CPU without int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX-INT8) torchao's dynamic int8 ran the
+MiniLM text model 21x slower than fp32 (BENCHMARKS "finetune-no-amx"). This probe times, on the same inputs and in
+one process, the candidates for Linear-only models and reports each one's latency against fp32 eager and its output
+error against fp32:
+
+* fp32 eager (reference) and fp32 + ``torch.compile`` (what the compiler alone gives);
+* torchao int8 dynamic activations + int8 weights + compile (``quantize_int8(method="torchao")``);
+* torchao int8 weight-only + compile (``Int8WeightOnlyConfig``);
+* PT2E static int8 with the x86 Inductor quantizer + compile (``quantize_int8(method="pt2e")``);
+* ONNX Runtime fp32 and ONNX Runtime dynamic int8 (``export_onnx`` + ``quantize_onnx_int8``).
+
+Models: MiniLM-L6 (the sentence encoder of ``bench/finetune.py`` task B, with a random 19-way head; MovieLens titles
+tokenised to 16 tokens, batch 32) when it loads offline, and a 4-layer MLP (1024 wide, batch 32). Latency is the
+median CPU time of one call over ``--repeats`` calls after a warm-up (which compiles), one thread — the machine is
+shared, so CPU time rather than wall time. Errors over 4 batches: max |out - fp32| / max |fp32| and relative L2.
+
+    python bench/int8_cpu.py                     # both models, 10 repeats; prints the table
+    python bench/int8_cpu.py --models mlp --repeats 5 --write   # also writes section "int8-cpu[-no-amx]" of BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from core.bench import machine_line, markdown_table, write_benchmark_section  # noqa: E402
+from core.compress import OnnxRunner, export_onnx, model_size_bytes, quantize_int8, quantize_onnx_int8  # noqa: E402
+from core.device import cpu_has_int8_dot_product  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[bench.int8_cpu {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def latency(fn, inputs: tuple, repeats: int) -> float:
+    """Median CPU seconds of one call after a warm-up call (which compiles a compiled model)."""
+    with torch.no_grad():
+        fn(*inputs)
+        times = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            fn(*inputs)
+            times.append(time.process_time() - t0)
+    return float(np.median(times))
+
+
+@torch.no_grad()
+def outputs(fn, batches: list[tuple]) -> torch.Tensor:
+    return torch.cat([fn(*b).float() for b in batches])
+
+
+class MiniLMLogits(nn.Module):
+    """The backbone returns logits; kept as is (a wrapper only to give every candidate the same call)."""
+
+    def __init__(self, m: nn.Module):
+        super().__init__()
+        self.m = m
+
+    def forward(self, ids, mask):
+        return self.m(ids, mask)
+
+
+def minilm_case(batch: int):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from bench.finetune import QUICK, genres_data  # the task-B items and tokenisation (16 tokens)
+    from core.backbones import create_backbone
+
+    d = genres_data(QUICK)
+    torch.manual_seed(0)
+    model = MiniLMLogits(create_backbone("minilm-l6-v2", num_classes=d["C"])).eval()
+    ids, mask = d["ids"], d["mask"]
+    batches = [(ids[i : i + batch], mask[i : i + batch]) for i in range(0, 4 * batch, batch)]
+    return "MiniLM-L6 (22.7 M params, 16 tokens)", model, batches
+
+
+def mlp_case(batch: int):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                          nn.Linear(1024, 10)).eval()
+    batches = [(torch.randn(batch, 1024),) for _ in range(4)]
+    return "MLP 1024×4 (3.2 M params)", model, batches
+
+
+def weight_only(model: nn.Module) -> nn.Module:
+    import copy
+
+    import torch._inductor.config as inductor_config
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    q = copy.deepcopy(model).eval()
+    quantize_(q, Int8WeightOnlyConfig())
+    inductor_config.freezing = True
+    return torch.compile(q)
+
+
+def run_case(name: str, model: nn.Module, batches: list[tuple], repeats: int, onnx: bool, tmp: Path) -> list[dict]:
+    x = batches[0]
+    ref = outputs(model, batches)
+    scale = float(ref.abs().max())
+    lat_ref = latency(model, x, repeats)
+    rows: list[dict] = []
+
+    def add(variant: str, fn_or_build, size=None, note=""):
+        t0 = time.perf_counter()
+        try:
+            fn = fn_or_build()
+            lat = latency(fn, x, repeats)
+            out = outputs(fn, batches)
+            err, rel = float((out - ref).abs().max()) / scale, float((out - ref).norm() / ref.norm())
+            row = {"model": name, "variant": variant, "CPU latency (ms)": f"{1000 * lat:.1f}", "vs fp32 eager": f"{lat / lat_ref:.2f}",
+                   "max error / max": f"{err:.2g}", "rel. L2 error": f"{rel:.2g}", "size": f"{size / 1e6:.1f} MB" if size else "–",
+                   "note": note or f"build+warm-up {time.perf_counter() - t0 - lat * repeats:.0f} s"}
+            log(f"  {variant}: {1000 * lat:.1f} ms ({lat / lat_ref:.2f}x fp32), error {err:.2g} (L2 {rel:.2g})")
+        except Exception as e:  # noqa: BLE001 - a candidate that fails is a result too
+            row = {"model": name, "variant": variant, "CPU latency (ms)": "–", "vs fp32 eager": "–", "max error / max": "–", "rel. L2 error": "–", "size": "–",
+                   "note": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"}
+            log(f"  {variant}: failed: {e}")
+        rows.append(row)
+
+    log(f"{name}: fp32 eager {1000 * lat_ref:.1f} ms")
+    rows.append({"model": name, "variant": "fp32 eager (reference)", "CPU latency (ms)": f"{1000 * lat_ref:.1f}", "vs fp32 eager": "1.00",
+                 "max error / max": "0", "rel. L2 error": "0", "size": f"{model_size_bytes(model) / 1e6:.1f} MB", "note": ""})
+    add("fp32 + torch.compile", lambda: torch.compile(model))
+    add("torchao int8 dynamic + compile (method='torchao')", lambda: quantize_int8(model, x, method="torchao"))
+    add("torchao int8 weight-only + compile", lambda: weight_only(model))
+    add("PT2E static int8, x86 Inductor quantizer + compile (method='pt2e')", lambda: quantize_int8(model, x, calibration=batches, method="pt2e"))
+    if onnx:
+        stem = name.split()[0]
+        p32 = export_onnx(model, x, tmp / f"{stem}.onnx", check=True, atol=1e-3)
+        p8 = quantize_onnx_int8(p32, tmp / f"{stem}.int8.onnx")
+        add("ONNX Runtime fp32", lambda: OnnxRunner(p32, threads=1), size=p32.stat().st_size)
+        add("ONNX Runtime int8 dynamic (quantize_onnx_int8)", lambda: OnnxRunner(p8, threads=1), size=p8.stat().st_size)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="minilm,mlp", help="comma-separated: minilm, mlp")
+    ap.add_argument("--repeats", type=int, default=10, help="timed calls per candidate (median reported)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
+    ap.add_argument("--write", action="store_true", help="write the table to BENCHMARKS.md (section per CPU kind)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as d:
+        for m in a.models.split(","):
+            case = {"minilm": minilm_case, "mlp": mlp_case}[m.strip()](a.batch)
+            rows += run_case(*case, a.repeats, not a.no_onnx, Path(d))
+    load1 = os.getloadavg()[0]
+    dot = cpu_has_int8_dot_product()
+    cmd = "python bench/int8_cpu.py" + (f" --models {a.models}" if a.models != "minilm,mlp" else "") + f" --repeats {a.repeats}"
+    md = (f"## int8 candidates for Linear-only models on this CPU (`{cmd}`)\n\n"
+          f"{machine_line()}; int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8): "
+          f"{'yes' if dot else 'no' if dot is False else 'unknown'}; 1-min load {load0:.1f} → {load1:.1f}; "
+          f"whole run {(time.perf_counter() - t0) / 60:.1f} min. Batch {a.batch}, one thread, median CPU time of {a.repeats} calls "
+          f"after a warm-up. Errors over 4 batches: max |output − fp32 eager| / max |fp32 eager|, and ‖output − fp32 eager‖ / ‖fp32 eager‖.\n\n"
+          + markdown_table(rows) + "\n")
+    print(md)
+    if a.write:
+        write_benchmark_section("int8-cpu", md, per_cpu=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -305,12 +305,7 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
         raise InteractionDataError(f"{source}: column 'timestamp' has {int(huge.sum())} value(s) too large for a time (first at file rows {_rows(huge)}: "
                                    f"{df['timestamp'][huge].head(3).tolist()}); expected seconds (or ms, µs, ns) since 1970, or dates")
     out["timestamp"] = ts.astype(np.int64)
-    seconds_like = out["timestamp"].between(10**8, 10**11 - 1)  # 1973..5138 in seconds
-    ms_like = out["timestamp"].between(10**11, 10**14 - 1)  # 1973..5138 in milliseconds
-    if seconds_like.any() and ms_like.any():  # one file, two units (e.g. concatenated exports): leave-last-out would order by unit
-        log.warning(f"{source}: {int(ms_like.sum())} timestamp(s) look like milliseconds among {int(seconds_like.sum())} in seconds; "
-                    "those were divided by 1000")
-        out.loc[ms_like, "timestamp"] //= 1000
+    out["timestamp"] = _one_time_unit(out["timestamp"], source)
     out["rating"] = _require_numeric(df, "rating", source, integer=True).astype(np.float32) if "rating" in df.columns else np.float32(1.0)
     if (out["rating"] <= 0).any():  # every row is a positive interaction; a 0 (implicit data's "not clicked") or a dislike is counted as one too
         log.warning(f"{source}: {int((out['rating'] <= 0).sum())} row(s) with a rating of 0 or below; every interaction is used as a positive, "
@@ -366,6 +361,27 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
 
 
 _EPOCH = pd.Timestamp(0, tz="UTC")
+# epoch times 1973..5138 by unit: seconds from 1e8, then ×1000 per finer unit (ns up to int64's end, 2262)
+_TIME_UNITS = (("seconds", 10**8), ("milliseconds", 10**11), ("microseconds", 10**14), ("nanoseconds", 10**17))
+
+
+def _one_time_unit(ts: pd.Series, source: str) -> pd.Series:
+    """Integer epoch times in one unit. A file mixing units (e.g. exports in seconds, milliseconds and microseconds
+    concatenated) would order its events by unit — leave-last-out would test a row in the finest unit, not the latest —
+    so every value is put in the coarsest unit present (integer division), with a warning naming the counts."""
+    scale = np.select([ts >= lo for _, lo in reversed(_TIME_UNITS)], [3, 2, 1, 0], default=-1)  # -1: small numbers (days, counters): left alone
+    present = sorted(set(scale[scale >= 0].tolist()))
+    if len(present) < 2:
+        return ts
+    coarsest = present[0]
+    counts = ", ".join(f"{int((scale == u).sum())} in {_TIME_UNITS[u][0]}" for u in present)
+    log.warning(f"{source}: the timestamp column mixes units ({counts}); the finer ones were divided down to {_TIME_UNITS[coarsest][0]}")
+    finer = scale > coarsest
+    out = ts.copy()
+    out[finer] = ts[finer] // (10 ** (3 * (scale[finer] - coarsest)))
+    return out
+
+
 _YYYYMMDD_RANGE = (19000101, 21001231)  # 8-digit numbers that can be days of 1900..2100 (as seconds they all fall in 1970-1973)
 
 

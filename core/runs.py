@@ -42,7 +42,7 @@ from core.checkpoint import (CheckpointDamagedError, CheckpointMismatchError, ch
 from core.config import RunConfig, RunNameError, check_run_name, recorded_config
 from core.device import device_summary, resolve_device, seed_everything
 from core.errors import UserInputError
-from core.io import atomic_write_bytes, atomic_write_json, finite_or_none, json_default
+from core.io import atomic_write_bytes, atomic_write_json, finite_or_none, json_default, remove_temp_files
 from core.locking import FolderLock, is_locked, lock_holder, pid_alive
 from core.logging import attach_run_log, detach_run_log, get_logger
 from core.tracking import Tracker
@@ -373,6 +373,12 @@ class Run:
         self._lock = FolderLock.acquire(run_dir / LOCK_FILE)
         if self._lock is None:
             raise _being_written(run_dir)
+        # the folder is ours: what a killed attempt's atomic writes left (a checkpoint of hundreds of MB cut by SIGKILL/SIGTERM
+        # mid-write, as .step_….tmp-….pt) is never read, and would otherwise stay there for good, one more per kill
+        removed = remove_temp_files(run_dir, recursive=False) + remove_temp_files(run_dir / "checkpoints", recursive=False)
+        if removed:
+            log.info(f"{run_dir}: removed {len(removed)} temporary file(s) of an interrupted write ({', '.join(p.name for p in removed[:3])}"
+                     f"{', …' if len(removed) > 3 else ''})")
 
     def _reset_unfinished(self, run_dir: Path) -> None:
         """Starting a named run again (without --resume) in the folder of its failed or interrupted

@@ -41,21 +41,22 @@ def segmenter(key: str) -> api.LoadedSegmenter:
     return api.load_segmenter(run_path(base), lcc=switches[0] == "1", tta=switches[1] == "1")
 
 
-@st.cache_data(show_spinner="Checking the scan…", max_entries=16)
-def scan_refusal(run: str, source: str) -> str | None:
-    """Why ``infer`` would refuse this input before loading the model (a blank image, another modality, 4D or
-    NaN voxels, a grid too large), or None; reads the run's task.json, not its weights. One answer per run and input."""
+@st.cache_resource(show_spinner="Checking the scan…", max_entries=2)
+def checked_scan(run: str, source: str) -> api.CheckedScan | str:
+    """The uploaded scan read once and checked as ``infer`` checks it before loading the model (a blank image,
+    another modality, 4D or NaN voxels, a grid too large) — or why it is refused; reads the run's task.json, not
+    its weights. The segmentation takes these voxels (:func:`segment`'s ``_scan``): the file is read once."""
     try:
-        api.check_scan(run_path(run), source)
+        return api.check_scan(run_path(run), source)
     except api.MedicalInputError as e:
         return str(e)
-    return None
 
 
 @st.cache_resource(show_spinner="Segmenting…", max_entries=6)
-def segment(key: str, source: str) -> api.Segmentation:
-    """Inference result per (run, input); a case seen once answers instantly afterwards."""
-    return segmenter(key).predict(source)
+def segment(key: str, source: str, _scan: api.CheckedScan | None = None) -> api.Segmentation:
+    """Inference result per (run, input); a case seen once answers instantly afterwards. ``_scan``: the voxels
+    :func:`checked_scan` already read from ``source`` (not part of the cache key)."""
+    return segmenter(key).predict(source if _scan is None else _scan)
 
 
 @st.cache_data(show_spinner=False, ttl=60)
@@ -83,6 +84,7 @@ with st.sidebar:
 key = f"{run_key(run_dir)}#{int(lcc)}{int(tta)}"  # one cached model and result per run and switch setting
 source = st.radio("Input", ["Prepared case", "Upload a scan"], horizontal=True, key="med_source")
 image_source: str | None = None
+scan: api.CheckedScan | None = None  # an upload as read and checked: segmented without reading its file again
 label_source: str | None = None
 label_refused = False  # an uploaded label refused (one line shown where it was refused)
 case_name = "upload"
@@ -118,9 +120,13 @@ else:
         except api.MedicalInputError as e:
             st.error(upload_refused(e, store.path))
             image_source = None
-        if image_source is not None and (refusal := scan_refusal(run_key(run_dir), image_source)) is not None:
-            st.error(upload_refused(refusal, store.path))  # refused as `infer` refuses it: before the model is loaded
-            image_source = None
+        if image_source is not None:
+            checked = checked_scan(run_key(run_dir), image_source)
+            if isinstance(checked, str):
+                st.error(upload_refused(checked, store.path))  # refused as `infer` refuses it: before the model is loaded
+                image_source = None
+            else:
+                scan = checked
         if image_source is not None and up_label is not None:
             try:  # the label is optional: one refused is one line, and the scan is still segmented (no Dice)
                 ldata = up_label.getvalue()
@@ -141,7 +147,7 @@ result = None
 with friendly_errors(f"Segmenting {md_code(case_name)}"):
     segmenter(key)  # load (cached) before timing the inference itself
     try:
-        result = segment(key, image_source)
+        result = segment(key, image_source, scan)
     except api.MedicalInputError as e:
         if source != "Upload a scan":
             raise
@@ -187,14 +193,14 @@ with st.sidebar:
 
 
 @st.cache_resource(show_spinner="Explaining (occlusion sensitivity)…", max_entries=4)
-def saliency(k: str, source: str, structure: str) -> api.StructureSaliency:
-    return api.structure_saliency(segmenter(k), source, structure)
+def saliency(k: str, source: str, structure: str, _scan: api.CheckedScan | None = None) -> api.StructureSaliency:
+    return api.structure_saliency(segmenter(k), source if _scan is None else _scan, structure)
 
 
 sal: api.StructureSaliency | None = None
 if explain != "—":
     with friendly_errors(f"Explaining {explain}"):
-        sal = saliency(key, image_source, explain)
+        sal = saliency(key, image_source, explain, scan)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

@@ -6,9 +6,10 @@ out. Nothing here trains.
 
     run = model_run(run_dir)                     # ModelRun: .has_model .task .class_names
     cases = list_cases()                         # [Case(id, image, label, dataset, split)]
-    check_scan(run_dir, path)                    # what infer refuses before the model (MedicalInputError)
+    scan = check_scan(run_dir, path)             # CheckedScan: read and checked as infer checks it (MedicalInputError)
     model = load_segmenter(run_dir)              # LoadedSegmenter
     seg = model.predict(cases[0].image)          # Segmentation: .image .mask .class_names .volumes_ml .ood ...
+    seg = model.predict(scan)                    # the checked voxels themselves: the file is not read again
     dice_per_class(seg.mask, load_label(cases[0].label), seg.class_names)
     sal = structure_saliency(model, cases[0].image, "Hippocampus", slice_index=40)  # StructureSaliency: .map on seg.image's grid
 
@@ -26,13 +27,13 @@ import numpy as np
 from domains.medical.metrics import dice_per_class as _dice_per_class
 from domains.medical.data import read_task_meta
 from domains.medical.explain import StructureSaliency, structure_occlusion
-from domains.medical.io import read_input_for_model
+from domains.medical.io import Volume, read_input_for_model
 from domains.medical.predict import Segmenter
 from domains.medical.predict import volumes_ml as _volumes_ml
 from domains.medical.qc import QualityCheck
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "list_cases", "model_run", "check_scan", "load_segmenter",
+__all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "CheckedScan", "list_cases", "model_run", "check_scan", "load_segmenter",
            "load_label", "dice_per_class", "volumes_ml", "dicom_to_nifti", "MedicalInputError",
            "StructureSaliency", "structure_saliency"]
 
@@ -104,6 +105,17 @@ class ScanInfo:
     spacing: tuple[float, float, float]
 
 
+@dataclass(frozen=True)
+class CheckedScan:
+    """A scan :func:`check_scan` read and found fit for a run's model. Pass it to :meth:`LoadedSegmenter.predict`
+    (or :func:`structure_saliency`) instead of its path: the model segments these voxels, the file is not read again."""
+
+    source: str
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    volume: Volume = field(repr=False, compare=False)
+
+
 @dataclass
 class LoadedSegmenter:
     """A trained model ready to segment."""
@@ -112,9 +124,9 @@ class LoadedSegmenter:
     class_names: list[str]
     segmenter: Segmenter = field(repr=False)
 
-    def predict(self, source: str | Path) -> Segmentation:
-        """Segment a volume file or a DICOM series folder."""
-        r = self.segmenter.predict(str(source))
+    def predict(self, source: str | Path | CheckedScan) -> Segmentation:
+        """Segment a volume file, a DICOM series folder, or a scan :func:`check_scan` has already read."""
+        r = self.segmenter.predict(source.volume if isinstance(source, CheckedScan) else str(source))
         spacing = tuple(float(v) for v in np.sqrt((np.asarray(r.affine)[:3, :3] ** 2).sum(axis=0)))  # canonical axes
         return Segmentation(image=np.asarray(r.image), mask=np.asarray(r.mask), class_names=list(r.class_names),
                             volumes_ml={str(k): float(v) for k, v in r.volumes_ml.items()}, affine=np.asarray(r.affine),
@@ -155,11 +167,13 @@ def model_run(run_dir: str | Path) -> ModelRun:
     return ModelRun(path=run_dir, has_model=(run_dir / "best.safetensors").is_file(), task=str(task) if task else None, class_names=names)
 
 
-def check_scan(run_dir: str | Path, source: str | Path) -> None:
+def check_scan(run_dir: str | Path, source: str | Path) -> CheckedScan:
     """Refuse (``MedicalInputError`` naming ``source``) what ``infer`` refuses before loading the model: a grid too
     large once resampled, 4D or NaN voxels, a damaged file, a blank image, a scan of another modality than the
-    run's model learned. Reads only the run's ``task.json``, not its weights."""
-    read_input_for_model(source, read_task_meta(run_dir))
+    run's model learned. Reads only the run's ``task.json``, not its weights. Returns the scan as read, which
+    :meth:`LoadedSegmenter.predict` takes as it is (as ``infer`` passes its checked volume on): read once."""
+    vol = read_input_for_model(source, read_task_meta(run_dir))
+    return CheckedScan(source=str(source), shape=vol.shape, spacing=vol.spacing, volume=vol)
 
 
 def load_segmenter(run_dir: str | Path, *, lcc: bool = False, tta: bool = False, crop: bool = True) -> LoadedSegmenter:
@@ -170,12 +184,13 @@ def load_segmenter(run_dir: str | Path, *, lcc: bool = False, tta: bool = False,
     return LoadedSegmenter(run_dir=Path(run_dir), class_names=list(seg.class_names), segmenter=seg)
 
 
-def structure_saliency(model: LoadedSegmenter, source: str | Path, structure: str, slice_index: int | None = None, axis: int = 2,
+def structure_saliency(model: LoadedSegmenter, source: str | Path | CheckedScan, structure: str, slice_index: int | None = None, axis: int = 2,
                        mask_size: int | None = None) -> StructureSaliency:
     """Occlusion sensitivity of ``structure`` (``domains.medical.explain``): a float map on the grid of
     ``Segmentation.image`` (canonical), NaN outside the patch explained around canonical slice
     ``slice_index`` along ``axis``; positive where hiding the image lowers the model's belief in the structure."""
-    return structure_occlusion(model.segmenter, source, structure, slice_index=slice_index, axis=axis, mask_size=mask_size)
+    return structure_occlusion(model.segmenter, source.volume if isinstance(source, CheckedScan) else source, structure,
+                               slice_index=slice_index, axis=axis, mask_size=mask_size)
 
 
 def _ood(check: QualityCheck | None) -> OodFlag | None:

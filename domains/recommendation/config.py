@@ -68,7 +68,7 @@ def date_order_field():
 
 @dataclass
 class DataConfig:
-    data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-1m: ratings.dat/users.dat/movies.dat; ml-20m) or a .parquet/.csv/.jsonl interaction file"})
+    data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-100k: u.data/u.item/u.user; ml-1m: ratings.dat/users.dat/movies.dat; ml-20m) or a .parquet/.csv/.jsonl interaction file"})
     date_order: str = date_order_field()
     split: str = field(default=MSR_STRATIFIED, metadata={"help": f"{MSR_STRATIFIED} = Microsoft Recommenders' python_stratified_split (exact); "
                                                                  f"{LEGACY_STRATIFIED} = our earlier re-implementation (alias ms); "

@@ -41,8 +41,8 @@ every id is a plain integer (``7``, ``12.0``; no leading zero) becomes integers,
 ``12`` in another; otherwise every id of the column is text — ``"007"`` and ``"7"`` stay two ids. A Parquet float
 id column (which has no written text: ``1`` would print as ``"1.0"`` and no longer match ``1`` in a catalogue file)
 is read as integers when every value is whole, and refused otherwise (``1.5``, ``inf``; write such ids as text).
-Queries look ids up the same way (:func:`id_as_recorded`; ``domains/recommendation/inference.py``). :func:`load_movielens_folder` reads torchrec-style MovieLens folders
-(``ml-1m``: ``ratings.dat``/``movies.dat``/``users.dat`` with ``::``; ``ml-20m``/``ml-25m``:
+Queries look ids up the same way (:func:`id_as_recorded`; ``domains/recommendation/inference.py``). :func:`load_movielens_folder` reads MovieLens folders as GroupLens ships them
+(``ml-100k``: ``u.data`` (tab, no header, its line order kept)/``u.item``/``u.user``; ``ml-1m``: ``ratings.dat``/``movies.dat``/``users.dat`` with ``::``; ``ml-20m``/``ml-25m``:
 ``ratings.csv``/``movies.csv``). Timestamps are seconds (or ms, µs, ns) since 1970, or dates: 8-digit numbers that
 are all calendar dates (``20240131``) are read as YYYYMMDD days (logged); day/month dates written with slashes, dots or
 dashes (``01/02/2024``, ``31.01.2024``, ``01-02-2024``; ISO ``2024-01-31`` is read as written) are read in one order for the whole column — day-first when a first field is above 12 somewhere, month-first when a second
@@ -63,6 +63,7 @@ one is, refused when both; when no row tells, month-first with a warning (``--da
 
 from __future__ import annotations
 
+import csv
 import gzip
 import importlib.util
 import json
@@ -760,25 +761,62 @@ def _split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
     return title, year
 
 
-def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
+def _read_dat(path: Path, names: list[str], sep: str = "::") -> pd.DataFrame:
+    """A MovieLens file without a header: ml-1m's ``::`` files, ml-100k's tab (``u.data``) and ``|`` (``u.item``,
+    ``u.user``) files; every line must hold ``len(names)`` fields."""
+    shown = {"::": "'::'", "\t": "tab", "|": "'|'"}.get(sep, repr(sep))
     try:
-        df = pd.read_csv(path, sep="::", engine="python", header=None, names=names, encoding="latin-1", dtype=str)
+        # ml-100k's files quote nothing ('"' is part of a title) and hold empty fields; ml-1m's are read as they always were
+        exact = {} if sep == "::" else dict(keep_default_na=False, na_values=[""], quoting=csv.QUOTE_NONE)
+        df = pd.read_csv(path, sep=sep, engine="python" if len(sep) > 1 else "c", header=None, names=names, encoding="latin-1", dtype=str, **exact)
     except Exception as e:  # noqa: BLE001
-        raise InteractionDataError(f"{path}: cannot be read as MovieLens '::' file ({type(e).__name__}: {e})") from e
-    bad = df.isna().any(axis=1)
+        raise InteractionDataError(f"{path}: cannot be read as a MovieLens {shown}-separated file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    if not isinstance(df.index, pd.RangeIndex):  # more fields than names: pandas made the first ones the index
+        raise InteractionDataError(f"{path}: lines with more than {len(names)} {shown}-separated fields; expected {names}")
+    bad = df[[n for n in names if n not in _MAY_BE_EMPTY]].isna().any(axis=1)
     if bad.any():
-        raise InteractionDataError(f"{path}: {int(bad.sum())} malformed line(s) (expected {len(names)} '::'-separated fields: {names}; "
+        raise InteractionDataError(f"{path}: {int(bad.sum())} malformed line(s) (expected {len(names)} {shown}-separated fields: {names}; "
                                    f"first at lines {[int(i) + 1 for i in np.flatnonzero(bad.values)[:5]]})")
     return df
 
 
+_MAY_BE_EMPTY = ("release_date", "video_release_date", "imdb_url", "zip_code")  # empty fields of ml-100k's u.item / u.user
+# ml-100k's u.item: id | title | release date | video release date | IMDb URL | 19 genre flags (u.genre's order)
+ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+                 "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
+
+
+def _ml100k_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None]:
+    """GroupLens' ml-100k folder as shipped: ``u.data`` (user, item, rating, timestamp; tab-separated, no header, in
+    the line order Microsoft Recommenders' split draws its numbers in), ``u.item`` and ``u.user`` (``|``-separated)."""
+    r = _read_dat(folder / "u.data", ["user_id", "item_id", "rating", "timestamp"], sep="\t")
+    items = users = None
+    if (folder / "u.item").is_file():
+        m = _read_dat(folder / "u.item", ["item_id", "title", "release_date", "video_release_date", "imdb_url", *ML100K_GENRES], sep="|")
+        title, year = _split_title_year(m["title"])
+        released = pd.to_numeric(m["release_date"].str.extract(r"(\d{4})\s*$")[0], errors="coerce")
+        year = year.where(year >= 0, released.fillna(-1).astype(np.int64))  # a title without "(1995)": the release date's year
+        flags = m[list(ML100K_GENRES)].apply(pd.to_numeric, errors="coerce")
+        if flags.isna().any(axis=None) or not flags.isin([0, 1]).all(axis=None):
+            bad = ~flags.isin([0, 1]).all(axis=1)
+            raise InteractionDataError(f"{folder / 'u.item'}: genre flags other than 0/1 at lines {[int(i) + 1 for i in np.flatnonzero(bad.values)[:5]]}; "
+                                       f"expected 19 flags ({', '.join(ML100K_GENRES)})")
+        items = pd.DataFrame({"item_id": m["item_id"], "title": title, "year": year,
+                              "genres": [[g for g, f in zip(ML100K_GENRES, row) if f == 1] for row in flags.itertuples(index=False)]})
+    if (folder / "u.user").is_file():
+        users = _read_dat(folder / "u.user", ["user_id", "age", "gender", "occupation", "zip_code"], sep="|")
+    return r, items, users
+
+
 def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unknown_items: str = "drop") -> InteractionData:
-    """A MovieLens folder as torchrec's loaders expect it: ml-1m (``ratings.dat``, ``movies.dat``,
-    ``users.dat``) or ml-20m/ml-25m (``ratings.csv``, ``movies.csv``)."""
-    folder = path_arg(folder, "folder", "a MovieLens folder (ml-1m, ml-20m)")
+    """A MovieLens folder as GroupLens ships it: ml-100k (``u.data``, ``u.item``, ``u.user``), ml-1m (``ratings.dat``,
+    ``movies.dat``, ``users.dat``; torchrec's loaders read the same) or ml-20m/ml-25m (``ratings.csv``, ``movies.csv``)."""
+    folder = path_arg(folder, "folder", "a MovieLens folder (ml-100k, ml-1m, ml-20m)")
     if not folder.is_dir():
-        raise InteractionDataError(f"{folder}: not a folder (expected a MovieLens folder with ratings.dat or ratings.csv)")
-    if (folder / "ratings.dat").is_file():
+        raise InteractionDataError(f"{folder}: not a folder (expected a MovieLens folder with u.data, ratings.dat or ratings.csv)")
+    if (folder / "u.data").is_file():
+        r, items, users = _ml100k_folder(folder)
+    elif (folder / "ratings.dat").is_file():
         r = _read_dat(folder / "ratings.dat", ["user_id", "item_id", "rating", "timestamp"])
         items = users = None
         if (folder / "movies.dat").is_file():
@@ -801,7 +839,7 @@ def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unk
             items = pd.DataFrame({"item_id": m["movieId"], "title": title, "year": year,
                                   "genres": [[g for g in str(x).split("|") if g != "(no genres listed)"] for x in m["genres"]]})
     else:
-        raise InteractionDataError(f"{folder}: no ratings.dat (ml-1m) or ratings.csv (ml-20m/ml-25m) found; "
+        raise InteractionDataError(f"{folder}: no u.data (ml-100k), ratings.dat (ml-1m) or ratings.csv (ml-20m/ml-25m) found; "
                                    f"it holds {sorted(p.name for p in folder.iterdir())[:10]}")
     data, rep = validate_interactions(r, users=users, items=items, source=str(folder), duplicates=duplicates, unknown_items=unknown_items)
     data.name = folder.name
@@ -831,8 +869,8 @@ def load_dataset(source: str = ML100K, date_order: str = "auto") -> InteractionD
         return load_movielens_folder(p)
     if p.suffix.lower() in TABLE_SUFFIXES:
         return load_interactions(p, date_order=date_order)
-    hint = f" (a MovieLens '::' file: pass its folder, --data {p.parent})" if p.suffix.lower() == ".dat" else ""
-    raise InteractionDataError(f"--data {source}: expected 'ml-100k', a MovieLens folder (ml-1m, ml-20m) or a .parquet/.csv/.jsonl interaction file{hint}")
+    hint = f" (a MovieLens file without a header: pass its folder, --data {p.parent})" if p.suffix.lower() in (".dat", ".data") else ""
+    raise InteractionDataError(f"--data {source}: expected 'ml-100k', a MovieLens folder (ml-100k, ml-1m, ml-20m) or a .parquet/.csv/.jsonl interaction file{hint}")
 
 
 def group_by_user(u: np.ndarray, i: np.ndarray, n: int) -> list[np.ndarray]:

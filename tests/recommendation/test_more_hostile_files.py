@@ -5,6 +5,8 @@ or is refused with one line naming the file and what was expected."""
 from __future__ import annotations
 
 
+import pandas as pd
+
 from domains.recommendation.data import load_interactions, split_interactions
 
 
@@ -30,3 +32,54 @@ def test_a_file_mixing_seconds_milliseconds_microseconds_and_iso_dates_is_put_in
     assert load_interactions(q).interactions["timestamp"].tolist() == [1577836800500, 1577836800700]
     one = _csv(tmp_path, "one.csv", "user_id,item_id,timestamp\na,x,1577836800500000\na,y,1577836800700000\n")
     assert load_interactions(one).interactions["timestamp"].tolist() == [1577836800500000, 1577836800700000]  # one unit: left alone
+
+
+def _grouplens_ml100k(folder):
+    """The bundled ML-100K written back in GroupLens' own layout: u.data (tab, no header, u.data's line order),
+    u.item ('|', 'Title (1995)', release date, 19 genre flags, latin-1) and u.user ('|')."""
+    from domains.recommendation.data import ML100K_GENRES, load_ml100k
+
+    bundled = load_ml100k()
+    folder.mkdir()
+    inter = bundled.interactions.sort_index()
+    inter.assign(rating=inter["rating"].astype(int))[["user_id", "item_id", "rating", "timestamp"]].to_csv(
+        folder / "u.data", sep="\t", header=False, index=False)
+    with open(folder / "u.item", "w", encoding="latin-1") as f:
+        for r in bundled.items.itertuples():
+            title = f"{r.title} ({r.year})" if r.year > 0 else r.title
+            released = f"01-Jan-{r.year}" if r.year > 0 else ""
+            f.write("|".join([str(r.item_id), title, released, "", "http://us.imdb.com/x", *("1" if g in r.genres else "0" for g in ML100K_GENRES)]) + "\n")
+    bundled.users.assign(zip_code="00000").to_csv(folder / "u.user", sep="|", header=False, index=False)
+    return bundled
+
+
+def test_the_grouplens_ml100k_folder_reads_as_the_bundled_data_and_splits_the_same(tmp_path):
+    # --data ~/ml-100k (the zip from grouplens.org) was refused: 'no ratings.dat (ml-1m) or ratings.csv found'
+    from domains.recommendation.data import load_dataset
+
+    bundled = _grouplens_ml100k(tmp_path / "ml-100k")
+    got = load_dataset(str(tmp_path / "ml-100k"))
+    cols = ["user_id", "item_id", "rating", "timestamp"]
+    assert got.interactions[cols].values.tolist() == bundled.interactions.sort_index()[cols].values.tolist()  # u.data's line order
+    pair = lambda split: sorted(map(tuple, split.test[["user_id", "item_id"]].values.tolist()))  # noqa: E731
+    assert pair(split_interactions(got.interactions, "msr-stratified-75")) == pair(split_interactions(bundled.interactions, "msr-stratified-75"))
+    items = got.items.set_index("item_id")
+    assert items.loc[1, "title"] == "Toy Story" and items.loc[1, "year"] == 1995 and items.loc[1, "genres"] == ["Animation", "Children's", "Comedy"]
+    dated = bundled.items["year"].to_numpy() > 0  # (recbole gives 2 titles no year; their written title is not GroupLens')
+    assert dated.sum() == 1680
+    assert items["title"][dated].tolist() == bundled.items["title"][dated].tolist() and items["year"][dated].tolist() == bundled.items["year"][dated].tolist()
+    assert [sorted(g) for g in items["genres"]] == [sorted(g) for g in bundled.items["genres"]]
+    pd.testing.assert_frame_equal(got.users.reset_index(drop=True), bundled.users.reset_index(drop=True), check_dtype=False)
+
+
+def test_a_movielens_file_without_a_header_passed_alone_points_to_its_folder_in_one_line(tmp_path):
+    import pytest
+
+    from domains.recommendation.data import InteractionDataError, load_dataset
+
+    _grouplens_ml100k(tmp_path / "ml-100k")
+    with pytest.raises(InteractionDataError, match=r"u\.data: expected .*a MovieLens file without a header: pass its folder, --data .*ml-100k\)$"):
+        load_dataset(str(tmp_path / "ml-100k" / "u.data"))
+    (tmp_path / "ml-100k" / "u.item").write_text("1|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|yes\n", encoding="latin-1")
+    with pytest.raises(InteractionDataError, match=r"u\.item: genre flags other than 0/1 at lines \[1\]"):
+        load_dataset(str(tmp_path / "ml-100k"))

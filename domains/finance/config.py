@@ -125,6 +125,10 @@ class BacktestConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, Threa
 class ForecastConfig(ZeroShotConfig, CalendarConfig, DataConfig, ThreadsConfig, ModelRunConfig, TrackingConfig, RunConfig):
     """Forecast from each ticker's latest date with a trained model run."""
 
+    horizon: int = field(default=0, metadata={"min": 0, "help": "write the first N trading days of the forecast (0 = every day the model forecasts: "
+                                                                "its training --horizon, 5 by default); more than the model's horizon is refused "
+                                                                "(train a model with a longer --horizon)"})
+
 
 @dataclass
 class ScoreConfig(ScoringConfig, ZeroShotConfig, CalendarConfig, DataConfig, ModelRunConfig, TrackingConfig, RunConfig):

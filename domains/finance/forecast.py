@@ -4,6 +4,7 @@
     python -m domains.finance.forecast --model-run train-20261129-101500 --tickers AAPL MSFT
     python -m domains.finance.forecast --model-run my-run --data GOOG.csv --zero-shot   # a ticker the model never saw
     python -m domains.finance.forecast --calendar XLON             # forecast dates on the London calendar
+    python -m domains.finance.forecast --horizon 1                 # the next session only (at most the model's --horizon)
 
 For each ticker the forecast origin is its last date and the target dates are the next sessions of
 ``--calendar`` (exchange_calendars; default XNYS, so holidays such as Good Friday are skipped). The
@@ -22,6 +23,7 @@ import pandas as pd
 
 from core.cli import run_cli
 from core.device import set_cpu_threads
+from core.errors import UserInputError, plain
 from core.io import atomic_write_parquet, atomic_write_text
 from core.runs import Run
 from domains.finance.config import ForecastConfig
@@ -35,9 +37,14 @@ __all__ = ["ForecastConfig", "forecast", "main"]
 def forecast(cfg: ForecastConfig) -> Path:
     set_cpu_threads(cfg.threads)
     model_dir, fc = load_forecaster_run(cfg.model_run, cfg.runs_dir)
+    if cfg.horizon > fc.spec.horizon:
+        raise UserInputError(f"--horizon {plain(cfg.horizon)}: model run {model_dir.name} forecasts {fc.spec.horizon} trading days ahead "
+                             f"(trained with --horizon {fc.spec.horizon}); ask for at most {fc.spec.horizon}, or train a model with --horizon {plain(cfg.horizon)}")
     data = load_panel_data(cfg.data, **cfg.data_options())
     df = forecast_frame(fc, data.panel, data.covariates, list(cfg.tickers) or None, zero_shot=cfg.zero_shot, calendar=cfg.calendar,
                         source=data.source, model_run=model_dir)
+    if cfg.horizon:
+        df = df[df["horizon"] <= cfg.horizon].reset_index(drop=True)
     with Run.start("finance", cfg, new_name=f"forecast-{pd.Timestamp.now():%Y%m%d-%H%M%S}", command="forecast", kind="job") as run:
         df["calendar"] = cfg.calendar
         atomic_write_parquet(df, run.path("forecasts.parquet"), index=False)

@@ -75,3 +75,34 @@ def test_two_downloads_joined_with_cat_load_as_one_series(tmp_path, index_column
     np.testing.assert_allclose(d["close"].to_numpy(), s["Close"].to_numpy()[1:])
     np.testing.assert_allclose(d["volume"].to_numpy(), s["Volume"].to_numpy()[1:])
     assert rep.duplicate_rows_dropped == 10
+
+
+def test_forecast_horizon_up_to_the_models_and_beyond_it_refused_in_one_line(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from domains.finance.features import base_features, observed_inputs
+    from domains.finance.forecast import main as forecast_main
+    from domains.finance.model import Forecaster, TFTSpec, build_tft
+    from domains.finance.features import FoldScaler
+
+    s = _frame(n=200)
+    s.assign(Date=s["Date"].dt.strftime("%Y-%m-%d")).to_csv(tmp_path / "QQQ.csv", index=False)
+    panel = read_price_file(tmp_path / "QQQ.csv", ticker_from_name=True)[0]
+    feat = base_features(panel)
+    torch.manual_seed(0)
+    spec = TFTSpec(encoder_length=20, horizon=5, hidden_size=8, attention_heads=1, hidden_continuous_size=4, observed_reals=tuple(observed_inputs(feat)))
+    model_run = tmp_path / "runs" / "finance" / "m"
+    Forecaster(build_tft(spec, ["QQQ"]), spec, FoldScaler.fit(feat), ["QQQ"]).save(model_run / "model")
+    (model_run / "run.json").write_text(json.dumps({"domain": "finance", "kind": "model", "status": "completed", "command": "train"}))
+    args = ["--runs-dir", str(tmp_path / "runs"), "--model-run", "m", "--data", str(tmp_path / "QQQ.csv"), "--no-track"]
+    capsys.readouterr()
+    assert forecast_main([*args, "--horizon", "6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--horizon 6: model run m forecasts 5 trading days ahead" in err[0]  # was argparse's 'unrecognized arguments'
+    assert not list((tmp_path / "runs" / "finance").glob("forecast-*"))  # refused before a job run exists
+    assert forecast_main([*args, "--horizon", "2"]) == 0
+    out = pd.read_parquet(next((tmp_path / "runs" / "finance").glob("forecast-*")) / "forecasts.parquet")
+    assert sorted(out["horizon"].unique()) == [1, 2] and len(out) == 2 * 2  # ret and rvol, days 1-2
+    assert list(out.loc[out["target"] == "ret", "date"].dt.strftime("%Y-%m-%d")) == ["2021-10-11", "2021-10-12"]

@@ -196,6 +196,11 @@ def _nrrd_spatial_dirs(dirs) -> np.ndarray:
     return np.asarray(rows, dtype=float)
 
 
+def _nrrd_is_spatial(dirs) -> list[bool]:
+    """Per axis of a NRRD with ``space directions``: whether it is a spatial axis (not written ``none``)."""
+    return [d is not None and not np.all(np.isnan(np.asarray(d, dtype=float))) for d in dirs]
+
+
 def _probe_nrrd(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     import nrrd
 
@@ -205,6 +210,9 @@ def _probe_nrrd(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     dirs = hdr.get("space directions")
     if dirs is None:
         return sizes[:3], tuple(float(s) for s in hdr.get("spacings", [1.0, 1.0, 1.0])[:3])
+    spatial = _nrrd_is_spatial(dirs)
+    if len(spatial) == len(sizes) and sum(spatial) == 3 and all(s or n == 1 for s, n in zip(spatial, sizes)):
+        sizes = tuple(n for s, n in zip(spatial, sizes) if s)  # a 3D volume with a one-entry list axis (see _load_nrrd)
     dirs = _nrrd_spatial_dirs(dirs)
     return sizes[:3], tuple(float(s) for s in np.sqrt((dirs ** 2).sum(axis=1)))
 
@@ -364,12 +372,22 @@ def _load_nrrd(p: Path) -> Volume:
     hdr = nrrd.read_header(str(p))
     _check_header_shape(hdr.get("sizes", ()), p)
     data, hdr = nrrd.read(str(p))
-    if data.ndim != 3:
-        return Volume(data=data, affine=np.eye(4), path=str(p), format="nrrd")
     dirs = hdr.get("space directions")
+    if dirs is not None and data.ndim > 3:
+        # a 3D volume stored with a non-spatial axis (written 'none': a one-component list, one time point) of length 1:
+        # drop that axis and keep the spatial axes' geometry — it used to reach the check as a trailing singleton axis
+        # after the geometry had been replaced by the identity (1 mm voxels at the origin, in the wrong place)
+        spatial = _nrrd_is_spatial(dirs)
+        if len(spatial) == data.ndim and sum(spatial) == 3 and all(s or n == 1 for s, n in zip(spatial, data.shape)):
+            data = np.squeeze(data, axis=tuple(i for i, s in enumerate(spatial) if not s))
+    elif dirs is None and data.ndim > 3 and all(n == 1 for n in data.shape[3:]):
+        data = data.reshape(data.shape[:3])  # the same, geometry from 'spacings'
+    if data.ndim != 3:  # refused here: a geometry for it would be made up
+        raise MedicalInputError(f"{p}: expected a 3D volume, got {data.ndim}D data of shape {tuple(data.shape)}"
+                                + (" (a 4D series: pick one volume first)" if data.ndim == 4 else ""))
     if dirs is None:
         spacing = hdr.get("spacings", [1.0, 1.0, 1.0])
-        dirs = np.diag(spacing)
+        dirs = np.diag(np.asarray(spacing, dtype=float)[:3])
     dirs = _nrrd_spatial_dirs(dirs)
     origin = np.asarray(hdr.get("space origin", [0.0, 0.0, 0.0]), dtype=float)
     aff = np.eye(4)

@@ -1,0 +1,60 @@
+"""Hostile scans the earlier passes did not cover (session 12): each is read correctly (asserted against the
+plain 3D file) or refused in one ``MedicalInputError`` line naming the input and what was expected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from domains.medical.validation import MedicalInputError
+
+NAN3 = [np.nan] * 3
+
+
+def _blob(shape=(20, 18, 12)) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.normal(100, 10, shape).astype(np.float32)
+
+
+# ---- NRRD with a one-entry non-spatial axis --------------------------------------------------------
+@pytest.mark.parametrize("layout", ["trailing", "leading", "spacings"])
+def test_a_nrrd_with_a_one_entry_list_axis_keeps_its_geometry(tmp_path, layout):
+    """A 3D NRRD written with a list/time axis of length 1 (Slicer and ITK write such files) was read with the
+    identity affine — 1 mm voxels at the origin — because the data was not 3D when the geometry was built; the
+    dimensionality check then dropped the singleton axis and the volume was segmented and its mask written in the
+    wrong place. Now the axis is dropped first and the volume has exactly the plain 3D file's geometry."""
+    import nrrd
+
+    from domains.medical.io import check_input, load_volume
+
+    data = _blob()
+    dirs = np.array([[0.0, 3.5, 0.0], [-2.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
+    plain = tmp_path / "plain.nrrd"
+    nrrd.write(str(plain), data, {"space": "left-posterior-superior", "space directions": dirs, "space origin": [-80.0, 60.0, -40.0]})
+    path = tmp_path / f"{layout}.nrrd"
+    if layout == "trailing":
+        nrrd.write(str(path), data[..., None], {"space": "left-posterior-superior", "space directions": np.array([*dirs, NAN3]),
+                                                "space origin": [-80.0, 60.0, -40.0], "kinds": ["domain"] * 3 + ["list"]})
+    elif layout == "leading":
+        nrrd.write(str(path), data[None], {"space": "left-posterior-superior", "space directions": np.array([NAN3, *dirs]),
+                                           "space origin": [-80.0, 60.0, -40.0], "kinds": ["list"] + ["domain"] * 3})
+    else:  # no space directions: axis spacings only
+        nrrd.write(str(plain), data, {"spacings": [2.0, 3.5, 4.0]})
+        nrrd.write(str(path), data[..., None], {"spacings": [2.0, 3.5, 4.0, np.nan]})
+    ref, vol = load_volume(plain), load_volume(path)
+    np.testing.assert_array_equal(vol.data, ref.data)
+    np.testing.assert_allclose(vol.affine, ref.affine)
+    assert vol.spacing != (1.0, 1.0, 1.0)
+    assert check_input(path, 3.0) == check_input(plain, 3.0)  # the header probe agrees with what is read
+
+
+def test_a_nrrd_with_a_real_list_axis_is_still_refused_as_4d(tmp_path):
+    import nrrd
+
+    from domains.medical.io import load_volume
+
+    path = tmp_path / "two.nrrd"
+    nrrd.write(str(path), np.stack([_blob(), _blob()], -1), {"space": "RAS", "space directions": np.array([*np.eye(3), NAN3]),
+                                                              "kinds": ["domain"] * 3 + ["list"]})
+    with pytest.raises(MedicalInputError, match=r"two\.nrrd: expected a 3D volume, got 4D .*pick one volume"):
+        load_volume(path)

@@ -92,6 +92,10 @@ class TrainingConfig:
     lr_decay: float = field(default=1.0, metadata={"help": "learning rate × this per epoch (1 = constant); applied to the dense optimizer"})
     ema_decay: float = field(default=0.995, metadata={"help": "validate, refit and save an exponential moving average of the weights (bias-corrected), updated every step with this decay; 0.995 was chosen on validation (domain README); 0 = the raw weights (the procedure before); ignored with --dmp"})
     history_dropout: float = field(default=0.2, metadata={"min": 0, "below": 1, "help": "fraction of history items dropped at random per training example (denoising)"})
+    history_max: int = field(default=1000, metadata={"min": 0, "help": "a training example reads at most this many of its user's history items (a longer "
+                                                                      "bag: that many drawn at random, with replacement; 0 = no limit). A user with n items costs "
+                                                                      "n ids in each of its n examples; ML-100K's longest training bag is 553, so the default "
+                                                                      "changes nothing there. Serving and evaluation read the whole bag"})
     id_dropout: float = field(default=0.1, metadata={"min": 0, "below": 1, "help": "fraction of training ids replaced by 'unknown' (teaches the towers to use features: cold start)"})
     baselines: bool = field(default=True, metadata={"help": "also train/evaluate most-popular and BPR-MF on the same split (the tuned baselines: bench/recommendation.py)"})
     bpr_epochs: int = field(default=10, metadata={"help": "BPR-MF epochs"})

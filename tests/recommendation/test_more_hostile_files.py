@@ -83,3 +83,65 @@ def test_a_movielens_file_without_a_header_passed_alone_points_to_its_folder_in_
     (tmp_path / "ml-100k" / "u.item").write_text("1|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|yes\n", encoding="latin-1")
     with pytest.raises(InteractionDataError, match=r"u\.item: genre flags other than 0/1 at lines \[1\]"):
         load_dataset(str(tmp_path / "ml-100k"))
+
+
+def _history_lengths(kjt):
+    from domains.recommendation.model import HISTORY
+
+    return kjt[HISTORY].lengths().tolist(), kjt[HISTORY].values()
+
+
+def test_a_long_history_bag_is_capped_per_training_example_and_short_ones_are_untouched():
+    # a user with n items made each of its n training examples carry all n (n² ids per epoch): 15,000 items ran at
+    # 7.2 s per step instead of 0.13; --history-max (default 1000) draws that many of a longer bag per example
+    import numpy as np
+    import torch
+
+    from domains.recommendation.model import Batcher
+
+    history = [np.arange(5000), np.array([3, 7, 9])]  # user 0: 5,000 items; user 1: three
+    b = Batcher(np.zeros((2, 4), np.int64), {"item_id": np.arange(5000), "year": np.zeros(5000, np.int64),
+                                             "genre_offsets": np.zeros(5001, np.int64), "genre_values": np.zeros(0, np.int64)}, None, history)
+    rows = torch.tensor([0, 1, 0])
+    g = torch.Generator().manual_seed(0)
+    lengths, values = _history_lengths(b.user_kjt(rows, generator=g, history_max=100))
+    assert lengths == [100, 3, 100]
+    assert values[100:103].tolist() == [4, 8, 10]  # the short bag whole (table index = item row + 1)
+    long_bags = torch.cat([values[:100], values[103:]]) - 1
+    assert ((long_bags >= 0) & (long_bags < 5000)).all() and len(set(long_bags.tolist())) > 150  # drawn over the whole bag
+    g2 = torch.Generator().manual_seed(0)
+    assert torch.equal(_history_lengths(b.user_kjt(rows, generator=g2, history_max=100))[1], values)  # seeded: --resume stays bit-exact
+    # no bag over the limit (or no limit): the whole bags, and no random number drawn (ML-100K's runs are unchanged)
+    g3 = torch.Generator().manual_seed(0)
+    state = g3.get_state()
+    lengths, values = _history_lengths(b.user_kjt(torch.tensor([1, 1]), generator=g3, history_max=100))
+    assert lengths == [3, 3] and torch.equal(g3.get_state(), state)
+    assert _history_lengths(b.user_kjt(rows, generator=g3))[0] == [5000, 3, 5000]
+
+
+def test_train_passes_history_max_to_every_training_batch(tmp_path, monkeypatch):
+    import numpy as np
+
+    from domains.recommendation.model import Batcher
+    from domains.recommendation.train import main
+
+    rng = np.random.default_rng(0)
+    rows = [("heavy", f"i{i}", t) for t, i in enumerate(range(60))] + [(u, f"i{i}", t) for u in range(8) for t, i in enumerate(rng.choice(60, 6, replace=False))]
+    pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).to_csv(tmp_path / "heavy.csv", index=False)
+    seen = []
+    real = Batcher.user_kjt
+
+    def spy(self, rows, *a, **kw):
+        kjt = real(self, rows, *a, **kw)
+        if kw.get("exclude_items") is not None:  # a training batch
+            seen.append(max(_history_lengths(kjt)[0]))
+        return kjt
+
+    monkeypatch.setattr(Batcher, "user_kjt", spy)
+    base = ["--data", str(tmp_path / "heavy.csv"), "--runs-dir", str(tmp_path / "runs"), "--no-track", "--epochs", "1", "--no-baselines",
+            "--text", "none", "--no-wide", "--batch-size", "16", "--history-dropout", "0"]
+    assert main(base + ["--history-max", "10", "--name", "capped"]) == 0
+    assert seen and max(seen) == 10
+    seen.clear()
+    assert main(base + ["--name", "default"]) == 0
+    assert max(seen) > 30  # the heavy user's bag (45 training items minus the target) is under the default 1000: whole

@@ -48,9 +48,10 @@ class MedicalInputError(UserInputError, ValueError):
 def check_image_array(data: np.ndarray, path: str | Path, spacing: tuple[float, ...] | None = None) -> np.ndarray:
     """Return ``data`` as a 3D array or raise naming ``path`` and the problem.
 
-    A trailing singleton 4th axis (common in NIfTI) is dropped; real 4D series are refused."""
+    Trailing singleton axes (a NIfTI's time axis of one volume, or its 5th axis of one component: (x, y, z, 1, 1))
+    are dropped; real 4D series and multi-component (5D) images are refused."""
     name = str(path)
-    if data.ndim == 4 and data.shape[3] == 1:
+    while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise MedicalInputError(f"{name}: expected a 3D volume, got {data.ndim}D data of shape {tuple(data.shape)}"

@@ -58,3 +58,24 @@ def test_a_nrrd_with_a_real_list_axis_is_still_refused_as_4d(tmp_path):
                                                               "kinds": ["domain"] * 3 + ["list"]})
     with pytest.raises(MedicalInputError, match=r"two\.nrrd: expected a 3D volume, got 4D .*pick one volume"):
         load_volume(path)
+
+
+# ---- NIfTI with a 5th axis of one component --------------------------------------------------------
+def test_a_nifti_with_two_trailing_singleton_axes_is_read_as_the_3d_volume(tmp_path):
+    """(x, y, z, 1, 1) is a scalar 3D volume (a time axis of one volume and a 5th axis of one component); only
+    one trailing singleton axis was dropped, so it was refused as '5D data'. A 5th axis of 3 components is still
+    refused."""
+    import nibabel as nib
+
+    from domains.medical.io import load_volume
+
+    data, aff = _blob(), np.diag([2.0, 3.5, 4.0, 1.0])
+    nib.save(nib.Nifti1Image(data, aff), str(tmp_path / "plain.nii"))
+    nib.save(nib.Nifti1Image(data[..., None, None], aff), str(tmp_path / "five.nii"))
+    vol = load_volume(tmp_path / "five.nii")
+    np.testing.assert_array_equal(vol.data, load_volume(tmp_path / "plain.nii").data)
+    np.testing.assert_allclose(vol.affine, aff)
+    nib.save(nib.Nifti1Image(np.stack([data] * 3, -1)[..., None, :], aff), str(tmp_path / "vector.nii"))
+    with pytest.raises(MedicalInputError, match=r"vector\.nii: expected a 3D volume, got 5D data of shape \(20, 18, 12, 1, 3\)"):
+        load_volume(tmp_path / "vector.nii")
+

@@ -37,6 +37,7 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
 DICOM_SAFE_TAGS = ("Modality", "Rows", "Columns", "PixelSpacing", "SliceThickness", "ImageOrientationPatient",
                    "ImagePositionPatient", "RescaleSlope", "RescaleIntercept", "InstanceNumber")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass
@@ -66,8 +67,10 @@ class Volume:
     @property
     def output_id(self) -> str:
         """The name outputs are written under: the file name, or ``series-<hash>`` for a DICOM series
-        (a folder name may carry a patient's name; the hash does not)."""
-        return f"series-{self.series_hash}" if self.format == "dicom" else self.id
+        (a folder name may carry a patient's name; the hash does not). Control characters of a file name (a
+        newline, a tab, an escape) become ``_``: they would split the log lines and the printed output paths, and
+        make output files a shell script cannot name; spaces and non-ASCII letters are kept."""
+        return f"series-{self.series_hash}" if self.format == "dicom" else _CONTROL_CHARS.sub("_", self.id)
 
 
 def is_volume_path(p: Path) -> bool:

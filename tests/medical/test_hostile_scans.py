@@ -79,3 +79,46 @@ def test_a_nifti_with_two_trailing_singleton_axes_is_read_as_the_3d_volume(tmp_p
     with pytest.raises(MedicalInputError, match=r"vector\.nii: expected a 3D volume, got 5D data of shape \(20, 18, 12, 1, 3\)"):
         load_volume(tmp_path / "vector.nii")
 
+
+# ---- file names ---------------------------------------------------------------------------------------
+def _voxelwise_segmenter():
+    """A 1x1x1-convolution 'network' (class 1 where the scaled intensity is above 0.5): real inference, no training."""
+    import torch
+
+    from domains.medical.config import PipelineConfig
+    from domains.medical.predict import Segmenter
+
+    net = torch.nn.Conv3d(1, 2, 1)
+    with torch.no_grad():
+        net.weight[:] = torch.tensor([0.0, 20.0]).view(2, 1, 1, 1, 1)
+        net.bias[:] = torch.tensor([0.0, -10.0])
+    return Segmenter(net, PipelineConfig(modality="MRI", num_classes=2, spacing=3.0, patch=16, num_samples=1), ["background", "blob"], amp=False)
+
+
+def _sphere_volume(shape=(24, 22, 20)) -> np.ndarray:
+    inside = np.linalg.norm(np.indices(shape).T - np.array(shape) / 2, axis=-1).T < 7
+    return (inside * 100.0 + 1.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("name, expected", [("new\nline.nii", "new_line"), ("tab\there\x1b[31m.nii", "tab_here_[31m"),
+                                             ("with space ünï.nii", "with space ünï")])
+def test_outputs_of_a_file_named_with_control_characters_are_named_without_them(tmp_path, name, expected):
+    """infer names its outputs after the input file: a newline or an escape sequence in that name went into the
+    mask/volumes/overlay file names, the volumes record and the log lines (split or recoloured). They become '_';
+    spaces and non-ASCII letters stay."""
+    import json
+
+    import nibabel as nib
+
+    from domains.medical.io import load_volume
+    from domains.medical.predict import save_result
+
+    src = tmp_path / name
+    nib.save(nib.Nifti1Image(_sphere_volume(), np.diag([2.0, 2.0, 2.0, 1.0])), str(src))
+    res = _voxelwise_segmenter().predict(load_volume(src))
+    out = tmp_path / "out"
+    out.mkdir()
+    rec = save_result(res, out, "model")
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{expected}_{k}" for k in ("mask.nii.gz", "volumes.json", "overlay.png"))
+    assert rec["input"] == expected and json.loads((out / f"{expected}_volumes.json").read_text())["input"] == expected
+    assert rec["volumes_ml"]["blob"] > 0

@@ -145,6 +145,15 @@ def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True) -> Vo
 
 
 def _single_dicom_message(p: Path) -> str:
+    try:
+        import pydicom
+
+        frames = int(getattr(pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["NumberOfFrames"]), "NumberOfFrames", 1) or 1)
+    except Exception:  # noqa: BLE001 - not readable as DICOM: the single-slice message below
+        frames = 1
+    if frames > 1:
+        return (f"{p}: a multi-frame (enhanced) DICOM file ({frames} frames in one file); this reader takes classic single-frame "
+                "series (one slice per file, in one folder) — export the series as classic DICOM, or convert it to NIfTI (e.g. dcm2niix)")
     return (f"{p}: a single DICOM file is one slice, not a volume; pass the folder that holds the whole series "
             "(all its slices, one series per folder)")
 
@@ -228,9 +237,10 @@ def _probe_dicom_series(folder: Path) -> tuple[tuple[int, ...], tuple[float, flo
     for f in sorted(x for x in folder.iterdir() if x.is_file() and not x.name.startswith(".")):
         try:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["Rows", "Columns", "PixelSpacing", "ImagePositionPatient",
-                                                                                  "ImageOrientationPatient", "SliceThickness"])
+                                                                                  "ImageOrientationPatient", "SliceThickness", "NumberOfFrames"])
         except Exception:  # noqa: BLE001 - non-DICOM files are skipped, as the reader does
             continue
+        _refuse_multiframe(ds, folder)
         if "ImagePositionPatient" not in ds or "Rows" not in ds:
             continue
         if "PixelSpacing" not in ds:
@@ -413,9 +423,10 @@ def _load_dicom_series(folder: Path) -> Volume:
         try:
             ds = pydicom.dcmread(str(f), specific_tags=[*DICOM_SAFE_TAGS, "PixelData", "BitsAllocated", "BitsStored",
                                                         "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation",
-                                                        "SeriesInstanceUID", "HighBit", "TransferSyntaxUID"])
+                                                        "SeriesInstanceUID", "HighBit", "TransferSyntaxUID", "NumberOfFrames"])
         except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
             continue
+        _refuse_multiframe(ds, folder)
         if "PixelData" not in ds or "ImagePositionPatient" not in ds:
             continue
         slices.append(ds)
@@ -454,6 +465,21 @@ def _load_dicom_series(folder: Path) -> Volume:
     uid = str(getattr(slices[0], "SeriesInstanceUID", folder.name))
     return Volume(data=data, affine=_LPS_TO_RAS @ lps, path=str(folder), format="dicom", modality=str(getattr(slices[0], "Modality", "")) or None,
                   series_hash=hashlib.sha256(uid.encode()).hexdigest()[:12])
+
+
+def _refuse_multiframe(ds, folder: Path) -> None:
+    """An enhanced (multi-frame) DICOM file holds a whole series in one file, its geometry per frame in functional
+    group sequences this reader does not take: it was skipped as 'no slices with geometry', or, with a top-level
+    position, stacked as one slice of the wrong shape. Refused by name (the file's name is not shown: it may carry a
+    patient's name)."""
+    try:
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    if frames > 1:
+        raise MedicalInputError(f"{folder}: holds a multi-frame (enhanced) DICOM file ({frames} frames in one file); this reader takes "
+                                "classic single-frame series (one slice per file) — export the series as classic DICOM, or convert it "
+                                "to NIfTI (e.g. dcm2niix) and pass that file")
 
 
 def _check_one_geometry(slices: list, folder: Path) -> None:

@@ -122,3 +122,57 @@ def test_outputs_of_a_file_named_with_control_characters_are_named_without_them(
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{expected}_{k}" for k in ("mask.nii.gz", "volumes.json", "overlay.png"))
     assert rec["input"] == expected and json.loads((out / f"{expected}_volumes.json").read_text())["input"] == expected
     assert rec["volumes_ml"]["blob"] > 0
+
+
+# ---- enhanced (multi-frame) DICOM ----------------------------------------------------------------------
+def _write_multiframe(path, data: np.ndarray, spacing=(2.0, 2.0, 3.0), top_level_position: bool = False):
+    """An Enhanced MR Image file: all slices as frames of one file, the geometry in functional group sequences."""
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4.1", generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Modality, ds.SeriesInstanceUID, ds.SOPInstanceUID = "MR", generate_uid(), meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.Rows, ds.Columns, ds.NumberOfFrames = data.shape[1], data.shape[0], data.shape[2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    shared = Dataset()
+    measures, orient = Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [spacing[1], spacing[0]], spacing[2]
+    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = Sequence([measures]), Sequence([orient])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k in range(data.shape[2]):
+        fg, pos = Dataset(), Dataset()
+        pos.ImagePositionPatient = [-20.0, -20.0, k * spacing[2]]
+        fg.PlanePositionSequence = Sequence([pos])
+        frames.append(fg)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    if top_level_position:  # some converters also copy the first frame's geometry to the top level
+        ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing = [-20.0, -20.0, 0.0], [1, 0, 0, 0, 1, 0], [spacing[1], spacing[0]]
+    ds.PixelData = np.ascontiguousarray(np.transpose(data, (2, 1, 0)).astype(np.int16)).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("top_level_position", [False, True])
+def test_an_enhanced_multiframe_dicom_is_named_as_such(tmp_path, top_level_position):
+    """A modern scanner's Enhanced MR export (the whole series as frames of one file) was refused as 'no DICOM image
+    slices with geometry' — or, with the first frame's position copied to the top level, failed inside the reader
+    stacking a 3D frame stack as one slice. Now: one line saying it is multi-frame and what to do, from the header
+    check (infer) and from the reader (score, the dashboard's uploads), and for the file passed on its own."""
+    from domains.medical.io import check_input, load_volume
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    f = _write_multiframe(folder / "IM0001.dcm", (_blob((16, 14, 10)) * 10).astype(np.int16), top_level_position=top_level_position)
+    for read in (lambda p: check_input(p, 3.0), load_volume):
+        with pytest.raises(MedicalInputError, match=r"series: holds a multi-frame \(enhanced\) DICOM file \(10 frames in one file\).*dcm2niix"):
+            read(folder)
+    with pytest.raises(MedicalInputError, match=r"IM0001\.dcm: a multi-frame \(enhanced\) DICOM file \(10 frames in one file\)"):
+        load_volume(f)

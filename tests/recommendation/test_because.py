@@ -99,3 +99,27 @@ def test_recommend_user_prints_the_because_items_and_the_api_exposes_them():
             assert text.startswith(first[item])
     _, fb, fb_cols = answer(rec, RecommendConfig(user="12", k=4))  # fallback: no "because" column
     assert "because_you_watched" not in fb_cols
+
+
+def test_only_the_explained_items_are_scored_so_a_long_history_does_not_need_history_times_catalogue_floats(monkeypatch):
+    # recommend --user for a user with 11,250 items of a 15,000-item catalogue built an 11,250 × 15,000 matrix (2.2 GB peak,
+    # 7.5 GB at 37,500 × 50,000) to use k of its columns
+    import domains.recommendation.because as because
+
+    rec = _recommender()
+    expected = because_you_watched(rec, 3, k=4, top=2)
+    asked = []
+    real = because.history_contributions
+
+    def spy(model, batcher, user_row, history, item_vecs, *a, **kw):
+        asked.append(tuple(item_vecs.shape))
+        return real(model, batcher, user_row, history, item_vecs, *a, **kw)
+
+    monkeypatch.setattr(because, "history_contributions", spy)
+    got = because_you_watched(rec, 3, k=4, top=2)
+    assert asked == [(4, rec.item_vecs.shape[1])]  # the 4 recommended items, not the 40 of the catalogue
+    pd.testing.assert_frame_equal(got, expected)
+    recs = rec.recommend(3, k=4)
+    np.testing.assert_allclose(got.drop_duplicates("item_id")["score"], recs["score"], rtol=1e-5)
+    top = got.iloc[0]
+    assert top["contribution"] == pytest.approx(top["score"] - _score_without(rec, 3, top["item_id"], top["because_item_id"]), rel=1e-4, abs=1e-5)

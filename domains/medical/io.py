@@ -193,11 +193,27 @@ def probe_volume(path: str | Path) -> tuple[tuple[int, ...], tuple[float, float,
     return _dispatch(path, _probe_dicom_series, _probe_nifti, _probe_nrrd)
 
 
+def _check_nifti_forms(img, p: Path) -> None:
+    """nibabel (as MONAI's readers) takes the sform whenever its code is set; an sform that is zero, singular or not
+    finite read as an 'absurd voxel spacing (0, 0, 0)', even when the qform beside it is a valid geometry. Say which
+    form is broken, and that the two disagree."""
+    sform, s_code = img.header.get_sform(coded=True)
+    if not s_code or sform is None or (np.all(np.isfinite(sform)) and abs(np.linalg.det(sform[:3, :3])) > 1e-9):
+        return
+    qform, q_code = img.header.get_qform(coded=True)
+    q_ok = bool(q_code) and qform is not None and np.all(np.isfinite(qform)) and abs(np.linalg.det(qform[:3, :3])) > 1e-9
+    raise MedicalInputError(f"{p}: its sform (sform_code {int(s_code)}), the geometry NIfTI readers use first, is singular or not finite"
+                            + (f", while its qform (qform_code {int(q_code)}) is a valid geometry: the header contradicts itself; copy the "
+                               "qform to the sform (e.g. fslorient -copyqform2sform) or set sform_code to 0, if the qform is right"
+                               if q_ok else "; expected a voxel-to-world matrix with non-zero voxel sizes"))
+
+
 def _probe_nifti(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     import nibabel as nib
 
     img = nib.load(str(p))
     _check_header_shape(img.shape, p)
+    _check_nifti_forms(img, p)
     return tuple(int(s) for s in img.shape[:3]), _spacing_of(img.affine)
 
 
@@ -319,6 +335,7 @@ def _load_nifti(p: Path) -> Volume:
 
     img = nib.load(str(p))
     _check_header_shape(img.shape, p)  # before allocating: a corrupt header can claim terabytes
+    _check_nifti_forms(img, p)
     if len(img.shape) >= 3:
         check_spacing(_spacing_of(img.affine), p)
     _check_nifti_size(img, p)

@@ -176,3 +176,26 @@ def test_an_enhanced_multiframe_dicom_is_named_as_such(tmp_path, top_level_posit
             read(folder)
     with pytest.raises(MedicalInputError, match=r"IM0001\.dcm: a multi-frame \(enhanced\) DICOM file \(10 frames in one file\)"):
         load_volume(f)
+
+
+# ---- a broken sform beside a valid qform ----------------------------------------------------------------
+@pytest.mark.parametrize("qform_code, expected", [
+    (1, r"its sform \(sform_code 2\).* is singular or not finite, while its qform \(qform_code 1\) is a valid geometry.*fslorient"),
+    (0, r"its sform \(sform_code 2\).* is singular or not finite; expected a voxel-to-world matrix with non-zero voxel sizes"),
+])
+def test_a_zero_sform_is_named_not_read_as_an_absurd_spacing(tmp_path, qform_code, expected):
+    """A header whose sform code is set but whose sform matrix is zero (a tool that set the code and not the matrix)
+    read as 'absurd voxel spacing (0, 0, 0) mm: check the units' — pointing at the wrong field. It now names the sform,
+    and says when the qform beside it is valid (the header contradicts itself: which one is meant is the user's call)."""
+    import nibabel as nib
+
+    from domains.medical.io import check_input, load_volume
+
+    img = nib.Nifti1Image(_blob(), np.diag([2.0, 2.0, 3.0, 1.0]))
+    img.set_qform(np.diag([2.0, 2.0, 3.0, 1.0]), code=qform_code)
+    img.set_sform(np.zeros((4, 4)), code=2)
+    path = tmp_path / "zero_sform.nii"
+    nib.save(img, str(path))
+    for read in (lambda q: check_input(q, 3.0), load_volume):
+        with pytest.raises(MedicalInputError, match=r"zero_sform\.nii: " + expected):
+            read(path)

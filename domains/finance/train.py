@@ -29,7 +29,7 @@ from core.runs import Run, check_resumable
 from domains.finance.config import TrainConfig
 from domains.finance.data import load_panel_data
 from domains.finance.features import base_features
-from domains.finance.training import train_forecaster
+from domains.finance.training import train_forecaster, validation_cutoff
 
 __all__ = ["TrainConfig", "train", "main"]
 
@@ -40,6 +40,7 @@ def train(cfg: TrainConfig) -> Path:
     check_resumable("finance", cfg, "train")  # --resume of a run that cannot be continued: refused before the data load
     data = load_panel_data(cfg.data, cfg.tickers, **cfg.data_options())
     feat = base_features(data.panel, data.covariates if cfg.covariates else None)
+    validation_cutoff(cfg, feat)  # a --val-days the data cannot serve: refused before a run folder exists
     with DataParallel(cfg.device) as dp, Run.start("finance", cfg, new_name=f"train-{pd.Timestamp.now():%Y%m%d-%H%M%S}", command="train",
                                                    data_parallel=dp) as run:
         fc, metrics = train_forecaster(cfg, feat, run, dp)

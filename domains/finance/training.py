@@ -21,7 +21,7 @@ from domains.finance.features import GARCH_REALS, GJR_FIT_DAYS, QUANTILES, FoldS
 from domains.finance.metrics import coverage, pinball
 from domains.finance.model import Forecaster, TFTSpec, create_model, fit, has_variance_head, predict_quantiles
 
-__all__ = ["train_forecaster", "validation_metrics", "input_report", "model_spec", "fit_scaler", "build_forecaster", "init_output_bias", "loss_terms",
+__all__ = ["train_forecaster", "validation_cutoff", "validation_metrics", "input_report", "model_spec", "fit_scaler", "build_forecaster", "init_output_bias", "loss_terms",
            "is_garch_informed"]
 
 
@@ -115,15 +115,30 @@ def input_report(feat: pd.DataFrame, inputs: list[str] | tuple[str, ...]) -> dic
     return out
 
 
-def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -> tuple[Forecaster, dict]:
-    """Build (after the run has seeded), train and validate a forecaster on ``feat``
-    (``features.base_features``); returns it and the run's metrics. ``run``: a ``core.runs.Run``
-    (checkpoints, metrics, resume); ``data_parallel``: a ``core.distributed.DataParallel``."""
+def validation_cutoff(cfg, feat: pd.DataFrame) -> pd.Timestamp:
+    """The last training day: ``cfg.val_days`` trading days before the panel's end. Refuses (one line) a
+    ``--val-days`` that leaves no training history, and tickers whose first price comes after the cutoff —
+    e.g. a stock listed 20 years after the others, with a long validation period: nothing to train or
+    normalise them on. :func:`train_forecaster` calls it; ``train`` calls it first, before a run exists."""
     dates = np.sort(feat["date"].unique())
     horizon, enc = cfg.horizon, cfg.encoder_length
     if cfg.val_days < 0 or cfg.val_days >= len(dates) - enc - horizon:
         raise PriceDataError(f"--val-days {cfg.val_days}: must be >= 0 and leave a training history ({len(dates)} trading days in the data)")
     cutoff = pd.Timestamp(dates[-1 - cfg.val_days])
+    first = feat.groupby("ticker")["date"].min()
+    late = first[first > cutoff].sort_values()
+    if len(late):
+        ex = ", ".join(f"{t} on {d:%Y-%m-%d}" for t, d in late.head(3).items())
+        raise PriceDataError(f"--val-days {cfg.val_days}: training ends on {cutoff:%Y-%m-%d}, but {len(late)} ticker(s) start later ({ex}): "
+                             f"nothing to train or normalise them on; lower --val-days or leave them out (--tickers)")
+    return cutoff
+
+
+def train_forecaster(cfg: TrainConfig, feat: pd.DataFrame, run, data_parallel) -> tuple[Forecaster, dict]:
+    """Build (after the run has seeded), train and validate a forecaster on ``feat``
+    (``features.base_features``); returns it and the run's metrics. ``run``: a ``core.runs.Run``
+    (checkpoints, metrics, resume); ``data_parallel``: a ``core.distributed.DataParallel``."""
+    cutoff = validation_cutoff(cfg, feat)
     fc = build_forecaster(cfg, feat, cutoff, info={"cutoff": str(cutoff.date()), "data": cfg.data or PANEL_DATASET,
                                                     "data_options": cfg.data_options(), "covariates": bool(getattr(cfg, "covariates", True))})
     model, spec, scaler = fc.model, fc.spec, fc.scaler

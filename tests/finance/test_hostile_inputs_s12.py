@@ -106,3 +106,20 @@ def test_forecast_horizon_up_to_the_models_and_beyond_it_refused_in_one_line(tmp
     out = pd.read_parquet(next((tmp_path / "runs" / "finance").glob("forecast-*")) / "forecasts.parquet")
     assert sorted(out["horizon"].unique()) == [1, 2] and len(out) == 2 * 2  # ret and rvol, days 1-2
     assert list(out.loc[out["target"] == "ret", "date"].dt.strftime("%Y-%m-%d")) == ["2021-10-11", "2021-10-12"]
+
+
+def test_train_refuses_a_ticker_listed_after_the_validation_cutoff_before_a_run_exists(tmp_path, capsys):
+    from domains.finance.train import main as train_main
+
+    rng = np.random.default_rng(5)
+    days = pd.bdate_range("2018-01-01", periods=600)
+    old = pd.DataFrame({"date": days, "ticker": "OLD", "close": 50 * np.exp(np.cumsum(rng.normal(0, 0.01, 600)))})
+    new = pd.DataFrame({"date": days[-120:], "ticker": "NEW", "close": 20 * np.exp(np.cumsum(rng.normal(0, 0.02, 120)))})  # listed 480 days later
+    pd.concat([old, new]).assign(date=lambda f: f["date"].dt.strftime("%Y-%m-%d")).to_csv(tmp_path / "panel.csv", index=False)
+    runs = tmp_path / "runs"
+    capsys.readouterr()
+    assert train_main(["--data", str(tmp_path / "panel.csv"), "--val-days", "150", "--runs-dir", str(runs), "--no-track", "--epochs", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert err[0].startswith("error: --val-days 150") and "--tickers" in err[0]  # its first return is the day after its first price
+    assert f"--val-days 150: training ends on {days[-151]:%Y-%m-%d}, but 1 ticker(s) start later (NEW on {days[-119]:%Y-%m-%d})" in err[0]
+    assert not (runs / "finance").exists() or not any((runs / "finance").iterdir())  # was a failed train-… run, after the data load

@@ -407,7 +407,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     if suffix in (".parquet", ".pq") or magic == b"PAR1":  # a Parquet file named .csv is still a Parquet file
         return _frame_as_table(pd.read_parquet(path)), ",", None
     if suffix not in (".csv", ".txt", ".csv.gz", ".txt.gz", ".tsv", ".gz"):
-        raise PriceDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv, .txt or .parquet")
+        raise PriceDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv, .txt, .tsv (each optionally .gz) or .parquet")
     if magic.startswith(b"PK\x03\x04") or magic == b"\xd0\xcf\x11\xe0":
         raise PriceDataError(f"{path}: is an Excel workbook (or another zip/binary file), not text; save it as CSV (File > Save As > CSV)")
     import gzip

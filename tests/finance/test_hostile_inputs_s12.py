@@ -123,3 +123,53 @@ def test_train_refuses_a_ticker_listed_after_the_validation_cutoff_before_a_run_
     assert err[0].startswith("error: --val-days 150") and "--tickers" in err[0]  # its first return is the day after its first price
     assert f"--val-days 150: training ends on {days[-151]:%Y-%m-%d}, but 1 ticker(s) start later (NEW on {days[-119]:%Y-%m-%d})" in err[0]
     assert not (runs / "finance").exists() or not any((runs / "finance").iterdir())  # was a failed train-… run, after the data load
+
+
+@pytest.mark.parametrize("kind", ["stooq", "eu_semicolon", "gzip", "descending", "typed_parquet", "empty_volume", "tz_history_csv"])
+def test_more_downloads_load_with_their_values(tmp_path, kind):
+    """Formats that already loaded; their values are asserted here so a change to the reader cannot break them unseen."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    s = _frame()
+    close, day = s["Close"].to_numpy(), s["Date"]
+    path = tmp_path / "X.csv"
+    if kind == "stooq":
+        pd.DataFrame({"<TICKER>": "X", "<PER>": "D", "<DATE>": day.dt.strftime("%Y%m%d"), "<TIME>": "000000", "<OPEN>": s["Open"],
+                      "<HIGH>": s["High"], "<LOW>": s["Low"], "<CLOSE>": close, "<VOL>": s["Volume"], "<OPENINT>": 0}).to_csv(path, index=False)
+    elif kind == "eu_semicolon":
+        comma = [f"{v:.2f}".replace(".", ",") for v in close]
+        pd.DataFrame({"Datum": day.dt.strftime("%d.%m.%Y"), "Schluss": comma, "Volumen": s["Volume"]}).to_csv(path, sep=";", index=False)
+    elif kind == "gzip":
+        path = tmp_path / "X.csv.gz"
+        with gzip.open(path, "wt") as fh:
+            s.to_csv(fh, index=False)
+    elif kind == "descending":  # investing.com writes the newest day first
+        s.iloc[::-1].to_csv(path, index=False)
+    elif kind == "typed_parquet":  # date32, decimal128 prices, a dictionary-encoded ticker
+        path = tmp_path / "X.parquet"
+        pq.write_table(pa.table({"date": pa.array([d.date() for d in day], pa.date32()), "ticker": pa.array(["X"] * len(s)).dictionary_encode(),
+                                 "close": pa.array([decimal.Decimal(f"{v:.2f}") for v in close], pa.decimal128(12, 2))}), path)
+    elif kind == "empty_volume":
+        s.assign(Volume="").to_csv(path, index=False)
+    elif kind == "tz_history_csv":  # yf.Ticker(...).history().to_csv(): New York midnight, Dividends and Stock Splits columns
+        s.drop(columns="Adj Close").assign(Dividends=0.0, **{"Stock Splits": 0.0}).set_index(
+            pd.DatetimeIndex(day).tz_localize("America/New_York").rename("Date")).drop(columns="Date").to_csv(path)
+    d = read_price_file(path, "X")[0]
+    assert set(d["ticker"]) == {"X"} and (d["date"].to_numpy() == day.to_numpy()[1:]).all()
+    np.testing.assert_allclose(d["close"].to_numpy(), close[1:], rtol=1e-12)
+    if kind == "empty_volume":
+        assert d["volume"].isna().all()
+    elif kind in ("stooq", "eu_semicolon", "gzip", "tz_history_csv"):
+        np.testing.assert_allclose(d["volume"].to_numpy(), s["Volume"].to_numpy()[1:])
+
+
+def test_a_zipped_download_is_refused_naming_the_compressed_form_that_is_read(tmp_path):
+    import zipfile
+
+    path = tmp_path / "AAPL.csv.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("AAPL.csv", _frame().to_csv(index=False))
+    with pytest.raises(PriceDataError) as e:
+        read_price_file(path, ticker_from_name=True)
+    assert str(path) in str(e.value) and "'.zip'" in str(e.value) and ".gz" in str(e.value)  # .csv.gz is read; the message did not say so

@@ -7,7 +7,8 @@
 The numbers are computed by ``train`` on its held-out test split (split name and seed in the trained
 run's ``split.json``). This job re-derives the two-tower row from the saved weights (a check that the
 saved model is the evaluated one), prints the table with the public anchors (Microsoft Recommenders,
-ML-100K, python_stratified_split seed 42: BPR 0.442, BiVAE 0.475, popularity ~0.22 NDCG@10) and
+ML-100K, python_stratified_split seed 42: BPR 0.442, BiVAE 0.475, popularity ~0.22 NDCG@10; only for a run on the bundled
+ML-100K with that split and k 10 — for other data, splits or k it says they are not comparable) and
 writes ``evaluation.json`` into its own run folder (kind "job"; the trained run is not touched).
 
 The data is read again from where ``train`` found it (its absolute path, recorded in the run's
@@ -25,7 +26,7 @@ from core.cli import run_cli
 from core.io import atomic_write_json
 from core.runs import Run
 from domains.recommendation.config import EvaluateConfig
-from domains.recommendation.evaluation import ANCHORS_NDCG10, reevaluate_run, run_data_source
+from domains.recommendation.evaluation import ANCHORS_SETTING, anchors_for, reevaluate_run, run_data_source
 from domains.recommendation.inference import resolve_two_tower_run
 from domains.recommendation.training import DOMAIN
 
@@ -45,9 +46,14 @@ def evaluate(cfg: EvaluateConfig) -> pd.DataFrame:
         users = int(table[table["model"] == "two_tower"].iloc[0]["users_evaluated"])
         print(f"model run {model_run.name}: split {res['split']} (seed {res['split_seed']}), {users} users, k={k}")
         print(table[[c for c in cols if c in table.columns]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        print(f"public anchors NDCG@10 (Microsoft Recommenders, ML-100K, python_stratified_split seed 42): {ANCHORS_NDCG10}")
+        anchors = anchors_for(source, res["split"], res["split_seed"], k)
+        if anchors:
+            print(f"public anchors NDCG@10 (Microsoft Recommenders, ML-100K, python_stratified_split seed 42): {anchors}")
+        else:  # another data set, split or k: Microsoft Recommenders' ML-100K figures say nothing about this table
+            print(f"public anchors: not comparable (they are for {ANCHORS_SETTING}; this run: data {source}, split {res['split']}, "
+                  f"split seed {res['split_seed']}, k {k})")
         atomic_write_json(run.path("evaluation.json"), {"model_run": str(model_run), "data": source, "split": res["split"], "reevaluated": res["reevaluated"],
-                                                        "anchors_ndcg10": ANCHORS_NDCG10, "table": table.to_dict(orient="records")})
+                                                        "anchors_ndcg10": anchors, "table": table.to_dict(orient="records")})
         run.finish({f"ndcg@{k}": res["reevaluated"][f"ndcg@{k}"], "model_run": str(model_run)})
     return table
 

@@ -22,13 +22,21 @@ from domains.recommendation.checks import path_arg
 from domains.recommendation.metrics import ranking_metrics, top_k
 from domains.recommendation.model import all_embeddings
 
-__all__ = ["evaluate_scores", "model_scores", "load_metrics", "reevaluate_run", "ANCHORS_NDCG10", "RunFilesMissing", "RunDataChanged", "RunDataMissing", "check_same_split",
+__all__ = ["evaluate_scores", "model_scores", "load_metrics", "reevaluate_run", "ANCHORS_NDCG10", "ANCHORS_SETTING", "anchors_for", "RunFilesMissing", "RunDataChanged", "RunDataMissing", "check_same_split",
            "run_data_source"]
 
 log = get_logger("recommendation.evaluation")
 
 # Microsoft Recommenders' published ML-100K table (python_stratified_split, ratio 0.75, seed 42; NDCG@10)
 ANCHORS_NDCG10 = {"ms_recommenders_bpr": 0.442, "ms_recommenders_bivae": 0.475, "popularity_approx": 0.22}
+ANCHORS_SETTING = "bundled ml-100k, split msr-stratified-75, split seed 42, k 10"  # the only setting ANCHORS_NDCG10 were measured in
+
+
+def anchors_for(data: str, split: str, split_seed: int, k: int) -> dict | None:
+    """:data:`ANCHORS_NDCG10` when a run's test table is comparable with them (:data:`ANCHORS_SETTING`), else None."""
+    from domains.recommendation.data import MSR_STRATIFIED, is_bundled
+
+    return dict(ANCHORS_NDCG10) if is_bundled(data) and split == MSR_STRATIFIED and split_seed == 42 and k == 10 else None
 
 
 class RunFilesMissing(UserInputError, FileNotFoundError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 
 import pandas as pd
+import pytest
 
 from domains.recommendation.data import load_interactions, split_interactions
 
@@ -73,8 +74,6 @@ def test_the_grouplens_ml100k_folder_reads_as_the_bundled_data_and_splits_the_sa
 
 
 def test_a_movielens_file_without_a_header_passed_alone_points_to_its_folder_in_one_line(tmp_path):
-    import pytest
-
     from domains.recommendation.data import InteractionDataError, load_dataset
 
     _grouplens_ml100k(tmp_path / "ml-100k")
@@ -145,3 +144,37 @@ def test_train_passes_history_max_to_every_training_batch(tmp_path, monkeypatch)
     seen.clear()
     assert main(base + ["--name", "default"]) == 0
     assert max(seen) > 30  # the heavy user's bag (45 training items minus the target) is under the default 1000: whole
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A finished tiny leave-last-out run at k 20 on 9 items; user 3's last item appears only in the test split."""
+    import numpy as np
+
+    from domains.recommendation.train import main as train
+
+    d = tmp_path_factory.mktemp("small-catalogue")
+    rng = np.random.default_rng(0)
+    rows = [(u, f"i{i}", t) for u in range(10) for t, i in enumerate(rng.choice(8, 5, replace=False))] + [(3, "only-in-test", 100)]
+    pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).to_csv(d / "small.csv", index=False)
+    assert train(["--runs-dir", str(d / "runs"), "--data", str(d / "small.csv"), "--name", "small", "--split", "leave-last-out", "--k", "20",
+                  "--no-track", "--epochs", "1", "--max-steps", "2", "--text", "none", "--no-baselines"]) == 0
+    return d
+
+
+def test_evaluate_shows_the_public_anchors_only_beside_the_table_they_were_measured_for(small_run, capsys):
+    # evaluate printed (and recorded) Microsoft Recommenders' ML-100K anchors (NDCG@10 0.442 ...) under any data, split and k
+    import json
+
+    from domains.recommendation.evaluate import main as evaluate
+    from domains.recommendation.evaluation import anchors_for
+
+    capsys.readouterr()
+    assert evaluate(["--runs-dir", str(small_run / "runs"), "--model-run", "small", "--name", "ev", "--no-track"]) == 0
+    out = capsys.readouterr().out
+    assert "0.442" not in out and "public anchors: not comparable (they are for bundled ml-100k, split msr-stratified-75, split seed 42, k 10; " \
+        f"this run: data {small_run / 'small.csv'}, split leave-last-out, split seed 42, k 20)" in out, out
+    assert json.loads((small_run / "runs" / "recommendation" / "ev" / "evaluation.json").read_text())["anchors_ndcg10"] is None
+    assert anchors_for("ml-100k", "msr-stratified-75", 42, 10)["ms_recommenders_bpr"] == 0.442
+    assert anchors_for("ml-100k", "msr-stratified-75", 42, 20) is None and anchors_for("ml-100k", "stratified-75-legacy", 42, 10) is None
+

@@ -178,3 +178,14 @@ def test_evaluate_shows_the_public_anchors_only_beside_the_table_they_were_measu
     assert anchors_for("ml-100k", "msr-stratified-75", 42, 10)["ms_recommenders_bpr"] == 0.442
     assert anchors_for("ml-100k", "msr-stratified-75", 42, 20) is None and anchors_for("ml-100k", "stratified-75-legacy", 42, 10) is None
 
+
+def test_recommend_heads_its_table_with_the_rows_it_shows_when_the_catalogue_has_fewer_than_k(small_run, capsys):
+    # recommend --user --k 50 headed 4 rows 'Top 50'
+    from domains.recommendation.recommend import main as recommend
+
+    capsys.readouterr()
+    # user 3 has 5 of the 9 items in training (its 6th, only-in-test, is its test item): 4 unseen, not 50
+    assert recommend(["--runs-dir", str(small_run / "runs"), "--model-run", "small", "--user", "3", "--k", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "Top 4 for user 3 (5 items in history, seen items excluded; only 4 unseen item(s) in the catalogue, not --k 50):" in out, out
+    assert "only-in-test" in out  # an item seen only in the test split is a catalogue item like any other

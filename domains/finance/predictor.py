@@ -44,7 +44,9 @@ def prepare_forecaster(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataF
     if tickers:
         missing = sorted(set(tickers) - have)
         if missing:
-            raise PriceDataError(f"ticker(s) {missing} have no prices in {source}")
+            known = sorted(have)
+            raise PriceDataError(f"ticker(s) {missing} have no prices in {source} (it has {len(known)}: {', '.join(known[:12])}{', …' if len(known) > 12 else ''}); "
+                                 f"tickers are case-sensitive and named as in the data")
         unknown = sorted(set(tickers) - set(fc.tickers))
         if unknown and not zero_shot:
             raise PriceDataError(f"ticker(s) {unknown} unknown to this model (trained on {len(fc.tickers)}: {', '.join(fc.tickers[:8])}…); "

@@ -173,3 +173,15 @@ def test_a_zipped_download_is_refused_naming_the_compressed_form_that_is_read(tm
     with pytest.raises(PriceDataError) as e:
         read_price_file(path, ticker_from_name=True)
     assert str(path) in str(e.value) and "'.zip'" in str(e.value) and ".gz" in str(e.value)  # .csv.gz is read; the message did not say so
+
+
+def test_forecasting_a_ticker_the_data_lacks_lists_the_tickers_it_has():
+    from types import SimpleNamespace
+
+    from domains.finance.predictor import prepare_forecaster
+
+    panel = pd.DataFrame({"ticker": ["AAPL", "KO", "BRK.B"], "date": pd.Timestamp("2021-01-04"), "close": 1.0})
+    with pytest.raises(PriceDataError) as e:
+        prepare_forecaster(SimpleNamespace(tickers=["AAPL"]), panel, None, ["aapl"], source="prices.csv")
+    msg = str(e.value)  # was "ticker(s) ['aapl'] have no prices in prices.csv" and nothing else
+    assert "['aapl'] have no prices in prices.csv (it has 3: AAPL, BRK.B, KO)" in msg and "case-sensitive" in msg and "\n" not in msg

@@ -768,7 +768,9 @@ def _read_dat(path: Path, names: list[str], sep: str = "::") -> pd.DataFrame:
     try:
         # ml-100k's files quote nothing ('"' is part of a title) and hold empty fields; ml-1m's are read as they always were
         exact = {} if sep == "::" else dict(keep_default_na=False, na_values=[""], quoting=csv.QUOTE_NONE)
-        df = pd.read_csv(path, sep=sep, engine="python" if len(sep) > 1 else "c", header=None, names=names, encoding="latin-1", dtype=str, **exact)
+        with path.open("rb") as f:  # GroupLens' files are latin-1; one re-saved by an editor with a UTF-8 byte-order mark is UTF-8
+            encoding = "utf-8-sig" if f.read(3) == b"\xef\xbb\xbf" else "latin-1"  # (read as latin-1, the mark made user '1' a user 'ï»¿1')
+        df = pd.read_csv(path, sep=sep, engine="python" if len(sep) > 1 else "c", header=None, names=names, encoding=encoding, dtype=str, **exact)
     except Exception as e:  # noqa: BLE001
         raise InteractionDataError(f"{path}: cannot be read as a MovieLens {shown}-separated file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     if not isinstance(df.index, pd.RangeIndex):  # more fields than names: pandas made the first ones the index

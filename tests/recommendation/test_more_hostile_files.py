@@ -189,3 +189,20 @@ def test_recommend_heads_its_table_with_the_rows_it_shows_when_the_catalogue_has
     out = capsys.readouterr().out
     assert "Top 4 for user 3 (5 items in history, seen items excluded; only 4 unseen item(s) in the catalogue, not --k 50):" in out, out
     assert "only-in-test" in out  # an item seen only in the test split is a catalogue item like any other
+
+
+def test_movielens_files_with_a_byte_order_mark_or_an_extra_field_are_not_misread(tmp_path):
+    # a ratings.dat / u.data re-saved with a UTF-8 byte-order mark was read as latin-1: its first user became 'ï»¿1', a
+    # second user beside user 1; a ratings.dat line with a fifth field shifted every column (the user id became the index)
+    from domains.recommendation.data import InteractionDataError, load_movielens_folder
+
+    for name, sep in (("u.data", "\t"), ("ratings.dat", "::")):
+        folder = tmp_path / name.replace(".", "-")
+        folder.mkdir()
+        lines = [sep.join(r) for r in (("1", "10", "5", "978300760"), ("1", "20", "3", "978302109"), ("2", "10", "4", "978301968"))]
+        (folder / name).write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+        inter = load_movielens_folder(folder).interactions
+        assert inter["user_id"].tolist() == [1, 1, 2] and inter["item_id"].tolist() == [10, 20, 10] and inter["timestamp"].tolist()[0] == 978300760
+        (folder / name).write_text(lines[0] + sep + "x\n" + lines[1] + "\n")
+        with pytest.raises(InteractionDataError, match=rf"{name}: lines with more than 4 .*-separated fields; expected \['user_id', 'item_id', 'rating', 'timestamp'\]"):
+            load_movielens_folder(folder)

@@ -185,3 +185,13 @@ def test_forecasting_a_ticker_the_data_lacks_lists_the_tickers_it_has():
         prepare_forecaster(SimpleNamespace(tickers=["AAPL"]), panel, None, ["aapl"], source="prices.csv")
     msg = str(e.value)  # was "ticker(s) ['aapl'] have no prices in prices.csv" and nothing else
     assert "['aapl'] have no prices in prices.csv (it has 3: AAPL, BRK.B, KO)" in msg and "case-sensitive" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("fields", [{"Date": "Date", "Open": "PX_OPEN", "High": "PX_HIGH", "Low": "PX_LOW", "Close": "PX_LAST", "Volume": "PX_VOLUME"},
+                                    {"Date": "Date", "Open": "OPEN_PRC", "High": "HIGH_1", "Low": "LOW_1", "Close": "TRDPRC_1", "Volume": "ACVOL_UNS"}])
+def test_bloomberg_and_refinitiv_field_codes_are_read(tmp_path, fields):
+    s = _frame().assign(Date=lambda f: f["Date"].dt.strftime("%m/%d/%Y"))
+    s[list(fields)].rename(columns=fields).to_csv(tmp_path / "IBM.csv", index=False)
+    d = read_price_file(tmp_path / "IBM.csv", ticker_from_name=True)[0]  # was: no close price column ... a wide file ... is not read
+    for ours, theirs in (("close", "Close"), ("open", "Open"), ("high", "High"), ("low", "Low"), ("volume", "Volume")):
+        np.testing.assert_allclose(d[ours].to_numpy(), s[theirs].to_numpy()[1:], err_msg=fields[theirs])

@@ -263,7 +263,9 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     df = df.rename(columns={k: v for k, v in aliases.items() if k in df.columns and v not in df.columns})
     missing = [c for c in ("user_id", "item_id", "timestamp") if c not in df.columns]
     if missing:
-        raise InteractionDataError(f"{source}: missing column(s) {missing}; expected user_id, item_id, timestamp[, rating], found {list(df.columns)}")
+        numeric = len(df.columns) > 1 and all(_NUMBER_TEXT.fullmatch(str(c).strip()) for c in df.columns)
+        hint = "; its first line looks like data, not a header: add a first line naming the columns (e.g. user_id,item_id,rating,timestamp)" if numeric else ""
+        raise InteractionDataError(f"{source}: missing column(s) {missing}; expected user_id, item_id, timestamp[, rating], found {list(df.columns)}{hint}")
     rep = ValidationReport(source=source, rows_in=len(df))
     if len(df) == 0:
         raise InteractionDataError(f"{source}: 0 rows (only a header, or an empty table); expected at least one interaction user_id, item_id, timestamp")

@@ -206,3 +206,16 @@ def test_movielens_files_with_a_byte_order_mark_or_an_extra_field_are_not_misrea
         (folder / name).write_text(lines[0] + sep + "x\n" + lines[1] + "\n")
         with pytest.raises(InteractionDataError, match=rf"{name}: lines with more than 4 .*-separated fields; expected \['user_id', 'item_id', 'rating', 'timestamp'\]"):
             load_movielens_folder(folder)
+
+
+def test_a_csv_without_a_header_line_is_refused_saying_so(tmp_path):
+    # 'missing column(s) [...], found ['196', '242', '3', '881250949']' left the user to guess that the header was missing
+    from domains.recommendation.data import InteractionDataError
+
+    p = _csv(tmp_path, "noheader.csv", "196,242,3,881250949\n186,302,3,891717742\n")
+    with pytest.raises(InteractionDataError, match=r"noheader\.csv: missing column.*found \['196', '242', '3', '881250949'\]; its first line looks like data, "
+                                                   r"not a header: add a first line naming the columns \(e\.g\. user_id,item_id,rating,timestamp\)$"):
+        load_interactions(p)
+    named = _csv(tmp_path, "named.csv", "user,movie,when\n1,2,3\n")  # a header with other names: no such hint
+    with pytest.raises(InteractionDataError, match=r"missing column\(s\) \['item_id', 'timestamp'\].*found \['user_id', 'movie', 'when'\]$"):
+        load_interactions(named)

@@ -438,6 +438,12 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
             part.columns = ["date", *(fields[i - 1] for i in cols)]
             parts.append(part.assign(ticker=t))
         return pd.concat(parts, ignore_index=True), sep, None
+    title = [c for c in cells[0] if c]
+    if len(title) == 1:  # a title line above the header (a Bloomberg sheet's 'AAPL US Equity', 'Historical prices ...'), saved as CSV
+        sep2 = "\t" if suffix == ".tsv" else _sniff_separator(head[1])
+        if sum(1 for c in head[1].rstrip("\r\n").split(sep2) if c.strip()) >= 2:
+            log.info(f"{path}: the first line ({title[0][:60]!r}) is a title above the header; skipped")
+            return _read_text_csv(path, sep=sep2, skiprows=1), sep2, None
     return _read_text_csv(path, sep=sep), sep, None
 
 

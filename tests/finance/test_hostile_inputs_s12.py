@@ -195,3 +195,20 @@ def test_bloomberg_and_refinitiv_field_codes_are_read(tmp_path, fields):
     d = read_price_file(tmp_path / "IBM.csv", ticker_from_name=True)[0]  # was: no close price column ... a wide file ... is not read
     for ours, theirs in (("close", "Close"), ("open", "Open"), ("high", "High"), ("low", "Low"), ("volume", "Volume")):
         np.testing.assert_allclose(d[ours].to_numpy(), s[theirs].to_numpy()[1:], err_msg=fields[theirs])
+
+
+@pytest.mark.parametrize("title, sep", [("AAPL US Equity,,", ","), ("Historical prices: Apple Inc.", ";")])
+def test_a_title_line_above_the_header_is_skipped(tmp_path, title, sep):
+    s = _frame().assign(Date=lambda f: f["Date"].dt.strftime("%m/%d/%Y"))[["Date", "Close", "Volume"]]
+    s = s.rename(columns={"Close": "PX_LAST", "Volume": "PX_VOLUME"}) if "Equity" in title else s
+    (tmp_path / "AAPL.csv").write_text(title + "\n" + s.to_csv(index=False, sep=sep))
+    d = read_price_file(tmp_path / "AAPL.csv", ticker_from_name=True)[0]  # was: no close price column; found ['AAPL US Equity', 'Unnamed: 1', ...]
+    assert set(d["ticker"]) == {"AAPL"}
+    np.testing.assert_allclose(d["close"].to_numpy(), s.iloc[:, 1].to_numpy()[1:])
+    np.testing.assert_allclose(d["volume"].to_numpy(), s.iloc[:, 2].to_numpy()[1:])
+
+
+def test_a_one_column_file_is_not_taken_for_a_title(tmp_path):
+    (tmp_path / "X.csv").write_text("Close\n" + "\n".join(f"{100 + i}" for i in range(150)) + "\n")
+    with pytest.raises(PriceDataError, match="no date column"):
+        read_price_file(tmp_path / "X.csv", ticker_from_name=True)

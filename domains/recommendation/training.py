@@ -201,9 +201,10 @@ def _held_out_differences(old: dict, new: dict) -> list[str]:
     """The settings whose change makes ``new`` hold out other rows than ``old`` (:func:`held_out_settings`): a flag
     that decides the held-out rows under either setting and whose value differs."""
     was, now = held_out_settings(old), held_out_settings(new)
+    recorded = lambda k: k == "split" or k in old  # noqa: E731 - a run older than a flag: its value then is unknown, not compared
     if was["split"] == now["split"]:
-        return [k for k in HELD_OUT_FLAGS if k in was and was[k] != now.get(k)]
-    return ["split"] + [k for k in HELD_OUT_FLAGS if k != "split" and (k in was or k in now) and old.get(k) != new.get(k)]
+        return [k for k in HELD_OUT_FLAGS if recorded(k) and k in was and was[k] != now.get(k)]
+    return ["split"] + [k for k in HELD_OUT_FLAGS if k != "split" and recorded(k) and (k in was or k in now) and old.get(k) != new.get(k)]
 
 
 HELD_OUT_FLAGS = ("split", "split_seed", "seed", "validation_ratio", "date_order")

@@ -100,3 +100,22 @@ def test_the_command_line_gives_one_error_line_exit_2_and_leaves_the_run_alone(r
     assert rc == 2 and len(errors) == 1, err
     assert "--split 'msr-stratified-75'" in errors[0] and "--split 'leave-last-out'" in errors[0]
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # config.json still says the run's split
+
+
+def test_a_run_older_than_a_flag_is_not_refused_for_that_flag(runs, no_data):
+    # a config.json written before --validation-ratio / --date-order existed has no value to compare: not a difference
+    import json
+
+    from domains.recommendation.train import train
+
+    cfg_file = runs / "runs" / "recommendation" / "strat" / "config.json"
+    saved = cfg_file.read_text()
+    old = {k: v for k, v in json.loads(saved).items() if k not in ("validation_ratio", "date_order")}
+    try:
+        cfg_file.write_text(json.dumps(old))
+        with pytest.raises(DataWasRead):
+            train(_cfg(runs, validation_ratio=0.5, date_order="day-first"))
+        with pytest.raises(UserInputError, match=r"started with --split-seed 42, this command asks for --split-seed 7;"):
+            train(_cfg(runs, split_seed=7, date_order="day-first"))
+    finally:
+        cfg_file.write_text(saved)

@@ -55,6 +55,8 @@ def forecast(cfg: ForecastConfig) -> Path:
         kind = "GARCH-informed TFT (a correction of each ticker's GJR-GARCH-t)" if is_garch_informed(fc) else "plain TFT"
         print(f"model: {kind}; forecast dates: {cfg.calendar} sessions (exchange_calendars)")
         print(var.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"var99 / var95: next session's value-at-risk, the loss (as a log return: 0.0500 = 5.0 percent) exceeded with 1 / 5 percent "
+              f"probability; every quantile of returns and realised volatility for days 1-{int(df['horizon'].max())}: forecasts.parquet / forecasts.csv")
         run.finish({"model_run": str(model_dir), "garch_informed": is_garch_informed(fc), "calendar": cfg.calendar, "tickers": int(df["ticker"].nunique()), "rows": int(len(df)),
                     "zero_shot_tickers": int(df.loc[df["zero_shot"], "ticker"].nunique()), **data.report.metrics()})
         return run.dir

@@ -103,6 +103,8 @@ def test_forecast_horizon_up_to_the_models_and_beyond_it_refused_in_one_line(tmp
     assert len(err) == 1 and "--horizon 6: model run m forecasts 5 trading days ahead" in err[0]  # was argparse's 'unrecognized arguments'
     assert not list((tmp_path / "runs" / "finance").glob("forecast-*"))  # refused before a job run exists
     assert forecast_main([*args, "--horizon", "2"]) == 0
+    out_text = capsys.readouterr().out
+    assert "var99 / var95: next session's value-at-risk, the loss (as a log return" in out_text and "days 1-2" in out_text  # units said
     out = pd.read_parquet(next((tmp_path / "runs" / "finance").glob("forecast-*")) / "forecasts.parquet")
     assert sorted(out["horizon"].unique()) == [1, 2] and len(out) == 2 * 2  # ret and rvol, days 1-2
     assert list(out.loc[out["target"] == "ret", "date"].dt.strftime("%Y-%m-%d")) == ["2021-10-11", "2021-10-12"]

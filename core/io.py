@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, TypeVar
 
@@ -89,10 +89,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     on any exception it is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}{TEMP_MARK}", suffix="".join(path.suffixes) or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    suffix = "".join(path.suffixes) or ".tmp"
+    tmp_path = None
     try:
+        # as tempfile.mkstemp (O_EXCL, 0600), but the name is set before the file exists: an exception arriving just
+        # after its creation (SIGTERM's core.runs.RunTerminated, Ctrl-C) still finds the file to remove below
+        while True:
+            tmp_path = path.parent / f".{path.stem}{TEMP_MARK}{secrets.token_hex(4)}{suffix}"
+            try:
+                os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                break
+            except FileExistsError:
+                tmp_path = None
         yield tmp_path
         os.chmod(tmp_path, _umask_mode())  # mkstemp makes 0600 files (and some writers recreate them so)
         with open(tmp_path, "rb+") as fh:
@@ -100,8 +108,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
         raise
 
 

@@ -28,9 +28,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -48,7 +50,7 @@ from core.logging import attach_run_log, detach_run_log, get_logger
 from core.tracking import Tracker
 
 __all__ = ["Run", "list_runs", "latest_run_dir", "resolve_model_run", "read_run", "iter_metrics", "check_resumable", "RunNotFoundError", "RunLockedError",
-           "RunDamagedError", "RunNameError", "LOCK_FILE"]
+           "RunDamagedError", "RunNameError", "RunTerminated", "LOCK_FILE"]
 
 log = get_logger("runs")
 
@@ -70,6 +72,11 @@ class RunLockedError(UserInputError, RuntimeError):
 
 class RunDamagedError(UserInputError, ValueError):
     """A run whose record (run.json) is damaged: it may be finished work, so it is never continued or overwritten."""
+
+
+class RunTerminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, ``docker stop``, ``kill``) reached a running run: it stops as after Ctrl-C —
+    the write in progress is abandoned (its temporary file removed), the run recorded ``interrupted``."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -282,6 +289,7 @@ class Run:
             self._restore_completed_files()
             self._release_lock()
             raise
+        self._catch_sigterm()
         log.info(f"{domain} {self.command} run {self.name} on {self.device} -> {self.dir}")
 
     # -- the steps of starting a run ---------------------------------------------------------
@@ -441,6 +449,37 @@ class Run:
             log.warning(f"--resume with settings that differ from the interrupted run's ({shown}); it continues with the new ones, "
                         "but the optimizer and learning-rate schedule (learning rate, weight decay included) continue as the checkpoint saved them")
 
+    _sigterm_handler = None
+    _previous_sigterm = None
+    _terminated: RunTerminated | None = None
+
+    def _catch_sigterm(self) -> None:
+        """While the run is open, SIGTERM raises :class:`RunTerminated` in the main thread instead of ending the process
+        where it stands: without it a preempted training died mid-checkpoint with its run.json saying "running", its
+        MLflow run RUNNING for good and its temporary checkpoint file left behind. Only when SIGTERM has its default
+        action (a handler someone else installed is left alone); a forked child (a DataLoader worker) that inherits it
+        dies of SIGTERM as before; a second SIGTERM ends the process at once."""
+        if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        pid = os.getpid()
+
+        def on_sigterm(signum, frame):  # noqa: ANN001
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if os.getpid() != pid:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            self._terminated = RunTerminated(f"terminated by SIGTERM (pid {pid})")
+            raise self._terminated
+
+        self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+        self._sigterm_handler = on_sigterm
+
+    def _restore_sigterm(self) -> None:
+        if self._sigterm_handler is not None and threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) is self._sigterm_handler:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._sigterm_handler = None
+
     def _release_lock(self) -> None:
         if self._lock is not None:
             self._lock.release()
@@ -467,8 +506,14 @@ class Run:
         if exc_type is None:
             if not self._finished:
                 self.finish()
+        elif self._terminated is not None:
+            # SIGTERM: whatever the code it interrupted raised on the way out (torch.save's writer reports its cut
+            # zip file as a RuntimeError) is a consequence, not a failure of the run
+            self._close("interrupted", error=f"RunTerminated: {self._terminated}")
+            if exc is not self._terminated:
+                raise self._terminated from None
         else:
-            status = "interrupted" if exc_type is KeyboardInterrupt else "failed"
+            status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
             self._close(status, error=f"{exc_type.__name__}: {exc}")
         return False
 
@@ -509,6 +554,7 @@ class Run:
             self.tracker.end({"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
             detach_run_log(self._log_handler)
         finally:
+            self._restore_sigterm()
             self._release_lock()  # last: the run's files are final before another writer may take the folder
         print(f"Run directory: {self.dir}  ({status})", file=sys.stderr if status != "completed" else sys.stdout, flush=True)
 

@@ -12,11 +12,11 @@ error against fp32:
 * ONNX Runtime fp32 and ONNX Runtime dynamic int8 (``export_onnx`` + ``quantize_onnx_int8``).
 
 Models: MiniLM-L6 (the sentence encoder of ``bench/finetune.py`` task B, with a random 19-way head; MovieLens titles
-tokenised to 16 tokens, batch 32) when it loads offline, and a 4-layer MLP (1024 wide, batch 32). Latency is the
+tokenised to 16 tokens, batch 32) and 4-layer MLPs 256, 1024 and 2048 wide (batch 32). Latency is the
 median CPU time of one call over ``--repeats`` calls after a warm-up (which compiles), one thread — the machine is
 shared, so CPU time rather than wall time. Errors over 4 batches: max |out - fp32| / max |fp32| and relative L2.
 
-    python bench/int8_cpu.py                     # both models, 10 repeats; prints the table
+    python bench/int8_cpu.py                     # MiniLM and three MLPs, 10 repeats; prints the table (about 10 min)
     python bench/int8_cpu.py --models mlp --repeats 5 --write   # also writes section "int8-cpu[-no-amx]" of BENCHMARKS.md
 """
 
@@ -87,12 +87,22 @@ def minilm_case(batch: int):
     return "MiniLM-L6 (22.7 M params, 16 tokens)", model, batches
 
 
-def mlp_case(batch: int):
+def mlp_case(batch: int, width: int = 1024):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
-                          nn.Linear(1024, 10)).eval()
-    batches = [(torch.randn(batch, 1024),) for _ in range(4)]
-    return "MLP 1024×4 (3.2 M params)", model, batches
+    model = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                          nn.Linear(width, 10)).eval()
+    batches = [(torch.randn(batch, width),) for _ in range(4)]
+    return f"MLP {width}×4 ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params)", model, batches
+
+
+def make_case(spec: str, batch: int):
+    """``minilm``, ``mlp`` (1024 wide) or ``mlp:WIDTH``."""
+    name, _, width = spec.strip().partition(":")
+    if name == "minilm" and not width:
+        return minilm_case(batch)
+    if name == "mlp":
+        return mlp_case(batch, int(width or 1024))
+    raise SystemExit(f"--models: unknown entry {spec!r}; expected minilm, mlp or mlp:WIDTH")
 
 
 def weight_only(model: nn.Module) -> nn.Module:
@@ -149,7 +159,8 @@ def run_case(name: str, model: nn.Module, batches: list[tuple], repeats: int, on
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="minilm,mlp", help="comma-separated: minilm, mlp")
+    ap.add_argument("--models", default="minilm,mlp:256,mlp:1024,mlp:2048",
+                    help="comma-separated: minilm, mlp (1024 wide) or mlp:WIDTH (4 Linear layers of that width)")
     ap.add_argument("--repeats", type=int, default=10, help="timed calls per candidate (median reported)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
@@ -161,11 +172,11 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
         for m in a.models.split(","):
-            case = {"minilm": minilm_case, "mlp": mlp_case}[m.strip()](a.batch)
+            case = make_case(m, a.batch)
             rows += run_case(*case, a.repeats, not a.no_onnx, Path(d))
     load1 = os.getloadavg()[0]
     dot = cpu_has_int8_dot_product()
-    cmd = "python bench/int8_cpu.py" + (f" --models {a.models}" if a.models != "minilm,mlp" else "") + f" --repeats {a.repeats}"
+    cmd = "python bench/int8_cpu.py" + (f" --models {a.models}" if a.models != ap.get_default("models") else "") + f" --repeats {a.repeats}"
     md = (f"## int8 candidates for Linear-only models on this CPU (`{cmd}`)\n\n"
           f"{machine_line()}; int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8): "
           f"{'yes' if dot else 'no' if dot is False else 'unknown'}; 1-min load {load0:.1f} → {load1:.1f}; "

@@ -455,11 +455,13 @@ def int8_rows(task, model, lat_inputs, eval_inputs, y, metric_fn, m_ref, lat_ref
     rows = []
     from core.compress import has_conv_layers
 
-    kind = "PT2E static" if has_conv_layers(model) else "torchao dynamic"
+    # the method named, not "auto": on a CPU without int8 dot products "auto" keeps a Linear-only model fp32, and this
+    # row measures the int8 path itself (the reason "auto" avoids it there)
+    method, kind = ("pt2e", "PT2E static") if has_conv_layers(model) else ("torchao", "torchao dynamic")
     name = f"int8 {kind} + Inductor" if b.compile_int8 else f"int8 {kind} (not compiled: --quick)"
     try:
         t0 = time.perf_counter()
-        q = quantize_int8(model, lat_inputs, calibration=calib, compile=b.compile_int8)
+        q = quantize_int8(model, lat_inputs, calibration=calib, method=method, compile=b.compile_int8)
         lat_q = latency(q, lat_inputs, b.latency_repeats)  # first (warm-up) call compiles
         m_q = metric_fn(predict(q, eval_inputs), y)
         rows.append(Row(task, name, 0, sum(p.numel() for p in model.parameters()), None, m_q, None, lat_q,
@@ -852,8 +854,9 @@ NOTES = """
 - ONNX Runtime *dynamic* int8 quantizes convolutions to `ConvInteger`, which has no fast fused CPU kernel:
   slower than ORT fp32 on the CNN (task A), faster on the transformer (task B; the ratio is under Targets). For CNNs use the PT2E row.
 - On a CPU without int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX-INT8 — e.g. an AVX2-only AMD EPYC) torchao's
-  dynamic int8 runs `torch._int_mm` without a fast kernel: its row is many times *slower* than fp32 there, and
-  `core.compress.quantize_int8` warns; use the ONNX Runtime int8 row for transformers on such a CPU.
+  dynamic int8 runs `torch._int_mm` without a fast kernel: its row is many times *slower* than fp32 there. This
+  benchmark asks for that method by name; `core.compress.quantize_int8(method="auto")` keeps such a model fp32 on that
+  CPU (`python bench/int8_cpu.py` compares every candidate); use the ONNX Runtime int8 row for transformers there.
 - Task A's student keeps the first 5 of the fine-tuned teacher's 7 EfficientNet-Lite0 stages (layer-dropping
   distillation, as DistilBERT; 4.8× fewer parameters) with a new 112→6 head, and learns from the teacher's logits
   (T = 4, α = 0.7) on the same 512 patches for 8 epochs. Chosen on validation (`python -m bench.finetune --select A`:

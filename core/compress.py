@@ -30,6 +30,7 @@ __all__ = [
     "sparsity",
     "recovery_finetune",
     "quantize_int8",
+    "auto_int8_method",
     "export_onnx",
     "onnx_parity",
     "quantize_onnx_int8",
@@ -129,8 +130,42 @@ def recovery_finetune(model: nn.Module, batches: Iterable[tuple], loss_fn: Calla
 
 
 def has_conv_layers(model: nn.Module) -> bool:
-    """Convolutional models quantize with PT2E static int8, others with torchao dynamic int8."""
+    """Convolutional models quantize with PT2E static int8; for the others see :func:`auto_int8_method`."""
     return any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
+
+
+# Measured with `python bench/int8_cpu.py` (BENCHMARKS "int8-cpu-no-amx", an AMD EPYC with AVX2 and no int8 dot-product
+# instructions; latency vs fp32 eager): torchao dynamic int8 24x on MiniLM-L6 and 1.4-2.7x on MLPs 256-2048 wide; torchao
+# weight-only int8 0.86x on MiniLM (compiled fp32 0.92x: the compiler's gain) but 1.17-1.26x on the 1024/2048 MLPs; PT2E
+# cannot trace MiniLM and is 1.72x on the 256-wide MLP. None is reliably faster than fp32, so "auto" keeps fp32 there.
+NO_INT8_DOT_FIGURES = "torchao dynamic int8 24x slower on MiniLM-L6, weight-only 0.86-1.26x"
+
+
+def auto_int8_method(model: nn.Module) -> tuple[str, str]:
+    """What ``quantize_int8(model, method="auto")`` does here, and why: ``(method, reason)`` with method one of
+    ``"pt2e"``, ``"torchao"`` or ``"fp32"`` (no int8: the model comes back unquantized).
+
+    * a model with convolutions → ``"pt2e"`` (the int8 CNN of ``bench/finetune.py``: 1.85x fp32 on the AVX2 EPYC, 3.4x on AMX);
+    * a Linear-only model → ``"torchao"`` on CUDA machines, on CPUs with int8 dot-product instructions
+      (AVX512-VNNI, AVX-VNNI, AMX-INT8) and where the CPU cannot be told (:func:`core.device.cpu_has_int8_dot_product`
+      is None: not x86 Linux);
+    * a Linear-only model on a CPU known to lack them → ``"fp32"``: no torch int8 path was reliably faster than fp32
+      there (:data:`NO_INT8_DOT_FIGURES`); ONNX Runtime int8 is (:func:`export_onnx` + :func:`quantize_onnx_int8`).
+
+    The CPU check is read from :mod:`core.device` at call time, so tests can monkeypatch it."""
+    from core import device
+
+    if has_conv_layers(model):
+        return "pt2e", "the model has convolutions: PT2E static int8 with the x86 Inductor quantizer"
+    if torch.cuda.is_available():
+        return "torchao", "Linear-only model on a CUDA machine: torchao dynamic int8"
+    dot = device.cpu_has_int8_dot_product()
+    if dot is False:
+        return "fp32", ("Linear-only model and this CPU has no int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8): "
+                        f"no torch int8 path was reliably faster than fp32 on such a CPU ({NO_INT8_DOT_FIGURES}; bench/int8_cpu.py); "
+                        "for int8 here use export_onnx + quantize_onnx_int8 (0.33-0.56x the fp32 latency), or force method='torchao'")
+    why = "has int8 dot-product instructions" if dot else "could not be checked for int8 dot-product instructions"
+    return "torchao", f"Linear-only model, the CPU {why}: torchao dynamic int8"
 
 
 def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence[tuple] | None = None,
@@ -141,8 +176,12 @@ def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence
       with the x86 Inductor quantizer → calibrate on ``calibration`` (default: ``example_inputs``) →
       ``convert_pt2e``. Best for convolutional nets.
     * ``"torchao"`` — ``torchao.quantization.quantize_`` with int8 dynamic activations and int8 weights on
-      every ``nn.Linear`` (per-batch activation scales; no calibration). Best for transformers and MLPs.
-    * ``"auto"`` — ``pt2e`` when the model has convolutions, else ``torchao``.
+      every ``nn.Linear`` (per-batch activation scales; no calibration). Best for transformers and MLPs on a
+      CPU with int8 dot-product instructions (or CUDA); on a CPU without them it warns: many times slower than fp32.
+    * ``"auto"`` — :func:`auto_int8_method`: ``pt2e`` when the model has convolutions, else ``torchao`` —
+      except on a CPU known to lack int8 dot-product instructions, where a Linear-only model is returned as an
+      fp32 copy (not compiled: compiling fp32 gained at most 8 percent there, for a compile of tens of seconds) with one
+      warning. The choice and its reason are logged (INFO; the fp32 fallback as a WARNING).
 
     ``compile`` wraps the result in ``torch.compile`` so Inductor fuses real int8 kernels (the first call
     compiles, which takes tens of seconds; without it the reference graph runs — correct, not fast). A PT2E
@@ -150,20 +189,24 @@ def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
     if method == "auto":
-        method = "pt2e" if has_conv_layers(model) else "torchao"
+        method, why = auto_int8_method(model)
+        if method == "fp32":
+            log.warning("quantize_int8(method='auto'): kept fp32 — %s", why)
+            return copy.deepcopy(model).eval()
+        log.info("quantize_int8(method='auto'): %s", why)
     if method not in ("pt2e", "torchao"):
         raise ValueError(f"method must be 'auto', 'pt2e' or 'torchao', got {method!r}")
     model = copy.deepcopy(model).eval()
     if method == "torchao":
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-        from core.device import cpu_has_int8_dot_product
+        from core import device
 
-        if cpu_has_int8_dot_product() is False and not torch.cuda.is_available():
+        if device.cpu_has_int8_dot_product() is False and not torch.cuda.is_available():
             log.warning("this CPU has no int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8): torchao's dynamic int8 "
                         "layers run much SLOWER than fp32 here (MiniLM 21x on an AMD EPYC, BENCHMARKS finetune-no-amx); "
                         "for CPU serving on it export to ONNX and use quantize_onnx_int8 (1.6x faster than ONNX fp32 on the same "
-                        "MiniLM), or keep fp32")
+                        "MiniLM), or keep fp32 (method='auto' does)")
 
         if not any(isinstance(m, nn.Linear) for m in model.modules()):
             raise ValueError(f"{type(model).__name__} has no nn.Linear layers for torchao int8; use method='pt2e'")

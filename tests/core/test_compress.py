@@ -75,7 +75,10 @@ def test_static_int8_pt2e_tracks_fp32_on_a_convnet():
     assert "quantize_per_tensor" in code or "quantize_per_channel" in code, "no quantize ops in the converted graph"
 
 
-def test_dynamic_int8_for_linear_models():
+def test_dynamic_int8_for_linear_models(monkeypatch):
+    import core.device
+
+    monkeypatch.setattr(core.device, "cpu_has_int8_dot_product", lambda: True)  # a VNNI/AMX CPU, whatever runs the test
     m = _mlp()
     x = torch.randn(16, 32)
     q = quantize_int8(m, (x,), compile=False)  # auto -> torchao int8 dynamic on the Linear layers
@@ -116,7 +119,62 @@ def test_torchao_int8_on_a_cpu_without_int8_dot_product_warns(monkeypatch, caplo
 
     monkeypatch.setattr(core.device, "cpu_has_int8_dot_product", lambda: has_vnni)
     caplog.set_level("WARNING", logger="suite")
-    quantize_int8(_mlp(), (torch.randn(4, 32),), compile=False)
+    q = quantize_int8(_mlp(), (torch.randn(4, 32),), method="torchao", compile=False)
+    assert "Int8" in type(q[0].weight).__name__, "an explicit method='torchao' still quantizes"
     assert ("no int8 dot-product instructions" in caplog.text) is warned
     assert ("quantize_onnx_int8" in caplog.text) is warned
+
+
+def _int8_weights(model):
+    return [type(m.weight).__name__ for m in model.modules() if isinstance(m, nn.Linear) and type(m.weight) is not nn.Parameter]
+
+
+def test_auto_int8_keeps_a_linear_model_fp32_on_a_cpu_without_int8_dot_product(monkeypatch, caplog):
+    """There every torch int8 path measured slower than fp32 (bench/int8_cpu.py; torchao dynamic 21x on MiniLM):
+    "auto" must not pick one. The user gets an fp32 copy, told once why and where int8 does pay (ONNX Runtime)."""
+    import core.device
+
+    monkeypatch.setattr(core.device, "cpu_has_int8_dot_product", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    caplog.set_level("INFO", logger="suite")
+    m = _mlp()
+    x = torch.randn(8, 32)
+    q = quantize_int8(m, (x,))  # default compile=True: the fp32 copy comes back eager, nothing to compile
+    assert q is not m and not isinstance(q, torch._dynamo.eval_frame.OptimizedModule)
+    assert _int8_weights(q) == []
+    with torch.no_grad():
+        torch.testing.assert_close(q(x), m(x), rtol=0, atol=0)
+    q[0].weight.data.zero_()
+    assert bool(m[0].weight.abs().sum() > 0), "a copy: the caller's model is untouched"
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "kept fp32" in warnings[0].getMessage()
+    assert "quantize_onnx_int8" in warnings[0].getMessage() and "method='torchao'" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("has_dot, cuda, expected", [
+    (True, False, "torchao"),   # Intel VNNI/AMX: unchanged
+    (None, False, "torchao"),   # cannot tell (not x86 Linux): unchanged
+    (False, True, "torchao"),   # a CUDA machine: unchanged
+    (False, False, "fp32"),     # AVX2-only CPU: no int8 path that is slower
+])
+def test_auto_int8_method_per_cpu_kind(monkeypatch, has_dot, cuda, expected):
+    import core.device
+    from core.compress import auto_int8_method
+
+    monkeypatch.setattr(core.device, "cpu_has_int8_dot_product", lambda: has_dot)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    method, why = auto_int8_method(_mlp())
+    assert method == expected and why
+    assert auto_int8_method(_convnet())[0] == "pt2e", "conv nets: PT2E static int8 on every CPU (1.85x fp32 on the AVX2 EPYC)"
+
+
+def test_auto_int8_quantizes_a_linear_model_on_a_cpu_with_int8_dot_product(monkeypatch, caplog):
+    import core.device
+
+    monkeypatch.setattr(core.device, "cpu_has_int8_dot_product", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    caplog.set_level("INFO", logger="suite")
+    q = quantize_int8(_mlp(), (torch.randn(8, 32),), compile=False)
+    assert len(_int8_weights(q)) == 3
+    assert "torchao dynamic int8" in caplog.text and not [r for r in caplog.records if r.levelname == "WARNING"]
 

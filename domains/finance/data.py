@@ -561,9 +561,13 @@ def _without_repeated_headers(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
     named = [c for c in raw.columns if str(c).strip() and not str(c).startswith("Unnamed: ")]  # pandas' name for an empty header cell
     if not named or raw.empty:
         return raw
-    same = np.ones(len(raw), dtype=bool)
-    for c in named:
-        same &= (raw[c].astype("string").str.strip() == str(c).strip()).fillna(False).to_numpy()
+    if not all(raw[c].dtype == object or pd.api.types.is_string_dtype(raw[c]) for c in named):
+        return raw  # a column read as numbers holds no header text
+    same = (raw[named[0]] == named[0]).fillna(False).to_numpy(dtype=bool, copy=True)
+    for c in named[1:]:
+        if not same.any():
+            break
+        same[same] &= (raw.loc[same, c] == c).fillna(False).to_numpy(dtype=bool)
     if same.any():
         log.warning(f"{path}: {int(same.sum())} row(s) repeat the header (files joined?); dropped")
         raw = raw[~same].reset_index(drop=True)

@@ -31,6 +31,14 @@ def interpret(forecaster, feat: pd.DataFrame, out_dir: str | Path, last_days: in
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = forecaster.model
+    known = feat["ticker"].isin(list(forecaster.scaler.ret_scale))
+    if not known.any():
+        raise UserInputError(f"none of the data's tickers ({', '.join(sorted(set(feat['ticker']))[:5])}) has normalisers in this model "
+                             f"(fitted on {', '.join(sorted(forecaster.scaler.ret_scale)[:5])}); interpret it on the data it was trained on")
+    if not known.all():  # e.g. the backtest's last fold left out a ticker listed shortly before its cutoff (--fold-min-history)
+        left = sorted(set(feat.loc[~known, "ticker"]))
+        log.info(f"interpretation: {len(left)} ticker(s) without normalisers in the model left out: {', '.join(left[:5])}")
+        feat = feat[known]
     z = forecaster.scaler.transform(feat)
     T = forecaster.tensors(z)
     o = T.origins(need_targets=False)

@@ -65,6 +65,12 @@ class Tracker:
         self._failed = False
         if not enabled:
             return
+        if not os.environ.get("MLFLOW_TRACKING_URI") and any(c in str(Path(runs_dir).resolve()) for c in "%?"):
+            # SQLAlchemy decodes %XX in a sqlite URL's path and cuts it at '?', and MLflow does not: a runs folder 'a%20b'
+            # made every run start retry for 90 s, then lose its tracking; 'a?b' put the store in a file 'a' beside it
+            self._disable(ValueError(f"the runs folder's path contains '%' or '?', which an MLflow SQLite tracking URI cannot hold; "
+                                     "use a --runs-dir without them, or set MLFLOW_TRACKING_URI"))
+            return
         try:
             import mlflow
             from mlflow.tracking import MlflowClient

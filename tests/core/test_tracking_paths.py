@@ -1,0 +1,24 @@
+"""A runs folder whose path holds characters that mean something in a URL: with a space, '#' or non-ASCII MLflow
+tracking works and its store is inside the folder; with '%' or '?' (which a SQLite tracking URI cannot hold) tracking
+is off at once with one warning — not after 90 s of retries, and no store written beside the runs folder."""
+
+import time
+
+from core.tracking import Tracker
+
+
+def test_tracking_in_a_runs_folder_with_url_characters(tmp_path, caplog):
+    ok = tmp_path / "my runs ü #1"
+    t = Tracker(experiment="unit", run_name="r1", runs_dir=ok, enabled=True, tags={})
+    t.log_metrics({"m": 1.0}, step=0)
+    t.end("FINISHED")
+    assert t.enabled and t.run_id and (ok / "mlflow.db").is_file()
+
+    for name in ("runs%20x", "runs?x"):
+        t0 = time.monotonic()
+        t = Tracker(experiment="unit", run_name="r1", runs_dir=tmp_path / name, enabled=True, tags={})
+        t.log_metrics({"m": 1.0}, step=0)
+        t.end("FINISHED")
+        assert not t.enabled and time.monotonic() - t0 < 5
+        assert "contains '%' or '?'" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ok.name]  # no store (or its lock) beside the runs folders

@@ -68,7 +68,7 @@ class Tracker:
         if not os.environ.get("MLFLOW_TRACKING_URI") and any(c in str(Path(runs_dir).resolve()) for c in "%?"):
             # SQLAlchemy decodes %XX in a sqlite URL's path and cuts it at '?', and MLflow does not: a runs folder 'a%20b'
             # made every run start retry for 90 s, then lose its tracking; 'a?b' put the store in a file 'a' beside it
-            self._disable(ValueError(f"the runs folder's path contains '%' or '?', which an MLflow SQLite tracking URI cannot hold; "
+            self._disable(ValueError("the runs folder's path contains '%' or '?', which an MLflow SQLite tracking URI cannot hold; "
                                      "use a --runs-dir without them, or set MLFLOW_TRACKING_URI"))
             return
         try:

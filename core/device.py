@@ -77,7 +77,8 @@ def cpu_has_int8_dot_product() -> bool | None:
     matrix multiplication needs: without them ``torch._int_mm`` — what torchao's dynamic int8 linear layers run —
     has no fast kernel, and on an AMD EPYC with AVX2 only a quantized MiniLM ran 21x slower
     than fp32 (``bench/finetune.py``, BENCHMARKS "finetune-no-amx"). None when it cannot be told (no
-    ``/proc/cpuinfo``, not x86)."""
+    ``/proc/cpuinfo``, not x86). Where it is False, ``core.compress.quantize_int8(method="auto")`` keeps Linear-only
+    models fp32 (``core.compress.auto_int8_method``, which looks this function up at call time: monkeypatch it here)."""
     flags = cpu_info_field("flags")
     if flags is None:
         return None

@@ -139,8 +139,16 @@ def save_checkpoint(
             payload[name] = obj.state_dict()
             payload[f"{name}_class"] = type(obj).__name__  # so a resume with another kind is named, not half-loaded
     # written to a temp file and renamed: a kill mid-write leaves the previous checkpoint as it was
-    with atomic_write(path, "wb") as fh:
-        torch.save(payload, fh)
+    try:
+        with atomic_write(path, "wb") as fh:
+            torch.save(payload, fh)
+    except RuntimeError as e:
+        # torch's zip writer reports a write the disk refused (full, over quota) as its own RuntimeError ("unexpected
+        # pos …") with the OSError as context: give the OSError, naming the file, so the CLI says "no space left" in one line
+        cause = e.__context__
+        if isinstance(cause, OSError) and cause.errno is not None:
+            raise OSError(cause.errno, cause.strerror, str(path)) from e
+        raise
     if keep_last:
         olds = sorted((p for p in path.parent.glob("step_*.pt") if _STEP_RE.search(p.name)), key=lambda p: int(_STEP_RE.search(p.name).group(1)))  # type: ignore[union-attr]
         for p in olds[:-keep_last]:

@@ -156,7 +156,9 @@ def build_parser(cfg_cls: type, description: str | None = None, prog: str | None
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        # the description is a module docstring with example command lines: keep its lines as written (the
+        # defaults are already in each flag's help, below, so ArgumentDefaultsHelpFormatter adds nothing but reflowing)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # --ticker must not silently mean --tickers
     )
     parser.add_argument("--config", type=str, default=None, help="JSON config to start from (e.g. a saved run's config.json); flags override it")
@@ -171,7 +173,9 @@ def build_parser(cfg_cls: type, description: str | None = None, prog: str | None
         )
         bounds = range_words(f.metadata)
         help_text = f"{help_text} [{bounds}]" if bounds else help_text
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: {default!r})"}
+        if "(default:" not in help_text:  # a help that states its own default (e.g. 'the newest completed model run') keeps it
+            help_text = f"{help_text} (default: {default!r})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         origin = typing.get_origin(tp)

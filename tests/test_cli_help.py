@@ -33,3 +33,17 @@ def test_help(module, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "usage:" in out and "--" in out
+
+
+def test_help_keeps_the_example_lines_and_states_each_default_once(capsys):
+    """The description (a module docstring of example commands) is shown line by line, not reflowed into one
+    paragraph, and a flag whose help states its own default gets no second '(default: None)'."""
+    mod = importlib.import_module("domains.recommendation.recommend")
+    with pytest.raises(SystemExit):
+        mod.main(["--help"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    examples = [ln for ln in lines if ln.lstrip().startswith("python -m domains.recommendation.recommend --")]
+    assert len(examples) >= 3, out  # one command per line, as the docstring writes them
+    model_run = out[out.index("\n  --model-run MODEL_RUN") + 3:].split("\n  --")[0]  # its entry under options, not the usage line
+    assert model_run.count("(default:") == 1, model_run

@@ -227,11 +227,12 @@ def scale_worker(n_tickers: int, folds: int) -> dict:
 def bench_scale(sizes: list[int], folds: int) -> list[dict]:
     out = []
     for n in sizes:
+        load0 = os.getloadavg()[0]
         res = subprocess.run([sys.executable, __file__, "--scale-worker", str(n), "--scale-folds", str(folds)], capture_output=True, text=True,
                              timeout=6 * 3600, env={**os.environ, "SUITE_PROGRESS": "0"})
         if res.returncode != 0:
             raise RuntimeError(f"scale worker {n} failed: {res.stderr[-2000:]}")
-        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        out.append({**json.loads(res.stdout.strip().splitlines()[-1]), "load_average": [round(load0, 1), round(os.getloadavg()[0], 1)]})
         print("scale", out[-1], flush=True)
     return out
 
@@ -239,7 +240,8 @@ def bench_scale(sizes: list[int], folds: int) -> list[dict]:
 def write_scale(rows: list[dict], note: str) -> str:
     table = [{"tickers": r["tickers"], "days": r["days"], "folds × test days": f"{r['folds']} × {r['test_days']}",
               "forecasts (model × ticker × origin)": r["forecasts"], "wall time (s)": r["seconds"], "s per fold": r["seconds"] / r["folds"],
-              "peak RSS (MB)": r["peak_rss_mb"], "loss table (MB)": r["losses_mb"]} for r in rows]
+              "peak RSS (MB)": r["peak_rss_mb"], "loss table (MB)": r["losses_mb"],
+              "1-min load average (start / end)": " / ".join(f"{x:.1f}" for x in r["load_average"]) if "load_average" in r else "not recorded"} for r in rows]
     big = max(rows, key=lambda r: (r["tickers"], r["folds"]))
     per_fold_s = big["seconds"] / big["folds"]  # includes the one-off setup, so an over-estimate per fold
     per_fold_mb = big["losses_mb"] / big["folds"]
@@ -259,7 +261,8 @@ arch baseline fits; memory beyond the panel grows with the per-forecast loss tab
 
 {markdown_table(table)}
 
-{projection}
+{projection} Wall times depend on the machine's load (its own column: the 1-min load average when each size started and ended);
+memory does not.
 """
     write_benchmark_section("finance-scale", md, per_cpu=True)
     return md

@@ -105,7 +105,8 @@ class ModelRunConfig:
 
 def check_run_name(name: str | None, what: str = "--name") -> None:
     """A run name is one plain path component: not empty, no ``/`` or ``\\``, not ``.``/``..``,
-    not absolute, no NUL, not ``latest`` (the domain's pointer). Raises :class:`RunNameError`."""
+    not absolute, no NUL or other control character (a newline would split every line that names the run),
+    at most 255 bytes (a folder name's limit), not ``latest`` (the domain's pointer). Raises :class:`RunNameError`."""
     if name is None:
         return
     if not isinstance(name, str):
@@ -115,6 +116,8 @@ def check_run_name(name: str | None, what: str = "--name") -> None:
         "it contains a path separator" if "/" in name or "\\" in name or (os.altsep and os.altsep in name) else
         "it is '.' or '..'" if name in (".", "..") else
         "it contains a NUL byte" if "\0" in name else
+        "it contains a control character (a newline, a tab, …)" if any(ord(c) < 32 or ord(c) == 127 for c in name) else
+        f"it is {len(name.encode('utf-8', 'surrogateescape'))} bytes long (a folder name holds at most 255)" if len(name.encode("utf-8", "surrogateescape")) > 255 else
         "it starts with '.' (hidden)" if name.startswith(".") else
         "'latest' names the domain's pointer to its newest model run" if name == "latest" else
         None

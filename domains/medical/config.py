@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from core.config import DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
+from core.config import ConfigError, DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.scoring import ScoringConfig
 from domains.medical.data import BRAIN_TASK
 from domains.medical.model import MODEL_NAMES, UNET_CHANNELS
@@ -45,6 +45,17 @@ class PipelineConfig:
 class ModelFields:
     model: str = field(default="unet", metadata={"help": "3D network", "choices": list(MODEL_NAMES)})
     channels: tuple[int, ...] = field(default=UNET_CHANNELS, metadata={"min": 1, "help": "feature channels per level (UNet); first one for SegResNet"})
+
+    def __post_init__(self) -> None:
+        check_unet_levels(self.channels, getattr(self, "model", "unet"))
+
+
+def check_unet_levels(channels, model: str = "unet") -> None:
+    """A UNet needs two levels or more: ``--channels 16`` failed inside MONAI ('the length of `channels` should be no
+    less than 2') with a traceback, after the task was loaded and a run folder made."""
+    if model == "unet" and len(tuple(channels)) < 2:
+        raise ConfigError(f"--channels {' '.join(str(c) for c in channels) or '(none)'}: the UNet needs 2 or more levels, one channel "
+                          f"count each (e.g. --channels {' '.join(str(c) for c in UNET_CHANNELS)})")
 
 
 @dataclass

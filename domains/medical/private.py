@@ -44,6 +44,7 @@ import torch
 from core.config import RunConfig, SeedConfig, TrackingConfig
 from core.logging import get_logger
 from core.privacy import DPConfig, epsilon_spent, make_dp_optimizer, poisson_batches
+from domains.medical.config import check_unet_levels
 from domains.medical.data import BRAIN_TASK, MsdTask
 
 __all__ = ["PrivateConfig", "PRIVACY_UNIT", "PUBLIC_DATA", "TRAINABLE", "PatchSet", "pipeline", "draw_patches", "dp_model", "select_trainable",
@@ -63,20 +64,23 @@ class PrivateConfig(DPConfig, TrackingConfig, SeedConfig, RunConfig):
     """``python -m domains.medical.train_private``: the 3D UNet trained with DP-SGD (small settings)."""
 
     task: str = field(default=BRAIN_TASK, metadata={"help": "prepared task name or MSD folder"})
-    spacing: float = field(default=3.0, metadata={"help": "isotropic resampling spacing in mm"})
-    patch: int = field(default=32, metadata={"help": "cubic patch side in voxels (training and sliding window)"})
-    channels: tuple[int, ...] = field(default=(8, 16, 32, 64), metadata={"help": "UNet feature channels per level"})
-    patches: int = field(default=256, metadata={"help": "training set size: patches drawn once from the training volume(s) (the privacy unit is one patch)"})
-    steps: int = field(default=120, metadata={"help": "DP-SGD steps"})
-    batch_size: int = field(default=16, metadata={"help": "expected patches per step (sampling rate = batch_size / patches)"})
-    lr: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
-    threads: int = field(default=1, metadata={"help": "torch CPU threads"})
+    spacing: float = field(default=3.0, metadata={"above": 0, "help": "isotropic resampling spacing in mm"})
+    patch: int = field(default=32, metadata={"min": 1, "help": "cubic patch side in voxels (training and sliding window)"})
+    channels: tuple[int, ...] = field(default=(8, 16, 32, 64), metadata={"min": 1, "help": "UNet feature channels per level"})
+    patches: int = field(default=256, metadata={"min": 1, "help": "training set size: patches drawn once from the training volume(s) (the privacy unit is one patch)"})
+    steps: int = field(default=120, metadata={"min": 1, "help": "DP-SGD steps"})
+    batch_size: int = field(default=16, metadata={"min": 1, "help": "expected patches per step (sampling rate = batch_size / patches)"})
+    lr: float = field(default=3e-3, metadata={"above": 0, "help": "Adam learning rate"})
+    threads: int = field(default=1, metadata={"min": 1, "help": "torch CPU threads"})
     init: str = field(default="scratch", metadata={"help": "scratch: random init; public: first train the UNet non-privately on images synthesised "
                                                            "only from the task's label map (see PUBLIC_DATA), then DP-fine-tune it", "choices": ["scratch", "public"]})
     trainable: str = field(default="all", metadata={"help": "parameters DP-SGD trains: all, or last (the UNet's last up-sampling block, ~1 %% of them)",
                                                     "choices": list(TRAINABLE)})
-    public_steps: int = field(default=1000, metadata={"help": "with --init public: non-private pretraining steps on synthetic patches"})
-    public_lr: float = field(default=3e-3, metadata={"help": "with --init public: Adam learning rate of the pretraining"})
+    public_steps: int = field(default=1000, metadata={"min": 0, "help": "with --init public: non-private pretraining steps on synthetic patches"})
+    public_lr: float = field(default=3e-3, metadata={"above": 0, "help": "with --init public: Adam learning rate of the pretraining"})
+
+    def __post_init__(self) -> None:
+        check_unet_levels(self.channels)
 
 
 @dataclass

@@ -199,3 +199,53 @@ def test_a_zero_sform_is_named_not_read_as_an_absurd_spacing(tmp_path, qform_cod
     for read in (lambda q: check_input(q, 3.0), load_volume):
         with pytest.raises(MedicalInputError, match=r"zero_sform\.nii: " + expected):
             read(path)
+
+
+# ---- handled correctly (asserted; no change needed) -------------------------------------------------------
+def _world_ellipsoid(affine: np.ndarray, shape) -> np.ndarray:
+    """Which voxels of a grid lie inside one fixed, off-centre ellipsoid in world (RAS mm) coordinates."""
+    ijk = np.indices(shape).reshape(3, -1)
+    xyz = (affine[:3, :3] @ ijk + affine[:3, 3:]).T
+    return ((((xyz - [8.0, -10.0, 12.0]) / [34.0, 26.0, 22.0]) ** 2).sum(1) < 1).reshape(shape)
+
+
+@pytest.mark.parametrize("grid", ["sheared", "gantry tilt", "0.3 x 0.3 x 8 mm"])
+def test_sheared_and_extremely_anisotropic_grids_are_segmented_in_place(grid):
+    """A sheared affine (MONAI's Spacing resamples it onto an orthogonal 3 mm grid, and the mask comes back through the
+    generic resampler) and a 0.3 x 0.3 x 8 mm grid: a voxel-wise network's mask on the input grid is the object where
+    it is in the world (a misplaced mask would miss it)."""
+    from domains.medical.io import Volume
+
+    lin = {"sheared": [[2.0, 0.8, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.5]], "gantry tilt": [[2.0, 0.0, 0.0], [0.0, 2.0, 0.9], [0.0, 0.0, 2.5]],
+           "0.3 x 0.3 x 8 mm": [[0.3, 0.0, 0.0], [0.0, 0.3, 0.0], [0.0, 0.0, 8.0]]}[grid]
+    shape = (256, 200, 8) if grid.startswith("0.3") else (48, 44, 32)
+    aff = np.eye(4)
+    aff[:3, :3] = lin
+    aff[:3, 3] = -(np.asarray(lin) @ (np.array(shape) / 2))
+    truth = _world_ellipsoid(aff, shape)
+    data = (truth * 100.0 + 1.0).astype(np.float32)
+    mask = _voxelwise_segmenter().predict_volume(Volume(data=data, affine=aff, path=grid, format="nifti"))
+    assert mask.shape == shape
+    dice = 2 * ((mask > 0) & truth).sum() / ((mask > 0).sum() + truth.sum())
+    assert truth.sum() > 1000 and dice > 0.95, dice
+
+
+def test_nifti_scaling_and_voxel_types_are_read_as_the_values_they_mean(tmp_path):
+    """scl_slope 0 means 'no scaling' (NIfTI-1), a set slope/intercept is applied; uint8, int32, float64 and bool voxels
+    all arrive as the float32 values they hold."""
+    import nibabel as nib
+
+    from domains.medical.io import load_volume
+
+    ints = (_blob() / 2).astype(np.int16)
+    for name, slope, inter, expected in [("slope0", 0.0, 0.0, ints), ("scaled", 2.0, -5.0, ints * 2.0 - 5.0)]:
+        img = nib.Nifti1Image(ints, np.diag([2.0, 2.0, 3.0, 1.0]))
+        img.header["scl_slope"], img.header["scl_inter"] = slope, inter
+        nib.save(img, str(tmp_path / f"{name}.nii"))
+        np.testing.assert_array_equal(load_volume(tmp_path / f"{name}.nii").data, expected.astype(np.float32))
+    for dtype in (np.uint8, np.int32, np.float64, bool):
+        arr = (ints % 2).astype(dtype) if dtype is bool else ints.clip(0, 255).astype(dtype)
+        nib.save(nib.Nifti1Image(arr.astype(np.uint8) if dtype is bool else arr, np.eye(4)), str(tmp_path / "t.nii"))
+        vol = load_volume(tmp_path / "t.nii")
+        assert vol.data.dtype == np.float32
+        np.testing.assert_array_equal(vol.data, arr.astype(np.float32))

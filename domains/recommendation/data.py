@@ -31,7 +31,8 @@ two-tower and of the baselines, so the test split is used once.
 
 User files (:func:`load_interactions`): Parquet, CSV (any of , ; tab | as separator, .gz too) or JSON lines
 (``.jsonl``/``.json``, one object per line or an array of objects) with ``user_id, item_id, timestamp`` and an
-optional ``rating``; Amazon review dumps' ``reviewerID, asin, overall, unixReviewTime`` are read as those. CSV and
+optional ``rating`` (a file without ``timestamp``, an implicit-feedback export, is read in file order with every time 0 — logged —
+and only the splits that need no time take it: :func:`require_timestamps`); Amazon review dumps' ``reviewerID, asin, overall, unixReviewTime`` are read as those. CSV and
 JSON text is decoded the same way (:func:`core.io.read_text_guessing_encoding`, which :func:`core.io.read_csv_text` uses): UTF-16 when the
 file starts with its byte-order mark, else UTF-8 (a byte-order mark skipped), else a Windows/Excel export in cp1252 (logged).
 
@@ -183,6 +184,7 @@ class ValidationReport:
     items_without_interactions: int = 0  # in the catalogue but never interacted with
     users: int = 0
     items: int = 0
+    timestamps: bool = True  # False: the file had no timestamp column (every row at time 0, file order kept)
 
     def summary(self) -> str:
         return (f"{self.source}: {self.rows_in} rows in, {self.rows_out} kept; {self.duplicates_dropped} duplicate "
@@ -204,6 +206,7 @@ class InteractionData:
     items: pd.DataFrame  # item_id, title, year, genres
     name: str = "interactions"
     report: ValidationReport | None = None
+    timestamps: bool = True  # False: no timestamp column was given (see :func:`require_timestamps`)
 
 
 @dataclass
@@ -262,6 +265,10 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     df = df.rename(columns={c: str(c).strip().lower() for c in df.columns})
     df = df.rename(columns={k: v for k, v in aliases.items() if k in df.columns and v not in df.columns})
     missing = [c for c in ("user_id", "item_id", "timestamp") if c not in df.columns]
+    columns_found = list(df.columns)
+    if missing == ["timestamp"]:  # an implicit-feedback export (user, item[, rating]): usable by the splits that need no time
+        df = df.assign(timestamp=np.int64(0))
+        missing = []
     if missing:
         numeric = len(df.columns) > 1 and all(_NUMBER_TEXT.fullmatch(str(c).strip()) for c in df.columns)
         hint = "; its first line looks like data, not a header: add a first line naming the columns (e.g. user_id,item_id,rating,timestamp)" if numeric else ""
@@ -270,6 +277,11 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
     if len(df) == 0:
         raise InteractionDataError(f"{source}: 0 rows (only a header, or an empty table); expected at least one interaction user_id, item_id, timestamp")
     df = df.reset_index(drop=True)
+    if "timestamp" not in columns_found:
+        rep.timestamps = False
+        log.info(f"{source}: no timestamp column (found {columns_found}): every row is given time 0 and the file's row order stands in wherever "
+                 f"an order is needed (the last of duplicate rows is kept; the stratified splits draw in file order); "
+                 f"{LEAVE_LAST_OUT} and train_sequential need times and are refused")
     for col in ("user_id", "item_id"):
         bad = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if bad.any():
@@ -359,7 +371,8 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
         log.warning(f"{source}: {rep.users_without_history} user(s) have no interaction (empty history); they get the popularity fallback")
     out = out.reset_index(drop=True)
     rep.rows_out, rep.users, rep.items = len(out), len(users), len(items)
-    data = InteractionData(out[["user_id", "item_id", "rating", "timestamp"]], users.reset_index(drop=True), items.reset_index(drop=True), name=source, report=rep)
+    data = InteractionData(out[["user_id", "item_id", "rating", "timestamp"]], users.reset_index(drop=True), items.reset_index(drop=True), name=source,
+                           report=rep, timestamps=rep.timestamps)
     return data, rep
 
 
@@ -1009,6 +1022,19 @@ def validation_split(train: pd.DataFrame, split: str = MSR_STRATIFIED, seed: int
     info = {"split": f"validation of {name}", "seed": seed, **info, "fit_rows": len(fit), "valid_rows": len(valid),
             "valid_users": int(valid["user_id"].nunique())}
     return Split(train=fit, test=valid, protocol=PROTOCOL_OF[name], seed=seed, info=info)
+
+
+TIME_SPLITS = (LEAVE_LAST_OUT,)  # the splits that order each user's interactions by time (train_sequential's is leave-last-out)
+
+
+def require_timestamps(data: InteractionData, split: str, source: str) -> None:
+    """:class:`SplitError` when ``data`` came without a timestamp column and ``split`` (a split name, or what needs the
+    times, e.g. ``"leave-last-out (train_sequential)"``) orders interactions by time; the other splits read such data
+    in file order."""
+    if not data.timestamps:
+        raise SplitError(f"{source}: split {split} needs each interaction's time, and the data has no timestamp column; "
+                         f"expected a timestamp column (user_id, item_id, timestamp[, rating]), or a split that needs no time "
+                         f"({', '.join(s for s in SPLITS if s not in TIME_SPLITS)})")
 
 
 def check_split_sizes(split: Split, valid: Split | None, source: str = "interactions", hint: str = "") -> None:

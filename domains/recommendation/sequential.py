@@ -483,10 +483,11 @@ def load_leave_last_out(data: str, with_text: bool = True, date_order: str = "au
     """``data`` (``ml-100k``, a MovieLens folder or an interaction file) split leave-last-out, with the
     MiniLM item text vectors when ``with_text`` — what the command and the bench both start from
     (``date_order``: how day/month timestamps are read, :func:`domains.recommendation.data.load_dataset`)."""
-    from domains.recommendation.data import load_dataset
+    from domains.recommendation.data import LEAVE_LAST_OUT, load_dataset, require_timestamps
     from domains.recommendation.model import item_text_embeddings, item_texts
 
     inter = load_dataset(data, date_order=date_order)
+    require_timestamps(inter, f"{LEAVE_LAST_OUT} (train_sequential's next-item protocol)", f"--data {data}")
     space = FeatureSpace.build(inter.users, inter.items)
     split = leave_last_out_split(inter.interactions, space.user_index(), space.item_index(), source=f"--data {data}")
     return LeaveLastOutData(space, split, item_text_embeddings(item_texts(inter.items)) if with_text else None)

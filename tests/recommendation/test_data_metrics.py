@@ -64,7 +64,7 @@ def test_user_file_validation_counts_everything(tmp_path):
 
 
 @pytest.mark.parametrize("content,match", [
-    ("user_id,item_id\n1,2\n", "missing column"),
+    ("user_id,rating\n1,2\n", "missing column"),  # no timestamp alone is read (tests/recommendation/test_no_timestamp_column.py)
     ("user_id,item_id,timestamp\n1,2,yesterday-ish\n", "neither numbers nor dates"),
     ("user_id,item_id,timestamp\n", "empty"),
     ("user_id,item_id,timestamp,rating\n1,2,3,x\n", "rating"),

@@ -465,8 +465,18 @@ def _load_dicom_series(folder: Path) -> Volume:
         if np.ptp(gaps) > 0.01 * abs(np.median(gaps)) + 1e-3:
             raise MedicalInputError(f"{folder}: uneven slice spacing ({gaps.min():.3f}..{gaps.max():.3f} mm); resample the series first")
         dz = float(np.median(gaps))
+        # the slices' own step, normal and in-plane: a gantry-tilted CT moves each slice along the table as well, so its
+        # grid is sheared — taking only the normal component placed slice k up to k x the shift away from where the
+        # scanner put it (the anatomy sheared, the mask misregistered by centimetres). The sheared affine keeps it exact
+        # (preprocessing resamples it onto an orthogonal grid; masks go back onto this one)
+        step = (pos[-1] - pos[0]) / (len(slices) - 1)
+        off_line = pos - (pos[0] + np.outer(np.arange(len(slices)), step))
+        if np.abs(off_line).max() > 0.01 * float(np.linalg.norm(step)) + 1e-3:
+            raise MedicalInputError(f"{folder}: the DICOM slice positions do not lie on one line (up to {np.abs(off_line).max():.3f} mm off); "
+                                    "one evenly spaced series per folder, or resample the series first")
     else:
         dz = float(getattr(slices[0], "SliceThickness", 1.0) or 1.0)
+        step = normal * dz
     dr, dc = (float(x) for x in slices[0].PixelSpacing)  # row spacing (between rows), column spacing
     arrs = []
     for s in slices:
@@ -477,7 +487,7 @@ def _load_dicom_series(folder: Path) -> Volume:
     lps = np.eye(4)
     lps[:3, 0] = row * dc
     lps[:3, 1] = col * dr
-    lps[:3, 2] = normal * dz
+    lps[:3, 2] = step
     lps[:3, 3] = pos[0]
     uid = str(getattr(slices[0], "SeriesInstanceUID", folder.name))
     return Volume(data=data, affine=_LPS_TO_RAS @ lps, path=str(folder), format="dicom", modality=str(getattr(slices[0], "Modality", "")) or None,

@@ -339,8 +339,59 @@ class TwoTower(nn.Module):
                 parts += self._weighted_history(kjt[HISTORY])
             elif self.cfg.history_pooling == "sqrt":  # mean × sqrt(n) = sum / sqrt(n)
                 parts[-1] = parts[-1] * kjt[HISTORY].lengths().to(parts[-1].dtype).sqrt()[:, None]
-        out = self.user_mlp(torch.cat(parts, 1))
+        return self._user_head(torch.cat(parts, 1))
+
+    def _user_head(self, x: torch.Tensor) -> torch.Tensor:
+        """The user tower after pooling: the MLP on the concatenated pooled features, then the L2 normalisation."""
+        out = self.user_mlp(x)
         return nn.functional.normalize(out, dim=-1) if self.cfg.normalize else out
+
+    def user_deep_leaving_out(self, kjt: KeyedJaggedTensor, left_out: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        """``user_deep`` of ONE user (``kjt`` of batch size 1) once per entry of ``left_out`` (history table indices = item
+        row + 1), each time with every copy of that item removed from the history bag — what ``user_deep`` gives on a bag
+        rebuilt without it (an item not in the bag changes nothing), without rebuilding n bags of n - 1 ids (n² ids for a
+        user with n history items). The bag is pooled by a mean (``mean``), sum / sqrt(n) (``sqrt``) or softmax weights
+        (``weighted``: sum_j a_j e_j / sum_j a_j, a_j = exp(logit_j - max)); each is a ratio of sums over the bag, so
+        the sums over "every item but one" are formed once (float64, from prefix and suffix sums over the distinct
+        items: no subtraction, so no cancellation when one item dominates the weights) and only the layers after
+        pooling run per left-out item. An emptied bag pools to zeros, as the embedding bag does. Eval mode expected."""
+        if not self.cfg.history:
+            raise ValueError("this model has no history feature: nothing to leave out")
+        if kjt.stride() != 1:
+            raise ValueError(f"user_deep_leaving_out takes one user's KJT; got a batch of {kjt.stride()}")
+        kt = self.user_ebc(kjt)
+        fixed = torch.cat([kt[k] for k in USER_FEATURES], 1)  # (1, ·): the features other than the history bag
+        values = kjt[HISTORY].values()
+        left_out = torch.as_tensor(left_out, dtype=torch.long).reshape(-1)
+        items, counts = torch.unique(values, return_counts=True)  # the bag's distinct items and their copies
+        weighted = self.history_ebc is not None
+        table = (self.history_ebc if weighted else self.user_ebc).embedding_bags[f"t_{HISTORY}"].weight
+        heads = self.history_logit.shape[1] if weighted else 1
+        if len(items) == 0:  # an empty bag stays empty: zeros, as the embedding bag pools it
+            pooled = torch.zeros(len(left_out), heads, table.shape[1], dtype=torch.float64)
+        else:
+            if weighted:
+                logit = self.history_logit[items].double()  # (u, heads)
+                a = counts.double()[:, None] * (logit - logit.amax(0)).exp()  # every copy's weight, per head
+            else:
+                a = counts.double()[:, None]  # mean and sqrt: each copy counts once
+            num = a[:, :, None] * table[items].double()[:, None, :]  # (u, heads, d)
+
+            def all_but_one(x: torch.Tensor) -> torch.Tensor:  # row k: the sum of every row but k (exclusive prefix + suffix)
+                zero = torch.zeros_like(x[:1])
+                return torch.cat([zero, x.cumsum(0)[:-1]]) + torch.cat([x.flip(0).cumsum(0)[:-1].flip(0), zero])
+
+            pos = torch.searchsorted(items, left_out).clamp(max=len(items) - 1)
+            found = items[pos] == left_out  # an item not in the bag: the whole bag
+            sel_num = torch.where(found[:, None, None], all_but_one(num)[pos], num.sum(0))
+            sel_den = torch.where(found[:, None], all_but_one(a)[pos], a.sum(0))
+            left = torch.where(found, len(values) - counts[pos], len(values))  # ids left in the bag
+            pooled = torch.where(left[:, None, None] > 0, sel_num / sel_den.clamp(min=torch.finfo(torch.float64).tiny)[:, :, None], 0.0)
+            if not weighted and self.cfg.history_pooling == "sqrt":  # mean × sqrt(n), as user_deep
+                pooled = pooled * left.double().sqrt()[:, None, None]
+        pooled = pooled.reshape(len(left_out), -1).to(fixed.dtype)  # heads concatenated, as user_deep concatenates them
+        return torch.cat([self._user_head(torch.cat([fixed.expand(len(p), -1), p], 1)) for p in pooled.split(batch)]) \
+            if len(left_out) else fixed.new_zeros(0, self.cfg.out_dim)
 
     def _weighted_history(self, hist) -> list[torch.Tensor]:
         """One pooled vector per head: sum_i softmax_bag(logit[i, h]) · e_i (an empty bag pools to zeros)."""

@@ -10,7 +10,7 @@ import domains.recommendation.data as rec_data
 
 BAD_FILES = {
     "mixed-orders.csv": "user_id,item_id,timestamp\n1,1,13/01/2024\n1,2,01/14/2024\n2,1,02/02/2024\n",
-    "no-timestamp.csv": "user_id,item_id\n1,1\n2,1\n",
+    "no-item-column.csv": "user_id,timestamp\n1,1\n2,1\n",  # (a file without timestamps alone: test_no_timestamp_column.py)
     "empty.csv": "",
 }
 

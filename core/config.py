@@ -315,14 +315,15 @@ def range_words(meta: Any) -> str | None:
 
 
 def _in_range(x: float, meta: Any) -> bool:
-    return (math.isfinite(x) and ("min" not in meta or x >= meta["min"]) and ("above" not in meta or x > meta["above"])
+    finite_ok = math.isfinite(x) or (meta.get("infinite_ok", False) and not math.isnan(x))  # e.g. ε = inf: no noise
+    return (finite_ok and ("min" not in meta or x >= meta["min"]) and ("above" not in meta or x > meta["above"])
             and ("max" not in meta or x <= meta["max"]) and ("below" not in meta or x < meta["below"]))
 
 
 def check_ranges(cfg: Any) -> None:
     """One :class:`ConfigError` naming every numeric flag outside the range its field declares in its metadata:
     ``"min"``/``"max"`` (inclusive), ``"above"``/``"below"`` (exclusive), optionally ``"why"``. Non-finite values of a
-    ranged field are refused too. :func:`config_from_dict` (so every parsed flag and config file) calls it; a config
+    ranged field are refused too, except ±inf where the field says ``"infinite_ok": True`` (inside its bounds). :func:`config_from_dict` (so every parsed flag and config file) calls it; a config
     built in code can call it in ``__post_init__``. Declared ranges are shown in ``--help``."""
     bad = []
     for f in dataclasses.fields(cfg):

@@ -36,9 +36,12 @@ class DPConfig:
     inheritance like ``core.config``'s): the target (ε, δ), the per-example clipping norm and the
     accountant. One "example" is the domain's privacy unit (a training window, a patch)."""
 
-    epsilon: float = field(default=8.0, metadata={"help": "target privacy budget ε at --delta after --steps steps ('inf' = no noise and no clipping, the same code)"})
-    delta: float = field(default=1e-5, metadata={"help": "δ of the (ε, δ) guarantee (keep it below 1 / the number of training examples)"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "per-example gradient clipping norm C (one example = the domain's privacy unit)"})
+    epsilon: float = field(default=8.0, metadata={"help": "target privacy budget ε at --delta after --steps steps ('inf' = no noise and no clipping, the same code)",
+                                                  "above": 0, "infinite_ok": True, "why": "ε = 0 would need infinite noise; 'inf' trains without noise"})
+    delta: float = field(default=1e-5, metadata={"help": "δ of the (ε, δ) guarantee (keep it below 1 / the number of training examples)",
+                                                 "above": 0, "below": 1, "why": "δ is a probability of failure"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "per-example gradient clipping norm C (one example = the domain's privacy unit)",
+                                                        "above": 0, "why": "a norm of 0 clips every gradient to nothing"})
     accountant: str = field(default="prv", metadata={"help": "Opacus accountant", "choices": list(ACCOUNTANTS)})
 
     def plan(self, batch_size: int, n: int, steps: int, unit: str = "examples") -> tuple[float, float, float]:

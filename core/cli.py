@@ -33,7 +33,7 @@ PLACE_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG)
 
 def run_cli(cfg_cls: type[T], fn: Callable[[T], Any], argv: Sequence[str] | None = None, *, doc: str | None = None,
             prog: str | None = None, user_errors: tuple[type[BaseException], ...] = ()) -> int:
-    """Parse the config, call ``fn(cfg)``; user errors -> one line and exit 2, Ctrl-C -> exit 130.
+    """Parse the config, call ``fn(cfg)``; user errors -> one line and exit 2, Ctrl-C -> exit 130 (SIGTERM during a run: 143).
     ``user_errors``: extra exception types to treat as user errors (prefer subclassing UserInputError)."""
     cfg = parse_config(cfg_cls, argv, description=doc, prog=prog)
     try:
@@ -48,10 +48,10 @@ def run_cli(cfg_cls: type[T], fn: Callable[[T], Any], argv: Sequence[str] | None
             raise
         print(f"error: {_one_line(e)} (check that folder, or choose another --runs-dir / --out)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         how = "rerun with --resume to continue" if hasattr(cfg, "resume") else "rerun the same command to continue where it can (backtest folds, scoring shards)"
         print(f"interrupted; finished work is kept — {how}", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)  # core.runs.RunTerminated: 143
     return 0
 
 

@@ -76,7 +76,10 @@ class RunDamagedError(UserInputError, ValueError):
 
 class RunTerminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's preemption, ``docker stop``, ``kill``) reached a running run: it stops as after Ctrl-C —
-    the write in progress is abandoned (its temporary file removed), the run recorded ``interrupted``."""
+    the write in progress is abandoned (its temporary file removed), the run recorded ``interrupted``. The command
+    exits 143 (128 + SIGTERM, what schedulers expect of a process ended by SIGTERM), Ctrl-C's 130 otherwise."""
+
+    exit_code = 143
 
 
 @functools.lru_cache(maxsize=1)

@@ -79,7 +79,7 @@ def test_sigterm_then_sigkill_mid_checkpoint_write_then_resume(tmp_path):
     _signal_mid_write(proc, ckpts, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     record = json.loads(run_json.read_text())
-    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
     assert record["status"] == "interrupted" and "SIGTERM" in record["error"], record
     assert _temp_files(ckpts) == []
     assert "interrupted; finished work is kept — rerun with --resume to continue" in err
@@ -149,3 +149,20 @@ def test_starting_a_run_again_removes_what_interrupted_writes_left(tmp_path):
     with Run.start("unit", replace(cfg, resume=True), command="train"):
         pass
     assert not any(p.exists() for p in left) and kept.read_text() == "mine"
+
+
+@pytest.mark.parametrize("interrupt, code", [(KeyboardInterrupt(), 130), (RunTerminated("terminated by SIGTERM (pid 1)"), 143)])
+def test_the_command_exit_code_says_how_it_was_stopped(interrupt, code, capsys):
+    """Ctrl-C exits 130; SIGTERM during a run exits 143 (128 + 15), which is what a scheduler (SLURM, Kubernetes,
+    `docker stop`) reads as 'ended by SIGTERM' — both print the resume line, neither a traceback."""
+    from core.cli import run_cli
+
+    @dataclass
+    class Cfg(ResumeConfig, RunConfig):
+        pass
+
+    def stop(cfg):
+        raise interrupt
+
+    assert run_cli(Cfg, stop, []) == code
+    assert "rerun with --resume to continue" in capsys.readouterr().err

@@ -14,7 +14,8 @@ error against fp32:
 Models: MiniLM-L6 (the sentence encoder of ``bench/finetune.py`` task B, with a random 19-way head; MovieLens titles
 tokenised to 16 tokens, batch 32) and 4-layer MLPs 256, 1024 and 2048 wide (batch 32). Latency is the
 median CPU time of one call over ``--repeats`` calls after a warm-up (which compiles), one thread — the machine is
-shared, so CPU time rather than wall time. Errors over 4 batches: max |out - fp32| / max |fp32| and relative L2.
+shared, so CPU time rather than wall time. Every candidate runs in a fresh process with its own fp32 eager timing
+(shared processes leaked compiler state between candidates: a torchao row came out 12x faster and 20x less accurate). Errors over 4 batches: max |out - fp32| / max |fp32| and relative L2.
 
     python bench/int8_cpu.py                     # MiniLM and three MLPs, 10 repeats; prints the table (about 10 min)
     python bench/int8_cpu.py --models mlp --repeats 5 --write   # also writes section "int8-cpu[-no-amx]" of BENCHMARKS.md
@@ -117,44 +118,63 @@ def weight_only(model: nn.Module) -> nn.Module:
     return torch.compile(q)
 
 
-def run_case(name: str, model: nn.Module, batches: list[tuple], repeats: int, onnx: bool, tmp: Path) -> list[dict]:
+CANDIDATES = {
+    "fp32 + torch.compile": "compile",
+    "torchao int8 dynamic + compile (method='torchao')": "torchao",
+    "torchao int8 weight-only + compile": "weight-only",
+    "PT2E static int8, x86 Inductor quantizer + compile (method='pt2e')": "pt2e",
+    "ONNX Runtime fp32": "ort-fp32",
+    "ONNX Runtime int8 dynamic (quantize_onnx_int8)": "ort-int8",
+}
+
+
+def build(kind: str, model: nn.Module, batches: list[tuple], tmp: Path):
+    """(callable, on-disk size or None) of candidate ``kind``."""
+    x = batches[0]
+    if kind == "compile":
+        return torch.compile(model), None
+    if kind == "torchao":
+        return quantize_int8(model, x, method="torchao"), None
+    if kind == "weight-only":
+        return weight_only(model), None
+    if kind == "pt2e":
+        return quantize_int8(model, x, calibration=batches, method="pt2e"), None
+    p32 = export_onnx(model, x, tmp / "m.onnx", check=True, atol=1e-3)
+    if kind == "ort-fp32":
+        return OnnxRunner(p32, threads=1), p32.stat().st_size
+    p8 = quantize_onnx_int8(p32, tmp / "m.int8.onnx")
+    return OnnxRunner(p8, threads=1), p8.stat().st_size
+
+
+def measure(spec: str, variant: str, batch: int, repeats: int) -> dict:
+    """One candidate on one model, in a process of its own (the pool below starts one per task): torch.compile,
+    torchao and ONNX export leave global state behind (Inductor settings, caches) that changed a later candidate's
+    kernels and numbers when they shared a process. fp32 eager is timed in the same process as the reference."""
+    torch.set_num_threads(1)
+    name, model, batches = make_case(spec, batch)
     x = batches[0]
     ref = outputs(model, batches)
-    scale = float(ref.abs().max())
     lat_ref = latency(model, x, repeats)
-    rows: list[dict] = []
-
-    def add(variant: str, fn_or_build, size=None, note=""):
-        t0 = time.perf_counter()
-        try:
-            fn = fn_or_build()
+    row = {"model": name, "variant": variant, "fp32 eager (ms)": f"{1000 * lat_ref:.1f}"}
+    if variant == "fp32 eager (reference)":
+        log(f"{name}: fp32 eager {1000 * lat_ref:.1f} ms")
+        return {**row, "CPU latency (ms)": f"{1000 * lat_ref:.1f}", "vs fp32 eager": "1.00", "max error / max": "0", "rel. L2 error": "0",
+                "size": f"{model_size_bytes(model) / 1e6:.1f} MB", "note": ""}
+    t0 = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            fn, size = build(CANDIDATES[variant], model, batches, Path(d))
             lat = latency(fn, x, repeats)
             out = outputs(fn, batches)
-            err, rel = float((out - ref).abs().max()) / scale, float((out - ref).norm() / ref.norm())
-            row = {"model": name, "variant": variant, "CPU latency (ms)": f"{1000 * lat:.1f}", "vs fp32 eager": f"{lat / lat_ref:.2f}",
-                   "max error / max": f"{err:.2g}", "rel. L2 error": f"{rel:.2g}", "size": f"{size / 1e6:.1f} MB" if size else "–",
-                   "note": note or f"build+warm-up {time.perf_counter() - t0 - lat * repeats:.0f} s"}
-            log(f"  {variant}: {1000 * lat:.1f} ms ({lat / lat_ref:.2f}x fp32), error {err:.2g} (L2 {rel:.2g})")
-        except Exception as e:  # noqa: BLE001 - a candidate that fails is a result too
-            row = {"model": name, "variant": variant, "CPU latency (ms)": "–", "vs fp32 eager": "–", "max error / max": "–", "rel. L2 error": "–", "size": "–",
-                   "note": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"}
-            log(f"  {variant}: failed: {e}")
-        rows.append(row)
-
-    log(f"{name}: fp32 eager {1000 * lat_ref:.1f} ms")
-    rows.append({"model": name, "variant": "fp32 eager (reference)", "CPU latency (ms)": f"{1000 * lat_ref:.1f}", "vs fp32 eager": "1.00",
-                 "max error / max": "0", "rel. L2 error": "0", "size": f"{model_size_bytes(model) / 1e6:.1f} MB", "note": ""})
-    add("fp32 + torch.compile", lambda: torch.compile(model))
-    add("torchao int8 dynamic + compile (method='torchao')", lambda: quantize_int8(model, x, method="torchao"))
-    add("torchao int8 weight-only + compile", lambda: weight_only(model))
-    add("PT2E static int8, x86 Inductor quantizer + compile (method='pt2e')", lambda: quantize_int8(model, x, calibration=batches, method="pt2e"))
-    if onnx:
-        stem = name.split()[0]
-        p32 = export_onnx(model, x, tmp / f"{stem}.onnx", check=True, atol=1e-3)
-        p8 = quantize_onnx_int8(p32, tmp / f"{stem}.int8.onnx")
-        add("ONNX Runtime fp32", lambda: OnnxRunner(p32, threads=1), size=p32.stat().st_size)
-        add("ONNX Runtime int8 dynamic (quantize_onnx_int8)", lambda: OnnxRunner(p8, threads=1), size=p8.stat().st_size)
-    return rows
+        err, rel = float((out - ref).abs().max() / ref.abs().max()), float((out - ref).norm() / ref.norm())
+        log(f"  {name} {variant}: {1000 * lat:.1f} ms ({lat / lat_ref:.2f}x fp32), error {err:.2g} (L2 {rel:.2g})")
+        return {**row, "CPU latency (ms)": f"{1000 * lat:.1f}", "vs fp32 eager": f"{lat / lat_ref:.2f}", "max error / max": f"{err:.2g}",
+                "rel. L2 error": f"{rel:.2g}", "size": f"{size / 1e6:.1f} MB" if size else "–",
+                "note": f"build+warm-up {time.perf_counter() - t0 - lat * repeats:.0f} s"}
+    except Exception as e:  # noqa: BLE001 - a candidate that fails is a result too
+        log(f"  {name} {variant}: failed: {e}")
+        return {**row, "CPU latency (ms)": "–", "vs fp32 eager": "–", "max error / max": "–", "rel. L2 error": "–", "size": "–",
+                "note": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"}
 
 
 def main(argv=None) -> int:
@@ -169,11 +189,17 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     load0 = os.getloadavg()[0]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bench.int8_cpu import measure as importable  # spawn must import it
+
+    variants = ["fp32 eager (reference)"] + [v for v in CANDIDATES if not (a.no_onnx and CANDIDATES[v].startswith("ort"))]
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as d:
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as pool:
         for m in a.models.split(","):
-            case = make_case(m, a.batch)
-            rows += run_case(*case, a.repeats, not a.no_onnx, Path(d))
+            make_case(m, a.batch) if m.strip().startswith("mlp") else None  # a bad --models entry fails here, not in a worker
+            rows += [pool.submit(importable, m, v, a.batch, a.repeats).result() for v in variants]
     load1 = os.getloadavg()[0]
     dot = cpu_has_int8_dot_product()
     cmd = "python bench/int8_cpu.py" + (f" --models {a.models}" if a.models != ap.get_default("models") else "") + f" --repeats {a.repeats}"
@@ -181,7 +207,7 @@ def main(argv=None) -> int:
           f"{machine_line()}; int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8): "
           f"{'yes' if dot else 'no' if dot is False else 'unknown'}; 1-min load {load0:.1f} → {load1:.1f}; "
           f"whole run {(time.perf_counter() - t0) / 60:.1f} min. Batch {a.batch}, one thread, median CPU time of {a.repeats} calls "
-          f"after a warm-up. Errors over 4 batches: max |output − fp32 eager| / max |fp32 eager|, and ‖output − fp32 eager‖ / ‖fp32 eager‖.\n\n"
+          f"after a warm-up; each candidate in a fresh process, its ratio to fp32 eager timed in that process. Errors over 4 batches: max |output − fp32 eager| / max |fp32 eager|, and ‖output − fp32 eager‖ / ‖fp32 eager‖.\n\n"
           + markdown_table(rows) + "\n")
     print(md)
     if a.write:

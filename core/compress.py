@@ -135,10 +135,11 @@ def has_conv_layers(model: nn.Module) -> bool:
 
 
 # Measured with `python bench/int8_cpu.py` (BENCHMARKS "int8-cpu-no-amx", an AMD EPYC with AVX2 and no int8 dot-product
-# instructions; latency vs fp32 eager): torchao dynamic int8 24x on MiniLM-L6 and 1.4-2.7x on MLPs 256-2048 wide; torchao
-# weight-only int8 0.86x on MiniLM (compiled fp32 0.92x: the compiler's gain) but 1.17-1.26x on the 1024/2048 MLPs; PT2E
-# cannot trace MiniLM and is 1.72x on the 256-wide MLP. None is reliably faster than fp32, so "auto" keeps fp32 there.
-NO_INT8_DOT_FIGURES = "torchao dynamic int8 24x slower on MiniLM-L6, weight-only 0.86-1.26x"
+# instructions; latency vs fp32 eager, each candidate in its own process): torchao dynamic int8 23x on MiniLM-L6 and
+# 13-23x on MLPs 256-2048 wide; torchao weight-only int8 0.81-0.95x on MiniLM and the wider MLPs but 2.35x on the
+# 256-wide one (and it needs a compile); PT2E cannot trace MiniLM and is 2.42x on the 256-wide MLP. None is faster than
+# fp32 on every model, so "auto" keeps fp32 there: never slower, exact, nothing to compile.
+NO_INT8_DOT_FIGURES = "torchao dynamic int8 13-23x slower, weight-only 0.81-2.35x the fp32 latency"
 
 
 def auto_int8_method(model: nn.Module) -> tuple[str, str]:
@@ -163,7 +164,7 @@ def auto_int8_method(model: nn.Module) -> tuple[str, str]:
     if dot is False:
         return "fp32", ("Linear-only model and this CPU has no int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8): "
                         f"no torch int8 path was reliably faster than fp32 on such a CPU ({NO_INT8_DOT_FIGURES}; bench/int8_cpu.py); "
-                        "for int8 here use export_onnx + quantize_onnx_int8 (0.33-0.56x the fp32 latency), or force method='torchao'")
+                        "for int8 here use export_onnx + quantize_onnx_int8 (0.36-0.53x the fp32 latency on MiniLM and 1024-2048-wide MLPs), or force method='torchao'")
     why = "has int8 dot-product instructions" if dot else "could not be checked for int8 dot-product instructions"
     return "torchao", f"Linear-only model, the CPU {why}: torchao dynamic int8"
 
@@ -180,7 +181,7 @@ def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence
       CPU with int8 dot-product instructions (or CUDA); on a CPU without them it warns: many times slower than fp32.
     * ``"auto"`` — :func:`auto_int8_method`: ``pt2e`` when the model has convolutions, else ``torchao`` —
       except on a CPU known to lack int8 dot-product instructions, where a Linear-only model is returned as an
-      fp32 copy (not compiled: compiling fp32 gained at most 8 percent there, for a compile of tens of seconds) with one
+      fp32 copy (not compiled: compiling fp32 gained at most 11 percent there and cost 32 percent on a small MLP) with one
       warning. The choice and its reason are logged (INFO; the fp32 fallback as a WARNING).
 
     ``compile`` wraps the result in ``torch.compile`` so Inductor fuses real int8 kernels (the first call

@@ -82,7 +82,7 @@ def base_features(panel: pd.DataFrame, covariates: pd.DataFrame | None = None) -
         raise PriceDataError("panel: NaN in log_ret/rvol5; validate the prices first (domains.finance.data.validate_prices)")
     f["lrv"] = np.log(np.maximum(f["rvol5"].to_numpy(), LRV_FLOOR))
     f["absret"] = f["log_ret"].abs()
-    if INDEX in set(f["ticker"]):
+    if (f["ticker"] == INDEX).any():
         mkt = f.loc[f["ticker"] == INDEX, ["date", "log_ret"]].set_index("date")["log_ret"]
     else:
         mkt = f.groupby("date")["log_ret"].mean()
@@ -186,10 +186,12 @@ def extend_future(feat: pd.DataFrame, horizon: int, calendar: str = DEFAULT_CALE
     (calendar inputs only, observed values NaN) so a forecast from the latest origin has a decoder
     window. ``calendar``: see :func:`future_sessions`."""
     rows = []
+    sessions: dict = {}  # most tickers end on the same day: one calendar query per last date, not per ticker
     for t, g in feat.groupby("ticker", sort=False):
         last = g["date"].iloc[-1]
-        fut = future_sessions(last, horizon, calendar)
-        rows.append(pd.DataFrame({"date": fut, "ticker": t}))
+        if last not in sessions:
+            sessions[last] = future_sessions(last, horizon, calendar)
+        rows.append(pd.DataFrame({"date": sessions[last], "ticker": t}))
     fut = pd.concat(rows, ignore_index=True)
     fut = pd.concat([fut, _calendar(fut["date"])], axis=1)
     fut["is_future"] = True
@@ -221,7 +223,7 @@ def fit_gjr_params(feat: pd.DataFrame, tickers=None, cutoff=None, fit_window: in
     if cutoff is not None:
         obs = obs[obs["date"] <= pd.Timestamp(cutoff)]
     out = {}
-    names = sorted(set(obs["ticker"]) if tickers is None else set(tickers))
+    names = sorted(set(obs["ticker"].unique()) if tickers is None else set(tickers))
     # ~0.4 s a ticker on a busy 2-core machine: train/transfer sat silent for 10-60 s on the bundled panel before this bar
     for t in progress(names, desc="GJR-GARCH-t fits", unit="ticker", leave=False, disable=len(names) < 3):
         r = obs.loc[obs["ticker"] == t].sort_values("date")["log_ret"].to_numpy(dtype=float)
@@ -298,7 +300,7 @@ class FoldScaler:
         return FoldScaler.from_dict(d)
 
     def transform(self, feat: pd.DataFrame) -> pd.DataFrame:
-        unknown = sorted(set(feat["ticker"]) - set(self.ret_scale))
+        unknown = sorted(set(feat["ticker"].unique()) - set(self.ret_scale))
         if unknown:
             raise PriceDataError(f"ticker(s) {unknown[:5]} have no history on or before {self.cutoff} to normalise with")
         z = feat.copy()
@@ -326,7 +328,7 @@ class FoldScaler:
         and ``gjr_lrv_h{h}`` = the GJR forecast of log rvol5 at t+h in ``lrv_z`` units (the origin's
         target scales; NaN on future rows)."""
         H = self.gjr_horizon
-        missing = sorted(set(z["ticker"]) - set(self.gjr))
+        missing = sorted(set(z["ticker"].unique()) - set(self.gjr))
         if missing:
             raise PriceDataError(f"ticker(s) {missing[:5]} have no GJR-GARCH parameters in this GARCH-informed model; forecast them with --zero-shot")
         cols = {"gjr_z": np.full(len(z), np.nan), **{f"gjr_{k}_h{h}": np.full(len(z), np.nan) for k in ("ret", "lrv") for h in range(1, H + 1)}}

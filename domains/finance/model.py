@@ -521,7 +521,7 @@ class Forecaster:
         """This forecaster extended to the tickers of ``feat`` it was not trained on: each gets the
         "unknown ticker" embedding (row 0, set to the mean of the trained tickers' rows) and
         normalisers fitted on its own history; known tickers are unchanged."""
-        new = sorted(set(feat["ticker"]) - set(self.tickers))
+        new = sorted(set(feat["ticker"].unique()) - set(self.tickers))
         if not new:
             return self
         emb = self.model.input_embeddings.embeddings["ticker"]

@@ -40,7 +40,7 @@ def prepare_forecaster(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataF
     """(forecaster, features) for forecasting ``tickers`` (default: the model's tickers present in
     ``panel``; with ``zero_shot`` every ticker of ``panel``). Refuses a panel without the model's inputs
     and, unless ``zero_shot``, tickers the model does not know."""
-    have = set(panel["ticker"])
+    have = set(panel["ticker"].unique())  # unique() first: iterating a pyarrow string column is ~3 µs a row
     if tickers:
         missing = sorted(set(tickers) - have)
         if missing:
@@ -72,7 +72,7 @@ def forecast_frame(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFrame
     never saw)."""
     fc, feat = prepare_forecaster(fc, panel, covariates, tickers, zero_shot=zero_shot, source=source, model_run=model_run)
     T, o = latest_tensors(fc, feat, calendar=calendar)
-    short = sorted(set(feat["ticker"]) - set(T.tickers[o]))
+    short = sorted(set(feat["ticker"].unique()) - set(T.tickers[o]))
     if short:
         raise PriceDataError(f"ticker(s) {short} have fewer than encoder_length={fc.spec.encoder_length} days of history")
     return rows_from_origins(fc, T, o)

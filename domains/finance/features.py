@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.errors import plain
 from core.progress import progress
 from domains.finance.data import INDEX, PriceDataError
 from domains.finance.garch import fit_gjr, gjr_scales, gjr_variance_path
@@ -302,7 +303,7 @@ class FoldScaler:
     def transform(self, feat: pd.DataFrame) -> pd.DataFrame:
         unknown = sorted(set(feat["ticker"].unique()) - set(self.ret_scale))
         if unknown:
-            raise PriceDataError(f"ticker(s) {unknown[:5]} have no history on or before {self.cutoff} to normalise with")
+            raise PriceDataError(self._unknown_tickers_message(feat, unknown))
         z = feat.copy()
         t = z["ticker"]
         z["ret_z"] = z["log_ret"] / t.map(self.ret_scale)
@@ -320,6 +321,26 @@ class FoldScaler:
         if self.gjr:
             z = self._add_gjr(z)
         return z
+
+    def _unknown_tickers_message(self, feat: pd.DataFrame, unknown: list[str]) -> str:
+        """Why ``unknown`` (tickers of ``feat`` without normalisers) cannot be normalised: those with rows
+        on or before the cutoff in ``feat`` were left out of the fitted set (a backtest fold leaves out a
+        ticker with fewer than --fold-min-history days), the rest have no history up to the cutoff."""
+        obs = feat[~feat["is_future"].astype(bool)] if "is_future" in feat else feat
+        obs = obs[obs["ticker"].isin(unknown) & (pd.to_datetime(obs["date"]) <= pd.Timestamp(self.cutoff))]
+        left_out = sorted(set(obs["ticker"].unique()))
+        no_history = [t for t in unknown if t not in set(left_out)]
+        fitted = sorted(self.ret_scale)
+        parts = []
+        if left_out:
+            parts.append(f"ticker(s) {plain(left_out[:5])}{' …' if len(left_out) > 5 else ''} have history on or before {self.cutoff} but are not among the "
+                         f"{len(fitted)} ticker(s) these normalisers were fitted on ({', '.join(fitted[:8])}{', …' if len(fitted) > 8 else ''}); they were left "
+                         f"out of that fit (e.g. a backtest fold leaves out a ticker with fewer than --fold-min-history days up to its cutoff); "
+                         f"forecast without them (--tickers) or train a model that includes them")
+        if no_history:
+            parts.append(f"ticker(s) {plain(no_history[:5])}{' …' if len(no_history) > 5 else ''} have no history on or before {self.cutoff} "
+                         f"(the normalisers' cutoff) to normalise with")
+        return "; ".join(parts)
 
     def _add_gjr(self, z: pd.DataFrame) -> pd.DataFrame:
         """The GARCH-informed columns, per ticker, from its GJR-GARCH-t filtered with the fixed

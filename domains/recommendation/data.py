@@ -240,6 +240,12 @@ def _require_numeric(df: pd.DataFrame, col: str, source: str, integer: bool = Fa
     return num
 
 
+# the columns an interaction table is read with, as messages name them: timestamp may be left out (every row then gets
+# time 0, file order stands in) except by the splits that order by time (require_timestamps)
+INTERACTION_COLUMNS = ("user_id, item_id[, rating][, timestamp] (timestamp optional: only the leave-last-out/temporal split "
+                       "and train_sequential need it)")
+
+
 def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, items: pd.DataFrame | None = None,
                           source: str = "interactions", duplicates: str = "keep-last", unknown_items: str = "drop",
                           date_order: str = "auto") -> tuple[InteractionData, ValidationReport]:
@@ -253,7 +259,7 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
             raise ArgumentError(f"{name} {found(value)}: expected one of {list(choices)}")
     if not isinstance(df, pd.DataFrame):
         hint = " (for a file, use load_interactions(path))" if isinstance(df, (str, os.PathLike)) else ""
-        raise ArgumentError(f"df {found(df)}: expected a pandas DataFrame with columns user_id, item_id, timestamp[, rating]{hint}")
+        raise ArgumentError(f"df {found(df)}: expected a pandas DataFrame with columns {INTERACTION_COLUMNS}{hint}")
     items = _side_table(items, "items", "an item table item_id[, title, year, genres]")
     users = _side_table(users, "users", "a user table user_id[, age, gender, occupation]")
     aliases = {"userid": "user_id", "user": "user_id", "movieid": "item_id", "itemid": "item_id", "item": "item_id", "movie_id": "item_id",
@@ -264,18 +270,17 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
         df = df.reset_index(level=in_index)
     df = df.rename(columns={c: str(c).strip().lower() for c in df.columns})
     df = df.rename(columns={k: v for k, v in aliases.items() if k in df.columns and v not in df.columns})
-    missing = [c for c in ("user_id", "item_id", "timestamp") if c not in df.columns]
+    missing = [c for c in ("user_id", "item_id") if c not in df.columns]  # timestamp is optional (INTERACTION_COLUMNS)
     columns_found = list(df.columns)
-    if missing == ["timestamp"]:  # an implicit-feedback export (user, item[, rating]): usable by the splits that need no time
-        df = df.assign(timestamp=np.int64(0))
-        missing = []
     if missing:
         numeric = len(df.columns) > 1 and all(_NUMBER_TEXT.fullmatch(str(c).strip()) for c in df.columns)
         hint = "; its first line looks like data, not a header: add a first line naming the columns (e.g. user_id,item_id,rating,timestamp)" if numeric else ""
-        raise InteractionDataError(f"{source}: missing column(s) {missing}; expected user_id, item_id, timestamp[, rating], found {list(df.columns)}{hint}")
+        raise InteractionDataError(f"{source}: missing column(s) {missing}; expected {INTERACTION_COLUMNS}, found {list(df.columns)}{hint}")
+    if "timestamp" not in df.columns:  # an implicit-feedback export (user, item[, rating]): usable by the splits that need no time
+        df = df.assign(timestamp=np.int64(0))
     rep = ValidationReport(source=source, rows_in=len(df))
     if len(df) == 0:
-        raise InteractionDataError(f"{source}: 0 rows (only a header, or an empty table); expected at least one interaction user_id, item_id, timestamp")
+        raise InteractionDataError(f"{source}: 0 rows (only a header, or an empty table); expected at least one interaction user_id, item_id[, rating][, timestamp]")
     df = df.reset_index(drop=True)
     if "timestamp" not in columns_found:
         rep.timestamps = False
@@ -753,7 +758,7 @@ def load_interactions(path: str | Path, items: str | Path | pd.DataFrame | None 
     if isinstance(path, pd.DataFrame):
         raise ArgumentError("path: a DataFrame; expected a file path (for a DataFrame already in memory, use validate_interactions(df))")
     path = path_arg(path, "path", "the path of a .csv/.parquet interaction file")
-    df = _read_table(path, "columns user_id, item_id, timestamp[, rating]")
+    df = _read_table(path, "columns user_id, item_id[, rating][, timestamp]")
     it = _read_table(Path(items), "an item table item_id[, title, year, genres]") if isinstance(items, (str, Path)) else items
     us = _read_table(Path(users), "a user table user_id[, age, gender, occupation]") if isinstance(users, (str, Path)) else users
     data, rep = validate_interactions(df, users=us, items=it, source=str(path), duplicates=duplicates, unknown_items=unknown_items,

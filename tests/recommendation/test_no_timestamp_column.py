@@ -95,3 +95,19 @@ def test_train_evaluate_score_and_recommend_run_on_a_file_without_timestamps(fil
     assert recommend.main([*jobs, "--user", "u3", "--k", "3"]) == 0, capsys.readouterr().err
     assert "Top 3 for user u3" in capsys.readouterr().out
     assert score.main([*jobs, "--k", "3", "--no-progress", "--index", "none"]) == 0, capsys.readouterr().err
+
+
+def test_a_file_missing_an_id_column_is_told_timestamp_is_optional(tmp_path):
+    # since the timestamp column became optional, this message still said 'missing column(s) ['item_id', 'timestamp'];
+    # expected user_id, item_id, timestamp[, rating]' — as if the file also had to gain a timestamp column
+    from domains.recommendation.data import InteractionDataError, validate_interactions
+
+    p = tmp_path / "no_item.csv"
+    p.write_text("user_id,rating\n1,2\n1,3\n")
+    with pytest.raises(InteractionDataError) as e:
+        load_interactions(p)
+    msg = str(e.value)
+    assert "missing column(s) ['item_id'];" in msg and "'timestamp'" not in msg.split("found")[0], msg
+    assert "timestamp optional" in msg and "leave-last-out" in msg and "train_sequential" in msg and "\n" not in msg, msg
+    with pytest.raises(InteractionDataError, match=r"missing column\(s\) \['user_id', 'item_id'\]; .*timestamp optional"):
+        validate_interactions(pd.DataFrame({"timestamp": [1, 2]}))  # a DataFrame from the Python API: the same line

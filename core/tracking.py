@@ -11,6 +11,7 @@ Tracking is a side channel: if the store cannot be written the run goes on and s
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -75,6 +76,9 @@ class Tracker:
             import mlflow
             from mlflow.tracking import MlflowClient
 
+            if os.environ.get("SUITE_DEBUG") != "1":  # MLflow logs a store error as ERROR + the SQL + a traceback, then raises
+                logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # it: _disable says it in one line
+
             with _store_setup_lock(self.uri):
                 self._client = MlflowClient(tracking_uri=self.uri)
                 exp = self._client.get_experiment_by_name(experiment)  # creates and migrates a new SQLite store's tables
@@ -96,7 +100,12 @@ class Tracker:
 
     def _disable(self, err: Exception) -> None:
         if not self._failed:
-            log.warning(f"MLflow tracking disabled for this run ({self.uri}): {type(err).__name__}: {err}")
+            # one line: a database error's text goes on with the SQL statement and its parameters over many lines
+            kept = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.lstrip().startswith(("[SQL:", "[parameters:", "(Background on"))]
+            first = " ".join(kept)
+            first = first if len(first) <= 400 else first[:397] + "..."
+            log.warning(f"MLflow tracking disabled for this run ({self.uri}): {type(err).__name__}: {first} "
+                        "(the run itself goes on; its metrics are in its folder)")
         self._failed = True
         self.enabled = False
 

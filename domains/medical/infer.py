@@ -11,7 +11,8 @@ Inputs are checked from their header (size, spacing, the size of the resampled g
 checked (dimensionality, NaN/inf, damaged files, a blank image, a DICOM series whose Modality is not the
 model's), before the model is loaded or a run folder is made:
 a refused input leaves nothing behind. Engine:
-``domains.medical.predict.Segmenter``; ``--lcc`` / ``--tta``: ``domains.medical.postprocess``.
+``domains.medical.predict.Segmenter``; ``--lcc`` / ``--tta``: ``domains.medical.postprocess``. A progress bar counts
+the sliding window's batches (the mirrored pass's too with ``--tta``); ``SUITE_PROGRESS=0`` hides it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def infer(cfg: InferConfig) -> Path:
     vol = read_input_for_model(src, meta)
     from domains.medical.predict import Segmenter, save_result
 
-    seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop)
+    seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop, show_progress=True)
     with Run.start("medical", cfg, command="infer", kind="job") as run:
         res = seg.predict(vol)
         rec = save_result(res, run.dir, model_run)

@@ -6,7 +6,7 @@
 
 Pieces (each public, used by training validation, evaluate, infer, score, the bundle check, the
 dashboards and the benchmarks): :func:`sliding_window_logits` (MONAI sliding window, mixed precision
-where it pays), :func:`logits_to_native` (softmax back onto the input grid, bounded memory),
+where it pays, an optional progress bar fed once per window batch: :func:`window_batches` of them), :func:`logits_to_native` (softmax back onto the input grid, bounded memory),
 :func:`volumes_ml`, :func:`mean_foreground_confidence`, :func:`overlay_png`, :func:`read_task_meta`,
 :func:`model_from_run_meta`. Post-processing and test-time augmentation: ``domains.medical.postprocess``;
 the out-of-distribution check: ``domains.medical.qc``.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from monai.inferers import sliding_window_inference
 from core.checkpoint import load_weights
 from core.device import autocast, resolve_device
 from core.logging import get_logger
+from core.progress import progress
 from domains.medical import qc
 from domains.medical.config import PipelineConfig
 from domains.medical.data import read_task_meta
@@ -38,23 +40,43 @@ from domains.medical.postprocess import keep_largest_components, mirror_tta_logi
 from domains.medical.transforms import compose, image_steps
 from domains.medical.validation import MedicalInputError, check_image_array, check_modality, check_not_blank, check_resampled_size
 
-__all__ = ["Segmenter", "SegmentationResult", "Prediction", "sliding_window_logits", "logits_to_native", "nonzero_box", "box_affine",
+__all__ = ["Segmenter", "SegmentationResult", "Prediction", "sliding_window_logits", "window_batches", "logits_to_native", "nonzero_box", "box_affine",
            "axis_permutation", "argmax0",
            "volumes_ml", "mean_foreground_confidence", "overlay_png", "read_task_meta", "model_from_run_meta", "canonical", "save_result"]
 
 log = get_logger("medical.predict")
 
 
+def window_batches(shape, patch: int, sw_batch_size: int = 4, overlap: float = 0.25, batch: int = 1) -> int:
+    """How many batches of windows MONAI's ``sliding_window_inference`` runs over ``batch`` images of spatial
+    ``shape`` with cubic ``patch`` windows (its ``dense_patch_slices`` grid: a side smaller than the patch is
+    padded to one window; else windows every ``int(patch * (1 - overlap))`` voxels, the last one flush with the end)."""
+    windows = 1
+    for size in shape:
+        size = max(int(size), patch)
+        if size > patch:
+            windows *= math.ceil((size - patch) / max(int(patch * (1 - overlap)), 1)) + 1
+    return math.ceil(windows * batch / sw_batch_size)
+
+
 def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch: int, sw_batch_size: int = 4, overlap: float = 0.25,
-                          device: torch.device | None = None, mode: str = "gaussian", amp: bool = True) -> torch.Tensor:
+                          device: torch.device | None = None, mode: str = "gaussian", amp: bool = True, bar=None) -> torch.Tensor:
     """(1, 1, X, Y, Z) → (1, C, X, Y, Z) fp32 logits by MONAI sliding-window inference; mixed
-    precision where :func:`core.device.amp_dtype` says it pays (GPU; CPU with AMX)."""
+    precision where :func:`core.device.amp_dtype` says it pays (GPU; CPU with AMX). ``bar``: a progress
+    bar (``core.progress``) advanced by one per forward pass of the model — :func:`window_batches` of them
+    (one for a whole-volume 2.5D model); MONAI's own ``progress`` would ignore ``SUITE_PROGRESS=0``."""
     device = device or next(model.parameters()).device
     model.eval()
+    predictor = model
+    if bar is not None:
+        def predictor(x: torch.Tensor, *args, **kwargs):  # the same model call, counted
+            out = model(x, *args, **kwargs)
+            bar.update(1)
+            return out
     with torch.inference_mode(), autocast(device, amp):
         if getattr(model, "whole_volume", False):  # 2.5D slice models see whole slices: no 3D windows
-            return model(image.to(device)).float().cpu()
-        out = sliding_window_inference(image.to(device), roi_size=(patch,) * 3, sw_batch_size=sw_batch_size, predictor=model,
+            return predictor(image.to(device)).float().cpu()
+        out = sliding_window_inference(image.to(device), roi_size=(patch,) * 3, sw_batch_size=sw_batch_size, predictor=predictor,
                                        overlap=overlap, mode=mode, sw_device=device, device="cpu")
     return out.float()
 
@@ -258,20 +280,24 @@ class Segmenter:
 
     ``lcc``: keep the largest connected component of each single-structure class; ``tta``: average
     with the left-right mirrored prediction (``domains.medical.postprocess``); ``crop``: run the
-    sliding window only over the box of non-zero voxels (:func:`nonzero_box`, nnU-Net's crop)."""
+    sliding window only over the box of non-zero voxels (:func:`nonzero_box`, nnU-Net's crop); ``show_progress``:
+    one progress bar per volume over the window batches of every pass (the commands turn it on; ``SUITE_PROGRESS=0``
+    turns it off again)."""
 
     def __init__(self, model: torch.nn.Module, pipe: PipelineConfig, class_names: list[str], device: torch.device | str = "cpu",
                  sw_batch_size: int = 4, overlap: float = 0.25, amp: bool = True, lcc: bool = False, tta: bool = False,
-                 crop: bool = True):
+                 crop: bool = True, show_progress: bool = False):
         self.model = model.to(device).eval()
         self.pipe, self.class_names = pipe, list(class_names)
         self.device = torch.device(device)
         self.sw_batch_size, self.overlap, self.amp = sw_batch_size, overlap, amp
         self.lcc, self.tta, self.crop = lcc, tta, crop
+        self.show_progress = show_progress
         self._pre = compose(image_steps(pipe))
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu", lcc: bool = False, tta: bool = False, crop: bool = True) -> "Segmenter":
+    def from_run(cls, run_dir: str | Path, device: str = "cpu", lcc: bool = False, tta: bool = False, crop: bool = True,
+                 show_progress: bool = False) -> "Segmenter":
         run_dir = Path(run_dir)
         meta = read_task_meta(run_dir)
         cfg = json.loads((run_dir / "config.json").read_text())
@@ -279,7 +305,7 @@ class Segmenter:
         load_weights(run_dir / "best.safetensors", model)
         return cls(model, PipelineConfig(**meta["pipeline"]), meta["class_names"], device=resolve_device(device),
                    sw_batch_size=cfg.get("sw_batch_size", 4), overlap=cfg.get("overlap", 0.25), amp=cfg.get("amp", True), lcc=lcc, tta=tta,
-                   crop=crop)
+                   crop=crop, show_progress=show_progress)
 
     def preprocess(self, vol: Volume) -> MetaTensor:
         check_resampled_size(vol.shape, vol.spacing, self.pipe.spacing, vol.path)  # before any allocation on the network grid
@@ -290,10 +316,16 @@ class Segmenter:
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """(1, 1, X, Y, Z) preprocessed image → (1, C, X, Y, Z) logits (mirror-averaged with ``tta``)."""
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return sliding_window_logits(self.model, x, self.pipe.patch, self.sw_batch_size, self.overlap, self.device, amp=self.amp)
+        passes = 2 if self.tta else 1
+        per_pass = 1 if getattr(self.model, "whole_volume", False) else window_batches(image.shape[2:], self.pipe.patch, self.sw_batch_size,
+                                                                                       self.overlap, batch=image.shape[0])
+        desc = "sliding window" + (" (+ mirrored pass)" if self.tta else "")
+        with progress(total=passes * per_pass, desc=desc, unit="batch", leave=False, disable=not self.show_progress) as bar:
+            def run(x: torch.Tensor) -> torch.Tensor:
+                return sliding_window_logits(self.model, x, self.pipe.patch, self.sw_batch_size, self.overlap, self.device, amp=self.amp,
+                                             bar=None if bar.disable else bar)
 
-        return mirror_tta_logits(run, image, self.class_names) if self.tta else run(image)
+            return mirror_tta_logits(run, image, self.class_names) if self.tta else run(image)
 
     def segment(self, vol: Volume) -> Prediction:
         """Labels on ``vol``'s own voxel grid (exactly its shape and affine) and the mean confidence.

@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from core.backbones import create_backbone  # noqa: E402
-from core.bench import machine_line, markdown_table, write_benchmark_section  # noqa: E402
+from core.bench import cpu_latency, machine_line, markdown_table, write_benchmark_section  # noqa: E402
 from core.compress import OnnxRunner, export_onnx, model_size_bytes, quantize_int8, quantize_onnx_int8  # noqa: E402
 from core.distill import DistillationLoss  # noqa: E402
 from core.finetune import (  # noqa: E402
@@ -262,17 +262,6 @@ def _mb(b):
     return f"{b / 2**20:.2f} MB" if b else "–"
 
 
-def latency(fn, inputs: tuple, repeats: int) -> float:
-    """Median CPU seconds of one call (single-threaded run, so CPU time is the latency an idle core would see)."""
-    with torch.no_grad():
-        fn(*inputs)  # warm-up (and, for compiled models, compilation)
-        times = []
-        for _ in range(repeats):
-            t0 = time.process_time()
-            fn(*inputs)
-            times.append(time.process_time() - t0)
-    return float(np.median(times))
-
 
 # ------------------------------------------------------------------------------------------------
 # task A: brain lobes with EfficientNet-Lite0
@@ -303,7 +292,7 @@ def task_lobes(b: Budget, tmp: Path) -> list[Row]:
 
     full, ep_full, m_full, rep_full, logits_full = run("full FT (ImageNet init)", make(True), 1e-3)
     x_lat = xte[:32]
-    lat_full = latency(full, (x_lat,), b.latency_repeats)
+    lat_full = cpu_latency(full, (x_lat,), b.latency_repeats)
     size_full = model_size_bytes(full)
     rows.append(Row("A lobes", "full FT, ImageNet init", rep_full["trainable"], rep_full["total"], ep_full, m_full, size_full, lat_full))
 
@@ -316,7 +305,7 @@ def task_lobes(b: Budget, tmp: Path) -> list[Row]:
     lora, ep_l, m_l, rep_l, _ = run("LoRA r=4 (+BN)", lora, 1e-2)  # LoRA starts at B=0: it needs a larger step
     ad = save_adapter(lora, tmp / "lobes_lora.safetensors")
     merge_lora(lora)
-    lat_l = latency(lora, (x_lat,), b.latency_repeats)
+    lat_l = cpu_latency(lora, (x_lat,), b.latency_repeats)
     rows.append(Row("A lobes", "LoRA r=4 + BN affine, merged", rep_l["trainable"], rep_l["base_total"], ep_l, m_l, ad.stat().st_size, lat_l,
                     note="adapter file size; latency after merge"))
     del lora
@@ -339,7 +328,7 @@ def task_lobes(b: Budget, tmp: Path) -> list[Row]:
     for seed in b.seeds[1:]:  # the target row over more seeds (student init and batch order; the teacher is fixed)
         seeds.append(balanced_accuracy(predict(train_lobes_student(cfg, full, xtr, ytr, C, b.student_epochs, seed=seed)[0], (xte,)), yte))
     rows.append(Row("A lobes", f"distilled student ({cfg.label})", rep_s["trainable"], rep_s["total"], ep_s, m_s,
-                    model_size_bytes(student), latency(student, (x_lat,), b.latency_repeats),
+                    model_size_bytes(student), cpu_latency(student, (x_lat,), b.latency_repeats),
                     note=f"{rep_full['total'] / rep_s['total']:.1f}× fewer params; {b.student_epochs} epochs; T={cfg.temperature:g}, α={cfg.alpha:g}"
                          + (f"; {cfg.copies}× shifted patches" if cfg.copies > 1 else ""),
                     extra={"teacher": m_full, "seeds": seeds}))
@@ -462,7 +451,7 @@ def int8_rows(task, model, lat_inputs, eval_inputs, y, metric_fn, m_ref, lat_ref
     try:
         t0 = time.perf_counter()
         q = quantize_int8(model, lat_inputs, calibration=calib, method=method, compile=b.compile_int8)
-        lat_q = latency(q, lat_inputs, b.latency_repeats)  # first (warm-up) call compiles
+        lat_q = cpu_latency(q, lat_inputs, b.latency_repeats)  # first (warm-up) call compiles
         m_q = metric_fn(predict(q, eval_inputs), y)
         rows.append(Row(task, name, 0, sum(p.numel() for p in model.parameters()), None, m_q, None, lat_q,
                         note=f"quantize+compile {time.perf_counter() - t0:.0f} s"))
@@ -475,7 +464,7 @@ def int8_rows(task, model, lat_inputs, eval_inputs, y, metric_fn, m_ref, lat_ref
             p32 = export_onnx(model, lat_inputs, tmp / f"{task[0]}.onnx", check=True, atol=1e-3)
             p8 = quantize_onnx_int8(p32, tmp / f"{task[0]}.int8.onnx")
             r32, r8 = OnnxRunner(p32, threads=1), OnnxRunner(p8, threads=1)
-            l32, l8 = latency(r32, lat_inputs, b.latency_repeats), latency(r8, lat_inputs, b.latency_repeats)
+            l32, l8 = cpu_latency(r32, lat_inputs, b.latency_repeats), cpu_latency(r8, lat_inputs, b.latency_repeats)
             m32, m8 = metric_fn(predict(r32, eval_inputs), y), metric_fn(predict(r8, eval_inputs), y)
             rows.append(Row(task, "ONNX Runtime fp32 (parity-checked)", 0, 0, None, m32, p32.stat().st_size, l32))
             rows.append(Row(task, "ONNX Runtime int8 (dynamic)", 0, 0, None, m8, p8.stat().st_size, l8,
@@ -641,7 +630,7 @@ def task_genres(b: Budget, tmp: Path) -> list[Row]:
 
     full, ep_f, m_f, rep_f = genres_full_ft(b, d, 0)
     x_lat = (ids[:32], mask[:32])
-    lat_f = latency(full, x_lat, b.latency_repeats)
+    lat_f = cpu_latency(full, x_lat, b.latency_repeats)
     rows.append(Row("B genres", "full FT (layer-wise LRs 1e-4·0.8^k, head 3e-3)", rep_f["trainable"], rep_f["total"], ep_f, m_f, model_size_bytes(full), lat_f))
 
     lora, ep_l = train_genres_lora(cfg, make(), Xtr, ytr, lora_epochs, bce, bs, head_lr)
@@ -659,7 +648,7 @@ def task_genres(b: Budget, tmp: Path) -> list[Row]:
     seeds = [m_l] + [pairs[s][1] for s in b.lora_seeds[1:]]
     ref_seeds = [m_f] + [pairs[s][0] for s in b.lora_seeds[1:]]
     rows.append(Row("B genres", f"{cfg.label}, {lora_epochs} epochs, merged", rep_l["trainable"], rep_l["base_total"], ep_l, m_l, ad.stat().st_size,
-                    latency(lora, x_lat, b.latency_repeats), note="adapter file size (LoRA + head); latency after merge",
+                    cpu_latency(lora, x_lat, b.latency_repeats), note="adapter file size (LoRA + head); latency after merge",
                     extra={"seeds": seeds, "ref_seeds": ref_seeds}))
     del lora
 
@@ -680,7 +669,7 @@ def task_genres(b: Budget, tmp: Path) -> list[Row]:
     m_s = macro_auc(predict(student, Xte), yte)
     rep_s = trainable_parameter_report(student)
     rows.append(Row("B genres", "distilled student (bag of tokens, d=96)", rep_s["trainable"], rep_s["total"], ep_s, m_s, model_size_bytes(student),
-                    latency(student, x_lat, b.latency_repeats), note=f"{rep_f['total'] / rep_s['total']:.1f}× fewer params; {b.student_epochs} epochs",
+                    cpu_latency(student, x_lat, b.latency_repeats), note=f"{rep_f['total'] / rep_s['total']:.1f}× fewer params; {b.student_epochs} epochs",
                     extra={"teacher": m_f}))
     log(f"  student: macro-AUC {m_s:.3f} vs teacher {m_f:.3f}")
     return rows

@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -38,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from core.bench import machine_line, markdown_table, write_benchmark_section  # noqa: E402
+from core.bench import cpu_latency, machine_line, markdown_table, write_benchmark_section  # noqa: E402
 from core.compress import OnnxRunner, export_onnx, model_size_bytes, quantize_int8, quantize_onnx_int8  # noqa: E402
 from core.device import cpu_has_int8_dot_product  # noqa: E402
 
@@ -46,17 +45,6 @@ from core.device import cpu_has_int8_dot_product  # noqa: E402
 def log(msg: str) -> None:
     print(f"[bench.int8_cpu {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-
-def latency(fn, inputs: tuple, repeats: int) -> float:
-    """Median CPU seconds of one call after a warm-up call (which compiles a compiled model)."""
-    with torch.no_grad():
-        fn(*inputs)
-        times = []
-        for _ in range(repeats):
-            t0 = time.process_time()
-            fn(*inputs)
-            times.append(time.process_time() - t0)
-    return float(np.median(times))
 
 
 @torch.no_grad()
@@ -154,7 +142,7 @@ def measure(spec: str, variant: str, batch: int, repeats: int) -> dict:
     name, model, batches = make_case(spec, batch)
     x = batches[0]
     ref = outputs(model, batches)
-    lat_ref = latency(model, x, repeats)
+    lat_ref = cpu_latency(model, x, repeats)
     row = {"model": name, "variant": variant, "fp32 eager (ms)": f"{1000 * lat_ref:.1f}"}
     if variant == "fp32 eager (reference)":
         log(f"{name}: fp32 eager {1000 * lat_ref:.1f} ms")
@@ -164,7 +152,7 @@ def measure(spec: str, variant: str, batch: int, repeats: int) -> dict:
     try:
         with tempfile.TemporaryDirectory() as d:
             fn, size = build(CANDIDATES[variant], model, batches, Path(d))
-            lat = latency(fn, x, repeats)
+            lat = cpu_latency(fn, x, repeats)
             out = outputs(fn, batches)
         err, rel = float((out - ref).abs().max() / ref.abs().max()), float((out - ref).norm() / ref.norm())
         log(f"  {name} {variant}: {1000 * lat:.1f} ms ({lat / lat_ref:.2f}x fp32), error {err:.2g} (L2 {rel:.2g})")

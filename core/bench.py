@@ -6,6 +6,7 @@ Speed is always reported as a ratio against a reference measured in the same pro
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Callable
 
 from core.io import write_marked_block
 
-__all__ = ["write_benchmark_section", "time_it", "PeakRSS", "markdown_table", "machine_line", "cpu_label", "cpu_kind"]
+__all__ = ["write_benchmark_section", "time_it", "cpu_latency", "PeakRSS", "markdown_table", "machine_line", "cpu_label", "cpu_kind"]
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
@@ -98,6 +99,22 @@ def time_it(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> floa
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
+
+
+def cpu_latency(fn: Callable[..., object], inputs: tuple, repeats: int) -> float:
+    """Median CPU seconds of one call ``fn(*inputs)`` under ``torch.no_grad`` after one warm-up call (which compiles
+    a compiled model). CPU time, not wall time: on a shared machine wall time mostly measures the neighbours; run
+    single-threaded so it is the latency an idle core would see."""
+    import torch
+
+    with torch.no_grad():
+        fn(*inputs)
+        times = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            fn(*inputs)
+            times.append(time.process_time() - t0)
+    return float(statistics.median(times))
 
 
 class PeakRSS:

@@ -42,3 +42,16 @@ def test_the_cpu_kind_is_the_hardware_not_the_mixed_precision_setting(monkeypatc
     monkeypatch.setenv("SUITE_CPU_AMP", "0")
     assert cpu_has_bf16_matrix_units() is False
     assert bench.cpu_kind() == ("amx" if hardware else "no-amx")
+
+
+def test_cpu_latency_warms_up_once_then_takes_the_median_cpu_time():
+    from core.bench import cpu_latency
+
+    calls = []
+
+    def busy(n):
+        calls.append(n)
+        sum(i * i for i in range(n))
+
+    t = cpu_latency(busy, (20000,), repeats=5)
+    assert len(calls) == 6 and 0 < t < 5  # one warm-up (a compiled model compiles there), then 5 timed calls

@@ -7,15 +7,16 @@ means the command got past the check."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from core.errors import UserInputError
+from tests.recommendation_support import DataWasRead, resume_cfg
 
-
-class DataWasRead(Exception):
-    pass
+_cfg = partial(resume_cfg, name="strat", validation_ratio=0.25)  # this file's run and its validation ratio
 
 
 @pytest.fixture(scope="module")
@@ -31,24 +32,6 @@ def runs(tmp_path_factory):
     train(_cfg(d, name="strat", resume=False))
     train(_cfg(d, name="llo", split="leave-last-out", resume=False))
     return d
-
-
-def _cfg(d, **kw):
-    from domains.recommendation.train import TrainConfig
-
-    base = dict(runs_dir=str(d / "runs"), name="strat", data=str(d / "a.csv"), track=False, epochs=1, max_steps=1, baselines=False,
-                text="none", wide=False, validation_ratio=0.25, resume=True)
-    return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture
-def no_data(monkeypatch):
-    import domains.recommendation.train as train_cmd
-
-    def sentinel(cfg):
-        raise DataWasRead(cfg.data)
-
-    monkeypatch.setattr(train_cmd, "prepare_inputs", sentinel)
 
 
 @pytest.mark.parametrize("name,kw,started,asked", [

@@ -5,6 +5,7 @@ with a sentinel: reaching it means the refusal came too late (or, for the accept
 
 from __future__ import annotations
 
+from functools import partial
 import shutil
 
 import numpy as np
@@ -12,10 +13,9 @@ import pandas as pd
 import pytest
 
 from core.errors import UserInputError
+from tests.recommendation_support import DataWasRead, resume_cfg
 
-
-class DataWasRead(Exception):
-    pass
+_cfg = partial(resume_cfg, name="done", validation_ratio=0)  # this file's run and its validation ratio
 
 
 @pytest.fixture(scope="module")
@@ -33,24 +33,6 @@ def trained(tmp_path_factory):
     train(_cfg(d, data=str(d / "a.csv"), resume=False))
     assert recommend.main(["--model-run", "done", "--runs-dir", str(d / "runs"), "--name", "job1", "--user", "1"]) == 0
     return d
-
-
-def _cfg(d, **kw):
-    from domains.recommendation.train import TrainConfig
-
-    base = dict(runs_dir=str(d / "runs"), name="done", data=str(d / "a.csv"), track=False, epochs=1, max_steps=1, baselines=False,
-                text="none", wide=False, validation_ratio=0, resume=True)
-    return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture
-def no_data(monkeypatch):
-    import domains.recommendation.train as train_cmd
-
-    def sentinel(cfg):
-        raise DataWasRead(cfg.data)
-
-    monkeypatch.setattr(train_cmd, "prepare_inputs", sentinel)
 
 
 def test_the_run_records_the_data_it_reads(trained):

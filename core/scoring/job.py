@@ -527,8 +527,8 @@ def job_name(command: str, items: Sequence[WorkItem], scorer: Scorer, items_per_
     ``digest``: the items' :class:`ItemsDigest`, if the command already took it."""
     fp, _ = job_fingerprint(items, scorer, items_per_chunk, digest)
     model = str(Path(model_run).resolve()) if model_run is not None else ""
-    digest = hashlib.sha256(f"{fp}\n{model}".encode()).hexdigest()
-    return f"{command}-{digest[:12]}"
+    name_hash = hashlib.sha256(f"{fp}\n{model}".encode()).hexdigest()  # not `digest`: that is the items' ItemsDigest above
+    return f"{command}-{name_hash[:12]}"
 
 
 def commit_chunk(out: Path, result: ChunkResult, n_items: int) -> dict[str, Any]:

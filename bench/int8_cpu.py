@@ -1,8 +1,8 @@
 """Which int8 path pays for a Linear-heavy model on *this* CPU — the measurement behind ``quantize_int8(method="auto")``.
 
 On a CPU without int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX-INT8) torchao's dynamic int8 ran the
-MiniLM text model 21x slower than fp32 (BENCHMARKS "finetune-no-amx"). This probe times, on the same inputs and in
-one process, the candidates for Linear-only models and reports each one's latency against fp32 eager and its output
+MiniLM text model 21x slower than fp32 (BENCHMARKS "finetune-no-amx"). This probe times, on the same inputs (each
+candidate in a process of its own, see below), the candidates for Linear-only models and reports each one's latency against fp32 eager and its output
 error against fp32:
 
 * fp32 eager (reference) and fp32 + ``torch.compile`` (what the compiler alone gives);
@@ -17,7 +17,7 @@ median CPU time of one call over ``--repeats`` calls after a warm-up (which comp
 shared, so CPU time rather than wall time. Every candidate runs in a fresh process with its own fp32 eager timing
 (shared processes leaked compiler state between candidates: a torchao row came out 12x faster and 20x less accurate). Errors over 4 batches: max |out - fp32| / max |fp32| and relative L2.
 
-    python bench/int8_cpu.py                     # MiniLM and three MLPs, 10 repeats; prints the table (about 10 min)
+    python bench/int8_cpu.py                     # MiniLM and three MLPs, 10 repeats; prints the table (16.8 min on the shared 2-core AMD EPYC, BENCHMARKS int8-cpu-no-amx)
     python bench/int8_cpu.py --models mlp --repeats 5 --write   # also writes section "int8-cpu[-no-amx]" of BENCHMARKS.md
 """
 

@@ -102,7 +102,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             except FileExistsError:
                 tmp_path = None
         yield tmp_path
-        os.chmod(tmp_path, _umask_mode())  # mkstemp makes 0600 files (and some writers recreate them so)
+        os.chmod(tmp_path, _umask_mode())  # the temp file was made 0600 above (and some writers recreate it so)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)

@@ -44,8 +44,8 @@ from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run, check_resumable
 from domains.recommendation.config import TrainConfig
-from domains.recommendation.data import (TIME_SPLITS, check_split_sizes, data_source_record, group_by_user, load_dataset, require_timestamps, split_interactions, split_name,
-                                         validation_split)
+from domains.recommendation.data import (LEAVE_LAST_OUT, TIME_SPLITS, SplitError, check_split_sizes, data_source_record, group_by_user, load_dataset,
+                                         require_timestamps, split_interactions, split_name, validation_split)
 from domains.recommendation.evaluation import evaluate_scores, model_scores
 from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, create_model, item_text_embeddings,
                                           full_softmax_loss, item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
@@ -182,8 +182,6 @@ def held_out_settings(settings: dict) -> dict:
     split (``split``; ``split_seed`` for the stratified splits) and the validation carve (``validation_ratio``; ``seed``
     for the stratified splits, whose carve it draws); ``date_order`` too, as it decides the time order leave-last-out
     and the latest-duplicate rule read. Split aliases are resolved (``ms`` is ``stratified-75-legacy``)."""
-    from domains.recommendation.data import LEAVE_LAST_OUT, SplitError
-
     split = settings.get("split")
     try:
         split = split_name(split)

@@ -390,7 +390,7 @@ def _one_time_unit(ts: pd.Series, source: str) -> pd.Series:
     """Integer epoch times in one unit. A file mixing units (e.g. exports in seconds, milliseconds and microseconds
     concatenated) would order its events by unit — leave-last-out would test a row in the finest unit, not the latest —
     so every value is put in the coarsest unit present (integer division), with a warning naming the counts."""
-    scale = np.select([ts >= lo for _, lo in reversed(_TIME_UNITS)], [3, 2, 1, 0], default=-1)  # -1: small numbers (days, counters): left alone
+    scale = np.searchsorted([lo for _, lo in _TIME_UNITS], ts.to_numpy(), side="right") - 1  # -1: small numbers (days, counters): left alone
     present = sorted(set(scale[scale >= 0].tolist()))
     if len(present) < 2:
         return ts

@@ -224,9 +224,14 @@ def _nrrd_spatial_dirs(dirs) -> np.ndarray:
     return np.asarray(rows, dtype=float)
 
 
-def _nrrd_is_spatial(dirs) -> list[bool]:
-    """Per axis of a NRRD with ``space directions``: whether it is a spatial axis (not written ``none``)."""
-    return [d is not None and not np.all(np.isnan(np.asarray(d, dtype=float))) for d in dirs]
+def _nrrd_list_axes_to_drop(dirs, shape) -> tuple[int, ...]:
+    """The axes to drop from a NRRD of ``shape`` with ``space directions`` ``dirs`` when it is a 3D volume stored with
+    non-spatial axes (written ``none``: a one-component list, one time point) of length 1; () otherwise. The probe and
+    the reader both use it, so the shape one reports is the shape the other reads."""
+    spatial = [d is not None and not np.all(np.isnan(np.asarray(d, dtype=float))) for d in dirs]
+    if len(spatial) == len(shape) and sum(spatial) == 3 and all(s or n == 1 for s, n in zip(spatial, shape)):
+        return tuple(i for i, s in enumerate(spatial) if not s)
+    return ()
 
 
 def _probe_nrrd(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
@@ -238,9 +243,8 @@ def _probe_nrrd(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     dirs = hdr.get("space directions")
     if dirs is None:
         return sizes[:3], tuple(float(s) for s in hdr.get("spacings", [1.0, 1.0, 1.0])[:3])
-    spatial = _nrrd_is_spatial(dirs)
-    if len(spatial) == len(sizes) and sum(spatial) == 3 and all(s or n == 1 for s, n in zip(spatial, sizes)):
-        sizes = tuple(n for s, n in zip(spatial, sizes) if s)  # a 3D volume with a one-entry list axis (see _load_nrrd)
+    drop = _nrrd_list_axes_to_drop(dirs, sizes)  # a 3D volume with a one-entry list axis (see _load_nrrd)
+    sizes = tuple(n for i, n in enumerate(sizes) if i not in drop)
     dirs = _nrrd_spatial_dirs(dirs)
     return sizes[:3], tuple(float(s) for s in np.sqrt((dirs ** 2).sum(axis=1)))
 
@@ -407,9 +411,8 @@ def _load_nrrd(p: Path) -> Volume:
         # a 3D volume stored with a non-spatial axis (written 'none': a one-component list, one time point) of length 1:
         # drop that axis and keep the spatial axes' geometry — it used to reach the check as a trailing singleton axis
         # after the geometry had been replaced by the identity (1 mm voxels at the origin, in the wrong place)
-        spatial = _nrrd_is_spatial(dirs)
-        if len(spatial) == data.ndim and sum(spatial) == 3 and all(s or n == 1 for s, n in zip(spatial, data.shape)):
-            data = np.squeeze(data, axis=tuple(i for i, s in enumerate(spatial) if not s))
+        if drop := _nrrd_list_axes_to_drop(dirs, data.shape):
+            data = np.squeeze(data, axis=drop)
     elif dirs is None and data.ndim > 3 and all(n == 1 for n in data.shape[3:]):
         data = data.reshape(data.shape[:3])  # the same, geometry from 'spacings'
     if data.ndim != 3:  # refused here: a geometry for it would be made up

@@ -1032,12 +1032,12 @@ def validation_split(train: pd.DataFrame, split: str = MSR_STRATIFIED, seed: int
 TIME_SPLITS = (LEAVE_LAST_OUT,)  # the splits that order each user's interactions by time (train_sequential's is leave-last-out)
 
 
-def require_timestamps(data: InteractionData, split: str, source: str) -> None:
-    """:class:`SplitError` when ``data`` came without a timestamp column and ``split`` (a split name, or what needs the
-    times, e.g. ``"leave-last-out (train_sequential)"``) orders interactions by time; the other splits read such data
-    in file order."""
-    if not data.timestamps:
-        raise SplitError(f"{source}: split {split} needs each interaction's time, and the data has no timestamp column; "
+def require_timestamps(data: InteractionData, split: str, source: str, needed_by: str = "") -> None:
+    """:class:`SplitError` when ``data`` came without a timestamp column and ``split`` (a split name: an alias too) orders
+    interactions by time (:data:`TIME_SPLITS`); the other splits read such data in file order, and pass. ``needed_by``
+    follows the split in the message (e.g. ``" (train_sequential's next-item protocol)"``)."""
+    if not data.timestamps and split_name(split) in TIME_SPLITS:
+        raise SplitError(f"{source}: split {split}{needed_by} needs each interaction's time, and the data has no timestamp column; "
                          f"expected a timestamp column (user_id, item_id, timestamp[, rating]), or a split that needs no time "
                          f"({', '.join(s for s in SPLITS if s not in TIME_SPLITS)})")
 

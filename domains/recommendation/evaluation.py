@@ -128,7 +128,7 @@ def reevaluate_run(run_dir: str | Path, data: str | None = None) -> dict:
     """Re-derive the two-tower's test metrics from a run's saved weights and its recorded split, and
     compare with the table the run wrote. ``data``: where the run's training data is now, when it moved
     (default: :func:`run_data_source`). Returns ``{"k", "split", "reevaluated", "table", "difference"}``."""
-    from domains.recommendation.data import TIME_SPLITS, group_by_user, load_dataset, require_timestamps, split_interactions, split_name
+    from domains.recommendation.data import group_by_user, load_dataset, require_timestamps, split_interactions, split_name
     from domains.recommendation.inference import Recommender
 
     run_dir = Path(run_dir)
@@ -139,8 +139,7 @@ def reevaluate_run(run_dir: str | Path, data: str | None = None) -> dict:
     source = run_data_source(run_dir, data)
     rec = Recommender.load(run_dir)
     loaded = load_dataset(source, date_order=tcfg.get("date_order", "auto"))
-    if split_name(split) in TIME_SPLITS:  # the file lost its timestamp column since training
-        require_timestamps(loaded, split_name(split), f"--data {source}")
+    require_timestamps(loaded, split_name(split), f"--data {source}")  # the file may have lost its timestamp column since training
     sp = split_interactions(loaded.interactions, split, int(tcfg.get("split_seed", 42)))
     check_same_split(run_dir, sp.train, sp.test, source)
     uidx, iidx = rec.space.user_index(), rec.space.item_index()

@@ -487,7 +487,7 @@ def load_leave_last_out(data: str, with_text: bool = True, date_order: str = "au
     from domains.recommendation.model import item_text_embeddings, item_texts
 
     inter = load_dataset(data, date_order=date_order)
-    require_timestamps(inter, f"{LEAVE_LAST_OUT} (train_sequential's next-item protocol)", f"--data {data}")
+    require_timestamps(inter, LEAVE_LAST_OUT, f"--data {data}", needed_by=" (train_sequential's next-item protocol)")
     space = FeatureSpace.build(inter.users, inter.items)
     split = leave_last_out_split(inter.interactions, space.user_index(), space.item_index(), source=f"--data {data}")
     return LeaveLastOutData(space, split, item_text_embeddings(item_texts(inter.items)) if with_text else None)

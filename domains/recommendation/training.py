@@ -44,7 +44,7 @@ from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run, check_resumable
 from domains.recommendation.config import TrainConfig
-from domains.recommendation.data import (LEAVE_LAST_OUT, TIME_SPLITS, SplitError, check_split_sizes, data_source_record, group_by_user, load_dataset,
+from domains.recommendation.data import (LEAVE_LAST_OUT, SplitError, check_split_sizes, data_source_record, group_by_user, load_dataset,
                                          require_timestamps, split_interactions, split_name, validation_split)
 from domains.recommendation.evaluation import evaluate_scores, model_scores
 from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, create_model, item_text_embeddings,
@@ -118,8 +118,7 @@ def prepare_inputs(cfg: TrainConfig) -> Prepared:
     """Load the data, make the named split and the validation split, build the feature space and batcher."""
     data = load_dataset(cfg.data, date_order=getattr(cfg, "date_order", "auto"))
     name = split_name(cfg.split)
-    if name in TIME_SPLITS:  # a file without a timestamp column: only the splits that need no time
-        require_timestamps(data, name, f"--data {cfg.data}")
+    require_timestamps(data, name, f"--data {cfg.data}")  # a file without a timestamp column: only the splits that need no time
     split = split_interactions(data.interactions, name, cfg.split_seed)
     # --validation-ratio 0: no validation part (the pre-validation procedure: train --epochs on the whole training split)
     valid = validation_split(split.train, name, seed=cfg.seed, ratio=cfg.validation_ratio) if cfg.validation_ratio > 0 else None

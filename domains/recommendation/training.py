@@ -409,7 +409,7 @@ def train_epochs(model, prep: Prepared, cfg: TrainConfig, optimizer, train_u: np
             b = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             u, i = u_all[b], i_all[b]
             ukjt = prep.batcher.user_kjt(u, cfg.id_dropout, g, exclude_items=i, history_dropout=cfg.history_dropout,
-                                         history_max=getattr(cfg, "history_max", 0))
+                                         history_max=cfg.history_max)
             x = None
             if wide:  # the user's phase history minus the target (as for the deep tower's bag), no dropout
                 x = prep.batcher.history_matrix(u, prep.space.n_items)

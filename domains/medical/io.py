@@ -148,7 +148,7 @@ def _single_dicom_message(p: Path) -> str:
     try:
         import pydicom
 
-        frames = int(getattr(pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["NumberOfFrames"]), "NumberOfFrames", 1) or 1)
+        frames = _number_of_frames(pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["NumberOfFrames"]))
     except Exception:  # noqa: BLE001 - not readable as DICOM: the single-slice message below
         frames = 1
     if frames > 1:
@@ -497,16 +497,20 @@ def _load_dicom_series(folder: Path) -> Volume:
                   series_hash=hashlib.sha256(uid.encode()).hexdigest()[:12])
 
 
+def _number_of_frames(ds) -> int:
+    """A DICOM dataset's NumberOfFrames (1 when absent, empty or not a number)."""
+    try:
+        return int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
 def _refuse_multiframe(ds, folder: Path) -> None:
     """An enhanced (multi-frame) DICOM file holds a whole series in one file, its geometry per frame in functional
     group sequences this reader does not take: it was skipped as 'no slices with geometry', or, with a top-level
     position, stacked as one slice of the wrong shape. Refused by name (the file's name is not shown: it may carry a
     patient's name)."""
-    try:
-        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
-        frames = 1
-    if frames > 1:
+    if (frames := _number_of_frames(ds)) > 1:
         raise MedicalInputError(f"{folder}: holds a multi-frame (enhanced) DICOM file ({frames} frames in one file); this reader takes "
                                 "classic single-frame series (one slice per file) — export the series as classic DICOM, or convert it "
                                 "to NIfTI (e.g. dcm2niix) and pass that file")

@@ -403,6 +403,9 @@ def _uses_decimal_comma(frame: pd.DataFrame, sep: str) -> bool:
     return sep == ";" and bool(vals.str.contains(r"^\d{1,3}(?:\.\d{3})+$", regex=True).any())
 
 
+_TEXT_SUFFIXES = (".csv", ".txt", ".tsv")  # each also gzipped (.csv.gz, ...); and .parquet / .pq
+
+
 def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     """(raw table, separator, ticker named inside a yfinance multi-row header or None)."""
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
@@ -410,7 +413,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
         magic = fh.read(4)
     if suffix in (".parquet", ".pq") or magic == b"PAR1":  # a Parquet file named .csv is still a Parquet file
         return _frame_as_table(pd.read_parquet(path)), ",", None
-    if suffix not in (".csv", ".txt", ".csv.gz", ".txt.gz", ".tsv", ".gz"):
+    if suffix not in (*_TEXT_SUFFIXES, *(s + ".gz" for s in _TEXT_SUFFIXES), ".gz"):
         raise PriceDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv, .txt, .tsv (each optionally .gz) or .parquet")
     if magic.startswith(b"PK\x03\x04") or magic == b"\xd0\xcf\x11\xe0":
         raise PriceDataError(f"{path}: is an Excel workbook (or another zip/binary file), not text; save it as CSV (File > Save As > CSV)")
@@ -419,7 +422,8 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     opener = gzip.open if suffix.endswith(".gz") else open
     with opener(path, "rt", encoding=text_encoding_of(path), errors="replace") as fh:
         head = [fh.readline() for _ in range(3)]
-    sep = "\t" if suffix == ".tsv" else _sniff_separator(head[0])
+    tsv = suffix in (".tsv", ".tsv.gz")
+    sep = "\t" if tsv else _sniff_separator(head[0])
     cells = [[c.strip() for c in h.rstrip("\r\n").split(sep)] for h in head]
     first = [c[0].lower() for c in cells]
     if (first[0], first[1]) == ("price", "ticker") or (first[0], first[1], first[2]) == ("", "", "date"):
@@ -440,7 +444,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
         return pd.concat(parts, ignore_index=True), sep, None
     title = [c for c in cells[0] if c]
     if len(title) == 1:  # a title line above the header (a Bloomberg sheet's 'AAPL US Equity', 'Historical prices ...'), saved as CSV
-        sep2 = "\t" if suffix == ".tsv" else _sniff_separator(head[1])
+        sep2 = "\t" if tsv else _sniff_separator(head[1])
         if sum(1 for c in head[1].rstrip("\r\n").split(sep2) if c.strip()) >= 2:
             log.info(f"{path}: the first line ({title[0][:60]!r}) is a title above the header; skipped")
             return _read_text_csv(path, sep=sep2, skiprows=1), sep2, None
@@ -644,7 +648,7 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
     return derive_returns(clean), rep
 
 
-_PRICE_FILE_SUFFIXES = (".csv", ".txt", ".tsv", ".parquet", ".pq", ".gz")
+_PRICE_FILE_SUFFIXES = (*_TEXT_SUFFIXES, ".parquet", ".pq", ".gz")
 
 
 def ticker_of_file_name(path: str | Path) -> str | None:

@@ -38,6 +38,17 @@ def test_a_single_series_is_named_after_the_whole_file_name(tmp_path, file_name,
     np.testing.assert_allclose(d["close"].to_numpy(), s["Close"].to_numpy()[1:])
 
 
+@pytest.mark.parametrize("file_name", ["N225.tsv", "N225.tsv.gz"])
+def test_a_tab_separated_file_loads_gzipped_or_not(tmp_path, file_name):
+    s = _frame().assign(Date=lambda f: f["Date"].dt.strftime("%Y-%m-%d"))
+    path = tmp_path / file_name
+    with (gzip.open(path, "wt") if file_name.endswith(".gz") else open(path, "w")) as fh:
+        s.to_csv(fh, index=False, sep="\t")
+    d = read_price_file(path, ticker_from_name=True)[0]  # .tsv.gz was refused as "unsupported file type '.gz'"
+    assert set(d["ticker"]) == {"N225"}  # while the message named .tsv (each optionally .gz)
+    np.testing.assert_allclose(d["close"].to_numpy(), s["Close"].to_numpy()[1:])
+
+
 def test_an_exchange_midnight_written_in_utc_is_refused_and_local_or_midnight_stamps_load(tmp_path):
     s = _frame()
     local = s["Date"]

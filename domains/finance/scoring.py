@@ -43,12 +43,13 @@ class TFTScorer(Scorer):
         self._known = set(fc.tickers)
         self._rows: dict[str, pd.DataFrame] = {}
         if self._have & self._known or (self.zero_shot and self._have):
-            self._fc, feat = prepare_forecaster(fc, data.panel, data.covariates, zero_shot=self.zero_shot, source=data.source,
-                                                model_run=self.model_run)
-            tensors, o = latest_tensors(self._fc, feat, self.calendar)
+            # the prepared model, its tensors and the panel are needed only here: a worker keeps just the rows
+            ready, feat = prepare_forecaster(fc, data.panel, data.covariates, zero_shot=self.zero_shot, source=data.source,
+                                             model_run=self.model_run)
+            tensors, o = latest_tensors(ready, feat, self.calendar)
             # every ticker's forecast in one batched forward, here, once: one TFT forward per item was ~0.2 s of
             # per-op overhead on an idle core and >1 s on a busy 2-core machine (its two threads fighting for it)
-            rows = rows_from_origins(self._fc, tensors, o)
+            rows = rows_from_origins(ready, tensors, o)
             self._rows = {t: g.reset_index(drop=True) for t, g in rows.groupby("ticker", sort=False)}
         self._min_days = fc.spec.encoder_length
 

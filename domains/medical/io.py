@@ -197,11 +197,14 @@ def _check_nifti_forms(img, p: Path) -> None:
     """nibabel (as MONAI's readers) takes the sform whenever its code is set; an sform that is zero, singular or not
     finite read as an 'absurd voxel spacing (0, 0, 0)', even when the qform beside it is a valid geometry. Say which
     form is broken, and that the two disagree."""
+    def usable(form) -> bool:  # finite, with non-zero voxel sizes
+        return form is not None and bool(np.all(np.isfinite(form))) and abs(np.linalg.det(form[:3, :3])) > 1e-9
+
     sform, s_code = img.header.get_sform(coded=True)
-    if not s_code or sform is None or (np.all(np.isfinite(sform)) and abs(np.linalg.det(sform[:3, :3])) > 1e-9):
+    if not s_code or sform is None or usable(sform):
         return
     qform, q_code = img.header.get_qform(coded=True)
-    q_ok = bool(q_code) and qform is not None and np.all(np.isfinite(qform)) and abs(np.linalg.det(qform[:3, :3])) > 1e-9
+    q_ok = bool(q_code) and usable(qform)
     raise MedicalInputError(f"{p}: its sform (sform_code {int(s_code)}), the geometry NIfTI readers use first, is singular or not finite"
                             + (f", while its qform (qform_code {int(q_code)}) is a valid geometry: the header contradicts itself; copy the "
                                "qform to the sform (e.g. fslorient -copyqform2sform) or set sform_code to 0, if the qform is right"

@@ -106,7 +106,16 @@ class ToyConfig(TrackingConfig, ResumeConfig, RunConfig):
     pass
 
 
-def test_sigterm_in_a_run_is_an_interrupted_run_and_the_handler_is_removed_after(tmp_path):
+@pytest.fixture
+def default_sigterm():
+    """SIGTERM at its default action for the test, whatever an earlier test in this process installed (ray.init sets
+    its own handler), and the earlier handler back afterwards: the test is about what a run does from the default."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_in_a_run_is_an_interrupted_run_and_the_handler_is_removed_after(tmp_path, default_sigterm):
     cfg = ToyConfig(runs_dir=str(tmp_path / "runs"), name="t", track=False)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     with pytest.raises(RunTerminated, match="SIGTERM"):

@@ -5,6 +5,7 @@
     python bench/finance_runs.py ensemble fin-val8-V0 fin-val8-V0-s10            # one ensemble of every member of the runs
     python bench/finance_runs.py blend fin-val8-V0 --weights 0 0.25 0.5 0.75 1   # geometric blend of the TFT's head with GJR-t's E[rv^2]
     python bench/finance_runs.py baseline-diff fin-full-vh03 fin-full-v4x        # where a baseline's forecasts differ between two runs
+    python bench/finance_runs.py deviation fin-val11-SL fin-val11-SL-s10         # what the TFT's variance adds to GJR-t's
 
 Runs are names under ``--runs-dir``/finance or folders. QLIKE and pinball are means over tickers of per-ticker means, as the
 backtest's ``metrics_aggregate.csv``; "mean ± sd" is over the runs named (sample sd).
@@ -105,6 +106,27 @@ def blend(dirs: list[Path], weights: list[float]) -> None:
             print(f"{d.name}: weight on the TFT {w:g}: QLIKE {_by_ticker_mean(qlike_rows(t.rvol.to_numpy(float), np.sqrt(np.exp(lv))), t.index):.4f}")
 
 
+def deviation(dirs: list[Path], first_fold: int) -> None:
+    """How the TFT's scored variance forecast V (``rvol_var_cal``) departs from GJR-t's raw E[rv²] G on the same rows
+    (folds ≥ ``first_fold``), and whether the departure carries information: d = log(V/G), e = log(rv²/G) (GJR-t's
+    log error). Reported: mean d (a level shift), sd of d within ticker, and the within-ticker least-squares slope and
+    correlation of e on d — slope 1: the TFT moves away from GJR-t exactly as far as GJR-t is wrong; 0: the departures
+    are noise QLIKE pays for."""
+    print("| run | rows | mean log(V/G) | sd within ticker | slope of GJR-t's log error on it | correlation |\n|---|---|---|---|---|---|")
+    for d in dirs:
+        loss = pd.read_parquet(d / "losses.parquet", columns=["model", *KEY, "rvol", "rvol_rms", "rvol_var_cal"])
+        loss = loss[loss.fold >= first_fold]
+        t = loss[loss.model == "tft"].set_index(KEY).sort_index()
+        g = loss[loss.model == "gjr_t"].set_index(KEY).sort_index().reindex(t.index)
+        ok = g.rvol_rms.notna().to_numpy() & (t.rvol.to_numpy(float) > 0)
+        t, g = t[ok], g[ok]
+        lg = 2 * np.log(g.rvol_rms.to_numpy(float))
+        frame = pd.DataFrame({"d": np.log(t.rvol_var_cal.to_numpy(float)) - lg, "e": 2 * np.log(t.rvol.to_numpy(float)) - lg}, index=t.index)
+        within = frame - frame.groupby(level="ticker").transform("mean")
+        slope = float((within.d * within.e).sum() / (within.d ** 2).sum())
+        print(f"| {d.name} | {len(frame):,} | {frame.d.mean():+.3f} | {within.d.std():.3f} | {slope:.2f} | {within.d.corr(within.e):.3f} |")
+
+
 def baseline_diff(a: Path, b: Path, model: str) -> None:
     """Rows where ``model``'s forecast (sqrt E[rv²]) differs between two runs of the same folds: count per ticker and largest gap."""
     cols = ["model", *KEY, "rvol_rms"]
@@ -118,10 +140,11 @@ def baseline_diff(a: Path, b: Path, model: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("what", choices=["transfer", "validation", "ensemble", "blend", "baseline-diff"])
+    ap.add_argument("what", choices=["transfer", "validation", "ensemble", "blend", "deviation", "baseline-diff"])
     ap.add_argument("runs", nargs="+", help="run names (under --runs-dir/finance) or folders")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs"))
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0], help="blend: weights on the TFT's head")
+    ap.add_argument("--first-fold", type=int, default=1, help="deviation: the first fold read (fold 0 has no calibration data)")
     ap.add_argument("--model", default="gjr_t", help="baseline-diff: which model's forecasts to compare")
     args = ap.parse_args(argv)
     dirs = [_dir(args.runs_dir, r) for r in args.runs]
@@ -136,6 +159,8 @@ def main(argv=None) -> int:
         ensemble(dirs)
     elif args.what == "blend":
         blend(dirs, args.weights)
+    elif args.what == "deviation":
+        deviation(dirs, args.first_fold)
     else:
         if len(dirs) != 2:
             ap.error("baseline-diff compares exactly two runs")

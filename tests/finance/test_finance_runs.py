@@ -60,3 +60,27 @@ def test_ensemble_pools_every_members_head_geometrically_and_diff_names_the_tick
     assert "gjr_t: 3 of 6 shared rows differ" in out and "B " in out
     with pytest.raises(SystemExit):
         finance_runs.main(["baseline-diff", "r0", "--runs-dir", str(tmp_path)])
+
+
+def _deviation_run(root: Path, name: str, tft_var) -> Path:
+    """Two tickers, fold 1; GJR-t forecasts a constant vol, the realised vol varies; ``tft_var(rv, g)`` is the TFT's variance."""
+    d = root / "finance" / name
+    d.mkdir(parents=True)
+    n = 40
+    rng = np.random.default_rng(0)
+    key = pd.DataFrame({"ticker": ["A"] * n + ["B"] * n, "fold": 1, "origin": list(pd.bdate_range("2020-01-01", periods=n)) * 2})
+    g = np.where(key["ticker"] == "A", 0.01, 0.02)
+    rv = g * np.exp(rng.normal(0, 0.3, 2 * n))
+    frames = [key.assign(model="gjr_t", rvol=rv, rvol_rms=g, rvol_var_cal=np.nan),
+              key.assign(model="tft", rvol=rv, rvol_rms=np.nan, rvol_var_cal=tft_var(rv, g))]
+    pd.concat(frames).to_parquet(d / "losses.parquet", index=False)
+    return d
+
+
+def test_deviation_slope_is_one_for_a_tft_that_departs_as_far_as_gjr_is_wrong_and_near_zero_for_noise(tmp_path, capsys):
+    _deviation_run(tmp_path, "informed", lambda rv, g: 1.05 * rv ** 2)  # log(V/G) = log(rv²/G) + log 1.05
+    _deviation_run(tmp_path, "noise", lambda rv, g: g ** 2 * np.exp(np.random.default_rng(1).normal(0, 0.2, len(g))))
+    finance_runs.main(["deviation", "informed", "noise", "--runs-dir", str(tmp_path)])
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["informed"][0] == "80" and rows["informed"][3] == "1.00" and rows["informed"][4] == "1.000"
+    assert abs(float(rows["noise"][3])) < 0.3 and abs(float(rows["noise"][4])) < 0.3

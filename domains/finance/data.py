@@ -412,7 +412,8 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if suffix in (".parquet", ".pq") or magic == b"PAR1":  # a Parquet file named .csv is still a Parquet file
-        return _frame_as_table(pd.read_parquet(path)), ",", None
+        table, symbol = _frame_as_table(pd.read_parquet(path))
+        return table, ",", symbol
     if suffix not in (*_TEXT_SUFFIXES, *(s + ".gz" for s in _TEXT_SUFFIXES), ".gz"):
         raise PriceDataError(f"{path}: unsupported file type {path.suffix!r}; expected .csv, .txt, .tsv (each optionally .gz) or .parquet")
     if magic.startswith(b"PK\x03\x04") or magic == b"\xd0\xcf\x11\xe0":
@@ -426,22 +427,12 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     sep = "\t" if tsv else _sniff_separator(head[0])
     cells = [[c.strip() for c in h.rstrip("\r\n").split(sep)] for h in head]
     first = [c[0].lower() for c in cells]
-    if (first[0], first[1]) == ("price", "ticker") or (first[0], first[1], first[2]) == ("", "", "date"):
-        # yfinance >= 0.2.51 writes a three-row header: Price,<fields> / Ticker,<symbol(s)> / Date,,, ;
-        # older yf.download(...).to_csv() the same without the Price/Ticker labels
-        fields, ticks = cells[0][1:], cells[1][1:]
-        skip = [0, 1, 2] if first[2] == "date" else [0, 1]
-        symbols = list(dict.fromkeys(t for t in ticks if t))
-        if len(symbols) <= 1:
-            return _read_text_csv(path, sep=sep, skiprows=skip, names=["date", *fields], header=None), sep, (symbols or [None])[0]
-        body = _read_text_csv(path, sep=sep, skiprows=skip, header=None)  # several tickers: columns (field, ticker)
-        parts = []
-        for t in symbols:
-            cols = [i + 1 for i, tk in enumerate(ticks) if tk == t and i + 1 < body.shape[1]]
-            part = body.iloc[:, [0, *cols]].copy()
-            part.columns = ["date", *(fields[i - 1] for i in cols)]
-            parts.append(part.assign(ticker=t))
-        return pd.concat(parts, ignore_index=True), sep, None
+    if (first[0], first[1]) in (("price", "ticker"), ("ticker", "price")) or (first[0], first[1], first[2]) == ("", "", "date"):
+        # yf.download(...).to_csv() writes one header row per column level — yfinance >= 0.2.51 labels them Price / Ticker
+        # (Ticker / Price with group_by="ticker"), older releases leave the labels empty — then a Date row: read back as the
+        # DataFrame it was and turned into rows like a saved one (_frame_as_table), whichever level holds the fields
+        table, symbol = _frame_as_table(_read_text_csv(path, sep=sep, header=[0, 1], index_col=0))
+        return table, sep, symbol
     title = [c for c in cells[0] if c]
     if len(title) == 1:  # a title line above the header (a Bloomberg sheet's 'AAPL US Equity', 'Historical prices ...'), saved as CSV
         sep2 = "\t" if tsv else _sniff_separator(head[1])
@@ -457,18 +448,28 @@ _NA_CELLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan
              "None", "n/a", "nan", "null"]
 
 
-def _frame_as_table(df: pd.DataFrame) -> pd.DataFrame:
-    """A saved DataFrame as plain columns: ``yf.download(...).to_parquet()`` keeps the dates as the index
-    and, for several tickers, (field, ticker) column pairs (either order) -> long rows with a ``ticker``."""
+# what yfinance names the columns of one ticker (prices, and with actions=True its corporate actions)
+_YF_FIELDS = (*_NUMERIC, "dividends", "stock_splits", "capital_gains")
+
+
+def _frame_as_table(df: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """A saved DataFrame as plain columns, and the one ticker it holds or None: ``yf.download(...)`` keeps the dates
+    as the index and (field, ticker) column pairs — (ticker, field) with ``group_by="ticker"`` — whose field level is
+    told by its names (Close, Volume, ...) -> long rows with a ``ticker``; a download of one ticker -> its rows and
+    that ticker (as the name of a single series)."""
+    symbol = None
     if isinstance(df.columns, pd.MultiIndex) and df.columns.nlevels == 2:
-        fields = [all(_canonical(v) in _NUMERIC for v in df.columns.get_level_values(k)) for k in (0, 1)]
-        level = 1 if fields[0] else 0 if fields[1] else None
+        share = [np.mean([_canonical(v) in _YF_FIELDS for v in set(df.columns.get_level_values(k))]) for k in (0, 1)]
+        level = 1 if share[0] >= 0.5 > share[1] else 0 if share[1] >= 0.5 > share[0] else None  # the ticker level
         if level is not None:
+            symbols = [str(t) for t in dict.fromkeys(df.columns.get_level_values(level)) if str(t).strip()]
             df = df.stack(level=level, future_stack=True)
             df.index = df.index.set_names([df.index.names[0] or "date", "ticker"])
+            if len(symbols) == 1:
+                symbol, df = symbols[0].strip(), df.droplevel("ticker")
     if isinstance(df.columns, pd.MultiIndex):
         df.columns = [" ".join(str(c) for c in col if str(c)) for col in df.columns]
-    return df if isinstance(df.index, pd.RangeIndex) else df.reset_index()
+    return (df if isinstance(df.index, pd.RangeIndex) else df.reset_index()), symbol
 
 
 def _read_text_csv(path: Path, **kw) -> pd.DataFrame:

@@ -174,6 +174,7 @@ def read_parquet(path: str | os.PathLike, **kwargs: Any) -> Any:
 # euro sign and typographic quotes in 0x80-0x9f (latin-1 has control characters there)
 CSV_FALLBACK_ENCODING = "cp1252"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text" export is UTF-16 with a byte-order mark
+_UTF8_BOM = b"\xef\xbb\xbf"  # what Notepad and Excel's "CSV UTF-8" put before UTF-8 text
 
 
 def read_text_guessing_encoding(path: str | os.PathLike, read: Callable[[str, str], T]) -> tuple[T, str]:
@@ -183,7 +184,7 @@ def read_text_guessing_encoding(path: str | os.PathLike, read: Callable[[str, st
     export from western Europe; its five unassigned bytes read as U+FFFD, ``errors="replace"``) — the UTF-16 and
     cp1252 choices are logged, naming the file (and the first byte UTF-8 refused). Returns (what ``read`` returned,
     the encoding). ``read`` may run twice (UTF-8, then cp1252)."""
-    if _starts_with(path, _UTF16_BOMS):
+    if _first_bytes(path).startswith(_UTF16_BOMS):
         log.info(f"{path}: read as UTF-16 (the file starts with its byte-order mark)")
         return read("utf-16", "strict"), "utf-16"
     try:
@@ -213,22 +214,27 @@ def read_csv_text(path: str | os.PathLike, encoding: str | None = None, **kwargs
     return df
 
 
-def text_encoding_of(path: str | os.PathLike) -> str:
-    """The encoding to open a text file's first lines with before :func:`read_csv_text` reads it (e.g. to sniff
-    its header): ``utf-16`` when it starts with a UTF-16 byte-order mark, else ``utf-8-sig`` (a .gz file: its text)."""
-    return "utf-16" if _starts_with(path, _UTF16_BOMS) else "utf-8-sig"
+def text_encoding_of(path: str | os.PathLike, unmarked: str = "utf-8-sig") -> str:
+    """The encoding a text file's byte-order mark names (a .gz file: its text's): ``utf-16`` for a UTF-16 mark,
+    ``utf-8-sig`` for a UTF-8 one (the mark is skipped, not read as part of the first field), else ``unmarked``.
+    The default suits a file about to be read by :func:`read_csv_text` (e.g. to sniff its header first); a reader
+    whose files have a known legacy encoding passes it (GroupLens' MovieLens files: ``unmarked="latin-1"``)."""
+    head = _first_bytes(path)
+    if head.startswith(_UTF16_BOMS):
+        return "utf-16"
+    return "utf-8-sig" if head.startswith(_UTF8_BOM) else unmarked
 
 
-def _starts_with(path: str | os.PathLike, prefixes: tuple[bytes, ...]) -> bool:
-    """Whether the file's text (inflated for a .gz file) starts with one of ``prefixes``."""
+def _first_bytes(path: str | os.PathLike, n: int = 4) -> bytes:
+    """The first ``n`` bytes of the file's text (inflated for a .gz file); empty when it cannot be read here
+    (pandas' own error then names the problem)."""
     import gzip
 
     try:
         with (gzip.open if str(path).lower().endswith(".gz") else open)(path, "rb") as fh:
-            head = fh.read(4)
-    except (OSError, EOFError):  # unreadable here: pandas' own error names the problem
-        return False
-    return head.startswith(prefixes)
+            return fh.read(n)
+    except (OSError, EOFError):
+        return b""
 
 
 def _missing_columns(path: Path, columns: Any) -> tuple[list[str], list[str]] | None:

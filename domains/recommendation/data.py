@@ -31,7 +31,9 @@ two-tower and of the baselines, so the test split is used once.
 
 User files (:func:`load_interactions`): Parquet, CSV (any of , ; tab | as separator, .gz too) or JSON lines
 (``.jsonl``/``.json``, one object per line or an array of objects) with ``user_id, item_id, timestamp`` and an
-optional ``rating`` (a file without ``timestamp``, an implicit-feedback export, is read in file order with every time 0 — logged —
+optional ``rating`` — or RecBole's atomic files (``x.inter``: tab-separated, a header of ``name:type`` fields whose types RecBole
+knows (``token``, ``token_seq``, ``float``, ``float_seq``; another is refused in one line), the ``x.item`` / ``x.user`` files beside it read
+as the catalogue and user table, ``--data`` the file or its dataset folder; the bundled data is read through the same reader) — (a file without ``timestamp``, an implicit-feedback export, is read in file order with every time 0 — logged —
 and only the splits that need no time take it: :func:`require_timestamps`); Amazon review dumps' ``reviewerID, asin, overall, unixReviewTime`` are read as those. CSV and
 JSON text is decoded the same way (:func:`core.io.read_text_guessing_encoding`, which :func:`core.io.read_csv_text` uses): UTF-16 when the
 file starts with its byte-order mark, else UTF-8 (a byte-order mark skipped), else a Windows/Excel export in cp1252 (logged).
@@ -44,7 +46,8 @@ id column (which has no written text: ``1`` would print as ``"1.0"`` and no long
 is read as integers when every value is whole, and refused otherwise (``1.5``, ``inf``; write such ids as text).
 Queries look ids up the same way (:func:`id_as_recorded`; ``domains/recommendation/inference.py``). :func:`load_movielens_folder` reads MovieLens folders as GroupLens ships them
 (``ml-100k``: ``u.data`` (tab, no header, its line order kept)/``u.item``/``u.user``; ``ml-1m``: ``ratings.dat``/``movies.dat``/``users.dat`` with ``::``; ``ml-20m``/``ml-25m``:
-``ratings.csv``/``movies.csv``). Timestamps are seconds (or ms, µs, ns) since 1970, or dates: 8-digit numbers that
+``ratings.csv``/``movies.csv``; ml-10m's ``ratings.dat`` (half stars) and ``movies.dat`` as ml-1m's, without ``users.dat``). GroupLens' files are
+latin-1 unless a byte-order mark says UTF-8 or UTF-16 (:func:`core.io.text_encoding_of`). Timestamps are seconds (or ms, µs, ns) since 1970, or dates: 8-digit numbers that
 are all calendar dates (``20240131``) are read as YYYYMMDD days (logged); day/month dates written with slashes, dots or
 dashes (``01/02/2024``, ``31.01.2024``, ``01-02-2024``; ISO ``2024-01-31`` is read as written) are read in one order for the whole column — day-first when a first field is above 12 somewhere, month-first when a second
 one is, refused when both; when no row tells, month-first with a warning (``--date-order day-first`` /
@@ -79,7 +82,7 @@ import pandas as pd
 
 from core.data import DatasetSpec, SourceMissingError, ensure_dataset, prepare
 from core.errors import UserInputError, plain
-from core.io import atomic_write_parquet, read_csv_text, read_text_guessing_encoding
+from core.io import atomic_write_parquet, read_csv_text, read_text_guessing_encoding, text_encoding_of
 from core.logging import get_logger
 from domains.recommendation.checks import ArgumentError, found, fraction, frame_arg, path_arg, whole_number
 
@@ -123,26 +126,19 @@ def _locate() -> dict[str, Path]:
     return out
 
 
-def _read_atomic(path: Path) -> pd.DataFrame:
-    """RecBole atomic file: tab-separated, header ``name:type``."""
-    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    df.columns = [c.split(":")[0] for c in df.columns]
-    return df
-
-
 def _build(sources: dict[str, Path], out_dir: Path) -> None:
-    inter = _read_atomic(sources["ml-100k.inter"])
+    inter = _read_table(sources["ml-100k.inter"], "RecBole's ml-100k.inter")
     inter = pd.DataFrame({
         "user_id": inter["user_id"].astype(np.int64), "item_id": inter["item_id"].astype(np.int64),
         "rating": inter["rating"].astype(np.float32), "timestamp": inter["timestamp"].astype(float).astype(np.int64),
     })
-    users = _read_atomic(sources["ml-100k.user"])
+    users = _read_table(sources["ml-100k.user"], "RecBole's ml-100k.user").fillna("")
     users = pd.DataFrame({"user_id": users["user_id"].astype(np.int64), "age": users["age"].astype(np.int64),
                           "gender": users["gender"], "occupation": users["occupation"], "zip_code": users["zip_code"]})
-    items = _read_atomic(sources["ml-100k.item"])
-    year = pd.to_numeric(items["release_year"], errors="coerce").fillna(-1).astype(np.int64)
-    items = pd.DataFrame({"item_id": items["item_id"].astype(np.int64), "title": items["movie_title"], "year": year,
-                          "genres": [g.split() if g else [] for g in items["class"]]})
+    items = _read_table(sources["ml-100k.item"], "RecBole's ml-100k.item").fillna("")
+    year = pd.to_numeric(items["year"], errors="coerce").fillna(-1).astype(np.int64)  # (RecBole's movie_title, release_year, class)
+    items = pd.DataFrame({"item_id": items["item_id"].astype(np.int64), "title": items["title"], "year": year,
+                          "genres": [g.split() if g else [] for g in items["genres"]]})
     data, report = validate_interactions(inter, users=users, items=items, source="ml-100k (recbole)")
     if report.duplicates_dropped or report.unknown_items_dropped:
         raise InteractionDataError(f"bundled ml-100k is not clean: {report.summary()}")
@@ -640,7 +636,7 @@ def load_ml100k(root: Path | None = None) -> InteractionData:
     return InteractionData(inter, users, items, name=ML100K, report=rep)
 
 
-TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".gz", ".tsv", ".txt", ".json", ".jsonl", ".ndjson")
+TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".gz", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".inter")
 _JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 
@@ -653,11 +649,12 @@ def _head(path: Path, n: int = 4096) -> bytes:
         return f.read(n)
 
 
-def _read_csv(path: Path, head: bytes) -> pd.DataFrame:
-    sep = "\t" if ".tsv" in [x.lower() for x in path.suffixes] else ","
+def _read_csv(path: Path, head: bytes, sep: str | None = None) -> pd.DataFrame:
     first = head.decode("utf-8", errors="replace").splitlines()[0] if head.strip() else ""
-    if sep not in first:  # a tab-, semicolon- or bar-separated file under another name: its header says which
-        sep = next((c for c in ("\t", ",", ";", "|") if c in first), sep)
+    if sep is None:
+        sep = "\t" if ".tsv" in [x.lower() for x in path.suffixes] else ","
+        if sep not in first:  # a tab-, semicolon- or bar-separated file under another name: its header says which
+            sep = next((c for c in ("\t", ",", ";", "|") if c in first), sep)
     # every column as text: ids keep leading zeros and digits ("007" is not 7), titles stay titles
     # ("1984"), "NA" stays an id; only empty cells are missing. Numbers are parsed per column later.
     # UTF-8, else a European Excel export (cp1252), logged; the re-reads below use the encoding found
@@ -673,7 +670,53 @@ def _read_csv(path: Path, head: bytes) -> pd.DataFrame:
             raise InteractionDataError(f"{path}: line(s) {_rows(extra)} hold {raw.shape[1]} fields but the header names {len(df.columns)} "
                                        f"({[str(c) for c in df.columns]}); expected one field per header column")
         df = read_csv_text(path, index_col=False, **kw)
+    if path.suffix.lower() in ATOMIC_SUFFIXES or (len(df.columns) and all(_TYPED_FIELD.fullmatch(str(c)) for c in df.columns)):
+        df.columns = _atomic_names(path, df.columns)
     return df
+
+
+# RecBole's atomic files (https://recbole.io/docs/user_guide/data/atomic_files.html): tab-separated, a header of
+# name:type fields, space-separated token_seq/float_seq values; <dataset>.inter (interactions), .item and .user beside it
+ATOMIC_SUFFIXES = (".inter", ".item", ".user")
+RECBOLE_FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
+_TYPED_FIELD = re.compile(r"[^:\s]+:(" + "|".join(RECBOLE_FIELD_TYPES) + r")")
+# RecBole's names of the catalogue fields (ml-100k: movie_title, release_year, class; ml-1m/ml-20m: genre; Amazon: categories)
+_RECBOLE_ITEM_NAMES = {"movie_title": "title", "release_year": "year", "class": "genres", "genre": "genres", "categories": "genres"}
+
+
+def _atomic_names(path: Path, columns) -> list[str]:
+    """The field names of a RecBole atomic header (``user_id:token`` → ``user_id``); :class:`InteractionDataError`
+    naming the first field whose type RecBole does not know (or that has none)."""
+    names = []
+    for c in map(str, columns):
+        name, _, kind = c.partition(":")
+        if kind not in RECBOLE_FIELD_TYPES:
+            found_type = f"type {kind!r}" if kind else "no type"
+            raise InteractionDataError(f"{path}: header field {c!r} has {found_type}; expected RecBole's name:type with a type of "
+                                       f"{', '.join(RECBOLE_FIELD_TYPES)} (e.g. user_id:token)")
+        names.append(_RECBOLE_ITEM_NAMES.get(name, name) if path.suffix.lower() == ".item" else name)
+    return names
+
+
+def atomic_side_files(path: Path) -> dict[str, Path]:
+    """The ``.item`` / ``.user`` atomic files beside a RecBole ``.inter`` file (same stem), those that exist:
+    ``{"items": ..., "users": ...}``."""
+    sides = {"items": path.with_suffix(".item"), "users": path.with_suffix(".user")}
+    return {k: v for k, v in sides.items() if v.is_file()}
+
+
+def recbole_inter_file(folder: Path) -> Path | None:
+    """The interaction file of a RecBole dataset folder: ``<folder name>.inter``, else its only ``*.inter`` file; None when
+    it has none; :class:`InteractionDataError` when it has several and none is named after the folder (e.g. RecBole's
+    benchmark files ``x.train.inter``, ``x.valid.inter``, ``x.test.inter``: which one is meant)."""
+    named = folder / f"{folder.name}.inter"
+    if named.is_file():
+        return named
+    found_files = sorted(p for p in folder.glob("*.inter") if p.is_file())
+    if len(found_files) > 1:
+        raise InteractionDataError(f"{folder}: {len(found_files)} RecBole .inter files ({', '.join(p.name for p in found_files[:5])}) and none named "
+                                   f"{named.name}; expected one, or pass the file itself (--data {found_files[0]})")
+    return found_files[0] if found_files else None
 
 
 class _JsonFraction(str):
@@ -739,6 +782,8 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
             return pd.read_parquet(path)
         if suffix in _JSON_SUFFIXES or (suffix == ".gz" and len(suffixes) > 1 and suffixes[-2] in _JSON_SUFFIXES):
             return _read_json_records(path)
+        if suffix in ATOMIC_SUFFIXES:
+            return _read_csv(path, head, sep="\t")
         if suffix in (".csv", ".gz", ".txt", ".tsv"):
             return _read_csv(path, head)
     except InteractionDataError:
@@ -746,7 +791,7 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
     except Exception as e:  # noqa: BLE001 - parser errors from pandas/pyarrow
         raise InteractionDataError(f"{path}: cannot be read as {path.suffix} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); expected {what}") from e
     hint = f" (a MovieLens '::' file: pass its folder, --data {path.parent})" if suffix == ".dat" else ""
-    raise InteractionDataError(f"{path}: unsupported file type {path.suffix!r}{hint}; expected .csv, .parquet or .jsonl with {what}")
+    raise InteractionDataError(f"{path}: unsupported file type {path.suffix!r}{hint}; expected .csv, .parquet, .jsonl or a RecBole .inter with {what}")
 
 
 def load_interactions(path: str | Path, items: str | Path | pd.DataFrame | None = None, users: str | Path | pd.DataFrame | None = None,
@@ -759,6 +804,12 @@ def load_interactions(path: str | Path, items: str | Path | pd.DataFrame | None 
         raise ArgumentError("path: a DataFrame; expected a file path (for a DataFrame already in memory, use validate_interactions(df))")
     path = path_arg(path, "path", "the path of a .csv/.parquet interaction file")
     df = _read_table(path, "columns user_id, item_id[, rating][, timestamp]")
+    if path.suffix.lower() == ".inter":  # a RecBole dataset: its .item / .user files beside it, unless others are given
+        sides = atomic_side_files(path)
+        items = sides.get("items") if items is None else items
+        users = sides.get("users") if users is None else users
+        if sides:
+            log.info(f"{path}: RecBole atomic file; side tables read from {', '.join(p.name for p in sides.values())}")
     it = _read_table(Path(items), "an item table item_id[, title, year, genres]") if isinstance(items, (str, Path)) else items
     us = _read_table(Path(users), "a user table user_id[, age, gender, occupation]") if isinstance(users, (str, Path)) else users
     data, rep = validate_interactions(df, users=us, items=it, source=str(path), duplicates=duplicates, unknown_items=unknown_items,
@@ -788,8 +839,9 @@ def _read_dat(path: Path, names: list[str], sep: str = "::") -> pd.DataFrame:
     try:
         # ml-100k's files quote nothing ('"' is part of a title) and hold empty fields; ml-1m's are read as they always were
         exact = {} if sep == "::" else dict(keep_default_na=False, na_values=[""], quoting=csv.QUOTE_NONE)
-        with path.open("rb") as f:  # GroupLens' files are latin-1; one re-saved by an editor with a UTF-8 byte-order mark is UTF-8
-            encoding = "utf-8-sig" if f.read(3) == b"\xef\xbb\xbf" else "latin-1"  # (read as latin-1, the mark made user '1' a user 'ï»¿1')
+        # GroupLens' files are latin-1; one re-saved by an editor with a byte-order mark is UTF-8 or UTF-16 (read as latin-1,
+        # a UTF-8 mark made user '1' a user 'ï»¿1', and UTF-16 text was not one line of it readable)
+        encoding = text_encoding_of(path, unmarked="latin-1")
         df = pd.read_csv(path, sep=sep, engine="python" if len(sep) > 1 else "c", header=None, names=names, encoding=encoding, dtype=str, **exact)
     except Exception as e:  # noqa: BLE001
         raise InteractionDataError(f"{path}: cannot be read as a MovieLens {shown}-separated file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
@@ -830,12 +882,16 @@ def _ml100k_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.
     return r, items, users
 
 
-def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unknown_items: str = "drop") -> InteractionData:
-    """A MovieLens folder as GroupLens ships it: ml-100k (``u.data``, ``u.item``, ``u.user``), ml-1m (``ratings.dat``,
-    ``movies.dat``, ``users.dat``; torchrec's loaders read the same) or ml-20m/ml-25m (``ratings.csv``, ``movies.csv``)."""
+def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unknown_items: str = "drop", date_order: str = "auto") -> InteractionData:
+    """A MovieLens folder as GroupLens ships it: ml-100k (``u.data``, ``u.item``, ``u.user``), ml-1m / ml-10m (``ratings.dat``,
+    ``movies.dat``, ``users.dat`` (ml-1m only); torchrec's loaders read the same) or ml-20m/ml-25m/ml-latest (``ratings.csv``,
+    ``movies.csv``) — or a RecBole dataset folder (``x/x.inter`` with ``x.item`` / ``x.user``: :func:`load_interactions`)."""
     folder = path_arg(folder, "folder", "a MovieLens folder (ml-100k, ml-1m, ml-20m)")
     if not folder.is_dir():
         raise InteractionDataError(f"{folder}: not a folder (expected a MovieLens folder with u.data, ratings.dat or ratings.csv)")
+    recbole = None if any((folder / f).is_file() for f in ("u.data", "ratings.dat", "ratings.csv")) else recbole_inter_file(folder)
+    if recbole is not None:
+        return load_interactions(recbole, duplicates=duplicates, unknown_items=unknown_items, date_order=date_order)
     if (folder / "u.data").is_file():
         r, items, users = _ml100k_folder(folder)
     elif (folder / "ratings.dat").is_file():
@@ -861,9 +917,10 @@ def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unk
             items = pd.DataFrame({"item_id": m["movieId"], "title": title, "year": year,
                                   "genres": [[g for g in str(x).split("|") if g != "(no genres listed)"] for x in m["genres"]]})
     else:
-        raise InteractionDataError(f"{folder}: no u.data (ml-100k), ratings.dat (ml-1m) or ratings.csv (ml-20m/ml-25m) found; "
+        raise InteractionDataError(f"{folder}: no u.data (ml-100k), ratings.dat (ml-1m) or ratings.csv (ml-20m/ml-25m) found, nor a RecBole .inter file; "
                                    f"it holds {sorted(p.name for p in folder.iterdir())[:10]}")
-    data, rep = validate_interactions(r, users=users, items=items, source=str(folder), duplicates=duplicates, unknown_items=unknown_items)
+    data, rep = validate_interactions(r, users=users, items=items, source=str(folder), duplicates=duplicates, unknown_items=unknown_items,
+                                      date_order=date_order)
     data.name = folder.name
     log.info(rep.summary())
     return data
@@ -888,11 +945,12 @@ def load_dataset(source: str = ML100K, date_order: str = "auto") -> InteractionD
         return load_ml100k()
     p = path_arg(source, "source", "'ml-100k', a MovieLens folder or an interaction file")
     if p.is_dir():
-        return load_movielens_folder(p)
+        return load_movielens_folder(p, date_order=date_order)
     if p.suffix.lower() in TABLE_SUFFIXES:
         return load_interactions(p, date_order=date_order)
     hint = f" (a MovieLens file without a header: pass its folder, --data {p.parent})" if p.suffix.lower() in (".dat", ".data") else ""
-    raise InteractionDataError(f"--data {source}: expected 'ml-100k', a MovieLens folder (ml-100k, ml-1m, ml-20m) or a .parquet/.csv/.jsonl interaction file{hint}")
+    raise InteractionDataError(f"--data {source}: expected 'ml-100k', a MovieLens folder (ml-100k, ml-1m, ml-20m), a RecBole dataset folder or .inter file, "
+                               f"or a .parquet/.csv/.jsonl interaction file{hint}")
 
 
 def group_by_user(u: np.ndarray, i: np.ndarray, n: int) -> list[np.ndarray]:

@@ -1,11 +1,14 @@
 """Compression and export for deployment on CPU: magnitude pruning (unstructured and structured) with a
-short recovery fine-tune, int8 quantization (torchao: the PT2E flow with the x86 Inductor quantizer for conv nets, ``quantize_`` for Linear layers —
+short recovery fine-tune, int8 quantization (torchao: the PT2E flow with the x86 Inductor quantizer for conv nets, ``quantize_`` for Linear layers
+(dynamic int8, or int8 weights only) —
 ``torch.ao.quantization`` eager mode is deprecated upstream), ONNX export with an onnxruntime parity
 check, ONNX Runtime int8, and on-disk size.
 
     prune(model, 0.5)                                  # global L1, unstructured, permanent
     prune(model, 0.3, structured=True, permanent=False); recovery_finetune(model, batches, loss_fn, steps=50)
     q = quantize_int8(model, (x,), calibration=[(x1,), (x2,)])  # compiled int8 module
+    q = quantize_int8(model, (x,), method="weight_only"); save_int8_weights(q, "m.int8.safetensors")
+    q = load_int8_weights("m.int8.safetensors", model)  # model: the fp32 architecture
     export_onnx(model, (x,), "model.onnx")            # raises if onnxruntime disagrees with torch
 """
 
@@ -30,7 +33,12 @@ __all__ = [
     "sparsity",
     "recovery_finetune",
     "quantize_int8",
+    "INT8_METHODS",
+    "save_int8_weights",
+    "load_int8_weights",
     "auto_int8_method",
+    "cpu_lacks_int8_dot_product",
+    "NO_INT8_DOT_PRODUCT",
     "export_onnx",
     "onnx_parity",
     "quantize_onnx_int8",
@@ -134,12 +142,23 @@ def has_conv_layers(model: nn.Module) -> bool:
     return any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
 
 
-# Measured with `python bench/int8_cpu.py` (BENCHMARKS "int8-cpu-no-amx", an AMD EPYC with AVX2 and no int8 dot-product
-# instructions; latency vs fp32 eager, each candidate in its own process): torchao dynamic int8 23x on MiniLM-L6 and
-# 13-23x on MLPs 256-2048 wide; torchao weight-only int8 0.81-0.95x on MiniLM and the wider MLPs but 2.35x on the
-# 256-wide one (and it needs a compile); PT2E cannot trace MiniLM and is 2.42x on the 256-wide MLP. None is faster than
-# fp32 on every model, so "auto" keeps fp32 there: never slower, exact, nothing to compile.
-NO_INT8_DOT_FIGURES = "torchao dynamic int8 13-23x slower, weight-only 0.81-2.35x the fp32 latency"
+def cpu_lacks_int8_dot_product() -> bool:
+    """True on a machine without CUDA whose CPU is known to lack int8 dot-product instructions (AVX512-VNNI, AVX-VNNI,
+    AMX-INT8; :func:`core.device.cpu_has_int8_dot_product` is False): there torchao's dynamic int8 layers have no fast
+    kernel. The one test behind both ``auto``'s fp32 fallback and ``method="torchao"``'s warning; read from
+    :mod:`core.device` at call time, so tests can monkeypatch it."""
+    from core import device
+
+    return not torch.cuda.is_available() and device.cpu_has_int8_dot_product() is False
+
+
+# The figures are the BENCHMARKS.md section "int8-cpu-no-amx" (`python bench/int8_cpu.py --repeats 10` on an AMD EPYC with
+# AVX2 only, latency vs fp32 eager, each candidate in its own process), quoted here once; its test compares them with
+# that section. PT2E is left out: it cannot trace MiniLM.
+NO_INT8_DOT_PRODUCT = ("this CPU has no int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8); on such a CPU "
+                       "(BENCHMARKS section int8-cpu-no-amx, bench/int8_cpu.py) torchao dynamic int8 (method='torchao') ran "
+                       "12.7-23.3x the fp32 latency on MiniLM-L6 and 256-2048-wide MLPs, int8 weight-only (method='weight_only', "
+                       "Linear weights 4x smaller) 0.81-2.35x, ONNX Runtime int8 (export_onnx + quantize_onnx_int8) 0.36-0.91x")
 
 
 def auto_int8_method(model: nn.Module) -> tuple[str, str]:
@@ -150,23 +169,23 @@ def auto_int8_method(model: nn.Module) -> tuple[str, str]:
     * a Linear-only model → ``"torchao"`` on CUDA machines, on CPUs with int8 dot-product instructions
       (AVX512-VNNI, AVX-VNNI, AMX-INT8) and where the CPU cannot be told (:func:`core.device.cpu_has_int8_dot_product`
       is None: not x86 Linux);
-    * a Linear-only model on a CPU known to lack them → ``"fp32"``: no torch int8 path was reliably faster than fp32
-      there (:data:`NO_INT8_DOT_FIGURES`); ONNX Runtime int8 is (:func:`export_onnx` + :func:`quantize_onnx_int8`).
-
-    The CPU check is read from :mod:`core.device` at call time, so tests can monkeypatch it."""
-    from core import device
-
+    * a Linear-only model where :func:`cpu_lacks_int8_dot_product` → ``"fp32"``: no torch int8 path was faster than
+      fp32 on every model there (:data:`NO_INT8_DOT_PRODUCT`; weight-only int8 was faster on three of four models, by
+      5-19 percent, and 2.35x slower on the smallest); ONNX Runtime int8 is (:func:`export_onnx` + :func:`quantize_onnx_int8`).
+    """
     if has_conv_layers(model):
         return "pt2e", "the model has convolutions: PT2E static int8 with the x86 Inductor quantizer"
+    if cpu_lacks_int8_dot_product():
+        return "fp32", f"Linear-only model and {NO_INT8_DOT_PRODUCT}; method='torchao' or 'weight_only' forces int8"
     if torch.cuda.is_available():
         return "torchao", "Linear-only model on a CUDA machine: torchao dynamic int8"
-    dot = device.cpu_has_int8_dot_product()
-    if dot is False:
-        return "fp32", ("Linear-only model and this CPU has no int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8): "
-                        f"no torch int8 path was reliably faster than fp32 on such a CPU ({NO_INT8_DOT_FIGURES}; bench/int8_cpu.py); "
-                        "for int8 here use export_onnx + quantize_onnx_int8 (0.36-0.53x the fp32 latency on MiniLM and 1024-2048-wide MLPs), or force method='torchao'")
-    why = "has int8 dot-product instructions" if dot else "could not be checked for int8 dot-product instructions"
+    from core import device
+
+    why = "has int8 dot-product instructions" if device.cpu_has_int8_dot_product() else "could not be checked for int8 dot-product instructions"
     return "torchao", f"Linear-only model, the CPU {why}: torchao dynamic int8"
+
+
+INT8_METHODS = ("auto", "pt2e", "torchao", "weight_only")
 
 
 def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence[tuple] | None = None,
@@ -178,7 +197,11 @@ def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence
       ``convert_pt2e``. Best for convolutional nets.
     * ``"torchao"`` — ``torchao.quantization.quantize_`` with int8 dynamic activations and int8 weights on
       every ``nn.Linear`` (per-batch activation scales; no calibration). Best for transformers and MLPs on a
-      CPU with int8 dot-product instructions (or CUDA); on a CPU without them it warns: many times slower than fp32.
+      CPU with int8 dot-product instructions (or CUDA); on a CPU without them it warns (:data:`NO_INT8_DOT_PRODUCT`).
+    * ``"weight_only"`` — ``quantize_`` with ``Int8WeightOnlyConfig``: every ``nn.Linear`` weight stored as int8 with a
+      per-output-row scale, activations stay fp32 (no calibration, no int8 dot products needed). Linear weights take a
+      quarter of their fp32 memory; the speed depends on the model (:data:`NO_INT8_DOT_PRODUCT`). Save it with
+      :func:`save_int8_weights`, load with :func:`load_int8_weights`.
     * ``"auto"`` — :func:`auto_int8_method`: ``pt2e`` when the model has convolutions, else ``torchao`` —
       except on a CPU known to lack int8 dot-product instructions, where a Linear-only model is returned as an
       fp32 copy (not compiled: compiling fp32 gained at most 11 percent there and cost 32 percent on a small MLP) with one
@@ -195,23 +218,17 @@ def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence
             log.warning("quantize_int8(method='auto'): kept fp32 — %s", why)
             return copy.deepcopy(model).eval()
         log.info("quantize_int8(method='auto'): %s", why)
-    if method not in ("pt2e", "torchao"):
-        raise ValueError(f"method must be 'auto', 'pt2e' or 'torchao', got {method!r}")
+    if method not in INT8_METHODS:
+        raise ValueError(f"method must be one of {', '.join(repr(m) for m in INT8_METHODS)}, got {method!r}")
     model = copy.deepcopy(model).eval()
-    if method == "torchao":
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-
-        from core import device
-
-        if device.cpu_has_int8_dot_product() is False and not torch.cuda.is_available():
-            log.warning("this CPU has no int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8): torchao's dynamic int8 "
-                        "layers run much SLOWER than fp32 here (MiniLM 21x on an AMD EPYC, BENCHMARKS finetune-no-amx); "
-                        "for CPU serving on it export to ONNX and use quantize_onnx_int8 (1.6x faster than ONNX fp32 on the same "
-                        "MiniLM), or keep fp32 (method='auto' does)")
+    if method in ("torchao", "weight_only"):
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
 
         if not any(isinstance(m, nn.Linear) for m in model.modules()):
-            raise ValueError(f"{type(model).__name__} has no nn.Linear layers for torchao int8; use method='pt2e'")
-        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+            raise ValueError(f"{type(model).__name__} has no nn.Linear layers for torchao int8 (method={method!r}); use method='pt2e'")
+        if method == "torchao" and cpu_lacks_int8_dot_product():
+            log.warning("quantize_int8(method='torchao'): %s", NO_INT8_DOT_PRODUCT)
+        quantize_(model, Int8DynamicActivationInt8WeightConfig() if method == "torchao" else Int8WeightOnlyConfig())
         q = model
     else:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -228,12 +245,72 @@ def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence
             for batch in (calibration or [example_inputs]):
                 prepared(*(batch if isinstance(batch, tuple) else (batch,)))
             q = convert_pt2e(prepared)
-    if compile:
-        import torch._inductor.config as inductor_config
+    return _compiled(q) if compile else q
 
-        inductor_config.freezing = True  # constant-fold the int8 weights: needed for the fused CPU kernels
-        q = torch.compile(q)
-    return q
+
+def _compiled(q: nn.Module) -> nn.Module:
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # constant-fold the int8 weights: needed for the fused CPU kernels
+    return torch.compile(q)
+
+
+_INT8_FILE_FORMAT = "core.compress torchao int8 v1"
+
+
+def save_int8_weights(model: nn.Module, path: str | Path) -> Path:
+    """Save a ``quantize_int8(method="weight_only" or "torchao")`` model (compiled or not) as safetensors: each int8
+    weight as its int8 data, scale and zero point plus a JSON description (torchao's safetensors layout, nothing
+    pickled). Read it back with :func:`load_int8_weights`. Written atomically."""
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+    from core.checkpoint import save_weights
+
+    inner = getattr(model, "_orig_mod", model)  # a torch.compile wrapper saves the module it wraps
+    state = inner.state_dict()
+    if not any(type(v) is not torch.Tensor for v in state.values()):
+        raise ValueError(f"{type(inner).__name__} has no torchao int8 weights to save (quantize it with quantize_int8(method='weight_only' "
+                         "or 'torchao'); plain weights go through core.checkpoint.save_weights)")
+    try:
+        tensors, metadata = flatten_tensor_state_dict(state)
+    except ValueError as e:
+        raise ValueError(f"cannot save {type(inner).__name__} as int8 safetensors: {e}") from e
+    return save_weights(path, tensors, metadata={**metadata, "format": _INT8_FILE_FORMAT})
+
+
+def load_int8_weights(path: str | Path, model: nn.Module, compile: bool = True) -> nn.Module:
+    """The int8 model saved by :func:`save_int8_weights`, built on a copy of ``model`` (the fp32 architecture it was
+    quantized from; its weights are replaced, the caller's module is untouched). The tensors are read with safetensors
+    and the int8 layout from the file's JSON metadata (only torchao's allow-listed tensor classes; nothing is unpickled).
+    ``compile`` as in :func:`quantize_int8`. A file that is not such a file, or does not fit ``model``, raises
+    :class:`core.checkpoint.CheckpointError` naming the file."""
+    from safetensors import safe_open
+    from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+
+    from core.checkpoint import CheckpointError, CheckpointMismatchError, load_weights, state_mismatch
+    from core.errors import plain
+
+    tensors = load_weights(path)  # missing or unreadable file: CheckpointError naming it
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata() or {}
+    if metadata.get("format") != _INT8_FILE_FORMAT:
+        raise CheckpointError(f"weights file {plain(path)} is not an int8 file written by core.compress.save_int8_weights "
+                              f"(metadata format {plain(metadata.get('format'))}); expected {_INT8_FILE_FORMAT!r} — plain weights load "
+                              "with core.checkpoint.load_weights")
+    try:
+        state, leftover = unflatten_tensor_state_dict(tensors, metadata)
+    except Exception as e:  # noqa: BLE001 - torchao raises ValueError/KeyError/JSON errors for a damaged description
+        raise CheckpointError(f"weights file {plain(path)}: its int8 description is damaged ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); expected the metadata save_int8_weights writes") from e
+    if leftover:
+        raise CheckpointError(f"weights file {plain(path)} holds tensor {plain(next(iter(leftover)))} that its int8 description does not "
+                              f"name ({len(leftover)} such); expected only the tensors save_int8_weights writes")
+    q = copy.deepcopy(model).eval()
+    problem = state_mismatch(q, state)
+    if problem:
+        raise CheckpointMismatchError(f"int8 weights {plain(path)} do not fit {type(q).__name__}: {problem}")
+    q.load_state_dict(state, assign=True)  # assign: the int8 tensors replace the fp32 parameters instead of being copied into them
+    return _compiled(q) if compile else q
 
 
 def export_onnx(model: nn.Module, example: tuple | torch.Tensor, path: str | Path, check: bool = True,

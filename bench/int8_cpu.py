@@ -3,11 +3,11 @@
 On a CPU without int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX-INT8) torchao's dynamic int8 ran the
 MiniLM text model 21x slower than fp32 (BENCHMARKS "finetune-no-amx"). This probe times, on the same inputs (each
 candidate in a process of its own, see below), the candidates for Linear-only models and reports each one's latency against fp32 eager and its output
-error against fp32:
+error against fp32 (and, where one is written, the size of its file: safetensors for torch, .onnx for ONNX Runtime):
 
 * fp32 eager (reference) and fp32 + ``torch.compile`` (what the compiler alone gives);
 * torchao int8 dynamic activations + int8 weights + compile (``quantize_int8(method="torchao")``);
-* torchao int8 weight-only + compile (``Int8WeightOnlyConfig``);
+* torchao int8 weight-only + compile (``quantize_int8(method="weight_only")``, ``Int8WeightOnlyConfig``);
 * PT2E static int8 with the x86 Inductor quantizer + compile (``quantize_int8(method="pt2e")``);
 * ONNX Runtime fp32 and ONNX Runtime dynamic int8 (``export_onnx`` + ``quantize_onnx_int8``).
 
@@ -38,7 +38,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from core.bench import cpu_latency, machine_line, markdown_table, write_benchmark_section  # noqa: E402
-from core.compress import OnnxRunner, export_onnx, model_size_bytes, quantize_int8, quantize_onnx_int8  # noqa: E402
+from core.compress import OnnxRunner, export_onnx, model_size_bytes, quantize_int8, quantize_onnx_int8, save_int8_weights  # noqa: E402
 from core.device import cpu_has_int8_dot_product  # noqa: E402
 
 
@@ -94,22 +94,10 @@ def make_case(spec: str, batch: int):
     raise SystemExit(f"--models: unknown entry {spec!r}; expected minilm, mlp or mlp:WIDTH")
 
 
-def weight_only(model: nn.Module) -> nn.Module:
-    import copy
-
-    import torch._inductor.config as inductor_config
-    from torchao.quantization import Int8WeightOnlyConfig, quantize_
-
-    q = copy.deepcopy(model).eval()
-    quantize_(q, Int8WeightOnlyConfig())
-    inductor_config.freezing = True
-    return torch.compile(q)
-
-
 CANDIDATES = {
     "fp32 + torch.compile": "compile",
     "torchao int8 dynamic + compile (method='torchao')": "torchao",
-    "torchao int8 weight-only + compile": "weight-only",
+    "torchao int8 weight-only + compile (method='weight_only')": "weight_only",
     "PT2E static int8, x86 Inductor quantizer + compile (method='pt2e')": "pt2e",
     "ONNX Runtime fp32": "ort-fp32",
     "ONNX Runtime int8 dynamic (quantize_onnx_int8)": "ort-int8",
@@ -121,10 +109,9 @@ def build(kind: str, model: nn.Module, batches: list[tuple], tmp: Path):
     x = batches[0]
     if kind == "compile":
         return torch.compile(model), None
-    if kind == "torchao":
-        return quantize_int8(model, x, method="torchao"), None
-    if kind == "weight-only":
-        return weight_only(model), None
+    if kind in ("torchao", "weight_only"):  # size: the int8 safetensors file save_int8_weights writes
+        q = quantize_int8(model, x, method=kind)
+        return q, save_int8_weights(q, tmp / "m.int8.safetensors").stat().st_size
     if kind == "pt2e":
         return quantize_int8(model, x, calibration=batches, method="pt2e"), None
     p32 = export_onnx(model, x, tmp / "m.onnx", check=True, atol=1e-3)

@@ -43,6 +43,8 @@ __all__ = [
     "SeedConfig",
     "DeviceConfig",
     "ResumeConfig",
+    "RESUME_FIXED",
+    "fixed_settings_changed",
     "ModelRunConfig",
     "ConfigError",
     "RunNameError",
@@ -93,9 +95,47 @@ class DeviceConfig:
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N"})
 
 
+RESUME_FIXED = "fixed"  # field metadata {"resume": RESUME_FIXED, "resume_why": "..."}: a --resume must not change this setting
+
+
 @dataclass
 class ResumeConfig:
+    """``--resume``. A setting a resumed run must not change (one that decides which rows are held out for validation
+    or test: the checkpoint has trained on the run's training rows) says so in its field metadata,
+    ``"resume": "fixed"`` (:data:`RESUME_FIXED`) with an optional ``"resume_why"``; a command whose rule is conditional
+    overrides :meth:`fixed_on_resume` (recommendation: the seed draws the validation rows of a stratified split only).
+    :func:`core.runs.check_resumable` and ``Run.start`` refuse a change (:func:`fixed_settings_changed`); other
+    settings continue with a warning."""
+
     resume: bool = field(default=False, metadata={"help": "resume the run named by --name (or the newest run of this command) from its last checkpoint"})
+
+    @classmethod
+    def fixed_on_resume(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """The settings a resume must not change, as the values to compare, read from recorded ``settings`` (a run's
+        ``config.json``, or :func:`recorded_config` of a config): every field whose metadata says ``"resume": "fixed"``,
+        as recorded. A key missing from ``settings`` reads as None."""
+        return {f.name: settings.get(f.name) for f in dataclasses.fields(cls) if f.metadata.get("resume") == RESUME_FIXED}
+
+    @classmethod
+    def why_fixed_on_resume(cls, names: Sequence[str]) -> str:
+        """Why the settings ``names`` must not change on a resume: their fields' ``"resume_why"`` (each reason once)."""
+        meta = {f.name: f.metadata for f in dataclasses.fields(cls)}
+        whys = dict.fromkeys(meta[n].get("resume_why") for n in names if n in meta)
+        return "; ".join(w for w in whys if w) or "the run's checkpoint was trained with the run's value"
+
+
+def fixed_settings_changed(cfg: Any, recorded: dict[str, Any]) -> list[str]:
+    """The fields of ``cfg`` that a ``--resume`` must not change (:meth:`ResumeConfig.fixed_on_resume`) and whose
+    values differ from ``recorded`` (the run's ``config.json``), in the order the config lists them. A key the
+    record lacks (a run older than the flag) is not compared: its value then is unknown; a setting whose recorded
+    value is the same is not named even when another change makes it count differently (that other one is named).
+    A private field is recorded as :data:`PRIVATE_VALUE` and compares equal. Empty for a config without ``--resume``."""
+    if not isinstance(cfg, ResumeConfig) or not isinstance(recorded, dict):
+        return []
+    now = json.loads(json.dumps(recorded_config(cfg), default=str))  # as config.json holds it (lists, not tuples)
+    was_fixed, now_fixed = type(cfg).fixed_on_resume(recorded), type(cfg).fixed_on_resume(now)
+    names = dict.fromkeys([*now_fixed, *was_fixed])
+    return [k for k in names if k in recorded and was_fixed.get(k) != now_fixed.get(k) and recorded[k] != now.get(k)]
 
 
 @dataclass

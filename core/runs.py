@@ -19,8 +19,9 @@ kind ``"job"`` (forecast, score, …) never move it.
 Guarantees: run names are plain names (:class:`RunNameError` before anything is created); one
 writer per run folder (a second one gets :class:`RunLockedError` naming the writer's PID before it
 touches anything); a run whose writer died while ``running`` reads as ``interrupted``; ``--resume`` continues
-only a run of the same command whose record is intact — :func:`check_resumable` says so, reading only, before a
-command's slow data load.
+only a run of the same command whose record is intact, with the settings its config declares fixed on a resume
+(those that decide the held-out rows, :class:`ResumeSettingsError`) — :func:`check_resumable` says so, reading only,
+before a command's slow data load.
 """
 
 from __future__ import annotations
@@ -41,16 +42,16 @@ import torch
 
 from core.checkpoint import (CheckpointDamagedError, CheckpointMismatchError, checkpoints_newest_first, read_checkpoint, restore_checkpoint,
                              save_checkpoint)
-from core.config import RunConfig, RunNameError, check_run_name, recorded_config
+from core.config import RunConfig, RunNameError, check_run_name, fixed_settings_changed, recorded_config
 from core.device import device_summary, resolve_device, seed_everything
-from core.errors import UserInputError
+from core.errors import UserInputError, plain
 from core.io import atomic_write_bytes, atomic_write_json, finite_or_none, json_default, remove_temp_files
 from core.locking import FolderLock, is_locked, lock_holder, pid_alive
 from core.logging import attach_run_log, detach_run_log, get_logger
 from core.tracking import Tracker
 
 __all__ = ["Run", "list_runs", "latest_run_dir", "resolve_model_run", "read_run", "iter_metrics", "check_resumable", "RunNotFoundError", "RunLockedError",
-           "RunDamagedError", "RunNameError", "RunTerminated", "LOCK_FILE"]
+           "RunDamagedError", "ResumeSettingsError", "RunNameError", "RunTerminated", "LOCK_FILE"]
 
 log = get_logger("runs")
 
@@ -72,6 +73,16 @@ class RunLockedError(UserInputError, RuntimeError):
 
 class RunDamagedError(UserInputError, ValueError):
     """A run whose record (run.json) is damaged: it may be finished work, so it is never continued or overwritten."""
+
+
+class ResumeSettingsError(UserInputError, ValueError):
+    """``--resume`` with another value of a setting the run's config declares fixed on a resume (``"resume": "fixed"``
+    field metadata, :meth:`core.config.ResumeConfig.fixed_on_resume`): one that decides which rows are held out, so the
+    checkpoint could be validated or tested on rows it has trained on. ``run_dir``: the run that was asked for."""
+
+    def __init__(self, message: str, run_dir: Path | None = None):
+        super().__init__(message)
+        self.run_dir = run_dir
 
 
 class RunTerminated(KeyboardInterrupt):
@@ -740,8 +751,9 @@ def check_resumable(domain: str, config: RunConfig, command: str) -> Path | None
     reading only — nothing is created or locked — so a command can refuse, before its slow data load, what the folder
     alone decides, with the error ``Run.start`` would raise: a bad ``--name`` (:class:`RunNameError`), no such run or
     no run of ``command`` at all, a run another command made (:class:`RunNotFoundError`), a damaged record
-    (:class:`RunDamagedError`), a run another process is writing (:class:`RunLockedError`). ``None`` without
-    ``--resume``. A checkpoint that does not fit is still refused by :meth:`Run.resume`, after loading."""
+    (:class:`RunDamagedError`), a setting the config declares fixed on a resume whose value differs from the run's
+    ``config.json`` (:class:`ResumeSettingsError`), a run another process is writing (:class:`RunLockedError`).
+    ``None`` without ``--resume``. A checkpoint that does not fit is still refused by :meth:`Run.resume`, after loading."""
     if not getattr(config, "resume", False):
         return None
     check_run_name(config.name, "--name")
@@ -776,7 +788,32 @@ def _resume_dir(config: RunConfig, domain: str, command: str) -> Path:
     if not _made_by(info, command, config):
         raise RunNotFoundError(f"--resume --name {config.name}: {run_dir} is a {info.get('command')} {info.get('kind', 'model')} run, not a {command} run; "
                                f"expected the name of a {command} run to continue, or another --name without --resume")
+    _refuse_changed_fixed_settings(run_dir, info.get("config"), config)
     return run_dir
+
+
+def _refuse_changed_fixed_settings(run_dir: Path, recorded: Any, config: RunConfig) -> None:
+    """:class:`ResumeSettingsError` naming each setting the config declares fixed on a resume whose value differs from
+    the run's ``config.json`` (``recorded``), both values and why (:func:`core.config.fixed_settings_changed`). A run
+    without a readable ``config.json``, or one older than a flag, is not refused for it."""
+    changed = fixed_settings_changed(config, recorded) if isinstance(recorded, dict) else []
+    if not changed:
+        return
+    now = json.loads(json.dumps(recorded_config(config), default=str))
+    started = " ".join(_flag_value(k, recorded.get(k)) for k in changed)
+    asked = " ".join(_flag_value(k, now.get(k)) for k in changed)
+    raise ResumeSettingsError(f"--resume of run {run_dir.name}: it was started with {started}, this command asks for {asked}; "
+                              f"{type(config).why_fixed_on_resume(changed)}; expected the run's {started}, or a new run without --resume", run_dir)
+
+
+def _flag_value(name: str, value: Any) -> str:
+    """A setting as the flag that gives it: ``--val-days 63``, ``--tickers 'AAPL' 'JPM'``, ``--no-covariates``."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else f"--no-{name.replace('_', '-')}"
+    if isinstance(value, list):
+        return f"{flag} {' '.join(plain(v) for v in value)}" if value else f"{flag} (none)"
+    return f"{flag} {plain(value)}"
 
 
 def _made_by(info: dict[str, Any], command: str, config: RunConfig) -> bool:

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from core.config import DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.scoring import ScoringConfig
-from domains.recommendation.data import DATE_ORDERS, LEAVE_LAST_OUT, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES
+from domains.recommendation.data import DATE_ORDERS, LEAVE_LAST_OUT, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES, SplitError, split_name
 
 __all__ = ["ModelConfig", "DataConfig", "TrainingConfig", "TrainConfig", "EvaluateConfig", "ScoreConfig", "RecommendConfig",
-           "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SOFTMAX_MODES", "SPLIT_CHOICES"]
+           "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SOFTMAX_MODES", "SPLIT_CHOICES", "held_out_settings"]
 
 CPU_SHARDING = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
 INDEX_TYPES = ("hnsw", "ivf", "flat", "none")
@@ -109,6 +109,38 @@ class TrainingConfig:
 @dataclass
 class TrainConfig(ModelConfig, DataConfig, TrainingConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     """python -m domains.recommendation.train"""
+
+    @classmethod
+    def fixed_on_resume(cls, settings: dict) -> dict:
+        """What ``--resume`` must not change (core.runs refuses it before the data is read): :func:`held_out_settings`."""
+        return held_out_settings(settings)
+
+    @classmethod
+    def why_fixed_on_resume(cls, names) -> str:  # noqa: ANN001
+        return ("these decide which interactions are held out, and the checkpoint has trained on the run's training rows, so it could be "
+                "tested or validated on rows it has seen (test leakage)")
+
+
+def held_out_settings(settings: dict) -> dict:
+    """The settings (of a config or a run's ``config.json``) that decide which interactions are held out: the test
+    split (``split``; ``split_seed`` for the stratified splits) and the validation carve (``validation_ratio``; ``seed``
+    for the stratified splits, whose carve it draws); ``date_order`` too, as it decides the time order leave-last-out
+    and the latest-duplicate rule read. Split aliases are resolved (``ms`` is ``stratified-75-legacy``)."""
+    split = settings.get("split")
+    try:
+        split = split_name(split)
+    except SplitError:
+        pass
+    held = {"split": split}
+    if split == LEAVE_LAST_OUT:  # the last item tests, the one before validates: no draw, only on/off of the validation part
+        held["validation_ratio"] = bool(settings.get("validation_ratio"))
+    else:
+        held["split_seed"] = settings.get("split_seed")
+        if settings.get("validation_ratio"):
+            held["seed"] = settings.get("seed")
+        held["validation_ratio"] = settings.get("validation_ratio")
+    held["date_order"] = settings.get("date_order", "auto")
+    return held
 
 
 

@@ -38,20 +38,20 @@ import pandas as pd
 import torch
 
 from core.checkpoint import save_weights
-from core.errors import UserInputError, plain
+from core.errors import UserInputError
 from core.io import atomic_write_json, atomic_write_parquet
 from core.logging import get_logger
 from core.progress import progress
-from core.runs import Run, check_resumable
+from core.runs import ResumeSettingsError, Run, check_resumable
 from domains.recommendation.config import TrainConfig
-from domains.recommendation.data import (LEAVE_LAST_OUT, SplitError, check_split_sizes, data_source_record, group_by_user, load_dataset,
+from domains.recommendation.data import (check_split_sizes, data_source_record, group_by_user, load_dataset,
                                          require_timestamps, split_interactions, split_name, validation_split)
 from domains.recommendation.evaluation import evaluate_scores, model_scores
 from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, create_model, item_text_embeddings,
                                           full_softmax_loss, item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
 
 __all__ = ["DOMAIN", "Prepared", "prepare_inputs", "two_tower_kwargs", "build_model", "LoraText", "train_epochs", "fit_two_tower",
-           "train", "finish_run", "TrainingError", "check_resume", "held_out_settings", "write_data_source", "DATA_SOURCE_FILE", "wide_weights", "install_wide", "WideFolds", "WIDE_BLEND_GRID", "Phase", "WeightAverage", "Trainer", "local_trainer"]
+           "train", "finish_run", "TrainingError", "check_resume", "write_data_source", "DATA_SOURCE_FILE", "wide_weights", "install_wide", "WideFolds", "WIDE_BLEND_GRID", "Phase", "WeightAverage", "Trainer", "local_trainer"]
 
 log = get_logger("recommendation.training")
 DOMAIN = "recommendation"
@@ -163,72 +163,22 @@ def check_resume(cfg: TrainConfig, command: str = "train") -> Path | None:
     ``train_sequential`` run), a damaged record, a run another process is writing, ``--text lora`` (its adapters
     are not checkpointed), data other than the run's (:data:`DATA_SOURCE_FILE`, or a finished run's
     ``split.json``: another existing file or folder, by content) and settings that hold out other interactions than the
-    run's ``config.json`` (:func:`held_out_settings`: test leakage). Returns the run folder (None without ``--resume``);
-    ``Run.start`` chooses the same one. A checkpoint that does not fit for another reason is still refused by
-    ``Run.resume`` after loading. The generic refusals are :func:`core.runs.check_resumable`'s."""
+    run's ``config.json`` (core's refusal of a setting fixed on a resume: ``TrainConfig.fixed_on_resume``, test leakage).
+    Returns the run folder (None without ``--resume``); ``Run.start`` chooses the same one. A checkpoint that does not fit
+    for another reason is still refused by ``Run.resume`` after loading. The generic refusals are
+    :func:`core.runs.check_resumable`'s."""
     if not getattr(cfg, "resume", False):
         return None
     if cfg.text == "lora":
         raise TrainingError("--resume with --text lora is not supported (the LoRA adapters are not checkpointed); rerun without --resume")
-    run_dir = check_resumable(DOMAIN, cfg, command)
+    try:
+        run_dir = check_resumable(DOMAIN, cfg, command)
+    except ResumeSettingsError as e:  # other data too: that is the first thing to tell
+        if e.run_dir is not None:
+            _check_same_data(e.run_dir, cfg)
+        raise
     _check_same_data(run_dir, cfg)
-    _check_same_held_out_rows(run_dir, cfg)
     return run_dir
-
-
-def held_out_settings(settings: dict) -> dict:
-    """The settings (of a config or a run's ``config.json``) that decide which interactions are held out: the test
-    split (``split``; ``split_seed`` for the stratified splits) and the validation carve (``validation_ratio``; ``seed``
-    for the stratified splits, whose carve it draws); ``date_order`` too, as it decides the time order leave-last-out
-    and the latest-duplicate rule read. Split aliases are resolved (``ms`` is ``stratified-75-legacy``)."""
-    split = settings.get("split")
-    try:
-        split = split_name(split)
-    except SplitError:
-        pass
-    held = {"split": split, "date_order": settings.get("date_order", "auto"), "validation_ratio": settings.get("validation_ratio")}
-    if split == LEAVE_LAST_OUT:  # the last item tests, the one before validates: no draw, only on/off of the validation part
-        held["validation_ratio"] = bool(held["validation_ratio"])
-    else:
-        held["split_seed"] = settings.get("split_seed")
-        if held["validation_ratio"]:
-            held["seed"] = settings.get("seed")
-    return held
-
-
-def _held_out_differences(old: dict, new: dict) -> list[str]:
-    """The settings whose change makes ``new`` hold out other rows than ``old`` (:func:`held_out_settings`): a flag
-    that decides the held-out rows under either setting and whose value differs."""
-    was, now = held_out_settings(old), held_out_settings(new)
-    recorded = lambda k: k == "split" or k in old  # noqa: E731 - a run older than a flag: its value then is unknown, not compared
-    if was["split"] == now["split"]:
-        return [k for k in HELD_OUT_FLAGS if recorded(k) and k in was and was[k] != now.get(k)]
-    return ["split"] + [k for k in HELD_OUT_FLAGS if k != "split" and recorded(k) and (k in was or k in now) and old.get(k) != new.get(k)]
-
-
-HELD_OUT_FLAGS = ("split", "split_seed", "seed", "validation_ratio", "date_order")
-
-
-def _check_same_held_out_rows(run_dir: Path, cfg: TrainConfig) -> None:
-    """:class:`TrainingError` when ``--resume`` asks for other held-out rows than the run was started with (another
-    ``--split``, ``--split-seed``, ``--seed``, ``--validation-ratio`` or ``--date-order``): the checkpoint has trained on
-    rows the new split would test (or validate) on — test leakage, not a setting to continue with. A run without a
-    readable ``config.json`` is left to ``Run.resume``."""
-    try:
-        old = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if not isinstance(old, dict) or "split" not in old:
-        return
-    flags = _held_out_differences(old, asdict(cfg))
-    if not flags:
-        return
-    flag = lambda k: "--" + k.replace("_", "-")  # noqa: E731
-    started = " ".join(f"{flag(k)} {plain(old.get(k))}" for k in flags)
-    asked = " ".join(f"{flag(k)} {plain(getattr(cfg, k, None))}" for k in flags)
-    raise TrainingError(f"--resume of run {run_dir.name}: it was started with {started}, this command asks for {asked}; these decide which interactions "
-                        f"are held out, and the checkpoint has trained on the run's training rows, so it could be tested or validated on rows it "
-                        f"has seen (test leakage); expected the run's {started}, or a new run without --resume")
 
 
 def _check_same_data(run_dir: Path, cfg: TrainConfig) -> None:

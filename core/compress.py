@@ -256,6 +256,7 @@ def _compiled(q: nn.Module) -> nn.Module:
 
 
 _INT8_FILE_FORMAT = "core.compress torchao int8 v1"
+_INT8_ROOT = "model."  # torchao's layout splits each name at its last dot: a bare nn.Linear's "weight" has none
 
 
 def save_int8_weights(model: nn.Module, path: str | Path) -> Path:
@@ -267,7 +268,7 @@ def save_int8_weights(model: nn.Module, path: str | Path) -> Path:
     from core.checkpoint import save_weights
 
     inner = getattr(model, "_orig_mod", model)  # a torch.compile wrapper saves the module it wraps
-    state = inner.state_dict()
+    state = {_INT8_ROOT + k: v for k, v in inner.state_dict().items()}
     if not any(type(v) is not torch.Tensor for v in state.values()):
         raise ValueError(f"{type(inner).__name__} has no torchao int8 weights to save (quantize it with quantize_int8(method='weight_only' "
                          "or 'torchao'); plain weights go through core.checkpoint.save_weights)")
@@ -305,6 +306,7 @@ def load_int8_weights(path: str | Path, model: nn.Module, compile: bool = True) 
     if leftover:
         raise CheckpointError(f"weights file {plain(path)} holds tensor {plain(next(iter(leftover)))} that its int8 description does not "
                               f"name ({len(leftover)} such); expected only the tensors save_int8_weights writes")
+    state = {k.removeprefix(_INT8_ROOT): v for k, v in state.items()}
     q = copy.deepcopy(model).eval()
     problem = state_mismatch(q, state)
     if problem:

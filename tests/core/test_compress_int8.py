@@ -138,6 +138,11 @@ def test_an_int8_model_saves_as_safetensors_and_loads_without_unpickling(monkeyp
     assert _int8_linear_weights(fresh) == [None] * 3, "the architecture passed in is not modified"
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), q._orig_mod(x), rtol=0, atol=0)
+    # a bare nn.Linear (names without a dot, which torchao's layout splits at the last dot) round-trips too
+    lin = quantize_int8(nn.Linear(32, 4), (x,), method="weight_only", compile=False)
+    again = load_int8_weights(save_int8_weights(lin, tmp_path / "lin.safetensors"), nn.Linear(32, 4), compile=False)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), lin(x), rtol=0, atol=0)
     # the dynamic-int8 model of method='torchao' saves and loads the same way
     qd = quantize_int8(m, (x,), method="torchao", compile=False)
     back = load_int8_weights(save_int8_weights(qd, tmp_path / "d.safetensors"), _mlp(seed=3), compile=False)
@@ -169,7 +174,7 @@ def test_wrong_int8_files_are_refused_in_one_line_naming_the_file(tmp_path):
 
     with safe_open(str(good), "pt") as f:
         meta = f.metadata()
-    meta["0.weight"] = meta["0.weight"].replace('"Int8Tensor"', '"os.system"')
+    meta["model.0.weight"] = meta["model.0.weight"].replace('"Int8Tensor"', '"os.system"')
     bad = tmp_path / "bad.safetensors"
     save_file(load_file(str(good)), str(bad), metadata=meta)
     with pytest.raises(CheckpointError, match="bad.safetensors.*description is damaged") as e:

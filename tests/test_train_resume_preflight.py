@@ -1,11 +1,13 @@
 """`train --resume` refusals that the run folder alone decides (core.runs.check_resumable) come before the data is
 read — in finance (the price panel) and medical (the MSD task; recommendation's own check_resume has its tests in
-tests/recommendation): no such run, a run another command made. The data load is replaced with a sentinel: reaching it
-means the refusal came too late (or, for a run that can be continued, that the preflight let it through)."""
+tests/recommendation): no such run, a run another command made, another value of a setting that decides the held-out
+rows. The data load is replaced with a sentinel: reaching it means the refusal came too late (or, for a run that can
+be continued, that the preflight let it through)."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 
 import pytest
@@ -52,3 +54,24 @@ def test_a_run_that_can_be_continued_gets_to_the_data(domain_runs):
     _, train_cmd, TrainConfig, runs = domain_runs
     with pytest.raises(DataWasRead):
         train_cmd.train(TrainConfig(runs_dir=str(runs), name="cut", resume=True, track=False))
+
+
+# what decides the held-out rows ("resume": "fixed" in the domain's TrainConfig): finance's validation days come from the
+# panel (--data, --ticker, --tickers, --min-history) and --val-days; medical's validation and test cases from --task
+OTHER_HELD_OUT = {
+    "finance": [(["--val-days", "30"], "it was started with --val-days 63, this command asks for --val-days 30; these decide the panel and its last "
+                                       "--val-days trading days, held out for validation"),
+                (["--tickers", "AAPL", "JPM"], "it was started with --tickers (none), this command asks for --tickers 'AAPL' 'JPM';")],
+    "medical": [(["--task", "msd-headct-bone"], "it was started with --task 'msd-brain-aal', this command asks for --task 'msd-headct-bone'; it decides "
+                                                "the validation case (the task's last training case) and the test cases")],
+}
+
+
+def test_another_setting_that_decides_the_held_out_rows_is_refused_in_one_line_before_the_data_is_read(domain_runs, capsys):
+    domain, train_cmd, _, runs = domain_runs
+    for flags, expected in OTHER_HELD_OUT[domain]:
+        rc = train_cmd.main(["--runs-dir", str(runs), "--name", "cut", "--resume", "--no-track", *flags])
+        errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+        assert rc == 2 and len(errors) == 1 and f"error: --resume of run cut: {expected}" in errors[0], errors
+        assert "expected the run's" in errors[0] and "or a new run without --resume" in errors[0]
+    assert json.loads((runs / domain / "cut" / "run.json").read_text())["status"] == "interrupted"  # the run is left as it was

@@ -23,15 +23,20 @@ __all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "ThreadsConfig", "Cale
            "BacktestConfig", "ForecastConfig", "ScoreConfig", "TransferConfig", "InterpretConfig", "spec_from_config"]
 
 
+# train --resume must not change what decides the panel's dates and so its validation days (core.config.ResumeConfig)
+HELD_OUT_DAYS = {"resume": "fixed", "resume_why": "these decide the panel and its last --val-days trading days, held out for validation; the checkpoint "
+                                                  "has trained on the run's days before its cutoff, which other values could validate on (leakage)"}
+
+
 @dataclass
 class DataConfig:
     """Which prices: the bundled panel or a user file, and how a user file is validated."""
 
-    data: str = field(default="", metadata={"help": "CSV/Parquet of daily prices: a long file (date, ticker, close or OHLCV) or one Yahoo/stooq-style series (see domains/finance/README.md); empty = the bundled real panel"})
-    ticker: str | None = field(default=None, metadata={"help": "name of the series in a single-series --data file (default: the file name, e.g. AAPL.csv -> AAPL); in a long file: keep only this ticker"})
-    tickers: list[str] = field(default_factory=list, metadata={"help": "restrict to these tickers (default: all)"})
+    data: str = field(default="", metadata={**HELD_OUT_DAYS, "help": "CSV/Parquet of daily prices: a long file (date, ticker, close or OHLCV) or one Yahoo/stooq-style series (see domains/finance/README.md); empty = the bundled real panel"})
+    ticker: str | None = field(default=None, metadata={**HELD_OUT_DAYS, "help": "name of the series in a single-series --data file (default: the file name, e.g. AAPL.csv -> AAPL); in a long file: keep only this ticker"})
+    tickers: list[str] = field(default_factory=list, metadata={**HELD_OUT_DAYS, "help": "restrict to these tickers (default: all)"})
     max_gap_days: int = field(default=10, metadata={"min": 0, "help": "longest run of missing business days inside a ticker's --data history before the file is refused"})
-    min_history: int = field(default=100, metadata={"min": 2, "why": "a ticker needs at least 2 prices, one return", "help": "tickers of a --data file with fewer daily prices are dropped (listed in the run's data_warnings.csv)"})
+    min_history: int = field(default=100, metadata={**HELD_OUT_DAYS, "min": 2, "why": "a ticker needs at least 2 prices, one return", "help": "tickers of a --data file with fewer daily prices are dropped (listed in the run's data_warnings.csv)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.tickers, str):  # TrainConfig(tickers="AAPL") means one ticker, not A, A, P, L
@@ -93,7 +98,7 @@ class GarchConfig:
 
 @dataclass
 class TrainConfig(GarchConfig, TrainingConfig, ModelConfig, DataConfig, ThreadsConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
-    val_days: int = field(default=63, metadata={"min": 0, "help": "last trading days held out for validation (0 = train on everything)"})
+    val_days: int = field(default=63, metadata={**HELD_OUT_DAYS, "min": 0, "help": "last trading days held out for validation (0 = train on everything)"})
     covariates: bool = field(default=True, metadata={"help": "read the bundled VIX/WTI covariates (--no-covariates: a model that can forecast any price file, which has none)"})
 
 

@@ -60,7 +60,12 @@ def check_unet_levels(channels, model: str = "unet") -> None:
 
 @dataclass
 class DataFields:
-    task: str = field(default=BRAIN_TASK, metadata={"help": "prepared task name (msd-brain-aal, msd-headct-bone) or an MSD folder with dataset.json"})
+    task: str = field(default=BRAIN_TASK, metadata={"help": "prepared task name (msd-brain-aal, msd-headct-bone) or an MSD folder with dataset.json",
+                                                    # train --resume: another task's validation case (its last training case) or test cases
+                                                    # could be ones the checkpoint trained on (core.config.ResumeConfig)
+                                                    "resume": "fixed", "resume_why": "it decides the validation case (the task's last training case) "
+                                                    "and the test cases; the checkpoint has trained on the run's other training cases, which another "
+                                                    "task could validate or test on (leakage)"})
     spacing: float = field(default=3.0, metadata={"above": 0, "help": "isotropic resampling spacing in mm"})
     patch: int = field(default=48, metadata={"min": 1, "help": "cubic patch side in voxels (training and sliding window)"})
     num_samples: int = field(default=4, metadata={"min": 1, "help": "patches drawn per volume per step (the batch size)"})

@@ -51,6 +51,7 @@ __all__ = [
     "JobMismatchError",
     "ScorerLoadError",
     "ItemsDigest",
+    "ITEMS_DIGEST",
     "digest_items",
     "job_fingerprint",
     "job_name",
@@ -264,14 +265,31 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=default))
 
 
-def _file_stamp(path: str | None) -> list[int] | None:
+def _file_stamp(path: str | None) -> list | None:
+    """What tells that an item's input changed, without reading it: a file's size, modification and change times and
+    inode (a file replaced by another of the same size and modification time — ``cp -p``, ``rsync -t``, an archive
+    unpacked again, two files swapped by renames — has a new change time or inode); a folder (a DICOM series, a model
+    run) the same for every file under it, by relative path, in order (a file rewritten inside leaves the folder's own
+    entry as it was). One ``stat`` per file; None when there is no path or it cannot be read here."""
     if not path:
         return None
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+    if not os.path.isdir(path):
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    files = []
+    for root, dirs, names in os.walk(path):  # links to folders are not followed
+        dirs.sort()
+        for name in sorted(names):
+            f = os.path.join(root, name)
+            try:
+                fs = os.stat(f)
+            except OSError:  # a link to nothing: nothing the scorer can read either
+                continue
+            files.append([os.path.relpath(f, path), fs.st_size, fs.st_mtime_ns, fs.st_ctime_ns, fs.st_ino])
+    return files
 
 
 def _class_name(cls: type) -> str:
@@ -284,40 +302,56 @@ def _class_name(cls: type) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
+# how digest_items stamps the items' files (recorded in the job description of items that have files): 2 — size, both
+# times and inode, every file of a folder. A job recorded before (size and mtime of the path only: another file of the
+# same size and time at that path, or a file changed inside a folder item, looked unchanged and its stale output was
+# reused) is scored again when everything else about it is the same (prepare_job_dir), never reused, never refused.
+ITEMS_DIGEST = 2
+
+
 @dataclass(frozen=True)
 class ItemsDigest:
     """The part of a job fingerprint that reads the disk: sha256 over the items (ids, paths, ranges, meta)
-    and each input file's size + mtime (one ``stat`` per item). A score command takes it once
-    (:func:`digest_items`) and hands it to :func:`job_name`, ``check_scoring_job`` and ``run_job``,
-    instead of each of them stat-ing every input file again."""
+    and the content stamp of each item's file or folder (:func:`_file_stamp`: one ``stat`` per file). A score
+    command takes it once (:func:`digest_items`) and hands it to :func:`job_name`, ``check_scoring_job`` and
+    ``run_job``, instead of each of them stat-ing every input file again. ``items``: the items it was taken of —
+    a digest handed on with other items is refused, also when their number is the same."""
 
     sha256: str
     n_items: int
+    items: tuple = field(default=(), compare=False, repr=False)
+
+    @property
+    def has_files(self) -> bool:
+        """Whether any item names a file or folder (only then do the stamps, and their version, enter the fingerprint)."""
+        return any(it.path for it in self.items)
 
 
 def digest_items(items: Sequence[WorkItem]) -> ItemsDigest:
     """:class:`ItemsDigest` of ``items`` as their files are now."""
+    items = tuple(items)
     h = hashlib.sha256()
-    n = 0
     for it in items:
         h.update(json.dumps([it.to_dict(), _file_stamp(it.path)], sort_keys=True, default=str).encode())
         h.update(b"\n")
-        n += 1
-    return ItemsDigest(h.hexdigest(), n)
+    return ItemsDigest(h.hexdigest(), len(items), items)
 
 
 def _digest_of(items: Sequence[WorkItem], digest: ItemsDigest | None) -> ItemsDigest:
-    """``digest`` when given (it must be of these items: same count), else the items' digest now."""
+    """``digest`` when given (it must be of these items: the same items in the same order, not only as many), else
+    the items' digest now."""
     if digest is None:
         return digest_items(items)
-    if not isinstance(digest, ItemsDigest) or digest.n_items != len(items):
+    same = isinstance(digest, ItemsDigest) and len(digest.items) == len(items) and all(a is b or a == b for a, b in zip(digest.items, items))
+    if not same:
         raise ValueError(f"digest {digest!r} is not of these {len(items)} items; take it with digest_items(items)")
     return digest
 
 
 def job_fingerprint(items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, digest: ItemsDigest | None = None) -> tuple[str, dict[str, Any]]:
-    """sha256 over the items (ids, paths, ranges, meta, and size+mtime of each input file: ``digest``,
-    taken now when not given), the scorer's class, version and config, and the chunking.
+    """sha256 over the items (ids, paths, ranges, meta, and the content stamp of each input file or folder: ``digest``,
+    taken now when not given; with :data:`ITEMS_DIGEST` when any item has a file), the scorer's class, version and config,
+    and the chunking.
     Returns (hex digest, description)."""
     digest = _digest_of(items, digest)
     scorer_desc = {
@@ -326,6 +360,8 @@ def job_fingerprint(items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: 
         "config": _jsonable(scorer.config()),
     }
     desc = {"scorer": scorer_desc, "items_per_chunk": items_per_chunk, "n_items": digest.n_items, "items_sha256": digest.sha256, "format": FORMAT_VERSION}
+    if digest.has_files:  # items without files (ids only) have no stamps: their fingerprint (and job_name) is as it was
+        desc["items_digest"] = ITEMS_DIGEST
     fp = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
     return fp, desc
 
@@ -412,7 +448,18 @@ def check_same_job(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_p
     if overwrite or not (out / JOB_FILE).is_file():
         return
     fp, desc = job_fingerprint(items, scorer, items_per_chunk, digest)
-    _refuse_other_job(out, fp, desc)
+    if not _recorded_before_items_digest(out, desc):  # such a job is scored again by run_job (prepare_job_dir), not refused
+        _refuse_other_job(out, fp, desc)
+
+
+def _recorded_before_items_digest(out: Path, desc: dict[str, Any]) -> bool:
+    """Whether ``out`` holds this job as recorded before :data:`ITEMS_DIGEST` stamped the items' files the way it does
+    now: the same scorer (class, version, config), chunking and item count, items with files, and no digest version in
+    the record — its items' stamps cannot be compared with today's, so its chunks are scored again."""
+    if "items_digest" not in desc:
+        return False
+    od = read_job(out).get("description", {})
+    return "items_digest" not in od and all(od.get(k) == desc[k] for k in ("scorer", "items_per_chunk", "n_items", "format"))
 
 
 def _refuse_other_job(out: Path, fp: str, desc: dict[str, Any]) -> None:
@@ -443,7 +490,11 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
     fp, desc = job_fingerprint(items, scorer, items_per_chunk, digest)
     job_file = out / JOB_FILE
     check_out_dir(out, overwrite)
-    if overwrite:
+    old_record = not overwrite and job_file.is_file() and _recorded_before_items_digest(out, desc)
+    if old_record:
+        log.warning(f"{out}: its job was recorded before the inputs' files were stamped by content (digest version {ITEMS_DIGEST}: a file "
+                    f"replaced by another of the same size and time looked unchanged); its {len(_marker_paths(out))} committed chunk(s) are scored again")
+    if overwrite or old_record:
         for p in out.iterdir():
             if p.name != LOCK_FILE:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()

@@ -288,12 +288,19 @@ def load_int8_weights(path: str | Path, model: nn.Module, compile: bool = True) 
     from safetensors import safe_open
     from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
 
-    from core.checkpoint import CheckpointError, CheckpointMismatchError, load_weights, state_mismatch
+    from core.checkpoint import CheckpointError, CheckpointMismatchError, state_mismatch
     from core.errors import plain
 
-    tensors = load_weights(path)  # missing or unreadable file: CheckpointError naming it
-    with safe_open(str(path), "pt") as f:
-        metadata = f.metadata() or {}
+    if not Path(path).is_file():
+        raise CheckpointError(f"int8 weights file {plain(path)} does not exist")
+    try:  # safetensors only, whatever the suffix: a .pt is not even opened with torch.load
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a bad header
+        raise CheckpointError(f"cannot read int8 weights file {plain(path)} as safetensors ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); expected a file written by "
+                              "core.compress.save_int8_weights") from e
     if metadata.get("format") != _INT8_FILE_FORMAT:
         raise CheckpointError(f"weights file {plain(path)} is not an int8 file written by core.compress.save_int8_weights "
                               f"(metadata format {plain(metadata.get('format'))}); expected {_INT8_FILE_FORMAT!r} — plain weights load "

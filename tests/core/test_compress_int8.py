@@ -180,8 +180,15 @@ def test_wrong_int8_files_are_refused_in_one_line_naming_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="bad.safetensors.*description is damaged") as e:
         load_int8_weights(bad, m, compile=False)
     assert "\n" not in str(e.value)
-    with pytest.raises(CheckpointError, match="missing.safetensors"):
+    with pytest.raises(CheckpointError, match="missing.safetensors.*does not exist"):
         load_int8_weights(tmp_path / "missing.safetensors", m, compile=False)
+    # a torch .pt file (a pickle inside a zip) is refused without torch.load, as is an empty file
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    for name in ("m.pt", "empty.safetensors"):
+        with pytest.raises(CheckpointError, match=f"{name}.*as safetensors") as e:
+            load_int8_weights(tmp_path / name, m, compile=False)
+        assert "\n" not in str(e.value)
 
 
 @pytest.mark.slow

@@ -124,6 +124,13 @@ class Scorer:
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load the model (called once per worker/actor, before the first ``score``)."""
 
+    def prepare_chunk(self, items: Sequence[WorkItem]) -> None:  # noqa: B027 - optional hook
+        """Called with a chunk's items before they are scored, in whichever worker scores that chunk.
+        A scorer that computes a chunk's items together (one batched forward) does it here, so each
+        worker computes only the chunks it gets and a resumed job only the chunks still missing; a
+        chunk's batch is the same in every run, so its rows are too. Raising quarantines every item
+        of the chunk with the reason."""
+
     def score(self, item: WorkItem) -> pd.DataFrame:
         raise NotImplementedError
 
@@ -224,8 +231,15 @@ def score_chunk(scorer: Scorer, chunk: int, items: Sequence[WorkItem], ready_at:
     t0 = time.perf_counter()
     frames: list[pd.DataFrame] = []
     quarantine: list[dict[str, Any]] = []
+    try:
+        scorer.prepare_chunk(items)
+        failed = None
+    except Exception as e:  # noqa: BLE001 - the chunk's items are quarantined below, the job goes on
+        failed = e
     for item in items:
         try:
+            if failed is not None:
+                raise failed
             df = scorer.score(item)
             if not isinstance(df, pd.DataFrame):
                 raise TypeError(f"{type(scorer).__name__}.score returned {type(df).__name__}, expected a pandas DataFrame")

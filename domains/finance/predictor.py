@@ -22,7 +22,7 @@ from domains.finance.data import PriceDataError
 from domains.finance.features import DEFAULT_CALENDAR, base_features, extend_future
 from domains.finance.model import Forecaster, predict_quantiles, quantile_rows
 
-__all__ = ["load_forecaster_run", "prepare_forecaster", "forecast_frame", "latest_tensors", "rows_from_origins"]
+__all__ = ["load_forecaster_run", "prepare_forecaster", "forecast_features", "forecast_frame", "latest_tensors", "rows_from_origins"]
 
 
 def load_forecaster_run(model_run: str | Path | None, runs_dir: str | Path = "runs") -> tuple[Path, Forecaster]:
@@ -56,12 +56,20 @@ def prepare_forecaster(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataF
         want = sorted(have) if zero_shot else [t for t in fc.tickers if t in have]
     if not want:
         raise PriceDataError(f"no data for the model's tickers ({', '.join(fc.tickers[:8])}…) in {source}; pass --zero-shot to forecast its tickers anyway")
-    feat = base_features(panel, covariates)  # the whole panel: the market return is the index's, or the mean of every ticker
-    feat = feat[feat["ticker"].isin(want)].reset_index(drop=True)
-    fc.check_inputs(feat, source, model_run)
+    feat = forecast_features(fc, panel, covariates, want, source=source, model_run=model_run)
     if zero_shot:
         fc = fc.zero_shot(feat)
     return fc, feat
+
+
+def forecast_features(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFrame | None, tickers, *, source: str = "the data",
+                      model_run: str | Path | None = None) -> pd.DataFrame:
+    """The model's input features of ``tickers`` (computed on the whole ``panel``: the market return is the
+    index's, or the mean of every ticker); a panel without the model's inputs is refused in one line."""
+    feat = base_features(panel, covariates)
+    feat = feat[feat["ticker"].isin(tickers)].reset_index(drop=True)
+    fc.check_inputs(feat, source, model_run)
+    return feat
 
 
 def forecast_frame(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFrame | None, tickers: list[str] | None = None, *,

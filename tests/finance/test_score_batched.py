@@ -1,9 +1,10 @@
-"""``python -m domains.finance.score`` forecasts every ticker in one batched forward when a worker
-loads, not one TFT forward per work item: per item that forward was ~0.2 s of op overhead on an
-idle core and >1 s on the busy 2-core machine (0.17 items/s on the bundled 27-ticker panel). The
-rows are those of the per-item path (float32 rounding apart) and exactly those of ``forecast``;
-unknown and short tickers are still quarantined one by one. Tiny untrained GARCH-informed model on a
-slice of the bundled real panel: fast."""
+"""``python -m domains.finance.score`` forecasts the tickers of each chunk in one batched forward, in
+the worker that scores that chunk (``TFTScorer.prepare_chunk``), not one TFT forward per work item
+(~0.2 s of op overhead each on an idle core, >1 s on the busy 2-core machine) nor one over the whole
+panel in every worker at load (what a resumed job and every extra worker repeated). The rows are
+exactly those of ``forecast`` for the same tickers, the per-item path's within float32 rounding, and
+bit-identical between an uninterrupted job and a resumed one; unknown and short tickers are still
+quarantined one by one. Tiny untrained GARCH-informed model on a slice of the bundled real panel: fast."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from core.scoring import WorkItem
+from core.scoring import WorkItem, output_checksum, read_output, read_quarantine, run_job
+from core.scoring.job import read_job, score_chunk
 from domains.finance import predictor
 from domains.finance.data import load_panel_data
 from domains.finance.features import CORE_REALS, FoldScaler, base_features
@@ -21,7 +23,7 @@ from domains.finance.scoring import TFTScorer
 from tests.finance_support import panel_slice
 
 SPEC = TFTSpec(encoder_length=20, horizon=3, hidden_size=8, attention_heads=1, hidden_continuous_size=4, observed_reals=tuple(CORE_REALS) + ("gjr_z",))
-KNOWN = ["AAPL", "JPM", "KO"]
+KNOWN = ["AAPL", "JPM", "KO", "SP500", "PG"]
 
 
 @pytest.fixture(scope="module")
@@ -42,40 +44,100 @@ def job(tmp_path_factory):
 
 
 def _scored(scorer, tickers):
+    """What the engine does with one chunk of ``tickers``: prepare it, then score item by item."""
+    items = [WorkItem(id=t) for t in tickers]
+    scorer.prepare_chunk(items)
     out, why = {}, {}
-    for t in tickers:
+    for it in items:
         try:
-            out[t] = scorer.score(WorkItem(id=t))
+            out[it.id] = scorer.score(it)
         except Exception as e:  # noqa: BLE001 - what the engine quarantines
-            why[t] = str(e)
+            why[it.id] = str(e)
     return out, why
 
 
-def test_items_cost_no_forward_and_match_the_per_item_path_and_forecast(job, monkeypatch):
+@pytest.fixture
+def forwards(monkeypatch):
+    """The tickers of every batched TFT forward, one list per forward."""
+    calls: list[list[str]] = []
+    real = predictor.rows_from_origins
+    monkeypatch.setattr(predictor, "rows_from_origins", lambda fc, T, o: calls.append(sorted(T.tickers[o])) or real(fc, T, o))
+    return calls
+
+
+def test_a_chunk_is_one_forward_of_its_tickers_and_matches_the_per_item_path_and_forecast(job, forwards):
     run, prices = job
     scorer = TFTScorer(str(run), str(prices), data_options={"min_history": 10})
     scorer.load()
-    calls = []
-    real = predictor.predict_quantiles
-    monkeypatch.setattr(predictor, "predict_quantiles", lambda *a, **k: calls.append(1) or real(*a, **k))
-    got, why = _scored(scorer, KNOWN + ["XOM", "MSFT", "NOPE"])
-    assert calls == []  # was one TFT forward per item
-    assert sorted(got) == KNOWN
+    assert forwards == []  # loading forecasts nothing: each chunk forecasts its own tickers
+    chunk = ["AAPL", "JPM", "KO", "XOM", "MSFT", "NOPE"]
+    got, why = _scored(scorer, chunk)
+    assert forwards == [["AAPL", "JPM", "KO"]]  # one forward, of this chunk's forecastable tickers only
+    assert sorted(got) == ["AAPL", "JPM", "KO"]
     assert "unknown to the model" in why["XOM"] and "fewer than 20 days" in why["MSFT"] and "no prices" in why["NOPE"]
+    assert scorer.load_info() == {"tickers_forecast": 3, "batched_forwards": 1}
 
     # the per-item path of before: one origin per forward
     d = load_panel_data(str(prices), min_history=10)
     fc, feat = predictor.prepare_forecaster(Forecaster.load(run / "model"), d.panel, d.covariates)
     T, o = predictor.latest_tensors(fc, feat)
-    for t in KNOWN:
+    for t in ["AAPL", "JPM", "KO"]:
         one = predictor.rows_from_origins(fc, T, [o[T.tickers[o] == t][0]])
         q = [c for c in one.columns if c.startswith("q_")]
         pd.testing.assert_frame_equal(got[t].drop(columns=q), one.drop(columns=q), check_exact=True)
         np.testing.assert_allclose(got[t][q].to_numpy(), one[q].to_numpy(), rtol=1e-6, atol=1e-7)  # float32 rounding: batch size changes the last bits
         assert len(got[t]) == 2 * SPEC.horizon and not got[t].isna().any().any()
     # and exactly what `forecast` writes for the same tickers
-    ref = predictor.forecast_frame(Forecaster.load(run / "model"), d.panel, d.covariates, KNOWN)
-    pd.testing.assert_frame_equal(pd.concat([got[t] for t in KNOWN], ignore_index=True), ref, check_exact=True)
+    ref = predictor.forecast_frame(Forecaster.load(run / "model"), d.panel, d.covariates, ["AAPL", "JPM", "KO"])
+    pd.testing.assert_frame_equal(pd.concat([got[t] for t in ["AAPL", "JPM", "KO"]], ignore_index=True), ref, check_exact=True)
+    with pytest.raises(RuntimeError, match="not in the chunk prepared last"):
+        scorer.score(WorkItem(id="SP500"))  # never by the engine: it prepares every chunk
+
+
+def test_a_resumed_job_forecasts_only_the_missing_chunks_and_writes_the_same_rows(job, tmp_path, forwards):
+    """A score job killed after its first chunks: the identical rerun forecasts only the tickers of the chunks
+    without a commit marker (it forecast the whole panel again before), and its output is the uninterrupted
+    job's, bit for bit."""
+    import shutil
+
+    run, prices = job
+    items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in ["AAPL", "JPM", "XOM", "KO", "SP500"]]
+
+    def job_run(out):
+        return run_job(items, TFTScorer(str(run), str(prices), data_options={"min_history": 10}), out, items_per_chunk=2, progress=False)
+
+    whole = job_run(tmp_path / "whole")
+    assert forwards == [["AAPL", "JPM"], ["KO"], ["SP500"]] and whole.chunks_done == 3
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "whole", cut)
+    (cut / "_done" / "chunk-000002.json").unlink()  # as if SIGKILLed between writing chunk 2's part and its commit marker
+    (cut / "_SUCCESS.json").unlink()
+    forwards.clear()
+    again = job_run(cut)
+    assert forwards == [["SP500"]]  # only the missing chunk's tickers (the whole panel again before)
+    assert (again.chunks_done, again.chunks_skipped) == (1, 2)
+    assert output_checksum(cut) == output_checksum(tmp_path / "whole")
+    for i in range(3):
+        assert (cut / f"part-00000{i}.parquet").read_bytes() == (tmp_path / "whole" / f"part-00000{i}.parquet").read_bytes()
+    assert list(read_quarantine(cut)["item_id"]) == ["XOM"]
+    assert read_job(cut)["description"]["scorer"]["version"] == TFTScorer.version == "3"
+    assert set(read_output(cut)["ticker"]) == {"AAPL", "JPM", "KO", "SP500"}
+
+
+def test_each_worker_forecasts_only_the_chunks_it_scores(job, forwards):
+    """Two workers (as two processes of ``--workers 2`` or two Ray actors would) load the same scorer and each
+    get other chunks: each forward holds only the tickers of the chunk being scored, and a chunk's rows are the
+    same whichever worker scored it or what it scored before."""
+    from core.scoring.job import score_chunk
+
+    run, prices = job
+    a, b = (TFTScorer(str(run), str(prices), data_options={"min_history": 10}) for _ in range(2))
+    a.load(), b.load()
+    c0, c1 = [WorkItem(id="AAPL"), WorkItem(id="JPM")], [WorkItem(id="KO"), WorkItem(id="SP500")]
+    r0, r1 = score_chunk(a, 0, c0), score_chunk(b, 1, c1)
+    assert forwards == [["AAPL", "JPM"], ["KO", "SP500"]]
+    assert a.load_info()["tickers_forecast"] == 2 and b.load_info()["tickers_forecast"] == 2
+    assert bytes(score_chunk(b, 0, c0).part) == bytes(r0.part) and bytes(score_chunk(a, 1, c1).part) == bytes(r1.part)
 
 
 def test_a_scored_frame_is_a_copy(job):
@@ -84,6 +146,7 @@ def test_a_scored_frame_is_a_copy(job):
     run, prices = job
     scorer = TFTScorer(str(run), str(prices), data_options={"min_history": 10})
     scorer.load()
+    scorer.prepare_chunk([WorkItem(id="KO")])
     first = scorer.score(WorkItem(id="KO"))
     first.insert(0, "_work_item", "KO")
     again = scorer.score(WorkItem(id="KO"))

@@ -128,8 +128,6 @@ def test_each_worker_forecasts_only_the_chunks_it_scores(job, forwards):
     """Two workers (as two processes of ``--workers 2`` or two Ray actors would) load the same scorer and each
     get other chunks: each forward holds only the tickers of the chunk being scored, and a chunk's rows are the
     same whichever worker scored it or what it scored before."""
-    from core.scoring.job import score_chunk
-
     run, prices = job
     a, b = (TFTScorer(str(run), str(prices), data_options={"min_history": 10}) for _ in range(2))
     a.load(), b.load()

@@ -170,8 +170,8 @@ def auto_int8_method(model: nn.Module) -> tuple[str, str]:
       (AVX512-VNNI, AVX-VNNI, AMX-INT8) and where the CPU cannot be told (:func:`core.device.cpu_has_int8_dot_product`
       is None: not x86 Linux);
     * a Linear-only model where :func:`cpu_lacks_int8_dot_product` → ``"fp32"``: no torch int8 path was faster than
-      fp32 on every model there (:data:`NO_INT8_DOT_PRODUCT`; weight-only int8 was faster on three of four models, by
-      5-19 percent, and 2.35x slower on the smallest); ONNX Runtime int8 is (:func:`export_onnx` + :func:`quantize_onnx_int8`).
+      fp32 on every model measured there (:data:`NO_INT8_DOT_PRODUCT`; core/README.md says why not weight-only int8);
+      ONNX Runtime int8 was (:func:`export_onnx` + :func:`quantize_onnx_int8`).
     """
     if has_conv_layers(model):
         return "pt2e", "the model has convolutions: PT2E static int8 with the x86 Inductor quantizer"

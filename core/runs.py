@@ -466,13 +466,18 @@ class Run:
     _sigterm_handler = None
     _previous_sigterm = None
     _terminated: RunTerminated | None = None
+    _closing = False  # finish/_close are writing the run's final record: a SIGTERM waits for it (see _catch_sigterm)
+    _sigterm_while_closing = False
 
     def _catch_sigterm(self) -> None:
         """While the run is open, SIGTERM raises :class:`RunTerminated` in the main thread instead of ending the process
         where it stands: without it a preempted training died mid-checkpoint with its run.json saying "running", its
         MLflow run RUNNING for good and its temporary checkpoint file left behind. Only when SIGTERM has its default
         action (a handler someone else installed is left alone); a forked child (a DataLoader worker) that inherits it
-        dies of SIGTERM as before; a second SIGTERM ends the process at once."""
+        dies of SIGTERM as before; a second SIGTERM ends the process at once. While the run closes (:meth:`finish`,
+        :meth:`_close`: metrics.json, run.json, ``latest``, the tracker) SIGTERM waits: the record is made final first
+        (a completed run is never left pointing ``latest`` at the previous model, nor its MLflow run RUNNING), then
+        :class:`RunTerminated` is raised."""
         if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return
         pid = os.getpid()
@@ -483,6 +488,9 @@ class Run:
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             self._terminated = RunTerminated(f"terminated by SIGTERM (pid {pid})")
+            if self._closing:  # the record is being made final: _close raises it when that is done
+                self._sigterm_while_closing = True
+                return
             raise self._terminated
 
         self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
@@ -539,9 +547,14 @@ class Run:
         if not self.is_main:
             self._finished = True
             return self.dir
-        summary = finite_or_none(self.summary)  # NaN/inf (e.g. an HD95 of an absent class) -> null: strict JSON
-        atomic_write_json(self.dir / "metrics.json", summary, strict=True)
-        self.tracker.log_metrics(summary, step=None)  # MLflow skips the nulls
+        self._closing = True  # a SIGTERM from here waits until the record is final (_close raises it then)
+        try:
+            summary = finite_or_none(self.summary)  # NaN/inf (e.g. an HD95 of an absent class) -> null: strict JSON
+            atomic_write_json(self.dir / "metrics.json", summary, strict=True)
+            self.tracker.log_metrics(summary, step=None)  # MLflow skips the nulls
+        except BaseException:  # e.g. a full disk: the run is closed as failed by __exit__ (a SIGTERM that came meanwhile, as interrupted)
+            self._closing = False
+            raise
         if self.kind == "model":
             self._close("completed", point_latest=True)
         else:
@@ -550,9 +563,11 @@ class Run:
 
     def _close(self, status: str, error: str | None = None, point_latest: bool = False) -> None:
         if self._finished or not self.is_main:
-            self._finished = True
+            self._finished, self._closing = True, False
+            self._stop_if_terminated_while_closing()
             return
         self._finished = True
+        self._closing = True
         try:
             self._metrics_fh.close()
             if status != "completed" and self._restore_completed_files():
@@ -568,9 +583,17 @@ class Run:
             self.tracker.end({"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
             detach_run_log(self._log_handler)
         finally:
+            self._closing = False
             self._restore_sigterm()
             self._release_lock()  # last: the run's files are final before another writer may take the folder
         print(f"Run directory: {self.dir}  ({status})", file=sys.stderr if status != "completed" else sys.stdout, flush=True)
+        self._stop_if_terminated_while_closing()
+
+    def _stop_if_terminated_while_closing(self) -> None:
+        """SIGTERM came while the record was being made final (:meth:`_catch_sigterm`): stop now that it is."""
+        if self._sigterm_while_closing and self._terminated is not None:
+            self._sigterm_while_closing = False
+            raise self._terminated
 
     def _write_run_json(self, status: str, error: str | None = None) -> None:
         data = {

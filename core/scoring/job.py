@@ -120,6 +120,10 @@ class Scorer:
     """
 
     version: str = "1"
+    # modules the local engine's worker processes (--workers N > 1) get already imported: one fork server imports
+    # them and the workers are forked from it, instead of each importing them after spawn. Heavy imports the
+    # scorer's load needs (a model library); importing them must have no side effects a worker should not share
+    preload: tuple[str, ...] = ()
 
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load the model (called once per worker/actor, before the first ``score``)."""
@@ -345,8 +349,11 @@ def digest_items(items: Sequence[WorkItem]) -> ItemsDigest:
     """:class:`ItemsDigest` of ``items`` as their files are now."""
     items = tuple(items)
     h = hashlib.sha256()
+    stamps: dict[str | None, Any] = {}  # items sharing a file or folder (row ranges of one file, user ranges of one model run): stamped once
     for it in items:
-        h.update(json.dumps([it.to_dict(), _file_stamp(it.path)], sort_keys=True, default=str).encode())
+        if it.path not in stamps:
+            stamps[it.path] = _file_stamp(it.path)
+        h.update(json.dumps([it.to_dict(), stamps[it.path]], sort_keys=True, default=str).encode())
         h.update(b"\n")
     return ItemsDigest(h.hexdigest(), len(items), items)
 

@@ -123,3 +123,16 @@ def test_a_job_recorded_before_is_scored_again_and_another_job_still_refused(tmp
     _record_as_before(out, items, TextScorer())
     with pytest.raises(JobMismatchError, match="the scorer or its config differs"):  # an old record of another job: refused as before
         _run(items, out, scorer=TextScorer("b"))
+
+
+def test_items_sharing_a_folder_stamp_it_once(tmp_path, monkeypatch):
+    from core.scoring import job as scoring_job
+
+    run = tmp_path / "run"  # e.g. a model run whose users are cut into ranges
+    run.mkdir()
+    (run / "w.bin").write_bytes(b"w")
+    seen = []
+    real = scoring_job._file_stamp
+    monkeypatch.setattr(scoring_job, "_file_stamp", lambda p: seen.append(p) or real(p))
+    digest_items([WorkItem(id=f"r{i}", path=str(run), start=i, stop=i + 1) for i in range(50)])
+    assert seen == [str(run)]  # one walk of the folder, not one per item

@@ -46,7 +46,7 @@ def score(cfg: ScoreConfig) -> dict:
     if not (model_run / "feature_space.json").is_file():
         raise ScoringError(f"{model_run} is not a finished recommendation run (feature_space.json missing)")
     n_users = len(json.loads((model_run / "feature_space.json").read_text())["user_ids"])
-    items = user_work_items(n_users, cfg.users_per_item)
+    items = user_work_items(n_users, cfg.users_per_item, str(model_run))  # the run's files are stamped: replaced weights are a changed input
     check_scoring_items(items, f"{model_run / 'feature_space.json'}", "at least one user in user_ids")  # before the run folder
     scorer = TopKScorer(str(model_run), cfg.k, cfg.index)
     check_scoring_job(cfg, items, scorer)  # an --out holding another job: refused before the run folder, --out untouched

@@ -45,6 +45,8 @@ def score(cfg: ScoreConfig) -> dict:
     model_run = resolve_two_tower_run(cfg.model_run, cfg.runs_dir)  # a sequence run: refused, naming its metrics
     if not (model_run / "feature_space.json").is_file():
         raise ScoringError(f"{model_run} is not a finished recommendation run (feature_space.json missing)")
+    if cfg.out and Path(cfg.out).resolve().is_relative_to(model_run.resolve()):  # the job's items stamp the run's files: its own output would change them
+        raise ScoringError(f"--out {cfg.out}: inside the training run {model_run}; score never writes into a training run — choose an --out outside it")
     n_users = len(json.loads((model_run / "feature_space.json").read_text())["user_ids"])
     items = user_work_items(n_users, cfg.users_per_item, str(model_run))  # the run's files are stamped: replaced weights are a changed input
     check_scoring_items(items, f"{model_run / 'feature_space.json'}", "at least one user in user_ids")  # before the run folder

@@ -72,3 +72,9 @@ def test_score_after_the_run_was_retrained_under_the_same_name_does_not_serve_th
     key = lambda df: df[cols].sort_values(cols).reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(key(again), key(fresh))  # the lists of the run now in the folder
     assert not key(first).equals(key(again))  # (and they are not the old run's)
+    capsys.readouterr()
+    inside = run / "topk"  # the job stamps the run's files: an output inside the run would change them (and the run is read-only to score)
+    assert score(["--model-run", str(run), "--runs-dir", str(runs), "--out", str(inside)]) == 2
+    assert [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")] == [
+        f"error: --out {inside}: inside the training run {run}; score never writes into a training run — choose an --out outside it"]
+    assert not inside.exists()

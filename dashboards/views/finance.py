@@ -350,6 +350,7 @@ if chosen:
                 fan(fig, ft["date"], ft)
                 shot = " (zero-shot)" if "zero_shot" in ft and ft["zero_shot"].astype(bool).any() else ""
                 st.plotly_chart(layout(fig, f"{t}: {label}, forecast quantiles{shot}"), width="stretch", key=f"fan_{t}_{target}")
-            st.caption(f"Forecast dates are sessions of the **{md_text(model.calendar)}** exchange calendar (exchange_calendars).")
+            calendars = sorted(fc["calendar"].dropna().unique()) if "calendar" in fc and len(fc) else [model.calendar]  # each ticker's exchange
+            st.caption(f"Forecast dates are sessions of the **{md_text(', '.join(calendars))}** exchange calendar (exchange_calendars).")
             with st.expander("Forecast table"):
                 st.dataframe(fc, hide_index=True, width="stretch")

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from domains.finance.attribution import VarAttribution, var_attribution
+from domains.finance.calendars import calendars_for
 from domains.finance.data import PANEL_DATASET, input_files, load_inputs
 from domains.finance.features import DEFAULT_CALENDAR
 from domains.finance.model import Forecaster
@@ -78,7 +79,7 @@ class LoadedForecaster:
 
     run_dir: Path
     tickers: tuple[str, ...]
-    calendar: str  # the exchange calendar (exchange_calendars code, e.g. XNYS) its forecast dates follow
+    calendar: str  # its forecast dates' calendar: 'auto' (each ticker's exchange from its name, 7203.T -> XTKS, else XNYS) or one exchange_calendars code
     forecaster: Forecaster = field(repr=False)
 
 
@@ -174,7 +175,8 @@ def load_forecaster(run_dir: str | Path) -> LoadedForecaster:
 
 def forecast(model: LoadedForecaster, tickers: list[str], zero_shot: bool = False) -> pd.DataFrame:
     """Quantile forecasts from each ticker's latest date: ``ticker, origin, date, horizon, target,
-    q_0.01..q_0.99, zero_shot``; the dates are sessions of ``model.calendar``. Tickers the model was
+    q_0.01..q_0.99, zero_shot, calendar``; the dates are sessions of ``calendar``, each ticker's exchange calendar
+    under ``model.calendar`` (``auto``: from the ticker's name, ``domains.finance.calendars``). Tickers the model was
     not trained on are left out, unless ``zero_shot`` (then forecast from their own history)."""
     fc = model.forecaster
     data = fc.info.get("data", PANEL_DATASET)
@@ -182,8 +184,9 @@ def forecast(model: LoadedForecaster, tickers: list[str], zero_shot: bool = Fals
     have = set(panel["ticker"])
     want = [t for t in tickers if t in have and (zero_shot or t in fc.tickers)]
     if not want:
-        return pd.DataFrame(columns=["ticker", "origin", "date", "horizon", "target", "zero_shot"])
-    return forecast_frame(fc, panel, cov, want, zero_shot=zero_shot and any(t not in fc.tickers for t in want), calendar=model.calendar)
+        return pd.DataFrame(columns=["ticker", "origin", "date", "horizon", "target", "zero_shot", "calendar"])
+    out = forecast_frame(fc, panel, cov, want, zero_shot=zero_shot and any(t not in fc.tickers for t in want), calendar=model.calendar)
+    return out.assign(calendar=out["ticker"].map(calendars_for(want, model.calendar)))
 
 
 def forecast_attribution(model: LoadedForecaster, ticker: str, origin=None, horizon: int = 1, quantile: float = 0.01) -> VarAttribution:

@@ -37,6 +37,7 @@ import torch
 
 from core.errors import plain
 from core.progress import progress
+from domains.finance.calendars import AUTO, calendars_for, future_sessions
 from domains.finance.data import INDEX, PriceDataError
 from domains.finance.garch import fit_gjr, gjr_scales, gjr_variance_path
 
@@ -53,7 +54,7 @@ GARCH_REALS = ["gjr_z"]  # the GJR-GARCH-t one-step volatility forecast: compute
 GJR_FIT_DAYS = 2520  # an unseen ticker's GJR parameters: fitted on its last this many days (as the backtest's baseline window)
 # unscaled column -> scaled input, standardised per ticker with fold-fitted (center, scale)
 _PER_TICKER = {"lrange": "range_z", "lvolu": "volume_z"}
-DEFAULT_CALENDAR = "XNYS"
+DEFAULT_CALENDAR = AUTO  # each ticker's exchange from its name (7203.T: Tokyo), else NYSE: domains.finance.calendars
 VOLUME_WINDOW = 63
 TARGETS = ["ret_z", "lrv_z"]
 LRV_FLOOR = 1e-4  # log of a zero realised volatility (five flat days) is clipped here
@@ -151,48 +152,18 @@ def observed_inputs(feat: pd.DataFrame) -> list[str]:
     return out
 
 
-def future_sessions(last, n: int, calendar: str = DEFAULT_CALENDAR) -> pd.DatetimeIndex:
-    """The ``n`` trading sessions after ``last`` on an exchange calendar (``exchange_calendars``
-    name such as XNYS, XLON, XTKS; ``"business"`` = plain Monday–Friday business days)."""
-    last = pd.Timestamp(last).normalize()
-    if calendar.lower() in ("business", "bday", "none"):
-        return pd.bdate_range(last + pd.offsets.BDay(1), periods=n)
-    cal = _exchange_calendar(calendar, last.year)
-    sessions = cal.sessions_in_range(last + pd.Timedelta(days=1), last + pd.Timedelta(days=15 + 3 * n))
-    if len(sessions) < n:
-        raise PriceDataError(f"calendar {calendar}: fewer than {n} sessions after {last:%Y-%m-%d} "
-                             f"(it covers {cal.first_session:%Y-%m-%d}..{cal.last_session:%Y-%m-%d})")
-    return pd.DatetimeIndex(sessions[:n]).tz_localize(None) if sessions.tz is not None else pd.DatetimeIndex(sessions[:n])
-
-
-def _exchange_calendar(name: str, year: int):
-    import exchange_calendars as xcals
-
-    key = (name.upper(), year)
-    if key not in _CALENDARS:
-        names = xcals.get_calendar_names(include_aliases=True)
-        if name.upper() not in names:
-            raise PriceDataError(f"unknown exchange calendar {name!r}; use an exchange_calendars name such as XNYS, XNAS, XLON, "
-                                 f"XETR, XTKS, XHKG (all: python -c 'import exchange_calendars; print(exchange_calendars.get_calendar_names())') "
-                                 f"or 'business' for Monday-Friday")
-        _CALENDARS[key] = xcals.get_calendar(name.upper(), start=f"{year - 1}-12-01", end=f"{year + 1}-12-31")
-    return _CALENDARS[key]
-
-
-_CALENDARS: dict = {}
-
-
 def extend_future(feat: pd.DataFrame, horizon: int, calendar: str = DEFAULT_CALENDAR) -> pd.DataFrame:
-    """Append the ``horizon`` trading sessions of ``calendar`` after each ticker's last date
-    (calendar inputs only, observed values NaN) so a forecast from the latest origin has a decoder
-    window. ``calendar``: see :func:`future_sessions`."""
+    """Append the ``horizon`` trading sessions after each ticker's last date (calendar inputs only, observed
+    values NaN) so a forecast from the latest origin has a decoder window. ``calendar``: an exchange_calendars
+    name or ``business`` for every ticker, or ``auto``: each ticker's exchange (``domains.finance.calendars``)."""
     rows = []
-    sessions: dict = {}  # most tickers end on the same day: one calendar query per last date, not per ticker
+    cals = calendars_for(feat["ticker"].unique(), calendar)
+    sessions: dict = {}  # most tickers end on the same day: one calendar query per (calendar, last date), not per ticker
     for t, g in feat.groupby("ticker", sort=False):
-        last = g["date"].iloc[-1]
-        if last not in sessions:
-            sessions[last] = future_sessions(last, horizon, calendar)
-        rows.append(pd.DataFrame({"date": sessions[last], "ticker": t}))
+        key = (cals[str(t)], g["date"].iloc[-1])
+        if key not in sessions:
+            sessions[key] = future_sessions(key[1], horizon, key[0])
+        rows.append(pd.DataFrame({"date": sessions[key], "ticker": t}))
     fut = pd.concat(rows, ignore_index=True)
     fut = pd.concat([fut, _calendar(fut["date"])], axis=1)
     fut["is_future"] = True

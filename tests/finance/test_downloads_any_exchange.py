@@ -60,3 +60,89 @@ def test_a_yfinance_download_grouped_by_ticker_is_read_like_one_grouped_by_field
         np.testing.assert_allclose(g["volume"].to_numpy(), real[t]["Volume"].to_numpy()[1:])
     if len(tickers) == 1:  # one ticker is a single series: --ticker renames it, as for the grouped-by-field file
         assert set(read_price_file(by_ticker, "MSFT_US")[0]["ticker"]) == {"MSFT_US"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# forecast dates on each ticker's exchange calendar
+# ---------------------------------------------------------------------------------------------------------------
+TOKYO_END, LONDON_END = "2021-04-28", "2022-08-26"  # before Showa Day + Golden Week; before London's summer bank holiday
+NYSE_AFTER = {TOKYO_END: ["2021-04-29", "2021-04-30", "2021-05-03", "2021-05-04", "2021-05-05"],
+              LONDON_END: ["2022-08-29", "2022-08-30", "2022-08-31", "2022-09-01", "2022-09-02"]}
+OWN_AFTER = {"7203.T": ["2021-04-30", "2021-05-06", "2021-05-07", "2021-05-10", "2021-05-11"],  # XTKS: 04-29, 05-03..05 closed
+             "VOD.L": ["2022-08-30", "2022-08-31", "2022-09-01", "2022-09-02", "2022-09-05"]}  # XLON: 08-29 closed, 09-05 open
+
+
+@pytest.fixture(scope="module")
+def foreign():
+    """Real JPM and KO returns (bundled panel) under a Tokyo and a London ticker, ending just before a holiday of that
+    exchange on which NYSE trades; a tiny untrained forecaster that knows both (dates are what is checked)."""
+    import torch
+
+    from domains.finance.features import CORE_REALS, FoldScaler, base_features
+    from domains.finance.model import Forecaster, TFTSpec, build_tft
+
+    p = load_panel()
+    parts = []
+    for src, name, end in (("JPM", "7203.T", TOKYO_END), ("KO", "VOD.L", LONDON_END)):
+        g = p[(p["ticker"] == src) & (p["date"] <= end)].tail(120)
+        parts.append(g.assign(ticker=name))
+    panel = pd.concat(parts, ignore_index=True)
+    torch.manual_seed(0)
+    spec = TFTSpec(encoder_length=20, horizon=5, hidden_size=8, attention_heads=1, hidden_continuous_size=4, observed_reals=tuple(CORE_REALS))
+    tickers = ["7203.T", "VOD.L"]
+    return panel, Forecaster(build_tft(spec, tickers), spec, FoldScaler.fit(base_features(panel)), tickers)
+
+
+def _dates(df: pd.DataFrame, ticker: str) -> list[str]:
+    return sorted(df.loc[df["ticker"] == ticker, "date"].dt.strftime("%Y-%m-%d").unique())
+
+
+def test_forecast_dates_follow_each_tickers_own_exchange_not_nyse(foreign):
+    """A Tokyo (.T) and a London (.L) series were forecast on NYSE sessions: Tokyo's Golden Week and London's summer bank
+    holiday appeared as forecast dates and the next days they trade were missing. By default each ticker now gets its
+    exchange's calendar from its suffix; --calendar still sets one for all."""
+    from domains.finance.calendars import calendar_of
+    from domains.finance.features import base_features, extend_future
+    from domains.finance.predictor import forecast_frame
+
+    panel, fc = foreign
+    assert [calendar_of(t) for t in ("7203.T", "VOD.L", "SAP.DE", "^FTSE", "^N225", "AAPL", "BRK.B", "AAPL.US", "aapl.us")] == \
+        ["XTKS", "XLON", "XETR", "XLON", "XTKS", "XNYS", "XNYS", "XNYS", "XNYS"]
+    own = forecast_frame(fc, panel, None)
+    for t, expect in OWN_AFTER.items():
+        assert _dates(own, t) == expect, t
+    nyse = extend_future(base_features(panel), fc.spec.horizon, "XNYS")  # the explicit override (forecast_frame's dates), for every ticker
+    nyse = nyse[nyse["is_future"]]
+    assert _dates(nyse, "7203.T") == NYSE_AFTER[TOKYO_END] and _dates(nyse, "VOD.L") == NYSE_AFTER[LONDON_END]
+    q = [c for c in own.columns if c.startswith("q_")]
+    assert np.isfinite(own[q].to_numpy()).all()
+
+
+def test_the_dashboard_forecast_names_each_tickers_calendar(foreign, tmp_path):
+    from domains.finance import api
+
+    panel, fc = foreign
+    path = tmp_path / "two_exchanges.csv"
+    panel[["date", "ticker", "close"]].to_csv(path, index=False)
+    fc.info = {"data": str(path)}
+    model = api.LoadedForecaster(run_dir=tmp_path, tickers=tuple(fc.tickers), calendar="auto", forecaster=fc)
+    out = api.forecast(model, ["7203.T", "VOD.L"])
+    assert out.groupby("ticker")["calendar"].unique().map(list).to_dict() == {"7203.T": ["XTKS"], "VOD.L": ["XLON"]}
+    assert _dates(out, "7203.T") == OWN_AFTER["7203.T"]
+
+
+@pytest.mark.parametrize("name, hint", [("NOPE", None), ("T", "XTKS"), (".L", "XLON"), ("TSE_TOKYO", None)])
+def test_an_unknown_calendar_is_one_line_before_the_model_or_data_is_read(tmp_path, name, hint):
+    """Was: the model run and the data were read first, then a PriceDataError from deep inside the forecast; a Yahoo
+    suffix typed as the calendar now also names the calendar it means."""
+    from domains.finance.calendars import CalendarError
+    from domains.finance.config import ForecastConfig
+    from domains.finance.forecast import forecast
+
+    cfg = ForecastConfig(calendar=name, model_run="no-such-run", runs_dir=str(tmp_path / "runs"), data=str(tmp_path / "missing.csv"))
+    with pytest.raises(CalendarError) as e:
+        forecast(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and f"unknown exchange calendar '{name}'" in msg and "XNYS, XLON, XETR" in msg and "'auto'" in msg
+    assert (f"use --calendar {hint}" in msg) if hint else ("Yahoo ticker suffix" not in msg)
+    assert not (tmp_path / "runs").exists()

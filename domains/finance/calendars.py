@@ -1,0 +1,138 @@
+"""Exchange calendars of the forecast dates: which sessions follow a ticker's last price.
+
+    from domains.finance.calendars import calendar_of, calendars_for, future_sessions
+    calendar_of("7203.T")                       # 'XTKS' (Yahoo's suffix for Tokyo)
+    calendars_for(["AAPL", "VOD.L"], "auto")    # {'AAPL': 'XNYS', 'VOD.L': 'XLON'}
+    future_sessions("2021-04-01", 5, "XNYS")    # the next 5 NYSE sessions (Good Friday skipped)
+
+``auto`` (the default of ``--calendar``) gives each ticker its exchange's calendar from its name: Yahoo
+Finance's exchange suffixes (``.T`` Tokyo, ``.L`` London, ``.DE`` Xetra, ``.PA`` Paris, ``.HK`` Hong Kong,
+``.TO`` Toronto, ...; :data:`SUFFIX_CALENDARS`), stooq's country suffixes (``.US``, ``.UK``, ``.JP``, ``.DE``,
+``.HK``, ``.HU``) and the main non-US indices (``^FTSE``, ``^GDAXI``, ``^N225``, ...; :data:`INDEX_CALENDARS`);
+anything else — US tickers, the bundled panel, ``BRK.B`` — is NYSE (``XNYS``). An explicit ``--calendar``
+(an ``exchange_calendars`` name such as ``XLON``, or ``business`` for Monday–Friday) is used for every ticker.
+A name that is not a calendar is refused in one line listing a few that are.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from core.errors import plain
+from core.logging import get_logger
+from domains.finance.data import PriceDataError
+
+__all__ = ["AUTO", "US_CALENDAR", "BUSINESS_DAYS", "SUFFIX_CALENDARS", "INDEX_CALENDARS", "CalendarError", "calendar_of", "calendars_for",
+           "check_calendar", "future_sessions"]
+
+log = get_logger("finance.calendars")
+AUTO = "auto"
+US_CALENDAR = "XNYS"  # a ticker without a known exchange suffix (and every ticker of the bundled panel)
+BUSINESS_DAYS = ("business", "bday", "none")  # plain Monday-Friday, no holidays
+
+# Yahoo Finance's exchange suffixes -> exchange_calendars names. Where exchange_calendars has no calendar of that venue,
+# the market whose holidays it keeps is named: Shenzhen (.SZ) closes with Shanghai, NSE (.NS) with BSE, TSX Venture and
+# the CSE (.V, .CN, .NE) with the TSX, KOSDAQ (.KQ) with KRX, Taipei's OTC market (.TWO) with TWSE.
+SUFFIX_CALENDARS = {
+    # Americas
+    "TO": "XTSE", "V": "XTSE", "CN": "XTSE", "NE": "XTSE", "SA": "BVMF", "MX": "XMEX", "BA": "XBUE", "SN": "XSGO",
+    # Europe
+    "L": "XLON", "IL": "XLON", "IR": "XDUB", "DE": "XETR", "F": "XFRA", "DU": "XDUS", "HM": "XHAM", "SG": "XSTU",
+    "PA": "XPAR", "AS": "XAMS", "BR": "XBRU", "LS": "XLIS", "MI": "XMIL", "MC": "XMAD", "SW": "XSWX", "VI": "XWBO",
+    "ST": "XSTO", "OL": "XOSL", "CO": "XCSE", "HE": "XHEL", "IC": "XICE", "WA": "XWAR", "PR": "XPRA", "BD": "XBUD",
+    "AT": "ASEX", "IS": "XIST", "TL": "XTAL", "RG": "XRIS", "VS": "XLIT",
+    # Middle East, Africa
+    "TA": "XTAE", "JO": "XJSE", "SR": "XSAU",
+    # Asia-Pacific
+    "T": "XTKS", "HK": "XHKG", "SS": "XSHG", "SZ": "XSHG", "KS": "XKRX", "KQ": "XKRX", "TW": "XTAI", "TWO": "XTAI",
+    "SI": "XSES", "BO": "XBOM", "NS": "XBOM", "KL": "XKLS", "BK": "XBKK", "JK": "XIDX", "AX": "XASX", "NZ": "XNZE",
+    # stooq's country suffixes (aapl.us.txt -> AAPL.US); .DE and .HK mean the same as Yahoo's
+    "US": "XNYS", "UK": "XLON", "JP": "XTKS", "HU": "XBUD",
+}
+# Yahoo's symbols of the main non-US indices (US ones such as ^GSPC, ^DJI, ^IXIC, ^RUT, ^VIX are XNYS)
+INDEX_CALENDARS = {
+    "^FTSE": "XLON", "^FTMC": "XLON", "^FTAS": "XLON", "^GDAXI": "XETR", "^MDAXI": "XETR", "^TECDAX": "XETR", "^SDAXI": "XETR",
+    "^STOXX50E": "XETR", "^STOXX": "XETR", "^FCHI": "XPAR", "^AEX": "XAMS", "^BFX": "XBRU", "^IBEX": "XMAD", "^SSMI": "XSWX",
+    "^ATX": "XWBO", "^OMX": "XSTO", "^OMXC25": "XCSE", "^OMXH25": "XHEL", "^OSEAX": "XOSL", "^ISEQ": "XDUB",
+    "^N225": "XTKS", "^HSI": "XHKG", "^HSCE": "XHKG", "^KS11": "XKRX", "^KQ11": "XKRX", "^TWII": "XTAI", "^STI": "XSES",
+    "^BSESN": "XBOM", "^NSEI": "XBOM", "^KLSE": "XKLS", "^JKSE": "XIDX", "^AXJO": "XASX", "^AORD": "XASX", "^NZ50": "XNZE",
+    "^GSPTSE": "XTSE", "^BVSP": "BVMF", "^MXX": "XMEX", "^MERV": "XBUE", "^IPSA": "XSGO",
+}
+_EXAMPLES = "XNYS, XLON, XETR, XPAR, XTKS, XHKG, XTSE, XASX"
+
+
+class CalendarError(PriceDataError):
+    """``--calendar`` names no exchange calendar, or a calendar does not cover the dates asked for."""
+
+
+def calendar_of(ticker: str) -> str:
+    """The exchange calendar of ``ticker`` read from its name (Yahoo/stooq suffix, a non-US index), else XNYS."""
+    name = str(ticker).strip().upper()
+    if name in INDEX_CALENDARS:
+        return INDEX_CALENDARS[name]
+    stem, dot, suffix = name.rpartition(".")
+    return SUFFIX_CALENDARS.get(suffix, US_CALENDAR) if dot and stem else US_CALENDAR
+
+
+def calendars_for(tickers, calendar: str = AUTO) -> dict[str, str]:
+    """``{ticker: calendar}``: each ticker's own (:func:`calendar_of`) for ``auto``, else ``calendar`` for all."""
+    if str(calendar).strip().lower() != AUTO:
+        name = check_calendar(calendar)
+        return {str(t): name for t in tickers}
+    out = {str(t): calendar_of(t) for t in tickers}
+    unknown = sorted(t for t, c in out.items() if c == US_CALENDAR and "." in t.strip(".") and t.rpartition(".")[2].upper() not in SUFFIX_CALENDARS)
+    if unknown:
+        log.info(f"no exchange suffix known in {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}: their forecast dates follow "
+                 f"{US_CALENDAR}; name the exchange with --calendar (e.g. {_EXAMPLES}) if that is wrong")
+    return out
+
+
+def check_calendar(name: str) -> str:
+    """``name`` as the calendar it means (``auto``, ``business`` or an exchange_calendars name, upper case); anything
+    else is one :class:`CalendarError` line listing some valid names (and the calendar of a Yahoo suffix given instead)."""
+    import exchange_calendars as xcals
+
+    text = str(name).strip()
+    if text.lower() in (AUTO, *BUSINESS_DAYS):
+        return text.lower()
+    if text.upper() in xcals.get_calendar_names(include_aliases=True):
+        return text.upper()
+    suffix = text.lstrip(".").upper()
+    hint = (f" ({plain(text)} is the Yahoo ticker suffix of {SUFFIX_CALENDARS[suffix]}: use --calendar {SUFFIX_CALENDARS[suffix]}, or "
+            f"'auto', which reads it from each ticker)" if suffix in SUFFIX_CALENDARS else "")
+    raise CalendarError(f"--calendar: unknown exchange calendar {plain(text)}{hint}; expected 'auto' (each ticker's exchange from its "
+                        f"suffix, e.g. 7203.T -> XTKS, else XNYS), an exchange_calendars name such as {_EXAMPLES} (all: python -c "
+                        f"'import exchange_calendars; print(exchange_calendars.get_calendar_names())'), or 'business' for Monday-Friday")
+
+
+def future_sessions(last, n: int, calendar: str = US_CALENDAR) -> pd.DatetimeIndex:
+    """The ``n`` trading sessions after ``last`` on an exchange calendar (``exchange_calendars`` name such as XNYS,
+    XLON, XTKS; ``"business"`` = plain Monday–Friday business days)."""
+    last = pd.Timestamp(last).normalize()
+    name = check_calendar(calendar)
+    if name == AUTO:
+        raise CalendarError("future_sessions needs one calendar; resolve 'auto' per ticker with calendars_for first")
+    if name in BUSINESS_DAYS:
+        return pd.bdate_range(last + pd.offsets.BDay(1), periods=n)
+    cal = _exchange_calendar(name, last.year)
+    sessions = cal.sessions_in_range(last + pd.Timedelta(days=1), last + pd.Timedelta(days=15 + 3 * n))
+    if len(sessions) < n:
+        raise CalendarError(f"calendar {name}: fewer than {n} sessions after {last:%Y-%m-%d} "
+                            f"(it covers {cal.first_session:%Y-%m-%d}..{cal.last_session:%Y-%m-%d})")
+    return pd.DatetimeIndex(sessions[:n]).tz_localize(None) if sessions.tz is not None else pd.DatetimeIndex(sessions[:n])
+
+
+def _exchange_calendar(name: str, year: int):
+    import exchange_calendars as xcals
+
+    key = (name, year)
+    if key not in _CALENDARS:
+        try:
+            _CALENDARS[key] = xcals.get_calendar(name, start=f"{year - 1}-12-01", end=f"{year + 1}-12-31")
+        except ValueError as e:  # e.g. XTKS is only evaluated from 1997, XSHG's holidays recorded from 1991
+            raise CalendarError(f"calendar {name} does not cover {year} ({plain(str(e).splitlines()[0])}); forecast from a later "
+                                f"date or pass --calendar business (Monday-Friday)") from e
+    return _CALENDARS[key]
+
+
+_CALENDARS: dict = {}

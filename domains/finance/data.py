@@ -626,7 +626,8 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
     if not long_file:
         name = ticker or header_ticker or (ticker_of_file_name(path) if ticker_from_name else None)
         if name is None:
-            raise PriceDataError(f"{path}: no 'ticker' column; add one or pass ticker= (--ticker NAME) for a single-series file")
+            raise PriceDataError(f"{path}: no 'ticker' column" + (" and its file name names no ticker (a site's download name)" if ticker_from_name else "")
+                                 + "; add one or pass ticker= (--ticker NAME) for a single-series file")
         df["ticker"] = name
     else:
         df["ticker"] = _ticker_names(df, source)
@@ -655,12 +656,18 @@ _PRICE_FILE_SUFFIXES = (*_TEXT_SUFFIXES, ".parquet", ".pq", ".gz")
 def ticker_of_file_name(path: str | Path) -> str | None:
     """The ticker a single-series file is named after: its name without the file-type suffixes, upper case
     (``GOOG.csv`` -> ``GOOG``, ``BRK.B.csv`` -> ``BRK.B``, ``aapl.us.txt`` -> ``AAPL.US``, ``^GSPC.csv.gz`` -> ``^GSPC``),
-    without a browser's duplicate-download counter (``GOOG (1).csv`` -> ``GOOG``); None when nothing is left."""
+    without a browser's duplicate-download counter (``GOOG (1).csv`` -> ``GOOG``) or a site's download name
+    (``7203 Historical Data.csv`` -> ``7203``); None when nothing is left (nasdaq.com's ``HistoricalData_1700000000000.csv``)."""
     name = Path(path).name.lstrip(".")
     while Path(name).suffix.lower() in _PRICE_FILE_SUFFIXES:
         name = name[: -len(Path(name).suffix)]
-    name = re.sub(r"\s*\(\d+\)$", "", name).strip().upper()
-    return name or None
+    name = re.sub(r"\s*\(\d+\)$", "", name).strip()
+    return _SITE_DOWNLOAD_NAME.sub("", name).strip().upper() or None
+
+
+# the names sites give their downloads, which are not tickers: investing.com's "<name> Historical Data.csv" and
+# "<name> Stock Price History.csv" (the name before is kept), nasdaq.com's "HistoricalData_<epoch ms>.csv" (no name left)
+_SITE_DOWNLOAD_NAME = re.compile(r"(?i)\s*\b(?:historical\s+data|stock\s+price\s+history|price\s+history)$|^historicaldata_\d+$")
 
 
 def load_price_file(path: str | Path, ticker: str | None = None, min_history: int = 100, max_gap_days: int = 10,

@@ -146,3 +146,53 @@ def test_an_unknown_calendar_is_one_line_before_the_model_or_data_is_read(tmp_pa
     assert "\n" not in msg and f"unknown exchange calendar '{name}'" in msg and "XNYS, XLON, XETR" in msg and "'auto'" in msg
     assert (f"use --calendar {hint}" in msg) if hint else ("Yahoo ticker suffix" not in msg)
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# investing.com and nasdaq.com "Historical Data" downloads, as the sites write and name them
+# ---------------------------------------------------------------------------------------------------------------
+def _investing(close: pd.Series, date_format: str) -> str:
+    """investing.com's CSV: every cell quoted, newest day first, thousands separators, 850.5K / 1.23M volumes, Change %."""
+    rows = ['"Date","Price","Open","High","Low","Vol.","Change %"']
+    new_first = close.iloc[::-1]
+    for i, (day, v) in enumerate(new_first.items()):
+        prev = new_first.iloc[i + 1] if i + 1 < len(new_first) else v
+        vol = ("850.5K", "1.23M", "2.1B", "")[i % 4]
+        rows.append(",".join(f'"{c}"' for c in (day.strftime(date_format), f"{v:,.2f}", f"{v * 1.001:,.2f}", f"{v * 1.01:,.2f}",
+                                                  f"{v * 0.99:,.2f}", vol, f"{100 * (v / prev - 1):.2f}%")))
+    return "\r\n".join(rows) + "\r\n"
+
+
+def _nasdaq(close: pd.Series) -> str:
+    """nasdaq.com's CSV: Close/Last first, dollar prices (a space before the $ on some pages), MM/DD/YYYY, newest first."""
+    rows = ["Date,Close/Last,Volume,Open,High,Low"]
+    rows += [f"{d:%m/%d/%Y}, ${v:.2f},{23_456_789 + i}, ${v:.2f}, ${v * 1.01:.2f}, ${v * 0.99:.2f}" for i, (d, v) in enumerate(close.iloc[::-1].items())]
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("site", ["investing_month_name", "investing_slashes", "nasdaq"])
+def test_site_downloads_load_with_their_values_and_a_site_file_name_is_not_a_ticker(real, tmp_path, site):
+    """The values already loaded (asserted here so they stay so). The names the sites give the files did not: investing.com's
+    'MSFT Historical Data.csv' became the ticker 'MSFT HISTORICAL DATA' (and its calendar, from a suffix, none), nasdaq.com's
+    'HistoricalData_1700000000000.csv' the ticker 'HISTORICALDATA_1700000000000'. Now 'MSFT', and for nasdaq's a one-line
+    request for --ticker."""
+    from domains.finance.data import PriceDataError
+
+    close = real["MSFT"]["Close"] * 40  # four-digit prices, so the thousands separators appear
+    if site == "nasdaq":
+        path = tmp_path / "HistoricalData_1700000000000.csv"
+        path.write_text(_nasdaq(close))
+        with pytest.raises(PriceDataError) as e:
+            read_price_file(path, ticker_from_name=True)
+        assert str(path) in str(e.value) and "names no ticker" in str(e.value) and "--ticker NAME" in str(e.value) and "\n" not in str(e.value)
+        d, rep = read_price_file(path, "MSFT", ticker_from_name=True)
+        np.testing.assert_allclose(d["volume"].to_numpy(), 23_456_789 + np.arange(len(close) - 1)[::-1])
+    else:
+        path = tmp_path / "MSFT Historical Data.csv"
+        path.write_text(_investing(close, "%b %d, %Y" if site == "investing_month_name" else "%m/%d/%Y"), encoding="utf-8-sig")
+        d, rep = read_price_file(path, ticker_from_name=True)
+        n = len(close)  # the file's row i (newest first) has volume ("850.5K", "1.23M", "2.1B", "")[i % 4]
+        np.testing.assert_array_equal(d["volume"].to_numpy(), [(850.5e3, 1.23e6, 2.1e9, np.nan)[(n - 1 - j) % 4] for j in range(1, n)])
+    assert set(d["ticker"]) == {"MSFT"} and rep.warnings == []
+    np.testing.assert_array_equal(d["date"].to_numpy(), close.index.to_numpy()[1:])  # oldest first, month and day not swapped
+    np.testing.assert_allclose(d["close"].to_numpy(), np.round(close.to_numpy()[1:], 2), rtol=1e-12)

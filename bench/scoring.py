@@ -7,12 +7,19 @@ CSV; each chunk is committed to Parquet like any production job. Each worker/act
 torch thread, so "1 worker" is one core of this 2-core machine.
 
 Writes the "scoring" section of BENCHMARKS.md:  .venv/bin/python bench/scoring.py
+
+``--part finance``: the real command, ``python -m domains.finance.score`` on the bundled panel (one
+process per run, wall clock): local × 1, local × 2, ray × 2, and a resumed local × 1 job (the folder of
+a finished job with its last chunk's commit marker removed, as a job killed before that commit leaves
+it). ``--code DIR`` runs another checkout's command (e.g. the commit before a change) with this
+machine's venv and data. Prints its table; it does not touch BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -80,14 +87,70 @@ class WindowMLPScorer(Scorer):
         return pd.DataFrame({"date": df["date"].to_numpy()[start:stop], "ticker": Path(item.path).stem, "score": pred.astype(np.float64)})
 
 
+ROOT = Path(__file__).resolve().parents[1]
+FINANCE_RUNS = [("local", 1), ("local", 2), ("ray", 2), ("resume", 1)]
+
+
+def finance_part(code: Path, model_run: str, rounds: int) -> str:
+    """Wall time of ``python -m domains.finance.score`` per engine × workers, and of a resumed job (its last chunk
+    missing), each in a fresh process; rounds interleaved. The checkout ``code`` needs datasets/data (linked to
+    this one's when absent)."""
+    import subprocess
+
+    data = code / "datasets" / "data"
+    if not data.exists():
+        data.symlink_to(ROOT / "datasets" / "data")
+    walls: dict[tuple, list[float]] = {c: [] for c in FINANCE_RUNS}
+    loads = []
+    with tempfile.TemporaryDirectory(prefix="bench-finance-score-") as tmp:
+        tmp = Path(tmp)
+
+        def score(out: Path, engine: str, workers: int) -> float:
+            cmd = [sys.executable, "-m", "domains.finance.score", "--model-run", model_run, "--runs-dir", str(tmp / "runs"), "--no-track", "--no-progress",
+                   "--out", str(out), "--engine", engine, "--workers", str(workers)]
+            t0 = time.perf_counter()
+            res = subprocess.run(cmd, cwd=code, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if res.returncode:
+                raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+            return time.perf_counter() - t0
+
+        for rnd in range(rounds):
+            loads.append(os.getloadavg()[0])
+            for engine, workers in FINANCE_RUNS:
+                out = tmp / f"out-{rnd}-{engine}-{workers}"
+                if engine == "resume":
+                    done = tmp / f"out-{rnd}-local-1"
+                    shutil.copytree(done, out)
+                    last = sorted((out / "_done").glob("chunk-*.json"))[-1]
+                    last.unlink()  # as if killed before the last chunk's commit
+                    (out / "_SUCCESS.json").unlink()
+                    walls[(engine, workers)].append(score(out, "local", 1))
+                else:
+                    walls[(engine, workers)].append(score(out, engine, workers))
+                print(f"round {rnd} {engine}×{workers}: {walls[(engine, workers)][-1]:.1f}s", flush=True)
+    rows = [{"run": f"{e} × {w}" if e != "resume" else "local × 1, resumed (last chunk missing)",
+             "wall s (median)": round(float(np.median(walls[(e, w)])), 1), "wall s (each round)": ", ".join(f"{x:.1f}" for x in walls[(e, w)])}
+            for e, w in FINANCE_RUNS]
+    return (f"### Finance `score` on the bundled panel (`bench/scoring.py --part finance`)\n\n{machine_line()}; code: {code}; model run: {model_run}; "
+            f"default --items-per-chunk; {rounds} interleaved round(s); 1-min load average at the start of each round: "
+            f"{', '.join(f'{x:.1f}' for x in loads)}. Wall clock of the whole command (interpreter start, imports, model load, scoring, commit).\n\n"
+            f"{markdown_table(rows)}\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=("mlp", "finance"), default="mlp", help="mlp: the engines on a torch MLP (BENCHMARKS.md); finance: the finance score command")
+    ap.add_argument("--code", type=Path, default=ROOT, help="finance: the checkout whose command runs (default: this one)")
+    ap.add_argument("--model-run", default=str(ROOT / "runs" / "finance" / "latest"), help="finance: the model run to score with")
     ap.add_argument("--rows-per-item", type=int, default=1000)
     ap.add_argument("--items-per-chunk", type=int, default=4)
     ap.add_argument("--tickers", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repeats; the table shows medians of per-round ratios")
     ap.add_argument("--no-write", action="store_true", help="print the table, do not touch BENCHMARKS.md")
     args = ap.parse_args()
+    if args.part == "finance":
+        print(finance_part(args.code.resolve(), str(Path(args.model_run).resolve()), args.rounds))
+        return
 
     from skfolio.datasets import load_sp500_dataset
 

@@ -148,7 +148,7 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
     try:
         if pending:
             if engine == "local":
-                restarts = _run_local(scorer_bytes, pending, workers, on_result)
+                restarts = _run_local(scorer_bytes, pending, workers, on_result, preload=tuple(getattr(scorer, "preload", ())))
             else:
                 _run_ray(scorer, pending, workers, address, on_result)
     finally:
@@ -252,7 +252,20 @@ def _score_in_worker(chunk: int, items: list[WorkItem]) -> ChunkResult:
     return score_chunk(_WORKER_SCORER, chunk, items, ready_at=_WORKER_READY_AT)
 
 
-def _run_local(scorer_bytes: bytes, pending: list[tuple[int, list[WorkItem]]], workers: int, on_result: Callable[[ChunkResult], None]) -> int:
+def _worker_context(preload: tuple[str, ...]):
+    """``spawn`` (a fork of the driver after torch has started threads is unsafe); for a scorer with ``preload``
+    modules, ``forkserver``: one clean process imports them once and every worker is forked from it, so N workers
+    pay one heavy import (pytorch-forecasting: ~15 s of CPU each on this machine) instead of N. The fork server
+    exits when the driver does (even on SIGKILL), and the workers' death signal follows it."""
+    if preload and "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(list(preload))  # only read when this process starts its fork server
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _run_local(scorer_bytes: bytes, pending: list[tuple[int, list[WorkItem]]], workers: int, on_result: Callable[[ChunkResult], None],
+               preload: tuple[str, ...] = ()) -> int:
     if workers == 1:
         # in-process: a private copy, so the caller's scorer keeps its config-only state
         scorer = pickle.loads(scorer_bytes)
@@ -262,7 +275,7 @@ def _run_local(scorer_bytes: bytes, pending: list[tuple[int, list[WorkItem]]], w
             on_result(score_chunk(scorer, i, items, ready_at=ready_at))
         return 0
 
-    ctx = mp.get_context("spawn")  # fork after torch/threads is unsafe; spawn is what every OS supports
+    ctx = _worker_context(preload)
     todo = list(pending)
     todo.reverse()
     restarts = 0

@@ -543,8 +543,10 @@ class Forecaster:
         })
         return directory
 
-    @classmethod
-    def load(cls, directory: str | Path) -> "Forecaster":
+    @staticmethod
+    def read_meta(directory: str | Path) -> dict:
+        """The checked ``forecaster.json`` of a saved forecaster, without building the model (no
+        pytorch-forecasting import: what a scoring driver reads while its workers load the model)."""
         directory = Path(directory)
         meta_path = directory / "forecaster.json"
         if not meta_path.is_file():
@@ -555,6 +557,13 @@ class Forecaster:
             raise CheckpointError(f"{meta_path}: not valid JSON ({e}); the model run is damaged (a copy cut short?): train it again") from e
         if not isinstance(meta, dict) or meta.get("format") != "finance-tft-v1":
             raise CheckpointError(f"{meta_path}: unknown format {meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r} (expected finance-tft-v1)")
+        return meta
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Forecaster":
+        directory = Path(directory)
+        meta_path = directory / "forecaster.json"
+        meta = cls.read_meta(directory)
         try:
             entry = meta.get("model") or model_entry(TFTSpec.from_dict(meta["spec"]), meta["tickers"])
             model = create_model(entry["name"], **entry["kwargs"])

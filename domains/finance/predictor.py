@@ -2,6 +2,7 @@
 and the dashboards.
 
 * :func:`load_forecaster_run` — the forecaster of a model run (``core.runs.resolve_model_run``);
+  :func:`forecaster_run_meta` — its checked description only, for a driver whose workers load it;
 * :func:`forecast_frame` — quantile rows from each ticker's latest date, on an exchange calendar;
 * :func:`latest_tensors` / :func:`rows_from_origins` — the two halves of it, for batch scoring.
 
@@ -17,22 +18,39 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.checkpoint import CheckpointError
 from core.runs import RunNotFoundError, resolve_model_run
 from domains.finance.data import PriceDataError
 from domains.finance.features import DEFAULT_CALENDAR, base_features, extend_future
 from domains.finance.model import Forecaster, predict_quantiles, quantile_rows
 
-__all__ = ["load_forecaster_run", "prepare_forecaster", "forecast_features", "forecast_frame", "latest_tensors", "rows_from_origins"]
+__all__ = ["load_forecaster_run", "forecaster_run_meta", "prepare_forecaster", "forecast_features", "forecast_frame", "latest_tensors", "rows_from_origins"]
 
 
 def load_forecaster_run(model_run: str | Path | None, runs_dir: str | Path = "runs") -> tuple[Path, Forecaster]:
     """(run folder, forecaster) of ``model_run`` (a run folder or name; None = the newest completed
     finance model run)."""
+    run_dir = _model_run_dir(model_run, runs_dir)
+    return run_dir, Forecaster.load(run_dir / "model")
+
+
+def forecaster_run_meta(model_run: str | Path | None, runs_dir: str | Path = "runs") -> tuple[Path, dict]:
+    """(run folder, checked ``forecaster.json``) of ``model_run`` as :func:`load_forecaster_run` finds it, its
+    weights file present, without building the model: ``score``'s driver, whose workers load the model, so it
+    does not pay the pytorch-forecasting import (~15 s on this machine) before they start."""
+    run_dir = _model_run_dir(model_run, runs_dir)
+    meta = Forecaster.read_meta(run_dir / "model")
+    weights = run_dir / "model" / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"weights file {weights} does not exist; the model run is damaged: train it again")
+    return run_dir, meta
+
+
+def _model_run_dir(model_run: str | Path | None, runs_dir: str | Path) -> Path:
     try:
-        run_dir = resolve_model_run("finance", model_run, runs_dir)
+        return resolve_model_run("finance", model_run, runs_dir)
     except RunNotFoundError as e:
         raise RunNotFoundError(f"no trained finance model: {e}") from e
-    return run_dir, Forecaster.load(run_dir / "model")
 
 
 def prepare_forecaster(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFrame | None, tickers: list[str] | None = None, *,

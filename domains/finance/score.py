@@ -22,16 +22,17 @@ from core.runs import Run
 from core.scoring import WorkItem, check_scoring_items, check_scoring_job, check_scoring_out, job_name, run_job_from_config
 from domains.finance.config import ScoreConfig
 from domains.finance.data import data_tickers, load_panel_data
-from domains.finance.predictor import load_forecaster_run
+from domains.finance.predictor import forecaster_run_meta
 from domains.finance.scoring import TFTScorer, data_digest
-from domains.finance.training import is_garch_informed
 
 __all__ = ["score", "main"]
 
 
 def score(cfg: ScoreConfig):
     check_scoring_out(cfg)  # a bad --out is refused before anything is loaded or created
-    model_dir, fc = load_forecaster_run(cfg.model_run, cfg.runs_dir)
+    # the model's description only: the workers build the model (each scorer's load), so the driver does not pay the
+    # pytorch-forecasting import before they start (with --workers N or Ray it ran before theirs, serially)
+    model_dir, meta = forecaster_run_meta(cfg.model_run, cfg.runs_dir)
     data = load_panel_data(cfg.data, cfg.tickers, **cfg.data_options()) if cfg.data else None  # validated once here for its report
     tickers = list(cfg.tickers) or (sorted(data.panel["ticker"].unique()) if data else data_tickers())  # the work list; workers load the prices
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in tickers]
@@ -44,7 +45,7 @@ def score(cfg: ScoreConfig):
         summary = run_job_from_config(items, scorer, cfg, default_out=run.path("scores"))
         if data is not None:
             data.report.write(run.dir)
-        run.finish({"model_run": str(model_dir), "garch_informed": is_garch_informed(fc), "calendar": cfg.calendar, "items": len(items),
+        run.finish({"model_run": str(model_dir), "garch_informed": bool(meta.get("garch_informed", (meta.get("scaler") or {}).get("gjr"))), "calendar": cfg.calendar, "items": len(items),
                     **{k: v for k, v in vars(summary).items() if isinstance(v, (int, float, str))}, **(data.report.metrics() if data else {})})
         return run.dir
 

@@ -29,6 +29,9 @@ class TFTScorer(Scorer):
     # version never share an output folder (the job fingerprint holds the version: a rerun into a folder of version 2
     # is refused, a default-named job gets a new name)
     version = "3"
+    # --workers N: the workers are forked from one process that imported these, not each importing pytorch-forecasting
+    # (~15 s of CPU per worker on this machine; core.scoring's fork server)
+    preload = ("domains.finance.scoring", "domains.finance.model", "pytorch_forecasting")
 
     def __init__(self, model_run: str, data: str = "", zero_shot: bool = False, calendar: str = DEFAULT_CALENDAR,
                  data_options: dict | None = None, data_sha256: str = ""):

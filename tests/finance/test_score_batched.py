@@ -150,3 +150,21 @@ def test_a_scored_frame_is_a_copy(job):
     again = scorer.score(WorkItem(id="KO"))
     assert "_work_item" not in again.columns
     pd.testing.assert_frame_equal(first.drop(columns="_work_item"), again)
+
+
+@pytest.mark.slow
+def test_workers_local_and_ray_split_the_forecasting_and_write_the_one_worker_bytes(job, tmp_path, ray_address):
+    """Real worker processes (local × 2, forked from the fork server that imported pytorch-forecasting once) and
+    Ray actors: over all workers each forecastable ticker is forecast once (each worker forecast the whole panel
+    before), and the parts are the one-worker job's, byte for byte."""
+    run, prices = job
+    items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in ["AAPL", "JPM", "XOM", "KO", "SP500", "PG"]]
+    runs = {}
+    for engine, workers in [("local", 1), ("local", 2), ("ray", 2)]:
+        out = tmp_path / f"{engine}{workers}"
+        s = run_job(items, TFTScorer(str(run), str(prices), data_options={"min_history": 10}), out, engine=engine, workers=workers, items_per_chunk=2,
+                    address=ray_address if engine == "ray" else None, progress=False)
+        assert sum(info["tickers_forecast"] for info in s.worker_load_info.values()) == 5, (engine, workers, s.worker_load_info)
+        assert s.items_quarantined == 1  # XOM
+        runs[(engine, workers)] = {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))}
+    assert len(runs[("local", 1)]) == 3 and runs[("local", 2)] == runs[("local", 1)] == runs[("ray", 2)]

@@ -8,13 +8,16 @@
 ``auto`` (the default of ``--calendar``) gives each ticker its exchange's calendar from its name: Yahoo
 Finance's exchange suffixes (``.T`` Tokyo, ``.L`` London, ``.DE`` Xetra, ``.PA`` Paris, ``.HK`` Hong Kong,
 ``.TO`` Toronto, ...; :data:`SUFFIX_CALENDARS`), stooq's country suffixes (``.US``, ``.UK``, ``.JP``, ``.DE``,
-``.HK``, ``.HU``) and the main non-US indices (``^FTSE``, ``^GDAXI``, ``^N225``, ...; :data:`INDEX_CALENDARS`);
+``.HK``, ``.HU``), the main non-US indices (``^FTSE``, ``^GDAXI``, ``^N225``, ...; :data:`INDEX_CALENDARS`), and Yahoo's
+crypto pairs (``BTC-USD``: ``24/7``), currency pairs (``EURUSD=X``: ``24/5``) and futures (``CL=F``: ``us_futures``);
 anything else — US tickers, the bundled panel, ``BRK.B`` — is NYSE (``XNYS``). An explicit ``--calendar``
 (an ``exchange_calendars`` name such as ``XLON``, or ``business`` for Monday–Friday) is used for every ticker.
 A name that is not a calendar is refused in one line listing a few that are.
 """
 
 from __future__ import annotations
+
+import re
 
 import pandas as pd
 
@@ -58,6 +61,10 @@ INDEX_CALENDARS = {
     "^BSESN": "XBOM", "^NSEI": "XBOM", "^KLSE": "XKLS", "^JKSE": "XIDX", "^AXJO": "XASX", "^AORD": "XASX", "^NZ50": "XNZE",
     "^GSPTSE": "XTSE", "^BVSP": "BVMF", "^MXX": "XMEX", "^MERV": "XBUE", "^IPSA": "XSGO",
 }
+# Yahoo's symbols of markets that are not one exchange: crypto pairs (BTC-USD) trade every day, currency pairs (EURUSD=X)
+# Monday-Friday around the clock, futures (CL=F, ES=F) on CME Globex's holidays
+_SYMBOL_CALENDARS = ((re.compile(r"^[A-Z0-9]{2,10}-(?:USD|USDT|USDC|EUR|GBP|JPY|BTC|ETH)$"), "24/7"), (re.compile(r"=X$"), "24/5"),
+                     (re.compile(r"=F$"), "us_futures"))
 _EXAMPLES = "XNYS, XLON, XETR, XPAR, XTKS, XHKG, XTSE, XASX"
 
 
@@ -70,6 +77,9 @@ def calendar_of(ticker: str) -> str:
     name = str(ticker).strip().upper()
     if name in INDEX_CALENDARS:
         return INDEX_CALENDARS[name]
+    for pattern, calendar in _SYMBOL_CALENDARS:
+        if pattern.search(name):
+            return calendar
     stem, dot, suffix = name.rpartition(".")
     return SUFFIX_CALENDARS.get(suffix, US_CALENDAR) if dot and stem else US_CALENDAR
 
@@ -95,8 +105,9 @@ def check_calendar(name: str) -> str:
     text = str(name).strip()
     if text.lower() in (AUTO, *BUSINESS_DAYS):
         return text.lower()
-    if text.upper() in xcals.get_calendar_names(include_aliases=True):
-        return text.upper()
+    names = {n.upper(): n for n in xcals.get_calendar_names(include_aliases=True)}  # 'us_futures' and '24/7' are lower case
+    if text.upper() in names:
+        return names[text.upper()]
     suffix = text.lstrip(".").upper()
     hint = (f" ({plain(text)} is the Yahoo ticker suffix of {SUFFIX_CALENDARS[suffix]}: use --calendar {SUFFIX_CALENDARS[suffix]}, or "
             f"'auto', which reads it from each ticker)" if suffix in SUFFIX_CALENDARS else "")

@@ -196,3 +196,17 @@ def test_site_downloads_load_with_their_values_and_a_site_file_name_is_not_a_tic
     assert set(d["ticker"]) == {"MSFT"} and rep.warnings == []
     np.testing.assert_array_equal(d["date"].to_numpy(), close.index.to_numpy()[1:])  # oldest first, month and day not swapped
     np.testing.assert_allclose(d["close"].to_numpy(), np.round(close.to_numpy()[1:], 2), rtol=1e-12)
+
+
+def test_crypto_currency_and_futures_symbols_get_their_markets_calendar():
+    """BTC-USD trades every day: its forecast dates skipped weekends (NYSE) although its history has them. EURUSD=X trades
+    Monday-Friday on US holidays, CL=F on CME's. exchange_calendars' lower-case names ('us_futures', '24/7') were refused
+    as --calendar (the check upper-cased them)."""
+    from domains.finance.calendars import calendar_of, check_calendar, future_sessions
+
+    assert [calendar_of(t) for t in ("BTC-USD", "ETH-EUR", "EURUSD=X", "CL=F", "BRK-B", "BF-B")] == ["24/7", "24/7", "24/5", "us_futures", "XNYS", "XNYS"]
+    assert [check_calendar(n) for n in ("us_futures", "US_FUTURES", "24/7", "xlon")] == ["us_futures", "us_futures", "24/7", "XLON"]
+    day = "2022-12-23"  # a Friday before Christmas (Monday the 26th: NYSE closed)
+    assert list(future_sessions(day, 3, calendar_of("BTC-USD")).strftime("%a")) == ["Sat", "Sun", "Mon"]
+    assert list(future_sessions(day, 3, calendar_of("EURUSD=X")).strftime("%m-%d")) == ["12-26", "12-27", "12-28"]
+    assert list(future_sessions(day, 3, calendar_of("AAPL")).strftime("%m-%d")) == ["12-27", "12-28", "12-29"]

@@ -27,7 +27,7 @@ from core.cli import run_cli
 from core.config import check_ranges
 from core.io import atomic_write_json
 from core.runs import Run
-from core.scoring import ScoringError, check_scoring_items, check_scoring_job, check_scoring_out, read_output, run_job_from_config
+from core.scoring import ScoringError, check_scoring_items, check_scoring_job, check_scoring_out, digest_items, read_output, run_job_from_config
 from domains.recommendation.config import ScoreConfig
 from domains.recommendation.inference import resolve_two_tower_run
 from domains.recommendation.topk import TopKScorer, approx_recall, user_work_items
@@ -51,13 +51,14 @@ def score(cfg: ScoreConfig) -> dict:
     items = user_work_items(n_users, cfg.users_per_item, str(model_run))  # the run's files are stamped: replaced weights are a changed input
     check_scoring_items(items, f"{model_run / 'feature_space.json'}", "at least one user in user_ids")  # before the run folder
     scorer = TopKScorer(str(model_run), cfg.k, cfg.index)
-    check_scoring_job(cfg, items, scorer)  # an --out holding another job: refused before the run folder, --out untouched
+    digest = digest_items(items)  # one walk of the run folder's files per command: the --out check and the job share it
+    check_scoring_job(cfg, items, scorer, digest)  # an --out holding another job: refused before the run folder, --out untouched
     if cfg.name is None:  # derived from the inputs, so the identical command resumes the same job
         cfg = dataclasses.replace(cfg, name=f"score-{model_run.name}-k{cfg.k}-{cfg.index}")
     with Run.start(DOMAIN, cfg, command="score", kind="job") as run:
         out_dir = Path(cfg.out) if cfg.out else run.dir / "topk"
         t0 = time.perf_counter()
-        summary = run_job_from_config(items, scorer, cfg, default_out=out_dir)
+        summary = run_job_from_config(items, scorer, cfg, default_out=out_dir, digest=digest)
         secs = time.perf_counter() - t0
         out = read_output(out_dir)
         # what the workers of this run measured (none when every chunk was done by an earlier run)

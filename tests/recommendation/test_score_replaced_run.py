@@ -11,6 +11,7 @@ import os
 import shutil
 
 import pandas as pd
+import pytest
 
 from core.scoring import job_fingerprint
 from domains.recommendation.topk import TopKScorer, user_work_items
@@ -78,3 +79,30 @@ def test_score_after_the_run_was_retrained_under_the_same_name_does_not_serve_th
     assert [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")] == [
         f"error: --out {inside}: inside the training run {run}; score never writes into a training run — choose an --out outside it"]
     assert not inside.exists()
+
+
+def test_a_score_command_walks_the_run_folder_once(tmp_path, monkeypatch):
+    """The items stamp the run folder (one stat per file in it): the --out check and the job share one digest."""
+    from core.scoring import job as scoring_job
+    from domains.recommendation import score as score_cmd
+
+    run = _fake_run(tmp_path / "r1", b"w")
+    cfg = score_cmd.ScoreConfig(model_run=str(run), runs_dir=str(tmp_path / "runs"), out=str(tmp_path / "out"), progress=False)
+    monkeypatch.setattr(score_cmd, "resolve_two_tower_run", lambda *a: run)
+    items = user_work_items(5, cfg.users_per_item, str(run))
+    scoring_job.prepare_job_dir(tmp_path / "out", items, TopKScorer(str(run), cfg.k, cfg.index), cfg.items_per_chunk, False)  # a rerun: the job is in --out
+    walked = []
+    real = scoring_job._file_stamp
+    monkeypatch.setattr(scoring_job, "_file_stamp", lambda p: walked.append(p) or real(p))
+
+    class Stop(Exception):
+        pass
+
+    def run_job(items, scorer, cfg, default_out, digest=None):  # what run_job does first; the model itself is not needed here
+        scoring_job.check_same_job(tmp_path / "out", items, scorer, cfg.items_per_chunk, False, digest)
+        raise Stop
+
+    monkeypatch.setattr(score_cmd, "run_job_from_config", run_job)
+    with pytest.raises(Stop):
+        score_cmd.score(cfg)
+    assert walked == [str(run)]  # once for the check before the run folder and the job's own checks

@@ -248,6 +248,8 @@ def data_quality(run_dir: str | Path) -> DataQuality:
                for t in (report.get("tickers_dropped_short") or [] if isinstance(report, dict) else [])]
     dropped += [{"ticker": t, "reason": "every close the same (no volatility to forecast); dropped"}
                 for t in (report.get("tickers_dropped_constant") or [] if isinstance(report, dict) else [])]
+    dropped += [{"ticker": t, "reason": "no price on any row (a failed download?); dropped"}
+                for t in (report.get("tickers_dropped_empty") or [] if isinstance(report, dict) else [])]
     folds = _read_json(run_dir / "folds.json")
     no_test: dict[str, list] = {}
     for f in folds if isinstance(folds, list) else []:

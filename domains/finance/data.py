@@ -216,6 +216,7 @@ WARNING_KINDS = {
     "price_spike": "a single-day spike that reverts the next day (fat finger); the spike row is dropped",
     "partial_adjustment": "adj_close missing on some rows of a ticker; its unadjusted close is used instead",
     "short_history": "fewer rows than --min-history; the ticker is dropped",
+    "no_prices": "the ticker's columns hold no price on any row (a failed download: yfinance leaves them empty); the ticker is dropped",
     "constant_prices": "every close is the same: no volatility to forecast (a VaR of 0); the ticker is dropped",
 }
 STALE_ZERO_FRACTION = 0.05  # more zero returns than this is suspicious for a traded asset
@@ -236,6 +237,7 @@ class ValidationReport:
     duplicate_rows_dropped: int = 0
     tickers_dropped_short: list[str] = field(default_factory=list)
     tickers_dropped_constant: list[str] = field(default_factory=list)  # every close the same (a delisted or never-traded series)
+    tickers_dropped_empty: list[str] = field(default_factory=list)  # no finite close on any row (a failed download)
     missing_days: int = 0  # business days absent inside a ticker's history (not filled)
     source: str = "prices"
     price_column: dict[str, str] = field(default_factory=dict)  # ticker -> the column its prices came from
@@ -261,12 +263,13 @@ class ValidationReport:
                 f"{self.duplicate_rows_dropped} duplicate rows; {self.missing_days} missing business days not filled; "
                 f"too-short tickers dropped: {', '.join(self.tickers_dropped_short) or 'none'}"
                 + (f"; constant-price tickers dropped: {', '.join(self.tickers_dropped_constant)}" if self.tickers_dropped_constant else "")
+                + (f"; tickers without any price dropped: {', '.join(self.tickers_dropped_empty)}" if self.tickers_dropped_empty else "")
                 + f"; warnings: {warn}")
 
     def metrics(self) -> dict:
         """Flat numbers for a run's ``metrics.json`` (``data/...``)."""
         m = {"data/rows_in": self.rows_in, "data/rows_out": self.rows_out, "data/rows_repaired": self.rows_repaired,
-             "data/tickers_dropped": len(self.tickers_dropped_short) + len(self.tickers_dropped_constant), "data/warnings": len(self.warnings)}
+             "data/tickers_dropped": len(self.tickers_dropped_short) + len(self.tickers_dropped_constant) + len(self.tickers_dropped_empty), "data/warnings": len(self.warnings)}
         m.update({f"data/warnings/{k}": v for k, v in self.warning_counts().items()})
         return m
 
@@ -804,6 +807,9 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
     df["close"] = pd.to_numeric(df["close"], errors="coerce")
     finite = np.isfinite(df["close"].to_numpy(dtype=float))
     rep.nan_rows_dropped = int((~finite).sum())
+    for t in sorted(set(df["ticker"]) - set(df.loc[finite, "ticker"])):  # would vanish with its rows, unlisted
+        rep.tickers_dropped_empty.append(t)
+        rep.warn(t, "no_prices", value=0, detail=f"no price on any of its {int((df['ticker'] == t).sum())} rows (a failed download?); dropped")
     df = df[finite]
     nonpos = df[df["close"] <= 0]
     if len(nonpos):
@@ -851,6 +857,8 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
         log.warning(f"{source}: dropped ticker(s) with fewer than {min_history} rows: {', '.join(rep.tickers_dropped_short)}")
     if rep.tickers_dropped_constant:
         log.warning(f"{source}: dropped ticker(s) whose every close is the same: {', '.join(rep.tickers_dropped_constant)}")
+    if rep.tickers_dropped_empty:
+        log.warning(f"{source}: dropped ticker(s) without a price on any row (failed downloads?): {', '.join(rep.tickers_dropped_empty)}")
     if not keep and rep.tickers_dropped_constant:
         raise PriceDataError(f"{source}: every ticker with enough history has a constant price ({', '.join(rep.tickers_dropped_constant[:5])}): "
                              f"no volatility to forecast; check the close column")
@@ -889,8 +897,10 @@ def load_panel_data(data: str = "", tickers: list[str] | tuple[str, ...] = (), *
         unknown = sorted(set(tickers) - set(panel["ticker"]))
         if unknown:
             short, constant = sorted(set(unknown) & set(rep.tickers_dropped_short)), sorted(set(unknown) & set(rep.tickers_dropped_constant))
+            empty = sorted(set(unknown) & set(rep.tickers_dropped_empty))
             why = "; ".join(([f"{', '.join(short)} dropped: history shorter than --min-history {min_history}"] if short else [])
-                            + ([f"{', '.join(constant)} dropped: constant prices"] if constant else []))
+                            + ([f"{', '.join(constant)} dropped: constant prices"] if constant else [])
+                            + ([f"{', '.join(empty)} dropped: no price on any row (a failed download?)"] if empty else []))
             why = f" ({why})" if why else ""
             raise PriceDataError(f"unknown ticker(s) {unknown}{why}; {source} has {sorted(panel['ticker'].unique())}")
         panel = panel[panel["ticker"].isin(list(tickers))].reset_index(drop=True)

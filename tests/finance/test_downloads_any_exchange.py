@@ -210,3 +210,23 @@ def test_crypto_currency_and_futures_symbols_get_their_markets_calendar():
     assert list(future_sessions(day, 3, calendar_of("BTC-USD")).strftime("%a")) == ["Sat", "Sun", "Mon"]
     assert list(future_sessions(day, 3, calendar_of("EURUSD=X")).strftime("%m-%d")) == ["12-26", "12-27", "12-28"]
     assert list(future_sessions(day, 3, calendar_of("AAPL")).strftime("%m-%d")) == ["12-27", "12-28", "12-29"]
+
+
+def test_a_ticker_whose_download_failed_is_listed_as_dropped_not_silently_missing(real, tmp_path):
+    """yf.download(["MSFT", "KO", "DELISTED"]) prints '1 Failed download' and still writes DELISTED's columns, empty.
+    Every one of its rows was dropped as a NaN close, so the ticker vanished with no warning and no 'dropped' entry."""
+    from domains.finance import api
+    from domains.finance.data import PriceDataError, load_panel_data
+
+    frame = _yf_download(real, ["MSFT", "KO"])
+    for f in ("Close", "High", "Low", "Open", "Volume"):
+        frame[(f, "DELISTED")] = np.nan
+    path = tmp_path / "three.csv"
+    frame.to_csv(path)
+    d, rep = read_price_file(path)
+    assert sorted(d["ticker"].unique()) == ["KO", "MSFT"] and rep.tickers_dropped_empty == ["DELISTED"]
+    assert [(w["ticker"], w["kind"]) for w in rep.warnings] == [("DELISTED", "no_prices")] and rep.metrics()["data/tickers_dropped"] == 1
+    rep.write(tmp_path)  # what a run records, read back by the dashboard
+    assert api.data_quality(tmp_path).dropped.to_dict("records") == [{"ticker": "DELISTED", "reason": "no price on any row (a failed download?); dropped"}]
+    with pytest.raises(PriceDataError, match=r"\['DELISTED'\] \(DELISTED dropped: no price on any row \(a failed download\?\)\)"):
+        load_panel_data(str(path), ["DELISTED"])

@@ -955,8 +955,8 @@ def data_source_record(source: str) -> dict:
 
 
 def load_dataset(source: str = ML100K, date_order: str = "auto") -> InteractionData:
-    """``ml-100k`` (bundled), a MovieLens folder, or an interaction file (Parquet/CSV; ``date_order``: how its
-    day/month dates are read, see :func:`validate_interactions`)."""
+    """``ml-100k`` (bundled), a MovieLens or RecBole dataset folder, or an interaction file (Parquet/CSV/JSON lines, a RecBole
+    ``.inter`` with its ``.item``/``.user`` beside it; ``date_order``: how its day/month dates are read, see :func:`validate_interactions`)."""
     if is_bundled(source):
         return load_ml100k()
     p = path_arg(source, "source", "'ml-100k', a MovieLens folder or an interaction file")

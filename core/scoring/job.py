@@ -514,7 +514,8 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
     old_record = not overwrite and job_file.is_file() and _recorded_before_items_digest(out, desc)
     if old_record:
         log.warning(f"{out}: its job was recorded before the inputs' files were stamped by content (digest version {ITEMS_DIGEST}: a file "
-                    f"replaced by another of the same size and time looked unchanged); its {len(_marker_paths(out))} committed chunk(s) are scored again")
+                    f"replaced by another of the same size and time looked unchanged); its {len(list((out / DONE_DIR).glob('chunk-*.json')))} committed chunk(s) "
+                    "are scored again")
     if overwrite or old_record:
         for p in out.iterdir():
             if p.name != LOCK_FILE:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -136,3 +137,16 @@ def test_items_sharing_a_folder_stamp_it_once(tmp_path, monkeypatch):
     monkeypatch.setattr(scoring_job, "_file_stamp", lambda p: seen.append(p) or real(p))
     digest_items([WorkItem(id=f"r{i}", path=str(run), start=i, stop=i + 1) for i in range(50)])
     assert seen == [str(run)]  # one walk of the folder, not one per item
+
+
+def test_a_job_recorded_before_with_a_damaged_marker_folder_is_scored_again_too(tmp_path):
+    f = tmp_path / "in.txt"
+    f.write_text("x\n")
+    items = [WorkItem(id="in", path=str(f))]
+    out = tmp_path / "out"
+    _run(items, out)
+    _record_as_before(out, items, TextScorer())
+    shutil.rmtree(out / "_done")
+    (out / "_done").write_text("not a folder")  # counting its markers for the warning raised instead of starting over
+    assert _run(items, out).chunks_done == 1
+    assert read_output(out)["text"].tolist() == ["x\n"]

@@ -126,11 +126,17 @@ def future_sessions(last, n: int, calendar: str = US_CALENDAR) -> pd.DatetimeInd
     if name in BUSINESS_DAYS:
         return pd.bdate_range(last + pd.offsets.BDay(1), periods=n)
     cal = _exchange_calendar(name, last.year)
-    sessions = cal.sessions_in_range(last + pd.Timedelta(days=1), last + pd.Timedelta(days=15 + 3 * n))
+    first, end = last + pd.Timedelta(days=1), min(last + pd.Timedelta(days=15 + 3 * n), _naive(cal.last_session))
+    sessions = cal.sessions_in_range(first, end) if first <= end else pd.DatetimeIndex([])
     if len(sessions) < n:
         raise CalendarError(f"calendar {name}: fewer than {n} sessions after {last:%Y-%m-%d} "
-                            f"(it covers {cal.first_session:%Y-%m-%d}..{cal.last_session:%Y-%m-%d})")
-    return pd.DatetimeIndex(sessions[:n]).tz_localize(None) if sessions.tz is not None else pd.DatetimeIndex(sessions[:n])
+                            f"(it covers {cal.first_session:%Y-%m-%d}..{cal.last_session:%Y-%m-%d}: its holidays may not be published "
+                            f"further yet); pass --calendar business (Monday-Friday) or a calendar that covers those days")
+    return _naive(pd.DatetimeIndex(sessions[:n]))
+
+
+def _naive(t):
+    return t.tz_localize(None) if getattr(t, "tz", None) is not None else t
 
 
 def _exchange_calendar(name: str, year: int):
@@ -138,11 +144,17 @@ def _exchange_calendar(name: str, year: int):
 
     key = (name, year)
     if key not in _CALENDARS:
-        try:
-            _CALENDARS[key] = xcals.get_calendar(name, start=f"{year - 1}-12-01", end=f"{year + 1}-12-31")
-        except ValueError as e:  # e.g. XTKS is only evaluated from 1997, XSHG's holidays recorded from 1991
-            raise CalendarError(f"calendar {name} does not cover {year} ({plain(str(e).splitlines()[0])}); forecast from a later "
-                                f"date or pass --calendar business (Monday-Friday)") from e
+        # through next year (a forecast from late December), else through this year only: calendars whose holidays are
+        # recorded by year (XSHG, XBOM, XSES) end with the last year published, which may be this one
+        for end in (f"{year + 1}-12-31", f"{year}-12-31"):
+            try:
+                _CALENDARS[key] = xcals.get_calendar(name, start=f"{year - 1}-12-01", end=end)
+                break
+            except ValueError as e:  # e.g. XTKS is only evaluated from 1997, XSHG's holidays recorded from 1991
+                error = e
+        else:
+            raise CalendarError(f"calendar {name} does not cover {year} ({plain(str(error).splitlines()[0])}); forecast from "
+                                f"another date or pass --calendar business (Monday-Friday)") from error
     return _CALENDARS[key]
 
 

@@ -230,3 +230,19 @@ def test_a_ticker_whose_download_failed_is_listed_as_dropped_not_silently_missin
     assert api.data_quality(tmp_path).dropped.to_dict("records") == [{"ticker": "DELISTED", "reason": "no price on any row (a failed download?); dropped"}]
     with pytest.raises(PriceDataError, match=r"\['DELISTED'\] \(DELISTED dropped: no price on any row \(a failed download\?\)\)"):
         load_panel_data(str(path), ["DELISTED"])
+
+
+def test_calendars_whose_holidays_are_published_by_year_forecast_from_this_years_last_weeks():
+    """XSHG, XBOM and XSES hold holidays only through the last year published; the calendar was built through the end of
+    next year, so a .SS/.NS/.SI ticker's forecast from late this year raised exchange_calendars' ValueError (a traceback)
+    — e.g. from 2026-11-30 with exchange_calendars 4.13. It is now built through this year when next year is not
+    published, and a date beyond what a calendar covers is one line."""
+    from domains.finance.calendars import CalendarError, calendar_of, future_sessions
+
+    assert [calendar_of(t) for t in ("600519.SS", "000001.SZ", "RELIANCE.NS", "D05.SI")] == ["XSHG", "XSHG", "XBOM", "XSES"]
+    for name in ("XSHG", "XBOM", "XSES"):
+        got = future_sessions("2026-11-30", 5, name)
+        assert len(got) == 5 and got[0] > pd.Timestamp("2026-11-30") and (got.dayofweek < 5).all(), name
+    with pytest.raises(CalendarError) as e:
+        future_sessions("2100-06-01", 5, "XSHG")
+    assert "calendar XSHG does not cover 2100" in str(e.value) and "--calendar business" in str(e.value) and "\n" not in str(e.value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pandas as pd
 
@@ -24,8 +25,11 @@ class ProbeScorer(Scorer):
 
     def load(self):
         self._load_info = {"imported_in": IMPORTED_IN, "worker": os.getpid()}
+        with open(os.environ["SCORING_PRELOAD_PROBE"] + ".workers", "a") as f:
+            f.write(f"{os.getpid()}\n")
 
     def score(self, item: WorkItem) -> pd.DataFrame:
+        time.sleep(float(os.environ.get("SCORING_PROBE_SECONDS_PER_ITEM", "0")))  # a long job, to be killed
         return pd.DataFrame({"x": [int(item.id)]})
 
 

@@ -212,6 +212,37 @@ def _set_parent_death_signal() -> None:
         pass
 
 
+def _die_with_driver(driver: int) -> None:
+    """A worker forked by the fork server (``Scorer.preload``) has the fork server as its parent, and the fork
+    server outlives a SIGKILLed driver while any worker holds its pipe, so PR_SET_PDEATHSIG alone left both
+    running: watch the driver itself (a pidfd, else polling) and SIGKILL this worker when it is gone."""
+    import select
+    import signal
+    import threading
+
+    if os.getppid() == driver:  # a spawned worker: PR_SET_PDEATHSIG covers it
+        return
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(driver)
+            select.select([fd], [], [])  # readable once the driver has exited
+        except ProcessLookupError:
+            pass
+        except (OSError, AttributeError):  # no pidfd (old kernel, not Linux): poll
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(driver, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="driver-watch", daemon=True).start()
+
+
 def _threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
@@ -227,9 +258,11 @@ def _pin_threads(threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
-def _init_worker(scorer_bytes: bytes, threads: int) -> None:
+def _init_worker(scorer_bytes: bytes, threads: int, driver: int | None = None) -> None:
     global _WORKER_SCORER
     _set_parent_death_signal()
+    if driver is not None:
+        _die_with_driver(driver)
     _pin_threads(threads)
     os.environ.setdefault("SUITE_PROGRESS", "0")
     scorer = pickle.loads(scorer_bytes)  # our own object from the driver, never a user file
@@ -282,7 +315,7 @@ def _run_local(scorer_bytes: bytes, pending: list[tuple[int, list[WorkItem]]], w
     while todo:
         inflight: dict[cf.Future, tuple[int, list[WorkItem]]] = {}
         broken = False
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(scorer_bytes, _threads_per_worker(workers))) as pool:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(scorer_bytes, _threads_per_worker(workers), os.getpid())) as pool:
             try:
                 while todo or inflight:
                     while todo and len(inflight) < 2 * workers:  # bounded queue: memory stays flat for huge jobs

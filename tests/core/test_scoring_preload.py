@@ -32,4 +32,42 @@ def test_preloaded_modules_are_imported_once_for_all_workers(tmp_path, mode):
         assert len(pids) == 2 and pids[1] != driver  # and once more in the fork server, for every worker
         assert {imported for imported, _ in workers} == {pids[1]} and all(w != pids[1] for _, w in workers)
     else:
-        assert len(pids) == 1 + len(workers) and {imported for imported, _ in workers} == {w for _, w in workers}  # each worker its own
+        assert len(pids) == 3 and all(imported == w for imported, w in workers)  # each of the 2 workers its own
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie is dead, only not reaped yet
+    except FileNotFoundError:
+        return False
+
+
+def test_killing_the_driver_kills_its_forked_workers_and_fork_server(tmp_path):
+    """PR_SET_PDEATHSIG ties a worker to its parent, which for a forked worker is the fork server; the fork server
+    stays up while a worker holds its pipe, so a SIGKILLed driver used to leave both running."""
+    import signal
+    import time
+
+    probe = tmp_path / "probe.txt"
+    proc = subprocess.Popen([sys.executable, "-c", "from tests.scoring_preload_probe import main; main()", str(tmp_path / "out"), "preload"], cwd=ROOT,
+                            env={**os.environ, "SCORING_PRELOAD_PROBE": str(probe), "SCORING_PROBE_SECONDS_PER_ITEM": "60"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers = Path(f"{probe}.workers")
+        deadline = time.monotonic() + 60
+        while not (workers.exists() and len(workers.read_text().split()) == 2) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        pids = [int(x) for x in workers.read_text().split()]
+        fork_server = [int(x) for x in probe.read_text().split()][1]
+        assert len(pids) == 2 and all(map(_alive, pids + [fork_server]))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while any(map(_alive, pids + [fork_server])) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in pids + [fork_server] if _alive(p)]
+    for p in left:  # do not leave them to the next test
+        os.kill(p, signal.SIGKILL)
+    assert left == []

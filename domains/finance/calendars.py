@@ -26,7 +26,7 @@ from core.logging import get_logger
 from domains.finance.data import PriceDataError
 
 __all__ = ["AUTO", "US_CALENDAR", "BUSINESS_DAYS", "SUFFIX_CALENDARS", "INDEX_CALENDARS", "CalendarError", "calendar_of", "calendars_for",
-           "check_calendar", "future_sessions"]
+           "check_calendar", "future_sessions", "days_off_calendar"]
 
 log = get_logger("finance.calendars")
 AUTO = "auto"
@@ -133,6 +133,24 @@ def future_sessions(last, n: int, calendar: str = US_CALENDAR) -> pd.DatetimeInd
                             f"(it covers {cal.first_session:%Y-%m-%d}..{cal.last_session:%Y-%m-%d}: its holidays may not be published "
                             f"further yet); pass --calendar business (Monday-Friday) or a calendar that covers those days")
     return _naive(pd.DatetimeIndex(sessions[:n]))
+
+
+def days_off_calendar(dates, calendar: str) -> pd.DatetimeIndex:
+    """The dates of a price history that are not sessions of ``calendar`` — a sign the ticker trades on another exchange
+    (a Tokyo stock has prices on NYSE's July 4 and Thanksgiving). Only dates from December of the year before the last
+    one are checked (the span :func:`future_sessions` builds anyway); none when the calendar cannot say."""
+    d = pd.DatetimeIndex(pd.to_datetime(pd.Series(dates))).normalize()
+    if d.empty:
+        return d
+    name = check_calendar(calendar)
+    if name in BUSINESS_DAYS:
+        return d[d.dayofweek >= 5]
+    try:
+        cal = _exchange_calendar(name, d.max().year)
+    except CalendarError:
+        return d[:0]
+    d = d[(d >= _naive(cal.first_session)) & (d <= _naive(cal.last_session))]
+    return d[~d.isin(_naive(pd.DatetimeIndex(cal.sessions)))]
 
 
 def _naive(t):

@@ -216,6 +216,8 @@ WARNING_KINDS = {
     "price_spike": "a single-day spike that reverts the next day (fat finger); the spike row is dropped",
     "partial_adjustment": "adj_close missing on some rows of a ticker; its unadjusted close is used instead",
     "short_history": "fewer rows than --min-history; the ticker is dropped",
+    "calendar_mismatch": "the history has prices on days its forecast calendar is closed (another exchange's ticker?); its forecast dates may be "
+                         "wrong — name the exchange with --calendar or a ticker suffix (7203.T)",
     "no_prices": "the ticker's columns hold no price on any row (a failed download: yfinance leaves them empty); the ticker is dropped",
     "constant_prices": "every close is the same: no volatility to forecast (a VaR of 0); the ticker is dropped",
 }

@@ -246,3 +246,55 @@ def test_calendars_whose_holidays_are_published_by_year_forecast_from_this_years
     with pytest.raises(CalendarError) as e:
         future_sessions("2100-06-01", 5, "XSHG")
     assert "calendar XSHG does not cover 2100" in str(e.value) and "--calendar business" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_days_a_history_trades_while_its_calendar_is_closed():
+    """The check behind the forecast's calendar_mismatch warning: Tokyo's sessions include NYSE's holidays, NYSE's own do not."""
+    import exchange_calendars as xcals
+
+    from domains.finance.calendars import days_off_calendar
+
+    tokyo = xcals.get_calendar("XTKS", start="2020-01-02", end=TOKYO_END).sessions
+    off = days_off_calendar(tokyo, "XNYS")
+    assert list(off.strftime("%Y-%m-%d")) == ["2020-12-25", "2021-01-18", "2021-02-15", "2021-04-02"]  # checked from the December before
+    assert days_off_calendar(tokyo, "XTKS").empty and days_off_calendar(xcals.get_calendar("XNYS", start="2020-01-02", end=TOKYO_END).sessions, "XNYS").empty
+    assert list(days_off_calendar(pd.to_datetime(["2021-04-02", "2021-04-03"]), "business").strftime("%a")) == ["Sat"]
+
+
+@pytest.mark.slow  # two forecast commands: ~20 s on a loaded 2-core machine
+def test_a_history_that_trades_on_days_its_calendar_is_closed_is_warned_about(tmp_path, capsys):
+    """investing.com names a Tokyo stock '4502' (no suffix), so its forecast dates followed NYSE with nothing said —
+    although its history has prices on NYSE holidays. forecast now warns (data_warnings.csv, metrics, the log) and
+    names the fix; with --calendar XTKS the warning goes and the dates are Tokyo's. Real prices on Tokyo's sessions."""
+    import json
+
+    import exchange_calendars as xcals
+    import torch
+
+    from domains.finance.features import CORE_REALS, FoldScaler, base_features
+    from domains.finance.forecast import main as forecast_main
+    from domains.finance.model import Forecaster, TFTSpec, build_tft
+
+    p = load_panel(columns=["date", "ticker", "close"])
+    close = p.loc[p["ticker"] == "PFE", "close"].to_numpy()[-260:]
+    tokyo = xcals.get_calendar("XTKS", start="2020-01-01", end=TOKYO_END).sessions[-260:]
+    pd.DataFrame({"date": tokyo.strftime("%Y-%m-%d"), "ticker": "4502", "close": close}).to_csv(tmp_path / "prices.csv", index=False)
+    feat = base_features(read_price_file(tmp_path / "prices.csv")[0])
+    torch.manual_seed(0)
+    spec = TFTSpec(encoder_length=20, horizon=5, hidden_size=8, attention_heads=1, hidden_continuous_size=4, observed_reals=tuple(CORE_REALS))
+    run = tmp_path / "runs" / "finance" / "m"
+    Forecaster(build_tft(spec, ["4502"]), spec, FoldScaler.fit(feat), ["4502"]).save(run / "model")
+    (run / "run.json").write_text(json.dumps({"domain": "finance", "kind": "model", "status": "completed", "command": "train"}))
+    args = ["--runs-dir", str(tmp_path / "runs"), "--model-run", "m", "--data", str(tmp_path / "prices.csv"), "--no-track"]
+    results = {}
+    for cal in ("auto", "XTKS"):
+        assert forecast_main([*args, "--calendar", cal, "--name", f"f-{cal}"]) == 0
+        out = tmp_path / "runs" / "finance" / f"f-{cal}"
+        warned = pd.read_csv(out / "data_warnings.csv")
+        results[cal] = (sorted(pd.read_csv(out / "forecasts.csv")["date"].unique()), warned, json.loads((out / "metrics.json").read_text()))
+    dates, warned, metrics = results["auto"]
+    assert dates == NYSE_AFTER[TOKYO_END] and list(warned["kind"]) == ["calendar_mismatch"] and metrics["data/warnings/calendar_mismatch"] == 1
+    assert int(warned["value"].iloc[0]) >= 3 and "--calendar" in warned["detail"].iloc[0] and "XNYS is closed" in warned["detail"].iloc[0]
+    dates, warned, metrics = results["XTKS"]
+    assert dates == OWN_AFTER["7203.T"] and warned.empty and "data/warnings/calendar_mismatch" not in metrics and metrics["calendar"] == "XTKS"
+    assert "forecast dates: XTKS sessions" in capsys.readouterr().out

@@ -90,7 +90,9 @@ def calendars_for(tickers, calendar: str = AUTO) -> dict[str, str]:
         name = check_calendar(calendar)
         return {str(t): name for t in tickers}
     out = {str(t): calendar_of(t) for t in tickers}
-    unknown = sorted(t for t, c in out.items() if c == US_CALENDAR and "." in t.strip(".") and t.rpartition(".")[2].upper() not in SUFFIX_CALENDARS)
+    unknown = sorted(t for t, c in out.items() if c == US_CALENDAR and "." in t.strip(".") and t.rpartition(".")[2].upper() not in SUFFIX_CALENDARS
+                     and t not in _SAID)
+    _SAID.update(unknown)  # once per ticker, not at every call
     if unknown:
         log.info(f"no exchange suffix known in {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}: their forecast dates follow "
                  f"{US_CALENDAR}; name the exchange with --calendar (e.g. {_EXAMPLES}) if that is wrong")
@@ -177,3 +179,4 @@ def _exchange_calendar(name: str, year: int):
 
 
 _CALENDARS: dict = {}
+_SAID: set = set()  # tickers whose unknown suffix has been logged

@@ -163,6 +163,12 @@ class InferConfig(PostFields, ModelRunConfig, TrackingConfig, DeviceConfig, RunC
 
     input: str | None = field(default=None, metadata={"private": True, "help": "NIfTI/NRRD file or DICOM series folder (default: the held-out MNI152 test volume); "
                                                                           "not recorded in the run's config.json or MLflow (a path may carry a patient's name)"})
+    series: str | None = field(default=None, metadata={"help": "for a DICOM folder holding several series (a localizer beside the axial series): "
+                                                               "the one to segment, as series-<hash> or its SeriesNumber — a folder of several "
+                                                               "series is refused with the list of them without it"})
+    volume: int | None = field(default=None, metadata={"min": 0, "help": "for a 4D NIfTI (time points, or an MSD image's channels such as "
+                                                                          "FLAIR/T1w/t1gd/T2w): the 0-based index of the volume to segment "
+                                                                          "along its 4th axis — a 4D file is refused, naming that axis' length, without it"})
 
 
 @dataclass

@@ -11,8 +11,15 @@ Inputs are checked from their header (size, spacing, the size of the resampled g
 checked (dimensionality, NaN/inf, damaged files, a blank image, a DICOM series whose Modality is not the
 model's), before the model is loaded or a run folder is made:
 a refused input leaves nothing behind. Engine:
-``domains.medical.predict.Segmenter``; ``--lcc`` / ``--tta``: ``domains.medical.postprocess``. A progress bar counts
-the sliding window's batches (the mirrored pass's too with ``--tta``); ``SUITE_PROGRESS=0`` hides it.
+``domains.medical.predict.Segmenter``; ``--lcc`` / ``--tta``: ``domains.medical.postprocess``. Progress bars count
+the sliding window's batches (the mirrored pass's too with ``--tta``) and the slabs resampled back onto the input grid
+(seconds on a large CT); ``SUITE_PROGRESS=0`` hides them; the log says when the model (torch/MONAI imports) is loading.
+
+Inputs a user must choose within: a DICOM folder holding several series (a localizer beside the axial series) is
+refused with the list of its series (``series-<hash>``, slice count, size, SeriesNumber — no patient field);
+``--series`` picks one. A 4D NIfTI (time points, an MSD image's channels) is refused naming its 4th axis' length;
+``--volume N`` picks one volume. A DICOM series missing slices is refused naming the gap (InstanceNumbers around it),
+and one compressed in a transfer syntax no installed decoder reads names the syntax and the pip packages that read it.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ def infer(cfg: InferConfig) -> Path:
         src = cfg.input
     # refusals are fast: the header, then what only the voxels show (4D, NaN, a truncated file, a blank image, another
     # modality) — before the model, the heavy imports and the run folder
-    vol = read_input_for_model(src, meta)
+    vol = read_input_for_model(src, meta, series=cfg.series, volume=cfg.volume)
+    log.info("loading the model (importing torch and MONAI: 10-30 s on a busy CPU)")
     from domains.medical.predict import Segmenter, save_result
 
     seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop, show_progress=True)

@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from core.io import atomic_path
+from core.errors import plain
 from domains.medical.validation import (MAX_SIDE, MAX_VOXELS, MedicalInputError, check_image_array, check_modality, check_not_blank, check_resampled_size,
                                         check_spacing)
 
 __all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES", "probe_volume",
-           "check_input", "read_input_for_model", "is_dicom_file", "content_id", "save_volume_nifti"]
+           "check_input", "read_input_for_model", "is_dicom_file", "content_id", "save_volume_nifti", "header_geometry"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
 # The only DICOM attributes we read. Everything else (PatientName, PatientID, PatientBirthDate,
@@ -88,18 +89,25 @@ def volume_id(path: str | Path) -> str:
     return name
 
 
-def _dispatch(path: str | Path, dicom, nifti, nrrd):
+def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, volume: int | None = None):
     """Call the reader for ``path``'s kind (a DICOM series folder, NIfTI, NRRD); refuse anything else,
-    and turn a library's parse error into a :class:`MedicalInputError` naming the file."""
+    and turn a library's parse error into a :class:`MedicalInputError` naming the file (one line). ``series``
+    picks one series of a DICOM folder holding several, ``volume`` one volume of a 4D NIfTI (each refused for
+    the other kinds of input)."""
     p = Path(path)
     if not p.exists():
         raise MedicalInputError(f"{p}: no such file or folder")
     lower = p.name.lower()
+    if series is not None and not p.is_dir():
+        raise MedicalInputError(f"--series {plain(series)}: selects one series of a DICOM folder, but {p} is a file; leave --series out")
+    if volume is not None and (p.is_dir() or not lower.endswith((".nii", ".nii.gz"))):
+        raise MedicalInputError(f"--volume {plain(volume)}: selects one volume of a 4D NIfTI file, but {p} is "
+                                f"{'a DICOM series folder' if p.is_dir() else 'not a NIfTI file'}; leave --volume out")
     try:
         if p.is_dir():
-            return dicom(p)
+            return dicom(p, series=series)
         if lower.endswith((".nii", ".nii.gz")):
-            return nifti(p)
+            return nifti(p, volume=volume)
         if lower.endswith((".nrrd", ".nhdr")):
             return nrrd(p)
         if lower.endswith(".dcm") or is_dicom_file(p):
@@ -108,7 +116,8 @@ def _dispatch(path: str | Path, dicom, nifti, nrrd):
     except MedicalInputError:
         raise
     except Exception as e:  # noqa: BLE001 - a library's parse error becomes a user error naming the file
-        raise MedicalInputError(f"{p}: cannot be read as a {_kind(p)} volume ({type(e).__name__}: {str(e)[:200]}){_misnamed_hint(p)}") from None
+        detail = " ".join(str(e).split())[:200]  # one line: some libraries' messages are lists of lines
+        raise MedicalInputError(f"{p}: cannot be read as a {_kind(p)} volume ({type(e).__name__}: {detail}){_misnamed_hint(p)}") from None
 
 
 def _misnamed_hint(p: Path) -> str:
@@ -126,10 +135,13 @@ def _misnamed_hint(p: Path) -> str:
     return ""
 
 
-def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True) -> Volume:
-    """Load a NIfTI / NRRD file or a DICOM series folder; clear errors for anything else."""
+def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True, series: str | None = None, volume: int | None = None) -> Volume:
+    """Load a NIfTI / NRRD file or a DICOM series folder; clear errors for anything else. ``series``: which
+    series of a DICOM folder holding several (its ``series-<hash>`` or SeriesNumber; without it such a folder is
+    refused with the list of its series); ``volume``: which volume (0-based) of a 4D NIfTI (without it a 4D
+    file is refused, naming its 4th axis' length)."""
     p = Path(path)
-    vol = _dispatch(p, _load_dicom_series, _load_nifti, _load_nrrd)
+    vol = _dispatch(p, _load_dicom_series, _load_nifti, _load_nrrd, series=series, volume=volume)
     if not np.all(np.isfinite(vol.affine)) or abs(np.linalg.det(vol.affine[:3, :3])) < 1e-9:
         raise MedicalInputError(f"{p}: degenerate geometry (voxel-to-world affine is singular or not finite)")
     if check:
@@ -186,11 +198,12 @@ def _spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(s) for s in np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0)))
 
 
-def probe_volume(path: str | Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+def probe_volume(path: str | Path, series: str | None = None, volume: int | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     """(shape, spacing in mm) from the header alone — nothing is allocated (a DICOM series folder: its
     slices' headers, without pixel data). Raises :class:`MedicalInputError` for what ``load_volume``
-    would refuse by its name, header or geometry."""
-    return _dispatch(path, _probe_dicom_series, _probe_nifti, _probe_nrrd)
+    would refuse by its name, header or geometry (several DICOM series without ``series``, a 4D NIfTI without
+    ``volume``, a compression no installed decoder reads)."""
+    return _dispatch(path, _probe_dicom_series, _probe_nifti, _probe_nrrd, series=series, volume=volume)
 
 
 def _check_nifti_forms(img, p: Path) -> None:
@@ -211,12 +224,13 @@ def _check_nifti_forms(img, p: Path) -> None:
                                if q_ok else "; expected a voxel-to-world matrix with non-zero voxel sizes"))
 
 
-def _probe_nifti(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+def _probe_nifti(p: Path, volume: int | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     import nibabel as nib
 
     img = nib.load(str(p))
     _check_header_shape(img.shape, p)
     _check_nifti_forms(img, p)
+    _nifti_volume_index(img.shape, p, volume)
     return tuple(int(s) for s in img.shape[:3]), _spacing_of(img.affine)
 
 
@@ -252,20 +266,26 @@ def _probe_nrrd(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     return sizes[:3], tuple(float(s) for s in np.sqrt((dirs ** 2).sum(axis=1)))
 
 
-def _probe_dicom_series(folder: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+def _probe_dicom_series(folder: Path, series: str | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     import pydicom
 
     rows = cols = None
     positions, spacing, iop = [], None, None
+    headers = []
     for f in sorted(x for x in folder.iterdir() if x.is_file() and not x.name.startswith(".")):
         try:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["Rows", "Columns", "PixelSpacing", "ImagePositionPatient",
-                                                                                  "ImageOrientationPatient", "SliceThickness", "NumberOfFrames"])
+                                                                                  "ImageOrientationPatient", "SliceThickness", "NumberOfFrames",
+                                                                                  *_SERIES_TAGS])
         except Exception:  # noqa: BLE001 - non-DICOM files are skipped, as the reader does
             continue
         _refuse_multiframe(ds, folder)
         if "ImagePositionPatient" not in ds or "Rows" not in ds:
             continue
+        headers.append(ds)
+    headers = _pick_series(headers, folder, series) if headers else headers
+    _check_decodable(headers, folder)
+    for ds in headers:
         if "PixelSpacing" not in ds:
             raise MedicalInputError(f"{folder}: a DICOM slice has no PixelSpacing; cannot place it in space")
         rows, cols = int(ds.Rows), int(ds.Columns)
@@ -285,11 +305,28 @@ def _probe_dicom_series(folder: Path) -> tuple[tuple[int, ...], tuple[float, flo
     return shape, (spacing[1], spacing[0], abs(dz))
 
 
-def check_input(path: str | Path, target_spacing: float | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+def header_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """(shape, voxel→RAS affine) of a NIfTI file from its header alone (the affine :func:`load_volume` uses);
+    None for other kinds of input or a header that does not read (the reader names that problem later)."""
+    p = Path(path)
+    if not (p.is_file() and p.name.lower().endswith((".nii", ".nii.gz"))):
+        return None
+    try:
+        import nibabel as nib
+
+        img = nib.load(str(p))
+        return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
+    except Exception:  # noqa: BLE001 - load_volume refuses it by name when the case is read
+        return None
+
+
+def check_input(path: str | Path, target_spacing: float | None = None, series: str | None = None,
+                volume: int | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     """Everything about an input that can be refused from its header — name, size, spacing, (with
     the model's ``target_spacing``) the size of the resampled grid, and for NIfTI whether the file can
-    hold the data its header declares — before any model or run is created. Returns (shape, spacing)."""
-    shape, spacing = probe_volume(path)
+    hold the data its header declares; a DICOM folder of several series (without ``series``), a compression no
+    installed decoder reads, a 4D NIfTI (without ``volume``) — before any model or run is created. Returns (shape, spacing)."""
+    shape, spacing = probe_volume(path, series=series, volume=volume)
     check_spacing(spacing, path)
     if target_spacing is not None and len(shape) >= 3:
         check_resampled_size(shape[:3], spacing, target_spacing, path)
@@ -300,14 +337,14 @@ def check_input(path: str | Path, target_spacing: float | None = None) -> tuple[
     return shape, spacing
 
 
-def read_input_for_model(path: str | Path, meta: dict[str, Any]) -> Volume:
+def read_input_for_model(path: str | Path, meta: dict[str, Any], series: str | None = None, volume: int | None = None) -> Volume:
     """The input read and checked for the model a run's ``task.json`` (``meta``) describes — everything refused
     without the model: the header (:func:`check_input`), then the voxels (4D, NaN, a truncated file), a blank
     image, and a DICOM Modality the model was not trained on. ``infer`` and the dashboard call it before
-    loading the model."""
+    loading the model. ``series`` / ``volume``: as :func:`load_volume`."""
     pipeline = meta["pipeline"]
-    check_input(path, pipeline["spacing"])
-    vol = load_volume(path)
+    check_input(path, pipeline["spacing"], series=series, volume=volume)
+    vol = load_volume(path, series=series, volume=volume)
     check_not_blank(vol.data, path)
     check_modality(vol.modality, pipeline.get("modality", meta.get("modality")), path)
     return vol
@@ -337,7 +374,29 @@ def _kind(p: Path) -> str:
     return "NIfTI" if ".nii" in lower else "NRRD" if ".nrrd" in lower or ".nhdr" in lower else "DICOM"
 
 
-def _load_nifti(p: Path) -> Volume:
+def _nifti_volume_index(shape, p: Path, volume: int | None) -> int | None:
+    """For a NIfTI of ``shape``: the index along its 4th axis to read (``volume``), None to read it all. A 4D
+    series (time points, or an MSD image's channels — e.g. Task01_BrainTumour's FLAIR, T1w, t1gd, T2w) is
+    refused without ``volume``, naming the 4th axis' length: the model segments one 3D volume, and which one is
+    the user's choice. Trailing axes of length 1 do not count (a 3D volume stored as (x, y, z, 1, 1))."""
+    dims = [int(n) for n in shape]
+    while len(dims) > 3 and dims[-1] == 1:
+        dims.pop()
+    if len(dims) != 4:  # 3D (or 5D+ and refused by check_image_array as before)
+        if volume is not None and len(dims) == 3:
+            raise MedicalInputError(f"--volume {plain(volume)}: {p} is a 3D volume {tuple(int(n) for n in shape)}, not a 4D series; leave --volume out")
+        return None
+    n = dims[3]
+    if volume is None:
+        raise MedicalInputError(f"{p}: expected a 3D volume, got 4D data of shape {tuple(dims)}: {n} volumes along its 4th axis (time "
+                                f"points, or channels such as an MSD image's modalities); segment one with infer --volume 0..{n - 1}, or "
+                                "save that volume as its own file")
+    if not 0 <= int(volume) < n:
+        raise MedicalInputError(f"--volume {plain(volume)}: {p} has {n} volumes along its 4th axis; expected 0..{n - 1}")
+    return int(volume)
+
+
+def _load_nifti(p: Path, volume: int | None = None) -> Volume:
     import nibabel as nib
 
     img = nib.load(str(p))
@@ -346,7 +405,9 @@ def _load_nifti(p: Path) -> Volume:
     if len(img.shape) >= 3:
         check_spacing(_spacing_of(img.affine), p)
     _check_nifti_size(img, p)
-    data = np.asanyarray(img.dataobj)
+    index = _nifti_volume_index(img.shape, p, volume)
+    # one volume of a 4D file is read alone (the proxy applies the scaling to just that slice)
+    data = np.asanyarray(img.dataobj) if index is None else np.asanyarray(img.dataobj[:, :, :, index])
     return Volume(data=np.asarray(data), affine=np.asarray(img.affine, dtype=np.float64), path=str(p), format="nifti", header=img.header,
                   modality=_descrip_modality(img.header))
 
@@ -437,7 +498,7 @@ def _load_nrrd(p: Path) -> Volume:
     return Volume(data=data, affine=aff, path=str(p), format="nrrd")
 
 
-def _load_dicom_series(folder: Path) -> Volume:
+def _load_dicom_series(folder: Path, series: str | None = None) -> Volume:
     import pydicom
 
     files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
@@ -446,7 +507,7 @@ def _load_dicom_series(folder: Path) -> Volume:
         try:
             ds = pydicom.dcmread(str(f), specific_tags=[*DICOM_SAFE_TAGS, "PixelData", "BitsAllocated", "BitsStored",
                                                         "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation",
-                                                        "SeriesInstanceUID", "HighBit", "TransferSyntaxUID", "NumberOfFrames"])
+                                                        "HighBit", "TransferSyntaxUID", "NumberOfFrames", *_SERIES_TAGS])
         except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
             continue
         _refuse_multiframe(ds, folder)
@@ -455,9 +516,8 @@ def _load_dicom_series(folder: Path) -> Volume:
         slices.append(ds)
     if not slices:
         raise MedicalInputError(_no_series_message(folder))
-    series = {str(getattr(s, "SeriesInstanceUID", "")) for s in slices}
-    if len(series) > 1:
-        raise MedicalInputError(f"{folder}: holds {len(series)} DICOM series; put one series per folder")
+    slices = _pick_series(slices, folder, series)
+    _check_decodable(slices, folder)
     _check_one_geometry(slices, folder)
     iop = np.asarray(slices[0].ImageOrientationPatient, dtype=float)
     row, col = iop[:3], iop[3:]
@@ -469,6 +529,7 @@ def _load_dicom_series(folder: Path) -> Volume:
         if np.any(gaps <= 1e-6):
             raise MedicalInputError(f"{folder}: duplicate slice positions in the DICOM series")
         if np.ptp(gaps) > 0.01 * abs(np.median(gaps)) + 1e-3:
+            _refuse_missing_slices(gaps, slices, folder)
             raise MedicalInputError(f"{folder}: uneven slice spacing ({gaps.min():.3f}..{gaps.max():.3f} mm); resample the series first")
         dz = float(np.median(gaps))
         # the slices' own step, normal and in-plane: a gantry-tilted CT moves each slice along the table as well, so its
@@ -486,7 +547,7 @@ def _load_dicom_series(folder: Path) -> Volume:
     dr, dc = (float(x) for x in slices[0].PixelSpacing)  # row spacing (between rows), column spacing
     arrs = []
     for s in slices:
-        a = s.pixel_array.astype(np.float32)
+        a = _pixels(s, folder).astype(np.float32)
         a = a * float(getattr(s, "RescaleSlope", 1) or 1) + float(getattr(s, "RescaleIntercept", 0) or 0)
         arrs.append(a.T)  # (columns, rows): voxel axis 0 runs along the row direction
     data = np.stack(arrs, axis=-1)
@@ -571,3 +632,170 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
+
+
+# technical tags that tell one series of a folder from another (SeriesDescription, free text a technologist types, is not read)
+_SERIES_TAGS = ("SeriesInstanceUID", "SeriesNumber", "ImageType", "Modality")
+_MAX_SERIES_LISTED = 8
+
+
+def _series_hash_of(ds, folder: Path) -> str:
+    """The short hash a series is named by in outputs (``series-<hash>``) and in ``--series``."""
+    return hashlib.sha256(str(getattr(ds, "SeriesInstanceUID", folder.name)).encode()).hexdigest()[:12]
+
+
+def _pick_series(slices: list, folder: Path, series: str | None) -> list:
+    """The slices of the one series to read from a folder's slices. A folder holding several (a localizer beside
+    the axial series, pre- and post-contrast) was refused only as 'holds 2 DICOM series'; which to read is the
+    user's choice, so several series are refused listing each one — ``series-<hash>``, slice count, size,
+    SeriesNumber, LOCALIZER when ImageType says so; no patient field, no free text — and ``series`` (that hash,
+    or the SeriesNumber) picks one."""
+    groups: dict[str, list] = {}
+    for s in slices:
+        groups.setdefault(str(getattr(s, "SeriesInstanceUID", "")), []).append(s)
+    if series is None and len(groups) == 1:
+        return slices
+    listed = sorted(groups.values(), key=len, reverse=True)
+
+    def number(group) -> str:
+        return str(getattr(group[0], "SeriesNumber", "") or "").strip()
+
+    def describe(group) -> str:
+        first = group[0]
+        kind = " LOCALIZER" if "LOCALIZER" in [str(x).upper() for x in (getattr(first, "ImageType", None) or [])] else ""
+        num = f", SeriesNumber {number(group)}" if number(group) else ""
+        return (f"series-{_series_hash_of(first, folder)} ({len(group)} slice(s) of {getattr(first, 'Rows', '?')}x{getattr(first, 'Columns', '?')}"
+                f"{', ' + str(first.Modality) if getattr(first, 'Modality', '') else ''}{kind}{num})")
+
+    listing = "; ".join(describe(g) for g in listed[:_MAX_SERIES_LISTED]) + (
+        f"; and {len(listed) - _MAX_SERIES_LISTED} more" if len(listed) > _MAX_SERIES_LISTED else "")
+    if series is None:
+        raise MedicalInputError(f"{folder}: holds {len(groups)} DICOM series: {listing}; pick one with --series series-<hash> or --series "
+                                "<SeriesNumber> (infer), or put one series per folder")
+    want = str(series).strip()
+    key = want.lower().removeprefix("series-")
+    if re.fullmatch(r"[0-9a-f]{6,12}", key) and not want.lstrip("+-").isdigit():
+        chosen = [g for g in listed if _series_hash_of(g[0], folder).startswith(key)]
+    else:
+        chosen = [g for g in listed if number(g) == want.lstrip("+") or (want.isdigit() and number(g).isdigit() and int(number(g)) == int(want))]
+    if len(chosen) != 1:
+        how = "matches none" if not chosen else f"matches {len(chosen)}"
+        raise MedicalInputError(f"--series {plain(series)}: {how} of the {len(groups)} DICOM series in {folder}: {listing}; expected one series-<hash> "
+                                "or SeriesNumber of these" + (" (use the series-<hash>: SeriesNumbers repeat)" if chosen else ""))
+    return chosen[0]
+
+
+def _decoder_packages(ts) -> str:
+    """The pip packages that would decode transfer syntax ``ts``, from pydicom's own list of its decoders' missing dependencies."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        missing = get_decoder(ts).missing_dependencies
+    except Exception:  # noqa: BLE001 - no decoder at all in this pydicom
+        return "a DICOM toolkit that reads it (e.g. python-gdcm)"
+    options = []
+    for entry in missing:
+        names = [n for n in re.findall(r"([A-Za-z][\w.-]*)(?:>=|==|$)", entry.split(" - requires ", 1)[-1]) if n not in ("numpy", "and")]
+        names = ["python-gdcm" if n == "gdcm" else n for n in names]
+        if names:
+            options.append(" ".join(dict.fromkeys(names)))
+    return " or ".join(f"pip install {o}" for o in options) if options else "a DICOM toolkit that reads it (e.g. python-gdcm)"
+
+
+def _transfer_syntax(ds):
+    from pydicom.uid import UID
+
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    return UID(str(ts)) if ts else None
+
+
+def _check_decodable(slices: list, folder: Path) -> None:
+    """A compressed series (JPEG-LS, JPEG Lossless, HTJ2K, ...) whose decoder is not installed failed with pydicom's
+    multi-line 'all plugins are missing dependencies' list, cut off mid-word. Refused from the headers, in one line
+    naming the transfer syntax and the packages that decode it."""
+    seen = set()
+    for s in slices:
+        ts = _transfer_syntax(s)
+        if ts is None or ts in seen:
+            continue
+        seen.add(ts)
+        if not ts.is_compressed:
+            continue
+        try:
+            from pydicom.pixels import get_decoder
+
+            available = get_decoder(ts).is_available
+        except Exception:  # noqa: BLE001 - pydicom has no decoder for it at all
+            available = False
+        if not available:
+            raise MedicalInputError(f"{folder}: its slices are compressed as {ts.name} (transfer syntax {ts}), which no installed DICOM decoder "
+                                    f"reads; install a decoder ({_decoder_packages(ts)}) or export the series uncompressed")
+
+
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  "
+
+
+def _jp2_walk_never_ends(frame: bytes) -> bool:
+    """pydicom (3.0.x, ``get_j2k_parameters``) walks a JP2-wrapped frame's boxes to its codestream box by their lengths: a
+    box of length 0 before it (damaged data: zeroed bytes, a cut transfer) makes that walk loop forever — ``infer`` hung
+    at 100 % CPU. True for such a frame (the same walk, stopping where pydicom's would not)."""
+    if not frame.startswith(_JP2_SIGNATURE):
+        return False
+    offset = 12
+    while offset < len(frame):
+        if frame[offset + 4:offset + 8] == b"jp2c":
+            return False
+        length = int.from_bytes(frame[offset:offset + 4], byteorder="big")
+        if length == 0:
+            return True
+        offset += length
+    return False
+
+
+def _pixels(ds, folder: Path) -> np.ndarray:
+    """A slice's pixels; a compressed slice a decoder fails on (damaged data, a bit depth it does not take) is one line
+    naming the transfer syntax, and JP2 data pydicom's parser would never finish is refused before it is handed over."""
+    ts = _transfer_syntax(ds)
+    if ts is not None and ts.is_compressed and "PixelData" in ds:
+        try:
+            from pydicom.encaps import generate_frames
+
+            frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        except Exception:  # noqa: BLE001 - not encapsulated as expected: the decoder names that below
+            frame = b""
+        if _jp2_walk_never_ends(frame):
+            raise MedicalInputError(f"{folder}: a slice's {ts.name} pixel data (transfer syntax {ts}) is damaged: a JP2 box of length 0 "
+                                    "before its codestream (pydicom's reader would never finish it); re-export or re-transfer the series")
+    try:
+        return ds.pixel_array
+    except Exception as e:  # noqa: BLE001 - the decoder's error, made one line
+        ts = _transfer_syntax(ds)
+        if ts is None or not ts.is_compressed:
+            raise
+        detail = " ".join(str(e).split())[:200]
+        raise MedicalInputError(f"{folder}: a slice's {ts.name} pixel data (transfer syntax {ts}) cannot be decoded ({detail}); "
+                                f"the file may be damaged, or the installed decoder cannot read it (other decoders: {_decoder_packages(ts)})") from None
+
+
+def _refuse_missing_slices(gaps: np.ndarray, slices: list, folder: Path) -> None:
+    """Slices sorted along the normal whose steps are whole multiples of the series' step: slices are missing (an
+    incomplete transfer, a deleted file). Named — where, how many, between which InstanceNumbers — instead of an
+    'uneven spacing' to resample: resampling would fill the hole with made-up anatomy."""
+    step = float(np.min(gaps))
+    ratio = gaps / step
+    whole = np.abs(ratio - np.round(ratio)) < 0.02
+    if step <= 0 or not np.all(whole):
+        return
+    holes = np.flatnonzero(np.round(ratio) > 1)
+    if not len(holes):
+        return
+    missing = int(np.sum(np.round(ratio[holes]) - 1))
+
+    def inst(s) -> str:
+        return str(getattr(s, "InstanceNumber", "?"))
+
+    where = "; ".join(f"{int(round(ratio[i])) - 1} after slice {i + 1} (InstanceNumber {inst(slices[i])} -> {inst(slices[i + 1])}, "
+                      f"a {gaps[i]:.3g} mm gap)" for i in holes[:4]) + ("; ..." if len(holes) > 4 else "")
+    raise MedicalInputError(f"{folder}: {missing} slice(s) missing from the DICOM series of {len(slices)} slices stepping {step:.3g} mm: {where}; "
+                            "stacking them would place every later slice wrong — re-export or re-transfer the whole series")

@@ -7,7 +7,10 @@ strict JSON: an undefined metric (a class absent from both mask and label, an in
 test labels are the AAL atlas carried onto MNI152 by nearest-neighbour resampling — an approximation of
 a tracing (see the card). ``--lcc`` / ``--tta`` evaluate with the inference switches ``infer`` uses.
 Progress: one bar over the volumes (each read, segmented, then scored: HD95 takes most of the bundled 1 mm brain's 12 s) and
-one beneath it over the sliding window's batches; ``SUITE_PROGRESS=0`` hides both.
+beneath it the sliding window's batches, the resampling back onto the input grid (slabs) and HD95 (classes); ``SUITE_PROGRESS=0``
+hides them; the log says when the model (and torch/MONAI, 10-30 s on a busy CPU) is being loaded. A test case whose NIfTI
+label is on another grid (shape or affine) than its image is refused from the headers before the model loads or a run
+folder exists (the label is compared as it is, never resampled).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from core.cli import run_cli
 from core.io import atomic_write_json
+from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run, resolve_model_run
 from domains.medical.config import EvaluateConfig
@@ -25,11 +29,11 @@ from domains.medical.validation import MedicalInputError
 
 __all__ = ["evaluate", "main"]
 
+log = get_logger("medical.evaluate")
+
 
 def evaluate(cfg: EvaluateConfig) -> Path:
-    from domains.medical.metrics import evaluate_segmenter, evaluate_volumes, print_evaluation
-    from domains.medical.predict import Segmenter
-    from domains.medical.training import validation_case
+    from domains.medical.metrics import check_labelled_geometry, evaluate_segmenter, evaluate_volumes, print_evaluation
 
     model_run = resolve_model_run("medical", cfg.model_run, cfg.runs_dir)
     meta = read_task_meta(model_run)
@@ -41,6 +45,11 @@ def evaluate(cfg: EvaluateConfig) -> Path:
             raise MedicalInputError(f"--split {cfg.split}: none of the {len(cases)} {cfg.split} case(s) of {task.root} has a label to compare with "
                                     f"(dataset.json lists no 'label' and there is no labelsTs/<same name>); add the labels, or evaluate "
                                     f"--split val (the validation case training selects on)")
+        check_labelled_geometry(cases)  # a label on another grid than its image: from the headers, before the model and the run
+    log.info("loading the model (importing torch and MONAI: 10-30 s on a busy CPU)")
+    from domains.medical.predict import Segmenter
+    from domains.medical.training import validation_case
+
     seg = Segmenter.from_run(model_run, device=cfg.device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop, show_progress=True)
     with Run.start("medical", cfg, command="evaluate", kind="job") as run:
         if cfg.split == "val":

@@ -41,14 +41,14 @@ SUFFIX_CALENDARS = {
     "TO": "XTSE", "V": "XTSE", "CN": "XTSE", "NE": "XTSE", "SA": "BVMF", "MX": "XMEX", "BA": "XBUE", "SN": "XSGO",
     # Europe
     "L": "XLON", "IL": "XLON", "IR": "XDUB", "DE": "XETR", "F": "XFRA", "DU": "XDUS", "HM": "XHAM", "SG": "XSTU",
-    "PA": "XPAR", "AS": "XAMS", "BR": "XBRU", "LS": "XLIS", "MI": "XMIL", "MC": "XMAD", "SW": "XSWX", "VI": "XWBO",
+    "PA": "XPAR", "AS": "XAMS", "BR": "XBRU", "LS": "XLIS", "MI": "XMIL", "MC": "XMAD", "SW": "XSWX", "VX": "XSWX", "VI": "XWBO",
     "ST": "XSTO", "OL": "XOSL", "CO": "XCSE", "HE": "XHEL", "IC": "XICE", "WA": "XWAR", "PR": "XPRA", "BD": "XBUD",
     "AT": "ASEX", "IS": "XIST", "TL": "XTAL", "RG": "XRIS", "VS": "XLIT",
     # Middle East, Africa
     "TA": "XTAE", "JO": "XJSE", "SR": "XSAU",
     # Asia-Pacific
     "T": "XTKS", "HK": "XHKG", "SS": "XSHG", "SZ": "XSHG", "KS": "XKRX", "KQ": "XKRX", "TW": "XTAI", "TWO": "XTAI",
-    "SI": "XSES", "BO": "XBOM", "NS": "XBOM", "KL": "XKLS", "BK": "XBKK", "JK": "XIDX", "AX": "XASX", "NZ": "XNZE",
+    "SI": "XSES", "BO": "XBOM", "NS": "XBOM", "KL": "XKLS", "BK": "XBKK", "JK": "XIDX", "PS": "XPHS", "AX": "XASX", "NZ": "XNZE",
     # stooq's country suffixes (aapl.us.txt -> AAPL.US); .DE and .HK mean the same as Yahoo's
     "US": "XNYS", "UK": "XLON", "JP": "XTKS", "HU": "XBUD",
 }

@@ -298,3 +298,15 @@ def test_a_history_that_trades_on_days_its_calendar_is_closed_is_warned_about(tm
     dates, warned, metrics = results["XTKS"]
     assert dates == OWN_AFTER["7203.T"] and warned.empty and "data/warnings/calendar_mismatch" not in metrics and metrics["calendar"] == "XTKS"
     assert "forecast dates: XTKS sessions" in capsys.readouterr().out
+
+
+def test_every_calendar_the_suffix_tables_name_exists():
+    """A misspelt calendar in the tables would refuse every ticker with that suffix; the names are checked against the
+    installed exchange_calendars (building each calendar would take ~1 s apiece)."""
+    import exchange_calendars as xcals
+
+    from domains.finance.calendars import INDEX_CALENDARS, SUFFIX_CALENDARS, calendar_of
+
+    names = set(xcals.get_calendar_names(include_aliases=True))
+    assert set(SUFFIX_CALENDARS.values()) | set(INDEX_CALENDARS.values()) <= names
+    assert {calendar_of(f"X.{s.lower()}") for s in SUFFIX_CALENDARS} == set(SUFFIX_CALENDARS.values())  # any case

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.checkpoint import CheckpointError
+from core.checkpoint import load_weights
 from core.runs import RunNotFoundError, resolve_model_run
 from domains.finance.data import PriceDataError
 from domains.finance.features import DEFAULT_CALENDAR, base_features, extend_future
@@ -36,13 +36,12 @@ def load_forecaster_run(model_run: str | Path | None, runs_dir: str | Path = "ru
 
 def forecaster_run_meta(model_run: str | Path | None, runs_dir: str | Path = "runs") -> tuple[Path, dict]:
     """(run folder, checked ``forecaster.json``) of ``model_run`` as :func:`load_forecaster_run` finds it, its
-    weights file present, without building the model: ``score``'s driver, whose workers load the model, so it
-    does not pay the pytorch-forecasting import (~15 s on this machine) before they start."""
+    weights file readable, without building the model: ``score``'s driver, whose workers load the model, so it
+    does not pay the pytorch-forecasting import (~15 s on this machine) before they start. Weights that do not
+    fit the model are found by the workers' load."""
     run_dir = _model_run_dir(model_run, runs_dir)
     meta = Forecaster.read_meta(run_dir / "model")
-    weights = run_dir / "model" / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"weights file {weights} does not exist; the model run is damaged: train it again")
+    load_weights(run_dir / "model" / "model.safetensors")  # a missing, cut or foreign file: one line, before any job run folder
     return run_dir, meta
 
 

@@ -8,6 +8,7 @@ quarantined one by one. Tiny untrained GARCH-informed model on a slice of the bu
 
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,7 +80,8 @@ def test_a_chunk_is_one_forward_of_its_tickers_and_matches_the_per_item_path_and
 
     # the per-item path of before: one origin per forward
     d = load_panel_data(str(prices), min_history=10)
-    fc, feat = predictor.prepare_forecaster(Forecaster.load(run / "model"), d.panel, d.covariates)
+    model = Forecaster.load(run / "model")  # not zero-shot: prepare_forecaster and forecast_frame leave it as it is
+    fc, feat = predictor.prepare_forecaster(model, d.panel, d.covariates)
     T, o = predictor.latest_tensors(fc, feat)
     for t in ["AAPL", "JPM", "KO"]:
         one = predictor.rows_from_origins(fc, T, [o[T.tickers[o] == t][0]])
@@ -88,7 +90,7 @@ def test_a_chunk_is_one_forward_of_its_tickers_and_matches_the_per_item_path_and
         np.testing.assert_allclose(got[t][q].to_numpy(), one[q].to_numpy(), rtol=1e-6, atol=1e-7)  # float32 rounding: batch size changes the last bits
         assert len(got[t]) == 2 * SPEC.horizon and not got[t].isna().any().any()
     # and exactly what `forecast` writes for the same tickers
-    ref = predictor.forecast_frame(Forecaster.load(run / "model"), d.panel, d.covariates, ["AAPL", "JPM", "KO"])
+    ref = predictor.forecast_frame(model, d.panel, d.covariates, ["AAPL", "JPM", "KO"])
     pd.testing.assert_frame_equal(pd.concat([got[t] for t in ["AAPL", "JPM", "KO"]], ignore_index=True), ref, check_exact=True)
     with pytest.raises(RuntimeError, match="not in the chunk prepared last"):
         scorer.score(WorkItem(id="SP500"))  # never by the engine: it prepares every chunk
@@ -129,8 +131,9 @@ def test_each_worker_forecasts_only_the_chunks_it_scores(job, forwards):
     get other chunks: each forward holds only the tickers of the chunk being scored, and a chunk's rows are the
     same whichever worker scored it or what it scored before."""
     run, prices = job
-    a, b = (TFTScorer(str(run), str(prices), data_options={"min_history": 10}) for _ in range(2))
-    a.load(), b.load()
+    a = TFTScorer(str(run), str(prices), data_options={"min_history": 10})
+    a.load()
+    b = copy.deepcopy(a)  # a second worker's loaded scorer (loading it again costs seconds and shows nothing more)
     c0, c1 = [WorkItem(id="AAPL"), WorkItem(id="JPM")], [WorkItem(id="KO"), WorkItem(id="SP500")]
     r0, r1 = score_chunk(a, 0, c0), score_chunk(b, 1, c1)
     assert forwards == [["AAPL", "JPM"], ["KO", "SP500"]]
@@ -168,3 +171,26 @@ def test_workers_local_and_ray_split_the_forecasting_and_write_the_one_worker_by
         assert s.items_quarantined == 1  # XOM
         runs[(engine, workers)] = {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))}
     assert len(runs[("local", 1)]) == 3 and runs[("local", 2)] == runs[("local", 1)] == runs[("ray", 2)]
+
+
+def test_the_score_driver_refuses_a_cut_weights_file_without_building_the_model(job, tmp_path, monkeypatch, capsys):
+    """The driver of ``score`` reads the model's description and weights only (its workers build the model, so it
+    no longer pays the pytorch-forecasting import first), yet a cut weights file is still one line, exit 2,
+    before any job run folder."""
+    import json
+    import shutil
+
+    from domains.finance.score import main
+
+    run, prices = job
+    model = tmp_path / "m"
+    shutil.copytree(run, model)
+    (model / "run.json").write_text(json.dumps({"domain": "finance", "kind": "model", "command": "train", "status": "completed"}))
+    weights = model / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    monkeypatch.setattr(Forecaster, "load", lambda *a, **k: pytest.fail("the driver built the model"))
+    runs = tmp_path / "runs"
+    assert main(["--model-run", str(model), "--runs-dir", str(runs), "--data", str(prices), "--min-history", "10", "--no-track", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read safetensors file" in err[0] and str(weights) in err[0]
+    assert not (runs / "finance").exists()

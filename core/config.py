@@ -44,6 +44,7 @@ __all__ = [
     "DeviceConfig",
     "ResumeConfig",
     "RESUME_FIXED",
+    "RESUME_SAME_DATA",
     "fixed_settings_changed",
     "ModelRunConfig",
     "ConfigError",
@@ -96,6 +97,10 @@ class DeviceConfig:
 
 
 RESUME_FIXED = "fixed"  # field metadata {"resume": RESUME_FIXED, "resume_why": "..."}: a --resume must not change this setting
+# field metadata {"resume": RESUME_SAME_DATA, "data_names": (...), "resume_why": "..."} on a path field: a --resume must read
+# the same data — compared by content (core.runs), so the same file under another path or a copy continues, and another
+# file written at the run's path is refused; a value in "data_names" (a bundled data set) or an empty one compares by name
+RESUME_SAME_DATA = "same-data"
 
 
 @dataclass
@@ -104,8 +109,11 @@ class ResumeConfig:
     or test: the checkpoint has trained on the run's training rows) says so in its field metadata,
     ``"resume": "fixed"`` (:data:`RESUME_FIXED`) with an optional ``"resume_why"``; a command whose rule is conditional
     overrides :meth:`fixed_on_resume` (recommendation: the seed draws the validation rows of a stratified split only).
-    :func:`core.runs.check_resumable` and ``Run.start`` refuse a change (:func:`fixed_settings_changed`); other
-    settings continue with a warning."""
+    A path to the data (a file, a folder, or a bundled data set's name) says ``"resume": "same-data"``
+    (:data:`RESUME_SAME_DATA`; ``"data_names"``: the values that name a bundled data set): the run records the data's
+    identity as each attempt starts and a resume must read the same data, by content, under whatever path
+    (:func:`core.runs.check_resumable`). :func:`core.runs.check_resumable` and ``Run.start`` refuse a change
+    (:func:`fixed_settings_changed`); other settings continue with a warning."""
 
     resume: bool = field(default=False, metadata={"help": "resume the run named by --name (or the newest run of this command) from its last checkpoint"})
 
@@ -122,6 +130,11 @@ class ResumeConfig:
         meta = {f.name: f.metadata for f in dataclasses.fields(cls)}
         whys = dict.fromkeys(meta[n].get("resume_why") for n in names if n in meta)
         return "; ".join(w for w in whys if w) or "the run's checkpoint was trained with the run's value"
+
+    @classmethod
+    def same_data_on_resume(cls) -> dict[str, Any]:
+        """The fields whose data a resume must read again (``"resume": "same-data"``), each with its metadata."""
+        return {f.name: f.metadata for f in dataclasses.fields(cls) if f.metadata.get("resume") == RESUME_SAME_DATA}
 
 
 def fixed_settings_changed(cfg: Any, recorded: dict[str, Any]) -> list[str]:

@@ -20,13 +20,16 @@ Guarantees: run names are plain names (:class:`RunNameError` before anything is 
 writer per run folder (a second one gets :class:`RunLockedError` naming the writer's PID before it
 touches anything); a run whose writer died while ``running`` reads as ``interrupted``; ``--resume`` continues
 only a run of the same command whose record is intact, with the settings its config declares fixed on a resume
-(those that decide the held-out rows, :class:`ResumeSettingsError`) — :func:`check_resumable` says so, reading only,
-before a command's slow data load.
+(those that decide the held-out rows, :class:`ResumeSettingsError`) and the same data as the run's, by content
+(:data:`DATA_RECORD_FILE`, :class:`ResumeDataError`) — :func:`check_resumable` says so, reading only, before a
+command's slow data load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import json
 import os
 import signal
@@ -36,13 +39,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import torch
 
 from core.checkpoint import (CheckpointDamagedError, CheckpointMismatchError, checkpoints_newest_first, read_checkpoint, restore_checkpoint,
                              save_checkpoint)
-from core.config import RunConfig, RunNameError, check_run_name, fixed_settings_changed, recorded_config
+from core.config import PRIVATE_VALUE, ResumeConfig, RunConfig, RunNameError, check_run_name, fixed_settings_changed, recorded_config
 from core.device import device_summary, resolve_device, seed_everything
 from core.errors import UserInputError, plain
 from core.io import atomic_write_bytes, atomic_write_json, finite_or_none, json_default, remove_temp_files
@@ -51,9 +54,13 @@ from core.logging import attach_run_log, detach_run_log, get_logger
 from core.tracking import Tracker
 
 __all__ = ["Run", "list_runs", "latest_run_dir", "resolve_model_run", "read_run", "iter_metrics", "check_resumable", "RunNotFoundError", "RunLockedError",
-           "RunDamagedError", "ResumeSettingsError", "RunNameError", "RunTerminated", "LOCK_FILE"]
+           "RunDamagedError", "ResumeSettingsError", "ResumeDataError", "RunNameError", "RunTerminated", "LOCK_FILE", "DATA_RECORD_FILE",
+           "data_identity", "content_digest"]
 
 log = get_logger("runs")
+# the data an attempt reads ("resume": "same-data" fields): {field: data_identity(...) + "content"}, written as each
+# attempt starts (Run.start), compared by --resume (check_resumable, Run.start) before the data is read
+DATA_RECORD_FILE = "data_source.json"
 
 LOCK_FILE = ".lock"  # in every run folder: flock held by the writing process, with its PID
 
@@ -83,6 +90,11 @@ class ResumeSettingsError(UserInputError, ValueError):
     def __init__(self, message: str, run_dir: Path | None = None):
         super().__init__(message)
         self.run_dir = run_dir
+
+
+class ResumeDataError(ResumeSettingsError):
+    """``--resume`` reading other data than the run was trained on (a ``"resume": "same-data"`` field: another file's
+    content, a file rewritten at the run's path, a bundled data set instead of a file or the other way round)."""
 
 
 class RunTerminated(KeyboardInterrupt):
@@ -369,7 +381,7 @@ class Run:
         raise RunLockedError(f"no free run name {base}-N under {root}")
 
     _completed_files: dict[str, bytes] | None = None
-    _RESTORABLE = ("run.json", "config.json", "metrics.json", "metrics.jsonl")
+    _RESTORABLE = ("run.json", "config.json", "metrics.json", "metrics.jsonl", DATA_RECORD_FILE)
 
     def _keep_completed_files(self, run_dir: Path) -> None:
         """``--resume`` of a *completed* run (e.g. to train more epochs): keep its record, so an attempt
@@ -441,6 +453,9 @@ class Run:
         new = recorded_config(self.config)  # private fields (e.g. a scan's path) are not recorded
         self._warn_changed_settings(new)
         atomic_write_json(self.dir / "config.json", new)
+        record = data_record(self.config)
+        if record:  # the data this attempt reads, by content: what a --resume compares (check_resumable)
+            atomic_write_json(self.dir / DATA_RECORD_FILE, record)
         self.tracker.log_params({"domain": self.domain, "command": self.command, **new})
 
     def _warn_changed_settings(self, new: dict) -> None:
@@ -811,8 +826,182 @@ def _resume_dir(config: RunConfig, domain: str, command: str) -> Path:
     if not _made_by(info, command, config):
         raise RunNotFoundError(f"--resume --name {config.name}: {run_dir} is a {info.get('command')} {info.get('kind', 'model')} run, not a {command} run; "
                                f"expected the name of a {command} run to continue, or another --name without --resume")
+    _refuse_other_data(run_dir, config)  # first: other data is the first thing to tell
     _refuse_changed_fixed_settings(run_dir, info.get("config"), config)
     return run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# the data a run reads ("resume": "same-data" fields), by content
+# ---------------------------------------------------------------------------------------------
+FULL_DIGEST_BYTES = 64 << 20  # data up to this size is hashed whole; above it, SAMPLE_BLOCKS blocks spread over each file
+SAMPLE_BLOCKS = 16
+
+
+def data_identity(config: Any, name: str) -> dict[str, Any]:
+    """What ``config``'s ``"resume": "same-data"`` field ``name`` reads: ``{"value", "name"}`` for a bundled data set
+    (a value in the field's ``"data_names"``, or an empty value: the field's default), else ``{"value", "path"}``
+    (absolute and normalised, so that the same file typed as another relative path is the same path). A private field's value and
+    path are recorded as :data:`core.config.PRIVATE_VALUE` (the content alone then tells)."""
+    meta = type(config).same_data_on_resume()[name]
+    value = getattr(config, name, None)
+    if value in (None, ""):
+        f = next(f for f in dataclasses.fields(config) if f.name == name)
+        value = f.default if isinstance(f.default, str) else ""
+    if not value or value in meta.get("data_names", ()):
+        return {"value": value, "name": value}
+    return {"value": value, "path": os.path.abspath(value)}
+
+
+def data_record(config: Any) -> dict[str, Any]:
+    """The :data:`DATA_RECORD_FILE` of an attempt started with ``config``: per ``"resume": "same-data"`` field, its
+    :func:`data_identity` and, for a path that exists, its :func:`content_digest`. Empty for other configs."""
+    if not isinstance(config, ResumeConfig):
+        return {}
+    out: dict[str, Any] = {}
+    for name, meta in type(config).same_data_on_resume().items():
+        entry = data_identity(config, name)
+        if "path" in entry:
+            entry["content"] = _digest_or_none(Path(entry["path"]))
+            if meta.get("private"):
+                entry["value"] = entry["path"] = PRIVATE_VALUE
+        out[name] = entry
+    return out
+
+
+def content_digest(path: str | os.PathLike) -> dict[str, Any]:
+    """What tells a file's or folder's data from other data without the path or the times: ``{"sha256", "bytes",
+    "files"}`` over each file's path inside the folder, size and bytes (the files under a folder in order; names starting
+    with '.' — ``.DS_Store``, ``._x`` of a macOS archive, an atomic write's temporary file — are left out). Data of at
+    most :data:`FULL_DIGEST_BYTES` is read whole; larger data only in :data:`SAMPLE_BLOCKS` blocks spread evenly over each
+    file, first and last included (``FULL_DIGEST_BYTES`` shared by the files, 4 KiB to 2 MiB per file), so a same-size
+    rewrite of a large file that changes no sampled byte is not told apart. Raises OSError when it cannot be read."""
+    root = Path(path)
+    if root.is_dir():
+        files = []
+        for d, dirs, names in os.walk(root):  # links to folders are not followed
+            dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+            files += [Path(d) / n for n in sorted(names) if not n.startswith(".")]
+        files = [f for f in files if f.is_file()]
+    else:
+        files = [root]
+    sizes = [f.stat().st_size for f in files]
+    total = sum(sizes)
+    per_file = None if total <= FULL_DIGEST_BYTES else min(max(FULL_DIGEST_BYTES // max(len(files), 1), 4 << 10), 2 << 20)
+    h = hashlib.sha256()
+    for f, size in zip(files, sizes):
+        h.update(f"{f.relative_to(root).as_posix() if f != root else ''}\0{size}\0".encode("utf-8", "surrogateescape"))
+        with open(f, "rb") as fh:
+            if per_file is None or size <= per_file:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+                continue
+            length = per_file // SAMPLE_BLOCKS
+            for i in range(SAMPLE_BLOCKS):
+                fh.seek(i * (size - length) // (SAMPLE_BLOCKS - 1))
+                h.update(fh.read(length))
+    return {"sha256": h.hexdigest(), "bytes": total, "files": len(files)}
+
+
+def _digest_or_none(path: Path) -> dict[str, Any] | None:
+    try:
+        return content_digest(path) if path.exists() else None
+    except OSError:
+        return None
+
+
+def _refuse_other_data(run_dir: Path, config: Any) -> None:
+    """:class:`ResumeDataError` when a ``"resume": "same-data"`` field of ``config`` reads other data than the run's
+    :data:`DATA_RECORD_FILE` recorded: another content (under the run's path or another one), a bundled data set
+    instead of a file, another bundled data set. The same content under another path (typed relative instead of
+    absolute, moved, a copy) continues. Not refused here: a run without the record (older than it: ``Run.resume``
+    still refuses a checkpoint that does not fit), a path that does not exist now (the data load names it)."""
+    fields = type(config).same_data_on_resume() if isinstance(config, ResumeConfig) else {}
+    if not fields:
+        return
+    try:
+        record = json.loads((run_dir / DATA_RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(record, dict):
+        return
+    for name, meta in fields.items():
+        was = _recorded_identity(record, name)
+        if was is not None:
+            _compare_data(run_dir, name, meta, was, data_identity(config, name))
+
+
+def _recorded_identity(record: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A field's entry of :data:`DATA_RECORD_FILE`; recommendation's record before core kept it (until this change:
+    ``{"data": value, "data_path": absolute path or null}``, no content) reads as the identity without content."""
+    entry = record.get(name)
+    if isinstance(entry, dict):
+        return entry
+    if name not in record or not isinstance(entry, (str, type(None))):
+        return None
+    path = record.get(f"{name}_path")
+    return {"value": entry, "path": path} if path else {"value": entry or "", "name": entry or "", "legacy": True}
+
+
+def _compare_data(run_dir: Path, name: str, meta: Any, was: dict[str, Any], now: dict[str, Any]) -> None:
+    """:class:`ResumeDataError` when ``now`` (:func:`data_identity`) is not the data ``was`` recorded (see :func:`_refuse_other_data`)."""
+    flag = "--" + name.replace("_", "-")
+    why = meta.get("resume_why") or "the checkpoint has trained on that data"
+
+    def shown(entry: dict[str, Any]) -> str:
+        path = entry.get("path")
+        if "name" in entry and not entry.get("name"):
+            return f"no {flag} (the default data)"
+        return f"{flag} {plain(entry.get('value'))}" + (f" ({path})" if path and path != entry.get("value") else "")
+
+    def refuse(detail: str, fix: str) -> NoReturn:
+        raise ResumeDataError(f"--resume of run {run_dir.name}: {detail}; expected the same data ({why}): {fix}, or start a new run without --resume",
+                              run_dir)
+
+    if "path" not in was or "path" not in now:
+        if was.get("legacy") and "name" in now:  # the old record told a bundled data set by its value only
+            return
+        if "path" not in was and "path" not in now and was.get("name") == now.get("name"):
+            return
+        fix = f"pass {flag} {plain(was.get('path') or was.get('value'))}" if was.get("path") or was.get("value") else f"leave out {flag}"
+        refuse(f"it was trained on {shown(was)}, this command reads {shown(now)}", fix)
+    new = Path(now["path"])
+    if not new.exists():
+        return  # the data load says what is missing
+    old = Path(was["path"]) if was["path"] != PRIVATE_VALUE else None
+    recorded = was.get("content")
+    if recorded is None:  # recorded without a content (legacy, or a path that did not exist): compare with what is at its path now
+        if old is None or not old.exists():
+            return
+        try:
+            if _same_file(old, new) or content_digest(old) == content_digest(new):
+                return
+        except OSError:
+            return
+        refuse(f"it was trained on {shown(was)}, this command reads {shown(now)}", f"pass {flag} {plain(str(old))}")
+    current = _digest_or_none(new)
+    if current is None or _same_digest(current, recorded):
+        return
+    size = f"{plain(recorded.get('bytes'))} bytes in {plain(recorded.get('files'))} file(s) then, {plain(current['bytes'])} in {plain(current['files'])} now"
+    if old is not None and (old == new or _same_file(old, new)):
+        refuse(f"{shown(now)} holds other data than the run was trained on ({size})",
+               f"put the run's data back at that path, or pass {flag} where it is now")
+    at_old = _digest_or_none(old) if old is not None else None
+    fix = (f"pass {flag} {plain(str(old))}" if at_old is not None and _same_digest(at_old, recorded) else
+           f"pass {flag} where the run's data is now ({plain(recorded.get('bytes'))} bytes)")
+    refuse(f"it was trained on {shown(was) if old is not None else flag + ' (a private path)'}, this command reads {shown(now)}, which holds other data "
+           f"({size})", fix)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _same_digest(a: dict[str, Any], b: Any) -> bool:
+    return isinstance(b, dict) and all(a.get(k) == b.get(k) for k in ("sha256", "bytes", "files"))
 
 
 def _refuse_changed_fixed_settings(run_dir: Path, recorded: Any, config: RunConfig) -> None:

@@ -57,13 +57,15 @@ def test_a_run_that_can_be_continued_gets_to_the_data(domain_runs):
 
 
 # what decides the held-out rows ("resume": "fixed" in the domain's TrainConfig): finance's validation days come from the
-# panel (--data, --ticker, --tickers, --min-history) and --val-days; medical's validation and test cases from --task
+# panel (--ticker, --tickers, --min-history) and --val-days; medical's validation and test cases from --task, which, like
+# finance's --data, is "resume": "same-data" (compared by content, a prepared task by name)
 OTHER_HELD_OUT = {
     "finance": [(["--val-days", "30"], "it was started with --val-days 63, this command asks for --val-days 30; these decide the panel and its last "
                                        "--val-days trading days, held out for validation"),
-                (["--tickers", "AAPL", "JPM"], "it was started with --tickers (none), this command asks for --tickers 'AAPL' 'JPM';")],
-    "medical": [(["--task", "msd-headct-bone"], "it was started with --task 'msd-brain-aal', this command asks for --task 'msd-headct-bone'; it decides "
-                                                "the validation case (the task's last training case) and the test cases")],
+                (["--tickers", "AAPL", "JPM"], "it was started with --tickers (none), this command asks for --tickers 'AAPL' 'JPM';"),
+                (["--data", "prices.csv"], "it was trained on no --data (the default data), this command reads --data 'prices.csv' (")],
+    "medical": [(["--task", "msd-headct-bone"], "it was trained on --task 'msd-brain-aal', this command reads --task 'msd-headct-bone'; expected the "
+                                                "same data (it decides the validation case (the task's last training case) and the test cases")],
 }
 
 
@@ -73,5 +75,53 @@ def test_another_setting_that_decides_the_held_out_rows_is_refused_in_one_line_b
         rc = train_cmd.main(["--runs-dir", str(runs), "--name", "cut", "--resume", "--no-track", *flags])
         errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
         assert rc == 2 and len(errors) == 1 and f"error: --resume of run cut: {expected}" in errors[0], errors
-        assert "expected the run's" in errors[0] and "or a new run without --resume" in errors[0]
+        assert re.search(r"(expected the run's .*, or a new run|expected the same data .*, or start a new run) without --resume$", errors[0])
     assert json.loads((runs / domain / "cut" / "run.json").read_text())["status"] == "interrupted"  # the run is left as it was
+
+
+# the data flag of each domain's train ("resume": "same-data"): finance --data (a price file), medical --task (an MSD folder)
+DATA_FLAG = {"finance": ("data", "prices.csv"), "medical": ("task", "Task09_Tiny")}
+
+
+def _make_data(domain: str, where, content: str):
+    """A stand-in for the domain's data at ``where`` (the data load is the sentinel: only its bytes matter here)."""
+    if domain == "finance":
+        where.write_text(content)
+    else:
+        where.mkdir(exist_ok=True)
+        (where / "dataset.json").write_text('{"name": "tiny"}')
+        (where / "imagesTr").mkdir(exist_ok=True)
+        (where / "imagesTr" / "case_0.nii.gz").write_text(content)
+
+
+def test_the_runs_data_under_another_path_continues_and_other_data_at_its_path_is_refused_before_the_data_is_read(domain_runs, tmp_path, monkeypatch, capsys):
+    """The data a resume reads is the run's by content: typed absolute instead of relative (from another folder), or
+    moved, it continues; another file written at the run's path is refused in one line, before the data is read. (As
+    text, the first was refused and the second continued on data the checkpoint never saw.)"""
+    from core.runs import Run
+
+    domain, train_cmd, TrainConfig, runs = domain_runs
+    name, rel = DATA_FLAG[domain]
+    monkeypatch.chdir(tmp_path)
+    _make_data(domain, tmp_path / rel, "date,ticker,close\n2024-01-02,AAPL,185.6\n")
+    started = Run.start(domain, TrainConfig(runs_dir=str(runs), name="onfile", track=False, **{name: rel}), command="train")
+    started._close("interrupted", error="killed")
+    resume = ["--runs-dir", str(runs), "--name", "onfile", "--resume", "--no-track"]
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    for same in (str(tmp_path / rel), f"../{rel}"):  # absolute; relative from another folder
+        with pytest.raises(DataWasRead):
+            train_cmd.main([*resume, f"--{name}", same])
+    (tmp_path / rel).rename(tmp_path / "moved")
+    with pytest.raises(DataWasRead):
+        train_cmd.main([*resume, f"--{name}", str(tmp_path / "moved")])
+    (tmp_path / "moved").rename(tmp_path / rel)
+    capsys.readouterr()
+    _make_data(domain, tmp_path / rel, "date,ticker,close\n2024-01-02,AAPL,185.7\n")  # other data, same size, at the run's path
+    rc = train_cmd.main([*resume, f"--{name}", f"../{rel}"])
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and len(errors) == 1, errors
+    assert errors[0].startswith(f"error: --resume of run onfile: --{name} '../{rel}' ({tmp_path / rel}) holds other data than the run was trained on "), errors
+    assert errors[0].endswith("or start a new run without --resume"), errors
+    assert json.loads((runs / domain / "onfile" / "run.json").read_text())["status"] == "interrupted"
+

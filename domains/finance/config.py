@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from core.config import DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig, check_ranges
+from core.config import RESUME_SAME_DATA, DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig, check_ranges
 from core.scoring import ScoringConfig
 from domains.finance.baselines import BASELINES
 from domains.finance.features import DEFAULT_CALENDAR
@@ -26,13 +26,18 @@ __all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "ThreadsConfig", "Cale
 # train --resume must not change what decides the panel's dates and so its validation days (core.config.ResumeConfig)
 HELD_OUT_DAYS = {"resume": "fixed", "resume_why": "these decide the panel and its last --val-days trading days, held out for validation; the checkpoint "
                                                   "has trained on the run's days before its cutoff, which other values could validate on (leakage)"}
+# ... and must read the same prices, compared by content (core.runs: the same file under another path continues; other
+# prices at the run's path are refused); empty = the bundled panel, compared by name
+SAME_PRICES = {"resume": RESUME_SAME_DATA, "resume_why": "the prices decide the panel and its last --val-days trading days, held out for validation; "
+                                                         "the checkpoint has trained on the run's days before its cutoff, which other prices could "
+                                                         "validate on (leakage)"}
 
 
 @dataclass
 class DataConfig:
     """Which prices: the bundled panel or a user file, and how a user file is validated."""
 
-    data: str = field(default="", metadata={**HELD_OUT_DAYS, "help": "CSV/Parquet of daily prices: a long file (date, ticker, close or OHLCV) or one Yahoo/stooq-style series (see domains/finance/README.md); empty = the bundled real panel"})
+    data: str = field(default="", metadata={**SAME_PRICES, "help": "CSV/Parquet of daily prices: a long file (date, ticker, close or OHLCV) or one Yahoo/stooq-style series (see domains/finance/README.md); empty = the bundled real panel"})
     ticker: str | None = field(default=None, metadata={**HELD_OUT_DAYS, "help": "name of the series in a single-series --data file (default: the file name, e.g. AAPL.csv -> AAPL); in a long file: keep only this ticker"})
     tickers: list[str] = field(default_factory=list, metadata={**HELD_OUT_DAYS, "help": "restrict to these tickers (default: all)"})
     max_gap_days: int = field(default=10, metadata={"min": 0, "help": "longest run of missing business days inside a ticker's --data history before the file is refused"})

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from core.config import ConfigError, DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
+from core.config import RESUME_SAME_DATA, ConfigError, DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.scoring import ScoringConfig
-from domains.medical.data import BRAIN_TASK
+from domains.medical.data import BRAIN_TASK, CT_TASK
 from domains.medical.model import MODEL_NAMES, UNET_CHANNELS
 
 __all__ = ["PipelineConfig", "ModelFields", "DataFields", "OptimFields", "WindowFields", "PostFields", "ComputeFields",
@@ -62,8 +62,10 @@ def check_unet_levels(channels, model: str = "unet") -> None:
 class DataFields:
     task: str = field(default=BRAIN_TASK, metadata={"help": "prepared task name (msd-brain-aal, msd-headct-bone) or an MSD folder with dataset.json",
                                                     # train --resume: another task's validation case (its last training case) or test cases
-                                                    # could be ones the checkpoint trained on (core.config.ResumeConfig)
-                                                    "resume": "fixed", "resume_why": "it decides the validation case (the task's last training case) "
+                                                    # could be ones the checkpoint trained on (core.config.ResumeConfig); an MSD folder is
+                                                    # compared by content (the same folder moved or copied continues), a prepared task by name
+                                                    "resume": RESUME_SAME_DATA, "data_names": (BRAIN_TASK, CT_TASK),
+                                                    "resume_why": "it decides the validation case (the task's last training case) "
                                                     "and the test cases; the checkpoint has trained on the run's other training cases, which another "
                                                     "task could validate or test on (leakage)"})
     spacing: float = field(default=3.0, metadata={"above": 0, "help": "isotropic resampling spacing in mm"})

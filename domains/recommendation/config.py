@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.config import DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
+from core.config import RESUME_SAME_DATA, DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.scoring import ScoringConfig
-from domains.recommendation.data import DATE_ORDERS, LEAVE_LAST_OUT, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES, SplitError, split_name
+from domains.recommendation.data import DATE_ORDERS, LEAVE_LAST_OUT, ML100K, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES, SplitError, split_name
 
 __all__ = ["ModelConfig", "DataConfig", "TrainingConfig", "TrainConfig", "EvaluateConfig", "ScoreConfig", "RecommendConfig",
            "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SOFTMAX_MODES", "SPLIT_CHOICES", "held_out_settings"]
@@ -68,7 +68,10 @@ def date_order_field():
 
 @dataclass
 class DataConfig:
-    data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-100k: u.data/u.item/u.user; ml-1m: ratings.dat/users.dat/movies.dat; ml-20m) or a .parquet/.csv/.jsonl interaction file"})
+    data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-100k: u.data/u.item/u.user; ml-1m: ratings.dat/users.dat/movies.dat; ml-20m) or a .parquet/.csv/.jsonl interaction file",
+                                                   # train --resume reads the same data, by content (core.runs; data_source.json)
+                                                   "resume": RESUME_SAME_DATA, "data_names": (ML100K,),
+                                                   "resume_why": "the checkpoint's users and items are that data's rows"})
     date_order: str = date_order_field()
     split: str = field(default=MSR_STRATIFIED, metadata={"help": f"{MSR_STRATIFIED} = Microsoft Recommenders' python_stratified_split (exact); "
                                                                  f"{LEGACY_STRATIFIED} = our earlier re-implementation (alias ms); "

@@ -13,7 +13,7 @@ NDCG@k); the model is then refitted on the whole training part and evaluated onc
 (``domains/recommendation/training.py`` describes the procedure). Writes under one run directory:
 ``config.json``, ``model.json`` ({name, kwargs} for the model registry), ``model.safetensors``,
 ``feature_space.json``, ``item_text.safetensors``, ``split.json``, ``validation_curve.json``,
-``data_report.json``, ``data_source.json`` (the --data read: ``--resume`` compares it before reading any data), ``train.parquet``, ``users.parquet``/``items.parquet``, ``eval_metrics.parquet``
+``data_report.json``, ``data_source.json`` (the --data read, with its content digest: ``--resume`` compares it before reading any data), ``train.parquet``, ``users.parquet``/``items.parquet``, ``eval_metrics.parquet``
 (model vs baselines), ``metrics.json`` and ``checkpoints/`` (one per epoch).
 """
 
@@ -27,7 +27,7 @@ from core.config import check_ranges
 from core.device import set_cpu_threads
 from core.runs import Run
 from domains.recommendation.config import TrainConfig
-from domains.recommendation.training import DOMAIN, check_resume, prepare_inputs, write_data_source
+from domains.recommendation.training import DOMAIN, check_resume, prepare_inputs
 from domains.recommendation.training import train as train_in_process
 
 __all__ = ["TrainConfig", "train", "main"]
@@ -51,11 +51,8 @@ def train(cfg: TrainConfig) -> Path:
     prep = prepare_inputs(cfg)
     if cfg.dmp:
         with DataParallel(cfg.device, process_group=True) as dp, Run.start(DOMAIN, cfg, command="train", data_parallel=dp) as run:
-            if dp.is_main:
-                write_data_source(run, cfg)
             return train_dmp(cfg, run if dp.is_main else None, dp, prep)
     with Run.start(DOMAIN, cfg, command="train") as run:
-        write_data_source(run, cfg)
         return train_in_process(cfg, run, prep)
 
 

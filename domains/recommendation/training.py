@@ -25,9 +25,7 @@ with an uninterrupted run of the same seed (``tests/recommendation/test_resume.p
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +40,7 @@ from core.errors import UserInputError
 from core.io import atomic_write_json, atomic_write_parquet
 from core.logging import get_logger
 from core.progress import progress
-from core.runs import ResumeSettingsError, Run, check_resumable
+from core.runs import Run, check_resumable
 from domains.recommendation.config import TrainConfig
 from domains.recommendation.data import (check_split_sizes, data_source_record, group_by_user, load_dataset,
                                          require_timestamps, split_interactions, split_name, validation_split)
@@ -51,7 +49,7 @@ from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoT
                                           full_softmax_loss, item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
 
 __all__ = ["DOMAIN", "Prepared", "prepare_inputs", "two_tower_kwargs", "build_model", "LoraText", "train_epochs", "fit_two_tower",
-           "train", "finish_run", "TrainingError", "check_resume", "write_data_source", "DATA_SOURCE_FILE", "wide_weights", "install_wide", "WideFolds", "WIDE_BLEND_GRID", "Phase", "WeightAverage", "Trainer", "local_trainer"]
+           "train", "finish_run", "TrainingError", "check_resume", "wide_weights", "install_wide", "WideFolds", "WIDE_BLEND_GRID", "Phase", "WeightAverage", "Trainer", "local_trainer"]
 
 log = get_logger("recommendation.training")
 DOMAIN = "recommendation"
@@ -149,83 +147,21 @@ def prepare_inputs(cfg: TrainConfig) -> Prepared:
 # ---------------------------------------------------------------------------------------------
 # --resume: what can be refused before the data is read
 # ---------------------------------------------------------------------------------------------
-DATA_SOURCE_FILE = "data_source.json"  # the --data a training run reads (data_source_record), written as each attempt starts
-
-
-def write_data_source(run: Run, cfg: TrainConfig) -> None:
-    """Record which data this training attempt reads (what ``--resume`` compares, before reading any data)."""
-    atomic_write_json(run.path(DATA_SOURCE_FILE), data_source_record(cfg.data))
-
-
 def check_resume(cfg: TrainConfig, command: str = "train") -> Path | None:
     """With ``--resume``: refuse, before the data is read (which can take minutes), what the run folder alone
     tells — no run of that name (or no ``train`` run at all), a run another command made (a recommend job, a
     ``train_sequential`` run), a damaged record, a run another process is writing, ``--text lora`` (its adapters
-    are not checkpointed), data other than the run's (:data:`DATA_SOURCE_FILE`, or a finished run's
-    ``split.json``: another existing file or folder, by content) and settings that hold out other interactions than the
-    run's ``config.json`` (core's refusal of a setting fixed on a resume: ``TrainConfig.fixed_on_resume``, test leakage).
-    Returns the run folder (None without ``--resume``); ``Run.start`` chooses the same one. A checkpoint that does not fit
-    for another reason is still refused by ``Run.resume`` after loading. The generic refusals are
-    :func:`core.runs.check_resumable`'s."""
+    are not checkpointed), data other than the run's (``--data`` is ``"resume": "same-data"``: core compares the
+    run's ``data_source.json`` by content, :class:`core.runs.ResumeDataError`) and settings that hold out other
+    interactions than the run's ``config.json`` (core's refusal of a setting fixed on a resume:
+    ``TrainConfig.fixed_on_resume``, test leakage). Returns the run folder (None without ``--resume``); ``Run.start``
+    chooses the same one. A checkpoint that does not fit for another reason is still refused by ``Run.resume`` after
+    loading. The generic refusals are :func:`core.runs.check_resumable`'s."""
     if not getattr(cfg, "resume", False):
         return None
     if cfg.text == "lora":
         raise TrainingError("--resume with --text lora is not supported (the LoRA adapters are not checkpointed); rerun without --resume")
-    try:
-        run_dir = check_resumable(DOMAIN, cfg, command)
-    except ResumeSettingsError as e:  # other data too: that is the first thing to tell
-        if e.run_dir is not None:
-            _check_same_data(e.run_dir, cfg)
-        raise
-    _check_same_data(run_dir, cfg)
-    return run_dir
-
-
-def _check_same_data(run_dir: Path, cfg: TrainConfig) -> None:
-    """:class:`TrainingError` when the run recorded other data than ``cfg.data`` (both still exist and differ, or one
-    is the bundled data set and the other not): its checkpoint's user and item rows are that data's, so resuming on
-    other data fails after loading it or — same counts — silently trains the wrong users' rows."""
-    from domains.recommendation.data import is_bundled
-
-    recorded = {}
-    for name in (DATA_SOURCE_FILE, "split.json"):
-        try:
-            recorded = json.loads((run_dir / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(recorded, dict) and "data" in recorded:
-            break
-        recorded = {}
-    if not recorded:  # a run older than the record: Run.resume still refuses a checkpoint that does not fit
-        return
-    was, was_path = recorded.get("data"), recorded.get("data_path")
-    if is_bundled(was) and is_bundled(cfg.data):
-        return
-    if not is_bundled(was) and not is_bundled(cfg.data):
-        old, new = Path(str(was_path or was)), Path(cfg.data).absolute()
-        if not old.exists() or not new.exists() or _same_content(old, new):  # moved since (or a copy): not refused here
-            return
-    where = f" ({was_path})" if was_path and was_path != was else ""
-    raise TrainingError(f"--resume of run {run_dir.name}: it was trained on --data {was}{where}, this command reads --data {cfg.data}; expected the "
-                        f"same data (the checkpoint's users and items are that data's rows): pass --data {was_path or was}, or start a new run without --resume")
-
-
-def _same_content(a: Path, b: Path) -> bool:
-    """Whether two data files (or MovieLens folders: their files, by name) hold the same bytes."""
-    from core.io import sha256_file
-
-    try:
-        if a.exists() and b.exists() and os.path.samefile(a, b):
-            return True
-        if a.is_file() and b.is_file():
-            return a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
-        if a.is_dir() and b.is_dir():
-            files = lambda d: {p.name: p for p in d.iterdir() if p.is_file()}  # noqa: E731
-            fa, fb = files(a), files(b)
-            return fa.keys() == fb.keys() and all(_same_content(fa[n], fb[n]) for n in fa)
-    except OSError:
-        return False
-    return False
+    return check_resumable(DOMAIN, cfg, command)
 
 
 def two_tower_kwargs(cfg: TrainConfig, space: FeatureSpace | None = None) -> dict:

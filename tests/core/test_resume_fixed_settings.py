@@ -2,12 +2,15 @@
 ``fixed_on_resume`` hook for a conditional rule): ``check_resumable`` and ``Run.start`` refuse another value in one
 line naming each flag, the run's value, the asked one and why — reading only, nothing under runs/ changed. Other
 settings still continue (with core's warning); a run whose config.json lacks the key (older than the flag) is not
-refused for it."""
+refused for it. A path to the data (``"resume": "same-data"``) is compared by content, not as text: the same data
+under another path continues, other data at the run's path is refused; a bundled data set's name by name."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 
 from core.config import ResumeConfig, RunConfig, TrackingConfig, fixed_settings_changed
 from core.errors import UserInputError
-from core.runs import ResumeSettingsError, Run, check_resumable
+from core.runs import DATA_RECORD_FILE, ResumeDataError, ResumeSettingsError, Run, check_resumable, content_digest
 
 WHY = "it decides the held-out days"
 
@@ -92,3 +95,97 @@ def test_a_conditional_rule_refuses_only_where_the_setting_counts(tmp_path):
     fixed = replace(cfg, name="last", split="last")
     _interrupted(fixed)
     assert check_resumable("unit", replace(fixed, resume=True, seed=3), "train") is not None  # the seed draws nothing there
+
+
+@dataclass
+class DataConfig(TrackingConfig, ResumeConfig, RunConfig):
+    data: str = field(default="bundled-set", metadata={"resume": "same-data", "data_names": ("bundled-set", "other-set"),
+                                                       "resume_why": "the checkpoint's rows are that data's"})
+    lr: float = 1e-3
+
+
+def _resumes(cfg) -> None:
+    """``cfg`` gets past the resume checks and its attempt records the data it reads now."""
+    assert check_resumable("unit", cfg, "train") is not None
+    with Run.start("unit", cfg, command="train") as run:
+        run._close("interrupted", error="killed")
+
+
+def test_the_same_data_under_another_path_continues_and_other_data_is_refused_by_content(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.csv").write_text("user,item\n1,2\n")
+    cfg = DataConfig(runs_dir=str(tmp_path / "runs"), name="r", track=False, data="a.csv")  # relative, as typed
+    _interrupted(cfg)
+    record_file = tmp_path / "runs" / "unit" / "r" / DATA_RECORD_FILE
+    entry = json.loads(record_file.read_text())["data"]
+    assert entry == {"value": "a.csv", "path": str(tmp_path / "a.csv"), "content": content_digest(tmp_path / "a.csv")}
+    resume = replace(cfg, resume=True)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")  # the same file, typed absolute or relative from another folder
+    for same in (str(tmp_path / "a.csv"), "../a.csv"):
+        assert check_resumable("unit", replace(resume, data=same), "train") == record_file.parent
+    shutil.copy(tmp_path / "a.csv", tmp_path / "copy.csv")  # a copy (another inode, another time): the same data
+    (tmp_path / "b.csv").write_text("user,item\n1,3\n")  # other data, same size
+    assert check_resumable("unit", replace(resume, data="../copy.csv"), "train") is not None
+    msg = _refused(replace(resume, data="../b.csv"), r"^--resume of run r: it was trained on --data 'a\.csv' \(.*/a\.csv\), this command reads "
+                                                     r"--data '\.\./b\.csv' \(.*/b\.csv\), which holds other data \(14 bytes in 1 file\(s\) then, 14 in 1 now\); "
+                                                     r"expected the same data \(the checkpoint's rows are that data's\): ")
+    assert msg.endswith(f"pass --data {str(tmp_path / 'a.csv')!r}, or start a new run without --resume")
+    (tmp_path / "a.csv").rename(tmp_path / "moved.csv")  # moved: continues, and the attempt records where it is now
+    _resumes(replace(resume, data=str(tmp_path / "moved.csv")))
+    assert json.loads(record_file.read_text())["data"]["path"] == str(tmp_path / "moved.csv")
+    (tmp_path / "moved.csv").write_text("user,item\n1,4\n")  # other data written at the run's path: the text is the same
+    with pytest.raises(ResumeDataError):
+        check_resumable("unit", replace(resume, data="../moved.csv"), "train")
+    _refused(replace(resume, data=str(tmp_path / "moved.csv")),
+             r"^--resume of run r: --data '.*/moved\.csv' holds other data than the run was trained on \(14 bytes in 1 file\(s\) then, 14 in 1 now\); "
+             r"expected the same data .*: put the run's data back at that path, or pass --data where it is now, or start a new run without --resume$")
+
+
+def test_a_bundled_data_set_compares_by_name(tmp_path):
+    (tmp_path / "a.csv").write_text("user,item\n1,2\n")
+    cfg = DataConfig(runs_dir=str(tmp_path / "runs"), name="b", track=False)
+    _interrupted(cfg)
+    assert json.loads((tmp_path / "runs" / "unit" / "b" / DATA_RECORD_FILE).read_text()) == {"data": {"value": "bundled-set", "name": "bundled-set"}}
+    assert check_resumable("unit", replace(cfg, resume=True, data=""), "train") is not None  # empty: the default, that same set
+    _refused(replace(cfg, resume=True, data="other-set"), r"it was trained on --data 'bundled-set', this command reads --data 'other-set'; ")
+    _refused(replace(cfg, resume=True, data=str(tmp_path / "a.csv")), r"this command reads --data '.*/a\.csv'; expected the same data")
+
+
+def test_a_run_without_the_data_record_is_not_refused_for_its_data(tmp_path):
+    (tmp_path / "a.csv").write_text("user,item\n1,2\n")
+    cfg = DataConfig(runs_dir=str(tmp_path / "runs"), name="old", track=False, data=str(tmp_path / "a.csv"))
+    _interrupted(cfg)
+    (tmp_path / "runs" / "unit" / "old" / DATA_RECORD_FILE).unlink()
+    (tmp_path / "a.csv").write_text("user,item\n9,9\n")
+    assert check_resumable("unit", replace(cfg, resume=True), "train") is not None
+
+
+def test_the_content_digest_reads_bytes_not_names_or_times(tmp_path, monkeypatch):
+    import core.runs
+
+    folder = tmp_path / "task"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "dataset.json").write_text("{}")
+    (folder / "imagesTr" / "case.nii.gz").write_bytes(bytes(range(256)) * 40)
+    digest = content_digest(folder)
+    assert digest["files"] == 2 and digest["bytes"] == 2 + 10240
+    shutil.copytree(folder, tmp_path / "copy")
+    os.utime(tmp_path / "copy" / "dataset.json", (0, 0))
+    (tmp_path / "copy" / ".DS_Store").write_text("finder")  # a hidden file is not the data
+    assert content_digest(tmp_path / "copy") == digest
+    changed = bytearray(bytes(range(256)) * 40)
+    changed[5000] ^= 1  # one bit in the middle, same size
+    (tmp_path / "copy" / "imagesTr" / "case.nii.gz").write_bytes(bytes(changed))
+    assert content_digest(tmp_path / "copy") != digest
+    # above FULL_DIGEST_BYTES, blocks spread over each file, the first and the last included
+    monkeypatch.setattr(core.runs, "FULL_DIGEST_BYTES", 1024)
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(300_000))
+    sampled = content_digest(big)
+    for offset in (0, 299_999):
+        data = bytearray(300_000)
+        data[offset] = 1
+        big.write_bytes(bytes(data))
+        assert content_digest(big) != sampled
+

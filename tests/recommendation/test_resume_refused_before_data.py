@@ -38,15 +38,19 @@ def trained(tmp_path_factory):
 def test_the_run_records_the_data_it_reads(trained):
     import json
 
-    rec = json.loads((trained / "runs" / "recommendation" / "done" / "data_source.json").read_text())
-    assert rec == {"data": str(trained / "a.csv"), "data_path": str(trained / "a.csv")}
+    from core.runs import content_digest
+
+    rec = json.loads((trained / "runs" / "recommendation" / "done" / "data_source.json").read_text())  # core's record of a same-data field
+    assert rec == {"data": {"value": str(trained / "a.csv"), "path": str(trained / "a.csv"), "content": content_digest(trained / "a.csv")}}
+    assert rec["data"]["content"]["bytes"] == (trained / "a.csv").stat().st_size
 
 
 @pytest.mark.parametrize("case,kw,expected", [
     ("no such run", dict(name="nosuch"), r"--resume: no run .*nosuch to resume"),
     ("another command's run", dict(name="job1"), r"job1 is a recommend job run, not a train run"),
-    ("other data", dict(data="b.csv"), r"--resume of run done: it was trained on --data .*a\.csv, this command reads --data .*b\.csv; expected the same data"),
-    ("bundled instead of the file", dict(data="ml-100k"), r"trained on --data .*a\.csv, this command reads --data ml-100k"),
+    ("other data", dict(data="b.csv"), r"--resume of run done: it was trained on --data .*a\.csv', this command reads --data .*b\.csv', which holds other "
+                                       r"data \(.*\); expected the same data \(the checkpoint's users and items are that data's rows\): pass --data '.*a\.csv'"),
+    ("bundled instead of the file", dict(data="ml-100k"), r"trained on --data .*a\.csv', this command reads --data 'ml-100k'; expected the same data"),
     ("lora", dict(text="lora"), r"--resume with --text lora is not supported"),
 ])
 def test_refused_in_one_line_before_the_data_is_read(trained, no_data, case, kw, expected):

@@ -45,6 +45,7 @@ __all__ = [
     "ResumeConfig",
     "RESUME_FIXED",
     "RESUME_SAME_DATA",
+    "RESUME_HELP",
     "fixed_settings_changed",
     "ModelRunConfig",
     "ConfigError",
@@ -101,6 +102,7 @@ RESUME_FIXED = "fixed"  # field metadata {"resume": RESUME_FIXED, "resume_why": 
 # the same data — compared by content (core.runs), so the same file under another path or a copy continues, and another
 # file written at the run's path is refused; a value in "data_names" (a bundled data set) or an empty one compares by name
 RESUME_SAME_DATA = "same-data"
+RESUME_HELP = "(fixed on --resume)"  # what --help adds to the flags a resume must keep (build_parser)
 
 
 @dataclass
@@ -113,7 +115,8 @@ class ResumeConfig:
     (:data:`RESUME_SAME_DATA`; ``"data_names"``: the values that name a bundled data set): the run records the data's
     identity as each attempt starts and a resume must read the same data, by content, under whatever path
     (:func:`core.runs.check_resumable`). :func:`core.runs.check_resumable` and ``Run.start`` refuse a change
-    (:func:`fixed_settings_changed`); other settings continue with a warning."""
+    (:func:`fixed_settings_changed`); other settings continue with a warning. ``--help`` marks these flags
+    :data:`RESUME_HELP` (:meth:`kept_on_resume`)."""
 
     resume: bool = field(default=False, metadata={"help": "resume the run named by --name (or the newest run of this command) from its last checkpoint"})
 
@@ -135,6 +138,20 @@ class ResumeConfig:
     def same_data_on_resume(cls) -> dict[str, Any]:
         """The fields whose data a resume must read again (``"resume": "same-data"``), each with its metadata."""
         return {f.name: f.metadata for f in dataclasses.fields(cls) if f.metadata.get("resume") == RESUME_SAME_DATA}
+
+    @classmethod
+    def kept_on_resume(cls) -> list[str]:
+        """The fields ``--help`` marks :data:`RESUME_HELP`: those :meth:`fixed_on_resume` names for the defaults (with a
+        conditional rule, those fixed under the default settings) and those of :meth:`same_data_on_resume`."""
+        defaults = {f.name: _field_default(f) for f in dataclasses.fields(cls)}
+        fixed = cls.fixed_on_resume(json.loads(json.dumps(defaults, default=str)))
+        return [f.name for f in dataclasses.fields(cls) if f.name in fixed or f.metadata.get("resume") == RESUME_SAME_DATA]
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
 
 
 def fixed_settings_changed(cfg: Any, recorded: dict[str, Any]) -> list[str]:
@@ -219,18 +236,19 @@ def build_parser(cfg_cls: type, description: str | None = None, prog: str | None
     )
     parser.add_argument("--config", type=str, default=None, help="JSON config to start from (e.g. a saved run's config.json); flags override it")
     hints = typing.get_type_hints(cfg_cls)
+    kept = set(cfg_cls.kept_on_resume()) if isinstance(cfg_cls, type) and issubclass(cfg_cls, ResumeConfig) else set()
     for f in dataclasses.fields(cfg_cls):
         if not f.init:
             continue
         tp, optional = _unwrap_optional(hints[f.name])
         help_text = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-        )
+        default = _field_default(f)
         bounds = range_words(f.metadata)
         help_text = f"{help_text} [{bounds}]" if bounds else help_text
         if "(default:" not in help_text:  # a help that states its own default (e.g. 'the newest completed model run') keeps it
             help_text = f"{help_text} (default: {default!r})"
+        if f.name in kept:  # a --resume refuses another value (core.runs.check_resumable)
+            help_text = f"{help_text} {RESUME_HELP}"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]

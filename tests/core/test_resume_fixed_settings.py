@@ -3,7 +3,8 @@
 line naming each flag, the run's value, the asked one and why — reading only, nothing under runs/ changed. Other
 settings still continue (with core's warning); a run whose config.json lacks the key (older than the flag) is not
 refused for it. A path to the data (``"resume": "same-data"``) is compared by content, not as text: the same data
-under another path continues, other data at the run's path is refused; a bundled data set's name by name."""
+under another path continues, other data at the run's path is refused; a bundled data set's name by name. ``--help``
+marks every such flag."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ResumeConfig, RunConfig, TrackingConfig, fixed_settings_changed
+from core.config import RESUME_HELP, ResumeConfig, RunConfig, TrackingConfig, build_parser, fixed_settings_changed
 from core.errors import UserInputError
 from core.runs import DATA_RECORD_FILE, ResumeDataError, ResumeSettingsError, Run, check_resumable, content_digest
 
@@ -189,3 +190,11 @@ def test_the_content_digest_reads_bytes_not_names_or_times(tmp_path, monkeypatch
         big.write_bytes(bytes(data))
         assert content_digest(big) != sampled
 
+
+def test_help_marks_the_flags_a_resume_must_keep():
+    def marked(cls) -> dict[str, bool]:
+        return {a.dest: a.help.endswith(RESUME_HELP) for a in build_parser(cls)._actions if a.dest not in ("help", "config")}
+
+    assert marked(FixedConfig) == {"name": False, "runs_dir": False, "resume": False, "track": False, "val_days": True, "tickers": True, "lr": False}
+    assert {k for k, v in marked(DataConfig).items() if v} == {"data"}
+    assert {k for k, v in marked(ConditionalConfig).items() if v} == {"split", "seed"}  # the seed counts under the default split

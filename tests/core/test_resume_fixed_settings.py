@@ -162,6 +162,23 @@ def test_a_run_without_the_data_record_is_not_refused_for_its_data(tmp_path):
     assert check_resumable("unit", replace(cfg, resume=True), "train") is not None
 
 
+
+def test_recommendations_earlier_record_compares_the_files_at_both_paths(tmp_path):
+    """data_source.json as recommendation wrote it before core kept it ({data, data_path}, no content): the files at the
+    recorded path and the asked one are compared as they are now; a bundled set by its name."""
+    (tmp_path / "a.csv").write_text("user,item\n1,2\n")
+    shutil.copy(tmp_path / "a.csv", tmp_path / "copy.csv")
+    (tmp_path / "b.csv").write_text("user,item\n1,3\n")
+    cfg = DataConfig(runs_dir=str(tmp_path / "runs"), name="legacy", track=False, data=str(tmp_path / "a.csv"))
+    _interrupted(cfg)
+    record = tmp_path / "runs" / "unit" / "legacy" / DATA_RECORD_FILE
+    record.write_text(json.dumps({"data": "a.csv", "data_path": str(tmp_path / "a.csv")}))
+    assert check_resumable("unit", replace(cfg, resume=True, data=str(tmp_path / "copy.csv")), "train") is not None
+    _refused(replace(cfg, resume=True, data=str(tmp_path / "b.csv")), r"it was trained on --data 'a\.csv' \(.*/a\.csv\), this command reads --data '.*/b\.csv'; ")
+    _refused(replace(cfg, resume=True, data="bundled-set"), r"this command reads --data 'bundled-set'; expected the same data")
+    record.write_text(json.dumps({"data": "bundled-set", "data_path": None}))
+    assert check_resumable("unit", replace(cfg, resume=True, data="bundled-set"), "train") is not None
+
 def test_the_content_digest_reads_bytes_not_names_or_times(tmp_path, monkeypatch):
     import core.runs
 

@@ -674,10 +674,14 @@ def _pick_series(slices: list, folder: Path, series: str | None) -> list:
                                 "<SeriesNumber> (infer), or put one series per folder")
     want = str(series).strip()
     key = want.lower().removeprefix("series-")
-    if re.fullmatch(r"[0-9a-f]{6,12}", key) and not want.lstrip("+-").isdigit():
-        chosen = [g for g in listed if _series_hash_of(g[0], folder).startswith(key)]
-    else:
-        chosen = [g for g in listed if number(g) == want.lstrip("+") or (want.isdigit() and number(g).isdigit() and int(number(g)) == int(want))]
+
+    def by_hash() -> list:
+        return [g for g in listed if _series_hash_of(g[0], folder).startswith(key)] if re.fullmatch(r"[0-9a-f]{6,12}", key) else []
+
+    if want.lower().startswith("series-") or not want.isdigit():
+        chosen = by_hash()
+    else:  # a SeriesNumber; a hash prefix that happens to be all digits when no series has that number
+        chosen = [g for g in listed if number(g).isdigit() and int(number(g)) == int(want)] or by_hash()
     if len(chosen) != 1:
         how = "matches none" if not chosen else f"matches {len(chosen)}"
         raise MedicalInputError(f"--series {plain(series)}: {how} of the {len(groups)} DICOM series in {folder}: {listing}; expected one series-<hash> "

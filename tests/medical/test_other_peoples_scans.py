@@ -224,3 +224,35 @@ def test_jp2_data_with_a_zero_length_box_is_refused_instead_of_hanging_the_reade
     with pytest.raises(MedicalInputError) as e:
         load_volume(folder)
     assert "is damaged: a JP2 box of length 0 before its codestream" in _one_line(e)
+
+
+# --- the flags on the command ---------------------------------------------------------------------------------------
+
+
+def test_infer_volume_and_series_flags_reach_the_reader(tmp_path, tiny_run, localizer_beside_axial, capsys):
+    """infer --volume segments one volume of a 4D file (a 3D mask on its grid; the log says the model is loading);
+    a two-series folder without --series, or an unknown --series, is one line and exit 2 before any run folder."""
+    from domains.medical.infer import main
+
+    runs = ["--runs-dir", str(tiny_run.parent.parent), "--model-run", str(tiny_run), "--no-track"]
+    path, scaled, aff = _four_d(tmp_path)
+    before = sorted(p.name for p in tiny_run.parent.iterdir())
+    both, _ = localizer_beside_axial
+    for extra in (["--input", str(both)], ["--input", str(both), "--series", "7"], ["--input", str(path)]):
+        assert main([*runs, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("DICOM series" in err or "--volume 0..2" in err), err
+    assert sorted(p.name for p in tiny_run.parent.iterdir()) == before
+    import logging
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())
+    logging.getLogger("suite").addHandler(handler)  # the suite's root logger does not propagate to pytest's
+    try:
+        assert main([*runs, "--input", str(path), "--volume", "1", "--name", "four-d"]) == 0
+    finally:
+        logging.getLogger("suite").removeHandler(handler)
+    assert any("loading the model" in m for m in records)
+    mask = nib.load(tiny_run.parent / "four-d" / "fmri-like_mask.nii.gz")
+    assert mask.shape == scaled.shape[:3] and np.allclose(mask.affine, aff)

@@ -841,8 +841,8 @@ SAMPLE_BLOCKS = 16
 def data_identity(config: Any, name: str) -> dict[str, Any]:
     """What ``config``'s ``"resume": "same-data"`` field ``name`` reads: ``{"value", "name"}`` for a bundled data set
     (a value in the field's ``"data_names"``, or an empty value: the field's default), else ``{"value", "path"}``
-    (absolute and normalised, so that the same file typed as another relative path is the same path). A private field's value and
-    path are recorded as :data:`core.config.PRIVATE_VALUE` (the content alone then tells)."""
+    (absolute and normalised, so that the same file typed as another relative path is the same path). :func:`data_record`
+    records a private field's value and path as :data:`core.config.PRIVATE_VALUE` (its content alone then tells)."""
     meta = type(config).same_data_on_resume()[name]
     value = getattr(config, name, None)
     if value in (None, ""):

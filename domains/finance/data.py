@@ -83,10 +83,14 @@ class PriceDataError(UserInputError, ValueError):
 # bundled real data
 # ---------------------------------------------------------------------------------------------
 def _package_file(package: str, *parts: str, install: str) -> Path:
-    spec = importlib.util.find_spec(package)
+    """A data file shipped inside an installed package, found without importing it: ``find_spec`` of a dotted name
+    imports its parents (``skfolio`` pulls in scikit-learn and SciPy: 7.7 s before every up-to-date check), so only
+    the top-level package is looked up and the rest of the name is a folder path below it."""
+    top, *sub = package.split(".")
+    spec = importlib.util.find_spec(top)
     if spec is None or not spec.submodule_search_locations:
         raise SourceMissingError(f"package {package!r} is not installed; install it with `{install}`")
-    p = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    p = Path(list(spec.submodule_search_locations)[0]).joinpath(*sub, *parts)
     if not p.is_file():
         raise SourceMissingError(f"{p} is missing; reinstall with `{install}`")
     return p

@@ -145,6 +145,11 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
 
     t0, wall_t0 = time.perf_counter(), time.time()
     restarts = 0
+    # without a bar (--no-progress) the scorer's own bars go too (finance's GJR-GARCH-t fits of --zero-shot): with
+    # --workers 1 it runs in this process, whose SUITE_PROGRESS the worker processes' "0" never touched
+    progress_env = os.environ.get("SUITE_PROGRESS")
+    if not show_progress:
+        os.environ["SUITE_PROGRESS"] = "0"
     try:
         if pending:
             if engine == "local":
@@ -153,6 +158,10 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
                 _run_ray(scorer, pending, workers, address, on_result)
     finally:
         bar.close()
+        if progress_env is None:
+            os.environ.pop("SUITE_PROGRESS", None)
+        else:
+            os.environ["SUITE_PROGRESS"] = progress_env
     seconds = time.perf_counter() - t0
 
     markers = read_markers(out)

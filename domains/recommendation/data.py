@@ -859,10 +859,12 @@ def _read_dat(path: Path, names: list[str], sep: str = "::") -> pd.DataFrame:
 def _read_double_colon(path: Path, names: list[str], encoding: str) -> pd.DataFrame | None:
     """A ``::`` file through pandas' C parser, split at every ``:`` with every other field empty — the python parser, which
     a two-character separator needs, read ml-10m's 10 M ratings at about 100 k lines/s. None when a field holds a ``:`` of
-    its own (a title: ``Star Wars: Episode IV``) or a line has more fields: the caller reads the file as it did."""
+    its own (a title: ``Star Wars: Episode IV``) or a line has more fields: the caller reads the file as it did.
+    Quotes are text, as the python parser reads them with a two-character separator (the C parser's default quoting
+    dropped a leading title's quotes and read an unclosed one across the following lines)."""
     wide = [f"{n}{part}" for n in names for part in ("", ":")][:-1]
     try:
-        df = pd.read_csv(path, sep=":", engine="c", header=None, names=wide, encoding=encoding, dtype=str)
+        df = pd.read_csv(path, sep=":", engine="c", header=None, names=wide, encoding=encoding, dtype=str, quoting=csv.QUOTE_NONE)
     except (pd.errors.ParserError, ValueError):
         return None
     if not isinstance(df.index, pd.RangeIndex) or df[wide[1::2]].notna().any(axis=None):

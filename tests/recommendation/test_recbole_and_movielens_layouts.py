@@ -152,3 +152,26 @@ def test_double_colon_ratings_are_parsed_by_the_c_parser_and_titles_with_a_colon
     assert d.items.set_index("item_id").loc[10, ["title", "year"]].tolist() == ["Star Wars: Episode IV - A New Hope", 1977]
     assert ("ratings.dat", "python") not in engines and ("ratings.dat", "c") in engines
     assert engines.count(("movies.dat", "python")) == 1  # the titles' ':' : read as before
+
+
+def _ml1m_titles(tmp_path, titles):
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    (folder / "ratings.dat").write_text("".join(f"1::{i}::4::97830076{i}\n" for i in range(1, len(titles) + 1)))
+    (folder / "movies.dat").write_text("".join(f"{i}::{t}::Drama\n" for i, t in enumerate(titles, 1)), encoding="latin-1")
+    return folder
+
+
+def test_double_colon_fast_path_reads_quotes_as_the_python_parser_does(tmp_path, monkeypatch):
+    # the C parser's default quoting dropped the quotes of a title that starts with one ('"Great Performances" Cats'
+    # became 'Great Performances Cats'), and an unclosed quote swallowed the lines after it up to the next quote
+    # (5 movies read as 3, their ratings then dropped as unknown items) — the python parser keeps '"' as text
+    import domains.recommendation.data as rec_data
+
+    titles = ['"Great Performances" Cats (1998)', '"Unclosed (1990)', "Heat (1995)", 'Say "Hi" (1991)', '"Four" (1992)']
+    fast = load_movielens_folder(_ml1m_titles(tmp_path, titles))
+    monkeypatch.setattr(rec_data, "_read_double_colon", lambda *a, **k: None)  # what the python parser reads
+    slow = load_movielens_folder(tmp_path / "ml-1m")
+    assert fast.items["title"].tolist() == ['"Great Performances" Cats', '"Unclosed', "Heat", 'Say "Hi"', '"Four"']
+    pd.testing.assert_frame_equal(fast.items, slow.items)
+    pd.testing.assert_frame_equal(fast.interactions, slow.interactions)

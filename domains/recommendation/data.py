@@ -869,7 +869,13 @@ def _read_double_colon(path: Path, names: list[str], encoding: str) -> pd.DataFr
         return None
     if not isinstance(df.index, pd.RangeIndex) or df[wide[1::2]].notna().any(axis=None):
         return None
-    return df[names]
+    df = df[names]
+    last = df[names[-1]]
+    if last.isna().any():  # a line that ends early or with an empty field: its last written field
+        last = last.where(last.notna(), df[names].ffill(axis=1)[names[-1]])
+    if df[names[0]].str.match(r"\s", na=False).any() or last.str.contains(r"\s$", na=False).any():
+        return None  # the python parser strips each line before splitting it ('Drama ' would stay a genre of its own here)
+    return df
 
 
 _MAY_BE_EMPTY = ("release_date", "video_release_date", "imdb_url", "zip_code")  # empty fields of ml-100k's u.item / u.user

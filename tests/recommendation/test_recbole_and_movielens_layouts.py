@@ -175,3 +175,20 @@ def test_double_colon_fast_path_reads_quotes_as_the_python_parser_does(tmp_path,
     assert fast.items["title"].tolist() == ['"Great Performances" Cats', '"Unclosed', "Heat", 'Say "Hi"', '"Four"']
     pd.testing.assert_frame_equal(fast.items, slow.items)
     pd.testing.assert_frame_equal(fast.interactions, slow.interactions)
+
+
+def test_double_colon_fast_path_leaves_lines_with_whitespace_at_an_end_to_the_python_parser(tmp_path, monkeypatch):
+    # the python parser strips each line before splitting it; the C parser kept a trailing space or no-break space,
+    # so 'Action|Drama ' made a genre 'Drama ' of its own
+    import domains.recommendation.data as rec_data
+
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    (folder / "ratings.dat").write_text("1::1::4::978300761 \n 1::2::4::978300762\n")
+    (folder / "movies.dat").write_text("1::Heat (1995)::Action|Drama \n2::Casino (1995)::Drama\xa0\n", encoding="latin-1")
+    fast = load_movielens_folder(folder)
+    monkeypatch.setattr(rec_data, "_read_double_colon", lambda *a, **k: None)
+    slow = load_movielens_folder(folder)
+    assert fast.items["genres"].tolist() == [["Action", "Drama"], ["Drama"]]
+    pd.testing.assert_frame_equal(fast.items, slow.items)
+    pd.testing.assert_frame_equal(fast.interactions, slow.interactions)

@@ -902,11 +902,9 @@ def load_panel_data(data: str = "", tickers: list[str] | tuple[str, ...] = (), *
     if tickers:
         unknown = sorted(set(tickers) - set(panel["ticker"]))
         if unknown:
-            short, constant = sorted(set(unknown) & set(rep.tickers_dropped_short)), sorted(set(unknown) & set(rep.tickers_dropped_constant))
-            empty = sorted(set(unknown) & set(rep.tickers_dropped_empty))
-            why = "; ".join(([f"{', '.join(short)} dropped: history shorter than --min-history {min_history}"] if short else [])
-                            + ([f"{', '.join(constant)} dropped: constant prices"] if constant else [])
-                            + ([f"{', '.join(empty)} dropped: no price on any row (a failed download?)"] if empty else []))
+            reasons = ((rep.tickers_dropped_short, f"history shorter than --min-history {min_history}"), (rep.tickers_dropped_constant, "constant prices"),
+                       (rep.tickers_dropped_empty, "no price on any row (a failed download?)"))
+            why = "; ".join(f"{', '.join(hit)} dropped: {reason}" for dropped, reason in reasons if (hit := sorted(set(unknown) & set(dropped))))
             why = f" ({why})" if why else ""
             raise PriceDataError(f"unknown ticker(s) {unknown}{why}; {source} has {sorted(panel['ticker'].unique())}")
         panel = panel[panel["ticker"].isin(list(tickers))].reset_index(drop=True)

@@ -244,12 +244,9 @@ def data_quality(run_dir: str | Path) -> DataQuality:
     counts = {str(k): int(v) for k, v in (report.get("warning_counts") or {}).items()} if isinstance(report, dict) else {}
     if not counts and "kind" in warnings and len(warnings):
         counts = {str(k): int(v) for k, v in warnings["kind"].value_counts().items()}
-    dropped = [{"ticker": t, "reason": "history shorter than --min-history; dropped"}
-               for t in (report.get("tickers_dropped_short") or [] if isinstance(report, dict) else [])]
-    dropped += [{"ticker": t, "reason": "every close the same (no volatility to forecast); dropped"}
-                for t in (report.get("tickers_dropped_constant") or [] if isinstance(report, dict) else [])]
-    dropped += [{"ticker": t, "reason": "no price on any row (a failed download?); dropped"}
-                for t in (report.get("tickers_dropped_empty") or [] if isinstance(report, dict) else [])]
+    reasons = {"tickers_dropped_short": "history shorter than --min-history; dropped", "tickers_dropped_constant": "every close the same (no "
+               "volatility to forecast); dropped", "tickers_dropped_empty": "no price on any row (a failed download?); dropped"}
+    dropped = [{"ticker": t, "reason": why} for key, why in reasons.items() for t in (report.get(key) or [] if isinstance(report, dict) else [])]
     folds = _read_json(run_dir / "folds.json")
     no_test: dict[str, list] = {}
     for f in folds if isinstance(folds, list) else []:

@@ -913,9 +913,6 @@ def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unk
     folder = path_arg(folder, "folder", "a MovieLens folder (ml-100k, ml-1m, ml-20m)")
     if not folder.is_dir():
         raise InteractionDataError(f"{folder}: not a folder (expected a MovieLens folder with u.data, ratings.dat or ratings.csv)")
-    recbole = None if any((folder / f).is_file() for f in ("u.data", "ratings.dat", "ratings.csv")) else recbole_inter_file(folder)
-    if recbole is not None:
-        return load_interactions(recbole, duplicates=duplicates, unknown_items=unknown_items, date_order=date_order)
     if (folder / "u.data").is_file():
         r, items, users = _ml100k_folder(folder)
     elif (folder / "ratings.dat").is_file():
@@ -940,6 +937,8 @@ def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unk
             title, year = _split_title_year(m["title"].astype(str))
             items = pd.DataFrame({"item_id": m["movieId"], "title": title, "year": year,
                                   "genres": [[g for g in str(x).split("|") if g != "(no genres listed)"] for x in m["genres"]]})
+    elif (recbole := recbole_inter_file(folder)) is not None:
+        return load_interactions(recbole, duplicates=duplicates, unknown_items=unknown_items, date_order=date_order)
     else:
         raise InteractionDataError(f"{folder}: no u.data (ml-100k), ratings.dat (ml-1m) or ratings.csv (ml-20m/ml-25m) found, nor a RecBole .inter file; "
                                    f"it holds {sorted(p.name for p in folder.iterdir())[:10]}")

@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 import torch
 
@@ -299,6 +299,8 @@ class Run:
         rank, dp = self._check_world(data_parallel)
         self.is_main = rank == 0
         self.device = resolve_device(getattr(config, "device", "auto"))
+        # the content digest of each data path, read once per attempt: a --resume's comparison and data_source.json share it
+        self._data_digest = functools.cache(_digest_or_none)
         self.dir = self._agree_on_dir(dp, new_name, stable_name)
         self.name = self.dir.name
         self.checkpoint_dir = self.dir / "checkpoints"
@@ -361,7 +363,7 @@ class Run:
         check_run_name(new_name, "run name")
         root = self.runs_dir / self.domain
         if getattr(self.config, "resume", False):
-            run_dir = _resume_dir(self.config, self.domain, self.command)
+            run_dir = _resume_dir(self.config, self.domain, self.command, self._data_digest)
             self._lock_or_refuse(run_dir)
             self._keep_completed_files(run_dir)
             return run_dir
@@ -453,7 +455,7 @@ class Run:
         new = recorded_config(self.config)  # private fields (e.g. a scan's path) are not recorded
         self._warn_changed_settings(new)
         atomic_write_json(self.dir / "config.json", new)
-        record = data_record(self.config)
+        record = data_record(self.config, self._data_digest)
         if record:  # the data this attempt reads, by content: what a --resume compares (check_resumable)
             atomic_write_json(self.dir / DATA_RECORD_FILE, record)
         self.tracker.log_params({"domain": self.domain, "command": self.command, **new})
@@ -806,9 +808,11 @@ def _being_written(run_dir: Path) -> RunLockedError:
     return RunLockedError(f"run {run_dir} is being written by PID {pid if pid else '?'}; wait for it to finish, stop it, or choose another --name")
 
 
-def _resume_dir(config: RunConfig, domain: str, command: str) -> Path:
+def _resume_dir(config: RunConfig, domain: str, command: str, digest_of: Callable[[Path], dict[str, Any] | None] | None = None) -> Path:
     """The run ``--resume`` continues: ``--name``'s, else the newest run made by ``command`` (a train run never
-    resumes a score run). Refused: none, a run of another command, a damaged record (it may be finished work)."""
+    resumes a score run). Refused: none, a run of another command, a damaged record (it may be finished work), other
+    data, another value of a setting fixed on a resume. ``digest_of``: how the data's content digest is read
+    (``Run`` shares one per attempt with :func:`data_record`)."""
     root = Path(config.runs_dir) / domain
     if config.name:
         run_dir = root / config.name
@@ -826,7 +830,7 @@ def _resume_dir(config: RunConfig, domain: str, command: str) -> Path:
     if not _made_by(info, command, config):
         raise RunNotFoundError(f"--resume --name {config.name}: {run_dir} is a {info.get('command')} {info.get('kind', 'model')} run, not a {command} run; "
                                f"expected the name of a {command} run to continue, or another --name without --resume")
-    _refuse_other_data(run_dir, config)  # first: other data is the first thing to tell
+    _refuse_other_data(run_dir, config, digest_of or _digest_or_none)  # first: other data is the first thing to tell
     _refuse_changed_fixed_settings(run_dir, info.get("config"), config)
     return run_dir
 
@@ -853,16 +857,17 @@ def data_identity(config: Any, name: str) -> dict[str, Any]:
     return {"value": value, "path": os.path.abspath(value)}
 
 
-def data_record(config: Any) -> dict[str, Any]:
+def data_record(config: Any, digest_of: Callable[[Path], dict[str, Any] | None] | None = None) -> dict[str, Any]:
     """The :data:`DATA_RECORD_FILE` of an attempt started with ``config``: per ``"resume": "same-data"`` field, its
-    :func:`data_identity` and, for a path that exists, its :func:`content_digest`. Empty for other configs."""
+    :func:`data_identity` and, for a path that exists, its :func:`content_digest` (read by ``digest_of`` when given:
+    ``Run``'s, which the resume comparison already read). Empty for other configs."""
     if not isinstance(config, ResumeConfig):
         return {}
     out: dict[str, Any] = {}
     for name, meta in type(config).same_data_on_resume().items():
         entry = data_identity(config, name)
         if "path" in entry:
-            entry["content"] = _digest_or_none(Path(entry["path"]))
+            entry["content"] = (digest_of or _digest_or_none)(Path(entry["path"]))
             if meta.get("private"):
                 entry["value"] = entry["path"] = PRIVATE_VALUE
         out[name] = entry
@@ -910,7 +915,7 @@ def _digest_or_none(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _refuse_other_data(run_dir: Path, config: Any) -> None:
+def _refuse_other_data(run_dir: Path, config: Any, digest_of: Callable[[Path], dict[str, Any] | None]) -> None:
     """:class:`ResumeDataError` when a ``"resume": "same-data"`` field of ``config`` reads other data than the run's
     :data:`DATA_RECORD_FILE` recorded: another content (under the run's path or another one), a bundled data set
     instead of a file, another bundled data set. The same content under another path (typed relative instead of
@@ -928,7 +933,7 @@ def _refuse_other_data(run_dir: Path, config: Any) -> None:
     for name, meta in fields.items():
         was = _recorded_identity(record, name)
         if was is not None:
-            _compare_data(run_dir, name, meta, was, data_identity(config, name))
+            _compare_data(run_dir, name, meta, was, data_identity(config, name), digest_of)
 
 
 def _recorded_identity(record: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -943,7 +948,8 @@ def _recorded_identity(record: dict[str, Any], name: str) -> dict[str, Any] | No
     return {"value": entry, "path": path} if path else {"value": entry or "", "name": entry or "", "legacy": True}
 
 
-def _compare_data(run_dir: Path, name: str, meta: Any, was: dict[str, Any], now: dict[str, Any]) -> None:
+def _compare_data(run_dir: Path, name: str, meta: Any, was: dict[str, Any], now: dict[str, Any],
+                  digest_of: Callable[[Path], dict[str, Any] | None]) -> None:
     """:class:`ResumeDataError` when ``now`` (:func:`data_identity`) is not the data ``was`` recorded (see :func:`_refuse_other_data`)."""
     flag = "--" + name.replace("_", "-")
     why = meta.get("resume_why") or "the checkpoint has trained on that data"
@@ -979,14 +985,14 @@ def _compare_data(run_dir: Path, name: str, meta: Any, was: dict[str, Any], now:
         except OSError:
             return
         refuse(f"it was trained on {shown(was)}, this command reads {shown(now)}", f"pass {flag} {plain(str(old))}")
-    current = _digest_or_none(new)
+    current = digest_of(new)
     if current is None or _same_digest(current, recorded):
         return
     size = f"{plain(recorded.get('bytes'))} bytes in {plain(recorded.get('files'))} file(s) then, {plain(current['bytes'])} in {plain(current['files'])} now"
     if old is not None and (old == new or _same_file(old, new)):
         refuse(f"{shown(now)} holds other data than the run was trained on ({size})",
                f"put the run's data back at that path, or pass {flag} where it is now")
-    at_old = _digest_or_none(old) if old is not None else None
+    at_old = digest_of(old) if old is not None else None
     fix = (f"pass {flag} {plain(str(old))}" if at_old is not None and _same_digest(at_old, recorded) else
            f"pass {flag} where the run's data is now ({plain(recorded.get('bytes'))} bytes)")
     refuse(f"it was trained on {shown(was) if old is not None else flag + ' (a private path)'}, this command reads {shown(now)}, which holds other data "

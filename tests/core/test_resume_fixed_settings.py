@@ -143,6 +143,27 @@ def test_the_same_data_under_another_path_continues_and_other_data_is_refused_by
              r"expected the same data .*: put the run's data back at that path, or pass --data where it is now, or start a new run without --resume$")
 
 
+def test_a_resumed_attempt_reads_its_data_for_the_digest_once(tmp_path, monkeypatch):
+    """Run.start --resume compares the data and records it in data_source.json: one read of the data, not one each
+    (a folder of thousands of files costs seconds cold). check_resumable, before the command's data load, reads it too."""
+    import core.runs
+
+    (tmp_path / "a.csv").write_text("user,item\n1,2\n")
+    cfg = DataConfig(runs_dir=str(tmp_path / "runs"), name="once", track=False, data=str(tmp_path / "a.csv"))
+    _interrupted(cfg)
+    reads: list[Path] = []
+    real = core.runs.content_digest
+    monkeypatch.setattr(core.runs, "content_digest", lambda path: reads.append(Path(path)) or real(path))
+    with Run.start("unit", replace(cfg, resume=True), command="train") as run:
+        run._close("interrupted", error="killed")
+    assert reads == [tmp_path / "a.csv"]
+    assert json.loads((run.dir / DATA_RECORD_FILE).read_text())["data"]["content"] == real(tmp_path / "a.csv")
+    reads.clear()  # each attempt reads the data as it is then
+    with Run.start("unit", replace(cfg, resume=True), command="train") as run:
+        run._close("interrupted", error="killed")
+    assert reads == [tmp_path / "a.csv"]
+
+
 def test_a_bundled_data_set_compares_by_name(tmp_path):
     (tmp_path / "a.csv").write_text("user,item\n1,2\n")
     cfg = DataConfig(runs_dir=str(tmp_path / "runs"), name="b", track=False)

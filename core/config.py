@@ -156,9 +156,10 @@ def _field_default(f: dataclasses.Field) -> Any:
 
 def fixed_settings_changed(cfg: Any, recorded: dict[str, Any]) -> list[str]:
     """The fields of ``cfg`` that a ``--resume`` must not change (:meth:`ResumeConfig.fixed_on_resume`) and whose
-    values differ from ``recorded`` (the run's ``config.json``), in the order the config lists them. A key the
-    record lacks (a run older than the flag) is not compared: its value then is unknown; a setting whose recorded
-    value is the same is not named even when another change makes it count differently (that other one is named).
+    values differ from ``recorded`` (the run's ``config.json``), in the order ``fixed_on_resume`` names them (the
+    fields' order, unless a command's hook orders them otherwise). A key the record lacks (a run older than the flag)
+    is not compared: its value then is unknown; a setting whose recorded value is the same is not named even when
+    another change makes it count differently (that other one is named).
     A private field is recorded as :data:`PRIVATE_VALUE` and compares equal. Empty for a config without ``--resume``."""
     if not isinstance(cfg, ResumeConfig) or not isinstance(recorded, dict):
         return []

@@ -600,9 +600,9 @@ class Run:
             self.tracker.end({"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
             detach_run_log(self._log_handler)
         finally:
-            self._closing = False
             self._restore_sigterm()
-            self._release_lock()  # last: the run's files are final before another writer may take the folder
+            self._release_lock()  # the run's files are final before another writer may take the folder
+            self._closing = False  # last: a SIGTERM before this line waits (raised below), one after it has its default action
         print(f"Run directory: {self.dir}  ({status})", file=sys.stderr if status != "completed" else sys.stdout, flush=True)
         self._stop_if_terminated_while_closing()
 

@@ -62,3 +62,25 @@ def test_sigterm_while_a_run_closes_leaves_it_completed_and_latest_on_it_then_st
     assert info["status"] == "completed" and info["metrics"] == {"loss": 1.0}, info
     assert latest.resolve().name == "newer"  # the newest completed model, not the previous one
     assert is_locked(run.dir / LOCK_FILE) is False and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_sigterm_while_the_close_gives_back_the_signal_and_the_lock_still_leaves_both_given_back(tmp_path, monkeypatch, default_sigterm):
+    """The last steps of closing (restore SIGTERM's action, release the lock): a SIGTERM landing just before them was
+    raised there, in the ``finally``, and skipped both — the run's handler stayed installed and its lock held."""
+    cfg = ToyConfig(runs_dir=str(tmp_path / "runs"), track=False, name="r")
+    restore = Run._restore_sigterm
+    sent = []
+
+    def sigterm_then_restore(self):
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)  # lands at the next bytecode of this (main) thread
+        return restore(self)
+
+    monkeypatch.setattr(Run, "_restore_sigterm", sigterm_then_restore)
+    with pytest.raises(RunTerminated, match="SIGTERM"):
+        with Run.start("unit", cfg, command="train") as run:
+            run.finish({"loss": 1.0})
+    assert sent
+    assert read_run(run.dir)["status"] == "completed"
+    assert is_locked(run.dir / LOCK_FILE) is False and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

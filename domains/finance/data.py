@@ -463,13 +463,18 @@ _YF_FIELDS = (*_NUMERIC, "dividends", "stock_splits", "capital_gains")
 
 def _frame_as_table(df: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
     """A saved DataFrame as plain columns, and the one ticker it holds or None: ``yf.download(...)`` keeps the dates
-    as the index and (field, ticker) column pairs — (ticker, field) with ``group_by="ticker"`` — whose field level is
-    told by its names (Close, Volume, ...) -> long rows with a ``ticker``; a download of one ticker -> its rows and
-    that ticker (as the name of a single series)."""
+    as the index and (field, ticker) column pairs — (ticker, field) with ``group_by="ticker"`` — whose levels are named
+    Price / Ticker (unnamed before yfinance 0.2.51: the field level is told by its names, Close, Volume, ...) -> long
+    rows with a ``ticker``; a download of one ticker -> its rows and that ticker (as the name of a single series)."""
     symbol = None
     if isinstance(df.columns, pd.MultiIndex) and df.columns.nlevels == 2:
-        share = [np.mean([_canonical(v) in _YF_FIELDS for v in set(df.columns.get_level_values(k))]) for k in (0, 1)]
-        level = 1 if share[0] >= 0.5 > share[1] else 0 if share[1] >= 0.5 > share[0] else None  # the ticker level
+        labels = [str(n).strip().lower() for n in df.columns.names]
+        if sorted(labels) == ["price", "ticker"]:  # yfinance >= 0.2.51 names the levels: Lowe's (LOW), Opendoor (OPEN) are tickers
+            level = labels.index("ticker")
+        else:  # unnamed (older yfinance): the level more of whose names are fields, on a tie the one with more field names
+            named = [[_canonical(v) in _YF_FIELDS for v in set(df.columns.get_level_values(k))] for k in (0, 1)]
+            rank = [(np.mean(f), sum(f)) for f in named]
+            level = (1 if rank[0] > rank[1] else 0) if rank[0] != rank[1] and max(rank)[0] >= 0.5 else None  # the ticker level
         if level is not None:
             symbols = [str(t) for t in dict.fromkeys(df.columns.get_level_values(level)) if str(t).strip()]
             df = df.stack(level=level, future_stack=True)

@@ -310,3 +310,20 @@ def test_every_calendar_the_suffix_tables_name_exists():
     names = set(xcals.get_calendar_names(include_aliases=True))
     assert set(SUFFIX_CALENDARS.values()) | set(INDEX_CALENDARS.values()) <= names
     assert {calendar_of(f"X.{s.lower()}") for s in SUFFIX_CALENDARS} == set(SUFFIX_CALENDARS.values())  # any case
+
+
+@pytest.mark.parametrize("labels", [True, False], ids=["yfinance>=0.2.51", "older"])
+@pytest.mark.parametrize("group_by", ["column", "ticker"])
+@pytest.mark.parametrize("tickers", [["LOW"], ["OPEN"], ["LOW", "KO"]], ids=["LOW", "OPEN", "LOW+KO"])
+def test_a_download_of_a_ticker_named_like_a_price_field_is_read(real, tmp_path, tickers, group_by, labels):
+    """Lowe's trades as LOW and Opendoor as OPEN: the field level of a download was told only by its names, so the ticker
+    level of yf.download("LOW") looked like fields too and the file was refused ('no close price column'), saved as CSV
+    or Parquet. yfinance's level names (Price / Ticker) now decide; unnamed, the level with more field names does."""
+    prices = {"LOW": real["MSFT"], "OPEN": real["MSFT"], "KO": real["KO"]}
+    frame = _yf_download(prices, tickers, group_by, labels)
+    for path in (tmp_path / "download.csv", tmp_path / "download.parquet"):
+        frame.to_csv(path) if path.suffix == ".csv" else frame.to_parquet(path)
+        got, rep = read_price_file(path)
+        assert sorted(got["ticker"].unique()) == sorted(tickers) and rep.warnings == [], path.name
+        for t in tickers:
+            np.testing.assert_allclose(got.loc[got["ticker"] == t, "close"].to_numpy(), prices[t]["Close"].to_numpy()[1:], rtol=1e-12)

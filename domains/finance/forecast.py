@@ -30,7 +30,7 @@ from core.errors import UserInputError, plain
 from core.io import atomic_write_parquet, atomic_write_text
 from core.logging import get_logger
 from core.runs import Run
-from domains.finance.calendars import calendars_for, check_calendar, days_off_calendar
+from domains.finance.calendars import check_calendar, days_off_calendar
 from domains.finance.config import ForecastConfig
 from domains.finance.data import load_panel_data
 from domains.finance.predictor import forecast_frame, load_forecaster_run
@@ -55,8 +55,7 @@ def forecast(cfg: ForecastConfig) -> Path:
     if cfg.horizon:
         df = df[df["horizon"] <= cfg.horizon].reset_index(drop=True)
     with Run.start("finance", cfg, new_name=f"forecast-{pd.Timestamp.now():%Y%m%d-%H%M%S}", command="forecast", kind="job") as run:
-        calendars = calendars_for(df["ticker"].unique(), cfg.calendar)
-        df["calendar"] = df["ticker"].map(calendars)
+        calendars = dict(zip(df["ticker"], df["calendar"]))
         for t, g in data.panel[data.panel["ticker"].isin(list(calendars))].groupby("ticker"):
             off = days_off_calendar(g["date"], calendars[t])  # e.g. a Tokyo stock, named without .T, on NYSE's holidays
             if len(off) >= CALENDAR_MISMATCH_DAYS:

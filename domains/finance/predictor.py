@@ -4,7 +4,8 @@ and the dashboards.
 * :func:`load_forecaster_run` — the forecaster of a model run (``core.runs.resolve_model_run``);
   :func:`forecaster_run_meta` — its checked description only, for a driver whose workers load it;
 * :func:`forecast_frame` — quantile rows from each ticker's latest date, on an exchange calendar;
-* :func:`latest_tensors` / :func:`rows_from_origins` — the two halves of it, for batch scoring.
+* :func:`latest_tensors` / :func:`rows_from_origins` — the two halves of it, for batch scoring;
+  :func:`with_calendars` — the ``calendar`` column of such rows.
 
 A panel the model cannot read (inputs it was trained with are missing) is refused in one line;
 tickers the model has never seen are refused unless ``zero_shot`` (an "unknown ticker" embedding
@@ -20,11 +21,12 @@ import pandas as pd
 
 from core.checkpoint import load_weights
 from core.runs import RunNotFoundError, resolve_model_run
+from domains.finance.calendars import calendars_for
 from domains.finance.data import PriceDataError
 from domains.finance.features import DEFAULT_CALENDAR, base_features, extend_future
 from domains.finance.model import Forecaster, predict_quantiles, quantile_rows
 
-__all__ = ["load_forecaster_run", "forecaster_run_meta", "prepare_forecaster", "forecast_features", "forecast_frame", "latest_tensors", "rows_from_origins"]
+__all__ = ["load_forecaster_run", "forecaster_run_meta", "prepare_forecaster", "forecast_features", "forecast_frame", "latest_tensors", "rows_from_origins", "with_calendars"]
 
 
 def load_forecaster_run(model_run: str | Path | None, runs_dir: str | Path = "runs") -> tuple[Path, Forecaster]:
@@ -92,15 +94,15 @@ def forecast_features(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFr
 def forecast_frame(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFrame | None, tickers: list[str] | None = None, *,
                    zero_shot: bool = False, calendar: str = DEFAULT_CALENDAR, source: str = "the data",
                    model_run: str | Path | None = None) -> pd.DataFrame:
-    """Quantile forecasts from each ticker's last date: ``ticker, origin, date, horizon, target, q_*``
-    (``date``: the ``calendar``'s sessions after the origin; ``zero_shot``: True for tickers the model
-    never saw)."""
+    """Quantile forecasts from each ticker's last date: ``ticker, origin, date, horizon, target, q_*, zero_shot,
+    calendar`` (``date``: the ``calendar``'s sessions after the origin; ``zero_shot``: True for tickers the model
+    never saw; ``calendar``: the ticker's calendar, :func:`with_calendars`)."""
     fc, feat = prepare_forecaster(fc, panel, covariates, tickers, zero_shot=zero_shot, source=source, model_run=model_run)
     T, o = latest_tensors(fc, feat, calendar=calendar)
     short = sorted(set(feat["ticker"].unique()) - set(T.tickers[o]))
     if short:
         raise PriceDataError(f"ticker(s) {short} have fewer than encoder_length={fc.spec.encoder_length} days of history")
-    return rows_from_origins(fc, T, o)
+    return with_calendars(rows_from_origins(fc, T, o), calendar)
 
 
 def latest_tensors(fc: Forecaster, feat: pd.DataFrame, calendar: str = DEFAULT_CALENDAR):
@@ -119,3 +121,10 @@ def rows_from_origins(fc: Forecaster, T, o) -> pd.DataFrame:
     out = pd.concat(parts, ignore_index=True).sort_values(["ticker", "target", "horizon"]).reset_index(drop=True)
     out["zero_shot"] = out["ticker"].isin(fc.unknown)
     return out
+
+
+def with_calendars(rows: pd.DataFrame, calendar: str = DEFAULT_CALENDAR) -> pd.DataFrame:
+    """``rows`` (of :func:`rows_from_origins`) with the column ``calendar``: the exchange calendar of each ticker's
+    forecast dates under the setting ``calendar`` (``auto``: from the ticker's name, ``domains.finance.calendars``)."""
+    return rows.assign(calendar=rows["ticker"].map(calendars_for(rows["ticker"].unique(), calendar)))
+

@@ -27,8 +27,9 @@ class TFTScorer(Scorer):
     # 3: rows come from one batched forward per chunk (prepare_chunk), not one forward per item (1-2) nor one over
     # the whole panel at load (2, unbumped): the float32 rounding of a row depends on its batch, so rows of another
     # version never share an output folder (the job fingerprint holds the version: a rerun into a folder of version 2
-    # is refused, a default-named job gets a new name)
-    version = "3"
+    # is refused, a default-named job gets a new name). 4: each row names its ticker's calendar (column `calendar`, as
+    # forecast writes it); parts of 3 lack that column, so the two never share a folder either
+    version = "4"
     # --workers N: the workers are forked from one process that imported these, not each importing pytorch-forecasting
     # (~15 s of CPU per worker on this machine; core.scoring's fork server)
     preload = ("domains.finance.scoring", "domains.finance.model", "pytorch_forecasting")
@@ -63,7 +64,7 @@ class TFTScorer(Scorer):
         """Every forecastable ticker of the chunk in one batched forward (a forward per item was ~0.2 s of op
         overhead on an idle core, >1 s on a busy 2-core machine); unknown tickers (``zero_shot``) get their
         normalisers, and GJR fit, here too, so a worker fits only its own."""
-        from domains.finance.predictor import latest_tensors, rows_from_origins
+        from domains.finance.predictor import latest_tensors, rows_from_origins, with_calendars
 
         self._rows, self._chunk = {}, {it.id for it in items}  # the previous chunk's rows go
         want = [t for t in dict.fromkeys(it.id for it in items) if t in self._feat_rows]
@@ -73,7 +74,7 @@ class TFTScorer(Scorer):
         fc = self._fc.zero_shot(feat) if self.zero_shot else self._fc
         tensors, o = latest_tensors(fc, feat, self.calendar)
         if len(o):
-            rows = rows_from_origins(fc, tensors, o)
+            rows = with_calendars(rows_from_origins(fc, tensors, o), self.calendar)
             self._load_info["tickers_forecast"] += len(o)
             self._load_info["batched_forwards"] += 1
             self._rows = {t: g.reset_index(drop=True) for t, g in rows.groupby("ticker", sort=False)}

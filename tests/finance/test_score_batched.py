@@ -84,7 +84,7 @@ def test_a_chunk_is_one_forward_of_its_tickers_and_matches_the_per_item_path_and
     fc, feat = predictor.prepare_forecaster(model, d.panel, d.covariates)
     T, o = predictor.latest_tensors(fc, feat)
     for t in ["AAPL", "JPM", "KO"]:
-        one = predictor.rows_from_origins(fc, T, [o[T.tickers[o] == t][0]])
+        one = predictor.with_calendars(predictor.rows_from_origins(fc, T, [o[T.tickers[o] == t][0]]))
         q = [c for c in one.columns if c.startswith("q_")]
         pd.testing.assert_frame_equal(got[t].drop(columns=q), one.drop(columns=q), check_exact=True)
         np.testing.assert_allclose(got[t][q].to_numpy(), one[q].to_numpy(), rtol=1e-6, atol=1e-7)  # float32 rounding: batch size changes the last bits
@@ -122,7 +122,7 @@ def test_a_resumed_job_forecasts_only_the_missing_chunks_and_writes_the_same_row
     for i in range(3):
         assert (cut / f"part-00000{i}.parquet").read_bytes() == (tmp_path / "whole" / f"part-00000{i}.parquet").read_bytes()
     assert list(read_quarantine(cut)["item_id"]) == ["XOM"]
-    assert read_job(cut)["description"]["scorer"]["version"] == TFTScorer.version == "3"
+    assert read_job(cut)["description"]["scorer"]["version"] == TFTScorer.version == "4"
     assert set(read_output(cut)["ticker"]) == {"AAPL", "JPM", "KO", "SP500"}
 
 
@@ -194,3 +194,38 @@ def test_the_score_driver_refuses_a_cut_weights_file_without_building_the_model(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot read safetensors file" in err[0] and str(weights) in err[0]
     assert not (runs / "finance").exists()
+
+
+
+def _score_cli(run, tmp_path, calendar, caplog):
+    """``python -m domains.finance.score --calendar CALENDAR`` on AAPL, KO and XOM (unknown to the model) of the job's
+    prices: (rows, metrics.json, data_warnings.csv, the 'is closed' warnings logged)."""
+    import json
+    import logging
+    import shutil
+
+    from domains.finance.score import main
+
+    model = tmp_path / "m"
+    if not model.exists():
+        shutil.copytree(run[0], model)
+        (model / "run.json").write_text(json.dumps({"domain": "finance", "kind": "model", "command": "train", "status": "completed"}))
+    runs = tmp_path / "runs"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["--model-run", str(model), "--runs-dir", str(runs), "--data", str(run[1]), "--min-history", "10", "--no-track",
+                     "--no-progress", "--calendar", calendar, "--name", f"s-{calendar}", "--tickers", "AAPL", "KO", "XOM"]) == 0
+    out = runs / "finance" / f"s-{calendar}"
+    return (read_output(out / "scores"), json.loads((out / "metrics.json").read_text()), pd.read_csv(out / "data_warnings.csv"),
+            [r.getMessage() for r in caplog.records if "is closed" in r.getMessage()])
+
+
+def test_score_rows_and_record_name_the_calendars_as_forecast_does(job, tmp_path, caplog):
+    """``score`` writes forecast's rows, ``calendar`` column included, and records the calendars used (``auto``
+    resolved: XNYS for these US tickers) with the setting beside them, as ``forecast`` does (it wrote no such
+    column and recorded ``calendar: auto``)."""
+    rows, metrics, warned, _ = _score_cli(job, tmp_path, "auto", caplog)
+    d = load_panel_data(str(job[1]), min_history=10)
+    ref = predictor.forecast_frame(Forecaster.load(job[0] / "model"), d.panel, d.covariates, ["AAPL", "KO"])
+    pd.testing.assert_frame_equal(rows.drop(columns="work_item"), ref, check_exact=True)
+    assert set(rows["calendar"]) == {"XNYS"} and metrics["calendar"] == "XNYS" and metrics["calendar_setting"] == "auto"

@@ -556,9 +556,8 @@ def _load_dicom_series(folder: Path, series: str | None = None) -> Volume:
     lps[:3, 1] = col * dr
     lps[:3, 2] = step
     lps[:3, 3] = pos[0]
-    uid = str(getattr(slices[0], "SeriesInstanceUID", folder.name))
     return Volume(data=data, affine=_LPS_TO_RAS @ lps, path=str(folder), format="dicom", modality=str(getattr(slices[0], "Modality", "")) or None,
-                  series_hash=hashlib.sha256(uid.encode()).hexdigest()[:12])
+                  series_hash=_series_hash_of(slices[0], folder))
 
 
 def _number_of_frames(ds) -> int:
@@ -640,7 +639,8 @@ _MAX_SERIES_LISTED = 8
 
 
 def _series_hash_of(ds, folder: Path) -> str:
-    """The short hash a series is named by in outputs (``series-<hash>``) and in ``--series``."""
+    """The short hash a series is named by in outputs (:attr:`Volume.series_hash`, ``series-<hash>``), in the listing of a
+    folder's series and in ``--series``: one function, so the listed hash is the one the outputs carry."""
     return hashlib.sha256(str(getattr(ds, "SeriesInstanceUID", folder.name)).encode()).hexdigest()[:12]
 
 

@@ -116,8 +116,12 @@ def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, v
     except MedicalInputError:
         raise
     except Exception as e:  # noqa: BLE001 - a library's parse error becomes a user error naming the file
-        detail = " ".join(str(e).split())[:200]  # one line: some libraries' messages are lists of lines
-        raise MedicalInputError(f"{p}: cannot be read as a {_kind(p)} volume ({type(e).__name__}: {detail}){_misnamed_hint(p)}") from None
+        raise MedicalInputError(f"{p}: cannot be read as a {_kind(p)} volume ({type(e).__name__}: {_library_detail(e)}){_misnamed_hint(p)}") from None
+
+
+def _library_detail(e: BaseException) -> str:
+    """A library's error text for a one-line message: some libraries' messages are lists of lines (pydicom's plugin list)."""
+    return " ".join(str(e).split())[:200]
 
 
 def _misnamed_hint(p: Path) -> str:
@@ -774,11 +778,9 @@ def _pixels(ds, folder: Path) -> np.ndarray:
     try:
         return ds.pixel_array
     except Exception as e:  # noqa: BLE001 - the decoder's error, made one line
-        ts = _transfer_syntax(ds)
         if ts is None or not ts.is_compressed:
             raise
-        detail = " ".join(str(e).split())[:200]
-        raise MedicalInputError(f"{folder}: a slice's {ts.name} pixel data (transfer syntax {ts}) cannot be decoded ({detail}); "
+        raise MedicalInputError(f"{folder}: a slice's {ts.name} pixel data (transfer syntax {ts}) cannot be decoded ({_library_detail(e)}); "
                                 f"the file may be damaged, or the installed decoder cannot read it (other decoders: {_decoder_packages(ts)})") from None
 
 

@@ -32,8 +32,9 @@ __all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_pa
            "check_input", "read_input_for_model", "is_dicom_file", "content_id", "save_volume_nifti", "header_geometry"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
-# The only DICOM attributes we read. Everything else (PatientName, PatientID, PatientBirthDate,
-# AccessionNumber, InstitutionName, ReferringPhysicianName, dates, UIDs other than the series one
+# The only DICOM attributes we read, with the pixel-format tags and _SERIES_TAGS (SeriesInstanceUID, SeriesNumber,
+# ImageType: which series a slice belongs to). Everything else (PatientName, PatientID, PatientBirthDate,
+# AccessionNumber, InstitutionName, ReferringPhysicianName, SeriesDescription, dates, UIDs other than the series one
 # we hash) stays in the file.
 DICOM_SAFE_TAGS = ("Modality", "Rows", "Columns", "PixelSpacing", "SliceThickness", "ImageOrientationPatient",
                    "ImagePositionPatient", "RescaleSlope", "RescaleIntercept", "InstanceNumber")

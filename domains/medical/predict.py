@@ -116,9 +116,9 @@ def logits_to_native(logits: torch.Tensor, src_affine, dst_affine, dst_shape, sl
     bar = progress(total=len(slabs), desc="resampling to the input grid", unit="slab", leave=False, disable=not show_progress)
     with bar:
         if perm is not None:
-            separable_argmax(probs, vox_map, perm, d_lo, d_hi, out, slab, bar=None if bar.disable else bar)
+            separable_argmax(probs, vox_map, perm, d_lo, d_hi, out, slab, bar=bar)  # a disabled bar's update is a no-op
         else:
-            _generic_argmax(probs, src_affine, dst_affine, d_lo, d_hi, slabs, slab, out, None if bar.disable else bar)
+            _generic_argmax(probs, src_affine, dst_affine, d_lo, d_hi, slabs, slab, out, bar)
     return out
 
 

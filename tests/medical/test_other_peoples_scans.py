@@ -256,3 +256,31 @@ def test_infer_volume_and_series_flags_reach_the_reader(tmp_path, tiny_run, loca
     assert any("loading the model" in m for m in records)
     mask = nib.load(tiny_run.parent / "four-d" / "fmri-like_mask.nii.gz")
     assert mask.shape == scaled.shape[:3] and np.allclose(mask.affine, aff)
+
+
+def test_a_valid_jp2_wrapped_jpeg_2000_series_passes_the_zero_length_box_guard(tmp_path, ct_hu, dicom_writer):
+    """The guard above is narrow: a lossless JPEG 2000 series whose frames carry the JP2 boxes (signature, ftyp, jp2h,
+    then jp2c — as some exporters wrap them) walks to its codestream and reads back voxel for voxel."""
+    import io
+
+    import pydicom
+    from PIL import Image, features
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+
+    j2k = "1.2.840.10008.1.2.4.90"
+    if not (get_decoder(j2k).is_available and features.check("jpg_2000")):
+        pytest.skip("no JPEG 2000 encoder/decoder installed here")
+    folder = dicom_writer(tmp_path / "s", ct_hu[:, :, :4], spacing=(3.8, 3.8, 1.5))
+    plain = load_volume(folder)
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        buf = io.BytesIO()
+        Image.fromarray(ds.pixel_array.astype(np.uint16)).save(buf, format="JPEG2000", irreversible=False)  # stored values >= 0
+        assert buf.getvalue().startswith(b"\x00\x00\x00\x0cjP  ")  # JP2-wrapped, not a bare codestream
+        ds.file_meta.TransferSyntaxUID = j2k
+        ds.PixelRepresentation = 0
+        ds.PixelData = encapsulate([buf.getvalue()])
+        ds["PixelData"].VR = "OB"
+        ds.save_as(f)
+    np.testing.assert_array_equal(load_volume(folder).data, plain.data)

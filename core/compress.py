@@ -279,6 +279,39 @@ def save_int8_weights(model: nn.Module, path: str | Path) -> Path:
     return save_weights(path, tensors, metadata={**metadata, "format": _INT8_FILE_FORMAT})
 
 
+def _lookup_outside_dtypes_and_members(metadata: dict[str, str]) -> str | None:
+    """torchao rebuilds ``{"_type": "torch.dtype", "_data": NAME}`` as ``getattr(torch, NAME)`` and an allow-listed enum's
+    ``{"_type": ENUM, "_data": NAME}`` as ``getattr(ENUM, NAME)``: any attribute, not only a dtype or a member — a file
+    could put ``torch.load`` where a dtype or a granularity belongs, which loaded and failed later inside the model. The
+    first entry that names something else (``"torch.dtype 'load'"``), else None."""
+    import enum
+    import json
+
+    from torchao.prototype.safetensors.safetensors_utils import ALLOWED_CLASSES
+
+    def bad(o) -> str | None:
+        if isinstance(o, list):
+            return next((b for v in o if (b := bad(v))), None)
+        if not isinstance(o, dict):
+            return None
+        kind, data = o.get("_type"), o.get("_data")
+        if kind == "torch.dtype" and not isinstance(getattr(torch, str(data), None), torch.dtype):
+            return f"torch.dtype {data!r}"
+        cls = ALLOWED_CLASSES.get(kind) if isinstance(kind, str) else None
+        if isinstance(cls, type) and issubclass(cls, enum.Enum) and not isinstance(data, dict) and str(data) not in cls.__members__:
+            return f"{kind} {data!r}"
+        return next((b for v in o.values() if (b := bad(v))), None)
+
+    for text in metadata.values():
+        try:
+            found = bad(json.loads(text))
+        except ValueError:  # not JSON ("format"; a damaged entry is torchao's to report)
+            continue
+        if found:
+            return found
+    return None
+
+
 def load_int8_weights(path: str | Path, model: nn.Module, compile: bool = True) -> nn.Module:
     """The int8 model saved by :func:`save_int8_weights`, built on a copy of ``model`` (the fp32 architecture it was
     quantized from; its weights are replaced, the caller's module is untouched). The tensors are read with safetensors
@@ -305,6 +338,10 @@ def load_int8_weights(path: str | Path, model: nn.Module, compile: bool = True) 
         raise CheckpointError(f"weights file {plain(path)} is not an int8 file written by core.compress.save_int8_weights "
                               f"(metadata format {plain(metadata.get('format'))}); expected {_INT8_FILE_FORMAT!r} — plain weights load "
                               "with core.checkpoint.load_weights")
+    lookup = _lookup_outside_dtypes_and_members(metadata)
+    if lookup:
+        raise CheckpointError(f"weights file {plain(path)}: its int8 description is damaged (it names {lookup}, which is not a dtype or "
+                              "a member of its kind); expected the metadata save_int8_weights writes")
     try:
         state, leftover = unflatten_tensor_state_dict(tensors, metadata)
     except Exception as e:  # noqa: BLE001 - torchao raises ValueError/KeyError/JSON errors for a damaged description

@@ -191,6 +191,38 @@ def test_wrong_int8_files_are_refused_in_one_line_naming_the_file(tmp_path):
         assert "\n" not in str(e.value)
 
 
+def test_an_int8_description_naming_a_torch_function_or_an_enum_attribute_is_refused(tmp_path):
+    """torchao rebuilds a "torch.dtype" entry as getattr(torch, name) and an enum entry as getattr(enum, name): a file
+    naming torch.save as the activation granularity, or MappingType's '__class__', loaded (what it named stored inside
+    the model, which failed later at its first call with a raw error); torch.load as the weight's dtype was refused by
+    torchao's constructor without naming it. Now one line naming the entry, before anything is rebuilt."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    m = _mlp(width=16)
+    q = quantize_int8(m, (torch.randn(4, 32),), method="torchao", compile=False)  # its description holds a dtype, a granularity, an enum
+    good = save_int8_weights(q, tmp_path / "good.safetensors")
+    with safe_open(str(good), "pt") as f:
+        meta = f.metadata()
+    weight = json.loads(meta["model.0.weight"])
+    act = weight["_data"]["act_quant_kwargs"]["_data"]
+    assert weight["_data"]["dtype"] == {"_type": "torch.dtype", "_data": "float32"} and act["mapping_type"]["_type"] == "MappingType"
+    for name, where, value in [("granularity", act, {"_type": "torch.dtype", "_data": "save"}),  # these two loaded
+                               ("mapping_type", act, {"_type": "MappingType", "_data": "__class__"}),
+                               ("dtype", weight["_data"], {"_type": "torch.dtype", "_data": "load"})]:  # torchao's own error, not naming it
+        original = where[name]
+        where[name] = value
+        bad = tmp_path / f"bad-{name}.safetensors"
+        save_file(load_file(str(good)), str(bad), metadata={**meta, "model.0.weight": json.dumps(weight)})
+        where[name] = original
+        with pytest.raises(CheckpointError, match=f"bad-{name}.safetensors.*description is damaged.*{value['_data']}") as e:
+            load_int8_weights(bad, m, compile=False)
+        assert "\n" not in str(e.value)
+    load_int8_weights(good, m, compile=False)  # the description as written loads
+
+
 @pytest.mark.slow
 def test_weight_only_minilm_on_real_titles_keeps_its_embeddings(tmp_path, monkeypatch):
     """The model behind the measured 0.81x: MiniLM-L6 on 32 MovieLens-100K titles — int8 weights, cosine > 0.99 per

@@ -22,7 +22,6 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from domains.finance.attribution import VarAttribution, var_attribution
-from domains.finance.calendars import calendars_for
 from domains.finance.data import PANEL_DATASET, input_files, load_inputs
 from domains.finance.features import DEFAULT_CALENDAR
 from domains.finance.model import Forecaster
@@ -185,8 +184,7 @@ def forecast(model: LoadedForecaster, tickers: list[str], zero_shot: bool = Fals
     want = [t for t in tickers if t in have and (zero_shot or t in fc.tickers)]
     if not want:
         return pd.DataFrame(columns=["ticker", "origin", "date", "horizon", "target", "zero_shot", "calendar"])
-    out = forecast_frame(fc, panel, cov, want, zero_shot=zero_shot and any(t not in fc.tickers for t in want), calendar=model.calendar)
-    return out.assign(calendar=out["ticker"].map(calendars_for(want, model.calendar)))
+    return forecast_frame(fc, panel, cov, want, zero_shot=zero_shot and any(t not in fc.tickers for t in want), calendar=model.calendar)
 
 
 def forecast_attribution(model: LoadedForecaster, ticker: str, origin=None, horizon: int = 1, quantile: float = 0.01) -> VarAttribution:

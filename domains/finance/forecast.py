@@ -28,18 +28,14 @@ from core.cli import run_cli
 from core.device import set_cpu_threads
 from core.errors import UserInputError, plain
 from core.io import atomic_write_parquet, atomic_write_text
-from core.logging import get_logger
 from core.runs import Run
-from domains.finance.calendars import check_calendar, days_off_calendar
+from domains.finance.calendars import check_calendar
 from domains.finance.config import ForecastConfig
 from domains.finance.data import load_panel_data
-from domains.finance.predictor import forecast_frame, load_forecaster_run
+from domains.finance.predictor import forecast_frame, load_forecaster_run, warn_calendar_mismatch
 from domains.finance.training import is_garch_informed
 
 __all__ = ["ForecastConfig", "forecast", "main"]
-
-log = get_logger("finance.forecast")
-CALENDAR_MISMATCH_DAYS = 3  # a vendor's odd holiday row or two is not another exchange; NYSE and Tokyo differ on ~9 days a year
 
 
 def forecast(cfg: ForecastConfig) -> Path:
@@ -56,13 +52,7 @@ def forecast(cfg: ForecastConfig) -> Path:
         df = df[df["horizon"] <= cfg.horizon].reset_index(drop=True)
     with Run.start("finance", cfg, new_name=f"forecast-{pd.Timestamp.now():%Y%m%d-%H%M%S}", command="forecast", kind="job") as run:
         calendars = dict(zip(df["ticker"], df["calendar"]))
-        for t, g in data.panel[data.panel["ticker"].isin(list(calendars))].groupby("ticker"):
-            off = days_off_calendar(g["date"], calendars[t])  # e.g. a Tokyo stock, named without .T, on NYSE's holidays
-            if len(off) >= CALENDAR_MISMATCH_DAYS:
-                data.report.warn(t, "calendar_mismatch", off[-1], len(off), f"{len(off)} day(s) with a price on which {calendars[t]} is closed, e.g. "
-                                 f"{', '.join(f'{x:%Y-%m-%d}' for x in off[-3:])}: {t} trades on another exchange? its forecast dates follow "
-                                 f"{calendars[t]}; name its exchange with --calendar (XTKS, XLON, ...) or a Yahoo suffix in the ticker (--ticker 7203.T)")
-                log.warning(data.report.warnings[-1]["detail"])
+        warn_calendar_mismatch(data, calendars)
         atomic_write_parquet(df, run.path("forecasts.parquet"), index=False)
         atomic_write_text(run.path("forecasts.csv"), df.to_csv(index=False))
         data.report.write(run.dir)

@@ -5,7 +5,9 @@ and the dashboards.
   :func:`forecaster_run_meta` — its checked description only, for a driver whose workers load it;
 * :func:`forecast_frame` — quantile rows from each ticker's latest date, on an exchange calendar;
 * :func:`latest_tensors` / :func:`rows_from_origins` — the two halves of it, for batch scoring;
-  :func:`with_calendars` — the ``calendar`` column of such rows.
+  :func:`with_calendars` — the ``calendar`` column of such rows;
+* :func:`warn_calendar_mismatch` — ``forecast``'s and ``score``'s warning for a history that trades on days its
+  calendar is closed.
 
 A panel the model cannot read (inputs it was trained with are missing) is refused in one line;
 tickers the model has never seen are refused unless ``zero_shot`` (an "unknown ticker" embedding
@@ -20,13 +22,18 @@ import numpy as np
 import pandas as pd
 
 from core.checkpoint import load_weights
+from core.logging import get_logger
 from core.runs import RunNotFoundError, resolve_model_run
-from domains.finance.calendars import calendars_for
+from domains.finance.calendars import calendars_for, days_off_calendar
 from domains.finance.data import PriceDataError
 from domains.finance.features import DEFAULT_CALENDAR, base_features, extend_future
 from domains.finance.model import Forecaster, predict_quantiles, quantile_rows
 
-__all__ = ["load_forecaster_run", "forecaster_run_meta", "prepare_forecaster", "forecast_features", "forecast_frame", "latest_tensors", "rows_from_origins", "with_calendars"]
+__all__ = ["load_forecaster_run", "forecaster_run_meta", "prepare_forecaster", "forecast_features", "forecast_frame", "latest_tensors", "rows_from_origins",
+           "with_calendars", "warn_calendar_mismatch", "CALENDAR_MISMATCH_DAYS"]
+
+log = get_logger("finance.forecast")
+CALENDAR_MISMATCH_DAYS = 3  # a vendor's odd holiday row or two is not another exchange; NYSE and Tokyo differ on ~9 days a year
 
 
 def load_forecaster_run(model_run: str | Path | None, runs_dir: str | Path = "runs") -> tuple[Path, Forecaster]:
@@ -128,3 +135,17 @@ def with_calendars(rows: pd.DataFrame, calendar: str = DEFAULT_CALENDAR) -> pd.D
     forecast dates under the setting ``calendar`` (``auto``: from the ticker's name, ``domains.finance.calendars``)."""
     return rows.assign(calendar=rows["ticker"].map(calendars_for(rows["ticker"].unique(), calendar)))
 
+
+def warn_calendar_mismatch(data, calendars: dict[str, str]) -> None:
+    """For each ticker of ``calendars`` (``{ticker: calendar}``) whose history in ``data`` (a
+    :class:`~domains.finance.data.PanelData`) has prices on :data:`CALENDAR_MISMATCH_DAYS` or more days its calendar
+    is closed — e.g. a Tokyo stock, named without .T, on NYSE's holidays — a ``calendar_mismatch`` warning in
+    ``data.report`` (data_warnings.csv, metrics) and the log, naming the days and the fix."""
+    panel = data.panel
+    for t, g in panel[panel["ticker"].isin(list(calendars))].groupby("ticker"):
+        off = days_off_calendar(g["date"], calendars[t])
+        if len(off) >= CALENDAR_MISMATCH_DAYS:
+            data.report.warn(t, "calendar_mismatch", off[-1], len(off), f"{len(off)} day(s) with a price on which {calendars[t]} is closed, e.g. "
+                             f"{', '.join(f'{x:%Y-%m-%d}' for x in off[-3:])}: {t} trades on another exchange? its forecast dates follow "
+                             f"{calendars[t]}; name its exchange with --calendar (XTKS, XLON, ...) or a Yahoo suffix in the ticker (--ticker 7203.T)")
+            log.warning(data.report.warnings[-1]["detail"])

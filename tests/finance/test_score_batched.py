@@ -229,3 +229,14 @@ def test_score_rows_and_record_name_the_calendars_as_forecast_does(job, tmp_path
     ref = predictor.forecast_frame(Forecaster.load(job[0] / "model"), d.panel, d.covariates, ["AAPL", "KO"])
     pd.testing.assert_frame_equal(rows.drop(columns="work_item"), ref, check_exact=True)
     assert set(rows["calendar"]) == {"XNYS"} and metrics["calendar"] == "XNYS" and metrics["calendar_setting"] == "auto"
+    assert warned.empty and "data/warnings/calendar_mismatch" not in metrics  # their own calendar: no calendar_mismatch
+
+
+def test_score_warns_a_history_off_its_calendar_once_in_the_driver(job, tmp_path, caplog):
+    """``score`` runs forecast's calendar_mismatch check, once per job in the driver (score never warned): US histories
+    on Tokyo's calendar trade on its holidays, one warning per forecastable ticker in data_warnings.csv, metrics and
+    the log; XOM, unknown to the model, is not forecast and not checked (with each ticker's own calendar: nothing, above)."""
+    rows, metrics, warned, logged = _score_cli(job, tmp_path, "XTKS", caplog)
+    assert set(rows["calendar"]) == {"XTKS"} and metrics["calendar"] == "XTKS"
+    assert sorted(warned.loc[warned["kind"] == "calendar_mismatch", "ticker"]) == ["AAPL", "KO"] and metrics["data/warnings/calendar_mismatch"] == 2
+    assert len(logged) == 2 and all("XTKS is closed" in m and "--calendar" in m for m in logged)

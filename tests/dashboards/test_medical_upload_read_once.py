@@ -42,7 +42,7 @@ def test_check_scan_hands_its_volume_to_predict_so_the_file_is_read_once(medical
     src.write_bytes(_scan())
     reads = []
     real = mio._load_nifti
-    monkeypatch.setattr(mio, "_load_nifti", lambda p: reads.append(Path(p)) or real(p))
+    monkeypatch.setattr(mio, "_load_nifti", lambda p, **kw: reads.append(Path(p)) or real(p, **kw))
     scan = api.check_scan(medical_run, src)
     voxels = scan.volume.data.copy()
     model = api.load_segmenter(medical_run)
@@ -63,7 +63,7 @@ def test_the_page_reads_an_uploaded_scan_once(medical_run, tmp_path, monkeypatch
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the session's upload folder goes under this test's folder
     reads = []
     real = mio._load_nifti
-    monkeypatch.setattr(mio, "_load_nifti", lambda p: reads.append(Path(p).name) or real(p))
+    monkeypatch.setattr(mio, "_load_nifti", lambda p, **kw: reads.append(Path(p).name) or real(p, **kw))
     at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"), default_timeout=120)
     at.run()
     at.switch_page("views/medical.py").run()

@@ -75,6 +75,79 @@ def upload_refused(e: Exception | str, folder: Path, upload: str = "the uploaded
     return "Upload refused: " + md_text(re.sub(re.escape(str(folder)) + r"[^\s:]*", upload, str(e)))
 
 
+class SeveralSeries(Exception):
+    """A DICOM upload holding several series, each written as its own NIfTI (``series``: id, description, path or the
+    refusal of that series) before the raw files were deleted: the user chooses one."""
+
+    def __init__(self, series: list[dict]):
+        super().__init__(f"{len(series)} DICOM series")
+        self.series = series
+
+
+def split_dicom_series(raw: Path, out: Path) -> None:
+    """``materialise``'s DICOM reader: one series as before (``out``); several (a localizer beside the axial series) each
+    read as ``infer --series`` reads it into a NIfTI beside ``out`` while the raw files still exist (they are deleted
+    right after, as for one series) — raises :class:`SeveralSeries` listing them for the page to choose from."""
+    found = api.dicom_series(raw)
+    if len(found) <= 1:
+        api.dicom_to_nifti(raw, out)
+        return
+    listed = []
+    for s in found:
+        entry = {"id": s.id, "description": s.description, "path": None, "refused": None}
+        try:
+            entry["path"] = str(api.dicom_to_nifti(raw, out.parent / f"{s.id}.nii.gz", series=s.id).path)
+            Path(entry["path"]).chmod(0o600)
+        except api.MedicalInputError as e:  # that series alone is refused (shown when it is chosen); the others stay usable
+            entry["refused"] = str(e)
+        listed.append(entry)
+    raise SeveralSeries(listed)
+
+
+def choose_within(upload_id: str, materialised) -> tuple[str | None, str]:
+    """The file to segment from an upload, and its name on the page: the upload itself, or — for a DICOM ZIP of several
+    series or a 4D NIfTI — the series or volume the user picks in a selectbox (None until then). ``materialised()`` writes
+    the upload into the session's folder; a multi-series ZIP's listing is kept in the session's state, so a rerun does
+    not extract and read it again."""
+    known = st.session_state.setdefault("med_upload_series", {})
+    series = known.get(upload_id)
+    if series is None or not all(e["path"] is None or Path(e["path"]).is_file() for e in series):
+        try:
+            path = materialised()
+        except SeveralSeries as several:
+            known[upload_id] = series = several.series
+        else:
+            known.pop(upload_id, None)
+            series = None
+    if series is not None:
+        names = {e["description"]: e for e in series}  # "series-<hash> (N slice(s) of RxC, CT LOCALIZER, SeriesNumber S)"
+        pick = st.selectbox(f"The ZIP holds {len(series)} DICOM series: which one to segment?", list(names), index=None,
+                            placeholder="Choose a series…", key=f"med_series_{upload_id}",
+                            help="as `infer --series series-<hash>` picks one: slices, size, Modality, LOCALIZER and SeriesNumber "
+                                 "from the headers (no patient field, no series description)")
+        if pick is None:
+            st.info(f"The ZIP holds {len(series)} DICOM series; choose the one to segment above (a localizer is a few survey slices).")
+            return None, "upload"
+        chosen = names[pick]
+        if chosen["refused"] is not None:
+            raise api.MedicalInputError(chosen["refused"])
+        return chosen["path"], f"upload-{chosen['id']}"
+    count = api.volume_count(path)
+    if count is None:
+        return str(path), "upload"
+    pick = st.selectbox(f"The NIfTI holds {count} volumes along its 4th axis (time points, or channels such as an MSD image's "
+                        "modalities): which one to segment?", list(range(count)), index=None, format_func=lambda k: f"volume {k} of 0..{count - 1}",
+                        placeholder="Choose a volume…", key=f"med_volume_{upload_id}", help="as `infer --volume N` picks one (0-based)")
+    if pick is None:
+        st.info(f"The NIfTI is 4D ({count} volumes); choose the one to segment above.")
+        return None, "upload"
+    out = Path(path).with_name(f"volume-{int(pick)}.nii.gz")
+    if not out.is_file():
+        api.scan_volume_to_nifti(path, out, int(pick))
+        out.chmod(0o600)
+    return str(out), f"upload-volume-{int(pick)}"
+
+
 with st.sidebar:
     st.subheader("Inference")
     lcc = st.toggle("Largest connected component", value=False, key="med_lcc",
@@ -112,8 +185,8 @@ else:
         try:
             store = session_uploads()
             data = up.getvalue()
-            image_source = str(materialise(up.name, data, check_upload(up.name, data), store, api.dicom_to_nifti))
-            case_name = "upload"  # not the file name: it may carry a patient's name
+            suffix = check_upload(up.name, data)
+            image_source, case_name = choose_within(up.file_id, lambda: materialise(up.name, data, suffix, store, split_dicom_series))
         except UploadError as e:
             st.error(f"Upload refused: {e}")
             image_source = None

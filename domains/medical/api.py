@@ -7,6 +7,9 @@ out. Nothing here trains.
     run = model_run(run_dir)                     # ModelRun: .has_model .task .class_names
     cases = list_cases()                         # [Case(id, image, label, dataset, split)]
     scan = check_scan(run_dir, path)             # CheckedScan: read and checked as infer checks it (MedicalInputError)
+    dicom_series(folder)                         # [DicomSeries(id, description)] when a folder holds several, as infer lists them
+    volume_count(path)                           # volumes along a NIfTI's 4th axis (None: 3D), as infer --volume counts them
+    dicom_to_nifti(folder, dst, series=...)      # one series (infer --series); scan_volume_to_nifti(path, dst, k): one volume (--volume)
     model = load_segmenter(run_dir)              # LoadedSegmenter
     seg = model.predict(cases[0].image)          # Segmentation: .image .mask .class_names .volumes_ml .ood ...
     seg = model.predict(scan)                    # the checked voxels themselves: the file is not read again
@@ -33,8 +36,9 @@ from domains.medical.predict import volumes_ml as _volumes_ml
 from domains.medical.qc import QualityCheck
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "CheckedScan", "list_cases", "model_run", "check_scan", "load_segmenter",
-           "load_label", "dice_per_class", "volumes_ml", "dicom_to_nifti", "MedicalInputError",
+__all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "CheckedScan", "DicomSeries", "list_cases", "model_run", "check_scan",
+           "load_segmenter", "load_label", "dice_per_class", "volumes_ml", "dicom_to_nifti", "dicom_series", "volume_count", "scan_volume_to_nifti",
+           "MedicalInputError",
            "StructureSaliency", "structure_saliency"]
 
 
@@ -103,6 +107,16 @@ class ScanInfo:
     path: Path
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One series of a DICOM folder holding several: ``id`` (``series-<hash>``, what ``infer --series`` and
+    :func:`dicom_to_nifti`'s ``series`` take) and ``description`` (slices, size, Modality, LOCALIZER, SeriesNumber —
+    as ``infer``'s refusal lists it; no patient field, no SeriesDescription)."""
+
+    id: str
+    description: str
 
 
 @dataclass(frozen=True)
@@ -227,12 +241,46 @@ def load_label(path: str | Path) -> np.ndarray:
     return out.astype(np.int16)
 
 
-def dicom_to_nifti(src: str | Path, dst: str | Path) -> ScanInfo:
+def dicom_series(src: str | Path) -> list[DicomSeries]:
+    """The series of a DICOM folder from its headers (no pixels), most slices first, as ``infer`` lists them when
+    a folder holds several; one entry for a folder of one series."""
+    from domains.medical.io import list_dicom_series
+
+    return [DicomSeries(id=i, description=d) for i, d in list_dicom_series(src)]
+
+
+def volume_count(path: str | Path) -> int | None:
+    """How many volumes a NIfTI file holds along its 4th axis (time points, an MSD image's channels), from its header;
+    None for a 3D volume (trailing axes of length 1 do not count), another kind of file or a header that does not read
+    (:func:`check_scan` names that problem)."""
+    from domains.medical.io import header_geometry
+
+    geometry = header_geometry(path)
+    if geometry is None:
+        return None
+    dims = list(geometry[0])
+    while len(dims) > 3 and dims[-1] == 1:
+        dims.pop()
+    return int(dims[3]) if len(dims) == 4 else None
+
+
+def dicom_to_nifti(src: str | Path, dst: str | Path, series: str | None = None) -> ScanInfo:
     """Read a DICOM series folder (or a single slice) and write it to ``dst`` as NIfTI: voxels, geometry
     and the series' Modality (so the model's modality check still sees it) — the reader never takes
-    patient fields out of the DICOM files."""
+    patient fields out of the DICOM files. ``series``: which series of a folder holding several (an id of
+    :func:`dicom_series`, as ``infer --series``); without it such a folder is refused listing them."""
     from domains.medical.io import load_volume, save_volume_nifti
 
-    vol = load_volume(src)
+    vol = load_volume(src, series=series)
+    dst = save_volume_nifti(vol, dst)
+    return ScanInfo(path=dst, shape=vol.shape, spacing=vol.spacing)
+
+
+def scan_volume_to_nifti(src: str | Path, dst: str | Path, volume: int) -> ScanInfo:
+    """Volume ``volume`` (0-based, along the 4th axis) of a 4D NIfTI written to ``dst`` as a 3D NIfTI on the same grid —
+    read as ``infer --volume`` reads it (that volume alone, scaled); the modality the source's header names is kept."""
+    from domains.medical.io import load_volume, save_volume_nifti
+
+    vol = load_volume(src, volume=volume)
     dst = save_volume_nifti(vol, dst)
     return ScanInfo(path=dst, shape=vol.shape, spacing=vol.spacing)

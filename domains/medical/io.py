@@ -29,7 +29,8 @@ from domains.medical.validation import (MAX_SIDE, MAX_VOXELS, MedicalInputError,
                                         check_spacing)
 
 __all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES", "probe_volume",
-           "check_input", "read_input_for_model", "is_dicom_file", "content_id", "save_volume_nifti", "header_geometry"]
+           "check_input", "read_input_for_model", "is_dicom_file", "content_id", "save_volume_nifti", "header_geometry",
+           "list_dicom_series"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
 # The only DICOM attributes we read, with the pixel-format tags and _SERIES_TAGS (SeriesInstanceUID, SeriesNumber,
@@ -649,6 +650,39 @@ def _series_hash_of(ds, folder: Path) -> str:
     return hashlib.sha256(str(getattr(ds, "SeriesInstanceUID", folder.name)).encode()).hexdigest()[:12]
 
 
+def _series_number(group: list) -> str:
+    return str(getattr(group[0], "SeriesNumber", "") or "").strip()
+
+
+def _describe_series(group: list, folder: Path) -> str:
+    """One series as the refusal and :func:`list_dicom_series` name it: ``series-<hash> (N slice(s) of RxC, Modality
+    LOCALIZER, SeriesNumber S)`` — technical tags only, no patient field, no free text."""
+    first = group[0]
+    kind = " LOCALIZER" if "LOCALIZER" in [str(x).upper() for x in (getattr(first, "ImageType", None) or [])] else ""
+    num = f", SeriesNumber {_series_number(group)}" if _series_number(group) else ""
+    return (f"series-{_series_hash_of(first, folder)} ({len(group)} slice(s) of {getattr(first, 'Rows', '?')}x{getattr(first, 'Columns', '?')}"
+            f"{', ' + str(first.Modality) if getattr(first, 'Modality', '') else ''}{kind}{num})")
+
+
+def list_dicom_series(folder: str | Path) -> list[tuple[str, str]]:
+    """The series of a DICOM folder, from the slices' headers (no pixel data), as ``(series-<hash>, description)`` in the
+    order a refusal lists them (most slices first): the hash is what ``load_volume(series=...)`` / ``infer --series``
+    take, the description what :func:`_pick_series` prints. Files that are not DICOM slices are skipped, as the readers do."""
+    import pydicom
+
+    folder = Path(folder)
+    groups: dict[str, list] = {}
+    for f in sorted(x for x in folder.iterdir() if x.is_file() and not x.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["Rows", "Columns", "ImagePositionPatient", *_SERIES_TAGS])
+        except Exception:  # noqa: BLE001 - non-DICOM files are skipped, as the reader does
+            continue
+        if "ImagePositionPatient" in ds and "Rows" in ds:
+            groups.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append(ds)
+    listed = sorted(groups.values(), key=len, reverse=True)
+    return [(f"series-{_series_hash_of(g[0], folder)}", _describe_series(g, folder)) for g in listed]
+
+
 def _pick_series(slices: list, folder: Path, series: str | None) -> list:
     """The slices of the one series to read from a folder's slices. A folder holding several (a localizer beside
     the axial series, pre- and post-contrast) was refused only as 'holds 2 DICOM series'; which to read is the
@@ -661,16 +695,10 @@ def _pick_series(slices: list, folder: Path, series: str | None) -> list:
     if series is None and len(groups) == 1:
         return slices
     listed = sorted(groups.values(), key=len, reverse=True)
-
-    def number(group) -> str:
-        return str(getattr(group[0], "SeriesNumber", "") or "").strip()
+    number = _series_number
 
     def describe(group) -> str:
-        first = group[0]
-        kind = " LOCALIZER" if "LOCALIZER" in [str(x).upper() for x in (getattr(first, "ImageType", None) or [])] else ""
-        num = f", SeriesNumber {number(group)}" if number(group) else ""
-        return (f"series-{_series_hash_of(first, folder)} ({len(group)} slice(s) of {getattr(first, 'Rows', '?')}x{getattr(first, 'Columns', '?')}"
-                f"{', ' + str(first.Modality) if getattr(first, 'Modality', '') else ''}{kind}{num})")
+        return _describe_series(group, folder)
 
     listing = "; ".join(describe(g) for g in listed[:_MAX_SERIES_LISTED]) + (
         f"; and {len(listed) - _MAX_SERIES_LISTED} more" if len(listed) > _MAX_SERIES_LISTED else "")

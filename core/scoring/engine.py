@@ -297,8 +297,8 @@ def _score_in_worker(chunk: int, items: list[WorkItem]) -> ChunkResult:
 def _worker_context(preload: tuple[str, ...]):
     """``spawn`` (a fork of the driver after torch has started threads is unsafe); for a scorer with ``preload``
     modules, ``forkserver``: one clean process imports them once and every worker is forked from it, so N workers
-    pay one heavy import (pytorch-forecasting: ~15 s of CPU each on this machine) instead of N. The fork server
-    exits when the driver does (even on SIGKILL), and the workers' death signal follows it."""
+    pay one heavy import (pytorch-forecasting: ~15 s of CPU each on this machine) instead of N. Its workers watch
+    the driver themselves (:func:`_die_with_driver`); the fork server exits on EOF once they are gone."""
     if preload and "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(list(preload))  # only read when this process starts its fork server

@@ -431,7 +431,8 @@ def test_the_medical_page_refuses_a_bad_uploaded_label_in_one_line_and_still_seg
 
 def test_the_medical_page_refuses_an_upload_before_it_loads_the_model(domain_run, tmp_root, tmp_path, monkeypatch):
     """The CLI refuses a bad input before it loads the model; the page loaded the model first (seconds, a model's
-    memory) and only then refused a blank image, a CT series for an MRI model or 4D data. Now those are refused
+    memory) and only then refused a blank image, a CT series for an MRI model or 4D data. Now those are refused (4D data
+    now asks which volume to segment)
     from the run's task.json alone: the model loader is not called until a scan it can segment arrives."""
     import streamlit as st
 
@@ -447,7 +448,6 @@ def test_the_medical_page_refuses_an_upload_before_it_loads_the_model(domain_run
     refused = {
         "blank.nii.gz": (gzip.compress(_nifti_bytes(np.full((40, 40, 24), 7.0, np.float32))), "every voxel is 7"),
         "ct.zip": (zip_bytes({f.name: f.read_bytes() for f in ct}), "but this model was trained on MRI"),
-        "series.nii": (_nifti_bytes(np.stack([body, body], -1).astype(np.float32)), "4D"),
     }
     at = _medical_upload_page(run, timeout=120)  # the page opens on a prepared case, which it segments
     st.cache_resource.clear()
@@ -459,6 +459,11 @@ def test_the_medical_page_refuses_an_upload_before_it_loads_the_model(domain_run
         errors = [e.value.replace("\\", "") for e in at.error]
         assert len(errors) == 1 and errors[0].startswith("Upload refused: the uploaded scan: ") and expected in errors[0], (name, errors)
         assert not loads, f"{name}: the model was loaded before the upload was refused"
+    # 4D data is no longer refused: the page asks which volume (test_medical_upload_choose.py) — still without the model
+    at.file_uploader(key="med_upload").upload("series.nii", _nifti_bytes(np.stack([body, body], -1).astype(np.float32)), "application/octet-stream")
+    at.run()
+    assert not at.exception and not at.error and not loads, [e.value for e in at.error]
+    assert [len(b.options) for b in at.selectbox if (b.key or "").startswith("med_volume_")] == [2]
     at.file_uploader(key="med_upload").upload("scan.nii", _nifti_bytes((rng.normal(100, 10, body.shape) * body).astype(np.float32)),
                                               "application/octet-stream")
     at.run()

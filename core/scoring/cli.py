@@ -8,7 +8,7 @@
     check_scoring_out(cfg)                                   # first: before a model is loaded
     ...
     check_scoring_items(items, "--input DIR", "at least one file")   # before Run.start creates the run folder
-    digest = digest_items(items)                             # one stat per input file, once per command
+    digest = digest_items(items, model_run=run_dir)          # one stat per input (and model) file, once per command
     check_scoring_job(cfg, items, MyScorer(...), digest)     # --out holding another job: refused, also before Run.start
     with Run.start(...) as run:
         summary = run_job_from_config(items, MyScorer(...), cfg, default_out=run.dir / "scores", digest=digest)

@@ -53,6 +53,7 @@ __all__ = [
     "ItemsDigest",
     "ITEMS_DIGEST",
     "digest_items",
+    "model_run_stamp",
     "job_fingerprint",
     "job_name",
     "check_same_job",
@@ -338,6 +339,7 @@ class ItemsDigest:
     sha256: str
     n_items: int
     items: tuple = field(default=(), compare=False, repr=False)
+    model_run_sha256: str | None = None  # the stamp of the model run's weights and config files (model_run_stamp), when the command named one
 
     @property
     def has_files(self) -> bool:
@@ -345,8 +347,38 @@ class ItemsDigest:
         return any(it.path for it in self.items)
 
 
-def digest_items(items: Sequence[WorkItem]) -> ItemsDigest:
-    """:class:`ItemsDigest` of ``items`` as their files are now."""
+# what of a model run decides its rows: its weights and configuration files (any depth, by suffix), not the run's own
+# bookkeeping (status, metrics, logs, the lock: rewritten without a new model), nor ``checkpoints/`` (training state; a
+# user pruning old checkpoints has not changed the model). A run retrained in place or copied over rewrites the weights.
+MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".onnx", ".json", ".yaml", ".yml", ".npz", ".npy")
+MODEL_RUN_BOOKKEEPING = frozenset({"run.json", "metrics.json", "checkpoints"})
+
+
+def model_run_stamp(model_run: str | os.PathLike) -> str:
+    """sha256 over the stat identity (size, mtime_ns, ctime_ns, inode, as :func:`_file_stamp`) of the model run's
+    weights and config files (:data:`MODEL_FILE_SUFFIXES`, outside :data:`MODEL_RUN_BOOKKEEPING`), by relative path;
+    a model given as one file: that file. One ``stat`` per file, no reading: a run folder replaced by a retrained one
+    under the same name (same path) has another stamp, an untouched one the same."""
+    root = str(model_run)
+    if not os.path.isdir(root):
+        stamp: Any = _file_stamp(root)
+    else:
+        stamp = []
+        for here, dirs, names in os.walk(root):  # links to folders are not followed
+            dirs[:] = sorted(d for d in dirs if not (here == root and d in MODEL_RUN_BOOKKEEPING) and not d.startswith("."))
+            for name in sorted(names):
+                if name.endswith(MODEL_FILE_SUFFIXES) and not (here == root and name in MODEL_RUN_BOOKKEEPING):
+                    f = os.path.join(here, name)
+                    fs = _file_stamp(f)
+                    if fs is not None:
+                        stamp.append([os.path.relpath(f, root), *fs])
+    return hashlib.sha256(json.dumps(stamp).encode()).hexdigest()
+
+
+def digest_items(items: Sequence[WorkItem], model_run: str | os.PathLike | None = None) -> ItemsDigest:
+    """:class:`ItemsDigest` of ``items`` as their files are now; with ``model_run`` (the trained run the scorer loads),
+    also :func:`model_run_stamp` of it — so the job fingerprint, the ``--out`` check and :func:`job_name` see a model
+    run replaced in place (retrained under the same name) as another job, not a finished one whose old rows are reused."""
     items = tuple(items)
     h = hashlib.sha256()
     stamps: dict[str | None, Any] = {}  # items sharing a file or folder (row ranges of one file, user ranges of one model run): stamped once
@@ -355,7 +387,7 @@ def digest_items(items: Sequence[WorkItem]) -> ItemsDigest:
             stamps[it.path] = _file_stamp(it.path)
         h.update(json.dumps([it.to_dict(), stamps[it.path]], sort_keys=True, default=str).encode())
         h.update(b"\n")
-    return ItemsDigest(h.hexdigest(), len(items), items)
+    return ItemsDigest(h.hexdigest(), len(items), items, model_run_stamp(model_run) if model_run is not None else None)
 
 
 def _digest_of(items: Sequence[WorkItem], digest: ItemsDigest | None) -> ItemsDigest:
@@ -383,6 +415,8 @@ def job_fingerprint(items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: 
     desc = {"scorer": scorer_desc, "items_per_chunk": items_per_chunk, "n_items": digest.n_items, "items_sha256": digest.sha256, "format": FORMAT_VERSION}
     if digest.has_files:  # items without files (ids only) have no stamps: their fingerprint (and job_name) is as it was
         desc["items_digest"] = ITEMS_DIGEST
+    if digest.model_run_sha256 is not None:  # a job recorded without it is scored again (prepare_job_dir), not refused
+        desc["model_run_sha256"] = digest.model_run_sha256
     fp = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
     return fp, desc
 
@@ -469,18 +503,29 @@ def check_same_job(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_p
     if overwrite or not (out / JOB_FILE).is_file():
         return
     fp, desc = job_fingerprint(items, scorer, items_per_chunk, digest)
-    if not _recorded_before_items_digest(out, desc):  # such a job is scored again by run_job (prepare_job_dir), not refused
+    if not _recorded_before_stamps(out, desc):  # such a job is scored again by run_job (prepare_job_dir), not refused
         _refuse_other_job(out, fp, desc)
 
 
-def _recorded_before_items_digest(out: Path, desc: dict[str, Any]) -> bool:
-    """Whether ``out`` holds this job as recorded before :data:`ITEMS_DIGEST` stamped the items' files the way it does
-    now: the same scorer (class, version, config), chunking and item count, items with files, and no digest version in
-    the record — its items' stamps cannot be compared with today's, so its chunks are scored again."""
-    if "items_digest" not in desc:
-        return False
+def _recorded_before_stamps(out: Path, desc: dict[str, Any]) -> list[str]:
+    """What ``out``'s record of this job lacks because it was written before it was stamped: ``"items"`` when recorded
+    before :data:`ITEMS_DIGEST` stamped the items' files the way it does now (no digest version in the record),
+    ``"model run"`` when recorded before the model run's files were stamped (no ``model_run_sha256``; the items the
+    same) — given the same scorer (class, version, config), chunking and item count. Such a record cannot be compared
+    with today's stamps, so its chunks are scored again; [] for a job recorded with today's stamps, or another job."""
+    if "items_digest" not in desc and "model_run_sha256" not in desc:
+        return []
     od = read_job(out).get("description", {})
-    return "items_digest" not in od and all(od.get(k) == desc[k] for k in ("scorer", "items_per_chunk", "n_items", "format"))
+    if not all(od.get(k) == desc[k] for k in ("scorer", "items_per_chunk", "n_items", "format")):
+        return []
+    missing = []
+    if "items_digest" in desc and "items_digest" not in od:
+        missing.append("items")
+    elif od.get("items_sha256") != desc["items_sha256"]:  # stamped the same way and different: other inputs, refused
+        return []
+    if "model_run_sha256" in desc and "model_run_sha256" not in od:
+        missing.append("model run")
+    return missing
 
 
 def _refuse_other_job(out: Path, fp: str, desc: dict[str, Any]) -> None:
@@ -492,10 +537,16 @@ def _refuse_other_job(out: Path, fp: str, desc: dict[str, Any]) -> None:
     od = old.get("description", {})
     if od.get("items_sha256") != desc["items_sha256"]:
         what.append(f"the input items differ ({od.get('n_items')} before, {desc['n_items']} now, or files changed)")
+    model_changed = od.get("model_run_sha256") != desc.get("model_run_sha256")  # retrained in place, or copied over, under the same path
     if od.get("scorer") != desc["scorer"]:
         what.append(_scorer_difference(od.get("scorer") or {}, desc["scorer"]))
     if od.get("items_per_chunk") != desc["items_per_chunk"]:
         what.append(f"items-per-chunk differs ({od.get('items_per_chunk')} before, {desc['items_per_chunk']} now)")
+    if model_changed and not what:  # the same job but for the model's files: say that, not "another job"
+        raise JobMismatchError(f"{out}: the model run changed since this output was written (its weights or config files were replaced since); "
+                               "--overwrite re-scores it, or choose another --out")
+    if model_changed:
+        what.append("the model run changed since this output was written")
     raise JobMismatchError(
         f"{out} holds another scoring job: {'; '.join(what) or 'fingerprint differs'}. "
         "Refusing to mix outputs; use --overwrite to discard it and start over, or another --out"
@@ -511,11 +562,16 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
     fp, desc = job_fingerprint(items, scorer, items_per_chunk, digest)
     job_file = out / JOB_FILE
     check_out_dir(out, overwrite)
-    old_record = not overwrite and job_file.is_file() and _recorded_before_items_digest(out, desc)
+    old_record = _recorded_before_stamps(out, desc) if not overwrite and job_file.is_file() else []
     if old_record:
-        log.warning(f"{out}: its job was recorded before the inputs' files were stamped by content (digest version {ITEMS_DIGEST}: a file "
-                    f"replaced by another of the same size and time looked unchanged); its {len(list((out / DONE_DIR).glob('chunk-*.json')))} committed chunk(s) "
-                    "are scored again")
+        why = []
+        if "items" in old_record:
+            why.append(f"the inputs' files were stamped by content (digest version {ITEMS_DIGEST}: a file replaced by another of the same size "
+                       "and time looked unchanged)")
+        if "model run" in old_record:
+            why.append("the model run's weights and config files were stamped (a model run retrained in place looked unchanged)")
+        log.warning(f"{out}: its job was recorded before {' and before '.join(why)}; its {len(list((out / DONE_DIR).glob('chunk-*.json')))} "
+                    "committed chunk(s) are scored again")
     if overwrite or old_record:
         for p in out.iterdir():
             if p.name != LOCK_FILE:
@@ -594,10 +650,15 @@ def _short(value: Any, limit: int = 80) -> str:
 def job_name(command: str, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, model_run: str | os.PathLike | None = None,
              digest: ItemsDigest | None = None) -> str:
     """The default run name of a scoring job: ``<command>-<12 hex digits>`` derived from what
-    decides its rows — the items (and their files' size and mtime), the scorer's class, version
-    and config, the chunking and the model run — never from the clock. Rerunning the identical
+    decides its rows — the items (and their files' stamps), the scorer's class, version
+    and config, the chunking and the model run (its path and its files' stamp, :func:`model_run_stamp`) — never
+    from the clock; a model run retrained in place gives another name. Rerunning the identical
     command after a crash therefore lands in the same run folder and finishes the partial job.
     ``digest``: the items' :class:`ItemsDigest`, if the command already took it."""
+    if digest is None:
+        digest = digest_items(items, model_run)
+    elif model_run is not None and digest.model_run_sha256 is None:  # the name would not change with the model's files
+        raise ValueError("job_name: a digest without the model run's stamp; take it with digest_items(items, model_run)")
     fp, _ = job_fingerprint(items, scorer, items_per_chunk, digest)
     model = str(Path(model_run).resolve()) if model_run is not None else ""
     name_hash = hashlib.sha256(f"{fp}\n{model}".encode()).hexdigest()  # not `digest`: that is the items' ItemsDigest above

@@ -93,14 +93,15 @@ def split_dicom_series(raw: Path, out: Path) -> None:
         api.dicom_to_nifti(raw, out)
         return
     listed = []
-    for s in found:
-        entry = {"id": s.id, "description": s.description, "path": None, "refused": None}
-        try:
-            entry["path"] = str(api.dicom_to_nifti(raw, out.parent / f"{s.id}.nii.gz", series=s.id).path)
-            Path(entry["path"]).chmod(0o600)
-        except api.MedicalInputError as e:  # that series alone is refused (shown when it is chosen); the others stay usable
-            entry["refused"] = str(e)
-        listed.append(entry)
+    with st.spinner(f"Reading the {len(found)} DICOM series of the upload (the raw files are deleted after)…"):
+        for s in found:
+            entry = {"id": s.id, "description": s.description, "path": None, "refused": None}
+            try:
+                entry["path"] = str(api.dicom_to_nifti(raw, out.parent / f"{s.id}.nii.gz", series=s.id).path)
+                Path(entry["path"]).chmod(0o600)
+            except api.MedicalInputError as e:  # that series alone is refused (shown when it is chosen); the others stay usable
+                entry["refused"] = str(e)
+            listed.append(entry)
     raise SeveralSeries(listed)
 
 

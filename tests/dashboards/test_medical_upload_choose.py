@@ -131,6 +131,9 @@ def test_a_dicom_zip_of_two_series_offers_them_without_patient_fields_and_segmen
     axial = np.round(t1).astype(np.int16)
     entries = {**_dicom_series(axial, 2, ["ORIGINAL", "PRIMARY", "AXIAL"], (-90.0, -126.0, -72.0), "AX"),
                **_dicom_series(axial[:, :, 20:23], 1, ["ORIGINAL", "PRIMARY", "LOCALIZER"], (-90.0, -126.0, 8.0), "LOC")}
+    gap = _dicom_series(axial[:, :, 10:16], 7, ["ORIGINAL", "PRIMARY", "AXIAL"], (-90.0, -126.0, -32.0), "GAP")
+    del gap[f"{PATIENT}/GAP002.dcm"]  # a series missing a slice: refused alone, the others still offered
+    entries.update(gap)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in entries.items():
@@ -139,8 +142,9 @@ def test_a_dicom_zip_of_two_series_offers_them_without_patient_fields_and_segmen
     page.run()
     _ok(page)  # not refused any more
     pick = page.selectbox(key=next(k for k in _keys(page) if k.startswith("med_series_")))
-    assert pick.value is None and len(pick.options) == 2 and not _shown(page)
-    big, loc = pick.options
+    assert pick.value is None and len(pick.options) == 3 and not _shown(page)
+    big, holed, loc = pick.options
+    assert "(5 slice(s)" in holed and "SeriesNumber 7" in holed
     assert big.startswith("series-") and f"({axial.shape[2]} slice(s) of {axial.shape[1]}x{axial.shape[0]}, MR, SeriesNumber 2)" in big
     assert "(3 slice(s)" in loc and "LOCALIZER" in loc and "SeriesNumber 1" in loc
     assert not any("DOE" in o or "MRN" in o or "head" in o for o in pick.options)  # no patient field, no SeriesDescription
@@ -159,3 +163,8 @@ def test_a_dicom_zip_of_two_series_offers_them_without_patient_fields_and_segmen
     _ok(page)
     (shown,) = _shown(page)
     assert f"`upload-{loc.split(' ', 1)[0]}`" in shown and f"shape {axial.shape[:2] + (3,)}" in shown, shown
+    pick = page.selectbox(key=pick.key)
+    pick.set_value(holed).run()  # the series missing a slice: refused as infer --series refuses it, in one line, nothing shown
+    assert not page.exception and not _shown(page), [e.message for e in page.exception]
+    (error,) = [e.value.replace("\\", "") for e in page.error]
+    assert error.startswith("Upload refused: the uploaded scan: 1 slice(s) missing") and str(session) not in error and "\n" not in error, error

@@ -21,7 +21,7 @@ import pandas as pd
 
 from core.cli import run_cli
 from core.runs import Run
-from core.scoring import WorkItem, check_scoring_items, check_scoring_job, check_scoring_out, job_name, read_quarantine, run_job_from_config
+from core.scoring import WorkItem, check_scoring_items, check_scoring_job, check_scoring_out, digest_items, job_name, read_quarantine, run_job_from_config
 from domains.finance.calendars import calendars_for
 from domains.finance.config import ScoreConfig
 from domains.finance.data import load_panel_data
@@ -44,16 +44,19 @@ def score(cfg: ScoreConfig):
     items = [WorkItem(id=t, meta={"kind": "ticker"}) for t in tickers]
     check_scoring_items(items, f"--data {cfg.data}" if cfg.data else "the bundled price panel", "at least one ticker")  # before the run folder
     scorer = TFTScorer(str(model_dir), cfg.data, cfg.zero_shot, cfg.calendar, cfg.data_options(), data_digest(cfg.data))
-    check_scoring_job(cfg, items, scorer)  # an --out holding another job: refused before the run folder, --out untouched
+    # the model run's weights and config files stamped once: a run retrained in place (same name) is another job — a new
+    # default name, an --out holding its old rows refused — and the --out check, the name and the job share the stamp
+    digest = digest_items(items, model_run=model_dir)
+    check_scoring_job(cfg, items, scorer, digest)  # an --out holding another job: refused before the run folder, --out untouched
     # each forecastable ticker's calendar (a mistyped --calendar: one line, before the run folder) and forecast's
     # calendar_mismatch warning, once per job here rather than in every worker
     known = set(meta.get("tickers") or ())
     calendars = calendars_for([t for t in tickers if t in have and (cfg.zero_shot or t in known)], cfg.calendar)
     warn_calendar_mismatch(data, calendars)
     # no timestamp in the default name: the identical command after a crash finishes this job
-    name = job_name("score", items, scorer, cfg.items_per_chunk, model_dir) if cfg.out is None else f"score-{pd.Timestamp.now():%Y%m%d-%H%M%S}"
+    name = job_name("score", items, scorer, cfg.items_per_chunk, model_dir, digest=digest) if cfg.out is None else f"score-{pd.Timestamp.now():%Y%m%d-%H%M%S}"
     with Run.start("finance", cfg, new_name=name, stable_name=cfg.out is None, command="score", kind="job") as run:
-        summary = run_job_from_config(items, scorer, cfg, default_out=run.path("scores"))
+        summary = run_job_from_config(items, scorer, cfg, default_out=run.path("scores"), digest=digest)
         data.report.write(run.dir)
         quarantined = set(read_quarantine(summary.out_dir)["item_id"])
         used = sorted({c for t, c in calendars.items() if t not in quarantined})  # the calendars of the rows written, as forecast records them

@@ -65,9 +65,10 @@ def score(cfg: ScoreConfig) -> Path:
         return None if cfg.overwrite else recorded_mask_dir(out)
 
     # the run (and so its masks/ and scores/) is named from the inputs, model and settings: a rerun finishes a killed job.
-    # The name hashes them as earlier versions did (with an empty mask folder), so their unfinished runs keep their names
-    # one stat per input file and per weights/config file of the model run, once: the name, the --out check and the job
-    # share it — a model run retrained in place (same name) is another job: a new name, a refused --out, never old rows
+    # The name hashes them with an empty mask folder, as earlier versions did, and now also the model run's files' stamp
+    # (unfinished default-named runs of earlier versions start afresh once). One stat per input file and per weights/config
+    # file of the model run, once: the name, the --out check and the job share it — a model run retrained in place (same
+    # name) is another job: a new name, a refused --out, never old rows
     digest = digest_items(items, model_run=model_run)
     name = job_name("score", items, scorer("", ""), cfg.items_per_chunk, model_run, digest=digest)
     # the mask folder is not part of the job's identity: the identical command rerun after the job completed (a new run

@@ -356,7 +356,8 @@ MODEL_RUN_BOOKKEEPING = frozenset({"run.json", "metrics.json", "checkpoints"})
 
 def model_run_stamp(model_run: str | os.PathLike) -> str:
     """sha256 over the stat identity (size, mtime_ns, ctime_ns, inode, as :func:`_file_stamp`) of the model run's
-    weights and config files (:data:`MODEL_FILE_SUFFIXES`, outside :data:`MODEL_RUN_BOOKKEEPING`), by relative path;
+    weights and config files (:data:`MODEL_FILE_SUFFIXES`, outside :data:`MODEL_RUN_BOOKKEEPING`, hidden or ``_``-named
+    entries and any scoring job's output folder inside the run), by relative path;
     a model given as one file: that file. One ``stat`` per file, no reading: a run folder replaced by a retrained one
     under the same name (same path) has another stamp, an untouched one the same."""
     root = str(model_run)
@@ -365,9 +366,12 @@ def model_run_stamp(model_run: str | os.PathLike) -> str:
     else:
         stamp = []
         for here, dirs, names in os.walk(root):  # links to folders are not followed
-            dirs[:] = sorted(d for d in dirs if not (here == root and d in MODEL_RUN_BOOKKEEPING) and not d.startswith("."))
+            if here != root and {JOB_FILE, ITEMS_FILE, LOCK_FILE} & set(names):  # a scoring job's --out given inside the run:
+                dirs[:] = []  # its _job.json and markers change as it scores, the model does not (else its own rerun is refused)
+                continue
+            dirs[:] = sorted(d for d in dirs if not (here == root and d in MODEL_RUN_BOOKKEEPING) and not d.startswith((".", "_")))
             for name in sorted(names):
-                if name.endswith(MODEL_FILE_SUFFIXES) and not (here == root and name in MODEL_RUN_BOOKKEEPING):
+                if name.endswith(MODEL_FILE_SUFFIXES) and not name.startswith((".", "_")) and not (here == root and name in MODEL_RUN_BOOKKEEPING):
                     f = os.path.join(here, name)
                     fs = _file_stamp(f)
                     if fs is not None:

@@ -120,3 +120,15 @@ def test_a_job_recorded_before_the_model_stamp_is_scored_again_with_a_warning(tm
     assert "before the model run's weights and config files were stamped" in caplog.text
     assert _ys(out) == [0, 10, 20, 30]  # every chunk scored again with the model now there
     assert "model_run_sha256" in json.loads((out / JOB_FILE).read_text())["description"]
+
+
+def test_an_out_inside_the_model_run_is_not_a_change_of_the_model(tmp_path):
+    """The job's own files (``_job.json``, ``_done/*.json``, ``_SUCCESS.json``) are not the model's: an ``--out`` given
+    inside the model run is reused by the identical rerun, not refused as "the model run changed"."""
+    run = tmp_path / "m"
+    _train(run, 1)
+    stamp = model_run_stamp(run)
+    _score(run, run / "scores")
+    assert model_run_stamp(run) == stamp
+    _score(run, run / "scores")  # the identical rerun: every chunk skipped, not refused
+    assert _ys(run / "scores") == [0, 1, 2, 3]

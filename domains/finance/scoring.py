@@ -31,8 +31,8 @@ class TFTScorer(Scorer):
     # forecast writes it); parts of 3 lack that column, so the two never share a folder either
     version = "4"
     # --workers N: the workers are forked from one process that imported these, not each importing pytorch-forecasting
-    # (~15 s of CPU per worker on this machine; core.scoring's fork server)
-    preload = ("domains.finance.scoring", "domains.finance.model", "pytorch_forecasting")
+    # (~15 s of CPU per worker on this machine; core.scoring's fork server), nor exchange_calendars (~1.5 s each)
+    preload = ("domains.finance.scoring", "domains.finance.model", "pytorch_forecasting", "exchange_calendars")
 
     def __init__(self, model_run: str, data: str = "", zero_shot: bool = False, calendar: str = DEFAULT_CALENDAR,
                  data_options: dict | None = None, data_sha256: str = ""):

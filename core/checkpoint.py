@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from core.distributed import unwrap as _unwrap
-from core.errors import UserInputError
+from core.errors import UserInputError, one_line
 from core.io import atomic_path, atomic_write
 
 __all__ = [
@@ -98,16 +98,10 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with context
         raise CheckpointDamagedError(
-            f"cannot read checkpoint {path}: {type(e).__name__}: {_first_sentence(e)}. "
+            f"cannot read checkpoint {path}: {type(e).__name__}: {one_line(e, sentence=True)}. "
             "It is corrupt, truncated, or contains pickled objects that are not allowed (only tensors and plain containers are loaded).",
-            reason=f"unreadable: {type(e).__name__}: {_first_sentence(e, 120)}",
+            reason=f"unreadable: {type(e).__name__}: {one_line(e, 120, sentence=True)}",
         ) from e
-
-
-def _first_sentence(e: BaseException, limit: int = 200) -> str:
-    """The start of an exception's message: torch's zip reader appends a paragraph of advice."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return text.split(". ")[0][:limit]
 
 
 def save_checkpoint(
@@ -213,7 +207,7 @@ def restore_checkpoint(ckpt: dict[str, Any], path: str | Path, *, model: torch.n
                 obj.load_state_dict(ckpt[name])
             except Exception as e:  # noqa: BLE001 - torch raises ValueError, KeyError, TypeError...
                 raise CheckpointMismatchError(f"checkpoint {path}: its {name} state does not fit the {type(obj).__name__} of this run "
-                                              f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); "
+                                              f"({type(e).__name__}: {one_line(e)}); "
                                               "was it saved with other settings?") from e
     if restore_rng and "rng" in ckpt:
         try:
@@ -356,4 +350,4 @@ def load_state_into(model: torch.nn.Module, state: dict[str, Any], source: str, 
     try:
         _unwrap(model).load_state_dict(state, strict=strict)
     except RuntimeError as e:
-        raise CheckpointMismatchError(f"{source} does not fit {type(_unwrap(model)).__name__}: {str(e).strip().splitlines()[0]}") from e
+        raise CheckpointMismatchError(f"{source} does not fit {type(_unwrap(model)).__name__}: {one_line(e, None)}") from e

@@ -322,7 +322,7 @@ def load_int8_weights(path: str | Path, model: nn.Module, compile: bool = True) 
     from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
 
     from core.checkpoint import CheckpointError, CheckpointMismatchError, state_mismatch
-    from core.errors import plain
+    from core.errors import one_line, plain
 
     if not Path(path).is_file():
         raise CheckpointError(f"int8 weights file {plain(path)} does not exist")
@@ -332,7 +332,7 @@ def load_int8_weights(path: str | Path, model: nn.Module, compile: bool = True) 
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a bad header
         raise CheckpointError(f"cannot read int8 weights file {plain(path)} as safetensors ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); expected a file written by "
+                              f"{one_line(e)}); expected a file written by "
                               "core.compress.save_int8_weights") from e
     if metadata.get("format") != _INT8_FILE_FORMAT:
         raise CheckpointError(f"weights file {plain(path)} is not an int8 file written by core.compress.save_int8_weights "
@@ -346,7 +346,7 @@ def load_int8_weights(path: str | Path, model: nn.Module, compile: bool = True) 
         state, leftover = unflatten_tensor_state_dict(tensors, metadata)
     except Exception as e:  # noqa: BLE001 - torchao raises ValueError/KeyError/JSON errors for a damaged description
         raise CheckpointError(f"weights file {plain(path)}: its int8 description is damaged ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); expected the metadata save_int8_weights writes") from e
+                              f"{one_line(e)}); expected the metadata save_int8_weights writes") from e
     if leftover:
         raise CheckpointError(f"weights file {plain(path)} holds tensor {plain(next(iter(leftover)))} that its int8 description does not "
                               f"name ({len(leftover)} such); expected only the tensors save_int8_weights writes")

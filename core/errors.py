@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["UserInputError", "plain"]
+__all__ = ["UserInputError", "one_line", "plain"]
 
 
 class UserInputError(Exception):
@@ -44,3 +44,18 @@ def plain(value: Any, digits: int = 6) -> str:
     if isinstance(value, str):
         return repr(value)
     return str(value)
+
+
+def one_line(source: BaseException | str, limit: int | None = 200, *, sentence: bool = False, join: bool = False) -> str:
+    """A library's exception text fit for a one-line message: its first non-blank line, at most ``limit``
+    characters (``None``: no cut). ``sentence`` keeps only up to the first ``". "`` (torch's zip reader
+    appends a paragraph of advice); ``join`` folds all lines into one instead of keeping the first
+    (pydicom lists its plugins one per line). An empty text gives ``""``."""
+    text = str(source).strip()
+    if join:
+        text = " ".join(text.split())
+    elif text:
+        text = text.splitlines()[0].strip()
+    if sentence:
+        text = text.split(". ")[0]
+    return text if limit is None else text[:limit]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from core.io import atomic_path
-from core.errors import plain
+from core.errors import one_line, plain
 from domains.medical.validation import (MAX_SIDE, MAX_VOXELS, MedicalInputError, check_image_array, check_modality, check_not_blank, check_resampled_size,
                                         check_spacing)
 
@@ -118,12 +118,7 @@ def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, v
     except MedicalInputError:
         raise
     except Exception as e:  # noqa: BLE001 - a library's parse error becomes a user error naming the file
-        raise MedicalInputError(f"{p}: cannot be read as a {_kind(p)} volume ({type(e).__name__}: {_library_detail(e)}){_misnamed_hint(p)}") from None
-
-
-def _library_detail(e: BaseException) -> str:
-    """A library's error text for a one-line message: some libraries' messages are lists of lines (pydicom's plugin list)."""
-    return " ".join(str(e).split())[:200]
+        raise MedicalInputError(f"{p}: cannot be read as a {_kind(p)} volume ({type(e).__name__}: {one_line(e, join=True)}){_misnamed_hint(p)}") from None
 
 
 def _misnamed_hint(p: Path) -> str:
@@ -809,7 +804,7 @@ def _pixels(ds, folder: Path) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - the decoder's error, made one line
         if ts is None or not ts.is_compressed:
             raise
-        raise MedicalInputError(f"{folder}: a slice's {ts.name} pixel data (transfer syntax {ts}) cannot be decoded ({_library_detail(e)}); "
+        raise MedicalInputError(f"{folder}: a slice's {ts.name} pixel data (transfer syntax {ts}) cannot be decoded ({one_line(e, join=True)}); "
                                 f"the file may be damaged, or the installed decoder cannot read it (other decoders: {_decoder_packages(ts)})") from None
 
 

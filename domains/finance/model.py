@@ -39,7 +39,7 @@ from core.registry import Registry
 from domains.finance.data import PriceDataError
 from domains.finance.features import GARCH_REALS, KNOWN_REALS, OBSERVED_REALS, OPTIONAL_REALS, QUANTILES, TARGETS, FoldScaler, PanelTensors, observed_inputs
 
-__all__ = ["TFTSpec", "MODELS", "register_model", "create_model", "model_entry", "build_tft", "build_timeseries_dataset", "Forecaster",
+__all__ = ["TFTSpec", "MODELS", "register_model", "create_model", "model_entry", "build_tft", "build_timeseries_dataset", "Forecaster", "is_garch_informed",
            "fit", "training_objective", "evaluate_objective", "qlike_loss", "qlike_of_log_ratio", "variance_qlike_loss", "add_variance_head", "has_variance_head", "variance_output", "vol_output_name", "predict_quantiles",
            "quantile_columns", "quantile_rows"]
 
@@ -490,6 +490,15 @@ def predict_quantiles(model, tensors: PanelTensors, origins: np.ndarray, batch_s
     return res
 
 
+def is_garch_informed(fc: "Forecaster | dict") -> bool:
+    """True for a forecaster whose quantiles are a correction of a GJR-GARCH-t forecast: a :class:`Forecaster`, or
+    the ``forecaster.json`` it saved (:meth:`Forecaster.read_meta`, what ``score``'s driver reads without building
+    the model). A file written before its ``garch_informed`` key says so by its scaler's GJR fits."""
+    if isinstance(fc, dict):
+        return bool(fc.get("garch_informed", (fc.get("scaler") or {}).get("gjr")))
+    return bool(fc.scaler.gjr)
+
+
 @dataclass
 class Forecaster:
     """A trained TFT with everything needed to turn a price panel into raw-unit quantiles."""
@@ -535,7 +544,7 @@ class Forecaster:
         save_weights(directory / "model.safetensors", self.model)
         atomic_write_json(directory / "forecaster.json", {
             "format": "finance-tft-v1", "model": model_entry(self.spec, self.tickers), "spec": asdict(self.spec), "scaler": self.scaler.to_dict(),
-            "garch_informed": bool(self.scaler.gjr),  # quantiles = a correction of the scaler's per-ticker GJR-GARCH-t forecast
+            "garch_informed": is_garch_informed(self),  # quantiles = a correction of the scaler's per-ticker GJR-GARCH-t forecast
             "tickers": self.tickers, "ticker_index": self.model.ticker_index, "info": self.info,
             "inputs": {"static_categoricals": ["ticker"], "known_future_reals": KNOWN_REALS, "observed_reals": list(self.spec.observed_reals)},
             "outputs": {"targets": {"ret_z": "daily log return", "lrv_z": "log 5-day realised volatility"},

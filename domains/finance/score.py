@@ -25,6 +25,7 @@ from core.scoring import WorkItem, check_scoring_items, check_scoring_job, check
 from domains.finance.calendars import calendars_for
 from domains.finance.config import ScoreConfig
 from domains.finance.data import load_panel_data
+from domains.finance.model import is_garch_informed
 from domains.finance.predictor import forecaster_run_meta, warn_calendar_mismatch
 from domains.finance.scoring import TFTScorer, data_digest
 
@@ -60,7 +61,7 @@ def score(cfg: ScoreConfig):
         data.report.write(run.dir)
         quarantined = set(read_quarantine(summary.out_dir)["item_id"])
         used = sorted({c for t, c in calendars.items() if t not in quarantined})  # the calendars of the rows written, as forecast records them
-        run.finish({"model_run": str(model_dir), "garch_informed": bool(meta.get("garch_informed", (meta.get("scaler") or {}).get("gjr"))),
+        run.finish({"model_run": str(model_dir), "garch_informed": is_garch_informed(meta),
                     "calendar": ", ".join(used), "calendar_setting": cfg.calendar, "items": len(items),
                     **{k: v for k, v in vars(summary).items() if isinstance(v, (int, float, str))}, **data.report.metrics()})
         return run.dir

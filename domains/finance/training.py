@@ -19,7 +19,7 @@ from domains.finance.config import TrainConfig, spec_from_config
 from domains.finance.data import PANEL_DATASET, PriceDataError
 from domains.finance.features import GARCH_REALS, GJR_FIT_DAYS, QUANTILES, FoldScaler, PanelTensors, fit_gjr_params, observed_inputs
 from domains.finance.metrics import coverage, pinball
-from domains.finance.model import Forecaster, TFTSpec, create_model, fit, has_variance_head, predict_quantiles
+from domains.finance.model import Forecaster, TFTSpec, create_model, fit, has_variance_head, is_garch_informed, predict_quantiles
 
 __all__ = ["train_forecaster", "validation_cutoff", "validation_metrics", "input_report", "model_spec", "fit_scaler", "build_forecaster", "init_output_bias", "loss_terms",
            "is_garch_informed"]
@@ -51,11 +51,6 @@ def fit_scaler(feat: pd.DataFrame, cutoff, spec: TFTSpec, gjr: dict | None = Non
     if rest:
         params.update(fit_gjr_params(feat, rest, cutoff=scaler.cutoff, fit_window=fit_window))
     return scaler.with_gjr(params, spec.horizon)
-
-
-def is_garch_informed(fc: Forecaster) -> bool:
-    """True for a forecaster whose quantiles are a correction of a GJR-GARCH-t forecast."""
-    return bool(fc.scaler.gjr)
 
 
 def build_forecaster(cfg, feat: pd.DataFrame, cutoff, tickers: list[str] | None = None, info: dict | None = None,

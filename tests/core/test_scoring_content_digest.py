@@ -34,6 +34,17 @@ def _run(items, out, scorer=None, **kw):
     return run_job(items, scorer or TextScorer(), out, items_per_chunk=1, progress=False, **kw)
 
 
+def _three_files_scored(tmp_path: Path) -> tuple[list[Path], list[WorkItem], Path]:
+    """(files, their items, the output folder) of a job that scored three text files ``old 0`` .. ``old 2``."""
+    files = [tmp_path / f"in{i}.txt" for i in range(3)]
+    for i, f in enumerate(files):
+        f.write_text(f"old {i}\n")
+    items = [WorkItem(id=f.name, path=str(f)) for f in files]
+    out = tmp_path / "out"
+    _run(items, out)
+    return files, items, out
+
+
 def _replace_keeping_size_and_mtime(path: Path, text: str) -> None:
     """What ``cp -p`` / ``rsync -t`` / unpacking an archive again does: other bytes, the same size and modification time."""
     st = path.stat()
@@ -46,12 +57,7 @@ def _replace_keeping_size_and_mtime(path: Path, text: str) -> None:
 
 
 def test_a_file_replaced_by_another_of_the_same_size_and_mtime_is_not_reused(tmp_path):
-    files = [tmp_path / f"in{i}.txt" for i in range(3)]
-    for i, f in enumerate(files):
-        f.write_text(f"old {i}\n")
-    items = [WorkItem(id=f.name, path=str(f)) for f in files]
-    out = tmp_path / "out"
-    _run(items, out)
+    files, items, out = _three_files_scored(tmp_path)
     _replace_keeping_size_and_mtime(files[1], "new 1\n")
     with pytest.raises(JobMismatchError, match="the input items differ"):  # the old stamp: every chunk skipped, 'old 1' served
         _run(items, out)
@@ -107,12 +113,7 @@ def _record_as_before(out: Path, items, scorer) -> None:
 
 
 def test_a_job_recorded_before_is_scored_again_and_another_job_still_refused(tmp_path, caplog):
-    files = [tmp_path / f"in{i}.txt" for i in range(3)]
-    for i, f in enumerate(files):
-        f.write_text(f"old {i}\n")
-    items = [WorkItem(id=f.name, path=str(f)) for f in files]
-    out = tmp_path / "out"
-    _run(items, out)
+    files, items, out = _three_files_scored(tmp_path)
     _record_as_before(out, items, TextScorer())
     _replace_keeping_size_and_mtime(files[2], "new 2\n")  # what the old record cannot tell
     summary = _run(items, out)

@@ -12,8 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from core.progress import progress as core_progress
 from domains.medical.validation import MedicalInputError
+from tests.progress_support import record_bars
 
 REPO = Path(__file__).resolve().parents[2]
 BRAIN = REPO / "datasets/data/msd-brain-aal"
@@ -88,16 +88,7 @@ def bars(monkeypatch):
     from domains.medical import metrics, predict
 
     monkeypatch.setenv("SUITE_PROGRESS", "1")
-    made = []
-
-    def recording(*args, **kwargs):
-        bar = core_progress(*args, **kwargs)
-        made.append(bar)
-        return bar
-
-    monkeypatch.setattr(predict, "progress", recording)
-    monkeypatch.setattr(metrics, "progress", recording)
-    return made
+    return record_bars(monkeypatch, predict, metrics)
 
 
 @pytest.mark.parametrize("oblique", [False, True])

@@ -14,6 +14,7 @@ import domains.medical.predict as predict
 from core.progress import progress as core_progress
 from domains.medical.config import PipelineConfig
 from domains.medical.io import Volume
+from tests.progress_support import record_bars
 
 
 class _CountingNet(torch.nn.Module):
@@ -33,15 +34,7 @@ class _CountingNet(torch.nn.Module):
 @pytest.fixture()
 def bars(monkeypatch):
     """Every bar the predictor opens (kept after it closes, with its count)."""
-    made = []
-
-    def recording(*args, **kwargs):
-        bar = core_progress(*args, **kwargs)
-        made.append(bar)
-        return bar
-
-    monkeypatch.setattr(predict, "progress", recording)
-    return made
+    return record_bars(monkeypatch, predict)
 
 
 @pytest.mark.parametrize("shape,patch,sw_batch,overlap", [

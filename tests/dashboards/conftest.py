@@ -85,6 +85,15 @@ def make_domain_run(domain: str, runs_dir: Path) -> DomainRun:
     return DomainRun(domain, Path(run_dir).resolve(), None, time.perf_counter() - t0)
 
 
+@pytest.fixture(scope="module")
+def medical_run(tmp_path_factory):
+    """A tiny real medical model run of the test module's own (only this domain's: a medical page test needs no other)."""
+    r = make_domain_run("medical", tmp_path_factory.mktemp("runs"))
+    if r.run_dir is None:
+        pytest.skip(f"medical: {r.skip_reason}")
+    return r.run_dir
+
+
 @pytest.fixture(scope="session")
 def dashboard_runs(session_runs_dir) -> dict[str, DomainRun]:
     """Tiny real runs of every domain whose train() exists, in the session's runs root."""

@@ -15,20 +15,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboards.conftest import make_domain_run
-
 REPO = Path(__file__).resolve().parents[2]
 BRAIN = REPO / "datasets/data/msd-brain-aal/imagesTs/mni152.nii.gz"
 PATIENT = "DOE^JANE"
-
-
-@pytest.fixture(scope="module")
-def medical_run(tmp_path_factory):
-    """A tiny real medical model run (only this domain's: the page test needs no other)."""
-    r = make_domain_run("medical", tmp_path_factory.mktemp("runs"))
-    if r.run_dir is None:
-        pytest.skip(f"medical: {r.skip_reason}")
-    return r.run_dir
 
 
 @pytest.fixture(scope="module")

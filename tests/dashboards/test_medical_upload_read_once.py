@@ -7,19 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from streamlit.testing.v1 import AppTest
-
-from tests.dashboards.conftest import make_domain_run
-
-
-@pytest.fixture(scope="module")
-def medical_run(tmp_path_factory):
-    """A tiny real medical model run (only this domain's: the page test needs no other)."""
-    r = make_domain_run("medical", tmp_path_factory.mktemp("runs"))
-    if r.run_dir is None:
-        pytest.skip(f"medical: {r.skip_reason}")
-    return r.run_dir
 
 
 def _nifti_bytes(data: np.ndarray, spacing: float = 4.0) -> bytes:

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from core.errors import UserInputError
+from core.errors import UserInputError, one_line
 
 __all__ = [
     "create_backbone",
@@ -289,7 +289,7 @@ def _create_timm(name: str, pretrained: Any, num_classes: int | None, kwargs: di
     try:
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except RuntimeError as e:
-        raise BackboneError(f"weights from {source} do not fit {name} with {kwargs}: {str(e).splitlines()[0]}") from e
+        raise BackboneError(f"weights from {source} do not fit {name} with {kwargs}: {one_line(e, None)}") from e
 
 
 def _create_timm_from_hub(name: str, cfg: dict, kwargs: dict) -> nn.Module:

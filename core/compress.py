@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
+from core.errors import one_line
 from core.logging import get_logger
 
 __all__ = [
@@ -240,7 +241,7 @@ def quantize_int8(model: nn.Module, example_inputs: tuple, calibration: Sequence
             try:
                 graph = torch.export.export(model, example_inputs).module()
             except Exception as e:  # noqa: BLE001
-                raise ExportError(f"torch.export could not trace {type(model).__name__} for quantization: {str(e).splitlines()[0]}") from e
+                raise ExportError(f"torch.export could not trace {type(model).__name__} for quantization: {one_line(e, None)}") from e
             prepared = prepare_pt2e(graph, quantizer)
             for batch in (calibration or [example_inputs]):
                 prepared(*(batch if isinstance(batch, tuple) else (batch,)))
@@ -322,7 +323,7 @@ def load_int8_weights(path: str | Path, model: nn.Module, compile: bool = True) 
     from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
 
     from core.checkpoint import CheckpointError, CheckpointMismatchError, state_mismatch
-    from core.errors import one_line, plain
+    from core.errors import plain
 
     if not Path(path).is_file():
         raise CheckpointError(f"int8 weights file {plain(path)} does not exist")
@@ -377,7 +378,7 @@ def export_onnx(model: nn.Module, example: tuple | torch.Tensor, path: str | Pat
                                      verbose=False)
             prog.save(str(tmp))
         except Exception as e:  # noqa: BLE001
-            raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: {one_line(e, None)}") from e
     if check:
         onnx_parity(model, example, path, input_names=names, atol=atol, rtol=rtol)
         if dynamic_batch and example[0].shape[0] > 1:

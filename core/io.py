@@ -18,7 +18,7 @@ import secrets
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, TypeVar
 
-from core.errors import UserInputError
+from core.errors import UserInputError, one_line
 from core.logging import get_logger
 
 log = get_logger("io")
@@ -163,7 +163,7 @@ def read_parquet(path: str | os.PathLike, **kwargs: Any) -> Any:
     except FileNotFoundError:
         raise
     except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ValueError...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = one_line(e, None) or type(e).__name__
         missing = _missing_columns(path, kwargs.get("columns"))
         if missing:  # a readable file without the asked columns is not "corrupt"
             raise MissingColumnsError(f"{path}: no column(s) {missing[0]}; it has {missing[1]}") from e

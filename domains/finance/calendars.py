@@ -21,7 +21,7 @@ import re
 
 import pandas as pd
 
-from core.errors import plain
+from core.errors import one_line, plain
 from core.logging import get_logger
 from domains.finance.data import PriceDataError
 
@@ -174,7 +174,7 @@ def _exchange_calendar(name: str, year: int):
             except ValueError as e:  # e.g. XTKS is only evaluated from 1997, XSHG's holidays recorded from 1991
                 error = e
         else:
-            raise CalendarError(f"calendar {name} does not cover {year} ({plain(str(error).splitlines()[0])}); forecast from "
+            raise CalendarError(f"calendar {name} does not cover {year} ({plain(one_line(error, None))}); forecast from "
                                 f"another date or pass --calendar business (Monday-Friday)") from error
     return _CALENDARS[key]
 

@@ -81,7 +81,7 @@ import numpy as np
 import pandas as pd
 
 from core.data import DatasetSpec, SourceMissingError, ensure_dataset, prepare
-from core.errors import UserInputError, plain
+from core.errors import UserInputError, one_line, plain
 from core.io import atomic_write_parquet, read_csv_text, read_text_guessing_encoding, text_encoding_of
 from core.logging import get_logger
 from domains.recommendation.checks import ArgumentError, found, fraction, frame_arg, path_arg, whole_number
@@ -789,7 +789,7 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
     except InteractionDataError:
         raise
     except Exception as e:  # noqa: BLE001 - parser errors from pandas/pyarrow
-        raise InteractionDataError(f"{path}: cannot be read as {path.suffix} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); expected {what}") from e
+        raise InteractionDataError(f"{path}: cannot be read as {path.suffix} ({type(e).__name__}: {one_line(e, None)}); expected {what}") from e
     hint = f" (a MovieLens '::' file: pass its folder, --data {path.parent})" if suffix == ".dat" else ""
     raise InteractionDataError(f"{path}: unsupported file type {path.suffix!r}{hint}; expected .csv, .parquet, .jsonl or a RecBole .inter with {what}")
 
@@ -846,7 +846,7 @@ def _read_dat(path: Path, names: list[str], sep: str = "::") -> pd.DataFrame:
         if df is None:
             df = pd.read_csv(path, sep=sep, engine="python" if len(sep) > 1 else "c", header=None, names=names, encoding=encoding, dtype=str, **exact)
     except Exception as e:  # noqa: BLE001
-        raise InteractionDataError(f"{path}: cannot be read as a MovieLens {shown}-separated file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+        raise InteractionDataError(f"{path}: cannot be read as a MovieLens {shown}-separated file ({type(e).__name__}: {one_line(e, None)})") from e
     if not isinstance(df.index, pd.RangeIndex):  # more fields than names: pandas made the first ones the index
         raise InteractionDataError(f"{path}: lines with more than {len(names)} {shown}-separated fields; expected {names}")
     bad = df[[n for n in names if n not in _MAY_BE_EMPTY]].isna().any(axis=1)

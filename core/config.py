@@ -116,7 +116,8 @@ class ResumeConfig:
     identity as each attempt starts and a resume must read the same data, by content, under whatever path
     (:func:`core.runs.check_resumable`). :func:`core.runs.check_resumable` and ``Run.start`` refuse a change
     (:func:`fixed_settings_changed`); other settings continue with a warning. ``--help`` marks these flags
-    :data:`RESUME_HELP` (:meth:`kept_on_resume`)."""
+    :data:`RESUME_HELP` (:meth:`kept_on_resume`), or with the words of :meth:`resume_help_notes` where a command's rule
+    is conditional."""
 
     resume: bool = field(default=False, metadata={"help": "resume the run named by --name (or the newest run of this command) from its last checkpoint"})
 
@@ -146,6 +147,14 @@ class ResumeConfig:
         defaults = {f.name: _field_default(f) for f in dataclasses.fields(cls)}
         fixed = cls.fixed_on_resume(json.loads(json.dumps(defaults, default=str)))
         return [f.name for f in dataclasses.fields(cls) if f.name in fixed or f.metadata.get("resume") == RESUME_SAME_DATA]
+
+    @classmethod
+    def resume_help_notes(cls) -> dict[str, str]:
+        """What ``--help`` (:func:`build_parser`) adds to each flag a resume must keep, by field: :data:`RESUME_HELP`
+        for those :meth:`kept_on_resume` names. A command whose :meth:`fixed_on_resume` is conditional overrides this
+        to word the condition, e.g. ``{"split_seed": "(fixed on --resume with a stratified split)"}``: the defaults
+        alone would mark a flag fixed that a resume under other settings accepts, or leave one unmarked that it refuses."""
+        return dict.fromkeys(cls.kept_on_resume(), RESUME_HELP)
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -237,7 +246,7 @@ def build_parser(cfg_cls: type, description: str | None = None, prog: str | None
     )
     parser.add_argument("--config", type=str, default=None, help="JSON config to start from (e.g. a saved run's config.json); flags override it")
     hints = typing.get_type_hints(cfg_cls)
-    kept = set(cfg_cls.kept_on_resume()) if isinstance(cfg_cls, type) and issubclass(cfg_cls, ResumeConfig) else set()
+    notes = cfg_cls.resume_help_notes() if isinstance(cfg_cls, type) and issubclass(cfg_cls, ResumeConfig) else {}
     for f in dataclasses.fields(cfg_cls):
         if not f.init:
             continue
@@ -248,8 +257,8 @@ def build_parser(cfg_cls: type, description: str | None = None, prog: str | None
         help_text = f"{help_text} [{bounds}]" if bounds else help_text
         if "(default:" not in help_text:  # a help that states its own default (e.g. 'the newest completed model run') keeps it
             help_text = f"{help_text} (default: {default!r})"
-        if f.name in kept:  # a --resume refuses another value (core.runs.check_resumable)
-            help_text = f"{help_text} {RESUME_HELP}"
+        if notes.get(f.name):  # a --resume refuses another value (core.runs.check_resumable), or does under a condition
+            help_text = f"{help_text} {notes[f.name]}"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]

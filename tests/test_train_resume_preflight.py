@@ -126,19 +126,27 @@ def test_the_runs_data_under_another_path_continues_and_other_data_at_its_path_i
     assert json.loads((runs / domain / "onfile" / "run.json").read_text())["status"] == "interrupted"
 
 
-@pytest.mark.parametrize("domain,kept,not_kept", [
-    ("finance", ["--data", "--val-days", "--tickers", "--min-history"], ["--epochs", "--lr", "--max-gap-days"]),
-    ("medical", ["--task"], ["--max-epochs", "--lr", "--spacing"]),
-    ("recommendation", ["--data", "--split", "--split-seed", "--validation-ratio", "--seed", "--date-order"], ["--epochs", "--temperature"]),
+# recommendation's seeds decide the held-out rows only under a stratified split (--seed: only with a validation part),
+# and leave-last-out counts only whether --validation-ratio is 0: --help words the condition instead of the plain mark
+REC_CONDITIONAL = {"--split-seed": "(fixed on --resume with a stratified split)",
+                   "--seed": "(fixed on --resume with a stratified split and --validation-ratio above 0)",
+                   "--validation-ratio": "(fixed on --resume; with leave-last-out, only whether it is 0)"}
+
+
+@pytest.mark.parametrize("domain,kept,conditional,not_kept", [
+    ("finance", ["--data", "--val-days", "--tickers", "--min-history"], {}, ["--epochs", "--lr", "--max-gap-days"]),
+    ("medical", ["--task"], {}, ["--max-epochs", "--lr", "--spacing"]),
+    ("recommendation", ["--data", "--split", "--date-order"], REC_CONDITIONAL, ["--epochs", "--temperature"]),
 ])
-def test_help_marks_the_flags_a_resume_must_keep(domain, kept, not_kept, capsys):
+def test_help_marks_the_flags_a_resume_must_keep(domain, kept, conditional, not_kept, capsys):
     from core.config import RESUME_HELP
 
     train_cmd = importlib.import_module(f"domains.{domain}.train")
     with pytest.raises(SystemExit):
         train_cmd.main(["--help"])
     text = " ".join(capsys.readouterr().out.split("options:", 1)[1].split())
-    for flag in kept + not_kept:  # a flag's help runs from its own '--flag METAVAR' to the next flag's
+    for flag in [*kept, *conditional, *not_kept]:  # a flag's help runs from its own '--flag METAVAR' to the next flag's
         block = re.search(rf"(?<![\w-]){flag} (?:\[[A-Z_]+ \.\.\.\]|[A-Z_]+|\{{[^}}]*\}}) (.*?)(?= --[a-z][a-z-]*(?:,| \[| \{{| [A-Z_])|$)", text)
         assert block, flag
         assert (RESUME_HELP in block.group(1)) == (flag in kept), (flag, block.group(1))
+        assert block.group(1).endswith(conditional[flag]) if flag in conditional else "fixed on --resume" not in block.group(1).replace(RESUME_HELP, "")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.config import RESUME_SAME_DATA, DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
+from core.config import RESUME_HELP, RESUME_SAME_DATA, DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.scoring import ScoringConfig
 from domains.recommendation.data import DATE_ORDERS, LEAVE_LAST_OUT, ML100K, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES, SplitError, split_name
 
@@ -117,6 +117,17 @@ class TrainConfig(ModelConfig, DataConfig, TrainingConfig, TrackingConfig, SeedC
     def fixed_on_resume(cls, settings: dict) -> dict:
         """What ``--resume`` must not change (core.runs refuses it before the data is read): :func:`held_out_settings`."""
         return held_out_settings(settings)
+
+    @classmethod
+    def resume_help_notes(cls) -> dict[str, str]:
+        """``--help``'s words for the flags :meth:`fixed_on_resume` names, with the conditions of
+        :func:`held_out_settings`: the seeds draw only a stratified split's rows, leave-last-out counts only whether
+        there is a validation part."""
+        fixed = RESUME_HELP.strip("()")  # 'fixed on --resume'
+        return {**super().resume_help_notes(),
+                "split_seed": f"({fixed} with a stratified split)",
+                "seed": f"({fixed} with a stratified split and --validation-ratio above 0)",
+                "validation_ratio": f"({fixed}; with {LEAVE_LAST_OUT}, only whether it is 0)"}
 
     @classmethod
     def why_fixed_on_resume(cls, names) -> str:  # noqa: ANN001

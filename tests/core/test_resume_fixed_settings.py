@@ -43,6 +43,15 @@ class ConditionalConfig(TrackingConfig, ResumeConfig, RunConfig):
         return {"split": settings.get("split"), **({"seed": settings.get("seed")} if settings.get("split") == "random" else {})}
 
 
+@dataclass
+class WordedConditionalConfig(ConditionalConfig):
+    """The same rule, its condition worded in --help."""
+
+    @classmethod
+    def resume_help_notes(cls):
+        return {**super().resume_help_notes(), "seed": "(fixed on --resume with a random split)"}
+
+
 def _snapshot(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): ("dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()) for p in sorted(root.rglob("*"))}
 
@@ -236,3 +245,7 @@ def test_help_marks_the_flags_a_resume_must_keep():
     assert marked(FixedConfig) == {"name": False, "runs_dir": False, "resume": False, "track": False, "val_days": True, "tickers": True, "lr": False}
     assert {k for k, v in marked(DataConfig).items() if v} == {"data"}
     assert {k for k, v in marked(ConditionalConfig).items() if v} == {"split", "seed"}  # the seed counts under the default split
+    # a conditional rule's words: the seed says when a resume refuses it, the always-fixed split keeps the plain mark
+    helps = {a.dest: a.help for a in build_parser(WordedConditionalConfig)._actions}
+    assert helps["seed"].endswith("(default: 0) (fixed on --resume with a random split)") and RESUME_HELP not in helps["seed"]
+    assert helps["split"].endswith(RESUME_HELP) and RESUME_HELP not in helps["name"]

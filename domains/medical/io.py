@@ -91,11 +91,12 @@ def volume_id(path: str | Path) -> str:
     return name
 
 
-def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, volume: int | None = None):
+def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, volume: int | None = None,
+              headers: _DicomHeaders | None = None):
     """Call the reader for ``path``'s kind (a DICOM series folder, NIfTI, NRRD); refuse anything else,
     and turn a library's parse error into a :class:`MedicalInputError` naming the file (one line). ``series``
     picks one series of a DICOM folder holding several, ``volume`` one volume of a 4D NIfTI (each refused for
-    the other kinds of input)."""
+    the other kinds of input); ``headers``: a DICOM folder's headers already read (:class:`_DicomHeaders`)."""
     p = Path(path)
     if not p.exists():
         raise MedicalInputError(f"{p}: no such file or folder")
@@ -107,7 +108,7 @@ def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, v
                                 f"{'a DICOM series folder' if p.is_dir() else 'not a NIfTI file'}; leave --volume out")
     try:
         if p.is_dir():
-            return dicom(p, series=series)
+            return dicom(p, series=series, headers=headers)
         if lower.endswith((".nii", ".nii.gz")):
             return nifti(p, volume=volume)
         if lower.endswith((".nrrd", ".nhdr")):
@@ -136,13 +137,15 @@ def _misnamed_hint(p: Path) -> str:
     return ""
 
 
-def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True, series: str | None = None, volume: int | None = None) -> Volume:
+def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True, series: str | None = None, volume: int | None = None,
+                headers: _DicomHeaders | None = None) -> Volume:
     """Load a NIfTI / NRRD file or a DICOM series folder; clear errors for anything else. ``series``: which
     series of a DICOM folder holding several (its ``series-<hash>`` or SeriesNumber; without it such a folder is
     refused with the list of its series); ``volume``: which volume (0-based) of a 4D NIfTI (without it a 4D
-    file is refused, naming its 4th axis' length)."""
+    file is refused, naming its 4th axis' length); ``headers``: the folder's DICOM headers as the check read them
+    (:func:`read_input_for_model`), so they are not read again."""
     p = Path(path)
-    vol = _dispatch(p, _load_dicom_series, _load_nifti, _load_nrrd, series=series, volume=volume)
+    vol = _dispatch(p, _load_dicom_series, _load_nifti, _load_nrrd, series=series, volume=volume, headers=headers)
     if not np.all(np.isfinite(vol.affine)) or abs(np.linalg.det(vol.affine[:3, :3])) < 1e-9:
         raise MedicalInputError(f"{p}: degenerate geometry (voxel-to-world affine is singular or not finite)")
     if check:
@@ -199,12 +202,13 @@ def _spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(s) for s in np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0)))
 
 
-def probe_volume(path: str | Path, series: str | None = None, volume: int | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+def probe_volume(path: str | Path, series: str | None = None, volume: int | None = None,
+                 headers: _DicomHeaders | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     """(shape, spacing in mm) from the header alone — nothing is allocated (a DICOM series folder: its
     slices' headers, without pixel data). Raises :class:`MedicalInputError` for what ``load_volume``
     would refuse by its name, header or geometry (several DICOM series without ``series``, a 4D NIfTI without
     ``volume``, a compression no installed decoder reads)."""
-    return _dispatch(path, _probe_dicom_series, _probe_nifti, _probe_nrrd, series=series, volume=volume)
+    return _dispatch(path, _probe_dicom_series, _probe_nifti, _probe_nrrd, series=series, volume=volume, headers=headers)
 
 
 def _check_nifti_forms(img, p: Path) -> None:
@@ -267,23 +271,10 @@ def _probe_nrrd(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     return sizes[:3], tuple(float(s) for s in np.sqrt((dirs ** 2).sum(axis=1)))
 
 
-def _probe_dicom_series(folder: Path, series: str | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
-    import pydicom
-
+def _probe_dicom_series(folder: Path, series: str | None = None, headers: _DicomHeaders | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     rows = cols = None
     positions, spacing, iop = [], None, None
-    headers = []
-    for f in sorted(x for x in folder.iterdir() if x.is_file() and not x.name.startswith(".")):
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["Rows", "Columns", "PixelSpacing", "ImagePositionPatient",
-                                                                                  "ImageOrientationPatient", "SliceThickness", "NumberOfFrames",
-                                                                                  *_SERIES_TAGS])
-        except Exception:  # noqa: BLE001 - non-DICOM files are skipped, as the reader does
-            continue
-        _refuse_multiframe(ds, folder)
-        if "ImagePositionPatient" not in ds or "Rows" not in ds:
-            continue
-        headers.append(ds)
+    headers = [ds for ds in (headers or _DicomHeaders(folder)).slices() if "ImagePositionPatient" in ds and "Rows" in ds]
     headers = _pick_series(headers, folder, series) if headers else headers
     _check_decodable(headers, folder)
     for ds in headers:
@@ -322,12 +313,13 @@ def header_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray] | No
 
 
 def check_input(path: str | Path, target_spacing: float | None = None, series: str | None = None,
-                volume: int | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+                volume: int | None = None, headers: _DicomHeaders | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     """Everything about an input that can be refused from its header — name, size, spacing, (with
     the model's ``target_spacing``) the size of the resampled grid, and for NIfTI whether the file can
     hold the data its header declares; a DICOM folder of several series (without ``series``), a compression no
-    installed decoder reads, a 4D NIfTI (without ``volume``) — before any model or run is created. Returns (shape, spacing)."""
-    shape, spacing = probe_volume(path, series=series, volume=volume)
+    installed decoder reads, a 4D NIfTI (without ``volume``) — before any model or run is created. Returns (shape, spacing).
+    ``headers``: as :func:`load_volume`."""
+    shape, spacing = probe_volume(path, series=series, volume=volume, headers=headers)
     check_spacing(spacing, path)
     if target_spacing is not None and len(shape) >= 3:
         check_resampled_size(shape[:3], spacing, target_spacing, path)
@@ -342,10 +334,12 @@ def read_input_for_model(path: str | Path, meta: dict[str, Any], series: str | N
     """The input read and checked for the model a run's ``task.json`` (``meta``) describes — everything refused
     without the model: the header (:func:`check_input`), then the voxels (4D, NaN, a truncated file), a blank
     image, and a DICOM Modality the model was not trained on. ``infer`` and the dashboard call it before
-    loading the model. ``series`` / ``volume``: as :func:`load_volume`."""
+    loading the model. ``series`` / ``volume``: as :func:`load_volume`. A DICOM folder's headers are read once, for the
+    check and the reader (which then reads the chosen series' pixels only)."""
     pipeline = meta["pipeline"]
-    check_input(path, pipeline["spacing"], series=series, volume=volume)
-    vol = load_volume(path, series=series, volume=volume)
+    headers = _DicomHeaders(Path(path))
+    check_input(path, pipeline["spacing"], series=series, volume=volume, headers=headers)
+    vol = load_volume(path, series=series, volume=volume, headers=headers)
     check_not_blank(vol.data, path)
     check_modality(vol.modality, pipeline.get("modality", meta.get("modality")), path)
     return vol
@@ -499,22 +493,8 @@ def _load_nrrd(p: Path) -> Volume:
     return Volume(data=data, affine=aff, path=str(p), format="nrrd")
 
 
-def _load_dicom_series(folder: Path, series: str | None = None) -> Volume:
-    import pydicom
-
-    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
-    slices = []
-    for f in files:
-        try:
-            ds = pydicom.dcmread(str(f), specific_tags=[*DICOM_SAFE_TAGS, "PixelData", "BitsAllocated", "BitsStored",
-                                                        "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation",
-                                                        "HighBit", "TransferSyntaxUID", "NumberOfFrames", *_SERIES_TAGS])
-        except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
-            continue
-        _refuse_multiframe(ds, folder)
-        if "PixelData" not in ds or "ImagePositionPatient" not in ds:
-            continue
-        slices.append(ds)
+def _load_dicom_series(folder: Path, series: str | None = None, headers: _DicomHeaders | None = None) -> Volume:
+    slices = [ds for ds in (headers or _DicomHeaders(folder)).slices() if "PixelData" in ds and "ImagePositionPatient" in ds]
     if not slices:
         raise MedicalInputError(_no_series_message(folder))
     slices = _pick_series(slices, folder, series)
@@ -637,6 +617,37 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
 # technical tags that tell one series of a folder from another (SeriesDescription, free text a technologist types, is not read)
 _SERIES_TAGS = ("SeriesInstanceUID", "SeriesNumber", "ImageType", "Modality")
 _MAX_SERIES_LISTED = 8
+# What is read of each slice: the whitelist, the pixel-format tags and the series tags; PixelData is deferred (its offset
+# noted, its bytes read when a chosen slice's pixels are used)
+_SLICE_TAGS = (*DICOM_SAFE_TAGS, "PixelData", "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel",
+               "PhotometricInterpretation", "HighBit", "TransferSyntaxUID", "NumberOfFrames", *_SERIES_TAGS)
+_DEFER_PIXELS = 1024  # bytes: larger element values (a slice's pixel data) are read only when used
+
+
+class _DicomHeaders:
+    """A DICOM folder's slice headers, read once (on first use) for both the header check (:func:`probe_volume`) and the
+    reader (:func:`load_volume`): each file is parsed once, its pixel data left in the file until the chosen series'
+    slices are stacked (pydicom's deferred read). Files that are not DICOM are skipped, a multi-frame file refused."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._slices: list | None = None
+
+    def slices(self) -> list:
+        if self._slices is None:
+            import pydicom
+
+            slices = []
+            for f in sorted(x for x in self.folder.iterdir() if x.is_file() and not x.name.startswith(".")):
+                try:
+                    ds = pydicom.dcmread(str(f), defer_size=_DEFER_PIXELS, specific_tags=list(_SLICE_TAGS))
+                except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
+                    continue
+                _refuse_multiframe(ds, self.folder)
+                slices.append(ds)
+            self._slices = slices
+        return self._slices
+
 
 
 def _series_hash_of(ds, folder: Path) -> str:

@@ -105,6 +105,21 @@ def split_dicom_series(raw: Path, out: Path) -> None:
     raise SeveralSeries(listed)
 
 
+def read_label_dicom(raw: Path, out: Path) -> None:
+    """``materialise``'s DICOM reader for the label: one series, read as the scan's. A ZIP of several was refused in the
+    reader's words for the command line ("pick one with --series ... (infer)"); here it says what to upload instead, the
+    series named as the scan's selectbox names them (technical tags only, no patient field)."""
+    try:
+        api.dicom_to_nifti(raw, out)
+    except api.MedicalInputError:
+        found = api.dicom_series(raw)
+        if len(found) <= 1:
+            raise
+        listed = "; ".join(s.description for s in found[:3]) + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
+        raise api.MedicalInputError(f"{raw} holds {len(found)} DICOM series ({listed}); a label is one volume: upload a ZIP of its "
+                                    "series alone") from None
+
+
 def choose_within(upload_id: str, materialised) -> tuple[str | None, str]:
     """The file to segment from an upload, and its name on the page: the upload itself, or — for a DICOM ZIP of several
     series or a 4D NIfTI — the series or volume the user picks in a selectbox (None until then). ``materialised()`` writes
@@ -177,7 +192,7 @@ if source == "Prepared case":
             chosen = labels[st.selectbox("Case", list(labels), key="med_case")]
             image_source, label_source, case_name = chosen.image, chosen.label, chosen.id
 else:
-    up = st.file_uploader(f"Scan: NIfTI (.nii, .nii.gz), NRRD (.nrrd), DICOM (.dcm, or a .zip of a series); at most {MAX_UPLOAD_MB} MB",
+    up = st.file_uploader(f"Scan: NIfTI (.nii, .nii.gz), NRRD (.nrrd), DICOM (.dcm, or a .zip of one or more series: you pick one); at most {MAX_UPLOAD_MB} MB",
                           key="med_upload",
                           help=f"A ZIP may hold at most {MAX_FILES} files and {MAX_EXTRACTED_MB} MB decompressed. Uploads stay in a "
                                "private folder of this session, removed when the session ends; DICOM files are read at once and deleted.")
@@ -204,7 +219,7 @@ else:
         if image_source is not None and up_label is not None:
             try:  # the label is optional: one refused is one line, and the scan is still segmented (no Dice)
                 ldata = up_label.getvalue()
-                label_source = str(materialise(up_label.name, ldata, check_upload(up_label.name, ldata), store, api.dicom_to_nifti, role="label"))
+                label_source = str(materialise(up_label.name, ldata, check_upload(up_label.name, ldata), store, read_label_dicom, role="label"))
             except UploadError as e:
                 st.error(f"Upload refused: {e}")
                 label_refused = True

@@ -17,7 +17,7 @@ median CPU time of one call over ``--repeats`` calls after a warm-up (which comp
 shared, so CPU time rather than wall time. Every candidate runs in a fresh process with its own fp32 eager timing
 (shared processes leaked compiler state between candidates: a torchao row came out 12x faster and 20x less accurate). Errors over 4 batches: max |out - fp32| / max |fp32| and relative L2.
 
-    python bench/int8_cpu.py                     # MiniLM and three MLPs, 10 repeats; prints the table (16.8 min on the shared 2-core AMD EPYC, BENCHMARKS int8-cpu-no-amx)
+    python bench/int8_cpu.py                     # MiniLM and three MLPs, 10 repeats; prints the table (7.0 min idle on the 2-core AMD EPYC, BENCHMARKS int8-cpu-no-amx)
     python bench/int8_cpu.py --models mlp --repeats 5 --write   # also writes section "int8-cpu[-no-amx]" of BENCHMARKS.md
 """
 

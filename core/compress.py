@@ -158,8 +158,8 @@ def cpu_lacks_int8_dot_product() -> bool:
 # that section. PT2E is left out: it cannot trace MiniLM.
 NO_INT8_DOT_PRODUCT = ("this CPU has no int8 dot-product instructions (AVX512-VNNI/AVX-VNNI/AMX-INT8); on such a CPU "
                        "(BENCHMARKS section int8-cpu-no-amx, bench/int8_cpu.py) torchao dynamic int8 (method='torchao') ran "
-                       "12.7-23.3x the fp32 latency on MiniLM-L6 and 256-2048-wide MLPs, int8 weight-only (method='weight_only', "
-                       "Linear weights 4x smaller) 0.81-2.35x, ONNX Runtime int8 (export_onnx + quantize_onnx_int8) 0.36-0.91x")
+                       "15.4-25.0x the fp32 latency on MiniLM-L6 and 256-2048-wide MLPs, int8 weight-only (method='weight_only', "
+                       "Linear weights 4x smaller) 0.75-1.08x, ONNX Runtime int8 (export_onnx + quantize_onnx_int8) 0.28-0.86x")
 
 
 def auto_int8_method(model: nn.Module) -> tuple[str, str]:

@@ -95,12 +95,18 @@ def ensemble(dirs: list[Path]) -> None:
           f"members {', '.join(f'{q:.4f}' for q in own)}")
 
 
+def _tft_and_gjr(d: Path, columns: list[str], first_fold: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ensemble TFT's and GJR-t's rows of a run's ``losses.parquet`` (folds ≥ ``first_fold``), keyed and sorted."""
+    loss = pd.read_parquet(d / "losses.parquet", columns=["model", *KEY, *columns])
+    loss = loss[loss.fold >= first_fold]
+    return tuple(loss[loss.model == m].set_index(KEY).sort_index() for m in ("tft", "gjr_t"))
+
+
 def blend(dirs: list[Path], weights: list[float]) -> None:
     """QLIKE of exp(w · log V_head + (1 − w) · log V_gjr): the TFT's variance head blended with GJR-t's raw E[rv²]."""
     for d in dirs:
-        loss = pd.read_parquet(d / "losses.parquet", columns=["model", *KEY, "rvol", "rvol_rms", "rvol_var_head"])
-        t = loss[loss.model == "tft"].set_index(KEY).sort_index()
-        g = loss[loss.model == "gjr_t"].set_index(KEY).sort_index().loc[t.index]
+        t, g = _tft_and_gjr(d, ["rvol", "rvol_rms", "rvol_var_head"])
+        g = g.loc[t.index]
         for w in weights:
             lv = w * np.log(t.rvol_var_head.to_numpy(float)) + (1 - w) * 2 * np.log(g.rvol_rms.to_numpy(float))
             print(f"{d.name}: weight on the TFT {w:g}: QLIKE {_by_ticker_mean(qlike_rows(t.rvol.to_numpy(float), np.sqrt(np.exp(lv))), t.index):.4f}")
@@ -114,10 +120,8 @@ def deviation(dirs: list[Path], first_fold: int) -> None:
     are noise QLIKE pays for."""
     print("| run | rows | mean log(V/G) | sd within ticker | slope of GJR-t's log error on it | correlation |\n|---|---|---|---|---|---|")
     for d in dirs:
-        loss = pd.read_parquet(d / "losses.parquet", columns=["model", *KEY, "rvol", "rvol_rms", "rvol_var_cal"])
-        loss = loss[loss.fold >= first_fold]
-        t = loss[loss.model == "tft"].set_index(KEY).sort_index()
-        g = loss[loss.model == "gjr_t"].set_index(KEY).sort_index().reindex(t.index)
+        t, g = _tft_and_gjr(d, ["rvol", "rvol_rms", "rvol_var_cal"], first_fold)
+        g = g.reindex(t.index)
         ok = g.rvol_rms.notna().to_numpy() & (t.rvol.to_numpy(float) > 0)
         t, g = t[ok], g[ok]
         lg = 2 * np.log(g.rvol_rms.to_numpy(float))

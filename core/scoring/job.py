@@ -337,9 +337,13 @@ class ItemsDigest:
     a digest handed on with other items is refused, also when their number is the same."""
 
     sha256: str
-    n_items: int
     items: tuple = field(default=(), compare=False, repr=False)
     model_run_sha256: str | None = None  # the stamp of the model run's weights and config files (model_run_stamp), when the command named one
+
+    @property
+    def n_items(self) -> int:
+        """How many items it was taken of."""
+        return len(self.items)
 
     @property
     def has_files(self) -> bool:
@@ -391,7 +395,7 @@ def digest_items(items: Sequence[WorkItem], model_run: str | os.PathLike | None 
             stamps[it.path] = _file_stamp(it.path)
         h.update(json.dumps([it.to_dict(), stamps[it.path]], sort_keys=True, default=str).encode())
         h.update(b"\n")
-    return ItemsDigest(h.hexdigest(), len(items), items, model_run_stamp(model_run) if model_run is not None else None)
+    return ItemsDigest(h.hexdigest(), items, model_run_stamp(model_run) if model_run is not None else None)
 
 
 def _digest_of(items: Sequence[WorkItem], digest: ItemsDigest | None) -> ItemsDigest:
@@ -399,7 +403,7 @@ def _digest_of(items: Sequence[WorkItem], digest: ItemsDigest | None) -> ItemsDi
     the items' digest now."""
     if digest is None:
         return digest_items(items)
-    same = isinstance(digest, ItemsDigest) and len(digest.items) == len(items) and all(a is b or a == b for a, b in zip(digest.items, items))
+    same = isinstance(digest, ItemsDigest) and digest.n_items == len(items) and all(a is b or a == b for a, b in zip(digest.items, items))
     if not same:
         raise ValueError(f"digest {digest!r} is not of these {len(items)} items; take it with digest_items(items)")
     return digest

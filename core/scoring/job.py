@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 import traceback
@@ -296,8 +297,8 @@ def _file_stamp(path: str | None) -> list | None:
         st = os.stat(path)
     except OSError:
         return None
-    if not os.path.isdir(path):
-        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    if not stat.S_ISDIR(st.st_mode):  # the stat already taken tells, no second one
+        return _stat_identity(st)
     files = []
     for root, dirs, names in os.walk(path):  # links to folders are not followed
         dirs.sort()
@@ -307,8 +308,13 @@ def _file_stamp(path: str | None) -> list | None:
                 fs = os.stat(f)
             except OSError:  # a link to nothing: nothing the scorer can read either
                 continue
-            files.append([os.path.relpath(f, path), fs.st_size, fs.st_mtime_ns, fs.st_ctime_ns, fs.st_ino])
+            files.append([os.path.relpath(f, path), *_stat_identity(fs)])
     return files
+
+
+def _stat_identity(st: os.stat_result) -> list[int]:
+    """What of a file's ``stat`` tells that it changed: size, modification and change times, inode."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _class_name(cls: type) -> str:
@@ -359,7 +365,7 @@ MODEL_RUN_BOOKKEEPING = frozenset({"run.json", "metrics.json", "checkpoints"})
 
 
 def model_run_stamp(model_run: str | os.PathLike) -> str:
-    """sha256 over the stat identity (size, mtime_ns, ctime_ns, inode, as :func:`_file_stamp`) of the model run's
+    """sha256 over the stat identity (size, mtime_ns, ctime_ns, inode: :func:`_stat_identity`, as :func:`_file_stamp`) of the model run's
     weights and config files (:data:`MODEL_FILE_SUFFIXES`, outside :data:`MODEL_RUN_BOOKKEEPING`, hidden or ``_``-named
     entries and any scoring job's output folder inside the run), by relative path;
     a model given as one file: that file. One ``stat`` per file, no reading: a run folder replaced by a retrained one
@@ -377,9 +383,11 @@ def model_run_stamp(model_run: str | os.PathLike) -> str:
             for name in sorted(names):
                 if name.endswith(MODEL_FILE_SUFFIXES) and not name.startswith((".", "_")) and not (here == root and name in MODEL_RUN_BOOKKEEPING):
                     f = os.path.join(here, name)
-                    fs = _file_stamp(f)
-                    if fs is not None:
-                        stamp.append([os.path.relpath(f, root), *fs])
+                    try:
+                        fs = os.stat(f)
+                    except OSError:  # a link to nothing
+                        continue
+                    stamp.append([os.path.relpath(f, root), *_stat_identity(fs)])
     return hashlib.sha256(json.dumps(stamp).encode()).hexdigest()
 
 

@@ -670,23 +670,21 @@ def _describe_series(group: list, folder: Path) -> str:
             f"{', ' + str(first.Modality) if getattr(first, 'Modality', '') else ''}{kind}{num})")
 
 
+def _series_groups(slices: list) -> list[list]:
+    """A folder's slices grouped by SeriesInstanceUID, most slices first: the order the refusal and :func:`list_dicom_series` list them."""
+    groups: dict[str, list] = {}
+    for s in slices:
+        groups.setdefault(str(getattr(s, "SeriesInstanceUID", "")), []).append(s)
+    return sorted(groups.values(), key=len, reverse=True)
+
+
 def list_dicom_series(folder: str | Path) -> list[tuple[str, str]]:
     """The series of a DICOM folder, from the slices' headers (no pixel data), as ``(series-<hash>, description)`` in the
     order a refusal lists them (most slices first): the hash is what ``load_volume(series=...)`` / ``infer --series``
-    take, the description what :func:`_pick_series` prints. Files that are not DICOM slices are skipped, as the readers do."""
-    import pydicom
-
+    take, the description what :func:`_pick_series` prints. Read by :class:`_DicomHeaders`, as the readers read a folder."""
     folder = Path(folder)
-    groups: dict[str, list] = {}
-    for f in sorted(x for x in folder.iterdir() if x.is_file() and not x.name.startswith(".")):
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["Rows", "Columns", "ImagePositionPatient", *_SERIES_TAGS])
-        except Exception:  # noqa: BLE001 - non-DICOM files are skipped, as the reader does
-            continue
-        if "ImagePositionPatient" in ds and "Rows" in ds:
-            groups.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append(ds)
-    listed = sorted(groups.values(), key=len, reverse=True)
-    return [(f"series-{_series_hash_of(g[0], folder)}", _describe_series(g, folder)) for g in listed]
+    slices = [ds for ds in _DicomHeaders(folder).slices() if "ImagePositionPatient" in ds and "Rows" in ds]
+    return [(f"series-{_series_hash_of(g[0], folder)}", _describe_series(g, folder)) for g in _series_groups(slices)]
 
 
 def _pick_series(slices: list, folder: Path, series: str | None) -> list:
@@ -695,21 +693,13 @@ def _pick_series(slices: list, folder: Path, series: str | None) -> list:
     user's choice, so several series are refused listing each one — ``series-<hash>``, slice count, size,
     SeriesNumber, LOCALIZER when ImageType says so; no patient field, no free text — and ``series`` (that hash,
     or the SeriesNumber) picks one."""
-    groups: dict[str, list] = {}
-    for s in slices:
-        groups.setdefault(str(getattr(s, "SeriesInstanceUID", "")), []).append(s)
-    if series is None and len(groups) == 1:
+    listed = _series_groups(slices)
+    if series is None and len(listed) == 1:
         return slices
-    listed = sorted(groups.values(), key=len, reverse=True)
-    number = _series_number
-
-    def describe(group) -> str:
-        return _describe_series(group, folder)
-
-    listing = "; ".join(describe(g) for g in listed[:_MAX_SERIES_LISTED]) + (
+    listing = "; ".join(_describe_series(g, folder) for g in listed[:_MAX_SERIES_LISTED]) + (
         f"; and {len(listed) - _MAX_SERIES_LISTED} more" if len(listed) > _MAX_SERIES_LISTED else "")
     if series is None:
-        raise MedicalInputError(f"{folder}: holds {len(groups)} DICOM series: {listing}; pick one with --series series-<hash> or --series "
+        raise MedicalInputError(f"{folder}: holds {len(listed)} DICOM series: {listing}; pick one with --series series-<hash> or --series "
                                 "<SeriesNumber> (infer), or put one series per folder")
     want = str(series).strip()
     key = want.lower().removeprefix("series-")
@@ -720,10 +710,10 @@ def _pick_series(slices: list, folder: Path, series: str | None) -> list:
     if want.lower().startswith("series-") or not want.isdigit():
         chosen = by_hash()
     else:  # a SeriesNumber; a hash prefix that happens to be all digits when no series has that number
-        chosen = [g for g in listed if number(g).isdigit() and int(number(g)) == int(want)] or by_hash()
+        chosen = [g for g in listed if _series_number(g).isdigit() and int(_series_number(g)) == int(want)] or by_hash()
     if len(chosen) != 1:
         how = "matches none" if not chosen else f"matches {len(chosen)}"
-        raise MedicalInputError(f"--series {plain(series)}: {how} of the {len(groups)} DICOM series in {folder}: {listing}; expected one series-<hash> "
+        raise MedicalInputError(f"--series {plain(series)}: {how} of the {len(listed)} DICOM series in {folder}: {listing}; expected one series-<hash> "
                                 "or SeriesNumber of these" + (" (use the series-<hash>: SeriesNumbers repeat)" if chosen else ""))
     return chosen[0]
 

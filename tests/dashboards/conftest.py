@@ -9,9 +9,12 @@ import importlib
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pytest
+
+if TYPE_CHECKING:
+    from streamlit.testing.v1 import AppTest
 
 
 @dataclasses.dataclass
@@ -83,6 +86,24 @@ def make_domain_run(domain: str, runs_dir: Path) -> DomainRun:
         else:
             os.environ["SUITE_DEBIAN_FETCH"] = fetch
     return DomainRun(domain, Path(run_dir).resolve(), None, time.perf_counter() - t0)
+
+
+@pytest.fixture
+def medical_upload_page() -> Callable[..., AppTest]:
+    """``medical_upload_page(run_dir, timeout)``: the app's medical page on that run with "Upload a scan" chosen — what every
+    upload test of the page starts from (the environment, e.g. ``SUITE_RUNS_DIR``, is the test's to set)."""
+    from streamlit.testing.v1 import AppTest
+
+    def open_page(run_dir: Path, timeout: int = 120) -> AppTest:
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"), default_timeout=timeout)
+        at.run()
+        at.switch_page("views/medical.py").run()
+        box = at.selectbox(key="medical_run")
+        box.set_value(next(o for o in box.options if o.startswith(f"{Path(run_dir).name}  ·"))).run()
+        at.radio(key="med_source").set_value("Upload a scan").run()
+        return at
+
+    return open_page
 
 
 @pytest.fixture(scope="module")

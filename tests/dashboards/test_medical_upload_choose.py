@@ -32,7 +32,7 @@ def brain() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture
-def page(medical_run, tmp_path, monkeypatch):
+def page(medical_run, medical_upload_page, tmp_path, monkeypatch):
     """The medical page on the tiny run, "Upload a scan" chosen; the session's upload folder under ``tmp_path/up``."""
     import streamlit as st
 
@@ -41,13 +41,7 @@ def page(medical_run, tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "up"))
     st.cache_resource.clear()
     st.cache_data.clear()
-    at = AppTest.from_file(str(REPO / "dashboards" / "app.py"), default_timeout=120)
-    at.run()
-    at.switch_page("views/medical.py").run()
-    box = at.selectbox(key="medical_run")
-    box.set_value(next(o for o in box.options if o.startswith(f"{medical_run.name}  ·"))).run()
-    at.radio(key="med_source").set_value("Upload a scan").run()
-    return at
+    return medical_upload_page(medical_run, timeout=120)
 
 
 def _ok(at: AppTest) -> None:

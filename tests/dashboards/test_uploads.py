@@ -307,19 +307,8 @@ def test_the_app_sweeps_stale_upload_folders_at_start(tmp_root, tmp_path, monkey
     assert not stale.exists() and fresh.exists()
 
 
-def _medical_upload_page(run, timeout: int) -> AppTest:
-    """The medical page on ``run`` with "Upload a scan" chosen (what every upload test starts from)."""
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py"), default_timeout=timeout)
-    at.run()
-    at.switch_page("views/medical.py").run()
-    box = at.selectbox(key="medical_run")
-    box.set_value(next(o for o in box.options if o.startswith(f"{run.run_dir.name}  ·"))).run()
-    at.radio(key="med_source").set_value("Upload a scan").run()
-    return at
-
-
 @pytest.mark.slow  # the unit tests above cover each rule; this is the whole path through the page
-def test_the_medical_page_segments_an_uploaded_dicom_zip_and_keeps_no_raw_dicom(domain_run, tmp_root, tmp_path):
+def test_the_medical_page_segments_an_uploaded_dicom_zip_and_keeps_no_raw_dicom(domain_run, medical_upload_page, tmp_root, tmp_path):
     """The whole path on the page: a zipped DICOM series with a patient's name is segmented; what
     stays on disk is the session's NIfTI only; a hostile archive gives a message, not a traceback."""
     run = domain_run("medical")
@@ -327,7 +316,7 @@ def test_the_medical_page_segments_an_uploaded_dicom_zip_and_keeps_no_raw_dicom(
     vol = (rng.normal(100, 10, (40, 40, 24)) * (np.linalg.norm(np.indices((40, 40, 24)).T - [12, 20, 20], axis=-1).T < 15)).astype(np.int16)
     files = write_dicom_series(tmp_path / "src", vol, spacing=(4.0, 4.0, 4.0))
     data = zip_bytes({f"{PATIENT}/{f.name}": f.read_bytes() for f in files})
-    at = _medical_upload_page(run, timeout=240)
+    at = medical_upload_page(run.run_dir, timeout=240)
     at.file_uploader(key="med_upload").upload(f"{PATIENT}.zip", data, "application/zip")
     at.run()
     assert not at.exception, [e.message for e in at.exception]
@@ -348,7 +337,7 @@ def _nifti_bytes(data: np.ndarray, spacing: float = 4.0) -> bytes:
     return nib.Nifti1Image(data, np.diag([spacing, spacing, spacing, 1.0])).to_bytes()
 
 
-def test_the_medical_page_refuses_in_one_line_what_infer_refuses(domain_run, tmp_root, tmp_path):
+def test_the_medical_page_refuses_in_one_line_what_infer_refuses(domain_run, medical_upload_page, tmp_root, tmp_path):
     """The CLI's refusals reach uploads: a CT series given to the (MRI) model was converted to NIfTI first, so its
     DICOM Modality never reached the check and it was segmented silently; a blank image and float64 intensities
     beyond float32 are refused too. Each: one line naming the upload (not the session's private path), no mask."""
@@ -357,7 +346,7 @@ def test_the_medical_page_refuses_in_one_line_what_infer_refuses(domain_run, tmp
     body = (np.linalg.norm(np.indices((40, 40, 24)).T - [12, 20, 20], axis=-1).T < 15)
     files = write_dicom_series(tmp_path / "ct", (rng.normal(100, 10, body.shape) * body).astype(np.int16), spacing=(4.0, 4.0, 4.0),
                                modality="CT")
-    at = _medical_upload_page(run, timeout=120)
+    at = medical_upload_page(run.run_dir, timeout=120)
     uploads_ = {
         "ct.zip": (zip_bytes({f.name: f.read_bytes() for f in files}), "a CT scan (DICOM Modality CT), but this model was trained on MRI"),
         "blank.nii.gz": (gzip.compress(_nifti_bytes(np.full((40, 40, 24), 7.0, np.float32))), "every voxel is 7"),
@@ -405,14 +394,14 @@ def test_an_uploads_name_cannot_break_out_of_its_code_span():
     assert len(str(e.value)) < 250 and "…`" in str(e.value)
 
 
-def test_the_medical_page_refuses_a_bad_uploaded_label_in_one_line_and_still_segments_the_scan(domain_run, tmp_root):
+def test_the_medical_page_refuses_a_bad_uploaded_label_in_one_line_and_still_segments_the_scan(domain_run, medical_upload_page, tmp_root):
     """A label the medical code refuses (non-integer values, 4D) showed "Reading the label failed: …" with a details
     expander and the session's private temp path; it is now one line naming "the uploaded label", as the scan's refusals."""
     run = domain_run("medical")
     rng = np.random.default_rng(0)
     body = (np.linalg.norm(np.indices((40, 40, 24)).T - [12, 20, 20], axis=-1).T < 15)
     scan = _nifti_bytes((rng.normal(100, 10, body.shape) * body).astype(np.float32))
-    at = _medical_upload_page(run, timeout=120)
+    at = medical_upload_page(run.run_dir, timeout=120)
     at.file_uploader(key="med_upload").upload("scan.nii", scan, "application/octet-stream")
     labels = {
         "fractional.nii": (_nifti_bytes(body * np.float32(0.5)), "label volume holds non-integer values; expected integer class ids"),
@@ -429,7 +418,7 @@ def test_the_medical_page_refuses_a_bad_uploaded_label_in_one_line_and_still_seg
         assert any("The label could not be used" in c.value for c in at.caption), name
 
 
-def test_the_medical_page_refuses_an_upload_before_it_loads_the_model(domain_run, tmp_root, tmp_path, monkeypatch):
+def test_the_medical_page_refuses_an_upload_before_it_loads_the_model(domain_run, medical_upload_page, tmp_root, tmp_path, monkeypatch):
     """The CLI refuses a bad input before it loads the model; the page loaded the model first (seconds, a model's
     memory) and only then refused a blank image, a CT series for an MRI model or 4D data. Now those are refused (4D data
     now asks which volume to segment)
@@ -449,7 +438,7 @@ def test_the_medical_page_refuses_an_upload_before_it_loads_the_model(domain_run
         "blank.nii.gz": (gzip.compress(_nifti_bytes(np.full((40, 40, 24), 7.0, np.float32))), "every voxel is 7"),
         "ct.zip": (zip_bytes({f.name: f.read_bytes() for f in ct}), "but this model was trained on MRI"),
     }
-    at = _medical_upload_page(run, timeout=120)  # the page opens on a prepared case, which it segments
+    at = medical_upload_page(run.run_dir, timeout=120)  # the page opens on a prepared case, which it segments
     st.cache_resource.clear()
     loads.clear()
     for name, (data, expected) in refused.items():

@@ -87,11 +87,15 @@ class SeveralSeries(Exception):
 def split_dicom_series(raw: Path, out: Path) -> None:
     """``materialise``'s DICOM reader: one series as before (``out``); several (a localizer beside the axial series) each
     read as ``infer --series`` reads it into a NIfTI beside ``out`` while the raw files still exist (they are deleted
-    right after, as for one series) — raises :class:`SeveralSeries` listing them for the page to choose from."""
-    found = api.dicom_series(raw)
-    if len(found) <= 1:
+    right after, as for one series) — raises :class:`SeveralSeries` listing them for the page to choose from. The series are
+    listed only when the plain read is refused: a folder of one series (the usual upload) has its headers parsed once."""
+    try:
         api.dicom_to_nifti(raw, out)
         return
+    except api.MedicalInputError:
+        found = api.dicom_series(raw)
+        if len(found) <= 1:
+            raise
     listed = []
     with st.spinner(f"Reading the {len(found)} DICOM series of the upload (the raw files are deleted after)…"):
         for s in found:

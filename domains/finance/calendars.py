@@ -7,7 +7,8 @@
 
 ``auto`` (the default of ``--calendar``) gives each ticker its exchange's calendar from its name: Yahoo
 Finance's exchange suffixes (``.T`` Tokyo, ``.L`` London, ``.DE`` Xetra, ``.PA`` Paris, ``.HK`` Hong Kong,
-``.TO`` Toronto, ...; :data:`SUFFIX_CALENDARS`), stooq's country suffixes (``.US``, ``.UK``, ``.JP``, ``.DE``,
+``.TO`` Toronto, ``.ME`` Moscow, ``.BE``/``.MU``/``.HA`` Berlin/Munich/Hanover on Frankfurt's holidays, ...;
+:data:`SUFFIX_CALENDARS`, with where each mapping comes from), stooq's country suffixes (``.US``, ``.UK``, ``.JP``, ``.DE``,
 ``.HK``, ``.HU``), the main non-US indices (``^FTSE``, ``^GDAXI``, ``^N225``, ...; :data:`INDEX_CALENDARS`), and Yahoo's
 crypto pairs (``BTC-USD``: ``24/7``), currency pairs (``EURUSD=X``: ``24/5``) and futures (``CL=F``: ``us_futures``);
 anything else — US tickers, the bundled panel, ``BRK.B`` — is NYSE (``XNYS``). An explicit ``--calendar``
@@ -33,19 +34,27 @@ AUTO = "auto"
 US_CALENDAR = "XNYS"  # a ticker without a known exchange suffix (and every ticker of the bundled panel)
 BUSINESS_DAYS = ("business", "bday", "none")  # plain Monday-Friday, no holidays
 
-# Yahoo Finance's exchange suffixes -> exchange_calendars names. Where exchange_calendars has no calendar of that venue,
-# the market whose holidays it keeps is named: Shenzhen (.SZ) closes with Shanghai, NSE (.NS) with BSE, TSX Venture and
-# the CSE (.V, .CN, .NE) with the TSX, KOSDAQ (.KQ) with KRX, Taipei's OTC market (.TWO) with TWSE.
+# Yahoo Finance's exchange suffixes -> exchange_calendars names. The suffixes are those of Yahoo's help page "Exchanges and
+# data providers on Yahoo Finance" (help.yahoo.com/kb/SLN2310.html; GnuCash's manual, "Yahoo Codes for Exchanges and
+# Markets", copies it); a suffix is mapped only where exchange_calendars (4.13) keeps the venue's holidays or those of the
+# market it closes with. Where it has no calendar of that venue, the market whose holidays it keeps is named: Shenzhen (.SZ)
+# closes with Shanghai, NSE (.NS) with BSE, TSX Venture and the CSE (.V, .CN, .NE) with the TSX (exchange_calendars has
+# no XTSX), KOSDAQ (.KQ) with KRX, Taipei's OTC market (.TWO) with TWSE; the regional German exchanges Berlin (.BE),
+# Bremen (.BM), Hanover (.HA) and Munich (.MU) with Frankfurt (XFRA, XETR, XDUS and XHAM hold the same sessions 2019-2026;
+# XSTU also traded on Whit Monday 2019-2021 and 2019-10-03); Yahoo's pan-Euronext .NX with Paris (XPAR, XAMS, XBRU and
+# XLIS hold the same sessions 2019-2026). Yahoo suffixes without such a calendar stay XNYS (logged, and a history off
+# it gets the calendar_mismatch warning): .CA Cairo, .QA Qatar, .CR Caracas, .TI EuroTLX.
 SUFFIX_CALENDARS = {
     # Americas
     "TO": "XTSE", "V": "XTSE", "CN": "XTSE", "NE": "XTSE", "SA": "BVMF", "MX": "XMEX", "BA": "XBUE", "SN": "XSGO",
     # Europe
     "L": "XLON", "IL": "XLON", "IR": "XDUB", "DE": "XETR", "F": "XFRA", "DU": "XDUS", "HM": "XHAM", "SG": "XSTU",
-    "PA": "XPAR", "AS": "XAMS", "BR": "XBRU", "LS": "XLIS", "MI": "XMIL", "MC": "XMAD", "SW": "XSWX", "VX": "XSWX", "VI": "XWBO",
-    "ST": "XSTO", "OL": "XOSL", "CO": "XCSE", "HE": "XHEL", "IC": "XICE", "WA": "XWAR", "PR": "XPRA", "BD": "XBUD",
-    "AT": "ASEX", "IS": "XIST", "TL": "XTAL", "RG": "XRIS", "VS": "XLIT",
-    # Middle East, Africa
-    "TA": "XTAE", "JO": "XJSE", "SR": "XSAU",
+    "BE": "XFRA", "BM": "XFRA", "HA": "XFRA", "MU": "XFRA",
+    "PA": "XPAR", "AS": "XAMS", "BR": "XBRU", "LS": "XLIS", "NX": "XPAR", "MI": "XMIL", "MC": "XMAD", "SW": "XSWX", "VX": "XSWX",
+    "VI": "XWBO", "ST": "XSTO", "OL": "XOSL", "CO": "XCSE", "HE": "XHEL", "IC": "XICE", "WA": "XWAR", "PR": "XPRA", "BD": "XBUD",
+    "AT": "ASEX", "IS": "XIST", "TL": "XTAL", "RG": "XRIS", "VS": "XLIT", "ME": "XMOS",
+    # Middle East, Africa (Yahoo's page lists Tadawul as .SAU; its quotes use .SR)
+    "TA": "XTAE", "JO": "XJSE", "SR": "XSAU", "SAU": "XSAU",
     # Asia-Pacific
     "T": "XTKS", "HK": "XHKG", "SS": "XSHG", "SZ": "XSHG", "KS": "XKRX", "KQ": "XKRX", "TW": "XTAI", "TWO": "XTAI",
     "SI": "XSES", "BO": "XBOM", "NS": "XBOM", "KL": "XKLS", "BK": "XBKK", "JK": "XIDX", "PS": "XPHS", "AX": "XASX", "NZ": "XNZE",

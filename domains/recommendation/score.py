@@ -4,8 +4,12 @@
     python -m domains.recommendation.score --model-run <name> --k 20 --workers 2
     python -m domains.recommendation.score --engine ray --workers 2
 
-A run of kind "job" of its own: by default named ``score-<model run>-k<k>-<index>`` (no timestamp),
-so rerunning the identical command after a crash resumes the unfinished chunks; the top-K Parquet
+A run of kind "job" of its own: by default named ``score-<model run>-k<k>-<index>-<8 hex>`` (no timestamp; the hex
+digits are core's :func:`~core.scoring.job_name` of the job: the stamp of the model run's weights and config files, the
+users, the settings), so rerunning the identical command after a crash resumes the unfinished chunks, and a model run
+retrained in place under the same name is another job. The job identifies the model run the way medical's and finance's
+do (``digest_items(items, model_run=run)``): an ``--out`` inside the training run is allowed (its own files are not
+the model's) and its identical rerun is reused. The top-K Parquet
 (partitioned + manifest + quarantine; library: :mod:`domains.recommendation.topk`) goes to
 ``<job run>/topk`` unless ``--out`` says otherwise, with ``_topk_summary.json`` (recall of the
 approximate lists against exact, the index build time each worker measured — ``null`` when a rerun
@@ -27,7 +31,7 @@ from core.cli import run_cli
 from core.config import check_ranges
 from core.io import atomic_write_json
 from core.runs import Run
-from core.scoring import ScoringError, check_scoring_items, check_scoring_job, check_scoring_out, digest_items, read_output, run_job_from_config
+from core.scoring import ScoringError, check_scoring_items, check_scoring_job, check_scoring_out, digest_items, job_name, read_output, run_job_from_config
 from domains.recommendation.config import ScoreConfig
 from domains.recommendation.inference import resolve_two_tower_run
 from domains.recommendation.topk import TopKScorer, approx_recall, user_work_items
@@ -45,16 +49,15 @@ def score(cfg: ScoreConfig) -> dict:
     model_run = resolve_two_tower_run(cfg.model_run, cfg.runs_dir)  # a sequence run: refused, naming its metrics
     if not (model_run / "feature_space.json").is_file():
         raise ScoringError(f"{model_run} is not a finished recommendation run (feature_space.json missing)")
-    if cfg.out and Path(cfg.out).resolve().is_relative_to(model_run.resolve()):  # the job's items stamp the run's files: its own output would change them
-        raise ScoringError(f"--out {cfg.out}: inside the training run {model_run}; score never writes into a training run — choose an --out outside it")
     n_users = len(json.loads((model_run / "feature_space.json").read_text())["user_ids"])
-    items = user_work_items(n_users, cfg.users_per_item, str(model_run))  # the run's files are stamped: replaced weights are a changed input
+    items = user_work_items(n_users, cfg.users_per_item)
     check_scoring_items(items, f"{model_run / 'feature_space.json'}", "at least one user in user_ids")  # before the run folder
     scorer = TopKScorer(str(model_run), cfg.k, cfg.index)
-    digest = digest_items(items)  # one walk of the run folder's files per command: the --out check and the job share it
+    digest = digest_items(items, model_run=model_run)  # one walk of the run's weights and config files per command, shared below
     check_scoring_job(cfg, items, scorer, digest)  # an --out holding another job: refused before the run folder, --out untouched
-    if cfg.name is None:  # derived from the inputs, so the identical command resumes the same job
-        cfg = dataclasses.replace(cfg, name=f"score-{model_run.name}-k{cfg.k}-{cfg.index}")
+    if cfg.name is None:  # derived from the inputs and the model's stamp: the identical command resumes the same job, a retrained model is another
+        suffix = job_name("score", items, scorer, cfg.items_per_chunk, model_run, digest=digest).rsplit("-", 1)[1][:8]
+        cfg = dataclasses.replace(cfg, name=f"score-{model_run.name}-k{cfg.k}-{cfg.index}-{suffix}")
     with Run.start(DOMAIN, cfg, command="score", kind="job") as run:
         out_dir = Path(cfg.out) if cfg.out else run.dir / "topk"
         t0 = time.perf_counter()

@@ -22,12 +22,12 @@ from domains.recommendation.inference import POPULARITY_COLUMN
 __all__ = ["build_index", "drop_seen", "TopKScorer", "approx_recall", "user_work_items"]
 
 
-def user_work_items(n_users: int, users_per_item: int, run_dir: str | None = None) -> list[WorkItem]:
-    """Ranges of user rows, one work item each: rows ``[start, stop)`` of the users of the training run ``run_dir``,
-    which is each item's path — so the job's items digest stamps every file of the run (its weights, feature space,
-    training rows) and a run folder replaced by another with as many users (retrained under the same name, copied
-    over) is another job, not a finished one whose old lists are served again."""
-    return [WorkItem(id=f"users-{s:07d}", path=run_dir, start=s, stop=min(s + users_per_item, n_users)) for s in range(0, n_users, users_per_item)]
+def user_work_items(n_users: int, users_per_item: int) -> list[WorkItem]:
+    """Ranges of user rows, one work item each: rows ``[start, stop)`` of a training run's users. They carry no file:
+    the score command stamps the run itself (``digest_items(items, model_run=run)``, core's model-run stamp of its
+    weights and config files), so a run folder replaced by another with as many users (retrained under the same name,
+    copied over) is another job, not a finished one whose old lists are served again."""
+    return [WorkItem(id=f"users-{s:07d}", start=s, stop=min(s + users_per_item, n_users)) for s in range(0, n_users, users_per_item)]
 
 
 def build_index(vectors: np.ndarray, kind: str, seed: int = 0):

@@ -30,8 +30,8 @@ from domains.finance.config import TransferConfig
 from domains.finance.data import PANEL_DATASET, PriceDataError
 from domains.finance.features import QUANTILES, realised, series_by_ticker
 from domains.finance.metrics import kupiec_pof, pinball
-from domains.finance.model import Forecaster, create_model, fit, predict_quantiles, quantile_columns
-from domains.finance.training import build_forecaster, init_output_bias, is_garch_informed, loss_terms
+from domains.finance.model import Forecaster, create_model, fit, is_garch_informed, predict_quantiles, quantile_columns
+from domains.finance.training import build_forecaster, init_output_bias, loss_terms
 
 __all__ = ["TransferResult", "short_history_panel", "check_transfer_windows", "run_transfer", "set_unknown_rows", "validation_split"]
 

@@ -32,8 +32,8 @@ from core.runs import Run
 from domains.finance.calendars import check_calendar
 from domains.finance.config import ForecastConfig
 from domains.finance.data import load_panel_data
+from domains.finance.model import is_garch_informed
 from domains.finance.predictor import forecast_frame, load_forecaster_run, warn_calendar_mismatch
-from domains.finance.training import is_garch_informed
 
 __all__ = ["ForecastConfig", "forecast", "main"]
 

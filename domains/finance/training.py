@@ -21,8 +21,7 @@ from domains.finance.features import GARCH_REALS, GJR_FIT_DAYS, QUANTILES, FoldS
 from domains.finance.metrics import coverage, pinball
 from domains.finance.model import Forecaster, TFTSpec, create_model, fit, has_variance_head, is_garch_informed, predict_quantiles
 
-__all__ = ["train_forecaster", "validation_cutoff", "validation_metrics", "input_report", "model_spec", "fit_scaler", "build_forecaster", "init_output_bias", "loss_terms",
-           "is_garch_informed"]
+__all__ = ["train_forecaster", "validation_cutoff", "validation_metrics", "input_report", "model_spec", "fit_scaler", "build_forecaster", "init_output_bias", "loss_terms"]
 
 
 def loss_terms(cfg) -> dict:

@@ -22,7 +22,20 @@ def test_a_forecaster_and_its_saved_description_give_the_same_answer():
     assert is_garch_informed({}) is False and is_garch_informed({"scaler": None}) is False
 
 
-def test_score_and_training_use_the_model_modules_function():
-    from domains.finance import model, score, training
+def test_every_module_imports_it_from_its_home_the_model_module():
+    """training re-exported it from model and finetuning and forecast imported it from training: one function reached by
+    two import paths. Each finance module now imports it from model, and training no longer lists it."""
+    import ast
+    from pathlib import Path
 
-    assert score.is_garch_informed is training.is_garch_informed is model.is_garch_informed
+    from domains.finance import forecast, model, score, training
+
+    sources = {}
+    for f in sorted(Path(model.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and any(a.name == "is_garch_informed" for a in node.names):
+                sources[f.stem] = node.module
+    assert {"forecast", "finetuning", "score", "training"} <= set(sources)
+    assert set(sources.values()) == {"domains.finance.model"}, sources
+    assert "is_garch_informed" not in training.__all__
+    assert score.is_garch_informed is forecast.is_garch_informed is model.is_garch_informed

@@ -15,9 +15,9 @@ import pytest
 from domains.finance.baselines import fold_gjr_params
 from domains.finance.data import load_panel_data
 from domains.finance.features import GJR_FIT_DAYS, base_features, series_by_ticker
-from domains.finance.model import Forecaster
+from domains.finance.model import Forecaster, is_garch_informed
 from domains.finance.predictor import forecast_frame
-from domains.finance.training import build_forecaster, fit_scaler, is_garch_informed, model_spec
+from domains.finance.training import build_forecaster, fit_scaler, model_spec
 from tests.finance_support import panel_slice
 
 TINY = dict(encoder_length=20, horizon=3, hidden_size=8, attention_heads=1, hidden_continuous_size=4, dropout=0.1, lr=3e-3)

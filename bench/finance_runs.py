@@ -1,4 +1,4 @@
-"""Figures that combine several saved finance runs (no training): the multi-run numbers of domains/finance/README.md.
+"""Figures that combine several saved finance runs (no training): the multi-run numbers of domains/finance/README.md and HISTORY.md.
 
     python bench/finance_runs.py transfer fin-transfer-auto2-s0 fin-transfer-auto2-s1 fin-transfer-auto2-s2
     python bench/finance_runs.py validation fin-val8-V0 fin-val8-V0-s10          # TFT and GJR-t QLIKE / pinball, mean over the runs

@@ -332,7 +332,7 @@ def federated_table(args) -> tuple[str, dict]:
            f"(lower pinball is better, so < 1 means federated is better). Parameters {info['parameter_bytes'] / 1e3:.0f} kB serialized; "
            f"bytes per round = parameters x {args.sites} sites x 2 directions. Update agreement = ||mean site update|| / mean ||site update||, "
            f"averaged over rounds and seeds (1 = the sites moved alike, {args.sites ** -0.5:.2f} = orthogonal): the client-drift measure. Why the gap: "
-           "domains/finance/README.md, 'Federated training'.\n\n"
+           "domains/finance/HISTORY.md, 'Fixed step counts, final weights'.\n\n"
            + (f"Settings chosen on validation only: the {args.val_days} trading days before the held-out cutoff "
               f"({vp.info['validation_cutoff']} .. {vp.info['heldout_cutoff']}), training on the windows whose targets end before it, "
               f"seeds {args.select_seeds}; the lowest mean validation ratio wins:\n\n" + markdown_table(sel_rows) if args.select_seeds

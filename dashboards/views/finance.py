@@ -50,6 +50,11 @@ def forecast(k: str, tickers: tuple[str, ...], zero_shot: bool = False) -> pd.Da
     return api.forecast(forecaster(k), list(tickers), zero_shot=zero_shot)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def calendars(k: str, tickers: tuple[str, ...]) -> api.ForecastCalendars:
+    return api.forecast_calendars(forecaster(k), list(tickers))
+
+
 @st.cache_data(show_spinner="Loading the backtest…")
 def backtest(k: str) -> api.Backtest:
     return api.load_backtest(run_path(k))
@@ -350,7 +355,10 @@ if chosen:
                 fan(fig, ft["date"], ft)
                 shot = " (zero-shot)" if "zero_shot" in ft and ft["zero_shot"].astype(bool).any() else ""
                 st.plotly_chart(layout(fig, f"{t}: {label}, forecast quantiles{shot}"), width="stretch", key=f"fan_{t}_{target}")
-            calendars = sorted(fc["calendar"].dropna().unique()) if "calendar" in fc and len(fc) else [model.calendar]  # each ticker's exchange
-            st.caption(f"Forecast dates are sessions of the **{md_text(', '.join(calendars))}** exchange calendar (exchange_calendars).")
+            cal = calendars(key, tuple(sorted(fc["ticker"].unique())))  # each forecast ticker's exchange, named as forecast names it
+            if cal.by_ticker:
+                st.caption(f"Forecast dates are sessions of the **{md_text(cal.named)}** exchange calendar (exchange_calendars, {md_text(cal.how)}).")
+            for w in cal.mismatches.itertuples():
+                st.warning(md_text(w.detail))
             with st.expander("Forecast table"):
                 st.dataframe(fc, hide_index=True, width="stretch")

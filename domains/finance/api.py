@@ -5,8 +5,9 @@ documented DataFrames) defined here, so the page never reads a run file itself. 
 
     run = finance_run(run_dir)                 # FinanceRun: .has_model .has_backtest
     bt = load_backtest(run_dir)                # Backtest: .aggregate .by_ticker .var_breaches .predictions .verdict ...
-    model = load_forecaster(run_dir)           # LoadedForecaster: .tickers .calendar
-    fc = forecast(model, ["AAPL"])             # DataFrame: ticker, origin, date, horizon, target, q_*
+    model = load_forecaster(run_dir)           # LoadedForecaster: .tickers .calendar (the setting, 'auto' by default)
+    fc = forecast(model, ["AAPL"])             # DataFrame: ticker, origin, date, horizon, target, q_*, zero_shot, calendar
+    cal = forecast_calendars(model, ["AAPL"])  # ForecastCalendars: .by_ticker .named .how .mismatches, as forecast names them
     dq = data_quality(run_dir)                 # DataQuality: .warnings .counts .dropped
     a = forecast_attribution(model, "AAPL")    # VarAttribution: which inputs / past days drove the latest VaR (.by_input .by_day .cells)
 """
@@ -22,14 +23,15 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from domains.finance.attribution import VarAttribution, var_attribution
-from domains.finance.data import PANEL_DATASET, input_files, load_inputs
+from domains.finance.calendars import calendars_for, check_calendar
+from domains.finance.data import PANEL_DATASET, PanelData, ValidationReport, input_files, load_inputs
 from domains.finance.features import DEFAULT_CALENDAR
 from domains.finance.model import Forecaster
-from domains.finance.predictor import forecast_frame, prepare_forecaster
+from domains.finance.predictor import calendar_how, calendars_named, forecast_frame, prepare_forecaster, warn_calendar_mismatch
 
 __all__ = ["FinanceRun", "Verdict", "Backtest", "LoadedForecaster", "DataQuality", "finance_run", "load_panel",
            "load_forecaster", "forecast", "load_backtest", "load_variable_importance", "data_quality",
-           "VarAttribution", "forecast_attribution", "SavedVariant", "saved_variant"]
+           "VarAttribution", "forecast_attribution", "SavedVariant", "saved_variant", "ForecastCalendars", "forecast_calendars"]
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,21 @@ class LoadedForecaster:
 
     run_dir: Path
     tickers: tuple[str, ...]
-    calendar: str  # its forecast dates' calendar: 'auto' (each ticker's exchange from its name, 7203.T -> XTKS, else XNYS) or one exchange_calendars code
+    # the setting of its forecast dates' calendar, as forecast's --calendar: 'auto' (each ticker's exchange from its name,
+    # 7203.T -> XTKS, else XNYS) or one exchange_calendars code. A forecast-time choice, not the model's: no command
+    # records one with a model. Each ticker's own calendar under it: forecast_calendars
+    calendar: str
     forecaster: Forecaster = field(repr=False)
+
+
+class ForecastCalendars(NamedTuple):
+    """The calendars of a forecast's dates, named as ``forecast`` names them (``calendar`` column, the printed header,
+    ``metrics.json`` ``calendar`` / ``calendar_setting``, ``calendar_mismatch`` warnings)."""
+    by_ticker: dict[str, str]  # each ticker's calendar (the rows' calendar column)
+    named: str                 # 'XNYS', or 'XLON (VOD.L); XTKS (7203.T)' when they differ
+    setting: str               # the setting they came from ('auto' or one calendar)
+    how: str                   # the setting in words
+    mismatches: pd.DataFrame   # ticker, kind, date, value, detail: histories with prices on days their calendar is closed
 
 
 @dataclass
@@ -165,11 +180,12 @@ def saved_variant(run_dir: str | Path) -> SavedVariant | None:
                         int(days) if isinstance(days, (int, float)) else 0)
 
 
-def load_forecaster(run_dir: str | Path) -> LoadedForecaster:
-    """The forecaster saved by a train, backtest or transfer run (``<run_dir>/model``)."""
+def load_forecaster(run_dir: str | Path, calendar: str = DEFAULT_CALENDAR) -> LoadedForecaster:
+    """The forecaster saved by a train, backtest or transfer run (``<run_dir>/model``), forecasting on ``calendar``
+    (forecast's ``--calendar``; an unknown name is a one-line ``CalendarError``)."""
+    calendar = check_calendar(calendar)
     fc = Forecaster.load(_model_dir(run_dir))
-    return LoadedForecaster(run_dir=Path(run_dir), tickers=tuple(fc.tickers), calendar=str(fc.info.get("calendar") or DEFAULT_CALENDAR),
-                            forecaster=fc)
+    return LoadedForecaster(run_dir=Path(run_dir), tickers=tuple(fc.tickers), calendar=calendar, forecaster=fc)
 
 
 def forecast(model: LoadedForecaster, tickers: list[str], zero_shot: bool = False) -> pd.DataFrame:
@@ -185,6 +201,21 @@ def forecast(model: LoadedForecaster, tickers: list[str], zero_shot: bool = Fals
     if not want:
         return pd.DataFrame(columns=["ticker", "origin", "date", "horizon", "target", "zero_shot", "calendar"])
     return forecast_frame(fc, panel, cov, want, zero_shot=zero_shot and any(t not in fc.tickers for t in want), calendar=model.calendar)
+
+
+def forecast_calendars(model: LoadedForecaster, tickers) -> ForecastCalendars:
+    """The calendars :func:`forecast` gives ``tickers``' dates (``calendars_for``, the mechanism of its ``calendar``
+    column), in ``forecast``'s words, with its ``calendar_mismatch`` warnings for those whose history in the model's
+    data has prices on days their calendar is closed (a Tokyo stock named without .T). Tickers not in the data are left out."""
+    data = model.forecaster.info.get("data", PANEL_DATASET)
+    panel, cov = _inputs("" if data == PANEL_DATASET else data)
+    have = set(panel["ticker"])
+    tickers = [str(t) for t in dict.fromkeys(tickers) if t in have]
+    by_ticker = calendars_for(tickers, model.calendar)
+    checked = PanelData(panel=panel, covariates=cov, report=ValidationReport(source=str(data)), source=str(data))
+    warn_calendar_mismatch(checked, by_ticker)
+    return ForecastCalendars(by_ticker, calendars_named(by_ticker), model.calendar, calendar_how(model.calendar),
+                             checked.report.warnings_frame())
 
 
 def forecast_attribution(model: LoadedForecaster, ticker: str, origin=None, horizon: int = 1, quantile: float = 0.01) -> VarAttribution:

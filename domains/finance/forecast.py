@@ -33,7 +33,7 @@ from domains.finance.calendars import check_calendar
 from domains.finance.config import ForecastConfig
 from domains.finance.data import load_panel_data
 from domains.finance.model import is_garch_informed
-from domains.finance.predictor import forecast_frame, load_forecaster_run, warn_calendar_mismatch
+from domains.finance.predictor import calendar_how, calendars_named, forecast_frame, load_forecaster_run, warn_calendar_mismatch
 
 __all__ = ["ForecastConfig", "forecast", "main"]
 
@@ -59,14 +59,11 @@ def forecast(cfg: ForecastConfig) -> Path:
         h1 = df[(df["target"] == "ret") & (df["horizon"] == 1)]
         var = h1.assign(var99=-h1["q_0.01"], var95=-h1["q_0.05"])[["ticker", "origin", "date", "var99", "var95", "zero_shot"]]
         kind = "GARCH-informed TFT (a correction of each ticker's GJR-GARCH-t)" if is_garch_informed(fc) else "plain TFT"
-        used = {c: sorted(t for t, k in calendars.items() if k == c) for c in sorted(set(calendars.values()))}
-        named = "; ".join(f"{c} ({', '.join(ts[:5])}{' ...' if len(ts) > 5 else ''})" for c, ts in used.items()) if len(used) > 1 else next(iter(used))
-        how = "'auto': from each ticker's exchange suffix, XNYS without one" if cfg.calendar.strip().lower() == "auto" else "--calendar"
-        print(f"model: {kind}; forecast dates: {named} sessions (exchange_calendars, {how})")
+        print(f"model: {kind}; forecast dates: {calendars_named(calendars)} sessions (exchange_calendars, {calendar_how(cfg.calendar)})")
         print(var.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"var99 / var95: next session's value-at-risk, the loss (as a log return: 0.0500 = 5.0 percent) exceeded with 1 / 5 percent "
               f"probability; every quantile of returns and realised volatility for days 1-{int(df['horizon'].max())}: forecasts.parquet / forecasts.csv")
-        run.finish({"model_run": str(model_dir), "garch_informed": is_garch_informed(fc), "calendar": ", ".join(used), "calendar_setting": cfg.calendar, "tickers": int(df["ticker"].nunique()), "rows": int(len(df)),
+        run.finish({"model_run": str(model_dir), "garch_informed": is_garch_informed(fc), "calendar": ", ".join(sorted(set(calendars.values()))), "calendar_setting": cfg.calendar, "tickers": int(df["ticker"].nunique()), "rows": int(len(df)),
                     "zero_shot_tickers": int(df.loc[df["zero_shot"], "ticker"].nunique()), **data.report.metrics()})
         return run.dir
 

@@ -5,7 +5,8 @@ and the dashboards.
   :func:`forecaster_run_meta` — its checked description only, for a driver whose workers load it;
 * :func:`forecast_frame` — quantile rows from each ticker's latest date, on an exchange calendar;
 * :func:`latest_tensors` / :func:`rows_from_origins` — the two halves of it, for batch scoring;
-  :func:`with_calendars` — the ``calendar`` column of such rows;
+  :func:`with_calendars` — the ``calendar`` column of such rows; :func:`calendars_named` / :func:`calendar_how` — the
+  words ``forecast`` and the dashboard name them with;
 * :func:`warn_calendar_mismatch` — ``forecast``'s and ``score``'s warning for a history that trades on days its
   calendar is closed.
 
@@ -24,13 +25,13 @@ import pandas as pd
 from core.checkpoint import load_weights
 from core.logging import get_logger
 from core.runs import RunNotFoundError, resolve_model_run
-from domains.finance.calendars import calendars_for, days_off_calendar
+from domains.finance.calendars import AUTO, calendars_for, days_off_calendar
 from domains.finance.data import PriceDataError
 from domains.finance.features import DEFAULT_CALENDAR, base_features, extend_future
 from domains.finance.model import Forecaster, predict_quantiles, quantile_rows
 
 __all__ = ["load_forecaster_run", "forecaster_run_meta", "prepare_forecaster", "forecast_features", "forecast_frame", "latest_tensors", "rows_from_origins",
-           "with_calendars", "warn_calendar_mismatch", "CALENDAR_MISMATCH_DAYS"]
+           "with_calendars", "calendars_named", "calendar_how", "warn_calendar_mismatch", "CALENDAR_MISMATCH_DAYS"]
 
 log = get_logger("finance.forecast")
 CALENDAR_MISMATCH_DAYS = 3  # a vendor's odd holiday row or two is not another exchange; NYSE and Tokyo differ on ~9 days a year
@@ -134,6 +135,20 @@ def with_calendars(rows: pd.DataFrame, calendar: str = DEFAULT_CALENDAR) -> pd.D
     """``rows`` (of :func:`rows_from_origins`) with the column ``calendar``: the exchange calendar of each ticker's
     forecast dates under the setting ``calendar`` (``auto``: from the ticker's name, ``domains.finance.calendars``)."""
     return rows.assign(calendar=rows["ticker"].map(calendars_for(rows["ticker"].unique(), calendar)))
+
+
+def calendars_named(calendars: dict[str, str]) -> str:
+    """The calendars of ``{ticker: calendar}`` in words: ``XNYS`` when there is one, else each with (up to 5 of) its
+    tickers, ``XLON (VOD.L); XTKS (7203.T)``."""
+    used = {c: sorted(t for t, k in calendars.items() if k == c) for c in sorted(set(calendars.values()))}
+    if len(used) <= 1:
+        return next(iter(used), "")
+    return "; ".join(f"{c} ({', '.join(ts[:5])}{' ...' if len(ts) > 5 else ''})" for c, ts in used.items())
+
+
+def calendar_how(setting: str) -> str:
+    """How the calendar setting ``setting`` (``--calendar``) chose them, in words."""
+    return "'auto': from each ticker's exchange suffix, XNYS without one" if str(setting).strip().lower() == AUTO else f"--calendar {setting}"
 
 
 def warn_calendar_mismatch(data, calendars: dict[str, str]) -> None:

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from core.config import RESUME_HELP, RESUME_SAME_DATA, DeviceConfig, ModelRunConfig, ResumeConfig, RunConfig, SeedConfig, TrackingConfig
 from core.scoring import ScoringConfig
-from domains.recommendation.data import DATE_ORDERS, LEAVE_LAST_OUT, ML100K, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES, SplitError, split_name
+from domains.recommendation.data import COLUMN_FLAGS, DATE_ORDERS, LEAVE_LAST_OUT, ML100K, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES, SplitError, split_name
 
 __all__ = ["ModelConfig", "DataConfig", "TrainingConfig", "TrainConfig", "EvaluateConfig", "ScoreConfig", "RecommendConfig",
-           "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SOFTMAX_MODES", "SPLIT_CHOICES", "held_out_settings"]
+           "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SOFTMAX_MODES", "SPLIT_CHOICES", "held_out_settings", "DataColumnsConfig", "data_columns"]
 
 CPU_SHARDING = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
 INDEX_TYPES = ("hnsw", "ivf", "flat", "none")
@@ -67,6 +67,26 @@ def date_order_field():
 
 
 @dataclass
+class DataColumnsConfig:
+    """``--user-col``/``--item-col``/``--rating-col``/``--time-col``: a --data file's own field names (train, train_sequential;
+    recorded in the run's config.json, which evaluate reads to re-read the data the same way)."""
+
+    user_col: str | None = field(default=None, metadata={"help": "the field of --data holding the user ids, when it is not user_id (or userId, reviewerID, …); "
+                                                                 "also a RecBole .inter file's (and its .user file's) field, e.g. session_id"})
+    item_col: str | None = field(default=None, metadata={"help": "the field of --data holding the item ids, when it is not item_id (or movieId, parent_asin, asin, …); "
+                                                                 "also a RecBole .inter file's (and its .item file's) field, e.g. business_id, artist_id, track_id"})
+    rating_col: str | None = field(default=None, metadata={"help": "the field of --data holding the ratings, when it is not rating (e.g. stars, weight)"})
+    time_col: str | None = field(default=None, metadata={"help": "the field of --data holding the times, when it is not timestamp (e.g. date)"})
+
+
+def data_columns(settings) -> dict[str, str | None]:
+    """The ``columns=`` of :func:`domains.recommendation.data.load_dataset` from a config, or a run's ``config.json`` as a dict
+    (a run recorded before the flags: none)."""
+    get = settings.get if isinstance(settings, dict) else lambda name, default=None: getattr(settings, name, default)
+    return {ours: get(flag[2:].replace("-", "_")) for ours, flag in COLUMN_FLAGS.items()}
+
+
+@dataclass
 class DataConfig:
     data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-100k: u.data/u.item/u.user; ml-1m: ratings.dat/users.dat/movies.dat; ml-20m) or a .parquet/.csv/.jsonl interaction file",
                                                    # train --resume reads the same data, by content (core.runs; data_source.json)
@@ -110,7 +130,7 @@ class TrainingConfig:
 
 
 @dataclass
-class TrainConfig(ModelConfig, DataConfig, TrainingConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
+class TrainConfig(ModelConfig, DataColumnsConfig, DataConfig, TrainingConfig, TrackingConfig, SeedConfig, DeviceConfig, ResumeConfig, RunConfig):
     """python -m domains.recommendation.train"""
 
     @classmethod
@@ -154,6 +174,8 @@ def held_out_settings(settings: dict) -> dict:
             held["seed"] = settings.get("seed")
         held["validation_ratio"] = settings.get("validation_ratio")
     held["date_order"] = settings.get("date_order", "auto")
+    columns = data_columns(settings)  # which fields of the file are the users, items, ratings and times
+    held.update({COLUMN_FLAGS[ours][2:].replace("-", "_"): field_name for ours, field_name in columns.items()})
     return held
 
 

@@ -34,7 +34,9 @@ User files (:func:`load_interactions`): Parquet, CSV (any of , ; tab | as separa
 optional ``rating`` — or RecBole's atomic files (``x.inter``: tab-separated, a header of ``name:type`` fields whose types RecBole
 knows (``token``, ``token_seq``, ``float``, ``float_seq``; another is refused in one line), the ``x.item`` / ``x.user`` files beside it read
 as the catalogue and user table, ``--data`` the file or its dataset folder; the bundled data is read through the same reader) — (a file without ``timestamp``, an implicit-feedback export, is read in file order with every time 0 — logged —
-and only the splits that need no time take it: :func:`require_timestamps`); Amazon review dumps' ``reviewerID, asin, overall, unixReviewTime`` are read as those. CSV and
+and only the splits that need no time take it: :func:`require_timestamps`); Amazon review dumps' ``reviewerID, asin, overall, unixReviewTime`` are read as those, and Amazon Reviews 2023's item is its
+``parent_asin`` (the product; ``asin`` is one variant of it); other field names are given with ``columns=``
+(:func:`load_interactions`; the commands' ``--user-col``/``--item-col``/``--rating-col``/``--time-col``). CSV and
 JSON text is decoded the same way (:func:`core.io.read_text_guessing_encoding`, which :func:`core.io.read_csv_text` uses): UTF-16 when the
 file starts with its byte-order mark, else UTF-8 (a byte-order mark skipped), else a Windows/Excel export in cp1252 (logged).
 
@@ -238,6 +240,13 @@ def _require_numeric(df: pd.DataFrame, col: str, source: str, integer: bool = Fa
 
 # the columns an interaction table is read with, as messages name them: timestamp may be left out (every row then gets
 # time 0, file order stands in) except by the splits that order by time (require_timestamps)
+# other names of our columns, lower case, in order of preference: MovieLens' own, Amazon review dumps (2014/2018: reviewerID,
+# asin, overall, unixReviewTime; 2023: user_id, parent_asin — the product, of which asin is one variant (colour, size) —,
+# rating, timestamp in ms)
+COLUMN_ALIASES = {"userid": "user_id", "user": "user_id", "movieid": "item_id", "itemid": "item_id", "item": "item_id", "movie_id": "item_id",
+                  "reviewerid": "user_id", "parent_asin": "item_id", "asin": "item_id", "overall": "rating", "unixreviewtime": "timestamp"}
+# the flags (train, train_sequential) and the keys of columns= (load_interactions, load_dataset) that name a file's own fields
+COLUMN_FLAGS = {"user_id": "--user-col", "item_id": "--item-col", "rating": "--rating-col", "timestamp": "--time-col"}
 INTERACTION_COLUMNS = ("user_id, item_id[, rating][, timestamp] (timestamp optional: only the leave-last-out/temporal split "
                        "and train_sequential need it)")
 
@@ -258,19 +267,23 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
         raise ArgumentError(f"df {found(df)}: expected a pandas DataFrame with columns {INTERACTION_COLUMNS}{hint}")
     items = _side_table(items, "items", "an item table item_id[, title, year, genres]")
     users = _side_table(users, "users", "a user table user_id[, age, gender, occupation]")
-    aliases = {"userid": "user_id", "user": "user_id", "movieid": "item_id", "itemid": "item_id", "item": "item_id", "movie_id": "item_id",
-               "reviewerid": "user_id", "asin": "item_id", "overall": "rating", "unixreviewtime": "timestamp"}  # the last four: Amazon review dumps
-    wanted = {"user_id", "item_id", "timestamp", "rating", *aliases}
+    wanted = {"user_id", "item_id", "timestamp", "rating", *COLUMN_ALIASES}
     in_index = [n for n in df.index.names if n is not None and str(n).strip().lower() in wanted and n not in df.columns]
     if in_index:  # a frame saved after set_index("user_id"): Parquet gives the ids back as the index
         df = df.reset_index(level=in_index)
     df = df.rename(columns={c: str(c).strip().lower() for c in df.columns})
-    df = df.rename(columns={k: v for k, v in aliases.items() if k in df.columns and v not in df.columns})
+    for alias, ours in COLUMN_ALIASES.items():  # in order: the first alias present names the column (parent_asin before asin)
+        if alias in df.columns and ours not in df.columns:
+            df = df.rename(columns={alias: ours})
     missing = [c for c in ("user_id", "item_id") if c not in df.columns]  # timestamp is optional (INTERACTION_COLUMNS)
     columns_found = list(df.columns)
     if missing:
         numeric = len(df.columns) > 1 and all(_NUMBER_TEXT.fullmatch(str(c).strip()) for c in df.columns)
         hint = "; its first line looks like data, not a header: add a first line naming the columns (e.g. user_id,item_id,rating,timestamp)" if numeric else ""
+        if not hint:  # the fields that may be ids (RecBole's business_id, artist_id, session_id, …) as examples
+            ids = [str(c) for c in df.columns if str(c).endswith("_id") and c not in ("user_id", "item_id")][:4]
+            hint = (f"; name the file's own with {', '.join(f'{COLUMN_FLAGS[c]} FIELD' for c in missing)} (columns= in Python)"
+                    + (f"; its id fields: {', '.join(ids)}" if ids else ""))
         raise InteractionDataError(f"{source}: missing column(s) {missing}; expected {INTERACTION_COLUMNS}, found {list(df.columns)}{hint}")
     if "timestamp" not in df.columns:  # an implicit-feedback export (user, item[, rating]): usable by the splits that need no time
         df = df.assign(timestamp=np.int64(0))
@@ -492,7 +505,7 @@ def _whole_time_units(since: pd.Series, source: str) -> pd.Series:
 _INT_ID = re.compile(r"[+-]?(0|[1-9][0-9]{0,17})(\.0*)?")
 # the id columns of an interaction, item or user file under every name validate_interactions accepts for them
 # (the last two: Amazon review dumps); a JSON number in one of them keeps the text it was written as
-ID_COLUMN_NAMES = ("user_id", "item_id", "userid", "user", "movieid", "itemid", "item", "movie_id", "reviewerid", "asin")
+ID_COLUMN_NAMES = ("user_id", "item_id", "userid", "user", "movieid", "itemid", "item", "movie_id", "reviewerid", "parent_asin", "asin")
 _EXACT_FLOAT = 2**53  # a float64 holds every integer below this exactly
 
 
@@ -680,8 +693,8 @@ def _read_csv(path: Path, head: bytes, sep: str | None = None) -> pd.DataFrame:
 ATOMIC_SUFFIXES = (".inter", ".item", ".user")
 RECBOLE_FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 _TYPED_FIELD = re.compile(r"[^:\s]+:(" + "|".join(RECBOLE_FIELD_TYPES) + r")")
-# RecBole's names of the catalogue fields (ml-100k: movie_title, release_year, class; ml-1m/ml-20m: genre; Amazon: categories)
-_RECBOLE_ITEM_NAMES = {"movie_title": "title", "release_year": "year", "class": "genres", "genre": "genres", "categories": "genres"}
+# RecBole's names of the catalogue fields (ml-100k: movie_title, release_year, class; ml-1m/ml-20m: genre; Amazon: categories; Yelp: item_name)
+_RECBOLE_ITEM_NAMES = {"movie_title": "title", "item_name": "title", "release_year": "year", "class": "genres", "genre": "genres", "categories": "genres"}
 
 
 def _atomic_names(path: Path, columns) -> list[str]:
@@ -795,15 +808,20 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
 
 
 def load_interactions(path: str | Path, items: str | Path | pd.DataFrame | None = None, users: str | Path | pd.DataFrame | None = None,
-                      duplicates: str = "keep-last", unknown_items: str = "drop", date_order: str = "auto") -> InteractionData:
+                      duplicates: str = "keep-last", unknown_items: str = "drop", date_order: str = "auto",
+                      columns: dict[str, str | None] | None = None) -> InteractionData:
     """A user's interaction file (Parquet/CSV/JSON lines: ``user_id, item_id, timestamp[, rating]``) with an
     optional item catalogue (``item_id[, title, year, genres]``) and user table
     (``user_id[, age, gender, occupation]``). Validated as described in the module docstring (``date_order``:
-    how day/month dates are read, see :func:`validate_interactions`)."""
+    how day/month dates are read, see :func:`validate_interactions`). ``columns``: the file's own field names of our
+    columns, ``{"user_id": "customer", "item_id": "business_id", "rating": "stars", "timestamp": "date"}`` (any of them;
+    the ``--user-col``/``--item-col``/``--rating-col``/``--time-col`` flags); the item and user tables' id fields of the
+    same name are read as their ids too (RecBole's ``.item`` file names its ids as the ``.inter`` file does)."""
     if isinstance(path, pd.DataFrame):
         raise ArgumentError("path: a DataFrame; expected a file path (for a DataFrame already in memory, use validate_interactions(df))")
     path = path_arg(path, "path", "the path of a .csv/.parquet interaction file")
-    df = _read_table(path, "columns user_id, item_id[, rating][, timestamp]")
+    columns = _column_names_arg(columns)
+    df = _named_columns(_read_table(path, "columns user_id, item_id[, rating][, timestamp]"), columns, str(path))
     if path.suffix.lower() == ".inter":  # a RecBole dataset: its .item / .user files beside it, unless others are given
         sides = atomic_side_files(path)
         items = sides.get("items") if items is None else items
@@ -812,11 +830,55 @@ def load_interactions(path: str | Path, items: str | Path | pd.DataFrame | None 
             log.info(f"{path}: RecBole atomic file; side tables read from {', '.join(p.name for p in sides.values())}")
     it = _read_table(Path(items), "an item table item_id[, title, year, genres]") if isinstance(items, (str, Path)) else items
     us = _read_table(Path(users), "a user table user_id[, age, gender, occupation]") if isinstance(users, (str, Path)) else users
+    it = _named_columns(it, {"item_id": columns.get("item_id")}, "the item table", required=False)
+    us = _named_columns(us, {"user_id": columns.get("user_id")}, "the user table", required=False)
     data, rep = validate_interactions(df, users=us, items=it, source=str(path), duplicates=duplicates, unknown_items=unknown_items,
                                       date_order=date_order)
     data.name = path.stem
     log.info(rep.summary())
     return data
+
+
+def _column_names_arg(columns) -> dict[str, str]:
+    """``columns=`` checked: a dict from our column names (:data:`COLUMN_FLAGS`' keys) to a file's field names, no field
+    named twice; None values dropped."""
+    if columns is None:
+        return {}
+    if not isinstance(columns, dict) or set(columns) - set(COLUMN_FLAGS):
+        raise ArgumentError(f"columns {found(columns)}: expected a dict with keys among {list(COLUMN_FLAGS)} naming a file's fields")
+    named = {k: v for k, v in columns.items() if v is not None}
+    for k, v in named.items():
+        if not isinstance(v, str) or not v.strip():
+            raise ArgumentError(f"{COLUMN_FLAGS[k]} {found(v)}: expected the name of a field of the file")
+    fields = [v.strip().lower() for v in named.values()]
+    twice = sorted({v for v in fields if fields.count(v) > 1})
+    if twice:
+        flags = [COLUMN_FLAGS[k] for k, v in named.items() if v.strip().lower() in twice]
+        raise ArgumentError(f"{' and '.join(flags)}: both name the field {plain(twice[0])}; expected one field each")
+    return named
+
+
+def _named_columns(df: pd.DataFrame | None, columns: dict[str, str | None], source: str, required: bool = True) -> pd.DataFrame | None:
+    """``df`` with the fields ``columns`` names (``{"item_id": "business_id"}``; a RecBole header's ``:type`` already
+    stripped, case and surrounding blanks ignored) renamed to our names; a column already bearing one of our names that
+    the user did not choose steps aside (dropped, logged). A field that is not there: :class:`InteractionDataError`
+    listing the fields (``required``), else ``df`` as it is."""
+    columns = {k: v for k, v in columns.items() if v is not None}
+    if df is None or not columns:
+        return df
+    by_key = {str(c).strip().lower(): c for c in df.columns}
+    renames = {}
+    for ours, theirs in columns.items():
+        col = by_key.get(theirs.strip().lower())
+        if col is None:
+            if required:
+                raise InteractionDataError(f"{source}: {COLUMN_FLAGS[ours]} {plain(theirs)}: no such field; its fields are {[str(c) for c in df.columns]}")
+            continue
+        renames[col] = ours
+    aside = [c for c in df.columns if c not in renames and str(c).strip().lower() in renames.values()]
+    if aside:
+        log.info(f"{source}: field(s) {[str(c) for c in aside]} not used: the named field(s) {[str(c) for c in renames]} take their place")
+    return df.drop(columns=aside).rename(columns=renames)
 
 
 _ML1M_AGE = {1: 12, 18: 21, 25: 30, 35: 40, 45: 47, 50: 53, 56: 60}  # ml-1m age codes -> representative age
@@ -906,13 +968,20 @@ def _ml100k_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.
     return r, items, users
 
 
-def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unknown_items: str = "drop", date_order: str = "auto") -> InteractionData:
+def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unknown_items: str = "drop", date_order: str = "auto",
+                          columns: dict[str, str | None] | None = None) -> InteractionData:
     """A MovieLens folder as GroupLens ships it: ml-100k (``u.data``, ``u.item``, ``u.user``), ml-1m / ml-10m (``ratings.dat``,
     ``movies.dat``, ``users.dat`` (ml-1m only); torchrec's loaders read the same) or ml-20m/ml-25m/ml-latest (``ratings.csv``,
-    ``movies.csv``) — or a RecBole dataset folder (``x/x.inter`` with ``x.item`` / ``x.user``: :func:`load_interactions`)."""
+    ``movies.csv``) — or a RecBole dataset folder (``x/x.inter`` with ``x.item`` / ``x.user``: :func:`load_interactions`, which
+    takes ``columns``; a MovieLens folder's fields are its own, so ``columns`` is refused with one)."""
     folder = path_arg(folder, "folder", "a MovieLens folder (ml-100k, ml-1m, ml-20m)")
     if not folder.is_dir():
         raise InteractionDataError(f"{folder}: not a folder (expected a MovieLens folder with u.data, ratings.dat or ratings.csv)")
+    named = _column_names_arg(columns)
+    movielens = next((f for f in ("u.data", "ratings.dat", "ratings.csv") if (folder / f).is_file()), None)
+    if named and movielens:
+        raise InteractionDataError(f"{', '.join(COLUMN_FLAGS[k] for k in named)} with {folder}: a MovieLens folder ({movielens}), whose fields are known; "
+                                   "these flags name the fields of an interaction file or a RecBole .inter file")
     if (folder / "u.data").is_file():
         r, items, users = _ml100k_folder(folder)
     elif (folder / "ratings.dat").is_file():
@@ -938,7 +1007,7 @@ def load_movielens_folder(folder: str | Path, duplicates: str = "keep-last", unk
             items = pd.DataFrame({"item_id": m["movieId"], "title": title, "year": year,
                                   "genres": [[g for g in str(x).split("|") if g != "(no genres listed)"] for x in m["genres"]]})
     elif (recbole := recbole_inter_file(folder)) is not None:
-        return load_interactions(recbole, duplicates=duplicates, unknown_items=unknown_items, date_order=date_order)
+        return load_interactions(recbole, duplicates=duplicates, unknown_items=unknown_items, date_order=date_order, columns=named)
     else:
         raise InteractionDataError(f"{folder}: no u.data (ml-100k), ratings.dat (ml-1m) or ratings.csv (ml-20m/ml-25m) found, nor a RecBole .inter file; "
                                    f"it holds {sorted(p.name for p in folder.iterdir())[:10]}")
@@ -961,16 +1030,21 @@ def data_source_record(source: str) -> dict:
     return {"data": source, "data_path": None if is_bundled(source) else str(Path(source).absolute())}
 
 
-def load_dataset(source: str = ML100K, date_order: str = "auto") -> InteractionData:
+def load_dataset(source: str = ML100K, date_order: str = "auto", columns: dict[str, str | None] | None = None) -> InteractionData:
     """``ml-100k`` (bundled), a MovieLens or RecBole dataset folder, or an interaction file (Parquet/CSV/JSON lines, a RecBole
-    ``.inter`` with its ``.item``/``.user`` beside it; ``date_order``: how its day/month dates are read, see :func:`validate_interactions`)."""
+    ``.inter`` with its ``.item``/``.user`` beside it; ``date_order``: how its day/month dates are read, see :func:`validate_interactions`;
+    ``columns``: the file's own field names, see :func:`load_interactions`)."""
     if is_bundled(source):
+        named = _column_names_arg(columns)
+        if named:
+            raise InteractionDataError(f"{', '.join(COLUMN_FLAGS[k] for k in named)} with --data {ML100K}: the bundled data set's fields are known; "
+                                       "these flags name the fields of an interaction file or a RecBole .inter file given as --data")
         return load_ml100k()
     p = path_arg(source, "source", "'ml-100k', a MovieLens folder or an interaction file")
     if p.is_dir():
-        return load_movielens_folder(p, date_order=date_order)
+        return load_movielens_folder(p, date_order=date_order, columns=columns)
     if p.suffix.lower() in TABLE_SUFFIXES:
-        return load_interactions(p, date_order=date_order)
+        return load_interactions(p, date_order=date_order, columns=columns)
     hint = f" (a MovieLens file without a header: pass its folder, --data {p.parent})" if p.suffix.lower() in (".dat", ".data") else ""
     raise InteractionDataError(f"--data {source}: expected 'ml-100k', a MovieLens folder (ml-100k, ml-1m, ml-20m), a RecBole dataset folder or .inter file, "
                                f"or a .parquet/.csv/.jsonl interaction file{hint}")

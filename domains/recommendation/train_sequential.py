@@ -29,7 +29,7 @@ from core.cli import run_cli
 from core.config import RunConfig, SeedConfig, TrackingConfig, check_ranges
 from core.device import set_cpu_threads
 from core.runs import Run
-from domains.recommendation.config import date_order_field
+from domains.recommendation.config import DataColumnsConfig, data_columns, date_order_field
 from domains.recommendation.sequential import OURS, TRAIN, SequenceConfig, SequenceTrainConfig, load_leave_last_out, train_and_evaluate
 from domains.recommendation.training import DOMAIN
 
@@ -37,7 +37,7 @@ __all__ = ["TrainSequentialConfig", "train_sequential", "main"]
 
 
 @dataclass
-class TrainSequentialConfig(TrackingConfig, SeedConfig, RunConfig):
+class TrainSequentialConfig(DataColumnsConfig, TrackingConfig, SeedConfig, RunConfig):
     """python -m domains.recommendation.train_sequential"""
 
     data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder or a .parquet/.csv/.jsonl interaction file (user_id,item_id,timestamp)"})
@@ -84,7 +84,7 @@ def train_sequential(cfg: TrainSequentialConfig) -> Path:
     if cfg.threads > 0:
         set_cpu_threads(cfg.threads)
     # the data and its split before any run folder: a file the run cannot use is one line, exit 2, no failed run left behind
-    loaded = load_leave_last_out(cfg.data, with_text=cfg.text, date_order=cfg.date_order)
+    loaded = load_leave_last_out(cfg.data, with_text=cfg.text, date_order=cfg.date_order, columns=data_columns(cfg))
     with Run.start(DOMAIN, cfg, command="train_sequential", kind="job") as run:
         m = train_and_evaluate(cfg.data, cfg.model_config(), cfg.train_config(), run, loaded=loaded)
         k = cfg.k

@@ -216,6 +216,7 @@ def test_a_csv_without_a_header_line_is_refused_saying_so(tmp_path):
     with pytest.raises(InteractionDataError, match=r"noheader\.csv: missing column.*found \['196', '242', '3', '881250949'\]; its first line looks like data, "
                                                    r"not a header: add a first line naming the columns \(e\.g\. user_id,item_id,rating,timestamp\)$"):
         load_interactions(p)
-    named = _csv(tmp_path, "named.csv", "user,movie,when\n1,2,3\n")  # a header with other names: no such hint
-    with pytest.raises(InteractionDataError, match=r"missing column\(s\) \['item_id'\]; .*found \['user_id', 'movie', 'when'\]$"):
+    named = _csv(tmp_path, "named.csv", "user,movie,when\n1,2,3\n")  # a header with other names: no such hint, the flag that names them
+    with pytest.raises(InteractionDataError, match=r"missing column\(s\) \['item_id'\]; .*found \['user_id', 'movie', 'when'\]; "
+                                                   r"name the file's own with --item-col FIELD \(columns= in Python\)$"):
         load_interactions(named)

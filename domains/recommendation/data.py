@@ -224,6 +224,17 @@ def _rows(mask: np.ndarray | pd.Series, limit: int = 5) -> list[int]:
     return [int(i) + 2 for i in idx]  # 1-based + header line, as a user sees it in the file
 
 
+def _trailing_blank_rows(df: pd.DataFrame) -> int:
+    """How many rows at the end of ``df`` have every field empty (missing or blanks); reads from the end up to the first
+    row with anything in it, so a table without such rows costs one row."""
+    n = 0
+    for row in reversed(range(len(df))):
+        if not all(v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or (isinstance(v, str) and not v.strip()) for v in df.iloc[row]):
+            break
+        n += 1
+    return n
+
+
 def _require_numeric(df: pd.DataFrame, col: str, source: str, integer: bool = False) -> pd.Series:
     raw = df[col]
     num = pd.to_numeric(raw, errors="coerce")
@@ -285,6 +296,10 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
             hint = (f"; name the file's own with {', '.join(f'{COLUMN_FLAGS[c]} FIELD' for c in missing)} (columns= in Python)"
                     + (f"; its id fields: {', '.join(ids)}" if ids else ""))
         raise InteractionDataError(f"{source}: missing column(s) {missing}; expected {INTERACTION_COLUMNS}, found {list(df.columns)}{hint}")
+    blank_tail = _trailing_blank_rows(df)
+    if blank_tail and blank_tail < len(df):  # a spreadsheet saved with emptied rows below the data (",,,"): no interactions, not missing ids
+        log.warning(f"{source}: {blank_tail} line(s) at the end with every field empty skipped")
+        df = df.iloc[:len(df) - blank_tail]
     if "timestamp" not in df.columns:  # an implicit-feedback export (user, item[, rating]): usable by the splits that need no time
         df = df.assign(timestamp=np.int64(0))
     rep = ValidationReport(source=source, rows_in=len(df))
@@ -515,6 +530,12 @@ def _ids(s: pd.Series, source: str = "interactions", column: str = "id") -> pd.S
     column (Parquet) is read as integers when every value is a whole number below 2**53; any other value
     (``1.5``, ``inf``, ``1e20``) is refused (:class:`InteractionDataError`): a float has no written text, and its
     printed form (``"1.0"``) would not match the same id written ``1`` elsewhere (a catalogue file)."""
+    if s.dtype == object:  # Parquet list columns, JSON arrays or objects: str() would make "[1 2]" one id of a whole basket
+        nested = s.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray))).to_numpy(bool)
+        if nested.any():
+            raise InteractionDataError(f"{source}: column {column!r} holds {int(nested.sum())} list(s) or object(s) instead of one id per row "
+                                       f"(first at rows {_rows(nested)}: {plain(s[nested].iloc[0])}); expected one id per row — a basket or order "
+                                       f"of several items is one row per item (e.g. df.explode({column!r}))")
     if pd.api.types.is_unsigned_integer_dtype(s) and len(s) and int(s.max()) >= 2**63:  # would wrap to negative int64 ids
         return s.astype(str)
     if pd.api.types.is_integer_dtype(s):
@@ -591,8 +612,20 @@ def _side_table(table, name: str, what: str) -> pd.DataFrame | None:
     raise ArgumentError(f"{name} {found(table)}: expected a pandas DataFrame or a file path of {what}, or None")
 
 
+def _with_our_id(table: pd.DataFrame, ours: str) -> pd.DataFrame:
+    """``table`` with its id column named ``ours`` when it goes by another name of it (:data:`COLUMN_ALIASES`, in order,
+    any case: Amazon Reviews 2023's item metadata keys its products by ``parent_asin``, MovieLens' files by ``movieId``)."""
+    if ours in table.columns:
+        return table
+    by_key = {str(c).strip().lower(): c for c in table.columns}
+    alias = next((by_key[a] for a, o in COLUMN_ALIASES.items() if o == ours and a in by_key), None)
+    return table if alias is None else table.rename(columns={alias: ours})
+
+
 def _normalise_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
-    items = items.copy()
+    items = _with_our_id(items.copy(), "item_id")
+    if "genres" not in items.columns and "categories" in items.columns:  # Amazon's item metadata: its category path, a list
+        items = items.rename(columns={"categories": "genres"})
     if "item_id" not in items.columns:
         raise InteractionDataError(f"{source}: item table has no 'item_id' column (found {list(items.columns)})")
     items["item_id"] = _ids(items["item_id"], f"{source} (item table)", "item_id")
@@ -615,7 +648,7 @@ def _normalise_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def _normalise_users(users: pd.DataFrame, source: str) -> pd.DataFrame:
-    users = users.copy()
+    users = _with_our_id(users.copy(), "user_id")
     if "user_id" not in users.columns:
         raise InteractionDataError(f"{source}: user table has no 'user_id' column (found {list(users.columns)})")
     users["user_id"] = _ids(users["user_id"], f"{source} (user table)", "user_id")

@@ -1,0 +1,65 @@
+"""What an e-commerce team's exports look like (session 14 real-use pass): a spreadsheet saved with emptied rows under
+the data (``,,,``) was refused as rows with empty ids; an order table with one row per basket (a list of items) made the
+basket's text ``"[1 2]"`` one item id, silently; Amazon Reviews 2023's item metadata (keyed by ``parent_asin``, its
+category path in ``categories``) was refused as an item table without ``item_id``."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from domains.recommendation.data import InteractionDataError, load_interactions
+
+
+def test_empty_rows_below_a_spreadsheet_export_are_skipped_not_refused(tmp_path):
+    p = tmp_path / "orders.csv"
+    p.write_text("user_id,item_id,timestamp\n1,a,10\n2,b,11\n,,\n , ,\n,,\n")  # what Excel saves after rows were cleared
+    inter = load_interactions(p).interactions
+    assert sorted(zip(inter["user_id"], inter["item_id"])) == [(1, "a"), (2, "b")]
+    middle = tmp_path / "middle.csv"
+    middle.write_text("user_id,item_id,timestamp\n1,a,10\n,,\n2,b,11\n")  # inside the data: still a row with a missing id, refused
+    with pytest.raises(InteractionDataError, match=r"middle\.csv: 1 row\(s\) with an empty user_id \(first at file rows \[3\]\)"):
+        load_interactions(middle)
+    only = tmp_path / "only.csv"
+    only.write_text("user_id,item_id,timestamp\n,,\n")
+    with pytest.raises(InteractionDataError, match="empty user_id"):  # nothing but empty rows: not an empty success
+        load_interactions(only)
+
+
+def test_a_basket_per_row_is_refused_not_read_as_one_item(tmp_path):
+    baskets = pd.DataFrame({"user_id": [1, 2, 3], "item_id": [[10, 11], [12], [10]], "timestamp": [1, 2, 3]})
+    p = tmp_path / "orders.parquet"
+    baskets.to_parquet(p)
+    with pytest.raises(InteractionDataError) as e:
+        load_interactions(p)  # was: items "[10 11]", "[12]", "[10]" — three ids that are none of the products
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{p}: column 'item_id' holds 3 list(s) or object(s) instead of one id per row (first at rows [2, 3, 4]: [10, 11])"), msg
+    assert msg.endswith("one row per item (e.g. df.explode('item_id'))"), msg
+    j = tmp_path / "orders.jsonl"
+    j.write_text(json.dumps({"user_id": {"id": 1}, "item_id": 10, "timestamp": 1}) + "\n")
+    with pytest.raises(InteractionDataError, match=r"column 'user_id' holds 1 list\(s\) or object\(s\)"):
+        load_interactions(j)
+    exploded = tmp_path / "exploded.parquet"
+    baskets.explode("item_id").to_parquet(exploded)
+    inter = load_interactions(exploded).interactions
+    assert sorted(inter["item_id"]) == [10, 10, 11, 12]  # the same orders, one row per item: read
+
+
+def test_amazon_2023_item_metadata_is_a_catalogue(tmp_path):
+    reviews = tmp_path / "Clothing.jsonl"
+    reviews.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"rating": 5.0, "asin": "B00RED", "parent_asin": "B00SHIRT", "user_id": "AG1", "timestamp": 1588687728923},
+        {"rating": 4.0, "asin": "B00BLUE", "parent_asin": "B00SHIRT", "user_id": "AG2", "timestamp": 1588687728000},
+        {"rating": 1.0, "asin": "B00MUG", "parent_asin": "B00MUG", "user_id": "AG1", "timestamp": 1588687728924}]))
+    meta = tmp_path / "meta_Clothing.jsonl"
+    meta.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"main_category": "AMAZON FASHION", "title": "Cotton shirt", "average_rating": 4.2, "categories": ["Clothing", "Men", "Shirts"],
+         "details": {"Color": "Red"}, "price": None, "parent_asin": "B00SHIRT"},
+        {"main_category": "Home", "title": "Mug", "average_rating": 4.0, "categories": [], "details": {}, "price": 9.99, "parent_asin": "B00MUG"},
+        {"main_category": "Home", "title": "Plate", "average_rating": 3.0, "categories": ["Kitchen"], "details": {}, "price": 5.0, "parent_asin": "B00PLATE"}]))
+    data = load_interactions(reviews, items=meta)  # was: "item table has no 'item_id' column"
+    items = data.items.set_index("item_id")
+    assert items.loc["B00SHIRT", "title"] == "Cotton shirt" and list(items.loc["B00SHIRT", "genres"]) == ["Clothing", "Men", "Shirts"]
+    assert list(items.loc["B00MUG", "genres"]) == [] and data.report.items_without_interactions == 1  # the plate: in the catalogue, never bought

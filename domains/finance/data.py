@@ -41,7 +41,10 @@ naming the columns found and the names expected. :func:`validate_prices` handles
   a forecast volatility and VaR of 0) → that ticker is dropped with a warning; if no ticker is left
   it is an error;
 * a ticker starting with ``=``, ``+``, ``-``, ``@`` (a spreadsheet formula in the run's CSV outputs)
-  → rejected.
+  → rejected;
+* a one-day jump by ×100 or ÷100 that does not revert (a price in pence next to prices in pounds: LSE's GBX
+  against GBP, Johannesburg's ZAc against ZAR, Tel Aviv's agorot against shekels) → with ``repair`` (user files)
+  the closes (and open/high/low) before it are rescaled to the latest close's unit, a ``unit_change`` warning.
 """
 
 from __future__ import annotations
@@ -217,6 +220,8 @@ WARNING_KINDS = {
     "stale_tail": "the last closes all repeat one price (halted, delisted or forward-filled); kept — a forecast from the last date reads a "
                   "flat history, so its volatility and VaR are too low",
     "suspected_split": "a one-day jump by a split-like ratio that does not revert; kept — use split-adjusted prices (Adj Close)",
+    "unit_change": "a one-day jump by x100 or /100 that does not revert (pence next to pounds, cents next to rand); the closes before it are "
+                   "rescaled to the unit of the latest close",
     "price_spike": "a single-day spike that reverts the next day (fat finger); the spike row is dropped",
     "partial_adjustment": "adj_close missing on some rows of a ticker; its unadjusted close is used instead",
     "short_history": "fewer rows than --min-history; the ticker is dropped",
@@ -230,6 +235,9 @@ STALE_TAIL_DAYS = 5  # this many identical closes in a row at the end of a serie
 SPIKE_LOG_MOVE = float(np.log(3.0))  # |one-day move| of 3x or more that reverts next day
 SPLIT_LOG_MOVE = float(np.log(1.8))
 SPLIT_RATIOS = (2, 3, 4, 5, 8, 10, 20)  # 3:2 splits are missed: a 33% move is also an ordinary earnings day
+# a quote unit switching between a currency and its hundredth (GBX/GBP, ZAc/ZAR, ILA/ILS): a one-day ratio of 100 within
+# a 25% move of its own (no traded stock moves 80-125x in a day)
+UNIT_LOG_MOVE, UNIT_TOLERANCE = float(np.log(100.0)), float(np.log(1.25))
 
 
 @dataclass
@@ -692,7 +700,9 @@ def load_price_file(path: str | Path, ticker: str | None = None, min_history: in
 
 def _ticker_names(df: pd.DataFrame, source: str) -> pd.Series:
     """The ticker column as text without surrounding spaces (``'AAPL '`` from a padded export is
-    ``AAPL``); a row without a ticker is refused rather than silently dropped."""
+    ``AAPL``), spellings that differ only in case (``aapl`` rows next to ``AAPL`` rows: two exports joined) read as one
+    ticker (the upper-case spelling, else the most frequent; logged); a row without a ticker is refused rather than
+    silently dropped."""
     names = df["ticker"].astype("string").str.strip()
     empty = names.isna() | (names == "")
     if empty.any():
@@ -703,16 +713,32 @@ def _ticker_names(df: pd.DataFrame, source: str) -> pd.Series:
     if formula.any():
         raise PriceDataError(f"{source}: ticker {names[formula].iloc[0][:20]!r} starts with {names[formula].iloc[0][:1]!r}: a spreadsheet would run it as "
                              f"a formula when it opens the run's CSV outputs; rename the ticker")
-    return names.astype(str)
+    names = names.astype(str)
+    spellings: dict[str, list[str]] = {}
+    for name in pd.unique(names):  # the distinct names only: a long panel has a few hundred
+        spellings.setdefault(name.upper(), []).append(name)
+    folded = {}
+    for upper, variants in spellings.items():
+        if len(variants) > 1:
+            counts = names[names.isin(variants)].value_counts()
+            one = upper if upper in variants else str(counts.index[0])
+            folded.update({v: one for v in variants if v != one})
+            log.warning(f"{source}: tickers {', '.join(repr(v) for v in sorted(variants))} differ only in case "
+                        f"({', '.join(f'{v}: {int(counts[v])} rows' for v in sorted(variants))}); read as one ticker, {one}")
+    return names.replace(folded) if folded else names
 
 
 def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFrame:
     """Data-quality warnings per ticker (see ``WARNING_KINDS``); with ``repair`` forward-filled weekend
-    rows and reverting single-day spikes are dropped (counted in ``rep.rows_repaired``)."""
+    rows and reverting single-day spikes are dropped (counted in ``rep.rows_repaired``), and the prices before a ×100 / ÷100
+    jump that does not revert are rescaled to the latest close's unit."""
     if df.empty:
         return df
     drop = np.zeros(len(df), dtype=bool)
-    close = df["close"].to_numpy(dtype=float)
+    close = df["close"].to_numpy(dtype=float, copy=True)
+    prices = [c for c in ("open", "high", "low", "close_unadjusted") if c in df.columns]  # rescaled with the close
+    levels = {c: df[c].to_numpy(dtype=float, copy=True) for c in prices}
+    rescaled = False
     dow = df["date"].dt.dayofweek.to_numpy()
     tick = df["ticker"].to_numpy()
     starts = np.flatnonzero(np.r_[True, tick[1:] != tick[:-1]])
@@ -739,6 +765,22 @@ def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFr
                          f"before and reverts the next day" + ("; row dropped" if repair else ""))
                 if repair:
                     drop[idx[i + 1]] = True
+        jumps = 0
+        for i in np.flatnonzero(np.abs(np.abs(r) - UNIT_LOG_MOVE) < UNIT_TOLERANCE):
+            if drop[idx[i + 1]] or drop[idx[i]] or (i + 1 < len(r) and abs(r[i] + r[i + 1]) < 0.5 * abs(r[i])):
+                continue  # a reverting spike (dropped above: the moves to and from it), not a new unit
+            day, unit = df["date"].iloc[idx[i + 1]], 100.0 if r[i] > 0 else 0.01  # new unit / old unit
+            rep.warn(t, "unit_change", day, float(np.exp(r[i])), f"close jumps x{np.exp(r[i]):.4g} on {day:%Y-%m-%d} and stays there: prices in "
+                     f"pence next to pounds (GBX/GBP; or cents, agorot)? " + (f"the {idx[i] - a + 1} closes before it were multiplied by {unit:g} "
+                     f"to the unit of the latest close" if repair else "write every price in one unit"))
+            if repair:  # every row up to the jump, so a later jump back rescales the stretch between the two again
+                close[a:idx[i] + 1] *= unit
+                for v in levels.values():
+                    v[a:idx[i] + 1] *= unit
+                jumps += 1
+        if jumps:
+            rescaled = True
+            r = np.diff(np.log(close[idx]))
         for i in np.flatnonzero(np.abs(r) >= SPLIT_LOG_MOVE):
             if drop[idx[i + 1]] or (i + 1 < len(r) and abs(r[i] + r[i + 1]) < 0.5 * abs(r[i])) or (i > 0 and drop[idx[i]]):
                 continue
@@ -760,6 +802,8 @@ def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFr
             day = df["date"].iloc[kept[-tail - 1]]
             rep.warn(t, "stale_tail", day, tail, f"the last {tail} closes all repeat the close of {day:%Y-%m-%d} (halted, delisted or forward-filled?); "
                      f"a forecast from its last date reads a flat history: its volatility and VaR will be too low")
+    if rescaled:
+        df = df.assign(close=close, **levels)
     if repair and drop.any():
         rep.rows_repaired = int(drop.sum())
         df = df[~drop].reset_index(drop=True)

@@ -1,0 +1,101 @@
+"""Seventh real-use pass (session 14): files a desk user brings — prices in pence next to prices in pounds, a ticker
+column whose spellings differ in case or padding (two exports joined), and an LSEG/Refinitiv ``get_data`` export
+(``Instrument, Date, Price Close, ...``). The files are written from the bundled real panel's prices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from domains.finance.data import PriceDataError, load_panel, read_price_file
+
+
+@pytest.fixture(scope="module")
+def real():
+    """Real closes of MSFT and KO, their last 300 days in the bundled panel."""
+    p = load_panel(columns=["date", "ticker", "close"])
+    return {t: g.tail(300).reset_index(drop=True) for t, g in p[p["ticker"].isin(["MSFT", "KO"])].groupby("ticker")}
+
+
+def _write(path, date, ticker, close, **extra):
+    pd.DataFrame({"date": date.dt.strftime("%Y-%m-%d"), "ticker": ticker, "close": close, **extra}).to_csv(path, index=False)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pence next to pounds
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["pence_from", "pounds_from", "pence_stretch"])
+def test_prices_in_pence_next_to_pounds_are_rescaled_to_one_unit_and_warned(real, tmp_path, case):
+    """A vendor that quotes an LSE stock in pence (GBX) next to one in pounds (GBP): the closes jump x100 (or /100) on one
+    day and stay there. Neither the split rule (ratios up to 20) nor the spike rule (it does not revert) saw it, so the
+    file loaded silently with a daily log return of +-4.6 that set the ticker's volatility scale. The closes (and open,
+    high, low) before each jump are now rescaled to the latest close's unit, so every return is the real one, and a
+    unit_change warning names the day."""
+    g = real["MSFT"]
+    close = g["close"].to_numpy()
+    unit = np.ones(len(close))
+    if case == "pence_from":
+        unit[150:] = 100.0
+    elif case == "pounds_from":
+        unit[:150] = 100.0
+    else:  # three days in pence, then pounds again
+        unit[150:153] = 100.0
+    path = _write(tmp_path / "vod.csv", g["date"], "VOD.L", close * unit, open=close * unit * 1.001, high=close * unit * 1.01, low=close * unit * 0.99)
+    got, rep = read_price_file(path)
+    clean, _ = read_price_file(_write(tmp_path / "clean.csv", g["date"], "VOD.L", close, open=close * 1.001, high=close * 1.01, low=close * 0.99))
+    np.testing.assert_allclose(got["log_ret"].to_numpy(), clean["log_ret"].to_numpy(), atol=1e-12)  # the jump's day too
+    np.testing.assert_allclose(got["rvol5"].to_numpy(), clean["rvol5"].to_numpy(), atol=1e-12)
+    assert np.abs(got["log_ret"]).max() < 0.2
+    latest_unit = unit[-1]  # closes in the unit of the latest price
+    for col, f in (("close", 1.0), ("open", 1.001), ("high", 1.01), ("low", 0.99)):
+        np.testing.assert_allclose(got[col].to_numpy(), close[1:] * f * latest_unit, rtol=1e-12)
+    jumps = [w for w in rep.warnings if w["kind"] == "unit_change"]
+    assert [w["date"] for w in jumps] == ([f"{g['date'][150]:%Y-%m-%d}"] if case != "pence_stretch" else
+                                          [f"{g['date'][150]:%Y-%m-%d}", f"{g['date'][153]:%Y-%m-%d}"])
+    assert "pence next to pounds" in jumps[0]["detail"] and [w["kind"] for w in rep.warnings] == ["unit_change"] * len(jumps)
+    assert rep.metrics()["data/warnings/unit_change"] == len(jumps)
+
+
+def test_a_one_day_x100_typo_that_reverts_is_still_a_dropped_spike_not_a_unit_change(real, tmp_path):
+    g = real["MSFT"]
+    close = g["close"].to_numpy().copy()
+    close[100] *= 100
+    got, rep = read_price_file(_write(tmp_path / "typo.csv", g["date"], "MSFT", close))
+    assert [w["kind"] for w in rep.warnings] == ["price_spike"] and len(got) == len(close) - 2 and np.abs(got["log_ret"]).max() < 0.2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ticker spellings
+# ---------------------------------------------------------------------------------------------------------------
+def test_ticker_spellings_that_differ_only_in_case_or_padding_are_one_ticker(real, tmp_path, caplog):
+    """Two exports joined: 'aapl' rows (an older download) and 'AAPL ' rows. They were two tickers, each with half the
+    history (or, here, one dropped as too short), and a model that knows AAPL was asked about 'aapl' too. They are now one
+    ticker, AAPL, with the whole history (the fold is logged); rows both spellings hold are identical duplicates, dropped."""
+    g = real["KO"]
+    n = len(g)
+    parts = [pd.DataFrame({"date": g["date"][:180], "ticker": "aapl", "close": g["close"][:180]}),
+             pd.DataFrame({"date": g["date"][170:], "ticker": "AAPL ", "close": g["close"][170:]}),
+             pd.DataFrame({"date": real["MSFT"]["date"], "ticker": "msft", "close": real["MSFT"]["close"]})]  # one spelling: left as it is
+    path = tmp_path / "joined.csv"
+    pd.concat(parts).to_csv(path, index=False)
+    with caplog.at_level("WARNING"):
+        got, rep = read_price_file(path, min_history=150)
+    assert sorted(got["ticker"].unique()) == ["AAPL", "msft"]
+    a = got[got["ticker"] == "AAPL"]
+    np.testing.assert_array_equal(a["date"].to_numpy(), g["date"].to_numpy()[1:])
+    np.testing.assert_allclose(a["close"].to_numpy(), g["close"].to_numpy()[1:])
+    assert rep.duplicate_rows_dropped == 10 and rep.tickers_dropped_short == [] and n == 300
+    assert "tickers 'AAPL', 'aapl' differ only in case (AAPL: 130 rows, aapl: 180 rows); read as one ticker, AAPL" in caplog.text
+
+
+def test_case_spellings_with_different_prices_on_one_day_are_refused_in_one_line(real, tmp_path):
+    g = real["KO"]
+    other = g["close"] * 1.5  # another company's prices under a spelling of the same ticker
+    path = tmp_path / "clash.csv"
+    pd.concat([pd.DataFrame({"date": g["date"], "ticker": "ko", "close": g["close"]}),
+               pd.DataFrame({"date": g["date"], "ticker": "KO", "close": other})]).to_csv(path, index=False)
+    with pytest.raises(PriceDataError) as e:
+        read_price_file(path)
+    assert "appear more than once with different closes" in str(e.value) and "KO " in str(e.value) and "\n" not in str(e.value)

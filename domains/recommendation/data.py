@@ -235,10 +235,21 @@ def _trailing_blank_rows(df: pd.DataFrame) -> int:
     return n
 
 
+# a number written with a decimal comma, as a German or French spreadsheet saves it: "4,5", "3,75" — at most two decimals,
+# so "1,234" (a thousands separator in English) is never read as 1.234
+_DECIMAL_COMMA = r"[+-]?\d+,\d{1,2}"
+
+
 def _require_numeric(df: pd.DataFrame, col: str, source: str, integer: bool = False) -> pd.Series:
     raw = df[col]
     num = pd.to_numeric(raw, errors="coerce")
     bad = num.isna()
+    if bad.any() and not pd.api.types.is_numeric_dtype(raw):
+        text = raw.astype(str).str.strip()
+        if text[bad].str.fullmatch(_DECIMAL_COMMA).all() and not text.str.contains(".", regex=False).any():
+            log.info(f"{source}: column {col!r} is written with decimal commas ({text[bad].iloc[0]}): read as {text[bad].iloc[0].replace(',', '.')}")
+            num = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+            bad = num.isna()
     if bad.any():
         raise InteractionDataError(f"{source}: column {col!r} has {int(bad.sum())} missing or non-numeric value(s) "
                                    f"(first at file rows {_rows(bad)}: {raw[bad].head(3).tolist()}); expected numbers")
@@ -647,6 +658,27 @@ def _normalise_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
     return items[["item_id", "title", "year", "genres"]]
 
 
+_AGE_RANGE = r"\s*(?P<low>\d{1,3})\s*(?:[-–]\s*\d{1,3}|\+)\s*"  # "25-34", "25 – 34", "55+": its lower bound
+_AGE_BELOW = r"\s*(?:<|under|below)\s*(?P<bound>\d{1,3})\s*"  # "<18", "under 18": just below it
+
+
+def _ages(age: pd.Series, source: str) -> pd.Series:
+    """A user table's ages: numbers as they are; an age group as a customer table writes it (``25-34``, ``55+``,
+    ``under 18``) as its lower bound (``under 18``: 17), so groups with MovieLens-1M's bounds (``model.AGE_BUCKETS``:
+    under 18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+) are each their own bucket; any other text is unknown (-1), counted in
+    a warning — every group used to be unknown, silently."""
+    num = pd.to_numeric(age, errors="coerce")
+    text = age.astype(str).str.strip().str.lower()
+    missing = age.isna() | (text == "")
+    ranged = text.str.extract(f"^{_AGE_RANGE}$")["low"]
+    below = pd.to_numeric(text.str.extract(f"^{_AGE_BELOW}$")["bound"], errors="coerce") - 1
+    num = num.fillna(pd.to_numeric(ranged, errors="coerce")).fillna(below)
+    unread = num.isna() & ~missing
+    if unread.any():
+        log.warning(f"{source}: {int(unread.sum())} user age(s) that are neither numbers nor age groups (e.g. {age[unread].iloc[0]!r}); read as unknown")
+    return num.fillna(-1).astype(np.int64)
+
+
 def _normalise_users(users: pd.DataFrame, source: str) -> pd.DataFrame:
     users = _with_our_id(users.copy(), "user_id")
     if "user_id" not in users.columns:
@@ -658,7 +690,7 @@ def _normalise_users(users: pd.DataFrame, source: str) -> pd.DataFrame:
     for c, default in (("age", -1), ("gender", "unknown"), ("occupation", "unknown")):
         if c not in users.columns:
             users[c] = default
-    users["age"] = pd.to_numeric(users["age"], errors="coerce").fillna(-1).astype(np.int64)
+    users["age"] = _ages(users["age"], source)
     users["gender"] = users["gender"].astype(str)
     users["occupation"] = users["occupation"].astype(str)
     return users[["user_id", "age", "gender", "occupation"]]
@@ -716,9 +748,26 @@ def _read_csv(path: Path, head: bytes, sep: str | None = None) -> pd.DataFrame:
             raise InteractionDataError(f"{path}: line(s) {_rows(extra)} hold {raw.shape[1]} fields but the header names {len(df.columns)} "
                                        f"({[str(c) for c in df.columns]}); expected one field per header column")
         df = read_csv_text(path, index_col=False, **kw)
+    again = _repeated_header(df)
+    if len(again):  # files joined with their headers (cat a.csv b.csv): a row of column names is no interaction
+        raise InteractionDataError(f"{path}: line(s) {[int(i) + 2 for i in again[:5]]} repeat the header line ({', '.join(map(str, df.columns))}); "
+                                   "expected one header line (files joined with their headers? keep the first file's only)")
     if path.suffix.lower() in ATOMIC_SUFFIXES or (len(df.columns) and all(_TYPED_FIELD.fullmatch(str(c)) for c in df.columns)):
         df.columns = _atomic_names(path, df.columns)
     return df
+
+
+def _repeated_header(df: pd.DataFrame) -> np.ndarray:
+    """Positions of the rows whose every field is its column's name (stripped); the first column is compared first, so a
+    file without such rows costs one comparison of one column."""
+    if not len(df.columns) or not len(df):
+        return np.empty(0, np.int64)
+    rows = np.flatnonzero((df.iloc[:, 0].astype(str).str.strip() == str(df.columns[0]).strip()).to_numpy(bool))
+    for i, c in enumerate(df.columns[1:], 1):
+        if not len(rows):
+            break
+        rows = rows[(df.iloc[rows, i].astype(str).str.strip() == str(c).strip()).to_numpy(bool)]
+    return rows
 
 
 # RecBole's atomic files (https://recbole.io/docs/user_guide/data/atomic_files.html): tab-separated, a header of

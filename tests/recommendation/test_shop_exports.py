@@ -63,3 +63,39 @@ def test_amazon_2023_item_metadata_is_a_catalogue(tmp_path):
     items = data.items.set_index("item_id")
     assert items.loc["B00SHIRT", "title"] == "Cotton shirt" and list(items.loc["B00SHIRT", "genres"]) == ["Clothing", "Men", "Shirts"]
     assert list(items.loc["B00MUG", "genres"]) == [] and data.report.items_without_interactions == 1  # the plate: in the catalogue, never bought
+
+
+def test_decimal_commas_of_a_european_spreadsheet_are_read(tmp_path):
+    p = tmp_path / "bewertungen.csv"
+    p.write_bytes("Kunde;Artikel;rating;timestamp\nk1;Stuhl;4,5;10\nk2;Tisch;3;11\nk1;Tisch;2,25;12\n".encode("cp1252"))
+    inter = load_interactions(p, columns={"user_id": "Kunde", "item_id": "Artikel"}).interactions
+    assert sorted(zip(inter["user_id"], inter["item_id"], inter["rating"].tolist())) == [("k1", "Stuhl", 4.5), ("k1", "Tisch", 2.25), ("k2", "Tisch", 3.0)]
+    thousands = tmp_path / "thousands.csv"  # "1,234" is a thousands separator in English: never 1.234
+    thousands.write_text('user_id,item_id,rating,timestamp\n1,a,"1,234",10\n')
+    with pytest.raises(InteractionDataError, match=r"column 'rating' has 1 missing or non-numeric value\(s\) \(first at file rows \[2\]: \['1,234'\]\)"):
+        load_interactions(thousands)
+
+
+def test_age_groups_of_a_customer_table_are_buckets_not_unknown(tmp_path):
+    from domains.recommendation.model import AGE_BUCKETS, FeatureSpace
+
+    inter = tmp_path / "orders.csv"
+    inter.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},a,{u}\n" for u in range(1, 8)))
+    users = tmp_path / "customers.csv"
+    users.write_text("user_id,age,gender\n1,Under 18,F\n2,18-24,M\n3,25–34,F\n4,35 - 44,M\n5,56+,F\n6,unknown,M\n7,41,F\n")
+    data = load_interactions(inter, users=users)
+    ages = dict(zip(data.users["user_id"], data.users["age"]))
+    assert ages == {1: 17, 2: 18, 3: 25, 4: 35, 5: 56, 6: -1, 7: 41}  # was -1 for every group
+    space = FeatureSpace.build(data.users, data.items)
+    buckets = dict(zip(data.users["user_id"], space.user_feature_table(data.users)[:, 1].tolist()))  # the age column of the user tower's table
+    assert AGE_BUCKETS == [18, 25, 35, 45, 50, 56]
+    assert len({buckets[u] for u in (1, 2, 3, 4, 5)}) == 5 and buckets[6] == 0 and buckets[7] == buckets[4]  # one bucket per group; 41 is in 35-44
+
+
+def test_files_joined_with_their_headers_are_refused(tmp_path):
+    p = tmp_path / "clicks.csv"  # cat jan.csv feb.csv: no timestamp column, so the header row was read as user 'user_id' clicking 'item_id'
+    p.write_text("user_id,item_id\n1,a\n2,b\nuser_id,item_id\n3,a\n")
+    with pytest.raises(InteractionDataError) as e:
+        load_interactions(p)
+    assert str(e.value) == (f"{p}: line(s) [4] repeat the header line (user_id, item_id); expected one header line "
+                            "(files joined with their headers? keep the first file's only)")

@@ -155,11 +155,11 @@ def choose_within(upload_id: str, materialised) -> tuple[str | None, str]:
     count = api.volume_count(path)
     if count is None:
         return str(path), "upload"
-    pick = st.selectbox(f"The NIfTI holds {count} volumes along its 4th axis (time points, or channels such as an MSD image's "
+    pick = st.selectbox(f"The scan holds {count} volumes along its 4th (or list/time) axis (time points, or channels such as an MSD image's "
                         "modalities): which one to segment?", list(range(count)), index=None, format_func=lambda k: f"volume {k} of 0..{count - 1}",
                         placeholder="Choose a volume…", key=f"med_volume_{upload_id}", help="as `infer --volume N` picks one (0-based)")
     if pick is None:
-        st.info(f"The NIfTI is 4D ({count} volumes); choose the one to segment above.")
+        st.info(f"The scan is 4D ({count} volumes); choose the one to segment above.")
         return None, "upload"
     out = Path(path).with_name(f"volume-{int(pick)}.nii.gz")
     if not out.is_file():

@@ -8,7 +8,7 @@ out. Nothing here trains.
     cases = list_cases()                         # [Case(id, image, label, dataset, split)]
     scan = check_scan(run_dir, path)             # CheckedScan: read and checked as infer checks it (MedicalInputError)
     dicom_series(folder)                         # [DicomSeries(id, description)] when a folder holds several, as infer lists them
-    volume_count(path)                           # volumes along a NIfTI's 4th axis (None: 3D), as infer --volume counts them
+    volume_count(path)                           # volumes of a 4D NIfTI/NRRD (None: 3D), as infer --volume counts them
     dicom_to_nifti(folder, dst, series=...)      # one series (infer --series); scan_volume_to_nifti(path, dst, k): one volume (--volume)
     model = load_segmenter(run_dir)              # LoadedSegmenter
     seg = model.predict(cases[0].image)          # Segmentation: .image .mask .class_names .volumes_ml .ood ...
@@ -250,18 +250,12 @@ def dicom_series(src: str | Path) -> list[DicomSeries]:
 
 
 def volume_count(path: str | Path) -> int | None:
-    """How many volumes a NIfTI file holds along its 4th axis (time points, an MSD image's channels), from its header;
-    None for a 3D volume (trailing axes of length 1 do not count), another kind of file or a header that does not read
-    (:func:`check_scan` names that problem)."""
-    from domains.medical.io import header_geometry
+    """How many volumes a 4D NIfTI or NRRD holds (a NIfTI's 4th axis, a NRRD's list/time axis: time points, an MSD image's
+    channels), from its header, as ``infer --volume`` counts them; None for a 3D volume (axes of length 1 do not count),
+    another kind of file or a header that does not read (:func:`check_scan` names that problem)."""
+    from domains.medical.io import volume_count as count
 
-    geometry = header_geometry(path)
-    if geometry is None:
-        return None
-    dims = list(geometry[0])
-    while len(dims) > 3 and dims[-1] == 1:
-        dims.pop()
-    return int(dims[3]) if len(dims) == 4 else None
+    return count(path)
 
 
 def dicom_to_nifti(src: str | Path, dst: str | Path, series: str | None = None) -> ScanInfo:
@@ -277,7 +271,7 @@ def dicom_to_nifti(src: str | Path, dst: str | Path, series: str | None = None) 
 
 
 def scan_volume_to_nifti(src: str | Path, dst: str | Path, volume: int) -> ScanInfo:
-    """Volume ``volume`` (0-based, along the 4th axis) of a 4D NIfTI written to ``dst`` as a 3D NIfTI on the same grid —
+    """Volume ``volume`` (0-based, along the 4th axis; a NRRD's list/time axis) of a 4D NIfTI or NRRD written to ``dst`` as a 3D NIfTI on the same grid —
     read as ``infer --volume`` reads it (that volume alone, scaled); the modality the source's header names is kept."""
     from domains.medical.io import load_volume, save_volume_nifti
 

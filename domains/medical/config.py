@@ -168,7 +168,7 @@ class InferConfig(PostFields, ModelRunConfig, TrackingConfig, DeviceConfig, RunC
     series: str | None = field(default=None, metadata={"help": "for a DICOM folder holding several series (a localizer beside the axial series): "
                                                                "the one to segment, as series-<hash> or its SeriesNumber — a folder of several "
                                                                "series is refused with the list of them without it"})
-    volume: int | None = field(default=None, metadata={"min": 0, "help": "for a 4D NIfTI (time points, or an MSD image's channels such as "
+    volume: int | None = field(default=None, metadata={"min": 0, "help": "for a 4D NIfTI or NRRD (time points, or an MSD image's channels such as "
                                                                           "FLAIR/T1w/t1gd/T2w): the 0-based index of the volume to segment "
                                                                           "along its 4th axis — a 4D file is refused, naming that axis' length, without it"})
 
@@ -181,6 +181,14 @@ class ScoreConfig(PostFields, ScoringConfig, ModelRunConfig, TrackingConfig, Dev
                                                                           "not recorded in the run's config.json or MLflow (a path may carry a patient's name)"})
     name_map: bool = field(default=False, metadata={"help": "opt in: write <input>/.dlsuite-ids.csv (id -> your entry name) beside the inputs; "
                                                             "outputs, logs and MLflow only ever carry the non-identifying ids"})
+    series: str | None = field(default=None, metadata={"help": "for every DICOM folder of the input: the series to segment, as its "
+                                                               "SeriesNumber (or a series-<hash>, which names one series of one folder), "
+                                                               "as infer --series; a folder without it is quarantined listing its series. "
+                                                               "Without it a folder of several series is quarantined with that list"})
+    volume: int | None = field(default=None, metadata={"min": 0, "help": "for every 4D NIfTI/NRRD of the input (time points, an MSD "
+                                                                          "image's channels): the 0-based volume to segment, as infer "
+                                                                          "--volume; 3D files are read as they are. Without it a 4D "
+                                                                          "file is quarantined naming how many volumes it holds"})
 
 
 @dataclass

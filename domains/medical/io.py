@@ -30,9 +30,10 @@ from domains.medical.validation import (MAX_SIDE, MAX_VOXELS, MedicalInputError,
 
 __all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES", "probe_volume",
            "check_input", "read_input_for_model", "is_dicom_file", "content_id", "save_volume_nifti", "header_geometry",
-           "list_dicom_series"]
+           "list_dicom_series", "volume_count"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
+_SERIES_FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")  # files that may hold a 4D series (--volume picks one volume)
 # The only DICOM attributes we read, with the pixel-format tags and _SERIES_TAGS (SeriesInstanceUID, SeriesNumber,
 # ImageType: which series a slice belongs to). Everything else (PatientName, PatientID, PatientBirthDate,
 # AccessionNumber, InstitutionName, ReferringPhysicianName, SeriesDescription, dates, UIDs other than the series one
@@ -103,16 +104,16 @@ def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, v
     lower = p.name.lower()
     if series is not None and not p.is_dir():
         raise MedicalInputError(f"--series {plain(series)}: selects one series of a DICOM folder, but {p} is a file; leave --series out")
-    if volume is not None and (p.is_dir() or not lower.endswith((".nii", ".nii.gz"))):
-        raise MedicalInputError(f"--volume {plain(volume)}: selects one volume of a 4D NIfTI file, but {p} is "
-                                f"{'a DICOM series folder' if p.is_dir() else 'not a NIfTI file'}; leave --volume out")
+    if volume is not None and (p.is_dir() or not lower.endswith(_SERIES_FILE_SUFFIXES)):
+        raise MedicalInputError(f"--volume {plain(volume)}: selects one volume of a 4D NIfTI or NRRD file, but {p} is "
+                                f"{'a DICOM series folder' if p.is_dir() else 'neither a NIfTI nor a NRRD file'}; leave --volume out")
     try:
         if p.is_dir():
             return dicom(p, series=series, headers=headers)
         if lower.endswith((".nii", ".nii.gz")):
             return nifti(p, volume=volume)
         if lower.endswith((".nrrd", ".nhdr")):
-            return nrrd(p)
+            return nrrd(p, volume=volume)
         if lower.endswith(".dcm") or is_dicom_file(p):
             raise MedicalInputError(_single_dicom_message(p))
         raise MedicalInputError(f"{p}: not a supported volume (expected .nii, .nii.gz, .nrrd, .nhdr or a DICOM series folder)")
@@ -141,8 +142,8 @@ def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True, serie
                 headers: _DicomHeaders | None = None) -> Volume:
     """Load a NIfTI / NRRD file or a DICOM series folder; clear errors for anything else. ``series``: which
     series of a DICOM folder holding several (its ``series-<hash>`` or SeriesNumber; without it such a folder is
-    refused with the list of its series); ``volume``: which volume (0-based) of a 4D NIfTI (without it a 4D
-    file is refused, naming its 4th axis' length); ``headers``: the folder's DICOM headers as the check read them
+    refused with the list of its series); ``volume``: which volume (0-based) of a 4D NIfTI or NRRD (without it a 4D
+    file is refused, naming how many volumes it holds); ``headers``: the folder's DICOM headers as the check read them
     (:func:`read_input_for_model`), so they are not read again."""
     p = Path(path)
     vol = _dispatch(p, _load_dicom_series, _load_nifti, _load_nrrd, series=series, volume=volume, headers=headers)
@@ -206,7 +207,7 @@ def probe_volume(path: str | Path, series: str | None = None, volume: int | None
                  headers: _DicomHeaders | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     """(shape, spacing in mm) from the header alone — nothing is allocated (a DICOM series folder: its
     slices' headers, without pixel data). Raises :class:`MedicalInputError` for what ``load_volume``
-    would refuse by its name, header or geometry (several DICOM series without ``series``, a 4D NIfTI without
+    would refuse by its name, header or geometry (several DICOM series without ``series``, a 4D NIfTI or NRRD without
     ``volume``, a compression no installed decoder reads)."""
     return _dispatch(path, _probe_dicom_series, _probe_nifti, _probe_nrrd, series=series, volume=volume, headers=headers)
 
@@ -239,36 +240,69 @@ def _probe_nifti(p: Path, volume: int | None = None) -> tuple[tuple[int, ...], t
     return tuple(int(s) for s in img.shape[:3]), _spacing_of(img.affine)
 
 
-def _nrrd_spatial_dirs(dirs) -> np.ndarray:
-    """The rows of a NRRD ``space directions`` field that are directions: a non-spatial axis (a 4D
-    series' list axis) is written ``none``, which pynrrd reads as None or as a row of NaN."""
-    rows = [d for d in dirs if d is not None and not np.all(np.isnan(np.asarray(d, dtype=float)))]
-    return np.asarray(rows, dtype=float)
+def _nrrd_axes(hdr) -> tuple[list[int], int | None] | None:
+    """How a NRRD header's axes read as one volume: (its 3 spatial axes in order, its one non-spatial axis of length > 1 —
+    a 4D series' list/time axis, e.g. a DWI's gradients or an MSD image's channels — or None). Non-spatial axes of length 1
+    (a one-entry list, one time point; Slicer and ITK write them) are dropped. An axis is non-spatial when its ``space
+    directions`` row is ``none``, else when its ``kinds`` entry is not domain/space, else when its ``spacings`` entry is NaN;
+    without any of these the first three axes are spatial. None for anything else (2D, two non-spatial axes of length > 1):
+    the reader refuses its dimensionality. The probe, :func:`volume_count` and the reader all use it, so the shape one
+    reports is the shape the other reads."""
+    sizes = [int(n) for n in hdr.get("sizes", ())]
+    dirs, kinds, spacings = hdr.get("space directions"), hdr.get("kinds"), hdr.get("spacings")
+    if dirs is not None and len(dirs) == len(sizes):
+        spatial = [d is not None and not np.all(np.isnan(np.asarray(d, dtype=float))) for d in dirs]
+    elif kinds is not None and len(kinds) == len(sizes):
+        spatial = [str(k).strip().lower() in ("domain", "space") for k in kinds]
+    elif spacings is not None and len(spacings) == len(sizes):
+        spatial = [bool(np.isfinite(float(x))) for x in spacings]
+    else:
+        spatial = [i < 3 for i in range(len(sizes))]
+    axes = [i for i, s in enumerate(spatial) if s]
+    listed = [i for i, s in enumerate(spatial) if not s and sizes[i] > 1]
+    if len(axes) != 3 or len(listed) > 1:
+        return None
+    return axes, (listed[0] if listed else None)
 
 
-def _nrrd_list_axes_to_drop(dirs, shape) -> tuple[int, ...]:
-    """The axes to drop from a NRRD of ``shape`` with ``space directions`` ``dirs`` when it is a 3D volume stored with
-    non-spatial axes (written ``none``: a one-component list, one time point) of length 1; () otherwise. The probe and
-    the reader both use it, so the shape one reports is the shape the other reads."""
-    spatial = [d is not None and not np.all(np.isnan(np.asarray(d, dtype=float))) for d in dirs]
-    if len(spatial) == len(shape) and sum(spatial) == 3 and all(s or n == 1 for s, n in zip(spatial, shape)):
-        return tuple(i for i, s in enumerate(spatial) if not s)
-    return ()
+def _nrrd_geometry(hdr, axes: list[int]) -> np.ndarray:
+    """The 3x3 direction matrix (one row per spatial axis, in mm) of a NRRD's spatial ``axes``."""
+    dirs = hdr.get("space directions")
+    if dirs is not None:
+        return np.asarray([np.asarray(dirs[i], dtype=float) for i in axes], dtype=float)
+    spacings = hdr.get("spacings")
+    return np.diag([float(spacings[i]) if spacings is not None and np.isfinite(float(spacings[i])) else 1.0 for i in axes])
 
 
-def _probe_nrrd(p: Path) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+def _nrrd_volume_index(hdr, p: Path, volume: int | None) -> tuple[list[int], int | None, int | None] | None:
+    """(spatial axes, series axis, index to read along it) of a NRRD (:func:`_nrrd_axes`), the volume checked as a 4D NIfTI's is."""
+    layout = _nrrd_axes(hdr)
+    if layout is None:
+        if volume is not None:
+            raise MedicalInputError(f"--volume {plain(volume)}: {p} is not a 3D volume nor a 4D series of them "
+                                    f"(sizes {tuple(int(n) for n in hdr.get('sizes', ()))}); leave --volume out")
+        return None
+    axes, series_axis = layout
+    sizes = tuple(int(n) for n in hdr.get("sizes", ()))
+    n = sizes[series_axis] if series_axis is not None else None
+    kind = ""
+    if series_axis is not None and hdr.get("kinds") is not None and len(hdr["kinds"]) == len(sizes):
+        kind = f"'{plain(str(hdr['kinds'][series_axis]))}' "
+    where = f"along its {kind}axis {series_axis + 1} of {len(sizes)}" if series_axis is not None else ""
+    return axes, series_axis, _pick_volume_index(n, p, volume, sizes, where)
+
+
+def _probe_nrrd(p: Path, volume: int | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     import nrrd
 
     hdr = nrrd.read_header(str(p))
     sizes = tuple(int(s) for s in hdr.get("sizes", ()))
     _check_header_shape(sizes, p)
-    dirs = hdr.get("space directions")
-    if dirs is None:
-        return sizes[:3], tuple(float(s) for s in hdr.get("spacings", [1.0, 1.0, 1.0])[:3])
-    drop = _nrrd_list_axes_to_drop(dirs, sizes)  # a 3D volume with a one-entry list axis (see _load_nrrd)
-    sizes = tuple(n for i, n in enumerate(sizes) if i not in drop)
-    dirs = _nrrd_spatial_dirs(dirs)
-    return sizes[:3], tuple(float(s) for s in np.sqrt((dirs ** 2).sum(axis=1)))
+    picked = _nrrd_volume_index(hdr, p, volume)
+    if picked is None:  # not one volume: the reader refuses its dimensionality
+        return sizes[:3], tuple(float(s) for s in np.sqrt((_nrrd_geometry(hdr, list(range(min(3, len(sizes))))) ** 2).sum(axis=1)))
+    axes = picked[0]
+    return tuple(sizes[i] for i in axes), tuple(float(s) for s in np.sqrt((_nrrd_geometry(hdr, axes) ** 2).sum(axis=1)))
 
 
 def _probe_dicom_series(folder: Path, series: str | None = None, headers: _DicomHeaders | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
@@ -370,25 +404,62 @@ def _kind(p: Path) -> str:
 
 
 def _nifti_volume_index(shape, p: Path, volume: int | None) -> int | None:
-    """For a NIfTI of ``shape``: the index along its 4th axis to read (``volume``), None to read it all. A 4D
-    series (time points, or an MSD image's channels — e.g. Task01_BrainTumour's FLAIR, T1w, t1gd, T2w) is
-    refused without ``volume``, naming the 4th axis' length: the model segments one 3D volume, and which one is
-    the user's choice. Trailing axes of length 1 do not count (a 3D volume stored as (x, y, z, 1, 1))."""
+    """For a NIfTI of ``shape``: the index along its 4th axis to read (``volume``), None to read it all
+    (:func:`_pick_volume_index`). Trailing axes of length 1 do not count (a 3D volume stored as (x, y, z, 1, 1))."""
+    dims = _nifti_dims(shape)
+    if len(dims) != 4:  # 3D (or 5D+ and refused by check_image_array as before)
+        if volume is not None and len(dims) == 3:
+            _pick_volume_index(None, p, volume, tuple(int(n) for n in shape), "")
+        return None
+    return _pick_volume_index(dims[3], p, volume, tuple(dims), "along its 4th axis")
+
+
+def _nifti_dims(shape) -> list[int]:
     dims = [int(n) for n in shape]
     while len(dims) > 3 and dims[-1] == 1:
         dims.pop()
-    if len(dims) != 4:  # 3D (or 5D+ and refused by check_image_array as before)
-        if volume is not None and len(dims) == 3:
-            raise MedicalInputError(f"--volume {plain(volume)}: {p} is a 3D volume {tuple(int(n) for n in shape)}, not a 4D series; leave --volume out")
+    return dims
+
+
+def _pick_volume_index(n: int | None, p: Path, volume: int | None, shape: tuple[int, ...], where: str) -> int | None:
+    """The volume to read of a file holding ``n`` volumes (None: a 3D volume) ``where`` (along which axis). A 4D series
+    (time points, or an MSD image's channels — e.g. Task01_BrainTumour's FLAIR, T1w, t1gd, T2w; a DWI's gradients) is
+    refused without ``volume``, naming how many it holds: the model segments one 3D volume, and which one is the user's
+    choice (``infer --volume``, ``score --volume``)."""
+    if n is None:
+        if volume is not None:
+            raise MedicalInputError(f"--volume {plain(volume)}: {p} is a 3D volume {shape}, not a 4D series; leave --volume out")
         return None
-    n = dims[3]
     if volume is None:
-        raise MedicalInputError(f"{p}: expected a 3D volume, got 4D data of shape {tuple(dims)}: {n} volumes along its 4th axis (time "
-                                f"points, or channels such as an MSD image's modalities); segment one with infer --volume 0..{n - 1}, or "
-                                "save that volume as its own file")
+        raise MedicalInputError(f"{p}: expected a 3D volume, got 4D data of shape {shape}: {n} volumes {where} (time "
+                                f"points, or channels such as an MSD image's modalities); pick one volume with --volume 0..{n - 1} "
+                                "(infer, score), or save that volume as its own file")
     if not 0 <= int(volume) < n:
-        raise MedicalInputError(f"--volume {plain(volume)}: {p} has {n} volumes along its 4th axis; expected 0..{n - 1}")
+        raise MedicalInputError(f"--volume {plain(volume)}: {p} has {n} volumes {where}; expected 0..{n - 1}")
     return int(volume)
+
+
+def volume_count(path: str | Path) -> int | None:
+    """How many volumes a 4D NIfTI or NRRD file holds (along a NIfTI's 4th axis, a NRRD's non-spatial axis), from its header
+    — what ``--volume`` picks among; None for a 3D volume, another kind of input or a header that does not read (the reader
+    names that problem)."""
+    p = Path(path)
+    lower = p.name.lower()
+    try:
+        if p.is_file() and lower.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            dims = _nifti_dims(nib.load(str(p)).shape)
+            return dims[3] if len(dims) == 4 else None
+        if p.is_file() and lower.endswith((".nrrd", ".nhdr")):
+            import nrrd
+
+            hdr = nrrd.read_header(str(p))
+            layout = _nrrd_axes(hdr)
+            return int(hdr["sizes"][layout[1]]) if layout is not None and layout[1] is not None else None
+    except Exception:  # noqa: BLE001 - the reader refuses it by name
+        return None
+    return None
 
 
 def _load_nifti(p: Path, volume: int | None = None) -> Volume:
@@ -459,28 +530,22 @@ def _check_header_shape(shape, p: Path) -> None:
         raise MedicalInputError(f"{p}: absurd volume size {tuple(int(s) for s in shape)} in the header (limit {MAX_SIDE} per axis, {MAX_VOXELS:,} voxels)")
 
 
-def _load_nrrd(p: Path) -> Volume:
+def _load_nrrd(p: Path, volume: int | None = None) -> Volume:
     import nrrd
 
     hdr = nrrd.read_header(str(p))
     _check_header_shape(hdr.get("sizes", ()), p)
+    picked = _nrrd_volume_index(hdr, p, volume)  # from the header: a 4D file without --volume is refused before its voxels are read
     data, hdr = nrrd.read(str(p))
-    dirs = hdr.get("space directions")
-    if dirs is not None and data.ndim > 3:
-        # a 3D volume stored with a non-spatial axis (written 'none': a one-component list, one time point) of length 1:
-        # drop that axis and keep the spatial axes' geometry — it used to reach the check as a trailing singleton axis
-        # after the geometry had been replaced by the identity (1 mm voxels at the origin, in the wrong place)
-        if drop := _nrrd_list_axes_to_drop(dirs, data.shape):
-            data = np.squeeze(data, axis=drop)
-    elif dirs is None and data.ndim > 3 and all(n == 1 for n in data.shape[3:]):
-        data = data.reshape(data.shape[:3])  # the same, geometry from 'spacings'
+    if picked is not None and data.ndim > 3:
+        # one volume of a 4D series, or a 3D volume stored with non-spatial axes of length 1 (a one-component list, one time
+        # point): keep the spatial axes and their geometry — a singleton axis used to reach the check after the geometry had
+        # been replaced by the identity (1 mm voxels at the origin, in the wrong place)
+        axes, series_axis, index = picked
+        data = np.ascontiguousarray(data[tuple(slice(None) if i in axes else (index if i == series_axis else 0) for i in range(data.ndim))])
     if data.ndim != 3:  # refused here: a geometry for it would be made up
-        raise MedicalInputError(f"{p}: expected a 3D volume, got {data.ndim}D data of shape {tuple(data.shape)}"
-                                + (" (a 4D series: pick one volume first)" if data.ndim == 4 else ""))
-    if dirs is None:
-        spacing = hdr.get("spacings", [1.0, 1.0, 1.0])
-        dirs = np.diag(np.asarray(spacing, dtype=float)[:3])
-    dirs = _nrrd_spatial_dirs(dirs)
+        raise MedicalInputError(f"{p}: expected a 3D volume, got {data.ndim}D data of shape {tuple(data.shape)}")
+    dirs = _nrrd_geometry(hdr, picked[0] if picked is not None else [0, 1, 2])
     origin = np.asarray(hdr.get("space origin", [0.0, 0.0, 0.0]), dtype=float)
     aff = np.eye(4)
     aff[:3, :3] = dirs.T  # NRRD rows are the per-axis direction vectors
@@ -700,7 +765,7 @@ def _pick_series(slices: list, folder: Path, series: str | None) -> list:
         f"; and {len(listed) - _MAX_SERIES_LISTED} more" if len(listed) > _MAX_SERIES_LISTED else "")
     if series is None:
         raise MedicalInputError(f"{folder}: holds {len(listed)} DICOM series: {listing}; pick one with --series series-<hash> or --series "
-                                "<SeriesNumber> (infer), or put one series per folder")
+                                "<SeriesNumber> (infer, score), or put one series per folder")
     want = str(series).strip()
     key = want.lower().removeprefix("series-")
 

@@ -4,7 +4,14 @@ Every entry of ``--input`` (NIfTI/NRRD files, DICOM series sub-folders) is one w
 scoring engine (``core.scoring``); masks go to ``<run>/masks/<id>_mask.nii.gz`` on each input's own grid,
 one row per volume (shape, spacing, mL per structure, ``ood_flag``/``ood_reason``/``mean_confidence``,
 mask path) to partitioned Parquet under ``--out`` (default ``<run>/scores``). Unreadable or invalid inputs
-(non-image files, NaN voxels, 4D data, …) are quarantined with the reason; the rest are kept.
+(non-image files, NaN voxels, …) are quarantined with the reason; the rest are kept.
+
+Inputs a user must choose within, as ``infer`` has them: a 4D NIfTI/NRRD (time points, an MSD image's channels) and a
+DICOM folder holding several series are quarantined naming their volumes / series and the flag; ``--volume N`` segments
+volume N of every 4D file, ``--series S`` series S (its SeriesNumber, or a series-<hash>) of every DICOM folder, read by
+``infer``'s reader. Entries of the other kinds are read as they are (3D files; files for ``--series``); a 4D file with too
+few volumes, or a folder without that series, is quarantined naming what it holds. Rows carry ``series_hash`` (DICOM) and,
+with ``--volume``, ``volume_index``.
 ``--engine ray --workers N`` scores on a Ray actor pool.
 
 Rerunning the identical command after a crash finishes the job: without ``--name`` the run is named
@@ -58,7 +65,7 @@ def score(cfg: ScoreConfig) -> Path:
 
     def scorer(mask_dir: str, recorded: str | None) -> SegmentationScorer:
         return SegmentationScorer(str(model_run), mask_dir, device=device, lcc=cfg.lcc, tta=cfg.tta, crop=cfg.crop, sources=sources,
-                                  recorded_mask_dir=recorded)
+                                  recorded_mask_dir=recorded, series=cfg.series, volume=cfg.volume)
 
     def recorded_in(out: str | Path | None) -> str | None:
         """The mask folder a job in ``out`` written by an earlier version holds in its identity (--overwrite discards it)."""

@@ -21,7 +21,7 @@ from core.scoring.job import read_job
 from domains.medical.io import content_id
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["SegmentationScorer", "folder_entries", "work_items", "write_name_map", "NAME_MAP_FILE", "sanitize", "recorded_mask_dir"]
+__all__ = ["SegmentationScorer", "folder_entries", "work_items", "write_name_map", "NAME_MAP_FILE", "sanitize", "recorded_mask_dir", "item_choice"]
 
 
 NAME_MAP_FILE = ".dlsuite-ids.csv"
@@ -83,6 +83,17 @@ def recorded_mask_dir(out: str | Path | None) -> str | None:
     return config["mask_dir"] if isinstance(config.get("mask_dir"), str) else None
 
 
+def item_choice(path: str | Path, series: str | None, volume: int | None) -> tuple[str | None, int | None]:
+    """The part of a batch's ``--series`` / ``--volume`` that applies to one entry, handed to the reader ``infer`` uses
+    (:func:`domains.medical.io.load_volume`): ``series`` for a DICOM series folder (a folder without that series is refused
+    listing its series), ``volume`` for a 4D NIfTI/NRRD file (one holding too few volumes is refused naming how many it
+    holds). Entries of the other kinds — 3D files, and files for ``--series`` — are read as they are: one batch mixes them."""
+    from domains.medical.io import volume_count
+
+    p = Path(path)
+    return (series if p.is_dir() else None), (volume if volume is not None and not p.is_dir() and volume_count(p) is not None else None)
+
+
 def sanitize(message: str, path: str, vid: str) -> str:
     """``message`` with the input's path (and its last component) replaced by its id."""
     p = Path(path)
@@ -95,15 +106,18 @@ def sanitize(message: str, path: str, vid: str) -> str:
 class SegmentationScorer(Scorer):
     """One volume → its mask file + one row of volumes in mL (+ ``ood_flag``, ``ood_reason``,
     ``mean_confidence``). ``sources`` maps item ids to paths (kept private: not part of the job's
-    description on disk); items without an entry there are read from ``item.path``."""
+    description on disk); items without an entry there are read from ``item.path``. ``series`` / ``volume``: the series of
+    each DICOM folder, the volume of each 4D file to segment (:func:`item_choice`); part of the job's identity when set."""
 
     version = "2"
 
     def __init__(self, model_run: str, mask_dir: str, device: str = "cpu", lcc: bool = False, tta: bool = False, crop: bool = True,
-                 sources: dict[str, str] | None = None, recorded_mask_dir: str | None = None):
+                 sources: dict[str, str] | None = None, recorded_mask_dir: str | None = None, series: str | None = None,
+                 volume: int | None = None):
         self.model_run, self.mask_dir, self.device, self.lcc, self.tta, self.crop = str(model_run), str(mask_dir), device, lcc, tta, crop
         self._sources = dict(sources or {})
         self._recorded_mask_dir = recorded_mask_dir
+        self._series, self._volume = series, volume
 
     def config(self) -> dict:
         """The job's identity: model and settings, not ``mask_dir``. The masks go to the folder of the run that
@@ -114,6 +128,8 @@ class SegmentationScorer(Scorer):
         config = {k: v for k, v in super().config().items() if k != "mask_dir"}
         if self._recorded_mask_dir is not None:
             config["mask_dir"] = self._recorded_mask_dir
+        # only when set: a job written before these flags existed (or without them) keeps its identity
+        config.update({k: v for k, v in (("series", self._series), ("volume", self._volume)) if v is not None})
         return config
 
     def load(self) -> None:
@@ -133,7 +149,8 @@ class SegmentationScorer(Scorer):
         from domains.medical.io import load_volume, save_mask_like
         from domains.medical.predict import volumes_ml
 
-        vol = load_volume(path)
+        series, volume = item_choice(path, self._series, self._volume)
+        vol = load_volume(path, series=series, volume=volume)
         pred = self._seg.segment(vol)
         safe_id = vid.replace("/", "__")
         out = save_mask_like(pred.mask, vol, Path(self.mask_dir) / f"{safe_id}_mask.nii.gz")
@@ -141,6 +158,8 @@ class SegmentationScorer(Scorer):
         check = qc.check(vols, pred.mean_confidence)  # the score command logs the flagged rows once, after the job
         row = {"case": vid, "format": vol.format, "series_hash": vol.series_hash,
                "shape": list(vol.shape), "spacing_mm": [round(s, 4) for s in vol.spacing], "mask_path": str(out)}
+        if self._volume is not None:  # which volume of a 4D file was segmented (None: a 3D file, read whole)
+            row["volume_index"] = volume
         row.update({f"ml_{k}": v for k, v in vols.items()})
         row.update(check.as_row())
         return pd.DataFrame([row])

@@ -304,7 +304,7 @@ class ValidationReport:
         return path
 
 
-_CLOSE_NAMES = ("'Close', 'Adj Close', 'Price', 'Last', Bloomberg's 'PX_LAST' or Refinitiv's 'TRDPRC_1'; or, from a German, French, Spanish, Italian, Dutch or Portuguese export, "
+_CLOSE_NAMES = ("'Close', 'Adj Close', 'Price', 'Last', Bloomberg's 'PX_LAST' or Refinitiv's 'TRDPRC_1' / 'Price Close'; or, from a German, French, Spanish, Italian, Dutch or Portuguese export, "
                 "'Schluss', 'Zuletzt', 'Clôture', 'Dernier', 'Cierre', 'Último', 'Chiusura', 'Slot' or 'Fechamento'")
 
 
@@ -352,9 +352,12 @@ _ALIASES = {"adjclose": "adj_close", "adjusted_close": "adj_close", "adj_close_p
             "symbol": "ticker", "name": "ticker", "price": "close", "last": "close", "close/last": "close", "timestamp": "date", "datetime": "date",
             "day": "date", "unnamed:_0": "", "index": ""}
 # field codes of terminal exports: Bloomberg BDH (PX_LAST is the day's close in a daily history) and Refinitiv/LSEG
-# (TRDPRC_1 the last trade, i.e. the close, in a daily series)
+# (TRDPRC_1 the last trade, i.e. the close, in a daily series); and the column titles of an LSEG/Eikon get_data export
+# of TR fields (TR.PriceClose -> 'Price Close', its .date -> 'Date', .calcdate -> 'Calc Date'; the RIC in 'Instrument')
 _ALIASES.update({"px_last": "close", "px_open": "open", "px_high": "high", "px_low": "low", "px_volume": "volume",
-                 "trdprc_1": "close", "open_prc": "open", "high_1": "high", "low_1": "low", "acvol_uns": "volume"})
+                 "trdprc_1": "close", "open_prc": "open", "high_1": "high", "low_1": "low", "acvol_uns": "volume",
+                 "price_close": "close", "price_open": "open", "price_high": "high", "price_low": "low", "calc_date": "date",
+                 "instrument": "ticker", "ric": "ticker"})
 # headers of German, French, Spanish, Italian, Dutch and Portuguese exports (onvista, comdirect, ariva, boursorama,
 # investing.com and Yahoo in those languages), as _clean_name writes them. Only names that mean one column: 'Hoch' is
 # the high, never the close; investing.com's 'Zuletzt'/'Dernier'/'Último' (last) is its close, as 'Price' in English.

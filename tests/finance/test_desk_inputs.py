@@ -99,3 +99,25 @@ def test_case_spellings_with_different_prices_on_one_day_are_refused_in_one_line
     with pytest.raises(PriceDataError) as e:
         read_price_file(path)
     assert "appear more than once with different closes" in str(e.value) and "KO " in str(e.value) and "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# an LSEG / Refinitiv Eikon get_data export
+# ---------------------------------------------------------------------------------------------------------------
+def test_an_lseg_get_data_export_of_tr_price_fields_is_read(real, tmp_path):
+    """``ek.get_data(rics, ["TR.PriceClose.date", "TR.PriceClose", "TR.PriceOpen", "TR.PriceHigh", "TR.PriceLow",
+    "TR.Volume"]).to_csv()`` writes ``Instrument, Date, Price Close, Price Open, ...`` (ISO dates with a Z). It was
+    refused ('no close price column'); 'Price Close' is now the close and 'Instrument' (the RIC) the ticker."""
+    rics = {"MSFT": "MSFT.O", "KO": "KO.N"}
+    rows = pd.concat([g.assign(ticker=rics[t]) for t, g in real.items()])
+    path = tmp_path / "get_data.csv"
+    pd.DataFrame({"Instrument": rows["ticker"], "Date": rows["date"].dt.strftime("%Y-%m-%dT00:00:00Z"), "Price Close": rows["close"],
+                  "Price Open": rows["close"] * 1.001, "Price High": rows["close"] * 1.01, "Price Low": rows["close"] * 0.99,
+                  "Volume": 1_000_000}).to_csv(path, index=False)
+    got, rep = read_price_file(path)
+    assert sorted(got["ticker"].unique()) == ["KO.N", "MSFT.O"] and rep.warnings == []
+    for t, ric in rics.items():
+        g = got[got["ticker"] == ric]
+        np.testing.assert_array_equal(g["date"].to_numpy(), real[t]["date"].to_numpy()[1:])
+        np.testing.assert_allclose(g["close"].to_numpy(), real[t]["close"].to_numpy()[1:], rtol=1e-12)
+        np.testing.assert_allclose(g["high"].to_numpy(), real[t]["close"].to_numpy()[1:] * 1.01, rtol=1e-12)

@@ -87,13 +87,15 @@ class SeveralSeries(Exception):
 def split_dicom_series(raw: Path, out: Path) -> None:
     """``materialise``'s DICOM reader: one series as before (``out``); several (a localizer beside the axial series) each
     read as ``infer --series`` reads it into a NIfTI beside ``out`` while the raw files still exist (they are deleted
-    right after, as for one series) — raises :class:`SeveralSeries` listing them for the page to choose from. The series are
-    listed only when the plain read is refused: a folder of one series (the usual upload) has its headers parsed once."""
+    right after, as for one series) — raises :class:`SeveralSeries` listing them for the page to choose from. Each file's
+    header is parsed once (:class:`api.DicomFolder`): the plain read, the listing and every series' conversion share it (each
+    used to read the whole folder again: N + 2 parses of every file for N series)."""
+    folder = api.DicomFolder(raw)
     try:
-        api.dicom_to_nifti(raw, out)
+        folder.to_nifti(out)
         return
     except api.MedicalInputError:
-        found = api.dicom_series(raw)
+        found = folder.series()
         if len(found) <= 1:
             raise
     listed = []
@@ -101,7 +103,7 @@ def split_dicom_series(raw: Path, out: Path) -> None:
         for s in found:
             entry = {"id": s.id, "description": s.description, "path": None, "refused": None}
             try:
-                entry["path"] = str(api.dicom_to_nifti(raw, out.parent / f"{s.id}.nii.gz", series=s.id).path)
+                entry["path"] = str(folder.to_nifti(out.parent / f"{s.id}.nii.gz", series=s.id).path)
                 Path(entry["path"]).chmod(0o600)
             except api.MedicalInputError as e:  # that series alone is refused (shown when it is chosen); the others stay usable
                 entry["refused"] = str(e)
@@ -112,11 +114,13 @@ def split_dicom_series(raw: Path, out: Path) -> None:
 def read_label_dicom(raw: Path, out: Path) -> None:
     """``materialise``'s DICOM reader for the label: one series, read as the scan's. A ZIP of several was refused in the
     reader's words for the command line ("pick one with --series ... (infer)"); here it says what to upload instead, the
-    series named as the scan's selectbox names them (technical tags only, no patient field)."""
+    series named as the scan's selectbox names them (technical tags only, no patient field), from the headers the read
+    parsed (:class:`api.DicomFolder`: each file once)."""
+    folder = api.DicomFolder(raw)
     try:
-        api.dicom_to_nifti(raw, out)
+        folder.to_nifti(out)
     except api.MedicalInputError:
-        found = api.dicom_series(raw)
+        found = folder.series()
         if len(found) <= 1:
             raise
         listed = "; ".join(s.description for s in found[:3]) + (f"; and {len(found) - 3} more" if len(found) > 3 else "")

@@ -10,6 +10,7 @@ out. Nothing here trains.
     dicom_series(folder)                         # [DicomSeries(id, description)] when a folder holds several, as infer lists them
     volume_count(path)                           # volumes of a 4D NIfTI/NRRD (None: 3D), as infer --volume counts them
     dicom_to_nifti(folder, dst, series=...)      # one series (infer --series); scan_volume_to_nifti(path, dst, k): one volume (--volume)
+    folder = DicomFolder(raw)                    # headers read once: folder.series(), folder.to_nifti(dst, series=...) for each
     model = load_segmenter(run_dir)              # LoadedSegmenter
     seg = model.predict(cases[0].image)          # Segmentation: .image .mask .class_names .volumes_ml .ood ...
     seg = model.predict(scan)                    # the checked voxels themselves: the file is not read again
@@ -38,6 +39,7 @@ from domains.medical.validation import MedicalInputError
 
 __all__ = ["Case", "ModelRun", "OodFlag", "Segmentation", "LoadedSegmenter", "ScanInfo", "CheckedScan", "DicomSeries", "list_cases", "model_run", "check_scan",
            "load_segmenter", "load_label", "dice_per_class", "volumes_ml", "dicom_to_nifti", "dicom_series", "volume_count", "scan_volume_to_nifti",
+           "DicomFolder",
            "MedicalInputError",
            "StructureSaliency", "structure_saliency"]
 
@@ -241,12 +243,36 @@ def load_label(path: str | Path) -> np.ndarray:
     return out.astype(np.int16)
 
 
-def dicom_series(src: str | Path) -> list[DicomSeries]:
-    """The series of a DICOM folder from its headers (no pixels), most slices first, as ``infer`` lists them when
-    a folder holds several; one entry for a folder of one series."""
-    from domains.medical.io import list_dicom_series
+class DicomFolder:
+    """A DICOM folder (an upload's extracted ZIP) whose headers are read once for all that is asked of it — its series
+    (:meth:`series`) and any of them written as NIfTI (:meth:`to_nifti`) — as ``infer`` reads a folder once for its check
+    and its reader. :func:`dicom_series` and :func:`dicom_to_nifti` each read the folder anew."""
 
-    return [DicomSeries(id=i, description=d) for i, d in list_dicom_series(src)]
+    def __init__(self, src: str | Path):
+        from domains.medical.io import DicomFolder as _Reader
+
+        self.path = Path(src)
+        self._reader = _Reader(self.path)
+
+    def series(self) -> list[DicomSeries]:
+        """The folder's series from its headers (no pixels), most slices first, as ``infer`` lists them when a folder
+        holds several; one entry for a folder of one series."""
+        return [DicomSeries(id=i, description=d) for i, d in self._reader.series()]
+
+    def to_nifti(self, dst: str | Path, series: str | None = None) -> ScanInfo:
+        """One series written to ``dst`` as NIfTI: voxels, geometry and the series' Modality (so the model's modality check
+        still sees it) — the reader never takes patient fields out of the DICOM files. ``series``: which series of a folder
+        holding several (an id of :meth:`series`, as ``infer --series``); without it such a folder is refused listing them."""
+        from domains.medical.io import save_volume_nifti
+
+        vol = self._reader.load(series=series)
+        dst = save_volume_nifti(vol, dst)
+        return ScanInfo(path=dst, shape=vol.shape, spacing=vol.spacing)
+
+
+def dicom_series(src: str | Path) -> list[DicomSeries]:
+    """The series of a DICOM folder (:meth:`DicomFolder.series`)."""
+    return DicomFolder(src).series()
 
 
 def volume_count(path: str | Path) -> int | None:
@@ -259,15 +285,8 @@ def volume_count(path: str | Path) -> int | None:
 
 
 def dicom_to_nifti(src: str | Path, dst: str | Path, series: str | None = None) -> ScanInfo:
-    """Read a DICOM series folder (or a single slice) and write it to ``dst`` as NIfTI: voxels, geometry
-    and the series' Modality (so the model's modality check still sees it) — the reader never takes
-    patient fields out of the DICOM files. ``series``: which series of a folder holding several (an id of
-    :func:`dicom_series`, as ``infer --series``); without it such a folder is refused listing them."""
-    from domains.medical.io import load_volume, save_volume_nifti
-
-    vol = load_volume(src, series=series)
-    dst = save_volume_nifti(vol, dst)
-    return ScanInfo(path=dst, shape=vol.shape, spacing=vol.spacing)
+    """A DICOM series folder (or a single slice) written to ``dst`` as NIfTI (:meth:`DicomFolder.to_nifti`)."""
+    return DicomFolder(src).to_nifti(dst, series=series)
 
 
 def scan_volume_to_nifti(src: str | Path, dst: str | Path, volume: int) -> ScanInfo:

@@ -30,7 +30,7 @@ from domains.medical.validation import (MAX_SIDE, MAX_VOXELS, MedicalInputError,
 
 __all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES", "probe_volume",
            "check_input", "read_input_for_model", "is_dicom_file", "content_id", "save_volume_nifti", "header_geometry",
-           "list_dicom_series", "volume_count"]
+           "list_dicom_series", "volume_count", "DicomFolder"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
 _SERIES_FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")  # files that may hold a 4D series (--volume picks one volume)
@@ -743,13 +743,31 @@ def _series_groups(slices: list) -> list[list]:
     return sorted(groups.values(), key=len, reverse=True)
 
 
-def list_dicom_series(folder: str | Path) -> list[tuple[str, str]]:
+def list_dicom_series(folder: str | Path, headers: _DicomHeaders | None = None) -> list[tuple[str, str]]:
     """The series of a DICOM folder, from the slices' headers (no pixel data), as ``(series-<hash>, description)`` in the
     order a refusal lists them (most slices first): the hash is what ``load_volume(series=...)`` / ``infer --series``
-    take, the description what :func:`_pick_series` prints. Read by :class:`_DicomHeaders`, as the readers read a folder."""
+    take, the description what :func:`_pick_series` prints. Read by :class:`_DicomHeaders`, as the readers read a folder
+    (``headers``: ones already read, :class:`DicomFolder`)."""
     folder = Path(folder)
-    slices = [ds for ds in _DicomHeaders(folder).slices() if "ImagePositionPatient" in ds and "Rows" in ds]
+    slices = [ds for ds in (headers or _DicomHeaders(folder)).slices() if "ImagePositionPatient" in ds and "Rows" in ds]
     return [(f"series-{_series_hash_of(g[0], folder)}", _describe_series(g, folder)) for g in _series_groups(slices)]
+
+
+class DicomFolder:
+    """A DICOM folder whose slice headers are read once (:class:`_DicomHeaders`) for everything asked of it: its series
+    (:meth:`series`, as :func:`list_dicom_series` lists them) and any of them as a :class:`Volume` (:meth:`load`, as
+    ``load_volume(folder, series=...)`` reads it). The dashboard's upload of several series lists and converts them all
+    from one parse of each file; a separate call of each function parses every file again."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._headers = _DicomHeaders(self.folder)
+
+    def series(self) -> list[tuple[str, str]]:
+        return list_dicom_series(self.folder, headers=self._headers)
+
+    def load(self, series: str | None = None) -> Volume:
+        return load_volume(self.folder, series=series, headers=self._headers)
 
 
 def _pick_series(slices: list, folder: Path, series: str | None) -> list:

@@ -109,7 +109,22 @@ def _dicom_series(data: np.ndarray, number: int, image_type: list[str], origin: 
     return out
 
 
-def test_a_dicom_zip_of_two_series_offers_them_without_patient_fields_and_segments_the_one_chosen(page, brain, tmp_path):
+def _count_dicom_reads(monkeypatch) -> dict[str, int]:
+    """pydicom.dcmread calls per file name (the page runs in this process)."""
+    import pydicom
+
+    reads: dict[str, int] = {}
+    real = pydicom.dcmread
+
+    def spy(fp, *args, **kwargs):
+        reads[Path(str(fp)).name] = reads.get(Path(str(fp)).name, 0) + 1
+        return real(fp, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", spy)
+    return reads
+
+
+def test_a_dicom_zip_of_two_series_offers_them_without_patient_fields_and_segments_the_one_chosen(page, brain, tmp_path, monkeypatch):
     t1, _ = brain
     axial = np.round(t1).astype(np.int16)
     entries = {**_dicom_series(axial, 2, ["ORIGINAL", "PRIMARY", "AXIAL"], (-90.0, -126.0, -72.0), "AX"),
@@ -122,8 +137,11 @@ def test_a_dicom_zip_of_two_series_offers_them_without_patient_fields_and_segmen
         for name, data in entries.items():
             zf.writestr(name, data)
     page.file_uploader(key="med_upload").upload(f"{PATIENT}.zip", buf.getvalue(), "application/zip")
+    reads = _count_dicom_reads(monkeypatch)
     page.run()
     _ok(page)  # not refused any more
+    # each file's header parsed once for the plain read, the listing and the three series' conversions (was N + 2 = 5 times)
+    assert len(reads) == len(entries) and set(reads.values()) == {1}, reads  # (extracted under numbered names)
     pick = page.selectbox(key=next(k for k in _keys(page) if k.startswith("med_series_")))
     assert pick.value is None and len(pick.options) == 3 and not _shown(page)
     big, holed, loc = pick.options
@@ -153,7 +171,7 @@ def test_a_dicom_zip_of_two_series_offers_them_without_patient_fields_and_segmen
     assert error.startswith("Upload refused: the uploaded scan: 1 slice(s) missing") and str(session) not in error and "\n" not in error, error
 
 
-def test_a_label_zip_of_two_series_is_refused_in_the_pages_words(page, brain):
+def test_a_label_zip_of_two_series_is_refused_in_the_pages_words(page, brain, monkeypatch):
     """An uploaded LABEL that is a ZIP of several series was refused in the reader's words for the command line ("pick one
     with --series series-<hash> or --series <SeriesNumber> (infer)"), naming no control of the page; the page now says what
     to upload instead (one line, series named by technical tags only), and the scan uploader says a ZIP may hold several."""
@@ -169,7 +187,9 @@ def test_a_label_zip_of_two_series_is_refused_in_the_pages_words(page, brain):
         for name, data in entries.items():
             zf.writestr(name, data)
     page.file_uploader(key="med_upload_label").upload("label.zip", buf.getvalue(), "application/zip")
+    reads = _count_dicom_reads(monkeypatch)
     page.run()
+    assert set(reads.values()) == {1}, reads  # the read and the listing share one parse of each file (was 2)
     assert not page.exception, [e.message for e in page.exception]
     (error,) = [e.value.replace("\\", "") for e in page.error]
     assert error.startswith("Upload refused: the uploaded label holds 2 DICOM series (series-"), error

@@ -43,8 +43,9 @@ naming the columns found and the names expected. :func:`validate_prices` handles
 * a ticker starting with ``=``, ``+``, ``-``, ``@`` (a spreadsheet formula in the run's CSV outputs)
   → rejected;
 * a one-day jump by ×100 or ÷100 that does not revert (a price in pence next to prices in pounds: LSE's GBX
-  against GBP, Johannesburg's ZAc against ZAR, Tel Aviv's agorot against shekels) → with ``repair`` (user files)
-  the closes (and open/high/low) before it are rescaled to the latest close's unit, a ``unit_change`` warning.
+  against GBP, Johannesburg's ZAc against ZAR, Tel Aviv's agorot against shekels; or an unadjusted 1:100 reverse split)
+  → with ``repair`` (user files) the closes (and open/high/low) before it are rescaled to the latest close's unit, a
+  ``unit_change`` warning.
 """
 
 from __future__ import annotations
@@ -220,8 +221,8 @@ WARNING_KINDS = {
     "stale_tail": "the last closes all repeat one price (halted, delisted or forward-filled); kept — a forecast from the last date reads a "
                   "flat history, so its volatility and VaR are too low",
     "suspected_split": "a one-day jump by a split-like ratio that does not revert; kept — use split-adjusted prices (Adj Close)",
-    "unit_change": "a one-day jump by x100 or /100 that does not revert (pence next to pounds, cents next to rand); the closes before it are "
-                   "rescaled to the unit of the latest close",
+    "unit_change": "a one-day jump by x100 or /100 that does not revert (pence next to pounds, cents next to rand, or an unadjusted 1:100 "
+                   "reverse split); the closes before it are rescaled to the unit of the latest close, so every return is the real one",
     "price_spike": "a single-day spike that reverts the next day (fat finger); the spike row is dropped",
     "partial_adjustment": "adj_close missing on some rows of a ticker; its unadjusted close is used instead",
     "short_history": "fewer rows than --min-history; the ticker is dropped",
@@ -774,7 +775,7 @@ def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFr
                 continue  # a reverting spike (dropped above: the moves to and from it), not a new unit
             day, unit = df["date"].iloc[idx[i + 1]], 100.0 if r[i] > 0 else 0.01  # new unit / old unit
             rep.warn(t, "unit_change", day, float(np.exp(r[i])), f"close jumps x{np.exp(r[i]):.4g} on {day:%Y-%m-%d} and stays there: prices in "
-                     f"pence next to pounds (GBX/GBP; or cents, agorot)? " + (f"the {idx[i] - a + 1} closes before it were multiplied by {unit:g} "
+                     f"pence next to pounds (GBX/GBP; or cents, agorot), or an unadjusted 1:100 split? " + (f"the {idx[i] - a + 1} closes before it were multiplied by {unit:g} "
                      f"to the unit of the latest close" if repair else "write every price in one unit"))
             if repair:  # every row up to the jump, so a later jump back rescales the stretch between the two again
                 close[a:idx[i] + 1] *= unit

@@ -948,6 +948,10 @@ def _named_columns(df: pd.DataFrame | None, columns: dict[str, str | None], sour
     columns = {k: v for k, v in columns.items() if v is not None}
     if df is None or not columns:
         return df
+    wanted = {v.strip().lower() for v in columns.values()}
+    in_index = [n for n in df.index.names if n is not None and str(n).strip().lower() in wanted and n not in df.columns]
+    if in_index:  # a frame saved after set_index("customer"): Parquet gives the ids back as the index
+        df = df.reset_index(level=in_index)
     by_key = {str(c).strip().lower(): c for c in df.columns}
     renames = {}
     for ours, theirs in columns.items():

@@ -121,3 +121,10 @@ def test_train_takes_the_columns_and_evaluate_reads_the_data_as_train_did(tmp_pa
 
     recorded = json.loads((run / "config.json").read_text())
     assert TrainConfig.fixed_on_resume(recorded) != TrainConfig.fixed_on_resume({**recorded, "item_col": "review_id"})  # a resume keeps them
+
+
+def test_a_named_field_saved_as_the_parquet_index_is_found(tmp_path):
+    p = tmp_path / "orders.parquet"
+    pd.DataFrame({"customer": ["c1", "c2", "c1"], "sku": ["s1", "s1", "s2"], "ts": [1, 2, 3]}).set_index("customer").to_parquet(p)
+    inter = load_interactions(p, columns={"user_id": "customer", "item_id": "sku", "timestamp": "ts"}).interactions
+    assert sorted(zip(inter["user_id"], inter["item_id"])) == [("c1", "s1"), ("c1", "s2"), ("c2", "s1")]

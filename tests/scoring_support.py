@@ -268,9 +268,9 @@ def score_prices(cfg: PriceScoreConfig) -> JobSummary:
     check_scoring_items(items, f"--items-dir {cfg.items_dir}", "at least one price CSV (*.csv)")  # before the run folder
     scorer = PriceFileScorer(sleep=cfg.sleep)
     digest = digest_items(items)  # one stat per input file, once per command
-    check_scoring_job(cfg, items, scorer, digest)  # --out holding another job: before the run folder, --out untouched
+    job = check_scoring_job(cfg, items, scorer, digest)  # --out holding another job: before the run folder, --out untouched
     if cfg.out:
-        summary = run_job_from_config(items, scorer, cfg, digest=digest)
+        summary = run_job_from_config(items, scorer, cfg, digest=digest, job=job)  # --out's job file: not read again before the lock
     else:
         name = job_name("score", items, scorer, cfg.items_per_chunk, digest=digest)
         with Run.start("prices", cfg, name, command="score", kind="job", stable_name=True) as run:

@@ -9,9 +9,9 @@
     ...
     check_scoring_items(items, "--input DIR", "at least one file")   # before Run.start creates the run folder
     digest = digest_items(items, model_run=run_dir)          # one stat per input (and model) file, once per command
-    check_scoring_job(cfg, items, MyScorer(...), digest)     # --out holding another job: refused, also before Run.start
+    job = check_scoring_job(cfg, items, MyScorer(...), digest)   # --out holding another job: refused, also before Run.start
     with Run.start(...) as run:
-        summary = run_job_from_config(items, MyScorer(...), cfg, default_out=run.dir / "scores", digest=digest)
+        summary = run_job_from_config(items, MyScorer(...), cfg, default_out=run.dir / "scores", digest=digest, job=job)
 
 adds ``--engine {local,ray} --workers N --address HOST:PORT --out DIR --items-per-chunk K
 --overwrite`` (and ``--no-progress``) to the domain's CLI.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from core.scoring.engine import DEFAULT_ITEMS_PER_CHUNK, ENGINES, run_job
 from core.scoring.job import ItemsDigest, JobSummary, Scorer, ScoringError, WorkItem, check_out_dir, check_same_job
@@ -57,20 +57,24 @@ def check_scoring_items(items: Sequence[WorkItem], source: str, expected: str) -
         raise ScoringError(f"{source}: no items to score (expected {expected})")
 
 
-def check_scoring_job(cfg: ScoringConfig, items: Sequence[WorkItem], scorer: Scorer, digest: ItemsDigest | None = None) -> None:
+def check_scoring_job(cfg: ScoringConfig, items: Sequence[WorkItem], scorer: Scorer, digest: ItemsDigest | None = None) -> dict[str, Any] | None:
     """``--out``, when given, does not hold *another* scoring job (other inputs, model, scorer settings or
     ``--items-per-chunk``: its ``_job.json`` fingerprint differs): one :class:`JobMismatchError` line naming
     the folder and what differs, unless ``--overwrite``. Reads only: a score command calls it with the scorer
     it will run (same settings) after :func:`check_scoring_items` and before ``Run.start``, so a refused
     job leaves no run folder and the other job's folder exactly as it was. ``run_job`` checks again.
-    ``digest``: the items' :func:`~core.scoring.job.digest_items`, taken once by the command and passed on."""
+    ``digest``: the items' :func:`~core.scoring.job.digest_items`, taken once by the command and passed on.
+    Returns the ``_job.json`` record of ``--out`` it read (None: no ``--out``, no job there, or ``--overwrite``); the
+    command passes it on to :func:`run_job_from_config` (``job=``), so the file is read once before the lock."""
     if cfg.out:
-        check_same_job(Path(cfg.out), items, scorer, cfg.items_per_chunk, cfg.overwrite, digest)
+        return check_same_job(Path(cfg.out), items, scorer, cfg.items_per_chunk, cfg.overwrite, digest)
+    return None
 
 
 def run_job_from_config(items: Sequence[WorkItem], scorer: Scorer, cfg: ScoringConfig, default_out: str | os.PathLike | None = None,
-                        digest: ItemsDigest | None = None) -> JobSummary:
-    """``run_job`` with the flags of ``cfg``; ``--out`` wins over ``default_out``; ``digest`` as for ``run_job``."""
+                        digest: ItemsDigest | None = None, job: dict[str, Any] | None = None) -> JobSummary:
+    """``run_job`` with the flags of ``cfg``; ``--out`` wins over ``default_out``; ``digest`` as for ``run_job``;
+    ``job``: what :func:`check_scoring_job` returned for the same ``cfg``."""
     out = cfg.out or default_out
     if out is None:
         raise ScoringError("no output folder: pass --out DIR")
@@ -85,4 +89,5 @@ def run_job_from_config(items: Sequence[WorkItem], scorer: Scorer, cfg: ScoringC
         progress=cfg.progress,
         overwrite=cfg.overwrite,
         digest=digest,
+        job=job if cfg.out else None,  # check_scoring_job read --out's job file; a default_out is another folder
     )

@@ -63,6 +63,7 @@ def run_job(
     progress: bool = True,  # noqa: A002 - contract name
     overwrite: bool = False,
     digest: ItemsDigest | None = None,
+    job: dict | None = None,
 ) -> JobSummary:
     """Score ``items`` with ``scorer`` into ``out_dir`` (see :mod:`core.scoring.job` for the layout).
 
@@ -70,6 +71,9 @@ def run_job(
     scorer config or chunking) is refused with :class:`JobMismatchError` unless ``overwrite``.
     ``digest``: the items' :class:`~core.scoring.job.ItemsDigest` if the command already took it (one
     ``stat`` per input file); otherwise it is taken here, once, for both checks of the output folder.
+    ``job``: the record of ``out_dir``'s ``_job.json`` the command's ``check_scoring_job`` returned, so the check
+    before the lock does not read the file again; the check under the lock reads it anew (a concurrent run may
+    have written it since), and that record serves the rest of the job.
     """
     if engine not in ENGINES:
         raise ScoringError(f"--engine {engine!r}: expected one of {ENGINES}")
@@ -105,13 +109,13 @@ def run_job(
     # the items' stat-per-file digest once per command: the check under the lock re-reads the folder's job
     # file (what another run may change meanwhile), not the inputs (which no lock protects while scoring)
     digest = digest_items(items) if digest is None else digest
-    check_same_job(out, items, scorer, items_per_chunk, overwrite, digest)  # another job's folder: refused before its lock file is rewritten
+    check_same_job(out, items, scorer, items_per_chunk, overwrite, digest, job)  # another job's folder: refused before its lock file is rewritten
     with job_lock(out):
         return _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, items_per_chunk, progress, overwrite, digest)
 
 
 def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, items_per_chunk, show_progress, overwrite, digest) -> JobSummary:  # noqa: ANN001
-    fingerprint, done_before = prepare_job_dir(out, items, scorer, items_per_chunk, overwrite, digest)
+    job, done_before = prepare_job_dir(out, items, scorer, items_per_chunk, overwrite, digest)  # the job file read (or written) under the lock
     chunks = chunk_items(items, items_per_chunk)
     pending = [(i, c) for i, c in enumerate(chunks) if i not in done_before]
     skipped = len(chunks) - len(pending)
@@ -164,7 +168,7 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
             os.environ["SUITE_PROGRESS"] = progress_env
     seconds = time.perf_counter() - t0
 
-    markers = read_markers(out)
+    markers = read_markers(out, job)
     rows_total = sum(m["rows"] for m in markers)
     summary = JobSummary(
         out_dir=str(out),
@@ -181,7 +185,7 @@ def _run_locked(items, scorer, scorer_bytes, out, engine, workers, address, item
         seconds=seconds,
         items_per_second=(stats["items"] + stats["quarantined"]) / seconds if seconds > 0 else 0.0,
         rows_per_second=stats["rows"] / seconds if seconds > 0 else 0.0,
-        fingerprint=fingerprint,
+        fingerprint=job["fingerprint"],
         worker_restarts=restarts,
         startup_seconds=min(stats.get("startup", 0.0), seconds),
         worker_load_info=load_info,

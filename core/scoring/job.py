@@ -510,28 +510,35 @@ def job_lock(out: Path) -> Iterator[None]:
         fh.close()  # closing releases the lock
 
 
-def check_same_job(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, overwrite: bool, digest: ItemsDigest | None = None) -> None:
+def check_same_job(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, overwrite: bool, digest: ItemsDigest | None = None,
+                   job: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Refuse, reading only, an ``out`` that already holds a *different* scoring job (other items, scorer,
     scorer config or chunking: another ``_job.json`` fingerprint): one :class:`JobMismatchError` line naming
     the folder and what differs. Nothing in ``out`` is written or created (not even the lock file), so a score
     command can call it before it loads a model or creates its run folder. ``overwrite`` allows it (the old
-    job is discarded later, under the lock). ``digest``: the items' :class:`ItemsDigest`, if already taken."""
+    job is discarded later, under the lock). ``digest``: the items' :class:`ItemsDigest`, if already taken.
+    Returns the folder's job record it compared with (:func:`read_job`, read once here; None when ``out`` holds
+    no job or ``overwrite``), which the command hands on as ``job`` to the next check before the lock instead of
+    it reading the file again; only the check under the lock (:func:`prepare_job_dir`) reads it anew."""
     if overwrite or not (out / JOB_FILE).is_file():
-        return
+        return None
     fp, desc = job_fingerprint(items, scorer, items_per_chunk, digest)
-    if not _recorded_before_stamps(out, desc):  # such a job is scored again by run_job (prepare_job_dir), not refused
-        _refuse_other_job(out, fp, desc)
+    old = read_job(out) if job is None else job
+    if not _recorded_before_stamps(old, desc):  # such a job is scored again by run_job (prepare_job_dir), not refused
+        _refuse_other_job(out, old, fp, desc)
+    return old
 
 
-def _recorded_before_stamps(out: Path, desc: dict[str, Any]) -> list[str]:
+def _recorded_before_stamps(old: dict[str, Any], desc: dict[str, Any]) -> list[str]:
     """What ``out``'s record of this job lacks because it was written before it was stamped: ``"items"`` when recorded
     before :data:`ITEMS_DIGEST` stamped the items' files the way it does now (no digest version in the record),
     ``"model run"`` when recorded before the model run's files were stamped (no ``model_run_sha256``; the items the
     same) — given the same scorer (class, version, config), chunking and item count. Such a record cannot be compared
-    with today's stamps, so its chunks are scored again; [] for a job recorded with today's stamps, or another job."""
+    with today's stamps, so its chunks are scored again; [] for a job recorded with today's stamps, or another job.
+    ``old``: the folder's job record (:func:`read_job`)."""
     if "items_digest" not in desc and "model_run_sha256" not in desc:
         return []
-    od = read_job(out).get("description", {})
+    od = old.get("description", {})
     if not all(od.get(k) == desc[k] for k in ("scorer", "items_per_chunk", "n_items", "format")):
         return []
     missing = []
@@ -544,9 +551,8 @@ def _recorded_before_stamps(out: Path, desc: dict[str, Any]) -> list[str]:
     return missing
 
 
-def _refuse_other_job(out: Path, fp: str, desc: dict[str, Any]) -> None:
-    """:class:`JobMismatchError` when ``out``'s job file has another fingerprint than ``fp`` (a damaged one: ScoringError)."""
-    old = read_job(out)
+def _refuse_other_job(out: Path, old: dict[str, Any], fp: str, desc: dict[str, Any]) -> None:
+    """:class:`JobMismatchError` when ``out``'s job record ``old`` (:func:`read_job`) has another fingerprint than ``fp``."""
     if old.get("fingerprint") == fp:
         return
     what = []
@@ -570,15 +576,16 @@ def _refuse_other_job(out: Path, fp: str, desc: dict[str, Any]) -> None:
 
 
 def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_per_chunk: int, overwrite: bool,
-                    digest: ItemsDigest | None = None) -> tuple[str, set[int]]:
-    """Create or reopen ``out`` (call under :func:`job_lock`); returns (fingerprint, committed
-    chunk ids). Refuses to mix jobs; removes temp files a crashed run left behind. ``digest``: the items'
-    :class:`ItemsDigest` taken by the command (the job file read here, under the lock, is what a concurrent
-    run may have changed — not the items, whose files no lock protects)."""
+                    digest: ItemsDigest | None = None) -> tuple[dict[str, Any], set[int]]:
+    """Create or reopen ``out`` (call under :func:`job_lock`); returns (the folder's job record — read here, once, or
+    just written —, committed chunk ids). Refuses to mix jobs; removes temp files a crashed run left behind. ``digest``:
+    the items' :class:`ItemsDigest` taken by the command (the job file read here, under the lock, is what a concurrent
+    run may have changed since the checks before the lock — not the items, whose files no lock protects)."""
     fp, desc = job_fingerprint(items, scorer, items_per_chunk, digest)
     job_file = out / JOB_FILE
     check_out_dir(out, overwrite)
-    old_record = _recorded_before_stamps(out, desc) if not overwrite and job_file.is_file() else []
+    old = read_job(out) if not overwrite and job_file.is_file() else None  # --overwrite discards it unread (a damaged one too)
+    old_record = _recorded_before_stamps(old, desc) if old is not None else []
     if old_record:
         why = []
         if "items" in old_record:
@@ -593,15 +600,17 @@ def prepare_job_dir(out: Path, items: Sequence[WorkItem], scorer: Scorer, items_
             if p.name != LOCK_FILE:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     remove_temp_files(out)  # half-written files of a killed run (parts, markers, quarantine): never read, now removed
-    if job_file.is_file():
-        _refuse_other_job(out, fp, desc)  # checked again under the lock: another run may have started a job here meanwhile
-    else:
+    if old is not None and not old_record:
+        _refuse_other_job(out, old, fp, desc)  # checked again under the lock: another run may have started a job here meanwhile
+        job = old
+    else:  # no job yet, or the one read was discarded above
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / ITEMS_FILE, "".join(json.dumps(it.to_dict(), sort_keys=True, default=str) + "\n" for it in items))
-        atomic_write_json(job_file, {"fingerprint": fp, "description": desc, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        job = {"fingerprint": fp, "description": desc, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        atomic_write_json(job_file, job)
     _marker_paths(out)  # refuses a folder whose _done or _quarantine is a file
     (out / DONE_DIR).mkdir(exist_ok=True)
-    return fp, _committed_chunks(out, -(-len(items) // items_per_chunk))
+    return job, _committed_chunks(out, -(-len(items) // items_per_chunk))
 
 
 def _committed_chunks(out: Path, n_chunks: int) -> set[int]:
@@ -803,11 +812,12 @@ def _read_marker(p: Path, n_chunks: int) -> dict[str, Any]:
     raise ScoringError(f"{p}: damaged commit marker ({why})")
 
 
-def read_markers(out: str | os.PathLike) -> list[dict[str, Any]]:
+def read_markers(out: str | os.PathLike, job: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The commit markers of an output folder, in chunk order (one per committed chunk); a damaged
-    job file or marker is a :class:`ScoringError` naming it (a rerun of the job repairs markers)."""
+    job file or marker is a :class:`ScoringError` naming it (a rerun of the job repairs markers).
+    ``job``: the folder's job record when the caller has it (:func:`read_job`), so the file is not read again."""
     out = Path(out)
-    n_chunks = _n_chunks(read_job(out))
+    n_chunks = _n_chunks(read_job(out) if job is None else job)
     return [_read_marker(p, n_chunks) for p in _marker_paths(out)]
 
 
@@ -862,7 +872,7 @@ def job_status(out_dir: str | os.PathLike) -> dict[str, Any]:
     """What a scoring folder holds: chunks committed of total, rows, quarantined items, complete?"""
     out = Path(out_dir)
     job = read_job(out)
-    markers = read_markers(out)
+    markers = read_markers(out, job)
     desc = job["description"]
     n_chunks = _n_chunks(job)
     return {

@@ -454,6 +454,9 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
         # DataFrame it was and turned into rows like a saved one (_frame_as_table), whichever level holds the fields
         table, symbol = _frame_as_table(_read_text_csv(path, sep=sep, header=[0, 1], index_col=0))
         return table, sep, symbol
+    blocks = _side_by_side_blocks(cells[0], cells[1])
+    if blocks:
+        return _read_side_by_side(path, sep, cells[1], blocks), sep, None
     title = [c for c in cells[0] if c]
     if len(title) == 1:  # a title line above the header (a Bloomberg sheet's 'AAPL US Equity', 'Historical prices ...'), saved as CSV
         sep2 = "\t" if tsv else _sniff_separator(head[1])
@@ -461,6 +464,41 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
             log.info(f"{path}: the first line ({title[0][:60]!r}) is a title above the header; skipped")
             return _read_text_csv(path, sep=sep2, skiprows=1), sep2, None
     return _read_text_csv(path, sep=sep), sep, None
+
+
+def _side_by_side_blocks(top: list[str], names: list[str]) -> list[tuple[str, int, list[int]]]:
+    """A Bloomberg sheet of several securities side by side (BDH per security, saved as CSV): the first line names each
+    security above its block (``AAPL US Equity,,,KO US Equity,,``), the second the block's columns, each block its own
+    dates (``Date,PX_LAST,PX_VOLUME,Date,PX_LAST,PX_VOLUME``) or one shared date column first. Returns (security, date
+    column, field columns) per block, or [] for any other layout (a block without a date or a close is not this one)."""
+    starts = [i for i, c in enumerate(top) if c]
+    if len(starts) < 2 or len(names) < len(top):
+        return []
+    canon = [_canonical(c) for c in names]
+    shared = not top[0] and canon[0] == "date"
+    out = []
+    for s, e in zip(starts, [*starts[1:], len(top)]):
+        cols = list(range(s, e))
+        date = cols[0] if canon[cols[0]] == "date" else 0 if shared else None
+        fields = [i for i in cols if i != date]
+        if date is None or not any(canon[i] in ("close", "adj_close") for i in fields) or any(canon[i] == "date" for i in fields):
+            return []
+        out.append((top[s], date, fields))
+    return out
+
+
+def _read_side_by_side(path: Path, sep: str, names: list[str], blocks: list[tuple[str, int, list[int]]]) -> pd.DataFrame:
+    """The blocks of :func:`_side_by_side_blocks` as long rows (``Date``, the block's fields, ``ticker``); a block's rows
+    after its last date (a shorter history than its neighbours') are left out."""
+    raw = _read_text_csv(path, sep=sep, header=None, skiprows=2, dtype=str)
+    parts = []
+    for security, date, fields in blocks:
+        part = raw.iloc[:, [date, *fields]].set_axis([names[date], *(names[i] for i in fields)], axis=1)
+        part = part[part.iloc[:, 0].notna() & (part.iloc[:, 0].astype(str).str.strip() != "")]
+        parts.append(part.assign(ticker=security))
+    log.info(f"{path}: {len(blocks)} securities side by side ({', '.join(b[0] for b in blocks[:5])}{' ...' if len(blocks) > 5 else ''}); "
+             f"read as one ticker each")
+    return pd.concat(parts, ignore_index=True)
 
 
 # pandas' default missing-value cells except "NA", which is a ticker (National Bank of Canada); in a price

@@ -121,3 +121,36 @@ def test_an_lseg_get_data_export_of_tr_price_fields_is_read(real, tmp_path):
         np.testing.assert_array_equal(g["date"].to_numpy(), real[t]["date"].to_numpy()[1:])
         np.testing.assert_allclose(g["close"].to_numpy(), real[t]["close"].to_numpy()[1:], rtol=1e-12)
         np.testing.assert_allclose(g["high"].to_numpy(), real[t]["close"].to_numpy()[1:] * 1.01, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a Bloomberg sheet of several securities side by side
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dates", ["per_block", "shared"])
+def test_a_bloomberg_sheet_of_securities_side_by_side_is_read_as_one_ticker_each(real, tmp_path, dates):
+    """BDH for each security next to each other, saved as CSV: a line naming each security above its block, then
+    ``Date,PX_LAST,PX_VOLUME`` per block (each its own dates; a younger security's block ends earlier) — or one shared
+    Date column. It was refused ('no close price column ... a wide file is not read'), the securities' line taken for
+    the header. Each block is now one ticker named as the sheet names it; Bloomberg's '#N/A N/A' is a missing day."""
+    ms, ko = real["MSFT"], real["KO"].iloc[:250]  # KO's block 50 rows shorter
+    if dates == "per_block":
+        lines = ["MSFT US Equity,,,KO US Equity,,", "Date,PX_LAST,PX_VOLUME,Date,PX_LAST,PX_VOLUME"]
+        for i in range(len(ms)):
+            right = f"{ko['date'][i]:%m/%d/%Y},{'#N/A N/A' if i == 17 else f'{ko.close[i]:.4f}'},2000" if i < len(ko) else ",,"
+            lines.append(f"{ms['date'][i]:%m/%d/%Y},{ms.close[i]:.4f},1000,{right}")
+    else:
+        ko = real["KO"].set_index("date").reindex(ms["date"]).reset_index()
+        lines = [",MSFT US Equity,,KO US Equity,", "Date,PX_LAST,PX_VOLUME,PX_LAST,PX_VOLUME"]
+        lines += [f"{d:%m/%d/%Y},{ms.close[i]:.4f},1000,{'#N/A N/A' if i == 17 else f'{ko.close[i]:.4f}'},2000" for i, d in enumerate(ms["date"])]
+    path = tmp_path / "bdh.csv"
+    path.write_text("\n".join(lines) + "\n")
+    got, rep = read_price_file(path)
+    assert sorted(got["ticker"].unique()) == ["KO US Equity", "MSFT US Equity"] and rep.nan_rows_dropped == 1 and rep.warnings == []
+    m = got[got["ticker"] == "MSFT US Equity"]
+    np.testing.assert_array_equal(m["date"].to_numpy(), ms["date"].to_numpy()[1:])
+    np.testing.assert_allclose(m["close"].to_numpy(), np.round(ms["close"].to_numpy()[1:], 4))
+    assert (m["volume"] == 1000).all()
+    k = got[got["ticker"] == "KO US Equity"]
+    want = ko.drop(index=17).dropna()
+    np.testing.assert_array_equal(k["date"].to_numpy(), want["date"].to_numpy()[1:])
+    np.testing.assert_allclose(k["close"].to_numpy(), np.round(want["close"].to_numpy()[1:], 4))

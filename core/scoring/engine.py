@@ -9,15 +9,17 @@ chunk (worker crash, Ray actor restart) can never be written twice.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import pickle
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from core.logging import get_logger
 from core.reaper import start_reaper, stop_reaper
@@ -298,16 +300,43 @@ def _score_in_worker(chunk: int, items: list[WorkItem]) -> ChunkResult:
     return score_chunk(_WORKER_SCORER, chunk, items, ready_at=_WORKER_READY_AT)
 
 
-def _worker_context(preload: tuple[str, ...]):
+# the jobs of this process now using the fork server, and whether they started it (then the last one to end stops it)
+_FORKSERVER_JOBS = {"running": 0, "started_by_jobs": False}
+_FORKSERVER_LOCK = threading.Lock()  # jobs may run in threads of one process (a Streamlit session each)
+
+
+@contextlib.contextmanager
+def _worker_context(preload: tuple[str, ...]) -> Iterator[mp.context.BaseContext]:
     """``spawn`` (a fork of the driver after torch has started threads is unsafe); for a scorer with ``preload``
     modules, ``forkserver``: one clean process imports them once and every worker is forked from it, so N workers
     pay one heavy import (pytorch-forecasting: ~15 s of CPU each on this machine) instead of N. Its workers watch
-    the driver themselves (:func:`_die_with_driver`); the fork server exits on EOF once they are gone."""
-    if preload and "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
+    the driver themselves (:func:`_die_with_driver`); the fork server exits on EOF once they are gone.
+
+    The fork server is one per process and would otherwise live as long as the driver: in a long-lived process (the
+    dashboard, a notebook) it kept the preloaded modules' memory after the job, and a later job with other ``preload``
+    modules got it as it was (they are read only when it starts). So one the jobs started is stopped when the last job
+    using it ends; one that was running before them (someone else's) is left alone."""
+    if not (preload and "forkserver" in mp.get_all_start_methods()):
+        yield mp.get_context("spawn")
+        return
+    import multiprocessing.forkserver as forkserver
+
+    ctx = mp.get_context("forkserver")
+    with _FORKSERVER_LOCK:
+        if _FORKSERVER_JOBS["running"] == 0:
+            _FORKSERVER_JOBS["started_by_jobs"] = getattr(forkserver._forkserver, "_forkserver_pid", None) is None  # not running yet
+        _FORKSERVER_JOBS["running"] += 1
         ctx.set_forkserver_preload(list(preload))  # only read when this process starts its fork server
-        return ctx
-    return mp.get_context("spawn")
+    try:
+        yield ctx
+    finally:
+        with _FORKSERVER_LOCK:
+            _FORKSERVER_JOBS["running"] -= 1
+            if _FORKSERVER_JOBS["running"] == 0 and _FORKSERVER_JOBS["started_by_jobs"]:
+                try:  # closes its "alive" pipe (it exits on EOF), reaps it and removes its socket; the workers are gone by now
+                    forkserver._forkserver._stop()
+                except Exception as e:  # noqa: BLE001 - a private stdlib method; without it the server stays, as before
+                    log.warning(f"the scoring workers' fork server was not stopped ({type(e).__name__}: {e}); it ends with this process")
 
 
 def _run_local(scorer_bytes: bytes, pending: list[tuple[int, list[WorkItem]]], workers: int, on_result: Callable[[ChunkResult], None],
@@ -321,38 +350,38 @@ def _run_local(scorer_bytes: bytes, pending: list[tuple[int, list[WorkItem]]], w
             on_result(score_chunk(scorer, i, items, ready_at=ready_at))
         return 0
 
-    ctx = _worker_context(preload)
     todo = list(pending)
     todo.reverse()
     restarts = 0
-    while todo:
-        inflight: dict[cf.Future, tuple[int, list[WorkItem]]] = {}
-        broken = False
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(scorer_bytes, _threads_per_worker(workers), os.getpid())) as pool:
-            try:
-                while todo or inflight:
-                    while todo and len(inflight) < 2 * workers:  # bounded queue: memory stays flat for huge jobs
-                        fut = pool.submit(_score_in_worker, *todo[-1])  # may raise BrokenProcessPool: pop only after
-                        inflight[fut] = todo.pop()
-                    finished, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
-                    for fut in finished:
-                        res = fut.result()  # raises BrokenProcessPool while the chunk is still in `inflight`
-                        del inflight[fut]
-                        on_result(res)
-            except cf.process.BrokenProcessPool as e:
-                broken = True
-                restarts += 1
-                lost = sorted(ck[0] for ck in inflight.values())
-                todo.extend(sorted(inflight.values(), key=lambda ck: -ck[0]))
-                if restarts > MAX_WORKER_RESTARTS:
-                    raise ScoringError(
-                        f"local workers died {restarts} times (last in-flight chunks {lost}); "
-                        "the committed chunks are kept, rerun to continue or lower --workers if memory is short"
-                    ) from e
-                log.warning(f"a worker process died ({e}); restarting the pool and re-scoring chunks {lost}")
-                inflight.clear()
-        if not broken:
-            break
+    with _worker_context(preload) as ctx:  # a fork server this job starts (Scorer.preload) is stopped when it ends
+        while todo:
+            inflight: dict[cf.Future, tuple[int, list[WorkItem]]] = {}
+            broken = False
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(scorer_bytes, _threads_per_worker(workers), os.getpid())) as pool:
+                try:
+                    while todo or inflight:
+                        while todo and len(inflight) < 2 * workers:  # bounded queue: memory stays flat for huge jobs
+                            fut = pool.submit(_score_in_worker, *todo[-1])  # may raise BrokenProcessPool: pop only after
+                            inflight[fut] = todo.pop()
+                        finished, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+                        for fut in finished:
+                            res = fut.result()  # raises BrokenProcessPool while the chunk is still in `inflight`
+                            del inflight[fut]
+                            on_result(res)
+                except cf.process.BrokenProcessPool as e:
+                    broken = True
+                    restarts += 1
+                    lost = sorted(ck[0] for ck in inflight.values())
+                    todo.extend(sorted(inflight.values(), key=lambda ck: -ck[0]))
+                    if restarts > MAX_WORKER_RESTARTS:
+                        raise ScoringError(
+                            f"local workers died {restarts} times (last in-flight chunks {lost}); "
+                            "the committed chunks are kept, rerun to continue or lower --workers if memory is short"
+                        ) from e
+                    log.warning(f"a worker process died ({e}); restarting the pool and re-scoring chunks {lost}")
+                    inflight.clear()
+            if not broken:
+                break
     return restarts
 
 

@@ -448,10 +448,11 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     sep = "\t" if tsv else _sniff_separator(head[0])
     cells = [[c.strip() for c in h.rstrip("\r\n").split(sep)] for h in head]
     first = [c[0].lower() for c in cells]
-    if (first[0], first[1]) in (("price", "ticker"), ("ticker", "price")) or (first[0], first[1], first[2]) == ("", "", "date"):
+    if {first[0], first[1]} in _LEVEL_LABELS or (first[0], first[1], first[2]) == ("", "", "date"):
         # yf.download(...).to_csv() writes one header row per column level — yfinance >= 0.2.51 labels them Price / Ticker
         # (Ticker / Price with group_by="ticker"), older releases leave the labels empty — then a Date row: read back as the
-        # DataFrame it was and turned into rows like a saved one (_frame_as_table), whichever level holds the fields
+        # DataFrame it was and turned into rows like a saved one (_frame_as_table), whichever level holds the fields. A
+        # Bloomberg pull through pdblp (or a frame built like it) labels its levels ticker / field: read the same way
         table, symbol = _frame_as_table(_read_text_csv(path, sep=sep, header=[0, 1], index_col=0))
         return table, sep, symbol
     blocks = _side_by_side_blocks(cells[0], cells[1])
@@ -507,6 +508,8 @@ _NA_CELLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan
              "None", "n/a", "nan", "null"]
 
 
+# the names of the two column levels of a saved multi-ticker frame: yfinance >= 0.2.51's, and pdblp's (Bloomberg's bdh)
+_LEVEL_LABELS = ({"price", "ticker"}, {"field", "ticker"})
 # what yfinance names the columns of one ticker (prices, and with actions=True its corporate actions)
 _YF_FIELDS = (*_NUMERIC, "dividends", "stock_splits", "capital_gains")
 
@@ -519,7 +522,7 @@ def _frame_as_table(df: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
     symbol = None
     if isinstance(df.columns, pd.MultiIndex) and df.columns.nlevels == 2:
         labels = [str(n).strip().lower() for n in df.columns.names]
-        if sorted(labels) == ["price", "ticker"]:  # yfinance >= 0.2.51 names the levels: Lowe's (LOW), Opendoor (OPEN) are tickers
+        if set(labels) in _LEVEL_LABELS:  # yfinance >= 0.2.51 names the levels: Lowe's (LOW), Opendoor (OPEN) are tickers
             level = labels.index("ticker")
         else:  # unnamed (older yfinance): the level more of whose names are fields, on a tie the one with more field names
             named = [[_canonical(v) in _YF_FIELDS for v in set(df.columns.get_level_values(k))] for k in (0, 1)]

@@ -154,3 +154,24 @@ def test_a_bloomberg_sheet_of_securities_side_by_side_is_read_as_one_ticker_each
     want = ko.drop(index=17).dropna()
     np.testing.assert_array_equal(k["date"].to_numpy(), want["date"].to_numpy()[1:])
     np.testing.assert_allclose(k["close"].to_numpy(), np.round(want["close"].to_numpy()[1:], 4))
+
+
+@pytest.mark.parametrize("order", [("ticker", "field"), ("Field", "Ticker")])
+def test_a_bloomberg_pull_saved_with_ticker_and_field_column_levels_is_read(real, tmp_path, order):
+    """pdblp's ``con.bdh([...], ["PX_LAST", "PX_VOLUME"], ...)`` returns (ticker, field) column levels named ticker /
+    field; ``.to_csv()`` writes ``ticker,MSFT US Equity,...`` / ``field,PX_LAST,...`` / ``date,,``. Saved as Parquet it
+    loaded; as CSV it was refused ('no close price column', the two header rows read as one). Both now give the rows."""
+    wide = pd.concat({f"{t} US Equity": pd.DataFrame({"PX_LAST": g["close"].to_numpy(), "PX_VOLUME": 1e6 + np.arange(len(g))},
+                                                      index=pd.DatetimeIndex(g["date"], name="date")) for t, g in real.items()}, axis=1)
+    wide.columns.names = ["ticker", "field"]
+    if order[0].lower() == "field":
+        wide = wide.swaplevel(axis=1)
+    wide.columns.names = list(order)
+    for path in (tmp_path / "bdh.csv", tmp_path / "bdh.parquet"):
+        wide.to_csv(path) if path.suffix == ".csv" else wide.to_parquet(path)
+        got, rep = read_price_file(path)
+        assert sorted(got["ticker"].unique()) == ["KO US Equity", "MSFT US Equity"] and rep.warnings == [], path.name
+        for t, g in real.items():
+            x = got[got["ticker"] == f"{t} US Equity"]
+            np.testing.assert_allclose(x["close"].to_numpy(), g["close"].to_numpy()[1:], rtol=1e-12)
+            np.testing.assert_allclose(x["volume"].to_numpy(), 1e6 + np.arange(1, len(g)))

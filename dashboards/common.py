@@ -1,8 +1,9 @@
 """What every dashboard page shares: where runs live, picking a run, the "no runs yet" and
 "domain not installed" states, and turning errors into one readable message.
 
-Each page imports its domain's contract, ``domains/<d>/api.py``, with a plain import and reads runs
-only through it (and through ``core.runs`` for listings); nothing here trains anything.
+Each page imports its domain's contract, ``domains/<d>/api.py``, with a plain import (inside the function it
+hands to :func:`open_domain_page`, which calls it once the page has runs to show) and reads runs only through it
+(and through ``core.runs`` for listings); nothing here trains anything.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,6 +186,23 @@ def domain_unavailable(domain: str, error: ImportError) -> None:
     its dependencies, is not installed in this checkout)."""
     st.warning(f"The {domain} domain is not available here: `domains/{domain}/api.py` cannot be imported ({error}). "
                f"Install the project's requirements (see README.md), then reload this page.")
+
+
+def open_domain_page(domain: str, import_api: Callable[[], ModuleType], prefer: Callable[[ModuleType, Path], bool]) -> tuple[ModuleType, Path, str]:
+    """How a domain page opens: with no completed run, the empty state (before the domain is imported, the slow
+    part); ``import_api()`` (the page's plain ``from domains.<domain> import api``), and the "not installed" state
+    when it raises ImportError; the sidebar's run picker with the newest run satisfying ``prefer(api, run_dir)``
+    preselected. Returns (api, run_dir, :func:`run_key` of it); in every other case the page stops here."""
+    stop_without_runs(domain)
+    try:
+        api = import_api()
+    except ImportError as e:  # the domain (torch, MONAI, TorchRec, arch, ...) is not installed in this checkout
+        domain_unavailable(domain, e)
+        st.stop()
+    run_dir = pick_run(domain, prefer=lambda p: prefer(api, p))  # with no run, the page only explains the command that makes one
+    if run_dir is None:
+        st.stop()
+    return api, run_dir, run_key(run_dir)
 
 
 def run_key(run_dir: Path) -> str:

@@ -11,21 +11,17 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import stop_without_runs, domain_unavailable, friendly_errors, md_code, md_text, page_header, pick_run, run_key, run_path, train_command
+from dashboards.common import friendly_errors, md_code, md_text, open_domain_page, page_header, run_path, train_command
 
 page_header("Finance", "Quantile forecasts of daily returns and volatility (Temporal Fusion Transformer), backtested walk-forward against baselines.")
 
-stop_without_runs("finance")
-try:
-    from domains.finance import api
-except ImportError as e:  # the domain (torch, arch, ...) is not installed in this checkout
-    domain_unavailable("finance", e)
-    st.stop()
 
-run_dir = pick_run("finance", prefer=lambda p: api.finance_run(p).has_backtest)  # with no run, the page only explains the command that makes one
-if run_dir is None:
-    st.stop()
-key = run_key(run_dir)
+def import_api():
+    from domains.finance import api
+    return api
+
+
+api, run_dir, key = open_domain_page("finance", import_api, prefer=lambda api, p: api.finance_run(p).has_backtest)  # the newest run with a backtest
 
 # what each forecast target is, and the panel column holding its realised history
 TARGETS = {"ret": ("daily log return", "log_ret"), "rvol": ("5-day realised volatility", "rvol5")}

@@ -12,21 +12,18 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import slices
-from dashboards.common import stop_without_runs, domain_unavailable, friendly_errors, md_code, md_text, page_header, pick_run, run_key, run_path, train_command
+from dashboards.common import friendly_errors, md_code, md_text, open_domain_page, page_header, run_path, train_command
 from dashboards.uploads import MAX_EXTRACTED_MB, MAX_FILES, MAX_UPLOAD_MB, UploadError, check_upload, materialise, session_uploads
 
 page_header("Medical", "3D segmentation of CT/MRI volumes: choose a prepared case or upload a scan, run the model, inspect the mask.")
 
-stop_without_runs("medical")
-try:
-    from domains.medical import api
-except ImportError as e:  # the domain (torch, MONAI, ...) is not installed in this checkout
-    domain_unavailable("medical", e)
-    st.stop()
 
-run_dir = pick_run("medical", prefer=lambda p: api.model_run(p).has_model)  # newest run holding a model; with no run, the page only explains the command that makes one
-if run_dir is None:
-    st.stop()
+def import_api():
+    from domains.medical import api
+    return api
+
+
+api, run_dir, run_k = open_domain_page("medical", import_api, prefer=lambda api, p: api.model_run(p).has_model)  # the newest run holding a model
 if not api.model_run(run_dir).has_model:  # e.g. a run stopped before its first checkpoint, or its model file deleted
     st.warning(f"Run {md_text(run_dir.name)} holds no trained model (`best.safetensors` is missing). Choose another run in the "
                "sidebar, or train one with:")
@@ -178,7 +175,7 @@ with st.sidebar:
                     help="keep only the largest connected piece of each structure (MONAI KeepLargestConnectedComponent)")
     tta = st.toggle("Test-time augmentation (mirror)", value=False, key="med_tta",
                     help="average with the left-right mirrored scan, lateral labels swapped; about twice the inference time")
-key = f"{run_key(run_dir)}#{int(lcc)}{int(tta)}"  # one cached model and result per run and switch setting
+key = f"{run_k}#{int(lcc)}{int(tta)}"  # one cached model and result per run and switch setting
 source = st.radio("Input", ["Prepared case", "Upload a scan"], horizontal=True, key="med_source")
 image_source: str | None = None
 scan: api.CheckedScan | None = None  # an upload as read and checked: segmented without reading its file again
@@ -218,7 +215,7 @@ else:
             st.error(upload_refused(e, store.path))
             image_source = None
         if image_source is not None:
-            checked = checked_scan(run_key(run_dir), image_source)
+            checked = checked_scan(run_k, image_source)
             if isinstance(checked, str):
                 st.error(upload_refused(checked, store.path))  # refused as `infer` refuses it: before the model is loaded
                 image_source = None

@@ -7,21 +7,17 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboards.common import stop_without_runs, curves, runs_dir, domain_unavailable, friendly_errors, md_code, md_text, page_header, pick_run, run_key, run_path
+from dashboards.common import curves, friendly_errors, md_code, md_text, open_domain_page, page_header, run_path, runs_dir
 
 page_header("Recommendation", "Top-K recommendations on MovieLens-100K (research, non-commercial use), item similarity and cold start.")
 
-stop_without_runs("recommendation")
-try:
-    from domains.recommendation import api
-except ImportError as e:  # the domain (torch, TorchRec, ...) is not installed in this checkout
-    domain_unavailable("recommendation", e)
-    st.stop()
 
-run_dir = pick_run("recommendation", prefer=lambda p: api.recommendation_run(p).has_model)  # with no run, the page only explains the command that makes one
-if run_dir is None:
-    st.stop()
-key = run_key(run_dir)
+def import_api():
+    from domains.recommendation import api
+    return api
+
+
+api, run_dir, key = open_domain_page("recommendation", import_api, prefer=lambda api, p: api.recommendation_run(p).has_model)  # the newest run with a model
 
 
 @st.cache_resource(show_spinner="Loading the recommender…", max_entries=2)

@@ -793,11 +793,17 @@ def check_resumable(domain: str, config: RunConfig, command: str) -> Path | None
     no run of ``command`` at all, a run another command made (:class:`RunNotFoundError`), a damaged record
     (:class:`RunDamagedError`), a setting the config declares fixed on a resume whose value differs from the run's
     ``config.json`` (:class:`ResumeSettingsError`), a run another process is writing (:class:`RunLockedError`).
-    ``None`` without ``--resume``. A checkpoint that does not fit is still refused by :meth:`Run.resume`, after loading."""
+    ``None`` without ``--resume``. A checkpoint that does not fit is still refused by :meth:`Run.resume`, after loading.
+
+    Under ``torchrun`` every process calls it, before the process group exists; the data's content digest (up to
+    :data:`FULL_DIGEST_BYTES` read) is taken by the first process of each machine (local rank 0) only: the others
+    read the same files, and a refusal there ends the launch (torchrun stops the other processes)."""
     if not getattr(config, "resume", False):
         return None
+    from core.distributed import world
+
     check_run_name(config.name, "--name")
-    run_dir = _resume_dir(config, domain, command)
+    run_dir = _resume_dir(config, domain, command, check_data=world()[2] == 0)
     if is_locked(run_dir / LOCK_FILE):
         raise _being_written(run_dir)
     return run_dir
@@ -808,11 +814,13 @@ def _being_written(run_dir: Path) -> RunLockedError:
     return RunLockedError(f"run {run_dir} is being written by PID {pid if pid else '?'}; wait for it to finish, stop it, or choose another --name")
 
 
-def _resume_dir(config: RunConfig, domain: str, command: str, digest_of: Callable[[Path], dict[str, Any] | None] | None = None) -> Path:
+def _resume_dir(config: RunConfig, domain: str, command: str, digest_of: Callable[[Path], dict[str, Any] | None] | None = None,
+                check_data: bool = True) -> Path:
     """The run ``--resume`` continues: ``--name``'s, else the newest run made by ``command`` (a train run never
     resumes a score run). Refused: none, a run of another command, a damaged record (it may be finished work), other
-    data, another value of a setting fixed on a resume. ``digest_of``: how the data's content digest is read
-    (``Run`` shares one per attempt with :func:`data_record`)."""
+    data (unless ``check_data`` is False: another process of the launch reads and compares it), another value of a
+    setting fixed on a resume. ``digest_of``: how the data's content digest is read (``Run`` shares one per attempt
+    with :func:`data_record`)."""
     root = Path(config.runs_dir) / domain
     if config.name:
         run_dir = root / config.name
@@ -830,7 +838,8 @@ def _resume_dir(config: RunConfig, domain: str, command: str, digest_of: Callabl
     if not _made_by(info, command, config):
         raise RunNotFoundError(f"--resume --name {config.name}: {run_dir} is a {info.get('command')} {info.get('kind', 'model')} run, not a {command} run; "
                                f"expected the name of a {command} run to continue, or another --name without --resume")
-    _refuse_other_data(run_dir, config, digest_of or _digest_or_none)  # first: other data is the first thing to tell
+    if check_data:
+        _refuse_other_data(run_dir, config, digest_of or _digest_or_none)  # first: other data is the first thing to tell
     _refuse_changed_fixed_settings(run_dir, info.get("config"), config)
     return run_dir
 

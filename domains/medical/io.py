@@ -287,7 +287,7 @@ def _nrrd_volume_index(hdr, p: Path, volume: int | None) -> tuple[list[int], int
     n = sizes[series_axis] if series_axis is not None else None
     kind = ""
     if series_axis is not None and hdr.get("kinds") is not None and len(hdr["kinds"]) == len(sizes):
-        kind = f"'{plain(str(hdr['kinds'][series_axis]))}' "
+        kind = f"{plain(str(hdr['kinds'][series_axis]))} "
     where = f"along its {kind}axis {series_axis + 1} of {len(sizes)}" if series_axis is not None else ""
     return axes, series_axis, _pick_volume_index(n, p, volume, sizes, where)
 
@@ -311,6 +311,7 @@ def _probe_dicom_series(folder: Path, series: str | None = None, headers: _Dicom
     headers = [ds for ds in (headers or _DicomHeaders(folder)).slices() if "ImagePositionPatient" in ds and "Rows" in ds]
     headers = _pick_series(headers, folder, series) if headers else headers
     _check_decodable(headers, folder)
+    _refuse_stacked_volumes(headers, folder)
     for ds in headers:
         if "PixelSpacing" not in ds:
             raise MedicalInputError(f"{folder}: a DICOM slice has no PixelSpacing; cannot place it in space")
@@ -565,6 +566,7 @@ def _load_dicom_series(folder: Path, series: str | None = None, headers: _DicomH
     slices = _pick_series(slices, folder, series)
     _check_decodable(slices, folder)
     _check_one_geometry(slices, folder)
+    _refuse_stacked_volumes(slices, folder)
     iop = np.asarray(slices[0].ImageOrientationPatient, dtype=float)
     row, col = iop[:3], iop[3:]
     normal = np.cross(row, col)
@@ -665,10 +667,11 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
         q_form, q_code = reference.header.get_qform(coded=True)
         # each form is the input's own: when its qform and sform differ (scanner vs. template space), a
         # viewer that reads the qform must place the mask where it places the image
+        # (an input with neither form set keeps neither: readers place such a file by its voxel sizes alone — the NIfTI
+        # standard's method 1, ITK's and so Slicer's and ITK-SNAP's, at the origin — while nibabel makes up a flipped, centred
+        # affine; a mask written with that affine as an sform sat mirrored and shifted beside its image in those viewers)
         img.set_sform(s_form if s_code else None, code=int(s_code) if s_code else 0)
         img.set_qform(q_form if q_code else None, code=int(q_code) if q_code else 0)
-        if not s_code and not q_code:
-            img.set_sform(reference.affine, code=1)
     else:
         img = nib.Nifti1Image(out, reference.affine)
         img.set_qform(reference.affine, code=1)
@@ -681,11 +684,14 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
 
 # technical tags that tell one series of a folder from another (SeriesDescription, free text a technologist types, is not read)
 _SERIES_TAGS = ("SeriesInstanceUID", "SeriesNumber", "ImageType", "Modality")
+# technical tags that tell the volumes of one series apart when it holds several images at each slice position (echoes,
+# time points); read to name them in the refusal (:func:`_refuse_stacked_volumes`)
+_STACK_TAGS = ("EchoNumbers", "TemporalPositionIdentifier", "AcquisitionNumber")
 _MAX_SERIES_LISTED = 8
 # What is read of each slice: the whitelist, the pixel-format tags and the series tags; PixelData is deferred (its offset
 # noted, its bytes read when a chosen slice's pixels are used)
 _SLICE_TAGS = (*DICOM_SAFE_TAGS, "PixelData", "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel",
-               "PhotometricInterpretation", "HighBit", "TransferSyntaxUID", "NumberOfFrames", *_SERIES_TAGS)
+               "PhotometricInterpretation", "HighBit", "TransferSyntaxUID", "NumberOfFrames", *_SERIES_TAGS, *_STACK_TAGS)
 _DEFER_PIXELS = 1024  # bytes: larger element values (a slice's pixel data) are read only when used
 
 
@@ -799,6 +805,33 @@ def _pick_series(slices: list, folder: Path, series: str | None) -> list:
         raise MedicalInputError(f"--series {plain(series)}: {how} of the {len(listed)} DICOM series in {folder}: {listing}; expected one series-<hash> "
                                 "or SeriesNumber of these" + (" (use the series-<hash>: SeriesNumbers repeat)" if chosen else ""))
     return chosen[0]
+
+
+def _refuse_stacked_volumes(slices: list, folder: Path) -> None:
+    """One series holding the same number (> 1) of images at every slice position: a multi-echo (dual-echo PD/T2), dynamic
+    (perfusion, fMRI) or diffusion acquisition stored as one classic series — several volumes, interleaved. The header check
+    counted every image as a slice (a grid twice as deep), then the reader said only 'duplicate slice positions'. Refused
+    from the headers, naming how many images lie at each position and the tag that tells them apart."""
+    if len(slices) < 2:
+        return
+    iop = np.asarray(slices[0].ImageOrientationPatient, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    z = np.round([float(np.asarray(s.ImagePositionPatient, dtype=float) @ normal) for s in slices], 3)
+    positions, counts = np.unique(z, return_counts=True)
+    k = int(counts.max())
+    if k < 2 or not np.all(counts == k):  # no repeats, or a few: the reader names duplicate positions
+        return
+    by = ""
+    for tag in _STACK_TAGS:
+        values = {str(getattr(s, tag, "") or "").strip() for s in slices}
+        if len(values) == k and "" not in values:
+            number = re.compile(r"-?\d+(\.\d*)?")
+            ordered = sorted(values, key=lambda v: (float(v), v) if number.fullmatch(v) else (float("inf"), v))
+            by = f" ({tag} {', '.join(v if number.fullmatch(v) else plain(v) for v in ordered)})"
+            break
+    raise MedicalInputError(f"{folder}: {k} images at each of its {len(positions)} slice positions{by}: a multi-echo, dynamic or diffusion "
+                            f"series holds {k} volumes, one per echo or time point; convert it to NIfTI (e.g. dcm2niix: a file per echo, "
+                            "a 4D file of time points — then --volume picks one), or put each volume's slices in a folder of their own")
 
 
 def _decoder_packages(ts) -> str:

@@ -129,19 +129,25 @@ def check_resampled_size(shape, spacing, target_spacing: float, path: str | Path
 
 
 def check_label_array(label: np.ndarray, path: str | Path, num_classes: int | None = None) -> np.ndarray:
-    """Integer labels, not empty, values within ``0..num_classes-1`` (when given)."""
+    """Integer labels, not empty, values within ``0..num_classes-1`` (when given; else within int16), as int16. The range
+    is checked on the values as stored: the int16 cast came first, so 65535 (a common 'ignore' label of a uint16 map) was
+    reported as -1, and 65537 became class 1 without a word."""
     name = str(path)
     label = check_image_array(label, path)
     if np.issubdtype(label.dtype, np.floating):
-        if not np.allclose(label, np.round(label)):
-            raise MedicalInputError(f"{name}: label volume holds non-integer values; expected integer class ids")
-    label = np.round(label).astype(np.int16)
+        rounded = np.round(label)
+        off = ~np.isclose(label, rounded)
+        if off.any():
+            raise MedicalInputError(f"{name}: label volume holds non-integer values; expected integer class ids (found {int(off.sum()):,} "
+                                    f"voxel(s) off an integer, e.g. {float(label[off].flat[0]):.6g})")
+        label = rounded
     if not label.any():
         raise MedicalInputError(f"{name}: label volume is empty (no foreground voxel)")
     lo, hi = int(label.min()), int(label.max())
-    if lo < 0 or (num_classes is not None and hi >= num_classes):
-        raise MedicalInputError(f"{name}: label values span {lo}..{hi}; expected 0..{(num_classes or 1) - 1}")
-    return label
+    top = (num_classes - 1) if num_classes is not None else int(np.iinfo(np.int16).max)
+    if lo < 0 or hi > top:
+        raise MedicalInputError(f"{name}: label values span {lo}..{hi}; expected 0..{top}")
+    return label.astype(np.int16)
 
 
 def check_geometry_match(image_shape, image_affine, label_shape, label_affine, image_path, label_path, atol: float = 1e-3) -> None:

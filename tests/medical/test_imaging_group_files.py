@@ -1,0 +1,124 @@
+"""Session 14's real-use pass: files an imaging group brings that the earlier passes did not cover.
+
+* A NIfTI with neither a qform nor an sform (qform_code = sform_code = 0: ANALYZE-era conversions, some research tools'
+  outputs). Readers place it by its voxel sizes alone — the NIfTI standard's method 1, which ITK (and so Slicer and
+  ITK-SNAP) follows: at the origin, no flip — while nibabel makes up a flipped, centred affine. The mask was written with
+  nibabel's affine as an sform (code 1), so in those viewers it sat mirrored left-right and shifted beside its image. It
+  now keeps the input's codes (none), and every reader places mask and image alike.
+* Label maps as stored by other tools: a uint16 map with 65535 as its 'ignore' value was refused as "span -1..1" (the
+  int16 cast came before the range check), and an int32 value 65537 became class 1 without a word. The range is now
+  checked on the stored values; float labels within rounding of an integer (1.0000001) are still those classes, and a
+  fractional label names how many voxels are off and an example value.
+* A dual-echo (or dynamic, or diffusion) MR acquisition stored as one classic series: two images at every slice position.
+  The header check counted them as a grid twice as deep and passed; the reader then said only "duplicate slice positions".
+  Both now name how many images lie at each position and the tag that tells them apart, and say how to split them.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from domains.medical.io import load_volume, save_mask_like
+from domains.medical.validation import MedicalInputError, check_label_array
+
+
+def test_a_nifti_without_qform_or_sform_gets_a_mask_every_reader_places_on_its_image(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    data = np.zeros((20, 22, 18), dtype=np.float32)
+    data[2:8, 5:15, 4:10] = 100.0  # off-centre, on one side: a mirrored mask would miss it
+    img = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.5, 1.0]))
+    img.set_sform(None, code=0)
+    img.set_qform(None, code=0)
+    src = tmp_path / "analyze-era.nii.gz"
+    nib.save(img, src)
+    vol = load_volume(src)
+    out = save_mask_like((vol.data > 50).astype(np.uint8), vol, tmp_path / "mask.nii.gz")
+    mask = nib.load(out)
+    assert int(mask.header["sform_code"]) == 0 and int(mask.header["qform_code"]) == 0  # was sform_code 1 (nibabel's made-up affine)
+    np.testing.assert_allclose(mask.header["pixdim"][1:4], [2.0, 2.0, 2.5])
+    np.testing.assert_allclose(load_volume(out).affine, vol.affine)  # nibabel (and so our readers) place both alike too
+    image_itk, mask_itk = sitk.ReadImage(str(src)), sitk.ReadImage(str(out))
+    for get in ("GetOrigin", "GetDirection", "GetSpacing"):
+        np.testing.assert_allclose(getattr(mask_itk, get)(), getattr(image_itk, get)(), err_msg=get)  # was mirrored and shifted
+    # the mask's voxels where ITK puts the object: the same physical points as the image's bright voxels
+    assert np.array_equal(sitk.GetArrayFromImage(mask_itk).astype(bool), sitk.GetArrayFromImage(image_itk) > 50)
+
+
+def test_label_values_are_checked_as_stored_not_after_the_int16_cast():
+    lab = np.zeros((10, 10, 10), dtype=np.uint16)
+    lab[2:5, 2:5, 2:5] = 1
+    lab[6:8, 6:8, 6:8] = 65535  # an 'ignore' region, as many uint16 label maps mark it
+    with pytest.raises(MedicalInputError, match=r"^ign\.nii: label values span 0\.\.65535; expected 0\.\.4$"):  # was "-1..1"
+        check_label_array(lab, "ign.nii", 5)
+    wraps = np.zeros((10, 10, 10), dtype=np.int32)
+    wraps[2:5, 2:5, 2:5] = 65537
+    with pytest.raises(MedicalInputError, match=r"label values span 0\.\.65537; expected 0\.\.4"):  # was read as class 1
+        check_label_array(wraps, "wraps.nii", 5)
+    with pytest.raises(MedicalInputError, match=r"label values span 0\.\.65537; expected 0\.\.32767"):  # no class count: int16's range
+        check_label_array(wraps, "wraps.nii")
+
+    floats = np.zeros((10, 10, 10), dtype=np.float32)
+    floats[2:5, 2:5, 2:5] = 1.0000001
+    floats[6:8, 6:8, 6:8] = 2.9999999
+    out = check_label_array(floats, "f.nii", 5)
+    assert out.dtype == np.int16 and sorted(np.unique(out).tolist()) == [0, 1, 3]
+    floats[0, 0, :3] = 0.5
+    with pytest.raises(MedicalInputError) as e:
+        check_label_array(floats, "partial.nii", 5)
+    assert str(e.value) == ("partial.nii: label volume holds non-integer values; expected integer class ids (found 3 voxel(s) off an "
+                            "integer, e.g. 0.5)")
+
+
+@pytest.mark.parametrize("tag, values", [("EchoNumbers", (1, 2)), ("TemporalPositionIdentifier", (1, 2, 3))])
+def test_a_series_of_several_images_at_each_position_names_them_from_the_headers(tmp_path, dicom_writer, tag, values):
+    import shutil
+
+    import pydicom
+
+    from domains.medical.io import check_input
+
+    rng = np.random.default_rng(3)
+    mr = rng.integers(0, 800, size=(16, 14, 6)).astype(np.int16)
+    folder = dicom_writer(tmp_path / "dual-echo", mr, spacing=(1.0, 1.0, 2.0), modality="MR")
+    first = sorted(folder.iterdir())
+    for v in values:  # every volume's images at the same positions, one series UID (as a scanner exports them)
+        for f in first:
+            ds = pydicom.dcmread(f)
+            setattr(ds, tag, v)
+            ds.InstanceNumber = int(ds.InstanceNumber) + 100 * v
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            ds.save_as(folder / f"V{v}-{f.name}")
+    for f in first:
+        f.unlink()
+    expected = (rf"dual-echo: {len(values)} images at each of its 6 slice positions \({tag} {', '.join(map(str, values))}\): a multi-echo, "
+                rf"dynamic or diffusion series holds {len(values)} volumes, one per echo or time point; convert it to NIfTI")
+    for call in (lambda: check_input(folder, 3.0), lambda: load_volume(folder)):  # the check passed, as a 12-slice grid
+        with pytest.raises(MedicalInputError, match=expected):
+            call()
+    one = tmp_path / "one-echo"
+    one.mkdir()
+    for f in folder.glob("V1-*"):
+        shutil.copy(f, one / f.name)
+    np.testing.assert_array_equal(load_volume(one).data, mr.astype(np.float32))  # one volume per folder reads as before
+    shutil.copy(next(folder.glob("V2-*")), one / "stray.dcm")  # one repeated position is not a second volume: named as before
+    with pytest.raises(MedicalInputError, match="duplicate slice positions"):
+        load_volume(one)
+
+
+def test_a_series_whose_slices_have_their_own_rescale_slope_and_intercept_reads_as_the_values_they_mean(tmp_path, dicom_writer):
+    """Handled, asserted (no change): each slice is rescaled by its own RescaleSlope/RescaleIntercept (scanners that
+    rescale per slice, e.g. to use the full integer range), not by the first slice's."""
+    import pydicom
+
+    rng = np.random.default_rng(4)
+    hu = (rng.integers(-250, 500, size=(16, 14, 4)) * 4).astype(np.int16)  # multiples of 4: every slope below divides them
+    folder = dicom_writer(tmp_path / "ct", hu, spacing=(1.0, 1.0, 2.0))
+    for k, f in enumerate(sorted(folder.iterdir())):
+        ds = pydicom.dcmread(f)
+        slope, intercept = (1, 2, 0.5, 4)[k], (-1024, -2048, -1000, 0)[k]
+        ds.PixelData = ((hu[:, :, k].T.astype(np.float64) - intercept) / slope).astype(np.int16).tobytes()
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.save_as(f)
+    np.testing.assert_array_equal(load_volume(folder).data, hu.astype(np.float32))

@@ -73,7 +73,7 @@ def prepare_forecaster(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataF
         if missing:
             known = sorted(have)
             raise PriceDataError(f"ticker(s) {missing} have no prices in {source} (it has {len(known)}: {', '.join(known[:12])}{', …' if len(known) > 12 else ''}); "
-                                 f"tickers are case-sensitive and named as in the data")
+                                 f"tickers are case-sensitive and named as in the data{_other_case(missing, have, 'the data', 'e.g. --tickers {}')}")
         unknown = sorted(set(tickers) - set(fc.tickers))
         if unknown and not zero_shot:
             raise PriceDataError(f"ticker(s) {unknown} unknown to this model (trained on {len(fc.tickers)}: {', '.join(fc.tickers[:8])}…); "
@@ -82,11 +82,22 @@ def prepare_forecaster(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataF
     else:
         want = sorted(have) if zero_shot else [t for t in fc.tickers if t in have]
     if not want:
-        raise PriceDataError(f"no data for the model's tickers ({', '.join(fc.tickers[:8])}…) in {source}; pass --zero-shot to forecast its tickers anyway")
+        raise PriceDataError(f"no data for the model's tickers ({', '.join(fc.tickers[:8])}…) in {source}{_other_case(have, fc.tickers, 'the model', 'write the ticker column as the model names them, e.g. {}')}; "
+                             f"pass --zero-shot to forecast its tickers anyway")
     feat = forecast_features(fc, panel, covariates, want, source=source, model_run=model_run)
     if zero_shot:
         fc = fc.zero_shot(feat)
     return fc, feat
+
+
+def _other_case(names, known, where: str, fix: str) -> str:
+    """'' or a hint naming the ``names`` that are ``known`` ones written in another case ('aapl' for the model's 'AAPL'),
+    and ``fix`` (with ``{}`` for the first known spelling)."""
+    by_upper = {str(k).upper(): str(k) for k in known}
+    pairs = [(n, by_upper[str(n).upper()]) for n in sorted(map(str, names)) if str(n).upper() in by_upper and by_upper[str(n).upper()] != n]
+    if not pairs:
+        return ""
+    return f" ({', '.join(f'{n} is {where}' + chr(39) + f's {k}' for n, k in pairs[:5])} in another case: {fix.format(pairs[0][1])})"
 
 
 def forecast_features(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFrame | None, tickers, *, source: str = "the data",

@@ -175,3 +175,24 @@ def test_a_bloomberg_pull_saved_with_ticker_and_field_column_levels_is_read(real
             x = got[got["ticker"] == f"{t} US Equity"]
             np.testing.assert_allclose(x["close"].to_numpy(), g["close"].to_numpy()[1:], rtol=1e-12)
             np.testing.assert_allclose(x["volume"].to_numpy(), 1e6 + np.arange(1, len(g)))
+
+
+def test_a_ticker_written_in_another_case_than_the_models_is_named_in_the_refusal(real):
+    """A file whose ticker column says 'ko' for a model trained on 'KO' was refused with 'no data for the model's tickers
+    (KO, …)' and nothing pointing at the spelling; --tickers ko against a file's KO said only that tickers are
+    case-sensitive. Both now name the two spellings."""
+    from types import SimpleNamespace
+
+    from domains.finance.predictor import prepare_forecaster
+
+    model = SimpleNamespace(tickers=["KO", "AAPL"])  # what the refusals read of a Forecaster
+    lower = real["KO"].assign(ticker="ko")
+    with pytest.raises(PriceDataError) as e:
+        prepare_forecaster(model, lower, None)
+    assert "(ko is the model's KO in another case: write the ticker column as the model names them, e.g. KO)" in str(e.value)
+    with pytest.raises(PriceDataError) as e:
+        prepare_forecaster(model, real["KO"], None, ["ko"])
+    assert "(ko is the data's KO in another case: e.g. --tickers KO)" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(PriceDataError) as e:  # no other spelling: no hint
+        prepare_forecaster(model, real["KO"], None, ["PEP"])
+    assert "another case" not in str(e.value)

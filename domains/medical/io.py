@@ -230,6 +230,24 @@ def _check_nifti_forms(img, p: Path) -> None:
                                if q_ok else "; expected a voxel-to-world matrix with non-zero voxel sizes"))
 
 
+# a NIfTI's spatial unit (xyzt_units) is that of its pixdim and qform/sform; nibabel (and MONAI) read every file as millimetres
+_NIFTI_MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}
+
+
+def _nifti_affine_mm(img) -> np.ndarray:
+    """``img``'s voxel→world affine in millimetres. A header whose spatial unit is metres (pixdim 0.001 for a 1 mm voxel) or
+    microns was read as if in millimetres — refused as an 'absurd voxel spacing (0.001, ...) mm; check the header's units'
+    although the header said exactly what it meant (ITK, and so Slicer and ITK-SNAP, scale it to millimetres as here). The
+    mask is written with the input's own forms and units (:func:`save_mask_like`), so it stays in the file's units."""
+    aff = np.asarray(img.affine, dtype=np.float64).copy()
+    try:
+        unit = img.header.get_xyzt_units()[0]
+    except Exception:  # noqa: BLE001 - a header without units: millimetres, as before
+        return aff
+    aff[:3, :] *= _NIFTI_MM_PER_UNIT.get(unit, 1.0)
+    return aff
+
+
 def _probe_nifti(p: Path, volume: int | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     import nibabel as nib
 
@@ -237,7 +255,7 @@ def _probe_nifti(p: Path, volume: int | None = None) -> tuple[tuple[int, ...], t
     _check_header_shape(img.shape, p)
     _check_nifti_forms(img, p)
     _nifti_volume_index(img.shape, p, volume)
-    return tuple(int(s) for s in img.shape[:3]), _spacing_of(img.affine)
+    return tuple(int(s) for s in img.shape[:3]), _spacing_of(_nifti_affine_mm(img))
 
 
 def _nrrd_axes(hdr) -> tuple[list[int], int | None] | None:
@@ -342,7 +360,7 @@ def header_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray] | No
         import nibabel as nib
 
         img = nib.load(str(p))
-        return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
+        return tuple(int(s) for s in img.shape), _nifti_affine_mm(img)
     except Exception:  # noqa: BLE001 - load_volume refuses it by name when the case is read
         return None
 
@@ -469,13 +487,14 @@ def _load_nifti(p: Path, volume: int | None = None) -> Volume:
     img = nib.load(str(p))
     _check_header_shape(img.shape, p)  # before allocating: a corrupt header can claim terabytes
     _check_nifti_forms(img, p)
+    affine = _nifti_affine_mm(img)
     if len(img.shape) >= 3:
-        check_spacing(_spacing_of(img.affine), p)
+        check_spacing(_spacing_of(affine), p)
     _check_nifti_size(img, p)
     index = _nifti_volume_index(img.shape, p, volume)
     # one volume of a 4D file is read alone (the proxy applies the scaling to just that slice)
     data = np.asanyarray(img.dataobj) if index is None else np.asanyarray(img.dataobj[:, :, :, index])
-    return Volume(data=np.asarray(data), affine=np.asarray(img.affine, dtype=np.float64), path=str(p), format="nifti", header=img.header,
+    return Volume(data=np.asarray(data), affine=affine, path=str(p), format="nifti", header=img.header,
                   modality=_descrip_modality(img.header))
 
 
@@ -662,7 +681,8 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
             hdr["descrip"] = b""
         hdr.set_data_dtype(out.dtype)
         hdr.set_slope_inter(1, 0)
-        img = nib.Nifti1Image(out, reference.affine, header=hdr)
+        # the header's own affine, in its own units (reference.affine is in millimetres: _nifti_affine_mm)
+        img = nib.Nifti1Image(out, reference.header.get_best_affine(), header=hdr)
         s_form, s_code = reference.header.get_sform(coded=True)
         q_form, q_code = reference.header.get_qform(coded=True)
         # each form is the input's own: when its qform and sform differ (scanner vs. template space), a

@@ -5,6 +5,7 @@ scoring engine (``core.scoring``); masks go to ``<run>/masks/<id>_mask.nii.gz`` 
 one row per volume (shape, spacing, mL per structure, ``ood_flag``/``ood_reason``/``mean_confidence``,
 mask path) to partitioned Parquet under ``--out`` (default ``<run>/scores``). Unreadable or invalid inputs
 (non-image files, NaN voxels, …) are quarantined with the reason; the rest are kept.
+``--engine ray --workers N`` scores on a Ray actor pool.
 
 Inputs a user must choose within, as ``infer`` has them: a 4D NIfTI/NRRD (time points, an MSD image's channels) and a
 DICOM folder holding several series are quarantined naming their volumes / series and the flag; ``--volume N`` segments
@@ -12,7 +13,6 @@ volume N of every 4D file, ``--series S`` series S (its SeriesNumber, or a serie
 ``infer``'s reader. Entries of the other kinds are read as they are (3D files; files for ``--series``); a 4D file with too
 few volumes, or a folder without that series, is quarantined naming what it holds. Rows carry ``series_hash`` (DICOM) and,
 with ``--volume``, ``volume_index``.
-``--engine ray --workers N`` scores on a Ray actor pool.
 
 Rerunning the identical command after a crash finishes the job: without ``--name`` the run is named
 from its inputs, model and settings (``score-<hash>``), so the rerun reopens the same run folder and

@@ -9,6 +9,9 @@
   int16 cast came before the range check), and an int32 value 65537 became class 1 without a word. The range is now
   checked on the stored values; float labels within rounding of an integer (1.0000001) are still those classes, and a
   fractional label names how many voxels are off and an example value.
+* A NIfTI whose spatial unit (xyzt_units) is metres — pixdim 0.002 for a 2 mm voxel, as the standard allows — was refused
+  as an "absurd voxel spacing (0.002, ...) mm; check the header's units", though the header said exactly what it meant
+  (ITK reads it as 2 mm). It is read in millimetres now, and its mask is written in the file's own units and forms.
 * A dual-echo (or dynamic, or diffusion) MR acquisition stored as one classic series: two images at every slice position.
   The header check counted them as a grid twice as deep and passed; the reader then said only "duplicate slice positions".
   Both now name how many images lie at each position and the tag that tells them apart, and say how to split them.
@@ -122,3 +125,45 @@ def test_a_series_whose_slices_have_their_own_rescale_slope_and_intercept_reads_
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
         ds.save_as(f)
     np.testing.assert_array_equal(load_volume(folder).data, hu.astype(np.float32))
+
+
+@pytest.mark.parametrize("forms", ["qform and sform", "sform only", "neither"])
+def test_a_nifti_in_metres_is_read_in_millimetres_and_its_mask_keeps_its_units(tmp_path, forms):
+    sitk = pytest.importorskip("SimpleITK")
+    from domains.medical.io import check_input, header_geometry
+
+    data = np.zeros((20, 22, 18), dtype=np.int16)
+    data[2:8, 5:15, 4:10] = 100
+    metres = np.array([[-0.002, 0, 0, 0.03], [0, 0.002, 0, -0.02], [0, 0, 0.0025, 0.01], [0, 0, 0, 1.0]])
+    img = nib.Nifti1Image(data, metres)
+    img.header.set_xyzt_units("meter")
+    img.set_qform(metres if forms == "qform and sform" else None, code=1 if forms == "qform and sform" else 0)
+    if forms == "neither":
+        img.set_sform(None, code=0)
+    src = tmp_path / "metres.nii.gz"
+    nib.save(img, src)
+    assert check_input(src, 3.0) == (data.shape, pytest.approx((2.0, 2.0, 2.5)))  # was "absurd voxel spacing (0.002, 0.002, 0.0025) mm"
+    vol = load_volume(src)
+    if forms != "neither":  # the same physical grid as the millimetre file (what evaluate compares a label against)
+        mm = metres.copy()
+        mm[:3] *= 1000
+        np.testing.assert_allclose(vol.affine, mm, atol=1e-6)
+        nib.save(nib.Nifti1Image(data, mm), tmp_path / "mm.nii.gz")
+        np.testing.assert_allclose(header_geometry(src)[1], header_geometry(tmp_path / "mm.nii.gz")[1], atol=1e-6)
+    out = save_mask_like((vol.data > 50).astype(np.uint8), vol, tmp_path / "mask.nii.gz")
+    assert nib.load(out).header.get_xyzt_units()[0] == "meter"
+    np.testing.assert_allclose(load_volume(out).affine, vol.affine, atol=1e-6)
+    image_itk, mask_itk = sitk.ReadImage(str(src)), sitk.ReadImage(str(out))
+    for get in ("GetOrigin", "GetDirection", "GetSpacing"):
+        np.testing.assert_allclose(getattr(mask_itk, get)(), getattr(image_itk, get)(), atol=1e-6, err_msg=get)
+    np.testing.assert_allclose(image_itk.GetSpacing(), (2.0, 2.0, 2.5), atol=1e-6)  # ITK reads it in millimetres too
+
+
+def test_a_nifti_in_microns_is_checked_in_millimetres(tmp_path):
+    from domains.medical.io import check_input
+
+    img = nib.Nifti1Image(np.ones((10, 10, 10), dtype=np.float32), np.diag([50.0, 50.0, 50.0, 1.0]))
+    img.header.set_xyzt_units("micron")
+    nib.save(img, tmp_path / "mouse.nii.gz")
+    with pytest.raises(MedicalInputError, match=r"absurd voxel spacing \(0\.05, 0\.05, 0\.05\) mm"):  # was "(50, 50, 50) mm"
+        check_input(tmp_path / "mouse.nii.gz", 3.0)

@@ -46,13 +46,13 @@ VARIANCE_RULES = ("rms", "scaled_median", "scaled_rms", "loglinear", "loglinear_
 HEAD_RULES = ("head", "loglinear_head")  # rules that score a variance head's forecast (column HEAD_COLUMN) where a row has one
 HEAD_COLUMN = "rvol_var_head"
 COMBINED_WITH = "gjr_t"  # the baseline whose variance forecast ``loglinear_gjr`` adds as a regressor
-# adopted on validation experiments before the test span (domains/finance/README.md): loglinear (session 3); head (session 6) —
+# adopted on validation experiments before the test span (domains/finance/HISTORY.md): loglinear (session 3); head (session 6) —
 # a TFT's variance-head forecast where the run has one, loglinear for every other row (so runs without a head score as before)
 DEFAULT_RULE = "head"
 FLOOR = 1e-8  # variance floor (QLIKE's vol floor 1e-4, squared)
 # the ensemble's variance forecast: ``members_geo`` = geometric mean of its members' variance forecasts under the same
 # rule (each member recalibrated on its own earlier forecasts); ``quantiles`` = the rule applied to the ensemble's
-# averaged quantiles. members_geo adopted on the pre-2002 validation backtest (domains/finance/README.md).
+# averaged quantiles. members_geo adopted on the pre-2002 validation backtest (domains/finance/HISTORY.md).
 ENSEMBLE_VARIANCE = ("members_geo", "quantiles")
 DEFAULT_ENSEMBLE_VARIANCE = "members_geo"
 

@@ -48,7 +48,7 @@ def score(cfg: ScoreConfig):
     # the model run's weights and config files stamped once: a run retrained in place (same name) is another job — a new
     # default name, an --out holding its old rows refused — and the --out check, the name and the job share the stamp
     digest = digest_items(items, model_run=model_dir)
-    check_scoring_job(cfg, items, scorer, digest)  # an --out holding another job: refused before the run folder, --out untouched
+    job = check_scoring_job(cfg, items, scorer, digest)  # an --out holding another job: refused before the run folder, --out untouched
     # each forecastable ticker's calendar (a mistyped --calendar: one line, before the run folder) and forecast's
     # calendar_mismatch warning, once per job here rather than in every worker
     known = set(meta.get("tickers") or ())
@@ -57,7 +57,7 @@ def score(cfg: ScoreConfig):
     # no timestamp in the default name: the identical command after a crash finishes this job
     name = job_name("score", items, scorer, cfg.items_per_chunk, model_dir, digest=digest) if cfg.out is None else f"score-{pd.Timestamp.now():%Y%m%d-%H%M%S}"
     with Run.start("finance", cfg, new_name=name, stable_name=cfg.out is None, command="score", kind="job") as run:
-        summary = run_job_from_config(items, scorer, cfg, default_out=run.path("scores"), digest=digest)
+        summary = run_job_from_config(items, scorer, cfg, default_out=run.path("scores"), digest=digest, job=job)
         data.report.write(run.dir)
         quarantined = set(read_quarantine(summary.out_dir)["item_id"])
         used = sorted({c for t, c in calendars.items() if t not in quarantined})  # the calendars of the rows written, as forecast records them

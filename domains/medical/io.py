@@ -30,7 +30,7 @@ from domains.medical.validation import (MAX_SIDE, MAX_VOXELS, MedicalInputError,
 
 __all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES", "probe_volume",
            "check_input", "read_input_for_model", "is_dicom_file", "content_id", "save_volume_nifti", "header_geometry",
-           "list_dicom_series", "volume_count", "DicomFolder"]
+           "list_dicom_series", "volume_count", "DicomFolder", "nrrd_data_files"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
 _SERIES_FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")  # files that may hold a 4D series (--volume picks one volume)
@@ -407,6 +407,8 @@ def content_id(path: str | Path, prefix: str = "vol") -> str:
     p = Path(path)
     h = hashlib.sha256()
     files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else []
+    if p.is_file() and p.name.lower().endswith(".nhdr"):  # a detached header: its voxels are in the data file it names
+        files += [f for f in nrrd_data_files(p) if f.is_file()]
     for f in files:
         if p.is_dir():
             h.update(str(f.relative_to(p)).encode() + b"\0")
@@ -415,6 +417,26 @@ def content_id(path: str | Path, prefix: str = "vol") -> str:
                 h.update(block)
         h.update(b"\0")
     return f"{prefix}-{h.hexdigest()[:12]}"
+
+
+def nrrd_data_files(path: str | Path) -> list[Path]:
+    """The data file a detached NRRD header (``.nhdr``) names (``data file: scan.raw.gz``, beside it), as a path; [] for
+    anything else, a header that does not read, or the multi-file forms (``LIST``, a ``%d`` pattern). ``score`` keys a
+    ``.nhdr`` by its data's bytes too (:func:`content_id`: the header alone did not change when the voxels did) and does
+    not take that data file for an input of its own."""
+    p = Path(path)
+    if not p.name.lower().endswith(".nhdr"):
+        return []
+    try:
+        import nrrd
+
+        name = nrrd.read_header(str(p)).get("data file")
+    except Exception:  # noqa: BLE001 - the reader names a header that does not read
+        return []
+    if not isinstance(name, str) or not name.strip() or name.strip().upper().startswith("LIST") or "%" in name:
+        return []
+    data = Path(name.strip())
+    return [data if data.is_absolute() else p.parent / data]
 
 
 def _kind(p: Path) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 from core.io import atomic_write_text
 from core.scoring import Scorer, ScoringError, WorkItem
 from core.scoring.job import read_job
-from domains.medical.io import content_id
+from domains.medical.io import content_id, nrrd_data_files
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["SegmentationScorer", "folder_entries", "work_items", "write_name_map", "NAME_MAP_FILE", "sanitize", "recorded_mask_dir", "item_choice"]
@@ -29,7 +29,7 @@ NAME_MAP_FILE = ".dlsuite-ids.csv"
 
 def folder_entries(folder: str | Path) -> list[Path]:
     """Every non-hidden entry of ``folder`` (files and DICOM sub-folders), so that bad files are
-    reported rather than silently ignored."""
+    reported rather than silently ignored — except the data file a detached NRRD header beside it names (part of that volume)."""
     if not str(folder).strip():
         raise MedicalInputError("--input is empty; give a folder of volumes")
     folder = Path(folder)
@@ -38,7 +38,10 @@ def folder_entries(folder: str | Path) -> list[Path]:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
     if not entries:
         raise MedicalInputError(f"{folder}: empty folder")
-    return entries
+    # the data file of a detached NRRD header (scan.nhdr + scan.raw.gz) is part of that volume, not an input of its own (it
+    # was quarantined as 'not a supported volume')
+    data_files = {f.resolve() for e in entries for f in nrrd_data_files(e)}
+    return [e for e in entries if e.resolve() not in data_files]
 
 
 def work_items(paths: list[Path]) -> tuple[list[WorkItem], dict[str, str]]:

@@ -167,3 +167,32 @@ def test_a_nifti_in_microns_is_checked_in_millimetres(tmp_path):
     nib.save(img, tmp_path / "mouse.nii.gz")
     with pytest.raises(MedicalInputError, match=r"absurd voxel spacing \(0\.05, 0\.05, 0\.05\) mm"):  # was "(50, 50, 50) mm"
         check_input(tmp_path / "mouse.nii.gz", 3.0)
+
+
+def test_score_takes_a_detached_nrrd_header_and_its_data_file_as_one_volume_keyed_by_its_voxels(tmp_path):
+    """Slicer's 'scan.nhdr + scan.raw.gz': score took the data file for an input of its own (quarantined as 'not a supported
+    volume'), and keyed the volume by its header's bytes alone — new voxels under the same header kept the id (and so the
+    finished job's rows and masks)."""
+    import nrrd
+
+    from domains.medical.io import content_id
+    from domains.medical.scoring import folder_entries
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    first, second = _two_volumes()
+    header = {"space": "left-posterior-superior", "space directions": np.diag([2.0, 2.0, 2.5]), "space origin": [-10.0, 4.0, 0.0]}
+    nrrd.write(str(inp / "scan.nhdr"), first, header, detached_header=True)
+    nib.save(nib.Nifti1Image(first, np.eye(4)), inp / "other.nii.gz")
+    assert sorted(p.name for p in inp.iterdir()) == ["other.nii.gz", "scan.nhdr", "scan.raw.gz"]
+    assert [p.name for p in folder_entries(inp)] == ["other.nii.gz", "scan.nhdr"]  # the data file is part of scan.nhdr
+    before, head = content_id(inp / "scan.nhdr"), (inp / "scan.nhdr").read_bytes()
+    nrrd.write(str(inp / "scan.nhdr"), second, header, detached_header=True)  # new voxels ...
+    (inp / "scan.nhdr").write_bytes(head)  # ... under the very same header bytes
+    assert content_id(inp / "scan.nhdr") != before
+    np.testing.assert_array_equal(load_volume(inp / "scan.nhdr").data, second)
+
+
+def _two_volumes() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(5)
+    return rng.random((8, 9, 10)).astype(np.float32), rng.random((8, 9, 10)).astype(np.float32)

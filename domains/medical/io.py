@@ -595,8 +595,11 @@ def _load_nrrd(p: Path, volume: int | None = None) -> Volume:
     space = str(hdr.get("space", "left-posterior-superior")).lower()
     if space in ("left-posterior-superior", "lps"):
         aff = _LPS_TO_RAS @ aff
+    elif space in ("left-anterior-superior", "las"):  # the third anatomical space NRRD defines (was refused)
+        aff = np.diag([-1.0, 1.0, 1.0, 1.0]) @ aff
     elif space not in ("right-anterior-superior", "ras"):
-        raise MedicalInputError(f"{p}: NRRD space {space!r} is not supported (expected RAS or LPS)")
+        raise MedicalInputError(f"{p}: NRRD space {plain(space)} is not supported (expected right-anterior-superior, "
+                                "left-anterior-superior or left-posterior-superior)")
     return Volume(data=data, affine=aff, path=str(p), format="nrrd")
 
 

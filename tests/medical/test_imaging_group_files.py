@@ -196,3 +196,22 @@ def test_score_takes_a_detached_nrrd_header_and_its_data_file_as_one_volume_keye
 def _two_volumes() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(5)
     return rng.random((8, 9, 10)).astype(np.float32), rng.random((8, 9, 10)).astype(np.float32)
+
+
+def test_a_nrrd_in_left_anterior_superior_space_reads_where_the_same_grid_in_lps_does(tmp_path):
+    """NRRD defines three anatomical spaces (RAS, LAS, LPS); LAS was refused as 'not supported'. The same grid written in
+    LAS and in LPS coordinates is the same volume in the same place."""
+    import nrrd
+
+    data = _two_volumes()[0]
+    lps_dirs, lps_origin = np.array([[0.0, 2.0, 0.0], [-1.5, 0.0, 0.0], [0.0, 0.2, 3.0]]), np.array([-40.0, 25.0, 12.0])
+    flip_y = np.array([1.0, -1.0, 1.0])  # LPS -> LAS: the second axis points the other way
+    nrrd.write(str(tmp_path / "lps.nrrd"), data, {"space": "left-posterior-superior", "space directions": lps_dirs, "space origin": lps_origin})
+    nrrd.write(str(tmp_path / "las.nrrd"), data, {"space": "left-anterior-superior", "space directions": lps_dirs * flip_y,
+                                                  "space origin": lps_origin * flip_y})
+    lps, las = load_volume(tmp_path / "lps.nrrd"), load_volume(tmp_path / "las.nrrd")  # was "NRRD space 'left-anterior-superior' is not supported"
+    np.testing.assert_allclose(las.affine, lps.affine)
+    np.testing.assert_array_equal(las.data, lps.data)
+    nrrd.write(str(tmp_path / "xyz.nrrd"), data, {"space": "scanner-xyz", "space directions": lps_dirs})
+    with pytest.raises(MedicalInputError, match=r"NRRD space 'scanner-xyz' is not supported \(expected right-anterior-superior, "):
+        load_volume(tmp_path / "xyz.nrrd")

@@ -292,6 +292,11 @@ def _nrrd_geometry(hdr, axes: list[int]) -> np.ndarray:
     return np.diag([float(spacings[i]) if spacings is not None and np.isfinite(float(spacings[i])) else 1.0 for i in axes])
 
 
+# NRRD axis kinds whose entries are volumes of one series (time points, a DWI's gradients, channels); other non-spatial
+# kinds (RGB-color, 3-vector, 3D-symmetric-matrix, ...) are the components of one multi-valued image
+_NRRD_SERIES_KINDS = ("list", "time", "point", "none", "???")
+
+
 def _nrrd_volume_index(hdr, p: Path, volume: int | None) -> tuple[list[int], int | None, int | None] | None:
     """(spatial axes, series axis, index to read along it) of a NRRD (:func:`_nrrd_axes`), the volume checked as a 4D NIfTI's is."""
     layout = _nrrd_axes(hdr)
@@ -305,7 +310,12 @@ def _nrrd_volume_index(hdr, p: Path, volume: int | None) -> tuple[list[int], int
     n = sizes[series_axis] if series_axis is not None else None
     kind = ""
     if series_axis is not None and hdr.get("kinds") is not None and len(hdr["kinds"]) == len(sizes):
-        kind = f"{plain(str(hdr['kinds'][series_axis]))} "
+        named = str(hdr["kinds"][series_axis]).strip()
+        if named.lower() not in _NRRD_SERIES_KINDS:  # colour, vector (a displacement field), tensor: components, not volumes
+            raise MedicalInputError(f"{p}: its axis {series_axis + 1} of {len(sizes)} holds {n} components of kind {plain(named)} (a colour, "
+                                    "vector or tensor image), not grey-value volumes; expected a 3D volume, or a series of them on a "
+                                    "'list' or 'time' axis")
+        kind = f"{plain(named)} "
     where = f"along its {kind}axis {series_axis + 1} of {len(sizes)}" if series_axis is not None else ""
     return axes, series_axis, _pick_volume_index(n, p, volume, sizes, where)
 
@@ -497,7 +507,12 @@ def volume_count(path: str | Path) -> int | None:
 
             hdr = nrrd.read_header(str(p))
             layout = _nrrd_axes(hdr)
-            return int(hdr["sizes"][layout[1]]) if layout is not None and layout[1] is not None else None
+            if layout is None or layout[1] is None:
+                return None
+            kinds = hdr.get("kinds")
+            if kinds is not None and len(kinds) == len(hdr["sizes"]) and str(kinds[layout[1]]).strip().lower() not in _NRRD_SERIES_KINDS:
+                return None  # colour/vector components, not volumes: the reader refuses it by name
+            return int(hdr["sizes"][layout[1]])
     except Exception:  # noqa: BLE001 - the reader refuses it by name
         return None
     return None

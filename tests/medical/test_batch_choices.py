@@ -93,6 +93,23 @@ def test_a_4d_nrrd_is_refused_from_its_header_naming_its_volumes_and_volume_pick
         load_volume(plain, volume=0)
 
 
+def test_a_colour_or_vector_nrrd_is_not_offered_as_volumes(tmp_path):
+    """Only a 'list'/'time' axis holds volumes of one series: an RGB or displacement-vector NRRD's components are not
+    volumes to pick (it was refused as a '4D series: pick one volume first')."""
+    import nrrd
+
+    vols = np.stack(_boxes(sides=(2, 3, 4)))
+    for kind in ("RGB-color", "3-vector"):
+        path = tmp_path / f"{kind}.nrrd"
+        nrrd.write(str(path), vols, {"space": "left-posterior-superior", "space directions": np.array([NAN3, *LPS_DIRS]),
+                                     "kinds": [kind, "domain", "domain", "domain"]})
+        assert volume_count(path) is None  # no volumes for the page to offer; the read is refused, with or without --volume
+        for call in (lambda: probe_volume(path), lambda: load_volume(path), lambda: load_volume(path, volume=0)):
+            with pytest.raises(MedicalInputError, match=rf"axis 1 of 4 holds 3 components of kind '{kind}' \(a colour, vector or tensor "
+                                                        r"image\), not grey-value volumes; expected a 3D volume"):
+                call()
+
+
 # --- score --series / --volume ------------------------------------------------------------------------------------
 
 

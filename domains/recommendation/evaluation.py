@@ -20,7 +20,7 @@ from core.errors import UserInputError
 from core.logging import get_logger
 from domains.recommendation.checks import path_arg
 from domains.recommendation.metrics import ranking_metrics, top_k
-from domains.recommendation.model import all_embeddings
+from domains.recommendation.model import all_embeddings, rank_mask, untrained_id_mask
 
 __all__ = ["evaluate_scores", "model_scores", "load_metrics", "reevaluate_run", "ANCHORS_NDCG10", "ANCHORS_SETTING", "anchors_for", "RunFilesMissing", "RunDataChanged", "RunDataMissing", "check_same_split",
            "run_data_source"]
@@ -50,10 +50,12 @@ def evaluate_scores(scores: torch.Tensor, seen: list[np.ndarray], truth: list[np
     return ranking_metrics(recs, truth, n_items, k, popularity)
 
 
-def model_scores(model, prep) -> torch.Tensor:
-    """Every user × every item score of a two-tower model (``prep``: anything with ``batcher`` and ``space``)."""
-    U, V = all_embeddings(model, prep.batcher, prep.space.n_users, prep.space.n_items)
-    return U @ V.T
+def model_scores(model, prep, trained_items: np.ndarray | None = None) -> torch.Tensor:
+    """Every user × every item score of a two-tower model (``prep``: anything with ``batcher`` and ``space``);
+    ``trained_items``: the item rows the model was trained on — the others are -inf, in no ranked list
+    (:func:`domains.recommendation.model.untrained_id_mask`); None: every item ranked."""
+    U, V = all_embeddings(model, prep.batcher, prep.space.n_users, prep.space.n_items, trained_items=trained_items)
+    return rank_mask(U @ V.T, untrained_id_mask(prep.space.n_items, trained_items))
 
 
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:

@@ -34,8 +34,8 @@ from core.errors import UserInputError, plain
 from core.runs import RunNotFoundError, read_run, resolve_model_run
 from domains.recommendation.checks import ArgumentError, found, id_arg, path_arg, text_list, whole_number
 from domains.recommendation.data import group_by_user, id_as_recorded, id_number
-from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, all_embeddings, create_model, item_text_embeddings,
-                                          item_texts, model_spec)
+from domains.recommendation.model import (TWO_TOWER, UNTRAINED_NOT_RANKED, Batcher, FeatureSpace, TwoTower, all_embeddings, create_model, item_text_embeddings,
+                                          item_texts, model_spec, rank_mask, untrained_id_mask)
 
 __all__ = ["Recommender", "UnknownItemError", "UnknownUserError", "InvalidQueryError", "NotARecommendationRun", "POPULARITY_COLUMN", "load_run_model", "lookup_id", "near_ids",
            "resolve_two_tower_run", "sequence_run_note", "SEQUENCE_COMMAND"]
@@ -123,6 +123,7 @@ class Recommender:
     seen: dict  # user_id -> np.ndarray of item rows
     popularity: np.ndarray  # training interaction count per item row
     k_default: int = 10
+    untrained: torch.Tensor | None = None  # item rows in no ranked list (model.untrained_id_mask); None: every item ranked
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod
@@ -148,9 +149,11 @@ class Recommender:
         seen = {u: g for u, g in zip(space.user_ids, per_user) if len(g)}  # users with training history only
         if cfg.history:
             batcher.set_history([seen.get(u, np.empty(0, np.int64)) for u in space.user_ids])
-        U, V = all_embeddings(model, batcher, space.n_users, space.n_items)
+        # items without a training interaction: in no ranked list, their vector from their features — as train evaluated the run, when it did
+        trained = np.unique(rows) if spec.get(UNTRAINED_NOT_RANKED) else None
+        U, V = all_embeddings(model, batcher, space.n_users, space.n_items, trained_items=trained)
         pop = np.bincount(rows, minlength=space.n_items).astype(np.float64)
-        return cls(run_dir, model, space, users, items, batcher, U, V, seen, pop, k)
+        return cls(run_dir, model, space, users, items, batcher, U, V, seen, pop, k, untrained_id_mask(space.n_items, trained))
 
     # -- queries -------------------------------------------------------------------------------
     def users(self) -> list:
@@ -208,6 +211,7 @@ class Recommender:
             reason, fallback = "", False
         if len(seen):
             scores[torch.as_tensor(seen)] = float("-inf")
+        rank_mask(scores, self.untrained)
         val, idx = torch.topk(scores, min(k, int(torch.isfinite(scores).sum())))
         out = self._item_frame(idx.numpy(), val.numpy())
         out[POPULARITY_COLUMN] = np.nan
@@ -228,15 +232,15 @@ class Recommender:
         if no_history:
             scores[torch.as_tensor(no_history)] = torch.as_tensor(self.popularity, dtype=scores.dtype)
         excl = [self.seen.get(self.space.user_ids[r], np.empty(0, np.int64)) for r in user_rows]
-        return top_k(scores, k, excl)
+        return top_k(rank_mask(scores, self.untrained), k, excl)
 
     def similar_items(self, item_id, k: int = 10) -> pd.DataFrame:
         k = _check_k(k)
         row = self.item_row(item_id)
         deep = self.model.deep_part(self.item_vecs) if isinstance(self.model, TwoTower) else self.item_vecs  # the item tower's space
-        sims = deep @ deep[row]
+        sims = rank_mask(deep @ deep[row], self.untrained)
         sims[row] = float("-inf")
-        val, idx = torch.topk(sims, min(k, self.space.n_items - 1))
+        val, idx = torch.topk(sims, min(k, int(torch.isfinite(sims).sum())))
         return self._item_frame(idx.numpy(), val.numpy())
 
     @torch.no_grad()

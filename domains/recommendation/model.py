@@ -62,7 +62,7 @@ from core.logging import get_logger
 from core.registry import Registry
 
 __all__ = ["FeatureSpace", "TwoTowerConfig", "TwoTower", "sampled_softmax_loss", "full_softmax_loss", "sampling_log_q", "item_text_embeddings", "item_texts",
-           "USER_FEATURES", "ITEM_FEATURES", "AGE_BUCKETS", "Batcher", "all_embeddings",
+           "USER_FEATURES", "ITEM_FEATURES", "AGE_BUCKETS", "Batcher", "all_embeddings", "untrained_id_mask", "rank_mask", "UNTRAINED_NOT_RANKED",
            "register_model", "create_model", "model_spec", "registered_models", "TWO_TOWER", "UnknownModelError"]
 
 log = get_logger("recommendation.model")
@@ -541,8 +541,12 @@ class Batcher:
             keys.append(HISTORY)
         return KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths))
 
-    def item_kjt(self, rows: torch.Tensor, id_dropout: float = 0.0, generator: torch.Generator | None = None) -> KeyedJaggedTensor:
+    def item_kjt(self, rows: torch.Tensor, id_dropout: float = 0.0, generator: torch.Generator | None = None,
+                 unknown_id: torch.Tensor | None = None) -> KeyedJaggedTensor:
+        """``unknown_id``: a mask over every item row (:func:`untrained_id_mask`); the masked items' id is "unknown"."""
         ids = self.item_id[rows].clone()
+        if unknown_id is not None:
+            ids[unknown_id[rows]] = 0
         if id_dropout:
             drop = torch.rand(len(rows), generator=generator) < id_dropout
             ids[drop] = 0
@@ -556,12 +560,49 @@ class Batcher:
         return None if self.text is None else self.text[rows]
 
 
+# model.json's key saying that the run leaves the items without a training interaction out of every ranked list (and gives
+# them the id "unknown" where a vector of theirs is needed), as train's evaluation did; a run recorded before it is served as
+# it was evaluated: every item ranked, by its own id
+UNTRAINED_NOT_RANKED = "untrained_items_not_ranked"
+
+
+def untrained_id_mask(n_items: int, trained_rows: np.ndarray | None) -> torch.Tensor | None:
+    """Which item rows have an id embedding training never updated: every row not in ``trained_rows`` (the item rows of
+    the interactions the model was trained on); None when ``trained_rows`` is None (every id trained).
+
+    With the in-batch sampled softmax an item is only ever in a batch as some row's positive, so the id embedding of an
+    item without a training interaction keeps its random initial value. Scored with it, such items — the catalogue
+    items nobody bought yet, most of an online shop's catalogue — filled 73 percent of the top-10 lists on a
+    5,000-item catalogue with 500 items sold (78 percent of the first places). Their id "unknown" (trained by
+    ``id_dropout``) is no better a ranking signal: on a small run it scored every such item as a generic popular one.
+    So they are not ranked (:func:`rank_mask`); their vector (a ``similar_items`` query) comes from their features,
+    with the id "unknown"."""
+    if trained_rows is None:
+        return None
+    mask = torch.ones(n_items, dtype=torch.bool)
+    mask[torch.as_tensor(np.asarray(trained_rows, dtype=np.int64))] = False
+    return mask
+
+
+def rank_mask(scores: torch.Tensor, untrained: torch.Tensor | None) -> torch.Tensor:
+    """``scores`` (…, n_items) with the columns of the ``untrained`` items (:func:`untrained_id_mask`) at -inf, in place:
+    they are in no ranked list."""
+    if untrained is not None:
+        scores[..., untrained] = float("-inf")
+    return scores
+
+
 @torch.no_grad()
-def all_embeddings(model: TwoTower, batcher: Batcher, n_users: int, n_items: int, batch: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def all_embeddings(model: TwoTower, batcher: Batcher, n_users: int, n_items: int, batch: int = 4096,
+                   trained_items: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every user's and item's serving vector; ``trained_items``: the item rows the model was trained on, the others
+    given the id "unknown" (:func:`untrained_id_mask`; None: every item by its own id)."""
     was = model.training
     model.eval()
+    unknown = untrained_id_mask(n_items, trained_items)
     U = torch.cat([model.user_embedding(batcher.user_kjt(torch.arange(s, min(s + batch, n_users)))) for s in range(0, n_users, batch)])
-    V = torch.cat([model.item_embedding(batcher.item_kjt(r := torch.arange(s, min(s + batch, n_items))), batcher.item_text(r)) for s in range(0, n_items, batch)])
+    V = torch.cat([model.item_embedding(batcher.item_kjt(r := torch.arange(s, min(s + batch, n_items)), unknown_id=unknown), batcher.item_text(r))
+                   for s in range(0, n_items, batch)])
     model.train(was)
     return U, V
 

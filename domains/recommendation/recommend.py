@@ -48,7 +48,8 @@ def answer(rec: Recommender, cfg: RecommendConfig) -> tuple[str, pd.DataFrame, l
             return f"FALLBACK for user {cfg.user}: {out['reason'].iloc[0]} (ranked by {POPULARITY_COLUMN}, not a model score)", out, \
                 ["item_id", "title", "year", "genres", POPULARITY_COLUMN]
         out["because_you_watched"] = out["item_id"].map(because_summary(because_you_watched(rec, cfg.user, k=cfg.k, top=2)))
-        fewer = f"; only {len(out)} unseen item(s) in the catalogue, not --k {cfg.k}" if len(out) < cfg.k else ""
+        ranked = "in the catalogue" if rec.untrained is None else "with a training interaction (the others are not ranked)"
+        fewer = f"; only {len(out)} unseen item(s) {ranked}, not --k {cfg.k}" if len(out) < cfg.k else ""
         return f"Top {len(out)} for user {cfg.user} ({len(rec.history(cfg.user))} items in history, seen items excluded{fewer}):", out, \
             [*cols, "because_you_watched"]
     if cfg.similar_to is not None:

@@ -84,9 +84,12 @@ class TopKScorer(Scorer):
 
         self._rec = Recommender.load(self.run_dir)
         self._faiss = None
+        untrained = self._rec.untrained  # items in no ranked list (model.untrained_id_mask): not in the index either
+        self._ranked = None if untrained is None else np.flatnonzero(~untrained.numpy())
         if self.index != "none":
             t0 = time.perf_counter()
-            self._faiss = build_index(self._rec.item_vecs.numpy(), self.index)
+            vecs = self._rec.item_vecs.numpy()
+            self._faiss = build_index(vecs if self._ranked is None else vecs[self._ranked], self.index)
             # reaches the driver with the chunk results (JobSummary.worker_load_info)
             self._load_info = {"index_build_seconds": time.perf_counter() - t0}
 
@@ -100,7 +103,9 @@ class TopKScorer(Scorer):
         if self._faiss is not None:
             seen = [rec.seen.get(rec.space.user_ids[r], np.empty(0, np.int64)) for r in rows]
             q = np.ascontiguousarray(rec.user_vecs[rows].numpy(), dtype=np.float32)
-            D, I = self._faiss.search(q, min(self.k + max(map(len, seen), default=0), rec.space.n_items))
+            D, I = self._faiss.search(q, min(self.k + max(map(len, seen), default=0), self._faiss.ntotal))
+            if self._ranked is not None:  # index positions -> item rows
+                I = np.where(I >= 0, self._ranked[np.clip(I, 0, None)], -1)
             a_idx, a_val = drop_seen(I, D, seen, self.k, rec.space.n_items)
             frames.append(self._frame(rows, a_idx, a_val, f"faiss-{self.index}"))
         return pd.concat(frames, ignore_index=True)

@@ -45,8 +45,8 @@ from domains.recommendation.config import TrainConfig, data_columns
 from domains.recommendation.data import (check_split_sizes, data_source_record, group_by_user, load_dataset,
                                          require_timestamps, split_interactions, split_name, validation_split)
 from domains.recommendation.evaluation import evaluate_scores, model_scores
-from domains.recommendation.model import (TWO_TOWER, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, create_model, item_text_embeddings,
-                                          full_softmax_loss, item_texts, model_spec, sampled_softmax_loss, sampling_log_q)
+from domains.recommendation.model import (TWO_TOWER, UNTRAINED_NOT_RANKED, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, create_model, item_text_embeddings,
+                                          full_softmax_loss, item_texts, model_spec, rank_mask, sampled_softmax_loss, sampling_log_q, untrained_id_mask)
 
 __all__ = ["DOMAIN", "Prepared", "prepare_inputs", "two_tower_kwargs", "build_model", "LoraText", "train_epochs", "fit_two_tower",
            "train", "finish_run", "TrainingError", "check_resume", "wide_weights", "install_wide", "WideFolds", "WIDE_BLEND_GRID", "Phase", "WeightAverage", "Trainer", "local_trainer"]
@@ -431,9 +431,17 @@ def _valid_ndcg(prep: Prepared, cfg: TrainConfig, state: dict, lora_text: LoraTe
         prep.batcher.text = lora_text.all_vectors(prep.space.n_items)
     seen = group_by_user(prep.fit_u, prep.fit_i, prep.space.n_users)
     truth = group_by_user(prep.valid_u, prep.valid_i, prep.space.n_users)
+    trained = id_trained_items(prep.fit_i, cfg)  # the select phase trains on the fit part
     if getattr(plain, "wide_dim", 0) and getattr(cfg, "wide_mode", "joint") == "blend":
-        return _blend_on_validation(plain, prep, cfg, state, seen, truth)
-    return evaluate_scores(model_scores(plain, prep), seen, truth, prep.space.n_items, cfg.k, prep.popularity())
+        return _blend_on_validation(plain, prep, cfg, state, seen, truth, trained)
+    return evaluate_scores(model_scores(plain, prep, trained), seen, truth, prep.space.n_items, cfg.k, prep.popularity())
+
+
+def id_trained_items(item_rows: np.ndarray, cfg: TrainConfig) -> np.ndarray | None:
+    """The item rows whose id embedding training updates, given the item rows of the interactions trained on: with the
+    sampled softmax an item is in a batch only as a positive, so those items; with ``--softmax full`` every item is in
+    every step's softmax (None: every id). The others are in no ranked list (model.untrained_id_mask)."""
+    return None if getattr(cfg, "softmax", "sampled") == "full" else np.unique(item_rows)
 
 
 # --wide-mode blend: the weight of the wide part relative to the towers' cosine (c = temperature · gain), chosen on validation
@@ -441,15 +449,17 @@ def _valid_ndcg(prep: Prepared, cfg: TrainConfig, state: dict, lora_text: LoraTe
 WIDE_BLEND_GRID = (0.0625, 0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
 
 
-def _blend_on_validation(plain: TwoTower, prep: Prepared, cfg: TrainConfig, state: dict, seen, truth) -> dict[str, float]:
+def _blend_on_validation(plain: TwoTower, prep: Prepared, cfg: TrainConfig, state: dict, seen, truth,
+                         trained: np.ndarray | None = None) -> dict[str, float]:
     """The wide part's gain with the best validation NDCG@k over :data:`WIDE_BLEND_GRID`; written into ``state``."""
-    U, V = all_embeddings(plain, prep.batcher, prep.space.n_users, prep.space.n_items)
+    U, V = all_embeddings(plain, prep.batcher, prep.space.n_users, prep.space.n_items, trained_items=trained)
     d = U.shape[1] - plain.wide_dim
     deep = U[:, :d] @ V[:, :d].T
     wide = (U[:, d:] @ V[:, d:].T) / float(plain.cfg.temperature * plain.wide_gain().detach())  # x_u · B
     best = None
+    untrained = untrained_id_mask(prep.space.n_items, trained)
     for c in WIDE_BLEND_GRID:
-        m = evaluate_scores(deep + c * wide, seen, truth, prep.space.n_items, cfg.k, prep.popularity())
+        m = evaluate_scores(rank_mask(deep + c * wide, untrained), seen, truth, prep.space.n_items, cfg.k, prep.popularity())
         if best is None or m[f"ndcg@{cfg.k}"] > best[f"ndcg@{cfg.k}"]:
             best = {**m, "wide_gain": c / plain.cfg.temperature}
     set_wide_gain(state, best["wide_gain"])
@@ -637,7 +647,8 @@ def finish_run(run: Run, cfg: TrainConfig, prep: Prepared, model: TwoTower, stat
     k = cfg.k
     seen, truth, pop = prep.seen(), prep.truth(), prep.popularity()
     rows = []
-    model_m = evaluate_scores(model_scores(model, prep), seen, truth, prep.space.n_items, k, pop)
+    trained = id_trained_items(prep.train_i, cfg)  # as serving reads it: the items of train.parquet (the training split)
+    model_m = evaluate_scores(model_scores(model, prep, trained), seen, truth, prep.space.n_items, k, pop)
     rows.append({"model": "two_tower", **model_m})
     if cfg.baselines:
         mp = MostPopular(prep.space.n_items).fit(prep.train_u, prep.train_i)
@@ -650,7 +661,7 @@ def finish_run(run: Run, cfg: TrainConfig, prep: Prepared, model: TwoTower, stat
     if prep.text is not None:
         save_weights(run.path("item_text.safetensors"), {"emb": prep.text.contiguous()})
     atomic_write_json(run.path("feature_space.json"), prep.space.to_dict())
-    atomic_write_json(run.path("model.json"), {**model.spec(), "k": k})
+    atomic_write_json(run.path("model.json"), {**model.spec(), "k": k, UNTRAINED_NOT_RANKED: trained is not None})
     atomic_write_json(run.path("split.json"), prep.split_info)
     atomic_write_json(run.path("validation_curve.json"), selection)
     atomic_write_json(run.path("data_report.json"), prep.data_report)

@@ -352,9 +352,11 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
             raise InteractionDataError(f"{source}: column 'timestamp' has {int((~np.isfinite(ts.to_numpy(np.float64))).sum())} non-finite value(s) (inf); expected numbers or dates")
     else:
         ts = _yyyymmdd_as_seconds(_require_numeric(df, "timestamp", source, integer=True), source)
-        if pd.api.types.is_float_dtype(ts) and (ts % 1 != 0).any():  # 1700000000.523: truncating lost the order within a second
-            log.info(f"{source}: timestamps with fractions of a second are kept as whole milliseconds (their order within a second matters)")
-            ts = np.round(ts * 1000)
+    # 1700000000.523 (a Parquet float, a JSON number, or the text of a CSV file — which was truncated): truncating lost the order
+    # within a second
+    if pd.api.types.is_float_dtype(ts) and (ts % 1 != 0).any():
+        log.info(f"{source}: timestamps with fractions of a second are kept as whole milliseconds (their order within a second matters)")
+        ts = np.round(ts * 1000)
     huge = np.abs(ts.to_numpy(np.float64)) >= 2.0**63  # beyond int64: astype wrapped them to -9.2e18, sorted first
     if huge.any():
         raise InteractionDataError(f"{source}: column 'timestamp' has {int(huge.sum())} value(s) too large for a time (first at file rows {_rows(huge)}: "

@@ -99,3 +99,15 @@ def test_files_joined_with_their_headers_are_refused(tmp_path):
         load_interactions(p)
     assert str(e.value) == (f"{p}: line(s) [4] repeat the header line (user_id, item_id); expected one header line "
                             "(files joined with their headers? keep the first file's only)")
+
+
+def test_a_csv_click_log_in_fractional_seconds_keeps_its_order(tmp_path):
+    """time.time() written to a CSV: the text '1700000000.7' was truncated to whole seconds (Parquet and JSON numbers were
+    not), tying the clicks of a second, and leave-last-out took the later line of a tie instead of the latest click."""
+    from domains.recommendation.data import split_interactions
+
+    p = tmp_path / "clicks.csv"
+    p.write_text("user_id,item_id,timestamp\nu,late,1700000000.7\nu,early,1700000000.2\nu,first,1699999995\n")
+    inter = load_interactions(p).interactions
+    assert inter["timestamp"].tolist() == [1700000000700, 1700000000200, 1699999995000]  # whole milliseconds, as a Parquet float column
+    assert split_interactions(inter, "leave-last-out").test["item_id"].tolist() == ["late"]  # was "early": the later line of the tie

@@ -18,7 +18,7 @@ import pandas as pd
 from core.io import atomic_write_text
 from core.scoring import Scorer, ScoringError, WorkItem
 from core.scoring.job import read_job
-from domains.medical.io import content_id, nrrd_data_files
+from domains.medical.io import content_id, is_dicom_file, nrrd_data_files
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["SegmentationScorer", "folder_entries", "work_items", "write_name_map", "NAME_MAP_FILE", "sanitize", "recorded_mask_dir", "item_choice"]
@@ -38,6 +38,12 @@ def folder_entries(folder: str | Path) -> list[Path]:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
     if not entries:
         raise MedicalInputError(f"{folder}: empty folder")
+    # a DICOM series folder given as the batch: each slice was an item, quarantined one by one as 'a single DICOM file is one slice'
+    files = [e for e in entries if e.is_file()]
+    if len(files) >= 2 and len(files) == len(entries) and all(f.name.lower().endswith(".dcm") or is_dicom_file(f) for f in files):
+        raise MedicalInputError(f"{folder}: holds {len(files)} DICOM files and no sub-folder: it is a series (its slices), not a folder of "
+                                f"inputs; segment it with `python -m domains.medical.infer --input {folder}`, or give score the folder "
+                                "that holds one sub-folder per series")
     # the data file of a detached NRRD header (scan.nhdr + scan.raw.gz) is part of that volume, not an input of its own (it
     # was quarantined as 'not a supported volume')
     data_files = {f.resolve() for e in entries for f in nrrd_data_files(e)}

@@ -215,3 +215,19 @@ def test_a_nrrd_in_left_anterior_superior_space_reads_where_the_same_grid_in_lps
     nrrd.write(str(tmp_path / "xyz.nrrd"), data, {"space": "scanner-xyz", "space directions": lps_dirs})
     with pytest.raises(MedicalInputError, match=r"NRRD space 'scanner-xyz' is not supported \(expected right-anterior-superior, "):
         load_volume(tmp_path / "xyz.nrrd")
+
+
+def test_score_given_a_dicom_series_folder_itself_is_one_line_pointing_to_infer(tmp_path, dicom_writer):
+    """`score --input <the series folder>` made every slice an item, each quarantined as 'a single DICOM file is one slice'
+    (a run of N quarantine rows); it is one line from the listing of --input (score calls it before its run folder exists),
+    naming what the folder is and what to give instead."""
+    from domains.medical.scoring import folder_entries
+
+    series = dicom_writer(tmp_path / "series", np.zeros((8, 8, 5), dtype=np.int16) + 40, spacing=(1.0, 1.0, 2.0))
+    with pytest.raises(MedicalInputError) as e:
+        folder_entries(series)
+    msg = str(e.value)
+    assert "\n" not in msg and "holds 5 DICOM files and no sub-folder: it is a series" in msg and "domains.medical.infer --input" in msg, msg
+    (series.parent / "study").mkdir()
+    series.rename(series.parent / "study" / "series")
+    assert [p.name for p in folder_entries(series.parent / "study")] == ["series"]  # a folder of series folders, as before

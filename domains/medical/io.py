@@ -889,6 +889,10 @@ def _refuse_stacked_volumes(slices: list, folder: Path) -> None:
             ordered = sorted(values, key=lambda v: (float(v), v) if number.fullmatch(v) else (float("inf"), v))
             by = f" ({tag} {', '.join(v if number.fullmatch(v) else plain(v) for v in ordered)})"
             break
+    instances = [str(getattr(s, "InstanceNumber", "") or "").strip() for s in slices]
+    if not by and "" not in instances and len(set(instances)) < len(instances):  # the same images twice, not two volumes
+        raise MedicalInputError(f"{folder}: holds each of its {len(positions)} slices {k} times, under the same InstanceNumbers (copies of "
+                                "the same files?); keep one copy of each slice file in the folder")
     raise MedicalInputError(f"{folder}: {k} images at each of its {len(positions)} slice positions{by}: a multi-echo, dynamic or diffusion "
                             f"series holds {k} volumes, one per echo or time point; convert it to NIfTI (e.g. dcm2niix: a file per echo, "
                             "a 4D file of time points — then --volume picks one), or put each volume's slices in a folder of their own")

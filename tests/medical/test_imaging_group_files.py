@@ -108,6 +108,11 @@ def test_a_series_of_several_images_at_each_position_names_them_from_the_headers
     shutil.copy(next(folder.glob("V2-*")), one / "stray.dcm")  # one repeated position is not a second volume: named as before
     with pytest.raises(MedicalInputError, match="duplicate slice positions"):
         load_volume(one)
+    (one / "stray.dcm").unlink()
+    for f in sorted(one.iterdir()):  # the same files copied in twice: not called a multi-echo series
+        shutil.copy(f, one / f"copy-{f.name}")
+    with pytest.raises(MedicalInputError, match=r"one-echo: holds each of its 6 slices 2 times, under the same InstanceNumbers"):
+        load_volume(one)
 
 
 def test_a_series_whose_slices_have_their_own_rescale_slope_and_intercept_reads_as_the_values_they_mean(tmp_path, dicom_writer):

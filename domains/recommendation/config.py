@@ -88,7 +88,8 @@ def data_columns(settings) -> dict[str, str | None]:
 
 @dataclass
 class DataConfig:
-    data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-100k: u.data/u.item/u.user; ml-1m: ratings.dat/users.dat/movies.dat; ml-20m) or a .parquet/.csv/.jsonl interaction file",
+    data: str = field(default="ml-100k", metadata={"help": "ml-100k (bundled), a MovieLens folder (ml-100k: u.data/u.item/u.user; ml-1m: ratings.dat/users.dat/movies.dat; ml-20m), "
+                                                           "a RecBole .inter file or folder, a .parquet/.csv/.jsonl interaction file or a folder of Parquet parts (Spark)",
                                                    # train --resume reads the same data, by content (core.runs; data_source.json)
                                                    "resume": RESUME_SAME_DATA, "data_names": (ML100K,),
                                                    "resume_why": "the checkpoint's users and items are that data's rows"})

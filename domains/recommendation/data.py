@@ -864,7 +864,21 @@ def _read_json_records(path: Path) -> pd.DataFrame:
     return read_text_guessing_encoding(path, lambda encoding, errors: _json_records(path, encoding, errors))[0]
 
 
+def parquet_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is a Parquet data set as Spark, Dask or pyarrow write one (``part-*.parquet`` files, partition
+    folders ``date=2024-01-01/``, a ``_SUCCESS`` marker) and not a MovieLens or RecBole folder."""
+    if any((folder / f).is_file() for f in ("u.data", "ratings.dat", "ratings.csv")) or any(folder.glob("*.inter")):
+        return False
+    return next((f for f in folder.rglob("*.parquet") if f.is_file()), None) is not None
+
+
 def _read_table(path: Path, what: str) -> pd.DataFrame:
+    if path.is_dir() and parquet_dataset(path):  # one table in many files: read as one
+        try:
+            return pd.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow's errors: files of different schemas, a damaged part
+            raise InteractionDataError(f"{path}: a folder of Parquet files that cannot be read as one table ({type(e).__name__}: {one_line(e, None)}); "
+                                       f"expected {what} in every part") from e
     if path.is_dir():
         raise InteractionDataError(f"{path}: a folder, not a file (expected {what}; a MovieLens folder is read by load_movielens_folder, or --data FOLDER)")
     if not path.is_file():
@@ -1129,6 +1143,8 @@ def load_dataset(source: str = ML100K, date_order: str = "auto", columns: dict[s
                                        "these flags name the fields of an interaction file or a RecBole .inter file given as --data")
         return load_ml100k()
     p = path_arg(source, "source", "'ml-100k', a MovieLens folder or an interaction file")
+    if p.is_dir() and parquet_dataset(p):  # a Spark/Dask export: events.parquet/part-*.parquet
+        return load_interactions(p, date_order=date_order, columns=columns)
     if p.is_dir():
         return load_movielens_folder(p, date_order=date_order, columns=columns)
     if p.suffix.lower() in TABLE_SUFFIXES:

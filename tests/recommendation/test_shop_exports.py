@@ -111,3 +111,26 @@ def test_a_csv_click_log_in_fractional_seconds_keeps_its_order(tmp_path):
     inter = load_interactions(p).interactions
     assert inter["timestamp"].tolist() == [1700000000700, 1700000000200, 1699999995000]  # whole milliseconds, as a Parquet float column
     assert split_interactions(inter, "leave-last-out").test["item_id"].tolist() == ["late"]  # was "early": the later line of the tie
+
+
+def test_a_spark_parquet_folder_is_one_table(tmp_path):
+    """A data team's export is a folder (``events.parquet/day=…/part-….parquet``, ``_SUCCESS``): it was taken for a
+    MovieLens folder ("no u.data …, nor a RecBole .inter file")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from domains.recommendation.data import load_dataset
+
+    df = pd.DataFrame({"user_id": [f"u{i % 7}" for i in range(60)], "item_id": [f"s{i % 11}" for i in range(60)], "timestamp": range(60),
+                       "day": ["2024-01-01"] * 30 + ["2024-01-02"] * 30})
+    folder = tmp_path / "events.parquet"
+    pq.write_to_dataset(pa.Table.from_pandas(df, preserve_index=False), str(folder), partition_cols=["day"])
+    (folder / "_SUCCESS").touch()
+    data = load_dataset(str(folder))
+    got = data.interactions.sort_values("timestamp")
+    assert got[["user_id", "item_id", "timestamp"]].values.tolist() == df[["user_id", "item_id", "timestamp"]].values.tolist()
+    assert data.name == "events"
+    (folder / "day=2024-01-03").mkdir()
+    pd.DataFrame({"user": [1], "other": ["x"]}).to_parquet(folder / "day=2024-01-03" / "part-bad.parquet")  # a part of another schema
+    with pytest.raises(InteractionDataError, match=r"events\.parquet: 1 row\(s\) with an empty user_id"):  # its rows have no user: refused
+        load_dataset(str(folder))

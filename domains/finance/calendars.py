@@ -9,8 +9,9 @@
 Finance's exchange suffixes (``.T`` Tokyo, ``.L`` London, ``.DE`` Xetra, ``.PA`` Paris, ``.HK`` Hong Kong,
 ``.TO`` Toronto, ``.ME`` Moscow, ``.BE``/``.MU``/``.HA`` Berlin/Munich/Hanover on Frankfurt's holidays, ...;
 :data:`SUFFIX_CALENDARS`, with where each mapping comes from), stooq's country suffixes (``.US``, ``.UK``, ``.JP``, ``.DE``,
-``.HK``, ``.HU``), the main non-US indices (``^FTSE``, ``^GDAXI``, ``^N225``, ...; :data:`INDEX_CALENDARS`), and Yahoo's
-crypto pairs (``BTC-USD``: ``24/7``), currency pairs (``EURUSD=X``: ``24/5``) and futures (``CL=F``: ``us_futures``);
+``.HK``, ``.HU``), Bloomberg's exchange codes (``VOD LN Equity`` London, ``7203 JT Equity`` Tokyo, ``SAP GY Equity``
+Xetra, ...; :data:`BLOOMBERG_CALENDARS`), the main non-US indices (Yahoo's ``^FTSE``, ``^GDAXI``, ``^N225``, ... and Bloomberg's
+``UKX Index``, ``NKY Index``, ...; :data:`INDEX_CALENDARS`), and Yahoo's crypto pairs (``BTC-USD``: ``24/7``), currency pairs (``EURUSD=X``: ``24/5``) and futures (``CL=F``: ``us_futures``);
 anything else — US tickers, the bundled panel, ``BRK.B`` — is NYSE (``XNYS``). An explicit ``--calendar``
 (an ``exchange_calendars`` name such as ``XLON``, or ``business`` for Monday–Friday) is used for every ticker.
 A name that is not a calendar is refused in one line listing a few that are.
@@ -26,7 +27,7 @@ from core.errors import one_line, plain
 from core.logging import get_logger
 from domains.finance.data import PriceDataError
 
-__all__ = ["AUTO", "US_CALENDAR", "BUSINESS_DAYS", "SUFFIX_CALENDARS", "INDEX_CALENDARS", "CalendarError", "calendar_of", "calendars_for",
+__all__ = ["AUTO", "US_CALENDAR", "BUSINESS_DAYS", "SUFFIX_CALENDARS", "BLOOMBERG_CALENDARS", "INDEX_CALENDARS", "CalendarError", "calendar_of", "calendars_for",
            "check_calendar", "future_sessions", "days_off_calendar"]
 
 log = get_logger("finance.calendars")
@@ -69,7 +70,47 @@ INDEX_CALENDARS = {
     "^N225": "XTKS", "^HSI": "XHKG", "^HSCE": "XHKG", "^KS11": "XKRX", "^KQ11": "XKRX", "^TWII": "XTAI", "^STI": "XSES",
     "^BSESN": "XBOM", "^NSEI": "XBOM", "^KLSE": "XKLS", "^JKSE": "XIDX", "^AXJO": "XASX", "^AORD": "XASX", "^NZ50": "XNZE",
     "^GSPTSE": "XTSE", "^BVSP": "BVMF", "^MXX": "XMEX", "^MERV": "XBUE", "^IPSA": "XSGO",
+    # Bloomberg's mnemonics of the same indices with their yellow key (as BDH pulls name them: 'UKX Index', 'NKY Index',
+    # 'SX5E Index', 'AS51 Index', 'SPTSX Index', 'KOSPI Index', ...); US ones (SPX, INDU, CCMP, NDX) are XNYS
+    "UKX INDEX": "XLON", "DAX INDEX": "XETR", "SX5E INDEX": "XETR", "SXXP INDEX": "XETR", "CAC INDEX": "XPAR",
+    "AEX INDEX": "XAMS", "IBEX INDEX": "XMAD", "FTSEMIB INDEX": "XMIL", "SMI INDEX": "XSWX", "OMX INDEX": "XSTO",
+    "OBX INDEX": "XOSL", "NKY INDEX": "XTKS", "TPX INDEX": "XTKS", "HSI INDEX": "XHKG", "HSCEI INDEX": "XHKG",
+    "KOSPI INDEX": "XKRX", "KOSPI2 INDEX": "XKRX", "TWSE INDEX": "XTAI", "STI INDEX": "XSES", "SENSEX INDEX": "XBOM",
+    "NIFTY INDEX": "XBOM", "SHCOMP INDEX": "XSHG", "AS51 INDEX": "XASX", "NZSE50FG INDEX": "XNZE", "SPTSX INDEX": "XTSE",
+    "SPTSX60 INDEX": "XTSE", "IBOV INDEX": "BVMF", "MEXBOL INDEX": "XMEX", "TOP40 INDEX": "XJSE", "SET INDEX": "XBKK",
 }
+# Bloomberg's exchange codes (the two letters between the ticker and its yellow key: 'VOD LN Equity', '7203 JT Equity') ->
+# exchange_calendars names; a country's composite code (US, JP, GR, SW, IN, BZ, CN, CH) and its exchanges' codes alike.
+# Sources: a Bloomberg country/MIC/exchange-code list (gist.github.com/masaakif/5828070: AU XASX, BB XBRU, BS BVMF, CT XTSE,
+# CN XTSX, SE/VX XSWX, CC XSGO, CG XSHG, CS XSHE, CP XPRA, DC XCSE, GY XETR, GF XFRA, FH XHEL, FP XPAR, LN XLON, GA XATH,
+# HK XHKG, HB XBUD, IJ XIDX, IB XBOM, IS XNSE, ID XDUB, IT XTAE, IM MTAA, KP XKRX, KQ KOSDAQ, PL XLIS, RM MISX, SJ XJSE, and
+# MM Mexico, NO Norway, NA Netherlands, AV Vienna, MK Malaysia, PM Philippines, NZ New Zealand, PW Poland); Optuma's
+# "European Exchange Data - Symbology" (optuma.com/kb: GR German Xetra, GD Dusseldorf, GH Hamburg, GB Berlin, GI Hanover,
+# GM Munich, GS Stuttgart, SM/SN Madrid, SS Stockholm, IR Iceland, ET Tallinn, LG Riga, LH Vilnius); seedalpha's ticker
+# parser (exchanges.json: JP/JT Tokyo, KS Korea); stockmarketmba.com's exchange list (TT Taiwan, US the US composite);
+# SMU library's Bloomberg FAQ (SP Singapore); OpenFIGI's IBM listings (US composite; UA, UC, UN, UP, UW its US venues); and
+# Bloomberg names in public use for the rest (NESN SW Nestle in Zurich, RELIANCE IN Reliance on NSE, VALE3 BZ Vale on B3).
+# Mapped as SUFFIX_CALENDARS maps (TSX Venture and Shenzhen and NSE close with the TSX, Shanghai and BSE; the German
+# regional exchanges with Frankfurt). Bloomberg's SS is Stockholm (Yahoo's .SS is Shanghai): the two tables never mix.
+BLOOMBERG_CALENDARS = {
+    # Americas
+    "US": "XNYS", "UA": "XNYS", "UC": "XNYS", "UN": "XNYS", "UP": "XNYS", "UW": "XNYS", "CN": "XTSE", "CT": "XTSE",
+    "BZ": "BVMF", "BS": "BVMF", "MM": "XMEX", "CC": "XSGO",
+    # Europe
+    "LN": "XLON", "ID": "XDUB", "GR": "XETR", "GY": "XETR", "GF": "XFRA", "GD": "XDUS", "GH": "XHAM", "GS": "XSTU",
+    "GB": "XFRA", "GI": "XFRA", "GM": "XFRA", "FP": "XPAR", "NA": "XAMS", "BB": "XBRU", "PL": "XLIS", "IM": "XMIL",
+    "SM": "XMAD", "SN": "XMAD", "SW": "XSWX", "SE": "XSWX", "VX": "XSWX", "AV": "XWBO", "SS": "XSTO", "NO": "XOSL",
+    "DC": "XCSE", "FH": "XHEL", "IR": "XICE", "PW": "XWAR", "CP": "XPRA", "HB": "XBUD", "GA": "ASEX", "RM": "XMOS",
+    "ET": "XTAL", "LG": "XRIS", "LH": "XLIT",
+    # Middle East, Africa
+    "IT": "XTAE", "SJ": "XJSE",
+    # Asia-Pacific
+    "JP": "XTKS", "JT": "XTKS", "HK": "XHKG", "CH": "XSHG", "CG": "XSHG", "CS": "XSHG", "KS": "XKRX", "KP": "XKRX",
+    "KQ": "XKRX", "TT": "XTAI", "SP": "XSES", "IN": "XBOM", "IB": "XBOM", "IS": "XBOM", "MK": "XKLS", "IJ": "XIDX",
+    "PM": "XPHS", "AU": "XASX", "NZ": "XNZE",
+}
+# a Bloomberg security name: ticker, exchange code, yellow key ('VOD LN Equity'; any case, any spacing)
+_BLOOMBERG_NAME = re.compile(r"^\S+(?:\s+\S+)*?\s+([A-Z][A-Z0-9])\s+(?:EQUITY|PFD|COMDTY)$")
 # Yahoo's symbols of markets that are not one exchange: crypto pairs (BTC-USD) trade every day, currency pairs (EURUSD=X)
 # Monday-Friday around the clock, futures (CL=F, ES=F) on CME Globex's holidays
 _SYMBOL_CALENDARS = ((re.compile(r"^[A-Z0-9]{2,10}-(?:USD|USDT|USDC|EUR|GBP|JPY|BTC|ETH)$"), "24/7"), (re.compile(r"=X$"), "24/5"),
@@ -82,10 +123,14 @@ class CalendarError(PriceDataError):
 
 
 def calendar_of(ticker: str) -> str:
-    """The exchange calendar of ``ticker`` read from its name (Yahoo/stooq suffix, a non-US index), else XNYS."""
-    name = str(ticker).strip().upper()
+    """The exchange calendar of ``ticker`` read from its name (Yahoo/stooq suffix, Bloomberg exchange code, a non-US
+    index), else XNYS."""
+    name = " ".join(str(ticker).upper().split())
     if name in INDEX_CALENDARS:
         return INDEX_CALENDARS[name]
+    bloomberg = _BLOOMBERG_NAME.match(name)
+    if bloomberg:
+        return BLOOMBERG_CALENDARS.get(bloomberg.group(1), US_CALENDAR)
     for pattern, calendar in _SYMBOL_CALENDARS:
         if pattern.search(name):
             return calendar
@@ -99,13 +144,21 @@ def calendars_for(tickers, calendar: str = AUTO) -> dict[str, str]:
         name = check_calendar(calendar)
         return {str(t): name for t in tickers}
     out = {str(t): calendar_of(t) for t in tickers}
-    unknown = sorted(t for t, c in out.items() if c == US_CALENDAR and "." in t.strip(".") and t.rpartition(".")[2].upper() not in SUFFIX_CALENDARS
-                     and t not in _SAID)
+    unknown = sorted(t for t, c in out.items() if c == US_CALENDAR and t not in _SAID and _unknown_exchange(t))
     _SAID.update(unknown)  # once per ticker, not at every call
     if unknown:
-        log.info(f"no exchange suffix known in {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}: their forecast dates follow "
+        log.info(f"no exchange suffix or Bloomberg exchange code known in {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}: their forecast dates follow "
                  f"{US_CALENDAR}; name the exchange with --calendar (e.g. {_EXAMPLES}) if that is wrong")
     return out
+
+
+def _unknown_exchange(ticker: str) -> bool:
+    """True when ``ticker`` names an exchange this module does not know: a Yahoo-style suffix or a Bloomberg code."""
+    name = " ".join(str(ticker).upper().split())
+    bloomberg = _BLOOMBERG_NAME.match(name)
+    if bloomberg:
+        return bloomberg.group(1) not in BLOOMBERG_CALENDARS
+    return "." in name.strip(".") and name.rpartition(".")[2] not in SUFFIX_CALENDARS
 
 
 def check_calendar(name: str) -> str:

@@ -220,7 +220,8 @@ WARNING_KINDS = {
     "stale_prices": "many zero returns (stale or forward-filled prices); kept — volatility will be too low",
     "stale_tail": "the last closes all repeat one price (halted, delisted or forward-filled); kept — a forecast from the last date reads a "
                   "flat history, so its volatility and VaR are too low",
-    "suspected_split": "a one-day jump by a split-like ratio that does not revert; kept — use split-adjusted prices (Adj Close)",
+    "suspected_split": "a one-day jump by a split-like ratio (2:1 ... 20:1, or a 1:2 ... 1:50 reverse split) that does not revert; kept — "
+                       "use split-adjusted prices (Adj Close)",
     "unit_change": "a one-day jump by x100 or /100 that does not revert (pence next to pounds, cents next to rand, or an unadjusted 1:100 "
                    "reverse split); the closes before it are rescaled to the unit of the latest close, so every return is the real one",
     "price_spike": "a single-day spike that reverts the next day (fat finger); the spike row is dropped",
@@ -235,7 +236,10 @@ STALE_ZERO_FRACTION = 0.05  # more zero returns than this is suspicious for a tr
 STALE_TAIL_DAYS = 5  # this many identical closes in a row at the end of a series (a traded stock's close rarely repeats even twice)
 SPIKE_LOG_MOVE = float(np.log(3.0))  # |one-day move| of 3x or more that reverts next day
 SPLIT_LOG_MOVE = float(np.log(1.8))
-SPLIT_RATIOS = (2, 3, 4, 5, 8, 10, 20)  # 3:2 splits are missed: a 33% move is also an ordinary earnings day
+# forward splits (old / new price 2, 3, ...) and reverse splits (1:10 ... 1:50, the consolidations of penny stocks before a
+# listing rule bites); a ratio either way. 3:2 splits are missed: a 33% move is also an ordinary earnings day. From 80x the
+# unit_change rule takes over (a 1:100 consolidation and pence next to pounds look the same)
+SPLIT_RATIOS = (2, 3, 4, 5, 8, 10, 15, 20, 25, 30, 40, 50)
 # a quote unit switching between a currency and its hundredth (GBX/GBP, ZAc/ZAR, ILA/ILS): a one-day ratio of 100 within
 # a 25% move of its own (no traded stock moves 80-125x in a day)
 UNIT_LOG_MOVE, UNIT_TOLERANCE = float(np.log(100.0)), float(np.log(1.25))
@@ -833,8 +837,9 @@ def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFr
             near = min(SPLIT_RATIOS, key=lambda k: min(abs(ratio - k), abs(1 / ratio - k)) / k)
             if min(abs(ratio - near), abs(1 / ratio - near)) / near < 0.03:
                 day = df["date"].iloc[idx[i + 1]]
+                split = f"{near}:1 split" if ratio > 1 else f"1:{near} reverse split"
                 rep.warn(t, "suspected_split", day, ratio, f"close moved {100 * (np.exp(r[i]) - 1):+.1f}% on {day:%Y-%m-%d} (ratio {ratio:.3g}) "
-                         f"and did not revert: an unadjusted split? use split-adjusted prices (Adj Close)")
+                         f"and did not revert: an unadjusted {split}? use split-adjusted prices (Adj Close)")
         kept = np.flatnonzero(~drop[a:b]) + a
         r = np.diff(np.log(close[kept]))
         zero = float(np.mean(r == 0)) if len(r) else 0.0

@@ -57,8 +57,10 @@ one is, refused when both; when no row tells, month-first with a warning (``--da
 :class:`ValidationReport` (which is logged and saved with a training run):
 
 * missing columns, unreadable files, non-numeric timestamps/ratings, missing ids, CSV rows with more fields
-  than the header names, timestamps beyond 64 bits → :class:`InteractionDataError` naming the file, the
-  column, how many rows and the first offending row numbers;
+  than the header names, timestamps beyond 64 bits, a list or object as an id (a basket per row), a CSV header line
+  repeated inside the file → :class:`InteractionDataError` naming the file, the column, how many rows and the first
+  offending row numbers; rows with every field empty at the end of the table (a spreadsheet's cleared rows) are skipped,
+  logged; decimal commas (``4,5``, at most two decimals) are read as numbers;
 * every rating is a positive interaction: rows rated 0 or below are counted and logged, not dropped;
 * duplicate (user, item) pairs → the latest (by timestamp) is kept, the count of dropped rows is reported
   (``duplicates="error"`` refuses them instead);

@@ -33,7 +33,8 @@ naming the columns found and the names expected. :func:`validate_prices` handles
 
 * unparseable dates, non-positive prices → rejected (``PriceDataError`` naming ticker and dates);
 * duplicated (ticker, date) rows → identical duplicates dropped; conflicting ones rejected;
-* NaN / infinite closes → those rows are dropped (counted in the report), i.e. treated as a missing day;
+* NaN / infinite closes, and Bloomberg's ``#N/A ...`` cells (``#N/A N/A``, ``#N/A Field Not Applicable``, ``#N/A Requesting
+  Data...``) → those rows are dropped (counted in the report), i.e. treated as a missing day;
 * missing days → not filled: the next return spans the gap (the model indexes trading days per
   ticker). A gap longer than ``max_gap_days`` business days is rejected, since a return over weeks
   is not a daily return;
@@ -229,6 +230,8 @@ WARNING_KINDS = {
     "short_history": "fewer rows than --min-history; the ticker is dropped",
     "calendar_mismatch": "the history has prices on days its forecast calendar is closed (another exchange's ticker?); its forecast dates may be "
                          "wrong — name the exchange with --calendar or a ticker suffix (7203.T)",
+    "ticker_spelling": "spellings of one ticker that differ only in case (aapl next to AAPL: two exports joined); read as one ticker, the "
+                       "upper-case spelling (else the most frequent) — check they are one security",
     "no_prices": "the ticker's columns hold no price on any row (a failed download: yfinance leaves them empty); the ticker is dropped",
     "constant_prices": "every close is the same: no volatility to forecast (a VaR of 0); the ticker is dropped",
 }
@@ -387,11 +390,18 @@ _NUMERIC = ("close", "adj_close", "open", "high", "low", "volume")
 _CURRENCY = "[\\$€£¥\\s\u00a0\u2007\u2009\u202f'_]|US\\$|USD|EUR"
 
 
+# Bloomberg's missing-value markers in a price cell: '#N/A N/A' (no value that day), '#N/A Field Not Applicable',
+# '#N/A Invalid Security', '#N/A Requesting Data...' (a sheet saved before its pull finished), ... — each a day without a price
+_BLOOMBERG_MISSING = "#N/A"
+
+
 def _to_number(s: pd.Series, column: str, source: str, decimal_comma: bool) -> pd.Series:
     """Numbers from a text column: currency signs, spaces and thousands separators removed."""
     if pd.api.types.is_numeric_dtype(s):
         return s.astype(float)
-    txt = s.astype("string").str.strip().str.replace(_CURRENCY, "", regex=True)
+    txt = s.astype("string").str.strip()
+    txt = txt.mask(txt.str.upper().str.startswith(_BLOOMBERG_MISSING))  # before the spaces go: '#N/A Field Not Applicable'
+    txt = txt.str.replace(_CURRENCY, "", regex=True)
     txt = txt.mask(txt.str.lower().isin(["", "nan", "null", "none", "na", "n/a", "-", "--", "."]))
     if decimal_comma:
         txt = txt.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
@@ -694,6 +704,7 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
                 log.warning(f"{e}; the optional column {c!r} is ignored")
                 df = df.drop(columns=c)
     long_file = "ticker" in df.columns  # else one series, named below
+    rep = ValidationReport(source=source)
     if not long_file:
         name = ticker or header_ticker or (ticker_of_file_name(path) if ticker_from_name else None)
         if name is None:
@@ -701,12 +712,11 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
                                  + "; add one or pass ticker= (--ticker NAME) for a single-series file")
         df["ticker"] = name
     else:
-        df["ticker"] = _ticker_names(df, source)
+        df["ticker"] = _ticker_names(df, source, rep)
     if ticker and long_file:
         if ticker not in set(df["ticker"]):
             raise PriceDataError(f"{path}: --ticker {ticker} is not in its ticker column (it has {', '.join(sorted(set(df['ticker']))[:10])})")
         df = df[df["ticker"] == ticker]
-    rep = ValidationReport(source=source)
     df = _choose_close(df, source, rep)
     clean, rep = validate_prices(df, source=source, min_history=min_history, max_gap_days=max_gap_days, repair=True, report=rep)
     latest = pd.Timestamp.now().normalize() + pd.Timedelta(days=1)  # a day of slack for a user ahead of UTC
@@ -747,11 +757,11 @@ def load_price_file(path: str | Path, ticker: str | None = None, min_history: in
     return read_price_file(path, ticker, min_history=min_history, max_gap_days=max_gap_days, ticker_from_name=ticker_from_name)[0]
 
 
-def _ticker_names(df: pd.DataFrame, source: str) -> pd.Series:
+def _ticker_names(df: pd.DataFrame, source: str, report: ValidationReport | None = None) -> pd.Series:
     """The ticker column as text without surrounding spaces (``'AAPL '`` from a padded export is
     ``AAPL``), spellings that differ only in case (``aapl`` rows next to ``AAPL`` rows: two exports joined) read as one
-    ticker (the upper-case spelling, else the most frequent; logged); a row without a ticker is refused rather than
-    silently dropped."""
+    ticker (the upper-case spelling, else the most frequent; a ``ticker_spelling`` warning in ``report``, else logged); a
+    row without a ticker is refused rather than silently dropped."""
     names = df["ticker"].astype("string").str.strip()
     empty = names.isna() | (names == "")
     if empty.any():
@@ -772,8 +782,12 @@ def _ticker_names(df: pd.DataFrame, source: str) -> pd.Series:
             counts = names[names.isin(variants)].value_counts()
             one = upper if upper in variants else str(counts.index[0])
             folded.update({v: one for v in variants if v != one})
-            log.warning(f"{source}: tickers {', '.join(repr(v) for v in sorted(variants))} differ only in case "
-                        f"({', '.join(f'{v}: {int(counts[v])} rows' for v in sorted(variants))}); read as one ticker, {one}")
+            detail = (f"tickers {', '.join(repr(v) for v in sorted(variants))} differ only in case "
+                      f"({', '.join(f'{v}: {int(counts[v])} rows' for v in sorted(variants))}); read as one ticker, {one}")
+            if report is None:
+                log.warning(f"{source}: {detail}")
+            else:  # read_price_file logs the report's warnings
+                report.warn(one, "ticker_spelling", value=int(counts.drop(one, errors="ignore").sum()), detail=detail)
     return names.replace(folded) if folded else names
 
 
@@ -906,7 +920,7 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
     df["date"] = dates.dt.tz_localize(None) if dates.dt.tz is not None else dates
     stamps = df["date"]  # with the time of day, for _refuse_dates_shifted_by_a_time_zone
     df["date"] = df["date"].dt.normalize()
-    df["ticker"] = _ticker_names(df, source)
+    df["ticker"] = _ticker_names(df, source, rep)
     if not pd.api.types.is_numeric_dtype(df["close"]):
         df["close"] = _to_number(df["close"], "close", source, decimal_comma=False)
     df["close"] = pd.to_numeric(df["close"], errors="coerce")

@@ -54,14 +54,14 @@ def score(cfg: ScoreConfig) -> dict:
     check_scoring_items(items, f"{model_run / 'feature_space.json'}", "at least one user in user_ids")  # before the run folder
     scorer = TopKScorer(str(model_run), cfg.k, cfg.index)
     digest = digest_items(items, model_run=model_run)  # one walk of the run's weights and config files per command, shared below
-    check_scoring_job(cfg, items, scorer, digest)  # an --out holding another job: refused before the run folder, --out untouched
+    job = check_scoring_job(cfg, items, scorer, digest)  # an --out holding another job: refused before the run folder, --out untouched
     if cfg.name is None:  # derived from the inputs and the model's stamp: the identical command resumes the same job, a retrained model is another
         suffix = job_name("score", items, scorer, cfg.items_per_chunk, model_run, digest=digest).rsplit("-", 1)[1][:8]
         cfg = dataclasses.replace(cfg, name=f"score-{model_run.name}-k{cfg.k}-{cfg.index}-{suffix}")
     with Run.start(DOMAIN, cfg, command="score", kind="job") as run:
         out_dir = Path(cfg.out) if cfg.out else run.dir / "topk"
         t0 = time.perf_counter()
-        summary = run_job_from_config(items, scorer, cfg, default_out=out_dir, digest=digest)
+        summary = run_job_from_config(items, scorer, cfg, default_out=out_dir, digest=digest, job=job)  # the record read above, handed on
         secs = time.perf_counter() - t0
         out = read_output(out_dir)
         # what the workers of this run measured (none when every chunk was done by an earlier run)

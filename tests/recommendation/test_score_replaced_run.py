@@ -143,8 +143,8 @@ def test_a_score_command_stamps_the_run_once(tmp_path, monkeypatch):
     class Stop(Exception):
         pass
 
-    def run_job(items, scorer, cfg, default_out, digest=None):  # what run_job does first; the model itself is not needed here
-        scoring_job.check_same_job(tmp_path / "out", items, scorer, cfg.items_per_chunk, False, digest)
+    def run_job(items, scorer, cfg, default_out, digest=None, job=None):  # what run_job does first; the model itself is not needed here
+        scoring_job.check_same_job(tmp_path / "out", items, scorer, cfg.items_per_chunk, False, digest, job)
         raise Stop
 
     monkeypatch.setattr(score_cmd, "run_job_from_config", run_job)

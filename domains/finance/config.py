@@ -86,7 +86,7 @@ class ThreadsConfig:
 
 @dataclass
 class CalendarConfig:
-    calendar: str = field(default=DEFAULT_CALENDAR, metadata={"help": "exchange calendar of the forecast dates: 'auto' = each ticker's exchange from its Yahoo/stooq suffix or index symbol (7203.T -> XTKS, VOD.L -> XLON, SAP.DE -> XETR, ^FTSE -> XLON; domains/finance/calendars.py), else XNYS; or one exchange_calendars name for every ticker (XNYS, XLON, XETR, XTKS, ...); 'business' = Monday-Friday"})
+    calendar: str = field(default=DEFAULT_CALENDAR, metadata={"help": "exchange calendar of the forecast dates: 'auto' = each ticker's exchange from its Yahoo/stooq suffix, Bloomberg exchange code or index symbol (7203.T -> XTKS, VOD.L -> XLON, SAP.DE -> XETR, ^FTSE -> XLON, 'VOD LN Equity' -> XLON, 'NKY Index' -> XTKS; domains/finance/calendars.py), else XNYS; or one exchange_calendars name for every ticker (XNYS, XLON, XETR, XTKS, ...); 'business' = Monday-Friday"})
 
 
 @dataclass

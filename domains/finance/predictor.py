@@ -173,5 +173,5 @@ def warn_calendar_mismatch(data, calendars: dict[str, str]) -> None:
         if len(off) >= CALENDAR_MISMATCH_DAYS:
             data.report.warn(t, "calendar_mismatch", off[-1], len(off), f"{len(off)} day(s) with a price on which {calendars[t]} is closed, e.g. "
                              f"{', '.join(f'{x:%Y-%m-%d}' for x in off[-3:])}: {t} trades on another exchange? its forecast dates follow "
-                             f"{calendars[t]}; name its exchange with --calendar (XTKS, XLON, ...) or a Yahoo suffix in the ticker (--ticker 7203.T)")
+                             f"{calendars[t]}; name its exchange with --calendar (XTKS, XLON, ...) or its exchange in the ticker (a Yahoo suffix, 7203.T, or a Bloomberg code, 7203 JT Equity)")
             log.warning(data.report.warnings[-1]["detail"])

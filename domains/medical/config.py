@@ -169,8 +169,10 @@ class InferConfig(PostFields, ModelRunConfig, TrackingConfig, DeviceConfig, RunC
                                                                "the one to segment, as series-<hash> or its SeriesNumber — a folder of several "
                                                                "series is refused with the list of them without it"})
     volume: int | None = field(default=None, metadata={"min": 0, "help": "for a 4D NIfTI or NRRD (time points, or an MSD image's channels such as "
-                                                                          "FLAIR/T1w/t1gd/T2w): the 0-based index of the volume to segment "
-                                                                          "along its 4th axis — a 4D file is refused, naming that axis' length, without it"})
+                                                                          "FLAIR/T1w/t1gd/T2w) or a DICOM series of several images at each "
+                                                                          "position (multi-echo, dynamic; in EchoNumbers/TemporalPositionIdentifier "
+                                                                          "order): the 0-based index of the volume to segment — such an input "
+                                                                          "is refused, naming how many volumes it holds, without it"})
 
 
 @dataclass
@@ -185,10 +187,11 @@ class ScoreConfig(PostFields, ScoringConfig, ModelRunConfig, TrackingConfig, Dev
                                                                "SeriesNumber (or a series-<hash>, which names one series of one folder), "
                                                                "as infer --series; a folder without it is quarantined listing its series. "
                                                                "Without it a folder of several series is quarantined with that list"})
-    volume: int | None = field(default=None, metadata={"min": 0, "help": "for every 4D NIfTI/NRRD of the input (time points, an MSD "
-                                                                          "image's channels): the 0-based volume to segment, as infer "
-                                                                          "--volume; 3D files are read as they are. Without it a 4D "
-                                                                          "file is quarantined naming how many volumes it holds"})
+    volume: int | None = field(default=None, metadata={"min": 0, "help": "for every 4D NIfTI/NRRD and every DICOM series of several images "
+                                                                          "at each position (multi-echo, dynamic) of the input: the 0-based "
+                                                                          "volume to segment, as infer --volume; 3D files and series are read "
+                                                                          "as they are. Without it such an input is quarantined naming how "
+                                                                          "many volumes it holds"})
 
 
 @dataclass

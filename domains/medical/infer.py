@@ -17,7 +17,8 @@ the sliding window's batches (the mirrored pass's too with ``--tta``) and the sl
 
 Inputs a user must choose within: a DICOM folder holding several series (a localizer beside the axial series) is
 refused with the list of its series (``series-<hash>``, slice count, size, SeriesNumber — no patient field);
-``--series`` picks one. A 4D NIfTI or NRRD (time points, an MSD image's channels, a DWI's gradients) is refused naming how many volumes it holds;
+``--series`` picks one. A 4D NIfTI or NRRD (time points, an MSD image's channels, a DWI's gradients), or a DICOM series of several
+images at each slice position (multi-echo, dynamic), is refused naming how many volumes it holds;
 ``--volume N`` picks one volume. A DICOM series missing slices is refused naming the gap (InstanceNumbers around it),
 and one compressed in a transfer syntax no installed decoder reads names the syntax and the pip packages that read it.
 """

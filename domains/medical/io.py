@@ -104,12 +104,12 @@ def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, v
     lower = p.name.lower()
     if series is not None and not p.is_dir():
         raise MedicalInputError(f"--series {plain(series)}: selects one series of a DICOM folder, but {p} is a file; leave --series out")
-    if volume is not None and (p.is_dir() or not lower.endswith(_SERIES_FILE_SUFFIXES)):
-        raise MedicalInputError(f"--volume {plain(volume)}: selects one volume of a 4D NIfTI or NRRD file, but {p} is "
-                                f"{'a DICOM series folder' if p.is_dir() else 'neither a NIfTI nor a NRRD file'}; leave --volume out")
+    if volume is not None and not p.is_dir() and not lower.endswith(_SERIES_FILE_SUFFIXES):
+        raise MedicalInputError(f"--volume {plain(volume)}: selects one volume of a 4D NIfTI or NRRD file or of a DICOM series of "
+                                f"several images at each position, but {p} is none of these; leave --volume out")
     try:
         if p.is_dir():
-            return dicom(p, series=series, headers=headers)
+            return dicom(p, series=series, headers=headers, volume=volume)
         if lower.endswith((".nii", ".nii.gz")):
             return nifti(p, volume=volume)
         if lower.endswith((".nrrd", ".nhdr")):
@@ -333,13 +333,14 @@ def _probe_nrrd(p: Path, volume: int | None = None) -> tuple[tuple[int, ...], tu
     return tuple(sizes[i] for i in axes), tuple(float(s) for s in np.sqrt((_nrrd_geometry(hdr, axes) ** 2).sum(axis=1)))
 
 
-def _probe_dicom_series(folder: Path, series: str | None = None, headers: _DicomHeaders | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+def _probe_dicom_series(folder: Path, series: str | None = None, headers: _DicomHeaders | None = None,
+                        volume: int | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     rows = cols = None
     positions, spacing, iop = [], None, None
     headers = [ds for ds in (headers or _DicomHeaders(folder)).slices() if "ImagePositionPatient" in ds and "Rows" in ds]
     headers = _pick_series(headers, folder, series) if headers else headers
     _check_decodable(headers, folder)
-    _refuse_stacked_volumes(headers, folder)
+    headers = _pick_stacked_volume(headers, folder, volume)
     for ds in headers:
         if "PixelSpacing" not in ds:
             raise MedicalInputError(f"{folder}: a DICOM slice has no PixelSpacing; cannot place it in space")
@@ -618,14 +619,14 @@ def _load_nrrd(p: Path, volume: int | None = None) -> Volume:
     return Volume(data=data, affine=aff, path=str(p), format="nrrd")
 
 
-def _load_dicom_series(folder: Path, series: str | None = None, headers: _DicomHeaders | None = None) -> Volume:
+def _load_dicom_series(folder: Path, series: str | None = None, headers: _DicomHeaders | None = None, volume: int | None = None) -> Volume:
     slices = [ds for ds in (headers or _DicomHeaders(folder)).slices() if "PixelData" in ds and "ImagePositionPatient" in ds]
     if not slices:
         raise MedicalInputError(_no_series_message(folder))
     slices = _pick_series(slices, folder, series)
     _check_decodable(slices, folder)
     _check_one_geometry(slices, folder)
-    _refuse_stacked_volumes(slices, folder)
+    slices = _pick_stacked_volume(slices, folder, volume)
     iop = np.asarray(slices[0].ImageOrientationPatient, dtype=float)
     row, col = iop[:3], iop[3:]
     normal = np.cross(row, col)
@@ -745,7 +746,7 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
 # technical tags that tell one series of a folder from another (SeriesDescription, free text a technologist types, is not read)
 _SERIES_TAGS = ("SeriesInstanceUID", "SeriesNumber", "ImageType", "Modality")
 # technical tags that tell the volumes of one series apart when it holds several images at each slice position (echoes,
-# time points); read to name them in the refusal (:func:`_refuse_stacked_volumes`)
+# time points); read to name them and to pick one (:func:`_pick_stacked_volume`)
 _STACK_TAGS = ("EchoNumbers", "TemporalPositionIdentifier", "AcquisitionNumber")
 _MAX_SERIES_LISTED = 8
 # What is read of each slice: the whitelist, the pixel-format tags and the series tags; PixelData is deferred (its offset
@@ -832,8 +833,18 @@ class DicomFolder:
     def series(self) -> list[tuple[str, str]]:
         return list_dicom_series(self.folder, headers=self._headers)
 
-    def load(self, series: str | None = None) -> Volume:
-        return load_volume(self.folder, series=series, headers=self._headers)
+    def load(self, series: str | None = None, volume: int | None = None) -> Volume:
+        return load_volume(self.folder, series=series, volume=volume, headers=self._headers)
+
+    def volume_count(self, series: str | None = None) -> int | None:
+        """How many volumes the series (``series``: as :meth:`load` picks it) holds, when it holds several images at every slice
+        position that a tag tells apart (multi-echo, dynamic); None for a 3D series. A folder of several series without
+        ``series`` is refused listing them, as :meth:`load` refuses it."""
+        slices = [ds for ds in self._headers.slices() if "ImagePositionPatient" in ds and "Rows" in ds]
+        if not slices:
+            return None
+        stack = _stack_layout(_pick_series(slices, self.folder, series))
+        return stack[0] if stack is not None and stack[2] is not None else None
 
 
 def _pick_series(slices: list, folder: Path, series: str | None) -> list:
@@ -867,35 +878,65 @@ def _pick_series(slices: list, folder: Path, series: str | None) -> list:
     return chosen[0]
 
 
-def _refuse_stacked_volumes(slices: list, folder: Path) -> None:
-    """One series holding the same number (> 1) of images at every slice position: a multi-echo (dual-echo PD/T2), dynamic
-    (perfusion, fMRI) or diffusion acquisition stored as one classic series — several volumes, interleaved. The header check
-    counted every image as a slice (a grid twice as deep), then the reader said only 'duplicate slice positions'. Refused
-    from the headers, naming how many images lie at each position and the tag that tells them apart."""
+def _stack_layout(slices: list) -> tuple[int, int, str | None, list[str]] | None:
+    """For one series' slices holding the same number k > 1 of images at every slice position (a multi-echo, dynamic or
+    diffusion acquisition stored as one classic series): (k, number of positions, the tag that tells the k volumes apart —
+    each of its k values once at every position —, its values in order); the tag None when none does. None for one image per
+    position, or for irregular repeats (the reader names duplicate positions)."""
     if len(slices) < 2:
-        return
+        return None
     iop = np.asarray(slices[0].ImageOrientationPatient, dtype=float)
     normal = np.cross(iop[:3], iop[3:])
     z = np.round([float(np.asarray(s.ImagePositionPatient, dtype=float) @ normal) for s in slices], 3)
     positions, counts = np.unique(z, return_counts=True)
     k = int(counts.max())
-    if k < 2 or not np.all(counts == k):  # no repeats, or a few: the reader names duplicate positions
-        return
-    by = ""
+    if k < 2 or not np.all(counts == k):
+        return None
+    number = re.compile(r"-?\d+(\.\d*)?")
     for tag in _STACK_TAGS:
-        values = {str(getattr(s, tag, "") or "").strip() for s in slices}
-        if len(values) == k and "" not in values:
-            number = re.compile(r"-?\d+(\.\d*)?")
-            ordered = sorted(values, key=lambda v: (float(v), v) if number.fullmatch(v) else (float("inf"), v))
-            by = f" ({tag} {', '.join(v if number.fullmatch(v) else plain(v) for v in ordered)})"
-            break
-    instances = [str(getattr(s, "InstanceNumber", "") or "").strip() for s in slices]
-    if not by and "" not in instances and len(set(instances)) < len(instances):  # the same images twice, not two volumes
-        raise MedicalInputError(f"{folder}: holds each of its {len(positions)} slices {k} times, under the same InstanceNumbers (copies of "
-                                "the same files?); keep one copy of each slice file in the folder")
-    raise MedicalInputError(f"{folder}: {k} images at each of its {len(positions)} slice positions{by}: a multi-echo, dynamic or diffusion "
-                            f"series holds {k} volumes, one per echo or time point; convert it to NIfTI (e.g. dcm2niix: a file per echo, "
-                            "a 4D file of time points — then --volume picks one), or put each volume's slices in a folder of their own")
+        values = [_tag_text(s, tag) for s in slices]
+        distinct = set(values)
+        if len(distinct) != k or "" in distinct:
+            continue
+        if all(len({zi for zi, v in zip(z, values) if v == want}) == len(positions) for want in distinct):  # each value once per position
+            return k, len(positions), tag, sorted(distinct, key=lambda v: (float(v), v) if number.fullmatch(v) else (float("inf"), v))
+    return k, len(positions), None, []
+
+
+def _tag_text(ds, tag: str) -> str:
+    return str(getattr(ds, tag, "") or "").strip()
+
+
+def _pick_stacked_volume(slices: list, folder: Path, volume: int | None) -> list:
+    """The slices of one volume of a series holding several images at each slice position (:func:`_stack_layout`): ``volume``
+    is its index in the order of the tag that tells them apart (EchoNumbers, TemporalPositionIdentifier, AcquisitionNumber).
+    Such a series counted as a grid k times as deep in the header check, then read as 'duplicate slice positions'; without
+    ``volume`` it is refused naming k and the tag, as a 4D NIfTI is. A series of one image per position is returned whole
+    (``volume`` refused)."""
+    stack = _stack_layout(slices)
+    if stack is None:
+        if volume is not None:
+            raise MedicalInputError(f"--volume {plain(volume)}: {folder} is a 3D series (one image at each slice position), not a 4D "
+                                    "series; leave --volume out")
+        return slices
+    k, n_pos, tag, ordered = stack
+    if tag is None:
+        instances = [_tag_text(s, "InstanceNumber") for s in slices]
+        if "" not in instances and len(set(instances)) < len(instances):  # the same images twice, not two volumes
+            raise MedicalInputError(f"{folder}: holds each of its {n_pos} slices {k} times, under the same InstanceNumbers (copies of "
+                                    "the same files?); keep one copy of each slice file in the folder")
+        raise MedicalInputError(f"{folder}: {k} images at each of its {n_pos} slice positions, and no EchoNumbers, "
+                                "TemporalPositionIdentifier or AcquisitionNumber tells them apart; put each volume's slices in a folder "
+                                "of their own, or convert the series to NIfTI (e.g. dcm2niix)")
+    listed = ", ".join(ordered if all(re.fullmatch(r"-?\d+(\.\d*)?", v) for v in ordered) else [plain(v) for v in ordered])
+    if volume is None:
+        raise MedicalInputError(f"{folder}: {k} images at each of its {n_pos} slice positions ({tag} {listed}): a multi-echo, dynamic or "
+                                f"diffusion series holds {k} volumes, one per echo or time point; pick one with --volume 0..{k - 1} (in "
+                                f"{tag} order; infer, score), or put each volume's slices in a folder of their own")
+    if not 0 <= int(volume) < k:
+        raise MedicalInputError(f"--volume {plain(volume)}: {folder} holds {k} volumes ({tag} {listed}); expected 0..{k - 1}")
+    want = ordered[int(volume)]
+    return [s for s in slices if _tag_text(s, tag) == want]
 
 
 def _decoder_packages(ts) -> str:

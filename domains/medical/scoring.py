@@ -21,7 +21,7 @@ from core.scoring.job import read_job
 from domains.medical.io import content_id, is_dicom_file, nrrd_data_files
 from domains.medical.validation import MedicalInputError
 
-__all__ = ["SegmentationScorer", "folder_entries", "work_items", "write_name_map", "NAME_MAP_FILE", "sanitize", "recorded_mask_dir", "item_choice"]
+__all__ = ["SegmentationScorer", "folder_entries", "work_items", "write_name_map", "NAME_MAP_FILE", "sanitize", "recorded_mask_dir", "read_item"]
 
 
 NAME_MAP_FILE = ".dlsuite-ids.csv"
@@ -92,15 +92,23 @@ def recorded_mask_dir(out: str | Path | None) -> str | None:
     return config["mask_dir"] if isinstance(config.get("mask_dir"), str) else None
 
 
-def item_choice(path: str | Path, series: str | None, volume: int | None) -> tuple[str | None, int | None]:
-    """The part of a batch's ``--series`` / ``--volume`` that applies to one entry, handed to the reader ``infer`` uses
-    (:func:`domains.medical.io.load_volume`): ``series`` for a DICOM series folder (a folder without that series is refused
-    listing its series), ``volume`` for a 4D NIfTI/NRRD file (one holding too few volumes is refused naming how many it
-    holds). Entries of the other kinds — 3D files, and files for ``--series`` — are read as they are: one batch mixes them."""
-    from domains.medical.io import volume_count
+def read_item(path: str | Path, series: str | None, volume: int | None) -> tuple:
+    """The volume ``score`` segments for one entry, read by the reader ``infer`` uses (:func:`domains.medical.io.load_volume`)
+    with the part of the batch's ``--series`` / ``--volume`` that applies to it: ``series`` for a DICOM series folder (a folder
+    without that series is refused listing its series); ``volume`` for an entry holding several volumes — a 4D NIfTI/NRRD, a
+    DICOM series of several images at each position (multi-echo, dynamic) — (one holding too few is refused naming how many it
+    holds). Entries without that choice — 3D files and series, and files for ``--series`` — are read as they are: one batch
+    mixes them. A DICOM folder's headers are read once, for the rule and the read (:class:`~domains.medical.io.DicomFolder`).
+    Returns (the :class:`~domains.medical.io.Volume`, the volume index read or None)."""
+    from domains.medical.io import DicomFolder, load_volume, volume_count
 
     p = Path(path)
-    return (series if p.is_dir() else None), (volume if volume is not None and not p.is_dir() and volume_count(p) is not None else None)
+    if p.is_dir():
+        folder = DicomFolder(p)
+        index = volume if volume is not None and folder.volume_count(series) is not None else None
+        return folder.load(series=series, volume=index), index
+    index = volume if volume is not None and volume_count(p) is not None else None
+    return load_volume(p, volume=index), index
 
 
 def sanitize(message: str, path: str, vid: str) -> str:
@@ -116,7 +124,7 @@ class SegmentationScorer(Scorer):
     """One volume → its mask file + one row of volumes in mL (+ ``ood_flag``, ``ood_reason``,
     ``mean_confidence``). ``sources`` maps item ids to paths (kept private: not part of the job's
     description on disk); items without an entry there are read from ``item.path``. ``series`` / ``volume``: the series of
-    each DICOM folder, the volume of each 4D file to segment (:func:`item_choice`); part of the job's identity when set."""
+    each DICOM folder, the volume of each 4D file or series to segment (:func:`read_item`); part of the job's identity when set."""
 
     version = "2"
 
@@ -155,11 +163,10 @@ class SegmentationScorer(Scorer):
 
     def _score(self, vid: str, path: str) -> pd.DataFrame:
         from domains.medical import qc
-        from domains.medical.io import load_volume, save_mask_like
+        from domains.medical.io import save_mask_like
         from domains.medical.predict import volumes_ml
 
-        series, volume = item_choice(path, self._series, self._volume)
-        vol = load_volume(path, series=series, volume=volume)
+        vol, index = read_item(path, self._series, self._volume)
         pred = self._seg.segment(vol)
         safe_id = vid.replace("/", "__")
         out = save_mask_like(pred.mask, vol, Path(self.mask_dir) / f"{safe_id}_mask.nii.gz")
@@ -167,8 +174,8 @@ class SegmentationScorer(Scorer):
         check = qc.check(vols, pred.mean_confidence)  # the score command logs the flagged rows once, after the job
         row = {"case": vid, "format": vol.format, "series_hash": vol.series_hash,
                "shape": list(vol.shape), "spacing_mm": [round(s, 4) for s in vol.spacing], "mask_path": str(out)}
-        if self._volume is not None:  # which volume of a 4D file was segmented (None: a 3D file, read whole)
-            row["volume_index"] = volume
+        if self._volume is not None:  # which volume of a 4D file or series was segmented (None: 3D, read whole)
+            row["volume_index"] = index
         row.update({f"ml_{k}": v for k, v in vols.items()})
         row.update(check.as_row())
         return pd.DataFrame([row])

@@ -127,10 +127,27 @@ def _series(folder: Path, data: np.ndarray, number: int, dicom_writer) -> str:
     return "series-" + hashlib.sha256(str(ds.SeriesInstanceUID).encode()).hexdigest()[:12]
 
 
+def _dual_echo(folder: Path, echoes: list[np.ndarray], dicom_writer) -> None:
+    """One MR series (SeriesNumber 3) holding each echo's image at every slice position (EchoNumbers 1, 2, ...), as a scanner
+    exports it."""
+    import pydicom
+
+    uid = None
+    folder.mkdir()
+    for e, data in enumerate(echoes, start=1):
+        tmp = dicom_writer(folder.parent / f"echo-{e}", data.astype(np.int16), spacing=(2.0, 2.0, 2.0), modality="MR")
+        for f in sorted(tmp.iterdir()):
+            ds = pydicom.dcmread(f)
+            uid = uid or ds.SeriesInstanceUID
+            ds.SeriesInstanceUID, ds.EchoNumbers, ds.InstanceNumber, ds.SeriesNumber = uid, e, int(ds.InstanceNumber) + 100 * e, 3
+            ds.save_as(folder / f"E{e}-{f.name}")
+        shutil.rmtree(tmp)
+
+
 @pytest.fixture
 def batch(tmp_path, dicom_writer) -> dict:
     """A batch as an imaging group brings it: a 4D NIfTI (two volumes), a 3D NIfTI, a study folder holding series 3 and 4,
-    a folder holding series 3 alone."""
+    a folder holding series 3 alone, a dual-echo series (two images at each position)."""
     inp = tmp_path / "in"
     inp.mkdir()
     v0, v1 = _boxes(sides=(2, 3))
@@ -141,6 +158,7 @@ def batch(tmp_path, dicom_writer) -> dict:
     _series(inp / "study", s3, 3, dicom_writer)
     four = _series(inp / "study", s4[:, :, :8], 4, dicom_writer)
     _series(inp / "only3", s3, 3, dicom_writer)
+    _dual_echo(inp / "echoes", _boxes(sides=(2, 3)), dicom_writer)
     return {"input": inp, "series4": four}
 
 
@@ -178,6 +196,8 @@ def test_score_segments_the_chosen_volume_and_series_of_every_item_and_names_the
     assert reason.startswith(f"{vid}: holds 2 DICOM series: series-") and "(10 slice(s) of 12x12, MR, SeriesNumber 3)" in reason, reason
     assert f"{batch['series4']} (8 slice(s) of 12x12, MR, SeriesNumber 4)" in reason, reason
     assert "--series <SeriesNumber> (infer, score)" in reason and "study" not in reason, reason
+    reason, vid = _score(plain, sources, "echoes")
+    assert reason.startswith(f"{vid}: 2 images at each of its 10 slice positions (EchoNumbers 1, 2)") and "--volume 0..1" in reason, reason
     row, _ = _score(plain, sources, "t1.nii.gz")
     assert row["ml_object"] == pytest.approx(64 * ml) and "volume_index" not in row
 
@@ -186,9 +206,11 @@ def test_score_segments_the_chosen_volume_and_series_of_every_item_and_names_the
     assert row["ml_object"] == pytest.approx(27 * ml) and row["volume_index"] == 1  # volume 1 (the 3-voxel cube), not 0
     row, _ = _score(chosen, sources, "t1.nii.gz")  # a 3D file in the same batch is read as it is
     assert row["ml_object"] == pytest.approx(64 * ml) and row["volume_index"] is None
+    row, _ = _score(_scorer(tmp_path, sources, volume=1), sources, "echoes")  # the second echo (the 3-voxel cube)
+    assert row["ml_object"] == pytest.approx(27 * ml) and row["volume_index"] == 1 and list(row["shape"]) == [12, 12, 10]
     row, _ = _score(chosen, sources, "study")
     assert f"series-{row['series_hash']}" == batch["series4"] and row["ml_object"] == pytest.approx(64 * ml)
-    assert list(row["shape"]) == [12, 12, 8]
+    assert list(row["shape"]) == [12, 12, 8] and row["volume_index"] is None  # a 3D series in the same batch: read as it is
     reason, vid = _score(chosen, sources, "only3")  # a folder without series 4 is refused naming what it holds
     assert reason.startswith("--series '4': matches none of the 1 DICOM series in") and "SeriesNumber 3" in reason, reason
     assert "only3" not in reason, reason
@@ -224,9 +246,9 @@ def test_score_command_scores_a_batch_of_4d_files_and_multi_series_folders_with_
     runs = ["--runs-dir", str(tiny_run.parent.parent), "--model-run", str(tiny_run), "--no-track", "--input", str(batch["input"])]
     assert main([*runs, "--out", str(tmp_path / "no-choice")]) == 0
     err = capsys.readouterr().err
-    assert err.count("skipped vol-") == 2 and "--volume 0..1 (infer, score)" in err and "(infer, score), or put one" in err, err
+    assert err.count("skipped vol-") == 3 and "--volume 0..1 (infer, score)" in err and "(infer, score), or put one" in err, err
     assert main([*runs, "--out", str(tmp_path / "chosen"), "--volume", "1", "--series", "3"]) == 0
     err = capsys.readouterr().err
     assert "skipped" not in err, err
     df = pd.read_parquet(tmp_path / "chosen")
-    assert len(df) == 4 and df["volume_index"].dropna().tolist() == [1]
+    assert len(df) == 5 and df["volume_index"].dropna().tolist() == [1, 1]

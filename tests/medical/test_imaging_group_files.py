@@ -75,36 +75,48 @@ def test_label_values_are_checked_as_stored_not_after_the_int16_cast():
 
 
 @pytest.mark.parametrize("tag, values", [("EchoNumbers", (1, 2)), ("TemporalPositionIdentifier", (1, 2, 3))])
-def test_a_series_of_several_images_at_each_position_names_them_from_the_headers(tmp_path, dicom_writer, tag, values):
+def test_a_series_of_several_images_at_each_position_is_named_from_the_headers_and_volume_picks_one(tmp_path, dicom_writer, tag, values):
     import shutil
 
     import pydicom
 
-    from domains.medical.io import check_input
+    from domains.medical.io import DicomFolder, check_input
 
     rng = np.random.default_rng(3)
     mr = rng.integers(0, 800, size=(16, 14, 6)).astype(np.int16)
     folder = dicom_writer(tmp_path / "dual-echo", mr, spacing=(1.0, 1.0, 2.0), modality="MR")
     first = sorted(folder.iterdir())
-    for v in values:  # every volume's images at the same positions, one series UID (as a scanner exports them)
+    for v in reversed(values):  # every volume's images at the same positions, one series UID (as a scanner exports them)
         for f in first:
             ds = pydicom.dcmread(f)
             setattr(ds, tag, v)
+            ds.RescaleIntercept = -1024 + 100 * v  # volume v holds mr + 100 v
             ds.InstanceNumber = int(ds.InstanceNumber) + 100 * v
             ds.SOPInstanceUID = pydicom.uid.generate_uid()
             ds.save_as(folder / f"V{v}-{f.name}")
     for f in first:
         f.unlink()
-    expected = (rf"dual-echo: {len(values)} images at each of its 6 slice positions \({tag} {', '.join(map(str, values))}\): a multi-echo, "
-                rf"dynamic or diffusion series holds {len(values)} volumes, one per echo or time point; convert it to NIfTI")
-    for call in (lambda: check_input(folder, 3.0), lambda: load_volume(folder)):  # the check passed, as a 12-slice grid
+    k = len(values)
+    expected = (rf"dual-echo: {k} images at each of its 6 slice positions \({tag} {', '.join(map(str, values))}\): a multi-echo, "
+                rf"dynamic or diffusion series holds {k} volumes, one per echo or time point; pick one with --volume 0\.\.{k - 1} "
+                rf"\(in {tag} order; infer, score\)")
+    for call in (lambda: check_input(folder, 3.0), lambda: load_volume(folder)):  # the check passed, as a grid k times as deep
         with pytest.raises(MedicalInputError, match=expected):
             call()
+    for i, v in enumerate(values):  # --volume i: the images of the i-th tag value, at every position, in place
+        assert check_input(folder, 3.0, volume=i)[0] == mr.shape
+        np.testing.assert_array_equal(load_volume(folder, volume=i).data, (mr + 100 * v).astype(np.float32))
+    assert DicomFolder(folder).volume_count() == k
+    with pytest.raises(MedicalInputError, match=rf"--volume {k}: .*dual-echo holds {k} volumes \({tag} .*\); expected 0\.\.{k - 1}"):
+        load_volume(folder, volume=k)
     one = tmp_path / "one-echo"
     one.mkdir()
     for f in folder.glob("V1-*"):
         shutil.copy(f, one / f.name)
-    np.testing.assert_array_equal(load_volume(one).data, mr.astype(np.float32))  # one volume per folder reads as before
+    np.testing.assert_array_equal(load_volume(one).data, (mr + 100).astype(np.float32))  # one volume per folder reads as before
+    assert DicomFolder(one).volume_count() is None
+    with pytest.raises(MedicalInputError, match=r"--volume 0: .*one-echo is a 3D series .* leave --volume out"):
+        load_volume(one, volume=0)
     shutil.copy(next(folder.glob("V2-*")), one / "stray.dcm")  # one repeated position is not a second volume: named as before
     with pytest.raises(MedicalInputError, match="duplicate slice positions"):
         load_volume(one)

@@ -20,7 +20,7 @@ from core.scoring import ScoringConfig
 from domains.recommendation.data import COLUMN_FLAGS, DATE_ORDERS, LEAVE_LAST_OUT, ML100K, LEGACY_STRATIFIED, MSR_STRATIFIED, SPLIT_ALIASES, SplitError, split_name
 
 __all__ = ["ModelConfig", "DataConfig", "TrainingConfig", "TrainConfig", "EvaluateConfig", "ScoreConfig", "RecommendConfig",
-           "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SOFTMAX_MODES", "SPLIT_CHOICES", "held_out_settings", "DataColumnsConfig", "data_columns"]
+           "CPU_SHARDING", "INDEX_TYPES", "TEXT_MODES", "SOFTMAX_MODES", "SPLIT_CHOICES", "held_out_settings", "DataColumnsConfig", "data_columns", "side_tables", "with_absolute_tables"]
 
 CPU_SHARDING = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
 INDEX_TYPES = ("hnsw", "ivf", "flat", "none")
@@ -68,8 +68,15 @@ def date_order_field():
 
 @dataclass
 class DataColumnsConfig:
-    """``--user-col``/``--item-col``/``--rating-col``/``--time-col``: a --data file's own field names (train, train_sequential;
-    recorded in the run's config.json, which evaluate reads to re-read the data the same way)."""
+    """``--user-col``/``--item-col``/``--rating-col``/``--time-col``: a --data file's own field names, and ``--items``/``--users``:
+    its catalogue and user table (train, train_sequential; recorded in the run's config.json — the tables as absolute
+    paths — which evaluate reads to re-read the data the same way)."""
+
+    items: str | None = field(default=None, metadata={"help": "an item catalogue for a --data file: .csv/.parquet/.jsonl with item_id (or the field --item-col names), "
+                                                             "title, year, genres (or categories; a list, or names separated by | or spaces) — the item tower's "
+                                                             "features and what recommend --new-title places a new item by"})
+    users: str | None = field(default=None, metadata={"help": "a user table for a --data file: user_id (or the field --user-col names), age (years or groups "
+                                                             "such as 25-34), gender, occupation"})
 
     user_col: str | None = field(default=None, metadata={"help": "the field of --data holding the user ids, when it is not user_id (or userId, reviewerID, …); "
                                                                  "also a RecBole .inter file's (and its .user file's) field, e.g. session_id"})
@@ -77,6 +84,22 @@ class DataColumnsConfig:
                                                                  "also a RecBole .inter file's (and its .item file's) field, e.g. business_id, artist_id, track_id"})
     rating_col: str | None = field(default=None, metadata={"help": "the field of --data holding the ratings, when it is not rating (e.g. stars, weight)"})
     time_col: str | None = field(default=None, metadata={"help": "the field of --data holding the times, when it is not timestamp (e.g. date)"})
+
+
+def side_tables(settings) -> dict[str, str | None]:
+    """``{"items": …, "users": …}`` of :func:`domains.recommendation.data.load_dataset` from a config or a run's ``config.json``."""
+    get = settings.get if isinstance(settings, dict) else lambda name, default=None: getattr(settings, name, default)
+    return {"items": get("items"), "users": get("users")}
+
+
+def with_absolute_tables(cfg):
+    """``cfg`` with ``--items``/``--users`` as absolute paths (what config.json records: evaluate, run later from another
+    folder, reads the same files)."""
+    import dataclasses
+    import os
+
+    absolute = {k: os.path.abspath(os.path.expanduser(v)) for k, v in side_tables(cfg).items() if isinstance(v, str) and v.strip()}
+    return dataclasses.replace(cfg, **absolute) if absolute else cfg
 
 
 def data_columns(settings) -> dict[str, str | None]:
@@ -177,6 +200,7 @@ def held_out_settings(settings: dict) -> dict:
     held["date_order"] = settings.get("date_order", "auto")
     columns = data_columns(settings)  # which fields of the file are the users, items, ratings and times
     held.update({COLUMN_FLAGS[ours][2:].replace("-", "_"): field_name for ours, field_name in columns.items()})
+    held.update(side_tables(settings))  # the catalogue and user table: the checkpoint's items and users are theirs
     return held
 
 

@@ -1134,23 +1134,30 @@ def data_source_record(source: str) -> dict:
     return {"data": source, "data_path": None if is_bundled(source) else str(Path(source).absolute())}
 
 
-def load_dataset(source: str = ML100K, date_order: str = "auto", columns: dict[str, str | None] | None = None) -> InteractionData:
+def load_dataset(source: str = ML100K, date_order: str = "auto", columns: dict[str, str | None] | None = None,
+                 items: str | Path | None = None, users: str | Path | None = None) -> InteractionData:
     """``ml-100k`` (bundled), a MovieLens or RecBole dataset folder, or an interaction file (Parquet/CSV/JSON lines, a RecBole
     ``.inter`` with its ``.item``/``.user`` beside it; ``date_order``: how its day/month dates are read, see :func:`validate_interactions`;
-    ``columns``: the file's own field names, see :func:`load_interactions`)."""
+    ``columns``: the file's own field names, ``items``/``users``: its catalogue and user table, see :func:`load_interactions`)."""
+    tables = [flag for flag, v in (("--items", items), ("--users", users)) if v is not None]
     if is_bundled(source):
         named = _column_names_arg(columns)
-        if named:
-            raise InteractionDataError(f"{', '.join(COLUMN_FLAGS[k] for k in named)} with --data {ML100K}: the bundled data set's fields are known; "
-                                       "these flags name the fields of an interaction file or a RecBole .inter file given as --data")
+        if named or tables:
+            raise InteractionDataError(f"{', '.join([*(COLUMN_FLAGS[k] for k in named), *tables])} with --data {ML100K}: the bundled data set's fields "
+                                       "and tables are known; these flags are for an interaction file or a RecBole .inter file given as --data")
         return load_ml100k()
     p = path_arg(source, "source", "'ml-100k', a MovieLens folder or an interaction file")
     if p.is_dir() and parquet_dataset(p):  # a Spark/Dask export: events.parquet/part-*.parquet
-        return load_interactions(p, date_order=date_order, columns=columns)
+        return load_interactions(p, items=items, users=users, date_order=date_order, columns=columns)
+    if p.is_dir() and tables and recbole_inter_file(p) is None:
+        raise InteractionDataError(f"{', '.join(tables)} with {p}: a MovieLens folder brings its own tables; these flags are for an interaction "
+                                   "file, a folder of Parquet parts or a RecBole .inter file given as --data")
+    if p.is_dir() and tables:  # a RecBole folder: its .inter file, the given tables instead of its own
+        return load_interactions(recbole_inter_file(p), items=items, users=users, date_order=date_order, columns=columns)
     if p.is_dir():
         return load_movielens_folder(p, date_order=date_order, columns=columns)
     if p.suffix.lower() in TABLE_SUFFIXES:
-        return load_interactions(p, date_order=date_order, columns=columns)
+        return load_interactions(p, items=items, users=users, date_order=date_order, columns=columns)
     hint = f" (a MovieLens file without a header: pass its folder, --data {p.parent})" if p.suffix.lower() in (".dat", ".data") else ""
     raise InteractionDataError(f"--data {source}: expected 'ml-100k', a MovieLens folder (ml-100k, ml-1m, ml-20m), a RecBole dataset folder or .inter file, "
                                f"or a .parquet/.csv/.jsonl interaction file{hint}")

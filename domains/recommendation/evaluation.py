@@ -130,7 +130,7 @@ def reevaluate_run(run_dir: str | Path, data: str | None = None) -> dict:
     """Re-derive the two-tower's test metrics from a run's saved weights and its recorded split, and
     compare with the table the run wrote. ``data``: where the run's training data is now, when it moved
     (default: :func:`run_data_source`). Returns ``{"k", "split", "reevaluated", "table", "difference"}``."""
-    from domains.recommendation.config import data_columns
+    from domains.recommendation.config import data_columns, side_tables
     from domains.recommendation.data import group_by_user, load_dataset, require_timestamps, split_interactions, split_name
     from domains.recommendation.inference import Recommender
 
@@ -141,7 +141,7 @@ def reevaluate_run(run_dir: str | Path, data: str | None = None) -> dict:
     split = tcfg.get("split") or tcfg.get("protocol", "ms")
     source = run_data_source(run_dir, data)
     rec = Recommender.load(run_dir)
-    loaded = load_dataset(source, date_order=tcfg.get("date_order", "auto"), columns=data_columns(tcfg))  # read as train read it
+    loaded = load_dataset(source, date_order=tcfg.get("date_order", "auto"), columns=data_columns(tcfg), **side_tables(tcfg))  # read as train read it
     require_timestamps(loaded, split_name(split), f"--data {source}")  # the file may have lost its timestamp column since training
     sp = split_interactions(loaded.interactions, split, int(tcfg.get("split_seed", 42)))
     check_same_split(run_dir, sp.train, sp.test, source)

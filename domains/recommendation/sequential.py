@@ -479,14 +479,15 @@ class LeaveLastOutData:
     text: torch.Tensor | None
 
 
-def load_leave_last_out(data: str, with_text: bool = True, date_order: str = "auto", columns: dict | None = None) -> LeaveLastOutData:
+def load_leave_last_out(data: str, with_text: bool = True, date_order: str = "auto", columns: dict | None = None,
+                        items: str | None = None, users: str | None = None) -> LeaveLastOutData:
     """``data`` (``ml-100k``, a MovieLens folder or an interaction file) split leave-last-out, with the
     MiniLM item text vectors when ``with_text`` — what the command and the bench both start from
-    (``date_order``: how day/month timestamps are read, ``columns``: the file's own field names, :func:`domains.recommendation.data.load_dataset`)."""
+    (``date_order``: how day/month timestamps are read, ``columns``, ``items``, ``users``: the file's own field names and tables, :func:`domains.recommendation.data.load_dataset`)."""
     from domains.recommendation.data import LEAVE_LAST_OUT, load_dataset, require_timestamps
     from domains.recommendation.model import item_text_embeddings, item_texts
 
-    inter = load_dataset(data, date_order=date_order, columns=columns)
+    inter = load_dataset(data, date_order=date_order, columns=columns, items=items, users=users)
     require_timestamps(inter, LEAVE_LAST_OUT, f"--data {data}", needed_by=" (train_sequential's next-item protocol)")
     space = FeatureSpace.build(inter.users, inter.items)
     split = leave_last_out_split(inter.interactions, space.user_index(), space.item_index(), source=f"--data {data}")

@@ -26,7 +26,7 @@ from core.cli import run_cli
 from core.config import check_ranges
 from core.device import set_cpu_threads
 from core.runs import Run
-from domains.recommendation.config import TrainConfig
+from domains.recommendation.config import TrainConfig, with_absolute_tables
 from domains.recommendation.training import DOMAIN, check_resume, prepare_inputs
 from domains.recommendation.training import train as train_in_process
 
@@ -36,6 +36,7 @@ __all__ = ["TrainConfig", "train", "main"]
 def train(cfg: TrainConfig) -> Path:
     """Run the training command; returns the run directory."""
     check_ranges(cfg)  # parse_config checked the flags; this covers a TrainConfig built in code
+    cfg = with_absolute_tables(cfg)  # config.json records where --items/--users are, whatever folder evaluate runs from
     if cfg.threads > 0:
         set_cpu_threads(cfg.threads)
     if cfg.dmp:

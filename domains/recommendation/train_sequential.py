@@ -29,7 +29,7 @@ from core.cli import run_cli
 from core.config import RunConfig, SeedConfig, TrackingConfig, check_ranges
 from core.device import set_cpu_threads
 from core.runs import Run
-from domains.recommendation.config import DataColumnsConfig, data_columns, date_order_field
+from domains.recommendation.config import DataColumnsConfig, data_columns, date_order_field, side_tables, with_absolute_tables
 from domains.recommendation.sequential import OURS, TRAIN, SequenceConfig, SequenceTrainConfig, load_leave_last_out, train_and_evaluate
 from domains.recommendation.training import DOMAIN
 
@@ -84,7 +84,8 @@ def train_sequential(cfg: TrainSequentialConfig) -> Path:
     if cfg.threads > 0:
         set_cpu_threads(cfg.threads)
     # the data and its split before any run folder: a file the run cannot use is one line, exit 2, no failed run left behind
-    loaded = load_leave_last_out(cfg.data, with_text=cfg.text, date_order=cfg.date_order, columns=data_columns(cfg))
+    cfg = with_absolute_tables(cfg)  # config.json records where --items/--users are, whatever folder a later command runs from
+    loaded = load_leave_last_out(cfg.data, with_text=cfg.text, date_order=cfg.date_order, columns=data_columns(cfg), **side_tables(cfg))
     with Run.start(DOMAIN, cfg, command="train_sequential", kind="job") as run:
         m = train_and_evaluate(cfg.data, cfg.model_config(), cfg.train_config(), run, loaded=loaded)
         k = cfg.k

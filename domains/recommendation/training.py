@@ -41,7 +41,7 @@ from core.io import atomic_write_json, atomic_write_parquet
 from core.logging import get_logger
 from core.progress import progress
 from core.runs import Run, check_resumable
-from domains.recommendation.config import TrainConfig, data_columns
+from domains.recommendation.config import TrainConfig, data_columns, side_tables
 from domains.recommendation.data import (check_split_sizes, data_source_record, group_by_user, load_dataset,
                                          require_timestamps, split_interactions, split_name, validation_split)
 from domains.recommendation.evaluation import evaluate_scores, model_scores
@@ -114,7 +114,7 @@ class Prepared:
 
 def prepare_inputs(cfg: TrainConfig) -> Prepared:
     """Load the data, make the named split and the validation split, build the feature space and batcher."""
-    data = load_dataset(cfg.data, date_order=getattr(cfg, "date_order", "auto"), columns=data_columns(cfg))
+    data = load_dataset(cfg.data, date_order=getattr(cfg, "date_order", "auto"), columns=data_columns(cfg), **side_tables(cfg))
     name = split_name(cfg.split)
     require_timestamps(data, name, f"--data {cfg.data}")  # a file without a timestamp column: only the splits that need no time
     split = split_interactions(data.interactions, name, cfg.split_seed)

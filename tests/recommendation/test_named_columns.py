@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -60,7 +61,7 @@ def test_named_columns_refusals_are_one_line(tmp_path):
         load_dataset(str(folder), columns={"item_id": "biz"})
     with pytest.raises(ArgumentError, match=r"^--user-col and --item-col: both name the field 'business_id'"):
         load_dataset(str(folder), columns={"user_id": "business_id", "item_id": "Business_ID"})
-    with pytest.raises(InteractionDataError, match=r"^--item-col with --data ml-100k: the bundled data set's fields are known"):
+    with pytest.raises(InteractionDataError, match=r"^--item-col with --data ml-100k: the bundled data set's fields and tables are known"):
         load_dataset("ml-100k", columns={"item_id": "business_id"})
     ml = tmp_path / "ml-1m"
     ml.mkdir()
@@ -128,3 +129,42 @@ def test_a_named_field_saved_as_the_parquet_index_is_found(tmp_path):
     pd.DataFrame({"customer": ["c1", "c2", "c1"], "sku": ["s1", "s1", "s2"], "ts": [1, 2, 3]}).set_index("customer").to_parquet(p)
     inter = load_interactions(p, columns={"user_id": "customer", "item_id": "sku", "timestamp": "ts"}).interactions
     assert sorted(zip(inter["user_id"], inter["item_id"])) == [("c1", "s1"), ("c1", "s2"), ("c2", "s1")]
+
+
+def test_a_shop_brings_its_catalogue_and_customers_beside_the_orders(tmp_path, monkeypatch, capsys):
+    """``--items``/``--users``: a CSV or Parquet export had no way to bring its product catalogue (titles, categories: the
+    item tower's features, what ``recommend --new-title`` places a new item by) or its customer table — only RecBole
+    and MovieLens folders did. Paths are recorded absolute, so evaluate from another folder reads the same tables."""
+    from domains.recommendation.evaluate import main as evaluate
+    from domains.recommendation.recommend import main as recommend
+    from domains.recommendation.train import main as train
+
+    rng = np.random.default_rng(0)
+    cats = ["Shirts", "Mugs", "Lamps"]
+    orders = [(f"c{u}", f"S{s}", 100 * u + t) for u in range(12) for t, s in enumerate(rng.choice(30, 8, replace=False))]
+    pd.DataFrame(orders, columns=["customer", "sku", "ts"]).to_csv(tmp_path / "orders.csv", index=False)
+    pd.DataFrame({"sku": [f"S{s}" for s in range(30)], "title": [f"{cats[s % 3]} no. {s}" for s in range(30)],
+                  "categories": [f"{cats[s % 3]}|Home" for s in range(30)]}).to_csv(tmp_path / "products.csv", index=False)
+    pd.DataFrame({"customer": [f"c{u}" for u in range(12)], "age": ["25-34", "56+", "18-24"] * 4, "gender": ["F", "M"] * 6}).to_csv(tmp_path / "customers.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    flags = ["--runs-dir", "runs", "--no-track", "--data", "orders.csv", "--items", "products.csv", "--users", "customers.csv",
+             "--user-col", "customer", "--item-col", "sku", "--time-col", "ts", "--epochs", "1", "--max-steps", "2", "--text", "none",
+             "--no-baselines", "--no-wide"]
+    assert train([*flags, "--name", "shop"]) == 0  # was 2: unrecognized arguments --items, --users
+    run = tmp_path / "runs" / "recommendation" / "shop"
+    recorded = json.loads((run / "config.json").read_text())
+    assert (recorded["items"], recorded["users"]) == (str(tmp_path / "products.csv"), str(tmp_path / "customers.csv"))
+    items = pd.read_parquet(run / "items.parquet").set_index("item_id")
+    assert items.loc["S4", "title"] == "Mugs no. 4" and list(items.loc["S4", "genres"]) == ["Mugs", "Home"]
+    assert sorted(set(pd.read_parquet(run / "users.parquet")["age"])) == [18, 25, 56]
+    capsys.readouterr()
+    assert recommend(["--runs-dir", "runs", "--model-run", "shop", "--new-title", "Blue shirt", "--new-genres", "Shirts"]) == 0  # placed by its category
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert evaluate(["--runs-dir", str(tmp_path / "runs"), "--no-track", "--model-run", str(run), "--data", str(tmp_path / "orders.csv")]) == 0
+    capsys.readouterr()
+    assert train(["--runs-dir", "runs", "--no-track", "--items", str(tmp_path / "products.csv"), "--name", "b"]) == 2  # with the bundled data
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert err == ["error: --items with --data ml-100k: the bundled data set's fields and tables are known; these flags are for an interaction file "
+                   "or a RecBole .inter file given as --data"], err

@@ -84,7 +84,8 @@ class SeveralSeries(Exception):
 def split_dicom_series(raw: Path, out: Path) -> None:
     """``materialise``'s DICOM reader: one series as before (``out``); several (a localizer beside the axial series) each
     read as ``infer --series`` reads it into a NIfTI beside ``out`` while the raw files still exist (they are deleted
-    right after, as for one series) — raises :class:`SeveralSeries` listing them for the page to choose from. Each file's
+    right after, as for one series) — raises :class:`SeveralSeries` listing them for the page to choose from; a series of
+    several images at each position (multi-echo, dynamic) is listed as its volumes, each read as ``infer --volume``. Each file's
     header is parsed once (:class:`api.DicomFolder`): the plain read, the listing and every series' conversion share it (each
     used to read the whole folder again: N + 2 parses of every file for N series)."""
     folder = api.DicomFolder(raw)
@@ -93,14 +94,17 @@ def split_dicom_series(raw: Path, out: Path) -> None:
         return
     except api.MedicalInputError:
         found = folder.series()
-        if len(found) <= 1:
+        # each series, or each volume of a series holding several images at every position (multi-echo, dynamic: infer --volume)
+        choices = [(s, k, n) for s in found for n in [folder.volume_count(s.id)] for k in (range(n) if n else [None])]
+        if len(choices) <= 1:
             raise
     listed = []
-    with st.spinner(f"Reading the {len(found)} DICOM series of the upload (the raw files are deleted after)…"):
-        for s in found:
-            entry = {"id": s.id, "description": s.description, "path": None, "refused": None}
+    with st.spinner(f"Reading the {len(choices)} DICOM volumes of the upload (the raw files are deleted after)…"):
+        for s, k, n in choices:
+            entry = {"id": s.id if k is None else f"{s.id}-volume-{k}", "path": None, "refused": None,
+                     "description": s.description if k is None else f"{s.description}: volume {k} of 0..{n - 1}"}
             try:
-                entry["path"] = str(folder.to_nifti(out.parent / f"{s.id}.nii.gz", series=s.id).path)
+                entry["path"] = str(folder.to_nifti(out.parent / f"{entry['id']}.nii.gz", series=s.id, volume=k).path)
                 Path(entry["path"]).chmod(0o600)
             except api.MedicalInputError as e:  # that series alone is refused (shown when it is chosen); the others stay usable
                 entry["refused"] = str(e)
@@ -142,12 +146,14 @@ def choose_within(upload_id: str, materialised) -> tuple[str | None, str]:
             series = None
     if series is not None:
         names = {e["description"]: e for e in series}  # "series-<hash> (N slice(s) of RxC, CT LOCALIZER, SeriesNumber S)"
-        pick = st.selectbox(f"The ZIP holds {len(series)} DICOM series: which one to segment?", list(names), index=None,
+        what = "volumes (series, echoes or time points)" if any("-volume-" in e["id"] for e in series) else "series"
+        pick = st.selectbox(f"The ZIP holds {len(series)} DICOM {what}: which one to segment?", list(names), index=None,
                             placeholder="Choose a series…", key=f"med_series_{upload_id}",
-                            help="as `infer --series series-<hash>` picks one: slices, size, Modality, LOCALIZER and SeriesNumber "
-                                 "from the headers (no patient field, no series description)")
+                            help="as `infer --series series-<hash>` (and `--volume N` within a multi-echo or dynamic series) picks "
+                                 "one: slices, size, Modality, LOCALIZER and SeriesNumber from the headers (no patient field, no series "
+                                 "description)")
         if pick is None:
-            st.info(f"The ZIP holds {len(series)} DICOM series; choose the one to segment above (a localizer is a few survey slices).")
+            st.info(f"The ZIP holds {len(series)} DICOM {what}; choose the one to segment above (a localizer is a few survey slices).")
             return None, "upload"
         chosen = names[pick]
         if chosen["refused"] is not None:

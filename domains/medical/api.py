@@ -259,13 +259,23 @@ class DicomFolder:
         holds several; one entry for a folder of one series."""
         return [DicomSeries(id=i, description=d) for i, d in self._reader.series()]
 
-    def to_nifti(self, dst: str | Path, series: str | None = None) -> ScanInfo:
+    def volume_count(self, series: str | None = None) -> int | None:
+        """How many volumes the series (an id of :meth:`series`, as ``infer --series``) holds when it has several images at every
+        slice position (multi-echo, dynamic), as ``infer --volume`` counts them; None for a 3D series, or one whose headers do
+        not tell (:meth:`to_nifti` names its problem)."""
+        try:
+            return self._reader.volume_count(series)
+        except Exception:  # noqa: BLE001 - the read names it
+            return None
+
+    def to_nifti(self, dst: str | Path, series: str | None = None, volume: int | None = None) -> ScanInfo:
         """One series written to ``dst`` as NIfTI: voxels, geometry and the series' Modality (so the model's modality check
         still sees it) — the reader never takes patient fields out of the DICOM files. ``series``: which series of a folder
-        holding several (an id of :meth:`series`, as ``infer --series``); without it such a folder is refused listing them."""
+        holding several (an id of :meth:`series`, as ``infer --series``); without it such a folder is refused listing them.
+        ``volume``: which volume of a series of several images at each position (:meth:`volume_count`, as ``infer --volume``)."""
         from domains.medical.io import save_volume_nifti
 
-        vol = self._reader.load(series=series)
+        vol = self._reader.load(series=series, volume=volume)
         dst = save_volume_nifti(vol, dst)
         return ScanInfo(path=dst, shape=vol.shape, spacing=vol.spacing)
 

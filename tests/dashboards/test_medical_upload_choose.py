@@ -196,3 +196,38 @@ def test_a_label_zip_of_two_series_is_refused_in_the_pages_words(page, brain, mo
     assert "LOCALIZER" in error and error.endswith("a label is one volume: upload a ZIP of its series alone"), error
     assert "--series" not in error and "infer" not in error and "\n" not in error, error
     assert PATIENT.split("^")[0] not in error and "MRN" not in error, error
+
+
+def test_a_dicom_zip_of_a_dual_echo_series_offers_its_echoes_and_segments_the_one_chosen(page, brain, tmp_path):
+    """A dual-echo MR series (both echoes' images at every slice position, one series) was refused with the command line's
+    '--volume' words; the page offers its volumes as it offers several series, each read as `infer --volume` reads it."""
+    import pydicom
+
+    t1, _ = brain
+    echoes = [np.round(t1).astype(np.int16), np.round(0.5 * t1 + 30).astype(np.int16)]
+    entries, uid = {}, None
+    for e, data in enumerate(echoes, start=1):
+        for name, raw in _dicom_series(data, 4, ["ORIGINAL", "PRIMARY", "AXIAL"], (-90.0, -126.0, -72.0), f"E{e}-").items():
+            ds = pydicom.dcmread(io.BytesIO(raw))
+            uid = uid or ds.SeriesInstanceUID
+            ds.SeriesInstanceUID, ds.EchoNumbers, ds.InstanceNumber = uid, e, int(ds.InstanceNumber) + 1000 * e
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            entries[name] = buf.getvalue()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    page.file_uploader(key="med_upload").upload("echoes.zip", buf.getvalue(), "application/zip")
+    page.run()
+    _ok(page)  # was refused: "... pick one with --volume 0..1 (in EchoNumbers order; infer, score) ..."
+    pick = page.selectbox(key=next(k for k in _keys(page) if k.startswith("med_series_")))
+    assert "DICOM volumes" in pick.label and len(pick.options) == 2 and pick.value is None, (pick.label, pick.options)
+    assert pick.options[0].endswith(": volume 0 of 0..1") and pick.options[1].endswith(": volume 1 of 0..1"), pick.options
+    assert not any("DOE" in o or "MRN" in o for o in pick.options)
+    pick.set_value(pick.options[1]).run()
+    _ok(page)
+    (shown,) = _shown(page)
+    assert "-volume-1`" in shown and f"shape {t1.shape}" in shown, shown
+    (written,) = (tmp_path / "up").rglob("*-volume-1.nii.gz")
+    np.testing.assert_array_equal(np.asarray(nib.load(written).dataobj), echoes[1].astype(np.float32))  # the second echo, whole

@@ -403,7 +403,12 @@ def validate_interactions(df: pd.DataFrame, users: pd.DataFrame | None = None, i
         users = _normalise_users(users, source)
         out["user_id"], users["user_id"] = _same_id_type(out["user_id"], users["user_id"])
         extra = sorted(set(out["user_id"]) - set(users["user_id"]), key=_sort_key)
+        if extra and len(extra) == out["user_id"].nunique():  # ids written another way ("C-001" for 1): every user's features unknown
+            raise InteractionDataError(f"{source}: none of its {len(extra)} user(s) (e.g. {extra[:3]}) is in the user table; expected the user ids "
+                                       f"of the user table (e.g. {sorted(users['user_id'].head(3).tolist(), key=_sort_key)})")
         if extra:  # interacting users missing from the user table get unknown features
+            log.warning(f"{source}: {len(extra)} interacting user(s) are not in the user table (e.g. {extra[:3]}); their age, gender and occupation "
+                        "are unknown")
             users = pd.concat([users, pd.DataFrame({"user_id": extra, "age": -1, "gender": "unknown", "occupation": "unknown"})], ignore_index=True)
     else:
         ids = sorted(out["user_id"].unique().tolist(), key=_sort_key)

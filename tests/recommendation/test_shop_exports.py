@@ -134,3 +134,24 @@ def test_a_spark_parquet_folder_is_one_table(tmp_path):
     pd.DataFrame({"user": [1], "other": ["x"]}).to_parquet(folder / "day=2024-01-03" / "part-bad.parquet")  # a part of another schema
     with pytest.raises(InteractionDataError, match=r"events\.parquet: 1 row\(s\) with an empty user_id"):  # its rows have no user: refused
         load_dataset(str(folder))
+
+
+def test_a_customer_table_of_other_ids_is_refused_not_ignored(tmp_path, caplog):
+    """Customer numbers written another way in the customer table ('C-001' for 1): every user's features were unknown,
+    silently (the table's users only counted as 'without history'); now one line, and a partial match is a warning."""
+    import logging
+
+    orders = tmp_path / "orders.csv"
+    orders.write_text("user_id,item_id,timestamp\n1,a,10\n2,b,11\n3,a,12\n")
+    other = tmp_path / "customers.csv"
+    other.write_text("user_id,age,gender\nC-001,30,F\nC-002,41,M\nC-003,25,F\n")
+    with pytest.raises(InteractionDataError) as e:
+        load_interactions(orders, users=other)
+    assert str(e.value) == (f"{orders}: none of its 3 user(s) (e.g. ['1', '2', '3']) is in the user table; expected the user ids of the user table "
+                            "(e.g. ['C-001', 'C-002', 'C-003'])")
+    some = tmp_path / "some.csv"
+    some.write_text("user_id,age,gender\n1,30,F\n2,41,M\n")
+    with caplog.at_level(logging.WARNING):
+        users = load_interactions(orders, users=some).users.set_index("user_id")
+    assert users.loc[3, "age"] == -1 and users.loc[1, "age"] == 30
+    assert "1 interacting user(s) are not in the user table (e.g. [3]); their age, gender and occupation are unknown" in caplog.text

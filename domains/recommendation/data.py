@@ -642,6 +642,32 @@ def _with_our_id(table: pd.DataFrame, ours: str) -> pd.DataFrame:
     return table if alias is None else table.rename(columns={alias: ours})
 
 
+def _genre_list(g) -> list:
+    """An item's genres or categories: a list as it is; text as its writer meant it — a list saved as its text
+    (``['Clothing, Shoes & Jewelry', 'Men']``: pandas' ``to_csv`` of a list column, a JSON array) parsed, names separated
+    by ``|`` (MovieLens; ``Home & Kitchen|Mugs``) split there only, else RecBole's space-separated ``token_seq``. Multi-word
+    categories used to be split at every space as well (``Home``, ``&``, ``Kitchen``), and a saved list into its quotes
+    and brackets (``['Clothing,``)."""
+    if isinstance(g, (list, tuple, np.ndarray)):
+        return list(g)
+    if not isinstance(g, str):
+        return []
+    text = g.strip()
+    if text.startswith("[") and text.endswith("]"):
+        import ast
+
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                parsed = parse(text)
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(parsed, list):
+                return [str(x).strip() for x in parsed if str(x).strip()]
+    if "|" in text:
+        return [x.strip() for x in text.split("|") if x.strip()]
+    return text.split()
+
+
 def _normalise_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
     items = _with_our_id(items.copy(), "item_id")
     if "genres" not in items.columns and "categories" in items.columns:  # Amazon's item metadata: its category path, a list
@@ -662,7 +688,7 @@ def _normalise_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
         items["year"] = -1
     if "genres" not in items.columns:
         items["genres"] = [[] for _ in range(len(items))]
-    items["genres"] = [list(g) if isinstance(g, (list, tuple, np.ndarray)) else ([x for x in str(g).replace("|", " ").split() if x] if isinstance(g, str) else []) for g in items["genres"]]
+    items["genres"] = [_genre_list(g) for g in items["genres"]]
     items["year"] = pd.to_numeric(items["year"], errors="coerce").fillna(-1).astype(np.int64)
     return items[["item_id", "title", "year", "genres"]]
 

@@ -155,3 +155,19 @@ def test_a_customer_table_of_other_ids_is_refused_not_ignored(tmp_path, caplog):
         users = load_interactions(orders, users=some).users.set_index("user_id")
     assert users.loc[3, "age"] == -1 and users.loc[1, "age"] == 30
     assert "1 interacting user(s) are not in the user table (e.g. [3]); their age, gender and occupation are unknown" in caplog.text
+
+
+def test_categories_keep_their_words_and_a_saved_list_is_read_as_one(tmp_path):
+    """A catalogue saved by pandas (a list column becomes "['Clothing, Shoes & Jewelry', 'Men']") had genres such as
+    "['Clothing," and "Jewelry',"; multi-word categories written with | ("Home & Kitchen|Mugs") were cut at every space."""
+    orders = tmp_path / "orders.csv"
+    orders.write_text("user_id,item_id,timestamp\n1,a,10\n1,b,11\n2,c,12\n2,d,13\n")
+    products = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "title": ["Shirt", "Mug", "Lamp", "Toy"],
+                             "genres": [["Clothing, Shoes & Jewelry", "Men"], None, None, None]})
+    products.loc[1, "genres"] = "Home & Kitchen|Mugs"
+    products.loc[2, "genres"] = '["Tools", "Lighting"]'  # a JSON array as text
+    products.loc[3, "genres"] = "Toys Games"  # RecBole's token_seq: space-separated, as before
+    products.to_csv(tmp_path / "products.csv", index=False)  # the list of row 0 is written as its Python text
+    items = load_interactions(orders, items=tmp_path / "products.csv").items.set_index("item_id")
+    assert [list(items.loc[i, "genres"]) for i in "abcd"] == [["Clothing, Shoes & Jewelry", "Men"], ["Home & Kitchen", "Mugs"],
+                                                              ["Tools", "Lighting"], ["Toys", "Games"]]

@@ -80,10 +80,10 @@ def score(cfg: ScoreConfig) -> Path:
     name = job_name("score", items, scorer("", ""), cfg.items_per_chunk, model_run, digest=digest)
     # the mask folder is not part of the job's identity: the identical command rerun after the job completed (a new run
     # folder, score-<hash>-1) is the same job and skips its chunks; another job in --out is refused before any run folder
-    check_scoring_job(cfg, items, scorer("", recorded_in(cfg.out)), digest)
+    job = check_scoring_job(cfg, items, scorer("", recorded_in(cfg.out)), digest)
     with Run.start("medical", cfg, name, command="score", kind="job", stable_name=True) as run:
         out = Path(cfg.out or run.dir / "scores")
-        summary = run_job_from_config(items, scorer(str(run.path("masks")), recorded_in(out)), cfg, default_out=out, digest=digest)
+        summary = run_job_from_config(items, scorer(str(run.path("masks")), recorded_in(out)), cfg, default_out=out, digest=digest, job=job)
         df, bad = read_output(out), read_quarantine(out)
         flagged = df[df["ood_flag"]] if len(df) and "ood_flag" in df.columns else df.iloc[0:0]
         if len(df):

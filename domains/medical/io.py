@@ -30,7 +30,7 @@ from domains.medical.validation import (MAX_SIDE, MAX_VOXELS, MedicalInputError,
 
 __all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES", "probe_volume",
            "check_input", "read_input_for_model", "is_dicom_file", "content_id", "save_volume_nifti", "header_geometry",
-           "list_dicom_series", "volume_count", "DicomFolder", "nrrd_data_files"]
+           "list_dicom_series", "volume_count", "DicomFolder", "nrrd_data_files", "nifti_affine_mm"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
 _SERIES_FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")  # files that may hold a 4D series (--volume picks one volume)
@@ -234,7 +234,7 @@ def _check_nifti_forms(img, p: Path) -> None:
 _NIFTI_MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}
 
 
-def _nifti_affine_mm(img) -> np.ndarray:
+def nifti_affine_mm(img) -> np.ndarray:
     """``img``'s voxel→world affine in millimetres. A header whose spatial unit is metres (pixdim 0.001 for a 1 mm voxel) or
     microns was read as if in millimetres — refused as an 'absurd voxel spacing (0.001, ...) mm; check the header's units'
     although the header said exactly what it meant (ITK, and so Slicer and ITK-SNAP, scale it to millimetres as here). The
@@ -255,7 +255,7 @@ def _probe_nifti(p: Path, volume: int | None = None) -> tuple[tuple[int, ...], t
     _check_header_shape(img.shape, p)
     _check_nifti_forms(img, p)
     _nifti_volume_index(img.shape, p, volume)
-    return tuple(int(s) for s in img.shape[:3]), _spacing_of(_nifti_affine_mm(img))
+    return tuple(int(s) for s in img.shape[:3]), _spacing_of(nifti_affine_mm(img))
 
 
 def _nrrd_axes(hdr) -> tuple[list[int], int | None] | None:
@@ -371,7 +371,7 @@ def header_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray] | No
         import nibabel as nib
 
         img = nib.load(str(p))
-        return tuple(int(s) for s in img.shape), _nifti_affine_mm(img)
+        return tuple(int(s) for s in img.shape), nifti_affine_mm(img)
     except Exception:  # noqa: BLE001 - load_volume refuses it by name when the case is read
         return None
 
@@ -525,7 +525,7 @@ def _load_nifti(p: Path, volume: int | None = None) -> Volume:
     img = nib.load(str(p))
     _check_header_shape(img.shape, p)  # before allocating: a corrupt header can claim terabytes
     _check_nifti_forms(img, p)
-    affine = _nifti_affine_mm(img)
+    affine = nifti_affine_mm(img)
     if len(img.shape) >= 3:
         check_spacing(_spacing_of(affine), p)
     _check_nifti_size(img, p)
@@ -708,8 +708,8 @@ def _check_one_geometry(slices: list, folder: Path) -> None:
 
 
 def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Path:
-    """Write ``mask`` (on ``reference``'s voxel grid) as NIfTI with exactly the reference affine
-    (and, for NIfTI inputs, the same qform/sform codes)."""
+    """Write ``mask`` (on ``reference``'s voxel grid) as NIfTI with exactly the reference's geometry: for NIfTI inputs its
+    header's own qform/sform and codes, in its own units; else ``reference.affine``."""
     import nibabel as nib
 
     mask = np.asarray(mask)
@@ -722,7 +722,7 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
             hdr["descrip"] = b""
         hdr.set_data_dtype(out.dtype)
         hdr.set_slope_inter(1, 0)
-        # the header's own affine, in its own units (reference.affine is in millimetres: _nifti_affine_mm)
+        # the header's own affine, in its own units (reference.affine is in millimetres: nifti_affine_mm)
         img = nib.Nifti1Image(out, reference.header.get_best_affine(), header=hdr)
         s_form, s_code = reference.header.get_sform(coded=True)
         q_form, q_code = reference.header.get_qform(coded=True)

@@ -34,7 +34,7 @@ from core.progress import progress
 from domains.medical import qc
 from domains.medical.config import PipelineConfig
 from domains.medical.data import read_task_meta
-from domains.medical.io import Volume, load_volume
+from domains.medical.io import Volume, load_volume, nifti_affine_mm
 from domains.medical.model import create_model, spec_from_task_meta
 from domains.medical.postprocess import keep_largest_components, mirror_tta_logits
 from domains.medical.transforms import compose, image_steps
@@ -383,7 +383,8 @@ class Segmenter:
             return load_volume(x)
         if hasattr(x, "affine") and hasattr(x, "dataobj"):  # a nibabel image
             data = check_image_array(np.asarray(x.dataobj), "<in-memory NIfTI>").astype(np.float32)
-            return Volume(data=data, affine=np.asarray(x.affine, dtype=np.float64), path="<in-memory NIfTI>", format="nifti", header=x.header)
+            # in millimetres, as load_volume reads the same file (a header in metres or microns was taken as mm)
+            return Volume(data=data, affine=nifti_affine_mm(x), path="<in-memory NIfTI>", format="nifti", header=x.header)
         raise MedicalInputError(f"cannot segment an object of type {type(x).__name__}; pass a path, a nibabel image or a Volume")
 
 

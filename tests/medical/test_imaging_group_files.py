@@ -186,6 +186,20 @@ def test_a_nifti_in_microns_is_checked_in_millimetres(tmp_path):
         check_input(tmp_path / "mouse.nii.gz", 3.0)
 
 
+def test_an_in_memory_nifti_in_metres_is_segmented_in_millimetres_as_its_file_is_read(tmp_path):
+    """``Segmenter.predict`` takes a nibabel image too: it kept the header's metres as millimetres (spacing 0.002 mm) where
+    ``load_volume`` of the same file reads 2 mm."""
+    from domains.medical.predict import Segmenter
+
+    metres = np.array([[-0.002, 0, 0, 0.03], [0, 0.002, 0, -0.02], [0, 0, 0.0025, 0.01], [0, 0, 0, 1.0]])
+    img = nib.Nifti1Image(np.ones((10, 12, 8), dtype=np.float32), metres)
+    img.header.set_xyzt_units("meter")
+    nib.save(img, tmp_path / "metres.nii.gz")
+    in_memory = Segmenter._as_volume(img)
+    np.testing.assert_allclose(in_memory.affine, load_volume(tmp_path / "metres.nii.gz").affine)
+    assert in_memory.spacing == pytest.approx((2.0, 2.0, 2.5))  # was (0.002, 0.002, 0.0025)
+
+
 def test_score_takes_a_detached_nrrd_header_and_its_data_file_as_one_volume_keyed_by_its_voxels(tmp_path):
     """Slicer's 'scan.nhdr + scan.raw.gz': score took the data file for an input of its own (quarantined as 'not a supported
     volume'), and keyed the volume by its header's bytes alone — new voxels under the same header kept the id (and so the

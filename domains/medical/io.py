@@ -297,6 +297,12 @@ def _nrrd_geometry(hdr, axes: list[int]) -> np.ndarray:
 _NRRD_SERIES_KINDS = ("list", "time", "point", "none", "???")
 
 
+def _nrrd_axis_kind(hdr, axis: int) -> str | None:
+    """The ``kinds`` entry of a NRRD's ``axis`` as written; None when the header gives no kind for each axis."""
+    kinds = hdr.get("kinds")
+    return str(kinds[axis]).strip() if kinds is not None and len(kinds) == len(hdr.get("sizes", ())) else None
+
+
 def _nrrd_volume_index(hdr, p: Path, volume: int | None) -> tuple[list[int], int | None, int | None] | None:
     """(spatial axes, series axis, index to read along it) of a NRRD (:func:`_nrrd_axes`), the volume checked as a 4D NIfTI's is."""
     layout = _nrrd_axes(hdr)
@@ -309,8 +315,8 @@ def _nrrd_volume_index(hdr, p: Path, volume: int | None) -> tuple[list[int], int
     sizes = tuple(int(n) for n in hdr.get("sizes", ()))
     n = sizes[series_axis] if series_axis is not None else None
     kind = ""
-    if series_axis is not None and hdr.get("kinds") is not None and len(hdr["kinds"]) == len(sizes):
-        named = str(hdr["kinds"][series_axis]).strip()
+    named = _nrrd_axis_kind(hdr, series_axis) if series_axis is not None else None
+    if named is not None:
         if named.lower() not in _NRRD_SERIES_KINDS:  # colour, vector (a displacement field), tensor: components, not volumes
             raise MedicalInputError(f"{p}: its axis {series_axis + 1} of {len(sizes)} holds {n} components of kind {plain(named)} (a colour, "
                                     "vector or tensor image), not grey-value volumes; expected a 3D volume, or a series of them on a "
@@ -510,8 +516,8 @@ def volume_count(path: str | Path) -> int | None:
             layout = _nrrd_axes(hdr)
             if layout is None or layout[1] is None:
                 return None
-            kinds = hdr.get("kinds")
-            if kinds is not None and len(kinds) == len(hdr["sizes"]) and str(kinds[layout[1]]).strip().lower() not in _NRRD_SERIES_KINDS:
+            kind = _nrrd_axis_kind(hdr, layout[1])
+            if kind is not None and kind.lower() not in _NRRD_SERIES_KINDS:
                 return None  # colour/vector components, not volumes: the reader refuses it by name
             return int(hdr["sizes"][layout[1]])
     except Exception:  # noqa: BLE001 - the reader refuses it by name

@@ -754,6 +754,7 @@ _SERIES_TAGS = ("SeriesInstanceUID", "SeriesNumber", "ImageType", "Modality")
 # technical tags that tell the volumes of one series apart when it holds several images at each slice position (echoes,
 # time points); read to name them and to pick one (:func:`_pick_stacked_volume`)
 _STACK_TAGS = ("EchoNumbers", "TemporalPositionIdentifier", "AcquisitionNumber")
+_TAG_NUMBER = re.compile(r"-?\d+(\.\d*)?")  # a _STACK_TAGS value that orders (and is listed) as a number
 _MAX_SERIES_LISTED = 8
 # What is read of each slice: the whitelist, the pixel-format tags and the series tags; PixelData is deferred (its offset
 # noted, its bytes read when a chosen slice's pixels are used)
@@ -898,14 +899,13 @@ def _stack_layout(slices: list) -> tuple[int, int, str | None, list[str]] | None
     k = int(counts.max())
     if k < 2 or not np.all(counts == k):
         return None
-    number = re.compile(r"-?\d+(\.\d*)?")
     for tag in _STACK_TAGS:
         values = [_tag_text(s, tag) for s in slices]
         distinct = set(values)
         if len(distinct) != k or "" in distinct:
             continue
         if all(len({zi for zi, v in zip(z, values) if v == want}) == len(positions) for want in distinct):  # each value once per position
-            return k, len(positions), tag, sorted(distinct, key=lambda v: (float(v), v) if number.fullmatch(v) else (float("inf"), v))
+            return k, len(positions), tag, sorted(distinct, key=lambda v: (float(v), v) if _TAG_NUMBER.fullmatch(v) else (float("inf"), v))
     return k, len(positions), None, []
 
 
@@ -934,7 +934,7 @@ def _pick_stacked_volume(slices: list, folder: Path, volume: int | None) -> list
         raise MedicalInputError(f"{folder}: {k} images at each of its {n_pos} slice positions, and no EchoNumbers, "
                                 "TemporalPositionIdentifier or AcquisitionNumber tells them apart; put each volume's slices in a folder "
                                 "of their own, or convert the series to NIfTI (e.g. dcm2niix)")
-    listed = ", ".join(ordered if all(re.fullmatch(r"-?\d+(\.\d*)?", v) for v in ordered) else [plain(v) for v in ordered])
+    listed = ", ".join(ordered if all(_TAG_NUMBER.fullmatch(v) for v in ordered) else [plain(v) for v in ordered])
     if volume is None:
         raise MedicalInputError(f"{folder}: {k} images at each of its {n_pos} slice positions ({tag} {listed}): a multi-echo, dynamic or "
                                 f"diffusion series holds {k} volumes, one per echo or time point; pick one with --volume 0..{k - 1} (in "

@@ -798,6 +798,7 @@ def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFr
     if df.empty:
         return df
     drop = np.zeros(len(df), dtype=bool)
+    spike = np.zeros(len(df), dtype=bool)  # reverting spikes, whether dropped or not: the move back from one is no jump of its own
     close = df["close"].to_numpy(dtype=float, copy=True)
     prices = [c for c in ("open", "high", "low", "close_unadjusted") if c in df.columns]  # rescaled with the close
     levels = {c: df[c].to_numpy(dtype=float, copy=True) for c in prices}
@@ -826,12 +827,13 @@ def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFr
                 day = df["date"].iloc[idx[i + 1]]
                 rep.warn(t, "price_spike", day, close[idx[i + 1]], f"close {close[idx[i + 1]]:.6g} on {day:%Y-%m-%d} is {np.exp(r[i]):.3g}x the day "
                          f"before and reverts the next day" + ("; row dropped" if repair else ""))
+                spike[idx[i + 1]] = True
                 if repair:
                     drop[idx[i + 1]] = True
         jumps = 0
         for i in np.flatnonzero(np.abs(np.abs(r) - UNIT_LOG_MOVE) < UNIT_TOLERANCE):
-            if drop[idx[i + 1]] or drop[idx[i]] or (i + 1 < len(r) and abs(r[i] + r[i + 1]) < 0.5 * abs(r[i])):
-                continue  # a reverting spike (dropped above: the moves to and from it), not a new unit
+            if spike[idx[i + 1]] or spike[idx[i]] or (i + 1 < len(r) and abs(r[i] + r[i + 1]) < 0.5 * abs(r[i])):
+                continue  # a reverting spike (found above, dropped with repair: the moves to and from it), not a new unit
             day, unit = df["date"].iloc[idx[i + 1]], 100.0 if r[i] > 0 else 0.01  # new unit / old unit
             rep.warn(t, "unit_change", day, float(np.exp(r[i])), f"close jumps x{np.exp(r[i]):.4g} on {day:%Y-%m-%d} and stays there: prices in "
                      f"pence next to pounds (GBX/GBP; or cents, agorot), or an unadjusted 1:100 split? " + (f"the {idx[i] - a + 1} closes before it were multiplied by {unit:g} "
@@ -845,7 +847,7 @@ def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFr
             rescaled = True
             r = np.diff(np.log(close[idx]))
         for i in np.flatnonzero(np.abs(r) >= SPLIT_LOG_MOVE):
-            if drop[idx[i + 1]] or (i + 1 < len(r) and abs(r[i] + r[i + 1]) < 0.5 * abs(r[i])) or (i > 0 and drop[idx[i]]):
+            if spike[idx[i + 1]] or (i + 1 < len(r) and abs(r[i] + r[i + 1]) < 0.5 * abs(r[i])) or spike[idx[i]]:
                 continue
             ratio = float(np.exp(-r[i]))  # old / new price: 4 for a 1:4 split
             near = min(SPLIT_RATIOS, key=lambda k: min(abs(ratio - k), abs(1 / ratio - k)) / k)

@@ -43,3 +43,15 @@ def test_the_bundled_panel_gets_no_new_split_warning(panel):
     splits = [(w["ticker"], w["date"]) for w in rep.warnings if w["kind"] == "suspected_split"]
     assert splits == [("RRC", "1990-04-10")] and rep.warning_counts() == {"suspected_split": 1, "stale_prices": 2}
     assert rep.warnings[0]["value"] == pytest.approx(3, rel=0.01) and "3:1 split" in rep.warnings[0]["detail"]
+
+
+@pytest.mark.parametrize("mult", [100.0, 0.01, 4.0, 0.25])
+def test_a_reverting_spike_is_one_price_spike_without_repair_too(panel, mult):
+    """validate_prices without repair (the bundled panel, the library call) keeps a fat-finger row; the move back from it
+    was then read as a jump of its own that stays: a x100 spike got a price_spike and a unit_change ('write every price in
+    one unit') for the next day, a x4 one a price_spike and a suspected_split. One finding, as with repair."""
+    g = panel[panel["ticker"] == "KO"].tail(300).reset_index(drop=True)
+    g.loc[150, "close"] *= mult
+    for repair in (False, True):
+        _, rep = validate_prices(g, source="ko", min_history=100, repair=repair)
+        assert [(w["kind"], w["date"]) for w in rep.warnings] == [("price_spike", f"{g['date'][150]:%Y-%m-%d}")], repair

@@ -343,7 +343,7 @@ def _probe_dicom_series(folder: Path, series: str | None = None, headers: _Dicom
                         volume: int | None = None) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     rows = cols = None
     positions, spacing, iop = [], None, None
-    headers = [ds for ds in (headers or _DicomHeaders(folder)).slices() if "ImagePositionPatient" in ds and "Rows" in ds]
+    headers = (headers or _DicomHeaders(folder)).placed()
     headers = _pick_series(headers, folder, series) if headers else headers
     _check_decodable(headers, folder)
     headers = _pick_stacked_volume(headers, folder, volume)
@@ -787,6 +787,10 @@ class _DicomHeaders:
             self._slices = slices
         return self._slices
 
+    def placed(self) -> list:
+        """The slices with a position and a size: what the header check, the series listing and the volume count read."""
+        return [ds for ds in self.slices() if "ImagePositionPatient" in ds and "Rows" in ds]
+
 
 
 def _series_hash_of(ds, folder: Path) -> str:
@@ -823,7 +827,7 @@ def list_dicom_series(folder: str | Path, headers: _DicomHeaders | None = None) 
     take, the description what :func:`_pick_series` prints. Read by :class:`_DicomHeaders`, as the readers read a folder
     (``headers``: ones already read, :class:`DicomFolder`)."""
     folder = Path(folder)
-    slices = [ds for ds in (headers or _DicomHeaders(folder)).slices() if "ImagePositionPatient" in ds and "Rows" in ds]
+    slices = (headers or _DicomHeaders(folder)).placed()
     return [(f"series-{_series_hash_of(g[0], folder)}", _describe_series(g, folder)) for g in _series_groups(slices)]
 
 
@@ -847,7 +851,7 @@ class DicomFolder:
         """How many volumes the series (``series``: as :meth:`load` picks it) holds, when it holds several images at every slice
         position that a tag tells apart (multi-echo, dynamic); None for a 3D series. A folder of several series without
         ``series`` is refused listing them, as :meth:`load` refuses it."""
-        slices = [ds for ds in self._headers.slices() if "ImagePositionPatient" in ds and "Rows" in ds]
+        slices = self._headers.placed()
         if not slices:
             return None
         stack = _stack_layout(_pick_series(slices, self.folder, series))

@@ -278,8 +278,8 @@ class Recommender:
         s = self.user_vecs @ v  # (n_users,): the new item against every user
         order = torch.argsort(s, descending=True)[:k_users]
         users = [self.space.user_ids[i] for i in order.tolist()]
-        # rank of the new item within the unseen catalogue scores of the returned users only
-        cat = mask_excluded(self.user_vecs[order] @ self.item_vecs.T, [self.seen.get(u, np.empty(0, np.int64)) for u in users])
+        # rank of the new item within the unseen catalogue scores of the returned users only (items in no ranked list not counted)
+        cat = mask_excluded(rank_mask(self.user_vecs[order] @ self.item_vecs.T, self.untrained), [self.seen.get(u, np.empty(0, np.int64)) for u in users])
         rank = (cat > s[order, None]).sum(1) + 1
         return pd.DataFrame({"user_id": users, "score": s[order].numpy(),
                              "rank_in_user_list": rank.numpy(), "in_top_k": (rank <= self.k_default).numpy()})

@@ -92,3 +92,16 @@ def test_the_served_scores_are_the_ones_train_evaluated_and_an_older_run_is_serv
     rec = Recommender.load(old)
     _, own_ids = all_embeddings(rec.model, rec.batcher, rec.space.n_users, rec.space.n_items)
     assert rec.untrained is None and np.array_equal(rec.item_vecs.numpy(), own_ids.numpy())
+
+
+def test_a_new_items_rank_counts_only_the_items_a_list_can_hold(shop_run):
+    """recommend --new-title (cold_start_item): rank_in_user_list is where the new item would enter the user's list —
+    the items nobody bought are in no list, so they do not push it down (they did: the rank counted them)."""
+    from domains.recommendation.inference import Recommender
+
+    rec = Recommender.load(shop_run)
+    placed = rec.cold_start_item("Blue shirt", ["Shirts"], k_users=10)
+    for user, score, rank in zip(placed["user_id"], placed["score"], placed["rank_in_user_list"]):
+        ranked = rec.recommend(user, k=rec.space.n_items)  # the user's whole list: unseen items with a training interaction
+        assert set(ranked["item_id"]) <= SOLD
+        assert rank == 1 + int((ranked["score"] > score).sum()), (user, rank)

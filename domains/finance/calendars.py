@@ -125,17 +125,26 @@ class CalendarError(PriceDataError):
 def calendar_of(ticker: str) -> str:
     """The exchange calendar of ``ticker`` read from its name (Yahoo/stooq suffix, Bloomberg exchange code, a non-US
     index), else XNYS."""
+    return _read_name(ticker)[0]
+
+
+def _read_name(ticker: str) -> tuple[str, bool]:
+    """(:func:`calendar_of`'s answer, whether the name carries an exchange code none of the tables knows: a Bloomberg
+    code or a Yahoo-style suffix, read as XNYS)."""
     name = " ".join(str(ticker).upper().split())
     if name in INDEX_CALENDARS:
-        return INDEX_CALENDARS[name]
+        return INDEX_CALENDARS[name], False
     bloomberg = _BLOOMBERG_NAME.match(name)
     if bloomberg:
-        return BLOOMBERG_CALENDARS.get(bloomberg.group(1), US_CALENDAR)
+        code = bloomberg.group(1)
+        return BLOOMBERG_CALENDARS.get(code, US_CALENDAR), code not in BLOOMBERG_CALENDARS
     for pattern, calendar in _SYMBOL_CALENDARS:
         if pattern.search(name):
-            return calendar
+            return calendar, False
     stem, dot, suffix = name.rpartition(".")
-    return SUFFIX_CALENDARS.get(suffix, US_CALENDAR) if dot and stem else US_CALENDAR
+    if not (dot and stem and suffix):
+        return US_CALENDAR, False
+    return SUFFIX_CALENDARS.get(suffix, US_CALENDAR), suffix not in SUFFIX_CALENDARS
 
 
 def calendars_for(tickers, calendar: str = AUTO) -> dict[str, str]:
@@ -143,22 +152,14 @@ def calendars_for(tickers, calendar: str = AUTO) -> dict[str, str]:
     if str(calendar).strip().lower() != AUTO:
         name = check_calendar(calendar)
         return {str(t): name for t in tickers}
-    out = {str(t): calendar_of(t) for t in tickers}
-    unknown = sorted(t for t, c in out.items() if c == US_CALENDAR and t not in _SAID and _unknown_exchange(t))
+    read = {str(t): _read_name(t) for t in tickers}
+    out = {t: c for t, (c, _) in read.items()}
+    unknown = sorted(t for t, (_, code_unknown) in read.items() if code_unknown and t not in _SAID)
     _SAID.update(unknown)  # once per ticker, not at every call
     if unknown:
         log.info(f"no exchange suffix or Bloomberg exchange code known in {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}: their forecast dates follow "
                  f"{US_CALENDAR}; name the exchange with --calendar (e.g. {_EXAMPLES}) if that is wrong")
     return out
-
-
-def _unknown_exchange(ticker: str) -> bool:
-    """True when ``ticker`` names an exchange this module does not know: a Yahoo-style suffix or a Bloomberg code."""
-    name = " ".join(str(ticker).upper().split())
-    bloomberg = _BLOOMBERG_NAME.match(name)
-    if bloomberg:
-        return bloomberg.group(1) not in BLOOMBERG_CALENDARS
-    return "." in name.strip(".") and name.rpartition(".")[2] not in SUFFIX_CALENDARS
 
 
 def check_calendar(name: str) -> str:

@@ -97,7 +97,8 @@ def _other_case(names, known, where: str, fix: str) -> str:
     pairs = [(n, by_upper[str(n).upper()]) for n in sorted(map(str, names)) if str(n).upper() in by_upper and by_upper[str(n).upper()] != n]
     if not pairs:
         return ""
-    return f" ({', '.join(f'{n} is {where}' + chr(39) + f's {k}' for n, k in pairs[:5])} in another case: {fix.format(pairs[0][1])})"
+    said = ", ".join(f"{n} is {where}'s {k}" for n, k in pairs[:5])
+    return f" ({said} in another case: {fix.format(pairs[0][1])})"
 
 
 def forecast_features(fc: Forecaster, panel: pd.DataFrame, covariates: pd.DataFrame | None, tickers, *, source: str = "the data",

@@ -244,7 +244,8 @@ SPLIT_LOG_MOVE = float(np.log(1.8))
 # unit_change rule takes over (a 1:100 consolidation and pence next to pounds look the same)
 SPLIT_RATIOS = (2, 3, 4, 5, 8, 10, 15, 20, 25, 30, 40, 50)
 # a quote unit switching between a currency and its hundredth (GBX/GBP, ZAc/ZAR, ILA/ILS): a one-day ratio of 100 within
-# a 25% move of its own (no traded stock moves 80-125x in a day)
+# a 25% move of its own. A traded stock rarely moves 80-125x in a day and stays there; one that does (a token or a bankrupt
+# penny stock falling to a hundredth) is rescaled too, named by its warning (README, Bad data)
 UNIT_LOG_MOVE, UNIT_TOLERANCE = float(np.log(100.0)), float(np.log(1.25))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, v
     if volume is not None and not p.is_dir() and not lower.endswith(_SERIES_FILE_SUFFIXES):
         raise MedicalInputError(f"--volume {plain(volume)}: selects one volume of a 4D NIfTI or NRRD file or of a DICOM series of "
                                 f"several images at each position, but {p} is none of these; leave --volume out")
-    try:
+    with _read_errors_named(p):
         if p.is_dir():
             return dicom(p, series=series, headers=headers, volume=volume)
         if lower.endswith((".nii", ".nii.gz")):
@@ -117,6 +118,14 @@ def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, v
         if lower.endswith(".dcm") or is_dicom_file(p):
             raise MedicalInputError(_single_dicom_message(p))
         raise MedicalInputError(f"{p}: not a supported volume (expected .nii, .nii.gz, .nrrd, .nhdr or a DICOM series folder)")
+
+
+@contextmanager
+def _read_errors_named(p: Path):
+    """A library's parse error (a missing tag, a malformed header) while reading ``p`` becomes a :class:`MedicalInputError`
+    naming the file in one line; a :class:`MedicalInputError` passes as it is."""
+    try:
+        yield
     except MedicalInputError:
         raise
     except Exception as e:  # noqa: BLE001 - a library's parse error becomes a user error naming the file
@@ -851,10 +860,11 @@ class DicomFolder:
         """How many volumes the series (``series``: as :meth:`load` picks it) holds, when it holds several images at every slice
         position that a tag tells apart (multi-echo, dynamic); None for a 3D series. A folder of several series without
         ``series`` is refused listing them, as :meth:`load` refuses it."""
-        slices = self._headers.placed()
-        if not slices:
-            return None
-        stack = _stack_layout(_pick_series(slices, self.folder, series))
+        with _read_errors_named(self.folder):  # as load_volume names them (a slice without ImageOrientationPatient, ...)
+            slices = self._headers.placed()
+            if not slices:
+                return None
+            stack = _stack_layout(_pick_series(slices, self.folder, series))
         return stack[0] if stack is not None and stack[2] is not None else None
 
 

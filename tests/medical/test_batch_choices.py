@@ -252,3 +252,22 @@ def test_score_command_scores_a_batch_of_4d_files_and_multi_series_folders_with_
     assert "skipped" not in err, err
     df = pd.read_parquet(tmp_path / "chosen")
     assert len(df) == 5 and df["volume_index"].dropna().tolist() == [1, 1]
+
+
+def test_score_volume_names_an_unreadable_dicom_folder_as_the_reader_does(tmp_path, dicom_writer):
+    """``score --volume`` counts a DICOM folder's volumes before reading it: a slice without ImageOrientationPatient escaped
+    that count as a bare AttributeError, where the reader names the folder in one line."""
+    import pydicom
+
+    from domains.medical.scoring import read_item
+
+    folder = dicom_writer(tmp_path / "series", np.zeros((8, 8, 4), np.int16))
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        del ds.ImageOrientationPatient
+        ds.save_as(f)
+    with pytest.raises(MedicalInputError) as by_reader:
+        load_volume(folder)
+    with pytest.raises(MedicalInputError, match="ImageOrientationPatient") as by_score:
+        read_item(folder, None, 0)
+    assert str(by_score.value) == str(by_reader.value)

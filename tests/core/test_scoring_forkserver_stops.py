@@ -43,3 +43,36 @@ def test_a_jobs_fork_server_is_gone_when_the_job_ends_and_the_next_job_starts_it
     assert len(first) == 1 and len(second) == 1  # each job's 2 workers forked from one fork server
     assert first_alive == [False] and second_alive == [False]  # the old code: [True], [True] (one server, kept)
     assert first != second  # the second job started its own (with its own preload), not the first one's
+
+
+# a job that fails mid-way in the driver (its first chunk commits, the second's write fails: a full disk) still stops
+# the fork server it started: the stop is in the context's `finally`, not after the last chunk
+FAILING_DRIVER = """
+import os, sys
+import core.scoring.engine as engine
+from core.scoring import WorkItem, run_job
+from tests.scoring_preload_probe import ProbeScorer
+
+commit, calls = engine.commit_chunk, []
+def failing_commit(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        raise OSError(28, "No space left on device")
+    return commit(*args, **kwargs)
+engine.commit_chunk = failing_commit
+try:
+    run_job([WorkItem(id=str(i)) for i in range(4)], ProbeScorer(), sys.argv[1], workers=2, items_per_chunk=1, progress=False)
+except OSError as e:
+    failed = e.errno == 28
+servers = [int(p) for p in open(os.environ["SCORING_PRELOAD_PROBE"]).read().split() if int(p) != os.getpid()]
+print([failed, servers, [os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split(") ", 1)[1][0] != "Z" for p in servers]])
+"""
+
+
+def test_a_job_that_fails_mid_way_stops_its_fork_server_too(tmp_path):
+    res = subprocess.run([sys.executable, "-c", FAILING_DRIVER, str(tmp_path / "a")], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "SCORING_PRELOAD_PROBE": str(tmp_path / "probe.txt")}, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    failed, servers, alive = ast.literal_eval(res.stdout.strip().splitlines()[-1])
+    assert failed and len(servers) == 1  # the job failed with the commit's error, after its fork server imported the probe
+    assert alive == [False]  # the code before 826cd20: [True] (kept for the life of the process)

@@ -185,8 +185,9 @@ class ScoreConfig(PostFields, ScoringConfig, ModelRunConfig, TrackingConfig, Dev
                                                             "outputs, logs and MLflow only ever carry the non-identifying ids"})
     series: str | None = field(default=None, metadata={"help": "for every DICOM folder of the input: the series to segment, as its "
                                                                "SeriesNumber (or a series-<hash>, which names one series of one folder), "
-                                                               "as infer --series; a folder without it is quarantined listing its series. "
-                                                               "Without it a folder of several series is quarantined with that list"})
+                                                               "as infer --series; a folder without that series is quarantined listing its "
+                                                               "series. Without --series a folder of several series is quarantined "
+                                                               "with that list"})
     volume: int | None = field(default=None, metadata={"min": 0, "help": "for every 4D NIfTI/NRRD and every DICOM series of several images "
                                                                           "at each position (multi-echo, dynamic) of the input: the 0-based "
                                                                           "volume to segment, as infer --volume; 3D files and series are read "

@@ -7,11 +7,12 @@ mask path) to partitioned Parquet under ``--out`` (default ``<run>/scores``). Un
 (non-image files, NaN voxels, …) are quarantined with the reason; the rest are kept.
 ``--engine ray --workers N`` scores on a Ray actor pool.
 
-Inputs a user must choose within, as ``infer`` has them: a 4D NIfTI/NRRD (time points, an MSD image's channels), a DICOM
-series of several images at each position (multi-echo, dynamic) and a DICOM folder holding several series are quarantined
-naming their volumes / series and the flag; ``--volume N`` segments volume N of every 4D file or series, ``--series S`` series S (its SeriesNumber, or a series-<hash>) of every DICOM folder, read by
-``infer``'s reader. Entries of the other kinds are read as they are (3D files and series; files for ``--series``); a 4D input with too
-few volumes, or a folder without that series, is quarantined naming what it holds. Rows carry ``series_hash`` (DICOM) and,
+Inputs a user must choose within, as ``infer`` has them: a 4D NIfTI/NRRD (time points, an MSD image's channels), a
+DICOM series of several images at each position (multi-echo, dynamic) and a DICOM folder holding several series are
+quarantined naming their volumes / series and the flag; ``--volume N`` segments volume N of every 4D file or series,
+``--series S`` series S (its SeriesNumber, or a series-<hash>) of every DICOM folder, read by ``infer``'s reader.
+Entries of the other kinds are read as they are (3D files and series; files for ``--series``); a 4D input with too few
+volumes, or a folder without that series, is quarantined naming what it holds. Rows carry ``series_hash`` (DICOM) and,
 with ``--volume``, ``volume_index``.
 
 Rerunning the identical command after a crash finishes the job: without ``--name`` the run is named

@@ -86,9 +86,18 @@ class DataColumnsConfig:
     time_col: str | None = field(default=None, metadata={"help": "the field of --data holding the times, when it is not timestamp (e.g. date)"})
 
 
+def _setting(settings):
+    """``get(name)`` of a config or of a run's ``config.json`` read as a dict (a setting it lacks: None)."""
+    return settings.get if isinstance(settings, dict) else lambda name, default=None: getattr(settings, name, default)
+
+
+# load_dataset's column name -> the config field (and config.json key) naming the file's own field: user_id -> user_col, ...
+_COLUMN_FIELDS = {ours: flag[2:].replace("-", "_") for ours, flag in COLUMN_FLAGS.items()}
+
+
 def side_tables(settings) -> dict[str, str | None]:
     """``{"items": …, "users": …}`` of :func:`domains.recommendation.data.load_dataset` from a config or a run's ``config.json``."""
-    get = settings.get if isinstance(settings, dict) else lambda name, default=None: getattr(settings, name, default)
+    get = _setting(settings)
     return {"items": get("items"), "users": get("users")}
 
 
@@ -105,8 +114,8 @@ def with_absolute_tables(cfg):
 def data_columns(settings) -> dict[str, str | None]:
     """The ``columns=`` of :func:`domains.recommendation.data.load_dataset` from a config, or a run's ``config.json`` as a dict
     (a run recorded before the flags: none)."""
-    get = settings.get if isinstance(settings, dict) else lambda name, default=None: getattr(settings, name, default)
-    return {ours: get(flag[2:].replace("-", "_")) for ours, flag in COLUMN_FLAGS.items()}
+    get = _setting(settings)
+    return {ours: get(name) for ours, name in _COLUMN_FIELDS.items()}
 
 
 @dataclass
@@ -183,7 +192,8 @@ def held_out_settings(settings: dict) -> dict:
     """The settings (of a config or a run's ``config.json``) that decide which interactions are held out: the test
     split (``split``; ``split_seed`` for the stratified splits) and the validation carve (``validation_ratio``; ``seed``
     for the stratified splits, whose carve it draws); ``date_order`` too, as it decides the time order leave-last-out
-    and the latest-duplicate rule read. Split aliases are resolved (``ms`` is ``stratified-75-legacy``)."""
+    and the latest-duplicate rule read; the file's own field names (``--user-col`` …) and its ``--items``/``--users`` tables,
+    which decide the rows themselves. Split aliases are resolved (``ms`` is ``stratified-75-legacy``)."""
     split = settings.get("split")
     try:
         split = split_name(split)
@@ -198,8 +208,7 @@ def held_out_settings(settings: dict) -> dict:
             held["seed"] = settings.get("seed")
         held["validation_ratio"] = settings.get("validation_ratio")
     held["date_order"] = settings.get("date_order", "auto")
-    columns = data_columns(settings)  # which fields of the file are the users, items, ratings and times
-    held.update({COLUMN_FLAGS[ours][2:].replace("-", "_"): field_name for ours, field_name in columns.items()})
+    held.update({name: settings.get(name) for name in _COLUMN_FIELDS.values()})  # which fields of the file are the users, items, ratings and times
     held.update(side_tables(settings))  # the catalogue and user table: the checkpoint's items and users are theirs
     return held
 

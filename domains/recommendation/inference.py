@@ -34,7 +34,7 @@ from core.errors import UserInputError, plain
 from core.runs import RunNotFoundError, read_run, resolve_model_run
 from domains.recommendation.checks import ArgumentError, found, id_arg, path_arg, text_list, whole_number
 from domains.recommendation.data import group_by_user, id_as_recorded, id_number
-from domains.recommendation.model import (TWO_TOWER, UNTRAINED_NOT_RANKED, Batcher, FeatureSpace, TwoTower, all_embeddings, create_model, item_text_embeddings,
+from domains.recommendation.model import (TRAINED_ITEMS, TWO_TOWER, UNTRAINED_NOT_RANKED, Batcher, FeatureSpace, TwoTower, all_embeddings, create_model, item_text_embeddings,
                                           item_texts, model_spec, rank_mask, untrained_id_mask)
 
 __all__ = ["Recommender", "UnknownItemError", "UnknownUserError", "InvalidQueryError", "NotARecommendationRun", "POPULARITY_COLUMN", "load_run_model", "lookup_id", "near_ids",
@@ -110,6 +110,25 @@ def load_run_model(run_dir: str | Path) -> tuple[torch.nn.Module, FeatureSpace, 
     return model, space, spec
 
 
+def _trained_item_rows(run_dir: Path, spec: dict, train_rows: np.ndarray, n_items: int) -> np.ndarray | None:
+    """The item rows the run's saved weights were trained on (the others in no ranked list), as train evaluated the run:
+    the file model.json names (:data:`TRAINED_ITEMS`); a run recorded before that file, the items of its train.parquet
+    (``train_rows``); a run recorded before either, None (every item ranked)."""
+    if not spec.get(UNTRAINED_NOT_RANKED):
+        return None
+    name = spec.get(TRAINED_ITEMS)
+    if name is None:
+        return np.unique(train_rows)
+    path = run_dir / Path(str(name)).name  # a file of the run folder, whatever model.json says
+    if not path.is_file():
+        raise NotARecommendationRun(f"{run_dir} is not a finished recommendation run ({path.name} missing: model.json names it as the "
+                                    "items its weights were trained on); train it again")
+    rows = load_weights(path).get("rows")
+    if rows is None or rows.ndim != 1 or rows.is_floating_point() or (len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n_items)):
+        raise NotARecommendationRun(f"{path}: expected the item rows (0..{n_items - 1}) the run's weights were trained on; the run is damaged, train it again")
+    return rows.numpy().astype(np.int64)
+
+
 @dataclass
 class Recommender:
     run_dir: Path
@@ -149,8 +168,8 @@ class Recommender:
         seen = {u: g for u, g in zip(space.user_ids, per_user) if len(g)}  # users with training history only
         if cfg.history:
             batcher.set_history([seen.get(u, np.empty(0, np.int64)) for u in space.user_ids])
-        # items without a training interaction: in no ranked list, their vector from their features — as train evaluated the run, when it did
-        trained = np.unique(rows) if spec.get(UNTRAINED_NOT_RANKED) else None
+        # items the saved weights never trained on: in no ranked list, their vector from their features — as train evaluated the run, when it did
+        trained = _trained_item_rows(run_dir, spec, rows, space.n_items)
         U, V = all_embeddings(model, batcher, space.n_users, space.n_items, trained_items=trained)
         pop = np.bincount(rows, minlength=space.n_items).astype(np.float64)
         return cls(run_dir, model, space, users, items, batcher, U, V, seen, pop, k, untrained_id_mask(space.n_items, trained))

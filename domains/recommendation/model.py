@@ -62,7 +62,7 @@ from core.logging import get_logger
 from core.registry import Registry
 
 __all__ = ["FeatureSpace", "TwoTowerConfig", "TwoTower", "sampled_softmax_loss", "full_softmax_loss", "sampling_log_q", "item_text_embeddings", "item_texts",
-           "USER_FEATURES", "ITEM_FEATURES", "AGE_BUCKETS", "Batcher", "all_embeddings", "untrained_id_mask", "rank_mask", "UNTRAINED_NOT_RANKED",
+           "USER_FEATURES", "ITEM_FEATURES", "AGE_BUCKETS", "Batcher", "all_embeddings", "untrained_id_mask", "rank_mask", "UNTRAINED_NOT_RANKED", "TRAINED_ITEMS", "TRAINED_ITEMS_FILE",
            "register_model", "create_model", "model_spec", "registered_models", "TWO_TOWER", "UnknownModelError"]
 
 log = get_logger("recommendation.model")
@@ -564,6 +564,11 @@ class Batcher:
 # them the id "unknown" where a vector of theirs is needed), as train's evaluation did; a run recorded before it is served as
 # it was evaluated: every item ranked, by its own id
 UNTRAINED_NOT_RANKED = "untrained_items_not_ranked"
+# model.json's key naming the file (safetensors, {"rows": int64}) of the item rows the saved weights were trained on — with
+# --no-refit and a validation part that is the fit part, not all of train.parquet; a run recorded before the file takes the
+# items of train.parquet, as it was evaluated
+TRAINED_ITEMS = "trained_items"
+TRAINED_ITEMS_FILE = "trained_items.safetensors"
 
 
 def untrained_id_mask(n_items: int, trained_rows: np.ndarray | None) -> torch.Tensor | None:

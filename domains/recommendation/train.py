@@ -12,7 +12,8 @@ The epoch is chosen on a validation split carved from the training part (early s
 NDCG@k); the model is then refitted on the whole training part and evaluated once on the test split
 (``domains/recommendation/training.py`` describes the procedure). Writes under one run directory:
 ``config.json``, ``model.json`` ({name, kwargs} for the model registry), ``model.safetensors``,
-``feature_space.json``, ``item_text.safetensors``, ``split.json``, ``validation_curve.json``,
+``feature_space.json``, ``item_text.safetensors``, ``trained_items.safetensors`` (the items the saved weights were
+trained on; the others are in no ranked list), ``split.json``, ``validation_curve.json``,
 ``data_report.json``, ``data_source.json`` (the --data read, with its content digest: ``--resume`` compares it before reading any data), ``train.parquet``, ``users.parquet``/``items.parquet``, ``eval_metrics.parquet``
 (model vs baselines), ``metrics.json`` and ``checkpoints/`` (one per epoch).
 """

@@ -45,7 +45,7 @@ from domains.recommendation.config import TrainConfig, data_columns, side_tables
 from domains.recommendation.data import (check_split_sizes, data_source_record, group_by_user, load_dataset,
                                          require_timestamps, split_interactions, split_name, validation_split)
 from domains.recommendation.evaluation import evaluate_scores, model_scores
-from domains.recommendation.model import (TWO_TOWER, UNTRAINED_NOT_RANKED, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, create_model, item_text_embeddings,
+from domains.recommendation.model import (TRAINED_ITEMS, TRAINED_ITEMS_FILE, TWO_TOWER, UNTRAINED_NOT_RANKED, Batcher, FeatureSpace, TwoTower, TwoTowerConfig, all_embeddings, create_model, item_text_embeddings,
                                           full_softmax_loss, item_texts, model_spec, rank_mask, sampled_softmax_loss, sampling_log_q, untrained_id_mask)
 
 __all__ = ["DOMAIN", "Prepared", "prepare_inputs", "two_tower_kwargs", "build_model", "LoraText", "train_epochs", "fit_two_tower",
@@ -437,6 +437,19 @@ def _valid_ndcg(prep: Prepared, cfg: TrainConfig, state: dict, lora_text: LoraTe
     return evaluate_scores(model_scores(plain, prep, trained), seen, truth, prep.space.n_items, cfg.k, prep.popularity())
 
 
+def refits(prep: Prepared, cfg: TrainConfig) -> bool:
+    """Whether :func:`fit_two_tower` retrains on the whole training split after choosing the epoch (``--refit`` and a
+    validation part); else the saved weights are the selected epoch's, trained on the fit part only."""
+    return bool(cfg.refit) and prep.valid_u is not None
+
+
+def saved_model_item_rows(prep: Prepared, cfg: TrainConfig) -> np.ndarray:
+    """The item rows of the interactions the saved model's weights were trained on: the whole training split when it
+    refits (or has no validation part), else the fit part — with ``--no-refit`` the items only in validation rows were
+    never trained on, although train.parquet (the training split) holds them."""
+    return prep.train_i if refits(prep, cfg) else prep.fit_i
+
+
 def id_trained_items(item_rows: np.ndarray, cfg: TrainConfig) -> np.ndarray | None:
     """The item rows whose id embedding training updates, given the item rows of the interactions trained on: with the
     sampled softmax an item is in a batch only as a positive, so those items; with ``--softmax full`` every item is in
@@ -570,7 +583,7 @@ def fit_two_tower(prep: Prepared, cfg: TrainConfig, run: Run | None, make_traine
         start_epoch = 0
     sel = tr.broadcast(sel if tr.rank == 0 else None)
     selection = {"best_epoch": sel["best_epoch"], f"valid_ndcg@{k}": sel["best"], "curve": sel["curve"]}
-    if not cfg.refit or prep.valid_u is None:  # without a validation part the selected model already saw the whole training split
+    if not refits(prep, cfg):  # without a validation part the selected model already saw the whole training split
         return (sel["best_state"] if tr.rank == 0 else None), {"steps": loop.step, "train_seconds": loop.seconds,
                                                                "train_examples_per_s": loop.examples / max(loop.seconds, 1e-9),
                                                                "final_loss": loop.loss}, selection
@@ -647,7 +660,7 @@ def finish_run(run: Run, cfg: TrainConfig, prep: Prepared, model: TwoTower, stat
     k = cfg.k
     seen, truth, pop = prep.seen(), prep.truth(), prep.popularity()
     rows = []
-    trained = id_trained_items(prep.train_i, cfg)  # as serving reads it: the items of train.parquet (the training split)
+    trained = id_trained_items(saved_model_item_rows(prep, cfg), cfg)  # saved with the run (TRAINED_ITEMS_FILE): serving reads the same set
     model_m = evaluate_scores(model_scores(model, prep, trained), seen, truth, prep.space.n_items, k, pop)
     rows.append({"model": "two_tower", **model_m})
     if cfg.baselines:
@@ -661,7 +674,10 @@ def finish_run(run: Run, cfg: TrainConfig, prep: Prepared, model: TwoTower, stat
     if prep.text is not None:
         save_weights(run.path("item_text.safetensors"), {"emb": prep.text.contiguous()})
     atomic_write_json(run.path("feature_space.json"), prep.space.to_dict())
-    atomic_write_json(run.path("model.json"), {**model.spec(), "k": k, UNTRAINED_NOT_RANKED: trained is not None})
+    if trained is not None:
+        save_weights(run.path(TRAINED_ITEMS_FILE), {"rows": torch.from_numpy(np.ascontiguousarray(trained, dtype=np.int64))})
+    atomic_write_json(run.path("model.json"), {**model.spec(), "k": k, UNTRAINED_NOT_RANKED: trained is not None,
+                                               **({TRAINED_ITEMS: TRAINED_ITEMS_FILE} if trained is not None else {})})
     atomic_write_json(run.path("split.json"), prep.split_info)
     atomic_write_json(run.path("validation_curve.json"), selection)
     atomic_write_json(run.path("data_report.json"), prep.data_report)

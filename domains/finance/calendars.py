@@ -26,6 +26,7 @@ import pandas as pd
 from core.errors import one_line, plain
 from core.logging import get_logger
 from domains.finance.data import PriceDataError
+from domains.finance.symbols import symbol_market
 
 __all__ = ["AUTO", "US_CALENDAR", "BUSINESS_DAYS", "SUFFIX_CALENDARS", "BLOOMBERG_CALENDARS", "INDEX_CALENDARS", "CalendarError", "calendar_of", "calendars_for",
            "check_calendar", "future_sessions", "days_off_calendar"]
@@ -111,10 +112,9 @@ BLOOMBERG_CALENDARS = {
 }
 # a Bloomberg security name: ticker, exchange code, yellow key ('VOD LN Equity'; any case, any spacing)
 _BLOOMBERG_NAME = re.compile(r"^\S+(?:\s+\S+)*?\s+([A-Z][A-Z0-9])\s+(?:EQUITY|PFD|COMDTY)$")
-# Yahoo's symbols of markets that are not one exchange: crypto pairs (BTC-USD) trade every day, currency pairs (EURUSD=X)
-# Monday-Friday around the clock, futures (CL=F, ES=F) on CME Globex's holidays
-_SYMBOL_CALENDARS = ((re.compile(r"^[A-Z0-9]{2,10}-(?:USD|USDT|USDC|EUR|GBP|JPY|BTC|ETH)$"), "24/7"), (re.compile(r"=X$"), "24/5"),
-                     (re.compile(r"=F$"), "us_futures"))
+# Yahoo's symbols of markets that are not one exchange (symbols.py): crypto pairs (BTC-USD) trade every day, currency pairs
+# (EURUSD=X) Monday-Friday around the clock, futures (CL=F, ES=F) on CME Globex's holidays
+_MARKET_CALENDARS = {"crypto pair": "24/7", "currency pair": "24/5", "futures": "us_futures"}
 _EXAMPLES = "XNYS, XLON, XETR, XPAR, XTKS, XHKG, XTSE, XASX"
 
 
@@ -138,9 +138,9 @@ def _read_name(ticker: str) -> tuple[str, bool]:
     if bloomberg:
         code = bloomberg.group(1)
         return BLOOMBERG_CALENDARS.get(code, US_CALENDAR), code not in BLOOMBERG_CALENDARS
-    for pattern, calendar in _SYMBOL_CALENDARS:
-        if pattern.search(name):
-            return calendar, False
+    market = symbol_market(name)
+    if market:
+        return _MARKET_CALENDARS[market], False
     stem, dot, suffix = name.rpartition(".")
     if not (dot and stem and suffix):
         return US_CALENDAR, False

@@ -46,9 +46,10 @@ naming the columns found and the names expected. :func:`validate_prices` handles
 * a one-day jump by ×100 or ÷100 that does not revert (a price in pence next to prices in pounds: LSE's GBX
   against GBP, Johannesburg's ZAc against ZAR, Tel Aviv's agorot against shekels; or an unadjusted 1:100 reverse split)
   → with ``repair`` (user files) the closes (and open/high/low) before it are rescaled to the latest close's unit, a
-  ``unit_change`` warning; on a crypto pair, currency pair or futures symbol (``BTC-USD``, ``EURUSD=X``, ``CL=F``:
-  :mod:`domains.finance.symbols`), which has no quote in a hundredth of its unit, the prices are kept as they are (a real
-  crash, LUNA-USD in May 2022), a ``price_jump`` warning.
+  ``unit_change`` warning; on a crypto pair or currency pair (``BTC-USD``, ``EURUSD=X``: :mod:`domains.finance.symbols`),
+  which has no quote in a hundredth of its unit, the prices are kept as they are (a real crash, LUNA-USD in May 2022), a
+  ``price_jump`` warning. Futures are rescaled like shares: grains are quoted in cents (``ZC=F``), and no contract moves
+  x100 in a day.
 """
 
 from __future__ import annotations
@@ -228,8 +229,8 @@ WARNING_KINDS = {
                        "use split-adjusted prices (Adj Close)",
     "unit_change": "a one-day jump by x100 or /100 that does not revert (pence next to pounds, cents next to rand, or an unadjusted 1:100 "
                    "reverse split); the closes before it are rescaled to the unit of the latest close, so every return is the real one",
-    "price_jump": "a one-day jump by x100 or /100 that does not revert on a crypto pair, currency pair or futures symbol (BTC-USD, EURUSD=X, "
-                  "CL=F), which has no quote in a hundredth of its unit; kept — a real crash (LUNA-USD, May 2022) stays in the history",
+    "price_jump": "a one-day jump by x100 or /100 that does not revert on a crypto pair or currency pair (BTC-USD, EURUSD=X), "
+                  "which has no quote in a hundredth of its unit; kept — a real crash (LUNA-USD, May 2022) stays in the history",
     "price_spike": "a single-day spike that reverts the next day (fat finger); the spike row is dropped",
     "partial_adjustment": "adj_close missing on some rows of a ticker; its unadjusted close is used instead",
     "short_history": "fewer rows than --min-history; the ticker is dropped",
@@ -250,8 +251,10 @@ SPLIT_LOG_MOVE = float(np.log(1.8))
 SPLIT_RATIOS = (2, 3, 4, 5, 8, 10, 15, 20, 25, 30, 40, 50)
 # a quote unit switching between a currency and its hundredth (GBX/GBP, ZAc/ZAR, ILA/ILS): a one-day ratio of 100 within
 # a 25% move of its own. A traded stock rarely moves 80-125x in a day and stays there; one that does (a bankrupt penny stock
-# falling to a hundredth) is rescaled too, named by its warning (README, Bad data). Crypto pairs, currency pairs and futures
-# (symbols.py) have no sub-unit quote: their jump is kept (price_jump), so a token's crash stays a crash
+# falling to a hundredth) is rescaled too, named by its warning (README, Bad data). Crypto and currency pairs (symbols.py)
+# have no sub-unit quote: their jump is kept (price_jump), so a token's crash stays a crash. Futures are rescaled: grains
+# are quoted in cents (ZC=F), and no contract moves x100 in a day
+NO_SUBUNIT_MARKETS = ("crypto pair", "currency pair")
 UNIT_LOG_MOVE, UNIT_TOLERANCE = float(np.log(100.0)), float(np.log(1.25))
 
 
@@ -801,8 +804,8 @@ def _ticker_names(df: pd.DataFrame, source: str, report: ValidationReport | None
 def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFrame:
     """Data-quality warnings per ticker (see ``WARNING_KINDS``); with ``repair`` forward-filled weekend
     rows and reverting single-day spikes are dropped (counted in ``rep.rows_repaired``), and the prices before a ×100 / ÷100
-    jump that does not revert are rescaled to the latest close's unit (not those of a crypto pair, currency pair or futures
-    symbol: no sub-unit quote exists for them, the jump is real)."""
+    jump that does not revert are rescaled to the latest close's unit (not those of a crypto or currency pair: no sub-unit
+    quote exists for them, the jump is real; futures are rescaled, grains are quoted in cents)."""
     if df.empty:
         return df
     drop = np.zeros(len(df), dtype=bool)
@@ -844,7 +847,7 @@ def _quality(df: pd.DataFrame, rep: ValidationReport, repair: bool) -> pd.DataFr
                 continue  # a reverting spike (found above, dropped with repair: the moves to and from it), not a new unit
             day, unit = df["date"].iloc[idx[i + 1]], 100.0 if r[i] > 0 else 0.01  # new unit / old unit
             market = symbol_market(t)
-            if market:  # no pence of a BTC-USD: rescaling would erase a real crash, the worst error for a risk model
+            if market in NO_SUBUNIT_MARKETS:  # no pence of a BTC-USD: rescaling would erase a real crash, the worst error for a risk model
                 rep.warn(t, "price_jump", day, float(np.exp(r[i])), f"close jumps x{np.exp(r[i]):.4g} on {day:%Y-%m-%d} and stays there; "
                          f"{t} is a {market} symbol, which has no quote in a hundredth of its unit: kept as a real move (a crash "
                          f"like LUNA-USD's in May 2022) — its returns and volatility include it; check the file if it is not one")

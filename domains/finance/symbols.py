@@ -6,9 +6,9 @@
     symbol_market("CL=F")       # 'futures'       (CME Globex's holidays: 'us_futures')
     symbol_market("BRK-B")      # None            (a share class, not a pair)
 
-One definition read by both places that care: ``calendars.py`` (each market's calendar) and ``data.py`` (these
-markets have no quote in a hundredth of their unit, so a lasting x100 jump in one is a real move, not pence next
-to pounds). Imports nothing from the package, so either module can import it.
+One definition read by both places that care: ``calendars.py`` (each market's calendar) and ``data.py`` (crypto and
+currency pairs have no quote in a hundredth of their unit, so a lasting x100 jump in one is a real move, not pence next
+to pounds; futures can be quoted in cents, so theirs is rescaled as a share's). Imports nothing from the package, so either module can import it.
 """
 
 from __future__ import annotations

@@ -220,6 +220,10 @@ class EvaluateConfig(ModelRunConfig, TrackingConfig, RunConfig):
 
     data: str | None = field(default=None, metadata={"help": "where the run's training data is now, when it has moved since training "
                                                               "(default: the absolute path train recorded; for older runs, its --data from this folder)"})
+    items: str | None = field(default=None, metadata={"help": "where the run's --items table is now, when it has moved since training "
+                                                               "(default: the path recorded in the run's config.json)"})
+    users: str | None = field(default=None, metadata={"help": "where the run's --users table is now, when it has moved since training "
+                                                               "(default: the path recorded in the run's config.json)"})
 
 
 @dataclass

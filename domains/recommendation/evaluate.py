@@ -3,6 +3,7 @@
     python -m domains.recommendation.evaluate                       # the newest trained run
     python -m domains.recommendation.evaluate --model-run <name or folder>
     python -m domains.recommendation.evaluate --model-run <name> --data moved/ratings.csv   # its data moved since training
+    python -m domains.recommendation.evaluate --model-run <name> --items moved/items.csv    # its --items (or --users) table moved
 
 The numbers are computed by ``train`` on its held-out test split (split name and seed in the trained
 run's ``split.json``). This job re-derives the two-tower row from the saved weights (a check that the
@@ -13,7 +14,8 @@ writes ``evaluation.json`` into its own run folder (kind "job"; the trained run 
 
 The data is read again from where ``train`` found it (its absolute path, recorded in the run's
 ``split.json``), whatever folder this runs from; when it has moved, ``--data`` names its new place
-(checked to give the run's split).
+(checked to give the run's split). So do ``--items``/``--users`` for the tables train was given (recorded in the
+run's ``config.json``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from core.cli import run_cli
 from core.io import atomic_write_json
 from core.runs import Run
 from domains.recommendation.config import EvaluateConfig
-from domains.recommendation.evaluation import ANCHORS_SETTING, anchors_for, reevaluate_run, run_data_source
+from domains.recommendation.evaluation import ANCHORS_SETTING, anchors_for, reevaluate_run, run_data_source, run_side_tables
 from domains.recommendation.inference import resolve_two_tower_run
 from domains.recommendation.training import DOMAIN
 
@@ -36,8 +38,9 @@ __all__ = ["EvaluateConfig", "evaluate", "main"]
 def evaluate(cfg: EvaluateConfig) -> pd.DataFrame:
     model_run = resolve_two_tower_run(cfg.model_run, cfg.runs_dir)  # a sequence run: refused, naming its metrics
     source = run_data_source(model_run, cfg.data)  # a moved data file is one line before a job folder exists
+    tables = run_side_tables(model_run, items=cfg.items, users=cfg.users)  # so is a moved --items/--users table
     with Run.start(DOMAIN, cfg, command="evaluate", kind="job") as run:
-        res = reevaluate_run(model_run, data=source)
+        res = reevaluate_run(model_run, data=source, tables=tables)
         k, table = res["k"], res["table"]
         if res["difference"] > 1e-4:
             raise RuntimeError(f"re-evaluated NDCG@{k} {res['reevaluated'][f'ndcg@{k}']:.4f} differs from the training run's table by {res['difference']:.2e}")

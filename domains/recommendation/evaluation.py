@@ -3,6 +3,7 @@
     evaluate_scores(scores, seen, truth, n_items, k)   # any (n_users, n_items) score matrix -> metrics
     reevaluate_run(run_dir)                            # the saved model's test metrics, re-derived from its weights
     run_data_source(run_dir)                           # the data the run was trained on, whatever folder this runs from
+    run_side_tables(run_dir)                           # its --items/--users tables (a moved one: one line naming --items/--users)
 
 Definitions of the metrics: :mod:`domains.recommendation.metrics`.
 """
@@ -16,14 +17,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.errors import UserInputError
+from core.errors import UserInputError, plain
 from core.logging import get_logger
 from domains.recommendation.checks import path_arg
 from domains.recommendation.metrics import ranking_metrics, top_k
 from domains.recommendation.model import all_embeddings, rank_mask, untrained_id_mask
 
 __all__ = ["evaluate_scores", "model_scores", "load_metrics", "reevaluate_run", "ANCHORS_NDCG10", "ANCHORS_SETTING", "anchors_for", "RunFilesMissing", "RunDataChanged", "RunDataMissing", "check_same_split",
-           "run_data_source"]
+           "run_data_source", "run_side_tables"]
 
 log = get_logger("recommendation.evaluation")
 
@@ -126,11 +127,34 @@ def run_data_source(run_dir: str | Path, data: str | None = None) -> str:
                          "pass --data PATH where those interactions are now")
 
 
-def reevaluate_run(run_dir: str | Path, data: str | None = None) -> dict:
+def run_side_tables(run_dir: str | Path, items: str | None = None, users: str | None = None) -> dict[str, str | None]:
+    """The ``--items``/``--users`` tables to re-read a run's data with (``load_dataset``'s ``items=``/``users=``): the paths
+    recorded in the run's ``config.json`` (absolute since train records them so), or ``items``/``users`` where such a table
+    is now (evaluate's flags; checked with the data by :func:`check_same_split`). :class:`RunDataMissing` (one line naming
+    the recorded path and the flag) when a recorded table no longer exists; :class:`RunDataChanged` for a flag naming a
+    table the run was not trained with."""
+    from domains.recommendation.config import side_tables
+
+    run_dir = path_arg(run_dir, "run_dir", "a recommendation training run folder")
+    recorded = side_tables(_run_json(run_dir, "config.json"))
+    out = {}
+    for name, now in (("items", items), ("users", users)):
+        was = recorded.get(name)
+        if now is not None and not was:
+            raise RunDataChanged(f"--{name} {plain(now)}: run {run_dir.name} was trained without --{name} (its {name} came with --data); "
+                                 f"leave --{name} out")
+        if now is None and was and not Path(str(was)).expanduser().exists():
+            raise RunDataMissing(f"run {run_dir.name} was trained with --{name} {plain(was)} (recorded in its config.json): no such file "
+                                 f"or folder now; pass --{name} PATH where that table is now")
+        out[name] = now if now is not None else was
+    return out
+
+
+def reevaluate_run(run_dir: str | Path, data: str | None = None, tables: dict[str, str | None] | None = None) -> dict:
     """Re-derive the two-tower's test metrics from a run's saved weights and its recorded split, and
     compare with the table the run wrote. ``data``: where the run's training data is now, when it moved
-    (default: :func:`run_data_source`). Returns ``{"k", "split", "reevaluated", "table", "difference"}``."""
-    from domains.recommendation.config import data_columns, side_tables
+    (default: :func:`run_data_source`); ``tables``: its ``--items``/``--users`` (default: :func:`run_side_tables`). Returns ``{"k", "split", "reevaluated", "table", "difference"}``."""
+    from domains.recommendation.config import data_columns
     from domains.recommendation.data import group_by_user, load_dataset, require_timestamps, split_interactions, split_name
     from domains.recommendation.inference import Recommender
 
@@ -140,8 +164,9 @@ def reevaluate_run(run_dir: str | Path, data: str | None = None) -> dict:
     k = int(tcfg.get("k", 10))
     split = tcfg.get("split") or tcfg.get("protocol", "ms")
     source = run_data_source(run_dir, data)
+    tables = run_side_tables(run_dir) if tables is None else tables
     rec = Recommender.load(run_dir)
-    loaded = load_dataset(source, date_order=tcfg.get("date_order", "auto"), columns=data_columns(tcfg), **side_tables(tcfg))  # read as train read it
+    loaded = load_dataset(source, date_order=tcfg.get("date_order", "auto"), columns=data_columns(tcfg), **tables)  # read as train read it
     require_timestamps(loaded, split_name(split), f"--data {source}")  # the file may have lost its timestamp column since training
     sp = split_interactions(loaded.interactions, split, int(tcfg.get("split_seed", 42)))
     check_same_split(run_dir, sp.train, sp.test, source)

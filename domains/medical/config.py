@@ -163,7 +163,7 @@ class EvaluateConfig(PostFields, ModelRunConfig, TrackingConfig, DeviceConfig, R
 class InferConfig(PostFields, ModelRunConfig, TrackingConfig, DeviceConfig, RunConfig):
     """``python -m domains.medical.infer``."""
 
-    input: str | None = field(default=None, metadata={"private": True, "help": "NIfTI/NRRD file or DICOM series folder (default: the held-out MNI152 test volume); "
+    input: str | None = field(default=None, metadata={"private": True, "help": "NIfTI/NRRD file, Analyze or NIfTI-pair .hdr (its .img beside it) or DICOM series folder (default: the held-out MNI152 test volume); "
                                                                           "not recorded in the run's config.json or MLflow (a path may carry a patient's name)"})
     series: str | None = field(default=None, metadata={"help": "for a DICOM folder holding several series (a localizer beside the axial series): "
                                                                "the one to segment, as series-<hash> or its SeriesNumber — a folder of several "

@@ -1,10 +1,12 @@
 """Segment one volume: ``python -m domains.medical.infer --input scan.nii.gz``.
 
 Writes, into this job's own run directory: ``<id>_mask.nii.gz`` on exactly the input's voxel grid
-(same affine, same shape; qform/sform copied for NIfTI inputs), ``<id>_volumes.json`` (mL per
+(same affine, same shape; qform/sform copied for NIfTI inputs; an Analyze 7.5 input, which stores no orientation, gets
+``<id>_mask.hdr`` + ``.img`` with its own header, so any viewer places mask and image alike), ``<id>_volumes.json`` (mL per
 structure, and the out-of-distribution check: ``ood_flag``, ``ood_reason``, ``mean_confidence``) and
 ``<id>_overlay.png`` (three orthogonal slices with the mask over the image). ``<id>`` is the file name,
-or ``series-<hash>`` for a DICOM series folder. Input: NIfTI, NRRD or a DICOM series folder; default:
+or ``series-<hash>`` for a DICOM series folder. Input: NIfTI (a NIfTI-pair ``.hdr`` too), Analyze 7.5 (``.hdr`` +
+``.img``: its left/right is assumed, and a warning says so), NRRD or a DICOM series folder; default:
 the held-out MNI152 volume with the newest trained model (``--model-run`` picks another).
 
 Inputs are checked from their header (size, spacing, the size of the resampled grid), then read and

@@ -1,5 +1,5 @@
-"""Reading and writing volumes with their geometry: NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr) and
-DICOM series folders, all returned as a :class:`Volume` — a 3D array plus the voxel→world (RAS, mm)
+"""Reading and writing volumes with their geometry: NIfTI (.nii/.nii.gz), NIfTI-pair and Analyze 7.5 (.hdr + .img,
+either gzipped), NRRD (.nrrd/.nhdr) and DICOM series folders, all returned as a :class:`Volume` — a 3D array plus the voxel→world (RAS, mm)
 affine — so that every mask we write lands on exactly the input's grid.
 
 DICOM privacy: only a whitelist of technical tags (geometry, modality, rescale) is ever read into
@@ -11,12 +11,22 @@ A DICOM series converted to NIfTI (:func:`save_volume_nifti`, the dashboard's up
 says it is: its Modality goes into the NIfTI ``descrip`` field as ``modality=CT`` / ``modality=MR``,
 read back into :attr:`Volume.modality`, so the model's modality check sees the series through the
 conversion. Other NIfTI files (no such field) have no modality, as before.
+
+A ``.hdr`` is read by nibabel, through the NIfTI reader and its header checks: a NIfTI-pair header (magic ``ni1``) has the
+whole NIfTI geometry; an Analyze 7.5 header (no NIfTI magic: OASIS-1, older SPM/FSL output) stores voxel sizes but no
+orientation, so its axes are taken as nibabel reads them (its default, after SPM): the storage most Analyze files use,
+"radiological" — the first axis from the patient's right to left, the second posterior to anterior, the third inferior to
+superior (LAS) — and a warning says so once per file. SimpleITK/ITK (and so Slicer, ITK-SNAP) reads the same left/right and
+inferior/superior but the second axis anterior to posterior (LPS), and neither reader uses the header's ``orient`` byte. Its
+mask is written as Analyze too, with the input's own header (:func:`save_mask_like`): whichever way a viewer reads Analyze,
+it places mask and image alike.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +36,22 @@ import numpy as np
 
 from core.io import atomic_path
 from core.errors import one_line, plain
+from core.logging import get_logger
 from domains.medical.validation import (MAX_SIDE, MAX_VOXELS, MedicalInputError, check_image_array, check_modality, check_not_blank, check_resampled_size,
                                         check_spacing)
 
 __all__ = ["Volume", "load_volume", "save_mask_like", "volume_id", "is_volume_path", "DICOM_SAFE_TAGS", "IMAGE_SUFFIXES", "probe_volume",
            "check_input", "read_input_for_model", "is_dicom_file", "content_id", "save_volume_nifti", "header_geometry",
-           "list_dicom_series", "volume_count", "DicomFolder", "nrrd_data_files", "nifti_affine_mm"]
+           "list_dicom_series", "volume_count", "DicomFolder", "nrrd_data_files", "nifti_affine_mm",
+           "data_files"]
 
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".dcm")
-_SERIES_FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")  # files that may hold a 4D series (--volume picks one volume)
+log = get_logger("medical.io")
+
+# a NIfTI-pair or Analyze 7.5 header; its voxels are in the .img (.img.gz) beside it (nibabel reads both kinds)
+_PAIR_SUFFIXES = (".hdr", ".hdr.gz")
+_NIBABEL_SUFFIXES = (".nii", ".nii.gz", *_PAIR_SUFFIXES)
+IMAGE_SUFFIXES = (".nii", ".nii.gz", *_PAIR_SUFFIXES, ".nrrd", ".nhdr", ".dcm")
+_SERIES_FILE_SUFFIXES = (*_NIBABEL_SUFFIXES, ".nrrd", ".nhdr")  # files that may hold a 4D series (--volume picks one volume)
 # The only DICOM attributes we read, with the pixel-format tags and _SERIES_TAGS (SeriesInstanceUID, SeriesNumber,
 # ImageType: which series a slice belongs to). Everything else (PatientName, PatientID, PatientBirthDate,
 # AccessionNumber, InstitutionName, ReferringPhysicianName, SeriesDescription, dates, UIDs other than the series one
@@ -52,10 +69,11 @@ class Volume:
     data: np.ndarray
     affine: np.ndarray
     path: str
-    format: str  # "nifti" | "nrrd" | "dicom"
+    format: str  # "nifti" (a NIfTI-pair too) | "analyze" (Analyze 7.5: no orientation stored) | "nrrd" | "dicom"
     modality: str | None = None  # "CT" / "MR" when the file says so (DICOM, or a NIfTI converted from it), else None
     header: Any = field(default=None, repr=False)  # the NIfTI header, kept to write masks with identical qform/sform
     series_hash: str | None = None  # DICOM: a short hash of SeriesInstanceUID (the UID itself never leaves the reader)
+    orientation_assumed: str | None = None  # Analyze 7.5 (no orientation stored): the axis codes assumed, e.g. "LAS"
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -87,7 +105,7 @@ def volume_id(path: str | Path) -> str:
     """A file-name based id (``case_001.nii.gz`` → ``case_001``); for DICOM folders the folder name."""
     p = Path(path)
     name = p.name
-    for s in (".nii.gz", ".nii", ".nrrd", ".nhdr"):
+    for s in (".nii.gz", ".nii", ".hdr.gz", ".hdr", ".nrrd", ".nhdr"):
         if name.lower().endswith(s):
             return name[: -len(s)]
     return name
@@ -111,13 +129,26 @@ def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, v
     with _read_errors_named(p):
         if p.is_dir():
             return dicom(p, series=series, headers=headers, volume=volume)
-        if lower.endswith((".nii", ".nii.gz")):
+        if lower.endswith(_NIBABEL_SUFFIXES):
             return nifti(p, volume=volume)
+        if lower.endswith((".img", ".img.gz")) and (header := _pair_header_of(p)) is not None:
+            raise MedicalInputError(f"{p}: the voxel file of the Analyze/NIfTI pair {header.name}; pass its header file {header}")
         if lower.endswith((".nrrd", ".nhdr")):
             return nrrd(p, volume=volume)
         if lower.endswith(".dcm") or is_dicom_file(p):
             raise MedicalInputError(_single_dicom_message(p))
-        raise MedicalInputError(f"{p}: not a supported volume (expected .nii, .nii.gz, .nrrd, .nhdr or a DICOM series folder)")
+        raise MedicalInputError(f"{p}: not a supported volume (expected .nii, .nii.gz, .hdr (an Analyze/NIfTI pair), .nrrd, .nhdr or a "
+                                "DICOM series folder)")
+
+
+def _pair_header_of(p: Path) -> Path | None:
+    """The ``.hdr`` (``.hdr.gz``) beside a pair's voxel file ``p`` (``scan.img`` → ``scan.hdr``), None when there is none."""
+    gz = p.name.lower().endswith(".gz")
+    stem = p.name[: -len(".img.gz" if gz else ".img")]
+    for ext in ((".hdr.gz", ".HDR.GZ") if gz else (".hdr", ".HDR")):
+        if (p.parent / (stem + ext)).is_file():
+            return p.parent / (stem + ext)
+    return None
 
 
 @contextmanager
@@ -148,14 +179,17 @@ def _misnamed_hint(p: Path) -> str:
 
 
 def load_volume(path: str | Path, *, dtype=np.float32, check: bool = True, series: str | None = None, volume: int | None = None,
-                headers: _DicomHeaders | None = None) -> Volume:
+                headers: _DicomHeaders | None = None, name: str | None = None) -> Volume:
     """Load a NIfTI / NRRD file or a DICOM series folder; clear errors for anything else. ``series``: which
     series of a DICOM folder holding several (its ``series-<hash>`` or SeriesNumber; without it such a folder is
     refused with the list of its series); ``volume``: which volume (0-based) of a 4D NIfTI or NRRD (without it a 4D
     file is refused, naming how many volumes it holds); ``headers``: the folder's DICOM headers as the check read them
-    (:func:`read_input_for_model`), so they are not read again."""
+    (:func:`read_input_for_model`), so they are not read again. An Analyze 7.5 file (no orientation stored) is warned about
+    once, naming it as ``name`` (score: the item's id, not its possibly identifying file name) or else its path."""
     p = Path(path)
     vol = _dispatch(p, _load_dicom_series, _load_nifti, _load_nrrd, series=series, volume=volume, headers=headers)
+    if vol.orientation_assumed:
+        _warn_no_orientation(name or str(p), vol.orientation_assumed)
     if not np.all(np.isfinite(vol.affine)) or abs(np.linalg.det(vol.affine[:3, :3])) < 1e-9:
         raise MedicalInputError(f"{p}: degenerate geometry (voxel-to-world affine is singular or not finite)")
     if check:
@@ -197,7 +231,7 @@ def is_dicom_file(p: str | Path) -> bool:
 def _no_series_message(folder: Path) -> str:
     """Why a folder holds no usable DICOM series — naming the volume files when it holds those instead
     (a common mix-up: a folder of NIfTI files passed where one file or a DICOM series is expected)."""
-    vols = [f.name for f in folder.iterdir() if f.is_file() and f.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr"))]
+    vols = [f.name for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(_SERIES_FILE_SUFFIXES)]
     if vols:
         return (f"{folder}: a folder is read as one DICOM series, but this one holds {len(vols)} NIfTI/NRRD file(s); "
                 "pass one file, or segment the whole folder with `python -m domains.medical.score --input FOLDER`")
@@ -228,6 +262,8 @@ def _check_nifti_forms(img, p: Path) -> None:
     def usable(form) -> bool:  # finite, with non-zero voxel sizes
         return form is not None and bool(np.all(np.isfinite(form))) and abs(np.linalg.det(form[:3, :3])) > 1e-9
 
+    if not hasattr(img.header, "get_sform"):  # Analyze 7.5: no forms
+        return
     sform, s_code = img.header.get_sform(coded=True)
     if not s_code or sform is None or usable(sform):
         return
@@ -262,6 +298,7 @@ def _probe_nifti(p: Path, volume: int | None = None) -> tuple[tuple[int, ...], t
 
     img = nib.load(str(p))
     _check_header_shape(img.shape, p)
+    _check_pair_data_file(img, p)
     _check_nifti_forms(img, p)
     _nifti_volume_index(img.shape, p, volume)
     return tuple(int(s) for s in img.shape[:3]), _spacing_of(nifti_affine_mm(img))
@@ -380,7 +417,7 @@ def header_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray] | No
     """(shape, voxel→RAS affine) of a NIfTI file from its header alone (the affine :func:`load_volume` uses);
     None for other kinds of input or a header that does not read (the reader names that problem later)."""
     p = Path(path)
-    if not (p.is_file() and p.name.lower().endswith((".nii", ".nii.gz"))):
+    if not (p.is_file() and p.name.lower().endswith(_NIBABEL_SUFFIXES)):
         return None
     try:
         import nibabel as nib
@@ -402,7 +439,7 @@ def check_input(path: str | Path, target_spacing: float | None = None, series: s
     check_spacing(spacing, path)
     if target_spacing is not None and len(shape) >= 3:
         check_resampled_size(shape[:3], spacing, target_spacing, path)
-    if Path(path).is_file() and Path(path).name.lower().endswith((".nii", ".nii.gz")):
+    if Path(path).is_file() and Path(path).name.lower().endswith(_NIBABEL_SUFFIXES):
         import nibabel as nib
 
         _check_nifti_size(nib.load(str(path)), Path(path))
@@ -433,8 +470,8 @@ def content_id(path: str | Path, prefix: str = "vol") -> str:
     p = Path(path)
     h = hashlib.sha256()
     files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else []
-    if p.is_file() and p.name.lower().endswith(".nhdr"):  # a detached header: its voxels are in the data file it names
-        files += [f for f in nrrd_data_files(p) if f.is_file()]
+    if p.is_file():  # a detached header (.nhdr, .hdr): its voxels are in the data file(s) beside it
+        files += [f for f in data_files(p) if f.is_file()]
     for f in files:
         if p.is_dir():
             h.update(str(f.relative_to(p)).encode() + b"\0")
@@ -465,8 +502,28 @@ def nrrd_data_files(path: str | Path) -> list[Path]:
     return [data if data.is_absolute() else p.parent / data]
 
 
+def data_files(path: str | Path) -> list[Path]:
+    """The files beside a header file that hold its voxels, and so belong to its volume: a detached NRRD header's data file
+    (:func:`nrrd_data_files`), an Analyze/NIfTI-pair header's ``.img`` (``.img.gz``) and, when there is one, the SPM ``.mat``
+    nibabel takes its affine from; [] for anything else. ``score`` takes them as part of their header's item (not as inputs
+    of their own) and :func:`content_id` hashes them with it."""
+    p = Path(path)
+    if not p.name.lower().endswith(_PAIR_SUFFIXES):
+        return nrrd_data_files(p)
+    import nibabel as nib
+
+    try:  # nibabel's own naming rules (scan.hdr.gz -> scan.img.gz, SCAN.HDR -> SCAN.IMG), without reading anything
+        fmap = nib.Spm2AnalyzeImage.filespec_to_file_map(str(p))
+    except Exception:  # noqa: BLE001 - the reader names a name it cannot pair
+        return []
+    image, mat = Path(fmap["image"].filename), Path(fmap["mat"].filename)
+    return [image] + ([mat] if mat.is_file() else [])
+
+
 def _kind(p: Path) -> str:
     lower = p.name.lower()
+    if lower.endswith(_PAIR_SUFFIXES):
+        return "Analyze/NIfTI-pair"
     return "NIfTI" if ".nii" in lower else "NRRD" if ".nrrd" in lower or ".nhdr" in lower else "DICOM"
 
 
@@ -513,7 +570,7 @@ def volume_count(path: str | Path) -> int | None:
     p = Path(path)
     lower = p.name.lower()
     try:
-        if p.is_file() and lower.endswith((".nii", ".nii.gz")):
+        if p.is_file() and lower.endswith(_NIBABEL_SUFFIXES):
             import nibabel as nib
 
             dims = _nifti_dims(nib.load(str(p)).shape)
@@ -539,6 +596,7 @@ def _load_nifti(p: Path, volume: int | None = None) -> Volume:
 
     img = nib.load(str(p))
     _check_header_shape(img.shape, p)  # before allocating: a corrupt header can claim terabytes
+    _check_pair_data_file(img, p)
     _check_nifti_forms(img, p)
     affine = nifti_affine_mm(img)
     if len(img.shape) >= 3:
@@ -547,8 +605,41 @@ def _load_nifti(p: Path, volume: int | None = None) -> Volume:
     index = _nifti_volume_index(img.shape, p, volume)
     # one volume of a 4D file is read alone (the proxy applies the scaling to just that slice)
     data = np.asanyarray(img.dataobj) if index is None else np.asanyarray(img.dataobj[:, :, :, index])
-    return Volume(data=np.asarray(data), affine=affine, path=str(p), format="nifti", header=img.header,
-                  modality=_descrip_modality(img.header))
+    analyze = not isinstance(img.header, nib.Nifti1Header)
+    # SPM's .mat beside an Analyze pair is a whole affine (nibabel reads it): then the orientation is stored, not assumed
+    mat = img.file_map.get("mat")
+    assumed = analyze and not (mat is not None and mat.filename and Path(mat.filename).is_file())
+    return Volume(data=np.asarray(data), affine=affine, path=str(p), format="analyze" if analyze else "nifti", header=img.header,
+                  modality=_descrip_modality(img.header), orientation_assumed="".join(nib.aff2axcodes(affine)) if assumed else None)
+
+
+_WARNED_NO_ORIENTATION: set[str] = set()
+
+
+def _warn_no_orientation(name: str, codes: str) -> None:
+    """Once per file and process: an Analyze 7.5 file stores no orientation; which side is the patient's left is assumed."""
+    if name in _WARNED_NO_ORIENTATION:
+        return
+    _WARNED_NO_ORIENTATION.add(name)
+    log.warning(f"{_CONTROL_CHARS.sub('_', name)}: an Analyze 7.5 file stores no orientation; its axes are read as {codes} (nibabel's and "
+                "SPM's radiological reading: the first axis from the patient's right to left, the second back to front, the third foot "
+                "to head), so left/right is assumed, not known; the mask is written as Analyze with this file's header, so a viewer "
+                "shows both alike")
+
+
+def _check_pair_data_file(img, p: Path) -> None:
+    """A pair's voxel file (``scan.img`` beside ``scan.hdr``) missing or shorter than its header declares: one line naming it
+    and the bytes expected, before anything is allocated (nibabel failed only when the voxels were read, with a bare
+    FileNotFoundError or 'Expected N bytes')."""
+    if not p.name.lower().endswith(_PAIR_SUFFIXES):
+        return
+    image = Path(img.file_map["image"].filename)
+    need = _declared_bytes(img)
+    if not image.is_file():
+        other = image.with_name(image.name[:-3]) if image.name.lower().endswith(".gz") else image.with_name(image.name + ".gz")
+        hint = (f"; {other.name} is there: gzip or gunzip both files alike (scan.hdr + scan.img, or scan.hdr.gz + scan.img.gz)"
+                if other.is_file() else "; copy it beside its header")
+        raise MedicalInputError(f"{image}: missing — the voxel file of {p.name}, whose header declares {need:,} bytes of voxel data{hint}")
 
 
 # the one spelling, in a NIfTI's 80-byte descrip field, of the modality a DICOM series said it was
@@ -586,10 +677,17 @@ def save_volume_nifti(vol: Volume, path: str | Path) -> Path:
 _MAX_DEFLATE_RATIO = 1040
 
 
+def _declared_bytes(img) -> int:
+    """The bytes a NIfTI/Analyze header says its voxel data end at (offset + voxels x item size)."""
+    return int(img.header.get_data_offset()) + int(np.prod([int(s) for s in img.shape], dtype=np.float64)) * img.header.get_data_dtype().itemsize
+
+
 def _check_nifti_size(img, p: Path) -> None:
     """Refuse, before allocating the array, a NIfTI file too short for the data its header declares
     (a truncated download, a header-only file): exactly for .nii, by deflate's bound for .nii.gz."""
-    need = int(img.header.get_data_offset()) + int(np.prod([int(s) for s in img.shape], dtype=np.float64)) * img.header.get_data_dtype().itemsize
+    need = _declared_bytes(img)
+    if p.name.lower().endswith(_PAIR_SUFFIXES):  # the voxels are in the pair's .img (:func:`_check_pair_data_file` names a missing one)
+        p = Path(img.file_map["image"].filename)
     have = p.stat().st_size
     gz = p.name.lower().endswith(".gz")
     if (have * _MAX_DEFLATE_RATIO if gz else have) < need:
@@ -723,14 +821,18 @@ def _check_one_geometry(slices: list, folder: Path) -> None:
 
 
 def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Path:
-    """Write ``mask`` (on ``reference``'s voxel grid) as NIfTI with exactly the reference's geometry: for NIfTI inputs its
-    header's own qform/sform and codes, in its own units; else ``reference.affine``."""
+    """Write ``mask`` (on ``reference``'s voxel grid) as NIfTI with exactly the reference's geometry: for NIfTI inputs (a
+    NIfTI-pair too) its header's own qform/sform and codes, in its own units; else ``reference.affine``. An Analyze 7.5 input
+    (no orientation stored) gets an Analyze mask with its own header instead, ``path`` ending ``.hdr`` (+ ``.img``) in
+    place of ``.nii.gz`` (:func:`_save_analyze_mask`). Returns the path written."""
     import nibabel as nib
 
     mask = np.asarray(mask)
     if mask.shape != reference.shape:
         raise MedicalInputError(f"mask shape {mask.shape} differs from the volume {reference.path} shape {reference.shape}")
     out = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.int16)
+    if reference.format == "analyze":
+        return _save_analyze_mask(out, reference, Path(path))
     if reference.header is not None and hasattr(reference.header, "get_sform"):
         hdr = reference.header.copy()
         if _descrip_modality(hdr):  # a mask is not a CT/MR scan: it must not be read back as one
@@ -756,6 +858,44 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
+
+
+def _save_analyze_mask(out: np.ndarray, reference: Volume, path: Path) -> Path:
+    """The mask of an Analyze 7.5 input as Analyze, with the input's header (voxel sizes, SPM origin, orient field) and its
+    SPM ``.mat`` when it had one: readers differ on where an Analyze file lies (nibabel centres it or takes the SPM origin,
+    ITK puts voxel 0 at the origin), so a NIfTI mask holding one reader's guess sat shifted beside its image in a viewer of
+    the other; with one header, every viewer places both alike. Written as ``<name>.hdr`` + ``.img`` (``.nii``/``.nii.gz``
+    of ``path`` replaced), the voxel file first and the header last, each atomically."""
+    import nibabel as nib
+
+    hdr = reference.header.copy()
+    hdr.set_data_dtype(out.dtype)
+    try:
+        hdr.set_slope_inter(1.0, 0.0)  # SPM's scale factor: the mask's values are the labels
+    except Exception:  # noqa: BLE001 - plain Analyze has no scaling to reset
+        pass
+    klass = {h: c for c in (nib.AnalyzeImage, nib.Spm99AnalyzeImage, nib.Spm2AnalyzeImage) for h in [c.header_class]}[type(hdr)]
+    # the header's own geometry as it is; the input's affine only when it came from a .mat beside it (nibabel writes one back)
+    affine = None if np.allclose(hdr.get_best_affine(), reference.affine) else np.asarray(reference.affine)
+    img = klass(out, affine, header=hdr)
+    name = path.name
+    for s in (".nii.gz", ".nii", ".hdr"):
+        if name.lower().endswith(s):
+            name = name[: -len(s)]
+            break
+    target = path.with_name(name + ".hdr")
+    tmp_sides: list[Path] = []
+    try:
+        with atomic_path(target) as tmp:
+            tmp_sides = [tmp.with_suffix(".img"), tmp.with_suffix(".mat")]
+            nib.save(img, str(tmp))
+            for side in tmp_sides:
+                if side.exists():
+                    os.replace(side, target.with_suffix(side.suffix))
+    finally:  # a failed write leaves no temporary voxel file behind
+        for side in tmp_sides:
+            side.unlink(missing_ok=True)
+    return target
 
 
 # technical tags that tell one series of a folder from another (SeriesDescription, free text a technologist types, is not read)

@@ -427,7 +427,8 @@ def overlay_png(image: np.ndarray, mask: np.ndarray, title: str = "") -> bytes:
 
 
 def save_result(res: SegmentationResult, out_dir: str | Path, model_run: str | Path) -> dict:
-    """Write ``<id>_mask.nii.gz`` (the input's grid), ``<id>_volumes.json`` (mL, the OOD check) and
+    """Write ``<id>_mask.nii.gz`` (the input's grid; ``<id>_mask.hdr`` + ``.img`` for an Analyze 7.5 input:
+    :func:`~domains.medical.io.save_mask_like`), ``<id>_volumes.json`` (mL, the OOD check) and
     ``<id>_overlay.png`` into ``out_dir``; ``<id>`` is the volume's output id (a hash for DICOM).
     Returns the volumes record."""
     from core.io import atomic_write_bytes, atomic_write_json

@@ -1,7 +1,9 @@
 """Segment a folder of volumes in batch: ``python -m domains.medical.score --input DIR``.
 
-Every entry of ``--input`` (NIfTI/NRRD files, DICOM series sub-folders) is one work item of the core
-scoring engine (``core.scoring``); masks go to ``<run>/masks/<id>_mask.nii.gz`` on each input's own grid,
+Every entry of ``--input`` (NIfTI/NRRD files, Analyze/NIfTI-pair ``.hdr`` files with their ``.img``, DICOM series sub-folders)
+is one work item of the core scoring engine (``core.scoring``); a header's data file (``scan.img``, a detached NRRD's
+``scan.raw.gz``) belongs to its item and its bytes to the item's id. Masks go to ``<run>/masks/<id>_mask.nii.gz`` (for an
+Analyze 7.5 input ``<id>_mask.hdr`` + ``.img``, with its header: it stores no orientation) on each input's own grid,
 one row per volume (shape, spacing, mL per structure, ``ood_flag``/``ood_reason``/``mean_confidence``,
 mask path) to partitioned Parquet under ``--out`` (default ``<run>/scores``). Unreadable or invalid inputs
 (non-image files, NaN voxels, …) are quarantined with the reason; the rest are kept.

@@ -18,7 +18,7 @@ import pandas as pd
 from core.io import atomic_write_text
 from core.scoring import Scorer, ScoringError, WorkItem
 from core.scoring.job import read_job
-from domains.medical.io import content_id, is_dicom_file, nrrd_data_files
+from domains.medical.io import content_id, is_dicom_file, data_files
 from domains.medical.validation import MedicalInputError
 
 __all__ = ["SegmentationScorer", "folder_entries", "work_items", "write_name_map", "NAME_MAP_FILE", "sanitize", "recorded_mask_dir", "read_item"]
@@ -29,7 +29,8 @@ NAME_MAP_FILE = ".dlsuite-ids.csv"
 
 def folder_entries(folder: str | Path) -> list[Path]:
     """Every non-hidden entry of ``folder`` (files and DICOM sub-folders), so that bad files are
-    reported rather than silently ignored — except the data file a detached NRRD header beside it names (part of that volume)."""
+    reported rather than silently ignored — except the data file(s) of a header beside them (a detached NRRD's data file, an
+    Analyze/NIfTI pair's .img: part of that volume)."""
     if not str(folder).strip():
         raise MedicalInputError("--input is empty; give a folder of volumes")
     folder = Path(folder)
@@ -44,10 +45,10 @@ def folder_entries(folder: str | Path) -> list[Path]:
         raise MedicalInputError(f"{folder}: holds {len(files)} DICOM files and no sub-folder: it is a series (its slices), not a folder of "
                                 f"inputs; segment it with `python -m domains.medical.infer --input {folder}`, or give score the folder "
                                 "that holds one sub-folder per series")
-    # the data file of a detached NRRD header (scan.nhdr + scan.raw.gz) is part of that volume, not an input of its own (it
-    # was quarantined as 'not a supported volume')
-    data_files = {f.resolve() for e in entries for f in nrrd_data_files(e)}
-    return [e for e in entries if e.resolve() not in data_files]
+    # the data file of a detached NRRD header (scan.nhdr + scan.raw.gz) or of an Analyze/NIfTI pair (scan.hdr + scan.img, and
+    # SPM's scan.mat) is part of that volume, not an input of its own (it was quarantined as 'not a supported volume')
+    belong = {f.resolve() for e in entries for f in data_files(e)}
+    return [e for e in entries if e.resolve() not in belong]
 
 
 def work_items(paths: list[Path]) -> tuple[list[WorkItem], dict[str, str]]:
@@ -92,14 +93,15 @@ def recorded_mask_dir(out: str | Path | None) -> str | None:
     return config["mask_dir"] if isinstance(config.get("mask_dir"), str) else None
 
 
-def read_item(path: str | Path, series: str | None, volume: int | None) -> tuple:
+def read_item(path: str | Path, series: str | None, volume: int | None, name: str | None = None) -> tuple:
     """The volume ``score`` segments for one entry, read by the reader ``infer`` uses (:func:`domains.medical.io.load_volume`)
     with the part of the batch's ``--series`` / ``--volume`` that applies to it: ``series`` for a DICOM series folder (a folder
     without that series is refused listing its series); ``volume`` for an entry holding several volumes — a 4D NIfTI/NRRD, a
     DICOM series of several images at each position (multi-echo, dynamic) — (one holding too few is refused naming how many it
     holds). Entries without that choice — 3D files and series, and files for ``--series`` — are read as they are: one batch
     mixes them. A DICOM folder's headers are read once, for the rule and the read (:class:`~domains.medical.io.DicomFolder`).
-    Returns (the :class:`~domains.medical.io.Volume`, the volume index read or None)."""
+    ``name``: how a warning about the entry names it (its id). Returns (the :class:`~domains.medical.io.Volume`, the volume index
+    read or None)."""
     from domains.medical.io import DicomFolder, load_volume, volume_count
 
     p = Path(path)
@@ -108,13 +110,14 @@ def read_item(path: str | Path, series: str | None, volume: int | None) -> tuple
         index = volume if volume is not None and folder.volume_count(series) is not None else None
         return folder.load(series=series, volume=index), index
     index = volume if volume is not None and volume_count(p) is not None else None
-    return load_volume(p, volume=index), index
+    return load_volume(p, volume=index, name=name), index
 
 
 def sanitize(message: str, path: str, vid: str) -> str:
     """``message`` with the input's path (and its last component) replaced by its id."""
     p = Path(path)
-    for s in sorted({str(p), str(p.resolve()), p.name, str(p.parent)}, key=len, reverse=True):
+    names = {str(p), str(p.resolve()), p.name, str(p.parent)} | {x for f in data_files(p) for x in (str(f), f.name)}  # a pair's scan.img too
+    for s in sorted(names, key=len, reverse=True):
         if s and s not in (".", "/"):
             message = message.replace(s, vid)
     return message
@@ -166,7 +169,7 @@ class SegmentationScorer(Scorer):
         from domains.medical.io import save_mask_like
         from domains.medical.predict import volumes_ml
 
-        vol, index = read_item(path, self._series, self._volume)
+        vol, index = read_item(path, self._series, self._volume, name=vid)
         pred = self._seg.segment(vol)
         safe_id = vid.replace("/", "__")
         out = save_mask_like(pred.mask, vol, Path(self.mask_dir) / f"{safe_id}_mask.nii.gz")

@@ -523,7 +523,7 @@ def data_files(path: str | Path) -> list[Path]:
 def _kind(p: Path) -> str:
     lower = p.name.lower()
     if lower.endswith(_PAIR_SUFFIXES):
-        return "Analyze/NIfTI-pair"
+        return "NIfTI-pair/Analyze"
     return "NIfTI" if ".nii" in lower else "NRRD" if ".nrrd" in lower or ".nhdr" in lower else "DICOM"
 
 

@@ -132,6 +132,11 @@ def test_gzipped_pairs_read_and_a_missing_or_short_voxel_file_is_named_from_the_
     with pytest.raises(MedicalInputError, match=r"scan\.img: truncated or damaged: .*\(16,000,000 bytes\), but the file holds 1,000 bytes"):
         check_input(tmp_path / "scan.hdr", 2.0)
 
+    (tmp_path / "envi.hdr").write_text("ENVI\nsamples = 10\nlines = 10\nbands = 3\n")  # another format's .hdr: named, one line
+    (tmp_path / "envi.img").write_bytes(b"\0" * 600)
+    with pytest.raises(MedicalInputError, match=r"envi\.hdr: cannot be read as a NIfTI-pair/Analyze volume \(ImageFileError: [^\n]*\)$"):
+        load_volume(tmp_path / "envi.hdr")
+
 
 def _score_input(folder: Path) -> Path:
     folder.mkdir()

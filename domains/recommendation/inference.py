@@ -37,10 +37,12 @@ from domains.recommendation.data import group_by_user, id_as_recorded, id_number
 from domains.recommendation.model import (TRAINED_ITEMS, TWO_TOWER, UNTRAINED_NOT_RANKED, Batcher, FeatureSpace, TwoTower, all_embeddings, create_model, item_text_embeddings,
                                           item_texts, model_spec, rank_mask, untrained_id_mask)
 
-__all__ = ["Recommender", "UnknownItemError", "UnknownUserError", "InvalidQueryError", "NotARecommendationRun", "POPULARITY_COLUMN", "load_run_model", "lookup_id", "near_ids",
+__all__ = ["Recommender", "UnknownItemError", "UnknownUserError", "InvalidQueryError", "NotARecommendationRun", "POPULARITY_COLUMN",
+           "COLD_START_FALLBACK_REASON", "load_run_model", "lookup_id", "near_ids",
            "resolve_two_tower_run", "sequence_run_note", "SEQUENCE_COMMAND"]
 
 POPULARITY_COLUMN = "popularity_count"  # fallback rows: training interactions of the item (model rows: NaN)
+COLD_START_FALLBACK_REASON = "no training history: served most popular items"  # cold_start_item: such a user's list holds no new item
 
 
 class UnknownItemError(UserInputError, KeyError):
@@ -241,14 +243,20 @@ class Recommender:
         out["reason"] = reason
         return out
 
+    def has_history(self, user_rows) -> np.ndarray:
+        """Per user row, whether the user has training history. The one rule of the fallback: a user without it is
+        served the most popular unseen items (:meth:`recommend`, :meth:`recommend_rows`, score's exact and FAISS lists),
+        whatever the model's vector for that user says, so the new-title rank does not apply to it either."""
+        return np.array([self.space.user_ids[r] in self.seen for r in np.asarray(user_rows, dtype=np.int64).reshape(-1)], dtype=bool)
+
     def recommend_rows(self, user_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k (item rows, scores) for a batch of user rows, seen items excluded."""
+        """Exact top-k (item rows, scores) for a batch of user rows, seen items excluded; users without training
+        history (:meth:`has_history`) get the popularity fallback of :meth:`recommend` (scores: training counts)."""
         from domains.recommendation.metrics import top_k
 
         scores = self.user_vecs[torch.as_tensor(user_rows)] @ self.item_vecs.T
-        # users without training history get the same popularity fallback as recommend()
-        no_history = [i for i, r in enumerate(user_rows) if self.space.user_ids[r] not in self.seen]
-        if no_history:
+        no_history = np.flatnonzero(~self.has_history(user_rows))
+        if len(no_history):
             scores[torch.as_tensor(no_history)] = torch.as_tensor(self.popularity, dtype=scores.dtype)
         excl = [self.seen.get(self.space.user_ids[r], np.empty(0, np.int64)) for r in user_rows]
         return top_k(rank_mask(scores, self.untrained), k, excl)
@@ -288,8 +296,11 @@ class Recommender:
         return self.model.item_embedding(b.item_kjt(torch.tensor([0])), b.item_text(torch.tensor([0])))[0]
 
     def cold_start_item(self, title: str, genres: list[str], k_users: int = 20, year: int = -1) -> pd.DataFrame:
-        """The users whose lists the new item enters most strongly: user_id, score, rank_in_user_list
-        (1 = it would be the user's top recommendation), in_top_k (within the run's k)."""
+        """The users the new item scores highest for: user_id, score, rank_in_user_list (1 = it would be the user's top
+        recommendation), in_top_k (within the run's k), fallback, reason. A user without training history is served the
+        most popular items (:meth:`has_history`), a list a new item (no interaction yet) is in no place of: its rank is
+        empty (pandas NA), in_top_k False, fallback True and reason says so — a rank against model scores that list never
+        uses would read as a place the item does not get."""
         from domains.recommendation.metrics import mask_excluded
 
         _check_k(k_users, "k_users")
@@ -299,9 +310,12 @@ class Recommender:
         users = [self.space.user_ids[i] for i in order.tolist()]
         # rank of the new item within the unseen catalogue scores of the returned users only (items in no ranked list not counted)
         cat = mask_excluded(rank_mask(self.user_vecs[order] @ self.item_vecs.T, self.untrained), [self.seen.get(u, np.empty(0, np.int64)) for u in users])
-        rank = (cat > s[order, None]).sum(1) + 1
+        rank = ((cat > s[order, None]).sum(1) + 1).numpy()
+        modelled = self.has_history(order.numpy())
         return pd.DataFrame({"user_id": users, "score": s[order].numpy(),
-                             "rank_in_user_list": rank.numpy(), "in_top_k": (rank <= self.k_default).numpy()})
+                             "rank_in_user_list": pd.Series(rank, dtype="Int64").where(modelled).array,  # NA: a fallback user
+                             "in_top_k": modelled & (rank <= self.k_default), "fallback": ~modelled,
+                             "reason": np.where(modelled, "", COLD_START_FALLBACK_REASON)})
 
 
 def _check_k(k, what: str = "k") -> int:

@@ -12,9 +12,10 @@ do (``digest_items(items, model_run=run)``): an ``--out`` inside the training ru
 the model's) and its identical rerun is reused. The top-K Parquet
 (partitioned + manifest + quarantine; library: :mod:`domains.recommendation.topk`) goes to
 ``<job run>/topk`` unless ``--out`` says otherwise, with ``_topk_summary.json`` (recall of the
-approximate lists against exact, the index build time each worker measured — ``null`` when a rerun
-found every chunk done — and users/s). Users without training history get the popularity fallback
-(``fallback=True``, ``score`` empty, ``popularity_count`` set).
+approximate lists against exact over the users with training history, the index build time each worker
+measured — ``null`` when a rerun found every chunk done — and users/s). Users without training history get the
+popularity fallback (``fallback=True``, ``score`` empty, ``popularity_count`` set) in the exact and the FAISS lists
+alike: the same list as ``recommend --user``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Each output row is ``user_id, rank, item_id, title, score, method, fallback, pop
 ``method`` in ``exact`` (brute-force inner product over the whole catalogue) and ``faiss-<index>``.
 Seen items are excluded in both: the approximate search fetches ``k + max seen`` candidates and
 filters (:func:`drop_seen`). Users without training history get the most popular unseen items
-(``fallback=True``, ``score`` empty, ``popularity_count`` = training interactions of the item).
+(``fallback=True``, ``score`` empty, ``popularity_count`` = training interactions of the item) in both: the
+same list, :meth:`~domains.recommendation.inference.Recommender.recommend_rows`'s, as ``recommend --user`` gives
+(the index is not asked for them), and :func:`approx_recall` measures the index on the other users only.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def drop_seen(I: np.ndarray, D: np.ndarray, seen: list[np.ndarray], k: int, n_it
 
 
 class TopKScorer(Scorer):
-    version = "2"  # 2: fallback rows carry popularity_count, score empty
+    version = "3"  # 2: fallback rows carry popularity_count, score empty; 3: the FAISS list of a fallback user is the exact one (popularity)
 
     def __init__(self, run_dir: str, k: int, index: str):
         self.run_dir = str(run_dir)
@@ -107,6 +109,14 @@ class TopKScorer(Scorer):
             if self._ranked is not None:  # index positions -> item rows
                 I = np.where(I >= 0, self._ranked[np.clip(I, 0, None)], -1)
             a_idx, a_val = drop_seen(I, D, seen, self.k, rec.space.n_items)
+            # a user without training history is served by popularity whatever the engine: the exact path's list, not the
+            # index's answer for a vector no list of that user uses (it gave another list than recommend --user, its
+            # inner products in popularity_count)
+            fallback = ~rec.has_history(rows)
+            if fallback.any():
+                width = idx.shape[1]  # min(k, n_items)
+                a_idx[fallback], a_val[fallback] = -1, np.nan
+                a_idx[fallback, :width], a_val[fallback, :width] = idx[fallback], val[fallback]
             frames.append(self._frame(rows, a_idx, a_val, f"faiss-{self.index}"))
         return pd.concat(frames, ignore_index=True)
 
@@ -121,7 +131,7 @@ class TopKScorer(Scorer):
                            "item_id": np.where(valid, np.asarray(items["item_id"].astype(str))[np.clip(flat, 0, None)], None),
                            "title": np.where(valid, np.asarray(items["title"])[np.clip(flat, 0, None)], None),
                            "score": val.reshape(-1).astype(np.float32), "method": method})
-        fallback = np.repeat([rec.space.user_ids[r] not in rec.seen for r in rows], k)
+        fallback = np.repeat(~rec.has_history(rows), k)
         df["fallback"] = fallback
         # users without history get the most popular items: a count, not a model score (its own column)
         df[POPULARITY_COLUMN] = np.where(fallback, df["score"], np.nan).astype(np.float32)
@@ -132,11 +142,14 @@ class TopKScorer(Scorer):
 def approx_recall(out: pd.DataFrame, methods: list[str] | None = None) -> dict[str, float]:
     """Recall@k of each approximate method's lists against the exact lists (per user, averaged). ``methods``:
     the approximate methods that were run — one that returned no row at all (every candidate it found was a
-    seen item) gets 0.0 instead of going missing."""
+    seen item) gets 0.0 instead of going missing. Users served the popularity fallback (``fallback`` rows) are left
+    out: the index does not rank them, their lists are the exact ones; None when every user is one."""
+    if "fallback" in out:
+        out = out[~out["fallback"].astype(bool)]
     exact = out[out["method"] == "exact"].groupby("user_id")["item_id"].apply(set)
     res = {}
     for method in sorted((set(out["method"]) | set(methods or [])) - {"exact"}):
         approx = out[out["method"] == method].groupby("user_id")["item_id"].apply(set)
         r = [len(exact[u] & approx.get(u, set())) / max(len(exact[u]), 1) for u in exact.index]
-        res[method] = float(np.mean(r))
+        res[method] = float(np.mean(r)) if r else None
     return res

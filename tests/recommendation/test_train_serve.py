@@ -167,6 +167,36 @@ def test_batch_scoring_and_recommend_agree_for_users_without_history(run_dir):
     assert list(rows[1]) != list(rows[0])  # a user with history still gets model scores
 
 
+def test_faiss_lists_follow_the_fallback_rule_and_users_with_history_keep_theirs(run_dir):
+    """score's FAISS list of a user without training history is the exact (popularity) list recommend gives; it was
+    the index's answer for the user's model vector. ML-100K users with history keep their lists."""
+    from core.scoring import WorkItem
+    from domains.recommendation.inference import POPULARITY_COLUMN
+    from domains.recommendation.topk import TopKScorer
+
+    scorer = TopKScorer(str(run_dir), 10, "flat")
+    scorer.load()
+    rec = scorer._rec
+    users = WorkItem(id="users-0000000", start=0, stop=8)
+    before = scorer.score(users)
+    assert not before["fallback"].any()  # every ML-100K user has training history
+    for r in (0, 3, 7):
+        uid = rec.space.user_ids[r]
+        lists = {m: list(g.sort_values("rank")["item_id"]) for m, g in before[before["user_id"] == str(uid)].groupby("method")}
+        assert lists["exact"] == [str(i) for i in rec.recommend(uid, k=10)["item_id"]]
+        assert set(lists["faiss-flat"]) == set(lists["exact"])
+    uid = rec.space.user_ids[5]
+    rec.seen = {u: s for u, s in rec.seen.items() if u != uid}  # as if this user had no training history
+    after = scorer.score(users)
+    served = [str(i) for i in rec.recommend(uid, k=10)["item_id"]]  # the popularity fallback
+    for method in ("exact", "faiss-flat"):
+        lst = after[(after["user_id"] == str(uid)) & (after["method"] == method)].sort_values("rank")
+        assert list(lst["item_id"]) == served and lst["fallback"].all() and lst["score"].isna().all(), method
+        assert (lst[POPULARITY_COLUMN] >= 1).all() and lst[POPULARITY_COLUMN].is_monotonic_decreasing
+    others = after["user_id"] != str(uid)
+    pd.testing.assert_frame_equal(after[others].reset_index(drop=True), before[before["user_id"] != str(uid)].reset_index(drop=True))
+
+
 def test_blank_new_title_is_refused_and_fallback_rows_carry_popularity_count(run_dir, tmp_path, capsys):
     """Issue 16.7: a blank or whitespace-only --new-title is one error line (exit 2, no job folder);
     popularity fallback rows put the interaction count in popularity_count, never in the score column."""

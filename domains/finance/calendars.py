@@ -11,7 +11,9 @@ Finance's exchange suffixes (``.T`` Tokyo, ``.L`` London, ``.DE`` Xetra, ``.PA``
 :data:`SUFFIX_CALENDARS`, with where each mapping comes from), stooq's country suffixes (``.US``, ``.UK``, ``.JP``, ``.DE``,
 ``.HK``, ``.HU``), Bloomberg's exchange codes (``VOD LN Equity`` London, ``7203 JT Equity`` Tokyo, ``SAP GY Equity``
 Xetra, ...; :data:`BLOOMBERG_CALENDARS`), the main non-US indices (Yahoo's ``^FTSE``, ``^GDAXI``, ``^N225``, ... and Bloomberg's
-``UKX Index``, ``NKY Index``, ...; :data:`INDEX_CALENDARS`), and Yahoo's crypto pairs (``BTC-USD``: ``24/7``), currency pairs (``EURUSD=X``: ``24/5``) and futures (``CL=F``: ``us_futures``);
+``UKX Index``, ``NKY Index``, ...; :data:`INDEX_CALENDARS`), and crypto pairs (``BTC-USD``, ``BTC/USDT``, ``BTCUSDT``, ``XBTUSD Curncy``:
+``24/7``), currency pairs (``EURUSD=X``, ``EURUSD``, ``EUR/USD``, ``EURUSD Curncy``: ``24/5``) and futures (``CL=F``: ``us_futures``;
+the spellings read: :mod:`domains.finance.symbols`);
 anything else — US tickers, the bundled panel, ``BRK.B`` — is NYSE (``XNYS``). An explicit ``--calendar``
 (an ``exchange_calendars`` name such as ``XLON``, or ``business`` for Monday–Friday) is used for every ticker.
 A name that is not a calendar is refused in one line listing a few that are.
@@ -112,8 +114,8 @@ BLOOMBERG_CALENDARS = {
 }
 # a Bloomberg security name: ticker, exchange code, yellow key ('VOD LN Equity'; any case, any spacing)
 _BLOOMBERG_NAME = re.compile(r"^\S+(?:\s+\S+)*?\s+([A-Z][A-Z0-9])\s+(?:EQUITY|PFD|COMDTY)$")
-# Yahoo's symbols of markets that are not one exchange (symbols.py): crypto pairs (BTC-USD) trade every day, currency pairs
-# (EURUSD=X) Monday-Friday around the clock, futures (CL=F, ES=F) on CME Globex's holidays
+# symbols of markets that are not one exchange (symbols.py): crypto pairs (BTC-USD, BTCUSDT, BTC/USD) trade every day,
+# currency pairs (EURUSD=X, EURUSD, EURUSD Curncy) Monday-Friday around the clock, futures (CL=F, ES=F) on CME Globex's holidays
 _MARKET_CALENDARS = {"crypto pair": "24/7", "currency pair": "24/5", "futures": "us_futures"}
 _EXAMPLES = "XNYS, XLON, XETR, XPAR, XTKS, XHKG, XTSE, XASX"
 

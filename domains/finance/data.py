@@ -46,7 +46,7 @@ naming the columns found and the names expected. :func:`validate_prices` handles
 * a one-day jump by ×100 or ÷100 that does not revert (a price in pence next to prices in pounds: LSE's GBX
   against GBP, Johannesburg's ZAc against ZAR, Tel Aviv's agorot against shekels; or an unadjusted 1:100 reverse split)
   → with ``repair`` (user files) the closes (and open/high/low) before it are rescaled to the latest close's unit, a
-  ``unit_change`` warning; on a crypto pair or currency pair (``BTC-USD``, ``EURUSD=X``: :mod:`domains.finance.symbols`),
+  ``unit_change`` warning; on a crypto pair or currency pair (``BTC-USD``, ``BTCUSDT``, ``EURUSD=X``, ``EUR/USD``: :mod:`domains.finance.symbols`),
   which has no quote in a hundredth of its unit, the prices are kept as they are (a real crash, LUNA-USD in May 2022), a
   ``price_jump`` warning. Futures are rescaled like shares: grains are quoted in cents (``ZC=F``), and no contract moves
   x100 in a day.

@@ -728,7 +728,8 @@ def read_price_file(path: str | Path, ticker: str | None = None, *, min_history:
             raise PriceDataError(f"{path}: --ticker {ticker} is not in its ticker column (it has {', '.join(sorted(set(df['ticker']))[:10])})")
         df = df[df["ticker"] == ticker]
     df = _choose_close(df, source, rep)
-    clean, rep = validate_prices(df, source=source, min_history=min_history, max_gap_days=max_gap_days, repair=True, report=rep)
+    clean, rep = validate_prices(df, source=source, min_history=min_history, max_gap_days=max_gap_days, repair=True, report=rep,
+                                tickers_named=long_file)
     latest = pd.Timestamp.now().normalize() + pd.Timedelta(days=1)  # a day of slack for a user ahead of UTC
     future = clean[clean["date"] > latest]
     if len(future):
@@ -909,10 +910,12 @@ def _refuse_dates_shifted_by_a_time_zone(df: pd.DataFrame, stamps: pd.Series, so
 
 
 def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int = 100, max_gap_days: int = 10, *,
-                    repair: bool = False, report: ValidationReport | None = None) -> tuple[pd.DataFrame, ValidationReport]:
+                    repair: bool = False, report: ValidationReport | None = None,
+                    tickers_named: bool = False) -> tuple[pd.DataFrame, ValidationReport]:
     """Check and clean a long price table; see the module docstring for the rules. Data-quality
     findings (``WARNING_KINDS``) go into the report; ``repair`` drops forward-filled weekend rows
-    and reverting single-day spikes (user files), else they are only reported."""
+    and reverting single-day spikes (user files), else they are only reported. ``tickers_named``: the ticker column
+    already went through ``_ticker_names`` (read_price_file's long files), so it is not read a second time."""
     if min_history < 2 or max_gap_days < 0:
         raise PriceDataError(f"{source}: min_history={min_history}, max_gap_days={max_gap_days}: a ticker needs at least 2 prices "
                              f"(one return) and a gap limit of 0 business days or more (--min-history, --max-gap-days)")
@@ -939,7 +942,8 @@ def validate_prices(df: pd.DataFrame, source: str = "prices", min_history: int =
     df["date"] = dates.dt.tz_localize(None) if dates.dt.tz is not None else dates
     stamps = df["date"]  # with the time of day, for _refuse_dates_shifted_by_a_time_zone
     df["date"] = df["date"].dt.normalize()
-    df["ticker"] = _ticker_names(df, source, rep)
+    if not tickers_named:
+        df["ticker"] = _ticker_names(df, source, rep)
     if not pd.api.types.is_numeric_dtype(df["close"]):
         df["close"] = _to_number(df["close"], "close", source, decimal_comma=False)
     df["close"] = pd.to_numeric(df["close"], errors="coerce")

@@ -66,7 +66,7 @@ from core.data import DatasetSpec, SourceMissingError, ensure_dataset
 from core.errors import UserInputError
 from core.io import atomic_write_parquet, read_csv_text, text_encoding_of
 from core.logging import get_logger
-from domains.finance.symbols import symbol_market
+from domains.finance.symbols import NO_SUBUNIT_MARKETS, symbol_market
 
 __all__ = [
     "DATASETS", "PANEL_DATASET", "PriceDataError", "ValidationReport", "load_panel", "load_covariates",
@@ -251,10 +251,8 @@ SPLIT_LOG_MOVE = float(np.log(1.8))
 SPLIT_RATIOS = (2, 3, 4, 5, 8, 10, 15, 20, 25, 30, 40, 50)
 # a quote unit switching between a currency and its hundredth (GBX/GBP, ZAc/ZAR, ILA/ILS): a one-day ratio of 100 within
 # a 25% move of its own. A traded stock rarely moves 80-125x in a day and stays there; one that does (a bankrupt penny stock
-# falling to a hundredth) is rescaled too, named by its warning (README, Bad data). Crypto and currency pairs (symbols.py)
-# have no sub-unit quote: their jump is kept (price_jump), so a token's crash stays a crash. Futures are rescaled: grains
-# are quoted in cents (ZC=F), and no contract moves x100 in a day
-NO_SUBUNIT_MARKETS = ("crypto pair", "currency pair")
+# falling to a hundredth) is rescaled too, named by its warning (README, Bad data). The markets without a sub-unit quote
+# (symbols.NO_SUBUNIT_MARKETS: crypto and currency pairs) keep their jump (price_jump), so a token's crash stays a crash
 UNIT_LOG_MOVE, UNIT_TOLERANCE = float(np.log(100.0)), float(np.log(1.25))
 
 

@@ -26,8 +26,8 @@ digits) and a quote of :data:`CRYPTO_QUOTES` a crypto pair; a share class (``BRK
 other ``Curncy`` names (FX futures such as ``ECA Curncy``, forwards) are not read here.
 
 One definition read by both places that care: ``calendars.py`` (each market's calendar) and ``data.py`` (crypto and
-currency pairs have no quote in a hundredth of their unit, so a lasting x100 jump in one is a real move, not pence next
-to pounds; futures can be quoted in cents, so theirs is rescaled as a share's). Imports nothing from the package, so either module can import it.
+currency pairs have no quote in a hundredth of their unit, :data:`NO_SUBUNIT_MARKETS`, so a lasting x100 jump in one is a
+real move, not pence next to pounds; futures can be quoted in cents, so theirs is rescaled as a share's). Imports nothing from the package, so either module can import it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 
 __all__ = ["ISO_CURRENCIES", "CRYPTO_QUOTES", "STABLECOIN_QUOTES", "FIAT_CRYPTO", "CRYPTO_PAIR", "CURRENCY_PAIR", "FUTURES",
-           "MARKET_SYMBOLS", "symbol_market"]
+           "MARKET_SYMBOLS", "NO_SUBUNIT_MARKETS", "symbol_market"]
 
 # ISO 4217's active currency codes (List One), the four precious metals it lists (XAU, XAG, XPT, XPD: quoted as currency
 # pairs, XAUUSD=X), the offshore yuan CNH that FX markets quote beside them (USDCNH), and HRK and ANG (retired 2023 and
@@ -65,6 +65,9 @@ CRYPTO_PAIR = re.compile(
 FUTURES = re.compile(r"=F$")  # CL=F, ES=F
 # the currency pattern first: EUR-USD is a currency pair, though its dash spelling is also a crypto pair's
 MARKET_SYMBOLS = (("currency pair", CURRENCY_PAIR), ("crypto pair", CRYPTO_PAIR), ("futures", FUTURES))
+# the markets quoted in no hundredth of their unit (no pence of a BTC-USD or a EURUSD=X): a lasting x100 jump in one is a
+# real move (data.py keeps it, price_jump). Futures can be quoted in cents (grains, ZC=F), so theirs is rescaled as a share's
+NO_SUBUNIT_MARKETS = ("crypto pair", "currency pair")
 
 
 def symbol_market(ticker) -> str | None:

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from domains.finance.data import load_panel, read_price_file, validate_prices
+from domains.finance.data import read_price_file, validate_prices
 from domains.finance.symbols import symbol_market
+from tests.finance_support import msft_falling_to_a_hundredth
 
 DAY = 150  # the fall: every close from this row on is a hundredth
 
@@ -19,12 +20,7 @@ DAY = 150  # the fall: every close from this row on is a hundredth
 @pytest.fixture(scope="module")
 def crash():
     """(dates, real closes, the same closes falling to a hundredth on row DAY and staying there)."""
-    p = load_panel(columns=["date", "ticker", "close"])
-    g = p[p["ticker"] == "MSFT"].tail(300).reset_index(drop=True)
-    close = g["close"].to_numpy()
-    fallen = close.copy()
-    fallen[DAY:] /= 100.0
-    return g["date"], close, fallen
+    return msft_falling_to_a_hundredth(DAY)
 
 
 def _read(tmp_path, dates, ticker, close):

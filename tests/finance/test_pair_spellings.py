@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from domains.finance.calendars import calendar_of, calendars_for
-from domains.finance.data import load_panel, read_price_file
+from domains.finance.data import read_price_file
 from domains.finance.symbols import symbol_market
+from tests.finance_support import msft_falling_to_a_hundredth
 
 CRYPTO = ["BTCUSDT", "LUNAUSDT", "btcusdt", "BTC/USD", "ETH/USDT", "ETH/BTC", "BTC_USDT", "BTC/USDT:USDT", "XBTUSD Curncy",
           "XBTUSD  BGN curncy", "BTCUSD", "XBTUSD"]
@@ -46,12 +47,8 @@ def test_share_tickers_and_other_names_keep_their_calendar():
 
 @pytest.fixture(scope="module")
 def crash():
-    p = load_panel(columns=["date", "ticker", "close"])
-    g = p[p["ticker"] == "MSFT"].tail(300).reset_index(drop=True)
-    close = g["close"].to_numpy()
-    fallen = close.copy()
-    fallen[DAY:] /= 100.0
-    return g["date"], close, fallen
+    """(dates, real closes, the same closes falling to a hundredth on row DAY and staying there)."""
+    return msft_falling_to_a_hundredth(DAY)
 
 
 @pytest.mark.parametrize("ticker", ["LUNAUSDT", "ETH/USDT", "XBTUSD Curncy", "EURUSD Curncy", "EUR/USD"])

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from domains.finance.calendars import calendar_of, calendars_for
-from domains.finance.data import read_price_file
+from domains.finance.data import load_panel, read_price_file
 from domains.finance.symbols import symbol_market
 from tests.finance_support import msft_falling_to_a_hundredth
 
@@ -43,6 +43,9 @@ def test_share_tickers_and_other_names_keep_their_calendar():
     assert [symbol_market(t) for t in NOT_PAIRS if t != "ZC=F"] == [None] * (len(NOT_PAIRS) - 1)
     # one mechanism: the calendars a forecast names per ticker
     assert calendars_for(["BTCUSDT", "EUR/USD", "AAPL"]) == {"BTCUSDT": "24/7", "EUR/USD": "24/5", "AAPL": "XNYS"}
+    # the bundled panel's tickers (the README's "every bundled name keeps its calendar"): US shares, XNYS, none a pair
+    bundled = sorted(set(load_panel(columns=["ticker"])["ticker"]))
+    assert len(bundled) > 20 and set(calendars_for(bundled).values()) == {"XNYS"} and {symbol_market(t) for t in bundled} == {None}
 
 
 @pytest.fixture(scope="module")

@@ -206,22 +206,16 @@ def forecast(model: LoadedForecaster, tickers: list[str], zero_shot: bool = Fals
 def forecast_calendars(model: LoadedForecaster, tickers) -> ForecastCalendars:
     """The calendars :func:`forecast` gives ``tickers``' dates (``calendars_for``, the mechanism of its ``calendar``
     column), in ``forecast``'s words, with its ``calendar_mismatch`` warnings for those whose history in the model's
-    data has prices on days their calendar is closed (a Tokyo stock named without .T). Tickers not in the data are left out.
-    The warnings are logged once per (run, tickers, setting) in the process: the page asks at every redraw."""
+    data has prices on days their calendar is closed (a Tokyo stock named without .T). Tickers not in the data are left out."""
     data = model.forecaster.info.get("data", PANEL_DATASET)
     panel, cov = _inputs("" if data == PANEL_DATASET else data)
     have = set(panel["ticker"])
     tickers = [str(t) for t in dict.fromkeys(tickers) if t in have]
     by_ticker = calendars_for(tickers, model.calendar)
     checked = PanelData(panel=panel, covariates=cov, report=ValidationReport(source=str(data)), source=str(data))
-    key = (str(Path(model.run_dir).resolve()), tuple(tickers), model.calendar)
-    warn_calendar_mismatch(checked, by_ticker, log_them=key not in _CALENDARS_LOGGED)
-    _CALENDARS_LOGGED.add(key)
+    warn_calendar_mismatch(checked, by_ticker)
     return ForecastCalendars(by_ticker, calendars_named(by_ticker), model.calendar, calendar_how(model.calendar),
                              checked.report.warnings_frame())
-
-
-_CALENDARS_LOGGED: set = set()  # (run, tickers, setting) whose calendar_mismatch warnings forecast_calendars has logged
 
 
 def forecast_attribution(model: LoadedForecaster, ticker: str, origin=None, horizon: int = 1, quantile: float = 0.01) -> VarAttribution:

@@ -163,11 +163,11 @@ def calendar_how(setting: str) -> str:
     return "'auto': from each ticker's exchange suffix, XNYS without one" if str(setting).strip().lower() == AUTO else f"--calendar {setting}"
 
 
-def warn_calendar_mismatch(data, calendars: dict[str, str], log_them: bool = True) -> None:
+def warn_calendar_mismatch(data, calendars: dict[str, str]) -> None:
     """For each ticker of ``calendars`` (``{ticker: calendar}``) whose history in ``data`` (a
     :class:`~domains.finance.data.PanelData`) has prices on :data:`CALENDAR_MISMATCH_DAYS` or more days its calendar
     is closed — e.g. a Tokyo stock, named without .T, on NYSE's holidays — a ``calendar_mismatch`` warning in
-    ``data.report`` (data_warnings.csv, metrics) and, with ``log_them``, the log, naming the days and the fix."""
+    ``data.report`` (data_warnings.csv, metrics) and the log, naming the days and the fix."""
     panel = data.panel
     for t, g in panel[panel["ticker"].isin(list(calendars))].groupby("ticker"):
         off = days_off_calendar(g["date"], calendars[t])
@@ -175,5 +175,4 @@ def warn_calendar_mismatch(data, calendars: dict[str, str], log_them: bool = Tru
             data.report.warn(t, "calendar_mismatch", off[-1], len(off), f"{len(off)} day(s) with a price on which {calendars[t]} is closed, e.g. "
                              f"{', '.join(f'{x:%Y-%m-%d}' for x in off[-3:])}: {t} trades on another exchange? its forecast dates follow "
                              f"{calendars[t]}; name its exchange with --calendar (XTKS, XLON, ...) or its exchange in the ticker (a Yahoo suffix, 7203.T, or a Bloomberg code, 7203 JT Equity)")
-            if log_them:
-                log.warning(data.report.warnings[-1]["detail"])
+            log.warning(data.report.warnings[-1]["detail"])

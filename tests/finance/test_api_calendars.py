@@ -72,30 +72,3 @@ def test_an_unknown_calendar_setting_is_one_line(saved):
     with pytest.raises(CalendarError) as e:
         api.load_forecaster(saved, "TOKYO")
     assert "unknown exchange calendar 'TOKYO'" in str(e.value) and "\n" not in str(e.value)
-
-
-def test_the_mismatch_warnings_are_logged_once_per_run_tickers_and_setting(saved):
-    """The dashboard asks forecast_calendars at every redraw: its calendar_mismatch warnings were logged each time.
-    Now once per (run, tickers, setting); each call still returns them."""
-    import logging
-
-    from domains.finance import api, predictor
-
-    records = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    handler = Keep(level=logging.WARNING)
-    predictor.log.addHandler(handler)
-    try:
-        model = api.load_forecaster(saved, "XNYS")  # a setting the other tests do not use: logged here first
-        first = api.forecast_calendars(model, ["4502"])
-        second = api.forecast_calendars(model, ["4502"])
-        assert len(first.mismatches) == len(second.mismatches) == 1
-        assert len([r for r in records if "XNYS is closed" in r.getMessage()]) == 1
-        api.forecast_calendars(model, ["4502", "VOD.L"])  # other tickers: logged again
-        assert len([r for r in records if "XNYS is closed" in r.getMessage()]) == 2
-    finally:
-        predictor.log.removeHandler(handler)

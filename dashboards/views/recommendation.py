@@ -93,8 +93,24 @@ def genre_vocabulary(k: str) -> list[str]:
 
 def fallback_note(df: pd.DataFrame) -> None:
     if "fallback" in df and df["fallback"].any():
-        reason = df["reason"].iloc[0] if "reason" in df else "fallback"
+        reason = df.loc[df["fallback"].astype(bool), "reason"].iloc[0] if "reason" in df else "fallback"  # a fallback row's own reason
         st.info(f"Fallback: {md_text(reason)}.")
+
+
+NO_RANK = "—"
+NO_RANK_WHY = "why no rank"
+
+
+def cold_start_ranks(reached: pd.DataFrame) -> pd.DataFrame:
+    """The cold-start table as read: a user without training history is served the most popular items, a list the new
+    item (no interaction yet) has no place in, so the api leaves its rank empty (``fallback``, ``reason``); here it reads
+    '—' with the reason beside it, not an empty cell."""
+    if not ("fallback" in reached and reached["fallback"].any() and "rank_in_user_list" in reached):
+        return reached
+    fb = reached["fallback"].astype(bool)
+    rank = reached["rank_in_user_list"].map(lambda r: NO_RANK if pd.isna(r) else str(int(r)))
+    why = reached["reason"].where(fb, "") if "reason" in reached else pd.Series(["fallback" if f else "" for f in fb], index=reached.index)
+    return reached.assign(rank_in_user_list=rank, **{NO_RANK_WHY: why})
 
 
 POPULARITY_LABEL = "popularity (training interactions)"
@@ -219,8 +235,11 @@ with tab_cold:
                         if col in reached:
                             st.caption(f"{md_text(col)}: " + ", ".join(f"{md_text(v)} {n}" for v, n in reached[col].value_counts().head(5).items()))
                 if "in_top_k" in reached:
-                    st.caption(f"It would enter the top-K list of {int(reached['in_top_k'].sum())} of these users.")
-                show(reached)
+                    n_fb = int(reached["fallback"].sum()) if "fallback" in reached else 0
+                    st.caption(f"It would enter the top-K list of {int(reached['in_top_k'].sum())} of these users."
+                               + (f" {n_fb} of them have no training history: they are served the most popular items, where a "
+                                  f"new item has no place (rank {NO_RANK})." if n_fb else ""))
+                show(cold_start_ranks(reached))
 
 with tab_metrics:
     with friendly_errors("Loading the metrics"):

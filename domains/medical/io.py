@@ -143,12 +143,21 @@ def _dispatch(path: str | Path, dicom, nifti, nrrd, series: str | None = None, v
 
 def _pair_header_of(p: Path) -> Path | None:
     """The ``.hdr`` (``.hdr.gz``) beside a pair's voxel file ``p`` (``scan.img`` → ``scan.hdr``), None when there is none."""
-    gz = p.name.lower().endswith(".gz")
-    stem = p.name[: -len(".img.gz" if gz else ".img")]
-    for ext in ((".hdr.gz", ".HDR.GZ") if gz else (".hdr", ".HDR")):
-        if (p.parent / (stem + ext)).is_file():
-            return p.parent / (stem + ext)
-    return None
+    header = _pair_file_map(p).get("header")
+    return header if header is not None and header.is_file() else None
+
+
+def _pair_file_map(p: Path) -> dict[str, Path]:
+    """The files of the Analyze/NIfTI pair ``p`` is one of (``header``, ``image``, SPM's ``mat``), by nibabel's own naming
+    rules (scan.hdr.gz ↔ scan.img.gz, SCAN.HDR ↔ SCAN.IMG), from the name alone: the reader's pairing, so :func:`data_files`
+    and :func:`_pair_header_of` cannot pair other files than it reads; {} for a name it cannot pair."""
+    import nibabel as nib
+
+    try:
+        fmap = nib.Spm2AnalyzeImage.filespec_to_file_map(str(p))
+    except Exception:  # noqa: BLE001 - the reader names a name it cannot pair
+        return {}
+    return {kind: Path(holder.filename) for kind, holder in fmap.items()}
 
 
 @contextmanager
@@ -510,14 +519,10 @@ def data_files(path: str | Path) -> list[Path]:
     p = Path(path)
     if not p.name.lower().endswith(_PAIR_SUFFIXES):
         return nrrd_data_files(p)
-    import nibabel as nib
-
-    try:  # nibabel's own naming rules (scan.hdr.gz -> scan.img.gz, SCAN.HDR -> SCAN.IMG), without reading anything
-        fmap = nib.Spm2AnalyzeImage.filespec_to_file_map(str(p))
-    except Exception:  # noqa: BLE001 - the reader names a name it cannot pair
+    files = _pair_file_map(p)  # without reading anything
+    if not files:
         return []
-    image, mat = Path(fmap["image"].filename), Path(fmap["mat"].filename)
-    return [image] + ([mat] if mat.is_file() else [])
+    return [files["image"]] + ([files["mat"]] if files["mat"].is_file() else [])
 
 
 def _kind(p: Path) -> str:

@@ -879,7 +879,7 @@ def _save_analyze_mask(out: np.ndarray, reference: Volume, path: Path) -> Path:
         hdr.set_slope_inter(1.0, 0.0)  # SPM's scale factor: the mask's values are the labels
     except Exception:  # noqa: BLE001 - plain Analyze has no scaling to reset
         pass
-    klass = {h: c for c in (nib.AnalyzeImage, nib.Spm99AnalyzeImage, nib.Spm2AnalyzeImage) for h in [c.header_class]}[type(hdr)]
+    klass = next(c for c in (nib.AnalyzeImage, nib.Spm99AnalyzeImage, nib.Spm2AnalyzeImage) if c.header_class is type(hdr))  # the input's own kind
     # the header's own geometry as it is; the input's affine only when it came from a .mat beside it (nibabel writes one back)
     affine = None if np.allclose(hdr.get_best_affine(), reference.affine) else np.asarray(reference.affine)
     img = klass(out, affine, header=hdr)

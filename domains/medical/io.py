@@ -896,6 +896,8 @@ def _save_analyze_mask(out: np.ndarray, reference: Volume, path: Path) -> Path:
             nib.save(img, str(tmp))
             for side in tmp_sides:
                 if side.exists():
+                    with open(side, "rb+") as fh:  # as atomic_path does for the header: the voxels are on disk before the rename
+                        os.fsync(fh.fileno())
                     os.replace(side, target.with_suffix(side.suffix))
     finally:  # a failed write leaves no temporary voxel file behind
         for side in tmp_sides:

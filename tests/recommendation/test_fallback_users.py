@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,22 +18,12 @@ GHOSTS = ("ghost1", "ghost2")  # in shop.user, in no interaction
 def ghost_run(tmp_path_factory):
     """A RecBole-style shop: 30 users buy among items P0..P29 (three categories); shop.user also lists two users with no order."""
     from domains.recommendation.train import main as train
+    from tests.recommendation_support import write_recbole_shop
 
     tmp = tmp_path_factory.mktemp("ghosts")
     folder = tmp / "shop"
     folder.mkdir()
-    rng = np.random.default_rng(0)
-    cats = ["Shirts", "Mugs", "Lamps"]
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    for u in range(30):
-        liked = [i for i in range(30) if i % 3 == u % 3]
-        for t, i in enumerate(rng.choice(liked, 6, replace=False)):
-            lines.append(f"c{u}\tP{i}\t{1000 * u + t}")
-    (folder / "shop.inter").write_text("\n".join(lines) + "\n")
-    (folder / "shop.item").write_text("\n".join(["item_id:token\ttitle:token_seq\tcategories:token_seq"] +
-                                                [f"P{i}\t{cats[i % 3]} {i}\t{cats[i % 3]}" for i in range(30)]) + "\n")
-    (folder / "shop.user").write_text("\n".join(["user_id:token\tage:float\tgender:token"] +
-                                                [f"{u}\t{20 + n % 40}\t{'MF'[n % 2]}" for n, u in enumerate([f"c{i}" for i in range(30)] + list(GHOSTS))]) + "\n")
+    write_recbole_shop(folder, n_users=30, n_items=30, extra_users=GHOSTS)
     runs = tmp / "runs"
     assert train(["--runs-dir", str(runs), "--no-track", "--data", str(folder), "--name", "shop", "--no-wide", "--text", "none",
                   "--no-baselines", "--epochs", "2", "--batch-size", "32", "--validation-ratio", "0", "--seed", "0"]) == 0

@@ -19,20 +19,12 @@ import pytest
 def shop_run(tmp_path_factory):
     """A RecBole-style shop: 40 users buy among items P0..P29 (three categories), the catalogue lists 300 items."""
     from domains.recommendation.train import main as train
+    from tests.recommendation_support import write_recbole_shop
 
     tmp = tmp_path_factory.mktemp("shop")
     folder = tmp / "shop"
     folder.mkdir()
-    rng = np.random.default_rng(0)
-    cats = ["Shirts", "Mugs", "Lamps"]
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    for u in range(40):
-        liked = [i for i in range(30) if i % 3 == u % 3]
-        for t, i in enumerate(rng.choice(liked, 6, replace=False)):
-            lines.append(f"c{u}\tP{i}\t{1000 * u + t}")
-    (folder / "shop.inter").write_text("\n".join(lines) + "\n")
-    items = ["item_id:token\ttitle:token_seq\tcategories:token_seq"] + [f"P{i}\t{cats[i % 3]} {i}\t{cats[i % 3]}" for i in range(300)]
-    (folder / "shop.item").write_text("\n".join(items) + "\n")
+    write_recbole_shop(folder, n_users=40, n_items=300)
     runs = tmp / "runs"
     assert train(["--runs-dir", str(runs), "--no-track", "--data", str(folder), "--name", "shop", "--no-wide", "--text", "none",
                   "--no-baselines", "--epochs", "8", "--batch-size", "32", "--validation-ratio", "0", "--seed", "0"]) == 0

@@ -1,7 +1,8 @@
 """Recommendation test helpers: for the ``train --resume`` tests (the ``no_data`` fixture that uses
-:class:`DataWasRead` is in ``tests/recommendation/conftest.py``), and a tiny RecBole-style shop to train on.
+:class:`DataWasRead` is in ``tests/recommendation/conftest.py``), a tiny RecBole-style shop to train on, and evaluate run
+from a folder with the job folders it left.
 
-    from tests.recommendation_support import DataWasRead, resume_cfg, write_recbole_shop
+    from tests.recommendation_support import DataWasRead, resume_cfg, write_recbole_shop, evaluate_from, job_folders
 """
 
 from __future__ import annotations
@@ -43,3 +44,16 @@ def write_recbole_shop(folder, n_users: int, n_items: int, extra_users: tuple[st
         users = [f"c{i}" for i in range(n_users)] + list(extra_users)
         (folder / "shop.user").write_text("\n".join(["user_id:token\tage:float\tgender:token"] +
                                                     [f"{u}\t{20 + n % 40}\t{'MF'[n % 2]}" for n, u in enumerate(users)]) + "\n")
+
+
+def evaluate_from(args, cwd, monkeypatch) -> int:
+    """``python -m domains.recommendation.evaluate ARGS --no-track`` run from folder ``cwd``; its exit code."""
+    from domains.recommendation import evaluate
+
+    monkeypatch.chdir(cwd)
+    return evaluate.main([*args, "--no-track"])
+
+
+def job_folders(d) -> list[str]:
+    """The names of the recommendation job folders under ``d/jobs`` (none yet: empty)."""
+    return sorted(p.name for p in (d / "jobs" / "recommendation").glob("*")) if (d / "jobs" / "recommendation").is_dir() else []

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from domains.recommendation.evaluation import run_data_source
+from tests.recommendation_support import evaluate_from, job_folders
 
 
 def _interactions(path, seed: int, users: int = 10) -> None:
@@ -39,24 +40,13 @@ def trained(tmp_path_factory):
     return run, d
 
 
-def _evaluate(args, cwd, monkeypatch) -> int:
-    from domains.recommendation import evaluate
-
-    monkeypatch.chdir(cwd)
-    return evaluate.main([*args, "--no-track"])
-
-
-def _jobs(d) -> list[str]:
-    return sorted(p.name for p in (d / "jobs" / "recommendation").glob("*")) if (d / "jobs" / "recommendation").is_dir() else []
-
-
 def test_evaluate_from_another_folder_reads_the_file_train_read(trained, tmp_path, monkeypatch, capsys):
     run, d = trained
     assert json.loads((run / "split.json").read_text())["data_path"] == str(d / "project" / "inter.csv")
     other = tmp_path / "other"
     other.mkdir()
     _interactions(other / "inter.csv", seed=1)  # another file of the same name where evaluate runs: not the run's data
-    assert _evaluate(["--model-run", str(run), "--runs-dir", str(d / "jobs"), "--name", "from-other"], other, monkeypatch) == 0, capsys.readouterr().err
+    assert evaluate_from(["--model-run", str(run), "--runs-dir", str(d / "jobs"), "--name", "from-other"], other, monkeypatch) == 0, capsys.readouterr().err
     out = json.loads((d / "jobs" / "recommendation" / "from-other" / "evaluation.json").read_text())
     assert out["data"] == str(d / "project" / "inter.csv")
 
@@ -66,12 +56,12 @@ def test_data_moved_since_training_is_one_line_naming_it_and_the_flag(trained, t
     data, moved = d / "project" / "inter.csv", tmp_path / "moved.csv"
     shutil.move(data, moved)
     try:
-        jobs = _jobs(d)
-        assert _evaluate(["--model-run", str(run), "--runs-dir", str(d / "jobs")], tmp_path, monkeypatch) == 2
+        jobs = job_folders(d)
+        assert evaluate_from(["--model-run", str(run), "--runs-dir", str(d / "jobs")], tmp_path, monkeypatch) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert f"run rel was trained on --data inter.csv (recorded as {data}): no such file or folder; pass --data PATH" in err
-        assert _jobs(d) == jobs  # refused before a job folder exists
-        assert _evaluate(["--model-run", str(run), "--runs-dir", str(d / "jobs"), "--name", "moved", "--data", str(moved)], d, monkeypatch) == 0
+        assert job_folders(d) == jobs  # refused before a job folder exists
+        assert evaluate_from(["--model-run", str(run), "--runs-dir", str(d / "jobs"), "--name", "moved", "--data", str(moved)], d, monkeypatch) == 0
         assert json.loads((d / "jobs" / "recommendation" / "moved" / "evaluation.json").read_text())["data"] == str(moved)
     finally:
         shutil.move(moved, data)

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.recommendation_support import evaluate_from, job_folders
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -29,17 +31,6 @@ def trained(tmp_path_factory):
     return run, d
 
 
-def _evaluate(args, monkeypatch, tmp_path) -> int:
-    from domains.recommendation import evaluate
-
-    monkeypatch.chdir(tmp_path)
-    return evaluate.main([*args, "--no-track"])
-
-
-def _jobs(d) -> list[str]:
-    return sorted(p.name for p in (d / "jobs" / "recommendation").glob("*")) if (d / "jobs" / "recommendation").is_dir() else []
-
-
 def test_a_moved_items_table_is_one_line_naming_the_recorded_path_and_the_flag(trained, tmp_path, monkeypatch, capsys):
     from core.errors import plain
 
@@ -48,13 +39,13 @@ def test_a_moved_items_table_is_one_line_naming_the_recorded_path_and_the_flag(t
     assert json.loads((run / "config.json").read_text())["items"] == str(recorded)
     shutil.move(recorded, moved)
     try:
-        jobs = _jobs(d)
-        assert _evaluate(["--model-run", str(run), "--runs-dir", str(d / "jobs")], monkeypatch, tmp_path) == 2
+        jobs = job_folders(d)
+        assert evaluate_from(["--model-run", str(run), "--runs-dir", str(d / "jobs")], tmp_path, monkeypatch) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].endswith(f"run tables was trained with --items {plain(str(recorded))} (recorded in its config.json): no such file or folder now; "
                                 "pass --items PATH where that table is now"), err
-        assert _jobs(d) == jobs  # refused before a job folder exists
-        assert _evaluate(["--model-run", str(run), "--runs-dir", str(d / "jobs"), "--name", "moved", "--items", str(moved)], monkeypatch, tmp_path) == 0
+        assert job_folders(d) == jobs  # refused before a job folder exists
+        assert evaluate_from(["--model-run", str(run), "--runs-dir", str(d / "jobs"), "--name", "moved", "--items", str(moved)], tmp_path, monkeypatch) == 0
         assert (d / "jobs" / "recommendation" / "moved" / "evaluation.json").is_file()
     finally:
         shutil.move(moved, recorded)
@@ -63,6 +54,6 @@ def test_a_moved_items_table_is_one_line_naming_the_recorded_path_and_the_flag(t
 def test_a_table_the_run_was_not_trained_with_is_refused(trained, tmp_path, monkeypatch, capsys):
     run, d = trained
     (tmp_path / "users.csv").write_text("user_id,age\nu0,30\n")
-    assert _evaluate(["--model-run", str(run), "--runs-dir", str(d / "jobs"), "--users", str(tmp_path / "users.csv")], monkeypatch, tmp_path) == 2
+    assert evaluate_from(["--model-run", str(run), "--runs-dir", str(d / "jobs"), "--users", str(tmp_path / "users.csv")], tmp_path, monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "run tables was trained without --users" in err and "leave --users out" in err, err

@@ -78,9 +78,9 @@ def because_you_watched(rec: Recommender, user_id, k: int | None = None, top: in
     if item_ids is not None and (isinstance(item_ids, (str, bytes)) or not hasattr(item_ids, "__iter__")):
         raise ArgumentError(f"item_ids {found(item_ids)}: expected a list of item ids (or None for the user's top-k)")
     row = rec.user_row(user_id)
-    uid = rec.space.user_ids[row] if row is not None else None
-    if row is None or uid not in rec.seen:
+    if row is None or not rec.has_history([row])[0]:  # the popularity fallback: nothing the model explains
         return pd.DataFrame(columns=cols)
+    uid = rec.space.user_ids[row]
     if not isinstance(rec.model, TwoTower):
         raise UserInputError(f"'because you watched' explains the two-tower model; this run's model is {type(rec.model).__name__}")
     hist = np.unique(rec.seen[uid])

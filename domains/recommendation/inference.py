@@ -223,7 +223,7 @@ class Recommender:
         row = self.user_row(user_id)
         uid = self.space.user_ids[row] if row is not None else user_id
         seen = self.seen.get(uid, np.empty(0, np.int64)) if exclude_seen else np.empty(0, np.int64)
-        if row is None or uid not in self.seen:
+        if row is None or not self.has_history([row])[0]:
             scores = torch.as_tensor(self.popularity, dtype=torch.float32).clone()
             reason = "unknown user: most popular items" if row is None else "user has no training history: most popular items"
             fallback = True
@@ -246,7 +246,7 @@ class Recommender:
     def has_history(self, user_rows) -> np.ndarray:
         """Per user row, whether the user has training history. The one rule of the fallback: a user without it is
         served the most popular unseen items (:meth:`recommend`, :meth:`recommend_rows`, score's exact and FAISS lists),
-        whatever the model's vector for that user says, so the new-title rank does not apply to it either."""
+        whatever the model's vector for that user says, so the new-title rank and because_you_watched do not apply to it."""
         return np.array([self.space.user_ids[r] in self.seen for r in np.asarray(user_rows, dtype=np.int64).reshape(-1)], dtype=bool)
 
     def recommend_rows(self, user_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

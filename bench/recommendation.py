@@ -59,7 +59,7 @@ from domains.recommendation import sequential as SEQ  # noqa: E402
 from domains.recommendation.config import TrainConfig  # noqa: E402
 from domains.recommendation.evaluation import evaluate_scores, model_scores  # noqa: E402
 from domains.recommendation.model import ITEM_FEATURES, TwoTower, sampled_softmax_loss, sampling_log_q  # noqa: E402
-from domains.recommendation.training import WIDE_BLEND_GRID, Prepared, Trainer, build_model, fit_two_tower, id_trained_items, local_trainer, prepare_inputs  # noqa: E402
+from domains.recommendation.training import WIDE_BLEND_GRID, Prepared, Trainer, build_model, fit_two_tower, id_trained_items, local_trainer, prepare_inputs, saved_model_item_rows  # noqa: E402
 
 PARTS = ["stratified", "sequential", "scale", "scoring10m", "serving"]
 K = 10
@@ -127,8 +127,8 @@ def two_tower_run(cfg: TrainConfig, prep: Prepared, name: str = "two_tower") -> 
     model.load_state_dict(state)
     if cfg.history:
         prep.batcher.set_history(prep.seen())
-    # as train's own evaluation: items without a training interaction are in no ranked list (d5de968)
-    m = evaluate_scores(model_scores(model, prep, id_trained_items(prep.train_i, cfg)), prep.seen(), prep.truth(), prep.space.n_items, K, prep.popularity())
+    # as train's own evaluation (finish_run): items the returned weights never trained on are in no ranked list (d5de968, 30adf5c)
+    m = evaluate_scores(model_scores(model, prep, id_trained_items(saved_model_item_rows(prep, cfg), cfg)), prep.seen(), prep.truth(), prep.space.n_items, K, prep.popularity())
     params = {"epochs": selection["best_epoch"]}
     if getattr(model, "wide_dim", 0):
         params["wide gain"] = round(float(model.wide_gain()), 2)

@@ -865,6 +865,12 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
     return path
 
 
+# the Analyze 7.5 header's fields about the scan and its patient (the data_history block's patient_id, exp_date, exp_time,
+# scannum, generated; the free-text descrip, db_name, aux_file): blanked in a mask written with the scan's header, as
+# score names its outputs by content id, not by a possibly identifying name; the geometry fields (pixdim, origin, orient) stay
+_ANALYZE_SCAN_FIELDS = ("patient_id", "exp_date", "exp_time", "scannum", "generated", "descrip", "db_name", "aux_file")
+
+
 def _save_analyze_mask(out: np.ndarray, reference: Volume, path: Path) -> Path:
     """The mask of an Analyze 7.5 input as Analyze, with the input's header (voxel sizes, SPM origin, orient field) and its
     SPM ``.mat`` when it had one: readers differ on where an Analyze file lies (nibabel centres it or takes the SPM origin,
@@ -874,6 +880,8 @@ def _save_analyze_mask(out: np.ndarray, reference: Volume, path: Path) -> Path:
     import nibabel as nib
 
     hdr = reference.header.copy()
+    for key in _ANALYZE_SCAN_FIELDS:  # the scan's own record (its patient_id, exam date and time, free text), not the mask's
+        hdr[key] = b""
     hdr.set_data_dtype(out.dtype)
     try:
         hdr.set_slope_inter(1.0, 0.0)  # SPM's scale factor: the mask's values are the labels

@@ -194,3 +194,24 @@ def test_evaluate_reads_an_analyze_task_and_checks_its_labels_grid_from_the_head
     assert vid == "case" and vol.format == "analyze" and int(label.sum()) == 48
     with pytest.raises(MedicalInputError, match=r"coarse_label\.hdr"):  # from the headers, before a model or a run
         check_labelled_geometry([{**case, "label": str(tmp_path / "coarse_label.hdr")}])
+
+
+def test_an_analyze_mask_keeps_the_scans_geometry_not_its_patient_fields(tmp_path):
+    """The mask is written with the scan's own header (its geometry); the header's patient_id, exam date/time and free text
+    were copied with it, into outputs that score names by content id so that no identifying name leaves the input."""
+    hdr = nib.Spm2AnalyzeHeader()
+    hdr.set_data_shape((14, 12, 10))
+    hdr.set_zooms((2.0, 3.0, 4.0))
+    hdr["origin"][:3] = [5, 6, 4]
+    for key, value in {"patient_id": b"MRN123456", "exp_date": b"01-Mar-99", "exp_time": b"10:42", "scannum": b"S7",
+                       "descrip": b"Doe^Jane T1 MPRAGE", "db_name": b"Doe_Jane", "aux_file": b"doe.txt"}.items():
+        hdr[key] = value
+    nib.save(nib.Spm2AnalyzeImage(_blob(), None, header=hdr), tmp_path / "scan.hdr")
+    vol = load_volume(tmp_path / "scan.hdr")
+    out = save_mask_like((vol.data > 50).astype(np.uint8), vol, tmp_path / "scan_mask.nii.gz")
+    written = (tmp_path / "scan_mask.hdr").read_bytes() + (tmp_path / "scan_mask.img").read_bytes()
+    for value in (b"MRN123456", b"01-Mar-99", b"10:42", b"Doe", b"doe.txt"):
+        assert value not in written, value
+    mask = nib.load(out)
+    assert np.allclose(mask.affine, nib.load(tmp_path / "scan.hdr").affine) and tuple(mask.header["origin"][:3]) == (5, 6, 4)
+    np.testing.assert_array_equal(np.asanyarray(mask.dataobj), _blob() > 50)

@@ -842,6 +842,7 @@ def save_mask_like(mask: np.ndarray, reference: Volume, path: str | Path) -> Pat
         hdr = reference.header.copy()
         if _descrip_modality(hdr):  # a mask is not a CT/MR scan: it must not be read back as one
             hdr["descrip"] = b""
+        hdr["cal_min"] = hdr["cal_max"] = 0  # the scan's display window (e.g. 10..2000) hid labels 1..N in viewers that honour it
         hdr.set_data_dtype(out.dtype)
         hdr.set_slope_inter(1, 0)
         # the header's own affine, in its own units (reference.affine is in millimetres: nifti_affine_mm)
@@ -882,6 +883,7 @@ def _save_analyze_mask(out: np.ndarray, reference: Volume, path: Path) -> Path:
     hdr = reference.header.copy()
     for key in _ANALYZE_SCAN_FIELDS:  # the scan's own record (its patient_id, exam date and time, free text), not the mask's
         hdr[key] = b""
+    hdr["cal_min"] = hdr["cal_max"] = 0  # as for a NIfTI mask: not the scan's display window
     hdr.set_data_dtype(out.dtype)
     try:
         hdr.set_slope_inter(1.0, 0.0)  # SPM's scale factor: the mask's values are the labels

@@ -215,3 +215,17 @@ def test_an_analyze_mask_keeps_the_scans_geometry_not_its_patient_fields(tmp_pat
     mask = nib.load(out)
     assert np.allclose(mask.affine, nib.load(tmp_path / "scan.hdr").affine) and tuple(mask.header["origin"][:3]) == (5, 6, 4)
     np.testing.assert_array_equal(np.asanyarray(mask.dataobj), _blob() > 50)
+
+
+@pytest.mark.parametrize("suffix, image_class", [(".nii", nib.Nifti1Image), (".hdr", nib.AnalyzeImage)])
+def test_a_mask_does_not_keep_the_scans_display_window(tmp_path, suffix, image_class):
+    """A scan's cal_min/cal_max (its display window, e.g. 10..2000) was copied into its mask with the header, so a viewer
+    that honours it (FSLeyes, MRIcroGL, Mango) showed labels 1..N below the window: an empty-looking mask. Unset (0, 0) now."""
+    img = image_class(_blob(), np.diag([2.0, 3.0, 4.0, 1.0]))
+    img.header["cal_min"], img.header["cal_max"] = 10, 2000
+    nib.save(img, tmp_path / f"scan{suffix}")
+    vol = load_volume(tmp_path / f"scan{suffix}")
+    mask = nib.load(save_mask_like((vol.data > 50).astype(np.uint8), vol, tmp_path / "scan_mask.nii.gz"))
+    assert (float(mask.header["cal_min"]), float(mask.header["cal_max"])) == (0.0, 0.0)
+    np.testing.assert_array_equal(np.asanyarray(mask.dataobj), _blob() > 50)
+

@@ -18,7 +18,7 @@ by them, and of places held by items without a training interaction (never sold,
 The shop (:func:`make_shop`, deterministic given ``--shop-seed``; the model seed varies, the shop does not):
 ``--items`` N catalogue items in ``--categories`` categories (drawn uniformly), of which ``--sold`` S (drawn at random)
 are ever sold, with a Zipf popularity (weight 1 / rank^``--zipf``, ranks in random order); ``--users`` users, each
-preferring 2 categories, buy between 8 and 40 distinct items (geometric-ish: 8 + Poisson(10), capped): 80 percent drawn
+preferring 2 categories, buy between 8 and 40 distinct items (8 + Poisson(10), capped): ``--in-category`` (0.8) of them drawn
 among the sold items of their categories by popularity, the rest among all sold items by popularity; timestamps
 increase per user (start uniform over 90 days, gaps 1 minute to 3 days). Written as RecBole atomic files
 (``shop.inter``: user, item, timestamp; ``shop.item``: item id, title, categories — all N items, as a catalogue lists
@@ -55,8 +55,8 @@ from core.bench import cpu_label, machine_line, markdown_table, write_benchmark_
 
 K = 10
 OUT = Path(__file__).resolve().parents[1] / "runs" / "bench-recommendation-shop"
-SHOP = {"items": 5000, "sold": 500, "users": 1500, "categories": 20, "zipf": 1.0}
-QUICK_SHOP = {"items": 300, "sold": 30, "users": 60, "categories": 3, "zipf": 1.0}
+SHOP = {"items": 5000, "sold": 500, "users": 1500, "categories": 20, "zipf": 1.0, "in_category": 0.8}
+QUICK_SHOP = {"items": 300, "sold": 30, "users": 60, "categories": 3, "zipf": 1.0, "in_category": 0.8}
 LABELS = {"rule": "two-tower, current rule (untrained items in no list)",
           "every_item": "two-tower, every item ranked (same weights: the behaviour before)",
           "full_softmax": "two-tower --softmax full",
@@ -64,11 +64,12 @@ LABELS = {"rule": "two-tower, current rule (untrained items in no list)",
 METRICS = [f"ndcg@{K}", f"recall@{K}", "never_sold_top10", "never_sold_first", "untrained_top10"]
 
 
-def make_shop(folder: Path, items: int, sold: int, users: int, categories: int, zipf: float, seed: int = 0) -> dict:
+def make_shop(folder: Path, items: int, sold: int, users: int, categories: int, zipf: float, in_category: float = 0.8, seed: int = 0) -> dict:
     """Write ``shop.inter`` and ``shop.item`` (RecBole atomic files) into ``folder``; returns what was drawn.
     Deterministic given the arguments (module docstring)."""
-    if not 0 < sold <= items or categories < 1 or users < 1:
-        raise ValueError(f"shop sizes: need 0 < sold <= items, categories >= 1, users >= 1 (got {items=}, {sold=}, {categories=}, {users=})")
+    if not 0 < sold <= items or categories < 1 or users < 1 or not 0 <= in_category <= 1:
+        raise ValueError(f"shop: need 0 < sold <= items, categories >= 1, users >= 1, 0 <= in_category <= 1 "
+                         f"(got {items=}, {sold=}, {categories=}, {users=}, {in_category=})")
     rng = np.random.default_rng(seed)
     cat = rng.integers(0, categories, items)
     sold_ids = np.sort(rng.choice(items, sold, replace=False))
@@ -83,7 +84,7 @@ def make_shop(folder: Path, items: int, sold: int, users: int, categories: int, 
         in_liked = weight * np.isin(cat, liked)
         chosen: list[int] = []
         for _ in range(n):
-            w = in_liked if (rng.random() < 0.8 and in_liked.sum() > 0) else weight
+            w = in_liked if (rng.random() < in_category and in_liked.sum() > 0) else weight
             w = w.copy()
             w[chosen] = 0.0
             if w.sum() == 0:
@@ -194,7 +195,7 @@ def render(res: dict) -> str:
         f"{res['load_average']:.1f} (2 cores; the figures are rankings, not times).",
         f"SYNTHETIC shop (generator in the script, shop seed {s['seed']}): {s['items']:,} catalogue items in {s['categories']} categories, "
         f"{s['sold']} of them ever sold (Zipf {s['zipf']} popularity; {s['items_bought']} bought at least once), {s['users']:,} users preferring "
-        f"2 categories each, {s['interactions']:,} interactions with timestamps. Each seed trains the two-tower once through the "
+        f"2 categories each ({s.get('in_category', 0.8):g} of their purchases in them), {s['interactions']:,} interactions with timestamps. Each seed trains the two-tower once through the "
         f"training command (`--no-wide --text none --epochs {res['epochs']} --no-baselines`, default split msr-stratified-75, "
         "validation carve 0.2, early stopping, refit); 'every item ranked' scores the SAME weights with every catalogue item by "
         "its own id embedding (`model_scores(..., trained_items=None)`, the behaviour before session 14). Shares are over the "
@@ -211,6 +212,10 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="training --epochs (the cap of early stopping; default 5, --quick 2)")
     ap.add_argument("--no-full", action="store_true", help="skip the --softmax full runs")
     ap.add_argument("--shop-seed", type=int, default=0, help="seed of the synthetic shop (fixed across model seeds)")
+    for name, kind, what in (("items", int, "catalogue items"), ("sold", int, "items ever sold"), ("users", int, "users"),
+                             ("categories", int, "item categories"), ("zipf", float, "Zipf exponent of the sold items' popularity"),
+                             ("in-category", float, "share of a user's purchases drawn within their 2 preferred categories")):
+        ap.add_argument(f"--{name}", type=kind, default=None, help=f"shop: {what} (default {SHOP[name.replace('-', '_')]}, --quick {QUICK_SHOP[name.replace('-', '_')]})")
     ap.add_argument("--out", type=Path, default=OUT, help="folder of the result JSON (shop.json); the shop and its training runs live in a temporary folder, removed at the end")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--report", action="store_true", help="train nothing: render (and, without --no-write, write) the table of the "
@@ -227,7 +232,10 @@ def main(argv=None) -> int:
     if epochs < 1:
         ap.error(f"--epochs: expected at least 1, got {epochs}")
     torch.set_num_threads(1)
-    shop_cfg = QUICK_SHOP if args.quick else SHOP
+    shop_cfg = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in (QUICK_SHOP if args.quick else SHOP).items()}
+    c = shop_cfg
+    if not (0 < c["sold"] <= c["items"] and c["users"] >= 1 and c["categories"] >= 1 and 0 <= c["in_category"] <= 1 and c["zipf"] >= 0):
+        ap.error(f"shop settings {c}: expected 0 < --sold <= --items, --users and --categories at least 1, --in-category in [0, 1], --zipf >= 0")
     t0 = time.perf_counter()
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-shop-") as tmp:
@@ -239,7 +247,9 @@ def main(argv=None) -> int:
             rows += run_seed(tmp / "shop", never_sold, seed, epochs, tmp / "runs", not args.no_full, args.quick)
             print(f"seed {seed}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     cmd = "python bench/recommendation_shop.py" + (" --quick" if args.quick else "") + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0, 1, 2] else "") \
-        + (f" --epochs {args.epochs}" if args.epochs else "") + (" --no-full" if args.no_full else "")
+        + (f" --epochs {args.epochs}" if args.epochs else "") + (" --no-full" if args.no_full else "") \
+        + "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k in SHOP if getattr(args, k) is not None) \
+        + (f" --shop-seed {args.shop_seed}" if args.shop_seed else "")
     res = {"command": cmd, "quick": args.quick, "seeds": args.seeds, "epochs": epochs, "shop": {**shop_cfg, **drawn, "seed": args.shop_seed},
            "rows": rows, "wall_seconds": time.perf_counter() - t0, "cpu": cpu_label(), "machine": machine_line(),
            "load_average": os.getloadavg()[0]}

@@ -49,3 +49,13 @@ def test_help_runs():
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0
+
+
+def test_impossible_shop_settings_are_refused_before_anything_runs(tmp_path):
+    from bench.recommendation_shop import main
+
+    for bad in (["--sold", "0"], ["--sold", "400", "--items", "300"], ["--in-category", "1.5"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--quick", "--no-write", "--out", str(tmp_path), *bad])
+        assert e.value.code == 2, bad
+    assert not (tmp_path / "shop.json").exists()
